@@ -1,0 +1,1 @@
+"""The cvm marketplace backend: API, store, chain indexer, matcher and verifier."""

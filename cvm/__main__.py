@@ -1,0 +1,3 @@
+from cvm.cli import app
+
+app()

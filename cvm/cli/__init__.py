@@ -1,0 +1,22 @@
+"""The `cvm` command line: one Typer app with a sub-app per domain."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="cvm",
+    help="Confidential VMs on AMD SEV-SNP, leased and attested on chain.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _register_subcommands() -> None:
+    # Imported here so that `cvm --help` stays fast and a broken sub-app names itself.
+    from cvm.cli import attestation as attestation_cli
+
+    app.add_typer(attestation_cli.app, name="attestation")
+
+
+_register_subcommands()
