@@ -1,0 +1,330 @@
+"""A small typed HTTP client of the backend's `/v1` API, used by node agents and the CLI.
+
+Every failure (a 4xx/5xx answer, a refused connection, a malformed body) raises `ApiError`
+with the HTTP status code (0 when there was no answer) and the server's message.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+import httpx
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cvm.eip712 import Domain, LeaseSpecRequest, SignedHeartbeat, sign_lease_spec_request
+
+_M = TypeVar("_M", bound=BaseModel)
+
+AttestationState = Literal["none", "pending", "verified", "rejected", "expired"]
+
+# Headers a node sends with a request signed by its node key (EIP-712 LeaseSpecRequest).
+NODE_HEADER = "X-CVM-Node"
+TIMESTAMP_HEADER = "X-CVM-Timestamp"
+SIGNATURE_HEADER = "X-CVM-Signature"
+
+
+class ApiError(Exception):
+    """The backend refused a request or could not be reached (`status_code` 0)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"{status_code}: {message}" if status_code else message)
+        self.status_code = status_code
+        self.message = message
+
+
+class _View(BaseModel):
+    # Newer servers may add fields; old clients must keep working.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ChainInfo(_View):
+    chain_id: int
+    node_registry: str
+    lease_market: str
+    attestation_registry: str
+    token: str | None = None
+
+
+class NodeView(_View):
+    address: str
+    operator: str
+    tee_type: int
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    region: int
+    price_per_second: int
+    stake: int
+    active: bool
+    endpoint: str
+    free_vcpus: int | None = None
+    free_memory_mib: int | None = None
+    free_disk_gib: int | None = None
+    running_leases: int | None = None
+    last_heartbeat_at: datetime | None = None
+    reputation: float
+
+
+class LeaseView(_View):
+    id: int
+    renter: str
+    node: str | None
+    status: str
+    tee_type: int
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    min_stake: int
+    max_price_per_second: int
+    price_per_second: int | None
+    deposit: int
+    spec_hash: str
+    expected_measurement: str
+    reattest_interval: int
+    created_block: int
+    has_private_spec: bool
+
+
+class LeaseSpec(_View):
+    """The private part of a lease: only its renter (and its node) may read it."""
+
+    spec_hash: str
+    image: str
+    ssh_public_key: str | None = None
+    cloud_init: str | None = None
+
+
+class VerificationView(_View):
+    ok: bool
+    reason_codes: list[str]
+    detail: dict[str, Any]
+    report_hash: str
+    checked_at: datetime
+    confirm_tx: str | None
+
+
+class AttestationView(_View):
+    lease_id: int
+    status: AttestationState
+    node: str | None
+    report_hash: str | None
+    measurement: str | None
+    submitted_at: int | None
+    verified_at: int | None
+    expires_at: int | None
+    verification: VerificationView | None
+
+
+class EvidenceReceipt(_View):
+    hash: str
+    report_hash: str
+    size: int
+
+
+class Session(_View):
+    token: str
+    address: str
+    expires_at: datetime
+
+
+class ApiClient:
+    """Synchronous client; `token` is a SIWE session token (see `login`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/v1", timeout=timeout_s, transport=transport
+        )
+        self.token = token
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- chain and nodes -------------------------------------------------------------
+
+    def chain_info(self) -> ChainInfo:
+        """Chain id and contract addresses the backend follows (the EIP-712 domain)."""
+        return _model(ChainInfo, self._json("GET", "/chain"))
+
+    def domain(self) -> Domain:
+        info = self.chain_info()
+        return Domain(chain_id=info.chain_id, node_registry=info.node_registry)
+
+    def list_nodes(
+        self,
+        *,
+        tee_type: int | None = None,
+        min_vcpus: int | None = None,
+        min_memory_mib: int | None = None,
+        max_price_per_second: int | None = None,
+        active: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[NodeView]:
+        params = _params(
+            tee_type=tee_type,
+            min_vcpus=min_vcpus,
+            min_memory_mib=min_memory_mib,
+            max_price_per_second=max_price_per_second,
+            active=active,
+            limit=limit,
+            offset=offset,
+        )
+        return [_model(NodeView, n) for n in self._json("GET", "/nodes", params=params)]
+
+    def get_node(self, address: str) -> NodeView:
+        return _model(NodeView, self._json("GET", f"/nodes/{address}"))
+
+    def send_heartbeat(self, signed: SignedHeartbeat) -> None:
+        """Report free capacity, signed by the node key (see `cvm.eip712.sign_heartbeat`)."""
+        self._json("POST", f"/nodes/{signed.heartbeat.node}/heartbeats", json=signed.to_json())
+
+    # --- leases ------------------------------------------------------------------------
+
+    def list_leases(
+        self,
+        *,
+        renter: str | None = None,
+        node: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[LeaseView]:
+        params = _params(renter=renter, node=node, status=status, limit=limit, offset=offset)
+        return [_model(LeaseView, x) for x in self._json("GET", "/leases", params=params)]
+
+    def get_lease(self, lease_id: int) -> LeaseView:
+        return _model(LeaseView, self._json("GET", f"/leases/{lease_id}"))
+
+    def create_lease_intent(
+        self, *, image: str, ssh_public_key: str | None = None, cloud_init: str | None = None
+    ) -> LeaseSpec:
+        """Store the private spec (needs a session); its `spec_hash` goes into createLease."""
+        body = {"image": image, "ssh_public_key": ssh_public_key, "cloud_init": cloud_init}
+        return _model(LeaseSpec, self._json("POST", "/leases/intents", json=body))
+
+    def lease_spec(self, lease_id: int) -> LeaseSpec:
+        """The private spec of a lease, as its renter (needs a session)."""
+        return _model(LeaseSpec, self._json("GET", f"/leases/{lease_id}/spec"))
+
+    def lease_spec_as_node(
+        self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> LeaseSpec:
+        """The private spec of a lease, as the node it was matched to (signed by the node key)."""
+        domain = domain or self.domain()
+        node = Account.from_key(node_key).address
+        request = LeaseSpecRequest(node=node, lease_id=lease_id, timestamp=int(time.time()))
+        headers = {
+            NODE_HEADER: node,
+            TIMESTAMP_HEADER: str(request.timestamp),
+            SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node_key),
+        }
+        return _model(LeaseSpec, self._json("GET", f"/leases/{lease_id}/spec", headers=headers))
+
+    def attestation_status(self, lease_id: int) -> AttestationView:
+        """Attestation state of a lease and the backend's full verification result."""
+        return _model(AttestationView, self._json("GET", f"/leases/{lease_id}/attestation"))
+
+    # --- evidence ------------------------------------------------------------------------
+
+    def upload_evidence(self, bundle: bytes) -> str:
+        """Store canonical evidence bytes; returns its hash (`0x` keccak256 of the bytes)."""
+        return self.upload_evidence_receipt(bundle).hash
+
+    def upload_evidence_receipt(self, bundle: bytes) -> EvidenceReceipt:
+        body = self._json(
+            "POST",
+            "/evidence",
+            content=bundle,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return _model(EvidenceReceipt, body)
+
+    def get_evidence(self, evidence_hash: str) -> bytes:
+        """The evidence bytes, by evidence hash or by the report hash recorded on chain."""
+        return self._request("GET", f"/evidence/{evidence_hash}").content
+
+    # --- Sign-In with Ethereum ----------------------------------------------------------
+
+    def login(self, private_key: bytes | str, *, statement: str = "Sign in to cvm") -> Session:
+        """SIWE (EIP-4361): sign the server's challenge; keeps and returns the session token."""
+        account = Account.from_key(private_key)
+        challenge = self._json("POST", "/auth/nonce", json={"address": account.address})
+        message: str = challenge["message"]
+        signature = account.sign_message(encode_defunct(text=message)).signature
+        body = {"message": message, "signature": "0x" + bytes(signature).hex()}
+        session = _model(Session, self._json("POST", "/auth/login", json=body))
+        self.token = session.token
+        return session
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.token and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"{method} {path}: {exc}") from exc
+        if response.is_error:
+            raise ApiError(response.status_code, _error_message(response))
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(response.status_code, f"{method} {path}: body is not JSON") from exc
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text[:200] or response.reason_phrase
+    if isinstance(detail, str):
+        return detail
+    return str(detail)[:500]
+
+
+def _model(model: type[_M], body: Any) -> _M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(0, f"unexpected {model.__name__} from the server: {exc}") from exc
+
+
+__all__ = [
+    "ApiClient",
+    "ApiError",
+    "AttestationView",
+    "ChainInfo",
+    "EvidenceReceipt",
+    "LeaseSpec",
+    "LeaseView",
+    "NodeView",
+    "Session",
+    "VerificationView",
+]
