@@ -25,6 +25,45 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path(".cvm"), description="local state: keystores, caches, logs")
 
+    # --- backend (owned by backend/) ------------------------------------------------------
+    database_url: str = Field(
+        "sqlite:///.cvm/backend.db",
+        description="SQLAlchemy URL of the backend store (SQLite embedded, PostgreSQL in prod)",
+    )
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Celery broker the backend dispatches leases to"
+    )
+    api_url: str = Field("http://127.0.0.1:8000", description="base URL of the backend API")
+    api_public_host: str = Field(
+        "localhost:8000", description="host[:port] renters see; the SIWE domain they sign for"
+    )
+    evidence_max_bytes: int = Field(
+        65536, description="largest evidence bundle the API stores (report + VCEK + chain)"
+    )
+    heartbeat_window_s: int = Field(
+        120, description="a signed heartbeat's timestamp must be this close to the server clock"
+    )
+    heartbeat_stale_s: int = Field(
+        300, description="a node whose last heartbeat is older than this is not matched"
+    )
+    session_ttl_s: int = Field(86400, description="lifetime of a SIWE session token")
+    siwe_nonce_ttl_s: int = Field(300, description="time to answer a SIWE login challenge")
+    indexer_start_block: int = Field(0, description="first block the indexer reads")
+    indexer_confirmations: int = Field(
+        2, description="blocks an event must be buried under before the indexer applies it"
+    )
+    indexer_batch_blocks: int = Field(500, description="blocks per eth_getLogs request")
+    indexer_poll_s: float = Field(1.0, description="pause between indexer polls at the head")
+    match_accept_timeout_s: int = Field(
+        60, description="time a matched node has to accept on chain before the next is tried"
+    )
+    verifier_keystore: Path | None = Field(
+        None, description="keystore of the verifier key that confirms attestations on chain"
+    )
+    verifier_password_file: Path | None = Field(
+        None, description="file (owner-only) holding the verifier keystore password"
+    )
+
 
 def get_settings() -> Settings:
     """Read the settings afresh (cheap; callers that need a stable view keep the result)."""
