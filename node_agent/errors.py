@@ -1,0 +1,23 @@
+"""The node agent's one error type, with the few refinements its callers act on."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Something the node agent could not do; the message says what and why."""
+
+
+class CapacityExceeded(AgentError):
+    """A lease does not fit in the host's free capacity: the agent refuses it."""
+
+
+class LauncherError(AgentError):
+    """A launcher could not start, inspect, stop or query a guest."""
+
+
+class HostUnsupported(LauncherError):
+    """The host lacks what a launcher needs (e.g. SEV-SNP support or a recent QEMU)."""
+
+
+class LeaseNotOurs(AgentError):
+    """The chain says the lease belongs to another node, or is not open for us."""

@@ -1,0 +1,372 @@
+"""The agent's small durable store (SQLite): its leases, guests, and attestation submissions.
+
+It survives a SIGKILL of the agent: every step writes here before it acts on the world
+(signed transactions are stored before they are broadcast), so a restarted agent resumes
+instead of repeating. Every connection is short-lived, so worker processes can share it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from node_agent.errors import AgentError, CapacityExceeded
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    lease_id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    vcpu INTEGER NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    disk_gb INTEGER NOT NULL,
+    expected_measurement BLOB NOT NULL,
+    reattest_interval INTEGER NOT NULL,
+    accept_tx TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS submissions (
+    lease_id INTEGER NOT NULL,
+    nonce INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    report BLOB NOT NULL,
+    report_hash BLOB NOT NULL,
+    evidence_hash TEXT,
+    raw_tx BLOB,
+    tx_hash TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (lease_id, nonce)
+);
+CREATE TABLE IF NOT EXISTS transactions (
+    tx_hash TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    lease_id INTEGER NOT NULL,
+    account_nonce INTEGER NOT NULL,
+    raw_tx BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+class LeaseState(StrEnum):
+    """Where the agent is with a lease; only the forward transitions below happen."""
+
+    RESERVED = "reserved"  # capacity held, accept not yet confirmed on chain
+    ACCEPTED = "accepted"  # acceptLease mined for this node
+    LAUNCHED = "launched"  # the guest runs
+    ATTESTED = "attested"  # an attestation for the current nonce is on chain
+    STOPPED = "stopped"  # the guest is gone and the lease closed (terminal)
+    REFUSED = "refused"  # not ours or does not fit (terminal)
+
+
+ACTIVE_STATES = (LeaseState.RESERVED, LeaseState.ACCEPTED, LeaseState.LAUNCHED, LeaseState.ATTESTED)
+
+
+class SubmissionState(StrEnum):
+    """The steps of one attestation (one lease, one nonce)."""
+
+    REPORTED = "reported"  # the report for this nonce is stored: it is never fetched again
+    UPLOADED = "uploaded"  # the evidence is on the backend
+    SIGNED = "signed"  # the submit transaction is signed and stored, maybe broadcast
+    SUBMITTED = "submitted"  # the submit transaction is mined
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Guest resources, in the units the chain's lease spec uses."""
+
+    vcpu: int
+    memory_mb: int
+    disk_gb: int
+
+    def fits_within(self, other: Resources) -> bool:
+        return (
+            self.vcpu <= other.vcpu
+            and self.memory_mb <= other.memory_mb
+            and self.disk_gb <= other.disk_gb
+        )
+
+    def minus(self, other: Resources) -> Resources:
+        return Resources(
+            self.vcpu - other.vcpu, self.memory_mb - other.memory_mb, self.disk_gb - other.disk_gb
+        )
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """One lease as the agent knows it."""
+
+    lease_id: int
+    state: LeaseState
+    resources: Resources
+    expected_measurement: bytes
+    reattest_interval: int
+    accept_tx: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One attestation of one lease at one nonce."""
+
+    lease_id: int
+    nonce: int
+    state: SubmissionState
+    report: bytes
+    report_hash: bytes
+    evidence_hash: str | None
+    raw_tx: bytes | None
+    tx_hash: str | None
+
+
+@dataclass(frozen=True)
+class StoredTransaction:
+    """A transaction signed by the node key, stored before it was broadcast."""
+
+    tx_hash: str
+    purpose: str
+    lease_id: int
+    account_nonce: int
+    raw_tx: bytes
+
+
+class AgentStore:
+    """SQLite-backed state of one node agent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: the write lock is taken up front, so check-then-write
+        sequences (capacity, first submission per nonce) are atomic across processes."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # --- leases and capacity -----------------------------------------------------
+    @staticmethod
+    def _lease(row: sqlite3.Row) -> LeaseRecord:
+        return LeaseRecord(
+            lease_id=row["lease_id"],
+            state=LeaseState(row["state"]),
+            resources=Resources(row["vcpu"], row["memory_mb"], row["disk_gb"]),
+            expected_measurement=bytes(row["expected_measurement"]),
+            reattest_interval=row["reattest_interval"],
+            accept_tx=row["accept_tx"],
+            reason=row["reason"],
+        )
+
+    def get_lease(self, lease_id: int) -> LeaseRecord | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM leases WHERE lease_id = ?", (lease_id,)).fetchone()
+        return None if row is None else self._lease(row)
+
+    def leases(self, states: tuple[LeaseState, ...] = ACTIVE_STATES) -> list[LeaseRecord]:
+        marks = ",".join("?" for _ in states)
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM leases WHERE state IN ({marks}) ORDER BY lease_id",  # noqa: S608
+                tuple(str(s) for s in states),
+            ).fetchall()
+        return [self._lease(row) for row in rows]
+
+    @staticmethod
+    def _used(conn: sqlite3.Connection, excluding: int | None = None) -> Resources:
+        row = conn.execute(
+            "SELECT COALESCE(SUM(vcpu),0), COALESCE(SUM(memory_mb),0), COALESCE(SUM(disk_gb),0)"
+            " FROM leases WHERE state IN ('reserved','accepted','launched','attested')"
+            " AND lease_id IS NOT ?",
+            (excluding,),
+        ).fetchone()
+        return Resources(int(row[0]), int(row[1]), int(row[2]))
+
+    def used(self) -> Resources:
+        """Resources held by every active lease."""
+        with self._connect() as conn:
+            return self._used(conn)
+
+    def reserve(
+        self,
+        lease_id: int,
+        resources: Resources,
+        expected_measurement: bytes,
+        reattest_interval: int,
+        capacity: Resources,
+    ) -> LeaseRecord:
+        """Hold capacity for a lease, atomically; idempotent for a lease already known.
+
+        Raises `CapacityExceeded` (and records the lease as refused) when it does not fit.
+        """
+        with self._transaction() as conn:
+            row = conn.execute("SELECT * FROM leases WHERE lease_id = ?", (lease_id,)).fetchone()
+            if row is not None and LeaseState(row["state"]) != LeaseState.REFUSED:
+                return self._lease(row)
+            free = capacity.minus(self._used(conn, excluding=lease_id))
+            fits = resources.fits_within(free)
+            state = LeaseState.RESERVED if fits else LeaseState.REFUSED
+            reason = "" if fits else f"needs {resources}, free {free}"
+            conn.execute(
+                "INSERT OR REPLACE INTO leases (lease_id, state, vcpu, memory_mb, disk_gb,"
+                " expected_measurement, reattest_interval, reason, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    lease_id,
+                    str(state),
+                    resources.vcpu,
+                    resources.memory_mb,
+                    resources.disk_gb,
+                    expected_measurement,
+                    reattest_interval,
+                    reason,
+                    time.time(),
+                ),
+            )
+        if not fits:
+            raise CapacityExceeded(f"lease {lease_id} does not fit: {reason}")
+        record = self.get_lease(lease_id)
+        assert record is not None
+        return record
+
+    def set_lease_state(
+        self, lease_id: int, state: LeaseState, *, reason: str = "", accept_tx: str | None = None
+    ) -> None:
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE leases SET state = ?, reason = ?, accept_tx = COALESCE(?, accept_tx),"
+                " updated_at = ? WHERE lease_id = ?",
+                (str(state), reason, accept_tx, time.time(), lease_id),
+            )
+            if cursor.rowcount != 1:
+                raise AgentError(f"lease {lease_id} is not in the agent's store")
+
+    # --- submissions ---------------------------------------------------------------
+    @staticmethod
+    def _submission(row: sqlite3.Row) -> Submission:
+        return Submission(
+            lease_id=row["lease_id"],
+            nonce=row["nonce"],
+            state=SubmissionState(row["state"]),
+            report=bytes(row["report"]),
+            report_hash=bytes(row["report_hash"]),
+            evidence_hash=row["evidence_hash"],
+            raw_tx=None if row["raw_tx"] is None else bytes(row["raw_tx"]),
+            tx_hash=row["tx_hash"],
+        )
+
+    def get_submission(self, lease_id: int, nonce: int) -> Submission | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM submissions WHERE lease_id = ? AND nonce = ?", (lease_id, nonce)
+            ).fetchone()
+        return None if row is None else self._submission(row)
+
+    def submissions(self, lease_id: int) -> list[Submission]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM submissions WHERE lease_id = ? ORDER BY nonce", (lease_id,)
+            ).fetchall()
+        return [self._submission(row) for row in rows]
+
+    def record_report(
+        self, lease_id: int, nonce: int, report: bytes, report_hash: bytes
+    ) -> Submission:
+        """Keep the first report obtained for (lease, nonce); later calls get that one back,
+        so a retried step never produces a second, different attestation for one nonce."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO submissions (lease_id, nonce, state, report, report_hash,"
+                " updated_at) VALUES (?,?,?,?,?,?)",
+                (lease_id, nonce, str(SubmissionState.REPORTED), report, report_hash, time.time()),
+            )
+        stored = self.get_submission(lease_id, nonce)
+        assert stored is not None
+        return stored
+
+    def record_upload(self, lease_id: int, nonce: int, evidence_hash: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE submissions SET state = ?, evidence_hash = ?, updated_at = ?"
+                " WHERE lease_id = ? AND nonce = ? AND state = ?",
+                (
+                    str(SubmissionState.UPLOADED),
+                    evidence_hash,
+                    time.time(),
+                    lease_id,
+                    nonce,
+                    str(SubmissionState.REPORTED),
+                ),
+            )
+
+    def record_signed(self, lease_id: int, nonce: int, raw_tx: bytes, tx_hash: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE submissions SET state = ?, raw_tx = ?, tx_hash = ?, updated_at = ?"
+                " WHERE lease_id = ? AND nonce = ? AND state = ?",
+                (
+                    str(SubmissionState.SIGNED),
+                    raw_tx,
+                    tx_hash,
+                    time.time(),
+                    lease_id,
+                    nonce,
+                    str(SubmissionState.UPLOADED),
+                ),
+            )
+
+    def record_submitted(self, lease_id: int, nonce: int) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE submissions SET state = ?, updated_at = ? WHERE lease_id = ? AND nonce = ?",
+                (str(SubmissionState.SUBMITTED), time.time(), lease_id, nonce),
+            )
+
+    # --- node-key transactions -------------------------------------------------------
+    def record_transaction(self, tx: StoredTransaction) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO transactions (tx_hash, purpose, lease_id, account_nonce,"
+                " raw_tx, created_at) VALUES (?,?,?,?,?,?)",
+                (tx.tx_hash, tx.purpose, tx.lease_id, tx.account_nonce, tx.raw_tx, time.time()),
+            )
+
+    def transactions(self, purpose: str, lease_id: int) -> list[StoredTransaction]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM transactions WHERE purpose = ? AND lease_id = ?"
+                " ORDER BY account_nonce",
+                (purpose, lease_id),
+            ).fetchall()
+        return [
+            StoredTransaction(
+                row["tx_hash"],
+                row["purpose"],
+                row["lease_id"],
+                row["account_nonce"],
+                bytes(row["raw_tx"]),
+            )
+            for row in rows
+        ]
