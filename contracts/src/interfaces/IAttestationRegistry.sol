@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+/// @title IAttestationRegistry
+/// @notice The stable dApp interface of cvm: is lease N running the code I expect, on real
+/// AMD hardware? Names and types here must not change (dApps and acceptance checks bind to them).
+interface IAttestationRegistry {
+    /// @notice Status of a lease's latest attestation. `Expired` is reported once the
+    /// re-attestation interval has passed without a new one, or once the lease has closed.
+    enum Status {
+        None,
+        Pending,
+        Verified,
+        Rejected,
+        Expired
+    }
+
+    /// @notice A lease's latest attestation.
+    /// @param status See `Status`.
+    /// @param node The node key of the lease (zero while no attestation was submitted).
+    /// @param reportHash keccak256 of the raw 1184-byte SEV-SNP report.
+    /// @param measurement The 48-byte launch measurement (always the lease's expected one).
+    /// @param reportedTcb The TCB version the report states.
+    /// @param submittedAt When the node submitted it (payment accrues from here once verified).
+    /// @param verifiedAt When the verifier quorum confirmed it (0 unless verified).
+    /// @param expiresAt submittedAt plus the lease's re-attestation interval.
+    struct Attestation {
+        Status status;
+        address node;
+        bytes32 reportHash;
+        bytes measurement; // 48 bytes
+        uint64 reportedTcb;
+        uint64 submittedAt;
+        uint64 verifiedAt;
+        uint64 expiresAt;
+    }
+
+    /// @notice The latest attestation of a lease (all zero if none was submitted).
+    function attestationOf(uint256 leaseId) external view returns (Attestation memory);
+
+    /// @notice True only while the lease's latest attestation is Verified, unexpired, the
+    /// lease is active, and its measurement equals `expectedMeasurement`.
+    function isAttested(uint256 leaseId, bytes calldata expectedMeasurement) external view returns (bool);
+
+    /// @notice Emitted when a node submits an attestation for a lease.
+    event AttestationSubmitted(uint256 indexed leaseId, address indexed node, bytes32 reportHash, bytes measurement);
+
+    /// @notice Emitted when the verifier quorum confirms an attestation.
+    event AttestationVerified(uint256 indexed leaseId, bytes32 reportHash);
+
+    /// @notice Emitted when the verifier quorum rejects an attestation.
+    event AttestationRejected(uint256 indexed leaseId, bytes32 reportHash);
+}

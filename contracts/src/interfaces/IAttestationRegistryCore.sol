@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IAttestationRegistry} from "./IAttestationRegistry.sol";
+
+/// @title IAttestationRegistryCore
+/// @notice The full attestation registry: the stable dApp view plus what nodes, verifiers,
+/// the lease market and the admin call.
+/// @dev Flow: `LeaseMarket.createLease` opens a record (expected measurement, re-attestation
+/// interval). The lease's node key `submit`s attestations bound to the lease's current nonce;
+/// verifiers `confirm` them; at `quorum()` approvals the attestation is Verified, at
+/// `quorum()` rejections it is Rejected and the market refunds the renter and slashes the node.
+/// Verified time is what the market pays for (`attestedSeconds`).
+interface IAttestationRegistryCore is IAttestationRegistry {
+    /// @notice Emitted when a verifier votes on a pending attestation.
+    event AttestationVote(uint256 indexed leaseId, address indexed verifier, bytes32 reportHash, bool ok);
+
+    /// @notice Emitted when the admin changes the quorum.
+    event QuorumSet(uint256 quorum);
+
+    /// @notice Emitted once, when the lease market is wired in.
+    event LeaseMarketSet(address leaseMarket);
+
+    /// @notice Role identifier of verifiers (OpenZeppelin AccessControl).
+    function VERIFIER_ROLE() external view returns (bytes32);
+
+    /// @notice The lease market allowed to open records and asked for lease status (zero until set).
+    function leaseMarket() external view returns (address);
+
+    /// @notice Number of matching verifier votes that verifies or rejects an attestation.
+    function quorum() external view returns (uint256);
+
+    /// @notice The nonce the next report for `leaseId` must bind in REPORT_DATA and pass to `submit`.
+    /// @dev Starts at 0 and increases by one with every accepted submit.
+    function attestationNonce(uint256 leaseId) external view returns (uint256);
+
+    /// @notice Seconds of verified attestation coverage of `leaseId` up to time `until`.
+    /// @dev Sum over the lease's verified attestations of [submittedAt, min(until, expiresAt,
+    /// next submission)]. A Pending or Rejected latest attestation adds nothing. The market
+    /// pays `attestedSeconds * ratePerSecond`, capped at the deposit.
+    function attestedSeconds(uint256 leaseId, uint256 until) external view returns (uint256);
+
+    /// @notice Records a new lease's expected measurement and re-attestation interval.
+    /// @dev Only the lease market, from `createLease`.
+    /// Reverts: AttestationRegistry_CallerNotLeaseMarket, _InvalidMeasurementLength,
+    /// _ZeroReattestInterval, _LeaseAlreadyOpened.
+    function openLease(uint256 leaseId, bytes calldata expectedMeasurement, uint32 reattestInterval) external;
+
+    /// @notice Submits an attestation for an active lease; the caller must be the lease's node key.
+    /// @dev The measurement must equal the lease's expected one and `nonce` its current
+    /// `attestationNonce` (so an old report cannot be replayed). Allowed when there is no
+    /// attestation yet or the latest is Verified (re-attestation, on time or late); the time
+    /// the previous verified attestation covered is banked. Emits AttestationSubmitted.
+    /// Reverts: AttestationRegistry_LeaseNotActive, _NotLeaseNode, _StaleNonce,
+    /// _MeasurementMismatch, _ZeroReportHash, _AttestationPending.
+    /// @param leaseId The lease.
+    /// @param nonce The lease's current attestation nonce, bound into REPORT_DATA.
+    /// @param reportHash keccak256 of the raw 1184-byte report.
+    /// @param measurement The report's 48-byte MEASUREMENT.
+    /// @param reportedTcb The report's REPORTED_TCB.
+    /// @param chipIdHash keccak256 of the report's CHIP_ID (emitted, not stored).
+    function submit(
+        uint256 leaseId,
+        uint256 nonce,
+        bytes32 reportHash,
+        bytes calldata measurement,
+        uint64 reportedTcb,
+        bytes32 chipIdHash
+    ) external;
+
+    /// @notice A verifier's vote on the pending attestation of `leaseId`.
+    /// @dev Only VERIFIER_ROLE. `reportHash` must be the pending one. At quorum approvals the
+    /// attestation becomes Verified (payment counts from its submission); at quorum rejections it
+    /// becomes Rejected and the market closes the lease (refund + slash). Emits AttestationVote and
+    /// AttestationVerified or AttestationRejected at quorum.
+    /// Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_NotPending,
+    /// _ReportHashMismatch, _AlreadyVoted.
+    function confirm(uint256 leaseId, bytes32 reportHash, bool ok) external;
+
+    /// @notice Sets the quorum (admin only). Applies to votes cast after the change.
+    /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_InvalidQuorum.
+    function setQuorum(uint256 newQuorum) external;
+
+    /// @notice Wires in the lease market, once (admin only).
+    /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_ZeroAddress,
+    /// _LeaseMarketAlreadySet.
+    function setLeaseMarket(address market) external;
+}

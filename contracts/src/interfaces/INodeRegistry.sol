@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+
+import {Node, NodeSpec} from "../types/DataTypes.sol";
+
+/// @title INodeRegistry
+/// @notice Nodes, their operators and their stake. A node is identified by its node key (the
+/// hot key its agent holds); the operator (cold wallet) registers it, owns its stake and its
+/// earnings. Stake leaves only to the operator after the unbonding delay, or to the lease
+/// market by `slash` for a provable fault; no admin can take it.
+interface INodeRegistry {
+    /// @notice Emitted when an operator registers a node key. `endpoint` is kept in the event only.
+    event NodeRegistered(address indexed nodeKey, address indexed operator, NodeSpec spec, string endpoint);
+
+    /// @notice Emitted when an operator updates a node's capabilities, price or endpoint.
+    event NodeUpdated(address indexed nodeKey, NodeSpec spec, string endpoint);
+
+    /// @notice Emitted when stake is added.
+    event Staked(address indexed nodeKey, address indexed operator, uint256 amount, uint256 stake);
+
+    /// @notice Emitted when stake starts unbonding.
+    event UnstakeRequested(address indexed nodeKey, uint256 amount, uint256 unbonding, uint256 unlocksAt);
+
+    /// @notice Emitted when unbonded stake goes back to the operator.
+    event Unstaked(address indexed nodeKey, address indexed operator, uint256 amount);
+
+    /// @notice Emitted when the lease market slashes a node; the amount went to the market for the renter.
+    event Slashed(address indexed nodeKey, uint256 amount, uint256 fromStake, uint256 fromUnbonding);
+
+    /// @notice Emitted when a non-slashable fault (missed re-attestation) is counted against a node.
+    event MissedAttestationRecorded(address indexed nodeKey, uint256 missedAttestations);
+
+    /// @notice Emitted when the admin changes the minimum stake.
+    event MinStakeSet(uint256 minStake);
+
+    /// @notice Emitted when the admin changes the unbonding delay.
+    event UnbondingDelaySet(uint256 unbondingDelay);
+
+    /// @notice Emitted when the admin changes the slashed fraction.
+    event SlashBpsSet(uint256 slashBps);
+
+    /// @notice Emitted once, when the lease market is wired in.
+    event LeaseMarketSet(address leaseMarket);
+
+    /// @notice Hard cap on the slashed fraction, in basis points (50%).
+    function MAX_SLASH_BPS() external view returns (uint256);
+
+    /// @notice Hard cap on the unbonding delay (30 days).
+    function MAX_UNBONDING_DELAY() external view returns (uint256);
+
+    /// @notice The ERC-20 token staked (the same one leases pay in).
+    function token() external view returns (IERC20);
+
+    /// @notice The lease market allowed to slash (zero until set).
+    function leaseMarket() external view returns (address);
+
+    /// @notice Active stake every node needs to accept any lease.
+    function minStake() external view returns (uint256);
+
+    /// @notice Seconds between `requestUnstake` and `withdrawUnstaked`.
+    function unbondingDelay() external view returns (uint256);
+
+    /// @notice Fraction of a node's stake (active plus unbonding) taken per slash, in basis points.
+    function slashBps() external view returns (uint256);
+
+    /// @notice The stored record of `nodeKey` (operator zero if unregistered).
+    function getNode(address nodeKey) external view returns (Node memory);
+
+    /// @notice The operator of `nodeKey` (zero if unregistered).
+    function operatorOf(address nodeKey) external view returns (address);
+
+    /// @notice Registers `nodeKey` with the caller as its operator.
+    /// @dev Reverts: NodeRegistry_ZeroAddress, _NodeAlreadyRegistered, _InvalidNodeSpec.
+    function register(address nodeKey, NodeSpec calldata spec, string calldata endpoint) external;
+
+    /// @notice Updates a node's capabilities, price and endpoint (operator only). Running leases keep their rate.
+    /// @dev Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _InvalidNodeSpec.
+    function update(address nodeKey, NodeSpec calldata spec, string calldata endpoint) external;
+
+    /// @notice Moves `amount` tokens from the caller (the operator) into the node's active stake.
+    /// @dev Needs an ERC-20 allowance. Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _ZeroAmount.
+    function stake(address nodeKey, uint256 amount) external;
+
+    /// @notice Moves `amount` of active stake into unbonding and restarts the delay (operator only).
+    /// @dev Unbonding stake no longer counts for accepting leases but stays slashable.
+    /// Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _ZeroAmount, _UnstakeExceedsStake.
+    function requestUnstake(address nodeKey, uint256 amount) external;
+
+    /// @notice Sends all unbonded stake to the operator once the delay has passed (operator only).
+    /// @dev Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _NothingUnbonding, _UnbondingNotFinished.
+    /// @return amount The tokens sent.
+    function withdrawUnstaked(address nodeKey) external returns (uint256 amount);
+
+    /// @notice Takes `slashBps` of the node's stake (active first, then unbonding) and sends it
+    /// to the lease market, which credits the harmed renter. Lease market only.
+    /// @dev Reverts: NodeRegistry_CallerNotLeaseMarket.
+    /// @return amount The tokens taken (zero if the node had none).
+    function slash(address nodeKey) external returns (uint256 amount);
+
+    /// @notice Counts a missed re-attestation against the node. Lease market only.
+    /// @dev Reverts: NodeRegistry_CallerNotLeaseMarket.
+    function recordMissedAttestation(address nodeKey) external;
+
+    /// @notice Sets the minimum active stake (owner only).
+    function setMinStake(uint256 newMinStake) external;
+
+    /// @notice Sets the unbonding delay for future requests (owner only).
+    /// @dev Reverts: NodeRegistry_UnbondingDelayTooLong.
+    function setUnbondingDelay(uint256 newDelay) external;
+
+    /// @notice Sets the slashed fraction (owner only), capped at MAX_SLASH_BPS.
+    /// @dev Reverts: NodeRegistry_SlashBpsTooHigh.
+    function setSlashBps(uint256 newSlashBps) external;
+
+    /// @notice Wires in the lease market, once (owner only).
+    /// @dev Reverts: NodeRegistry_ZeroAddress, _LeaseMarketAlreadySet.
+    function setLeaseMarket(address market) external;
+}

@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IAttestationRegistry} from "../interfaces/IAttestationRegistry.sol";
+import {LeaseStatus, TeeType} from "../types/DataTypes.sol";
+
+/// @title Errors
+/// @notice Every custom error of the cvm contracts, grouped by the contract that throws it.
+library Errors {
+    /*//////////////////////////////////////////////////////////////////////////
+                                    NODE-REGISTRY
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @notice Thrown when a zero address is given where an account or contract is required.
+    error NodeRegistry_ZeroAddress();
+
+    /// @notice Thrown when registering a node key that is already registered.
+    error NodeRegistry_NodeAlreadyRegistered(address nodeKey, address operator);
+
+    /// @notice Thrown when a call names a node key that is not registered.
+    error NodeRegistry_NodeNotRegistered(address nodeKey);
+
+    /// @notice Thrown when someone other than the node's operator manages it.
+    error NodeRegistry_NotOperator(address nodeKey, address caller, address operator);
+
+    /// @notice Thrown when a node spec has no TEE type or zero vCPU, memory or disk.
+    error NodeRegistry_InvalidNodeSpec(address nodeKey);
+
+    /// @notice Thrown when an amount of zero is staked or unstaked.
+    error NodeRegistry_ZeroAmount(address nodeKey);
+
+    /// @notice Thrown when more is unstaked than is actively staked.
+    error NodeRegistry_UnstakeExceedsStake(address nodeKey, uint256 amount, uint256 stake);
+
+    /// @notice Thrown when withdrawing while nothing is unbonding.
+    error NodeRegistry_NothingUnbonding(address nodeKey);
+
+    /// @notice Thrown when withdrawing before the unbonding delay has passed.
+    error NodeRegistry_UnbondingNotFinished(address nodeKey, uint256 unlocksAt, uint256 currentTime);
+
+    /// @notice Thrown when a function reserved for the lease market is called by another account.
+    error NodeRegistry_CallerNotLeaseMarket(address caller);
+
+    /// @notice Thrown when the lease market is set a second time.
+    error NodeRegistry_LeaseMarketAlreadySet(address leaseMarket);
+
+    /// @notice Thrown when the slash fraction is set above the hard cap.
+    error NodeRegistry_SlashBpsTooHigh(uint256 slashBps, uint256 maxSlashBps);
+
+    /// @notice Thrown when the unbonding delay is set above the hard cap.
+    error NodeRegistry_UnbondingDelayTooLong(uint256 delay, uint256 maxDelay);
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                    LEASE-MARKET
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @notice Thrown when a zero address is given where a contract is required.
+    error LeaseMarket_ZeroAddress();
+
+    /// @notice Thrown when the expected measurement is not exactly 48 bytes.
+    error LeaseMarket_InvalidMeasurementLength(uint256 length);
+
+    /// @notice Thrown when a lease spec has no TEE type, zero vCPU/memory/disk or a zero re-attestation interval.
+    error LeaseMarket_InvalidLeaseSpec();
+
+    /// @notice Thrown when a deposit or top-up of zero is made.
+    error LeaseMarket_ZeroAmount();
+
+    /// @notice Thrown when the maximum price per second is zero.
+    error LeaseMarket_ZeroMaxPrice();
+
+    /// @notice Thrown when an escrow would exceed 128 bits.
+    error LeaseMarket_DepositOverflow(uint256 leaseId, uint256 deposit);
+
+    /// @notice Thrown when a lease id does not exist.
+    error LeaseMarket_LeaseNotFound(uint256 leaseId);
+
+    /// @notice Thrown when a lease is not in the status a call needs.
+    error LeaseMarket_UnexpectedStatus(uint256 leaseId, LeaseStatus status, LeaseStatus expected);
+
+    /// @notice Thrown when a lease is already closed.
+    error LeaseMarket_LeaseClosed(uint256 leaseId);
+
+    /// @notice Thrown when someone other than the renter acts as the renter.
+    error LeaseMarket_NotRenter(uint256 leaseId, address caller, address renter);
+
+    /// @notice Thrown when someone other than the lease's node operator claims.
+    error LeaseMarket_NotOperator(uint256 leaseId, address caller, address operator);
+
+    /// @notice Thrown when someone other than the lease's node key acts as the node.
+    error LeaseMarket_NotLeaseNode(uint256 leaseId, address caller, address nodeKey);
+
+    /// @notice Thrown when an unregistered node key tries to accept.
+    error LeaseMarket_NodeNotRegistered(address nodeKey);
+
+    /// @notice Thrown when the accepting node's active stake is below what the lease (or registry) demands.
+    error LeaseMarket_StakeTooLow(uint256 leaseId, uint256 stake, uint256 required);
+
+    /// @notice Thrown when the accepting node offers another TEE type than the lease requires.
+    error LeaseMarket_TeeTypeMismatch(uint256 leaseId, TeeType required, TeeType offered);
+
+    /// @notice Thrown when the accepting node declares less vCPU, memory or disk than the lease needs.
+    error LeaseMarket_CapacityTooLow(uint256 leaseId, address nodeKey);
+
+    /// @notice Thrown when the node's rate (price per vCPU times vCPUs) exceeds the renter's maximum.
+    error LeaseMarket_PriceTooHigh(uint256 leaseId, uint256 rate, uint256 maxPricePerSecond);
+
+    /// @notice Thrown when a claim finds nothing claimable.
+    error LeaseMarket_NothingToClaim(uint256 leaseId);
+
+    /// @notice Thrown when settling a lease whose deposit is not yet fully earned.
+    error LeaseMarket_NotExhausted(uint256 leaseId, uint256 earned, uint256 deposit);
+
+    /// @notice Thrown when topping up a lease whose deposit is already fully earned (settle it instead).
+    error LeaseMarket_LeaseExhausted(uint256 leaseId);
+
+    /// @notice Thrown when reporting a missed first attestation before its deadline.
+    error LeaseMarket_AttestationDeadlineNotPassed(uint256 leaseId, uint256 deadline, uint256 currentTime);
+
+    /// @notice Thrown when reporting a missed first attestation although one was submitted.
+    error LeaseMarket_AttestationSubmitted(uint256 leaseId);
+
+    /// @notice Thrown when a function reserved for the attestation registry is called by another account.
+    error LeaseMarket_CallerNotAttestationRegistry(address caller);
+
+    /// @notice Thrown when withdrawing with no credited balance.
+    error LeaseMarket_NothingToWithdraw(address account);
+
+    /// @notice Thrown when the attestation window is set outside its bounds.
+    error LeaseMarket_InvalidAttestationWindow(uint256 window);
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                ATTESTATION-REGISTRY
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @notice Thrown when a zero address is given where a contract is required.
+    error AttestationRegistry_ZeroAddress();
+
+    /// @notice Thrown when a function reserved for the lease market is called by another account.
+    error AttestationRegistry_CallerNotLeaseMarket(address caller);
+
+    /// @notice Thrown when the lease market is set a second time.
+    error AttestationRegistry_LeaseMarketAlreadySet(address leaseMarket);
+
+    /// @notice Thrown when the quorum is set to zero.
+    error AttestationRegistry_InvalidQuorum(uint256 quorum);
+
+    /// @notice Thrown when a lease is opened twice.
+    error AttestationRegistry_LeaseAlreadyOpened(uint256 leaseId);
+
+    /// @notice Thrown when a measurement is not exactly 48 bytes.
+    error AttestationRegistry_InvalidMeasurementLength(uint256 length);
+
+    /// @notice Thrown when a re-attestation interval of zero is given.
+    error AttestationRegistry_ZeroReattestInterval(uint256 leaseId);
+
+    /// @notice Thrown when a submit names a lease that is not active.
+    error AttestationRegistry_LeaseNotActive(uint256 leaseId);
+
+    /// @notice Thrown when someone other than the lease's node key submits.
+    error AttestationRegistry_NotLeaseNode(uint256 leaseId, address caller, address nodeKey);
+
+    /// @notice Thrown when a submit carries another nonce than the lease's current one.
+    error AttestationRegistry_StaleNonce(uint256 leaseId, uint256 nonce, uint256 expected);
+
+    /// @notice Thrown when a submitted measurement differs from the lease's expected one.
+    error AttestationRegistry_MeasurementMismatch(uint256 leaseId);
+
+    /// @notice Thrown when a zero report hash is submitted.
+    error AttestationRegistry_ZeroReportHash(uint256 leaseId);
+
+    /// @notice Thrown when a submit arrives while the previous attestation still awaits the verifiers.
+    error AttestationRegistry_AttestationPending(uint256 leaseId);
+
+    /// @notice Thrown when a confirm finds no attestation awaiting verification.
+    error AttestationRegistry_NotPending(uint256 leaseId, IAttestationRegistry.Status status);
+
+    /// @notice Thrown when a confirm names another report than the pending one.
+    error AttestationRegistry_ReportHashMismatch(uint256 leaseId, bytes32 reportHash, bytes32 pending);
+
+    /// @notice Thrown when a verifier votes twice on the same attestation.
+    error AttestationRegistry_AlreadyVoted(uint256 leaseId, address verifier);
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                  ATTESTED-SERVICE
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @notice Thrown when the example consumer is used for a lease that is not attested with its measurement.
+    error AttestedService_NotAttested(uint256 leaseId);
+}

@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+// Shared enums and structs of the cvm contracts. Storage widths are chosen so that the
+// hot records pack into as few slots as possible; each struct says why a field has its width.
+
+/// @notice Trusted execution technology a node offers and a lease requires.
+enum TeeType {
+    NONE,
+    SEV_SNP,
+    TDX
+}
+
+/// @notice Capabilities and price a node operator declares for a node key.
+/// @dev Calldata shape of `NodeRegistry.register` / `update`.
+struct NodeSpec {
+    TeeType teeType;
+    // 65,535 vCPUs is far above any single host.
+    uint16 vcpu;
+    // MiB in 32 bits covers 4 PiB of memory.
+    uint32 memoryMiB;
+    // GiB in 32 bits covers 4 EiB of disk.
+    uint32 diskGiB;
+    // Region code chosen by the deployment (e.g. ISO 3166 numeric), 16 bits.
+    uint16 region;
+    // Token base units per second per vCPU; 96 bits (7.9e28) is beyond any token supply rate.
+    uint96 pricePerSecondPerUnit;
+}
+
+/// @notice A registered node as stored by `NodeRegistry` (three slots).
+struct Node {
+    // slot 0: operator (20) + teeType (1) + vcpu (2) + memoryMiB (4) + diskGiB (4) = 31 bytes
+    address operator;
+    TeeType teeType;
+    uint16 vcpu;
+    uint32 memoryMiB;
+    uint32 diskGiB;
+    // slot 1: stake (16) + price (12) + region (2) + missedAttestations (2) = 32 bytes.
+    // 128-bit amounts hold any realistic ERC-20 supply (3.4e38 base units).
+    uint128 stake;
+    uint96 pricePerSecondPerUnit;
+    uint16 region;
+    // Faults that are not slashed but count against the node (missed re-attestations); saturates.
+    uint16 missedAttestations;
+    // slot 2: stake waiting out the unbonding delay (still slashable) and when it unlocks.
+    uint128 unbonding;
+    // uint40 seconds lasts until the year 36812.
+    uint40 unbondingEndsAt;
+}
+
+/// @notice Public part of a lease request; the private part (image, SSH key, cloud-init)
+/// stays off chain and is bound by `specHash`.
+struct LeaseSpec {
+    TeeType teeType;
+    uint16 vcpu;
+    uint32 memoryMiB;
+    uint32 diskGiB;
+    // Minimum active stake the accepting node must hold (in addition to the registry minimum).
+    uint96 minNodeStake;
+    // Seconds an attestation stays valid; the node must re-attest within this interval.
+    uint32 reattestInterval;
+    // keccak256 of the private part of the spec, delivered to the backend.
+    bytes32 specHash;
+}
+
+/// @notice Life cycle of a lease.
+enum LeaseStatus {
+    NONE,
+    OPEN,
+    ACTIVE,
+    CLOSED
+}
+
+/// @notice Why a lease was closed.
+enum CloseReason {
+    NONE,
+    // The renter closed it (before acceptance, or while attested).
+    RENTER,
+    // The deposit was fully earned; anyone settled it.
+    EXHAUSTED,
+    // No attestation before the deadline after accept (node slashed), or the renter closed
+    // after a missed re-attestation deadline (counts against the node).
+    ATTESTATION_MISSED,
+    // The verifier quorum rejected an attestation (node slashed).
+    ATTESTATION_REJECTED,
+    // The node key gave the lease up.
+    NODE_EXIT
+}
+
+/// @notice A lease as stored by `LeaseMarket` (four slots).
+struct Lease {
+    // slot 0: renter (20) + acceptedAt (5) + closedAt (5) + closeReason (1) = 31 bytes
+    address renter;
+    // uint40 seconds lasts until the year 36812.
+    uint40 acceptedAt;
+    uint40 closedAt;
+    CloseReason closeReason;
+    // slot 1: nodeKey (20) + ratePerSecond (11) + status (1) = 32 bytes: everything the
+    // attestation registry asks the market for sits in this one slot.
+    address nodeKey;
+    // Fixed at accept: node price per vCPU times the lease's vCPUs; never above the
+    // renter's 64-bit maxPricePerSecond, so 88 bits always suffice.
+    uint88 ratePerSecond;
+    LeaseStatus status;
+    // slot 2: escrowed deposit and what the operator already claimed. On close `deposit`
+    // is cut to what was earned (the rest is refunded), so escrow = deposit - claimed.
+    uint128 deposit;
+    uint128 claimed;
+    // slot 3: the acceptance terms of the public spec = 31 bytes.
+    TeeType teeType;
+    uint16 vcpu;
+    uint32 memoryMiB;
+    uint32 diskGiB;
+    uint96 minNodeStake;
+    // 1.8e19 base units per second is far above any sane price.
+    uint64 maxPricePerSecond;
+}
