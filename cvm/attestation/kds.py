@@ -1,0 +1,105 @@
+"""AMD Key Distribution Service: where a report's VCEK and the product's chain live.
+
+`vcek_url` follows AMD pub. 57230: `/vcek/v1/{product}/{hwID}?blSPL=..&teeSPL=..&snpSPL=..
+&ucodeSPL=..`, with the 8-byte hwID and an extra fmcSPL on Turin. Fetching goes through the
+`CertificateSource` interface; `CachingKds` keeps every certificate in a local directory so
+tests (and air-gapped verifiers) run from the cache alone. Nothing in `verify` calls this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from cvm.attestation.abi import Report, SigningKey, TcbVersion
+from cvm.attestation.errors import KdsError
+from cvm.attestation.product import Product
+
+KDS_BASE_URL = "https://kdsintf.amd.com"
+MAX_CERT_BYTES = 16 * 1024
+
+
+def vcek_url(report: Report, product: Product, base_url: str = KDS_BASE_URL) -> str:
+    """URL of the VCEK that signed `report` on a chip of `product`."""
+    if report.signing_key is not SigningKey.VCEK:
+        raise KdsError(f"KDS serves VCEKs only; this report is signed by {report.signing_key.name}")
+    if report.signer_info.mask_chip_key or not any(report.chip_id):
+        raise KdsError("CHIP_ID is masked: the VCEK cannot be located from the report")
+    size = product.hwid_size
+    if any(report.chip_id[size:]):
+        raise KdsError(f"CHIP_ID has non-zero bytes past the {size}-byte {product} hwID")
+    hwid = report.chip_id[:size].hex()
+    tcb = TcbVersion.from_int(report.reported_tcb, product)
+    query = f"blSPL={tcb.bl:02d}&teeSPL={tcb.tee:02d}&snpSPL={tcb.snp:02d}&ucodeSPL={tcb.ucode:02d}"
+    if product.has_fmc:
+        query = f"fmcSPL={tcb.fmc or 0:02d}&{query}"
+    return f"{base_url}/vcek/v1/{product.value}/{hwid}?{query}"
+
+
+def cert_chain_url(
+    product: Product, signer: SigningKey = SigningKey.VCEK, base_url: str = KDS_BASE_URL
+) -> str:
+    """URL of the ASK+ARK (VCEK) or ASVK+ARK (VLEK) chain of `product`."""
+    kind = {SigningKey.VCEK: "vcek", SigningKey.VLEK: "vlek"}.get(signer)
+    if kind is None:
+        raise KdsError("an unsigned report has no certificate chain")
+    return f"{base_url}/{kind}/v1/{product.value}/cert_chain"
+
+
+class CertificateSource(Protocol):
+    """Anything that returns the bytes served at a KDS URL."""
+
+    def fetch(self, url: str) -> bytes: ...
+
+
+class HttpKds:
+    """Fetches from AMD's KDS over HTTPS (rate-limited by AMD: cache in front of it)."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self._timeout = timeout
+
+    def fetch(self, url: str) -> bytes:
+        try:
+            response = httpx.get(url, timeout=self._timeout, follow_redirects=False)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise KdsError(f"KDS request failed: {exc}") from exc
+        if len(response.content) > MAX_CERT_BYTES:
+            raise KdsError(f"KDS answer is larger than {MAX_CERT_BYTES} bytes")
+        return response.content
+
+
+class CachingKds:
+    """A cache directory in front of another source (or none: cache only, never the network)."""
+
+    def __init__(self, cache_dir: Path, upstream: CertificateSource | None = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.upstream = upstream
+
+    def path_for(self, url: str) -> Path:
+        """Where `url`'s answer is cached: named by the SHA-256 of the URL."""
+        return self.cache_dir / f"{hashlib.sha256(url.encode()).hexdigest()}.bin"
+
+    def store(self, url: str, data: bytes) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        target = self.path_for(url)
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(target)  # atomic: a reader never sees half a certificate
+
+    def fetch(self, url: str) -> bytes:
+        cached = self.path_for(url)
+        if cached.is_file():
+            return cached.read_bytes()
+        if self.upstream is None:
+            raise KdsError(f"{url} is not in the cache {self.cache_dir} and no upstream is set")
+        data = self.upstream.fetch(url)
+        self.store(url, data)
+        return data
+
+    def vcek_for(self, report: Report, product: Product) -> bytes:
+        """The VCEK (DER) for `report`, from the cache or upstream."""
+        return self.fetch(vcek_url(report, product))
