@@ -6,6 +6,7 @@ with the HTTP status code (0 when there was no answer) and the server's message.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -13,6 +14,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_utils import keccak
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cvm.eip712 import Domain, LeaseSpecRequest, SignedHeartbeat, sign_lease_spec_request
@@ -295,6 +297,29 @@ class ApiClient:
             raise ApiError(response.status_code, f"{method} {path}: body is not JSON") from exc
 
 
+def private_spec_hash(
+    renter: str, image: str, ssh_public_key: str | None, cloud_init: str | None
+) -> str:
+    """The `specHash` a lease carries on chain: keccak256 of the canonical private spec.
+
+    Canonical = JSON with sorted keys, no spaces, UTF-8; the renter is part of it so that
+    two renters with the same image never share (or can claim) one spec record.
+    """
+    canonical = json.dumps(
+        {
+            "cloud_init": cloud_init,
+            "image": image,
+            "renter": renter.lower(),
+            "ssh_public_key": ssh_public_key,
+            "version": 1,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    return "0x" + keccak(canonical).hex()
+
+
 def _params(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -327,4 +352,5 @@ __all__ = [
     "NodeView",
     "Session",
     "VerificationView",
+    "private_spec_hash",
 ]

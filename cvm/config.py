@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         "localhost:8000", description="host[:port] renters see; the SIWE domain they sign for"
     )
     evidence_max_bytes: int = Field(
-        65536, description="largest evidence bundle the API stores (report + VCEK + chain)"
+        131072, description="largest evidence bundle the API stores (report + VCEK + chain)"
     )
     heartbeat_window_s: int = Field(
         120, description="a signed heartbeat's timestamp must be this close to the server clock"

@@ -1,0 +1,33 @@
+"""The FastAPI application: routers under /v1, JSON errors, metrics at /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from backend.api.deps import AppContext
+from backend.api.errors import ErrorBody, install_error_handlers
+from backend.api.metrics import ApiMetrics, MetricsMiddleware
+from backend.api.routes import auth, chain, evidence, health, leases, nodes
+
+API_PREFIX = "/v1"
+
+
+def create_app(context: AppContext) -> FastAPI:
+    """A FastAPI app serving `context` (store, settings, chain); one per process."""
+    app = FastAPI(
+        title="cvm marketplace",
+        version="1",
+        summary="Leases of AMD SEV-SNP confidential VMs, matched to nodes and attested on chain",
+        responses={422: {"model": ErrorBody, "description": "invalid input"}},
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    v1 = APIRouter(prefix=API_PREFIX)
+    for module in (health, chain, nodes, leases, evidence, auth):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    metrics = ApiMetrics()
+    app.state.metrics = metrics
+    app.add_route("/metrics", metrics.render, include_in_schema=False)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

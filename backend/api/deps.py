@@ -1,0 +1,114 @@
+"""Dependencies of the routes: the app context, a transactional session, who is calling."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from backend.api.errors import ApiError
+from backend.api.schemas import ChainInfo
+from backend.store import Store, UserSession
+from cvm.config import Settings
+from cvm.eip712 import Domain
+
+
+class HeartbeatListener(Protocol):
+    """Told about every accepted heartbeat (the matcher updates its index)."""
+
+    def on_heartbeat(
+        self, node: str, free_vcpus: int, free_memory_mib: int, free_disk_gib: int, timestamp: int
+    ) -> None: ...
+
+
+@dataclass
+class AppContext:
+    """Everything a request needs, built once per app."""
+
+    settings: Settings
+    store: Store
+    chain: ChainInfo
+    clock: Callable[[], float] = time.time
+    heartbeat_listeners: list[HeartbeatListener] = field(default_factory=list)
+
+    @property
+    def domain(self) -> Domain:
+        return Domain(chain_id=self.chain.chain_id, node_registry=self.chain.node_registry)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(context: Context) -> Iterator[Session]:
+    """One transaction per request: committed if the route returns, rolled back otherwise.
+
+    Callables the route appends to `session.info["after_commit"]` run once the commit
+    succeeded (e.g. telling the matcher about a heartbeat it must not see if the write failed).
+    """
+    with context.store.session() as session:
+        session.info["after_commit"] = []
+        yield session
+        callbacks = session.info.pop("after_commit")
+    for callback in callbacks:
+        callback()
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    session.info["after_commit"].append(callback)
+
+
+# scope="function": the commit happens before the response is sent, so a 2xx means written.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "Authorization must be 'Bearer <session token>'")
+    return token.strip()
+
+
+def session_address(context: AppContext, session: Session, authorization: str | None) -> str | None:
+    """The renter address of a valid bearer session, None without a token, 401 if invalid."""
+    token = _bearer(authorization)
+    if token is None:
+        return None
+    row = session.get(UserSession, token_digest(token))
+    if row is None or row.expires_at <= context.now():
+        raise ApiError(401, "session token is unknown or expired; sign in again")
+    return row.address
+
+
+def current_renter(
+    context: Context,
+    session: DbSession,
+    authorization: Annotated[str | None, Header()] = None,
+) -> str:
+    """The signed-in renter (SIWE session), or 401."""
+    address = session_address(context, session, authorization)
+    if address is None:
+        raise ApiError(401, "sign in with Ethereum first (POST /v1/auth/nonce, /v1/auth/login)")
+    return address
+
+
+Renter = Annotated[str, Depends(current_renter)]

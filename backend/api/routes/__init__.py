@@ -1,0 +1,1 @@
+"""One router per resource; `backend.api.app` mounts them under /v1."""

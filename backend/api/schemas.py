@@ -1,0 +1,178 @@
+"""Request and response bodies of the API (pydantic), and the parsers of path values."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from eth_utils import to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from backend.api.errors import ApiError
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+Hex32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
+Uint32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+LeaseId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+AttestationState = Literal["none", "pending", "verified", "rejected", "expired"]
+
+
+def parse_address(value: str, what: str = "address") -> str:
+    """The lower-case form of a 0x address, or a 422 naming the bad value."""
+    if not _ADDRESS.match(value):
+        raise ApiError(422, f"{what} is not a 0x-prefixed 20-byte hex address: {value[:80]!r}")
+    return value.lower()
+
+
+def parse_hash(value: str, what: str = "hash") -> str:
+    if not _HASH.match(value):
+        raise ApiError(422, f"{what} is not a 0x-prefixed 32-byte hex value: {value[:80]!r}")
+    return value.lower()
+
+
+def checksum(address: str | None) -> str | None:
+    return None if address is None else str(to_checksum_address(address))
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChainInfo(BaseModel):
+    chain_id: int
+    node_registry: str
+    lease_market: str
+    attestation_registry: str
+    token: str | None = None
+
+
+class NodeOut(BaseModel):
+    address: str
+    operator: str
+    tee_type: int
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    region: int
+    price_per_second: int
+    stake: int
+    active: bool
+    endpoint: str
+    free_vcpus: int | None
+    free_memory_mib: int | None
+    free_disk_gib: int | None
+    running_leases: int | None
+    last_heartbeat_at: datetime | None
+    reputation: float = Field(description="(verified + 1) / (verified + rejected + faults + 2)")
+
+
+class HeartbeatIn(_Body):
+    node: Address
+    free_vcpus: Uint32
+    free_memory_mib: Uint32
+    free_disk_gib: Uint32
+    running_leases: Uint32
+    timestamp: Uint64
+    signature: Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
+
+
+class HeartbeatOut(BaseModel):
+    node: str
+    timestamp: int
+    accepted: bool = True
+
+
+class LeaseOut(BaseModel):
+    id: int
+    renter: str
+    node: str | None
+    status: str
+    tee_type: int
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    min_stake: int
+    max_price_per_second: int
+    price_per_second: int | None
+    deposit: int
+    spec_hash: str
+    expected_measurement: str
+    reattest_interval: int
+    created_block: int
+    has_private_spec: bool
+
+
+class LeaseIntentIn(_Body):
+    image: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    ssh_public_key: Annotated[str, StringConstraints(max_length=16384)] | None = None
+    cloud_init: Annotated[str, StringConstraints(max_length=65536)] | None = None
+
+
+class LeaseSpecOut(BaseModel):
+    spec_hash: str
+    image: str
+    ssh_public_key: str | None
+    cloud_init: str | None
+
+
+class VerificationOut(BaseModel):
+    ok: bool
+    reason_codes: list[str]
+    detail: dict[str, Any]
+    report_hash: str
+    checked_at: datetime
+    confirm_tx: str | None
+
+
+class AttestationOut(BaseModel):
+    lease_id: int
+    status: AttestationState
+    node: str | None
+    report_hash: str | None
+    measurement: str | None
+    submitted_at: int | None
+    verified_at: int | None
+    expires_at: int | None
+    verification: VerificationOut | None
+
+
+class EvidenceReceipt(BaseModel):
+    hash: str = Field(description="0x keccak256 of the evidence bytes")
+    report_hash: str = Field(description="0x keccak256 of the raw report, as recorded on chain")
+    size: int
+
+
+class NonceIn(_Body):
+    address: Address
+
+
+class NonceOut(BaseModel):
+    nonce: str
+    message: str = Field(description="the EIP-4361 message to sign with personal_sign")
+    expires_at: datetime
+
+
+class LoginIn(_Body):
+    message: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    signature: Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
+
+
+class SessionOut(BaseModel):
+    token: str
+    address: str
+    expires_at: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    database: bool
+    indexed_block: int | None

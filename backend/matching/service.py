@@ -1,0 +1,247 @@
+"""The matcher: assigns each new lease to a node, persists the reservation, dispatches it.
+
+Life of a match: `reserved` (capacity held, task sent to the node's queue) -> `accepted`
+(the node accepted on chain; held until a later heartbeat includes the guest) or
+`expired` (no accept before the deadline: the next best node is tried, never the same one
+again) or `released` (another node accepted, the lease closed). One matcher process owns
+the index; its state is rebuilt from the store at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.matching.index import Demand, MatchIndex, NodeEntry, Reservation
+from backend.store import Heartbeat, Lease, Match, Node, Store
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[int, str], None]  # (lease id, node address)
+
+
+def reputation(verified: int, rejected: int, faults: int) -> float:
+    """Laplace-smoothed share of good on-chain outcomes: a new node starts at 0.5."""
+    return (verified + 1) / (verified + rejected + faults + 2)
+
+
+def node_entry(node: Node) -> NodeEntry:
+    return NodeEntry(
+        address=node.address,
+        tee_type=node.tee_type,
+        vcpus=node.vcpus,
+        memory_mib=node.memory_mib,
+        disk_gib=node.disk_gib,
+        price_per_vcpu=node.price_per_second,
+        stake=node.stake,
+        reputation=reputation(node.attestations_verified, node.attestations_rejected, node.faults),
+        active=node.active,
+    )
+
+
+def demand_of(lease: Lease) -> Demand:
+    return Demand(
+        lease_id=lease.id,
+        tee_type=lease.tee_type,
+        vcpus=lease.vcpus,
+        memory_mib=lease.memory_mib,
+        disk_gib=lease.disk_gib,
+        min_stake=lease.min_stake,
+        max_price_per_second=lease.max_price_per_second,
+    )
+
+
+def _reservation(match: Match) -> Reservation:
+    return Reservation(
+        match.lease_id, match.node, match.vcpus, match.memory_mib, match.disk_gib, match.score
+    )
+
+
+class Matcher:
+    """Matches open leases to nodes; safe to call from several threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatch: Dispatch,
+        *,
+        accept_timeout_s: float,
+        stale_after_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.dispatch = dispatch
+        self.accept_timeout_s = accept_timeout_s
+        self.clock = clock
+        self.index = MatchIndex(stale_after_s=stale_after_s, clock=clock)
+        # One lease is matched by one thread at a time (the index itself is atomic per node).
+        self._lease_locks: dict[int, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Load nodes, heartbeats and live reservations from the store."""
+        with self.store.session() as session:
+            nodes = session.scalars(select(Node)).all()
+            heartbeats = {h.node: h for h in session.scalars(select(Heartbeat))}
+            live = session.scalars(
+                select(Match).where(Match.status.in_(("reserved", "accepted")))
+            ).all()
+        self.index.load(node_entry(node) for node in nodes)
+        for heartbeat in heartbeats.values():
+            self.index.heartbeat(
+                heartbeat.node,
+                heartbeat.free_vcpus,
+                heartbeat.free_memory_mib,
+                heartbeat.free_disk_gib,
+                heartbeat.timestamp,
+            )
+        for match in live:
+            self.index.reserve(_reservation(match))
+
+    def node_changed(self, node: Node) -> None:
+        """The indexer changed a node's on-chain facts (registration, stake, reputation)."""
+        self.index.upsert(node_entry(node))
+
+    def on_heartbeat(
+        self,
+        node: str,
+        free_vcpus: int,
+        free_memory_mib: int,
+        free_disk_gib: int,
+        timestamp: int,
+    ) -> None:
+        """A signed heartbeat was stored: refresh capacity, release what it now includes."""
+        if not self.index.heartbeat(node, free_vcpus, free_memory_mib, free_disk_gib, timestamp):
+            return
+        absorbed_before = datetime.fromtimestamp(timestamp, UTC)
+        with self.store.session() as session:
+            matches = session.scalars(
+                select(Match).where(
+                    Match.node == node,
+                    Match.status == "accepted",
+                    Match.accepted_at < absorbed_before,
+                )
+            ).all()
+            for match in matches:
+                match.status = "released"
+        for match in matches:
+            self.index.release(_reservation(match))
+
+    # --- matching -------------------------------------------------------------------------------
+
+    def _lease_lock(self, lease_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._lease_locks.setdefault(lease_id, threading.Lock())
+
+    def match_lease(self, lease_id: int) -> Match | None:
+        """Reserve the best node for an open lease and dispatch it; None if nothing fits.
+
+        Idempotent: a lease with a live reservation keeps it. Nodes whose reservation for
+        this lease expired are never tried again.
+        """
+        with self._lease_lock(lease_id):
+            with self.store.session() as session:
+                lease = session.get(Lease, lease_id)
+                if lease is None or lease.status != "open":
+                    return None
+                previous = session.scalars(select(Match).where(Match.lease_id == lease_id)).all()
+                live = [m for m in previous if m.status in ("reserved", "accepted")]
+                if live:
+                    return live[0]
+                tried = frozenset(m.node for m in previous)
+                demand = demand_of(lease)
+            reservation = self.index.match(demand, exclude=tried)
+            if reservation is None:
+                log.info("lease %s: no fitting node (tried %d)", lease_id, len(tried))
+                return None
+            now = self._now()
+            try:
+                with self.store.session() as session:
+                    match = Match(
+                        lease_id=lease_id,
+                        node=reservation.node,
+                        status="reserved",
+                        vcpus=reservation.vcpus,
+                        memory_mib=reservation.memory_mib,
+                        disk_gib=reservation.disk_gib,
+                        score=reservation.score,
+                        created_at=now,
+                        deadline=now + timedelta(seconds=self.accept_timeout_s),
+                    )
+                    session.add(match)
+            except Exception:
+                self.index.release(reservation)
+                raise
+        try:
+            self.dispatch(lease_id, reservation.node)
+        except Exception:
+            # The reservation stays: the deadline expires it and the next node is tried.
+            log.exception("dispatching lease %s to %s failed", lease_id, reservation.node)
+        return match
+
+    def lease_accepted(self, lease_id: int, node: str) -> None:
+        """The chain says `node` accepted: keep its reservation, free every other one."""
+        now = self._now()
+        freed: list[Match] = []
+        with self.store.session() as session:
+            for match in self._live(session, lease_id):
+                if match.node == node and match.status == "reserved":
+                    match.status = "accepted"
+                    match.accepted_at = now
+                elif match.node != node:
+                    match.status = "released"
+                    freed.append(match)
+        for match in freed:
+            self.index.release(_reservation(match))
+
+    def lease_closed(self, lease_id: int) -> None:
+        """The lease closed: nothing stays reserved for it."""
+        with self.store.session() as session:
+            freed = list(self._live(session, lease_id))
+            for match in freed:
+                match.status = "released"
+        for match in freed:
+            self.index.release(_reservation(match))
+
+    def expire_overdue(self) -> list[int]:
+        """Expire reservations past their deadline and re-match their leases to the next node."""
+        now = self._now()
+        with self.store.session() as session:
+            overdue = session.scalars(
+                select(Match).where(Match.status == "reserved", Match.deadline <= now)
+            ).all()
+            for match in overdue:
+                match.status = "expired"
+        for match in overdue:
+            self.index.release(_reservation(match))
+        rematched = []
+        for lease_id in sorted({m.lease_id for m in overdue}):
+            if self.match_lease(lease_id) is not None:
+                rematched.append(lease_id)
+        return rematched
+
+    def match_open_leases(self) -> int:
+        """Match every open lease without a live reservation (at start and periodically)."""
+        with self.store.session() as session:
+            open_ids = session.scalars(select(Lease.id).where(Lease.status == "open")).all()
+        return sum(1 for lease_id in open_ids if self.match_lease(lease_id) is not None)
+
+    @staticmethod
+    def _live(session: Session, lease_id: int) -> list[Match]:
+        return list(
+            session.scalars(
+                select(Match).where(
+                    Match.lease_id == lease_id, Match.status.in_(("reserved", "accepted"))
+                )
+            )
+        )

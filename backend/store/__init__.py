@@ -1,0 +1,39 @@
+"""The backend's store: SQLAlchemy 2 models, engine and session factory, Alembic migrations."""
+
+from backend.store.db import Store, StoreError, migrate
+from backend.store.models import (
+    Attestation,
+    Base,
+    ChainEvent,
+    Evidence,
+    Heartbeat,
+    IndexedBlock,
+    IndexerCursor,
+    Lease,
+    LeaseSpec,
+    Match,
+    Node,
+    SiweNonce,
+    UserSession,
+    Verification,
+)
+
+__all__ = [
+    "Attestation",
+    "Base",
+    "ChainEvent",
+    "Evidence",
+    "Heartbeat",
+    "IndexedBlock",
+    "IndexerCursor",
+    "Lease",
+    "LeaseSpec",
+    "Match",
+    "Node",
+    "SiweNonce",
+    "Store",
+    "StoreError",
+    "UserSession",
+    "Verification",
+    "migrate",
+]

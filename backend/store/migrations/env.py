@@ -1,0 +1,29 @@
+"""Alembic environment: migrates the URL set by `backend.store.db.alembic_config`."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from backend.store.models import Base
+
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    url = context.config.get_main_option("sqlalchemy.url")
+    assert url, "sqlalchemy.url is not set"
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        # SQLite cannot ALTER most things in place: batch mode copies the table.
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()

@@ -1,0 +1,256 @@
+"""SQLAlchemy 2 models of everything the backend keeps.
+
+Two kinds of tables. Chain projections (`nodes`, `leases`, `attestations`) are a pure
+function of the indexed `chain_events`: a reorg deletes the events past the fork and
+rebuilds the projections they touched. Off-chain records (heartbeats, evidence, lease
+specs, matches, verifications, sessions) are written by the API and the services; they
+refer to chain entities by id only (no foreign keys), so rebuilding a projection never
+cascades into them.
+
+Addresses are stored lower-case hex; hashes and measurements as 0x-prefixed lower-case hex.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from backend.store.types import Uint256, UtcDateTime
+
+ADDRESS = String(42)
+HASH = String(66)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every backend table."""
+
+
+# --- chain projections -----------------------------------------------------------------
+
+
+class Node(Base):
+    """A node as registered on chain (NodeRegistry), plus its on-chain track record."""
+
+    __tablename__ = "nodes"
+
+    address: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    operator: Mapped[str] = mapped_column(ADDRESS)
+    tee_type: Mapped[int] = mapped_column(Integer)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(BigInteger)
+    disk_gib: Mapped[int] = mapped_column(BigInteger)
+    region: Mapped[int] = mapped_column(Integer, default=0)
+    price_per_second: Mapped[int] = mapped_column(Uint256)
+    endpoint: Mapped[str] = mapped_column(Text, default="")
+    stake: Mapped[int] = mapped_column(Uint256, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    attestations_verified: Mapped[int] = mapped_column(Integer, default=0)
+    attestations_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    faults: Mapped[int] = mapped_column(Integer, default=0)
+    registered_block: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # The matcher's SQL twin (bench/matching.py) filters on these.
+        Index("ix_nodes_match", "tee_type", "active", "vcpus", "memory_mib"),
+    )
+
+
+class Lease(Base):
+    """A lease as created on chain (LeaseMarket), with its matched node once accepted."""
+
+    __tablename__ = "leases"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    renter: Mapped[str] = mapped_column(ADDRESS, index=True)
+    node: Mapped[str | None] = mapped_column(ADDRESS, index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    tee_type: Mapped[int] = mapped_column(Integer)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(BigInteger)
+    disk_gib: Mapped[int] = mapped_column(BigInteger)
+    min_stake: Mapped[int] = mapped_column(Uint256)
+    max_price_per_second: Mapped[int] = mapped_column(Uint256)
+    price_per_second: Mapped[int | None] = mapped_column(Uint256)
+    deposit: Mapped[int] = mapped_column(Uint256)
+    spec_hash: Mapped[str] = mapped_column(HASH, index=True)
+    expected_measurement: Mapped[str] = mapped_column(String(98))
+    reattest_interval: Mapped[int] = mapped_column(BigInteger)
+    attestation_nonce: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_block: Mapped[int] = mapped_column(BigInteger)
+    accepted_block: Mapped[int | None] = mapped_column(BigInteger)
+    closed_block: Mapped[int | None] = mapped_column(BigInteger)
+    close_reason: Mapped[int | None] = mapped_column(Integer)
+
+
+class Attestation(Base):
+    """The latest attestation of a lease (AttestationRegistry)."""
+
+    __tablename__ = "attestations"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(ADDRESS)
+    status: Mapped[str] = mapped_column(String(16))
+    report_hash: Mapped[str] = mapped_column(HASH, index=True)
+    measurement: Mapped[str] = mapped_column(String(98))
+    submitted_block: Mapped[int] = mapped_column(BigInteger)
+    submitted_at: Mapped[int] = mapped_column(BigInteger)
+    verified_at: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+# --- the indexer's own state -------------------------------------------------------------
+
+
+class ChainEvent(Base):
+    """One decoded log, exactly as applied; the source of every chain projection."""
+
+    __tablename__ = "chain_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger, index=True)
+    block_hash: Mapped[str] = mapped_column(HASH)
+    log_index: Mapped[int] = mapped_column(Integer)
+    tx_hash: Mapped[str] = mapped_column(HASH)
+    contract: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    # The projections the event feeds: a reorg rebuilds exactly these leases and nodes.
+    lease_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    node: Mapped[str | None] = mapped_column(ADDRESS, index=True)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (UniqueConstraint("block_number", "log_index", name="uq_event_position"),)
+
+
+class IndexedBlock(Base):
+    """Hash of every block the indexer has applied: how a reorg is noticed."""
+
+    __tablename__ = "indexed_blocks"
+
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(HASH)
+
+
+class IndexerCursor(Base):
+    """The last block the indexer applied completely (one row per chain)."""
+
+    __tablename__ = "indexer_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_block: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- off-chain records ---------------------------------------------------------------------
+
+
+class Heartbeat(Base):
+    """The last signed heartbeat of a node: its free capacity as the node sees it."""
+
+    __tablename__ = "heartbeats"
+
+    node: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    free_vcpus: Mapped[int] = mapped_column(Integer)
+    free_memory_mib: Mapped[int] = mapped_column(BigInteger)
+    free_disk_gib: Mapped[int] = mapped_column(BigInteger)
+    running_leases: Mapped[int] = mapped_column(Integer)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(132))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Evidence(Base):
+    """Canonical evidence bytes (report, VCEK, chain), addressed by their keccak256."""
+
+    __tablename__ = "evidence"
+
+    hash: Mapped[str] = mapped_column(HASH, primary_key=True)
+    report_hash: Mapped[str] = mapped_column(HASH, index=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LeaseSpec(Base):
+    """The private part of a lease spec, bound on chain by `spec_hash`."""
+
+    __tablename__ = "lease_specs"
+
+    spec_hash: Mapped[str] = mapped_column(HASH, primary_key=True)
+    renter: Mapped[str] = mapped_column(ADDRESS, index=True)
+    image: Mapped[str] = mapped_column(Text)
+    ssh_public_key: Mapped[str | None] = mapped_column(Text)
+    cloud_init: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Match(Base):
+    """A reservation of a node's capacity for a lease, until it is accepted or expires."""
+
+    __tablename__ = "matches"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    node: Mapped[str] = mapped_column(ADDRESS, index=True)
+    # reserved -> accepted (the node accepted on chain) | expired (it did not, in time)
+    # | released (another node accepted, or the lease closed, or a heartbeat absorbed it).
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(BigInteger)
+    disk_gib: Mapped[int] = mapped_column(BigInteger)
+    score: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    deadline: Mapped[datetime] = mapped_column(UtcDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Verification(Base):
+    """The backend verifier's full result for one submitted attestation."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    report_hash: Mapped[str] = mapped_column(HASH)
+    evidence_hash: Mapped[str | None] = mapped_column(HASH)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    reason_codes: Mapped[list[str]] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    confirm_tx: Mapped[str | None] = mapped_column(HASH)
+
+    __table_args__ = (UniqueConstraint("lease_id", "report_hash", name="uq_verification"),)
+
+
+class SiweNonce(Base):
+    """A Sign-In with Ethereum challenge, usable once before it expires."""
+
+    __tablename__ = "siwe_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(ADDRESS)
+    message: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class UserSession(Base):
+    """A renter's session; only the SHA-256 of the bearer token is kept."""
+
+    __tablename__ = "sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(ADDRESS)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
