@@ -34,6 +34,9 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @dev Starts at 0 and increases by one with every accepted submit.
     function attestationNonce(uint256 leaseId) external view returns (uint256);
 
+    /// @notice The status `attestationOf` would report, without copying the record.
+    function statusOf(uint256 leaseId) external view returns (Status);
+
     /// @notice Seconds of verified attestation coverage of `leaseId` up to time `until`.
     /// @dev Sum over the lease's verified attestations of [submittedAt, min(until, expiresAt,
     /// next submission)]. A Pending or Rejected latest attestation adds nothing. The market

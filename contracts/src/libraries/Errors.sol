@@ -187,4 +187,7 @@ library Errors {
 
     /// @notice Thrown when the example consumer is used for a lease that is not attested with its measurement.
     error AttestedService_NotAttested(uint256 leaseId);
+
+    /// @notice Thrown when someone other than the attested lease's node key posts a result.
+    error AttestedService_NotLeaseNode(uint256 leaseId, address caller, address node);
 }

@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
+import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
+import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.sol";
+import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
+import {Errors} from "./libraries/Errors.sol";
+import {LeaseStatus} from "./types/DataTypes.sol";
+
+/// @title AttestationRegistry
+/// @notice Attestations of cvm leases, confirmed by a quorum of verifiers. See {IAttestationRegistryCore}.
+/// @dev The record of a lease is written when the lease is created, so that `submit` and
+/// `confirm` only rewrite slots that already hold data (5,000 gas each instead of 22,100).
+/// The measurement is stored once, here; the node key and lease status are read from the market.
+contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
+    using SafeCast for uint256;
+
+    /// @inheritdoc IAttestationRegistryCore
+    bytes32 public constant override VERIFIER_ROLE = keccak256("cvm.VERIFIER_ROLE");
+
+    uint256 private constant _MEASUREMENT_LENGTH = 48;
+
+    /// @dev Placeholder report hash written at open so the first submit rewrites a non-zero
+    /// slot. A keccak256 output equal to 1 is infeasible, and a zero hash is rejected.
+    bytes32 private constant _NO_REPORT = bytes32(uint256(1));
+
+    /// @dev One record per lease, four slots.
+    struct Record {
+        // slot 0
+        bytes32 reportHash;
+        // slot 1: measurement bytes 0..31
+        bytes32 measurementHead;
+        // slot 2: measurement bytes 32..47 (16) + status (1) + submittedAt (5) + verifiedAt (5) = 27 bytes;
+        // `confirm` touches only this slot. uint40 seconds last until the year 36812.
+        bytes16 measurementTail;
+        Status status;
+        uint40 submittedAt;
+        uint40 verifiedAt;
+        // slot 3: interval (4) + nonce (4) + banked (4) + tcb (8) + votes (2) = 22 bytes.
+        // 32 bits of seconds is 136 years, of nonces 4e9 re-attestations; a non-zero interval marks the record open.
+        uint32 reattestInterval;
+        uint32 nonce;
+        // Verified seconds of earlier attestations of this lease.
+        uint32 bankedSeconds;
+        uint64 reportedTcb;
+        // Vote counters of the pending attestation; only used when quorum > 1.
+        uint8 approvals;
+        uint8 rejections;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    address public override leaseMarket;
+
+    /// @inheritdoc IAttestationRegistryCore
+    uint256 public override quorum;
+
+    mapping(uint256 leaseId => Record) private _records;
+
+    /// @dev keccak256(leaseId, nonce, verifier) => voted; only written when quorum > 1.
+    mapping(bytes32 voteKey => bool) private _voted;
+
+    constructor(address admin, uint256 quorum_) {
+        if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
+        _setQuorum(quorum_);
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                       VIEWS
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistry
+    function attestationOf(uint256 leaseId) external view override returns (Attestation memory attestation) {
+        Record storage record = _records[leaseId];
+        Status stored = record.status;
+        if (stored == Status.None) return attestation;
+        (address nodeKey, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
+        uint256 expiresAt = uint256(record.submittedAt) + record.reattestInterval;
+        attestation = Attestation({
+            status: _effectiveStatus(stored, expiresAt, leaseStatus),
+            node: nodeKey,
+            reportHash: record.reportHash,
+            measurement: abi.encodePacked(record.measurementHead, record.measurementTail),
+            reportedTcb: record.reportedTcb,
+            submittedAt: record.submittedAt,
+            verifiedAt: record.verifiedAt,
+            expiresAt: uint64(expiresAt)
+        });
+    }
+
+    /// @inheritdoc IAttestationRegistry
+    function isAttested(uint256 leaseId, bytes calldata expectedMeasurement) external view override returns (bool) {
+        Record storage record = _records[leaseId];
+        if (record.status != Status.Verified) return false;
+        if (block.timestamp >= uint256(record.submittedAt) + record.reattestInterval) return false;
+        if (expectedMeasurement.length != _MEASUREMENT_LENGTH) return false;
+        if (bytes32(expectedMeasurement[0:32]) != record.measurementHead) return false;
+        if (bytes16(expectedMeasurement[32:48]) != record.measurementTail) return false;
+        (, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
+        return leaseStatus == LeaseStatus.ACTIVE;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function statusOf(uint256 leaseId) external view override returns (Status) {
+        Record storage record = _records[leaseId];
+        Status stored = record.status;
+        if (stored == Status.None || stored == Status.Rejected) return stored;
+        (, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
+        return _effectiveStatus(stored, uint256(record.submittedAt) + record.reattestInterval, leaseStatus);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function attestationNonce(uint256 leaseId) external view override returns (uint256) {
+        return _records[leaseId].nonce;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function attestedSeconds(uint256 leaseId, uint256 until) external view override returns (uint256 seconds_) {
+        Record storage record = _records[leaseId];
+        seconds_ = record.bankedSeconds;
+        if (record.status == Status.Verified) {
+            seconds_ += _covered(record.submittedAt, record.reattestInterval, until);
+        }
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                    LEASE MARKET
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistryCore
+    function openLease(uint256 leaseId, bytes calldata expectedMeasurement, uint32 reattestInterval) external override {
+        if (msg.sender != leaseMarket) revert Errors.AttestationRegistry_CallerNotLeaseMarket(msg.sender);
+        if (expectedMeasurement.length != _MEASUREMENT_LENGTH) {
+            revert Errors.AttestationRegistry_InvalidMeasurementLength(expectedMeasurement.length);
+        }
+        if (reattestInterval == 0) revert Errors.AttestationRegistry_ZeroReattestInterval(leaseId);
+        Record storage record = _records[leaseId];
+        if (record.reattestInterval != 0) revert Errors.AttestationRegistry_LeaseAlreadyOpened(leaseId);
+        record.reportHash = _NO_REPORT;
+        record.measurementHead = bytes32(expectedMeasurement[0:32]);
+        record.measurementTail = bytes16(expectedMeasurement[32:48]);
+        record.reattestInterval = reattestInterval;
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                       NODES
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistryCore
+    function submit(
+        uint256 leaseId,
+        uint256 nonce,
+        bytes32 reportHash,
+        bytes calldata measurement,
+        uint64 reportedTcb,
+        bytes32 chipIdHash
+    ) external override {
+        (address nodeKey, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
+        if (leaseStatus != LeaseStatus.ACTIVE) revert Errors.AttestationRegistry_LeaseNotActive(leaseId);
+        if (msg.sender != nodeKey) revert Errors.AttestationRegistry_NotLeaseNode(leaseId, msg.sender, nodeKey);
+        Record storage record = _records[leaseId];
+        uint32 current = record.nonce;
+        if (nonce != current) revert Errors.AttestationRegistry_StaleNonce(leaseId, nonce, current);
+        if (reportHash == bytes32(0)) revert Errors.AttestationRegistry_ZeroReportHash(leaseId);
+        if (
+            measurement.length != _MEASUREMENT_LENGTH || bytes32(measurement[0:32]) != record.measurementHead
+                || bytes16(measurement[32:48]) != record.measurementTail
+        ) revert Errors.AttestationRegistry_MeasurementMismatch(leaseId);
+
+        Status previous = record.status;
+        if (previous == Status.Pending) revert Errors.AttestationRegistry_AttestationPending(leaseId);
+        uint32 interval = record.reattestInterval;
+        uint32 banked = record.bankedSeconds;
+        if (previous == Status.Verified) {
+            // Bank what the previous attestation covered: up to now if on time, its full interval if late.
+            banked = (banked + _covered(record.submittedAt, interval, block.timestamp)).toUint32();
+        }
+
+        record.reportHash = reportHash;
+        record.status = Status.Pending;
+        record.submittedAt = uint40(block.timestamp);
+        record.verifiedAt = 0;
+        record.nonce = current + 1;
+        record.bankedSeconds = banked;
+        record.reportedTcb = reportedTcb;
+        record.approvals = 0;
+        record.rejections = 0;
+
+        emit AttestationSubmitted(leaseId, msg.sender, reportHash, measurement);
+        // chipIdHash is evidence for the verifiers and indexers only; not stored.
+        chipIdHash;
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                     VERIFIERS
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistryCore
+    function confirm(uint256 leaseId, bytes32 reportHash, bool ok) external override onlyRole(VERIFIER_ROLE) {
+        Record storage record = _records[leaseId];
+        Status status = record.status;
+        if (status != Status.Pending) revert Errors.AttestationRegistry_NotPending(leaseId, status);
+        bytes32 pending = record.reportHash;
+        if (reportHash != pending) revert Errors.AttestationRegistry_ReportHashMismatch(leaseId, reportHash, pending);
+
+        uint256 required = quorum;
+        bool decided = required == 1;
+        if (!decided) {
+            // With a single vote deciding, the status change itself prevents double votes;
+            // only a real quorum needs the per-verifier record.
+            bytes32 voteKey = keccak256(abi.encode(leaseId, record.nonce, msg.sender));
+            if (_voted[voteKey]) revert Errors.AttestationRegistry_AlreadyVoted(leaseId, msg.sender);
+            _voted[voteKey] = true;
+            uint8 votes;
+            if (ok) {
+                votes = record.approvals + 1;
+                record.approvals = votes;
+            } else {
+                votes = record.rejections + 1;
+                record.rejections = votes;
+            }
+            decided = votes >= required;
+        }
+        emit AttestationVote(leaseId, msg.sender, reportHash, ok);
+        if (!decided) return;
+
+        if (ok) {
+            record.status = Status.Verified;
+            record.verifiedAt = uint40(block.timestamp);
+            emit AttestationVerified(leaseId, reportHash);
+        } else {
+            record.status = Status.Rejected;
+            emit AttestationRejected(leaseId, reportHash);
+            // The market is a fixed, trusted contract (set once); it refunds the renter and slashes the node.
+            ILeaseMarket(leaseMarket).onAttestationRejected(leaseId);
+        }
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                       ADMIN
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistryCore
+    function setQuorum(uint256 newQuorum) external override onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setQuorum(newQuorum);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function setLeaseMarket(address market) external override onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (market == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
+        if (leaseMarket != address(0)) revert Errors.AttestationRegistry_LeaseMarketAlreadySet(leaseMarket);
+        leaseMarket = market;
+        emit LeaseMarketSet(market);
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                      PRIVATE
+    //////////////////////////////////////////////////////////////////////////*/
+
+    function _setQuorum(uint256 newQuorum) private {
+        // Vote counters are 8 bits wide.
+        if (newQuorum == 0 || newQuorum > type(uint8).max) revert Errors.AttestationRegistry_InvalidQuorum(newQuorum);
+        quorum = newQuorum;
+        emit QuorumSet(newQuorum);
+    }
+
+    /// @dev Seconds of [submittedAt, submittedAt + interval) that lie before `until`.
+    function _covered(uint256 submittedAt, uint256 interval, uint256 until) private pure returns (uint256) {
+        if (until <= submittedAt) return 0;
+        uint256 end = submittedAt + interval;
+        return (until < end ? until : end) - submittedAt;
+    }
+
+    function _effectiveStatus(Status stored, uint256 expiresAt, LeaseStatus leaseStatus) private view returns (Status) {
+        if (stored == Status.Rejected) return stored;
+        if (leaseStatus == LeaseStatus.CLOSED) return Status.Expired;
+        if (stored == Status.Verified && block.timestamp >= expiresAt) return Status.Expired;
+        return stored;
+    }
+}

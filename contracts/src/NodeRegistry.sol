@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {Ownable, Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
+import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
+import {Errors} from "./libraries/Errors.sol";
+import {Node, NodeSpec, TeeType} from "./types/DataTypes.sol";
+
+/// @title NodeRegistry
+/// @notice Nodes, operators and stake of cvm. See {INodeRegistry}.
+contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+
+    /// @inheritdoc INodeRegistry
+    uint256 public constant override MAX_SLASH_BPS = 5000;
+
+    /// @inheritdoc INodeRegistry
+    uint256 public constant override MAX_UNBONDING_DELAY = 30 days;
+
+    uint256 private constant _BPS = 10_000;
+
+    /// @inheritdoc INodeRegistry
+    IERC20 public immutable override token;
+
+    /// @inheritdoc INodeRegistry
+    address public override leaseMarket;
+
+    /// @inheritdoc INodeRegistry
+    uint256 public override minStake;
+
+    /// @inheritdoc INodeRegistry
+    uint256 public override unbondingDelay;
+
+    /// @inheritdoc INodeRegistry
+    uint256 public override slashBps;
+
+    mapping(address nodeKey => Node) private _nodes;
+
+    constructor(IERC20 token_, address initialOwner, uint256 minStake_, uint256 unbondingDelay_, uint256 slashBps_)
+        Ownable(initialOwner)
+    {
+        if (address(token_) == address(0)) revert Errors.NodeRegistry_ZeroAddress();
+        if (unbondingDelay_ > MAX_UNBONDING_DELAY) {
+            revert Errors.NodeRegistry_UnbondingDelayTooLong(unbondingDelay_, MAX_UNBONDING_DELAY);
+        }
+        if (slashBps_ > MAX_SLASH_BPS) revert Errors.NodeRegistry_SlashBpsTooHigh(slashBps_, MAX_SLASH_BPS);
+        token = token_;
+        minStake = minStake_;
+        unbondingDelay = unbondingDelay_;
+        slashBps = slashBps_;
+        emit MinStakeSet(minStake_);
+        emit UnbondingDelaySet(unbondingDelay_);
+        emit SlashBpsSet(slashBps_);
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                     MODIFIERS
+    //////////////////////////////////////////////////////////////////////////*/
+
+    modifier onlyLeaseMarket() {
+        if (msg.sender != leaseMarket) revert Errors.NodeRegistry_CallerNotLeaseMarket(msg.sender);
+        _;
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                       VIEWS
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc INodeRegistry
+    function getNode(address nodeKey) external view override returns (Node memory) {
+        return _nodes[nodeKey];
+    }
+
+    /// @inheritdoc INodeRegistry
+    function operatorOf(address nodeKey) external view override returns (address) {
+        return _nodes[nodeKey].operator;
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                     OPERATORS
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc INodeRegistry
+    function register(address nodeKey, NodeSpec calldata spec, string calldata endpoint) external override {
+        if (nodeKey == address(0)) revert Errors.NodeRegistry_ZeroAddress();
+        Node storage node = _nodes[nodeKey];
+        if (node.operator != address(0)) revert Errors.NodeRegistry_NodeAlreadyRegistered(nodeKey, node.operator);
+        _checkSpec(nodeKey, spec);
+        node.operator = msg.sender;
+        _writeSpec(node, spec);
+        emit NodeRegistered(nodeKey, msg.sender, spec, endpoint);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function update(address nodeKey, NodeSpec calldata spec, string calldata endpoint) external override {
+        Node storage node = _operatorNode(nodeKey);
+        _checkSpec(nodeKey, spec);
+        _writeSpec(node, spec);
+        emit NodeUpdated(nodeKey, spec, endpoint);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function stake(address nodeKey, uint256 amount) external override nonReentrant {
+        Node storage node = _operatorNode(nodeKey);
+        if (amount == 0) revert Errors.NodeRegistry_ZeroAmount(nodeKey);
+        uint128 newStake = (uint256(node.stake) + amount).toUint128();
+        node.stake = newStake;
+        emit Staked(nodeKey, msg.sender, amount, newStake);
+        token.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function requestUnstake(address nodeKey, uint256 amount) external override {
+        Node storage node = _operatorNode(nodeKey);
+        if (amount == 0) revert Errors.NodeRegistry_ZeroAmount(nodeKey);
+        uint256 active = node.stake;
+        if (amount > active) revert Errors.NodeRegistry_UnstakeExceedsStake(nodeKey, amount, active);
+        uint256 unlocksAt = block.timestamp + unbondingDelay;
+        node.stake = uint128(active - amount);
+        // Cannot overflow: stake + unbonding <= tokens held, each below 2^128 by construction.
+        uint128 unbonding = node.unbonding + uint128(amount);
+        node.unbonding = unbonding;
+        // One timer for the whole unbonding amount: adding to it restarts the delay, so a node
+        // cannot escape a pending slash by trickling stake out.
+        node.unbondingEndsAt = unlocksAt.toUint40();
+        emit UnstakeRequested(nodeKey, amount, unbonding, unlocksAt);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function withdrawUnstaked(address nodeKey) external override nonReentrant returns (uint256 amount) {
+        Node storage node = _operatorNode(nodeKey);
+        amount = node.unbonding;
+        if (amount == 0) revert Errors.NodeRegistry_NothingUnbonding(nodeKey);
+        if (block.timestamp < node.unbondingEndsAt) {
+            revert Errors.NodeRegistry_UnbondingNotFinished(nodeKey, node.unbondingEndsAt, block.timestamp);
+        }
+        node.unbonding = 0;
+        node.unbondingEndsAt = 0;
+        emit Unstaked(nodeKey, msg.sender, amount);
+        // The caller is the operator pulling its own stake: a direct transfer after the effects is safe.
+        token.safeTransfer(msg.sender, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                    LEASE MARKET
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc INodeRegistry
+    function slash(address nodeKey) external override onlyLeaseMarket nonReentrant returns (uint256 amount) {
+        Node storage node = _nodes[nodeKey];
+        uint256 active = node.stake;
+        uint256 unbonding = node.unbonding;
+        amount = ((active + unbonding) * slashBps) / _BPS;
+        if (amount == 0) return 0;
+        uint256 fromStake = amount <= active ? amount : active;
+        uint256 fromUnbonding = amount - fromStake;
+        node.stake = uint128(active - fromStake);
+        node.unbonding = uint128(unbonding - fromUnbonding);
+        emit Slashed(nodeKey, amount, fromStake, fromUnbonding);
+        // The lease market is a fixed, trusted contract that credits the renter.
+        token.safeTransfer(msg.sender, amount);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function recordMissedAttestation(address nodeKey) external override onlyLeaseMarket {
+        Node storage node = _nodes[nodeKey];
+        uint16 missed = node.missedAttestations;
+        if (missed < type(uint16).max) {
+            missed += 1;
+            node.missedAttestations = missed;
+        }
+        emit MissedAttestationRecorded(nodeKey, missed);
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                       OWNER
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc INodeRegistry
+    function setMinStake(uint256 newMinStake) external override onlyOwner {
+        minStake = newMinStake;
+        emit MinStakeSet(newMinStake);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function setUnbondingDelay(uint256 newDelay) external override onlyOwner {
+        if (newDelay > MAX_UNBONDING_DELAY) {
+            revert Errors.NodeRegistry_UnbondingDelayTooLong(newDelay, MAX_UNBONDING_DELAY);
+        }
+        unbondingDelay = newDelay;
+        emit UnbondingDelaySet(newDelay);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function setSlashBps(uint256 newSlashBps) external override onlyOwner {
+        if (newSlashBps > MAX_SLASH_BPS) revert Errors.NodeRegistry_SlashBpsTooHigh(newSlashBps, MAX_SLASH_BPS);
+        slashBps = newSlashBps;
+        emit SlashBpsSet(newSlashBps);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function setLeaseMarket(address market) external override onlyOwner {
+        if (market == address(0)) revert Errors.NodeRegistry_ZeroAddress();
+        // Set once: whoever can slash must not be swappable by the admin.
+        if (leaseMarket != address(0)) revert Errors.NodeRegistry_LeaseMarketAlreadySet(leaseMarket);
+        leaseMarket = market;
+        emit LeaseMarketSet(market);
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                      PRIVATE
+    //////////////////////////////////////////////////////////////////////////*/
+
+    function _operatorNode(address nodeKey) private view returns (Node storage node) {
+        node = _nodes[nodeKey];
+        address operator = node.operator;
+        if (operator == address(0)) revert Errors.NodeRegistry_NodeNotRegistered(nodeKey);
+        if (operator != msg.sender) revert Errors.NodeRegistry_NotOperator(nodeKey, msg.sender, operator);
+    }
+
+    function _checkSpec(address nodeKey, NodeSpec calldata spec) private pure {
+        if (spec.teeType == TeeType.NONE || spec.vcpu == 0 || spec.memoryMiB == 0 || spec.diskGiB == 0) {
+            revert Errors.NodeRegistry_InvalidNodeSpec(nodeKey);
+        }
+    }
+
+    function _writeSpec(Node storage node, NodeSpec calldata spec) private {
+        node.teeType = spec.teeType;
+        node.vcpu = spec.vcpu;
+        node.memoryMiB = spec.memoryMiB;
+        node.diskGiB = spec.diskGiB;
+        node.region = spec.region;
+        node.pricePerSecondPerUnit = spec.pricePerSecondPerUnit;
+    }
+}
