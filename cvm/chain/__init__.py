@@ -1,0 +1,76 @@
+"""Python bindings of the cvm contracts: build, deploy, typed clients, events, errors.
+
+    from cvm.chain import Anvil, ChainClient, deploy
+    with Anvil() as node:
+        deployment = deploy(node.w3, node.dev_account(0))
+        client = ChainClient(node.w3, deployment, node.dev_account(1))
+
+Every failure is a `ChainError`; a revert is a `ContractRevert` named after the custom
+error (`LeaseMarket_DepositTooLow(...)`), decoded from the ABIs of all shipped contracts.
+"""
+
+from cvm.chain.anvil import Anvil, find_anvil
+from cvm.chain.artifacts import Artifact, artifact_names, load_artifact, revert_decoder
+from cvm.chain.attestation_registry import AttestationRegistryClient
+from cvm.chain.attested_service import AttestedServiceClient
+from cvm.chain.client import ChainClient, event_decoder
+from cvm.chain.contract import TxResult
+from cvm.chain.deploy import NO_MEASUREMENT, DeployConfig, deploy
+from cvm.chain.deployment import Deployment
+from cvm.chain.errors import ChainError, ContractRevert, RevertDecoder, UnknownRevert
+from cvm.chain.events import ChainEvent, EventDecoder
+from cvm.chain.lease_market import CreatedLease, LeaseMarketClient
+from cvm.chain.node_registry import NodeRegistryClient
+from cvm.chain.sender import TransactionSender, forget_nonces
+from cvm.chain.token import Permit, TokenClient
+from cvm.chain.types import (
+    Attestation,
+    AttestationStatus,
+    CloseReason,
+    Lease,
+    LeaseSpec,
+    LeaseStatus,
+    Node,
+    NodeSpec,
+    TeeType,
+)
+
+__all__ = [
+    "NO_MEASUREMENT",
+    "Anvil",
+    "Artifact",
+    "Attestation",
+    "AttestationRegistryClient",
+    "AttestationStatus",
+    "AttestedServiceClient",
+    "ChainClient",
+    "ChainError",
+    "ChainEvent",
+    "CloseReason",
+    "ContractRevert",
+    "CreatedLease",
+    "DeployConfig",
+    "Deployment",
+    "EventDecoder",
+    "Lease",
+    "LeaseMarketClient",
+    "LeaseSpec",
+    "LeaseStatus",
+    "Node",
+    "NodeRegistryClient",
+    "NodeSpec",
+    "Permit",
+    "RevertDecoder",
+    "TeeType",
+    "TokenClient",
+    "TransactionSender",
+    "TxResult",
+    "UnknownRevert",
+    "artifact_names",
+    "deploy",
+    "event_decoder",
+    "find_anvil",
+    "forget_nonces",
+    "load_artifact",
+    "revert_decoder",
+]

@@ -1,0 +1,86 @@
+"""Client of `AttestationRegistry`: submissions by nodes, votes by verifiers, dApp views."""
+
+from __future__ import annotations
+
+from cvm.chain.contract import ContractClient, TxResult
+from cvm.chain.types import Attestation
+
+
+class AttestationRegistryClient(ContractClient):
+    """Typed calls of `IAttestationRegistryCore` (see its NatSpec for the rules)."""
+
+    contract_name = "AttestationRegistry"
+    _verifier_role: bytes | None = None
+
+    # --- dApp views (stable interface) ---------------------------------------------
+    def attestation_of(self, lease_id: int) -> Attestation:
+        """The latest attestation of a lease (status NONE if none was submitted)."""
+        return Attestation.from_tuple(lease_id, tuple(self._call("attestationOf", lease_id)))
+
+    def is_attested(self, lease_id: int, expected_measurement: bytes) -> bool:
+        """True while the latest attestation is verified, unexpired and of this measurement."""
+        return bool(self._call("isAttested", lease_id, expected_measurement))
+
+    # --- other views -----------------------------------------------------------------
+    def attestation_nonce(self, lease_id: int) -> int:
+        """The nonce the next report of `lease_id` must bind and pass to `submit`."""
+        return int(self._call("attestationNonce", lease_id))
+
+    def attested_seconds(self, lease_id: int, until: int) -> int:
+        """Seconds of verified coverage of `lease_id` up to time `until`."""
+        return int(self._call("attestedSeconds", lease_id, until))
+
+    def quorum(self) -> int:
+        """Matching verifier votes that decide an attestation."""
+        return int(self._call("quorum"))
+
+    def lease_market(self) -> str:
+        """The lease market wired in."""
+        return str(self._call("leaseMarket"))
+
+    def verifier_role(self) -> bytes:
+        """The AccessControl role id of verifiers (asked once: it is a constant)."""
+        if self._verifier_role is None:
+            self._verifier_role = bytes(self._call("VERIFIER_ROLE"))
+        return self._verifier_role
+
+    def is_verifier(self, account: str) -> bool:
+        """Whether `account` holds the verifier role."""
+        return bool(self._call("hasRole", self.verifier_role(), account))
+
+    # --- node ------------------------------------------------------------------------
+    def submit(
+        self,
+        lease_id: int,
+        nonce: int,
+        report_hash: bytes,
+        measurement: bytes,
+        reported_tcb: int,
+        chip_id_hash: bytes,
+    ) -> TxResult:
+        """Submit an attestation of `lease_id` (this client's account is the lease's node key)."""
+        return self._send(
+            "submit", lease_id, nonce, report_hash, measurement, reported_tcb, chip_id_hash
+        )
+
+    # --- verifier --------------------------------------------------------------------
+    def confirm(self, lease_id: int, report_hash: bytes, ok: bool) -> TxResult:
+        """Vote on the pending attestation of `lease_id` (verifier role)."""
+        return self._send("confirm", lease_id, report_hash, ok)
+
+    # --- admin -----------------------------------------------------------------------
+    def add_verifier(self, account: str) -> TxResult:
+        """Grant the verifier role (admin only)."""
+        return self._send("grantRole", self.verifier_role(), account)
+
+    def remove_verifier(self, account: str) -> TxResult:
+        """Revoke the verifier role (admin only)."""
+        return self._send("revokeRole", self.verifier_role(), account)
+
+    def set_quorum(self, quorum: int) -> TxResult:
+        """Set the verifier quorum (admin only)."""
+        return self._send("setQuorum", quorum)
+
+    def set_lease_market(self, market: str) -> TxResult:
+        """Wire in the lease market, once (admin only)."""
+        return self._send("setLeaseMarket", market)

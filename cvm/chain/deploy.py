@@ -1,0 +1,99 @@
+"""Deploying the whole cvm system to any RPC.
+
+`deploy` puts up the token (a fresh `TestToken` unless an existing token is given), the
+node registry, the attestation registry, the lease market and the example consumer,
+wires them together and registers the verifiers, all from one deployer account that
+becomes owner and admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from cvm.chain.artifacts import load_artifact, revert_decoder
+from cvm.chain.client import ChainClient
+from cvm.chain.deployment import Deployment
+from cvm.chain.errors import ChainError
+from cvm.chain.sender import TransactionSender
+
+# A measurement nobody launches: the example consumer deployed without a real one trusts nothing.
+NO_MEASUREMENT = bytes(48)
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """Parameters of a deployment. Defaults suit a local chain."""
+
+    # Existing ERC-20 with EIP-2612 permit to pay and stake in; None deploys a TestToken.
+    token: str | None = None
+    min_stake: int = 100 * 10**18
+    unbonding_delay: int = 7 * 24 * 3600
+    slash_bps: int = 1_000
+    attestation_window: int = 600
+    quorum: int = 1
+    verifiers: Sequence[str] = ()
+    # The launch measurement the example consumer (AttestedService) trusts.
+    example_measurement: bytes = NO_MEASUREMENT
+
+
+def _deploy_contract(sender: TransactionSender, name: str, *args: Any) -> str:
+    artifact = load_artifact(name)
+    factory = sender.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    data = factory.constructor(*args).data_in_transaction
+    receipt = sender.send({"data": data, "value": 0})
+    address = receipt.get("contractAddress")
+    if not address:
+        raise ChainError(f"deploying {name} produced no contract")
+    return Web3.to_checksum_address(address)
+
+
+def deploy(
+    w3: Web3,
+    deployer: LocalAccount,
+    config: DeployConfig | None = None,
+    *,
+    rpc_url: str | None = None,
+) -> Deployment:
+    """Deploy and wire the whole system from `deployer`, who becomes owner and admin."""
+    config = config or DeployConfig()
+    sender = TransactionSender(w3, deployer, revert_decoder())
+    start_block = int(w3.eth.block_number) + 1
+    token = config.token or _deploy_contract(sender, "TestToken")
+    registry = _deploy_contract(
+        sender,
+        "NodeRegistry",
+        token,
+        deployer.address,
+        config.min_stake,
+        config.unbonding_delay,
+        config.slash_bps,
+    )
+    attestations = _deploy_contract(sender, "AttestationRegistry", deployer.address, config.quorum)
+    market = _deploy_contract(
+        sender, "LeaseMarket", token, registry, attestations, deployer.address,
+        config.attestation_window,
+    )  # fmt: skip
+    service = _deploy_contract(sender, "AttestedService", attestations, config.example_measurement)
+    deployment = Deployment(
+        chain_id=sender.chain_id,
+        deployer=deployer.address,
+        start_block=start_block,
+        token=token,
+        node_registry=registry,
+        attestation_registry=attestations,
+        lease_market=market,
+        attested_service=service,
+        test_token=config.token is None,
+        rpc_url=rpc_url,
+    )
+    admin = ChainClient(w3, deployment, deployer)
+    admin.nodes.set_lease_market(market)
+    admin.attestations.set_lease_market(market)
+    for verifier in config.verifiers:
+        admin.attestations.add_verifier(verifier)
+    return deployment

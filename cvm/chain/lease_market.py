@@ -1,0 +1,130 @@
+"""Client of `LeaseMarket`: leases, their escrow, payment streaming and closing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cvm.chain.contract import ContractClient, TxResult
+from cvm.chain.token import Permit
+from cvm.chain.types import Lease, LeaseSpec, LeaseStatus
+
+
+@dataclass(frozen=True)
+class CreatedLease:
+    """The id of a new lease and the transaction that created it."""
+
+    lease_id: int
+    tx: TxResult
+
+
+class LeaseMarketClient(ContractClient):
+    """Typed calls of `ILeaseMarket` (see its NatSpec for the rules)."""
+
+    contract_name = "LeaseMarket"
+
+    # --- views -------------------------------------------------------------------
+    def get_lease(self, lease_id: int) -> Lease:
+        """The stored lease (status NONE if it does not exist)."""
+        return Lease.from_tuple(lease_id, tuple(self._call("getLease", lease_id)))
+
+    def lease_node(self, lease_id: int) -> tuple[str, LeaseStatus]:
+        """The lease's node key and status in one read."""
+        node_key, status = self._call("leaseNode", lease_id)
+        return str(node_key), LeaseStatus(status)
+
+    def earned(self, lease_id: int) -> int:
+        """What the lease has earned so far, capped at the deposit."""
+        return int(self._call("earned", lease_id))
+
+    def claimable(self, lease_id: int) -> int:
+        """What the operator can claim now."""
+        return int(self._call("claimable", lease_id))
+
+    def refundable(self, lease_id: int) -> int:
+        """What the renter would get back by closing now."""
+        return int(self._call("refundable", lease_id))
+
+    def credits(self, account: str) -> int:
+        """Tokens credited to `account`, waiting for `withdraw`."""
+        return int(self._call("credits", account))
+
+    def next_lease_id(self) -> int:
+        """The id the next lease will get."""
+        return int(self._call("nextLeaseId"))
+
+    def attestation_window(self) -> int:
+        """Seconds after accept within which the first attestation is due."""
+        return int(self._call("attestationWindow"))
+
+    def measurement_length(self) -> int:
+        """Length of an expected measurement, in bytes (48)."""
+        return int(self._call("MEASUREMENT_LENGTH"))
+
+    # --- renter ------------------------------------------------------------------
+    def create_lease(
+        self, spec: LeaseSpec, max_price_per_second: int, deposit: int, measurement: bytes
+    ) -> CreatedLease:
+        """Create a lease; pulls `deposit` (needs a token allowance to the market)."""
+        tx = self._send("createLease", spec.as_tuple(), max_price_per_second, deposit, measurement)
+        return CreatedLease(int(tx.event("LeaseCreated").args["leaseId"]), tx)
+
+    def create_lease_with_permit(
+        self,
+        spec: LeaseSpec,
+        max_price_per_second: int,
+        deposit: int,
+        measurement: bytes,
+        permit: Permit,
+    ) -> CreatedLease:
+        """Create a lease in one transaction, the deposit authorised by an EIP-2612 permit."""
+        tx = self._send(
+            "createLeaseWithPermit",
+            spec.as_tuple(),
+            max_price_per_second,
+            deposit,
+            measurement,
+            permit.deadline,
+            permit.v,
+            permit.r,
+            permit.s,
+        )
+        return CreatedLease(int(tx.event("LeaseCreated").args["leaseId"]), tx)
+
+    def top_up(self, lease_id: int, amount: int) -> TxResult:
+        """Add `amount` to the deposit (needs a token allowance)."""
+        return self._send("topUp", lease_id, amount)
+
+    def close_lease(self, lease_id: int) -> TxResult:
+        """Close the lease and take back the unearned rest."""
+        return self._send("closeLease", lease_id)
+
+    # --- node and operator ---------------------------------------------------------
+    def accept_lease(self, lease_id: int) -> TxResult:
+        """Accept an open lease; this client's account must be a registered node key."""
+        return self._send("acceptLease", lease_id)
+
+    def exit_lease(self, lease_id: int) -> TxResult:
+        """Give up an active lease (node key)."""
+        return self._send("exitLease", lease_id)
+
+    def claim(self, lease_id: int) -> TxResult:
+        """Send the lease's claimable earnings to its operator (this client's account)."""
+        return self._send("claim", lease_id)
+
+    # --- anyone --------------------------------------------------------------------
+    def settle(self, lease_id: int) -> TxResult:
+        """Close a lease whose deposit is fully earned."""
+        return self._send("settle", lease_id)
+
+    def report_missed_attestation(self, lease_id: int) -> TxResult:
+        """Close an accepted lease whose first attestation is overdue (refund and slash)."""
+        return self._send("reportMissedAttestation", lease_id)
+
+    def withdraw(self) -> TxResult:
+        """Withdraw this account's whole credit."""
+        return self._send("withdraw")
+
+    # --- owner ---------------------------------------------------------------------
+    def set_attestation_window(self, seconds: int) -> TxResult:
+        """Set the first-attestation window (owner only)."""
+        return self._send("setAttestationWindow", seconds)

@@ -1,0 +1,79 @@
+"""Client of `NodeRegistry`: nodes, their operators and their stake."""
+
+from __future__ import annotations
+
+from cvm.chain.contract import ContractClient, TxResult
+from cvm.chain.types import Node, NodeSpec
+
+
+class NodeRegistryClient(ContractClient):
+    """Typed calls of `INodeRegistry` (see its NatSpec for the rules)."""
+
+    contract_name = "NodeRegistry"
+
+    # --- views -------------------------------------------------------------------
+    def get_node(self, node_key: str) -> Node:
+        """The stored record of `node_key` (`registered` is False if unknown)."""
+        return Node.from_tuple(node_key, tuple(self._call("getNode", node_key)))
+
+    def operator_of(self, node_key: str) -> str:
+        """The operator of `node_key` (the zero address if unregistered)."""
+        return str(self._call("operatorOf", node_key))
+
+    def token(self) -> str:
+        """Address of the staked ERC-20."""
+        return str(self._call("token"))
+
+    def lease_market(self) -> str:
+        """The lease market allowed to slash."""
+        return str(self._call("leaseMarket"))
+
+    def min_stake(self) -> int:
+        """Active stake every node needs to accept any lease."""
+        return int(self._call("minStake"))
+
+    def unbonding_delay(self) -> int:
+        """Seconds between `request_unstake` and `withdraw_unstaked`."""
+        return int(self._call("unbondingDelay"))
+
+    def slash_bps(self) -> int:
+        """Fraction of stake taken per slash, in basis points."""
+        return int(self._call("slashBps"))
+
+    # --- operator ----------------------------------------------------------------
+    def register(self, node_key: str, spec: NodeSpec, endpoint: str = "") -> TxResult:
+        """Register `node_key` with this client's account as operator."""
+        return self._send("register", node_key, spec.as_tuple(), endpoint)
+
+    def update(self, node_key: str, spec: NodeSpec, endpoint: str = "") -> TxResult:
+        """Change a node's capabilities, price and endpoint."""
+        return self._send("update", node_key, spec.as_tuple(), endpoint)
+
+    def stake(self, node_key: str, amount: int) -> TxResult:
+        """Stake `amount` (needs a token allowance to the registry)."""
+        return self._send("stake", node_key, amount)
+
+    def request_unstake(self, node_key: str, amount: int) -> TxResult:
+        """Move `amount` of active stake into unbonding."""
+        return self._send("requestUnstake", node_key, amount)
+
+    def withdraw_unstaked(self, node_key: str) -> TxResult:
+        """Take back all stake whose unbonding delay has passed."""
+        return self._send("withdrawUnstaked", node_key)
+
+    # --- owner -------------------------------------------------------------------
+    def set_min_stake(self, amount: int) -> TxResult:
+        """Set the minimum active stake (owner only)."""
+        return self._send("setMinStake", amount)
+
+    def set_unbonding_delay(self, seconds: int) -> TxResult:
+        """Set the unbonding delay (owner only)."""
+        return self._send("setUnbondingDelay", seconds)
+
+    def set_slash_bps(self, bps: int) -> TxResult:
+        """Set the slashed fraction (owner only)."""
+        return self._send("setSlashBps", bps)
+
+    def set_lease_market(self, market: str) -> TxResult:
+        """Wire in the lease market, once (owner only)."""
+        return self._send("setLeaseMarket", market)

@@ -1,0 +1,179 @@
+"""Python mirrors of the contracts' enums and structs (`types/DataTypes.sol`, IAttestationRegistry).
+
+Field order follows the Solidity structs, so `from_tuple` reads what web3 returns and
+`as_tuple` gives what a call takes. Python names are snake_case of the Solidity ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from enum import IntEnum
+from typing import Any
+
+
+class TeeType(IntEnum):
+    """Trusted execution technology a node offers and a lease requires."""
+
+    NONE = 0
+    SEV_SNP = 1
+    TDX = 2
+
+
+class LeaseStatus(IntEnum):
+    """Life cycle of a lease."""
+
+    NONE = 0
+    OPEN = 1
+    ACTIVE = 2
+    CLOSED = 3
+
+
+class CloseReason(IntEnum):
+    """Why a lease was closed."""
+
+    NONE = 0
+    RENTER = 1
+    EXHAUSTED = 2
+    ATTESTATION_MISSED = 3
+    ATTESTATION_REJECTED = 4
+    NODE_EXIT = 5
+
+
+class AttestationStatus(IntEnum):
+    """`IAttestationRegistry.Status` of a lease's latest attestation."""
+
+    NONE = 0
+    PENDING = 1
+    VERIFIED = 2
+    REJECTED = 3
+    EXPIRED = 4
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Capabilities and price an operator declares for a node key."""
+
+    tee_type: TeeType
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+    region: int
+    price_per_second_per_unit: int
+
+    def as_tuple(self) -> tuple[int, ...]:
+        """The ABI tuple `NodeSpec`."""
+        return tuple(int(value) for value in astuple(self))
+
+
+@dataclass(frozen=True)
+class Node:
+    """A registered node as `NodeRegistry` stores it."""
+
+    node_key: str
+    operator: str
+    tee_type: TeeType
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+    stake: int
+    price_per_second_per_unit: int
+    region: int
+    missed_attestations: int
+    unbonding: int
+    unbonding_ends_at: int
+
+    @classmethod
+    def from_tuple(cls, node_key: str, values: tuple[Any, ...]) -> Node:
+        """Read the `Node` struct returned for `node_key`."""
+        operator, tee, vcpu, memory, disk, stake, price, region, missed, unbonding, ends = values
+        return cls(
+            node_key, operator, TeeType(tee), vcpu, memory, disk, stake, price, region, missed,
+            unbonding, ends,
+        )  # fmt: skip
+
+    @property
+    def registered(self) -> bool:
+        """Whether the key is registered (a registered node always has an operator)."""
+        return int(self.operator, 16) != 0
+
+
+@dataclass(frozen=True)
+class LeaseSpec:
+    """Public part of a lease request; the private part is bound by `spec_hash`."""
+
+    tee_type: TeeType
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+    min_node_stake: int
+    reattest_interval: int
+    spec_hash: bytes
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The ABI tuple `LeaseSpec`."""
+        return (
+            int(self.tee_type), self.vcpu, self.memory_mib, self.disk_gib, self.min_node_stake,
+            self.reattest_interval, self.spec_hash,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease as `LeaseMarket` stores it."""
+
+    lease_id: int
+    renter: str
+    accepted_at: int
+    closed_at: int
+    close_reason: CloseReason
+    node_key: str
+    rate_per_second: int
+    status: LeaseStatus
+    deposit: int
+    claimed: int
+    tee_type: TeeType
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+    min_node_stake: int
+    max_price_per_second: int
+
+    @classmethod
+    def from_tuple(cls, lease_id: int, values: tuple[Any, ...]) -> Lease:
+        """Read the `Lease` struct returned for `lease_id`."""
+        (renter, accepted, closed, reason, node_key, rate, status, deposit, claimed, tee,
+         vcpu, memory, disk, min_stake, max_price) = values  # fmt: skip
+        return cls(
+            lease_id, renter, accepted, closed, CloseReason(reason), node_key, rate,
+            LeaseStatus(status), deposit, claimed, TeeType(tee), vcpu, memory, disk, min_stake,
+            max_price,
+        )  # fmt: skip
+
+    @property
+    def escrow(self) -> int:
+        """Tokens still held for this lease: deposit minus what was claimed."""
+        return self.deposit - self.claimed
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """`IAttestationRegistry.Attestation`: a lease's latest attestation."""
+
+    lease_id: int
+    status: AttestationStatus
+    node: str
+    report_hash: bytes
+    measurement: bytes
+    reported_tcb: int
+    submitted_at: int
+    verified_at: int
+    expires_at: int
+
+    @classmethod
+    def from_tuple(cls, lease_id: int, values: tuple[Any, ...]) -> Attestation:
+        """Read the `Attestation` struct returned for `lease_id`."""
+        status, node, report_hash, measurement, tcb, submitted, verified, expires = values
+        return cls(
+            lease_id, AttestationStatus(status), node, bytes(report_hash), bytes(measurement),
+            tcb, submitted, verified, expires,
+        )  # fmt: skip
