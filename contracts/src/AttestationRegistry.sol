@@ -39,13 +39,15 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         Status status;
         uint40 submittedAt;
         uint40 verifiedAt;
-        // slot 3: interval (4) + nonce (4) + banked (4) + tcb (8) + votes (2) = 22 bytes.
+        // slot 3: tcb (8) + interval (4) + nonce (4) + banked (4) + votes (2) = 22 bytes. The 8-byte
+        // tcb leads so the slot starts fresh instead of filling slot 2's last 5 bytes: the interval,
+        // written at open, then makes this slot non-zero before the first submit rewrites it.
         // 32 bits of seconds is 136 years, of nonces 4e9 re-attestations; a non-zero interval marks the record open.
+        uint64 reportedTcb;
         uint32 reattestInterval;
         uint32 nonce;
         // Verified seconds of earlier attestations of this lease.
         uint32 bankedSeconds;
-        uint64 reportedTcb;
         // Vote counters of the pending attestation; only used when quorum > 1.
         uint8 approvals;
         uint8 rejections;

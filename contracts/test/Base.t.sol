@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {AttestationRegistry} from "../src/AttestationRegistry.sol";
+import {LeaseMarket} from "../src/LeaseMarket.sol";
+import {NodeRegistry} from "../src/NodeRegistry.sol";
+import {TestToken} from "../src/test-token/TestToken.sol";
+import {IAttestationRegistryCore} from "../src/interfaces/IAttestationRegistryCore.sol";
+import {INodeRegistry} from "../src/interfaces/INodeRegistry.sol";
+import {LeaseSpec, NodeSpec, TeeType} from "../src/types/DataTypes.sol";
+import {Test} from "./base/Test.sol";
+
+/// @notice Deploys the whole system the way a deployment does and offers the steps of a lease.
+abstract contract Base is Test {
+    uint256 internal constant MIN_STAKE = 100e18;
+    uint256 internal constant UNBONDING_DELAY = 7 days;
+    uint256 internal constant SLASH_BPS = 1000;
+    uint256 internal constant ATTESTATION_WINDOW = 1 hours;
+    uint32 internal constant REATTEST_INTERVAL = 1 days;
+    uint96 internal constant PRICE_PER_VCPU = 1e12;
+    uint16 internal constant VCPU = 4;
+    uint64 internal constant MAX_PRICE = 1e13;
+    uint128 internal constant DEPOSIT = 1000e18;
+    uint256 internal constant STAKE = 1000e18;
+    uint64 internal constant TCB = 0x0b00000000000f03;
+    bytes32 internal constant REPORT_HASH = keccak256("report-1");
+    bytes32 internal constant CHIP_ID_HASH = keccak256("chip");
+
+    TestToken internal token;
+    NodeRegistry internal nodes;
+    AttestationRegistry internal attestations;
+    LeaseMarket internal market;
+
+    address internal admin;
+    address internal operator;
+    address internal nodeKey;
+    address internal renter;
+    uint256 internal renterKey;
+    address internal verifier;
+    address internal verifier2;
+    address internal stranger;
+
+    bytes internal measurement;
+
+    function setUp() public virtual {
+        vm.warp(1_700_000_000);
+        admin = makeAddr("admin");
+        operator = makeAddr("operator");
+        nodeKey = makeAddr("nodeKey");
+        renterKey = uint256(keccak256("renter"));
+        renter = vm.addr(renterKey);
+        vm.label(renter, "renter");
+        verifier = makeAddr("verifier");
+        verifier2 = makeAddr("verifier2");
+        stranger = makeAddr("stranger");
+        measurement = abi.encodePacked(keccak256("ovmf+kernel"), bytes16(keccak256("initrd+cmdline")));
+
+        token = new TestToken();
+        nodes = new NodeRegistry(token, admin, MIN_STAKE, UNBONDING_DELAY, SLASH_BPS);
+        attestations = new AttestationRegistry(admin, 1);
+        market = new LeaseMarket(token, INodeRegistry(address(nodes)), attestations, admin, ATTESTATION_WINDOW);
+        vm.startPrank(admin);
+        nodes.setLeaseMarket(address(market));
+        attestations.setLeaseMarket(address(market));
+        attestations.grantRole(attestations.VERIFIER_ROLE(), verifier);
+        attestations.grantRole(attestations.VERIFIER_ROLE(), verifier2);
+        vm.stopPrank();
+
+        token.mint(operator, 10_000e18);
+        token.mint(renter, 10_000e18);
+        vm.prank(operator);
+        token.approve(address(nodes), type(uint256).max);
+        vm.prank(renter);
+        token.approve(address(market), type(uint256).max);
+    }
+
+    // ------------------------------------------------------------------ fixtures
+
+    function nodeSpec() internal pure returns (NodeSpec memory) {
+        return NodeSpec({
+            teeType: TeeType.SEV_SNP,
+            vcpu: 64,
+            memoryMiB: 256 * 1024,
+            diskGiB: 4096,
+            region: 276,
+            pricePerSecondPerUnit: PRICE_PER_VCPU
+        });
+    }
+
+    function leaseSpec() internal pure returns (LeaseSpec memory) {
+        return LeaseSpec({
+            teeType: TeeType.SEV_SNP,
+            vcpu: VCPU,
+            memoryMiB: 8192,
+            diskGiB: 100,
+            minNodeStake: uint96(MIN_STAKE),
+            reattestInterval: REATTEST_INTERVAL,
+            specHash: keccak256("image+ssh-key")
+        });
+    }
+
+    function rate() internal pure returns (uint256) {
+        return uint256(PRICE_PER_VCPU) * VCPU;
+    }
+
+    // ------------------------------------------------------------------ steps
+
+    function registerNode() internal {
+        vm.prank(operator);
+        nodes.register(nodeKey, nodeSpec(), "https://node.example:8443");
+    }
+
+    function registerAndStake() internal {
+        registerNode();
+        vm.prank(operator);
+        nodes.stake(nodeKey, STAKE);
+    }
+
+    function createLease() internal returns (uint256 leaseId) {
+        vm.prank(renter);
+        leaseId = market.createLease(leaseSpec(), MAX_PRICE, DEPOSIT, measurement);
+    }
+
+    function acceptedLease() internal returns (uint256 leaseId) {
+        registerAndStake();
+        leaseId = createLease();
+        vm.prank(nodeKey);
+        market.acceptLease(leaseId);
+    }
+
+    function submitReport(uint256 leaseId, bytes32 reportHash) internal {
+        uint256 nonce = attestations.attestationNonce(leaseId);
+        vm.prank(nodeKey);
+        attestations.submit(leaseId, nonce, reportHash, measurement, TCB, CHIP_ID_HASH);
+    }
+
+    function confirmReport(uint256 leaseId, bytes32 reportHash, bool ok) internal {
+        vm.prank(verifier);
+        attestations.confirm(leaseId, reportHash, ok);
+    }
+
+    /// @dev An active lease with a verified attestation submitted at the current time.
+    function attestedLease() internal returns (uint256 leaseId) {
+        leaseId = acceptedLease();
+        submitReport(leaseId, REPORT_HASH);
+        confirmReport(leaseId, REPORT_HASH, true);
+    }
+
+    function verifierRole() internal view returns (bytes32) {
+        return IAttestationRegistryCore(address(attestations)).VERIFIER_ROLE();
+    }
+}
