@@ -278,11 +278,15 @@ class SimulatedSecureProcessor:
             committed_minor=55,
             committed_major=1,
         )
-        body = unsigned.to_bytes()[:SIGNED_SIZE]
-        r, s = decode_dss_signature(self._key.sign(body, ec.ECDSA(hashes.SHA384())))
+        return SimulatedAttestation(self.sign_report(unsigned), self.vcek_der, self.chain_pem)
+
+    def sign_report(self, report: Report) -> bytes:
+        """Sign any report structure with this chip's key (tests use it to forge bad fields)."""
+        body = replace(report, signature_r=bytes(72), signature_s=bytes(72)).to_bytes()
+        r, s = decode_dss_signature(self._key.sign(body[:SIGNED_SIZE], ec.ECDSA(hashes.SHA384())))
         signed = replace(
-            unsigned,
+            report,
             signature_r=r.to_bytes(ECDSA_COMPONENT_SIZE, "little"),
             signature_s=s.to_bytes(ECDSA_COMPONENT_SIZE, "little"),
         )
-        return SimulatedAttestation(signed.to_bytes(), self.vcek_der, self.chain_pem)
+        return signed.to_bytes()

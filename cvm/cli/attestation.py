@@ -1,9 +1,281 @@
-"""`cvm attestation ...`: inspect, verify and measure SEV-SNP attestation reports."""
+"""`cvm attestation ...`: inspect, verify and measure SEV-SNP attestation reports.
+
+Exit codes of `verify` (stable): 0 valid, 1 invalid, 2 usage error or unreadable file.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from cvm.attestation import (
+    AttestationError,
+    MeasurementError,
+    Policy,
+    Product,
+    Report,
+    TcbVersion,
+    appraise,
+    expected_measurement,
+    load_endorsement_key,
+    parse,
+    report_hash,
+)
+from cvm.attestation.endorsement import load_certificates
+from cvm.attestation.measure import MODES, VCPU_TYPES, VMM_TYPES
 
 app = typer.Typer(
     help="Inspect, verify and measure SEV-SNP attestation reports.", no_args_is_help=True
 )
+EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+_out = Console()
+_err = Console(stderr=True)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _err.print(f"[red]cannot read {what} {path}: {exc.strerror or exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def _hex_option(value: str | None, size: int, name: str) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name} is not hex") from exc
+    if len(raw) != size:
+        raise typer.BadParameter(f"{name} must be {size} bytes, got {len(raw)}")
+    return raw
+
+
+def _time_option(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--at {value!r} is not an ISO 8601 time") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _report_fields(report: Report, product: Product | None) -> dict[str, Any]:
+    tcb: dict[str, int] | None = None
+    if product is not None:
+        tcb = TcbVersion.from_int(report.reported_tcb, product).components()
+    return {
+        "version": report.version,
+        "policy": report.policy.as_dict(),
+        "vmpl": report.vmpl,
+        "measurement": report.measurement.hex(),
+        "report_data": report.report_data.hex(),
+        "host_data": report.host_data.hex(),
+        "chip_id": report.chip_id.hex(),
+        "reported_tcb": tcb,
+        "reported_tcb_raw": f"{report.reported_tcb:#018x}",
+        "guest_svn": report.guest_svn,
+        "mask_chip_key": report.signer_info.mask_chip_key,
+    }
+
+
+def _product_hint(report: Report | None, vcek: bytes) -> Product | None:
+    try:
+        return load_endorsement_key(vcek).product
+    except AttestationError:
+        return report.cpuid_product if report is not None else None
+
+
+@app.command()
+def verify(
+    report_path: Annotated[Path, typer.Argument(metavar="REPORT", help="Raw 1184-byte report.")],
+    vcek: Annotated[Path, typer.Option("--vcek", help="VCEK or VLEK certificate (DER or PEM).")],
+    chain: Annotated[
+        Path | None,
+        typer.Option(
+            "--chain",
+            help="Trusted chain (PEM: ASK or ASVK, then ARK) instead of AMD's built-in roots.",
+        ),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Check certificate validity at this ISO 8601 time.")
+    ] = None,
+    expect_measurement: Annotated[
+        str | None, typer.Option("--expect-measurement", help="Expected MEASUREMENT, 48 bytes hex.")
+    ] = None,
+    allow_debug: Annotated[
+        bool, typer.Option("--allow-debug", help="Accept a policy that allows debugging.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Verify REPORT against its VCEK and AMD's root of trust; exit 0 valid, 1 invalid, 2 usage."""
+    when = _time_option(at)
+    measurement = _hex_option(expect_measurement, 48, "--expect-measurement")
+    raw = _read(report_path, "report")
+    vcek_bytes = _read(vcek, "certificate")
+    chain_bytes = _read(chain, "chain") if chain is not None else None
+    policy = Policy(
+        measurements=(measurement,) if measurement else (),
+        allow_debug=allow_debug,
+        vmpl=None,
+    )
+    roots = None
+    errors: list[dict[str, str]] = []
+    if chain_bytes is not None:
+        try:
+            roots = [c for c in load_certificates(chain_bytes) if c.issuer == c.subject]
+        except AttestationError as exc:
+            errors.append({"code": exc.reason.value, "message": exc.message})
+    verdict = None
+    if not errors:
+        verdict = appraise(raw, vcek_bytes, policy, chain=chain_bytes, trusted_roots=roots, at=when)
+        errors = [{"code": f.reason.value, "message": f.message} for f in verdict.failures]
+    valid = verdict is not None and verdict.ok
+    try:
+        parsed: Report | None = parse(raw)
+    except AttestationError:
+        parsed = None
+    if verdict is not None and verdict.verified is not None:
+        product: Product | None = verdict.verified.product
+        signer: str | None = verdict.verified.signer.name
+    else:
+        product = _product_hint(parsed, vcek_bytes)
+        signer = parsed.signing_key.name if parsed is not None else None
+    result: dict[str, Any] = {
+        "valid": valid,
+        "product": product.value if product else None,
+        "signer": signer,
+        **(_report_fields(parsed, product) if parsed is not None else {}),
+        "report_hash": report_hash(raw).hex() if parsed is not None else None,
+        "checked_at": (when or datetime.now(UTC)).isoformat(),
+        "errors": errors,
+    }
+    for key in ("version", "policy", "measurement", "report_data", "chip_id", "reported_tcb"):
+        result.setdefault(key, None)
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+    else:
+        _print_verdict(result)
+    raise typer.Exit(EXIT_VALID if valid else EXIT_INVALID)
+
+
+def _print_verdict(result: dict[str, Any]) -> None:
+    status = "[bold green]VALID[/]" if result["valid"] else "[bold red]INVALID[/]"
+    _out.print(f"attestation report: {status}")
+    table = Table(show_header=False, box=None)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key in ("product", "signer", "version", "measurement", "report_data", "chip_id"):
+        table.add_row(key, str(result.get(key)))
+    if result.get("policy"):
+        table.add_row("policy", f"{result['policy']['raw']} debug={result['policy']['debug']}")
+    table.add_row("reported_tcb", str(result.get("reported_tcb")))
+    _out.print(table)
+    for error in result["errors"]:
+        _out.print(f"[red]{error['code']}[/red]: {error['message']}")
+
+
+@app.command()
+def show(
+    report_path: Annotated[Path, typer.Argument(metavar="REPORT", help="Raw 1184-byte report.")],
+    product: Annotated[
+        str | None,
+        typer.Option("--product", help="Milan, Genoa or Turin (for the TCB layout)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Print the fields of REPORT (no verification)."""
+    raw = _read(report_path, "report")
+    try:
+        report = parse(raw)
+    except AttestationError as exc:
+        _err.print(f"[red]{exc.reason.value}[/red]: {exc.message}")
+        raise typer.Exit(EXIT_INVALID) from exc
+    try:
+        chosen = Product.from_name(product) if product else report.cpuid_product
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    fields: dict[str, Any] = {
+        "product": chosen.value if chosen else None,
+        "signer": report.signing_key.name,
+        **_report_fields(report, chosen),
+        "family_id": report.family_id.hex(),
+        "image_id": report.image_id.hex(),
+        "id_key_digest": report.id_key_digest.hex(),
+        "author_key_digest": report.author_key_digest.hex(),
+        "report_id": report.report_id.hex(),
+        "report_id_ma": report.report_id_ma.hex(),
+        "platform_info": f"{report.platform_info:#x}",
+        "current_tcb": f"{report.current_tcb:#018x}",
+        "committed_tcb": f"{report.committed_tcb:#018x}",
+        "launch_tcb": f"{report.launch_tcb:#018x}",
+        "firmware": f"{report.current_major}.{report.current_minor}.{report.current_build}",
+        "report_hash": report_hash(raw).hex(),
+    }
+    if as_json:
+        typer.echo(json.dumps(fields, sort_keys=True))
+        return
+    table = Table(title="SEV-SNP attestation report", show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in fields.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    _out.print(table)
+
+
+@app.command()
+def measure(
+    ovmf: Annotated[Path, typer.Option("--ovmf", help="OVMF firmware image.")],
+    kernel: Annotated[Path | None, typer.Option("--kernel", help="Kernel (direct boot).")] = None,
+    initrd: Annotated[Path | None, typer.Option("--initrd", help="Initrd (direct boot).")] = None,
+    append: Annotated[str | None, typer.Option("--append", help="Kernel command line.")] = None,
+    vcpus: Annotated[int, typer.Option("--vcpus", min=1, help="Number of vCPUs.")] = 1,
+    vcpu_type: Annotated[
+        str,
+        typer.Option("--vcpu-type", help=f"One of {', '.join(VCPU_TYPES)}, or 'none'."),
+    ] = "EPYC-v4",
+    guest_features: Annotated[
+        str, typer.Option("--guest-features", help="VMSA SEV_FEATURES (hex).")
+    ] = "0x1",
+    vmm_type: Annotated[
+        str, typer.Option("--vmm-type", help=f"One of {', '.join(VMM_TYPES)}.")
+    ] = "qemu",
+    mode: Annotated[str, typer.Option("--mode", help=f"One of {', '.join(MODES)}.")] = "snp",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Compute the expected launch measurement of an image with sev-snp-measure."""
+    try:
+        features = int(guest_features, 16)
+    except ValueError as exc:
+        raise typer.BadParameter("--guest-features must be hex") from exc
+    for path in (ovmf, kernel, initrd):
+        if path is not None and not path.is_file():
+            _err.print(f"[red]cannot read {path}[/red]")
+            raise typer.Exit(EXIT_USAGE)
+    try:
+        digest = expected_measurement(
+            ovmf,
+            kernel=kernel,
+            initrd=initrd,
+            append=append,
+            vcpus=vcpus,
+            vcpu_type=None if vcpu_type.lower() == "none" else vcpu_type,
+            guest_features=features,
+            vmm_type=vmm_type,
+            mode=mode,
+        )
+    except MeasurementError as exc:
+        _err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    if as_json:
+        typer.echo(json.dumps({"mode": mode, "measurement": digest.hex()}))
+    else:
+        typer.echo(digest.hex())

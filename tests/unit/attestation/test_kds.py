@@ -1,0 +1,98 @@
+"""kds: VCEK URLs per AMD 57230 (Turin differs) and a cache directory in front of any source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvm.attestation import (
+    CachingKds,
+    KdsError,
+    Product,
+    SigningKey,
+    SimulatedSecureProcessor,
+    cert_chain_url,
+    parse,
+    vcek_url,
+)
+
+from .conftest import REAL, report_bytes, vcek_bytes
+
+
+def test_milan_vcek_url() -> None:
+    url = vcek_url(parse(report_bytes("milan_virtee_sev")), Product.MILAN)
+    assert url == (
+        "https://kdsintf.amd.com/vcek/v1/Milan/" + REAL["milan_virtee_sev"]["chip_id"]
+        + "?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115"
+    )  # fmt: skip
+
+
+def test_genoa_vcek_url() -> None:
+    url = vcek_url(parse(report_bytes("genoa_azure")), Product.GENOA)
+    assert url.startswith("https://kdsintf.amd.com/vcek/v1/Genoa/0506ffba")
+    assert url.endswith("?blSPL=10&teeSPL=00&snpSPL=23&ucodeSPL=84")
+
+
+def test_turin_vcek_url_has_8_byte_hwid_and_fmc(sim_turin: SimulatedSecureProcessor) -> None:
+    report = parse(sim_turin.attest().report)
+    url = vcek_url(report, Product.TURIN)
+    t = sim_turin.tcb
+    assert url == (
+        f"https://kdsintf.amd.com/vcek/v1/Turin/{sim_turin.hwid.hex()}"
+        f"?fmcSPL={t.fmc:02d}&blSPL={t.bl:02d}&teeSPL={t.tee:02d}&snpSPL={t.snp:02d}"
+        f"&ucodeSPL={t.ucode:02d}"
+    )
+
+
+def test_no_url_for_vlek_or_masked_chip_id(
+    sim_genoa_vlek: SimulatedSecureProcessor, sim_milan: SimulatedSecureProcessor
+) -> None:
+    with pytest.raises(KdsError):
+        vcek_url(parse(sim_genoa_vlek.attest().report), Product.GENOA)
+    with pytest.raises(KdsError):
+        vcek_url(parse(sim_milan.attest(mask_chip_key=True).report), Product.MILAN)
+
+
+def test_cert_chain_urls() -> None:
+    assert cert_chain_url(Product.GENOA) == "https://kdsintf.amd.com/vcek/v1/Genoa/cert_chain"
+    assert (
+        cert_chain_url(Product.TURIN, SigningKey.VLEK)
+        == "https://kdsintf.amd.com/vlek/v1/Turin/cert_chain"
+    )
+
+
+class CountingSource:
+    """An upstream that serves fixed answers and counts requests (no network)."""
+
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def fetch(self, url: str) -> bytes:
+        self.calls += 1
+        if url not in self.answers:
+            raise KdsError(f"404 {url}")
+        return self.answers[url]
+
+
+def test_cache_only_directory(tmp_path: Path) -> None:
+    report = parse(report_bytes("milan_virtee_sev"))
+    kds = CachingKds(tmp_path)
+    with pytest.raises(KdsError):
+        kds.vcek_for(report, Product.MILAN)
+    kds.store(vcek_url(report, Product.MILAN), vcek_bytes("milan_virtee_sev"))
+    assert kds.vcek_for(report, Product.MILAN) == vcek_bytes("milan_virtee_sev")
+
+
+def test_cache_in_front_of_an_upstream(tmp_path: Path) -> None:
+    report = parse(report_bytes("genoa_azure"))
+    url = vcek_url(report, Product.GENOA)
+    upstream = CountingSource({url: vcek_bytes("genoa_azure")})
+    kds = CachingKds(tmp_path / "kds", upstream)
+    assert kds.vcek_for(report, Product.GENOA) == vcek_bytes("genoa_azure")
+    assert kds.vcek_for(report, Product.GENOA) == vcek_bytes("genoa_azure")
+    assert upstream.calls == 1
+    assert kds.path_for(url).read_bytes() == vcek_bytes("genoa_azure")
+    with pytest.raises(KdsError):
+        kds.fetch("https://kdsintf.amd.com/vcek/v1/Genoa/unknown")
