@@ -149,8 +149,12 @@ class MatchIndex:
         free_memory_mib: int,
         free_disk_gib: int,
         timestamp: int,
+        heard_at: float | None = None,
     ) -> bool:
-        """Record a heartbeat; False if the node is not indexed or the heartbeat is older."""
+        """Record a heartbeat; False if the node is not indexed or the heartbeat is older.
+
+        `heard_at` is when it arrived (index clock; default now), which decides staleness.
+        """
         with self._lock:
             entry = self._nodes.get(address)
             if entry is None or timestamp <= entry.heartbeat_timestamp:
@@ -160,7 +164,7 @@ class MatchIndex:
             entry.free_memory_mib = free_memory_mib
             entry.free_disk_gib = free_disk_gib
             entry.heartbeat_timestamp = timestamp
-            entry.heard_at = self.clock()
+            entry.heard_at = self.clock() if heard_at is None else heard_at
             self._insert(entry)
             return True
 

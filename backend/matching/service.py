@@ -104,6 +104,7 @@ class Matcher:
                 heartbeat.free_memory_mib,
                 heartbeat.free_disk_gib,
                 heartbeat.timestamp,
+                heard_at=heartbeat.received_at.timestamp(),
             )
         for match in live:
             self.index.reserve(_reservation(match))

@@ -1,0 +1,59 @@
+"""Fixtures of the backend unit tests: a migrated SQLite store, an app with a settable clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.api import create_app
+from backend.api.deps import AppContext
+from backend.api.schemas import ChainInfo
+from backend.store import Store
+from cvm.config import Settings
+from tests.unit.backend.factories import Clock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(float(int(time.time())))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'backend.db'}",
+        api_public_host="cvm.test",
+        evidence_max_bytes=8192,
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    store = Store(settings.database_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def chain_info() -> ChainInfo:
+    return ChainInfo(
+        chain_id=31337,
+        node_registry="0x" + "11" * 20,
+        lease_market="0x" + "22" * 20,
+        attestation_registry="0x" + "33" * 20,
+    )
+
+
+@pytest.fixture
+def context(settings: Settings, store: Store, chain_info: ChainInfo, clock: Clock) -> AppContext:
+    return AppContext(settings=settings, store=store, chain=chain_info, clock=clock)
+
+
+@pytest.fixture
+def client(context: AppContext) -> Iterator[TestClient]:
+    with TestClient(create_app(context), raise_server_exceptions=False) as client:
+        yield client

@@ -1,0 +1,274 @@
+"""The matcher: fit, documented score, fairness, no over-commit under concurrency, fallback."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from backend.matching import Demand, Matcher, MatchIndex, NodeEntry
+from backend.store import Heartbeat, Match, Store
+from tests.unit.backend.factories import Clock, add_lease, add_node
+
+RENTER = "0x" + "ee" * 20
+
+
+def _entry(address: str, **overrides: object) -> NodeEntry:
+    values: dict[str, object] = {
+        "address": address,
+        "tee_type": 1,
+        "vcpus": 16,
+        "memory_mib": 65536,
+        "disk_gib": 500,
+        "price_per_vcpu": 10,
+        "stake": 1000,
+        "reputation": 0.5,
+    }
+    values.update(overrides)
+    return NodeEntry(**values)  # type: ignore[arg-type]
+
+
+def _demand(lease_id: int = 1, **overrides: int) -> Demand:
+    values = {
+        "lease_id": lease_id,
+        "tee_type": 1,
+        "vcpus": 2,
+        "memory_mib": 4096,
+        "disk_gib": 20,
+        "min_stake": 100,
+        "max_price_per_second": 100,
+    }
+    values.update(overrides)
+    return Demand(**values)
+
+
+def _index(clock: Clock, *entries: NodeEntry, heartbeat: bool = True) -> MatchIndex:
+    index = MatchIndex(stale_after_s=300, clock=clock)
+    index.load(entries)
+    if heartbeat:
+        for entry in entries:
+            index.heartbeat(entry.address, entry.vcpus, entry.memory_mib, entry.disk_gib, 1)
+    return index
+
+
+def test_only_fitting_nodes_are_chosen(clock: Clock) -> None:
+    index = _index(
+        clock,
+        _entry("tdx", tee_type=2),
+        _entry("small", vcpus=1),
+        _entry("poor", stake=50),
+        _entry("dear", price_per_vcpu=60),  # 2 vCPU x 60 > 100
+        _entry("inactive", active=False),
+        _entry("fit", price_per_vcpu=40),
+    )
+    reservation = index.match(_demand())
+    assert reservation is not None and reservation.node == "fit"
+    assert index.match(_demand(2, tee_type=3)) is None
+    assert index.match(_demand(3, vcpus=64, max_price_per_second=10**9)) is None
+
+
+def test_free_capacity_comes_from_heartbeats_minus_reservations(clock: Clock) -> None:
+    index = _index(clock, _entry("a"), heartbeat=False)
+    assert index.match(_demand()) is None  # never heard from
+    index.heartbeat("a", 3, 8192, 100, timestamp=10)
+    assert index.match(_demand(1)) is not None  # 3 - 2 = 1 vCPU left
+    assert index.match(_demand(2)) is None
+    assert not index.heartbeat("a", 16, 65536, 500, timestamp=10)  # not newer: ignored
+    assert index.match(_demand(2)) is None
+    clock.advance(301)
+    index.heartbeat("a", 16, 65536, 500, timestamp=11)
+    clock.advance(301)  # that heartbeat is now stale too
+    assert index.match(_demand(3)) is None
+
+
+def test_score_follows_the_documented_formula(clock: Clock) -> None:
+    index = _index(
+        clock,
+        _entry("cheap", price_per_vcpu=5),
+        _entry("pricey", price_per_vcpu=20),
+        _entry("mid", price_per_vcpu=10),
+    )
+    # Median price 10, median stake 1000, empty nodes (load 0), reputation 0.5.
+    expected = 0.40 * (10 / (10 + 5)) + 0.25 * (1000 / 2000) + 0.20 * 0.5 + 0.15 * 1.0
+    cheap = index.get("cheap")
+    assert cheap is not None and cheap.score == pytest.approx(expected)
+    first = index.match(_demand())
+    assert first is not None and first.node == "cheap" and first.score == pytest.approx(expected)
+    reputable = _index(clock, _entry("new"), _entry("proven", reputation=0.95))
+    best = reputable.match(_demand())
+    assert best is not None and best.node == "proven"
+
+
+def test_equal_nodes_take_turns(clock: Clock) -> None:
+    nodes = [_entry(f"n{i}") for i in range(4)]
+    index = _index(clock, *nodes)
+    chosen = Counter()
+    for lease_id in range(40):
+        reservation = index.match(_demand(lease_id, vcpus=1, memory_mib=512, disk_gib=1))
+        assert reservation is not None
+        chosen[reservation.node] += 1
+    assert chosen == {"n0": 10, "n1": 10, "n2": 10, "n3": 10}
+
+
+def test_concurrent_matching_never_over_commits(clock: Clock) -> None:
+    index = _index(clock, _entry("a", vcpus=10), _entry("b", vcpus=7))
+    won: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker(offset: int) -> None:
+        barrier.wait()
+        for i in range(50):
+            reservation = index.match(_demand(offset * 100 + i, vcpus=1, memory_mib=1, disk_gib=1))
+            if reservation is not None:
+                with lock:
+                    won.append(reservation.node)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Counter(won) == {"a": 10, "b": 7}
+    for name in ("a", "b"):
+        entry = index.get(name)
+        assert entry is not None and entry.available()[0] == 0
+
+
+class _Dispatched:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+
+    def __call__(self, lease_id: int, node: str) -> None:
+        self.calls.append((lease_id, node))
+
+
+def _matcher(store: Store, clock: Clock) -> tuple[Matcher, _Dispatched]:
+    dispatched = _Dispatched()
+    matcher = Matcher(store, dispatched, accept_timeout_s=60, stale_after_s=300, clock=clock)
+    return matcher, dispatched
+
+
+def _node(store: Store, address: str, **overrides: object) -> str:
+    add_node(store, address, **overrides)
+    return address.lower()
+
+
+def _beat(matcher: Matcher, clock: Clock, node: str, vcpus: int, memory: int, disk: int) -> None:
+    """What the heartbeat endpoint does: store the heartbeat, then tell the matcher."""
+    values = {
+        "free_vcpus": vcpus,
+        "free_memory_mib": memory,
+        "free_disk_gib": disk,
+        "running_leases": 0,
+        "timestamp": int(clock.now),
+        "signature": "0x",
+        "received_at": clock.datetime(),
+    }
+    with matcher.store.session() as session:
+        row = session.get(Heartbeat, node)
+        if row is None:
+            session.add(Heartbeat(node=node, **values))
+        else:
+            for key, value in values.items():
+                setattr(row, key, value)
+    matcher.on_heartbeat(node, vcpus, memory, disk, int(clock.now))
+
+
+def test_matcher_reserves_dispatches_and_falls_back(store: Store, clock: Clock) -> None:
+    best = _node(store, "0x" + "01" * 20, price_per_second=1)
+    second = _node(store, "0x" + "02" * 20, price_per_second=5)
+    add_lease(store, 1, RENTER)
+    matcher, dispatched = _matcher(store, clock)
+    matcher.rebuild()
+    for address in (best, second):
+        _beat(matcher, clock, address, 16, 65536, 500)
+
+    match = matcher.match_lease(1)
+    assert match is not None and match.node == best and dispatched.calls == [(1, best)]
+    assert matcher.match_lease(1) is not None and len(dispatched.calls) == 1  # idempotent
+
+    clock.advance(59)
+    assert matcher.expire_overdue() == []
+    clock.advance(2)  # the best node did not accept in time: the next one gets the lease
+    assert matcher.expire_overdue() == [1]
+    assert dispatched.calls == [(1, best), (1, second)]
+    with store.session() as session:
+        statuses = {m.node: m.status for m in session.scalars(select(Match))}
+    assert statuses == {best: "expired", second: "reserved"}
+    best_entry = matcher.index.get(best)
+    assert best_entry is not None and best_entry.reserved_vcpus == 0
+
+    clock.advance(61)  # nobody left to try
+    assert matcher.expire_overdue() == []
+
+
+def test_accept_keeps_the_reservation_until_a_heartbeat_absorbs_it(
+    store: Store, clock: Clock
+) -> None:
+    node = _node(store, "0x" + "03" * 20, vcpus=4)
+    add_lease(store, 1, RENTER, vcpus=3)
+    add_lease(store, 2, RENTER, vcpus=3)
+    matcher, _ = _matcher(store, clock)
+    matcher.rebuild()
+    _beat(matcher, clock, node, 4, 65536, 500)
+    assert matcher.match_lease(1) is not None
+    assert matcher.match_lease(2) is None  # 4 - 3 < 3
+    clock.advance(5)
+    matcher.lease_accepted(1, node)
+    entry = matcher.index.get(node)
+    assert entry is not None and entry.reserved_vcpus == 3
+
+    # Rebuilding from the store restores the same reservation.
+    rebuilt, _ = _matcher(store, clock)
+    rebuilt.rebuild()
+    again = rebuilt.index.get(node)
+    assert again is not None and again.reserved_vcpus == 3 and again.free_vcpus == 4
+
+    clock.advance(5)  # the node now reports the running guest: the reservation is released
+    _beat(matcher, clock, node, 1, 60000, 480)
+    entry = matcher.index.get(node)
+    assert entry is not None and entry.reserved_vcpus == 0 and entry.free_vcpus == 1
+    with store.session() as session:
+        match = session.scalar(select(Match).where(Match.lease_id == 1))
+        assert match is not None and match.status == "released"
+
+
+def test_closing_or_another_accept_releases(store: Store, clock: Clock) -> None:
+    a = _node(store, "0x" + "04" * 20, vcpus=2)
+    b = _node(store, "0x" + "05" * 20, vcpus=2)
+    add_lease(store, 1, RENTER)
+    add_lease(store, 2, RENTER)
+    matcher, _ = _matcher(store, clock)
+    matcher.rebuild()
+    for address in (a, b):
+        _beat(matcher, clock, address, 2, 65536, 500)
+    first, second = matcher.match_lease(1), matcher.match_lease(2)
+    assert first is not None and second is not None and first.node != second.node
+    matcher.lease_accepted(1, second.node)  # someone else won lease 1 on chain
+    freed = matcher.index.get(first.node)
+    assert freed is not None and freed.reserved_vcpus == 0
+    matcher.lease_closed(2)
+    other = matcher.index.get(second.node)
+    assert other is not None and other.reserved_vcpus == 0
+
+
+def test_many_threads_matching_leases_through_the_store(store: Store, clock: Clock) -> None:
+    node = _node(store, "0x" + "06" * 20, vcpus=5)
+    for lease_id in range(20):
+        add_lease(store, lease_id, RENTER, vcpus=1)
+    matcher, dispatched = _matcher(store, clock)
+    matcher.rebuild()
+    _beat(matcher, clock, node, 5, 65536, 500)
+    threads = [
+        threading.Thread(target=matcher.match_lease, args=(lease_id,)) for lease_id in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with store.session() as session:
+        reserved = session.scalars(select(Match).where(Match.status == "reserved")).all()
+    assert len(reserved) == 5 and len(dispatched.calls) == 5
