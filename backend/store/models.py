@@ -106,6 +106,8 @@ class Attestation(Base):
     status: Mapped[str] = mapped_column(String(16))
     report_hash: Mapped[str] = mapped_column(HASH, index=True)
     measurement: Mapped[str] = mapped_column(String(98))
+    # The lease's attestation nonce this report was submitted under (bound in REPORT_DATA).
+    nonce: Mapped[int] = mapped_column(BigInteger)
     submitted_block: Mapped[int] = mapped_column(BigInteger)
     submitted_at: Mapped[int] = mapped_column(BigInteger)
     verified_at: Mapped[int | None] = mapped_column(BigInteger)

@@ -211,6 +211,7 @@ def test_attestation_status(client: TestClient, store: Store, clock: Clock) -> N
                 status="pending",
                 report_hash=report_hash,
                 measurement="0x" + "ab" * 48,
+                nonce=0,
                 submitted_block=9,
                 submitted_at=now,
                 verified_at=None,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 14:30:44.944027
+Create Date: 2026-11-26 14:33:53.443184
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("report_hash", sa.String(length=66), nullable=False),
         sa.Column("measurement", sa.String(length=98), nullable=False),
+        sa.Column("nonce", sa.BigInteger(), nullable=False),
         sa.Column("submitted_block", sa.BigInteger(), nullable=False),
         sa.Column("submitted_at", sa.BigInteger(), nullable=False),
         sa.Column("verified_at", sa.BigInteger(), nullable=True),

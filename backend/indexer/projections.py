@@ -1,0 +1,310 @@
+"""Fold chain events into the `nodes`, `leases` and `attestations` projections.
+
+Each event feeds at most one lease and one node projection (`ChainEvent.lease_id`,
+`ChainEvent.node`). The lease side and the node side of an event are applied by separate
+handlers, so that a reorg can rebuild one lease or one node from its own events without
+touching (or double counting into) the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from backend.store import Attestation, ChainEvent, Lease, Node
+
+_STATUS_BY_CLOSE = "closed"
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    return str(value).lower()
+
+
+def json_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Event arguments as JSON: bytes as 0x-hex, tuples as lists, addresses lower-case."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, bytes | bytearray):
+            return "0x" + bytes(value).hex()
+        if isinstance(value, tuple | list):
+            return [convert(item) for item in value]
+        if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+            return value.lower()
+        return value
+
+    return {key: convert(value) for key, value in args.items()}
+
+
+def subjects(name: str, args: dict[str, Any], session: Session) -> tuple[int | None, str | None]:
+    """(lease id, node address) the event feeds; None where it feeds no projection."""
+    if name in _NODE_EVENTS:
+        return None, str(args["nodeKey"]).lower()
+    if name == "LeaseAccepted":
+        return int(args["leaseId"]), str(args["nodeKey"]).lower()
+    if name == "AttestationSubmitted":
+        return int(args["leaseId"]), None
+    if name in ("AttestationVerified", "AttestationRejected"):
+        # Counts toward the reputation of the node whose attestation it was.
+        lease_id = int(args["leaseId"])
+        attestation = session.get(Attestation, lease_id)
+        return lease_id, attestation.node if attestation else None
+    if name in _LEASE_EVENTS:
+        return int(args["leaseId"]), None
+    return None, None
+
+
+# --- lease side ------------------------------------------------------------------------------
+
+
+def _lease_created(session: Session, event: ChainEvent) -> None:
+    args = event.args
+    # LeaseSpec: (teeType, vcpu, memoryMiB, diskGiB, minNodeStake, reattestInterval, specHash)
+    tee, vcpu, memory, disk, min_stake, interval, spec_hash = args["spec"]
+    session.merge(
+        Lease(
+            id=int(args["leaseId"]),
+            renter=args["renter"],
+            node=None,
+            status="open",
+            tee_type=int(tee),
+            vcpus=int(vcpu),
+            memory_mib=int(memory),
+            disk_gib=int(disk),
+            min_stake=int(min_stake),
+            max_price_per_second=int(args["maxPricePerSecond"]),
+            price_per_second=None,
+            deposit=int(args["deposit"]),
+            spec_hash=_hex(spec_hash),
+            expected_measurement=_hex(args["expectedMeasurement"]),
+            reattest_interval=int(interval),
+            attestation_nonce=0,
+            created_block=event.block_number,
+            accepted_block=None,
+            closed_block=None,
+            close_reason=None,
+        )
+    )
+
+
+def _lease(session: Session, event: ChainEvent) -> Lease | None:
+    return session.get(Lease, int(event.args["leaseId"]))
+
+
+def _lease_accepted(session: Session, event: ChainEvent) -> None:
+    lease = _lease(session, event)
+    if lease is not None:
+        lease.status = "active"
+        lease.node = event.args["nodeKey"]
+        lease.price_per_second = int(event.args["ratePerSecond"])
+        lease.accepted_block = event.block_number
+
+
+def _lease_topped_up(session: Session, event: ChainEvent) -> None:
+    lease = _lease(session, event)
+    if lease is not None:
+        lease.deposit = int(event.args["deposit"])
+
+
+def _lease_closed(session: Session, event: ChainEvent) -> None:
+    lease = _lease(session, event)
+    if lease is not None:
+        lease.status = _STATUS_BY_CLOSE
+        lease.close_reason = int(event.args["reason"])
+        lease.closed_block = event.block_number
+
+
+def _attestation_submitted(session: Session, event: ChainEvent) -> None:
+    lease_id = int(event.args["leaseId"])
+    lease = session.get(Lease, lease_id)
+    nonce = lease.attestation_nonce if lease is not None else 0
+    if lease is not None:
+        lease.attestation_nonce = nonce + 1
+    interval = lease.reattest_interval if lease is not None else 0
+    session.merge(
+        Attestation(
+            lease_id=lease_id,
+            node=event.args["node"],
+            status="pending",
+            report_hash=_hex(event.args["reportHash"]),
+            measurement=_hex(event.args["measurement"]),
+            nonce=nonce,
+            submitted_block=event.block_number,
+            submitted_at=event.block_timestamp,
+            verified_at=None,
+            # As on chain: an attestation is good for reattestInterval from its submission.
+            expires_at=event.block_timestamp + interval,
+        )
+    )
+
+
+def _attestation_decided(status: str) -> Callable[[Session, ChainEvent], None]:
+    def handler(session: Session, event: ChainEvent) -> None:
+        attestation = session.get(Attestation, int(event.args["leaseId"]))
+        if attestation is not None and attestation.report_hash == _hex(event.args["reportHash"]):
+            attestation.status = status
+            if status == "verified":
+                attestation.verified_at = event.block_timestamp
+
+    return handler
+
+
+_LEASE_HANDLERS: dict[str, Callable[[Session, ChainEvent], None]] = {
+    "LeaseCreated": _lease_created,
+    "LeaseAccepted": _lease_accepted,
+    "LeaseToppedUp": _lease_topped_up,
+    "LeaseClosed": _lease_closed,
+    "AttestationSubmitted": _attestation_submitted,
+    "AttestationVerified": _attestation_decided("verified"),
+    "AttestationRejected": _attestation_decided("rejected"),
+}
+_LEASE_EVENTS = frozenset(_LEASE_HANDLERS)
+
+# --- node side --------------------------------------------------------------------------------
+
+
+def _node_spec(node: Node, spec: Any, endpoint: str) -> None:
+    # NodeSpec: (teeType, vcpu, memoryMiB, diskGiB, region, pricePerSecondPerUnit)
+    tee, vcpu, memory, disk, region, price = spec
+    node.tee_type = int(tee)
+    node.vcpus = int(vcpu)
+    node.memory_mib = int(memory)
+    node.disk_gib = int(disk)
+    node.region = int(region)
+    node.price_per_second = int(price)
+    node.endpoint = endpoint
+
+
+def _node_registered(session: Session, node: str, event: ChainEvent) -> None:
+    row = Node(
+        address=node,
+        operator=event.args["operator"],
+        stake=0,
+        active=True,
+        attestations_verified=0,
+        attestations_rejected=0,
+        faults=0,
+        registered_block=event.block_number,
+    )
+    _node_spec(row, event.args["spec"], event.args["endpoint"])
+    session.merge(row)
+
+
+def _node_updated(session: Session, node: str, event: ChainEvent) -> None:
+    row = session.get(Node, node)
+    if row is not None:
+        _node_spec(row, event.args["spec"], event.args["endpoint"])
+
+
+def _staked(session: Session, node: str, event: ChainEvent) -> None:
+    row = session.get(Node, node)
+    if row is not None:
+        row.stake = int(event.args["stake"])
+
+
+def _unstake_requested(session: Session, node: str, event: ChainEvent) -> None:
+    row = session.get(Node, node)
+    if row is not None:
+        row.stake = max(0, row.stake - int(event.args["amount"]))
+
+
+def _slashed(session: Session, node: str, event: ChainEvent) -> None:
+    row = session.get(Node, node)
+    if row is not None:
+        row.stake = max(0, row.stake - int(event.args["fromStake"]))
+        row.faults += 1
+
+
+def _missed(session: Session, node: str, event: ChainEvent) -> None:
+    row = session.get(Node, node)
+    if row is not None:
+        row.faults += 1
+
+
+def _counted(field: str) -> Callable[[Session, str, ChainEvent], None]:
+    def handler(session: Session, node: str, event: ChainEvent) -> None:
+        row = session.get(Node, node)
+        if row is not None:
+            setattr(row, field, getattr(row, field) + 1)
+
+    return handler
+
+
+def _nothing(session: Session, node: str, event: ChainEvent) -> None:
+    """The event concerns the node but changes none of its projected fields."""
+
+
+_NODE_HANDLERS: dict[str, Callable[[Session, str, ChainEvent], None]] = {
+    "NodeRegistered": _node_registered,
+    "NodeUpdated": _node_updated,
+    "Staked": _staked,
+    "UnstakeRequested": _unstake_requested,
+    "Unstaked": _nothing,
+    "Slashed": _slashed,
+    "MissedAttestationRecorded": _missed,
+    "LeaseAccepted": _nothing,
+    "AttestationVerified": _counted("attestations_verified"),
+    "AttestationRejected": _counted("attestations_rejected"),
+}
+_NODE_EVENTS = frozenset(
+    {
+        "NodeRegistered",
+        "NodeUpdated",
+        "Staked",
+        "UnstakeRequested",
+        "Unstaked",
+        "Slashed",
+        "MissedAttestationRecorded",
+    }
+)
+
+
+def apply_lease_side(session: Session, event: ChainEvent) -> None:
+    handler = _LEASE_HANDLERS.get(event.name)
+    if handler is not None and event.lease_id is not None:
+        handler(session, event)
+
+
+def apply_node_side(session: Session, event: ChainEvent) -> None:
+    handler = _NODE_HANDLERS.get(event.name)
+    if handler is not None and event.node is not None:
+        handler(session, event.node, event)
+
+
+def apply(session: Session, event: ChainEvent) -> None:
+    """Apply a new event to both projections it feeds."""
+    apply_lease_side(session, event)
+    apply_node_side(session, event)
+
+
+def rebuild_lease(session: Session, lease_id: int) -> None:
+    """Recompute a lease and its attestation from its remaining events."""
+    session.execute(delete(Attestation).where(Attestation.lease_id == lease_id))
+    session.execute(delete(Lease).where(Lease.id == lease_id))
+    session.flush()
+    events = session.scalars(
+        select(ChainEvent)
+        .where(ChainEvent.lease_id == lease_id)
+        .order_by(ChainEvent.block_number, ChainEvent.log_index)
+    )
+    for event in events:
+        apply_lease_side(session, event)
+        session.flush()
+
+
+def rebuild_node(session: Session, node: str) -> None:
+    """Recompute a node from its remaining events."""
+    session.execute(delete(Node).where(Node.address == node))
+    session.flush()
+    events = session.scalars(
+        select(ChainEvent)
+        .where(ChainEvent.node == node)
+        .order_by(ChainEvent.block_number, ChainEvent.log_index)
+    )
+    for event in events:
+        apply_node_side(session, event)
+        session.flush()
