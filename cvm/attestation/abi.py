@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 
 from cvm.attestation.errors import ReportFormatError
 from cvm.attestation.product import Product
@@ -173,6 +174,10 @@ class SignerInfo:
 
     @classmethod
     def from_int(cls, value: int) -> SignerInfo:
+        return _signer_info(value)
+
+    @classmethod
+    def _decode(cls, value: int) -> SignerInfo:
         if value >> 5:
             raise ReportFormatError(f"signer info bits 31:5 must be 0 (got {value:#x})")
         key = (value >> 2) & 0x7
@@ -182,6 +187,12 @@ class SignerInfo:
 
     def to_int(self) -> int:
         return (self.signing_key << 2) | (int(self.mask_chip_key) << 1) | int(self.author_key_en)
+
+
+@lru_cache(maxsize=64)
+def _signer_info(value: int) -> SignerInfo:
+    # 32 valid values at most: decode each once (parsing sits on the verifier's hot path).
+    return SignerInfo._decode(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +244,14 @@ def _zero(n: int) -> bytes:
     return bytes(n)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Report:
-    """A parsed ATTESTATION_REPORT. Integers are as in the ABI; byte fields keep their size."""
+    """A parsed ATTESTATION_REPORT. Integers are as in the ABI; byte fields keep their size.
+
+    Not frozen only because a frozen dataclass's __init__ costs more than the rest of parsing
+    and parsing sits on the verifier's hot path: treat it as a value, derive changed copies
+    with `dataclasses.replace`.
+    """
 
     version: int
     guest_svn: int
@@ -353,7 +369,7 @@ class Report:
 
 
 def _require_zero(value: bytes, what: str) -> None:
-    if any(value):
+    if value.count(0) != len(value):  # C-speed, unlike any() over the bytes
         raise ReportFormatError(f"{what} is reserved and must be zero (found {value.hex()})")
 
 
@@ -411,18 +427,21 @@ def parse(data: bytes) -> Report:
         raise ReportFormatError(
             f"SIGNATURE_ALGO {signature_algo} is unknown (1 = ECDSA P-384 with SHA-384)"
         )
-    _require_zero(reserved_4c, "bytes 0x4C-0x4F")
+    reserved = reserved_4c + reserved_18b + reserved_1eb + reserved_1ef + reserved_208
+    if reserved.count(0) != len(reserved) or signature_rest.count(0) != len(signature_rest):
+        # Slow path only for bad input: name the offending range.
+        _require_zero(reserved_4c, "bytes 0x4C-0x4F")
+        _require_zero(reserved_18b, "bytes 0x18B-0x19F")
+        _require_zero(reserved_1eb, "byte 0x1EB")
+        _require_zero(reserved_1ef, "byte 0x1EF")
+        _require_zero(reserved_208, "bytes 0x208-0x29F")
+        _require_zero(signature_rest, "signature bytes 0x330-0x49F")
     if version < 3:
         _require_zero(cpuid, "bytes 0x188-0x18A (CPUID fields, version 3 and later)")
-    _require_zero(reserved_18b, "bytes 0x18B-0x19F")
-    _require_zero(reserved_1eb, "byte 0x1EB")
-    _require_zero(reserved_1ef, "byte 0x1EF")
     if version < 5 and (launch_mit_vector or current_mit_vector):
         raise ReportFormatError(
             "bytes 0x1F8-0x207 are reserved before version 5 (mitigation vectors) and must be zero"
         )
-    _require_zero(reserved_208, "bytes 0x208-0x29F")
-    _require_zero(signature_rest, "signature bytes 0x330-0x49F")
     return Report(
         version=version,
         guest_svn=guest_svn,

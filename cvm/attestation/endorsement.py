@@ -53,6 +53,7 @@ class EndorsementKey:
     product: Product
     product_name: str  # as in the certificate, e.g. "Milan-B0"
     tcb: TcbVersion  # the SPL extensions
+    tcb_value: int  # the same, packed as a TCB_VERSION in the product's layout
     hwid: bytes | None  # VCEK only: 64 bytes (8 on Turin)
     csp_id: str | None  # VLEK only: the cloud provider that loaded the key
     public_key: ec.EllipticCurvePublicKey
@@ -188,6 +189,7 @@ def parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
         product=product,
         product_name=product_name,
         tcb=tcb,
+        tcb_value=tcb.to_int(product),
         hwid=hwid,
         csp_id=csp_id,
         public_key=public_key,
@@ -199,13 +201,14 @@ _parsed: OrderedDict[bytes, EndorsementKey] = OrderedDict()
 
 def load_endorsement_key(data: bytes) -> EndorsementKey:
     """Parse a VCEK or VLEK from DER or PEM, memoised by content hash (bounded LRU)."""
-    key = hashlib.sha256(data).digest()
-    cached = _parsed.get(key)
+    # Keyed by the bytes themselves: Python caches a bytes object's hash, so a caller that
+    # passes the same certificate again pays one dict lookup.
+    cached = _parsed.get(data)
     if cached is not None:
-        _parsed.move_to_end(key)
+        _parsed.move_to_end(data)
         return cached
     parsed = parse_endorsement_key(load_certificate(data))
-    _parsed[key] = parsed
+    _parsed[data] = parsed
     if len(_parsed) > _CACHE_SIZE:
         _parsed.popitem(last=False)
     return parsed

@@ -12,7 +12,6 @@ equals the certificate's hwID. Nothing here touches the network.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,7 +113,7 @@ def _as_certificates(
     if chain is None:
         return b"", []
     if isinstance(chain, bytes | bytearray):
-        key = hashlib.sha256(chain).digest()
+        key = bytes(chain)  # the bytes are the key: their hash is cached by Python
         parsed = _parsed_chains.get(key)
         if parsed is None:
             parsed = load_certificates(bytes(chain))
@@ -247,7 +246,7 @@ def verify_signature(raw: bytes, report: Report, ek: EndorsementKey) -> None:
 
 
 def _check_tcb(report: Report, ek: EndorsementKey, product: Product) -> None:
-    expected = ek.tcb.to_int(product)
+    expected = ek.tcb_value
     if report.reported_tcb != expected:
         found = TcbVersion.from_int(report.reported_tcb, product).components()
         raise _fail(
