@@ -23,7 +23,7 @@ class QmpSession:
     def execute(self, command: str, **arguments: Any) -> Any:
         try:
             return self._monitor.cmd(command, **arguments)
-        except (QMPError, OSError) as exc:
+        except (QMPError, OSError, EOFError) as exc:
             raise LauncherError(f"QMP {command} on {self._socket_path} failed: {exc}") from exc
 
 
@@ -34,9 +34,12 @@ def qmp_session(socket_path: Path, timeout: float = 10.0) -> Iterator[QmpSession
     try:
         monitor.connect(negotiate=True)
         monitor.settimeout(timeout)
-    except (QMPError, OSError) as exc:
+    except (QMPError, OSError, EOFError) as exc:
         raise LauncherError(f"cannot open QMP at {socket_path}: {exc}") from exc
     try:
         yield QmpSession(monitor, socket_path)
     finally:
-        monitor.close()
+        try:
+            monitor.close()
+        except (QMPError, OSError, EOFError):
+            pass  # QEMU closes its end first after `quit`: nothing is left to release

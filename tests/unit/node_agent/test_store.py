@@ -1,0 +1,103 @@
+"""The agent's durable store: capacity is reserved atomically, one report per nonce."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from node_agent.errors import CapacityExceeded
+from node_agent.store import AgentStore, LeaseState, Resources, SubmissionState
+
+CAPACITY = Resources(vcpu=8, memory_mb=16384, disk_gb=100)
+MEASUREMENT = bytes(range(48))
+
+
+def _reserve(store: AgentStore, lease_id: int, vcpu: int, memory_mb: int = 1024) -> None:
+    store.reserve(lease_id, Resources(vcpu, memory_mb, 10), MEASUREMENT, 3600, CAPACITY)
+
+
+def test_reserve_holds_capacity_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.sqlite")
+    _reserve(store, 1, 6)
+    assert store.used() == Resources(6, 1024, 10)
+    with pytest.raises(CapacityExceeded, match="lease 2 does not fit"):
+        _reserve(store, 2, 3)
+    refused = store.get_lease(2)
+    assert refused is not None and refused.state == LeaseState.REFUSED
+    assert store.used() == Resources(6, 1024, 10)  # a refused lease holds nothing
+    _reserve(store, 3, 2)
+    assert store.used().vcpu == 8
+
+
+def test_reserve_is_idempotent_for_a_known_lease(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.sqlite")
+    _reserve(store, 1, 6)
+    _reserve(store, 1, 6)  # a redelivered task must not count the lease twice
+    assert store.used().vcpu == 6
+
+
+def test_stopped_lease_frees_capacity(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.sqlite")
+    _reserve(store, 1, 8)
+    store.set_lease_state(1, LeaseState.STOPPED, reason="closed")
+    _reserve(store, 2, 8)
+    assert [lease.lease_id for lease in store.leases()] == [2]
+
+
+def test_memory_and_disk_count_as_much_as_vcpus(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.sqlite")
+    _reserve(store, 1, 1, memory_mb=16000)
+    with pytest.raises(CapacityExceeded):
+        _reserve(store, 2, 1, memory_mb=1024)
+
+
+def _reserve_in_process(path: str, lease_id: int) -> bool:
+    try:
+        _reserve(AgentStore(Path(path)), lease_id, 3)
+    except CapacityExceeded:
+        return False
+    return True
+
+
+def test_concurrent_reservations_never_overcommit(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sqlite"
+    AgentStore(path)
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        results = pool.starmap(_reserve_in_process, [(str(path), i) for i in range(1, 9)])
+    assert sum(results) == 2  # 8 vCPUs hold two 3-vCPU leases, never three
+    assert AgentStore(path).used().vcpu == 6
+
+
+def test_first_report_per_nonce_wins(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.sqlite")
+    first = store.record_report(7, 0, b"a" * 1184, b"\x01" * 32)
+    second = store.record_report(7, 0, b"b" * 1184, b"\x02" * 32)
+    assert second.report == first.report and second.report_hash == b"\x01" * 32
+    assert store.record_report(7, 1, b"b" * 1184, b"\x02" * 32).report == b"b" * 1184
+
+
+def test_submission_steps_only_move_forward(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.sqlite")
+    store.record_report(7, 0, b"a" * 1184, b"\x01" * 32)
+    store.record_signed(7, 0, b"raw", "0xabc")  # skipping the upload does nothing
+    assert store.get_submission(7, 0).state == SubmissionState.REPORTED  # type: ignore[union-attr]
+    store.record_upload(7, 0, "0xevidence")
+    store.record_signed(7, 0, b"raw", "0xabc")
+    store.record_upload(7, 0, "0xother")  # a late duplicate upload does not go back
+    stored = store.get_submission(7, 0)
+    assert stored is not None
+    assert stored.state == SubmissionState.SIGNED
+    assert stored.evidence_hash == "0xevidence" and stored.tx_hash == "0xabc"
+    store.record_submitted(7, 0)
+    assert store.get_submission(7, 0).state == SubmissionState.SUBMITTED  # type: ignore[union-attr]
+
+
+def test_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sqlite"
+    _reserve(AgentStore(path), 1, 2)
+    AgentStore(path).set_lease_state(1, LeaseState.LAUNCHED)
+    lease = AgentStore(path).get_lease(1)
+    assert lease is not None and lease.state == LeaseState.LAUNCHED
+    assert lease.expected_measurement == MEASUREMENT
