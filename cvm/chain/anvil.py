@@ -34,11 +34,14 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 
 def find_anvil(explicit: Path | str | None = None) -> Path:
     """The anvil executable to run (see the module docstring for the search order)."""
+    chosen = explicit or os.environ.get("CVM_ANVIL_BIN")
+    if chosen:
+        # A path someone named must be used or refused, never silently replaced.
+        path = Path(chosen)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise ChainError(f"anvil not found at {path}")
     candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit))
-    if os.environ.get("CVM_ANVIL_BIN"):
-        candidates.append(Path(os.environ["CVM_ANVIL_BIN"]))
     # The native binary first: the npm launcher would sit between us and its signals.
     candidates.extend(sorted(_CONTRACTS_DIR.glob("node_modules/@foundry-rs/anvil-*/bin/anvil")))
     candidates.append(_CONTRACTS_DIR / "node_modules" / ".bin" / "anvil")

@@ -113,13 +113,20 @@ class EventDecoder:
         return self.decode_all(receipt["logs"])
 
     def fetch(self, w3: Web3, from_block: int, to_block: int | str = "latest") -> list[ChainEvent]:
-        """Every known event in blocks `from_block`..`to_block` (inclusive), in chain order."""
-        params: FilterParams = {
-            "fromBlock": from_block,
-            "toBlock": to_block,  # type: ignore[typeddict-item]
-            "address": self.addresses,  # type: ignore[typeddict-item]
-        }
+        """Every known event in blocks `from_block`..`to_block` (inclusive), in chain order.
+
+        `to_block="latest"` means the current head; a range that starts beyond it is empty
+        (nodes disagree on whether that is an error, an indexer polling ahead needs neither).
+        """
         try:
+            last = int(w3.eth.block_number) if to_block == "latest" else int(to_block)
+            if from_block > last:
+                return []
+            params: FilterParams = {
+                "fromBlock": from_block,
+                "toBlock": last,
+                "address": self.addresses,  # type: ignore[typeddict-item]
+            }
             logs = w3.eth.get_logs(params)
         except Web3Exception as exc:
             raise ChainError(f"eth_getLogs {from_block}..{to_block} failed: {exc}") from exc

@@ -1,0 +1,85 @@
+"""Deployment wiring, the deployment record, and event decoding over block ranges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvm.chain import ChainClient, ChainError, Deployment
+from tests.fixtures.chain import DEPOSIT, MEASUREMENT, ChainSystem
+
+pytestmark = pytest.mark.integration
+
+
+def test_deploy_wires_the_contracts_together(chain: ChainSystem) -> None:
+    client = chain.client()
+    deployment = chain.deployment
+    assert deployment.chain_id == chain.anvil.w3.eth.chain_id == 31337
+    assert client.nodes.lease_market() == deployment.lease_market
+    assert client.nodes.token() == deployment.token
+    assert client.attestations.lease_market() == deployment.lease_market
+    assert client.attestations.quorum() == 1
+    assert client.attestations.is_verifier(chain.accounts.verifier.address)
+    assert not client.attestations.is_verifier(chain.accounts.stranger.address)
+    assert client.nodes.min_stake() == 100 * 10**18
+    assert client.leases.attestation_window() == 600
+    assert client.leases.measurement_length() == 48
+    assert client.service.expected_measurement() == MEASUREMENT
+    for address in deployment.contracts().values():
+        assert len(chain.anvil.w3.eth.get_code(address)) > 0
+
+
+def test_deployment_record_round_trips(chain: ChainSystem, tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "deployment.json"
+    chain.deployment.save(path)
+    assert Deployment.load(path) == chain.deployment
+    with pytest.raises(ChainError):
+        Deployment.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"chain_id": 1}')
+    with pytest.raises(ChainError):
+        Deployment.load(tmp_path / "bad.json")
+
+
+def test_events_from_the_start_block_tell_the_whole_story(chain: ChainSystem) -> None:
+    first = chain.anvil.w3.eth.block_number + 1
+    lease_id = chain.attested_lease()
+    events = chain.client().fetch_events(first)
+    names = [e.name for e in events if e.contract != "TestToken"]
+    assert names == [
+        "NodeRegistered",
+        "Staked",
+        "LeaseCreated",
+        "LeaseAccepted",
+        "AttestationSubmitted",
+        "AttestationVote",
+        "AttestationVerified",
+    ]
+    positions = [e.position for e in events]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    created = next(e for e in events if e.name == "LeaseCreated")
+    assert created.contract == "LeaseMarket" and created.address == chain.deployment.lease_market
+    assert created.args["leaseId"] == lease_id
+    assert created.args["renter"] == chain.accounts.renter.address
+    assert created.args["deposit"] == DEPOSIT
+    assert created.args["expectedMeasurement"] == MEASUREMENT
+    submitted = next(e for e in events if e.name == "AttestationSubmitted")
+    assert submitted.args["node"] == chain.accounts.node_key.address
+    registered = next(e for e in events if e.name == "NodeRegistered")
+    assert registered.args["endpoint"] == "https://node.test"
+    # A narrower range holds just its own blocks' events.
+    last = chain.client().fetch_events(events[-1].block_number, events[-1].block_number)
+    assert {e.name for e in last} == {"AttestationVote", "AttestationVerified"}
+    assert chain.client().fetch_events(events[-1].block_number + 1) == []
+
+
+def test_deployment_events_start_at_the_start_block(chain: ChainSystem) -> None:
+    events = chain.client().fetch_events(chain.deployment.start_block)
+    assert {"LeaseMarketSet", "MinStakeSet", "QuorumSet"} <= {e.name for e in events}
+    assert all(e.block_number >= chain.deployment.start_block for e in events)
+
+
+def test_a_client_connects_by_url(chain: ChainSystem) -> None:
+    client = ChainClient.connect(chain.anvil.rpc_url, chain.deployment)
+    assert client.address is None
+    assert client.leases.next_lease_id() == 1
