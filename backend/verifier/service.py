@@ -1,0 +1,200 @@
+"""The verifier service: checks each submitted attestation and votes on chain.
+
+For every `AttestationSubmitted` it fetches the evidence the node uploaded (by the report
+hash recorded on chain), appraises it with `cvm.attestation` under the lease's policy
+(expected measurement, REPORT_DATA bound to this chain, registry, lease and nonce, debug
+disallowed, VMPL 0), stores the full result with its reason codes, and sends
+`confirm(leaseId, reportHash, ok)` from the verifier key. The stored result comes first and
+the transaction hash is added after, so a crash between the two retries only the vote.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import select
+
+from backend.evidence import EvidenceFormatError, decode
+from backend.store import Attestation, Evidence, Lease, Store, Verification
+from cvm.attestation import Appraisal, EvidenceBundle, Policy, appraise_evidence
+from cvm.chain.errors import ChainError
+
+log = logging.getLogger(__name__)
+
+# Reason codes of the checks the service adds to `cvm.attestation.Reason`'s.
+EVIDENCE_MALFORMED = "EVIDENCE_MALFORMED"
+LEASE_MISMATCH = "LEASE_MISMATCH"
+CHAIN_MISMATCH = "CHAIN_MISMATCH"
+REGISTRY_MISMATCH = "REGISTRY_MISMATCH"
+NONCE_MISMATCH = "NONCE_MISMATCH"
+
+Confirm = Callable[[int, bytes, bool], str]  # (lease id, report hash, ok) -> tx hash
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    chain_id: int
+    attestation_registry: str
+    trusted_roots: Sequence[x509.Certificate] | None = None  # None: AMD's built-in roots
+
+
+class Verifier:
+    """Appraises pending attestations and votes; idempotent per (lease, report hash)."""
+
+    def __init__(
+        self,
+        store: Store,
+        confirm: Confirm,
+        config: VerifierConfig,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.confirm = confirm
+        self.config = config
+        self.clock = clock
+
+    def pending(self) -> list[tuple[int, str]]:
+        """Pending attestations this verifier has not voted on yet."""
+        with self.store.session() as session:
+            rows = session.execute(
+                select(Attestation.lease_id, Attestation.report_hash)
+                .outerjoin(
+                    Verification,
+                    (Verification.lease_id == Attestation.lease_id)
+                    & (Verification.report_hash == Attestation.report_hash),
+                )
+                .where(Attestation.status == "pending", Verification.confirm_tx.is_(None))
+            ).all()
+        return [(int(lease_id), str(report_hash)) for lease_id, report_hash in rows]
+
+    def run_pending(self) -> list[Verification]:
+        """Verify every pending attestation whose evidence is available."""
+        done = []
+        for lease_id, report_hash in self.pending():
+            result = self.verify(lease_id, report_hash)
+            if result is not None:
+                done.append(result)
+        return done
+
+    def verify(self, lease_id: int, report_hash: str) -> Verification | None:
+        """Appraise and vote on one submission; None while its evidence is not uploaded."""
+        with self.store.session() as session:
+            existing = session.scalar(
+                select(Verification).where(
+                    Verification.lease_id == lease_id, Verification.report_hash == report_hash
+                )
+            )
+            if existing is not None and existing.confirm_tx is not None:
+                return existing
+            lease = session.get(Lease, lease_id)
+            attestation = session.get(Attestation, lease_id)
+            evidence = session.scalar(
+                select(Evidence).where(Evidence.report_hash == report_hash).limit(1)
+            )
+            if lease is None or attestation is None or attestation.report_hash != report_hash:
+                return None
+            if evidence is None:
+                log.info("lease %s: evidence %s not uploaded yet", lease_id, report_hash)
+                return None
+            if existing is None:
+                ok, reasons, detail = self._appraise(lease, attestation, evidence.content)
+                existing = Verification(
+                    lease_id=lease_id,
+                    report_hash=report_hash,
+                    evidence_hash=evidence.hash,
+                    ok=ok,
+                    reason_codes=reasons,
+                    detail=detail,
+                    checked_at=datetime.fromtimestamp(self.clock(), UTC),
+                    confirm_tx=None,
+                )
+                session.add(existing)
+        try:
+            tx_hash = self.confirm(lease_id, bytes.fromhex(report_hash[2:]), existing.ok)
+        except ChainError as exc:
+            # e.g. the attestation is no longer pending (another verifier reached quorum,
+            # or the lease closed): keep the result, note why no vote was cast.
+            log.warning("lease %s: confirm failed: %s", lease_id, exc)
+            with self.store.session() as session:
+                row = session.get(Verification, existing.id)
+                if row is not None:
+                    row.detail = {**row.detail, "confirm_error": str(exc)[:500]}
+                    existing = row
+            return existing
+        with self.store.session() as session:
+            row = session.get(Verification, existing.id)
+            if row is not None:
+                row.confirm_tx = tx_hash
+                existing = row
+        return existing
+
+    # --- the checks -------------------------------------------------------------------------
+
+    def _appraise(
+        self, lease: Lease, attestation: Attestation, content: bytes
+    ) -> tuple[bool, list[str], dict[str, Any]]:
+        try:
+            bundle = decode(content)
+        except EvidenceFormatError as exc:
+            return False, [EVIDENCE_MALFORMED], {"errors": [str(exc)]}
+        reasons: list[str] = []
+        messages: list[str] = []
+
+        def mismatch(code: str, what: str, expected: object, found: object) -> None:
+            reasons.append(code)
+            messages.append(f"{what}: expected {expected}, found {found}")
+
+        # The bundle names the lease it attests; it must be this lease on this deployment,
+        # under the nonce the chain recorded for this submission.
+        if bundle.lease_id != lease.id:
+            mismatch(LEASE_MISMATCH, "lease id", lease.id, bundle.lease_id)
+        if bundle.chain_id != self.config.chain_id:
+            mismatch(CHAIN_MISMATCH, "chain id", self.config.chain_id, bundle.chain_id)
+        if bundle.registry.lower() != self.config.attestation_registry.lower():
+            mismatch(
+                REGISTRY_MISMATCH, "registry", self.config.attestation_registry, bundle.registry
+            )
+        if bundle.nonce != attestation.nonce:
+            mismatch(NONCE_MISMATCH, "attestation nonce", attestation.nonce, bundle.nonce)
+        policy = Policy(
+            measurements=(bytes.fromhex(lease.expected_measurement[2:]),),
+            allow_debug=False,
+            vmpl=0,
+        )
+        appraisal = appraise_evidence(bundle, policy, trusted_roots=self.config.trusted_roots)
+        for failure in appraisal.failures:
+            reasons.append(str(failure.reason))
+            messages.append(failure.message)
+        detail = _detail(bundle, appraisal)
+        detail["errors"] = messages
+        return appraisal.ok and not reasons, reasons, detail
+
+
+def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:
+    detail: dict[str, Any] = {
+        "lease_id": bundle.lease_id,
+        "nonce": bundle.nonce,
+        "report_hash": "0x" + bundle.report_hash.hex(),
+    }
+    verified = appraisal.verified
+    if verified is not None:
+        report = verified.report
+        detail.update(
+            {
+                "product": str(verified.product),
+                "signer": verified.signer.name,
+                "measurement": "0x" + report.measurement.hex(),
+                "report_data": "0x" + report.report_data.hex(),
+                "debug": report.policy.debug,
+                "reported_tcb": report.reported_tcb,
+                "vmpl": report.vmpl,
+                "version": report.version,
+            }
+        )
+    return detail
