@@ -1,0 +1,189 @@
+"""Gas used by every cvm operation, measured on a fresh anvil through `cvm.chain`.
+
+`python -m bench.gas --json` deploys the system, runs one full lease lifecycle (register,
+stake, create, accept, submit, confirm, claim, close) and the variants (create with
+permit, top-up, settle on exhaustion, re-attestation, missed first attestation with its
+slash, rejected attestation, node exit, credit withdrawal), and prints one JSON object:
+`gasUsed` per operation (the receipts' figure, 21,000 intrinsic gas included), the
+totals, and whether the targets are met. For scale it measures, in the same run, a plain
+ERC-20 transfer of the same token (`baseline`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from cvm.chain import (
+    Anvil,
+    ChainClient,
+    DeployConfig,
+    LeaseSpec,
+    NodeSpec,
+    TeeType,
+    TxResult,
+    deploy,
+)
+
+TOKEN = 10**18
+MEASUREMENT = bytes.fromhex("a5" * 48)
+NODE = NodeSpec(TeeType.SEV_SNP, 32, 131_072, 1_000, 276, 10**12)
+SPEC = LeaseSpec(TeeType.SEV_SNP, 4, 8_192, 40, 0, 3_600, b"\x5e" * 32)
+RATE = NODE.price_per_second_per_unit * SPEC.vcpu
+TARGETS = {"lifecycle": 300_000, "submit": 60_000, "confirm": 40_000}
+LIFECYCLE = ("register", "stake", "createLease", "acceptLease", "submit", "confirm", "claim")
+LIFECYCLE += ("closeLease",)
+PER_LEASE = LIFECYCLE[2:]
+
+
+def measure() -> dict[str, Any]:
+    """Run every operation once on a fresh chain; return the report as a dict."""
+    with Anvil() as node:
+        accounts = [node.dev_account(i) for i in range(7)]
+        deployer, operator, key, renter, verifier, permit_renter, keeper = accounts
+        deployment = deploy(node.w3, deployer, DeployConfig(verifiers=[verifier.address]))
+        as_ = {a.address: ChainClient(node.w3, deployment, a) for a in accounts}
+        op, nk, rt, vf = (as_[a.address] for a in (operator, key, renter, verifier))
+        gas: dict[str, int] = {}
+
+        def record(name: str, result: TxResult) -> None:
+            gas[name] = result.gas_used
+
+        def lease(client: ChainClient, deposit: int = 10 * TOKEN) -> int:
+            return client.leases.create_lease(SPEC, RATE, deposit, MEASUREMENT).lease_id
+
+        def attest(node_client: ChainClient, lease_id: int, report: bytes) -> tuple[TxResult, ...]:
+            nonce = node_client.attestations.attestation_nonce(lease_id)
+            submitted = node_client.attestations.submit(
+                lease_id, nonce, report, MEASUREMENT, 7, b"\xc1" * 32
+            )
+            return submitted, vf.attestations.confirm(lease_id, report, True)
+
+        for client in (op, rt, as_[permit_renter.address]):
+            client.token.mint(client.address or "", 1_000_000 * TOKEN)
+        op.token.approve(deployment.node_registry, 2**256 - 1)
+        rt.token.approve(deployment.lease_market, 2**256 - 1)
+        baseline = rt.token.transfer(keeper.address, TOKEN).gas_used
+        baseline_warm = rt.token.transfer(keeper.address, TOKEN).gas_used
+
+        # --- the lifecycle --------------------------------------------------------------
+        record("register", op.nodes.register(key.address, NODE, "https://node.example"))
+        record("stake", op.nodes.stake(key.address, 1_000 * TOKEN))
+        created = rt.leases.create_lease(SPEC, RATE, 10 * TOKEN, MEASUREMENT)
+        record("createLease", created.tx)
+        first = created.lease_id
+        record("acceptLease", nk.leases.accept_lease(first))
+        submitted, confirmed = attest(nk, first, b"\x01" * 32)
+        record("submit", submitted)
+        record("confirm", confirmed)
+        node.increase_time(600)
+        node.mine()
+        record("claim", op.leases.claim(first))
+        node.increase_time(600)
+        node.mine()
+        record("closeLease", rt.leases.close_lease(first))
+
+        # --- the same lease again on a warm system (no first-time storage writes) ------------
+        steady: dict[str, int] = {}
+        created = rt.leases.create_lease(SPEC, RATE, 10 * TOKEN, MEASUREMENT)
+        steady["createLease"] = created.tx.gas_used
+        steady["acceptLease"] = nk.leases.accept_lease(created.lease_id).gas_used
+        submitted, confirmed = attest(nk, created.lease_id, b"\x02" * 32)
+        steady["submit"], steady["confirm"] = submitted.gas_used, confirmed.gas_used
+        node.increase_time(600)
+        node.mine()
+        steady["claim"] = op.leases.claim(created.lease_id).gas_used
+        steady["closeLease"] = rt.leases.close_lease(created.lease_id).gas_used
+
+        # --- variants --------------------------------------------------------------------
+        permit_client = as_[permit_renter.address]
+        deadline = permit_client.block_timestamp() + 3_600
+        permit = permit_client.token.sign_permit(
+            permit_renter, deployment.lease_market, 10 * TOKEN, deadline
+        )
+        record(
+            "createLeaseWithPermit",
+            permit_client.leases.create_lease_with_permit(
+                SPEC, RATE, 10 * TOKEN, MEASUREMENT, permit
+            ).tx,
+        )
+        lease_id = lease(rt)
+        record("topUp", rt.leases.top_up(lease_id, TOKEN))
+        nk.leases.accept_lease(lease_id)
+        attest(nk, lease_id, b"\x03" * 32)
+        node.increase_time(1_800)
+        node.mine()
+        submitted, confirmed = attest(nk, lease_id, b"\x04" * 32)
+        record("reattestSubmit", submitted)
+        record("reattestConfirm", confirmed)
+        record("exitLease", nk.leases.exit_lease(lease_id))
+        record("withdrawCredit", rt.leases.withdraw())
+
+        lease_id = lease(rt, deposit=RATE * 100)
+        nk.leases.accept_lease(lease_id)
+        attest(nk, lease_id, b"\x05" * 32)
+        node.increase_time(200)
+        node.mine()
+        record("settle", as_[keeper.address].leases.settle(lease_id))
+
+        lease_id = lease(rt)
+        nk.leases.accept_lease(lease_id)
+        node.increase_time(DeployConfig().attestation_window + 1)
+        node.mine()
+        record(
+            "reportMissedAttestation",
+            as_[keeper.address].leases.report_missed_attestation(lease_id),
+        )
+
+        lease_id = lease(rt)
+        nk.leases.accept_lease(lease_id)
+        nonce = nk.attestations.attestation_nonce(lease_id)
+        nk.attestations.submit(lease_id, nonce, b"\x06" * 32, MEASUREMENT, 7, b"\xc1" * 32)
+        record("confirmReject", vf.attestations.confirm(lease_id, b"\x06" * 32, False))
+
+        record("requestUnstake", op.nodes.request_unstake(key.address, 100 * TOKEN))
+        node.increase_time(DeployConfig().unbonding_delay + 1)
+        node.mine()
+        record("withdrawUnstaked", op.nodes.withdraw_unstaked(key.address))
+
+    lifecycle_total = sum(gas[name] for name in LIFECYCLE)
+    per_lease_total = sum(gas[name] for name in PER_LEASE)
+    return {
+        "gasUsed": gas,
+        "lifecycle": {"operations": list(LIFECYCLE), "total": lifecycle_total},
+        "perLease": {"operations": list(PER_LEASE), "total": per_lease_total},
+        "steadyState": {"gasUsed": steady, "total": sum(steady.values())},
+        "total": sum(gas.values()),
+        "baseline": {
+            "erc20TransferToNewHolder": baseline,
+            "erc20TransferToHolder": baseline_warm,
+            "lifecycleInTransfers": round(lifecycle_total / baseline, 2),
+        },
+        "targets": TARGETS,
+        "met": {
+            "lifecycle": lifecycle_total <= TARGETS["lifecycle"],
+            "submit": gas["submit"] <= TARGETS["submit"],
+            "confirm": gas["confirm"] <= TARGETS["confirm"],
+        },
+    }
+
+
+def main() -> None:
+    """Print the report: one JSON object with --json, a table otherwise."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    report = measure()
+    if args.json:
+        print(json.dumps(report))
+        return
+    for name, used in report["gasUsed"].items():
+        print(f"{name:>26} {used:>9,}")
+    for key in ("lifecycle", "perLease", "steadyState"):
+        print(f"{key:>26} {report[key]['total']:>9,}")
+    print(f"{'targets met':>26} {report['met']}")
+
+
+if __name__ == "__main__":
+    main()
