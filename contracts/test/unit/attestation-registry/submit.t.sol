@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IAttestationRegistry} from "../../../src/interfaces/IAttestationRegistry.sol";
+import {Errors} from "../../../src/libraries/Errors.sol";
+import {Base} from "../../Base.t.sol";
+
+contract Submit_AttestationRegistry_Test is Base {
+    function _submitAs(address caller, uint256 leaseId, uint256 nonce, bytes32 reportHash, bytes memory m) private {
+        vm.prank(caller);
+        attestations.submit(leaseId, nonce, reportHash, m, TCB, CHIP_ID_HASH);
+    }
+
+    function test_RevertWhen_LeaseOpen() external {
+        uint256 leaseId = createLease();
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_LeaseNotActive.selector, leaseId));
+        _submitAs(nodeKey, leaseId, 0, REPORT_HASH, measurement);
+    }
+
+    function test_RevertWhen_LeaseClosed() external {
+        uint256 leaseId = acceptedLease();
+        vm.prank(renter);
+        market.closeLease(leaseId);
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_LeaseNotActive.selector, leaseId));
+        _submitAs(nodeKey, leaseId, 0, REPORT_HASH, measurement);
+    }
+
+    function test_RevertWhen_CallerNotLeaseNode() external {
+        uint256 leaseId = acceptedLease();
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.AttestationRegistry_NotLeaseNode.selector, leaseId, operator, nodeKey)
+        );
+        _submitAs(operator, leaseId, 0, REPORT_HASH, measurement);
+    }
+
+    function test_RevertWhen_StaleNonce() external {
+        uint256 leaseId = attestedLease();
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_StaleNonce.selector, leaseId, 0, 1));
+        _submitAs(nodeKey, leaseId, 0, keccak256("replayed"), measurement);
+    }
+
+    function test_RevertWhen_ReportHashZero() external {
+        uint256 leaseId = acceptedLease();
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_ZeroReportHash.selector, leaseId));
+        _submitAs(nodeKey, leaseId, 0, bytes32(0), measurement);
+    }
+
+    function testFuzz_RevertWhen_MeasurementMismatch(bytes memory other) external {
+        vm.assume(keccak256(other) != keccak256(measurement));
+        uint256 leaseId = acceptedLease();
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_MeasurementMismatch.selector, leaseId));
+        _submitAs(nodeKey, leaseId, 0, REPORT_HASH, other);
+    }
+
+    function test_RevertWhen_MeasurementTailDiffers() external {
+        uint256 leaseId = acceptedLease();
+        bytes memory other = bytes.concat(measurement);
+        other[47] = bytes1(uint8(other[47]) ^ 1);
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_MeasurementMismatch.selector, leaseId));
+        _submitAs(nodeKey, leaseId, 0, REPORT_HASH, other);
+    }
+
+    function test_RevertWhen_PreviousPending() external {
+        uint256 leaseId = acceptedLease();
+        submitReport(leaseId, REPORT_HASH);
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_AttestationPending.selector, leaseId));
+        _submitAs(nodeKey, leaseId, 1, keccak256("second"), measurement);
+    }
+
+    function test_WhenFirstAttestation() external {
+        uint256 leaseId = acceptedLease();
+        vm.expectEmit(true, true, false, true, address(attestations));
+        emit IAttestationRegistry.AttestationSubmitted(leaseId, nodeKey, REPORT_HASH, measurement);
+        submitReport(leaseId, REPORT_HASH);
+        IAttestationRegistry.Attestation memory a = attestations.attestationOf(leaseId);
+        assertEq(uint256(a.status), uint256(IAttestationRegistry.Status.Pending), "pending");
+        assertEq(a.node, nodeKey, "node");
+        assertEq(a.reportHash, REPORT_HASH, "report hash");
+        assertEq(a.measurement, measurement, "measurement from the lease");
+        assertEq(a.reportedTcb, TCB, "tcb");
+        assertEq(a.submittedAt, block.timestamp, "submittedAt");
+        assertEq(a.verifiedAt, 0, "not verified");
+        assertEq(a.expiresAt, block.timestamp + REATTEST_INTERVAL, "expiresAt");
+        assertEq(attestations.attestationNonce(leaseId), 1, "nonce bumped");
+        assertEq(attestations.attestedSeconds(leaseId, block.timestamp + 100), 0, "pending covers nothing");
+    }
+
+    function testFuzz_WhenReattestingOnTime(uint256 after_) external {
+        after_ = bound(after_, 0, REATTEST_INTERVAL);
+        uint256 leaseId = attestedLease();
+        vm.warp(block.timestamp + after_);
+        submitReport(leaseId, keccak256("second"));
+        assertEq(attestations.attestedSeconds(leaseId, block.timestamp + 1000), after_, "banked up to now");
+        assertEq(attestations.attestationNonce(leaseId), 2, "nonce");
+    }
+
+    function testFuzz_WhenReattestingLate(uint256 late) external {
+        late = bound(late, 1, 30 days);
+        uint256 leaseId = attestedLease();
+        vm.warp(block.timestamp + REATTEST_INTERVAL + late);
+        submitReport(leaseId, keccak256("second"));
+        confirmReport(leaseId, keccak256("second"), true);
+        vm.warp(block.timestamp + 10);
+        assertEq(attestations.attestedSeconds(leaseId, block.timestamp), uint256(REATTEST_INTERVAL) + 10, "gap unpaid");
+    }
+}
