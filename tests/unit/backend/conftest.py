@@ -31,8 +31,12 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Store]:
+    """The store every backend test runs against: embedded SQLite and a real PostgreSQL."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgresql_database_url")
+        settings.database_url = url
     store = Store(settings.database_url)
     yield store
     store.close()

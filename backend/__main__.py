@@ -1,0 +1,41 @@
+"""`python -m backend [--host H] [--port P]`: run the backend with the settings of cvm.config.
+
+Reads the deployment record (`CVM_DEPLOYMENT_FILE`), the store (`CVM_DATABASE_URL`), the
+broker (`CVM_BROKER_URL`), and, if `CVM_VERIFIER_KEYSTORE` is set, unlocks the verifier key
+with the password in `CVM_VERIFIER_PASSWORD_FILE` (never from the command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from web3 import Web3
+
+from backend.service import BackendService
+from cvm.chain import Deployment
+from cvm.config import get_settings
+from cvm.wallet import load_account, read_password_file
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = get_settings()
+    deployment = Deployment.load(settings.deployment_file)
+    w3 = Web3(Web3.HTTPProvider(deployment.rpc_url or settings.rpc_url))
+    verifier = None
+    if settings.verifier_keystore is not None:
+        if settings.verifier_password_file is None:
+            raise SystemExit("CVM_VERIFIER_KEYSTORE needs CVM_VERIFIER_PASSWORD_FILE")
+        password = read_password_file(settings.verifier_password_file)
+        verifier = load_account(settings.verifier_keystore, password)
+    service = BackendService(settings, deployment, w3, verifier_account=verifier)
+    service.serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
