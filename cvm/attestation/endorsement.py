@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -138,6 +139,14 @@ def _hwid(raw: bytes, product: Product) -> bytes:
 
 def parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
     """Decode a VCEK or VLEK; raise `VerificationError(MALFORMED_CERTIFICATE)` if it is not one."""
+    try:
+        return _parse_endorsement_key(cert)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # cryptography decodes names, keys and known extensions lazily and may refuse them here.
+        raise _bad(f"malformed endorsement key certificate: {exc}") from exc
+
+
+def _parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
     subject = common_name(cert.subject)
     if subject == VCEK_CN:
         kind = SigningKey.VCEK
@@ -200,7 +209,11 @@ _parsed: OrderedDict[bytes, EndorsementKey] = OrderedDict()
 
 
 def load_endorsement_key(data: bytes) -> EndorsementKey:
-    """Parse a VCEK or VLEK from DER or PEM, memoised by content hash (bounded LRU)."""
+    """Parse a VCEK or VLEK from DER or PEM, memoised by content (bounded LRU)."""
+    if not isinstance(data, bytes):
+        if not isinstance(data, bytearray | memoryview):
+            raise _bad(f"a certificate is bytes, not {type(data).__name__}")
+        data = bytes(data)
     # Keyed by the bytes themselves: Python caches a bytes object's hash, so a caller that
     # passes the same certificate again pays one dict lookup.
     cached = _parsed.get(data)

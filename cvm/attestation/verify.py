@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -86,19 +86,19 @@ def verify_amd_signature(subject: x509.Certificate, issuer: x509.Certificate) ->
     link = (fingerprint(subject), fingerprint(issuer))
     if link in _verified_links:
         return True
-    if subject.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
-        return False
-    if not isinstance(subject.signature_hash_algorithm, hashes.SHA384):
-        return False
-    if subject.issuer != issuer.subject:
-        return False
-    key = issuer.public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        return False
     try:
+        if subject.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
+            return False
+        if not isinstance(subject.signature_hash_algorithm, hashes.SHA384):
+            return False
+        if subject.issuer != issuer.subject:
+            return False
+        key = issuer.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            return False
         # Explicit padding: we require AMD's salt length rather than trusting the cert's own.
         key.verify(subject.signature, subject.tbs_certificate_bytes, AMD_PSS, hashes.SHA384())
-    except InvalidSignature:
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
         return False
     if len(_verified_links) >= _MAX_CACHED:
         _verified_links.clear()
@@ -141,7 +141,11 @@ def _chain_for(
     found = _verified_chains.get(key)
     if found is not None:
         return found
-    intermediate, root = _verify_chain(ek, product, certs, trusted_roots)
+    try:
+        intermediate, root = _verify_chain(ek, product, certs, trusted_roots)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        # cryptography decodes names and keys lazily; a malformed supplied certificate lands here.
+        raise _fail(Reason.CHAIN_INVALID, f"malformed certificate in the chain: {exc}") from exc
     trio = (ek.certificate, intermediate, root)
     verified = _VerifiedChain(
         intermediate=intermediate,
@@ -292,11 +296,11 @@ def verify_report(
     now); `check_cert_validity=False` skips that check. Raises `ReportFormatError` or
     `VerificationError`, both carrying a `Reason`.
     """
-    raw = bytes(raw)
     report = abi.parse(raw)
+    raw = bytes(raw)
     if report.signing_key is SigningKey.NONE:
         raise _fail(Reason.UNSIGNED_REPORT, "SIGNING_KEY is 'none': the report is not signed")
-    ek = load_endorsement_key(bytes(endorsement_key))
+    ek = load_endorsement_key(endorsement_key)
     if ek.kind is not report.signing_key:
         raise _fail(
             Reason.SIGNER_MISMATCH,

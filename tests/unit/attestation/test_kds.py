@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from cvm.attestation import (
     CachingKds,
+    HttpKds,
     KdsError,
     Product,
     SigningKey,
@@ -96,3 +101,43 @@ def test_cache_in_front_of_an_upstream(tmp_path: Path) -> None:
     assert kds.path_for(url).read_bytes() == vcek_bytes("genoa_azure")
     with pytest.raises(KdsError):
         kds.fetch("https://kdsintf.amd.com/vcek/v1/Genoa/unknown")
+
+
+class _KdsHandler(BaseHTTPRequestHandler):
+    """Serves one VCEK at its KDS path, 404 for anything else (a local stand-in host for KDS)."""
+
+    answers: ClassVar[dict[str, bytes]] = {}
+
+    def do_GET(self) -> None:
+        body = self.answers.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.end_headers()
+        self.wfile.write(body or b"not found")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def local_kds() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KdsHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_http_kds_behind_the_cache(local_kds: str, tmp_path: Path) -> None:
+    report = parse(report_bytes("milan_go_sev_guest"))
+    url = vcek_url(report, Product.MILAN, base_url=local_kds)
+    _KdsHandler.answers = {url.removeprefix(local_kds): vcek_bytes("milan_go_sev_guest")}
+    kds = CachingKds(tmp_path, HttpKds(timeout=5))
+    assert kds.fetch(url) == vcek_bytes("milan_go_sev_guest")
+    assert kds.path_for(url).is_file()
+    with pytest.raises(KdsError):
+        kds.fetch(f"{local_kds}/vcek/v1/Milan/absent")
+    assert not kds.path_for(f"{local_kds}/vcek/v1/Milan/absent").exists()

@@ -241,3 +241,52 @@ def test_the_chain_is_cached_after_first_use() -> None:
     assert isinstance(cached.root, x509.Certificate)
     verify_report(raw, vcek)
     assert len(verify_module._verified_chains) == 1
+
+
+@settings(settings.get_profile("attestation"))
+@given(_mutations())
+def test_mutated_vceks_never_crash_and_only_pass_with_intact_contents(
+    flips: list[tuple[int, int]],
+) -> None:
+    original = vcek_bytes("milan_virtee_sev")
+    der = bytearray(original)
+    for offset, xor in flips:
+        der[offset % len(der)] ^= xor
+    try:
+        verified = verify_report(report_bytes("milan_virtee_sev"), bytes(der))
+    except AttestationError:
+        return
+    # Only bytes outside the signed TBS and the signature (e.g. the unsigned outer algorithm
+    # identifier) may change without failing: what AMD signed must be what was checked.
+    reference = load_endorsement_key(original).certificate
+    assert verified.endorsement.certificate.tbs_certificate_bytes == (
+        reference.tbs_certificate_bytes
+    )
+    assert verified.endorsement.certificate.signature == reference.signature
+
+
+@settings(settings.get_profile("attestation"))
+@given(st.binary(max_size=4096))
+def test_random_chains_never_crash_the_verifier(chain: bytes) -> None:
+    pem = b"-----BEGIN CERTIFICATE-----\n" + chain + b"\n-----END CERTIFICATE-----\n"
+    for candidate in (chain, pem):
+        try:
+            verify_report(
+                report_bytes("milan_virtee_sev"), vcek_bytes("milan_virtee_sev"), chain=candidate
+            )
+        except AttestationError:
+            pass
+
+
+@settings(settings.get_profile("attestation"))
+@given(st.binary(max_size=2 * REPORT_SIZE))
+def test_random_bytes_of_any_length_never_verify(raw: bytes) -> None:
+    with pytest.raises(AttestationError):
+        verify_report(raw, vcek_bytes("genoa_azure"))
+
+
+def test_wrong_input_types_raise_attestation_errors() -> None:
+    with pytest.raises(AttestationError):
+        verify_report("not bytes", vcek_bytes("genoa_azure"))  # type: ignore[arg-type]
+    with pytest.raises(AttestationError):
+        verify_report(report_bytes("genoa_azure"), "not bytes")  # type: ignore[arg-type]
