@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cvm.chain.contract import ContractClient, TxResult
-from cvm.chain.types import Attestation
+from cvm.chain.types import Attestation, AttestationStatus
 
 
 class AttestationRegistryClient(ContractClient):
@@ -20,6 +20,10 @@ class AttestationRegistryClient(ContractClient):
     def is_attested(self, lease_id: int, expected_measurement: bytes) -> bool:
         """True while the latest attestation is verified, unexpired and of this measurement."""
         return bool(self._call("isAttested", lease_id, expected_measurement))
+
+    def status_of(self, lease_id: int) -> AttestationStatus:
+        """Just the status of the latest attestation (cheaper than `attestation_of`)."""
+        return AttestationStatus(self._call("statusOf", lease_id))
 
     # --- other views -----------------------------------------------------------------
     def attestation_nonce(self, lease_id: int) -> int:
@@ -67,6 +71,11 @@ class AttestationRegistryClient(ContractClient):
     def confirm(self, lease_id: int, report_hash: bytes, ok: bool) -> TxResult:
         """Vote on the pending attestation of `lease_id` (verifier role)."""
         return self._send("confirm", lease_id, report_hash, ok)
+
+    # --- lease market only (anyone else gets AttestationRegistry_CallerNotLeaseMarket) --
+    def open_lease(self, lease_id: int, measurement: bytes, reattest_interval: int) -> TxResult:
+        """Record a new lease's expected measurement; only the lease market may."""
+        return self._send("openLease", lease_id, measurement, reattest_interval)
 
     # --- admin -----------------------------------------------------------------------
     def add_verifier(self, account: str) -> TxResult:

@@ -10,6 +10,10 @@ class AttestedServiceClient(ContractClient):
 
     contract_name = "AttestedService"
 
+    def registry(self) -> str:
+        """The attestation registry the service asks."""
+        return str(self._call("registry"))
+
     def expected_measurement(self) -> bytes:
         """The measurement the service trusts."""
         return bytes(self._call("expectedMeasurement"))

@@ -97,3 +97,23 @@ class ContractClient:
         """Send `function(*args)` as a transaction from this client's account."""
         receipt = self.sender.transact(self.contract.functions[function](*args), gas=gas)
         return TxResult.from_receipt(receipt, self._events)
+
+
+class OwnedContractClient(ContractClient):
+    """A contract with OpenZeppelin `Ownable2Step`: ownership moves only when accepted."""
+
+    def owner(self) -> str:
+        """The current owner."""
+        return str(self._call("owner"))
+
+    def pending_owner(self) -> str:
+        """The proposed owner who has not accepted yet (zero if none)."""
+        return str(self._call("pendingOwner"))
+
+    def transfer_ownership(self, new_owner: str) -> TxResult:
+        """Propose `new_owner` (owner only); it takes effect on `accept_ownership`."""
+        return self._send("transferOwnership", new_owner)
+
+    def accept_ownership(self) -> TxResult:
+        """Accept a proposed ownership (the pending owner)."""
+        return self._send("acceptOwnership")

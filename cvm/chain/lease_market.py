@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cvm.chain.contract import ContractClient, TxResult
+from cvm.chain.contract import OwnedContractClient, TxResult
 from cvm.chain.token import Permit
 from cvm.chain.types import Lease, LeaseSpec, LeaseStatus
 
@@ -17,7 +17,7 @@ class CreatedLease:
     tx: TxResult
 
 
-class LeaseMarketClient(ContractClient):
+class LeaseMarketClient(OwnedContractClient):
     """Typed calls of `ILeaseMarket` (see its NatSpec for the rules)."""
 
     contract_name = "LeaseMarket"
@@ -55,6 +55,18 @@ class LeaseMarketClient(ContractClient):
     def attestation_window(self) -> int:
         """Seconds after accept within which the first attestation is due."""
         return int(self._call("attestationWindow"))
+
+    def token(self) -> str:
+        """Address of the ERC-20 leases are paid in."""
+        return str(self._call("token"))
+
+    def node_registry(self) -> str:
+        """Address of the node registry."""
+        return str(self._call("nodeRegistry"))
+
+    def attestation_registry(self) -> str:
+        """Address of the attestation registry."""
+        return str(self._call("attestationRegistry"))
 
     def measurement_length(self) -> int:
         """Length of an expected measurement, in bytes (48)."""
@@ -123,6 +135,11 @@ class LeaseMarketClient(ContractClient):
     def withdraw(self) -> TxResult:
         """Withdraw this account's whole credit."""
         return self._send("withdraw")
+
+    # --- attestation registry only (anyone else gets a revert) -------------------------
+    def on_attestation_rejected(self, lease_id: int) -> TxResult:
+        """Close a lease after the verifier quorum rejected it; only the registry may."""
+        return self._send("onAttestationRejected", lease_id)
 
     # --- owner ---------------------------------------------------------------------
     def set_attestation_window(self, seconds: int) -> TxResult:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cvm.chain.contract import ContractClient, TxResult
+from cvm.chain.contract import OwnedContractClient, TxResult
 from cvm.chain.types import Node, NodeSpec
 
 
-class NodeRegistryClient(ContractClient):
+class NodeRegistryClient(OwnedContractClient):
     """Typed calls of `INodeRegistry` (see its NatSpec for the rules)."""
 
     contract_name = "NodeRegistry"
@@ -40,6 +40,14 @@ class NodeRegistryClient(ContractClient):
         """Fraction of stake taken per slash, in basis points."""
         return int(self._call("slashBps"))
 
+    def max_slash_bps(self) -> int:
+        """Hard cap on `slash_bps`."""
+        return int(self._call("MAX_SLASH_BPS"))
+
+    def max_unbonding_delay(self) -> int:
+        """Hard cap on the unbonding delay, in seconds."""
+        return int(self._call("MAX_UNBONDING_DELAY"))
+
     # --- operator ----------------------------------------------------------------
     def register(self, node_key: str, spec: NodeSpec, endpoint: str = "") -> TxResult:
         """Register `node_key` with this client's account as operator."""
@@ -60,6 +68,15 @@ class NodeRegistryClient(ContractClient):
     def withdraw_unstaked(self, node_key: str) -> TxResult:
         """Take back all stake whose unbonding delay has passed."""
         return self._send("withdrawUnstaked", node_key)
+
+    # --- lease market only (anyone else gets NodeRegistry_CallerNotLeaseMarket) ----------
+    def slash(self, node_key: str) -> TxResult:
+        """Slash `node_key` for a provable fault; only the lease market may."""
+        return self._send("slash", node_key)
+
+    def record_missed_attestation(self, node_key: str) -> TxResult:
+        """Count a missed re-attestation; only the lease market may."""
+        return self._send("recordMissedAttestation", node_key)
 
     # --- owner -------------------------------------------------------------------
     def set_min_stake(self, amount: int) -> TxResult:

@@ -31,6 +31,22 @@ class TokenClient(ContractClient):
 
     contract_name = "TestToken"
 
+    def name(self) -> str:
+        """The token's name."""
+        return str(self._call("name"))
+
+    def symbol(self) -> str:
+        """The token's symbol."""
+        return str(self._call("symbol"))
+
+    def decimals(self) -> int:
+        """Decimal places of one token."""
+        return int(self._call("decimals"))
+
+    def domain_separator(self) -> bytes:
+        """The EIP-712 domain separator permits are signed under."""
+        return bytes(self._call("DOMAIN_SEPARATOR"))
+
     def balance_of(self, account: str) -> int:
         """Token balance of `account`."""
         return int(self._call("balanceOf", account))
@@ -54,6 +70,23 @@ class TokenClient(ContractClient):
     def transfer(self, to: str, amount: int) -> TxResult:
         """Send `amount` to `to`."""
         return self._send("transfer", to, amount)
+
+    def transfer_from(self, owner: str, to: str, amount: int) -> TxResult:
+        """Move `amount` of `owner`'s tokens to `to` under an allowance."""
+        return self._send("transferFrom", owner, to, amount)
+
+    def permit(self, permit: Permit) -> TxResult:
+        """Submit a signed permit (sets the allowance; anyone may send it)."""
+        return self._send(
+            "permit",
+            permit.owner,
+            permit.spender,
+            permit.value,
+            permit.deadline,
+            permit.v,
+            permit.r,
+            permit.s,
+        )
 
     def mint(self, to: str, amount: int) -> TxResult:
         """Mint test tokens (TestToken only: real tokens have no public mint)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cvm.chain import ChainClient, ChainError, Deployment
+from cvm.chain import AttestationStatus, ChainClient, ChainError, Deployment
 from tests.fixtures.chain import DEPOSIT, MEASUREMENT, ChainSystem
 
 pytestmark = pytest.mark.integration
@@ -83,3 +83,41 @@ def test_a_client_connects_by_url(chain: ChainSystem) -> None:
     client = ChainClient.connect(chain.anvil.rpc_url, chain.deployment)
     assert client.address is None
     assert client.leases.next_lease_id() == 1
+
+
+def test_ownership_moves_in_two_steps(chain: ChainSystem) -> None:
+    nodes = chain.admin.nodes
+    new_owner = chain.accounts.stranger.address
+    assert nodes.owner() == chain.accounts.deployer.address
+    nodes.transfer_ownership(new_owner)
+    assert nodes.owner() == chain.accounts.deployer.address
+    assert nodes.pending_owner() == new_owner
+    chain.stranger.nodes.accept_ownership()
+    assert nodes.owner() == new_owner
+    chain.stranger.nodes.set_min_stake(1)
+    assert nodes.min_stake() == 1
+
+
+def test_token_views_and_a_permit_sent_by_someone_else(chain: ChainSystem) -> None:
+    token = chain.client().token
+    assert (token.name(), token.symbol(), token.decimals()) == ("cvm Test Token", "CVMT", 18)
+    assert len(token.domain_separator()) == 32
+    owner, spender = chain.accounts.renter, chain.accounts.stranger
+    permit = chain.renter.token.sign_permit(owner, spender.address, 123, chain.now() + 600)
+    chain.verifier.token.permit(permit)  # a relayer pays the gas
+    assert token.allowance(owner.address, spender.address) == 123
+    chain.stranger.token.transfer_from(owner.address, spender.address, 100)
+    assert token.balance_of(spender.address) == 100
+    assert token.allowance(owner.address, spender.address) == 23
+
+
+def test_views_of_the_wiring(chain: ChainSystem) -> None:
+    leases, deployment = chain.client().leases, chain.deployment
+    assert leases.token() == deployment.token
+    assert leases.node_registry() == deployment.node_registry
+    assert leases.attestation_registry() == deployment.attestation_registry
+    assert chain.client().service.registry() == deployment.attestation_registry
+    assert chain.client().nodes.max_slash_bps() == 5_000
+    assert chain.client().nodes.max_unbonding_delay() == 30 * 86_400
+    lease_id = chain.attested_lease()
+    assert chain.client().attestations.status_of(lease_id) == AttestationStatus.VERIFIED

@@ -145,3 +145,23 @@ def test_a_transaction_that_reverts_after_mining_is_decoded(chain: ChainSystem) 
 def test_views_decode_reverts_and_read_only_clients_cannot_send(chain: ChainSystem) -> None:
     with pytest.raises(ChainError, match="only read"):
         chain.client().leases.close_lease(1)
+
+
+def test_functions_reserved_for_contracts_refuse_everyone_else(chain: ChainSystem) -> None:
+    key = chain.accounts.node_key.address
+    stranger = chain.stranger
+    error = expect(lambda: stranger.nodes.slash(key), "NodeRegistry_CallerNotLeaseMarket")
+    assert error.args_by_name == {"caller": chain.accounts.stranger.address}
+    expect(
+        lambda: stranger.nodes.record_missed_attestation(key), "NodeRegistry_CallerNotLeaseMarket"
+    )
+    expect(
+        lambda: stranger.attestations.open_lease(77, MEASUREMENT, 60),
+        "AttestationRegistry_CallerNotLeaseMarket",
+    )
+    expect(
+        lambda: stranger.leases.on_attestation_rejected(1),
+        "LeaseMarket_CallerNotAttestationRegistry",
+    )
+    # The deployer is owner, not the lease market: owners cannot slash either.
+    expect(lambda: chain.admin.nodes.slash(key), "NodeRegistry_CallerNotLeaseMarket")
