@@ -32,7 +32,7 @@ from cvm.attestation.evidence import EvidenceBundle, report_hash
 from cvm.attestation.kds import CachingKds, CertificateSource, HttpKds, cert_chain_url, vcek_url
 from cvm.attestation.measure import expected_measurement
 from cvm.attestation.product import Product
-from cvm.attestation.sim import SimulatedAttestation, SimulatedSecureProcessor
+from cvm.attestation.sim import SimulatedAmd, SimulatedAttestation, SimulatedSecureProcessor
 from cvm.attestation.trust import amd_roots
 from cvm.attestation.validate import Failure, Policy, ValidationResult, validate_report
 from cvm.attestation.verify import VerifiedReport, check_validity, verify_report
@@ -59,6 +59,7 @@ __all__ = [
     "ReportFormatError",
     "SignerInfo",
     "SigningKey",
+    "SimulatedAmd",
     "SimulatedAttestation",
     "SimulatedSecureProcessor",
     "TcbVersion",

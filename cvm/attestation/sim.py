@@ -8,14 +8,16 @@ its reports unless the caller passes `trusted_roots=[sim.ark]` explicitly.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import NamedTuple
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -63,19 +65,6 @@ _DEFAULT_TCB = {
     Product.TURIN: TcbVersion(fmc=1, bl=1, tee=1, snp=4, ucode=72),
 }
 
-# RSA-4096 generation takes seconds; every simulated AMD-SP in a process shares two keys.
-_rsa_keys: dict[tuple[str, int], rsa.RSAPrivateKey] = {}
-_rsa_lock = threading.Lock()
-
-
-def _rsa_key(role: str, key_size: int) -> rsa.RSAPrivateKey:
-    with _rsa_lock:
-        key = _rsa_keys.get((role, key_size))
-        if key is None:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
-            _rsa_keys[(role, key_size)] = key
-        return key
-
 
 class SimulatedAttestation(NamedTuple):
     """What a real guest obtains: the report, its VCEK/VLEK (DER), the chain (PEM, ASK then ARK)."""
@@ -105,18 +94,140 @@ def _sign_rsa_pss(
     return builder.sign(issuer_key, hashes.SHA384(), rsa_padding=AMD_PSS)
 
 
+def _ca_certificate(
+    subject: str, issuer: str, key: rsa.RSAPrivateKey, issuer_key: rsa.RSAPrivateKey
+) -> x509.Certificate:
+    start = datetime.now(UTC) - timedelta(days=1)
+    usage = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=25 * 365))  # AMD's roots live 25 years
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+    )
+    return _sign_rsa_pss(builder, issuer_key)
+
+
+class SimulatedAmd:
+    """The simulated AMD: one ARK and one ASK/ASVK key, and per product their certificates.
+
+    Every simulated chip made from one `SimulatedAmd` chains to the same roots, as real chips
+    of one product chain to AMD's. With a `directory`, keys (PEM, unencrypted: they protect
+    nothing real) and certificates are loaded from it or created there, so that separate
+    processes (a node agent and a verifier in the demo) share one simulated root.
+    """
+
+    def __init__(self, directory: Path | None = None, rsa_key_size: int = 4096) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.rsa_key_size = rsa_key_size
+        self._lock = threading.Lock()
+        self._keys: dict[str, rsa.RSAPrivateKey] = {}
+        self._certs: dict[str, x509.Certificate] = {}
+
+    def _key(self, role: str) -> rsa.RSAPrivateKey:
+        key = self._keys.get(role)
+        if key is not None:
+            return key
+        path = self.directory / f"{role}.key.pem" if self.directory else None
+        if path is not None and path.is_file():
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey):
+                raise ValueError(f"{path} is not an RSA key")
+            key = loaded
+        else:
+            # RSA-4096 generation takes a second or more: done once per role and process.
+            key = rsa.generate_private_key(public_exponent=65537, key_size=self.rsa_key_size)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pem = key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+                # Created 0600 from the start: never readable by others, even briefly.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(pem)
+        self._keys[role] = key
+        return key
+
+    def _cert(self, name: str, issuer: str, role: str) -> x509.Certificate:
+        cert = self._certs.get(name)
+        if cert is not None:
+            return cert
+        path = self.directory / f"{name}.pem" if self.directory else None
+        if path is not None and path.is_file():
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        else:
+            cert = _ca_certificate(name, issuer, self._key(role), self._key("ark"))
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(cert.public_bytes(Encoding.PEM))
+        self._certs[name] = cert
+        return cert
+
+    def ark(self, product: Product) -> x509.Certificate:
+        """The simulated root of `product`: pass it as `trusted_roots` to accept sim reports."""
+        with self._lock:
+            return self._cert(f"ARK-{product.value}", f"ARK-{product.value}", "ark")
+
+    def ask(self, product: Product) -> x509.Certificate:
+        with self._lock:
+            self._cert(f"ARK-{product.value}", f"ARK-{product.value}", "ark")
+            return self._cert(f"SEV-{product.value}", f"ARK-{product.value}", "ask")
+
+    def asvk(self, product: Product) -> x509.Certificate:
+        with self._lock:
+            self._cert(f"ARK-{product.value}", f"ARK-{product.value}", "ark")
+            return self._cert(f"SEV-VLEK-{product.value}", f"ARK-{product.value}", "ask")
+
+    def signing_key(self) -> rsa.RSAPrivateKey:
+        """The key of every ASK and ASVK: it signs the chips' VCEKs and VLEKs."""
+        with self._lock:
+            return self._key("ask")
+
+
+_process_amd: SimulatedAmd | None = None
+_process_amd_lock = threading.Lock()
+
+
+def process_amd() -> SimulatedAmd:
+    """The in-memory simulated AMD this process's chips share unless given another."""
+    global _process_amd
+    with _process_amd_lock:
+        if _process_amd is None:
+            _process_amd = SimulatedAmd()
+        return _process_amd
+
+
 class SimulatedSecureProcessor:
-    """One simulated chip of `product`, with its own ARK, ASK, ASVK and VCEK (or VLEK)."""
+    """One simulated chip of `product`: its own VCEK (or VLEK) under a simulated AMD's roots."""
 
     def __init__(
         self,
         product: Product | str = Product.MILAN,
         *,
+        amd: SimulatedAmd | None = None,
         chip_id: bytes | None = None,
         tcb: TcbVersion | None = None,
         signer: SigningKey = SigningKey.VCEK,
         csp_id: str = "cvm-simulated-csp",
-        rsa_key_size: int = 4096,
+        chip_key: ec.EllipticCurvePrivateKey | None = None,
         not_before: datetime | None = None,
         validity: timedelta = timedelta(days=7 * 365),
     ) -> None:
@@ -124,55 +235,21 @@ class SimulatedSecureProcessor:
         if signer is SigningKey.NONE:
             raise ValueError("a simulated AMD-SP signs with a VCEK or a VLEK")
         self.signer = signer
+        self.amd = amd or process_amd()
         self.tcb = tcb or _DEFAULT_TCB[self.product]
         size = self.product.hwid_size
         self.hwid = chip_id[:size] if chip_id else secrets.token_bytes(size)
         if len(self.hwid) != size:
             raise ValueError(f"{self.product} chip ids are {size} bytes")
-        start = not_before or datetime.now(UTC) - timedelta(days=1)
-        p = self.product.value
-        ark_key, ask_key = _rsa_key("ark", rsa_key_size), _rsa_key("ask", rsa_key_size)
-        self.ark = self._ca(f"ARK-{p}", f"ARK-{p}", ark_key, ark_key, start, 25)
-        self.ask = self._ca(f"SEV-{p}", f"ARK-{p}", ask_key, ark_key, start, 25)
-        self.asvk = self._ca(f"SEV-VLEK-{p}", f"ARK-{p}", ask_key, ark_key, start, 25)
-        self._key = ec.generate_private_key(ec.SECP384R1())
+        self.ark = self.amd.ark(self.product)
+        self.ask = self.amd.ask(self.product)
+        self.asvk = self.amd.asvk(self.product)
+        self._key = chip_key or ec.generate_private_key(ec.SECP384R1())
+        if not isinstance(self._key.curve, ec.SECP384R1):
+            raise ValueError("a VCEK is a P-384 key")
         issuer = self.ask if signer is SigningKey.VCEK else self.asvk
-        self.vcek = self._endorsement_cert(issuer, ask_key, start, validity, csp_id)
-
-    @staticmethod
-    def _ca(
-        subject: str,
-        issuer: str,
-        key: rsa.RSAPrivateKey,
-        issuer_key: rsa.RSAPrivateKey,
-        start: datetime,
-        years: int,
-    ) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(subject))
-            .issuer_name(_name(issuer))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + timedelta(days=365 * years))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-        )
-        return _sign_rsa_pss(builder, issuer_key)
+        start = not_before or datetime.now(UTC) - timedelta(days=1)
+        self.vcek = self._endorsement_cert(issuer, self.amd.signing_key(), start, validity, csp_id)
 
     def _endorsement_cert(
         self,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from cvm.attestation import (
     Product,
@@ -18,6 +22,7 @@ from cvm.attestation import (
     verify_report,
 )
 from cvm.attestation.endorsement import load_certificates
+from cvm.attestation.sim import SimulatedAmd, process_amd
 from cvm.attestation.verify import verify_amd_signature
 
 MEASUREMENT = bytes(range(48))
@@ -135,3 +140,28 @@ def test_another_sims_root_does_not_vouch(sim_milan: SimulatedSecureProcessor) -
     with pytest.raises(VerificationError) as info:
         verify_report(report, other.vcek_der, chain=chain, trusted_roots=[sim_milan.ark])
     assert info.value.reason in {Reason.CHAIN_INVALID, Reason.SIGNATURE_INVALID}
+
+
+def test_a_persisted_simulated_amd_is_shared_across_instances(tmp_path: Path) -> None:
+    first = SimulatedAmd(tmp_path / "amd")
+    chip = SimulatedSecureProcessor(Product.GENOA, amd=first)
+    report, vcek, chain = chip.attest()
+    # A second process would build its own SimulatedAmd from the same directory.
+    second = SimulatedAmd(tmp_path / "amd")
+    root = second.ark(Product.GENOA)
+    assert root.fingerprint(hashes.SHA256()) == chip.ark.fingerprint(hashes.SHA256())
+    verify_report(report, vcek, chain=chain, trusted_roots=[root])
+    for key_file in (tmp_path / "amd").glob("*.key.pem"):
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # A different simulated AMD is a different root.
+    with pytest.raises(VerificationError) as info:
+        verify_report(report, vcek, chain=chain, trusted_roots=[process_amd().ark(Product.GENOA)])
+    assert info.value.reason is Reason.UNTRUSTED_ROOT
+
+
+def test_a_chip_key_can_be_kept(sim_milan: SimulatedSecureProcessor) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    chip = SimulatedSecureProcessor(Product.MILAN, chip_key=key, chip_id=sim_milan.hwid)
+    again = SimulatedSecureProcessor(Product.MILAN, chip_key=key, chip_id=sim_milan.hwid)
+    report, _, chain = chip.attest()
+    verify_report(report, again.vcek_der, chain=chain, trusted_roots=[chip.ark])
