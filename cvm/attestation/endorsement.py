@@ -38,6 +38,8 @@ OID_FMC_SPL = x509.ObjectIdentifier(f"{_AMD}.3.9")
 OID_HWID = x509.ObjectIdentifier(f"{_AMD}.4")
 OID_CSP_ID = x509.ObjectIdentifier(f"{_AMD}.5")
 
+_RESERVED_SPLS = (OID_SPL_4, OID_SPL_5, OID_SPL_6, OID_SPL_7)
+
 VCEK_CN = "SEV-VCEK"
 VLEK_CN = "SEV-VLEK"
 MAX_CERT_SIZE = 8192
@@ -110,8 +112,12 @@ def _bad(message: str) -> VerificationError:
     return VerificationError(message, Reason.MALFORMED_CERTIFICATE)
 
 
-def _spl(exts: dict[str, bytes], oid: x509.ObjectIdentifier, name: str) -> int:
+def _spl(
+    exts: dict[str, bytes], oid: x509.ObjectIdentifier, name: str, *, optional: bool = False
+) -> int:
     raw = exts.get(oid.dotted_string)
+    if raw is None and optional:
+        return 0
     if raw is None:
         raise _bad(f"endorsement key certificate lacks the {name} extension ({oid.dotted_string})")
     try:
@@ -177,6 +183,11 @@ def _parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
         ucode=_spl(exts, OID_UCODE_SPL, "ucodeSPL"),
         fmc=fmc,
     )
+    tcb_value = tcb.to_int(product)
+    if not product.has_fmc:
+        # Milan/Genoa TCB bytes 2-5 are the reserved SPLs 4-7 (zero today); compare them too.
+        reserved = [_spl(exts, oid, oid.dotted_string, optional=True) for oid in _RESERVED_SPLS]
+        tcb_value |= int.from_bytes(bytes([0, 0, *reserved, 0, 0]), "little")
     hwid: bytes | None = None
     csp_id: str | None = None
     if kind is SigningKey.VCEK:
@@ -198,7 +209,7 @@ def _parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
         product=product,
         product_name=product_name,
         tcb=tcb,
-        tcb_value=tcb.to_int(product),
+        tcb_value=tcb_value,
         hwid=hwid,
         csp_id=csp_id,
         public_key=public_key,

@@ -165,3 +165,15 @@ def test_a_chip_key_can_be_kept(sim_milan: SimulatedSecureProcessor) -> None:
     again = SimulatedSecureProcessor(Product.MILAN, chip_key=key, chip_id=sim_milan.hwid)
     report, _, chain = chip.attest()
     verify_report(report, again.vcek_der, chain=chain, trusted_roots=[chip.ark])
+
+
+def test_reserved_tcb_bytes_must_match_too(sim_milan: SimulatedSecureProcessor) -> None:
+    report, vcek, chain = sim_milan.attest()
+    parsed = parse(report)
+    forged = replace(parsed, reported_tcb=parsed.reported_tcb | (1 << 16))  # SPL 4 (reserved)
+    assert TcbVersion.from_int(forged.reported_tcb, Product.MILAN) == sim_milan.tcb
+    with pytest.raises(VerificationError) as info:
+        verify_report(
+            sim_milan.sign_report(forged), vcek, chain=chain, trusted_roots=[sim_milan.ark]
+        )
+    assert info.value.reason is Reason.TCB_MISMATCH
