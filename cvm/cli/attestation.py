@@ -102,7 +102,7 @@ def verify(
         Path | None,
         typer.Option(
             "--chain",
-            help="Trusted chain (PEM: ASK or ASVK, then ARK) instead of AMD's built-in roots.",
+            help="Chain (PEM: ASK or ASVK, then ARK); its ARK replaces AMD's built-in roots.",
         ),
     ] = None,
     at: Annotated[
@@ -131,7 +131,9 @@ def verify(
     errors: list[dict[str, str]] = []
     if chain_bytes is not None:
         try:
-            roots = [c for c in load_certificates(chain_bytes) if c.issuer == c.subject]
+            # The chain's own root(s) replace AMD's; a chain without a root only adds
+            # intermediates and AMD's built-in roots stay the anchor.
+            roots = [c for c in load_certificates(chain_bytes) if c.issuer == c.subject] or None
         except AttestationError as exc:
             errors.append({"code": exc.reason.value, "message": exc.message})
     verdict = None

@@ -169,3 +169,15 @@ def test_measure() -> None:
     assert code == 0 and len(bytes.fromhex(json.loads(out)["measurement"])) == 48
     code, _ = run("measure", "--ovmf", "missing.fd")
     assert code == 2
+
+
+def test_chain_without_root_keeps_amds_roots(tmp_path: Path) -> None:
+    report, vcek = paths("milan_virtee_sev")
+    ask_only = tmp_path / "ask.pem"
+    ask_only.write_bytes((DATA / "ca" / "ask_milan.pem").read_bytes())
+    code, out = verify_json(report, "--vcek", vcek, "--chain", str(ask_only))
+    assert code == 0 and out["valid"] is True
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"not a pem")
+    code, out = verify_json(report, "--vcek", vcek, "--chain", str(garbage))
+    assert code == 1 and [e["code"] for e in out["errors"]] == ["MALFORMED_CERTIFICATE"]
