@@ -64,6 +64,53 @@ class Settings(BaseSettings):
         None, description="file (owner-only) holding the verifier keystore password"
     )
 
+    # --- node agent ----------------------------------------------------------------
+    node_keystore: Path | None = Field(
+        None, description="keystore of the node key the agent accepts and attests with"
+    )
+    node_password_file: Path | None = Field(
+        None, description="file (owner-only) holding the node keystore password"
+    )
+    node_launcher: str = Field(
+        "simulated", description="guest launcher: simulated, qemu (no SEV) or qemu-snp"
+    )
+    node_capacity_vcpus: int | None = Field(
+        None, description="vCPUs the agent may lease out (default: as registered on chain)"
+    )
+    node_capacity_memory_mib: int | None = Field(
+        None, description="memory the agent may lease out (default: as registered on chain)"
+    )
+    node_capacity_disk_gib: int | None = Field(
+        None, description="disk the agent may lease out (default: as registered on chain)"
+    )
+    node_reconcile_interval_s: float = Field(
+        30.0, description="seconds between reconciler passes (chain vs store vs guests)"
+    )
+    node_heartbeat_interval_s: float = Field(
+        15.0, description="seconds between signed heartbeats to the backend"
+    )
+    node_reattest_margin_s: int = Field(
+        60, description="re-attest this many seconds before the attestation expires"
+    )
+    node_task_visibility_timeout_s: int = Field(
+        300, description="seconds before a task taken by a dead worker is delivered again"
+    )
+    node_task_max_retries: int = Field(
+        8, description="retries (exponential backoff) of a failed lease task"
+    )
+    node_qemu_binary: str = Field("qemu-system-x86_64", description="QEMU for qemu launchers")
+    node_snp_ovmf: Path | None = Field(None, description="AmdSev OVMF build (qemu-snp)")
+    node_snp_kernel: Path | None = Field(None, description="guest kernel, measured (qemu-snp)")
+    node_snp_initrd: Path | None = Field(None, description="guest initrd, measured (qemu-snp)")
+    node_snp_cmdline: str = Field(
+        "console=ttyS0", description="guest kernel command line, measured (qemu-snp)"
+    )
+    sim_amd_dir: Path | None = Field(
+        None,
+        description="directory of the simulated AMD roots shared by local agents and verifiers"
+        " (tests and demos only); default: <data_dir>/sim-amd",
+    )
+
 
 def get_settings() -> Settings:
     """Read the settings afresh (cheap; callers that need a stable view keep the result)."""

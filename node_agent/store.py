@@ -1,7 +1,7 @@
 """The agent's small durable store (SQLite): its leases, guests, and attestation submissions.
 
 It survives a SIGKILL of the agent: every step writes here before it acts on the world
-(signed transactions are stored before they are broadcast), so a restarted agent resumes
+(a report is stored before it is uploaded or submitted), so a restarted agent resumes
 instead of repeating. Every connection is short-lived, so worker processes can share it.
 """
 
@@ -36,19 +36,12 @@ CREATE TABLE IF NOT EXISTS submissions (
     state TEXT NOT NULL,
     report BLOB NOT NULL,
     report_hash BLOB NOT NULL,
+    vcek BLOB NOT NULL,
+    cert_chain BLOB NOT NULL,
     evidence_hash TEXT,
-    raw_tx BLOB,
     tx_hash TEXT,
     updated_at REAL NOT NULL,
     PRIMARY KEY (lease_id, nonce)
-);
-CREATE TABLE IF NOT EXISTS transactions (
-    tx_hash TEXT PRIMARY KEY,
-    purpose TEXT NOT NULL,
-    lease_id INTEGER NOT NULL,
-    account_nonce INTEGER NOT NULL,
-    raw_tx BLOB NOT NULL,
-    created_at REAL NOT NULL
 );
 """
 
@@ -72,7 +65,6 @@ class SubmissionState(StrEnum):
 
     REPORTED = "reported"  # the report for this nonce is stored: it is never fetched again
     UPLOADED = "uploaded"  # the evidence is on the backend
-    SIGNED = "signed"  # the submit transaction is signed and stored, maybe broadcast
     SUBMITTED = "submitted"  # the submit transaction is mined
 
 
@@ -119,20 +111,10 @@ class Submission:
     state: SubmissionState
     report: bytes
     report_hash: bytes
+    vcek: bytes
+    cert_chain: bytes
     evidence_hash: str | None
-    raw_tx: bytes | None
     tx_hash: str | None
-
-
-@dataclass(frozen=True)
-class StoredTransaction:
-    """A transaction signed by the node key, stored before it was broadcast."""
-
-    tx_hash: str
-    purpose: str
-    lease_id: int
-    account_nonce: int
-    raw_tx: bytes
 
 
 class AgentStore:
@@ -272,8 +254,9 @@ class AgentStore:
             state=SubmissionState(row["state"]),
             report=bytes(row["report"]),
             report_hash=bytes(row["report_hash"]),
+            vcek=bytes(row["vcek"]),
+            cert_chain=bytes(row["cert_chain"]),
             evidence_hash=row["evidence_hash"],
-            raw_tx=None if row["raw_tx"] is None else bytes(row["raw_tx"]),
             tx_hash=row["tx_hash"],
         )
 
@@ -292,15 +275,30 @@ class AgentStore:
         return [self._submission(row) for row in rows]
 
     def record_report(
-        self, lease_id: int, nonce: int, report: bytes, report_hash: bytes
+        self,
+        lease_id: int,
+        nonce: int,
+        report: bytes,
+        report_hash: bytes,
+        vcek: bytes = b"",
+        cert_chain: bytes = b"",
     ) -> Submission:
         """Keep the first report obtained for (lease, nonce); later calls get that one back,
         so a retried step never produces a second, different attestation for one nonce."""
         with self._transaction() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO submissions (lease_id, nonce, state, report, report_hash,"
-                " updated_at) VALUES (?,?,?,?,?,?)",
-                (lease_id, nonce, str(SubmissionState.REPORTED), report, report_hash, time.time()),
+                " vcek, cert_chain, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    lease_id,
+                    nonce,
+                    str(SubmissionState.REPORTED),
+                    report,
+                    report_hash,
+                    vcek,
+                    cert_chain,
+                    time.time(),
+                ),
             )
         stored = self.get_submission(lease_id, nonce)
         assert stored is not None
@@ -321,52 +319,10 @@ class AgentStore:
                 ),
             )
 
-    def record_signed(self, lease_id: int, nonce: int, raw_tx: bytes, tx_hash: str) -> None:
+    def record_submitted(self, lease_id: int, nonce: int, tx_hash: str | None) -> None:
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE submissions SET state = ?, raw_tx = ?, tx_hash = ?, updated_at = ?"
-                " WHERE lease_id = ? AND nonce = ? AND state = ?",
-                (
-                    str(SubmissionState.SIGNED),
-                    raw_tx,
-                    tx_hash,
-                    time.time(),
-                    lease_id,
-                    nonce,
-                    str(SubmissionState.UPLOADED),
-                ),
+                "UPDATE submissions SET state = ?, tx_hash = COALESCE(?, tx_hash), updated_at = ?"
+                " WHERE lease_id = ? AND nonce = ?",
+                (str(SubmissionState.SUBMITTED), tx_hash, time.time(), lease_id, nonce),
             )
-
-    def record_submitted(self, lease_id: int, nonce: int) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                "UPDATE submissions SET state = ?, updated_at = ? WHERE lease_id = ? AND nonce = ?",
-                (str(SubmissionState.SUBMITTED), time.time(), lease_id, nonce),
-            )
-
-    # --- node-key transactions -------------------------------------------------------
-    def record_transaction(self, tx: StoredTransaction) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO transactions (tx_hash, purpose, lease_id, account_nonce,"
-                " raw_tx, created_at) VALUES (?,?,?,?,?,?)",
-                (tx.tx_hash, tx.purpose, tx.lease_id, tx.account_nonce, tx.raw_tx, time.time()),
-            )
-
-    def transactions(self, purpose: str, lease_id: int) -> list[StoredTransaction]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT * FROM transactions WHERE purpose = ? AND lease_id = ?"
-                " ORDER BY account_nonce",
-                (purpose, lease_id),
-            ).fetchall()
-        return [
-            StoredTransaction(
-                row["tx_hash"],
-                row["purpose"],
-                row["lease_id"],
-                row["account_nonce"],
-                bytes(row["raw_tx"]),
-            )
-            for row in rows
-        ]

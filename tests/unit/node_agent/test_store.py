@@ -81,17 +81,16 @@ def test_first_report_per_nonce_wins(tmp_path: Path) -> None:
 def test_submission_steps_only_move_forward(tmp_path: Path) -> None:
     store = AgentStore(tmp_path / "agent.sqlite")
     store.record_report(7, 0, b"a" * 1184, b"\x01" * 32)
-    store.record_signed(7, 0, b"raw", "0xabc")  # skipping the upload does nothing
-    assert store.get_submission(7, 0).state == SubmissionState.REPORTED  # type: ignore[union-attr]
     store.record_upload(7, 0, "0xevidence")
-    store.record_signed(7, 0, b"raw", "0xabc")
     store.record_upload(7, 0, "0xother")  # a late duplicate upload does not go back
     stored = store.get_submission(7, 0)
     assert stored is not None
-    assert stored.state == SubmissionState.SIGNED
-    assert stored.evidence_hash == "0xevidence" and stored.tx_hash == "0xabc"
-    store.record_submitted(7, 0)
-    assert store.get_submission(7, 0).state == SubmissionState.SUBMITTED  # type: ignore[union-attr]
+    assert stored.state == SubmissionState.UPLOADED and stored.evidence_hash == "0xevidence"
+    store.record_submitted(7, 0, "0xabc")
+    store.record_upload(7, 0, "0xother")
+    stored = store.get_submission(7, 0)
+    assert stored is not None and stored.state == SubmissionState.SUBMITTED
+    assert stored.tx_hash == "0xabc" and stored.evidence_hash == "0xevidence"
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:

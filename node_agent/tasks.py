@@ -1,0 +1,122 @@
+"""The Celery side of the agent: the app, its thin idempotent tasks, and the scheduler.
+
+Tasks take a lease id and call one `NodeAgent` method; `acks_late` with
+`task_reject_on_worker_lost` means a message whose worker died is delivered again, and
+the agent's idempotence makes that harmless. Failures that may pass (RPC down, backend
+down, a launcher hiccup) are retried with exponential backoff, a bounded number of times;
+a lease that does not fit is refused at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, Task
+
+from cvm.api_client import ApiError
+from cvm.chain import ChainError
+from cvm.dispatch import TASK_HANDLE_LEASE, TASK_REATTEST, TASK_STOP_LEASE, node_queue
+from node_agent.agent import NodeAgent
+from node_agent.errors import LauncherError
+
+log = logging.getLogger(__name__)
+
+# Worth retrying: the chain, the backend or a guest may come back. OSError covers refused
+# connections that web3's HTTP provider lets through unwrapped.
+RETRYABLE: tuple[type[Exception], ...] = (ChainError, ApiError, LauncherError, OSError)
+
+
+def make_celery(
+    broker_url: str,
+    node_address: str,
+    *,
+    visibility_timeout_s: int = 300,
+) -> Celery:
+    """A Celery app whose default (and only) queue is this node's `node.<address>`."""
+    app = Celery(f"cvm-node-{node_address.lower()}", broker=broker_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=node_queue(node_address),
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a restarted Redis is waited for, not fatal
+        broker_transport_options={"visibility_timeout": visibility_timeout_s},
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int) -> None:
+    """Bind the three lease tasks (by the names the backend sends) to `agent()`."""
+    options: dict[str, Any] = {
+        "bind": True,
+        "acks_late": True,
+        "autoretry_for": RETRYABLE,
+        "retry_backoff": 1,
+        "retry_backoff_max": 30,
+        "retry_jitter": True,
+        "max_retries": max_retries,
+    }
+
+    @app.task(name=TASK_HANDLE_LEASE, **options)
+    def handle_lease(self: Task, lease_id: int) -> str:
+        return str(agent().handle_lease(int(lease_id)))
+
+    @app.task(name=TASK_REATTEST, **options)
+    def reattest(self: Task, lease_id: int) -> bool:
+        return agent().reattest(int(lease_id))
+
+    @app.task(name=TASK_STOP_LEASE, **options)
+    def stop_lease(self: Task, lease_id: int) -> str:
+        return str(agent().stop_lease(int(lease_id)))
+
+
+class Scheduler:
+    """Runs the reconciler (at start, then every `reconcile_s`) and heartbeats in one thread.
+
+    It lives in the worker process, so it dies with it: no orphaned beat process after a
+    SIGKILL. A failed pass is logged and tried again at the next tick.
+    """
+
+    def __init__(self, agent: NodeAgent, reconcile_s: float, heartbeat_s: float) -> None:
+        self.agent = agent
+        self.reconcile_s = reconcile_s
+        self.heartbeat_s = heartbeat_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cvm-node-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import time
+
+        next_reconcile = next_heartbeat = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self._guard("heartbeat", self.agent.heartbeat)
+                next_heartbeat = now + self.heartbeat_s
+            if now >= next_reconcile:
+                self._guard("reconcile", self.agent.reconcile)
+                next_reconcile = time.monotonic() + self.reconcile_s
+            self._stop.wait(max(0.05, min(next_reconcile, next_heartbeat) - time.monotonic()))
+
+    @staticmethod
+    def _guard(name: str, step: Callable[[], object]) -> None:
+        try:
+            result = step()
+            log.debug("%s: %s", name, result)
+        except Exception:  # the scheduler must outlive any one failure
+            log.exception("%s failed; will try again", name)

@@ -1,0 +1,41 @@
+"""Fixtures of the node-agent integration tests: an agent of the chain fixture's node key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from node_agent.agent import NodeAgent
+from node_agent.launcher.signer import SimulatedAmdSp
+from node_agent.launcher.simulated import SimulatedLauncher
+from node_agent.store import AgentStore, Resources
+from tests.fixtures.chain import ChainSystem
+
+NODE_CAPACITY = Resources(vcpu=16, memory_mb=65_536, disk_gb=500)
+
+
+@pytest.fixture(scope="session")
+def amd_sp() -> SimulatedAmdSp:
+    """One simulated chip for the session (its RSA keys take seconds to make)."""
+    return SimulatedAmdSp()
+
+
+@pytest.fixture
+def make_agent(
+    chain: ChainSystem, tmp_path: Path, amd_sp: SimulatedAmdSp
+) -> Callable[..., NodeAgent]:
+    """Build an agent of `chain.accounts.node_key` over a fresh store and simulated launcher."""
+
+    def build(capacity: Resources = NODE_CAPACITY, state: Path | None = None) -> NodeAgent:
+        state = state or tmp_path / "agent"
+        return NodeAgent(
+            chain.node,
+            SimulatedLauncher(state / "guests", amd_sp),
+            AgentStore(state / "agent.sqlite"),
+            capacity,
+            state / "locks",
+        )
+
+    return build

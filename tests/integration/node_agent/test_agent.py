@@ -1,0 +1,167 @@
+"""The agent's lease path against a real anvil: accept, launch, attest, re-attest, stop,
+capacity refusal, and the reconciler converging chain, store and guests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from cvm.attestation.abi import parse
+from cvm.attestation.binding import build_report_data
+from cvm.chain import AttestationStatus, LeaseStatus
+from node_agent.agent import NodeAgent
+from node_agent.errors import CapacityExceeded
+from node_agent.launcher.base import GuestState
+from node_agent.store import LeaseState, Resources, SubmissionState
+from tests.fixtures.chain import MEASUREMENT, NODE_SPEC, ChainSystem
+
+pytestmark = pytest.mark.integration
+
+
+def test_handle_lease_accepts_launches_and_submits_a_bound_report(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    lease_id = chain.open_lease()
+    agent = make_agent()
+    assert agent.handle_lease(lease_id) == LeaseState.ATTESTED
+    lease = chain.node.leases.get_lease(lease_id)
+    assert lease.status == LeaseStatus.ACTIVE and lease.node_key == agent.address
+    assert agent.launcher.status(lease_id).state == GuestState.RUNNING
+    attestation = chain.node.attestations.attestation_of(lease_id)
+    assert attestation.status == AttestationStatus.PENDING
+    assert attestation.measurement == MEASUREMENT
+    [submission] = agent.store.submissions(lease_id)
+    assert submission.state == SubmissionState.SUBMITTED and submission.nonce == 0
+    assert attestation.report_hash == submission.report_hash
+    expected = build_report_data(
+        chain.deployment.chain_id, chain.deployment.attestation_registry, lease_id, 0
+    )
+    assert parse(submission.report).report_data == expected
+
+
+def test_handling_twice_never_submits_twice(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    lease_id = chain.open_lease()
+    agent = make_agent()
+    agent.handle_lease(lease_id)
+    agent.handle_lease(lease_id)  # a redelivered task
+    assert chain.node.attestations.attestation_nonce(lease_id) == 1
+    assert len(agent.store.submissions(lease_id)) == 1
+    assert [g.lease_id for g in agent.launcher.running()] == [lease_id]
+
+
+def test_a_lease_that_does_not_fit_is_refused_and_left_open(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    lease_id = chain.open_lease()  # 4 vCPUs
+    agent = make_agent(capacity=Resources(vcpu=2, memory_mb=65_536, disk_gb=500))
+    with pytest.raises(CapacityExceeded):
+        agent.handle_lease(lease_id)
+    assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.OPEN
+    assert agent.launcher.running() == []
+
+
+def test_capacity_is_shared_between_leases(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    agent = make_agent(capacity=Resources(vcpu=8, memory_mb=65_536, disk_gb=500))
+    first, second, third = (chain.open_lease() for _ in range(3))
+    agent.handle_lease(first)
+    agent.handle_lease(second)
+    with pytest.raises(CapacityExceeded):
+        agent.handle_lease(third)
+    chain.renter.leases.close_lease(first)
+    agent.stop_lease(first)  # closing frees the capacity
+    assert agent.handle_lease(third) == LeaseState.ATTESTED
+
+
+def test_a_lease_taken_by_another_node_is_dropped(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    other = chain.accounts.stranger
+    chain.operator.nodes.register(other.address, NODE_SPEC, "")
+    chain.operator.nodes.stake(other.address, 1_000 * 10**18)
+    lease_id = chain.open_lease()
+    chain.client(other).leases.accept_lease(lease_id)
+    agent = make_agent()
+    assert agent.handle_lease(lease_id) in (LeaseState.REFUSED, LeaseState.STOPPED)
+    assert agent.launcher.running() == []
+    assert agent.store.used() == Resources(0, 0, 0)
+
+
+def test_reattest_when_due_after_verification(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    lease_id = chain.open_lease()
+    agent = make_agent()
+    agent.handle_lease(lease_id)
+    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
+    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    assert agent.reattest(lease_id) is False  # verified and not yet due
+    chain.advance(3_600)  # the re-attestation interval of the lease spec
+    assert agent.reattest(lease_id) is True
+    assert chain.node.attestations.attestation_nonce(lease_id) == 2
+    assert [s.nonce for s in agent.store.submissions(lease_id)] == [0, 1]
+
+
+def test_stop_lease_stops_the_guest_only_when_the_lease_is_over(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    lease_id = chain.open_lease()
+    agent = make_agent()
+    agent.handle_lease(lease_id)
+    agent.stop_lease(lease_id)  # still active and paid for
+    assert agent.launcher.status(lease_id).state == GuestState.RUNNING
+    chain.renter.leases.close_lease(lease_id)
+    assert agent.stop_lease(lease_id) == LeaseState.STOPPED
+    assert agent.launcher.status(lease_id).state == GuestState.MISSING
+
+
+def test_reconciler_adopts_relaunches_and_stops(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    agent = make_agent()
+    # Accepted on chain but never seen by the store (killed right after accept).
+    adopted = chain.open_lease()
+    chain.node.leases.accept_lease(adopted)
+    # Running and attested, then its guest vanished (host reboot).
+    vanished = chain.open_lease()
+    agent.handle_lease(vanished)
+    agent.launcher.stop(vanished)
+    # Closed by the renter while the agent was down.
+    closed = chain.open_lease()
+    agent.handle_lease(closed)
+    chain.renter.leases.close_lease(closed)
+
+    result = agent.reconcile()
+    assert result.adopted == [adopted]
+    assert result.relaunched == [adopted, vanished]
+    assert result.stopped == [closed]
+    assert result.attested == [adopted]  # the vanished one was attested already
+    assert {g.lease_id for g in agent.launcher.running()} == {adopted, vanished}
+    assert chain.node.attestations.attestation_nonce(adopted) == 1
+    again = agent.reconcile()
+    assert (again.adopted, again.relaunched, again.stopped, again.attested) == ([], [], [], [])
+
+
+def test_reconciler_stops_a_guest_it_has_no_lease_for(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    agent = make_agent()
+    lease_id = chain.open_lease()  # open, never accepted by us
+    from node_agent.launcher.base import GuestSpec
+
+    agent.launcher.launch(GuestSpec(lease_id, 1, 64, 1, MEASUREMENT))
+    assert agent.reconcile().stopped == [lease_id]
+    assert agent.launcher.running() == []
