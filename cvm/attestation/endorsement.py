@@ -8,6 +8,7 @@ simulated AMD-SP, writes them) so that the verifier can bind a report to its cer
 from __future__ import annotations
 
 import hashlib
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -217,6 +218,7 @@ def _parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
 
 
 _parsed: OrderedDict[bytes, EndorsementKey] = OrderedDict()
+_parsed_lock = threading.Lock()
 
 
 def load_endorsement_key(data: bytes) -> EndorsementKey:
@@ -227,12 +229,14 @@ def load_endorsement_key(data: bytes) -> EndorsementKey:
         data = bytes(data)
     # Keyed by the bytes themselves: Python caches a bytes object's hash, so a caller that
     # passes the same certificate again pays one dict lookup.
-    cached = _parsed.get(data)
-    if cached is not None:
-        _parsed.move_to_end(data)
-        return cached
+    with _parsed_lock:
+        cached = _parsed.get(data)
+        if cached is not None:
+            _parsed.move_to_end(data)
+            return cached
     parsed = parse_endorsement_key(load_certificate(data))
-    _parsed[data] = parsed
-    if len(_parsed) > _CACHE_SIZE:
-        _parsed.popitem(last=False)
+    with _parsed_lock:  # verifier threads share the cache
+        _parsed[data] = parsed
+        if len(_parsed) > _CACHE_SIZE:
+            _parsed.popitem(last=False)
     return parsed
