@@ -26,8 +26,8 @@ def vcek_url(report: Report, product: Product, base_url: str = KDS_BASE_URL) -> 
     """URL of the VCEK that signed `report` on a chip of `product`."""
     if report.signing_key is not SigningKey.VCEK:
         raise KdsError(f"KDS serves VCEKs only; this report is signed by {report.signing_key.name}")
-    if report.signer_info.mask_chip_key or not any(report.chip_id):
-        raise KdsError("CHIP_ID is masked: the VCEK cannot be located from the report")
+    if not any(report.chip_id):
+        raise KdsError("CHIP_ID is masked (zero): the VCEK cannot be located from the report")
     size = product.hwid_size
     if any(report.chip_id[size:]):
         raise KdsError(f"CHIP_ID has non-zero bytes past the {size}-byte {product} hwID")

@@ -317,11 +317,12 @@ class SimulatedSecureProcessor:
         family_id: bytes = bytes(16),
         image_id: bytes = bytes(16),
         version: int = 3,
-        mask_chip_key: bool = False,
+        mask_chip_id: bool = False,
     ) -> SimulatedAttestation:
         """Sign a report for a guest with this launch measurement and REPORT_DATA."""
         tcb = self.tcb.to_int(self.product)
-        chip_id = bytes(64) if mask_chip_key else self.hwid.ljust(64, b"\0")
+        # MASK_CHIP_ID (a host setting) zeroes CHIP_ID; the report is still signed.
+        chip_id = bytes(64) if mask_chip_id else self.hwid.ljust(64, b"\0")
         fam, mod, step = _CPUID[self.product] if version >= 3 else (0, 0, 0)
         unsigned = Report(
             version=version,
@@ -333,7 +334,7 @@ class SimulatedSecureProcessor:
             signature_algo=SIG_ALGO_ECDSA_P384_SHA384,
             current_tcb=tcb,
             platform_info=0x1,
-            signer_info=SignerInfo(signing_key=self.signer, mask_chip_key=mask_chip_key),
+            signer_info=SignerInfo(signing_key=self.signer),
             report_data=report_data,
             measurement=measurement,
             host_data=host_data,

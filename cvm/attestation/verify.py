@@ -7,7 +7,9 @@ certificate was given (VCEK or VLEK); the certificate's product matches the repo
 (SHA-384, MGF1-SHA-384, salt 48) to a trusted root (AMD's pinned ARKs unless the caller
 passes others); every certificate is valid at the given time; the ECDSA P-384/SHA-384
 signature over bytes 0x000-0x29F holds; REPORTED_TCB equals the certificate's SPLs; CHIP_ID
-equals the certificate's hwID. Nothing here touches the network.
+equals the certificate's hwID (unless it is all zero: MASK_CHIP_ID; a VLEK has no hwID).
+A VCEK report with MASK_CHIP_KEY set is unsigned by definition. Nothing here touches the
+network.
 """
 
 from __future__ import annotations
@@ -261,14 +263,10 @@ def _check_tcb(report: Report, ek: EndorsementKey, product: Product) -> None:
 
 
 def _check_chip_id(report: Report, ek: EndorsementKey, product: Product) -> None:
-    if report.signer_info.mask_chip_key:
-        if any(report.chip_id):
-            raise _fail(
-                Reason.CHIP_ID_MISMATCH,
-                f"MASK_CHIP_KEY is set but CHIP_ID is not zero: {report.chip_id.hex()}",
-            )
-        return
     if ek.hwid is None:  # VLEK: not tied to one chip
+        return
+    if report.chip_id.count(0) == len(report.chip_id):
+        # MASK_CHIP_ID (SNP_CONFIG) zeroes CHIP_ID; the VCEK signature still binds the chip.
         return
     size = product.hwid_size
     if report.chip_id[:size] != ek.hwid or any(report.chip_id[size:]):
@@ -300,6 +298,11 @@ def verify_report(
     raw = bytes(raw)
     if report.signing_key is SigningKey.NONE:
         raise _fail(Reason.UNSIGNED_REPORT, "SIGNING_KEY is 'none': the report is not signed")
+    if report.signer_info.mask_chip_key and report.signing_key is SigningKey.VCEK:
+        # With MASK_CHIP_KEY the firmware does not use the VCEK: the signature field is zero.
+        raise _fail(
+            Reason.UNSIGNED_REPORT, "MASK_CHIP_KEY is set: the VCEK did not sign this report"
+        )
     ek = load_endorsement_key(endorsement_key)
     if ek.kind is not report.signing_key:
         raise _fail(

@@ -56,7 +56,7 @@ def test_no_url_for_vlek_or_masked_chip_id(
     with pytest.raises(KdsError):
         vcek_url(parse(sim_genoa_vlek.attest().report), Product.GENOA)
     with pytest.raises(KdsError):
-        vcek_url(parse(sim_milan.attest(mask_chip_key=True).report), Product.MILAN)
+        vcek_url(parse(sim_milan.attest(mask_chip_id=True).report), Product.MILAN)
 
 
 def test_cert_chain_urls() -> None:
