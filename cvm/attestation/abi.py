@@ -436,6 +436,9 @@ def parse(data: bytes) -> Report:
         _require_zero(reserved_1ef, "byte 0x1EF")
         _require_zero(reserved_208, "bytes 0x208-0x29F")
         _require_zero(signature_rest, "signature bytes 0x330-0x49F")
+    # R and S are 48-byte P-384 integers zero-extended to 72 bytes (little-endian).
+    if signature_r[48:].count(0) != 24 or signature_s[48:].count(0) != 24:
+        raise ReportFormatError("signature R and S must be zero-extended past byte 48")
     if version < 3:
         _require_zero(cpuid, "bytes 0x188-0x18A (CPUID fields, version 3 and later)")
     if version < 5 and (launch_mit_vector or current_mit_vector):

@@ -122,6 +122,8 @@ MALFORMED = {
     "mitigation vector before version 5": _patched(0x1F8, b"\x01"),
     "reserved 0x208": _patched(0x208, b"\x01"),
     "reserved 0x29F": _patched(0x29F, b"\x01"),
+    "signature R not zero-extended": _patched(0x2A0 + 48, b"\x01"),
+    "signature S not zero-extended": _patched(0x2E8 + 71, b"\x01"),
     "signature past S": _patched(0x330, b"\x01"),
     "signature last byte": _patched(REPORT_SIZE - 1, b"\x01"),
 }
@@ -171,6 +173,8 @@ def valid_reports(draw: st.DrawFn) -> bytes:
     raw[0x188 if version < 3 else 0x18B : 0x1A0] = bytes(0x1A0 - (0x188 if version < 3 else 0x18B))
     raw[0x1EB] = raw[0x1EF] = 0
     raw[0x1F8 if version < 5 else 0x208 : 0x2A0] = bytes(0x2A0 - (0x1F8 if version < 5 else 0x208))
+    raw[0x2A0 + 48 : 0x2A0 + 72] = bytes(24)  # R and S are zero-extended 48-byte integers
+    raw[0x2E8 + 48 : 0x2E8 + 72] = bytes(24)
     raw[0x330:] = bytes(REPORT_SIZE - 0x330)
     return bytes(raw)
 
