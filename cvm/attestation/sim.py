@@ -1,9 +1,11 @@
 """A simulated AMD Secure Processor, for tests and the local demo on machines without SEV-SNP.
 
-It makes its own ARK and ASK/ASVK (RSA-4096, RSASSA-PSS SHA-384 salt 48, as AMD's) and a
-VCEK or VLEK (P-384) carrying AMD's extensions (product name, SPLs, hwID or cspID), and
-signs reports in exactly the real ABI format. Its root is its own: `verify_report` rejects
-its reports unless the caller passes `trusted_roots=[sim.ark]` explicitly.
+A `SimulatedAmd` holds the roots: an ARK and an ASK/ASVK per product (RSA-4096, RSASSA-PSS
+SHA-384 salt 48, as AMD's), in memory for one process or persisted in a directory to be
+shared between processes. A `SimulatedSecureProcessor` is one chip under it: a VCEK or VLEK
+(P-384) carrying AMD's extensions (product name, SPLs, hwID or cspID) that signs reports in
+exactly the real ABI format. The roots are never AMD's: `verify_report` rejects these reports
+unless the caller passes `trusted_roots=[sim.ark]` explicitly.
 """
 
 from __future__ import annotations
