@@ -7,6 +7,8 @@ client.with_account(node_key).leases.accept_lease(lease.lease_id)
 
 from __future__ import annotations
 
+from functools import cache
+
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.types import BlockIdentifier
@@ -22,8 +24,9 @@ from cvm.chain.sender import TransactionSender
 from cvm.chain.token import TokenClient
 
 
+@cache
 def event_decoder(deployment: Deployment) -> EventDecoder:
-    """A decoder of the events of every contract in `deployment`."""
+    """A decoder of the events of every contract in `deployment` (one per deployment)."""
     return EventDecoder(
         {
             name: (address, load_artifact(name).abi)

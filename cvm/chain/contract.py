@@ -6,6 +6,8 @@ returns a `TxResult` with the gas it used and the events it emitted, already dec
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,23 @@ from cvm.chain.artifacts import load_artifact, revert_decoder
 from cvm.chain.errors import ChainError
 from cvm.chain.events import ChainEvent, EventDecoder
 from cvm.chain.sender import TransactionSender, revert_error
+
+# web3 builds a class per ABI and objects per function on every `eth.contract` call (ms
+# each); a contract object holds no account, so one per connection and address serves all.
+_contracts: weakref.WeakKeyDictionary[Web3, dict[tuple[str, str], Contract]] = (
+    weakref.WeakKeyDictionary()
+)
+_contracts_lock = threading.Lock()
+
+
+def _bound_contract(w3: Web3, name: str, address: str) -> Contract:
+    with _contracts_lock:
+        per_connection = _contracts.setdefault(w3, {})
+        contract = per_connection.get((name, address))
+        if contract is None:
+            contract = w3.eth.contract(address=address, abi=load_artifact(name).abi)  # type: ignore[call-overload]
+            per_connection[(name, address)] = contract
+        return contract
 
 
 @dataclass(frozen=True)
@@ -66,9 +85,7 @@ class ContractClient:
     ) -> None:
         self.w3 = w3
         self.address = Web3.to_checksum_address(address)
-        self.contract: type[Contract] | Contract = w3.eth.contract(
-            address=self.address, abi=load_artifact(self.contract_name).abi
-        )
+        self.contract = _bound_contract(w3, self.contract_name, self.address)
         self._events = events
         self._sender = sender
 

@@ -29,7 +29,8 @@ class Deployment:
     test_token: bool = True
     rpc_url: str | None = None
     api_url: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Free-form additions (e.g. by `cvm up`); not part of the identity of a deployment.
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_json(self) -> str:
         """The record as JSON (snake_case keys, as the field names)."""
