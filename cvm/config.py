@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         description="deployment record: chain id, RPC and API URLs, contract addresses",
     )
     data_dir: Path = Field(Path(".cvm"), description="local state: keystores, caches, logs")
+    anvil_bin: Path | None = Field(
+        None, description="anvil executable for local chains (default: the repo's npm one, PATH)"
+    )
 
     # --- backend (owned by backend/) ------------------------------------------------------
     database_url: str = Field(

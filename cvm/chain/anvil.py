@@ -1,8 +1,8 @@
 """A real anvil node as a context manager: free port, readiness wait, clean stop.
 
 Used by the test fixtures, the gas benchmark and the embedded local chain of `cvm up`.
-The binary comes from an explicit path, `CVM_ANVIL_BIN`, the repository's pinned npm
-package (`contracts/node_modules`), or `anvil` on PATH, in that order.
+The binary comes from an explicit path, the `anvil_bin` setting (`CVM_ANVIL_BIN`), the
+repository's pinned npm package (`contracts/node_modules`) or `anvil` on PATH, in that order.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from web3 import Web3
 
 from cvm.chain.errors import ChainError
 from cvm.chain.sender import forget_nonces
+from cvm.config import get_settings
 
 _CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
 _LISTENING = re.compile(r"Listening on ([\d.]+):(\d+)")
@@ -34,7 +35,7 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 
 def find_anvil(explicit: Path | str | None = None) -> Path:
     """The anvil executable to run (see the module docstring for the search order)."""
-    chosen = explicit or os.environ.get("CVM_ANVIL_BIN")
+    chosen = explicit or get_settings().anvil_bin
     if chosen:
         # A path someone named must be used or refused, never silently replaced.
         path = Path(chosen)
