@@ -29,7 +29,8 @@ from cvm.config import get_settings
 
 _CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
 _LISTENING = re.compile(r"Listening on ([\d.]+):(\d+)")
-# anvil's well-known development mnemonic; its accounts are public and only for local use.
+# anvil's built-in development mnemonic; its accounts are public and only for local use. No
+# other mnemonic is offered: it would have to go on anvil's command line, visible to all.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 
 
@@ -74,7 +75,6 @@ class Anvil:
         automine: bool = True,
         accounts: int = 10,
         balance_ether: int = 10_000,
-        mnemonic: str = DEV_MNEMONIC,
         gas_limit: int | None = None,
         state_file: Path | None = None,
         startup_timeout: float = 20.0,
@@ -83,7 +83,6 @@ class Anvil:
         self.host = host
         self.port = port
         self.chain_id = chain_id
-        self.mnemonic = mnemonic
         self.account_count = accounts
         self._args = [
             "--host",
@@ -96,8 +95,6 @@ class Anvil:
             str(accounts),
             "--balance",
             str(balance_ether),
-            "--mnemonic",
-            mnemonic,
         ]
         if block_time is not None:
             self._args += ["--block-time", str(block_time)]
@@ -206,10 +203,12 @@ class Anvil:
         return self._w3
 
     def dev_account(self, index: int) -> LocalAccount:
-        """The funded development account `index` derived from the mnemonic."""
+        """The funded development account `index` (of `accounts`) derived from DEV_MNEMONIC."""
+        if not 0 <= index < self.account_count:
+            raise ChainError(f"anvil funds accounts 0..{self.account_count - 1}, not {index}")
         Account.enable_unaudited_hdwallet_features()
         account: LocalAccount = Account.from_mnemonic(
-            self.mnemonic, account_path=f"m/44'/60'/0'/0/{index}"
+            DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}"
         )
         return account
 

@@ -83,3 +83,12 @@ def test_a_stopped_node_can_be_stopped_again() -> None:
     node.stop()
     node.stop()
     assert not node.running
+
+
+def test_dev_accounts_are_the_ones_anvil_funds() -> None:
+    with Anvil(accounts=3) as node:
+        funded = node.w3.eth.accounts
+        assert [node.dev_account(i).address for i in range(3)] == funded
+        assert all(node.w3.eth.get_balance(address) > 0 for address in funded)
+        with pytest.raises(ChainError):
+            node.dev_account(3)
