@@ -30,6 +30,7 @@ from cvm.chain import (
 )
 from cvm.eip712 import Domain, Heartbeat, sign_heartbeat
 from node_agent.errors import AgentError, CapacityExceeded, LeaseNotOurs
+from node_agent.faults import crash_point
 from node_agent.launcher.base import GuestSpec, GuestState, Launcher
 from node_agent.lease_terms import lease_terms, leases_accepted_by
 from node_agent.locks import lease_lock
@@ -146,6 +147,7 @@ class NodeAgent:
     def _accept(self, lease: Lease) -> Lease:
         try:
             result = self.chain.leases.accept_lease(lease.lease_id)
+            crash_point("accepted")
             self.store.set_lease_state(
                 lease.lease_id, LeaseState.ACCEPTED, accept_tx=result.tx_hash
             )
@@ -169,6 +171,7 @@ class NodeAgent:
                 expected_measurement=record.expected_measurement,
             )
         )
+        crash_point("launched")
         if record.state in (LeaseState.RESERVED, LeaseState.ACCEPTED):
             self.store.set_lease_state(record.lease_id, LeaseState.LAUNCHED)
         return True
@@ -220,6 +223,7 @@ class NodeAgent:
                 got.vcek_der,
                 got.cert_chain_pem,
             )
+            crash_point("reported")
         if submission.state == SubmissionState.REPORTED:
             self._upload(submission)
         return self._submit(lease_id, nonce, submission.report)
@@ -238,6 +242,7 @@ class NodeAgent:
             evidence_hash = "0x" + evidence.evidence_hash.hex()  # offline: nowhere to publish
         else:
             evidence_hash = self.api.upload_evidence(evidence.encode())
+            crash_point("uploaded")
         self.store.record_upload(submission.lease_id, submission.nonce, evidence_hash)
 
     def _submit(self, lease_id: int, nonce: int, report: bytes) -> bool:
@@ -260,6 +265,7 @@ class NodeAgent:
                 log.info("lease %s nonce %s: already submitted (%s)", lease_id, nonce, exc.name)
                 return False
             raise
+        crash_point("submitted")
         self.store.record_submitted(lease_id, nonce, result.tx_hash)
         self._mark_attested(lease_id)
         log.info("lease %s: attestation submitted for nonce %s", lease_id, nonce)
