@@ -7,6 +7,7 @@ repository's pinned npm package (`contracts/node_modules`) or `anvil` on PATH, i
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections import deque
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +34,17 @@ _LISTENING = re.compile(r"Listening on ([\d.]+):(\d+)")
 # anvil's built-in development mnemonic; its accounts are public and only for local use. No
 # other mnemonic is offered: it would have to go on anvil's command line, visible to all.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+# Nodes still running when the interpreter exits normally are stopped, so that an exception
+# that skips a `with` block or a forgotten `stop()` leaves no anvil behind.
+_running: weakref.WeakSet[Anvil] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for node in list(_running):
+        node.stop()
 
 
 def find_anvil(explicit: Path | str | None = None) -> Path:
@@ -123,6 +136,7 @@ class Anvil:
             # Its own session: a terminal's Ctrl-C reaches us, and we stop it in order.
             start_new_session=True,
         )
+        _running.add(self)
         port_found = threading.Event()
         threading.Thread(target=self._drain, args=(port_found,), daemon=True).start()
         deadline = time.monotonic() + self._startup_timeout
@@ -161,6 +175,7 @@ class Anvil:
         process, self._process = self._process, None
         if process is None:
             return
+        _running.discard(self)
         forget_nonces(self.rpc_url)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +95,16 @@ def test_dev_accounts_are_the_ones_anvil_funds() -> None:
         assert all(node.w3.eth.get_balance(address) > 0 for address in funded)
         with pytest.raises(ChainError):
             node.dev_account(3)
+
+
+def test_a_node_left_running_stops_when_python_exits() -> None:
+    script = "from cvm.chain import Anvil\nprint(Anvil().start()._process.pid)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    pid = int(done.stdout.strip())
+    for _ in range(100):  # the child is reaped by init; give it a moment
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    assert not _alive(pid)
