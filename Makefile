@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 SLITHER_VENV := .venv-slither
 NODE_BIN := contracts/node_modules/.bin
 
-.PHONY: all install demo test lint typecheck contracts contracts-test slither pytest bench clean
+.PHONY: all install system-packages demo test lint typecheck contracts contracts-test slither pytest \
+	compose-check bench clean
 
 all: install
 
@@ -32,13 +33,25 @@ $(SLITHER_VENV)/.installed: contracts/slither-requirements.txt
 	$(SLITHER_VENV)/bin/pip install --quiet -r contracts/slither-requirements.txt
 	@touch $@
 
+# Debian packages the tests drive for real: QEMU (the qemu launcher boots a guest) and
+# docker-compose (validates docker-compose.yml without an engine). Installed only when missing.
+SYSTEM_COMMANDS := qemu-system-x86_64:qemu-system-x86 docker-compose:docker-compose
+system-packages:
+	@missing=""; for pair in $(SYSTEM_COMMANDS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> apt-get install$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 install: $(VENV)/.installed contracts/node_modules/.installed
 
 # --- the two commands -------------------------------------------------------------
 demo: install
 	$(BIN)/cvm demo
 
-test: install lint typecheck contracts-test slither pytest
+test: install system-packages lint typecheck compose-check contracts-test slither pytest
 	@echo "==> all checks passed"
 
 # --- checks -----------------------------------------------------------------------
@@ -63,7 +76,11 @@ slither: $(SLITHER_VENV)/.installed contracts/node_modules/.installed
 	@echo "==> slither over contracts/src"
 	./contracts/scripts/slither-check
 
-pytest: install
+compose-check: system-packages
+	@echo "==> docker-compose.yml (validated by docker-compose config, no engine needed)"
+	CVM_VERIFIER_ADDRESS=0x0000000000000000000000000000000000000001 docker-compose -f docker-compose.yml config -q
+
+pytest: install system-packages
 	@echo "==> pytest"
 	$(BIN)/pytest -q
 
