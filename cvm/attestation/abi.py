@@ -9,7 +9,7 @@ error type, `ReportFormatError`. `Report.to_bytes` is its exact inverse.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from enum import IntEnum
 from functools import lru_cache
 
@@ -37,7 +37,8 @@ POLICY_CIPHERTEXT_HIDING = 1 << 24
 POLICY_PAGE_SWAP_DISABLE = 1 << 25
 _POLICY_MAX_BIT = 25
 
-# One unpack for the whole signed body keeps parsing cheap next to the ECDSA check.
+# One unpack for the whole report keeps parsing cheap next to the ECDSA check. Reserved
+# ranges are pad bytes here ("x"): `_MBZ` checks them all at once, and pack() zeroes them.
 _LAYOUT = struct.Struct(
     "<"
     "I"  # 0x000 VERSION
@@ -50,7 +51,7 @@ _LAYOUT = struct.Struct(
     "Q"  # 0x038 CURRENT_TCB
     "Q"  # 0x040 PLATFORM_INFO
     "I"  # 0x048 signer info (AUTHOR_KEY_EN, MASK_CHIP_KEY, SIGNING_KEY)
-    "4s"  # 0x04C reserved, must be zero
+    "4x"  # 0x04C reserved
     "64s"  # 0x050 REPORT_DATA
     "48s"  # 0x090 MEASUREMENT
     "32s"  # 0x0C0 HOST_DATA
@@ -59,23 +60,37 @@ _LAYOUT = struct.Struct(
     "32s"  # 0x140 REPORT_ID
     "32s"  # 0x160 REPORT_ID_MA
     "Q"  # 0x180 REPORTED_TCB
-    "3s"  # 0x188 CPUID_FAM_ID, CPUID_MOD_ID, CPUID_STEP (v3+; zero before)
-    "21s"  # 0x18B reserved, must be zero
+    "BBB"  # 0x188 CPUID_FAM_ID, CPUID_MOD_ID, CPUID_STEP (version 3 and later)
+    "21x"  # 0x18B reserved
     "64s"  # 0x1A0 CHIP_ID
     "Q"  # 0x1E0 COMMITTED_TCB
-    "3s"  # 0x1E8 CURRENT_BUILD, CURRENT_MINOR, CURRENT_MAJOR
-    "1s"  # 0x1EB reserved
-    "3s"  # 0x1EC COMMITTED_BUILD, COMMITTED_MINOR, COMMITTED_MAJOR
-    "1s"  # 0x1EF reserved
+    "BBB"  # 0x1E8 CURRENT_BUILD, CURRENT_MINOR, CURRENT_MAJOR
+    "x"  # 0x1EB reserved
+    "BBB"  # 0x1EC COMMITTED_BUILD, COMMITTED_MINOR, COMMITTED_MAJOR
+    "x"  # 0x1EF reserved
     "Q"  # 0x1F0 LAUNCH_TCB
-    "Q"  # 0x1F8 LAUNCH_MIT_VECTOR (v5; reserved before)
-    "Q"  # 0x200 CURRENT_MIT_VECTOR (v5; reserved before)
-    "152s"  # 0x208 reserved up to the signature
-    "72s"  # 0x2A0 SIGNATURE.R
-    "72s"  # 0x2E8 SIGNATURE.S
-    "368s"  # 0x330 rest of the 512-byte signature field, zero for ECDSA P-384
+    "Q"  # 0x1F8 LAUNCH_MIT_VECTOR (version 5 and later)
+    "Q"  # 0x200 CURRENT_MIT_VECTOR (version 5 and later)
+    "152x"  # 0x208 reserved up to the signature
+    "72s"  # 0x2A0 SIGNATURE.R (48-byte integer, zero-extended)
+    "72s"  # 0x2E8 SIGNATURE.S (48-byte integer, zero-extended)
+    "368x"  # 0x330 rest of the 512-byte signature field, zero for ECDSA P-384
 )
 assert _LAYOUT.size == REPORT_SIZE
+
+# Must-be-zero ranges of the spec, (start, end, what), and those that depend on the version.
+_RESERVED = (
+    (0x04C, 0x050, "bytes 0x4C-0x4F"),
+    (0x18B, 0x1A0, "bytes 0x18B-0x19F"),
+    (0x1EB, 0x1EC, "byte 0x1EB"),
+    (0x1EF, 0x1F0, "byte 0x1EF"),
+    (0x208, 0x2A0, "bytes 0x208-0x29F"),
+    (0x2A0 + 48, 0x2A0 + 72, "signature R past its 48 bytes"),
+    (0x2E8 + 48, 0x2E8 + 72, "signature S past its 48 bytes"),
+    (0x330, REPORT_SIZE, "signature bytes 0x330-0x49F"),
+)
+_RESERVED_BEFORE_V3 = ((0x188, 0x18B, "bytes 0x188-0x18A (CPUID fields, version 3 and later)"),)
+_RESERVED_BEFORE_V5 = ((0x1F8, 0x208, "bytes 0x1F8-0x207 (mitigation vectors, version 5)"),)
 
 
 class SigningKey(IntEnum):
@@ -94,6 +109,10 @@ class GuestPolicy:
 
     @classmethod
     def from_int(cls, value: int) -> GuestPolicy:
+        return _guest_policy(value)
+
+    @classmethod
+    def _decode(cls, value: int) -> GuestPolicy:
         if not value & POLICY_RESERVED_ONE:
             raise ReportFormatError(f"POLICY bit 17 is reserved and must be 1 (POLICY={value:#x})")
         if value >> (_POLICY_MAX_BIT + 1):
@@ -162,6 +181,12 @@ class GuestPolicy:
             "ciphertext_hiding": self.ciphertext_hiding,
             "page_swap_disable": self.page_swap_disable,
         }
+
+
+@lru_cache(maxsize=256)
+def _guest_policy(value: int) -> GuestPolicy:
+    # A fleet runs a handful of policies: decode each once (parsing is on the hot path).
+    return GuestPolicy._decode(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,17 +265,40 @@ class TcbVersion:
         return low
 
 
-def _zero(n: int) -> bytes:
-    return bytes(n)
+def _ranges_for(version: int) -> tuple[tuple[int, int, str], ...]:
+    ranges: tuple[tuple[int, int, str], ...] = _RESERVED
+    if version < 3:
+        ranges += _RESERVED_BEFORE_V3
+    if version < 5:
+        ranges += _RESERVED_BEFORE_V5
+    return ranges
+
+
+def _reserved_layout(version: int) -> struct.Struct:
+    """A struct that unpacks exactly the must-be-zero byte ranges of `version`, in order."""
+    fmt, position = "<", 0
+    for start, end, _ in sorted(_ranges_for(version)):
+        fmt += f"{start - position}x{end - start}s"
+        position = end
+    return struct.Struct(fmt + f"{REPORT_SIZE - position}x")
+
+
+# Per version: (struct of its reserved ranges, the all-zero values they must unpack to), so
+# that one unpack and one tuple comparison check every reserved byte.
+_MBZ = {
+    version: (layout, tuple(bytes(len(v)) for v in layout.unpack(bytes(REPORT_SIZE))))
+    for version in range(MIN_VERSION, MAX_VERSION + 1)
+    for layout in (_reserved_layout(version),)
+}
 
 
 @dataclass(slots=True)
 class Report:
     """A parsed ATTESTATION_REPORT. Integers are as in the ABI; byte fields keep their size.
 
-    Not frozen only because a frozen dataclass's __init__ costs more than the rest of parsing
-    and parsing sits on the verifier's hot path: treat it as a value, derive changed copies
-    with `dataclasses.replace`.
+    Fields are in ABI order. Not frozen only because a frozen dataclass's __init__ costs more
+    than the rest of parsing, which sits on the verifier's hot path: treat it as a value and
+    derive changed copies with `dataclasses.replace`.
     """
 
     version: int
@@ -271,22 +319,22 @@ class Report:
     report_id: bytes
     report_id_ma: bytes
     reported_tcb: int
+    cpuid_fam_id: int
+    cpuid_mod_id: int
+    cpuid_step: int
     chip_id: bytes
     committed_tcb: int
+    current_build: int
+    current_minor: int
+    current_major: int
+    committed_build: int
+    committed_minor: int
+    committed_major: int
     launch_tcb: int
-    cpuid_fam_id: int = 0
-    cpuid_mod_id: int = 0
-    cpuid_step: int = 0
-    current_build: int = 0
-    current_minor: int = 0
-    current_major: int = 0
-    committed_build: int = 0
-    committed_minor: int = 0
-    committed_major: int = 0
-    launch_mit_vector: int = 0
-    current_mit_vector: int = 0
-    signature_r: bytes = field(default=_zero(ECDSA_COMPONENT_SIZE))
-    signature_s: bytes = field(default=_zero(ECDSA_COMPONENT_SIZE))
+    launch_mit_vector: int
+    current_mit_vector: int
+    signature_r: bytes
+    signature_s: bytes
 
     @property
     def signing_key(self) -> SigningKey:
@@ -301,76 +349,57 @@ class Report:
 
     def signature_ints(self) -> tuple[int, int]:
         """The ECDSA (r, s) pair; the ABI stores each little-endian in 72 bytes."""
-        return int.from_bytes(self.signature_r, "little"), int.from_bytes(
-            self.signature_s, "little"
-        )
+        r = int.from_bytes(self.signature_r, "little")
+        return r, int.from_bytes(self.signature_s, "little")
 
     def to_bytes(self) -> bytes:
         """Serialize to the 1184-byte ABI form (the exact inverse of `parse`)."""
-        sizes = {
-            "family_id": 16,
-            "image_id": 16,
-            "report_data": 64,
-            "measurement": 48,
-            "host_data": 32,
-            "id_key_digest": 48,
-            "author_key_digest": 48,
-            "report_id": 32,
-            "report_id_ma": 32,
-            "chip_id": 64,
-            "signature_r": ECDSA_COMPONENT_SIZE,
-            "signature_s": ECDSA_COMPONENT_SIZE,
-        }
-        for name, size in sizes.items():
-            if len(getattr(self, name)) != size:
-                raise ReportFormatError(f"{name} must be {size} bytes")
+        values = [getattr(self, name) for name in _FIELD_NAMES]
+        values[2] = self.policy.raw
+        values[9] = self.signer_info.to_int()
+        for index, size in _BYTE_FIELD_SIZES.items():
+            if not isinstance(values[index], bytes) or len(values[index]) != size:
+                raise ReportFormatError(f"{_FIELD_NAMES[index]} must be {size} bytes")
         try:
-            data = _LAYOUT.pack(
-                self.version,
-                self.guest_svn,
-                self.policy.raw,
-                self.family_id,
-                self.image_id,
-                self.vmpl,
-                self.signature_algo,
-                self.current_tcb,
-                self.platform_info,
-                self.signer_info.to_int(),
-                _zero(4),
-                self.report_data,
-                self.measurement,
-                self.host_data,
-                self.id_key_digest,
-                self.author_key_digest,
-                self.report_id,
-                self.report_id_ma,
-                self.reported_tcb,
-                bytes((self.cpuid_fam_id, self.cpuid_mod_id, self.cpuid_step)),
-                _zero(21),
-                self.chip_id,
-                self.committed_tcb,
-                bytes((self.current_build, self.current_minor, self.current_major)),
-                _zero(1),
-                bytes((self.committed_build, self.committed_minor, self.committed_major)),
-                _zero(1),
-                self.launch_tcb,
-                self.launch_mit_vector,
-                self.current_mit_vector,
-                _zero(152),
-                self.signature_r,
-                self.signature_s,
-                _zero(368),
-            )
-        except (struct.error, ValueError, OverflowError) as exc:
+            data = _LAYOUT.pack(*values)
+        except (struct.error, ValueError, OverflowError, TypeError) as exc:
             raise ReportFormatError(f"report field out of range: {exc}") from exc
         # Re-parse so that to_bytes never emits what parse would refuse.
         parse(data)
         return data
 
 
-def _require_zero(value: bytes, what: str) -> None:
-    if value.count(0) != len(value):  # C-speed, unlike any() over the bytes
+_FIELD_NAMES = tuple(f.name for f in fields(Report))
+_BYTE_FIELD_SIZES = {
+    _FIELD_NAMES.index(name): size
+    for name, size in (
+        ("family_id", 16),
+        ("image_id", 16),
+        ("report_data", 64),
+        ("measurement", 48),
+        ("host_data", 32),
+        ("id_key_digest", 48),
+        ("author_key_digest", 48),
+        ("report_id", 32),
+        ("report_id_ma", 32),
+        ("chip_id", 64),
+        ("signature_r", ECDSA_COMPONENT_SIZE),
+        ("signature_s", ECDSA_COMPONENT_SIZE),
+    )
+}
+
+
+def _require_zero(data: bytes, start: int, end: int, what: str) -> None:
+    value = data[start:end]
+    if value.count(0) != len(value):
         raise ReportFormatError(f"{what} is reserved and must be zero (found {value.hex()})")
+
+
+def _explain_mbz(data: bytes, version: int) -> None:
+    """Slow path for bad input only: raise naming the first offending range."""
+    for start, end, what in _ranges_for(version):
+        _require_zero(data, start, end, what)
+    raise ReportFormatError("a reserved field is not zero")
 
 
 def parse(data: bytes) -> Report:
@@ -379,47 +408,18 @@ def parse(data: bytes) -> Report:
         raise ReportFormatError(f"a report is bytes, not {type(data).__name__}")
     if len(data) != REPORT_SIZE:
         raise ReportFormatError(f"a report is {REPORT_SIZE} bytes, got {len(data)}")
-    (
-        version,
-        guest_svn,
-        policy,
-        family_id,
-        image_id,
-        vmpl,
-        signature_algo,
-        current_tcb,
-        platform_info,
-        signer_info,
-        reserved_4c,
-        report_data,
-        measurement,
-        host_data,
-        id_key_digest,
-        author_key_digest,
-        report_id,
-        report_id_ma,
-        reported_tcb,
-        cpuid,
-        reserved_18b,
-        chip_id,
-        committed_tcb,
-        current_ver,
-        reserved_1eb,
-        committed_ver,
-        reserved_1ef,
-        launch_tcb,
-        launch_mit_vector,
-        current_mit_vector,
-        reserved_208,
-        signature_r,
-        signature_s,
-        signature_rest,
-    ) = _LAYOUT.unpack(data)
-    if not MIN_VERSION <= version <= MAX_VERSION:
+    values = list(_LAYOUT.unpack(data))
+    version = values[0]
+    mbz = _MBZ.get(version)
+    if mbz is None:
         raise ReportFormatError(
             f"report VERSION {version} is not supported ({MIN_VERSION} to {MAX_VERSION})"
         )
-    signer = SignerInfo.from_int(signer_info)
+    if mbz[0].unpack(data) != mbz[1]:
+        _explain_mbz(bytes(data), version)
+    values[2] = GuestPolicy.from_int(values[2])
+    signer = values[9] = SignerInfo.from_int(values[9])
+    signature_algo = values[6]
     # An unsigned report (SIGNING_KEY none) may carry algorithm 0; a signed one must be ECDSA.
     if signature_algo != SIG_ALGO_ECDSA_P384_SHA384 and not (
         signer.signing_key is SigningKey.NONE and signature_algo == 0
@@ -427,60 +427,7 @@ def parse(data: bytes) -> Report:
         raise ReportFormatError(
             f"SIGNATURE_ALGO {signature_algo} is unknown (1 = ECDSA P-384 with SHA-384)"
         )
-    reserved = reserved_4c + reserved_18b + reserved_1eb + reserved_1ef + reserved_208
-    if reserved.count(0) != len(reserved) or signature_rest.count(0) != len(signature_rest):
-        # Slow path only for bad input: name the offending range.
-        _require_zero(reserved_4c, "bytes 0x4C-0x4F")
-        _require_zero(reserved_18b, "bytes 0x18B-0x19F")
-        _require_zero(reserved_1eb, "byte 0x1EB")
-        _require_zero(reserved_1ef, "byte 0x1EF")
-        _require_zero(reserved_208, "bytes 0x208-0x29F")
-        _require_zero(signature_rest, "signature bytes 0x330-0x49F")
-    # R and S are 48-byte P-384 integers zero-extended to 72 bytes (little-endian).
-    if signature_r[48:].count(0) != 24 or signature_s[48:].count(0) != 24:
-        raise ReportFormatError("signature R and S must be zero-extended past byte 48")
-    if version < 3:
-        _require_zero(cpuid, "bytes 0x188-0x18A (CPUID fields, version 3 and later)")
-    if version < 5 and (launch_mit_vector or current_mit_vector):
-        raise ReportFormatError(
-            "bytes 0x1F8-0x207 are reserved before version 5 (mitigation vectors) and must be zero"
-        )
-    return Report(
-        version=version,
-        guest_svn=guest_svn,
-        policy=GuestPolicy.from_int(policy),
-        family_id=family_id,
-        image_id=image_id,
-        vmpl=vmpl,
-        signature_algo=signature_algo,
-        current_tcb=current_tcb,
-        platform_info=platform_info,
-        signer_info=signer,
-        report_data=report_data,
-        measurement=measurement,
-        host_data=host_data,
-        id_key_digest=id_key_digest,
-        author_key_digest=author_key_digest,
-        report_id=report_id,
-        report_id_ma=report_id_ma,
-        reported_tcb=reported_tcb,
-        chip_id=chip_id,
-        committed_tcb=committed_tcb,
-        launch_tcb=launch_tcb,
-        cpuid_fam_id=cpuid[0],
-        cpuid_mod_id=cpuid[1],
-        cpuid_step=cpuid[2],
-        current_build=current_ver[0],
-        current_minor=current_ver[1],
-        current_major=current_ver[2],
-        committed_build=committed_ver[0],
-        committed_minor=committed_ver[1],
-        committed_major=committed_ver[2],
-        launch_mit_vector=launch_mit_vector,
-        current_mit_vector=current_mit_vector,
-        signature_r=signature_r,
-        signature_s=signature_s,
-    )
+    return Report(*values)
 
 
 def signed_bytes(data: bytes) -> bytes:

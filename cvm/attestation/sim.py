@@ -357,6 +357,10 @@ class SimulatedSecureProcessor:
             committed_build=4,
             committed_minor=55,
             committed_major=1,
+            launch_mit_vector=0,
+            current_mit_vector=0,
+            signature_r=bytes(72),
+            signature_s=bytes(72),
         )
         return SimulatedAttestation(self.sign_report(unsigned), self.vcek_der, self.chain_pem)
 

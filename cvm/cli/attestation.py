@@ -8,27 +8,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cvm.attestation import (
-    AttestationError,
-    MeasurementError,
-    Policy,
-    Product,
-    Report,
-    TcbVersion,
-    appraise,
-    expected_measurement,
-    load_endorsement_key,
-    parse,
-    report_hash,
-)
-from cvm.attestation.endorsement import load_certificates
-from cvm.attestation.measure import MODES, VCPU_TYPES, VMM_TYPES
+if TYPE_CHECKING:
+    from cvm.attestation import Product, Report
 
 app = typer.Typer(
     help="Inspect, verify and measure SEV-SNP attestation reports.", no_args_is_help=True
@@ -69,6 +56,8 @@ def _time_option(value: str | None) -> datetime | None:
 
 
 def _report_fields(report: Report, product: Product | None) -> dict[str, Any]:
+    from cvm.attestation import TcbVersion
+
     tcb: dict[str, int] | None = None
     if product is not None:
         tcb = TcbVersion.from_int(report.reported_tcb, product).components()
@@ -88,6 +77,8 @@ def _report_fields(report: Report, product: Product | None) -> dict[str, Any]:
 
 
 def _product_hint(report: Report | None, vcek: bytes) -> Product | None:
+    from cvm.attestation import AttestationError, load_endorsement_key
+
     try:
         return load_endorsement_key(vcek).product
     except AttestationError:
@@ -117,6 +108,10 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Verify REPORT against its VCEK and AMD's root of trust; exit 0 valid, 1 invalid, 2 usage."""
+    # Imported here, not at module level, so that `cvm --help` stays fast.
+    from cvm.attestation import AttestationError, Policy, appraise, parse, report_hash
+    from cvm.attestation.endorsement import load_certificates
+
     when = _time_option(at)
     measurement = _hex_option(expect_measurement, 48, "--expect-measurement")
     raw = _read(report_path, "report")
@@ -195,6 +190,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Print the fields of REPORT (no verification)."""
+    from cvm.attestation import AttestationError, Product, parse, report_hash
+
     raw = _read(report_path, "report")
     try:
         report = parse(raw)
@@ -242,18 +239,18 @@ def measure(
     vcpus: Annotated[int, typer.Option("--vcpus", min=1, help="Number of vCPUs.")] = 1,
     vcpu_type: Annotated[
         str,
-        typer.Option("--vcpu-type", help=f"One of {', '.join(VCPU_TYPES)}, or 'none'."),
+        typer.Option("--vcpu-type", help="QEMU CPU model (EPYC-v4, EPYC-Milan, ...) or 'none'."),
     ] = "EPYC-v4",
     guest_features: Annotated[
         str, typer.Option("--guest-features", help="VMSA SEV_FEATURES (hex).")
     ] = "0x1",
-    vmm_type: Annotated[
-        str, typer.Option("--vmm-type", help=f"One of {', '.join(VMM_TYPES)}.")
-    ] = "qemu",
-    mode: Annotated[str, typer.Option("--mode", help=f"One of {', '.join(MODES)}.")] = "snp",
+    vmm_type: Annotated[str, typer.Option("--vmm-type", help="qemu, ec2 or gce.")] = "qemu",
+    mode: Annotated[str, typer.Option("--mode", help="snp, sev-es or sev.")] = "snp",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Compute the expected launch measurement of an image with sev-snp-measure."""
+    from cvm.attestation import MeasurementError, expected_measurement
+
     try:
         features = int(guest_features, 16)
     except ValueError as exc:
