@@ -20,6 +20,10 @@ from eth_account.signers.local import LocalAccount
 
 Kdf = Literal["scrypt", "pbkdf2"]
 
+# A process started by another one may get its password through an inherited pipe whose
+# descriptor this variable names (like gpg's --passphrase-fd): never argv, never the value.
+PASSWORD_FD_ENV = "CVM_PASSWORD_FD"  # noqa: S105 - a variable name, not a password
+
 
 class WalletError(Exception):
     """A keystore could not be created, read or unlocked."""
@@ -163,4 +167,14 @@ def resolve_password(
         raise WalletError("the two passwords differ")
     if not password:
         raise WalletError("an empty password is not allowed")
+    return password
+
+
+def read_password_fd(fd: int) -> str:
+    """Read a password (one line) from an inherited descriptor, then close it."""
+    with os.fdopen(fd, "r", encoding="utf-8") as pipe:
+        line = pipe.readline()
+    password = line.rstrip("\n")
+    if not password:
+        raise WalletError(f"no password on descriptor {fd}")
     return password

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from eth_account.signers.local import LocalAccount
 from cvm.api_client import ApiClient
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
-from cvm.wallet import load_account, resolve_password
+from cvm.wallet import PASSWORD_FD_ENV, load_account, read_password_fd, resolve_password
 from node_agent.agent import NodeAgent
 from node_agent.errors import AgentError
 from node_agent.launcher.base import Launcher
@@ -23,6 +24,9 @@ def load_node_account(
     """Unlock the node keystore with the password file, or by asking `prompt`."""
     if settings.node_keystore is None:
         raise AgentError("no node keystore: set CVM_NODE_KEYSTORE or pass --keystore")
+    inherited = os.environ.pop(PASSWORD_FD_ENV, None)
+    if inherited is not None and settings.node_password_file is None:
+        return load_account(settings.node_keystore, read_password_fd(int(inherited)))
     if settings.node_password_file is None and prompt is None:
         raise AgentError("no password: set CVM_NODE_PASSWORD_FILE or run interactively")
 

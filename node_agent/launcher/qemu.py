@@ -8,11 +8,13 @@ lease's expected measurement, because no hardware measures this guest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,10 +69,18 @@ class QemuLauncher(Launcher):
         self.qemu_binary = qemu_binary
         self.accel = accel
         run_dir.mkdir(parents=True, exist_ok=True)
+        # Unix socket paths must fit in 108 bytes, which a deep data directory does not;
+        # sockets go to a short private directory named after the run directory instead.
+        digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+        self.socket_dir = Path(tempfile.gettempdir()) / f"cvm-{digest}"
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
 
     # --- paths -----------------------------------------------------------------------
     def guest_dir(self, lease_id: int) -> Path:
         return self.run_dir / f"{_GUEST_DIR_PREFIX}{lease_id}"
+
+    def qmp_socket(self, lease_id: int) -> Path:
+        return self.socket_dir / f"{lease_id}.qmp"
 
     def _pid(self, lease_id: int) -> int | None:
         try:
@@ -105,7 +115,7 @@ class QemuLauncher(Launcher):
             "-serial",
             f"file:{directory / 'serial.log'}",
             "-qmp",
-            f"unix:{directory / 'qmp.sock'},server=on,wait=off",
+            f"unix:{self.qmp_socket(spec.lease_id)},server=on,wait=off",
             "-pidfile",
             str(directory / "qemu.pid"),
             "-daemonize",
@@ -153,7 +163,7 @@ class QemuLauncher(Launcher):
         pid = self._pid(lease_id)
         if pid is None:
             return GuestInfo(lease_id, GuestState.STOPPED)
-        with qmp_session(directory / "qmp.sock") as qmp:
+        with qmp_session(self.qmp_socket(lease_id)) as qmp:
             status = qmp.execute("query-status")
         running = bool(status.get("running")) and status.get("status") == "running"
         return GuestInfo(lease_id, GuestState.RUNNING if running else GuestState.STOPPED, str(pid))
@@ -163,7 +173,7 @@ class QemuLauncher(Launcher):
         pid = self._pid(lease_id)
         if pid is not None:
             try:
-                with qmp_session(directory / "qmp.sock") as qmp:
+                with qmp_session(self.qmp_socket(lease_id)) as qmp:
                     qmp.execute("quit")
             except LauncherError:
                 pass  # a hung monitor is handled by the signals below
@@ -173,6 +183,8 @@ class QemuLauncher(Launcher):
             if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(directory, ignore_errors=True)
+        for socket_path in self.socket_dir.glob(f"{lease_id}.*"):
+            socket_path.unlink(missing_ok=True)
 
     def running(self) -> list[GuestInfo]:
         found: list[GuestInfo] = []

@@ -133,6 +133,10 @@ class QemuSnpLauncher(QemuLauncher):
                 + ". Use the `qemu` or `simulated` launcher here."
             )
 
+    def attest_socket(self, lease_id: int) -> Path:
+        """The host end of the guest channel (a unix socket QEMU listens on)."""
+        return self.socket_dir / f"{lease_id}.attest"
+
     def command_line(self, spec: GuestSpec) -> list[str]:
         directory = self.guest_dir(spec.lease_id)
         image = self.image
@@ -170,12 +174,12 @@ class QemuSnpLauncher(QemuLauncher):
             "-device",
             "virtio-serial-pci,id=virtio-serial0",
             "-chardev",
-            f"socket,id=attest0,path={directory / 'attest.sock'},server=on,wait=off",
+            f"socket,id=attest0,path={self.attest_socket(spec.lease_id)},server=on,wait=off",
             "-device",
             f"virtserialport,chardev=attest0,name={GUEST_CHANNEL}",
             *image.extra_devices,
             "-qmp",
-            f"unix:{directory / 'qmp.sock'},server=on,wait=off",
+            f"unix:{self.qmp_socket(spec.lease_id)},server=on,wait=off",
             "-pidfile",
             str(directory / "qemu.pid"),
             "-daemonize",
@@ -188,7 +192,7 @@ class QemuSnpLauncher(QemuLauncher):
 
     def check_sev_state(self, lease_id: int) -> None:
         """Ask QEMU whether the guest really runs under SEV-SNP with our policy; stop it if not."""
-        with qmp_session(self.guest_dir(lease_id) / "qmp.sock") as qmp:
+        with qmp_session(self.qmp_socket(lease_id)) as qmp:
             sev = qmp.execute("query-sev")
         problems: list[str] = []
         if not sev.get("enabled"):
@@ -206,7 +210,7 @@ class QemuSnpLauncher(QemuLauncher):
             raise LauncherError(f"REPORT_DATA must be 64 bytes, got {len(report_data)}")
         if self.status(lease_id).state != GuestState.RUNNING:
             raise LauncherError(f"lease {lease_id} has no running guest to attest")
-        return request_guest_report(self.guest_dir(lease_id) / "attest.sock", report_data)
+        return request_guest_report(self.attest_socket(lease_id), report_data)
 
 
 def request_guest_report(channel: Path, report_data: bytes, timeout: float = 30.0) -> GuestReport:

@@ -31,8 +31,9 @@ class RecordingSigner:
 
 @pytest.fixture
 def launcher(tmp_path: Path) -> Iterator[QemuLauncher]:
-    # A short directory: unix socket paths are limited to 108 bytes.
-    qemu = QemuLauncher(tmp_path / "run", RecordingSigner(), qemu_binary=ensure_qemu())
+    # A deep directory: sockets must not inherit its length (unix paths stop at 108 bytes).
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    qemu = QemuLauncher(deep / "run", RecordingSigner(), qemu_binary=ensure_qemu())
     yield qemu
     for lease_id in range(1, 10):
         qemu.stop(lease_id)  # no QEMU outlives the test
@@ -47,7 +48,7 @@ def test_launch_runs_a_real_guest_and_is_idempotent(launcher: QemuLauncher) -> N
     assert info.state == GuestState.RUNNING
     pid = int(info.guest_id)
     assert process_alive(pid)
-    with qmp_session(launcher.guest_dir(1) / "qmp.sock") as qmp:
+    with qmp_session(launcher.qmp_socket(1)) as qmp:
         cpus = qmp.execute("query-cpus-fast")
         assert qmp.execute("query-name") == {"name": "cvm-lease-1"}
     assert len(cpus) == 2
@@ -75,10 +76,10 @@ def test_a_guest_that_died_is_seen_as_stopped_and_relaunched(launcher: QemuLaunc
     assert relaunched.state == GuestState.RUNNING and int(relaunched.guest_id) != pid
 
 
-def test_a_new_launcher_finds_running_guests(launcher: QemuLauncher, tmp_path: Path) -> None:
+def test_a_new_launcher_finds_running_guests(launcher: QemuLauncher) -> None:
     launcher.launch(_spec(4))
     launcher.launch(_spec(5))
-    restarted = QemuLauncher(tmp_path / "run", RecordingSigner(), qemu_binary=ensure_qemu())
+    restarted = QemuLauncher(launcher.run_dir, RecordingSigner(), qemu_binary=ensure_qemu())
     assert [g.lease_id for g in restarted.running()] == [4, 5]
 
 

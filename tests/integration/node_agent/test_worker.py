@@ -163,7 +163,7 @@ def test_sigkill_after_each_step_loses_nothing_and_repeats_nothing(
 
 def _qemu_processes(lease_id: int) -> list[str]:
     found = subprocess.run(
-        ["pgrep", "-f", f"-name cvm-lease-{lease_id} "], capture_output=True, text=True
+        ["pgrep", "-f", "--", f"-name cvm-lease-{lease_id} "], capture_output=True, text=True
     )
     return found.stdout.split()
 

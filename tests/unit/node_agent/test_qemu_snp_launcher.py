@@ -59,8 +59,9 @@ def fake_guest(launcher: QemuSnpLauncher) -> Iterator[subprocess.Popen[bytes]]:
 
 def test_command_line_matches_the_recording(launcher: QemuSnpLauncher) -> None:
     recorded = json.loads((DATA / "qemu_snp_cmdline.json").read_text())["argv"]
-    directory = str(launcher.guest_dir(7))
-    assert launcher.command_line(SPEC) == [arg.replace("{dir}", directory) for arg in recorded]
+    directory, sockets = str(launcher.guest_dir(7)), str(launcher.socket_dir)
+    expected = [arg.replace("{dir}", directory).replace("{sockets}", sockets) for arg in recorded]
+    assert launcher.command_line(SPEC) == expected
 
 
 def test_policy_never_allows_debug_by_default() -> None:
@@ -69,7 +70,7 @@ def test_policy_never_allows_debug_by_default() -> None:
 
 def _serve(launcher: QemuSnpLauncher, exchanges: list[dict[str, Any]], **kw: Any) -> RecordedQmp:
     launcher.guest_dir(7).mkdir(parents=True, exist_ok=True)
-    return RecordedQmp(launcher.guest_dir(7) / "qmp.sock", QMP["greeting"], exchanges, **kw)
+    return RecordedQmp(launcher.qmp_socket(7), QMP["greeting"], exchanges, **kw)
 
 
 def test_launch_check_accepts_an_snp_guest_with_our_policy(launcher: QemuSnpLauncher) -> None:
