@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--trust-simulated-amd",
+        action="store_true",
+        help="also trust the simulated AMD root in CVM_SIM_AMD_DIR (local demos and tests only)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
@@ -33,7 +38,18 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("CVM_VERIFIER_KEYSTORE needs CVM_VERIFIER_PASSWORD_FILE")
         password = read_password_file(settings.verifier_password_file)
         verifier = load_account(settings.verifier_keystore, password)
-    service = BackendService(settings, deployment, w3, verifier_account=verifier)
+    trusted_roots = None
+    if args.trust_simulated_amd:
+        # Opt-in only: reports signed by the simulated AMD-SP prove nothing outside a demo.
+        from cvm.attestation import amd_roots
+        from cvm.attestation.product import Product
+        from cvm.attestation.sim import SimulatedAmd
+
+        simulated = SimulatedAmd(settings.sim_amd_dir or settings.data_dir / "sim-amd")
+        trusted_roots = [*amd_roots(), *(simulated.ark(product) for product in Product)]
+    service = BackendService(
+        settings, deployment, w3, verifier_account=verifier, trusted_roots=trusted_roots
+    )
     service.serve(args.host, args.port)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from eth_utils import to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from backend.api.errors import ApiError
 
@@ -107,10 +107,20 @@ class LeaseOut(BaseModel):
     has_private_spec: bool
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the store.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class LeaseIntentIn(_Body):
-    image: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-    ssh_public_key: Annotated[str, StringConstraints(max_length=16384)] | None = None
-    cloud_init: Annotated[str, StringConstraints(max_length=65536)] | None = None
+    image: Annotated[Text, StringConstraints(min_length=1, max_length=2048)]
+    ssh_public_key: Annotated[Text, StringConstraints(max_length=16384)] | None = None
+    cloud_init: Annotated[Text, StringConstraints(max_length=65536)] | None = None
 
 
 class LeaseSpecOut(BaseModel):

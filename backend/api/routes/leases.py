@@ -76,9 +76,9 @@ def list_leases(
     session: DbSession,
     renter: str | None = None,
     node: str | None = None,
-    status: Annotated[str | None, Query(max_length=16)] = None,
+    status: Annotated[str | None, Query(pattern="^[a-z]{1,16}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[LeaseOut]:
     query = select(Lease)
     if renter is not None:

@@ -46,13 +46,13 @@ def node_out(node: Node, heartbeat: Heartbeat | None) -> NodeOut:
 def list_nodes(
     session: DbSession,
     tee_type: Annotated[int | None, Query(ge=0, le=255)] = None,
-    min_vcpus: Annotated[int | None, Query(ge=0, le=2**32 - 1)] = None,
+    min_vcpus: Annotated[int | None, Query(ge=0, le=65535)] = None,
     min_memory_mib: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     max_price_per_second: Annotated[int | None, Query(ge=0, le=2**256 - 1)] = None,
     min_stake: Annotated[int | None, Query(ge=0, le=2**256 - 1)] = None,
     active: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[NodeOut]:
     query = select(Node, Heartbeat).outerjoin(Heartbeat, Heartbeat.node == Node.address)
     if tee_type is not None:
