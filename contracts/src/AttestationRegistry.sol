@@ -16,8 +16,6 @@ import {LeaseStatus} from "./types/DataTypes.sol";
 /// `confirm` only rewrite slots that already hold data (5,000 gas each instead of 22,100).
 /// The measurement is stored once, here; the node key and lease status are read from the market.
 contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
-    using SafeCast for uint256;
-
     /// @inheritdoc IAttestationRegistryCore
     bytes32 public constant override VERIFIER_ROLE = keccak256("cvm.VERIFIER_ROLE");
 
@@ -178,7 +176,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint32 banked = record.bankedSeconds;
         if (previous == Status.Verified) {
             // Bank what the previous attestation covered: up to now if on time, its full interval if late.
-            banked = (banked + _covered(record.submittedAt, interval, block.timestamp)).toUint32();
+            banked = SafeCast.toUint32(banked + _covered(record.submittedAt, interval, block.timestamp));
         }
 
         record.reportHash = reportHash;
@@ -192,8 +190,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         record.rejections = 0;
 
         emit AttestationSubmitted(leaseId, msg.sender, reportHash, measurement);
-        // chipIdHash is evidence for the verifiers and indexers only; not stored.
-        chipIdHash;
+        emit AttestationEvidence(leaseId, current, reportedTcb, chipIdHash);
     }
 
     /*//////////////////////////////////////////////////////////////////////////

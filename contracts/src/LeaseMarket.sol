@@ -219,6 +219,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         }
         uint256 claimed = lease.claimed;
         amount = _earned(leaseId, lease) - claimed;
+        // slither-disable-next-line incorrect-equality (nothing earned since the last claim, not a balance race)
         if (amount == 0) revert Errors.LeaseMarket_NothingToClaim(leaseId);
         // claimed + amount = earned <= deposit < 2^128.
         lease.claimed = uint128(claimed + amount);
@@ -266,10 +267,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         }
         // Nothing was ever attested, so nothing was earned: the whole deposit goes back.
         uint256 refund = lease.deposit;
-        address renter = lease.renter;
-        uint256 compensation = nodeRegistry.slash(lease.nodeKey);
+        address nodeKey = lease.nodeKey;
+        // Effects first (the slashed amount is known in advance), then the slash pays the market.
+        uint256 compensation = nodeRegistry.slashAmountOf(nodeKey);
         _close(leaseId, lease, CloseReason.ATTESTATION_MISSED, 0, refund, compensation);
-        _credit(renter, refund + compensation);
+        _credit(lease.renter, refund + compensation);
+        _slash(nodeKey, compensation);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -282,18 +285,19 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
             revert Errors.LeaseMarket_CallerNotAttestationRegistry(msg.sender);
         }
         Lease storage lease = _leases[leaseId];
-        address renter = lease.renter;
+        address nodeKey = lease.nodeKey;
         // The registry only accepts submits for active leases, but the verdict may land after the
         // renter closed: the fault is proven either way, so the slash stands and compensates the renter.
-        uint256 compensation = nodeRegistry.slash(lease.nodeKey);
-        uint256 refund;
+        uint256 compensation = nodeRegistry.slashAmountOf(nodeKey);
+        uint256 refund = 0;
         if (lease.status == LeaseStatus.ACTIVE) {
             // The registry already marks the attestation Rejected, so only earlier verified time counts.
             uint256 earnedAmount = _earned(leaseId, lease);
             refund = lease.deposit - earnedAmount;
             _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, compensation);
         }
-        _credit(renter, refund + compensation);
+        _credit(lease.renter, refund + compensation);
+        _slash(nodeKey, compensation);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -372,7 +376,16 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         emit LeaseClosed(leaseId, reason, earnedAmount, refund, compensation);
     }
 
+    /// @dev The last step of a slashing close: every effect is booked, the registry now pays in.
+    function _slash(address nodeKey, uint256 expected) private {
+        if (expected == 0) return;
+        uint256 slashed = nodeRegistry.slash(nodeKey);
+        // Same transaction, nothing in between: the registry takes exactly what it reported.
+        assert(slashed == expected);
+    }
+
     function _credit(address account, uint256 amount) private {
+        // slither-disable-next-line incorrect-equality (skipping an empty credit, not comparing balances)
         if (amount == 0) return;
         credits[account] += amount;
         emit Credited(account, amount);

@@ -82,6 +82,12 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
         return _nodes[nodeKey].operator;
     }
 
+    /// @inheritdoc INodeRegistry
+    function slashAmountOf(address nodeKey) public view override returns (uint256) {
+        Node storage node = _nodes[nodeKey];
+        return ((uint256(node.stake) + node.unbonding) * slashBps) / _BPS;
+    }
+
     /*//////////////////////////////////////////////////////////////////////////
                                      OPERATORS
     //////////////////////////////////////////////////////////////////////////*/
@@ -156,7 +162,8 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
         Node storage node = _nodes[nodeKey];
         uint256 active = node.stake;
         uint256 unbonding = node.unbonding;
-        amount = ((active + unbonding) * slashBps) / _BPS;
+        amount = slashAmountOf(nodeKey);
+        // slither-disable-next-line incorrect-equality (zero is the "nothing to take" case, not a balance race)
         if (amount == 0) return 0;
         uint256 fromStake = amount <= active ? amount : active;
         uint256 fromUnbonding = amount - fromStake;

@@ -12,6 +12,10 @@ import {IAttestationRegistry} from "./IAttestationRegistry.sol";
 /// `quorum()` rejections it is Rejected and the market refunds the renter and slashes the node.
 /// Verified time is what the market pays for (`attestedSeconds`).
 interface IAttestationRegistryCore is IAttestationRegistry {
+    /// @notice Emitted with every AttestationSubmitted: the nonce the report binds, its TCB and the
+    /// chip-id hash (kept in the log only) for verifiers and indexers.
+    event AttestationEvidence(uint256 indexed leaseId, uint256 nonce, uint64 reportedTcb, bytes32 chipIdHash);
+
     /// @notice Emitted when a verifier votes on a pending attestation.
     event AttestationVote(uint256 indexed leaseId, address indexed verifier, bytes32 reportHash, bool ok);
 
@@ -53,7 +57,7 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @dev The measurement must equal the lease's expected one and `nonce` its current
     /// `attestationNonce` (so an old report cannot be replayed). Allowed when there is no
     /// attestation yet or the latest is Verified (re-attestation, on time or late); the time
-    /// the previous verified attestation covered is banked. Emits AttestationSubmitted.
+    /// the previous verified attestation covered is banked. Emits AttestationSubmitted and AttestationEvidence.
     /// Reverts: AttestationRegistry_LeaseNotActive, _NotLeaseNode, _StaleNonce,
     /// _MeasurementMismatch, _ZeroReportHash, _AttestationPending.
     /// @param leaseId The lease.
@@ -61,7 +65,7 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @param reportHash keccak256 of the raw 1184-byte report.
     /// @param measurement The report's 48-byte MEASUREMENT.
     /// @param reportedTcb The report's REPORTED_TCB.
-    /// @param chipIdHash keccak256 of the report's CHIP_ID (emitted, not stored).
+    /// @param chipIdHash keccak256 of the report's CHIP_ID (emitted in AttestationEvidence, not stored).
     function submit(
         uint256 leaseId,
         uint256 nonce,

@@ -71,6 +71,9 @@ interface INodeRegistry {
     /// @notice The operator of `nodeKey` (zero if unregistered).
     function operatorOf(address nodeKey) external view returns (address);
 
+    /// @notice What `slash(nodeKey)` would take right now: `slashBps` of active plus unbonding stake.
+    function slashAmountOf(address nodeKey) external view returns (uint256);
+
     /// @notice Registers `nodeKey` with the caller as its operator.
     /// @dev Reverts: NodeRegistry_ZeroAddress, _NodeAlreadyRegistered, _InvalidNodeSpec.
     function register(address nodeKey, NodeSpec calldata spec, string calldata endpoint) external;

@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {IAttestationRegistry} from "../../../src/interfaces/IAttestationRegistry.sol";
+import {IAttestationRegistryCore} from "../../../src/interfaces/IAttestationRegistryCore.sol";
 import {Errors} from "../../../src/libraries/Errors.sol";
 import {Base} from "../../Base.t.sol";
 
@@ -71,6 +72,8 @@ contract Submit_AttestationRegistry_Test is Base {
         uint256 leaseId = acceptedLease();
         vm.expectEmit(true, true, false, true, address(attestations));
         emit IAttestationRegistry.AttestationSubmitted(leaseId, nodeKey, REPORT_HASH, measurement);
+        vm.expectEmit(true, false, false, true, address(attestations));
+        emit IAttestationRegistryCore.AttestationEvidence(leaseId, 0, TCB, CHIP_ID_HASH);
         submitReport(leaseId, REPORT_HASH);
         IAttestationRegistry.Attestation memory a = attestations.attestationOf(leaseId);
         assertEq(uint256(a.status), uint256(IAttestationRegistry.Status.Pending), "pending");
