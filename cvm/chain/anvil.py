@@ -200,6 +200,11 @@ class Anvil:
         self.stop()
 
     @property
+    def pid(self) -> int | None:
+        """The process id, also its process group (it runs in a session of its own)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         """Whether the process is alive."""
         return self._process is not None and self._process.poll() is None

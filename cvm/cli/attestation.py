@@ -278,3 +278,17 @@ def measure(
         typer.echo(json.dumps({"mode": mode, "measurement": digest.hex()}))
     else:
         typer.echo(digest.hex())
+
+
+@app.command("status")
+def status(
+    lease_id: Annotated[int, typer.Argument(help="The lease id.", min=1)],
+    deployment: Annotated[
+        Path | None, typer.Option("--deployment", help="Deployment record (default: settings).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The attestation of a lease: from the chain, with the backend's verification details."""
+    from cvm.cli.renter import attestation_status
+
+    attestation_status(lease_id, deployment, as_json)

@@ -1,0 +1,193 @@
+"""`cvm demo`: one renter's whole journey on the embedded stack, step by step.
+
+Starts the stack unless one runs in the data directory, makes a keystore wallet, funds it
+from the local faucet, rents a confidential VM, follows it to Verified, lets the example
+dApp contract check `isAttested`, tops up, closes, and shows the refund and the operator's
+earnings. Exits 0, or 1 naming the step that failed; stops whatever it started.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from eth_account.signers.local import LocalAccount
+from rich.table import Table
+
+from cvm.api_client import ApiClient
+from cvm.chain import ChainClient, Deployment
+from cvm.cli._renting import err, out, tokens
+from cvm.cli.renter import follow
+from cvm.cli.stack import DataDirOption, describe
+from cvm.config import get_settings
+from cvm.renter import Renter, RentRequest, connect_chain, is_verified
+from cvm.stack import (
+    DEMO_MEASUREMENT,
+    EmbeddedStack,
+    StackConfig,
+    StackState,
+    running_state,
+)
+from cvm.stack.faucet import fund, local_deployer
+from cvm.stack.keys import new_stack_key
+from cvm.wallet import load_account, read_password_file
+
+_T = TypeVar("_T")
+
+
+class DemoFailed(Exception):
+    """A step of the demo failed."""
+
+
+@contextmanager
+def _stack(directory: Path, nodes: int) -> Iterator[StackState]:
+    state = running_state(directory)
+    if state is not None and state.status == "ready":
+        out.print(f"using the stack already running in {directory}")
+        yield state
+        return
+    stack = EmbeddedStack(
+        StackConfig(directory, nodes=nodes), say=lambda m: err.print(f"[dim]…[/dim] {m}")
+    )
+    try:
+        started = stack.start()
+        out.print(describe(started))
+        yield started
+    finally:
+        err.print("[dim]…[/dim] stopping the stack the demo started")
+        stack.stop()
+
+
+def _step(number: int, title: str, action: Callable[[], _T]) -> _T:
+    out.rule(f"[bold]{number}. {title}")
+    try:
+        return action()
+    except Exception as exc:
+        raise DemoFailed(f"step {number} ({title}) failed: {exc}") from exc
+
+
+def _key_of(state: StackState, prefix: str, node_address: str) -> Path:
+    for node in state.nodes:
+        if node.address.lower() == node_address.lower():
+            index = node.name.removeprefix("node-")
+            return Path(state.data_dir) / "stack" / "keys" / f"{prefix}{index}.json"
+    raise DemoFailed(f"node {node_address} is not one of this stack's nodes")
+
+
+def _unlock(keystore: Path) -> LocalAccount:
+    return load_account(keystore, read_password_file(keystore.with_suffix(".password")))
+
+
+def demo(
+    data_dir: DataDirOption = None,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=20)] = 3,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for Verified.")] = 90.0,
+) -> None:
+    """Rent, attest, check from a dApp contract, top up, close: the whole journey."""
+    directory = (data_dir or get_settings().data_dir).resolve()
+    started = time.monotonic()
+    try:
+        with _stack(directory, nodes) as state:
+            summary = _journey(state, timeout)
+    except DemoFailed as exc:
+        err.print(f"[red]demo failed[/red]: {exc}")
+        raise typer.Exit(1) from None
+    summary.add_row("demo took", f"{time.monotonic() - started:.1f} s")
+    out.print(summary)
+    out.print("[green]demo passed[/green]")
+
+
+def _journey(state: StackState, timeout: float) -> Table:
+    deployment = Deployment.load(Path(state.deployment_file))
+    chain = connect_chain(deployment, state.rpc_url, None)
+    wallets = Path(state.data_dir) / "stack" / "demo-wallets"
+
+    def make_wallet() -> Renter:
+        key = new_stack_key(wallets, f"renter-{int(time.time() * 1000)}")
+        out.print(f"keystore {key.keystore} for renter {key.address}")
+        fund(chain.with_account(local_deployer(deployment)), key.address, 100 * 10**18, 10**19)
+        out.print("funded from the local faucet: 100 tokens, 10 ETH")
+        return Renter(chain.with_account(key.account), ApiClient(state.api_url))
+
+    renter = _step(1, "a renter with a keystore wallet", make_wallet)
+    request = RentRequest(
+        vcpu=2,
+        memory_mib=4096,
+        disk_gib=20,
+        image="cvm-demo-guest",
+        measurement=DEMO_MEASUREMENT,
+        max_price_per_second=10**13,
+        deposit=10**13 * 600,
+    )
+
+    def rent() -> int:
+        offers = renter.matching_nodes(request)
+        out.print(f"{len(offers)} nodes fit 2 vCPU / 4 GiB / 20 GiB at ≤ 0.00001 token/s")
+        lease_id = renter.rent(request)
+        out.print(f"lease {lease_id} created with {tokens(request.deposit)} tokens in escrow")
+        return lease_id
+
+    lease_id = _step(2, "rent a confidential VM", rent)
+
+    def watch() -> None:
+        report = follow(renter, lease_id, timeout, quiet=False)
+        if not is_verified(report):
+            raise DemoFailed(f"the lease ended as {report.attestation.status.name}")
+        out.print(f"matched to node {report.lease.node_key} at {report.lease.rate_per_second}/s")
+
+    _step(3, "matched, launched and attested", watch)
+
+    def verified_event() -> None:
+        events = [
+            event
+            for event in chain.fetch_events(deployment.start_block)
+            if event.name == "AttestationVerified" and event.args["leaseId"] == lease_id
+        ]
+        if not events:
+            raise DemoFailed("no AttestationVerified event on chain")
+        out.print(f"AttestationVerified in block {events[-1].block_number}")
+
+    _step(4, "AttestationVerified on chain", verified_event)
+    node_address = renter.report(lease_id).lease.node_key
+
+    def dapp() -> None:
+        if not chain.attestations.is_attested(lease_id, DEMO_MEASUREMENT):
+            raise DemoFailed("isAttested is false")
+        out.print("AttestationRegistry.isAttested(lease, demo measurement) = true")
+        node = chain.with_account(_unlock(_key_of(state, "node-", node_address)))
+        result = bytes.fromhex("c0ffee".ljust(64, "0"))
+        node.service.post_result(lease_id, result)
+        if chain.service.result_of(lease_id) != result:
+            raise DemoFailed("the example dApp did not record the guest's result")
+        out.print("the example dApp (AttestedService) accepted a result gated on isAttested")
+
+    _step(5, "a dApp contract checks isAttested", dapp)
+    before_topup = renter.report(lease_id).lease.deposit
+    _step(6, "top up", lambda: renter.top_up(lease_id, 10**13 * 300))
+    out.print(f"deposit {tokens(before_topup)} → {tokens(renter.report(lease_id).lease.deposit)}")
+    time.sleep(2)  # let a couple of attested seconds accrue
+    closed, refund = _step(7, "close and get the refund", lambda: renter.close(lease_id))
+    out.print(f"refund {tokens(refund)} tokens, node earned {tokens(closed.earned)}")
+
+    def claim() -> int:
+        operator: ChainClient = chain.with_account(
+            _unlock(_key_of(state, "operator-", node_address))
+        )
+        tx = operator.leases.claim(lease_id)
+        return int(tx.event("EarningsClaimed").args["amount"])
+
+    earnings = _step(8, "the operator claims its earnings", claim)
+    deposited = request.deposit + 10**13 * 300
+    if refund + earnings != deposited:
+        raise DemoFailed(f"refund {refund} + earnings {earnings} != deposit {deposited}")
+    summary = Table(title="demo summary", show_header=False)
+    summary.add_row("lease", str(lease_id))
+    summary.add_row("node", node_address)
+    summary.add_row("deposited", f"{tokens(deposited)} tokens")
+    summary.add_row("refunded to renter", f"{tokens(refund)} tokens")
+    summary.add_row("earned by operator", f"{tokens(earnings)} tokens")
+    return summary

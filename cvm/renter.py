@@ -1,0 +1,361 @@
+"""What a renter does: rent a confidential VM, follow it to Verified, top it up, close it.
+
+One `Renter` per wallet and deployment, used by the `cvm rent`/`lease`/`leases` commands,
+`cvm demo` and the end-to-end benchmark. The chain is the source of truth; the backend
+holds the private spec and the verifier's details. Every failure is a `RenterError` whose
+message says what to do about it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from cvm.api_client import ApiClient, ApiError, AttestationView, NodeView
+from cvm.chain import (
+    Attestation,
+    AttestationStatus,
+    ChainClient,
+    ChainError,
+    ContractRevert,
+    Deployment,
+    Lease,
+    LeaseSpec,
+    LeaseStatus,
+    TeeType,
+)
+
+# Gas a renter needs for a createLeaseWithPermit and a close, at local base fees.
+_MIN_GAS_WEI = 10**15
+
+
+class RenterError(Exception):
+    """A renter action failed; the message names the cause and the remedy."""
+
+
+@dataclass(frozen=True)
+class RentRequest:
+    """A lease as the renter asks for it."""
+
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+    image: str
+    measurement: bytes
+    max_price_per_second: int
+    deposit: int
+    reattest_interval: int = 3600
+    min_node_stake: int = 0
+    ssh_public_key: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaseReport:
+    """A lease as the chain sees it now, with the money around it."""
+
+    lease: Lease
+    attestation: Attestation
+    earned: int
+    refundable: int
+
+    def as_dict(self) -> dict[str, Any]:
+        lease, attestation = self.lease, self.attestation
+        return {
+            "lease_id": lease.lease_id,
+            "renter": lease.renter,
+            "status": lease.status.name.lower(),
+            "close_reason": lease.close_reason.name.lower(),
+            "node": None if int(lease.node_key, 16) == 0 else lease.node_key,
+            "vcpu": lease.vcpu,
+            "memory_mib": lease.memory_mib,
+            "disk_gib": lease.disk_gib,
+            "rate_per_second": lease.rate_per_second,
+            "max_price_per_second": lease.max_price_per_second,
+            "deposit": lease.deposit,
+            "claimed": lease.claimed,
+            "earned": self.earned,
+            "refundable": self.refundable,
+            "accepted_at": lease.accepted_at,
+            "closed_at": lease.closed_at,
+            "attestation": attestation_dict(attestation),
+        }
+
+
+def attestation_dict(attestation: Attestation) -> dict[str, Any]:
+    """An on-chain attestation as plain JSON values."""
+    return {
+        "status": attestation.status.name.lower(),
+        "node": None if int(attestation.node, 16) == 0 else attestation.node,
+        "report_hash": "0x" + attestation.report_hash.hex(),
+        "measurement": "0x" + attestation.measurement.hex(),
+        "reported_tcb": attestation.reported_tcb,
+        "submitted_at": attestation.submitted_at,
+        "verified_at": attestation.verified_at,
+        "expires_at": attestation.expires_at,
+    }
+
+
+def connect_chain(
+    deployment: Deployment, rpc_url: str, account: LocalAccount | None
+) -> ChainClient:
+    """A chain client, after checking the RPC serves the deployment's chain (wrong network)."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    try:
+        chain_id = int(w3.eth.chain_id)
+    except Exception as exc:
+        raise RenterError(
+            f"cannot reach the chain at {rpc_url} ({type(exc).__name__}): is the stack up?"
+        ) from None
+    if chain_id != deployment.chain_id:
+        raise RenterError(
+            f"wrong network: {rpc_url} is chain {chain_id}, the deployment is on chain "
+            f"{deployment.chain_id}"
+        )
+    if not w3.eth.get_code(Web3.to_checksum_address(deployment.lease_market)):
+        raise RenterError(
+            f"wrong network: no LeaseMarket at {deployment.lease_market} on chain {chain_id} "
+            "(a restarted local chain? read the new deployment record)"
+        )
+    return ChainClient(w3, deployment, account)
+
+
+class Renter:
+    """One renter wallet on one deployment."""
+
+    def __init__(self, chain: ChainClient, api: ApiClient | None) -> None:
+        if chain.account is None:
+            raise RenterError("a renter needs an unlocked wallet")
+        self.chain = chain
+        self.account: LocalAccount = chain.account
+        self.api = api
+        self._signed_in = False
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    # --- looking ----------------------------------------------------------------------
+
+    def matching_nodes(self, request: RentRequest) -> list[NodeView]:
+        """Active nodes whose free capacity, price and stake fit `request` (cheapest first)."""
+        if self.api is None:
+            return []
+        try:
+            nodes = self.api.list_nodes(tee_type=int(TeeType.SEV_SNP), active=True, limit=1000)
+        except ApiError as exc:
+            raise RenterError(f"the backend cannot list nodes: {exc.message}") from None
+
+        def fits(node: NodeView) -> bool:
+            vcpus = node.free_vcpus if node.free_vcpus is not None else node.vcpus
+            memory = node.free_memory_mib if node.free_memory_mib is not None else node.memory_mib
+            disk = node.free_disk_gib if node.free_disk_gib is not None else node.disk_gib
+            return (
+                vcpus >= request.vcpu
+                and memory >= request.memory_mib
+                and disk >= request.disk_gib
+                and node.price_per_second * request.vcpu <= request.max_price_per_second
+                and node.stake >= request.min_node_stake
+            )
+
+        return sorted(filter(fits, nodes), key=lambda node: node.price_per_second)
+
+    def report(self, lease_id: int) -> LeaseReport:
+        """The lease, its attestation and its money, read from the chain."""
+        lease = self.chain.leases.get_lease(lease_id)
+        if lease.status == LeaseStatus.NONE:
+            raise RenterError(f"lease {lease_id} does not exist on this deployment")
+        return LeaseReport(
+            lease,
+            self.chain.attestations.attestation_of(lease_id),
+            self.chain.leases.earned(lease_id),
+            self.chain.leases.refundable(lease_id) if lease.status != LeaseStatus.CLOSED else 0,
+        )
+
+    def own_report(self, lease_id: int) -> LeaseReport:
+        """As `report`, refusing a lease that belongs to another renter."""
+        report = self.report(lease_id)
+        if report.lease.renter.lower() != self.address.lower():
+            raise RenterError(
+                f"lease {lease_id} is not yours: it belongs to {report.lease.renter}, "
+                f"this wallet is {self.address}"
+            )
+        return report
+
+    def my_leases(self) -> list[LeaseReport]:
+        """Every lease this wallet created, from the chain's LeaseCreated events."""
+        ids = [
+            int(event.args["leaseId"])
+            for event in self.chain.fetch_events(self.chain.deployment.start_block)
+            if event.name == "LeaseCreated"
+            and str(event.args.get("renter", "")).lower() == self.address.lower()
+        ]
+        return [self.report(lease_id) for lease_id in ids]
+
+    def attestation_details(self, lease_id: int) -> AttestationView | None:
+        """The backend's view (with the verifier's reasons), or None if it is unreachable."""
+        if self.api is None:
+            return None
+        try:
+            return self.api.attestation_status(lease_id)
+        except ApiError:
+            return None
+
+    # --- acting -------------------------------------------------------------------------
+
+    def _sign_in(self) -> ApiClient:
+        if self.api is None:
+            raise RenterError("this needs the backend API: no api_url in the deployment record")
+        if not self._signed_in:
+            try:
+                self.api.login(self.account.key)
+            except ApiError as exc:
+                raise RenterError(f"signing in to the backend failed: {exc.message}") from None
+            self._signed_in = True
+        return self.api
+
+    def _require_funds(self, amount: int) -> None:
+        balance = self.chain.token.balance_of(self.address)
+        if balance < amount:
+            raise RenterError(
+                f"insufficient funds: {self.address} holds {balance} token base units, "
+                f"{amount} needed (on a local stack: `cvm wallet fund`)"
+            )
+        ether = int(self.chain.w3.eth.get_balance(Web3.to_checksum_address(self.address)))
+        if ether < _MIN_GAS_WEI:
+            raise RenterError(
+                f"insufficient funds: {self.address} has {ether} wei for gas "
+                "(on a local stack: `cvm wallet fund`)"
+            )
+
+    def rent(self, request: RentRequest) -> int:
+        """Create the lease (private spec to the backend, deposit by permit); its id."""
+        if len(request.measurement) != 48:
+            raise RenterError("the expected measurement must be 48 bytes (96 hex digits)")
+        if request.deposit <= 0:
+            raise RenterError("the deposit must be positive")
+        if not self.matching_nodes(request):
+            raise RenterError(
+                f"no matching node: none offers {request.vcpu} vCPU, {request.memory_mib} MiB, "
+                f"{request.disk_gib} GiB at {request.max_price_per_second} per second or less "
+                "(see `cvm nodes` in the API, or lower the spec / raise --max-price)"
+            )
+        self._require_funds(request.deposit)
+        api = self._sign_in()
+        try:
+            intent = api.create_lease_intent(
+                image=request.image, ssh_public_key=request.ssh_public_key
+            )
+        except ApiError as exc:
+            raise RenterError(f"the backend refused the private spec: {exc.message}") from None
+        spec = LeaseSpec(
+            TeeType.SEV_SNP,
+            request.vcpu,
+            request.memory_mib,
+            request.disk_gib,
+            request.min_node_stake,
+            request.reattest_interval,
+            bytes.fromhex(intent.spec_hash.removeprefix("0x")),
+        )
+        deadline = self.chain.block_timestamp() + 3600
+        permit = self.chain.token.sign_permit(
+            self.account, self.chain.deployment.lease_market, request.deposit, deadline
+        )
+        try:
+            created = self.chain.leases.create_lease_with_permit(
+                spec, request.max_price_per_second, request.deposit, request.measurement, permit
+            )
+        except ContractRevert as exc:
+            raise RenterError(f"the chain refused the lease: {exc}") from None
+        return created.lease_id
+
+    def top_up(self, lease_id: int, amount: int) -> LeaseReport:
+        """Add `amount` to the deposit of one of this wallet's leases."""
+        report = self.own_report(lease_id)
+        if report.lease.status == LeaseStatus.CLOSED:
+            raise RenterError(f"lease {lease_id} is closed: it cannot be topped up")
+        self._require_funds(amount)
+        try:
+            self.chain.token.approve(self.chain.deployment.lease_market, amount)
+            self.chain.leases.top_up(lease_id, amount)
+        except ContractRevert as exc:
+            raise RenterError(f"the chain refused the top-up: {exc}") from None
+        return self.report(lease_id)
+
+    def close(self, lease_id: int) -> tuple[LeaseReport, int]:
+        """Close one of this wallet's leases; the report after and the refund received."""
+        report = self.own_report(lease_id)
+        if report.lease.status == LeaseStatus.CLOSED:
+            raise RenterError(f"lease {lease_id} is already closed")
+        try:
+            tx = self.chain.leases.close_lease(lease_id)
+        except ContractRevert as exc:
+            raise RenterError(f"the chain refused to close: {exc}") from None
+        refund = int(tx.event("LeaseClosed").args["refund"])
+        return self.report(lease_id), refund
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def wait(
+        self,
+        lease_id: int,
+        until: Callable[[LeaseReport], bool],
+        *,
+        timeout_s: float,
+        on_change: Callable[[str, LeaseReport], None] | None = None,
+        poll_s: float = 0.25,
+    ) -> LeaseReport:
+        """Poll the lease until `until(report)`; calls `on_change(phase, report)` on each
+        new phase; RenterError with the last phase after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        last_phase = ""
+        while True:
+            try:
+                report = self.report(lease_id)
+            except ChainError as exc:
+                raise RenterError(f"reading lease {lease_id} failed: {exc}") from None
+            phase = lease_phase(report)
+            if phase != last_phase:
+                last_phase = phase
+                if on_change is not None:
+                    on_change(phase, report)
+            if until(report):
+                return report
+            if time.monotonic() > deadline:
+                raise RenterError(
+                    f"lease {lease_id} is still '{phase}' after {timeout_s:.0f}s "
+                    "(see the node and backend logs)"
+                )
+            time.sleep(poll_s)
+
+
+def lease_phase(report: LeaseReport) -> str:
+    """One word for where a lease is: open, accepted, pending, verified, rejected, ..."""
+    lease, attestation = report.lease, report.attestation
+    if lease.status == LeaseStatus.CLOSED:
+        return f"closed ({lease.close_reason.name.lower()})"
+    if lease.status == LeaseStatus.OPEN:
+        return "open"
+    if attestation.status == AttestationStatus.NONE:
+        return "accepted"
+    return attestation.status.name.lower()
+
+
+def is_verified(report: LeaseReport) -> bool:
+    return report.attestation.status == AttestationStatus.VERIFIED
+
+
+__all__ = [
+    "LeaseReport",
+    "RentRequest",
+    "Renter",
+    "RenterError",
+    "attestation_dict",
+    "connect_chain",
+    "is_verified",
+    "lease_phase",
+]

@@ -1,0 +1,120 @@
+"""The stack's pid file: `<data_dir>/stack.json`, what `cvm up` runs and where it lives.
+
+Written by the runner as it starts (status `starting`, then `ready`) and removed when it
+has stopped; `cvm down` and every command that needs a running stack read it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvm.stack.errors import StackError
+from cvm.stack.process import group_alive, stop_group
+
+STATE_FILE = "stack.json"
+
+
+@dataclass
+class NodeRecord:
+    """One simulated node of a running stack."""
+
+    name: str
+    address: str
+    operator: str
+    pid: int | None
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+    price_per_vcpu_second: int
+    log: str
+
+
+@dataclass
+class StackState:
+    """What a running stack is made of."""
+
+    pid: int
+    status: str
+    data_dir: str
+    deployment_file: str
+    rpc_url: str = ""
+    api_url: str = ""
+    broker_url: str = ""
+    database_url: str = ""
+    logs: str = ""
+    # name → process group id of every child, so `cvm down` can stop them without the runner.
+    groups: dict[str, int] = field(default_factory=dict)
+    nodes: list[NodeRecord] = field(default_factory=list)
+
+    def save(self, data_dir: Path) -> None:
+        path = data_dir / STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StackState:
+        nodes = [NodeRecord(**node) for node in data.pop("nodes", [])]
+        return cls(**data, nodes=nodes)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(data_dir: Path) -> StackState | None:
+    """The state of the stack in `data_dir`, or None if none is recorded."""
+    path = data_dir / STATE_FILE
+    try:
+        return StackState.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        raise StackError(f"{path} is damaged ({exc}); remove it if no stack runs") from exc
+
+
+def running_state(data_dir: Path) -> StackState | None:
+    """The state of a stack whose runner is alive in `data_dir`, else None."""
+    state = read_state(data_dir)
+    if state is None or not pid_alive(state.pid):
+        return None
+    return state
+
+
+def stop_stack(data_dir: Path, timeout: float = 30.0) -> StackState | None:
+    """Stop the stack recorded in `data_dir`, leaving no process behind; its state or None.
+
+    The runner is asked first (SIGTERM: it stops its children in order); any group still
+    alive afterwards, e.g. because the runner was killed, is terminated, then killed.
+    """
+    state = read_state(data_dir)
+    if state is None:
+        return None
+    if pid_alive(state.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(state.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(state.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.pid, signal.SIGKILL)
+    for pgid in state.groups.values():
+        if group_alive(pgid):
+            stop_group(pgid)
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / STATE_FILE).unlink()
+    return state
