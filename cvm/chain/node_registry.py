@@ -20,6 +20,10 @@ class NodeRegistryClient(OwnedContractClient):
         """The operator of `node_key` (the zero address if unregistered)."""
         return str(self._call("operatorOf", node_key))
 
+    def slash_amount_of(self, node_key: str) -> int:
+        """What a slash of `node_key` would take right now."""
+        return int(self._call("slashAmountOf", node_key))
+
     def token(self) -> str:
         """Address of the staked ERC-20."""
         return str(self._call("token"))

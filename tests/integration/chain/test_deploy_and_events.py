@@ -52,6 +52,7 @@ def test_events_from_the_start_block_tell_the_whole_story(chain: ChainSystem) ->
         "LeaseCreated",
         "LeaseAccepted",
         "AttestationSubmitted",
+        "AttestationEvidence",
         "AttestationVote",
         "AttestationVerified",
     ]
@@ -65,6 +66,13 @@ def test_events_from_the_start_block_tell_the_whole_story(chain: ChainSystem) ->
     assert created.args["expectedMeasurement"] == MEASUREMENT
     submitted = next(e for e in events if e.name == "AttestationSubmitted")
     assert submitted.args["node"] == chain.accounts.node_key.address
+    evidence = next(e for e in events if e.name == "AttestationEvidence")
+    assert evidence.args == {
+        "leaseId": lease_id,
+        "nonce": 0,
+        "reportedTcb": 7,
+        "chipIdHash": b"\xcc" * 32,
+    }
     registered = next(e for e in events if e.name == "NodeRegistered")
     assert registered.args["endpoint"] == "https://node.test"
     # A narrower range holds just its own blocks' events.
