@@ -177,8 +177,26 @@ class MatchIndex:
             if bucket is None:
                 return None
             fresh_since = self.clock() - self.stale_after_s
+            # The hot loop: cheapest and most selective tests first, locals only.
+            vcpus, memory, disk = demand.vcpus, demand.memory_mib, demand.disk_gib
+            min_stake = max(demand.min_stake, 1)
+            # price * vcpus <= max  <=>  price <= max // vcpus (non-negative integers)
+            max_unit_price = demand.max_price_per_second // vcpus if vcpus else 2**256
             for entry in bucket.entries:
-                if not self._fits(entry, demand, fresh_since) or entry.address in exclude:
+                if (
+                    entry.stake < min_stake
+                    or entry.price_per_vcpu > max_unit_price
+                    or entry.free_vcpus is None
+                    or entry.free_vcpus - entry.reserved_vcpus < vcpus
+                    or entry.free_memory_mib - entry.reserved_memory_mib < memory
+                    or entry.free_disk_gib - entry.reserved_disk_gib < disk
+                    or entry.vcpus < vcpus
+                    or entry.memory_mib < memory
+                    or entry.disk_gib < disk
+                    or not entry.active
+                    or entry.heard_at < fresh_since
+                    or (exclude and entry.address in exclude)
+                ):
                     continue
                 score = entry.score
                 self._remove(entry)
@@ -228,23 +246,6 @@ class MatchIndex:
         return len(self._nodes)
 
     # --- internals (lock held) ----------------------------------------------------------------
-
-    def _fits(self, entry: NodeEntry, demand: Demand, fresh_since: float) -> bool:
-        if entry.free_vcpus is None or not entry.active or entry.heard_at < fresh_since:
-            return False
-        if entry.stake < demand.min_stake or entry.stake == 0:
-            return False
-        if entry.price_per_vcpu * demand.vcpus > demand.max_price_per_second:
-            return False
-        return (
-            entry.free_vcpus - entry.reserved_vcpus >= demand.vcpus
-            and entry.free_memory_mib - entry.reserved_memory_mib >= demand.memory_mib
-            and entry.free_disk_gib - entry.reserved_disk_gib >= demand.disk_gib
-            # The chain also checks declared capacity: never offer a node a lease it must refuse.
-            and entry.vcpus >= demand.vcpus
-            and entry.memory_mib >= demand.memory_mib
-            and entry.disk_gib >= demand.disk_gib
-        )
 
     def _score(self, entry: NodeEntry) -> float:
         price_score = self._price_ref / (self._price_ref + entry.price_per_vcpu)

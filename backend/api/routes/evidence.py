@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from backend.api.deps import Context, DbSession
+from backend.api.deps import AppContext, Context, DbSession
 from backend.api.errors import ApiError, not_found
 from backend.api.schemas import EvidenceReceipt, parse_hash
 from backend.evidence import EvidenceFormatError, evidence_hash, report_hash_of
@@ -49,6 +50,13 @@ async def upload_evidence(request: Request, context: Context) -> EvidenceReceipt
     except EvidenceFormatError as exc:
         raise ApiError(422, f"not canonical evidence: {exc}") from exc
     digest = evidence_hash(bundle)
+    # The store is synchronous: waiting for its (SQLite) write lock on the event loop
+    # would stall every other request, including the one that holds the lock.
+    await run_in_threadpool(_store_evidence, context, digest, report_hash, bundle)
+    return EvidenceReceipt(hash=digest, report_hash=report_hash, size=len(bundle))
+
+
+def _store_evidence(context: AppContext, digest: str, report_hash: str, bundle: bytes) -> None:
     with context.store.session() as session:
         if session.get(Evidence, digest) is None:
             try:
@@ -64,7 +72,6 @@ async def upload_evidence(request: Request, context: Context) -> EvidenceReceipt
                     )
             except IntegrityError:
                 pass  # the same bytes were stored concurrently: content addressing makes it one
-    return EvidenceReceipt(hash=digest, report_hash=report_hash, size=len(bundle))
 
 
 @router.get(
