@@ -87,6 +87,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             reportedTcb: record.reportedTcb,
             submittedAt: record.submittedAt,
             verifiedAt: record.verifiedAt,
+            // Safe: a uint40 time plus a uint32 interval fits 64 bits.
+            // forge-lint: disable-next-line(unsafe-typecast)
             expiresAt: uint64(expiresAt)
         });
     }

@@ -141,6 +141,8 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         }
         uint256 newDeposit = deposit + amount;
         if (newDeposit > type(uint128).max) revert Errors.LeaseMarket_DepositOverflow(leaseId, newDeposit);
+        // Safe: checked against type(uint128).max just above.
+        // forge-lint: disable-next-line(unsafe-typecast)
         lease.deposit = uint128(newDeposit);
         emit LeaseToppedUp(leaseId, amount, newDeposit);
         token.safeTransferFrom(msg.sender, address(this), amount);
@@ -202,7 +204,8 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         }
 
         lease.nodeKey = msg.sender;
-        // rate <= maxPricePerSecond < 2^64, so the cast cannot truncate.
+        // Safe: rate <= maxPricePerSecond, a uint64.
+        // forge-lint: disable-next-line(unsafe-typecast)
         lease.ratePerSecond = uint88(rate);
         lease.status = LeaseStatus.ACTIVE;
         lease.acceptedAt = uint40(block.timestamp);
@@ -221,7 +224,8 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         amount = _earned(leaseId, lease) - claimed;
         // slither-disable-next-line incorrect-equality (nothing earned since the last claim, not a balance race)
         if (amount == 0) revert Errors.LeaseMarket_NothingToClaim(leaseId);
-        // claimed + amount = earned <= deposit < 2^128.
+        // Safe: claimed + amount = earned <= deposit, a uint128.
+        // forge-lint: disable-next-line(unsafe-typecast)
         lease.claimed = uint128(claimed + amount);
         emit EarningsClaimed(leaseId, msg.sender, amount);
         // The caller is the operator pulling its own earnings after all effects: a direct transfer is safe.
@@ -369,6 +373,8 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         uint256 compensation
     ) private {
         // From here on the escrow holds exactly the earnings not yet claimed.
+        // Safe: earned <= deposit, a uint128.
+        // forge-lint: disable-next-line(unsafe-typecast)
         lease.deposit = uint128(earnedAmount);
         lease.status = LeaseStatus.CLOSED;
         lease.closedAt = uint40(block.timestamp);

@@ -128,8 +128,12 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
         uint256 active = node.stake;
         if (amount > active) revert Errors.NodeRegistry_UnstakeExceedsStake(nodeKey, amount, active);
         uint256 unlocksAt = block.timestamp + unbondingDelay;
+        // Safe: below the current uint128 stake.
+        // forge-lint: disable-next-line(unsafe-typecast)
         node.stake = uint128(active - amount);
         // Cannot overflow: stake + unbonding <= tokens held, each below 2^128 by construction.
+        // Safe: amount <= active stake, a uint128.
+        // forge-lint: disable-next-line(unsafe-typecast)
         uint128 unbonding = node.unbonding + uint128(amount);
         node.unbonding = unbonding;
         // One timer for the whole unbonding amount: adding to it restarts the delay, so a node
@@ -167,7 +171,11 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
         if (amount == 0) return 0;
         uint256 fromStake = amount <= active ? amount : active;
         uint256 fromUnbonding = amount - fromStake;
+        // Safe: below the current uint128 stake.
+        // forge-lint: disable-next-line(unsafe-typecast)
         node.stake = uint128(active - fromStake);
+        // Safe: below the current uint128 unbonding.
+        // forge-lint: disable-next-line(unsafe-typecast)
         node.unbonding = uint128(unbonding - fromUnbonding);
         emit Slashed(nodeKey, amount, fromStake, fromUnbonding);
         // The lease market is a fixed, trusted contract that credits the renter.
