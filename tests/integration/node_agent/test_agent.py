@@ -4,6 +4,7 @@ capacity refusal, and the reconciler converging chain, store and guests."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -12,7 +13,7 @@ from cvm.attestation.binding import build_report_data
 from cvm.chain import AttestationStatus, LeaseStatus
 from node_agent.agent import NodeAgent
 from node_agent.errors import CapacityExceeded
-from node_agent.launcher.base import GuestState
+from node_agent.launcher.base import GuestSpec, GuestState
 from node_agent.store import LeaseState, Resources, SubmissionState
 from tests.fixtures.chain import MEASUREMENT, NODE_SPEC, ChainSystem
 
@@ -160,8 +161,21 @@ def test_reconciler_stops_a_guest_it_has_no_lease_for(
     chain.staked_node()
     agent = make_agent()
     lease_id = chain.open_lease()  # open, never accepted by us
-    from node_agent.launcher.base import GuestSpec
-
     agent.launcher.launch(GuestSpec(lease_id, 1, 64, 1, MEASUREMENT))
     assert agent.reconcile().stopped == [lease_id]
     assert agent.launcher.running() == []
+
+
+def test_concurrent_leases_share_the_node_key_without_nonce_clashes(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    """The worker runs tasks in threads: four leases at once, one node key, no lost tx."""
+    chain.staked_node()
+    agent = make_agent()
+    lease_ids = [chain.open_lease() for _ in range(4)]  # 4 x 4 vCPUs fill the node
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        states = list(pool.map(agent.handle_lease, lease_ids))
+    assert states == [LeaseState.ATTESTED] * 4
+    for lease_id in lease_ids:
+        assert chain.node.attestations.attestation_nonce(lease_id) == 1
+    assert agent.store.used() == Resources(16, 4 * 8_192, 4 * 40)
