@@ -24,6 +24,7 @@ from cvm.attestation.evidence import EvidenceBundle, report_hash
 from cvm.chain import (
     AttestationStatus,
     ChainClient,
+    ChainError,
     ContractRevert,
     Lease,
     LeaseStatus,
@@ -152,8 +153,14 @@ class NodeAgent:
                 lease.lease_id, LeaseState.ACCEPTED, accept_tx=result.tx_hash
             )
         except ContractRevert as exc:
-            # Someone (another node, or our own earlier attempt) accepted first: re-read.
+            # Someone (another node, or our own earlier attempt) may have accepted first.
             log.info("lease %s: accept reverted: %s", lease.lease_id, exc.name)
+            current = self.chain.leases.get_lease(lease.lease_id)
+            if current.status == LeaseStatus.OPEN:
+                # Refused for a reason of ours (stake, price, TEE): free the capacity.
+                self.store.set_lease_state(lease.lease_id, LeaseState.REFUSED, reason=exc.name)
+                raise LeaseNotOurs(f"lease {lease.lease_id}: accept refused: {exc}") from exc
+            return current
         return self.chain.leases.get_lease(lease.lease_id)
 
     def _ensure_guest(self, record: LeaseRecord) -> bool:
@@ -332,36 +339,50 @@ class NodeAgent:
                 known[lease_id] = self._reserve(lease)
         running = {guest.lease_id for guest in self.launcher.running()}
         for lease_id in sorted(set(known) | running):
-            with lease_lock(self.lock_dir, lease_id):
-                record = self.store.get_lease(lease_id)
-                lease = self.chain.leases.get_lease(lease_id)
-                active = lease.status == LeaseStatus.ACTIVE and self._ours(lease)
-                if record is None or record.state not in (
-                    LeaseState.RESERVED,
-                    LeaseState.ACCEPTED,
-                    LeaseState.LAUNCHED,
-                    LeaseState.ATTESTED,
-                ):
-                    if not active:
-                        self._retire(lease_id, record, "not an active lease of this node")
-                        stopped.append(lease_id)
-                        continue
-                    record = self._reserve(lease)
-                    adopted.append(lease_id)
-                if lease.status == LeaseStatus.OPEN and record.state == LeaseState.RESERVED:
-                    self._advance(lease_id)  # a dispatched lease we had not accepted yet
-                    continue
-                if not active or self._exhausted(lease):
-                    if active:
-                        self.chain.leases.settle(lease_id)
-                    self._retire(lease_id, record, f"lease is {lease.status.name} on chain")
-                    stopped.append(lease_id)
-                    continue
-                if self._ensure_guest(record):
-                    relaunched.append(lease_id)
-                if self._attest(lease_id, record):
-                    attested.append(lease_id)
+            try:
+                self._reconcile_one(lease_id, adopted, relaunched, stopped, attested)
+            except (AgentError, ChainError) as exc:
+                # One lease's trouble must not keep the others from converging.
+                log.warning("reconcile lease %s: %s", lease_id, exc)
         return ReconcileResult(adopted, relaunched, stopped, attested)
+
+    def _reconcile_one(
+        self,
+        lease_id: int,
+        adopted: list[int],
+        relaunched: list[int],
+        stopped: list[int],
+        attested: list[int],
+    ) -> None:
+        with lease_lock(self.lock_dir, lease_id):
+            record = self.store.get_lease(lease_id)
+            lease = self.chain.leases.get_lease(lease_id)
+            active = lease.status == LeaseStatus.ACTIVE and self._ours(lease)
+            if record is None or record.state not in (
+                LeaseState.RESERVED,
+                LeaseState.ACCEPTED,
+                LeaseState.LAUNCHED,
+                LeaseState.ATTESTED,
+            ):
+                if not active:
+                    self._retire(lease_id, record, "not an active lease of this node")
+                    stopped.append(lease_id)
+                    return
+                record = self._reserve(lease)
+                adopted.append(lease_id)
+            if lease.status == LeaseStatus.OPEN and record.state == LeaseState.RESERVED:
+                self._advance(lease_id)  # a dispatched lease we had not accepted yet
+                return
+            if not active or self._exhausted(lease):
+                if active:
+                    self.chain.leases.settle(lease_id)
+                self._retire(lease_id, record, f"lease is {lease.status.name} on chain")
+                stopped.append(lease_id)
+                return
+            if self._ensure_guest(record):
+                relaunched.append(lease_id)
+            if self._attest(lease_id, record):
+                attested.append(lease_id)
 
     # --- heartbeat ----------------------------------------------------------------------
     def heartbeat(self) -> Heartbeat:

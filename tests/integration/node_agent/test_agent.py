@@ -12,7 +12,7 @@ from cvm.attestation.abi import parse
 from cvm.attestation.binding import build_report_data
 from cvm.chain import AttestationStatus, LeaseStatus
 from node_agent.agent import NodeAgent
-from node_agent.errors import CapacityExceeded
+from node_agent.errors import CapacityExceeded, LeaseNotOurs
 from node_agent.launcher.base import GuestSpec, GuestState
 from node_agent.store import LeaseState, Resources, SubmissionState
 from tests.fixtures.chain import MEASUREMENT, NODE_SPEC, ChainSystem
@@ -179,3 +179,18 @@ def test_concurrent_leases_share_the_node_key_without_nonce_clashes(
     for lease_id in lease_ids:
         assert chain.node.attestations.attestation_nonce(lease_id) == 1
     assert agent.store.used() == Resources(16, 4 * 8_192, 4 * 40)
+
+
+def test_a_lease_the_chain_will_not_let_us_accept_frees_its_capacity(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    lease_id = chain.open_lease(max_price=1)  # far below the node's price
+    agent = make_agent()
+    with pytest.raises(LeaseNotOurs, match="accept refused"):
+        agent.handle_lease(lease_id)
+    record = agent.store.get_lease(lease_id)
+    assert record is not None and record.state == LeaseState.REFUSED
+    assert agent.store.used() == Resources(0, 0, 0)
+    assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.OPEN
+    assert agent.reconcile().adopted == []  # and the reconciler leaves it alone
