@@ -38,7 +38,6 @@ contract LeaseHandler is Test {
     mapping(uint256 leaseId => uint256) public ghostBanked;
     mapping(uint256 leaseId => uint256) public ghostSubmittedAt;
     mapping(uint256 leaseId => bool) public ghostVerified;
-    mapping(uint256 leaseId => bool) public ghostPending;
 
     uint256 public ghostStakeIn;
     uint256 public ghostStakeOut;
@@ -129,7 +128,6 @@ contract LeaseHandler is Test {
         if (ghostVerified[leaseId]) ghostBanked[leaseId] += _window(ghostSubmittedAt[leaseId], block.timestamp);
         ghostSubmittedAt[leaseId] = block.timestamp;
         ghostVerified[leaseId] = false;
-        ghostPending[leaseId] = true;
     }
 
     function confirm(uint256 leaseSeed, uint256 verdict) external {
@@ -143,7 +141,6 @@ contract LeaseHandler is Test {
         uint256 creditBefore = market.credits(before.renter);
         vm.prank(verifier);
         attestations.confirm(leaseId, reportHash, ok);
-        ghostPending[leaseId] = false;
         if (ok) {
             ghostVerified[leaseId] = true;
         } else {
