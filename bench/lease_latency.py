@@ -89,12 +89,18 @@ def _summary(latencies_s: list[float]) -> dict[str, float]:
     }
 
 
-class VerifiedWatcher:
-    """Notes the moment each `AttestationVerified` appears on chain (polls every 2 ms)."""
+class EventWatcher:
+    """Notes when each lease's accept, submission and verification appear (polls every 5 ms)."""
+
+    EVENTS = (
+        ("accepted", "leases", "LeaseAccepted"),
+        ("submitted", "attestations", "AttestationSubmitted"),
+        ("verified", "attestations", "AttestationVerified"),
+    )
 
     def __init__(self, client: ChainClient) -> None:
         self.client = client
-        self.seen: dict[int, float] = {}
+        self.seen: dict[str, dict[int, float]] = {stage: {} for stage, _, _ in self.EVENTS}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._next_block = client.w3.eth.block_number
@@ -107,17 +113,23 @@ class VerifiedWatcher:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        event = self.client.attestations.contract.events.AttestationVerified
+        events = [
+            (stage, getattr(getattr(self.client, owner).contract.events, name))
+            for stage, owner, name in self.EVENTS
+        ]
         while not self._stop.is_set():
             head = self.client.w3.eth.block_number
             if head >= self._next_block:
-                for log in event.get_logs(from_block=self._next_block, to_block=head):
-                    self.seen.setdefault(int(log["args"]["leaseId"]), time.perf_counter())
+                for stage, event in events:
+                    for log in event.get_logs(from_block=self._next_block, to_block=head):
+                        lease_id = int(log["args"]["leaseId"])
+                        self.seen[stage].setdefault(lease_id, time.perf_counter())
                 self._next_block = head + 1
-            self._stop.wait(0.002)
+            self._stop.wait(0.005)
 
     def wait(self, lease_id: int, timeout: float = 60) -> float:
-        return float(_wait(lambda: self.seen.get(lease_id), timeout, f"lease {lease_id}"))
+        verified = self.seen["verified"]
+        return float(_wait(lambda: verified.get(lease_id), timeout, f"lease {lease_id}"))
 
 
 def baseline(anvil: Anvil, clients: dict[str, ChainClient], rounds: int) -> list[float]:
@@ -276,14 +288,21 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
     stack.append(stop_agent)
     _wait(lambda: b"ready." in (work / "agent.log").read_bytes(), 120, "the node agent")
 
-    watcher = VerifiedWatcher(clients["renter"])
+    watcher = EventWatcher(clients["renter"])
     watcher.start()
     stack.append(watcher.stop)
     latencies = []
+    stages: dict[str, list[float]] = {"to_accepted": [], "to_submitted": [], "to_verified": []}
     for _ in range(leases):
         created = clients["renter"].leases.create_lease(LEASE, MAX_PRICE, DEPOSIT, MEASUREMENT)
         start = time.perf_counter()
-        latencies.append(watcher.wait(created.lease_id) - start)
+        verified = watcher.wait(created.lease_id)
+        latencies.append(verified - start)
+        accepted = watcher.seen["accepted"][created.lease_id]
+        submitted = watcher.seen["submitted"][created.lease_id]
+        stages["to_accepted"].append(accepted - start)
+        stages["to_submitted"].append(submitted - accepted)
+        stages["to_verified"].append(verified - submitted)
         clients["renter"].leases.close_lease(created.lease_id)
 
     whole, floor = _summary(latencies), _summary(base)
@@ -294,6 +313,17 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
                 "leases": leases,
                 "launcher": "simulated",
                 "lease_created_to_attestation_verified": whole,
+                "stages_p50_ms": {
+                    "created_to_accepted (index, match, queue, accept)": _summary(
+                        stages["to_accepted"]
+                    )["p50_ms"],
+                    "accepted_to_submitted (launch, report, upload, submit)": _summary(
+                        stages["to_submitted"]
+                    )["p50_ms"],
+                    "submitted_to_verified (index, verify, confirm)": _summary(
+                        stages["to_verified"]
+                    )["p50_ms"],
+                },
                 "baseline_direct_transactions": {**floor, "rounds": baseline_rounds},
                 "overhead_p50_ms": round(whole["p50_ms"] - floor["p50_ms"], 1),
                 "ratio_p50": round(whole["p50_ms"] / floor["p50_ms"], 2),
@@ -304,6 +334,8 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
                     "indexer_confirmations": 0,
                     "verifier_quorum": 1,
                     "anvil": "automine",
+                    "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+                    "cpus": os.cpu_count(),
                 },
             },
             indent=2,
