@@ -116,9 +116,17 @@ class ManagedProcess:
         process = self._process
         if process is None:
             return
-        stop_group(process.pid, timeout)
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        # Reap the leader first: an unreaped (zombie) leader keeps its group "alive".
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout)
+            process.wait(max(0.0, deadline - time.monotonic()))
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def stop_all(processes: Sequence[ManagedProcess], timeout: float = 10.0) -> None:

@@ -346,9 +346,8 @@ class EmbeddedStack:
         if self.state is not None:
             self.state.status = "stopping"
             self.state.save(data_dir)
-        stop_all(self.agents)  # at once: each may take seconds to finish its tasks
-        if self.backend is not None:
-            self.backend.stop()
+        # Agents and backend at once: each may take seconds to finish what it is doing.
+        stop_all([*self.agents, *([self.backend] if self.backend is not None else [])])
         if self.redis is not None:
             self.redis.stop()
         self._ticker_stop.set()

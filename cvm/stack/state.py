@@ -94,7 +94,7 @@ def running_state(data_dir: Path) -> StackState | None:
     return state
 
 
-def stop_stack(data_dir: Path, timeout: float = 30.0) -> StackState | None:
+def stop_stack(data_dir: Path, timeout: float = 60.0) -> StackState | None:
     """Stop the stack recorded in `data_dir`, leaving no process behind; its state or None.
 
     The runner is asked first (SIGTERM: it stops its children in order); any group still

@@ -1,0 +1,67 @@
+"""One `cvm up` stack per test module, started and stopped as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Cli, descendants, group_alive, pid_alive, stop_up
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    cli: Cli
+    up: subprocess.Popen[str]
+    state: dict
+
+    @property
+    def data_dir(self) -> Path:
+        return self.cli.data_dir
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`cvm up --nodes 3`; on teardown Ctrl-C (SIGINT), then nothing it started may remain."""
+    cli = Cli(tmp_path_factory.mktemp("cvm-e2e"))
+    up = cli.spawn_up("--nodes", "3")
+    try:
+        state = cli.wait_ready(up)
+    except BaseException:
+        stop_up(up)
+        raise
+    running = Stack(cli, up, state)
+    yield running
+    groups = dict(cli.state()["groups"])
+    below = descendants(up.pid)
+    code = stop_up(up)
+    assert code == 0, cli.up_log()
+    assert [name for name, pgid in groups.items() if group_alive(pgid)] == []
+    assert [pid for pid in below if pid_alive(pid)] == []
+    assert not (cli.data_dir / "stack.json").exists()
+
+
+def password_file(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.password"
+    path.write_text(f"correct horse battery {name}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def new_wallet(stack: Stack, name: str, *, fund: bool = True) -> list[str]:
+    """A renter wallet made with `cvm wallet new`; the options that select and unlock it."""
+    secret = password_file(stack.data_dir, name)
+    stack.cli.json(
+        "wallet", "new", name, "--password-file", str(secret),
+        # A cheap KDF: the tests unlock the wallet in every command.
+        "--kdf", "pbkdf2", "--iterations", "1000",
+    )  # fmt: skip
+    if fund:
+        stack.cli.json("wallet", "fund", name, "--tokens", "100")
+    return ["--wallet", name, "--password-file", str(secret)]

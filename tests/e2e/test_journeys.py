@@ -1,0 +1,188 @@
+"""Renter and dApp journeys on one `cvm up` stack, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from cvm.chain import ChainClient, ContractRevert, Deployment
+from cvm.sdk import AttestationClient
+from cvm.stack import DEMO_MEASUREMENT
+from cvm.wallet import load_account, read_password_file
+from tests.e2e.conftest import Stack, new_wallet
+
+pytestmark = pytest.mark.e2e
+
+NODE0_PRICE = 10**12  # per vCPU-second: the cheapest node of `cvm up`'s default fleet
+
+
+def chain_of(stack: Stack) -> ChainClient:
+    deployment = Deployment.load(stack.data_dir / "deployment.json")
+    assert deployment.rpc_url is not None
+    return ChainClient.connect(deployment.rpc_url, deployment)
+
+
+def stack_key(stack: Stack, name: str) -> ChainClient:
+    keys = stack.data_dir / "stack" / "keys"
+    account = load_account(keys / f"{name}.json", read_password_file(keys / f"{name}.password"))
+    return chain_of(stack).with_account(account)
+
+
+def node_name(stack: Stack, address: str) -> str:
+    for node in stack.cli.state()["nodes"]:
+        if node["address"].lower() == address.lower():
+            return str(node["name"])
+    raise AssertionError(f"{address} is not a node of the stack")
+
+
+def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_rent_attest_dapp_topup_close_refund(stack: Stack) -> None:
+    alice = new_wallet(stack, "alice")
+    chain = chain_of(stack)
+    address = next(w["address"] for w in stack.cli.json("wallet", "list") if w["name"] == "alice")
+    balance_before = chain.token.balance_of(address)
+
+    lease = stack.cli.json("rent", "--vcpu", "2", "--duration", "10m", *alice)
+    lease_id = lease["lease_id"]
+    assert lease["status"] == "active"
+    assert lease["attestation"]["status"] == "verified"
+    assert lease["attestation"]["measurement"] == "0x" + DEMO_MEASUREMENT.hex()
+    deposit = lease["deposit"]
+    assert chain.token.balance_of(address) == balance_before - deposit
+
+    status = stack.cli.json("attestation", "status", str(lease_id))
+    assert status["status"] == "verified"
+    assert status["node"] == lease["node"]
+    assert status["verification"]["ok"] is True
+    assert status["verification"]["reason_codes"] == []
+
+    # The dApp side: the SDK, and the example consumer contract gating on isAttested.
+    sdk = AttestationClient(chain.deployment.rpc_url or "", chain.deployment.attestation_registry)
+    seen = sdk.status(lease_id)
+    assert seen.verified and seen.measurement == DEMO_MEASUREMENT
+    assert sdk.is_attested(lease_id, DEMO_MEASUREMENT)
+    assert not sdk.is_attested(lease_id, bytes(48))
+    node = stack_key(stack, node_name(stack, lease["node"]))
+    result = bytes(range(32))
+    node.service.post_result(lease_id, result)
+    assert chain.service.result_of(lease_id) == result
+    with pytest.raises(ContractRevert) as refused:
+        node.service.post_result(lease_id + 1000, result)
+    assert refused.value.name == "AttestedService_NotAttested"
+
+    topped = stack.cli.json("lease", "topup", str(lease_id), "0.001", *alice)
+    assert topped["deposit"] == deposit + 10**15
+    listed = stack.cli.json("leases", *alice)
+    assert lease_id in [entry["lease_id"] for entry in listed]
+
+    closed = stack.cli.json("lease", "close", str(lease_id), *alice)
+    assert closed["status"] == "closed" and closed["close_reason"] == "renter"
+    assert closed["earned"] > 0, "attested seconds were paid for"
+    assert closed["refund"] + closed["earned"] == deposit + 10**15
+    assert chain.token.balance_of(address) == balance_before - closed["earned"]
+    # The operator is paid exactly what the lease earned.
+    operator = stack_key(stack, node_name(stack, lease["node"]).replace("node", "operator"))
+    claimed = operator.leases.claim(lease_id)
+    assert claimed.event("EarningsClaimed").args["amount"] == closed["earned"]
+
+
+def test_no_node_fits(stack: Stack) -> None:
+    bob = new_wallet(stack, "bob")
+    before = chain_of(stack).leases.next_lease_id()
+    refused = stack.cli.run(
+        "rent", "--vcpu", "64", "--duration", "10m", "--max-price", "1", *bob, check=False
+    )
+    assert refused.code == 1
+    assert "no matching node" in refused.stderr
+    assert chain_of(stack).leases.next_lease_id() == before, "no lease was created"
+
+
+def test_helpful_errors(stack: Stack) -> None:
+    carol = new_wallet(stack, "carol", fund=False)
+    broke = stack.cli.run("rent", "--duration", "10m", *carol, "--json", check=False)
+    assert broke.code == 1
+    assert "insufficient funds" in broke.json["error"]
+
+    dave = new_wallet(stack, "dave")
+    erin = new_wallet(stack, "erin")
+    lease = stack.cli.json("rent", "--duration", "10m", "--no-wait", *dave)
+    stranger = stack.cli.run("lease", "close", str(lease["lease_id"]), *erin, check=False)
+    assert stranger.code == 1 and "is not yours" in stranger.stderr
+    assert stack.cli.json("lease", "show", str(lease["lease_id"]), *dave)["status"] != "closed"
+
+    record = json.loads((stack.data_dir / "deployment.json").read_text())
+    other = stack.data_dir / "other-network.json"
+    other.write_text(json.dumps({**record, "chain_id": 1}))
+    wrong = stack.cli.run("leases", "--deployment", str(other), *dave, check=False)
+    assert wrong.code == 1 and "wrong network" in wrong.stderr
+    stack.cli.json("lease", "close", str(lease["lease_id"]), *dave)
+
+
+def test_deposit_runs_out(stack: Stack) -> None:
+    frank = new_wallet(stack, "frank")
+    # One vCPU at node-0's price: only node-0 fits, and 6 attested seconds use it all.
+    lease = stack.cli.json(
+        "rent", "--vcpu", "1", "--memory", "1024", "--disk", "10",
+        "--max-price", f"{NODE0_PRICE}base", "--deposit", f"{6 * NODE0_PRICE}base", *frank,
+    )  # fmt: skip
+    lease_id = lease["lease_id"]
+    assert lease["attestation"]["status"] == "verified"
+    guest = (
+        stack.data_dir
+        / "stack"
+        / "node"
+        / lease["node"].lower()
+        / "guests"
+        / f"lease-{lease_id}.json"
+    )
+    assert guest.exists(), "the simulated guest runs while the lease is paid for"
+
+    def settled() -> dict | None:
+        shown = stack.cli.json("lease", "show", str(lease_id), *frank)
+        return shown if shown["status"] == "closed" else None
+
+    final = wait_for(settled, 60, "the agent to settle the exhausted lease")
+    assert final["close_reason"] == "exhausted"
+    assert final["earned"] == 6 * NODE0_PRICE
+    wait_for(lambda: not guest.exists(), 30, "the agent to stop the guest")
+
+
+def test_node_killed_mid_lease(stack: Stack) -> None:
+    grace = new_wallet(stack, "grace")
+    cheap = ["--vcpu", "1", "--memory", "1024", "--disk", "10", "--max-price", f"{NODE0_PRICE}base"]
+    lease = stack.cli.json("rent", *cheap, "--duration", "10m", *grace)
+    lease_id = lease["lease_id"]
+    name = node_name(stack, lease["node"])
+    assert name == "node-0"
+    old_pid = next(n["pid"] for n in stack.cli.state()["nodes"] if n["name"] == name)
+
+    os.killpg(old_pid, signal.SIGKILL)
+
+    def restarted() -> int | None:
+        pid = next(n["pid"] for n in stack.cli.state()["nodes"] if n["name"] == name)
+        return pid if pid != old_pid else None
+
+    wait_for(restarted, 30, "cvm up to restart the killed agent")
+    # The lease survived on chain; the restarted agent reconciles and keeps serving.
+    shown = stack.cli.json("lease", "show", str(lease_id), *grace)
+    assert shown["status"] == "active" and shown["attestation"]["status"] == "verified"
+    second = stack.cli.json("rent", *cheap, "--duration", "10m", *grace)
+    assert second["node"] == lease["node"]
+    assert second["attestation"]["status"] == "verified"
+    for opened in (lease, second):
+        closed = stack.cli.json("lease", "close", str(opened["lease_id"]), *grace)
+        assert closed["earned"] > 0
+        assert closed["refund"] + closed["earned"] == opened["deposit"]
