@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -111,14 +111,15 @@ class NodeAgent:
             return self._retire(lease_id, record, f"lease is {lease.status.name} on chain")
         if record is None or record.state == LeaseState.REFUSED:
             record = self._reserve(lease)  # raises CapacityExceeded when it does not fit
+        just_accepted = False
         if lease.status == LeaseStatus.OPEN:
-            lease = self._accept(lease)
+            lease, just_accepted = self._accept(lease)
             if not self._ours(lease):
                 return self._retire(lease_id, record, "accepted by another node")
         if record.state == LeaseState.RESERVED:
             self.store.set_lease_state(lease_id, LeaseState.ACCEPTED)
         self._ensure_guest(record)
-        if self._attest(lease_id, record):
+        if self._attest(lease_id, fresh=just_accepted):
             return LeaseState.ATTESTED
         current = self.store.get_lease(lease_id)
         return current.state if current else LeaseState.LAUNCHED
@@ -145,13 +146,16 @@ class NodeAgent:
                 return record
             raise
 
-    def _accept(self, lease: Lease) -> Lease:
+    def _accept(self, lease: Lease) -> tuple[Lease, bool]:
+        """Accept on chain; the lease as it is now, and whether this call accepted it."""
         try:
             result = self.chain.leases.accept_lease(lease.lease_id)
             crash_point("accepted")
             self.store.set_lease_state(
                 lease.lease_id, LeaseState.ACCEPTED, accept_tx=result.tx_hash
             )
+            # Mined and successful: the lease is ours and active, no need to read it back.
+            return replace(lease, status=LeaseStatus.ACTIVE, node_key=self.address), True
         except ContractRevert as exc:
             # Someone (another node, or our own earlier attempt) may have accepted first.
             log.info("lease %s: accept reverted: %s", lease.lease_id, exc.name)
@@ -160,8 +164,7 @@ class NodeAgent:
                 # Refused for a reason of ours (stake, price, TEE): free the capacity.
                 self.store.set_lease_state(lease.lease_id, LeaseState.REFUSED, reason=exc.name)
                 raise LeaseNotOurs(f"lease {lease.lease_id}: accept refused: {exc}") from exc
-            return current
-        return self.chain.leases.get_lease(lease.lease_id)
+            return current, False
 
     def _ensure_guest(self, record: LeaseRecord) -> bool:
         """Start the lease's guest unless it runs; True if it had to be (re)started."""
@@ -195,24 +198,15 @@ class NodeAgent:
         return final
 
     # --- attestation --------------------------------------------------------------------
-    def _attest(self, lease_id: int, record: LeaseRecord, *, force: bool = False) -> bool:
-        """Submit an attestation for the current nonce if one is due; True if one was sent."""
-        registry = self.chain.attestations
-        latest = registry.attestation_of(lease_id)
-        nonce = registry.attestation_nonce(lease_id)
-        if latest.status == AttestationStatus.PENDING:
-            # Submitted (perhaps by us just before a crash): the verifiers have it now.
-            self._note_landed(lease_id, nonce - 1, latest.report_hash)
-            self._mark_attested(lease_id)
+    def _attest(self, lease_id: int, *, force: bool = False, fresh: bool = False) -> bool:
+        """Submit an attestation for the current nonce if one is due; True if one was sent.
+
+        `fresh`: this very call accepted the lease under its lock, so nothing can have been
+        submitted yet: nonce 0, no attestation (two chain reads saved on the hot path).
+        """
+        nonce = 0 if fresh else self._due_nonce(lease_id, force)
+        if nonce is None:
             return False
-        if latest.status == AttestationStatus.REJECTED:
-            return False  # the market closes the lease; the stop path frees the guest
-        if latest.status == AttestationStatus.VERIFIED:
-            self._note_landed(lease_id, nonce - 1, latest.report_hash)
-            due_at = latest.expires_at - self.reattest_margin_s
-            if not force and self.chain.block_timestamp() < due_at:
-                self._mark_attested(lease_id)
-                return False
         submission = self.store.get_submission(lease_id, nonce)
         if submission is None:
             report_data = build_report_data(
@@ -234,6 +228,25 @@ class NodeAgent:
         if submission.state == SubmissionState.REPORTED:
             self._upload(submission)
         return self._submit(lease_id, nonce, submission.report)
+
+    def _due_nonce(self, lease_id: int, force: bool) -> int | None:
+        """The nonce to attest now, or None while the latest attestation stands."""
+        latest = self.chain.attestations.attestation_of(lease_id)
+        nonce = self.chain.attestations.attestation_nonce(lease_id)
+        if latest.status == AttestationStatus.PENDING:
+            # Submitted (perhaps by us just before a crash): the verifiers have it now.
+            self._note_landed(lease_id, nonce - 1, latest.report_hash)
+            self._mark_attested(lease_id)
+            return None
+        if latest.status == AttestationStatus.REJECTED:
+            return None  # the market closes the lease; the stop path frees the guest
+        if latest.status == AttestationStatus.VERIFIED:
+            self._note_landed(lease_id, nonce - 1, latest.report_hash)
+            due_at = latest.expires_at - self.reattest_margin_s
+            if not force and self.chain.block_timestamp() < due_at:
+                self._mark_attested(lease_id)
+                return None
+        return nonce
 
     def _upload(self, submission: Submission) -> None:
         evidence = EvidenceBundle(
@@ -300,7 +313,7 @@ class NodeAgent:
                 self._retire(lease_id, record, f"lease is {lease.status.name} on chain")
                 return False
             self._ensure_guest(record)
-            return self._attest(lease_id, record, force=force)
+            return self._attest(lease_id, force=force)
 
     # --- stopping -----------------------------------------------------------------------
     def stop_lease(self, lease_id: int) -> LeaseState | None:
@@ -381,7 +394,7 @@ class NodeAgent:
                 return
             if self._ensure_guest(record):
                 relaunched.append(lease_id)
-            if self._attest(lease_id, record):
+            if self._attest(lease_id):
                 attested.append(lease_id)
 
     # --- heartbeat ----------------------------------------------------------------------
