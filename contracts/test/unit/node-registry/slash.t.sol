@@ -33,6 +33,7 @@ contract Slash_NodeRegistry_Test is Base {
         uint256 fromStake = expected <= STAKE - unstake ? expected : STAKE - unstake;
         vm.expectEmit(true, false, false, true, address(nodes));
         emit INodeRegistry.Slashed(nodeKey, expected, fromStake, expected - fromStake);
+        assertEq(nodes.slashAmountOf(nodeKey), expected, "slashAmountOf predicts the slash");
         vm.prank(address(market));
         uint256 amount = nodes.slash(nodeKey);
         assertEq(amount, expected, "slashBps of total stake");
