@@ -194,3 +194,20 @@ def test_a_lease_the_chain_will_not_let_us_accept_frees_its_capacity(
     assert agent.store.used() == Resources(0, 0, 0)
     assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.OPEN
     assert agent.reconcile().adopted == []  # and the reconciler leaves it alone
+
+
+def test_a_lease_that_ran_out_is_settled_and_its_guest_stopped(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    lease_id = chain.open_lease(deposit=10**16)  # about 2,500 s at the lease's rate
+    agent = make_agent()
+    agent.handle_lease(lease_id)
+    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
+    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    assert agent.reconcile().stopped == []  # paid for: keeps running
+    chain.advance(3_000)
+    assert agent.reconcile().stopped == [lease_id]
+    assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.CLOSED
+    assert agent.launcher.running() == []
+    assert agent.store.used() == Resources(0, 0, 0)
