@@ -392,9 +392,11 @@ class NodeAgent:
                 self._retire(lease_id, record, f"lease is {lease.status.name} on chain")
                 stopped.append(lease_id)
                 return
-            if self._ensure_guest(record):
+            restarted = self._ensure_guest(record)
+            if restarted:
                 relaunched.append(lease_id)
-            if self._attest(lease_id):
+            # A guest started afresh is not the one the standing attestation was about.
+            if self._attest(lease_id, force=restarted):
                 attested.append(lease_id)
 
     # --- heartbeat ----------------------------------------------------------------------

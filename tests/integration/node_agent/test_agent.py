@@ -211,3 +211,18 @@ def test_a_lease_that_ran_out_is_settled_and_its_guest_stopped(
     assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.CLOSED
     assert agent.launcher.running() == []
     assert agent.store.used() == Resources(0, 0, 0)
+
+
+def test_a_relaunched_guest_is_attested_again(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    chain.staked_node()
+    lease_id = chain.open_lease()
+    agent = make_agent()
+    agent.handle_lease(lease_id)
+    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
+    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    agent.launcher.stop(lease_id)  # the host rebooted: the verified guest is gone
+    result = agent.reconcile()
+    assert (result.relaunched, result.attested) == ([lease_id], [lease_id])
+    assert chain.node.attestations.attestation_nonce(lease_id) == 2
