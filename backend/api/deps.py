@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Protocol
 
+import anyio
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
@@ -45,7 +46,7 @@ class AppContext:
         return datetime.fromtimestamp(self.clock(), UTC)
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
 
@@ -53,16 +54,41 @@ def get_context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-def get_session(context: Context) -> Iterator[Session]:
+# Commits and rollbacks run on worker threads of their own: if they shared the request
+# threadpool, requests blocked waiting for a pooled connection could starve the very
+# teardowns that would give connections back (a deadlock under load).
+_TEARDOWN_THREADS = anyio.CapacityLimiter(16)
+
+
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    finally:
+        session.close()
+
+
+def _rollback(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
+
+
+async def get_session(context: Context) -> AsyncIterator[Session]:
     """One transaction per request: committed if the route returns, rolled back otherwise.
 
     Callables the route appends to `session.info["after_commit"]` run once the commit
     succeeded (e.g. telling the matcher about a heartbeat it must not see if the write failed).
     """
-    with context.store.session() as session:
-        session.info["after_commit"] = []
+    session = context.store.new_session()
+    session.info["after_commit"] = []
+    try:
         yield session
-        callbacks = session.info.pop("after_commit")
+    except BaseException:
+        await anyio.to_thread.run_sync(_rollback, session, limiter=_TEARDOWN_THREADS)
+        raise
+    callbacks = session.info.pop("after_commit")
+    await anyio.to_thread.run_sync(_commit, session, limiter=_TEARDOWN_THREADS)
     for callback in callbacks:
         callback()
 

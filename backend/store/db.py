@@ -28,19 +28,26 @@ def make_engine(url: str) -> Engine:
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=20,
+            max_overflow=40,
         )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets the API read while the indexer writes; the busy timeout serialises
-            # writers instead of failing them.
+            # The busy timeout serialises writers instead of failing them.
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        if database and database != ":memory:":
+            # WAL (readers never wait for the writer) is a property of the file: set it
+            # once here. Setting it on every new connection takes a lock that pooled
+            # connections in open reads hold up, stalling requests under load.
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -80,6 +87,10 @@ class Store:
         """A session whose work is committed on success and rolled back on any error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def new_session(self) -> Session:
+        """A session the caller commits or rolls back and closes (it connects on first use)."""
+        return self._sessions()
 
     def close(self) -> None:
         self.engine.dispose()
