@@ -176,7 +176,7 @@ class QemuLauncher(Launcher):
                 with qmp_session(self.qmp_socket(lease_id)) as qmp:
                     qmp.execute("quit")
             except LauncherError:
-                pass  # a hung monitor is handled by the signals below
+                os.kill(pid, signal.SIGTERM)  # no monitor: QEMU also exits cleanly on TERM
             deadline = time.monotonic() + _STOP_TIMEOUT_S
             while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -192,7 +192,16 @@ class QemuLauncher(Launcher):
             suffix = directory.name.removeprefix(_GUEST_DIR_PREFIX)
             if not suffix.isdigit():
                 continue
-            info = self.status(int(suffix))
+            lease_id = int(suffix)
+            try:
+                info = self.status(lease_id)
+            except LauncherError:
+                # The monitor does not answer but the process lives: count it as running,
+                # so that nobody starts a second guest beside it.
+                pid = self._pid(lease_id)
+                if pid is None:
+                    continue
+                info = GuestInfo(lease_id, GuestState.RUNNING, str(pid))
             if info.state == GuestState.RUNNING:
                 found.append(info)
         return found

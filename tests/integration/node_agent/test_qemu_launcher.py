@@ -97,3 +97,13 @@ def test_qemu_failure_is_reported(tmp_path: Path) -> None:
     broken = QemuLauncher(tmp_path / "run", RecordingSigner(), qemu_binary=ensure_qemu())
     with pytest.raises(LauncherError, match="QEMU for lease 1 failed"):
         broken.launch(GuestSpec(1, 1, 1 << 40, 1, bytes(48)))  # a terabyte of RAM
+
+
+def test_a_guest_whose_monitor_is_gone_is_never_doubled(launcher: QemuLauncher) -> None:
+    pid = int(launcher.launch(_spec(7)).guest_id)
+    launcher.qmp_socket(7).unlink()  # QEMU lives on, its monitor cannot be reached
+    assert [g.lease_id for g in launcher.running()] == [7]
+    with pytest.raises(LauncherError, match="cannot open QMP"):
+        launcher.launch(_spec(7))
+    launcher.stop(7)  # falls back to a signal
+    assert not process_alive(pid)
