@@ -19,7 +19,7 @@ from node_agent.faults import STEPS
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.store import AgentStore, LeaseState, SubmissionState
-from tests.fixtures.chain import ChainSystem
+from tests.fixtures.chain import LEASE_SPEC, NODE_SPEC, ChainSystem
 from tests.integration.node_agent.harness import (
     AgentProcess,
     Backend,
@@ -132,8 +132,13 @@ def test_whole_lease_path_through_backend_and_worker(
     assert evidence.status_code == 200
     bundle = EvidenceBundle.decode(evidence.content)  # uploaded by the agent, canonical
     assert (bundle.report_hash, bundle.lease_id, bundle.nonce) == (report_hash, lease_id, 0)
-    node = httpx.get(f"{backend.url}/v1/nodes/{agent.address}").json()
-    assert node["last_heartbeat_at"] is not None  # signed heartbeats arrive
+    # Signed heartbeats arrive and carry the capacity the lease left free.
+    free = NODE_SPEC.vcpu - LEASE_SPEC.vcpu
+    node_url = f"{backend.url}/v1/nodes/{agent.address}"
+    wait_for(lambda: httpx.get(node_url).json()["free_vcpus"] == free, what="a heartbeat")
+    node = httpx.get(node_url).json()
+    assert node["free_memory_mib"] == NODE_SPEC.memory_mib - LEASE_SPEC.memory_mib
+    assert node["running_leases"] == 1
     chain.renter.leases.close_lease(lease_id)
     wait_for(lambda: guests.running() == [], what="the guest to stop after close")
     record = _store(agent).get_lease(lease_id)
