@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from backend.api import create_app
@@ -14,6 +16,7 @@ from backend.api.deps import AppContext
 from backend.api.schemas import ChainInfo
 from backend.store import Store
 from cvm.config import Settings
+from tests.fixtures.services import free_port
 from tests.unit.backend.factories import Clock
 
 
@@ -61,3 +64,21 @@ def context(settings: Settings, store: Store, chain_info: ChainInfo, clock: Cloc
 def client(context: AppContext) -> Iterator[TestClient]:
     with TestClient(create_app(context), raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture
+def live_api(context: AppContext) -> Iterator[str]:
+    """The app served by a real uvicorn on a free port (for `cvm.api_client` over HTTP)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(context), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
