@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.matching.index import Demand, MatchIndex, NodeEntry, Reservation
-from backend.store import Heartbeat, Lease, Match, Node, Store
+from backend.store import ChainEvent, Heartbeat, Lease, Match, Node, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,26 @@ def node_entry(node: Node) -> NodeEntry:
     )
 
 
-def demand_of(lease: Lease) -> Demand:
+def registry_min_stake(session: Session) -> int:
+    """NodeRegistry's minimum stake, from its latest indexed `MinStakeSet` (0 if none yet)."""
+    args = session.scalar(
+        select(ChainEvent.args)
+        .where(ChainEvent.name == "MinStakeSet")
+        .order_by(ChainEvent.block_number.desc(), ChainEvent.log_index.desc())
+        .limit(1)
+    )
+    return int(args["minStake"]) if args else 0
+
+
+def demand_of(lease: Lease, registry_minimum: int = 0) -> Demand:
+    """What the lease needs; the chain's accept demands max(lease minimum, registry minimum)."""
     return Demand(
         lease_id=lease.id,
         tee_type=lease.tee_type,
         vcpus=lease.vcpus,
         memory_mib=lease.memory_mib,
         disk_gib=lease.disk_gib,
-        min_stake=lease.min_stake,
+        min_stake=max(lease.min_stake, registry_minimum),
         max_price_per_second=lease.max_price_per_second,
     )
 
@@ -160,7 +172,7 @@ class Matcher:
                 if live:
                     return live[0]
                 tried = frozenset(m.node for m in previous)
-                demand = demand_of(lease)
+                demand = demand_of(lease, registry_min_stake(session))
             reservation = self.index.match(demand, exclude=tried)
             if reservation is None:
                 log.info("lease %s: no fitting node (tried %d)", lease_id, len(tried))

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from backend.matching import Demand, Matcher, MatchIndex, NodeEntry
-from backend.store import Heartbeat, Match, Store
+from backend.store import ChainEvent, Heartbeat, Match, Store
 from tests.unit.backend.factories import Clock, add_lease, add_node
 
 RENTER = "0x" + "ee" * 20
@@ -272,3 +272,43 @@ def test_many_threads_matching_leases_through_the_store(store: Store, clock: Clo
     with store.session() as session:
         reserved = session.scalars(select(Match).where(Match.status == "reserved")).all()
     assert len(reserved) == 5 and len(dispatched.calls) == 5
+
+
+def test_the_registry_minimum_stake_applies_too(store: Store, clock: Clock) -> None:
+    node = _node(store, "0x" + "07" * 20, stake=1000)
+    add_lease(store, 1, RENTER, min_stake=100)
+    with store.session() as session:
+        session.add(
+            ChainEvent(
+                block_number=1,
+                block_hash="0x" + "00" * 32,
+                block_timestamp=0,
+                log_index=0,
+                tx_hash="0x" + "00" * 32,
+                contract="NodeRegistry",
+                name="MinStakeSet",
+                lease_id=None,
+                node=None,
+                args={"minStake": 5000},
+            )
+        )
+    matcher, dispatched = _matcher(store, clock)
+    matcher.rebuild()
+    _beat(matcher, clock, node, 16, 65536, 500)
+    assert matcher.match_lease(1) is None and dispatched.calls == []
+    with store.session() as session:
+        session.add(
+            ChainEvent(
+                block_number=2,
+                block_hash="0x" + "00" * 32,
+                block_timestamp=0,
+                log_index=0,
+                tx_hash="0x" + "00" * 32,
+                contract="NodeRegistry",
+                name="MinStakeSet",
+                lease_id=None,
+                node=None,
+                args={"minStake": 500},
+            )
+        )
+    assert matcher.match_lease(1) is not None
