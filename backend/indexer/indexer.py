@@ -32,6 +32,8 @@ from cvm.chain.events import EventDecoder
 log = logging.getLogger(__name__)
 
 CURSOR = "chain"
+# How far back block hashes are kept: a reorg deeper than this is reported, not repaired.
+KEPT_BLOCK_HASHES = 4096
 # The contracts whose events make up the marketplace (token transfers are not indexed).
 INDEXED_CONTRACTS = ("NodeRegistry", "LeaseMarket", "AttestationRegistry")
 
@@ -136,6 +138,10 @@ class Indexer:
                 session.add(IndexerCursor(name=CURSOR, last_block=to_block))
             else:
                 cursor.last_block = to_block
+            # Only recent hashes can reveal a reorg; older ones would only grow the table.
+            session.execute(
+                delete(IndexedBlock).where(IndexedBlock.number < to_block - KEPT_BLOCK_HASHES)
+            )
         log.debug("indexed blocks %d..%d: %d events", from_block, to_block, len(decoded))
 
     def _record(self, session: Session, event: DecodedEvent, timestamp: int) -> ChainEvent | None:
