@@ -1,0 +1,113 @@
+"""`cvm.eip712`: the node messages sign and recover under their domain only."""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from cvm.eip712 import (
+    Domain,
+    Heartbeat,
+    LeaseSpecRequest,
+    SignatureError,
+    SignedHeartbeat,
+    check_timestamp,
+    heartbeat_message,
+    recover_heartbeat_signer,
+    sign_heartbeat,
+    sign_lease_spec_request,
+    verify_heartbeat,
+    verify_lease_spec_request,
+)
+
+DOMAIN = Domain(chain_id=31337, node_registry="0x" + "11" * 20)
+
+
+def test_heartbeat_digest_is_the_eip712_one() -> None:
+    node = Account.create()
+    beat = Heartbeat(node.address, 1, 2, 3, 4, 5)
+    # The same typed data written out by hand, as a wallet or another language would.
+    expected = encode_typed_data(
+        full_message={
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Heartbeat": [
+                    {"name": "node", "type": "address"},
+                    {"name": "freeVcpus", "type": "uint32"},
+                    {"name": "freeMemoryMib", "type": "uint32"},
+                    {"name": "freeDiskGib", "type": "uint32"},
+                    {"name": "runningLeases", "type": "uint32"},
+                    {"name": "timestamp", "type": "uint64"},
+                ],
+            },
+            "primaryType": "Heartbeat",
+            "domain": {
+                "name": "cvm",
+                "version": "1",
+                "chainId": 31337,
+                "verifyingContract": "0x" + "11" * 20,
+            },
+            "message": {
+                "node": node.address,
+                "freeVcpus": 1,
+                "freeMemoryMib": 2,
+                "freeDiskGib": 3,
+                "runningLeases": 4,
+                "timestamp": 5,
+            },
+        }
+    )
+    assert heartbeat_message(beat, DOMAIN) == expected
+    signed = sign_heartbeat(beat, DOMAIN, node.key)
+    assert recover_heartbeat_signer(beat, signed.signature, DOMAIN) == node.address
+    verify_heartbeat(signed, DOMAIN)
+
+
+def test_signatures_do_not_cross_domains_or_messages() -> None:
+    node, other = Account.create(), Account.create()
+    beat = Heartbeat(node.address, 1, 2, 3, 4, 5)
+    signed = sign_heartbeat(beat, DOMAIN, node.key)
+    for domain in (Domain(1, DOMAIN.node_registry), Domain(31337, "0x" + "22" * 20)):
+        with pytest.raises(SignatureError):
+            verify_heartbeat(signed, domain)
+    with pytest.raises(SignatureError):
+        verify_heartbeat(
+            SignedHeartbeat(Heartbeat(node.address, 9, 2, 3, 4, 5), signed.signature), DOMAIN
+        )
+    with pytest.raises(SignatureError, match="does not belong"):
+        sign_heartbeat(beat, DOMAIN, other.key)
+    request = LeaseSpecRequest(node.address, 7, 5)
+    signature = sign_lease_spec_request(request, DOMAIN, node.key)
+    verify_lease_spec_request(request, signature, DOMAIN)
+    with pytest.raises(SignatureError):
+        verify_lease_spec_request(LeaseSpecRequest(node.address, 8, 5), signature, DOMAIN)
+    # A heartbeat signature is not a spec request signature (different primary type).
+    with pytest.raises(SignatureError):
+        verify_lease_spec_request(request, signed.signature, DOMAIN)
+
+
+def test_malformed_values_are_refused() -> None:
+    address = Account.create().address
+    for bad in (
+        lambda: Heartbeat("0x12", 1, 1, 1, 1, 1),
+        lambda: Heartbeat(address, -1, 1, 1, 1, 1),
+        lambda: Heartbeat(address, 2**32, 1, 1, 1, 1),
+        lambda: Heartbeat(address, 1, 1, 1, 1, 2**64),
+        lambda: Heartbeat(address, True, 1, 1, 1, 1),
+        lambda: LeaseSpecRequest(address, -1, 1),
+    ):
+        with pytest.raises(SignatureError):
+            bad()
+    beat = Heartbeat(address, 1, 1, 1, 1, 1)
+    for signature in ("0x", "0xzz", "0x" + "00" * 64, "0x" + "00" * 65):
+        with pytest.raises(SignatureError):
+            recover_heartbeat_signer(beat, signature, DOMAIN)
+    check_timestamp(100, 160, 60)
+    with pytest.raises(SignatureError, match="window"):
+        check_timestamp(100, 161, 60)
