@@ -1,0 +1,204 @@
+"""The whole flow under load: lease creation to `AttestationVerified` on the embedded stack.
+
+`python -m bench.e2e --json [--leases 100] [--nodes 20] [--renters 10]` starts the stack
+of `cvm up` (simulated launchers) in a temporary directory, has several renters create
+`--leases` leases as fast as the chain takes them, and watches the chain for each lease's
+`AttestationVerified`. It prints one JSON object: p50/p99/max seconds from sending the
+create transaction to seeing the event, and the leases per minute sustained (all leases
+over the time from the first create to the last verification). Beside them, measured in
+the same run on the same chain, the physical floor: the sum of the raw round trips of the
+four transactions one lease needs (create, accept, submit, confirm), sent back to back by
+the benchmark itself with no backend, agent or verifier in between.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+from cvm.api_client import ApiClient
+from cvm.chain import ChainClient, LeaseSpec, NodeSpec, TeeType
+from cvm.renter import Renter, RentRequest
+from cvm.stack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
+from cvm.stack.faucet import fund, local_deployer
+
+_MAX_PRICE = 3 * 10**12  # every node of the default fleet fits one vCPU at this price
+# The floor's lease needs more vCPUs than any agent has, so only the benchmark accepts it.
+_FLOOR_NODE = NodeSpec(TeeType.SEV_SNP, 256, 1 << 20, 10_000, 0, 10**9)
+_FLOOR_SPEC = LeaseSpec(TeeType.SEV_SNP, 128, 4096, 10, 0, 3600, b"\x0f" * 32)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
+    """Median round trip of each raw transaction of one lease, and their sum."""
+    renter = admin.with_account(Account.create())
+    node = admin.with_account(Account.create())
+    operator = admin.with_account(Account.create())
+    verifier = admin.with_account(Account.create())
+    for account in (renter, node, operator, verifier):
+        assert account.address is not None
+        fund(admin, account.address, 10**24, 10**19)
+    operator.nodes.register(str(node.address), _FLOOR_NODE)
+    operator.token.approve(admin.deployment.node_registry, 10**21)
+    operator.nodes.stake(str(node.address), 10**21)
+    admin.attestations.add_verifier(str(verifier.address))
+    renter.token.approve(admin.deployment.lease_market, 2**255)
+    samples: dict[str, list[float]] = {"create": [], "accept": [], "submit": [], "confirm": []}
+    price = _FLOOR_NODE.price_per_second_per_unit * _FLOOR_SPEC.vcpu
+    for index in range(rounds):
+        report_hash = (index + 1).to_bytes(32, "big")
+        clock = time.perf_counter()
+        lease_id = renter.leases.create_lease(
+            _FLOOR_SPEC, price, price * 3600, DEMO_MEASUREMENT
+        ).lease_id
+        samples["create"].append(time.perf_counter() - clock)
+        clock = time.perf_counter()
+        node.leases.accept_lease(lease_id)
+        samples["accept"].append(time.perf_counter() - clock)
+        nonce = node.attestations.attestation_nonce(lease_id)
+        clock = time.perf_counter()
+        node.attestations.submit(lease_id, nonce, report_hash, DEMO_MEASUREMENT, 0, bytes(32))
+        samples["submit"].append(time.perf_counter() - clock)
+        clock = time.perf_counter()
+        verifier.attestations.confirm(lease_id, report_hash, True)
+        samples["confirm"].append(time.perf_counter() - clock)
+    floor = {f"{name}_s": statistics.median(values) for name, values in samples.items()}
+    floor["sum_s"] = sum(floor.values())
+    return floor
+
+
+class _VerifiedWatcher(threading.Thread):
+    """Records when each lease's AttestationVerified first appears on chain."""
+
+    def __init__(self, chain: ChainClient, from_block: int) -> None:
+        super().__init__(daemon=True)
+        self.chain = chain
+        self.next_block = from_block
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            head = int(self.chain.w3.eth.block_number)
+            if head < self.next_block:
+                continue
+            for event in self.chain.fetch_events(self.next_block, head):
+                if event.name == "AttestationVerified":
+                    self.seen.setdefault(int(event.args["leaseId"]), time.perf_counter())
+            self.next_block = head + 1
+
+
+def run(
+    leases: int, nodes: int, renters: int, timeout_s: float, keep: Path | None = None
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="cvm-bench-e2e-") as temporary:
+        directory = keep or Path(temporary)
+        started = time.perf_counter()
+        with EmbeddedStack(StackConfig(Path(directory), nodes=nodes)) as stack:
+            startup_s = time.perf_counter() - started
+            assert stack.deployment is not None and stack.state is not None
+            chain = ChainClient.connect(stack.state.rpc_url, stack.deployment)
+            admin = chain.with_account(local_deployer(stack.deployment))
+            floor = measure_floor(admin)
+
+            wallets = []
+            for _ in range(renters):
+                account = Account.create()
+                fund(admin, account.address, 10**24, 10**19)
+                wallets.append(Renter(chain.with_account(account), ApiClient(stack.state.api_url)))
+            request = RentRequest(
+                vcpu=1,
+                memory_mib=1024,
+                disk_gib=10,
+                image="cvm-demo-guest",
+                measurement=DEMO_MEASUREMENT,
+                max_price_per_second=_MAX_PRICE,
+                deposit=_MAX_PRICE * 3600,
+            )
+            watcher = _VerifiedWatcher(chain, int(chain.w3.eth.block_number) + 1)
+            watcher.start()
+            sent: dict[int, float] = {}
+            lock = threading.Lock()
+            errors: list[str] = []
+
+            def renter_loop(renter: Renter, count: int) -> None:
+                for _ in range(count):
+                    at = time.perf_counter()
+                    try:
+                        lease_id = renter.rent(request)
+                    except Exception as exc:
+                        errors.append(str(exc))
+                        continue
+                    with lock:
+                        sent[lease_id] = at
+
+            shares = [
+                leases // renters + (1 if i < leases % renters else 0) for i in range(renters)
+            ]
+            threads = [
+                threading.Thread(target=renter_loop, args=(renter, share))
+                for renter, share in zip(wallets, shares, strict=True)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            deadline = time.perf_counter() + timeout_s
+            while time.perf_counter() < deadline and not set(sent) <= set(watcher.seen):
+                time.sleep(0.2)
+            watcher.stop.set()
+            watcher.join(5)
+            latencies = [watcher.seen[i] - t for i, t in sent.items() if i in watcher.seen]
+            if not latencies:
+                raise SystemExit(f"no lease was verified (errors: {errors[:3]})")
+            first = min(sent.values())
+            last = max(watcher.seen[i] for i in sent if i in watcher.seen)
+            p50 = statistics.median(latencies)
+            return {
+                "benchmark": "e2e",
+                "nodes": nodes,
+                "renters": renters,
+                "leases_requested": leases,
+                "leases_created": len(sent),
+                "leases_verified": len(latencies),
+                "not_verified": sorted(set(sent) - set(watcher.seen)),
+                "errors": errors[:5],
+                "create_to_verified_s": {
+                    "p50": round(p50, 3),
+                    "p99": round(_percentile(latencies, 0.99), 3),
+                    "max": round(max(latencies), 3),
+                },
+                "leases_per_minute": round(len(latencies) / (last - first) * 60, 1),
+                "floor_raw_tx_round_trips_s": {k: round(v, 4) for k, v in floor.items()},
+                "p50_over_floor": round(p50 / floor["sum_s"], 1),
+                "stack_startup_s": round(startup_s, 1),
+            }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__)
+    parser.add_argument("--leases", type=int, default=100)
+    parser.add_argument("--nodes", type=int, default=20)
+    parser.add_argument("--renters", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--data-dir", type=Path, help="keep the stack's logs here (debugging)")
+    parser.add_argument("--json", action="store_true", help="print JSON (the only output)")
+    args = parser.parse_args()
+    result = run(args.leases, args.nodes, args.renters, args.timeout, args.data_dir)
+    print(json.dumps(result, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
