@@ -27,14 +27,25 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process of group `pgid` still exists (zombies of our own aside)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    """Whether a process of group `pgid` still runs (zombies, which run nothing, aside)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: the kernel's answer, zombies included
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after "(comm)": state, ppid, pgrp, ...
+            state, _ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
 
 
 def stop_group(pgid: int, timeout: float = 10.0) -> None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,12 +94,21 @@ class Cli:
         return path.read_text()[-4000:] if path.exists() else ""
 
 
+def _processes() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, ppid, process group) of every process, from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        yield int(entry.name), state, int(ppid), int(pgrp)
+
+
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether any process of the group still runs (a zombie runs nothing)."""
+    return any(pgrp == pgid and state != "Z" for _, state, _, pgrp in _processes())
 
 
 def pid_alive(pid: int) -> bool:
@@ -114,16 +124,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def descendants(pid: int) -> set[int]:
-    """Every live process below `pid` (from /proc), to check nothing outlives a stop."""
+    """Every process below `pid`, to check nothing outlives a stop."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    for child, _, parent, _ in _processes():
+        children.setdefault(parent, []).append(child)
     found: set[int] = set()
     pending = [pid]
     while pending:

@@ -1,0 +1,76 @@
+"""Process groups of the stack: a stop reaches grandchildren, `cvm down` works runner-less."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from cvm.stack.process import ManagedProcess, group_alive
+from cvm.stack.state import StackState, read_state, stop_stack
+
+# A child that starts a grandchild in its group and ignores SIGTERM: only SIGKILL ends it.
+_STUBBORN = "import signal,subprocess,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
+_STUBBORN += "subprocess.Popen(['sleep','60']);time.sleep(60)"
+
+
+def _child(tmp_path: Path, name: str, code: str = "import time; time.sleep(60)") -> ManagedProcess:
+    return ManagedProcess(name, [sys.executable, "-c", code], tmp_path / f"{name}.log").start()
+
+
+def test_stop_ends_the_whole_group_even_if_the_child_ignores_sigterm(tmp_path: Path) -> None:
+    child = _child(tmp_path, "stubborn", _STUBBORN)
+    time.sleep(0.5)  # let it start its grandchild
+    assert child.pid is not None and group_alive(child.pid)
+    child.stop(timeout=1.0)
+    assert not child.alive
+    assert not group_alive(child.pid)
+
+
+def test_stop_is_quick_for_a_child_that_exits_on_sigterm(tmp_path: Path) -> None:
+    child = _child(tmp_path, "polite")
+    started = time.monotonic()
+    child.stop(timeout=30.0)
+    assert not child.alive
+    # Far below the timeout: the reaped leader does not count as a live group.
+    assert time.monotonic() - started < 15.0
+
+
+def test_ensure_running_quotes_the_log_of_a_dead_child(tmp_path: Path) -> None:
+    child = _child(tmp_path, "crash", "import sys; print('boom: no config'); sys.exit(3)")
+    deadline = time.monotonic() + 10
+    while child.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        child.ensure_running()
+    except Exception as exc:
+        assert "crash exited with code 3" in str(exc)
+        assert "boom: no config" in str(exc)
+    else:
+        raise AssertionError("a dead child passed ensure_running")
+
+
+def test_stop_stack_without_its_runner_stops_every_recorded_group(tmp_path: Path) -> None:
+    runner = _child(tmp_path, "runner")
+    children = [_child(tmp_path, "anvil"), _child(tmp_path, "node-0", _STUBBORN)]
+    state = StackState(
+        pid=runner.pid or 0,
+        status="ready",
+        data_dir=str(tmp_path),
+        deployment_file=str(tmp_path / "deployment.json"),
+        groups={c.name: c.pid or 0 for c in children},
+    )
+    state.save(tmp_path)
+    assert read_state(tmp_path) == state
+    # The runner is gone (killed): `cvm down` must still stop what it had started.
+    os.killpg(runner.pid or 0, signal.SIGKILL)
+    runner.stop()
+    stopped = stop_stack(tmp_path, timeout=2.0)
+    assert stopped == state
+    for child in children:
+        child.stop(timeout=0.1)  # reaps our own zombies; the groups are already gone
+        assert not group_alive(child.pid or 0)
+    assert read_state(tmp_path) is None
+    assert stop_stack(tmp_path) is None
