@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     )
     indexer_batch_blocks: int = Field(500, description="blocks per eth_getLogs request")
     indexer_poll_s: float = Field(1.0, description="pause between indexer polls at the head")
+    api_attestation_cache_s: float = Field(
+        1.0, description="seconds an attestation-status answer may be served from cache (0: off)"
+    )
     match_accept_timeout_s: int = Field(
         60, description="time a matched node has to accept on chain before the next is tried"
     )

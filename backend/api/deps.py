@@ -37,6 +37,8 @@ class AppContext:
     chain: ChainInfo
     clock: Callable[[], float] = time.time
     heartbeat_listeners: list[HeartbeatListener] = field(default_factory=list)
+    # lease id -> (fresh until, JSON body) of the attestation-status endpoint
+    attestation_cache: dict[int, tuple[float, bytes]] = field(default_factory=dict)
 
     @property
     def domain(self) -> Domain:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from eth_utils import to_checksum_address
@@ -36,7 +37,13 @@ def parse_hash(value: str, what: str = "hash") -> str:
 
 
 def checksum(address: str | None) -> str | None:
-    return None if address is None else str(to_checksum_address(address))
+    return None if address is None else _checksum(address)
+
+
+@lru_cache(maxsize=65536)
+def _checksum(address: str) -> str:
+    # EIP-55 costs a keccak per call; the same few node and renter addresses recur.
+    return str(to_checksum_address(address))
 
 
 class _Body(BaseModel):

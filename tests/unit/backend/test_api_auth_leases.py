@@ -195,7 +195,9 @@ def test_list_and_get_leases(client: TestClient, store: Store) -> None:
     assert client.get("/v1/leases/abc").status_code == 422
 
 
-def test_attestation_status(client: TestClient, store: Store, clock: Clock) -> None:
+def test_attestation_status(
+    client: TestClient, store: Store, clock: Clock, context: AppContext
+) -> None:
     renter, node = new_account(), new_account()
     add_lease(store, 5, renter.address, status="active", node=node.address.lower())
     assert client.get("/v1/leases/5/attestation").json()["status"] == "none"
@@ -218,6 +220,9 @@ def test_attestation_status(client: TestClient, store: Store, clock: Clock) -> N
                 expires_at=None,
             )
         )
+    # Within the cache lifetime the previous answer stands; after it, the new state shows.
+    assert client.get("/v1/leases/5/attestation").json()["status"] == "none"
+    clock.advance(context.settings.api_attestation_cache_s + 0.1)
     pending = client.get("/v1/leases/5/attestation").json()
     assert pending["status"] == "pending" and pending["verification"] is None
     assert pending["node"] == node.address
@@ -240,6 +245,7 @@ def test_attestation_status(client: TestClient, store: Store, clock: Clock) -> N
                 confirm_tx="0x" + "88" * 32,
             )
         )
+    clock.advance(context.settings.api_attestation_cache_s + 0.1)
     verified: dict[str, Any] = client.get("/v1/leases/5/attestation").json()
     assert verified["status"] == "verified"
     assert verified["verification"]["ok"] is True
