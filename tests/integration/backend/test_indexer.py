@@ -187,3 +187,23 @@ def test_reorg_rolls_back_and_applies_the_new_branch(store: Store, chain: ChainS
     assert _snapshot(fresh_store) == _snapshot(store)
     fresh_store.close()
     assert before_fork != _snapshot(store)
+
+
+def test_a_reorg_deeper_than_the_kept_hashes_is_refused(
+    store: Store, chain: ChainSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend.indexer import IndexerError
+    from backend.indexer import indexer as indexer_module
+
+    monkeypatch.setattr(indexer_module, "KEPT_BLOCK_HASHES", 2)
+    indexer = _indexer(store, chain, batch=1)
+    early = chain.anvil.snapshot()
+    chain.staked_node()
+    chain.anvil.mine(5)
+    indexer.poll()
+    before = _snapshot(store)
+    chain.anvil.revert(early)
+    chain.anvil.mine(12)  # a different, longer branch forking below every kept hash
+    with pytest.raises(IndexerError, match="deeper"):
+        indexer.poll()
+    assert _snapshot(store) == before  # nothing half rolled back
