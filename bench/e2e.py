@@ -106,7 +106,9 @@ def run(
     with tempfile.TemporaryDirectory(prefix="cvm-bench-e2e-") as temporary:
         directory = keep or Path(temporary)
         started = time.perf_counter()
-        with EmbeddedStack(StackConfig(Path(directory), nodes=nodes)) as stack:
+        # Heartbeats and reconciler passes spaced out: twenty agents share two cores here.
+        config = StackConfig(Path(directory), nodes=nodes, heartbeat_s=10.0, reconcile_s=15.0)
+        with EmbeddedStack(config) as stack:
             startup_s = time.perf_counter() - started
             assert stack.deployment is not None and stack.state is not None
             chain = ChainClient.connect(stack.state.rpc_url, stack.deployment)

@@ -15,10 +15,11 @@ import typer
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
-from cvm.api_client import ApiClient
+from cvm.api_client import ApiClient, ApiError
 from cvm.chain import ChainError, Deployment
 from cvm.config import get_settings
 from cvm.renter import Renter, RenterError, connect_chain
+from cvm.stack.errors import StackError
 from cvm.wallet import (
     KeystoreInfo,
     WalletError,
@@ -63,8 +64,10 @@ def failures(as_json: bool) -> Iterator[None]:
     """Turn the layers' errors into a clear message and exit code 1."""
     try:
         yield
-    except (RenterError, WalletError, ChainError) as exc:
+    except (RenterError, WalletError, ChainError, StackError) as exc:
         fail(str(exc), as_json)
+    except ApiError as exc:
+        fail(f"the backend answered {exc}", as_json)
 
 
 def emit(data: Any) -> None:

@@ -193,7 +193,10 @@ def show(
     """Show one of your leases: status, node, money, attestation."""
     with failures(as_json):
         report = open_renter(deployment, wallet, password_file).own_report(lease_id)
-        emit(report.as_dict()) if as_json else out.print(_lease_table(report))
+        if as_json:
+            emit(report.as_dict())
+        else:
+            out.print(_lease_table(report))
 
 
 @lease_app.command("topup")

@@ -27,7 +27,7 @@ from cvm.cli._renting import (
     tokens,
     wallet_dir,
 )
-from cvm.renter import RenterError, connect_chain
+from cvm.renter import connect_chain
 from cvm.wallet import (
     WalletError,
     create_keystore,
@@ -136,7 +136,6 @@ def fund(
     as_json: JsonOption = False,
 ) -> None:
     """Local stacks only: mint test tokens and send ether for gas to a wallet."""
-    from cvm.stack.errors import StackError
     from cvm.stack.faucet import fund as faucet
     from cvm.stack.faucet import local_deployer
 
@@ -144,10 +143,7 @@ def fund(
         record = load_deployment(deployment)
         address = wallet if re.fullmatch(r"0x[0-9a-fA-F]{40}", wallet) else None
         address = address or find_wallet(wallet).address
-        try:
-            deployer = local_deployer(record)
-        except StackError as exc:
-            raise RenterError(str(exc)) from None
+        deployer = local_deployer(record)
         minted = parse_tokens(amount, "--tokens")
         admin = connect_chain(record, rpc_url(record), deployer)
         balance = faucet(admin, address, minted, ether * 10**18)

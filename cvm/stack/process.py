@@ -76,11 +76,13 @@ class ManagedProcess:
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self._process: subprocess.Popen[bytes] | None = None
+        self._stopped = False
         self.restarts = 0
 
     def start(self) -> ManagedProcess:
         """Start (or restart) the child; its output is appended to the log file."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._stopped = False
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self.argv,
@@ -125,8 +127,9 @@ class ManagedProcess:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the child's whole group (terminate, then kill); safe to call twice."""
         process = self._process
-        if process is None:
-            return
+        if process is None or self._stopped:
+            return  # a reaped pid may belong to someone else by now: never signal it again
+        self._stopped = True
         deadline = time.monotonic() + timeout
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -142,11 +145,11 @@ class ManagedProcess:
 
 def stop_all(processes: Sequence[ManagedProcess], timeout: float = 10.0) -> None:
     """Stop several children in parallel: SIGTERM every group, then SIGKILL what remains."""
-    running = [p for p in processes if p.pid is not None]
+    running = [p for p in processes if p.alive]
     for process in running:
         assert process.pid is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for process in running:
+    for process in processes:  # the dead ones too: their group may have members left
         process.stop(max(0.1, deadline - time.monotonic()))

@@ -50,7 +50,7 @@ class StackConfig:
     tick_s: float = 1.0
     stake: int = 1_000 * 10**18
     node_gas_wei: int = 10**20
-    heartbeat_s: float = 2.0
+    heartbeat_s: float = 5.0
     reconcile_s: float = 2.0
     match_accept_timeout_s: int = 15
     startup_timeout_s: float = 90.0
@@ -355,9 +355,9 @@ class EmbeddedStack:
             self._ticker.join(timeout=5)
         if self.anvil is not None:
             self.anvil.stop()
-        # The chain is gone with anvil: its record must not outlive it.
-        (data_dir / DEPLOYMENT_FILE).unlink(missing_ok=True)
-        if self.state is not None:
+        if self.state is not None:  # never another stack's files (e.g. `cvm up` run twice)
+            # The chain is gone with anvil: its record must not outlive it.
+            (data_dir / DEPLOYMENT_FILE).unlink(missing_ok=True)
             (data_dir / "stack.json").unlink(missing_ok=True)
             self.state = None
 

@@ -14,6 +14,7 @@ from cvm.sdk import AttestationClient
 from cvm.stack import DEMO_MEASUREMENT
 from cvm.wallet import load_account, read_password_file
 from tests.e2e.conftest import Stack, new_wallet
+from tests.e2e.harness import descendants, group_alive, pid_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -186,3 +187,21 @@ def test_node_killed_mid_lease(stack: Stack) -> None:
         closed = stack.cli.json("lease", "close", str(opened["lease_id"]), *grace)
         assert closed["earned"] > 0
         assert closed["refund"] + closed["earned"] == opened["deposit"]
+
+
+def test_cvm_down_leaves_nothing_running(stack: Stack) -> None:
+    """Last in this module: `cvm down` from another shell ends the shared stack."""
+    state = stack.cli.state()
+    assert {"anvil", "redis", "backend", "node-0", "node-1", "node-2"} <= set(state["groups"])
+    below = descendants(stack.up.pid)
+    assert len(below) >= 6
+
+    assert stack.cli.json("down")["stopped"] is True
+    assert stack.up.wait(60) == 0, stack.cli.up_log()
+    assert [name for name, pgid in state["groups"].items() if group_alive(pgid)] == []
+    assert [pid for pid in below if pid_alive(pid)] == []
+    assert not (stack.data_dir / "stack.json").exists()
+    assert not (stack.data_dir / "deployment.json").exists(), "the chain's record went with it"
+    assert stack.cli.json("down")["stopped"] is False
+    gone = stack.cli.run("leases", "--json", check=False)
+    assert gone.code == 1 and "cvm up" in gone.json["error"]
