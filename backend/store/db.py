@@ -41,13 +41,28 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            # Let SQLAlchemy, not pysqlite, decide when a transaction begins (below).
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin_immediate(connection: Any) -> None:
+            # A deferred transaction that reads and then writes fails with "database is
+            # locked" at the upgrade, which busy_timeout never retries (SQLITE_BUSY_SNAPSHOT
+            # in WAL). Taking the write lock at BEGIN makes concurrent writers wait their
+            # turn instead; WAL readers outside transactions still never wait.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         if database and database != ":memory:":
             # WAL (readers never wait for the writer) is a property of the file: set it
             # once here. Setting it on every new connection takes a lock that pooled
             # connections in open reads hold up, stalling requests under load.
-            with engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            # A raw connection, because a SQLAlchemy one would BEGIN first and SQLite
+            # refuses to change the journal mode inside a transaction.
+            raw = engine.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA journal_mode=WAL")
+            finally:
+                raw.close()
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
