@@ -66,13 +66,18 @@ class StackState:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs; an exited runner its parent has not reaped yet (a zombie) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: the kernel's answer stands
+    return state != "Z"
 
 
 def read_state(data_dir: Path) -> StackState | None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from cvm.stack.process import ManagedProcess, group_alive
-from cvm.stack.state import StackState, read_state, stop_stack
+from cvm.stack.state import StackState, pid_alive, read_state, stop_stack
 
 # A child that starts a grandchild in its group and ignores SIGTERM: only SIGKILL ends it.
 _STUBBORN = "import signal,subprocess,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
@@ -74,3 +74,15 @@ def test_stop_stack_without_its_runner_stops_every_recorded_group(tmp_path: Path
         assert not group_alive(child.pid or 0)
     assert read_state(tmp_path) is None
     assert stop_stack(tmp_path) is None
+
+
+def test_an_exited_runner_is_not_waited_for_even_before_it_is_reaped(tmp_path: Path) -> None:
+    runner = _child(tmp_path, "runner", "pass")
+    time.sleep(1.0)  # exited; not reaped by us yet, so the kernel still lists it (a zombie)
+    assert runner.pid is not None
+    assert not pid_alive(runner.pid)
+    StackState(runner.pid, "ready", str(tmp_path), str(tmp_path / "d.json")).save(tmp_path)
+    started = time.monotonic()
+    stop_stack(tmp_path, timeout=30.0)
+    assert time.monotonic() - started < 10.0
+    runner.stop()
