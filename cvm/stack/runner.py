@@ -81,6 +81,10 @@ def _prepare_simulated_amd(directory: Path) -> None:
 class EmbeddedStack:
     """Start with `start()` (or `with`), keep alive with `supervise()`, end with `stop()`."""
 
+    # Set while starting: the verifier's key and the deployer's client (owner of the token).
+    verifier: StackKey
+    admin: ChainClient
+
     def __init__(self, config: StackConfig, *, say: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.say = say or (lambda _message: None)
