@@ -76,13 +76,14 @@ def _rollback(session: Session) -> None:
         session.close()
 
 
-async def get_session(context: Context) -> AsyncIterator[Session]:
+async def get_session(context: Context, request: Request) -> AsyncIterator[Session]:
     """One transaction per request: committed if the route returns, rolled back otherwise.
 
     Callables the route appends to `session.info["after_commit"]` run once the commit
     succeeded (e.g. telling the matcher about a heartbeat it must not see if the write failed).
+    Safe methods (GET, HEAD) only read, so their sessions never wait for the write lock.
     """
-    session = context.store.new_session()
+    session = context.store.new_session(read_only=request.method in ("GET", "HEAD"))
     session.info["after_commit"] = []
     try:
         yield session
@@ -92,7 +93,8 @@ async def get_session(context: Context) -> AsyncIterator[Session]:
     callbacks = session.info.pop("after_commit")
     await anyio.to_thread.run_sync(_commit, session, limiter=_TEARDOWN_THREADS)
     for callback in callbacks:
-        callback()
+        # Callbacks may open store sessions: waiting for a lock must not block the loop.
+        await anyio.to_thread.run_sync(callback, limiter=_TEARDOWN_THREADS)
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:

@@ -16,6 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+# Execution option for connections that only read: on SQLite they begin deferred, so they
+# never queue for the write lock (on the event loop, that would stall the lock's holder).
+READ_ONLY = "cvm_read_only"
+
+
 class StoreError(Exception):
     """The store could not be opened, migrated or written."""
 
@@ -45,12 +50,15 @@ def make_engine(url: str) -> Engine:
             dbapi_connection.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(connection: Any) -> None:
+        def _sqlite_begin(connection: Any) -> None:
             # A deferred transaction that reads and then writes fails with "database is
             # locked" at the upgrade, which busy_timeout never retries (SQLITE_BUSY_SNAPSHOT
             # in WAL). Taking the write lock at BEGIN makes concurrent writers wait their
-            # turn instead; WAL readers outside transactions still never wait.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # turn instead. Pure reads (READ_ONLY) stay deferred: in WAL they never wait.
+            if connection.get_execution_options().get(READ_ONLY):
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         if database and database != ":memory:":
             # WAL (readers never wait for the writer) is a property of the file: set it
@@ -92,6 +100,9 @@ class Store:
             migrate(url)
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -103,9 +114,12 @@ class Store:
         with self._sessions() as session, session.begin():
             yield session
 
-    def new_session(self) -> Session:
-        """A session the caller commits or rolls back and closes (it connects on first use)."""
-        return self._sessions()
+    def new_session(self, *, read_only: bool = False) -> Session:
+        """A session the caller commits or rolls back and closes (it connects on first use).
+
+        `read_only` sessions never queue for SQLite's write lock (and must not write).
+        """
+        return self._read_sessions() if read_only else self._sessions()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -22,6 +22,7 @@ from backend.api.schemas import (
     parse_address,
 )
 from backend.store import Attestation, Lease, LeaseSpec, Match, Verification
+from backend.store.db import READ_ONLY
 from cvm.api_client import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, private_spec_hash
 from cvm.eip712 import (
     LeaseSpecRequest,
@@ -200,7 +201,7 @@ async def get_attestation(lease_id: LeasePath, context: Context) -> Response:
     cached = cache.get(lease_id)
     if cached is not None and cached[0] > now:
         return Response(cached[1], media_type="application/json")
-    with context.store.engine.connect() as connection:
+    with context.store.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
         body = attestation_out(connection, lease_id, int(now)).model_dump_json().encode()
     ttl = context.settings.api_attestation_cache_s
     if ttl > 0:
