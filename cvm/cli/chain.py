@@ -8,10 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from web3 import Web3
-
-from cvm.chain import ChainError, DeployConfig, deploy
-from cvm.wallet import WalletError, load_account, resolve_password
 
 app = typer.Typer(help="Deploy the cvm contracts.", no_args_is_help=True)
 _err = Console(stderr=True)
@@ -36,6 +32,12 @@ def deploy_command(
     json_output: Annotated[bool, typer.Option("--json", help="print the record as JSON")] = False,
 ) -> None:
     """Deploy token (unless --token), NodeRegistry, LeaseMarket, AttestationRegistry, example."""
+    # Imported here: web3 takes a second to import and `cvm --help` should not wait for it.
+    from web3 import Web3
+
+    from cvm.chain import ChainError, DeployConfig, deploy
+    from cvm.wallet import WalletError, load_account, resolve_password
+
     verifiers = verifier or []
     for address in [*verifiers, *([token] if token else [])]:
         if not Web3.is_address(address):
