@@ -5,12 +5,53 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from eth_utils import to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from backend.api.errors import ApiError
+
+# Response bodies are the shared wire models of cvm, so the client parses exactly what we
+# send; the server-side names are kept for the routes.
+from cvm.api_models import AttestationState as AttestationState
+from cvm.api_models import AttestationView as AttestationOut
+from cvm.api_models import ChainInfo as ChainInfo
+from cvm.api_models import EvidenceReceipt as EvidenceReceipt
+from cvm.api_models import LeaseSpec as LeaseSpecOut
+from cvm.api_models import LeaseView as LeaseOut
+from cvm.api_models import NodeView as NodeOut
+from cvm.api_models import Session as SessionOut
+from cvm.api_models import VerificationView as VerificationOut
+
+__all__ = [
+    "Address",
+    "AttestationOut",
+    "AttestationState",
+    "ChainInfo",
+    "EvidenceReceipt",
+    "Health",
+    "HeartbeatIn",
+    "HeartbeatOut",
+    "Hex32",
+    "LeaseId",
+    "LeaseIntentIn",
+    "LeaseOut",
+    "LeaseSpecOut",
+    "LoginIn",
+    "NodeOut",
+    "NonceIn",
+    "NonceOut",
+    "Readiness",
+    "SessionOut",
+    "Text",
+    "Uint32",
+    "Uint64",
+    "VerificationOut",
+    "checksum",
+    "parse_address",
+    "parse_hash",
+]
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -20,7 +61,6 @@ Hex32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
 Uint32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
 LeaseId = Annotated[int, Field(ge=0, le=2**63 - 1)]
-AttestationState = Literal["none", "pending", "verified", "rejected", "expired"]
 
 
 def parse_address(value: str, what: str = "address") -> str:
@@ -50,34 +90,6 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ChainInfo(BaseModel):
-    chain_id: int
-    node_registry: str
-    lease_market: str
-    attestation_registry: str
-    token: str | None = None
-
-
-class NodeOut(BaseModel):
-    address: str
-    operator: str
-    tee_type: int
-    vcpus: int
-    memory_mib: int
-    disk_gib: int
-    region: int
-    price_per_second: int
-    stake: int
-    active: bool
-    endpoint: str
-    free_vcpus: int | None
-    free_memory_mib: int | None
-    free_disk_gib: int | None
-    running_leases: int | None
-    last_heartbeat_at: datetime | None
-    reputation: float = Field(description="(verified + 1) / (verified + rejected + faults + 2)")
-
-
 class HeartbeatIn(_Body):
     node: Address
     free_vcpus: Uint32
@@ -92,26 +104,6 @@ class HeartbeatOut(BaseModel):
     node: str
     timestamp: int
     accepted: bool = True
-
-
-class LeaseOut(BaseModel):
-    id: int
-    renter: str
-    node: str | None
-    status: str
-    tee_type: int
-    vcpus: int
-    memory_mib: int
-    disk_gib: int
-    min_stake: int
-    max_price_per_second: int
-    price_per_second: int | None
-    deposit: int
-    spec_hash: str
-    expected_measurement: str
-    reattest_interval: int
-    created_block: int
-    has_private_spec: bool
 
 
 def _no_nul(value: str) -> str:
@@ -130,40 +122,6 @@ class LeaseIntentIn(_Body):
     cloud_init: Annotated[Text, StringConstraints(max_length=65536)] | None = None
 
 
-class LeaseSpecOut(BaseModel):
-    spec_hash: str
-    image: str
-    ssh_public_key: str | None
-    cloud_init: str | None
-
-
-class VerificationOut(BaseModel):
-    ok: bool
-    reason_codes: list[str]
-    detail: dict[str, Any]
-    report_hash: str
-    checked_at: datetime
-    confirm_tx: str | None
-
-
-class AttestationOut(BaseModel):
-    lease_id: int
-    status: AttestationState
-    node: str | None
-    report_hash: str | None
-    measurement: str | None
-    submitted_at: int | None
-    verified_at: int | None
-    expires_at: int | None
-    verification: VerificationOut | None
-
-
-class EvidenceReceipt(BaseModel):
-    hash: str = Field(description="0x keccak256 of the evidence bytes")
-    report_hash: str = Field(description="0x keccak256 of the raw report, as recorded on chain")
-    size: int
-
-
 class NonceIn(_Body):
     address: Address
 
@@ -177,12 +135,6 @@ class NonceOut(BaseModel):
 class LoginIn(_Body):
     message: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     signature: Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
-
-
-class SessionOut(BaseModel):
-    token: str
-    address: str
-    expires_at: datetime
 
 
 class Health(BaseModel):
