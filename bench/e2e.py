@@ -25,7 +25,7 @@ from typing import Any
 from eth_account import Account
 
 from cvm.api_client import ApiClient
-from cvm.chain import ChainClient, LeaseSpec, NodeSpec, TeeType
+from cvm.chain import ChainClient, LeaseSpec, NodeSpec, TeeType, sign_node_consent
 from cvm.renter import Renter, RentRequest
 from cvm.stack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
 from cvm.stack.faucet import fund, local_deployer
@@ -44,13 +44,16 @@ def _percentile(values: list[float], fraction: float) -> float:
 def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
     """Median round trip of each raw transaction of one lease, and their sum."""
     renter = admin.with_account(Account.create())
-    node = admin.with_account(Account.create())
+    node_account = Account.create()
+    node = admin.with_account(node_account)
     operator = admin.with_account(Account.create())
     verifier = admin.with_account(Account.create())
     for account in (renter, node, operator, verifier):
         assert account.address is not None
         fund(admin, account.address, 10**24, 10**19)
-    operator.nodes.register(str(node.address), _FLOOR_NODE)
+    assert operator.address is not None
+    consent = sign_node_consent(node_account, operator.address, admin.deployment)
+    operator.nodes.register(str(node.address), _FLOOR_NODE, node_key_signature=consent)
     operator.token.approve(admin.deployment.node_registry, 10**21)
     operator.nodes.stake(str(node.address), 10**21)
     admin.attestations.add_verifier(str(verifier.address))

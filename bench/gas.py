@@ -24,6 +24,7 @@ from cvm.chain import (
     TeeType,
     TxResult,
     deploy,
+    sign_node_consent,
 )
 
 TOKEN = 10**18
@@ -68,7 +69,13 @@ def measure() -> dict[str, Any]:
         baseline_warm = rt.token.transfer(keeper.address, TOKEN).gas_used
 
         # --- the lifecycle --------------------------------------------------------------
-        record("register", op.nodes.register(key.address, NODE, "https://node.example"))
+        consent = sign_node_consent(key, operator.address, deployment)
+        record(
+            "register",
+            op.nodes.register(
+                key.address, NODE, "https://node.example", node_key_signature=consent
+            ),
+        )
         record("stake", op.nodes.stake(key.address, 1_000 * TOKEN))
         created = rt.leases.create_lease(SPEC, RATE, 10 * TOKEN, MEASUREMENT)
         record("createLease", created.tx)

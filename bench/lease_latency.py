@@ -40,7 +40,16 @@ from cvm.attestation.binding import build_report_data
 from cvm.attestation.evidence import report_hash
 from cvm.attestation.product import Product
 from cvm.attestation.sim import SimulatedAmd, SimulatedSecureProcessor
-from cvm.chain import Anvil, ChainClient, DeployConfig, LeaseSpec, NodeSpec, TeeType, deploy
+from cvm.chain import (
+    Anvil,
+    ChainClient,
+    DeployConfig,
+    LeaseSpec,
+    NodeSpec,
+    TeeType,
+    deploy,
+    sign_node_consent,
+)
 from cvm.config import Settings
 from cvm.wallet import import_keystore
 
@@ -206,7 +215,8 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
         client.token.mint(client.address or "", 10**9 * TOKEN)
         client.token.approve(spender, 2**256 - 1)
     for key in (node_key, other_node):
-        clients["operator"].nodes.register(key.address, NODE, "")
+        consent = sign_node_consent(key, operator.address, deployment)
+        clients["operator"].nodes.register(key.address, NODE, node_key_signature=consent)
         clients["operator"].nodes.stake(key.address, 1_000 * TOKEN)
 
     base = baseline(anvil, clients, baseline_rounds)

@@ -5,6 +5,8 @@ import {Ownable, Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
@@ -13,7 +15,7 @@ import {Node, NodeSpec, TeeType} from "./types/DataTypes.sol";
 
 /// @title NodeRegistry
 /// @notice Nodes, operators and stake of cvm. See {INodeRegistry}.
-contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
+contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
@@ -24,6 +26,9 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
     uint256 public constant override MAX_UNBONDING_DELAY = 30 days;
 
     uint256 private constant _BPS = 10_000;
+
+    /// @inheritdoc INodeRegistry
+    bytes32 public constant override NODE_CONSENT_TYPEHASH = keccak256("NodeConsent(address nodeKey,address operator)");
 
     /// @inheritdoc INodeRegistry
     IERC20 public immutable override token;
@@ -44,6 +49,7 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
 
     constructor(IERC20 token_, address initialOwner, uint256 minStake_, uint256 unbondingDelay_, uint256 slashBps_)
         Ownable(initialOwner)
+        EIP712("cvm NodeRegistry", "1")
     {
         if (address(token_) == address(0)) revert Errors.NodeRegistry_ZeroAddress();
         if (unbondingDelay_ > MAX_UNBONDING_DELAY) {
@@ -83,6 +89,11 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
     }
 
     /// @inheritdoc INodeRegistry
+    function nodeConsentDigest(address nodeKey, address operator) public view override returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(NODE_CONSENT_TYPEHASH, nodeKey, operator)));
+    }
+
+    /// @inheritdoc INodeRegistry
     function slashAmountOf(address nodeKey) public view override returns (uint256) {
         Node storage node = _nodes[nodeKey];
         return ((uint256(node.stake) + node.unbonding) * slashBps) / _BPS;
@@ -93,11 +104,17 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc INodeRegistry
-    function register(address nodeKey, NodeSpec calldata spec, string calldata endpoint) external override {
+    function register(
+        address nodeKey,
+        NodeSpec calldata spec,
+        string calldata endpoint,
+        bytes calldata nodeKeySignature
+    ) external override {
         if (nodeKey == address(0)) revert Errors.NodeRegistry_ZeroAddress();
         Node storage node = _nodes[nodeKey];
         if (node.operator != address(0)) revert Errors.NodeRegistry_NodeAlreadyRegistered(nodeKey, node.operator);
         _checkSpec(nodeKey, spec);
+        _checkNodeConsent(nodeKey, nodeKeySignature);
         node.operator = msg.sender;
         _writeSpec(node, spec);
         emit NodeRegistered(nodeKey, msg.sender, spec, endpoint);
@@ -237,6 +254,15 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard {
         address operator = node.operator;
         if (operator == address(0)) revert Errors.NodeRegistry_NodeNotRegistered(nodeKey);
         if (operator != msg.sender) revert Errors.NodeRegistry_NotOperator(nodeKey, msg.sender, operator);
+    }
+
+    /// @dev The caller is the operator the node key must have consented to. tryRecover (not recover)
+    /// so that a malformed signature reverts with the same named error as a wrong one.
+    function _checkNodeConsent(address nodeKey, bytes calldata signature) private view {
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(nodeConsentDigest(nodeKey, msg.sender), signature);
+        if (err != ECDSA.RecoverError.NoError || signer != nodeKey) {
+            revert Errors.NodeRegistry_InvalidNodeKeySignature(nodeKey, msg.sender);
+        }
     }
 
     function _checkSpec(address nodeKey, NodeSpec calldata spec) private pure {

@@ -103,11 +103,16 @@ abstract contract Base is Test {
         return uint256(PRICE_PER_VCPU) * VCPU;
     }
 
+    /// @dev The node key's consent to `operator_` registering it.
+    function nodeConsent(address operator_) internal view returns (bytes memory) {
+        return signNodeConsent(address(nodes), makeKey("nodeKey"), operator_);
+    }
+
     // ------------------------------------------------------------------ steps
 
     function registerNode() internal {
         vm.prank(operator);
-        nodes.register(nodeKey, nodeSpec(), "https://node.example:8443");
+        nodes.register(nodeKey, nodeSpec(), "https://node.example:8443", nodeConsent(operator));
     }
 
     function registerAndStake() internal {

@@ -20,6 +20,7 @@ from cvm.chain.deployment import Deployment
 from cvm.chain.errors import ChainError, ContractRevert, RevertDecoder, UnknownRevert
 from cvm.chain.events import ChainEvent, EventDecoder
 from cvm.chain.lease_market import CreatedLease, LeaseMarketClient
+from cvm.chain.node_consent import node_consent_message, sign_node_consent
 from cvm.chain.node_registry import NodeRegistryClient
 from cvm.chain.sender import TransactionSender, forget_nonces
 from cvm.chain.token import Permit, TokenClient
@@ -72,5 +73,7 @@ __all__ = [
     "find_anvil",
     "forget_nonces",
     "load_artifact",
+    "node_consent_message",
     "revert_decoder",
+    "sign_node_consent",
 ]

@@ -20,6 +20,10 @@ class NodeRegistryClient(OwnedContractClient):
         """The operator of `node_key` (the zero address if unregistered)."""
         return str(self._call("operatorOf", node_key))
 
+    def node_consent_digest(self, node_key: str, operator: str) -> bytes:
+        """The EIP-712 digest `node_key` signs to consent to `operator` registering it."""
+        return bytes(self._call("nodeConsentDigest", node_key, operator))
+
     def slash_amount_of(self, node_key: str) -> int:
         """What a slash of `node_key` would take right now."""
         return int(self._call("slashAmountOf", node_key))
@@ -53,9 +57,16 @@ class NodeRegistryClient(OwnedContractClient):
         return int(self._call("MAX_UNBONDING_DELAY"))
 
     # --- operator ----------------------------------------------------------------
-    def register(self, node_key: str, spec: NodeSpec, endpoint: str = "") -> TxResult:
-        """Register `node_key` with this client's account as operator."""
-        return self._send("register", node_key, spec.as_tuple(), endpoint)
+    def register(
+        self, node_key: str, spec: NodeSpec, endpoint: str = "", *, node_key_signature: bytes
+    ) -> TxResult:
+        """Register `node_key` with this client's account as operator.
+
+        `node_key_signature` is the node key's consent to this operator, made with
+        `cvm.chain.sign_node_consent`; a wrong one reverts with
+        `NodeRegistry_InvalidNodeKeySignature`.
+        """
+        return self._send("register", node_key, spec.as_tuple(), endpoint, node_key_signature)
 
     def update(self, node_key: str, spec: NodeSpec, endpoint: str = "") -> TxResult:
         """Change a node's capabilities, price and endpoint."""

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from web3 import Web3
 
-from cvm.chain import ChainClient, ChainError, Deployment, NodeSpec, TeeType
+from cvm.chain import ChainClient, ChainError, Deployment, NodeSpec, TeeType, sign_node_consent
 from cvm.config import get_settings
 from cvm.wallet import (
     PASSWORD_FD_ENV,
@@ -130,19 +130,32 @@ def register(
     endpoint: Annotated[str, typer.Option(help="public endpoint of the node")] = "",
     update: Annotated[bool, typer.Option("--update", help="change a registered node")] = False,
     password_file: PasswordOpt = None,
+    node_keystore: Annotated[
+        Path | None,
+        typer.Option(help="keystore of NODE_KEY, to sign its consent (default: settings)"),
+    ] = None,
+    node_password_file: Annotated[
+        Path | None,
+        typer.Option(help="owner-only file with the node keystore password (default: settings)"),
+    ] = None,
     deployment: DeploymentOpt = None,
     rpc: RpcOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Register NODE_KEY (or --update it) under the operator wallet of --keystore."""
+    """Register NODE_KEY (or --update it) under the operator wallet of --keystore.
+
+    Registering needs the node key's consent to this operator (an EIP-712 signature), so
+    its keystore is unlocked too; --update does not.
+    """
     node = _address(node_key, "--node-key")
     client = _client(_account(keystore, password_file), deployment, rpc)
     spec = NodeSpec(TeeType.SEV_SNP, vcpu, memory_mib, disk_gib, region, price)
+    consent = b"" if update else _node_consent(node, client, node_keystore, node_password_file)
     try:
         if update:
             tx = client.nodes.update(node, spec, endpoint)
         else:
-            tx = client.nodes.register(node, spec, endpoint)
+            tx = client.nodes.register(node, spec, endpoint, node_key_signature=consent)
     except (ChainError, OSError) as exc:
         raise _fail(str(exc)) from None
     verb = "updated" if update else "registered"
@@ -151,6 +164,26 @@ def register(
         json_output,
         f"{verb} node {node} (operator {client.address}) in {tx.tx_hash}",
     )
+
+
+def _node_consent(
+    node: str, client: ChainClient, keystore: Path | None, password_file: Path | None
+) -> bytes:
+    """The node key's signature consenting to the client's account as its operator."""
+    settings = get_settings()
+    path = keystore or settings.node_keystore
+    if path is None:
+        raise _fail("registering needs the node key: pass --node-keystore", 2)
+    password_source = password_file or settings.node_password_file
+    try:
+        password = resolve_password(password_source, lambda _: _prompt("Node keystore password"))
+        node_account = load_account(path, password)
+    except WalletError as exc:
+        raise _fail(str(exc)) from None
+    if node_account.address != node:
+        raise _fail(f"--node-keystore holds {node_account.address}, not --node-key {node}", 2)
+    assert client.address is not None
+    return sign_node_consent(node_account, client.address, client.deployment)
 
 
 @app.command("stake")

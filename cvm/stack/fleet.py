@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cvm.chain import ChainClient, NodeSpec, TeeType
+from eth_account.signers.local import LocalAccount
+
+from cvm.chain import ChainClient, NodeSpec, TeeType, sign_node_consent
 
 # (vCPU, memory MiB, disk GiB, price per vCPU-second in token base units)
 _SHAPES = (
@@ -55,7 +57,7 @@ def default_profiles(count: int) -> list[NodeProfile]:
 def provision_node(
     admin: ChainClient,
     operator: ChainClient,
-    node_address: str,
+    node_account: LocalAccount,
     profile: NodeProfile,
     stake: int,
     gas_wei: int,
@@ -65,10 +67,12 @@ def provision_node(
     `admin` is the deployer of a local deployment (it owns the test token and holds ether).
     """
     assert operator.address is not None
+    node_address = node_account.address
     admin.token.mint(operator.address, stake)
     for address in (operator.address, node_address):
         _send_ether(admin, address, gas_wei)
-    operator.nodes.register(node_address, profile.spec())
+    consent = sign_node_consent(node_account, operator.address, operator.deployment)
+    operator.nodes.register(node_address, profile.spec(), node_key_signature=consent)
     operator.token.approve(admin.deployment.node_registry, stake)
     operator.nodes.stake(node_address, stake)
 

@@ -258,7 +258,7 @@ class EmbeddedStack:
             provision_node(
                 self.admin,
                 self.admin.with_account(operator.account),
-                node_key.address,
+                node_key.account,
                 profile,
                 self.config.stake,
                 self.config.node_gas_wei,

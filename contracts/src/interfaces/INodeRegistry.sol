@@ -71,12 +71,31 @@ interface INodeRegistry {
     /// @notice The operator of `nodeKey` (zero if unregistered).
     function operatorOf(address nodeKey) external view returns (address);
 
+    /// @notice The EIP-712 type hash of `NodeConsent(address nodeKey,address operator)`.
+    function NODE_CONSENT_TYPEHASH() external view returns (bytes32);
+
+    /// @notice The EIP-712 digest the node key signs to consent to `operator` registering it.
+    function nodeConsentDigest(address nodeKey, address operator) external view returns (bytes32);
+
     /// @notice What `slash(nodeKey)` would take right now: `slashBps` of active plus unbonding stake.
     function slashAmountOf(address nodeKey) external view returns (uint256);
 
     /// @notice Registers `nodeKey` with the caller as its operator.
-    /// @dev Reverts: NodeRegistry_ZeroAddress, _NodeAlreadyRegistered, _InvalidNodeSpec.
-    function register(address nodeKey, NodeSpec calldata spec, string calldata endpoint) external;
+    /// @dev `nodeKeySignature` is the node key's consent to this operator: a 65-byte ECDSA signature
+    /// over `nodeConsentDigest(nodeKey, msg.sender)`, i.e. the EIP-712 struct
+    /// `NodeConsent(address nodeKey,address operator)` under this registry's domain
+    /// (name "cvm NodeRegistry", version "1", chain id, this contract). It stops a front-runner who
+    /// copies a pending registration from taking the node key under its own operator address.
+    /// No nonce is needed: the domain binds the signature to one chain and one registry, and a node
+    /// key is registered at most once, so a consent can be used at most once.
+    /// Reverts: NodeRegistry_ZeroAddress, _NodeAlreadyRegistered, _InvalidNodeSpec,
+    /// _InvalidNodeKeySignature.
+    function register(
+        address nodeKey,
+        NodeSpec calldata spec,
+        string calldata endpoint,
+        bytes calldata nodeKeySignature
+    ) external;
 
     /// @notice Updates a node's capabilities, price and endpoint (operator only). Running leases keep their rate.
     /// @dev Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _InvalidNodeSpec.

@@ -17,6 +17,10 @@ library Errors {
     /// @notice Thrown when registering a node key that is already registered.
     error NodeRegistry_NodeAlreadyRegistered(address nodeKey, address operator);
 
+    /// @notice Thrown when the node key's signature does not consent to the caller as its operator
+    /// (signed by another key, for another operator or domain, or malformed).
+    error NodeRegistry_InvalidNodeKeySignature(address nodeKey, address operator);
+
     /// @notice Thrown when a call names a node key that is not registered.
     error NodeRegistry_NodeNotRegistered(address nodeKey);
 

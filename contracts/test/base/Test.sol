@@ -60,6 +60,35 @@ abstract contract Test {
         return min + (x % (size + 1));
     }
 
+    /// @dev The node key's EIP-712 consent to `operator`, built from the spec (not from the
+    /// registry's own digest view) so the tests check the contract's encoding.
+    function signNodeConsent(address registry, uint256 nodePrivateKey, address operator)
+        internal
+        view
+        returns (bytes memory signature)
+    {
+        bytes32 domainSeparator = keccak256(
+            abi.encode(
+                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256("cvm NodeRegistry"),
+                keccak256("1"),
+                block.chainid,
+                registry
+            )
+        );
+        bytes32 structHash = keccak256(
+            abi.encode(keccak256("NodeConsent(address nodeKey,address operator)"), vm.addr(nodePrivateKey), operator)
+        );
+        (uint8 v, bytes32 r, bytes32 s) =
+            vm.sign(nodePrivateKey, keccak256(abi.encodePacked("\x19\x01", domainSeparator, structHash)));
+        signature = abi.encodePacked(r, s, v);
+    }
+
+    /// @dev The private key behind `makeAddr(name)`.
+    function makeKey(string memory name) internal pure returns (uint256) {
+        return uint256(keccak256(bytes(name)));
+    }
+
     function makeAddr(string memory name) internal returns (address account) {
         account = vm.addr(uint256(keccak256(bytes(name))));
         vm.label(account, name);

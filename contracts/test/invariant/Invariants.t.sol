@@ -54,7 +54,8 @@ contract Invariants_Test is Test {
                     region: 1,
                     pricePerSecondPerUnit: uint96(1e12 * (i + 1))
                 }),
-                ""
+                "",
+                signNodeConsent(address(nodes), makeKey(string.concat("nodeKey", vm_toString(i))), operators[i])
             );
         }
         bytes memory measurement = abi.encodePacked(keccak256("m"), bytes16(keccak256("n")));

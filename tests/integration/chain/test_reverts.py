@@ -6,11 +6,21 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from eth_utils import keccak
 
-from cvm.chain import ChainError, ContractRevert, LeaseStatus, TeeType
+from cvm.chain import (
+    ChainError,
+    ContractRevert,
+    LeaseStatus,
+    TeeType,
+    node_consent_message,
+    sign_node_consent,
+)
 from tests.fixtures.chain import LEASE_SPEC, MEASUREMENT, NODE_SPEC, STAKE, ChainSystem
 
 pytestmark = pytest.mark.integration
+
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def expect(action: Callable[[], object], name: str) -> ContractRevert:
@@ -57,7 +67,7 @@ def test_accept_checks_registration_stake_tee_and_price(chain: ChainSystem) -> N
     lease_id = chain.open_lease()
     expect(lambda: chain.node.leases.accept_lease(lease_id), "LeaseMarket_NodeNotRegistered")
     key = chain.accounts.node_key.address
-    chain.operator.nodes.register(key, NODE_SPEC, "")
+    chain.register_node(chain.accounts.node_key)
     error = expect(lambda: chain.node.leases.accept_lease(lease_id), "LeaseMarket_StakeTooLow")
     assert error.args_by_name["stake"] == 0
     chain.operator.nodes.stake(key, STAKE)
@@ -75,10 +85,9 @@ def test_accept_checks_registration_stake_tee_and_price(chain: ChainSystem) -> N
 
 def test_registry_guards(chain: ChainSystem) -> None:
     key = chain.accounts.node_key.address
-    chain.operator.nodes.register(key, NODE_SPEC, "")
+    chain.register_node(chain.accounts.node_key)
     expect(
-        lambda: chain.operator.nodes.register(key, NODE_SPEC, ""),
-        "NodeRegistry_NodeAlreadyRegistered",
+        lambda: chain.register_node(chain.accounts.node_key), "NodeRegistry_NodeAlreadyRegistered"
     )
     expect(lambda: chain.stranger.nodes.stake(key, 1), "NodeRegistry_NotOperator")
     expect(lambda: chain.operator.nodes.stake(key, 0), "NodeRegistry_ZeroAmount")
@@ -87,6 +96,56 @@ def test_registry_guards(chain: ChainSystem) -> None:
     )
     assert error.args_by_name == {"nodeKey": key, "amount": 1, "stake": 0}
     expect(lambda: chain.stranger.nodes.set_min_stake(1), "OwnableUnauthorizedAccount")
+
+
+def test_register_needs_the_node_keys_consent(chain: ChainSystem) -> None:
+    node, operator, stranger = (
+        chain.accounts.node_key,
+        chain.accounts.operator,
+        chain.accounts.stranger,
+    )
+    by_stranger = sign_node_consent(stranger, operator.address, chain.deployment)
+    error = expect(
+        lambda: chain.operator.nodes.register(
+            node.address, NODE_SPEC, node_key_signature=by_stranger
+        ),
+        "NodeRegistry_InvalidNodeKeySignature",
+    )
+    assert error.args_by_name == {"nodeKey": node.address, "operator": operator.address}
+
+    # A front-runner who copies the operator's pending transaction cannot reuse the consent.
+    for_operator = sign_node_consent(node, operator.address, chain.deployment)
+    error = expect(
+        lambda: chain.stranger.nodes.register(
+            node.address, NODE_SPEC, node_key_signature=for_operator
+        ),
+        "NodeRegistry_InvalidNodeKeySignature",
+    )
+    assert error.args_by_name == {"nodeKey": node.address, "operator": stranger.address}
+
+    other_chain = replace(chain.deployment, chain_id=chain.deployment.chain_id + 1)
+    for_other_chain = sign_node_consent(node, operator.address, other_chain)
+    expect(
+        lambda: chain.operator.nodes.register(
+            node.address, NODE_SPEC, node_key_signature=for_other_chain
+        ),
+        "NodeRegistry_InvalidNodeKeySignature",
+    )
+    expect(
+        lambda: chain.operator.nodes.register(
+            node.address, NODE_SPEC, node_key_signature=for_operator[:64]
+        ),
+        "NodeRegistry_InvalidNodeKeySignature",
+    )
+    assert chain.operator.nodes.operator_of(node.address) == ZERO_ADDRESS
+
+    # eth-account's EIP-712 encoding is the contract's.
+    message = node_consent_message(node.address, operator.address, chain.deployment)
+    digest = keccak(b"\x19" + message.version + message.header + message.body)
+    assert chain.operator.nodes.node_consent_digest(node.address, operator.address) == digest
+    tx = chain.operator.nodes.register(node.address, NODE_SPEC, node_key_signature=for_operator)
+    assert tx.event("NodeRegistered").args["operator"] == operator.address
+    assert chain.operator.nodes.operator_of(node.address) == operator.address
 
 
 def test_attestation_guards(chain: ChainSystem) -> None:

@@ -15,7 +15,7 @@ from node_agent.agent import NodeAgent
 from node_agent.errors import CapacityExceeded, LeaseNotOurs
 from node_agent.launcher.base import GuestSpec, GuestState
 from node_agent.store import LeaseState, Resources, SubmissionState
-from tests.fixtures.chain import MEASUREMENT, NODE_SPEC, ChainSystem
+from tests.fixtures.chain import MEASUREMENT, ChainSystem
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ def test_a_lease_taken_by_another_node_is_dropped(
 ) -> None:
     chain.staked_node()
     other = chain.accounts.stranger
-    chain.operator.nodes.register(other.address, NODE_SPEC, "")
+    chain.register_node(other)
     chain.operator.nodes.stake(other.address, 1_000 * 10**18)
     lease_id = chain.open_lease()
     chain.client(other).leases.accept_lease(lease_id)

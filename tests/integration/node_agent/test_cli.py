@@ -53,8 +53,21 @@ def test_operator_commands(chain: ChainSystem, tmp_path: Path) -> None:
     node = str(created["address"])
     assert read_keystore_info(tmp_path / "node.json").address == node
 
-    _cvm("node", "register", *signer, *where, "--node-key", node, "--vcpu", "8",
-         "--memory-mib", "16384", "--disk-gib", "100", "--price", "1000")  # fmt: skip
+    register = ["node", "register", *signer, *where, "--node-key", node, "--vcpu", "8",
+                "--memory-mib", "16384", "--disk-gib", "100", "--price", "1000"]  # fmt: skip
+    # The node key signs its consent: a keystore of another key is refused before any transaction.
+    wrong = runner.invoke(
+        app, [*register, "--node-keystore", str(operator)], input="operator-pass\n"
+    )
+    assert wrong.exit_code == 2 and "--node-keystore holds" in wrong.output
+    assert _cvm("node", "status", *where, "--node-key", node)["registered"] is False
+    # The node keystore password is prompted for (never on argv) when no file is given.
+    registered = runner.invoke(
+        app, [*register, "--node-keystore", str(tmp_path / "node.json"), "--json"],
+        input="operator-pass\n",
+    )  # fmt: skip
+    assert registered.exit_code == 0, registered.output
+    assert "Node keystore password" in registered.output
     staked = _cvm("node", "stake", *signer, *where, "--node-key", node, "150")
     assert staked["stake"] == 150 * TOKEN
     status = _cvm("node", "status", *where, "--node-key", node)
