@@ -259,6 +259,7 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
     /// @dev The caller is the operator the node key must have consented to. tryRecover (not recover)
     /// so that a malformed signature reverts with the same named error as a wrong one.
     function _checkNodeConsent(address nodeKey, bytes calldata signature) private view {
+        // slither-disable-next-line unused-return (the third value only details `err`, which is checked)
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(nodeConsentDigest(nodeKey, msg.sender), signature);
         if (err != ECDSA.RecoverError.NoError || signer != nodeKey) {
             revert Errors.NodeRegistry_InvalidNodeKeySignature(nodeKey, msg.sender);

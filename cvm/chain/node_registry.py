@@ -20,6 +20,10 @@ class NodeRegistryClient(OwnedContractClient):
         """The operator of `node_key` (the zero address if unregistered)."""
         return str(self._call("operatorOf", node_key))
 
+    def node_consent_typehash(self) -> bytes:
+        """The EIP-712 type hash of `NodeConsent(address nodeKey,address operator)`."""
+        return bytes(self._call("NODE_CONSENT_TYPEHASH"))
+
     def node_consent_digest(self, node_key: str, operator: str) -> bytes:
         """The EIP-712 digest `node_key` signs to consent to `operator` registering it."""
         return bytes(self._call("nodeConsentDigest", node_key, operator))

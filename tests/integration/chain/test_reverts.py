@@ -143,6 +143,8 @@ def test_register_needs_the_node_keys_consent(chain: ChainSystem) -> None:
     message = node_consent_message(node.address, operator.address, chain.deployment)
     digest = keccak(b"\x19" + message.version + message.header + message.body)
     assert chain.operator.nodes.node_consent_digest(node.address, operator.address) == digest
+    typehash = keccak(b"NodeConsent(address nodeKey,address operator)")
+    assert chain.operator.nodes.node_consent_typehash() == typehash
     tx = chain.operator.nodes.register(node.address, NODE_SPEC, node_key_signature=for_operator)
     assert tx.event("NodeRegistered").args["operator"] == operator.address
     assert chain.operator.nodes.operator_of(node.address) == operator.address
