@@ -16,7 +16,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from cvm.api_client import ApiClient, ApiError, AttestationView, NodeView
+from cvm.api_client import ApiClient, ApiError, NodeView
 from cvm.chain import (
     Attestation,
     AttestationStatus,
@@ -195,15 +195,6 @@ class Renter:
             and str(event.args.get("renter", "")).lower() == self.address.lower()
         ]
         return [self.report(lease_id) for lease_id in ids]
-
-    def attestation_details(self, lease_id: int) -> AttestationView | None:
-        """The backend's view (with the verifier's reasons), or None if it is unreachable."""
-        if self.api is None:
-            return None
-        try:
-            return self.api.attestation_status(lease_id)
-        except ApiError:
-            return None
 
     # --- acting -------------------------------------------------------------------------
 

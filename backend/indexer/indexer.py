@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hexbytes import HexBytes
@@ -58,10 +58,6 @@ class BatchResult:
     reorged_from: int | None = None  # first block rolled back, if a reorg happened
     rebuilt_leases: set[int] = field(default_factory=set)
     rebuilt_nodes: set[str] = field(default_factory=set)
-    last_block: int | None = None
-
-
-Listener = Callable[[BatchResult], None]
 
 
 class Indexer:
@@ -85,7 +81,6 @@ class Indexer:
         self.start_block = start_block
         self.confirmations = confirmations
         self.batch_blocks = batch_blocks
-        self.listeners: list[Listener] = []
         self._lock = threading.Lock()
 
     def cursor(self) -> int:
@@ -105,9 +100,6 @@ class Indexer:
                 to_block = min(cursor + self.batch_blocks, safe_head)
                 self._apply_range(cursor + 1, to_block, result)
                 cursor = to_block
-            result.last_block = cursor
-        for listener in self.listeners:
-            listener(result)
         return result
 
     # --- applying -----------------------------------------------------------------------------
@@ -192,8 +184,9 @@ class Indexer:
         blocks: Sequence[IndexedBlock] = session.scalars(
             select(IndexedBlock).order_by(IndexedBlock.number.desc())
         ).all()
+        head = self.w3.eth.block_number
         for block in blocks:
-            if block.number > self.w3.eth.block_number:
+            if block.number > head:
                 continue
             if self._block_hash(block.number) == block.hash:
                 return block.number

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from backend.matching.index import Demand, MatchIndex, NodeEntry, Reservation
@@ -74,6 +74,9 @@ def _reservation(match: Match) -> Reservation:
     )
 
 
+_LEASE_LOCK_STRIPES = 256
+
+
 class Matcher:
     """Matches open leases to nodes; safe to call from several threads."""
 
@@ -92,8 +95,8 @@ class Matcher:
         self.clock = clock
         self.index = MatchIndex(stale_after_s=stale_after_s, clock=clock)
         # One lease is matched by one thread at a time (the index itself is atomic per node).
-        self._lease_locks: dict[int, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        # A fixed set of striped locks, so the table never grows with the leases ever seen.
+        self._lease_locks = [threading.Lock() for _ in range(_LEASE_LOCK_STRIPES)]
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -153,8 +156,7 @@ class Matcher:
     # --- matching -------------------------------------------------------------------------------
 
     def _lease_lock(self, lease_id: int) -> threading.Lock:
-        with self._locks_guard:
-            return self._lease_locks.setdefault(lease_id, threading.Lock())
+        return self._lease_locks[lease_id % _LEASE_LOCK_STRIPES]
 
     def match_lease(self, lease_id: int) -> Match | None:
         """Reserve the best node for an open lease and dispatch it; None if nothing fits.
@@ -245,8 +247,13 @@ class Matcher:
 
     def match_open_leases(self) -> int:
         """Match every open lease without a live reservation (at start and periodically)."""
-        with self.store.session() as session:
-            open_ids = session.scalars(select(Lease.id).where(Lease.status == "open")).all()
+        # Selecting only unreserved leases keeps this periodic pass from taking the store's
+        # write lock once per already-reserved lease.
+        live = exists().where(
+            Match.lease_id == Lease.id, Match.status.in_(("reserved", "accepted"))
+        )
+        with self.store.new_session(read_only=True) as session:
+            open_ids = session.scalars(select(Lease.id).where(Lease.status == "open", ~live)).all()
         return sum(1 for lease_id in open_ids if self.match_lease(lease_id) is not None)
 
     @staticmethod

@@ -247,13 +247,17 @@ def attestation_status(
     """The attestation of a lease, from the chain, with the verifier's details if available."""
     from cvm.api_client import ApiClient, ApiError
     from cvm.cli._renting import api_url
-    from cvm.sdk import AttestationClient
+    from cvm.renter import attestation_dict
 
     with failures(as_json):
         record = load_deployment(deployment)
         chain = connect_chain(record, rpc_url(record), None)
-        status = AttestationClient(chain.w3, record.attestation_registry).status(lease_id)
-        result: dict[str, Any] = {**status.as_dict(), "verification": None}
+        attestation = chain.attestations.attestation_of(lease_id)
+        result: dict[str, Any] = {
+            "lease_id": lease_id,
+            **attestation_dict(attestation),
+            "verification": None,
+        }
         try:
             with ApiClient(api_url(record)) as api:
                 view = api.attestation_status(lease_id)

@@ -27,7 +27,7 @@ async def health() -> Health:
 def ready(context: Context) -> JSONResponse:
     indexed: int | None = None
     try:
-        with context.store.session() as session:
+        with context.store.new_session(read_only=True) as session:
             session.execute(text("SELECT 1"))
             indexed = session.scalar(select(IndexerCursor.last_block).limit(1))
         readiness = Readiness(status="ready", database=True, indexed_block=indexed)
