@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from web3 import Web3
-
 from backend.service import BackendService
-from cvm.chain import Deployment
+from cvm.chain import Deployment, connect
 from cvm.config import get_settings
 from cvm.wallet import load_account, read_password_file
 
@@ -31,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
     deployment = Deployment.load(settings.deployment_file)
-    w3 = Web3(Web3.HTTPProvider(deployment.rpc_url or settings.rpc_url))
+    # The backend starts before the chain may answer; the indexer retries by itself.
+    w3 = connect(deployment, settings=settings, check=False).w3
     verifier = None
     if settings.verifier_keystore is not None:
         if settings.verifier_password_file is None:

@@ -25,7 +25,7 @@ from typing import Any
 from eth_account import Account
 
 from cvm.api_client import ApiClient
-from cvm.chain import ChainClient, LeaseSpec, NodeSpec, TeeType, sign_node_consent
+from cvm.chain import ChainClient, LeaseSpec, NodeSpec, TeeType, connect, sign_node_consent
 from cvm.renter import Renter, RentRequest
 from cvm.stack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
 from cvm.stack.faucet import fund, local_deployer
@@ -114,7 +114,7 @@ def run(
         with EmbeddedStack(config) as stack:
             startup_s = time.perf_counter() - started
             assert stack.deployment is not None and stack.state is not None
-            chain = ChainClient.connect(stack.state.rpc_url, stack.deployment)
+            chain = connect(stack.deployment, rpc_url=stack.state.rpc_url)
             admin = chain.with_account(local_deployer(stack.deployment))
             floor = measure_floor(admin)
 

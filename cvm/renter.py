@@ -28,6 +28,7 @@ from cvm.chain import (
     LeaseSpec,
     LeaseStatus,
     TeeType,
+    connect,
 )
 
 # Gas a renter needs for a createLeaseWithPermit and a close, at local base fees.
@@ -104,24 +105,10 @@ def connect_chain(
     deployment: Deployment, rpc_url: str, account: LocalAccount | None
 ) -> ChainClient:
     """A chain client, after checking the RPC serves the deployment's chain (wrong network)."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
     try:
-        chain_id = int(w3.eth.chain_id)
-    except Exception as exc:
-        raise RenterError(
-            f"cannot reach the chain at {rpc_url} ({type(exc).__name__}): is the stack up?"
-        ) from None
-    if chain_id != deployment.chain_id:
-        raise RenterError(
-            f"wrong network: {rpc_url} is chain {chain_id}, the deployment is on chain "
-            f"{deployment.chain_id}"
-        )
-    if not w3.eth.get_code(Web3.to_checksum_address(deployment.lease_market)):
-        raise RenterError(
-            f"wrong network: no LeaseMarket at {deployment.lease_market} on chain {chain_id} "
-            "(a restarted local chain? read the new deployment record)"
-        )
-    return ChainClient(w3, deployment, account)
+        return connect(deployment, account, rpc_url=rpc_url)
+    except ChainError as exc:
+        raise RenterError(str(exc)) from None
 
 
 class Renter:
@@ -188,12 +175,7 @@ class Renter:
 
     def my_leases(self) -> list[LeaseReport]:
         """Every lease this wallet created, from the chain's LeaseCreated events."""
-        ids = [
-            int(event.args["leaseId"])
-            for event in self.chain.fetch_events(self.chain.deployment.start_block)
-            if event.name == "LeaseCreated"
-            and str(event.args.get("renter", "")).lower() == self.address.lower()
-        ]
+        ids = self.chain.leases.leases_created_by(self.address, self.chain.deployment.start_block)
         return [self.report(lease_id) for lease_id in ids]
 
     # --- acting -------------------------------------------------------------------------

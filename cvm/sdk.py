@@ -17,7 +17,13 @@ from typing import Any
 
 from web3 import Web3
 
-from cvm.chain import Attestation, AttestationRegistryClient, AttestationStatus, EventDecoder
+from cvm.chain import (
+    Attestation,
+    AttestationRegistryClient,
+    AttestationStatus,
+    EventDecoder,
+    open_web3,
+)
 from cvm.renter import attestation_dict
 
 __all__ = ["AttestationClient", "LeaseAttestation"]
@@ -40,7 +46,7 @@ class AttestationClient:
     """Read-only client of one `AttestationRegistry` over JSON-RPC (the typed chain client)."""
 
     def __init__(self, rpc: str | Web3, registry: str) -> None:
-        self.w3 = rpc if isinstance(rpc, Web3) else Web3(Web3.HTTPProvider(rpc))
+        self.w3 = rpc if isinstance(rpc, Web3) else open_web3(rpc)
         self._registry = AttestationRegistryClient(self.w3, registry, EventDecoder({}))
 
     def status(self, lease_id: int) -> LeaseAttestation:

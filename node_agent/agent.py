@@ -33,7 +33,7 @@ from cvm.eip712 import Domain, Heartbeat, sign_heartbeat
 from node_agent.errors import AgentError, CapacityExceeded, LeaseNotOurs
 from node_agent.faults import crash_point
 from node_agent.launcher.base import GuestSpec, GuestState, Launcher
-from node_agent.lease_terms import lease_terms, leases_accepted_by
+from node_agent.lease_terms import lease_terms
 from node_agent.locks import lease_lock
 from node_agent.store import (
     AgentStore,
@@ -340,7 +340,9 @@ class NodeAgent:
         attested: list[int] = []
         known = {record.lease_id: record for record in self.store.leases()}
         # Leases the chain says are ours but the store forgot (e.g. killed right after accept).
-        for lease_id in leases_accepted_by(self.chain, self.address):
+        for lease_id in self.chain.leases.leases_accepted_by(
+            self.address, self.chain.deployment.start_block
+        ):
             if lease_id in known:
                 continue
             record = self.store.get_lease(lease_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from cvm.api_client import ApiClient
-from cvm.chain import ChainClient, Deployment
+from cvm.chain import ChainClient, Deployment, connect
 from cvm.config import Settings
 from cvm.wallet import PASSWORD_FD_ENV, load_account, read_password_fd, resolve_password
 from node_agent.agent import NodeAgent
@@ -97,7 +97,7 @@ def node_capacity(settings: Settings, chain: ChainClient, node_address: str) -> 
 def build_agent(settings: Settings, account: LocalAccount) -> NodeAgent:
     """A ready agent for `account` (the node key) with everything the settings name."""
     deployment = Deployment.load(settings.deployment_file)
-    chain = ChainClient.connect(settings.rpc_url, deployment, account)
+    chain = connect(deployment, account, settings=settings, check=False)
     directory = state_dir(settings, account.address)
     return NodeAgent(
         chain,

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backend.store import Attestation, ChainEvent, Lease, Node
+from cvm.chain import LeaseSpec, NodeSpec
 
 _STATUS_BY_CLOSE = "closed"
 
@@ -26,13 +27,15 @@ def _hex(value: Any) -> str:
 
 
 def json_args(args: dict[str, Any]) -> dict[str, Any]:
-    """Event arguments as JSON: bytes as 0x-hex, tuples as lists, addresses lower-case."""
+    """Event arguments as JSON: bytes as 0x-hex, structs as objects, addresses lower-case."""
 
     def convert(value: Any) -> Any:
         if isinstance(value, bytes | bytearray):
             return "0x" + bytes(value).hex()
         if isinstance(value, tuple | list):
             return [convert(item) for item in value]
+        if isinstance(value, dict):
+            return {key: convert(item) for key, item in value.items()}
         if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
             return value.lower()
         return value
@@ -63,25 +66,24 @@ def subjects(name: str, args: dict[str, Any], session: Session) -> tuple[int | N
 
 def _lease_created(session: Session, event: ChainEvent) -> None:
     args = event.args
-    # LeaseSpec: (teeType, vcpu, memoryMiB, diskGiB, minNodeStake, reattestInterval, specHash)
-    tee, vcpu, memory, disk, min_stake, interval, spec_hash = args["spec"]
+    spec = LeaseSpec.from_abi(args["spec"])
     session.merge(
         Lease(
             id=int(args["leaseId"]),
             renter=args["renter"],
             node=None,
             status="open",
-            tee_type=int(tee),
-            vcpus=int(vcpu),
-            memory_mib=int(memory),
-            disk_gib=int(disk),
-            min_stake=int(min_stake),
+            tee_type=int(spec.tee_type),
+            vcpus=spec.vcpu,
+            memory_mib=spec.memory_mib,
+            disk_gib=spec.disk_gib,
+            min_stake=spec.min_node_stake,
             max_price_per_second=int(args["maxPricePerSecond"]),
             price_per_second=None,
             deposit=int(args["deposit"]),
-            spec_hash=_hex(spec_hash),
+            spec_hash=_hex(spec.spec_hash),
             expected_measurement=_hex(args["expectedMeasurement"]),
-            reattest_interval=int(interval),
+            reattest_interval=spec.reattest_interval,
             attestation_nonce=0,
             created_block=event.block_number,
             accepted_block=None,
@@ -167,15 +169,14 @@ _LEASE_EVENTS = frozenset(_LEASE_HANDLERS)
 # --- node side --------------------------------------------------------------------------------
 
 
-def _node_spec(node: Node, spec: Any, endpoint: str) -> None:
-    # NodeSpec: (teeType, vcpu, memoryMiB, diskGiB, region, pricePerSecondPerUnit)
-    tee, vcpu, memory, disk, region, price = spec
-    node.tee_type = int(tee)
-    node.vcpus = int(vcpu)
-    node.memory_mib = int(memory)
-    node.disk_gib = int(disk)
-    node.region = int(region)
-    node.price_per_second = int(price)
+def _node_spec(node: Node, value: Any, endpoint: str) -> None:
+    spec = NodeSpec.from_abi(value)
+    node.tee_type = int(spec.tee_type)
+    node.vcpus = spec.vcpu
+    node.memory_mib = spec.memory_mib
+    node.disk_gib = spec.disk_gib
+    node.region = spec.region
+    node.price_per_second = spec.price_per_second_per_unit
     node.endpoint = endpoint
 
 

@@ -14,12 +14,20 @@ from cvm.chain.artifacts import Artifact, artifact_names, load_artifact, revert_
 from cvm.chain.attestation_registry import AttestationRegistryClient
 from cvm.chain.attested_service import AttestedServiceClient
 from cvm.chain.client import ChainClient, event_decoder
+from cvm.chain.connection import (
+    ChainUnreachable,
+    WrongNetwork,
+    check_network,
+    connect,
+    open_web3,
+    resolve_rpc_url,
+)
 from cvm.chain.contract import TxResult
 from cvm.chain.deploy import NO_MEASUREMENT, DeployConfig, deploy
 from cvm.chain.deployment import Deployment
 from cvm.chain.errors import ChainError, ContractRevert, RevertDecoder, UnknownRevert
 from cvm.chain.events import ChainEvent, EventDecoder
-from cvm.chain.lease_market import CreatedLease, LeaseMarketClient
+from cvm.chain.lease_market import CreatedLease, LeaseMarketClient, LeaseTerms
 from cvm.chain.node_consent import node_consent_message, sign_node_consent
 from cvm.chain.node_registry import NodeRegistryClient
 from cvm.chain.sender import TransactionSender, forget_nonces
@@ -47,6 +55,7 @@ __all__ = [
     "ChainClient",
     "ChainError",
     "ChainEvent",
+    "ChainUnreachable",
     "CloseReason",
     "ContractRevert",
     "CreatedLease",
@@ -57,6 +66,7 @@ __all__ = [
     "LeaseMarketClient",
     "LeaseSpec",
     "LeaseStatus",
+    "LeaseTerms",
     "Node",
     "NodeRegistryClient",
     "NodeSpec",
@@ -67,13 +77,18 @@ __all__ = [
     "TransactionSender",
     "TxResult",
     "UnknownRevert",
+    "WrongNetwork",
     "artifact_names",
+    "check_network",
+    "connect",
     "deploy",
     "event_decoder",
     "find_anvil",
     "forget_nonces",
     "load_artifact",
     "node_consent_message",
+    "open_web3",
+    "resolve_rpc_url",
     "revert_decoder",
     "sign_node_consent",
 ]

@@ -55,13 +55,6 @@ class ChainClient:
         )
         self.service = AttestedServiceClient(w3, deployment.attested_service, self.events, sender)
 
-    @classmethod
-    def connect(
-        cls, rpc_url: str, deployment: Deployment, account: LocalAccount | None = None
-    ) -> ChainClient:
-        """A client over HTTP JSON-RPC at `rpc_url`."""
-        return cls(Web3(Web3.HTTPProvider(rpc_url)), deployment, account)
-
     def __repr__(self) -> str:
         who = self.account.address if self.account else "read-only"
         return f"ChainClient(chain {self.deployment.chain_id}, {who})"

@@ -91,7 +91,7 @@ class EventDecoder:
         )
         for item, value in zip(plain, values, strict=True):
             args[item["name"]] = value
-        ordered = {item["name"]: _checksum(args[item["name"]], item) for item in event.inputs}
+        ordered = {item["name"]: _named(args[item["name"]], item) for item in event.inputs}
         return ChainEvent(
             contract=event.contract,
             name=event.name,
@@ -133,7 +133,14 @@ class EventDecoder:
         return self.decode_all(logs)
 
 
-def _checksum(value: Any, item: Mapping[str, Any]) -> Any:
-    if item.get("type") == "address" and isinstance(value, str):
+def _named(value: Any, item: Mapping[str, Any]) -> Any:
+    """`value` with addresses checksummed and structs as dicts keyed by their field names."""
+    kind = item.get("type")
+    if kind == "address" and isinstance(value, str):
         return to_checksum_address(value)
+    if kind == "tuple" and isinstance(value, tuple):
+        components = item["components"]
+        return {
+            part["name"]: _named(field, part) for part, field in zip(components, value, strict=True)
+        }
     return value

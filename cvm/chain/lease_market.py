@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import encode as abi_encode
+from eth_utils import event_abi_to_log_topic
+from hexbytes import HexBytes
+from web3.exceptions import Web3Exception
 
 from cvm.chain.contract import OwnedContractClient, TxResult
+from cvm.chain.errors import ChainError
+from cvm.chain.events import ChainEvent
 from cvm.chain.token import Permit
 from cvm.chain.types import Lease, LeaseSpec, LeaseStatus
+
+
+@dataclass(frozen=True)
+class LeaseTerms:
+    """What `LeaseCreated` recorded: the public spec and the expected measurement."""
+
+    lease_id: int
+    renter: str
+    spec: LeaseSpec
+    max_price_per_second: int
+    deposit: int
+    expected_measurement: bytes
+    block_number: int
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,53 @@ class LeaseMarketClient(OwnedContractClient):
     def measurement_length(self) -> int:
         """Length of an expected measurement, in bytes (48)."""
         return int(self._call("MEASUREMENT_LENGTH"))
+
+    # --- events (filtered by their indexed topics on the node, never fetched whole) --------
+    def _logs(self, event: str, from_block: int, **indexed: Any) -> list[ChainEvent]:
+        """`event`s from `from_block` on whose indexed arguments equal `indexed`."""
+        abi = next(
+            item for item in self.contract.abi if item["type"] == "event" and item["name"] == event
+        )
+        topics: list[Any] = [HexBytes(event_abi_to_log_topic(abi)).to_0x_hex()]
+        for item in (item for item in abi["inputs"] if item["indexed"]):
+            value = indexed.get(item["name"])
+            topics.append(
+                None if value is None else "0x" + abi_encode([item["type"]], [value]).hex()
+            )
+        try:
+            logs = self.w3.eth.get_logs(
+                {"fromBlock": from_block, "address": self.address, "topics": topics}
+            )
+        except (Web3Exception, OSError) as exc:
+            raise ChainError(f"cannot read {event} events ({indexed}): {exc}") from exc
+        return self._events.decode_all(logs)
+
+    def lease_terms(self, lease_id: int, from_block: int = 0) -> LeaseTerms:
+        """The `LeaseCreated` record of `lease_id` (ChainError if there is none)."""
+        events = self._logs("LeaseCreated", from_block, leaseId=lease_id)
+        if not events:
+            raise ChainError(f"no LeaseCreated event for lease {lease_id}")
+        event = events[0]
+        args = event.args
+        return LeaseTerms(
+            lease_id=int(args["leaseId"]),
+            renter=str(args["renter"]),
+            spec=LeaseSpec.from_abi(args["spec"]),
+            max_price_per_second=int(args["maxPricePerSecond"]),
+            deposit=int(args["deposit"]),
+            expected_measurement=bytes(args["expectedMeasurement"]),
+            block_number=event.block_number,
+        )
+
+    def leases_created_by(self, renter: str, from_block: int = 0) -> list[int]:
+        """Ids of the leases `renter` created, oldest first (by the indexed renter topic)."""
+        events = self._logs("LeaseCreated", from_block, renter=renter)
+        return sorted({int(event.args["leaseId"]) for event in events})
+
+    def leases_accepted_by(self, node_key: str, from_block: int = 0) -> list[int]:
+        """Ids of the leases `node_key` accepted, oldest first (by the indexed node topic)."""
+        events = self._logs("LeaseAccepted", from_block, nodeKey=node_key)
+        return sorted({int(event.args["leaseId"]) for event in events})
 
     # --- renter ------------------------------------------------------------------
     def create_lease(

@@ -6,9 +6,12 @@ Field order follows the Solidity structs, so `from_tuple` reads what web3 return
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import astuple, dataclass
 from enum import IntEnum
 from typing import Any
+
+from hexbytes import HexBytes
 
 
 class TeeType(IntEnum):
@@ -60,6 +63,18 @@ class NodeSpec:
     region: int
     price_per_second_per_unit: int
 
+    @classmethod
+    def from_abi(cls, value: Mapping[str, Any]) -> NodeSpec:
+        """Read a decoded `NodeSpec` struct by its Solidity field names."""
+        return cls(
+            tee_type=TeeType(int(value["teeType"])),
+            vcpu=int(value["vcpu"]),
+            memory_mib=int(value["memoryMiB"]),
+            disk_gib=int(value["diskGiB"]),
+            region=int(value["region"]),
+            price_per_second_per_unit=int(value["pricePerSecondPerUnit"]),
+        )
+
     def as_tuple(self) -> tuple[int, ...]:
         """The ABI tuple `NodeSpec`."""
         return tuple(int(value) for value in astuple(self))
@@ -108,6 +123,20 @@ class LeaseSpec:
     min_node_stake: int
     reattest_interval: int
     spec_hash: bytes
+
+    @classmethod
+    def from_abi(cls, value: Mapping[str, Any]) -> LeaseSpec:
+        """Read a decoded `LeaseSpec` struct by its Solidity field names."""
+        return cls(
+            tee_type=TeeType(int(value["teeType"])),
+            vcpu=int(value["vcpu"]),
+            memory_mib=int(value["memoryMiB"]),
+            disk_gib=int(value["diskGiB"]),
+            min_node_stake=int(value["minNodeStake"]),
+            reattest_interval=int(value["reattestInterval"]),
+            # bytes from a decoder, 0x-hex from a stored JSON copy
+            spec_hash=bytes(HexBytes(value["specHash"])),
+        )
 
     def as_tuple(self) -> tuple[Any, ...]:
         """The ABI tuple `LeaseSpec`."""

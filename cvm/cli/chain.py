@@ -35,7 +35,7 @@ def deploy_command(
     # Imported here: web3 takes a second to import and `cvm --help` should not wait for it.
     from web3 import Web3
 
-    from cvm.chain import ChainError, DeployConfig, deploy
+    from cvm.chain import ChainError, DeployConfig, deploy, open_web3
     from cvm.wallet import WalletError, load_account, resolve_password
 
     verifiers = verifier or []
@@ -49,7 +49,7 @@ def deploy_command(
     try:
         password = resolve_password(password_file, lambda text: typer.prompt(text, hide_input=True))
         account = load_account(keystore, password)
-        w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 30}))
+        w3 = open_web3(rpc)
         if not w3.is_connected():
             _err.print(f"[red]error:[/] no JSON-RPC endpoint answers at {rpc}")
             raise typer.Exit(1)

@@ -21,7 +21,15 @@ from rich.console import Console
 from rich.table import Table
 from web3 import Web3
 
-from cvm.chain import ChainClient, ChainError, Deployment, NodeSpec, TeeType, sign_node_consent
+from cvm.chain import (
+    ChainClient,
+    ChainError,
+    Deployment,
+    NodeSpec,
+    TeeType,
+    connect,
+    sign_node_consent,
+)
 from cvm.config import get_settings
 from cvm.wallet import (
     PASSWORD_FD_ENV,
@@ -74,9 +82,10 @@ def _client(
         deployment = Deployment.load(deployment_file or settings.deployment_file)
     except ChainError as exc:
         raise _fail(str(exc)) from None
-    url = rpc or deployment.rpc_url or settings.rpc_url
-    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
-    return ChainClient(w3, deployment, account)
+    try:
+        return connect(deployment, account, rpc_url=rpc, settings=settings)
+    except ChainError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _address(value: str, what: str) -> str:
@@ -335,12 +344,8 @@ def status(
 
 def _node_leases(client: ChainClient, node: str) -> list[dict[str, Any]]:
     """Every lease the node accepted (from `LeaseAccepted`), with its status now."""
-    event = client.leases.contract.events.LeaseAccepted
-    logs = event.get_logs(
-        from_block=client.deployment.start_block, argument_filters={"nodeKey": node}
-    )
     leases = []
-    for lease_id in sorted({int(log["args"]["leaseId"]) for log in logs}):
+    for lease_id in client.leases.leases_accepted_by(node, client.deployment.start_block):
         lease = client.leases.get_lease(lease_id)
         attestation = client.attestations.attestation_of(lease_id)
         leases.append(

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cvm.chain import ChainClient, ContractRevert, Deployment
+from cvm.chain import ChainClient, ContractRevert, Deployment, connect
 from cvm.sdk import AttestationClient
 from cvm.stack import DEMO_MEASUREMENT
 from cvm.wallet import load_account, read_password_file
@@ -24,7 +24,7 @@ NODE0_PRICE = 10**12  # per vCPU-second: the cheapest node of `cvm up`'s default
 def chain_of(stack: Stack) -> ChainClient:
     deployment = Deployment.load(stack.data_dir / "deployment.json")
     assert deployment.rpc_url is not None
-    return ChainClient.connect(deployment.rpc_url, deployment)
+    return connect(deployment, rpc_url=deployment.rpc_url)
 
 
 def stack_key(stack: Stack, name: str) -> ChainClient:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cvm.chain import AttestationStatus, ChainClient, ChainError, Deployment
-from tests.fixtures.chain import DEPOSIT, MEASUREMENT, ChainSystem
+from cvm.chain import AttestationStatus, ChainError, Deployment, connect
+from tests.fixtures.chain import DEPOSIT, LEASE_SPEC, MEASUREMENT, ChainSystem
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ def test_deployment_events_start_at_the_start_block(chain: ChainSystem) -> None:
 
 
 def test_a_client_connects_by_url(chain: ChainSystem) -> None:
-    client = ChainClient.connect(chain.anvil.rpc_url, chain.deployment)
+    client = connect(chain.deployment, rpc_url=chain.anvil.rpc_url)
     assert client.address is None
     assert client.leases.next_lease_id() == 1
 
@@ -129,3 +129,20 @@ def test_views_of_the_wiring(chain: ChainSystem) -> None:
     assert chain.client().nodes.max_unbonding_delay() == 30 * 86_400
     lease_id = chain.attested_lease()
     assert chain.client().attestations.status_of(lease_id) == AttestationStatus.VERIFIED
+
+
+def test_lease_events_are_read_by_their_indexed_topics(chain: ChainSystem) -> None:
+    leases = chain.client().leases
+    first = chain.active_lease()
+    second = chain.open_lease()
+    start = chain.deployment.start_block
+    renter, node = chain.accounts.renter.address, chain.accounts.node_key.address
+    assert leases.leases_created_by(renter, start) == [first, second]
+    assert leases.leases_created_by(chain.accounts.stranger.address, start) == []
+    assert leases.leases_accepted_by(node, start) == [first]
+    terms = leases.lease_terms(second, start)
+    assert (terms.lease_id, terms.renter) == (second, renter)
+    assert terms.spec == LEASE_SPEC
+    assert terms.expected_measurement == MEASUREMENT
+    with pytest.raises(ChainError, match="no LeaseCreated event for lease 999"):
+        leases.lease_terms(999, start)
