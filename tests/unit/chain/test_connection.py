@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cvm.chain import ChainUnreachable, Deployment, connect, resolve_rpc_url
@@ -50,7 +52,9 @@ def test_the_default_when_nothing_else() -> None:
 
 
 def test_connect_checks_the_network() -> None:
-    with pytest.raises(ChainUnreachable, match="cannot reach the chain at http://127.0.0.1:9"):
+    with pytest.raises(
+        ChainUnreachable, match=re.escape("cannot reach the chain at http://127.0.0.1:9")
+    ):
         connect(RECORD, rpc_url="http://127.0.0.1:9")
 
 
