@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from backend.api.deps import AppContext
 from backend.store import Attestation, Match, Store, Verification
-from cvm.api_client import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from cvm.eip712 import Domain, LeaseSpecRequest, sign_lease_spec_request
 from tests.unit.backend.factories import Clock, add_lease, new_account
 
