@@ -22,30 +22,17 @@ from web3 import Web3
 
 from backend.api import create_app
 from backend.api.deps import AppContext
-from backend.api.schemas import ChainInfo
 from backend.dispatch import CeleryDispatcher, make_producer
-from backend.indexer import BatchResult, Indexer, marketplace_decoder
+from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketplace_decoder
 from backend.matching import Matcher
 from backend.matching.service import Dispatch
 from backend.store import Node, Store
 from backend.verifier import Verifier, VerifierConfig
+from cvm.api_models import ChainInfo
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
 
 log = logging.getLogger(__name__)
-
-_NODE_EVENTS = frozenset(
-    {
-        "NodeRegistered",
-        "NodeUpdated",
-        "Staked",
-        "UnstakeRequested",
-        "Slashed",
-        "MissedAttestationRecorded",
-        "AttestationVerified",
-        "AttestationRejected",
-    }
-)
 
 
 @dataclass
@@ -140,7 +127,7 @@ class BackendService:
         if batch.reorged_from is not None:
             # Projections were rebuilt: rebuild the index from them, then match afresh.
             self.matcher.rebuild()
-        touched_nodes = {e.node for e in batch.events if e.node and e.name in _NODE_EVENTS}
+        touched_nodes = {e.node for e in batch.events if e.node and e.name in NODE_RESCORING_EVENTS}
         touched_nodes |= batch.rebuilt_nodes
         if touched_nodes:
             with self.store.session() as session:

@@ -35,6 +35,7 @@ LEASES = 1_000
 
 def seed_store(url: str) -> None:
     from backend.store import Attestation, Lease, Store, Verification
+    from cvm.api_models import AttestationState, LeaseState
 
     store = Store(url)
     now = datetime.now(UTC)
@@ -47,14 +48,14 @@ def seed_store(url: str) -> None:
                     "id": i,
                     "renter": "0x" + "02" * 20,
                     "node": node,
-                    "status": "active",
+                    "status": LeaseState.ACTIVE,
                     "tee_type": 1,
                     "vcpus": 4,
                     "memory_mib": 8192,
                     "disk_gib": 40,
-                    "min_stake": 0,
-                    "max_price_per_second": 10**12,
-                    "price_per_second": 10**12,
+                    "min_node_stake": 0,
+                    "max_rate_per_second": 10**12,
+                    "rate_per_second": 10**12,
                     "deposit": 10**19,
                     "spec_hash": "0x" + "c0" * 32,
                     "expected_measurement": "0x" + "5a" * 48,
@@ -71,7 +72,7 @@ def seed_store(url: str) -> None:
                 {
                     "lease_id": i,
                     "node": node,
-                    "status": "verified",
+                    "status": AttestationState.VERIFIED,
                     "report_hash": f"0x{i:064x}",
                     "measurement": "0x" + "5a" * 48,
                     "nonce": 0,
@@ -117,8 +118,8 @@ def serve(kind: str, port: int, database_url: str) -> None:
     else:
         from backend.api import create_app
         from backend.api.deps import AppContext
-        from backend.api.schemas import ChainInfo
         from backend.store import Store
+        from cvm.api_models import ChainInfo
         from cvm.config import Settings
 
         context = AppContext(

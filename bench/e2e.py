@@ -59,7 +59,7 @@ def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
     admin.attestations.add_verifier(str(verifier.address))
     renter.token.approve(admin.deployment.lease_market, 2**255)
     samples: dict[str, list[float]] = {"create": [], "accept": [], "submit": [], "confirm": []}
-    price = _FLOOR_NODE.price_per_second_per_unit * _FLOOR_SPEC.vcpu
+    price = _FLOOR_NODE.price_per_vcpu_second * _FLOOR_SPEC.vcpu
     for index in range(rounds):
         report_hash = (index + 1).to_bytes(32, "big")
         clock = time.perf_counter()

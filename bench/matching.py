@@ -48,7 +48,7 @@ def make_nodes(count: int, rng: random.Random) -> list[NodeEntry]:
                 vcpus=vcpus,
                 memory_mib=memory,
                 disk_gib=disk,
-                price_per_vcpu=rng.randint(1, 100) * 10**9,
+                price_per_vcpu_second=rng.randint(1, 100) * 10**9,
                 stake=rng.randint(100, 10_000) * 10**18,
                 reputation=rng.random(),
             )
@@ -67,8 +67,8 @@ def make_demands(count: int, rng: random.Random) -> list[Demand]:
                 vcpus=vcpus,
                 memory_mib=memory,
                 disk_gib=disk,
-                min_stake=rng.randint(0, 5_000) * 10**18,
-                max_price_per_second=vcpus * rng.randint(20, 100) * 10**9,
+                min_node_stake=rng.randint(0, 5_000) * 10**18,
+                max_rate_per_second=vcpus * rng.randint(20, 100) * 10**9,
             )
         )
     return demands
@@ -121,8 +121,8 @@ _PG_QUERY = text(
     WHERE n.tee_type = :tee AND n.active
       AND n.vcpus >= :vcpus AND n.memory_mib >= :memory AND n.disk_gib >= :disk
       AND h.free_vcpus >= :vcpus AND h.free_memory_mib >= :memory AND h.free_disk_gib >= :disk
-      AND n.stake >= :min_stake AND n.price_per_second <= :max_unit_price
-    ORDER BY n.price_per_second, n.stake DESC
+      AND n.stake >= :min_stake AND n.price_per_vcpu_second <= :max_unit_price
+    ORDER BY n.price_per_vcpu_second, n.stake DESC
     LIMIT 1
     """
 )
@@ -145,7 +145,7 @@ def bench_postgresql(nodes: list[NodeEntry], demands: list[Demand], url: str) ->
                     "memory_mib": n.memory_mib,
                     "disk_gib": n.disk_gib,
                     "region": 0,
-                    "price_per_second": n.price_per_vcpu,
+                    "price_per_vcpu_second": n.price_per_vcpu_second,
                     "endpoint": "",
                     "stake": n.stake,
                     "active": True,
@@ -175,7 +175,7 @@ def bench_postgresql(nodes: list[NodeEntry], demands: list[Demand], url: str) ->
         )
     with store.engine.connect() as connection:
         connection.execute(
-            text("CREATE INDEX bench_nodes_fit ON nodes (tee_type, price_per_second, stake)")
+            text("CREATE INDEX bench_nodes_fit ON nodes (tee_type, price_per_vcpu_second, stake)")
         )
         connection.execute(text("ANALYZE"))
         connection.commit()
@@ -188,8 +188,8 @@ def bench_postgresql(nodes: list[NodeEntry], demands: list[Demand], url: str) ->
                 "vcpus": demand.vcpus,
                 "memory": demand.memory_mib,
                 "disk": demand.disk_gib,
-                "min_stake": uint256_literal(demand.min_stake),
-                "max_unit_price": uint256_literal(demand.max_price_per_second // demand.vcpus),
+                "min_stake": uint256_literal(demand.min_node_stake),
+                "max_unit_price": uint256_literal(demand.max_rate_per_second // demand.vcpus),
             }
             c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
             row = connection.execute(_PG_QUERY, params).first()

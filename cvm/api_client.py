@@ -6,34 +6,30 @@ with the HTTP status code (0 when there was no answer) and the server's message.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, TypeVar
 
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_utils import keccak
 from pydantic import BaseModel, ValidationError
 
 from cvm.api_models import (
+    NODE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     AttestationView,
     ChainInfo,
     EvidenceReceipt,
-    LeaseSpec,
+    LeaseState,
     LeaseView,
     NodeView,
+    PrivateSpec,
     Session,
-    VerificationView,
 )
 from cvm.eip712 import Domain, LeaseSpecRequest, SignedHeartbeat, sign_lease_spec_request
 
 _M = TypeVar("_M", bound=BaseModel)
-
-# Headers a node sends with a request signed by its node key (EIP-712 LeaseSpecRequest).
-NODE_HEADER = "X-CVM-Node"
-TIMESTAMP_HEADER = "X-CVM-Timestamp"
-SIGNATURE_HEADER = "X-CVM-Signature"
 
 
 class ApiError(Exception):
@@ -86,7 +82,7 @@ class ApiClient:
         tee_type: int | None = None,
         min_vcpus: int | None = None,
         min_memory_mib: int | None = None,
-        max_price_per_second: int | None = None,
+        max_price_per_vcpu_second: int | None = None,
         active: bool | None = None,
         limit: int = 100,
         offset: int = 0,
@@ -95,7 +91,7 @@ class ApiClient:
             tee_type=tee_type,
             min_vcpus=min_vcpus,
             min_memory_mib=min_memory_mib,
-            max_price_per_second=max_price_per_second,
+            max_price_per_vcpu_second=max_price_per_vcpu_second,
             active=active,
             limit=limit,
             offset=offset,
@@ -116,7 +112,7 @@ class ApiClient:
         *,
         renter: str | None = None,
         node: str | None = None,
-        status: str | None = None,
+        status: LeaseState | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[LeaseView]:
@@ -128,18 +124,19 @@ class ApiClient:
 
     def create_lease_intent(
         self, *, image: str, ssh_public_key: str | None = None, cloud_init: str | None = None
-    ) -> LeaseSpec:
+    ) -> PrivateSpec:
         """Store the private spec (needs a session); its `spec_hash` goes into createLease."""
+        # Sent as given: the server validates it (`LeaseIntent`) and answers a 422 if wrong.
         body = {"image": image, "ssh_public_key": ssh_public_key, "cloud_init": cloud_init}
-        return _model(LeaseSpec, self._json("POST", "/leases/intents", json=body))
+        return _model(PrivateSpec, self._json("POST", "/leases/intents", json=body))
 
-    def lease_spec(self, lease_id: int) -> LeaseSpec:
+    def lease_spec(self, lease_id: int) -> PrivateSpec:
         """The private spec of a lease, as its renter (needs a session)."""
-        return _model(LeaseSpec, self._json("GET", f"/leases/{lease_id}/spec"))
+        return _model(PrivateSpec, self._json("GET", f"/leases/{lease_id}/spec"))
 
     def lease_spec_as_node(
         self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
-    ) -> LeaseSpec:
+    ) -> PrivateSpec:
         """The private spec of a lease, as the node it was matched to (signed by the node key)."""
         domain = domain or self.domain()
         node = Account.from_key(node_key).address
@@ -149,7 +146,8 @@ class ApiClient:
             TIMESTAMP_HEADER: str(request.timestamp),
             SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node_key),
         }
-        return _model(LeaseSpec, self._json("GET", f"/leases/{lease_id}/spec", headers=headers))
+        spec = self._json("GET", f"/leases/{lease_id}/spec", headers=headers)
+        return _model(PrivateSpec, spec)
 
     def attestation_status(self, lease_id: int) -> AttestationView:
         """Attestation state of a lease and the backend's full verification result."""
@@ -209,29 +207,6 @@ class ApiClient:
             raise ApiError(response.status_code, f"{method} {path}: body is not JSON") from exc
 
 
-def private_spec_hash(
-    renter: str, image: str, ssh_public_key: str | None, cloud_init: str | None
-) -> str:
-    """The `specHash` a lease carries on chain: keccak256 of the canonical private spec.
-
-    Canonical = JSON with sorted keys, no spaces, UTF-8; the renter is part of it so that
-    two renters with the same image never share (or can claim) one spec record.
-    """
-    canonical = json.dumps(
-        {
-            "cloud_init": cloud_init,
-            "image": image,
-            "renter": renter.lower(),
-            "ssh_public_key": ssh_public_key,
-            "version": 1,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
-    return "0x" + keccak(canonical).hex()
-
-
 def _params(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -253,16 +228,4 @@ def _model(model: type[_M], body: Any) -> _M:
         raise ApiError(0, f"unexpected {model.__name__} from the server: {exc}") from exc
 
 
-__all__ = [
-    "ApiClient",
-    "ApiError",
-    "AttestationView",
-    "ChainInfo",
-    "EvidenceReceipt",
-    "LeaseSpec",
-    "LeaseView",
-    "NodeView",
-    "Session",
-    "VerificationView",
-    "private_spec_hash",
-]
+__all__ = ["ApiClient", "ApiError"]

@@ -1,19 +1,120 @@
-"""The wire format of the backend's `/v1` API: the models the server answers with and the
-client parses, defined once so the two cannot drift apart."""
+"""The wire format of the backend's `/v1` API, defined once for the server and the client.
+
+Everything both sides must agree on lives here: request and response bodies, the
+statuses they carry, the headers of node-signed requests and `private_spec_hash`.
+Names follow the chain's vocabulary: a node's `price_per_vcpu_second` is what one vCPU
+costs per second (`NodeSpec.pricePerSecondPerUnit` on chain); a lease's `rate_per_second`
+is what the whole lease pays per second, `max_rate_per_second` the most its renter pays.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from eth_utils import keccak
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-AttestationState = Literal["none", "pending", "verified", "rejected", "expired"]
+# Headers a node sends with a request signed by its node key (EIP-712 LeaseSpecRequest).
+NODE_HEADER = "X-CVM-Node"
+TIMESTAMP_HEADER = "X-CVM-Timestamp"
+SIGNATURE_HEADER = "X-CVM-Signature"
+
+
+class LeaseState(StrEnum):
+    """A lease's status as the API and the store spell it (`cvm.chain.LeaseStatus` by name)."""
+
+    OPEN = "open"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class AttestationState(StrEnum):
+    """A lease's latest attestation (`cvm.chain.AttestationStatus` by name).
+
+    The store keeps pending, verified and rejected; `expired` is a verified one past its
+    `expires_at`, and `none` a lease without any.
+    """
+
+    NONE = "none"
+    PENDING = "pending"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+def private_spec_hash(
+    renter: str, image: str, ssh_public_key: str | None, cloud_init: str | None
+) -> str:
+    """The `specHash` a lease carries on chain: keccak256 of the canonical private spec.
+
+    Canonical = JSON with sorted keys, no spaces, UTF-8; the renter is part of it so that
+    two renters with the same image never share (or can claim) one spec record.
+    """
+    canonical = json.dumps(
+        {
+            "cloud_init": cloud_init,
+            "image": image,
+            "renter": renter.lower(),
+            "ssh_public_key": ssh_public_key,
+            "version": 1,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    return "0x" + keccak(canonical).hex()
+
+
+# --- value types of request bodies ----------------------------------------------------------
+
+Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+Hex32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
+Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
+Uint32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+LeaseId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the store.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+class _Body(BaseModel):
+    # A request with a field the server does not know is a mistake worth a 422.
+    model_config = ConfigDict(extra="forbid")
 
 
 class _View(BaseModel):
     # Newer servers may add fields; old clients must keep working.
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ErrorBody(_View):
+    """The body of every error response."""
+
+    detail: str
+
+
+# --- health and chain ---------------------------------------------------------------------
+
+
+class Health(_View):
+    status: Literal["ok"]
+
+
+class Readiness(_View):
+    status: Literal["ready", "not ready"]
+    database: bool
+    indexed_block: int | None
 
 
 class ChainInfo(_View):
@@ -24,6 +125,9 @@ class ChainInfo(_View):
     token: str | None = None
 
 
+# --- nodes --------------------------------------------------------------------------------
+
+
 class NodeView(_View):
     address: str
     operator: str
@@ -32,7 +136,7 @@ class NodeView(_View):
     memory_mib: int
     disk_gib: int
     region: int
-    price_per_second: int
+    price_per_vcpu_second: int
     stake: int
     active: bool
     endpoint: str
@@ -44,18 +148,39 @@ class NodeView(_View):
     reputation: float
 
 
+class HeartbeatIn(_Body):
+    """Free capacity as the node sees it, signed by its node key (EIP-712 `Heartbeat`)."""
+
+    node: Address
+    free_vcpus: Uint32
+    free_memory_mib: Uint32
+    free_disk_gib: Uint32
+    running_leases: Uint32
+    timestamp: Uint64
+    signature: Signature
+
+
+class HeartbeatReceipt(_View):
+    node: str
+    timestamp: int
+    accepted: bool = True
+
+
+# --- leases -------------------------------------------------------------------------------
+
+
 class LeaseView(_View):
     id: int
     renter: str
     node: str | None
-    status: str
+    status: LeaseState
     tee_type: int
     vcpus: int
     memory_mib: int
     disk_gib: int
-    min_stake: int
-    max_price_per_second: int
-    price_per_second: int | None
+    min_node_stake: int
+    max_rate_per_second: int
+    rate_per_second: int | None
     deposit: int
     spec_hash: str
     expected_measurement: str
@@ -64,7 +189,15 @@ class LeaseView(_View):
     has_private_spec: bool
 
 
-class LeaseSpec(_View):
+class LeaseIntent(_Body):
+    """The private spec of a lease about to be created (the server computes its hash)."""
+
+    image: Annotated[Text, StringConstraints(min_length=1, max_length=2048)]
+    ssh_public_key: Annotated[Text, StringConstraints(max_length=16384)] | None = None
+    cloud_init: Annotated[Text, StringConstraints(max_length=65536)] | None = None
+
+
+class PrivateSpec(_View):
     """The private part of a lease: only its renter (and its node) may read it."""
 
     spec_hash: str
@@ -94,10 +227,31 @@ class AttestationView(_View):
     verification: VerificationView | None
 
 
+# --- evidence -----------------------------------------------------------------------------
+
+
 class EvidenceReceipt(_View):
     hash: str
     report_hash: str
     size: int
+
+
+# --- Sign-In with Ethereum ------------------------------------------------------------------
+
+
+class NonceRequest(_Body):
+    address: Address
+
+
+class Challenge(_View):
+    nonce: str
+    message: str = Field(description="the EIP-4361 message to sign with personal_sign")
+    expires_at: datetime
+
+
+class Login(_Body):
+    message: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    signature: Signature
 
 
 class Session(_View):

@@ -16,7 +16,8 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from cvm.api_client import ApiClient, ApiError, NodeView
+from cvm.api_client import ApiClient, ApiError
+from cvm.api_models import NodeView
 from cvm.chain import (
     Attestation,
     AttestationStatus,
@@ -76,7 +77,7 @@ class LeaseReport:
             "memory_mib": lease.memory_mib,
             "disk_gib": lease.disk_gib,
             "rate_per_second": lease.rate_per_second,
-            "max_price_per_second": lease.max_price_per_second,
+            "max_price_per_second": lease.max_rate_per_second,
             "deposit": lease.deposit,
             "claimed": lease.claimed,
             "earned": self.earned,
@@ -145,11 +146,11 @@ class Renter:
                 vcpus >= request.vcpu
                 and memory >= request.memory_mib
                 and disk >= request.disk_gib
-                and node.price_per_second * request.vcpu <= request.max_price_per_second
+                and node.price_per_vcpu_second * request.vcpu <= request.max_price_per_second
                 and node.stake >= request.min_node_stake
             )
 
-        return sorted(filter(fits, nodes), key=lambda node: node.price_per_second)
+        return sorted(filter(fits, nodes), key=lambda node: node.price_per_vcpu_second)
 
     def report(self, lease_id: int) -> LeaseReport:
         """The lease, its attestation and its money, read from the chain."""

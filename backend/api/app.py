@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from backend.api.deps import AppContext
-from backend.api.errors import ErrorBody, install_error_handlers
+from backend.api.errors import install_error_handlers
 from backend.api.metrics import ApiMetrics, MetricsMiddleware
 from backend.api.routes import auth, chain, evidence, health, leases, nodes
+from cvm.api_models import ErrorBody
 
 API_PREFIX = "/v1"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,8 +13,9 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from backend.api.errors import ApiError
-from backend.api.schemas import ChainInfo
-from backend.store import Store, UserSession
+from backend.domain import auth
+from backend.store import Store
+from cvm.api_models import ChainInfo
 from cvm.config import Settings
 from cvm.eip712 import Domain
 
@@ -105,10 +105,6 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def _bearer(authorization: str | None) -> str | None:
     if not authorization:
         return None
@@ -123,10 +119,7 @@ def session_address(context: AppContext, session: Session, authorization: str | 
     token = _bearer(authorization)
     if token is None:
         return None
-    row = session.get(UserSession, token_digest(token))
-    if row is None or row.expires_at <= context.now():
-        raise ApiError(401, "session token is unknown or expired; sign in again")
-    return row.address
+    return auth.session_address(session, token, context.now())
 
 
 def current_renter(

@@ -1,4 +1,8 @@
-"""The API's one error type and the handlers that turn every failure into a JSON 4xx/5xx."""
+"""The API's one error type and the handlers that turn every failure into a JSON 4xx/5xx.
+
+Routes raise `ApiError` for what only HTTP knows (a header missing, a path and a body that
+disagree); the domain's `DomainError`s get their status here, in one table.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,27 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
 
 log = logging.getLogger(__name__)
 
-
-class ErrorBody(BaseModel):
-    """The body of every error response."""
-
-    detail: str
+_STATUS_OF: dict[type[DomainError], int] = {
+    InvalidInput: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    DomainError: 400,  # last: a refusal of no more specific kind
+}
 
 
 class ApiError(Exception):
@@ -28,16 +43,17 @@ class ApiError(Exception):
         self.detail = detail
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, f"{what} not found")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Every error is `{"detail": <message>}`; validation errors name the offending field."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        status = next(code for kind, code in _STATUS_OF.items() if isinstance(exc, kind))
+        return JSONResponse(status_code=status, content={"detail": exc.detail})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -15,9 +15,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backend.store import Attestation, ChainEvent, Lease, Node
+from cvm.api_models import AttestationState, LeaseState
 from cvm.chain import LeaseSpec, NodeSpec
-
-_STATUS_BY_CLOSE = "closed"
 
 
 def _hex(value: Any) -> str:
@@ -45,7 +44,7 @@ def json_args(args: dict[str, Any]) -> dict[str, Any]:
 
 def subjects(name: str, args: dict[str, Any], session: Session) -> tuple[int | None, str | None]:
     """(lease id, node address) the event feeds; None where it feeds no projection."""
-    if name in _NODE_EVENTS:
+    if name in _REGISTRY_NODE_EVENTS:
         return None, str(args["nodeKey"]).lower()
     if name == "LeaseAccepted":
         return int(args["leaseId"]), str(args["nodeKey"]).lower()
@@ -72,14 +71,14 @@ def _lease_created(session: Session, event: ChainEvent) -> None:
             id=int(args["leaseId"]),
             renter=args["renter"],
             node=None,
-            status="open",
+            status=LeaseState.OPEN,
             tee_type=int(spec.tee_type),
             vcpus=spec.vcpu,
             memory_mib=spec.memory_mib,
             disk_gib=spec.disk_gib,
-            min_stake=spec.min_node_stake,
-            max_price_per_second=int(args["maxPricePerSecond"]),
-            price_per_second=None,
+            min_node_stake=spec.min_node_stake,
+            max_rate_per_second=int(args["maxPricePerSecond"]),
+            rate_per_second=None,
             deposit=int(args["deposit"]),
             spec_hash=_hex(spec.spec_hash),
             expected_measurement=_hex(args["expectedMeasurement"]),
@@ -100,9 +99,9 @@ def _lease(session: Session, event: ChainEvent) -> Lease | None:
 def _lease_accepted(session: Session, event: ChainEvent) -> None:
     lease = _lease(session, event)
     if lease is not None:
-        lease.status = "active"
+        lease.status = LeaseState.ACTIVE
         lease.node = event.args["nodeKey"]
-        lease.price_per_second = int(event.args["ratePerSecond"])
+        lease.rate_per_second = int(event.args["ratePerSecond"])
         lease.accepted_block = event.block_number
 
 
@@ -115,7 +114,7 @@ def _lease_topped_up(session: Session, event: ChainEvent) -> None:
 def _lease_closed(session: Session, event: ChainEvent) -> None:
     lease = _lease(session, event)
     if lease is not None:
-        lease.status = _STATUS_BY_CLOSE
+        lease.status = LeaseState.CLOSED
         lease.close_reason = int(event.args["reason"])
         lease.closed_block = event.block_number
 
@@ -131,7 +130,7 @@ def _attestation_submitted(session: Session, event: ChainEvent) -> None:
         Attestation(
             lease_id=lease_id,
             node=event.args["node"],
-            status="pending",
+            status=AttestationState.PENDING,
             report_hash=_hex(event.args["reportHash"]),
             measurement=_hex(event.args["measurement"]),
             nonce=nonce,
@@ -144,12 +143,12 @@ def _attestation_submitted(session: Session, event: ChainEvent) -> None:
     )
 
 
-def _attestation_decided(status: str) -> Callable[[Session, ChainEvent], None]:
+def _attestation_decided(status: AttestationState) -> Callable[[Session, ChainEvent], None]:
     def handler(session: Session, event: ChainEvent) -> None:
         attestation = session.get(Attestation, int(event.args["leaseId"]))
         if attestation is not None and attestation.report_hash == _hex(event.args["reportHash"]):
             attestation.status = status
-            if status == "verified":
+            if status == AttestationState.VERIFIED:
                 attestation.verified_at = event.block_timestamp
 
     return handler
@@ -161,8 +160,8 @@ _LEASE_HANDLERS: dict[str, Callable[[Session, ChainEvent], None]] = {
     "LeaseToppedUp": _lease_topped_up,
     "LeaseClosed": _lease_closed,
     "AttestationSubmitted": _attestation_submitted,
-    "AttestationVerified": _attestation_decided("verified"),
-    "AttestationRejected": _attestation_decided("rejected"),
+    "AttestationVerified": _attestation_decided(AttestationState.VERIFIED),
+    "AttestationRejected": _attestation_decided(AttestationState.REJECTED),
 }
 _LEASE_EVENTS = frozenset(_LEASE_HANDLERS)
 
@@ -176,7 +175,7 @@ def _node_spec(node: Node, value: Any, endpoint: str) -> None:
     node.memory_mib = spec.memory_mib
     node.disk_gib = spec.disk_gib
     node.region = spec.region
-    node.price_per_second = spec.price_per_second_per_unit
+    node.price_per_vcpu_second = spec.price_per_vcpu_second
     node.endpoint = endpoint
 
 
@@ -251,17 +250,17 @@ _NODE_HANDLERS: dict[str, Callable[[Session, str, ChainEvent], None]] = {
     "AttestationVerified": _counted("attestations_verified"),
     "AttestationRejected": _counted("attestations_rejected"),
 }
-_NODE_EVENTS = frozenset(
-    {
-        "NodeRegistered",
-        "NodeUpdated",
-        "Staked",
-        "UnstakeRequested",
-        "Unstaked",
-        "Slashed",
-        "MissedAttestationRecorded",
-    }
+# Events that change a node's projected fields (on-chain facts, stake, track record),
+# and with them its score in the matcher: exactly the node handlers that do something.
+NODE_RESCORING_EVENTS = frozenset(
+    name for name, handler in _NODE_HANDLERS.items() if handler is not _nothing
 )
+# NodeRegistry's events about one node, which they name by `nodeKey`.
+_REGISTRY_NODE_EVENTS = frozenset(_NODE_HANDLERS) - {
+    "LeaseAccepted",
+    "AttestationVerified",
+    "AttestationRejected",
+}
 
 
 def apply_lease_side(session: Session, event: ChainEvent) -> None:

@@ -41,8 +41,8 @@ class Demand:
     vcpus: int
     memory_mib: int
     disk_gib: int
-    min_stake: int
-    max_price_per_second: int  # total, i.e. price per vCPU times vCPUs
+    min_node_stake: int
+    max_rate_per_second: int  # for the whole lease: price per vCPU-second times vCPUs
 
 
 @dataclass(slots=True)
@@ -54,7 +54,7 @@ class NodeEntry:
     vcpus: int
     memory_mib: int
     disk_gib: int
-    price_per_vcpu: int
+    price_per_vcpu_second: int
     stake: int
     reputation: float
     active: bool = True
@@ -119,7 +119,7 @@ class MatchIndex:
             self._nodes = {}
             self._buckets = {}
             nodes = list(entries)
-            prices = [n.price_per_vcpu for n in nodes] or [1]
+            prices = [n.price_per_vcpu_second for n in nodes] or [1]
             stakes = [n.stake for n in nodes] or [1]
             self._price_ref = float(statistics.median(prices)) or 1.0
             self._stake_ref = float(statistics.median(stakes)) or 1.0
@@ -179,13 +179,13 @@ class MatchIndex:
             fresh_since = self.clock() - self.stale_after_s
             # The hot loop: cheapest and most selective tests first, locals only.
             vcpus, memory, disk = demand.vcpus, demand.memory_mib, demand.disk_gib
-            min_stake = max(demand.min_stake, 1)
+            min_stake = max(demand.min_node_stake, 1)
             # price * vcpus <= max  <=>  price <= max // vcpus (non-negative integers)
-            max_unit_price = demand.max_price_per_second // vcpus if vcpus else 2**256
+            max_unit_price = demand.max_rate_per_second // vcpus if vcpus else 2**256
             for entry in bucket.entries:
                 if (
                     entry.stake < min_stake
-                    or entry.price_per_vcpu > max_unit_price
+                    or entry.price_per_vcpu_second > max_unit_price
                     or entry.free_vcpus is None
                     or entry.free_vcpus - entry.reserved_vcpus < vcpus
                     or entry.free_memory_mib - entry.reserved_memory_mib < memory
@@ -248,7 +248,7 @@ class MatchIndex:
     # --- internals (lock held) ----------------------------------------------------------------
 
     def _score(self, entry: NodeEntry) -> float:
-        price_score = self._price_ref / (self._price_ref + entry.price_per_vcpu)
+        price_score = self._price_ref / (self._price_ref + entry.price_per_vcpu_second)
         stake_score = entry.stake / (entry.stake + self._stake_ref)
         if entry.free_vcpus is None:
             load = 1.0

@@ -1,7 +1,8 @@
 """The matcher: assigns each new lease to a node, persists the reservation, dispatches it.
 
-Life of a match: `reserved` (capacity held, task sent to the node's queue) -> `accepted`
-(the node accepted on chain; held until a later heartbeat includes the guest) or
+Life of a match (`ReservationState`): `reserved` (capacity held, task sent to the node's
+queue) -> `accepted` (the node accepted on chain; held until a later heartbeat includes
+the guest) or
 `expired` (no accept before the deadline: the next best node is tried, never the same one
 again) or `released` (another node accepted, the lease closed). One matcher process owns
 the index; its state is rebuilt from the store at start.
@@ -18,7 +19,8 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from backend.matching.index import Demand, MatchIndex, NodeEntry, Reservation
-from backend.store import ChainEvent, Heartbeat, Lease, Match, Node, Store
+from backend.store import ChainEvent, Heartbeat, Lease, Match, Node, ReservationState, Store
+from cvm.api_models import LeaseState
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def node_entry(node: Node) -> NodeEntry:
         vcpus=node.vcpus,
         memory_mib=node.memory_mib,
         disk_gib=node.disk_gib,
-        price_per_vcpu=node.price_per_second,
+        price_per_vcpu_second=node.price_per_vcpu_second,
         stake=node.stake,
         reputation=reputation(node.attestations_verified, node.attestations_rejected, node.faults),
         active=node.active,
@@ -63,8 +65,8 @@ def demand_of(lease: Lease, registry_minimum: int = 0) -> Demand:
         vcpus=lease.vcpus,
         memory_mib=lease.memory_mib,
         disk_gib=lease.disk_gib,
-        min_stake=max(lease.min_stake, registry_minimum),
-        max_price_per_second=lease.max_price_per_second,
+        min_node_stake=max(lease.min_node_stake, registry_minimum),
+        max_rate_per_second=lease.max_rate_per_second,
     )
 
 
@@ -109,7 +111,7 @@ class Matcher:
             nodes = session.scalars(select(Node)).all()
             heartbeats = {h.node: h for h in session.scalars(select(Heartbeat))}
             live = session.scalars(
-                select(Match).where(Match.status.in_(("reserved", "accepted")))
+                select(Match).where(Match.status.in_(ReservationState.live()))
             ).all()
         self.index.load(node_entry(node) for node in nodes)
         for heartbeat in heartbeats.values():
@@ -144,12 +146,12 @@ class Matcher:
             matches = session.scalars(
                 select(Match).where(
                     Match.node == node,
-                    Match.status == "accepted",
+                    Match.status == ReservationState.ACCEPTED,
                     Match.accepted_at < absorbed_before,
                 )
             ).all()
             for match in matches:
-                match.status = "released"
+                match.status = ReservationState.RELEASED
         for match in matches:
             self.index.release(_reservation(match))
 
@@ -167,10 +169,10 @@ class Matcher:
         with self._lease_lock(lease_id):
             with self.store.session() as session:
                 lease = session.get(Lease, lease_id)
-                if lease is None or lease.status != "open":
+                if lease is None or lease.status != LeaseState.OPEN:
                     return None
                 previous = session.scalars(select(Match).where(Match.lease_id == lease_id)).all()
-                live = [m for m in previous if m.status in ("reserved", "accepted")]
+                live = [m for m in previous if m.status in ReservationState.live()]
                 if live:
                     return live[0]
                 tried = frozenset(m.node for m in previous)
@@ -185,7 +187,7 @@ class Matcher:
                     match = Match(
                         lease_id=lease_id,
                         node=reservation.node,
-                        status="reserved",
+                        status=ReservationState.RESERVED,
                         vcpus=reservation.vcpus,
                         memory_mib=reservation.memory_mib,
                         disk_gib=reservation.disk_gib,
@@ -210,11 +212,11 @@ class Matcher:
         freed: list[Match] = []
         with self.store.session() as session:
             for match in self._live(session, lease_id):
-                if match.node == node and match.status == "reserved":
-                    match.status = "accepted"
+                if match.node == node and match.status == ReservationState.RESERVED:
+                    match.status = ReservationState.ACCEPTED
                     match.accepted_at = now
                 elif match.node != node:
-                    match.status = "released"
+                    match.status = ReservationState.RELEASED
                     freed.append(match)
         for match in freed:
             self.index.release(_reservation(match))
@@ -224,7 +226,7 @@ class Matcher:
         with self.store.session() as session:
             freed = list(self._live(session, lease_id))
             for match in freed:
-                match.status = "released"
+                match.status = ReservationState.RELEASED
         for match in freed:
             self.index.release(_reservation(match))
 
@@ -233,10 +235,12 @@ class Matcher:
         now = self._now()
         with self.store.session() as session:
             overdue = session.scalars(
-                select(Match).where(Match.status == "reserved", Match.deadline <= now)
+                select(Match).where(
+                    Match.status == ReservationState.RESERVED, Match.deadline <= now
+                )
             ).all()
             for match in overdue:
-                match.status = "expired"
+                match.status = ReservationState.EXPIRED
         for match in overdue:
             self.index.release(_reservation(match))
         rematched = []
@@ -249,11 +253,11 @@ class Matcher:
         """Match every open lease without a live reservation (at start and periodically)."""
         # Selecting only unreserved leases keeps this periodic pass from taking the store's
         # write lock once per already-reserved lease.
-        live = exists().where(
-            Match.lease_id == Lease.id, Match.status.in_(("reserved", "accepted"))
-        )
+        live = exists().where(Match.lease_id == Lease.id, Match.status.in_(ReservationState.live()))
         with self.store.new_session(read_only=True) as session:
-            open_ids = session.scalars(select(Lease.id).where(Lease.status == "open", ~live)).all()
+            open_ids = session.scalars(
+                select(Lease.id).where(Lease.status == LeaseState.OPEN, ~live)
+            ).all()
         return sum(1 for lease_id in open_ids if self.match_lease(lease_id) is not None)
 
     @staticmethod
@@ -261,7 +265,7 @@ class Matcher:
         return list(
             session.scalars(
                 select(Match).where(
-                    Match.lease_id == lease_id, Match.status.in_(("reserved", "accepted"))
+                    Match.lease_id == lease_id, Match.status.in_(ReservationState.live())
                 )
             )
         )

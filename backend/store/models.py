@@ -13,6 +13,7 @@ Addresses are stored lower-case hex; hashes and measurements as 0x-prefixed lowe
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -29,7 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from backend.store.types import Uint256, UtcDateTime
+from backend.store.types import StrEnumType, Uint256, UtcDateTime
+from cvm.api_models import AttestationState, LeaseState
 
 ADDRESS = String(42)
 HASH = String(66)
@@ -54,7 +56,8 @@ class Node(Base):
     memory_mib: Mapped[int] = mapped_column(BigInteger)
     disk_gib: Mapped[int] = mapped_column(BigInteger)
     region: Mapped[int] = mapped_column(Integer, default=0)
-    price_per_second: Mapped[int] = mapped_column(Uint256)
+    # What one vCPU costs per second (NodeSpec.pricePerSecondPerUnit on chain).
+    price_per_vcpu_second: Mapped[int] = mapped_column(Uint256)
     endpoint: Mapped[str] = mapped_column(Text, default="")
     stake: Mapped[int] = mapped_column(Uint256, default=0)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -77,14 +80,15 @@ class Lease(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     renter: Mapped[str] = mapped_column(ADDRESS, index=True)
     node: Mapped[str | None] = mapped_column(ADDRESS, index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[LeaseState] = mapped_column(StrEnumType(LeaseState), index=True)
     tee_type: Mapped[int] = mapped_column(Integer)
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(BigInteger)
     disk_gib: Mapped[int] = mapped_column(BigInteger)
-    min_stake: Mapped[int] = mapped_column(Uint256)
-    max_price_per_second: Mapped[int] = mapped_column(Uint256)
-    price_per_second: Mapped[int | None] = mapped_column(Uint256)
+    min_node_stake: Mapped[int] = mapped_column(Uint256)
+    # The whole lease's rate per second: the most its renter pays, and what the node charges.
+    max_rate_per_second: Mapped[int] = mapped_column(Uint256)
+    rate_per_second: Mapped[int | None] = mapped_column(Uint256)
     deposit: Mapped[int] = mapped_column(Uint256)
     spec_hash: Mapped[str] = mapped_column(HASH, index=True)
     expected_measurement: Mapped[str] = mapped_column(String(98))
@@ -103,7 +107,8 @@ class Attestation(Base):
 
     lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     node: Mapped[str] = mapped_column(ADDRESS)
-    status: Mapped[str] = mapped_column(String(16))
+    # pending, verified or rejected; `expired` is derived when read.
+    status: Mapped[AttestationState] = mapped_column(StrEnumType(AttestationState))
     report_hash: Mapped[str] = mapped_column(HASH, index=True)
     measurement: Mapped[str] = mapped_column(String(98))
     # The lease's attestation nonce this report was submitted under (bound in REPORT_DATA).
@@ -186,7 +191,7 @@ class Evidence(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-class LeaseSpec(Base):
+class PrivateSpec(Base):
     """The private part of a lease spec, bound on chain by `spec_hash`."""
 
     __tablename__ = "lease_specs"
@@ -199,6 +204,24 @@ class LeaseSpec(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class ReservationState(StrEnum):
+    """Where a reservation of a node's capacity for a lease stands.
+
+    reserved -> accepted (the node accepted on chain) | expired (it did not, in time)
+    | released (another node accepted, or the lease closed, or a heartbeat absorbed it).
+    """
+
+    RESERVED = "reserved"
+    ACCEPTED = "accepted"
+    EXPIRED = "expired"
+    RELEASED = "released"
+
+    @classmethod
+    def live(cls) -> tuple[ReservationState, ...]:
+        """The states that still hold capacity on the node."""
+        return (cls.RESERVED, cls.ACCEPTED)
+
+
 class Match(Base):
     """A reservation of a node's capacity for a lease, until it is accepted or expires."""
 
@@ -207,9 +230,7 @@ class Match(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
     node: Mapped[str] = mapped_column(ADDRESS, index=True)
-    # reserved -> accepted (the node accepted on chain) | expired (it did not, in time)
-    # | released (another node accepted, or the lease closed, or a heartbeat absorbed it).
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[ReservationState] = mapped_column(StrEnumType(ReservationState), index=True)
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(BigInteger)
     disk_gib: Mapped[int] = mapped_column(BigInteger)

@@ -1,13 +1,17 @@
-"""Column types: unsigned 256-bit integers that compare correctly in SQLite and PostgreSQL."""
+"""Column types: uint256 amounts that compare correctly in SQLite and PostgreSQL, UTC
+datetimes, and statuses read back as their `StrEnum`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+_E = TypeVar("_E", bound=StrEnum)
 
 _DIGITS = 78  # len(str(2**256 - 1))
 
@@ -57,3 +61,24 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class StrEnumType(TypeDecorator[_E]):
+    """A `StrEnum` stored as its value in a VARCHAR(16), read back as the enum member.
+
+    Plain strings rather than a database ENUM: adding a state needs no schema change, and
+    a value the enum does not know fails loudly when read.
+    """
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[_E]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> _E | None:
+        return None if value is None else self.enum(value)

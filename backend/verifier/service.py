@@ -19,8 +19,9 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy import select
 
-from backend.evidence import EvidenceFormatError, decode
+from backend.domain.evidence import EvidenceFormatError, decode
 from backend.store import Attestation, Evidence, Lease, Store, Verification
+from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle, Policy, appraise_evidence
 from cvm.chain.errors import ChainError
 
@@ -69,7 +70,10 @@ class Verifier:
                     (Verification.lease_id == Attestation.lease_id)
                     & (Verification.report_hash == Attestation.report_hash),
                 )
-                .where(Attestation.status == "pending", Verification.confirm_tx.is_(None))
+                .where(
+                    Attestation.status == AttestationState.PENDING,
+                    Verification.confirm_tx.is_(None),
+                )
             ).all()
         return [(int(lease_id), str(report_hash)) for lease_id, report_hash in rows]
 

@@ -24,7 +24,7 @@ class LeaseTerms:
     lease_id: int
     renter: str
     spec: LeaseSpec
-    max_price_per_second: int
+    max_rate_per_second: int
     deposit: int
     expected_measurement: bytes
     block_number: int
@@ -124,7 +124,7 @@ class LeaseMarketClient(OwnedContractClient):
             lease_id=int(args["leaseId"]),
             renter=str(args["renter"]),
             spec=LeaseSpec.from_abi(args["spec"]),
-            max_price_per_second=int(args["maxPricePerSecond"]),
+            max_rate_per_second=int(args["maxPricePerSecond"]),
             deposit=int(args["deposit"]),
             expected_measurement=bytes(args["expectedMeasurement"]),
             block_number=event.block_number,
@@ -142,16 +142,16 @@ class LeaseMarketClient(OwnedContractClient):
 
     # --- renter ------------------------------------------------------------------
     def create_lease(
-        self, spec: LeaseSpec, max_price_per_second: int, deposit: int, measurement: bytes
+        self, spec: LeaseSpec, max_rate_per_second: int, deposit: int, measurement: bytes
     ) -> CreatedLease:
         """Create a lease; pulls `deposit` (needs a token allowance to the market)."""
-        tx = self._send("createLease", spec.as_tuple(), max_price_per_second, deposit, measurement)
+        tx = self._send("createLease", spec.as_tuple(), max_rate_per_second, deposit, measurement)
         return CreatedLease(int(tx.event("LeaseCreated").args["leaseId"]), tx)
 
     def create_lease_with_permit(
         self,
         spec: LeaseSpec,
-        max_price_per_second: int,
+        max_rate_per_second: int,
         deposit: int,
         measurement: bytes,
         permit: Permit,
@@ -160,7 +160,7 @@ class LeaseMarketClient(OwnedContractClient):
         tx = self._send(
             "createLeaseWithPermit",
             spec.as_tuple(),
-            max_price_per_second,
+            max_rate_per_second,
             deposit,
             measurement,
             permit.deadline,

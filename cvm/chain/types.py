@@ -1,7 +1,10 @@
 """Python mirrors of the contracts' enums and structs (`types/DataTypes.sol`, IAttestationRegistry).
 
 Field order follows the Solidity structs, so `from_tuple` reads what web3 returns and
-`as_tuple` gives what a call takes. Python names are snake_case of the Solidity ones.
+`as_tuple` gives what a call takes. Python names are snake_case of the Solidity ones, except
+where the Solidity name hides its unit: a node's `pricePerSecondPerUnit` is
+`price_per_vcpu_second` (what one vCPU costs per second) and a lease's `maxPricePerSecond`
+is `max_rate_per_second` (the most the whole lease pays per second, like `ratePerSecond`).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class NodeSpec:
     memory_mib: int
     disk_gib: int
     region: int
-    price_per_second_per_unit: int
+    price_per_vcpu_second: int
 
     @classmethod
     def from_abi(cls, value: Mapping[str, Any]) -> NodeSpec:
@@ -72,7 +75,7 @@ class NodeSpec:
             memory_mib=int(value["memoryMiB"]),
             disk_gib=int(value["diskGiB"]),
             region=int(value["region"]),
-            price_per_second_per_unit=int(value["pricePerSecondPerUnit"]),
+            price_per_vcpu_second=int(value["pricePerSecondPerUnit"]),
         )
 
     def as_tuple(self) -> tuple[int, ...]:
@@ -91,7 +94,7 @@ class Node:
     memory_mib: int
     disk_gib: int
     stake: int
-    price_per_second_per_unit: int
+    price_per_vcpu_second: int
     region: int
     missed_attestations: int
     unbonding: int
@@ -165,17 +168,17 @@ class Lease:
     memory_mib: int
     disk_gib: int
     min_node_stake: int
-    max_price_per_second: int
+    max_rate_per_second: int
 
     @classmethod
     def from_tuple(cls, lease_id: int, values: tuple[Any, ...]) -> Lease:
         """Read the `Lease` struct returned for `lease_id`."""
         (renter, accepted, closed, reason, node_key, rate, status, deposit, claimed, tee,
-         vcpu, memory, disk, min_stake, max_price) = values  # fmt: skip
+         vcpu, memory, disk, min_stake, max_rate) = values  # fmt: skip
         return cls(
             lease_id, renter, accepted, closed, CloseReason(reason), node_key, rate,
             LeaseStatus(status), deposit, claimed, TeeType(tee), vcpu, memory, disk, min_stake,
-            max_price,
+            max_rate,
         )  # fmt: skip
 
     @property

@@ -321,7 +321,7 @@ def status(
         "vcpu": record.vcpu,
         "memory_mib": record.memory_mib,
         "disk_gib": record.disk_gib,
-        "price_per_second_per_unit": record.price_per_second_per_unit,
+        "price_per_vcpu_second": record.price_per_vcpu_second,
         "missed_attestations": record.missed_attestations,
     }
     try:

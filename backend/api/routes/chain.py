@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from backend.api.deps import Context
-from backend.api.schemas import ChainInfo
+from cvm.api_models import ChainInfo
 
 router = APIRouter(tags=["chain"])
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from backend.api.deps import AppContext, Context, DbSession
-from backend.api.errors import ApiError, not_found
-from backend.api.schemas import EvidenceReceipt, parse_hash
-from backend.evidence import EvidenceFormatError, evidence_hash, report_hash_of
-from backend.store import Evidence
+from backend.api.errors import ApiError
+from backend.domain import evidence
+from cvm.api_models import EvidenceReceipt
 
 router = APIRouter(prefix="/evidence", tags=["evidence"])
 
@@ -43,35 +40,16 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 )
 async def upload_evidence(request: Request, context: Context) -> EvidenceReceipt:
     bundle = await _read_limited(request, context.settings.evidence_max_bytes)
-    if not bundle:
-        raise ApiError(422, "empty body: send the canonical evidence bytes")
-    try:
-        report_hash = report_hash_of(bundle)
-    except EvidenceFormatError as exc:
-        raise ApiError(422, f"not canonical evidence: {exc}") from exc
-    digest = evidence_hash(bundle)
+    receipt = evidence.receipt_of(bundle)
     # The store is synchronous: waiting for its (SQLite) write lock on the event loop
     # would stall every other request, including the one that holds the lock.
-    await run_in_threadpool(_store_evidence, context, digest, report_hash, bundle)
-    return EvidenceReceipt(hash=digest, report_hash=report_hash, size=len(bundle))
+    await run_in_threadpool(_store, context, bundle, receipt)
+    return receipt
 
 
-def _store_evidence(context: AppContext, digest: str, report_hash: str, bundle: bytes) -> None:
+def _store(context: AppContext, bundle: bytes, receipt: EvidenceReceipt) -> None:
     with context.store.session() as session:
-        if session.get(Evidence, digest) is None:
-            try:
-                with session.begin_nested():
-                    session.add(
-                        Evidence(
-                            hash=digest,
-                            report_hash=report_hash,
-                            content=bundle,
-                            size=len(bundle),
-                            created_at=context.now(),
-                        )
-                    )
-            except IntegrityError:
-                pass  # the same bytes were stored concurrently: content addressing makes it one
+        evidence.store_evidence(session, bundle, receipt, context.now())
 
 
 @router.get(
@@ -81,12 +59,5 @@ def _store_evidence(context: AppContext, digest: str, report_hash: str, bundle: 
     responses={200: {"content": _OCTETS}, 404: {"description": "unknown hash"}},
 )
 def get_evidence(hash: str, session: DbSession) -> Response:
-    key = parse_hash(hash)
-    row = session.get(Evidence, key)
-    if row is None:
-        row = session.scalar(
-            select(Evidence).where(Evidence.report_hash == key).order_by(Evidence.created_at)
-        )
-    if row is None:
-        raise not_found(f"evidence {hash}")
-    return Response(content=row.content, media_type="application/octet-stream")
+    content = evidence.evidence_bytes(session, hash)
+    return Response(content=content, media_type="application/octet-stream")

@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
 
 from backend.api.deps import Context
-from backend.api.schemas import Health, Readiness
 from backend.store import IndexerCursor
+from cvm.api_models import Health, Readiness
 
 router = APIRouter(tags=["health"])
 

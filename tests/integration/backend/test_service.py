@@ -97,9 +97,7 @@ def test_lease_is_matched_dispatched_and_falls_back(
     # Node A is cheaper (preferred) but has no agent running; node B has one.
     node_a = chain.anvil.new_account()
     node_b = chain.accounts.node_key
-    chain.register_node(
-        node_a, replace(NODE_SPEC, price_per_second_per_unit=5 * 10**11), "https://a"
-    )
+    chain.register_node(node_a, replace(NODE_SPEC, price_per_vcpu_second=5 * 10**11), "https://a")
     chain.operator.nodes.stake(node_a.address, STAKE)
     chain.staked_node()
     service.step()

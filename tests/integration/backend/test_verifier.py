@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 
 from backend.api import create_app
 from backend.api.deps import AppContext
-from backend.api.schemas import ChainInfo
 from backend.indexer import Indexer, marketplace_decoder
 from backend.store import Store, Verification
 from backend.verifier import Verifier, VerifierConfig
+from cvm.api_models import ChainInfo
 from cvm.attestation import EvidenceBundle, SimulatedSecureProcessor, build_report_data
 from cvm.chain import AttestationStatus
 from cvm.config import Settings

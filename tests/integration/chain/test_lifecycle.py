@@ -17,7 +17,7 @@ from tests.fixtures.chain import (
 
 pytestmark = pytest.mark.integration
 
-RATE = NODE_SPEC.price_per_second_per_unit * LEASE_SPEC.vcpu
+RATE = NODE_SPEC.price_per_vcpu_second * LEASE_SPEC.vcpu
 REPORT = b"\x01" * 32
 
 

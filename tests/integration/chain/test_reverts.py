@@ -74,7 +74,7 @@ def test_accept_checks_registration_stake_tee_and_price(chain: ChainSystem) -> N
     chain.operator.nodes.update(key, replace(NODE_SPEC, tee_type=TeeType.TDX), "")
     error = expect(lambda: chain.node.leases.accept_lease(lease_id), "LeaseMarket_TeeTypeMismatch")
     assert (error.args_by_name["required"], error.args_by_name["offered"]) == (1, 2)
-    expensive = replace(NODE_SPEC, price_per_second_per_unit=10**13)
+    expensive = replace(NODE_SPEC, price_per_vcpu_second=10**13)
     chain.operator.nodes.update(key, expensive, "")
     expect(lambda: chain.node.leases.accept_lease(lease_id), "LeaseMarket_PriceTooHigh")
     chain.operator.nodes.update(key, NODE_SPEC, "")

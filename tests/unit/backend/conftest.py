@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from backend.api import create_app
 from backend.api.deps import AppContext
-from backend.api.schemas import ChainInfo
 from backend.store import Store
+from cvm.api_models import ChainInfo
 from cvm.config import Settings
 from tests.fixtures.services import free_port
 from tests.unit.backend.factories import Clock

@@ -9,6 +9,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from backend.store import Lease, Node, Store
+from cvm.api_models import LeaseState
 
 
 class Clock:
@@ -40,7 +41,7 @@ def add_node(store: Store, address: str, **overrides: Any) -> Node:
         "memory_mib": 65536,
         "disk_gib": 500,
         "region": 276,
-        "price_per_second": 10,
+        "price_per_vcpu_second": 10,
         "endpoint": "https://node.example",
         "stake": 1000,
         "active": True,
@@ -61,14 +62,14 @@ def add_lease(store: Store, lease_id: int, renter: str, **overrides: Any) -> Lea
         "id": lease_id,
         "renter": renter.lower(),
         "node": None,
-        "status": "open",
+        "status": LeaseState.OPEN,
         "tee_type": 1,
         "vcpus": 2,
         "memory_mib": 4096,
         "disk_gib": 20,
-        "min_stake": 100,
-        "max_price_per_second": 100,
-        "price_per_second": None,
+        "min_node_stake": 100,
+        "max_rate_per_second": 100,
+        "rate_per_second": None,
         "deposit": 10**18,
         "spec_hash": "0x" + "00" * 32,
         "expected_measurement": "0x" + "ab" * 48,

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from backend.api.deps import AppContext
 from backend.store import Attestation, Match, Store, Verification
-from cvm.api_client import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from cvm.eip712 import Domain, LeaseSpecRequest, sign_lease_spec_request
 from tests.unit.backend.factories import Clock, add_lease, new_account
 
@@ -190,6 +190,8 @@ def test_list_and_get_leases(client: TestClient, store: Store) -> None:
     assert [x["id"] for x in active] == [2] and active[0]["deposit"] == 2**200
     assert [x["id"] for x in client.get("/v1/leases", params={"node": node.address}).json()] == [2]
     assert client.get("/v1/leases", params={"renter": "0x12"}).status_code == 422
+    unknown = client.get("/v1/leases", params={"status": "verified"})
+    assert unknown.status_code == 422 and "status" in unknown.json()["detail"]
     assert client.get("/v1/leases/99").status_code == 404
     assert client.get("/v1/leases/-1").status_code == 422
     assert client.get("/v1/leases/abc").status_code == 422

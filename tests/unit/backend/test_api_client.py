@@ -6,7 +6,8 @@ import pytest
 from eth_utils import keccak
 
 from backend.store import Match, Store
-from cvm.api_client import ApiClient, ApiError, private_spec_hash
+from cvm.api_client import ApiClient, ApiError
+from cvm.api_models import private_spec_hash
 from cvm.eip712 import Heartbeat, sign_heartbeat
 from tests.fixtures.services import free_port
 from tests.unit.backend.factories import Clock, add_lease, add_node, new_account

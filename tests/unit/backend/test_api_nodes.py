@@ -26,17 +26,17 @@ def _heartbeat(account: Any, domain: Domain, timestamp: int, **free: int) -> dic
 
 
 def test_list_and_filter_nodes(client: TestClient, store: Store) -> None:
-    add_node(store, "0x" + "01" * 20, tee_type=1, vcpus=4, price_per_second=5)
-    add_node(store, "0x" + "02" * 20, tee_type=1, vcpus=32, price_per_second=50)
-    add_node(store, "0x" + "03" * 20, tee_type=2, vcpus=32, price_per_second=5, stake=10**30)
+    add_node(store, "0x" + "01" * 20, tee_type=1, vcpus=4, price_per_vcpu_second=5)
+    add_node(store, "0x" + "02" * 20, tee_type=1, vcpus=32, price_per_vcpu_second=50)
+    add_node(store, "0x" + "03" * 20, tee_type=2, vcpus=32, price_per_vcpu_second=5, stake=10**30)
 
     assert len(client.get("/v1/nodes").json()) == 3
     snp = client.get("/v1/nodes", params={"tee_type": 1}).json()
     assert {n["address"].lower() for n in snp} == {"0x" + "01" * 20, "0x" + "02" * 20}
     big = client.get("/v1/nodes", params={"min_vcpus": 16}).json()
     assert {n["vcpus"] for n in big} == {32}
-    cheap = client.get("/v1/nodes", params={"max_price_per_second": 10}).json()
-    assert {n["price_per_second"] for n in cheap} == {5}
+    cheap = client.get("/v1/nodes", params={"max_price_per_vcpu_second": 10}).json()
+    assert {n["price_per_vcpu_second"] for n in cheap} == {5}
     # uint256 amounts compare numerically, not as text, on the store.
     rich = client.get("/v1/nodes", params={"min_stake": 10**29}).json()
     assert [n["stake"] for n in rich] == [10**30]

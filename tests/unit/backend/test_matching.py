@@ -22,7 +22,7 @@ def _entry(address: str, **overrides: object) -> NodeEntry:
         "vcpus": 16,
         "memory_mib": 65536,
         "disk_gib": 500,
-        "price_per_vcpu": 10,
+        "price_per_vcpu_second": 10,
         "stake": 1000,
         "reputation": 0.5,
     }
@@ -37,8 +37,8 @@ def _demand(lease_id: int = 1, **overrides: int) -> Demand:
         "vcpus": 2,
         "memory_mib": 4096,
         "disk_gib": 20,
-        "min_stake": 100,
-        "max_price_per_second": 100,
+        "min_node_stake": 100,
+        "max_rate_per_second": 100,
     }
     values.update(overrides)
     return Demand(**values)
@@ -59,14 +59,14 @@ def test_only_fitting_nodes_are_chosen(clock: Clock) -> None:
         _entry("tdx", tee_type=2),
         _entry("small", vcpus=1),
         _entry("poor", stake=50),
-        _entry("dear", price_per_vcpu=60),  # 2 vCPU x 60 > 100
+        _entry("dear", price_per_vcpu_second=60),  # 2 vCPU x 60 > 100
         _entry("inactive", active=False),
-        _entry("fit", price_per_vcpu=40),
+        _entry("fit", price_per_vcpu_second=40),
     )
     reservation = index.match(_demand())
     assert reservation is not None and reservation.node == "fit"
     assert index.match(_demand(2, tee_type=3)) is None
-    assert index.match(_demand(3, vcpus=64, max_price_per_second=10**9)) is None
+    assert index.match(_demand(3, vcpus=64, max_rate_per_second=10**9)) is None
 
 
 def test_free_capacity_comes_from_heartbeats_minus_reservations(clock: Clock) -> None:
@@ -86,9 +86,9 @@ def test_free_capacity_comes_from_heartbeats_minus_reservations(clock: Clock) ->
 def test_score_follows_the_documented_formula(clock: Clock) -> None:
     index = _index(
         clock,
-        _entry("cheap", price_per_vcpu=5),
-        _entry("pricey", price_per_vcpu=20),
-        _entry("mid", price_per_vcpu=10),
+        _entry("cheap", price_per_vcpu_second=5),
+        _entry("pricey", price_per_vcpu_second=20),
+        _entry("mid", price_per_vcpu_second=10),
     )
     # Median price 10, median stake 1000, empty nodes (load 0), reputation 0.5.
     expected = 0.40 * (10 / (10 + 5)) + 0.25 * (1000 / 2000) + 0.20 * 0.5 + 0.15 * 1.0
@@ -178,8 +178,8 @@ def _beat(matcher: Matcher, clock: Clock, node: str, vcpus: int, memory: int, di
 
 
 def test_matcher_reserves_dispatches_and_falls_back(store: Store, clock: Clock) -> None:
-    best = _node(store, "0x" + "01" * 20, price_per_second=1)
-    second = _node(store, "0x" + "02" * 20, price_per_second=5)
+    best = _node(store, "0x" + "01" * 20, price_per_vcpu_second=1)
+    second = _node(store, "0x" + "02" * 20, price_per_vcpu_second=5)
     add_lease(store, 1, RENTER)
     matcher, dispatched = _matcher(store, clock)
     matcher.rebuild()
@@ -276,7 +276,7 @@ def test_many_threads_matching_leases_through_the_store(store: Store, clock: Clo
 
 def test_the_registry_minimum_stake_applies_too(store: Store, clock: Clock) -> None:
     node = _node(store, "0x" + "07" * 20, stake=1000)
-    add_lease(store, 1, RENTER, min_stake=100)
+    add_lease(store, 1, RENTER, min_node_stake=100)
     with store.session() as session:
         session.add(
             ChainEvent(

@@ -60,7 +60,7 @@ def _node_values() -> dict[str, object]:
         "memory_mib": 1,
         "disk_gib": 1,
         "region": 0,
-        "price_per_second": 1,
+        "price_per_vcpu_second": 1,
         "endpoint": "",
         "stake": 1,
         "active": True,

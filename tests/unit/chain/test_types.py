@@ -22,11 +22,18 @@ from cvm.chain import (
 )
 from cvm.chain.build import CONTRACTS_DIR
 
+# Solidity names whose Python mirror says its unit (see cvm.chain.types).
+RENAMED = {
+    "price_per_second_per_unit": "price_per_vcpu_second",
+    "max_price_per_second": "max_rate_per_second",
+}
+
 
 def snake(name: str) -> str:
     # Units are one word in Python (memory_mib), two capitals in Solidity (memoryMiB).
     name = name.replace("MiB", "Mib").replace("GiB", "Gib")
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    python = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    return RENAMED.get(python, python)
 
 
 def components(contract: str, function: str, *, output: bool, index: int = 0) -> list[str]:

@@ -1,0 +1,34 @@
+"""The domain layer's one error type, by kind of refusal (the API maps each to a status)."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A request the marketplace refuses; the message says why, for the caller."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(DomainError):
+    """The request is malformed or out of range."""
+
+
+class Unauthenticated(DomainError):
+    """No valid proof of who is asking (session, signature)."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this."""
+
+
+class NotFound(DomainError):
+    """The thing asked about does not exist (or is not indexed yet)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+
+
+class Conflict(DomainError):
+    """The request contradicts what is already recorded (a replay, a race lost)."""

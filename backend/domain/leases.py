@@ -1,0 +1,173 @@
+"""Leases as the API shows them, their private specs, and who may read a spec."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.domain.addresses import checksum, parse_address
+from backend.domain.errors import Forbidden, NotFound, Unauthenticated
+from backend.store import Lease, Match
+from backend.store import PrivateSpec as PrivateSpecRow
+from cvm.api_models import (
+    NODE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    LeaseIntent,
+    LeaseState,
+    LeaseView,
+    PrivateSpec,
+    private_spec_hash,
+)
+from cvm.eip712 import (
+    Domain,
+    LeaseSpecRequest,
+    SignatureError,
+    check_timestamp,
+    verify_lease_spec_request,
+)
+
+
+def _spec_of(session: Session, lease: Lease) -> PrivateSpecRow | None:
+    spec = session.get(PrivateSpecRow, lease.spec_hash)
+    # A spec binds only to leases of the renter who stored it.
+    return spec if spec is not None and spec.renter == lease.renter else None
+
+
+def lease_view(session: Session, lease: Lease) -> LeaseView:
+    """A lease as on chain, and whether its renter stored its private spec here."""
+    return LeaseView(
+        id=lease.id,
+        renter=str(checksum(lease.renter)),
+        node=checksum(lease.node),
+        status=lease.status,
+        tee_type=lease.tee_type,
+        vcpus=lease.vcpus,
+        memory_mib=lease.memory_mib,
+        disk_gib=lease.disk_gib,
+        min_node_stake=lease.min_node_stake,
+        max_rate_per_second=lease.max_rate_per_second,
+        rate_per_second=lease.rate_per_second,
+        deposit=lease.deposit,
+        spec_hash=lease.spec_hash,
+        expected_measurement=lease.expected_measurement,
+        reattest_interval=lease.reattest_interval,
+        created_block=lease.created_block,
+        has_private_spec=_spec_of(session, lease) is not None,
+    )
+
+
+def _lease(session: Session, lease_id: int) -> Lease:
+    lease = session.get(Lease, lease_id)
+    if lease is None:
+        raise NotFound(f"lease {lease_id}")
+    return lease
+
+
+def get_lease(session: Session, lease_id: int) -> LeaseView:
+    return lease_view(session, _lease(session, lease_id))
+
+
+def list_leases(
+    session: Session,
+    *,
+    renter: str | None = None,
+    node: str | None = None,
+    status: LeaseState | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[LeaseView]:
+    """Leases by id, of one renter, one node and in one status where given."""
+    query = select(Lease)
+    if renter is not None:
+        query = query.where(Lease.renter == parse_address(renter, "renter"))
+    if node is not None:
+        query = query.where(Lease.node == parse_address(node, "node"))
+    if status is not None:
+        query = query.where(Lease.status == status)
+    leases = session.scalars(query.order_by(Lease.id).limit(limit).offset(offset)).all()
+    return [lease_view(session, lease) for lease in leases]
+
+
+def _private_spec(row: PrivateSpecRow) -> PrivateSpec:
+    return PrivateSpec(
+        spec_hash=row.spec_hash,
+        image=row.image,
+        ssh_public_key=row.ssh_public_key,
+        cloud_init=row.cloud_init,
+    )
+
+
+def store_private_spec(
+    session: Session, renter: str, intent: LeaseIntent, now: datetime
+) -> PrivateSpec:
+    """Keep the private spec of a lease `renter` is about to create (idempotent).
+
+    Its hash (`private_spec_hash`) is the `specHash` the lease must carry on chain.
+    """
+    spec_hash = private_spec_hash(renter, intent.image, intent.ssh_public_key, intent.cloud_init)
+    row = session.get(PrivateSpecRow, spec_hash)
+    if row is None:
+        row = PrivateSpecRow(
+            spec_hash=spec_hash,
+            renter=renter,
+            image=intent.image,
+            ssh_public_key=intent.ssh_public_key,
+            cloud_init=intent.cloud_init,
+            created_at=now,
+        )
+        session.add(row)
+    return _private_spec(row)
+
+
+def private_spec_for_renter(session: Session, lease_id: int, renter: str | None) -> PrivateSpec:
+    """The private spec of a lease, for its signed-in renter only (`renter` None: not signed in)."""
+    lease = _lease(session, lease_id)
+    if renter is None:
+        raise Unauthenticated("sign in with Ethereum to read a lease's private spec")
+    if renter != lease.renter:
+        raise Forbidden("only the lease's renter sees its private spec")
+    return _stored_spec(session, lease)
+
+
+def private_spec_for_node(
+    session: Session,
+    lease_id: int,
+    node: str,
+    timestamp: str | None,
+    signature: str | None,
+    *,
+    domain: Domain,
+    now: int,
+    window_s: int,
+) -> PrivateSpec:
+    """The private spec of a lease, for a node that signed a fresh `LeaseSpecRequest` for it
+    (the values of the `NODE_HEADER`, `TIMESTAMP_HEADER` and `SIGNATURE_HEADER` headers).
+
+    Only the node that accepted the lease, or one it was matched to, may read it.
+    """
+    lease = _lease(session, lease_id)
+    if timestamp is None or signature is None:
+        raise Unauthenticated(f"{NODE_HEADER} needs {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}")
+    address = parse_address(node, NODE_HEADER)
+    try:
+        request = LeaseSpecRequest(node=address, lease_id=lease.id, timestamp=int(timestamp))
+        verify_lease_spec_request(request, signature, domain)
+        check_timestamp(request.timestamp, now, window_s)
+    except (SignatureError, ValueError) as exc:
+        raise Unauthenticated(f"node request rejected: {exc}") from exc
+    matched = session.scalar(
+        select(Match.id).where(Match.lease_id == lease.id, Match.node == address).limit(1)
+    )
+    if lease.node != address and matched is None:
+        raise Forbidden("only the lease's renter and the node it was matched to see its spec")
+    return _stored_spec(session, lease)
+
+
+def _stored_spec(session: Session, lease: Lease) -> PrivateSpec:
+    row = _spec_of(session, lease)
+    if row is None:
+        raise NotFound(f"private spec of lease {lease.id}")
+    return _private_spec(row)
