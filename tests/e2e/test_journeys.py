@@ -11,8 +11,8 @@ import pytest
 
 from cvm.chain import ChainClient, ContractRevert, Deployment, connect
 from cvm.sdk import AttestationClient
-from cvm.stack import DEMO_MEASUREMENT
 from cvm.wallet import load_account, read_password_file
+from devstack import DEMO_MEASUREMENT
 from tests.e2e.conftest import Stack, new_wallet
 from tests.e2e.harness import descendants, group_alive, pid_alive
 

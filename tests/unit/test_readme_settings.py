@@ -19,7 +19,11 @@ _SECTION = re.compile(
 
 def _default(name: str) -> str:
     field = Settings.model_fields[name]
-    value = field.default
+    if field.default_factory is not None:
+        # Paths made from the data directory read as `<data_dir>/...`.
+        value = field.default_factory({"data_dir": Path("<data_dir>")})  # type: ignore[call-arg]
+    else:
+        value = field.default
     if value is None:
         return "unset"
     return f"`{value}`"

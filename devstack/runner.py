@@ -24,12 +24,12 @@ import httpx
 
 from cvm.api_client import ApiClient, ApiError
 from cvm.chain import Anvil, ChainClient, DeployConfig, Deployment, deploy
-from cvm.stack.errors import StackError
-from cvm.stack.fleet import NodeProfile, default_profiles, provision_node
-from cvm.stack.keys import StackKey, new_stack_key
-from cvm.stack.process import ManagedProcess, free_port, stop_all
-from cvm.stack.redis import start_redis
-from cvm.stack.state import NodeRecord, StackState, running_state
+from devstack.errors import StackError
+from devstack.fleet import NodeProfile, default_profiles, provision_node
+from devstack.keys import StackKey, new_stack_key
+from devstack.process import ManagedProcess, free_port, stop_all
+from devstack.redis import start_redis
+from devstack.state import NodeRecord, StackState, running_state
 
 # The launch measurement of the demo guest image: the simulated launcher runs whatever a
 # lease expects, and the example dApp contract is deployed trusting exactly this one.
@@ -285,6 +285,10 @@ class EmbeddedStack:
                     disk_gib=profile.disk_gib,
                     price_per_vcpu_second=profile.price_per_vcpu_second,
                     log=str(log),
+                    node_keystore=str(node_key.keystore),
+                    node_password_file=str(node_key.password_file),
+                    operator_keystore=str(operator.keystore),
+                    operator_password_file=str(operator.password_file),
                 )
             )
         self.state.nodes = self._nodes
