@@ -424,6 +424,11 @@ def run(
     env["CVM_DEPLOYMENT_FILE"] = str(record_file)
     env["CVM_RPC_URL"] = resolve_rpc_url(rpc, record, settings)
     env["CVM_DATA_DIR"] = str(settings.data_dir)
+    # The record names its backend and broker (a `cvm up` stack does); settings set win.
+    if "CVM_API_URL" not in env and record.api_url:
+        env["CVM_API_URL"] = record.api_url
+    if "CVM_BROKER_URL" not in env and record.extra.get("broker_url"):
+        env["CVM_BROKER_URL"] = str(record.extra["broker_url"])
     env["CVM_NODE_KEYSTORE"] = str(path.absolute())
     if launcher is not None:
         env["CVM_NODE_LAUNCHER"] = launcher
