@@ -6,6 +6,7 @@ COPY pyproject.toml README.md ./
 COPY cvm cvm
 COPY backend backend
 COPY node_agent node_agent
+COPY devstack devstack
 COPY contracts/out contracts/out
 RUN pip install --no-cache-dir . && useradd --system --home /var/lib/cvm --create-home cvm
 USER cvm

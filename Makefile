@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SLITHER_VENV := .venv-slither
 NODE_BIN := contracts/node_modules/.bin
+PY_PACKAGES := cvm backend node_agent devstack tests bench
 
 .PHONY: all install system-packages demo test lint typecheck contracts contracts-test slither pytest \
 	compose-check bench clean
@@ -57,8 +58,10 @@ test: install system-packages lint typecheck compose-check contracts-test slithe
 # --- checks -----------------------------------------------------------------------
 lint: $(VENV)/.installed
 	@echo "==> ruff"
-	$(BIN)/ruff check cvm backend node_agent tests bench
-	$(BIN)/ruff format --check cvm backend node_agent tests bench
+	$(BIN)/ruff check $(PY_PACKAGES)
+	$(BIN)/ruff format --check $(PY_PACKAGES)
+	@echo "==> import-linter (the dependency direction of DESIGN.md)"
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed
 	@echo "==> mypy"

@@ -27,8 +27,8 @@ from eth_account import Account
 from cvm.api_client import ApiClient
 from cvm.chain import ChainClient, LeaseSpec, NodeSpec, TeeType, connect, sign_node_consent
 from cvm.renter import Renter, RentRequest
-from cvm.stack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
-from cvm.stack.faucet import fund, local_deployer
+from devstack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
+from devstack.faucet import fund, local_deployer
 
 _MAX_PRICE = 3 * 10**12  # every node of the default fleet fits one vCPU at this price
 # The floor's lease needs more vCPUs than any agent has, so only the benchmark accepts it.

@@ -2,35 +2,52 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SETTINGS_FILE_ENV = "CVM_SETTINGS_FILE"
+DEFAULT_SETTINGS_FILE = "cvm.env"
 
 
 class Settings(BaseSettings):
     """Configuration shared by the CLI, the backend and the node agent.
 
     Every field can be set as an environment variable `CVM_<FIELD>` or in the settings
-    file named by `CVM_SETTINGS_FILE` (default `cvm.env` in the working directory).
+    file named by `CVM_SETTINGS_FILE` (default `cvm.env` in the working directory); the
+    environment wins. Every local path defaults to a place under `data_dir`, which is
+    absolute, so that each command finds the same files from any working directory.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CVM_", env_file="cvm.env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CVM_", extra="ignore")
+
+    # --- local state (declared first: the path defaults below are made from it) ----
+    data_dir: Path = Field(
+        Path("~/.cvm"),
+        validate_default=True,
+        description="local state: wallets, deployment record, store, simulated AMD roots, logs",
+    )
 
     # --- chain -------------------------------------------------------------------
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint of the chain")
     deployment_file: Path = Field(
-        Path(".cvm/deployment.json"),
+        default_factory=lambda data: data["data_dir"] / "deployment.json",
         description="deployment record: chain id, RPC and API URLs, contract addresses",
     )
-    data_dir: Path = Field(Path(".cvm"), description="local state: keystores, caches, logs")
     anvil_bin: Path | None = Field(
         None, description="anvil executable for local chains (default: the repo's npm one, PATH)"
     )
 
     # --- backend (owned by backend/) ------------------------------------------------------
     database_url: str = Field(
-        "sqlite:///.cvm/backend.db",
+        default_factory=lambda data: f"sqlite:///{data['data_dir'] / 'backend.db'}",
         description="SQLAlchemy URL of the backend store (SQLite embedded, PostgreSQL in prod)",
     )
     broker_url: str = Field(
@@ -111,11 +128,36 @@ class Settings(BaseSettings):
     node_snp_cmdline: str = Field(
         "console=ttyS0", description="guest kernel command line, measured (qemu-snp)"
     )
-    sim_amd_dir: Path | None = Field(
-        None,
+    sim_amd_dir: Path = Field(
+        default_factory=lambda data: data["data_dir"] / "sim-amd",
         description="directory of the simulated AMD roots shared by local agents and verifiers"
-        " (tests and demos only); default: <data_dir>/sim-amd",
+        " (tests and demos only)",
     )
+
+    @field_validator("data_dir", "deployment_file", "sim_amd_dir", mode="after")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # A relative path would name another file in another working directory.
+        return path.expanduser().absolute()
+
+    @property
+    def wallet_dir(self) -> Path:
+        """Renter wallets (keystores): `<data_dir>/wallets`."""
+        return self.data_dir / "wallets"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The settings file is named by CVM_SETTINGS_FILE when it is read, not when imported.
+        env_file = os.environ.get(SETTINGS_FILE_ENV) or DEFAULT_SETTINGS_FILE
+        settings_file = DotEnvSettingsSource(settings_cls, env_file=env_file)
+        return init_settings, env_settings, settings_file, file_secret_settings
 
 
 def get_settings() -> Settings:

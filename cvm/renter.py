@@ -24,12 +24,10 @@ from cvm.chain import (
     ChainClient,
     ChainError,
     ContractRevert,
-    Deployment,
     Lease,
     LeaseSpec,
     LeaseStatus,
     TeeType,
-    connect,
 )
 
 # Gas a renter needs for a createLeaseWithPermit and a close, at local base fees.
@@ -102,30 +100,29 @@ def attestation_dict(attestation: Attestation) -> dict[str, Any]:
     }
 
 
-def connect_chain(
-    deployment: Deployment, rpc_url: str, account: LocalAccount | None
-) -> ChainClient:
-    """A chain client, after checking the RPC serves the deployment's chain (wrong network)."""
-    try:
-        return connect(deployment, account, rpc_url=rpc_url)
-    except ChainError as exc:
-        raise RenterError(str(exc)) from None
-
-
 class Renter:
-    """One renter wallet on one deployment."""
+    """One renter on one deployment: an unlocked wallet to act, or just an address to read."""
 
-    def __init__(self, chain: ChainClient, api: ApiClient | None) -> None:
-        if chain.account is None:
-            raise RenterError("a renter needs an unlocked wallet")
+    def __init__(
+        self, chain: ChainClient, api: ApiClient | None, *, address: str | None = None
+    ) -> None:
+        if chain.account is None and address is None:
+            raise RenterError("a renter needs an unlocked wallet or an address")
         self.chain = chain
-        self.account: LocalAccount = chain.account
+        self._account: LocalAccount | None = chain.account
+        self.address: str = str(chain.account.address if chain.account else address)
         self.api = api
         self._signed_in = False
 
     @property
-    def address(self) -> str:
-        return str(self.account.address)
+    def account(self) -> LocalAccount:
+        """The unlocked wallet; RenterError for a read-only renter."""
+        if self._account is None:
+            raise RenterError(f"this needs the wallet of {self.address} unlocked")
+        return self._account
+
+    def _require_wallet(self) -> None:
+        self.account  # noqa: B018 - raises RenterError for a read-only renter
 
     # --- looking ----------------------------------------------------------------------
 
@@ -208,6 +205,7 @@ class Renter:
 
     def rent(self, request: RentRequest) -> int:
         """Create the lease (private spec to the backend, deposit by permit); its id."""
+        self._require_wallet()
         if len(request.measurement) != 48:
             raise RenterError("the expected measurement must be 48 bytes (96 hex digits)")
         if request.deposit <= 0:
@@ -249,6 +247,7 @@ class Renter:
 
     def top_up(self, lease_id: int, amount: int) -> LeaseReport:
         """Add `amount` to the deposit of one of this wallet's leases."""
+        self._require_wallet()
         report = self.own_report(lease_id)
         if report.lease.status == LeaseStatus.CLOSED:
             raise RenterError(f"lease {lease_id} is closed: it cannot be topped up")
@@ -262,6 +261,7 @@ class Renter:
 
     def close(self, lease_id: int) -> tuple[LeaseReport, int]:
         """Close one of this wallet's leases; the report after and the refund received."""
+        self._require_wallet()
         report = self.own_report(lease_id)
         if report.lease.status == LeaseStatus.CLOSED:
             raise RenterError(f"lease {lease_id} is already closed")
@@ -319,6 +319,14 @@ def lease_phase(report: LeaseReport) -> str:
     return attestation.status.name.lower()
 
 
+def lease_status(report: LeaseReport) -> str:
+    """The lease's status as every command shows it: open, active, or closed (reason)."""
+    lease = report.lease
+    if lease.status == LeaseStatus.CLOSED:
+        return f"closed ({lease.close_reason.name.lower()})"
+    return lease.status.name.lower()
+
+
 def is_verified(report: LeaseReport) -> bool:
     return report.attestation.status == AttestationStatus.VERIFIED
 
@@ -329,7 +337,7 @@ __all__ = [
     "Renter",
     "RenterError",
     "attestation_dict",
-    "connect_chain",
     "is_verified",
     "lease_phase",
+    "lease_status",
 ]

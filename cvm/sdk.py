@@ -6,14 +6,20 @@
     status.verified, status.measurement.hex(), status.verified_at
     client.is_attested(lease_id, expected_measurement)   # the same answer a contract gets
 
+Every failure is an `AttestationClientError`: `ChainUnavailable` (the RPC does not answer),
+`NotARegistry` (the address is not an AttestationRegistry on that chain) or
+`InvalidArgument` (a malformed address, lease id or measurement). `AttestationStatus` is the
+registry's `Status` enum (None, Pending, Verified, Rejected, Expired).
+
 It reads only the `IAttestationRegistry` interface (stable), so it works against any
 deployment without the rest of cvm's contracts or its backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from web3 import Web3
 
@@ -26,7 +32,34 @@ from cvm.chain import (
 )
 from cvm.renter import attestation_dict
 
-__all__ = ["AttestationClient", "LeaseAttestation"]
+__all__ = [
+    "AttestationClient",
+    "AttestationClientError",
+    "AttestationStatus",
+    "ChainUnavailable",
+    "InvalidArgument",
+    "LeaseAttestation",
+    "NotARegistry",
+]
+
+_T = TypeVar("_T")
+_MEASUREMENT_BYTES = 48
+
+
+class AttestationClientError(Exception):
+    """Base of every error `AttestationClient` raises."""
+
+
+class ChainUnavailable(AttestationClientError):
+    """The JSON-RPC endpoint did not answer."""
+
+
+class NotARegistry(AttestationClientError):
+    """The address does not answer as an AttestationRegistry on this chain."""
+
+
+class InvalidArgument(AttestationClientError, ValueError):
+    """A malformed registry address, lease id or measurement."""
 
 
 @dataclass(frozen=True)
@@ -46,15 +79,46 @@ class AttestationClient:
     """Read-only client of one `AttestationRegistry` over JSON-RPC (the typed chain client)."""
 
     def __init__(self, rpc: str | Web3, registry: str) -> None:
+        if not Web3.is_address(registry):
+            raise InvalidArgument(f"not an address: {registry!r}")
         self.w3 = rpc if isinstance(rpc, Web3) else open_web3(rpc)
-        self._registry = AttestationRegistryClient(self.w3, registry, EventDecoder({}))
+        self.registry = Web3.to_checksum_address(registry)
+        self._registry = AttestationRegistryClient(self.w3, self.registry, EventDecoder({}))
 
     def status(self, lease_id: int) -> LeaseAttestation:
         """The lease's latest attestation (status NONE if it was never attested)."""
-        record = self._registry.attestation_of(lease_id)
+        _check_lease_id(lease_id)
+        record = self._call(lambda: self._registry.attestation_of(lease_id))
         fields = {**record.__dict__, "node": None if int(record.node, 16) == 0 else record.node}
         return LeaseAttestation(**fields)
 
     def is_attested(self, lease_id: int, expected_measurement: bytes) -> bool:
         """True only while the attestation is Verified, unexpired and of this measurement."""
-        return self._registry.is_attested(lease_id, expected_measurement)
+        _check_lease_id(lease_id)
+        if len(expected_measurement) != _MEASUREMENT_BYTES:
+            raise InvalidArgument(
+                f"a measurement is {_MEASUREMENT_BYTES} bytes, got {len(expected_measurement)}"
+            )
+        return self._call(lambda: self._registry.is_attested(lease_id, expected_measurement))
+
+    def _call(self, read: Callable[[], _T]) -> _T:
+        """Run a registry read, turning each way it can fail into this module's errors."""
+        try:
+            if not self.w3.eth.get_code(self.registry):
+                raise NotARegistry(f"no contract at {self.registry}")
+            return read()
+        except AttestationClientError:
+            raise
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            raise ChainUnavailable(f"the chain does not answer: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith(("requests", "urllib3", "aiohttp")):
+                raise ChainUnavailable(f"the chain does not answer: {exc}") from exc
+            raise NotARegistry(
+                f"{self.registry} does not answer as an AttestationRegistry: {exc}"
+            ) from exc
+
+
+def _check_lease_id(lease_id: int) -> None:
+    if isinstance(lease_id, bool) or not isinstance(lease_id, int) or not 0 <= lease_id < 2**256:
+        raise InvalidArgument(f"a lease id is an unsigned 256-bit integer, got {lease_id!r}")

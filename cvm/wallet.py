@@ -103,7 +103,9 @@ def read_keystore_info(path: Path) -> KeystoreInfo:
         return KeystoreInfo(path=path, address=_checksum(str(document["address"])))
     except FileNotFoundError as exc:
         raise WalletError(f"no keystore at {path}") from exc
-    except (ValueError, KeyError, TypeError) as exc:
+    except IsADirectoryError as exc:
+        raise WalletError(f"{path} is a directory, not a keystore") from exc
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise WalletError(f"{path} is not a Web3 Secret Storage keystore") from exc
 
 
@@ -128,12 +130,18 @@ def load_account(path: Path, password: str) -> LocalAccount:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise WalletError(f"no keystore at {path}") from exc
-    except ValueError as exc:
+    except IsADirectoryError as exc:
+        raise WalletError(f"{path} is a directory, not a keystore") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
         raise WalletError(f"{path} is not a Web3 Secret Storage keystore") from exc
+    if not isinstance(document, dict) or "crypto" not in {k.lower() for k in document}:
+        raise WalletError(f"{path} is not a Web3 Secret Storage keystore")
     try:
         key = Account.decrypt(document, password)
     except ValueError:
         raise WalletError(f"wrong password for keystore {path}") from None
+    except (KeyError, TypeError):
+        raise WalletError(f"{path} is not a Web3 Secret Storage keystore") from None
     account: LocalAccount = Account.from_key(key)
     return account
 
@@ -157,12 +165,16 @@ def read_password_file(path: Path) -> str:
 
 
 def resolve_password(
-    password_file: Path | None, prompt: Callable[[str], str], *, confirm: bool = False
+    password_file: Path | None,
+    prompt: Callable[[str], str],
+    *,
+    confirm: bool = False,
+    label: str = "Keystore password",
 ) -> str:
-    """A password from `password_file` if given, else from `prompt` (asked twice if `confirm`)."""
+    """A password from `password_file` if given, else from `prompt(label)` (twice if `confirm`)."""
     if password_file is not None:
         return read_password_file(password_file)
-    password = prompt("Keystore password")
+    password = prompt(label)
     if confirm and prompt("Repeat the password") != password:
         raise WalletError("the two passwords differ")
     if not password:

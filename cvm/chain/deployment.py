@@ -43,7 +43,7 @@ class Deployment:
             data = json.loads(text)
             known = {f.name for f in fields(cls)}
             return cls(**{key: value for key, value in data.items() if key in known})
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise ChainError(f"not a deployment record: {exc}") from exc
 
     def save(self, path: Path) -> None:
@@ -52,12 +52,21 @@ class Deployment:
         path.write_text(self.to_json())
 
     @classmethod
-    def load(cls, path: Path) -> Deployment:
-        """Read the record at `path`."""
+    def load(cls, path: Path | str) -> Deployment:
+        """Read the record at `path`; ChainError naming the cause if it cannot."""
+        path = Path(path)
         try:
-            return cls.from_json(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise ChainError(f"no deployment record at {path}") from None
+        except IsADirectoryError:
+            raise ChainError(f"{path} is a directory, not a deployment record") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChainError(f"cannot read the deployment record {path}: {exc}") from None
+        try:
+            return cls.from_json(text)
+        except ChainError as exc:
+            raise ChainError(f"{path} is {exc}") from None
 
     def contracts(self) -> dict[str, str]:
         """Contract name → address, for the contracts cvm decodes events of."""

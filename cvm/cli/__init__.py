@@ -1,42 +1,56 @@
-"""The `cvm` command line: one Typer app with a sub-app per domain."""
+"""The `cvm` command line: one Typer app with a sub-app per domain.
+
+The command modules import only typer at module level (web3, eth-account and pydantic
+load inside the command that runs), so `cvm --help` starts in a fraction of a second.
+
+Commands of other installed packages join through the `cvm.cli` entry-point group: each
+entry names a `register(app)` function, loaded by name when the app is built. That is how
+the dev stack (`devstack`: `cvm up`, `down`, `demo`, `wallet fund`) reaches the `cvm`
+command without the SDK importing it; an import-linter contract keeps it that way.
+"""
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import typer
 
-app = typer.Typer(
-    name="cvm",
-    help="Confidential VMs on AMD SEV-SNP, leased and attested on chain.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+from cvm.cli import attestation as attestation_cli
+from cvm.cli import chain as chain_cli
+from cvm.cli import node as node_cli
+from cvm.cli import renter as renter_cli
+from cvm.cli import wallet as wallet_cli
+from cvm.cli.plumbing import new_app
+
+PLUGIN_GROUP = "cvm.cli"
 
 
-def _register_subcommands() -> None:
-    # Imported here so that `cvm --help` stays fast and a broken sub-app names itself.
-    from cvm.cli import attestation as attestation_cli
-    from cvm.cli import chain as chain_cli
-    from cvm.cli import node as node_cli
-
-    app.add_typer(attestation_cli.app, name="attestation")
-    _register_renter_commands()
-    app.add_typer(chain_cli.app, name="chain")
-    app.add_typer(node_cli.app, name="node")
-
-
-def _register_renter_commands() -> None:
-    from cvm.cli import demo as demo_cli
-    from cvm.cli import renter as renter_cli
-    from cvm.cli import stack as stack_cli
-    from cvm.cli import wallet as wallet_cli
-
-    app.command("up")(stack_cli.up)
-    app.command("down")(stack_cli.down)
-    app.command("demo")(demo_cli.demo)
-    app.add_typer(wallet_cli.app, name="wallet")
-    app.command("rent")(renter_cli.rent)
-    app.command("leases")(renter_cli.leases)
-    app.add_typer(renter_cli.lease_app, name="lease")
+def create_app() -> typer.Typer:
+    """The whole `cvm` command: the SDK's commands, then each installed plugin's."""
+    root = new_app("Confidential VMs on AMD SEV-SNP, leased and attested on chain.")
+    root.add_typer(attestation_cli.app, name="attestation")
+    root.add_typer(chain_cli.app, name="chain")
+    root.add_typer(node_cli.app, name="node")
+    root.add_typer(wallet_cli.app, name="wallet")
+    root.command("rent")(renter_cli.rent)
+    root.command("leases")(renter_cli.leases)
+    root.add_typer(renter_cli.lease_app, name="lease")
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        plugin.load()(root)
+    return root
 
 
-_register_subcommands()
+def sub_app(root: typer.Typer, name: str) -> typer.Typer:
+    """The sub-app registered as `name` (for a plugin that adds a command to it)."""
+    for group in root.registered_groups:
+        if group.name == name and group.typer_instance is not None:
+            return group.typer_instance
+    raise LookupError(f"no `cvm {name}` sub-app")
+
+
+app = create_app()
+
+
+def main() -> None:
+    """Entry point of the `cvm` console script."""
+    app()

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from cvm.cli.plumbing import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DeploymentOption, JsonOption, err
+from cvm.cli.plumbing import out as _out
 
 if TYPE_CHECKING:
     from cvm.attestation import Product, Report
@@ -20,16 +21,14 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Inspect, verify and measure SEV-SNP attestation reports.", no_args_is_help=True
 )
-EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-_out = Console()
-_err = Console(stderr=True)
+EXIT_VALID, EXIT_INVALID = EXIT_OK, EXIT_FAILED
 
 
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        _err.print(f"[red]cannot read {what} {path}: {exc.strerror or exc}[/red]")
+        err().print(f"[red]cannot read {what} {path}: {exc.strerror or exc}[/red]")
         raise typer.Exit(EXIT_USAGE) from exc
 
 
@@ -105,7 +104,7 @@ def verify(
     allow_debug: Annotated[
         bool, typer.Option("--allow-debug", help="Accept a policy that allows debugging.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Verify REPORT against its VCEK and AMD's root of trust; exit 0 valid, 1 invalid, 2 usage."""
     # Imported here, not at module level, so that `cvm --help` stays fast.
@@ -165,8 +164,10 @@ def verify(
 
 
 def _print_verdict(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
     status = "[bold green]VALID[/]" if result["valid"] else "[bold red]INVALID[/]"
-    _out.print(f"attestation report: {status}")
+    _out().print(f"attestation report: {status}")
     table = Table(show_header=False, box=None)
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -175,9 +176,9 @@ def _print_verdict(result: dict[str, Any]) -> None:
     if result.get("policy"):
         table.add_row("policy", f"{result['policy']['raw']} debug={result['policy']['debug']}")
     table.add_row("reported_tcb", str(result.get("reported_tcb")))
-    _out.print(table)
+    _out().print(table)
     for error in result["errors"]:
-        _out.print(f"[red]{error['code']}[/red]: {error['message']}")
+        _out().print(f"[red]{error['code']}[/red]: {error['message']}")
 
 
 @app.command()
@@ -187,7 +188,7 @@ def show(
         str | None,
         typer.Option("--product", help="Milan, Genoa or Turin (for the TCB layout)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the fields of REPORT (no verification)."""
     from cvm.attestation import AttestationError, Product, parse, report_hash
@@ -196,7 +197,7 @@ def show(
     try:
         report = parse(raw)
     except AttestationError as exc:
-        _err.print(f"[red]{exc.reason.value}[/red]: {exc.message}")
+        err().print(f"[red]{exc.reason.value}[/red]: {exc.message}")
         raise typer.Exit(EXIT_INVALID) from exc
     try:
         chosen = Product.from_name(product) if product else report.cpuid_product
@@ -222,12 +223,14 @@ def show(
     if as_json:
         typer.echo(json.dumps(fields, sort_keys=True))
         return
+    from rich.table import Table
+
     table = Table(title="SEV-SNP attestation report", show_header=False)
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in fields.items():
         table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
-    _out.print(table)
+    _out().print(table)
 
 
 @app.command()
@@ -246,7 +249,7 @@ def measure(
     ] = "0x1",
     vmm_type: Annotated[str, typer.Option("--vmm-type", help="qemu, ec2 or gce.")] = "qemu",
     mode: Annotated[str, typer.Option("--mode", help="snp, sev-es or sev.")] = "snp",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Compute the expected launch measurement of an image with sev-snp-measure."""
     from cvm.attestation import MeasurementError, expected_measurement
@@ -257,7 +260,7 @@ def measure(
         raise typer.BadParameter("--guest-features must be hex") from exc
     for path in (ovmf, kernel, initrd):
         if path is not None and not path.is_file():
-            _err.print(f"[red]cannot read {path}[/red]")
+            err().print(f"[red]cannot read {path}[/red]")
             raise typer.Exit(EXIT_USAGE)
     try:
         digest = expected_measurement(
@@ -272,7 +275,7 @@ def measure(
             mode=mode,
         )
     except MeasurementError as exc:
-        _err.print(f"[red]{exc.message}[/red]")
+        err().print(f"[red]{exc.message}[/red]")
         raise typer.Exit(EXIT_USAGE) from exc
     if as_json:
         typer.echo(json.dumps({"mode": mode, "measurement": digest.hex()}))
@@ -283,12 +286,10 @@ def measure(
 @app.command("status")
 def status(
     lease_id: Annotated[int, typer.Argument(help="The lease id.", min=1)],
-    deployment: Annotated[
-        Path | None, typer.Option("--deployment", help="Deployment record (default: settings).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    deployment: DeploymentOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """The attestation of a lease: from the chain, with the backend's verification details."""
     from cvm.cli.renter import attestation_status
 
-    attestation_status(lease_id, deployment, as_json)
+    attestation_status(lease_id, deployment)

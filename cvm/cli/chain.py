@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from cvm.cli.plumbing import CliError, JsonOption, checksum_address, emit, unlock_keystore
 
 app = typer.Typer(help="Deploy the cvm contracts.", no_args_is_help=True)
-_err = Console(stderr=True)
 
 
 @app.command("deploy")
@@ -29,44 +29,24 @@ def deploy_command(
         str | None,
         typer.Option(help="existing ERC-20 (with EIP-2612 permit); default deploys a TestToken"),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="print the record as JSON")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Deploy token (unless --token), NodeRegistry, LeaseMarket, AttestationRegistry, example."""
-    # Imported here: web3 takes a second to import and `cvm --help` should not wait for it.
-    from web3 import Web3
+    from cvm.chain import DeployConfig, deploy, open_web3
+    from cvm.cli.plumbing import UsageError
 
-    from cvm.chain import ChainError, DeployConfig, deploy, open_web3
-    from cvm.wallet import WalletError, load_account, resolve_password
-
-    verifiers = verifier or []
-    for address in [*verifiers, *([token] if token else [])]:
-        if not Web3.is_address(address):
-            _err.print(f"[red]error:[/] not an address: {address}")
-            raise typer.Exit(2)
+    verifiers = [checksum_address(v, "--verifier") for v in verifier or []]
+    chosen_token = checksum_address(token, "--token") if token else None
     if quorum > max(len(verifiers), 1):
-        _err.print(f"[red]error:[/] quorum {quorum} exceeds the {len(verifiers)} verifiers given")
-        raise typer.Exit(2)
-    try:
-        password = resolve_password(password_file, lambda text: typer.prompt(text, hide_input=True))
-        account = load_account(keystore, password)
-        w3 = open_web3(rpc)
-        if not w3.is_connected():
-            _err.print(f"[red]error:[/] no JSON-RPC endpoint answers at {rpc}")
-            raise typer.Exit(1)
-        config = DeployConfig(
-            token=Web3.to_checksum_address(token) if token else None,
-            quorum=quorum,
-            verifiers=[Web3.to_checksum_address(v) for v in verifiers],
-        )
-        deployment = deploy(w3, account, config, rpc_url=rpc)
-    except (WalletError, ChainError) as exc:
-        _err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise UsageError(f"quorum {quorum} exceeds the {len(verifiers)} verifiers given")
+    account = unlock_keystore(keystore, password_file)
+    w3 = open_web3(rpc)
+    if not w3.is_connected():
+        raise CliError(f"no JSON-RPC endpoint answers at {rpc}")
+    config = DeployConfig(token=chosen_token, quorum=quorum, verifiers=verifiers)
+    deployment = deploy(w3, account, config, rpc_url=rpc)
     out.parent.mkdir(parents=True, exist_ok=True)
     deployment.save(out)
-    if json_output:
-        typer.echo(deployment.to_json())
-    else:
-        Console().print(f"deployed on chain {deployment.chain_id}; record written to {out}")
-        for name, address in json.loads(deployment.to_json()).items():
-            Console().print(f"  {name}: {address}")
+    lines = [f"deployed on chain {deployment.chain_id}; record written to {out}"]
+    lines += [f"  {name}: {address}" for name, address in json.loads(deployment.to_json()).items()]
+    emit(json.loads(deployment.to_json()), "\n".join(lines))

@@ -1,60 +1,119 @@
-"""Renter commands: `cvm rent`, `cvm leases`, `cvm lease show|topup|close`, attestation status."""
+"""Renter commands: `cvm rent`, `cvm leases`, `cvm lease show|topup|close`, attestation status.
+
+Read-only commands (`leases`, `lease show`) need only an address: `--address`, or the
+wallet's, read from its keystore file without unlocking it. Amounts are tokens (or base
+units with a `base` suffix); JSON keeps base units and Unix seconds.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
-from cvm.cli._renting import (
+from cvm.cli.plumbing import (
+    AddressOption,
+    CliError,
     DeploymentOption,
     JsonOption,
     PasswordFileOption,
+    UsageError,
     WalletOption,
-    emit,
-    fail,
-    failures,
-    load_deployment,
-    open_renter,
-    out,
-    parse_duration,
-    parse_tokens,
-    rpc_url,
-    tokens,
-)
-from cvm.renter import (
-    LeaseReport,
-    Renter,
-    RenterError,
-    RentRequest,
+    base_units,
+    checksum_address,
     connect_chain,
-    is_verified,
-    lease_phase,
+    emit,
+    find_wallet,
+    format_amount,
+    format_time,
+    json_output,
+    load_deployment,
+    out,
+    parse_amount,
+    parse_duration,
+    unlock_keystore,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from cvm.renter import LeaseReport, Renter
 
 lease_app = typer.Typer(help="Show, top up or close one of your leases.", no_args_is_help=True)
 
 _PHASES = ("open", "accepted", "pending", "verified")
 
 
-def _lease_table(report: LeaseReport) -> Table:
+def open_renter(
+    deployment_path: Path | None,
+    wallet: str | None,
+    password_file: Path | None,
+    *,
+    address: str | None = None,
+    unlock: bool = True,
+) -> Renter:
+    """A renter on the deployment: unlocked to act, or only an address to read.
+
+    The network and the record's contracts are checked before any password is asked.
+    """
+    from cvm.api_client import ApiClient
+    from cvm.config import get_settings
+    from cvm.renter import Renter
+
+    deployment = load_deployment(deployment_path)
+    chain = connect_chain(deployment)
+    api = ApiClient(deployment.api_url or get_settings().api_url)
+    if not unlock:
+        who = checksum_address(address, "--address") if address else find_wallet(wallet).address
+        return Renter(chain, api, address=who)
+    account = unlock_keystore(find_wallet(wallet).path, password_file)
+    return Renter(chain.with_account(account), api)
+
+
+def lease_hint(report: LeaseReport) -> str | None:
+    """What the renter can do about a lease in its state, if anything."""
+    from cvm.renter import lease_phase
+
+    if lease_phase(report) == "open":
+        return (
+            f"no node has accepted lease {report.lease.lease_id} yet; if it stays open, "
+            f"`cvm lease close {report.lease.lease_id}` returns the whole deposit"
+        )
+    return None
+
+
+def _lease_table(report: LeaseReport, decimals: int) -> Table:
+    from rich.table import Table
+
+    from cvm.renter import lease_status
+
     data = report.as_dict()
-    table = Table(title=f"lease {data['lease_id']}", show_header=False)
-    for key in ("status", "node", "vcpu", "memory_mib", "disk_gib"):
-        table.add_row(key, str(data[key]))
-    table.add_row("rate / s", tokens(data["rate_per_second"]))
-    for key in ("deposit", "earned", "refundable"):
-        table.add_row(key, tokens(data[key]))
     attestation = data["attestation"]
+    table = Table(title=f"lease {data['lease_id']}", show_header=False)
+    table.add_row("status", lease_status(report))
     table.add_row("attestation", attestation["status"])
+    for key in ("node", "vcpu", "memory_mib", "disk_gib"):
+        table.add_row(key, str(data[key] or "-"))
+    table.add_row("rate", f"{format_amount(data['rate_per_second'], decimals)} / s")
+    for key in ("deposit", "earned", "refundable"):
+        table.add_row(key, format_amount(data[key], decimals))
+    table.add_row("accepted", format_time(data["accepted_at"]))
+    table.add_row("closed", format_time(data["closed_at"]))
     table.add_row("measurement", attestation["measurement"])
+    table.add_row("attested", format_time(attestation["submitted_at"]))
+    table.add_row("attestation expires", format_time(attestation["expires_at"]))
+    hint = lease_hint(report)
+    if hint:
+        table.add_row("what to do", hint)
     return table
 
 
 def follow(renter: Renter, lease_id: int, timeout_s: float, quiet: bool) -> LeaseReport:
     """Wait until the lease is Verified, showing each phase live unless `quiet`."""
+    from rich.live import Live
+    from rich.table import Table
+
     if quiet:
         return renter.wait(lease_id, _settled_or_verified, timeout_s=timeout_s)
     seen: list[str] = []
@@ -66,7 +125,7 @@ def follow(renter: Renter, lease_id: int, timeout_s: float, quiet: bool) -> Leas
             table.add_row(mark, phase)
         return table
 
-    with Live(render(), console=out, transient=False, refresh_per_second=8) as live:
+    with Live(render(), console=out(), transient=False, refresh_per_second=8) as live:
 
         def changed(phase: str, _report: LeaseReport) -> None:
             if phase in _PHASES:
@@ -77,7 +136,16 @@ def follow(renter: Renter, lease_id: int, timeout_s: float, quiet: bool) -> Leas
 
 
 def _settled_or_verified(report: LeaseReport) -> bool:
+    from cvm.renter import is_verified, lease_phase
+
     return is_verified(report) or lease_phase(report).startswith(("closed", "rejected"))
+
+
+def _measurement(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise UsageError("--measurement is not hex") from None
 
 
 def rent(
@@ -92,13 +160,17 @@ def rent(
         typer.Option(help="Expected launch measurement (hex, 48 bytes); default: the demo's."),
     ] = None,
     max_price: Annotated[
-        str, typer.Option("--max-price", help="Most tokens per second for the whole VM.")
+        str,
+        typer.Option(
+            "--max-price", help="Most tokens per second for the whole VM (or e.g. 1000base)."
+        ),
     ] = "0.00002",
     duration: Annotated[
         str | None, typer.Option(help="Prepay this long at --max-price (e.g. 15m, 2h).")
     ] = None,
     deposit: Annotated[
-        str | None, typer.Option(help="Tokens to deposit (else --duration).")
+        str | None,
+        typer.Option(help="Tokens to deposit, or base units (1000base); else --duration."),
     ] = None,
     reattest: Annotated[str, typer.Option(help="Re-attestation interval.")] = "1h",
     ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="SSH public key.")] = None,
@@ -110,73 +182,89 @@ def rent(
     as_json: JsonOption = False,
 ) -> None:
     """Rent a confidential VM: private spec to the backend, lease and deposit on chain."""
-    with failures(as_json):
-        renter = open_renter(deployment, wallet, password_file)
-        chosen = measurement or renter.chain.deployment.extra.get("demo_measurement")
-        if not chosen:
-            raise RenterError("--measurement is required: this deployment has no demo image")
-        try:
-            expected = bytes.fromhex(str(chosen).removeprefix("0x"))
-        except ValueError:
-            raise RenterError("--measurement is not hex") from None
-        price = parse_tokens(max_price, "--max-price")
-        if deposit is not None:
-            amount = parse_tokens(deposit, "--deposit")
-        elif duration is not None:
-            amount = price * parse_duration(duration)
-        else:
-            raise RenterError("say how much to prepay: --duration (e.g. 1h) or --deposit")
-        request = RentRequest(
-            vcpu=vcpu,
-            memory_mib=memory,
-            disk_gib=disk,
-            image=image,
-            measurement=expected,
-            max_price_per_second=price,
-            deposit=amount,
-            reattest_interval=parse_duration(reattest),
-            ssh_public_key=ssh_key,
+    from cvm.renter import RentRequest, is_verified, lease_phase
+
+    # Everything the user typed is checked before a wallet is unlocked or a chain touched.
+    price_typed = parse_amount(max_price, "--max-price")
+    deposit_typed = parse_amount(deposit, "--deposit") if deposit is not None else None
+    seconds = parse_duration(duration, "--duration") if duration is not None else None
+    if deposit_typed is None and seconds is None:
+        raise UsageError("say how much to prepay: --duration (e.g. 1h) or --deposit")
+    reattest_s = parse_duration(reattest, "--reattest")
+    expected = _measurement(measurement) if measurement else None
+
+    renter = open_renter(deployment, wallet, password_file)
+    decimals = renter.chain.token.decimals()
+    if expected is None:
+        demo = renter.chain.deployment.extra.get("demo_measurement")
+        if not demo:
+            raise UsageError("--measurement is required: this deployment has no demo image")
+        expected = _measurement(str(demo))
+    price = base_units(price_typed, decimals, "--max-price")
+    if deposit_typed is not None:
+        amount = base_units(deposit_typed, decimals, "--deposit")
+    else:
+        amount = price * (seconds or 0)
+    request = RentRequest(
+        vcpu=vcpu,
+        memory_mib=memory,
+        disk_gib=disk,
+        image=image,
+        measurement=expected,
+        max_price_per_second=price,
+        deposit=amount,
+        reattest_interval=reattest_s,
+        ssh_public_key=ssh_key,
+    )
+    lease_id = renter.rent(request)
+    if not as_json:
+        out().print(
+            f"lease [bold]{lease_id}[/bold] created, deposit {format_amount(amount, decimals)}"
         )
-        lease_id = renter.rent(request)
-        if not as_json:
-            out.print(f"lease [bold]{lease_id}[/bold] created, deposit {tokens(amount)} tokens")
-        report = (
-            follow(renter, lease_id, timeout, quiet=as_json) if wait else renter.report(lease_id)
-        )
-        if as_json:
-            emit(report.as_dict())
-        else:
-            out.print(_lease_table(report))
-        if wait and not is_verified(report):
-            fail(f"lease {lease_id} ended as '{lease_phase(report)}'", as_json)
+    report = follow(renter, lease_id, timeout, quiet=as_json) if wait else renter.report(lease_id)
+    emit(report.as_dict(), lambda: _lease_table(report, decimals))
+    if wait and not is_verified(report):
+        raise CliError(f"lease {lease_id} ended as '{lease_phase(report)}'")
 
 
 def leases(
+    address: AddressOption = None,
     deployment: DeploymentOption = None,
     wallet: WalletOption = None,
-    password_file: PasswordFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List the leases of your wallet."""
-    with failures(as_json):
-        renter = open_renter(deployment, wallet, password_file)
-        reports = renter.my_leases()
-        if as_json:
-            emit([report.as_dict() for report in reports])
-            return
-        table = Table("lease", "status", "node", "vCPU", "deposit", "earned", "attestation")
+    """List the leases of an address (yours by default); no password needed."""
+    from rich.table import Table
+
+    from cvm.renter import lease_status
+
+    renter = open_renter(deployment, wallet, None, address=address, unlock=False)
+    reports = renter.my_leases()
+    decimals = renter.chain.token.decimals()
+
+    def table() -> Table:
+        rows = Table("lease", "status", "attestation", "node", "vCPU", "deposit", "earned",
+                     "accepted", title=f"leases of {renter.address}")  # fmt: skip
         for report in reports:
             data = report.as_dict()
-            table.add_row(
+            rows.add_row(
                 str(data["lease_id"]),
-                lease_phase(report),
+                lease_status(report),
+                data["attestation"]["status"],
                 str(data["node"] or "-"),
                 str(data["vcpu"]),
-                tokens(data["deposit"]),
-                tokens(data["earned"]),
-                data["attestation"]["status"],
+                format_amount(data["deposit"], decimals),
+                format_amount(data["earned"], decimals),
+                format_time(data["accepted_at"]),
             )
-        out.print(table)
+        return rows
+
+    emit([report.as_dict() for report in reports], table)
+    if not json_output():
+        for report in reports:
+            hint = lease_hint(report)
+            if hint:
+                out().print(f"lease {report.lease.lease_id}: {hint}")
 
 
 LeaseId = Annotated[int, typer.Argument(help="The lease id.", min=1)]
@@ -185,37 +273,38 @@ LeaseId = Annotated[int, typer.Argument(help="The lease id.", min=1)]
 @lease_app.command("show")
 def show(
     lease_id: LeaseId,
+    address: AddressOption = None,
     deployment: DeploymentOption = None,
     wallet: WalletOption = None,
-    password_file: PasswordFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one of your leases: status, node, money, attestation."""
-    with failures(as_json):
-        report = open_renter(deployment, wallet, password_file).own_report(lease_id)
-        if as_json:
-            emit(report.as_dict())
-        else:
-            out.print(_lease_table(report))
+    """Show one of your leases: status, node, money, attestation; no password needed."""
+    renter = open_renter(deployment, wallet, None, address=address, unlock=False)
+    report = renter.own_report(lease_id)
+    decimals = renter.chain.token.decimals()
+    emit(report.as_dict(), lambda: _lease_table(report, decimals))
 
 
 @lease_app.command("topup")
 def topup(
     lease_id: LeaseId,
-    amount: Annotated[str, typer.Argument(help="Tokens to add (e.g. 5, or 1000base).")],
+    amount: Annotated[
+        str, typer.Argument(help="Tokens to add (e.g. 5), or base units (1000base).")
+    ],
     deployment: DeploymentOption = None,
     wallet: WalletOption = None,
     password_file: PasswordFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add to the deposit of one of your leases."""
-    with failures(as_json):
-        renter = open_renter(deployment, wallet, password_file)
-        report = renter.top_up(lease_id, parse_tokens(amount, "amount"))
-        if as_json:
-            emit(report.as_dict())
-        else:
-            out.print(f"lease {lease_id}: deposit now {tokens(report.lease.deposit)} tokens")
+    typed = parse_amount(amount, "amount")
+    renter = open_renter(deployment, wallet, password_file)
+    decimals = renter.chain.token.decimals()
+    report = renter.top_up(lease_id, base_units(typed, decimals, "amount"))
+    emit(
+        report.as_dict(),
+        f"lease {lease_id}: deposit now {format_amount(report.lease.deposit, decimals)}",
+    )
 
 
 @lease_app.command("close")
@@ -227,53 +316,53 @@ def close(
     as_json: JsonOption = False,
 ) -> None:
     """Close one of your leases and take back what was not earned."""
-    with failures(as_json):
-        renter = open_renter(deployment, wallet, password_file)
-        report, refund = renter.close(lease_id)
-        if as_json:
-            emit({**report.as_dict(), "refund": refund})
-        else:
-            out.print(
-                f"lease {lease_id} closed: refund {tokens(refund)} tokens, "
-                f"node earned {tokens(report.earned)}"
-            )
+    renter = open_renter(deployment, wallet, password_file)
+    report, refund = renter.close(lease_id)
+    decimals = renter.chain.token.decimals()
+    emit(
+        {**report.as_dict(), "refund": refund},
+        f"lease {lease_id} closed: refund {format_amount(refund, decimals)}, "
+        f"node earned {format_amount(report.earned, decimals)}",
+    )
 
 
-def attestation_status(
-    lease_id: LeaseId,
-    deployment: DeploymentOption = None,
-    as_json: JsonOption = False,
-) -> None:
+def attestation_status(lease_id: int, deployment: Path | None) -> None:
     """The attestation of a lease, from the chain, with the verifier's details if available."""
+    from rich.table import Table
+
     from cvm.api_client import ApiClient, ApiError
-    from cvm.cli._renting import api_url
+    from cvm.chain import LeaseStatus
+    from cvm.config import get_settings
     from cvm.renter import attestation_dict
 
-    with failures(as_json):
-        record = load_deployment(deployment)
-        chain = connect_chain(record, rpc_url(record), None)
-        attestation = chain.attestations.attestation_of(lease_id)
-        result: dict[str, Any] = {
-            "lease_id": lease_id,
-            **attestation_dict(attestation),
-            "verification": None,
-        }
-        try:
-            with ApiClient(api_url(record)) as api:
-                view = api.attestation_status(lease_id)
-            if view.verification is not None:
-                result["verification"] = view.verification.model_dump(mode="json")
-        except ApiError:
-            pass  # the chain's answer stands on its own; the details are a bonus
-        if as_json:
-            emit(result)
-            return
-        table = Table(title=f"attestation of lease {lease_id}", show_header=False)
-        for key in ("status", "node", "measurement", "report_hash", "submitted_at",
-                    "verified_at", "expires_at"):  # fmt: skip
-            table.add_row(key, str(result[key]))
+    record = load_deployment(deployment)
+    chain = connect_chain(record)
+    if chain.leases.get_lease(lease_id).status == LeaseStatus.NONE:
+        raise CliError(f"lease {lease_id} does not exist on this deployment")
+    attestation = chain.attestations.attestation_of(lease_id)
+    result: dict[str, Any] = {
+        "lease_id": lease_id,
+        **attestation_dict(attestation),
+        "verification": None,
+    }
+    try:
+        with ApiClient(record.api_url or get_settings().api_url) as api:
+            view = api.attestation_status(lease_id)
+        if view.verification is not None:
+            result["verification"] = view.verification.model_dump(mode="json")
+    except ApiError:
+        pass  # the chain's answer stands on its own; the details are a bonus
+
+    def table() -> Table:
+        rows = Table(title=f"attestation of lease {lease_id}", show_header=False)
+        for key in ("status", "node", "measurement", "report_hash"):
+            rows.add_row(key, str(result[key]))
+        for key in ("submitted_at", "verified_at", "expires_at"):
+            rows.add_row(key.removesuffix("_at"), format_time(result[key]))
         verification = result["verification"]
         if verification is not None:
             reasons = ", ".join(verification["reason_codes"]) or "none"
-            table.add_row("verifier", f"ok={verification['ok']} reasons: {reasons}")
-        out.print(table)
+            rows.add_row("verifier", f"ok={verification['ok']} reasons: {reasons}")
+        return rows
+
+    emit(result, table)

@@ -1,7 +1,8 @@
-"""`cvm wallet new|import|list|fund`: renter keystores in `<data_dir>/wallets`.
+"""`cvm wallet new|import|list`: renter keystores in `<data_dir>/wallets`.
 
 Keys live only in Web3 Secret Storage files; passwords come from a prompt or an owner-only
-file, and an imported key from a prompt or a file, never from an argument.
+file, and an imported key from a prompt or a file, never from an argument. On a local
+stack, `cvm wallet fund` (added by the dev stack) mints test tokens and sends ether.
 """
 
 from __future__ import annotations
@@ -11,30 +12,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 
-from cvm.cli._renting import (
-    DeploymentOption,
+from cvm.cli.plumbing import (
     JsonOption,
     PasswordFileOption,
+    UsageError,
     emit,
-    failures,
-    find_wallet,
-    load_deployment,
-    out,
-    parse_tokens,
-    rpc_url,
-    tokens,
+    password,
     wallet_dir,
-)
-from cvm.renter import connect_chain
-from cvm.wallet import (
-    WalletError,
-    create_keystore,
-    import_keystore,
-    list_keystores,
-    read_password_file,
-    resolve_password,
 )
 
 app = typer.Typer(help="Renter wallets (encrypted keystores).", no_args_is_help=True)
@@ -51,19 +36,15 @@ IterationsOption = Annotated[
 ]
 
 
-def _prompt(text: str) -> str:
-    return str(typer.prompt(text, hide_input=True))
-
-
 def _target(name: str) -> Path:
     if not _NAME.fullmatch(name):
-        raise WalletError(f"wallet name {name!r}: use letters, digits, '.', '_' or '-'")
+        raise UsageError(f"wallet name {name!r}: use letters, digits, '.', '_' or '-'")
     return wallet_dir() / f"{name}.json"
 
 
 def _kdf(kdf: str) -> Literal["scrypt", "pbkdf2"]:
     if kdf not in ("scrypt", "pbkdf2"):
-        raise WalletError(f"--kdf {kdf!r}: scrypt or pbkdf2")
+        raise UsageError(f"--kdf {kdf!r}: scrypt or pbkdf2")
     return "scrypt" if kdf == "scrypt" else "pbkdf2"
 
 
@@ -76,13 +57,15 @@ def new(
     as_json: JsonOption = False,
 ) -> None:
     """Create a wallet with a fresh random key."""
-    with failures(as_json):
-        password = resolve_password(password_file, _prompt, confirm=True)
-        info = create_keystore(_target(name), password, kdf=_kdf(kdf), iterations=iterations)
-        if as_json:
-            emit({"name": name, "address": info.address, "keystore": str(info.path)})
-        else:
-            out.print(f"wallet [bold]{name}[/bold]: {info.address} ({info.path})")
+    from cvm.wallet import create_keystore
+
+    target, chosen = _target(name), _kdf(kdf)
+    secret = password(password_file, confirm=True)
+    info = create_keystore(target, secret, kdf=chosen, iterations=iterations)
+    emit(
+        {"name": name, "address": info.address, "keystore": str(info.path)},
+        f"wallet {name}: {info.address} ({info.path})",
+    )
 
 
 @app.command("import")
@@ -98,56 +81,35 @@ def import_(
     as_json: JsonOption = False,
 ) -> None:
     """Import an existing private key into a new wallet."""
-    with failures(as_json):
-        if key_file is not None:
-            key = read_password_file(key_file)  # same rules: owner-only, first line
-        else:
-            key = str(typer.prompt("Private key (hex)", hide_input=True))
-        password = resolve_password(password_file, _prompt, confirm=True)
-        info = import_keystore(
-            _target(name), key.strip(), password, kdf=_kdf(kdf), iterations=iterations
-        )
-        if as_json:
-            emit({"name": name, "address": info.address, "keystore": str(info.path)})
-        else:
-            out.print(f"wallet [bold]{name}[/bold]: {info.address} ({info.path})")
+    from cvm.wallet import import_keystore, read_password_file
+
+    target, chosen = _target(name), _kdf(kdf)
+    if key_file is not None:
+        key = read_password_file(key_file)  # same rules: owner-only, first line
+    else:
+        key = str(typer.prompt("Private key (hex)", hide_input=True))
+    secret = password(password_file, confirm=True)
+    info = import_keystore(target, key.strip(), secret, kdf=chosen, iterations=iterations)
+    emit(
+        {"name": name, "address": info.address, "keystore": str(info.path)},
+        f"wallet {name}: {info.address} ({info.path})",
+    )
 
 
 @app.command("list")
 def list_(as_json: JsonOption = False) -> None:
     """List the wallets (addresses only: nothing is unlocked)."""
+    from rich.table import Table
+
+    from cvm.wallet import list_keystores
+
     wallets = list_keystores(wallet_dir())
     rows = [{"name": k.path.stem, "address": k.address, "keystore": str(k.path)} for k in wallets]
-    if as_json:
-        emit(rows)
-        return
-    table = Table("name", "address", "keystore")
-    for row in rows:
-        table.add_row(row["name"], row["address"], row["keystore"])
-    out.print(table)
 
+    def table() -> Table:
+        shown = Table("name", "address", "keystore", title=str(wallet_dir()))
+        for row in rows:
+            shown.add_row(row["name"], row["address"], row["keystore"])
+        return shown
 
-@app.command("fund")
-def fund(
-    wallet: Annotated[str, typer.Argument(help="Wallet name, keystore path or address.")],
-    amount: Annotated[str, typer.Option("--tokens", help="Test tokens to mint.")] = "1000",
-    ether: Annotated[int, typer.Option(help="Ether for gas.")] = 10,
-    deployment: DeploymentOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Local stacks only: mint test tokens and send ether for gas to a wallet."""
-    from cvm.stack.faucet import fund as faucet
-    from cvm.stack.faucet import local_deployer
-
-    with failures(as_json):
-        record = load_deployment(deployment)
-        address = wallet if re.fullmatch(r"0x[0-9a-fA-F]{40}", wallet) else None
-        address = address or find_wallet(wallet).address
-        deployer = local_deployer(record)
-        minted = parse_tokens(amount, "--tokens")
-        admin = connect_chain(record, rpc_url(record), deployer)
-        balance = faucet(admin, address, minted, ether * 10**18)
-        if as_json:
-            emit({"address": address, "minted": minted, "token_balance": balance})
-        else:
-            out.print(f"{address}: +{tokens(minted)} tokens (now {tokens(balance)}), +{ether} ETH")
+    emit(rows, table)

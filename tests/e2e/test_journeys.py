@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from cvm.chain import ChainClient, ContractRevert, Deployment, connect
 from cvm.sdk import AttestationClient
-from cvm.stack import DEMO_MEASUREMENT
 from cvm.wallet import load_account, read_password_file
-from tests.e2e.conftest import Stack, new_wallet
+from devstack import DEMO_MEASUREMENT
+from tests.e2e.conftest import Stack, new_wallet, password_file
 from tests.e2e.harness import descendants, group_alive, pid_alive
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +89,7 @@ def test_rent_attest_dapp_topup_close_refund(stack: Stack) -> None:
 
     topped = stack.cli.json("lease", "topup", str(lease_id), "0.001", *alice)
     assert topped["deposit"] == deposit + 10**15
-    listed = stack.cli.json("leases", *alice)
+    listed = stack.cli.json("leases", *alice[:2])  # reading needs no password
     assert lease_id in [entry["lease_id"] for entry in listed]
 
     closed = stack.cli.json("lease", "close", str(lease_id), *alice)
@@ -122,12 +125,12 @@ def test_helpful_errors(stack: Stack) -> None:
     lease = stack.cli.json("rent", "--duration", "10m", "--no-wait", *dave)
     stranger = stack.cli.run("lease", "close", str(lease["lease_id"]), *erin, check=False)
     assert stranger.code == 1 and "is not yours" in stranger.stderr
-    assert stack.cli.json("lease", "show", str(lease["lease_id"]), *dave)["status"] != "closed"
+    assert stack.cli.json("lease", "show", str(lease["lease_id"]), *dave[:2])["status"] != "closed"
 
     record = json.loads((stack.data_dir / "deployment.json").read_text())
     other = stack.data_dir / "other-network.json"
     other.write_text(json.dumps({**record, "chain_id": 1}))
-    wrong = stack.cli.run("leases", "--deployment", str(other), *dave, check=False)
+    wrong = stack.cli.run("leases", "--deployment", str(other), *dave[:2], check=False)
     assert wrong.code == 1 and "wrong network" in wrong.stderr
     stack.cli.json("lease", "close", str(lease["lease_id"]), *dave)
 
@@ -152,7 +155,7 @@ def test_deposit_runs_out(stack: Stack) -> None:
     assert guest.exists(), "the simulated guest runs while the lease is paid for"
 
     def settled() -> dict | None:
-        shown = stack.cli.json("lease", "show", str(lease_id), *frank)
+        shown = stack.cli.json("lease", "show", str(lease_id), *frank[:2])
         return shown if shown["status"] == "closed" else None
 
     final = wait_for(settled, 60, "the agent to settle the exhausted lease")
@@ -178,7 +181,7 @@ def test_node_killed_mid_lease(stack: Stack) -> None:
 
     wait_for(restarted, 30, "cvm up to restart the killed agent")
     # The lease survived on chain; the restarted agent reconciles and keeps serving.
-    shown = stack.cli.json("lease", "show", str(lease_id), *grace)
+    shown = stack.cli.json("lease", "show", str(lease_id), *grace[:2])
     assert shown["status"] == "active" and shown["attestation"]["status"] == "verified"
     second = stack.cli.json("rent", *cheap, "--duration", "10m", *grace)
     assert second["node"] == lease["node"]
@@ -187,6 +190,48 @@ def test_node_killed_mid_lease(stack: Stack) -> None:
         closed = stack.cli.json("lease", "close", str(opened["lease_id"]), *grace)
         assert closed["earned"] > 0
         assert closed["refund"] + closed["earned"] == opened["deposit"]
+
+
+def test_readme_operator_journey(stack: Stack, tmp_path: Path) -> None:
+    """The README's operator commands as written, on `cvm up`, the agent run from elsewhere."""
+    cli = stack.cli
+    node_pw = password_file(stack.data_dir, "node-key")
+    op_pw = password_file(stack.data_dir, "op")
+    node_json = stack.data_dir / "node.json"
+    node = cli.json("node", "new-key", "--out", str(node_json), "--password-file", str(node_pw))
+    address = node["address"]
+    assert cli.json("wallet", "fund", address, "--tokens", "0")["ether"] > 0  # gas
+    cli.json("wallet", "new", "op", "--password-file", str(op_pw),
+             "--kdf", "pbkdf2", "--iterations", "1000")  # fmt: skip
+    cli.json("wallet", "fund", "op", "--tokens", "1000")
+    operator = ["--keystore", str(stack.data_dir / "wallets" / "op.json"),
+                "--password-file", str(op_pw), "--node-key", address]  # fmt: skip
+    cli.json("node", "register", *operator, "--node-keystore", str(node_json),
+             "--node-password-file", str(node_pw), "--vcpu", "2", "--memory-mib", "2048",
+             "--disk-gib", "20", "--price", "0.001")  # fmt: skip
+    staked = cli.json("node", "stake", *operator, "1000")
+    assert staked["stake"] == 1000 * 10**18
+    status = cli.json("node", "status", "--node-key", address)
+    assert status["registered"] and status["stake"] >= status["min_stake"]
+    assert status["gas_wei"] > 0 and status["price_per_second_per_unit"] == 10**15
+    assert cli.json("node", "claim", *operator)["claimed"] == 0
+
+    elsewhere = tmp_path / "another-directory"
+    elsewhere.mkdir()
+    log = elsewhere / "agent.log"
+    with log.open("w") as sink:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "cvm", "node", "run", "--keystore", str(node_json),
+             "--password-file", str(node_pw)],
+            cwd=elsewhere, env=cli.env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "ready." in log.read_text() or agent.poll() is not None, 90, "the agent")
+        assert agent.poll() is None, log.read_text()[-2000:]
+        assert f"node agent {address}" in log.read_text()
+    finally:
+        agent.terminate()
+        agent.wait(60)
 
 
 def test_cvm_down_leaves_nothing_running(stack: Stack) -> None:

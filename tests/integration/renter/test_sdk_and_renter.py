@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 from eth_account import Account
 
-from cvm.chain import AttestationStatus, Deployment
-from cvm.renter import Renter, RenterError, RentRequest, connect_chain, lease_phase
-from cvm.sdk import AttestationClient
+from cvm.chain import ChainError, Deployment, connect
+from cvm.renter import Renter, RenterError, RentRequest, lease_phase
+from cvm.sdk import (
+    AttestationClient,
+    AttestationClientError,
+    AttestationStatus,
+    ChainUnavailable,
+    InvalidArgument,
+    NotARegistry,
+)
 from tests.fixtures.chain import DEPOSIT, MEASUREMENT, ChainSystem
 
 pytestmark = pytest.mark.integration
@@ -87,11 +94,43 @@ def test_renter_errors_say_what_is_wrong(chain: ChainSystem) -> None:
 
 def test_wrong_network_is_named(chain: ChainSystem) -> None:
     other = Deployment(**{**chain.deployment.__dict__, "chain_id": 1})
-    with pytest.raises(RenterError, match="wrong network"):
-        connect_chain(other, chain.anvil.rpc_url, None)
+    with pytest.raises(ChainError, match="wrong network"):
+        connect(other, rpc_url=chain.anvil.rpc_url)
     elsewhere = Deployment(**{**chain.deployment.__dict__, "lease_market": "0x" + "12" * 20})
-    with pytest.raises(RenterError, match="no LeaseMarket"):
-        connect_chain(elsewhere, chain.anvil.rpc_url, None)
-    with pytest.raises(RenterError, match="cannot reach"):
-        connect_chain(chain.deployment, "http://127.0.0.1:9", None)
-    assert connect_chain(chain.deployment, chain.anvil.rpc_url, None).deployment.chain_id
+    with pytest.raises(ChainError, match="no LeaseMarket"):
+        connect(elsewhere, rpc_url=chain.anvil.rpc_url)
+    with pytest.raises(ChainError, match="cannot reach"):
+        connect(chain.deployment, rpc_url="http://127.0.0.1:9")
+    assert connect(chain.deployment, rpc_url=chain.anvil.rpc_url).deployment.chain_id
+
+
+def test_a_read_only_renter_reads_but_cannot_act(chain: ChainSystem) -> None:
+    lease_id = chain.attested_lease()
+    reader = Renter(chain.client(), api=None, address=chain.accounts.renter.address)
+    assert [r.lease.lease_id for r in reader.my_leases()] == [lease_id]
+    assert reader.own_report(lease_id).lease.lease_id == lease_id
+    with pytest.raises(RenterError, match="unlocked"):
+        reader.close(lease_id)
+
+
+def test_sdk_failures_share_one_base_error(chain: ChainSystem) -> None:
+    """Each way a call fails is a subclass of AttestationClientError, named for its cause."""
+    with pytest.raises(InvalidArgument):
+        AttestationClient(chain.anvil.rpc_url, "0x1234")
+    sdk = _sdk(chain)
+    with pytest.raises(InvalidArgument, match="48 bytes"):
+        sdk.is_attested(1, b"short")
+    with pytest.raises(InvalidArgument):
+        sdk.status(-1)
+    down = AttestationClient("http://127.0.0.1:9", chain.deployment.attestation_registry)
+    with pytest.raises(ChainUnavailable):
+        down.status(1)
+    with pytest.raises(NotARegistry, match="no contract"):
+        AttestationClient(chain.anvil.rpc_url, "0x" + "12" * 20).status(1)
+    with pytest.raises(NotARegistry, match="does not answer as an AttestationRegistry"):
+        AttestationClient(chain.anvil.rpc_url, chain.deployment.token).status(1)
+    for kind in (InvalidArgument, ChainUnavailable, NotARegistry):
+        assert issubclass(kind, AttestationClientError)
+    assert [s.name for s in AttestationStatus] == [
+        "NONE", "PENDING", "VERIFIED", "REJECTED", "EXPIRED"
+    ]  # fmt: skip

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cvm.stack.process import ManagedProcess, group_alive
-from cvm.stack.state import StackState, pid_alive, read_state, stop_stack
+from devstack.process import ManagedProcess, group_alive
+from devstack.state import StackState, pid_alive, read_state, stop_stack
 
 # A child that starts a grandchild in its group and ignores SIGTERM: only SIGKILL ends it.
 _STUBBORN = "import signal,subprocess,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
@@ -86,7 +86,7 @@ def test_an_exited_runner_is_not_waited_for_even_before_it_is_reaped(
     assert not pid_alive(runner.pid)
     StackState(runner.pid, "ready", str(tmp_path), str(tmp_path / "d.json")).save(tmp_path)
     waits: list[float] = []
-    monkeypatch.setattr("cvm.stack.state.time.sleep", waits.append)
+    monkeypatch.setattr("devstack.state.time.sleep", waits.append)
     stop_stack(tmp_path, timeout=30.0)
     assert waits == [], "stop_stack polled for a runner that had already exited"
     runner.stop()

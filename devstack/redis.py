@@ -8,8 +8,8 @@ from pathlib import Path
 
 import redis
 
-from cvm.stack.errors import StackError
-from cvm.stack.process import ManagedProcess, free_port
+from devstack.errors import StackError
+from devstack.process import ManagedProcess, free_port
 
 
 def redis_server_binary() -> Path:

@@ -11,7 +11,7 @@ from eth_account.signers.local import LocalAccount
 
 from cvm.chain import ChainClient, Deployment
 from cvm.chain.anvil import DEV_MNEMONIC
-from cvm.stack.errors import StackError
+from devstack.errors import StackError
 
 
 def local_deployer(deployment: Deployment) -> LocalAccount:

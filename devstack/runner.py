@@ -24,12 +24,13 @@ import httpx
 
 from cvm.api_client import ApiClient, ApiError
 from cvm.chain import Anvil, ChainClient, DeployConfig, Deployment, deploy
-from cvm.stack.errors import StackError
-from cvm.stack.fleet import NodeProfile, default_profiles, provision_node
-from cvm.stack.keys import StackKey, new_stack_key
-from cvm.stack.process import ManagedProcess, free_port, stop_all
-from cvm.stack.redis import start_redis
-from cvm.stack.state import NodeRecord, StackState, running_state
+from cvm.config import Settings
+from devstack.errors import StackError
+from devstack.fleet import NodeProfile, default_profiles, provision_node
+from devstack.keys import StackKey, new_stack_key
+from devstack.process import ManagedProcess, free_port, stop_all
+from devstack.redis import start_redis
+from devstack.state import NodeRecord, StackState, running_state
 
 # The launch measurement of the demo guest image: the simulated launcher runs whatever a
 # lease expects, and the example dApp contract is deployed trusting exactly this one.
@@ -98,6 +99,12 @@ class EmbeddedStack:
         self._ticker_stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
+    @property
+    def sim_amd_dir(self) -> Path:
+        """Where the settings put the simulated AMD roots for this data directory, so that an
+        operator's own `cvm node run` signs with the root this stack's verifier trusts."""
+        return Settings(data_dir=self.config.data_dir.resolve()).sim_amd_dir
+
     # --- start ------------------------------------------------------------------------
 
     def start(self) -> StackState:
@@ -120,7 +127,7 @@ class EmbeddedStack:
         self.state.save(data_dir)
         try:
             # RSA-4096 roots take seconds: made beside the deployment, before any reader starts.
-            roots = threading.Thread(target=_prepare_simulated_amd, args=(stack_dir / "sim-amd",))
+            roots = threading.Thread(target=_prepare_simulated_amd, args=(self.sim_amd_dir,))
             roots.start()
             self._start_chain(data_dir, stack_dir)
             roots.join()
@@ -181,7 +188,7 @@ class EmbeddedStack:
                 "CVM_API_URL": self.state.api_url,
                 "CVM_BROKER_URL": self.state.broker_url,
                 "CVM_DATABASE_URL": self.state.database_url,
-                "CVM_SIM_AMD_DIR": str(stack_dir / "sim-amd"),
+                "CVM_SIM_AMD_DIR": str(self.sim_amd_dir),
                 # A local chain mined by this process does not reorganise.
                 "CVM_INDEXER_CONFIRMATIONS": "0",
                 "CVM_INDEXER_POLL_S": "0.2",
@@ -285,6 +292,10 @@ class EmbeddedStack:
                     disk_gib=profile.disk_gib,
                     price_per_vcpu_second=profile.price_per_vcpu_second,
                     log=str(log),
+                    node_keystore=str(node_key.keystore),
+                    node_password_file=str(node_key.password_file),
+                    operator_keystore=str(operator.keystore),
+                    operator_password_file=str(operator.password_file),
                 )
             )
         self.state.nodes = self._nodes

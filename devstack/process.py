@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cvm.stack.errors import StackError
+from devstack.errors import StackError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

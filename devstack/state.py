@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvm.stack.errors import StackError
-from cvm.stack.process import group_alive, stop_group
+from devstack.errors import StackError
+from devstack.process import group_alive, stop_group
 
 STATE_FILE = "stack.json"
 
@@ -34,6 +34,11 @@ class NodeRecord:
     disk_gib: int
     price_per_vcpu_second: int
     log: str
+    # Where the node's keys are, so that tools (e.g. `cvm demo`) read them, never rebuild them.
+    node_keystore: str = ""
+    node_password_file: str = ""
+    operator_keystore: str = ""
+    operator_password_file: str = ""
 
 
 @dataclass

@@ -12,29 +12,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from eth_account.signers.local import LocalAccount
-from rich.table import Table
 
-from cvm.api_client import ApiClient
-from cvm.chain import ChainClient, Deployment
-from cvm.cli._renting import err, out, tokens
-from cvm.cli.renter import follow
-from cvm.cli.stack import DataDirOption, describe
-from cvm.config import get_settings
-from cvm.renter import Renter, RentRequest, connect_chain, is_verified
-from cvm.stack import (
-    DEMO_MEASUREMENT,
-    EmbeddedStack,
-    StackConfig,
-    StackState,
-    running_state,
-)
-from cvm.stack.faucet import fund, local_deployer
-from cvm.stack.keys import new_stack_key
-from cvm.wallet import load_account, read_password_file
+from cvm.cli.plumbing import err, out
+from devstack.cli.stack import DataDirOption, data_dir_of, describe
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+    from rich.table import Table
+
+    from cvm.chain import ChainClient
+    from devstack import StackState
 
 _T = TypeVar("_T")
 
@@ -45,41 +35,43 @@ class DemoFailed(Exception):
 
 @contextmanager
 def _stack(directory: Path, nodes: int) -> Iterator[StackState]:
+    from devstack import EmbeddedStack, StackConfig, running_state
+
     state = running_state(directory)
     if state is not None and state.status == "ready":
-        out.print(f"using the stack already running in {directory}")
+        out().print(f"using the stack already running in {directory}")
         yield state
         return
     stack = EmbeddedStack(
-        StackConfig(directory, nodes=nodes), say=lambda m: err.print(f"[dim]…[/dim] {m}")
+        StackConfig(directory, nodes=nodes), say=lambda m: err().print(f"[dim]…[/dim] {m}")
     )
     try:
         started = stack.start()
-        out.print(describe(started))
+        out().print(describe(started))
         yield started
     finally:
-        err.print("[dim]…[/dim] stopping the stack the demo started")
+        err().print("[dim]…[/dim] stopping the stack the demo started")
         stack.stop()
 
 
 def _step(number: int, title: str, action: Callable[[], _T]) -> _T:
-    out.rule(f"[bold]{number}. {title}")
+    out().rule(f"[bold]{number}. {title}")
     try:
         return action()
     except Exception as exc:
         raise DemoFailed(f"step {number} ({title}) failed: {exc}") from exc
 
 
-def _key_of(state: StackState, prefix: str, node_address: str) -> Path:
+def _key_of(state: StackState, role: str, node_address: str) -> LocalAccount:
+    """The node's `role` ("node" or "operator") key, from the keystore the record names."""
+    from cvm.wallet import load_account, read_password_file
+
     for node in state.nodes:
         if node.address.lower() == node_address.lower():
-            index = node.name.removeprefix("node-")
-            return Path(state.data_dir) / "stack" / "keys" / f"{prefix}{index}.json"
+            keystore = Path(getattr(node, f"{role}_keystore"))
+            secret = read_password_file(Path(getattr(node, f"{role}_password_file")))
+            return load_account(keystore, secret)
     raise DemoFailed(f"node {node_address} is not one of this stack's nodes")
-
-
-def _unlock(keystore: Path) -> LocalAccount:
-    return load_account(keystore, read_password_file(keystore.with_suffix(".password")))
 
 
 def demo(
@@ -88,29 +80,45 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Verified.")] = 90.0,
 ) -> None:
     """Rent, attest, check from a dApp contract, top up, close: the whole journey."""
-    directory = (data_dir or get_settings().data_dir).resolve()
+    directory = data_dir_of(data_dir)
     started = time.monotonic()
     try:
         with _stack(directory, nodes) as state:
             summary = _journey(state, timeout)
     except DemoFailed as exc:
-        err.print(f"[red]demo failed[/red]: {exc}")
+        err().print(f"[red]demo failed[/red]: {exc}")
         raise typer.Exit(1) from None
     summary.add_row("demo took", f"{time.monotonic() - started:.1f} s")
-    out.print(summary)
-    out.print("[green]demo passed[/green]")
+    out().print(summary)
+    out().print("[green]demo passed[/green]")
 
 
 def _journey(state: StackState, timeout: float) -> Table:
-    deployment = Deployment.load(Path(state.deployment_file))
-    chain = connect_chain(deployment, state.rpc_url, None)
+    from rich.table import Table
+
+    from cvm.api_client import ApiClient
+    from cvm.chain import Deployment, connect
+    from cvm.cli.plumbing import format_amount
+    from cvm.cli.renter import follow
+    from cvm.renter import Renter, RentRequest, is_verified
+    from devstack import DEMO_MEASUREMENT
+    from devstack.faucet import fund, local_deployer
+    from devstack.keys import new_stack_key
+
+    deployment = Deployment.load(state.deployment_file)
+    chain = connect(deployment, rpc_url=state.rpc_url)
+    decimals = chain.token.decimals()
+
+    def tokens(base: int) -> str:
+        return format_amount(base, decimals).removesuffix(" tokens")
+
     wallets = Path(state.data_dir) / "stack" / "demo-wallets"
 
     def make_wallet() -> Renter:
         key = new_stack_key(wallets, f"renter-{int(time.time() * 1000)}")
-        out.print(f"keystore {key.keystore} for renter {key.address}")
+        out().print(f"keystore {key.keystore} for renter {key.address}")
         fund(chain.with_account(local_deployer(deployment)), key.address, 100 * 10**18, 10**19)
-        out.print("funded from the local faucet: 100 tokens, 10 ETH")
+        out().print("funded from the local faucet: 100 tokens, 10 ETH")
         return Renter(chain.with_account(key.account), ApiClient(state.api_url))
 
     renter = _step(1, "a renter with a keystore wallet", make_wallet)
@@ -126,9 +134,9 @@ def _journey(state: StackState, timeout: float) -> Table:
 
     def rent() -> int:
         offers = renter.matching_nodes(request)
-        out.print(f"{len(offers)} nodes fit 2 vCPU / 4 GiB / 20 GiB at ≤ 0.00001 token/s")
+        out().print(f"{len(offers)} nodes fit 2 vCPU / 4 GiB / 20 GiB at ≤ 0.00001 token/s")
         lease_id = renter.rent(request)
-        out.print(f"lease {lease_id} created with {tokens(request.deposit)} tokens in escrow")
+        out().print(f"lease {lease_id} created with {tokens(request.deposit)} tokens in escrow")
         return lease_id
 
     lease_id = _step(2, "rent a confidential VM", rent)
@@ -137,7 +145,7 @@ def _journey(state: StackState, timeout: float) -> Table:
         report = follow(renter, lease_id, timeout, quiet=False)
         if not is_verified(report):
             raise DemoFailed(f"the lease ended as {report.attestation.status.name}")
-        out.print(f"matched to node {report.lease.node_key} at {report.lease.rate_per_second}/s")
+        out().print(f"matched to node {report.lease.node_key} at {report.lease.rate_per_second}/s")
 
     _step(3, "matched, launched and attested", watch)
 
@@ -149,7 +157,7 @@ def _journey(state: StackState, timeout: float) -> Table:
         ]
         if not events:
             raise DemoFailed("no AttestationVerified event on chain")
-        out.print(f"AttestationVerified in block {events[-1].block_number}")
+        out().print(f"AttestationVerified in block {events[-1].block_number}")
 
     _step(4, "AttestationVerified on chain", verified_event)
     node_address = renter.report(lease_id).lease.node_key
@@ -157,26 +165,24 @@ def _journey(state: StackState, timeout: float) -> Table:
     def dapp() -> None:
         if not chain.attestations.is_attested(lease_id, DEMO_MEASUREMENT):
             raise DemoFailed("isAttested is false")
-        out.print("AttestationRegistry.isAttested(lease, demo measurement) = true")
-        node = chain.with_account(_unlock(_key_of(state, "node-", node_address)))
+        out().print("AttestationRegistry.isAttested(lease, demo measurement) = true")
+        node = chain.with_account(_key_of(state, "node", node_address))
         result = bytes.fromhex("c0ffee".ljust(64, "0"))
         node.service.post_result(lease_id, result)
         if chain.service.result_of(lease_id) != result:
             raise DemoFailed("the example dApp did not record the guest's result")
-        out.print("the example dApp (AttestedService) accepted a result gated on isAttested")
+        out().print("the example dApp (AttestedService) accepted a result gated on isAttested")
 
     _step(5, "a dApp contract checks isAttested", dapp)
     before_topup = renter.report(lease_id).lease.deposit
     _step(6, "top up", lambda: renter.top_up(lease_id, 10**13 * 300))
-    out.print(f"deposit {tokens(before_topup)} → {tokens(renter.report(lease_id).lease.deposit)}")
+    out().print(f"deposit {tokens(before_topup)} → {tokens(renter.report(lease_id).lease.deposit)}")
     time.sleep(2)  # let a couple of attested seconds accrue
     closed, refund = _step(7, "close and get the refund", lambda: renter.close(lease_id))
-    out.print(f"refund {tokens(refund)} tokens, node earned {tokens(closed.earned)}")
+    out().print(f"refund {tokens(refund)} tokens, node earned {tokens(closed.earned)}")
 
     def claim() -> int:
-        operator: ChainClient = chain.with_account(
-            _unlock(_key_of(state, "operator-", node_address))
-        )
+        operator: ChainClient = chain.with_account(_key_of(state, "operator", node_address))
         tx = operator.leases.claim(lease_id)
         return int(tx.event("EarningsClaimed").args["amount"])
 

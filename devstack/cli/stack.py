@@ -1,0 +1,151 @@
+"""`cvm up`, `cvm down` and `cvm wallet fund`: the embedded stack in the foreground,
+stopping it, and its faucet.
+
+Only typer is imported at module level: `cvm --help` loads this module too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cvm.cli.plumbing import (
+    CliError,
+    DeploymentOption,
+    JsonOption,
+    base_units,
+    emit,
+    err,
+    find_wallet,
+    format_amount,
+    load_deployment,
+    out,
+    parse_amount,
+)
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from rich.table import Table
+
+    from devstack import StackState
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where the stack keeps its state (default: CVM_DATA_DIR)."),
+]
+
+
+def data_dir_of(option: Path | None) -> Path:
+    from cvm.config import get_settings
+
+    return (option or get_settings().data_dir).absolute()
+
+
+def describe(state: StackState) -> Table:
+    """Where everything of a running stack is."""
+    from rich.table import Table
+
+    table = Table(title="cvm stack", show_header=False)
+    table.add_row("chain (anvil)", state.rpc_url)
+    table.add_row("backend API", f"{state.api_url}/v1  (docs: {state.api_url}/docs)")
+    table.add_row("broker (redis)", state.broker_url)
+    table.add_row("store", state.database_url)
+    table.add_row("deployment", state.deployment_file)
+    table.add_row("logs", state.logs)
+    for node in state.nodes:
+        table.add_row(
+            node.name,
+            f"{node.address}  {node.vcpu} vCPU / {node.memory_mib} MiB / {node.disk_gib} GiB"
+            f"  price {node.price_per_vcpu_second} per vCPU-s  pid {node.pid}",
+        )
+    return table
+
+
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=50, help="Simulated nodes.")] = 3,
+    data_dir: DataDirOption = None,
+    api_port: Annotated[int, typer.Option(help="Backend API port (0: a free one).")] = 0,
+) -> None:
+    """Start the embedded stack (anvil, contracts, Redis, backend, node agents) until Ctrl-C."""
+    import signal
+    import threading
+
+    from devstack import EmbeddedStack, StackConfig, StackError
+
+    directory = data_dir_of(data_dir)
+    stack = EmbeddedStack(
+        StackConfig(directory, nodes=nodes, api_port=api_port),
+        say=lambda message: err().print(f"[dim]…[/dim] {message}"),
+    )
+    stop = threading.Event()
+    starting = [True]
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+        if starting[0]:
+            raise KeyboardInterrupt  # abandon start-up; start() stops what it began
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        state = stack.start()
+        starting[0] = False
+        out().print(describe(state))
+        out().print(f"[green]ready[/green]: stop with Ctrl-C or `cvm down --data-dir {directory}`")
+        stack.supervise(stop)
+    except KeyboardInterrupt:
+        pass
+    except StackError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        err().print("[dim]…[/dim] stopping the stack")
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    err().print("stopped")
+
+
+def down(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """Stop the stack `cvm up` runs in the data directory, leaving no process behind."""
+    from devstack import stop_stack
+
+    directory = data_dir_of(data_dir)
+    state = stop_stack(directory)
+    emit(
+        {"stopped": state is not None, "data_dir": str(directory)},
+        f"no stack recorded in {directory}: nothing to stop"
+        if state is None
+        else f"stopped the stack of {directory} (runner pid {state.pid})",
+    )
+
+
+def fund(
+    wallet: Annotated[str, typer.Argument(help="Wallet name, keystore path or address.")],
+    amount: Annotated[
+        str, typer.Option("--tokens", help="Test tokens to mint (or base units: 1000base).")
+    ] = "1000",
+    ether: Annotated[int, typer.Option(min=0, help="Ether for gas.")] = 10,
+    deployment: DeploymentOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Local stacks only: mint test tokens and send ether for gas to a wallet or node key."""
+    from cvm.cli.plumbing import connect_chain
+    from devstack.faucet import fund as faucet
+    from devstack.faucet import local_deployer
+
+    typed = parse_amount(amount, "--tokens", allow_zero=True)
+    record = load_deployment(deployment)
+    address = wallet if re.fullmatch(r"0x[0-9a-fA-F]{40}", wallet) else None
+    address = address or find_wallet(wallet).address
+    admin = connect_chain(record, local_deployer(record))
+    decimals = admin.token.decimals()
+    minted = base_units(typed, decimals, "--tokens")
+    balance = faucet(admin, address, minted, ether * 10**18)
+    emit(
+        {"address": address, "minted": minted, "token_balance": balance, "ether": ether},
+        f"{address}: +{format_amount(minted, decimals)} "
+        f"(now {format_amount(balance, decimals)}), +{ether} ETH",
+    )
