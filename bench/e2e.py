@@ -129,7 +129,7 @@ def run(
                 disk_gib=10,
                 image="cvm-demo-guest",
                 measurement=DEMO_MEASUREMENT,
-                max_price_per_second=_MAX_PRICE,
+                max_rate_per_second=_MAX_PRICE,
                 deposit=_MAX_PRICE * 3600,
             )
             watcher = _VerifiedWatcher(chain, int(chain.w3.eth.block_number) + 1)

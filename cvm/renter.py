@@ -47,7 +47,7 @@ class RentRequest:
     disk_gib: int
     image: str
     measurement: bytes
-    max_price_per_second: int
+    max_rate_per_second: int
     deposit: int
     reattest_interval: int = 3600
     min_node_stake: int = 0
@@ -75,7 +75,7 @@ class LeaseReport:
             "memory_mib": lease.memory_mib,
             "disk_gib": lease.disk_gib,
             "rate_per_second": lease.rate_per_second,
-            "max_price_per_second": lease.max_rate_per_second,
+            "max_rate_per_second": lease.max_rate_per_second,
             "deposit": lease.deposit,
             "claimed": lease.claimed,
             "earned": self.earned,
@@ -143,7 +143,7 @@ class Renter:
                 vcpus >= request.vcpu
                 and memory >= request.memory_mib
                 and disk >= request.disk_gib
-                and node.price_per_vcpu_second * request.vcpu <= request.max_price_per_second
+                and node.price_per_vcpu_second * request.vcpu <= request.max_rate_per_second
                 and node.stake >= request.min_node_stake
             )
 
@@ -213,7 +213,7 @@ class Renter:
         if not self.matching_nodes(request):
             raise RenterError(
                 f"no matching node: none offers {request.vcpu} vCPU, {request.memory_mib} MiB, "
-                f"{request.disk_gib} GiB at {request.max_price_per_second} per second or less "
+                f"{request.disk_gib} GiB at {request.max_rate_per_second} per second or less "
                 "(see `cvm nodes` in the API, or lower the spec / raise --max-price)"
             )
         self._require_funds(request.deposit)
@@ -239,7 +239,7 @@ class Renter:
         )
         try:
             created = self.chain.leases.create_lease_with_permit(
-                spec, request.max_price_per_second, request.deposit, request.measurement, permit
+                spec, request.max_rate_per_second, request.deposit, request.measurement, permit
             )
         except ContractRevert as exc:
             raise RenterError(f"the chain refused the lease: {exc}") from None

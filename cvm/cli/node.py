@@ -345,7 +345,7 @@ def status(
     def table() -> Table:
         rows = Table(title=f"node {node}", show_header=False)
         for key, value in result.items():
-            if key in ("stake", "min_stake", "unbonding", "price_per_second_per_unit"):
+            if key in ("stake", "min_stake", "unbonding", "price_per_vcpu_second"):
                 rows.add_row(key, _tokens(client, value))
             elif key == "unbonding_ends_at":
                 rows.add_row(key, format_time(value))

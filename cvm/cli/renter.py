@@ -211,7 +211,7 @@ def rent(
         disk_gib=disk,
         image=image,
         measurement=expected,
-        max_price_per_second=price,
+        max_rate_per_second=price,
         deposit=amount,
         reattest_interval=reattest_s,
         ssh_public_key=ssh_key,

@@ -128,7 +128,7 @@ def _journey(state: StackState, timeout: float) -> Table:
         disk_gib=20,
         image="cvm-demo-guest",
         measurement=DEMO_MEASUREMENT,
-        max_price_per_second=10**13,
+        max_rate_per_second=10**13,
         deposit=10**13 * 600,
     )
 

@@ -213,7 +213,7 @@ def test_readme_operator_journey(stack: Stack, tmp_path: Path) -> None:
     assert staked["stake"] == 1000 * 10**18
     status = cli.json("node", "status", "--node-key", address)
     assert status["registered"] and status["stake"] >= status["min_stake"]
-    assert status["gas_wei"] > 0 and status["price_per_second_per_unit"] == 10**15
+    assert status["gas_wei"] > 0 and status["price_per_vcpu_second"] == 10**15
     assert cli.json("node", "claim", *operator)["claimed"] == 0
 
     elsewhere = tmp_path / "another-directory"
