@@ -10,7 +10,7 @@ export function h(tag, attrs = {}, ...children) {
     else if (key === "class") element.className = value;
     else element.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     element.append(child instanceof Node ? child : String(child));
   }

@@ -43,11 +43,13 @@ def test_marketplace_lists_nodes_and_fits_a_phone(console_page: Page, artifacts:
     expect(page.locator("tbody tr").first).to_contain_text("3000000000000 base units")
     page.get_by_label("At least this many free vCPU").fill("10")
     expect(page.locator("tbody tr")).to_have_count(1)
-    # Keyboard: the first Tab reaches the skip link, the next ones the navigation.
+    # Keyboard only: Tab along the navigation, Enter opens the page and focuses its heading.
+    page.get_by_role("link", name="Marketplace").focus()
     page.keyboard.press("Tab")
-    expect(page.locator(".skip")).to_be_focused()
-    page.keyboard.press("Tab")
-    expect(page.get_by_role("link", name="Marketplace")).to_be_focused()
+    expect(page.get_by_role("link", name="Rent")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Rent a confidential VM")).to_be_focused()
+    page.goto(page.url.split("#")[0] + "#/")
     page.set_viewport_size({"width": 390, "height": 844})
     page.reload()
     page.wait_for_selector("tbody tr")

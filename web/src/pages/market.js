@@ -29,7 +29,7 @@ export async function marketplacePage(main) {
   };
   const body = h("tbody");
   const header = h("tr");
-  const table = h("div", { class: "table-wrap" }, h("table", {}, h("caption", { class: "skip" }, "Registered nodes"), h("thead", {}, header), body));
+  const table = h("div", { class: "table-wrap" }, h("table", {}, h("caption", { class: "sr-only" }, "Registered nodes"), h("thead", {}, header), body));
 
   function draw() {
     const minVcpu = Number(filters.vcpu.value || 0);
