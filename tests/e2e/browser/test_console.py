@@ -25,7 +25,7 @@ DONE_GREEN = (0xEC, 0xFD, 0xF5)
 
 def rent(page: Page) -> None:
     page.get_by_role("link", name="Rent").click()
-    page.get_by_label("vCPU").fill("2")
+    page.get_by_label("vCPU", exact=True).fill("2")
     page.get_by_role("button", name="Get a quote").click()
     expect(page.locator("#quote")).to_contain_text("Nodes that fit")
     page.get_by_role("button", name="Sign in and rent").click()
