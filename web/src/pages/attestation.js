@@ -43,7 +43,7 @@ export async function attestationPage(main, config, id) {
   }
 
   main.replaceChildren(title,
-    simulated || config.local ? message("warn", h("span", { class: "badge simulated" }, "SIMULATED"), " This report was signed by the simulated AMD Secure Processor of a local stack, not by an AMD chip. It proves nothing outside tests and demos.") : null,
+    simulated || config.local ? message("warn", h("span", { class: "badge simulated" }, "SIMULATED"), " This report was signed by the simulated AMD Secure Processor of a local stack, not by an AMD chip. It proves nothing outside tests and demos.") : "",
     facts([
       ["Status", h("span", { class: `badge ${attestation.status}`, id: "attestation-status" }, attestation.status)],
       ["Node", h("span", { class: "mono" }, attestation.node)],
@@ -67,5 +67,5 @@ export async function attestationPage(main, config, id) {
         h("tbody", {}, certificates.map((c, i) => h("tr", {}, h("td", {}, CERT_NAMES[i] || `certificate ${i}`), h("td", {}, c.subject, isSimulated(c) ? h("span", { class: "badge simulated" }, " simulated") : null), h("td", {}, c.issuer),
           h("td", {}, c.notBefore.toISOString()), h("td", {}, c.notAfter.toISOString()), h("td", {}, c.notBefore <= now && now <= c.notAfter ? "valid" : "NOT valid")))))),
     report ? h("div", { class: "card" }, h("h2", {}, "Verify in my browser"), h("p", {}, "Checks the report's signature with your browser's own cryptography, without trusting this server's verdict."),
-      h("button", { type: "button", id: "verify-browser", onclick: checkInBrowser }, "Verify in my browser"), resultBox) : null);
+      h("button", { type: "button", id: "verify-browser", onclick: checkInBrowser }, "Verify in my browser"), resultBox) : "");
 }

@@ -39,6 +39,7 @@ export async function leasePage(main, config, id) {
   const lease = await getLease(leaseId).catch(() => null);
   let money = null;
   let timer = null;
+  let drawnFor = null;
 
   async function refresh() {
     money = await leaseMoney(leaseId);
@@ -61,7 +62,9 @@ export async function leasePage(main, config, id) {
       ["Time left", s === "active" && rate > 0n ? duration((refundable - live) / rate) : "—"],
       s === "closed" && ["Closed because", CLOSE_REASON[l.closeReason]],
     ]));
-    drawActions();
+    // Redrawn only when who may act changes: a redraw would wipe what the person is typing.
+    const actors = `${s} ${wallet.account}`;
+    if (actors !== drawnFor) { drawnFor = actors; drawActions(); }
   }
 
   function drawActions() {
@@ -106,7 +109,7 @@ export async function leasePage(main, config, id) {
   }
 
   main.replaceChildren(h("h1", { tabindex: "-1" }, `Lease ${leaseId}`),
-    lease ? h("p", {}, `${lease.vcpus} vCPU, ${lease.memoryMib} MiB, ${lease.diskGib} GiB; expected measurement `, h("span", { class: "mono" }, lease.expectedMeasurement)) : null,
+    lease ? h("p", {}, `${lease.vcpus} vCPU, ${lease.memoryMib} MiB, ${lease.diskGib} GiB; expected measurement `, h("span", { class: "mono" }, lease.expectedMeasurement)) : "",
     h("p", {}, h("a", { href: `#/leases/${leaseId}/attestation` }, "Attestation detail")),
     timelineBox, moneyBox, actionBox, resultBox);
   await refresh().catch((error) => moneyBox.replaceChildren(message("error", `Cannot read lease ${leaseId} from the chain: ${error.shortMessage || error.message}`)));

@@ -55,7 +55,7 @@ export async function operatorPage(main, config) {
       h("button", { type: "button", class: "secondary", disabled: !unlocked, onclick: () => act(async () => { await withdrawUnstaked(n.address); return "Withdrew the unlocked stake."; }) }, "Withdraw unlocked stake")));
   }));
   main.replaceChildren(title,
-    mine.length === 0 ? h("p", {}, `No node has ${wallet.account} as its operator.`) : null,
+    mine.length === 0 ? h("p", {}, `No node has ${wallet.account} as its operator.`) : "",
     ...cards,
     h("div", { class: "card" }, facts([["Credits to withdraw (payouts others triggered)", tokens(credit)]]),
       h("button", { type: "button", disabled: credit === 0n, onclick: () => act(async () => { await withdrawCredits(); return `Withdrew ${tokens(credit)}.`; }) }, "Withdraw credits")),
