@@ -104,6 +104,7 @@ export async function leasePage(main, config, id) {
       resultBox.replaceChildren(message("error", error.message));
     } finally {
       status("");
+      for (const button of actionBox.querySelectorAll("button")) button.disabled = false;
       await refresh();
     }
   }
