@@ -37,6 +37,8 @@ $(SLITHER_VENV)/.installed: contracts/slither-requirements.txt
 # Debian packages the tests drive for real: QEMU (the qemu launcher boots a guest) and
 # docker-compose (validates docker-compose.yml without an engine). Installed only when missing.
 SYSTEM_COMMANDS := qemu-system-x86_64:qemu-system-x86 docker-compose:docker-compose
+# Debian's Chromium, driven by Playwright in the browser tests (its own browser download is impossible here).
+SYSTEM_COMMANDS += chromium:chromium
 system-packages:
 	@missing=""; for pair in $(SYSTEM_COMMANDS); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
@@ -47,6 +49,22 @@ system-packages:
 	fi
 
 install: $(VENV)/.installed contracts/node_modules/.installed
+
+# --- web console: npm from its lock file, built into web/dist (served by the backend at /) ---
+.PHONY: web
+WEB_SOURCES := web/build.mjs $(shell find web/src web/public -type f 2>/dev/null) $(wildcard contracts/out/*.json)
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@echo "==> npm packages for web/ (viem, mipd, esbuild) from the lock file"
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web/dist/.built: web/node_modules/.installed $(WEB_SOURCES)
+	@echo "==> web console into web/dist"
+	cd web && node build.mjs
+	@touch $@
+
+web: web/dist/.built
+install: web/dist/.built
 
 # --- the two commands -------------------------------------------------------------
 demo: install
@@ -92,3 +110,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(SLITHER_VENV) contracts/node_modules contracts/cache
+	rm -rf web/node_modules web/dist

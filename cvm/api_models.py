@@ -258,3 +258,43 @@ class Session(_View):
     token: str
     address: str
     expires_at: datetime
+
+
+# --- lease timeline (GET /leases/{id}/timeline and its Server-Sent Events stream) ---------
+
+TIMELINE_STEPS = ("created", "matched", "accepted", "launched", "report_submitted", "verified")
+
+
+class TimelineStep(_View):
+    """One step of a lease's life: when it happened (Unix seconds, None while it has not)."""
+
+    name: str
+    at: int | None  # Unix seconds; None while the step has not happened
+    detail: dict[str, Any] = {}
+
+
+class LeaseTimeline(_View):
+    """created -> matched -> accepted -> launched -> report_submitted -> verified, with times."""
+
+    lease_id: int
+    status: LeaseState
+    steps: list[TimelineStep]
+    rejected_at: int | None = None
+    closed_at: int | None = None
+    close_reason: int | None = None
+
+
+# --- the web console (GET /console/config) -----------------------------------------------
+
+
+class ConsoleConfig(_View):
+    """Where the page reads the chain from (directly, not through this backend)."""
+
+    chain_id: int
+    rpc_url: str
+    node_registry: str
+    lease_market: str
+    attestation_registry: str
+    token: str | None
+    demo_measurement: str | None
+    local: bool  # a `cvm up` stack: the simulated AMD-SP signs its reports

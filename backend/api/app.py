@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from backend.api.console import install_web
 from backend.api.deps import AppContext
 from backend.api.errors import install_error_handlers
 from backend.api.metrics import ApiMetrics, MetricsMiddleware
@@ -31,4 +32,5 @@ def create_app(context: AppContext) -> FastAPI:
     app.state.metrics = metrics
     app.add_route("/metrics", metrics.render, include_in_schema=False)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_web(app, API_PREFIX)
     return app

@@ -84,6 +84,7 @@ def demo(
     started = time.monotonic()
     try:
         with _stack(directory, nodes) as state:
+            out().print(f"web console: {state.api_url}/ (wallet RPC: {state.rpc_url})")
             summary = _journey(state, timeout)
     except DemoFailed as exc:
         err().print(f"[red]demo failed[/red]: {exc}")

@@ -1,0 +1,169 @@
+"""The web console in a real browser, as a person with a browser wallet uses it.
+
+One `cvm up` stack for the module. The wallet is the test wallet of `wallet.py`: the page
+talks to it through EIP-1193 exactly as it would to MetaMask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from cvm.chain import LeaseStatus
+from tests.e2e.browser.conftest import TOKEN, Console, connect_wallet
+from tests.e2e.browser.png import pixels
+from tests.e2e.browser.wallet import TestWallet
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+VERIFIED_TIMEOUT_MS = 120_000
+# The timeline marks a step done with this background (style.css: ol.timeline li.done).
+DONE_GREEN = (0xEC, 0xFD, 0xF5)
+
+
+def rent(page: Page) -> None:
+    page.get_by_role("link", name="Rent").click()
+    page.get_by_label("vCPU", exact=True).fill("2")
+    page.get_by_role("button", name="Get a quote").click()
+    expect(page.locator("#quote")).to_contain_text("Nodes that fit")
+    page.get_by_role("button", name="Sign in and rent").click()
+
+
+def test_marketplace_lists_nodes_and_fits_a_phone(console_page: Page, artifacts: Path) -> None:
+    page = console_page
+    expect(page.get_by_role("heading", name="Marketplace")).to_be_visible()
+    expect(page.locator("tbody tr")).to_have_count(3)
+    expect(page.locator("tbody")).to_contain_text("SEV-SNP")
+    page.screenshot(path=artifacts / "marketplace.png", full_page=True)
+    # Sorted by price, cheapest first; one click on the header reverses it.
+    expect(page.locator("tbody tr").first).to_contain_text("1000000000000 base units")
+    page.get_by_role("button", name="Price per vCPU-second").click()
+    expect(page.locator("tbody tr").first).to_contain_text("3000000000000 base units")
+    page.get_by_label("At least this many free vCPU").fill("10")
+    expect(page.locator("tbody tr")).to_have_count(1)
+    # Keyboard only: Tab along the navigation, Enter opens the page and focuses its heading.
+    page.get_by_role("link", name="Marketplace").focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Rent")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Rent a confidential VM")).to_be_focused()
+    page.goto(page.url.split("#")[0] + "#/")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    page.wait_for_selector("tbody tr")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than a phone screen"
+    page.screenshot(path=artifacts / "marketplace-phone.png", full_page=True)
+
+
+def test_wrong_network_offers_the_switch(
+    console_page: Page, wallet: TestWallet, console: Console, artifacts: Path
+) -> None:
+    page = console_page
+    wallet.chain_id = 1
+    connect_wallet(page)
+    banner = page.locator("#network")
+    expect(banner).to_contain_text("Wrong network")
+    page.screenshot(path=artifacts / "wrong-network.png", full_page=True)
+    page.get_by_role("button", name=f"Switch to chain {console.deployment.chain_id}").click()
+    expect(banner).to_be_empty()
+    assert wallet.chain_id == console.deployment.chain_id
+
+
+def test_rejected_permit_leaves_nothing_half_done(
+    console_page: Page, wallet: TestWallet, console: Console
+) -> None:
+    page = console_page
+    leases_before = console.chain.leases.next_lease_id()
+    balance_before = console.chain.token.balance_of(wallet.address)
+    wallet.reject.add("eth_signTypedData_v4")
+    connect_wallet(page)
+    rent(page)
+    expect(page.locator("#result")).to_contain_text("You rejected the request")
+    expect(page.locator("#result")).to_contain_text("No lease was created")
+    assert "eth_sendTransaction" not in wallet.requests
+    assert console.chain.leases.next_lease_id() == leases_before
+    assert console.chain.token.balance_of(wallet.address) == balance_before
+    # The button is usable again: accepting the signature now rents.
+    wallet.reject.clear()
+    page.get_by_role("button", name="Sign in and rent").click()
+    expect(page.get_by_role("heading", name=f"Lease {leases_before}")).to_be_visible()
+
+
+def test_rent_watch_verified_live_top_up_close_and_operator_claims(
+    console_page: Page, wallet: TestWallet, console: Console, artifacts: Path
+) -> None:
+    page = console_page
+    connect_wallet(page)
+    lease_id = console.chain.leases.next_lease_id()
+    rent(page)
+    expect(page.get_by_role("heading", name=f"Lease {lease_id}")).to_be_visible()
+    # Sign-in, the permit, one transaction: nothing else asked of the wallet.
+    signing = ("personal_sign", "eth_signTypedData_v4", "eth_sendTransaction")
+    assert [m for m in wallet.requests if m in signing] == list(signing)
+    verified = page.locator('#timeline li[data-step="verified"]')
+    expect(verified).to_have_class("done", timeout=VERIFIED_TIMEOUT_MS)
+    for step in ("created", "matched", "accepted", "launched", "report_submitted"):
+        expect(page.locator(f'#timeline li[data-step="{step}"]')).to_have_class("done")
+    page.screenshot(path=artifacts / "lease-verified.png", full_page=True)
+    # Visual check: the verified step is drawn in the "done" green.
+    shot = verified.screenshot(path=artifacts / "timeline-verified-step.png")
+    green = sum(1 for pixel in pixels(shot) if pixel == DONE_GREEN)
+    assert green > len(pixels(shot)) // 2, "the verified step is not drawn as done"
+
+    page.get_by_role("link", name="Attestation detail").click()
+    expect(page.locator("#attestation-status")).to_have_text("verified")
+    expect(page.get_by_text("SIMULATED").first).to_be_visible()
+    expect(page.locator("#reason-codes")).to_contain_text("none")
+    page.get_by_role("button", name="Verify in my browser").click()
+    expect(page.locator("#browser-check")).to_contain_text("all three checks passed")
+    expect(page.locator("#browser-check")).to_contain_text("Not checked here")
+    page.screenshot(path=artifacts / "attestation.png", full_page=True)
+
+    page.get_by_role("link", name="Lease lookup").click()
+    page.get_by_label("Lease id").fill(str(lease_id))
+    page.get_by_role("button", name="Look up").click()
+    expect(page.locator("#is-attested")).to_have_text("true")
+    expect(page.locator("#lookup-result")).to_contain_text("client.is_attested")
+    page.screenshot(path=artifacts / "lookup.png", full_page=True)
+
+    page.goto(f"{console.url}/#/leases/{lease_id}")
+    deposit = console.chain.leases.get_lease(lease_id).deposit
+    page.get_by_label("Top-up amount (tokens)").fill("0.5")
+    page.get_by_role("button", name="Top up (approve + top-up)").click()
+    expect(page.locator("#lease-result")).to_contain_text("Topped up 0.5")
+    assert console.chain.leases.get_lease(lease_id).deposit == deposit + TOKEN // 2
+
+    balance = console.chain.token.balance_of(wallet.address)
+    page.get_by_role("button", name="Close lease…").click()
+    expect(page.locator("#refund-preview")).to_be_visible()
+    page.screenshot(path=artifacts / "close-preview.png", full_page=True)
+    page.get_by_role("button", name="Close and get the refund").click()
+    expect(page.locator("#lease-result")).to_contain_text("Lease closed. Refunded")
+    refund = console.chain.token.balance_of(wallet.address) - balance
+    assert refund > 0
+    assert console.chain.leases.get_lease(lease_id).status == LeaseStatus.CLOSED
+    page.screenshot(path=artifacts / "lease-closed.png", full_page=True)
+    page.get_by_role("link", name="My leases").click()
+    expect(page.get_by_role("link", name=f"Lease {lease_id}")).to_be_visible()
+    page.screenshot(path=artifacts / "my-leases.png", full_page=True)
+
+    # The operator of the node that served the lease claims its earnings in the browser.
+    node = console.chain.leases.get_lease(lease_id).node_key
+    owed = console.chain.leases.claimable(lease_id)
+    assert owed > 0
+    operator = console.operator_of(node)
+    wallet.use(operator)
+    page.goto(f"{console.url}/#/operator")
+    page.reload()
+    connect_wallet(page)
+    page.get_by_role("link", name="Operator").click()
+    card = page.locator(f'[data-node="{node}"]')
+    before = console.chain.token.balance_of(operator.address)
+    card.get_by_role("button", name="Claim earnings").click()
+    expect(page.locator("#main")).to_contain_text("Claimed")
+    assert console.chain.leases.claimable(lease_id) == 0
+    assert console.chain.token.balance_of(operator.address) >= before + owed
+    page.screenshot(path=artifacts / "operator.png", full_page=True)

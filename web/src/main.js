@@ -1,0 +1,91 @@
+// The console's entry: loads the chain config, draws the wallet bar, routes #/paths to pages.
+import { consoleConfig } from "./api.js";
+import { tokenUnits, useChain } from "./chain.js";
+import { h, message, setTokenUnits, short, status } from "./ui.js";
+import { connect, discovered, onWalletChange, state, switchChain } from "./wallet.js";
+import { marketplacePage } from "./pages/market.js";
+import { rentPage } from "./pages/rent.js";
+import { leasesPage, leasePage } from "./pages/leases.js";
+import { attestationPage } from "./pages/attestation.js";
+import { operatorPage } from "./pages/operator.js";
+import { lookupPage } from "./pages/lookup.js";
+
+const ROUTES = [
+  [/^\/?$/, marketplacePage],
+  [/^\/rent$/, rentPage],
+  [/^\/leases$/, leasesPage],
+  [/^\/leases\/(\d+)$/, leasePage],
+  [/^\/leases\/(\d+)\/attestation$/, attestationPage],
+  [/^\/operator$/, operatorPage],
+  [/^\/lookup$/, lookupPage],
+];
+
+let config;
+let cleanup = null;
+
+function drawWallet() {
+  const bar = document.getElementById("wallet");
+  bar.replaceChildren();
+  if (state.account) {
+    bar.append(h("span", { "aria-label": `connected wallet ${state.account}`, class: "mono", id: "account" }, `${state.info?.name || "wallet"}: ${short(state.account)}`));
+  } else {
+    const wallets = discovered();
+    if (wallets.length === 0) bar.append(h("span", {}, "No browser wallet found"));
+    for (const choice of wallets) {
+      bar.append(h("button", { type: "button", onclick: () => connect(choice).catch((error) => status(error.message)) }, `Connect ${choice.info.name}`));
+    }
+  }
+  const network = document.getElementById("network");
+  network.replaceChildren();
+  if (state.account && state.chainId !== config.chainId) {
+    network.append(message("warn", `Wrong network: your wallet is on chain ${state.chainId}; this marketplace runs on chain ${config.chainId}.`,
+      h("button", { type: "button", onclick: () => switchChain(config).catch((error) => status(error.message)) }, `Switch to chain ${config.chainId}`)));
+  }
+}
+
+async function route() {
+  if (cleanup) cleanup();
+  cleanup = null;
+  const path = location.hash.replace(/^#/, "") || "/";
+  const main = document.getElementById("main");
+  for (const link of document.querySelectorAll("nav a")) {
+    const target = link.getAttribute("href").slice(1);
+    if ((target === "/" ? path === "/" : path.startsWith(target))) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  for (const [pattern, page] of ROUTES) {
+    const match = pattern.exec(path);
+    if (!match) continue;
+    main.replaceChildren(h("p", {}, "Loading…"));
+    try {
+      cleanup = (await page(main, config, ...match.slice(1))) || null;
+    } catch (error) {
+      main.replaceChildren(h("h1", { tabindex: "-1" }, "Something went wrong"), message("error", error.message));
+    }
+    main.querySelector("h1")?.focus();
+    return;
+  }
+  main.replaceChildren(h("h1", { tabindex: "-1" }, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the marketplace")));
+}
+
+async function start() {
+  try {
+    config = await consoleConfig();
+  } catch (error) {
+    document.getElementById("main").replaceChildren(message("error", `The console cannot load its configuration: ${error.message}`));
+    return;
+  }
+  useChain(config);
+  try {
+    setTokenUnits(await tokenUnits());
+  } catch (error) {
+    status(`The chain at ${config.rpcUrl} does not answer: ${error.shortMessage || error.message}`);
+  }
+  onWalletChange(() => { drawWallet(); if (!location.hash.startsWith("#/lookup")) route(); });
+  window.addEventListener("hashchange", route);
+  drawWallet();
+  await route();
+  document.body.dataset.ready = "true";
+}
+
+start();
