@@ -176,8 +176,8 @@ class NodeAgent:
             GuestSpec(
                 lease_id=record.lease_id,
                 vcpu=record.resources.vcpu,
-                memory_mb=record.resources.memory_mb,
-                disk_gb=record.resources.disk_gb,
+                memory_mib=record.resources.memory_mib,
+                disk_gib=record.resources.disk_gib,
                 expected_measurement=record.expected_measurement,
             )
         )
@@ -411,8 +411,8 @@ class NodeAgent:
         beat = Heartbeat(
             node=self.address,
             free_vcpus=max(free.vcpu, 0),
-            free_memory_mib=max(free.memory_mb, 0),
-            free_disk_gib=max(free.disk_gb, 0),
+            free_memory_mib=max(free.memory_mib, 0),
+            free_disk_gib=max(free.disk_gib, 0),
             running_leases=len(self.store.leases()),
             timestamp=int(self.clock()),
         )

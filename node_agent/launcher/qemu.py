@@ -108,7 +108,7 @@ class QemuLauncher(Launcher):
             "-smp",
             str(spec.vcpu),
             "-m",
-            f"{spec.memory_mb}M",
+            f"{spec.memory_mib}M",
             "-nodefaults",
             "-display",
             "none",
@@ -136,8 +136,8 @@ class QemuLauncher(Launcher):
                 {
                     "lease_id": spec.lease_id,
                     "vcpu": spec.vcpu,
-                    "memory_mb": spec.memory_mb,
-                    "disk_gb": spec.disk_gb,
+                    "memory_mib": spec.memory_mib,
+                    "disk_gib": spec.disk_gib,
                     "expected_measurement": spec.expected_measurement.hex(),
                 }
             )

@@ -60,7 +60,7 @@ def test_a_lease_that_does_not_fit_is_refused_and_left_open(
 ) -> None:
     chain.staked_node()
     lease_id = chain.open_lease()  # 4 vCPUs
-    agent = make_agent(capacity=Resources(vcpu=2, memory_mb=65_536, disk_gb=500))
+    agent = make_agent(capacity=Resources(vcpu=2, memory_mib=65_536, disk_gib=500))
     with pytest.raises(CapacityExceeded):
         agent.handle_lease(lease_id)
     assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.OPEN
@@ -71,7 +71,7 @@ def test_capacity_is_shared_between_leases(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
     chain.staked_node()
-    agent = make_agent(capacity=Resources(vcpu=8, memory_mb=65_536, disk_gb=500))
+    agent = make_agent(capacity=Resources(vcpu=8, memory_mib=65_536, disk_gib=500))
     first, second, third = (chain.open_lease() for _ in range(3))
     agent.handle_lease(first)
     agent.handle_lease(second)
