@@ -105,7 +105,7 @@ def test_lease_is_matched_dispatched_and_falls_back(
     worker_app.conf.update(task_default_queue=node_queue(node_b.address))
     node_chain = ChainClient(chain.anvil.w3, chain.deployment, node_b)
 
-    @worker_app.task(name=TASK_HANDLE_LEASE)
+    @worker_app.task(name=TASK_HANDLE_LEASE, shared=False)
     def handle_lease(lease_id: int) -> None:
         received.append(lease_id)
         node_chain.leases.accept_lease(lease_id)
