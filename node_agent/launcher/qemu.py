@@ -114,8 +114,14 @@ class QemuLauncher(Launcher):
             "none",
             "-serial",
             f"file:{directory / 'serial.log'}",
+            *self.control_args(spec.lease_id, directory),
+        ]
+
+    def control_args(self, lease_id: int, directory: Path) -> list[str]:
+        """The QMP socket, pid file and daemon mode every guest of ours is started with."""
+        return [
             "-qmp",
-            f"unix:{self.qmp_socket(spec.lease_id)},server=on,wait=off",
+            f"unix:{self.qmp_socket(lease_id)},server=on,wait=off",
             "-pidfile",
             str(directory / "qemu.pid"),
             "-daemonize",

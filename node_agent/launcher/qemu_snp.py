@@ -178,11 +178,7 @@ class QemuSnpLauncher(QemuLauncher):
             "-device",
             f"virtserialport,chardev=attest0,name={GUEST_CHANNEL}",
             *image.extra_devices,
-            "-qmp",
-            f"unix:{self.qmp_socket(spec.lease_id)},server=on,wait=off",
-            "-pidfile",
-            str(directory / "qemu.pid"),
-            "-daemonize",
+            *self.control_args(spec.lease_id, directory),
         ]
 
     def launch(self, spec: GuestSpec) -> GuestInfo:

@@ -20,6 +20,16 @@ from tests.fixtures.chain import MEASUREMENT, ChainSystem
 pytestmark = pytest.mark.integration
 
 
+def _verified_lease(chain: ChainSystem, agent: NodeAgent, **lease: int) -> int:
+    """A lease of a staked node that `agent` took and whose attestation the verifier passed."""
+    chain.staked_node()
+    lease_id = chain.open_lease(**lease)
+    agent.handle_lease(lease_id)
+    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
+    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    return lease_id
+
+
 def test_handle_lease_accepts_launches_and_submits_a_bound_report(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
@@ -100,12 +110,8 @@ def test_a_lease_taken_by_another_node_is_dropped(
 def test_reattest_when_due_after_verification(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
-    chain.staked_node()
-    lease_id = chain.open_lease()
     agent = make_agent()
-    agent.handle_lease(lease_id)
-    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
-    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    lease_id = _verified_lease(chain, agent)
     assert agent.reattest(lease_id) is False  # verified and not yet due
     chain.advance(3_600)  # the re-attestation interval of the lease spec
     assert agent.reattest(lease_id) is True
@@ -199,12 +205,8 @@ def test_a_lease_the_chain_will_not_let_us_accept_frees_its_capacity(
 def test_a_lease_that_ran_out_is_settled_and_its_guest_stopped(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
-    chain.staked_node()
-    lease_id = chain.open_lease(deposit=10**16)  # about 2,500 s at the lease's rate
     agent = make_agent()
-    agent.handle_lease(lease_id)
-    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
-    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    lease_id = _verified_lease(chain, agent, deposit=10**16)  # about 2,500 s at its rate
     assert agent.reconcile().stopped == []  # paid for: keeps running
     chain.advance(3_000)
     assert agent.reconcile().stopped == [lease_id]
@@ -216,12 +218,8 @@ def test_a_lease_that_ran_out_is_settled_and_its_guest_stopped(
 def test_a_relaunched_guest_is_attested_again(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
-    chain.staked_node()
-    lease_id = chain.open_lease()
     agent = make_agent()
-    agent.handle_lease(lease_id)
-    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
-    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    lease_id = _verified_lease(chain, agent)
     agent.launcher.stop(lease_id)  # the host rebooted: the verified guest is gone
     result = agent.reconcile()
     assert (result.relaunched, result.attested) == ([lease_id], [lease_id])
