@@ -29,6 +29,8 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from bench.harness import free_port
+
 CONNECTIONS = 64
 LEASES = 1_000
 
@@ -174,14 +176,8 @@ async def _load(port: int, paths: list[str], seconds: float) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_server(kind: str, database_url: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CVM_BENCH_DATABASE_URL": database_url}
     if kind == "status_uncached":
         env["CVM_API_ATTESTATION_CACHE_S"] = "0"

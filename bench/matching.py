@@ -29,7 +29,8 @@ from sqlalchemy import insert, text
 
 from backend.matching import Demand, MatchIndex, NodeEntry
 from backend.store import Heartbeat, Node, Store
-from tests.fixtures.services import fresh_database, running_postgresql
+from bench.harness import percentile
+from devstack.postgres import fresh_database, running_postgresql
 
 SEED = 20261126
 TEE_TYPES = (1, 1, 1, 2)  # SEV-SNP three times as common as TDX
@@ -74,9 +75,8 @@ def make_demands(count: int, rng: random.Random) -> list[Demand]:
     return demands
 
 
-def _percentile(values: list[int], fraction: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[max(0, int(len(ordered) * fraction) - 1)] / 1e6, 4)
+def _percentile_ms(values_ns: list[int], fraction: float) -> float:
+    return round(percentile(values_ns, fraction) / 1e6, 4)
 
 
 def _summary(wall_ns: list[int], cpu_ns: list[int], elapsed_s: float, found: int) -> dict[str, Any]:
@@ -86,10 +86,10 @@ def _summary(wall_ns: list[int], cpu_ns: list[int], elapsed_s: float, found: int
         "operations": len(wall_ns),
         "matched": found,
         "per_second": round(len(wall_ns) / elapsed_s, 1),
-        "p50_ms": _percentile(wall_ns, 0.50),
-        "p99_ms": _percentile(wall_ns, 0.99),
-        "cpu_p50_ms": _percentile(cpu_ns, 0.50),
-        "cpu_p99_ms": _percentile(cpu_ns, 0.99),
+        "p50_ms": _percentile_ms(wall_ns, 0.50),
+        "p99_ms": _percentile_ms(wall_ns, 0.99),
+        "cpu_p50_ms": _percentile_ms(cpu_ns, 0.50),
+        "cpu_p99_ms": _percentile_ms(cpu_ns, 0.99),
         "mean_ms": round(statistics.fmean(wall_ns) / 1e6, 4),
     }
 

@@ -6,11 +6,12 @@ names here and the backend sends tasks by name.
 
 from __future__ import annotations
 
-# One task per lease step; each takes the lease id (an int) and nothing else, so that a
-# redelivered message is harmless (tasks are idempotent on the lease id).
+# The one task the backend sends: take a matched lease as far as it goes (accept, launch,
+# attest). It takes the lease id (an int) and nothing else, so that a redelivered message
+# is harmless (the task is idempotent on the lease id). Re-attesting and stopping are the
+# agent's own schedule (its reconciler), not messages: a broker outage must not make a
+# node miss an attestation deadline or keep a guest whose lease closed.
 TASK_HANDLE_LEASE = "cvm.node.handle_lease"
-TASK_REATTEST = "cvm.node.reattest"
-TASK_STOP_LEASE = "cvm.node.stop_lease"
 
 
 def node_queue(node_address: str) -> str:

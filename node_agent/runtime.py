@@ -89,8 +89,8 @@ def node_capacity(settings: Settings, chain: ChainClient, node_address: str) -> 
         raise AgentError(f"node {node_address} is not registered: `cvm node register` first")
     return Resources(
         vcpu=settings.node_capacity_vcpus or node.vcpu,
-        memory_mb=settings.node_capacity_memory_mib or node.memory_mib,
-        disk_gb=settings.node_capacity_disk_gib or node.disk_gib,
+        memory_mib=settings.node_capacity_memory_mib or node.memory_mib,
+        disk_gib=settings.node_capacity_disk_gib or node.disk_gib,
     )
 
 

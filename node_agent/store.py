@@ -3,6 +3,8 @@
 It survives a SIGKILL of the agent: every step writes here before it acts on the world
 (a report is stored before it is uploaded or submitted), so a restarted agent resumes
 instead of repeating. Every connection is short-lived, so worker processes can share it.
+The schema is versioned (SQLite's user_version): a store written by an older agent is
+upgraded in place when opened, so its leases and reports are never lost to an upgrade.
 """
 
 from __future__ import annotations
@@ -17,33 +19,49 @@ from pathlib import Path
 
 from node_agent.errors import AgentError, CapacityExceeded
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS leases (
-    lease_id INTEGER PRIMARY KEY,
-    state TEXT NOT NULL,
-    vcpu INTEGER NOT NULL,
-    memory_mb INTEGER NOT NULL,
-    disk_gb INTEGER NOT NULL,
-    expected_measurement BLOB NOT NULL,
-    reattest_interval INTEGER NOT NULL,
-    accept_tx TEXT,
-    reason TEXT NOT NULL DEFAULT '',
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS submissions (
-    lease_id INTEGER NOT NULL,
-    nonce INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    report BLOB NOT NULL,
-    report_hash BLOB NOT NULL,
-    vcek BLOB NOT NULL,
-    cert_chain BLOB NOT NULL,
-    evidence_hash TEXT,
-    tx_hash TEXT,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (lease_id, nonce)
-);
-"""
+# Each step brings a store from the version before it (PRAGMA user_version) to its own, so a
+# store written by an older agent is upgraded in place when it is opened.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the first agent's tables (stores it made carry user_version 0 and these tables).
+    (
+        """CREATE TABLE IF NOT EXISTS leases (
+            lease_id INTEGER PRIMARY KEY,
+            state TEXT NOT NULL,
+            vcpu INTEGER NOT NULL,
+            memory_mb INTEGER NOT NULL,
+            disk_gb INTEGER NOT NULL,
+            expected_measurement BLOB NOT NULL,
+            reattest_interval INTEGER NOT NULL,
+            accept_tx TEXT,
+            reason TEXT NOT NULL DEFAULT '',
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS submissions (
+            lease_id INTEGER NOT NULL,
+            nonce INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            report BLOB NOT NULL,
+            report_hash BLOB NOT NULL,
+            vcek BLOB NOT NULL,
+            cert_chain BLOB NOT NULL,
+            evidence_hash TEXT,
+            tx_hash TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (lease_id, nonce)
+        )""",
+    ),
+    # 2: the chain's units in the column names; where the reconciler's event scans got to.
+    (
+        "ALTER TABLE leases RENAME COLUMN memory_mb TO memory_mib",
+        "ALTER TABLE leases RENAME COLUMN disk_gb TO disk_gib",
+        """CREATE TABLE checkpoints (
+            name TEXT PRIMARY KEY,
+            next_block INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class LeaseState(StrEnum):
@@ -58,6 +76,10 @@ class LeaseState(StrEnum):
 
 
 ACTIVE_STATES = (LeaseState.RESERVED, LeaseState.ACCEPTED, LeaseState.LAUNCHED, LeaseState.ATTESTED)
+_SUM_OF_ACTIVE = (
+    "SELECT COALESCE(SUM(vcpu),0), COALESCE(SUM(memory_mib),0), COALESCE(SUM(disk_gib),0)"  # noqa: S608
+    f" FROM leases WHERE state IN ({','.join('?' for _ in ACTIVE_STATES)}) AND lease_id IS NOT ?"
+)
 
 
 class SubmissionState(StrEnum):
@@ -73,19 +95,21 @@ class Resources:
     """Guest resources, in the units the chain's lease spec uses."""
 
     vcpu: int
-    memory_mb: int
-    disk_gb: int
+    memory_mib: int
+    disk_gib: int
 
     def fits_within(self, other: Resources) -> bool:
         return (
             self.vcpu <= other.vcpu
-            and self.memory_mb <= other.memory_mb
-            and self.disk_gb <= other.disk_gb
+            and self.memory_mib <= other.memory_mib
+            and self.disk_gib <= other.disk_gib
         )
 
     def minus(self, other: Resources) -> Resources:
         return Resources(
-            self.vcpu - other.vcpu, self.memory_mb - other.memory_mb, self.disk_gb - other.disk_gb
+            self.vcpu - other.vcpu,
+            self.memory_mib - other.memory_mib,
+            self.disk_gib - other.disk_gib,
         )
 
 
@@ -125,7 +149,22 @@ class AgentStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the store to `SCHEMA_VERSION`, one step at a time, each in one transaction
+        (agents sharing the store may open it at once: the write lock orders them)."""
+        with self._transaction() as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise AgentError(
+                    f"{self.path} has schema version {version}; this agent knows up to "
+                    f"{SCHEMA_VERSION}: run the newer agent or move the store aside"
+                )
+            for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number:d}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -159,7 +198,7 @@ class AgentStore:
         return LeaseRecord(
             lease_id=row["lease_id"],
             state=LeaseState(row["state"]),
-            resources=Resources(row["vcpu"], row["memory_mb"], row["disk_gb"]),
+            resources=Resources(row["vcpu"], row["memory_mib"], row["disk_gib"]),
             expected_measurement=bytes(row["expected_measurement"]),
             reattest_interval=row["reattest_interval"],
             accept_tx=row["accept_tx"],
@@ -183,10 +222,7 @@ class AgentStore:
     @staticmethod
     def _used(conn: sqlite3.Connection, excluding: int | None = None) -> Resources:
         row = conn.execute(
-            "SELECT COALESCE(SUM(vcpu),0), COALESCE(SUM(memory_mb),0), COALESCE(SUM(disk_gb),0)"
-            " FROM leases WHERE state IN ('reserved','accepted','launched','attested')"
-            " AND lease_id IS NOT ?",
-            (excluding,),
+            _SUM_OF_ACTIVE, (*(str(state) for state in ACTIVE_STATES), excluding)
         ).fetchone()
         return Resources(int(row[0]), int(row[1]), int(row[2]))
 
@@ -216,15 +252,15 @@ class AgentStore:
             state = LeaseState.RESERVED if fits else LeaseState.REFUSED
             reason = "" if fits else f"needs {resources}, free {free}"
             conn.execute(
-                "INSERT OR REPLACE INTO leases (lease_id, state, vcpu, memory_mb, disk_gb,"
+                "INSERT OR REPLACE INTO leases (lease_id, state, vcpu, memory_mib, disk_gib,"
                 " expected_measurement, reattest_interval, reason, updated_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     lease_id,
                     str(state),
                     resources.vcpu,
-                    resources.memory_mb,
-                    resources.disk_gb,
+                    resources.memory_mib,
+                    resources.disk_gib,
                     expected_measurement,
                     reattest_interval,
                     reason,
@@ -329,4 +365,23 @@ class AgentStore:
                 "UPDATE submissions SET state = ?, tx_hash = COALESCE(?, tx_hash), updated_at = ?"
                 " WHERE lease_id = ? AND nonce = ?",
                 (str(SubmissionState.SUBMITTED), tx_hash, time.time(), lease_id, nonce),
+            )
+
+    # --- checkpoints ------------------------------------------------------------------
+    def checkpoint(self, name: str) -> int | None:
+        """The next block the scan `name` has to read, or None if it never completed."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT next_block FROM checkpoints WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def save_checkpoint(self, name: str, next_block: int) -> None:
+        """Record that the scan `name` has handled every block before `next_block`."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO checkpoints (name, next_block, updated_at) VALUES (?,?,?)"
+                " ON CONFLICT (name) DO UPDATE SET next_block = excluded.next_block,"
+                " updated_at = excluded.updated_at",
+                (name, next_block, time.time()),
             )

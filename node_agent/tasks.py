@@ -1,6 +1,6 @@
 """The Celery side of the agent: the app, its thin idempotent tasks, and the scheduler.
 
-Tasks take a lease id and call one `NodeAgent` method; `acks_late` with
+The one task takes a lease id and calls one `NodeAgent` method; `acks_late` with
 `task_reject_on_worker_lost` means a message whose worker died is delivered again, and
 the agent's idempotence makes that harmless. Failures that may pass (RPC down, backend
 down, a launcher hiccup) are retried with exponential backoff, a bounded number of times;
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from celery import Celery, Task
 
 from cvm.api_client import ApiError
 from cvm.chain import ChainError
-from cvm.dispatch import TASK_HANDLE_LEASE, TASK_REATTEST, TASK_STOP_LEASE, node_queue
+from cvm.dispatch import TASK_HANDLE_LEASE, node_queue
 from node_agent.agent import NodeAgent
 from node_agent.errors import LauncherError
 
@@ -54,9 +55,14 @@ def make_celery(
 
 
 def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int) -> None:
-    """Bind the three lease tasks (by the names the backend sends) to `agent()`."""
+    """Bind the lease task (by the name the backend sends) to `agent()`.
+
+    Re-attestation and stopping are not tasks: the scheduler's reconciler passes do them
+    in this process, so they go on while the broker is down.
+    """
     options: dict[str, Any] = {
         "bind": True,
+        "shared": False,  # this app's agent only, not every Celery app in the process
         "acks_late": True,
         "autoretry_for": RETRYABLE,
         "retry_backoff": 1,
@@ -69,17 +75,12 @@ def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int
     def handle_lease(self: Task, lease_id: int) -> str:
         return str(agent().handle_lease(int(lease_id)))
 
-    @app.task(name=TASK_REATTEST, **options)
-    def reattest(self: Task, lease_id: int) -> bool:
-        return agent().reattest(int(lease_id))
-
-    @app.task(name=TASK_STOP_LEASE, **options)
-    def stop_lease(self: Task, lease_id: int) -> str:
-        return str(agent().stop_lease(int(lease_id)))
-
 
 class Scheduler:
     """Runs the reconciler (at start, then every `reconcile_s`) and heartbeats in one thread.
+
+    The reconciler's passes are also what re-attests leases when due and stops those that
+    closed or ran out; they need the chain, not the broker.
 
     It lives in the worker process, so it dies with it: no orphaned beat process after a
     SIGKILL. A failed pass is logged and tried again at the next tick.
@@ -100,8 +101,6 @@ class Scheduler:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        import time
-
         next_reconcile = next_heartbeat = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()

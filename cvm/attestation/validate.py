@@ -3,7 +3,9 @@
 `verify` says AMD signed the report; this layer says whether its contents are acceptable:
 the right image (measurement), the right lease (REPORT_DATA binding), a production policy
 (no debug), firmware recent enough (minimum TCB), the expected VMPL and product line, and
-not too old. Every check that fails is reported, each with its own `Reason`.
+not too old. Every check that fails is reported, each with its own `Reason`. As in
+go-sev-guest, the checks come in groups, each a function of its own: the report's fields,
+the guest policy, the TCB, the platform (VMPL, product, signing key) and freshness.
 """
 
 from __future__ import annotations
@@ -90,14 +92,9 @@ def _mismatch(reason: Reason, name: str, expected: bytes, found: bytes) -> Failu
     return Failure(reason, f"{name}: expected {expected.hex()}, found {found.hex()}")
 
 
-def validate_report(
-    verified: VerifiedReport,
-    policy: Policy,
-    *,
-    collected_at: datetime | None = None,
-    now: datetime | None = None,
-) -> ValidationResult:
-    """Check a verified report against `policy`; collect every failure."""
+# --- field checks: values the report must carry verbatim (go-sev-guest's verbatim fields) --
+def check_fields(verified: VerifiedReport, policy: Policy) -> list[Failure]:
+    """MEASUREMENT, REPORT_DATA (exact or bound to a lease) and HOST_DATA."""
     report = verified.report
     failures: list[Failure] = []
     if policy.measurements and report.measurement not in set(policy.measurements):
@@ -130,6 +127,14 @@ def validate_report(
         failures.append(
             _mismatch(Reason.HOST_DATA_MISMATCH, "HOST_DATA", policy.host_data, report.host_data)
         )
+    return failures
+
+
+# --- policy checks: the guest policy the launch was made with -----------------------------
+def check_guest_policy(verified: VerifiedReport, policy: Policy) -> list[Failure]:
+    """The POLICY bits: no DEBUG unless allowed, no migration agent unless allowed."""
+    report = verified.report
+    failures: list[Failure] = []
     if report.policy.debug and not policy.allow_debug:
         failures.append(
             Failure(
@@ -144,6 +149,13 @@ def validate_report(
                 f"POLICY: expected MIGRATE_MA (bit 18) clear, found POLICY {report.policy.raw:#x}",
             )
         )
+    return failures
+
+
+# --- TCB checks: firmware and guest versions ------------------------------------------
+def check_tcb(verified: VerifiedReport, policy: Policy) -> list[Failure]:
+    """REPORTED_TCB at least the minimum, component by component; GUEST_SVN at least its own."""
+    failures: list[Failure] = []
     if policy.minimum_tcb is not None:
         reported = verified.reported_tcb
         low = reported.at_least(policy.minimum_tcb)
@@ -154,19 +166,25 @@ def validate_report(
                 for n in low
             )
             failures.append(Failure(Reason.TCB_TOO_LOW, f"REPORTED_TCB: {detail}"))
-    if policy.minimum_guest_svn is not None and report.guest_svn < policy.minimum_guest_svn:
+    guest_svn = verified.report.guest_svn
+    if policy.minimum_guest_svn is not None and guest_svn < policy.minimum_guest_svn:
         failures.append(
             Failure(
                 Reason.GUEST_SVN_TOO_LOW,
-                f"GUEST_SVN: expected >= {policy.minimum_guest_svn:#x}, "
-                f"found {report.guest_svn:#x}",
+                f"GUEST_SVN: expected >= {policy.minimum_guest_svn:#x}, found {guest_svn:#x}",
             )
         )
-    if policy.vmpl is not None and report.vmpl != policy.vmpl:
+    return failures
+
+
+# --- platform checks: where the report came from --------------------------------------
+def check_platform(verified: VerifiedReport, policy: Policy) -> list[Failure]:
+    """The VMPL that asked for the report, the product line and the kind of signing key."""
+    failures: list[Failure] = []
+    vmpl = verified.report.vmpl
+    if policy.vmpl is not None and vmpl != policy.vmpl:
         failures.append(
-            Failure(
-                Reason.VMPL_MISMATCH, f"VMPL: expected {policy.vmpl:#x}, found {report.vmpl:#x}"
-            )
+            Failure(Reason.VMPL_MISMATCH, f"VMPL: expected {policy.vmpl:#x}, found {vmpl:#x}")
         )
     if policy.allowed_products is not None and verified.product not in policy.allowed_products:
         allowed = ", ".join(sorted(p.value for p in policy.allowed_products))
@@ -184,24 +202,51 @@ def validate_report(
                 f"SIGNING_KEY: expected one of [{allowed}], found {verified.signer.name}",
             )
         )
-    if policy.max_age is not None:
-        if collected_at is None:
-            failures.append(
-                Failure(
-                    Reason.REPORT_AGE_UNKNOWN,
-                    f"report age: a maximum of {policy.max_age} is required but the "
-                    "collection time is unknown",
-                )
+    return failures
+
+
+# --- freshness: the report carries no time, so its collection time is the caller's -------
+def check_freshness(
+    policy: Policy, collected_at: datetime | None, now: datetime | None
+) -> list[Failure]:
+    """At most `max_age` between collection and `now` (now: the current time if None)."""
+    if policy.max_age is None:
+        return []
+    if collected_at is None:
+        return [
+            Failure(
+                Reason.REPORT_AGE_UNKNOWN,
+                f"report age: a maximum of {policy.max_age} is required but the "
+                "collection time is unknown",
             )
-        else:
-            current = now or datetime.now(UTC)
-            age = current - collected_at
-            if age > policy.max_age:
-                failures.append(
-                    Failure(
-                        Reason.REPORT_TOO_OLD,
-                        f"report age: expected <= {policy.max_age}, found {age} "
-                        f"(collected {collected_at.isoformat()})",
-                    )
-                )
-    return ValidationResult(tuple(failures))
+        ]
+    age = (now or datetime.now(UTC)) - collected_at
+    if age <= policy.max_age:
+        return []
+    return [
+        Failure(
+            Reason.REPORT_TOO_OLD,
+            f"report age: expected <= {policy.max_age}, found {age} "
+            f"(collected {collected_at.isoformat()})",
+        )
+    ]
+
+
+def validate_report(
+    verified: VerifiedReport,
+    policy: Policy,
+    *,
+    collected_at: datetime | None = None,
+    now: datetime | None = None,
+) -> ValidationResult:
+    """Check a verified report against `policy`; collect every failure, in a fixed order:
+    fields, guest policy, TCB, platform, freshness."""
+    return ValidationResult(
+        (
+            *check_fields(verified, policy),
+            *check_guest_policy(verified, policy),
+            *check_tcb(verified, policy),
+            *check_platform(verified, policy),
+            *check_freshness(policy, collected_at, now),
+        )
+    )

@@ -21,8 +21,8 @@ class GuestSpec:
 
     lease_id: int
     vcpu: int
-    memory_mb: int
-    disk_gb: int
+    memory_mib: int
+    disk_gib: int
     expected_measurement: bytes  # 48 bytes: what the renter expects the guest to measure as
 
 

@@ -108,14 +108,20 @@ class QemuLauncher(Launcher):
             "-smp",
             str(spec.vcpu),
             "-m",
-            f"{spec.memory_mb}M",
+            f"{spec.memory_mib}M",
             "-nodefaults",
             "-display",
             "none",
             "-serial",
             f"file:{directory / 'serial.log'}",
+            *self.control_args(spec.lease_id, directory),
+        ]
+
+    def control_args(self, lease_id: int, directory: Path) -> list[str]:
+        """The QMP socket, pid file and daemon mode every guest of ours is started with."""
+        return [
             "-qmp",
-            f"unix:{self.qmp_socket(spec.lease_id)},server=on,wait=off",
+            f"unix:{self.qmp_socket(lease_id)},server=on,wait=off",
             "-pidfile",
             str(directory / "qemu.pid"),
             "-daemonize",
@@ -136,8 +142,8 @@ class QemuLauncher(Launcher):
                 {
                     "lease_id": spec.lease_id,
                     "vcpu": spec.vcpu,
-                    "memory_mb": spec.memory_mb,
-                    "disk_gb": spec.disk_gb,
+                    "memory_mib": spec.memory_mib,
+                    "disk_gib": spec.disk_gib,
                     "expected_measurement": spec.expected_measurement.hex(),
                 }
             )

@@ -154,7 +154,7 @@ class QemuSnpLauncher(QemuLauncher):
             "-machine",
             "q35,confidential-guest-support=sev0,memory-backend=ram1,vmport=off",
             "-object",
-            f"memory-backend-memfd,id=ram1,size={spec.memory_mb}M,share=true,prealloc=false",
+            f"memory-backend-memfd,id=ram1,size={spec.memory_mib}M,share=true,prealloc=false",
             "-object",
             f"sev-snp-guest,id=sev0,cbitpos={image.cbitpos},"
             f"reduced-phys-bits={image.reduced_phys_bits},policy={image.policy:#x},"
@@ -162,7 +162,7 @@ class QemuSnpLauncher(QemuLauncher):
             "-smp",
             str(spec.vcpu),
             "-m",
-            f"{spec.memory_mb}M",
+            f"{spec.memory_mib}M",
             "-bios",
             str(image.ovmf),
             *kernel_args,
@@ -178,11 +178,7 @@ class QemuSnpLauncher(QemuLauncher):
             "-device",
             f"virtserialport,chardev=attest0,name={GUEST_CHANNEL}",
             *image.extra_devices,
-            "-qmp",
-            f"unix:{self.qmp_socket(spec.lease_id)},server=on,wait=off",
-            "-pidfile",
-            str(directory / "qemu.pid"),
-            "-daemonize",
+            *self.control_args(spec.lease_id, directory),
         ]
 
     def launch(self, spec: GuestSpec) -> GuestInfo:

@@ -39,8 +39,8 @@ class SimulatedLauncher(Launcher):
         record = {
             "lease_id": spec.lease_id,
             "vcpu": spec.vcpu,
-            "memory_mb": spec.memory_mb,
-            "disk_gb": spec.disk_gb,
+            "memory_mib": spec.memory_mib,
+            "disk_gib": spec.disk_gib,
             "expected_measurement": spec.expected_measurement.hex(),
         }
         # Written whole then renamed: a crash never leaves half a guest behind.

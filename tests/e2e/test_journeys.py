@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from cvm.wallet import load_account, read_password_file
 from devstack import DEMO_MEASUREMENT
 from tests.e2e.conftest import Stack, new_wallet, password_file
 from tests.e2e.harness import descendants, group_alive, pid_alive
+from tests.fixtures.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,16 +41,6 @@ def node_name(stack: Stack, address: str) -> str:
         if node["address"].lower() == address.lower():
             return str(node["name"])
     raise AssertionError(f"{address} is not a node of the stack")
-
-
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_rent_attest_dapp_topup_close_refund(stack: Stack) -> None:
@@ -158,10 +148,10 @@ def test_deposit_runs_out(stack: Stack) -> None:
         shown = stack.cli.json("lease", "show", str(lease_id), *frank[:2])
         return shown if shown["status"] == "closed" else None
 
-    final = wait_for(settled, 60, "the agent to settle the exhausted lease")
+    final = wait_for(settled, 60, interval=0.5, what="the agent to settle the exhausted lease")
     assert final["close_reason"] == "exhausted"
     assert final["earned"] == 6 * NODE0_PRICE
-    wait_for(lambda: not guest.exists(), 30, "the agent to stop the guest")
+    wait_for(lambda: not guest.exists(), 30, interval=0.5, what="the agent to stop the guest")
 
 
 def test_node_killed_mid_lease(stack: Stack) -> None:
@@ -179,7 +169,7 @@ def test_node_killed_mid_lease(stack: Stack) -> None:
         pid = next(n["pid"] for n in stack.cli.state()["nodes"] if n["name"] == name)
         return pid if pid != old_pid else None
 
-    wait_for(restarted, 30, "cvm up to restart the killed agent")
+    wait_for(restarted, 30, interval=0.5, what="cvm up to restart the killed agent")
     # The lease survived on chain; the restarted agent reconciles and keeps serving.
     shown = stack.cli.json("lease", "show", str(lease_id), *grace[:2])
     assert shown["status"] == "active" and shown["attestation"]["status"] == "verified"

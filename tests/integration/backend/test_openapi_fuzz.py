@@ -21,7 +21,7 @@ from backend.api.deps import AppContext
 from backend.store import Store
 from cvm.api_models import ChainInfo
 from cvm.config import Settings
-from tests.fixtures.services import free_port
+from tests.fixtures.processes import free_port
 from tests.unit.backend.factories import add_lease, add_node
 
 pytestmark = pytest.mark.integration

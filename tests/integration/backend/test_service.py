@@ -7,13 +7,11 @@ accepts on chain. Heartbeats and reads go through `cvm.api_client` over real HTT
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-import uvicorn
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from eth_account.signers.local import LocalAccount
@@ -26,7 +24,7 @@ from cvm.config import Settings
 from cvm.dispatch import TASK_HANDLE_LEASE, node_queue
 from cvm.eip712 import Heartbeat, sign_heartbeat
 from tests.fixtures.chain import NODE_SPEC, STAKE, ChainSystem
-from tests.fixtures.services import free_port
+from tests.fixtures.processes import serving, wait_for
 from tests.unit.backend.factories import Clock
 
 pytestmark = pytest.mark.integration
@@ -60,19 +58,8 @@ def service(
 
 @pytest.fixture
 def api_url(service: BackendService) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(service.app) as url:
+        yield url
 
 
 def _heartbeat(api: ApiClient, node: LocalAccount, clock: Clock, vcpus: int = 16) -> None:
@@ -116,7 +103,7 @@ def test_lease_is_matched_dispatched_and_falls_back(
     worker_app.conf.update(task_default_queue=node_queue(node_b.address))
     node_chain = ChainClient(chain.anvil.w3, chain.deployment, node_b)
 
-    @worker_app.task(name=TASK_HANDLE_LEASE)
+    @worker_app.task(name=TASK_HANDLE_LEASE, shared=False)
     def handle_lease(lease_id: int) -> None:
         received.append(lease_id)
         node_chain.leases.accept_lease(lease_id)
@@ -132,16 +119,14 @@ def test_lease_is_matched_dispatched_and_falls_back(
 
         clock.advance(31)  # A never accepted: B is next
         service.step()
-        deadline = time.monotonic() + 30
-        while not received:
-            assert time.monotonic() < deadline, "node B's worker never got the lease"
-            time.sleep(0.1)
+        wait_for(lambda: received, timeout=30, what="node B's worker to get the lease")
         assert received == [lease_id]
-        deadline = time.monotonic() + 30
-        while api.get_lease(lease_id).status != "active":
-            assert time.monotonic() < deadline, "the lease was not accepted"
+
+        def accepted() -> bool:
             service.step()
-            time.sleep(0.1)
+            return api.get_lease(lease_id).status == "active"
+
+        wait_for(accepted, timeout=30, interval=0.1, what="the lease to be accepted")
 
     lease = api.get_lease(lease_id)
     assert lease.node == node_b.address

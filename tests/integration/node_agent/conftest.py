@@ -13,7 +13,7 @@ from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.store import AgentStore, Resources
 from tests.fixtures.chain import ChainSystem
 
-NODE_CAPACITY = Resources(vcpu=16, memory_mb=65_536, disk_gb=500)
+NODE_CAPACITY = Resources(vcpu=16, memory_mib=65_536, disk_gib=500)
 
 
 @pytest.fixture(scope="session")

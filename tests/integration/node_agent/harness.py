@@ -11,13 +11,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import redis
-import uvicorn
 from cryptography import x509
 from eth_account.signers.local import LocalAccount
 
@@ -25,26 +23,10 @@ from backend.service import BackendService
 from cvm.chain import Deployment
 from cvm.config import Settings
 from cvm.wallet import import_keystore
-from tests.fixtures.services import _redis_server_binary, free_port
+from tests.fixtures.processes import free_port, serving, wait_for
+from tests.fixtures.services import _redis_server_binary
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05, what: str = ""
-) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # the thing polled may be briefly unreachable
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or condition} (last error: {last_error})")
 
 
 class RedisServer:
@@ -190,22 +172,15 @@ class Backend:
         self.service = BackendService(
             self.settings, deployment, w3, verifier_account=verifier, trusted_roots=trusted_roots
         )
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.service.app, host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.url = ""  # known once started
+        self._serving = ExitStack()
 
     def start(self) -> None:
         self.service.start()
-        self._thread.start()
-        wait_for(lambda: self._server.started, timeout=30, what="backend API")
+        self.url = self._serving.enter_context(serving(self.service.app))
 
     def close(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
+        self._serving.close()
         self.service.close()
 
 

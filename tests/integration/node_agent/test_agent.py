@@ -20,6 +20,16 @@ from tests.fixtures.chain import MEASUREMENT, ChainSystem
 pytestmark = pytest.mark.integration
 
 
+def _verified_lease(chain: ChainSystem, agent: NodeAgent, **lease: int) -> int:
+    """A lease of a staked node that `agent` took and whose attestation the verifier passed."""
+    chain.staked_node()
+    lease_id = chain.open_lease(**lease)
+    agent.handle_lease(lease_id)
+    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
+    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    return lease_id
+
+
 def test_handle_lease_accepts_launches_and_submits_a_bound_report(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
@@ -60,7 +70,7 @@ def test_a_lease_that_does_not_fit_is_refused_and_left_open(
 ) -> None:
     chain.staked_node()
     lease_id = chain.open_lease()  # 4 vCPUs
-    agent = make_agent(capacity=Resources(vcpu=2, memory_mb=65_536, disk_gb=500))
+    agent = make_agent(capacity=Resources(vcpu=2, memory_mib=65_536, disk_gib=500))
     with pytest.raises(CapacityExceeded):
         agent.handle_lease(lease_id)
     assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.OPEN
@@ -71,7 +81,7 @@ def test_capacity_is_shared_between_leases(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
     chain.staked_node()
-    agent = make_agent(capacity=Resources(vcpu=8, memory_mb=65_536, disk_gb=500))
+    agent = make_agent(capacity=Resources(vcpu=8, memory_mib=65_536, disk_gib=500))
     first, second, third = (chain.open_lease() for _ in range(3))
     agent.handle_lease(first)
     agent.handle_lease(second)
@@ -100,12 +110,8 @@ def test_a_lease_taken_by_another_node_is_dropped(
 def test_reattest_when_due_after_verification(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
-    chain.staked_node()
-    lease_id = chain.open_lease()
     agent = make_agent()
-    agent.handle_lease(lease_id)
-    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
-    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    lease_id = _verified_lease(chain, agent)
     assert agent.reattest(lease_id) is False  # verified and not yet due
     chain.advance(3_600)  # the re-attestation interval of the lease spec
     assert agent.reattest(lease_id) is True
@@ -199,12 +205,8 @@ def test_a_lease_the_chain_will_not_let_us_accept_frees_its_capacity(
 def test_a_lease_that_ran_out_is_settled_and_its_guest_stopped(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
-    chain.staked_node()
-    lease_id = chain.open_lease(deposit=10**16)  # about 2,500 s at the lease's rate
     agent = make_agent()
-    agent.handle_lease(lease_id)
-    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
-    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    lease_id = _verified_lease(chain, agent, deposit=10**16)  # about 2,500 s at its rate
     assert agent.reconcile().stopped == []  # paid for: keeps running
     chain.advance(3_000)
     assert agent.reconcile().stopped == [lease_id]
@@ -216,12 +218,8 @@ def test_a_lease_that_ran_out_is_settled_and_its_guest_stopped(
 def test_a_relaunched_guest_is_attested_again(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
-    chain.staked_node()
-    lease_id = chain.open_lease()
     agent = make_agent()
-    agent.handle_lease(lease_id)
-    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
-    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    lease_id = _verified_lease(chain, agent)
     agent.launcher.stop(lease_id)  # the host rebooted: the verified guest is gone
     result = agent.reconcile()
     assert (result.relaunched, result.attested) == ([lease_id], [lease_id])

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from cvm.cli import app
 from cvm.wallet import import_keystore, read_keystore_info
 from tests.fixtures.chain import TOKEN, ChainSystem
-from tests.integration.node_agent.harness import REPO, wait_for
+from tests.fixtures.processes import wait_for
+from tests.integration.node_agent.harness import REPO
 
 pytestmark = pytest.mark.integration
 

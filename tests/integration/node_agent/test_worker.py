@@ -20,13 +20,8 @@ from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.store import AgentStore, LeaseState, SubmissionState
 from tests.fixtures.chain import LEASE_SPEC, NODE_SPEC, ChainSystem
-from tests.integration.node_agent.harness import (
-    AgentProcess,
-    Backend,
-    RedisServer,
-    RpcLink,
-    wait_for,
-)
+from tests.fixtures.processes import wait_for
+from tests.integration.node_agent.harness import AgentProcess, Backend, RedisServer, RpcLink
 from tests.integration.node_agent.qemu import ensure_qemu
 
 pytestmark = pytest.mark.integration

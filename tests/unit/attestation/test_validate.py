@@ -21,6 +21,13 @@ from cvm.attestation import (
     validate_report,
     verify_report,
 )
+from cvm.attestation.validate import (
+    check_fields,
+    check_freshness,
+    check_guest_policy,
+    check_platform,
+    check_tcb,
+)
 
 from .conftest import report_bytes, vcek_bytes
 
@@ -171,3 +178,34 @@ def test_all_failures_are_collected(verified: VerifiedReport) -> None:
 
 def test_binding_helper_matches_report_data(verified: VerifiedReport) -> None:
     assert verified.report.report_data == build_report_data(31337, REGISTRY, 7, 2, b"pk")
+
+
+def test_each_group_of_checks_reports_only_its_own_fields(verified: VerifiedReport) -> None:
+    """Fields, guest policy, TCB, platform and freshness each check their part, in that order."""
+    policy = Policy(
+        measurements=[bytes(48)],
+        minimum_guest_svn=4,
+        vmpl=2,
+        max_age=timedelta(minutes=1),
+    )
+    by_group = {
+        "fields": check_fields(verified, policy),
+        "guest_policy": check_guest_policy(verified, policy),
+        "tcb": check_tcb(verified, policy),
+        "platform": check_platform(verified, policy),
+        "freshness": check_freshness(policy, None, None),
+    }
+    assert {name: [f.reason for f in found] for name, found in by_group.items()} == {
+        "fields": [Reason.MEASUREMENT_MISMATCH],
+        "guest_policy": [],
+        "tcb": [Reason.GUEST_SVN_TOO_LOW],
+        "platform": [Reason.VMPL_MISMATCH],
+        "freshness": [Reason.REPORT_AGE_UNKNOWN],
+    }
+    assert reasons(verified, policy) == [
+        Reason.MEASUREMENT_MISMATCH,
+        Reason.GUEST_SVN_TOO_LOW,
+        Reason.VMPL_MISMATCH,
+        Reason.REPORT_AGE_UNKNOWN,
+    ]
+    assert "GUEST_SVN: expected >= 0x4, found 0x3" in by_group["tcb"][0].message

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from backend.api import create_app
@@ -16,7 +14,7 @@ from backend.api.deps import AppContext
 from backend.store import Store
 from cvm.api_models import ChainInfo
 from cvm.config import Settings
-from tests.fixtures.services import free_port
+from tests.fixtures.processes import serving
 from tests.unit.backend.factories import Clock
 
 
@@ -69,16 +67,5 @@ def client(context: AppContext) -> Iterator[TestClient]:
 @pytest.fixture
 def live_api(context: AppContext) -> Iterator[str]:
     """The app served by a real uvicorn on a free port (for `cvm.api_client` over HTTP)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(context), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(context)) as url:
+        yield url

@@ -9,7 +9,7 @@ from backend.store import Match, Store
 from cvm.api_client import ApiClient, ApiError
 from cvm.api_models import private_spec_hash
 from cvm.eip712 import Heartbeat, sign_heartbeat
-from tests.fixtures.services import free_port
+from tests.fixtures.processes import free_port
 from tests.unit.backend.factories import Clock, add_lease, add_node, new_account
 from tests.unit.backend.test_api_evidence_health import bundle
 

@@ -35,7 +35,7 @@ IMAGE = SnpImage(
     initrd=Path("images/initrd.img"),
     cmdline="console=ttyS0 root=/dev/vda",
 )
-SPEC = GuestSpec(lease_id=7, vcpu=2, memory_mb=2048, disk_gb=20, expected_measurement=bytes(48))
+SPEC = GuestSpec(lease_id=7, vcpu=2, memory_mib=2048, disk_gib=20, expected_measurement=bytes(48))
 
 
 @pytest.fixture

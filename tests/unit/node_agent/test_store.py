@@ -1,21 +1,29 @@
-"""The agent's durable store: capacity is reserved atomically, one report per nonce."""
+"""The agent's durable store: capacity is reserved atomically, one report per nonce, older
+stores are upgraded in place, scan checkpoints persist."""
 
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from node_agent.errors import CapacityExceeded
-from node_agent.store import AgentStore, LeaseState, Resources, SubmissionState
+from node_agent.errors import AgentError, CapacityExceeded
+from node_agent.store import (
+    SCHEMA_VERSION,
+    AgentStore,
+    LeaseState,
+    Resources,
+    SubmissionState,
+)
 
-CAPACITY = Resources(vcpu=8, memory_mb=16384, disk_gb=100)
+CAPACITY = Resources(vcpu=8, memory_mib=16384, disk_gib=100)
 MEASUREMENT = bytes(range(48))
 
 
-def _reserve(store: AgentStore, lease_id: int, vcpu: int, memory_mb: int = 1024) -> None:
-    store.reserve(lease_id, Resources(vcpu, memory_mb, 10), MEASUREMENT, 3600, CAPACITY)
+def _reserve(store: AgentStore, lease_id: int, vcpu: int, memory_mib: int = 1024) -> None:
+    store.reserve(lease_id, Resources(vcpu, memory_mib, 10), MEASUREMENT, 3600, CAPACITY)
 
 
 def test_reserve_holds_capacity_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
@@ -48,9 +56,9 @@ def test_stopped_lease_frees_capacity(tmp_path: Path) -> None:
 
 def test_memory_and_disk_count_as_much_as_vcpus(tmp_path: Path) -> None:
     store = AgentStore(tmp_path / "agent.sqlite")
-    _reserve(store, 1, 1, memory_mb=16000)
+    _reserve(store, 1, 1, memory_mib=16000)
     with pytest.raises(CapacityExceeded):
-        _reserve(store, 2, 1, memory_mb=1024)
+        _reserve(store, 2, 1, memory_mib=1024)
 
 
 def _reserve_in_process(path: str, lease_id: int) -> bool:
@@ -100,3 +108,68 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     lease = AgentStore(path).get_lease(1)
     assert lease is not None and lease.state == LeaseState.LAUNCHED
     assert lease.expected_measurement == MEASUREMENT
+
+
+# The schema the first agents wrote (units in the old names, no user_version).
+_FIRST_SCHEMA = """
+CREATE TABLE leases (
+    lease_id INTEGER PRIMARY KEY, state TEXT NOT NULL, vcpu INTEGER NOT NULL,
+    memory_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL, expected_measurement BLOB NOT NULL,
+    reattest_interval INTEGER NOT NULL, accept_tx TEXT, reason TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE submissions (
+    lease_id INTEGER NOT NULL, nonce INTEGER NOT NULL, state TEXT NOT NULL,
+    report BLOB NOT NULL, report_hash BLOB NOT NULL, vcek BLOB NOT NULL,
+    cert_chain BLOB NOT NULL, evidence_hash TEXT, tx_hash TEXT, updated_at REAL NOT NULL,
+    PRIMARY KEY (lease_id, nonce)
+);
+"""
+
+
+def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_FIRST_SCHEMA)
+        conn.execute(
+            "INSERT INTO leases VALUES (4, 'attested', 2, 4096, 20, ?, 3600, '0xabc', '', 0)",
+            (MEASUREMENT,),
+        )
+        conn.execute(
+            "INSERT INTO submissions VALUES (4, 0, 'submitted', ?, ?, x'', x'', 'e', 't', 0)",
+            (b"r" * 1184, b"h" * 32),
+        )
+    conn.close()
+    store = AgentStore(path)
+    record = store.get_lease(4)
+    assert record is not None and record.state == LeaseState.ATTESTED
+    assert record.resources == Resources(vcpu=2, memory_mib=4096, disk_gib=20)
+    assert record.accept_tx == "0xabc"
+    assert [s.state for s in store.submissions(4)] == [SubmissionState.SUBMITTED]
+    assert store.used() == Resources(2, 4096, 20)
+    _reserve(store, 5, 1)  # and it takes new leases in the new columns
+    assert store.used() == Resources(3, 5120, 30)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+    assert AgentStore(path).used() == Resources(3, 5120, 30)  # reopening migrates nothing
+
+
+def test_a_store_of_a_newer_agent_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sqlite"
+    AgentStore(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(AgentError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        AgentStore(path)
+
+
+def test_checkpoints_are_kept_by_name_and_survive_reopening(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.sqlite")
+    assert store.checkpoint("scan") is None
+    store.save_checkpoint("scan", 120)
+    store.save_checkpoint("other", 7)
+    store.save_checkpoint("scan", 150)
+    reopened = AgentStore(tmp_path / "agent.sqlite")
+    assert (reopened.checkpoint("scan"), reopened.checkpoint("other")) == (150, 7)

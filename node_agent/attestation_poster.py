@@ -1,0 +1,150 @@
+"""The attestation poster: obtains a lease's report for the current nonce, uploads the
+evidence to the backend and submits the attestation on chain, once per nonce.
+
+It also decides when a standing attestation is due again (re-attestation). The store
+records each step before the next one acts on the world: the report for a nonce is
+stored before it is uploaded or submitted, so one nonce never gets two reports.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from eth_utils import keccak
+
+from cvm.api_client import ApiClient
+from cvm.attestation.abi import parse
+from cvm.attestation.binding import build_report_data
+from cvm.attestation.evidence import EvidenceBundle, report_hash
+from cvm.chain import AttestationStatus, ChainClient, ContractRevert
+from node_agent.faults import crash_point
+from node_agent.launcher.base import Launcher
+from node_agent.store import AgentStore, LeaseState, Submission, SubmissionState
+
+log = logging.getLogger(__name__)
+
+# Reverts by which the chain says this nonce was already used (by our own earlier attempt).
+_ALREADY_SUBMITTED = ("AttestationRegistry_StaleNonce", "AttestationRegistry_AttestationPending")
+
+
+class AttestationPoster:
+    """Attests the running guests of one node key. The caller holds the lease's lock and
+    has made sure its guest runs."""
+
+    def __init__(
+        self,
+        chain: ChainClient,
+        launcher: Launcher,
+        store: AgentStore,
+        *,
+        api: ApiClient | None = None,
+        reattest_margin_s: int = 60,
+    ) -> None:
+        self.chain = chain
+        self.launcher = launcher
+        self.store = store
+        self.api = api
+        self.reattest_margin_s = reattest_margin_s
+
+    def attest(self, lease_id: int, *, force: bool = False, fresh: bool = False) -> bool:
+        """Submit an attestation for the current nonce if one is due; True if one was sent.
+
+        `force`: attest now even if the standing (verified) one is not yet due, e.g. for a
+        guest started afresh. `fresh`: the caller accepted the lease under its lock just
+        now, so nothing can have been submitted yet: nonce 0, no attestation (two chain
+        reads saved on the hot path).
+        """
+        nonce = 0 if fresh else self._due_nonce(lease_id, force)
+        if nonce is None:
+            return False
+        submission = self.store.get_submission(lease_id, nonce)
+        if submission is None:
+            report_data = build_report_data(
+                self.chain.deployment.chain_id,
+                self.chain.deployment.attestation_registry,
+                lease_id,
+                nonce,
+            )
+            got = self.launcher.get_report(lease_id, report_data)
+            submission = self.store.record_report(
+                lease_id,
+                nonce,
+                got.report,
+                report_hash(got.report),
+                got.vcek_der,
+                got.cert_chain_pem,
+            )
+            crash_point("reported")
+        if submission.state == SubmissionState.REPORTED:
+            self._upload(submission)
+        return self._submit(lease_id, nonce, submission.report)
+
+    def _due_nonce(self, lease_id: int, force: bool) -> int | None:
+        """The nonce to attest now, or None while the latest attestation stands."""
+        latest = self.chain.attestations.attestation_of(lease_id)
+        nonce = self.chain.attestations.attestation_nonce(lease_id)
+        if latest.status == AttestationStatus.PENDING:
+            # Submitted (perhaps by us just before a crash): the verifiers have it now.
+            self._note_landed(lease_id, nonce - 1, latest.report_hash)
+            self._mark_attested(lease_id)
+            return None
+        if latest.status == AttestationStatus.REJECTED:
+            return None  # the market closes the lease; the stop path frees the guest
+        if latest.status == AttestationStatus.VERIFIED:
+            self._note_landed(lease_id, nonce - 1, latest.report_hash)
+            due_at = latest.expires_at - self.reattest_margin_s
+            if not force and self.chain.block_timestamp() < due_at:
+                self._mark_attested(lease_id)
+                return None
+        return nonce
+
+    def _upload(self, submission: Submission) -> None:
+        evidence = EvidenceBundle(
+            report=submission.report,
+            vcek=submission.vcek,
+            chain=submission.cert_chain,
+            chain_id=self.chain.deployment.chain_id,
+            registry=self.chain.deployment.attestation_registry,
+            lease_id=submission.lease_id,
+            nonce=submission.nonce,
+        )
+        if self.api is None:
+            evidence_hash = "0x" + evidence.evidence_hash.hex()  # offline: nowhere to publish
+        else:
+            evidence_hash = self.api.upload_evidence(evidence.encode())
+            crash_point("uploaded")
+        self.store.record_upload(submission.lease_id, submission.nonce, evidence_hash)
+
+    def _submit(self, lease_id: int, nonce: int, report: bytes) -> bool:
+        parsed = parse(report)
+        try:
+            result = self.chain.attestations.submit(
+                lease_id,
+                nonce,
+                report_hash(report),
+                parsed.measurement,
+                parsed.reported_tcb,
+                bytes(keccak(parsed.chip_id)),
+            )
+        except ContractRevert as exc:
+            if exc.name in _ALREADY_SUBMITTED:
+                # Our earlier attempt landed after all: the next pass sees it on chain.
+                log.info("lease %s nonce %s: already submitted (%s)", lease_id, nonce, exc.name)
+                return False
+            raise
+        crash_point("submitted")
+        self.store.record_submitted(lease_id, nonce, result.tx_hash)
+        self._mark_attested(lease_id)
+        log.info("lease %s: attestation submitted for nonce %s", lease_id, nonce)
+        return True
+
+    def _note_landed(self, lease_id: int, nonce: int, on_chain_hash: bytes) -> None:
+        stored = self.store.get_submission(lease_id, nonce)
+        if stored is not None and stored.state != SubmissionState.SUBMITTED:
+            if stored.report_hash == on_chain_hash:
+                self.store.record_submitted(lease_id, nonce, None)
+
+    def _mark_attested(self, lease_id: int) -> None:
+        record = self.store.get_lease(lease_id)
+        if record is not None and record.state in (LeaseState.ACCEPTED, LeaseState.LAUNCHED):
+            self.store.set_lease_state(lease_id, LeaseState.ATTESTED)

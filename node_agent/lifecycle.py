@@ -1,0 +1,201 @@
+"""The lease lifecycle on one node: reserve capacity, accept on chain, launch the guest,
+have it attested, and settle and stop it when the lease closes or runs out.
+
+Every step is idempotent and reads the chain first, so a redelivered task, a retry after a
+crash and the reconciler all converge on the same state. One lock per lease keeps the
+steps of a lease from interleaving; methods documented "under the lease's lock" expect
+the caller to hold it (see `locked`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from cvm.chain import ChainClient, ContractRevert, Lease, LeaseStatus
+from node_agent.attestation_poster import AttestationPoster
+from node_agent.errors import AgentError, CapacityExceeded, LeaseNotOurs
+from node_agent.faults import crash_point
+from node_agent.launcher.base import GuestSpec, GuestState, Launcher
+from node_agent.lease_terms import lease_terms
+from node_agent.locks import lease_lock
+from node_agent.store import ACTIVE_STATES, AgentStore, LeaseRecord, LeaseState, Resources
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLifecycle:
+    """Accept, launch, attest (through the poster), settle and stop the leases of one node key."""
+
+    def __init__(
+        self,
+        chain: ChainClient,
+        launcher: Launcher,
+        store: AgentStore,
+        poster: AttestationPoster,
+        capacity: Resources,
+        lock_dir: Path,
+    ) -> None:
+        if chain.account is None:
+            raise AgentError("the node agent needs the node key to act on chain")
+        self.chain = chain
+        self.address = str(chain.account.address)
+        self.launcher = launcher
+        self.store = store
+        self.poster = poster
+        self.capacity = capacity
+        self.lock_dir = lock_dir
+
+    @contextmanager
+    def locked(self, lease_id: int) -> Iterator[None]:
+        """Hold the lease's lock (across threads and processes) for the block."""
+        with lease_lock(self.lock_dir, lease_id):
+            yield
+
+    def ours(self, lease: Lease) -> bool:
+        return lease.node_key.lower() == self.address.lower()
+
+    def serving(self, lease: Lease) -> bool:
+        """Whether the chain has the lease active with this node."""
+        return lease.status == LeaseStatus.ACTIVE and self.ours(lease)
+
+    # --- the steps a task asks for ------------------------------------------------------
+    def handle_lease(self, lease_id: int) -> LeaseState:
+        """Take a matched lease as far as it goes: accept, launch, attest."""
+        with self.locked(lease_id):
+            return self.advance(lease_id)
+
+    def reattest(self, lease_id: int, *, force: bool = False) -> bool:
+        """Re-attest a running lease when its attestation is due (or now, if `force`)."""
+        with self.locked(lease_id):
+            record = self.store.get_lease(lease_id)
+            if record is None or record.state not in ACTIVE_STATES:
+                return False
+            lease = self.chain.leases.get_lease(lease_id)
+            if not self.serving(lease):
+                self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
+                return False
+            self.ensure_guest(record)
+            return self.poster.attest(lease_id, force=force)
+
+    def stop_lease(self, lease_id: int) -> LeaseState | None:
+        """Stop the guest of a lease that closed or ran out (settling it if needed)."""
+        with self.locked(lease_id):
+            record = self.store.get_lease(lease_id)
+            lease = self.chain.leases.get_lease(lease_id)
+            if self.serving(lease) and not self.exhausted(lease):
+                return record.state if record else None  # still paid for: keep running
+            return self.stop(lease, record, "lease closed or ran out")
+
+    # --- under the lease's lock -----------------------------------------------------------
+    def advance(self, lease_id: int) -> LeaseState:
+        """`handle_lease` under the lease's lock."""
+        lease = self.chain.leases.get_lease(lease_id)
+        record = self.store.get_lease(lease_id)
+        if lease.status == LeaseStatus.NONE:
+            raise LeaseNotOurs(f"lease {lease_id} does not exist")
+        if lease.status == LeaseStatus.CLOSED or (
+            lease.status == LeaseStatus.ACTIVE and not self.ours(lease)
+        ):
+            return self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
+        if record is None or record.state == LeaseState.REFUSED:
+            record = self.reserve(lease)  # raises CapacityExceeded when it does not fit
+        just_accepted = False
+        if lease.status == LeaseStatus.OPEN:
+            lease, just_accepted = self._accept(lease)
+            if not self.ours(lease):
+                return self.retire(lease_id, record, "accepted by another node")
+        if record.state == LeaseState.RESERVED:
+            self.store.set_lease_state(lease_id, LeaseState.ACCEPTED)
+        self.ensure_guest(record)
+        if self.poster.attest(lease_id, fresh=just_accepted):
+            return LeaseState.ATTESTED
+        current = self.store.get_lease(lease_id)
+        return current.state if current else LeaseState.LAUNCHED
+
+    def reserve(self, lease: Lease) -> LeaseRecord:
+        """Hold the lease's resources in the store (CapacityExceeded if they do not fit)."""
+        terms = lease_terms(self.chain, lease)
+        resources = Resources(terms.vcpu, terms.memory_mib, terms.disk_gib)
+        try:
+            return self.store.reserve(
+                lease.lease_id,
+                resources,
+                terms.expected_measurement,
+                terms.reattest_interval,
+                self.capacity,
+            )
+        except CapacityExceeded:
+            if self.serving(lease):
+                # Already ours on chain (e.g. the store was lost): run it rather than
+                # abandon a paying renter; the capacity check guards new accepts only.
+                log.warning("lease %s is ours on chain but over capacity", lease.lease_id)
+                self.store.set_lease_state(lease.lease_id, LeaseState.ACCEPTED, reason="adopted")
+                record = self.store.get_lease(lease.lease_id)
+                assert record is not None
+                return record
+            raise
+
+    def _accept(self, lease: Lease) -> tuple[Lease, bool]:
+        """Accept on chain; the lease as it is now, and whether this call accepted it."""
+        try:
+            result = self.chain.leases.accept_lease(lease.lease_id)
+            crash_point("accepted")
+            self.store.set_lease_state(
+                lease.lease_id, LeaseState.ACCEPTED, accept_tx=result.tx_hash
+            )
+            # Mined and successful: the lease is ours and active, no need to read it back.
+            return replace(lease, status=LeaseStatus.ACTIVE, node_key=self.address), True
+        except ContractRevert as exc:
+            # Someone (another node, or our own earlier attempt) may have accepted first.
+            log.info("lease %s: accept reverted: %s", lease.lease_id, exc.name)
+            current = self.chain.leases.get_lease(lease.lease_id)
+            if current.status == LeaseStatus.OPEN:
+                # Refused for a reason of ours (stake, price, TEE): free the capacity.
+                self.store.set_lease_state(lease.lease_id, LeaseState.REFUSED, reason=exc.name)
+                raise LeaseNotOurs(f"lease {lease.lease_id}: accept refused: {exc}") from exc
+            return current, False
+
+    def ensure_guest(self, record: LeaseRecord) -> bool:
+        """Start the lease's guest unless it runs; True if it had to be (re)started."""
+        if self.launcher.status(record.lease_id).state == GuestState.RUNNING:
+            if record.state in (LeaseState.RESERVED, LeaseState.ACCEPTED):
+                self.store.set_lease_state(record.lease_id, LeaseState.LAUNCHED)
+            return False
+        self.launcher.launch(
+            GuestSpec(
+                lease_id=record.lease_id,
+                vcpu=record.resources.vcpu,
+                memory_mib=record.resources.memory_mib,
+                disk_gib=record.resources.disk_gib,
+                expected_measurement=record.expected_measurement,
+            )
+        )
+        crash_point("launched")
+        if record.state in (LeaseState.RESERVED, LeaseState.ACCEPTED):
+            self.store.set_lease_state(record.lease_id, LeaseState.LAUNCHED)
+        return True
+
+    def exhausted(self, lease: Lease) -> bool:
+        """Whether the whole deposit is earned: the renter pays for no more time."""
+        return lease.deposit > 0 and self.chain.leases.earned(lease.lease_id) >= lease.deposit
+
+    def stop(self, lease: Lease, record: LeaseRecord | None, reason: str) -> LeaseState:
+        """Settle the lease if it is still ours on chain (it ran out), then retire it."""
+        if self.serving(lease):
+            self.chain.leases.settle(lease.lease_id)
+        return self.retire(lease.lease_id, record, reason)
+
+    def retire(self, lease_id: int, record: LeaseRecord | None, reason: str) -> LeaseState:
+        """Stop the guest and free the capacity of a lease that is not (or no longer) ours."""
+        self.launcher.stop(lease_id)
+        if record is None:
+            return LeaseState.REFUSED
+        final = LeaseState.STOPPED if record.state != LeaseState.RESERVED else LeaseState.REFUSED
+        if record.state not in (LeaseState.STOPPED, LeaseState.REFUSED):
+            self.store.set_lease_state(lease_id, final, reason=reason)
+            log.info("lease %s: %s (%s)", lease_id, final, reason)
+        return final

@@ -1,0 +1,123 @@
+"""The reconciler: converges chain, store and running guests, at start and on a schedule.
+
+It adopts leases the chain says this node accepted but the store forgot (killed right
+after accept), relaunches guests that vanished, stops guests of leases that closed, ran
+out or were never ours, and has due attestations posted. It finds accepted leases by the
+`LeaseAccepted` events of this node key since its checkpoint, not since the deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from cvm.chain import ChainError, LeaseStatus
+from node_agent.errors import AgentError
+from node_agent.lifecycle import LeaseLifecycle
+from node_agent.store import ACTIVE_STATES, LeaseRecord, LeaseState
+
+log = logging.getLogger(__name__)
+
+# Blocks scanned again on every pass: an accept in a block that a reorg shallower than
+# this replaced (mined again, a little later) is still found.
+REORG_MARGIN_BLOCKS = 12
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What one reconciler pass changed (for logs and tests)."""
+
+    adopted: list[int] = field(default_factory=list)
+    relaunched: list[int] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
+    attested: list[int] = field(default_factory=list)
+
+
+class Reconciler:
+    """One node key's reconciler over its lease lifecycle (and the poster behind it)."""
+
+    def __init__(
+        self, lifecycle: LeaseLifecycle, *, reorg_margin_blocks: int = REORG_MARGIN_BLOCKS
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.chain = lifecycle.chain
+        self.store = lifecycle.store
+        self.launcher = lifecycle.launcher
+        self.reorg_margin_blocks = reorg_margin_blocks
+
+    @property
+    def checkpoint_name(self) -> str:
+        """The scan's name in the store: per chain and market, so a redeployment rescans."""
+        deployment = self.chain.deployment
+        return f"LeaseAccepted:{deployment.chain_id}:{deployment.lease_market.lower()}"
+
+    def scan_from(self, head: int) -> int:
+        """The first block this pass reads `LeaseAccepted` from."""
+        start = self.chain.deployment.start_block
+        saved = self.store.checkpoint(self.checkpoint_name)
+        if saved is None or saved < start or saved > head + 1:
+            return start  # never scanned, or a chain that was reset under the store
+        return saved
+
+    def reconcile(self) -> ReconcileResult:
+        """Converge chain, store and running guests; one lease's trouble spares the others."""
+        result = ReconcileResult()
+        known = {record.lease_id: record for record in self.store.leases()}
+        head = int(self.chain.w3.eth.block_number)  # before the scan: nothing after it is skipped
+        self._adopt_forgotten(head, known, result)
+        running = {guest.lease_id for guest in self.launcher.running()}
+        for lease_id in sorted(set(known) | running):
+            try:
+                self._reconcile_one(lease_id, result)
+            except (AgentError, ChainError) as exc:
+                log.warning("reconcile lease %s: %s", lease_id, exc)
+        return result
+
+    def _adopt_forgotten(
+        self, head: int, known: dict[int, LeaseRecord], result: ReconcileResult
+    ) -> None:
+        """Reserve the leases this node accepted on chain that the store does not hold.
+
+        The checkpoint moves only once every accept up to `head` is in the store, so a
+        crash or a failed read in between means the next pass scans the same blocks again.
+        """
+        address = self.lifecycle.address
+        for lease_id in self.chain.leases.leases_accepted_by(address, self.scan_from(head)):
+            if lease_id in known:
+                continue
+            record = self.store.get_lease(lease_id)
+            if record is not None and record.state == LeaseState.STOPPED:
+                continue
+            lease = self.chain.leases.get_lease(lease_id)
+            if self.lifecycle.serving(lease):
+                result.adopted.append(lease_id)
+                known[lease_id] = self.lifecycle.reserve(lease)
+        next_block = max(self.chain.deployment.start_block, head + 1 - self.reorg_margin_blocks)
+        self.store.save_checkpoint(self.checkpoint_name, next_block)
+
+    def _reconcile_one(self, lease_id: int, result: ReconcileResult) -> None:
+        lifecycle = self.lifecycle
+        with lifecycle.locked(lease_id):
+            record = self.store.get_lease(lease_id)
+            lease = self.chain.leases.get_lease(lease_id)
+            serving = lifecycle.serving(lease)
+            if record is None or record.state not in ACTIVE_STATES:
+                if not serving:
+                    lifecycle.retire(lease_id, record, "not an active lease of this node")
+                    result.stopped.append(lease_id)
+                    return
+                record = lifecycle.reserve(lease)
+                result.adopted.append(lease_id)
+            if lease.status == LeaseStatus.OPEN and record.state == LeaseState.RESERVED:
+                lifecycle.advance(lease_id)  # a dispatched lease we had not accepted yet
+                return
+            if not serving or lifecycle.exhausted(lease):
+                lifecycle.stop(lease, record, f"lease is {lease.status.name} on chain")
+                result.stopped.append(lease_id)
+                return
+            restarted = lifecycle.ensure_guest(record)
+            if restarted:
+                result.relaunched.append(lease_id)
+            # A guest started afresh is not the one the standing attestation was about.
+            if lifecycle.poster.attest(lease_id, force=restarted):
+                result.attested.append(lease_id)

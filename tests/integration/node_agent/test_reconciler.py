@@ -1,0 +1,128 @@
+"""The reconciler finds forgotten accepts from its checkpoint, across passes, restarts and
+a pass that died half-way, never from the deployment block once a scan has completed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cvm.chain import ChainError
+from node_agent.agent import NodeAgent
+from node_agent.reconciler import REORG_MARGIN_BLOCKS
+from node_agent.store import LeaseState
+from tests.fixtures.chain import ChainSystem
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def scans() -> list[int]:
+    """The `from_block` of every LeaseAccepted scan of the agents `_agent` made."""
+    return []
+
+
+@pytest.fixture
+def make_scanning_agent(
+    make_agent: Callable[..., NodeAgent], scans: list[int], tmp_path: Path
+) -> Callable[..., NodeAgent]:
+    """An agent over `tmp_path/agent` (a restart is a second one) whose scans are recorded."""
+
+    def build(margin: int = 0) -> NodeAgent:
+        agent = make_agent(state=tmp_path / "agent")
+        agent.reconciler.reorg_margin_blocks = margin
+        real = agent.chain.leases.leases_accepted_by
+
+        def spy(node_key: str, from_block: int = 0) -> list[int]:
+            scans.append(from_block)
+            return real(node_key, from_block)
+
+        agent.chain.leases.leases_accepted_by = spy  # type: ignore[method-assign]
+        return agent
+
+    return build
+
+
+def _head(chain: ChainSystem) -> int:
+    return int(chain.anvil.w3.eth.block_number)
+
+
+def test_each_pass_scans_from_where_the_last_one_ended(
+    chain: ChainSystem, make_scanning_agent: Callable[..., NodeAgent], scans: list[int]
+) -> None:
+    chain.staked_node()
+    agent = make_scanning_agent()
+    assert agent.reconcile().adopted == []
+    first_head = _head(chain)
+    forgotten = chain.open_lease()
+    chain.node.leases.accept_lease(forgotten)  # the agent died right after accepting
+    second_head = _head(chain)  # the pass reads the head before it scans and mines
+    assert agent.reconcile().adopted == [forgotten]
+    assert agent.reconcile().adopted == []
+    assert scans == [chain.deployment.start_block, first_head + 1, second_head + 1]
+    record = agent.store.get_lease(forgotten)
+    assert record is not None and record.state == LeaseState.ATTESTED
+
+
+def test_a_restarted_agent_resumes_from_the_stored_checkpoint(
+    chain: ChainSystem, make_scanning_agent: Callable[..., NodeAgent], scans: list[int]
+) -> None:
+    chain.staked_node()
+    make_scanning_agent().reconcile()
+    stopped_at = _head(chain)
+    accepted_while_down = chain.open_lease()
+    chain.node.leases.accept_lease(accepted_while_down)
+    restarted = make_scanning_agent()  # same store, new process
+    assert restarted.reconcile().adopted == [accepted_while_down]
+    assert scans == [chain.deployment.start_block, stopped_at + 1]
+
+
+def test_a_pass_that_dies_before_recording_an_accept_keeps_the_old_checkpoint(
+    chain: ChainSystem,
+    make_scanning_agent: Callable[..., NodeAgent],
+    scans: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chain.staked_node()
+    agent = make_scanning_agent()
+    agent.reconcile()
+    checkpoint = _head(chain) + 1
+    forgotten = chain.open_lease()
+    chain.node.leases.accept_lease(forgotten)
+
+    def rpc_cut(lease_id: int) -> None:
+        raise ChainError("connection refused")
+
+    with monkeypatch.context() as cut:
+        cut.setattr(agent.chain.leases, "get_lease", rpc_cut)
+        with pytest.raises(ChainError):
+            agent.reconcile()
+    assert agent.store.checkpoint(agent.reconciler.checkpoint_name) == checkpoint
+    restarted = make_scanning_agent()
+    assert restarted.reconcile().adopted == [forgotten]
+    assert scans == [chain.deployment.start_block, checkpoint, checkpoint]
+
+
+def test_a_checkpoint_beyond_the_head_means_a_new_chain_and_a_full_scan(
+    chain: ChainSystem, make_scanning_agent: Callable[..., NodeAgent], scans: list[int]
+) -> None:
+    chain.staked_node()
+    agent = make_scanning_agent()
+    agent.store.save_checkpoint(agent.reconciler.checkpoint_name, _head(chain) + 1_000)
+    accepted = chain.open_lease()
+    chain.node.leases.accept_lease(accepted)
+    assert agent.reconcile().adopted == [accepted]
+    assert scans == [chain.deployment.start_block]
+
+
+def test_the_margin_rescans_the_last_blocks(
+    chain: ChainSystem, make_scanning_agent: Callable[..., NodeAgent], scans: list[int]
+) -> None:
+    chain.staked_node()
+    margin = REORG_MARGIN_BLOCKS
+    agent = make_scanning_agent(margin)
+    agent.reconcile()
+    head = _head(chain)
+    agent.reconcile()
+    assert scans[1] == max(chain.deployment.start_block, head + 1 - margin)
