@@ -26,6 +26,7 @@ from cvm.chain.sender import TransactionSender, forget_nonces
 from cvm.chain.token import Permit, TokenClient
 from cvm.chain.types import (
     Attestation,
+    AttestationProgress,
     AttestationStatus,
     CloseReason,
     Lease,
@@ -33,6 +34,7 @@ from cvm.chain.types import (
     LeaseStatus,
     Node,
     NodeSpec,
+    NodeUsage,
     TeeType,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "Anvil",
     "Artifact",
     "Attestation",
+    "AttestationProgress",
     "AttestationRegistryClient",
     "AttestationStatus",
     "AttestedServiceClient",
@@ -60,6 +63,7 @@ __all__ = [
     "Node",
     "NodeRegistryClient",
     "NodeSpec",
+    "NodeUsage",
     "Permit",
     "RevertDecoder",
     "TeeType",

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {IAttestationRegistry} from "../interfaces/IAttestationRegistry.sol";
+
 // Shared enums and structs of the cvm contracts. Storage widths are chosen so that the
 // hot records pack into as few slots as possible; each struct says why a field has its width.
 
@@ -87,7 +89,7 @@ enum CloseReason {
     NODE_EXIT
 }
 
-/// @notice A lease as stored by `LeaseMarket` (four slots).
+/// @notice A lease as stored by `LeaseMarket` (five slots).
 struct Lease {
     // slot 0: renter (20) + acceptedAt (5) + closedAt (5) + closeReason (1) = 31 bytes
     address renter;
@@ -114,4 +116,35 @@ struct Lease {
     uint96 minNodeStake;
     // 1.8e19 base units per second is far above any sane price.
     uint64 maxPricePerSecond;
+    // slot 4, written at accept: everything that decides a slash is fixed here.
+    // The stake this lease bonds (locked from accept to end; what a slash of this lease takes):
+    // max(registry minStake, minNodeStake) times the registry's slashBps, both read at accept.
+    uint128 bond;
+    // First-attestation deadline: acceptedAt plus the attestation window in force at accept.
+    uint40 attestBy;
+}
+
+/// @notice What a node's active leases hold of it, kept by `LeaseMarket` (one slot).
+/// @dev The sums are bounded by the node's own uint16/uint32 capacities and uint128 stake.
+struct NodeUsage {
+    // Sum of the bonds of the node's active leases; the registry refuses to unstake below it.
+    uint128 bonded;
+    uint16 vcpu;
+    uint32 memoryMiB;
+    uint32 diskGiB;
+}
+
+/// @notice A lease's attestation progress as the market reads it in one call (see
+/// `IAttestationRegistryCore.progressOf`).
+struct AttestationProgress {
+    // Effective status now (Pending past the verification window, or a failed challenge, is Expired).
+    IAttestationRegistry.Status status;
+    // Attestations submitted so far.
+    uint32 nonce;
+    // Until when the quorum may decide the latest attestation (zero unless it is stored Pending).
+    uint40 decideBy;
+    // Verified seconds so far (what is payable).
+    uint64 verifiedSeconds;
+    // Seconds the latest, still undecided attestation would add if verified.
+    uint64 pendingSeconds;
 }
