@@ -37,7 +37,7 @@ contract HandlerSmoke_Test is InvariantSetup {
         handler.challenge(0, 0); // renter challenges
         handler.warp(3, 0); // past the challenge window
         handler.closeLease(0); // missed after the challenge
-        handler.requestUnstake(0, 10e18);
+        handler.requestUnstake(0, 10e18 + 3); // amount % 4 == 3: an arbitrary valid amount
         handler.warp(5, 0); // past the unbonding delay
         handler.withdrawUnstaked(0);
         handler.createLease(0, 1, 1, 3600);

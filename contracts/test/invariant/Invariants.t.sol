@@ -76,6 +76,10 @@ abstract contract InvariantSetup is Test {
         handler = new LeaseHandler(
             token, nodes, attestations, market, admin, measurement, renters, nodeKeys, operators, verifiers
         );
+        // Every node starts staked (through the handler, so the ghost model counts it).
+        for (uint256 i; i < 3; ++i) {
+            handler.stake(i, 100e18);
+        }
         targetContract(address(handler));
     }
 

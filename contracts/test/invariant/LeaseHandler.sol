@@ -121,7 +121,9 @@ contract LeaseHandler is Test {
             nodes.unbondingDelay() + 1,
             attestations.MIN_CHALLENGE_INTERVAL()
         ];
-        vm.warp(block.timestamp + jumps[which % jumps.length]);
+        // Half of the warps are small steps, the rest jump just past one deadline.
+        uint256 pick = which % (2 * jumps.length);
+        vm.warp(block.timestamp + jumps[pick < jumps.length ? pick : 0]);
     }
 
     // ------------------------------------------------------------------ renters
@@ -225,7 +227,7 @@ contract LeaseHandler is Test {
     // ------------------------------------------------------------------ nodes and operators
 
     function acceptLease(uint256 leaseSeed, uint256 nodeSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
+        uint256 leaseId = _pick(leaseSeed, _ANY_OPEN);
         if (leaseId == 0) return;
         address nodeKey = nodeKeys[nodeSeed % nodeKeys.length];
         Lease memory lease = market.getLease(leaseId);
@@ -251,7 +253,7 @@ contract LeaseHandler is Test {
 
     /// @dev The lease's node attests; one in `junkEvery` submissions is junk nobody can verify.
     function submit(uint256 leaseSeed, uint256 reportSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
+        uint256 leaseId = _pick(leaseSeed, _ACTIVE_DECIDED);
         if (leaseId == 0) return;
         Lease memory lease = market.getLease(leaseId);
         if (lease.status != LeaseStatus.ACTIVE || _undecided[leaseId]) return;
@@ -270,7 +272,7 @@ contract LeaseHandler is Test {
     }
 
     function claim(uint256 leaseSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
+        uint256 leaseId = _pick(leaseSeed, _CLAIMABLE);
         if (leaseId == 0) return;
         Lease memory lease = market.getLease(leaseId);
         if (lease.nodeKey == address(0) || market.claimable(leaseId) == 0) return;
@@ -327,8 +329,14 @@ contract LeaseHandler is Test {
         uint256 i = nodeSeed % nodeKeys.length;
         Node memory node = nodes.getNode(nodeKeys[i]);
         if (node.stake == 0) return;
-        amount = bound(amount, 1, node.stake);
         uint256 bonded = market.bondedStake(nodeKeys[i]);
+        // Aim at the edges as often as anywhere: all of it, exactly the unbonded part, one more.
+        uint256 unbondable = node.stake - bonded;
+        uint256 edge = amount % 4;
+        if (edge == 0) amount = node.stake;
+        else if (edge == 1 && unbondable != 0) amount = unbondable;
+        else if (edge == 2 && unbondable < node.stake) amount = unbondable + 1;
+        else amount = bound(amount, 1, node.stake);
         bool valid = amount + bonded <= node.stake;
         vm.prank(operators[i]);
         try nodes.requestUnstake(nodeKeys[i], amount) {
@@ -359,7 +367,7 @@ contract LeaseHandler is Test {
     /// @dev Honest verifiers approve genuine reports and reject junk; the colluding verifier
     /// (verifiers[0], also a renter) rejects genuine reports of its own leases.
     function confirm(uint256 leaseSeed, uint256 verifierSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
+        uint256 leaseId = _pick(leaseSeed, _UNDECIDED);
         if (leaseId == 0 || !_undecided[leaseId]) return;
         Lease memory lease = market.getLease(leaseId);
         address v = verifiers[verifierSeed % verifiers.length];
@@ -519,6 +527,26 @@ contract LeaseHandler is Test {
     function _lease(uint256 seed) private view returns (uint256) {
         if (leaseIds.length == 0) return 0;
         return leaseIds[seed % leaseIds.length];
+    }
+
+    uint8 private constant _ANY_OPEN = 1;
+    uint8 private constant _ACTIVE_DECIDED = 2;
+    uint8 private constant _UNDECIDED = 3;
+    uint8 private constant _CLAIMABLE = 4;
+
+    /// @dev The first lease from `seed` on (cyclically) in the state an action needs, so that
+    /// sequences reach deep states instead of mostly skipping; zero if none.
+    function _pick(uint256 seed, uint8 kind) private view returns (uint256) {
+        uint256 n = leaseIds.length;
+        for (uint256 k; k < n; ++k) {
+            uint256 leaseId = leaseIds[(seed % n + k) % n];
+            LeaseStatus status = market.getLease(leaseId).status;
+            if (kind == _ANY_OPEN && status == LeaseStatus.OPEN) return leaseId;
+            if (kind == _ACTIVE_DECIDED && status == LeaseStatus.ACTIVE && !_undecided[leaseId]) return leaseId;
+            if (kind == _UNDECIDED && _undecided[leaseId]) return leaseId;
+            if (kind == _CLAIMABLE && status != LeaseStatus.OPEN && market.claimable(leaseId) != 0) return leaseId;
+        }
+        return 0;
     }
 
     /// @dev The latest attestation awaits the verifiers within its window.
