@@ -7,6 +7,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
 import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.sol";
@@ -17,6 +18,7 @@ import {
     AttestationProgress,
     CloseReason,
     Lease,
+    LeaseRecord,
     LeaseSpec,
     LeaseStatus,
     Node,
@@ -60,7 +62,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     /// @inheritdoc ILeaseMarket
     mapping(address account => uint256 amount) public override credits;
 
-    mapping(uint256 leaseId => Lease) private _leases;
+    mapping(uint256 leaseId => LeaseRecord) private _leases;
 
     mapping(address nodeKey => NodeUsage) private _usage;
 
@@ -92,19 +94,39 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc ILeaseMarket
-    function getLease(uint256 leaseId) external view override returns (Lease memory) {
-        return _leases[leaseId];
+    function getLease(uint256 leaseId) external view override returns (Lease memory view_) {
+        LeaseRecord storage lease = _leases[leaseId];
+        LeaseStatus status = lease.status;
+        view_ = Lease({
+            renter: lease.renter,
+            acceptedAt: lease.acceptedAt,
+            closedAt: status == LeaseStatus.CLOSED ? lease.timeMark : 0,
+            closeReason: lease.closeReason,
+            nodeKey: lease.nodeKey,
+            ratePerSecond: lease.ratePerSecond,
+            status: status,
+            deposit: lease.deposit,
+            claimed: lease.claimed,
+            teeType: lease.teeType,
+            vcpu: lease.vcpu,
+            memoryMiB: lease.memoryMiB,
+            diskGiB: lease.diskGiB,
+            minNodeStake: lease.minNodeStake,
+            maxPricePerSecond: lease.maxPricePerSecond,
+            bond: lease.bond,
+            attestBy: status == LeaseStatus.ACTIVE ? lease.timeMark : 0
+        });
     }
 
     /// @inheritdoc ILeaseMarket
     function leaseNode(uint256 leaseId) external view override returns (address nodeKey, LeaseStatus status) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         return (lease.nodeKey, lease.status);
     }
 
     /// @inheritdoc ILeaseMarket
     function isServing(uint256 leaseId) external view override returns (bool) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         return lease.status == LeaseStatus.ACTIVE && _earned(leaseId, lease) < lease.deposit;
     }
 
@@ -130,13 +152,13 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function claimable(uint256 leaseId) external view override returns (uint256) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         return _earned(leaseId, lease) - lease.claimed;
     }
 
     /// @inheritdoc ILeaseMarket
     function refundable(uint256 leaseId) external view override returns (uint256) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         if (lease.status == LeaseStatus.CLOSED) return 0;
         return lease.deposit - _earned(leaseId, lease);
     }
@@ -174,7 +196,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function topUp(uint256 leaseId, uint256 amount) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireOpenOrActive(leaseId, lease.status);
         if (msg.sender != lease.renter) revert Errors.LeaseMarket_NotRenter(leaseId, msg.sender, lease.renter);
         if (amount == 0) revert Errors.LeaseMarket_ZeroAmount();
@@ -187,17 +209,17 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
             if (owed >= deposit) revert Errors.LeaseMarket_LeaseExhausted(leaseId);
         }
         uint256 newDeposit = deposit + amount;
-        if (newDeposit > type(uint128).max) revert Errors.LeaseMarket_DepositOverflow(leaseId, newDeposit);
-        // Safe: checked against type(uint128).max just above.
+        if (newDeposit > type(uint96).max) revert Errors.LeaseMarket_DepositOverflow(leaseId, newDeposit);
+        // Safe: checked against type(uint96).max just above.
         // forge-lint: disable-next-line(unsafe-typecast)
-        lease.deposit = uint128(newDeposit);
+        lease.deposit = uint96(newDeposit);
         emit LeaseToppedUp(leaseId, amount, newDeposit);
         _pull(amount);
     }
 
     /// @inheritdoc ILeaseMarket
     function closeLease(uint256 leaseId) external override nonReentrant returns (uint256 refund) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         LeaseStatus status = lease.status;
         _requireOpenOrActive(leaseId, status);
         address renter = lease.renter;
@@ -242,7 +264,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function acceptLease(uint256 leaseId) external override {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.OPEN);
         (Node memory node, uint256 minStake, uint256 slashBps) = nodeRegistry.nodeTerms(msg.sender);
         if (node.operator == address(0)) revert Errors.LeaseMarket_NodeNotRegistered(msg.sender);
@@ -282,32 +304,31 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         lease.nodeKey = msg.sender;
         // Safe: rate <= maxPricePerSecond, a uint64.
         // forge-lint: disable-next-line(unsafe-typecast)
-        lease.ratePerSecond = uint88(rate);
+        lease.ratePerSecond = uint64(rate);
         lease.status = LeaseStatus.ACTIVE;
         lease.acceptedAt = uint40(block.timestamp);
-        // forge-lint: disable-next-line(unsafe-typecast)
-        lease.bond = uint128(bond);
-        lease.attestBy = uint40(block.timestamp + attestationWindow);
+        lease.bond = SafeCast.toUint88(bond);
+        lease.timeMark = uint40(block.timestamp + attestationWindow);
         emit LeaseAccepted(leaseId, msg.sender, rate);
     }
 
     /// @inheritdoc ILeaseMarket
     function declineLease(uint256 leaseId) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         if (msg.sender != lease.nodeKey) revert Errors.LeaseMarket_NotLeaseNode(leaseId, msg.sender, lease.nodeKey);
         if (attestationRegistry.attestationNonce(leaseId) != 0) {
             revert Errors.LeaseMarket_AttestationSubmitted(leaseId);
         }
-        if (block.timestamp > lease.attestBy) {
-            revert Errors.LeaseMarket_AttestationDeadlinePassed(leaseId, lease.attestBy, block.timestamp);
+        if (block.timestamp > lease.timeMark) {
+            revert Errors.LeaseMarket_AttestationDeadlinePassed(leaseId, lease.timeMark, block.timestamp);
         }
         _decline(leaseId, lease);
     }
 
     /// @inheritdoc ILeaseMarket
     function claim(uint256 leaseId) external override nonReentrant returns (uint256 amount) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         if (lease.status == LeaseStatus.NONE) revert Errors.LeaseMarket_LeaseNotFound(leaseId);
         address operator = nodeRegistry.operatorOf(lease.nodeKey);
         if (msg.sender != operator || operator == address(0)) {
@@ -317,9 +338,9 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         amount = _earned(leaseId, lease) - claimed;
         // slither-disable-next-line incorrect-equality (nothing earned since the last claim, not a balance race)
         if (amount == 0) revert Errors.LeaseMarket_NothingToClaim(leaseId);
-        // Safe: claimed + amount = earned <= deposit, a uint128.
+        // Safe: claimed + amount = earned <= deposit, a uint96.
         // forge-lint: disable-next-line(unsafe-typecast)
-        lease.claimed = uint128(claimed + amount);
+        lease.claimed = uint96(claimed + amount);
         emit EarningsClaimed(leaseId, msg.sender, amount);
         // The caller is the operator pulling its own earnings after all effects: a direct transfer is safe.
         token.safeTransfer(msg.sender, amount);
@@ -327,11 +348,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function exitLease(uint256 leaseId) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         if (msg.sender != lease.nodeKey) revert Errors.LeaseMarket_NotLeaseNode(leaseId, msg.sender, lease.nodeKey);
         AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
-        if (progress.nonce == 0 && block.timestamp <= lease.attestBy) {
+        if (progress.nonce == 0 && block.timestamp <= lease.timeMark) {
             // Nothing attested yet and still in time: a decline, the lease goes back to the market.
             _decline(leaseId, lease);
             return;
@@ -350,7 +371,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function challenge(uint256 leaseId) external override {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         if (msg.sender != lease.renter) {
             IAttestationRegistryCore registry = attestationRegistry;
@@ -368,7 +389,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function settle(uint256 leaseId) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
         _requireDecided(leaseId, progress);
@@ -381,12 +402,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function reportMissedAttestation(uint256 leaseId) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
         if (!_firstAttestationMissed(lease, progress)) {
             if (progress.nonce == 0) {
-                revert Errors.LeaseMarket_AttestationDeadlineNotPassed(leaseId, lease.attestBy, block.timestamp);
+                revert Errors.LeaseMarket_AttestationDeadlineNotPassed(leaseId, lease.timeMark, block.timestamp);
             }
             revert Errors.LeaseMarket_AttestationSubmitted(leaseId);
         }
@@ -402,7 +423,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         if (msg.sender != address(attestationRegistry)) {
             revert Errors.LeaseMarket_CallerNotAttestationRegistry(msg.sender);
         }
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         // No lease ends while an attestation awaits the verifiers within its window, and votes after
         // it are refused, so the lease is active here; anything else has nothing left to slash.
         if (lease.status != LeaseStatus.ACTIVE) return;
@@ -451,11 +472,14 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         }
 
         leaseId = nextLeaseId;
+        if (deposit > type(uint96).max) revert Errors.LeaseMarket_DepositOverflow(leaseId, deposit);
         nextLeaseId = leaseId + 1;
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         lease.renter = msg.sender;
         lease.status = LeaseStatus.OPEN;
-        lease.deposit = deposit;
+        // Safe: checked against type(uint96).max above.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        lease.deposit = uint96(deposit);
         lease.teeType = spec.teeType;
         lease.vcpu = spec.vcpu;
         lease.memoryMiB = spec.memoryMiB;
@@ -480,7 +504,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @dev Earned so far: verified seconds times the rate, capped at the deposit. A closed
     /// lease's deposit was cut to its final earnings, so it is returned as is.
-    function _earned(uint256 leaseId, Lease storage lease) private view returns (uint256) {
+    function _earned(uint256 leaseId, LeaseRecord storage lease) private view returns (uint256) {
         LeaseStatus status = lease.status;
         if (status == LeaseStatus.CLOSED) return lease.deposit;
         if (status != LeaseStatus.ACTIVE) return 0;
@@ -490,7 +514,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     }
 
     /// @dev `_earned` of an active lease from progress already read.
-    function _earnedFrom(Lease storage lease, AttestationProgress memory progress) private view returns (uint256) {
+    function _earnedFrom(LeaseRecord storage lease, AttestationProgress memory progress)
+        private
+        view
+        returns (uint256)
+    {
         uint256 deposit = lease.deposit;
         uint256 amount = uint256(progress.verifiedSeconds) * lease.ratePerSecond;
         return amount < deposit ? amount : deposit;
@@ -498,12 +526,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @dev No first attestation by the deadline fixed at accept, or the first one left undecided
     /// past the verification window (a junk submission): the slashable fault.
-    function _firstAttestationMissed(Lease storage lease, AttestationProgress memory progress)
+    function _firstAttestationMissed(LeaseRecord storage lease, AttestationProgress memory progress)
         private
         view
         returns (bool)
     {
-        if (progress.nonce == 0) return block.timestamp > lease.attestBy;
+        if (progress.nonce == 0) return block.timestamp > lease.timeMark;
         return progress.nonce == 1 && progress.decideBy != 0 && block.timestamp > progress.decideBy;
     }
 
@@ -518,7 +546,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     /// @dev Missed first attestation: full refund (nothing was earned), the bond is slashed. The
     /// renter lost nothing but time, so the whole bond is burned: no one profits from the fault,
     /// including an operator renting its own node.
-    function _missedFirstAttestation(uint256 leaseId, Lease storage lease, address renter) private {
+    function _missedFirstAttestation(uint256 leaseId, LeaseRecord storage lease, address renter) private {
         uint256 refund = lease.deposit;
         address nodeKey = lease.nodeKey;
         uint256 bond = lease.bond;
@@ -528,7 +556,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     }
 
     /// @dev Back to the market: the node's bond and capacity are freed and any node may accept.
-    function _decline(uint256 leaseId, Lease storage lease) private {
+    function _decline(uint256 leaseId, LeaseRecord storage lease) private {
         address nodeKey = lease.nodeKey;
         _release(nodeKey, lease);
         lease.nodeKey = address(0);
@@ -536,12 +564,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         lease.status = LeaseStatus.OPEN;
         lease.acceptedAt = 0;
         lease.bond = 0;
-        lease.attestBy = 0;
+        lease.timeMark = 0;
         emit LeaseDeclined(leaseId, nodeKey);
     }
 
     /// @dev Frees what an active lease held of its node (bond and capacity).
-    function _release(address nodeKey, Lease storage lease) private {
+    function _release(address nodeKey, LeaseRecord storage lease) private {
         NodeUsage storage usage = _usage[nodeKey];
         usage.bonded -= lease.bond;
         usage.vcpu -= lease.vcpu;
@@ -551,7 +579,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     function _close(
         uint256 leaseId,
-        Lease storage lease,
+        LeaseRecord storage lease,
         CloseReason reason,
         uint256 earnedAmount,
         uint256 refund,
@@ -559,11 +587,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     ) private {
         if (lease.status == LeaseStatus.ACTIVE) _release(lease.nodeKey, lease);
         // From here on the escrow holds exactly the earnings not yet claimed.
-        // Safe: earned <= deposit, a uint128.
+        // Safe: earned <= deposit, a uint96.
         // forge-lint: disable-next-line(unsafe-typecast)
-        lease.deposit = uint128(earnedAmount);
+        lease.deposit = uint96(earnedAmount);
         lease.status = LeaseStatus.CLOSED;
-        lease.closedAt = uint40(block.timestamp);
+        lease.timeMark = uint40(block.timestamp);
         lease.closeReason = reason;
         emit LeaseClosed(leaseId, reason, earnedAmount, refund, compensation);
     }

@@ -83,7 +83,7 @@ library Errors {
     /// @notice Thrown when the maximum price per second is zero.
     error LeaseMarket_ZeroMaxPrice();
 
-    /// @notice Thrown when an escrow would exceed 128 bits.
+    /// @notice Thrown when a lease's escrow would exceed 96 bits (7.9e28 base units).
     error LeaseMarket_DepositOverflow(uint256 leaseId, uint256 deposit);
 
     /// @notice Thrown when a lease id does not exist.
