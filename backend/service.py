@@ -27,7 +27,7 @@ from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketp
 from backend.matching import Matcher
 from backend.matching.service import Dispatch
 from backend.store import Node, Store
-from backend.verifier import Verifier, VerifierConfig
+from backend.verifier import LivenessResult, LivenessWatch, Verifier, VerifierConfig
 from cvm.api_models import ChainInfo
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
@@ -42,6 +42,7 @@ class StepReport:
     indexed: BatchResult
     expired_rematched: list[int]
     verified: int
+    liveness: LivenessResult | None = None
 
 
 class BackendService:
@@ -79,6 +80,7 @@ class BackendService:
             batch_blocks=settings.indexer_batch_blocks,
         )
         self.verifier: Verifier | None = None
+        self.liveness: LivenessWatch | None = None
         if verifier_account is not None:
             chain = ChainClient(w3, deployment, verifier_account)
 
@@ -94,7 +96,21 @@ class BackendService:
                     trusted_roots=trusted_roots,
                 ),
                 clock=clock,
+                evidence_timeout_s=settings.verifier_evidence_timeout_s,
             )
+            if settings.verifier_challenge_stale_s > 0:
+
+                def challenge(lease_id: int) -> str:
+                    return chain.leases.challenge(lease_id).tx_hash
+
+                self.liveness = LivenessWatch(
+                    self.store,
+                    challenge,
+                    stale_after_s=settings.verifier_challenge_stale_s,
+                    min_interval_s=chain.attestations.min_challenge_interval(),
+                    clock=clock,
+                    on_silent=self.matcher.node_silent,
+                )
         self.context = AppContext(
             settings=settings,
             store=self.store,
@@ -121,7 +137,8 @@ class BackendService:
         self._react(indexed)
         rematched = self.matcher.expire_overdue()
         verified = len(self.verifier.run_pending()) if self.verifier else 0
-        return StepReport(indexed, rematched, verified)
+        liveness = self.liveness.run() if self.liveness else None
+        return StepReport(indexed, rematched, verified, liveness)
 
     def _react(self, batch: BatchResult) -> None:
         if batch.reorged_from is not None:
@@ -140,7 +157,8 @@ class BackendService:
                 continue
             if event.name == "LeaseAccepted" and event.node:
                 self.matcher.lease_accepted(event.lease_id, event.node)
-            elif event.name == "LeaseClosed":
+            elif event.name in ("LeaseClosed", "LeaseDeclined"):
+                # A declined lease is open again: free its node, match it to the next one.
                 self.matcher.lease_closed(event.lease_id)
         # Every open lease without a live reservation: new ones, and any that found no
         # node before (a node may have registered or sent a heartbeat since).

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from cvm.chain import ChainClient
 from node_agent.agent import NodeAgent
 from node_agent.launcher.signer import SimulatedAmdSp
 from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.store import AgentStore, Resources
-from cvm.chain import ChainClient
 from tests.fixtures.chain import MEASUREMENT, ChainSystem
 
 NODE_CAPACITY = Resources(vcpu=16, memory_mib=65_536, disk_gib=500)
