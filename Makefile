@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SLITHER_VENV := .venv-slither
 NODE_BIN := contracts/node_modules/.bin
-PY_PACKAGES := cvm backend node_agent devstack tests bench
+PY_PACKAGES := cvm backend node_agent devstack guest tests bench
 
 .PHONY: all install system-packages demo test lint typecheck contracts contracts-test slither pytest \
 	compose-check bench clean

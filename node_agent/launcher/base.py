@@ -24,6 +24,7 @@ class GuestSpec:
     memory_mib: int
     disk_gib: int
     expected_measurement: bytes  # 48 bytes: what the renter expects the guest to measure as
+    image: str = ""  # image id (content address) to boot; "" for the launcher's default
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class GuestReport:
     report: bytes  # the raw 1184-byte SEV-SNP report
     vcek_der: bytes  # the certificate of the key that signed it
     cert_chain_pem: bytes  # ASK then ARK, PEM
+    guest_key: bytes = b""  # the guest agent's public key that REPORT_DATA[32:64] binds
 
 
 class Launcher(ABC):
