@@ -39,8 +39,7 @@ SECRET_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 class ReleaseRefused(AttestationError):
     """The evidence does not show the guest the renter asked for: nothing is released."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(Reason.BINDING_MISMATCH, message)
+    reason = Reason.BINDING_MISMATCH
 
 
 @dataclass(frozen=True, slots=True)
