@@ -100,22 +100,21 @@ class GuestKeys:
 Ioctl = Callable[[int, int, Any, bool], Any]
 
 
-def report_via_tsm(root: Path, report_data: bytes) -> tuple[bytes, bytes]:
+def report_via_tsm(root: Path, report_data: bytes, entry_name: str = "") -> tuple[bytes, bytes]:
     """A report through configfs-tsm: (report, auxblob with the certificates, maybe empty)."""
-    entry = root / f"cvm-{os.getpid()}"
+    entry = root / (entry_name or f"cvm-{os.getpid()}")
     entry.mkdir(exist_ok=True)
     try:
         provider = (entry / "provider").read_text().strip()
         if provider != "sev_guest":
             raise AgentError(f"configfs-tsm provider is {provider!r}, not sev_guest")
-        before = (entry / "generation").read_text().strip()
         (entry / "inblob").write_bytes(report_data)
+        written = (entry / "generation").read_text().strip()
         report = (entry / "outblob").read_bytes()
         aux = entry / "auxblob"
         certs = aux.read_bytes() if aux.exists() else b""
-        # Another writer between our write and read would change the generation.
-        after = (entry / "generation").read_text().strip()
-        if int(after) != int(before) + 1:
+        # Another writer between our write and our reads would have bumped the generation.
+        if (entry / "generation").read_text().strip() != written:
             raise AgentError("configfs-tsm entry was written concurrently; retry")
     finally:
         try:
@@ -124,6 +123,8 @@ def report_via_tsm(root: Path, report_data: bytes) -> tuple[bytes, bytes]:
             pass
     if len(report) < REPORT_SIZE:
         raise AgentError(f"configfs-tsm returned {len(report)} bytes, not a report")
+    if report[0x50:0x90] != report_data:
+        raise AgentError("configfs-tsm returned a report for another REPORT_DATA")
     return report[:REPORT_SIZE], certs
 
 
@@ -145,7 +146,10 @@ def report_via_sev_guest(device: Path, report_data: bytes, ioctl: Ioctl = fcntl.
     status, size = struct.unpack_from("<II", response.raw, 0)
     if status != 0 or size < REPORT_SIZE:
         raise AgentError(f"SNP_GET_REPORT answered status {status:#x}, size {size}")
-    return response.raw[32 : 32 + REPORT_SIZE]
+    report = response.raw[32 : 32 + REPORT_SIZE]
+    if report[0x50:0x90] != report_data:
+        raise AgentError("SNP_GET_REPORT returned a report for another REPORT_DATA")
+    return report
 
 
 def request_report(
