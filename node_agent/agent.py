@@ -22,6 +22,7 @@ from node_agent.errors import AgentError
 from node_agent.heartbeat import send_heartbeat
 from node_agent.launcher.base import Launcher
 from node_agent.lifecycle import LeaseLifecycle
+from node_agent.private_spec import PrivateSpecSource
 from node_agent.reconciler import Reconciler, ReconcileResult
 from node_agent.store import AgentStore, LeaseState, Resources
 
@@ -55,7 +56,15 @@ class NodeAgent:
         self.poster = AttestationPoster(
             chain, launcher, store, api=api, reattest_margin_s=reattest_margin_s
         )
-        self.lifecycle = LeaseLifecycle(chain, launcher, store, self.poster, capacity, lock_dir)
+        # Only the qemu launcher boots what the renter names; others need no private spec.
+        spec_source = (
+            PrivateSpecSource(api, self.account)
+            if api is not None and launcher.kind == "qemu"
+            else None
+        )
+        self.lifecycle = LeaseLifecycle(
+            chain, launcher, store, self.poster, capacity, lock_dir, spec_source
+        )
         self.reconciler = Reconciler(self.lifecycle)
 
     @property

@@ -22,6 +22,7 @@ from node_agent.faults import crash_point
 from node_agent.launcher.base import GuestSpec, GuestState, Launcher
 from node_agent.lease_terms import lease_terms
 from node_agent.locks import lease_lock
+from node_agent.private_spec import PrivateSpecSource
 from node_agent.store import ACTIVE_STATES, AgentStore, LeaseRecord, LeaseState, Resources
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,11 @@ class LeaseLifecycle:
         poster: AttestationPoster,
         capacity: Resources,
         lock_dir: Path,
+        spec_source: PrivateSpecSource | None = None,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
+        self.spec_source = spec_source
         self.chain = chain
         self.address = str(chain.account.address)
         self.launcher = launcher
@@ -172,6 +175,7 @@ class LeaseLifecycle:
                 memory_mib=record.resources.memory_mib,
                 disk_gib=record.resources.disk_gib,
                 expected_measurement=record.expected_measurement,
+                image=self.spec_source.image_for(record.lease_id) if self.spec_source else "",
             )
         )
         crash_point("launched")
