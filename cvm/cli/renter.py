@@ -211,6 +211,20 @@ def rent(
         Path | None,
         typer.Option("--ssh-key", help="SSH public key file (e.g. ~/.ssh/id_ed25519.pub)."),
     ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="NAME=FILE, sealed to the attested guest once Verified (/run/cvm/secrets/NAME).",
+        ),
+    ] = None,
+    trust_simulated_amd: Annotated[
+        bool,
+        typer.Option(
+            "--trust-simulated-amd",
+            help="Release secrets to a guest attested by the local stack's simulated AMD-SP.",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the lease until it is Verified.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Verified.")] = 120.0,
     deployment: DeploymentOption = None,
@@ -230,6 +244,13 @@ def rent(
     reattest_s = parse_duration(reattest, "--reattest")
     expected = _measurement(measurement) if measurement else None
     ssh_public_key = read_ssh_public_key(ssh_key) if ssh_key is not None else None
+    from cvm.cli.guest import read_secrets, release_to_guest
+
+    secrets = read_secrets(secret)
+    if secrets and not wait:
+        raise UsageError("--secret needs --wait: secrets go only to a Verified guest")
+    if secrets and not _is_image_id(image):
+        raise UsageError("--secret needs --image ID: only a cvm image has an agent to receive it")
     if _is_image_id(image):
         image = image.lower().removeprefix("0x").removeprefix("sha256:")
         if expected is None:
@@ -264,7 +285,22 @@ def rent(
             f"lease [bold]{lease_id}[/bold] created, deposit {format_amount(amount, decimals)}"
         )
     report = follow(renter, lease_id, timeout, quiet=as_json) if wait else renter.report(lease_id)
-    emit(report.as_dict(), lambda: _lease_table(report, decimals))
+    released = None
+    if wait and is_verified(report) and (secrets or ssh_public_key) and _is_image_id(image):
+        released = release_to_guest(
+            renter,
+            lease_id,
+            ssh_keys=[ssh_public_key] if ssh_public_key else [],
+            secrets=secrets,
+            trust_simulated=trust_simulated_amd,
+        )
+    view = report.as_dict() | ({"released": released} if released else {})
+    emit(view, lambda: _lease_table(report, decimals))
+    if released and not as_json:
+        out().print(
+            f"sealed {len(secrets)} secret(s) to the attested guest"
+            + (" [bold yellow](SIMULATED AMD-SP)[/bold yellow]" if released["simulated"] else "")
+        )
     if wait and not is_verified(report):
         raise CliError(f"lease {lease_id} ended as '{lease_phase(report)}'")
 
