@@ -170,16 +170,23 @@ def ssh(
     with tempfile.TemporaryDirectory(prefix="cvm-ssh-") as work:
         known_hosts = Path(work) / "known_hosts"
         known_hosts.write_text(guest.identity.known_hosts_line(access.host, access.ssh_port))
-        argv = ["ssh", "-p", str(access.ssh_port),
-                "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20"]  # fmt: skip
-        if identity is not None:
-            argv += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
-        if command:
-            argv += ["-o", "BatchMode=yes"]
-        argv += [f"root@{access.host}", *(command or [])]
+        argv = ssh_argv(known_hosts, access.host, access.ssh_port, identity, command or [])
         done = subprocess.run(argv, check=False, env=os.environ.copy())
     raise typer.Exit(done.returncode)
+
+
+def ssh_argv(
+    known_hosts: Path, host: str, port: int, identity: Path | None, command: list[str]
+) -> list[str]:
+    """ssh to root@host:port trusting only the host key in `known_hosts` (the attested one)."""
+    argv = ["ssh", "-p", str(port),
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20"]  # fmt: skip
+    if identity is not None:
+        argv += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
+    if command:
+        argv += ["-o", "BatchMode=yes"]
+    return [*argv, f"root@{host}", *command]
 
 
 lease_app.add_typer(secrets_app, name="secrets")
