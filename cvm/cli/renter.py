@@ -441,6 +441,10 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
         if verification is not None:
             reasons = ", ".join(verification["reason_codes"]) or "none"
             rows.add_row("verifier", f"ok={verification['ok']} reasons: {reasons}")
+            if verification["detail"].get("simulated_amd"):
+                rows.add_row(
+                    "AMD-SP", "[bold yellow]SIMULATED[/bold yellow] (local stack: not hardware)"
+                )
         return rows
 
     emit(result, table)
