@@ -296,7 +296,7 @@ class QemuLauncher(Launcher):
             try:
                 with qmp_session(self.qmp_socket(lease_id)) as qmp:
                     qmp.execute("quit")
-            except LauncherError:
+            except (LauncherError, RuntimeError, OSError):
                 os.kill(pid, signal.SIGTERM)  # no monitor: QEMU also exits cleanly on TERM
             deadline = time.monotonic() + _STOP_TIMEOUT_S
             while process_alive(pid) and time.monotonic() < deadline:
