@@ -32,6 +32,8 @@ from cvm.chain import (
 
 # Gas a renter needs for a createLeaseWithPermit and a close, at local base fees.
 _MIN_GAS_WEI = 10**15
+# How long `close` waits for the verifiers to decide a pending attestation before giving up.
+CLOSE_VERDICT_TIMEOUT_S = 120.0
 
 
 class RenterError(Exception):
@@ -269,6 +271,11 @@ class Renter:
         report = self.own_report(lease_id)
         if report.lease.status == LeaseStatus.CLOSED:
             raise RenterError(f"lease {lease_id} is already closed")
+        if report.attestation.status == AttestationStatus.PENDING:
+            # No lease ends while an attestation awaits the verifiers (its time is paid if
+            # verified): wait for their verdict, which normally takes seconds.
+            self.wait(lease_id, lambda r: r.attestation.status != AttestationStatus.PENDING,
+                      timeout_s=CLOSE_VERDICT_TIMEOUT_S)  # fmt: skip
         try:
             tx = self.chain.leases.close_lease(lease_id)
         except ContractRevert as exc:
