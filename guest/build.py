@@ -83,11 +83,18 @@ def _run(args: list[str], cwd: Path | None = None) -> str:
 
 def kernel_package() -> str:
     """The versioned kernel package the cloud metapackage points at."""
-    out = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", KERNEL_META])
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("Depends:") and "linux-image-" in line:
-            return line.split()[-1]
+    for attempt in range(2):
+        try:
+            out = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", KERNEL_META])
+        except BuildError:
+            out = ""
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("Depends:") and "linux-image-" in line:
+                return line.split()[-1]
+        if attempt == 0 and os.geteuid() == 0:
+            # A fresh machine (CI) may have no package lists yet.
+            _run(["apt-get", "update", "-qq"])
     raise BuildError(f"cannot resolve {KERNEL_META}: run `apt-get update` first")
 
 
