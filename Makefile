@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SLITHER_VENV := .venv-slither
 NODE_BIN := contracts/node_modules/.bin
-PY_PACKAGES := cvm backend node_agent devstack tests bench
+PY_PACKAGES := cvm backend node_agent devstack guest tests bench
 
-.PHONY: all install system-packages demo test lint typecheck contracts contracts-test slither pytest \
+.PHONY: all install system-packages demo demo-vm image test lint typecheck contracts contracts-test slither pytest \
 	compose-check bench clean
 
 all: install
@@ -37,6 +37,9 @@ $(SLITHER_VENV)/.installed: contracts/slither-requirements.txt
 # Debian packages the tests drive for real: QEMU (the qemu launcher boots a guest) and
 # docker-compose (validates docker-compose.yml without an engine). Installed only when missing.
 SYSTEM_COMMANDS := qemu-system-x86_64:qemu-system-x86 docker-compose:docker-compose
+# The guest image is assembled from Debian packages (apt-get download, dpkg-deb); renters
+# reach their guest with OpenSSH's client.
+SYSTEM_COMMANDS += ssh:openssh-client ssh-keygen:openssh-client dpkg-deb:dpkg
 # Debian's Chromium, driven by Playwright in the browser tests (its own browser download is impossible here).
 SYSTEM_COMMANDS += chromium:chromium
 system-packages:
@@ -69,6 +72,14 @@ install: web/dist/.built
 # --- the two commands -------------------------------------------------------------
 demo: install
 	$(BIN)/cvm demo
+
+# The guest image (Debian cloud kernel, busybox, python3, dropbear, the guest agent), cached
+# by its inputs under CVM_IMAGE_DIR; then a real VM rented, attested, entered over SSH.
+image: install system-packages
+	$(BIN)/cvm image build
+
+demo-vm: install system-packages
+	$(BIN)/cvm demo --launcher qemu --nodes 1 --timeout 240
 
 test: install system-packages lint typecheck compose-check contracts-test slither pytest
 	@echo "==> all checks passed"

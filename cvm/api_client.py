@@ -21,10 +21,14 @@ from cvm.api_models import (
     AttestationView,
     ChainInfo,
     EvidenceReceipt,
+    GuestAccessIn,
+    GuestAccessView,
     LeaseState,
     LeaseView,
     NodeView,
     PrivateSpec,
+    SealedSecretsIn,
+    SealedSecretsView,
     Session,
 )
 from cvm.eip712 import Domain, LeaseSpecRequest, SignedHeartbeat, sign_lease_spec_request
@@ -148,6 +152,54 @@ class ApiClient:
         }
         spec = self._json("GET", f"/leases/{lease_id}/spec", headers=headers)
         return _model(PrivateSpec, spec)
+
+    def put_sealed_secrets(self, lease_id: int, sealed: SealedSecretsIn) -> SealedSecretsView:
+        """Queue secrets sealed to the lease's guest, as its renter (needs a session)."""
+        body = self._json(
+            "POST", f"/leases/{lease_id}/secrets", json=sealed.model_dump(mode="json")
+        )
+        return _model(SealedSecretsView, body)
+
+    def sealed_secrets_as_node(
+        self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> list[SealedSecretsView]:
+        """The lease's sealed secrets, as the node it runs on (signed by the node key)."""
+        domain = domain or self.domain()
+        node = Account.from_key(node_key).address
+        request = LeaseSpecRequest(node=node, lease_id=lease_id, timestamp=int(time.time()))
+        headers = {
+            NODE_HEADER: node,
+            TIMESTAMP_HEADER: str(request.timestamp),
+            SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node_key),
+        }
+        body = self._json("GET", f"/leases/{lease_id}/secrets", headers=headers)
+        return [_model(SealedSecretsView, item) for item in body]
+
+    def announce_guest_access(
+        self, lease_id: int, host: str, ssh_port: int, *, node_key: bytes | str
+    ) -> GuestAccessView:
+        """Tell the backend where the lease's guest serves SSH (signed by the node key)."""
+        from cvm.guest_access import GuestAccess, sign_guest_access
+
+        node = Account.from_key(node_key).address
+        access = GuestAccess(node, lease_id, host, ssh_port, int(time.time()))
+        body = GuestAccessIn(
+            host=host,
+            ssh_port=ssh_port,
+            timestamp=access.timestamp,
+            signature=sign_guest_access(access, self.domain(), node_key),
+        )
+        answer = self._json(
+            "PUT",
+            f"/leases/{lease_id}/access",
+            json=body.model_dump(mode="json"),
+            headers={NODE_HEADER: node},
+        )
+        return _model(GuestAccessView, answer)
+
+    def guest_access(self, lease_id: int) -> GuestAccessView:
+        """Where the lease's guest serves SSH, as its renter (needs a session)."""
+        return _model(GuestAccessView, self._json("GET", f"/leases/{lease_id}/access"))
 
     def attestation_status(self, lease_id: int) -> AttestationView:
         """Attestation state of a lease and the backend's full verification result."""

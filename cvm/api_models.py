@@ -298,3 +298,46 @@ class ConsoleConfig(_View):
     token: str | None
     demo_measurement: str | None
     local: bool  # a `cvm up` stack: the simulated AMD-SP signs its reports
+
+
+# --- guest relay: sealed secrets and SSH access (issue 11) --------------------------------
+# The backend carries these between the renter and the lease's node; it never holds a key
+# that opens the secrets (they are HPKE-sealed to the attested guest's key).
+
+MAX_SEALED_HEX = 2 * 1024 * 1024  # 1 MiB of ciphertext, hex-encoded
+SealedHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$", max_length=MAX_SEALED_HEX)]
+
+
+class SealedSecretsIn(_Body):
+    """Secrets sealed by the renter's client to the guest that made the report whose
+    REPORT_DATA this is (see cvm.attestation.release)."""
+
+    report_data: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
+    enc: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    ciphertext: SealedHex
+
+
+class SealedSecretsView(_View):
+    id: int
+    lease_id: int
+    report_data: str
+    enc: str
+    ciphertext: str
+    created_at: datetime
+
+
+class GuestAccessIn(_Body):
+    """Where the lease's guest serves SSH, signed by the node key (`cvm.guest_access`)."""
+
+    host: Annotated[Text, StringConstraints(min_length=1, max_length=253)]
+    ssh_port: Annotated[int, Field(ge=1, le=65535)]
+    timestamp: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    signature: Signature
+
+
+class GuestAccessView(_View):
+    lease_id: int
+    node: str
+    host: str
+    ssh_port: int
+    updated_at: datetime

@@ -146,6 +146,23 @@ class Settings(BaseSettings):
     node_snp_cmdline: str = Field(
         "console=ttyS0", description="guest kernel command line, measured (qemu-snp)"
     )
+    node_qemu_accel: str = Field(
+        "auto",
+        description="QEMU accelerator of the qemu launcher: kvm, tcg, or auto (kvm when a probe"
+        " guest boots under it, else tcg)",
+    )
+    node_image: str | None = Field(
+        None, description="image id the qemu launcher boots for leases that name none"
+    )
+    image_dir: Path = Field(
+        default_factory=lambda data: data["data_dir"] / "images",
+        description="guest images by content address, and the Debian packages they are built from",
+    )
+    image_ovmf: Path | None = Field(
+        None,
+        description="AmdSev OVMF that image measurements use (default: the distribution's, else"
+        " a reference build good for the simulated AMD-SP only)",
+    )
     sim_amd_dir: Path = Field(
         default_factory=lambda data: data["data_dir"] / "sim-amd",
         description="directory of the simulated AMD roots shared by local agents and verifiers"
@@ -167,7 +184,7 @@ class Settings(BaseSettings):
         items = (part.strip() for part in self.node_measurements.split(","))
         return tuple(dict.fromkeys(_hex_bytes(item) for item in items if item))
 
-    @field_validator("data_dir", "deployment_file", "sim_amd_dir", mode="after")
+    @field_validator("data_dir", "deployment_file", "sim_amd_dir", "image_dir", mode="after")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         # A relative path would name another file in another working directory.

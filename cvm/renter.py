@@ -182,6 +182,10 @@ class Renter:
 
     # --- acting -------------------------------------------------------------------------
 
+    def signed_in_api(self) -> ApiClient:
+        """The backend client, signed in as this renter (SIWE)."""
+        return self._sign_in()
+
     def _sign_in(self) -> ApiClient:
         if self.api is None:
             raise RenterError("this needs the backend API: no api_url in the deployment record")

@@ -54,6 +54,9 @@ class StackConfig:
     heartbeat_s: float = 5.0
     reconcile_s: float = 2.0
     match_accept_timeout_s: int = 15
+    # simulated (no VM) or qemu (a real guest per lease, booting the image the lease names;
+    # images come from the renter's image store, <data_dir>/images, checked on every launch)
+    launcher: str = "simulated"
     startup_timeout_s: float = 90.0
     max_agent_restarts: int = 5
 
@@ -274,8 +277,10 @@ class EmbeddedStack:
                 stack_dir,
                 CVM_NODE_KEYSTORE=str(node_key.keystore),
                 CVM_NODE_PASSWORD_FILE=str(node_key.password_file),
-                CVM_NODE_LAUNCHER="simulated",
-                # The demo guest is what these agents launch; any other lease is refused.
+                CVM_NODE_LAUNCHER=self.config.launcher,
+                CVM_IMAGE_DIR=str(self.config.data_dir / "images"),
+                # The simulated launcher produces the demo measurement; the qemu launcher
+                # also produces the measurement of any image in the stack's image store.
                 CVM_NODE_MEASUREMENTS="0x" + DEMO_MEASUREMENT.hex(),
             )
             log = logs / f"{name}.log"

@@ -19,9 +19,12 @@ from cvm.chain import ChainClient
 from cvm.eip712 import Heartbeat
 from node_agent.attestation_poster import AttestationPoster
 from node_agent.errors import AgentError
+from node_agent.guest_relay import GuestRelay
 from node_agent.heartbeat import send_heartbeat
 from node_agent.launcher.base import Launcher
+from node_agent.launcher.qemu import QemuLauncher
 from node_agent.lifecycle import LeaseLifecycle
+from node_agent.private_spec import PrivateSpecSource
 from node_agent.reconciler import Reconciler, ReconcileResult
 from node_agent.store import AgentStore, LeaseState, Resources
 
@@ -56,10 +59,26 @@ class NodeAgent:
         self.poster = AttestationPoster(
             chain, launcher, store, api=api, reattest_margin_s=reattest_margin_s
         )
+        # Only the qemu launcher boots what the renter names; others need no private spec.
+        spec_source = (
+            PrivateSpecSource(api, self.account)
+            if api is not None and launcher.kind == "qemu"
+            else None
+        )
         self.lifecycle = LeaseLifecycle(
-            chain, launcher, store, self.poster, capacity, lock_dir, measurements=measurements
+            chain,
+            launcher,
+            store,
+            self.poster,
+            capacity,
+            lock_dir,
+            spec_source,
+            measurements=measurements,
         )
         self.reconciler = Reconciler(self.lifecycle)
+        self.relay: GuestRelay | None = None
+        if api is not None and isinstance(launcher, QemuLauncher) and launcher.kind == "qemu":
+            self.relay = GuestRelay(api, self.account, launcher, lock_dir.parent / "relay")
 
     @property
     def address(self) -> str:
@@ -78,8 +97,13 @@ class NodeAgent:
         return self.lifecycle.stop_lease(lease_id)
 
     def reconcile(self) -> ReconcileResult:
-        """Converge chain, store and running guests (at start and on a schedule)."""
-        return self.reconciler.reconcile()
+        """Converge chain, store and running guests (at start and on a schedule); then relay
+        SSH access and sealed secrets to the running guests that have an agent."""
+        result = self.reconciler.reconcile()
+        if self.relay is not None:
+            for guest in self.launcher.running():
+                self.relay.sync(guest.lease_id)
+        return result
 
     def heartbeat(self) -> Heartbeat:
         """Sign and send the free capacity to the backend (needs an API client)."""

@@ -73,6 +73,7 @@ class AttestationPoster:
                 report_hash(got.report),
                 got.vcek_der,
                 got.cert_chain_pem,
+                got.guest_key,
             )
             crash_point("reported")
         if submission.state == SubmissionState.REPORTED:
@@ -107,6 +108,7 @@ class AttestationPoster:
             registry=self.chain.deployment.attestation_registry,
             lease_id=submission.lease_id,
             nonce=submission.nonce,
+            guest_key=submission.guest_key,
         )
         if self.api is None:
             evidence_hash = "0x" + evidence.evidence_hash.hex()  # offline: nowhere to publish

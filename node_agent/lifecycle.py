@@ -30,6 +30,7 @@ from node_agent.launcher.base import GuestSpec, GuestState, Launcher
 from node_agent.lease_terms import LeaseTerms, lease_terms
 from node_agent.locks import lease_lock
 from node_agent.measurements import unservable_reason
+from node_agent.private_spec import PrivateSpecSource
 from node_agent.store import ACTIVE_STATES, AgentStore, LeaseRecord, LeaseState, Resources
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,13 @@ class LeaseLifecycle:
         poster: AttestationPoster,
         capacity: Resources,
         lock_dir: Path,
+        spec_source: PrivateSpecSource | None = None,
         *,
         measurements: Collection[bytes] = (),
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
+        self.spec_source = spec_source
         self.chain = chain
         self.measurements = tuple(measurements)
         self._refusals_logged: set[int] = set()
@@ -120,7 +123,7 @@ class LeaseLifecycle:
         terms = None if record is None or record.state == LeaseState.REFUSED else _terms(record)
         if terms is None:
             terms = lease_terms(self.chain, lease)
-        reason = unservable_reason(self.measurements, terms)
+        reason = unservable_reason(self.measurements, terms, self.image_measurement(terms))
         if reason is not None and lease.status == LeaseStatus.OPEN:
             self.refuse(lease_id, record, reason)
         if record is None or record.state == LeaseState.REFUSED:
@@ -233,6 +236,15 @@ class LeaseLifecycle:
                 raise LeaseNotOurs(f"lease {lease.lease_id}: accept refused: {exc}") from exc
             return current, False
 
+    def image_measurement(self, terms: LeaseTerms) -> bytes | None:
+        """The measurement the lease's own image boots with here (None: no image named, or
+        this launcher does not boot renters' images)."""
+        if self.spec_source is None:
+            return None
+        return self.launcher.image_measurement(
+            self.spec_source.image_for(terms.lease_id), terms.vcpu
+        )
+
     def ensure_guest(self, record: LeaseRecord) -> bool:
         """Start the lease's guest unless it runs; True if it had to be (re)started."""
         if self.launcher.status(record.lease_id).state == GuestState.RUNNING:
@@ -246,6 +258,7 @@ class LeaseLifecycle:
                 memory_mib=record.resources.memory_mib,
                 disk_gib=record.resources.disk_gib,
                 expected_measurement=record.expected_measurement,
+                image=self.spec_source.image_for(record.lease_id) if self.spec_source else "",
             )
         )
         crash_point("launched")

@@ -55,6 +55,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
 
         return SimulatedLauncher(directory / "guests", SimulatedAmdSp(sim_amd_dir(settings)))
     if kind == "qemu":
+        from cvm.images import ImageStore
         from node_agent.launcher.qemu import QemuLauncher
         from node_agent.launcher.signer import SimulatedAmdSp
 
@@ -62,6 +63,10 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             directory / "qemu",
             SimulatedAmdSp(sim_amd_dir(settings)),
             qemu_binary=settings.node_qemu_binary,
+            accel=settings.node_qemu_accel,
+            images=ImageStore(settings.image_dir),
+            default_image=settings.node_image,
+            ovmf=settings.image_ovmf,
         )
     if kind == "qemu-snp":
         from node_agent.launcher.qemu_snp import QemuSnpLauncher, SnpImage

@@ -60,6 +60,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at REAL NOT NULL
         )""",
     ),
+    # 3: the guest agent's public key that a report's REPORT_DATA binds (empty: none).
+    ("ALTER TABLE submissions ADD COLUMN guest_key BLOB NOT NULL DEFAULT x''",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -139,6 +141,7 @@ class Submission:
     cert_chain: bytes
     evidence_hash: str | None
     tx_hash: str | None
+    guest_key: bytes = b""
 
 
 class AgentStore:
@@ -298,6 +301,7 @@ class AgentStore:
             cert_chain=bytes(row["cert_chain"]),
             evidence_hash=row["evidence_hash"],
             tx_hash=row["tx_hash"],
+            guest_key=bytes(row["guest_key"]),
         )
 
     def get_submission(self, lease_id: int, nonce: int) -> Submission | None:
@@ -322,13 +326,14 @@ class AgentStore:
         report_hash: bytes,
         vcek: bytes = b"",
         cert_chain: bytes = b"",
+        guest_key: bytes = b"",
     ) -> Submission:
         """Keep the first report obtained for (lease, nonce); later calls get that one back,
         so a retried step never produces a second, different attestation for one nonce."""
         with self._transaction() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO submissions (lease_id, nonce, state, report, report_hash,"
-                " vcek, cert_chain, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                " vcek, cert_chain, guest_key, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     lease_id,
                     nonce,
@@ -337,6 +342,7 @@ class AgentStore:
                     report_hash,
                     vcek,
                     cert_chain,
+                    guest_key,
                     time.time(),
                 ),
             )

@@ -277,3 +277,32 @@ class UserSession(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     address: Mapped[str] = mapped_column(ADDRESS)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SealedSecret(Base):
+    """Secrets a renter sealed to its attested guest, waiting for the node to carry them.
+
+    Ciphertext only: the key that opens them never leaves the guest (issue 11)."""
+
+    __tablename__ = "sealed_secrets"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    report_data: Mapped[str] = mapped_column(String(128))
+    enc: Mapped[str] = mapped_column(String(64))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class GuestAccess(Base):
+    """Where a lease's guest serves SSH, as its node announced it (signed)."""
+
+    __tablename__ = "guest_access"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(ADDRESS)
+    host: Mapped[str] = mapped_column(String(253))
+    ssh_port: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

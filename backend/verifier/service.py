@@ -25,6 +25,7 @@ from backend.domain.evidence import EvidenceFormatError, decode
 from backend.store import Attestation, Evidence, Lease, Store, Verification
 from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle, Policy, appraise_evidence
+from cvm.attestation.trust import amd_roots
 from cvm.chain.errors import ChainError
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,10 @@ def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:
                 "reported_tcb": report.reported_tcb,
                 "vmpl": report.vmpl,
                 "version": report.version,
+                # Shown wherever the attestation is (API, CLI, page): a simulated AMD-SP
+                # proves nothing about hardware, even to a verifier told to trust it.
+                "simulated_amd": verified.root not in amd_roots(),
+                "guest_key_bound": bool(bundle.guest_key),
             }
         )
     return detail

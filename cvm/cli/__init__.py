@@ -17,6 +17,8 @@ import typer
 
 from cvm.cli import attestation as attestation_cli
 from cvm.cli import chain as chain_cli
+from cvm.cli import guest as guest_cli  # noqa: F401 - adds `lease secrets` and `lease ssh`
+from cvm.cli import image as image_cli
 from cvm.cli import node as node_cli
 from cvm.cli import renter as renter_cli
 from cvm.cli import wallet as wallet_cli
@@ -30,6 +32,7 @@ def create_app() -> typer.Typer:
     root = new_app("Confidential VMs on AMD SEV-SNP, leased and attested on chain.")
     root.add_typer(attestation_cli.app, name="attestation")
     root.add_typer(chain_cli.app, name="chain")
+    root.add_typer(image_cli.app, name="image")
     root.add_typer(node_cli.app, name="node")
     root.add_typer(wallet_cli.app, name="wallet")
     root.command("rent")(renter_cli.rent)

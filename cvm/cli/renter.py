@@ -144,6 +144,33 @@ def _settled_or_verified(report: LeaseReport) -> bool:
     return is_verified(report) or lease_phase(report).startswith(("closed", "rejected"))
 
 
+def read_ssh_public_key(path: Path) -> str:
+    """The one OpenSSH public key line in `path` (UsageError for anything else)."""
+    try:
+        text = path.expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--ssh-key {path}: cannot read it ({exc})") from None
+    parts = text.split()
+    if "\n" in text or len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        raise UsageError(f"--ssh-key {path}: not an OpenSSH public key (the .pub file)")
+    return text
+
+
+def _is_image_id(image: str) -> bool:
+    value = image.lower().removeprefix("0x").removeprefix("sha256:")
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _image_measurement(image: str, vcpus: int) -> bytes:
+    """The launch measurement of a stored image for a lease of `vcpus` vCPUs."""
+    from cvm.config import get_settings
+    from cvm.images import ImageStore, measure
+
+    settings = get_settings()
+    stored = ImageStore(settings.image_dir).get(image)
+    return measure(stored, vcpus=vcpus, ovmf=settings.image_ovmf)
+
+
 def _measurement(text: str) -> bytes:
     try:
         return bytes.fromhex(text.removeprefix("0x"))
@@ -155,12 +182,19 @@ def rent(
     vcpu: Annotated[int, typer.Option("--vcpu", min=1, help="vCPUs.")] = 2,
     memory: Annotated[int, typer.Option("--memory", min=1, help="Memory in MiB.")] = 4096,
     disk: Annotated[int, typer.Option("--disk", min=1, help="Disk in GiB.")] = 20,
-    image: Annotated[str, typer.Option(help="Guest image (private: kept by the backend).")] = (
-        "cvm-demo-guest"
-    ),
+    image: Annotated[
+        str,
+        typer.Option(
+            help="Guest image: an id from `cvm image list` (the expected measurement is derived"
+            " from it) or a name (private: kept by the backend)."
+        ),
+    ] = "cvm-demo-guest",
     measurement: Annotated[
         str | None,
-        typer.Option(help="Expected launch measurement (hex, 48 bytes); default: the demo's."),
+        typer.Option(
+            help="Expected launch measurement (hex, 48 bytes);"
+            " default: the image's, else the demo's."
+        ),
     ] = None,
     max_price: Annotated[
         str,
@@ -176,7 +210,24 @@ def rent(
         typer.Option(help="Tokens to deposit, or base units (1000base); else --duration."),
     ] = None,
     reattest: Annotated[str, typer.Option(help="Re-attestation interval.")] = "1h",
-    ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="SSH public key.")] = None,
+    ssh_key: Annotated[
+        Path | None,
+        typer.Option("--ssh-key", help="SSH public key file (e.g. ~/.ssh/id_ed25519.pub)."),
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="NAME=FILE, sealed to the attested guest once Verified (/run/cvm/secrets/NAME).",
+        ),
+    ] = None,
+    trust_simulated_amd: Annotated[
+        bool,
+        typer.Option(
+            "--trust-simulated-amd",
+            help="Release secrets to a guest attested by the local stack's simulated AMD-SP.",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the lease until it is Verified.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Verified.")] = 120.0,
     deployment: DeploymentOption = None,
@@ -195,6 +246,18 @@ def rent(
         raise UsageError("say how much to prepay: --duration (e.g. 1h) or --deposit")
     reattest_s = parse_duration(reattest, "--reattest")
     expected = _measurement(measurement) if measurement else None
+    ssh_public_key = read_ssh_public_key(ssh_key) if ssh_key is not None else None
+    from cvm.cli.guest import read_secrets, release_to_guest
+
+    secrets = read_secrets(secret)
+    if secrets and not wait:
+        raise UsageError("--secret needs --wait: secrets go only to a Verified guest")
+    if secrets and not _is_image_id(image):
+        raise UsageError("--secret needs --image ID: only a cvm image has an agent to receive it")
+    if _is_image_id(image):
+        image = image.lower().removeprefix("0x").removeprefix("sha256:")
+        if expected is None:
+            expected = _image_measurement(image, vcpu)
 
     renter = open_renter(deployment, wallet, password_file)
     decimals = renter.chain.token.decimals()
@@ -217,7 +280,7 @@ def rent(
         max_rate_per_second=price,
         deposit=amount,
         reattest_interval=reattest_s,
-        ssh_public_key=ssh_key,
+        ssh_public_key=ssh_public_key,
     )
     lease_id = renter.rent(request)
     if not as_json:
@@ -225,7 +288,22 @@ def rent(
             f"lease [bold]{lease_id}[/bold] created, deposit {format_amount(amount, decimals)}"
         )
     report = follow(renter, lease_id, timeout, quiet=as_json) if wait else renter.report(lease_id)
-    emit(report.as_dict(), lambda: _lease_table(report, decimals))
+    released = None
+    if wait and is_verified(report) and (secrets or ssh_public_key) and _is_image_id(image):
+        released = release_to_guest(
+            renter,
+            lease_id,
+            ssh_keys=[ssh_public_key] if ssh_public_key else [],
+            secrets=secrets,
+            trust_simulated=trust_simulated_amd,
+        )
+    view = report.as_dict() | ({"released": released} if released else {})
+    emit(view, lambda: _lease_table(report, decimals))
+    if released and not as_json:
+        out().print(
+            f"sealed {len(secrets)} secret(s) to the attested guest"
+            + (" [bold yellow](SIMULATED AMD-SP)[/bold yellow]" if released["simulated"] else "")
+        )
     if wait and not is_verified(report):
         raise CliError(f"lease {lease_id} ended as '{lease_phase(report)}'")
 
@@ -396,6 +474,10 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
         if verification is not None:
             reasons = ", ".join(verification["reason_codes"]) or "none"
             rows.add_row("verifier", f"ok={verification['ok']} reasons: {reasons}")
+            if verification["detail"].get("simulated_amd"):
+                rows.add_row(
+                    "AMD-SP", "[bold yellow]SIMULATED[/bold yellow] (local stack: not hardware)"
+                )
         return rows
 
     emit(result, table)

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from cvm.cli.plumbing import err, out
-from devstack.cli.stack import DataDirOption, data_dir_of, describe
+from devstack.cli.stack import (
+    DataDirOption,
+    LauncherOption,
+    check_launcher,
+    data_dir_of,
+    describe,
+)
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -34,7 +40,7 @@ class DemoFailed(Exception):
 
 
 @contextmanager
-def _stack(directory: Path, nodes: int) -> Iterator[StackState]:
+def _stack(directory: Path, nodes: int, launcher: str = "simulated") -> Iterator[StackState]:
     from devstack import EmbeddedStack, StackConfig, running_state
 
     state = running_state(directory)
@@ -43,7 +49,8 @@ def _stack(directory: Path, nodes: int) -> Iterator[StackState]:
         yield state
         return
     stack = EmbeddedStack(
-        StackConfig(directory, nodes=nodes), say=lambda m: err().print(f"[dim]…[/dim] {m}")
+        StackConfig(directory, nodes=nodes, launcher=launcher),
+        say=lambda m: err().print(f"[dim]…[/dim] {m}"),
     )
     try:
         started = stack.start()
@@ -78,14 +85,30 @@ def demo(
     data_dir: DataDirOption = None,
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=20)] = 3,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Verified.")] = 90.0,
+    launcher: LauncherOption = "simulated",
 ) -> None:
-    """Rent, attest, check from a dApp contract, top up, close: the whole journey."""
+    """Rent, attest, check from a dApp contract, top up, close: the whole journey.
+
+    With --launcher qemu: build the guest image, rent a real VM by its id, release an SSH key
+    and a secret to the attested guest, read the secret's hash over SSH, close."""
     directory = data_dir_of(data_dir)
     started = time.monotonic()
+    check_launcher(launcher)
     try:
-        with _stack(directory, nodes) as state:
+        if launcher == "qemu":
+            from devstack.vm_demo import build_image
+
+            image = _step(
+                0, "build the guest image (Debian packages)", lambda: build_image(directory)
+            )
+        with _stack(directory, nodes, launcher) as state:
             out().print(f"web console: {state.api_url}/ (wallet RPC: {state.rpc_url})")
-            summary = _journey(state, timeout)
+            if launcher == "qemu":
+                from devstack.vm_demo import vm_journey
+
+                summary = vm_journey(state, image, timeout, _step)
+            else:
+                summary = _journey(state, timeout)
     except DemoFailed as exc:
         err().print(f"[red]demo failed[/red]: {exc}")
         raise typer.Exit(1) from None

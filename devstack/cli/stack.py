@@ -16,6 +16,7 @@ from cvm.cli.plumbing import (
     CliError,
     DeploymentOption,
     JsonOption,
+    UsageError,
     base_units,
     emit,
     err,
@@ -65,10 +66,26 @@ def describe(state: StackState) -> Table:
     return table
 
 
+LauncherOption = Annotated[
+    str,
+    typer.Option(
+        help="Node launcher: simulated (no VM) or qemu (boots the image each lease names;"
+        " `cvm image build` first). Both sign with the simulated AMD-SP."
+    ),
+]
+
+
+def check_launcher(launcher: str) -> str:
+    if launcher not in ("simulated", "qemu"):
+        raise UsageError(f"--launcher {launcher!r}: simulated or qemu")
+    return launcher
+
+
 def up(
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=50, help="Simulated nodes.")] = 3,
     data_dir: DataDirOption = None,
     api_port: Annotated[int, typer.Option(help="Backend API port (0: a free one).")] = 0,
+    launcher: LauncherOption = "simulated",
 ) -> None:
     """Start the embedded stack (anvil, contracts, Redis, backend, node agents) until Ctrl-C."""
     import signal
@@ -78,7 +95,7 @@ def up(
 
     directory = data_dir_of(data_dir)
     stack = EmbeddedStack(
-        StackConfig(directory, nodes=nodes, api_port=api_port),
+        StackConfig(directory, nodes=nodes, api_port=api_port, launcher=check_launcher(launcher)),
         say=lambda message: err().print(f"[dim]…[/dim] {message}"),
     )
     stop = threading.Event()

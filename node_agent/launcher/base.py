@@ -24,6 +24,7 @@ class GuestSpec:
     memory_mib: int
     disk_gib: int
     expected_measurement: bytes  # 48 bytes: what the renter expects the guest to measure as
+    image: str = ""  # image id (content address) to boot; "" for the launcher's default
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class GuestReport:
     report: bytes  # the raw 1184-byte SEV-SNP report
     vcek_der: bytes  # the certificate of the key that signed it
     cert_chain_pem: bytes  # ASK then ARK, PEM
+    guest_key: bytes = b""  # the guest agent's public key that REPORT_DATA[32:64] binds
 
 
 class Launcher(ABC):
@@ -73,3 +75,9 @@ class Launcher(ABC):
     @abstractmethod
     def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
         """A report from the guest's (real or simulated) AMD-SP with this REPORT_DATA."""
+
+    def image_measurement(self, image_id: str, vcpu: int) -> bytes | None:
+        """The launch measurement booting `image_id` with `vcpu` vCPUs gives on this host, or
+        None when this launcher does not boot renters' images (or has no such image)."""
+        del image_id, vcpu
+        return None

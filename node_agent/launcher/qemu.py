@@ -1,30 +1,83 @@
 """The `qemu` launcher: one real QEMU process per lease (no SEV), controlled over QMP.
 
-For hosts without SEV-SNP: the VM really starts and stops (QEMU's bundled SeaBIOS is
-enough of a guest), it outlives the agent (QEMU daemonizes), and the agent finds it again
-by its directory under the run directory. Reports come from the simulated AMD-SP, with the
-lease's expected measurement, because no hardware measures this guest.
+For hosts without SEV-SNP. With an image (a cvm guest image by content address) the VM
+boots it directly (kernel, initrd, command line) with user-mode networking, SSH forwarded
+to a port on 127.0.0.1, and a virtio-serial channel to the guest agent, which binds its own
+key into each report. No hardware measures this guest, so the simulated AMD-SP signs with
+the measurement of the image actually booted, computed as `cvm image measure` does: a node
+that boots another image than the lease expects is rejected, as real hardware would have
+it. Without an image QEMU's SeaBIOS is the guest (reports then carry the lease's expected
+measurement and no guest key). Guests outlive the agent (QEMU daemonizes) and are found
+again by their directory under the run directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from cvm.images import Image, ImageError, ImageStore, measure
 from node_agent.errors import LauncherError
+from node_agent.guest_channel import GuestChannel
 from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState, Launcher
 from node_agent.launcher.qmp import qmp_session
 from node_agent.launcher.signer import ReportSigner
 
+log = logging.getLogger(__name__)
+
 _GUEST_DIR_PREFIX = "lease-"
 _STOP_TIMEOUT_S = 10.0
+_PROBE_TIMEOUT_S = 5.0
+AGENT_PORT = "org.cvm.agent"
+
+
+def probe_accel(qemu_binary: str, kernel: Path | None) -> str:
+    """ "kvm" when a guest really runs under KVM here, else "tcg".
+
+    /dev/kvm can exist and still fail: on some hosts QEMU aborts setting an MSR, on others
+    the guest hangs silently. So a probe boots the guest kernel (or SeaBIOS) under KVM and
+    waits a few seconds for its first words on the console."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    with tempfile.TemporaryDirectory() as work:
+        output = Path(work) / "console"
+        if kernel is not None:
+            boot = ["-kernel", str(kernel), "-append", "console=ttyS0", "-serial"]
+            boot.append(f"file:{output}")
+            marker = b"Linux version"
+        else:
+            boot = ["-chardev", f"file,id=probe,path={output}", "-device"]
+            boot.append("isa-debugcon,iobase=0x402,chardev=probe")
+            marker = b"SeaBIOS"
+        args = [qemu_binary, "-accel", "kvm", "-machine", "q35", "-m", "128M", "-nodefaults"]
+        args += ["-display", "none", "-no-reboot", *boot]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + _PROBE_TIMEOUT_S
+            while time.monotonic() < deadline and process.poll() is None:
+                if output.exists() and marker in output.read_bytes():
+                    return "kvm"
+                time.sleep(0.1)
+        finally:
+            process.kill()
+            process.wait()
+    return "tcg"
+
+
+def free_local_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def guest_name(lease_id: int) -> str:
@@ -62,12 +115,21 @@ class QemuLauncher(Launcher):
         signer: ReportSigner,
         *,
         qemu_binary: str = "qemu-system-x86_64",
-        accel: str = "kvm:tcg",
+        accel: str = "auto",
+        images: ImageStore | None = None,
+        default_image: str | None = None,
+        ovmf: Path | None = None,
+        boot_timeout_s: float = 60.0,
     ) -> None:
         self.run_dir = run_dir
         self.signer = signer
         self.qemu_binary = qemu_binary
         self.accel = accel
+        self.images = images
+        self.default_image = default_image
+        self.ovmf = ovmf
+        self._measured: dict[tuple[str, int], bytes] = {}  # (image, vCPUs) -> measurement
+        self.boot_timeout_s = boot_timeout_s
         run_dir.mkdir(parents=True, exist_ok=True)
         # Unix socket paths must fit in 108 bytes, which a deep data directory does not;
         # sockets go to a short private directory named after the run directory instead.
@@ -82,6 +144,43 @@ class QemuLauncher(Launcher):
     def qmp_socket(self, lease_id: int) -> Path:
         return self.socket_dir / f"{lease_id}.qmp"
 
+    def agent_socket(self, lease_id: int) -> Path:
+        return self.socket_dir / f"{lease_id}.agent"
+
+    def console_log(self, lease_id: int) -> Path:
+        return self.guest_dir(lease_id) / "serial.log"
+
+    def _resolve_accel(self, kernel: Path | None) -> str:
+        if self.accel != "auto":
+            return self.accel
+        chosen = probe_accel(self.qemu_binary, kernel)
+        if chosen == "tcg":
+            log.warning("KVM is unusable here (a probe guest did not run): using TCG")
+        self.accel = chosen
+        return chosen
+
+    def image_measurement(self, image_id: str, vcpu: int) -> bytes | None:
+        if not image_id or self.images is None:
+            return None
+        key = (image_id, vcpu)
+        if key not in self._measured:
+            try:
+                self._measured[key] = measure(self.images.get(image_id), vcpus=vcpu, ovmf=self.ovmf)
+            except ImageError:
+                return None  # not an image this node has: the lease is refused, not failed
+        return self._measured[key]
+
+    def _image(self, spec: GuestSpec) -> Image | None:
+        wanted = spec.image or self.default_image
+        if not wanted:
+            return None
+        if self.images is None:
+            raise LauncherError(f"lease {spec.lease_id} names image {wanted} but no image store")
+        try:
+            return self.images.get(wanted)
+        except ImageError as exc:
+            raise LauncherError(f"lease {spec.lease_id}: {exc}") from exc
+
     def _pid(self, lease_id: int) -> int | None:
         try:
             pid = int((self.guest_dir(lease_id) / "qemu.pid").read_text().strip())
@@ -92,18 +191,32 @@ class QemuLauncher(Launcher):
             return None
         return pid if process_alive(pid) else None
 
-    def command_line(self, spec: GuestSpec) -> list[str]:
+    def command_line(
+        self, spec: GuestSpec, image: Image | None = None, ssh_port: int = 0
+    ) -> list[str]:
         """The QEMU invocation for a lease's guest (daemonized, no display, QMP socket)."""
         directory = self.guest_dir(spec.lease_id)
         accel_args: list[str] = []
-        for accel in self.accel.split(":"):
+        for accel in self._resolve_accel(image.kernel if image else None).split(":"):
             accel_args += ["-accel", accel]
+        boot: list[str] = []
+        if image is not None:
+            agent = self.agent_socket(spec.lease_id)
+            boot = [
+                "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+                "-append", image.cmdline, "-no-reboot",
+                "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                "-device", "virtio-net-pci,netdev=net0",
+                "-device", "virtio-serial-pci",
+                "-chardev", f"socket,id=agent,path={agent},server=on,wait=off",
+                "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+            ]  # fmt: skip
         return [
             self.qemu_binary,
             "-name",
             guest_name(spec.lease_id),
             "-machine",
-            "pc",
+            "q35" if image is not None else "pc",
             *accel_args,
             "-smp",
             str(spec.vcpu),
@@ -114,6 +227,7 @@ class QemuLauncher(Launcher):
             "none",
             "-serial",
             f"file:{directory / 'serial.log'}",
+            *boot,
             *self.control_args(spec.lease_id, directory),
         ]
 
@@ -134,23 +248,36 @@ class QemuLauncher(Launcher):
             return current
         if shutil.which(self.qemu_binary) is None:
             raise LauncherError(f"{self.qemu_binary} is not installed")
+        image = self._image(spec)
         directory = self.guest_dir(spec.lease_id)
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
-        (directory / "spec.json").write_text(
-            json.dumps(
-                {
-                    "lease_id": spec.lease_id,
-                    "vcpu": spec.vcpu,
-                    "memory_mib": spec.memory_mib,
-                    "disk_gib": spec.disk_gib,
-                    "expected_measurement": spec.expected_measurement.hex(),
-                }
-            )
-        )
+        record: dict[str, Any] = {
+            "lease_id": spec.lease_id,
+            "vcpu": spec.vcpu,
+            "memory_mib": spec.memory_mib,
+            "disk_gib": spec.disk_gib,
+            "expected_measurement": spec.expected_measurement.hex(),
+        }
+        ssh_port = 0
+        if image is not None:
+            # What the simulated AMD-SP will sign: the booted image's measurement, never
+            # the lease's expectation.
+            try:
+                booted = measure(image, vcpus=spec.vcpu, ovmf=self.ovmf)
+            except ImageError as exc:
+                raise LauncherError(f"lease {spec.lease_id}: {exc}") from exc
+            ssh_port = free_local_port()
+            record |= {"image": image.image_id, "booted_measurement": booted.hex()}
+            record["ssh_port"] = ssh_port
+        (directory / "spec.json").write_text(json.dumps(record))
         # -daemonize returns once QEMU is initialised, so the QMP socket exists afterwards.
         result = subprocess.run(
-            self.command_line(spec), capture_output=True, text=True, timeout=60, check=False
+            self.command_line(spec, image, ssh_port),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         if result.returncode != 0:
             raise LauncherError(
@@ -181,7 +308,7 @@ class QemuLauncher(Launcher):
             try:
                 with qmp_session(self.qmp_socket(lease_id)) as qmp:
                     qmp.execute("quit")
-            except LauncherError:
+            except (LauncherError, RuntimeError, OSError):
                 os.kill(pid, signal.SIGTERM)  # no monitor: QEMU also exits cleanly on TERM
             deadline = time.monotonic() + _STOP_TIMEOUT_S
             while process_alive(pid) and time.monotonic() < deadline:
@@ -212,8 +339,54 @@ class QemuLauncher(Launcher):
                 found.append(info)
         return found
 
+    def _record(self, lease_id: int) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self.guest_dir(lease_id) / "spec.json").read_text()))
+        except (FileNotFoundError, ValueError):
+            raise LauncherError(f"lease {lease_id} has no guest") from None
+
+    def channel(self, lease_id: int) -> GuestChannel:
+        """The guest agent's channel; LauncherError for a guest without one (no image)."""
+        if "image" not in self._record(lease_id):
+            raise LauncherError(f"lease {lease_id} runs no cvm image, so has no guest agent")
+        return GuestChannel(self.agent_socket(lease_id))
+
+    def ssh_port(self, lease_id: int) -> int:
+        """The port on 127.0.0.1 forwarded to the guest's SSH server."""
+        port = self._record(lease_id).get("ssh_port")
+        if not port:
+            raise LauncherError(f"lease {lease_id} runs no cvm image, so has no SSH")
+        return int(port)
+
+    def wait_ready(self, lease_id: int) -> dict[str, Any]:
+        """Block until the guest agent answers (boot done); its hello answer."""
+        return self.channel(lease_id).wait_ready(self.boot_timeout_s)
+
+    def deliver_secrets(self, lease_id: int, sealed: dict[str, str]) -> list[str]:
+        """Hand sealed secrets (report_data, enc, ciphertext in hex) to the guest agent."""
+        message = {"op": "secrets", **{k: sealed[k] for k in ("report_data", "enc", "ciphertext")}}
+        answer = self.channel(lease_id).request(message)
+        return [str(name) for name in answer.get("installed", [])]
+
     def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
         if self.status(lease_id).state != GuestState.RUNNING:
             raise LauncherError(f"lease {lease_id} has no running guest to attest")
-        spec = json.loads((self.guest_dir(lease_id) / "spec.json").read_text())
-        return self.signer.sign_report(bytes.fromhex(spec["expected_measurement"]), report_data)
+        record = self._record(lease_id)
+        if "image" not in record:
+            return self.signer.sign_report(
+                bytes.fromhex(record["expected_measurement"]), report_data
+            )
+        channel = self.channel(lease_id)
+        channel.wait_ready(self.boot_timeout_s)
+        answer = channel.request({"op": "attest", "lease_digest": report_data[:32].hex()})
+        try:
+            guest_key = bytes.fromhex(answer["guest_key"])
+            bound = bytes.fromhex(answer["report_data"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LauncherError(f"lease {lease_id}: the guest agent's answer is malformed") from exc
+        if bound[:32] != report_data[:32] or hashlib.sha256(guest_key).digest() != bound[32:]:
+            raise LauncherError(f"lease {lease_id}: the guest bound another REPORT_DATA")
+        if answer.get("report"):
+            raise LauncherError(f"lease {lease_id}: a hardware report from a non-SNP launcher")
+        signed = self.signer.sign_report(bytes.fromhex(record["booted_measurement"]), bound)
+        return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, guest_key)

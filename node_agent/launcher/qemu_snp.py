@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cvm.images import Image
 from node_agent.errors import HostUnsupported, LauncherError
 from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState
 from node_agent.launcher.qemu import QemuLauncher, guest_name
@@ -137,7 +138,10 @@ class QemuSnpLauncher(QemuLauncher):
         """The host end of the guest channel (a unix socket QEMU listens on)."""
         return self.socket_dir / f"{lease_id}.attest"
 
-    def command_line(self, spec: GuestSpec) -> list[str]:
+    def command_line(
+        self, spec: GuestSpec, image_unused: Image | None = None, ssh_port: int = 0
+    ) -> list[str]:
+        # The host's one SnpImage is booted whatever the lease names (see SnpImage).
         directory = self.guest_dir(spec.lease_id)
         image = self.image
         kernel_args = ["-kernel", str(image.kernel)]
@@ -180,6 +184,9 @@ class QemuSnpLauncher(QemuLauncher):
             *image.extra_devices,
             *self.control_args(spec.lease_id, directory),
         ]
+
+    def _image(self, spec: GuestSpec) -> Image | None:
+        return None  # booted from self.image, measured by the hardware
 
     def launch(self, spec: GuestSpec) -> GuestInfo:
         info = super().launch(spec)

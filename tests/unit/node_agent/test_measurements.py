@@ -30,7 +30,13 @@ def test_a_malformed_measurement_stops_the_agent_at_start(bad: str) -> None:
 
 
 def test_only_configured_measurements_are_producible_and_the_reason_names_the_lease_s() -> None:
-    assert producible_measurements([DEMO], _terms(OTHER)) == frozenset({DEMO})
+    assert producible_measurements([DEMO]) == frozenset({DEMO})
     assert unservable_reason([DEMO], _terms(DEMO)) is None
     assert OTHER.hex() in (unservable_reason([DEMO], _terms(OTHER)) or "")
     assert "CVM_NODE_MEASUREMENTS" in (unservable_reason([], _terms(DEMO)) or "")
+
+
+def test_the_lease_s_own_image_measurement_is_producible_too() -> None:
+    assert producible_measurements([DEMO], OTHER) == frozenset({DEMO, OTHER})
+    assert unservable_reason([], _terms(OTHER), image_measurement=OTHER) is None
+    assert unservable_reason([DEMO], _terms(OTHER), image_measurement=DEMO) is not None

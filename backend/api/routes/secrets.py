@@ -1,0 +1,107 @@
+"""`/v1/leases/{id}/secrets` and `/v1/leases/{id}/access`: the guest relay (ciphertext and
+an SSH address between a renter and its lease's node; see backend.domain.secrets_relay)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path
+
+from backend.api.deps import Context, DbSession, Renter
+from backend.domain import secrets_relay
+from cvm.api_models import (
+    NODE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    GuestAccessIn,
+    GuestAccessView,
+    SealedSecretsIn,
+    SealedSecretsView,
+)
+
+router = APIRouter(prefix="/leases", tags=["guest relay"])
+
+LeasePath = Annotated[int, Path(ge=0, le=2**63 - 1, description="on-chain lease id")]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "not signed in / bad signature"},
+    403: {"description": "not yours"},
+    404: {"description": "no such lease"},
+}
+
+
+@router.post(
+    "/{lease_id}/secrets",
+    status_code=201,
+    response_model=SealedSecretsView,
+    summary="Queue secrets sealed to the lease's attested guest (ciphertext only)",
+    responses=_ERRORS,
+)
+def put_secrets(
+    lease_id: LeasePath,
+    body: SealedSecretsIn,
+    renter: Renter,
+    context: Context,
+    session: DbSession,
+) -> SealedSecretsView:
+    return secrets_relay.put_sealed(session, lease_id, renter, body, context.now())
+
+
+@router.get(
+    "/{lease_id}/secrets",
+    response_model=list[SealedSecretsView],
+    summary="The sealed secrets of a lease, for its node (signed like the spec read)",
+    responses=_ERRORS,
+)
+def get_secrets(
+    lease_id: LeasePath,
+    context: Context,
+    session: DbSession,
+    x_cvm_node: Annotated[str, Header(alias=NODE_HEADER)],
+    x_cvm_timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
+    x_cvm_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+) -> list[SealedSecretsView]:
+    return secrets_relay.sealed_for_node(
+        session,
+        lease_id,
+        x_cvm_node,
+        x_cvm_timestamp,
+        x_cvm_signature,
+        domain=context.domain,
+        now=int(context.clock()),
+        window_s=context.settings.heartbeat_window_s,
+    )
+
+
+@router.put(
+    "/{lease_id}/access",
+    response_model=GuestAccessView,
+    summary="The lease's node announces where its guest serves SSH (EIP-712 signed)",
+    responses=_ERRORS,
+)
+def put_access(
+    lease_id: LeasePath,
+    body: GuestAccessIn,
+    context: Context,
+    session: DbSession,
+    x_cvm_node: Annotated[str | None, Header(alias=NODE_HEADER)] = None,
+) -> GuestAccessView:
+    return secrets_relay.announce_access(
+        session,
+        lease_id,
+        x_cvm_node,
+        body,
+        domain=context.domain,
+        now=int(context.clock()),
+        window_s=context.settings.heartbeat_window_s,
+        at=context.now(),
+    )
+
+
+@router.get(
+    "/{lease_id}/access",
+    response_model=GuestAccessView,
+    summary="Where the lease's guest serves SSH, for its renter",
+    responses=_ERRORS,
+)
+def get_access(lease_id: LeasePath, renter: Renter, session: DbSession) -> GuestAccessView:
+    return secrets_relay.access_for_renter(session, lease_id, renter)

@@ -1,0 +1,228 @@
+"""Guest images by content address: build (from Debian packages, by `guest.build`), list,
+check, and compute the SNP launch measurement a renter should expect of one.
+
+An image is a direct-boot triple (kernel, initrd, command line). Its id is the SHA-256 of
+the canonical JSON of the three's hashes and the command line, so anyone holding the files
+can recompute it, and a downloaded image is checked against the id it was asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_FORMAT = "cvm.image.v1"
+KERNEL = "vmlinuz"
+INITRD = "initrd.cpio"
+MANIFEST = "manifest.json"
+IMAGE_FILES = (KERNEL, INITRD, MANIFEST)
+# Where distributions put OVMF built from OvmfPkg/AmdSev (the one with kernel hashes).
+AMDSEV_OVMF_PATHS = (
+    Path("/usr/share/ovmf/OVMF.amdsev.fd"),
+    Path("/usr/share/edk2/ovmf/OVMF.amdsev.fd"),
+    Path("/usr/share/OVMF/OVMF.amdsev.fd"),
+)
+# Debian ships no AmdSev OVMF; without one, measurements use the metadata of the AmdSev
+# build of edk2-stable202405 (its last 4 KiB). Good for the simulated AMD-SP only: real
+# hardware measures the firmware it actually loads, so real leases need a real file.
+REFERENCE_OVMF = Path(__file__).with_name("ovmf_amdsev_reference.bin")
+
+
+class ImageError(Exception):
+    """An image is missing, corrupt, or cannot be built or measured."""
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A stored image: its id and where its files are."""
+
+    image_id: str  # 64 hex digits
+    directory: Path
+    cmdline: str
+    kernel_sha256: str
+    initrd_sha256: str
+
+    @property
+    def kernel(self) -> Path:
+        return self.directory / KERNEL
+
+    @property
+    def initrd(self) -> Path:
+        return self.directory / INITRD
+
+    def size_bytes(self) -> int:
+        return sum((self.directory / name).stat().st_size for name in IMAGE_FILES)
+
+
+def image_id(kernel_sha256: str, initrd_sha256: str, cmdline: str) -> str:
+    """The content address: SHA-256 of the canonical JSON of what is booted."""
+    canonical = json.dumps(
+        {
+            "cmdline": cmdline,
+            "format": IMAGE_FORMAT,
+            "initrd_sha256": initrd_sha256,
+            "kernel_sha256": kernel_sha256,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def normalize_id(text: str) -> str:
+    value = text.lower().removeprefix("0x").removeprefix("sha256:")
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ImageError(f"an image id is 64 hex digits, got {text!r}")
+    return value
+
+
+class ImageStore:
+    """Images under `root/<id>/`; the Debian packages they are built from under `root/.debs`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get(self, image: str) -> Image:
+        """The stored image `image` (an id), checked against its id; ImageError otherwise."""
+        wanted = normalize_id(image)
+        directory = self.root / wanted
+        if not (directory / MANIFEST).is_file():
+            raise ImageError(f"no image {wanted} here: `cvm image build` or `cvm image list`")
+        return self._load(directory, expected=wanted)
+
+    def list(self) -> list[Image]:
+        found = []
+        for directory in sorted(self.root.glob("*")):
+            if directory.is_dir() and (directory / MANIFEST).is_file():
+                try:
+                    found.append(self._load(directory, expected=directory.name, deep=False))
+                except ImageError:
+                    continue
+        return found
+
+    def _load(self, directory: Path, *, expected: str, deep: bool = True) -> Image:
+        try:
+            manifest = json.loads((directory / MANIFEST).read_text())
+            image = Image(
+                image_id=image_id(
+                    manifest["kernel_sha256"], manifest["initrd_sha256"], manifest["cmdline"]
+                ),
+                directory=directory,
+                cmdline=manifest["cmdline"],
+                kernel_sha256=manifest["kernel_sha256"],
+                initrd_sha256=manifest["initrd_sha256"],
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ImageError(f"image {directory.name} has a bad manifest: {exc}") from exc
+        if image.image_id != expected:
+            raise ImageError(f"image {directory.name} does not hash to its id")
+        if deep:
+            self.check_files(image)
+        return image
+
+    @staticmethod
+    def check_files(image: Image) -> None:
+        """The kernel and initrd hash to what the manifest (and so the id) says."""
+        for path, want in (
+            (image.kernel, image.kernel_sha256),
+            (image.initrd, image.initrd_sha256),
+        ):
+            if not path.is_file() or sha256_file(path) != want:
+                raise ImageError(f"image {image.image_id}: {path.name} is missing or corrupt")
+
+    def add(self, source: Path) -> Image:
+        """Store the image in `source` (the three files) under its id, checked; returns it."""
+        manifest = json.loads((source / MANIFEST).read_text())
+        new_id = image_id(manifest["kernel_sha256"], manifest["initrd_sha256"], manifest["cmdline"])
+        target = self.root / new_id
+        if not (target / MANIFEST).is_file():
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".incoming-"))
+            for name in IMAGE_FILES:
+                shutil.copyfile(source / name, staging / name)
+            ImageStore._load(self, staging, expected=new_id)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        return self.get(new_id)
+
+    def build(self, *, force: bool = False) -> Image:
+        """Build the cvm guest image from Debian packages (cached .debs), store it, return it.
+
+        A build whose inputs (builder, guest files, package versions) have not changed since
+        the last one returns the stored image without rebuilding, unless `force`."""
+        from guest.build import BuildError, recipe_key
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            key = recipe_key()
+        except BuildError as exc:
+            raise ImageError(str(exc)) from exc
+        recipe = self.root / ".recipes" / key
+        if not force and recipe.is_file():
+            try:
+                return self.get(recipe.read_text().strip())
+            except ImageError:
+                pass  # removed or damaged since: build again
+        image = self._build()
+        recipe.parent.mkdir(exist_ok=True)
+        recipe.write_text(image.image_id + "\n")
+        return image
+
+    def _build(self) -> Image:
+        with tempfile.TemporaryDirectory(dir=self.root, prefix=".build-") as work:
+            result = subprocess.run(
+                [sys.executable, "-m", "guest.build", work, "--cache", str(self.root / ".debs")],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise ImageError(f"image build failed: {result.stderr.strip()[-800:]}")
+            return self.add(Path(work))
+
+
+def find_ovmf(explicit: Path | None = None) -> tuple[Path, bool]:
+    """The AmdSev OVMF to measure with, and whether it is a real firmware build."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ImageError(f"OVMF file {explicit} does not exist")
+        return explicit, True
+    for path in AMDSEV_OVMF_PATHS:
+        if path.is_file():
+            return path, True
+    return REFERENCE_OVMF, False
+
+
+def measure(
+    image: Image, *, vcpus: int = 1, vcpu_type: str = "EPYC-v4", ovmf: Path | None = None
+) -> bytes:
+    """The 48-byte SNP launch measurement of `image` (kernel-hashes on)."""
+    from cvm.attestation.errors import MeasurementError
+    from cvm.attestation.measure import expected_measurement
+
+    firmware, _ = find_ovmf(ovmf)
+    try:
+        return expected_measurement(
+            firmware,
+            kernel=image.kernel,
+            initrd=image.initrd,
+            append=image.cmdline,
+            vcpus=vcpus,
+            vcpu_type=vcpu_type,
+        )
+    except MeasurementError as exc:
+        raise ImageError(str(exc)) from exc

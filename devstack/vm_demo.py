@@ -1,0 +1,161 @@
+"""`cvm demo --launcher qemu`: a real VM on the embedded stack, from image to shell.
+
+Build (or reuse) the guest image, rent by its id (the expected measurement derived from
+it), wait for Verified, seal an SSH key and a secret to the attested guest, run
+`sha256sum` on the secret inside the guest over SSH with its attested host key pinned,
+close, and see the guest stop. Everything the simulated AMD-SP signed is shown as such.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cvm.cli.plumbing import out
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from cvm.images import Image
+    from devstack import StackState
+
+
+def build_image(data_dir: Path) -> Image:
+    from cvm.images import ImageStore
+
+    started = time.monotonic()
+    image = ImageStore(data_dir / "images").build()
+    out().print(f"image {image.image_id} ({time.monotonic() - started:.0f} s)")
+    return image
+
+
+def vm_journey(state: StackState, image: Image, timeout: float, step: Callable[..., Any]) -> Table:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from rich.table import Table
+
+    from cvm.api_client import ApiClient, ApiError
+    from cvm.chain import Deployment, connect
+    from cvm.cli.guest import ssh_argv
+    from cvm.cli.renter import follow
+    from cvm.images import measure
+    from cvm.renter import Renter, RentRequest, is_verified
+    from cvm.secret_release import release, trusted_roots
+    from devstack.faucet import fund, local_deployer
+    from devstack.keys import new_stack_key
+
+    deployment = Deployment.load(state.deployment_file)
+    chain = connect(deployment, rpc_url=state.rpc_url)
+    work = Path(tempfile.mkdtemp(prefix="cvm-vm-demo-"))
+    key = ed25519.Ed25519PrivateKey.generate()
+    identity = work / "id_ed25519"
+    identity.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    identity.chmod(0o600)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    secret = secrets.token_bytes(32)
+
+    def make_renter() -> Renter:
+        renter_key = new_stack_key(Path(state.data_dir) / "stack" / "demo-wallets", "vm-renter")
+        fund(chain.with_account(local_deployer(deployment)), renter_key.address, 100 * 10**18,
+             10**19)  # fmt: skip
+        return Renter(chain.with_account(renter_key.account), ApiClient(state.api_url))
+
+    renter = step(1, "a funded renter wallet", make_renter)
+    expected = measure(image)
+    request = RentRequest(
+        vcpu=1, memory_mib=512, disk_gib=1, image=image.image_id, measurement=expected,
+        max_rate_per_second=10**13, deposit=10**13 * 600, ssh_public_key=public.decode(),
+    )  # fmt: skip
+    lease_id = step(2, f"rent image {image.image_id[:16]}…", lambda: renter.rent(request))
+
+    def verified() -> None:
+        report = follow(renter, lease_id, timeout, quiet=False)
+        if not is_verified(report):
+            raise RuntimeError(f"the lease ended as {report.attestation.status.name}")
+
+    step(3, "the guest boots, binds its key, is Verified on chain", verified)
+    from cvm.config import Settings
+
+    roots = trusted_roots(True, Settings(data_dir=Path(state.data_dir)).sim_amd_dir)
+    api = renter.signed_in_api()
+
+    def seal_and_send() -> Any:
+        guest, _ = release(chain, api, lease_id, ssh_keys=[public.decode()],
+                           secrets={"demo": secret}, roots=roots)  # fmt: skip
+        marker = (
+            " [bold yellow](SIMULATED AMD-SP: demo only)[/bold yellow]" if guest.simulated else ""
+        )
+        out().print(f"report verified here, SSH key and secret sealed to the guest{marker}")
+        return guest
+
+    guest = step(4, "verify the report, seal an SSH key and a secret (HPKE)", seal_and_send)
+
+    def shell() -> str:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                access = api.guest_access(lease_id)
+                known = work / "known_hosts"
+                known.write_text(guest.identity.known_hosts_line(access.host, access.ssh_port))
+                argv = ssh_argv(known, access.host, access.ssh_port, identity,
+                                ["sha256sum", "/run/cvm/secrets/demo"])  # fmt: skip
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                if done.returncode == 0 and done.stdout:
+                    return done.stdout.split()[0]
+            except (ApiError, subprocess.TimeoutExpired):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the guest did not serve the secret over SSH in 90 s")
+            time.sleep(1)
+
+    seen = step(5, "ssh into the guest (attested host key pinned): sha256sum", shell)
+    if seen != hashlib.sha256(secret).hexdigest():
+        raise RuntimeError(f"the guest holds another secret ({seen})")
+    out().print(f"sha256 in the guest = {seen} = the renter's")
+
+    def close() -> None:
+        renter.close(lease_id)
+        deadline = time.monotonic() + 60
+        while _guest_pids(Path(state.data_dir), lease_id):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the node did not stop the guest within 60 s of the close")
+            time.sleep(0.5)
+        out().print("the node stopped the guest")
+
+    step(6, "close the lease; the guest stops", close)
+    summary = Table(title="VM demo summary", show_header=False)
+    summary.add_row("image", image.image_id)
+    summary.add_row("measurement", "0x" + expected.hex())
+    summary.add_row("lease", str(lease_id))
+    summary.add_row("secret sha256 in guest", seen)
+    summary.add_row("AMD-SP", "SIMULATED" if guest.simulated else "AMD")
+    return summary
+
+
+def _guest_pids(data_dir: Path, lease_id: int) -> list[int]:
+    """QEMU processes of this stack's guest for `lease_id` (by their command line)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"cvm-lease-{lease_id}".encode() in argv and any(
+            str(data_dir).encode() in part for part in argv
+        ):
+            found.append(int(proc.name))
+    return found

@@ -1,0 +1,98 @@
+"""The node's side of the guest relay: announce where each guest serves SSH, and carry the
+renter's sealed secrets from the backend to the guest agent.
+
+The node only ever holds ciphertext: the secrets are sealed to a key that never leaves the
+guest, and the guest agent refuses anything not sealed to a report it made. What is kept
+here is which messages were delivered (their ids), never their content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from cvm.api_client import ApiClient, ApiError
+from node_agent.errors import LauncherError
+from node_agent.launcher.qemu import QemuLauncher
+
+log = logging.getLogger(__name__)
+
+
+class GuestRelay:
+    """Per running lease: SSH access announced once per port, sealed secrets delivered once."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        node_key: LocalAccount,
+        launcher: QemuLauncher,
+        state_dir: Path,
+        *,
+        ssh_host: str = "127.0.0.1",
+    ) -> None:
+        self.api = api
+        self.node_key = node_key
+        self.launcher = launcher
+        self.state_dir = state_dir
+        self.ssh_host = ssh_host
+        state_dir.mkdir(parents=True, exist_ok=True)
+
+    def _state_path(self, lease_id: int) -> Path:
+        return self.state_dir / f"lease-{lease_id}.json"
+
+    def _state(self, lease_id: int) -> dict[str, object]:
+        try:
+            return dict(json.loads(self._state_path(lease_id).read_text()))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save(self, lease_id: int, state: dict[str, object]) -> None:
+        path = self._state_path(lease_id)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, path)
+
+    def sync(self, lease_id: int) -> list[str]:
+        """Announce access if not yet done for this guest, deliver new sealed secrets; the
+        names installed. Errors are logged and retried on the next pass."""
+        try:
+            port = self.launcher.ssh_port(lease_id)
+        except LauncherError:
+            return []  # no cvm image, no agent: nothing to relay
+        state = self._state(lease_id)
+        if state.get("guest") != self.launcher.guest_dir(lease_id).stat().st_ino:
+            state = {"guest": self.launcher.guest_dir(lease_id).stat().st_ino, "delivered": []}
+        installed: list[str] = []
+        try:
+            if state.get("announced_port") != port:
+                self.api.announce_guest_access(
+                    lease_id, self.ssh_host, port, node_key=self.node_key.key
+                )
+                state["announced_port"] = port
+                self._save(lease_id, state)
+            sealed = self.api.sealed_secrets_as_node(lease_id, node_key=self.node_key.key)
+            delivered = list(state.get("delivered", []))  # type: ignore[call-overload]
+            for message in sealed:
+                if message.id in delivered:
+                    continue
+                try:
+                    names = self.launcher.deliver_secrets(lease_id, message.model_dump())
+                except LauncherError as exc:
+                    # Sealed to another guest (an old report, a restarted guest): never opens
+                    # here, so it is not retried either.
+                    log.warning(
+                        "lease %s: sealed message %s refused: %s", lease_id, message.id, exc
+                    )
+                    names = []
+                delivered.append(message.id)
+                state["delivered"] = delivered
+                self._save(lease_id, state)
+                installed += names
+                log.info("lease %s: delivered sealed message %s", lease_id, message.id)
+        except ApiError as exc:
+            log.warning("lease %s: guest relay: %s", lease_id, exc)
+        return installed

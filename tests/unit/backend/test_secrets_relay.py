@@ -1,0 +1,85 @@
+"""The guest relay over HTTP (`cvm.api_client` against the real app): the renter queues
+ciphertext for its running lease, only the lease's node reads it and announces SSH access
+(signed), and nobody else can do either."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.store import Lease, Match, Store
+from backend.store.models import SealedSecret
+from cvm.api_client import ApiClient, ApiError
+from cvm.api_models import LeaseState, SealedSecretsIn
+from tests.unit.backend.factories import Clock, add_lease, add_node, new_account
+
+SEALED = SealedSecretsIn(report_data="11" * 64, enc="22" * 32, ciphertext="33" * 100)
+
+
+def _status(call) -> int:
+    with pytest.raises(ApiError) as refused:
+        call()
+    return refused.value.status_code
+
+
+def test_sealed_secrets_and_access_go_only_between_renter_and_node(
+    live_api: str, store: Store, clock: Clock
+) -> None:
+    renter, node, stranger = new_account(), new_account(), new_account()
+    add_node(store, node.address)
+    with ApiClient(live_api) as api, ApiClient(live_api) as other, ApiClient(live_api) as nodes:
+        api.login(renter.key)
+        spec = api.create_lease_intent(image="ab" * 32)
+        add_lease(store, 7, renter.address, spec_hash=spec.spec_hash)
+        # Not running yet: nothing to send to.
+        assert _status(lambda: api.put_sealed_secrets(7, SEALED)) == 403
+        with store.session() as db:
+            lease = db.get(Lease, 7)
+            lease.status, lease.node = LeaseState.ACTIVE, node.address.lower()
+            db.add(Match(lease_id=7, node=node.address.lower(), status="accepted", vcpus=1,
+                         memory_mib=1, disk_gib=1, score=0.5, created_at=clock.datetime(),
+                         deadline=clock.datetime()))  # fmt: skip
+
+        queued = api.put_sealed_secrets(7, SEALED)
+        assert _status(lambda: ApiClient(live_api).put_sealed_secrets(7, SEALED)) == 401
+        other.login(stranger.key)
+        assert _status(lambda: other.put_sealed_secrets(7, SEALED)) == 403
+
+        got = nodes.sealed_secrets_as_node(7, node_key=node.key)
+        assert [(m.id, m.ciphertext) for m in got] == [(queued.id, SEALED.ciphertext)]
+        assert _status(lambda: nodes.sealed_secrets_as_node(7, node_key=stranger.key)) == 403
+
+        assert _status(lambda: api.guest_access(7)) == 404  # not announced yet
+        nodes.announce_guest_access(7, "127.0.0.1", 2222, node_key=node.key)
+        access = api.guest_access(7)
+        assert (access.host, access.ssh_port, access.node.lower()) == (
+            "127.0.0.1", 2222, node.address.lower())  # fmt: skip
+        # Another key cannot redirect the renter's SSH.
+        assert (
+            _status(lambda: nodes.announce_guest_access(7, "10.9.9.9", 22, node_key=stranger.key))
+            == 403
+        )
+        assert api.guest_access(7).ssh_port == 2222
+        assert _status(lambda: other.guest_access(7)) == 403
+
+    with store.session() as db:
+        (row,) = db.query(SealedSecret).all()
+        assert row.ciphertext == SEALED.ciphertext  # what is stored is what was sealed
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"report_data": "11" * 63, "enc": "22" * 32, "ciphertext": "33"},
+        {"report_data": "11" * 64, "enc": "zz" * 32, "ciphertext": "33"},
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": ""},
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "plaintext": "x"},
+    ],
+)
+def test_malformed_sealed_messages_are_refused_with_422(live_api: str, body: dict) -> None:
+    import httpx
+
+    with ApiClient(live_api) as api:
+        token = api.login(new_account().key).token
+    response = httpx.post(f"{live_api}/v1/leases/7/secrets", json=body,
+                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert response.status_code == 422
