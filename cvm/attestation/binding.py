@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from eth_abi import encode
-from eth_utils import is_address, keccak, to_checksum_address
-
 DOMAIN = "cvm.attest.v1"
 REPORT_DATA_SIZE = 64
 _UINT256_MAX = 2**256 - 1
@@ -23,6 +20,10 @@ _UINT256_MAX = 2**256 - 1
 
 def lease_digest(chain_id: int, registry: str, lease_id: int, nonce: int) -> bytes:
     """The first 32 bytes of REPORT_DATA: the lease, its deployment and its attestation nonce."""
+    # Imported here: parsing or hashing a report (`cvm attestation show`) needs neither.
+    from eth_abi import encode
+    from eth_utils import is_address, keccak, to_checksum_address
+
     for name, value in (("chain_id", chain_id), ("lease_id", lease_id), ("nonce", nonce)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _UINT256_MAX:
             raise ValueError(f"{name} must be a uint256, got {value!r}")

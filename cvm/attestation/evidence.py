@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import is_address, keccak, to_checksum_address
+from eth_hash.auto import keccak  # eth_utils would cost a CLI start-up 0.1 s more
 
 from cvm.attestation.abi import REPORT_SIZE
 from cvm.attestation.binding import LeaseBinding
@@ -73,6 +73,8 @@ class EvidenceBundle:
                 raise EvidenceError(f"{name} must be an integer")
             if not 0 <= value <= _UINT256_MAX:
                 raise EvidenceError(f"{name} must be a uint256")
+        from eth_utils import is_address
+
         if not isinstance(self.registry, str) or not is_address(self.registry):
             raise EvidenceError(f"registry must be an address, got {self.registry!r}")
         try:
@@ -96,6 +98,8 @@ class EvidenceBundle:
         )
 
     def to_json_dict(self) -> dict[str, Any]:
+        from eth_utils import to_checksum_address
+
         return {
             "format": FORMAT,
             "report": self.report.hex(),
