@@ -6,16 +6,19 @@ with the HTTP status code (0 when there was no answer) and the server's message.
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any, TypeVar
 
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_utils import keccak
 from pydantic import BaseModel, ValidationError
 
 from cvm.api_models import (
     NODE_HEADER,
+    NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AttestationView,
@@ -27,7 +30,14 @@ from cvm.api_models import (
     PrivateSpec,
     Session,
 )
-from cvm.eip712 import Domain, LeaseSpecRequest, SignedHeartbeat, sign_lease_spec_request
+from cvm.eip712 import (
+    Domain,
+    EvidenceUpload,
+    LeaseSpecRequest,
+    SignedHeartbeat,
+    sign_evidence_upload,
+    sign_lease_spec_request,
+)
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -140,10 +150,16 @@ class ApiClient:
         """The private spec of a lease, as the node it was matched to (signed by the node key)."""
         domain = domain or self.domain()
         node = Account.from_key(node_key).address
-        request = LeaseSpecRequest(node=node, lease_id=lease_id, timestamp=int(time.time()))
+        request = LeaseSpecRequest(
+            node=node,
+            lease_id=lease_id,
+            timestamp=int(time.time()),
+            nonce=secrets.randbits(63),  # single use: the backend refuses a replayed request
+        )
         headers = {
             NODE_HEADER: node,
             TIMESTAMP_HEADER: str(request.timestamp),
+            NONCE_HEADER: str(request.nonce),
             SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node_key),
         }
         spec = self._json("GET", f"/leases/{lease_id}/spec", headers=headers)
@@ -155,16 +171,43 @@ class ApiClient:
 
     # --- evidence ------------------------------------------------------------------------
 
-    def upload_evidence(self, bundle: bytes) -> str:
-        """Store canonical evidence bytes; returns its hash (`0x` keccak256 of the bytes)."""
-        return self.upload_evidence_receipt(bundle).hash
+    def upload_evidence(
+        self, bundle: bytes, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> str:
+        """Store canonical evidence bytes, signed by the lease's node key; returns its hash
+        (`0x` keccak256 of the bytes)."""
+        return self.upload_evidence_receipt(bundle, node_key=node_key, domain=domain).hash
 
-    def upload_evidence_receipt(self, bundle: bytes) -> EvidenceReceipt:
+    def upload_evidence_receipt(
+        self, bundle: bytes, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> EvidenceReceipt:
+        from cvm.attestation.evidence import EvidenceBundle
+
+        domain = domain or self.domain()
+        node = Account.from_key(node_key).address
+        from cvm.attestation.errors import AttestationError
+
+        try:
+            parsed = EvidenceBundle.decode(bundle)
+        except AttestationError as exc:
+            raise ApiError(422, f"not canonical evidence: {exc}") from exc
+        upload = EvidenceUpload(
+            node=node,
+            lease_id=parsed.lease_id,
+            nonce=parsed.nonce,
+            evidence_hash=bytes(keccak(bundle)),
+            timestamp=int(time.time()),
+        )
         body = self._json(
             "POST",
             "/evidence",
             content=bundle,
-            headers={"Content-Type": "application/octet-stream"},
+            headers={
+                "Content-Type": "application/octet-stream",
+                NODE_HEADER: node,
+                TIMESTAMP_HEADER: str(upload.timestamp),
+                SIGNATURE_HEADER: sign_evidence_upload(upload, domain, node_key),
+            },
         )
         return _model(EvidenceReceipt, body)
 
