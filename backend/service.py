@@ -31,6 +31,7 @@ from backend.api import create_app
 from backend.api.deps import AppContext
 from backend.dispatch import CeleryDispatcher, make_producer
 from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketplace_decoder
+from backend.indexer.heads import NewHeads, websocket_url
 from backend.leadership import INDEXER, Leadership, verifier_job
 from backend.matching import Matcher
 from backend.matching.service import Dispatch
@@ -151,6 +152,12 @@ class BackendService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # The URL the chain connection actually uses (cvm.chain decides which one wins).
+        http_url = str(getattr(w3.provider, "endpoint_uri", None) or settings.rpc_url)
+        ws_url = settings.indexer_ws_url or websocket_url(http_url)
+        self.new_heads: NewHeads | None = None
+        if ws_url.startswith(("ws://", "wss://")):
+            self.new_heads = NewHeads(ws_url, lambda _number: self.wake())
         self.matcher.rebuild()
 
     # --- background work ------------------------------------------------------------------
@@ -208,6 +215,8 @@ class BackendService:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="cvm-backend", daemon=True)
         self._thread.start()
+        if self.new_heads is not None:
+            self.new_heads.start()
 
     def wake(self) -> None:
         """Run the next round now (a new block was announced)."""
@@ -227,6 +236,8 @@ class BackendService:
             self._wake.wait(self.settings.indexer_poll_s)
 
     def stop(self) -> None:
+        if self.new_heads is not None:
+            self.new_heads.stop()
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

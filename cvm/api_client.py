@@ -6,8 +6,10 @@ with the HTTP status code (0 when there was no answer) and the server's message.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -25,6 +27,7 @@ from cvm.api_models import (
     ChainInfo,
     EvidenceReceipt,
     LeaseState,
+    LeaseTimeline,
     LeaseView,
     NodeView,
     PrivateSpec,
@@ -164,6 +167,35 @@ class ApiClient:
         }
         spec = self._json("GET", f"/leases/{lease_id}/spec", headers=headers)
         return _model(PrivateSpec, spec)
+
+    def follow_timeline(self, lease_id: int, *, deadline: float) -> Iterator[LeaseTimeline | None]:
+        """The lease's timeline each time the backend pushes a change (Server-Sent Events
+        from `/leases/{id}/timeline/stream`), the current one first, until `deadline`
+        (`time.monotonic()`); None while the backend has not indexed the lease yet.
+        Reconnects after a dropped connection; `ApiError` if the stream cannot be opened.
+        """
+        path = f"/leases/{lease_id}/timeline/stream"
+        while time.monotonic() < deadline:
+            # The server sends a keep-alive every 15 s: a longer silence is a dead link.
+            wait = httpx.Timeout(10.0, read=min(20.0, max(0.1, deadline - time.monotonic())))
+            try:
+                with self._http.stream("GET", path, timeout=wait) as response:
+                    if response.is_error:
+                        response.read()
+                        raise ApiError(response.status_code, _error_message(response))
+                    event = ""
+                    for line in response.iter_lines():
+                        if line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:") and event == "timeline":
+                            body = json.loads(line[5:])
+                            yield None if body is None else _model(LeaseTimeline, body)
+                        if time.monotonic() >= deadline:
+                            return
+            except httpx.ReadTimeout:
+                continue  # nothing pushed before the deadline (or a silent link): check again
+            except (httpx.HTTPError, ValueError) as exc:
+                raise ApiError(0, f"GET {path}: {exc}") from exc
 
     def attestation_status(self, lease_id: int) -> AttestationView:
         """Attestation state of a lease and the backend's full verification result."""

@@ -75,7 +75,16 @@ class Settings(BaseSettings):
         2, description="blocks an event must be buried under before the indexer applies it"
     )
     indexer_batch_blocks: int = Field(500, description="blocks per eth_getLogs request")
-    indexer_poll_s: float = Field(1.0, description="pause between indexer polls at the head")
+    indexer_poll_s: float = Field(
+        1.0,
+        description="pause between indexer polls at the head (the fallback: new blocks are"
+        " followed by subscription when the WebSocket endpoint answers)",
+    )
+    indexer_ws_url: str | None = Field(
+        None,
+        description="WebSocket endpoint for eth_subscribe newHeads (default: the RPC URL as"
+        " ws:// or wss://)",
+    )
     api_attestation_cache_s: float = Field(
         1.0, description="seconds an attestation-status answer may be served from cache (0: off)"
     )
