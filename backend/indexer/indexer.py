@@ -21,11 +21,13 @@ from hexbytes import HexBytes
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 
 from backend.indexer import projections
 from backend.store import ChainEvent, IndexedBlock, IndexerCursor, Store
 from cvm.chain.artifacts import load_artifact
 from cvm.chain.deployment import Deployment
+from cvm.chain.errors import ChainError
 from cvm.chain.events import ChainEvent as DecodedEvent
 from cvm.chain.events import EventDecoder
 
@@ -93,19 +95,32 @@ class Indexer:
         """Catch up to the confirmed head (detecting reorgs first); returns what changed."""
         with self._lock:
             result = BatchResult()
-            self._handle_reorg(result)
-            safe_head = self.w3.eth.block_number - self.confirmations
-            cursor = self.cursor()
-            while cursor < safe_head:
-                to_block = min(cursor + self.batch_blocks, safe_head)
-                self._apply_range(cursor + 1, to_block, result)
-                cursor = to_block
+            safe_head = -1
+            try:
+                self._handle_reorg(result)
+                safe_head = self.w3.eth.block_number - self.confirmations
+                cursor = self.cursor()
+                while cursor < safe_head:
+                    to_block = min(cursor + self.batch_blocks, safe_head)
+                    self._apply_range(cursor + 1, to_block, result)
+                    cursor = to_block
+            except (BlockNotFound, ChainError):
+                # A reorg that shortened the chain between reading the head and reading its
+                # blocks: every batch is one transaction, so stop here; the next poll sees
+                # the fork. Any other failure is the caller's to report.
+                if self.w3.eth.block_number - self.confirmations >= safe_head:
+                    raise
+                log.info("the chain shrank under this poll; following it on the next one")
         return result
 
     # --- applying -----------------------------------------------------------------------------
 
     def _block_hash(self, number: int) -> str:
-        return HexBytes(self.w3.eth.get_block(number)["hash"]).to_0x_hex().lower()
+        """The chain's hash of block `number` ("" if the chain no longer has it: reorged)."""
+        try:
+            return HexBytes(self.w3.eth.get_block(number)["hash"]).to_0x_hex().lower()
+        except BlockNotFound:
+            return ""
 
     def _apply_range(self, from_block: int, to_block: int, result: BatchResult) -> None:
         decoded = self.decoder.fetch(self.w3, from_block, to_block)
