@@ -6,9 +6,15 @@ of `cvm up` (simulated launchers) in a temporary directory, has several renters 
 `AttestationVerified`. It prints one JSON object: p50/p99/max seconds from sending the
 create transaction to seeing the event, and the leases per minute sustained (all leases
 over the time from the first create to the last verification). Beside them, measured in
-the same run on the same chain, the physical floor: the sum of the raw round trips of the
-four transactions one lease needs (create, accept, submit, confirm), sent back to back by
-the benchmark itself with no backend, agent or verifier in between.
+the same run on the same chain, the chain's own ceiling for the four transactions one lease
+needs (create, accept, submit, confirm), sent by the benchmark itself with no backend,
+agent or verifier in between: their round trips back to back (the floor of one lease's
+latency) and the leases per minute they allow sequentially and at the same concurrency as
+the renters. `throughput_fraction` is the stack's leases per minute over the concurrent
+ceiling (target >= 0.5), `p50_over_floor` the single lease's p50 over the four bare round
+trips (target <= 2). `phases_p50_s` says where a lease's time goes: create -> accepted
+(indexing, matching, dispatch, the agent's accept), accepted -> submitted (launch, report,
+upload, submit), submitted -> verified (indexing, verification, confirm).
 """
 
 from __future__ import annotations
@@ -78,14 +84,65 @@ def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
     return floor
 
 
+def measure_ceiling(admin: ChainClient, concurrency: int, rounds: int) -> dict[str, float]:
+    """Leases per minute the chain takes when `concurrency` workers each send the four
+    transactions of a lease back to back, each worker with its own accounts."""
+    workers = []
+    for _ in range(concurrency):
+        renter = admin.with_account(Account.create())
+        node_account = Account.create()
+        node = admin.with_account(node_account)
+        operator = admin.with_account(Account.create())
+        verifier = admin.with_account(Account.create())
+        for account in (renter, node, operator, verifier):
+            assert account.address is not None
+            fund(admin, account.address, 10**24, 10**19)
+        assert operator.address is not None
+        consent = sign_node_consent(node_account, operator.address, admin.deployment)
+        operator.nodes.register(str(node.address), _FLOOR_NODE, node_key_signature=consent)
+        operator.token.approve(admin.deployment.node_registry, 10**21)
+        operator.nodes.stake(str(node.address), 10**21)
+        admin.attestations.add_verifier(str(verifier.address))
+        renter.token.approve(admin.deployment.lease_market, 2**255)
+        workers.append((renter, node, verifier))
+    price = _FLOOR_NODE.price_per_vcpu_second * _FLOOR_SPEC.vcpu
+
+    def lease_after_lease(index: int) -> None:
+        renter, node, verifier = workers[index]
+        for round_ in range(rounds):
+            report_hash = (index * 1000 + round_ + 1).to_bytes(32, "big")
+            lease_id = renter.leases.create_lease(
+                _FLOOR_SPEC, price, price * 3600, DEMO_MEASUREMENT
+            ).lease_id
+            node.leases.accept_lease(lease_id)
+            nonce = node.attestations.attestation_nonce(lease_id)
+            node.attestations.submit(lease_id, nonce, report_hash, DEMO_MEASUREMENT, 0, bytes(32))
+            verifier.attestations.confirm(lease_id, report_hash, True)
+
+    threads = [threading.Thread(target=lease_after_lease, args=(i,)) for i in range(concurrency)]
+    clock = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - clock
+    return {"concurrency": concurrency, "leases_per_minute": concurrency * rounds / elapsed * 60}
+
+
+# The events that mark a lease's phases, by the lease id they carry.
+_PHASE_EVENTS = ("LeaseAccepted", "AttestationSubmitted", "AttestationVerified")
+
+
 class _VerifiedWatcher(threading.Thread):
-    """Records when each lease's AttestationVerified first appears on chain."""
+    """Records when each lease's LeaseAccepted, AttestationSubmitted and AttestationVerified
+    first appear on chain (`seen` is the last of them)."""
 
     def __init__(self, chain: ChainClient, from_block: int) -> None:
         super().__init__(daemon=True)
         self.chain = chain
         self.next_block = from_block
-        self.seen: dict[int, float] = {}
+        self.phases: dict[str, dict[int, float]] = {name: {} for name in _PHASE_EVENTS}
+        self.seen = self.phases["AttestationVerified"]
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -93,10 +150,46 @@ class _VerifiedWatcher(threading.Thread):
             head = int(self.chain.w3.eth.block_number)
             if head < self.next_block:
                 continue
+            now = time.perf_counter()
             for event in self.chain.fetch_events(self.next_block, head):
-                if event.name == "AttestationVerified":
-                    self.seen.setdefault(int(event.args["leaseId"]), time.perf_counter())
+                if event.name in self.phases:
+                    self.phases[event.name].setdefault(int(event.args["leaseId"]), now)
             self.next_block = head + 1
+
+
+def _phase_p50s(sent: dict[int, float], watcher: _VerifiedWatcher) -> dict[str, float]:
+    accepted = watcher.phases["LeaseAccepted"]
+    submitted = watcher.phases["AttestationSubmitted"]
+    verified = watcher.phases["AttestationVerified"]
+    done = [i for i in sent if i in accepted and i in submitted and i in verified]
+    if not done:
+        return {}
+    return {
+        "create_to_accepted": round(statistics.median(accepted[i] - sent[i] for i in done), 3),
+        "accepted_to_submitted": round(
+            statistics.median(submitted[i] - accepted[i] for i in done), 3
+        ),
+        "submitted_to_verified": round(
+            statistics.median(verified[i] - submitted[i] for i in done), 3
+        ),
+    }
+
+
+def single_lease_p50(
+    renter: Renter, request: RentRequest, watcher: _VerifiedWatcher, count: int
+) -> float:
+    """p50 of creation -> Verified for leases created one at a time on an idle stack."""
+    samples = []
+    for _ in range(count):
+        at = time.perf_counter()
+        lease_id = renter.rent(request)
+        deadline = time.perf_counter() + 120
+        while lease_id not in watcher.seen:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"lease {lease_id} was not verified within 120 s")
+            time.sleep(0.01)
+        samples.append(watcher.seen[lease_id] - at)
+    return statistics.median(samples)
 
 
 def run(
@@ -113,6 +206,7 @@ def run(
             chain = connect(stack.deployment, rpc_url=stack.state.rpc_url)
             admin = chain.with_account(local_deployer(stack.deployment))
             floor = measure_floor(admin)
+            ceiling = measure_ceiling(admin, renters, rounds=3)
 
             wallets = []
             for _ in range(renters):
@@ -130,6 +224,8 @@ def run(
             )
             watcher = _VerifiedWatcher(chain, int(chain.w3.eth.block_number) + 1)
             watcher.start()
+            # One lease at a time first: its latency against the four bare round trips.
+            single_p50 = single_lease_p50(wallets[0], request, watcher, count=5)
             sent: dict[int, float] = {}
             lock = threading.Lock()
             errors: list[str] = []
@@ -167,6 +263,8 @@ def run(
             first = min(sent.values())
             last = max(watcher.seen[i] for i in sent if i in watcher.seen)
             p50 = statistics.median(latencies)
+            per_minute = len(latencies) / (last - first) * 60
+            sequential = 60 / floor["sum_s"]
             return {
                 "benchmark": "e2e",
                 "nodes": nodes,
@@ -181,9 +279,17 @@ def run(
                     "p99": round(percentile(latencies, 0.99), 3),
                     "max": round(max(latencies), 3),
                 },
-                "leases_per_minute": round(len(latencies) / (last - first) * 60, 1),
+                "leases_per_minute": round(per_minute, 1),
+                "phases_p50_s": _phase_p50s(sent, watcher),
                 "floor_raw_tx_round_trips_s": {k: round(v, 4) for k, v in floor.items()},
-                "p50_over_floor": round(p50 / floor["sum_s"], 1),
+                "chain_ceiling_leases_per_minute": {
+                    "sequential": round(sequential, 1),
+                    f"concurrent_{renters}": round(ceiling["leases_per_minute"], 1),
+                },
+                "throughput_fraction": round(per_minute / ceiling["leases_per_minute"], 3),
+                "single_lease_p50_s": round(single_p50, 3),
+                "p50_over_floor": round(single_p50 / floor["sum_s"], 2),
+                "loaded_p50_over_floor": round(p50 / floor["sum_s"], 1),
                 "stack_startup_s": round(startup_s, 1),
             }
 
