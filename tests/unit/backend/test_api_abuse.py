@@ -14,8 +14,8 @@ from backend.api import create_app
 from backend.api.deps import AppContext
 from backend.api.limits import RateLimiter
 from backend.domain.errors import RateLimited
-from backend.store import Evidence, SiweNonce, Store
-from cvm.api_models import NODE_HEADER, RETRY_AFTER_HEADER
+from backend.store import Attestation, Evidence, Lease, SiweNonce, Store
+from cvm.api_models import NODE_HEADER, RETRY_AFTER_HEADER, AttestationState
 from tests.fixtures.processes import free_port, serving
 from tests.unit.backend.factories import Clock, add_lease, add_match, new_account, upload_headers
 from tests.unit.backend.test_api_evidence_health import bundle
@@ -67,6 +67,29 @@ def test_evidence_only_from_the_leases_node(
     assert post(upload_headers(node, raw, context.domain, now)) == 201
     assert post(upload_headers(matched, raw, context.domain, now)) == 201
     assert _evidence_rows(store) == 1
+
+    # Evidence that arrives after its submission (e.g. the backend was down) is the one the
+    # verifier waits for: taken for the pending nonce, if its report hash is the chain's.
+    late = bundle(lease_id=1, nonce=1)
+    with store.session() as session:
+        lease = session.get(Lease, 1)
+        assert lease is not None
+        lease.attestation_nonce = 2
+        session.add(
+            Attestation(
+                lease_id=1,
+                node=node.address.lower(),
+                status=AttestationState.PENDING,
+                report_hash="0x" + late.report_hash.hex(),
+                measurement="0x" + "ab" * 48,
+                nonce=1,
+                submitted_block=9,
+                submitted_at=now,
+            )
+        )
+    assert post(upload_headers(node, raw, context.domain, now)) == 409  # another report
+    late_raw = late.encode()
+    assert post(upload_headers(node, late_raw, context.domain, now), late_raw) == 201
 
 
 def _read_status(sock: socket.socket) -> tuple[int, str]:
