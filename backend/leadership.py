@@ -53,10 +53,18 @@ class Leadership:
         self.ttl_s = ttl_s
         self.clock = clock
         self._held: set[str] = set()
+        self._renewed: dict[str, float] = {}
 
     def acquire(self, job: str) -> bool:
-        """Take or renew the lease on `job`; True while this replica is its leader."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
+        """Take or renew the lease on `job`; True while this replica is its leader.
+
+        A lease renewed less than a third of `ttl_s` ago is not written again: the loop may
+        run on every new block, and the lease has two thirds of its term left anyway.
+        """
+        moment = self.clock()
+        if job in self._held and moment - self._renewed.get(job, float("-inf")) < self.ttl_s / 3:
+            return True
+        now = datetime.fromtimestamp(moment, UTC)
         expires = now + timedelta(seconds=self.ttl_s)
         try:
             with self.store.session() as session:
@@ -81,6 +89,8 @@ class Leadership:
             log.warning("leader lease %s: store unreachable; standing down", job)
             won = False
         self._note(job, won)
+        if won:
+            self._renewed[job] = moment
         return won
 
     def release(self, job: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,11 +55,13 @@ class Verifier:
         config: VerifierConfig,
         *,
         clock: Callable[[], float],
+        parallel: int = 8,
     ) -> None:
         self.store = store
         self.confirm = confirm
         self.config = config
         self.clock = clock
+        self.parallel = parallel
 
     def pending(self) -> list[tuple[int, str]]:
         """Pending attestations this verifier has not voted on yet."""
@@ -78,13 +81,18 @@ class Verifier:
         return [(int(lease_id), str(report_hash)) for lease_id, report_hash in rows]
 
     def run_pending(self) -> list[Verification]:
-        """Verify every pending attestation whose evidence is available."""
-        done = []
-        for lease_id, report_hash in self.pending():
-            result = self.verify(lease_id, report_hash)
-            if result is not None:
-                done.append(result)
-        return done
+        """Verify every pending attestation whose evidence is available.
+
+        Several at once: most of a verification is waiting for its confirm transaction's
+        receipt, and the chain client's sender keeps the nonces of concurrent sends apart.
+        """
+        pending = self.pending()
+        if len(pending) <= 1:
+            results = [self.verify(lease_id, report_hash) for lease_id, report_hash in pending]
+        else:
+            with ThreadPoolExecutor(min(self.parallel, len(pending))) as pool:
+                results = list(pool.map(lambda item: self.verify(*item), pending))
+        return [result for result in results if result is not None]
 
     def verify(self, lease_id: int, report_hash: str) -> Verification | None:
         """Appraise and vote on one submission; None while its evidence is not uploaded."""
