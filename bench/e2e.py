@@ -175,11 +175,12 @@ def _phase_p50s(sent: dict[int, float], watcher: _VerifiedWatcher) -> dict[str, 
     }
 
 
-def single_lease_p50(
+def single_leases(
     renter: Renter, request: RentRequest, watcher: _VerifiedWatcher, count: int
-) -> float:
-    """p50 of creation -> Verified for leases created one at a time on an idle stack."""
-    samples = []
+) -> dict[int, float]:
+    """Leases created one at a time on an idle stack, each waited for until Verified:
+    when each was sent (`perf_counter`), by lease id."""
+    sent: dict[int, float] = {}
     for _ in range(count):
         at = time.perf_counter()
         lease_id = renter.rent(request)
@@ -188,8 +189,8 @@ def single_lease_p50(
             if time.perf_counter() > deadline:
                 raise SystemExit(f"lease {lease_id} was not verified within 120 s")
             time.sleep(0.01)
-        samples.append(watcher.seen[lease_id] - at)
-    return statistics.median(samples)
+        sent[lease_id] = at
+    return sent
 
 
 def run(
@@ -225,7 +226,8 @@ def run(
             watcher = _VerifiedWatcher(chain, int(chain.w3.eth.block_number) + 1)
             watcher.start()
             # One lease at a time first: its latency against the four bare round trips.
-            single_p50 = single_lease_p50(wallets[0], request, watcher, count=5)
+            singles = single_leases(wallets[0], request, watcher, count=5)
+            single_p50 = statistics.median(watcher.seen[i] - at for i, at in singles.items())
             sent: dict[int, float] = {}
             lock = threading.Lock()
             errors: list[str] = []
@@ -288,6 +290,7 @@ def run(
                 },
                 "throughput_fraction": round(per_minute / ceiling["leases_per_minute"], 3),
                 "single_lease_p50_s": round(single_p50, 3),
+                "single_lease_phases_p50_s": _phase_p50s(singles, watcher),
                 "p50_over_floor": round(single_p50 / floor["sum_s"], 2),
                 "loaded_p50_over_floor": round(p50 / floor["sum_s"], 1),
                 "stack_startup_s": round(startup_s, 1),

@@ -21,6 +21,7 @@ from cryptography import x509
 from sqlalchemy import select
 
 from backend.domain.evidence import EvidenceFormatError, decode
+from backend.repeats import RepeatedConditions
 from backend.store import Attestation, Evidence, Lease, Store, Verification
 from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle, Policy, appraise_evidence
@@ -62,6 +63,7 @@ class Verifier:
         self.config = config
         self.clock = clock
         self.parallel = parallel
+        self.conditions = RepeatedConditions(log)
 
     def pending(self) -> list[tuple[int, str]]:
         """Pending attestations this verifier has not voted on yet."""
@@ -112,8 +114,14 @@ class Verifier:
             if lease is None or attestation is None or attestation.report_hash != report_hash:
                 return None
             if evidence is None:
-                log.info("lease %s: evidence %s not uploaded yet", lease_id, report_hash)
+                self.conditions.report(
+                    (lease_id, report_hash),
+                    "lease %s: evidence %s not uploaded yet",
+                    lease_id,
+                    report_hash,
+                )
                 return None
+            self.conditions.clear((lease_id, report_hash))
             if existing is None:
                 ok, reasons, detail = self._appraise(lease, attestation, evidence.content)
                 existing = Verification(
