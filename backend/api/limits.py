@@ -137,9 +137,12 @@ class AbuseGuardMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            await anyio.to_thread.run_sync(
-                self.limiter.hit, "client", client_key(scope), self.settings.rate_limit_per_client
-            )
+            limit = self.settings.rate_limit_per_client
+            if self.limiter.shared:
+                # A Redis round trip: not on the event loop.
+                await anyio.to_thread.run_sync(self.limiter.hit, "client", client_key(scope), limit)
+            else:
+                self.limiter.hit("client", client_key(scope), limit)  # a dict update, no I/O
         except RateLimited as exc:
             await error_response(exc)(scope, receive, send)
             return

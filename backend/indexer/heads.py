@@ -51,8 +51,11 @@ class NewHeads:
         self._stop.set()
         loop = self._loop
         if loop is not None:
-            for task in asyncio.all_tasks(loop) if not loop.is_closed() else ():
-                loop.call_soon_threadsafe(task.cancel)
+            try:
+                for task in asyncio.all_tasks(loop):
+                    loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass  # the listener's loop already ended (closed) on its own
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

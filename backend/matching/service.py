@@ -252,19 +252,43 @@ class Matcher:
         return match
 
     def lease_accepted(self, lease_id: int, node: str) -> None:
-        """The chain says `node` accepted: keep its reservation, free every other one."""
+        """The chain says `node` accepted: keep its reservation, free every other one.
+
+        A node may accept after its reservation expired (it was slow, or its heartbeats
+        lapsed): the chain decides, so that reservation is taken back as accepted.
+        """
         now = self._now()
         freed: list[Match] = []
+        revived: list[Match] = []
         with self.store.session() as session:
-            for match in self._live(session, lease_id):
+            live = self._live(session, lease_id)
+            for match in live:
                 if match.node == node and match.status == ReservationState.RESERVED:
                     match.status = ReservationState.ACCEPTED
                     match.accepted_at = now
                 elif match.node != node:
                     match.status = ReservationState.RELEASED
                     freed.append(match)
+            if not any(match.node == node for match in live):
+                session.flush()  # the released ones first: one live reservation per lease
+                expired = session.scalars(
+                    select(Match)
+                    .where(
+                        Match.lease_id == lease_id,
+                        Match.node == node,
+                        Match.status == ReservationState.EXPIRED,
+                    )
+                    .order_by(Match.id.desc())
+                    .limit(1)
+                ).first()
+                if expired is not None:
+                    expired.status = ReservationState.ACCEPTED
+                    expired.accepted_at = now
+                    revived.append(expired)
         for match in freed:
             self.index.release(_reservation(match))
+        for match in revived:
+            self.index.reserve(_reservation(match))
 
     def lease_closed(self, lease_id: int) -> None:
         """The lease closed: nothing stays reserved for it."""

@@ -216,7 +216,9 @@ def test_readme_operator_journey(stack: Stack, tmp_path: Path) -> None:
             cwd=elsewhere, env=cli.env, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        wait_for(lambda: "ready." in log.read_text() or agent.poll() is not None, 90, "the agent")
+        wait_for(
+            lambda: "ready." in log.read_text() or agent.poll() is not None, 90, what="the agent"
+        )
         assert agent.poll() is None, log.read_text()[-2000:]
         assert f"node agent {address}" in log.read_text()
     finally:

@@ -158,3 +158,27 @@ def test_sqlite_refuses_a_second_backend(tmp_path: Path) -> None:
     assert again is not None
     os.close(again)
     assert _claim_sqlite("postgresql+psycopg://cvm@db/cvm") is None
+
+
+def test_a_node_that_accepts_after_its_reservation_expired_keeps_the_lease(
+    store: Store, clock: Clock
+) -> None:
+    slow = _node(store, "0x" + "06" * 20, price_per_vcpu_second=1)
+    other = _node(store, "0x" + "07" * 20, price_per_vcpu_second=5)
+    add_lease(store, 1, RENTER)
+    matcher, sent = _matcher(store, clock)
+    matcher.rebuild()
+    _beat(matcher, clock, slow, 16, 65536, 500)
+    _beat(matcher, clock, other, 16, 65536, 500)
+    matcher.match_lease(1)
+    clock.advance(61)
+    _beat(matcher, clock, slow, 16, 65536, 500)
+    _beat(matcher, clock, other, 16, 65536, 500)
+    assert matcher.expire_overdue() == [1] and sent.calls == [(1, slow), (1, other)]
+    matcher.lease_accepted(1, slow)  # the chain says the slow node won after all
+    with store.session() as session:
+        statuses = {m.node: m.status for m in session.scalars(select(Match))}
+    assert statuses == {slow: "accepted", other: "released"}
+    slow_entry, other_entry = matcher.index.get(slow), matcher.index.get(other)
+    assert slow_entry is not None and slow_entry.reserved_vcpus == 2
+    assert other_entry is not None and other_entry.reserved_vcpus == 0
