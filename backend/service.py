@@ -37,7 +37,7 @@ from backend.matching import Matcher
 from backend.matching.service import Dispatch
 from backend.repeats import RepeatedConditions
 from backend.store import Node, Store, StoreError
-from backend.verifier import Verifier, VerifierConfig
+from backend.verifier import LivenessResult, LivenessWatch, Verifier, VerifierConfig
 from cvm.api_models import ChainInfo
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
@@ -52,6 +52,7 @@ class StepReport:
     indexed: BatchResult
     expired_rematched: list[int]
     verified: int
+    liveness: LivenessResult | None = None
     leader: bool = True  # this replica ran the indexer and matcher in this round
 
 
@@ -118,6 +119,7 @@ class BackendService:
         )
         self.verifier: Verifier | None = None
         self.verifier_job: str | None = None
+        self.liveness: LivenessWatch | None = None
         if verifier_account is not None:
             self.verifier_job = verifier_job(verifier_account.address)
             chain = ChainClient(w3, deployment, verifier_account)
@@ -134,7 +136,21 @@ class BackendService:
                     trusted_roots=trusted_roots,
                 ),
                 clock=clock,
+                evidence_timeout_s=settings.verifier_evidence_timeout_s,
             )
+            if settings.verifier_challenge_stale_s > 0:
+
+                def challenge(lease_id: int) -> str:
+                    return chain.leases.challenge(lease_id).tx_hash
+
+                self.liveness = LivenessWatch(
+                    self.store,
+                    challenge,
+                    stale_after_s=settings.verifier_challenge_stale_s,
+                    min_interval_s=chain.attestations.min_challenge_interval(),
+                    clock=clock,
+                    on_silent=self.matcher.node_silent,
+                )
         self.context = AppContext(
             settings=settings,
             store=self.store,
@@ -180,10 +196,13 @@ class BackendService:
             self._react(indexed)
             rematched = self.matcher.expire_overdue()
         verified = 0
+        liveness = None
+        # The verifier key's jobs (votes, liveness challenges) run on its leader only.
         if self.verifier is not None and self.verifier_job is not None:
             if self.leadership.acquire(self.verifier_job):
                 verified = len(self.verifier.run_pending())
-        return StepReport(indexed, rematched, verified, leader)
+                liveness = self.liveness.run() if self.liveness else None
+        return StepReport(indexed, rematched, verified, liveness=liveness, leader=leader)
 
     def _react(self, batch: BatchResult) -> None:
         if batch.reorged_from is not None:
@@ -202,7 +221,8 @@ class BackendService:
                 continue
             if event.name == "LeaseAccepted" and event.node:
                 self.matcher.lease_accepted(event.lease_id, event.node)
-            elif event.name == "LeaseClosed":
+            elif event.name in ("LeaseClosed", "LeaseDeclined"):
+                # A declined lease is open again: free its node, match it to the next one.
                 self.matcher.lease_closed(event.lease_id)
         # Every open lease without a live reservation: new ones, and any that found no
         # node before (a node may have registered or sent a heartbeat since).

@@ -251,6 +251,7 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
         "CVM_NODE_KEYSTORE": str(keystore),
         "CVM_NODE_PASSWORD_FILE": str(password),
         "CVM_NODE_LAUNCHER": "simulated",
+        "CVM_NODE_MEASUREMENTS": "0x" + MEASUREMENT.hex(),
         "CVM_NODE_RECONCILE_INTERVAL_S": "5",
         "CVM_NODE_HEARTBEAT_INTERVAL_S": "2",
     }

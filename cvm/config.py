@@ -14,6 +14,7 @@ from pydantic_settings import (
 )
 
 SETTINGS_FILE_ENV = "CVM_SETTINGS_FILE"
+MEASUREMENT_BYTES = 48  # an SEV-SNP launch measurement (SHA-384)
 DEFAULT_SETTINGS_FILE = "cvm.env"
 
 
@@ -124,6 +125,18 @@ class Settings(BaseSettings):
     verifier_password_file: Path | None = Field(
         None, description="file (owner-only) holding the verifier keystore password"
     )
+    verifier_evidence_timeout_s: int = Field(
+        600,
+        ge=1,
+        description="a pending attestation without evidence this long after its submission is"
+        " rejected (NO_EVIDENCE); keep it well below the registry's 1-hour verification window",
+    )
+    verifier_challenge_stale_s: int = Field(
+        120,
+        ge=0,
+        description="the verifier challenges the attested leases of a node whose last heartbeat"
+        " is older than this (0: never)",
+    )
 
     # --- node agent ----------------------------------------------------------------
     node_keystore: Path | None = Field(
@@ -131,6 +144,11 @@ class Settings(BaseSettings):
     )
     node_password_file: Path | None = Field(
         None, description="file (owner-only) holding the node keystore password"
+    )
+    node_measurements: str = Field(
+        "",
+        description="launch measurements (48-byte hex, comma-separated) this node can produce;"
+        " leases expecting any other are refused (none set: every lease is refused)",
     )
     node_launcher: str = Field(
         "simulated", description="guest launcher: simulated, qemu (no SEV) or qemu-snp"
@@ -172,6 +190,21 @@ class Settings(BaseSettings):
         " (tests and demos only)",
     )
 
+    @field_validator("node_measurements", mode="after")
+    @classmethod
+    def _measurements(cls, text: str) -> str:
+        # Checked when read, so a typo stops the agent at start instead of refusing leases.
+        for item in (part.strip() for part in text.split(",")):
+            if item and len(_hex_bytes(item)) != MEASUREMENT_BYTES:
+                raise ValueError(f"{item!r} is not a {MEASUREMENT_BYTES}-byte hex measurement")
+        return text
+
+    @property
+    def node_measurement_list(self) -> tuple[bytes, ...]:
+        """`node_measurements` as bytes, in the order given, without duplicates."""
+        items = (part.strip() for part in self.node_measurements.split(","))
+        return tuple(dict.fromkeys(_hex_bytes(item) for item in items if item))
+
     @field_validator("data_dir", "deployment_file", "sim_amd_dir", mode="after")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -196,6 +229,13 @@ class Settings(BaseSettings):
         env_file = os.environ.get(SETTINGS_FILE_ENV) or DEFAULT_SETTINGS_FILE
         settings_file = DotEnvSettingsSource(settings_cls, env_file=env_file)
         return init_settings, env_settings, settings_file, file_secret_settings
+
+
+def _hex_bytes(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not hex") from None
 
 
 def get_settings() -> Settings:

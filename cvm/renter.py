@@ -1,4 +1,5 @@
-"""What a renter does: rent a confidential VM, follow it to Verified, top it up, close it.
+"""What a renter does: rent a confidential VM, follow it to Verified, top it up, challenge
+it to attest afresh, close it.
 
 One `Renter` per wallet and deployment, used by the `cvm rent`/`lease`/`leases` commands,
 `cvm demo` and the end-to-end benchmark. The chain is the source of truth; the backend
@@ -12,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -33,6 +35,8 @@ from cvm.chain import (
 
 # Gas a renter needs for a createLeaseWithPermit and a close, at local base fees.
 _MIN_GAS_WEI = 10**15
+# How long `close` waits for the verifiers to decide a pending attestation before giving up.
+CLOSE_VERDICT_TIMEOUT_S = 120.0
 
 log = logging.getLogger(__name__)
 
@@ -262,18 +266,61 @@ class Renter:
             raise RenterError(f"the chain refused the top-up: {exc}") from None
         return self.report(lease_id)
 
-    def close(self, lease_id: int) -> tuple[LeaseReport, int]:
-        """Close one of this wallet's leases; the report after and the refund received."""
+    def close(
+        self, lease_id: int, *, verdict_timeout_s: float = CLOSE_VERDICT_TIMEOUT_S
+    ) -> tuple[LeaseReport, int]:
+        """Close one of this wallet's leases; the report after and the refund received.
+
+        A pending attestation's verdict is waited for up to `verdict_timeout_s`; past that a
+        RenterError says until when the verifiers may decide and what to do.
+        """
         self._require_wallet()
         report = self.own_report(lease_id)
         if report.lease.status == LeaseStatus.CLOSED:
             raise RenterError(f"lease {lease_id} is already closed")
+        if report.attestation.status == AttestationStatus.PENDING:
+            # No lease ends while an attestation awaits the verifiers (its time is paid if
+            # verified): wait for their verdict, which normally takes seconds.
+            try:
+                self.wait(lease_id, lambda r: r.attestation.status != AttestationStatus.PENDING,
+                          timeout_s=verdict_timeout_s)  # fmt: skip
+            except RenterError:
+                raise RenterError(self._awaiting_verdict(lease_id)) from None
         try:
             tx = self.chain.leases.close_lease(lease_id)
         except ContractRevert as exc:
+            if exc.name == "LeaseMarket_AttestationPending":
+                raise RenterError(self._awaiting_verdict(lease_id)) from None
             raise RenterError(f"the chain refused to close: {exc}") from None
         refund = int(tx.event("LeaseClosed").args["refund"])
         return self.report(lease_id), refund
+
+    def _awaiting_verdict(self, lease_id: int) -> str:
+        decide_by = self.chain.attestations.progress_of(lease_id).decide_by
+        when = datetime.fromtimestamp(decide_by, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"lease {lease_id} cannot be closed yet: its latest attestation awaits the "
+            f"verifiers' verdict, due by {when} (its time is paid only if they verify it). "
+            f"Run `cvm lease close {lease_id}` again once they decided or that time passed; "
+            "an undecided attestation then counts as missed and you get the refund."
+        )
+
+    def challenge(self, lease_id: int) -> tuple[LeaseReport, int]:
+        """Ask the node of one of this wallet's leases to attest afresh now; the report and
+        the time (Unix seconds) by which it must answer."""
+        self._require_wallet()
+        report = self.own_report(lease_id)
+        if report.lease.status != LeaseStatus.ACTIVE:
+            raise RenterError(
+                f"lease {lease_id} is {report.lease.status.name.lower()}: only an active "
+                "lease can be challenged"
+            )
+        try:
+            tx = self.chain.leases.challenge(lease_id)
+        except ContractRevert as exc:
+            raise RenterError(_challenge_refused(lease_id, exc)) from None
+        respond_by = int(tx.event("LeaseChallenged").args["respondBy"])
+        return self.report(lease_id), respond_by
 
     # --- waiting ------------------------------------------------------------------------
 
@@ -345,6 +392,23 @@ class _Follower:
             if self.on_change is not None:
                 self.on_change(phase, self.report)
         return self.until(self.report)
+
+
+def _challenge_refused(lease_id: int, exc: ContractRevert) -> str:
+    args = exc.args_by_name
+    if exc.name == "AttestationRegistry_ChallengeTooSoon":
+        when = datetime.fromtimestamp(int(args["nextChallengeAt"]), UTC)
+        return (
+            f"lease {lease_id} was challenged less than the minimum interval ago: the next "
+            f"challenge is possible from {when.strftime('%Y-%m-%d %H:%M:%S UTC')}"
+        )
+    if exc.name == "AttestationRegistry_NothingToChallenge":
+        status = AttestationStatus(int(args["status"])).name.lower()
+        return (
+            f"lease {lease_id} has no verified attestation to challenge (it is {status}): a "
+            "pending one is already fresh; an expired one lets you close with the refund"
+        )
+    return f"the chain refused the challenge: {exc}"
 
 
 def lease_phase(report: LeaseReport) -> str:

@@ -278,6 +278,8 @@ class EmbeddedStack:
                 CVM_NODE_KEYSTORE=str(node_key.keystore),
                 CVM_NODE_PASSWORD_FILE=str(node_key.password_file),
                 CVM_NODE_LAUNCHER="simulated",
+                # The demo guest is what these agents launch; any other lease is refused.
+                CVM_NODE_MEASUREMENTS="0x" + DEMO_MEASUREMENT.hex(),
             )
             log = logs / f"{name}.log"
             agent = ManagedProcess(name, [sys.executable, "-m", "node_agent"], log, env).start()

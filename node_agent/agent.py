@@ -9,7 +9,7 @@ submit, re-attest) and `reconciler` (chain vs store vs guests).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -41,6 +41,7 @@ class NodeAgent:
         *,
         api: ApiClient | None = None,
         reattest_margin_s: int = 60,
+        measurements: Collection[bytes] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         if chain.account is None:
@@ -55,7 +56,9 @@ class NodeAgent:
         self.poster = AttestationPoster(
             chain, launcher, store, api=api, reattest_margin_s=reattest_margin_s
         )
-        self.lifecycle = LeaseLifecycle(chain, launcher, store, self.poster, capacity, lock_dir)
+        self.lifecycle = LeaseLifecycle(
+            chain, launcher, store, self.poster, capacity, lock_dir, measurements=measurements
+        )
         self.reconciler = Reconciler(self.lifecycle)
 
     @property

@@ -21,3 +21,8 @@ class HostUnsupported(LauncherError):
 
 class LeaseNotOurs(AgentError):
     """The chain says the lease belongs to another node, or is not open for us."""
+
+
+class LeaseUnservable(LeaseNotOurs):
+    """This node cannot serve the lease (it cannot produce the expected measurement, or the
+    guest cannot be launched here): refused before accept, declined after."""

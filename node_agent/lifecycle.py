@@ -10,21 +10,33 @@ the caller to hold it (see `locked`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from cvm.chain import ChainClient, ContractRevert, Lease, LeaseStatus
 from node_agent.attestation_poster import AttestationPoster
-from node_agent.errors import AgentError, CapacityExceeded, LeaseNotOurs
+from node_agent.errors import (
+    AgentError,
+    CapacityExceeded,
+    HostUnsupported,
+    LauncherError,
+    LeaseNotOurs,
+    LeaseUnservable,
+)
 from node_agent.faults import crash_point
 from node_agent.launcher.base import GuestSpec, GuestState, Launcher
-from node_agent.lease_terms import lease_terms
+from node_agent.lease_terms import LeaseTerms, lease_terms
 from node_agent.locks import lease_lock
+from node_agent.measurements import unservable_reason
 from node_agent.store import ACTIVE_STATES, AgentStore, LeaseRecord, LeaseState, Resources
 
 log = logging.getLogger(__name__)
+
+# A lease whose guest still fails to launch this close to its first-attestation deadline is
+# declined: the decline is one transaction, and after the deadline it would be a slash.
+DECLINE_MARGIN_S = 120
 
 
 class LeaseLifecycle:
@@ -38,10 +50,14 @@ class LeaseLifecycle:
         poster: AttestationPoster,
         capacity: Resources,
         lock_dir: Path,
+        *,
+        measurements: Collection[bytes] = (),
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
         self.chain = chain
+        self.measurements = tuple(measurements)
+        self._refusals_logged: set[int] = set()
         self.address = str(chain.account.address)
         self.launcher = launcher
         self.store = store
@@ -101,8 +117,19 @@ class LeaseLifecycle:
             lease.status == LeaseStatus.ACTIVE and not self.ours(lease)
         ):
             return self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
+        terms = None if record is None or record.state == LeaseState.REFUSED else _terms(record)
+        if terms is None:
+            terms = lease_terms(self.chain, lease)
+        reason = unservable_reason(self.measurements, terms)
+        if reason is not None and lease.status == LeaseStatus.OPEN:
+            self.refuse(lease_id, record, reason)
         if record is None or record.state == LeaseState.REFUSED:
-            record = self.reserve(lease)  # raises CapacityExceeded when it does not fit
+            record = self.reserve(lease, terms)  # raises CapacityExceeded when it does not fit
+        if reason is not None and self.serving(lease):
+            # Accepted before (e.g. under another configuration): give it back while that is
+            # free, rather than hold a lease whose attestation can never be truthful.
+            self.give_back(lease, record, reason)
+            raise LeaseUnservable(f"lease {lease_id}: {reason}")
         just_accepted = False
         if lease.status == LeaseStatus.OPEN:
             lease, just_accepted = self._accept(lease)
@@ -110,15 +137,62 @@ class LeaseLifecycle:
                 return self.retire(lease_id, record, "accepted by another node")
         if record.state == LeaseState.RESERVED:
             self.store.set_lease_state(lease_id, LeaseState.ACCEPTED)
-        self.ensure_guest(record)
+        self.launch_or_give_back(lease, record)
         if self.poster.attest(lease_id, fresh=just_accepted):
             return LeaseState.ATTESTED
         current = self.store.get_lease(lease_id)
         return current.state if current else LeaseState.LAUNCHED
 
-    def reserve(self, lease: Lease) -> LeaseRecord:
+    def launch_or_give_back(self, lease: Lease, record: LeaseRecord) -> bool:
+        """`ensure_guest`, declining the lease instead when the launch cannot work here, or
+        still fails when its first attestation is nearly due (then LeaseUnservable); other
+        launch failures propagate, to be retried."""
+        try:
+            return self.ensure_guest(record)
+        except LauncherError as exc:
+            lease_id = lease.lease_id
+            lease = self.chain.leases.get_lease(lease_id)  # with its deadline, fixed at accept
+            if not isinstance(exc, HostUnsupported) and (
+                self.chain.block_timestamp() < lease.attest_by - DECLINE_MARGIN_S
+                or self.chain.attestations.attestation_nonce(lease_id) > 0
+            ):
+                raise
+            self.give_back(lease, record, f"the guest cannot be launched: {exc}")
+            raise LeaseUnservable(f"lease {lease_id}: the guest cannot be launched") from exc
+
+    def refuse(self, lease_id: int, record: LeaseRecord | None, reason: str) -> None:
+        """Refuse an open lease this node cannot serve: never accepted, logged once."""
+        if lease_id not in self._refusals_logged:
+            self._refusals_logged.add(lease_id)
+            log.warning("lease %s: refused: %s", lease_id, reason)
+        if record is not None and record.state != LeaseState.REFUSED:
+            self.store.set_lease_state(lease_id, LeaseState.REFUSED, reason=reason)
+        raise LeaseUnservable(f"lease {lease_id}: refused: {reason}")
+
+    def give_back(self, lease: Lease, record: LeaseRecord | None, reason: str) -> LeaseState:
+        """Decline an accepted lease this node cannot serve, while that is free (before any
+        submission and before its deadline): the lease reopens for the next node. After
+        that the missed-attestation path applies, and the lease is left to it."""
+        lease_id = lease.lease_id
+        if not self.serving(lease):
+            return self.retire(lease_id, record, reason)
+        if (
+            self.chain.attestations.attestation_nonce(lease_id) > 0
+            or self.chain.block_timestamp() >= lease.attest_by
+        ):
+            log.warning("lease %s: cannot serve it (%s), too late to decline", lease_id, reason)
+            return record.state if record else LeaseState.ACCEPTED
+        try:
+            self.chain.leases.decline_lease(lease_id)
+        except ContractRevert as exc:
+            log.warning("lease %s: decline refused (%s): %s", lease_id, exc.name, reason)
+            return record.state if record else LeaseState.ACCEPTED
+        log.warning("lease %s: declined on chain: %s", lease_id, reason)
+        return self.retire(lease_id, record, f"declined: {reason}")
+
+    def reserve(self, lease: Lease, terms: LeaseTerms | None = None) -> LeaseRecord:
         """Hold the lease's resources in the store (CapacityExceeded if they do not fit)."""
-        terms = lease_terms(self.chain, lease)
+        terms = terms or lease_terms(self.chain, lease)
         resources = Resources(terms.vcpu, terms.memory_mib, terms.disk_gib)
         try:
             return self.store.reserve(
@@ -199,3 +273,15 @@ class LeaseLifecycle:
             self.store.set_lease_state(lease_id, final, reason=reason)
             log.info("lease %s: %s (%s)", lease_id, final, reason)
         return final
+
+
+def _terms(record: LeaseRecord) -> LeaseTerms:
+    """A stored lease's terms (as read from the chain when it was reserved)."""
+    return LeaseTerms(
+        lease_id=record.lease_id,
+        vcpu=record.resources.vcpu,
+        memory_mib=record.resources.memory_mib,
+        disk_gib=record.resources.disk_gib,
+        expected_measurement=record.expected_measurement,
+        reattest_interval=record.reattest_interval,
+    )

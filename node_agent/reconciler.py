@@ -2,7 +2,8 @@
 
 It adopts leases the chain says this node accepted but the store forgot (killed right
 after accept), relaunches guests that vanished, stops guests of leases that closed, ran
-out or were never ours, and has due attestations posted. It finds accepted leases by the
+out or were never ours, and has due attestations posted, at once for a lease challenged
+since its latest submission (`LeaseMarket.challenge`). It finds accepted leases by the
 `LeaseAccepted` events of this node key since its checkpoint, not since the deployment.
 """
 
@@ -31,6 +32,7 @@ class ReconcileResult:
     relaunched: list[int] = field(default_factory=list)
     stopped: list[int] = field(default_factory=list)
     attested: list[int] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)  # challenges answered by a fresh report
 
 
 class Reconciler:
@@ -115,9 +117,22 @@ class Reconciler:
                 lifecycle.stop(lease, record, f"lease is {lease.status.name} on chain")
                 result.stopped.append(lease_id)
                 return
-            restarted = lifecycle.ensure_guest(record)
+            restarted = lifecycle.launch_or_give_back(lease, record)
             if restarted:
                 result.relaunched.append(lease_id)
-            # A guest started afresh is not the one the standing attestation was about.
-            if lifecycle.poster.attest(lease_id, force=restarted):
+            # A guest started afresh is not the one the standing attestation was about; a
+            # challenge asks for a fresh report now, or payment stops at the window's end.
+            challenged = self._challenged_since_submission(lease_id)
+            if lifecycle.poster.attest(lease_id, force=restarted or challenged):
                 result.attested.append(lease_id)
+                if challenged:
+                    result.answered.append(lease_id)
+                    log.info("lease %s: answered a challenge with a fresh attestation", lease_id)
+
+    def _challenged_since_submission(self, lease_id: int) -> bool:
+        """Whether the lease was challenged after its latest attestation was submitted."""
+        challenged_at = self.chain.attestations.challenged_at(lease_id)
+        if challenged_at == 0:
+            return False  # the common case: one read
+        latest = self.chain.attestations.attestation_of(lease_id)
+        return challenged_at > latest.submitted_at  # as the registry counts it

@@ -107,4 +107,5 @@ def build_agent(settings: Settings, account: LocalAccount) -> NodeAgent:
         directory / "locks",
         api=ApiClient(settings.api_url),
         reattest_margin_s=settings.node_reattest_margin_s,
+        measurements=settings.node_measurement_list,
     )

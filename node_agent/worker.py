@@ -29,9 +29,10 @@ def run_worker(settings: Settings, account: LocalAccount, *, concurrency: int = 
         agent, settings.node_reconcile_interval_s, settings.node_heartbeat_interval_s
     )
     scheduler.start()
-    logging.getLogger(__name__).info(
-        "node agent %s consuming %s", account.address, node_queue(account.address)
-    )
+    log = logging.getLogger(__name__)
+    log.info("node agent %s consuming %s", account.address, node_queue(account.address))
+    if not settings.node_measurement_list:
+        log.warning("no CVM_NODE_MEASUREMENTS configured: every lease will be refused")
     try:
         worker = app.Worker(
             queues=[node_queue(account.address)],

@@ -105,6 +105,16 @@ def _lease_accepted(session: Session, event: ChainEvent) -> None:
         lease.accepted_block = event.block_number
 
 
+def _lease_declined(session: Session, event: ChainEvent) -> None:
+    # The node gave the lease back before attesting: it is open for the next node.
+    lease = _lease(session, event)
+    if lease is not None:
+        lease.status = LeaseState.OPEN
+        lease.node = None
+        lease.rate_per_second = None
+        lease.accepted_block = None
+
+
 def _lease_topped_up(session: Session, event: ChainEvent) -> None:
     lease = _lease(session, event)
     if lease is not None:
@@ -157,6 +167,7 @@ def _attestation_decided(status: AttestationState) -> Callable[[Session, ChainEv
 _LEASE_HANDLERS: dict[str, Callable[[Session, ChainEvent], None]] = {
     "LeaseCreated": _lease_created,
     "LeaseAccepted": _lease_accepted,
+    "LeaseDeclined": _lease_declined,
     "LeaseToppedUp": _lease_topped_up,
     "LeaseClosed": _lease_closed,
     "AttestationSubmitted": _attestation_submitted,

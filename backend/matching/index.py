@@ -168,6 +168,13 @@ class MatchIndex:
             self._insert(entry)
             return True
 
+    def mark_silent(self, address: str) -> None:
+        """Treat the node's last heartbeat as stale now (its next heartbeat revives it)."""
+        with self._lock:
+            entry = self._nodes.get(address)
+            if entry is not None:
+                entry.heard_at = float("-inf")
+
     # --- matching -----------------------------------------------------------------------
 
     def match(self, demand: Demand, exclude: frozenset[str] = frozenset()) -> Reservation | None:

@@ -189,6 +189,11 @@ class Matcher:
         for match in matches:
             self.index.release(_reservation(match))
 
+    def node_silent(self, node: str) -> None:
+        """The verifier found the node silent (and challenged its leases): offer it no more
+        leases until it sends a heartbeat again."""
+        self.index.mark_silent(node)
+
     # --- matching -------------------------------------------------------------------------------
 
     def _lease_lock(self, lease_id: int) -> threading.Lock:

@@ -4,8 +4,10 @@ For every `AttestationSubmitted` it fetches the evidence the node uploaded (by t
 hash recorded on chain), appraises it with `cvm.attestation` under the lease's policy
 (expected measurement, REPORT_DATA bound to this chain, registry, lease and nonce, debug
 disallowed, VMPL 0), stores the full result with its reason codes, and sends
-`confirm(leaseId, reportHash, ok)` from the verifier key. The stored result comes first and
-the transaction hash is added after, so a crash between the two retries only the vote.
+`confirm(leaseId, reportHash, ok)` from the verifier key; a submission whose evidence is
+not uploaded within `evidence_timeout_s` is rejected with reason `NO_EVIDENCE`. The stored
+result comes first and the transaction hash is added after, so a crash between the two
+retries only the vote.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ LEASE_MISMATCH = "LEASE_MISMATCH"
 CHAIN_MISMATCH = "CHAIN_MISMATCH"
 REGISTRY_MISMATCH = "REGISTRY_MISMATCH"
 NONCE_MISMATCH = "NONCE_MISMATCH"
+NO_EVIDENCE = "NO_EVIDENCE"  # nothing uploaded for the report within the evidence timeout
+
+# Default of `evidence_timeout_s`: well inside the registry's 1-hour verification window.
+EVIDENCE_TIMEOUT_S = 600.0
 
 Confirm = Callable[[int, bytes, bool], str]  # (lease id, report hash, ok) -> tx hash
 
@@ -57,6 +63,7 @@ class Verifier:
         *,
         clock: Callable[[], float],
         parallel: int = 8,
+        evidence_timeout_s: float = EVIDENCE_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.confirm = confirm
@@ -64,6 +71,7 @@ class Verifier:
         self.clock = clock
         self.parallel = parallel
         self.conditions = RepeatedConditions(log)
+        self.evidence_timeout_s = evidence_timeout_s
 
     def pending(self) -> list[tuple[int, str]]:
         """Pending attestations this verifier has not voted on yet."""
@@ -97,7 +105,8 @@ class Verifier:
         return [result for result in results if result is not None]
 
     def verify(self, lease_id: int, report_hash: str) -> Verification | None:
-        """Appraise and vote on one submission; None while its evidence is not uploaded."""
+        """Appraise and vote on one submission; None while its evidence is not uploaded
+        and the evidence timeout has not passed (then it is rejected as NO_EVIDENCE)."""
         with self.store.session() as session:
             existing = session.scalar(
                 select(Verification).where(
@@ -113,16 +122,39 @@ class Verifier:
             )
             if lease is None or attestation is None or attestation.report_hash != report_hash:
                 return None
-            if evidence is None:
-                self.conditions.report(
-                    (lease_id, report_hash),
-                    "lease %s: evidence %s not uploaded yet",
-                    lease_id,
-                    report_hash,
+            if existing is None and evidence is None:
+                waited = self.clock() - attestation.submitted_at
+                if waited < self.evidence_timeout_s:
+                    # Reported once per submission (with a count when it ends), not per pass.
+                    self.conditions.report(
+                        (lease_id, report_hash),
+                        "lease %s: evidence %s not uploaded yet",
+                        lease_id,
+                        report_hash,
+                    )
+                    return None
+                # Without evidence nobody can check the report: reject well inside the
+                # registry's verification window rather than leave the lease undecided.
+                log.warning("lease %s: no evidence for %s: rejecting", lease_id, report_hash)
+                existing = Verification(
+                    lease_id=lease_id,
+                    report_hash=report_hash,
+                    evidence_hash=None,
+                    ok=False,
+                    reason_codes=[NO_EVIDENCE],
+                    detail={
+                        "errors": [
+                            f"no evidence for report {report_hash} was uploaded within "
+                            f"{self.evidence_timeout_s:.0f}s of its submission"
+                        ]
+                    },
+                    checked_at=datetime.fromtimestamp(self.clock(), UTC),
+                    confirm_tx=None,
                 )
-                return None
+                session.add(existing)
             self.conditions.clear((lease_id, report_hash))
             if existing is None:
+                assert evidence is not None
                 ok, reasons, detail = self._appraise(lease, attestation, evidence.content)
                 existing = Verification(
                     lease_id=lease_id,

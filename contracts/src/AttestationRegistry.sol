@@ -8,7 +8,7 @@ import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
 import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.sol";
 import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
 import {Errors} from "./libraries/Errors.sol";
-import {LeaseStatus} from "./types/DataTypes.sol";
+import {AttestationProgress, LeaseStatus} from "./types/DataTypes.sol";
 
 /// @title AttestationRegistry
 /// @notice Attestations of cvm leases, confirmed by a quorum of verifiers. See {IAttestationRegistryCore}.
@@ -18,6 +18,15 @@ import {LeaseStatus} from "./types/DataTypes.sol";
 contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistryCore
     bytes32 public constant override VERIFIER_ROLE = keccak256("cvm.VERIFIER_ROLE");
+
+    /// @inheritdoc IAttestationRegistryCore
+    uint256 public constant override VERIFICATION_WINDOW = 1 hours;
+
+    /// @inheritdoc IAttestationRegistryCore
+    uint256 public constant override CHALLENGE_WINDOW = 15 minutes;
+
+    /// @inheritdoc IAttestationRegistryCore
+    uint256 public constant override MIN_CHALLENGE_INTERVAL = 1 hours;
 
     uint256 private constant _MEASUREMENT_LENGTH = 48;
 
@@ -37,18 +46,20 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         Status status;
         uint40 submittedAt;
         uint40 verifiedAt;
-        // slot 3: tcb (8) + interval (4) + nonce (4) + banked (4) + votes (2) = 22 bytes. The 8-byte
-        // tcb leads so the slot starts fresh instead of filling slot 2's last 5 bytes: the interval,
-        // written at open, then makes this slot non-zero before the first submit rewrites it.
-        // 32 bits of seconds is 136 years, of nonces 4e9 re-attestations; a non-zero interval marks the record open.
+        // slot 3: tcb (8) + interval (4) + nonce (4) + banked (4) + prevExpiresAt (5) + challengedAt (5)
+        // = 30 bytes. The 8-byte tcb leads so the slot starts fresh instead of filling slot 2's last
+        // 5 bytes: the interval, written at open, then makes this slot non-zero before the first
+        // submit rewrites it. 32 bits of seconds is 136 years, of nonces 4e9 re-attestations; a
+        // non-zero interval marks the record open.
         uint64 reportedTcb;
         uint32 reattestInterval;
         uint32 nonce;
         // Verified seconds of earlier attestations of this lease.
         uint32 bankedSeconds;
-        // Vote counters of the pending attestation; only used when quorum > 1.
-        uint8 approvals;
-        uint8 rejections;
+        // Expiry of the verified attestation the pending one replaces (keeps `isAttested` seamless).
+        uint40 prevExpiresAt;
+        // Last challenge: payment for an attestation submitted before it stops at this time.
+        uint40 challengedAt;
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -61,6 +72,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     /// @dev keccak256(leaseId, nonce, verifier) => voted; only written when quorum > 1.
     mapping(bytes32 voteKey => bool) private _voted;
+
+    /// @dev keccak256(leaseId, nonce, ok) => the verifiers who voted so; only written when quorum > 1.
+    /// Counted at each vote against the current role holders, so a revoked verifier's vote drops out.
+    mapping(bytes32 ballotKey => address[]) private _ballots;
 
     constructor(address admin, uint256 quorum_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
@@ -80,7 +95,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         (address nodeKey, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
         uint256 expiresAt = uint256(record.submittedAt) + record.reattestInterval;
         attestation = Attestation({
-            status: _effectiveStatus(stored, expiresAt, leaseStatus),
+            status: leaseStatus == LeaseStatus.CLOSED && stored != Status.Rejected ? Status.Expired : _status(record),
             node: nodeKey,
             reportHash: record.reportHash,
             measurement: abi.encodePacked(record.measurementHead, record.measurementTail),
@@ -96,13 +111,18 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistry
     function isAttested(uint256 leaseId, bytes calldata expectedMeasurement) external view override returns (bool) {
         Record storage record = _records[leaseId];
-        if (record.status != Status.Verified) return false;
-        if (block.timestamp >= uint256(record.submittedAt) + record.reattestInterval) return false;
+        Status status = _status(record);
+        if (status == Status.Pending) {
+            // Seamless re-attestation: the previous verified attestation still vouches until it expires.
+            if (block.timestamp >= record.prevExpiresAt) return false;
+        } else if (status != Status.Verified) {
+            return false;
+        }
         if (expectedMeasurement.length != _MEASUREMENT_LENGTH) return false;
         if (bytes32(expectedMeasurement[0:32]) != record.measurementHead) return false;
         if (bytes16(expectedMeasurement[32:48]) != record.measurementTail) return false;
-        (, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
-        return leaseStatus == LeaseStatus.ACTIVE;
+        // Active and not yet used up (a used-up lease is no longer served).
+        return ILeaseMarket(leaseMarket).isServing(leaseId);
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -111,7 +131,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         Status stored = record.status;
         if (stored == Status.None || stored == Status.Rejected) return stored;
         (, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
-        return _effectiveStatus(stored, uint256(record.submittedAt) + record.reattestInterval, leaseStatus);
+        if (leaseStatus == LeaseStatus.CLOSED) return Status.Expired;
+        return _status(record);
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -120,11 +141,30 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     }
 
     /// @inheritdoc IAttestationRegistryCore
-    function attestedSeconds(uint256 leaseId, uint256 until) external view override returns (uint256 seconds_) {
+    function challengedAt(uint256 leaseId) external view override returns (uint256) {
+        return _records[leaseId].challengedAt;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function attestedSeconds(uint256 leaseId, uint256 until) external view override returns (uint256) {
+        return _verifiedSeconds(_records[leaseId], until);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function progressOf(uint256 leaseId) external view override returns (AttestationProgress memory progress) {
         Record storage record = _records[leaseId];
-        seconds_ = record.bankedSeconds;
-        if (record.status == Status.Verified) {
-            seconds_ += _covered(record.submittedAt, record.reattestInterval, until);
+        Status stored = record.status;
+        progress.status = _status(record);
+        progress.nonce = record.nonce;
+        progress.verifiedSeconds = uint64(_verifiedSeconds(record, block.timestamp));
+        if (stored == Status.Pending) {
+            uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
+            // Safe: a uint40 time plus one hour.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            progress.decideBy = uint40(decideBy);
+            if (progress.status == Status.Pending) {
+                progress.pendingSeconds = uint64(_covered(record, block.timestamp));
+            }
         }
     }
 
@@ -174,11 +214,15 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
         Status previous = record.status;
         if (previous == Status.Pending) revert Errors.AttestationRegistry_AttestationPending(leaseId);
-        uint32 interval = record.reattestInterval;
         uint32 banked = record.bankedSeconds;
+        uint40 prevExpiresAt = 0;
         if (previous == Status.Verified) {
-            // Bank what the previous attestation covered: up to now if on time, its full interval if late.
-            banked = SafeCast.toUint32(banked + _covered(record.submittedAt, interval, block.timestamp));
+            // Bank what the previous attestation covered: up to now if on time, its full interval if
+            // late, up to the challenge if one came after it.
+            banked = SafeCast.toUint32(banked + _covered(record, block.timestamp));
+            if (_status(record) == Status.Verified) {
+                prevExpiresAt = uint40(uint256(record.submittedAt) + record.reattestInterval);
+            }
         }
 
         record.reportHash = reportHash;
@@ -188,11 +232,29 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         record.nonce = current + 1;
         record.bankedSeconds = banked;
         record.reportedTcb = reportedTcb;
-        record.approvals = 0;
-        record.rejections = 0;
+        record.prevExpiresAt = prevExpiresAt;
 
         emit AttestationSubmitted(leaseId, msg.sender, reportHash, measurement);
         emit AttestationEvidence(leaseId, current, reportedTcb, chipIdHash);
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                    CHALLENGES
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistryCore
+    function onChallenge(uint256 leaseId) external override returns (uint256 respondBy) {
+        if (msg.sender != leaseMarket) revert Errors.AttestationRegistry_CallerNotLeaseMarket(msg.sender);
+        Record storage record = _records[leaseId];
+        // Only a verified attestation is challenged (a pending one is already the fresh proof).
+        Status status = _status(record);
+        if (status != Status.Verified) revert Errors.AttestationRegistry_NothingToChallenge(leaseId, status);
+        uint256 last = record.challengedAt;
+        if (last != 0 && block.timestamp < last + MIN_CHALLENGE_INTERVAL) {
+            revert Errors.AttestationRegistry_ChallengeTooSoon(leaseId, last + MIN_CHALLENGE_INTERVAL);
+        }
+        record.challengedAt = uint40(block.timestamp);
+        respondBy = block.timestamp + CHALLENGE_WINDOW;
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -207,23 +269,21 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         bytes32 pending = record.reportHash;
         if (reportHash != pending) revert Errors.AttestationRegistry_ReportHashMismatch(leaseId, reportHash, pending);
 
+        uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
+        if (block.timestamp > decideBy) revert Errors.AttestationRegistry_VerificationWindowPassed(leaseId, decideBy);
+
         uint256 required = quorum;
         bool decided = required == 1;
         if (!decided) {
-            // With a single vote deciding, the status change itself prevents double votes;
-            // only a real quorum needs the per-verifier record.
-            bytes32 voteKey = keccak256(abi.encode(leaseId, record.nonce, msg.sender));
+            // With a single vote deciding, the status change itself prevents double votes (and the
+            // voter holds the role now); only a real quorum needs the per-verifier record.
+            uint32 nonce = record.nonce;
+            bytes32 voteKey = keccak256(abi.encode(leaseId, nonce, msg.sender));
             if (_voted[voteKey]) revert Errors.AttestationRegistry_AlreadyVoted(leaseId, msg.sender);
             _voted[voteKey] = true;
-            uint8 votes;
-            if (ok) {
-                votes = record.approvals + 1;
-                record.approvals = votes;
-            } else {
-                votes = record.rejections + 1;
-                record.rejections = votes;
-            }
-            decided = votes >= required;
+            address[] storage ballot = _ballots[keccak256(abi.encode(leaseId, nonce, ok))];
+            ballot.push(msg.sender);
+            decided = _validVotes(ballot) >= required;
         }
         emit AttestationVote(leaseId, msg.sender, reportHash, ok);
         if (!decided) return;
@@ -268,17 +328,43 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         emit QuorumSet(newQuorum);
     }
 
-    /// @dev Seconds of [submittedAt, submittedAt + interval) that lie before `until`.
-    function _covered(uint256 submittedAt, uint256 interval, uint256 until) private pure returns (uint256) {
-        if (until <= submittedAt) return 0;
-        uint256 end = submittedAt + interval;
-        return (until < end ? until : end) - submittedAt;
+    /// @dev Votes in `ballot` by accounts that hold VERIFIER_ROLE now.
+    function _validVotes(address[] storage ballot) private view returns (uint256 count) {
+        uint256 length = ballot.length;
+        for (uint256 i = 0; i < length; ++i) {
+            if (hasRole(VERIFIER_ROLE, ballot[i])) ++count;
+        }
     }
 
-    function _effectiveStatus(Status stored, uint256 expiresAt, LeaseStatus leaseStatus) private view returns (Status) {
-        if (stored == Status.Rejected) return stored;
-        if (leaseStatus == LeaseStatus.CLOSED) return Status.Expired;
-        if (stored == Status.Verified && block.timestamp >= expiresAt) return Status.Expired;
-        return stored;
+    /// @dev Verified seconds up to `until`: banked plus the current attestation's coverage if Verified.
+    function _verifiedSeconds(Record storage record, uint256 until) private view returns (uint256 seconds_) {
+        seconds_ = record.bankedSeconds;
+        if (record.status == Status.Verified) seconds_ += _covered(record, until);
+    }
+
+    /// @dev Seconds of [submittedAt, end) before `until`, where `end` is the expiry, or the last
+    /// challenge if it came after the submission (payment stops from the challenge).
+    function _covered(Record storage record, uint256 until) private view returns (uint256) {
+        uint256 submittedAt = record.submittedAt;
+        uint256 end = submittedAt + record.reattestInterval;
+        uint256 challenge = record.challengedAt;
+        if (challenge > submittedAt && challenge < end) end = challenge;
+        if (until > end) until = end;
+        return until > submittedAt ? until - submittedAt : 0;
+    }
+
+    /// @dev The status of the latest attestation now, regardless of the lease: a Verified one past its
+    /// interval, a Pending one past the verification window, and either one left without a fresh
+    /// submission CHALLENGE_WINDOW after a challenge, are Expired (missed).
+    function _status(Record storage record) private view returns (Status) {
+        Status stored = record.status;
+        if (stored == Status.None || stored == Status.Rejected) return stored;
+        uint256 submittedAt = record.submittedAt;
+        uint256 challenge = record.challengedAt;
+        if (challenge > submittedAt && block.timestamp > challenge + CHALLENGE_WINDOW) return Status.Expired;
+        if (stored == Status.Pending) {
+            return block.timestamp > submittedAt + VERIFICATION_WINDOW ? Status.Expired : Status.Pending;
+        }
+        return block.timestamp >= submittedAt + record.reattestInterval ? Status.Expired : Status.Verified;
     }
 }

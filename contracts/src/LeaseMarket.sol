@@ -2,17 +2,29 @@
 pragma solidity 0.8.28;
 
 import {Ownable, Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
 import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.sol";
 import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {Errors} from "./libraries/Errors.sol";
-import {CloseReason, Lease, LeaseSpec, LeaseStatus, Node, TeeType} from "./types/DataTypes.sol";
+import {
+    AttestationProgress,
+    CloseReason,
+    Lease,
+    LeaseRecord,
+    LeaseSpec,
+    LeaseStatus,
+    Node,
+    NodeUsage,
+    TeeType
+} from "./types/DataTypes.sol";
 
 /// @title LeaseMarket
 /// @notice Leases of confidential VMs with a per-second ERC-20 escrow. See {ILeaseMarket}.
@@ -22,8 +34,15 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     /// @inheritdoc ILeaseMarket
     uint256 public constant override MEASUREMENT_LENGTH = 48;
 
+    /// @inheritdoc ILeaseMarket
+    uint256 public constant override MIN_REATTEST_INTERVAL = 5 minutes;
+
+    /// @inheritdoc ILeaseMarket
+    uint256 public constant override MAX_REATTEST_INTERVAL = 12 hours;
+
     uint256 private constant _MIN_ATTESTATION_WINDOW = 1 minutes;
     uint256 private constant _MAX_ATTESTATION_WINDOW = 1 days;
+    uint256 private constant _BPS = 10_000;
 
     /// @inheritdoc ILeaseMarket
     IERC20 public immutable override token;
@@ -43,7 +62,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     /// @inheritdoc ILeaseMarket
     mapping(address account => uint256 amount) public override credits;
 
-    mapping(uint256 leaseId => Lease) private _leases;
+    mapping(uint256 leaseId => LeaseRecord) private _leases;
+
+    mapping(address nodeKey => NodeUsage) private _usage;
+
+    /// @dev The attestation registry's verification window, read once (a constant there).
+    uint256 private immutable _verificationWindow;
 
     constructor(
         IERC20 token_,
@@ -59,6 +83,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         token = token_;
         nodeRegistry = nodeRegistry_;
         attestationRegistry = attestationRegistry_;
+        _verificationWindow = attestationRegistry_.VERIFICATION_WINDOW();
         _setAttestationWindow(attestationWindow_);
         // Starting at 1 keeps id 0 free as "no lease" and makes the first create rewrite a non-zero slot.
         nextLeaseId = 1;
@@ -69,14 +94,55 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc ILeaseMarket
-    function getLease(uint256 leaseId) external view override returns (Lease memory) {
-        return _leases[leaseId];
+    function getLease(uint256 leaseId) external view override returns (Lease memory view_) {
+        LeaseRecord storage lease = _leases[leaseId];
+        LeaseStatus status = lease.status;
+        view_ = Lease({
+            renter: lease.renter,
+            acceptedAt: lease.acceptedAt,
+            closedAt: status == LeaseStatus.CLOSED ? lease.timeMark : 0,
+            closeReason: lease.closeReason,
+            nodeKey: lease.nodeKey,
+            ratePerSecond: lease.ratePerSecond,
+            status: status,
+            deposit: lease.deposit,
+            claimed: lease.claimed,
+            teeType: lease.teeType,
+            vcpu: lease.vcpu,
+            memoryMiB: lease.memoryMiB,
+            diskGiB: lease.diskGiB,
+            minNodeStake: lease.minNodeStake,
+            maxPricePerSecond: lease.maxPricePerSecond,
+            bond: lease.bond,
+            attestBy: status == LeaseStatus.ACTIVE ? lease.timeMark : 0
+        });
     }
 
     /// @inheritdoc ILeaseMarket
     function leaseNode(uint256 leaseId) external view override returns (address nodeKey, LeaseStatus status) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         return (lease.nodeKey, lease.status);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function isServing(uint256 leaseId) external view override returns (bool) {
+        LeaseRecord storage lease = _leases[leaseId];
+        return lease.status == LeaseStatus.ACTIVE && _earned(leaseId, lease) < lease.deposit;
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function bondedStake(address nodeKey) external view override returns (uint256) {
+        return _usage[nodeKey].bonded;
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function nodeUsage(address nodeKey) external view override returns (NodeUsage memory) {
+        return _usage[nodeKey];
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function minUnbondingDelay() public view override returns (uint256) {
+        return attestationWindow + MAX_REATTEST_INTERVAL + _verificationWindow;
     }
 
     /// @inheritdoc ILeaseMarket
@@ -86,13 +152,13 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function claimable(uint256 leaseId) external view override returns (uint256) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         return _earned(leaseId, lease) - lease.claimed;
     }
 
     /// @inheritdoc ILeaseMarket
     function refundable(uint256 leaseId) external view override returns (uint256) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         if (lease.status == LeaseStatus.CLOSED) return 0;
         return lease.deposit - _earned(leaseId, lease);
     }
@@ -130,42 +196,55 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function topUp(uint256 leaseId, uint256 amount) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireOpenOrActive(leaseId, lease.status);
         if (msg.sender != lease.renter) revert Errors.LeaseMarket_NotRenter(leaseId, msg.sender, lease.renter);
         if (amount == 0) revert Errors.LeaseMarket_ZeroAmount();
         uint256 deposit = lease.deposit;
-        // Past exhaustion the node was entitled to stop; new money must not pay for that gap.
-        if (_earned(leaseId, lease) >= deposit && lease.status == LeaseStatus.ACTIVE) {
-            revert Errors.LeaseMarket_LeaseExhausted(leaseId);
+        if (lease.status == LeaseStatus.ACTIVE) {
+            // Past exhaustion the node was entitled to stop; new money must not pay for that gap,
+            // nor for pending time that lies beyond the old deposit.
+            AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
+            uint256 owed = (uint256(progress.verifiedSeconds) + progress.pendingSeconds) * lease.ratePerSecond;
+            if (owed >= deposit) revert Errors.LeaseMarket_LeaseExhausted(leaseId);
         }
         uint256 newDeposit = deposit + amount;
-        if (newDeposit > type(uint128).max) revert Errors.LeaseMarket_DepositOverflow(leaseId, newDeposit);
-        // Safe: checked against type(uint128).max just above.
+        if (newDeposit > type(uint96).max) revert Errors.LeaseMarket_DepositOverflow(leaseId, newDeposit);
+        // Safe: checked against type(uint96).max just above.
         // forge-lint: disable-next-line(unsafe-typecast)
-        lease.deposit = uint128(newDeposit);
+        lease.deposit = uint96(newDeposit);
         emit LeaseToppedUp(leaseId, amount, newDeposit);
-        token.safeTransferFrom(msg.sender, address(this), amount);
+        _pull(amount);
     }
 
     /// @inheritdoc ILeaseMarket
     function closeLease(uint256 leaseId) external override nonReentrant returns (uint256 refund) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         LeaseStatus status = lease.status;
         _requireOpenOrActive(leaseId, status);
         address renter = lease.renter;
         if (msg.sender != renter) revert Errors.LeaseMarket_NotRenter(leaseId, msg.sender, renter);
 
-        CloseReason reason = CloseReason.RENTER;
-        if (
-            status == LeaseStatus.ACTIVE && attestationRegistry.statusOf(leaseId) == IAttestationRegistry.Status.Expired
-        ) reason = CloseReason.ATTESTATION_MISSED;
-
-        uint256 earnedAmount = _earned(leaseId, lease);
-        refund = lease.deposit - earnedAmount;
-        _close(leaseId, lease, reason, earnedAmount, refund, 0);
-
-        if (reason == CloseReason.ATTESTATION_MISSED) nodeRegistry.recordMissedAttestation(lease.nodeKey);
+        if (status == LeaseStatus.OPEN) {
+            refund = lease.deposit;
+            _close(leaseId, lease, CloseReason.RENTER, 0, refund, 0);
+        } else {
+            AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
+            if (_firstAttestationMissed(lease, progress)) {
+                // The node never delivered: the renter's close is the missed-attestation report.
+                _missedFirstAttestation(leaseId, lease, renter);
+                return 0;
+            }
+            _requireDecided(leaseId, progress);
+            uint256 earnedAmount = _earnedFrom(lease, progress);
+            refund = lease.deposit - earnedAmount;
+            CloseReason reason = CloseReason.RENTER;
+            // A used-up lease was served in full: no fault, whatever the attestation did afterwards.
+            if (refund == 0) reason = CloseReason.EXHAUSTED;
+            else if (progress.status == IAttestationRegistry.Status.Expired) reason = CloseReason.ATTESTATION_MISSED;
+            _close(leaseId, lease, reason, earnedAmount, refund, 0);
+            if (reason == CloseReason.ATTESTATION_MISSED) nodeRegistry.recordMissedAttestation(lease.nodeKey);
+        }
         // The caller is the renter pulling its own refund after all effects: a direct transfer is safe.
         if (refund != 0) token.safeTransfer(renter, refund);
     }
@@ -185,36 +264,71 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function acceptLease(uint256 leaseId) external override {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.OPEN);
-        Node memory node = nodeRegistry.getNode(msg.sender);
+        (Node memory node, uint256 minStake, uint256 slashBps) = nodeRegistry.nodeTerms(msg.sender);
         if (node.operator == address(0)) revert Errors.LeaseMarket_NodeNotRegistered(msg.sender);
         if (node.teeType != lease.teeType) {
             revert Errors.LeaseMarket_TeeTypeMismatch(leaseId, lease.teeType, node.teeType);
         }
-        if (node.vcpu < lease.vcpu || node.memoryMiB < lease.memoryMiB || node.diskGiB < lease.diskGiB) {
+        NodeUsage storage usage = _usage[msg.sender];
+        // Capacity is what the node declared minus what its active leases already use.
+        uint256 vcpu = uint256(usage.vcpu) + lease.vcpu;
+        uint256 memoryMiB = uint256(usage.memoryMiB) + lease.memoryMiB;
+        uint256 diskGiB = uint256(usage.diskGiB) + lease.diskGiB;
+        if (node.vcpu < vcpu || node.memoryMiB < memoryMiB || node.diskGiB < diskGiB) {
             revert Errors.LeaseMarket_CapacityTooLow(leaseId, msg.sender);
         }
-        uint256 required = nodeRegistry.minStake();
+        uint256 required = minStake;
         if (lease.minNodeStake > required) required = lease.minNodeStake;
         if (node.stake < required) revert Errors.LeaseMarket_StakeTooLow(leaseId, node.stake, required);
+        // The lease bonds what a slash of it takes, fixed now; other leases' bonds are not free.
+        uint256 bond = (required * slashBps) / _BPS;
+        uint256 bonded = usage.bonded;
+        uint256 freeStake = node.stake > bonded ? node.stake - bonded : 0;
+        if (bond > freeStake) revert Errors.LeaseMarket_FreeStakeTooLow(leaseId, freeStake, bond);
         uint256 rate = uint256(node.pricePerSecondPerUnit) * lease.vcpu;
         if (rate > lease.maxPricePerSecond) {
             revert Errors.LeaseMarket_PriceTooHigh(leaseId, rate, lease.maxPricePerSecond);
         }
 
+        // Safe: each sum is bounded by the node's uint16/uint32 capacity, the bond by its uint128 stake.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        usage.bonded = uint128(bonded + bond);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        usage.vcpu = uint16(vcpu);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        usage.memoryMiB = uint32(memoryMiB);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        usage.diskGiB = uint32(diskGiB);
         lease.nodeKey = msg.sender;
         // Safe: rate <= maxPricePerSecond, a uint64.
         // forge-lint: disable-next-line(unsafe-typecast)
-        lease.ratePerSecond = uint88(rate);
+        lease.ratePerSecond = uint64(rate);
         lease.status = LeaseStatus.ACTIVE;
         lease.acceptedAt = uint40(block.timestamp);
+        lease.bond = SafeCast.toUint88(bond);
+        lease.timeMark = uint40(block.timestamp + attestationWindow);
         emit LeaseAccepted(leaseId, msg.sender, rate);
     }
 
     /// @inheritdoc ILeaseMarket
+    function declineLease(uint256 leaseId) external override nonReentrant {
+        LeaseRecord storage lease = _leases[leaseId];
+        _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
+        if (msg.sender != lease.nodeKey) revert Errors.LeaseMarket_NotLeaseNode(leaseId, msg.sender, lease.nodeKey);
+        if (attestationRegistry.attestationNonce(leaseId) != 0) {
+            revert Errors.LeaseMarket_AttestationSubmitted(leaseId);
+        }
+        if (block.timestamp > lease.timeMark) {
+            revert Errors.LeaseMarket_AttestationDeadlinePassed(leaseId, lease.timeMark, block.timestamp);
+        }
+        _decline(leaseId, lease);
+    }
+
+    /// @inheritdoc ILeaseMarket
     function claim(uint256 leaseId) external override nonReentrant returns (uint256 amount) {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         if (lease.status == LeaseStatus.NONE) revert Errors.LeaseMarket_LeaseNotFound(leaseId);
         address operator = nodeRegistry.operatorOf(lease.nodeKey);
         if (msg.sender != operator || operator == address(0)) {
@@ -224,9 +338,9 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         amount = _earned(leaseId, lease) - claimed;
         // slither-disable-next-line incorrect-equality (nothing earned since the last claim, not a balance race)
         if (amount == 0) revert Errors.LeaseMarket_NothingToClaim(leaseId);
-        // Safe: claimed + amount = earned <= deposit, a uint128.
+        // Safe: claimed + amount = earned <= deposit, a uint96.
         // forge-lint: disable-next-line(unsafe-typecast)
-        lease.claimed = uint128(claimed + amount);
+        lease.claimed = uint96(claimed + amount);
         emit EarningsClaimed(leaseId, msg.sender, amount);
         // The caller is the operator pulling its own earnings after all effects: a direct transfer is safe.
         token.safeTransfer(msg.sender, amount);
@@ -234,13 +348,39 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function exitLease(uint256 leaseId) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         if (msg.sender != lease.nodeKey) revert Errors.LeaseMarket_NotLeaseNode(leaseId, msg.sender, lease.nodeKey);
-        uint256 earnedAmount = _earned(leaseId, lease);
+        AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
+        if (progress.nonce == 0 && block.timestamp <= lease.timeMark) {
+            // Nothing attested yet and still in time: a decline, the lease goes back to the market.
+            _decline(leaseId, lease);
+            return;
+        }
+        if (_firstAttestationMissed(lease, progress)) {
+            // Leaving after the deadline does not dodge the missed-attestation path.
+            _missedFirstAttestation(leaseId, lease, lease.renter);
+            return;
+        }
+        _requireDecided(leaseId, progress);
+        uint256 earnedAmount = _earnedFrom(lease, progress);
         uint256 refund = lease.deposit - earnedAmount;
         _close(leaseId, lease, CloseReason.NODE_EXIT, earnedAmount, refund, 0);
         _credit(lease.renter, refund);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function challenge(uint256 leaseId) external override {
+        LeaseRecord storage lease = _leases[leaseId];
+        _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
+        if (msg.sender != lease.renter) {
+            IAttestationRegistryCore registry = attestationRegistry;
+            if (!IAccessControl(address(registry)).hasRole(registry.VERIFIER_ROLE(), msg.sender)) {
+                revert Errors.LeaseMarket_NotChallenger(leaseId, msg.sender);
+            }
+        }
+        uint256 respondBy = attestationRegistry.onChallenge(leaseId);
+        emit LeaseChallenged(leaseId, msg.sender, respondBy);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -249,9 +389,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function settle(uint256 leaseId) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
-        uint256 earnedAmount = _earned(leaseId, lease);
+        AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
+        _requireDecided(leaseId, progress);
+        uint256 earnedAmount = _earnedFrom(lease, progress);
         if (earnedAmount < lease.deposit) {
             revert Errors.LeaseMarket_NotExhausted(leaseId, earnedAmount, lease.deposit);
         }
@@ -260,23 +402,16 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     /// @inheritdoc ILeaseMarket
     function reportMissedAttestation(uint256 leaseId) external override nonReentrant {
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
-        if (attestationRegistry.attestationNonce(leaseId) != 0) {
+        AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
+        if (!_firstAttestationMissed(lease, progress)) {
+            if (progress.nonce == 0) {
+                revert Errors.LeaseMarket_AttestationDeadlineNotPassed(leaseId, lease.timeMark, block.timestamp);
+            }
             revert Errors.LeaseMarket_AttestationSubmitted(leaseId);
         }
-        uint256 deadline = uint256(lease.acceptedAt) + attestationWindow;
-        if (block.timestamp <= deadline) {
-            revert Errors.LeaseMarket_AttestationDeadlineNotPassed(leaseId, deadline, block.timestamp);
-        }
-        // Nothing was ever attested, so nothing was earned: the whole deposit goes back.
-        uint256 refund = lease.deposit;
-        address nodeKey = lease.nodeKey;
-        // Effects first (the slashed amount is known in advance), then the slash pays the market.
-        uint256 compensation = nodeRegistry.slashAmountOf(nodeKey);
-        _close(leaseId, lease, CloseReason.ATTESTATION_MISSED, 0, refund, compensation);
-        _credit(lease.renter, refund + compensation);
-        _slash(nodeKey, compensation);
+        _missedFirstAttestation(leaseId, lease, lease.renter);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -288,20 +423,21 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         if (msg.sender != address(attestationRegistry)) {
             revert Errors.LeaseMarket_CallerNotAttestationRegistry(msg.sender);
         }
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
+        // No lease ends while an attestation awaits the verifiers within its window, and votes after
+        // it are refused, so the lease is active here; anything else has nothing left to slash.
+        if (lease.status != LeaseStatus.ACTIVE) return;
+        // The registry already marks the attestation Rejected, so only earlier verified time counts.
+        uint256 earnedAmount = _earned(leaseId, lease);
+        uint256 refund = lease.deposit - earnedAmount;
+        uint256 bond = lease.bond;
+        // The renter lost at most what it paid for time now in doubt: it gets that back, up to the
+        // bond; the rest of the bond is burned, so nobody gains from a rejection they can cause.
+        uint256 compensation = earnedAmount < bond ? earnedAmount : bond;
         address nodeKey = lease.nodeKey;
-        // The registry only accepts submits for active leases, but the verdict may land after the
-        // renter closed: the fault is proven either way, so the slash stands and compensates the renter.
-        uint256 compensation = nodeRegistry.slashAmountOf(nodeKey);
-        uint256 refund = 0;
-        if (lease.status == LeaseStatus.ACTIVE) {
-            // The registry already marks the attestation Rejected, so only earlier verified time counts.
-            uint256 earnedAmount = _earned(leaseId, lease);
-            refund = lease.deposit - earnedAmount;
-            _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, compensation);
-        }
+        _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, compensation);
         _credit(lease.renter, refund + compensation);
-        _slash(nodeKey, compensation);
+        _slash(nodeKey, bond, compensation);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -323,10 +459,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         uint128 deposit,
         bytes calldata expectedMeasurement
     ) private returns (uint256 leaseId) {
-        if (
-            spec.teeType == TeeType.NONE || spec.vcpu == 0 || spec.memoryMiB == 0 || spec.diskGiB == 0
-                || spec.reattestInterval == 0
-        ) revert Errors.LeaseMarket_InvalidLeaseSpec();
+        if (spec.teeType == TeeType.NONE || spec.vcpu == 0 || spec.memoryMiB == 0 || spec.diskGiB == 0) {
+            revert Errors.LeaseMarket_InvalidLeaseSpec();
+        }
+        if (spec.reattestInterval < MIN_REATTEST_INTERVAL || spec.reattestInterval > MAX_REATTEST_INTERVAL) {
+            revert Errors.LeaseMarket_InvalidReattestInterval(spec.reattestInterval);
+        }
         if (maxPricePerSecond == 0) revert Errors.LeaseMarket_ZeroMaxPrice();
         if (deposit == 0) revert Errors.LeaseMarket_ZeroAmount();
         if (expectedMeasurement.length != MEASUREMENT_LENGTH) {
@@ -334,11 +472,14 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
         }
 
         leaseId = nextLeaseId;
+        if (deposit > type(uint96).max) revert Errors.LeaseMarket_DepositOverflow(leaseId, deposit);
         nextLeaseId = leaseId + 1;
-        Lease storage lease = _leases[leaseId];
+        LeaseRecord storage lease = _leases[leaseId];
         lease.renter = msg.sender;
         lease.status = LeaseStatus.OPEN;
-        lease.deposit = deposit;
+        // Safe: checked against type(uint96).max above.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        lease.deposit = uint96(deposit);
         lease.teeType = spec.teeType;
         lease.vcpu = spec.vcpu;
         lease.memoryMiB = spec.memoryMiB;
@@ -349,45 +490,120 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
         // Both callees are fixed at construction: the registry is ours, the token is the deployment's.
         attestationRegistry.openLease(leaseId, expectedMeasurement, spec.reattestInterval);
-        token.safeTransferFrom(msg.sender, address(this), deposit);
+        _pull(deposit);
+    }
+
+    /// @dev Pulls `amount` from the caller; escrow is booked at face value, so a token that delivers
+    /// less (fee on transfer) is refused rather than leaving the escrow short.
+    function _pull(uint256 amount) private {
+        uint256 before = token.balanceOf(address(this));
+        token.safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = token.balanceOf(address(this)) - before;
+        if (received != amount) revert Errors.LeaseMarket_TransferAmountMismatch(amount, received);
     }
 
     /// @dev Earned so far: verified seconds times the rate, capped at the deposit. A closed
     /// lease's deposit was cut to its final earnings, so it is returned as is.
-    function _earned(uint256 leaseId, Lease storage lease) private view returns (uint256) {
+    function _earned(uint256 leaseId, LeaseRecord storage lease) private view returns (uint256) {
         LeaseStatus status = lease.status;
         if (status == LeaseStatus.CLOSED) return lease.deposit;
         if (status != LeaseStatus.ACTIVE) return 0;
         uint256 deposit = lease.deposit;
-        uint256 secs = attestationRegistry.attestedSeconds(leaseId, block.timestamp);
-        uint256 amount = secs * lease.ratePerSecond;
+        uint256 amount = attestationRegistry.attestedSeconds(leaseId, block.timestamp) * lease.ratePerSecond;
         return amount < deposit ? amount : deposit;
+    }
+
+    /// @dev `_earned` of an active lease from progress already read.
+    function _earnedFrom(LeaseRecord storage lease, AttestationProgress memory progress)
+        private
+        view
+        returns (uint256)
+    {
+        uint256 deposit = lease.deposit;
+        uint256 amount = uint256(progress.verifiedSeconds) * lease.ratePerSecond;
+        return amount < deposit ? amount : deposit;
+    }
+
+    /// @dev No first attestation by the deadline fixed at accept, or the first one left undecided
+    /// past the verification window (a junk submission): the slashable fault.
+    function _firstAttestationMissed(LeaseRecord storage lease, AttestationProgress memory progress)
+        private
+        view
+        returns (bool)
+    {
+        if (progress.nonce == 0) return block.timestamp > lease.timeMark;
+        return progress.nonce == 1 && progress.decideBy != 0 && block.timestamp > progress.decideBy;
+    }
+
+    /// @dev A lease does not end while the verifiers may still decide its attestation: the pending
+    /// time is paid if verified, and a rejection still finds the bond.
+    function _requireDecided(uint256 leaseId, AttestationProgress memory progress) private pure {
+        if (progress.status == IAttestationRegistry.Status.Pending) {
+            revert Errors.LeaseMarket_AttestationPending(leaseId, progress.decideBy);
+        }
+    }
+
+    /// @dev Missed first attestation: full refund (nothing was earned), the bond is slashed. The
+    /// renter lost nothing but time, so the whole bond is burned: no one profits from the fault,
+    /// including an operator renting its own node.
+    function _missedFirstAttestation(uint256 leaseId, LeaseRecord storage lease, address renter) private {
+        uint256 refund = lease.deposit;
+        address nodeKey = lease.nodeKey;
+        uint256 bond = lease.bond;
+        _close(leaseId, lease, CloseReason.ATTESTATION_MISSED, 0, refund, 0);
+        _credit(renter, refund);
+        _slash(nodeKey, bond, 0);
+    }
+
+    /// @dev Back to the market: the node's bond and capacity are freed and any node may accept.
+    function _decline(uint256 leaseId, LeaseRecord storage lease) private {
+        address nodeKey = lease.nodeKey;
+        _release(nodeKey, lease);
+        lease.nodeKey = address(0);
+        lease.ratePerSecond = 0;
+        lease.status = LeaseStatus.OPEN;
+        lease.acceptedAt = 0;
+        lease.bond = 0;
+        lease.timeMark = 0;
+        emit LeaseDeclined(leaseId, nodeKey);
+    }
+
+    /// @dev Frees what an active lease held of its node (bond and capacity).
+    function _release(address nodeKey, LeaseRecord storage lease) private {
+        NodeUsage storage usage = _usage[nodeKey];
+        usage.bonded -= lease.bond;
+        usage.vcpu -= lease.vcpu;
+        usage.memoryMiB -= lease.memoryMiB;
+        usage.diskGiB -= lease.diskGiB;
     }
 
     function _close(
         uint256 leaseId,
-        Lease storage lease,
+        LeaseRecord storage lease,
         CloseReason reason,
         uint256 earnedAmount,
         uint256 refund,
         uint256 compensation
     ) private {
+        if (lease.status == LeaseStatus.ACTIVE) _release(lease.nodeKey, lease);
         // From here on the escrow holds exactly the earnings not yet claimed.
-        // Safe: earned <= deposit, a uint128.
+        // Safe: earned <= deposit, a uint96.
         // forge-lint: disable-next-line(unsafe-typecast)
-        lease.deposit = uint128(earnedAmount);
+        lease.deposit = uint96(earnedAmount);
         lease.status = LeaseStatus.CLOSED;
-        lease.closedAt = uint40(block.timestamp);
+        lease.timeMark = uint40(block.timestamp);
         lease.closeReason = reason;
         emit LeaseClosed(leaseId, reason, earnedAmount, refund, compensation);
     }
 
-    /// @dev The last step of a slashing close: every effect is booked, the registry now pays in.
-    function _slash(address nodeKey, uint256 expected) private {
-        if (expected == 0) return;
-        uint256 slashed = nodeRegistry.slash(nodeKey);
-        // Same transaction, nothing in between: the registry takes exactly what it reported.
-        assert(slashed == expected);
+    /// @dev The last step of a slashing close: every effect is booked, the registry takes the bond
+    /// (locked since accept, so all of it) and pays in the compensation already credited.
+    function _slash(address nodeKey, uint256 bond, uint256 compensation) private {
+        if (bond == 0) return;
+        (uint256 taken, uint256 paid) = nodeRegistry.slash(nodeKey, bond, compensation);
+        // Same transaction, nothing in between: the bond is locked, so the registry takes and pays it all.
+        // slither-disable-next-line incorrect-equality (an exact amount from our own registry, not a balance race)
+        assert(taken == bond && paid == compensation);
     }
 
     function _credit(address account, uint256 amount) private {
@@ -409,6 +625,10 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
 
     function _setAttestationWindow(uint256 newWindow) private {
         if (newWindow < _MIN_ATTESTATION_WINDOW || newWindow > _MAX_ATTESTATION_WINDOW) {
+            revert Errors.LeaseMarket_InvalidAttestationWindow(newWindow);
+        }
+        // Unbonding must outlast every window in which a lease's fault can still be decided.
+        if (newWindow + MAX_REATTEST_INTERVAL + _verificationWindow > nodeRegistry.unbondingDelay()) {
             revert Errors.LeaseMarket_InvalidAttestationWindow(newWindow);
         }
         attestationWindow = newWindow;

@@ -9,6 +9,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
+import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {Errors} from "./libraries/Errors.sol";
 import {Node, NodeSpec, TeeType} from "./types/DataTypes.sol";
@@ -24,8 +25,6 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
 
     /// @inheritdoc INodeRegistry
     uint256 public constant override MAX_UNBONDING_DELAY = 30 days;
-
-    uint256 private constant _BPS = 10_000;
 
     /// @inheritdoc INodeRegistry
     bytes32 public constant override NODE_CONSENT_TYPEHASH = keccak256("NodeConsent(address nodeKey,address operator)");
@@ -44,6 +43,9 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
 
     /// @inheritdoc INodeRegistry
     uint256 public override slashBps;
+
+    /// @inheritdoc INodeRegistry
+    uint256 public override burnedStake;
 
     mapping(address nodeKey => Node) private _nodes;
 
@@ -94,9 +96,8 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
     }
 
     /// @inheritdoc INodeRegistry
-    function slashAmountOf(address nodeKey) public view override returns (uint256) {
-        Node storage node = _nodes[nodeKey];
-        return ((uint256(node.stake) + node.unbonding) * slashBps) / _BPS;
+    function nodeTerms(address nodeKey) external view override returns (Node memory, uint256, uint256) {
+        return (_nodes[nodeKey], minStake, slashBps);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -135,7 +136,11 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
         uint128 newStake = (uint256(node.stake) + amount).toUint128();
         node.stake = newStake;
         emit Staked(nodeKey, msg.sender, amount, newStake);
+        uint256 before = token.balanceOf(address(this));
         token.safeTransferFrom(msg.sender, address(this), amount);
+        // Stake is booked at face value, so a token that delivers less (fee on transfer) is refused.
+        uint256 received = token.balanceOf(address(this)) - before;
+        if (received != amount) revert Errors.NodeRegistry_TransferAmountMismatch(amount, received);
     }
 
     /// @inheritdoc INodeRegistry
@@ -144,6 +149,13 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
         if (amount == 0) revert Errors.NodeRegistry_ZeroAmount(nodeKey);
         uint256 active = node.stake;
         if (amount > active) revert Errors.NodeRegistry_UnstakeExceedsStake(nodeKey, amount, active);
+        address market = leaseMarket;
+        if (market != address(0)) {
+            // Stake bonded by running leases stays until they end (the market is fixed and trusted).
+            uint256 bonded = ILeaseMarket(market).bondedStake(nodeKey);
+            uint256 unbondable = active > bonded ? active - bonded : 0;
+            if (amount > unbondable) revert Errors.NodeRegistry_StakeBonded(nodeKey, amount, unbondable);
+        }
         uint256 unlocksAt = block.timestamp + unbondingDelay;
         // Safe: below the current uint128 stake.
         // forge-lint: disable-next-line(unsafe-typecast)
@@ -179,24 +191,36 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc INodeRegistry
-    function slash(address nodeKey) external override onlyLeaseMarket nonReentrant returns (uint256 amount) {
+    function slash(address nodeKey, uint256 amount, uint256 compensation)
+        external
+        override
+        onlyLeaseMarket
+        nonReentrant
+        returns (uint256 taken, uint256 paid)
+    {
         Node storage node = _nodes[nodeKey];
         uint256 active = node.stake;
         uint256 unbonding = node.unbonding;
-        amount = slashAmountOf(nodeKey);
+        uint256 available = active + unbonding;
+        taken = amount < available ? amount : available;
         // slither-disable-next-line incorrect-equality (zero is the "nothing to take" case, not a balance race)
-        if (amount == 0) return 0;
-        uint256 fromStake = amount <= active ? amount : active;
-        uint256 fromUnbonding = amount - fromStake;
+        if (taken == 0) return (0, 0);
+        uint256 fromStake = taken <= active ? taken : active;
+        uint256 fromUnbonding = taken - fromStake;
         // Safe: below the current uint128 stake.
         // forge-lint: disable-next-line(unsafe-typecast)
         node.stake = uint128(active - fromStake);
         // Safe: below the current uint128 unbonding.
         // forge-lint: disable-next-line(unsafe-typecast)
         node.unbonding = uint128(unbonding - fromUnbonding);
-        emit Slashed(nodeKey, amount, fromStake, fromUnbonding);
+        paid = compensation < taken ? compensation : taken;
+        // The rest is burned by staying here: no function moves it, so neither the operator nor the
+        // owner can route it back (a treasury could be, and a transfer to a dead address can revert).
+        burnedStake += taken - paid;
+        emit Slashed(nodeKey, taken, fromStake, fromUnbonding);
+        emit SlashSplit(nodeKey, paid, taken - paid);
         // The lease market is a fixed, trusted contract that credits the renter.
-        token.safeTransfer(msg.sender, amount);
+        if (paid != 0) token.safeTransfer(msg.sender, paid);
     }
 
     /// @inheritdoc INodeRegistry
@@ -225,6 +249,7 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
         if (newDelay > MAX_UNBONDING_DELAY) {
             revert Errors.NodeRegistry_UnbondingDelayTooLong(newDelay, MAX_UNBONDING_DELAY);
         }
+        if (leaseMarket != address(0)) _checkUnbondingDelay(newDelay, leaseMarket);
         unbondingDelay = newDelay;
         emit UnbondingDelaySet(newDelay);
     }
@@ -241,6 +266,7 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
         if (market == address(0)) revert Errors.NodeRegistry_ZeroAddress();
         // Set once: whoever can slash must not be swappable by the admin.
         if (leaseMarket != address(0)) revert Errors.NodeRegistry_LeaseMarketAlreadySet(leaseMarket);
+        _checkUnbondingDelay(unbondingDelay, market);
         leaseMarket = market;
         emit LeaseMarketSet(market);
     }
@@ -248,6 +274,12 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
     /*//////////////////////////////////////////////////////////////////////////
                                       PRIVATE
     //////////////////////////////////////////////////////////////////////////*/
+
+    /// @dev Unbonding must outlast every window in which a lease's fault can still be decided.
+    function _checkUnbondingDelay(uint256 delay, address market) private view {
+        uint256 minDelay = ILeaseMarket(market).minUnbondingDelay();
+        if (delay < minDelay) revert Errors.NodeRegistry_UnbondingDelayTooShort(delay, minDelay);
+    }
 
     function _operatorNode(address nodeKey) private view returns (Node storage node) {
         node = _nodes[nodeKey];

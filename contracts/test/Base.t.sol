@@ -16,7 +16,7 @@ abstract contract Base is Test {
     uint256 internal constant UNBONDING_DELAY = 7 days;
     uint256 internal constant SLASH_BPS = 1000;
     uint256 internal constant ATTESTATION_WINDOW = 1 hours;
-    uint32 internal constant REATTEST_INTERVAL = 1 days;
+    uint32 internal constant REATTEST_INTERVAL = 12 hours;
     uint96 internal constant PRICE_PER_VCPU = 1e12;
     uint16 internal constant VCPU = 4;
     uint64 internal constant MAX_PRICE = 1e13;

@@ -34,6 +34,7 @@ from cvm.chain.sender import TransactionSender, forget_nonces
 from cvm.chain.token import Permit, TokenClient
 from cvm.chain.types import (
     Attestation,
+    AttestationProgress,
     AttestationStatus,
     CloseReason,
     Lease,
@@ -41,6 +42,7 @@ from cvm.chain.types import (
     LeaseStatus,
     Node,
     NodeSpec,
+    NodeUsage,
     TeeType,
 )
 
@@ -49,6 +51,7 @@ __all__ = [
     "Anvil",
     "Artifact",
     "Attestation",
+    "AttestationProgress",
     "AttestationRegistryClient",
     "AttestationStatus",
     "AttestedServiceClient",
@@ -70,6 +73,7 @@ __all__ = [
     "Node",
     "NodeRegistryClient",
     "NodeSpec",
+    "NodeUsage",
     "Permit",
     "RevertDecoder",
     "TeeType",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cvm.chain.contract import ContractClient, TxResult
-from cvm.chain.types import Attestation, AttestationStatus
+from cvm.chain.types import Attestation, AttestationProgress, AttestationStatus
 
 
 class AttestationRegistryClient(ContractClient):
@@ -33,6 +33,27 @@ class AttestationRegistryClient(ContractClient):
     def attested_seconds(self, lease_id: int, until: int) -> int:
         """Seconds of verified coverage of `lease_id` up to time `until`."""
         return int(self._call("attestedSeconds", lease_id, until))
+
+    def progress_of(self, lease_id: int) -> AttestationProgress:
+        """Status (a pending one past the verification window is EXPIRED), nonce, decision
+        deadline, verified and pending seconds of a lease, now."""
+        return AttestationProgress.from_tuple(tuple(self._call("progressOf", lease_id)))
+
+    def challenged_at(self, lease_id: int) -> int:
+        """When the lease was last challenged (0 if never)."""
+        return int(self._call("challengedAt", lease_id))
+
+    def verification_window(self) -> int:
+        """Seconds the verifiers have to decide a submission before it counts as missed."""
+        return int(self._call("VERIFICATION_WINDOW"))
+
+    def challenge_window(self) -> int:
+        """Seconds a challenged node has to submit a fresh attestation."""
+        return int(self._call("CHALLENGE_WINDOW"))
+
+    def min_challenge_interval(self) -> int:
+        """Minimum seconds between two challenges of the same lease."""
+        return int(self._call("MIN_CHALLENGE_INTERVAL"))
 
     def quorum(self) -> int:
         """Matching verifier votes that decide an attestation."""
@@ -76,6 +97,11 @@ class AttestationRegistryClient(ContractClient):
     def open_lease(self, lease_id: int, measurement: bytes, reattest_interval: int) -> TxResult:
         """Record a new lease's expected measurement; only the lease market may."""
         return self._send("openLease", lease_id, measurement, reattest_interval)
+
+    # --- lease market only (anyone else gets AttestationRegistry_CallerNotLeaseMarket) -------
+    def on_challenge(self, lease_id: int) -> TxResult:
+        """Record a challenge of `lease_id`; only the lease market may (use `leases.challenge`)."""
+        return self._send("onChallenge", lease_id)
 
     # --- admin -----------------------------------------------------------------------
     def add_verifier(self, account: str) -> TxResult:

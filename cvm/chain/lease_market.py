@@ -14,7 +14,7 @@ from cvm.chain.contract import OwnedContractClient, TxResult
 from cvm.chain.errors import ChainError
 from cvm.chain.events import ChainEvent
 from cvm.chain.token import Permit
-from cvm.chain.types import Lease, LeaseSpec, LeaseStatus
+from cvm.chain.types import Lease, LeaseSpec, LeaseStatus, NodeUsage
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,30 @@ class LeaseMarketClient(OwnedContractClient):
     def attestation_registry(self) -> str:
         """Address of the attestation registry."""
         return str(self._call("attestationRegistry"))
+
+    def min_reattest_interval(self) -> int:
+        """Shortest re-attestation interval a lease may ask for, in seconds."""
+        return int(self._call("MIN_REATTEST_INTERVAL"))
+
+    def max_reattest_interval(self) -> int:
+        """Longest re-attestation interval a lease may ask for, in seconds."""
+        return int(self._call("MAX_REATTEST_INTERVAL"))
+
+    def min_unbonding_delay(self) -> int:
+        """Shortest unbonding delay the registry may have (windows + longest interval)."""
+        return int(self._call("minUnbondingDelay"))
+
+    def bonded_stake(self, node_key: str) -> int:
+        """Stake of `node_key` bonded by its active leases (it cannot be unstaked)."""
+        return int(self._call("bondedStake", node_key))
+
+    def node_usage(self, node_key: str) -> NodeUsage:
+        """Bond and capacity held by the active leases of `node_key`."""
+        return NodeUsage.from_tuple(tuple(self._call("nodeUsage", node_key)))
+
+    def is_serving(self, lease_id: int) -> bool:
+        """Whether the lease is active and its deposit not yet fully earned."""
+        return bool(self._call("isServing", lease_id))
 
     def measurement_length(self) -> int:
         """Length of an expected measurement, in bytes (48)."""
@@ -184,8 +208,20 @@ class LeaseMarketClient(OwnedContractClient):
         return self._send("acceptLease", lease_id)
 
     def exit_lease(self, lease_id: int) -> TxResult:
-        """Give up an active lease (node key)."""
+        """Give up an active lease (node key).
+
+        Before the first submission and deadline this declines (the lease reopens); after the
+        deadline without an attestation it is the missed-attestation path (bond slashed).
+        """
         return self._send("exitLease", lease_id)
+
+    def decline_lease(self, lease_id: int) -> TxResult:
+        """Give back an accepted lease this node key cannot serve, without penalty.
+
+        Only before any attestation was submitted and before the first-attestation deadline;
+        the lease is OPEN again for the next node (event `LeaseDeclined`).
+        """
+        return self._send("declineLease", lease_id)
 
     def claim(self, lease_id: int) -> TxResult:
         """Send the lease's claimable earnings to its operator (this client's account)."""
@@ -197,8 +233,18 @@ class LeaseMarketClient(OwnedContractClient):
         return self._send("settle", lease_id)
 
     def report_missed_attestation(self, lease_id: int) -> TxResult:
-        """Close an accepted lease whose first attestation is overdue (refund and slash)."""
+        """Close an accepted lease whose first attestation is overdue or undecided past the
+        verification window (full refund, the lease's bond slashed and burned)."""
         return self._send("reportMissedAttestation", lease_id)
+
+    def challenge(self, lease_id: int) -> TxResult:
+        """Ask the lease's node to attest afresh (the renter or a verifier).
+
+        Payment for the current attestation stops now; without a fresh submission within the
+        registry's challenge window the attestation counts as expired (event `LeaseChallenged`
+        carries the `respondBy` deadline). At most once per lease per minimum interval.
+        """
+        return self._send("challenge", lease_id)
 
     def withdraw(self) -> TxResult:
         """Withdraw this account's whole credit."""

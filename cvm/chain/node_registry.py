@@ -28,9 +28,14 @@ class NodeRegistryClient(OwnedContractClient):
         """The EIP-712 digest `node_key` signs to consent to `operator` registering it."""
         return bytes(self._call("nodeConsentDigest", node_key, operator))
 
-    def slash_amount_of(self, node_key: str) -> int:
-        """What a slash of `node_key` would take right now."""
-        return int(self._call("slashAmountOf", node_key))
+    def burned_stake(self) -> int:
+        """Slashed stake beyond renters' compensation, locked in the registry for good."""
+        return int(self._call("burnedStake"))
+
+    def node_terms(self, node_key: str) -> tuple[Node, int, int]:
+        """The node with the registry's `minStake` and `slashBps` (what accept reads)."""
+        node, min_stake, slash_bps = self._call("nodeTerms", node_key)
+        return Node.from_tuple(node_key, tuple(node)), int(min_stake), int(slash_bps)
 
     def token(self) -> str:
         """Address of the staked ERC-20."""
@@ -49,7 +54,7 @@ class NodeRegistryClient(OwnedContractClient):
         return int(self._call("unbondingDelay"))
 
     def slash_bps(self) -> int:
-        """Fraction of stake taken per slash, in basis points."""
+        """Basis points of a lease's required stake that it bonds at accept (what a slash takes)."""
         return int(self._call("slashBps"))
 
     def max_slash_bps(self) -> int:
@@ -89,9 +94,10 @@ class NodeRegistryClient(OwnedContractClient):
         return self._send("withdrawUnstaked", node_key)
 
     # --- lease market only (anyone else gets NodeRegistry_CallerNotLeaseMarket) ----------
-    def slash(self, node_key: str) -> TxResult:
-        """Slash `node_key` for a provable fault; only the lease market may."""
-        return self._send("slash", node_key)
+    def slash(self, node_key: str, amount: int, compensation: int) -> TxResult:
+        """Take up to `amount` of `node_key`'s stake, paying `compensation` of it to the market
+        and burning the rest; only the lease market may."""
+        return self._send("slash", node_key, amount, compensation)
 
     def record_missed_attestation(self, node_key: str) -> TxResult:
         """Count a missed re-attestation; only the lease market may."""

@@ -169,22 +169,62 @@ class Lease:
     disk_gib: int
     min_node_stake: int
     max_rate_per_second: int
+    # Fixed at accept: the stake this lease bonds (what a slash of it takes) and the
+    # first-attestation deadline. Zero while the lease is open.
+    bond: int = 0
+    attest_by: int = 0
 
     @classmethod
     def from_tuple(cls, lease_id: int, values: tuple[Any, ...]) -> Lease:
         """Read the `Lease` struct returned for `lease_id`."""
         (renter, accepted, closed, reason, node_key, rate, status, deposit, claimed, tee,
-         vcpu, memory, disk, min_stake, max_rate) = values  # fmt: skip
+         vcpu, memory, disk, min_stake, max_rate, bond, attest_by) = values  # fmt: skip
         return cls(
             lease_id, renter, accepted, closed, CloseReason(reason), node_key, rate,
             LeaseStatus(status), deposit, claimed, TeeType(tee), vcpu, memory, disk, min_stake,
-            max_rate,
+            max_rate, bond, attest_by,
         )  # fmt: skip
 
     @property
     def escrow(self) -> int:
         """Tokens still held for this lease: deposit minus what was claimed."""
         return self.deposit - self.claimed
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    """What a node's active leases hold of it (`LeaseMarket.nodeUsage`)."""
+
+    bonded: int
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> NodeUsage:
+        """Read the `NodeUsage` struct."""
+        bonded, vcpu, memory, disk = values
+        return cls(int(bonded), int(vcpu), int(memory), int(disk))
+
+
+@dataclass(frozen=True)
+class AttestationProgress:
+    """`AttestationRegistry.progressOf`: a lease's attestation progress now."""
+
+    status: AttestationStatus
+    nonce: int
+    # Until when the verifiers may decide the latest attestation (0 unless it is pending).
+    decide_by: int
+    verified_seconds: int
+    pending_seconds: int
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> AttestationProgress:
+        """Read the `AttestationProgress` struct."""
+        status, nonce, decide_by, verified, pending = values
+        return cls(
+            AttestationStatus(status), int(nonce), int(decide_by), int(verified), int(pending)
+        )
 
 
 @dataclass(frozen=True)

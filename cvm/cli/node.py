@@ -432,6 +432,14 @@ def run(
     env["CVM_NODE_KEYSTORE"] = str(path.absolute())
     if launcher is not None:
         env["CVM_NODE_LAUNCHER"] = launcher
+    demo = record.extra.get("demo_measurement")
+    if (
+        demo
+        and not settings.node_measurements
+        and (launcher or settings.node_launcher) == "simulated"
+    ):
+        # A local stack's simulated node serves its demo image unless told otherwise.
+        env["CVM_NODE_MEASUREMENTS"] = str(demo)
     password_source = password_file or settings.node_password_file
     if password_source is not None:
         secret = read_password_file(password_source)  # fail here, clearly, not in the worker

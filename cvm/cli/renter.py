@@ -1,4 +1,5 @@
-"""Renter commands: `cvm rent`, `cvm leases`, `cvm lease show|topup|close`, attestation status.
+"""Renter commands: `cvm rent`, `cvm leases`, `cvm lease show|topup|challenge|close`,
+attestation status.
 
 Read-only commands (`leases`, `lease show`) need only an address: `--address`, or the
 wallet's, read from its keystore file without unlocking it. Amounts are tokens (or base
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
 
     from cvm.renter import LeaseReport, Renter
 
-lease_app = typer.Typer(help="Show, top up or close one of your leases.", no_args_is_help=True)
+lease_app = typer.Typer(
+    help="Show, top up, challenge or close one of your leases.", no_args_is_help=True
+)
 
 _PHASES = ("open", "accepted", "pending", "verified")
 
@@ -307,17 +310,47 @@ def topup(
     )
 
 
-@lease_app.command("close")
-def close(
+@lease_app.command("challenge")
+def challenge(
     lease_id: LeaseId,
     deployment: DeploymentOption = None,
     wallet: WalletOption = None,
     password_file: PasswordFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Close one of your leases and take back what was not earned."""
+    """Ask the node to attest afresh now (at most once an hour per lease).
+
+    Payment stops at the challenge and resumes from a fresh attestation once verified; if the
+    node sends none within the challenge window, close the lease to get the refund.
+    """
     renter = open_renter(deployment, wallet, password_file)
-    report, refund = renter.close(lease_id)
+    report, respond_by = renter.challenge(lease_id)
+    emit(
+        {**report.as_dict(), "respond_by": respond_by},
+        f"lease {lease_id} challenged: the node must attest afresh by {format_time(respond_by)}; "
+        f"if it does not, `cvm lease close {lease_id}` refunds everything after the challenge",
+    )
+
+
+@lease_app.command("close")
+def close(
+    lease_id: LeaseId,
+    timeout: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait for the verdict on a pending attestation."),
+    ] = 120.0,
+    deployment: DeploymentOption = None,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Close one of your leases and take back what was not earned.
+
+    While an attestation awaits the verifiers the chain lets no lease end: the close waits for
+    their verdict (up to --timeout) and otherwise says until when to try again.
+    """
+    renter = open_renter(deployment, wallet, password_file)
+    report, refund = renter.close(lease_id, verdict_timeout_s=timeout)
     decimals = renter.chain.token.decimals()
     emit(
         {**report.as_dict(), "refund": refund},

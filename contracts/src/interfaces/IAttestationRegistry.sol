@@ -38,8 +38,9 @@ interface IAttestationRegistry {
     /// @notice The latest attestation of a lease (all zero if none was submitted).
     function attestationOf(uint256 leaseId) external view returns (Attestation memory);
 
-    /// @notice True only while the lease's latest attestation is Verified, unexpired, the
-    /// lease is active, and its measurement equals `expectedMeasurement`.
+    /// @notice True only while the lease is active and funded, its measurement equals
+    /// `expectedMeasurement`, and its latest attestation is Verified and unexpired, or is a
+    /// re-attestation still awaiting the verifiers while the previous verified one is unexpired.
     function isAttested(uint256 leaseId, bytes calldata expectedMeasurement) external view returns (bool);
 
     /// @notice Emitted when a node submits an attestation for a lease.

@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {IAttestationRegistry} from "./IAttestationRegistry.sol";
+import {AttestationProgress} from "../types/DataTypes.sol";
 
 /// @title IAttestationRegistryCore
 /// @notice The full attestation registry: the stable dApp view plus what nodes, verifiers,
@@ -25,6 +26,16 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice Emitted once, when the lease market is wired in.
     event LeaseMarketSet(address leaseMarket);
 
+    /// @notice Seconds the verifier quorum has to decide a submitted attestation; undecided after
+    /// that, it counts as missed (Expired) and votes are refused.
+    function VERIFICATION_WINDOW() external view returns (uint256);
+
+    /// @notice Seconds a challenged node has to submit a fresh attestation.
+    function CHALLENGE_WINDOW() external view returns (uint256);
+
+    /// @notice Minimum seconds between two challenges of the same lease.
+    function MIN_CHALLENGE_INTERVAL() external view returns (uint256);
+
     /// @notice Role identifier of verifiers (OpenZeppelin AccessControl).
     function VERIFIER_ROLE() external view returns (bytes32);
 
@@ -41,9 +52,15 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice The status `attestationOf` would report, without copying the record.
     function statusOf(uint256 leaseId) external view returns (Status);
 
+    /// @notice When the lease was last challenged (zero if never).
+    function challengedAt(uint256 leaseId) external view returns (uint256);
+
+    /// @notice Status, nonce, verification deadline, verified and pending seconds of `leaseId` now, in one call.
+    function progressOf(uint256 leaseId) external view returns (AttestationProgress memory);
+
     /// @notice Seconds of verified attestation coverage of `leaseId` up to time `until`.
     /// @dev Sum over the lease's verified attestations of [submittedAt, min(until, expiresAt,
-    /// next submission)]. A Pending or Rejected latest attestation adds nothing. The market
+    /// next submission, a later challenge)]. A Pending or Rejected latest attestation adds nothing. The market
     /// pays `attestedSeconds * ratePerSecond`, capped at the deposit.
     function attestedSeconds(uint256 leaseId, uint256 until) external view returns (uint256);
 
@@ -56,7 +73,7 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice Submits an attestation for an active lease; the caller must be the lease's node key.
     /// @dev The measurement must equal the lease's expected one and `nonce` its current
     /// `attestationNonce` (so an old report cannot be replayed). Allowed when there is no
-    /// attestation yet or the latest is Verified (re-attestation, on time or late); the time
+    /// attestation yet or the latest is Verified (re-attestation, on time, late or after a challenge); the time
     /// the previous verified attestation covered is banked. Emits AttestationSubmitted and AttestationEvidence.
     /// Reverts: AttestationRegistry_LeaseNotActive, _NotLeaseNode, _StaleNonce,
     /// _MeasurementMismatch, _ZeroReportHash, _AttestationPending.
@@ -75,13 +92,21 @@ interface IAttestationRegistryCore is IAttestationRegistry {
         bytes32 chipIdHash
     ) external;
 
+    /// @notice Records a challenge of `leaseId` (lease market only, from `LeaseMarket.challenge`):
+    /// payment for the current attestation stops at this moment, and unless the node submits a
+    /// fresh attestation within CHALLENGE_WINDOW the attestation counts as Expired.
+    /// @dev Reverts: AttestationRegistry_CallerNotLeaseMarket, _ChallengeTooSoon.
+    /// @return respondBy The deadline for the fresh submission.
+    function onChallenge(uint256 leaseId) external returns (uint256 respondBy);
+
     /// @notice A verifier's vote on the pending attestation of `leaseId`.
     /// @dev Only VERIFIER_ROLE. `reportHash` must be the pending one. At quorum approvals the
     /// attestation becomes Verified (payment counts from its submission); at quorum rejections it
     /// becomes Rejected and the market closes the lease (refund + slash). Emits AttestationVote and
-    /// AttestationVerified or AttestationRejected at quorum.
+    /// AttestationVerified or AttestationRejected at quorum. Only votes of accounts that still hold
+    /// VERIFIER_ROLE when the quorum is counted count. Votes after VERIFICATION_WINDOW are refused.
     /// Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_NotPending,
-    /// _ReportHashMismatch, _AlreadyVoted.
+    /// _ReportHashMismatch, _AlreadyVoted, _VerificationWindowPassed.
     function confirm(uint256 leaseId, bytes32 reportHash, bool ok) external;
 
     /// @notice Sets the quorum (admin only). Applies to votes cast after the change.

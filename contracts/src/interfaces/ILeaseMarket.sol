@@ -5,7 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {IAttestationRegistryCore} from "./IAttestationRegistryCore.sol";
 import {INodeRegistry} from "./INodeRegistry.sol";
-import {CloseReason, Lease, LeaseSpec, LeaseStatus} from "../types/DataTypes.sol";
+import {CloseReason, Lease, LeaseSpec, LeaseStatus, NodeUsage} from "../types/DataTypes.sol";
 
 /// @title ILeaseMarket
 /// @notice Leases of confidential VMs with an ERC-20 escrow streamed per second.
@@ -30,6 +30,12 @@ interface ILeaseMarket {
     /// @notice Emitted when a node key accepts a lease.
     event LeaseAccepted(uint256 indexed leaseId, address indexed nodeKey, uint256 ratePerSecond);
 
+    /// @notice Emitted when the accepting node gives a lease back before attesting; it is open again.
+    event LeaseDeclined(uint256 indexed leaseId, address indexed nodeKey);
+
+    /// @notice Emitted when the renter or a verifier challenges a lease to attest afresh by `respondBy`.
+    event LeaseChallenged(uint256 indexed leaseId, address indexed challenger, uint256 respondBy);
+
     /// @notice Emitted when the renter adds to the deposit.
     event LeaseToppedUp(uint256 indexed leaseId, uint256 amount, uint256 deposit);
 
@@ -53,6 +59,25 @@ interface ILeaseMarket {
 
     /// @notice Length of an expected measurement (SEV-SNP MEASUREMENT), in bytes.
     function MEASUREMENT_LENGTH() external view returns (uint256);
+
+    /// @notice Shortest re-attestation interval a lease may ask for (5 minutes).
+    function MIN_REATTEST_INTERVAL() external view returns (uint256);
+
+    /// @notice Longest re-attestation interval a lease may ask for (12 hours).
+    function MAX_REATTEST_INTERVAL() external view returns (uint256);
+
+    /// @notice The shortest unbonding delay the node registry may have: attestation window plus
+    /// MAX_REATTEST_INTERVAL plus the registry's VERIFICATION_WINDOW.
+    function minUnbondingDelay() external view returns (uint256);
+
+    /// @notice Stake of `nodeKey` bonded by its active leases (the registry will not unstake it).
+    function bondedStake(address nodeKey) external view returns (uint256);
+
+    /// @notice Bond and capacity (vCPU, memory, disk) held by the active leases of `nodeKey`.
+    function nodeUsage(address nodeKey) external view returns (NodeUsage memory);
+
+    /// @notice True while the lease is active and its deposit is not yet fully earned.
+    function isServing(uint256 leaseId) external view returns (bool);
 
     /// @notice The ERC-20 token leases are paid in.
     function token() external view returns (IERC20);
@@ -88,8 +113,10 @@ interface ILeaseMarket {
     function credits(address account) external view returns (uint256);
 
     /// @notice Creates a lease and pulls `deposit` from the caller into escrow (needs an allowance).
-    /// @dev Reverts: LeaseMarket_InvalidLeaseSpec, _ZeroMaxPrice, _ZeroAmount, _DepositOverflow,
-    /// _InvalidMeasurementLength.
+    /// @dev The re-attestation interval must lie in [MIN_REATTEST_INTERVAL, MAX_REATTEST_INTERVAL]; the
+    /// market must receive exactly `deposit` (fee-on-transfer tokens are refused).
+    /// Reverts: LeaseMarket_InvalidLeaseSpec, _InvalidReattestInterval, _ZeroMaxPrice, _ZeroAmount,
+    /// _DepositOverflow, _InvalidMeasurementLength, _TransferAmountMismatch.
     /// @param spec Public terms (TEE type, vCPU, memory, disk, minimum node stake, re-attestation interval, specHash).
     /// @param maxPricePerSecond Highest total rate per second the renter pays (node price per vCPU times vCPUs).
     /// @param deposit Tokens to escrow.
@@ -116,15 +143,19 @@ interface ILeaseMarket {
     ) external returns (uint256 leaseId);
 
     /// @notice Accepts an open lease; the caller is the node key. The first valid accept wins.
-    /// @dev Checks the node is registered, its active stake >= max(lease minimum, registry minimum),
-    /// its TEE type matches, its declared capacity suffices, and its rate <= the renter's maximum.
-    /// Starts the first-attestation window. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus,
-    /// _NodeNotRegistered, _TeeTypeMismatch, _CapacityTooLow, _StakeTooLow, _PriceTooHigh.
+    /// @dev Checks the node is registered, its active stake >= required = max(lease minimum, registry
+    /// minimum), its TEE type matches, its declared capacity minus what its active leases use
+    /// suffices, its stake not bonded by other leases covers this lease's bond
+    /// (required x slashBps), and its rate <= the renter's maximum. Fixes the rate, the bond and the
+    /// first-attestation deadline (now + attestationWindow) for the life of the lease.
+    /// Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NodeNotRegistered, _TeeTypeMismatch,
+    /// _CapacityTooLow, _StakeTooLow, _FreeStakeTooLow, _PriceTooHigh.
     function acceptLease(uint256 leaseId) external;
 
     /// @notice Adds `amount` to an open or active lease's deposit (renter only).
-    /// @dev Reverts: LeaseMarket_LeaseNotFound, _LeaseClosed, _NotRenter, _ZeroAmount,
-    /// _LeaseExhausted, _DepositOverflow.
+    /// @dev Refused once verified plus pending time would use up the deposit (new money must not pay
+    /// for time past the old deposit). Reverts: LeaseMarket_LeaseNotFound, _LeaseClosed, _NotRenter,
+    /// _ZeroAmount, _LeaseExhausted, _DepositOverflow, _TransferAmountMismatch.
     function topUp(uint256 leaseId, uint256 amount) external;
 
     /// @notice Sends the claimable earnings of a lease to its node's operator (the caller).
@@ -133,29 +164,54 @@ interface ILeaseMarket {
     function claim(uint256 leaseId) external returns (uint256 amount);
 
     /// @notice Closes the lease and sends the renter (the caller) the unearned rest.
-    /// @dev Reason RENTER, or ATTESTATION_MISSED (counted against the node) when the latest
-    /// verified attestation has expired without a re-attestation. A pending attestation's time is
-    /// not paid. Reverts: LeaseMarket_LeaseNotFound, _LeaseClosed, _NotRenter.
+    /// @dev Reason RENTER; EXHAUSTED when the deposit is fully earned (no fault); ATTESTATION_MISSED
+    /// (counted against the node) when the latest attestation is Expired: not re-attested in time,
+    /// left undecided past the verification window, or not refreshed after a challenge. If the first
+    /// attestation was missed this is `reportMissedAttestation` (bond slashed). Refused while an
+    /// attestation awaits the verifiers within its window (its time is paid if verified).
+    /// Reverts: LeaseMarket_LeaseNotFound, _LeaseClosed, _NotRenter, _AttestationPending.
     /// @return refund The tokens sent to the renter.
     function closeLease(uint256 leaseId) external returns (uint256 refund);
 
     /// @notice Closes a lease whose deposit is fully earned (anyone). Reason EXHAUSTED.
-    /// @dev Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotExhausted.
+    /// @dev Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _AttestationPending, _NotExhausted.
     function settle(uint256 leaseId) external;
 
-    /// @notice Closes an accepted lease whose node submitted no attestation within
-    /// `attestationWindow` (anyone): full refund and the slashed stake credited to the renter.
+    /// @notice Closes an accepted lease whose node missed its first attestation (anyone): none was
+    /// submitted by the deadline fixed at accept, or the first one was left undecided past the
+    /// verification window. Full refund credited to the renter; the lease's bond is slashed and
+    /// burned (the renter paid nothing, so it is owed no compensation).
     /// @dev Reason ATTESTATION_MISSED. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus,
     /// _AttestationSubmitted, _AttestationDeadlineNotPassed.
     function reportMissedAttestation(uint256 leaseId) external;
 
-    /// @notice The node key gives up an active lease: the unearned rest is credited to the renter.
-    /// @dev Reason NODE_EXIT. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotLeaseNode.
+    /// @notice The node key gives up an active lease. Before its first submission and deadline this
+    /// is `declineLease`; after the deadline without an attestation it is `reportMissedAttestation`;
+    /// otherwise the lease closes and the unearned rest is credited to the renter.
+    /// @dev Reason NODE_EXIT. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotLeaseNode,
+    /// _AttestationPending.
     function exitLease(uint256 leaseId) external;
 
+    /// @notice The node key gives back a lease it cannot serve, without penalty, before submitting any
+    /// attestation and before the first-attestation deadline: bond and capacity are freed and the lease
+    /// is OPEN again for the next node.
+    /// @dev Emits LeaseDeclined. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotLeaseNode,
+    /// _AttestationSubmitted, _AttestationDeadlinePassed.
+    function declineLease(uint256 leaseId) external;
+
+    /// @notice The renter or a verifier asks the node of an attested lease to attest afresh. Payment
+    /// for the current attestation stops now; unless the node submits a fresh attestation within the
+    /// registry's CHALLENGE_WINDOW (and it is verified), the attestation counts as Expired: the
+    /// renter can close with the refund and the close counts against the node (no slash). At most
+    /// one challenge per lease per MIN_CHALLENGE_INTERVAL.
+    /// @dev Emits LeaseChallenged. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus,
+    /// _NotChallenger, AttestationRegistry_NothingToChallenge, _ChallengeTooSoon.
+    function challenge(uint256 leaseId) external;
+
     /// @notice Called by the attestation registry when the verifier quorum rejects an attestation:
-    /// closes an active lease (reason ATTESTATION_REJECTED, unearned rest credited to the renter)
-    /// and slashes the node, crediting the slashed stake to the renter.
+    /// closes the lease (reason ATTESTATION_REJECTED, unearned rest credited to the renter) and
+    /// slashes its bond: the renter is compensated with what it paid (the earned amount), at most
+    /// the bond; the rest of the bond is burned.
     /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
     function onAttestationRejected(uint256 leaseId) external;
 
@@ -164,7 +220,8 @@ interface ILeaseMarket {
     /// @return amount The tokens sent.
     function withdraw() external returns (uint256 amount);
 
-    /// @notice Sets the first-attestation window (owner only), between 1 minute and 1 day.
+    /// @notice Sets the first-attestation window for leases accepted from now on (owner only),
+    /// between 1 minute and 1 day, and at most unbondingDelay - MAX_REATTEST_INTERVAL - VERIFICATION_WINDOW.
     /// @dev Reverts: LeaseMarket_InvalidAttestationWindow.
     function setAttestationWindow(uint256 newWindow) external;
 }

@@ -26,8 +26,12 @@ interface INodeRegistry {
     /// @notice Emitted when unbonded stake goes back to the operator.
     event Unstaked(address indexed nodeKey, address indexed operator, uint256 amount);
 
-    /// @notice Emitted when the lease market slashes a node; the amount went to the market for the renter.
+    /// @notice Emitted when the lease market slashes a node; `compensation` of `amount` went to the
+    /// market for the harmed renter, the rest is burned (locked in the registry for good).
     event Slashed(address indexed nodeKey, uint256 amount, uint256 fromStake, uint256 fromUnbonding);
+
+    /// @notice Emitted with every slash: what went to the renter and what was burned.
+    event SlashSplit(address indexed nodeKey, uint256 compensation, uint256 burned);
 
     /// @notice Emitted when a non-slashable fault (missed re-attestation) is counted against a node.
     event MissedAttestationRecorded(address indexed nodeKey, uint256 missedAttestations);
@@ -62,7 +66,8 @@ interface INodeRegistry {
     /// @notice Seconds between `requestUnstake` and `withdrawUnstaked`.
     function unbondingDelay() external view returns (uint256);
 
-    /// @notice Fraction of a node's stake (active plus unbonding) taken per slash, in basis points.
+    /// @notice Fraction, in basis points, of a lease's required stake (max of `minStake` and the lease's
+    /// minimum) that the lease bonds at accept and a slash of it takes. Changes apply to later accepts only.
     function slashBps() external view returns (uint256);
 
     /// @notice The stored record of `nodeKey` (operator zero if unregistered).
@@ -77,8 +82,12 @@ interface INodeRegistry {
     /// @notice The EIP-712 digest the node key signs to consent to `operator` registering it.
     function nodeConsentDigest(address nodeKey, address operator) external view returns (bytes32);
 
-    /// @notice What `slash(nodeKey)` would take right now: `slashBps` of active plus unbonding stake.
-    function slashAmountOf(address nodeKey) external view returns (uint256);
+    /// @notice A node's record with the registry parameters an accepting lease market fixes, in one call.
+    function nodeTerms(address nodeKey) external view returns (Node memory node, uint256 minStake, uint256 slashBps);
+
+    /// @notice Slashed stake that went to no one (beyond the renters' compensation): it stays in
+    /// this contract forever, as no function moves it.
+    function burnedStake() external view returns (uint256);
 
     /// @notice Registers `nodeKey` with the caller as its operator.
     /// @dev `nodeKeySignature` is the node key's consent to this operator: a 65-byte ECDSA signature
@@ -102,12 +111,15 @@ interface INodeRegistry {
     function update(address nodeKey, NodeSpec calldata spec, string calldata endpoint) external;
 
     /// @notice Moves `amount` tokens from the caller (the operator) into the node's active stake.
-    /// @dev Needs an ERC-20 allowance. Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _ZeroAmount.
+    /// @dev Needs an ERC-20 allowance. The registry must receive exactly `amount` (fee-on-transfer
+    /// tokens are refused). Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _ZeroAmount,
+    /// _TransferAmountMismatch.
     function stake(address nodeKey, uint256 amount) external;
 
     /// @notice Moves `amount` of active stake into unbonding and restarts the delay (operator only).
-    /// @dev Unbonding stake no longer counts for accepting leases but stays slashable.
-    /// Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _ZeroAmount, _UnstakeExceedsStake.
+    /// @dev Unbonding stake no longer counts for accepting leases but stays slashable. Stake bonded
+    /// by the node's active leases (`ILeaseMarket.bondedStake`) cannot be unstaked until they end.
+    /// Reverts: NodeRegistry_NodeNotRegistered, _NotOperator, _ZeroAmount, _UnstakeExceedsStake, _StakeBonded.
     function requestUnstake(address nodeKey, uint256 amount) external;
 
     /// @notice Sends all unbonded stake to the operator once the delay has passed (operator only).
@@ -115,11 +127,14 @@ interface INodeRegistry {
     /// @return amount The tokens sent.
     function withdrawUnstaked(address nodeKey) external returns (uint256 amount);
 
-    /// @notice Takes `slashBps` of the node's stake (active first, then unbonding) and sends it
-    /// to the lease market, which credits the harmed renter. Lease market only.
-    /// @dev Reverts: NodeRegistry_CallerNotLeaseMarket.
-    /// @return amount The tokens taken (zero if the node had none).
-    function slash(address nodeKey) external returns (uint256 amount);
+    /// @notice Takes up to `amount` of the node's stake (active first, then unbonding): sends
+    /// `min(compensation, taken)` to the lease market for the harmed renter and burns the rest
+    /// (it stays here, out of everyone's reach). Lease market only.
+    /// @dev The market passes the lease's bond, fixed at accept and locked since, so `taken == amount`.
+    /// Reverts: NodeRegistry_CallerNotLeaseMarket.
+    /// @return taken The stake taken.
+    /// @return paid The part sent to the lease market.
+    function slash(address nodeKey, uint256 amount, uint256 compensation) external returns (uint256 taken, uint256 paid);
 
     /// @notice Counts a missed re-attestation against the node. Lease market only.
     /// @dev Reverts: NodeRegistry_CallerNotLeaseMarket.
@@ -129,7 +144,9 @@ interface INodeRegistry {
     function setMinStake(uint256 newMinStake) external;
 
     /// @notice Sets the unbonding delay for future requests (owner only).
-    /// @dev Reverts: NodeRegistry_UnbondingDelayTooLong.
+    /// @dev Never below `ILeaseMarket.minUnbondingDelay()` once the market is wired in, so a slash
+    /// can always reach stake that started unbonding during a lease.
+    /// Reverts: NodeRegistry_UnbondingDelayTooLong, _UnbondingDelayTooShort.
     function setUnbondingDelay(uint256 newDelay) external;
 
     /// @notice Sets the slashed fraction (owner only), capped at MAX_SLASH_BPS.
@@ -137,6 +154,6 @@ interface INodeRegistry {
     function setSlashBps(uint256 newSlashBps) external;
 
     /// @notice Wires in the lease market, once (owner only).
-    /// @dev Reverts: NodeRegistry_ZeroAddress, _LeaseMarketAlreadySet.
+    /// @dev Reverts: NodeRegistry_ZeroAddress, _LeaseMarketAlreadySet, _UnbondingDelayTooShort.
     function setLeaseMarket(address market) external;
 }

@@ -54,6 +54,16 @@ library Errors {
     /// @notice Thrown when the unbonding delay is set above the hard cap.
     error NodeRegistry_UnbondingDelayTooLong(uint256 delay, uint256 maxDelay);
 
+    /// @notice Thrown when the unbonding delay would be shorter than the lease market's bound
+    /// (attestation window + longest re-attestation interval + verification window).
+    error NodeRegistry_UnbondingDelayTooShort(uint256 delay, uint256 minDelay);
+
+    /// @notice Thrown when unstaking would leave less active stake than the node's leases bond.
+    error NodeRegistry_StakeBonded(address nodeKey, uint256 amount, uint256 unbondable);
+
+    /// @notice Thrown when a token transfer in books another amount than requested (fee-on-transfer token).
+    error NodeRegistry_TransferAmountMismatch(uint256 expected, uint256 received);
+
     /*//////////////////////////////////////////////////////////////////////////
                                     LEASE-MARKET
     //////////////////////////////////////////////////////////////////////////*/
@@ -73,7 +83,7 @@ library Errors {
     /// @notice Thrown when the maximum price per second is zero.
     error LeaseMarket_ZeroMaxPrice();
 
-    /// @notice Thrown when an escrow would exceed 128 bits.
+    /// @notice Thrown when a lease's escrow would exceed 96 bits (7.9e28 base units).
     error LeaseMarket_DepositOverflow(uint256 leaseId, uint256 deposit);
 
     /// @notice Thrown when a lease id does not exist.
@@ -130,8 +140,27 @@ library Errors {
     /// @notice Thrown when withdrawing with no credited balance.
     error LeaseMarket_NothingToWithdraw(address account);
 
-    /// @notice Thrown when the attestation window is set outside its bounds.
+    /// @notice Thrown when the attestation window is set outside its bounds (or leaves the
+    /// node registry's unbonding delay too short).
     error LeaseMarket_InvalidAttestationWindow(uint256 window);
+
+    /// @notice Thrown when a lease's re-attestation interval is outside [MIN_REATTEST_INTERVAL, MAX_REATTEST_INTERVAL].
+    error LeaseMarket_InvalidReattestInterval(uint256 interval);
+
+    /// @notice Thrown when the node's stake not yet bonded by its other leases cannot cover this lease's bond.
+    error LeaseMarket_FreeStakeTooLow(uint256 leaseId, uint256 freeStake, uint256 bond);
+
+    /// @notice Thrown when declining a lease after its first-attestation deadline (the missed path applies).
+    error LeaseMarket_AttestationDeadlinePassed(uint256 leaseId, uint256 deadline, uint256 currentTime);
+
+    /// @notice Thrown when a lease would end while an attestation awaits the verifiers within its window.
+    error LeaseMarket_AttestationPending(uint256 leaseId, uint256 decideBy);
+
+    /// @notice Thrown when someone other than the renter or a verifier challenges a lease.
+    error LeaseMarket_NotChallenger(uint256 leaseId, address caller);
+
+    /// @notice Thrown when a token transfer in books another amount than requested (fee-on-transfer token).
+    error LeaseMarket_TransferAmountMismatch(uint256 expected, uint256 received);
 
     /*//////////////////////////////////////////////////////////////////////////
                                 ATTESTATION-REGISTRY
@@ -184,6 +213,15 @@ library Errors {
 
     /// @notice Thrown when a verifier votes twice on the same attestation.
     error AttestationRegistry_AlreadyVoted(uint256 leaseId, address verifier);
+
+    /// @notice Thrown when a vote arrives after the pending attestation's verification window (it counts as missed).
+    error AttestationRegistry_VerificationWindowPassed(uint256 leaseId, uint256 decideBy);
+
+    /// @notice Thrown when challenging a lease whose latest attestation is not Verified (nothing to refresh).
+    error AttestationRegistry_NothingToChallenge(uint256 leaseId, IAttestationRegistry.Status status);
+
+    /// @notice Thrown when a lease is challenged again before MIN_CHALLENGE_INTERVAL has passed.
+    error AttestationRegistry_ChallengeTooSoon(uint256 leaseId, uint256 nextChallengeAt);
 
     /*//////////////////////////////////////////////////////////////////////////
                                   ATTESTED-SERVICE

@@ -6,65 +6,94 @@ import {LeaseMarket} from "../../src/LeaseMarket.sol";
 import {NodeRegistry} from "../../src/NodeRegistry.sol";
 import {TestToken} from "../../src/test-token/TestToken.sol";
 import {IAttestationRegistry} from "../../src/interfaces/IAttestationRegistry.sol";
-import {Lease, LeaseSpec, LeaseStatus, Node, TeeType} from "../../src/types/DataTypes.sol";
+import {
+    AttestationProgress,
+    Lease,
+    LeaseSpec,
+    LeaseStatus,
+    Node,
+    NodeUsage,
+    TeeType
+} from "../../src/types/DataTypes.sol";
 import {Test} from "../base/Test.sol";
 
-/// @notice Drives random sequences of every user-facing operation and keeps an independent
-/// model (ghost state) of what each party is owed, for the invariant tests to compare against.
+/// @notice Drives random sequences of every operation, by honest parties and by adversaries:
+/// an operator renting its own node (operator = renter), a verifier that also rents and rejects
+/// genuine reports of its own leases, nodes submitting junk nobody can verify, role grants and
+/// revocations, admin parameter changes, unbonding and withdrawal mid-lease, and time jumps past
+/// each deadline. Every action an honest party may validly take is predicted from public views
+/// and then performed with try/catch: a revert of such an action is counted (per action) and
+/// fails the run. The ghost model records what each party put in and got out.
 contract LeaseHandler is Test {
-    uint32 internal constant INTERVAL = 6 hours;
-
     TestToken internal immutable token;
     NodeRegistry internal immutable nodes;
     AttestationRegistry internal immutable attestations;
     LeaseMarket internal immutable market;
-    address internal immutable verifier;
+    address internal immutable admin;
     bytes internal measurement;
+    bytes32 internal immutable verifierRole;
 
     address[] public renters;
     address[] public nodeKeys;
     address[] public operators;
+    address[] public verifiers;
     uint256[] public leaseIds;
 
     // ------------------------------------------------------------------ ghost model
 
     /// @dev Everything a renter put into a lease (create + top-ups).
     mapping(uint256 leaseId => uint256) public ghostDeposited;
-    /// @dev What the renter got back from a lease (direct refund or credit), slashed stake excluded.
-    mapping(uint256 leaseId => uint256) public ghostRefunded;
+    /// @dev What the renter got back from a lease (refund and compensation).
+    mapping(uint256 leaseId => uint256) public ghostReturned;
+    /// @dev The compensation part of `ghostReturned` (slashed stake paid to the renter).
+    mapping(uint256 leaseId => uint256) public ghostCompensation;
+    /// @dev The bond slashed on the lease (zero if none).
+    mapping(uint256 leaseId => uint256) public ghostSlashedBond;
     /// @dev What operators received from a lease.
     mapping(uint256 leaseId => uint256) public ghostClaimed;
-    /// @dev Verified seconds by the model: banked past coverage plus the current window.
-    mapping(uint256 leaseId => uint256) public ghostBanked;
-    mapping(uint256 leaseId => uint256) public ghostSubmittedAt;
-    mapping(uint256 leaseId => bool) public ghostVerified;
+    /// @dev When the lease's current node first submitted (payment cannot start earlier).
+    mapping(uint256 leaseId => uint256) public ghostFirstSubmittedAt;
+    /// @dev The latest submission was junk (no evidence): honest verifiers reject it.
+    mapping(uint256 leaseId => bool) internal _junk;
+    /// @dev Stored status is Pending (submitted, not yet decided).
+    mapping(uint256 leaseId => bool) internal _undecided;
+    mapping(bytes32 voteKey => bool) internal _voted;
 
     uint256 public ghostStakeIn;
-    uint256 public ghostStakeOut;
-    uint256 public ghostSlashed;
-    /// @dev Count of observed rule breaks inside handler calls (handler reverts are not failures).
+    uint256 public ghostWithdrawn;
+    uint256 public ghostSlashPaid;
+    /// @dev Rule breaks observed inside handlers (a withdrawal before the delay, a junk call that succeeded...).
     uint256 public ghostViolations;
+
+    /// @dev Reverts of valid honest actions, per action name, and in total.
+    mapping(string action => uint256) public honestReverts;
+    uint256 public totalHonestReverts;
+    string public lastHonestRevert;
+    mapping(string action => uint256) public honestCalls;
 
     constructor(
         TestToken token_,
         NodeRegistry nodes_,
         AttestationRegistry attestations_,
         LeaseMarket market_,
-        address verifier_,
+        address admin_,
         bytes memory measurement_,
         address[] memory renters_,
         address[] memory nodeKeys_,
-        address[] memory operators_
+        address[] memory operators_,
+        address[] memory verifiers_
     ) {
         token = token_;
         nodes = nodes_;
         attestations = attestations_;
         market = market_;
-        verifier = verifier_;
+        admin = admin_;
         measurement = measurement_;
         renters = renters_;
         nodeKeys = nodeKeys_;
         operators = operators_;
+        verifiers = verifiers_;
+        verifierRole = attestations_.VERIFIER_ROLE();
     }
 
     function leaseCount() external view returns (uint256) {
@@ -79,19 +108,27 @@ contract LeaseHandler is Test {
         return nodeKeys.length;
     }
 
-    /// @dev Verified seconds the model grants a lease up to now.
-    function modelCoverage(uint256 leaseId) public view returns (uint256 secs) {
-        secs = ghostBanked[leaseId];
-        if (ghostVerified[leaseId]) secs += _window(ghostSubmittedAt[leaseId], block.timestamp);
+    // ------------------------------------------------------------------ time
+
+    /// @dev Small steps or jumps just past each deadline the contracts know.
+    function warp(uint256 which, uint256 secs) external {
+        uint256[7] memory jumps = [
+            bound(secs, 1, 600),
+            market.attestationWindow() + 1,
+            attestations.VERIFICATION_WINDOW() + 1,
+            attestations.CHALLENGE_WINDOW() + 1,
+            uint256(market.MAX_REATTEST_INTERVAL()) + 1,
+            nodes.unbondingDelay() + 1,
+            attestations.MIN_CHALLENGE_INTERVAL()
+        ];
+        // Half of the warps are small steps, the rest jump just past one deadline.
+        uint256 pick = which % (2 * jumps.length);
+        vm.warp(block.timestamp + jumps[pick < jumps.length ? pick : 0]);
     }
 
-    // ------------------------------------------------------------------ actions
+    // ------------------------------------------------------------------ renters
 
-    function warp(uint256 secs) external {
-        vm.warp(block.timestamp + bound(secs, 1, 2 days));
-    }
-
-    function createLease(uint256 renterSeed, uint256 deposit, uint256 vcpu) external {
+    function createLease(uint256 renterSeed, uint256 deposit, uint256 vcpu, uint256 interval) external {
         address renter = renters[renterSeed % renters.length];
         deposit = bound(deposit, 1, 1000e18);
         LeaseSpec memory spec = LeaseSpec({
@@ -99,121 +136,179 @@ contract LeaseHandler is Test {
             vcpu: uint16(bound(vcpu, 1, 8)),
             memoryMiB: 1024,
             diskGiB: 10,
-            minNodeStake: 10e18,
-            reattestInterval: INTERVAL,
+            minNodeStake: uint96(bound(interval, 0, 40e18)),
+            reattestInterval: uint32(bound(interval, market.MIN_REATTEST_INTERVAL(), market.MAX_REATTEST_INTERVAL())),
             specHash: keccak256(abi.encode(renterSeed))
         });
         token.mint(renter, deposit);
         vm.prank(renter);
-        uint256 leaseId = market.createLease(spec, 1e16, uint128(deposit), measurement);
-        leaseIds.push(leaseId);
-        ghostDeposited[leaseId] = deposit;
-    }
-
-    function acceptLease(uint256 leaseSeed, uint256 nodeSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
-        if (leaseId == 0) return;
-        vm.prank(nodeKeys[nodeSeed % nodeKeys.length]);
-        market.acceptLease(leaseId);
-    }
-
-    function submit(uint256 leaseSeed, uint256 reportSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
-        if (leaseId == 0) return;
-        Lease memory lease = market.getLease(leaseId);
-        uint256 nonce = attestations.attestationNonce(leaseId);
-        vm.prank(lease.nodeKey);
-        attestations.submit(leaseId, nonce, keccak256(abi.encode(reportSeed, nonce)), measurement, 1, bytes32(0));
-        // Model: bank what the previous verified attestation covered, start a pending window.
-        if (ghostVerified[leaseId]) ghostBanked[leaseId] += _window(ghostSubmittedAt[leaseId], block.timestamp);
-        ghostSubmittedAt[leaseId] = block.timestamp;
-        ghostVerified[leaseId] = false;
-    }
-
-    function confirm(uint256 leaseSeed, uint256 verdict) external {
-        uint256 leaseId = _lease(leaseSeed);
-        if (leaseId == 0) return;
-        // Mostly approvals, so leases live long enough to stream; one in eight is rejected.
-        bool ok = verdict % 8 != 0;
-        bytes32 reportHash = attestations.attestationOf(leaseId).reportHash;
-        Lease memory before = market.getLease(leaseId);
-        uint256 registryBefore = token.balanceOf(address(nodes));
-        uint256 creditBefore = market.credits(before.renter);
-        vm.prank(verifier);
-        attestations.confirm(leaseId, reportHash, ok);
-        if (ok) {
-            ghostVerified[leaseId] = true;
-        } else {
-            uint256 slashed = registryBefore - token.balanceOf(address(nodes));
-            ghostSlashed += slashed;
-            ghostRefunded[leaseId] += market.credits(before.renter) - creditBefore - slashed;
+        try market.createLease(spec, 1e16, uint128(deposit), measurement) returns (uint256 leaseId) {
+            leaseIds.push(leaseId);
+            ghostDeposited[leaseId] = deposit;
+        } catch {
+            _honestRevert("createLease");
         }
-    }
-
-    function claim(uint256 leaseSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
-        if (leaseId == 0) return;
-        address operator = nodes.operatorOf(market.getLease(leaseId).nodeKey);
-        uint256 before = token.balanceOf(operator);
-        vm.prank(operator);
-        market.claim(leaseId);
-        ghostClaimed[leaseId] += token.balanceOf(operator) - before;
-    }
-
-    function closeLease(uint256 leaseSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
-        if (leaseId == 0) return;
-        address renter = market.getLease(leaseId).renter;
-        uint256 before = token.balanceOf(renter);
-        vm.prank(renter);
-        market.closeLease(leaseId);
-        ghostRefunded[leaseId] += token.balanceOf(renter) - before;
+        honestCalls["createLease"]++;
     }
 
     function topUp(uint256 leaseSeed, uint256 amount) external {
         uint256 leaseId = _lease(leaseSeed);
         if (leaseId == 0) return;
+        Lease memory lease = market.getLease(leaseId);
         amount = bound(amount, 1, 500e18);
-        address renter = market.getLease(leaseId).renter;
-        token.mint(renter, amount);
-        vm.prank(renter);
-        market.topUp(leaseId, amount);
-        ghostDeposited[leaseId] += amount;
+        bool valid = lease.status == LeaseStatus.OPEN;
+        if (lease.status == LeaseStatus.ACTIVE) {
+            AttestationProgress memory p = attestations.progressOf(leaseId);
+            valid = (uint256(p.verifiedSeconds) + p.pendingSeconds) * lease.ratePerSecond < lease.deposit;
+        }
+        if (!valid) return;
+        token.mint(lease.renter, amount);
+        vm.prank(lease.renter);
+        try market.topUp(leaseId, amount) {
+            ghostDeposited[leaseId] += amount;
+        } catch {
+            _honestRevert("topUp");
+        }
+        honestCalls["topUp"]++;
     }
 
-    function settle(uint256 leaseSeed) external {
-        uint256 leaseId = _lease(leaseSeed);
-        if (leaseId == 0) return;
-        market.settle(leaseId);
-    }
-
-    function reportMissedAttestation(uint256 leaseSeed, uint256 secs) external {
-        uint256 leaseId = _lease(leaseSeed);
-        if (leaseId == 0) return;
-        vm.warp(block.timestamp + bound(secs, 0, 2 hours));
-        address renter = market.getLease(leaseId).renter;
-        uint256 registryBefore = token.balanceOf(address(nodes));
-        uint256 creditBefore = market.credits(renter);
-        market.reportMissedAttestation(leaseId);
-        uint256 slashed = registryBefore - token.balanceOf(address(nodes));
-        ghostSlashed += slashed;
-        ghostRefunded[leaseId] += market.credits(renter) - creditBefore - slashed;
-    }
-
-    function exitLease(uint256 leaseSeed) external {
+    function closeLease(uint256 leaseSeed) external {
         uint256 leaseId = _lease(leaseSeed);
         if (leaseId == 0) return;
         Lease memory lease = market.getLease(leaseId);
-        uint256 creditBefore = market.credits(lease.renter);
-        vm.prank(lease.nodeKey);
-        market.exitLease(leaseId);
-        ghostRefunded[leaseId] += market.credits(lease.renter) - creditBefore;
+        if (lease.status == LeaseStatus.NONE || lease.status == LeaseStatus.CLOSED) return;
+        if (lease.status == LeaseStatus.ACTIVE && _pendingNow(leaseId) && !_firstMissed(leaseId, lease)) return;
+        _closing(leaseId, lease);
+        vm.prank(lease.renter);
+        try market.closeLease(leaseId) {}
+        catch {
+            _honestRevert("closeLease");
+        }
+        _closed(leaseId, lease);
+        honestCalls["closeLease"]++;
     }
 
-    function withdraw(uint256 renterSeed) external {
-        address renter = renters[renterSeed % renters.length];
-        vm.prank(renter);
-        market.withdraw();
+    function challenge(uint256 leaseSeed, uint256 whoSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0) return;
+        Lease memory lease = market.getLease(leaseId);
+        address who = whoSeed % 2 == 0 ? lease.renter : verifiers[whoSeed % verifiers.length];
+        bool valid = lease.status == LeaseStatus.ACTIVE
+            && (who == lease.renter || attestations.hasRole(verifierRole, who))
+            && attestations.progressOf(leaseId).status == IAttestationRegistry.Status.Verified
+            && (attestations.challengedAt(leaseId) == 0
+                || block.timestamp >= attestations.challengedAt(leaseId) + attestations.MIN_CHALLENGE_INTERVAL());
+        vm.prank(who);
+        try market.challenge(leaseId) {
+            if (!valid) ghostViolations++;
+        } catch {
+            if (valid) _honestRevert("challenge");
+        }
+        if (valid) honestCalls["challenge"]++;
+    }
+
+    function withdraw(uint256 seed) external {
+        address[4] memory who = [
+            renters[seed % renters.length],
+            operators[seed % operators.length],
+            verifiers[seed % verifiers.length],
+            renters[(seed / 7) % renters.length]
+        ];
+        address account = who[seed % 4];
+        if (market.credits(account) == 0) return;
+        vm.prank(account);
+        try market.withdraw() {}
+        catch {
+            _honestRevert("withdraw");
+        }
+        honestCalls["withdraw"]++;
+    }
+
+    // ------------------------------------------------------------------ nodes and operators
+
+    function acceptLease(uint256 leaseSeed, uint256 nodeSeed) external {
+        uint256 leaseId = _pick(leaseSeed, _ANY_OPEN);
+        if (leaseId == 0) return;
+        address nodeKey = nodeKeys[nodeSeed % nodeKeys.length];
+        Lease memory lease = market.getLease(leaseId);
+        if (lease.status != LeaseStatus.OPEN) return;
+        (Node memory node, uint256 minStake, uint256 slashBps) = nodes.nodeTerms(nodeKey);
+        NodeUsage memory usage = market.nodeUsage(nodeKey);
+        uint256 required = minStake > lease.minNodeStake ? minStake : lease.minNodeStake;
+        uint256 bond = required * slashBps / 10_000;
+        bool valid = node.stake >= required && node.stake >= uint256(usage.bonded) + bond
+            && uint256(usage.vcpu) + lease.vcpu <= node.vcpu
+            && uint256(usage.memoryMiB) + lease.memoryMiB <= node.memoryMiB
+            && uint256(usage.diskGiB) + lease.diskGiB <= node.diskGiB
+            && uint256(node.pricePerSecondPerUnit) * lease.vcpu <= lease.maxPricePerSecond;
+        vm.prank(nodeKey);
+        try market.acceptLease(leaseId) {
+            if (!valid) ghostViolations++;
+            ghostFirstSubmittedAt[leaseId] = 0;
+        } catch {
+            if (valid) _honestRevert("acceptLease");
+        }
+        if (valid) honestCalls["acceptLease"]++;
+    }
+
+    /// @dev The lease's node attests; one in `junkEvery` submissions is junk nobody can verify.
+    function submit(uint256 leaseSeed, uint256 reportSeed) external {
+        uint256 leaseId = _pick(leaseSeed, _ACTIVE_DECIDED);
+        if (leaseId == 0) return;
+        Lease memory lease = market.getLease(leaseId);
+        if (lease.status != LeaseStatus.ACTIVE || _undecided[leaseId]) return;
+        uint256 nonce = attestations.attestationNonce(leaseId);
+        vm.prank(lease.nodeKey);
+        try attestations.submit(
+            leaseId, nonce, keccak256(abi.encode(reportSeed, nonce, leaseId)), measurement, 1, bytes32(0)
+        ) {
+            _junk[leaseId] = reportSeed % 6 == 0;
+            _undecided[leaseId] = true;
+            if (ghostFirstSubmittedAt[leaseId] == 0) ghostFirstSubmittedAt[leaseId] = block.timestamp;
+        } catch {
+            _honestRevert("submit");
+        }
+        honestCalls["submit"]++;
+    }
+
+    function claim(uint256 leaseSeed) external {
+        uint256 leaseId = _pick(leaseSeed, _CLAIMABLE);
+        if (leaseId == 0) return;
+        Lease memory lease = market.getLease(leaseId);
+        if (lease.nodeKey == address(0) || market.claimable(leaseId) == 0) return;
+        address operator = nodes.operatorOf(lease.nodeKey);
+        uint256 before = token.balanceOf(operator);
+        vm.prank(operator);
+        try market.claim(leaseId) {
+            ghostClaimed[leaseId] += token.balanceOf(operator) - before;
+        } catch {
+            _honestRevert("claim");
+        }
+        honestCalls["claim"]++;
+    }
+
+    function declineOrExit(uint256 leaseSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0) return;
+        Lease memory lease = market.getLease(leaseId);
+        if (lease.status != LeaseStatus.ACTIVE) return;
+        if (_pendingNow(leaseId) && !_firstMissed(leaseId, lease)) return;
+        bool declining = attestations.attestationNonce(leaseId) == 0 && block.timestamp <= lease.attestBy;
+        _closing(leaseId, lease);
+        vm.prank(lease.nodeKey);
+        if (declining && leaseSeed % 2 == 0) {
+            try market.declineLease(leaseId) {}
+            catch {
+                _honestRevert("declineLease");
+            }
+        } else {
+            try market.exitLease(leaseId) {}
+            catch {
+                _honestRevert("exitLease");
+            }
+        }
+        _closed(leaseId, lease);
+        honestCalls["declineOrExit"]++;
     }
 
     function stake(uint256 nodeSeed, uint256 amount) external {
@@ -221,26 +316,210 @@ contract LeaseHandler is Test {
         amount = bound(amount, 1, 100e18);
         token.mint(operators[i], amount);
         vm.prank(operators[i]);
-        nodes.stake(nodeKeys[i], amount);
-        ghostStakeIn += amount;
+        try nodes.stake(nodeKeys[i], amount) {
+            ghostStakeIn += amount;
+        } catch {
+            _honestRevert("stake");
+        }
+        honestCalls["stake"]++;
     }
 
+    /// @dev Unbonding mid-lease: anything beyond the bonded stake must be allowed, the rest refused.
     function requestUnstake(uint256 nodeSeed, uint256 amount) external {
         uint256 i = nodeSeed % nodeKeys.length;
         Node memory node = nodes.getNode(nodeKeys[i]);
-        amount = bound(amount, 1, node.stake == 0 ? 1 : node.stake);
+        if (node.stake == 0) return;
+        uint256 bonded = market.bondedStake(nodeKeys[i]);
+        // Aim at the edges as often as anywhere: all of it, exactly the unbonded part, one more.
+        uint256 unbondable = node.stake - bonded;
+        uint256 edge = amount % 4;
+        if (edge == 0) amount = node.stake;
+        else if (edge == 1 && unbondable != 0) amount = unbondable;
+        else if (edge == 2 && unbondable < node.stake) amount = unbondable + 1;
+        else amount = bound(amount, 1, node.stake);
+        bool valid = amount + bonded <= node.stake;
         vm.prank(operators[i]);
-        nodes.requestUnstake(nodeKeys[i], amount);
+        try nodes.requestUnstake(nodeKeys[i], amount) {
+            if (!valid) ghostViolations++;
+        } catch {
+            if (valid) _honestRevert("requestUnstake");
+        }
+        if (valid) honestCalls["requestUnstake"]++;
     }
 
     function withdrawUnstaked(uint256 nodeSeed) external {
         uint256 i = nodeSeed % nodeKeys.length;
         Node memory node = nodes.getNode(nodeKeys[i]);
+        bool valid = node.unbonding != 0 && block.timestamp >= node.unbondingEndsAt;
         vm.prank(operators[i]);
-        uint256 amount = nodes.withdrawUnstaked(nodeKeys[i]);
-        // Rule: unbonded stake leaves only after the delay, and only what was unbonding.
-        if (block.timestamp < node.unbondingEndsAt || amount != node.unbonding) ghostViolations++;
-        ghostStakeOut += amount;
+        try nodes.withdrawUnstaked(nodeKeys[i]) returns (uint256 amount) {
+            // Rule: unbonded stake leaves only after the delay, and only what was unbonding.
+            if (!valid || amount != node.unbonding) ghostViolations++;
+            ghostWithdrawn += amount;
+        } catch {
+            if (valid) _honestRevert("withdrawUnstaked");
+        }
+        if (valid) honestCalls["withdrawUnstaked"]++;
+    }
+
+    // ------------------------------------------------------------------ verifiers
+
+    /// @dev Honest verifiers approve genuine reports and reject junk; the colluding verifier
+    /// (verifiers[0], also a renter) rejects genuine reports of its own leases.
+    function confirm(uint256 leaseSeed, uint256 verifierSeed) external {
+        uint256 leaseId = _pick(leaseSeed, _UNDECIDED);
+        if (leaseId == 0 || !_undecided[leaseId]) return;
+        Lease memory lease = market.getLease(leaseId);
+        address v = verifiers[verifierSeed % verifiers.length];
+        uint256 nonce = attestations.attestationNonce(leaseId);
+        bytes32 voteKey = keccak256(abi.encode(leaseId, nonce, v));
+        AttestationProgress memory p = attestations.progressOf(leaseId);
+        bool valid = attestations.hasRole(verifierRole, v) && !_voted[voteKey] && block.timestamp <= p.decideBy
+            && lease.status == LeaseStatus.ACTIVE;
+        if (!valid) return;
+        bool ok = !_junk[leaseId] && !(v == verifiers[0] && lease.renter == verifiers[0]);
+        bytes32 reportHash = attestations.attestationOf(leaseId).reportHash;
+        if (!ok) _closing(leaseId, lease);
+        vm.prank(v);
+        try attestations.confirm(leaseId, reportHash, ok) {
+            _voted[voteKey] = true;
+            if (attestations.progressOf(leaseId).status != IAttestationRegistry.Status.Pending) {
+                _undecided[leaseId] = false;
+            }
+        } catch {
+            _honestRevert("confirm");
+        }
+        if (!ok) _closed(leaseId, lease);
+        honestCalls["confirm"]++;
+    }
+
+    // ------------------------------------------------------------------ anyone
+
+    function settle(uint256 leaseSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0) return;
+        Lease memory lease = market.getLease(leaseId);
+        if (lease.status != LeaseStatus.ACTIVE || _pendingNow(leaseId)) return;
+        if (market.earned(leaseId) < lease.deposit) return;
+        _closing(leaseId, lease);
+        try market.settle(leaseId) {}
+        catch {
+            _honestRevert("settle");
+        }
+        _closed(leaseId, lease);
+        honestCalls["settle"]++;
+    }
+
+    function reportMissedAttestation(uint256 leaseSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0) return;
+        Lease memory lease = market.getLease(leaseId);
+        bool valid = lease.status == LeaseStatus.ACTIVE && _firstMissed(leaseId, lease);
+        if (valid) _closing(leaseId, lease);
+        try market.reportMissedAttestation(leaseId) {
+            if (!valid) ghostViolations++;
+        } catch {
+            if (valid) _honestRevert("reportMissedAttestation");
+        }
+        if (valid) {
+            _closed(leaseId, lease);
+            honestCalls["reportMissedAttestation"]++;
+        }
+    }
+
+    /// @dev Calls that must fail whoever makes them: a stranger submitting, voting, slashing,
+    /// calling the market's registry hook, or a node submitting a stale nonce.
+    function junkCall(uint256 which, uint256 leaseSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        address stranger = address(uint160(0xBAD0 + which % 7));
+        bool succeeded;
+        which %= 5;
+        if (which == 0) {
+            vm.prank(stranger);
+            try attestations.submit(leaseId, 0, keccak256("junk"), measurement, 1, bytes32(0)) {
+                succeeded = true;
+            } catch {}
+        } else if (which == 1) {
+            vm.prank(stranger);
+            try attestations.confirm(leaseId, keccak256("junk"), false) {
+                succeeded = true;
+            } catch {}
+        } else if (which == 2) {
+            address target = nodeKeys[leaseSeed % nodeKeys.length];
+            vm.prank(stranger);
+            try nodes.slash(target, 1e18, 1e18) {
+                succeeded = true;
+            } catch {}
+        } else if (which == 3) {
+            vm.prank(stranger);
+            try market.onAttestationRejected(leaseId) {
+                succeeded = true;
+            } catch {}
+        } else {
+            address nodeKey = market.getLease(leaseId).nodeKey;
+            uint256 nonce = attestations.attestationNonce(leaseId);
+            vm.prank(nodeKey);
+            try attestations.submit(leaseId, nonce + 1, keccak256("stale"), measurement, 1, bytes32(0)) {
+                succeeded = true;
+            } catch {}
+        }
+        if (succeeded) ghostViolations++;
+    }
+
+    // ------------------------------------------------------------------ admin
+
+    function adminAction(uint256 which, uint256 value) external {
+        which %= 7;
+        string memory action;
+        vm.startPrank(admin);
+        if (which == 0) {
+            action = "setSlashBps";
+            try nodes.setSlashBps(bound(value, 0, nodes.MAX_SLASH_BPS())) {}
+            catch {
+                _honestRevert(action);
+            }
+        } else if (which == 1) {
+            action = "setMinStake";
+            try nodes.setMinStake(bound(value, 0, 50e18)) {}
+            catch {
+                _honestRevert(action);
+            }
+        } else if (which == 2) {
+            action = "setAttestationWindow";
+            uint256 maxWindow =
+                nodes.unbondingDelay() - market.MAX_REATTEST_INTERVAL() - attestations.VERIFICATION_WINDOW();
+            if (maxWindow > 1 days) maxWindow = 1 days;
+            try market.setAttestationWindow(bound(value, 1 minutes, maxWindow)) {}
+            catch {
+                _honestRevert(action);
+            }
+        } else if (which == 3) {
+            action = "setUnbondingDelay";
+            try nodes.setUnbondingDelay(bound(value, market.minUnbondingDelay(), nodes.MAX_UNBONDING_DELAY())) {}
+            catch {
+                _honestRevert(action);
+            }
+        } else if (which == 4) {
+            action = "setQuorum";
+            try attestations.setQuorum(bound(value, 1, 3)) {}
+            catch {
+                _honestRevert(action);
+            }
+        } else if (which == 5) {
+            action = "grantRole";
+            try attestations.grantRole(verifierRole, verifiers[value % verifiers.length]) {}
+            catch {
+                _honestRevert(action);
+            }
+        } else {
+            action = "revokeRole";
+            try attestations.revokeRole(verifierRole, verifiers[value % verifiers.length]) {}
+            catch {
+                _honestRevert(action);
+            }
+        }
+        vm.stopPrank();
+        honestCalls[action]++;
     }
 
     // ------------------------------------------------------------------ private
@@ -250,9 +529,71 @@ contract LeaseHandler is Test {
         return leaseIds[seed % leaseIds.length];
     }
 
-    function _window(uint256 submittedAt, uint256 until) private pure returns (uint256) {
-        if (until <= submittedAt) return 0;
-        uint256 end = submittedAt + INTERVAL;
-        return (until < end ? until : end) - submittedAt;
+    uint8 private constant _ANY_OPEN = 1;
+    uint8 private constant _ACTIVE_DECIDED = 2;
+    uint8 private constant _UNDECIDED = 3;
+    uint8 private constant _CLAIMABLE = 4;
+
+    /// @dev The first lease from `seed` on (cyclically) in the state an action needs, so that
+    /// sequences reach deep states instead of mostly skipping; zero if none.
+    function _pick(uint256 seed, uint8 kind) private view returns (uint256) {
+        uint256 n = leaseIds.length;
+        for (uint256 k; k < n; ++k) {
+            uint256 leaseId = leaseIds[(seed % n + k) % n];
+            LeaseStatus status = market.getLease(leaseId).status;
+            if (kind == _ANY_OPEN && status == LeaseStatus.OPEN) return leaseId;
+            if (kind == _ACTIVE_DECIDED && status == LeaseStatus.ACTIVE && !_undecided[leaseId]) return leaseId;
+            if (kind == _UNDECIDED && _undecided[leaseId]) return leaseId;
+            if (kind == _CLAIMABLE && status != LeaseStatus.OPEN && market.claimable(leaseId) != 0) return leaseId;
+        }
+        return 0;
+    }
+
+    /// @dev The latest attestation awaits the verifiers within its window.
+    function _pendingNow(uint256 leaseId) private view returns (bool) {
+        return attestations.progressOf(leaseId).status == IAttestationRegistry.Status.Pending;
+    }
+
+    function _firstMissed(uint256 leaseId, Lease memory lease) private view returns (bool) {
+        AttestationProgress memory p = attestations.progressOf(leaseId);
+        if (p.nonce == 0) return block.timestamp > lease.attestBy;
+        return p.nonce == 1 && p.decideBy != 0 && block.timestamp > p.decideBy;
+    }
+
+    // Balances before a call that may close a lease, to attribute what the renter got back.
+    uint256 private _renterBalance;
+    uint256 private _renterCredit;
+    uint256 private _registryBalance;
+    uint256 private _burnedBefore;
+
+    function _closing(uint256, Lease memory lease) private {
+        _renterBalance = token.balanceOf(lease.renter);
+        _renterCredit = market.credits(lease.renter);
+        _registryBalance = token.balanceOf(address(nodes));
+        _burnedBefore = nodes.burnedStake();
+    }
+
+    function _closed(uint256 leaseId, Lease memory before) private {
+        Lease memory lease = market.getLease(leaseId);
+        if (lease.status == LeaseStatus.OPEN) {
+            // Declined: the lease went back to the market, nothing moved.
+            if (_undecided[leaseId]) ghostViolations++;
+            return;
+        }
+        if (lease.status != LeaseStatus.CLOSED || before.status == LeaseStatus.CLOSED) return;
+        _undecided[leaseId] = false;
+        uint256 returned = token.balanceOf(lease.renter) + market.credits(lease.renter) - _renterBalance - _renterCredit;
+        uint256 paid = _registryBalance - token.balanceOf(address(nodes));
+        uint256 burned = nodes.burnedStake() - _burnedBefore;
+        ghostReturned[leaseId] += returned;
+        ghostCompensation[leaseId] += paid;
+        ghostSlashPaid += paid;
+        ghostSlashedBond[leaseId] += paid + burned;
+    }
+
+    function _honestRevert(string memory action) private {
+        honestReverts[action]++;
+        totalHonestReverts++;
+        lastHonestRevert = action;
     }
 }

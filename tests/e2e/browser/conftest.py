@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from backend.api.console import CONSOLE_DIR
 from cvm.chain import ChainClient, Deployment, connect
@@ -31,8 +31,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 TOKEN = 10**18
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args() -> dict[str, Any]:
+def _launch_args() -> dict[str, Any]:
     """Debian's Chromium: Playwright's own browser download is not possible here."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make system-packages` installs Debian's chromium")
@@ -51,6 +50,32 @@ def browser_type_launch_args() -> dict[str, Any]:
             "--disable-sync",
         ],
     }
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium per module, and Playwright stopped with it.
+
+    Playwright's sync API keeps an asyncio loop running in this thread while it is started;
+    stopping it at the end of the module leaves later tests (qemu.qmp's sync wrappers run
+    their own loop) a thread without a running loop.
+    """
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(**_launch_args())
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context and page for one test."""
+    context = browser.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @dataclass

@@ -6,6 +6,7 @@ import pytest
 
 from cvm.chain import AttestationStatus, CloseReason, ContractRevert, LeaseStatus
 from tests.fixtures.chain import (
+    CONFIG,
     DEPOSIT,
     LEASE_SPEC,
     MAX_PRICE,
@@ -152,14 +153,18 @@ def test_missed_first_attestation_refunds_in_full_and_slashes(chain: ChainSystem
     chain.advance(601)
     result = chain.stranger.leases.report_missed_attestation(lease_id)
     closed = result.event("LeaseClosed").args
-    slash = STAKE * 1_000 // 10_000
+    # The lease bonded slashBps of the required stake (the registry minimum) at accept; the
+    # renter paid nothing, so it gets its deposit back and the whole bond is burned.
+    bond = CONFIG.min_stake * CONFIG.slash_bps // 10_000
     assert closed["reason"] == CloseReason.ATTESTATION_MISSED
-    assert (closed["earned"], closed["refund"], closed["compensation"]) == (0, DEPOSIT, slash)
-    assert result.event("Slashed").args["amount"] == slash
-    assert chain.client().nodes.get_node(chain.accounts.node_key.address).stake == STAKE - slash
+    assert (closed["earned"], closed["refund"], closed["compensation"]) == (0, DEPOSIT, 0)
+    assert result.event("Slashed").args["amount"] == bond
+    assert result.event("SlashSplit").args["burned"] == bond
+    assert chain.client().nodes.get_node(chain.accounts.node_key.address).stake == STAKE - bond
+    assert chain.client().nodes.burned_stake() == bond
     before = chain.renter.token.balance_of(renter)
     owed = chain.client().leases.credits(renter)
-    assert owed == DEPOSIT + slash
+    assert owed == DEPOSIT
     chain.renter.leases.withdraw()
     assert chain.renter.token.balance_of(renter) == before + owed
     assert market_balance(chain) == 0
@@ -176,7 +181,9 @@ def test_rejected_attestation_closes_refunds_and_slashes(chain: ChainSystem) -> 
     ]
     closed = result.event("LeaseClosed").args
     assert closed["reason"] == CloseReason.ATTESTATION_REJECTED
-    assert closed["refund"] == DEPOSIT and closed["compensation"] > 0
+    # Nothing was paid yet, so nothing is owed beyond the full refund; the bond is burned.
+    assert closed["refund"] == DEPOSIT and closed["compensation"] == 0
+    assert chain.client().nodes.burned_stake() == CONFIG.min_stake * CONFIG.slash_bps // 10_000
     assert chain.client().attestations.attestation_of(lease_id).status in (
         AttestationStatus.REJECTED,
         AttestationStatus.EXPIRED,

@@ -211,7 +211,7 @@ def test_views_decode_reverts_and_read_only_clients_cannot_send(chain: ChainSyst
 def test_functions_reserved_for_contracts_refuse_everyone_else(chain: ChainSystem) -> None:
     key = chain.accounts.node_key.address
     stranger = chain.stranger
-    error = expect(lambda: stranger.nodes.slash(key), "NodeRegistry_CallerNotLeaseMarket")
+    error = expect(lambda: stranger.nodes.slash(key, 1, 0), "NodeRegistry_CallerNotLeaseMarket")
     assert error.args_by_name == {"caller": chain.accounts.stranger.address}
     expect(
         lambda: stranger.nodes.record_missed_attestation(key), "NodeRegistry_CallerNotLeaseMarket"
@@ -225,4 +225,4 @@ def test_functions_reserved_for_contracts_refuse_everyone_else(chain: ChainSyste
         "LeaseMarket_CallerNotAttestationRegistry",
     )
     # The deployer is owner, not the lease market: owners cannot slash either.
-    expect(lambda: chain.admin.nodes.slash(key), "NodeRegistry_CallerNotLeaseMarket")
+    expect(lambda: chain.admin.nodes.slash(key, 1, 0), "NodeRegistry_CallerNotLeaseMarket")

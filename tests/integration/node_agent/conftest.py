@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
 
+from cvm.chain import ChainClient
 from node_agent.agent import NodeAgent
 from node_agent.launcher.signer import SimulatedAmdSp
 from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.store import AgentStore, Resources
-from tests.fixtures.chain import ChainSystem
+from tests.fixtures.chain import MEASUREMENT, ChainSystem
 
 NODE_CAPACITY = Resources(vcpu=16, memory_mib=65_536, disk_gib=500)
 
@@ -28,14 +29,21 @@ def make_agent(
 ) -> Callable[..., NodeAgent]:
     """Build an agent of `chain.accounts.node_key` over a fresh store and simulated launcher."""
 
-    def build(capacity: Resources = NODE_CAPACITY, state: Path | None = None) -> NodeAgent:
+    def build(
+        capacity: Resources = NODE_CAPACITY,
+        state: Path | None = None,
+        *,
+        measurements: Collection[bytes] = (MEASUREMENT,),
+        client: ChainClient | None = None,
+    ) -> NodeAgent:
         state = state or tmp_path / "agent"
         return NodeAgent(
-            chain.node,
+            client or chain.node,
             SimulatedLauncher(state / "guests", amd_sp),
             AgentStore(state / "agent.sqlite"),
             capacity,
             state / "locks",
+            measurements=measurements,
         )
 
     return build

@@ -23,6 +23,7 @@ from backend.service import BackendService
 from cvm.chain import Deployment
 from cvm.config import Settings
 from cvm.wallet import import_keystore
+from tests.fixtures.chain import MEASUREMENT
 from tests.fixtures.processes import free_port, serving, wait_for
 from tests.fixtures.services import _redis_server_binary
 
@@ -222,6 +223,7 @@ class AgentProcess:
             "CVM_NODE_KEYSTORE": str(keystore),
             "CVM_NODE_PASSWORD_FILE": str(password_file),
             "CVM_NODE_LAUNCHER": launcher,
+            "CVM_NODE_MEASUREMENTS": "0x" + MEASUREMENT.hex(),
             "CVM_NODE_RECONCILE_INTERVAL_S": "1",
             "CVM_NODE_HEARTBEAT_INTERVAL_S": "1.1",
             "CVM_NODE_TASK_VISIBILITY_TIMEOUT_S": "5",

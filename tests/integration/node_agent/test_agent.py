@@ -30,6 +30,14 @@ def _verified_lease(chain: ChainSystem, agent: NodeAgent, **lease: int) -> int:
     return lease_id
 
 
+def close_after_verification(chain: ChainSystem, lease_id: int) -> None:
+    """The renter closes once the verifier decided the agent's attestation (no lease ends while
+    one awaits the verifiers within its window)."""
+    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
+    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    chain.renter.leases.close_lease(lease_id)
+
+
 def test_handle_lease_accepts_launches_and_submits_a_bound_report(
     chain: ChainSystem, make_agent: Callable[..., NodeAgent]
 ) -> None:
@@ -87,7 +95,7 @@ def test_capacity_is_shared_between_leases(
     agent.handle_lease(second)
     with pytest.raises(CapacityExceeded):
         agent.handle_lease(third)
-    chain.renter.leases.close_lease(first)
+    close_after_verification(chain, first)
     agent.stop_lease(first)  # closing frees the capacity
     assert agent.handle_lease(third) == LeaseState.ATTESTED
 
@@ -128,7 +136,7 @@ def test_stop_lease_stops_the_guest_only_when_the_lease_is_over(
     agent.handle_lease(lease_id)
     agent.stop_lease(lease_id)  # still active and paid for
     assert agent.launcher.status(lease_id).state == GuestState.RUNNING
-    chain.renter.leases.close_lease(lease_id)
+    close_after_verification(chain, lease_id)
     assert agent.stop_lease(lease_id) == LeaseState.STOPPED
     assert agent.launcher.status(lease_id).state == GuestState.MISSING
 
@@ -148,7 +156,7 @@ def test_reconciler_adopts_relaunches_and_stops(
     # Closed by the renter while the agent was down.
     closed = chain.open_lease()
     agent.handle_lease(closed)
-    chain.renter.leases.close_lease(closed)
+    close_after_verification(chain, closed)
 
     result = agent.reconcile()
     assert result.adopted == [adopted]

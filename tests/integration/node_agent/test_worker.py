@@ -161,9 +161,11 @@ def test_sigkill_after_each_step_loses_nothing_and_repeats_nothing(
     assert [g.lease_id for g in guests.running()] == [lease_id]
 
 
-def _qemu_processes(lease_id: int) -> list[str]:
+def _qemu_processes(qemu: QemuLauncher, lease_id: int) -> list[str]:
+    """PIDs of this launcher's VMs for the lease (matched by its own QMP socket path, so that
+    guests of other runs on the machine never count)."""
     found = subprocess.run(
-        ["pgrep", "-f", "--", f"-name cvm-lease-{lease_id} "], capture_output=True, text=True
+        ["pgrep", "-f", "--", f"unix:{qemu.qmp_socket(lease_id)},"], capture_output=True, text=True
     )
     return found.stdout.split()
 
@@ -183,16 +185,16 @@ def test_sigkill_after_launch_with_qemu_never_starts_a_second_vm(
         process.start(crash_at="launched")
         lease_id = chain.open_lease()
         assert process.wait_exit(timeout=90) == -9, process.log()
-        [pid] = _qemu_processes(lease_id)  # the VM outlived the agent
+        [pid] = _qemu_processes(qemu, lease_id)  # the VM outlived the agent
         process.start()
         wait_for(lambda: _verified(chain, lease_id), what="AttestationVerified", timeout=90)
-        assert _qemu_processes(lease_id) == [pid]  # adopted, not launched again
+        assert _qemu_processes(qemu, lease_id) == [pid]  # adopted, not launched again
         _assert_attested_once(chain, process, lease_id)
     finally:
         process.stop()
         for guest in qemu.running():
             qemu.stop(guest.lease_id)
-    assert _qemu_processes(lease_id) == []
+    assert _qemu_processes(qemu, lease_id) == []
 
 
 def test_redis_restarted_mid_lease(

@@ -86,6 +86,7 @@ def test_tuples_round_trip_in_struct_order() -> None:
     assert lease_spec.as_tuple() == (2, 2, 512, 5, 7, 60, b"\x01" * 32)
     zero = "0x" + "00" * 20
     assert not Node.from_tuple(zero, (zero, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)).registered
-    lease = Lease.from_tuple(3, ("0xr", 1, 2, 1, "0xn", 5, 3, 100, 40, 1, 2, 3, 4, 5, 6))
+    lease = Lease.from_tuple(3, ("0xr", 1, 2, 1, "0xn", 5, 3, 100, 40, 1, 2, 3, 4, 5, 6, 7, 8))
     assert lease.status is LeaseStatus.CLOSED and lease.close_reason is CloseReason.RENTER
     assert lease.escrow == 60
+    assert (lease.bond, lease.attest_by) == (7, 8)

@@ -50,7 +50,7 @@ contract Views_AttestationRegistry_Test is Base {
     }
 
     function testFuzz_AttestedSeconds(uint256 delay, uint256 until) external {
-        delay = bound(delay, 0, 2 days);
+        delay = bound(delay, 0, attestations.VERIFICATION_WINDOW());
         uint256 leaseId = acceptedLease();
         submitReport(leaseId, REPORT_HASH);
         uint256 submittedAt = block.timestamp;

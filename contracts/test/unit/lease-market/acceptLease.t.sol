@@ -3,7 +3,7 @@ pragma solidity 0.8.28;
 
 import {ILeaseMarket} from "../../../src/interfaces/ILeaseMarket.sol";
 import {Errors} from "../../../src/libraries/Errors.sol";
-import {Lease, LeaseStatus, NodeSpec, TeeType} from "../../../src/types/DataTypes.sol";
+import {Lease, LeaseSpec, LeaseStatus, NodeSpec, TeeType} from "../../../src/types/DataTypes.sol";
 import {Base} from "../../Base.t.sol";
 
 contract AcceptLease_LeaseMarket_Test is Base {
@@ -110,5 +110,48 @@ contract AcceptLease_LeaseMarket_Test is Base {
         assertEq(key, nodeKey, "leaseNode key");
         assertEq(uint256(status), uint256(LeaseStatus.ACTIVE), "leaseNode status");
         assertEq(market.earned(leaseId), 0, "nothing earned before attestation");
+        uint256 bond = MIN_STAKE * SLASH_BPS / 10_000;
+        assertEq(lease.bond, bond, "bond fixed: required stake x slashBps");
+        assertEq(lease.attestBy, block.timestamp + ATTESTATION_WINDOW, "deadline fixed");
+        assertEq(market.bondedStake(nodeKey), bond, "bond locked");
+        assertEq(market.nodeUsage(nodeKey).vcpu, VCPU, "capacity taken");
+    }
+
+    function test_RevertWhen_FreeStakeTooLow() external {
+        // Stake 1000: a lease requiring all of it bonds 100 (10%), so the 11th finds no free stake.
+        uint96 required = uint96(STAKE);
+        uint256 bond = uint256(required) * SLASH_BPS / 10_000;
+        uint256 last;
+        for (uint256 i; i <= STAKE / bond; ++i) {
+            vm.prank(renter);
+            last = market.createLease(_spec(required), MAX_PRICE, 1, measurement);
+            if (i < STAKE / bond) {
+                vm.prank(nodeKey);
+                market.acceptLease(last);
+            }
+        }
+        uint256 free = STAKE - (STAKE / bond) * bond;
+        vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_FreeStakeTooLow.selector, last, free, bond));
+        vm.prank(nodeKey);
+        market.acceptLease(last);
+    }
+
+    function test_RevertWhen_CapacityUsedByOtherLeases() external {
+        LeaseSpec memory spec = leaseSpec();
+        spec.vcpu = 40; // the node has 64
+        vm.startPrank(renter);
+        uint256 first = market.createLease(spec, uint64(PRICE_PER_VCPU) * 40, DEPOSIT, measurement);
+        uint256 second = market.createLease(spec, uint64(PRICE_PER_VCPU) * 40, DEPOSIT, measurement);
+        vm.stopPrank();
+        vm.prank(nodeKey);
+        market.acceptLease(first);
+        vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_CapacityTooLow.selector, second, nodeKey));
+        vm.prank(nodeKey);
+        market.acceptLease(second);
+    }
+
+    function _spec(uint96 minNodeStake) private pure returns (LeaseSpec memory spec) {
+        spec = leaseSpec();
+        spec.minNodeStake = minNodeStake;
     }
 }

@@ -60,12 +60,23 @@ contract CloseLease_LeaseMarket_Test is Base {
         assertEq(token.balanceOf(address(market)), earned, "escrow holds the earnings");
     }
 
-    function test_WhenAttestationPending() external {
+    function test_RevertWhen_AttestationPending() external {
+        uint256 leaseId = acceptedLease();
+        submitReport(leaseId, REPORT_HASH);
+        uint256 decideBy = block.timestamp + attestations.VERIFICATION_WINDOW();
+        vm.warp(block.timestamp + 100);
+        vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_AttestationPending.selector, leaseId, decideBy));
+        vm.prank(renter);
+        market.closeLease(leaseId);
+    }
+
+    function test_WhenPendingAttestationVerifiedBeforeClose() external {
         uint256 leaseId = acceptedLease();
         submitReport(leaseId, REPORT_HASH);
         vm.warp(block.timestamp + 100);
+        confirmReport(leaseId, REPORT_HASH, true);
         (uint256 refund,) = _close(leaseId);
-        assertEq(refund, DEPOSIT, "pending time is not paid");
+        assertEq(refund, DEPOSIT - 100 * rate(), "pending time is paid once verified");
     }
 
     function test_WhenReattestationMissed() external {

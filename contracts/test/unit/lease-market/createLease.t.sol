@@ -12,13 +12,21 @@ import {Base} from "../../Base.t.sol";
 contract CreateLease_LeaseMarket_Test is Base {
     function test_RevertWhen_SpecInvalid(uint8 which) external {
         LeaseSpec memory spec = leaseSpec();
-        which = uint8(bound(which, 0, 4));
+        which = uint8(bound(which, 0, 3));
         if (which == 0) spec.teeType = TeeType.NONE;
         if (which == 1) spec.vcpu = 0;
         if (which == 2) spec.memoryMiB = 0;
         if (which == 3) spec.diskGiB = 0;
-        if (which == 4) spec.reattestInterval = 0;
         vm.expectRevert(Errors.LeaseMarket_InvalidLeaseSpec.selector);
+        vm.prank(renter);
+        market.createLease(spec, MAX_PRICE, DEPOSIT, measurement);
+    }
+
+    function testFuzz_RevertWhen_ReattestIntervalOutOfRange(uint32 interval) external {
+        vm.assume(interval < market.MIN_REATTEST_INTERVAL() || interval > market.MAX_REATTEST_INTERVAL());
+        LeaseSpec memory spec = leaseSpec();
+        spec.reattestInterval = interval;
+        vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_InvalidReattestInterval.selector, interval));
         vm.prank(renter);
         market.createLease(spec, MAX_PRICE, DEPOSIT, measurement);
     }

@@ -43,4 +43,30 @@ contract ExitLease_LeaseMarket_Test is Base {
         assertEq(market.claimable(leaseId), earned, "earned stays claimable");
         assertEq(nodes.getNode(nodeKey).stake, STAKE, "no slash for leaving");
     }
+
+    function test_WhenNothingSubmittedBeforeDeadline() external {
+        uint256 leaseId = acceptedLease();
+        vm.prank(nodeKey);
+        market.exitLease(leaseId);
+        assertEq(uint256(market.getLease(leaseId).status), uint256(LeaseStatus.OPEN), "declined, open again");
+        assertEq(nodes.getNode(nodeKey).stake, STAKE, "no penalty");
+    }
+
+    function test_WhenNothingSubmittedAfterDeadline() external {
+        uint256 leaseId = acceptedLease();
+        vm.warp(block.timestamp + ATTESTATION_WINDOW + 1);
+        vm.prank(nodeKey);
+        market.exitLease(leaseId);
+        assertEq(uint256(market.getLease(leaseId).closeReason), uint256(CloseReason.ATTESTATION_MISSED), "missed");
+        assertEq(nodes.getNode(nodeKey).stake, STAKE - MIN_STAKE * SLASH_BPS / 10_000, "bond slashed");
+    }
+
+    function test_RevertWhen_AttestationPending() external {
+        uint256 leaseId = acceptedLease();
+        submitReport(leaseId, REPORT_HASH);
+        uint256 decideBy = block.timestamp + attestations.VERIFICATION_WINDOW();
+        vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_AttestationPending.selector, leaseId, decideBy));
+        vm.prank(nodeKey);
+        market.exitLease(leaseId);
+    }
 }

@@ -38,6 +38,20 @@ contract Admin_NodeRegistry_Test is Base {
         nodes.setUnbondingDelay(30 days + 1);
     }
 
+    function test_RevertWhen_UnbondingDelayTooShort() external {
+        uint256 minDelay = market.minUnbondingDelay();
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.NodeRegistry_UnbondingDelayTooShort.selector, minDelay - 1, minDelay)
+        );
+        vm.prank(admin);
+        nodes.setUnbondingDelay(minDelay - 1);
+        // A fresh registry with a short delay cannot be wired to the market.
+        NodeRegistry fresh = new NodeRegistry(token, admin, MIN_STAKE, 1 hours, SLASH_BPS);
+        vm.expectRevert(abi.encodeWithSelector(Errors.NodeRegistry_UnbondingDelayTooShort.selector, 1 hours, minDelay));
+        vm.prank(admin);
+        fresh.setLeaseMarket(address(market));
+    }
+
     function test_RevertWhen_LeaseMarketZero() external {
         NodeRegistry fresh = new NodeRegistry(token, admin, 0, 0, 0);
         vm.expectRevert(Errors.NodeRegistry_ZeroAddress.selector);

@@ -32,6 +32,20 @@ contract RequestUnstake_NodeRegistry_Test is Base {
         nodes.requestUnstake(nodeKey, STAKE + 1);
     }
 
+    function test_RevertWhen_StakeBonded() external {
+        uint256 leaseId = createLease();
+        vm.prank(nodeKey);
+        market.acceptLease(leaseId);
+        uint256 bond = MIN_STAKE * SLASH_BPS / 10_000;
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.NodeRegistry_StakeBonded.selector, nodeKey, STAKE - bond + 1, STAKE - bond)
+        );
+        vm.prank(operator);
+        nodes.requestUnstake(nodeKey, STAKE - bond + 1);
+        vm.prank(operator);
+        nodes.requestUnstake(nodeKey, STAKE - bond);
+    }
+
     function testFuzz_WhenAmountWithinStake(uint256 a, uint256 b) external {
         a = bound(a, 1, STAKE / 2);
         b = bound(b, 1, STAKE / 2);

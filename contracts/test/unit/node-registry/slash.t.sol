@@ -11,36 +11,43 @@ contract Slash_NodeRegistry_Test is Base {
         registerAndStake();
         vm.expectRevert(abi.encodeWithSelector(Errors.NodeRegistry_CallerNotLeaseMarket.selector, admin));
         vm.prank(admin);
-        nodes.slash(nodeKey);
+        nodes.slash(nodeKey, 1, 0);
     }
 
     function test_WhenNodeHasNoStake() external {
         registerNode();
         vm.prank(address(market));
-        uint256 amount = nodes.slash(nodeKey);
-        assertEq(amount, 0, "nothing taken");
+        (uint256 taken, uint256 paid) = nodes.slash(nodeKey, 10e18, 10e18);
+        assertEq(taken, 0, "nothing taken");
+        assertEq(paid, 0, "nothing paid");
         assertEq(token.balanceOf(address(market)), 0, "nothing moved");
     }
 
-    function testFuzz_WhenNodeHasStake(uint256 unstake) external {
+    function testFuzz_WhenNodeHasStake(uint256 unstake, uint256 amount, uint256 compensation) external {
         registerAndStake();
         unstake = bound(unstake, 0, STAKE);
+        amount = bound(amount, 1, 2 * STAKE);
+        compensation = bound(compensation, 0, 2 * STAKE);
         if (unstake > 0) {
             vm.prank(operator);
             nodes.requestUnstake(nodeKey, unstake);
         }
-        uint256 expected = STAKE * SLASH_BPS / 10_000;
-        uint256 fromStake = expected <= STAKE - unstake ? expected : STAKE - unstake;
+        uint256 taken = amount < STAKE ? amount : STAKE;
+        uint256 fromStake = taken <= STAKE - unstake ? taken : STAKE - unstake;
+        uint256 paidExpected = compensation < taken ? compensation : taken;
         vm.expectEmit(true, false, false, true, address(nodes));
-        emit INodeRegistry.Slashed(nodeKey, expected, fromStake, expected - fromStake);
-        assertEq(nodes.slashAmountOf(nodeKey), expected, "slashAmountOf predicts the slash");
+        emit INodeRegistry.Slashed(nodeKey, taken, fromStake, taken - fromStake);
+        vm.expectEmit(true, false, false, true, address(nodes));
+        emit INodeRegistry.SlashSplit(nodeKey, paidExpected, taken - paidExpected);
         vm.prank(address(market));
-        uint256 amount = nodes.slash(nodeKey);
-        assertEq(amount, expected, "slashBps of total stake");
+        (uint256 takenActual, uint256 paid) = nodes.slash(nodeKey, amount, compensation);
+        assertEq(takenActual, taken, "up to the amount");
+        assertEq(paid, paidExpected, "compensation, at most what was taken");
         Node memory node = nodes.getNode(nodeKey);
         assertEq(node.stake, STAKE - unstake - fromStake, "active first");
-        assertEq(node.unbonding, unstake - (expected - fromStake), "then unbonding");
-        assertEq(token.balanceOf(address(market)), expected, "sent to market");
-        assertEq(token.balanceOf(address(nodes)), STAKE - expected, "registry keeps the rest");
+        assertEq(node.unbonding, unstake - (taken - fromStake), "then unbonding");
+        assertEq(token.balanceOf(address(market)), paidExpected, "compensation sent to market");
+        assertEq(token.balanceOf(address(nodes)), STAKE - paidExpected, "the rest stays in the registry");
+        assertEq(nodes.burnedStake(), taken - paidExpected, "the rest is burned");
     }
 }

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {InvariantSetup} from "./Invariants.t.sol";
+
+/// @notice A scripted walk through the handler: every honest action is really exercised (not
+/// skipped by its precondition), and the invariants hold along the way.
+contract HandlerSmoke_Test is InvariantSetup {
+    function _check() private view {
+        _checkAll();
+    }
+
+    function test_HandlerExercisesEveryHonestAction() external {
+        // Stake all three nodes; leases from each renter (incl. the self-dealer and the verifier).
+        for (uint256 i; i < 3; ++i) {
+            handler.stake(i, 100e18);
+        }
+        for (uint256 r; r < 4; ++r) {
+            handler.createLease(r, 100e18, 2, 3600);
+        }
+        // Lease ids 1..4 sit at indices 0..3. Accept all on node 0 (stake 100: 10 bonds).
+        for (uint256 i; i < 4; ++i) {
+            handler.acceptLease(i, 0);
+        }
+        handler.submit(0, 1); // genuine
+        handler.submit(1, 6); // junk
+        handler.submit(2, 1); // self-dealer's lease, genuine
+        handler.submit(3, 1); // colluding verifier's lease, genuine
+        handler.confirm(0, 1); // verifier1 approves
+        handler.confirm(1, 1); // junk rejected: bond slashed, burned
+        handler.confirm(2, 1);
+        handler.confirm(3, 0); // colluder rejects its own lease
+        handler.warp(0, 600);
+        _check();
+        handler.claim(0);
+        handler.topUp(0, 1e18);
+        handler.challenge(0, 0); // renter challenges
+        handler.warp(3, 0); // past the challenge window
+        handler.closeLease(0); // missed after the challenge
+        handler.requestUnstake(0, 10e18 + 3); // amount % 4 == 3: an arbitrary valid amount
+        handler.warp(5, 0); // past the unbonding delay
+        handler.withdrawUnstaked(0);
+        handler.createLease(0, 1, 1, 3600);
+        handler.acceptLease(4, 1);
+        handler.declineOrExit(4); // index 4 is even: decline
+        handler.acceptLease(4, 2);
+        handler.warp(1, 0); // past the attestation window
+        handler.reportMissedAttestation(4);
+        handler.settle(2);
+        handler.withdraw(0);
+        handler.adminAction(0, 500);
+        handler.adminAction(4, 2);
+        handler.adminAction(6, 1);
+        handler.junkCall(0, 0);
+        _check();
+        string[14] memory actions = [
+            "createLease",
+            "acceptLease",
+            "submit",
+            "confirm",
+            "claim",
+            "topUp",
+            "challenge",
+            "closeLease",
+            "requestUnstake",
+            "withdrawUnstaked",
+            "declineOrExit",
+            "reportMissedAttestation",
+            "withdraw",
+            "setQuorum"
+        ];
+        for (uint256 i; i < actions.length; ++i) {
+            assertGe(handler.honestCalls(actions[i]), 1, string.concat("never exercised: ", actions[i]));
+        }
+        assertGe(nodes.burnedStake(), 1, "a slash happened");
+    }
+}
