@@ -171,7 +171,8 @@ class ApiClient:
     def follow_timeline(self, lease_id: int, *, deadline: float) -> Iterator[LeaseTimeline | None]:
         """The lease's timeline each time the backend pushes a change (Server-Sent Events
         from `/leases/{id}/timeline/stream`), the current one first, until `deadline`
-        (`time.monotonic()`); None while the backend has not indexed the lease yet.
+        (`time.monotonic()`), and the last one again on each keep-alive (every 15 s); None
+        while the backend has not indexed the lease yet.
         Reconnects after a dropped connection; `ApiError` if the stream cannot be opened.
         """
         path = f"/leases/{lease_id}/timeline/stream"
@@ -184,12 +185,18 @@ class ApiClient:
                         response.read()
                         raise ApiError(response.status_code, _error_message(response))
                     event = ""
+                    last: LeaseTimeline | None = None
                     for line in response.iter_lines():
                         if line.startswith("event:"):
                             event = line[6:].strip()
                         elif line.startswith("data:") and event == "timeline":
                             body = json.loads(line[5:])
-                            yield None if body is None else _model(LeaseTimeline, body)
+                            last = None if body is None else _model(LeaseTimeline, body)
+                            yield last
+                        elif line.startswith(": keep-alive"):
+                            # The backend indexes behind the chain (confirmations): a quiet
+                            # stream still lets the caller look at the chain now and then.
+                            yield last
                         if time.monotonic() >= deadline:
                             return
             except httpx.ReadTimeout:

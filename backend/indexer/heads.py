@@ -78,7 +78,20 @@ class NewHeads:
                     )
                 self._stop.wait(RECONNECT_S)
         finally:
-            self._loop.close()
+            self._shut_down(self._loop)
+
+    @staticmethod
+    def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
+        """Let the WebSocket close its transport before the loop goes (no stray warnings)."""
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            loop.close()
 
     async def _follow(self) -> None:
         # The subscription needs web3's async WebSocket provider, which cvm.chain's one
