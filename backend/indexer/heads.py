@@ -62,6 +62,7 @@ class NewHeads:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)  # this thread's own; no other thread sees it
         try:
             while not self._stop.is_set():
                 try:
@@ -87,7 +88,8 @@ class NewHeads:
             pending = asyncio.all_tasks(loop)
             for task in pending:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(asyncio.sleep(0))
         finally:
