@@ -2,13 +2,20 @@
 
 `BackendService.step()` is one round of the background work (index new blocks, react to
 what they contain, expire overdue reservations, verify pending attestations); `start()`
-runs it in a thread every `indexer_poll_s`, and `serve()` adds the HTTP API (uvicorn).
-The embedded demo and the tests drive the same object.
+runs it in a thread every `indexer_poll_s` (sooner when a new block is announced), and
+`serve()` adds the HTTP API (uvicorn). The embedded demo and the tests drive the same object.
+
+Any number of replicas may serve one PostgreSQL store: all serve the API, and the
+background jobs run where the leader leases say (`backend.leadership`): the indexer with
+the matcher on one replica, each verifier key on one replica. A SQLite store is one
+process's: a second backend on the same file is refused at start.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +31,12 @@ from backend.api import create_app
 from backend.api.deps import AppContext
 from backend.dispatch import CeleryDispatcher, make_producer
 from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketplace_decoder
+from backend.indexer.heads import NewHeads, websocket_url
+from backend.leadership import INDEXER, Leadership, verifier_job
 from backend.matching import Matcher
 from backend.matching.service import Dispatch
-from backend.store import Node, Store
+from backend.repeats import RepeatedConditions
+from backend.store import Node, Store, StoreError
 from backend.verifier import LivenessResult, LivenessWatch, Verifier, VerifierConfig
 from cvm.api_models import ChainInfo
 from cvm.chain import ChainClient, Deployment
@@ -43,6 +53,31 @@ class StepReport:
     expired_rematched: list[int]
     verified: int
     liveness: LivenessResult | None = None
+    leader: bool = True  # this replica ran the indexer and matcher in this round
+
+
+class ReplicaError(StoreError):
+    """This backend cannot run beside another one on the same store."""
+
+
+def _claim_sqlite(url: str) -> int | None:
+    """Lock a SQLite store file for this process; refuse if another backend holds it."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = f"{parsed.database}.backend-lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ReplicaError(
+            f"another backend already serves the SQLite store {parsed.database}; SQLite is for "
+            "one process only: run replicas on PostgreSQL (CVM_DATABASE_URL=postgresql+psycopg://...)"
+        ) from None
+    return fd
 
 
 class BackendService:
@@ -61,8 +96,11 @@ class BackendService:
     ) -> None:
         self.settings = settings
         self.deployment = deployment
+        self._sqlite_lock = _claim_sqlite(settings.database_url)
         self.store = Store(settings.database_url)
         self.clock = clock
+        self.leadership = Leadership(self.store, ttl_s=settings.leader_ttl_s, clock=clock)
+        self._failures = RepeatedConditions(log, level=logging.WARNING)
         self.dispatch = dispatch or CeleryDispatcher(make_producer(settings.broker_url))
         self.matcher = Matcher(
             self.store,
@@ -80,8 +118,10 @@ class BackendService:
             batch_blocks=settings.indexer_batch_blocks,
         )
         self.verifier: Verifier | None = None
+        self.verifier_job: str | None = None
         self.liveness: LivenessWatch | None = None
         if verifier_account is not None:
+            self.verifier_job = verifier_job(verifier_account.address)
             chain = ChainClient(w3, deployment, verifier_account)
 
             def confirm(lease_id: int, report_hash: bytes, ok: bool) -> str:
@@ -122,23 +162,47 @@ class BackendService:
                 token=deployment.token,
             ),
             clock=clock,
-            heartbeat_listeners=[self.matcher],
+            heartbeat_listeners=[_LeaderOnly(self)],
         )
         self.app: FastAPI = create_app(self.context)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # The URL the chain connection actually uses (cvm.chain decides which one wins).
+        http_url = str(getattr(w3.provider, "endpoint_uri", None) or settings.rpc_url)
+        ws_url = settings.indexer_ws_url or websocket_url(http_url)
+        self.new_heads: NewHeads | None = None
+        if ws_url.startswith(("ws://", "wss://")):
+            self.new_heads = NewHeads(ws_url, lambda _number: self.wake())
         self.matcher.rebuild()
 
     # --- background work ------------------------------------------------------------------
 
     def step(self) -> StepReport:
-        """One round: index, react, expire, verify. Safe to call repeatedly."""
-        indexed = self.indexer.poll()
-        self._react(indexed)
-        rematched = self.matcher.expire_overdue()
-        verified = len(self.verifier.run_pending()) if self.verifier else 0
-        liveness = self.liveness.run() if self.liveness else None
-        return StepReport(indexed, rematched, verified, liveness)
+        """One round: index, react, expire, verify. Safe to call repeatedly.
+
+        Each part runs only while this replica holds its leader lease; a replica that just
+        became the indexer's leader first rebuilds its matcher index from the store.
+        """
+        indexed = BatchResult()
+        rematched: list[int] = []
+        was_leader = self.leadership.holds(INDEXER)
+        leader = self.leadership.acquire(INDEXER)
+        if leader:
+            if not was_leader:
+                self.matcher.rebuild()
+            self.matcher.refresh_heartbeats()
+            indexed = self.indexer.poll()
+            self._react(indexed)
+            rematched = self.matcher.expire_overdue()
+        verified = 0
+        liveness = None
+        # The verifier key's jobs (votes, liveness challenges) run on its leader only.
+        if self.verifier is not None and self.verifier_job is not None:
+            if self.leadership.acquire(self.verifier_job):
+                verified = len(self.verifier.run_pending())
+                liveness = self.liveness.run() if self.liveness else None
+        return StepReport(indexed, rematched, verified, liveness=liveness, leader=leader)
 
     def _react(self, batch: BatchResult) -> None:
         if batch.reorged_from is not None:
@@ -171,24 +235,42 @@ class BackendService:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="cvm-backend", daemon=True)
         self._thread.start()
+        if self.new_heads is not None:
+            self.new_heads.start()
+
+    def wake(self) -> None:
+        """Run the next round now (a new block was announced)."""
+        self._wake.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self.step()
-            except Exception:  # a failing RPC or database must not kill the loop
-                log.exception("backend step failed; retrying")
-            self._stop.wait(self.settings.indexer_poll_s)
+                self._failures.clear("step")
+            except Exception as exc:  # a failing RPC or database must not kill the loop
+                # Logged once with its traceback, then counted: an outage is not a flood.
+                self._failures.report(
+                    "step", "backend step failed (%s); retrying", type(exc).__name__, exc_info=True
+                )
+            self._wake.wait(self.settings.indexer_poll_s)
 
     def stop(self) -> None:
+        if self.new_heads is not None:
+            self.new_heads.stop()
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        self.leadership.release_all()
 
     def close(self) -> None:
         self.stop()
         self.store.close()
+        if self._sqlite_lock is not None:
+            os.close(self._sqlite_lock)
+            self._sqlite_lock = None
 
     # --- HTTP ---------------------------------------------------------------------------
 
@@ -196,6 +278,31 @@ class BackendService:
         """Run the background loop and the API until interrupted."""
         self.start()
         try:
-            uvicorn.run(self.app, host=host, port=port, log_level="info")
+            uvicorn.run(
+                self.app,
+                host=host,
+                port=port,
+                log_level="info",
+                # Behind the reverse proxy, the client is the proxy's X-Forwarded-For entry
+                # (what rate limits count by) only if the proxy is listed here.
+                forwarded_allow_ips=self.settings.api_trusted_proxies,
+                proxy_headers=True,
+            )
         finally:
             self.stop()
+
+
+class _LeaderOnly:
+    """Forwards heartbeats to the matcher only on the replica that runs it; the leader
+    reads heartbeats stored by the other replicas from the store (`refresh_heartbeats`)."""
+
+    def __init__(self, service: BackendService) -> None:
+        self.service = service
+
+    def on_heartbeat(
+        self, node: str, free_vcpus: int, free_memory_mib: int, free_disk_gib: int, timestamp: int
+    ) -> None:
+        if self.service.leadership.holds(INDEXER):
+            self.service.matcher.on_heartbeat(
+                node, free_vcpus, free_memory_mib, free_disk_gib, timestamp
+            )

@@ -125,7 +125,8 @@ def serve(kind: str, port: int, database_url: str) -> None:
         from cvm.config import Settings
 
         context = AppContext(
-            settings=Settings(database_url=database_url),
+            # One load generator is one client: measure the API, not its per-client limit.
+            settings=Settings(database_url=database_url, rate_limit_per_client=0),
             store=Store(database_url, migrate_schema=False),
             chain=ChainInfo(
                 chain_id=31337,

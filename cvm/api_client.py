@@ -6,16 +6,21 @@ with the HTTP status code (0 when there was no answer) and the server's message.
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_utils import keccak
 from pydantic import BaseModel, ValidationError
 
 from cvm.api_models import (
     NODE_HEADER,
+    NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AttestationView,
@@ -24,6 +29,7 @@ from cvm.api_models import (
     GuestAccessIn,
     GuestAccessView,
     LeaseState,
+    LeaseTimeline,
     LeaseView,
     NodeView,
     PrivateSpec,
@@ -31,7 +37,14 @@ from cvm.api_models import (
     SealedSecretsView,
     Session,
 )
-from cvm.eip712 import Domain, LeaseSpecRequest, SignedHeartbeat, sign_lease_spec_request
+from cvm.eip712 import (
+    Domain,
+    EvidenceUpload,
+    LeaseSpecRequest,
+    SignedHeartbeat,
+    sign_evidence_upload,
+    sign_lease_spec_request,
+)
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -144,10 +157,16 @@ class ApiClient:
         """The private spec of a lease, as the node it was matched to (signed by the node key)."""
         domain = domain or self.domain()
         node = Account.from_key(node_key).address
-        request = LeaseSpecRequest(node=node, lease_id=lease_id, timestamp=int(time.time()))
+        request = LeaseSpecRequest(
+            node=node,
+            lease_id=lease_id,
+            timestamp=int(time.time()),
+            nonce=secrets.randbits(63),  # single use: the backend refuses a replayed request
+        )
         headers = {
             NODE_HEADER: node,
             TIMESTAMP_HEADER: str(request.timestamp),
+            NONCE_HEADER: str(request.nonce),
             SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node_key),
         }
         spec = self._json("GET", f"/leases/{lease_id}/spec", headers=headers)
@@ -166,10 +185,13 @@ class ApiClient:
         """The lease's sealed secrets, as the node it runs on (signed by the node key)."""
         domain = domain or self.domain()
         node = Account.from_key(node_key).address
-        request = LeaseSpecRequest(node=node, lease_id=lease_id, timestamp=int(time.time()))
+        request = LeaseSpecRequest(
+            node=node, lease_id=lease_id, timestamp=int(time.time()), nonce=secrets.randbits(63)
+        )
         headers = {
             NODE_HEADER: node,
             TIMESTAMP_HEADER: str(request.timestamp),
+            NONCE_HEADER: str(request.nonce),
             SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node_key),
         }
         body = self._json("GET", f"/leases/{lease_id}/secrets", headers=headers)
@@ -201,22 +223,85 @@ class ApiClient:
         """Where the lease's guest serves SSH, as its renter (needs a session)."""
         return _model(GuestAccessView, self._json("GET", f"/leases/{lease_id}/access"))
 
+    def follow_timeline(self, lease_id: int, *, deadline: float) -> Iterator[LeaseTimeline | None]:
+        """The lease's timeline each time the backend pushes a change (Server-Sent Events
+        from `/leases/{id}/timeline/stream`), the current one first, until `deadline`
+        (`time.monotonic()`), and the last one again on each keep-alive (every 15 s); None
+        while the backend has not indexed the lease yet.
+        Reconnects after a dropped connection; `ApiError` if the stream cannot be opened.
+        """
+        path = f"/leases/{lease_id}/timeline/stream"
+        while time.monotonic() < deadline:
+            # The server sends a keep-alive every 15 s: a longer silence is a dead link.
+            wait = httpx.Timeout(10.0, read=min(20.0, max(0.1, deadline - time.monotonic())))
+            try:
+                with self._http.stream("GET", path, timeout=wait) as response:
+                    if response.is_error:
+                        response.read()
+                        raise ApiError(response.status_code, _error_message(response))
+                    event = ""
+                    last: LeaseTimeline | None = None
+                    for line in response.iter_lines():
+                        if line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:") and event == "timeline":
+                            body = json.loads(line[5:])
+                            last = None if body is None else _model(LeaseTimeline, body)
+                            yield last
+                        elif line.startswith(": keep-alive"):
+                            # The backend indexes behind the chain (confirmations): a quiet
+                            # stream still lets the caller look at the chain now and then.
+                            yield last
+                        if time.monotonic() >= deadline:
+                            return
+            except httpx.ReadTimeout:
+                continue  # nothing pushed before the deadline (or a silent link): check again
+            except (httpx.HTTPError, ValueError) as exc:
+                raise ApiError(0, f"GET {path}: {exc}") from exc
+
     def attestation_status(self, lease_id: int) -> AttestationView:
         """Attestation state of a lease and the backend's full verification result."""
         return _model(AttestationView, self._json("GET", f"/leases/{lease_id}/attestation"))
 
     # --- evidence ------------------------------------------------------------------------
 
-    def upload_evidence(self, bundle: bytes) -> str:
-        """Store canonical evidence bytes; returns its hash (`0x` keccak256 of the bytes)."""
-        return self.upload_evidence_receipt(bundle).hash
+    def upload_evidence(
+        self, bundle: bytes, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> str:
+        """Store canonical evidence bytes, signed by the lease's node key; returns its hash
+        (`0x` keccak256 of the bytes)."""
+        return self.upload_evidence_receipt(bundle, node_key=node_key, domain=domain).hash
 
-    def upload_evidence_receipt(self, bundle: bytes) -> EvidenceReceipt:
+    def upload_evidence_receipt(
+        self, bundle: bytes, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> EvidenceReceipt:
+        from cvm.attestation.evidence import EvidenceBundle
+
+        domain = domain or self.domain()
+        node = Account.from_key(node_key).address
+        from cvm.attestation.errors import AttestationError
+
+        try:
+            parsed = EvidenceBundle.decode(bundle)
+        except AttestationError as exc:
+            raise ApiError(422, f"not canonical evidence: {exc}") from exc
+        upload = EvidenceUpload(
+            node=node,
+            lease_id=parsed.lease_id,
+            nonce=parsed.nonce,
+            evidence_hash=bytes(keccak(bundle)),
+            timestamp=int(time.time()),
+        )
         body = self._json(
             "POST",
             "/evidence",
             content=bundle,
-            headers={"Content-Type": "application/octet-stream"},
+            headers={
+                "Content-Type": "application/octet-stream",
+                NODE_HEADER: node,
+                TIMESTAMP_HEADER: str(upload.timestamp),
+                SIGNATURE_HEADER: sign_evidence_upload(upload, domain, node_key),
+            },
         )
         return _model(EvidenceReceipt, body)
 

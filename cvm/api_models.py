@@ -17,10 +17,14 @@ from typing import Annotated, Any, Literal
 from eth_utils import keccak
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-# Headers a node sends with a request signed by its node key (EIP-712 LeaseSpecRequest).
+# Headers a node sends with a request signed by its node key (EIP-712 LeaseSpecRequest,
+# EvidenceUpload); NONCE_HEADER carries a spec request's single-use random nonce.
 NODE_HEADER = "X-CVM-Node"
 TIMESTAMP_HEADER = "X-CVM-Timestamp"
 SIGNATURE_HEADER = "X-CVM-Signature"
+NONCE_HEADER = "X-CVM-Nonce"
+# Answered with 429: seconds until the caller may try again.
+RETRY_AFTER_HEADER = "Retry-After"
 
 
 class LeaseState(StrEnum):

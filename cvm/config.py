@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         120, description="a signed heartbeat's timestamp must be this close to the server clock"
     )
     heartbeat_stale_s: int = Field(
-        300, description="a node whose last heartbeat is older than this is not matched"
+        20,
+        description="a node whose last heartbeat is older than this is not matched, and its"
+        " reservations go to the next node (one agent heartbeat interval plus delivery slack)",
     )
     session_ttl_s: int = Field(86400, description="lifetime of a SIWE session token")
     siwe_nonce_ttl_s: int = Field(300, description="time to answer a SIWE login challenge")
@@ -74,9 +76,45 @@ class Settings(BaseSettings):
         2, description="blocks an event must be buried under before the indexer applies it"
     )
     indexer_batch_blocks: int = Field(500, description="blocks per eth_getLogs request")
-    indexer_poll_s: float = Field(1.0, description="pause between indexer polls at the head")
+    indexer_poll_s: float = Field(
+        1.0,
+        description="pause between indexer polls at the head (the fallback: new blocks are"
+        " followed by subscription when the WebSocket endpoint answers)",
+    )
+    indexer_ws_url: str | None = Field(
+        None,
+        description="WebSocket endpoint for eth_subscribe newHeads (default: the RPC URL as"
+        " ws:// or wss://)",
+    )
     api_attestation_cache_s: float = Field(
         1.0, description="seconds an attestation-status answer may be served from cache (0: off)"
+    )
+    leader_ttl_s: float = Field(
+        3.0,
+        description="replicas: a dead leader's indexer or verifier job is taken over after this",
+    )
+    api_trusted_proxies: str = Field(
+        "127.0.0.1",
+        description="comma-separated IPs of reverse proxies whose X-Forwarded-For is believed",
+    )
+    api_max_body_bytes: int = Field(
+        65536, description="largest request body except evidence, refused before it is read"
+    )
+    rate_limit_url: str | None = Field(
+        None,
+        description="Redis URL shared by replicas for rate-limit counters (default: the broker"
+        " if it is Redis, else counters in this process)",
+    )
+    rate_limit_per_client: int = Field(
+        600, description="requests per client IP per minute, all endpoints (0: no limit)"
+    )
+    rate_limit_writes_per_address: int = Field(
+        300,
+        description="requests to each writing endpoint per address (renter or node) per minute"
+        " (0: no limit)",
+    )
+    siwe_max_live_nonces: int = Field(
+        5, description="unanswered SIWE challenges an address may hold at once"
     )
     match_accept_timeout_s: int = Field(
         60, description="time a matched node has to accept on chain before the next is tried"

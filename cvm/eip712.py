@@ -36,10 +36,23 @@ HEARTBEAT_TYPE = [
 ]
 
 # A node agent reads the private spec (image, SSH key, cloud-init) of a lease it was matched
-# to; the renter alone may read it otherwise (with a SIWE session).
+# to; the renter alone may read it otherwise (with a SIWE session). `nonce` is random and
+# accepted once: a captured request cannot be replayed inside the timestamp window.
 LEASE_SPEC_REQUEST_TYPE = [
     {"name": "node", "type": "address"},
     {"name": "leaseId", "type": "uint256"},
+    {"name": "timestamp", "type": "uint64"},
+    {"name": "nonce", "type": "uint64"},
+]
+
+# A node uploads the evidence of its attestation for lease `leaseId` under the lease's
+# attestation `nonce`; `evidenceHash` (keccak256 of the bytes) binds the signature to exactly
+# the uploaded bundle, so it cannot be reused for other bytes, another lease or nonce.
+EVIDENCE_UPLOAD_TYPE = [
+    {"name": "node", "type": "address"},
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "nonce", "type": "uint64"},
+    {"name": "evidenceHash", "type": "bytes32"},
     {"name": "timestamp", "type": "uint64"},
 ]
 
@@ -111,21 +124,56 @@ class SignedHeartbeat:
 
 @dataclass(frozen=True)
 class LeaseSpecRequest:
-    """A node's request, at `timestamp`, for the private spec of lease `lease_id`."""
+    """A node's request, at `timestamp`, for the private spec of lease `lease_id`.
+
+    `nonce` is chosen at random by the node; the backend accepts each (node, nonce) once.
+    """
 
     node: str
     lease_id: int
+    timestamp: int
+    nonce: int = 0
+
+    def __post_init__(self) -> None:
+        _address(self.node, "node")
+        _bounded(self.lease_id, 2**256 - 1, "lease_id")
+        _bounded(self.timestamp, _UINT64_MAX, "timestamp")
+        _bounded(self.nonce, _UINT64_MAX, "nonce")
+
+    def as_eip712(self) -> dict[str, Any]:
+        return {
+            "node": to_checksum_address(self.node),
+            "leaseId": self.lease_id,
+            "timestamp": self.timestamp,
+            "nonce": self.nonce,
+        }
+
+
+@dataclass(frozen=True)
+class EvidenceUpload:
+    """A node's upload, at `timestamp`, of the evidence bundle hashed `evidence_hash` for
+    lease `lease_id` under its attestation `nonce` (both as inside the bundle)."""
+
+    node: str
+    lease_id: int
+    nonce: int
+    evidence_hash: bytes
     timestamp: int
 
     def __post_init__(self) -> None:
         _address(self.node, "node")
         _bounded(self.lease_id, 2**256 - 1, "lease_id")
+        _bounded(self.nonce, _UINT64_MAX, "nonce")
+        if not isinstance(self.evidence_hash, bytes) or len(self.evidence_hash) != 32:
+            raise SignatureError("evidence_hash must be 32 bytes")
         _bounded(self.timestamp, _UINT64_MAX, "timestamp")
 
     def as_eip712(self) -> dict[str, Any]:
         return {
             "node": to_checksum_address(self.node),
             "leaseId": self.lease_id,
+            "nonce": self.nonce,
+            "evidenceHash": self.evidence_hash,
             "timestamp": self.timestamp,
         }
 
@@ -169,6 +217,27 @@ def verify_lease_spec_request(request: LeaseSpecRequest, signature: str, domain:
     signer = _recover(lease_spec_request_message(request, domain), signature)
     if signer.lower() != request.node.lower():
         raise SignatureError(f"spec request for {request.node} was signed by {signer}")
+
+
+def evidence_upload_message(upload: EvidenceUpload, domain: Domain) -> SignableMessage:
+    """The EIP-712 signable form of a node's evidence upload."""
+    return _typed_message("EvidenceUpload", EVIDENCE_UPLOAD_TYPE, upload.as_eip712(), domain)
+
+
+def sign_evidence_upload(upload: EvidenceUpload, domain: Domain, private_key: bytes | str) -> str:
+    """Sign an evidence upload with the node key; returns the 0x-hex signature."""
+    signer = Account.from_key(private_key)
+    if signer.address.lower() != upload.node.lower():
+        raise SignatureError(f"node key {signer.address} does not belong to node {upload.node}")
+    signed = signer.sign_message(evidence_upload_message(upload, domain))
+    return "0x" + bytes(signed.signature).hex()
+
+
+def verify_evidence_upload(upload: EvidenceUpload, signature: str, domain: Domain) -> None:
+    """Raise `SignatureError` unless the upload was signed by its own `node` key."""
+    signer = _recover(evidence_upload_message(upload, domain), signature)
+    if signer.lower() != upload.node.lower():
+        raise SignatureError(f"evidence upload for {upload.node} was signed by {signer}")
 
 
 def sign_heartbeat(

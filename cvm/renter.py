@@ -9,6 +9,7 @@ message says what to do about it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from cvm.chain import (
 _MIN_GAS_WEI = 10**15
 # How long `close` waits for the verifiers to decide a pending attestation before giving up.
 CLOSE_VERDICT_TIMEOUT_S = 120.0
+
+log = logging.getLogger(__name__)
 
 
 class RenterError(Exception):
@@ -334,28 +337,65 @@ class Renter:
         on_change: Callable[[str, LeaseReport], None] | None = None,
         poll_s: float = 0.25,
     ) -> LeaseReport:
-        """Poll the lease until `until(report)`; calls `on_change(phase, report)` on each
-        new phase; RenterError with the last phase after `timeout_s`."""
+        """Follow the lease until `until(report)`; calls `on_change(phase, report)` on each
+        new phase; RenterError with the last phase after `timeout_s`.
+
+        With a backend, the lease is re-read from the chain each time the backend pushes a
+        change of its timeline (Server-Sent Events); without one, or if the stream cannot be
+        opened, the chain is polled every `poll_s`.
+        """
         deadline = time.monotonic() + timeout_s
-        last_phase = ""
-        while True:
+        follower = _Follower(self, lease_id, until, on_change)
+        if follower.check():
+            return follower.report
+        if self.api is not None:
             try:
-                report = self.report(lease_id)
-            except ChainError as exc:
-                raise RenterError(f"reading lease {lease_id} failed: {exc}") from None
-            phase = lease_phase(report)
-            if phase != last_phase:
-                last_phase = phase
-                if on_change is not None:
-                    on_change(phase, report)
-            if until(report):
-                return report
-            if time.monotonic() > deadline:
-                raise RenterError(
-                    f"lease {lease_id} is still '{phase}' after {timeout_s:.0f}s "
-                    "(see the node and backend logs)"
+                for _timeline in self.api.follow_timeline(lease_id, deadline=deadline):
+                    if follower.check():
+                        return follower.report
+            except ApiError as exc:
+                log.info(
+                    "lease %s: no push from the backend (%s); polling the chain", lease_id, exc
                 )
+        while time.monotonic() <= deadline:
             time.sleep(poll_s)
+            if follower.check():
+                return follower.report
+        raise RenterError(
+            f"lease {lease_id} is still '{follower.phase}' after {timeout_s:.0f}s "
+            "(see the node and backend logs)"
+        )
+
+
+class _Follower:
+    """The state of one `Renter.wait`: the last report and phase read from the chain."""
+
+    def __init__(
+        self,
+        renter: Renter,
+        lease_id: int,
+        until: Callable[[LeaseReport], bool],
+        on_change: Callable[[str, LeaseReport], None] | None,
+    ) -> None:
+        self.renter = renter
+        self.lease_id = lease_id
+        self.until = until
+        self.on_change = on_change
+        self.phase = ""
+        self.report: LeaseReport
+
+    def check(self) -> bool:
+        """Read the lease from the chain; True once `until` holds."""
+        try:
+            self.report = self.renter.report(self.lease_id)
+        except ChainError as exc:
+            raise RenterError(f"reading lease {self.lease_id} failed: {exc}") from None
+        phase = lease_phase(self.report)
+        if phase != self.phase:
+            self.phase = phase
+            if self.on_change is not None:
+                self.on_change(phase, self.report)
+        return self.until(self.report)
 
 
 def _challenge_refused(lease_id: int, exc: ContractRevert) -> str:

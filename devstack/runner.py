@@ -199,6 +199,9 @@ class EmbeddedStack:
                 "CVM_NODE_HEARTBEAT_INTERVAL_S": str(self.config.heartbeat_s),
                 "CVM_NODE_RECONCILE_INTERVAL_S": str(self.config.reconcile_s),
                 "CVM_HEARTBEAT_STALE_S": str(max(10, int(5 * self.config.heartbeat_s))),
+                # Every local agent, the CLI and the browser share 127.0.0.1: no per-client
+                # limit on one machine (the per-address limits stay).
+                "CVM_RATE_LIMIT_PER_CLIENT": "0",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -17,6 +17,8 @@ from cvm.attestation.abi import parse
 from cvm.attestation.binding import build_report_data
 from cvm.attestation.evidence import EvidenceBundle, report_hash
 from cvm.chain import AttestationStatus, ChainClient, ContractRevert
+from cvm.eip712 import Domain
+from node_agent.errors import AgentError
 from node_agent.faults import crash_point
 from node_agent.launcher.base import Launcher
 from node_agent.store import AgentStore, LeaseState, Submission, SubmissionState
@@ -113,7 +115,17 @@ class AttestationPoster:
         if self.api is None:
             evidence_hash = "0x" + evidence.evidence_hash.hex()  # offline: nowhere to publish
         else:
-            evidence_hash = self.api.upload_evidence(evidence.encode())
+            account = self.chain.account
+            if account is None:
+                raise AgentError("the attestation poster needs the node key to sign uploads")
+            deployment = self.chain.deployment
+            # Signed by the node key (EIP-712 EvidenceUpload): the backend stores evidence
+            # only from the node of the lease it names, for that lease, nonce and bytes.
+            evidence_hash = self.api.upload_evidence(
+                evidence.encode(),
+                node_key=account.key,
+                domain=Domain(deployment.chain_id, deployment.node_registry),
+            )
             crash_point("uploaded")
         self.store.record_upload(submission.lease_id, submission.nonce, evidence_hash)
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, FastAPI
 from backend.api.console import install_web
 from backend.api.deps import AppContext
 from backend.api.errors import install_error_handlers
+from backend.api.limits import AbuseGuardMiddleware, RateLimiter
 from backend.api.metrics import ApiMetrics, MetricsMiddleware
 from backend.api.routes import auth, chain, evidence, health, leases, nodes, secrets
 from cvm.api_models import ErrorBody
@@ -32,5 +33,11 @@ def create_app(context: AppContext) -> FastAPI:
     app.state.metrics = metrics
     app.add_route("/metrics", metrics.render, include_in_schema=False)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if context.limiter is None:
+        context.limiter = RateLimiter.from_settings(context.settings, clock=context.clock)
+    # Outermost: a refused request costs no routing, parsing or body read.
+    app.add_middleware(
+        AbuseGuardMiddleware, limiter=context.limiter, settings=context.settings, prefix=API_PREFIX
+    )
     install_web(app, API_PREFIX)
     return app

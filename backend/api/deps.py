@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from backend.api.errors import ApiError
+from backend.api.limits import RateLimiter, check_address
 from backend.domain import auth
 from backend.store import Store
 from cvm.api_models import ChainInfo
@@ -39,6 +40,12 @@ class AppContext:
     heartbeat_listeners: list[HeartbeatListener] = field(default_factory=list)
     # lease id -> (fresh until, JSON body) of the attestation-status endpoint
     attestation_cache: dict[int, tuple[float, bytes]] = field(default_factory=dict)
+    # Rate-limit counters (shared through Redis by replicas); set by `create_app` if None.
+    limiter: RateLimiter | None = None
+
+    def limit_address(self, address: str, what: str) -> None:
+        """Count a writing request of `address` to endpoint `what` (429 once over the limit)."""
+        check_address(self.limiter, self.settings, address, what)
 
     @property
     def domain(self) -> Domain:

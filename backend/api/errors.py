@@ -19,8 +19,10 @@ from backend.domain.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     Unauthenticated,
 )
+from cvm.api_models import RETRY_AFTER_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ _STATUS_OF: dict[type[DomainError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    RateLimited: 429,
     DomainError: 400,  # last: a refusal of no more specific kind
 }
 
@@ -37,10 +40,24 @@ _STATUS_OF: dict[type[DomainError], int] = {
 class ApiError(Exception):
     """A request the API refuses: an HTTP status and a message for the caller."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(
+        self, status_code: int, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        self.headers = headers
+
+
+def error_response(exc: DomainError | ApiError) -> JSONResponse:
+    """The JSON answer to a refusal (with Retry-After for a 429)."""
+    if isinstance(exc, ApiError):
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+    status = next(code for kind, code in _STATUS_OF.items() if isinstance(exc, kind))
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {RETRY_AFTER_HEADER: str(exc.retry_after_s)}
+    return JSONResponse(status_code=status, content={"detail": exc.detail}, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -48,12 +65,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+        return error_response(exc)
 
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        status = next(code for kind, code in _STATUS_OF.items() if isinstance(exc, kind))
-        return JSONResponse(status_code=status, content={"detail": exc.detail})
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

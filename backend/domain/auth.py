@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from eth_utils import to_checksum_address
 from siwe import SiweMessage, generate_nonce
 from siwe.siwe import VerificationError as SiweVerificationError
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from backend.domain.errors import InvalidInput, Unauthenticated
+from backend.domain.errors import InvalidInput, RateLimited, Unauthenticated
 from backend.store import SiweNonce, UserSession
 from cvm.api_models import Challenge, Login
 from cvm.api_models import Session as SessionView
@@ -32,9 +32,33 @@ def token_digest(token: str) -> str:
 
 
 def issue_challenge(
-    session: Session, address: str, *, host: str, chain_id: int, now: datetime, ttl_s: int
+    session: Session,
+    address: str,
+    *,
+    host: str,
+    chain_id: int,
+    now: datetime,
+    ttl_s: int,
+    max_live: int,
 ) -> Challenge:
-    """A fresh SIWE message for `address` to sign, usable once within `ttl_s`."""
+    """A fresh SIWE message for `address` to sign, usable once within `ttl_s`.
+
+    At most `max_live` unanswered challenges per address (`RateLimited` until the oldest
+    expires): nobody can fill the store with challenges for one address.
+    """
+    key = address.lower()
+    live = session.execute(
+        select(func.count(), func.min(SiweNonce.expires_at)).where(
+            SiweNonce.address == key, SiweNonce.expires_at > now
+        )
+    ).one()
+    if live[0] >= max_live:
+        wait = int((live[1] - now).total_seconds()) + 1
+        raise RateLimited(
+            f"{address} already has {live[0]} unanswered sign-in challenges; answer one or"
+            f" wait {wait}s",
+            wait,
+        )
     expires_at = now + timedelta(seconds=ttl_s)
     message = SiweMessage(
         domain=host,
@@ -54,6 +78,12 @@ def issue_challenge(
         SiweNonce(nonce=message.nonce, address=address.lower(), message=text, expires_at=expires_at)
     )
     return Challenge(nonce=message.nonce, message=text, expires_at=expires_at)
+
+
+def message_address(text: str) -> str | None:
+    """The address line of an EIP-4361 message (its second line), for rate limiting only."""
+    lines = text.split("\n", 2)
+    return lines[1].strip().lower() if len(lines) > 1 and lines[1].strip() else None
 
 
 def sign_in(session: Session, login: Login, *, host: str, now: datetime, ttl_s: int) -> SessionView:

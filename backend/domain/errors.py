@@ -32,3 +32,11 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     """The request contradicts what is already recorded (a replay, a race lost)."""
+
+
+class RateLimited(DomainError):
+    """The caller sent too much; it may try again after `retry_after_s` seconds."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = max(1, retry_after_s)

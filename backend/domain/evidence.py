@@ -1,7 +1,9 @@
 """Evidence bundles in the store: addressed by their own hash and by the report hash inside.
 
 The format itself (canonical encoding, parsing) belongs to `cvm.attestation.evidence`;
-this module names the two hashes the store indexes a bundle by, and keeps bundles once.
+this module names the two hashes the store indexes a bundle by, keeps bundles once, and
+decides who may upload one: the node of the lease the bundle names, signing an EIP-712
+`EvidenceUpload` bound to that lease, the bundle's attestation nonce and its exact bytes.
 """
 
 from __future__ import annotations
@@ -13,12 +15,25 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.domain.addresses import parse_hash
-from backend.domain.errors import InvalidInput, NotFound
-from backend.store import Evidence
-from cvm.api_models import EvidenceReceipt
+from backend.domain.addresses import parse_address, parse_hash
+from backend.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from backend.store import Attestation, Evidence, Lease, Match
+from cvm.api_models import (
+    NODE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    AttestationState,
+    EvidenceReceipt,
+)
 from cvm.attestation.errors import AttestationError
 from cvm.attestation.evidence import EvidenceBundle
+from cvm.eip712 import (
+    Domain,
+    EvidenceUpload,
+    SignatureError,
+    check_timestamp,
+    verify_evidence_upload,
+)
 
 
 class EvidenceFormatError(ValueError):
@@ -52,6 +67,75 @@ def receipt_of(bundle: bytes) -> EvidenceReceipt:
     except EvidenceFormatError as exc:
         raise InvalidInput(f"not canonical evidence: {exc}") from exc
     return EvidenceReceipt(hash=evidence_hash(bundle), report_hash=report_hash, size=len(bundle))
+
+
+def authorize_upload(
+    session: Session,
+    bundle: bytes,
+    receipt: EvidenceReceipt,
+    node: str | None,
+    timestamp: str | None,
+    signature: str | None,
+    *,
+    domain: Domain,
+    now: int,
+    window_s: int,
+) -> None:
+    """Refuse an upload unless the lease's node signed it for this lease, nonce and bytes.
+
+    401: no or a bad signature, or one outside the time window; 404: the lease the bundle
+    names does not exist (or is not indexed yet); 403: the signer is not the node the lease
+    was matched to or accepted by; 409: the bundle's nonce was already attested (a replay);
+    422: the bundle names another chain.
+    """
+    if node is None or timestamp is None or signature is None:
+        raise Unauthenticated(
+            f"evidence uploads are signed by the lease's node: send {NODE_HEADER},"
+            f" {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} (EIP-712 EvidenceUpload)"
+        )
+    address = parse_address(node, NODE_HEADER)
+    parsed = decode(bundle)
+    try:
+        upload = EvidenceUpload(
+            node=address,
+            lease_id=parsed.lease_id,
+            nonce=parsed.nonce,
+            evidence_hash=bytes.fromhex(receipt.hash[2:]),
+            timestamp=int(timestamp),
+        )
+        verify_evidence_upload(upload, signature, domain)
+        check_timestamp(upload.timestamp, now, window_s)
+    except (SignatureError, ValueError) as exc:
+        raise Unauthenticated(f"evidence upload rejected: {exc}") from exc
+    if parsed.chain_id != domain.chain_id:
+        raise InvalidInput(f"evidence is for chain {parsed.chain_id}, not {domain.chain_id}")
+    lease = session.get(Lease, parsed.lease_id)
+    if lease is None:
+        raise NotFound(f"lease {parsed.lease_id} (not created on chain, or not indexed yet)")
+    matched = session.scalar(
+        select(Match.id).where(Match.lease_id == lease.id, Match.node == address).limit(1)
+    )
+    if lease.node != address and matched is None:
+        raise Forbidden(f"node {node} was not matched to lease {lease.id}")
+    if parsed.nonce < lease.attestation_nonce and not _awaited(session, lease.id, parsed, receipt):
+        raise Conflict(
+            f"lease {lease.id} already attested nonce {parsed.nonce}"
+            f" (next is {lease.attestation_nonce}): a replay"
+        )
+
+
+def _awaited(
+    session: Session, lease_id: int, bundle: EvidenceBundle, receipt: EvidenceReceipt
+) -> bool:
+    """Whether this is the evidence of the lease's pending attestation (submitted before its
+    upload, e.g. after an outage): same nonce, same report hash as recorded on chain."""
+    attestation = session.get(Attestation, lease_id)
+    return (
+        attestation is not None
+        and attestation.status == AttestationState.PENDING
+        and attestation.nonce == bundle.nonce
+        and attestation.report_hash == receipt.report_hash
+    )
 
 
 def store_evidence(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.domain.addresses import checksum, parse_address
-from backend.domain.errors import Forbidden, NotFound, Unauthenticated
-from backend.store import Lease, Match
+from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from backend.store import Lease, Match, RequestNonce
 from backend.store import PrivateSpec as PrivateSpecRow
 from cvm.api_models import (
     NODE_HEADER,
+    NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     LeaseIntent,
@@ -138,22 +140,29 @@ def private_spec_for_node(
     node: str,
     timestamp: str | None,
     signature: str | None,
+    nonce: str | None,
     *,
     domain: Domain,
     now: int,
     window_s: int,
-) -> PrivateSpec:
+) -> tuple[PrivateSpec, LeaseSpecRequest]:
     """The private spec of a lease, for a node that signed a fresh `LeaseSpecRequest` for it
-    (the values of the `NODE_HEADER`, `TIMESTAMP_HEADER` and `SIGNATURE_HEADER` headers).
+    (the values of the `NODE_HEADER`, `TIMESTAMP_HEADER`, `SIGNATURE_HEADER` and
+    `NONCE_HEADER` headers), with the verified request, whose nonce the caller must then
+    `consume_request_nonce` (in a writing transaction) before answering.
 
     Only the node that accepted the lease, or one it was matched to, may read it.
     """
     lease = _lease(session, lease_id)
-    if timestamp is None or signature is None:
-        raise Unauthenticated(f"{NODE_HEADER} needs {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}")
+    if timestamp is None or signature is None or nonce is None:
+        raise Unauthenticated(
+            f"{NODE_HEADER} needs {TIMESTAMP_HEADER}, {NONCE_HEADER} and {SIGNATURE_HEADER}"
+        )
     address = parse_address(node, NODE_HEADER)
     try:
-        request = LeaseSpecRequest(node=address, lease_id=lease.id, timestamp=int(timestamp))
+        request = LeaseSpecRequest(
+            node=address, lease_id=lease.id, timestamp=int(timestamp), nonce=int(nonce)
+        )
         verify_lease_spec_request(request, signature, domain)
         check_timestamp(request.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
@@ -163,7 +172,25 @@ def private_spec_for_node(
     )
     if lease.node != address and matched is None:
         raise Forbidden("only the lease's renter and the node it was matched to see its spec")
-    return _stored_spec(session, lease)
+    return _stored_spec(session, lease), request
+
+
+def consume_request_nonce(
+    session: Session, signer: str, nonce: int, timestamp: int, *, now: int, window_s: int
+) -> None:
+    """Record a signed request's nonce as used; `Conflict` if it was used before.
+
+    Kept until the request's timestamp leaves the window (after that the timestamp check
+    refuses it anyway), so the table holds only the last `2 * window_s` of requests.
+    """
+    moment = datetime.fromtimestamp(now, UTC)
+    session.execute(delete(RequestNonce).where(RequestNonce.expires_at < moment))
+    expires = datetime.fromtimestamp(timestamp + window_s, UTC) + timedelta(seconds=1)
+    try:
+        with session.begin_nested():
+            session.add(RequestNonce(signer=signer.lower(), nonce=str(nonce), expires_at=expires))
+    except IntegrityError as exc:
+        raise Conflict(f"request nonce {nonce} was already used: a replay") from exc
 
 
 def _stored_spec(session: Session, lease: Lease) -> PrivateSpec:

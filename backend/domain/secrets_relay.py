@@ -29,7 +29,7 @@ from cvm.api_models import (
     SealedSecretsIn,
     SealedSecretsView,
 )
-from cvm.eip712 import Domain, SignatureError, check_timestamp
+from cvm.eip712 import Domain, LeaseSpecRequest, SignatureError, check_timestamp
 from cvm.guest_access import GuestAccess, verify_guest_access
 
 MAX_PENDING_PER_LEASE = 16
@@ -83,19 +83,30 @@ def sealed_for_node(
     node: str,
     timestamp: str | None,
     signature: str | None,
+    nonce: str | None,
     *,
     domain: Domain,
     now: int,
     window_s: int,
-) -> list[SealedSecretsView]:
-    """The sealed secrets of a lease, for its node (same signed request as the spec read)."""
-    leases.private_spec_for_node(
-        session, lease_id, node, timestamp, signature, domain=domain, now=now, window_s=window_s
+) -> tuple[list[SealedSecretsView], LeaseSpecRequest]:
+    """The sealed secrets of a lease, for its node (same signed request as the spec read),
+    with the verified request, whose nonce the caller must then spend
+    (`leases.consume_request_nonce`) before answering."""
+    _, request = leases.private_spec_for_node(
+        session,
+        lease_id,
+        node,
+        timestamp,
+        signature,
+        nonce,
+        domain=domain,
+        now=now,
+        window_s=window_s,
     )
     rows = session.scalars(
         select(SealedSecret).where(SealedSecret.lease_id == lease_id).order_by(SealedSecret.id)
     )
-    return [_view(row) for row in rows]
+    return [_view(row) for row in rows], request
 
 
 def announce_access(

@@ -21,11 +21,13 @@ from hexbytes import HexBytes
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 
 from backend.indexer import projections
 from backend.store import ChainEvent, IndexedBlock, IndexerCursor, Store
 from cvm.chain.artifacts import load_artifact
 from cvm.chain.deployment import Deployment
+from cvm.chain.errors import ChainError
 from cvm.chain.events import ChainEvent as DecodedEvent
 from cvm.chain.events import EventDecoder
 
@@ -44,6 +46,10 @@ def marketplace_decoder(deployment: Deployment) -> EventDecoder:
     return EventDecoder(
         {name: (addresses[name], load_artifact(name).abi) for name in INDEXED_CONTRACTS}
     )
+
+
+class _ChainMoved(ChainError):
+    """A reorg landed while a batch was read: nothing of it is applied; the next poll retries."""
 
 
 class IndexerError(Exception):
@@ -93,23 +99,54 @@ class Indexer:
         """Catch up to the confirmed head (detecting reorgs first); returns what changed."""
         with self._lock:
             result = BatchResult()
-            self._handle_reorg(result)
-            safe_head = self.w3.eth.block_number - self.confirmations
-            cursor = self.cursor()
-            while cursor < safe_head:
-                to_block = min(cursor + self.batch_blocks, safe_head)
-                self._apply_range(cursor + 1, to_block, result)
-                cursor = to_block
+            safe_head = -1
+            try:
+                self._handle_reorg(result)
+                safe_head = self.w3.eth.block_number - self.confirmations
+                cursor = self.cursor()
+                while cursor < safe_head:
+                    to_block = min(cursor + self.batch_blocks, safe_head)
+                    self._apply_range(cursor + 1, to_block, result)
+                    cursor = to_block
+            except _ChainMoved as exc:
+                log.info("%s; following the new branch on the next poll", exc)
+            except (BlockNotFound, ChainError):
+                # A reorg that shortened the chain between reading the head and reading its
+                # blocks: every batch is one transaction, so stop here; the next poll sees
+                # the fork. Any other failure is the caller's to report.
+                if self.w3.eth.block_number - self.confirmations >= safe_head:
+                    raise
+                log.info("the chain shrank under this poll; following it on the next one")
         return result
 
     # --- applying -----------------------------------------------------------------------------
 
     def _block_hash(self, number: int) -> str:
-        return HexBytes(self.w3.eth.get_block(number)["hash"]).to_0x_hex().lower()
+        """The chain's hash of block `number` ("" if the chain no longer has it: reorged)."""
+        try:
+            return HexBytes(self.w3.eth.get_block(number)["hash"]).to_0x_hex().lower()
+        except BlockNotFound:
+            return ""
 
     def _apply_range(self, from_block: int, to_block: int, result: BatchResult) -> None:
-        decoded = self.decoder.fetch(self.w3, from_block, to_block)
+        # The end block's hash is read before and after the logs: a reorg between the two
+        # reads would pair one branch's logs with the other's hash, and the next poll could
+        # not see it. Any reorg at or below `to_block` changes that hash.
         end_hash = self._block_hash(to_block)
+        decoded = self.decoder.fetch(self.w3, from_block, to_block)
+        if not end_hash or self._block_hash(to_block) != end_hash:
+            raise _ChainMoved(f"blocks {from_block}..{to_block} changed while being read")
+        # The batch must continue the branch applied so far: a reorg below the cursor that
+        # landed after this poll's reorg check would otherwise hide behind the new end hash.
+        with self.store.new_session(read_only=True) as session:
+            previous = session.get(IndexedBlock, from_block - 1)
+        if previous is not None:
+            try:
+                parent = HexBytes(self.w3.eth.get_block(from_block)["parentHash"]).to_0x_hex()
+            except BlockNotFound:
+                parent = ""
+            if parent.lower() != previous.hash or self._block_hash(to_block) != end_hash:
+                raise _ChainMoved(f"block {from_block - 1} was reorged under this poll")
         timestamps: dict[int, int] = {}
         for event in decoded:
             if event.block_number not in timestamps:

@@ -245,6 +245,12 @@ class MatchIndex:
             entry.reserved_disk_gib = max(0, entry.reserved_disk_gib - reservation.disk_gib)
             self._insert(entry)
 
+    def stale_nodes(self) -> set[str]:
+        """Nodes whose last heartbeat is older than `stale_after_s` (or that never sent one)."""
+        with self._lock:
+            fresh_since = self.clock() - self.stale_after_s
+            return {a for a, entry in self._nodes.items() if entry.heard_at < fresh_since}
+
     def get(self, address: str) -> NodeEntry | None:
         with self._lock:
             return self._nodes.get(address)

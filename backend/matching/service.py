@@ -4,8 +4,13 @@ Life of a match (`ReservationState`): `reserved` (capacity held, task sent to th
 queue) -> `accepted` (the node accepted on chain; held until a later heartbeat includes
 the guest) or
 `expired` (no accept before the deadline: the next best node is tried, never the same one
-again) or `released` (another node accepted, the lease closed). One matcher process owns
-the index; its state is rebuilt from the store at start.
+again) or `released` (another node accepted, the lease closed). A reservation on a node
+whose heartbeats stopped is expired at once, so its lease goes to the next node.
+
+Among replicas only the leader matches (see `backend.leadership`); its index is rebuilt
+from the store when it becomes leader and follows heartbeats stored by any replica. The
+store itself allows one live reservation per lease (a partial unique index), so even two
+matchers racing cannot reserve one lease twice.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.matching.index import Demand, MatchIndex, NodeEntry, Reservation
+from backend.repeats import RepeatedConditions
 from backend.store import ChainEvent, Heartbeat, Lease, Match, Node, ReservationState, Store
 from cvm.api_models import LeaseState
 
@@ -99,6 +106,9 @@ class Matcher:
         # One lease is matched by one thread at a time (the index itself is atomic per node).
         # A fixed set of striped locks, so the table never grows with the leases ever seen.
         self._lease_locks = [threading.Lock() for _ in range(_LEASE_LOCK_STRIPES)]
+        self.conditions = RepeatedConditions(log)
+        # Heartbeats received up to here (by any replica) are in the index.
+        self._heartbeats_seen = datetime.fromtimestamp(0, UTC)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -125,6 +135,27 @@ class Matcher:
             )
         for match in live:
             self.index.reserve(_reservation(match))
+        if heartbeats:
+            self._heartbeats_seen = max(h.received_at for h in heartbeats.values())
+
+    def refresh_heartbeats(self) -> int:
+        """Apply heartbeats any replica stored since the last refresh; returns how many."""
+        with self.store.new_session(read_only=True) as session:
+            fresh = session.scalars(
+                select(Heartbeat).where(Heartbeat.received_at >= self._heartbeats_seen)
+            ).all()
+        for heartbeat in fresh:
+            self.on_heartbeat(
+                heartbeat.node,
+                heartbeat.free_vcpus,
+                heartbeat.free_memory_mib,
+                heartbeat.free_disk_gib,
+                heartbeat.timestamp,
+                heard_at=heartbeat.received_at.timestamp(),
+            )
+        if fresh:
+            self._heartbeats_seen = max(h.received_at for h in fresh)
+        return len(fresh)
 
     def node_changed(self, node: Node) -> None:
         """The indexer changed a node's on-chain facts (registration, stake, reputation)."""
@@ -137,9 +168,12 @@ class Matcher:
         free_memory_mib: int,
         free_disk_gib: int,
         timestamp: int,
+        heard_at: float | None = None,
     ) -> None:
         """A signed heartbeat was stored: refresh capacity, release what it now includes."""
-        if not self.index.heartbeat(node, free_vcpus, free_memory_mib, free_disk_gib, timestamp):
+        if not self.index.heartbeat(
+            node, free_vcpus, free_memory_mib, free_disk_gib, timestamp, heard_at=heard_at
+        ):
             return
         absorbed_before = datetime.fromtimestamp(timestamp, UTC)
         with self.store.session() as session:
@@ -184,8 +218,15 @@ class Matcher:
                 demand = demand_of(lease, registry_min_stake(session))
             reservation = self.index.match(demand, exclude=tried)
             if reservation is None:
-                log.info("lease %s: no fitting node (tried %d)", lease_id, len(tried))
+                # Reported once (with a count when it ends), not on every pass.
+                self.conditions.report(
+                    ("no-fit", lease_id),
+                    "lease %s: no fitting node (tried %d)",
+                    lease_id,
+                    len(tried),
+                )
                 return None
+            self.conditions.clear(("no-fit", lease_id))
             now = self._now()
             try:
                 with self.store.session() as session:
@@ -201,6 +242,10 @@ class Matcher:
                         deadline=now + timedelta(seconds=self.accept_timeout_s),
                     )
                     session.add(match)
+            except IntegrityError:
+                # Another matcher reserved this lease first (the one-live-reservation index).
+                self.index.release(reservation)
+                return None
             except Exception:
                 self.index.release(reservation)
                 raise
@@ -212,19 +257,43 @@ class Matcher:
         return match
 
     def lease_accepted(self, lease_id: int, node: str) -> None:
-        """The chain says `node` accepted: keep its reservation, free every other one."""
+        """The chain says `node` accepted: keep its reservation, free every other one.
+
+        A node may accept after its reservation expired (it was slow, or its heartbeats
+        lapsed): the chain decides, so that reservation is taken back as accepted.
+        """
         now = self._now()
         freed: list[Match] = []
+        revived: list[Match] = []
         with self.store.session() as session:
-            for match in self._live(session, lease_id):
+            live = self._live(session, lease_id)
+            for match in live:
                 if match.node == node and match.status == ReservationState.RESERVED:
                     match.status = ReservationState.ACCEPTED
                     match.accepted_at = now
                 elif match.node != node:
                     match.status = ReservationState.RELEASED
                     freed.append(match)
+            if not any(match.node == node for match in live):
+                session.flush()  # the released ones first: one live reservation per lease
+                expired = session.scalars(
+                    select(Match)
+                    .where(
+                        Match.lease_id == lease_id,
+                        Match.node == node,
+                        Match.status == ReservationState.EXPIRED,
+                    )
+                    .order_by(Match.id.desc())
+                    .limit(1)
+                ).first()
+                if expired is not None:
+                    expired.status = ReservationState.ACCEPTED
+                    expired.accepted_at = now
+                    revived.append(expired)
         for match in freed:
             self.index.release(_reservation(match))
+        for match in revived:
+            self.index.reserve(_reservation(match))
 
     def lease_closed(self, lease_id: int) -> None:
         """The lease closed: nothing stays reserved for it."""
@@ -236,12 +305,17 @@ class Matcher:
             self.index.release(_reservation(match))
 
     def expire_overdue(self) -> list[int]:
-        """Expire reservations past their deadline and re-match their leases to the next node."""
+        """Expire reservations past their deadline, or held by a node whose heartbeats stopped,
+        and re-match their leases to the next node."""
         now = self._now()
+        stale = self.index.stale_nodes()
         with self.store.session() as session:
             overdue = session.scalars(
                 select(Match).where(
-                    Match.status == ReservationState.RESERVED, Match.deadline <= now
+                    Match.status == ReservationState.RESERVED,
+                    or_(Match.deadline <= now, Match.node.in_(stale))
+                    if stale
+                    else Match.deadline <= now,
                 )
             ).all()
             for match in overdue:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -239,6 +240,18 @@ class Match(Base):
     deadline: Mapped[datetime] = mapped_column(UtcDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
+    __table_args__ = (
+        # At most one live reservation per lease, whichever replica reserves: the database,
+        # not a process-local lock, settles a race between two matchers.
+        Index(
+            "uq_matches_live_lease",
+            "lease_id",
+            unique=True,
+            sqlite_where=text("status IN ('reserved', 'accepted')"),
+            postgresql_where=text("status IN ('reserved', 'accepted')"),
+        ),
+    )
+
 
 class Verification(Base):
     """The backend verifier's full result for one submitted attestation."""
@@ -264,7 +277,7 @@ class SiweNonce(Base):
     __tablename__ = "siwe_nonces"
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
-    address: Mapped[str] = mapped_column(ADDRESS)
+    address: Mapped[str] = mapped_column(ADDRESS, index=True)
     message: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -306,3 +319,27 @@ class GuestAccess(Base):
     host: Mapped[str] = mapped_column(String(253))
     ssh_port: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RequestNonce(Base):
+    """A single-use nonce of a node-signed request, kept until its signature's window ends."""
+
+    __tablename__ = "request_nonces"
+
+    signer: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(80), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class LeaderLease(Base):
+    """Who runs a singleton job (the indexer, one verifier key) until `expires_at`.
+
+    The holder renews it well before it expires; when a holder dies, another replica takes
+    the row over once it has expired (see `backend.leadership`).
+    """
+
+    __tablename__ = "leader_leases"
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(80))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from cryptography import x509
 from sqlalchemy import select
 
 from backend.domain.evidence import EvidenceFormatError, decode
+from backend.repeats import RepeatedConditions
 from backend.store import Attestation, Evidence, Lease, Store, Verification
 from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle, Policy, appraise_evidence
@@ -61,12 +63,15 @@ class Verifier:
         config: VerifierConfig,
         *,
         clock: Callable[[], float],
+        parallel: int = 8,
         evidence_timeout_s: float = EVIDENCE_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.confirm = confirm
         self.config = config
         self.clock = clock
+        self.parallel = parallel
+        self.conditions = RepeatedConditions(log)
         self.evidence_timeout_s = evidence_timeout_s
 
     def pending(self) -> list[tuple[int, str]]:
@@ -87,13 +92,18 @@ class Verifier:
         return [(int(lease_id), str(report_hash)) for lease_id, report_hash in rows]
 
     def run_pending(self) -> list[Verification]:
-        """Verify every pending attestation whose evidence is available."""
-        done = []
-        for lease_id, report_hash in self.pending():
-            result = self.verify(lease_id, report_hash)
-            if result is not None:
-                done.append(result)
-        return done
+        """Verify every pending attestation whose evidence is available.
+
+        Several at once: most of a verification is waiting for its confirm transaction's
+        receipt, and the chain client's sender keeps the nonces of concurrent sends apart.
+        """
+        pending = self.pending()
+        if len(pending) <= 1:
+            results = [self.verify(lease_id, report_hash) for lease_id, report_hash in pending]
+        else:
+            with ThreadPoolExecutor(min(self.parallel, len(pending))) as pool:
+                results = list(pool.map(lambda item: self.verify(*item), pending))
+        return [result for result in results if result is not None]
 
     def verify(self, lease_id: int, report_hash: str) -> Verification | None:
         """Appraise and vote on one submission; None while its evidence is not uploaded
@@ -116,7 +126,13 @@ class Verifier:
             if existing is None and evidence is None:
                 waited = self.clock() - attestation.submitted_at
                 if waited < self.evidence_timeout_s:
-                    log.info("lease %s: evidence %s not uploaded yet", lease_id, report_hash)
+                    # Reported once per submission (with a count when it ends), not per pass.
+                    self.conditions.report(
+                        (lease_id, report_hash),
+                        "lease %s: evidence %s not uploaded yet",
+                        lease_id,
+                        report_hash,
+                    )
                     return None
                 # Without evidence nobody can check the report: reject well inside the
                 # registry's verification window rather than leave the lease undecided.
@@ -137,6 +153,7 @@ class Verifier:
                     confirm_tx=None,
                 )
                 session.add(existing)
+            self.conditions.clear((lease_id, report_hash))
             if existing is None:
                 assert evidence is not None
                 ok, reasons, detail = self._appraise(lease, attestation, evidence.content)

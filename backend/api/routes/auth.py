@@ -16,8 +16,10 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     status_code=201,
     response_model=Challenge,
     summary="A fresh, single-use SIWE challenge for an address",
+    responses={429: {"description": "too many live challenges or requests for this address"}},
 )
 def create_nonce(body: NonceRequest, context: Context, session: DbSession) -> Challenge:
+    context.limit_address(body.address, "nonce")
     return auth.issue_challenge(
         session,
         body.address,
@@ -25,6 +27,7 @@ def create_nonce(body: NonceRequest, context: Context, session: DbSession) -> Ch
         chain_id=context.chain.chain_id,
         now=context.now(),
         ttl_s=context.settings.siwe_nonce_ttl_s,
+        max_live=context.settings.siwe_max_live_nonces,
     )
 
 
@@ -32,9 +35,15 @@ def create_nonce(body: NonceRequest, context: Context, session: DbSession) -> Ch
     "/login",
     response_model=Session,
     summary="Exchange a signed SIWE message for a session token",
-    responses={401: {"description": "bad signature, unknown or expired nonce"}},
+    responses={
+        401: {"description": "bad signature, unknown or expired nonce"},
+        429: {"description": "too many attempts for this address"},
+    },
 )
 def login(body: Login, context: Context, session: DbSession) -> Session:
+    address = auth.message_address(body.message)
+    if address is not None:
+        context.limit_address(address, "login")
     return auth.sign_in(
         session,
         body,
@@ -45,5 +54,6 @@ def login(body: Login, context: Context, session: DbSession) -> Session:
 
 
 @router.post("/logout", status_code=204, responses={401: {"description": "not signed in"}})
-def logout(renter: Renter, session: DbSession) -> None:
+def logout(renter: Renter, context: Context, session: DbSession) -> None:
+    context.limit_address(renter, "logout")
     auth.sign_out(session, renter)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from backend.api.deps import AppContext, Context, DbSession
 from backend.api.errors import ApiError
 from backend.domain import evidence
-from cvm.api_models import EvidenceReceipt
+from backend.domain.addresses import parse_address
+from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, EvidenceReceipt
 
 router = APIRouter(prefix="/evidence", tags=["evidence"])
 
@@ -31,24 +34,57 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     "",
     status_code=201,
     response_model=EvidenceReceipt,
-    summary="Store canonical evidence bytes (idempotent); returns their hash",
+    summary="Store canonical evidence bytes (idempotent), signed by the lease's node key"
+    " (EIP-712 EvidenceUpload); returns their hash",
     openapi_extra={"requestBody": {"required": True, "content": _OCTETS}},
     responses={
+        401: {"description": "unsigned, badly signed or stale upload"},
+        403: {"description": "the signer is not the lease's node"},
+        404: {"description": "the lease the bundle names does not exist"},
+        409: {"description": "the bundle's nonce was already attested (replay)"},
         413: {"description": "evidence larger than the configured limit"},
         422: {"description": "not canonical evidence"},
+        429: {"description": "too many uploads from this node or client"},
     },
 )
-async def upload_evidence(request: Request, context: Context) -> EvidenceReceipt:
+async def upload_evidence(
+    request: Request,
+    context: Context,
+    x_cvm_node: Annotated[str | None, Header(alias=NODE_HEADER)] = None,
+    x_cvm_timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
+    x_cvm_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+) -> EvidenceReceipt:
+    if x_cvm_node is None:
+        raise ApiError(401, f"evidence uploads are signed by the lease's node ({NODE_HEADER})")
+    await run_in_threadpool(
+        context.limit_address, parse_address(x_cvm_node, NODE_HEADER), "evidence"
+    )
     bundle = await _read_limited(request, context.settings.evidence_max_bytes)
     receipt = evidence.receipt_of(bundle)
     # The store is synchronous: waiting for its (SQLite) write lock on the event loop
     # would stall every other request, including the one that holds the lock.
-    await run_in_threadpool(_store, context, bundle, receipt)
+    await run_in_threadpool(
+        _store, context, bundle, receipt, (x_cvm_node, x_cvm_timestamp, x_cvm_signature)
+    )
     return receipt
 
 
-def _store(context: AppContext, bundle: bytes, receipt: EvidenceReceipt) -> None:
+def _store(
+    context: AppContext,
+    bundle: bytes,
+    receipt: EvidenceReceipt,
+    signed: tuple[str | None, str | None, str | None],
+) -> None:
     with context.store.session() as session:
+        evidence.authorize_upload(
+            session,
+            bundle,
+            receipt,
+            *signed,
+            domain=context.domain,
+            now=int(context.clock()),
+            window_s=context.settings.heartbeat_window_s,
+        )
         evidence.store_evidence(session, bundle, receipt, context.now())
 
 

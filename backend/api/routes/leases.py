@@ -8,9 +8,11 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from backend.api.deps import Context, DbSession, Renter, session_address
 from backend.domain import attestations, leases
+from backend.domain.addresses import parse_address
 from backend.store.db import READ_ONLY
 from cvm.api_models import (
     NODE_HEADER,
+    NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AttestationView,
@@ -50,6 +52,7 @@ def list_leases(
 def create_intent(
     body: LeaseIntent, renter: Renter, context: Context, session: DbSession
 ) -> PrivateSpec:
+    context.limit_address(renter, "intents")
     return leases.store_private_spec(session, renter, body, context.now())
 
 
@@ -65,6 +68,8 @@ def get_lease(lease_id: LeasePath, session: DbSession) -> LeaseView:
     responses={
         401: {"description": "not signed in"},
         403: {"description": "not yours"},
+        409: {"description": "the node request's nonce was used before (replay)"},
+        429: {"description": "too many requests from this node"},
         **_NOT_FOUND,
     },
 )
@@ -76,20 +81,31 @@ def get_spec(
     x_cvm_node: Annotated[str | None, Header(alias=NODE_HEADER)] = None,
     x_cvm_timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
     x_cvm_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+    x_cvm_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
 ) -> PrivateSpec:
     if x_cvm_node is None:
         renter = session_address(context, session, authorization)
         return leases.private_spec_for_renter(session, lease_id, renter)
-    return leases.private_spec_for_node(
+    context.limit_address(parse_address(x_cvm_node, NODE_HEADER), "spec")
+    now = int(context.clock())
+    window_s = context.settings.heartbeat_window_s
+    spec, request = leases.private_spec_for_node(
         session,
         lease_id,
         x_cvm_node,
         x_cvm_timestamp,
         x_cvm_signature,
+        x_cvm_nonce,
         domain=context.domain,
-        now=int(context.clock()),
-        window_s=context.settings.heartbeat_window_s,
+        now=now,
+        window_s=window_s,
     )
+    # This GET's own session only reads: the nonce is spent in a writing one.
+    with context.store.session() as writer:
+        leases.consume_request_nonce(
+            writer, request.node, request.nonce, request.timestamp, now=now, window_s=window_s
+        )
+    return spec
 
 
 @router.get(

@@ -57,6 +57,7 @@ def get_node(address: str, session: DbSession) -> NodeView:
         401: {"description": "bad signature"},
         404: {"description": "node not registered"},
         409: {"description": "timestamp not newer than the last accepted (replay)"},
+        429: {"description": "too many heartbeats from this node or client"},
         422: {"description": "malformed body or timestamp outside the window"},
     },
 )
@@ -64,6 +65,7 @@ def post_heartbeat(
     address: str, body: HeartbeatIn, context: Context, session: DbSession
 ) -> HeartbeatReceipt:
     key = parse_address(address)
+    context.limit_address(key, "heartbeats")
     if body.node.lower() != key:
         raise ApiError(422, f"body node {body.node} differs from the path address {address}")
     nodes.accept_heartbeat(

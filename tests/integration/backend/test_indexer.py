@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from web3.exceptions import BlockNotFound
 
 from backend.indexer import Indexer, marketplace_decoder
 from backend.store import Attestation, ChainEvent, Lease, Node, Store
+from cvm.chain import ChainError
+from cvm.chain.sender import forget_nonces
 from tests.fixtures.chain import LEASE_SPEC, MEASUREMENT, STAKE, ChainSystem
 
 pytestmark = pytest.mark.integration
@@ -207,3 +211,55 @@ def test_a_reorg_deeper_than_the_kept_hashes_is_refused(
     with pytest.raises(IndexerError, match="deeper"):
         indexer.poll()
     assert _snapshot(store) == before  # nothing half rolled back
+
+
+def test_reorgs_of_depth_1_to_5_while_leases_are_created_converge(
+    store: Store, chain: ChainSystem
+) -> None:
+    """anvil's own reorg (`anvil_reorg`, replacing blocks) and rollback (`anvil_rollback`)
+    of depth 1-5 between lease creations, while the indexer follows in its own thread:
+    afterwards the store equals what a fresh indexer makes of the canonical chain."""
+    chain.staked_node()
+    indexer = _indexer(store, chain, batch=2)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        # As the backend's loop does: an RPC answer made stale by a reorg racing the poll
+        # is retried on the next one; anything else is a failure.
+        while not stop.is_set():
+            try:
+                indexer.poll()
+            except (ChainError, BlockNotFound):
+                continue
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    rpc = chain.anvil.w3.provider.make_request  # type: ignore[union-attr]
+    try:
+        for depth in (1, 2, 3, 4, 5, 3, 1):
+            for _ in range(depth + 1):  # enough new blocks for the reorg to cut into
+                chain.open_lease()
+            answer = rpc("anvil_reorg", [depth, []])  # type: ignore[arg-type]
+            assert "error" not in answer, answer
+            forget_nonces()  # the renter's transactions on the old branch are gone
+            chain.open_lease()  # a creation on the new branch
+            answer = rpc("anvil_rollback", [min(depth, 2)])  # type: ignore[arg-type]
+            assert "error" not in answer, answer
+            forget_nonces()
+            chain.open_lease()
+    finally:
+        stop.set()
+        follower.join(timeout=60)
+    assert errors == []
+    indexer.poll()
+    fresh_store = Store(f"sqlite:///{Path(str(store.engine.url.database)).with_name('f.db')}")
+    _indexer(fresh_store, chain).poll()
+    converged = _snapshot(store)
+    assert _snapshot(fresh_store) == converged
+    # Leases were created and some survived every reorg.
+    assert converged["leases"]
+    fresh_store.close()

@@ -18,6 +18,7 @@ from schemathesis.checks import not_a_server_error
 
 from backend.api import create_app
 from backend.api.deps import AppContext
+from backend.api.limits import RateLimiter
 from backend.store import Store
 from cvm.api_models import ChainInfo
 from cvm.config import Settings
@@ -41,7 +42,10 @@ def api_schema(
     add_lease(store, 0, "0x" + "02" * 20)
     add_lease(store, 1, "0x" + "02" * 20, status="active", node="0x" + "01" * 20)
     context = AppContext(
-        settings=Settings(database_url=url, evidence_max_bytes=4096),
+        # The fuzzer is one client sending thousands of requests: no per-client limit here
+        # (tests/unit/backend/test_api_abuse.py covers the limits).
+        settings=Settings(database_url=url, evidence_max_bytes=4096, rate_limit_per_client=0),
+        limiter=RateLimiter(None),
         store=store,
         chain=ChainInfo(
             chain_id=31337,

@@ -118,6 +118,7 @@ def test_lease_is_matched_dispatched_and_falls_back(
         assert received == []  # A's queue, not B's
 
         clock.advance(31)  # A never accepted: B is next
+        _heartbeat(api, node_b, clock)  # B's agent is alive (its heartbeats go on)
         service.step()
         wait_for(lambda: received, timeout=30, what="node B's worker to get the lease")
         assert received == [lease_id]

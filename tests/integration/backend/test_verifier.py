@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from eth_utils import keccak
 from fastapi.testclient import TestClient
 
 from backend.api import create_app
@@ -13,10 +15,11 @@ from backend.api.deps import AppContext
 from backend.indexer import Indexer, marketplace_decoder
 from backend.store import Store, Verification
 from backend.verifier import Verifier, VerifierConfig
-from cvm.api_models import ChainInfo
+from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ChainInfo
 from cvm.attestation import EvidenceBundle, SimulatedSecureProcessor, build_report_data
 from cvm.chain import AttestationStatus
 from cvm.config import Settings
+from cvm.eip712 import Domain, EvidenceUpload, sign_evidence_upload
 from tests.fixtures.chain import MEASUREMENT, ChainSystem
 
 pytestmark = pytest.mark.integration
@@ -105,7 +108,25 @@ class Backend:
         )
 
     def upload(self, bundle: EvidenceBundle) -> None:
-        response = self.api.post("/v1/evidence", content=bundle.encode())
+        # The backend stores evidence only for a lease it has indexed, signed by its node.
+        self.indexer.poll()
+        raw = bundle.encode()
+        node = self.chain.node.account
+        assert node is not None
+        upload = EvidenceUpload(
+            node=node.address,
+            lease_id=bundle.lease_id,
+            nonce=bundle.nonce,
+            evidence_hash=bytes(keccak(raw)),
+            timestamp=int(time.time()),
+        )
+        domain = Domain(self.chain.deployment.chain_id, self.chain.deployment.node_registry)
+        headers = {
+            NODE_HEADER: node.address,
+            TIMESTAMP_HEADER: str(upload.timestamp),
+            SIGNATURE_HEADER: sign_evidence_upload(upload, domain, node.key),
+        }
+        response = self.api.post("/v1/evidence", content=raw, headers=headers)
         assert response.status_code == 201, response.text
 
 

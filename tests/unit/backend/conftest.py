@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from backend.api import create_app
 from backend.api.deps import AppContext
+from backend.api.limits import RateLimiter
 from backend.store import Store
 from cvm.api_models import ChainInfo
 from cvm.config import Settings
@@ -55,7 +56,15 @@ def chain_info() -> ChainInfo:
 
 @pytest.fixture
 def context(settings: Settings, store: Store, chain_info: ChainInfo, clock: Clock) -> AppContext:
-    return AppContext(settings=settings, store=store, chain=chain_info, clock=clock)
+    # In-process counters: never the broker's default Redis at a fixed port (Redis-shared
+    # counters have a test of their own on the session's Redis).
+    return AppContext(
+        settings=settings,
+        store=store,
+        chain=chain_info,
+        clock=clock,
+        limiter=RateLimiter(None, clock=clock),
+    )
 
 
 @pytest.fixture

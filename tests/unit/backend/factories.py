@@ -7,9 +7,12 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 
-from backend.store import Lease, Node, Store
-from cvm.api_models import LeaseState
+from backend.store import Lease, Match, Node, ReservationState, Store
+from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, LeaseState
+from cvm.attestation.evidence import EvidenceBundle
+from cvm.eip712 import Domain, EvidenceUpload, sign_evidence_upload
 
 
 class Clock:
@@ -82,3 +85,42 @@ def add_lease(store: Store, lease_id: int, renter: str, **overrides: Any) -> Lea
     with store.session() as session:
         session.add(lease)
     return lease
+
+
+def add_match(store: Store, lease_id: int, node: str, clock: Clock, **overrides: Any) -> None:
+    values: dict[str, Any] = {
+        "lease_id": lease_id,
+        "node": node.lower(),
+        "status": ReservationState.RESERVED,
+        "vcpus": 1,
+        "memory_mib": 1,
+        "disk_gib": 1,
+        "score": 0.5,
+        "created_at": clock.datetime(),
+        "deadline": clock.datetime(),
+    }
+    values.update(overrides)
+    with store.session() as session:
+        session.add(Match(**values))
+
+
+def upload_headers(
+    node: LocalAccount, raw: bytes, domain: Domain, now: int, **fields: Any
+) -> dict[str, str]:
+    """Headers of an evidence upload signed by `node` (`fields` override the signed values)."""
+    parsed = EvidenceBundle.decode(raw)
+    values: dict[str, Any] = {
+        "node": node.address,
+        "lease_id": parsed.lease_id,
+        "nonce": parsed.nonce,
+        "evidence_hash": bytes(keccak(raw)),
+        "timestamp": now,
+    }
+    values.update(fields)
+    upload = EvidenceUpload(**values)
+    return {
+        "Content-Type": "application/octet-stream",
+        NODE_HEADER: node.address,
+        TIMESTAMP_HEADER: str(upload.timestamp),
+        SIGNATURE_HEADER: sign_evidence_upload(upload, domain, node.key),
+    }

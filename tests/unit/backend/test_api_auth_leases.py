@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from eth_account.messages import encode_defunct
@@ -10,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from backend.api.deps import AppContext
 from backend.store import Attestation, Match, Store, Verification
-from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from cvm.api_models import NODE_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from cvm.eip712 import Domain, LeaseSpecRequest, sign_lease_spec_request
 from tests.unit.backend.factories import Clock, add_lease, new_account
 
@@ -129,10 +130,12 @@ def test_intent_spec_visible_to_renter_only(client: TestClient, store: Store) ->
 
 
 def _node_headers(node: LocalAccount, lease_id: int, domain: Domain, now: int) -> dict[str, str]:
-    request = LeaseSpecRequest(node=node.address, lease_id=lease_id, timestamp=now)
+    nonce = secrets.randbits(63)
+    request = LeaseSpecRequest(node=node.address, lease_id=lease_id, timestamp=now, nonce=nonce)
     return {
         NODE_HEADER: node.address,
         TIMESTAMP_HEADER: str(now),
+        NONCE_HEADER: str(nonce),
         SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node.key),
     }
 
@@ -164,8 +167,15 @@ def test_matched_node_reads_the_spec_with_a_signed_request(
                 deadline=clock.datetime(),
             )
         )
-    ok = client.get("/v1/leases/3/spec", headers=_node_headers(node, 3, context.domain, now))
+    signed = _node_headers(node, 3, context.domain, now)
+    ok = client.get("/v1/leases/3/spec", headers=signed)
     assert ok.status_code == 200 and ok.json()["image"] == "debian"
+    # The same signed request again, inside its time window: a replay.
+    replay = client.get("/v1/leases/3/spec", headers=signed)
+    assert replay.status_code == 409 and "replay" in replay.json()["detail"]
+    # The nonce is signed: changing it breaks the signature.
+    tampered = {**signed, NONCE_HEADER: str(int(signed[NONCE_HEADER]) + 1)}
+    assert client.get("/v1/leases/3/spec", headers=tampered).status_code == 401
     # Signed for another lease id, by another node, or too old: refused.
     wrong_lease = _node_headers(node, 4, context.domain, now)
     assert client.get("/v1/leases/3/spec", headers=wrong_lease).status_code == 401

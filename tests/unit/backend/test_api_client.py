@@ -63,8 +63,15 @@ def test_renter_flow_through_the_client(live_api: str, store: Store, clock: Cloc
         assert [n.address for n in api.list_nodes(tee_type=1)] == [node.address]
 
         evidence = bundle(lease_id=4).encode()
-        receipt = api.upload_evidence_receipt(evidence)
-        assert api.upload_evidence(evidence) == receipt.hash == "0x" + keccak(evidence).hex()
+        receipt = api.upload_evidence_receipt(evidence, node_key=node.key)
+        assert (
+            api.upload_evidence(evidence, node_key=node.key)
+            == receipt.hash
+            == "0x" + keccak(evidence).hex()
+        )
+        with pytest.raises(ApiError) as stranger_upload:
+            api.upload_evidence(evidence, node_key=new_account().key)
+        assert stranger_upload.value.status_code == 403
         assert api.get_evidence(receipt.hash) == evidence
         assert api.get_evidence(receipt.report_hash) == evidence
         assert api.attestation_status(4).status == "none"
@@ -79,7 +86,7 @@ def test_errors_carry_status_and_message(live_api: str) -> None:
             api.get_node("0x1234")
         assert malformed.value.status_code == 422
         with pytest.raises(ApiError) as garbage:
-            api.upload_evidence(b"not evidence")
+            api.upload_evidence(b"not evidence", node_key=new_account().key)
         assert garbage.value.status_code == 422 and "canonical" in garbage.value.message
     with ApiClient(f"http://127.0.0.1:{free_port()}", timeout_s=2) as nobody:
         with pytest.raises(ApiError) as unreachable:

@@ -11,9 +11,10 @@ from backend.api.deps import AppContext
 from backend.store import Evidence, Store
 from cvm.attestation.abi import REPORT_SIZE
 from cvm.attestation.evidence import EvidenceBundle
+from tests.unit.backend.factories import Clock, add_lease, new_account, upload_headers
 
 
-def bundle(lease_id: int = 1) -> EvidenceBundle:
+def bundle(lease_id: int = 1, nonce: int = 0) -> EvidenceBundle:
     return EvidenceBundle(
         report=secrets.token_bytes(REPORT_SIZE),
         vcek=secrets.token_bytes(600),
@@ -21,14 +22,18 @@ def bundle(lease_id: int = 1) -> EvidenceBundle:
         chain_id=31337,
         registry="0x" + "33" * 20,
         lease_id=lease_id,
-        nonce=0,
+        nonce=nonce,
     )
 
 
-def test_upload_is_content_addressed_and_idempotent(client: TestClient, store: Store) -> None:
+def test_upload_is_content_addressed_and_idempotent(
+    client: TestClient, store: Store, context: AppContext, clock: Clock
+) -> None:
+    node = new_account()
+    add_lease(store, 1, "0x" + "44" * 20, node=node.address.lower())
     evidence = bundle()
     raw = evidence.encode()
-    headers = {"Content-Type": "application/octet-stream"}
+    headers = upload_headers(node, raw, context.domain, int(clock.now))
     first = client.post("/v1/evidence", content=raw, headers=headers)
     assert first.status_code == 201, first.text
     receipt = first.json()
@@ -47,8 +52,12 @@ def test_upload_is_content_addressed_and_idempotent(client: TestClient, store: S
     assert by_report.status_code == 200 and by_report.content == raw
 
 
-def test_bad_evidence_is_refused_and_not_stored(client: TestClient, store: Store) -> None:
+def test_bad_evidence_is_refused_and_not_stored(
+    client: TestClient, store: Store, context: AppContext, clock: Clock
+) -> None:
+    node = new_account()
     raw = bundle().encode()
+    headers = upload_headers(node, raw, context.domain, int(clock.now))
     not_canonical = raw.replace(b'"chain_id":31337', b'"chain_id": 31337')
     for body, status, words in (
         (b"", 422, "empty"),
@@ -56,7 +65,7 @@ def test_bad_evidence_is_refused_and_not_stored(client: TestClient, store: Store
         (not_canonical, 422, "canonical"),
         (b"x" * 8193, 413, "limit"),
     ):
-        response = client.post("/v1/evidence", content=body)
+        response = client.post("/v1/evidence", content=body, headers=headers)
         assert response.status_code == status, (body[:20], response.text)
         assert words in response.json()["detail"]
     with store.session() as session:

@@ -8,7 +8,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from backend.domain import attestations, leases
-from backend.domain.errors import Forbidden, NotFound, Unauthenticated
+from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from backend.store import Attestation, Match, ReservationState, Store
 from cvm.api_models import AttestationState, LeaseIntent, LeaseState, PrivateSpec
 from cvm.eip712 import Domain, LeaseSpecRequest, sign_lease_spec_request
@@ -52,13 +52,25 @@ def test_a_private_spec_is_for_its_renter_and_matched_node_only(store: Store, cl
 
     now = int(clock.now)
 
-    def as_node(signer: LocalAccount, claimed: str) -> PrivateSpec:
-        request = LeaseSpecRequest(node=signer.address, lease_id=7, timestamp=now)
+    def as_node(signer: LocalAccount, claimed: str, nonce: int = 1) -> PrivateSpec:
+        request = LeaseSpecRequest(node=signer.address, lease_id=7, timestamp=now, nonce=nonce)
         signature = sign_lease_spec_request(request, DOMAIN, signer.key)
         with store.session() as session:
-            return leases.private_spec_for_node(
-                session, 7, claimed, str(now), signature, domain=DOMAIN, now=now, window_s=60
+            spec, verified = leases.private_spec_for_node(
+                session,
+                7,
+                claimed,
+                str(now),
+                signature,
+                str(nonce),
+                domain=DOMAIN,
+                now=now,
+                window_s=60,
             )
+            leases.consume_request_nonce(
+                session, verified.node, verified.nonce, verified.timestamp, now=now, window_s=60
+            )
+            return spec
 
     with pytest.raises(Forbidden):
         as_node(node, node.address)  # not matched yet
@@ -77,6 +89,9 @@ def test_a_private_spec_is_for_its_renter_and_matched_node_only(store: Store, cl
             )
         )
     assert as_node(node, node.address) == spec
+    with pytest.raises(Conflict):
+        as_node(node, node.address)  # the same nonce again: a replay
+    assert as_node(node, node.address, nonce=2) == spec
     with pytest.raises(Unauthenticated):
         as_node(stranger, node.address)  # signed by another key
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
-LONG_RUNNING = {"anvil", "postgres", "redis", "backend", "node-agent-1", "flower"}
+LONG_RUNNING = {"anvil", "postgres", "redis", "backend", "proxy", "node-agent-1", "flower"}
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,19 @@ def test_missing_verifier_address_is_refused() -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "set the verifier key's address" in result.stderr
+
+
+def test_backend_replicas_sit_behind_the_proxy(compose: dict[str, Any]) -> None:
+    backend, proxy = compose["services"]["backend"], compose["services"]["proxy"]
+    assert backend["deploy"]["replicas"] >= 2
+    assert not backend.get("ports"), "replicas are reached through the proxy only"
+    assert "postgresql" in backend["environment"]["CVM_DATABASE_URL"]  # SQLite is one process
+    assert proxy["image"].startswith("nginx:") and proxy["ports"]
+    [mount] = proxy["volumes"]
+    source = mount["source"] if isinstance(mount, dict) else mount.split(":")[0]
+    config = (ROOT / "compose" / "proxy.conf").read_text()
+    assert Path(source).name == "proxy.conf" and "server backend:8000 resolve" in config
+    # The proxy overwrites X-Forwarded-For, so a client cannot pick the address it is
+    # rate-limited by.
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in config
+    assert compose["services"]["node-agent-1"]["environment"]["CVM_API_URL"] == "http://proxy:8000"

@@ -1,8 +1,8 @@
 """The guest relay: secrets sealed to attested guests (ciphertext only) and where each
 lease's guest serves SSH (issue 11).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-29 22:00:00.000000
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 import backend.store.types
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

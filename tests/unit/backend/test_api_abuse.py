@@ -1,0 +1,208 @@
+"""What a newcomer found, closed: rate limits, SIWE nonce caps, body limits before reading,
+and evidence uploads only from the lease's node (forged, replayed, oversized refused)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.api import create_app
+from backend.api.deps import AppContext
+from backend.api.limits import RateLimiter
+from backend.domain.errors import RateLimited
+from backend.store import Attestation, Evidence, Lease, SiweNonce, Store
+from cvm.api_models import NODE_HEADER, RETRY_AFTER_HEADER, AttestationState
+from tests.fixtures.processes import free_port, serving
+from tests.unit.backend.factories import Clock, add_lease, add_match, new_account, upload_headers
+from tests.unit.backend.test_api_evidence_health import bundle
+
+BURST = 1000
+
+
+def _evidence_rows(store: Store) -> int:
+    with store.session() as session:
+        return session.query(Evidence).count()
+
+
+def test_evidence_only_from_the_leases_node(
+    client: TestClient, store: Store, context: AppContext, clock: Clock
+) -> None:
+    node, stranger, matched = new_account(), new_account(), new_account()
+    add_lease(store, 1, "0x" + "44" * 20, node=node.address.lower(), attestation_nonce=1)
+    add_match(store, 1, matched.address, clock)
+    now = int(clock.now)
+    raw = bundle(lease_id=1, nonce=1).encode()
+
+    def post(headers: dict[str, str], body: bytes = raw) -> int:
+        return client.post("/v1/evidence", content=body, headers=headers).status_code
+
+    # Unsigned, signed by a key that is not the claimed node, signed for other bytes.
+    assert post({"Content-Type": "application/octet-stream"}) == 401
+    forged = upload_headers(stranger, raw, context.domain, now)
+    forged[NODE_HEADER] = node.address
+    assert post(forged) == 401
+    other_bytes = upload_headers(node, bundle(lease_id=1).encode(), context.domain, now)
+    assert post(other_bytes) == 401
+    # Signed for another lease or nonce than the bundle names: the signature does not match.
+    assert post(upload_headers(node, raw, context.domain, now, lease_id=2)) == 401
+    assert post(upload_headers(node, raw, context.domain, now, nonce=0)) == 401
+    # Outside the time window (an old captured upload).
+    old = now - context.settings.heartbeat_window_s - 5
+    assert post(upload_headers(node, raw, context.domain, old)) == 401
+    # A well-signed upload from a node that has nothing to do with the lease.
+    assert post(upload_headers(stranger, raw, context.domain, now)) == 403
+    # A lease that does not exist: refused, nothing stored (the database does not grow).
+    ghost = bundle(lease_id=99).encode()
+    assert post(upload_headers(node, ghost, context.domain, now), ghost) == 404
+    # A replay of an upload for a nonce the lease has already attested.
+    stale = bundle(lease_id=1).encode()
+    assert post(upload_headers(node, stale, context.domain, now), stale) == 409
+    assert _evidence_rows(store) == 0
+
+    # The lease's node, and a node it was matched to, are served.
+    assert post(upload_headers(node, raw, context.domain, now)) == 201
+    assert post(upload_headers(matched, raw, context.domain, now)) == 201
+    assert _evidence_rows(store) == 1
+
+    # Evidence that arrives after its submission (e.g. the backend was down) is the one the
+    # verifier waits for: taken for the pending nonce, if its report hash is the chain's.
+    late = bundle(lease_id=1, nonce=1)
+    with store.session() as session:
+        lease = session.get(Lease, 1)
+        assert lease is not None
+        lease.attestation_nonce = 2
+        session.add(
+            Attestation(
+                lease_id=1,
+                node=node.address.lower(),
+                status=AttestationState.PENDING,
+                report_hash="0x" + late.report_hash.hex(),
+                measurement="0x" + "ab" * 48,
+                nonce=1,
+                submitted_block=9,
+                submitted_at=now,
+            )
+        )
+    assert post(upload_headers(node, raw, context.domain, now)) == 409  # another report
+    late_raw = late.encode()
+    assert post(upload_headers(node, late_raw, context.domain, now), late_raw) == 201
+
+
+def _read_status(sock: socket.socket) -> tuple[int, str]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    return int(head.split(" ", 2)[1]), head
+
+
+@pytest.mark.parametrize("path", ["/v1/auth/nonce", "/v1/evidence"])
+def test_a_50_mb_body_is_refused_before_it_is_read(live_api: str, path: str) -> None:
+    url = urlparse(live_api)
+    declared = 50 * 1024 * 1024
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        # Only the headers and a few bytes are sent: an answer proves nothing waited for the
+        # other 50 MB (a server that buffered first would sit until the timeout).
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n{{".encode()
+        )
+        status, _ = _read_status(sock)
+    assert status == 413
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(200):  # 200 KiB in 1 KiB chunks, no Content-Length
+            yield b" " * 1024
+
+    response = client.post(
+        "/v1/auth/nonce", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+def test_a_burst_from_one_client_is_limited_and_others_are_served(context: AppContext) -> None:
+    context.settings.rate_limit_per_client = 200
+    app = create_app(context)
+    noisy = TestClient(app, client=("10.0.0.1", 1000))
+    quiet = TestClient(app, client=("10.0.0.2", 1000))
+    statuses = [noisy.get("/v1/health").status_code for _ in range(BURST)]
+    assert statuses.count(200) == 200 and statuses.count(429) == BURST - 200
+    refused = noisy.get("/v1/health")
+    assert refused.status_code == 429 and int(refused.headers[RETRY_AFTER_HEADER]) >= 1
+    assert quiet.get("/v1/health").status_code == 200
+    # The web console and metrics are outside /v1 and not counted.
+    assert noisy.get("/metrics").status_code == 200
+
+
+def test_live_siwe_nonces_per_address_are_capped(
+    client: TestClient, context: AppContext, store: Store, clock: Clock
+) -> None:
+    cap = context.settings.siwe_max_live_nonces
+    alice, bob = new_account(), new_account()
+    for _ in range(cap):
+        assert client.post("/v1/auth/nonce", json={"address": alice.address}).status_code == 201
+    refused = client.post("/v1/auth/nonce", json={"address": alice.address})
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers[RETRY_AFTER_HEADER]) <= context.settings.siwe_nonce_ttl_s + 1
+    assert client.post("/v1/auth/nonce", json={"address": bob.address}).status_code == 201
+    with store.session() as session:
+        assert session.query(SiweNonce).filter_by(address=alice.address.lower()).count() == cap
+    # Once they expire, the address is served again.
+    clock.advance(context.settings.siwe_nonce_ttl_s + 1)
+    assert client.post("/v1/auth/nonce", json={"address": alice.address}).status_code == 201
+
+
+def test_writes_per_address_are_limited(client: TestClient, context: AppContext) -> None:
+    context.settings.rate_limit_writes_per_address = 3
+    context.settings.siwe_max_live_nonces = 100
+    alice, bob = new_account(), new_account()
+    answers = [
+        client.post("/v1/auth/nonce", json={"address": alice.address}).status_code for _ in range(5)
+    ]
+    assert answers == [201, 201, 201, 429, 429]
+    assert client.post("/v1/auth/nonce", json={"address": bob.address}).status_code == 201
+
+
+def test_replicas_share_counters_through_redis(redis_url: str) -> None:
+    first, second = RateLimiter(redis_url), RateLimiter(redis_url)
+    key = new_account().address
+    for limiter in (first, second, first):
+        limiter.hit("test", key, 3)
+    with pytest.raises(RateLimited) as over:
+        second.hit("test", key, 3)
+    assert over.value.retry_after_s >= 1
+    first.close()
+    second.close()
+
+
+def test_without_redis_counters_stay_on_per_process() -> None:
+    down = RateLimiter(f"redis://127.0.0.1:{free_port()}/0")
+    key = new_account().address
+    down.hit("test", key, 2)
+    down.hit("test", key, 2)
+    with pytest.raises(RateLimited):
+        down.hit("test", key, 2)
+    down.close()
+
+
+def test_live_api_answers_429_with_retry_after(context: AppContext) -> None:
+    context.settings.rate_limit_per_client = 5
+    with serving(create_app(context)) as url:
+        import httpx
+
+        with httpx.Client(base_url=url) as http:
+            codes = [http.get("/v1/health").status_code for _ in range(8)]
+            last = http.get("/v1/health")
+    # (`serving` asked /v1/health once itself while waiting for the server to come up.)
+    served = codes.count(200)
+    assert 1 <= served <= 5 and codes == [200] * served + [429] * (8 - served)
+    assert last.status_code == 429 and RETRY_AFTER_HEADER in last.headers
