@@ -15,7 +15,6 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.domain import leases
 from backend.domain.addresses import parse_address
 from backend.domain.errors import Forbidden, NotFound, Unauthenticated
 from backend.store import Lease
@@ -29,7 +28,7 @@ from cvm.api_models import (
     SealedSecretsIn,
     SealedSecretsView,
 )
-from cvm.eip712 import Domain, LeaseSpecRequest, SignatureError, check_timestamp
+from cvm.eip712 import Domain, SignatureError, check_timestamp
 from cvm.guest_access import GuestAccess, verify_guest_access
 
 MAX_PENDING_PER_LEASE = 16
@@ -77,36 +76,13 @@ def put_sealed(
     return _view(row)
 
 
-def sealed_for_node(
-    session: Session,
-    lease_id: int,
-    node: str,
-    timestamp: str | None,
-    signature: str | None,
-    nonce: str | None,
-    *,
-    domain: Domain,
-    now: int,
-    window_s: int,
-) -> tuple[list[SealedSecretsView], LeaseSpecRequest]:
-    """The sealed secrets of a lease, for its node (same signed request as the spec read),
-    with the verified request, whose nonce the caller must then spend
-    (`leases.consume_request_nonce`) before answering."""
-    _, request = leases.private_spec_for_node(
-        session,
-        lease_id,
-        node,
-        timestamp,
-        signature,
-        nonce,
-        domain=domain,
-        now=now,
-        window_s=window_s,
-    )
+def sealed_secrets(session: Session, lease_id: int) -> list[SealedSecretsView]:
+    """The sealed secrets of a lease, oldest first, for its node once the node's signed
+    read passed (`backend.api.node_reads`)."""
     rows = session.scalars(
         select(SealedSecret).where(SealedSecret.lease_id == lease_id).order_by(SealedSecret.id)
     )
-    return [_view(row) for row in rows], request
+    return [_view(row) for row in rows]
 
 
 def announce_access(

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from backend.api.deps import Context, DbSession, Renter, session_address
+from backend.api.node_reads import authorized_node_read
 from backend.domain import attestations, leases
-from backend.domain.addresses import parse_address
 from backend.store.db import READ_ONLY
 from cvm.api_models import (
     NODE_HEADER,
@@ -86,26 +86,16 @@ def get_spec(
     if x_cvm_node is None:
         renter = session_address(context, session, authorization)
         return leases.private_spec_for_renter(session, lease_id, renter)
-    context.limit_address(parse_address(x_cvm_node, NODE_HEADER), "spec")
-    now = int(context.clock())
-    window_s = context.settings.heartbeat_window_s
-    spec, request = leases.private_spec_for_node(
+    return authorized_node_read(
+        context,
         session,
         lease_id,
+        "spec",
         x_cvm_node,
         x_cvm_timestamp,
         x_cvm_signature,
         x_cvm_nonce,
-        domain=context.domain,
-        now=now,
-        window_s=window_s,
     )
-    # This GET's own session only reads: the nonce is spent in a writing one.
-    with context.store.session() as writer:
-        leases.consume_request_nonce(
-            writer, request.node, request.nonce, request.timestamp, now=now, window_s=window_s
-        )
-    return spec
 
 
 @router.get(

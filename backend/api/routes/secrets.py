@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path
 
 from backend.api.deps import Context, DbSession, Renter
-from backend.domain import leases, secrets_relay
-from backend.domain.addresses import parse_address
+from backend.api.node_reads import authorized_node_read
+from backend.domain import secrets_relay
 from cvm.api_models import (
     NODE_HEADER,
     NONCE_HEADER,
@@ -63,26 +63,17 @@ def get_secrets(
     x_cvm_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
     x_cvm_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
 ) -> list[SealedSecretsView]:
-    context.limit_address(parse_address(x_cvm_node, NODE_HEADER), "secrets")
-    now = int(context.clock())
-    window_s = context.settings.heartbeat_window_s
-    sealed, request = secrets_relay.sealed_for_node(
+    authorized_node_read(
+        context,
         session,
         lease_id,
+        "secrets",
         x_cvm_node,
         x_cvm_timestamp,
         x_cvm_signature,
         x_cvm_nonce,
-        domain=context.domain,
-        now=now,
-        window_s=window_s,
     )
-    # As for the spec: this GET's session only reads; the nonce is spent in a writing one.
-    with context.store.session() as writer:
-        leases.consume_request_nonce(
-            writer, request.node, request.nonce, request.timestamp, now=now, window_s=window_s
-        )
-    return sealed
+    return secrets_relay.sealed_secrets(session, lease_id)
 
 
 @router.put(
