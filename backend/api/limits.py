@@ -149,7 +149,11 @@ class AbuseGuardMiddleware:
         limit = self._body_limit(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            # Refused from the headers alone: the body is never read.
+            # Refused from the headers alone: the body is never kept. A small overage is read
+            # and dropped first, so the client gets the 413 rather than a connection reset
+            # (closing on unread data makes the kernel reset); a large one is not read at all.
+            if declared <= _DRAIN_MAX_BYTES:
+                await _drain(receive)
             refusal = ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
             await error_response(refusal)(scope, receive, send)
             return
@@ -181,6 +185,18 @@ class AbuseGuardMiddleware:
             return message
 
         await self.app(scope, counted, guarded_send)
+
+
+# Largest refused body that is still read (and dropped) so that the refusal arrives cleanly.
+_DRAIN_MAX_BYTES = 1 << 20
+
+
+async def _drain(receive: Receive) -> None:
+    """Read the request body to its end, keeping none of it."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def _content_length(scope: Scope) -> int | None:

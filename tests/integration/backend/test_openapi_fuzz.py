@@ -55,8 +55,17 @@ def api_schema(
         ),
     )
     port = free_port()
+    # The fuzzer reuses keep-alive connections with pauses between requests that grow long on
+    # a loaded machine: with uvicorn's 5 s keep-alive, the server could close one just as a
+    # POST went out on it, and the client saw a connection reset (not an answer of the API).
     server = uvicorn.Server(
-        uvicorn.Config(create_app(context), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(context),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_keep_alive=300,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

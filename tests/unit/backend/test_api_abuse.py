@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -116,6 +117,15 @@ def test_a_50_mb_body_is_refused_before_it_is_read(live_api: str, path: str) -> 
         )
         status, _ = _read_status(sock)
     assert status == 413
+
+
+def test_a_body_a_little_over_the_limit_gets_a_readable_413_not_a_reset(live_api: str) -> None:
+    # Answering while the body sits unread makes the kernel reset the connection, and the
+    # client would see that instead of the refusal.
+    body = b'{"address": "' + b"a" * 900_000 + b'"}'
+    answer = httpx.post(f"{live_api}/v1/auth/nonce", content=body, timeout=10)
+    assert answer.status_code == 413
+    assert "limit" in answer.json()["detail"]
 
 
 def test_a_chunked_body_is_cut_off_at_the_limit(client: TestClient) -> None:
