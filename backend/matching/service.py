@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -252,9 +252,29 @@ class Matcher:
         try:
             self.dispatch(lease_id, reservation.node)
         except Exception:
-            # The reservation stays: the deadline expires it and the next node is tried.
+            # The node never got the lease (e.g. the broker is restarting): forget this
+            # reservation, so the node is not counted as tried and the next pass dispatches
+            # again. A node that got it after all may still accept (see `lease_accepted`).
             log.exception("dispatching lease %s to %s failed", lease_id, reservation.node)
+            self._forget(lease_id, reservation)
+            return None
         return match
+
+    def _forget(self, lease_id: int, reservation: Reservation) -> None:
+        try:
+            with self.store.session() as session:
+                session.execute(
+                    delete(Match).where(
+                        Match.lease_id == lease_id,
+                        Match.node == reservation.node,
+                        Match.status == ReservationState.RESERVED,
+                    )
+                )
+        except Exception:
+            # The store is down too: the reservation's deadline expires it instead.
+            log.exception("lease %s: could not forget the undelivered reservation", lease_id)
+            return
+        self.index.release(reservation)
 
     def lease_accepted(self, lease_id: int, node: str) -> None:
         """The chain says `node` accepted: keep its reservation, free every other one.

@@ -169,11 +169,16 @@ def test_replicas_match_accept_and_verify_each_lease_once_through_failover_and_r
     chain.deployment.save(deployment_file)
     verifier_keystore, verifier_password = _keystore(tmp_path, "verifier", chain.accounts.verifier)
 
-    # Two big nodes, staked; several renters, funded.
+    # Two big nodes, staked; several renters, funded. Each accepted lease bonds
+    # minStake x slashBps (10 tokens) until it ends: either node alone can bond every lease,
+    # however the matcher spreads them.
     node_keys = [anvil.dev_account(6), anvil.dev_account(7)]
+    operator = chain.accounts.operator.address
+    chain.operator.token.mint(operator, 2 * LEASES * 10 * TOKEN)
+    chain.operator.token.approve(chain.deployment.node_registry, 2**256 - 1)
     for key in node_keys:
         chain.register_node(key, NODE)
-        chain.operator.nodes.stake(key.address, STAKE)
+        chain.operator.nodes.stake(key.address, STAKE + LEASES * 10 * TOKEN)
     renters = [chain.accounts.renter, chain.accounts.stranger, *map(anvil.dev_account, (8, 9))]
     for renter in renters:
         client = chain.client(renter)
