@@ -6,7 +6,7 @@ import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol"
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
@@ -28,7 +28,7 @@ import {
 
 /// @title LeaseMarket
 /// @notice Leases of confidential VMs with a per-second ERC-20 escrow. See {ILeaseMarket}.
-contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuard {
+contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     /// @inheritdoc ILeaseMarket
