@@ -135,7 +135,10 @@ def follow(renter: Renter, lease_id: int, timeout_s: float, quiet: bool) -> Leas
                 seen.extend(p for p in _PHASES[: _PHASES.index(phase) + 1] if p not in seen)
             live.update(render())
 
-        return renter.wait(lease_id, _settled_or_verified, timeout_s=timeout_s, on_change=changed)
+        report = renter.wait(lease_id, _settled_or_verified, timeout_s=timeout_s, on_change=changed)
+    if not out().is_terminal:
+        out().line()  # off a terminal, Live leaves its last frame unterminated
+    return report
 
 
 def _settled_or_verified(report: LeaseReport) -> bool:

@@ -182,6 +182,11 @@ def _journey(state: StackState, timeout: float) -> Table:
         if not events:
             raise DemoFailed("no AttestationVerified event on chain")
         out().print(f"AttestationVerified in block {events[-1].block_number}")
+        # The embedded stack has no SEV hardware: its verifiers trust the local simulated AMD-SP.
+        out().print(
+            "[bold yellow]SIMULATED AMD-SP[/bold yellow]: the report was signed by this local"
+            " stack's simulator, trusted here only because `cvm up` configured it (demo only)"
+        )
 
     _step(4, "AttestationVerified on chain", verified_event)
     node_address = renter.report(lease_id).lease.node_key
@@ -211,6 +216,7 @@ def _journey(state: StackState, timeout: float) -> Table:
         return int(tx.event("EarningsClaimed").args["amount"])
 
     earnings = _step(8, "the operator claims its earnings", claim)
+    out().print(f"claimed {tokens(earnings)} tokens")
     deposited = request.deposit + 10**13 * 300
     if refund + earnings != deposited:
         raise DemoFailed(f"refund {refund} + earnings {earnings} != deposit {deposited}")
