@@ -10,10 +10,23 @@ from __future__ import annotations
 import argparse
 import logging
 
+from cryptography import x509
+
 from backend.service import BackendService
 from cvm.chain import Deployment, connect
-from cvm.config import get_settings
+from cvm.config import Settings, get_settings
 from cvm.wallet import load_account, read_password_file
+
+
+def verifier_roots(trust_simulated: bool, settings: Settings) -> list[x509.Certificate] | None:
+    """None (AMD's pinned roots only) unless told to trust the simulated AMD-SP as well."""
+    if not trust_simulated:
+        return None
+    # Opt-in only (`cvm up` does, and the verifier then marks every such report simulated):
+    # reports signed by the simulated AMD-SP prove nothing outside a demo.
+    from cvm.attestation.sim import roots_trusting_simulated
+
+    return roots_trusting_simulated(settings.sim_amd_dir or settings.data_dir / "sim-amd")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,15 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("CVM_VERIFIER_KEYSTORE needs CVM_VERIFIER_PASSWORD_FILE")
         password = read_password_file(settings.verifier_password_file)
         verifier = load_account(settings.verifier_keystore, password)
-    trusted_roots = None
-    if args.trust_simulated_amd:
-        # Opt-in only: reports signed by the simulated AMD-SP prove nothing outside a demo.
-        from cvm.attestation import amd_roots
-        from cvm.attestation.product import Product
-        from cvm.attestation.sim import SimulatedAmd
-
-        simulated = SimulatedAmd(settings.sim_amd_dir or settings.data_dir / "sim-amd")
-        trusted_roots = [*amd_roots(), *(simulated.ark(product) for product in Product)]
+    trusted_roots = verifier_roots(args.trust_simulated_amd, settings)
     service = BackendService(
         settings, deployment, w3, verifier_account=verifier, trusted_roots=trusted_roots
     )

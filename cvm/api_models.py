@@ -17,12 +17,16 @@ from typing import Annotated, Any, Literal
 from eth_utils import keccak
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from cvm.attestation.amd_root import AmdRoot
+
 # Headers a node sends with a request signed by its node key (EIP-712 LeaseSpecRequest,
 # EvidenceUpload); NONCE_HEADER carries a spec request's single-use random nonce.
 NODE_HEADER = "X-CVM-Node"
 TIMESTAMP_HEADER = "X-CVM-Timestamp"
 SIGNATURE_HEADER = "X-CVM-Signature"
 NONCE_HEADER = "X-CVM-Nonce"
+# On an evidence download: the root its report chained to, once a verifier checked it.
+AMD_ROOT_HEADER = "X-CVM-AMD-Root"
 # Answered with 429: seconds until the caller may try again.
 RETRY_AFTER_HEADER = "Retry-After"
 
@@ -191,6 +195,9 @@ class LeaseView(_View):
     reattest_interval: int
     created_block: int
     has_private_spec: bool
+    # The root the verifier found for the lease's latest report (None before one verified):
+    # `simulated` means the local stack's simulated AMD-SP signed it, not an AMD chip.
+    amd_root: AmdRoot | None = None
 
 
 class LeaseIntent(_Body):
@@ -217,6 +224,9 @@ class VerificationView(_View):
     report_hash: str
     checked_at: datetime
     confirm_tx: str | None
+    # `amd` (a pinned AMD ARK) or `simulated` (the simulated AMD-SP, trusted only by a local
+    # stack's verifier); None when the report did not verify.
+    amd_root: AmdRoot | None = None
 
 
 class AttestationView(_View):

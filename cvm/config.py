@@ -178,19 +178,13 @@ class Settings(BaseSettings):
         8, description="retries (exponential backoff) of a failed lease task"
     )
     node_qemu_binary: str = Field("qemu-system-x86_64", description="QEMU for qemu launchers")
-    node_snp_ovmf: Path | None = Field(None, description="AmdSev OVMF build (qemu-snp)")
-    node_snp_kernel: Path | None = Field(None, description="guest kernel, measured (qemu-snp)")
-    node_snp_initrd: Path | None = Field(None, description="guest initrd, measured (qemu-snp)")
-    node_snp_cmdline: str = Field(
-        "console=ttyS0", description="guest kernel command line, measured (qemu-snp)"
-    )
     node_qemu_accel: str = Field(
         "auto",
         description="QEMU accelerator of the qemu launcher: kvm, tcg, or auto (kvm when a probe"
         " guest boots under it, else tcg)",
     )
     node_image: str | None = Field(
-        None, description="image id the qemu launcher boots for leases that name none"
+        None, description="image id the qemu launchers boot for leases that name none"
     )
     image_dir: Path = Field(
         default_factory=lambda data: data["data_dir"] / "images",
@@ -198,8 +192,8 @@ class Settings(BaseSettings):
     )
     image_ovmf: Path | None = Field(
         None,
-        description="AmdSev OVMF that image measurements use (default: the distribution's, else"
-        " a reference build good for the simulated AMD-SP only)",
+        description="AmdSev OVMF that image measurements use and qemu-snp guests boot (default:"
+        " the distribution's, else a reference build good for the simulated AMD-SP only)",
     )
     sim_amd_dir: Path = Field(
         default_factory=lambda data: data["data_dir"] / "sim-amd",

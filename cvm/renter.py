@@ -9,6 +9,7 @@ message says what to do about it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -69,6 +70,10 @@ class LeaseReport:
     attestation: Attestation
     earned: int
     refundable: int
+    # The root the backend's verifier found for the attestation's report (`amd`, or
+    # `simulated` for a local stack's simulated AMD-SP); None when not known (see
+    # `Renter.with_amd_root`).
+    amd_root: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         lease, attestation = self.lease, self.attestation
@@ -89,7 +94,7 @@ class LeaseReport:
             "refundable": self.refundable,
             "accepted_at": lease.accepted_at,
             "closed_at": lease.closed_at,
-            "attestation": attestation_dict(attestation),
+            "attestation": attestation_dict(attestation) | {"amd_root": self.amd_root},
         }
 
 
@@ -167,6 +172,24 @@ class Renter:
             self.chain.leases.earned(lease_id),
             self.chain.leases.refundable(lease_id) if lease.status != LeaseStatus.CLOSED else 0,
         )
+
+    def with_amd_root(self, report: LeaseReport) -> LeaseReport:
+        """`report` with the root the backend's verifier found for its attestation's report.
+
+        Best effort: the chain's answer stands without it (no backend, not verified yet).
+        Only a verdict on the very report the chain records counts."""
+        if self.api is None or report.attestation.status == AttestationStatus.NONE:
+            return report
+        try:
+            view = self.api.attestation_status(report.lease.lease_id)
+        except ApiError:
+            return report
+        verification = view.verification
+        if verification is None or verification.amd_root is None:
+            return report
+        if verification.report_hash.lower() != "0x" + report.attestation.report_hash.hex():
+            return report
+        return dataclasses.replace(report, amd_root=verification.amd_root.value)
 
     def own_report(self, lease_id: int) -> LeaseReport:
         """As `report`, refusing a lease that belongs to another renter."""

@@ -17,6 +17,7 @@ from cryptography import x509
 
 from cvm.api_client import ApiClient
 from cvm.api_models import SealedSecretsIn
+from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.release import GuestIdentity, ReleaseRefused, seal, verify_guest
 from cvm.chain import AttestationStatus, ChainClient
@@ -30,19 +31,20 @@ def trusted_roots(
         return None
     from pathlib import Path
 
-    from cvm.attestation import amd_roots
-    from cvm.attestation.product import Product
-    from cvm.attestation.sim import SimulatedAmd
+    from cvm.attestation.sim import roots_trusting_simulated
 
-    simulated = SimulatedAmd(Path(str(sim_amd_dir)))
-    return [*amd_roots(), *(simulated.ark(product) for product in Product)]
+    return roots_trusting_simulated(Path(str(sim_amd_dir)))
 
 
 @dataclass(frozen=True)
 class AttestedGuest:
     lease_id: int
     identity: GuestIdentity
-    simulated: bool  # signed by the simulated AMD-SP (trusted only because the caller said so)
+
+    @property
+    def simulated(self) -> bool:
+        """Signed by the simulated AMD-SP (trusted only because the caller said so)."""
+        return self.identity.amd_root is AmdRoot.SIMULATED
 
 
 def attested_guest(
@@ -70,14 +72,7 @@ def attested_guest(
         expected_measurement=terms.expected_measurement,
         trusted_roots=roots,
     )
-    simulated = roots is not None and not _chains_to_amd(bundle)
-    return AttestedGuest(lease_id, identity, simulated)
-
-
-def _chains_to_amd(bundle: EvidenceBundle) -> bool:
-    from cvm.attestation.appraisal import appraise_evidence
-
-    return appraise_evidence(bundle).verified is not None
+    return AttestedGuest(lease_id, identity)
 
 
 def release(

@@ -69,17 +69,17 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             ovmf=settings.image_ovmf,
         )
     if kind == "qemu-snp":
-        from node_agent.launcher.qemu_snp import QemuSnpLauncher, SnpImage
+        from cvm.images import ImageStore
+        from node_agent.launcher.qemu_snp import QemuSnpLauncher, SnpConfig, snp_ovmf
 
-        if settings.node_snp_ovmf is None or settings.node_snp_kernel is None:
-            raise AgentError("qemu-snp needs CVM_NODE_SNP_OVMF and CVM_NODE_SNP_KERNEL")
-        image = SnpImage(
-            ovmf=settings.node_snp_ovmf,
-            kernel=settings.node_snp_kernel,
-            initrd=settings.node_snp_initrd,
-            cmdline=settings.node_snp_cmdline,
+        # The OVMF the guests boot is the one their expected measurements are computed with.
+        return QemuSnpLauncher(
+            directory / "qemu",
+            SnpConfig(ovmf=snp_ovmf(settings.image_ovmf)),
+            images=ImageStore(settings.image_dir),
+            default_image=settings.node_image,
+            qemu_binary=settings.node_qemu_binary,
         )
-        return QemuSnpLauncher(directory / "qemu", image, qemu_binary=settings.node_qemu_binary)
     raise AgentError(f"unknown launcher {kind!r}: use simulated, qemu or qemu-snp")
 
 

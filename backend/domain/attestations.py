@@ -27,6 +27,7 @@ _ATTESTATION_QUERY = (
         Verification.detail,
         Verification.checked_at,
         Verification.confirm_tx,
+        Verification.amd_root,
         Verification.id,
     )
     .outerjoin(
@@ -80,5 +81,6 @@ def attestation_view(connection: Connection, lease_id: int, now: int) -> Attesta
             report_hash=row.report_hash,
             checked_at=row.checked_at,
             confirm_tx=row.confirm_tx,
+            amd_root=row.amd_root,
         ),
     )

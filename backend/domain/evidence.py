@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from backend.domain.addresses import parse_address, parse_hash
 from backend.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from backend.store import Attestation, Evidence, Lease, Match
+from backend.store import Attestation, Evidence, Lease, Match, Verification
 from cvm.api_models import (
     NODE_HEADER,
     SIGNATURE_HEADER,
@@ -25,6 +25,7 @@ from cvm.api_models import (
     AttestationState,
     EvidenceReceipt,
 )
+from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.errors import AttestationError
 from cvm.attestation.evidence import EvidenceBundle
 from cvm.eip712 import (
@@ -159,8 +160,9 @@ def store_evidence(
         pass  # the same bytes were stored concurrently: content addressing makes them one
 
 
-def evidence_bytes(session: Session, digest: str) -> bytes:
-    """A bundle by its evidence hash, else the first one uploaded for that report hash."""
+def evidence_bytes(session: Session, digest: str) -> tuple[bytes, AmdRoot | None]:
+    """A bundle by its evidence hash, else the first one uploaded for that report hash;
+    with the root the verifier found its report chained to (None until one verified it)."""
     key = parse_hash(digest)
     row = session.get(Evidence, key)
     if row is None:
@@ -169,4 +171,9 @@ def evidence_bytes(session: Session, digest: str) -> bytes:
         )
     if row is None:
         raise NotFound(f"evidence {digest}")
-    return row.content
+    amd_root = session.scalar(
+        select(Verification.amd_root)
+        .where(Verification.evidence_hash == row.hash, Verification.amd_root.is_not(None))
+        .limit(1)
+    )
+    return row.content, amd_root

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from backend.domain.addresses import checksum, parse_address
 from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
-from backend.store import Lease, Match, RequestNonce
+from backend.store import Attestation, Lease, Match, RequestNonce, Verification
 from backend.store import PrivateSpec as PrivateSpecRow
 from cvm.api_models import (
     NODE_HEADER,
@@ -23,6 +23,7 @@ from cvm.api_models import (
     PrivateSpec,
     private_spec_hash,
 )
+from cvm.attestation.amd_root import AmdRoot
 from cvm.eip712 import (
     Domain,
     LeaseSpecRequest,
@@ -38,8 +39,25 @@ def _spec_of(session: Session, lease: Lease) -> PrivateSpecRow | None:
     return spec if spec is not None and spec.renter == lease.renter else None
 
 
-def lease_view(session: Session, lease: Lease) -> LeaseView:
-    """A lease as on chain, and whether its renter stored its private spec here."""
+def _amd_roots(session: Session, lease_ids: list[int]) -> dict[int, AmdRoot]:
+    """The root each lease's latest report chained to, for those whose report verified."""
+    if not lease_ids:
+        return {}
+    rows = session.execute(
+        select(Attestation.lease_id, Verification.amd_root)
+        .join(
+            Verification,
+            (Verification.lease_id == Attestation.lease_id)
+            & (Verification.report_hash == Attestation.report_hash),
+        )
+        .where(Attestation.lease_id.in_(lease_ids), Verification.amd_root.is_not(None))
+    ).all()
+    return {int(lease_id): amd_root for lease_id, amd_root in rows}
+
+
+def lease_view(session: Session, lease: Lease, amd_root: AmdRoot | None = None) -> LeaseView:
+    """A lease as on chain, whether its renter stored its private spec here, and which root
+    its latest verified report chained to."""
     return LeaseView(
         id=lease.id,
         renter=str(checksum(lease.renter)),
@@ -58,6 +76,7 @@ def lease_view(session: Session, lease: Lease) -> LeaseView:
         reattest_interval=lease.reattest_interval,
         created_block=lease.created_block,
         has_private_spec=_spec_of(session, lease) is not None,
+        amd_root=amd_root,
     )
 
 
@@ -69,7 +88,8 @@ def _lease(session: Session, lease_id: int) -> Lease:
 
 
 def get_lease(session: Session, lease_id: int) -> LeaseView:
-    return lease_view(session, _lease(session, lease_id))
+    lease = _lease(session, lease_id)
+    return lease_view(session, lease, _amd_roots(session, [lease.id]).get(lease.id))
 
 
 def list_leases(
@@ -90,7 +110,8 @@ def list_leases(
     if status is not None:
         query = query.where(Lease.status == status)
     leases = session.scalars(query.order_by(Lease.id).limit(limit).offset(offset)).all()
-    return [lease_view(session, lease) for lease in leases]
+    roots = _amd_roots(session, [lease.id for lease in leases])
+    return [lease_view(session, lease, roots.get(lease.id)) for lease in leases]
 
 
 def _private_spec(row: PrivateSpecRow) -> PrivateSpec:

@@ -75,7 +75,7 @@ def lease_timeline(session: Session, lease_id: int) -> LeaseTimeline | None:
         TimelineStep(
             name="verified",
             at=submitted_at(verified),
-            detail={"reason_codes": list(checked.reason_codes)} if checked else {},
+            detail=_verified_detail(checked),
         ),
     ]
     return LeaseTimeline(
@@ -86,6 +86,16 @@ def lease_timeline(session: Session, lease_id: int) -> LeaseTimeline | None:
         closed_at=submitted_at(closed),
         close_reason=lease.close_reason,
     )
+
+
+def _verified_detail(checked: Verification | None) -> dict[str, Any]:
+    if checked is None:
+        return {}
+    detail: dict[str, Any] = {"reason_codes": list(checked.reason_codes)}
+    if checked.amd_root is not None:
+        # "verified" by a simulated AMD-SP must never read like hardware in the timeline.
+        detail["amd_root"] = checked.amd_root.value
+    return detail
 
 
 def submitted_at(event: ChainEvent | None) -> int | None:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backend.store.types import StrEnumType, Uint256, UtcDateTime
 from cvm.api_models import AttestationState, LeaseState
+from cvm.attestation.amd_root import AmdRoot
 
 ADDRESS = String(42)
 HASH = String(66)
@@ -267,6 +268,9 @@ class Verification(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     checked_at: Mapped[datetime] = mapped_column(UtcDateTime)
     confirm_tx: Mapped[str | None] = mapped_column(HASH)
+    # The root the report chained to (None when it did not verify): `simulated` for the
+    # simulated AMD-SP of a local stack, shown wherever the result is.
+    amd_root: Mapped[AmdRoot | None] = mapped_column(StrEnumType(AmdRoot))
 
     __table_args__ = (UniqueConstraint("lease_id", "report_hash", name="uq_verification"),)
 

@@ -3,7 +3,9 @@
 For every `AttestationSubmitted` it fetches the evidence the node uploaded (by the report
 hash recorded on chain), appraises it with `cvm.attestation` under the lease's policy
 (expected measurement, REPORT_DATA bound to this chain, registry, lease and nonce, debug
-disallowed, VMPL 0), stores the full result with its reason codes, and sends
+disallowed, VMPL 0), stores the full result with its reason codes and the root the report
+chained to (`simulated` when this verifier was told to trust a local stack's simulated
+AMD-SP besides AMD's roots; it never is by default), and sends
 `confirm(leaseId, reportHash, ok)` from the verifier key; a submission whose evidence is
 not uploaded within `evidence_timeout_s` is rejected with reason `NO_EVIDENCE`. The stored
 result comes first and the transaction hash is added after, so a crash between the two
@@ -27,7 +29,7 @@ from backend.repeats import RepeatedConditions
 from backend.store import Attestation, Evidence, Lease, Store, Verification
 from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle, Policy, appraise_evidence
-from cvm.attestation.trust import amd_roots
+from cvm.attestation.amd_root import AmdRoot
 from cvm.chain.errors import ChainError
 
 log = logging.getLogger(__name__)
@@ -156,7 +158,7 @@ class Verifier:
             self.conditions.clear((lease_id, report_hash))
             if existing is None:
                 assert evidence is not None
-                ok, reasons, detail = self._appraise(lease, attestation, evidence.content)
+                ok, reasons, detail, amd_root = self._appraise(lease, attestation, evidence.content)
                 existing = Verification(
                     lease_id=lease_id,
                     report_hash=report_hash,
@@ -166,8 +168,16 @@ class Verifier:
                     detail=detail,
                     checked_at=datetime.fromtimestamp(self.clock(), UTC),
                     confirm_tx=None,
+                    amd_root=amd_root,
                 )
                 session.add(existing)
+                if amd_root is AmdRoot.SIMULATED:
+                    log.warning(
+                        "lease %s: report %s is signed by the SIMULATED AMD-SP (trusted by"
+                        " this verifier's configuration: local stacks only)",
+                        lease_id,
+                        report_hash,
+                    )
         try:
             tx_hash = self.confirm(lease_id, bytes.fromhex(report_hash[2:]), existing.ok)
         except ChainError as exc:
@@ -191,11 +201,12 @@ class Verifier:
 
     def _appraise(
         self, lease: Lease, attestation: Attestation, content: bytes
-    ) -> tuple[bool, list[str], dict[str, Any]]:
+    ) -> tuple[bool, list[str], dict[str, Any], AmdRoot | None]:
+        """(ok, reason codes, detail, the root the report chained to if it verified)."""
         try:
             bundle = decode(content)
         except EvidenceFormatError as exc:
-            return False, [EVIDENCE_MALFORMED], {"errors": [str(exc)]}
+            return False, [EVIDENCE_MALFORMED], {"errors": [str(exc)]}, None
         reasons: list[str] = []
         messages: list[str] = []
 
@@ -226,7 +237,8 @@ class Verifier:
             messages.append(failure.message)
         detail = _detail(bundle, appraisal)
         detail["errors"] = messages
-        return appraisal.ok and not reasons, reasons, detail
+        amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
+        return appraisal.ok and not reasons, reasons, detail, amd_root
 
 
 def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:
@@ -248,9 +260,6 @@ def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:
                 "reported_tcb": report.reported_tcb,
                 "vmpl": report.vmpl,
                 "version": report.version,
-                # Shown wherever the attestation is (API, CLI, page): a simulated AMD-SP
-                # proves nothing about hardware, even to a verifier told to trust it.
-                "simulated_amd": verified.root not in amd_roots(),
                 "guest_key_bound": bool(bundle.guest_key),
             }
         )

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         TcbVersion,
         parse,
     )
+    from cvm.attestation.amd_root import AmdRoot
     from cvm.attestation.appraisal import Appraisal, appraise, appraise_evidence
     from cvm.attestation.binding import LeaseBinding, build_report_data
     from cvm.attestation.endorsement import EndorsementKey, load_endorsement_key
@@ -75,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "ValidationResult": "cvm.attestation.validate",
     "VerificationError": "cvm.attestation.errors",
     "VerifiedReport": "cvm.attestation.verify",
+    "AmdRoot": "cvm.attestation.amd_root",
     "amd_roots": "cvm.attestation.trust",
     "appraise": "cvm.attestation.appraisal",
     "appraise_evidence": "cvm.attestation.appraisal",
@@ -102,6 +104,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "REPORT_SIZE",
+    "AmdRoot",
     "Appraisal",
     "AttestationError",
     "CachingKds",

@@ -4,11 +4,15 @@
 &ucodeSPL=..`, with the 8-byte hwID and an extra fmcSPL on Turin. Fetching goes through the
 `CertificateSource` interface; `CachingKds` keeps every certificate in a local directory so
 tests (and air-gapped verifiers) run from the cache alone. Nothing in `verify` calls this.
+`endorsements` finds a hardware report's VCEK and chain: in the certificate table the host
+gave the guest, else at the KDS.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
+import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -103,3 +107,81 @@ class CachingKds:
     def vcek_for(self, report: Report, product: Product) -> bytes:
         """The VCEK (DER) for `report`, from the cache or upstream."""
         return self.fetch(vcek_url(report, product))
+
+
+# --- a report's endorsements, as an SEV-SNP guest gets them -------------------------------
+
+# The GUIDs of the certificate table the host may hand a guest with its report (GHCB spec,
+# SNP extended guest request; configfs-tsm's `auxblob`), in RFC 4122 byte order.
+CERT_TABLE_GUIDS: dict[uuid.UUID, str] = {
+    uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd"): "vcek",
+    uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1"): "vlek",
+    uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae"): "ask",
+    uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782"): "ark",
+}
+_CERT_ENTRY = struct.Struct("<16sII")  # GUID, offset from the table's start, length
+
+
+def parse_cert_table(blob: bytes) -> dict[str, bytes]:
+    """The DER certificates of a certificate table by name (vcek, vlek, ask, ark).
+
+    Entries run until an all-zero one; unknown GUIDs are skipped. Empty for an empty blob
+    (a host that supplies no certificates)."""
+    found: dict[str, bytes] = {}
+    for start in range(0, len(blob), _CERT_ENTRY.size):
+        if start + _CERT_ENTRY.size > len(blob):
+            raise KdsError("the certificate table ends inside an entry")
+        guid, offset, length = _CERT_ENTRY.unpack_from(blob, start)
+        if not any(guid) and offset == 0 and length == 0:
+            return found
+        if offset + length > len(blob) or length == 0:
+            raise KdsError(f"certificate table entry {uuid.UUID(bytes=guid)} points outside it")
+        name = CERT_TABLE_GUIDS.get(uuid.UUID(bytes=guid))
+        if name is not None:
+            found[name] = blob[offset : offset + length]
+    if blob:
+        raise KdsError("the certificate table has no terminating entry")
+    return found
+
+
+def endorsements(
+    raw_report: bytes,
+    cert_table: bytes,
+    kds: CertificateSource,
+    product: Product | None = None,
+) -> tuple[bytes, bytes]:
+    """(VCEK or VLEK in DER, its chain in PEM: ASK or ASVK then ARK) for a hardware report.
+
+    From the host-supplied certificate table when it has them, else from AMD's KDS
+    (through `kds`, normally a `CachingKds`); `product` names the chip for reports older
+    than version 3, which do not say it. Nothing here is trusted: the verifier checks the
+    chain up to AMD's pinned root."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from cvm.attestation.abi import parse
+
+    report = parse(raw_report)
+    table = parse_cert_table(cert_table)
+    product = report.cpuid_product or product
+    endorsement = table.get("vlek") if report.signing_key is SigningKey.VLEK else table.get("vcek")
+    if endorsement is None:
+        if product is None:
+            raise KdsError(
+                "the report names no product (version < 3) and none was given:"
+                " its VCEK cannot be found"
+            )
+        endorsement = kds.fetch(vcek_url(report, product))
+    if "ask" in table and "ark" in table:
+        chain = b"".join(
+            x509.load_der_x509_certificate(table[name]).public_bytes(Encoding.PEM)
+            for name in ("ask", "ark")
+        )
+    else:
+        if product is None:
+            raise KdsError(
+                "the report names no product (version < 3) and none was given:"
+                " its chain cannot be found"
+            )
+        chain = kds.fetch(cert_chain_url(product, report.signing_key))
+    return endorsement, chain

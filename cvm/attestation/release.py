@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cvm.attestation.abi import parse
+from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.appraisal import appraise_evidence
 from cvm.attestation.errors import AttestationError, Reason
 from cvm.attestation.evidence import EvidenceBundle
@@ -50,17 +50,24 @@ class GuestIdentity:
     ssh_public: bytes  # Ed25519, 32 bytes
     report_data: bytes  # 64 bytes
     measurement: bytes  # 48 bytes
+    # The root the report chained to: SIMULATED only when the caller trusted the simulated
+    # AMD-SP (a local stack); every place that shows the guest says so.
+    amd_root: AmdRoot = AmdRoot.AMD
 
     @classmethod
     def from_guest_key(
-        cls, guest_key: bytes, report_data: bytes, measurement: bytes
+        cls,
+        guest_key: bytes,
+        report_data: bytes,
+        measurement: bytes,
+        amd_root: AmdRoot = AmdRoot.AMD,
     ) -> GuestIdentity:
         if len(guest_key) != GUEST_KEY_SIZE:
             raise ReleaseRefused(
                 f"the evidence carries a {len(guest_key)}-byte guest key, not a cvm guest "
                 f"agent's {GUEST_KEY_SIZE}: nothing can be sealed to it"
             )
-        return cls(guest_key[:32], guest_key[32:], report_data, measurement)
+        return cls(guest_key[:32], guest_key[32:], report_data, measurement, amd_root)
 
     def ssh_host_key(self) -> str:
         """The guest's SSH host key as an OpenSSH public key line (`ssh-ed25519 AAAA...`)."""
@@ -100,10 +107,13 @@ def verify_guest(
     if not appraisal.ok:
         reasons = "; ".join(failure.message for failure in appraisal.failures)
         raise ReleaseRefused(f"the guest's report does not hold: {reasons}")
-    report = parse(bundle.report)
+    assert appraisal.verified is not None  # ok implies verified
+    report = appraisal.verified.report
     # appraise_evidence bound REPORT_DATA to the bundle's guest key; a key-less report has
     # zeros there and cannot receive anything.
-    return GuestIdentity.from_guest_key(bundle.guest_key, report.report_data, report.measurement)
+    return GuestIdentity.from_guest_key(
+        bundle.guest_key, report.report_data, report.measurement, appraisal.verified.amd_root
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ from cvm.attestation.endorsement import (
     VLEK_CN,
 )
 from cvm.attestation.product import Product
+from cvm.attestation.trust import SIMULATED_ORGANIZATION, amd_roots
 from cvm.attestation.verify import AMD_PSS
 
 DEFAULT_POLICY = 0x30000  # SMT allowed, reserved bit 17, no debug
@@ -84,7 +85,7 @@ def _name(common_name: str) -> x509.Name:
             x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
             x509.NameAttribute(NameOID.LOCALITY_NAME, "Santa Clara"),
             x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "CA"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cvm simulated AMD-SP (not AMD)"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIMULATED_ORGANIZATION),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
@@ -215,6 +216,13 @@ def process_amd() -> SimulatedAmd:
         if _process_amd is None:
             _process_amd = SimulatedAmd()
         return _process_amd
+
+
+def roots_trusting_simulated(directory: Path) -> list[x509.Certificate]:
+    """AMD's pinned roots plus the simulated ones persisted in `directory`: what a local
+    stack's verifier and renter trust, and nothing outside tests and demos should."""
+    simulated = SimulatedAmd(directory)
+    return [*amd_roots(), *(simulated.ark(product) for product in Product)]
 
 
 class SimulatedSecureProcessor:

@@ -13,7 +13,9 @@ from importlib import resources
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 
+from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.endorsement import common_name, load_certificates
 from cvm.attestation.errors import Reason, VerificationError
 from cvm.attestation.product import Product
@@ -24,6 +26,11 @@ PINNED_ARK_SHA256: dict[Product, str] = {
     Product.GENOA: "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
     Product.TURIN: "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
 }
+
+
+# The organisation of every certificate the simulated AMD-SP makes (cvm.attestation.sim):
+# it says plainly that the chain is not AMD's, and lets an error say so too.
+SIMULATED_ORGANIZATION = "cvm simulated AMD-SP (not AMD)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +86,15 @@ def amd_roots() -> list[x509.Certificate]:
 def amd_intermediates() -> list[x509.Certificate]:
     """AMD's ASKs and ASVKs; untrusted by themselves, they must chain to a trusted root."""
     return [c for chain in builtin_chains().values() for c in (chain.ask, chain.asvk)]
+
+
+def root_kind(root: x509.Certificate) -> AmdRoot:
+    """AMD for one of the pinned ARKs; SIMULATED for any other root, whatever it claims."""
+    pinned = {bytes.fromhex(pin) for pin in PINNED_ARK_SHA256.values()}
+    return AmdRoot.AMD if fingerprint(root) in pinned else AmdRoot.SIMULATED
+
+
+def is_simulated(cert: x509.Certificate) -> bool:
+    """Made by the simulated AMD-SP (by its organisation; an error message hint, not a check)."""
+    names = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return any(attribute.value == SIMULATED_ORGANIZATION for attribute in names)

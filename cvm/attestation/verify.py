@@ -27,6 +27,7 @@ from cryptography.x509.oid import SignatureAlgorithmOID
 
 from cvm.attestation import abi
 from cvm.attestation.abi import Report, SigningKey, TcbVersion
+from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.endorsement import (
     EndorsementKey,
     common_name,
@@ -35,7 +36,13 @@ from cvm.attestation.endorsement import (
 )
 from cvm.attestation.errors import Reason, VerificationError
 from cvm.attestation.product import Product
-from cvm.attestation.trust import amd_intermediates, amd_roots, fingerprint
+from cvm.attestation.trust import (
+    amd_intermediates,
+    amd_roots,
+    fingerprint,
+    is_simulated,
+    root_kind,
+)
 
 # AMD signs ARK, ASK, ASVK, VCEK and VLEK with exactly these parameters (57230 ch. 2).
 AMD_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
@@ -73,6 +80,12 @@ class VerifiedReport:
     endorsement: EndorsementKey
     intermediate: x509.Certificate
     root: x509.Certificate
+
+    @property
+    def amd_root(self) -> AmdRoot:
+        """AMD when the chain ends in a pinned AMD ARK; SIMULATED when the caller trusted
+        another root (the simulated AMD-SP): such a report proves nothing about hardware."""
+        return root_kind(self.root)
 
     @property
     def reported_tcb(self) -> TcbVersion:
@@ -161,6 +174,12 @@ def _chain_for(
     return verified
 
 
+def _simulated_hint(cert: x509.Certificate) -> str:
+    if not is_simulated(cert):
+        return ""
+    return ": it is the simulated AMD-SP's, which this verifier does not trust (local demos only)"
+
+
 def _is_self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject
 
@@ -180,7 +199,8 @@ def _verify_chain(
             raise _fail(
                 Reason.UNTRUSTED_ROOT,
                 f"the chain's root {common_name(supplied.subject)!r} "
-                f"(sha256 {fingerprint(supplied).hex()}) is not a trusted root",
+                f"(sha256 {fingerprint(supplied).hex()}) is not a trusted root"
+                + _simulated_hint(supplied),
             )
     expected_issuer = (
         f"SEV-{product.value}" if ek.kind is SigningKey.VCEK else f"SEV-VLEK-{product.value}"
@@ -207,7 +227,7 @@ def _verify_chain(
         raise _fail(
             Reason.UNTRUSTED_ROOT,
             f"{expected_issuer} is issued by {common_name(intermediate.issuer)!r}, "
-            f"which is not a trusted {ark_cn}",
+            f"which is not a trusted {ark_cn}" + _simulated_hint(intermediate),
         )
     for root in issuers:
         if verify_amd_signature(root, root) and verify_amd_signature(intermediate, root):

@@ -94,14 +94,15 @@ def release_to_guest(
         "message_id": message_id,
         "sealed_to": "0x" + (guest.identity.hpke_public + guest.identity.ssh_public).hex(),
         "measurement": "0x" + guest.identity.measurement.hex(),
-        "simulated": guest.simulated,
+        "amd_root": guest.identity.amd_root.value,
         "secrets": sorted(secrets),
         "ssh_keys": len(ssh_keys),
     }
 
 
 def _human(summary: dict[str, object]) -> str:
-    marker = " [bold yellow]SIMULATED AMD-SP[/bold yellow]" if summary["simulated"] else ""
+    simulated = summary["amd_root"] == "simulated"
+    marker = " [bold yellow]SIMULATED AMD-SP[/bold yellow]" if simulated else ""
     return (
         f"sealed {len(summary['secrets'])} secret(s) and {summary['ssh_keys']} SSH key(s) to the"  # type: ignore[arg-type]
         f" attested guest of lease {summary['lease_id']}{marker}; its node delivers them"

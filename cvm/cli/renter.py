@@ -86,6 +86,21 @@ def lease_hint(report: LeaseReport) -> str | None:
     return None
 
 
+SIMULATED_MARKER = (
+    "[bold yellow]SIMULATED AMD-SP[/bold yellow]: signed by the local stack's simulator,"
+    " not an AMD chip (proves nothing about hardware)"
+)
+
+
+def amd_root_text(amd_root: str | None) -> str:
+    """How the human output names the root a report chained to."""
+    if amd_root == "simulated":
+        return SIMULATED_MARKER
+    if amd_root == "amd":
+        return "AMD (chains to AMD's pinned root)"
+    return "not known (no verdict from the backend's verifier)"
+
+
 def _lease_table(report: LeaseReport, decimals: int) -> Table:
     from rich.table import Table
 
@@ -104,6 +119,8 @@ def _lease_table(report: LeaseReport, decimals: int) -> Table:
     table.add_row("accepted", format_time(data["accepted_at"]))
     table.add_row("closed", format_time(data["closed_at"]))
     table.add_row("measurement", attestation["measurement"])
+    if report.attestation.status.name != "NONE":
+        table.add_row("signed by", amd_root_text(report.amd_root))
     table.add_row("attested", format_time(attestation["submitted_at"]))
     table.add_row("attestation expires", format_time(attestation["expires_at"]))
     hint = lease_hint(report)
@@ -291,6 +308,7 @@ def rent(
             f"lease [bold]{lease_id}[/bold] created, deposit {format_amount(amount, decimals)}"
         )
     report = follow(renter, lease_id, timeout, quiet=as_json) if wait else renter.report(lease_id)
+    report = renter.with_amd_root(report)
     released = None
     if wait and is_verified(report) and (secrets or ssh_public_key) and _is_image_id(image):
         released = release_to_guest(
@@ -303,9 +321,10 @@ def rent(
     view = report.as_dict() | ({"released": released} if released else {})
     emit(view, lambda: _lease_table(report, decimals))
     if released and not as_json:
+        simulated = released["amd_root"] == "simulated"
         out().print(
             f"sealed {len(secrets)} secret(s) to the attested guest"
-            + (" [bold yellow](SIMULATED AMD-SP)[/bold yellow]" if released["simulated"] else "")
+            + (" [bold yellow](SIMULATED AMD-SP)[/bold yellow]" if simulated else "")
         )
     if wait and not is_verified(report):
         raise CliError(f"lease {lease_id} ended as '{lease_phase(report)}'")
@@ -364,7 +383,7 @@ def show(
 ) -> None:
     """Show one of your leases: status, node, money, attestation; no password needed."""
     renter = open_renter(deployment, wallet, None, address=address, unlock=False)
-    report = renter.own_report(lease_id)
+    report = renter.with_amd_root(renter.own_report(lease_id))
     decimals = renter.chain.token.decimals()
     emit(report.as_dict(), lambda: _lease_table(report, decimals))
 
@@ -457,6 +476,7 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
     result: dict[str, Any] = {
         "lease_id": lease_id,
         **attestation_dict(attestation),
+        "amd_root": None,
         "verification": None,
     }
     try:
@@ -464,6 +484,9 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
             view = api.attestation_status(lease_id)
         if view.verification is not None:
             result["verification"] = view.verification.model_dump(mode="json")
+            # Only a verdict on the report the chain records says who signed it.
+            if view.verification.report_hash.lower() == result["report_hash"].lower():
+                result["amd_root"] = result["verification"]["amd_root"]
     except ApiError:
         pass  # the chain's answer stands on its own; the details are a bonus
 
@@ -477,10 +500,8 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
         if verification is not None:
             reasons = ", ".join(verification["reason_codes"]) or "none"
             rows.add_row("verifier", f"ok={verification['ok']} reasons: {reasons}")
-            if verification["detail"].get("simulated_amd"):
-                rows.add_row(
-                    "AMD-SP", "[bold yellow]SIMULATED[/bold yellow] (local stack: not hardware)"
-                )
+        if result["status"] != "none":
+            rows.add_row("signed by", amd_root_text(result["amd_root"]))
         return rows
 
     emit(result, table)

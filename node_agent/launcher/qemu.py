@@ -30,6 +30,7 @@ from cvm.images import Image, ImageError, ImageStore, measure
 from node_agent.errors import LauncherError
 from node_agent.guest_channel import GuestChannel
 from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState, Launcher
+from node_agent.launcher.qemu_args import console_args, image_args
 from node_agent.launcher.qmp import qmp_session
 from node_agent.launcher.signer import ReportSigner
 
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 _GUEST_DIR_PREFIX = "lease-"
 _STOP_TIMEOUT_S = 10.0
 _PROBE_TIMEOUT_S = 5.0
-AGENT_PORT = "org.cvm.agent"
 
 
 def probe_accel(qemu_binary: str, kernel: Path | None) -> str:
@@ -108,6 +108,9 @@ class QemuLauncher(Launcher):
     """A real QEMU guest per lease, under `run_dir/lease-<id>/` (QMP socket, pid file, log)."""
 
     kind = "qemu"
+    # The vCPU type measurements assume: what the simulated AMD-SP signs for here, and the
+    # `-cpu` an SEV-SNP guest gets (its VMSAs, hence its measurement, depend on it).
+    vcpu_type = "EPYC-v4"
 
     def __init__(
         self,
@@ -165,7 +168,9 @@ class QemuLauncher(Launcher):
         key = (image_id, vcpu)
         if key not in self._measured:
             try:
-                self._measured[key] = measure(self.images.get(image_id), vcpus=vcpu, ovmf=self.ovmf)
+                self._measured[key] = measure(
+                    self.images.get(image_id), vcpus=vcpu, vcpu_type=self.vcpu_type, ovmf=self.ovmf
+                )
             except ImageError:
                 return None  # not an image this node has: the lease is refused, not failed
         return self._measured[key]
@@ -201,16 +206,7 @@ class QemuLauncher(Launcher):
             accel_args += ["-accel", accel]
         boot: list[str] = []
         if image is not None:
-            agent = self.agent_socket(spec.lease_id)
-            boot = [
-                "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-                "-append", image.cmdline, "-no-reboot",
-                "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-                "-device", "virtio-net-pci,netdev=net0",
-                "-device", "virtio-serial-pci",
-                "-chardev", f"socket,id=agent,path={agent},server=on,wait=off",
-                "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
-            ]  # fmt: skip
+            boot = image_args(image, ssh_port, self.agent_socket(spec.lease_id))
         return [
             self.qemu_binary,
             "-name",
@@ -222,11 +218,7 @@ class QemuLauncher(Launcher):
             str(spec.vcpu),
             "-m",
             f"{spec.memory_mib}M",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-serial",
-            f"file:{directory / 'serial.log'}",
+            *console_args(directory / "serial.log"),
             *boot,
             *self.control_args(spec.lease_id, directory),
         ]
@@ -264,7 +256,7 @@ class QemuLauncher(Launcher):
             # What the simulated AMD-SP will sign: the booted image's measurement, never
             # the lease's expectation.
             try:
-                booted = measure(image, vcpus=spec.vcpu, ovmf=self.ovmf)
+                booted = measure(image, vcpus=spec.vcpu, vcpu_type=self.vcpu_type, ovmf=self.ovmf)
             except ImageError as exc:
                 raise LauncherError(f"lease {spec.lease_id}: {exc}") from exc
             ssh_port = free_local_port()

@@ -1,36 +1,45 @@
-"""The `qemu-snp` launcher: an SEV-SNP guest under QEMU >= 9.1 (`sev-snp-guest`), OVMF, QMP.
+"""The `qemu-snp` launcher: the lease's cvm image as an SEV-SNP guest (QEMU `sev-snp-guest`).
 
-The guest boots the AmdSev build of OVMF with `kernel-hashes=on`, so the kernel, initrd
-and command line are part of the launch measurement that `sev-snp-measure` predicts.
-Reports come from inside the guest over a virtio-serial guest channel (`cvm.attest`):
-the host sends one JSON line `{"request": "snp-report", "report_data": "<64 bytes hex>"}`
-and the guest's agent answers with one line `{"report": hex, "vcek": hex DER,
-"cert_chain": PEM}` taken from its /dev/sev-guest extended report.
+The guest boots the lease's image exactly as the `qemu` launcher boots it (kernel, initrd,
+command line, user-mode network with SSH forwarded, the guest agent's virtio-serial port:
+`qemu_args`), under the AmdSev build of OVMF with `kernel-hashes=on`, so the kernel, initrd
+and command line are part of the launch measurement. The node expects for a lease what
+`cvm.images.measure` computes with the same OVMF, vCPU count and vCPU type as the launch.
 
-The launcher refuses to start on a host without SEV-SNP and says what is missing.
+Reports come from the AMD-SP itself: the guest agent asks configfs-tsm (or /dev/sev-guest)
+for a report binding the lease and its own key. The host's channel to the agent only
+carries the lease's REPORT_DATA in and the report out; nothing here signs anything. The
+VCEK and its chain come from the certificate table the host gave the guest, else from
+AMD's KDS (cached under the run directory).
+
+The launcher refuses a host without SEV-SNP, or whose QEMU has no `sev-snp-guest` object
+type (QEMU >= 9.1), and says what is missing.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import socket
+import hashlib
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from cvm.images import Image
+from cvm.attestation.errors import AttestationError
+from cvm.attestation.kds import CachingKds, CertificateSource, HttpKds, endorsements
+from cvm.attestation.product import Product
+from cvm.images import Image, ImageError, ImageStore, find_ovmf
 from node_agent.errors import HostUnsupported, LauncherError
 from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState
 from node_agent.launcher.qemu import QemuLauncher, guest_name
+from node_agent.launcher.qemu_args import SNP_VIRTIO, console_args, image_args
 from node_agent.launcher.qmp import qmp_session
 
-MINIMUM_QEMU = (9, 1)
+SNP_OBJECT_TYPE = "sev-snp-guest"
 # Policy bits (AMD SEV-SNP ABI, POLICY): bit 16 SMT allowed, bit 17 reserved and must be 1;
 # DEBUG (bit 19) and MIGRATE_MA (bit 18) stay off in production.
 DEFAULT_POLICY = 0x30000
-GUEST_CHANNEL = "cvm.attest"
 _REPORT_SIZE = 1184
+# Where the agent's answer says its report came from when the AMD-SP made it.
+_HARDWARE_SOURCES = ("configfs-tsm", "sev-guest")
 
 
 @dataclass(frozen=True)
@@ -43,30 +52,22 @@ class SnpHost:
 
 
 @dataclass(frozen=True)
-class SnpImage:
-    """What every SNP guest of this host boots: measured by `kernel-hashes=on`."""
+class SnpConfig:
+    """What every SNP guest of this host shares; the image is the lease's."""
 
-    ovmf: Path  # the AmdSev OVMF build (with the SEV hashes table)
-    kernel: Path
-    initrd: Path | None = None
-    cmdline: str = "console=ttyS0"
-    cpu_model: str = "EPYC-v4"
+    ovmf: Path  # the AmdSev OVMF build (with the SEV hashes table): launched and measured
     cbitpos: int = 51
     reduced_phys_bits: int = 1
     policy: int = DEFAULT_POLICY
-    extra_devices: tuple[str, ...] = field(default_factory=tuple)
+    # The host's chip (Milan, Genoa, Turin): finds the VCEK of a report older than version
+    # 3, which does not name it. None: only reports that do can be endorsed.
+    product: Product | None = None
 
 
-def parse_qemu_version(text: str) -> tuple[int, int, int]:
-    """(major, minor, micro) from `qemu-system-x86_64 --version` output."""
-    match = re.search(r"QEMU emulator version (\d+)\.(\d+)(?:\.(\d+))?", text)
-    if match is None:
-        raise HostUnsupported(f"cannot read a QEMU version from {text.strip()[:80]!r}")
-    return int(match[1]), int(match[2]), int(match[3] or 0)
+def snp_host_problems(host: SnpHost, object_types: str | None) -> list[str]:
+    """Everything that keeps this host from running SEV-SNP guests (empty when it can).
 
-
-def snp_host_problems(host: SnpHost, qemu_version_text: str | None) -> list[str]:
-    """Everything that keeps this host from running SEV-SNP guests (empty when it can)."""
+    `object_types` is what `qemu-system-x86_64 -object help` printed (None: no QEMU)."""
     problems: list[str] = []
     if not host.sev_device.exists():
         problems.append(f"{host.sev_device} is missing (no SEV firmware driver, ccp)")
@@ -79,46 +80,63 @@ def snp_host_problems(host: SnpHost, qemu_version_text: str | None) -> list[str]
     else:
         if snp_param not in ("Y", "1"):
             problems.append(f"kvm_amd has sev_snp={snp_param} (SEV-SNP disabled in the kernel)")
-    if qemu_version_text is None:
+    if object_types is None:
         problems.append("QEMU is not installed")
-    else:
-        try:
-            version = parse_qemu_version(qemu_version_text)
-        except HostUnsupported as exc:
-            problems.append(str(exc))
-        else:
-            if version[:2] < MINIMUM_QEMU:
-                problems.append(
-                    f"QEMU {'.'.join(map(str, version))} is older than "
-                    f"{'.'.join(map(str, MINIMUM_QEMU))} (no sev-snp-guest)"
-                )
+    elif SNP_OBJECT_TYPE not in object_types.split():
+        problems.append(f"this QEMU has no {SNP_OBJECT_TYPE} object type (QEMU >= 9.1 has it)")
     return problems
 
 
+def snp_ovmf(explicit: Path | None) -> Path:
+    """The real AmdSev OVMF to launch and measure with; HostUnsupported without one (the
+    reference metadata that measures for the simulated AMD-SP is no firmware to boot)."""
+    try:
+        path, real = find_ovmf(explicit)
+    except ImageError as exc:
+        raise HostUnsupported(str(exc)) from exc
+    if not real:
+        raise HostUnsupported(
+            "qemu-snp needs the AmdSev build of OVMF (Debian ships none): set CVM_IMAGE_OVMF"
+        )
+    return path
+
+
 class QemuSnpLauncher(QemuLauncher):
-    """An SEV-SNP guest per lease; process handling is the `qemu` launcher's."""
+    """An SEV-SNP guest per lease, booting its image; process handling is `qemu`'s."""
 
     kind = "qemu-snp"
 
     def __init__(
         self,
         run_dir: Path,
-        image: SnpImage,
+        config: SnpConfig,
         *,
+        images: ImageStore,
+        default_image: str | None = None,
         qemu_binary: str = "qemu-system-x86_64",
         host: SnpHost | None = None,
+        kds: CertificateSource | None = None,
         check_host: bool = True,
     ) -> None:
-        self.image = image
+        self.config = config
         self.host = host or SnpHost()
-        super().__init__(run_dir, signer=_NoSimulatedSigner(), qemu_binary=qemu_binary)
+        super().__init__(
+            run_dir,
+            signer=_NoSimulatedSigner(),
+            qemu_binary=qemu_binary,
+            accel="kvm",
+            images=images,
+            default_image=default_image,
+            ovmf=config.ovmf,
+        )
+        self.kds = kds or CachingKds(run_dir / "kds", HttpKds())
         if check_host:
             self.require_host()
 
-    def _qemu_version_text(self) -> str | None:
+    def _object_types(self) -> str | None:
         try:
             result = subprocess.run(
-                [self.qemu_binary, "--version"], capture_output=True, text=True, timeout=30
+                [self.qemu_binary, "-object", "help"], capture_output=True, text=True, timeout=30
             )
         except (FileNotFoundError, subprocess.TimeoutExpired):
             return None
@@ -126,7 +144,7 @@ class QemuSnpLauncher(QemuLauncher):
 
     def require_host(self) -> None:
         """Raise `HostUnsupported` listing every missing piece of SEV-SNP support."""
-        problems = snp_host_problems(self.host, self._qemu_version_text())
+        problems = snp_host_problems(self.host, self._object_types())
         if problems:
             raise HostUnsupported(
                 "this host cannot run SEV-SNP guests: "
@@ -134,61 +152,41 @@ class QemuSnpLauncher(QemuLauncher):
                 + ". Use the `qemu` or `simulated` launcher here."
             )
 
-    def attest_socket(self, lease_id: int) -> Path:
-        """The host end of the guest channel (a unix socket QEMU listens on)."""
-        return self.socket_dir / f"{lease_id}.attest"
-
     def command_line(
-        self, spec: GuestSpec, image_unused: Image | None = None, ssh_port: int = 0
+        self, spec: GuestSpec, image: Image | None = None, ssh_port: int = 0
     ) -> list[str]:
-        # The host's one SnpImage is booted whatever the lease names (see SnpImage).
+        if image is None:
+            raise LauncherError(
+                f"lease {spec.lease_id} names no cvm image: an SEV-SNP guest boots only a"
+                " measured image (kernel, initrd, command line)"
+            )
         directory = self.guest_dir(spec.lease_id)
-        image = self.image
-        kernel_args = ["-kernel", str(image.kernel)]
-        if image.initrd is not None:
-            kernel_args += ["-initrd", str(image.initrd)]
-        kernel_args += ["-append", image.cmdline]
+        config = self.config
         return [
             self.qemu_binary,
-            "-name",
-            guest_name(spec.lease_id),
+            "-name", guest_name(spec.lease_id),
             "-enable-kvm",
-            "-cpu",
-            image.cpu_model,
-            "-machine",
-            "q35,confidential-guest-support=sev0,memory-backend=ram1,vmport=off",
+            "-cpu", self.vcpu_type,  # the VMSAs, so the measurement, depend on it
+            "-machine", "q35,confidential-guest-support=sev0,memory-backend=ram1,vmport=off",
             "-object",
             f"memory-backend-memfd,id=ram1,size={spec.memory_mib}M,share=true,prealloc=false",
             "-object",
-            f"sev-snp-guest,id=sev0,cbitpos={image.cbitpos},"
-            f"reduced-phys-bits={image.reduced_phys_bits},policy={image.policy:#x},"
+            f"{SNP_OBJECT_TYPE},id=sev0,cbitpos={config.cbitpos},"
+            f"reduced-phys-bits={config.reduced_phys_bits},policy={config.policy:#x},"
             "kernel-hashes=on",
-            "-smp",
-            str(spec.vcpu),
-            "-m",
-            f"{spec.memory_mib}M",
-            "-bios",
-            str(image.ovmf),
-            *kernel_args,
-            "-nodefaults",
-            "-display",
-            "none",
-            "-serial",
-            f"file:{directory / 'serial.log'}",
-            "-device",
-            "virtio-serial-pci,id=virtio-serial0",
-            "-chardev",
-            f"socket,id=attest0,path={self.attest_socket(spec.lease_id)},server=on,wait=off",
-            "-device",
-            f"virtserialport,chardev=attest0,name={GUEST_CHANNEL}",
-            *image.extra_devices,
+            "-smp", str(spec.vcpu),
+            "-m", f"{spec.memory_mib}M",
+            "-bios", str(config.ovmf),
+            *console_args(directory / "serial.log"),
+            *image_args(image, ssh_port, self.agent_socket(spec.lease_id), SNP_VIRTIO),
             *self.control_args(spec.lease_id, directory),
-        ]
-
-    def _image(self, spec: GuestSpec) -> Image | None:
-        return None  # booted from self.image, measured by the hardware
+        ]  # fmt: skip
 
     def launch(self, spec: GuestSpec) -> GuestInfo:
+        if self._image(spec) is None:
+            raise LauncherError(
+                f"lease {spec.lease_id} names no cvm image: qemu-snp boots only cvm images"
+            )
         info = super().launch(spec)
         self.check_sev_state(spec.lease_id)
         return info
@@ -202,44 +200,42 @@ class QemuSnpLauncher(QemuLauncher):
             problems.append("SEV is not enabled")
         if sev.get("sev-type") != "sev-snp":
             problems.append(f"sev-type is {sev.get('sev-type')!r}, not 'sev-snp'")
-        if sev.get("snp-policy") != self.image.policy:
-            problems.append(f"policy {sev.get('snp-policy')!r} != {self.image.policy:#x}")
+        if sev.get("snp-policy") != self.config.policy:
+            problems.append(f"policy {sev.get('snp-policy')!r} != {self.config.policy:#x}")
         if problems:
             self.stop(lease_id)
             raise LauncherError(f"lease {lease_id} guest is not a proper SNP guest: {problems}")
 
     def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
+        """A report the AMD-SP made for the guest agent's key and this lease's REPORT_DATA."""
         if len(report_data) != 64:
             raise LauncherError(f"REPORT_DATA must be 64 bytes, got {len(report_data)}")
         if self.status(lease_id).state != GuestState.RUNNING:
             raise LauncherError(f"lease {lease_id} has no running guest to attest")
-        return request_guest_report(self.attest_socket(lease_id), report_data)
-
-
-def request_guest_report(channel: Path, report_data: bytes, timeout: float = 30.0) -> GuestReport:
-    """One request/answer exchange over the guest channel's unix socket."""
-    request = json.dumps({"request": "snp-report", "report_data": report_data.hex()}) + "\n"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(channel))
-            sock.sendall(request.encode())
-            with sock.makefile("rb") as reader:
-                line = reader.readline(1 << 20)
-    except OSError as exc:
-        raise LauncherError(f"guest channel {channel} failed: {exc}") from exc
-    try:
-        answer = json.loads(line)
-        report = bytes.fromhex(answer["report"])
-        vcek = bytes.fromhex(answer["vcek"])
-        chain = str(answer["cert_chain"]).encode()
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LauncherError(f"guest channel {channel} sent a malformed answer") from exc
-    if len(report) != _REPORT_SIZE:
-        raise LauncherError(f"guest sent a {len(report)}-byte report, not {_REPORT_SIZE}")
-    if report[0x50:0x90] != report_data:
-        raise LauncherError("guest report does not carry the REPORT_DATA that was asked for")
-    return GuestReport(report=report, vcek_der=vcek, cert_chain_pem=chain)
+        channel = self.channel(lease_id)
+        channel.wait_ready(self.boot_timeout_s)
+        answer = channel.request({"op": "attest", "lease_digest": report_data[:32].hex()})
+        try:
+            guest_key = bytes.fromhex(answer["guest_key"])
+            bound = bytes.fromhex(answer["report_data"])
+            report = bytes.fromhex(answer["report"])
+            cert_table = bytes.fromhex(answer.get("certs") or "")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LauncherError(f"lease {lease_id}: the guest agent's answer is malformed") from exc
+        if bound[:32] != report_data[:32] or hashlib.sha256(guest_key).digest() != bound[32:]:
+            raise LauncherError(f"lease {lease_id}: the guest bound another REPORT_DATA")
+        if answer.get("source") not in _HARDWARE_SOURCES or not report:
+            raise LauncherError(
+                f"lease {lease_id}: the guest found no SEV-SNP interface (source"
+                f" {answer.get('source')!r}): it is not running as an SNP guest"
+            )
+        if len(report) != _REPORT_SIZE or report[0x50:0x90] != bound:
+            raise LauncherError(f"lease {lease_id}: the guest's report is not for its REPORT_DATA")
+        try:
+            vcek, chain = endorsements(report, cert_table, self.kds, self.config.product)
+        except AttestationError as exc:
+            raise LauncherError(f"lease {lease_id}: no VCEK for the report: {exc}") from exc
+        return GuestReport(report, vcek, chain, guest_key)
 
 
 class _NoSimulatedSigner:

@@ -68,11 +68,13 @@ def test_rent_a_real_vm_get_the_secret_over_ssh_and_close(qemu_stack, guest_imag
     )  # fmt: skip
     lease_id = lease["lease_id"]
     assert lease["attestation"]["status"] == "verified"
+    # The stack trusts its simulated AMD-SP, and says so wherever the lease is shown.
+    assert lease["attestation"]["amd_root"] == "simulated"
     # Derived from the image, and what the node really booted (the simulated AMD-SP signs
     # the booted image's measurement, so a mismatch would have been rejected).
     assert lease["attestation"]["measurement"] == "0x" + measure(guest_image).hex()
     released = lease["released"]
-    assert released["secrets"] == ["token"] and released["simulated"] is True
+    assert released["secrets"] == ["token"] and released["amd_root"] == "simulated"
 
     # Without trusting the simulated root, the same client releases nothing.
     refused = stack.cli.run("lease", "secrets", "put", str(lease_id), "--secret",

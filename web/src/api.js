@@ -79,6 +79,8 @@ function lease(l) {
     deposit: big(l.deposit),
     expectedMeasurement: l.expected_measurement,
     reattestInterval: l.reattest_interval,
+    // "amd", "simulated" (the local stack's simulated AMD-SP signed its report) or null.
+    amdRoot: l.amd_root ?? null,
   };
 }
 
@@ -102,7 +104,7 @@ export async function getAttestation(leaseId) {
     submittedAt: a.submitted_at,
     verifiedAt: a.verified_at,
     expiresAt: a.expires_at,
-    verification: v && { ok: v.ok, reasonCodes: v.reason_codes, detail: v.detail, checkedAt: v.checked_at, confirmTx: v.confirm_tx },
+    verification: v && { ok: v.ok, reasonCodes: v.reason_codes, detail: v.detail, checkedAt: v.checked_at, confirmTx: v.confirm_tx, amdRoot: v.amd_root ?? null },
   };
 }
 

@@ -21,6 +21,10 @@ export function message(kind, text, ...extra) {
   return h("div", { class: `msg ${kind}`, role: kind === "error" ? "alert" : "status" }, text, ...extra);
 }
 
+// The mark of a report signed by a local stack's simulated AMD-SP (the verifier's amd_root):
+// shown wherever the page says "verified", so that a demo never reads like hardware.
+export const simulatedBadge = (id) => h("span", { class: "badge simulated", id, title: "Signed by the simulated AMD Secure Processor of a local stack, not by an AMD chip" }, "SIMULATED AMD-SP");
+
 export function status(text) {
   document.getElementById("status").textContent = text || "";
 }

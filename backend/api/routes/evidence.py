@@ -11,7 +11,13 @@ from backend.api.deps import AppContext, Context, DbSession
 from backend.api.errors import ApiError
 from backend.domain import evidence
 from backend.domain.addresses import parse_address
-from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, EvidenceReceipt
+from cvm.api_models import (
+    AMD_ROOT_HEADER,
+    NODE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    EvidenceReceipt,
+)
 
 router = APIRouter(prefix="/evidence", tags=["evidence"])
 
@@ -92,8 +98,22 @@ def _store(
     "/{hash}",
     response_class=Response,
     summary="Evidence bytes by evidence hash, or by the report hash recorded on chain",
-    responses={200: {"content": _OCTETS}, 404: {"description": "unknown hash"}},
+    responses={
+        200: {
+            "content": _OCTETS,
+            "headers": {
+                AMD_ROOT_HEADER: {
+                    "description": "once verified: `amd`, or `simulated` (the local stack's"
+                    " simulated AMD-SP signed the report)",
+                    "schema": {"type": "string", "enum": ["amd", "simulated"]},
+                }
+            },
+        },
+        404: {"description": "unknown hash"},
+    },
 )
 def get_evidence(hash: str, session: DbSession) -> Response:
-    content = evidence.evidence_bytes(session, hash)
-    return Response(content=content, media_type="application/octet-stream")
+    content, amd_root = evidence.evidence_bytes(session, hash)
+    # The bytes are content-addressed and cannot carry the verdict: a header does.
+    headers = {AMD_ROOT_HEADER: amd_root.value} if amd_root is not None else None
+    return Response(content=content, media_type="application/octet-stream", headers=headers)

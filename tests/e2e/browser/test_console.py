@@ -107,6 +107,10 @@ def test_rent_watch_verified_live_top_up_close_and_operator_claims(
     expect(verified).to_have_class("done", timeout=VERIFIED_TIMEOUT_MS)
     for step in ("created", "matched", "accepted", "launched", "report_submitted"):
         expect(page.locator(f'#timeline li[data-step="{step}"]')).to_have_class("done")
+    # `cvm up`'s verifier trusts the stack's simulated AMD-SP: "verified" says so, visibly.
+    expect(page.locator("#simulated-badge")).to_have_text("SIMULATED AMD-SP")
+    expect(page.locator("#simulated-badge")).to_be_visible()
+    expect(verified).to_contain_text("SIMULATED AMD-SP")
     page.screenshot(path=artifacts / "lease-verified.png", full_page=True)
     # Visual check: the verified step is drawn in the "done" green.
     shot = verified.screenshot(path=artifacts / "timeline-verified-step.png")

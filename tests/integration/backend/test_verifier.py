@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from cryptography import x509
 from eth_utils import keccak
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
 
 from backend.api import create_app
 from backend.api.deps import AppContext
 from backend.indexer import Indexer, marketplace_decoder
 from backend.store import Store, Verification
 from backend.verifier import Verifier, VerifierConfig
-from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ChainInfo
-from cvm.attestation import EvidenceBundle, SimulatedSecureProcessor, build_report_data
+from cvm.api_models import (
+    AMD_ROOT_HEADER,
+    NODE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ChainInfo,
+)
+from cvm.attestation import (
+    AmdRoot,
+    EvidenceBundle,
+    SimulatedSecureProcessor,
+    amd_roots,
+    build_report_data,
+)
 from cvm.chain import AttestationStatus
+from cvm.cli import app
 from cvm.config import Settings
 from cvm.eip712 import Domain, EvidenceUpload, sign_evidence_upload
 from tests.fixtures.chain import MEASUREMENT, ChainSystem
+from tests.fixtures.processes import serving
 
 pytestmark = pytest.mark.integration
+
+cli = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +62,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 class Backend:
     """The pieces of the backend this test drives: API, indexer, verifier."""
 
-    def __init__(self, store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor) -> None:
+    def __init__(
+        self,
+        store: Store,
+        chain: ChainSystem,
+        amd_sp: SimulatedSecureProcessor,
+        trusted_roots: list[x509.Certificate] | None | Literal["sim"] = "sim",
+    ) -> None:
+        # "sim": only the simulated AMD-SP's root; None: the verifier's default (AMD's).
         deployment = chain.deployment
         self.chain = chain
         self.indexer = Indexer(
@@ -62,7 +91,7 @@ class Backend:
             VerifierConfig(
                 chain_id=deployment.chain_id,
                 attestation_registry=deployment.attestation_registry,
-                trusted_roots=[amd_sp.ark],
+                trusted_roots=[amd_sp.ark] if trusted_roots == "sim" else trusted_roots,
             ),
             clock=chain.now,
         )
@@ -76,7 +105,8 @@ class Backend:
                 attestation_registry=deployment.attestation_registry,
             ),
         )
-        self.api = TestClient(create_app(context))
+        self.app = create_app(context)
+        self.api = TestClient(self.app)
 
     def evidence(
         self,
@@ -153,6 +183,8 @@ def test_good_attestation_is_confirmed_on_chain(
     assert status["status"] == "verified"
     assert status["verification"]["ok"] is True
     assert status["verification"]["confirm_tx"] == result.confirm_tx
+    # Trusted only because this verifier was told to: marked as the simulated AMD-SP's.
+    assert status["verification"]["amd_root"] == "simulated"
 
 
 def test_a_report_with_another_measurement_is_rejected(
@@ -206,3 +238,118 @@ def test_waits_for_evidence(
     backend.upload(bundle)
     (result,) = backend.verifier.run_pending()
     assert result.ok
+
+
+def _lease_and_chain_verdict(backend: Backend, amd_sp: SimulatedSecureProcessor) -> int:
+    lease_id = backend.chain.active_lease()
+    bundle = backend.evidence(amd_sp, lease_id)
+    backend.upload(bundle)
+    backend.chain.submit(lease_id, bundle.report_hash)
+    backend.indexer.poll()
+    backend.verifier.run_pending()
+    backend.indexer.poll()
+    return lease_id
+
+
+def test_a_simulated_report_is_marked_in_every_api_response(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    # As `cvm up` configures its verifier: AMD's roots and the stack's simulated one.
+    backend = Backend(store, chain, amd_sp, trusted_roots=[*amd_roots(), amd_sp.ark])
+    lease_id = _lease_and_chain_verdict(backend, amd_sp)
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.VERIFIED
+    with store.session() as session:
+        (stored,) = session.scalars(select(Verification).where(Verification.lease_id == lease_id))
+        assert stored.ok and stored.amd_root is AmdRoot.SIMULATED
+    attestation = backend.api.get(f"/v1/leases/{lease_id}/attestation").json()
+    assert attestation["verification"]["amd_root"] == "simulated"
+    assert backend.api.get(f"/v1/leases/{lease_id}").json()["amd_root"] == "simulated"
+    listed = backend.api.get("/v1/leases").json()
+    assert [lease["amd_root"] for lease in listed if lease["id"] == lease_id] == ["simulated"]
+    timeline = backend.api.get(f"/v1/leases/{lease_id}/timeline").json()
+    (verified,) = [step for step in timeline["steps"] if step["name"] == "verified"]
+    assert verified["at"] is not None and verified["detail"]["amd_root"] == "simulated"
+    report_hash = attestation["report_hash"]
+    evidence = backend.api.get(f"/v1/evidence/{report_hash}")
+    assert evidence.status_code == 200 and evidence.headers[AMD_ROOT_HEADER] == "simulated"
+
+
+def test_an_unverified_report_names_no_root(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    backend = Backend(store, chain, amd_sp)
+    lease_id = chain.active_lease()
+    bundle = backend.evidence(amd_sp, lease_id)
+    backend.upload(bundle)
+    # Uploaded, not yet verified: nobody has said who signed it.
+    evidence = backend.api.get(f"/v1/evidence/0x{bundle.report_hash.hex()}")
+    assert evidence.status_code == 200 and AMD_ROOT_HEADER not in evidence.headers
+    assert backend.api.get(f"/v1/leases/{lease_id}").json()["amd_root"] is None
+
+
+def test_the_default_verifier_rejects_the_simulated_amd_sp(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    # VerifierConfig's default (what `python -m backend` runs without --trust-simulated-amd,
+    # as in docker-compose.yml): AMD's pinned roots only.
+    backend = Backend(store, chain, amd_sp, trusted_roots=None)
+    lease_id = _lease_and_chain_verdict(backend, amd_sp)
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.REJECTED
+    attestation = backend.api.get(f"/v1/leases/{lease_id}/attestation").json()
+    verification = attestation["verification"]
+    assert not verification["ok"] and verification["reason_codes"] == ["UNTRUSTED_ROOT"]
+    (error,) = verification["detail"]["errors"]
+    assert "simulated AMD-SP" in error and "does not trust" in error
+    assert verification["amd_root"] is None
+    assert backend.api.get(f"/v1/leases/{lease_id}").json()["amd_root"] is None
+
+
+def test_the_cli_marks_a_simulated_attestation(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor, tmp_path: Path
+) -> None:
+    backend = Backend(store, chain, amd_sp)
+    lease_id = _lease_and_chain_verdict(backend, amd_sp)
+    renter = chain.accounts.renter.address
+    with serving(backend.app) as url:
+        record = tmp_path / "deployment.json"
+        dataclasses.replace(chain.deployment, api_url=url).save(record)
+        common = ["--deployment", str(record)]
+        shown = cli.invoke(app, ["lease", "show", str(lease_id), *common, "--address", renter])
+        assert shown.exit_code == 0, shown.output
+        assert "SIMULATED AMD-SP" in shown.output
+        as_json = cli.invoke(
+            app, ["lease", "show", str(lease_id), *common, "--address", renter, "--json"]
+        )
+        assert json.loads(as_json.stdout)["attestation"]["amd_root"] == "simulated"
+        status = cli.invoke(app, ["attestation", "status", str(lease_id), *common])
+        assert status.exit_code == 0, status.output
+        assert "SIMULATED AMD-SP" in status.output
+        status_json = cli.invoke(app, ["attestation", "status", str(lease_id), *common, "--json"])
+        result = json.loads(status_json.stdout)
+        assert result["amd_root"] == "simulated"
+        assert result["verification"]["amd_root"] == "simulated"
+    # Without the backend the chain's answer stands, and claims nothing about the signer.
+    quiet = cli.invoke(
+        app, ["lease", "show", str(lease_id), *common, "--address", renter, "--json"]
+    )
+    assert quiet.exit_code == 0, quiet.output
+    assert json.loads(quiet.stdout)["attestation"]["amd_root"] is None
+
+
+def test_the_cli_says_amd_for_a_report_on_amds_root(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor, tmp_path: Path
+) -> None:
+    # A verdict recorded as `amd` (real hardware; no AMD chip signs here, so the store is
+    # told so directly): the CLI names AMD and shows no SIMULATED marker.
+    backend = Backend(store, chain, amd_sp)
+    lease_id = _lease_and_chain_verdict(backend, amd_sp)
+    with store.session() as session:
+        (stored,) = session.scalars(select(Verification).where(Verification.lease_id == lease_id))
+        stored.amd_root = AmdRoot.AMD
+    with serving(backend.app) as url:
+        record = tmp_path / "deployment.json"
+        dataclasses.replace(chain.deployment, api_url=url).save(record)
+        status = cli.invoke(app, ["attestation", "status", str(lease_id), "--deployment",
+                                  str(record)])  # fmt: skip
+        assert status.exit_code == 0, status.output
+        assert "SIMULATED" not in status.output and "AMD (chains to AMD" in status.output

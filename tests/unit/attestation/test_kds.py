@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +23,7 @@ from cvm.attestation import (
     parse,
     vcek_url,
 )
+from cvm.attestation.kds import endorsements, parse_cert_table
 
 from .conftest import REAL, report_bytes, vcek_bytes
 
@@ -141,3 +144,48 @@ def test_http_kds_behind_the_cache(local_kds: str, tmp_path: Path) -> None:
     with pytest.raises(KdsError):
         kds.fetch(f"{local_kds}/vcek/v1/Milan/absent")
     assert not kds.path_for(f"{local_kds}/vcek/v1/Milan/absent").exists()
+
+
+# --- the certificate table a host hands its SNP guest (configfs-tsm auxblob) ------------------
+
+
+def _table(entries: list[tuple[str, bytes]]) -> bytes:
+    from cvm.attestation.kds import CERT_TABLE_GUIDS
+
+    by_name = {name: guid for guid, name in CERT_TABLE_GUIDS.items()}
+    header = 24 * (len(entries) + 1)
+    table, blobs = b"", b""
+    for name, der in entries:
+        guid = by_name[name] if name in by_name else uuid.UUID(int=7)
+        table += guid.bytes + struct.pack("<II", header + len(blobs), len(der))
+        blobs += der
+    return table + bytes(24) + blobs
+
+
+def test_a_cert_table_yields_its_certificates_by_name() -> None:
+    vcek = vcek_bytes("milan_virtee_sev")
+    table = _table([("vcek", vcek), ("other", b"ignored"), ("ark", b"ark-der")])
+    assert parse_cert_table(table) == {"vcek": vcek, "ark": b"ark-der"}
+    assert parse_cert_table(b"") == {}  # the host supplied none
+
+
+def test_a_broken_cert_table_is_refused() -> None:
+    vcek_guid = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")
+    with pytest.raises(KdsError, match="no terminating entry"):
+        parse_cert_table(vcek_guid.bytes + struct.pack("<II", 0, 24))
+    entry = _table([("vcek", b"abc")])
+    outside = entry[:16] + struct.pack("<II", 4000, 3) + entry[24:]
+    with pytest.raises(KdsError, match="points outside it"):
+        parse_cert_table(outside)
+    with pytest.raises(KdsError, match="ends inside an entry"):
+        parse_cert_table(b"\x01" * 20)
+
+
+def test_endorsements_come_from_the_kds_when_the_table_has_none(tmp_path: Path) -> None:
+    raw = report_bytes("milan_virtee_sev")  # version 2: names no product
+    kds = CachingKds(tmp_path)
+    kds.store(vcek_url(parse(raw), Product.MILAN), vcek_bytes("milan_virtee_sev"))
+    kds.store(cert_chain_url(Product.MILAN), b"chain")
+    with pytest.raises(KdsError, match="names no product"):
+        endorsements(raw, b"", kds)
+    assert endorsements(raw, b"", kds, Product.MILAN) == (vcek_bytes("milan_virtee_sev"), b"chain")

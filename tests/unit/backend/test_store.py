@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
-from backend.store import Base, Node, Store
+from backend.store import Base, Node, Store, Verification
 from backend.store.db import alembic_config, migrate
+from cvm.attestation.amd_root import AmdRoot
 from tests.unit.backend.factories import add_node
 
 
@@ -69,3 +73,37 @@ def _node_values() -> dict[str, object]:
         "faults": 0,
         "registered_block": 1,
     }
+
+
+def test_migration_0005_carries_the_simulated_marker_over(store: Store) -> None:
+    # Results stored before the column said it in their detail; none may come out unmarked.
+    from alembic import command
+
+    command.downgrade(alembic_config(store.url), "0004")
+    rows = [
+        (1, True, {"simulated_amd": True}),
+        (2, True, {"simulated_amd": False}),
+        (3, False, {"errors": ["UNTRUSTED_ROOT"]}),
+    ]
+    with store.engine.begin() as connection:
+        for lease_id, ok, detail in rows:
+            connection.execute(
+                text(
+                    "INSERT INTO verifications (lease_id, report_hash, ok, reason_codes,"
+                    " detail, checked_at) VALUES (:lease, :hash, :ok, '[]', :detail, :at)"
+                ),
+                {
+                    "lease": lease_id,
+                    "hash": "0x" + f"{lease_id:02x}" * 32,
+                    "ok": ok,
+                    "detail": json.dumps(detail),
+                    "at": datetime.now(UTC),
+                },
+            )
+    migrate(store.url)
+    with store.session() as session:
+        found = {
+            row.lease_id: row.amd_root
+            for row in session.scalars(select(Verification).order_by(Verification.lease_id))
+        }
+    assert found == {1: AmdRoot.SIMULATED, 2: AmdRoot.AMD, 3: None}

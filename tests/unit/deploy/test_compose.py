@@ -82,3 +82,12 @@ def test_backend_replicas_sit_behind_the_proxy(compose: dict[str, Any]) -> None:
     # rate-limited by.
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in config
     assert compose["services"]["node-agent-1"]["environment"]["CVM_API_URL"] == "http://proxy:8000"
+
+
+def test_no_production_service_trusts_the_simulated_amd_sp(compose: dict[str, Any]) -> None:
+    # Only `cvm up` (a local demo) passes --trust-simulated-amd to the backend's verifier.
+    for name, service in compose["services"].items():
+        command = service.get("command") or []
+        words = command if isinstance(command, list) else str(command).split()
+        assert "--trust-simulated-amd" not in words, f"{name} trusts the simulated AMD-SP"
+        assert "CVM_SIM_AMD_DIR" not in (service.get("environment") or {}), name

@@ -2,7 +2,7 @@
 // check of the report's signature in this browser (WebCrypto), saying what it covers.
 import { getAttestation, getEvidence, getLease } from "../api.js";
 import { isSimulated, parseCertificate, parseReport, pemCertificates, tcbParts, verifySignature } from "../attestation.js";
-import { facts, h, message, when } from "../ui.js";
+import { facts, h, message, simulatedBadge, when } from "../ui.js";
 
 const CERT_NAMES = ["VCEK (signs the report)", "ASK (signs the VCEK)", "ARK (AMD root)"];
 
@@ -17,7 +17,8 @@ export async function attestationPage(main, config, id) {
   const evidence = await getEvidence(attestation.reportHash).catch(() => null);
   const report = evidence ? parseReport(evidence.report) : null;
   const certificates = evidence ? [evidence.vcek, ...pemCertificates(evidence.chainPem)].map((c) => parseCertificate(c)) : [];
-  const simulated = certificates.some(isSimulated);
+  // The verifier's verdict on the root first; the certificates' names for a report not yet checked.
+  const simulated = attestation.verification?.amdRoot === "simulated" || certificates.some(isSimulated);
   const matches = attestation.measurement?.toLowerCase() === lease.expectedMeasurement.toLowerCase();
   const v = attestation.verification;
   const now = new Date();
@@ -43,7 +44,7 @@ export async function attestationPage(main, config, id) {
   }
 
   main.replaceChildren(title,
-    simulated || config.local ? message("warn", h("span", { class: "badge simulated" }, "SIMULATED"), " This report was signed by the simulated AMD Secure Processor of a local stack, not by an AMD chip. It proves nothing outside tests and demos.") : "",
+    simulated || config.local ? message("warn", simulatedBadge("simulated-badge"), " This report was signed by the simulated AMD Secure Processor of a local stack, not by an AMD chip. It proves nothing outside tests and demos.") : "",
     facts([
       ["Status", h("span", { class: `badge ${attestation.status}`, id: "attestation-status" }, attestation.status)],
       ["Node", h("span", { class: "mono" }, attestation.node)],
@@ -59,6 +60,7 @@ export async function attestationPage(main, config, id) {
       report && ["Debug allowed", report.debugAllowed ? "yes" : "no"],
       report && ["VMPL", String(report.vmpl)],
       ["Verifier result", v ? `${v.ok ? "valid" : "invalid"}${v.detail?.product ? ` (${v.detail.product}, signed by ${v.detail.signer})` : ""}` : "not checked yet"],
+      ["Signed by", v?.amdRoot === "simulated" ? simulatedBadge() : v?.amdRoot === "amd" ? "an AMD chip (AMD's root)" : "—"],
       ["Verifier reason codes", v ? (v.reasonCodes.length ? h("span", { id: "reason-codes" }, v.reasonCodes.join(", ")) : h("span", { id: "reason-codes" }, "none (every check passed)")) : "—"],
     ]),
     h("h2", {}, "AMD certificate chain"),

@@ -2,7 +2,7 @@
 // its money (read from the chain), top-up and close with the refund shown before signing.
 import { getLease, leasesOf, watchTimeline } from "../api.js";
 import { CLOSE_REASON, closeLease, leaseMoney, topUp } from "../chain.js";
-import { duration, facts, h, message, parseTokens, status, tokens, when } from "../ui.js";
+import { duration, facts, h, message, parseTokens, simulatedBadge, status, tokens, when } from "../ui.js";
 import { state as wallet } from "../wallet.js";
 
 const STEP_LABELS = { created: "Created", matched: "Matched", accepted: "Accepted", launched: "Launched", report_submitted: "Report submitted", verified: "Verified" };
@@ -17,7 +17,7 @@ export async function leasesPage(main) {
   main.replaceChildren(title, leases.length === 0 ? h("p", {}, "No lease yet. ", h("a", { href: "#/rent" }, "Rent one")) :
     h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, ["Lease", "Status", "Size", "Deposit", ""].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, leases.reverse().map((l) => h("tr", {},
-        h("td", {}, h("a", { href: `#/leases/${l.id}` }, `Lease ${l.id}`)), h("td", {}, l.status),
+        h("td", {}, h("a", { href: `#/leases/${l.id}` }, `Lease ${l.id}`)), h("td", {}, l.status, l.amdRoot === "simulated" ? [" ", simulatedBadge()] : null),
         h("td", {}, `${l.vcpus} vCPU, ${l.memoryMib} MiB, ${l.diskGib} GiB`), h("td", {}, tokens(l.deposit)),
         h("td", {}, h("a", { href: `#/leases/${l.id}/attestation` }, "Attestation"))))))));
 }
@@ -27,7 +27,8 @@ function timelineView(timeline) {
   const failed = timeline.rejectedAt ? h("li", { class: "failed" }, h("span", { class: "step" }, "Rejected"), when(timeline.rejectedAt)) : null;
   const closed = timeline.closedAt ? h("li", { class: "done" }, h("span", { class: "step" }, "Closed"), when(timeline.closedAt), h("br"), h("small", {}, CLOSE_REASON[timeline.closeReason] || "")) : null;
   return h("ol", { class: "timeline", "aria-label": "Lease timeline" }, timeline.steps.map((step) => h("li", { class: step.at ? "done" : "", "data-step": step.name, "aria-label": `${STEP_LABELS[step.name]}: ${step.at ? "done" : "pending"}` },
-    h("span", { class: "step" }, step.at ? "✓ " : "", STEP_LABELS[step.name] || step.name), step.at ? when(step.at) : h("span", { class: "pending" }, "pending"))), failed, closed);
+    h("span", { class: "step" }, step.at ? "✓ " : "", STEP_LABELS[step.name] || step.name), step.at ? when(step.at) : h("span", { class: "pending" }, "pending"),
+    step.at && step.detail?.amd_root === "simulated" ? [" ", simulatedBadge()] : null)), failed, closed);
 }
 
 export async function leasePage(main, config, id) {
@@ -37,6 +38,13 @@ export async function leasePage(main, config, id) {
   const actionBox = h("section", { "aria-label": "Actions", id: "actions" });
   const resultBox = h("div", { id: "lease-result", "aria-live": "assertive" });
   const lease = await getLease(leaseId).catch(() => null);
+  // The lease's verdict so far, then whatever the live timeline's "verified" step says.
+  const rootBox = h("p", { id: "amd-root", "aria-live": "polite" });
+  function drawRoot(amdRoot) {
+    rootBox.replaceChildren(...(amdRoot === "simulated" ? [simulatedBadge("simulated-badge"), " Its report was signed by the simulated AMD Secure Processor of a local stack, not by an AMD chip: it proves nothing about hardware."]
+      : amdRoot === "amd" ? ["Report signed by an AMD chip (chains to AMD's root)."] : []));
+  }
+  drawRoot(lease?.amdRoot);
   let money = null;
   let timer = null;
   let drawnFor = null;
@@ -111,11 +119,14 @@ export async function leasePage(main, config, id) {
 
   main.replaceChildren(h("h1", { tabindex: "-1" }, `Lease ${leaseId}`),
     lease ? h("p", {}, `${lease.vcpus} vCPU, ${lease.memoryMib} MiB, ${lease.diskGib} GiB; expected measurement `, h("span", { class: "mono" }, lease.expectedMeasurement)) : "",
+    rootBox,
     h("p", {}, h("a", { href: `#/leases/${leaseId}/attestation` }, "Attestation detail")),
     timelineBox, moneyBox, actionBox, resultBox);
   await refresh().catch((error) => moneyBox.replaceChildren(message("error", `Cannot read lease ${leaseId} from the chain: ${error.shortMessage || error.message}`)));
   const stop = watchTimeline(leaseId, (timeline) => {
     timelineBox.replaceChildren(h("h2", {}, "Timeline (live)"), timelineView(timeline));
+    const verified = timeline?.steps.find((step) => step.name === "verified" && step.at);
+    if (verified?.detail?.amd_root) drawRoot(verified.detail.amd_root);
     refresh().catch(() => {});
   }, () => status("The live timeline lost its connection; the browser reconnects by itself"));
   timer = setInterval(drawMoney, 5000);

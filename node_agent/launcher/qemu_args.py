@@ -1,0 +1,40 @@
+"""The QEMU arguments every cvm image guest gets, whichever launcher starts it.
+
+A cvm image boots directly (kernel, initrd, command line), reaches the host through
+user-mode networking with SSH forwarded to a port on 127.0.0.1, and talks to the node over
+a virtio-serial port to its guest agent. The `qemu` launcher and the `qemu-snp` launcher
+both build their command lines from here, so the two boot the same image the same way; an
+SEV-SNP guest only adds options to the virtio devices (`SNP_VIRTIO`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cvm.images import Image
+
+AGENT_PORT = "org.cvm.agent"  # the virtio-serial port name guest/agent.py looks for
+# An SEV-SNP guest's memory is private: virtio devices must use the DMA API (the guest's
+# bounce buffers), which Linux refuses to do for legacy devices without ACCESS_PLATFORM.
+SNP_VIRTIO = ",disable-legacy=on,iommu_platform=true"
+
+
+def console_args(serial_log: Path) -> list[str]:
+    """No default devices, no display, the serial console to a file (`cvm lease logs`)."""
+    return ["-nodefaults", "-display", "none", "-serial", f"file:{serial_log}"]
+
+
+def image_args(image: Image, ssh_port: int, agent_socket: Path, virtio: str = "") -> list[str]:
+    """Direct boot of `image`, SSH forwarded from 127.0.0.1:`ssh_port`, the agent's port.
+
+    `-kernel`, `-initrd` and `-append` are exactly what `cvm.images.measure` hashes (with
+    `kernel-hashes=on` under SEV-SNP they are part of the launch measurement)."""
+    return [
+        "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+        "-append", image.cmdline, "-no-reboot",
+        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", f"virtio-net-pci,netdev=net0{virtio}",
+        "-device", f"virtio-serial-pci{virtio}",
+        "-chardev", f"socket,id=agent,path={agent_socket},server=on,wait=off",
+        "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+    ]  # fmt: skip
