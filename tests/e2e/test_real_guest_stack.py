@@ -32,7 +32,8 @@ def qemu_stack(
 ) -> Iterator[Stack]:
     ensure_qemu()
     cli = Cli(tmp_path_factory.mktemp("cvm-vm"))
-    # The renter's image store is the one the embedded stack's nodes boot from.
+    # The renter's image store: `cvm rent --image` pushes the image from it to the backend,
+    # from which the node downloads it into its own store (checked against the id).
     target = cli.data_dir / "images" / guest_image.image_id
     target.mkdir(parents=True)
     for path in guest_image.directory.iterdir():
