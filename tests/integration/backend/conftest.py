@@ -41,10 +41,17 @@ class LiveBackend:
 
 
 @pytest.fixture
-def live_backend(chain: ChainSystem, tmp_path: Path) -> Iterator[LiveBackend]:
+def live_backend(
+    request: pytest.FixtureRequest, chain: ChainSystem, tmp_path: Path
+) -> Iterator[LiveBackend]:
+    """SQLite unless a test asks for "postgresql" (`indirect` parametrization)."""
+    database_url = f"sqlite:///{tmp_path / 'backend.db'}"
+    if getattr(request, "param", "sqlite") == "postgresql":
+        database_url = request.getfixturevalue("postgresql_database_url")
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite:///{tmp_path / 'backend.db'}",
+        database_url=database_url,
+        broker_url="memory://",  # nothing is dispatched; rate-limit counters stay in process
         rpc_url=chain.anvil.rpc_url,
         indexer_confirmations=0,
         indexer_poll_s=0.05,
