@@ -360,7 +360,7 @@ class ApiClient:
                     if progress is not None:
                         progress(sent, total)
 
-        headers = {"Content-Type": "application/x-tar", "Content-Length": str(total)}
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(total)}
         body = self._json("PUT", f"/images/{image_id}", content=chunks(), headers=headers)
         return _model(ImageManifest, body)
 

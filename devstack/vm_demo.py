@@ -1,9 +1,10 @@
 """`cvm demo --launcher qemu`: a real VM on the embedded stack, from image to shell.
 
 Build (or reuse) the guest image, publish it to the backend (the node downloads it by its
-id and checks it), rent by its id (the expected measurement derived from it), wait for Verified, seal an SSH key and a secret to the attested guest, run
-`sha256sum` on the secret inside the guest over SSH with its attested host key pinned,
-close, and see the guest stop. Everything the simulated AMD-SP signed is shown as such.
+id and checks it), rent by its id (the expected measurement derived from it), wait for
+Verified, seal an SSH key and a secret to the attested guest, run `sha256sum` on the
+secret inside the guest over SSH with its attested host key pinned, close, and see the
+guest stop. Everything the simulated AMD-SP signed is shown as such.
 """
 
 from __future__ import annotations

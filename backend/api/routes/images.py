@@ -30,7 +30,12 @@ ImagePath = Annotated[
     str, Path(pattern=r"^[0-9a-f]{64}$", description="image id: 64 lower-case hex digits")
 ]
 _OCTETS = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-_TAR = {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
+# The body is a tar; declared as plain octets, which every client and tool can send.
+_TAR = {
+    "application/octet-stream": {
+        "schema": {"type": "string", "format": "binary", "description": "an uncompressed tar"}
+    }
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such image"}}
 
 
