@@ -351,9 +351,6 @@ class GuestAccessView(_View):
 # Images are public (their measurement is on chain anyway): anyone reads them, signed-in
 # renters publish them, and every reader checks the files against the id it asked for.
 
-ImageIdPath = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-
-
 class ImageComponent(_View):
     """One file of an image: `vmlinuz`, `initrd.cpio` or `manifest.json`."""
 

@@ -131,6 +131,7 @@ class NodeAgent:
         `cvm lease logs`); a refusal is logged and the output sent again next time."""
         if self.console is None or self._qemu is None:
             return
+        self.console.prune({record.lease_id for record in self.store.leases()})  # active ones
         for guest in self._qemu.running():
             try:
                 self.console.ship(guest.lease_id, self._qemu.console_log(guest.lease_id))

@@ -92,6 +92,10 @@ class ConsoleRelay:
         self._save(lease_id, state)
         return shipped
 
-    def forget(self, lease_id: int) -> None:
-        """Drop the state of a lease that is over."""
-        self._state_path(lease_id).unlink(missing_ok=True)
+    def prune(self, keep: set[int]) -> None:
+        """Drop the state of every lease not in `keep` (those still running or about to):
+        a relaunched guest of a kept lease goes on with its stream."""
+        for path in self.state_dir.glob("lease-*.json"):
+            suffix = path.stem.removeprefix("lease-")
+            if suffix.isdigit() and int(suffix) not in keep:
+                path.unlink(missing_ok=True)

@@ -163,8 +163,8 @@ def _whole_characters(data: bytes) -> bytes:
         byte = data[-back]
         if byte & 0xC0 == 0x80:
             continue  # a continuation byte: look further back for the lead byte
-        needed = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
-        if byte & 0xC0 == 0xC0 and needed > back:
-            return data[:-back]
-        return data
+        needed = {0xC0: 2, 0xD0: 2, 0xE0: 3, 0xF0: 4}.get(byte & 0xF0, 0)
+        if byte >= 0xF8:
+            needed = 0  # not a lead byte of any UTF-8 sequence
+        return data[:-back] if needed > back else data
     return data

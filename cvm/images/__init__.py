@@ -220,8 +220,8 @@ class ImageStore:
     def add(self, source: Path) -> Image:
         """Store the image in `source` (the three files) under its id, checked; returns it."""
         new_id = manifest_id(source / MANIFEST)
-        if (self.root / new_id / MANIFEST).is_file():
-            return self.get(new_id)
+        if self.has(new_id):
+            return self.get(new_id, deep=False)
         with self.staging() as staging:
             for name in IMAGE_FILES:
                 shutil.copyfile(source / name, staging / name)
