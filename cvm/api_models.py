@@ -351,6 +351,7 @@ class GuestAccessView(_View):
 # Images are public (their measurement is on chain anyway): anyone reads them, signed-in
 # renters publish them, and every reader checks the files against the id it asked for.
 
+
 class ImageComponent(_View):
     """One file of an image: `vmlinuz`, `initrd.cpio` or `manifest.json`."""
 
