@@ -6,6 +6,7 @@ other bytes gets its lease refused; the guest is never launched."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import tarfile
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from backend.store import Match
 from cvm.api_client import ApiClient, ApiError
 from cvm.chain import LeaseSpec, LeaseStatus
 from cvm.images import Image, ImageStore, measure, write_archive
+from cvm.wallet import import_keystore
 from node_agent.agent import NodeAgent
 from node_agent.errors import ImageRefused, LeaseUnservable
 from node_agent.image_fetch import ImageFetcher
@@ -28,6 +30,7 @@ from node_agent.store import AgentStore
 from tests.fixtures.chain import LEASE_SPEC, ChainSystem
 from tests.fixtures.images import synthetic_image
 from tests.integration.backend.conftest import IMAGE_LIMIT_BYTES, LiveBackend
+from tests.integration.cli.test_no_surprises import cvm, no_traceback
 from tests.integration.node_agent.conftest import NODE_CAPACITY
 
 pytestmark = pytest.mark.integration
@@ -278,3 +281,29 @@ def test_a_missing_local_copy_is_fetched_again(
         again = fetcher.ensure(image.image_id)
     assert again.initrd.read_bytes() == image.initrd.read_bytes()
     assert node_store.get(again.image_id).image_id == image.image_id
+
+
+def test_cvm_image_push_publishes_once(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    image = synthetic_image(ImageStore(tmp_path / "renter"), tmp_path, "pushed")
+    password = tmp_path / "pw"
+    password.write_text("pw\n")
+    password.chmod(0o600)
+    keystore = tmp_path / "renter.json"
+    import_keystore(keystore, chain.accounts.renter.key, "pw", kdf="pbkdf2", iterations=2)
+    args = ["--deployment", str(live_backend.deployment_file), "--wallet", str(keystore),
+            "--password-file", str(password), "--json"]  # fmt: skip
+    env = {"CVM_IMAGE_DIR": str(tmp_path / "renter")}
+    first = cvm("image", "push", image.image_id, *args, env=env)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout) | {"api_url": None} == {
+        "image": image.image_id, "uploaded": True, "size_bytes": image.size_bytes(),
+        "api_url": None,
+    }  # fmt: skip
+    again = cvm("image", "push", image.image_id, *args, env=env)
+    assert json.loads(again.stdout)["uploaded"] is False
+    assert ImageStore(live_backend.settings.image_dir).get(image.image_id)
+    missing = cvm("image", "push", "ef" * 32, *args, env=env)
+    no_traceback(missing)
+    assert missing.exit_code == 1 and "no image" in json.loads(missing.stdout)["error"]
