@@ -252,6 +252,8 @@ def logs(
         err().print(f"[yellow]{UNTRUSTED_CONSOLE}[/yellow]", highlight=False)
     view = api.lease_console(lease_id)
     _show(view, 0, always=True)
+    if view.end == 0 and not json_output():
+        err().print("[dim](no console output from the node yet)[/dim]", highlight=False)
     while follow:
         # Closed: one last read for what arrived before the close, then done.
         closed = renter.chain.leases.get_lease(lease_id).status == LeaseStatus.CLOSED
