@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -21,13 +22,17 @@ from pydantic import BaseModel, ValidationError
 from cvm.api_models import (
     NODE_HEADER,
     NONCE_HEADER,
+    OFFSET_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AttestationView,
     ChainInfo,
+    ConsoleReceipt,
     EvidenceReceipt,
     GuestAccessIn,
     GuestAccessView,
+    ImageManifest,
+    LeaseConsoleView,
     LeaseState,
     LeaseTimeline,
     LeaseView,
@@ -38,10 +43,12 @@ from cvm.api_models import (
     Session,
 )
 from cvm.eip712 import (
+    ConsoleUpload,
     Domain,
     EvidenceUpload,
     LeaseSpecRequest,
     SignedHeartbeat,
+    sign_console_upload,
     sign_evidence_upload,
     sign_lease_spec_request,
 )
@@ -73,6 +80,11 @@ class ApiClient:
             base_url=base_url.rstrip("/") + "/v1", timeout=timeout_s, transport=transport
         )
         self.token = token
+
+    @property
+    def base_url(self) -> str:
+        """The backend's URL as given (without `/v1`)."""
+        return str(self._http.base_url).rstrip("/").removesuffix("/v1")
 
     def close(self) -> None:
         self._http.close()
@@ -308,6 +320,88 @@ class ApiClient:
     def get_evidence(self, evidence_hash: str) -> bytes:
         """The evidence bytes, by evidence hash or by the report hash recorded on chain."""
         return self._request("GET", f"/evidence/{evidence_hash}").content
+
+    # --- guest images --------------------------------------------------------------------
+
+    def image_manifest(self, image_id: str) -> ImageManifest:
+        """The backend's manifest of an image (404 if it has none); public."""
+        return _model(ImageManifest, self._json("GET", f"/images/{image_id}"))
+
+    def image_component(self, image_id: str, name: str) -> Iterator[bytes]:
+        """The bytes of one file of an image, streamed as they arrive (unchecked: the caller
+        hashes them against the id it asked for)."""
+        path = f"/images/{image_id}/{name}"
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    raise ApiError(response.status_code, _error_message(response))
+                yield from response.iter_bytes(1 << 20)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"GET {path}: {exc}") from exc
+
+    def upload_image(
+        self,
+        image_id: str,
+        archive: Path,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImageManifest:
+        """Publish an image (a `cvm.images.write_archive` tar in `archive`) under its id,
+        as a signed-in renter; `progress(sent, total)` after each chunk."""
+        total = archive.stat().st_size
+
+        def chunks() -> Iterator[bytes]:
+            sent = 0
+            with archive.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    sent += len(chunk)
+                    yield chunk
+                    if progress is not None:
+                        progress(sent, total)
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(total)}
+        body = self._json("PUT", f"/images/{image_id}", content=chunks(), headers=headers)
+        return _model(ImageManifest, body)
+
+    # --- guest console ---------------------------------------------------------------------
+
+    def upload_console(
+        self,
+        lease_id: int,
+        offset: int,
+        chunk: bytes,
+        *,
+        node_key: bytes | str,
+        domain: Domain | None = None,
+    ) -> ConsoleReceipt:
+        """Ship console bytes that start at stream `offset`, signed by the lease's node key."""
+        domain = domain or self.domain()
+        node = Account.from_key(node_key).address
+        upload = ConsoleUpload(
+            node=node,
+            lease_id=lease_id,
+            offset=offset,
+            chunk_hash=bytes(keccak(chunk)),
+            timestamp=int(time.time()),
+            nonce=secrets.randbits(63),  # single use: the backend refuses a replayed upload
+        )
+        headers = {
+            "Content-Type": "application/octet-stream",
+            NODE_HEADER: node,
+            TIMESTAMP_HEADER: str(upload.timestamp),
+            NONCE_HEADER: str(upload.nonce),
+            OFFSET_HEADER: str(offset),
+            SIGNATURE_HEADER: sign_console_upload(upload, domain, node_key),
+        }
+        body = self._json("POST", f"/leases/{lease_id}/console", content=chunk, headers=headers)
+        return _model(ConsoleReceipt, body)
+
+    def lease_console(self, lease_id: int, *, since: int = 0) -> LeaseConsoleView:
+        """The tail of the lease's guest console from stream position `since`, as its renter
+        (needs a session). Untrusted: the node's host relayed every byte."""
+        body = self._json("GET", f"/leases/{lease_id}/logs", params={"since": since})
+        return _model(LeaseConsoleView, body)
 
     # --- Sign-In with Ethereum ----------------------------------------------------------
 

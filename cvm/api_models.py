@@ -355,3 +355,64 @@ class GuestAccessView(_View):
     host: str
     ssh_port: int
     updated_at: datetime
+
+
+# --- guest images by content address (issue 11) --------------------------------------------
+# Images are public (their measurement is on chain anyway): anyone reads them, signed-in
+# renters publish them, and every reader checks the files against the id it asked for.
+
+
+class ImageComponent(_View):
+    """One file of an image: `vmlinuz`, `initrd.cpio` or `manifest.json`."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+class ImageManifest(_View):
+    """An image the backend serves: its id (the SHA-256 of the canonical JSON of the kernel's
+    and initrd's hashes and the command line, see `cvm.images.image_id`) and its files."""
+
+    image: str
+    format: str
+    cmdline: str
+    components: list[ImageComponent]
+
+    def component(self, name: str) -> ImageComponent:
+        for item in self.components:
+            if item.name == name:
+                return item
+        raise KeyError(name)
+
+
+# --- guest console (issue 11): the host's copy of the guest's serial console --------------
+# The node reads the console from QEMU's serial port on its own host: it sees (and could
+# change) every byte, so the console is untrusted output, never evidence.
+
+# What one signed console upload carries at most, and what the backend keeps per lease.
+CONSOLE_CHUNK_MAX_BYTES = 32 * 1024
+CONSOLE_TAIL_BYTES = 256 * 1024
+# The stream offset of an upload's first byte (the signature covers it).
+OFFSET_HEADER = "X-CVM-Offset"
+
+
+class ConsoleReceipt(_View):
+    """What the backend holds of a lease's console after an upload: bytes [start, end)."""
+
+    lease_id: int
+    start: int
+    end: int
+
+
+class LeaseConsoleView(_View):
+    """The tail of a lease's guest console as its node shipped it (untrusted: the host
+    sees and could alter it). `text` covers stream bytes [start, end), decoded as UTF-8."""
+
+    lease_id: int
+    node: str | None
+    start: int
+    end: int
+    text: str
+    updated_at: datetime | None
+    source: Literal["host"] = "host"

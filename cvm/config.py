@@ -98,7 +98,15 @@ class Settings(BaseSettings):
         description="comma-separated IPs of reverse proxies whose X-Forwarded-For is believed",
     )
     api_max_body_bytes: int = Field(
-        65536, description="largest request body except evidence, refused before it is read"
+        65536,
+        description="largest request body except evidence and image uploads, refused before it"
+        " is read",
+    )
+    image_max_bytes: int = Field(
+        268435456,
+        ge=1,
+        description="largest image the API accepts (the uploaded tar) and a node agent downloads"
+        " (256 MiB; the cvm guest image is about 57 MiB)",
     )
     rate_limit_url: str | None = Field(
         None,
@@ -188,7 +196,13 @@ class Settings(BaseSettings):
     )
     image_dir: Path = Field(
         default_factory=lambda data: data["data_dir"] / "images",
-        description="guest images by content address, and the Debian packages they are built from",
+        description="guest images by content address, and the Debian packages they are built"
+        " from; the backend serves the images in it",
+    )
+    node_image_dir: Path | None = Field(
+        None,
+        description="where the qemu launcher keeps the images it boots, downloaded from the"
+        " backend and checked against their id (default: the image directory)",
     )
     image_ovmf: Path | None = Field(
         None,
@@ -216,11 +230,18 @@ class Settings(BaseSettings):
         items = (part.strip() for part in self.node_measurements.split(","))
         return tuple(dict.fromkeys(_hex_bytes(item) for item in items if item))
 
-    @field_validator("data_dir", "deployment_file", "sim_amd_dir", "image_dir", mode="after")
+    @field_validator(
+        "data_dir", "deployment_file", "sim_amd_dir", "image_dir", "node_image_dir", mode="after"
+    )
     @classmethod
-    def _absolute(cls, path: Path) -> Path:
+    def _absolute(cls, path: Path | None) -> Path | None:
         # A relative path would name another file in another working directory.
-        return path.expanduser().absolute()
+        return None if path is None else path.expanduser().absolute()
+
+    @property
+    def node_images(self) -> Path:
+        """The node agent's image store: `node_image_dir`, else `image_dir`."""
+        return self.node_image_dir or self.image_dir
 
     @property
     def wallet_dir(self) -> Path:

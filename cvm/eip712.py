@@ -56,6 +56,18 @@ EVIDENCE_UPLOAD_TYPE = [
     {"name": "timestamp", "type": "uint64"},
 ]
 
+# A node ships the tail of a lease's guest console: `chunkHash` (keccak256 of the bytes)
+# binds the signature to exactly these bytes at stream `offset`; `nonce` is random and
+# accepted once, so a captured upload cannot be replayed inside the timestamp window.
+CONSOLE_UPLOAD_TYPE = [
+    {"name": "node", "type": "address"},
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "offset", "type": "uint64"},
+    {"name": "chunkHash", "type": "bytes32"},
+    {"name": "timestamp", "type": "uint64"},
+    {"name": "nonce", "type": "uint64"},
+]
+
 _UINT32_MAX = 2**32 - 1
 _UINT64_MAX = 2**64 - 1
 
@@ -178,6 +190,38 @@ class EvidenceUpload:
         }
 
 
+@dataclass(frozen=True)
+class ConsoleUpload:
+    """A node's upload, at `timestamp`, of guest-console bytes hashed `chunk_hash` that
+    start at stream position `offset` of lease `lease_id`'s console."""
+
+    node: str
+    lease_id: int
+    offset: int
+    chunk_hash: bytes
+    timestamp: int
+    nonce: int
+
+    def __post_init__(self) -> None:
+        _address(self.node, "node")
+        _bounded(self.lease_id, 2**256 - 1, "lease_id")
+        _bounded(self.offset, _UINT64_MAX, "offset")
+        if not isinstance(self.chunk_hash, bytes) or len(self.chunk_hash) != 32:
+            raise SignatureError("chunk_hash must be 32 bytes")
+        _bounded(self.timestamp, _UINT64_MAX, "timestamp")
+        _bounded(self.nonce, _UINT64_MAX, "nonce")
+
+    def as_eip712(self) -> dict[str, Any]:
+        return {
+            "node": to_checksum_address(self.node),
+            "leaseId": self.lease_id,
+            "offset": self.offset,
+            "chunkHash": self.chunk_hash,
+            "timestamp": self.timestamp,
+            "nonce": self.nonce,
+        }
+
+
 def _typed_message(
     primary_type: str, fields: list[dict[str, str]], message: dict[str, Any], domain: Domain
 ) -> SignableMessage:
@@ -238,6 +282,27 @@ def verify_evidence_upload(upload: EvidenceUpload, signature: str, domain: Domai
     signer = _recover(evidence_upload_message(upload, domain), signature)
     if signer.lower() != upload.node.lower():
         raise SignatureError(f"evidence upload for {upload.node} was signed by {signer}")
+
+
+def console_upload_message(upload: ConsoleUpload, domain: Domain) -> SignableMessage:
+    """The EIP-712 signable form of a node's console upload."""
+    return _typed_message("ConsoleUpload", CONSOLE_UPLOAD_TYPE, upload.as_eip712(), domain)
+
+
+def sign_console_upload(upload: ConsoleUpload, domain: Domain, private_key: bytes | str) -> str:
+    """Sign a console upload with the node key; returns the 0x-hex signature."""
+    signer = Account.from_key(private_key)
+    if signer.address.lower() != upload.node.lower():
+        raise SignatureError(f"node key {signer.address} does not belong to node {upload.node}")
+    signed = signer.sign_message(console_upload_message(upload, domain))
+    return "0x" + bytes(signed.signature).hex()
+
+
+def verify_console_upload(upload: ConsoleUpload, signature: str, domain: Domain) -> None:
+    """Raise `SignatureError` unless the upload was signed by its own `node` key."""
+    signer = _recover(console_upload_message(upload, domain), signature)
+    if signer.lower() != upload.node.lower():
+        raise SignatureError(f"console upload for {upload.node} was signed by {signer}")
 
 
 def sign_heartbeat(

@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from cvm.api_client import ApiClient, ApiError
-from cvm.api_models import NodeView
+from cvm.api_models import ImageManifest, NodeView
 from cvm.chain import (
     Attestation,
     AttestationStatus,
@@ -33,6 +34,9 @@ from cvm.chain import (
     LeaseStatus,
     TeeType,
 )
+
+if TYPE_CHECKING:
+    from cvm.images import Image
 
 # Gas a renter needs for a createLeaseWithPermit and a close, at local base fees.
 _MIN_GAS_WEI = 10**15
@@ -207,6 +211,40 @@ class Renter:
         return [self.report(lease_id) for lease_id in ids]
 
     # --- acting -------------------------------------------------------------------------
+
+    def published_image(self, image_id: str) -> ImageManifest | None:
+        """The backend's manifest of an image, or None if it does not serve it."""
+        if self.api is None:
+            raise RenterError("this needs the backend API: no api_url in the deployment record")
+        try:
+            return self.api.image_manifest(image_id)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                return None
+            raise RenterError(f"the backend did not say whether it has the image: {exc}") from None
+
+    def publish_image(
+        self, image: Image, *, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[ImageManifest, bool]:
+        """Have the backend serve `image` to nodes (it checks the files against the id, as
+        every node does again); (its manifest, whether it had to be uploaded)."""
+        import tempfile
+
+        from cvm.images import write_archive
+
+        served = self.published_image(image.image_id)
+        if served is not None:
+            return served, False
+        api = self._sign_in()
+        with tempfile.TemporaryDirectory(prefix="cvm-image-push-") as work:
+            archive = Path(work) / f"{image.image_id}.tar"
+            with archive.open("wb") as handle:
+                write_archive(image, handle)
+            try:
+                manifest = api.upload_image(image.image_id, archive, progress=progress)
+            except ApiError as exc:
+                raise RenterError(f"the backend refused image {image.image_id}: {exc}") from None
+        return manifest, True
 
     def signed_in_api(self) -> ApiClient:
         """The backend client, signed in as this renter (SIWE)."""

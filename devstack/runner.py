@@ -55,7 +55,8 @@ class StackConfig:
     reconcile_s: float = 2.0
     match_accept_timeout_s: int = 15
     # simulated (no VM) or qemu (a real guest per lease, booting the image the lease names;
-    # images come from the renter's image store, <data_dir>/images, checked on every launch)
+    # the renter pushes it to the backend, whose store is <stack_dir>/images, and each node
+    # downloads it into its own, checked against the id)
     launcher: str = "simulated"
     startup_timeout_s: float = 90.0
     max_agent_restarts: int = 5
@@ -281,9 +282,12 @@ class EmbeddedStack:
                 CVM_NODE_KEYSTORE=str(node_key.keystore),
                 CVM_NODE_PASSWORD_FILE=str(node_key.password_file),
                 CVM_NODE_LAUNCHER=self.config.launcher,
-                CVM_IMAGE_DIR=str(self.config.data_dir / "images"),
+                # Each node keeps its own images, downloaded from the backend by the id its
+                # lease names and checked before boot (as on separate hosts): the renter's
+                # `cvm rent --image` pushes the image to the backend first.
+                CVM_NODE_IMAGE_DIR=str(stack_dir / "node-images" / name),
                 # The simulated launcher produces the demo measurement; the qemu launcher
-                # also produces the measurement of any image in the stack's image store.
+                # also produces the measurement of the image a lease names.
                 CVM_NODE_MEASUREMENTS="0x" + DEMO_MEASUREMENT.hex(),
             )
             log = logs / f"{name}.log"

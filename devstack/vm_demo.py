@@ -1,9 +1,10 @@
 """`cvm demo --launcher qemu`: a real VM on the embedded stack, from image to shell.
 
-Build (or reuse) the guest image, rent by its id (the expected measurement derived from
-it), wait for Verified, seal an SSH key and a secret to the attested guest, run
-`sha256sum` on the secret inside the guest over SSH with its attested host key pinned,
-close, and see the guest stop. Everything the simulated AMD-SP signed is shown as such.
+Build (or reuse) the guest image, publish it to the backend (the node downloads it by its
+id and checks it), rent by its id (the expected measurement derived from it), wait for
+Verified, seal an SSH key and a secret to the attested guest, run `sha256sum` on the
+secret inside the guest over SSH with its attested host key pinned, close, and see the
+guest stop. Everything the simulated AMD-SP signed is shown as such.
 """
 
 from __future__ import annotations
@@ -75,19 +76,25 @@ def vm_journey(state: StackState, image: Image, timeout: float, step: Callable[.
         return Renter(chain.with_account(renter_key.account), ApiClient(state.api_url))
 
     renter = step(1, "a funded renter wallet", make_renter)
+
+    def push() -> None:
+        _, uploaded = renter.publish_image(image)
+        out().print("pushed to the backend" if uploaded else "the backend already serves it")
+
+    step(2, "publish the image to the backend (nodes download it by its id)", push)
     expected = measure(image)
     request = RentRequest(
         vcpu=1, memory_mib=512, disk_gib=1, image=image.image_id, measurement=expected,
         max_rate_per_second=10**13, deposit=10**13 * 600, ssh_public_key=public.decode(),
     )  # fmt: skip
-    lease_id = step(2, f"rent image {image.image_id[:16]}…", lambda: renter.rent(request))
+    lease_id = step(3, f"rent image {image.image_id[:16]}…", lambda: renter.rent(request))
 
     def verified() -> None:
         report = follow(renter, lease_id, timeout, quiet=False)
         if not is_verified(report):
             raise RuntimeError(f"the lease ended as {report.attestation.status.name}")
 
-    step(3, "the guest boots, binds its key, is Verified on chain", verified)
+    step(4, "the guest boots, binds its key, is Verified on chain", verified)
     from cvm.config import Settings
 
     roots = trusted_roots(True, Settings(data_dir=Path(state.data_dir)).sim_amd_dir)
@@ -102,7 +109,7 @@ def vm_journey(state: StackState, image: Image, timeout: float, step: Callable[.
         out().print(f"report verified here, SSH key and secret sealed to the guest{marker}")
         return guest
 
-    guest = step(4, "verify the report, seal an SSH key and a secret (HPKE)", seal_and_send)
+    guest = step(5, "verify the report, seal an SSH key and a secret (HPKE)", seal_and_send)
 
     def shell() -> str:
         deadline = time.monotonic() + 90
@@ -122,7 +129,7 @@ def vm_journey(state: StackState, image: Image, timeout: float, step: Callable[.
                 raise RuntimeError("the guest did not serve the secret over SSH in 90 s")
             time.sleep(1)
 
-    seen = step(5, "ssh into the guest (attested host key pinned): sha256sum", shell)
+    seen = step(6, "ssh into the guest (attested host key pinned): sha256sum", shell)
     if seen != hashlib.sha256(secret).hexdigest():
         raise RuntimeError(f"the guest holds another secret ({seen})")
     out().print(f"sha256 in the guest = {seen} = the renter's")
@@ -136,7 +143,7 @@ def vm_journey(state: StackState, image: Image, timeout: float, step: Callable[.
             time.sleep(0.5)
         out().print("the node stopped the guest")
 
-    step(6, "close the lease; the guest stops", close)
+    step(7, "close the lease; the guest stops", close)
     summary = Table(title="VM demo summary", show_header=False)
     summary.add_row("image", image.image_id)
     summary.add_row("measurement", "0x" + expected.hex())

@@ -8,19 +8,22 @@ submit, re-attest) and `reconciler` (chain vs store vs guests).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from cvm.api_client import ApiClient
+from cvm.api_client import ApiClient, ApiError
 from cvm.chain import ChainClient
 from cvm.eip712 import Heartbeat
 from node_agent.attestation_poster import AttestationPoster
+from node_agent.console_relay import ConsoleRelay
 from node_agent.errors import AgentError
 from node_agent.guest_relay import GuestRelay
 from node_agent.heartbeat import send_heartbeat
+from node_agent.image_fetch import ImageFetcher
 from node_agent.launcher.base import Launcher
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.lifecycle import LeaseLifecycle
@@ -29,6 +32,11 @@ from node_agent.reconciler import Reconciler, ReconcileResult
 from node_agent.store import AgentStore, LeaseState, Resources
 
 __all__ = ["NodeAgent", "ReconcileResult"]
+
+log = logging.getLogger(__name__)
+
+# The largest image a node downloads unless told otherwise (as the backend's default limit).
+DEFAULT_IMAGE_MAX_BYTES = 256 * 2**20
 
 
 class NodeAgent:
@@ -46,6 +54,7 @@ class NodeAgent:
         reattest_margin_s: int = 60,
         measurements: Collection[bytes] = (),
         clock: Callable[[], float] = time.time,
+        image_max_bytes: int = DEFAULT_IMAGE_MAX_BYTES,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
@@ -65,6 +74,12 @@ class NodeAgent:
             if api is not None and launcher.kind == "qemu"
             else None
         )
+        # The images it boots come from the backend, checked against the lease's image id.
+        images = (
+            ImageFetcher(api, launcher.images, max_bytes=image_max_bytes)
+            if api is not None and isinstance(launcher, QemuLauncher) and launcher.images
+            else None
+        )
         self.lifecycle = LeaseLifecycle(
             chain,
             launcher,
@@ -74,11 +89,16 @@ class NodeAgent:
             lock_dir,
             spec_source,
             measurements=measurements,
+            images=images,
         )
         self.reconciler = Reconciler(self.lifecycle)
         self.relay: GuestRelay | None = None
+        self.console: ConsoleRelay | None = None
+        self._qemu: QemuLauncher | None = None
         if api is not None and isinstance(launcher, QemuLauncher) and launcher.kind == "qemu":
+            self._qemu = launcher
             self.relay = GuestRelay(api, self.account, launcher, lock_dir.parent / "relay")
+            self.console = ConsoleRelay(api, self.account, lock_dir.parent / "console")
 
     @property
     def address(self) -> str:
@@ -103,7 +123,20 @@ class NodeAgent:
         if self.relay is not None:
             for guest in self.launcher.running():
                 self.relay.sync(guest.lease_id)
+        self.ship_consoles()
         return result
+
+    def ship_consoles(self) -> None:
+        """Send the new console output of every running guest to the backend (the renter's
+        `cvm lease logs`); a refusal is logged and the output sent again next time."""
+        if self.console is None or self._qemu is None:
+            return
+        self.console.prune({record.lease_id for record in self.store.leases()})  # active ones
+        for guest in self._qemu.running():
+            try:
+                self.console.ship(guest.lease_id, self._qemu.console_log(guest.lease_id))
+            except (ApiError, OSError) as exc:
+                log.warning("lease %s: console not shipped: %s", guest.lease_id, exc)
 
     def heartbeat(self) -> Heartbeat:
         """Sign and send the free capacity to the backend (needs an API client)."""

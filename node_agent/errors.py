@@ -26,3 +26,13 @@ class LeaseNotOurs(AgentError):
 class LeaseUnservable(LeaseNotOurs):
     """This node cannot serve the lease (it cannot produce the expected measurement, or the
     guest cannot be launched here): refused before accept, declined after."""
+
+
+class ImageUnavailable(LauncherError):
+    """The lease's image is not on this host and could not be fetched now (the backend is
+    unreachable or busy): worth trying again."""
+
+
+class ImageRefused(LauncherError):
+    """The lease's image cannot be had: the backend has none under its id, or what it served
+    does not hash to the id. Never booted; the lease is refused (or declined)."""

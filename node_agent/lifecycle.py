@@ -21,11 +21,13 @@ from node_agent.errors import (
     AgentError,
     CapacityExceeded,
     HostUnsupported,
+    ImageRefused,
     LauncherError,
     LeaseNotOurs,
     LeaseUnservable,
 )
 from node_agent.faults import crash_point
+from node_agent.image_fetch import ImageFetcher
 from node_agent.launcher.base import GuestSpec, GuestState, Launcher
 from node_agent.lease_terms import LeaseTerms, lease_terms
 from node_agent.locks import lease_lock
@@ -54,10 +56,12 @@ class LeaseLifecycle:
         spec_source: PrivateSpecSource | None = None,
         *,
         measurements: Collection[bytes] = (),
+        images: ImageFetcher | None = None,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
         self.spec_source = spec_source
+        self.images = images
         self.chain = chain
         self.measurements = tuple(measurements)
         self._refusals_logged: set[int] = set()
@@ -123,7 +127,10 @@ class LeaseLifecycle:
         terms = None if record is None or record.state == LeaseState.REFUSED else _terms(record)
         if terms is None:
             terms = lease_terms(self.chain, lease)
-        reason = unservable_reason(self.measurements, terms, self.image_measurement(terms))
+        try:
+            reason = unservable_reason(self.measurements, terms, self.image_measurement(terms))
+        except ImageRefused as exc:
+            reason = str(exc)  # never booted: refused, or declined if accepted before
         if reason is not None and lease.status == LeaseStatus.OPEN:
             self.refuse(lease_id, record, reason)
         if record is None or record.state == LeaseState.REFUSED:
@@ -155,7 +162,7 @@ class LeaseLifecycle:
         except LauncherError as exc:
             lease_id = lease.lease_id
             lease = self.chain.leases.get_lease(lease_id)  # with its deadline, fixed at accept
-            if not isinstance(exc, HostUnsupported) and (
+            if not isinstance(exc, (HostUnsupported, ImageRefused)) and (
                 self.chain.block_timestamp() < lease.attest_by - DECLINE_MARGIN_S
                 or self.chain.attestations.attestation_nonce(lease_id) > 0
             ):
@@ -236,14 +243,23 @@ class LeaseLifecycle:
                 raise LeaseNotOurs(f"lease {lease.lease_id}: accept refused: {exc}") from exc
             return current, False
 
+    def lease_image(self, lease_id: int) -> str:
+        """The image id the lease's private spec names ("" for none), present in the
+        launcher's image store: fetched from the backend and verified if it was not.
+        `ImageRefused` when it cannot be had, `ImageUnavailable` when not now."""
+        if self.spec_source is None:
+            return ""
+        image = self.spec_source.image_for(lease_id)
+        if image and self.images is not None:
+            self.images.ensure(image)
+        return image
+
     def image_measurement(self, terms: LeaseTerms) -> bytes | None:
         """The measurement the lease's own image boots with here (None: no image named, or
         this launcher does not boot renters' images)."""
         if self.spec_source is None:
             return None
-        return self.launcher.image_measurement(
-            self.spec_source.image_for(terms.lease_id), terms.vcpu
-        )
+        return self.launcher.image_measurement(self.lease_image(terms.lease_id), terms.vcpu)
 
     def ensure_guest(self, record: LeaseRecord) -> bool:
         """Start the lease's guest unless it runs; True if it had to be (re)started."""
@@ -258,7 +274,7 @@ class LeaseLifecycle:
                 memory_mib=record.resources.memory_mib,
                 disk_gib=record.resources.disk_gib,
                 expected_measurement=record.expected_measurement,
-                image=self.spec_source.image_for(record.lease_id) if self.spec_source else "",
+                image=self.lease_image(record.lease_id),
             )
         )
         crash_point("launched")

@@ -64,7 +64,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             SimulatedAmdSp(sim_amd_dir(settings)),
             qemu_binary=settings.node_qemu_binary,
             accel=settings.node_qemu_accel,
-            images=ImageStore(settings.image_dir),
+            images=ImageStore(settings.node_images),
             default_image=settings.node_image,
             ovmf=settings.image_ovmf,
         )
@@ -113,4 +113,5 @@ def build_agent(settings: Settings, account: LocalAccount) -> NodeAgent:
         api=ApiClient(settings.api_url),
         reattest_margin_s=settings.node_reattest_margin_s,
         measurements=settings.node_measurement_list,
+        image_max_bytes=settings.image_max_bytes,
     )

@@ -9,7 +9,17 @@ from backend.api.deps import AppContext
 from backend.api.errors import install_error_handlers
 from backend.api.limits import AbuseGuardMiddleware, RateLimiter
 from backend.api.metrics import ApiMetrics, MetricsMiddleware
-from backend.api.routes import auth, chain, evidence, health, leases, nodes, secrets
+from backend.api.routes import (
+    auth,
+    chain,
+    console,
+    evidence,
+    health,
+    images,
+    leases,
+    nodes,
+    secrets,
+)
 from cvm.api_models import ErrorBody
 
 API_PREFIX = "/v1"
@@ -26,7 +36,7 @@ def create_app(context: AppContext) -> FastAPI:
     app.state.context = context
     install_error_handlers(app)
     v1 = APIRouter(prefix=API_PREFIX)
-    for module in (health, chain, nodes, leases, evidence, auth, secrets):
+    for module in (health, chain, nodes, leases, evidence, auth, secrets, console, images):
         v1.include_router(module.router)
     app.include_router(v1)
     metrics = ApiMetrics()

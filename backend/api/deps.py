@@ -19,6 +19,7 @@ from backend.store import Store
 from cvm.api_models import ChainInfo
 from cvm.config import Settings
 from cvm.eip712 import Domain
+from cvm.images import ImageStore
 
 
 class HeartbeatListener(Protocol):
@@ -46,6 +47,11 @@ class AppContext:
     def limit_address(self, address: str, what: str) -> None:
         """Count a writing request of `address` to endpoint `what` (429 once over the limit)."""
         check_address(self.limiter, self.settings, address, what)
+
+    @property
+    def images(self) -> ImageStore:
+        """The images this backend serves (`image_dir`)."""
+        return ImageStore(self.settings.image_dir)
 
     @property
     def domain(self) -> Domain:

@@ -2,6 +2,9 @@
 
 Body sizes are checked before a byte is read: a declared `Content-Length` over the limit is
 answered 413 at once, and a chunked body is counted as it streams and cut off at the limit.
+Two routes have limits of their own: evidence uploads (`evidence_max_bytes`) and image
+uploads (`PUT /v1/images/{id}`, `image_max_bytes`, hundreds of MiB); every other route,
+image reads included, keeps `api_max_body_bytes`.
 Rate limits are fixed windows of one minute, counted per client IP on every `/v1` request
 and per address (renter or node) on every writing endpoint, and answered 429 with
 `Retry-After`. The counters live in Redis when replicas share a PostgreSQL store (or
@@ -13,6 +16,7 @@ counts in its own memory until Redis is back (logged once): limits stay on, only
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -127,9 +131,11 @@ class AbuseGuardMiddleware:
         self.settings = settings
         self.prefix = prefix
 
-    def _body_limit(self, path: str) -> int:
+    def _body_limit(self, method: str, path: str) -> int:
         if path == f"{self.prefix}/evidence":
             return self.settings.evidence_max_bytes
+        if method == "PUT" and _IMAGE_UPLOAD.fullmatch(path.removeprefix(self.prefix)):
+            return self.settings.image_max_bytes
         return self.settings.api_max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -146,7 +152,7 @@ class AbuseGuardMiddleware:
         except RateLimited as exc:
             await error_response(exc)(scope, receive, send)
             return
-        limit = self._body_limit(scope["path"])
+        limit = self._body_limit(scope["method"], scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             # Refused from the headers alone: the body is never kept. A small overage is read
@@ -186,6 +192,9 @@ class AbuseGuardMiddleware:
 
         await self.app(scope, counted, guarded_send)
 
+
+# The one route whose body is an image (exactly an id: no component, no other method).
+_IMAGE_UPLOAD = re.compile(r"/images/[0-9a-f]{64}")
 
 # Largest refused body that is still read (and dropped) so that the refusal arrives cleanly.
 _DRAIN_MAX_BYTES = 1 << 20

@@ -347,3 +347,18 @@ class LeaderLease(Base):
     name: Mapped[str] = mapped_column(String(80), primary_key=True)
     holder: Mapped[str] = mapped_column(String(80))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LeaseConsole(Base):
+    """The tail of a lease's guest console, as its node shipped it (untrusted: the host
+    reads the guest's serial port). `content` holds stream bytes [start_offset, end_offset),
+    at most `cvm.api_models.CONSOLE_TAIL_BYTES` of them."""
+
+    __tablename__ = "lease_consoles"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(ADDRESS)
+    start_offset: Mapped[int] = mapped_column(BigInteger)
+    end_offset: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

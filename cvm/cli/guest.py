@@ -1,13 +1,16 @@
-"""`cvm lease secrets put N` and `cvm lease ssh N`: into the guest a lease attested.
+"""`cvm lease secrets put N`, `cvm lease ssh N` and `cvm lease logs N`: into the guest a
+lease attested, and what it printed.
 
-Both verify the lease's latest report here before anything else: AMD's chain (or, with
---trust-simulated-amd, the local stack's simulated AMD-SP, shown as SIMULATED), the lease's
-expected measurement, REPORT_DATA bound to this lease, its nonce and the guest's key. Secrets
-are sealed to that key; SSH pins the host key the report binds.
+The first two verify the lease's latest report here before anything else: AMD's chain (or,
+with --trust-simulated-amd, the local stack's simulated AMD-SP, shown as SIMULATED), the
+lease's expected measurement, REPORT_DATA bound to this lease, its nonce and the guest's key.
+Secrets are sealed to that key; SSH pins the host key the report binds. `logs` shows the
+guest's serial console as the node's host relayed it: untrusted, and said so.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,10 +24,12 @@ from cvm.cli.plumbing import (
     WalletOption,
     emit,
     err,
+    json_output,
 )
 from cvm.cli.renter import lease_app
 
 if TYPE_CHECKING:
+    from cvm.api_models import LeaseConsoleView
     from cvm.renter import Renter
     from cvm.secret_release import AttestedGuest
 
@@ -188,6 +193,81 @@ def ssh_argv(
     if command:
         argv += ["-o", "BatchMode=yes"]
     return [*argv, f"root@{host}", *command]
+
+
+UNTRUSTED_CONSOLE = (
+    "guest console as relayed by the node's host: UNTRUSTED (the host sees and can alter it;"
+    " only the attestation and `cvm lease ssh` are proof)"
+)
+# Everything a terminal could act on except newline and tab: a hostile host must not be
+# able to drive the renter's terminal with escape sequences.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+FOLLOW_INTERVAL_S = 2.0
+
+
+def printable(text: str) -> str:
+    """Console text safe to print: CRLF as newlines, other control characters as `?`."""
+    return _CONTROL.sub("?", text.replace("\r\n", "\n"))
+
+
+def _show(view: LeaseConsoleView, since: int, *, always: bool) -> None:
+    """Print one read of the console: raw JSON lines, or sanitized text on stdout."""
+    import json
+    import sys
+
+    if json_output():
+        if view.text or always:
+            data = view.model_dump(mode="json") | {"trusted": False}
+            sys.stdout.write(json.dumps(data) + "\n")
+    else:
+        if view.start > since:
+            err().print(f"[dim]… {view.start - since} earlier bytes are no longer kept …[/dim]")
+        sys.stdout.write(printable(view.text))
+    sys.stdout.flush()
+
+
+@lease_app.command("logs")
+def logs(
+    lease_id: Annotated[int, typer.Argument(min=0, help="Lease id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new output until the lease ends.")
+    ] = False,
+    deployment: DeploymentOption = None,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the guest's serial console (the last 256 KiB the backend keeps).
+
+    UNTRUSTED: the node's host reads the console and relays it, so it sees every byte and could
+    change any. Use it to debug a boot, never as proof of what runs (the attestation is that).
+    With --json: one object (with --follow, one more per read that brought new output)."""
+    import time
+
+    from cvm.chain import LeaseStatus
+    from cvm.cli.renter import open_renter
+
+    renter = open_renter(deployment, wallet, password_file)
+    api = renter.signed_in_api()
+    if not json_output():
+        err().print(f"[yellow]{UNTRUSTED_CONSOLE}[/yellow]", highlight=False)
+    view = api.lease_console(lease_id)
+    _show(view, 0, always=True)
+    if view.end == 0 and not json_output():
+        err().print("[dim](no console output from the node yet)[/dim]", highlight=False)
+    while follow:
+        # Closed: one last read for what arrived before the close, then done.
+        closed = renter.chain.leases.get_lease(lease_id).status == LeaseStatus.CLOSED
+        if not closed:
+            try:
+                time.sleep(FOLLOW_INTERVAL_S)
+            except KeyboardInterrupt:
+                return
+        since = view.end
+        view = api.lease_console(lease_id, since=since)
+        _show(view, since, always=False)
+        if closed:
+            return
 
 
 lease_app.add_typer(secrets_app, name="secrets")

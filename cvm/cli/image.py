@@ -1,7 +1,8 @@
-"""`cvm image build|list|measure`: guest images by content address (`CVM_IMAGE_DIR`).
+"""`cvm image build|list|measure|push`: guest images by content address (`CVM_IMAGE_DIR`).
 
 `build` assembles the cvm guest image from Debian packages (a Debian host with apt-get);
-`measure` computes the SNP launch measurement a lease of that image should expect.
+`measure` computes the SNP launch measurement a lease of that image should expect; `push`
+publishes an image to the backend, from which node agents download it (checked by its id).
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cvm.cli.plumbing import JsonOption, UsageError, emit, err
+from cvm.cli.plumbing import (
+    DeploymentOption,
+    JsonOption,
+    PasswordFileOption,
+    UsageError,
+    WalletOption,
+    emit,
+    err,
+    json_output,
+)
 
 if TYPE_CHECKING:
     from cvm.images import Image, ImageStore
+    from cvm.renter import Renter
 
-app = typer.Typer(help="Guest images: build, list, measure.", no_args_is_help=True)
+app = typer.Typer(help="Guest images: build, list, measure, push.", no_args_is_help=True)
 
 ImageArgument = Annotated[
     str, typer.Argument(help="Image id (64 hex digits, from `cvm image list`).")
@@ -114,3 +125,53 @@ def measure(
         )
     )
     emit(view, f"{view['measurement']}{note}")
+
+
+def publish(renter: Renter, image: Image) -> bool:
+    """Upload `image` to the renter's backend unless it has it, with a progress bar on
+    stderr (none with --json); whether it was uploaded."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    if json_output():
+        return renter.publish_image(image)[1]
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"pushing image {image.image_id[:16]}…", total=None)
+
+        def advance(sent: int, total: int) -> None:
+            bar.update(task, completed=sent, total=total)
+
+        return renter.publish_image(image, progress=advance)[1]
+
+
+@app.command("push")
+def push(
+    image: ImageArgument,
+    deployment: DeploymentOption = None,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish IMAGE to the deployment's backend (signed in with your wallet), which serves
+    it to node agents by its id; each node checks every file against the id before booting.
+    Nothing is sent if the backend already has it."""
+    from cvm.cli.renter import open_renter
+
+    stored = _store().get(image)
+    renter = open_renter(deployment, wallet, password_file)
+    uploaded = publish(renter, stored)
+    size = stored.size_bytes()
+    view = {
+        "image": stored.image_id,
+        "uploaded": uploaded,
+        "size_bytes": size,
+        "api_url": renter.api.base_url if renter.api is not None else None,
+    }
+    what = "pushed to" if uploaded else "already served by"
+    emit(view, f"image {stored.image_id} ({size / 2**20:.1f} MiB) {what} {view['api_url']}")

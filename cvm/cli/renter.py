@@ -191,6 +191,24 @@ def _image_measurement(image: str, vcpus: int) -> bytes:
     return measure(stored, vcpus=vcpus, ovmf=settings.image_ovmf)
 
 
+def _ensure_published(renter: Renter, image: str) -> None:
+    """Before the lease exists: the backend must serve the image to the node. A local image
+    it lacks is pushed (as `cvm image push`); one that is not here must already be there."""
+    from cvm.cli.image import publish
+    from cvm.config import get_settings
+    from cvm.images import ImageStore
+
+    store = ImageStore(get_settings().image_dir)
+    if store.has(image):
+        if publish(renter, store.get(image)) and not json_output():
+            out().print(f"image {image} pushed to the backend (nodes download it by its id)")
+    elif renter.published_image(image) is None:
+        raise UsageError(
+            f"the backend has no image {image} and it is not in this image directory"
+            " (CVM_IMAGE_DIR): run `cvm image push` where it was built"
+        )
+
+
 def _measurement(text: str) -> bytes:
     try:
         return bytes.fromhex(text.removeprefix("0x"))
@@ -280,6 +298,8 @@ def rent(
             expected = _image_measurement(image, vcpu)
 
     renter = open_renter(deployment, wallet, password_file)
+    if _is_image_id(image):
+        _ensure_published(renter, image)
     decimals = renter.chain.token.decimals()
     if expected is None:
         demo = renter.chain.deployment.extra.get("demo_measurement")

@@ -13,9 +13,13 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 IMAGE_FORMAT = "cvm.image.v1"
 KERNEL = "vmlinuz"
@@ -38,6 +42,10 @@ class ImageError(Exception):
     """An image is missing, corrupt, or cannot be built or measured."""
 
 
+class ImageMismatch(ImageError):
+    """Files that do not hash to the image id they were offered (or fetched) as."""
+
+
 @dataclass(frozen=True, slots=True)
 class Image:
     """A stored image: its id and where its files are."""
@@ -58,6 +66,12 @@ class Image:
 
     def size_bytes(self) -> int:
         return sum((self.directory / name).stat().st_size for name in IMAGE_FILES)
+
+    def component(self, name: str) -> Path:
+        """One of the image's files by its name (`IMAGE_FILES`); ImageError for another."""
+        if name not in IMAGE_FILES:
+            raise ImageError(f"an image has no component {name!r} (only {', '.join(IMAGE_FILES)})")
+        return self.directory / name
 
 
 def image_id(kernel_sha256: str, initrd_sha256: str, cmdline: str) -> str:
@@ -83,6 +97,54 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_id(path: Path) -> str:
+    """The image id a manifest file describes; ImageError if it is not a manifest."""
+    try:
+        manifest = json.loads(path.read_text())
+        return image_id(manifest["kernel_sha256"], manifest["initrd_sha256"], manifest["cmdline"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImageError(f"{path.name} is not an image manifest: {exc}") from None
+
+
+def write_archive(image: Image, destination: BinaryIO) -> None:
+    """The image as one uncompressed tar of its three files (the upload format of
+    `PUT /v1/images/{id}`); the receiver recomputes the id from what it unpacks."""
+    with tarfile.open(fileobj=destination, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for name in IMAGE_FILES:
+            path = image.directory / name
+            info = tarfile.TarInfo(name)
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with path.open("rb") as handle:
+                archive.addfile(info, handle)
+
+
+def extract_archive(source: Path, staging: Path) -> None:
+    """Unpack an image tar (`write_archive`) into `staging`: exactly the three image files,
+    as regular files under their own names, nothing else (no paths, links or devices)."""
+    seen: set[str] = set()
+    try:
+        with tarfile.open(source, mode="r:") as archive:
+            for member in archive:
+                if member.name not in IMAGE_FILES or not member.isreg():
+                    raise ImageError(
+                        f"unexpected {member.name!r} in the image archive (only regular files"
+                        f" {', '.join(IMAGE_FILES)})"
+                    )
+                if member.name in seen:
+                    raise ImageError(f"{member.name} appears twice in the image archive")
+                seen.add(member.name)
+                reader = archive.extractfile(member)
+                assert reader is not None  # a regular file always has a reader
+                with (staging / member.name).open("wb") as handle:
+                    shutil.copyfileobj(reader, handle, 1 << 20)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ImageError(f"not an image archive (an uncompressed tar): {exc}") from None
+    missing = [name for name in IMAGE_FILES if name not in seen]
+    if missing:
+        raise ImageError(f"the image archive lacks {', '.join(missing)}")
+
+
 def normalize_id(text: str) -> str:
     value = text.lower().removeprefix("0x").removeprefix("sha256:")
     if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
@@ -96,13 +158,24 @@ class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def get(self, image: str) -> Image:
-        """The stored image `image` (an id), checked against its id; ImageError otherwise."""
+    def get(self, image: str, *, deep: bool = True) -> Image:
+        """The stored image `image` (an id), checked against its id; ImageError otherwise.
+
+        `deep=False` skips hashing the kernel and initrd (only the manifest is checked): for
+        serving files that were verified when they were placed, never for booting them."""
         wanted = normalize_id(image)
         directory = self.root / wanted
         if not (directory / MANIFEST).is_file():
             raise ImageError(f"no image {wanted} here: `cvm image build` or `cvm image list`")
-        return self._load(directory, expected=wanted)
+        return self._load(directory, expected=wanted, deep=deep)
+
+    def has(self, image: str) -> bool:
+        """Whether the image is stored and intact (its files hash to its id)."""
+        try:
+            self.get(image)
+        except ImageError:
+            return False
+        return True
 
     def list(self) -> list[Image]:
         found = []
@@ -146,18 +219,56 @@ class ImageStore:
 
     def add(self, source: Path) -> Image:
         """Store the image in `source` (the three files) under its id, checked; returns it."""
-        manifest = json.loads((source / MANIFEST).read_text())
-        new_id = image_id(manifest["kernel_sha256"], manifest["initrd_sha256"], manifest["cmdline"])
-        target = self.root / new_id
-        if not (target / MANIFEST).is_file():
-            self.root.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".incoming-"))
+        new_id = manifest_id(source / MANIFEST)
+        if self.has(new_id):
+            return self.get(new_id, deep=False)
+        with self.staging() as staging:
             for name in IMAGE_FILES:
                 shutil.copyfile(source / name, staging / name)
-            ImageStore._load(self, staging, expected=new_id)
-            shutil.rmtree(target, ignore_errors=True)
+            return self.import_verified(staging, new_id)
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh directory inside the store (same file system, so it can be renamed into
+        place); removed afterwards unless `import_verified` moved it in."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".incoming-"))
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def import_verified(self, staging: Path, expected: str) -> Image:
+        """Move the three files in `staging` (a `staging()` directory) into the store as
+        image `expected`, once they hash to it: the manifest to the id, the kernel and initrd
+        to the manifest. `ImageMismatch` if they do not; nothing is stored then.
+
+        The directory is renamed into place in one step, so a reader never sees half an
+        image; an intact image already stored under the id is kept as it is."""
+        wanted = normalize_id(expected)
+        try:
+            found = manifest_id(staging / MANIFEST)
+        except ImageError as exc:
+            raise ImageMismatch(f"not image {wanted}: {exc}") from None
+        if found != wanted:
+            raise ImageMismatch(f"the files are image {found}, not {wanted}")
+        try:
+            self._load(staging, expected=wanted)
+        except ImageError as exc:
+            raise ImageMismatch(f"not image {wanted}: {exc}") from None
+        target = self.root / wanted
+        if self.has(wanted):
+            return self.get(wanted, deep=False)
+        if target.exists():  # a damaged copy: moved aside first, so the rename cannot fail on it
+            aside = Path(tempfile.mkdtemp(dir=self.root, prefix=".damaged-"))
+            target.rename(aside / "image")
+            shutil.rmtree(aside, ignore_errors=True)
+        try:
             staging.rename(target)
-        return self.get(new_id)
+        except OSError:
+            if not self.has(wanted):  # lost a race to anything but the same image
+                raise
+        return self.get(wanted, deep=False)
 
     def build(self, *, force: bool = False) -> Image:
         """Build the cvm guest image from Debian packages (cached .debs), store it, return it.

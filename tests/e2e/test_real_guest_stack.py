@@ -32,7 +32,8 @@ def qemu_stack(
 ) -> Iterator[Stack]:
     ensure_qemu()
     cli = Cli(tmp_path_factory.mktemp("cvm-vm"))
-    # The renter's image store is the one the embedded stack's nodes boot from.
+    # The renter's image store: `cvm rent --image` pushes the image from it to the backend,
+    # from which the node downloads it into its own store (checked against the id).
     target = cli.data_dir / "images" / guest_image.image_id
     target.mkdir(parents=True)
     for path in guest_image.directory.iterdir():
@@ -90,6 +91,17 @@ def test_rent_a_real_vm_get_the_secret_over_ssh_and_close(qemu_stack, guest_imag
 
     # The node relays on its next reconcile pass (every 2 s in the stack).
     assert wait_for(hashed, timeout=60, interval=1) == hashlib.sha256(SECRET).hexdigest()
+
+    # The node had the image from the backend (pushed by `cvm rent`), in its own store.
+    downloaded = list((stack.data_dir / "stack" / "node-images").glob(f"*/{guest_image.image_id}"))
+    assert len(downloaded) == 1 and (downloaded[0] / "initrd.cpio").stat().st_size > 0
+
+    # The guest's console reaches its renter through the node's host, marked untrusted.
+    def console() -> str:
+        return str(stack.cli.json("lease", "logs", str(lease_id), *alice)["text"])
+
+    assert wait_for(lambda: "Linux version" in console(), timeout=30, interval=1)
+    assert "UNTRUSTED" in stack.cli.run("lease", "logs", str(lease_id), *alice).stderr
 
     # The backend and the node carried only ciphertext.
     for path in (stack.data_dir / "stack").rglob("*"):

@@ -1,0 +1,107 @@
+"""Guest images fetched from the backend by content address into the node's image store.
+
+The backend is not trusted with the image: each file is hashed as it streams in and checked
+against the manifest, the manifest against the image id the lease names, and the store
+checks all of it again before the image is renamed into place. A download that fails any
+check is dropped, logged and refused (`ImageRefused`): it is never booted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from cvm.api_client import ApiClient, ApiError
+from cvm.api_models import ImageManifest
+from cvm.images import (
+    IMAGE_FILES,
+    Image,
+    ImageError,
+    ImageStore,
+    image_id,
+    normalize_id,
+)
+from node_agent.errors import ImageRefused, ImageUnavailable
+
+log = logging.getLogger(__name__)
+
+# Backend answers worth waiting out: none at all, rate limited, or a server error.
+_TRANSIENT = (0, 408, 429)
+
+
+class ImageFetcher:
+    """Makes an image named by a lease present in `store`, downloading it when missing."""
+
+    def __init__(self, api: ApiClient, store: ImageStore, *, max_bytes: int) -> None:
+        self.api = api
+        self.store = store
+        self.max_bytes = max_bytes
+
+    def ensure(self, image: str) -> Image:
+        """The stored image `image`, fetched from the backend and verified if it was not
+        here (or was damaged). `ImageRefused` if the backend has no such image or serves
+        other bytes; `ImageUnavailable` if it cannot be reached now."""
+        try:
+            wanted = normalize_id(image)
+        except ImageError as exc:
+            raise ImageRefused(str(exc)) from None
+        if self.store.has(wanted):
+            return self.store.get(wanted, deep=False)
+        try:
+            manifest = self.api.image_manifest(wanted)
+            self._check_manifest(wanted, manifest)
+            with self.store.staging() as staging:
+                for name in IMAGE_FILES:
+                    self._download(wanted, manifest, name, staging / name)
+                try:
+                    stored = self.store.import_verified(staging, wanted)
+                except ImageError as exc:
+                    raise self._refuse(wanted, str(exc)) from None
+        except ApiError as exc:
+            if exc.status_code in _TRANSIENT or exc.status_code >= 500:
+                why = f"image {wanted}: the backend did not serve it: {exc}"
+                raise ImageUnavailable(why) from None
+            if exc.status_code == 404:
+                raise self._refuse(wanted, "the backend has no such image") from None
+            raise self._refuse(wanted, f"the backend refused it: {exc}") from None
+        log.info("image %s: downloaded and verified (%d bytes)", wanted, stored.size_bytes())
+        return stored
+
+    def _refuse(self, image: str, why: str) -> ImageRefused:
+        log.warning("image %s: download refused: %s", image, why)
+        return ImageRefused(f"image {image}: {why}")
+
+    def _check_manifest(self, wanted: str, manifest: ImageManifest) -> None:
+        names = sorted(item.name for item in manifest.components)
+        if names != sorted(IMAGE_FILES):
+            raise self._refuse(wanted, f"the manifest lists {names}, not {sorted(IMAGE_FILES)}")
+        claimed = image_id(
+            manifest.component("vmlinuz").sha256,
+            manifest.component("initrd.cpio").sha256,
+            manifest.cmdline,
+        )
+        if claimed != wanted or manifest.image != wanted:
+            raise self._refuse(wanted, f"the backend's manifest describes image {claimed}")
+        total = sum(item.size for item in manifest.components)
+        if total > self.max_bytes:
+            raise self._refuse(wanted, f"{total} bytes is over the limit of {self.max_bytes}")
+
+    def _download(self, wanted: str, manifest: ImageManifest, name: str, target: Path) -> None:
+        expected = manifest.component(name)
+        digest = hashlib.sha256()
+        size = 0
+        with target.open("wb") as sink:
+            for chunk in self.api.image_component(wanted, name):
+                size += len(chunk)
+                if size > expected.size:
+                    raise self._refuse(wanted, f"{name} is longer than the {expected.size} bytes"
+                                       " the manifest says")  # fmt: skip
+                digest.update(chunk)
+                sink.write(chunk)
+        if size != expected.size or digest.hexdigest() != expected.sha256:
+            raise self._refuse(
+                wanted,
+                f"{name} from the backend has sha256 {digest.hexdigest()} ({size} bytes), not"
+                f" {expected.sha256} ({expected.size} bytes)",
+            )

@@ -1,0 +1,309 @@
+"""Images by content address through the real backend: a renter publishes one (signed in,
+checked against its id, size-limited), anyone reads it, and a real node agent downloads it
+into an empty store, verifying every file before anything can boot it. A backend serving
+other bytes gets its lease refused; the guest is never launched."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.store import Match
+from cvm.api_client import ApiClient, ApiError
+from cvm.chain import LeaseSpec, LeaseStatus
+from cvm.images import Image, ImageStore, measure, write_archive
+from cvm.wallet import import_keystore
+from node_agent.agent import NodeAgent
+from node_agent.errors import ImageRefused, LeaseUnservable
+from node_agent.image_fetch import ImageFetcher
+from node_agent.launcher.qemu import QemuLauncher
+from node_agent.launcher.signer import SimulatedAmdSp
+from node_agent.lease_terms import lease_terms
+from node_agent.store import AgentStore
+from tests.fixtures.chain import LEASE_SPEC, ChainSystem
+from tests.fixtures.images import synthetic_image
+from tests.integration.backend.conftest import IMAGE_LIMIT_BYTES, LiveBackend
+from tests.integration.cli.test_no_surprises import cvm, no_traceback
+from tests.integration.node_agent.conftest import NODE_CAPACITY
+
+pytestmark = pytest.mark.integration
+
+
+def _status(call) -> int:  # type: ignore[no-untyped-def]
+    with pytest.raises(ApiError) as refused:
+        call()
+    return refused.value.status_code
+
+
+def _archive(image: Image, work: Path) -> Path:
+    path = work / f"{image.image_id}.tar"
+    with path.open("wb") as handle:
+        write_archive(image, handle)
+    return path
+
+
+def _signed_in(backend: LiveBackend, chain: ChainSystem) -> ApiClient:
+    api = ApiClient(backend.url)
+    api.login(chain.accounts.renter.key)
+    return api
+
+
+def _stored_ids(store: ImageStore) -> list[str]:
+    return [image.image_id for image in store.list()]
+
+
+def _leftovers(store: ImageStore) -> list[str]:
+    return sorted(p.name for p in store.root.glob(".*")) if store.root.exists() else []
+
+
+def test_a_published_image_is_downloaded_by_a_node_and_verified(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    image = synthetic_image(ImageStore(tmp_path / "renter"), tmp_path, "good")
+    progress: list[tuple[int, int]] = []
+    with _signed_in(live_backend, chain) as api:
+        published = api.upload_image(
+            image.image_id, _archive(image, tmp_path), progress=lambda *p: progress.append(p)
+        )
+        # Uploading the same image again changes nothing.
+        assert api.upload_image(image.image_id, _archive(image, tmp_path)) == published
+    assert progress and progress[-1][0] == progress[-1][1]
+    assert published.image == image.image_id and published.cmdline == image.cmdline
+    sizes = {c.name: (c.sha256, c.size) for c in published.components}
+    assert sizes["vmlinuz"] == (image.kernel_sha256, image.kernel.stat().st_size)
+    assert sizes["initrd.cpio"] == (image.initrd_sha256, image.initrd.stat().st_size)
+
+    # Reads are public: a node agent's client, not signed in, into an empty store.
+    node_store = ImageStore(tmp_path / "node-images")
+    with ApiClient(live_backend.url) as anonymous:
+        assert anonymous.image_manifest(image.image_id) == published
+        fetched = ImageFetcher(anonymous, node_store, max_bytes=IMAGE_LIMIT_BYTES).ensure(
+            image.image_id
+        )
+    assert fetched.image_id == image.image_id
+    for name in ("vmlinuz", "initrd.cpio"):
+        assert (fetched.directory / name).read_bytes() == (image.directory / name).read_bytes()
+    assert node_store.get(image.image_id).image_id == image.image_id  # deep check passes
+    assert _stored_ids(node_store) == [image.image_id] and _leftovers(node_store) == []
+
+
+def test_served_bytes_that_differ_from_the_id_are_refused_and_never_stored(
+    live_backend: LiveBackend,
+    chain: ChainSystem,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    image = synthetic_image(ImageStore(tmp_path / "renter"), tmp_path, "tampered")
+    with _signed_in(live_backend, chain) as api:
+        api.upload_image(image.image_id, _archive(image, tmp_path))
+    # The backend (or anything between it and the node) now serves other initrd bytes.
+    served = live_backend.settings.image_dir / image.image_id / "initrd.cpio"
+    data = bytearray(served.read_bytes())
+    data[100] ^= 0xFF
+    served.write_bytes(bytes(data))
+
+    node_store = ImageStore(tmp_path / "node-images")
+    caplog.set_level(logging.WARNING, logger="node_agent")
+    with ApiClient(live_backend.url) as api:
+        fetcher = ImageFetcher(api, node_store, max_bytes=IMAGE_LIMIT_BYTES)
+        with pytest.raises(ImageRefused, match=r"initrd\.cpio from the backend has sha256"):
+            fetcher.ensure(image.image_id)
+    assert _stored_ids(node_store) == [] and _leftovers(node_store) == []
+    assert any(
+        f"image {image.image_id}: download refused" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_unknown_images_and_components_are_404_and_bad_ids_422(
+    live_backend: LiveBackend, tmp_path: Path
+) -> None:
+    unknown = "ab" * 32
+    with ApiClient(live_backend.url) as api:
+        assert _status(lambda: api.image_manifest(unknown)) == 404
+        assert _status(lambda: list(api.image_component(unknown, "vmlinuz"))) == 404
+        fetcher = ImageFetcher(api, ImageStore(tmp_path / "node"), max_bytes=IMAGE_LIMIT_BYTES)
+        with pytest.raises(ImageRefused, match="the backend has no such image"):
+            fetcher.ensure(unknown)
+    assert httpx.get(f"{live_backend.url}/v1/images/not-an-id").status_code == 422
+
+
+def test_an_upload_under_another_id_is_refused(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    store = ImageStore(tmp_path / "renter")
+    image = synthetic_image(store, tmp_path, "one")
+    other = synthetic_image(store, tmp_path, "two")
+    with _signed_in(live_backend, chain) as api:
+        with pytest.raises(ApiError) as refused:
+            api.upload_image(other.image_id, _archive(image, tmp_path))
+        assert refused.value.status_code == 422
+        assert (
+            f"the files are image {image.image_id}, not {other.image_id}" in refused.value.message
+        )
+        # A tar with anything but the three files (here a path outside) is refused too.
+        hostile = tmp_path / "hostile.tar"
+        with tarfile.open(hostile, "w") as archive:
+            payload = b"x" * 10
+            info = tarfile.TarInfo("../vmlinuz")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+        assert _status(lambda: api.upload_image(image.image_id, hostile)) == 422
+    backend_store = ImageStore(live_backend.settings.image_dir)
+    assert _stored_ids(backend_store) == [] and _leftovers(backend_store) == []
+    assert not (live_backend.settings.image_dir.parent / "vmlinuz").exists()
+
+
+def test_oversized_and_unauthenticated_uploads_are_refused(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    store = ImageStore(tmp_path / "renter")
+    big = synthetic_image(store, tmp_path, "big", initrd_bytes=IMAGE_LIMIT_BYTES)
+    small = synthetic_image(store, tmp_path, "small")
+    with _signed_in(live_backend, chain) as api:
+        with pytest.raises(ApiError) as refused:
+            api.upload_image(big.image_id, _archive(big, tmp_path))
+        assert refused.value.status_code == 413
+        assert f"the limit is {IMAGE_LIMIT_BYTES}" in refused.value.message
+    with ApiClient(live_backend.url) as anonymous:
+        assert (
+            _status(lambda: anonymous.upload_image(small.image_id, _archive(small, tmp_path)))
+            == 401
+        )
+    forged = httpx.put(
+        f"{live_backend.url}/v1/images/{small.image_id}",
+        content=_archive(small, tmp_path).read_bytes(),
+        headers={"Authorization": "Bearer not-a-session"},
+    )
+    assert forged.status_code == 401
+    assert _stored_ids(ImageStore(live_backend.settings.image_dir)) == []
+
+
+def test_the_large_body_limit_is_the_upload_route_s_alone(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    # 150 KiB: over the API's default body limit (64 KiB), under the image limit.
+    body = b"x" * (150 * 1024)
+    with _signed_in(live_backend, chain) as api:
+        assert api.token is not None
+        headers = {"Authorization": f"Bearer {api.token}"}
+        for method, path in (
+            ("POST", "/v1/leases/intents"),
+            ("PUT", f"/v1/images/{'ab' * 32}/vmlinuz"),
+            ("POST", f"/v1/images/{'ab' * 32}"),
+        ):
+            answer = httpx.request(method, live_backend.url + path, content=body, headers=headers)
+            assert answer.status_code == 413, (method, path, answer.text)
+        image = synthetic_image(ImageStore(tmp_path / "renter"), tmp_path, "fits")
+        archive = _archive(image, tmp_path)
+        assert archive.stat().st_size > len(body)
+        api.upload_image(image.image_id, archive)
+
+
+def _lease_naming(
+    backend: LiveBackend, chain: ChainSystem, image: Image, measurement: bytes
+) -> int:
+    """An open lease whose private spec names `image`, matched to the chain's node."""
+    with _signed_in(backend, chain) as api:
+        intent = api.create_lease_intent(image=image.image_id)
+    spec = LeaseSpec(**{**LEASE_SPEC.__dict__, "spec_hash": bytes.fromhex(intent.spec_hash[2:])})
+    lease_id = chain.open_lease(spec=spec, measurement=measurement)
+    backend.wait_indexed(lease_id)
+    now = datetime.now(UTC)
+    with backend.service.store.session() as session:
+        session.add(Match(lease_id=lease_id, node=chain.accounts.node_key.address.lower(),
+                          status="reserved", vcpus=spec.vcpu, memory_mib=spec.memory_mib,
+                          disk_gib=spec.disk_gib, score=1.0, created_at=now,
+                          deadline=now + timedelta(minutes=5)))  # fmt: skip
+    return lease_id
+
+
+def test_the_node_agent_fetches_the_lease_image_and_refuses_a_tampered_one(
+    live_backend: LiveBackend,
+    chain: ChainSystem,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chain.staked_node()
+    renter_store = ImageStore(tmp_path / "renter")
+    good = synthetic_image(renter_store, tmp_path, "lease-good")
+    bad = synthetic_image(renter_store, tmp_path, "lease-bad")
+    with _signed_in(live_backend, chain) as api:
+        for image in (good, bad):
+            api.upload_image(image.image_id, _archive(image, tmp_path))
+    served = live_backend.settings.image_dir / bad.image_id / "vmlinuz"
+    served.write_bytes(served.read_bytes()[:-1] + b"!")
+
+    node_store = ImageStore(tmp_path / "node" / "images")
+    launcher = QemuLauncher(tmp_path / "node" / "qemu", SimulatedAmdSp(tmp_path / "sim-amd"),
+                            images=node_store, accel="tcg")  # fmt: skip
+    agent = NodeAgent(chain.node, launcher, AgentStore(tmp_path / "node" / "agent.sqlite"),
+                      NODE_CAPACITY, tmp_path / "node" / "locks",
+                      api=ApiClient(live_backend.url), measurements=())  # fmt: skip
+
+    # The good image: downloaded into the node's empty store, checked, and measured there,
+    # so the node can produce what the lease expects.
+    vcpu = LEASE_SPEC.vcpu
+    good_lease = _lease_naming(live_backend, chain, good, measure(good, vcpus=vcpu))
+    wanted = lease_terms(chain.node, chain.node.leases.get_lease(good_lease))
+    assert agent.lifecycle.image_measurement(wanted) == measure(good, vcpus=vcpu)
+    assert _stored_ids(node_store) == [good.image_id]
+
+    # The tampered one: refused through the lease's usual path, never launched.
+    bad_lease = _lease_naming(live_backend, chain, bad, measure(bad, vcpus=vcpu))
+    caplog.set_level(logging.INFO, logger="node_agent")
+    with pytest.raises(LeaseUnservable, match="vmlinuz from the backend has sha256"):
+        agent.handle_lease(bad_lease)
+    assert chain.node.leases.get_lease(bad_lease).status == LeaseStatus.OPEN
+    assert launcher.running() == [] and not launcher.guest_dir(bad_lease).exists()
+    assert _stored_ids(node_store) == [good.image_id] and _leftovers(node_store) == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"lease {bad_lease}: refused: image {bad.image_id}" in m for m in messages)
+
+
+def test_a_missing_local_copy_is_fetched_again(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    image = synthetic_image(ImageStore(tmp_path / "renter"), tmp_path, "again")
+    with _signed_in(live_backend, chain) as api:
+        api.upload_image(image.image_id, _archive(image, tmp_path))
+    node_store = ImageStore(tmp_path / "node")
+    with ApiClient(live_backend.url) as api:
+        fetcher = ImageFetcher(api, node_store, max_bytes=IMAGE_LIMIT_BYTES)
+        first = fetcher.ensure(image.image_id)
+        first.initrd.write_bytes(b"damaged on the node's disk")
+        again = fetcher.ensure(image.image_id)
+    assert again.initrd.read_bytes() == image.initrd.read_bytes()
+    assert node_store.get(again.image_id).image_id == image.image_id
+
+
+def test_cvm_image_push_publishes_once(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    image = synthetic_image(ImageStore(tmp_path / "renter"), tmp_path, "pushed")
+    password = tmp_path / "pw"
+    password.write_text("pw\n")
+    password.chmod(0o600)
+    keystore = tmp_path / "renter.json"
+    import_keystore(keystore, chain.accounts.renter.key, "pw", kdf="pbkdf2", iterations=2)
+    args = ["--deployment", str(live_backend.deployment_file), "--wallet", str(keystore),
+            "--password-file", str(password), "--json"]  # fmt: skip
+    env = {"CVM_IMAGE_DIR": str(tmp_path / "renter")}
+    first = cvm("image", "push", image.image_id, *args, env=env)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout) | {"api_url": None} == {
+        "image": image.image_id, "uploaded": True, "size_bytes": image.size_bytes(),
+        "api_url": None,
+    }  # fmt: skip
+    again = cvm("image", "push", image.image_id, *args, env=env)
+    assert json.loads(again.stdout)["uploaded"] is False
+    assert ImageStore(live_backend.settings.image_dir).get(image.image_id)
+    missing = cvm("image", "push", "ef" * 32, *args, env=env)
+    no_traceback(missing)
+    assert missing.exit_code == 1 and "no image" in json.loads(missing.stdout)["error"]
