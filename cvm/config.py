@@ -201,7 +201,7 @@ class Settings(BaseSettings):
     )
     node_image_dir: Path | None = Field(
         None,
-        description="where the qemu launcher keeps the images it boots, downloaded from the"
+        description="where the qemu launchers keep the images they boot, downloaded from the"
         " backend and checked against their id (default: the image directory)",
     )
     image_ovmf: Path | None = Field(

@@ -76,7 +76,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
         return QemuSnpLauncher(
             directory / "qemu",
             SnpConfig(ovmf=snp_ovmf(settings.image_ovmf)),
-            images=ImageStore(settings.image_dir),
+            images=ImageStore(settings.node_images),
             default_image=settings.node_image,
             qemu_binary=settings.node_qemu_binary,
         )
