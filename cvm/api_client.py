@@ -48,9 +48,7 @@ from cvm.eip712 import (
     EvidenceUpload,
     LeaseSpecRequest,
     SignedHeartbeat,
-    sign_console_upload,
-    sign_evidence_upload,
-    sign_lease_spec_request,
+    sign_node_message,
 )
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -179,7 +177,7 @@ class ApiClient:
             NODE_HEADER: node,
             TIMESTAMP_HEADER: str(request.timestamp),
             NONCE_HEADER: str(request.nonce),
-            SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node_key),
+            SIGNATURE_HEADER: sign_node_message(request, domain, node_key),
         }
         spec = self._json("GET", f"/leases/{lease_id}/spec", headers=headers)
         return _model(PrivateSpec, spec)
@@ -204,7 +202,7 @@ class ApiClient:
             NODE_HEADER: node,
             TIMESTAMP_HEADER: str(request.timestamp),
             NONCE_HEADER: str(request.nonce),
-            SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node_key),
+            SIGNATURE_HEADER: sign_node_message(request, domain, node_key),
         }
         body = self._json("GET", f"/leases/{lease_id}/secrets", headers=headers)
         return [_model(SealedSecretsView, item) for item in body]
@@ -213,7 +211,7 @@ class ApiClient:
         self, lease_id: int, host: str, ssh_port: int, *, node_key: bytes | str
     ) -> GuestAccessView:
         """Tell the backend where the lease's guest serves SSH (signed by the node key)."""
-        from cvm.guest_access import GuestAccess, sign_guest_access
+        from cvm.guest_access import GuestAccess
 
         node = Account.from_key(node_key).address
         access = GuestAccess(node, lease_id, host, ssh_port, int(time.time()))
@@ -221,7 +219,7 @@ class ApiClient:
             host=host,
             ssh_port=ssh_port,
             timestamp=access.timestamp,
-            signature=sign_guest_access(access, self.domain(), node_key),
+            signature=sign_node_message(access, self.domain(), node_key),
         )
         answer = self._json(
             "PUT",
@@ -312,7 +310,7 @@ class ApiClient:
                 "Content-Type": "application/octet-stream",
                 NODE_HEADER: node,
                 TIMESTAMP_HEADER: str(upload.timestamp),
-                SIGNATURE_HEADER: sign_evidence_upload(upload, domain, node_key),
+                SIGNATURE_HEADER: sign_node_message(upload, domain, node_key),
             },
         )
         return _model(EvidenceReceipt, body)
@@ -392,7 +390,7 @@ class ApiClient:
             TIMESTAMP_HEADER: str(upload.timestamp),
             NONCE_HEADER: str(upload.nonce),
             OFFSET_HEADER: str(offset),
-            SIGNATURE_HEADER: sign_console_upload(upload, domain, node_key),
+            SIGNATURE_HEADER: sign_node_message(upload, domain, node_key),
         }
         body = self._json("POST", f"/leases/{lease_id}/console", content=chunk, headers=headers)
         return _model(ConsoleReceipt, body)

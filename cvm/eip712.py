@@ -10,7 +10,7 @@ one it accepted from the same node (replay protection).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
@@ -96,6 +96,10 @@ class Domain:
 class Heartbeat:
     """A node's free capacity at `timestamp` (unix seconds), signed by its node key."""
 
+    EIP712_TYPE: ClassVar[str] = "Heartbeat"
+    EIP712_FIELDS: ClassVar[list[dict[str, str]]] = HEARTBEAT_TYPE
+    EIP712_WHAT: ClassVar[str] = "heartbeat"
+
     node: str
     free_vcpus: int
     free_memory_mib: int
@@ -141,6 +145,10 @@ class LeaseSpecRequest:
     `nonce` is chosen at random by the node; the backend accepts each (node, nonce) once.
     """
 
+    EIP712_TYPE: ClassVar[str] = "LeaseSpecRequest"
+    EIP712_FIELDS: ClassVar[list[dict[str, str]]] = LEASE_SPEC_REQUEST_TYPE
+    EIP712_WHAT: ClassVar[str] = "spec request"
+
     node: str
     lease_id: int
     timestamp: int
@@ -165,6 +173,10 @@ class LeaseSpecRequest:
 class EvidenceUpload:
     """A node's upload, at `timestamp`, of the evidence bundle hashed `evidence_hash` for
     lease `lease_id` under its attestation `nonce` (both as inside the bundle)."""
+
+    EIP712_TYPE: ClassVar[str] = "EvidenceUpload"
+    EIP712_FIELDS: ClassVar[list[dict[str, str]]] = EVIDENCE_UPLOAD_TYPE
+    EIP712_WHAT: ClassVar[str] = "evidence upload"
 
     node: str
     lease_id: int
@@ -195,6 +207,10 @@ class ConsoleUpload:
     """A node's upload, at `timestamp`, of guest-console bytes hashed `chunk_hash` that
     start at stream position `offset` of lease `lease_id`'s console."""
 
+    EIP712_TYPE: ClassVar[str] = "ConsoleUpload"
+    EIP712_FIELDS: ClassVar[list[dict[str, str]]] = CONSOLE_UPLOAD_TYPE
+    EIP712_WHAT: ClassVar[str] = "console upload"
+
     node: str
     lease_id: int
     offset: int
@@ -222,110 +238,57 @@ class ConsoleUpload:
         }
 
 
-def _typed_message(
-    primary_type: str, fields: list[dict[str, str]], message: dict[str, Any], domain: Domain
-) -> SignableMessage:
+class NodeSigned(Protocol):
+    """A typed message a node signs with its node key: its EIP-712 type and its `node`."""
+
+    EIP712_TYPE: ClassVar[str]
+    EIP712_FIELDS: ClassVar[list[dict[str, str]]]
+    EIP712_WHAT: ClassVar[str]  # how errors name it ("heartbeat", "evidence upload", ...)
+
+    @property
+    def node(self) -> str: ...
+
+    def as_eip712(self) -> dict[str, Any]: ...
+
+
+def node_message(message: NodeSigned, domain: Domain) -> SignableMessage:
+    """The EIP-712 signable form of `message` under `domain`."""
     return encode_typed_data(
         full_message={
-            "types": {"EIP712Domain": _DOMAIN_TYPE, primary_type: fields},
-            "primaryType": primary_type,
+            "types": {"EIP712Domain": _DOMAIN_TYPE, message.EIP712_TYPE: message.EIP712_FIELDS},
+            "primaryType": message.EIP712_TYPE,
             "domain": domain.as_eip712(),
-            "message": message,
+            "message": message.as_eip712(),
         }
     )
 
 
-def heartbeat_message(heartbeat: Heartbeat, domain: Domain) -> SignableMessage:
-    """The EIP-712 signable form of a heartbeat."""
-    return _typed_message("Heartbeat", HEARTBEAT_TYPE, heartbeat.as_eip712(), domain)
-
-
-def lease_spec_request_message(request: LeaseSpecRequest, domain: Domain) -> SignableMessage:
-    """The EIP-712 signable form of a node's request for a lease's private spec."""
-    return _typed_message("LeaseSpecRequest", LEASE_SPEC_REQUEST_TYPE, request.as_eip712(), domain)
-
-
-def sign_lease_spec_request(
-    request: LeaseSpecRequest, domain: Domain, private_key: bytes | str
-) -> str:
-    """Sign a spec request with the node key; returns the 0x-hex signature."""
+def sign_node_message(message: NodeSigned, domain: Domain, private_key: bytes | str) -> str:
+    """Sign `message` with the node key, which must be its `node`; the 0x-hex signature."""
     signer = Account.from_key(private_key)
-    if signer.address.lower() != request.node.lower():
-        raise SignatureError(f"node key {signer.address} does not belong to node {request.node}")
-    signed = signer.sign_message(lease_spec_request_message(request, domain))
+    if signer.address.lower() != message.node.lower():
+        raise SignatureError(f"node key {signer.address} does not belong to node {message.node}")
+    signed = signer.sign_message(node_message(message, domain))
     return "0x" + bytes(signed.signature).hex()
 
 
-def verify_lease_spec_request(request: LeaseSpecRequest, signature: str, domain: Domain) -> None:
-    """Raise `SignatureError` unless the request was signed by its own `node` key."""
-    signer = _recover(lease_spec_request_message(request, domain), signature)
-    if signer.lower() != request.node.lower():
-        raise SignatureError(f"spec request for {request.node} was signed by {signer}")
+def recover_node_signer(message: NodeSigned, signature: str, domain: Domain) -> str:
+    """The checksum address that signed `message` under `domain`."""
+    return _recover(node_message(message, domain), signature)
 
 
-def evidence_upload_message(upload: EvidenceUpload, domain: Domain) -> SignableMessage:
-    """The EIP-712 signable form of a node's evidence upload."""
-    return _typed_message("EvidenceUpload", EVIDENCE_UPLOAD_TYPE, upload.as_eip712(), domain)
-
-
-def sign_evidence_upload(upload: EvidenceUpload, domain: Domain, private_key: bytes | str) -> str:
-    """Sign an evidence upload with the node key; returns the 0x-hex signature."""
-    signer = Account.from_key(private_key)
-    if signer.address.lower() != upload.node.lower():
-        raise SignatureError(f"node key {signer.address} does not belong to node {upload.node}")
-    signed = signer.sign_message(evidence_upload_message(upload, domain))
-    return "0x" + bytes(signed.signature).hex()
-
-
-def verify_evidence_upload(upload: EvidenceUpload, signature: str, domain: Domain) -> None:
-    """Raise `SignatureError` unless the upload was signed by its own `node` key."""
-    signer = _recover(evidence_upload_message(upload, domain), signature)
-    if signer.lower() != upload.node.lower():
-        raise SignatureError(f"evidence upload for {upload.node} was signed by {signer}")
-
-
-def console_upload_message(upload: ConsoleUpload, domain: Domain) -> SignableMessage:
-    """The EIP-712 signable form of a node's console upload."""
-    return _typed_message("ConsoleUpload", CONSOLE_UPLOAD_TYPE, upload.as_eip712(), domain)
-
-
-def sign_console_upload(upload: ConsoleUpload, domain: Domain, private_key: bytes | str) -> str:
-    """Sign a console upload with the node key; returns the 0x-hex signature."""
-    signer = Account.from_key(private_key)
-    if signer.address.lower() != upload.node.lower():
-        raise SignatureError(f"node key {signer.address} does not belong to node {upload.node}")
-    signed = signer.sign_message(console_upload_message(upload, domain))
-    return "0x" + bytes(signed.signature).hex()
-
-
-def verify_console_upload(upload: ConsoleUpload, signature: str, domain: Domain) -> None:
-    """Raise `SignatureError` unless the upload was signed by its own `node` key."""
-    signer = _recover(console_upload_message(upload, domain), signature)
-    if signer.lower() != upload.node.lower():
-        raise SignatureError(f"console upload for {upload.node} was signed by {signer}")
+def verify_node_message(message: NodeSigned, signature: str, domain: Domain) -> None:
+    """Raise `SignatureError` unless `message` was signed by its own `node` key."""
+    signer = recover_node_signer(message, signature, domain)
+    if signer.lower() != message.node.lower():
+        raise SignatureError(f"{message.EIP712_WHAT} for {message.node} was signed by {signer}")
 
 
 def sign_heartbeat(
     heartbeat: Heartbeat, domain: Domain, private_key: bytes | str
 ) -> SignedHeartbeat:
     """Sign a heartbeat with the node key; the key must belong to `heartbeat.node`."""
-    signer = Account.from_key(private_key)
-    if signer.address.lower() != heartbeat.node.lower():
-        raise SignatureError(f"node key {signer.address} does not belong to node {heartbeat.node}")
-    signed = signer.sign_message(heartbeat_message(heartbeat, domain))
-    return SignedHeartbeat(heartbeat=heartbeat, signature="0x" + bytes(signed.signature).hex())
-
-
-def recover_heartbeat_signer(heartbeat: Heartbeat, signature: str, domain: Domain) -> str:
-    """The checksum address that signed this heartbeat under this domain."""
-    return _recover(heartbeat_message(heartbeat, domain), signature)
-
-
-def verify_heartbeat(signed: SignedHeartbeat, domain: Domain) -> None:
-    """Raise `SignatureError` unless the heartbeat was signed by its own `node` key."""
-    signer = recover_heartbeat_signer(signed.heartbeat, signed.signature, domain)
-    if signer.lower() != signed.heartbeat.node.lower():
-        raise SignatureError(f"heartbeat for {signed.heartbeat.node} was signed by {signer}")
+    return SignedHeartbeat(heartbeat, sign_node_message(heartbeat, domain, private_key))
 
 
 def check_timestamp(timestamp: int, now: int, window_s: int) -> None:

@@ -33,7 +33,7 @@ from cvm.api_models import (
     ConsoleReceipt,
     LeaseConsoleView,
 )
-from cvm.eip712 import ConsoleUpload, Domain, SignatureError, check_timestamp, verify_console_upload
+from cvm.eip712 import ConsoleUpload, Domain, SignatureError, check_timestamp, verify_node_message
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _verified(
             timestamp=int(signed.timestamp or ""),
             nonce=int(signed.nonce or ""),
         )
-        verify_console_upload(upload, signed.signature, domain)
+        verify_node_message(upload, signed.signature, domain)
         check_timestamp(upload.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
         raise Unauthenticated(f"console upload rejected: {exc}") from exc

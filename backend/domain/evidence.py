@@ -33,7 +33,7 @@ from cvm.eip712 import (
     EvidenceUpload,
     SignatureError,
     check_timestamp,
-    verify_evidence_upload,
+    verify_node_message,
 )
 
 
@@ -104,7 +104,7 @@ def authorize_upload(
             evidence_hash=bytes.fromhex(receipt.hash[2:]),
             timestamp=int(timestamp),
         )
-        verify_evidence_upload(upload, signature, domain)
+        verify_node_message(upload, signature, domain)
         check_timestamp(upload.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
         raise Unauthenticated(f"evidence upload rejected: {exc}") from exc

@@ -29,7 +29,7 @@ from cvm.eip712 import (
     LeaseSpecRequest,
     SignatureError,
     check_timestamp,
-    verify_lease_spec_request,
+    verify_node_message,
 )
 
 
@@ -184,7 +184,7 @@ def private_spec_for_node(
         request = LeaseSpecRequest(
             node=address, lease_id=lease.id, timestamp=int(timestamp), nonce=int(nonce)
         )
-        verify_lease_spec_request(request, signature, domain)
+        verify_node_message(request, signature, domain)
         check_timestamp(request.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
         raise Unauthenticated(f"node request rejected: {exc}") from exc

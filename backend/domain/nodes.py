@@ -14,7 +14,7 @@ from backend.domain.errors import Conflict, InvalidInput, NotFound, Unauthentica
 from backend.matching import reputation
 from backend.store import Heartbeat, Node
 from cvm.api_models import HeartbeatIn, NodeView
-from cvm.eip712 import Domain, SignatureError, SignedHeartbeat, check_timestamp, verify_heartbeat
+from cvm.eip712 import Domain, SignatureError, check_timestamp, verify_node_message
 from cvm.eip712 import Heartbeat as SignedFields
 
 
@@ -107,7 +107,7 @@ def accept_heartbeat(
         timestamp=heartbeat.timestamp,
     )
     try:
-        verify_heartbeat(SignedHeartbeat(fields, heartbeat.signature), domain)
+        verify_node_message(fields, heartbeat.signature, domain)
     except SignatureError as exc:
         raise Unauthenticated(f"heartbeat signature rejected: {exc}") from exc
     try:

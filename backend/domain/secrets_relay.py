@@ -28,8 +28,8 @@ from cvm.api_models import (
     SealedSecretsIn,
     SealedSecretsView,
 )
-from cvm.eip712 import Domain, SignatureError, check_timestamp
-from cvm.guest_access import GuestAccess, verify_guest_access
+from cvm.eip712 import Domain, SignatureError, check_timestamp, verify_node_message
+from cvm.guest_access import GuestAccess
 
 MAX_PENDING_PER_LEASE = 16
 
@@ -103,7 +103,7 @@ def announce_access(
     address = parse_address(node, NODE_HEADER)
     access = GuestAccess(address, lease_id, body.host, body.ssh_port, body.timestamp)
     try:
-        verify_guest_access(access, body.signature, domain)
+        verify_node_message(access, body.signature, domain)
         check_timestamp(body.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
         raise Unauthenticated(f"guest access rejected: {exc}") from exc

@@ -25,7 +25,7 @@ from cvm.api_models import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
 )
-from cvm.eip712 import ConsoleUpload, sign_console_upload
+from cvm.eip712 import ConsoleUpload, sign_node_message
 from cvm.wallet import import_keystore
 from node_agent.console_relay import ConsoleRelay
 from tests.fixtures.chain import ChainSystem
@@ -65,7 +65,7 @@ def _signed(chain: ChainSystem, backend: LiveBackend, lease_id: int, offset: int
         TIMESTAMP_HEADER: str(upload.timestamp),
         NONCE_HEADER: str(upload.nonce),
         OFFSET_HEADER: str(offset),
-        SIGNATURE_HEADER: sign_console_upload(upload, domain, signer.key),
+        SIGNATURE_HEADER: sign_node_message(upload, domain, signer.key),
     }
 
 

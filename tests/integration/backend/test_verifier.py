@@ -38,7 +38,7 @@ from cvm.attestation import (
 from cvm.chain import AttestationStatus
 from cvm.cli import app
 from cvm.config import Settings
-from cvm.eip712 import Domain, EvidenceUpload, sign_evidence_upload
+from cvm.eip712 import Domain, EvidenceUpload, sign_node_message
 from tests.fixtures.chain import MEASUREMENT, ChainSystem
 from tests.fixtures.processes import serving
 
@@ -154,7 +154,7 @@ class Backend:
         headers = {
             NODE_HEADER: node.address,
             TIMESTAMP_HEADER: str(upload.timestamp),
-            SIGNATURE_HEADER: sign_evidence_upload(upload, domain, node.key),
+            SIGNATURE_HEADER: sign_node_message(upload, domain, node.key),
         }
         response = self.api.post("/v1/evidence", content=raw, headers=headers)
         assert response.status_code == 201, response.text

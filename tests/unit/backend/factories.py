@@ -12,7 +12,7 @@ from eth_utils import keccak
 from backend.store import Lease, Match, Node, ReservationState, Store
 from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, LeaseState
 from cvm.attestation.evidence import EvidenceBundle
-from cvm.eip712 import Domain, EvidenceUpload, sign_evidence_upload
+from cvm.eip712 import Domain, EvidenceUpload, sign_node_message
 
 
 class Clock:
@@ -122,5 +122,5 @@ def upload_headers(
         "Content-Type": "application/octet-stream",
         NODE_HEADER: node.address,
         TIMESTAMP_HEADER: str(upload.timestamp),
-        SIGNATURE_HEADER: sign_evidence_upload(upload, domain, node.key),
+        SIGNATURE_HEADER: sign_node_message(upload, domain, node.key),
     }

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from backend.api.deps import AppContext
 from backend.store import Attestation, Match, Store, Verification
 from cvm.api_models import NODE_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from cvm.eip712 import Domain, LeaseSpecRequest, sign_lease_spec_request
+from cvm.eip712 import Domain, LeaseSpecRequest, sign_node_message
 from tests.unit.backend.factories import Clock, add_lease, new_account
 
 
@@ -136,7 +136,7 @@ def _node_headers(node: LocalAccount, lease_id: int, domain: Domain, now: int) -
         NODE_HEADER: node.address,
         TIMESTAMP_HEADER: str(now),
         NONCE_HEADER: str(nonce),
-        SIGNATURE_HEADER: sign_lease_spec_request(request, domain, node.key),
+        SIGNATURE_HEADER: sign_node_message(request, domain, node.key),
     }
 
 

@@ -11,7 +11,7 @@ from backend.domain import attestations, leases
 from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from backend.store import Attestation, Match, ReservationState, Store
 from cvm.api_models import AttestationState, LeaseIntent, LeaseState, PrivateSpec
-from cvm.eip712 import Domain, LeaseSpecRequest, sign_lease_spec_request
+from cvm.eip712 import Domain, LeaseSpecRequest, sign_node_message
 from tests.unit.backend.factories import Clock, add_lease, new_account
 
 DOMAIN = Domain(chain_id=31337, node_registry="0x" + "11" * 20)
@@ -54,7 +54,7 @@ def test_a_private_spec_is_for_its_renter_and_matched_node_only(store: Store, cl
 
     def as_node(signer: LocalAccount, claimed: str, nonce: int = 1) -> PrivateSpec:
         request = LeaseSpecRequest(node=signer.address, lease_id=7, timestamp=now, nonce=nonce)
-        signature = sign_lease_spec_request(request, DOMAIN, signer.key)
+        signature = sign_node_message(request, DOMAIN, signer.key)
         with store.session() as session:
             spec, verified = leases.private_spec_for_node(
                 session,

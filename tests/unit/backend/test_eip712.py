@@ -11,14 +11,12 @@ from cvm.eip712 import (
     Heartbeat,
     LeaseSpecRequest,
     SignatureError,
-    SignedHeartbeat,
     check_timestamp,
-    heartbeat_message,
-    recover_heartbeat_signer,
+    node_message,
+    recover_node_signer,
     sign_heartbeat,
-    sign_lease_spec_request,
-    verify_heartbeat,
-    verify_lease_spec_request,
+    sign_node_message,
+    verify_node_message,
 )
 
 DOMAIN = Domain(chain_id=31337, node_registry="0x" + "11" * 20)
@@ -63,10 +61,10 @@ def test_heartbeat_digest_is_the_eip712_one() -> None:
             },
         }
     )
-    assert heartbeat_message(beat, DOMAIN) == expected
+    assert node_message(beat, DOMAIN) == expected
     signed = sign_heartbeat(beat, DOMAIN, node.key)
-    assert recover_heartbeat_signer(beat, signed.signature, DOMAIN) == node.address
-    verify_heartbeat(signed, DOMAIN)
+    assert recover_node_signer(beat, signed.signature, DOMAIN) == node.address
+    verify_node_message(signed.heartbeat, signed.signature, DOMAIN)
 
 
 def test_signatures_do_not_cross_domains_or_messages() -> None:
@@ -75,21 +73,19 @@ def test_signatures_do_not_cross_domains_or_messages() -> None:
     signed = sign_heartbeat(beat, DOMAIN, node.key)
     for domain in (Domain(1, DOMAIN.node_registry), Domain(31337, "0x" + "22" * 20)):
         with pytest.raises(SignatureError):
-            verify_heartbeat(signed, domain)
+            verify_node_message(signed.heartbeat, signed.signature, domain)
     with pytest.raises(SignatureError):
-        verify_heartbeat(
-            SignedHeartbeat(Heartbeat(node.address, 9, 2, 3, 4, 5), signed.signature), DOMAIN
-        )
+        verify_node_message(Heartbeat(node.address, 9, 2, 3, 4, 5), signed.signature, DOMAIN)
     with pytest.raises(SignatureError, match="does not belong"):
         sign_heartbeat(beat, DOMAIN, other.key)
     request = LeaseSpecRequest(node.address, 7, 5)
-    signature = sign_lease_spec_request(request, DOMAIN, node.key)
-    verify_lease_spec_request(request, signature, DOMAIN)
+    signature = sign_node_message(request, DOMAIN, node.key)
+    verify_node_message(request, signature, DOMAIN)
     with pytest.raises(SignatureError):
-        verify_lease_spec_request(LeaseSpecRequest(node.address, 8, 5), signature, DOMAIN)
+        verify_node_message(LeaseSpecRequest(node.address, 8, 5), signature, DOMAIN)
     # A heartbeat signature is not a spec request signature (different primary type).
     with pytest.raises(SignatureError):
-        verify_lease_spec_request(request, signed.signature, DOMAIN)
+        verify_node_message(request, signed.signature, DOMAIN)
 
 
 def test_malformed_values_are_refused() -> None:
@@ -107,7 +103,7 @@ def test_malformed_values_are_refused() -> None:
     beat = Heartbeat(address, 1, 1, 1, 1, 1)
     for signature in ("0x", "0xzz", "0x" + "00" * 64, "0x" + "00" * 65):
         with pytest.raises(SignatureError):
-            recover_heartbeat_signer(beat, signature, DOMAIN)
+            recover_node_signer(beat, signature, DOMAIN)
     check_timestamp(100, 160, 60)
     with pytest.raises(SignatureError, match="window"):
         check_timestamp(100, 161, 60)
