@@ -8,6 +8,7 @@ of its own. QEMU exposes the port as a Unix socket the launcher connects to.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import socket
@@ -34,6 +35,22 @@ class GuestChannel:
         if not answer.get("ok"):
             raise LauncherError(f"guest agent refused {message.get('op')}: {answer.get('error')}")
         return answer
+
+    def attest(
+        self, lease_id: int, report_data: bytes, ready_timeout_s: float
+    ) -> tuple[dict[str, Any], bytes, bytes]:
+        """Ask the guest agent for a report on this lease's REPORT_DATA binding: its answer,
+        its public key and the REPORT_DATA it bound (binding ‖ sha256(key), checked here)."""
+        self.wait_ready(ready_timeout_s)
+        answer = self.request({"op": "attest", "lease_digest": report_data[:32].hex()})
+        try:
+            guest_key = bytes.fromhex(answer["guest_key"])
+            bound = bytes.fromhex(answer["report_data"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LauncherError(f"lease {lease_id}: the guest agent's answer is malformed") from exc
+        if bound[:32] != report_data[:32] or hashlib.sha256(guest_key).digest() != bound[32:]:
+            raise LauncherError(f"lease {lease_id}: the guest bound another REPORT_DATA")
+        return answer, guest_key, bound
 
     def wait_ready(self, timeout_s: float) -> dict[str, Any]:
         """Ask `hello` until the guest agent answers (it starts a few seconds after boot)."""

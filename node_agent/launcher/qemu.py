@@ -368,16 +368,9 @@ class QemuLauncher(Launcher):
             return self.signer.sign_report(
                 bytes.fromhex(record["expected_measurement"]), report_data
             )
-        channel = self.channel(lease_id)
-        channel.wait_ready(self.boot_timeout_s)
-        answer = channel.request({"op": "attest", "lease_digest": report_data[:32].hex()})
-        try:
-            guest_key = bytes.fromhex(answer["guest_key"])
-            bound = bytes.fromhex(answer["report_data"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise LauncherError(f"lease {lease_id}: the guest agent's answer is malformed") from exc
-        if bound[:32] != report_data[:32] or hashlib.sha256(guest_key).digest() != bound[32:]:
-            raise LauncherError(f"lease {lease_id}: the guest bound another REPORT_DATA")
+        answer, guest_key, bound = self.channel(lease_id).attest(
+            lease_id, report_data, self.boot_timeout_s
+        )
         if answer.get("report"):
             raise LauncherError(f"lease {lease_id}: a hardware report from a non-SNP launcher")
         signed = self.signer.sign_report(bytes.fromhex(record["booted_measurement"]), bound)

@@ -18,7 +18,6 @@ type (QEMU >= 9.1), and says what is missing.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,18 +211,14 @@ class QemuSnpLauncher(QemuLauncher):
             raise LauncherError(f"REPORT_DATA must be 64 bytes, got {len(report_data)}")
         if self.status(lease_id).state != GuestState.RUNNING:
             raise LauncherError(f"lease {lease_id} has no running guest to attest")
-        channel = self.channel(lease_id)
-        channel.wait_ready(self.boot_timeout_s)
-        answer = channel.request({"op": "attest", "lease_digest": report_data[:32].hex()})
+        answer, guest_key, bound = self.channel(lease_id).attest(
+            lease_id, report_data, self.boot_timeout_s
+        )
         try:
-            guest_key = bytes.fromhex(answer["guest_key"])
-            bound = bytes.fromhex(answer["report_data"])
-            report = bytes.fromhex(answer["report"])
+            report = bytes.fromhex(answer.get("report") or "")
             cert_table = bytes.fromhex(answer.get("certs") or "")
-        except (KeyError, ValueError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:
             raise LauncherError(f"lease {lease_id}: the guest agent's answer is malformed") from exc
-        if bound[:32] != report_data[:32] or hashlib.sha256(guest_key).digest() != bound[32:]:
-            raise LauncherError(f"lease {lease_id}: the guest bound another REPORT_DATA")
         if answer.get("source") not in _HARDWARE_SOURCES or not report:
             raise LauncherError(
                 f"lease {lease_id}: the guest found no SEV-SNP interface (source"
