@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         description="largest image the API accepts (the uploaded tar) and a node agent downloads"
         " (256 MiB; the cvm guest image is about 57 MiB)",
     )
+    image_store_max_bytes: int = Field(
+        8 * 2**30,
+        ge=1,
+        description="room the backend's image store may take; an upload that would pass it is"
+        " refused (507) instead of filling the disk (8 GiB)",
+    )
     rate_limit_url: str | None = Field(
         None,
         description="Redis URL shared by replicas for rate-limit counters (default: the broker"

@@ -19,6 +19,7 @@ from backend.domain.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    OutOfSpace,
     RateLimited,
     Unauthenticated,
 )
@@ -33,6 +34,7 @@ _STATUS_OF: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
     RateLimited: 429,
+    OutOfSpace: 507,
     DomainError: 400,  # last: a refusal of no more specific kind
 }
 

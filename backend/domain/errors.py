@@ -40,3 +40,7 @@ class RateLimited(DomainError):
     def __init__(self, detail: str, retry_after_s: int) -> None:
         super().__init__(detail)
         self.retry_after_s = max(1, retry_after_s)
+
+
+class OutOfSpace(DomainError):
+    """The service's storage for this kind of thing is full (the request itself is fine)."""

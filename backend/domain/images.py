@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backend.domain.errors import InvalidInput, NotFound
+from backend.domain.errors import InvalidInput, NotFound, OutOfSpace
 from cvm.api_models import ImageComponent, ImageManifest
 from cvm.images import (
     IMAGE_FILES,
@@ -77,10 +77,28 @@ def component_file(store: ImageStore, image_id: str, name: str) -> Path:
     return image.directory / name
 
 
-def publish(store: ImageStore, image_id: str, archive: Path) -> ImageManifest:
+def store_bytes(store: ImageStore) -> int:
+    """What the image store holds on disk now (images, staging and uploads in flight)."""
+    if not store.root.is_dir():
+        return 0
+    return sum(path.stat().st_size for path in store.root.rglob("*") if path.is_file())
+
+
+def publish(
+    store: ImageStore, image_id: str, archive: Path, max_store_bytes: int | None = None
+) -> ImageManifest:
     """Store the image in `archive` (an uploaded tar) as `image_id` once its files hash to
-    that id; `InvalidInput` for anything else (nothing is stored then)."""
+    that id; `InvalidInput` for anything else, `OutOfSpace` when unpacking it would take the
+    store past `max_store_bytes` (nothing is stored then)."""
     wanted = _id(image_id)
+    if max_store_bytes is not None:
+        # The archive is already counted (it sits in the store); unpacking takes as much again.
+        needed = store_bytes(store) + archive.stat().st_size
+        if needed > max_store_bytes:
+            raise OutOfSpace(
+                f"the image store is full ({needed} of {max_store_bytes} bytes with this image);"
+                " ask the operators to raise CVM_IMAGE_STORE_MAX_BYTES or remove images"
+            )
     with store.staging() as staging:
         try:
             extract_archive(archive, staging)

@@ -73,6 +73,7 @@ def get_component(image_id: ImagePath, component: str, context: Context) -> File
         413: {"description": "larger than the configured image limit"},
         422: {"description": "not an image archive, or its files are another image"},
         429: {"description": "too many uploads from this renter or client"},
+        507: {"description": "the image store is full (CVM_IMAGE_STORE_MAX_BYTES)"},
     },
 )
 async def put_image(
@@ -86,7 +87,9 @@ async def put_image(
     archive = FilePath(name)
     try:
         await _receive(request, archive, context.settings.image_max_bytes)
-        return await run_in_threadpool(images.publish, store, image_id, archive)
+        return await run_in_threadpool(
+            images.publish, store, image_id, archive, context.settings.image_store_max_bytes
+        )
     finally:
         archive.unlink(missing_ok=True)
 

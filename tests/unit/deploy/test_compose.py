@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from cvm.config import Settings
+
 ROOT = Path(__file__).resolve().parents[3]
 LONG_RUNNING = {"anvil", "postgres", "redis", "backend", "proxy", "node-agent-1", "flower"}
 
@@ -82,6 +84,26 @@ def test_backend_replicas_sit_behind_the_proxy(compose: dict[str, Any]) -> None:
     # rate-limited by.
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in config
     assert compose["services"]["node-agent-1"]["environment"]["CVM_API_URL"] == "http://proxy:8000"
+
+
+def test_replicas_share_one_image_store_and_the_proxy_passes_uploads(
+    compose: dict[str, Any],
+) -> None:
+    # A push served by one replica must be fetchable through any other.
+    backend = compose["services"]["backend"]
+    image_dir = backend["environment"]["CVM_IMAGE_DIR"]
+    mounts = [m.split(":") for m in backend["volumes"] if m.split(":")[1] == image_dir]
+    assert mounts, f"no volume at {image_dir}"
+    [[source, _, *mode]] = mounts
+    assert source in compose["volumes"] and mode != ["ro"]
+    # The proxy's 1 MiB body limit would refuse every image: its upload route lifts it to just
+    # above the backend's own limit, so the backend answers 413 with its message.
+    config = (ROOT / "compose" / "proxy.conf").read_text()
+    upload = config[config.index('location ~ "^/v1/images/') :]
+    upload = upload[: upload.index("\n    }")]
+    size = int(upload.split("client_max_body_size")[1].split("m;")[0])
+    assert size * 2**20 > Settings().image_max_bytes
+    assert "proxy_request_buffering off;" in upload
 
 
 def test_no_production_service_trusts_the_simulated_amd_sp(compose: dict[str, Any]) -> None:
