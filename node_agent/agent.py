@@ -68,10 +68,11 @@ class NodeAgent:
         self.poster = AttestationPoster(
             chain, launcher, store, api=api, reattest_margin_s=reattest_margin_s
         )
-        # Only the qemu launcher boots what the renter names; others need no private spec.
+        # The qemu launchers (qemu-snp is one) boot what the renter names; others need no
+        # private spec.
         spec_source = (
             PrivateSpecSource(api, self.account)
-            if api is not None and launcher.kind == "qemu"
+            if api is not None and isinstance(launcher, QemuLauncher)
             else None
         )
         # The images it boots come from the backend, checked against the lease's image id.
@@ -95,10 +96,12 @@ class NodeAgent:
         self.relay: GuestRelay | None = None
         self.console: ConsoleRelay | None = None
         self._qemu: QemuLauncher | None = None
-        if api is not None and isinstance(launcher, QemuLauncher) and launcher.kind == "qemu":
+        # Both qemu launchers (qemu-snp is one) boot guests with an agent and a console.
+        if api is not None and isinstance(launcher, QemuLauncher):
             self._qemu = launcher
             self.relay = GuestRelay(api, self.account, launcher, lock_dir.parent / "relay")
             self.console = ConsoleRelay(api, self.account, lock_dir.parent / "console")
+            self.lifecycle.before_stop = self._ship_console
 
     @property
     def address(self) -> str:
@@ -133,10 +136,18 @@ class NodeAgent:
             return
         self.console.prune({record.lease_id for record in self.store.leases()})  # active ones
         for guest in self._qemu.running():
-            try:
-                self.console.ship(guest.lease_id, self._qemu.console_log(guest.lease_id))
-            except (ApiError, OSError) as exc:
-                log.warning("lease %s: console not shipped: %s", guest.lease_id, exc)
+            self._ship_console(guest.lease_id)
+
+    def _ship_console(self, lease_id: int) -> None:
+        if self.console is None or self._qemu is None:
+            return
+        log_path = self._qemu.console_log(lease_id)
+        if not log_path.exists():
+            return  # no guest of this lease here (or it never started)
+        try:
+            self.console.ship(lease_id, log_path)
+        except (ApiError, OSError) as exc:
+            log.warning("lease %s: console not shipped: %s", lease_id, exc)
 
     def heartbeat(self) -> Heartbeat:
         """Sign and send the free capacity to the backend (needs an API client)."""

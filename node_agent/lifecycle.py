@@ -10,7 +10,7 @@ the caller to hold it (see `locked`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -71,6 +71,9 @@ class LeaseLifecycle:
         self.poster = poster
         self.capacity = capacity
         self.lock_dir = lock_dir
+        # Called with the lease id just before its guest is stopped (the agent ships the last
+        # console output: stopping removes the guest's files).
+        self.before_stop: Callable[[int], None] | None = None
 
     @contextmanager
     def locked(self, lease_id: int) -> Iterator[None]:
@@ -294,6 +297,8 @@ class LeaseLifecycle:
 
     def retire(self, lease_id: int, record: LeaseRecord | None, reason: str) -> LeaseState:
         """Stop the guest and free the capacity of a lease that is not (or no longer) ours."""
+        if self.before_stop is not None:
+            self.before_stop(lease_id)
         self.launcher.stop(lease_id)
         if record is None:
             return LeaseState.REFUSED

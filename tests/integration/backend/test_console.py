@@ -205,3 +205,54 @@ def test_the_relay_skips_what_the_backend_would_not_keep(
     with ApiClient(live_backend.url) as renter:
         renter.login(chain.accounts.renter.key)
         assert renter.lease_console(lease_id, since=total).text == "second boot\n"
+
+
+def test_a_qemu_snp_agent_serves_the_renter_and_ships_the_last_output_at_stop(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    # Both qemu launchers relay console and secrets; stopping a guest removes its files, so the
+    # agent ships what is left first (output written after its last pass is not lost).
+    import subprocess
+    import sys
+
+    from cvm.images import ImageStore
+    from node_agent.agent import NodeAgent
+    from node_agent.launcher.qemu_snp import QemuSnpLauncher, SnpConfig
+    from node_agent.runtime import Resources
+    from node_agent.store import AgentStore
+
+    lease_id = chain.active_lease()
+    live_backend.wait_indexed(lease_id, chain.accounts.node_key.address)
+    ovmf = tmp_path / "OVMF.amdsev.fd"
+    ovmf.write_bytes(b"\0" * 4096)  # never booted: the guest below is a stand-in process
+    launcher = QemuSnpLauncher(
+        tmp_path / "run", SnpConfig(ovmf=ovmf), images=ImageStore(tmp_path / "images"),
+        check_host=False,
+    )  # fmt: skip
+    agent = NodeAgent(
+        chain.node, launcher, AgentStore(tmp_path / "agent.sqlite"),
+        Resources(vcpu=16, memory_mib=65_536, disk_gib=500),
+        tmp_path / "locks", api=ApiClient(live_backend.url),
+    )  # fmt: skip
+    # It reads the renter's private spec and images, and relays secrets and the console.
+    assert agent.lifecycle.spec_source is not None and agent.lifecycle.images is not None
+    assert agent.relay is not None and agent.console is not None
+    # A running "guest" as QEMU leaves one: a process named for the lease, its pid file, its log.
+    directory = launcher.guest_dir(lease_id)
+    directory.mkdir(parents=True)
+    guest = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "-name", f"cvm-lease-{lease_id}"]
+    )
+    try:
+        (directory / "qemu.pid").write_text(str(guest.pid))
+        launcher.console_log(lease_id).write_bytes(b"booted\r\n")
+        assert agent.console.ship(lease_id, launcher.console_log(lease_id)) == 8  # a regular pass
+        launcher.console_log(lease_id).write_bytes(b"booted\r\nreboot: Power down\r\n")
+        agent.lifecycle.retire(lease_id, None, "lease closed")
+        assert not directory.exists() and guest.wait(timeout=10) is not None
+    finally:
+        guest.kill()
+        guest.wait()
+    with ApiClient(live_backend.url) as renter:
+        renter.login(chain.accounts.renter.key)
+        assert renter.lease_console(lease_id).text == "booted\r\nreboot: Power down\r\n"
