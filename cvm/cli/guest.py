@@ -11,6 +11,8 @@ guest's serial console as the node's host relayed it: untrusted, and said so.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -75,6 +77,21 @@ def _roots(trust_simulated: bool) -> object:
     return trusted_roots(trust_simulated, get_settings().sim_amd_dir)
 
 
+@contextmanager
+def _simulated_hint(trust_simulated: bool) -> Iterator[None]:
+    """A refusal for the simulated AMD-SP's root says how a local stack is trusted."""
+    from cvm.attestation.release import ReleaseRefused
+
+    try:
+        yield
+    except ReleaseRefused as exc:
+        if trust_simulated or "simulated AMD-SP" not in str(exc):
+            raise
+        raise ReleaseRefused(
+            f"{exc}; for the local `cvm up` stack pass --trust-simulated-amd"
+        ) from None
+
+
 def release_to_guest(
     renter: Renter,
     lease_id: int,
@@ -86,14 +103,15 @@ def release_to_guest(
     """Verify the lease's guest and queue its sealed secrets; a JSON-able summary."""
     from cvm.secret_release import release
 
-    guest, message_id = release(
-        renter.chain,
-        renter.signed_in_api(),
-        lease_id,
-        ssh_keys=ssh_keys,
-        secrets=secrets,
-        roots=_roots(trust_simulated),  # type: ignore[arg-type]
-    )
+    with _simulated_hint(trust_simulated):
+        guest, message_id = release(
+            renter.chain,
+            renter.signed_in_api(),
+            lease_id,
+            ssh_keys=ssh_keys,
+            secrets=secrets,
+            roots=_roots(trust_simulated),  # type: ignore[arg-type]
+        )
     return {
         "lease_id": lease_id,
         "message_id": message_id,
@@ -164,12 +182,13 @@ def ssh(
         raise UsageError("no ssh client here (Debian: apt-get install openssh-client)")
     renter = open_renter(deployment, wallet, password_file)
     api = renter.signed_in_api()
-    guest: AttestedGuest = attested_guest(
-        renter.chain,
-        api,
-        lease_id,
-        roots=_roots(trust_simulated),  # type: ignore[arg-type]
-    )
+    with _simulated_hint(trust_simulated):
+        guest: AttestedGuest = attested_guest(
+            renter.chain,
+            api,
+            lease_id,
+            roots=_roots(trust_simulated),  # type: ignore[arg-type]
+        )
     access = api.guest_access(lease_id)
     if guest.simulated:
         err().print("[yellow]attested by the SIMULATED AMD-SP (local stack only)[/yellow]")

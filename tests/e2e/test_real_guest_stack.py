@@ -81,6 +81,7 @@ def test_rent_a_real_vm_get_the_secret_over_ssh_and_close(qemu_stack, guest_imag
     refused = stack.cli.run("lease", "secrets", "put", str(lease_id), "--secret",
                             f"again={secret_file}", *alice, check=False)  # fmt: skip
     assert refused.code == 1 and "root" in refused.stderr.lower()
+    assert "pass --trust-simulated-amd" in refused.stderr and "Traceback" not in refused.stderr
 
     def hashed() -> str:
         done = stack.cli.run(
