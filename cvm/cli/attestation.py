@@ -139,14 +139,18 @@ def verify(
         parsed: Report | None = parse(raw)
     except AttestationError:
         parsed = None
+    amd_root: str | None = None
     if verdict is not None and verdict.verified is not None:
         product: Product | None = verdict.verified.product
         signer: str | None = verdict.verified.signer.name
+        # A --chain root replaces AMD's: say whether the chain still ends in AMD's pinned ARK.
+        amd_root = verdict.verified.amd_root.value
     else:
         product = _product_hint(parsed, vcek_bytes)
         signer = parsed.signing_key.name if parsed is not None else None
     result: dict[str, Any] = {
         "valid": valid,
+        "amd_root": amd_root,
         "product": product.value if product else None,
         "signer": signer,
         **(_report_fields(parsed, product) if parsed is not None else {}),
@@ -168,6 +172,11 @@ def _print_verdict(result: dict[str, Any]) -> None:
 
     status = "[bold green]VALID[/]" if result["valid"] else "[bold red]INVALID[/]"
     _out().print(f"attestation report: {status}")
+    if result.get("amd_root") == "simulated":
+        _out().print(
+            "[bold yellow]NOT AMD's root[/bold yellow]: the chain given with --chain ends in"
+            " another ARK (such as the simulated AMD-SP's); this proves nothing about AMD hardware"
+        )
     table = Table(show_header=False, box=None)
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")

@@ -40,7 +40,7 @@ def test_valid_real_report(name: str) -> None:
     exp = REAL[name]
     assert code == 0
     assert STABLE_FIELDS <= set(out)
-    assert out["valid"] is True and out["errors"] == []
+    assert out["valid"] is True and out["errors"] == [] and out["amd_root"] == "amd"
     assert out["product"] == exp["product"].capitalize()
     assert out["signer"] == "VCEK" and out["version"] == exp["version"]
     assert out["policy"]["raw"] == exp["policy"] and out["policy"]["debug"] is False
@@ -108,6 +108,10 @@ def test_sim_report_needs_its_chain_passed_explicitly(
     assert code == 1 and out["errors"][0]["code"] == "CHAIN_INVALID"
     code, out = verify_json(*base, "--chain", str(tmp_path / "c.pem"))
     assert code == 0 and out["valid"] is True and out["version"] == 3
+    # Valid against the chain it was given, and said not to be AMD's.
+    assert out["amd_root"] == "simulated"
+    code, human = run("verify", *base, "--chain", str(tmp_path / "c.pem"))
+    assert code == 0 and "NOT AMD's root" in human
 
 
 def test_malformed_report_is_invalid_not_a_crash(tmp_path: Path) -> None:
