@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from cvm.chain import Deployment
 from cvm.config import Settings
 from cvm.wallet import import_keystore
 from tests.fixtures.chain import MEASUREMENT
-from tests.fixtures.processes import free_port, serving, wait_for
+from tests.fixtures.processes import free_port, kill_process, serving, stop_process, wait_for
 from tests.fixtures.services import _redis_server_binary
 
 REPO = Path(__file__).resolve().parents[3]
@@ -262,15 +261,8 @@ class AgentProcess:
         return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
+        kill_process(self.process)
 
     def stop(self) -> None:
         """A graceful stop (SIGTERM: Celery's warm shutdown), SIGKILL if it hangs."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process)

@@ -9,7 +9,6 @@ Sized to the test budget: LEASES leases from RENTERS renters at once onto two no
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from cvm.chain import AttestationStatus, LeaseSpec, LeaseStatus, NodeSpec, TeeTy
 from cvm.wallet import import_keystore
 from devstack.postgres import fresh_database, running_postgresql
 from tests.fixtures.chain import MAX_PRICE, MEASUREMENT, STAKE, TOKEN, ChainSystem
-from tests.fixtures.processes import free_port, wait_for
+from tests.fixtures.processes import free_port, kill_process, stop_process, wait_for
 from tests.integration.node_agent.harness import REPO, AgentProcess, RedisServer
 
 pytestmark = pytest.mark.integration
@@ -109,17 +108,10 @@ class Replica:
         wait_for(ready, timeout=60, what=f"backend replica {self.name}")
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process, timeout=20)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
