@@ -45,8 +45,8 @@ _FLOOR_NODE = NodeSpec(TeeType.SEV_SNP, 64_000, 1 << 31, 10_000_000, 0, 10**9)
 _FLOOR_SPEC = LeaseSpec(TeeType.SEV_SNP, 128, 4096, 10, 0, 3600, b"\x0f" * 32)
 
 
-def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
-    """Median round trip of each raw transaction of one lease, and their sum."""
+def _lease_parties(admin: ChainClient) -> tuple[ChainClient, ChainClient, ChainClient]:
+    """A funded renter, a registered and staked node of the floor's spec, and a verifier."""
     renter = admin.with_account(Account.create())
     node_account = Account.create()
     node = admin.with_account(node_account)
@@ -62,6 +62,12 @@ def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
     operator.nodes.stake(str(node.address), 10**21)
     admin.attestations.add_verifier(str(verifier.address))
     renter.token.approve(admin.deployment.lease_market, 2**255)
+    return renter, node, verifier
+
+
+def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
+    """Median round trip of each raw transaction of one lease, and their sum."""
+    renter, node, verifier = _lease_parties(admin)
     samples: dict[str, list[float]] = {"create": [], "accept": [], "submit": [], "confirm": []}
     price = _FLOOR_NODE.price_per_vcpu_second * _FLOOR_SPEC.vcpu
     for index in range(rounds):
@@ -89,24 +95,7 @@ def measure_floor(admin: ChainClient, rounds: int = 5) -> dict[str, float]:
 def measure_ceiling(admin: ChainClient, concurrency: int, rounds: int) -> dict[str, float]:
     """Leases per minute the chain takes when `concurrency` workers each send the four
     transactions of a lease back to back, each worker with its own accounts."""
-    workers = []
-    for _ in range(concurrency):
-        renter = admin.with_account(Account.create())
-        node_account = Account.create()
-        node = admin.with_account(node_account)
-        operator = admin.with_account(Account.create())
-        verifier = admin.with_account(Account.create())
-        for account in (renter, node, operator, verifier):
-            assert account.address is not None
-            fund(admin, account.address, 10**24, 10**19)
-        assert operator.address is not None
-        consent = sign_node_consent(node_account, operator.address, admin.deployment)
-        operator.nodes.register(str(node.address), _FLOOR_NODE, node_key_signature=consent)
-        operator.token.approve(admin.deployment.node_registry, 10**21)
-        operator.nodes.stake(str(node.address), 10**21)
-        admin.attestations.add_verifier(str(verifier.address))
-        renter.token.approve(admin.deployment.lease_market, 2**255)
-        workers.append((renter, node, verifier))
+    workers = [_lease_parties(admin) for _ in range(concurrency)]
     price = _FLOOR_NODE.price_per_vcpu_second * _FLOOR_SPEC.vcpu
 
     def lease_after_lease(index: int) -> None:
