@@ -210,6 +210,13 @@ class Settings(BaseSettings):
         description="where the qemu launchers keep the images they boot, downloaded from the"
         " backend and checked against their id (default: the image directory)",
     )
+    node_image_cache_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="at most this much of renters' images kept in the node's image directory:"
+        " least recently used ones that no guest boots are removed after a download (unset:"
+        " keep all; set it only where the directory is the node's own)",
+    )
     image_ovmf: Path | None = Field(
         None,
         description="AmdSev OVMF that image measurements use and qemu-snp guests boot (default:"

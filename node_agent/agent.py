@@ -55,6 +55,7 @@ class NodeAgent:
         measurements: Collection[bytes] = (),
         clock: Callable[[], float] = time.time,
         image_max_bytes: int = DEFAULT_IMAGE_MAX_BYTES,
+        image_cache_bytes: int | None = None,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
@@ -77,7 +78,13 @@ class NodeAgent:
         )
         # The images it boots come from the backend, checked against the lease's image id.
         images = (
-            ImageFetcher(api, launcher.images, max_bytes=image_max_bytes)
+            ImageFetcher(
+                api,
+                launcher.images,
+                max_bytes=image_max_bytes,
+                cache_bytes=image_cache_bytes,
+                in_use=launcher.images_in_use,
+            )
             if api is not None and isinstance(launcher, QemuLauncher) and launcher.images
             else None
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from cvm.api_client import ApiClient, ApiError
@@ -33,10 +34,21 @@ _TRANSIENT = (0, 408, 429)
 class ImageFetcher:
     """Makes an image named by a lease present in `store`, downloading it when missing."""
 
-    def __init__(self, api: ApiClient, store: ImageStore, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        api: ApiClient,
+        store: ImageStore,
+        *,
+        max_bytes: int,
+        cache_bytes: int | None = None,
+        in_use: Callable[[], Collection[str]] = tuple,
+    ) -> None:
         self.api = api
         self.store = store
         self.max_bytes = max_bytes
+        # At most this much of images kept (None: all); `in_use` names those never removed.
+        self.cache_bytes = cache_bytes
+        self.in_use = in_use
 
     def ensure(self, image: str) -> Image:
         """The stored image `image`, fetched from the backend and verified if it was not
@@ -47,6 +59,7 @@ class ImageFetcher:
         except ImageError as exc:
             raise ImageRefused(str(exc)) from None
         if self.store.has(wanted):
+            self.store.mark_used(wanted)
             return self.store.get(wanted, deep=False)
         try:
             manifest = self.api.image_manifest(wanted)
@@ -66,7 +79,18 @@ class ImageFetcher:
                 raise self._refuse(wanted, "the backend has no such image") from None
             raise self._refuse(wanted, f"the backend refused it: {exc}") from None
         log.info("image %s: downloaded and verified (%d bytes)", wanted, stored.size_bytes())
+        self.store.mark_used(wanted)
+        self._evict(keep={wanted})
         return stored
+
+    def _evict(self, keep: set[str]) -> None:
+        """Keep the store within `cache_bytes`: renters' images are removed least recently
+        used first, never one a guest of this node boots (or was just fetched for one)."""
+        if self.cache_bytes is None:
+            return
+        removed = self.store.prune(self.cache_bytes, keep=keep | set(self.in_use()))
+        for image in removed:
+            log.info("image %s: removed from the cache (least recently used)", image)
 
     def _refuse(self, image: str, why: str) -> ImageRefused:
         log.warning("image %s: download refused: %s", image, why)

@@ -114,4 +114,5 @@ def build_agent(settings: Settings, account: LocalAccount) -> NodeAgent:
         reattest_margin_s=settings.node_reattest_margin_s,
         measurements=settings.node_measurement_list,
         image_max_bytes=settings.image_max_bytes,
+        image_cache_bytes=settings.node_image_cache_bytes,
     )

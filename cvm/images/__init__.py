@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +228,40 @@ class ImageStore:
             for name in IMAGE_FILES:
                 shutil.copyfile(source / name, staging / name)
             return self.import_verified(staging, new_id)
+
+    def remove(self, image: str) -> None:
+        """Delete a stored image; it is moved aside first, so no reader sees half of it."""
+        target = self.root / normalize_id(image)
+        if not target.exists():
+            return
+        aside = Path(tempfile.mkdtemp(dir=self.root, prefix=".removed-"))
+        target.rename(aside / "image")
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def mark_used(self, image: str) -> None:
+        """Note that `image` was just used: its directory's time orders the eviction of a cache
+        (`prune`), least recently used first."""
+        os.utime(self.root / normalize_id(image))
+
+    def prune(
+        self, max_bytes: int, *, keep: Collection[str], grace_s: float = 600.0
+    ) -> tuple[str, ...]:
+        """Remove least recently used images until the store holds at most `max_bytes`,
+        never one in `keep` nor one used within `grace_s` seconds (it may be about to boot);
+        the ids removed."""
+        images = sorted(self.list(), key=lambda image: image.directory.stat().st_mtime)
+        total = sum(image.size_bytes() for image in images)
+        recent = time.time() - grace_s
+        removed = []
+        for image in images:
+            if total <= max_bytes:
+                break
+            if image.image_id in keep or image.directory.stat().st_mtime > recent:
+                continue
+            total -= image.size_bytes()
+            self.remove(image.image_id)
+            removed.append(image.image_id)
+        return tuple(removed)
 
     @contextmanager
     def staging(self) -> Iterator[Path]:

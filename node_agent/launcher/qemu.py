@@ -331,6 +331,18 @@ class QemuLauncher(Launcher):
                 found.append(info)
         return found
 
+    def images_in_use(self) -> set[str]:
+        """The images of this launcher's guests (running or starting) and its default."""
+        found = {self.default_image} if self.default_image else set()
+        for spec in self.run_dir.glob(f"{_GUEST_DIR_PREFIX}*/spec.json"):
+            try:
+                image = json.loads(spec.read_text()).get("image")
+            except (OSError, ValueError):
+                continue
+            if image:
+                found.add(str(image))
+        return found
+
     def _record(self, lease_id: int) -> dict[str, Any]:
         try:
             return dict(json.loads((self.guest_dir(lease_id) / "spec.json").read_text()))

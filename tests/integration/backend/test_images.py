@@ -307,3 +307,42 @@ def test_cvm_image_push_publishes_once(
     missing = cvm("image", "push", "ef" * 32, *args, env=env)
     no_traceback(missing)
     assert missing.exit_code == 1 and "no image" in json.loads(missing.stdout)["error"]
+
+
+def test_a_node_keeps_its_image_cache_within_its_limit_and_never_drops_a_booted_image(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    import os
+
+    renter_store = ImageStore(tmp_path / "renter")
+    images = [synthetic_image(renter_store, tmp_path, f"cache-{n}") for n in range(4)]
+    with _signed_in(live_backend, chain) as api:
+        for image in images:
+            api.upload_image(image.image_id, _archive(image, tmp_path))
+    size = images[0].size_bytes()
+    node_store = ImageStore(tmp_path / "node-images")
+    booted = {images[0].image_id}  # a guest of this node runs image 0
+    with ApiClient(live_backend.url) as anonymous:
+        fetcher = ImageFetcher(anonymous, node_store, max_bytes=IMAGE_LIMIT_BYTES,
+                               cache_bytes=2 * size, in_use=lambda: booted)  # fmt: skip
+        for age, image in enumerate(images[:2]):
+            fetcher.ensure(image.image_id)
+            # Used an hour ago and more (past the grace a just-fetched image gets).
+            stamp = os.path.getmtime(node_store.root / image.image_id) - 7200 + age
+            os.utime(node_store.root / image.image_id, (stamp, stamp))
+        assert _stored_ids(node_store) == sorted(i.image_id for i in images[:2])
+        # A third image: the least recently used one that no guest boots (1) makes room.
+        fetcher.ensure(images[2].image_id)
+        assert set(_stored_ids(node_store)) == {images[0].image_id, images[2].image_id}
+        # A fourth, while 2 was fetched moments ago (it may be about to boot): both stay,
+        # the cache runs over its limit rather than pull an image from under a launch.
+        fetcher.ensure(images[3].image_id)
+        assert set(_stored_ids(node_store)) == {i.image_id for i in (images[0], *images[2:])}
+        assert _leftovers(node_store) == []
+        # Without a limit nothing is ever removed.
+        unlimited = ImageFetcher(
+            anonymous, ImageStore(tmp_path / "all"), max_bytes=IMAGE_LIMIT_BYTES
+        )
+        for image in images:
+            unlimited.ensure(image.image_id)
+        assert len(_stored_ids(unlimited.store)) == 4
