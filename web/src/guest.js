@@ -77,7 +77,6 @@ export function renterView(config, leaseId, { renter = null, status = null } = {
     following = true;
     notice.replaceChildren(output, line);
     line.textContent = "Reading the console…";
-    showImage();
     tick();
   }
 
@@ -88,8 +87,9 @@ export function renterView(config, leaseId, { renter = null, status = null } = {
       const spec = await getLeaseSpec(token, leaseId);
       if (!stopped) imageLine.replaceChildren("Image: ", h("span", { class: "mono", id: "lease-image-id" }, spec.image));
     } catch (error) {
-      imageShown = false;
-      if (!stopped && error instanceof ApiError && error.status === 404) imageLine.replaceChildren("Image: not known to the marketplace (no private spec stored for this lease).");
+      const missing = error instanceof ApiError && error.status === 404;
+      if (!missing) imageShown = false; // tried again after the next good console read
+      else if (!stopped) imageLine.replaceChildren("Image: not known to the marketplace (no private spec stored for this lease).");
     }
   }
 
@@ -144,6 +144,7 @@ export function renterView(config, leaseId, { renter = null, status = null } = {
     let again = true;
     try {
       show(await getLeaseConsole(token, leaseId, since, controller.signal));
+      if (!imageShown) showImage(); // after a good read: the lease is indexed, so a 404 means no spec
       if (last) again = false;
     } catch (error) {
       if (stopped) return;
