@@ -148,6 +148,20 @@ def test_the_renter_follows_the_console_as_text_and_nobody_else_reads_it(
         page.get_by_role("link", name=f"Lease {lease}").click()
         expect(shown).to_have_text(BOOT_SHOWN + MORE_SHOWN)
         assert wallet.requests.count("personal_sign") == signatures
+
+        # A session the backend refuses (401): one line, and the sign-in button again.
+        page.get_by_role("link", name="My leases").click()
+        page.evaluate(
+            """(key) => sessionStorage.setItem(key, JSON.stringify({ ...JSON.parse(
+                 sessionStorage.getItem(key)), token: "refused" }))""",
+            f"cvm.session.{wallet.address.lower()}",
+        )
+        page.get_by_role("link", name=f"Lease {lease}").click()
+        expect(section).to_contain_text("Your sign-in has expired or was refused")
+        expect(page.locator("#guest-console-text")).to_have_count(0)
+        page.get_by_role("button", name="Sign in to read the guest console").click()
+        expect(shown).to_have_text(BOOT_SHOWN + MORE_SHOWN)
+        assert wallet.requests.count("personal_sign") == signatures + 1
         console.chain.with_account(wallet.account).leases.close_lease(lease)
         assert console.chain.leases.get_lease(lease).status == LeaseStatus.CLOSED
         expect(page.locator("#guest-console-status")).to_contain_text(
