@@ -10,13 +10,13 @@ export class ApiError extends Error {
   }
 }
 
-async function call(path, { method = "GET", body, token } = {}) {
+async function call(path, { method = "GET", body, token, signal } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
   let response;
   try {
-    response = await fetch(V1 + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    response = await fetch(V1 + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
   } catch (error) {
     throw new ApiError(0, `the marketplace backend does not answer (${error.message})`);
   }
@@ -127,6 +127,19 @@ export async function createIntent(token, { image, sshPublicKey }) {
   const body = { image };
   if (sshPublicKey) body.ssh_public_key = sshPublicKey;
   return (await call("/leases/intents", { method: "POST", body, token })).spec_hash;
+}
+
+// The private spec (image, SSH key, cloud-init) of a lease: its renter's session only.
+export async function getLeaseSpec(token, leaseId) {
+  const s = await call(`/leases/${leaseId}/spec`, { token });
+  return { specHash: s.spec_hash, image: s.image };
+}
+
+// The tail of a lease's guest console from stream position `since` (renter's session only).
+// UNTRUSTED: the node's host relayed every byte; `text` covers stream bytes [start, end).
+export async function getLeaseConsole(token, leaseId, since, signal) {
+  const c = await call(`/leases/${leaseId}/logs?since=${since}`, { token, signal });
+  return { leaseId: c.lease_id, node: c.node, start: c.start, end: c.end, text: c.text, updatedAt: c.updated_at ? new Date(c.updated_at) : null };
 }
 
 function timeline(t) {

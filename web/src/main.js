@@ -22,6 +22,7 @@ const ROUTES = [
 
 let config;
 let cleanup = null;
+let shownRoute = 0; // counts route changes: a page that finishes loading after the next began is stopped
 
 function drawWallet() {
   const bar = document.getElementById("wallet");
@@ -44,6 +45,7 @@ function drawWallet() {
 }
 
 async function route() {
+  const current = ++shownRoute;
   if (cleanup) cleanup();
   cleanup = null;
   const path = location.hash.replace(/^#/, "") || "/";
@@ -58,8 +60,12 @@ async function route() {
     if (!match) continue;
     main.replaceChildren(h("p", {}, "Loading…"));
     try {
-      cleanup = (await page(main, config, ...match.slice(1))) || null;
+      const stop = (await page(main, config, ...match.slice(1))) || null;
+      // Left while loading: stop its timers and streams now, nobody else will.
+      if (current !== shownRoute) { if (stop) stop(); return; }
+      cleanup = stop;
     } catch (error) {
+      if (current !== shownRoute) return;
       main.replaceChildren(h("h1", { tabindex: "-1" }, "Something went wrong"), message("error", error.message));
     }
     main.querySelector("h1")?.focus();

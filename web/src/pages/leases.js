@@ -1,7 +1,9 @@
 // My leases: the connected wallet's leases; one lease's live timeline (pushed by the server),
-// its money (read from the chain), top-up and close with the refund shown before signing.
+// its money (read from the chain), top-up and close with the refund shown before signing, and
+// for its renter the image and the (untrusted) guest console.
 import { getLease, leasesOf, watchTimeline } from "../api.js";
 import { CLOSE_REASON, closeLease, leaseMoney, topUp } from "../chain.js";
+import { renterView } from "../guest.js";
 import { duration, facts, h, message, parseTokens, simulatedBadge, status, tokens, when } from "../ui.js";
 import { state as wallet } from "../wallet.js";
 
@@ -45,12 +47,14 @@ export async function leasePage(main, config, id) {
       : amdRoot === "amd" ? ["Report signed by an AMD chip (chains to AMD's root)."] : []));
   }
   drawRoot(lease?.amdRoot);
+  const guest = renterView(config, leaseId, { renter: lease?.renter, status: lease?.status });
   let money = null;
   let timer = null;
   let drawnFor = null;
 
   async function refresh() {
     money = await leaseMoney(leaseId);
+    guest.setLease({ renter: money.lease.renter, status: money.status });
     drawMoney();
   }
 
@@ -119,9 +123,9 @@ export async function leasePage(main, config, id) {
 
   main.replaceChildren(h("h1", { tabindex: "-1" }, `Lease ${leaseId}`),
     lease ? h("p", {}, `${lease.vcpus} vCPU, ${lease.memoryMib} MiB, ${lease.diskGib} GiB; expected measurement `, h("span", { class: "mono" }, lease.expectedMeasurement)) : "",
-    rootBox,
+    guest.imageLine, rootBox,
     h("p", {}, h("a", { href: `#/leases/${leaseId}/attestation` }, "Attestation detail")),
-    timelineBox, moneyBox, actionBox, resultBox);
+    timelineBox, moneyBox, actionBox, resultBox, guest.section);
   await refresh().catch((error) => moneyBox.replaceChildren(message("error", `Cannot read lease ${leaseId} from the chain: ${error.shortMessage || error.message}`)));
   const stop = watchTimeline(leaseId, (timeline) => {
     timelineBox.replaceChildren(h("h2", {}, "Timeline (live)"), timelineView(timeline));
@@ -130,5 +134,5 @@ export async function leasePage(main, config, id) {
     refresh().catch(() => {});
   }, () => status("The live timeline lost its connection; the browser reconnects by itself"));
   timer = setInterval(drawMoney, 5000);
-  return () => { stop(); clearInterval(timer); };
+  return () => { stop(); clearInterval(timer); guest.stop(); };
 }

@@ -1,24 +1,13 @@
 // Rent: a quote first (which nodes fit, what it costs, how long it runs), then Sign-In with
 // Ethereum and one wallet transaction (an EIP-2612 permit signature + createLeaseWithPermit).
-import { createIntent, listNodes, siweChallenge, siweLogin } from "../api.js";
-import { balances, createLease, signMessage } from "../chain.js";
+import { createIntent, listNodes } from "../api.js";
+import { balances, createLease } from "../chain.js";
+import { signIn } from "../session.js";
 import { duration, facts, h, message, parseTokens, status, tokens } from "../ui.js";
-import { requireWallet, state as wallet } from "../wallet.js";
+import { state as wallet } from "../wallet.js";
 
 const SEV_SNP = 1;
 const MIN_GAS_WEI = 10n ** 15n;
-
-export async function signIn(config) {
-  const { account } = requireWallet(config);
-  const key = `cvm.session.${account.toLowerCase()}`;
-  const saved = JSON.parse(sessionStorage.getItem(key) || "null");
-  if (saved && new Date(saved.expiresAt) > new Date()) return saved.token;
-  status("Sign in with Ethereum: confirm the message in your wallet");
-  const text = await siweChallenge(account);
-  const session = await siweLogin(text, await signMessage(text));
-  sessionStorage.setItem(key, JSON.stringify(session));
-  return session.token;
-}
 
 function field(id, label, attrs) {
   const input = h("input", { id, name: id, ...attrs });
