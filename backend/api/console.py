@@ -13,6 +13,8 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 from backend.api.deps import Context
 from backend.api.routes import timeline
@@ -32,6 +34,27 @@ _NOT_BUILT = """<!doctype html><html lang="en"><meta charset="utf-8">
 <p>The cvm web console is not built. Run <code>make web</code> in the repository (or
 <code>make install</code>) and restart the backend. The API is served under
 <a href="/docs">/v1</a> as usual.</p></html>"""
+
+
+# The page is a wallet dApp that shows bytes others control (guest consoles, reports): only its
+# own scripts run, nothing may frame it (clickjacking a signature), no plugin, no <base>. It
+# reaches the backend (same origin) and the chain's RPC, which may be anywhere.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " connect-src 'self' http: https: ws: wss:; object-src 'none'; base-uri 'none';"
+        " form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class _ConsoleFiles(StaticFiles):
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
 
 @cache
@@ -72,7 +95,7 @@ def install_web(app: FastAPI, api_prefix: str, directory: Path = CONSOLE_DIR) ->
     app.include_router(timeline.router, prefix=api_prefix)
     if (directory / "index.html").is_file():
         log.info("web console served at / from %s", directory)
-        app.mount("/", StaticFiles(directory=directory, html=True), name="console")
+        app.mount("/", _ConsoleFiles(directory=directory, html=True), name="console")
         return
     log.warning("web console not built (no %s): run `make web`; the API is unaffected", directory)
 

@@ -219,8 +219,9 @@ UNTRUSTED_CONSOLE = (
     " only the attestation and `cvm lease ssh` are proof)"
 )
 # Everything a terminal could act on except newline and tab: a hostile host must not be
-# able to drive the renter's terminal with escape sequences.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# able to drive the renter's terminal with escape sequences, nor reorder what it shows with
+# bidirectional overrides (Trojan Source). The web console's `printable` is the same rule.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 FOLLOW_INTERVAL_S = 2.0
 
 

@@ -124,3 +124,5 @@ def test_a_console_read_never_ends_inside_a_character(data: bytes, kept: bytes) 
 
 def test_console_text_cannot_drive_the_terminal() -> None:
     assert printable("a\r\nb\x1b[2J\x07\tc\x9b") == "a\nb?[2J?\tc?"
+    # Bidirectional overrides and isolates cannot reorder what the renter reads.
+    assert printable("rm \u202e-rf\u202c \u2066x\u2069 ok") == "rm ?-rf? ?x? ok"

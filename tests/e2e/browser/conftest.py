@@ -70,12 +70,22 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context and page for one test."""
+    """A fresh browser context and page for one test; it fails if the console's
+    Content-Security-Policy blocked anything (the page would be broken in a real browser)."""
     context = browser.new_context()
+    blocked: list[str] = []
     try:
-        yield context.new_page()
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda message: blocked.append(message.text)
+            if "Content Security Policy" in message.text
+            else None,
+        )
+        yield page
     finally:
         context.close()
+    assert not blocked, f"the console's CSP blocked: {blocked}"
 
 
 @dataclass

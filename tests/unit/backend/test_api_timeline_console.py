@@ -152,7 +152,12 @@ def test_built_console_is_served_at_root_beside_the_api(
     (tmp_path / "index.html").write_text("<title>cvm console</title>")
     (tmp_path / "app.js").write_text("console.log('cvm')")
     with TestClient(console_app(context, tmp_path)) as client:
-        assert "cvm console" in client.get("/").text
+        page = client.get("/")
+        assert "cvm console" in page.text
+        # Only its own scripts run and nothing frames it (the browser suite runs under it).
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+        assert page.headers["x-content-type-options"] == "nosniff"
         assert client.get("/app.js").headers["content-type"].startswith("text/javascript")
         assert client.get("/v1/console/config").json()["chain_id"] == 31337
 
