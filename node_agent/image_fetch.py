@@ -61,6 +61,7 @@ class ImageFetcher:
         if self.store.has(wanted):
             self.store.mark_used(wanted)
             return self.store.get(wanted, deep=False)
+        self.store.sweep()  # what an agent killed mid-download left behind
         try:
             manifest = self.api.image_manifest(wanted)
             self._check_manifest(wanted, manifest)

@@ -91,6 +91,8 @@ def publish(
     that id; `InvalidInput` for anything else, `OutOfSpace` when unpacking it would take the
     store past `max_store_bytes` (nothing is stored then)."""
     wanted = _id(image_id)
+    # Leftovers of a replica killed mid-upload would count against the cap for ever.
+    store.sweep()
     if max_store_bytes is not None:
         # The archive is already counted (it sits in the store); unpacking takes as much again.
         needed = store_bytes(store) + archive.stat().st_size

@@ -229,6 +229,32 @@ class ImageStore:
                 shutil.copyfile(source / name, staging / name)
             return self.import_verified(staging, new_id)
 
+    # What a process killed mid-step leaves behind: uploads and downloads in flight, images
+    # being removed or moved aside. None is ever read as an image (the names start with a dot).
+    LEFTOVER_PREFIXES = (".upload-", ".incoming-", ".removed-", ".damaged-")
+
+    def sweep(self, older_than_s: float = 3600.0) -> int:
+        """Delete leftovers older than `older_than_s` seconds (younger ones may be in use by
+        another process); how many were removed."""
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.root.iterdir():
+            if not path.name.startswith(self.LEFTOVER_PREFIXES):
+                continue
+            try:
+                if path.lstat().st_mtime > cutoff:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue  # another process swept it first
+            removed += 1
+        return removed
+
     def remove(self, image: str) -> None:
         """Delete a stored image; it is moved aside first, so no reader sees half of it."""
         target = self.root / normalize_id(image)

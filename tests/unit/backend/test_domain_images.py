@@ -48,3 +48,29 @@ def test_a_wrong_id_is_refused_before_any_room_is_taken(tmp_path: Path) -> None:
         publish(store, "0" * 64, archive, 10**9)
     assert store.list() == []
     assert publish(store, image_id, archive, 10**9).image == image_id
+
+
+def test_leftovers_of_a_killed_upload_are_swept_not_counted_for_ever(tmp_path: Path) -> None:
+    import os
+    import time
+
+    store, source = ImageStore(tmp_path / "backend"), ImageStore(tmp_path / "renter")
+    image_id, archive = _upload(store, source, tmp_path, "one")
+    room = 2 * archive.stat().st_size + 4096
+    # A replica SIGKILLed mid-upload two hours ago, and one mid-unpack; and an upload in
+    # flight right now in another replica (young: it must be left alone).
+    stale_upload = store.root / ".upload-stale"
+    stale_upload.write_bytes(b"\0" * room)
+    stale_staging = store.root / ".incoming-stale"
+    stale_staging.mkdir()
+    (stale_staging / "vmlinuz").write_bytes(b"\0" * 1024)
+    hours_ago = time.time() - 7200
+    for path in (stale_upload, stale_staging):
+        os.utime(path, (hours_ago, hours_ago))
+    in_flight = store.root / ".upload-in-flight"
+    in_flight.write_bytes(b"\0" * 16)
+
+    assert publish(store, image_id, archive, room + 16).image == image_id
+    assert not stale_upload.exists() and not stale_staging.exists()
+    assert in_flight.exists()
+    assert [image.image_id for image in store.list()] == [image_id]
