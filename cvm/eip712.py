@@ -9,8 +9,9 @@ one it accepted from the same node (replay protection).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
@@ -68,9 +69,6 @@ CONSOLE_UPLOAD_TYPE = [
     {"name": "nonce", "type": "uint64"},
 ]
 
-_UINT32_MAX = 2**32 - 1
-_UINT64_MAX = 2**64 - 1
-
 
 class SignatureError(ValueError):
     """A typed message or its signature is malformed, or was signed by someone else."""
@@ -92,8 +90,30 @@ class Domain:
         }
 
 
+class NodeMessage:
+    """A typed message a node signs with its node key. Its fields are `EIP712_FIELDS`, each the
+    snake_case attribute of its camelCase name: the checks of every value and the signed
+    message follow from those types, so a new message declares its fields and nothing else."""
+
+    EIP712_TYPE: ClassVar[str]
+    EIP712_FIELDS: ClassVar[list[dict[str, str]]]
+    EIP712_WHAT: ClassVar[str]  # how errors name it ("heartbeat", "evidence upload", ...)
+
+    node: str
+
+    def __post_init__(self) -> None:
+        for field in self.EIP712_FIELDS:
+            name = _attribute(field["name"])
+            _check(getattr(self, name), field["type"], name)
+
+    def as_eip712(self) -> dict[str, Any]:
+        message = {f["name"]: getattr(self, _attribute(f["name"])) for f in self.EIP712_FIELDS}
+        message["node"] = to_checksum_address(self.node)
+        return message
+
+
 @dataclass(frozen=True)
-class Heartbeat:
+class Heartbeat(NodeMessage):
     """A node's free capacity at `timestamp` (unix seconds), signed by its node key."""
 
     EIP712_TYPE: ClassVar[str] = "Heartbeat"
@@ -106,22 +126,6 @@ class Heartbeat:
     free_disk_gib: int
     running_leases: int
     timestamp: int
-
-    def __post_init__(self) -> None:
-        _address(self.node, "node")
-        for name in ("free_vcpus", "free_memory_mib", "free_disk_gib", "running_leases"):
-            _bounded(getattr(self, name), _UINT32_MAX, name)
-        _bounded(self.timestamp, _UINT64_MAX, "timestamp")
-
-    def as_eip712(self) -> dict[str, Any]:
-        return {
-            "node": to_checksum_address(self.node),
-            "freeVcpus": self.free_vcpus,
-            "freeMemoryMib": self.free_memory_mib,
-            "freeDiskGib": self.free_disk_gib,
-            "runningLeases": self.running_leases,
-            "timestamp": self.timestamp,
-        }
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ class SignedHeartbeat:
 
 
 @dataclass(frozen=True)
-class LeaseSpecRequest:
+class LeaseSpecRequest(NodeMessage):
     """A node's request, at `timestamp`, for the private spec of lease `lease_id`.
 
     `nonce` is chosen at random by the node; the backend accepts each (node, nonce) once.
@@ -154,23 +158,9 @@ class LeaseSpecRequest:
     timestamp: int
     nonce: int = 0
 
-    def __post_init__(self) -> None:
-        _address(self.node, "node")
-        _bounded(self.lease_id, 2**256 - 1, "lease_id")
-        _bounded(self.timestamp, _UINT64_MAX, "timestamp")
-        _bounded(self.nonce, _UINT64_MAX, "nonce")
-
-    def as_eip712(self) -> dict[str, Any]:
-        return {
-            "node": to_checksum_address(self.node),
-            "leaseId": self.lease_id,
-            "timestamp": self.timestamp,
-            "nonce": self.nonce,
-        }
-
 
 @dataclass(frozen=True)
-class EvidenceUpload:
+class EvidenceUpload(NodeMessage):
     """A node's upload, at `timestamp`, of the evidence bundle hashed `evidence_hash` for
     lease `lease_id` under its attestation `nonce` (both as inside the bundle)."""
 
@@ -184,26 +174,9 @@ class EvidenceUpload:
     evidence_hash: bytes
     timestamp: int
 
-    def __post_init__(self) -> None:
-        _address(self.node, "node")
-        _bounded(self.lease_id, 2**256 - 1, "lease_id")
-        _bounded(self.nonce, _UINT64_MAX, "nonce")
-        if not isinstance(self.evidence_hash, bytes) or len(self.evidence_hash) != 32:
-            raise SignatureError("evidence_hash must be 32 bytes")
-        _bounded(self.timestamp, _UINT64_MAX, "timestamp")
-
-    def as_eip712(self) -> dict[str, Any]:
-        return {
-            "node": to_checksum_address(self.node),
-            "leaseId": self.lease_id,
-            "nonce": self.nonce,
-            "evidenceHash": self.evidence_hash,
-            "timestamp": self.timestamp,
-        }
-
 
 @dataclass(frozen=True)
-class ConsoleUpload:
+class ConsoleUpload(NodeMessage):
     """A node's upload, at `timestamp`, of guest-console bytes hashed `chunk_hash` that
     start at stream position `offset` of lease `lease_id`'s console."""
 
@@ -218,40 +191,8 @@ class ConsoleUpload:
     timestamp: int
     nonce: int
 
-    def __post_init__(self) -> None:
-        _address(self.node, "node")
-        _bounded(self.lease_id, 2**256 - 1, "lease_id")
-        _bounded(self.offset, _UINT64_MAX, "offset")
-        if not isinstance(self.chunk_hash, bytes) or len(self.chunk_hash) != 32:
-            raise SignatureError("chunk_hash must be 32 bytes")
-        _bounded(self.timestamp, _UINT64_MAX, "timestamp")
-        _bounded(self.nonce, _UINT64_MAX, "nonce")
 
-    def as_eip712(self) -> dict[str, Any]:
-        return {
-            "node": to_checksum_address(self.node),
-            "leaseId": self.lease_id,
-            "offset": self.offset,
-            "chunkHash": self.chunk_hash,
-            "timestamp": self.timestamp,
-            "nonce": self.nonce,
-        }
-
-
-class NodeSigned(Protocol):
-    """A typed message a node signs with its node key: its EIP-712 type and its `node`."""
-
-    EIP712_TYPE: ClassVar[str]
-    EIP712_FIELDS: ClassVar[list[dict[str, str]]]
-    EIP712_WHAT: ClassVar[str]  # how errors name it ("heartbeat", "evidence upload", ...)
-
-    @property
-    def node(self) -> str: ...
-
-    def as_eip712(self) -> dict[str, Any]: ...
-
-
-def node_message(message: NodeSigned, domain: Domain) -> SignableMessage:
+def node_message(message: NodeMessage, domain: Domain) -> SignableMessage:
     """The EIP-712 signable form of `message` under `domain`."""
     return encode_typed_data(
         full_message={
@@ -263,7 +204,7 @@ def node_message(message: NodeSigned, domain: Domain) -> SignableMessage:
     )
 
 
-def sign_node_message(message: NodeSigned, domain: Domain, private_key: bytes | str) -> str:
+def sign_node_message(message: NodeMessage, domain: Domain, private_key: bytes | str) -> str:
     """Sign `message` with the node key, which must be its `node`; the 0x-hex signature."""
     signer = Account.from_key(private_key)
     if signer.address.lower() != message.node.lower():
@@ -272,12 +213,12 @@ def sign_node_message(message: NodeSigned, domain: Domain, private_key: bytes | 
     return "0x" + bytes(signed.signature).hex()
 
 
-def recover_node_signer(message: NodeSigned, signature: str, domain: Domain) -> str:
+def recover_node_signer(message: NodeMessage, signature: str, domain: Domain) -> str:
     """The checksum address that signed `message` under `domain`."""
     return _recover(node_message(message, domain), signature)
 
 
-def verify_node_message(message: NodeSigned, signature: str, domain: Domain) -> None:
+def verify_node_message(message: NodeMessage, signature: str, domain: Domain) -> None:
     """Raise `SignatureError` unless `message` was signed by its own `node` key."""
     signer = recover_node_signer(message, signature, domain)
     if signer.lower() != message.node.lower():
@@ -316,6 +257,31 @@ def _address(value: str, field: str) -> str:
     if not isinstance(value, str) or not is_hex_address(value):
         raise SignatureError(f"{field} is not a 20-byte hex address: {value!r}")
     return to_checksum_address(value)
+
+
+def _attribute(eip712_name: str) -> str:
+    """`leaseId` -> `lease_id`: the dataclass attribute of an EIP-712 field."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", eip712_name).lower()
+
+
+# A host name is at most 253 characters (RFC 1035); no field of ours needs a longer string.
+_MAX_STRING = 253
+
+
+def _check(value: Any, eip712_type: str, field: str) -> None:
+    """Refuse a value its EIP-712 type cannot carry (encode_typed_data would fail or wrap)."""
+    if eip712_type == "address":
+        _address(value, field)
+    elif eip712_type.startswith("uint"):
+        _bounded(value, 2 ** int(eip712_type[4:]) - 1, field)
+    elif eip712_type == "bytes32":
+        if not isinstance(value, bytes) or len(value) != 32:
+            raise SignatureError(f"{field} must be 32 bytes")
+    elif eip712_type == "string":
+        if not isinstance(value, str) or not 0 < len(value) <= _MAX_STRING:
+            raise SignatureError(f"{field} must be a string of 1 to {_MAX_STRING} characters")
+    else:  # a new type needs its check here before a message may use it
+        raise TypeError(f"no check for EIP-712 type {eip712_type} ({field})")
 
 
 def _bounded(value: int, maximum: int, field: str) -> None:

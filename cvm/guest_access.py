@@ -8,7 +8,9 @@ a wrong address only fails the connection), but it keeps anyone else from redire
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from cvm.eip712 import NodeMessage
 
 GUEST_ACCESS_TYPE = [
     {"name": "node", "type": "address"},
@@ -20,7 +22,7 @@ GUEST_ACCESS_TYPE = [
 
 
 @dataclass(frozen=True)
-class GuestAccess:
+class GuestAccess(NodeMessage):
     """Where lease `lease_id`'s guest serves SSH, as its node announced at `timestamp`."""
 
     EIP712_TYPE: ClassVar[str] = "GuestAccess"
@@ -32,12 +34,3 @@ class GuestAccess:
     host: str
     ssh_port: int
     timestamp: int
-
-    def as_eip712(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "leaseId": self.lease_id,
-            "host": self.host,
-            "sshPort": self.ssh_port,
-            "timestamp": self.timestamp,
-        }

@@ -98,15 +98,15 @@ def accept_heartbeat(
     reordered) heartbeat never rolls the node's capacity back.
     """
     key = heartbeat.node.lower()
-    fields = SignedFields(
-        node=heartbeat.node,
-        free_vcpus=heartbeat.free_vcpus,
-        free_memory_mib=heartbeat.free_memory_mib,
-        free_disk_gib=heartbeat.free_disk_gib,
-        running_leases=heartbeat.running_leases,
-        timestamp=heartbeat.timestamp,
-    )
     try:
+        fields = SignedFields(
+            node=heartbeat.node,
+            free_vcpus=heartbeat.free_vcpus,
+            free_memory_mib=heartbeat.free_memory_mib,
+            free_disk_gib=heartbeat.free_disk_gib,
+            running_leases=heartbeat.running_leases,
+            timestamp=heartbeat.timestamp,
+        )
         verify_node_message(fields, heartbeat.signature, domain)
     except SignatureError as exc:
         raise Unauthenticated(f"heartbeat signature rejected: {exc}") from exc

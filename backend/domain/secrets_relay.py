@@ -101,8 +101,8 @@ def announce_access(
     if node is None:
         raise Unauthenticated(f"announcing guest access needs the {NODE_HEADER} header")
     address = parse_address(node, NODE_HEADER)
-    access = GuestAccess(address, lease_id, body.host, body.ssh_port, body.timestamp)
     try:
+        access = GuestAccess(address, lease_id, body.host, body.ssh_port, body.timestamp)
         verify_node_message(access, body.signature, domain)
         check_timestamp(body.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
