@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -283,6 +283,35 @@ def _hex_bytes(text: str) -> bytes:
         raise ValueError(f"{text!r} is not hex") from None
 
 
+class SettingsError(ValueError):
+    """A CVM_* setting (environment or settings file) is malformed: one line per bad setting.
+
+    A usage error (`exit_code` 2), not a bug: the user fixes the named setting.
+    """
+
+    exit_code = 2
+
+
+def _settings_problems(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        # A path default derived from another field fails only because that field is bad:
+        # "default_factory_not_called" would name a setting the user never set.
+        if error["type"] == "default_factory_not_called":
+            continue
+        name = str(error["loc"][0]) if error["loc"] else ""
+        why = str(error["msg"]).removeprefix("Value error, ")
+        setting = f"CVM_{name.upper()}" if name else "settings"
+        lines.append(f"{setting}: {why} (got {error.get('input')!r})")
+    return lines
+
+
 def get_settings() -> Settings:
-    """Read the settings afresh (cheap; callers that need a stable view keep the result)."""
-    return Settings()
+    """Read the settings afresh (cheap; callers that need a stable view keep the result).
+
+    Raises `SettingsError` naming each bad CVM_* setting, never pydantic's ValidationError.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError("\n".join(_settings_problems(exc)) or str(exc)) from None

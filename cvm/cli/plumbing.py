@@ -65,6 +65,7 @@ _LAYER_ERRORS: dict[str, str] = {
     "cvm.api_client": "ApiError",
     "cvm.attestation.errors": "AttestationError",
     "cvm.images": "ImageError",
+    "cvm.config": "SettingsError",
 }
 
 
@@ -119,7 +120,8 @@ class CliGroup(TyperGroup):
             report_failure(exc.message, exc.code)
         except Exception as exc:
             if _layer_error(exc):
-                report_failure(_message(exc))
+                # A layer error may say it is the user's fault (a bad setting: exit 2).
+                report_failure(_message(exc), getattr(exc, "exit_code", EXIT_FAILED))
             if os.environ.get(DEBUG_ENV):
                 raise
             if isinstance(exc, OSError):

@@ -159,3 +159,15 @@ def test_the_operator_claims_earnings(chain: ChainSystem, record: Path, tmp_path
                     "--earnings", "--json")  # fmt: skip
     assert withdrawn.exit_code == 0, withdrawn.output
     assert json.loads(withdrawn.stdout)["earnings_claimed"] > 0, "--earnings claims the leases"
+
+
+def test_a_bad_setting_is_one_usage_line_naming_it(tmp_path: Path) -> None:
+    # Before: "unexpected ValidationError ... (please report it)" and ~10 lines, naming
+    # settings the user never set (default_factory_not_called).
+    env = {"CVM_DATA_DIR": str(tmp_path), "CVM_HEARTBEAT_STALE_S": "abc"}
+    result = cvm("wallet", "list", env=env)
+    no_traceback(result)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "CVM_HEARTBEAT_STALE_S:" in lines[0], result.output
+    assert "please report" not in result.output
