@@ -424,10 +424,12 @@ def run(
     env["CVM_DEPLOYMENT_FILE"] = str(record_file)
     env["CVM_RPC_URL"] = resolve_rpc_url(rpc, record, settings)
     env["CVM_DATA_DIR"] = str(settings.data_dir)
-    # The record names its backend and broker (a `cvm up` stack does); settings set win.
-    if "CVM_API_URL" not in env and record.api_url:
+    # The record names its backend and broker (a `cvm up` stack does); settings set win,
+    # from the environment or the operator's CVM_SETTINGS_FILE (model_fields_set has both).
+    given = settings.model_fields_set
+    if "api_url" not in given and record.api_url:
         env["CVM_API_URL"] = record.api_url
-    if "CVM_BROKER_URL" not in env and record.extra.get("broker_url"):
+    if "broker_url" not in given and record.extra.get("broker_url"):
         env["CVM_BROKER_URL"] = str(record.extra["broker_url"])
     env["CVM_NODE_KEYSTORE"] = str(path.absolute())
     if launcher is not None:
