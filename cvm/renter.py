@@ -22,7 +22,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from cvm.api_client import ApiClient, ApiError
-from cvm.api_models import ImageManifest, NodeView
+from cvm.api_models import ImageManifest, NodeView, VerificationView
 from cvm.chain import (
     Attestation,
     AttestationStatus,
@@ -34,6 +34,7 @@ from cvm.chain import (
     LeaseStatus,
     TeeType,
 )
+from cvm.config import MEASUREMENT_BYTES
 
 if TYPE_CHECKING:
     from cvm.images import Image
@@ -116,6 +117,18 @@ def attestation_dict(attestation: Attestation) -> dict[str, Any]:
     }
 
 
+def verified_amd_root(verification: VerificationView | None, report_hash: bytes) -> str | None:
+    """The root the verifier found (`amd`/`simulated`), only if its verdict is on `report_hash`.
+
+    The one place that decides whom a backend verdict credits: a verdict on another report
+    (an older one, a replaced one) says nothing about the report the chain records."""
+    if verification is None or verification.amd_root is None:
+        return None
+    if verification.report_hash.lower() != "0x" + report_hash.hex():
+        return None
+    return verification.amd_root.value
+
+
 class Renter:
     """One renter on one deployment: an unlocked wallet to act, or just an address to read."""
 
@@ -188,12 +201,8 @@ class Renter:
             view = self.api.attestation_status(report.lease.lease_id)
         except ApiError:
             return report
-        verification = view.verification
-        if verification is None or verification.amd_root is None:
-            return report
-        if verification.report_hash.lower() != "0x" + report.attestation.report_hash.hex():
-            return report
-        return dataclasses.replace(report, amd_root=verification.amd_root.value)
+        root = verified_amd_root(view.verification, report.attestation.report_hash)
+        return report if root is None else dataclasses.replace(report, amd_root=root)
 
     def own_report(self, lease_id: int) -> LeaseReport:
         """As `report`, refusing a lease that belongs to another renter."""
@@ -278,8 +287,11 @@ class Renter:
     def rent(self, request: RentRequest) -> int:
         """Create the lease (private spec to the backend, deposit by permit); its id."""
         self._require_wallet()
-        if len(request.measurement) != 48:
-            raise RenterError("the expected measurement must be 48 bytes (96 hex digits)")
+        if len(request.measurement) != MEASUREMENT_BYTES:
+            raise RenterError(
+                f"the expected measurement must be {MEASUREMENT_BYTES} bytes "
+                f"({2 * MEASUREMENT_BYTES} hex digits)"
+            )
         if request.deposit <= 0:
             raise RenterError("the deposit must be positive")
         if not self.matching_nodes(request):
@@ -509,4 +521,5 @@ __all__ = [
     "is_verified",
     "lease_phase",
     "lease_status",
+    "verified_amd_root",
 ]

@@ -30,6 +30,7 @@ from cvm.chain import (
     EventDecoder,
     open_web3,
 )
+from cvm.config import MEASUREMENT_BYTES
 from cvm.renter import attestation_dict
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-_MEASUREMENT_BYTES = 48
 
 
 class AttestationClientError(Exception):
@@ -84,6 +84,9 @@ class AttestationClient:
         self.w3 = rpc if isinstance(rpc, Web3) else open_web3(rpc)
         self.registry = Web3.to_checksum_address(registry)
         self._registry = AttestationRegistryClient(self.w3, self.registry, EventDecoder({}))
+        # Whether code was found at `registry`: checked once (a deployed contract stays),
+        # not one extra eth_getCode round trip per read.
+        self._has_code = False
 
     def status(self, lease_id: int) -> LeaseAttestation:
         """The lease's latest attestation (status NONE if it was never attested)."""
@@ -95,17 +98,19 @@ class AttestationClient:
     def is_attested(self, lease_id: int, expected_measurement: bytes) -> bool:
         """True only while the attestation is Verified, unexpired and of this measurement."""
         _check_lease_id(lease_id)
-        if len(expected_measurement) != _MEASUREMENT_BYTES:
+        if len(expected_measurement) != MEASUREMENT_BYTES:
             raise InvalidArgument(
-                f"a measurement is {_MEASUREMENT_BYTES} bytes, got {len(expected_measurement)}"
+                f"a measurement is {MEASUREMENT_BYTES} bytes, got {len(expected_measurement)}"
             )
         return self._call(lambda: self._registry.is_attested(lease_id, expected_measurement))
 
     def _call(self, read: Callable[[], _T]) -> _T:
         """Run a registry read, turning each way it can fail into this module's errors."""
         try:
-            if not self.w3.eth.get_code(self.registry):
-                raise NotARegistry(f"no contract at {self.registry}")
+            if not self._has_code:
+                if not self.w3.eth.get_code(self.registry):
+                    raise NotARegistry(f"no contract at {self.registry}")
+                self._has_code = True
             return read()
         except AttestationClientError:
             raise

@@ -486,7 +486,7 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
     from cvm.api_client import ApiClient, ApiError
     from cvm.chain import LeaseStatus
     from cvm.config import get_settings
-    from cvm.renter import attestation_dict
+    from cvm.renter import attestation_dict, verified_amd_root
 
     record = load_deployment(deployment)
     chain = connect_chain(record)
@@ -504,9 +504,7 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
             view = api.attestation_status(lease_id)
         if view.verification is not None:
             result["verification"] = view.verification.model_dump(mode="json")
-            # Only a verdict on the report the chain records says who signed it.
-            if view.verification.report_hash.lower() == result["report_hash"].lower():
-                result["amd_root"] = result["verification"]["amd_root"]
+        result["amd_root"] = verified_amd_root(view.verification, attestation.report_hash)
     except ApiError:
         pass  # the chain's answer stands on its own; the details are a bonus
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from eth_account import Account
 
@@ -16,6 +18,7 @@ from cvm.sdk import (
     NotARegistry,
 )
 from tests.fixtures.chain import DEPOSIT, MEASUREMENT, ChainSystem
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +103,7 @@ def test_wrong_network_is_named(chain: ChainSystem) -> None:
     with pytest.raises(ChainError, match="no LeaseMarket"):
         connect(elsewhere, rpc_url=chain.anvil.rpc_url)
     with pytest.raises(ChainError, match="cannot reach"):
-        connect(chain.deployment, rpc_url="http://127.0.0.1:9")
+        connect(chain.deployment, rpc_url=f"http://127.0.0.1:{free_port()}")
     assert connect(chain.deployment, rpc_url=chain.anvil.rpc_url).deployment.chain_id
 
 
@@ -122,7 +125,9 @@ def test_sdk_failures_share_one_base_error(chain: ChainSystem) -> None:
         sdk.is_attested(1, b"short")
     with pytest.raises(InvalidArgument):
         sdk.status(-1)
-    down = AttestationClient("http://127.0.0.1:9", chain.deployment.attestation_registry)
+    down = AttestationClient(
+        f"http://127.0.0.1:{free_port()}", chain.deployment.attestation_registry
+    )
     with pytest.raises(ChainUnavailable):
         down.status(1)
     with pytest.raises(NotARegistry, match="no contract"):
@@ -134,3 +139,23 @@ def test_sdk_failures_share_one_base_error(chain: ChainSystem) -> None:
     assert [s.name for s in AttestationStatus] == [
         "NONE", "PENDING", "VERIFIED", "REJECTED", "EXPIRED"
     ]  # fmt: skip
+
+
+def test_the_sdk_checks_the_registry_code_once(
+    chain: ChainSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployed registry stays deployed: one eth_getCode, not one per read."""
+    sdk = _sdk(chain)
+    calls: list[object] = []
+    get_code = sdk.w3.eth.get_code
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return get_code(*args, **kwargs)
+
+    monkeypatch.setattr(sdk.w3.eth, "get_code", counting)
+    lease_id = chain.active_lease()
+    for _ in range(3):
+        sdk.status(lease_id)
+        sdk.is_attested(lease_id, MEASUREMENT)
+    assert len(calls) == 1
