@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from cvm.cli import app
 from cvm.wallet import import_keystore
 from tests.fixtures.chain import ChainSystem
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +122,7 @@ def test_a_dead_backend_during_rent_is_one_line(chain: ChainSystem, tmp_path: Pa
                                                 renter_wallet: Path) -> None:  # fmt: skip
     chain.staked_node()
     data = json.loads(chain.deployment.to_json())
-    data["api_url"] = "http://127.0.0.1:9"  # nothing listens there
+    data["api_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     dead = tmp_path / "dead-backend.json"
     dead.write_text(json.dumps(data))
     password = tmp_path / "pw"
