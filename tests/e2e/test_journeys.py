@@ -17,7 +17,7 @@ from cvm.wallet import load_account, read_password_file
 from devstack import DEMO_MEASUREMENT
 from tests.e2e.conftest import Stack, new_wallet, password_file
 from tests.e2e.harness import descendants, group_alive, pid_alive
-from tests.fixtures.processes import wait_for
+from tests.fixtures.processes import stop_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -222,8 +222,7 @@ def test_readme_operator_journey(stack: Stack, tmp_path: Path) -> None:
         assert agent.poll() is None, log.read_text()[-2000:]
         assert f"node agent {address}" in log.read_text()
     finally:
-        agent.terminate()
-        agent.wait(60)
+        stop_process(agent, timeout=60)  # SIGKILL if SIGTERM is not enough
 
 
 def test_cvm_down_leaves_nothing_running(stack: Stack) -> None:
