@@ -127,6 +127,7 @@ class EmbeddedStack:
             data_dir=str(data_dir),
             deployment_file=str(data_dir / DEPLOYMENT_FILE),
             logs=str(logs),
+            launcher=self.config.launcher,
         )
         self.state.save(data_dir)
         try:

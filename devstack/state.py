@@ -57,8 +57,24 @@ class StackState:
     # name → process group id of every child, so `cvm down` can stop them without the runner.
     groups: dict[str, int] = field(default_factory=dict)
     nodes: list[NodeRecord] = field(default_factory=list)
+    # The launcher of the stack's nodes (`simulated`, `qemu`, ...): `cvm demo` reuses only a
+    # stack that runs the launcher it was asked for.
+    launcher: str = ""
+    # pid → its start time (/proc/PID/stat field 22), recorded with each pid: after a reboot
+    # a leftover pid may name an unrelated process, which `cvm down` must never signal.
+    starts: dict[str, int] = field(default_factory=dict)
+
+    def owns(self, pid: int) -> bool:
+        """False if `pid` now names another process than the one recorded (a reused pid)."""
+        recorded = self.starts.get(str(pid))
+        now = process_start(pid)
+        return recorded is None or now is None or now == recorded
 
     def save(self, data_dir: Path) -> None:
+        for pid in (self.pid, *self.groups.values()):
+            start = process_start(pid) if str(pid) not in self.starts else None
+            if start is not None:
+                self.starts[str(pid)] = start
         path = data_dir / STATE_FILE
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
@@ -68,6 +84,15 @@ class StackState:
     def from_dict(cls, data: dict[str, Any]) -> StackState:
         nodes = [NodeRecord(**node) for node in data.pop("nodes", [])]
         return cls(**data, nodes=nodes)
+
+
+def process_start(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, /proc/PID/stat field 22); None if unknown."""
+    try:
+        # Fields after the command name (which may hold spaces) start at field 3.
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[22 - 3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -99,7 +124,7 @@ def read_state(data_dir: Path) -> StackState | None:
 def running_state(data_dir: Path) -> StackState | None:
     """The state of a stack whose runner is alive in `data_dir`, else None."""
     state = read_state(data_dir)
-    if state is None or not pid_alive(state.pid):
+    if state is None or not pid_alive(state.pid) or not state.owns(state.pid):
         return None
     return state
 
@@ -113,7 +138,9 @@ def stop_stack(data_dir: Path, timeout: float = 60.0) -> StackState | None:
     state = read_state(data_dir)
     if state is None:
         return None
-    if pid_alive(state.pid):
+    # A pid whose start time differs is not ours (e.g. reused after a reboot): no signal to
+    # it; the record is cleared below all the same.
+    if pid_alive(state.pid) and state.owns(state.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -123,7 +150,7 @@ def stop_stack(data_dir: Path, timeout: float = 60.0) -> StackState | None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state.pid, signal.SIGKILL)
     for pgid in state.groups.values():
-        if group_alive(pgid):
+        if group_alive(pgid) and state.owns(pgid):
             stop_group(pgid)
     with contextlib.suppress(FileNotFoundError):
         (data_dir / STATE_FILE).unlink()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from cvm.cli.plumbing import err, out
+from cvm.cli.plumbing import CliError, err, out
 from devstack.cli.stack import (
     DataDirOption,
     LauncherOption,
@@ -37,6 +37,19 @@ _T = TypeVar("_T")
 
 class DemoFailed(Exception):
     """A step of the demo failed."""
+
+
+def _refuse_another_launcher(directory: Path, launcher: str) -> None:
+    """A running stack is reused only if its nodes run `launcher`: a simulated node would
+    never boot the VM a qemu demo rents (nor the reverse)."""
+    from devstack import running_state
+
+    state = running_state(directory)
+    if state is not None and state.status == "ready" and state.launcher != launcher:
+        raise CliError(
+            f"the stack running in {directory} uses --launcher {state.launcher or 'unknown'}, "
+            f"not {launcher}: stop it (`cvm down`) or pass --launcher {state.launcher or '...'}"
+        )
 
 
 @contextmanager
@@ -94,6 +107,7 @@ def demo(
     directory = data_dir_of(data_dir)
     started = time.monotonic()
     check_launcher(launcher)
+    _refuse_another_launcher(directory, launcher)  # before building any image
     try:
         if launcher == "qemu":
             from devstack.vm_demo import build_image

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from devstack.process import ManagedProcess, group_alive
-from devstack.state import StackState, pid_alive, read_state, stop_stack
+from devstack.state import (
+    StackState,
+    pid_alive,
+    process_start,
+    read_state,
+    running_state,
+    stop_stack,
+)
 
 # A child that starts a grandchild in its group and ignores SIGTERM: only SIGKILL ends it.
 _STUBBORN = "import signal,subprocess,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
@@ -90,3 +97,22 @@ def test_an_exited_runner_is_not_waited_for_even_before_it_is_reaped(
     stop_stack(tmp_path, timeout=30.0)
     assert waits == [], "stop_stack polled for a runner that had already exited"
     runner.stop()
+
+
+def test_stop_stack_never_signals_a_reused_pid(tmp_path: Path) -> None:
+    """After a reboot the recorded pids may name unrelated processes: their start time differs."""
+    stranger = _child(tmp_path, "stranger")  # stands for an unrelated process that got the pid
+    assert stranger.pid is not None
+    state = StackState(stranger.pid, "ready", str(tmp_path), str(tmp_path / "d.json"),
+                       groups={"anvil": stranger.pid})  # fmt: skip
+    state.save(tmp_path)
+    assert state.starts[str(stranger.pid)] == process_start(stranger.pid)
+    state.starts[str(stranger.pid)] -= 1  # as recorded before the reboot
+    state.save(tmp_path)
+    try:
+        assert running_state(tmp_path) is None
+        stop_stack(tmp_path, timeout=2.0)
+        assert stranger.alive, "cvm down signalled a process that is not the stack's"
+        assert read_state(tmp_path) is None, "the stale record is cleared"
+    finally:
+        stranger.stop(timeout=1.0)
