@@ -28,32 +28,40 @@ if TYPE_CHECKING:
 
 
 def build_image(data_dir: Path) -> Image:
+    from cvm.config import Settings
     from cvm.images import ImageStore
 
     started = time.monotonic()
-    image = ImageStore(data_dir / "images").build()
+    # The image store every other command uses: CVM_IMAGE_DIR, else `<data_dir>/images`.
+    image = ImageStore(Settings(data_dir=data_dir).image_dir).build()
     out().print(f"image {image.image_id} ({time.monotonic() - started:.0f} s)")
     return image
 
 
 def vm_journey(state: StackState, image: Image, timeout: float, step: Callable[..., Any]) -> Table:
+    # The SSH private key lives in this directory, unencrypted: removed whatever happens.
+    with tempfile.TemporaryDirectory(prefix="cvm-vm-demo-") as work:
+        return _vm_journey(state, image, timeout, step, Path(work))
+
+
+def _vm_journey(
+    state: StackState, image: Image, timeout: float, step: Callable[..., Any], work: Path
+) -> Table:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from rich.table import Table
 
-    from cvm.api_client import ApiClient, ApiError
+    from cvm.api_client import ApiError
     from cvm.chain import Deployment, connect
     from cvm.cli.guest import ssh_argv
     from cvm.cli.renter import follow
     from cvm.images import measure
-    from cvm.renter import Renter, RentRequest, is_verified
+    from cvm.renter import RentRequest, is_verified
     from cvm.secret_release import release, trusted_roots
-    from devstack.faucet import fund, local_deployer
-    from devstack.keys import new_stack_key
+    from devstack.cli.demo import new_demo_renter
 
     deployment = Deployment.load(state.deployment_file)
     chain = connect(deployment, rpc_url=state.rpc_url)
-    work = Path(tempfile.mkdtemp(prefix="cvm-vm-demo-"))
     key = ed25519.Ed25519PrivateKey.generate()
     identity = work / "id_ed25519"
     identity.write_bytes(
@@ -69,13 +77,7 @@ def vm_journey(state: StackState, image: Image, timeout: float, step: Callable[.
     )
     secret = secrets.token_bytes(32)
 
-    def make_renter() -> Renter:
-        renter_key = new_stack_key(Path(state.data_dir) / "stack" / "demo-wallets", "vm-renter")
-        fund(chain.with_account(local_deployer(deployment)), renter_key.address, 100 * 10**18,
-             10**19)  # fmt: skip
-        return Renter(chain.with_account(renter_key.account), ApiClient(state.api_url))
-
-    renter = step(1, "a funded renter wallet", make_renter)
+    renter = step(1, "a funded renter wallet", lambda: new_demo_renter(state, chain))
 
     def push() -> None:
         _, uploaded = renter.publish_image(image)
