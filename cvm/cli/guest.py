@@ -78,8 +78,10 @@ def _roots(trust_simulated: bool) -> object:
 
 
 @contextmanager
-def _simulated_hint(trust_simulated: bool) -> Iterator[None]:
-    """A refusal for the simulated AMD-SP's root says how a local stack is trusted."""
+def _simulated_hint(
+    trust_simulated: bool, retry: str = "pass --trust-simulated-amd"
+) -> Iterator[None]:
+    """A refusal for the simulated AMD-SP's root says how a local stack is trusted (`retry`)."""
     from cvm.attestation.release import ReleaseRefused
 
     try:
@@ -87,9 +89,7 @@ def _simulated_hint(trust_simulated: bool) -> Iterator[None]:
     except ReleaseRefused as exc:
         if trust_simulated or "simulated AMD-SP" not in str(exc):
             raise
-        raise ReleaseRefused(
-            f"{exc}; for the local `cvm up` stack pass --trust-simulated-amd"
-        ) from None
+        raise ReleaseRefused(f"{exc}; for the local `cvm up` stack {retry}") from None
 
 
 def release_to_guest(
@@ -99,11 +99,14 @@ def release_to_guest(
     ssh_keys: list[str],
     secrets: dict[str, bytes],
     trust_simulated: bool,
+    retry: str = "pass --trust-simulated-amd",
 ) -> dict[str, object]:
-    """Verify the lease's guest and queue its sealed secrets; a JSON-able summary."""
+    """Verify the lease's guest and queue its sealed secrets; a JSON-able summary.
+
+    `retry` is what a refusal of the simulated AMD-SP tells the user to run instead."""
     from cvm.secret_release import release
 
-    with _simulated_hint(trust_simulated):
+    with _simulated_hint(trust_simulated, retry):
         guest, message_id = release(
             renter.chain,
             renter.signed_in_api(),

@@ -298,6 +298,14 @@ def rent(
             expected = _image_measurement(image, vcpu)
 
     renter = open_renter(deployment, wallet, password_file)
+    releasing = wait and bool(secrets or ssh_public_key) and _is_image_id(image)
+    if releasing and renter.chain.deployment.extra.get("local") and not trust_simulated_amd:
+        # A local stack's guests are signed by its simulated AMD-SP, whose release would be
+        # refused only after the lease is created and paid: refuse before anything is signed.
+        raise UsageError(
+            "this local stack's guests are attested by its simulated AMD-SP: "
+            "pass --trust-simulated-amd to release --secret/--ssh-key to them"
+        )
     if _is_image_id(image):
         _ensure_published(renter, image)
     decimals = renter.chain.token.decimals()
@@ -330,13 +338,15 @@ def rent(
     report = follow(renter, lease_id, timeout, quiet=as_json) if wait else renter.report(lease_id)
     report = renter.with_amd_root(report)
     released = None
-    if wait and is_verified(report) and (secrets or ssh_public_key) and _is_image_id(image):
+    if releasing and is_verified(report):
         released = release_to_guest(
             renter,
             lease_id,
             ssh_keys=[ssh_public_key] if ssh_public_key else [],
             secrets=secrets,
             trust_simulated=trust_simulated_amd,
+            # The lease exists and is paid for by now: the retry is for it, not a new rent.
+            retry=f"run `cvm lease secrets put {lease_id} --trust-simulated-amd`",
         )
     view = report.as_dict() | ({"released": released} if released else {})
     emit(view, lambda: _lease_table(report, decimals))

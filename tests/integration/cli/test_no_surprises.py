@@ -172,3 +172,34 @@ def test_a_bad_setting_is_one_usage_line_naming_it(tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "CVM_HEARTBEAT_STALE_S:" in lines[0], result.output
     assert "please report" not in result.output
+
+
+def test_rent_refuses_a_local_release_without_the_flag_before_paying(
+    chain: ChainSystem, tmp_path: Path, renter_wallet: Path
+) -> None:
+    """Before: the lease was created and paid, and only then the release refused."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    chain.staked_node()
+    data = json.loads(chain.deployment.to_json())
+    data["extra"] = {**data.get("extra", {}), "local": True}
+    local = tmp_path / "local.json"
+    local.write_text(json.dumps(data))
+    ssh_key = tmp_path / "id.pub"
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    ssh_key.write_bytes(
+        public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    password = tmp_path / "pw"
+    password.write_text("pw\n")
+    os.chmod(password, 0o600)
+    balance = chain.renter.token.balance_of(chain.accounts.renter.address)
+    result = cvm("rent", "--duration", "10m", "--image", "ab" * 32, "--measurement", "ab" * 48,
+                 "--ssh-key", str(ssh_key), "--deployment", str(local),
+                 "--wallet", str(renter_wallet), "--password-file", str(password))  # fmt: skip
+    no_traceback(result)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "--trust-simulated-amd" in lines[0], result.output
+    assert chain.renter.token.balance_of(chain.accounts.renter.address) == balance
