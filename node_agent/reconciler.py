@@ -73,6 +73,10 @@ class Reconciler:
                 self._reconcile_one(lease_id, result)
             except (AgentError, ChainError) as exc:
                 log.warning("reconcile lease %s: %s", lease_id, exc)
+            except Exception:
+                # Anything else (a guest's malformed answer, a bug) concerns this lease only:
+                # logged with its trace, and the other leases are still reconciled.
+                log.exception("reconcile lease %s: unexpected error", lease_id)
         return result
 
     def _adopt_forgotten(

@@ -10,6 +10,7 @@ import pytest
 
 from cvm.chain import ChainError
 from node_agent.agent import NodeAgent
+from node_agent.launcher.base import GuestReport
 from node_agent.reconciler import REORG_MARGIN_BLOCKS
 from node_agent.store import LeaseState
 from tests.fixtures.chain import ChainSystem
@@ -126,3 +127,25 @@ def test_the_margin_rescans_the_last_blocks(
     head = _head(chain)
     agent.reconcile()
     assert scans[1] == max(chain.deployment.start_block, head + 1 - margin)
+
+
+def test_one_leases_unexpected_error_spares_the_others(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent], tmp_path: Path
+) -> None:
+    chain.staked_node()
+    agent = make_agent(state=tmp_path / "agent")
+    broken, sound = chain.open_lease(), chain.open_lease()
+    chain.node.leases.accept_lease(broken)
+    chain.node.leases.accept_lease(sound)
+    real = agent.launcher.get_report
+
+    def get_report(lease_id: int, report_data: bytes) -> GuestReport:
+        if lease_id == broken:  # e.g. a guest's answer no parser expected
+            raise ValueError("a malformed certificate from the guest")
+        return real(lease_id, report_data)
+
+    agent.launcher.get_report = get_report  # type: ignore[method-assign]
+    result = agent.reconcile()
+    assert result.attested == [sound]
+    sound_record = agent.store.get_lease(sound)
+    assert sound_record is not None and sound_record.state == LeaseState.ATTESTED
