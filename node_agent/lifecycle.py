@@ -104,8 +104,8 @@ class LeaseLifecycle:
             if not self.serving(lease):
                 self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
                 return False
-            self.ensure_guest(record)
-            return self.poster.attest(lease_id, force=force)
+            restarted = self.ensure_guest(record)
+            return self.poster.attest(lease_id, force=force, restarted=restarted)
 
     def stop_lease(self, lease_id: int) -> LeaseState | None:
         """Stop the guest of a lease that closed or ran out (settling it if needed)."""
@@ -150,8 +150,8 @@ class LeaseLifecycle:
                 return self.retire(lease_id, record, "accepted by another node")
         if record.state == LeaseState.RESERVED:
             self.store.set_lease_state(lease_id, LeaseState.ACCEPTED)
-        self.launch_or_give_back(lease, record)
-        if self.poster.attest(lease_id, fresh=just_accepted):
+        restarted = self.launch_or_give_back(lease, record)
+        if self.poster.attest(lease_id, fresh=just_accepted, restarted=restarted):
             return LeaseState.ATTESTED
         current = self.store.get_lease(lease_id)
         return current.state if current else LeaseState.LAUNCHED

@@ -127,7 +127,9 @@ class Reconciler:
             # A guest started afresh is not the one the standing attestation was about; a
             # challenge asks for a fresh report now, or payment stops at the window's end.
             challenged = self._challenged_since_submission(lease_id)
-            if lifecycle.poster.attest(lease_id, force=restarted or challenged):
+            if lifecycle.poster.attest(
+                lease_id, force=restarted or challenged, restarted=restarted
+            ):
                 result.attested.append(lease_id)
                 if challenged:
                     result.answered.append(lease_id)
