@@ -246,15 +246,16 @@ class LeaseLifecycle:
                 raise LeaseNotOurs(f"lease {lease.lease_id}: accept refused: {exc}") from exc
             return current, False
 
-    def lease_image(self, lease_id: int) -> str:
+    def lease_image(self, lease_id: int, *, deep: bool = False) -> str:
         """The image id the lease's private spec names ("" for none), present in the
-        launcher's image store: fetched from the backend and verified if it was not.
+        launcher's image store: fetched from the backend and verified if it was not, and
+        with `deep` (right before boot) fetched again if its files are damaged.
         `ImageRefused` when it cannot be had, `ImageUnavailable` when not now."""
         if self.spec_source is None:
             return ""
         image = self.spec_source.image_for(lease_id)
         if image and self.images is not None:
-            self.images.ensure(image)
+            self.images.ensure(image, deep=deep)
         return image
 
     def image_measurement(self, terms: LeaseTerms) -> bytes | None:
@@ -277,7 +278,7 @@ class LeaseLifecycle:
                 memory_mib=record.resources.memory_mib,
                 disk_gib=record.resources.disk_gib,
                 expected_measurement=record.expected_measurement,
-                image=self.lease_image(record.lease_id),
+                image=self.lease_image(record.lease_id, deep=True),
             )
         )
         crash_point("launched")

@@ -199,6 +199,9 @@ class QemuSnpLauncher(QemuLauncher):
         self.check_sev_state(spec.lease_id)
         return info
 
+    def booted_measurement(self, spec: GuestSpec, image: Image) -> bytes | None:
+        return None  # the AMD-SP measures this guest; nothing here signs for it
+
     def check_sev_state(self, lease_id: int) -> None:
         """Ask QEMU whether the guest really runs under SEV-SNP with our policy; stop it if not."""
         with qmp_session(self.qmp_socket(lease_id)) as qmp:
