@@ -199,6 +199,10 @@ class GuestAgent:
             raise AgentError(f"unknown op {op!r}")
         except AgentError as exc:
             return {"ok": False, "error": str(exc)}
+        except OSError as exc:
+            # configfs-tsm EIO, /dev/sev-guest that will not open, a full tmpfs: this request
+            # failed, the agent lives on. `retry`: nothing was refused, ask again later.
+            return {"ok": False, "error": f"{op} failed: {exc}", "retry": True}
 
     def attest(self, lease_digest: bytes) -> dict[str, str]:
         report_data = lease_digest + self.keys.digest
@@ -291,6 +295,21 @@ def start_sshd(keys: GuestKeys) -> None:
     log("sshd started (password logins off)")
 
 
+def answer_line(agent: GuestAgent, line: bytes) -> dict[str, Any]:
+    """The answer to one request line; never raises, since init starts the agent only once."""
+    request_id = None
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError("not an object")
+        request_id = request.get("id")
+        return {**agent.handle(request), "id": request_id}
+    except ValueError as exc:
+        return {"ok": False, "error": f"bad request: {exc}", "id": request_id}
+    except Exception as exc:  # a bug or an error nobody foresaw: answer it, keep serving
+        return {"ok": False, "error": f"request failed: {exc}", "id": request_id}
+
+
 def serve(agent: GuestAgent, port: Path) -> None:
     fd = os.open(port, os.O_RDWR)
     buffer = b""
@@ -305,13 +324,7 @@ def serve(agent: GuestAgent, port: Path) -> None:
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            try:
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise ValueError("not an object")
-                answer = {**agent.handle(request), "id": request.get("id")}
-            except ValueError as exc:
-                answer = {"ok": False, "error": f"bad request: {exc}"}
+            answer = answer_line(agent, line)
             try:
                 os.write(fd, json.dumps(answer).encode() + b"\n")
             except OSError:

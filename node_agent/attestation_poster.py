@@ -48,18 +48,28 @@ class AttestationPoster:
         self.api = api
         self.reattest_margin_s = reattest_margin_s
 
-    def attest(self, lease_id: int, *, force: bool = False, fresh: bool = False) -> bool:
+    def attest(
+        self, lease_id: int, *, force: bool = False, fresh: bool = False, restarted: bool = False
+    ) -> bool:
         """Submit an attestation for the current nonce if one is due; True if one was sent.
 
         `force`: attest now even if the standing (verified) one is not yet due, e.g. for a
         guest started afresh. `fresh`: the caller accepted the lease under its lock just
         now, so nothing can have been submitted yet: nonce 0, no attestation (two chain
-        reads saved on the hot path).
+        reads saved on the hot path). `restarted`: the caller (re)started the guest just
+        now, so a report kept from before (a crash between storing and submitting it) is
+        the dead guest's and is dropped for a new one.
         """
         nonce = 0 if fresh else self._due_nonce(lease_id, force)
         if nonce is None:
             return False
         submission = self.store.get_submission(lease_id, nonce)
+        if restarted and submission is not None and submission.state != SubmissionState.SUBMITTED:
+            # Its guest key died with the old guest: submitting it would attest a guest that
+            # no longer runs (and secrets sealed to it would never open).
+            log.info("lease %s nonce %s: dropping the previous guest's report", lease_id, nonce)
+            self.store.drop_report(lease_id, nonce)
+            submission = None
         if submission is None:
             report_data = build_report_data(
                 self.chain.deployment.chain_id,

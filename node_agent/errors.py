@@ -15,6 +15,11 @@ class LauncherError(AgentError):
     """A launcher could not start, inspect, stop or query a guest."""
 
 
+class GuestRefused(LauncherError):
+    """The guest agent answered and refused the request (e.g. secrets sealed to another
+    guest): asking again gets the same answer. Not for a silent or failing agent."""
+
+
 class HostUnsupported(LauncherError):
     """The host lacks what a launcher needs (e.g. SEV-SNP support or a recent QEMU)."""
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node_agent.errors import LauncherError
+from node_agent.errors import GuestRefused, LauncherError
 
 MAX_ANSWER = 1 << 20
 
@@ -33,7 +33,9 @@ class GuestChannel:
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         answer = self._exchange(message, deadline)
         if not answer.get("ok"):
-            raise LauncherError(f"guest agent refused {message.get('op')}: {answer.get('error')}")
+            error = f"guest agent refused {message.get('op')}: {answer.get('error')}"
+            # `retry`: the agent failed (I/O), it did not refuse; worth asking again.
+            raise LauncherError(error) if answer.get("retry") else GuestRefused(error)
         return answer
 
     def attest(

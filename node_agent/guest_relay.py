@@ -16,7 +16,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from cvm.api_client import ApiClient, ApiError
-from node_agent.errors import LauncherError
+from node_agent.errors import GuestRefused, LauncherError
 from node_agent.launcher.qemu import QemuLauncher
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,23 @@ class GuestRelay:
                     continue
                 try:
                     names = self.launcher.deliver_secrets(lease_id, message.model_dump())
-                except LauncherError as exc:
+                except GuestRefused as exc:
                     # Sealed to another guest (an old report, a restarted guest): never opens
                     # here, so it is not retried either.
                     log.warning(
                         "lease %s: sealed message %s refused: %s", lease_id, message.id, exc
                     )
                     names = []
+                except LauncherError as exc:
+                    # No answer (timeout, agent not up yet) or a failing agent: the message
+                    # is not lost, the next pass delivers it again.
+                    log.warning(
+                        "lease %s: sealed message %s not delivered yet: %s",
+                        lease_id,
+                        message.id,
+                        exc,
+                    )
+                    break
                 delivered.append(message.id)
                 state["delivered"] = delivered
                 self._save(lease_id, state)

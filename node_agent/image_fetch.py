@@ -50,15 +50,17 @@ class ImageFetcher:
         self.cache_bytes = cache_bytes
         self.in_use = in_use
 
-    def ensure(self, image: str) -> Image:
+    def ensure(self, image: str, *, deep: bool = True) -> Image:
         """The stored image `image`, fetched from the backend and verified if it was not
-        here (or was damaged). `ImageRefused` if the backend has no such image or serves
+        here (or, with `deep`, was damaged: its files are hashed). `deep=False` only checks
+        the manifest of an image present (hashing 57 MiB on every servability check was
+        most of a lease start). `ImageRefused` if the backend has no such image or serves
         other bytes; `ImageUnavailable` if it cannot be reached now."""
         try:
             wanted = normalize_id(image)
         except ImageError as exc:
             raise ImageRefused(str(exc)) from None
-        if self.store.has(wanted):
+        if self.store.has(wanted) if deep else self._present(wanted):
             self.store.mark_used(wanted)
             return self.store.get(wanted, deep=False)
         self.store.sweep()  # what an agent killed mid-download left behind
@@ -83,6 +85,13 @@ class ImageFetcher:
         self.store.mark_used(wanted)
         self._evict(keep={wanted})
         return stored
+
+    def _present(self, image: str) -> bool:
+        try:
+            self.store.get(image, deep=False)
+        except ImageError:
+            return False
+        return True
 
     def _evict(self, keep: set[str]) -> None:
         """Keep the store within `cache_bytes`: renters' images are removed least recently

@@ -104,8 +104,8 @@ class LeaseLifecycle:
             if not self.serving(lease):
                 self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
                 return False
-            self.ensure_guest(record)
-            return self.poster.attest(lease_id, force=force)
+            restarted = self.ensure_guest(record)
+            return self.poster.attest(lease_id, force=force, restarted=restarted)
 
     def stop_lease(self, lease_id: int) -> LeaseState | None:
         """Stop the guest of a lease that closed or ran out (settling it if needed)."""
@@ -150,8 +150,8 @@ class LeaseLifecycle:
                 return self.retire(lease_id, record, "accepted by another node")
         if record.state == LeaseState.RESERVED:
             self.store.set_lease_state(lease_id, LeaseState.ACCEPTED)
-        self.launch_or_give_back(lease, record)
-        if self.poster.attest(lease_id, fresh=just_accepted):
+        restarted = self.launch_or_give_back(lease, record)
+        if self.poster.attest(lease_id, fresh=just_accepted, restarted=restarted):
             return LeaseState.ATTESTED
         current = self.store.get_lease(lease_id)
         return current.state if current else LeaseState.LAUNCHED
@@ -246,15 +246,16 @@ class LeaseLifecycle:
                 raise LeaseNotOurs(f"lease {lease.lease_id}: accept refused: {exc}") from exc
             return current, False
 
-    def lease_image(self, lease_id: int) -> str:
+    def lease_image(self, lease_id: int, *, deep: bool = False) -> str:
         """The image id the lease's private spec names ("" for none), present in the
-        launcher's image store: fetched from the backend and verified if it was not.
+        launcher's image store: fetched from the backend and verified if it was not, and
+        with `deep` (right before boot) fetched again if its files are damaged.
         `ImageRefused` when it cannot be had, `ImageUnavailable` when not now."""
         if self.spec_source is None:
             return ""
         image = self.spec_source.image_for(lease_id)
         if image and self.images is not None:
-            self.images.ensure(image)
+            self.images.ensure(image, deep=deep)
         return image
 
     def image_measurement(self, terms: LeaseTerms) -> bytes | None:
@@ -277,7 +278,7 @@ class LeaseLifecycle:
                 memory_mib=record.resources.memory_mib,
                 disk_gib=record.resources.disk_gib,
                 expected_measurement=record.expected_measurement,
-                image=self.lease_image(record.lease_id),
+                image=self.lease_image(record.lease_id, deep=True),
             )
         )
         crash_point("launched")

@@ -73,6 +73,10 @@ class Reconciler:
                 self._reconcile_one(lease_id, result)
             except (AgentError, ChainError) as exc:
                 log.warning("reconcile lease %s: %s", lease_id, exc)
+            except Exception:
+                # Anything else (a guest's malformed answer, a bug) concerns this lease only:
+                # logged with its trace, and the other leases are still reconciled.
+                log.exception("reconcile lease %s: unexpected error", lease_id)
         return result
 
     def _adopt_forgotten(
@@ -123,7 +127,9 @@ class Reconciler:
             # A guest started afresh is not the one the standing attestation was about; a
             # challenge asks for a fresh report now, or payment stops at the window's end.
             challenged = self._challenged_since_submission(lease_id)
-            if lifecycle.poster.attest(lease_id, force=restarted or challenged):
+            if lifecycle.poster.attest(
+                lease_id, force=restarted or challenged, restarted=restarted
+            ):
                 result.attested.append(lease_id)
                 if challenged:
                     result.answered.append(lease_id)

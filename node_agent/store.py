@@ -350,6 +350,15 @@ class AgentStore:
         assert stored is not None
         return stored
 
+    def drop_report(self, lease_id: int, nonce: int) -> None:
+        """Forget the report kept for (lease, nonce) unless it was submitted: it came from a
+        guest that is gone (and its key with it), so a new one must be taken."""
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM submissions WHERE lease_id = ? AND nonce = ? AND state != ?",
+                (lease_id, nonce, str(SubmissionState.SUBMITTED)),
+            )
+
     def record_upload(self, lease_id: int, nonce: int, evidence_hash: str) -> None:
         with self._transaction() as conn:
             conn.execute(

@@ -173,10 +173,17 @@ def endorsements(
             )
         endorsement = kds.fetch(vcek_url(report, product))
     if "ask" in table and "ark" in table:
-        chain = b"".join(
-            x509.load_der_x509_certificate(table[name]).public_bytes(Encoding.PEM)
-            for name in ("ask", "ark")
-        )
+        try:
+            chain = b"".join(
+                x509.load_der_x509_certificate(table[name]).public_bytes(Encoding.PEM)
+                for name in ("ask", "ark")
+            )
+        except ValueError as exc:
+            # The table comes from the host through the guest: bad bytes are a KdsError
+            # like any other unusable endorsement, not a crash of the caller.
+            raise KdsError(
+                f"the certificate table's ASK or ARK is not a certificate: {exc}"
+            ) from exc
     else:
         if product is None:
             raise KdsError(

@@ -168,8 +168,13 @@ class QemuLauncher(Launcher):
         key = (image_id, vcpu)
         if key not in self._measured:
             try:
+                # Manifest only: measuring reads (hashes) the files anyway, and the launch
+                # hashes them once more right before boot.
                 self._measured[key] = measure(
-                    self.images.get(image_id), vcpus=vcpu, vcpu_type=self.vcpu_type, ovmf=self.ovmf
+                    self.images.get(image_id, deep=False),
+                    vcpus=vcpu,
+                    vcpu_type=self.vcpu_type,
+                    ovmf=self.ovmf,
                 )
             except ImageError:
                 return None  # not an image this node has: the lease is refused, not failed
@@ -253,14 +258,11 @@ class QemuLauncher(Launcher):
         }
         ssh_port = 0
         if image is not None:
-            # What the simulated AMD-SP will sign: the booted image's measurement, never
-            # the lease's expectation.
-            try:
-                booted = measure(image, vcpus=spec.vcpu, vcpu_type=self.vcpu_type, ovmf=self.ovmf)
-            except ImageError as exc:
-                raise LauncherError(f"lease {spec.lease_id}: {exc}") from exc
             ssh_port = free_local_port()
-            record |= {"image": image.image_id, "booted_measurement": booted.hex()}
+            record["image"] = image.image_id
+            booted = self.booted_measurement(spec, image)
+            if booted is not None:
+                record["booted_measurement"] = booted.hex()
             record["ssh_port"] = ssh_port
         (directory / "spec.json").write_text(json.dumps(record))
         # -daemonize returns once QEMU is initialised, so the QMP socket exists afterwards.
@@ -280,6 +282,14 @@ class QemuLauncher(Launcher):
         if info.state != GuestState.RUNNING:
             raise LauncherError(f"QEMU for lease {spec.lease_id} started but is {info.state}")
         return info
+
+    def booted_measurement(self, spec: GuestSpec, image: Image) -> bytes | None:
+        """What the simulated AMD-SP will sign: the booted image's measurement, never the
+        lease's expectation (cached: the servability check computed it already)."""
+        booted = self.image_measurement(image.image_id, spec.vcpu)
+        if booted is None:
+            raise LauncherError(f"lease {spec.lease_id}: image {image.image_id} cannot be measured")
+        return booted
 
     def status(self, lease_id: int) -> GuestInfo:
         directory = self.guest_dir(lease_id)

@@ -21,7 +21,11 @@ SNP_VIRTIO = ",disable-legacy=on,iommu_platform=true"
 
 def console_args(serial_log: Path) -> list[str]:
     """No default devices, no display, the serial console to a file (`cvm lease logs`)."""
-    return ["-nodefaults", "-display", "none", "-serial", f"file:{serial_log}"]
+    # append=on (O_APPEND): the console relay truncates the file once it shipped it, and
+    # QEMU's next write lands at the new end, not at its old offset (a file that only grew).
+    return ["-nodefaults", "-display", "none",
+            "-chardev", f"file,id=console,path={serial_log},append=on",
+            "-serial", "chardev:console"]  # fmt: skip
 
 
 def image_args(image: Image, ssh_port: int, agent_socket: Path, virtio: str = "") -> list[str]:

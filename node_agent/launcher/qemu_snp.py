@@ -19,12 +19,17 @@ type (QEMU >= 9.1), and says what is missing.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
+from cvm.attestation.appraisal import appraise
 from cvm.attestation.errors import AttestationError
 from cvm.attestation.kds import CachingKds, CertificateSource, HttpKds, endorsements
 from cvm.attestation.product import Product
+from cvm.attestation.validate import Policy
 from cvm.images import Image, ImageError, ImageStore, find_ovmf
 from node_agent.errors import HostUnsupported, LauncherError
 from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState
@@ -116,8 +121,12 @@ class QemuSnpLauncher(QemuLauncher):
         host: SnpHost | None = None,
         kds: CertificateSource | None = None,
         check_host: bool = True,
+        trusted_roots: Sequence[x509.Certificate] | None = None,
     ) -> None:
         self.config = config
+        # The roots a report must chain to before it is submitted: AMD's pinned ARKs (None),
+        # as the verifiers'; tests pass a simulated AMD's.
+        self.trusted_roots = trusted_roots
         self.host = host or SnpHost()
         super().__init__(
             run_dir,
@@ -190,6 +199,9 @@ class QemuSnpLauncher(QemuLauncher):
         self.check_sev_state(spec.lease_id)
         return info
 
+    def booted_measurement(self, spec: GuestSpec, image: Image) -> bytes | None:
+        return None  # the AMD-SP measures this guest; nothing here signs for it
+
     def check_sev_state(self, lease_id: int) -> None:
         """Ask QEMU whether the guest really runs under SEV-SNP with our policy; stop it if not."""
         with qmp_session(self.qmp_socket(lease_id)) as qmp:
@@ -230,7 +242,43 @@ class QemuSnpLauncher(QemuLauncher):
             vcek, chain = endorsements(report, cert_table, self.kds, self.config.product)
         except AttestationError as exc:
             raise LauncherError(f"lease {lease_id}: no VCEK for the report: {exc}") from exc
+        self._appraise(lease_id, report, vcek, chain, bound)
         return GuestReport(report, vcek, chain, guest_key)
+
+    def _appraise(
+        self, lease_id: int, report: bytes, vcek: bytes, chain: bytes, bound: bytes
+    ) -> None:
+        """Refuse a report the verifiers would reject. The renter has root in the guest and
+        can answer with anything; a report the node submits and the verifiers reject gets
+        the node slashed, so a lying guest may block attestation but never make it submit."""
+        expected = self._record(lease_id).get("expected_measurement")
+        if not expected:
+            raise LauncherError(f"lease {lease_id}: the guest's record names no measurement")
+        verdict = appraise_guest_report(
+            report, vcek, chain, bytes.fromhex(expected), bound, trusted_roots=self.trusted_roots
+        )
+        if verdict:
+            raise LauncherError(
+                f"lease {lease_id}: the guest's report would be rejected: {'; '.join(verdict)}"
+            )
+
+
+def appraise_guest_report(
+    report: bytes,
+    vcek: bytes,
+    chain: bytes,
+    measurement: bytes,
+    report_data: bytes,
+    *,
+    trusted_roots: Sequence[x509.Certificate] | None = None,
+) -> list[str]:
+    """Why the verifiers would reject this report (empty: they would not): its signature,
+    its chain to AMD's roots, the lease's measurement, no debug, VMPL 0 and exactly this
+    REPORT_DATA (the lease digest and the guest key the channel checked), as
+    `backend.verifier` appraises it."""
+    policy = Policy(measurements=(measurement,), report_data=report_data, allow_debug=False, vmpl=0)
+    verdict = appraise(report, vcek, policy, chain=chain, trusted_roots=trusted_roots)
+    return [f"{failure.reason}: {failure.message}" for failure in verdict.failures]
 
 
 class _NoSimulatedSigner:

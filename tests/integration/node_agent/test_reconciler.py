@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from cvm.attestation.evidence import report_hash
 from cvm.chain import ChainError
 from node_agent.agent import NodeAgent
+from node_agent.launcher.base import GuestReport
 from node_agent.reconciler import REORG_MARGIN_BLOCKS
 from node_agent.store import LeaseState
 from tests.fixtures.chain import ChainSystem
@@ -126,3 +128,45 @@ def test_the_margin_rescans_the_last_blocks(
     head = _head(chain)
     agent.reconcile()
     assert scans[1] == max(chain.deployment.start_block, head + 1 - margin)
+
+
+def test_one_leases_unexpected_error_spares_the_others(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent], tmp_path: Path
+) -> None:
+    chain.staked_node()
+    agent = make_agent(state=tmp_path / "agent")
+    broken, sound = chain.open_lease(), chain.open_lease()
+    chain.node.leases.accept_lease(broken)
+    chain.node.leases.accept_lease(sound)
+    real = agent.launcher.get_report
+
+    def get_report(lease_id: int, report_data: bytes) -> GuestReport:
+        if lease_id == broken:  # e.g. a guest's answer no parser expected
+            raise ValueError("a malformed certificate from the guest")
+        return real(lease_id, report_data)
+
+    agent.launcher.get_report = get_report  # type: ignore[method-assign]
+    result = agent.reconcile()
+    assert result.attested == [sound]
+    sound_record = agent.store.get_lease(sound)
+    assert sound_record is not None and sound_record.state == LeaseState.ATTESTED
+
+
+def test_a_report_kept_from_a_guest_that_is_gone_is_not_submitted(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent], tmp_path: Path
+) -> None:
+    # The agent stored nonce 0's report, died before submitting it, and the guest died too:
+    # the relaunched guest has another key, so the old report must not reach the chain.
+    chain.staked_node()
+    agent = make_agent(state=tmp_path / "agent")
+    lease_id = chain.open_lease()
+    chain.node.leases.accept_lease(lease_id)
+    old = Path(__file__).parents[2] / "data" / "snp" / "reports" / "milan_virtee_sev.bin"
+    old_report = old.read_bytes()
+    agent.store.record_report(lease_id, 0, old_report, report_hash(old_report))
+    result = agent.reconcile()
+    assert result.relaunched == [lease_id] and result.attested == [lease_id]
+    on_chain = agent.chain.attestations.attestation_of(lease_id)
+    assert on_chain.report_hash != report_hash(old_report)
+    submission = agent.store.get_submission(lease_id, 0)
+    assert submission is not None and submission.report_hash == on_chain.report_hash

@@ -189,3 +189,12 @@ def test_endorsements_come_from_the_kds_when_the_table_has_none(tmp_path: Path) 
     with pytest.raises(KdsError, match="names no product"):
         endorsements(raw, b"", kds)
     assert endorsements(raw, b"", kds, Product.MILAN) == (vcek_bytes("milan_virtee_sev"), b"chain")
+
+
+def test_a_cert_table_whose_ask_or_ark_is_no_certificate_is_a_kds_error(tmp_path: Path) -> None:
+    # The table reaches the node from the guest: bad bytes there must be an AttestationError
+    # (which the launcher turns into a refusal), never a ValueError that escapes the caller.
+    raw = report_bytes("milan_virtee_sev")
+    table = _table([("vcek", vcek_bytes("milan_virtee_sev")), ("ask", b"junk"), ("ark", b"junk")])
+    with pytest.raises(KdsError, match="not a certificate"):
+        endorsements(raw, table, CachingKds(tmp_path))

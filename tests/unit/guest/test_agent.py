@@ -167,3 +167,31 @@ def test_secrets_sealed_to_another_guest_key_do_not_open(agent, tmp_path):
 def test_bad_requests_get_an_error_answer_not_a_crash(agent, request_):
     answer = agent.handle(request_)
     assert answer["ok"] is False and answer["error"]
+
+
+def test_an_os_error_is_an_error_answer_to_retry_not_the_agents_end(agent, tmp_path):
+    # configfs-tsm present but failing (EIO, an entry without its files): the request fails,
+    # the agent answers with the usual keys and stays up for the next request.
+    agent.tsm = tmp_path / "tsm"
+    agent.tsm.mkdir()
+    answer = agent.handle({"op": "attest", "lease_digest": "ab" * 32})
+    assert answer["ok"] is False and answer["retry"] is True and "attest failed" in answer["error"]
+    # Secrets that cannot be written (a full or broken tmpfs): an answer to retry, too.
+    agent.tsm = tmp_path / "no-tsm"
+    report_data = bytes.fromhex(agent.handle({"op": "attest", "lease_digest": "ab" * 32})[
+        "report_data"])  # fmt: skip
+    (tmp_path / "secrets").write_text("not a directory")
+    sealed = seal(_identity(agent, report_data), secrets={"x": b"1"})
+    answer = agent.handle({"op": "secrets", **sealed.to_json_dict()})
+    assert answer["ok"] is False and answer["retry"] is True
+
+
+def test_any_error_of_one_request_line_is_answered_with_its_id(agent, monkeypatch):
+    def broken(request):
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(agent, "handle", broken)
+    answer = guest_agent.answer_line(agent, json.dumps({"op": "hello", "id": "7"}).encode())
+    assert answer == {"ok": False, "error": "request failed: unforeseen", "id": "7"}
+    assert guest_agent.answer_line(agent, b"[1]")["ok"] is False
+    assert guest_agent.answer_line(agent, b"{")["ok"] is False

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
-from cvm.attestation import Product, parse, verify_report
+from cvm.attestation import Product, SimulatedSecureProcessor, parse, verify_report
 from cvm.attestation.kds import CachingKds, cert_chain_url, vcek_url
 from cvm.images import REFERENCE_OVMF, Image, ImageStore, measure
 from node_agent.errors import HostUnsupported, LauncherError
@@ -29,6 +30,7 @@ from node_agent.launcher.qemu_snp import (
     QemuSnpLauncher,
     SnpConfig,
     SnpHost,
+    appraise_guest_report,
     snp_host_problems,
     snp_ovmf,
 )
@@ -256,22 +258,51 @@ GUEST_KEY = bytes(range(64))
 REAL_REPORT = (SNP_DATA / "reports" / "milan_virtee_sev.bin").read_bytes()
 REAL_VCEK = (SNP_DATA / "vcek" / "milan_virtee_sev.der").read_bytes()
 MILAN_CHAIN = (SNP_DATA / "ca" / "milan_vcek_cert_chain.pem").read_bytes()
+MEASUREMENT = bytes(range(48))
+
+
+@pytest.fixture(scope="module")
+def chip() -> SimulatedSecureProcessor:
+    """A Milan chip under a simulated AMD: it signs reports for any REPORT_DATA (the real
+    recording cannot be re-signed), and the launcher is told to trust its root."""
+    return SimulatedSecureProcessor(Product.MILAN)
+
+
+def _bound(request: dict[str, Any]) -> bytes:
+    return bytes.fromhex(request["lease_digest"]) + hashlib.sha256(GUEST_KEY).digest()
+
+
+def _answer(report: bytes, bound: bytes, certs: bytes = b"") -> dict[str, Any]:
+    return {"ok": True, "source": "configfs-tsm", "report": report.hex(), "certs": certs.hex(),
+            "report_data": bound.hex(), "guest_key": GUEST_KEY.hex()}  # fmt: skip
 
 
 def _hardware_answer(request: dict[str, Any], certs: bytes = b"") -> dict[str, Any]:
-    """What the agent answers on SNP hardware: a report from configfs-tsm binding the lease
-    digest and its key. The report is the real Milan one with the REPORT_DATA rewritten (the
-    launcher does not verify; the verifier does)."""
-    bound = bytes.fromhex(request["lease_digest"]) + hashlib.sha256(GUEST_KEY).digest()
-    report = REAL_REPORT[:0x50] + bound + REAL_REPORT[0x90:]
-    return {"ok": True, "source": "configfs-tsm", "report": report.hex(), "certs": certs.hex(),
-            "report_data": bound.hex(), "guest_key": GUEST_KEY.hex()}  # fmt: skip
+    """A lying guest: the real Milan report with the REPORT_DATA rewritten to bind the lease
+    digest and its key (its signature no longer holds)."""
+    bound = _bound(request)
+    return _answer(REAL_REPORT[:0x50] + bound + REAL_REPORT[0x90:], bound, certs)
+
+
+def _chip_answer(
+    chip: SimulatedSecureProcessor, certs: bytes = b"", measurement: bytes = MEASUREMENT
+) -> Any:
+    """What the agent answers on SNP hardware: a version-2 report (it names no product) the
+    AMD-SP signed for the lease digest and the agent's key."""
+
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        bound = _bound(request)
+        signed = chip.attest(measurement=measurement, report_data=bound, version=2)
+        return _answer(signed.report, bound, certs)
+
+    return answer
 
 
 def _running_guest(
     launcher: QemuSnpLauncher, fake_guest: subprocess.Popen[bytes], answer: Any, reports: int = 1
 ) -> tuple[RecordedQmp, FakeGuestAgent]:
-    (launcher.guest_dir(7) / "spec.json").write_text(json.dumps({"image": IMAGE.image_id}))
+    record = {"image": IMAGE.image_id, "expected_measurement": MEASUREMENT.hex()}
+    (launcher.guest_dir(7) / "spec.json").write_text(json.dumps(record))
     qmp = _serve(launcher, QMP["status"] * reports)  # one status check per report
     return qmp, FakeGuestAgent(launcher.agent_socket(7), answer)
 
@@ -284,13 +315,29 @@ def _kds_with_milan(tmp_path: Path) -> CachingKds:
     return kds
 
 
-def test_the_report_comes_from_the_amd_sp_with_its_vcek_from_kds(
-    launcher: QemuSnpLauncher, fake_guest: subprocess.Popen[bytes], tmp_path: Path
-) -> None:
-    launcher.kds = _kds_with_milan(tmp_path)
+def _kds_with(tmp_path: Path, chip: SimulatedSecureProcessor) -> CachingKds:
+    kds = CachingKds(tmp_path / "kds")
+    sample = chip.attest(version=2).report  # the VCEK's address depends on chip and TCB only
+    kds.store(vcek_url(parse(sample), Product.MILAN), chip.vcek_der)
+    kds.store(cert_chain_url(Product.MILAN), chip.chain_pem)
+    return kds
+
+
+def _trusting(launcher: QemuSnpLauncher, chip: SimulatedSecureProcessor) -> QemuSnpLauncher:
+    launcher.trusted_roots = [chip.ark]
     # A version-2 report names no product: the host's configured chip finds its VCEK.
     launcher.config = dataclasses.replace(CONFIG, product=Product.MILAN)
-    qmp, agent = _running_guest(launcher, fake_guest, _hardware_answer)
+    return launcher
+
+
+def test_the_report_comes_from_the_amd_sp_with_its_vcek_from_kds(
+    launcher: QemuSnpLauncher,
+    fake_guest: subprocess.Popen[bytes],
+    tmp_path: Path,
+    chip: SimulatedSecureProcessor,
+) -> None:
+    _trusting(launcher, chip).kds = _kds_with(tmp_path, chip)
+    qmp, agent = _running_guest(launcher, fake_guest, _chip_answer(chip))
     lease_digest = bytes(range(100, 132))
     try:
         got = launcher.get_report(7, lease_digest + bytes(32))
@@ -302,9 +349,8 @@ def test_the_report_comes_from_the_amd_sp_with_its_vcek_from_kds(
     assert attest["lease_digest"] == lease_digest.hex() and set(attest) == {
         "op", "lease_digest", "id"}  # fmt: skip
     assert got.report[0x50:0x70] == lease_digest and got.guest_key == GUEST_KEY
-    assert got.vcek_der == REAL_VCEK and got.cert_chain_pem == MILAN_CHAIN
-    # The endorsements are AMD's for this chip: the real report verifies with them.
-    verify_report(REAL_REPORT, got.vcek_der, chain=got.cert_chain_pem, check_cert_validity=False)
+    assert got.vcek_der == chip.vcek_der and got.cert_chain_pem == chip.chain_pem
+    verify_report(got.report, got.vcek_der, chain=got.cert_chain_pem, trusted_roots=[chip.ark])
 
 
 def _cert_table(entries: list[tuple[str, bytes]]) -> bytes:
@@ -320,23 +366,24 @@ def _cert_table(entries: list[tuple[str, bytes]]) -> bytes:
 
 
 def test_the_hosts_certificate_table_is_used_when_given(
-    launcher: QemuSnpLauncher, fake_guest: subprocess.Popen[bytes], tmp_path: Path
+    launcher: QemuSnpLauncher,
+    fake_guest: subprocess.Popen[bytes],
+    tmp_path: Path,
+    chip: SimulatedSecureProcessor,
 ) -> None:
-    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    ask, ark = x509.load_pem_x509_certificates(MILAN_CHAIN)
-    table = _cert_table([("vcek", REAL_VCEK), ("ask", ask.public_bytes(Encoding.DER)),
-                         ("ark", ark.public_bytes(Encoding.DER))])  # fmt: skip
-    launcher.kds = CachingKds(tmp_path / "empty-kds")  # nothing cached, no network
-    qmp, agent = _running_guest(launcher, fake_guest, lambda req: _hardware_answer(req, table))
+    table = _cert_table([("vcek", chip.vcek_der), ("ask", chip.ask.public_bytes(Encoding.DER)),
+                         ("ark", chip.ark.public_bytes(Encoding.DER))])  # fmt: skip
+    _trusting(launcher, chip).kds = CachingKds(tmp_path / "empty-kds")  # no cache, no network
+    qmp, agent = _running_guest(launcher, fake_guest, _chip_answer(chip, table))
     try:
         got = launcher.get_report(7, bytes(64))
     finally:
         agent.close()
         qmp.close()
-    assert got.vcek_der == REAL_VCEK
-    assert x509.load_pem_x509_certificates(got.cert_chain_pem) == [ask, ark]
+    assert got.vcek_der == chip.vcek_der
+    assert x509.load_pem_x509_certificates(got.cert_chain_pem) == [chip.ask, chip.ark]
 
 
 @pytest.mark.parametrize(
@@ -350,6 +397,9 @@ def test_the_hosts_certificate_table_is_used_when_given(
         (lambda req: {**_hardware_answer(req), "report": REAL_REPORT.hex()},
          "not for its REPORT_DATA"),
         (lambda req: {"ok": True, "source": "configfs-tsm"}, "malformed"),
+        # A report whose bytes were changed after the AMD-SP signed them: the verifiers
+        # reject it, so the node never submits it.
+        (_hardware_answer, "would be rejected: .*signature"),
     ],
 )  # fmt: skip
 def test_a_report_the_launcher_cannot_stand_behind_is_refused(
@@ -360,6 +410,7 @@ def test_a_report_the_launcher_cannot_stand_behind_is_refused(
     match: str,
 ) -> None:
     launcher.kds = _kds_with_milan(tmp_path)
+    launcher.config = dataclasses.replace(CONFIG, product=Product.MILAN)
     qmp, agent = _running_guest(launcher, fake_guest, answer)
     try:
         with pytest.raises(LauncherError, match=match):
@@ -369,11 +420,63 @@ def test_a_report_the_launcher_cannot_stand_behind_is_refused(
         qmp.close()
 
 
+@pytest.mark.parametrize("lie", ["another chip's VCEK", "another measurement", "untrusted root"])
+def test_a_signed_report_the_verifiers_would_reject_is_refused(
+    launcher: QemuSnpLauncher,
+    fake_guest: subprocess.Popen[bytes],
+    tmp_path: Path,
+    chip: SimulatedSecureProcessor,
+    lie: str,
+) -> None:
+    _trusting(launcher, chip).kds = _kds_with(tmp_path, chip)
+    answer = _chip_answer(chip)
+    if lie == "another chip's VCEK":
+        other = SimulatedSecureProcessor(Product.MILAN, amd=chip.amd, chip_id=chip.hwid)
+        answer = _chip_answer(other)  # same chip id and TCB: the KDS hands out chip's VCEK
+    elif lie == "another measurement":
+        answer = _chip_answer(chip, measurement=bytes(48))
+    else:
+        launcher.trusted_roots = None  # AMD's pinned roots, which never signed this chip
+    qmp, agent = _running_guest(launcher, fake_guest, answer)
+    try:
+        with pytest.raises(LauncherError, match="would be rejected"):
+            launcher.get_report(7, bytes(64))
+    finally:
+        agent.close()
+        qmp.close()
+
+
+def test_the_appraisal_passes_the_genuine_recording_and_refuses_tampered_ones() -> None:
+    genuine = parse(REAL_REPORT)
+    assert (
+        appraise_guest_report(
+            REAL_REPORT, REAL_VCEK, MILAN_CHAIN, genuine.measurement, genuine.report_data
+        )
+        == []
+    )
+    wrong_data = bytes(64)
+    assert appraise_guest_report(REAL_REPORT, REAL_VCEK, MILAN_CHAIN, genuine.measurement,
+                                 wrong_data)  # fmt: skip
+    for name in ("byte0x15_xor80", "measurement_bit0_flipped", "reportdata_bit0_flipped",
+                 "sig_r_bit0_flipped"):  # fmt: skip
+        tampered = (SNP_DATA / "negative" / f"milan_virtee_sev_report_{name}.bin").read_bytes()
+        assert appraise_guest_report(
+            tampered, REAL_VCEK, MILAN_CHAIN, genuine.measurement, genuine.report_data
+        ), name
+    bad_vcek = (SNP_DATA / "negative" / "milan_virtee_sev_vcek_byte40_xorff.der").read_bytes()
+    assert appraise_guest_report(
+        REAL_REPORT, bad_vcek, MILAN_CHAIN, genuine.measurement, genuine.report_data
+    )
+
+
 def test_a_missing_vcek_is_one_clear_error(
-    launcher: QemuSnpLauncher, fake_guest: subprocess.Popen[bytes], tmp_path: Path
+    launcher: QemuSnpLauncher,
+    fake_guest: subprocess.Popen[bytes],
+    tmp_path: Path,
+    chip: SimulatedSecureProcessor,
 ) -> None:
     launcher.kds = CachingKds(tmp_path / "empty-kds")
-    qmp, agent = _running_guest(launcher, fake_guest, _hardware_answer, reports=2)
+    qmp, agent = _running_guest(launcher, fake_guest, _chip_answer(chip), reports=2)
     try:
         with pytest.raises(LauncherError, match=r"no VCEK for the report: .*none was given"):
             launcher.get_report(7, bytes(64))

@@ -1,0 +1,127 @@
+"""Sealed secrets reach the guest once: marked delivered when the guest installed them or
+refused them for good, retried when the channel failed (the renter's secrets are not lost)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node_agent.errors import GuestRefused, LauncherError
+from node_agent.guest_channel import GuestChannel
+from node_agent.guest_relay import GuestRelay
+
+
+@dataclass
+class Sealed:
+    id: int
+
+    def model_dump(self) -> dict[str, str]:
+        return {"report_data": "00", "enc": "00", "ciphertext": "00"}
+
+
+class FakeApi:
+    def __init__(self, messages: list[Sealed]) -> None:
+        self.messages = messages
+
+    def announce_guest_access(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def sealed_secrets_as_node(self, lease_id: int, **kwargs: Any) -> list[Sealed]:
+        return self.messages
+
+
+class FakeLauncher:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir()
+
+    def ssh_port(self, lease_id: int) -> int:
+        return 2222
+
+    def guest_dir(self, lease_id: int) -> Path:
+        return self.directory
+
+    def deliver_secrets(self, lease_id: int, sealed: dict[str, str]) -> list[str]:
+        raise AssertionError("replaced per message below")
+
+
+@dataclass
+class Key:
+    key: bytes = b"k"
+
+
+def _relay(tmp_path: Path, outcomes: list[Exception | list[str]]) -> tuple[GuestRelay, list[int]]:
+    launcher = FakeLauncher(tmp_path / "guest")
+    tried: list[int] = []
+    queue = list(outcomes)
+
+    def deliver(lease_id: int, sealed: dict[str, str]) -> list[str]:
+        tried.append(len(tried))
+        outcome = queue.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    launcher.deliver_secrets = deliver  # type: ignore[method-assign]
+    api = FakeApi([Sealed(1), Sealed(2)])
+    relay = GuestRelay(api, Key(), launcher, tmp_path / "state")  # type: ignore[arg-type]
+    return relay, tried
+
+
+def test_a_channel_failure_is_retried_next_pass(tmp_path: Path) -> None:
+    relay, tried = _relay(
+        tmp_path, [LauncherError("no answer on the guest channel: timed out"), ["x"], ["y"]]
+    )
+    assert relay.sync(5) == []  # the guest agent is not up yet: nothing marked delivered
+    assert relay.sync(5) == ["x", "y"]  # both messages go again, in order
+    assert relay.sync(5) == [] and len(tried) == 3
+
+
+def test_a_refusal_by_the_guest_is_final(tmp_path: Path) -> None:
+    relay, tried = _relay(
+        tmp_path, [GuestRefused("guest agent refused secrets: sealed to another guest"), ["y"]]
+    )
+    assert relay.sync(5) == ["y"]
+    assert relay.sync(5) == [] and len(tried) == 2  # the refused one is not asked again
+
+
+def _serve_once(path: Path, answer: dict[str, Any]) -> threading.Thread:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def run() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rwb") as stream:
+            request = json.loads(stream.readline())
+            stream.write(json.dumps({**answer, "id": request["id"]}).encode() + b"\n")
+            stream.flush()
+        server.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("answer", "refused"),
+    [
+        ({"ok": False, "error": "secrets are sealed to a report this guest never made"}, True),
+        ({"ok": False, "error": "secrets failed: [Errno 28] No space left", "retry": True}, False),
+    ],
+)
+def test_the_channel_tells_a_refusal_from_a_failure(
+    tmp_path: Path, answer: dict[str, Any], refused: bool
+) -> None:
+    path = tmp_path / "agent.sock"
+    thread = _serve_once(path, answer)
+    with pytest.raises(LauncherError) as caught:
+        GuestChannel(path, timeout_s=5).request({"op": "secrets"})
+    thread.join(timeout=5)
+    assert isinstance(caught.value, GuestRefused) is refused
