@@ -213,15 +213,31 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         ) revert Errors.AttestationRegistry_MeasurementMismatch(leaseId);
 
         Status previous = record.status;
-        if (previous == Status.Pending) revert Errors.AttestationRegistry_AttestationPending(leaseId);
         uint32 banked = record.bankedSeconds;
         uint40 prevExpiresAt = 0;
-        if (previous == Status.Verified) {
+        if (previous == Status.Pending) {
+            // A re-attestation the verifiers left undecided past their window (Expired) must not block
+            // the lease for good: the node may submit again, and the undecided one's time is never
+            // paid (nothing banked). A first one left undecided stays a missed first attestation.
+            if (current == 1 || _status(record) == Status.Pending) {
+                revert Errors.AttestationRegistry_AttestationPending(leaseId);
+            }
+        } else if (previous == Status.Verified) {
             // Bank what the previous attestation covered: up to now if on time, its full interval if
             // late, up to the challenge if one came after it.
             banked = SafeCast.toUint32(banked + _covered(record, block.timestamp));
             if (_status(record) == Status.Verified) {
-                prevExpiresAt = uint40(uint256(record.submittedAt) + record.reattestInterval);
+                uint256 submittedAt = record.submittedAt;
+                // Not before half the interval unless a challenge asks for a fresh one: a node
+                // re-submitting the moment each verdict lands would keep the lease Pending, so that
+                // its renter could never close (close and settle wait for the verdict).
+                if (record.challengedAt <= submittedAt) {
+                    uint256 earliest = submittedAt + record.reattestInterval / 2;
+                    if (block.timestamp < earliest) {
+                        revert Errors.AttestationRegistry_ReattestTooEarly(leaseId, earliest);
+                    }
+                }
+                prevExpiresAt = uint40(submittedAt + record.reattestInterval);
             }
         }
 

@@ -431,13 +431,14 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         uint256 earnedAmount = _earned(leaseId, lease);
         uint256 refund = lease.deposit - earnedAmount;
         uint256 bond = lease.bond;
-        // The renter lost at most what it paid for time now in doubt: it gets that back, up to the
-        // bond; the rest of the bond is burned, so nobody gains from a rejection they can cause.
-        uint256 compensation = earnedAmount < bond ? earnedAmount : bond;
+        // No compensation: the rejected attestation's time is never paid, so the renter lost nothing
+        // it is refunded for. Paying any of the bond to the renter would let a verifier who rents
+        // get verified service back for free, and an operator renting its own node pull its stake
+        // out at once; the whole bond is burned, as for a missed first attestation.
         address nodeKey = lease.nodeKey;
-        _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, compensation);
-        _credit(lease.renter, refund + compensation);
-        _slash(nodeKey, bond, compensation);
+        _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, 0);
+        _credit(lease.renter, refund);
+        _slash(nodeKey, bond, 0);
     }
 
     /*//////////////////////////////////////////////////////////////////////////

@@ -98,11 +98,6 @@ class AttestationRegistryClient(ContractClient):
         """Record a new lease's expected measurement; only the lease market may."""
         return self._send("openLease", lease_id, measurement, reattest_interval)
 
-    # --- lease market only (anyone else gets AttestationRegistry_CallerNotLeaseMarket) -------
-    def on_challenge(self, lease_id: int) -> TxResult:
-        """Record a challenge of `lease_id`; only the lease market may (use `leases.challenge`)."""
-        return self._send("onChallenge", lease_id)
-
     # --- admin -----------------------------------------------------------------------
     def add_verifier(self, account: str) -> TxResult:
         """Grant the verifier role (admin only)."""

@@ -73,10 +73,12 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice Submits an attestation for an active lease; the caller must be the lease's node key.
     /// @dev The measurement must equal the lease's expected one and `nonce` its current
     /// `attestationNonce` (so an old report cannot be replayed). Allowed when there is no
-    /// attestation yet or the latest is Verified (re-attestation, on time, late or after a challenge); the time
+    /// attestation yet, the latest is Verified (re-attestation: late, after a challenge since its
+    /// submission, or else not before `submittedAt + reattestInterval / 2`), or the latest is a
+    /// re-attestation left undecided past VERIFICATION_WINDOW (nothing is paid for it); the time
     /// the previous verified attestation covered is banked. Emits AttestationSubmitted and AttestationEvidence.
     /// Reverts: AttestationRegistry_LeaseNotActive, _NotLeaseNode, _StaleNonce,
-    /// _MeasurementMismatch, _ZeroReportHash, _AttestationPending.
+    /// _MeasurementMismatch, _ZeroReportHash, _AttestationPending, _ReattestTooEarly.
     /// @param leaseId The lease.
     /// @param nonce The lease's current attestation nonce, bound into REPORT_DATA.
     /// @param reportHash keccak256 of the raw 1184-byte report.

@@ -43,7 +43,7 @@ interface ILeaseMarket {
     event EarningsClaimed(uint256 indexed leaseId, address indexed operator, uint256 amount);
 
     /// @notice Emitted when a lease closes. `refund` went (or was credited) to the renter,
-    /// `compensation` is slashed stake credited to the renter.
+    /// `compensation` is slashed stake credited to the renter (0 in every current close path).
     event LeaseClosed(
         uint256 indexed leaseId, CloseReason reason, uint256 earned, uint256 refund, uint256 compensation
     );
@@ -210,8 +210,8 @@ interface ILeaseMarket {
 
     /// @notice Called by the attestation registry when the verifier quorum rejects an attestation:
     /// closes the lease (reason ATTESTATION_REJECTED, unearned rest credited to the renter) and
-    /// slashes its bond: the renter is compensated with what it paid (the earned amount), at most
-    /// the bond; the rest of the bond is burned.
+    /// slashes its bond, all of it burned: the rejected attestation's time is never paid, so there
+    /// is no compensation (paying it would let a verifier-renter or a self-dealing operator profit).
     /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
     function onAttestationRejected(uint256 leaseId) external;
 

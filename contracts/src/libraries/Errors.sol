@@ -205,6 +205,10 @@ library Errors {
     /// @notice Thrown when a submit arrives while the previous attestation still awaits the verifiers.
     error AttestationRegistry_AttestationPending(uint256 leaseId);
 
+    /// @notice Thrown when a re-attestation comes before half the re-attestation interval of the
+    /// verified one it replaces, without a challenge since; `earliest` is when it is accepted.
+    error AttestationRegistry_ReattestTooEarly(uint256 leaseId, uint256 earliest);
+
     /// @notice Thrown when a confirm finds no attestation awaiting verification.
     error AttestationRegistry_NotPending(uint256 leaseId, IAttestationRegistry.Status status);
 

@@ -74,4 +74,25 @@ contract HandlerSmoke_Test is InvariantSetup {
         }
         assertGe(nodes.burnedStake(), 1, "a slash happened");
     }
+
+    /// A self-dealing operator's lease on its own node, served, then a junk re-attestation
+    /// rejected, then its earnings claimed: the invariant "slashes enrich no party" must hold
+    /// (it failed when a rejection paid the renter min(earned, bond) of the slashed stake).
+    function test_SelfDealerRejectionReturnsNoStake() external {
+        for (uint256 i; i < 3; ++i) {
+            handler.stake(i, 100e18);
+        }
+        handler.createLease(2, 100e18, 2, 3600); // renters[2] is operators[0]; interval 3600 s
+        handler.acceptLease(0, 0); // on node 0, its own
+        handler.submit(0, 1); // genuine
+        handler.confirm(0, 1); // verified
+        for (uint256 i; i < 3; ++i) {
+            handler.warp(0, 600); // 1800 s: half the interval, a re-attestation is allowed
+        }
+        handler.submit(0, 6); // junk
+        handler.confirm(0, 1); // rejected: the bond is slashed
+        handler.claim(0);
+        assertGe(handler.ghostClaimed(market.nextLeaseId() - 1), 1, "the self-dealer claimed its earnings");
+        _check();
+    }
 }

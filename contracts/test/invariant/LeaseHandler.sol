@@ -51,6 +51,9 @@ contract LeaseHandler is Test {
     mapping(uint256 leaseId => uint256) public ghostSlashedBond;
     /// @dev What operators received from a lease.
     mapping(uint256 leaseId => uint256) public ghostClaimed;
+    /// @dev What the lease had earned just before its latest rejecting vote (what the renter paid
+    /// for service it received; a rejection must not give any of it back).
+    mapping(uint256 leaseId => uint256) public ghostEarnedBeforeRejection;
     /// @dev When the lease's current node first submitted (payment cannot start earlier).
     mapping(uint256 leaseId => uint256) public ghostFirstSubmittedAt;
     /// @dev The latest submission was junk (no evidence): honest verifiers reject it.
@@ -232,6 +235,11 @@ contract LeaseHandler is Test {
         address nodeKey = nodeKeys[nodeSeed % nodeKeys.length];
         Lease memory lease = market.getLease(leaseId);
         if (lease.status != LeaseStatus.OPEN) return;
+        // Half the time an operator's own lease goes to its own node, so that self-dealing paths
+        // (served, then slashed, then claimed) are reached often.
+        for (uint256 i; i < operators.length && nodeSeed % 2 == 0; ++i) {
+            if (operators[i] == lease.renter) nodeKey = nodeKeys[i];
+        }
         (Node memory node, uint256 minStake, uint256 slashBps) = nodes.nodeTerms(nodeKey);
         NodeUsage memory usage = market.nodeUsage(nodeKey);
         uint256 required = minStake > lease.minNodeStake ? minStake : lease.minNodeStake;
@@ -256,19 +264,22 @@ contract LeaseHandler is Test {
         uint256 leaseId = _pick(leaseSeed, _ACTIVE_DECIDED);
         if (leaseId == 0) return;
         Lease memory lease = market.getLease(leaseId);
-        if (lease.status != LeaseStatus.ACTIVE || _undecided[leaseId]) return;
+        if (lease.status != LeaseStatus.ACTIVE || (_undecided[leaseId] && !_expiredReattestation(leaseId))) return;
         uint256 nonce = attestations.attestationNonce(leaseId);
+        bool early = _tooEarly(leaseId);
         vm.prank(lease.nodeKey);
         try attestations.submit(
             leaseId, nonce, keccak256(abi.encode(reportSeed, nonce, leaseId)), measurement, 1, bytes32(0)
         ) {
+            // A re-attestation before half the interval without a challenge must be refused.
+            if (early) ghostViolations++;
             _junk[leaseId] = reportSeed % 6 == 0;
             _undecided[leaseId] = true;
             if (ghostFirstSubmittedAt[leaseId] == 0) ghostFirstSubmittedAt[leaseId] = block.timestamp;
         } catch {
-            _honestRevert("submit");
+            if (!early) _honestRevert("submit");
         }
-        honestCalls["submit"]++;
+        if (!early) honestCalls["submit"]++;
     }
 
     function claim(uint256 leaseSeed) external {
@@ -379,7 +390,10 @@ contract LeaseHandler is Test {
         if (!valid) return;
         bool ok = !_junk[leaseId] && !(v == verifiers[0] && lease.renter == verifiers[0]);
         bytes32 reportHash = attestations.attestationOf(leaseId).reportHash;
-        if (!ok) _closing(leaseId, lease);
+        if (!ok) {
+            _closing(leaseId, lease);
+            ghostEarnedBeforeRejection[leaseId] = market.earned(leaseId);
+        }
         vm.prank(v);
         try attestations.confirm(leaseId, reportHash, ok) {
             _voted[voteKey] = true;
@@ -542,7 +556,10 @@ contract LeaseHandler is Test {
             uint256 leaseId = leaseIds[(seed % n + k) % n];
             LeaseStatus status = market.getLease(leaseId).status;
             if (kind == _ANY_OPEN && status == LeaseStatus.OPEN) return leaseId;
-            if (kind == _ACTIVE_DECIDED && status == LeaseStatus.ACTIVE && !_undecided[leaseId]) return leaseId;
+            if (
+                kind == _ACTIVE_DECIDED && status == LeaseStatus.ACTIVE
+                    && (!_undecided[leaseId] || _expiredReattestation(leaseId))
+            ) return leaseId;
             if (kind == _UNDECIDED && _undecided[leaseId]) return leaseId;
             if (kind == _CLAIMABLE && status != LeaseStatus.OPEN && market.claimable(leaseId) != 0) return leaseId;
         }
@@ -552,6 +569,21 @@ contract LeaseHandler is Test {
     /// @dev The latest attestation awaits the verifiers within its window.
     function _pendingNow(uint256 leaseId) private view returns (bool) {
         return attestations.progressOf(leaseId).status == IAttestationRegistry.Status.Pending;
+    }
+
+    /// @dev A re-attestation left undecided past the verification window: the node may submit again.
+    function _expiredReattestation(uint256 leaseId) private view returns (bool) {
+        AttestationProgress memory p = attestations.progressOf(leaseId);
+        return _undecided[leaseId] && p.nonce > 1 && block.timestamp > p.decideBy;
+    }
+
+    /// @dev The latest attestation is Verified, unchallenged since its submission, and less than
+    /// half its interval old: a re-attestation now must be refused.
+    function _tooEarly(uint256 leaseId) private view returns (bool) {
+        if (attestations.progressOf(leaseId).status != IAttestationRegistry.Status.Verified) return false;
+        IAttestationRegistry.Attestation memory a = attestations.attestationOf(leaseId);
+        if (attestations.challengedAt(leaseId) > a.submittedAt) return false;
+        return block.timestamp < a.submittedAt + (a.expiresAt - a.submittedAt) / 2;
     }
 
     function _firstMissed(uint256 leaseId, Lease memory lease) private view returns (bool) {

@@ -48,7 +48,7 @@ contract Issue10Scenarios_Test is Base {
         _accept(honest);
         submitReport(honest, REPORT_HASH);
         confirmReport(honest, REPORT_HASH, true);
-        vm.warp(block.timestamp + 1000);
+        vm.warp(block.timestamp + REATTEST_INTERVAL / 2);
 
         uint256 operatorBefore = token.balanceOf(operator);
         uint256[] memory own = new uint256[](5);
@@ -71,8 +71,9 @@ contract Issue10Scenarios_Test is Base {
         bytes32 second = keccak256("report-2");
         submitReport(honest, second);
         confirmReport(honest, second, false);
-        uint256 earned = 1000 * rate();
-        assertEq(market.credits(renter), DEPOSIT - earned + (earned < BOND ? earned : BOND), "honest renter made whole");
+        uint256 earned = (REATTEST_INTERVAL / 2 + ATTESTATION_WINDOW + 1) * rate();
+        assertEq(market.credits(renter), DEPOSIT - earned, "honest renter refunded the unearned rest");
+        assertEq(nodes.burnedStake(), 6 * BOND, "its bond burned too, none of it paid out");
     }
 
     // ------------------------------------------------------------------ 2
@@ -143,7 +144,7 @@ contract Issue10Scenarios_Test is Base {
             _accept(second);
             submitReport(second, REPORT_HASH);
             confirmReport(second, REPORT_HASH, true);
-            vm.warp(block.timestamp + 100);
+            vm.warp(block.timestamp + REATTEST_INTERVAL / 2);
             submitReport(second, keccak256("junk-2"));
             vm.warp(block.timestamp + attestations.VERIFICATION_WINDOW() + 1);
             vm.prank(renter);
@@ -191,7 +192,7 @@ contract Issue10Scenarios_Test is Base {
     // ------------------------------------------------------------------ 6
 
     /// Verifier-renter collusion: a verifier that also rents rejects genuine reports of its own
-    /// 1-wei leases. It gets back at most what it paid: the rest of each bond is burned.
+    /// 1-wei leases. It gets back its unearned deposits and nothing of the bonds, all burned.
     function test_Scenario06_ColludingVerifierRenterGainsNothing() external {
         registerAndStake();
         uint256 before = token.balanceOf(verifier);
@@ -315,7 +316,7 @@ contract Issue10Scenarios_Test is Base {
     /// (b) A renter closing while an attestation is Pending waits for the verdict, then pays that time.
     function test_Scenario10b_CloseWhilePendingPaysThePendingTimeOnceVerified() external {
         uint256 leaseId = attestedLease();
-        vm.warp(block.timestamp + 1000);
+        vm.warp(block.timestamp + REATTEST_INTERVAL / 2);
         bytes32 second = keccak256("report-2");
         submitReport(leaseId, second);
         vm.warp(block.timestamp + 500);
@@ -331,17 +332,17 @@ contract Issue10Scenarios_Test is Base {
         confirmReport(leaseId, second, true);
         vm.prank(renter);
         uint256 refund = market.closeLease(leaseId);
-        assertEq(refund, DEPOSIT - 1500 * rate(), "the pending 500 s are paid");
+        assertEq(refund, DEPOSIT - (REATTEST_INTERVAL / 2 + 500) * rate(), "the pending 500 s are paid");
     }
 
     /// (c) A top-up after the deposit ran out cannot pay for the Pending gap before it.
     function test_Scenario10c_TopUpCannotPayThePendingGap() external {
         registerAndStake();
-        uint256 leaseId = _leaseFrom(renter, uint128(rate() * 100));
+        uint256 leaseId = _leaseFrom(renter, uint128(rate() * (REATTEST_INTERVAL / 2 + 50)));
         _accept(leaseId);
         submitReport(leaseId, REPORT_HASH);
         confirmReport(leaseId, REPORT_HASH, true);
-        vm.warp(block.timestamp + 50);
+        vm.warp(block.timestamp + REATTEST_INTERVAL / 2);
         submitReport(leaseId, keccak256("report-2"));
         vm.warp(block.timestamp + 200); // pending covers 200 s, only 50 s of deposit left
         vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_LeaseExhausted.selector, leaseId));
@@ -486,5 +487,66 @@ contract Issue10Scenarios_Test is Base {
         vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_InvalidReattestInterval.selector, type(uint32).max));
         vm.prank(renter);
         market.createLease(spec, MAX_PRICE, DEPOSIT, measurement);
+    }
+
+    // ------------------------------------------------------------------ review fixes
+
+    /// Verifier-renter free service: a verifier that rents lets its lease be served and verified,
+    /// then rejects the node's next (genuine) report. Under the old rule it got `min(earned, bond)`
+    /// back, i.e. the verified service for free; now it pays for every verified second.
+    function test_VerifierRenterGetsNoFreeService() external {
+        registerAndStake();
+        uint256 leaseId = _leaseFrom(verifier, DEPOSIT);
+        _accept(leaseId);
+        submitReport(leaseId, REPORT_HASH);
+        confirmReport(leaseId, REPORT_HASH, true);
+        vm.warp(block.timestamp + REATTEST_INTERVAL - 60);
+        bytes32 genuine = keccak256("genuine-2");
+        submitReport(leaseId, genuine);
+        confirmReport(leaseId, genuine, false);
+        uint256 earned = (REATTEST_INTERVAL - 60) * rate();
+        assertLe(earned, BOND, "the old rule would have refunded all of it");
+        assertEq(market.credits(verifier), DEPOSIT - earned, "pays for the service it got");
+        assertEq(market.claimable(leaseId), earned, "the node keeps its verified earnings");
+        assertEq(nodes.burnedStake(), BOND, "the whole bond burned, none paid to the verifier");
+    }
+
+    /// Self-dealing operator: the operator rents its own node, serves it honestly for a while, then
+    /// submits a junk re-attestation that verifiers reject. Under the old rule it got its deposit
+    /// back as refund + claim plus `min(earned, bond)` of its bonded stake at once; now the rejection
+    /// returns nothing of the stake: deposit in, deposit out, the bond burned.
+    function test_SelfDealingOperatorGetsNoStakeBackThroughARejection() external {
+        registerAndStake();
+        uint256 operatorBefore = token.balanceOf(operator);
+        uint256 leaseId = _leaseFrom(operator, DEPOSIT);
+        _accept(leaseId);
+        submitReport(leaseId, REPORT_HASH);
+        confirmReport(leaseId, REPORT_HASH, true);
+        vm.warp(block.timestamp + REATTEST_INTERVAL - 60);
+        bytes32 junk = keccak256("junk");
+        submitReport(leaseId, junk);
+        confirmReport(leaseId, junk, false);
+        vm.startPrank(operator);
+        market.claim(leaseId);
+        market.withdraw();
+        vm.stopPrank();
+        assertEq(token.balanceOf(operator), operatorBefore + DEPOSIT, "only its own deposit back");
+        assertEq(nodes.getNode(nodeKey).stake, STAKE - BOND, "bond slashed");
+        assertEq(nodes.burnedStake(), BOND, "and burned whole");
+    }
+
+    /// Close blocked by back-to-back re-attestations: a node re-submits the moment each verdict
+    /// lands, so the lease is always Pending and its renter's close always reverts. A re-attestation
+    /// before half the interval is refused (without a challenge since), so the renter closes.
+    function test_NodeCannotBlockTheCloseByResubmittingAtEachVerdict() external {
+        uint256 leaseId = attestedLease();
+        vm.warp(block.timestamp + 1);
+        uint256 earliest = block.timestamp - 1 + REATTEST_INTERVAL / 2;
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_ReattestTooEarly.selector, leaseId, earliest));
+        vm.prank(nodeKey);
+        attestations.submit(leaseId, 1, keccak256("again"), measurement, TCB, CHIP_ID_HASH);
+        vm.prank(renter);
+        uint256 refund = market.closeLease(leaseId);
+        assertEq(refund, DEPOSIT - rate(), "closed, the verified second paid");
     }
 }

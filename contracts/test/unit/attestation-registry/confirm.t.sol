@@ -124,6 +124,7 @@ contract Confirm_AttestationRegistry_Test is Base {
         vm.prank(verifier2);
         attestations.confirm(leaseId, REPORT_HASH, true);
         bytes32 second = keccak256("second");
+        vm.warp(block.timestamp + REATTEST_INTERVAL / 2);
         submitReport(leaseId, second);
         // The same verifier may vote again on the next attestation, and one vote is again not enough.
         confirmReport(leaseId, second, true);

@@ -68,6 +68,53 @@ contract Submit_AttestationRegistry_Test is Base {
         _submitAs(nodeKey, leaseId, 1, keccak256("second"), measurement);
     }
 
+    function test_RevertWhen_FirstAttestationLeftUndecided() external {
+        uint256 leaseId = acceptedLease();
+        submitReport(leaseId, REPORT_HASH);
+        vm.warp(block.timestamp + attestations.VERIFICATION_WINDOW() + 1);
+        // A missed first attestation (slashed via the market), not a second chance.
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_AttestationPending.selector, leaseId));
+        _submitAs(nodeKey, leaseId, 1, keccak256("second"), measurement);
+    }
+
+    function test_WhenReattestationLeftUndecided() external {
+        uint256 leaseId = attestedLease();
+        vm.warp(block.timestamp + REATTEST_INTERVAL - 600);
+        submitReport(leaseId, keccak256("second"));
+        uint256 banked = REATTEST_INTERVAL - 600;
+        vm.warp(block.timestamp + attestations.VERIFICATION_WINDOW());
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_AttestationPending.selector, leaseId));
+        _submitAs(nodeKey, leaseId, 2, keccak256("third"), measurement);
+        // Verifiers silent past the window: the node may submit again instead of the lease being stuck.
+        vm.warp(block.timestamp + 1);
+        _submitAs(nodeKey, leaseId, 2, keccak256("third"), measurement);
+        assertEq(attestations.attestationNonce(leaseId), 3, "nonce");
+        assertEq(attestations.attestedSeconds(leaseId, block.timestamp), banked, "the undecided one banks nothing");
+        confirmReport(leaseId, keccak256("third"), true);
+        vm.warp(block.timestamp + 100);
+        assertEq(attestations.attestedSeconds(leaseId, block.timestamp), banked + 100, "the new one is paid");
+    }
+
+    function test_RevertWhen_ReattestTooEarly() external {
+        uint256 leaseId = attestedLease();
+        uint256 earliest = block.timestamp + REATTEST_INTERVAL / 2;
+        vm.warp(earliest - 1);
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_ReattestTooEarly.selector, leaseId, earliest));
+        _submitAs(nodeKey, leaseId, 1, keccak256("second"), measurement);
+        vm.warp(earliest);
+        _submitAs(nodeKey, leaseId, 1, keccak256("second"), measurement);
+    }
+
+    function test_WhenReattestingEarlyAfterAChallenge() external {
+        uint256 leaseId = attestedLease();
+        vm.warp(block.timestamp + 100);
+        vm.prank(renter);
+        market.challenge(leaseId);
+        vm.warp(block.timestamp + 10);
+        _submitAs(nodeKey, leaseId, 1, keccak256("answer"), measurement);
+        assertEq(attestations.attestedSeconds(leaseId, block.timestamp), 100, "paid up to the challenge");
+    }
+
     function test_WhenFirstAttestation() external {
         uint256 leaseId = acceptedLease();
         vm.expectEmit(true, true, false, true, address(attestations));
@@ -89,7 +136,7 @@ contract Submit_AttestationRegistry_Test is Base {
     }
 
     function testFuzz_WhenReattestingOnTime(uint256 after_) external {
-        after_ = bound(after_, 0, REATTEST_INTERVAL);
+        after_ = bound(after_, REATTEST_INTERVAL / 2, REATTEST_INTERVAL);
         uint256 leaseId = attestedLease();
         vm.warp(block.timestamp + after_);
         submitReport(leaseId, keccak256("second"));
