@@ -72,6 +72,9 @@ def get_secrets(
         x_cvm_timestamp,
         x_cvm_signature,
         x_cvm_nonce,
+        # Secrets go to the running guest only: a node merely matched (and maybe declined)
+        # never sees them. No stored private spec is needed to carry them.
+        accepted_only=True,
     )
     return secrets_relay.sealed_secrets(session, lease_id)
 

@@ -83,3 +83,26 @@ def test_malformed_sealed_messages_are_refused_with_422(live_api: str, body: dic
     response = httpx.post(f"{live_api}/v1/leases/7/secrets", json=body,
                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert response.status_code == 422
+
+
+def _running_lease(store: Store, lease_id: int, renter: str, node: str) -> None:
+    # No private spec is stored for it (spec_hash names none): the relay must not need one.
+    add_lease(store, lease_id, renter, status=LeaseState.ACTIVE, node=node.lower())
+
+
+def test_only_the_accepting_node_reads_secrets_and_no_spec_is_needed(
+    live_api: str, store: Store, clock: Clock
+) -> None:
+    renter, node, matched = new_account(), new_account(), new_account()
+    _running_lease(store, 9, renter.address, node.address)
+    # A node the lease was matched to that did not accept it (its reservation expired).
+    with store.session() as db:
+        db.add(Match(lease_id=9, node=matched.address.lower(), status="expired", vcpus=1,
+                     memory_mib=1, disk_gib=1, score=0.5, created_at=clock.datetime(),
+                     deadline=clock.datetime()))  # fmt: skip
+    with ApiClient(live_api) as api, ApiClient(live_api) as nodes:
+        api.login(renter.key)
+        queued = api.put_sealed_secrets(9, SEALED)
+        assert _status(lambda: nodes.sealed_secrets_as_node(9, node_key=matched.key)) == 403
+        got = nodes.sealed_secrets_as_node(9, node_key=node.key)
+        assert [m.id for m in got] == [queued.id]
