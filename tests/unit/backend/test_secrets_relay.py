@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from backend.domain.secrets_relay import MAX_PENDING_PER_LEASE
 from backend.store import Lease, Match, Store
 from backend.store.models import SealedSecret
 from cvm.api_client import ApiClient, ApiError
-from cvm.api_models import LeaseState, SealedSecretsIn
+from cvm.api_models import MAX_SEALED_HEX, LeaseState, SealedSecretsIn
 from tests.unit.backend.factories import Clock, add_lease, add_node, new_account
 
 SEALED = SealedSecretsIn(report_data="11" * 64, enc="22" * 32, ciphertext="33" * 100)
@@ -106,3 +107,28 @@ def test_only_the_accepting_node_reads_secrets_and_no_spec_is_needed(
         assert _status(lambda: nodes.sealed_secrets_as_node(9, node_key=matched.key)) == 403
         got = nodes.sealed_secrets_as_node(9, node_key=node.key)
         assert [m.id for m in got] == [queued.id]
+
+
+def test_the_newest_sealed_messages_are_kept_and_none_refused(
+    live_api: str, store: Store, clock: Clock
+) -> None:
+    renter, node = new_account(), new_account()
+    _running_lease(store, 11, renter.address, node.address)
+    with ApiClient(live_api) as api, ApiClient(live_api) as nodes:
+        api.login(renter.key)
+        sent = [api.put_sealed_secrets(11, SEALED).id for _ in range(MAX_PENDING_PER_LEASE + 4)]
+        got = nodes.sealed_secrets_as_node(11, node_key=node.key)
+    assert [m.id for m in got] == sent[4:]
+    with store.session() as db:
+        assert db.query(SealedSecret).filter_by(lease_id=11).count() == MAX_PENDING_PER_LEASE
+
+
+def test_the_largest_sealed_message_the_model_allows_gets_through_the_body_limit(
+    live_api: str, store: Store, clock: Clock
+) -> None:
+    renter, node = new_account(), new_account()
+    _running_lease(store, 12, renter.address, node.address)
+    largest = SEALED.model_copy(update={"ciphertext": "ab" * (MAX_SEALED_HEX // 2)})
+    with ApiClient(live_api) as api:
+        api.login(renter.key)
+        assert len(api.put_sealed_secrets(12, largest).ciphertext) == MAX_SEALED_HEX
