@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backend.domain.addresses import parse_address
-from backend.domain.errors import Forbidden, NotFound, Unauthenticated
+from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from backend.store import Lease
 from backend.store.models import GuestAccess as GuestAccessRow
 from backend.store.models import SealedSecret
@@ -115,11 +115,23 @@ def announce_access(
         raise Unauthenticated(f"guest access rejected: {exc}") from exc
     if lease.node is None or lease.node != address:
         raise Forbidden("only the node that accepted the lease announces its guest")
-    row = session.get(GuestAccessRow, lease_id)
+    row = session.get(GuestAccessRow, lease_id, with_for_update=True)
     if row is None:
-        row = GuestAccessRow(lease_id=lease_id)
+        row = GuestAccessRow(lease_id=lease_id, node=address, timestamp=0)
         session.add(row)
+    elif row.node != address:
+        row.timestamp = 0  # the lease moved: the previous node's announcements do not count
+    if body.timestamp <= row.timestamp:
+        # A captured announcement replayed within the time window must not roll the address
+        # back: only a newer one replaces it (the same address again is a harmless retry).
+        if (row.host, row.ssh_port) == (body.host, body.ssh_port):
+            return _access_view(row)
+        raise Conflict(
+            f"guest access announced at {body.timestamp} is not newer than the one stored"
+            f" ({row.timestamp}): a replay"
+        )
     row.node, row.host, row.ssh_port, row.updated_at = address, body.host, body.ssh_port, at
+    row.timestamp = body.timestamp
     session.flush()
     return _access_view(row)
 

@@ -83,7 +83,7 @@ def get_secrets(
     "/{lease_id}/access",
     response_model=GuestAccessView,
     summary="The lease's node announces where its guest serves SSH (EIP-712 signed)",
-    responses=_ERRORS,
+    responses={**_ERRORS, 409: {"description": "not newer than the announcement stored"}},
 )
 def put_access(
     lease_id: LeasePath,

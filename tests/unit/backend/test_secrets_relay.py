@@ -4,13 +4,17 @@ ciphertext for its running lease, only the lease's node reads it and announces S
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
+from backend.api.deps import AppContext
 from backend.domain.secrets_relay import MAX_PENDING_PER_LEASE
 from backend.store import Lease, Match, Store
 from backend.store.models import SealedSecret
 from cvm.api_client import ApiClient, ApiError
-from cvm.api_models import MAX_SEALED_HEX, LeaseState, SealedSecretsIn
+from cvm.api_models import MAX_SEALED_HEX, NODE_HEADER, GuestAccessIn, LeaseState, SealedSecretsIn
+from cvm.eip712 import sign_node_message
+from cvm.guest_access import GuestAccess
 from tests.unit.backend.factories import Clock, add_lease, add_node, new_account
 
 SEALED = SealedSecretsIn(report_data="11" * 64, enc="22" * 32, ciphertext="33" * 100)
@@ -132,3 +136,31 @@ def test_the_largest_sealed_message_the_model_allows_gets_through_the_body_limit
     with ApiClient(live_api) as api:
         api.login(renter.key)
         assert len(api.put_sealed_secrets(12, largest).ciphertext) == MAX_SEALED_HEX
+
+
+def test_a_replayed_older_access_announcement_does_not_roll_the_address_back(
+    live_api: str, store: Store, context: AppContext, clock: Clock
+) -> None:
+    renter, node = new_account(), new_account()
+    _running_lease(store, 13, renter.address, node.address)
+    now = int(clock.now)
+
+    def announce(host: str, port: int, timestamp: int) -> int:
+        access = GuestAccess(node.address, 13, host, port, timestamp)
+        signature = sign_node_message(access, context.domain, node.key)
+        body = GuestAccessIn(host=host, ssh_port=port, timestamp=timestamp, signature=signature)
+        answer = httpx.put(
+            f"{live_api}/v1/leases/13/access",
+            json=body.model_dump(mode="json"),
+            headers={NODE_HEADER: node.address},
+        )
+        return answer.status_code
+
+    assert announce("10.0.0.1", 22, now - 10) == 200
+    assert announce("10.0.0.2", 2222, now - 5) == 200  # the guest moved
+    assert announce("10.0.0.1", 22, now - 10) == 409  # the captured first one, replayed
+    assert announce("10.0.0.2", 2222, now - 5) == 200  # a retry of the current one
+    with ApiClient(live_api) as api:
+        api.login(renter.key)
+        access = api.guest_access(13)
+    assert (access.host, access.ssh_port) == ("10.0.0.2", 2222)
