@@ -318,7 +318,9 @@ class ConsoleConfig(_View):
 # The backend carries these between the renter and the lease's node; it never holds a key
 # that opens the secrets (they are HPKE-sealed to the attested guest's key).
 
-MAX_SEALED_HEX = 2 * 1024 * 1024  # 1 MiB of ciphertext, hex-encoded
+# 30 KiB of ciphertext, hex-encoded: the whole JSON body then fits the backend's default
+# body limit (CVM_API_MAX_BODY_BYTES, 64 KiB), so this documented limit is the real one.
+MAX_SEALED_HEX = 60 * 1024
 SealedHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$", max_length=MAX_SEALED_HEX)]
 
 

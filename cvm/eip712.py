@@ -156,7 +156,7 @@ class LeaseSpecRequest(NodeMessage):
     node: str
     lease_id: int
     timestamp: int
-    nonce: int = 0
+    nonce: int  # required: a default would let every caller sign the same, single-use nonce
 
 
 @dataclass(frozen=True)

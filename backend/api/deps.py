@@ -48,6 +48,10 @@ class AppContext:
         """Count a writing request of `address` to endpoint `what` (429 once over the limit)."""
         check_address(self.limiter, self.settings, address, what)
 
+    def limit_client(self, client: str, what: str) -> None:
+        """Count an unauthenticated writing request of client IP `client` to `what`."""
+        check_address(self.limiter, self.settings, f"ip:{client}", what)
+
     @property
     def images(self) -> ImageStore:
         """The images this backend serves (`image_dir`)."""

@@ -6,9 +6,10 @@ Two routes have limits of their own: evidence uploads (`evidence_max_bytes`) and
 uploads (`PUT /v1/images/{id}`, `image_max_bytes`, hundreds of MiB); every other route,
 image reads included, keeps `api_max_body_bytes`.
 Rate limits are fixed windows of one minute, counted per client IP on every `/v1` request
-and per address (renter or node) on every writing endpoint, and answered 429 with
-`Retry-After`. The counters live in Redis when replicas share a PostgreSQL store (or
-`CVM_RATE_LIMIT_URL` names one), so every replica sees the same ones; with SQLite (one
+and per address (renter or node) on every writing endpoint once that address is proven (a
+session, or a verified node signature; sign-in itself is counted per client IP), and
+answered 429 with `Retry-After`. The counters live in Redis when replicas share a PostgreSQL
+store (or `CVM_RATE_LIMIT_URL` names one), so every replica sees the same ones; with SQLite (one
 process by construction) they live in the process. If Redis stops answering, each replica
 counts in its own memory until Redis is back (logged once): limits stay on, only per replica.
 """

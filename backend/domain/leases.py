@@ -155,7 +155,7 @@ def private_spec_for_renter(session: Session, lease_id: int, renter: str | None)
     return _stored_spec(session, lease)
 
 
-def private_spec_for_node(
+def verified_node_request(
     session: Session,
     lease_id: int,
     node: str,
@@ -166,13 +166,15 @@ def private_spec_for_node(
     domain: Domain,
     now: int,
     window_s: int,
-) -> tuple[PrivateSpec, LeaseSpecRequest]:
-    """The private spec of a lease, for a node that signed a fresh `LeaseSpecRequest` for it
-    (the values of the `NODE_HEADER`, `TIMESTAMP_HEADER`, `SIGNATURE_HEADER` and
-    `NONCE_HEADER` headers), with the verified request, whose nonce the caller must then
-    `consume_request_nonce` (in a writing transaction) before answering.
+    accepted_only: bool,
+) -> tuple[Lease, LeaseSpecRequest]:
+    """The lease and the node's verified, fresh `LeaseSpecRequest` for it (the values of the
+    `NODE_HEADER`, `TIMESTAMP_HEADER`, `SIGNATURE_HEADER` and `NONCE_HEADER` headers), whose
+    nonce the caller must then `consume_request_nonce` (in a writing transaction) before
+    answering.
 
-    Only the node that accepted the lease, or one it was matched to, may read it.
+    Only the node that accepted the lease may ask, or, unless `accepted_only`, one it was
+    matched to (it reads the spec before accepting).
     """
     lease = _lease(session, lease_id)
     if timestamp is None or signature is None or nonce is None:
@@ -188,12 +190,21 @@ def private_spec_for_node(
         check_timestamp(request.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
         raise Unauthenticated(f"node request rejected: {exc}") from exc
+    if lease.node == address:
+        return lease, request
+    if accepted_only:
+        raise Forbidden(f"only the node that accepted lease {lease.id} may ask for this")
     matched = session.scalar(
         select(Match.id).where(Match.lease_id == lease.id, Match.node == address).limit(1)
     )
-    if lease.node != address and matched is None:
+    if matched is None:
         raise Forbidden("only the lease's renter and the node it was matched to see its spec")
-    return _stored_spec(session, lease), request
+    return lease, request
+
+
+def private_spec_of(session: Session, lease: Lease) -> PrivateSpec:
+    """The stored private spec of a lease (404 if none), for a caller already authorized."""
+    return _stored_spec(session, lease)
 
 
 def consume_request_nonce(

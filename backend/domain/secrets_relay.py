@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backend.domain.addresses import parse_address
-from backend.domain.errors import Forbidden, NotFound, Unauthenticated
+from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from backend.store import Lease
 from backend.store.models import GuestAccess as GuestAccessRow
 from backend.store.models import SealedSecret
@@ -31,6 +31,8 @@ from cvm.api_models import (
 from cvm.eip712 import Domain, SignatureError, check_timestamp, verify_node_message
 from cvm.guest_access import GuestAccess
 
+# The newest sealed messages kept per lease; an older one is dropped to make room (a renter
+# that re-sends its secrets is never refused, and a lease's queue stays bounded).
 MAX_PENDING_PER_LEASE = 16
 
 
@@ -55,15 +57,13 @@ def _view(row: SealedSecret) -> SealedSecretsView:
 def put_sealed(
     session: Session, lease_id: int, renter: str, body: SealedSecretsIn, now: datetime
 ) -> SealedSecretsView:
-    """Queue sealed secrets for the lease's node; only its renter, only while it runs."""
+    """Queue sealed secrets for the lease's node; only its renter, only while it runs.
+    The newest `MAX_PENDING_PER_LEASE` are kept."""
     lease = _lease(session, lease_id)
     if lease.renter != renter:
         raise Forbidden("only the lease's renter sends it secrets")
     if lease.status != LeaseState.ACTIVE or lease.node is None:
         raise Forbidden(f"lease {lease_id} is {lease.status}: secrets go to running guests only")
-    queued = session.scalars(select(SealedSecret.id).where(SealedSecret.lease_id == lease_id))
-    if len(list(queued)) >= MAX_PENDING_PER_LEASE:
-        raise Forbidden(f"lease {lease_id} already has {MAX_PENDING_PER_LEASE} sealed messages")
     row = SealedSecret(
         lease_id=lease_id,
         report_data=body.report_data,
@@ -73,6 +73,12 @@ def put_sealed(
     )
     session.add(row)
     session.flush()
+    older = select(SealedSecret.id).where(SealedSecret.lease_id == lease_id)
+    dropped = session.scalars(
+        older.order_by(SealedSecret.id.desc()).offset(MAX_PENDING_PER_LEASE)
+    ).all()
+    if dropped:
+        session.execute(delete(SealedSecret).where(SealedSecret.id.in_(dropped)))
     return _view(row)
 
 
@@ -109,11 +115,23 @@ def announce_access(
         raise Unauthenticated(f"guest access rejected: {exc}") from exc
     if lease.node is None or lease.node != address:
         raise Forbidden("only the node that accepted the lease announces its guest")
-    row = session.get(GuestAccessRow, lease_id)
+    row = session.get(GuestAccessRow, lease_id, with_for_update=True)
     if row is None:
-        row = GuestAccessRow(lease_id=lease_id)
+        row = GuestAccessRow(lease_id=lease_id, node=address, timestamp=0)
         session.add(row)
+    elif row.node != address:
+        row.timestamp = 0  # the lease moved: the previous node's announcements do not count
+    if body.timestamp <= row.timestamp:
+        # A captured announcement replayed within the time window must not roll the address
+        # back: only a newer one replaces it (the same address again is a harmless retry).
+        if (row.host, row.ssh_port) == (body.host, body.ssh_port):
+            return _access_view(row)
+        raise Conflict(
+            f"guest access announced at {body.timestamp} is not newer than the one stored"
+            f" ({row.timestamp}): a replay"
+        )
     row.node, row.host, row.ssh_port, row.updated_at = address, body.host, body.ssh_port, at
+    row.timestamp = body.timestamp
     session.flush()
     return _access_view(row)
 

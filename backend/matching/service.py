@@ -139,13 +139,21 @@ class Matcher:
             self._heartbeats_seen = max(h.received_at for h in heartbeats.values())
 
     def refresh_heartbeats(self) -> int:
-        """Apply heartbeats any replica stored since the last refresh; returns how many."""
+        """Apply heartbeats any replica stored since the last refresh; returns how many were
+        new to the index.
+
+        `received_at` is each replica's own clock, and a write may commit after a later one:
+        a heartbeat stamped a little before the newest already seen would be missed by a
+        strict cursor. So the window re-read overlaps the last by the staleness window (a
+        heartbeat older than that no longer counts anyway); the index ignores heartbeats
+        that are not newer than the one it has.
+        """
+        since = self._heartbeats_seen - timedelta(seconds=self.index.stale_after_s)
         with self.store.new_session(read_only=True) as session:
-            fresh = session.scalars(
-                select(Heartbeat).where(Heartbeat.received_at >= self._heartbeats_seen)
-            ).all()
+            fresh = session.scalars(select(Heartbeat).where(Heartbeat.received_at >= since)).all()
+        applied = 0
         for heartbeat in fresh:
-            self.on_heartbeat(
+            applied += self._apply_heartbeat(
                 heartbeat.node,
                 heartbeat.free_vcpus,
                 heartbeat.free_memory_mib,
@@ -154,8 +162,8 @@ class Matcher:
                 heard_at=heartbeat.received_at.timestamp(),
             )
         if fresh:
-            self._heartbeats_seen = max(h.received_at for h in fresh)
-        return len(fresh)
+            self._heartbeats_seen = max(self._heartbeats_seen, max(h.received_at for h in fresh))
+        return applied
 
     def node_changed(self, node: Node) -> None:
         """The indexer changed a node's on-chain facts (registration, stake, reputation)."""
@@ -171,10 +179,24 @@ class Matcher:
         heard_at: float | None = None,
     ) -> None:
         """A signed heartbeat was stored: refresh capacity, release what it now includes."""
+        self._apply_heartbeat(
+            node, free_vcpus, free_memory_mib, free_disk_gib, timestamp, heard_at=heard_at
+        )
+
+    def _apply_heartbeat(
+        self,
+        node: str,
+        free_vcpus: int,
+        free_memory_mib: int,
+        free_disk_gib: int,
+        timestamp: int,
+        heard_at: float | None = None,
+    ) -> bool:
+        """`on_heartbeat`; False if the index already had it (or a newer one)."""
         if not self.index.heartbeat(
             node, free_vcpus, free_memory_mib, free_disk_gib, timestamp, heard_at=heard_at
         ):
-            return
+            return False
         absorbed_before = datetime.fromtimestamp(timestamp, UTC)
         with self.store.session() as session:
             matches = session.scalars(
@@ -188,6 +210,7 @@ class Matcher:
                 match.status = ReservationState.RELEASED
         for match in matches:
             self.index.release(_reservation(match))
+        return True
 
     def node_silent(self, node: str) -> None:
         """The verifier found the node silent (and challenged its leases): offer it no more

@@ -323,6 +323,8 @@ class GuestAccess(Base):
     host: Mapped[str] = mapped_column(String(253))
     ssh_port: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The announcement's signed timestamp: only a newer one replaces it (no replayed rollback).
+    timestamp: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class RequestNonce(Base):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from backend.api.deps import Context, DbSession, Renter
+from backend.api.limits import client_key
 from backend.domain import auth
 from cvm.api_models import Challenge, Login, NonceRequest, Session
 
@@ -16,10 +17,14 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     status_code=201,
     response_model=Challenge,
     summary="A fresh, single-use SIWE challenge for an address",
-    responses={429: {"description": "too many live challenges or requests for this address"}},
+    responses={429: {"description": "too many requests from this client"}},
 )
-def create_nonce(body: NonceRequest, context: Context, session: DbSession) -> Challenge:
-    context.limit_address(body.address, "nonce")
+def create_nonce(
+    body: NonceRequest, request: Request, context: Context, session: DbSession
+) -> Challenge:
+    # Nobody has proved who they are yet: counted per client IP, since counting per address
+    # would let anyone use up any address's allowance and stop it signing in.
+    context.limit_client(client_key(request.scope), "nonce")
     return auth.issue_challenge(
         session,
         body.address,
@@ -37,13 +42,12 @@ def create_nonce(body: NonceRequest, context: Context, session: DbSession) -> Ch
     summary="Exchange a signed SIWE message for a session token",
     responses={
         401: {"description": "bad signature, unknown or expired nonce"},
-        429: {"description": "too many attempts for this address"},
+        429: {"description": "too many attempts from this client"},
     },
 )
-def login(body: Login, context: Context, session: DbSession) -> Session:
-    address = auth.message_address(body.message)
-    if address is not None:
-        context.limit_address(address, "login")
+def login(body: Login, request: Request, context: Context, session: DbSession) -> Session:
+    # The message's address is unproven until the signature verifies: counted per client IP.
+    context.limit_client(client_key(request.scope), "login")
     return auth.sign_in(
         session,
         body,

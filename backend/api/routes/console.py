@@ -58,9 +58,6 @@ async def put_console(
 ) -> ConsoleReceipt:
     if x_cvm_node is None:
         raise ApiError(401, f"console uploads are signed by the lease's node ({NODE_HEADER})")
-    await run_in_threadpool(
-        context.limit_address, parse_address(x_cvm_node, NODE_HEADER), "console"
-    )
     chunk = bytearray()
     async for part in request.stream():
         chunk.extend(part)
@@ -75,7 +72,7 @@ async def put_console(
 
 def _append(context: AppContext, lease_id: int, signed: console.SignedChunk) -> ConsoleReceipt:
     with context.store.session() as session:
-        return console.append(
+        receipt = console.append(
             session,
             lease_id,
             signed,
@@ -84,6 +81,10 @@ def _append(context: AppContext, lease_id: int, signed: console.SignedChunk) -> 
             window_s=context.settings.heartbeat_window_s,
             at=context.now(),
         )
+        # Counted only once the signature verified (a 429 rolls the append back): forged
+        # uploads naming a node's address count against their client IP, never the node.
+        context.limit_address(parse_address(signed.node or "", NODE_HEADER), "console")
+        return receipt
 
 
 @router.get(

@@ -62,9 +62,6 @@ async def upload_evidence(
 ) -> EvidenceReceipt:
     if x_cvm_node is None:
         raise ApiError(401, f"evidence uploads are signed by the lease's node ({NODE_HEADER})")
-    await run_in_threadpool(
-        context.limit_address, parse_address(x_cvm_node, NODE_HEADER), "evidence"
-    )
     bundle = await _read_limited(request, context.settings.evidence_max_bytes)
     receipt = evidence.receipt_of(bundle)
     # The store is synchronous: waiting for its (SQLite) write lock on the event loop
@@ -91,6 +88,9 @@ def _store(
             now=int(context.clock()),
             window_s=context.settings.heartbeat_window_s,
         )
+        # Counted once the signature verified: forged uploads naming a node's address count
+        # against their client IP only, never against the node's own allowance.
+        context.limit_address(parse_address(signed[0] or "", NODE_HEADER), "evidence")
         evidence.store_evidence(session, bundle, receipt, context.now())
 
 

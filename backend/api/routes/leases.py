@@ -86,7 +86,7 @@ def get_spec(
     if x_cvm_node is None:
         renter = session_address(context, session, authorization)
         return leases.private_spec_for_renter(session, lease_id, renter)
-    return authorized_node_read(
+    lease = authorized_node_read(
         context,
         session,
         lease_id,
@@ -95,7 +95,9 @@ def get_spec(
         x_cvm_timestamp,
         x_cvm_signature,
         x_cvm_nonce,
+        accepted_only=False,  # a matched node reads the spec before it accepts
     )
+    return leases.private_spec_of(session, lease)
 
 
 @router.get(

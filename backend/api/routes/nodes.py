@@ -65,7 +65,6 @@ def post_heartbeat(
     address: str, body: HeartbeatIn, context: Context, session: DbSession
 ) -> HeartbeatReceipt:
     key = parse_address(address)
-    context.limit_address(key, "heartbeats")
     if body.node.lower() != key:
         raise ApiError(422, f"body node {body.node} differs from the path address {address}")
     nodes.accept_heartbeat(
@@ -75,6 +74,9 @@ def post_heartbeat(
         now=context.now(),
         window_s=context.settings.heartbeat_window_s,
     )
+    # Counted only once the signature verified (a 429 rolls the heartbeat back): forged
+    # heartbeats naming this address count against their client IP, never against the node.
+    context.limit_address(key, "heartbeats")
     for listener in context.heartbeat_listeners:
         after_commit(
             session,

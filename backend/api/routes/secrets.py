@@ -72,6 +72,9 @@ def get_secrets(
         x_cvm_timestamp,
         x_cvm_signature,
         x_cvm_nonce,
+        # Secrets go to the running guest only: a node merely matched (and maybe declined)
+        # never sees them. No stored private spec is needed to carry them.
+        accepted_only=True,
     )
     return secrets_relay.sealed_secrets(session, lease_id)
 
@@ -80,7 +83,7 @@ def get_secrets(
     "/{lease_id}/access",
     response_model=GuestAccessView,
     summary="The lease's node announces where its guest serves SSH (EIP-712 signed)",
-    responses=_ERRORS,
+    responses={**_ERRORS, 409: {"description": "not newer than the announcement stored"}},
 )
 def put_access(
     lease_id: LeasePath,

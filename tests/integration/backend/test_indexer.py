@@ -223,18 +223,21 @@ def test_reorgs_of_depth_1_to_5_while_leases_are_created_converge(
     indexer = _indexer(store, chain, batch=2)
     stop = threading.Event()
     errors: list[BaseException] = []
+    reorgs_seen: list[int] = []
 
     def follow() -> None:
         # As the backend's loop does: an RPC answer made stale by a reorg racing the poll
         # is retried on the next one; anything else is a failure.
         while not stop.is_set():
             try:
-                indexer.poll()
+                result = indexer.poll()
             except (ChainError, BlockNotFound):
                 continue
             except BaseException as exc:
                 errors.append(exc)
                 return
+            if result.reorged_from is not None:
+                reorgs_seen.append(result.reorged_from)
 
     follower = threading.Thread(target=follow)
     follower.start()
@@ -254,7 +257,9 @@ def test_reorgs_of_depth_1_to_5_while_leases_are_created_converge(
     finally:
         stop.set()
         follower.join(timeout=60)
+    assert not follower.is_alive()  # it finished, rather than hanging past the join
     assert errors == []
+    assert reorgs_seen  # the follower really met reorgs, not only their aftermath
     indexer.poll()
     fresh_store = Store(f"sqlite:///{Path(str(store.engine.url.database)).with_name('f.db')}")
     _indexer(fresh_store, chain).poll()

@@ -38,6 +38,9 @@ def test_a_silent_node_is_challenged_once_dropped_by_the_matcher_and_the_renter_
         database_url=f"sqlite:///{tmp_path / 'backend.sqlite'}",
         indexer_confirmations=0,
         verifier_challenge_stale_s=STALE_S,
+        # Far above the liveness staleness: the matcher's own staleness never drops the
+        # node here, so only the liveness hook (`Matcher.node_silent`) can exclude it.
+        heartbeat_stale_s=STALE_S * 100,
     )
     chain.staked_node()
     service = BackendService(

@@ -16,9 +16,24 @@ from backend.api.deps import AppContext
 from backend.api.limits import RateLimiter
 from backend.domain.errors import RateLimited
 from backend.store import Attestation, Evidence, Lease, SiweNonce, Store
-from cvm.api_models import NODE_HEADER, RETRY_AFTER_HEADER, AttestationState
+from cvm.api_models import (
+    NODE_HEADER,
+    NONCE_HEADER,
+    RETRY_AFTER_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    AttestationState,
+)
+from cvm.eip712 import LeaseSpecRequest, sign_node_message
 from tests.fixtures.processes import free_port, serving
-from tests.unit.backend.factories import Clock, add_lease, add_match, new_account, upload_headers
+from tests.unit.backend.factories import (
+    Clock,
+    add_lease,
+    add_match,
+    add_node,
+    new_account,
+    upload_headers,
+)
 from tests.unit.backend.test_api_evidence_health import bundle
 
 BURST = 1000
@@ -153,33 +168,50 @@ def test_a_burst_from_one_client_is_limited_and_others_are_served(context: AppCo
     assert noisy.get("/metrics").status_code == 200
 
 
-def test_live_siwe_nonces_per_address_are_capped(
+def test_live_siwe_nonces_per_address_are_capped_by_dropping_the_oldest(
     client: TestClient, context: AppContext, store: Store, clock: Clock
 ) -> None:
+    context.settings.rate_limit_writes_per_address = 1000
     cap = context.settings.siwe_max_live_nonces
-    alice, bob = new_account(), new_account()
-    for _ in range(cap):
-        assert client.post("/v1/auth/nonce", json={"address": alice.address}).status_code == 201
-    refused = client.post("/v1/auth/nonce", json={"address": alice.address})
-    assert refused.status_code == 429
-    assert 1 <= int(refused.headers[RETRY_AFTER_HEADER]) <= context.settings.siwe_nonce_ttl_s + 1
-    assert client.post("/v1/auth/nonce", json={"address": bob.address}).status_code == 201
+    alice = new_account()
+    issued = []
+    for _ in range(cap + 3):
+        issued.append(
+            client.post("/v1/auth/nonce", json={"address": alice.address}).json()["nonce"]
+        )
+        clock.advance(1)
     with store.session() as session:
-        assert session.query(SiweNonce).filter_by(address=alice.address.lower()).count() == cap
-    # Once they expire, the address is served again.
-    clock.advance(context.settings.siwe_nonce_ttl_s + 1)
-    assert client.post("/v1/auth/nonce", json={"address": alice.address}).status_code == 201
+        live = {
+            row.nonce for row in session.query(SiweNonce).filter_by(address=alice.address.lower())
+        }
+    assert live == set(issued[3:])  # the newest `cap`, the oldest dropped
 
 
-def test_writes_per_address_are_limited(client: TestClient, context: AppContext) -> None:
+def test_nobody_can_stop_an_address_signing_in(context: AppContext) -> None:
+    """Challenges and failed logins for alice's address, from another client, past every
+    cap: alice (from her own client) still gets a challenge and signs in."""
+    from tests.unit.backend.test_api_auth_leases import login
+
     context.settings.rate_limit_writes_per_address = 3
-    context.settings.siwe_max_live_nonces = 100
-    alice, bob = new_account(), new_account()
-    answers = [
-        client.post("/v1/auth/nonce", json={"address": alice.address}).status_code for _ in range(5)
+    app = create_app(context)
+    attacker = TestClient(app, client=("10.0.0.66", 1000))
+    alice = new_account()
+    flood = [
+        attacker.post("/v1/auth/nonce", json={"address": alice.address}).status_code
+        for _ in range(context.settings.siwe_max_live_nonces + 2)
     ]
-    assert answers == [201, 201, 201, 429, 429]
-    assert client.post("/v1/auth/nonce", json={"address": bob.address}).status_code == 201
+    assert flood[:3] == [201] * 3 and set(flood[3:]) == {429}  # counted per client IP
+    challenge = attacker.post("/v1/auth/nonce", json={"address": alice.address})
+    bad_logins = [
+        attacker.post(
+            "/v1/auth/login",
+            json={"message": f"x\n{alice.address}\n", "signature": "0x" + "00" * 65},
+        ).status_code
+        for _ in range(5)
+    ]
+    assert challenge.status_code == 429 and bad_logins[-1] == 429
+    with TestClient(app, client=("10.0.0.7", 1000)) as own:
+        assert login(own, alice)
 
 
 def test_replicas_share_counters_through_redis(redis_url: str) -> None:
@@ -212,7 +244,52 @@ def test_live_api_answers_429_with_retry_after(context: AppContext) -> None:
         with httpx.Client(base_url=url) as http:
             codes = [http.get("/v1/health").status_code for _ in range(8)]
             last = http.get("/v1/health")
-    # (`serving` asked /v1/health once itself while waiting for the server to come up.)
-    served = codes.count(200)
-    assert 1 <= served <= 5 and codes == [200] * served + [429] * (8 - served)
+    assert codes == [200] * 5 + [429] * 3
     assert last.status_code == 429 and RETRY_AFTER_HEADER in last.headers
+
+
+def test_forged_requests_naming_a_node_do_not_use_up_its_allowance(
+    context: AppContext, store: Store, clock: Clock
+) -> None:
+    """A burst of unsigned heartbeats, evidence uploads and spec reads naming a node's
+    address (from another client) leaves the node's own signed requests served."""
+    from tests.unit.backend.test_api_nodes import _heartbeat
+
+    context.settings.rate_limit_writes_per_address = 3
+    app = create_app(context)
+    attacker = TestClient(app, client=("10.0.0.66", 1000))
+    genuine = TestClient(app, client=("10.0.0.7", 1000))
+    node, forger = new_account(), new_account()
+    add_node(store, node.address)
+    add_lease(store, 1, "0x" + "44" * 20, node=node.address.lower(), attestation_nonce=1)
+    now = int(clock.now)
+    junk = _heartbeat(forger, context.domain, now)
+    junk["node"] = node.address
+    raw = bundle(lease_id=1, nonce=1).encode()
+    forged_upload = upload_headers(forger, raw, context.domain, now)
+    forged_upload[NODE_HEADER] = node.address
+    forged_read = {
+        NODE_HEADER: node.address, TIMESTAMP_HEADER: str(now), NONCE_HEADER: "1",
+        SIGNATURE_HEADER: "0x" + "00" * 65,
+    }  # fmt: skip
+    for _ in range(10):
+        heartbeat = attacker.post(f"/v1/nodes/{node.address}/heartbeats", json=junk)
+        assert heartbeat.status_code == 401
+        assert attacker.post("/v1/evidence", content=raw, headers=forged_upload).status_code == 401
+        assert attacker.get("/v1/leases/1/secrets", headers=forged_read).status_code == 401
+
+    signed = _heartbeat(node, context.domain, now)
+    assert genuine.post(f"/v1/nodes/{node.address}/heartbeats", json=signed).status_code == 201
+    upload = upload_headers(node, raw, context.domain, now)
+    assert genuine.post("/v1/evidence", content=raw, headers=upload).status_code == 201
+    request = LeaseSpecRequest(node=node.address, lease_id=1, timestamp=now, nonce=7)
+    read = {
+        NODE_HEADER: node.address, TIMESTAMP_HEADER: str(now), NONCE_HEADER: "7",
+        SIGNATURE_HEADER: sign_node_message(request, context.domain, node.key),
+    }  # fmt: skip
+    assert genuine.get("/v1/leases/1/secrets", headers=read).status_code == 200
+    # Verified requests still count per address.
+    for step in (1, 2, 3):
+        again = _heartbeat(node, context.domain, now + step)
+        answer = genuine.post(f"/v1/nodes/{node.address}/heartbeats", json=again)
+        assert answer.status_code == (201 if step < 3 else 429)

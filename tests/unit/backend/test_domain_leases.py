@@ -56,7 +56,7 @@ def test_a_private_spec_is_for_its_renter_and_matched_node_only(store: Store, cl
         request = LeaseSpecRequest(node=signer.address, lease_id=7, timestamp=now, nonce=nonce)
         signature = sign_node_message(request, DOMAIN, signer.key)
         with store.session() as session:
-            spec, verified = leases.private_spec_for_node(
+            lease, verified = leases.verified_node_request(
                 session,
                 7,
                 claimed,
@@ -66,11 +66,12 @@ def test_a_private_spec_is_for_its_renter_and_matched_node_only(store: Store, cl
                 domain=DOMAIN,
                 now=now,
                 window_s=60,
+                accepted_only=False,
             )
             leases.consume_request_nonce(
                 session, verified.node, verified.nonce, verified.timestamp, now=now, window_s=60
             )
-            return spec
+            return leases.private_spec_of(session, lease)
 
     with pytest.raises(Forbidden):
         as_node(node, node.address)  # not matched yet

@@ -78,11 +78,15 @@ def test_signatures_do_not_cross_domains_or_messages() -> None:
         verify_node_message(Heartbeat(node.address, 9, 2, 3, 4, 5), signed.signature, DOMAIN)
     with pytest.raises(SignatureError, match="does not belong"):
         sign_heartbeat(beat, DOMAIN, other.key)
-    request = LeaseSpecRequest(node.address, 7, 5)
+    request = LeaseSpecRequest(node.address, 7, 5, 11)
     signature = sign_node_message(request, DOMAIN, node.key)
     verify_node_message(request, signature, DOMAIN)
     with pytest.raises(SignatureError):
-        verify_node_message(LeaseSpecRequest(node.address, 8, 5), signature, DOMAIN)
+        verify_node_message(LeaseSpecRequest(node.address, 8, 5, 11), signature, DOMAIN)
+    with pytest.raises(SignatureError):
+        verify_node_message(LeaseSpecRequest(node.address, 7, 5, 12), signature, DOMAIN)
+    with pytest.raises(TypeError):
+        LeaseSpecRequest(node.address, 7, 5)  # type: ignore[call-arg]  # the nonce is required
     # A heartbeat signature is not a spec request signature (different primary type).
     with pytest.raises(SignatureError):
         verify_node_message(request, signed.signature, DOMAIN)
@@ -96,7 +100,7 @@ def test_malformed_values_are_refused() -> None:
         lambda: Heartbeat(address, 2**32, 1, 1, 1, 1),
         lambda: Heartbeat(address, 1, 1, 1, 1, 2**64),
         lambda: Heartbeat(address, True, 1, 1, 1, 1),
-        lambda: LeaseSpecRequest(address, -1, 1),
+        lambda: LeaseSpecRequest(address, -1, 1, 1),
     ):
         with pytest.raises(SignatureError):
             bad()

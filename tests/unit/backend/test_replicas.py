@@ -92,6 +92,24 @@ def test_the_leader_sees_heartbeats_another_replica_stored(store: Store, clock: 
     assert leader.match_lease(1) is not None and sent.calls == [(1, node)]
 
 
+def test_the_leader_sees_a_heartbeat_stamped_by_a_replica_whose_clock_is_behind(
+    store: Store, clock: Clock
+) -> None:
+    early, late = _node(store, "0x" + "06" * 20), _node(store, "0x" + "07" * 20)
+    follower, _ = _matcher(store, clock)
+    leader, _ = _matcher(store, clock)
+    leader.rebuild()
+    _beat(leader, clock, late, 16, 65536, 500)  # stored through the leader's own API
+    assert leader.refresh_heartbeats() == 0  # already in its index
+    clock.advance(-5)  # another replica, whose clock is 5 s behind (or whose commit was late)
+    _beat(follower, clock, early, 32, 65536, 500)
+    clock.advance(5)
+    # `early` is applied (the same one again is refused: it is in the index); the re-read
+    # `late` is not applied twice.
+    assert leader.refresh_heartbeats() == 1
+    assert leader.index.heartbeat(early, 32, 65536, 500, int(clock.now) - 5) is False
+
+
 def test_a_dead_node_is_dropped_within_a_heartbeat_interval(
     store: Store, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,12 +4,17 @@ ciphertext for its running lease, only the lease's node reads it and announces S
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
+from backend.api.deps import AppContext
+from backend.domain.secrets_relay import MAX_PENDING_PER_LEASE
 from backend.store import Lease, Match, Store
 from backend.store.models import SealedSecret
 from cvm.api_client import ApiClient, ApiError
-from cvm.api_models import LeaseState, SealedSecretsIn
+from cvm.api_models import MAX_SEALED_HEX, NODE_HEADER, GuestAccessIn, LeaseState, SealedSecretsIn
+from cvm.eip712 import sign_node_message
+from cvm.guest_access import GuestAccess
 from tests.unit.backend.factories import Clock, add_lease, add_node, new_account
 
 SEALED = SealedSecretsIn(report_data="11" * 64, enc="22" * 32, ciphertext="33" * 100)
@@ -83,3 +88,79 @@ def test_malformed_sealed_messages_are_refused_with_422(live_api: str, body: dic
     response = httpx.post(f"{live_api}/v1/leases/7/secrets", json=body,
                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert response.status_code == 422
+
+
+def _running_lease(store: Store, lease_id: int, renter: str, node: str) -> None:
+    # No private spec is stored for it (spec_hash names none): the relay must not need one.
+    add_lease(store, lease_id, renter, status=LeaseState.ACTIVE, node=node.lower())
+
+
+def test_only_the_accepting_node_reads_secrets_and_no_spec_is_needed(
+    live_api: str, store: Store, clock: Clock
+) -> None:
+    renter, node, matched = new_account(), new_account(), new_account()
+    _running_lease(store, 9, renter.address, node.address)
+    # A node the lease was matched to that did not accept it (its reservation expired).
+    with store.session() as db:
+        db.add(Match(lease_id=9, node=matched.address.lower(), status="expired", vcpus=1,
+                     memory_mib=1, disk_gib=1, score=0.5, created_at=clock.datetime(),
+                     deadline=clock.datetime()))  # fmt: skip
+    with ApiClient(live_api) as api, ApiClient(live_api) as nodes:
+        api.login(renter.key)
+        queued = api.put_sealed_secrets(9, SEALED)
+        assert _status(lambda: nodes.sealed_secrets_as_node(9, node_key=matched.key)) == 403
+        got = nodes.sealed_secrets_as_node(9, node_key=node.key)
+        assert [m.id for m in got] == [queued.id]
+
+
+def test_the_newest_sealed_messages_are_kept_and_none_refused(
+    live_api: str, store: Store, clock: Clock
+) -> None:
+    renter, node = new_account(), new_account()
+    _running_lease(store, 11, renter.address, node.address)
+    with ApiClient(live_api) as api, ApiClient(live_api) as nodes:
+        api.login(renter.key)
+        sent = [api.put_sealed_secrets(11, SEALED).id for _ in range(MAX_PENDING_PER_LEASE + 4)]
+        got = nodes.sealed_secrets_as_node(11, node_key=node.key)
+    assert [m.id for m in got] == sent[4:]
+    with store.session() as db:
+        assert db.query(SealedSecret).filter_by(lease_id=11).count() == MAX_PENDING_PER_LEASE
+
+
+def test_the_largest_sealed_message_the_model_allows_gets_through_the_body_limit(
+    live_api: str, store: Store, clock: Clock
+) -> None:
+    renter, node = new_account(), new_account()
+    _running_lease(store, 12, renter.address, node.address)
+    largest = SEALED.model_copy(update={"ciphertext": "ab" * (MAX_SEALED_HEX // 2)})
+    with ApiClient(live_api) as api:
+        api.login(renter.key)
+        assert len(api.put_sealed_secrets(12, largest).ciphertext) == MAX_SEALED_HEX
+
+
+def test_a_replayed_older_access_announcement_does_not_roll_the_address_back(
+    live_api: str, store: Store, context: AppContext, clock: Clock
+) -> None:
+    renter, node = new_account(), new_account()
+    _running_lease(store, 13, renter.address, node.address)
+    now = int(clock.now)
+
+    def announce(host: str, port: int, timestamp: int) -> int:
+        access = GuestAccess(node.address, 13, host, port, timestamp)
+        signature = sign_node_message(access, context.domain, node.key)
+        body = GuestAccessIn(host=host, ssh_port=port, timestamp=timestamp, signature=signature)
+        answer = httpx.put(
+            f"{live_api}/v1/leases/13/access",
+            json=body.model_dump(mode="json"),
+            headers={NODE_HEADER: node.address},
+        )
+        return answer.status_code
+
+    assert announce("10.0.0.1", 22, now - 10) == 200
+    assert announce("10.0.0.2", 2222, now - 5) == 200  # the guest moved
+    assert announce("10.0.0.1", 22, now - 10) == 409  # the captured first one, replayed
+    assert announce("10.0.0.2", 2222, now - 5) == 200  # a retry of the current one
+    with ApiClient(live_api) as api:
+        api.login(renter.key)
+        access = api.guest_access(13)
+    assert (access.host, access.ssh_port) == ("10.0.0.2", 2222)
