@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Reverts by which the chain says this nonce was already used (by our own earlier attempt).
 _ALREADY_SUBMITTED = ("AttestationRegistry_StaleNonce", "AttestationRegistry_AttestationPending")
+# Not yet allowed (a race with the check in `_due_nonce`): the next pass tries again.
+_NOT_YET = ("AttestationRegistry_ReattestTooEarly",)
 
 
 class AttestationPoster:
@@ -96,6 +98,9 @@ class AttestationPoster:
         """The nonce to attest now, or None while the latest attestation stands."""
         latest = self.chain.attestations.attestation_of(lease_id)
         nonce = self.chain.attestations.attestation_nonce(lease_id)
+        record = self.store.get_lease(lease_id)
+        # A guest (re)launched after the standing attestation owes its own (its key is new).
+        force = force or (record is not None and record.state == LeaseState.RELAUNCHED)
         if latest.status == AttestationStatus.PENDING:
             # Submitted (perhaps by us just before a crash): the verifiers have it now.
             self._note_landed(lease_id, nonce - 1, latest.report_hash)
@@ -106,8 +111,19 @@ class AttestationPoster:
         if latest.status == AttestationStatus.VERIFIED:
             self._note_landed(lease_id, nonce - 1, latest.report_hash)
             due_at = latest.expires_at - self.reattest_margin_s
-            if not force and self.chain.block_timestamp() < due_at:
+            now = self.chain.block_timestamp()
+            if not force and now < due_at:
                 self._mark_attested(lease_id)
+                return None
+            # The registry refuses a re-attestation in the first half of the interval unless a
+            # challenge came after it (a node must not keep its lease Pending to block a close):
+            # a relaunched guest waits for that, a challenged lease answers at once.
+            earliest = (latest.submitted_at + latest.expires_at) // 2
+            if now < earliest and self.chain.attestations.challenged_at(lease_id) <= (
+                latest.submitted_at
+            ):
+                # Not marked attested: a relaunched guest still owes its own report.
+                log.debug("lease %s: re-attestation possible from %s", lease_id, earliest)
                 return None
         return nonce
 
@@ -155,6 +171,9 @@ class AttestationPoster:
                 # Our earlier attempt landed after all: the next pass sees it on chain.
                 log.info("lease %s nonce %s: already submitted (%s)", lease_id, nonce, exc.name)
                 return False
+            if exc.name in _NOT_YET:
+                log.info("lease %s nonce %s: not yet (%s)", lease_id, nonce, exc.name)
+                return False
             raise
         crash_point("submitted")
         self.store.record_submitted(lease_id, nonce, result.tx_hash)
@@ -170,5 +189,9 @@ class AttestationPoster:
 
     def _mark_attested(self, lease_id: int) -> None:
         record = self.store.get_lease(lease_id)
-        if record is not None and record.state in (LeaseState.ACCEPTED, LeaseState.LAUNCHED):
+        if record is not None and record.state in (
+            LeaseState.ACCEPTED,
+            LeaseState.LAUNCHED,
+            LeaseState.RELAUNCHED,
+        ):
             self.store.set_lease_state(lease_id, LeaseState.ATTESTED)

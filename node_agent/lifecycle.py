@@ -284,6 +284,8 @@ class LeaseLifecycle:
         crash_point("launched")
         if record.state in (LeaseState.RESERVED, LeaseState.ACCEPTED):
             self.store.set_lease_state(record.lease_id, LeaseState.LAUNCHED)
+        elif record.state == LeaseState.ATTESTED:
+            self.store.set_lease_state(record.lease_id, LeaseState.RELAUNCHED)
         return True
 
     def exhausted(self, lease: Lease) -> bool:

@@ -73,11 +73,20 @@ class LeaseState(StrEnum):
     ACCEPTED = "accepted"  # acceptLease mined for this node
     LAUNCHED = "launched"  # the guest runs
     ATTESTED = "attested"  # an attestation for the current nonce is on chain
+    # The guest was started again after it attested (a host reboot): the standing attestation
+    # is about the old guest (old keys), so the new one owes its own report (back to ATTESTED).
+    RELAUNCHED = "relaunched"
     STOPPED = "stopped"  # the guest is gone and the lease closed (terminal)
     REFUSED = "refused"  # not ours or does not fit (terminal)
 
 
-ACTIVE_STATES = (LeaseState.RESERVED, LeaseState.ACCEPTED, LeaseState.LAUNCHED, LeaseState.ATTESTED)
+ACTIVE_STATES = (
+    LeaseState.RESERVED,
+    LeaseState.ACCEPTED,
+    LeaseState.LAUNCHED,
+    LeaseState.ATTESTED,
+    LeaseState.RELAUNCHED,
+)
 _SUM_OF_ACTIVE = (
     "SELECT COALESCE(SUM(vcpu),0), COALESCE(SUM(memory_mib),0), COALESCE(SUM(disk_gib),0)"  # noqa: S608
     f" FROM leases WHERE state IN ({','.join('?' for _ in ACTIVE_STATES)}) AND lease_id IS NOT ?"

@@ -15,7 +15,7 @@ from node_agent.agent import NodeAgent
 from node_agent.errors import CapacityExceeded, LeaseNotOurs
 from node_agent.launcher.base import GuestSpec, GuestState
 from node_agent.store import LeaseState, Resources, SubmissionState
-from tests.fixtures.chain import MEASUREMENT, ChainSystem
+from tests.fixtures.chain import LEASE_SPEC, MEASUREMENT, ChainSystem
 
 pytestmark = pytest.mark.integration
 
@@ -230,5 +230,14 @@ def test_a_relaunched_guest_is_attested_again(
     lease_id = _verified_lease(chain, agent)
     agent.launcher.stop(lease_id)  # the host rebooted: the verified guest is gone
     result = agent.reconcile()
-    assert (result.relaunched, result.attested) == ([lease_id], [lease_id])
+    # Relaunched at once; re-attested once the registry allows it (half the interval, so a
+    # node cannot keep its lease Pending), the previous verified attestation vouching till then.
+    assert (result.relaunched, result.attested) == ([lease_id], [])
+    assert chain.node.attestations.attestation_nonce(lease_id) == 1
+    assert agent.store.get_lease(lease_id).state == LeaseState.RELAUNCHED  # owes its report
+    assert agent.reconcile().attested == []  # still too early: nothing is sent
+    chain.advance(LEASE_SPEC.reattest_interval // 2)
+    result = agent.reconcile()
+    assert (result.relaunched, result.attested) == ([], [lease_id])
     assert chain.node.attestations.attestation_nonce(lease_id) == 2
+    assert agent.store.get_lease(lease_id).state == LeaseState.ATTESTED
