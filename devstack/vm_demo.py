@@ -58,7 +58,7 @@ def _vm_journey(
     from cvm.images import measure
     from cvm.renter import RentRequest, is_verified
     from cvm.secret_release import release, trusted_roots
-    from devstack.cli.demo import new_demo_renter
+    from devstack.demo_renter import new_demo_renter
 
     deployment = Deployment.load(state.deployment_file)
     chain = connect(deployment, rpc_url=state.rpc_url)

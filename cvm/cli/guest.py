@@ -10,7 +10,6 @@ guest's serial console as the node's host relayed it: untrusted, and said so.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +26,9 @@ from cvm.cli.plumbing import (
     emit,
     err,
     json_output,
+    printable,  # a hostile host must not drive the renter's terminal (see `printable`)
 )
-from cvm.cli.renter import lease_app
+from cvm.cli.renting import lease_app, open_renter, read_ssh_public_key
 
 if TYPE_CHECKING:
     from cvm.api_models import LeaseConsoleView
@@ -147,8 +147,6 @@ def put(
     as_json: JsonOption = False,
 ) -> None:
     """Verify the lease's guest, seal secrets (and an SSH key) to it, send the ciphertext."""
-    from cvm.cli.renter import open_renter, read_ssh_public_key
-
     secrets = read_secrets(secret)
     keys = [read_ssh_public_key(ssh_key)] if ssh_key is not None else []
     if not secrets and not keys:
@@ -178,7 +176,6 @@ def ssh(
     import subprocess
     import tempfile
 
-    from cvm.cli.renter import open_renter
     from cvm.secret_release import attested_guest
 
     if shutil.which("ssh") is None:
@@ -221,16 +218,7 @@ UNTRUSTED_CONSOLE = (
     "guest console as relayed by the node's host: UNTRUSTED (the host sees and can alter it;"
     " only the attestation and `cvm lease ssh` are proof)"
 )
-# Everything a terminal could act on except newline and tab: a hostile host must not be
-# able to drive the renter's terminal with escape sequences, nor reorder what it shows with
-# bidirectional overrides (Trojan Source). The web console's `printable` is the same rule.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 FOLLOW_INTERVAL_S = 2.0
-
-
-def printable(text: str) -> str:
-    """Console text safe to print: CRLF as newlines, other control characters as `?`."""
-    return _CONTROL.sub("?", text.replace("\r\n", "\n"))
 
 
 def _show(view: LeaseConsoleView, since: int, *, always: bool) -> None:
@@ -268,7 +256,6 @@ def logs(
     import time
 
     from cvm.chain import LeaseStatus
-    from cvm.cli.renter import open_renter
 
     renter = open_renter(deployment, wallet, password_file)
     api = renter.signed_in_api()

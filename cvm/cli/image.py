@@ -22,6 +22,7 @@ from cvm.cli.plumbing import (
     err,
     json_output,
 )
+from cvm.cli.renting import open_renter
 
 if TYPE_CHECKING:
     from cvm.images import Image, ImageStore
@@ -161,8 +162,6 @@ def push(
     """Publish IMAGE to the deployment's backend (signed in with your wallet), which serves
     it to node agents by its id; each node checks every file against the id before booting.
     Nothing is sent if the backend already has it."""
-    from cvm.cli.renter import open_renter
-
     stored = _store().get(image)
     renter = open_renter(deployment, wallet, password_file)
     uploaded = publish(renter, stored)

@@ -98,12 +98,13 @@ def _remember_json(value: bool) -> bool:
 
 
 def report_failure(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """Print one error line (and a JSON object with --json) and exit with `code`."""
-    if _json_mode[0]:
-        sys.stdout.write(json.dumps({"error": message}) + "\n")
-    from rich.markup import escape
+    """Print one error line (and a JSON object with --json) and exit with `code`.
 
-    err().print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    Messages carry the backend's and the chain's words (an `ApiError`'s detail, a revert
+    reason): shown through `literal`, as one line, with no terminal control and no markup."""
+    if _json_mode[0]:
+        sys.stdout.write(json.dumps({"error": message}) + "\n")  # JSON escapes every control
+    err().print(f"[red]error:[/red] {literal(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -177,6 +178,82 @@ PasswordFileOption = Annotated[
 ]
 
 
+# --- untrusted text ----------------------------------------------------------------------
+
+# Everything a terminal could act on: C0 controls (ESC starts every escape sequence: OSC 0
+# retitles the window, OSC 52 writes the clipboard, CSI 2J clears the screen), DEL, the C1
+# controls (U+009B is a one-character CSI to some terminals), and the bidirectional
+# overrides and isolates that reorder what is shown (Trojan Source). The web console's
+# `printable` (web/src/guest.js) is the same rule.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, multiline: bool = True) -> str:
+    """Text from the backend, a node or a guest, safe to write to a terminal: every control
+    character as `?`; CRLF as a newline, and newline and tab kept only when `multiline`
+    (one-line fields and errors must not be able to fake a line of their own)."""
+    if multiline:
+        return _CONTROL_BUT_LINES.sub("?", text.replace("\r\n", "\n"))
+    return _CONTROL.sub("?", text)
+
+
+def literal(value: object, *, multiline: bool = False) -> str:
+    """`value` (backend-, node- or chain-derived) for a Rich string: `printable`, and its
+    `[...]` escaped so that it shows as typed instead of being read as markup (styles, links).
+
+    Every such value goes through this (or `printable`, for text written without Rich)."""
+    from rich.markup import escape
+
+    return escape(printable(str(value), multiline=multiline))
+
+
+# What Rich itself writes to a terminal: colours and styles (SGR), and the cursor moves and
+# line erasures of live displays and progress bars. The consoles pass only these, so a value
+# that reached Rich without `literal` still cannot retitle, clear or write the clipboard.
+_RICH_OWN = re.compile(r"\x1b\[[0-9;]*[mABCDGK]|\x1b\[\?25[hl]|\r")
+
+
+def _guard(text: str) -> str:
+    own = _RICH_OWN.findall(text)
+    parts = [_CONTROL_BUT_LINES.sub("?", piece) for piece in _RICH_OWN.split(text)]
+    return "".join(part + sequence for part, sequence in zip(parts, [*own, ""], strict=True))
+
+
+class _GuardedStream:
+    """stdout or stderr (looked up at each write, as Rich does) behind `_guard`."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    @property
+    def _target(self) -> Any:
+        stream = sys.stderr if self._stderr else sys.stdout
+        # A live display redirects sys.stdout to a proxy that prints through this console:
+        # write past it, as Rich does with its own file, or each write would loop back here.
+        return getattr(stream, "rich_proxied_file", stream)
+
+    def write(self, text: str) -> int:
+        return int(self._target.write(_guard(text)))
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def isatty(self) -> bool:
+        isatty = getattr(self._target, "isatty", None)
+        try:
+            return bool(isatty()) if isatty is not None else False
+        except ValueError:  # a closed stream
+            return False
+
+    def fileno(self) -> int:
+        return int(self._target.fileno())
+
+    @property
+    def encoding(self) -> str:
+        return str(getattr(self._target, "encoding", None) or "utf-8")
+
+
 # --- output ------------------------------------------------------------------------------
 
 _consoles: dict[bool, Console] = {}
@@ -186,7 +263,7 @@ def _console(stderr: bool) -> Console:
     if stderr not in _consoles:
         from rich.console import Console
 
-        _consoles[stderr] = Console(stderr=stderr)
+        _consoles[stderr] = Console(file=_GuardedStream(stderr), stderr=stderr)  # type: ignore[arg-type]
     return _consoles[stderr]
 
 

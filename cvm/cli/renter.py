@@ -22,10 +22,8 @@ from cvm.cli.plumbing import (
     UsageError,
     WalletOption,
     base_units,
-    checksum_address,
     connect_chain,
     emit,
-    find_wallet,
     format_amount,
     format_time,
     json_output,
@@ -33,45 +31,15 @@ from cvm.cli.plumbing import (
     out,
     parse_amount,
     parse_duration,
-    unlock_keystore,
 )
+from cvm.cli.renting import lease_app, open_renter, read_ssh_public_key
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from cvm.renter import LeaseReport, Renter
 
-lease_app = typer.Typer(
-    help="Show, top up, challenge or close one of your leases.", no_args_is_help=True
-)
-
 _PHASES = ("open", "accepted", "pending", "verified")
-
-
-def open_renter(
-    deployment_path: Path | None,
-    wallet: str | None,
-    password_file: Path | None,
-    *,
-    address: str | None = None,
-    unlock: bool = True,
-) -> Renter:
-    """A renter on the deployment: unlocked to act, or only an address to read.
-
-    The network and the record's contracts are checked before any password is asked.
-    """
-    from cvm.api_client import ApiClient
-    from cvm.config import get_settings
-    from cvm.renter import Renter
-
-    deployment = load_deployment(deployment_path)
-    chain = connect_chain(deployment)
-    api = ApiClient(deployment.api_url or get_settings().api_url)
-    if not unlock:
-        who = checksum_address(address, "--address") if address else find_wallet(wallet).address
-        return Renter(chain, api, address=who)
-    account = unlock_keystore(find_wallet(wallet).path, password_file)
-    return Renter(chain.with_account(account), api)
 
 
 def lease_hint(report: LeaseReport) -> str | None:
@@ -162,18 +130,6 @@ def _settled_or_verified(report: LeaseReport) -> bool:
     from cvm.renter import is_verified, lease_phase
 
     return is_verified(report) or lease_phase(report).startswith(("closed", "rejected"))
-
-
-def read_ssh_public_key(path: Path) -> str:
-    """The one OpenSSH public key line in `path` (UsageError for anything else)."""
-    try:
-        text = path.expanduser().read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--ssh-key {path}: cannot read it ({exc})") from None
-    parts = text.split()
-    if "\n" in text or len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
-        raise UsageError(f"--ssh-key {path}: not an OpenSSH public key (the .pub file)")
-    return text
 
 
 def _is_image_id(image: str) -> bool:

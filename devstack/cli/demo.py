@@ -8,7 +8,6 @@ earnings. Exits 0, or 1 naming the step that failed; stops whatever it started.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from cvm.chain import ChainClient
-    from cvm.renter import Renter
     from devstack import StackState
 
 _T = TypeVar("_T")
@@ -133,25 +131,6 @@ def demo(
     out().print("[green]demo passed[/green]")
 
 
-def new_demo_renter(state: StackState, chain: ChainClient) -> Renter:
-    """A fresh renter keystore, funded from the local faucet (both demos share it).
-
-    Its name is unique, so a second demo on the same running stack makes its own."""
-    from cvm.api_client import ApiClient
-    from cvm.chain import Deployment
-    from cvm.renter import Renter
-    from devstack.faucet import fund, local_deployer
-    from devstack.keys import new_stack_key
-
-    wallets = Path(state.data_dir) / "stack" / "demo-wallets"
-    key = new_stack_key(wallets, f"renter-{int(time.time() * 1000)}-{secrets.token_hex(4)}")
-    out().print(f"keystore {key.keystore} for renter {key.address}")
-    deployer = local_deployer(Deployment.load(state.deployment_file))
-    fund(chain.with_account(deployer), key.address, 100 * 10**18, 10**19)
-    out().print("funded from the local faucet: 100 tokens, 10 ETH")
-    return Renter(chain.with_account(key.account), ApiClient(state.api_url))
-
-
 def _journey(state: StackState, timeout: float) -> Table:
     from rich.table import Table
 
@@ -167,6 +146,8 @@ def _journey(state: StackState, timeout: float) -> Table:
 
     def tokens(base: int) -> str:
         return format_amount(base, decimals).removesuffix(" tokens")
+
+    from devstack.demo_renter import new_demo_renter
 
     renter = _step(1, "a renter with a keystore wallet", lambda: new_demo_renter(state, chain))
     request = RentRequest(
