@@ -2,6 +2,10 @@
 
 Every failure (a 4xx/5xx answer, a refused connection, a malformed body) raises `ApiError`
 with the HTTP status code (0 when there was no answer) and the server's message.
+
+No answer is trusted to be small: each is read up to `max_response_bytes` (an event of a
+stream up to `MAX_EVENT_BYTES`, an error body up to `MAX_ERROR_BYTES`) and refused beyond,
+so a hostile or broken backend that streams without end costs bounded memory.
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ from cvm.eip712 import (
 
 _M = TypeVar("_M", bound=BaseModel)
 
+# The largest legitimate answers are a thousand nodes and a guest console's 256 KiB tail
+# (each control byte JSON-escaped to six): far below this.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+MAX_EVENT_BYTES = 1024 * 1024  # one line of a Server-Sent Events stream
+MAX_ERROR_BYTES = 64 * 1024  # an error's body (its message is cut shorter still)
+MAX_MESSAGE_CHARS = 500
+
 
 class ApiError(Exception):
     """The backend refused a request or could not be reached (`status_code` 0)."""
@@ -73,11 +84,13 @@ class ApiClient:
         token: str | None = None,
         timeout_s: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/v1", timeout=timeout_s, transport=transport
         )
         self.token = token
+        self.max_response_bytes = max_response_bytes
 
     @property
     def base_url(self) -> str:
@@ -247,11 +260,10 @@ class ApiClient:
             try:
                 with self._http.stream("GET", path, timeout=wait) as response:
                     if response.is_error:
-                        response.read()
-                        raise ApiError(response.status_code, _error_message(response))
+                        raise ApiError(response.status_code, _error_of(response, path))
                     event = ""
                     last: LeaseTimeline | None = None
-                    for line in response.iter_lines():
+                    for line in _lines(response, f"GET {path}"):
                         if line.startswith("event:"):
                             event = line[6:].strip()
                         elif line.startswith("data:") and event == "timeline":
@@ -317,7 +329,7 @@ class ApiClient:
 
     def get_evidence(self, evidence_hash: str) -> bytes:
         """The evidence bytes, by evidence hash or by the report hash recorded on chain."""
-        return self._request("GET", f"/evidence/{evidence_hash}").content
+        return self._request("GET", f"/evidence/{evidence_hash}")
 
     # --- guest images --------------------------------------------------------------------
 
@@ -332,8 +344,8 @@ class ApiClient:
         try:
             with self._http.stream("GET", path) as response:
                 if response.is_error:
-                    response.read()
-                    raise ApiError(response.status_code, _error_message(response))
+                    raise ApiError(response.status_code, _error_of(response, path))
+                # Not capped here: the caller stops at the size the image's manifest declares.
                 yield from response.iter_bytes(1 << 20)
         except httpx.HTTPError as exc:
             raise ApiError(0, f"GET {path}: {exc}") from exc
@@ -416,38 +428,75 @@ class ApiClient:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """The body of a successful answer, read up to `max_response_bytes`."""
         headers = dict(kwargs.pop("headers", None) or {})
         if self.token and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.token}"
+        what = f"{method} {path}"
         try:
-            response = self._http.request(method, path, headers=headers, **kwargs)
+            request = self._http.build_request(method, path, headers=headers, **kwargs)
+            response = self._http.send(request, stream=True)
+            try:
+                if response.is_error:
+                    raise ApiError(response.status_code, _error_of(response, what))
+                return _read_capped(response, self.max_response_bytes, what)
+            finally:
+                response.close()
         except httpx.HTTPError as exc:
-            raise ApiError(0, f"{method} {path}: {exc}") from exc
-        if response.is_error:
-            raise ApiError(response.status_code, _error_message(response))
-        return response
+            raise ApiError(0, f"{what}: {exc}") from exc
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._request(method, path, **kwargs)
+        body = self._request(method, path, **kwargs)
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError as exc:
-            raise ApiError(response.status_code, f"{method} {path}: body is not JSON") from exc
+            raise ApiError(0, f"{method} {path}: body is not JSON") from exc
 
 
 def _params(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _error_message(response: httpx.Response) -> str:
+def _read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The whole body, or ApiError as soon as it is (or says it will be) over `limit` bytes."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(0, f"{what}: the backend's answer is {declared} bytes, over the {limit}")
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(0, f"{what}: the backend's answer is over {limit} bytes; refused")
+    return bytes(body)
+
+
+def _lines(response: httpx.Response, what: str) -> Iterator[str]:
+    """The lines of a stream, refusing one longer than MAX_EVENT_BYTES (an endless line)."""
+    pending = b""
+    for chunk in response.iter_bytes():
+        *complete, pending = (pending + chunk).split(b"\n")
+        for line in complete:
+            yield line.removesuffix(b"\r").decode("utf-8", "replace")
+        if len(pending) > MAX_EVENT_BYTES:
+            raise ApiError(0, f"{what}: an event over {MAX_EVENT_BYTES} bytes; refused")
+    if pending:
+        yield pending.removesuffix(b"\r").decode("utf-8", "replace")
+
+
+def _error_of(response: httpx.Response, what: str) -> str:
+    """The message of an error answer (its `detail`), its body read up to MAX_ERROR_BYTES."""
     try:
-        detail = response.json().get("detail")
+        body = _read_capped(response, MAX_ERROR_BYTES, what)
+    except ApiError:
+        return f"{response.reason_phrase} (with an error body over {MAX_ERROR_BYTES} bytes)"
+    try:
+        detail = json.loads(body).get("detail")
     except (ValueError, AttributeError):
-        return response.text[:200] or response.reason_phrase
-    if isinstance(detail, str):
-        return detail
-    return str(detail)[:500]
+        text = body.decode("utf-8", "replace")
+        return text[:200] or response.reason_phrase
+    message = detail if isinstance(detail, str) else str(detail)
+    return message[:MAX_MESSAGE_CHARS]
 
 
 def _model(model: type[_M], body: Any) -> _M:

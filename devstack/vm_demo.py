@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cvm.cli.plumbing import out
+from cvm.cli.plumbing import literal, out
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -124,7 +124,7 @@ def _vm_journey(
                                 ["sha256sum", "/run/cvm/secrets/demo"])  # fmt: skip
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
                 if done.returncode == 0 and done.stdout:
-                    return done.stdout.split()[0]
+                    return literal(done.stdout.split()[0])  # the guest's words
             except (ApiError, subprocess.TimeoutExpired):
                 pass
             if time.monotonic() > deadline:

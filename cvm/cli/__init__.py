@@ -35,6 +35,7 @@ def create_app() -> typer.Typer:
     root.add_typer(image_cli.app, name="image")
     root.add_typer(node_cli.app, name="node")
     root.add_typer(wallet_cli.app, name="wallet")
+    root.command("nodes")(renter_cli.nodes)
     root.command("rent")(renter_cli.rent)
     root.command("leases")(renter_cli.leases)
     root.add_typer(renter_cli.lease_app, name="lease")

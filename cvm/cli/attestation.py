@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cvm.cli.plumbing import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DeploymentOption, JsonOption, err
+from cvm.cli.plumbing import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DeploymentOption,
+    JsonOption,
+    err,
+    literal,
+)
 from cvm.cli.plumbing import out as _out
 
 if TYPE_CHECKING:
@@ -28,7 +36,9 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        err().print(f"[red]cannot read {what} {path}: {exc.strerror or exc}[/red]")
+        err().print(
+            f"[red]cannot read {what} {literal(path)}: {literal(exc.strerror or exc)}[/red]"
+        )
         raise typer.Exit(EXIT_USAGE) from exc
 
 
@@ -181,13 +191,15 @@ def _print_verdict(result: dict[str, Any]) -> None:
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key in ("product", "signer", "version", "measurement", "report_data", "chip_id"):
-        table.add_row(key, str(result.get(key)))
+        table.add_row(key, literal(result.get(key)))
     if result.get("policy"):
-        table.add_row("policy", f"{result['policy']['raw']} debug={result['policy']['debug']}")
-    table.add_row("reported_tcb", str(result.get("reported_tcb")))
+        policy = result["policy"]
+        table.add_row("policy", literal(f"{policy['raw']} debug={policy['debug']}"))
+    table.add_row("reported_tcb", literal(result.get("reported_tcb")))
     _out().print(table)
     for error in result["errors"]:
-        _out().print(f"[red]{error['code']}[/red]: {error['message']}")
+        # A report, its certificates and its chain come from the node: their words as text.
+        _out().print(f"[red]{literal(error['code'])}[/red]: {literal(error['message'])}")
 
 
 @app.command()
@@ -206,7 +218,7 @@ def show(
     try:
         report = parse(raw)
     except AttestationError as exc:
-        err().print(f"[red]{exc.reason.value}[/red]: {exc.message}")
+        err().print(f"[red]{literal(exc.reason.value)}[/red]: {literal(exc.message)}")
         raise typer.Exit(EXIT_INVALID) from exc
     try:
         chosen = Product.from_name(product) if product else report.cpuid_product
@@ -238,7 +250,7 @@ def show(
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in fields.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+        table.add_row(key, literal(json.dumps(value) if isinstance(value, dict) else value))
     _out().print(table)
 
 
@@ -269,7 +281,7 @@ def measure(
         raise typer.BadParameter("--guest-features must be hex") from exc
     for path in (ovmf, kernel, initrd):
         if path is not None and not path.is_file():
-            err().print(f"[red]cannot read {path}[/red]")
+            err().print(f"[red]cannot read {literal(path)}[/red]")
             raise typer.Exit(EXIT_USAGE)
     try:
         digest = expected_measurement(
@@ -284,7 +296,7 @@ def measure(
             mode=mode,
         )
     except MeasurementError as exc:
-        err().print(f"[red]{exc.message}[/red]")
+        err().print(f"[red]{literal(exc.message)}[/red]")
         raise typer.Exit(EXIT_USAGE) from exc
     if as_json:
         typer.echo(json.dumps({"mode": mode, "measurement": digest.hex()}))

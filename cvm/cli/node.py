@@ -29,7 +29,9 @@ from cvm.cli.plumbing import (
     checksum_address,
     emit,
     format_amount,
+    format_rate,
     format_time,
+    literal,
     load_deployment,
     parse_amount,
     password,
@@ -142,7 +144,7 @@ def register(
         {"node": node, "operator": client.address, "tx": tx.tx_hash, verb: True,
          "price_per_vcpu_second": price_base},
         f"{verb} node {node} (operator {client.address}) at "
-        f"{_tokens(client, price_base)} per vCPU-second in {tx.tx_hash}",
+        f"{format_rate(price_base, client.token.decimals())} per vCPU in {tx.tx_hash}",
     )  # fmt: skip
 
 
@@ -345,8 +347,10 @@ def status(
     def table() -> Table:
         rows = Table(title=f"node {node}", show_header=False)
         for key, value in result.items():
-            if key in ("stake", "min_stake", "unbonding", "price_per_vcpu_second"):
+            if key in ("stake", "min_stake", "unbonding"):
                 rows.add_row(key, _tokens(client, value))
+            elif key == "price_per_vcpu_second":
+                rows.add_row("price per vCPU", format_rate(value, client.token.decimals()))
             elif key == "unbonding_ends_at":
                 rows.add_row(key, format_time(value))
             elif key == "gas_wei":
@@ -354,12 +358,12 @@ def status(
                     "gas (ether)", f"{value / 10**18:g}" + ("  (fund it!)" if not value else "")
                 )
             elif key != "leases":
-                rows.add_row(key, str(value))
+                rows.add_row(key, literal(value))
         for lease in result["leases"]:
             rows.add_row(
                 f"lease {lease['lease_id']}",
-                f"{lease['status']}, attestation {lease['attestation']}, "
-                f"claimable {_tokens(client, lease['claimable'])}",
+                literal(f"{lease['status']}, attestation {lease['attestation']}, ")
+                + f"claimable {_tokens(client, lease['claimable'])}",
             )
         return rows
 

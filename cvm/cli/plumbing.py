@@ -336,6 +336,43 @@ def format_amount(base: int, decimals: int) -> str:
     return f"{Decimal(base).scaleb(-decimals).normalize():f} tokens"
 
 
+# Prices on chain are base units per second (a node's per vCPU, a lease's for the whole VM);
+# renters think in tokens per hour for the size they rent. Both are shown, the hour first.
+SECONDS_PER_HOUR = 3600
+_RATE_UNIT = re.compile(r"(.*?)\s*/\s*(s|h)")
+
+
+def parse_rate(text: str, what: str, decimals: int) -> int:
+    """A price as typed → base units per second: tokens per hour ('0.072/h'), tokens per
+    second ('0.00002/s', or a bare number, as before), or base units ('1000base/s').
+
+    Per hour is rounded down to whole base units per second: never more than was said."""
+    match = _RATE_UNIT.fullmatch(text.strip().lower())
+    amount, unit = (match.group(1), match.group(2)) if match else (text, "s")
+    typed = parse_amount(amount, what)
+    if unit == "s":
+        return base_units(typed, decimals, what)
+    per_hour = Decimal(typed) if isinstance(typed, int) else typed.scaleb(decimals)
+    base = int(per_hour // SECONDS_PER_HOUR)
+    if base == 0:
+        raise UsageError(f"{what} {text!r} is less than one base unit per second")
+    if base >= 2**256:
+        raise UsageError(f"{what} {text!r} is too large")
+    return base
+
+
+def check_rate(text: str, what: str) -> None:
+    """Check a typed price before any wallet or chain is touched (UsageError if malformed)."""
+    match = _RATE_UNIT.fullmatch(text.strip().lower())
+    parse_amount(match.group(1) if match else text, what)
+
+
+def format_rate(per_second: int, decimals: int) -> str:
+    """Base units per second → '0.072 tokens/h (20000000000000 base/s)'."""
+    per_hour = format_amount(per_second * SECONDS_PER_HOUR, decimals).removesuffix(" tokens")
+    return f"{per_hour} tokens/h ({per_second} base/s)"
+
+
 def parse_duration(text: str, what: str = "duration") -> int:
     """'90', '90s', '15m', '2h', '1d' → seconds."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
@@ -343,6 +380,17 @@ def parse_duration(text: str, what: str = "duration") -> int:
         raise UsageError(f"{what} {text!r} is not like 90s, 15m, 2h or 1d")
     unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     return int(match.group(1)) * unit
+
+
+def format_duration(seconds: int) -> str:
+    """Seconds → '45 s', '12 min', '3 h 20 min', '4 d 2 h'."""
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
 
 
 def format_time(unix: int, now: float | None = None) -> str:

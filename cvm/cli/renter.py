@@ -1,9 +1,12 @@
-"""Renter commands: `cvm rent`, `cvm leases`, `cvm lease show|topup|challenge|close`,
-attestation status.
+"""Renter commands: `cvm nodes`, `cvm rent`, `cvm leases`,
+`cvm lease show|topup|challenge|close`, attestation status.
 
 Read-only commands (`leases`, `lease show`) need only an address: `--address`, or the
 wallet's, read from its keystore file without unlocking it. Amounts are tokens (or base
-units with a `base` suffix); JSON keeps base units and Unix seconds.
+units with a `base` suffix); prices are shown in tokens per hour for the VM's size, with the
+chain's base units per second beside them; JSON keeps base units and Unix seconds.
+Everything the backend or the chain said is printed through `literal` (no terminal control,
+no markup).
 """
 
 from __future__ import annotations
@@ -22,22 +25,28 @@ from cvm.cli.plumbing import (
     UsageError,
     WalletOption,
     base_units,
+    check_rate,
     connect_chain,
     emit,
     format_amount,
+    format_duration,
+    format_rate,
     format_time,
     json_output,
+    literal,
     load_deployment,
     out,
     parse_amount,
     parse_duration,
+    parse_rate,
 )
 from cvm.cli.renting import lease_app, open_renter, read_ssh_public_key
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from cvm.renter import LeaseReport, Renter
+    from cvm.api_models import NodeView
+    from cvm.renter import LeaseReport, Renter, RentRequest
 
 _PHASES = ("open", "accepted", "pending", "verified")
 
@@ -76,24 +85,25 @@ def _lease_table(report: LeaseReport, decimals: int) -> Table:
 
     data = report.as_dict()
     attestation = data["attestation"]
-    table = Table(title=f"lease {data['lease_id']}", show_header=False)
-    table.add_row("status", lease_status(report))
-    table.add_row("attestation", attestation["status"])
+    table = Table(title=f"lease {literal(data['lease_id'])}", show_header=False)
+    table.add_row("status", literal(lease_status(report)))
+    table.add_row("attestation", literal(attestation["status"]))
     for key in ("node", "vcpu", "memory_mib", "disk_gib"):
-        table.add_row(key, str(data[key] or "-"))
-    table.add_row("rate", f"{format_amount(data['rate_per_second'], decimals)} / s")
+        table.add_row(key, literal(data[key] or "-"))
+    table.add_row("rate", format_rate(data["rate_per_second"], decimals))
+    table.add_row("max rate", format_rate(data["max_rate_per_second"], decimals))
     for key in ("deposit", "earned", "refundable"):
         table.add_row(key, format_amount(data[key], decimals))
     table.add_row("accepted", format_time(data["accepted_at"]))
     table.add_row("closed", format_time(data["closed_at"]))
-    table.add_row("measurement", attestation["measurement"])
+    table.add_row("measurement", literal(attestation["measurement"]))
     if report.attestation.status.name != "NONE":
         table.add_row("signed by", amd_root_text(report.amd_root))
     table.add_row("attested", format_time(attestation["submitted_at"]))
     table.add_row("attestation expires", format_time(attestation["expires_at"]))
     hint = lease_hint(report)
     if hint:
-        table.add_row("what to do", hint)
+        table.add_row("what to do", literal(hint))
     return table
 
 
@@ -172,6 +182,101 @@ def _measurement(text: str) -> bytes:
         raise UsageError("--measurement is not hex") from None
 
 
+def quote(offers: list[NodeView], request: RentRequest, decimals: int) -> dict[str, Any]:
+    """What renting `request` costs on today's market, in base units (the JSON of `rent`)."""
+    cheapest = offers[0] if offers else None
+    rate = cheapest.price_per_vcpu_second * request.vcpu if cheapest is not None else None
+    return {
+        "nodes": len(offers),
+        "cheapest_node": cheapest.address if cheapest is not None else None,
+        "cheapest_rate_per_second": rate,
+        "max_rate_per_second": request.max_rate_per_second,
+        "deposit": request.deposit,
+    }
+
+
+def quote_text(offer: dict[str, Any], request: RentRequest, decimals: int) -> str:
+    """The quote as a renter reads it: tokens per hour for this VM, how long the deposit lasts."""
+    rate, most = offer["cheapest_rate_per_second"], offer["max_rate_per_second"]
+    size = f"{request.vcpu} vCPU, {request.memory_mib} MiB, {request.disk_gib} GiB"
+    lasts = format_duration(request.deposit // rate) if rate else "until closed"
+    return (
+        f"quote: {offer['nodes']} node(s) offer {size}; the cheapest costs "
+        f"{format_rate(rate, decimals)}, your max is {format_rate(most, decimals)}; "
+        f"the deposit of {format_amount(request.deposit, decimals)} lasts {lasts} at that rate "
+        f"(at least {format_duration(request.deposit // most)})"
+    )
+
+
+def _fits(node: NodeView, vcpu: int, memory_mib: int, disk_gib: int) -> bool:
+    free = (
+        node.free_vcpus if node.free_vcpus is not None else node.vcpus,
+        node.free_memory_mib if node.free_memory_mib is not None else node.memory_mib,
+        node.free_disk_gib if node.free_disk_gib is not None else node.disk_gib,
+    )
+    return node.active and free[0] >= vcpu and free[1] >= memory_mib and free[2] >= disk_gib
+
+
+def nodes(
+    vcpu: Annotated[int, typer.Option("--vcpu", min=1, help="vCPUs of the VM to price.")] = 2,
+    memory: Annotated[int, typer.Option("--memory", min=1, help="Memory in MiB.")] = 4096,
+    disk: Annotated[int, typer.Option("--disk", min=1, help="Disk in GiB.")] = 20,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also nodes that are inactive or lack room for it.")
+    ] = False,
+    deployment: DeploymentOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The market's SEV-SNP nodes, cheapest first, priced for a VM of this size.
+
+    A node's price is per vCPU and second on chain; a lease pays it times its vCPUs. Shown in
+    tokens per hour for the VM, the chain's base units per second beside (and in --json)."""
+    from rich.table import Table
+
+    from cvm.api_client import ApiClient
+    from cvm.chain import TeeType
+    from cvm.config import get_settings
+
+    record = load_deployment(deployment)
+    decimals = connect_chain(record).token.decimals()
+    with ApiClient(record.api_url or get_settings().api_url) as api:
+        listed = api.list_nodes(
+            tee_type=int(TeeType.SEV_SNP), active=None if show_all else True, limit=1000
+        )
+    rows = [(n, _fits(n, vcpu, memory, disk)) for n in listed]
+    rows = sorted((r for r in rows if show_all or r[1]), key=lambda r: r[0].price_per_vcpu_second)
+    data = [
+        node.model_dump(mode="json")
+        | {"fits": fits, "rate_per_second": node.price_per_vcpu_second * vcpu}
+        for node, fits in rows
+    ]
+
+    def table() -> Table | str:
+        if not rows:
+            return f"no active node has room for {vcpu} vCPU, {memory} MiB, {disk} GiB"
+        shown = Table(
+            "node", f"{vcpu} vCPU VM", "per vCPU", "free vCPU / MiB / GiB", "stake",
+            "reputation", "region", "endpoint", *(["fits"] if show_all else []),
+            title=f"nodes for a {vcpu} vCPU, {memory} MiB, {disk} GiB VM, cheapest first",
+        )  # fmt: skip
+        for node, fits in rows:
+            free = (node.free_vcpus, node.free_memory_mib, node.free_disk_gib)
+            shown.add_row(
+                literal(node.address),
+                format_rate(node.price_per_vcpu_second * vcpu, decimals),
+                format_amount(node.price_per_vcpu_second * 3600, decimals) + "/h",
+                literal(" / ".join("?" if value is None else str(value) for value in free)),
+                format_amount(node.stake, decimals),
+                literal(f"{node.reputation:.2f}"),
+                literal(node.region or "-"),
+                literal(node.endpoint or "-"),
+                *(["yes" if fits else "no"] if show_all else []),
+            )
+        return shown
+
+    emit(data, table)
+
+
 def rent(
     vcpu: Annotated[int, typer.Option("--vcpu", min=1, help="vCPUs.")] = 2,
     memory: Annotated[int, typer.Option("--memory", min=1, help="Memory in MiB.")] = 4096,
@@ -193,9 +298,11 @@ def rent(
     max_price: Annotated[
         str,
         typer.Option(
-            "--max-price", help="Most tokens per second for the whole VM (or e.g. 1000base)."
+            "--max-price",
+            help="Most the whole VM may cost: tokens per hour (0.072/h), per second (0.00002/s;"
+            " a bare number is per second), or base units per second (1000base/s).",
         ),
-    ] = "0.00002",
+    ] = "0.072/h",
     duration: Annotated[
         str | None, typer.Option(help="Prepay this long at --max-price (e.g. 15m, 2h).")
     ] = None,
@@ -233,7 +340,7 @@ def rent(
     from cvm.renter import RentRequest, is_verified, lease_phase
 
     # Everything the user typed is checked before a wallet is unlocked or a chain touched.
-    price_typed = parse_amount(max_price, "--max-price")
+    check_rate(max_price, "--max-price")
     deposit_typed = parse_amount(deposit, "--deposit") if deposit is not None else None
     seconds = parse_duration(duration, "--duration") if duration is not None else None
     if deposit_typed is None and seconds is None:
@@ -270,7 +377,7 @@ def rent(
         if not demo:
             raise UsageError("--measurement is required: this deployment has no demo image")
         expected = _measurement(str(demo))
-    price = base_units(price_typed, decimals, "--max-price")
+    price = parse_rate(max_price, "--max-price", decimals)
     if deposit_typed is not None:
         amount = base_units(deposit_typed, decimals, "--deposit")
     else:
@@ -286,6 +393,9 @@ def rent(
         reattest_interval=reattest_s,
         ssh_public_key=ssh_public_key,
     )
+    offer = quote(renter.matching_nodes(request), request, decimals)
+    if not as_json and offer["nodes"]:
+        out().print(quote_text(offer, request, decimals), highlight=False)
     lease_id = renter.rent(request)
     if not as_json:
         out().print(
@@ -304,7 +414,7 @@ def rent(
             # The lease exists and is paid for by now: the retry is for it, not a new rent.
             retry=f"run `cvm lease secrets put {lease_id} --trust-simulated-amd`",
         )
-    view = report.as_dict() | ({"released": released} if released else {})
+    view = report.as_dict() | {"quote": offer} | ({"released": released} if released else {})
     emit(view, lambda: _lease_table(report, decimals))
     if released and not as_json:
         simulated = released["amd_root"] == "simulated"
@@ -333,15 +443,16 @@ def leases(
 
     def table() -> Table:
         rows = Table("lease", "status", "attestation", "node", "vCPU", "deposit", "earned",
-                     "accepted", title=f"leases of {renter.address}")  # fmt: skip
+                     "accepted",
+                     title=f"leases of {literal(renter.address)}")  # fmt: skip
         for report in reports:
             data = report.as_dict()
             rows.add_row(
-                str(data["lease_id"]),
-                lease_status(report),
-                data["attestation"]["status"],
-                str(data["node"] or "-"),
-                str(data["vcpu"]),
+                literal(data["lease_id"]),
+                literal(lease_status(report)),
+                literal(data["attestation"]["status"]),
+                literal(data["node"] or "-"),
+                literal(data["vcpu"]),
                 format_amount(data["deposit"], decimals),
                 format_amount(data["earned"], decimals),
                 format_time(data["accepted_at"]),
@@ -353,7 +464,7 @@ def leases(
         for report in reports:
             hint = lease_hint(report)
             if hint:
-                out().print(f"lease {report.lease.lease_id}: {hint}")
+                out().print(f"lease {report.lease.lease_id}: {literal(hint)}")
 
 
 LeaseId = Annotated[int, typer.Argument(help="The lease id.", min=1)]
@@ -477,13 +588,14 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
     def table() -> Table:
         rows = Table(title=f"attestation of lease {lease_id}", show_header=False)
         for key in ("status", "node", "measurement", "report_hash"):
-            rows.add_row(key, str(result[key]))
+            rows.add_row(key, literal(result[key]))
         for key in ("submitted_at", "verified_at", "expires_at"):
             rows.add_row(key.removesuffix("_at"), format_time(result[key]))
         verification = result["verification"]
         if verification is not None:
-            reasons = ", ".join(verification["reason_codes"]) or "none"
-            rows.add_row("verifier", f"ok={verification['ok']} reasons: {reasons}")
+            # The backend's words: each reason code is shown as text, never acted on.
+            reasons = ", ".join(literal(code) for code in verification["reason_codes"]) or "none"
+            rows.add_row("verifier", f"ok={literal(verification['ok'])} reasons: {reasons}")
         if result["status"] != "none":
             rows.add_row("signed by", amd_root_text(result["amd_root"]))
         return rows

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from cvm.cli.plumbing import CliError, err, out
+from cvm.cli.plumbing import CliError, err, literal, out
 from devstack.cli.stack import (
     DataDirOption,
     LauncherOption,
@@ -124,7 +124,8 @@ def demo(
             else:
                 summary = _journey(state, timeout)
     except DemoFailed as exc:
-        err().print(f"[red]demo failed[/red]: {exc}")
+        # A step failure carries the backend's, the chain's or the guest's words: as text.
+        err().print(f"[red]demo failed[/red]: {literal(exc)}")
         raise typer.Exit(1) from None
     summary.add_row("demo took", f"{time.monotonic() - started:.1f} s")
     out().print(summary)
@@ -135,7 +136,7 @@ def _journey(state: StackState, timeout: float) -> Table:
     from rich.table import Table
 
     from cvm.chain import Deployment, connect
-    from cvm.cli.plumbing import format_amount
+    from cvm.cli.plumbing import format_amount, format_rate
     from cvm.cli.renter import follow
     from cvm.renter import RentRequest, is_verified
     from devstack import DEMO_MEASUREMENT
@@ -162,7 +163,8 @@ def _journey(state: StackState, timeout: float) -> Table:
 
     def rent() -> int:
         offers = renter.matching_nodes(request)
-        out().print(f"{len(offers)} nodes fit 2 vCPU / 4 GiB / 20 GiB at ≤ 0.00001 token/s")
+        most = format_rate(request.max_rate_per_second, decimals)
+        out().print(f"{len(offers)} nodes fit 2 vCPU / 4 GiB / 20 GiB at ≤ {most}")
         lease_id = renter.rent(request)
         out().print(f"lease {lease_id} created with {tokens(request.deposit)} tokens in escrow")
         return lease_id
@@ -173,7 +175,8 @@ def _journey(state: StackState, timeout: float) -> Table:
         report = follow(renter, lease_id, timeout, quiet=False)
         if not is_verified(report):
             raise DemoFailed(f"the lease ended as {report.attestation.status.name}")
-        out().print(f"matched to node {report.lease.node_key} at {report.lease.rate_per_second}/s")
+        rate = format_rate(report.lease.rate_per_second, decimals)
+        out().print(f"matched to node {literal(report.lease.node_key)} at {rate}")
 
     _step(3, "matched, launched and attested", watch)
 
