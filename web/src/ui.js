@@ -41,6 +41,15 @@ function trim(text) {
   return fraction.length > 8 ? `${whole}.${fraction.slice(0, 8)}…` : text;
 }
 
+// Prices on chain are base units per second (a node's per vCPU, a lease's for the whole VM);
+// renters think in tokens per hour for the size they rent. `perHour` is what the page shows,
+// `baseRate` the chain's own figure, shown only behind a "base units" toggle.
+export const SECONDS_PER_HOUR = 3600n;
+export const perHour = (perSecond) => (perSecond === null || perSecond === undefined ? "—" : `${tokens(perSecond * SECONDS_PER_HOUR)} per hour`);
+export const baseRate = (perSecond, unit = "second") => `${perSecond} base units per ${unit}`;
+// Tokens per hour as typed → base units per second, rounded down: never more than was said.
+export const parsePerHour = (text) => parseTokens(text) / SECONDS_PER_HOUR;
+
 export const short = (address) => (address ? `${address.slice(0, 6)}…${address.slice(-4)}` : "—");
 
 export function when(unixSeconds) {

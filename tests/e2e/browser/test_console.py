@@ -6,6 +6,7 @@ talks to it through EIP-1193 exactly as it would to MetaMask.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,20 @@ def test_marketplace_lists_nodes_and_fits_a_phone(console_page: Page, artifacts:
     expect(page.locator("tbody tr")).to_have_count(3)
     expect(page.locator("tbody")).to_contain_text("SEV-SNP")
     page.screenshot(path=artifacts / "marketplace.png", full_page=True)
-    # Sorted by price, cheapest first; one click on the header reverses it.
-    expect(page.locator("tbody tr").first).to_contain_text("1000000000000 base units")
-    page.get_by_role("button", name="Price per vCPU-second").click()
-    expect(page.locator("tbody tr").first).to_contain_text("3000000000000 base units")
+    # Priced the way renters think: tokens per hour for a VM of the chosen size (2 vCPU by
+    # default), cheapest first; the chain's base units only behind the toggle.
+    first = page.locator("tbody tr").first
+    expect(first).to_contain_text("0.0072")  # 1e12 base units per vCPU-second x 2 x 3600 s
+    expect(first).to_contain_text("per hour")
+    expect(first).not_to_contain_text("base units")
+    page.get_by_label("Price a VM of this many vCPU").fill("4")
+    expect(first).to_contain_text("0.0144")
+    page.get_by_label("Show base units").check()
+    expect(first).to_contain_text("1000000000000 base units per vCPU-second")
+    # One click on the header reverses the order.
+    page.get_by_role("button", name="Price per hour").click()
+    expect(first).to_contain_text("3000000000000 base units per vCPU-second")
+    expect(first).to_contain_text("0.0432")  # 3e12 x 4 x 3600
     page.get_by_label("At least this many free vCPU").fill("10")
     expect(page.locator("tbody tr")).to_have_count(1)
     # Keyboard only: Tab along the navigation, Enter opens the page and focuses its heading.
@@ -81,6 +92,13 @@ def test_rejected_permit_leaves_nothing_half_done(
     wallet.reject.add("eth_signTypedData_v4")
     connect_wallet(page)
     rent(page)
+    # The quote reads in tokens per hour for this VM; the chain's base units behind a toggle.
+    quote = page.locator("#quote")
+    expect(quote).to_contain_text("0.0072")  # 1e12 base units per vCPU-second x 2 x 3600 s
+    expect(quote).to_contain_text("per hour for this VM")
+    expect(quote.get_by_text("1000000000000 base units per vCPU-second")).to_be_hidden()
+    quote.get_by_text("Base units (what the chain stores)").click()
+    expect(quote.get_by_text("1000000000000 base units per vCPU-second")).to_be_visible()
     expect(page.locator("#result")).to_contain_text("You rejected the request")
     expect(page.locator("#result")).to_contain_text("No lease was created")
     assert "eth_sendTransaction" not in wallet.requests
@@ -90,6 +108,31 @@ def test_rejected_permit_leaves_nothing_half_done(
     wallet.reject.clear()
     page.get_by_role("button", name="Sign in and rent").click()
     expect(page.get_by_role("heading", name=f"Lease {leases_before}")).to_be_visible()
+
+
+def test_rent_drops_a_session_the_backend_refused(
+    console_page: Page, wallet: TestWallet, console: Console
+) -> None:
+    """A saved sign-in the backend no longer accepts (it restarted, or the session ended early)
+    is forgotten at its 401, and the next click signs in afresh and rents.
+
+    Fails on the old code: the refused token stayed in sessionStorage, so every later click
+    sent it again and failed the same way until the tab was closed."""
+    page = console_page
+    connect_wallet(page)
+    key = f"cvm.session.{wallet.address.lower()}"
+    stale = {"token": "a-token-the-backend-never-issued", "address": wallet.address,
+             "expiresAt": "2099-01-01T00:00:00Z"}  # fmt: skip
+    page.evaluate("([key, value]) => sessionStorage.setItem(key, value)", [key, json.dumps(stale)])
+    rent(page)
+    expect(page.locator("#result [role=alert]")).to_be_visible()  # the backend's 401, shown
+    assert page.evaluate("(key) => sessionStorage.getItem(key)", key) is None
+    expect(page.locator("#result")).to_contain_text("no longer accepts your sign-in")
+    assert "personal_sign" not in wallet.requests  # the stale session was tried, not a new one
+    lease_id = console.chain.leases.next_lease_id()
+    page.get_by_role("button", name="Sign in and rent").click()
+    expect(page.get_by_role("heading", name=f"Lease {lease_id}")).to_be_visible()
+    assert "personal_sign" in wallet.requests
 
 
 def test_rent_watch_verified_live_top_up_close_and_operator_claims(

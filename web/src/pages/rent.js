@@ -1,9 +1,11 @@
-// Rent: a quote first (which nodes fit, what it costs, how long it runs), then Sign-In with
-// Ethereum and one wallet transaction (an EIP-2612 permit signature + createLeaseWithPermit).
-import { createIntent, listNodes } from "../api.js";
+// Rent: a quote first (which nodes fit, what it costs per hour, how long it runs), then
+// Sign-In with Ethereum and one wallet transaction (an EIP-2612 permit signature +
+// createLeaseWithPermit). A session the backend refuses (401) is dropped at once, so the
+// next click signs in afresh instead of sending the dead token again.
+import { ApiError, createIntent, listNodes } from "../api.js";
 import { balances, createLease } from "../chain.js";
-import { signIn } from "../session.js";
-import { duration, facts, h, message, parseTokens, status, tokens } from "../ui.js";
+import { forgetSession, signIn } from "../session.js";
+import { baseRate, duration, facts, h, message, parsePerHour, parseTokens, perHour, status, tokens } from "../ui.js";
 import { state as wallet } from "../wallet.js";
 
 const SEV_SNP = 1;
@@ -21,7 +23,7 @@ export async function rentPage(main, config) {
   const [imageLabel, image] = field("image", "Image (name or hash)", { type: "text", value: "cvm-demo", required: true });
   const [measurementLabel, measurement] = field("measurement", "Expected launch measurement (48 bytes hex)", { type: "text", value: config.demoMeasurement || "", required: true, class: "mono", pattern: "^0x[0-9a-fA-F]{96}$" });
   const [sshLabel, ssh] = field("ssh", "SSH public key (optional)", { type: "text" });
-  const [priceLabel, maxPrice] = field("max-price", "Max price for the whole VM, tokens per second", { type: "text", value: "0.00002", inputmode: "decimal", required: true });
+  const [priceLabel, maxPrice] = field("max-price", "Max price for the whole VM, tokens per hour", { type: "text", value: "0.072", inputmode: "decimal", required: true });
   const mode = h("select", { id: "pay-mode" }, h("option", { value: "duration" }, "for a duration (minutes)"), h("option", { value: "deposit" }, "a deposit (tokens)"));
   const [amountLabel, amount] = field("pay-amount", "Minutes, or tokens", { type: "text", value: "60", inputmode: "decimal", required: true });
   const quoteBox = h("div", { id: "quote", "aria-live": "polite" });
@@ -29,7 +31,8 @@ export async function rentPage(main, config) {
   let quote = null;
 
   function request() {
-    const max = parseTokens(maxPrice.value);
+    const max = parsePerHour(maxPrice.value);
+    if (max <= 0n) throw new Error("The max price must be at least one base unit per second.");
     const seconds = mode.value === "duration" ? BigInt(Math.round(Number(amount.value) * 60)) : null;
     const deposit = seconds !== null ? max * seconds : parseTokens(amount.value);
     if (!/^0x[0-9a-fA-F]{96}$/.test(measurement.value.trim())) throw new Error("The expected measurement must be 0x followed by 96 hex digits (48 bytes).");
@@ -48,7 +51,7 @@ export async function rentPage(main, config) {
       && (n.freeDiskGib ?? n.diskGib) >= wanted.diskGib && n.pricePerVcpuSecond * BigInt(wanted.vcpu) <= wanted.maxRatePerSecond)
       .sort((a, b) => (a.pricePerVcpuSecond < b.pricePerVcpuSecond ? -1 : 1));
     if (fit.length === 0) {
-      quoteBox.replaceChildren(message("error", `No node fits: none offers ${wanted.vcpu} vCPU, ${wanted.memoryMib} MiB and ${wanted.diskGib} GiB free at ${tokens(wanted.maxRatePerSecond)} per second or less. Lower the size or raise the max price.`));
+      quoteBox.replaceChildren(message("error", `No node fits: none offers ${wanted.vcpu} vCPU, ${wanted.memoryMib} MiB and ${wanted.diskGib} GiB free at ${perHour(wanted.maxRatePerSecond)} or less. Lower the size or raise the max price.`));
       return;
     }
     const rate = fit[0].pricePerVcpuSecond * BigInt(wanted.vcpu);
@@ -63,13 +66,19 @@ export async function rentPage(main, config) {
     quote = { ...wanted, rate, nodes: fit.length, affordable: notes.every((n) => !n.classList.contains("error")) };
     quoteBox.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Quote"), facts([
       ["Nodes that fit", String(fit.length)],
-      ["Cheapest rate", `${tokens(rate)} per second (${fit[0].pricePerVcpuSecond} base units per vCPU-second)`],
-      ["Your max price", `${tokens(wanted.maxRatePerSecond)} per second`],
+      ["Cheapest rate", `${perHour(rate)} for this VM (${wanted.vcpu} vCPU × ${perHour(fit[0].pricePerVcpuSecond)})`],
+      ["Your max price", perHour(wanted.maxRatePerSecond)],
       ["Deposit (escrowed)", tokens(wanted.deposit)],
       ["Runs for", `${duration(wanted.deposit / rate)} at the cheapest rate, at least ${duration(wanted.deposit / wanted.maxRatePerSecond)}`],
       ["Expected measurement", h("span", { class: "mono" }, wanted.measurement)],
       ["Image", wanted.image],
-    ]), ...notes, h("p", {}, "Renting asks your wallet for: a sign-in message (once per session), a permit signature for the deposit, and one transaction."),
+    ]),
+    h("details", { id: "base-units" }, h("summary", {}, "Base units (what the chain stores)"), facts([
+      ["Cheapest rate", baseRate(rate)],
+      ["Node price", baseRate(fit[0].pricePerVcpuSecond, "vCPU-second")],
+      ["Your max price", baseRate(wanted.maxRatePerSecond)],
+      ["Deposit", `${wanted.deposit} base units`],
+    ])), ...notes, h("p", {}, "Renting asks your wallet for: a sign-in message (once per session), a permit signature for the deposit, and one transaction."),
     h("button", { type: "button", id: "rent", disabled: !quote.affordable, onclick: rent }, "Sign in and rent")));
   }
 
@@ -91,8 +100,15 @@ export async function rentPage(main, config) {
       location.hash = `#/leases/${leaseId}`;
     } catch (error) {
       status("");
-      const shown = error.kind === "rejected" ? `${error.message} No lease was created and no tokens moved.` : error.message;
-      resultBox.replaceChildren(message("error", shown));
+      if (error instanceof ApiError && error.status === 401) {
+        // The backend refused the saved session (restarted, or it expired early): forget it,
+        // or every later click would send the same dead token and fail the same way.
+        forgetSession(wallet.account);
+        resultBox.replaceChildren(message("error", "The marketplace no longer accepts your sign-in. No lease was created and no tokens moved. Sign in again to rent."));
+      } else {
+        const shown = error.kind === "rejected" ? `${error.message} No lease was created and no tokens moved.` : error.message;
+        resultBox.replaceChildren(message("error", shown));
+      }
       button.disabled = false;
     }
   }
