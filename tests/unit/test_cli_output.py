@@ -94,3 +94,48 @@ def test_the_rent_quote_prices_the_whole_vm_per_hour() -> None:
     assert "the cheapest costs 0.0072 tokens/h (2000000000000 base/s)" in text
     assert "your max is 0.072 tokens/h (20000000000000 base/s)" in text
     assert "lasts 10 h 0 min at that rate (at least 60 min)" in text
+
+
+_IN_A_TERMINAL = r"""
+from rich.live import Live
+from rich.text import Text
+from cvm.cli.plumbing import out
+with Live(Text("phase 1"), console=out()) as live:
+    print("printed while live")  # through Rich's stdout proxy, back to the same console
+    live.update(Text("phase 2"))
+out().print(Text("raw: \x1b]0;title\x07 \x1b]52;c;eA==\x07 \x1b[2J end", style="bold"))
+"""
+
+
+def test_a_real_terminal_gets_richs_styles_and_live_display_but_no_foreign_sequence() -> None:
+    """In a pseudo-terminal (where Rich does write escape sequences): the live display and
+    its stdout proxy work through the guard, and a foreign OSC or CSI 2J does not pass."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _IN_A_TERMINAL], stdout=slave, stderr=slave, env=env
+    )
+    os.close(slave)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, data
+    shown = data.decode()
+    assert "printed while live" in shown and "phase 2" in shown
+    assert "\x1b[1m" in shown  # Rich's own style reaches the terminal
+    assert "raw: ?]0;title ?]52;c;eA== ?[2J end" in shown  # (Rich drops BEL itself)
+    for raw in ("\x1b]", "\x07", "\x1b[2J"):
+        assert raw not in shown, repr(shown)

@@ -4,7 +4,7 @@
 import { getLease, leasesOf, watchTimeline } from "../api.js";
 import { CLOSE_REASON, closeLease, leaseMoney, topUp } from "../chain.js";
 import { renterView } from "../guest.js";
-import { duration, facts, h, message, parseTokens, simulatedBadge, status, tokens, when } from "../ui.js";
+import { baseRate, duration, facts, h, message, parseTokens, perHour, simulatedBadge, status, tokens, when } from "../ui.js";
 import { state as wallet } from "../wallet.js";
 
 const STEP_LABELS = { created: "Created", matched: "Matched", accepted: "Accepted", launched: "Launched", report_submitted: "Report submitted", verified: "Verified" };
@@ -70,7 +70,7 @@ export async function leasePage(main, config, id) {
       ["Deposit", tokens(l.deposit)],
       ["Earned by the node so far", h("span", { id: "earned" }, tokens(earned + live))],
       ["Deposit left (refundable)", h("span", { id: "refundable" }, tokens(refundable - live))],
-      ["Rate", rate > 0n ? `${tokens(rate)} per second` : "not accepted yet"],
+      ["Rate", rate > 0n ? h("span", { title: baseRate(rate) }, perHour(rate)) : "not accepted yet"],
       ["Time left", s === "active" && rate > 0n ? duration((refundable - live) / rate) : "—"],
       s === "closed" && ["Closed because", CLOSE_REASON[l.closeReason]],
     ]));
