@@ -380,7 +380,7 @@ class QemuLauncher(Launcher):
         """Hand sealed secrets (report_data, enc, ciphertext in hex) to the guest agent."""
         message = {"op": "secrets", **{k: sealed[k] for k in ("report_data", "enc", "ciphertext")}}
         answer = self.channel(lease_id).request(message)
-        return [str(name) for name in answer.get("installed", [])]
+        return answer.texts("installed")  # checked: a guest's `"installed": 5` is an error
 
     def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
         if self.status(lease_id).state != GuestState.RUNNING:
