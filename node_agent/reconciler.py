@@ -139,8 +139,8 @@ class Reconciler:
             # A guest started afresh is not the one the standing attestation was about; a
             # challenge asks for a fresh report now, or payment stops at the window's end.
             challenged = self._challenged_since_submission(lease_id)
-            if lifecycle.poster.attest(
-                lease_id, force=restarted or challenged, restarted=restarted
+            if lifecycle.attest_or_give_back(
+                lease, record, force=restarted or challenged, restarted=restarted
             ):
                 result.attested.append(lease_id)
                 if challenged:
