@@ -147,9 +147,12 @@ class NodeAgent:
     def _serve_guest(self, lease_id: int) -> None:
         """Relay secrets to the lease's guest and ship its console; each guarded on its own,
         so that a guest refusing its secrets still has its console shipped."""
-        if self.relay is not None and self.launcher.status(lease_id).state == GuestState.RUNNING:
-            guarded("relay", lease_id, self.relay.sync)
+        guarded("relay", lease_id, self._relay_secrets)
         guarded("console", lease_id, self._ship_console)
+
+    def _relay_secrets(self, lease_id: int) -> None:
+        if self.relay is not None and self.launcher.status(lease_id).state == GuestState.RUNNING:
+            self.relay.sync(lease_id)
 
     def _ship_console(self, lease_id: int) -> None:
         """Take the guest's new console output out of QEMU and send it with what is pending;
