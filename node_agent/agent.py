@@ -20,12 +20,13 @@ from cvm.chain import ChainClient
 from cvm.eip712 import Heartbeat
 from node_agent.attestation_poster import AttestationPoster
 from node_agent.console_relay import ConsoleRelay
-from node_agent.errors import AgentError
+from node_agent.errors import AgentError, LauncherError
 from node_agent.guest_relay import GuestRelay
 from node_agent.heartbeat import send_heartbeat
 from node_agent.image_fetch import ImageFetcher
-from node_agent.launcher.base import Launcher
+from node_agent.launcher.base import GuestState, Launcher
 from node_agent.launcher.qemu import QemuLauncher
+from node_agent.lease_steps import DEFAULT_BUDGET_S, DEFAULT_WORKERS, LeaseSteps, guarded
 from node_agent.lifecycle import LeaseLifecycle
 from node_agent.private_spec import PrivateSpecSource
 from node_agent.reconciler import Reconciler, ReconcileResult
@@ -56,6 +57,8 @@ class NodeAgent:
         clock: Callable[[], float] = time.time,
         image_max_bytes: int = DEFAULT_IMAGE_MAX_BYTES,
         image_cache_bytes: int | None = None,
+        step_workers: int = DEFAULT_WORKERS,
+        step_budget_s: float = DEFAULT_BUDGET_S,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
@@ -66,6 +69,9 @@ class NodeAgent:
         self.capacity = capacity
         self.api = api
         self.clock = clock
+        # Every lease's steps (its guest's I/O above all) run here, off the scheduler's thread.
+        self.steps = LeaseSteps(step_workers)
+        self.step_budget_s = step_budget_s
         self.poster = AttestationPoster(
             chain, launcher, store, api=api, reattest_margin_s=reattest_margin_s
         )
@@ -127,34 +133,46 @@ class NodeAgent:
         return self.lifecycle.stop_lease(lease_id)
 
     def reconcile(self) -> ReconcileResult:
-        """Converge chain, store and running guests (at start and on a schedule); then relay
-        SSH access and sealed secrets to the running guests that have an agent."""
-        result = self.reconciler.reconcile()
-        if self.relay is not None:
-            for guest in self.launcher.running():
-                self.relay.sync(guest.lease_id)
-        self.ship_consoles()
-        return result
+        """Converge chain, store and running guests (at start and on a schedule); after each
+        lease's step, relay SSH access and sealed secrets to its guest and ship its console.
 
-    def ship_consoles(self) -> None:
-        """Send the new console output of every running guest to the backend (the renter's
-        `cvm lease logs`); a refusal is logged and the output sent again next time."""
-        if self.console is None or self._qemu is None:
-            return
-        self.console.prune({record.lease_id for record in self.store.leases()})  # active ones
-        for guest in self._qemu.running():
-            self._ship_console(guest.lease_id)
+        Each lease's steps run on the step pool, off the caller's thread, one at a time per
+        lease and guarded: a slow or hostile guest holds its own thread, never another
+        lease's, and the pass waits for them `step_budget_s` at most."""
+        if self.console is not None:
+            self.console.prune({record.lease_id for record in self.store.leases()})
+        deadline = time.monotonic() + self.step_budget_s
+        return self.reconciler.reconcile(self.steps, deadline, then=self._serve_guest)
+
+    def _serve_guest(self, lease_id: int) -> None:
+        """Relay secrets to the lease's guest and ship its console; each guarded on its own,
+        so that a guest refusing its secrets still has its console shipped."""
+        guarded("relay", lease_id, self._relay_secrets)
+        guarded("console", lease_id, self._ship_console)
+
+    def _relay_secrets(self, lease_id: int) -> None:
+        if self.relay is not None and self.launcher.status(lease_id).state == GuestState.RUNNING:
+            self.relay.sync(lease_id)
 
     def _ship_console(self, lease_id: int) -> None:
+        """Take the guest's new console output out of QEMU and send it with what is pending;
+        also called right before a guest is stopped, for its last words."""
         if self.console is None or self._qemu is None:
             return
-        log_path = self._qemu.console_log(lease_id)
-        if not log_path.exists():
-            return  # no guest of this lease here (or it never started)
         try:
-            self.console.ship(lease_id, log_path)
+            output = self._qemu.read_console(lease_id)
+        except LauncherError:
+            output = b""  # no guest of this lease here (or its monitor does not answer)
+        if not output and not self.console.pending(lease_id):
+            return
+        try:
+            self.console.ship(lease_id, output)
         except (ApiError, OSError) as exc:
             log.warning("lease %s: console not shipped: %s", lease_id, exc)
+
+    def close(self) -> None:
+        """Start no more lease steps (those running end at their guests' deadlines)."""
+        self.steps.close()
 
     def heartbeat(self) -> Heartbeat:
         """Sign and send the free capacity to the backend (needs an API client)."""

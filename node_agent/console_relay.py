@@ -1,11 +1,14 @@
 """The node's side of `cvm lease logs`: ship the tail of each guest's serial console to the
 backend, signed by the node key, a chunk at a time.
 
-The console is read from QEMU's serial log on this host, so the renter is told it is
-untrusted (the host sees and could change it). Per lease the relay remembers which guest
-(its log file) it read, how far, and the stream position reached, so a restarted guest
-continues the lease's stream and nothing is sent twice; output that piles up faster than
-the backend keeps (`CONSOLE_TAIL_BYTES`) is skipped, leaving a gap the backend sees.
+The console never touches the host's disk: QEMU keeps it in a ring buffer of its own
+(`qemu_args.CONSOLE_RING_BYTES`), the agent takes it out on each pass and holds what the
+backend has not accepted yet in a bounded buffer per lease (`budget_bytes`, what the backend
+keeps anyway). A guest that floods its console (about 32 GB a day under TCG) only ever
+costs the host those two buffers: older output is dropped, leaving a gap in the lease's
+stream that the backend sees. The console is read on this host, so the renter is told it
+is untrusted (the host sees and could change it). Per lease the relay remembers the stream
+position reached, so a restarted guest continues the lease's stream and nothing is sent twice.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -25,13 +29,26 @@ log = logging.getLogger(__name__)
 
 
 class ConsoleRelay:
-    """Ships new console output of running guests; state per lease under `state_dir`."""
+    """Ships new console output of running guests; its stream position per lease under
+    `state_dir`, what is not shipped yet in memory (at most `budget_bytes` per lease)."""
 
-    def __init__(self, api: ApiClient, node_key: LocalAccount, state_dir: Path) -> None:
+    def __init__(
+        self,
+        api: ApiClient,
+        node_key: LocalAccount,
+        state_dir: Path,
+        *,
+        budget_bytes: int = CONSOLE_TAIL_BYTES,
+    ) -> None:
         self.api = api
         self.node_key = node_key
         self.state_dir = state_dir
+        self.budget_bytes = budget_bytes
         self._chain_domain: Domain | None = None
+        self._pending: dict[int, bytearray] = {}
+        # One lock per lease: the pass and a stopping lease (its last output) may ship at once.
+        self._locks: dict[int, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         state_dir.mkdir(parents=True, exist_ok=True)
 
     def _domain(self) -> Domain:
@@ -39,67 +56,62 @@ class ConsoleRelay:
             self._chain_domain = self.api.domain()
         return self._chain_domain
 
+    def _lock(self, lease_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(lease_id, threading.Lock())
+
     def _state_path(self, lease_id: int) -> Path:
         return self.state_dir / f"lease-{lease_id}.json"
 
-    def _state(self, lease_id: int) -> dict[str, int]:
+    def _offset(self, lease_id: int) -> int:
+        """Where the lease's stream is: the offset of the first byte not shipped."""
         try:
             saved = json.loads(self._state_path(lease_id).read_text())
-            return {key: int(value) for key, value in saved.items()}
-        except (FileNotFoundError, ValueError, AttributeError):
-            return {}
+            # "sent": the stream position as agents before the ring buffer recorded it.
+            return max(0, int(saved.get("offset", saved.get("sent", 0))))
+        except (FileNotFoundError, ValueError, TypeError, AttributeError):
+            return 0
 
-    def _save(self, lease_id: int, state: dict[str, int]) -> None:
+    def _save(self, lease_id: int, offset: int) -> None:
         path = self._state_path(lease_id)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(state))
+        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps({"offset": offset}))
         os.replace(temporary, path)
 
-    def ship(self, lease_id: int, console_log: Path) -> int:
-        """Send what the guest wrote to `console_log` since the last call; the bytes sent.
-        `ApiError` if the backend refuses (what was not accepted is sent again next time)."""
-        try:
-            status = console_log.stat()
-        except FileNotFoundError:
-            return 0
-        state = self._state(lease_id)
-        if state.get("guest") != status.st_ino or status.st_size < state.get("read", 0):
-            # Another guest (relaunched) or a truncated log: read it from its start, and
-            # carry on the lease's stream where it was.
-            state = {"guest": status.st_ino, "read": 0, "sent": state.get("sent", 0)}
-        pending = status.st_size - state["read"]
-        if pending > CONSOLE_TAIL_BYTES:
-            skipped = pending - CONSOLE_TAIL_BYTES
-            state["read"] += skipped
-            state["sent"] += skipped
-            log.info("lease %s: %d console bytes skipped (more than the backend keeps)",
-                     lease_id, skipped)  # fmt: skip
-        shipped = 0
-        with console_log.open("rb") as source:
-            source.seek(state["read"])
-            while state["read"] < status.st_size:
-                chunk = source.read(min(CONSOLE_CHUNK_MAX_BYTES, status.st_size - state["read"]))
-                if not chunk:
-                    break
+    def pending(self, lease_id: int) -> int:
+        """Bytes of the lease's console held here, not shipped yet (never over the budget)."""
+        with self._lock(lease_id):
+            return len(self._pending.get(lease_id, b""))
+
+    def ship(self, lease_id: int, output: bytes = b"") -> int:
+        """Add `output` (what the guest wrote since the last call) to what is pending and send
+        it all; the bytes sent. `ApiError` if the backend refuses: what it did not accept
+        stays pending (within the budget) and goes next time."""
+        with self._lock(lease_id):
+            pending = self._pending.setdefault(lease_id, bytearray())
+            pending += output
+            offset = self._offset(lease_id)
+            if len(pending) > self.budget_bytes:
+                # More than the backend keeps, or the backend was away: the oldest goes, and the
+                # stream jumps over it (a gap the backend sees).
+                skipped = len(pending) - self.budget_bytes
+                del pending[:skipped]
+                offset += skipped
+                self._save(lease_id, offset)
+                log.info("lease %s: %d console bytes skipped (more than the backend keeps)",
+                         lease_id, skipped)  # fmt: skip
+            shipped = 0
+            while pending:
+                chunk = bytes(pending[:CONSOLE_CHUNK_MAX_BYTES])
                 # Bytes the backend already holds (this relay's state was lost while the
                 # guest ran on) are recognised by their offset and not stored twice.
                 key, domain = self.node_key.key, self._domain()
-                self.api.upload_console(lease_id, state["sent"], chunk, node_key=key, domain=domain)
-                state["read"] += len(chunk)
-                state["sent"] += len(chunk)
+                self.api.upload_console(lease_id, offset, chunk, node_key=key, domain=domain)
+                del pending[: len(chunk)]
+                offset += len(chunk)
                 shipped += len(chunk)
-                self._save(lease_id, state)
-        if state["read"] >= CONSOLE_TAIL_BYTES and console_log.stat().st_size == state["read"]:
-            # All shipped and past what the backend keeps: empty the file, or a guest writing
-            # to its console in a loop fills the host's disk. QEMU appends (O_APPEND), so it
-            # writes on from the new start; the next pass sees a shorter file and reads it
-            # from there, the stream going on. Bytes written between the size check and the
-            # truncation are lost: a rare gap in an untrusted log, as when output is skipped.
-            os.truncate(console_log, 0)
-            state["read"] = 0
-            log.debug("lease %s: console log emptied after shipping it", lease_id)
-        self._save(lease_id, state)
-        return shipped
+                self._save(lease_id, offset)
+            return shipped
 
     def prune(self, keep: set[int]) -> None:
         """Drop the state of every lease not in `keep` (those still running or about to):
@@ -108,3 +120,6 @@ class ConsoleRelay:
             suffix = path.stem.removeprefix("lease-")
             if suffix.isdigit() and int(suffix) not in keep:
                 path.unlink(missing_ok=True)
+        with self._locks_guard:
+            for lease_id in set(self._pending) - keep:
+                self._pending.pop(lease_id, None)

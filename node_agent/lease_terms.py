@@ -1,4 +1,5 @@
-"""What the agent reads about a lease from the chain alone: its state and its terms.
+"""What the agent reads about a lease from the chain alone: its state, its terms, and until
+when this node may still give it back for free.
 
 The expected measurement and re-attestation interval live in the `LeaseCreated` event (the
 attestation registry keeps them privately), read by the lease market client through the
@@ -35,3 +36,11 @@ def lease_terms(chain: ChainClient, lease: Lease) -> LeaseTerms:
         expected_measurement=created.expected_measurement,
         reattest_interval=created.spec.reattest_interval,
     )
+
+
+def decline_deadline(chain: ChainClient, lease_id: int) -> int:
+    """The last chain time (seconds) at which this node may still decline the lease for free
+    (`LeaseMarket.declineLease`; later, a missed first attestation is slashed). The one
+    place the agent learns it: today the lease's `attestBy`, fixed at accept (read afresh,
+    since a lease read before its accept carries none)."""
+    return chain.leases.get_lease(lease_id).attest_by

@@ -29,7 +29,7 @@ from node_agent.errors import (
 from node_agent.faults import crash_point
 from node_agent.image_fetch import ImageFetcher
 from node_agent.launcher.base import GuestSpec, GuestState, Launcher
-from node_agent.lease_terms import LeaseTerms, lease_terms
+from node_agent.lease_terms import LeaseTerms, decline_deadline, lease_terms
 from node_agent.locks import lease_lock
 from node_agent.measurements import unservable_reason
 from node_agent.private_spec import PrivateSpecSource
@@ -37,9 +37,12 @@ from node_agent.store import ACTIVE_STATES, AgentStore, LeaseRecord, LeaseState,
 
 log = logging.getLogger(__name__)
 
-# A lease whose guest still fails to launch this close to its first-attestation deadline is
-# declined: the decline is one transaction, and after the deadline it would be a slash.
-DECLINE_MARGIN_S = 120
+# A lease whose guest still fails to launch, or has not attested, this close to its free-decline
+# deadline is declined: after the deadline the missed attestation would be slashed. The margin
+# covers the longest guest step that may be under way when it is reached (a boot wait of 60 s
+# and one 30 s exchange, see GuestChannel), a reconciler interval (30 s) and the decline's
+# transaction.
+DECLINE_MARGIN_S = 180
 
 
 class LeaseLifecycle:
@@ -105,7 +108,7 @@ class LeaseLifecycle:
                 self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
                 return False
             restarted = self.ensure_guest(record)
-            return self.poster.attest(lease_id, force=force, restarted=restarted)
+            return self.attest_or_give_back(lease, record, force=force, restarted=restarted)
 
     def stop_lease(self, lease_id: int) -> LeaseState | None:
         """Stop the guest of a lease that closed or ran out (settling it if needed)."""
@@ -151,7 +154,7 @@ class LeaseLifecycle:
         if record.state == LeaseState.RESERVED:
             self.store.set_lease_state(lease_id, LeaseState.ACCEPTED)
         restarted = self.launch_or_give_back(lease, record)
-        if self.poster.attest(lease_id, fresh=just_accepted, restarted=restarted):
+        if self.attest_or_give_back(lease, record, fresh=just_accepted, restarted=restarted):
             return LeaseState.ATTESTED
         current = self.store.get_lease(lease_id)
         return current.state if current else LeaseState.LAUNCHED
@@ -164,14 +167,59 @@ class LeaseLifecycle:
             return self.ensure_guest(record)
         except LauncherError as exc:
             lease_id = lease.lease_id
-            lease = self.chain.leases.get_lease(lease_id)  # with its deadline, fixed at accept
-            if not isinstance(exc, (HostUnsupported, ImageRefused)) and (
-                self.chain.block_timestamp() < lease.attest_by - DECLINE_MARGIN_S
-                or self.chain.attestations.attestation_nonce(lease_id) > 0
+            if not isinstance(exc, (HostUnsupported, ImageRefused)) and not self.decline_due(
+                lease_id
             ):
                 raise
             self.give_back(lease, record, f"the guest cannot be launched: {exc}")
             raise LeaseUnservable(f"lease {lease_id}: the guest cannot be launched") from exc
+
+    def attest_or_give_back(
+        self,
+        lease: Lease,
+        record: LeaseRecord,
+        *,
+        force: bool = False,
+        fresh: bool = False,
+        restarted: bool = False,
+    ) -> bool:
+        """`poster.attest`, under the lease's lock; but a guest that has not attested by the
+        free-decline deadline minus `DECLINE_MARGIN_S` is declined and stopped while that is
+        free (then LeaseUnservable), or the renter would close after the deadline and have
+        the node slashed. What the guest did instead (refusals, timeouts, malformed
+        answers) is logged and kept in the store as evidence."""
+        lease_id = lease.lease_id
+        first = record.state not in (LeaseState.ATTESTED, LeaseState.RELAUNCHED)
+        if (
+            first
+            and not fresh
+            and self._first_report_missing(lease_id)
+            and self.decline_due(lease_id)
+        ):
+            self.give_back(lease, record, "the guest did not attest in time")
+            raise LeaseUnservable(f"lease {lease_id}: the guest did not attest in time")
+        try:
+            return self.poster.attest(lease_id, force=force, fresh=fresh, restarted=restarted)
+        except LauncherError as exc:
+            self.store.record_guest_failure(lease_id, "attest", str(exc))
+            log.warning("lease %s: the guest did not attest: %s", lease_id, exc)
+            if not first or not self.decline_due(lease_id):
+                raise
+            self.give_back(lease, record, f"the guest did not attest in time: {exc}")
+            raise LeaseUnservable(f"lease {lease_id}: the guest did not attest in time") from exc
+
+    def decline_due(self, lease_id: int) -> bool:
+        """Whether the lease is still ours to decline for free but only `DECLINE_MARGIN_S`
+        from its deadline (or past it): nothing was submitted for it yet."""
+        if self.chain.attestations.attestation_nonce(lease_id) > 0:
+            return False  # attested once: the missed-attestation path applies, not a decline
+        deadline = decline_deadline(self.chain, lease_id)
+        return self.chain.block_timestamp() >= deadline - DECLINE_MARGIN_S
+
+    def _first_report_missing(self, lease_id: int) -> bool:
+        """No report for the first nonce in hand: the guest never gave one (one that did is
+        submitted, not declined)."""
+        return self.store.get_submission(lease_id, 0) is None
 
     def refuse(self, lease_id: int, record: LeaseRecord | None, reason: str) -> None:
         """Refuse an open lease this node cannot serve: never accepted, logged once."""
@@ -189,10 +237,9 @@ class LeaseLifecycle:
         lease_id = lease.lease_id
         if not self.serving(lease):
             return self.retire(lease_id, record, reason)
-        if (
-            self.chain.attestations.attestation_nonce(lease_id) > 0
-            or self.chain.block_timestamp() >= lease.attest_by
-        ):
+        nonce = self.chain.attestations.attestation_nonce(lease_id)
+        # At the deadline itself the decline would land in a later block: too late already.
+        if nonce > 0 or self.chain.block_timestamp() >= decline_deadline(self.chain, lease_id):
             log.warning("lease %s: cannot serve it (%s), too late to decline", lease_id, reason)
             return record.state if record else LeaseState.ACCEPTED
         try:

@@ -10,10 +10,11 @@ since its latest submission (`LeaseMarket.challenge`). It finds accepted leases 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cvm.chain import ChainError, LeaseStatus
-from node_agent.errors import AgentError
+from cvm.chain import LeaseStatus
+from node_agent.lease_steps import LeaseSteps
 from node_agent.lifecycle import LeaseLifecycle
 from node_agent.store import ACTIVE_STATES, LeaseRecord, LeaseState
 
@@ -61,22 +62,33 @@ class Reconciler:
             return start  # never scanned, or a chain that was reset under the store
         return saved
 
-    def reconcile(self) -> ReconcileResult:
-        """Converge chain, store and running guests; one lease's trouble spares the others."""
+    def reconcile(
+        self,
+        steps: LeaseSteps | None = None,
+        deadline: float | None = None,
+        then: Callable[[int], object] | None = None,
+    ) -> ReconcileResult:
+        """Converge chain, store and running guests; one lease's trouble spares the others.
+
+        The scan runs in this thread. Each lease's step (chain reads, its guest, its
+        transactions, then `then(lease_id)` whether it failed or not) runs on `steps` (in
+        this thread if None), waited for until `deadline` (time.monotonic())."""
         result = ReconcileResult()
         known = {record.lease_id: record for record in self.store.leases()}
         head = int(self.chain.w3.eth.block_number)  # before the scan: nothing after it is skipped
         self._adopt_forgotten(head, known, result)
         running = {guest.lease_id for guest in self.launcher.running()}
-        for lease_id in sorted(set(known) | running):
+
+        def step(lease_id: int) -> None:
             try:
                 self._reconcile_one(lease_id, result)
-            except (AgentError, ChainError) as exc:
-                log.warning("reconcile lease %s: %s", lease_id, exc)
-            except Exception:
-                # Anything else (a guest's malformed answer, a bug) concerns this lease only:
-                # logged with its trace, and the other leases are still reconciled.
-                log.exception("reconcile lease %s: unexpected error", lease_id)
+            finally:
+                if then is not None:
+                    then(lease_id)
+
+        (steps or LeaseSteps(workers=0)).run("lease", sorted(set(known) | running), step, deadline)
+        for changed in vars(result).values():
+            changed.sort()  # steps end in any order
         return result
 
     def _adopt_forgotten(
@@ -127,8 +139,8 @@ class Reconciler:
             # A guest started afresh is not the one the standing attestation was about; a
             # challenge asks for a fresh report now, or payment stops at the window's end.
             challenged = self._challenged_since_submission(lease_id)
-            if lifecycle.poster.attest(
-                lease_id, force=restarted or challenged, restarted=restarted
+            if lifecycle.attest_or_give_back(
+                lease, record, force=restarted or challenged, restarted=restarted
             ):
                 result.attested.append(lease_id)
                 if challenged:

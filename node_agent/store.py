@@ -62,7 +62,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 3: the guest agent's public key that a report's REPORT_DATA binds (empty: none).
     ("ALTER TABLE submissions ADD COLUMN guest_key BLOB NOT NULL DEFAULT x''",),
+    # 4: what a guest answered when it did not attest (refusals, timeouts, malformed answers):
+    # the node's evidence when it declines a lease whose guest stays silent.
+    (
+        """CREATE TABLE guest_failures (
+            lease_id INTEGER NOT NULL,
+            at REAL NOT NULL,
+            step TEXT NOT NULL,
+            error TEXT NOT NULL
+        )""",
+        "CREATE INDEX guest_failures_by_lease ON guest_failures (lease_id, at)",
+    ),
 )
+# Per lease, the newest failures kept (a guest failing every pass must not grow the store).
+MAX_GUEST_FAILURES = 32
+MAX_GUEST_FAILURE_CHARS = 1000
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -135,6 +149,16 @@ class LeaseRecord:
     reattest_interval: int
     accept_tx: str | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class GuestFailure:
+    """One time a lease's guest did not do what the node asked (kept as evidence)."""
+
+    lease_id: int
+    at: float  # unix time on this host
+    step: str  # what the node asked: "attest"
+    error: str
 
 
 @dataclass(frozen=True)
@@ -390,6 +414,28 @@ class AgentStore:
                 " WHERE lease_id = ? AND nonce = ?",
                 (str(SubmissionState.SUBMITTED), tx_hash, time.time(), lease_id, nonce),
             )
+
+    # --- guest failures -----------------------------------------------------------------
+    def record_guest_failure(self, lease_id: int, step: str, error: str) -> None:
+        """Keep what the guest did instead of `step` (the newest `MAX_GUEST_FAILURES`)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO guest_failures (lease_id, at, step, error) VALUES (?,?,?,?)",
+                (lease_id, time.time(), step, error[:MAX_GUEST_FAILURE_CHARS]),
+            )
+            conn.execute(
+                "DELETE FROM guest_failures WHERE lease_id = ? AND rowid NOT IN (SELECT rowid"
+                " FROM guest_failures WHERE lease_id = ? ORDER BY at DESC, rowid DESC LIMIT ?)",
+                (lease_id, lease_id, MAX_GUEST_FAILURES),
+            )
+
+    def guest_failures(self, lease_id: int) -> list[GuestFailure]:
+        """The failures kept for the lease's guest, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM guest_failures WHERE lease_id = ? ORDER BY at, rowid", (lease_id,)
+            ).fetchall()
+        return [GuestFailure(row["lease_id"], row["at"], row["step"], row["error"]) for row in rows]
 
     # --- checkpoints ------------------------------------------------------------------
     def checkpoint(self, name: str) -> int | None:

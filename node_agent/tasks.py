@@ -77,10 +77,12 @@ def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int
 
 
 class Scheduler:
-    """Runs the reconciler (at start, then every `reconcile_s`) and heartbeats in one thread.
+    """Runs the reconciler (at start, then every `reconcile_s`) in one thread and heartbeats
+    (every `heartbeat_s`) in another, so that no pass, however slow, delays a heartbeat.
 
     The reconciler's passes are also what re-attests leases when due and stops those that
-    closed or ran out; they need the chain, not the broker.
+    closed or ran out; they need the chain, not the broker. Each lease's step of a pass runs
+    on the agent's step pool, so a guest that stalls holds neither thread.
 
     It lives in the worker process, so it dies with it: no orphaned beat process after a
     SIGKILL. A failed pass is logged and tried again at the next tick.
@@ -91,26 +93,37 @@ class Scheduler:
         self.reconcile_s = reconcile_s
         self.heartbeat_s = heartbeat_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cvm-node-scheduler", daemon=True)
+        self._threads = [
+            threading.Thread(
+                target=self._every,
+                args=("reconcile", agent.reconcile, reconcile_s),
+                name="cvm-node-scheduler",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._every,
+                args=("heartbeat", agent.heartbeat, heartbeat_s),
+                name="cvm-node-heartbeat",
+                daemon=True,
+            ),
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.agent.close()
 
-    def _run(self) -> None:
-        next_reconcile = next_heartbeat = time.monotonic()
+    def _every(self, name: str, step: Callable[[], object], interval_s: float) -> None:
+        """`step` at once, then `interval_s` after each start (or at once if it took longer)."""
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_heartbeat:
-                self._guard("heartbeat", self.agent.heartbeat)
-                next_heartbeat = now + self.heartbeat_s
-            if now >= next_reconcile:
-                self._guard("reconcile", self.agent.reconcile)
-                next_reconcile = time.monotonic() + self.reconcile_s
-            self._stop.wait(max(0.05, min(next_reconcile, next_heartbeat) - time.monotonic()))
+            started = time.monotonic()
+            self._guard(name, step)
+            self._stop.wait(max(0.05, started + interval_s - time.monotonic()))
 
     @staticmethod
     def _guard(name: str, step: Callable[[], object]) -> None:

@@ -13,6 +13,7 @@ again by their directory under the run directory.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -30,7 +31,12 @@ from cvm.images import Image, ImageError, ImageStore, measure
 from node_agent.errors import LauncherError
 from node_agent.guest_channel import GuestChannel
 from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState, Launcher
-from node_agent.launcher.qemu_args import console_args, image_args
+from node_agent.launcher.qemu_args import (
+    CONSOLE_DEVICE,
+    CONSOLE_RING_BYTES,
+    console_args,
+    image_args,
+)
 from node_agent.launcher.qmp import qmp_session
 from node_agent.launcher.signer import ReportSigner
 
@@ -150,9 +156,6 @@ class QemuLauncher(Launcher):
     def agent_socket(self, lease_id: int) -> Path:
         return self.socket_dir / f"{lease_id}.agent"
 
-    def console_log(self, lease_id: int) -> Path:
-        return self.guest_dir(lease_id) / "serial.log"
-
     def _resolve_accel(self, kernel: Path | None) -> str:
         if self.accel != "auto":
             return self.accel
@@ -223,7 +226,7 @@ class QemuLauncher(Launcher):
             str(spec.vcpu),
             "-m",
             f"{spec.memory_mib}M",
-            *console_args(directory / "serial.log"),
+            *console_args(),
             *boot,
             *self.control_args(spec.lease_id, directory),
         ]
@@ -365,6 +368,26 @@ class QemuLauncher(Launcher):
             raise LauncherError(f"lease {lease_id} runs no cvm image, so has no guest agent")
         return GuestChannel(self.agent_socket(lease_id))
 
+    def read_console(self, lease_id: int, max_bytes: int = CONSOLE_RING_BYTES) -> bytes:
+        """Take what the guest wrote to its serial console since the last call (at most
+        `max_bytes`) out of QEMU's ring buffer; what a flood overwrote there is gone."""
+        taken: list[bytes] = []
+        left = max_bytes
+        with qmp_session(self.qmp_socket(lease_id)) as qmp:
+            while left > 0:
+                encoded = qmp.execute(
+                    "ringbuf-read", device=CONSOLE_DEVICE, size=min(left, 1 << 16), format="base64"
+                )
+                try:
+                    chunk = base64.b64decode(str(encoded), validate=True)
+                except ValueError as exc:
+                    raise LauncherError(f"lease {lease_id}: ringbuf-read returned {exc}") from exc
+                if not chunk:
+                    break
+                taken.append(chunk[:left])
+                left -= len(chunk)
+        return b"".join(taken)
+
     def ssh_port(self, lease_id: int) -> int:
         """The port on 127.0.0.1 forwarded to the guest's SSH server."""
         port = self._record(lease_id).get("ssh_port")
@@ -380,7 +403,7 @@ class QemuLauncher(Launcher):
         """Hand sealed secrets (report_data, enc, ciphertext in hex) to the guest agent."""
         message = {"op": "secrets", **{k: sealed[k] for k in ("report_data", "enc", "ciphertext")}}
         answer = self.channel(lease_id).request(message)
-        return [str(name) for name in answer.get("installed", [])]
+        return answer.texts("installed")  # checked: a guest's `"installed": 5` is an error
 
     def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
         if self.status(lease_id).state != GuestState.RUNNING:

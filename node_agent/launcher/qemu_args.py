@@ -19,13 +19,19 @@ AGENT_PORT = "org.cvm.agent"  # the virtio-serial port name guest/agent.py looks
 SNP_VIRTIO = ",disable-legacy=on,iommu_platform=true"
 
 
-def console_args(serial_log: Path) -> list[str]:
-    """No default devices, no display, the serial console to a file (`cvm lease logs`)."""
-    # append=on (O_APPEND): the console relay truncates the file once it shipped it, and
-    # QEMU's next write lands at the new end, not at its old offset (a file that only grew).
+# The serial console stays in QEMU's memory, in a ring buffer of this many bytes (a power
+# of two, as QEMU wants): a guest that writes to it in a loop overwrites its own oldest
+# output and never blocks, and nothing it writes reaches the host's disk. The agent takes it
+# out over QMP (`ringbuf-read`, see QemuLauncher.read_console) on each pass.
+CONSOLE_RING_BYTES = 1 << 18
+CONSOLE_DEVICE = "console"
+
+
+def console_args() -> list[str]:
+    """No default devices, no display, the serial console into QEMU's ring buffer."""
     return ["-nodefaults", "-display", "none",
-            "-chardev", f"file,id=console,path={serial_log},append=on",
-            "-serial", "chardev:console"]  # fmt: skip
+            "-chardev", f"ringbuf,id={CONSOLE_DEVICE},size={CONSOLE_RING_BYTES}",
+            "-serial", f"chardev:{CONSOLE_DEVICE}"]  # fmt: skip
 
 
 def image_args(image: Image, ssh_port: int, agent_socket: Path, virtio: str = "") -> list[str]:

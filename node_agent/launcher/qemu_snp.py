@@ -185,7 +185,7 @@ class QemuSnpLauncher(QemuLauncher):
             "-smp", str(spec.vcpu),
             "-m", f"{spec.memory_mib}M",
             "-bios", str(config.ovmf),
-            *console_args(directory / "serial.log"),
+            *console_args(),
             *image_args(image, ssh_port, self.agent_socket(spec.lease_id), SNP_VIRTIO),
             *self.control_args(spec.lease_id, directory),
         ]  # fmt: skip

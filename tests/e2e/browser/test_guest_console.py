@@ -1,7 +1,7 @@
 """The lease page's guest console in a real browser, against one real `cvm up`.
 
 The stack's nodes are simulated (no guest, no serial console), so the test plays the lease's
-node host: it writes a serial log and ships it with the agent's own `ConsoleRelay`, signed by
+node host: it ships a guest's console output with the agent's own `ConsoleRelay`, signed by
 that node's key from the stack. The renter follows it as text (a host controls these bytes),
 marked untrusted, with the lease's image beside it; nobody else sees it; and the page stops
 asking once the lease is closed or the page is left.
@@ -100,11 +100,9 @@ def test_the_renter_follows_the_console_as_text_and_nobody_else_reads_it(
     page.on("pageerror", lambda error: errors.append(str(error)))
     reads = logs_reads(page)
     node = console.chain.leases.get_lease(lease).node_key
-    serial = tmp_path / "serial.log"  # what QEMU's `-serial file:` writes on the host
-    serial.write_bytes(BOOT)
     with ApiClient(console.url) as api:
         relay = ConsoleRelay(api, node_key_of(console, node), tmp_path / "relay")
-        assert relay.ship(lease, serial) == len(BOOT)
+        assert relay.ship(lease, BOOT) == len(BOOT)  # what the guest wrote (QEMU's ring buffer)
 
         # No wallet yet: the page says whose console it is, and reads nothing.
         page.goto(f"{console.url}/#/leases/{lease}")
@@ -131,8 +129,7 @@ def test_the_renter_follows_the_console_as_text_and_nobody_else_reads_it(
 
         # New output appears without a reload, read from where the page was.
         page.evaluate("window.__sameDocument = true")
-        serial.write_bytes(BOOT + MORE)
-        assert relay.ship(lease, serial) == len(MORE)
+        assert relay.ship(lease, MORE) == len(MORE)
         expect(shown).to_have_text(BOOT_SHOWN + MORE_SHOWN, timeout=4 * FOLLOW_INTERVAL_S * 1000)
         assert shown.text_content() == BOOT_SHOWN + MORE_SHOWN
         assert page.evaluate("window.__sameDocument") is True

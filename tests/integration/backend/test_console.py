@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import time
+from base64 import b64encode
 from pathlib import Path
 
 import httpx
@@ -31,9 +32,13 @@ from node_agent.console_relay import ConsoleRelay
 from tests.fixtures.chain import ChainSystem
 from tests.integration.backend.conftest import LiveBackend
 from tests.integration.cli.test_no_surprises import cvm, no_traceback
+from tests.unit.node_agent.fake_qmp import RecordedQmp
 
 pytestmark = pytest.mark.integration
 
+QMP_GREETING = json.loads(
+    (Path(__file__).parents[2] / "unit/node_agent/data/qemu_snp_qmp.json").read_text()
+)["greeting"]
 BOOT = b"SeaBIOS\r\nLinux version 6.1 \xe2\x9c\x93 ok\r\n\x1b[2J\x1b]0;owned\x07login: "
 
 
@@ -77,11 +82,9 @@ def test_the_console_goes_from_the_node_to_the_renter_and_nobody_else(
 ) -> None:
     lease_id = chain.active_lease()
     live_backend.wait_indexed(lease_id, chain.accounts.node_key.address)
-    serial = tmp_path / "serial.log"  # what QEMU's `-serial file:` writes on the host
-    serial.write_bytes(BOOT)
     relay = ConsoleRelay(ApiClient(live_backend.url), chain.accounts.node_key, tmp_path / "relay")
-    assert relay.ship(lease_id, serial) == len(BOOT)
-    assert relay.ship(lease_id, serial) == 0  # nothing new, nothing sent
+    assert relay.ship(lease_id, BOOT) == len(BOOT)  # what the guest wrote (QEMU's ring buffer)
+    assert relay.ship(lease_id) == 0  # nothing new, nothing sent
 
     record = ["--deployment", str(live_backend.deployment_file)]
     shown = cvm("lease", "logs", str(lease_id), "--json", *record, *wallets["renter"])
@@ -97,8 +100,7 @@ def test_the_console_goes_from_the_node_to_the_renter_and_nobody_else(
     assert human.stdout == "SeaBIOS\nLinux version 6.1 ✓ ok\n?[2J?]0;owned?login: "
 
     # More output: only the new bytes travel, and a follower reads from where it was.
-    serial.write_bytes(BOOT + b"root@guest:~# ")
-    assert relay.ship(lease_id, serial) == len(b"root@guest:~# ")
+    assert relay.ship(lease_id, b"root@guest:~# ") == len(b"root@guest:~# ")
     with ApiClient(live_backend.url) as renter:
         renter.login(chain.accounts.renter.key)
         assert renter.lease_console(lease_id, since=len(BOOT)).text == "root@guest:~# "
@@ -183,14 +185,10 @@ def test_the_relay_skips_what_the_backend_would_not_keep(
 ) -> None:
     lease_id = chain.active_lease()
     live_backend.wait_indexed(lease_id, chain.accounts.node_key.address)
-    serial = tmp_path / "serial.log"
-    serial.write_bytes(b"early\n")
     relay = ConsoleRelay(ApiClient(live_backend.url), chain.accounts.node_key, tmp_path / "relay")
-    relay.ship(lease_id, serial)
+    relay.ship(lease_id, b"early\n")
     flood = b"".join(b"line %06d\n" % i for i in range(40_000))  # 440 000 bytes at once
-    with serial.open("ab") as log:
-        log.write(flood)
-    shipped = relay.ship(lease_id, serial)
+    shipped = relay.ship(lease_id, flood)
     assert shipped == CONSOLE_TAIL_BYTES  # the rest was skipped, not sent
     with ApiClient(live_backend.url) as renter:
         renter.login(chain.accounts.renter.key)
@@ -198,10 +196,8 @@ def test_the_relay_skips_what_the_backend_would_not_keep(
     total = len(b"early\n") + len(flood)
     assert (view.start, view.end) == (total - CONSOLE_TAIL_BYTES, total)
     assert view.text.encode() == flood[-CONSOLE_TAIL_BYTES:]
-    # A relaunched guest (a new log file) continues the lease's stream.
-    serial.unlink()
-    serial.write_bytes(b"second boot\n")
-    assert relay.ship(lease_id, serial) == len(b"second boot\n")
+    # A relaunched guest (a new ring buffer) continues the lease's stream.
+    assert relay.ship(lease_id, b"second boot\n") == len(b"second boot\n")
     with ApiClient(live_backend.url) as renter:
         renter.login(chain.accounts.renter.key)
         assert renter.lease_console(lease_id, since=total).text == "second boot\n"
@@ -237,21 +233,36 @@ def test_a_qemu_snp_agent_serves_the_renter_and_ships_the_last_output_at_stop(
     # It reads the renter's private spec and images, and relays secrets and the console.
     assert agent.lifecycle.spec_source is not None and agent.lifecycle.images is not None
     assert agent.relay is not None and agent.console is not None
-    # A running "guest" as QEMU leaves one: a process named for the lease, its pid file, its log.
+    # A running "guest" as QEMU leaves one: a process named for the lease, its pid file, and
+    # its monitor, whose ring buffer holds the console (a recorded QMP conversation).
     directory = launcher.guest_dir(lease_id)
     directory.mkdir(parents=True)
     guest = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(120)", "-name", f"cvm-lease-{lease_id}"]
     )
+
+    def ringbuf(text: bytes) -> dict[str, object]:
+        read = {"device": "console", "size": 1 << 16, "format": "base64"}
+        return {"execute": "ringbuf-read", "arguments": read, "return": b64encode(text).decode()}
+
+    session = {"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}, "return": {}}
+    qmp = RecordedQmp(
+        launcher.qmp_socket(lease_id),
+        QMP_GREETING,
+        [session, ringbuf(b"booted\r\n"), ringbuf(b""),  # a regular pass
+         session, ringbuf(b"reboot: Power down\r\n"), ringbuf(b""),  # last words, then stop
+         session, {"execute": "quit", "return": {}}],
+        on_quit=guest.kill,
+    )  # fmt: skip
     try:
         (directory / "qemu.pid").write_text(str(guest.pid))
-        launcher.console_log(lease_id).write_bytes(b"booted\r\n")
-        assert agent.console.ship(lease_id, launcher.console_log(lease_id)) == 8  # a regular pass
-        launcher.console_log(lease_id).write_bytes(b"booted\r\nreboot: Power down\r\n")
+        assert agent.console.ship(lease_id, launcher.read_console(lease_id)) == 8  # a regular pass
         agent.lifecycle.retire(lease_id, None, "lease closed")
         assert not directory.exists()
         guest.wait(timeout=10)  # the guest process ended (TimeoutExpired otherwise)
+        assert qmp.unexpected == [] and qmp.exchanges == []
     finally:
+        qmp.close()
         guest.kill()
         guest.wait()
     with ApiClient(live_backend.url) as renter:
