@@ -14,11 +14,13 @@ from cvm.api_client import ApiError
 from cvm.api_models import CONSOLE_TAIL_BYTES
 from cvm.images import Image
 from node_agent.console_relay import ConsoleRelay
-from node_agent.launcher.base import GuestReport, GuestSpec, GuestState
+from node_agent.launcher.base import GuestReport, GuestSpec, GuestState, HostBinding
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.qemu_args import CONSOLE_RING_BYTES
 from tests.integration.node_agent.qemu import ensure_qemu
 from tests.unit.node_agent.test_console_relay import FakeApi, Key, disk_bytes
+
+BINDING = HostBinding(31337, "0x" + "5a" * 20, "0x" + "7e" * 20)
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +63,7 @@ def test_a_flooding_guest_never_grows_the_nodes_console_beyond_its_budget(
     and the relay emptied it only after shipping it: with the backend away, the file grew
     with everything the guest wrote. Now it is never on disk, and what the relay holds is the
     budget."""
-    flooding.launch(GuestSpec(1, 1, 64, 1, bytes(48)))
+    flooding.launch(GuestSpec(1, 1, 64, 1, bytes(48), binding=BINDING))
     assert flooding.status(1).state == GuestState.RUNNING
     api: Any = FakeApi()
     relay = ConsoleRelay(api, Key(), tmp_path / "relay")  # type: ignore[arg-type]

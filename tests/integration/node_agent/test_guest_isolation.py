@@ -6,6 +6,7 @@ never slashed for it. Each test failed on the old agent, as its docstring says."
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -16,13 +17,14 @@ from typing import Any
 import pytest
 
 from cvm.api_client import ApiError
+from cvm.attestation.binding import build_report_data
 from cvm.chain import LeaseStatus
 from node_agent.agent import NodeAgent
 from node_agent.errors import LauncherError, LeaseUnservable
 from node_agent.guest_channel import GuestChannel
 from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState
 from node_agent.launcher.qemu import QemuLauncher
-from node_agent.launcher.signer import SimulatedAmdSp
+from node_agent.launcher.signer import SimulatedAmdSp, simulated_guest_key
 from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.lifecycle import DECLINE_MARGIN_S
 from node_agent.store import AgentStore, LeaseState
@@ -64,11 +66,11 @@ class ChannelGuests(SimulatedLauncher):
         self.sockets: dict[int, Path] = {}
         self.timeout_s = timeout_s
 
-    def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
+    def get_report(self, lease_id: int, nonce: int) -> GuestReport:
         if lease_id in self.sockets:
             channel = GuestChannel(self.sockets[lease_id], timeout_s=self.timeout_s)
-            channel.request({"op": "attest", "report_data": report_data.hex()})
-        return super().get_report(lease_id, report_data)
+            channel.request({"op": "attest", "nonce": nonce})
+        return super().get_report(lease_id, nonce)
 
 
 def _agent(chain: ChainSystem, launcher: Any, state: Path, **options: Any) -> NodeAgent:
@@ -227,10 +229,14 @@ class AgentGuests(QemuLauncher):
 
     def launch(self, spec: GuestSpec) -> GuestInfo:
         self.guest_dir(spec.lease_id).mkdir(parents=True, exist_ok=True)
-        record = (
-            f'{{"image": "i", "ssh_port": 2222, "expected_measurement": "{MEASUREMENT.hex()}"}}'
-        )
-        (self.guest_dir(spec.lease_id) / "spec.json").write_text(record)
+        record = {
+            "image": "i",
+            "ssh_port": 2222,
+            "expected_measurement": MEASUREMENT.hex(),
+            "guest_key": simulated_guest_key().hex(),
+            "binding": spec.host_binding().to_json(),
+        }
+        (self.guest_dir(spec.lease_id) / "spec.json").write_text(json.dumps(record))
         return self.status(spec.lease_id)
 
     def status(self, lease_id: int) -> GuestInfo:
@@ -244,8 +250,15 @@ class AgentGuests(QemuLauncher):
     def stop(self, lease_id: int) -> None:
         shutil.rmtree(self.guest_dir(lease_id), ignore_errors=True)
 
-    def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
-        return self.signer.sign_report(MEASUREMENT, report_data)
+    def get_report(self, lease_id: int, nonce: int) -> GuestReport:
+        # A report bound as the verifiers want it (the node appraises before submitting).
+        record, binding = self._record(lease_id), self.binding(lease_id)
+        guest_key = bytes.fromhex(record["guest_key"])
+        report_data = build_report_data(
+            binding.chain_id, binding.registry, lease_id, nonce, guest_key
+        )
+        signed = self.signer.sign_report(MEASUREMENT, report_data, binding.host_data(lease_id))
+        return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, guest_key)
 
     def read_console(self, lease_id: int, max_bytes: int = 0) -> bytes:
         return self.console.pop(lease_id, b"")
