@@ -40,6 +40,7 @@ from cvm.api_models import (
     PrivateSpec,
     SealedSecretsIn,
     SealedSecretsView,
+    SealedSeqView,
     Session,
 )
 from cvm.eip712 import (
@@ -188,6 +189,12 @@ class ApiClient:
             "POST", f"/leases/{lease_id}/secrets", json=sealed.model_dump(mode="json")
         )
         return _model(SealedSecretsView, body)
+
+    def sealed_secrets_seq(self, lease_id: int) -> int:
+        """The highest seq the backend holds for the lease's sealed messages (0: none), as its
+        renter. A hint only: the guest enforces the order."""
+        body = self._json("GET", f"/leases/{lease_id}/secrets/seq")
+        return _model(SealedSeqView, body).seq
 
     def sealed_secrets_as_node(
         self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None

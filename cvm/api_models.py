@@ -324,13 +324,21 @@ MAX_SEALED_HEX = 60 * 1024
 SealedHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$", max_length=MAX_SEALED_HEX)]
 
 
+# Sequence numbers of sealed messages: the guest takes any uint64 above the last one it
+# installed; the backend stores them as signed 64-bit integers, so 2**63 - 1 is the cap here.
+MAX_SEALED_SEQ = 2**63 - 1
+
+
 class SealedSecretsIn(_Body):
     """Secrets sealed by the renter's client to the guest that made the report whose
-    REPORT_DATA this is (see cvm.attestation.release)."""
+    REPORT_DATA this is, signed by the renter with their sequence number (EIP-712
+    `SealedSecrets`, see cvm.guest_eip712 and cvm.attestation.release)."""
 
     report_data: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
     enc: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     ciphertext: SealedHex
+    seq: Annotated[int, Field(ge=1, le=MAX_SEALED_SEQ)]
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{130}$")]
 
 
 class SealedSecretsView(_View):
@@ -339,7 +347,18 @@ class SealedSecretsView(_View):
     report_data: str
     enc: str
     ciphertext: str
+    seq: int
+    signature: str
     created_at: datetime
+
+
+class SealedSeqView(_View):
+    """The highest sequence number the backend holds for a lease's sealed messages (0: none).
+    A hint for the renter's client, never trusted for security: the guest refuses any seq
+    not above the last one it installed."""
+
+    lease_id: int
+    seq: int
 
 
 class GuestAccessIn(_Body):

@@ -2,8 +2,10 @@
 renter's sealed secrets from the backend to the guest agent.
 
 The node only ever holds ciphertext: the secrets are sealed to a key that never leaves the
-guest, and the guest agent refuses anything not sealed to a report it made. What is kept
-here is which messages were delivered (their ids), never their content.
+guest, and the guest agent refuses anything not sealed to a report it made, not signed by
+the lease's renter (EIP-712, which the node cannot forge) or not above the last sequence
+number it installed. The node passes `seq` and `signature` through unchanged, in seq order.
+What is kept here is which messages were delivered (their ids), never their content.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ class GuestRelay:
                 self._save(lease_id, state)
             sealed = self.api.sealed_secrets_as_node(lease_id, node_key=self.node_key.key)
             delivered = list(state.get("delivered", []))  # type: ignore[call-overload]
-            for message in sealed:
+            # In seq order: the guest refuses a seq below one it installed.
+            for message in sorted(sealed, key=lambda m: (m.seq, m.id)):
                 if message.id in delivered:
                     continue
                 try:

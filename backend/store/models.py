@@ -310,6 +310,9 @@ class SealedSecret(Base):
     report_data: Mapped[str] = mapped_column(String(128))
     enc: Mapped[str] = mapped_column(String(64))
     ciphertext: Mapped[str] = mapped_column(Text)
+    # The renter's sequence number and EIP-712 signature (the guest checks both; issue 17).
+    seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    signature: Mapped[str] = mapped_column(String(130), server_default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

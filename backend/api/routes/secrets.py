@@ -19,6 +19,7 @@ from cvm.api_models import (
     GuestAccessView,
     SealedSecretsIn,
     SealedSecretsView,
+    SealedSeqView,
 )
 
 router = APIRouter(prefix="/leases", tags=["guest relay"])
@@ -36,7 +37,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status_code=201,
     response_model=SealedSecretsView,
     summary="Queue secrets sealed to the lease's attested guest (ciphertext only)",
-    responses=_ERRORS,
+    responses={
+        **_ERRORS,
+        409: {"description": "seq not above the last one queued"},
+        422: {"description": "not signed by the lease's renter, or malformed"},
+    },
 )
 def put_secrets(
     lease_id: LeasePath,
@@ -45,7 +50,20 @@ def put_secrets(
     context: Context,
     session: DbSession,
 ) -> SealedSecretsView:
-    return secrets_relay.put_sealed(session, lease_id, renter, body, context.now())
+    return secrets_relay.put_sealed(
+        session, lease_id, renter, body, context.now(),
+        chain_id=context.chain.chain_id, registry=context.chain.attestation_registry,
+    )  # fmt: skip
+
+
+@router.get(
+    "/{lease_id}/secrets/seq",
+    response_model=SealedSeqView,
+    summary="The highest sequence number queued for the lease's sealed messages, for its renter",
+    responses=_ERRORS,
+)
+def get_secrets_seq(lease_id: LeasePath, renter: Renter, session: DbSession) -> SealedSeqView:
+    return secrets_relay.last_sealed_seq(session, lease_id, renter)
 
 
 @router.get(

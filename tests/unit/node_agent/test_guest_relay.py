@@ -20,9 +20,11 @@ from node_agent.guest_relay import GuestRelay
 @dataclass
 class Sealed:
     id: int
+    seq: int = 0
 
-    def model_dump(self) -> dict[str, str]:
-        return {"report_data": "00", "enc": "00", "ciphertext": "00"}
+    def model_dump(self) -> dict[str, Any]:
+        return {"report_data": "00", "enc": "00", "ciphertext": "00", "seq": self.seq or self.id,
+                "signature": f"{self.id:02x}" * 65}  # fmt: skip
 
 
 class FakeApi:
@@ -56,20 +58,22 @@ class Key:
     key: bytes = b"k"
 
 
-def _relay(tmp_path: Path, outcomes: list[Exception | list[str]]) -> tuple[GuestRelay, list[int]]:
+def _relay(
+    tmp_path: Path, outcomes: list[Exception | list[str]], messages: list[Sealed] | None = None
+) -> tuple[GuestRelay, list[dict[str, Any]]]:
     launcher = FakeLauncher(tmp_path / "guest")
-    tried: list[int] = []
+    tried: list[dict[str, Any]] = []
     queue = list(outcomes)
 
-    def deliver(lease_id: int, sealed: dict[str, str]) -> list[str]:
-        tried.append(len(tried))
+    def deliver(lease_id: int, sealed: dict[str, Any]) -> list[str]:
+        tried.append(sealed)
         outcome = queue.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
     launcher.deliver_secrets = deliver  # type: ignore[method-assign]
-    api = FakeApi([Sealed(1), Sealed(2)])
+    api = FakeApi(messages or [Sealed(1), Sealed(2)])
     relay = GuestRelay(api, Key(), launcher, tmp_path / "state")  # type: ignore[arg-type]
     return relay, tried
 
@@ -89,6 +93,14 @@ def test_a_refusal_by_the_guest_is_final(tmp_path: Path) -> None:
     )
     assert relay.sync(5) == ["y"]
     assert relay.sync(5) == [] and len(tried) == 2  # the refused one is not asked again
+
+
+def test_seq_and_the_renters_signature_pass_through_in_seq_order(tmp_path: Path) -> None:
+    """The guest checks the renter's signature over the seq: the node carries both unchanged,
+    lowest seq first (the guest refuses a seq below one it installed)."""
+    relay, tried = _relay(tmp_path, [["b"], ["a"]], [Sealed(1, seq=9), Sealed(2, seq=4)])
+    assert relay.sync(5) == ["b", "a"]
+    assert [(m["seq"], m["signature"]) for m in tried] == [(4, "02" * 65), (9, "01" * 65)]
 
 
 def _serve_once(path: Path, answer: dict[str, Any]) -> threading.Thread:

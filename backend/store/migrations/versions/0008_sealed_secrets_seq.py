@@ -1,0 +1,34 @@
+"""Sealed messages carry the renter's sequence number and EIP-712 signature (issue 17): the
+guest installs one only when its renter signed it and its seq is above the last installed.
+
+Rows queued before have neither, and no guest would accept them: they are dropped.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-07 06:00:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("DELETE FROM sealed_secrets")
+    with op.batch_alter_table("sealed_secrets") as batch:
+        batch.add_column(sa.Column("seq", sa.BigInteger(), server_default="0", nullable=False))
+        batch.add_column(
+            sa.Column("signature", sa.String(length=130), server_default="", nullable=False)
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("sealed_secrets") as batch:
+        batch.drop_column("signature")
+        batch.drop_column("seq")
