@@ -17,6 +17,7 @@ import stat
 import struct
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -289,7 +290,8 @@ def test_renter_sealed_secrets_for_an_attested_report_are_installed_privately(bo
 
 
 def _sign_as(account, agent, report_data: bytes, sealed: SealedSecrets, **fields) -> bytes:
-    values = {"chain_id": CHAIN_ID, "registry": REGISTRY, "lease_id": LEASE} | fields
+    values: dict[str, Any] = {"chain_id": CHAIN_ID, "registry": REGISTRY, "lease_id": LEASE}
+    values |= fields
     message = guest_eip712.sealed_secrets_message(
         values["chain_id"], values["registry"], values["lease_id"], sealed.seq, report_data,
         sealed.enc, sealed.ciphertext,

@@ -59,7 +59,7 @@ def test_the_next_seq_is_above_both_our_record_and_the_backends(agent, tmp_path)
 
 
 def _fields(guest: GuestIdentity) -> dict:
-    return {name: getattr(guest, name) for name in guest.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(guest, name) for name in guest.__slots__}
 
 
 def test_the_guests_status_through_the_ssh_runner_shows_a_withheld_update(agent):
