@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cvm.attestation.binding import build_report_data
 from cvm.images import ImageStore, measure
-from node_agent.launcher.base import GuestSpec
+from node_agent.launcher.base import GuestSpec, HostBinding
 from node_agent.launcher.qemu import QemuLauncher, probe_accel
 from node_agent.launcher.signer import SimulatedAmdSp
 
@@ -63,10 +62,11 @@ def main() -> None:
         baselines.append(_qemu_baseline())
         lease_id = 1000 + round_
         started = time.perf_counter()
-        launcher.launch(GuestSpec(lease_id, 1, 512, 1, expected, image.image_id))
+        binding = HostBinding(1, "0x" + "11" * 20, "0x" + "22" * 20)
+        launcher.launch(GuestSpec(lease_id, 1, 512, 1, expected, image.image_id, binding))
         launcher.wait_ready(lease_id)
         boots.append(time.perf_counter() - started)
-        launcher.get_report(lease_id, build_report_data(1, "0x" + "00" * 20, lease_id, 0))
+        launcher.get_report(lease_id, 0)
         reports.append(time.perf_counter() - started)
         launcher.stop(lease_id)
     result = {

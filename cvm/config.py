@@ -200,6 +200,13 @@ class Settings(BaseSettings):
     node_image: str | None = Field(
         None, description="image id the qemu launchers boot for leases that name none"
     )
+    node_guest_outbound: bool = Field(
+        False,
+        description="let qemu guests open connections out of the node (user networking"
+        " without restrict=on). Off: a guest reaches nothing but its forwarded ports. On, QEMU's"
+        " user networking cannot filter destinations: the guest also reaches the host's"
+        " 127.0.0.1 (as 10.0.2.2) and its private networks; see the README",
+    )
     image_dir: Path = Field(
         default_factory=lambda data: data["data_dir"] / "images",
         description="guest images by content address, and the Debian packages they are built"

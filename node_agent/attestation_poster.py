@@ -14,13 +14,14 @@ from eth_utils import keccak
 
 from cvm.api_client import ApiClient
 from cvm.attestation.abi import parse
-from cvm.attestation.binding import build_report_data
+from cvm.attestation.appraisal import appraise_lease_evidence
+from cvm.attestation.errors import AttestationError
 from cvm.attestation.evidence import EvidenceBundle, report_hash
 from cvm.chain import AttestationStatus, ChainClient, ContractRevert
 from cvm.eip712 import Domain
-from node_agent.errors import AgentError
+from node_agent.errors import AgentError, LauncherError
 from node_agent.faults import crash_point
-from node_agent.launcher.base import Launcher
+from node_agent.launcher.base import GuestReport, Launcher
 from node_agent.store import AgentStore, LeaseState, Submission, SubmissionState
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,8 @@ class AttestationPoster:
             self.store.drop_report(lease_id, nonce)
             submission = None
         if submission is None:
-            report_data = build_report_data(
-                self.chain.deployment.chain_id,
-                self.chain.deployment.attestation_registry,
-                lease_id,
-                nonce,
-            )
-            got = self.launcher.get_report(lease_id, report_data)
+            got = self.launcher.get_report(lease_id, nonce)
+            self._appraise(lease_id, nonce, got)
             submission = self.store.record_report(
                 lease_id,
                 nonce,
@@ -93,6 +89,38 @@ class AttestationPoster:
         if submission.state == SubmissionState.REPORTED:
             self._upload(submission)
         return self._submit(lease_id, nonce, submission.report)
+
+    def _appraise(self, lease_id: int, nonce: int, got: GuestReport) -> None:
+        """Refuse (LauncherError, nothing stored) a report the verifiers would reject, checked
+        exactly as they check it: the guest is the renter's, and a rejected report slashes
+        the node, so a lying guest may keep the node from attesting but never make it submit
+        a report that fails."""
+        record = self.store.get_lease(lease_id)
+        if record is None:
+            raise LauncherError(f"lease {lease_id}: no record of its expected measurement")
+        renter = self.chain.leases.get_lease(lease_id).renter
+        deployment = self.chain.deployment
+        try:
+            bundle = EvidenceBundle(
+                report=got.report, vcek=got.vcek_der, chain=got.cert_chain_pem,
+                chain_id=deployment.chain_id, registry=deployment.attestation_registry,
+                lease_id=lease_id, nonce=nonce, guest_key=got.guest_key,
+            )  # fmt: skip
+        except AttestationError as exc:
+            raise LauncherError(
+                f"lease {lease_id}: the guest's evidence is malformed: {exc}"
+            ) from exc
+        appraisal = appraise_lease_evidence(
+            bundle,
+            measurement=record.expected_measurement,
+            renter=renter,
+            trusted_roots=self.launcher.trusted_roots,
+        )
+        if not appraisal.ok:
+            why = "; ".join(f"{f.reason}: {f.message}" for f in appraisal.failures)
+            log.warning("lease %s nonce %s: not submitting the guest's report: %s",
+                        lease_id, nonce, why)  # fmt: skip
+            raise LauncherError(f"lease {lease_id}: the guest's report would be rejected: {why}")
 
     def _due_nonce(self, lease_id: int, force: bool) -> int | None:
         """The nonce to attest now, or None while the latest attestation stands."""

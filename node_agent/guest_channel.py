@@ -8,7 +8,6 @@ of its own. QEMU exposes the port as a Unix socket the launcher connects to.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import socket
@@ -16,6 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eth_utils import is_address, to_checksum_address
+
+from cvm.attestation.binding import GuestKey, GuestKeyError, build_report_data, host_data
 from node_agent.errors import GuestRefused, LauncherError
 
 MAX_ANSWER = 1 << 20
@@ -27,6 +29,7 @@ class GuestChannel:
     def __init__(self, socket_path: Path, *, timeout_s: float = 30.0) -> None:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
+        self._bound: dict[str, Any] | None = None  # what `bind` bound the guest to
 
     def request(self, message: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
         """Send `message`, return the agent's answer; LauncherError if it refuses or is silent."""
@@ -38,21 +41,87 @@ class GuestChannel:
             raise LauncherError(error) if answer.get("retry") else GuestRefused(error)
         return answer
 
-    def attest(
-        self, lease_id: int, report_data: bytes, ready_timeout_s: float
-    ) -> tuple[dict[str, Any], bytes, bytes]:
-        """Ask the guest agent for a report on this lease's REPORT_DATA binding: its answer,
-        its public key and the REPORT_DATA it bound (binding ‖ sha256(key), checked here)."""
-        self.wait_ready(ready_timeout_s)
-        answer = self.request({"op": "attest", "lease_digest": report_data[:32].hex()})
+    def bind(
+        self,
+        chain_id: int,
+        registry: str,
+        lease_id: int,
+        renter: str,
+        *,
+        ready_timeout_s: float | None = None,
+    ) -> bytes:
+        """Bind the guest to one lease of one renter (protocol v2 `bind`), before its first
+        report; the HOST_DATA both sides computed. With `ready_timeout_s`, waits for the
+        agent first. GuestRefused when the guest is bound to anything else (it stays bound
+        to its first lease for life); the same binding again is fine (idempotent)."""
+        expected = host_data(chain_id, registry, lease_id, renter)  # ValueError: not a binding
+        wanted = {
+            "chain_id": chain_id,
+            "registry": to_checksum_address(registry),
+            "lease_id": lease_id,
+            "renter": to_checksum_address(renter),
+        }
+        if ready_timeout_s is not None:
+            hello = self.wait_ready(ready_timeout_s)
+            bound = hello.get("bound")
+            if bound is not None and self._binding_of(bound) != wanted:
+                raise GuestRefused(f"lease {lease_id}: the guest is bound to another lease")
+        answer = self.request({"op": "bind", **wanted})
+        try:
+            confirmed = bytes.fromhex(answer["host_data"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LauncherError(f"lease {lease_id}: the guest's bind answer is malformed") from exc
+        if confirmed != expected:
+            raise LauncherError(f"lease {lease_id}: the guest bound another HOST_DATA")
+        self._bound = wanted
+        return expected
+
+    def attest(self, lease_id: int, nonce: int) -> tuple[dict[str, Any], bytes, bytes]:
+        """Ask the bound guest for a report on attestation `nonce` of its lease (protocol
+        v2: the guest computes the lease digest itself). Its answer, its guest key (well
+        formed, or LauncherError) and the REPORT_DATA it bound, checked to be exactly
+        build_report_data(chain, registry, lease, nonce, guest key)."""
+        bound = self._bound
+        if bound is None or bound["lease_id"] != lease_id:
+            raise LauncherError(f"lease {lease_id}: bind the guest before asking for a report")
+        answer = self.request({"op": "attest", "nonce": nonce})
         try:
             guest_key = bytes.fromhex(answer["guest_key"])
-            bound = bytes.fromhex(answer["report_data"])
+            report_data = bytes.fromhex(answer["report_data"])
         except (KeyError, ValueError, TypeError) as exc:
             raise LauncherError(f"lease {lease_id}: the guest agent's answer is malformed") from exc
-        if bound[:32] != report_data[:32] or hashlib.sha256(guest_key).digest() != bound[32:]:
+        try:
+            # An empty or malformed key would be bound as sha256(b"...") and then rejected by
+            # every verifier, with the node's bond: never taken from a guest.
+            GuestKey.parse(guest_key)
+        except GuestKeyError as exc:
+            raise LauncherError(
+                f"lease {lease_id}: the guest's key is not a guest key: {exc}"
+            ) from exc
+        expected = build_report_data(
+            bound["chain_id"], bound["registry"], lease_id, nonce, guest_key
+        )
+        if report_data != expected:
             raise LauncherError(f"lease {lease_id}: the guest bound another REPORT_DATA")
-        return answer, guest_key, bound
+        return answer, guest_key, report_data
+
+    @staticmethod
+    def _binding_of(bound: Any) -> dict[str, Any] | None:
+        """A `hello` answer's `bound` in the form `bind` sends, or None when it is not one."""
+        if not isinstance(bound, dict):
+            return None
+        chain_id, lease_id = bound.get("chain_id"), bound.get("lease_id")
+        registry, renter = bound.get("registry"), bound.get("renter")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (chain_id, lease_id)):
+            return None
+        if not all(isinstance(v, str) and is_address(v) for v in (registry, renter)):
+            return None
+        return {
+            "chain_id": chain_id,
+            "registry": to_checksum_address(str(registry)),
+            "lease_id": lease_id,
+            "renter": to_checksum_address(str(renter)),
+        }
 
     def wait_ready(self, timeout_s: float) -> dict[str, Any]:
         """Ask `hello` until the guest agent answers (it starts a few seconds after boot)."""

@@ -28,7 +28,7 @@ from node_agent.errors import (
 )
 from node_agent.faults import crash_point
 from node_agent.image_fetch import ImageFetcher
-from node_agent.launcher.base import GuestSpec, GuestState, Launcher
+from node_agent.launcher.base import GuestSpec, GuestState, HostBinding, Launcher
 from node_agent.lease_terms import LeaseTerms, lease_terms
 from node_agent.locks import lease_lock
 from node_agent.measurements import unservable_reason
@@ -104,7 +104,7 @@ class LeaseLifecycle:
             if not self.serving(lease):
                 self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
                 return False
-            restarted = self.ensure_guest(record)
+            restarted = self.ensure_guest(record, lease.renter)
             return self.poster.attest(lease_id, force=force, restarted=restarted)
 
     def stop_lease(self, lease_id: int) -> LeaseState | None:
@@ -161,7 +161,7 @@ class LeaseLifecycle:
         still fails when its first attestation is nearly due (then LeaseUnservable); other
         launch failures propagate, to be retried."""
         try:
-            return self.ensure_guest(record)
+            return self.ensure_guest(record, lease.renter)
         except LauncherError as exc:
             lease_id = lease.lease_id
             lease = self.chain.leases.get_lease(lease_id)  # with its deadline, fixed at accept
@@ -265,8 +265,9 @@ class LeaseLifecycle:
             return None
         return self.launcher.image_measurement(self.lease_image(terms.lease_id), terms.vcpu)
 
-    def ensure_guest(self, record: LeaseRecord) -> bool:
-        """Start the lease's guest unless it runs; True if it had to be (re)started."""
+    def ensure_guest(self, record: LeaseRecord, renter: str) -> bool:
+        """Start the lease's guest unless it runs, bound to this deployment, the lease and its
+        `renter` (the chain's); True if it had to be (re)started."""
         if self.launcher.status(record.lease_id).state == GuestState.RUNNING:
             if record.state in (LeaseState.RESERVED, LeaseState.ACCEPTED):
                 self.store.set_lease_state(record.lease_id, LeaseState.LAUNCHED)
@@ -279,6 +280,11 @@ class LeaseLifecycle:
                 disk_gib=record.resources.disk_gib,
                 expected_measurement=record.expected_measurement,
                 image=self.lease_image(record.lease_id, deep=True),
+                binding=HostBinding(
+                    self.chain.deployment.chain_id,
+                    self.chain.deployment.attestation_registry,
+                    renter,
+                ),
             )
         )
         crash_point("launched")

@@ -67,6 +67,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             images=ImageStore(settings.node_images),
             default_image=settings.node_image,
             ovmf=settings.image_ovmf,
+            guest_outbound=settings.node_guest_outbound,
         )
     if kind == "qemu-snp":
         from cvm.images import ImageStore
@@ -79,6 +80,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             images=ImageStore(settings.node_images),
             default_image=settings.node_image,
             qemu_binary=settings.node_qemu_binary,
+            guest_outbound=settings.node_guest_outbound,
         )
     raise AgentError(f"unknown launcher {kind!r}: use simulated, qemu or qemu-snp")
 

@@ -13,7 +13,8 @@ from datetime import datetime
 
 from cryptography import x509
 
-from cvm.attestation.errors import AttestationError
+from cvm.attestation.binding import GuestKey, GuestKeyError
+from cvm.attestation.errors import AttestationError, Reason
 from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.validate import Failure, Policy, validate_report
 from cvm.attestation.verify import VerifiedReport, verify_report
@@ -71,3 +72,40 @@ def appraise_evidence(
         at=at,
         collected_at=collected_at,
     )
+
+
+def lease_policy(bundle: EvidenceBundle, *, measurement: bytes, renter: str) -> Policy:
+    """What a report of `bundle`'s lease must satisfy, as the verifiers and the node (before
+    it submits) check it: the lease's expected measurement, REPORT_DATA bound to the
+    bundle's lease, nonce and guest key, HOST_DATA bound to the lease and its renter (read
+    from the chain), no debug, VMPL 0."""
+    binding = dataclasses.replace(bundle.binding, renter=renter)
+    return Policy(
+        measurements=(measurement,),
+        binding=binding,
+        host_data=binding.host_data(),
+        allow_debug=False,
+        vmpl=0,
+    )
+
+
+def appraise_lease_evidence(
+    bundle: EvidenceBundle,
+    *,
+    measurement: bytes,
+    renter: str,
+    trusted_roots: Sequence[x509.Certificate] | None = None,
+    at: datetime | None = None,
+) -> Appraisal:
+    """`appraise_evidence` under `lease_policy`, and the guest key must be a well-formed
+    `GuestKey` (GUEST_KEY_MALFORMED otherwise). The checks that need more than the bundle and
+    the lease's terms (the bundle names this lease, nonce and deployment; the key is not
+    another live lease's) are the verifier's."""
+    policy = lease_policy(bundle, measurement=measurement, renter=renter)
+    appraisal = appraise_evidence(bundle, policy, trusted_roots=trusted_roots, at=at)
+    try:
+        GuestKey.parse(bundle.guest_key)
+    except GuestKeyError as exc:
+        failure = Failure(Reason.GUEST_KEY_MALFORMED, f"guest key: {exc}")
+        return Appraisal(appraisal.verified, (*appraisal.failures, failure))
+    return appraisal

@@ -33,6 +33,12 @@ class Reason(StrEnum):
     REPORT_DATA_MISMATCH = "REPORT_DATA_MISMATCH"
     BINDING_MISMATCH = "BINDING_MISMATCH"
     HOST_DATA_MISMATCH = "HOST_DATA_MISMATCH"
+    # The guest key REPORT_DATA binds is missing or not a well-formed GuestKey (empty,
+    # short, zero X25519, bad Ed25519, zero signer): nothing could be sealed to that guest.
+    GUEST_KEY_MALFORMED = "GUEST_KEY_MALFORMED"
+    # The guest key is already bound by another live lease's attestation (one guest, one
+    # lease): the later claim is rejected.
+    GUEST_KEY_REUSED = "GUEST_KEY_REUSED"
     DEBUG_ALLOWED = "DEBUG_ALLOWED"
     MIGRATION_AGENT_ALLOWED = "MIGRATION_AGENT_ALLOWED"
     TCB_TOO_LOW = "TCB_TOO_LOW"

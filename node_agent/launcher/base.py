@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from cryptography import x509
+
+from cvm.attestation.binding import host_data
+from node_agent.errors import LauncherError
 
 
 class GuestState(StrEnum):
@@ -13,6 +20,32 @@ class GuestState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"  # it existed and has ended (or was stopped)
     MISSING = "missing"  # the launcher knows nothing of it
+
+
+@dataclass(frozen=True)
+class HostBinding:
+    """Whom a guest is launched for: its deployment and its lease's renter (from the chain).
+
+    The launch sets HOST_DATA = `host_data(chain_id, registry, lease_id, renter)`, fixed for
+    the guest's life, so the guest serves that one lease and obeys that one renter."""
+
+    chain_id: int
+    registry: str  # AttestationRegistry address
+    renter: str
+
+    def host_data(self, lease_id: int) -> bytes:
+        return host_data(self.chain_id, self.registry, lease_id, self.renter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chain_id": self.chain_id, "registry": self.registry, "renter": self.renter}
+
+    @classmethod
+    def from_json(cls, value: Any) -> HostBinding:
+        if not isinstance(value, dict):
+            raise ValueError("a host binding is an object")
+        binding = cls(int(value["chain_id"]), str(value["registry"]), str(value["renter"]))
+        binding.host_data(0)  # raises ValueError for anything that is not a binding
+        return binding
 
 
 @dataclass(frozen=True)
@@ -25,6 +58,14 @@ class GuestSpec:
     disk_gib: int
     expected_measurement: bytes  # 48 bytes: what the renter expects the guest to measure as
     image: str = ""  # image id (content address) to boot; "" for the launcher's default
+    # Required by every launcher: a guest is never launched for nobody in particular.
+    binding: HostBinding | None = None
+
+    def host_binding(self) -> HostBinding:
+        """The binding; LauncherError when the spec has none."""
+        if self.binding is None:
+            raise LauncherError(f"lease {self.lease_id}: no host binding (renter) to launch with")
+        return self.binding
 
 
 @dataclass(frozen=True)
@@ -43,7 +84,7 @@ class GuestReport:
     report: bytes  # the raw 1184-byte SEV-SNP report
     vcek_der: bytes  # the certificate of the key that signed it
     cert_chain_pem: bytes  # ASK then ARK, PEM
-    guest_key: bytes = b""  # the guest agent's public key that REPORT_DATA[32:64] binds
+    guest_key: bytes = b""  # the guest's public keys (GuestKey) that REPORT_DATA[32:64] binds
 
 
 class Launcher(ABC):
@@ -72,9 +113,15 @@ class Launcher(ABC):
     def running(self) -> list[GuestInfo]:
         """Every guest of this launcher that runs now."""
 
+    # The roots this launcher's reports chain to, for the node's own appraisal before it
+    # submits: None for AMD's pinned roots (what the verifiers trust by default).
+    trusted_roots: Sequence[x509.Certificate] | None = None
+
     @abstractmethod
-    def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
-        """A report from the guest's (real or simulated) AMD-SP with this REPORT_DATA."""
+    def get_report(self, lease_id: int, nonce: int) -> GuestReport:
+        """A report from the guest's (real or simulated) AMD-SP for attestation `nonce` of
+        the lease the guest was launched for: REPORT_DATA = build_report_data(chain, registry,
+        lease, nonce, guest key), HOST_DATA = its launch binding."""
 
     def image_measurement(self, image_id: str, vcpu: int) -> bytes | None:
         """The launch measurement booting `image_id` with `vcpu` vCPUs gives on this host, or

@@ -1,14 +1,17 @@
 """The `qemu` launcher: one real QEMU process per lease (no SEV), controlled over QMP.
 
 For hosts without SEV-SNP. With an image (a cvm guest image by content address) the VM
-boots it directly (kernel, initrd, command line) with user-mode networking, SSH forwarded
-to a port on 127.0.0.1, and a virtio-serial channel to the guest agent, which binds its own
-key into each report. No hardware measures this guest, so the simulated AMD-SP signs with
-the measurement of the image actually booted, computed as `cvm image measure` does: a node
-that boots another image than the lease expects is rejected, as real hardware would have
-it. Without an image QEMU's SeaBIOS is the guest (reports then carry the lease's expected
-measurement and no guest key). Guests outlive the agent (QEMU daemonizes) and are found
-again by their directory under the run directory.
+boots it directly (kernel, initrd, command line) with isolated user-mode networking (SSH
+forwarded from a port on 127.0.0.1, nothing on the host reachable from the guest:
+`qemu_args`), and a virtio-serial channel to the guest agent, which the node binds to the
+lease and its renter before the first report and which binds its own key into each report.
+No hardware measures this guest, so the simulated AMD-SP signs with the measurement of the
+image actually booted, computed as `cvm image measure` does (a node that boots another
+image than the lease expects is rejected, as real hardware would have it), and with the
+HOST_DATA of the launch's binding. Without an image QEMU's SeaBIOS is the guest (reports
+then carry the lease's expected measurement, the launch's HOST_DATA and a key made at
+launch). Guests outlive the agent (QEMU daemonizes) and are found again by their directory
+under the run directory.
 """
 
 from __future__ import annotations
@@ -26,13 +29,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cvm.attestation.binding import build_report_data
 from cvm.images import Image, ImageError, ImageStore, measure
 from node_agent.errors import LauncherError
 from node_agent.guest_channel import GuestChannel
-from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState, Launcher
+from node_agent.launcher.base import (
+    GuestInfo,
+    GuestReport,
+    GuestSpec,
+    GuestState,
+    HostBinding,
+    Launcher,
+)
 from node_agent.launcher.qemu_args import console_args, image_args
 from node_agent.launcher.qmp import qmp_session
-from node_agent.launcher.signer import ReportSigner
+from node_agent.launcher.signer import ReportSigner, simulated_guest_key
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +134,20 @@ class QemuLauncher(Launcher):
         default_image: str | None = None,
         ovmf: Path | None = None,
         boot_timeout_s: float = 60.0,
+        guest_outbound: bool = False,
     ) -> None:
         self.run_dir = run_dir
         self.signer = signer
+        ark = getattr(signer, "ark", None)
+        self.trusted_roots = [ark] if ark is not None else None
+        # Off by default: see `qemu_args` for what turning it on exposes.
+        self.guest_outbound = guest_outbound
+        if guest_outbound:
+            log.warning(
+                "guest outbound networking is ON: guests reach the internet and also this"
+                " host's 127.0.0.1 (as 10.0.2.2) and private networks; nothing on this host"
+                " may trust loopback"
+            )
         self.qemu_binary = qemu_binary
         self.accel = accel
         self.images = images
@@ -211,7 +233,9 @@ class QemuLauncher(Launcher):
             accel_args += ["-accel", accel]
         boot: list[str] = []
         if image is not None:
-            boot = image_args(image, ssh_port, self.agent_socket(spec.lease_id))
+            boot = image_args(
+                image, ssh_port, self.agent_socket(spec.lease_id), outbound=self.guest_outbound
+            )
         return [
             self.qemu_binary,
             "-name",
@@ -243,6 +267,7 @@ class QemuLauncher(Launcher):
         current = self.status(spec.lease_id)
         if current.state == GuestState.RUNNING:
             return current
+        binding = spec.host_binding()
         if shutil.which(self.qemu_binary) is None:
             raise LauncherError(f"{self.qemu_binary} is not installed")
         image = self._image(spec)
@@ -255,6 +280,7 @@ class QemuLauncher(Launcher):
             "memory_mib": spec.memory_mib,
             "disk_gib": spec.disk_gib,
             "expected_measurement": spec.expected_measurement.hex(),
+            "binding": binding.to_json(),
         }
         ssh_port = 0
         if image is not None:
@@ -264,6 +290,8 @@ class QemuLauncher(Launcher):
             if booted is not None:
                 record["booted_measurement"] = booted.hex()
             record["ssh_port"] = ssh_port
+        else:
+            record["guest_key"] = simulated_guest_key().hex()  # no agent in SeaBIOS to make one
         (directory / "spec.json").write_text(json.dumps(record))
         # -daemonize returns once QEMU is initialised, so the QMP socket exists afterwards.
         result = subprocess.run(
@@ -384,18 +412,41 @@ class QemuLauncher(Launcher):
         answer = self.channel(lease_id).request(message)
         return [str(name) for name in answer.get("installed", [])]
 
-    def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
+    def binding(self, lease_id: int) -> HostBinding:
+        """The lease binding the guest was launched with (LauncherError for a guest from
+        before launches were bound: it cannot attest and is relaunched)."""
+        try:
+            return HostBinding.from_json(self._record(lease_id)["binding"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LauncherError(f"lease {lease_id}: the guest was launched unbound") from exc
+
+    def bound_channel(self, lease_id: int) -> GuestChannel:
+        """The guest agent's channel, the guest bound to its launch binding (idempotent)."""
+        binding = self.binding(lease_id)
+        channel = self.channel(lease_id)
+        channel.bind(binding.chain_id, binding.registry, lease_id, binding.renter,
+                     ready_timeout_s=self.boot_timeout_s)  # fmt: skip
+        return channel
+
+    def get_report(self, lease_id: int, nonce: int) -> GuestReport:
         if self.status(lease_id).state != GuestState.RUNNING:
             raise LauncherError(f"lease {lease_id} has no running guest to attest")
         record = self._record(lease_id)
+        binding = self.binding(lease_id)
+        host_data = binding.host_data(lease_id)
         if "image" not in record:
-            return self.signer.sign_report(
-                bytes.fromhex(record["expected_measurement"]), report_data
+            guest_key = bytes.fromhex(record["guest_key"])
+            report_data = build_report_data(
+                binding.chain_id, binding.registry, lease_id, nonce, guest_key
             )
-        answer, guest_key, bound = self.channel(lease_id).attest(
-            lease_id, report_data, self.boot_timeout_s
-        )
+            signed = self.signer.sign_report(
+                bytes.fromhex(record["expected_measurement"]), report_data, host_data
+            )
+            return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, guest_key)
+        answer, guest_key, bound = self.bound_channel(lease_id).attest(lease_id, nonce)
         if answer.get("report"):
             raise LauncherError(f"lease {lease_id}: a hardware report from a non-SNP launcher")
-        signed = self.signer.sign_report(bytes.fromhex(record["booted_measurement"]), bound)
+        signed = self.signer.sign_report(
+            bytes.fromhex(record["booted_measurement"]), bound, host_data
+        )
         return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, guest_key)

@@ -6,9 +6,12 @@ command line, user-mode network with SSH forwarded, the guest agent's virtio-ser
 and command line are part of the launch measurement. The node expects for a lease what
 `cvm.images.measure` computes with the same OVMF, vCPU count and vCPU type as the launch.
 
-Reports come from the AMD-SP itself: the guest agent asks configfs-tsm (or /dev/sev-guest)
-for a report binding the lease and its own key. The host's channel to the agent only
-carries the lease's REPORT_DATA in and the report out; nothing here signs anything. The
+The launch sets HOST_DATA (`sev-snp-guest`'s `host-data`) to the binding of the lease and
+its renter, immutable for the guest's life; the guest reads it from its own report and
+serves that lease only. Reports come from the AMD-SP itself: the node binds the guest
+agent to the lease, asks it for a report on a nonce, and the agent computes the lease
+digest and asks configfs-tsm (or /dev/sev-guest) for a report binding it and its own key.
+Nothing here signs anything. The
 VCEK and its chain come from the certificate table the host gave the guest, else from
 AMD's KDS (cached under the run directory).
 
@@ -18,6 +21,7 @@ type (QEMU >= 9.1), and says what is missing.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,14 +29,14 @@ from pathlib import Path
 
 from cryptography import x509
 
-from cvm.attestation.appraisal import appraise
+from cvm.attestation.appraisal import appraise_lease_evidence
 from cvm.attestation.errors import AttestationError
+from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.kds import CachingKds, CertificateSource, HttpKds, endorsements
 from cvm.attestation.product import Product
-from cvm.attestation.validate import Policy
 from cvm.images import Image, ImageError, ImageStore, find_ovmf
 from node_agent.errors import HostUnsupported, LauncherError
-from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState
+from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState, HostBinding
 from node_agent.launcher.qemu import QemuLauncher, guest_name
 from node_agent.launcher.qemu_args import SNP_VIRTIO, console_args, image_args
 from node_agent.launcher.qmp import qmp_session
@@ -122,6 +126,7 @@ class QemuSnpLauncher(QemuLauncher):
         kds: CertificateSource | None = None,
         check_host: bool = True,
         trusted_roots: Sequence[x509.Certificate] | None = None,
+        guest_outbound: bool = False,
     ) -> None:
         self.config = config
         # The roots a report must chain to before it is submitted: AMD's pinned ARKs (None),
@@ -136,7 +141,9 @@ class QemuSnpLauncher(QemuLauncher):
             images=images,
             default_image=default_image,
             ovmf=config.ovmf,
+            guest_outbound=guest_outbound,
         )
+        self.trusted_roots = trusted_roots  # not a simulated signer's
         self.kds = kds or CachingKds(run_dir / "kds", HttpKds())
         if check_host:
             self.require_host()
@@ -170,6 +177,8 @@ class QemuSnpLauncher(QemuLauncher):
             )
         directory = self.guest_dir(spec.lease_id)
         config = self.config
+        # 32 bytes, base64 as QEMU wants them: in every report of this guest, for its life.
+        host_data = base64.b64encode(spec.host_binding().host_data(spec.lease_id)).decode()
         return [
             self.qemu_binary,
             "-name", guest_name(spec.lease_id),
@@ -181,12 +190,13 @@ class QemuSnpLauncher(QemuLauncher):
             "-object",
             f"{SNP_OBJECT_TYPE},id=sev0,cbitpos={config.cbitpos},"
             f"reduced-phys-bits={config.reduced_phys_bits},policy={config.policy:#x},"
-            "kernel-hashes=on",
+            f"kernel-hashes=on,host-data={host_data}",
             "-smp", str(spec.vcpu),
             "-m", f"{spec.memory_mib}M",
             "-bios", str(config.ovmf),
             *console_args(directory / "serial.log"),
-            *image_args(image, ssh_port, self.agent_socket(spec.lease_id), SNP_VIRTIO),
+            *image_args(image, ssh_port, self.agent_socket(spec.lease_id), SNP_VIRTIO,
+                        outbound=self.guest_outbound),
             *self.control_args(spec.lease_id, directory),
         ]  # fmt: skip
 
@@ -217,15 +227,13 @@ class QemuSnpLauncher(QemuLauncher):
             self.stop(lease_id)
             raise LauncherError(f"lease {lease_id} guest is not a proper SNP guest: {problems}")
 
-    def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
-        """A report the AMD-SP made for the guest agent's key and this lease's REPORT_DATA."""
-        if len(report_data) != 64:
-            raise LauncherError(f"REPORT_DATA must be 64 bytes, got {len(report_data)}")
+    def get_report(self, lease_id: int, nonce: int) -> GuestReport:
+        """A report the AMD-SP made for the guest agent's key on attestation `nonce` of the
+        lease its launch bound it to."""
         if self.status(lease_id).state != GuestState.RUNNING:
             raise LauncherError(f"lease {lease_id} has no running guest to attest")
-        answer, guest_key, bound = self.channel(lease_id).attest(
-            lease_id, report_data, self.boot_timeout_s
-        )
+        binding = self.binding(lease_id)
+        answer, guest_key, bound = self.bound_channel(lease_id).attest(lease_id, nonce)
         try:
             report = bytes.fromhex(answer.get("report") or "")
             cert_table = bytes.fromhex(answer.get("certs") or "")
@@ -238,16 +246,17 @@ class QemuSnpLauncher(QemuLauncher):
             )
         if len(report) != _REPORT_SIZE or report[0x50:0x90] != bound:
             raise LauncherError(f"lease {lease_id}: the guest's report is not for its REPORT_DATA")
+        if report[0xC0:0xE0] != binding.host_data(lease_id):
+            raise LauncherError(f"lease {lease_id}: the guest's report has another HOST_DATA")
         try:
             vcek, chain = endorsements(report, cert_table, self.kds, self.config.product)
         except AttestationError as exc:
             raise LauncherError(f"lease {lease_id}: no VCEK for the report: {exc}") from exc
-        self._appraise(lease_id, report, vcek, chain, bound)
-        return GuestReport(report, vcek, chain, guest_key)
+        got = GuestReport(report, vcek, chain, guest_key)
+        self._appraise(lease_id, nonce, got, binding)
+        return got
 
-    def _appraise(
-        self, lease_id: int, report: bytes, vcek: bytes, chain: bytes, bound: bytes
-    ) -> None:
+    def _appraise(self, lease_id: int, nonce: int, got: GuestReport, binding: HostBinding) -> None:
         """Refuse a report the verifiers would reject. The renter has root in the guest and
         can answer with anything; a report the node submits and the verifiers reject gets
         the node slashed, so a lying guest may block attestation but never make it submit."""
@@ -255,7 +264,7 @@ class QemuSnpLauncher(QemuLauncher):
         if not expected:
             raise LauncherError(f"lease {lease_id}: the guest's record names no measurement")
         verdict = appraise_guest_report(
-            report, vcek, chain, bytes.fromhex(expected), bound, trusted_roots=self.trusted_roots
+            got, lease_id, nonce, binding, bytes.fromhex(expected), self.trusted_roots
         )
         if verdict:
             raise LauncherError(
@@ -264,25 +273,33 @@ class QemuSnpLauncher(QemuLauncher):
 
 
 def appraise_guest_report(
-    report: bytes,
-    vcek: bytes,
-    chain: bytes,
+    got: GuestReport,
+    lease_id: int,
+    nonce: int,
+    binding: HostBinding,
     measurement: bytes,
-    report_data: bytes,
-    *,
     trusted_roots: Sequence[x509.Certificate] | None = None,
 ) -> list[str]:
-    """Why the verifiers would reject this report (empty: they would not): its signature,
-    its chain to AMD's roots, the lease's measurement, no debug, VMPL 0 and exactly this
-    REPORT_DATA (the lease digest and the guest key the channel checked), as
-    `backend.verifier` appraises it."""
-    policy = Policy(measurements=(measurement,), report_data=report_data, allow_debug=False, vmpl=0)
-    verdict = appraise(report, vcek, policy, chain=chain, trusted_roots=trusted_roots)
-    return [f"{failure.reason}: {failure.message}" for failure in verdict.failures]
+    """Why the verifiers would reject this report (empty: they would not), appraised as
+    `backend.verifier` appraises it (`appraise_lease_evidence`): its signature and chain
+    to the roots, the lease's measurement, no debug, VMPL 0, a well-formed guest key,
+    REPORT_DATA bound to this lease, nonce and key, and HOST_DATA to this lease's renter."""
+    try:
+        bundle = EvidenceBundle(
+            report=got.report, vcek=got.vcek_der, chain=got.cert_chain_pem,
+            chain_id=binding.chain_id, registry=binding.registry, lease_id=lease_id,
+            nonce=nonce, guest_key=got.guest_key,
+        )  # fmt: skip
+    except AttestationError as exc:
+        return [f"{exc.reason}: {exc.message}"]
+    appraisal = appraise_lease_evidence(
+        bundle, measurement=measurement, renter=binding.renter, trusted_roots=trusted_roots
+    )
+    return [f"{failure.reason}: {failure.message}" for failure in appraisal.failures]
 
 
 class _NoSimulatedSigner:
     """SNP guests are attested by the real AMD-SP; nothing may sign for them here."""
 
-    def sign_report(self, measurement: bytes, report_data: bytes) -> GuestReport:
+    def sign_report(self, measurement: bytes, report_data: bytes, host_data: bytes) -> GuestReport:
         raise LauncherError("the qemu-snp launcher never uses a simulated AMD-SP")

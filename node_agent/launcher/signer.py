@@ -11,15 +11,19 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from cvm.attestation.binding import GuestKey
 from node_agent.launcher.base import GuestReport
 
 
 class ReportSigner(Protocol):
     """Makes a signed SEV-SNP report for a guest of a given measurement."""
 
-    def sign_report(self, measurement: bytes, report_data: bytes) -> GuestReport:
-        """A 1184-byte report with this MEASUREMENT and REPORT_DATA, and its certificates."""
+    def sign_report(self, measurement: bytes, report_data: bytes, host_data: bytes) -> GuestReport:
+        """A 1184-byte report with this MEASUREMENT, REPORT_DATA and HOST_DATA (what the
+        launch set), and its certificates."""
         ...
 
 
@@ -42,6 +46,23 @@ class SimulatedAmdSp:
         """The simulated root this chip's reports chain to."""
         return self._chip.ark
 
-    def sign_report(self, measurement: bytes, report_data: bytes) -> GuestReport:
-        signed = self._chip.attest(measurement=measurement, report_data=report_data)
+    def sign_report(self, measurement: bytes, report_data: bytes, host_data: bytes) -> GuestReport:
+        signed = self._chip.attest(
+            measurement=measurement, report_data=report_data, host_data=host_data
+        )
         return GuestReport(signed.report, signed.vcek_der, signed.chain_pem)
+
+
+def simulated_guest_key() -> bytes:
+    """A fresh, well-formed guest key (X25519 || Ed25519 || signer address) for a guest that
+    has no agent of its own (the `simulated` launcher, a `qemu` guest without a cvm image).
+    Only the public halves are kept: nothing can be sealed to or signed by such a guest, as
+    nothing runs in it to use them."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+    from eth_account import Account
+
+    raw = serialization.PublicFormat.Raw
+    hpke = x25519.X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, raw)
+    ssh = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, raw)
+    signer = bytes.fromhex(Account.create().address[2:])
+    return GuestKey.parse(hpke + ssh + signer).to_bytes()

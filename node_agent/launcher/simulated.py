@@ -3,7 +3,8 @@
 The default where there is no SEV hardware. A "guest" is a small JSON file per lease, so
 it outlives the agent like a real VM would, and the reconciler treats it the same way.
 The report carries the lease's expected measurement: the simulated guest runs exactly
-the image the renter asked for.
+the image the renter asked for, and the HOST_DATA its launch set (lease and renter). Its
+guest key is made at launch and kept for the guest's life, as a real guest's would be.
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ import json
 import os
 from pathlib import Path
 
+from cvm.attestation.binding import build_report_data
 from node_agent.errors import LauncherError
-from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState, Launcher
-from node_agent.launcher.signer import ReportSigner
+from node_agent.launcher.base import (
+    GuestInfo,
+    GuestReport,
+    GuestSpec,
+    GuestState,
+    HostBinding,
+    Launcher,
+)
+from node_agent.launcher.signer import ReportSigner, simulated_guest_key
 
 _PREFIX = "lease-"
 
@@ -27,6 +36,8 @@ class SimulatedLauncher(Launcher):
     def __init__(self, state_dir: Path, signer: ReportSigner) -> None:
         self.state_dir = state_dir
         self.signer = signer
+        ark = getattr(signer, "ark", None)
+        self.trusted_roots = [ark] if ark is not None else None
         state_dir.mkdir(parents=True, exist_ok=True)
 
     def _path(self, lease_id: int) -> Path:
@@ -36,12 +47,15 @@ class SimulatedLauncher(Launcher):
         path = self._path(spec.lease_id)
         if path.exists():
             return self.status(spec.lease_id)
+        binding = spec.host_binding()
         record = {
             "lease_id": spec.lease_id,
             "vcpu": spec.vcpu,
             "memory_mib": spec.memory_mib,
             "disk_gib": spec.disk_gib,
             "expected_measurement": spec.expected_measurement.hex(),
+            "binding": binding.to_json(),
+            "guest_key": simulated_guest_key().hex(),
         }
         # Written whole then renamed: a crash never leaves half a guest behind.
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
@@ -66,9 +80,20 @@ class SimulatedLauncher(Launcher):
                 found.append(GuestInfo(int(suffix), GuestState.RUNNING, path.name))
         return found
 
-    def get_report(self, lease_id: int, report_data: bytes) -> GuestReport:
+    def get_report(self, lease_id: int, nonce: int) -> GuestReport:
         try:
             record = json.loads(self._path(lease_id).read_text())
+            binding = HostBinding.from_json(record["binding"])
+            guest_key = bytes.fromhex(record["guest_key"])
         except FileNotFoundError:
             raise LauncherError(f"lease {lease_id} has no running guest to attest") from None
-        return self.signer.sign_report(bytes.fromhex(record["expected_measurement"]), report_data)
+        except (KeyError, ValueError, TypeError) as exc:
+            # A record from before guests were bound: relaunched with a binding instead.
+            raise LauncherError(f"lease {lease_id}: the guest's record has no binding") from exc
+        report_data = build_report_data(
+            binding.chain_id, binding.registry, lease_id, nonce, guest_key
+        )
+        signed = self.signer.sign_report(
+            bytes.fromhex(record["expected_measurement"]), report_data, binding.host_data(lease_id)
+        )
+        return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, guest_key)

@@ -20,12 +20,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from cvm.attestation.binding import build_report_data
 from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.release import ReleaseRefused, seal, verify_guest
 from cvm.images import Image, ImageStore, measure
 from node_agent.errors import LauncherError
-from node_agent.launcher.base import GuestSpec, GuestState
+from node_agent.launcher.base import GuestSpec, GuestState, HostBinding
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.signer import SimulatedAmdSp
 from tests.fixtures.images import guest_image, image_store, variant  # noqa: F401
@@ -37,6 +36,7 @@ CHAIN_ID = 31337
 REGISTRY = "0x" + "5a" * 20
 SECRET = b"the renter's database password\n"
 GOOD, OTHER_IMAGE = 41, 42
+BINDING = HostBinding(CHAIN_ID, REGISTRY, "0x" + "7e" * 20)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def guests(
     expected = measure(guest_image)
     booted = {GOOD: guest_image, OTHER_IMAGE: other}
     for lease_id, image in booted.items():
-        launcher.launch(GuestSpec(lease_id, 1, 512, 1, expected, image.image_id))
+        launcher.launch(GuestSpec(lease_id, 1, 512, 1, expected, image.image_id, BINDING))
     for lease_id in booted:
         # boot_timeout_s (60 s): a guest that is not up by then fails the test.
         launcher.wait_ready(lease_id)
@@ -80,7 +80,7 @@ def guests(
 
 
 def evidence(launcher: QemuLauncher, lease_id: int, nonce: int = 0) -> EvidenceBundle:
-    got = launcher.get_report(lease_id, build_report_data(CHAIN_ID, REGISTRY, lease_id, nonce))
+    got = launcher.get_report(lease_id, nonce)
     return EvidenceBundle(
         report=got.report,
         vcek=got.vcek_der,
@@ -197,7 +197,7 @@ def test_stopped_guest_is_gone(launcher, guests):
     launcher.stop(OTHER_IMAGE)
     assert launcher.status(OTHER_IMAGE).state == GuestState.MISSING
     with pytest.raises(LauncherError):
-        launcher.get_report(OTHER_IMAGE, bytes(64))
+        launcher.get_report(OTHER_IMAGE, 0)
     assert not any(p.name.startswith(f"{OTHER_IMAGE}.") for p in launcher.socket_dir.iterdir())
     assert os.path.isdir(launcher.run_dir)
 

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cvm.attestation.abi import parse
-from cvm.attestation.binding import build_report_data
+from cvm.attestation.binding import GuestKey, build_report_data, host_data
 from cvm.chain import AttestationStatus, LeaseStatus
 from node_agent.agent import NodeAgent
-from node_agent.errors import CapacityExceeded, LeaseNotOurs
-from node_agent.launcher.base import GuestSpec, GuestState
+from node_agent.errors import CapacityExceeded, LauncherError, LeaseNotOurs
+from node_agent.launcher.base import GuestReport, GuestSpec, GuestState, HostBinding
 from node_agent.store import LeaseState, Resources, SubmissionState
 from tests.fixtures.chain import LEASE_SPEC, MEASUREMENT, ChainSystem
 
@@ -54,10 +54,16 @@ def test_handle_lease_accepts_launches_and_submits_a_bound_report(
     [submission] = agent.store.submissions(lease_id)
     assert submission.state == SubmissionState.SUBMITTED and submission.nonce == 0
     assert attestation.report_hash == submission.report_hash
+    # Bound to the lease, its nonce and a well-formed guest key, launched for its renter.
+    GuestKey.parse(submission.guest_key)
+    deployment = chain.deployment
     expected = build_report_data(
-        chain.deployment.chain_id, chain.deployment.attestation_registry, lease_id, 0
+        deployment.chain_id, deployment.attestation_registry, lease_id, 0, submission.guest_key
     )
     assert parse(submission.report).report_data == expected
+    assert parse(submission.report).host_data == host_data(
+        deployment.chain_id, deployment.attestation_registry, lease_id, lease.renter
+    )
 
 
 def test_handling_twice_never_submits_twice(
@@ -175,7 +181,9 @@ def test_reconciler_stops_a_guest_it_has_no_lease_for(
     chain.staked_node()
     agent = make_agent()
     lease_id = chain.open_lease()  # open, never accepted by us
-    agent.launcher.launch(GuestSpec(lease_id, 1, 64, 1, MEASUREMENT))
+    binding = HostBinding(chain.deployment.chain_id, chain.deployment.attestation_registry,
+                          chain.node.leases.get_lease(lease_id).renter)  # fmt: skip
+    agent.launcher.launch(GuestSpec(lease_id, 1, 64, 1, MEASUREMENT, binding=binding))
     assert agent.reconcile().stopped == [lease_id]
     assert agent.launcher.running() == []
 
@@ -241,3 +249,46 @@ def test_a_relaunched_guest_is_attested_again(
     assert (result.relaunched, result.attested) == ([], [lease_id])
     assert chain.node.attestations.attestation_nonce(lease_id) == 2
     assert agent.store.get_lease(lease_id).state == LeaseState.ATTESTED
+
+
+@pytest.mark.parametrize("lie", ["empty guest key", "another renter", "another lease"])
+def test_a_report_the_verifiers_would_reject_is_never_submitted(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent], lie: str
+) -> None:
+    """The renter has root in its guest and may answer anything: a report the verifiers
+    reject slashes the node, so the agent appraises each report with their exact binding
+    (REPORT_DATA with a well-formed key, HOST_DATA of the lease and its renter) and submits
+    none that fails. FAILED on the old code for the empty key (sha256(b"") was compared,
+    and passed) and for HOST_DATA (never set nor checked)."""
+    chain.staked_node()
+    lease_id = chain.open_lease()
+    agent = make_agent()
+    deployment = chain.deployment
+    signer = agent.launcher.signer  # type: ignore[attr-defined]
+    renter = chain.node.leases.get_lease(lease_id).renter
+
+    def lying(asked: int, nonce: int) -> GuestReport:
+        honest = real(asked, nonce)
+        key, bound_lease, bound_renter = honest.guest_key, asked, renter
+        if lie == "empty guest key":
+            key = b""
+        elif lie == "another renter":
+            bound_renter = "0x" + "11" * 20
+        else:
+            bound_lease = asked + 1000
+        data = build_report_data(
+            deployment.chain_id, deployment.attestation_registry, asked, nonce, key
+        )
+        host = host_data(deployment.chain_id, deployment.attestation_registry, bound_lease,
+                         bound_renter)  # fmt: skip
+        signed = signer.sign_report(MEASUREMENT, data, host)
+        return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, key)
+
+    real = agent.launcher.get_report
+    agent.launcher.get_report = lying  # type: ignore[method-assign, assignment]
+    with pytest.raises(LauncherError, match="would be rejected"):
+        agent.handle_lease(lease_id)
+    assert chain.node.attestations.attestation_nonce(lease_id) == 0
+    assert agent.store.submissions(lease_id) == []
+    agent.launcher.get_report = real  # type: ignore[method-assign]
+    assert agent.handle_lease(lease_id) == LeaseState.ATTESTED  # the honest guest's report

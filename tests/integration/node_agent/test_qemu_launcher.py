@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cvm.attestation.binding import GuestKey, build_report_data, host_data
 from node_agent.errors import LauncherError
-from node_agent.launcher.base import GuestReport, GuestSpec, GuestState
+from node_agent.launcher.base import GuestReport, GuestSpec, GuestState, HostBinding
 from node_agent.launcher.qemu import QemuLauncher, process_alive
 from node_agent.launcher.qmp import qmp_session
 from tests.integration.node_agent.qemu import ensure_qemu
@@ -22,10 +23,10 @@ class RecordingSigner:
     """Stands in for the AMD-SP: remembers what it was asked to sign."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[bytes, bytes]] = []
+        self.calls: list[tuple[bytes, bytes, bytes]] = []
 
-    def sign_report(self, measurement: bytes, report_data: bytes) -> GuestReport:
-        self.calls.append((measurement, report_data))
+    def sign_report(self, measurement: bytes, report_data: bytes, host_data: bytes) -> GuestReport:
+        self.calls.append((measurement, report_data, host_data))
         return GuestReport(report=bytes(1184), vcek_der=b"vcek", cert_chain_pem=b"chain")
 
 
@@ -39,8 +40,11 @@ def launcher(tmp_path: Path) -> Iterator[QemuLauncher]:
         qemu.stop(lease_id)  # no QEMU outlives the test
 
 
+BINDING = HostBinding(31337, "0x" + "5a" * 20, "0x" + "7e" * 20)
+
+
 def _spec(lease_id: int, vcpu: int = 1) -> GuestSpec:
-    return GuestSpec(lease_id, vcpu, 64, 1, bytes([lease_id]) * 48)
+    return GuestSpec(lease_id, vcpu, 64, 1, bytes([lease_id]) * 48, binding=BINDING)
 
 
 def test_launch_runs_a_real_guest_and_is_idempotent(launcher: QemuLauncher) -> None:
@@ -87,16 +91,25 @@ def test_report_needs_a_running_guest_and_carries_the_lease_measurement(
     launcher: QemuLauncher,
 ) -> None:
     with pytest.raises(LauncherError, match="no running guest"):
-        launcher.get_report(6, b"\x07" * 64)
+        launcher.get_report(6, 2)
     launcher.launch(_spec(6))
-    launcher.get_report(6, b"\x07" * 64)
-    assert launcher.signer.calls == [(bytes([6]) * 48, b"\x07" * 64)]  # type: ignore[attr-defined]
+    got = launcher.get_report(6, 2)
+    GuestKey.parse(got.guest_key)  # made at launch: SeaBIOS has no agent to make one
+    report_data = build_report_data(31337, BINDING.registry, 6, 2, got.guest_key)
+    bound = host_data(31337, BINDING.registry, 6, BINDING.renter)
+    assert launcher.signer.calls == [(bytes([6]) * 48, report_data, bound)]  # type: ignore[attr-defined]
+
+
+def test_no_guest_is_launched_unbound(launcher: QemuLauncher) -> None:
+    with pytest.raises(LauncherError, match="no host binding"):
+        launcher.launch(GuestSpec(7, 1, 64, 1, bytes(48)))
+    assert launcher.status(7).state == GuestState.MISSING
 
 
 def test_qemu_failure_is_reported(tmp_path: Path) -> None:
     broken = QemuLauncher(tmp_path / "run", RecordingSigner(), qemu_binary=ensure_qemu())
     with pytest.raises(LauncherError, match="QEMU for lease 1 failed"):
-        broken.launch(GuestSpec(1, 1, 1 << 40, 1, bytes(48)))  # a terabyte of RAM
+        broken.launch(GuestSpec(1, 1, 1 << 40, 1, bytes(48), binding=BINDING))  # a terabyte of RAM
 
 
 def test_a_guest_whose_monitor_is_gone_is_never_doubled(launcher: QemuLauncher) -> None:

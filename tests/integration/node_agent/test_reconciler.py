@@ -140,10 +140,10 @@ def test_one_leases_unexpected_error_spares_the_others(
     chain.node.leases.accept_lease(sound)
     real = agent.launcher.get_report
 
-    def get_report(lease_id: int, report_data: bytes) -> GuestReport:
+    def get_report(lease_id: int, nonce: int) -> GuestReport:
         if lease_id == broken:  # e.g. a guest's answer no parser expected
             raise ValueError("a malformed certificate from the guest")
-        return real(lease_id, report_data)
+        return real(lease_id, nonce)
 
     agent.launcher.get_report = get_report  # type: ignore[method-assign]
     result = agent.reconcile()

@@ -1,5 +1,7 @@
-"""The `qemu-snp` launcher against recorded expectations: command line, QMP, guest channel,
-and a clear refusal on hosts without SEV-SNP (such as this one)."""
+"""The `qemu-snp` launcher against recorded expectations: command line (HOST_DATA binding
+the lease and its renter, isolated network), QMP, the guest channel (protocol v2: bind,
+then attest on a nonce, against a fake guest agent on the Unix socket), and a clear
+refusal on hosts without SEV-SNP (such as this one)."""
 
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from eth_utils import to_checksum_address
 
 from cvm.attestation import Product, SimulatedSecureProcessor, parse, verify_report
+from cvm.attestation.binding import build_report_data, host_data
 from cvm.attestation.kds import CachingKds, cert_chain_url, vcek_url
 from cvm.images import REFERENCE_OVMF, Image, ImageStore, measure
-from node_agent.errors import HostUnsupported, LauncherError
-from node_agent.launcher.base import GuestSpec, GuestState
+from node_agent.errors import GuestRefused, HostUnsupported, LauncherError
+from node_agent.launcher.base import GuestReport, GuestSpec, GuestState, HostBinding
 from node_agent.launcher.qemu import QemuLauncher, process_alive
 from node_agent.launcher.qemu_args import SNP_VIRTIO
 from node_agent.launcher.qemu_snp import (
@@ -34,7 +38,7 @@ from node_agent.launcher.qemu_snp import (
     snp_host_problems,
     snp_ovmf,
 )
-from node_agent.launcher.signer import SimulatedAmdSp
+from node_agent.launcher.signer import SimulatedAmdSp, simulated_guest_key
 from tests.unit.node_agent.fake_qmp import RecordedQmp
 
 DATA = Path(__file__).with_name("data")
@@ -48,7 +52,11 @@ IMAGE = Image(
     kernel_sha256="11" * 32,
     initrd_sha256="22" * 32,
 )
-SPEC = GuestSpec(lease_id=7, vcpu=2, memory_mib=2048, disk_gib=20, expected_measurement=bytes(48))
+CHAIN_ID, REGISTRY, RENTER = 31337, "0x" + "5a" * 20, "0x" + "7e" * 20
+BINDING = HostBinding(CHAIN_ID, REGISTRY, RENTER)
+HOST_DATA = host_data(CHAIN_ID, REGISTRY, 7, RENTER)
+SPEC = GuestSpec(lease_id=7, vcpu=2, memory_mib=2048, disk_gib=20, expected_measurement=bytes(48),
+                 binding=BINDING)  # fmt: skip
 
 
 @pytest.fixture
@@ -216,17 +224,40 @@ def test_launch_check_stops_an_snp_guest_whose_policy_allows_debugging(
 
 
 class FakeGuestAgent:
-    """The guest agent's end of its virtio-serial port (guest/agent.py's protocol: one JSON
-    object a line, answers carry the request's id), answering `attest` with `answer`."""
+    """The guest agent's end of its virtio-serial port, protocol v2 (one JSON object a line,
+    answers carry the request's id): `hello` says what it is bound to, `bind` binds it once
+    (HOST_DATA of the binding), `attest` is refused until bound and is answered by `answer`
+    (a function of the request and the REPORT_DATA an honest guest binds)."""
 
-    def __init__(self, path: Path, answer: Any) -> None:
+    def __init__(self, path: Path, answer: Any, *, bound: dict[str, Any] | None = None,
+                 bind_answer: Any = None) -> None:  # fmt: skip
         self.requests: list[dict[str, Any]] = []
+        self.bound = bound
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(path))
         self._server.listen(4)
         self._answer = answer
+        self._bind_answer = bind_answer
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
+
+    def _reply(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "hello":
+            return {"ok": True, "guest_key": GUEST_KEY.hex(), "bound": self.bound}
+        if op == "bind":
+            wanted = {k: request[k] for k in ("chain_id", "registry", "lease_id", "renter")}
+            if self.bound is not None and self.bound != wanted:
+                return {"ok": False, "error": "bound to another lease"}
+            self.bound = wanted
+            if self._bind_answer is not None:
+                return dict(self._bind_answer)
+            return {"ok": True, "host_data": host_data(**wanted).hex()}
+        if op == "attest":
+            if self.bound is None:
+                return {"ok": False, "error": "not bound"}
+            return self._answer(request) if callable(self._answer) else self._answer
+        return {"ok": False, "error": f"unknown op {op}"}
 
     def _serve(self) -> None:
         while True:
@@ -237,10 +268,7 @@ class FakeGuestAgent:
             with conn, conn.makefile("rwb") as stream:
                 request = json.loads(stream.readline())
                 self.requests.append(request)
-                if request["op"] == "hello":
-                    answer: dict[str, Any] = {"ok": True, "agent": "cvm-guest-agent"}
-                else:
-                    answer = self._answer(request) if callable(self._answer) else self._answer
+                answer = self._reply(request)
                 stream.write(json.dumps({**answer, "id": request["id"]}).encode() + b"\n")
                 stream.flush()
 
@@ -254,7 +282,8 @@ class FakeGuestAgent:
         self._thread.join(timeout=5)
 
 
-GUEST_KEY = bytes(range(64))
+GUEST_KEY = simulated_guest_key()
+NONCE = 3
 REAL_REPORT = (SNP_DATA / "reports" / "milan_virtee_sev.bin").read_bytes()
 REAL_VCEK = (SNP_DATA / "vcek" / "milan_virtee_sev.der").read_bytes()
 MILAN_CHAIN = (SNP_DATA / "ca" / "milan_vcek_cert_chain.pem").read_bytes()
@@ -268,43 +297,57 @@ def chip() -> SimulatedSecureProcessor:
     return SimulatedSecureProcessor(Product.MILAN)
 
 
-def _bound(request: dict[str, Any]) -> bytes:
-    return bytes.fromhex(request["lease_digest"]) + hashlib.sha256(GUEST_KEY).digest()
+def _bound(request: dict[str, Any], key: bytes = GUEST_KEY) -> bytes:
+    """What an honest guest bound to lease 7 binds for the request's nonce and its key."""
+    return build_report_data(CHAIN_ID, REGISTRY, 7, request["nonce"], key)
 
 
-def _answer(report: bytes, bound: bytes, certs: bytes = b"") -> dict[str, Any]:
+def _answer(
+    report: bytes, bound: bytes, certs: bytes = b"", key: bytes = GUEST_KEY
+) -> dict[str, Any]:
     return {"ok": True, "source": "configfs-tsm", "report": report.hex(), "certs": certs.hex(),
-            "report_data": bound.hex(), "guest_key": GUEST_KEY.hex()}  # fmt: skip
+            "report_data": bound.hex(), "guest_key": key.hex()}  # fmt: skip
 
 
 def _hardware_answer(request: dict[str, Any], certs: bytes = b"") -> dict[str, Any]:
-    """A lying guest: the real Milan report with the REPORT_DATA rewritten to bind the lease
-    digest and its key (its signature no longer holds)."""
+    """A lying guest: the real Milan report with REPORT_DATA and HOST_DATA rewritten to bind
+    the lease, nonce and its key (its signature no longer holds)."""
     bound = _bound(request)
-    return _answer(REAL_REPORT[:0x50] + bound + REAL_REPORT[0x90:], bound, certs)
+    report = REAL_REPORT[:0x50] + bound + REAL_REPORT[0x90:0xC0] + HOST_DATA + REAL_REPORT[0xE0:]
+    return _answer(report, bound, certs)
 
 
 def _chip_answer(
-    chip: SimulatedSecureProcessor, certs: bytes = b"", measurement: bytes = MEASUREMENT
+    chip: SimulatedSecureProcessor,
+    certs: bytes = b"",
+    measurement: bytes = MEASUREMENT,
+    host: bytes = HOST_DATA,
+    key: bytes = GUEST_KEY,
 ) -> Any:
     """What the agent answers on SNP hardware: a version-2 report (it names no product) the
-    AMD-SP signed for the lease digest and the agent's key."""
+    AMD-SP signed for the lease digest and the agent's key, with the launch's HOST_DATA."""
 
     def answer(request: dict[str, Any]) -> dict[str, Any]:
-        bound = _bound(request)
-        signed = chip.attest(measurement=measurement, report_data=bound, version=2)
-        return _answer(signed.report, bound, certs)
+        bound = _bound(request, key)
+        signed = chip.attest(measurement=measurement, report_data=bound, host_data=host,
+                             version=2)  # fmt: skip
+        return _answer(signed.report, bound, certs, key)
 
     return answer
 
 
 def _running_guest(
-    launcher: QemuSnpLauncher, fake_guest: subprocess.Popen[bytes], answer: Any, reports: int = 1
+    launcher: QemuSnpLauncher,
+    fake_guest: subprocess.Popen[bytes],
+    answer: Any,
+    reports: int = 1,
+    **agent: Any,
 ) -> tuple[RecordedQmp, FakeGuestAgent]:
-    record = {"image": IMAGE.image_id, "expected_measurement": MEASUREMENT.hex()}
+    record = {"image": IMAGE.image_id, "expected_measurement": MEASUREMENT.hex(),
+              "binding": BINDING.to_json()}  # fmt: skip
     (launcher.guest_dir(7) / "spec.json").write_text(json.dumps(record))
     qmp = _serve(launcher, QMP["status"] * reports)  # one status check per report
-    return qmp, FakeGuestAgent(launcher.agent_socket(7), answer)
+    return qmp, FakeGuestAgent(launcher.agent_socket(7), answer, **agent)
 
 
 def _kds_with_milan(tmp_path: Path) -> CachingKds:
@@ -338,17 +381,22 @@ def test_the_report_comes_from_the_amd_sp_with_its_vcek_from_kds(
 ) -> None:
     _trusting(launcher, chip).kds = _kds_with(tmp_path, chip)
     qmp, agent = _running_guest(launcher, fake_guest, _chip_answer(chip))
-    lease_digest = bytes(range(100, 132))
     try:
-        got = launcher.get_report(7, lease_digest + bytes(32))
+        got = launcher.get_report(7, NONCE)
     finally:
         agent.close()
         qmp.close()
-    # Only the lease's REPORT_DATA half goes in; the guest binds its own key in the other.
-    (attest,) = [r for r in agent.requests if r["op"] == "attest"]
-    assert attest["lease_digest"] == lease_digest.hex() and set(attest) == {
-        "op", "lease_digest", "id"}  # fmt: skip
-    assert got.report[0x50:0x70] == lease_digest and got.guest_key == GUEST_KEY
+    # The guest is bound to its lease and renter first; then only the nonce goes in: the
+    # guest computes the lease digest itself, so the host cannot choose another lease.
+    assert [r["op"] for r in agent.requests] == ["hello", "bind", "attest"]
+    bind, attest = agent.requests[1], agent.requests[2]
+    assert {k: bind[k] for k in ("chain_id", "registry", "lease_id", "renter")} == {
+        "chain_id": CHAIN_ID, "registry": to_checksum_address(REGISTRY), "lease_id": 7,
+        "renter": to_checksum_address(RENTER)}  # fmt: skip
+    assert set(attest) == {"op", "nonce", "id"} and attest["nonce"] == NONCE
+    report = parse(got.report)
+    assert report.report_data == _bound({"nonce": NONCE}) and got.guest_key == GUEST_KEY
+    assert report.host_data == HOST_DATA
     assert got.vcek_der == chip.vcek_der and got.cert_chain_pem == chip.chain_pem
     verify_report(got.report, got.vcek_der, chain=got.cert_chain_pem, trusted_roots=[chip.ark])
 
@@ -378,7 +426,7 @@ def test_the_hosts_certificate_table_is_used_when_given(
     _trusting(launcher, chip).kds = CachingKds(tmp_path / "empty-kds")  # no cache, no network
     qmp, agent = _running_guest(launcher, fake_guest, _chip_answer(chip, table))
     try:
-        got = launcher.get_report(7, bytes(64))
+        got = launcher.get_report(7, NONCE)
     finally:
         agent.close()
         qmp.close()
@@ -414,7 +462,7 @@ def test_a_report_the_launcher_cannot_stand_behind_is_refused(
     qmp, agent = _running_guest(launcher, fake_guest, answer)
     try:
         with pytest.raises(LauncherError, match=match):
-            launcher.get_report(7, bytes(64))
+            launcher.get_report(7, NONCE)
     finally:
         agent.close()
         qmp.close()
@@ -440,33 +488,126 @@ def test_a_signed_report_the_verifiers_would_reject_is_refused(
     qmp, agent = _running_guest(launcher, fake_guest, answer)
     try:
         with pytest.raises(LauncherError, match="would be rejected"):
-            launcher.get_report(7, bytes(64))
+            launcher.get_report(7, NONCE)
     finally:
         agent.close()
         qmp.close()
 
 
-def test_the_appraisal_passes_the_genuine_recording_and_refuses_tampered_ones() -> None:
+def _reasons(verdict: list[str]) -> set[str]:
+    return {line.split(":", 1)[0] for line in verdict}
+
+
+def test_the_appraisal_binds_lease_nonce_key_and_renter(chip: SimulatedSecureProcessor) -> None:
+    """The node appraises with exactly the verifiers' binding: a report for another lease,
+    nonce or renter, or with a malformed guest key, is never submitted."""
+
+    def got(answer: dict[str, Any]) -> GuestReport:
+        return GuestReport(bytes.fromhex(answer["report"]), chip.vcek_der, chip.chain_pem,
+                           bytes.fromhex(answer["guest_key"]))  # fmt: skip
+
+    honest = got(_chip_answer(chip)({"nonce": NONCE}))
+    roots = [chip.ark]
+    assert appraise_guest_report(honest, 7, NONCE, BINDING, MEASUREMENT, roots) == []
+    other_renter = HostBinding(CHAIN_ID, REGISTRY, "0x" + "11" * 20)
+    assert _reasons(appraise_guest_report(honest, 7, NONCE, other_renter, MEASUREMENT, roots)) == {
+        "HOST_DATA_MISMATCH"}  # fmt: skip
+    assert _reasons(appraise_guest_report(honest, 8, NONCE, BINDING, MEASUREMENT, roots)) == {
+        "BINDING_MISMATCH", "HOST_DATA_MISMATCH"}  # fmt: skip
+    assert _reasons(appraise_guest_report(honest, 7, NONCE + 1, BINDING, MEASUREMENT, roots)) == {
+        "BINDING_MISMATCH"}  # fmt: skip
+    # The old check compared sha256(b"") with what an empty key bound, and let it through.
+    for bad_key in (b"", GUEST_KEY[:32], bytes(84)):
+        lying = got(_chip_answer(chip, key=bad_key)({"nonce": NONCE}))
+        verdict = appraise_guest_report(lying, 7, NONCE, BINDING, MEASUREMENT, roots)
+        assert _reasons(verdict) == {"GUEST_KEY_MALFORMED"}, bad_key
+
+
+def test_the_appraisal_checks_the_genuine_recordings_signature() -> None:
+    """AMD's real signature verifies (only the cvm binding, which the recording lacks,
+    fails), and every tampered recording fails on more than the binding."""
     genuine = parse(REAL_REPORT)
-    assert (
-        appraise_guest_report(
-            REAL_REPORT, REAL_VCEK, MILAN_CHAIN, genuine.measurement, genuine.report_data
-        )
-        == []
-    )
-    wrong_data = bytes(64)
-    assert appraise_guest_report(REAL_REPORT, REAL_VCEK, MILAN_CHAIN, genuine.measurement,
-                                 wrong_data)  # fmt: skip
+    binding_only = {"BINDING_MISMATCH", "HOST_DATA_MISMATCH"}
+
+    def reasons(report: bytes, vcek: bytes = REAL_VCEK) -> set[str]:
+        got = GuestReport(report, vcek, MILAN_CHAIN, GUEST_KEY)
+        return _reasons(appraise_guest_report(got, 7, NONCE, BINDING, genuine.measurement))
+
+    assert reasons(REAL_REPORT) == binding_only
     for name in ("byte0x15_xor80", "measurement_bit0_flipped", "reportdata_bit0_flipped",
                  "sig_r_bit0_flipped"):  # fmt: skip
         tampered = (SNP_DATA / "negative" / f"milan_virtee_sev_report_{name}.bin").read_bytes()
-        assert appraise_guest_report(
-            tampered, REAL_VCEK, MILAN_CHAIN, genuine.measurement, genuine.report_data
-        ), name
+        assert reasons(tampered) - binding_only, name
     bad_vcek = (SNP_DATA / "negative" / "milan_virtee_sev_vcek_byte40_xorff.der").read_bytes()
-    assert appraise_guest_report(
-        REAL_REPORT, bad_vcek, MILAN_CHAIN, genuine.measurement, genuine.report_data
-    )
+    assert reasons(REAL_REPORT, bad_vcek) - binding_only
+
+
+@pytest.mark.parametrize(
+    ("agent", "match"),
+    [
+        # Bound (for life) to another lease: the node learns it from hello and gives up.
+        ({"bound": {"chain_id": CHAIN_ID, "registry": to_checksum_address(REGISTRY),
+                    "lease_id": 8, "renter": to_checksum_address(RENTER)}},
+         "bound to another lease"),
+        # A guest that claims to have bound another HOST_DATA.
+        ({"bind_answer": {"ok": True, "host_data": "00" * 32}}, "another HOST_DATA"),
+        ({"bind_answer": {"ok": True}}, "bind answer is malformed"),
+    ],
+)  # fmt: skip
+def test_a_guest_not_bound_to_this_lease_is_never_attested(
+    launcher: QemuSnpLauncher,
+    fake_guest: subprocess.Popen[bytes],
+    chip: SimulatedSecureProcessor,
+    agent: dict[str, Any],
+    match: str,
+) -> None:
+    qmp, guest = _running_guest(launcher, fake_guest, _chip_answer(chip), **agent)
+    try:
+        with pytest.raises(LauncherError, match=match) as raised:
+            launcher.get_report(7, NONCE)
+    finally:
+        guest.close()
+        qmp.close()
+    assert "attest" not in [r["op"] for r in guest.requests]
+    if "bound" in agent:
+        assert isinstance(raised.value, GuestRefused)
+
+
+@pytest.mark.parametrize("bad_key", [b"", b"\x01" * 32, bytes(84), b"\x01" * 85])
+def test_an_empty_short_or_malformed_guest_key_is_never_submitted(
+    launcher: QemuSnpLauncher,
+    fake_guest: subprocess.Popen[bytes],
+    tmp_path: Path,
+    chip: SimulatedSecureProcessor,
+    bad_key: bytes,
+) -> None:
+    """FAILED on the old code for the empty key: the channel compared sha256(b"") with what
+    the guest bound, and the verifiers then rejected the report and slashed the node."""
+    _trusting(launcher, chip).kds = _kds_with(tmp_path, chip)
+    qmp, agent = _running_guest(launcher, fake_guest, _chip_answer(chip, key=bad_key))
+    try:
+        with pytest.raises(LauncherError, match="not a guest key"):
+            launcher.get_report(7, NONCE)
+    finally:
+        agent.close()
+        qmp.close()
+
+
+def test_a_report_with_another_renters_host_data_is_refused(
+    launcher: QemuSnpLauncher,
+    fake_guest: subprocess.Popen[bytes],
+    tmp_path: Path,
+    chip: SimulatedSecureProcessor,
+) -> None:
+    _trusting(launcher, chip).kds = _kds_with(tmp_path, chip)
+    other = host_data(CHAIN_ID, REGISTRY, 7, "0x" + "11" * 20)
+    qmp, agent = _running_guest(launcher, fake_guest, _chip_answer(chip, host=other))
+    try:
+        with pytest.raises(LauncherError, match="another HOST_DATA"):
+            launcher.get_report(7, NONCE)
+    finally:
+        agent.close()
+        qmp.close()
 
 
 def test_a_missing_vcek_is_one_clear_error(
@@ -479,10 +620,10 @@ def test_a_missing_vcek_is_one_clear_error(
     qmp, agent = _running_guest(launcher, fake_guest, _chip_answer(chip), reports=2)
     try:
         with pytest.raises(LauncherError, match=r"no VCEK for the report: .*none was given"):
-            launcher.get_report(7, bytes(64))
+            launcher.get_report(7, NONCE)
         launcher.config = dataclasses.replace(CONFIG, product=Product.MILAN)
         with pytest.raises(LauncherError, match=r"no VCEK for the report: .*not in the cache"):
-            launcher.get_report(7, bytes(64))
+            launcher.get_report(7, NONCE)
     finally:
         agent.close()
         qmp.close()
