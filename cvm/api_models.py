@@ -321,7 +321,9 @@ class ConsoleConfig(_View):
 # 30 KiB of ciphertext, hex-encoded: the whole JSON body then fits the backend's default
 # body limit (CVM_API_MAX_BODY_BYTES, 64 KiB), so this documented limit is the real one.
 MAX_SEALED_HEX = 60 * 1024
-SealedHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$", max_length=MAX_SEALED_HEX)]
+SealedHex = Annotated[
+    str, StringConstraints(pattern=r"^(?:[0-9a-f]{2})+$", max_length=MAX_SEALED_HEX)
+]
 
 
 # Sequence numbers of sealed messages: the guest takes any uint64 above the last one it

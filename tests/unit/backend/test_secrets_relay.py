@@ -103,6 +103,10 @@ def test_sealed_secrets_and_access_go_only_between_renter_and_node(
         {"report_data": "11" * 63, "enc": "22" * 32, "ciphertext": "33"},
         {"report_data": "11" * 64, "enc": "zz" * 32, "ciphertext": "33"},
         {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": ""},
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "333"},  # not whole bytes
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "seq": 0},
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "seq": 2**63},
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "signature": "00"},
         {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "plaintext": "x"},
     ],
 )
