@@ -363,6 +363,24 @@ class SealedSeqView(_View):
     seq: int
 
 
+class GuestStatusIn(_Body):
+    """The guest's signed `status` (challenge zero), as the lease's node relays it: the seq
+    the guest installed and its attested signer's EIP-712 GuestStatus signature."""
+
+    seq: Annotated[int, Field(ge=0, le=MAX_SEALED_SEQ)]
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{130}$")]
+
+
+class GuestStatusView(_View):
+    """Untrusted as relayed: the renter's client checks the signature against the guest's
+    attested signer (cvm.attestation.release.verify_status, challenge zero)."""
+
+    lease_id: int
+    seq: int
+    signature: str
+    updated_at: datetime
+
+
 class GuestAccessIn(_Body):
     """Where the lease's guest serves SSH, signed by the node key (`cvm.guest_access`)."""
 

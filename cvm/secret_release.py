@@ -180,3 +180,20 @@ def guest_status(guest: GuestIdentity, run: Callable[[list[str]], str]) -> int:
     if not isinstance(answer, dict) or not answer.get("ok"):
         raise StatusRefused(f"the guest did not answer its status: {answer!r:.200}")
     return verify_status(guest, answer, challenge)
+
+
+def relayed_status(api: ApiClient, guest: GuestIdentity) -> int | None:
+    """The seq the guest installed, from its signed status as its node relayed it (challenge
+    zero), or None when the node has relayed none. StatusRefused when it is not the guest's
+    word. No freshness: a node can show an older status (less installed), never a newer one,
+    since the guest's seq only goes up and only its attested signer signs it."""
+    from cvm.api_client import ApiError
+
+    try:
+        view = api.guest_status(guest.lease_id)
+    except ApiError as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+    answer = {"lease_id": view.lease_id, "seq": view.seq, "signature": view.signature}
+    return verify_status(guest, answer, bytes(32))

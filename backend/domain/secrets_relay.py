@@ -29,12 +29,14 @@ from backend.domain.errors import (
 )
 from backend.store import Lease
 from backend.store.models import GuestAccess as GuestAccessRow
-from backend.store.models import SealedSecret
+from backend.store.models import GuestStatusRow, SealedSecret
 from cvm import guest_eip712
 from cvm.api_models import (
     NODE_HEADER,
     GuestAccessIn,
     GuestAccessView,
+    GuestStatusIn,
+    GuestStatusView,
     LeaseState,
     SealedSecretsIn,
     SealedSecretsView,
@@ -143,6 +145,37 @@ def sealed_secrets(session: Session, lease_id: int) -> list[SealedSecretsView]:
         select(SealedSecret).where(SealedSecret.lease_id == lease_id).order_by(SealedSecret.id)
     )
     return [_view(row) for row in rows]
+
+
+def record_guest_status(
+    session: Session, lease: Lease, body: GuestStatusIn, at: datetime
+) -> GuestStatusView:
+    """Keep the guest's latest signed status, as the lease's node (already checked) relayed it.
+    Not checked here: only the renter's client knows (from the evidence it verified) which
+    signer to trust; a junk signature merely shows the renter "unverified"."""
+    row = session.get(GuestStatusRow, lease.id, with_for_update=True)
+    if row is None:
+        row = GuestStatusRow(lease_id=lease.id)
+        session.add(row)
+    row.seq, row.signature, row.updated_at = body.seq, body.signature, at
+    session.flush()
+    return _status_view(row)
+
+
+def guest_status_for_renter(session: Session, lease_id: int, renter: str) -> GuestStatusView:
+    lease = _lease(session, lease_id)
+    if lease.renter != renter:
+        raise Forbidden("only the lease's renter reads its guest's status")
+    row = session.get(GuestStatusRow, lease_id)
+    if row is None:
+        raise NotFound(f"guest status of lease {lease_id} (its node has not relayed one yet)")
+    return _status_view(row)
+
+
+def _status_view(row: GuestStatusRow) -> GuestStatusView:
+    return GuestStatusView(
+        lease_id=row.lease_id, seq=row.seq, signature=row.signature, updated_at=row.updated_at
+    )
 
 
 def announce_access(

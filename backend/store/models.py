@@ -316,6 +316,19 @@ class SealedSecret(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class GuestStatusRow(Base):
+    """The sequence number a lease's guest says it installed, signed by its attested signer
+    (EIP-712 GuestStatus, challenge zero), as the node relayed it. The renter's client checks
+    the signature; a node can withhold or replay an older one (showing less), never more."""
+
+    __tablename__ = "guest_status"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(130))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class GuestAccess(Base):
     """Where a lease's guest serves SSH, as its node announced it (signed)."""
 

@@ -194,15 +194,16 @@ def status(
 ) -> None:
     """Which sealed message the guest has installed, in its attested signer's own words.
 
-    Asks the guest over SSH (host key pinned to the attestation) for its installed sequence
-    number, signed for a fresh challenge, and compares it with the last one sealed from here
-    and the last one the backend queued. Lower: the node has not delivered (or withheld) an
-    update. Needs an SSH key already installed in the guest (`secrets put --ssh-key`)."""
+    Without -i: the guest's signed status as its node relayed it (the node can show an older
+    one, never a higher seq than the guest installed). With -i KEY: asked over SSH (host key
+    pinned to the attestation) for a fresh challenge. Either way compared with the last seq
+    sealed from here and the last one the backend queued: lower means the node has not
+    delivered (or withholds) an update."""
     import subprocess
     import tempfile
 
     from cvm.cli.renter import open_renter
-    from cvm.secret_release import attested_guest, guest_status
+    from cvm.secret_release import attested_guest, guest_status, relayed_status
 
     renter = open_renter(deployment, wallet, password_file)
     api = renter.signed_in_api()
@@ -213,35 +214,49 @@ def status(
             lease_id,
             roots=_roots(trust_simulated),  # type: ignore[arg-type]
         )
-        access = api.guest_access(lease_id)
-        with tempfile.TemporaryDirectory(prefix="cvm-ssh-") as work:
-            known_hosts = Path(work) / "known_hosts"
-            known_hosts.write_text(guest.identity.known_hosts_line(access.host, access.ssh_port))
+        installed: int | None
+        if identity is None:
+            source = "node"
+            installed = relayed_status(api, guest.identity)
+        else:
+            source = "ssh"
+            access = api.guest_access(lease_id)
+            with tempfile.TemporaryDirectory(prefix="cvm-ssh-") as work:
+                known_hosts = Path(work) / "known_hosts"
+                known_hosts.write_text(
+                    guest.identity.known_hosts_line(access.host, access.ssh_port)
+                )
 
-            def run(command: list[str]) -> str:
-                argv = ssh_argv(known_hosts, access.host, access.ssh_port, identity, command)
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
-                if done.returncode != 0:
-                    raise UsageError(
-                        f"ssh into the guest failed ({done.returncode}):"
-                        f" {printable(done.stderr.strip()[-300:])}"
-                    )
-                return done.stdout
+                def run(command: list[str]) -> str:
+                    argv = ssh_argv(known_hosts, access.host, access.ssh_port, identity, command)
+                    done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+                    if done.returncode != 0:
+                        raise UsageError(
+                            f"ssh into the guest failed ({done.returncode}):"
+                            f" {printable(done.stderr.strip()[-300:])}"
+                        )
+                    return done.stdout
 
-            installed = guest_status(guest.identity, run)
+                installed = guest_status(guest.identity, run)
     sent = seq_ledger().last(guest.identity)
     queued = api.sealed_secrets_seq(lease_id)
     latest = max(sent, queued)
+    withheld = latest > (installed or 0)
     summary = {
         "lease_id": lease_id,
         "installed_seq": installed,
         "sent_seq": sent,
         "queued_seq": queued,
-        "withheld": installed < latest,
+        "withheld": withheld,
+        "source": source,
         "signer": guest.identity.signer,
         "amd_root": guest.identity.amd_root.value,
     }
-    if installed < latest:
+    if installed is None:
+        human = f"the node of lease {lease_id} has relayed no status of its guest yet"
+        if latest:
+            human += f" ([bold red]seq {latest} was sent[/bold red]; try -i KEY to ask over SSH)"
+    elif withheld:
         human = (
             f"[bold red]the guest of lease {lease_id} has installed seq {installed}, but seq"
             f" {latest} was sent[/bold red]: its node has not delivered it (yet), or withholds it"

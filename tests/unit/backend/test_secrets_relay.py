@@ -218,3 +218,23 @@ def test_a_message_not_signed_by_the_renter_or_not_newer_is_refused_early(
         assert api.sealed_secrets_seq(14) == 3
     with store.session() as db:
         assert db.query(SealedSecret).filter_by(lease_id=14).count() == 1
+
+
+def test_only_the_leases_node_relays_its_guests_status_and_only_its_renter_reads_it(
+    live_api: str, store: Store
+) -> None:
+    renter, node, stranger = new_account(), new_account(), new_account()
+    _running_lease(store, 16, renter.address, node.address)
+    with ApiClient(live_api) as api, ApiClient(live_api) as nodes, ApiClient(live_api) as other:
+        api.login(renter.key)
+        other.login(stranger.key)
+        assert _status(lambda: api.guest_status(16)) == 404  # nothing relayed yet
+        nodes.put_guest_status(16, 3, "ab" * 65, node_key=node.key)
+        # Another node cannot overwrite what the renter will be shown.
+        assert _status(lambda: nodes.put_guest_status(16, 9, "cd" * 65,
+                                                      node_key=stranger.key)) == 403  # fmt: skip
+        view = api.guest_status(16)
+        assert (view.seq, view.signature) == (3, "ab" * 65)
+        assert _status(lambda: other.guest_status(16)) == 403
+        nodes.put_guest_status(16, 4, "ef" * 65, node_key=node.key)
+        assert api.guest_status(16).seq == 4

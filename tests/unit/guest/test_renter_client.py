@@ -4,13 +4,16 @@ and the guest's signed status read back through an untrusted runner (the SSH ses
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from eth_account import Account
 
+from cvm.api_client import ApiError
+from cvm.api_models import GuestStatusView
 from cvm.attestation.release import GuestIdentity, StatusRefused, seal
-from cvm.secret_release import SeqLedger, guest_status, next_seq
+from cvm.secret_release import SeqLedger, guest_status, next_seq, relayed_status
 from guest import agent as guest_agent
 
 CHAIN_ID, REGISTRY, LEASE = 31337, "0x" + "5a" * 20, 7
@@ -101,3 +104,29 @@ def test_a_status_the_host_replays_or_forges_is_refused(agent):
             impostor,
             lambda argv: json.dumps(agent.handle_local({"op": "status", "challenge": argv[-1]})),
         )
+
+
+class RelayingBackend:
+    """The backend's copy of the guest's status as the node relayed it (or none: 404)."""
+
+    def __init__(self, answer: dict | None) -> None:
+        self.answer = answer
+
+    def guest_status(self, lease_id: int) -> GuestStatusView:
+        if self.answer is None:
+            raise ApiError(404, "not relayed yet")
+        return GuestStatusView(lease_id=lease_id, seq=self.answer["seq"],
+                               signature=self.answer["signature"],
+                               updated_at=datetime.now(UTC))  # fmt: skip
+
+
+def test_the_status_the_node_relays_counts_only_as_the_guest_signed_it(agent):
+    guest = identity(agent)
+    assert agent.handle({"op": "secrets", **seal(guest, RENTER, seq=4, secrets={"a": b"1"})
+                         .to_json_dict()})["ok"]  # fmt: skip
+    relayed = agent.handle({"op": "status"})  # what the node asks on the host channel
+    assert relayed_status(RelayingBackend(relayed), guest) == 4  # type: ignore[arg-type]
+    assert relayed_status(RelayingBackend(None), guest) is None  # type: ignore[arg-type]
+    # A node that claims more was installed than was (to hide a withheld update): refused.
+    with pytest.raises(StatusRefused):
+        relayed_status(RelayingBackend({**relayed, "seq": 5}), guest)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """Sealed messages carry the renter's sequence number and EIP-712 signature (issue 17): the
 guest installs one only when its renter signed it and its seq is above the last installed.
+Table `guest_status`: the installed seq as the guest signed it, relayed by the node.
 
 Rows queued before have neither, and no guest would accept them: they are dropped.
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
+import backend.store.types
 
 revision = "0008"
 down_revision = "0007"
@@ -26,9 +29,18 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("signature", sa.String(length=130), server_default="", nullable=False)
         )
+    op.create_table(
+        "guest_status",
+        sa.Column("lease_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("signature", sa.String(length=130), nullable=False),
+        sa.Column("updated_at", backend.store.types.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("lease_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("guest_status")
     with op.batch_alter_table("sealed_secrets") as batch:
         batch.drop_column("signature")
         batch.drop_column("seq")
