@@ -116,8 +116,17 @@ class AttestationPoster:
             renter=renter,
             trusted_roots=self.launcher.trusted_roots,
         )
-        if not appraisal.ok:
-            why = "; ".join(f"{f.reason}: {f.message}" for f in appraisal.failures)
+        reasons = [f"{f.reason}: {f.message}" for f in appraisal.failures]
+        # The verifiers reject a guest key another live lease claimed first (one guest, one
+        # lease): a renter's guest answering with the key of its other lease on this node
+        # would get this node slashed. Across nodes only the backend knows (see README).
+        for other in self.store.leases():
+            if other.lease_id != lease_id and any(
+                kept.guest_key == got.guest_key for kept in self.store.submissions(other.lease_id)
+            ):
+                reasons.append(f"GUEST_KEY_REUSED: the guest key of lease {other.lease_id}")
+        if reasons:
+            why = "; ".join(reasons)
             log.warning("lease %s nonce %s: not submitting the guest's report: %s",
                         lease_id, nonce, why)  # fmt: skip
             raise LauncherError(f"lease {lease_id}: the guest's report would be rejected: {why}")

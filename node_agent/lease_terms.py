@@ -22,7 +22,6 @@ class LeaseTerms:
     disk_gib: int
     expected_measurement: bytes
     reattest_interval: int
-    renter: str = ""  # whom the guest is launched for: HOST_DATA binds it
 
 
 def lease_terms(chain: ChainClient, lease: Lease) -> LeaseTerms:
@@ -35,5 +34,4 @@ def lease_terms(chain: ChainClient, lease: Lease) -> LeaseTerms:
         disk_gib=lease.disk_gib,
         expected_measurement=created.expected_measurement,
         reattest_interval=created.spec.reattest_interval,
-        renter=lease.renter,
     )

@@ -8,6 +8,7 @@ decides who may upload one: the node of the lease the bundle names, signing an E
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from eth_utils import keccak
@@ -39,6 +40,11 @@ from cvm.eip712 import (
 
 class EvidenceFormatError(ValueError):
     """The bytes are not a canonical evidence bundle."""
+
+
+def guest_key_hash(guest_key: bytes) -> str:
+    """`0x` SHA-256 of a guest key, as REPORT_DATA[32:64] binds it: its name in the store."""
+    return "0x" + hashlib.sha256(guest_key).hexdigest()
 
 
 def evidence_hash(bundle: bytes) -> str:
@@ -145,6 +151,7 @@ def store_evidence(
     """Keep `bundle` under its receipt's hashes; storing the same bytes again changes nothing."""
     if session.get(Evidence, receipt.hash) is not None:
         return
+    parsed = decode(bundle)
     try:
         with session.begin_nested():
             session.add(
@@ -154,6 +161,8 @@ def store_evidence(
                     content=bundle,
                     size=len(bundle),
                     created_at=now,
+                    lease_id=parsed.lease_id,
+                    guest_key_hash=guest_key_hash(parsed.guest_key),
                 )
             )
     except IntegrityError:

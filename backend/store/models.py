@@ -191,6 +191,10 @@ class Evidence(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The lease the bundle names and `0x` sha256 of its guest key (what REPORT_DATA binds):
+    # the verifier finds another lease's claim on a guest key through this index.
+    lease_id: Mapped[int | None] = mapped_column(BigInteger)
+    guest_key_hash: Mapped[str | None] = mapped_column(HASH, index=True)
 
 
 class PrivateSpec(Base):

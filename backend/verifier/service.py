@@ -2,8 +2,11 @@
 
 For every `AttestationSubmitted` it fetches the evidence the node uploaded (by the report
 hash recorded on chain), appraises it with `cvm.attestation` under the lease's policy
-(expected measurement, REPORT_DATA bound to this chain, registry, lease and nonce, debug
-disallowed, VMPL 0), stores the full result with its reason codes and the root the report
+(`appraise_lease_evidence`, as the node did before submitting: expected measurement,
+REPORT_DATA bound to this chain, registry, lease, nonce and a well-formed guest key,
+HOST_DATA bound to the lease and its renter as the chain has them, debug disallowed,
+VMPL 0), rejects a guest key another live lease claimed first (one guest serves one lease:
+`GUEST_KEY_REUSED`), stores the full result with its reason codes and the root the report
 chained to (`simulated` when this verifier was told to trust a local stack's simulated
 AMD-SP besides AMD's roots; it never is by default), and sends
 `confirm(leaseId, reportHash, ok)` from the verifier key; a submission whose evidence is
@@ -22,14 +25,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from backend.domain.evidence import EvidenceFormatError, decode
+from backend.domain.evidence import EvidenceFormatError, decode, guest_key_hash
 from backend.repeats import RepeatedConditions
 from backend.store import Attestation, Evidence, Lease, Store, Verification
-from cvm.api_models import AttestationState
-from cvm.attestation import Appraisal, EvidenceBundle, Policy, appraise_evidence
+from cvm.api_models import AttestationState, LeaseState
+from cvm.attestation import Appraisal, EvidenceBundle
 from cvm.attestation.amd_root import AmdRoot
+from cvm.attestation.appraisal import appraise_lease_evidence
+from cvm.attestation.errors import Reason
 from cvm.chain.errors import ChainError
 
 log = logging.getLogger(__name__)
@@ -158,7 +164,9 @@ class Verifier:
             self.conditions.clear((lease_id, report_hash))
             if existing is None:
                 assert evidence is not None
-                ok, reasons, detail, amd_root = self._appraise(lease, attestation, evidence.content)
+                ok, reasons, detail, amd_root = self._appraise(
+                    session, lease, attestation, evidence.content
+                )
                 existing = Verification(
                     lease_id=lease_id,
                     report_hash=report_hash,
@@ -200,7 +208,7 @@ class Verifier:
     # --- the checks -------------------------------------------------------------------------
 
     def _appraise(
-        self, lease: Lease, attestation: Attestation, content: bytes
+        self, session: Session, lease: Lease, attestation: Attestation, content: bytes
     ) -> tuple[bool, list[str], dict[str, Any], AmdRoot | None]:
         """(ok, reason codes, detail, the root the report chained to if it verified)."""
         try:
@@ -226,19 +234,61 @@ class Verifier:
             )
         if bundle.nonce != attestation.nonce:
             mismatch(NONCE_MISMATCH, "attestation nonce", attestation.nonce, bundle.nonce)
-        policy = Policy(
-            measurements=(bytes.fromhex(lease.expected_measurement[2:]),),
-            allow_debug=False,
-            vmpl=0,
+        # HOST_DATA must bind the lease's renter as the chain recorded it (the indexed
+        # LeaseCreated): a guest launched for another lease or renter is rejected.
+        appraisal = appraise_lease_evidence(
+            bundle,
+            measurement=bytes.fromhex(lease.expected_measurement[2:]),
+            renter=lease.renter,
+            trusted_roots=self.config.trusted_roots,
         )
-        appraisal = appraise_evidence(bundle, policy, trusted_roots=self.config.trusted_roots)
         for failure in appraisal.failures:
             reasons.append(str(failure.reason))
             messages.append(failure.message)
+        other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
+        if other is not None:
+            reasons.append(str(Reason.GUEST_KEY_REUSED))
+            messages.append(f"guest key: already bound by live lease {other}")
         detail = _detail(bundle, appraisal)
         detail["errors"] = messages
         amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
         return appraisal.ok and not reasons, reasons, detail, amd_root
+
+
+def _earlier_claim(session: Session, lease_id: int, key_hash: str) -> int | None:
+    """Another live lease that claimed this guest key before `lease_id` did, if any.
+
+    A lease claims a key from its first uploaded evidence that names it; the claim counts
+    while the lease is active and its current attestation (pending or verified) is a report
+    with that key. The earlier claim wins (ties: the lower lease id), so a guest key copied
+    into another lease's guest gets the copy rejected, never the original."""
+    first_seen = (
+        select(Evidence.lease_id, func.min(Evidence.created_at).label("first"))
+        .where(Evidence.guest_key_hash == key_hash, Evidence.lease_id.is_not(None))
+        .group_by(Evidence.lease_id)
+        .subquery()
+    )
+    ours = session.scalar(select(first_seen.c.first).where(first_seen.c.lease_id == lease_id))
+    rows = session.execute(
+        select(first_seen.c.lease_id, first_seen.c.first)
+        .join(Lease, Lease.id == first_seen.c.lease_id)
+        .join(Attestation, Attestation.lease_id == first_seen.c.lease_id)
+        .join(
+            Evidence,
+            (Evidence.report_hash == Attestation.report_hash)
+            & (Evidence.guest_key_hash == key_hash),
+        )
+        .where(
+            first_seen.c.lease_id != lease_id,
+            Lease.status == LeaseState.ACTIVE,
+            Attestation.status.in_((AttestationState.PENDING, AttestationState.VERIFIED)),
+        )
+        .order_by(first_seen.c.first, first_seen.c.lease_id)
+    ).all()
+    for other, first in rows:
+        if ours is None or (first, other) < (ours, lease_id):
+            return int(other)
+    return None
 
 
 def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:
@@ -261,6 +311,8 @@ def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:
                 "vmpl": report.vmpl,
                 "version": report.version,
                 "guest_key_bound": bool(bundle.guest_key),
+                "guest_key_hash": guest_key_hash(bundle.guest_key),
+                "host_data": "0x" + report.host_data.hex(),
             }
         )
     return detail

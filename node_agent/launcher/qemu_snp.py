@@ -11,9 +11,8 @@ its renter, immutable for the guest's life; the guest reads it from its own repo
 serves that lease only. Reports come from the AMD-SP itself: the node binds the guest
 agent to the lease, asks it for a report on a nonce, and the agent computes the lease
 digest and asks configfs-tsm (or /dev/sev-guest) for a report binding it and its own key.
-Nothing here signs anything. The
-VCEK and its chain come from the certificate table the host gave the guest, else from
-AMD's KDS (cached under the run directory).
+Nothing here signs anything. The VCEK and its chain come from the certificate table the
+host gave the guest, else from AMD's KDS (cached under the run directory).
 
 The launcher refuses a host without SEV-SNP, or whose QEMU has no `sev-snp-guest` object
 type (QEMU >= 9.1), and says what is missing.

@@ -18,8 +18,10 @@ from backend.service import BackendService
 from backend.store import Lease
 from cvm.api_client import ApiClient
 from cvm.attestation import EvidenceBundle, SimulatedSecureProcessor, build_report_data
+from cvm.attestation.binding import host_data
 from cvm.config import Settings
 from cvm.renter import LeaseReport, Renter, is_verified
+from node_agent.launcher.signer import simulated_guest_key
 from tests.fixtures.chain import MEASUREMENT, ChainSystem
 from tests.fixtures.processes import free_port, serving, wait_for
 
@@ -131,10 +133,14 @@ def test_renter_follows_its_lease_by_server_push(
         # Uploads are taken from the lease's node once the backend knows it accepted.
         wait_for(lambda: _node_of(service, lease_id), timeout=30, what="the accept indexed")
         deployment = chain.deployment
+        # As an honest node makes it: a guest key, HOST_DATA of the lease and its renter.
+        guest_key = simulated_guest_key()
         report_data = build_report_data(
-            deployment.chain_id, deployment.attestation_registry, lease_id, 0
+            deployment.chain_id, deployment.attestation_registry, lease_id, 0, guest_key
         )
-        signed = amd_sp.attest(measurement=MEASUREMENT, report_data=report_data)
+        launch = host_data(deployment.chain_id, deployment.attestation_registry, lease_id,
+                           chain.accounts.renter.address)  # fmt: skip
+        signed = amd_sp.attest(measurement=MEASUREMENT, report_data=report_data, host_data=launch)
         bundle = EvidenceBundle(
             report=signed.report,
             vcek=signed.vcek_der,
@@ -143,6 +149,7 @@ def test_renter_follows_its_lease_by_server_push(
             registry=deployment.attestation_registry,
             lease_id=lease_id,
             nonce=0,
+            guest_key=guest_key,
         )
         node_key = chain.accounts.node_key.key
         with ApiClient(url) as node_api:

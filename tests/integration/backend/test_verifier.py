@@ -1,4 +1,7 @@
-"""The verifier service on a real anvil, with reports signed by the simulated AMD-SP."""
+"""The verifier service on a real anvil, with reports signed by the simulated AMD-SP: a
+report must bind the lease, its nonce and a well-formed guest key (REPORT_DATA), the lease
+and its renter as the chain has them (HOST_DATA), and a guest key no other live lease
+claimed first."""
 
 from __future__ import annotations
 
@@ -35,10 +38,12 @@ from cvm.attestation import (
     amd_roots,
     build_report_data,
 )
+from cvm.attestation.binding import host_data
 from cvm.chain import AttestationStatus
 from cvm.cli import app
 from cvm.config import Settings
 from cvm.eip712 import Domain, EvidenceUpload, sign_node_message
+from node_agent.launcher.signer import simulated_guest_key
 from tests.fixtures.chain import MEASUREMENT, ChainSystem
 from tests.fixtures.processes import serving
 
@@ -117,16 +122,31 @@ class Backend:
         measurement: bytes = MEASUREMENT,
         bound_nonce: int | None = None,
         policy: int | None = None,
+        guest_key: bytes | None = None,
+        host_lease: int | None = None,
+        host_renter: str | None = None,
     ) -> EvidenceBundle:
+        """Evidence as an honest node makes it (a fresh guest key, HOST_DATA of the lease and
+        its renter) unless told to lie about a part."""
         deployment = self.chain.deployment
+        guest_key = simulated_guest_key() if guest_key is None else guest_key
         report_data = build_report_data(
             deployment.chain_id,
             deployment.attestation_registry,
             lease_id,
             nonce if bound_nonce is None else bound_nonce,
+            guest_key,
+        )
+        launch = host_data(
+            deployment.chain_id,
+            deployment.attestation_registry,
+            lease_id if host_lease is None else host_lease,
+            self.chain.accounts.renter.address if host_renter is None else host_renter,
         )
         extra = {} if policy is None else {"policy": policy}
-        signed = amd_sp.attest(measurement=measurement, report_data=report_data, **extra)
+        signed = amd_sp.attest(
+            measurement=measurement, report_data=report_data, host_data=launch, **extra
+        )
         return EvidenceBundle(
             report=signed.report,
             vcek=signed.vcek_der,
@@ -135,6 +155,7 @@ class Backend:
             registry=deployment.attestation_registry,
             lease_id=lease_id,
             nonce=nonce,
+            guest_key=guest_key,
         )
 
     def upload(self, bundle: EvidenceBundle) -> None:
@@ -223,6 +244,102 @@ def test_replayed_binding_and_debug_policy_are_rejected(
     with store.session() as session:
         stored = session.get(Verification, result.id)
         assert stored is not None and stored.reason_codes == result.reason_codes
+
+
+def _verdict(backend: Backend, bundle: EvidenceBundle) -> Verification:
+    backend.upload(bundle)
+    backend.chain.submit(bundle.lease_id, bundle.report_hash)
+    backend.indexer.poll()
+    (result,) = backend.verifier.run_pending()
+    return result
+
+
+@pytest.mark.parametrize("lie", ["another lease", "another renter", "unset"])
+def test_a_host_data_for_another_lease_or_renter_is_rejected(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor, lie: str
+) -> None:
+    """A guest launched for another lease or another renter (or with no HOST_DATA at all)
+    is not this lease's guest, whatever its REPORT_DATA says. Accepted by the old verifier,
+    which never looked at HOST_DATA."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id = chain.active_lease()
+    if lie == "another lease":
+        other = chain.open_lease()  # the same renter's other lease
+        bundle = backend.evidence(amd_sp, lease_id, host_lease=other)
+    elif lie == "another renter":
+        bundle = backend.evidence(amd_sp, lease_id, host_renter=chain.accounts.stranger.address)
+    else:
+        deployment = chain.deployment
+        key = simulated_guest_key()
+        data = build_report_data(deployment.chain_id, deployment.attestation_registry,
+                                 lease_id, 0, key)  # fmt: skip
+        signed = amd_sp.attest(measurement=MEASUREMENT, report_data=data)  # HOST_DATA zeros
+        bundle = EvidenceBundle(signed.report, signed.vcek_der, signed.chain_pem,
+                                deployment.chain_id, deployment.attestation_registry,
+                                lease_id, 0, key)  # fmt: skip
+    result = _verdict(backend, bundle)
+    assert not result.ok
+    assert result.reason_codes == ["HOST_DATA_MISMATCH"], result.detail
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.REJECTED
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        b"",
+        b"\x01" * 32,
+        bytes(32) + simulated_guest_key()[32:],
+        simulated_guest_key()[:64] + bytes(20),
+    ],
+    ids=["empty", "short", "zero-x25519", "zero-signer"],
+)
+def test_a_malformed_guest_key_is_rejected_with_its_reason(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor, key: bytes
+) -> None:
+    """REPORT_DATA binds sha256 of whatever key the bundle carries: the old verifier accepted
+    an empty one (nothing could be sealed to that guest)."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id = chain.active_lease()
+    result = _verdict(backend, backend.evidence(amd_sp, lease_id, guest_key=key))
+    assert not result.ok
+    assert result.reason_codes == ["GUEST_KEY_MALFORMED"], result.detail
+
+
+def _accepted_lease(chain: ChainSystem) -> int:
+    """Another lease the (already staked) node accepted."""
+    lease_id = chain.open_lease()
+    chain.node.leases.accept_lease(lease_id)
+    return lease_id
+
+
+def test_a_guest_key_reused_across_two_live_leases_is_rejected_for_the_second(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    """One guest serves one lease: a second live lease whose report carries the first one's
+    key (its guest, or a copy of its public key) is rejected, the first one is not, whatever
+    order the verifier takes them in. Accepted by the old verifier."""
+    backend = Backend(store, chain, amd_sp)
+    first, second = chain.active_lease(), _accepted_lease(chain)
+    key = simulated_guest_key()
+    bundles = [backend.evidence(amd_sp, lease, guest_key=key) for lease in (first, second)]
+    for bundle in bundles:
+        backend.upload(bundle)
+    for bundle in reversed(bundles):
+        chain.submit(bundle.lease_id, bundle.report_hash)
+    backend.indexer.poll()
+    results = {result.lease_id: result for result in backend.verifier.run_pending()}
+    assert results[first].ok, results[first].detail
+    assert not results[second].ok
+    assert results[second].reason_codes == ["GUEST_KEY_REUSED"]
+    assert f"lease {first}" in results[second].detail["errors"][0]
+    attestations = chain.client().attestations
+    assert attestations.attestation_of(first).status == AttestationStatus.VERIFIED
+    assert attestations.attestation_of(second).status == AttestationStatus.REJECTED
+
+    # Once the first lease is closed its key binds no live lease any more.
+    chain.renter.leases.close_lease(first)
+    third = _accepted_lease(chain)
+    assert _verdict(backend, backend.evidence(amd_sp, third, guest_key=key)).ok
 
 
 def test_waits_for_evidence(

@@ -292,3 +292,34 @@ def test_a_report_the_verifiers_would_reject_is_never_submitted(
     assert agent.store.submissions(lease_id) == []
     agent.launcher.get_report = real  # type: ignore[method-assign]
     assert agent.handle_lease(lease_id) == LeaseState.ATTESTED  # the honest guest's report
+
+
+def test_a_guest_answering_with_another_leases_key_is_never_submitted(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    """The renter of two leases on this node makes its second guest answer with the first
+    one's key (public, in the evidence): the verifiers reject a key another live lease
+    claimed first, so the node must not submit it (it would be slashed). FAILED on the old
+    code, which had no notion of a key's lease."""
+    chain.staked_node()
+    agent = make_agent()
+    first, second = chain.open_lease(), chain.open_lease()
+    assert agent.handle_lease(first) == LeaseState.ATTESTED
+    [kept] = agent.store.submissions(first)
+    deployment = chain.deployment
+    signer = agent.launcher.signer  # type: ignore[attr-defined]
+    renter = chain.node.leases.get_lease(second).renter
+
+    def copied(asked: int, nonce: int) -> GuestReport:
+        data = build_report_data(
+            deployment.chain_id, deployment.attestation_registry, asked, nonce, kept.guest_key
+        )
+        host = host_data(deployment.chain_id, deployment.attestation_registry, asked, renter)
+        signed = signer.sign_report(MEASUREMENT, data, host)
+        return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, kept.guest_key)
+
+    agent.launcher.get_report = copied  # type: ignore[method-assign, assignment]
+    with pytest.raises(LauncherError, match=f"GUEST_KEY_REUSED: the guest key of lease {first}"):
+        agent.handle_lease(second)
+    assert chain.node.attestations.attestation_nonce(second) == 0
+    assert agent.store.submissions(second) == []

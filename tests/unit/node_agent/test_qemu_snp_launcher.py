@@ -684,3 +684,87 @@ def test_host_checks_each_requirement(tmp_path: Path) -> None:
     assert snp_host_problems(host, OBJECT_HELP_9_1) == [
         "kvm_amd has sev_snp=N (SEV-SNP disabled in the kernel)"
     ]
+
+
+@pytest.fixture
+def plain_guest(tmp_path: Path) -> Iterator[tuple[QemuLauncher, SimulatedAmdSp]]:
+    """A `qemu` launcher (no SEV: the simulated AMD-SP signs) with lease 7's guest running
+    the cvm image, as QEMU would leave it: a process named for it, its pid file, its record."""
+    sim = SimulatedAmdSp(tmp_path / "sim")
+    plain = QemuLauncher(tmp_path / "plain", sim, accel="tcg")
+    directory = plain.guest_dir(7)
+    directory.mkdir(parents=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "-name", "cvm-lease-7"]
+    )
+    (directory / "qemu.pid").write_text(str(process.pid))
+    record = {"image": IMAGE.image_id, "expected_measurement": MEASUREMENT.hex(),
+              "booted_measurement": MEASUREMENT.hex(), "binding": BINDING.to_json()}  # fmt: skip
+    (directory / "spec.json").write_text(json.dumps(record))
+    yield plain, sim
+    process.kill()
+    process.wait()
+
+
+def _software_answer(key: bytes = GUEST_KEY) -> Any:
+    """What the agent answers without SNP hardware: the REPORT_DATA it binds, no report."""
+
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        bound = _bound(request, key)
+        return {"ok": True, "source": "none", "report": "", "report_data": bound.hex(),
+                "guest_key": key.hex()}  # fmt: skip
+
+    return answer
+
+
+def test_the_qemu_launcher_binds_its_guest_and_signs_the_launchs_host_data(
+    plain_guest: tuple[QemuLauncher, SimulatedAmdSp],
+) -> None:
+    plain, sim = plain_guest
+    qmp = RecordedQmp(plain.qmp_socket(7), QMP["greeting"], QMP["status"])
+    agent = FakeGuestAgent(plain.agent_socket(7), _software_answer())
+    try:
+        got = plain.get_report(7, NONCE)
+    finally:
+        agent.close()
+        qmp.close()
+    assert [r["op"] for r in agent.requests] == ["hello", "bind", "attest"]
+    report = parse(got.report)
+    assert report.host_data == HOST_DATA and report.measurement == MEASUREMENT
+    assert report.report_data == _bound({"nonce": NONCE}) and got.guest_key == GUEST_KEY
+    assert appraise_guest_report(got, 7, NONCE, BINDING, MEASUREMENT, [sim.ark]) == []
+
+
+@pytest.mark.parametrize("bad_key", [b"", b"\x01" * 64, bytes(84)])
+def test_the_qemu_launcher_never_takes_a_malformed_guest_key(
+    plain_guest: tuple[QemuLauncher, SimulatedAmdSp], bad_key: bytes
+) -> None:
+    """FAILED on the old code for the empty key: sha256(b"") matched what the guest bound,
+    the simulated AMD-SP signed it, and the verifiers rejected the node's submission."""
+    plain, _ = plain_guest
+    qmp = RecordedQmp(plain.qmp_socket(7), QMP["greeting"], QMP["status"])
+    agent = FakeGuestAgent(plain.agent_socket(7), _software_answer(bad_key))
+    try:
+        with pytest.raises(LauncherError, match="not a guest key"):
+            plain.get_report(7, NONCE)
+    finally:
+        agent.close()
+        qmp.close()
+
+
+def test_a_guest_that_binds_another_lease_digest_is_refused(
+    plain_guest: tuple[QemuLauncher, SimulatedAmdSp],
+) -> None:
+    """A guest that attests another lease (or nonce) than the one it was asked for."""
+    plain, _ = plain_guest
+    wrong = build_report_data(CHAIN_ID, REGISTRY, 8, NONCE, GUEST_KEY)
+    answer = {"ok": True, "source": "none", "report": "", "report_data": wrong.hex(),
+              "guest_key": GUEST_KEY.hex()}  # fmt: skip
+    qmp = RecordedQmp(plain.qmp_socket(7), QMP["greeting"], QMP["status"])
+    agent = FakeGuestAgent(plain.agent_socket(7), answer)
+    try:
+        with pytest.raises(LauncherError, match="bound another REPORT_DATA"):
+            plain.get_report(7, NONCE)
+    finally:
+        agent.close()
+        qmp.close()
