@@ -4,8 +4,8 @@ Table `guest_status`: the installed seq as the guest signed it, relayed by the n
 
 Rows queued before have neither, and no guest would accept them: they are dropped.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07 06:00:00.000000
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 import backend.store.types
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
