@@ -12,6 +12,7 @@ for a second lease, and replays the renter's message: all refused inside the rea
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -153,6 +154,15 @@ def test_attested_guest_gets_the_secret_and_the_renter_gets_in(launcher, guests,
     done = ssh(key, known_hosts, port, "sha256sum /run/cvm/secrets/db-password")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == hashlib.sha256(SECRET).hexdigest()
+
+    # A process inside the guest gets a result signed by the attested signer (for dApps).
+    request_id = os.urandom(32)
+    command = f"printf 42 | python3 /usr/lib/cvm/agent.py sign-result {request_id.hex()}"
+    signed = ssh(key, known_hosts, port, command)
+    assert signed.returncode == 0, signed.stderr
+    result = json.loads(signed.stdout)
+    message = guest_eip712.guest_result_message(CHAIN_ID, REGISTRY, GOOD, request_id, b"42")
+    assert guest_eip712.recover(message, result["signature"]) == guest.signer
 
     # The host key is pinned: another key under that name is refused before any login.
     impostor = (
