@@ -35,6 +35,8 @@ from cvm.api_models import (
     EvidenceReceipt,
     GuestAccessIn,
     GuestAccessView,
+    GuestStatusIn,
+    GuestStatusView,
     ImageManifest,
     LeaseConsoleView,
     LeaseState,
@@ -44,6 +46,7 @@ from cvm.api_models import (
     PrivateSpec,
     SealedSecretsIn,
     SealedSecretsView,
+    SealedSeqView,
     Session,
 )
 from cvm.eip712 import (
@@ -202,23 +205,58 @@ class ApiClient:
         )
         return _model(SealedSecretsView, body)
 
-    def sealed_secrets_as_node(
-        self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
-    ) -> list[SealedSecretsView]:
-        """The lease's sealed secrets, as the node it runs on (signed by the node key)."""
+    def sealed_secrets_seq(self, lease_id: int) -> int:
+        """The highest seq the backend holds for the lease's sealed messages (0: none), as its
+        renter. A hint only: the guest enforces the order."""
+        body = self._json("GET", f"/leases/{lease_id}/secrets/seq")
+        return _model(SealedSeqView, body).seq
+
+    def _node_request_headers(
+        self, lease_id: int, node_key: bytes | str, domain: Domain | None
+    ) -> dict[str, str]:
+        """Headers of a request signed by the node key (EIP-712 LeaseSpecRequest, one-time
+        nonce), as the backend's node-signed lease routes want them."""
         domain = domain or self.domain()
         node = Account.from_key(node_key).address
         request = LeaseSpecRequest(
             node=node, lease_id=lease_id, timestamp=int(time.time()), nonce=secrets.randbits(63)
         )
-        headers = {
+        return {
             NODE_HEADER: node,
             TIMESTAMP_HEADER: str(request.timestamp),
             NONCE_HEADER: str(request.nonce),
             SIGNATURE_HEADER: sign_node_message(request, domain, node_key),
         }
+
+    def sealed_secrets_as_node(
+        self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> list[SealedSecretsView]:
+        """The lease's sealed secrets, as the node it runs on (signed by the node key)."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
         body = self._json("GET", f"/leases/{lease_id}/secrets", headers=headers)
         return [_model(SealedSecretsView, item) for item in body]
+
+    def put_guest_status(
+        self,
+        lease_id: int,
+        seq: int,
+        signature: str,
+        *,
+        node_key: bytes | str,
+        domain: Domain | None = None,
+    ) -> GuestStatusView:
+        """Relay the guest's signed status (challenge zero), as the node the lease runs on."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        body = GuestStatusIn(seq=seq, signature=signature)
+        answer = self._json(
+            "PUT", f"/leases/{lease_id}/guest-status", json=body.model_dump(), headers=headers
+        )
+        return _model(GuestStatusView, answer)
+
+    def guest_status(self, lease_id: int) -> GuestStatusView:
+        """The guest's signed status as its node relayed it, as the lease's renter. Untrusted
+        until checked (cvm.attestation.release.verify_status)."""
+        return _model(GuestStatusView, self._json("GET", f"/leases/{lease_id}/guest-status"))
 
     def announce_guest_access(
         self, lease_id: int, host: str, ssh_port: int, *, node_key: bytes | str

@@ -321,16 +321,26 @@ class ConsoleConfig(_View):
 # 30 KiB of ciphertext, hex-encoded: the whole JSON body then fits the backend's default
 # body limit (CVM_API_MAX_BODY_BYTES, 64 KiB), so this documented limit is the real one.
 MAX_SEALED_HEX = 60 * 1024
-SealedHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$", max_length=MAX_SEALED_HEX)]
+SealedHex = Annotated[
+    str, StringConstraints(pattern=r"^(?:[0-9a-f]{2})+$", max_length=MAX_SEALED_HEX)
+]
+
+
+# Sequence numbers of sealed messages: the guest takes any uint64 above the last one it
+# installed; the backend stores them as signed 64-bit integers, so 2**63 - 1 is the cap here.
+MAX_SEALED_SEQ = 2**63 - 1
 
 
 class SealedSecretsIn(_Body):
     """Secrets sealed by the renter's client to the guest that made the report whose
-    REPORT_DATA this is (see cvm.attestation.release)."""
+    REPORT_DATA this is, signed by the renter with their sequence number (EIP-712
+    `SealedSecrets`, see cvm.guest_eip712 and cvm.attestation.release)."""
 
     report_data: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
     enc: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     ciphertext: SealedHex
+    seq: Annotated[int, Field(ge=1, le=MAX_SEALED_SEQ)]
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{130}$")]
 
 
 class SealedSecretsView(_View):
@@ -339,7 +349,36 @@ class SealedSecretsView(_View):
     report_data: str
     enc: str
     ciphertext: str
+    seq: int
+    signature: str
     created_at: datetime
+
+
+class SealedSeqView(_View):
+    """The highest sequence number the backend holds for a lease's sealed messages (0: none).
+    A hint for the renter's client, never trusted for security: the guest refuses any seq
+    not above the last one it installed."""
+
+    lease_id: int
+    seq: int
+
+
+class GuestStatusIn(_Body):
+    """The guest's signed `status` (challenge zero), as the lease's node relays it: the seq
+    the guest installed and its attested signer's EIP-712 GuestStatus signature."""
+
+    seq: Annotated[int, Field(ge=0, le=MAX_SEALED_SEQ)]
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{130}$")]
+
+
+class GuestStatusView(_View):
+    """Untrusted as relayed: the renter's client checks the signature against the guest's
+    attested signer (cvm.attestation.release.verify_status, challenge zero)."""
+
+    lease_id: int
+    seq: int
+    signature: str
+    updated_at: datetime
 
 
 class GuestAccessIn(_Body):

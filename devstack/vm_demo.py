@@ -103,8 +103,8 @@ def _vm_journey(
     api = renter.signed_in_api()
 
     def seal_and_send() -> Any:
-        guest, _ = release(chain, api, lease_id, ssh_keys=[public.decode()],
-                           secrets={"demo": secret}, roots=roots)  # fmt: skip
+        guest = release(chain, api, lease_id, renter=renter.account, ssh_keys=[public.decode()],
+                        secrets={"demo": secret}, roots=roots).guest  # fmt: skip
         marker = (
             " [bold yellow](SIMULATED AMD-SP: demo only)[/bold yellow]" if guest.simulated else ""
         )

@@ -1,16 +1,25 @@
 """The cvm guest agent: runs inside the confidential VM as the first program after /init.
 
-At boot it makes an ephemeral key pair (X25519 for HPKE, Ed25519 for the SSH host key) that
-never leaves the guest; its public half, `guest_key = x25519 || ed25519`, is bound into
-every report (REPORT_DATA[32:64] = sha256(guest_key)). The host talks to it over a
-virtio-serial port, one JSON object per line, and is untrusted: it supplies the lease half
-of REPORT_DATA, which verifiers check, never this agent. Reports come from configfs-tsm or
-/dev/sev-guest on SEV-SNP hardware; without them the host's simulated AMD-SP signs (and
-verifiers only accept that when they explicitly trust the simulated root). Secrets arrive
-HPKE-sealed (RFC 9180) to the attested key and are written to a tmpfs.
+At boot it makes its keys, which never leave the guest: X25519 (HPKE), Ed25519 (the SSH host
+key) and secp256k1 (the "attested signer", an Ethereum key for dApps). Their public halves,
+`guest_key = x25519 || ed25519 || signer address` (84 bytes), are bound into every report
+(REPORT_DATA[32:64] = sha256(guest_key)).
 
-Imports only what the image carries: the standard library, Debian's python3-cryptography
-and pyhpke.
+The host talks to it over a virtio-serial port, one JSON object per line (protocol v2, see
+docs/guest-agent.md), and is untrusted:
+- `bind` names the lease and renter once for the guest's life. On SEV-SNP the guest checks
+  them against the HOST_DATA the launch set (from a report of its own); a bind with other
+  values is refused, so one guest serves one lease.
+- `attest` takes only the nonce: the guest computes the lease digest of its bound lease.
+- `secrets` opens HPKE-sealed messages only when the renter bound by HOST_DATA signed them
+  (EIP-712) and their `seq` is above the last one installed (no replay, no rollback).
+- `status` reports the installed seq, signed by the attested signer (a `GuestStatus`).
+Results for dApps are signed (EIP-712 `GuestResult`) only on request of a process inside
+the guest, over a root-only Unix socket: the host can never make the guest vouch for data
+it chose.
+
+Imports only what the image carries: the standard library, Debian's python3-cryptography,
+python3-pycryptodome (keccak-256), python3-ecdsa (secp256k1) and pyhpke.
 """
 
 from __future__ import annotations
@@ -22,25 +31,34 @@ import hashlib
 import json
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 PORT_NAME = "org.cvm.agent"
 TSM_REPORT = Path("/sys/kernel/config/tsm/report")
 SEV_GUEST = Path("/dev/sev-guest")
 SECRETS_DIR = Path("/run/cvm/secrets")
+SIGNER_SOCKET = Path("/run/cvm/signer.sock")
 ROOT_SSH = Path("/root/.ssh")
 HOST_KEY = Path("/etc/dropbear/dropbear_ed25519_host_key")
 HPKE_INFO = b"cvm.secrets.v1"
 REPORT_SIZE = 1184
 REPORT_DATA_SIZE = 64
+HOST_DATA_OFFSET = 0xC0  # SEV-SNP ATTESTATION_REPORT.HOST_DATA, 32 bytes
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 MAX_LINE = 1 << 20
+MAX_ATTESTED = 64  # REPORT_DATA values remembered for sealed messages (the newest)
+UINT64_MAX = 2**64 - 1
+UINT256_MAX = 2**256 - 1
 
 # linux/sev-guest.h: struct snp_guest_request_ioctl is u8 msg_version, then three u64s
 # (req_data, resp_data, exitinfo2): 32 bytes; SNP_GET_REPORT = _IOWR('S', 0x0, that).
@@ -57,9 +75,159 @@ def log(message: str) -> None:
     print(f"cvm-guest-agent: {message}", flush=True)
 
 
+# --- Ethereum primitives (the same encodings as cvm.attestation.binding and eth_account,
+# written out here because the guest carries neither eth_abi nor eth_account) -------------
+def keccak256(data: bytes) -> bytes:
+    try:  # Debian's python3-pycryptodome installs the Cryptodome namespace
+        from Cryptodome.Hash import keccak
+    except ImportError:  # the PyPI wheel (the host's tests) installs Crypto
+        from Crypto.Hash import keccak
+    return bytes(keccak.new(digest_bits=256, data=data).digest())
+
+
+def _uint(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def _address_word(address: bytes) -> bytes:
+    return bytes(12) + address
+
+
+def _abi_string_tail(text: str) -> bytes:
+    data = text.encode()
+    return _uint(len(data)) + data + bytes(-len(data) % 32)
+
+
+def _abi_encode_domain_tuple(domain: str, *words: bytes) -> bytes:
+    """abi.encode(string, <static words>): the head's first word is the string's offset."""
+    offset = 32 * (1 + len(words))
+    return _uint(offset) + b"".join(words) + _abi_string_tail(domain)
+
+
+def host_data(chain_id: int, registry: bytes, lease_id: int, renter: bytes) -> bytes:
+    """keccak256(abi.encode("cvm.host.v1", chainId, registry, leaseId, renter))."""
+    return keccak256(_abi_encode_domain_tuple(
+        "cvm.host.v1", _uint(chain_id), _address_word(registry), _uint(lease_id),
+        _address_word(renter)))  # fmt: skip
+
+
+def lease_digest(chain_id: int, registry: bytes, lease_id: int, nonce: int) -> bytes:
+    """keccak256(abi.encode("cvm.attest.v1", chainId, registry, leaseId, nonce))."""
+    return keccak256(_abi_encode_domain_tuple(
+        "cvm.attest.v1", _uint(chain_id), _address_word(registry), _uint(lease_id),
+        _uint(nonce)))  # fmt: skip
+
+
+# EIP-712 (domain "cvm.guest" v1 on the deployment's AttestationRegistry). Three structs, each
+# with its own type hash, so a signature for one can never pass as another:
+#   SealedSecrets: the renter authorises one sealed message to this lease's guest;
+#   GuestStatus:   the guest vouches for the sequence number it has installed;
+#   GuestResult:   the guest vouches for a result a process inside it asked it to sign.
+DOMAIN_NAME = "cvm.guest"
+DOMAIN_VERSION = "1"
+_DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+SEALED_TYPE = (
+    b"SealedSecrets(uint256 leaseId,uint64 seq,bytes reportData,bytes enc,bytes ciphertext)"
+)
+STATUS_TYPE = b"GuestStatus(uint256 leaseId,uint64 seq,bytes32 challenge)"
+RESULT_TYPE = b"GuestResult(uint256 leaseId,bytes32 request,bytes32 resultHash)"
+
+
+def domain_separator(chain_id: int, registry: bytes) -> bytes:
+    return keccak256(
+        keccak256(_DOMAIN_TYPE) + keccak256(DOMAIN_NAME.encode())
+        + keccak256(DOMAIN_VERSION.encode()) + _uint(chain_id) + _address_word(registry)
+    )  # fmt: skip
+
+
+def typed_digest(separator: bytes, struct_hash: bytes) -> bytes:
+    return keccak256(b"\x19\x01" + separator + struct_hash)
+
+
+def sealed_struct_hash(
+    lease_id: int, seq: int, report_data: bytes, enc: bytes, ciphertext: bytes
+) -> bytes:
+    return keccak256(
+        keccak256(SEALED_TYPE) + _uint(lease_id) + _uint(seq) + keccak256(report_data)
+        + keccak256(enc) + keccak256(ciphertext)
+    )  # fmt: skip
+
+
+def status_struct_hash(lease_id: int, seq: int, challenge: bytes) -> bytes:
+    return keccak256(keccak256(STATUS_TYPE) + _uint(lease_id) + _uint(seq) + challenge)
+
+
+def result_struct_hash(lease_id: int, request: bytes, result_hash: bytes) -> bytes:
+    return keccak256(keccak256(RESULT_TYPE) + _uint(lease_id) + request + result_hash)
+
+
+def _curve() -> Any:
+    from ecdsa import SECP256k1
+
+    return SECP256k1
+
+
+def _address_of(verifying_key: Any) -> bytes:
+    return keccak256(verifying_key.to_string("raw"))[12:]
+
+
+def recover_address(digest: bytes, signature: bytes) -> bytes:
+    """The address whose key made the 65-byte Ethereum signature (r || s || v) over `digest`;
+    AgentError for a malformed one. Low s only (EIP-2), as ecrecover-based checks expect."""
+    from ecdsa import VerifyingKey
+    from ecdsa.util import sigdecode_string
+
+    curve = _curve()
+    if len(signature) != 65:
+        raise AgentError("a signature is 65 bytes (r, s, v)")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64] - 27 if signature[64] >= 27 else signature[64]
+    if v not in (0, 1) or not 0 < r < curve.order or not 0 < s <= curve.order // 2:
+        raise AgentError("the signature is malformed (r, s out of range, high s, or bad v)")
+    try:
+        # ecdsa lists the key of the even R point first, the odd one second: v picks it.
+        keys = VerifyingKey.from_public_key_recovery_with_digest(
+            signature[:64], digest, curve, sigdecode=sigdecode_string
+        )
+        return _address_of(keys[v])
+    except Exception as exc:  # ecdsa raises several types for points that do not exist
+        raise AgentError("the signature does not recover to a key") from exc
+
+
+class Signer:
+    """The attested signer: a secp256k1 key made at boot that signs Ethereum-style."""
+
+    def __init__(self) -> None:
+        from ecdsa import SigningKey
+
+        self._key = SigningKey.generate(curve=_curve())
+        self.address = _address_of(self._key.get_verifying_key())
+
+    def sign(self, digest: bytes) -> bytes:
+        """r || s || v (v 27 or 28), deterministic (RFC 6979), low s."""
+        from ecdsa.util import sigencode_strings
+
+        order = _curve().order
+        r_raw, s_raw = self._key.sign_digest_deterministic(
+            digest, hashfunc=hashlib.sha256, sigencode=sigencode_strings
+        )
+        s = int.from_bytes(s_raw, "big")
+        if s > order // 2:
+            s = order - s
+        body = r_raw + s.to_bytes(32, "big")
+        for v in (27, 28):
+            try:
+                if recover_address(digest, body + bytes([v])) == self.address:
+                    return body + bytes([v])
+            except AgentError:
+                continue
+        raise AgentError("could not sign")  # not reachable for a valid key
+
+
 # --- keys --------------------------------------------------------------------------------
 class GuestKeys:
-    """The ephemeral keys of this boot; the private halves never leave this process."""
+    """The keys of this boot; the private halves never leave this process."""
 
     def __init__(self) -> None:
         from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -67,10 +235,13 @@ class GuestKeys:
 
         self.hpke_private = x25519.X25519PrivateKey.generate()
         self.ssh_private = ed25519.Ed25519PrivateKey.generate()
+        self.signer = Signer()
         raw = (Encoding.Raw, PublicFormat.Raw)
-        self.public = self.hpke_private.public_key().public_bytes(
-            *raw
-        ) + self.ssh_private.public_key().public_bytes(*raw)
+        self.public = (
+            self.hpke_private.public_key().public_bytes(*raw)
+            + self.ssh_private.public_key().public_bytes(*raw)
+            + self.signer.address
+        )
 
     @property
     def digest(self) -> bytes:
@@ -167,9 +338,83 @@ def request_report(
     return {"source": "host", "report": "", "certs": ""}
 
 
+# --- binding and who may send ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The one lease this guest serves, as `bind` named it (and HOST_DATA confirmed on SNP)."""
+
+    chain_id: int
+    registry: bytes  # AttestationRegistry, 20 bytes
+    lease_id: int
+    renter: bytes  # 20 bytes
+
+    @property
+    def host_data(self) -> bytes:
+        return host_data(self.chain_id, self.registry, self.lease_id, self.renter)
+
+    @property
+    def domain(self) -> bytes:
+        return domain_separator(self.chain_id, self.registry)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "registry": "0x" + self.registry.hex(),
+            "lease_id": self.lease_id,
+            "renter": "0x" + self.renter.hex(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SealedMessage:
+    """One sealed message as the host delivered it (nothing checked yet)."""
+
+    report_data: bytes
+    enc: bytes
+    ciphertext: bytes
+    seq: int
+    signature: bytes
+
+    def digest(self, binding: Binding) -> bytes:
+        """What its sender signed: EIP-712 SealedSecrets on the bound lease's domain."""
+        return typed_digest(
+            binding.domain,
+            sealed_struct_hash(
+                binding.lease_id, self.seq, self.report_data, self.enc, self.ciphertext
+            ),
+        )
+
+
+class SenderPolicy(Protocol):
+    """Who may send sealed messages to this lease. `authorize` returns a name for the log
+    when the message's signature is one this policy accepts, else raises AgentError."""
+
+    def authorize(self, binding: Binding, message: SealedMessage) -> str: ...
+
+
+class RenterSignature:
+    """The renter bound by HOST_DATA, and nobody else: its EIP-712 signature is required.
+
+    HPKE base mode authenticates nobody (anyone can seal to the guest's public key, the host
+    first of all), so the signature is what makes a message the renter's."""
+
+    def authorize(self, binding: Binding, message: SealedMessage) -> str:
+        signer = recover_address(message.digest(binding), message.signature)
+        if signer != binding.renter:
+            raise AgentError(
+                f"sealed message signed by 0x{signer.hex()}, not by the lease's renter"
+                f" 0x{binding.renter.hex()}"
+            )
+        return "renter"
+
+
 # --- the agent ---------------------------------------------------------------------------
 class GuestAgent:
-    """Answers the host's requests; keeps which REPORT_DATA it has had signed."""
+    """Answers the host's requests (`handle`) and the guest's own processes' (`handle_local`).
+
+    State: the binding (once), the REPORT_DATA values it has had signed, and the last
+    installed sequence number. One lock: the host's channel and the signer socket are
+    served by different threads."""
 
     def __init__(
         self,
@@ -179,23 +424,37 @@ class GuestAgent:
         ssh_dir: Path = ROOT_SSH,
         tsm: Path = TSM_REPORT,
         device: Path = SEV_GUEST,
+        senders: Sequence[SenderPolicy] = (RenterSignature(),),
     ) -> None:
         self.keys = keys
         self.secrets_dir = secrets_dir
         self.ssh_dir = ssh_dir
         self.tsm = tsm
         self.device = device
-        self.attested: set[bytes] = set()
+        self.senders = tuple(senders)
+        self.binding: Binding | None = None
+        self.attested: OrderedDict[bytes, None] = OrderedDict()
+        self.seq = 0  # the last installed sequence number; 0: nothing yet
+        self.lock = threading.Lock()
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The host's channel. Nothing here signs with the attested signer but `status`,
+        whose struct only states this guest's own sequence number."""
         op = request.get("op")
         try:
-            if op == "hello":
-                return {"ok": True, "guest_key": self.keys.public.hex()}
-            if op == "attest":
-                return {"ok": True, **self.attest(_hex(request, "lease_digest", 32))}
-            if op == "secrets":
-                return {"ok": True, "installed": self.install(request)}
+            with self.lock:
+                if op == "hello":
+                    bound = self.binding.to_json() if self.binding else None
+                    return {"ok": True, "guest_key": self.keys.public.hex(), "bound": bound}
+                if op == "bind":
+                    return {"ok": True, "host_data": self.bind(request).hex()}
+                if op == "attest":
+                    return {"ok": True, **self.attest(_uint_field(request, "nonce", UINT256_MAX))}
+                if op == "secrets":
+                    installed = self.install(request)
+                    return {"ok": True, "installed": installed, "seq": self.seq}
+                if op == "status":
+                    return {"ok": True, **self.status(request)}
             raise AgentError(f"unknown op {op!r}")
         except AgentError as exc:
             return {"ok": False, "error": str(exc)}
@@ -204,44 +463,184 @@ class GuestAgent:
             # failed, the agent lives on. `retry`: nothing was refused, ask again later.
             return {"ok": False, "error": f"{op} failed: {exc}", "retry": True}
 
-    def attest(self, lease_digest: bytes) -> dict[str, str]:
-        report_data = lease_digest + self.keys.digest
+    def handle_local(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A process inside the guest (root, over SIGNER_SOCKET): results to sign, status."""
+        op = request.get("op")
+        try:
+            with self.lock:
+                if op == "sign_result":
+                    return {"ok": True, **self.sign_result(request)}
+                if op == "status":
+                    return {"ok": True, **self.status(request)}
+                if op == "hello":
+                    bound = self.binding.to_json() if self.binding else None
+                    return {"ok": True, "guest_key": self.keys.public.hex(), "bound": bound}
+            raise AgentError(f"unknown op {op!r}")
+        except AgentError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    # -- bind and attest ---------------------------------------------------------------
+    def bind(self, request: dict[str, Any]) -> bytes:
+        wanted = Binding(
+            _uint_field(request, "chain_id", UINT256_MAX),
+            _address_field(request, "registry"),
+            _uint_field(request, "lease_id", UINT256_MAX),
+            _address_field(request, "renter"),
+        )
+        if self.binding is not None:
+            if wanted != self.binding:
+                # One guest, one lease: its keys, reports and secrets belong to that lease.
+                raise AgentError(
+                    f"this guest is bound to lease {self.binding.lease_id} of renter"
+                    f" 0x{self.binding.renter.hex()} for its life"
+                )
+            return self.binding.host_data
+        if not any(wanted.renter):
+            raise AgentError("renter must not be the zero address")
+        expected = wanted.host_data
+        launched = self.launch_host_data()
+        if launched is not None and launched != expected:
+            raise AgentError(
+                f"HOST_DATA of this launch is {launched.hex()}, not {expected.hex()} for"
+                f" lease {wanted.lease_id} of 0x{wanted.renter.hex()}"
+            )
+        self.binding = wanted
+        log(
+            f"bound to lease {wanted.lease_id} (HOST_DATA {'checked' if launched else 'unchecked'})"
+        )
+        return expected
+
+    def launch_host_data(self) -> bytes | None:
+        """HOST_DATA from a report of this guest's own, or None without SEV-SNP (the host's
+        simulated AMD-SP signs then, and nothing in such a guest is confidential anyway)."""
+        answer = request_report(bytes(REPORT_DATA_SIZE), tsm=self.tsm, device=self.device)
+        if not answer["report"]:
+            return None
+        report = bytes.fromhex(answer["report"])
+        return report[HOST_DATA_OFFSET : HOST_DATA_OFFSET + 32]
+
+    def _bound(self, what: str) -> Binding:
+        if self.binding is None:
+            raise AgentError(f"{what} needs a bound lease: bind first")
+        return self.binding
+
+    def attest(self, nonce: int) -> dict[str, str]:
+        binding = self._bound("attest")
+        digest = lease_digest(binding.chain_id, binding.registry, binding.lease_id, nonce)
+        report_data = digest + self.keys.digest
         answer = request_report(report_data, tsm=self.tsm, device=self.device)
-        self.attested.add(report_data)
-        log(f"report requested ({answer['source']})")
+        self.attested[report_data] = None
+        self.attested.move_to_end(report_data)
+        while len(self.attested) > MAX_ATTESTED:
+            self.attested.popitem(last=False)
+        log(f"report requested for lease {binding.lease_id} nonce {nonce} ({answer['source']})")
         return {**answer, "report_data": report_data.hex(), "guest_key": self.keys.public.hex()}
 
+    # -- sealed messages ---------------------------------------------------------------
     def install(self, request: dict[str, Any]) -> list[str]:
-        report_data = _hex(request, "report_data", REPORT_DATA_SIZE)
-        if report_data not in self.attested:
+        binding = self._bound("secrets")
+        message = SealedMessage(
+            report_data=_hex(request, "report_data", REPORT_DATA_SIZE),
+            enc=_hex(request, "enc", 32),
+            ciphertext=_hex(request, "ciphertext", None),
+            seq=_uint_field(request, "seq", UINT64_MAX),
+            signature=_hex(request, "signature", 65),
+        )
+        if message.report_data not in self.attested:
             raise AgentError("secrets are sealed to a report this guest never made")
-        try:
-            plain = self.keys.open_sealed(
-                _hex(request, "enc", 32), _hex(request, "ciphertext", None), report_data
+        if message.seq <= self.seq:
+            # A replay would bring back a revoked SSH key or a rotated secret.
+            raise AgentError(
+                f"sealed message seq {message.seq} is not above the installed {self.seq}:"
+                " a replay or an older message"
             )
+        sender = self.authorize(binding, message)
+        try:
+            plain = self.keys.open_sealed(message.enc, message.ciphertext, message.report_data)
         except Exception as exc:  # pyhpke raises its own errors for a bad seal
             raise AgentError("the sealed secrets do not open with this guest's key") from exc
-        try:
-            payload = json.loads(plain)
-            ssh_keys = payload["ssh_keys"]
-            secrets = {name: base64.b64decode(v) for name, v in payload["secrets"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise AgentError("the sealed payload is malformed") from exc
-        for name in secrets:
-            if not SECRET_NAME.match(name):
-                raise AgentError(f"bad secret name {name!r}")
+        ssh_keys, secrets = _payload(plain)
         installed = []
         if ssh_keys:
             self.ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            lines = "".join(str(key).strip() + "\n" for key in ssh_keys)
+            lines = "".join(key + "\n" for key in ssh_keys)
             _write_private(self.ssh_dir / "authorized_keys", lines.encode())
             installed.append("ssh_keys")
         self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name, value in secrets.items():
             _write_private(self.secrets_dir / name, value)
             installed.append(name)
-        log(f"installed {', '.join(installed) or 'nothing'}")
+        # Only once everything is written: a failed write is retried with the same seq.
+        self.seq = message.seq
+        log(f"seq {message.seq} from the {sender}: installed {', '.join(installed) or 'nothing'}")
         return installed
+
+    def authorize(self, binding: Binding, message: SealedMessage) -> str:
+        refusals = []
+        for policy in self.senders:
+            try:
+                return policy.authorize(binding, message)
+            except AgentError as exc:
+                refusals.append(str(exc))
+        raise AgentError("; ".join(refusals) or "no sender may send sealed messages")
+
+    # -- signatures by the attested signer ----------------------------------------------
+    def status(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The installed seq, signed (EIP-712 GuestStatus) so the renter's client can tell
+        an update that never arrived. `challenge` (32 bytes) lets the asker check freshness."""
+        binding = self._bound("status")
+        challenge = _hex(request, "challenge", 32) if "challenge" in request else bytes(32)
+        digest = typed_digest(
+            binding.domain, status_struct_hash(binding.lease_id, self.seq, challenge)
+        )
+        return {
+            "lease_id": binding.lease_id,
+            "seq": self.seq,
+            "challenge": challenge.hex(),
+            "signer": "0x" + self.keys.signer.address.hex(),
+            "signature": self.keys.signer.sign(digest).hex(),
+        }
+
+    def sign_result(self, request: dict[str, Any]) -> dict[str, Any]:
+        """EIP-712 GuestResult(leaseId, request, keccak256(result)) for a process in the guest."""
+        binding = self._bound("sign_result")
+        request_id = _hex(request, "request", 32)
+        if "result" in request:
+            result_hash = keccak256(_hex(request, "result", None, allow_empty=True))
+        else:
+            result_hash = _hex(request, "result_hash", 32)
+        digest = typed_digest(
+            binding.domain, result_struct_hash(binding.lease_id, request_id, result_hash)
+        )
+        return {
+            "lease_id": binding.lease_id,
+            "request": request_id.hex(),
+            "result_hash": result_hash.hex(),
+            "signer": "0x" + self.keys.signer.address.hex(),
+            "signature": self.keys.signer.sign(digest).hex(),
+        }
+
+
+def _payload(plain: bytes) -> tuple[list[str], dict[str, bytes]]:
+    """The decrypted payload: SSH public key lines and named secrets, checked."""
+    try:
+        payload = json.loads(plain)
+        ssh_keys = payload["ssh_keys"]
+        raw = payload["secrets"]
+        if not isinstance(ssh_keys, list) or not isinstance(raw, dict):
+            raise TypeError("ssh_keys must be a list, secrets an object")
+        secrets = {name: base64.b64decode(value, validate=True) for name, value in raw.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AgentError("the sealed payload is malformed") from exc
+    keys = []
+    for key in ssh_keys:
+        if not isinstance(key, str) or "\n" in key.strip() or "\r" in key:
+            raise AgentError("an SSH key must be one line")
+        keys.append(key.strip())
+    for name in secrets:
+        if not SECRET_NAME.match(name):
+            raise AgentError(f"bad secret name {name!r}")
+    return keys, secrets
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -252,15 +651,31 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def _hex(request: dict[str, Any], name: str, size: int | None) -> bytes:
+def _hex(
+    request: dict[str, Any], name: str, size: int | None, *, allow_empty: bool = False
+) -> bytes:
     value = request.get(name)
     try:
         data = bytes.fromhex(value) if isinstance(value, str) else None
     except ValueError:
         data = None
-    if data is None or (size is not None and len(data) != size):
+    if data is None or (size is not None and len(data) != size) or (not data and not allow_empty):
         raise AgentError(f"{name} must be {size or 'some'} bytes of hex")
     return data
+
+
+def _uint_field(request: dict[str, Any], name: str, maximum: int) -> int:
+    value = request.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise AgentError(f"{name} must be an integer from 0 to {maximum}")
+    return value
+
+
+def _address_field(request: dict[str, Any], name: str) -> bytes:
+    value = request.get(name)
+    if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+        raise AgentError(f"{name} must be a 0x-prefixed 20-byte address")
+    return bytes.fromhex(value[2:])
 
 
 # --- boot --------------------------------------------------------------------------------
@@ -295,19 +710,96 @@ def start_sshd(keys: GuestKeys) -> None:
     log("sshd started (password logins off)")
 
 
-def answer_line(agent: GuestAgent, line: bytes) -> dict[str, Any]:
-    """The answer to one request line; never raises, since init starts the agent only once."""
+def answer_line(
+    agent: GuestAgent,
+    line: bytes,
+    handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The answer to one request line; never raises, since init starts the agent only once.
+    `handler`: agent.handle (the host's channel, the default) or agent.handle_local."""
     request_id = None
     try:
         request = json.loads(line)
         if not isinstance(request, dict):
             raise ValueError("not an object")
         request_id = request.get("id")
-        return {**agent.handle(request), "id": request_id}
+        return {**(handler or agent.handle)(request), "id": request_id}
     except ValueError as exc:
         return {"ok": False, "error": f"bad request: {exc}", "id": request_id}
     except Exception as exc:  # a bug or an error nobody foresaw: answer it, keep serving
         return {"ok": False, "error": f"request failed: {exc}", "id": request_id}
+
+
+# --- the signer socket: for processes inside the guest only ------------------------------
+def listen_local(path: Path = SIGNER_SOCKET) -> socket.socket:
+    """The Unix socket processes in the guest ask for signatures on: root only (mode 0600,
+    and the peer's uid is checked too). The host has no way to it: its only channel is the
+    virtio-serial port, which never signs a result."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    previous = os.umask(0o177)  # created 0600: never a moment when others could connect
+    try:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+    finally:
+        os.umask(previous)
+    server.listen(8)
+    return server
+
+
+def peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def serve_local_connection(agent: GuestAgent, conn: socket.socket, *, root_uid: int = 0) -> None:
+    """One request line from a process in the guest, one answer line."""
+    with conn:
+        conn.settimeout(10)
+        try:
+            buffer = b""
+            while b"\n" not in buffer and len(buffer) <= MAX_LINE:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+            if peer_uid(conn) != root_uid:
+                answer: dict[str, Any] = {"ok": False, "error": "root only"}
+            elif len(buffer) > MAX_LINE:
+                answer = {"ok": False, "error": "request too large"}
+            else:
+                answer = answer_line(agent, buffer.split(b"\n", 1)[0], agent.handle_local)
+            conn.sendall(json.dumps(answer).encode() + b"\n")
+        except OSError:
+            pass
+
+
+def serve_local(agent: GuestAgent, server: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        threading.Thread(target=serve_local_connection, args=(agent, conn), daemon=True).start()
+
+
+def ask_local(request: dict[str, Any], path: Path = SIGNER_SOCKET) -> dict[str, Any]:
+    """A request to the agent's signer socket (for `agent.py status|sign-result` in the guest)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(120)  # pure-Python secp256k1 under emulation is slow
+        conn.connect(str(path))
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        buffer = b""
+        while b"\n" not in buffer:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+    answer = json.loads(buffer.split(b"\n", 1)[0])
+    if not isinstance(answer, dict):
+        raise AgentError("the agent's answer is not an object")
+    return answer
 
 
 def serve(agent: GuestAgent, port: Path) -> None:
@@ -333,20 +825,63 @@ def serve(agent: GuestAgent, port: Path) -> None:
             buffer = b""
 
 
-def main() -> int:
+USAGE = """usage (inside the guest, as root):
+  agent.py                        run the agent (what /init starts)
+  agent.py status [CHALLENGE]     the installed seq, signed by the attested signer (JSON)
+  agent.py sign-result REQUEST    sign keccak256(stdin) as GuestResult for REQUEST (32 bytes hex)
+"""
+
+
+def client(argv: list[str]) -> int:
+    """`agent.py status|sign-result`: ask the running agent over the signer socket."""
+    command, args = argv[0], argv[1:]
+    if command == "status" and len(args) <= 1:
+        request: dict[str, Any] = {"op": "status"}
+        if args:
+            request["challenge"] = args[0].removeprefix("0x")
+    elif command == "sign-result" and len(args) == 1:
+        result = sys.stdin.buffer.read(MAX_LINE // 2)
+        request = {
+            "op": "sign_result",
+            "request": args[0].removeprefix("0x"),
+            "result": result.hex(),
+        }
+    else:
+        sys.stderr.write(USAGE)
+        return 2
+    try:
+        answer = ask_local(request, SIGNER_SOCKET)
+    except (OSError, ValueError, AgentError) as exc:
+        sys.stderr.write(f"cvm-guest-agent: {exc}\n")
+        return 1
+    sys.stdout.write(json.dumps(answer) + "\n")
+    return 0 if answer.get("ok") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        return client(argv)
     keys = GuestKeys()
-    log(f"guest key sha256 {keys.digest.hex()}")
+    log(f"guest key sha256 {keys.digest.hex()}, signer 0x{keys.signer.address.hex()}")
     try:
         start_sshd(keys)
     except (OSError, subprocess.CalledProcessError) as exc:
         log(f"sshd did not start: {exc}")
+    agent = GuestAgent(keys)
+    try:
+        server = listen_local()
+        threading.Thread(target=serve_local, args=(agent, server), daemon=True).start()
+        log(f"signing results for processes in the guest on {SIGNER_SOCKET}")
+    except OSError as exc:
+        log(f"the signer socket did not start: {exc}")
     port = None
     while port is None:
         port = find_port()
         if port is None:
             time.sleep(0.2)
     log(f"serving the host on {port}")
-    serve(GuestAgent(keys), port)
+    serve(agent, port)
     return 0
 
 

@@ -1,8 +1,9 @@
 """Build the cvm guest image from Debian packages: a direct-boot kernel, an initramfs, a
 command line. Runs on the host (stdlib only, plus `apt-get` and `dpkg-deb`).
 
-The initramfs holds busybox-static, python3 (with Debian's python3-cryptography), pyhpke,
-dropbear and the guest agent; the kernel is Debian's cloud kernel with the few modules the
+The initramfs holds busybox-static, python3 (with Debian's python3-cryptography,
+python3-ecdsa and the keccak part of python3-pycryptodome), pyhpke, dropbear and the guest
+agent; the kernel is Debian's cloud kernel with the few modules the
 guest's virtio devices need. The archive is written deterministically (sorted, owned by
 root, time zero), so the same packages give the same bytes and the same content address.
 
@@ -37,6 +38,11 @@ PACKAGES = (
     "libpython3.11-stdlib",
     "python3-cffi-backend",
     "python3-cryptography",
+    # The attested signer (secp256k1, pure Python) and keccak-256 for Ethereum digests; only
+    # the few pycryptodome files keccak needs are kept (_keep_only_keccak).
+    "python3-ecdsa",
+    "python3-six",
+    "python3-pycryptodome",
     "dropbear-bin",
     "libcrypt1",
     "libtomcrypt1",
@@ -64,6 +70,17 @@ _PRUNE = (
     "usr/lib/python3.11/distutils",
     "usr/lib/python3.11/unittest",
     "usr/lib/python3.11/config-3.11-x86_64-linux-gnu",
+)
+# Of Debian's pycryptodome (4 MB) the guest uses keccak-256 only: these files, no others.
+_CRYPTODOME_KEPT = (
+    "__init__.py",
+    "Hash/__init__.py",
+    "Hash/keccak.py",
+    "Hash/_keccak",  # the .so, whatever its ABI suffix
+    "Util/__init__.py",
+    "Util/py3compat.py",
+    "Util/_raw_api.py",
+    "Util/_file_system.py",
 )
 
 
@@ -144,8 +161,25 @@ def assemble_root(debs: list[Path], root: Path) -> tuple[Path, str]:
     shutil.rmtree(root / "boot")
     for relative in _PRUNE:
         shutil.rmtree(root / relative, ignore_errors=True)
+    _keep_only_keccak(root / "usr" / "lib" / "python3" / "dist-packages")
     _add_cvm_files(root)
     return kernel, version
+
+
+def _keep_only_keccak(site: Path) -> None:
+    """Drop every pycryptodome file keccak-256 does not need, and ecdsa's own tests."""
+    package = site / "Cryptodome"
+    if not (package / "Hash" / "keccak.py").exists():
+        raise BuildError("python3-pycryptodome holds no Cryptodome/Hash/keccak.py")
+    for path in sorted(package.rglob("*"), reverse=True):
+        relative = path.relative_to(package).as_posix()
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif not relative.startswith(_CRYPTODOME_KEPT) or relative.endswith(".pyi"):
+            path.unlink()
+    for test in (site / "ecdsa").glob("test_*.py"):
+        test.unlink()
 
 
 def _keep_modules(root: Path, version: str) -> None:

@@ -2,8 +2,13 @@
 renter's sealed secrets from the backend to the guest agent.
 
 The node only ever holds ciphertext: the secrets are sealed to a key that never leaves the
-guest, and the guest agent refuses anything not sealed to a report it made. What is kept
-here is which messages were delivered (their ids), never their content.
+guest, and the guest agent refuses anything not sealed to a report it made, not signed by
+the lease's renter (EIP-712, which the node cannot forge) or not above the last sequence
+number it installed. The node passes `seq` and `signature` through unchanged, in seq order.
+After a pass that handed anything over (and once per guest), it relays the guest's signed
+`status` (the seq it installed, signed by its attested signer) to the backend, where the
+renter's client checks it: a withheld message shows there, and the node cannot fake one.
+What is kept here is which messages were delivered (their ids), never their content.
 """
 
 from __future__ import annotations
@@ -11,15 +16,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
 from cvm.api_client import ApiClient, ApiError
+from cvm.api_models import MAX_SEALED_SEQ
 from node_agent.errors import GuestRefused, LauncherError
 from node_agent.launcher.qemu import QemuLauncher
 
 log = logging.getLogger(__name__)
+_SIGNATURE = re.compile(r"[0-9a-f]{130}")
 
 
 class GuestRelay:
@@ -76,7 +84,9 @@ class GuestRelay:
                 self._save(lease_id, state)
             sealed = self.api.sealed_secrets_as_node(lease_id, node_key=self.node_key.key)
             delivered = list(state.get("delivered", []))  # type: ignore[call-overload]
-            for message in sealed:
+            handed_before = len(delivered)
+            # In seq order: the guest refuses a seq below one it installed.
+            for message in sorted(sealed, key=lambda m: (m.seq, m.id)):
                 if message.id in delivered:
                     continue
                 try:
@@ -103,6 +113,29 @@ class GuestRelay:
                 self._save(lease_id, state)
                 installed += names
                 log.info("lease %s: delivered sealed message %s", lease_id, message.id)
+            if len(delivered) != handed_before or "reported_seq" not in state:
+                self._relay_status(lease_id, state)
         except ApiError as exc:
             log.warning("lease %s: guest relay: %s", lease_id, exc)
         return installed
+
+    def _relay_status(self, lease_id: int, state: dict[str, object]) -> None:
+        """The guest's signed status to the backend (ApiError goes to the caller)."""
+        try:
+            answer = self.launcher.channel(lease_id).request({"op": "status"})
+        except LauncherError as exc:  # not bound yet (no report asked for), or not up
+            log.debug("lease %s: no guest status yet: %s", lease_id, exc)
+            return
+        seq, signature = answer.get("seq"), answer.get("signature")
+        if (
+            isinstance(seq, bool)
+            or not isinstance(seq, int)
+            or not 0 <= seq <= MAX_SEALED_SEQ
+            or not isinstance(signature, str)
+            or not _SIGNATURE.fullmatch(signature)
+        ):
+            log.warning("lease %s: the guest's status answer is malformed", lease_id)
+            return
+        self.api.put_guest_status(lease_id, seq, signature, node_key=self.node_key.key)
+        state["reported_seq"] = seq
+        self._save(lease_id, state)

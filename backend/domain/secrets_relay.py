@@ -6,27 +6,41 @@ key that never leaves the guest) and an SSH address the renter checks by pinning
 guest's attested host key. Access is still checked, so nobody else can fill a lease's
 queue or read its traffic: the renter (SIWE) writes secrets, the lease's node (a signed
 request, as for the private spec) reads them and announces the SSH address.
+
+Each sealed message carries the renter's sequence number and EIP-712 signature. The guest
+is what enforces them (only its renter's signature, only a seq above the last installed);
+the backend checks them too, so junk is refused early and its queue stays in seq order.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from backend.domain.addresses import parse_address
-from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from backend.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
 from backend.store import Lease
 from backend.store.models import GuestAccess as GuestAccessRow
-from backend.store.models import SealedSecret
+from backend.store.models import GuestStatusRow, SealedSecret
+from cvm import guest_eip712
 from cvm.api_models import (
     NODE_HEADER,
     GuestAccessIn,
     GuestAccessView,
+    GuestStatusIn,
+    GuestStatusView,
     LeaseState,
     SealedSecretsIn,
     SealedSecretsView,
+    SealedSeqView,
 )
 from cvm.eip712 import Domain, SignatureError, check_timestamp, verify_node_message
 from cvm.guest_access import GuestAccess
@@ -36,8 +50,9 @@ from cvm.guest_access import GuestAccess
 MAX_PENDING_PER_LEASE = 16
 
 
-def _lease(session: Session, lease_id: int) -> Lease:
-    lease = session.get(Lease, lease_id)
+def _lease(session: Session, lease_id: int, *, lock: bool = False) -> Lease:
+    # `lock`: two concurrent puts must not both pass the seq check (PostgreSQL row lock).
+    lease = session.get(Lease, lease_id, with_for_update=lock)
     if lease is None:
         raise NotFound(f"lease {lease_id}")
     return lease
@@ -50,25 +65,58 @@ def _view(row: SealedSecret) -> SealedSecretsView:
         report_data=row.report_data,
         enc=row.enc,
         ciphertext=row.ciphertext,
+        seq=row.seq,
+        signature=row.signature,
         created_at=row.created_at,
     )
 
 
+def _last_seq(session: Session, lease_id: int) -> int:
+    return int(
+        session.scalar(select(func.max(SealedSecret.seq)).where(SealedSecret.lease_id == lease_id))
+        or 0
+    )
+
+
 def put_sealed(
-    session: Session, lease_id: int, renter: str, body: SealedSecretsIn, now: datetime
+    session: Session,
+    lease_id: int,
+    renter: str,
+    body: SealedSecretsIn,
+    now: datetime,
+    *,
+    chain_id: int,
+    registry: str,
 ) -> SealedSecretsView:
-    """Queue sealed secrets for the lease's node; only its renter, only while it runs.
-    The newest `MAX_PENDING_PER_LEASE` are kept."""
-    lease = _lease(session, lease_id)
+    """Queue sealed secrets for the lease's node; only its renter, only while it runs, only
+    signed by the renter (EIP-712 SealedSecrets on this deployment) with a seq above those
+    queued. The newest `MAX_PENDING_PER_LEASE` are kept."""
+    lease = _lease(session, lease_id, lock=True)
     if lease.renter != renter:
         raise Forbidden("only the lease's renter sends it secrets")
     if lease.status != LeaseState.ACTIVE or lease.node is None:
         raise Forbidden(f"lease {lease_id} is {lease.status}: secrets go to running guests only")
+    message = guest_eip712.sealed_secrets_message(
+        chain_id, registry, lease_id, body.seq, bytes.fromhex(body.report_data),
+        bytes.fromhex(body.enc), bytes.fromhex(body.ciphertext),
+    )  # fmt: skip
+    try:
+        signer = guest_eip712.recover(message, bytes.fromhex(body.signature))
+    except ValueError as exc:
+        raise InvalidInput(f"the sealed message's signature is malformed: {exc}") from None
+    if signer.lower() != lease.renter.lower():
+        # The guest would refuse it too: only the renter HOST_DATA binds may send.
+        raise InvalidInput(f"the sealed message is signed by {signer}, not by the lease's renter")
+    last = _last_seq(session, lease_id)
+    if body.seq <= last:
+        raise Conflict(f"seq {body.seq} is not above the last one queued ({last}): use {last + 1}")
     row = SealedSecret(
         lease_id=lease_id,
         report_data=body.report_data,
         enc=body.enc,
         ciphertext=body.ciphertext,
+        seq=body.seq,
+        signature=body.signature,
         created_at=now,
     )
     session.add(row)
@@ -82,6 +130,14 @@ def put_sealed(
     return _view(row)
 
 
+def last_sealed_seq(session: Session, lease_id: int, renter: str) -> SealedSeqView:
+    """The highest seq queued for the lease, for its renter's client to go above."""
+    lease = _lease(session, lease_id)
+    if lease.renter != renter:
+        raise Forbidden("only the lease's renter reads its sealed messages' sequence")
+    return SealedSeqView(lease_id=lease_id, seq=_last_seq(session, lease_id))
+
+
 def sealed_secrets(session: Session, lease_id: int) -> list[SealedSecretsView]:
     """The sealed secrets of a lease, oldest first, for its node once the node's signed
     read passed (`backend.api.node_reads`)."""
@@ -89,6 +145,37 @@ def sealed_secrets(session: Session, lease_id: int) -> list[SealedSecretsView]:
         select(SealedSecret).where(SealedSecret.lease_id == lease_id).order_by(SealedSecret.id)
     )
     return [_view(row) for row in rows]
+
+
+def record_guest_status(
+    session: Session, lease: Lease, body: GuestStatusIn, at: datetime
+) -> GuestStatusView:
+    """Keep the guest's latest signed status, as the lease's node (already checked) relayed it.
+    Not checked here: only the renter's client knows (from the evidence it verified) which
+    signer to trust; a junk signature merely shows the renter "unverified"."""
+    row = session.get(GuestStatusRow, lease.id, with_for_update=True)
+    if row is None:
+        row = GuestStatusRow(lease_id=lease.id)
+        session.add(row)
+    row.seq, row.signature, row.updated_at = body.seq, body.signature, at
+    session.flush()
+    return _status_view(row)
+
+
+def guest_status_for_renter(session: Session, lease_id: int, renter: str) -> GuestStatusView:
+    lease = _lease(session, lease_id)
+    if lease.renter != renter:
+        raise Forbidden("only the lease's renter reads its guest's status")
+    row = session.get(GuestStatusRow, lease_id)
+    if row is None:
+        raise NotFound(f"guest status of lease {lease_id} (its node has not relayed one yet)")
+    return _status_view(row)
+
+
+def _status_view(row: GuestStatusRow) -> GuestStatusView:
+    return GuestStatusView(
+        lease_id=row.lease_id, seq=row.seq, signature=row.signature, updated_at=row.updated_at
+    )
 
 
 def announce_access(

@@ -314,7 +314,23 @@ class SealedSecret(Base):
     report_data: Mapped[str] = mapped_column(String(128))
     enc: Mapped[str] = mapped_column(String(64))
     ciphertext: Mapped[str] = mapped_column(Text)
+    # The renter's sequence number and EIP-712 signature (the guest checks both; issue 17).
+    seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    signature: Mapped[str] = mapped_column(String(130), server_default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class GuestStatusRow(Base):
+    """The sequence number a lease's guest says it installed, signed by its attested signer
+    (EIP-712 GuestStatus, challenge zero), as the node relayed it. The renter's client checks
+    the signature; a node can withhold or replay an older one (showing less), never more."""
+
+    __tablename__ = "guest_status"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(130))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class GuestAccess(Base):

@@ -1,11 +1,14 @@
-"""`cvm lease secrets put N`, `cvm lease ssh N` and `cvm lease logs N`: into the guest a
-lease attested, and what it printed.
+"""`cvm lease secrets put|status N`, `cvm lease ssh N` and `cvm lease logs N`: into the guest
+a lease attested, and what it printed.
 
-The first two verify the lease's latest report here before anything else: AMD's chain (or,
+The first ones verify the lease's latest report here before anything else: AMD's chain (or,
 with --trust-simulated-amd, the local stack's simulated AMD-SP, shown as SIMULATED), the
-lease's expected measurement, REPORT_DATA bound to this lease, its nonce and the guest's key.
-Secrets are sealed to that key; SSH pins the host key the report binds. `logs` shows the
-guest's serial console as the node's host relayed it: untrusted, and said so.
+lease's expected measurement, REPORT_DATA bound to this lease, its nonce and the guest's key,
+HOST_DATA bound to this lease and its renter on chain. Secrets are sealed to that key and
+signed by the renter's wallet with the next sequence number; SSH pins the host key the
+report binds. `secrets status` asks the guest (over that SSH) which sequence number it has
+installed, signed by its attested signer, so an update the node withheld shows. `logs` shows
+the guest's serial console as the node's host relayed it: untrusted, and said so.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from cvm.cli.renting import lease_app, open_renter, read_ssh_public_key
 if TYPE_CHECKING:
     from cvm.api_models import LeaseConsoleView
     from cvm.renter import Renter
-    from cvm.secret_release import AttestedGuest
+    from cvm.secret_release import AttestedGuest, SeqLedger
 
 secrets_app = typer.Typer(help="Secrets for a lease's attested guest.", no_args_is_help=True)
 
@@ -107,18 +110,23 @@ def release_to_guest(
     from cvm.secret_release import release
 
     with _simulated_hint(trust_simulated, retry):
-        guest, message_id = release(
+        released = release(
             renter.chain,
             renter.signed_in_api(),
             lease_id,
+            renter=renter.account,
             ssh_keys=ssh_keys,
             secrets=secrets,
             roots=_roots(trust_simulated),  # type: ignore[arg-type]
+            ledger=seq_ledger(),
         )
+    guest = released.guest
     return {
         "lease_id": lease_id,
-        "message_id": message_id,
-        "sealed_to": "0x" + (guest.identity.hpke_public + guest.identity.ssh_public).hex(),
+        "message_id": released.message_id,
+        "seq": released.seq,
+        "sealed_to": "0x" + guest.identity.guest_key.hex(),
+        "signer": guest.identity.signer,
         "measurement": "0x" + guest.identity.measurement.hex(),
         "amd_root": guest.identity.amd_root.value,
         "secrets": sorted(secrets),
@@ -126,12 +134,21 @@ def release_to_guest(
     }
 
 
+def seq_ledger() -> SeqLedger:
+    """This machine's record of the sequence numbers its renters sealed with."""
+    from cvm.config import get_settings
+    from cvm.secret_release import SeqLedger
+
+    return SeqLedger(get_settings().data_dir / "sealed-seq.json")
+
+
 def _human(summary: dict[str, object]) -> str:
     simulated = summary["amd_root"] == "simulated"
     marker = " [bold yellow]SIMULATED AMD-SP[/bold yellow]" if simulated else ""
     return (
         f"sealed {len(summary['secrets'])} secret(s) and {summary['ssh_keys']} SSH key(s) to the"  # type: ignore[arg-type]
-        f" attested guest of lease {summary['lease_id']}{marker}; its node delivers them"
+        f" attested guest of lease {summary['lease_id']}{marker} (seq {summary['seq']});"
+        " its node delivers them"
     )
 
 
@@ -158,13 +175,100 @@ def put(
     emit(summary, _human(summary))
 
 
+IdentityOption = Annotated[
+    Path | None, typer.Option("-i", "--identity", help="Private key for ssh.")
+]
+
+
+@secrets_app.command("status")
+def status(
+    lease_id: Annotated[int, typer.Argument(min=0, help="Lease id.")],
+    identity: IdentityOption = None,
+    trust_simulated: TrustSimulatedOption = False,
+    deployment: DeploymentOption = None,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which sealed message the guest has installed, in its attested signer's own words.
+
+    Without -i: the guest's signed status as its node relayed it (the node can show an older
+    one, never a higher seq than the guest installed). With -i KEY: asked over SSH (host key
+    pinned to the attestation) for a fresh challenge. Either way compared with the last seq
+    sealed from here and the last one the backend queued: lower means the node has not
+    delivered (or withholds) an update."""
+    import subprocess
+    import tempfile
+
+    from cvm.cli.renter import open_renter
+    from cvm.secret_release import attested_guest, guest_status, relayed_status
+
+    renter = open_renter(deployment, wallet, password_file)
+    api = renter.signed_in_api()
+    with _simulated_hint(trust_simulated):
+        guest = attested_guest(
+            renter.chain,
+            api,
+            lease_id,
+            roots=_roots(trust_simulated),  # type: ignore[arg-type]
+        )
+        installed: int | None
+        if identity is None:
+            source = "node"
+            installed = relayed_status(api, guest.identity)
+        else:
+            source = "ssh"
+            access = api.guest_access(lease_id)
+            with tempfile.TemporaryDirectory(prefix="cvm-ssh-") as work:
+                known_hosts = Path(work) / "known_hosts"
+                known_hosts.write_text(
+                    guest.identity.known_hosts_line(access.host, access.ssh_port)
+                )
+
+                def run(command: list[str]) -> str:
+                    argv = ssh_argv(known_hosts, access.host, access.ssh_port, identity, command)
+                    done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+                    if done.returncode != 0:
+                        raise UsageError(
+                            f"ssh into the guest failed ({done.returncode}):"
+                            f" {printable(done.stderr.strip()[-300:])}"
+                        )
+                    return done.stdout
+
+                installed = guest_status(guest.identity, run)
+    sent = seq_ledger().last(guest.identity)
+    queued = api.sealed_secrets_seq(lease_id)
+    latest = max(sent, queued)
+    withheld = latest > (installed or 0)
+    summary = {
+        "lease_id": lease_id,
+        "installed_seq": installed,
+        "sent_seq": sent,
+        "queued_seq": queued,
+        "withheld": withheld,
+        "source": source,
+        "signer": guest.identity.signer,
+        "amd_root": guest.identity.amd_root.value,
+    }
+    if installed is None:
+        human = f"the node of lease {lease_id} has relayed no status of its guest yet"
+        if latest:
+            human += f" ([bold red]seq {latest} was sent[/bold red]; try -i KEY to ask over SSH)"
+    elif withheld:
+        human = (
+            f"[bold red]the guest of lease {lease_id} has installed seq {installed}, but seq"
+            f" {latest} was sent[/bold red]: its node has not delivered it (yet), or withholds it"
+        )
+    else:
+        human = f"the guest of lease {lease_id} has installed seq {installed}, the latest sent"
+    emit(summary, human)
+
+
 @lease_app.command("ssh")
 def ssh(
     lease_id: Annotated[int, typer.Argument(min=0, help="Lease id.")],
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
-    identity: Annotated[
-        Path | None, typer.Option("-i", "--identity", help="Private key for ssh.")
-    ] = None,
+    identity: IdentityOption = None,
     trust_simulated: TrustSimulatedOption = False,
     deployment: DeploymentOption = None,
     wallet: WalletOption = None,

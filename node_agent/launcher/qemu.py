@@ -427,9 +427,11 @@ class QemuLauncher(Launcher):
         """Block until the guest agent answers (boot done); its hello answer."""
         return self.channel(lease_id).wait_ready(self.boot_timeout_s)
 
-    def deliver_secrets(self, lease_id: int, sealed: dict[str, str]) -> list[str]:
-        """Hand sealed secrets (report_data, enc, ciphertext in hex) to the guest agent."""
-        message = {"op": "secrets", **{k: sealed[k] for k in ("report_data", "enc", "ciphertext")}}
+    def deliver_secrets(self, lease_id: int, sealed: dict[str, Any]) -> list[str]:
+        """Hand a sealed message (report_data, enc, ciphertext, signature in hex; seq) to the
+        guest agent. The guest checks the renter's signature and the seq; the node cannot."""
+        fields = ("report_data", "enc", "ciphertext", "seq", "signature")
+        message = {"op": "secrets", **{k: sealed[k] for k in fields}}
         answer = self.channel(lease_id).request(message)
         return answer.texts("installed")  # checked: a guest's `"installed": 5` is an error
 

@@ -3,13 +3,16 @@ its key into the report, the renter's client verifies it and seals a secret to t
 and the renter reaches the secret over SSH with the guest's attested host key pinned.
 
 The negatives run against the same guests: a node that boots another image, a report
-replayed with another guest key, a verifier that does not trust the simulated root, and
-the host's own files, which never hold the secret in the clear.
+replayed with another guest key, a verifier that does not trust the simulated root, the
+host's own files, which never hold the secret in the clear, and the host itself, which
+seals its own SSH key to the guest (a valid HPKE seal without the renter's signature), asks
+for a second lease, and replays the renter's message: all refused inside the real guest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,11 +22,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from eth_account import Account
 
+from cvm import guest_eip712
 from cvm.attestation.evidence import EvidenceBundle
-from cvm.attestation.release import ReleaseRefused, seal, verify_guest
+from cvm.attestation.release import GuestIdentity, ReleaseRefused, seal, verify_guest
 from cvm.images import Image, ImageStore, measure
-from node_agent.errors import LauncherError
+from node_agent.errors import GuestRefused, LauncherError
 from node_agent.launcher.base import GuestSpec, GuestState, HostBinding
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.signer import SimulatedAmdSp
@@ -36,7 +41,9 @@ CHAIN_ID = 31337
 REGISTRY = "0x" + "5a" * 20
 SECRET = b"the renter's database password\n"
 GOOD, OTHER_IMAGE = 41, 42
-BINDING = HostBinding(CHAIN_ID, REGISTRY, "0x" + "7e" * 20)
+RENTER = Account.create()  # the lease's renter: HOST_DATA binds its address
+NODE_KEY = Account.create()  # the host's own key
+BINDING = HostBinding(CHAIN_ID, REGISTRY, RENTER.address)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +130,8 @@ def ssh(key: Path, known_hosts: Path, port: int, command: str) -> subprocess.Com
 def test_attested_guest_gets_the_secret_and_the_renter_gets_in(launcher, guests, sim_amd, tmp_path):
     bundle = evidence(launcher, GOOD)
     expected = measure(guests[GOOD])
-    binding = {"chain_id": CHAIN_ID, "registry": REGISTRY, "lease_id": GOOD, "nonce": 0}
+    binding = {"chain_id": CHAIN_ID, "registry": REGISTRY, "lease_id": GOOD, "nonce": 0,
+               "renter": RENTER.address}  # fmt: skip
 
     # Simulated means simulated: without trusting the simulated root, nothing is released.
     with pytest.raises(ReleaseRefused, match="root"):
@@ -133,9 +141,12 @@ def test_attested_guest_gets_the_secret_and_the_renter_gets_in(launcher, guests,
                          trusted_roots=[sim_amd.ark])  # fmt: skip
     assert guest.measurement == expected
     key, public = renter_key(tmp_path)
-    sealed = seal(guest, ssh_keys=[public], secrets={"db-password": SECRET})
+    sealed = seal(guest, RENTER, seq=1, ssh_keys=[public], secrets={"db-password": SECRET})
     assert SECRET not in sealed.ciphertext
     assert launcher.deliver_secrets(GOOD, sealed.to_json_dict()) == ["ssh_keys", "db-password"]
+    # Replayed by the node: refused (a replay would bring back a revoked key or old secret).
+    with pytest.raises(GuestRefused, match="not above the installed 1"):
+        launcher.deliver_secrets(GOOD, sealed.to_json_dict())
 
     port = launcher.ssh_port(GOOD)
     known_hosts = tmp_path / "known_hosts"
@@ -143,6 +154,15 @@ def test_attested_guest_gets_the_secret_and_the_renter_gets_in(launcher, guests,
     done = ssh(key, known_hosts, port, "sha256sum /run/cvm/secrets/db-password")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == hashlib.sha256(SECRET).hexdigest()
+
+    # A process inside the guest gets a result signed by the attested signer (for dApps).
+    request_id = os.urandom(32)
+    command = f"printf 42 | python3 /usr/lib/cvm/agent.py sign-result {request_id.hex()}"
+    signed = ssh(key, known_hosts, port, command)
+    assert signed.returncode == 0, signed.stderr
+    result = json.loads(signed.stdout)
+    message = guest_eip712.guest_result_message(CHAIN_ID, REGISTRY, GOOD, request_id, b"42")
+    assert guest_eip712.recover(message, result["signature"]) == guest.signer
 
     # The host key is pinned: another key under that name is refused before any login.
     impostor = (
@@ -160,18 +180,76 @@ def test_attested_guest_gets_the_secret_and_the_renter_gets_in(launcher, guests,
             assert SECRET not in path.read_bytes(), path
 
 
+def test_the_hosts_own_ssh_key_never_gets_in(launcher, guests, sim_amd, tmp_path):
+    """The host got root in the "confidential" VM before issue 17: it sealed its own
+    `{"ssh_keys": ...}` to the attested X25519 key (HPKE base mode authenticates nobody, and
+    the key is in the evidence the node uploads) and the guest installed it. Now the real
+    guest refuses it without the renter's signature, and ssh with the host's key fails."""
+    bundle = evidence(launcher, GOOD, nonce=2)
+    renter_view = verify_guest(
+        bundle, chain_id=CHAIN_ID, registry=REGISTRY, lease_id=GOOD, nonce=2,
+        renter=RENTER.address, expected_measurement=measure(guests[GOOD]),
+        trusted_roots=[sim_amd.ark],
+    )  # fmt: skip
+    host_key, host_public = renter_key(tmp_path)  # the operator's own SSH key this time
+    # What the node can make: the same guest, sealed to and signed by its own key.
+    as_node = GuestIdentity(**{**_slots(renter_view), "renter": NODE_KEY.address})
+    for seq in (2, 10**6):
+        forged = seal(as_node, NODE_KEY, seq=seq, ssh_keys=[host_public], secrets={"x": b"h"})
+        with pytest.raises(GuestRefused, match="not by the lease's renter"):
+            launcher.deliver_secrets(GOOD, forged.to_json_dict())
+        # ... or under a signature the renter made for another message of the same seq.
+        other = seal(renter_view, RENTER, seq=seq, secrets={"y": b"the renter's"})
+        borrowed = {**forged.to_json_dict(), "signature": other.signature.hex()}
+        with pytest.raises(GuestRefused, match="not by the lease's renter"):
+            launcher.deliver_secrets(GOOD, borrowed)
+    port = launcher.ssh_port(GOOD)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(renter_view.known_hosts_line("127.0.0.1", port))
+    denied = ssh(host_key, known_hosts, port, "true")
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr, denied.stderr
+
+    # The guest's own word (signed by its attested signer) on what it installed: seq 1 only.
+    challenge = os.urandom(32)
+    status = launcher.channel(GOOD).request({"op": "status", "challenge": challenge.hex()})
+    signed = guest_eip712.guest_status_message(CHAIN_ID, REGISTRY, GOOD, 1, challenge)
+    assert status["seq"] == 1
+    assert guest_eip712.recover(signed, status["signature"]) == renter_view.signer
+
+
+def test_the_guest_serves_one_lease_for_its_life(launcher, guests):
+    """One guest, many leases: before issue 17 the same guest attested any lease digest the
+    host sent. Now a bind to another lease or renter is refused by the real guest."""
+    channel = launcher.channel(GOOD)
+    for other in ({"lease_id": GOOD + 100, "renter": RENTER.address},
+                  {"lease_id": GOOD, "renter": NODE_KEY.address}):  # fmt: skip
+        with pytest.raises(GuestRefused, match="bound to lease"):
+            channel.request({"op": "bind", "chain_id": CHAIN_ID, "registry": REGISTRY, **other})
+    # Attest after the refused re-bind: still this lease's digest, checked by the launcher.
+    assert evidence(launcher, GOOD, nonce=3).lease_id == GOOD
+
+
 def test_node_booting_another_image_is_rejected_and_gets_nothing(launcher, guests, sim_amd):
     bundle = evidence(launcher, OTHER_IMAGE)
     with pytest.raises(ReleaseRefused, match="MEASUREMENT"):
         verify_guest(
             bundle, chain_id=CHAIN_ID, registry=REGISTRY, lease_id=OTHER_IMAGE, nonce=0,
-            expected_measurement=measure(guests[GOOD]), trusted_roots=[sim_amd.ark],
+            renter=RENTER.address, expected_measurement=measure(guests[GOOD]),
+            trusted_roots=[sim_amd.ark],
         )  # fmt: skip
     # It measures as the image it really booted, not as the lease expected.
     verify_guest(
         bundle, chain_id=CHAIN_ID, registry=REGISTRY, lease_id=OTHER_IMAGE, nonce=0,
-        expected_measurement=measure(guests[OTHER_IMAGE]), trusted_roots=[sim_amd.ark],
+        renter=RENTER.address, expected_measurement=measure(guests[OTHER_IMAGE]),
+        trusted_roots=[sim_amd.ark],
     )  # fmt: skip
+    # A renter who is not the one HOST_DATA binds gets nothing from this guest either.
+    with pytest.raises(ReleaseRefused, match="HOST_DATA"):
+        verify_guest(
+            bundle, chain_id=CHAIN_ID, registry=REGISTRY, lease_id=OTHER_IMAGE, nonce=0,
+            renter=NODE_KEY.address, expected_measurement=measure(guests[OTHER_IMAGE]),
+            trusted_roots=[sim_amd.ark],
+        )  # fmt: skip
 
 
 def test_replayed_report_with_another_guest_key_gets_nothing(launcher, guests, sim_amd):
@@ -183,13 +261,15 @@ def test_replayed_report_with_another_guest_key_gets_nothing(launcher, guests, s
     with pytest.raises(ReleaseRefused, match="REPORT_DATA"):
         verify_guest(
             replayed, chain_id=CHAIN_ID, registry=REGISTRY, lease_id=GOOD, nonce=1,
-            expected_measurement=measure(guests[GOOD]), trusted_roots=[sim_amd.ark],
+            renter=RENTER.address, expected_measurement=measure(guests[GOOD]),
+            trusted_roots=[sim_amd.ark],
         )  # fmt: skip
     # An old report (nonce 1) for a new round (nonce 2) is refused the same way.
     with pytest.raises(ReleaseRefused, match="nonce"):
         verify_guest(
             real, chain_id=CHAIN_ID, registry=REGISTRY, lease_id=GOOD, nonce=2,
-            expected_measurement=measure(guests[GOOD]), trusted_roots=[sim_amd.ark],
+            renter=RENTER.address, expected_measurement=measure(guests[GOOD]),
+            trusted_roots=[sim_amd.ark],
         )  # fmt: skip
 
 
@@ -204,3 +284,7 @@ def test_stopped_guest_is_gone(launcher, guests):
 
 def _fields(bundle: EvidenceBundle) -> dict:
     return {name: getattr(bundle, name) for name in bundle.__dataclass_fields__}
+
+
+def _slots(guest: GuestIdentity) -> dict:
+    return {name: getattr(guest, name) for name in guest.__slots__}

@@ -93,6 +93,19 @@ def test_rent_a_real_vm_get_the_secret_over_ssh_and_close(qemu_stack, guest_imag
     # The node relays on its next reconcile pass (every 2 s in the stack).
     assert wait_for(hashed, timeout=60, interval=1) == hashlib.sha256(SECRET).hexdigest()
 
+    # The guest's own signed word on what it installed: the renter's one message, seq 1.
+    status = stack.cli.json("lease", "secrets", "status", str(lease_id), "-i", str(tmp_path / "id"),
+                            "--trust-simulated-amd", *alice)  # fmt: skip
+    assert (status["installed_seq"], status["sent_seq"], status["withheld"]) == (1, 1, False)
+
+    # The same, as the node relayed it (no SSH key needed; the node cannot raise it).
+    def relayed() -> object:
+        view = stack.cli.json("lease", "secrets", "status", str(lease_id),
+                              "--trust-simulated-amd", *alice)  # fmt: skip
+        return (view["source"], view["installed_seq"], view["withheld"])
+
+    assert wait_for(lambda: relayed() == ("node", 1, False), timeout=30, interval=1)
+
     # The node had the image from the backend (pushed by `cvm rent`), in its own store.
     downloaded = list((stack.data_dir / "stack" / "node-images").glob(f"*/{guest_image.image_id}"))
     assert len(downloaded) == 1 and (downloaded[0] / "initrd.cpio").stat().st_size > 0

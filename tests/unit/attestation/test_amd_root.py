@@ -61,14 +61,18 @@ def test_an_untrusted_real_root_is_not_called_simulated(
 
 
 def test_the_renters_own_check_reports_the_root(sim_milan: SimulatedSecureProcessor) -> None:
-    guest_key = bytes(range(64))
+    from cvm.attestation.binding import host_data
+    from guest.agent import GuestKeys
+
+    guest_key, renter = GuestKeys().public, "0x" + "34" * 20
     data = build_report_data(31337, "0x" + "12" * 20, 5, 3, guest_key)
-    signed = sim_milan.attest(measurement=b"\x07" * 48, report_data=data)
+    signed = sim_milan.attest(measurement=b"\x07" * 48, report_data=data,
+                              host_data=host_data(31337, "0x" + "12" * 20, 5, renter))  # fmt: skip
     bundle = EvidenceBundle(
         report=signed.report, vcek=signed.vcek_der, chain=signed.chain_pem, chain_id=31337,
         registry="0x" + "12" * 20, lease_id=5, nonce=3, guest_key=guest_key,
     )  # fmt: skip
     guest = verify_guest(bundle, chain_id=31337, registry="0x" + "12" * 20, lease_id=5, nonce=3,
-                         expected_measurement=b"\x07" * 48,
+                         renter=renter, expected_measurement=b"\x07" * 48,
                          trusted_roots=[*amd_roots(), sim_milan.ark])  # fmt: skip
     assert guest.amd_root is AmdRoot.SIMULATED

@@ -1,6 +1,6 @@
 """The guest relay over HTTP (`cvm.api_client` against the real app): the renter queues
-ciphertext for its running lease, only the lease's node reads it and announces SSH access
-(signed), and nobody else can do either."""
+ciphertext for its running lease (signed by it, with increasing sequence numbers), only the
+lease's node reads it and announces SSH access (signed), and nobody else can do either."""
 
 from __future__ import annotations
 
@@ -11,13 +11,36 @@ from backend.api.deps import AppContext
 from backend.domain.secrets_relay import MAX_PENDING_PER_LEASE
 from backend.store import Lease, Match, Store
 from backend.store.models import SealedSecret
+from cvm import guest_eip712
 from cvm.api_client import ApiClient, ApiError
-from cvm.api_models import MAX_SEALED_HEX, NODE_HEADER, GuestAccessIn, LeaseState, SealedSecretsIn
+from cvm.api_models import (
+    MAX_SEALED_HEX,
+    NODE_HEADER,
+    ChainInfo,
+    GuestAccessIn,
+    LeaseState,
+    SealedSecretsIn,
+)
 from cvm.eip712 import sign_node_message
 from cvm.guest_access import GuestAccess
 from tests.unit.backend.factories import Clock, add_lease, add_node, new_account
 
-SEALED = SealedSecretsIn(report_data="11" * 64, enc="22" * 32, ciphertext="33" * 100)
+# The deployment of tests/unit/backend/conftest.py's `chain_info`: the backend checks the
+# renter's signature under its domain.
+CHAIN = ChainInfo(chain_id=31337, node_registry="0x" + "11" * 20, lease_market="0x" + "22" * 20,
+                  attestation_registry="0x" + "33" * 20)  # fmt: skip
+SEALED = SealedSecretsIn(report_data="11" * 64, enc="22" * 32, ciphertext="33" * 100, seq=1,
+                         signature="00" * 65)  # fmt: skip
+
+
+def signed(renter, lease_id: int, seq: int, body: SealedSecretsIn = SEALED) -> SealedSecretsIn:
+    """`body` as `renter` signs it for `lease_id` with `seq` (EIP-712 SealedSecrets)."""
+    message = guest_eip712.sealed_secrets_message(
+        CHAIN.chain_id, CHAIN.attestation_registry, lease_id, seq,
+        bytes.fromhex(body.report_data), bytes.fromhex(body.enc), bytes.fromhex(body.ciphertext),
+    )  # fmt: skip
+    signature = guest_eip712.sign(message, renter).hex()
+    return body.model_copy(update={"seq": seq, "signature": signature})
 
 
 def _status(call) -> int:
@@ -36,7 +59,7 @@ def test_sealed_secrets_and_access_go_only_between_renter_and_node(
         spec = api.create_lease_intent(image="ab" * 32)
         add_lease(store, 7, renter.address, spec_hash=spec.spec_hash)
         # Not running yet: nothing to send to.
-        assert _status(lambda: api.put_sealed_secrets(7, SEALED)) == 403
+        assert _status(lambda: api.put_sealed_secrets(7, signed(renter, 7, 1))) == 403
         with store.session() as db:
             lease = db.get(Lease, 7)
             lease.status, lease.node = LeaseState.ACTIVE, node.address.lower()
@@ -44,10 +67,13 @@ def test_sealed_secrets_and_access_go_only_between_renter_and_node(
                          memory_mib=1, disk_gib=1, score=0.5, created_at=clock.datetime(),
                          deadline=clock.datetime()))  # fmt: skip
 
-        queued = api.put_sealed_secrets(7, SEALED)
+        assert api.sealed_secrets_seq(7) == 0
+        queued = api.put_sealed_secrets(7, signed(renter, 7, 1))
+        assert api.sealed_secrets_seq(7) == 1
         assert _status(lambda: ApiClient(live_api).put_sealed_secrets(7, SEALED)) == 401
         other.login(stranger.key)
-        assert _status(lambda: other.put_sealed_secrets(7, SEALED)) == 403
+        assert _status(lambda: other.put_sealed_secrets(7, signed(stranger, 7, 2))) == 403
+        assert _status(lambda: other.sealed_secrets_seq(7)) == 403
 
         got = nodes.sealed_secrets_as_node(7, node_key=node.key)
         assert [(m.id, m.ciphertext) for m in got] == [(queued.id, SEALED.ciphertext)]
@@ -77,12 +103,15 @@ def test_sealed_secrets_and_access_go_only_between_renter_and_node(
         {"report_data": "11" * 63, "enc": "22" * 32, "ciphertext": "33"},
         {"report_data": "11" * 64, "enc": "zz" * 32, "ciphertext": "33"},
         {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": ""},
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "333"},  # not whole bytes
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "seq": 0},
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "seq": 2**63},
+        {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "signature": "00"},
         {"report_data": "11" * 64, "enc": "22" * 32, "ciphertext": "33", "plaintext": "x"},
     ],
 )
 def test_malformed_sealed_messages_are_refused_with_422(live_api: str, body: dict) -> None:
-    import httpx
-
+    body = {"seq": 1, "signature": "00" * 65} | body
     with ApiClient(live_api) as api:
         token = api.login(new_account().key).token
     response = httpx.post(f"{live_api}/v1/leases/7/secrets", json=body,
@@ -107,7 +136,7 @@ def test_only_the_accepting_node_reads_secrets_and_no_spec_is_needed(
                      deadline=clock.datetime()))  # fmt: skip
     with ApiClient(live_api) as api, ApiClient(live_api) as nodes:
         api.login(renter.key)
-        queued = api.put_sealed_secrets(9, SEALED)
+        queued = api.put_sealed_secrets(9, signed(renter, 9, 1))
         assert _status(lambda: nodes.sealed_secrets_as_node(9, node_key=matched.key)) == 403
         got = nodes.sealed_secrets_as_node(9, node_key=node.key)
         assert [m.id for m in got] == [queued.id]
@@ -120,7 +149,8 @@ def test_the_newest_sealed_messages_are_kept_and_none_refused(
     _running_lease(store, 11, renter.address, node.address)
     with ApiClient(live_api) as api, ApiClient(live_api) as nodes:
         api.login(renter.key)
-        sent = [api.put_sealed_secrets(11, SEALED).id for _ in range(MAX_PENDING_PER_LEASE + 4)]
+        sent = [api.put_sealed_secrets(11, signed(renter, 11, seq)).id
+                for seq in range(1, MAX_PENDING_PER_LEASE + 5)]  # fmt: skip
         got = nodes.sealed_secrets_as_node(11, node_key=node.key)
     assert [m.id for m in got] == sent[4:]
     with store.session() as db:
@@ -132,7 +162,8 @@ def test_the_largest_sealed_message_the_model_allows_gets_through_the_body_limit
 ) -> None:
     renter, node = new_account(), new_account()
     _running_lease(store, 12, renter.address, node.address)
-    largest = SEALED.model_copy(update={"ciphertext": "ab" * (MAX_SEALED_HEX // 2)})
+    largest = signed(renter, 12, 1, SEALED.model_copy(
+        update={"ciphertext": "ab" * (MAX_SEALED_HEX // 2)}))  # fmt: skip
     with ApiClient(live_api) as api:
         api.login(renter.key)
         assert len(api.put_sealed_secrets(12, largest).ciphertext) == MAX_SEALED_HEX
@@ -164,3 +195,46 @@ def test_a_replayed_older_access_announcement_does_not_roll_the_address_back(
         api.login(renter.key)
         access = api.guest_access(13)
     assert (access.host, access.ssh_port) == ("10.0.0.2", 2222)
+
+
+def test_a_message_not_signed_by_the_renter_or_not_newer_is_refused_early(
+    live_api: str, store: Store
+) -> None:
+    """The node (or anyone) cannot queue its own sealed message for the guest: before issue 17
+    the backend stored any ciphertext the renter's session posted, unsigned; the guest is what
+    enforces the renter's signature, the backend refuses such junk early."""
+    renter, node = new_account(), new_account()
+    _running_lease(store, 14, renter.address, node.address)
+    with ApiClient(live_api) as api:
+        api.login(renter.key)
+        for forged in (signed(node, 14, 1), signed(renter, 15, 1), SEALED,
+                       signed(renter, 14, 1).model_copy(update={"seq": 2})):  # fmt: skip
+            assert _status(lambda forged=forged: api.put_sealed_secrets(14, forged)) == 422
+        api.put_sealed_secrets(14, signed(renter, 14, 3))
+        for old in (1, 3):  # older, or a replay of the last one
+            assert (
+                _status(lambda old=old: api.put_sealed_secrets(14, signed(renter, 14, old))) == 409
+            )
+        assert api.sealed_secrets_seq(14) == 3
+    with store.session() as db:
+        assert db.query(SealedSecret).filter_by(lease_id=14).count() == 1
+
+
+def test_only_the_leases_node_relays_its_guests_status_and_only_its_renter_reads_it(
+    live_api: str, store: Store
+) -> None:
+    renter, node, stranger = new_account(), new_account(), new_account()
+    _running_lease(store, 16, renter.address, node.address)
+    with ApiClient(live_api) as api, ApiClient(live_api) as nodes, ApiClient(live_api) as other:
+        api.login(renter.key)
+        other.login(stranger.key)
+        assert _status(lambda: api.guest_status(16)) == 404  # nothing relayed yet
+        nodes.put_guest_status(16, 3, "ab" * 65, node_key=node.key)
+        # Another node cannot overwrite what the renter will be shown.
+        assert _status(lambda: nodes.put_guest_status(16, 9, "cd" * 65,
+                                                      node_key=stranger.key)) == 403  # fmt: skip
+        view = api.guest_status(16)
+        assert (view.seq, view.signature) == (3, "ab" * 65)
+        assert _status(lambda: other.guest_status(16)) == 403
+        nodes.put_guest_status(16, 4, "ef" * 65, node_key=node.key)
+        assert api.guest_status(16).seq == 4

@@ -20,14 +20,20 @@ from node_agent.guest_relay import GuestRelay
 @dataclass
 class Sealed:
     id: int
+    seq: int = 0
 
-    def model_dump(self) -> dict[str, str]:
-        return {"report_data": "00", "enc": "00", "ciphertext": "00"}
+    def model_dump(self) -> dict[str, Any]:
+        return {"report_data": "00", "enc": "00", "ciphertext": "00", "seq": self.seq or self.id,
+                "signature": f"{self.id:02x}" * 65}  # fmt: skip
 
 
 class FakeApi:
     def __init__(self, messages: list[Sealed]) -> None:
         self.messages = messages
+        self.statuses: list[tuple[int, str]] = []
+
+    def put_guest_status(self, lease_id: int, seq: int, signature: str, **kwargs: Any) -> None:
+        self.statuses.append((seq, signature))
 
     def announce_guest_access(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -36,10 +42,28 @@ class FakeApi:
         return self.messages
 
 
+class FakeChannel:
+    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
+        self.answers = answers
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert message == {"op": "status"}
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
 class FakeLauncher:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir()
+        self.status_answers: list[dict[str, Any] | Exception] = [
+            GuestRefused("guest agent refused status: status needs a bound lease: bind first")
+        ]
+
+    def channel(self, lease_id: int) -> FakeChannel:
+        return FakeChannel(self.status_answers)
 
     def ssh_port(self, lease_id: int) -> int:
         return 2222
@@ -56,20 +80,22 @@ class Key:
     key: bytes = b"k"
 
 
-def _relay(tmp_path: Path, outcomes: list[Exception | list[str]]) -> tuple[GuestRelay, list[int]]:
+def _relay(
+    tmp_path: Path, outcomes: list[Exception | list[str]], messages: list[Sealed] | None = None
+) -> tuple[GuestRelay, list[dict[str, Any]]]:
     launcher = FakeLauncher(tmp_path / "guest")
-    tried: list[int] = []
+    tried: list[dict[str, Any]] = []
     queue = list(outcomes)
 
-    def deliver(lease_id: int, sealed: dict[str, str]) -> list[str]:
-        tried.append(len(tried))
+    def deliver(lease_id: int, sealed: dict[str, Any]) -> list[str]:
+        tried.append(sealed)
         outcome = queue.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
     launcher.deliver_secrets = deliver  # type: ignore[method-assign]
-    api = FakeApi([Sealed(1), Sealed(2)])
+    api = FakeApi(messages or [Sealed(1), Sealed(2)])
     relay = GuestRelay(api, Key(), launcher, tmp_path / "state")  # type: ignore[arg-type]
     return relay, tried
 
@@ -89,6 +115,40 @@ def test_a_refusal_by_the_guest_is_final(tmp_path: Path) -> None:
     )
     assert relay.sync(5) == ["y"]
     assert relay.sync(5) == [] and len(tried) == 2  # the refused one is not asked again
+
+
+def test_seq_and_the_renters_signature_pass_through_in_seq_order(tmp_path: Path) -> None:
+    """The guest checks the renter's signature over the seq: the node carries both unchanged,
+    lowest seq first (the guest refuses a seq below one it installed)."""
+    relay, tried = _relay(tmp_path, [["b"], ["a"]], [Sealed(1, seq=9), Sealed(2, seq=4)])
+    assert relay.sync(5) == ["b", "a"]
+    assert [(m["seq"], m["signature"]) for m in tried] == [(4, "02" * 65), (9, "01" * 65)]
+
+
+def test_the_guests_signed_status_is_relayed_after_a_delivery(tmp_path: Path) -> None:
+    """The renter sees the installed seq the guest signed, relayed by the node once something
+    was handed over (and once per guest), not on every pass."""
+    relay, _ = _relay(tmp_path, [["a"], ["b"]])
+    api: FakeApi = relay.api  # type: ignore[assignment]
+    launcher: FakeLauncher = relay.launcher  # type: ignore[assignment]
+    launcher.status_answers = [{"ok": True, "seq": 2, "signature": "ab" * 65}]
+    assert relay.sync(5) == ["a", "b"]
+    assert api.statuses == [(2, "ab" * 65)]
+    relay.sync(5)  # nothing new: no exchange with the guest, nothing relayed
+    assert api.statuses == [(2, "ab" * 65)]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [GuestRefused("status needs a bound lease: bind first"), {"ok": True, "seq": "2"},
+     {"ok": True, "seq": 2, "signature": "zz"}, {"ok": True, "seq": True, "signature": "ab" * 65},
+     {"ok": True, "seq": -1, "signature": "ab" * 65}],
+)  # fmt: skip
+def test_no_status_or_a_malformed_one_is_not_relayed(tmp_path: Path, answer: Any) -> None:
+    relay, _ = _relay(tmp_path, [["a"], ["b"]])
+    relay.launcher.status_answers = [answer]  # type: ignore[attr-defined]
+    assert relay.sync(5) == ["a", "b"]
+    assert relay.api.statuses == []  # type: ignore[attr-defined]
 
 
 def _serve_once(path: Path, answer: dict[str, Any]) -> threading.Thread:

@@ -1,0 +1,127 @@
+"""EIP-712 messages between a renter, its guest and dApps (domain "cvm.guest", version "1",
+chainId, verifyingContract = the deployment's AttestationRegistry).
+
+- `SealedSecrets(uint256 leaseId,uint64 seq,bytes reportData,bytes enc,bytes ciphertext)`:
+  signed by the lease's renter; the guest installs a sealed message only with this signature
+  by the renter its HOST_DATA binds, and only when `seq` is above the last one it installed.
+- `GuestStatus(uint256 leaseId,uint64 seq,bytes32 challenge)`: signed by the guest's attested
+  signer; the sequence number the guest has installed (`challenge` is the asker's, for
+  freshness). The renter's client compares it with what it sent: a withheld update shows.
+- `GuestResult(uint256 leaseId,bytes32 request,bytes32 resultHash)`: signed by the guest's
+  attested signer, only on request of a process inside the guest (never of the host);
+  `resultHash = keccak256(result)`. `AttestedService.postResult` checks it on chain.
+
+Each struct has its own type hash, so no signature passes as another kind. The guest agent
+(guest/agent.py) computes the same digests without eth_account; tests cross-check both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import SignableMessage, encode_typed_data
+from eth_utils import keccak, to_checksum_address
+
+DOMAIN_NAME = "cvm.guest"
+DOMAIN_VERSION = "1"
+UINT64_MAX = 2**64 - 1
+
+_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+SEALED_SECRETS_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "seq", "type": "uint64"},
+    {"name": "reportData", "type": "bytes"},
+    {"name": "enc", "type": "bytes"},
+    {"name": "ciphertext", "type": "bytes"},
+]
+GUEST_STATUS_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "seq", "type": "uint64"},
+    {"name": "challenge", "type": "bytes32"},
+]
+GUEST_RESULT_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "request", "type": "bytes32"},
+    {"name": "resultHash", "type": "bytes32"},
+]
+
+
+def _typed(
+    chain_id: int, registry: str, primary: str, fields: list[dict[str, str]], message: dict
+) -> SignableMessage:
+    return encode_typed_data(
+        full_message={
+            "types": {"EIP712Domain": _DOMAIN_TYPE, primary: fields},
+            "primaryType": primary,
+            "domain": {
+                "name": DOMAIN_NAME,
+                "version": DOMAIN_VERSION,
+                "chainId": chain_id,
+                "verifyingContract": to_checksum_address(registry),
+            },
+            "message": message,
+        }
+    )
+
+
+def _seq(seq: int) -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= UINT64_MAX:
+        raise ValueError(f"seq must be a uint64, got {seq!r}")
+    return seq
+
+
+def sealed_secrets_message(
+    chain_id: int,
+    registry: str,
+    lease_id: int,
+    seq: int,
+    report_data: bytes,
+    enc: bytes,
+    ciphertext: bytes,
+) -> SignableMessage:
+    return _typed(chain_id, registry, "SealedSecrets", SEALED_SECRETS_TYPE, {
+        "leaseId": lease_id, "seq": _seq(seq), "reportData": report_data, "enc": enc,
+        "ciphertext": ciphertext,
+    })  # fmt: skip
+
+
+def guest_status_message(
+    chain_id: int, registry: str, lease_id: int, seq: int, challenge: bytes
+) -> SignableMessage:
+    if len(challenge) != 32:
+        raise ValueError("challenge must be 32 bytes")
+    return _typed(chain_id, registry, "GuestStatus", GUEST_STATUS_TYPE,
+                  {"leaseId": lease_id, "seq": _seq(seq), "challenge": challenge})  # fmt: skip
+
+
+def guest_result_message(
+    chain_id: int, registry: str, lease_id: int, request: bytes, result: bytes
+) -> SignableMessage:
+    if len(request) != 32:
+        raise ValueError("request must be 32 bytes")
+    fields = {"leaseId": lease_id, "request": request, "resultHash": keccak(result)}
+    return _typed(chain_id, registry, "GuestResult", GUEST_RESULT_TYPE, fields)
+
+
+def digest(message: SignableMessage) -> bytes:
+    """The 32 bytes that are signed: keccak256(0x19 0x01 || domainSeparator || structHash)."""
+    return bytes(keccak(b"\x19" + message.version + message.header + message.body))
+
+
+def recover(message: SignableMessage, signature: bytes | str) -> str:
+    """The checksummed address that signed `message`; ValueError for a malformed signature."""
+    try:
+        return str(Account.recover_message(message, signature=signature))
+    except Exception as exc:  # eth_keys raises several types for bad signatures
+        raise ValueError(f"the signature does not recover: {exc}") from exc
+
+
+def sign(message: SignableMessage, account: Any) -> bytes:
+    """`account`'s 65-byte signature (r || s || v, v 27/28, low s) of `message`."""
+    return bytes(account.sign_message(message).signature)
