@@ -200,7 +200,7 @@ def status(
     import subprocess
     import tempfile
 
-    from cvm.cli.renter import open_renter
+    from cvm.cli.renting import open_renter
     from cvm.secret_release import attested_guest, guest_status, relayed_status
 
     renter = open_renter(deployment, wallet, password_file)
