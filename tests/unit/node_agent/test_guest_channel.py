@@ -44,6 +44,9 @@ def guest_at(tmp_path: Path) -> Iterator[Callable[[Behaviour], tuple[FakeGuest, 
         guest.close()
 
 
+SEALED = {"report_data": "00", "enc": "00", "ciphertext": "00", "seq": 1, "signature": "00"}
+
+
 def outcome_within(call: Callable[[], Any], seconds: float = HANG_S) -> BaseException | Any:
     """What `call` returned or raised, run in a thread; fails the test if it still runs
     after `seconds` (the old channel hung there)."""
@@ -145,7 +148,7 @@ def test_installed_of_the_wrong_type_is_a_clean_error(tmp_path: Path, installed:
     guest = FakeGuest(launcher.agent_socket(7), answering({"ok": True, "installed": installed}))
     try:
         with pytest.raises(LauncherError, match="installed is not"):
-            launcher.deliver_secrets(7, {"report_data": "00", "enc": "00", "ciphertext": "00"})
+            launcher.deliver_secrets(7, SEALED)
     finally:
         guest.close()
         launcher.stop(7)
