@@ -14,7 +14,7 @@ from eth_utils import keccak
 
 from cvm.api_client import ApiClient
 from cvm.attestation.abi import parse
-from cvm.attestation.binding import build_report_data
+from cvm.attestation.binding import GuestKey, GuestKeyError, build_report_data
 from cvm.attestation.evidence import EvidenceBundle, report_hash
 from cvm.chain import AttestationStatus, ChainClient, ContractRevert
 from cvm.eip712 import Domain
@@ -90,9 +90,18 @@ class AttestationPoster:
                 got.guest_key,
             )
             crash_point("reported")
+        # The guest's attested signer comes from its guest key; a report without a well-formed
+        # key is never uploaded nor submitted (a verifier would reject it, and slash the node).
+        try:
+            signer = GuestKey.parse(submission.guest_key).signer
+        except GuestKeyError as exc:
+            raise AgentError(
+                f"lease {lease_id} nonce {nonce}: the guest's key is malformed ({exc}); "
+                "not submitting its report"
+            ) from exc
         if submission.state == SubmissionState.REPORTED:
             self._upload(submission)
-        return self._submit(lease_id, nonce, submission.report)
+        return self._submit(lease_id, nonce, submission.report, signer)
 
     def _due_nonce(self, lease_id: int, force: bool) -> int | None:
         """The nonce to attest now, or None while the latest attestation stands."""
@@ -155,7 +164,7 @@ class AttestationPoster:
             crash_point("uploaded")
         self.store.record_upload(submission.lease_id, submission.nonce, evidence_hash)
 
-    def _submit(self, lease_id: int, nonce: int, report: bytes) -> bool:
+    def _submit(self, lease_id: int, nonce: int, report: bytes, signer: str) -> bool:
         parsed = parse(report)
         try:
             result = self.chain.attestations.submit(
@@ -165,6 +174,7 @@ class AttestationPoster:
                 parsed.measurement,
                 parsed.reported_tcb,
                 bytes(keccak(parsed.chip_id)),
+                signer=signer,
             )
         except ContractRevert as exc:
             if exc.name in _ALREADY_SUBMITTED:

@@ -3,14 +3,22 @@
 The default where there is no SEV hardware. A "guest" is a small JSON file per lease, so
 it outlives the agent like a real VM would, and the reconciler treats it the same way.
 The report carries the lease's expected measurement: the simulated guest runs exactly
-the image the renter asked for.
+the image the renter asked for. Like a real guest, it makes its keys at launch (an 84-byte
+guest key: X25519 || Ed25519 || the address of its own secp256k1 "attested signer") and
+binds SHA-256 of that key into REPORT_DATA[32:64] itself. Its private keys sit in the record
+file: nothing about a simulated guest is confidential.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from eth_account import Account
 
 from node_agent.errors import LauncherError
 from node_agent.launcher.base import GuestInfo, GuestReport, GuestSpec, GuestState, Launcher
@@ -42,6 +50,7 @@ class SimulatedLauncher(Launcher):
             "memory_mib": spec.memory_mib,
             "disk_gib": spec.disk_gib,
             "expected_measurement": spec.expected_measurement.hex(),
+            **_guest_keys(),
         }
         # Written whole then renamed: a crash never leaves half a guest behind.
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
@@ -71,4 +80,21 @@ class SimulatedLauncher(Launcher):
             record = json.loads(self._path(lease_id).read_text())
         except FileNotFoundError:
             raise LauncherError(f"lease {lease_id} has no running guest to attest") from None
-        return self.signer.sign_report(bytes.fromhex(record["expected_measurement"]), report_data)
+        guest_key = bytes.fromhex(record.get("guest_key", ""))
+        if not guest_key:
+            raise LauncherError(f"lease {lease_id}: the simulated guest has no guest key")
+        # The guest, not the host, binds its key: REPORT_DATA[32:64] = SHA-256(guest key).
+        bound = report_data[:32] + hashlib.sha256(guest_key).digest()
+        signed = self.signer.sign_report(bytes.fromhex(record["expected_measurement"]), bound)
+        return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, guest_key)
+
+
+def _guest_keys() -> dict[str, str]:
+    """A fresh 84-byte guest key and the signer's private key, as a simulated guest makes them."""
+    raw = serialization.Encoding.Raw
+    public = serialization.PublicFormat.Raw
+    hpke = x25519.X25519PrivateKey.generate().public_key().public_bytes(raw, public)
+    ssh = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(raw, public)
+    signer = Account.create()
+    guest_key = hpke + ssh + bytes.fromhex(signer.address[2:])
+    return {"guest_key": guest_key.hex(), "signer_key": signer.key.hex()}

@@ -3,11 +3,13 @@ verify against its root (and only its root)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from cvm.attestation.abi import parse
+from cvm.attestation.binding import GuestKey
 from cvm.attestation.errors import VerificationError
 from cvm.attestation.verify import verify_report
 from node_agent.errors import LauncherError
@@ -43,7 +45,11 @@ def test_report_binds_report_data_and_verifies_against_the_simulated_root(
     launcher.launch(GuestSpec(3, 1, 512, 1, MEASUREMENT))
     got = launcher.get_report(3, b"\x42" * 64)
     report = parse(got.report)
-    assert report.report_data == b"\x42" * 64 and report.measurement == MEASUREMENT
+    # Like a real guest it binds its own 84-byte key (with its attested signer), not the host's.
+    key = GuestKey.parse(got.guest_key)
+    assert report.report_data == b"\x42" * 32 + hashlib.sha256(got.guest_key).digest()
+    assert report.measurement == MEASUREMENT and int(key.signer, 16) != 0
+    assert launcher.get_report(3, b"\x42" * 64).guest_key == got.guest_key  # one key per guest
     verify_report(got.report, got.vcek_der, chain=got.cert_chain_pem, trusted_roots=[amd_sp.ark])
     with pytest.raises(VerificationError, match="not a trusted root"):
         verify_report(got.report, got.vcek_der, chain=got.cert_chain_pem)  # AMD's roots only
