@@ -194,6 +194,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     function canVote(uint256 leaseId, address account) external view override returns (bool) {
         Record storage record = _records[leaseId];
         if (record.status != Status.Pending) return false;
+        if (block.timestamp > uint256(record.submittedAt) + VERIFICATION_WINDOW) return false;
         return _mayVote(account, _rounds[leaseId][record.round]);
     }
 

@@ -746,6 +746,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     /// @dev The last step of a slashing close: every effect is booked, the registry takes the bond
     /// (locked since accept, so all of it) and pays in the compensation already credited.
     function _slash(address nodeKey, uint256 bond, uint256 compensation) private {
+        // slither-disable-next-line incorrect-equality (nothing to slash, e.g. a free decline; not a balance race)
         if (bond == 0) return;
         (uint256 taken, uint256 paid) = nodeRegistry.slash(nodeKey, bond, compensation);
         // Same transaction, nothing in between: the bond is locked, so the registry takes and pays it all.

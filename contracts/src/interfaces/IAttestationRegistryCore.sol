@@ -56,7 +56,8 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// (address(0) if none), for verifiers to check against the guest key in the evidence.
     function signerOf(uint256 leaseId) external view returns (address);
 
-    /// @notice Whether `account` may vote on the pending attestation of `leaseId` now: it held
+    /// @notice Whether `account` may vote on the pending attestation of `leaseId` now (within its
+    /// verification window): it held
     /// VERIFIER_ROLE when the attestation was submitted and is not the lease's renter, node key or
     /// node operator.
     function canVote(uint256 leaseId, address account) external view returns (bool);
