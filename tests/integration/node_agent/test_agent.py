@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
 from cvm.attestation.abi import parse
-from cvm.attestation.binding import build_report_data
+from cvm.attestation.binding import GuestKey, build_report_data
 from cvm.chain import AttestationStatus, LeaseStatus
 from node_agent.agent import NodeAgent
-from node_agent.errors import CapacityExceeded, LeaseNotOurs
+from node_agent.errors import AgentError, CapacityExceeded, LeaseNotOurs
 from node_agent.launcher.base import GuestSpec, GuestState
 from node_agent.store import LeaseState, Resources, SubmissionState
 from tests.fixtures.chain import LEASE_SPEC, MEASUREMENT, ChainSystem
@@ -54,10 +55,17 @@ def test_handle_lease_accepts_launches_and_submits_a_bound_report(
     [submission] = agent.store.submissions(lease_id)
     assert submission.state == SubmissionState.SUBMITTED and submission.nonce == 0
     assert attestation.report_hash == submission.report_hash
+    # The guest binds its own 84-byte key, and the node submits the attested signer in it.
     expected = build_report_data(
-        chain.deployment.chain_id, chain.deployment.attestation_registry, lease_id, 0
+        chain.deployment.chain_id,
+        chain.deployment.attestation_registry,
+        lease_id,
+        0,
+        submission.guest_key,
     )
     assert parse(submission.report).report_data == expected
+    signer = GuestKey.parse(submission.guest_key).signer
+    assert chain.node.attestations.signer_of(lease_id) == signer != agent.address
 
 
 def test_handling_twice_never_submits_twice(
@@ -241,3 +249,32 @@ def test_a_relaunched_guest_is_attested_again(
     assert (result.relaunched, result.attested) == ([], [lease_id])
     assert chain.node.attestations.attestation_nonce(lease_id) == 2
     assert agent.store.get_lease(lease_id).state == LeaseState.ATTESTED
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    [b"", bytes(range(1, 65)), bytes(range(1, 65)) + bytes(20)],
+    ids=["empty", "old-64-byte", "zero-signer"],
+)
+def test_a_report_without_a_well_formed_guest_key_is_never_submitted(
+    chain: ChainSystem,
+    make_agent: Callable[..., NodeAgent],
+    monkeypatch: pytest.MonkeyPatch,
+    bad_key: bytes,
+) -> None:
+    """Issue 17: the node submits the attested signer from the guest key; a report whose key
+    is empty, short or names no signer is neither uploaded nor submitted (on main an empty key
+    passed the node's check, and the verifier's rejection slashed the node)."""
+    chain.staked_node()
+    lease_id = chain.open_lease()
+    chain.node.leases.accept_lease(lease_id)
+    agent = make_agent()
+    agent.launcher.launch(GuestSpec(lease_id, 4, 8_192, 40, MEASUREMENT))
+    real = agent.launcher.get_report
+    monkeypatch.setattr(
+        agent.launcher, "get_report", lambda lid, data: replace(real(lid, data), guest_key=bad_key)
+    )
+    with pytest.raises(AgentError, match="guest's key is malformed"):
+        agent.poster.attest(lease_id)
+    assert chain.node.attestations.attestation_nonce(lease_id) == 0
+    assert all(s.state == SubmissionState.REPORTED for s in agent.store.submissions(lease_id))
