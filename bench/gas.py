@@ -36,7 +36,8 @@ RATE = NODE.price_per_vcpu_second * SPEC.vcpu
 GUEST_SIGNER = "0x" + "9e" * 20
 # Issue 10 set the lifecycle target to 550,000; contracts/README.md ("Gas") shows why this design
 # cannot reach it (its storage alone costs about 550,300) and what would.
-TARGETS = {"lifecycle": 550_000, "submit": 60_000, "confirm": 40_000}
+# Issues 17 and 18 together may add at most 5 % to issue 10's lifecycle (729,918): 766,414.
+TARGETS = {"lifecycle": 550_000, "lifecycleBudget": 766_414, "submit": 60_000, "confirm": 40_000}
 LIFECYCLE = ("register", "stake", "createLease", "acceptLease", "submit", "confirm", "claim")
 LIFECYCLE += ("closeLease",)
 PER_LEASE = LIFECYCLE[2:]
@@ -176,6 +177,7 @@ def measure() -> dict[str, Any]:
         "targets": TARGETS,
         "met": {
             "lifecycle": lifecycle_total <= TARGETS["lifecycle"],
+            "lifecycleBudget": lifecycle_total <= TARGETS["lifecycleBudget"],
             "submit": gas["submit"] <= TARGETS["submit"],
             "confirm": gas["confirm"] <= TARGETS["confirm"],
         },
