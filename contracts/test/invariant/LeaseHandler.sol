@@ -18,10 +18,12 @@ import {
 import {Test} from "../base/Test.sol";
 
 /// @notice Drives random sequences of every operation, by honest parties and by adversaries:
-/// an operator renting its own node (operator = renter), a verifier that also rents and rejects
-/// genuine reports of its own leases, nodes submitting junk nobody can verify, role grants and
-/// revocations, admin parameter changes, unbonding and withdrawal mid-lease, and time jumps past
-/// each deadline. Every action an honest party may validly take is predicted from public views
+/// an operator renting its own node (operator = renter), a verifier that also rents (it may not
+/// vote on its own leases: the handler predicts that from `canVote`), nodes submitting junk nobody
+/// can verify, role grants and revocations mid-vote, admin parameter changes, unbonding and
+/// withdrawal mid-lease, renters closing while a verdict is pending (escrow held until
+/// `finalizeClose`), nodes declining (and never re-taking) leases, and time jumps past each
+/// deadline. Every action an honest party may validly take is predicted from public views
 /// and then performed with try/catch: a revert of such an action is counted (per action) and
 /// fails the run. The ghost model records what each party put in and got out.
 contract LeaseHandler is Test {
