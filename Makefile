@@ -9,7 +9,8 @@ SLITHER_VENV := .venv-slither
 NODE_BIN := contracts/node_modules/.bin
 PY_PACKAGES := cvm backend node_agent devstack guest tests bench
 
-.PHONY: all install system-packages demo demo-vm image test lint typecheck contracts contracts-test slither pytest \
+.PHONY: all install system-packages demo demo-vm image test lint typecheck contracts contracts-selfcheck contracts-test \
+	slither pytest \
 	compose-check bench clean
 
 all: install
@@ -81,7 +82,7 @@ image: install system-packages
 demo-vm: install system-packages
 	$(BIN)/cvm demo --launcher qemu --nodes 1 --timeout 240
 
-test: install system-packages lint typecheck compose-check contracts-test slither pytest
+test: install system-packages lint typecheck compose-check contracts-selfcheck contracts-test slither pytest
 	@echo "==> all checks passed"
 
 # --- checks -----------------------------------------------------------------------
@@ -100,7 +101,13 @@ contracts: contracts/node_modules/.installed $(VENV)/.installed
 	@echo "==> compile contracts to contracts/out and cvm/chain/artifacts"
 	$(PY) -m cvm.chain.build
 
-contracts-test: contracts/node_modules/.installed
+# A deliberately failing forge test, in a temporary copy of contracts/ (never in the suite),
+# must make `./scripts/forge test` exit non-zero: otherwise contracts-test could not fail.
+contracts-selfcheck: contracts/node_modules/.installed
+	@echo "==> forge self-check (a failing forge test must fail the contracts step)"
+	./contracts/scripts/forge-selfcheck
+
+contracts-test: contracts/node_modules/.installed contracts-selfcheck
 	@echo "==> forge tests (unit, fuzz, invariant)"
 	cd contracts && ./scripts/forge test
 

@@ -32,9 +32,12 @@ MEASUREMENT = bytes.fromhex("a5" * 48)
 NODE = NodeSpec(TeeType.SEV_SNP, 32, 131_072, 1_000, 276, 10**12)
 SPEC = LeaseSpec(TeeType.SEV_SNP, 4, 8_192, 40, 0, 3_600, b"\x5e" * 32)
 RATE = NODE.price_per_vcpu_second * SPEC.vcpu
+# The guest's attested signer submitted with each report (an address like any guest's).
+GUEST_SIGNER = "0x" + "9e" * 20
 # Issue 10 set the lifecycle target to 550,000; contracts/README.md ("Gas") shows why this design
 # cannot reach it (its storage alone costs about 550,300) and what would.
-TARGETS = {"lifecycle": 550_000, "submit": 60_000, "confirm": 40_000}
+# Issues 17 and 18 together may add at most 5 % to issue 10's lifecycle (729,918): 766,414.
+TARGETS = {"lifecycle": 550_000, "lifecycleBudget": 766_414, "submit": 60_000, "confirm": 40_000}
 LIFECYCLE = ("register", "stake", "createLease", "acceptLease", "submit", "confirm", "claim")
 LIFECYCLE += ("closeLease",)
 PER_LEASE = LIFECYCLE[2:]
@@ -59,7 +62,7 @@ def measure() -> dict[str, Any]:
         def attest(node_client: ChainClient, lease_id: int, report: bytes) -> tuple[TxResult, ...]:
             nonce = node_client.attestations.attestation_nonce(lease_id)
             submitted = node_client.attestations.submit(
-                lease_id, nonce, report, MEASUREMENT, 7, b"\xc1" * 32
+                lease_id, nonce, report, MEASUREMENT, 7, b"\xc1" * 32, signer=GUEST_SIGNER
             )
             return submitted, vf.attestations.confirm(lease_id, report, True)
 
@@ -148,7 +151,9 @@ def measure() -> dict[str, Any]:
         lease_id = lease(rt)
         nk.leases.accept_lease(lease_id)
         nonce = nk.attestations.attestation_nonce(lease_id)
-        nk.attestations.submit(lease_id, nonce, b"\x06" * 32, MEASUREMENT, 7, b"\xc1" * 32)
+        nk.attestations.submit(
+            lease_id, nonce, b"\x06" * 32, MEASUREMENT, 7, b"\xc1" * 32, signer=GUEST_SIGNER
+        )
         record("confirmReject", vf.attestations.confirm(lease_id, b"\x06" * 32, False))
 
         record("requestUnstake", op.nodes.request_unstake(key.address, 100 * TOKEN))
@@ -172,6 +177,7 @@ def measure() -> dict[str, Any]:
         "targets": TARGETS,
         "met": {
             "lifecycle": lifecycle_total <= TARGETS["lifecycle"],
+            "lifecycleBudget": lifecycle_total <= TARGETS["lifecycleBudget"],
             "submit": gas["submit"] <= TARGETS["submit"],
             "confirm": gas["confirm"] <= TARGETS["confirm"],
         },

@@ -104,6 +104,14 @@ class AttestationClient:
             )
         return self._call(lambda: self._registry.is_attested(lease_id, expected_measurement))
 
+    def attested_signer(self, lease_id: int) -> str | None:
+        """The guest's own signing address that the current attestation vouches for (the
+        stable `attestedSignerOf`), or None while nothing is attested. A dApp accepts results
+        signed by this key only, never by the node key (see `cvm.chain.sign_guest_result`)."""
+        _check_lease_id(lease_id)
+        signer = self._call(lambda: self._registry.attested_signer_of(lease_id))
+        return None if int(signer, 16) == 0 else signer
+
     def _call(self, read: Callable[[], _T]) -> _T:
         """Run a registry read, turning each way it can fail into this module's errors."""
         try:

@@ -15,6 +15,7 @@ from eth_utils import keccak
 from cvm.api_client import ApiClient
 from cvm.attestation.abi import parse
 from cvm.attestation.appraisal import appraise_lease_evidence
+from cvm.attestation.binding import GuestKey, GuestKeyError
 from cvm.attestation.errors import AttestationError
 from cvm.attestation.evidence import EvidenceBundle, report_hash
 from cvm.chain import AttestationStatus, ChainClient, ContractRevert
@@ -86,9 +87,18 @@ class AttestationPoster:
                 got.guest_key,
             )
             crash_point("reported")
+        # The guest's attested signer comes from its guest key; a report without a well-formed
+        # key is never uploaded nor submitted (a verifier would reject it, and slash the node).
+        try:
+            signer = GuestKey.parse(submission.guest_key).signer
+        except GuestKeyError as exc:
+            raise AgentError(
+                f"lease {lease_id} nonce {nonce}: the guest's key is malformed ({exc}); "
+                "not submitting its report"
+            ) from exc
         if submission.state == SubmissionState.REPORTED:
             self._upload(submission)
-        return self._submit(lease_id, nonce, submission.report)
+        return self._submit(lease_id, nonce, submission.report, signer)
 
     def _appraise(self, lease_id: int, nonce: int, got: GuestReport) -> None:
         """Refuse (LauncherError, nothing stored) a report the verifiers would reject, checked
@@ -192,7 +202,7 @@ class AttestationPoster:
             crash_point("uploaded")
         self.store.record_upload(submission.lease_id, submission.nonce, evidence_hash)
 
-    def _submit(self, lease_id: int, nonce: int, report: bytes) -> bool:
+    def _submit(self, lease_id: int, nonce: int, report: bytes, signer: str) -> bool:
         parsed = parse(report)
         try:
             result = self.chain.attestations.submit(
@@ -202,6 +212,7 @@ class AttestationPoster:
                 parsed.measurement,
                 parsed.reported_tcb,
                 bytes(keccak(parsed.chip_id)),
+                signer=signer,
             )
         except ContractRevert as exc:
             if exc.name in _ALREADY_SUBMITTED:

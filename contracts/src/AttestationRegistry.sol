@@ -30,29 +30,27 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     uint256 private constant _MEASUREMENT_LENGTH = 48;
 
-    /// @dev Placeholder report hash written at open so the first submit rewrites a non-zero
-    /// slot. A keccak256 output equal to 1 is infeasible, and a zero hash is rejected.
-    bytes32 private constant _NO_REPORT = bytes32(uint256(1));
-
-    /// @dev One record per lease, four slots.
+    /// @dev One record per lease, four slots. Slots 0 and 3 are first written by the first submit
+    /// (a fresh slot there costs what a placeholder written at open plus its rewrite would cost less
+    /// 5,000), slots 1 and 2 at open.
     struct Record {
         // slot 0
         bytes32 reportHash;
         // slot 1: measurement bytes 0..31
         bytes32 measurementHead;
-        // slot 2: measurement bytes 32..47 (16) + status (1) + submittedAt (5) + verifiedAt (5) = 27 bytes;
-        // `confirm` touches only this slot. uint40 seconds last until the year 36812.
+        // slot 2: measurement bytes 32..47 (16) + status (1) + submittedAt (5) + verifiedAt (5) +
+        // interval (4) + round (1) = 32 bytes; `confirm` reads only this slot of the record besides the
+        // report hash. uint40 seconds last until the year 36812; a non-zero interval marks the record open.
         bytes16 measurementTail;
         Status status;
         uint40 submittedAt;
         uint40 verifiedAt;
-        // slot 3: tcb (8) + interval (4) + nonce (4) + banked (4) + prevExpiresAt (5) + challengedAt (5)
-        // = 30 bytes. The 8-byte tcb leads so the slot starts fresh instead of filling slot 2's last
-        // 5 bytes: the interval, written at open, then makes this slot non-zero before the first
-        // submit rewrites it. 32 bits of seconds is 136 years, of nonces 4e9 re-attestations; a
-        // non-zero interval marks the record open.
-        uint64 reportedTcb;
         uint32 reattestInterval;
+        // Which of the lease's two rounds belongs to the latest submission (submission index & 1).
+        uint8 round;
+        // slot 3: tcb (8) + nonce (4) + banked (4) + prevExpiresAt (5) + challengedAt (5) = 26 bytes.
+        // 32 bits of seconds is 136 years, of nonces 4e9 re-attestations.
+        uint64 reportedTcb;
         uint32 nonce;
         // Verified seconds of earlier attestations of this lease.
         uint32 bankedSeconds;
@@ -62,20 +60,64 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint40 challengedAt;
     }
 
+    /// @dev What one submission fixes for its vote, one slot (31 bytes). A lease keeps two, indexed by
+    /// submission index & 1, so the previous verified attestation's signer is still there while a
+    /// re-attestation is pending (`attestedSignerOf`).
+    struct Round {
+        // The guest's attested signer the node submitted (from the guest key in the evidence).
+        address signer;
+        // The verifier-set epoch at submission: only holders of VERIFIER_ROLE then may vote.
+        uint32 epoch;
+        // min(quorum at submission, verifiers allowed to vote): later quorum changes do not apply.
+        uint8 quorum;
+        // Verifier indexes of the renter, the node operator and the node key, if they held the role at
+        // submission (zero otherwise): they may not vote on it.
+        uint8 excluded0;
+        uint8 excluded1;
+        uint8 excluded2;
+        // Votes of allowed verifiers (counted only when quorum > 1: one vote decides otherwise).
+        uint8 approvals;
+        uint8 rejections;
+        // The renter closed the lease while this attestation awaited its verdict: the market holds its
+        // pay in escrow, and a Verified verdict asks the market to release it.
+        bool closedPending;
+    }
+
+    /// @dev A holder (past or present) of VERIFIER_ROLE, one slot.
+    struct Verifier {
+        // 1..255, fixed at the first grant (0: never a verifier).
+        uint8 index;
+        // Epoch of the latest grant, and of the revocation after it (0 while it holds the role).
+        uint32 since;
+        uint32 until;
+        // When it was last revoked (a re-grant waits for the verification window after it).
+        uint40 revokedAt;
+    }
+
+    /// @dev The verifier set and quorum, one slot read once per submit.
+    struct Config {
+        uint8 quorum;
+        // Incremented by every grant or revocation of VERIFIER_ROLE.
+        uint32 epoch;
+        // Accounts holding VERIFIER_ROLE now.
+        uint8 count;
+        // Last verifier index handed out.
+        uint8 lastIndex;
+    }
+
     /// @inheritdoc IAttestationRegistryCore
     address public override leaseMarket;
 
-    /// @inheritdoc IAttestationRegistryCore
-    uint256 public override quorum;
+    Config private _config;
 
     mapping(uint256 leaseId => Record) private _records;
 
-    /// @dev keccak256(leaseId, nonce, verifier) => voted; only written when quorum > 1.
-    mapping(bytes32 voteKey => bool) private _voted;
+    mapping(uint256 leaseId => Round[2]) private _rounds;
 
-    /// @dev keccak256(leaseId, nonce, ok) => the verifiers who voted so; only written when quorum > 1.
-    /// Counted at each vote against the current role holders, so a revoked verifier's vote drops out.
-    mapping(bytes32 ballotKey => address[]) private _ballots;
+    mapping(address account => Verifier) private _verifiers;
+
+    /// @dev keccak256(leaseId, nonce, verifier) => voted; only written when a round's quorum > 1.
+    mapping(bytes32 voteKey => bool) private _voted;
 
     constructor(address admin, uint256 quorum_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
@@ -125,6 +167,47 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         return ILeaseMarket(leaseMarket).isServing(leaseId);
     }
 
+    /// @inheritdoc IAttestationRegistry
+    function attestedSignerOf(uint256 leaseId) external view override returns (address) {
+        Record storage record = _records[leaseId];
+        Status status = _status(record);
+        uint256 round = record.round;
+        if (status == Status.Pending) {
+            // The same rule as `isAttested`: the previous verified attestation (the other round) vouches.
+            if (block.timestamp >= record.prevExpiresAt) return address(0);
+            round ^= 1;
+        } else if (status != Status.Verified) {
+            return address(0);
+        }
+        if (!ILeaseMarket(leaseMarket).isServing(leaseId)) return address(0);
+        return _rounds[leaseId][round].signer;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function signerOf(uint256 leaseId) external view override returns (address) {
+        Record storage record = _records[leaseId];
+        if (record.nonce == 0) return address(0);
+        return _rounds[leaseId][record.round].signer;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function canVote(uint256 leaseId, address account) external view override returns (bool) {
+        Record storage record = _records[leaseId];
+        if (record.status != Status.Pending) return false;
+        if (block.timestamp > uint256(record.submittedAt) + VERIFICATION_WINDOW) return false;
+        return _mayVote(account, _rounds[leaseId][record.round]);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function quorum() external view override returns (uint256) {
+        return _config.quorum;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function verifierCount() external view override returns (uint256) {
+        return _config.count;
+    }
+
     /// @inheritdoc IAttestationRegistryCore
     function statusOf(uint256 leaseId) external view override returns (Status) {
         Record storage record = _records[leaseId];
@@ -164,6 +247,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             progress.decideBy = uint40(decideBy);
             if (progress.status == Status.Pending) {
                 progress.pendingSeconds = uint64(_covered(record, block.timestamp));
+            } else {
+                progress.excused = _excused(_rounds[leaseId][record.round]);
             }
         }
     }
@@ -181,10 +266,16 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (reattestInterval == 0) revert Errors.AttestationRegistry_ZeroReattestInterval(leaseId);
         Record storage record = _records[leaseId];
         if (record.reattestInterval != 0) revert Errors.AttestationRegistry_LeaseAlreadyOpened(leaseId);
-        record.reportHash = _NO_REPORT;
         record.measurementHead = bytes32(expectedMeasurement[0:32]);
         record.measurementTail = bytes16(expectedMeasurement[32:48]);
         record.reattestInterval = reattestInterval;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function onCloseWhilePending(uint256 leaseId) external override {
+        if (msg.sender != leaseMarket) revert Errors.AttestationRegistry_CallerNotLeaseMarket(msg.sender);
+        Record storage record = _records[leaseId];
+        _rounds[leaseId][record.round].closedPending = true;
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -198,60 +289,35 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         bytes32 reportHash,
         bytes calldata measurement,
         uint64 reportedTcb,
-        bytes32 chipIdHash
+        bytes32 chipIdHash,
+        address signer
     ) external override {
-        (address nodeKey, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
-        if (leaseStatus != LeaseStatus.ACTIVE) revert Errors.AttestationRegistry_LeaseNotActive(leaseId);
-        if (msg.sender != nodeKey) revert Errors.AttestationRegistry_NotLeaseNode(leaseId, msg.sender, nodeKey);
+        // The vote of this submission is fixed now (see `_newRound`); later changes apply to later ones.
         Record storage record = _records[leaseId];
         uint32 current = record.nonce;
+        // Checks the lease and the caller first; the other round (the previous submission's) is kept.
+        _rounds[leaseId][current & 1] = _newRound(leaseId, signer);
         if (nonce != current) revert Errors.AttestationRegistry_StaleNonce(leaseId, nonce, current);
         if (reportHash == bytes32(0)) revert Errors.AttestationRegistry_ZeroReportHash(leaseId);
         if (
             measurement.length != _MEASUREMENT_LENGTH || bytes32(measurement[0:32]) != record.measurementHead
                 || bytes16(measurement[32:48]) != record.measurementTail
         ) revert Errors.AttestationRegistry_MeasurementMismatch(leaseId);
-
-        Status previous = record.status;
-        uint32 banked = record.bankedSeconds;
-        uint40 prevExpiresAt = 0;
-        if (previous == Status.Pending) {
-            // A re-attestation the verifiers left undecided past their window (Expired) must not block
-            // the lease for good: the node may submit again, and the undecided one's time is never
-            // paid (nothing banked). A first one left undecided stays a missed first attestation.
-            if (current == 1 || _status(record) == Status.Pending) {
-                revert Errors.AttestationRegistry_AttestationPending(leaseId);
-            }
-        } else if (previous == Status.Verified) {
-            // Bank what the previous attestation covered: up to now if on time, its full interval if
-            // late, up to the challenge if one came after it.
-            banked = SafeCast.toUint32(banked + _covered(record, block.timestamp));
-            if (_status(record) == Status.Verified) {
-                uint256 submittedAt = record.submittedAt;
-                // Not before half the interval unless a challenge asks for a fresh one: a node
-                // re-submitting the moment each verdict lands would keep the lease Pending, so that
-                // its renter could never close (close and settle wait for the verdict).
-                if (record.challengedAt <= submittedAt) {
-                    uint256 earliest = submittedAt + record.reattestInterval / 2;
-                    if (block.timestamp < earliest) {
-                        revert Errors.AttestationRegistry_ReattestTooEarly(leaseId, earliest);
-                    }
-                }
-                prevExpiresAt = uint40(submittedAt + record.reattestInterval);
-            }
+        {
+            (uint32 banked, uint40 prevExpiresAt) = _carryOver(leaseId, record, current);
+            record.bankedSeconds = banked;
+            record.prevExpiresAt = prevExpiresAt;
         }
-
         record.reportHash = reportHash;
         record.status = Status.Pending;
         record.submittedAt = uint40(block.timestamp);
         record.verifiedAt = 0;
+        record.round = uint8(current & 1);
         record.nonce = current + 1;
-        record.bankedSeconds = banked;
         record.reportedTcb = reportedTcb;
-        record.prevExpiresAt = prevExpiresAt;
 
         emit AttestationSubmitted(leaseId, msg.sender, reportHash, measurement);
-        emit AttestationEvidence(leaseId, current, reportedTcb, chipIdHash);
+        emit AttestationEvidence(leaseId, current, reportedTcb, chipIdHash, signer);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -278,7 +344,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc IAttestationRegistryCore
-    function confirm(uint256 leaseId, bytes32 reportHash, bool ok) external override onlyRole(VERIFIER_ROLE) {
+    function confirm(uint256 leaseId, bytes32 reportHash, bool ok) external override {
         Record storage record = _records[leaseId];
         Status status = record.status;
         if (status != Status.Pending) revert Errors.AttestationRegistry_NotPending(leaseId, status);
@@ -288,18 +354,25 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
         if (block.timestamp > decideBy) revert Errors.AttestationRegistry_VerificationWindowPassed(leaseId, decideBy);
 
-        uint256 required = quorum;
-        bool decided = required == 1;
+        Round storage round = _rounds[leaseId][record.round];
+        Round memory vote = round;
+        if (!_mayVote(msg.sender, vote)) revert Errors.AttestationRegistry_NotEligibleVoter(leaseId, msg.sender);
+
+        bool decided = vote.quorum == 1;
         if (!decided) {
-            // With a single vote deciding, the status change itself prevents double votes (and the
-            // voter holds the role now); only a real quorum needs the per-verifier record.
-            uint32 nonce = record.nonce;
-            bytes32 voteKey = keccak256(abi.encode(leaseId, nonce, msg.sender));
+            // With a single vote deciding, the status change itself prevents double votes; only a real
+            // quorum needs the per-verifier record and the counts.
+            bytes32 voteKey = keccak256(abi.encode(leaseId, record.nonce, msg.sender));
             if (_voted[voteKey]) revert Errors.AttestationRegistry_AlreadyVoted(leaseId, msg.sender);
             _voted[voteKey] = true;
-            address[] storage ballot = _ballots[keccak256(abi.encode(leaseId, nonce, ok))];
-            ballot.push(msg.sender);
-            decided = _validVotes(ballot) >= required;
+            // Safe: at most `count` (<= 255) allowed verifiers vote once each.
+            if (ok) {
+                round.approvals = vote.approvals + 1;
+                decided = vote.approvals + 1 >= vote.quorum;
+            } else {
+                round.rejections = vote.rejections + 1;
+                decided = vote.rejections + 1 >= vote.quorum;
+            }
         }
         emit AttestationVote(leaseId, msg.sender, reportHash, ok);
         if (!decided) return;
@@ -308,6 +381,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             record.status = Status.Verified;
             record.verifiedAt = uint40(block.timestamp);
             emit AttestationVerified(leaseId, reportHash);
+            // The renter closed while this awaited its verdict: the market pays the held time now.
+            if (vote.closedPending) ILeaseMarket(leaseMarket).finalizeClose(leaseId);
         } else {
             record.status = Status.Rejected;
             emit AttestationRejected(leaseId, reportHash);
@@ -337,19 +412,142 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
                                       PRIVATE
     //////////////////////////////////////////////////////////////////////////*/
 
+    /// @dev Keeps the verifier set's epoch, count and indexes with every grant of VERIFIER_ROLE.
+    function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
+        granted = super._grantRole(role, account);
+        if (!granted || role != VERIFIER_ROLE) return granted;
+        Config memory config = _config;
+        Verifier storage verifier = _verifiers[account];
+        uint8 index = verifier.index;
+        if (index == 0) {
+            if (config.lastIndex == type(uint8).max) revert Errors.AttestationRegistry_TooManyVerifiers();
+            index = ++config.lastIndex;
+        } else {
+            // Its old grant's epochs are overwritten: wait until nothing it could vote on is undecided.
+            uint256 allowedAt = uint256(verifier.revokedAt) + VERIFICATION_WINDOW + 1;
+            if (block.timestamp < allowedAt) revert Errors.AttestationRegistry_RegrantTooSoon(account, allowedAt);
+        }
+        config.epoch += 1;
+        config.count += 1;
+        _config = config;
+        verifier.index = index;
+        verifier.since = config.epoch;
+        verifier.until = 0;
+    }
+
+    /// @dev Keeps the verifier set's epoch and count with every revocation (or renouncement) of VERIFIER_ROLE.
+    function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
+        revoked = super._revokeRole(role, account);
+        if (!revoked || role != VERIFIER_ROLE) return revoked;
+        Config memory config = _config;
+        config.epoch += 1;
+        config.count -= 1;
+        _config = config;
+        Verifier storage verifier = _verifiers[account];
+        verifier.until = config.epoch;
+        verifier.revokedAt = uint40(block.timestamp);
+    }
+
     function _setQuorum(uint256 newQuorum) private {
         // Vote counters are 8 bits wide.
         if (newQuorum == 0 || newQuorum > type(uint8).max) revert Errors.AttestationRegistry_InvalidQuorum(newQuorum);
-        quorum = newQuorum;
+        // Safe: checked against type(uint8).max just above.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        _config.quorum = uint8(newQuorum);
         emit QuorumSet(newQuorum);
     }
 
-    /// @dev Votes in `ballot` by accounts that hold VERIFIER_ROLE now.
-    function _validVotes(address[] storage ballot) private view returns (uint256 count) {
-        uint256 length = ballot.length;
-        for (uint256 i = 0; i < length; ++i) {
-            if (hasRole(VERIFIER_ROLE, ballot[i])) ++count;
+    /// @dev Checks the lease and its node (the caller) and returns the round a submission fixes now:
+    /// verifiers holding VERIFIER_ROLE now, less the renter, operator and node key if they hold it, with
+    /// the quorum in force now capped at how many verifiers are left.
+    function _newRound(uint256 leaseId, address signer) private view returns (Round memory round) {
+        (address nodeKey, LeaseStatus leaseStatus, address renter, address operator) =
+            ILeaseMarket(leaseMarket).leaseParties(leaseId);
+        if (leaseStatus != LeaseStatus.ACTIVE) revert Errors.AttestationRegistry_LeaseNotActive(leaseId);
+        if (msg.sender != nodeKey) revert Errors.AttestationRegistry_NotLeaseNode(leaseId, msg.sender, nodeKey);
+        // The guest's own key, never the node key: a dApp must not accept what the host signs.
+        if (signer == address(0) || signer == nodeKey) revert Errors.AttestationRegistry_InvalidSigner(leaseId, signer);
+        Config memory config = _config;
+        uint32 epoch = config.epoch;
+        uint8 x0 = _indexAt(renter, epoch);
+        uint8 x1 = _indexAt(operator, epoch);
+        if (x1 == x0) x1 = 0;
+        uint8 x2 = _indexAt(nodeKey, epoch);
+        if (x2 == x0 || x2 == x1) x2 = 0;
+        uint256 allowed = config.count;
+        if (x0 != 0) --allowed;
+        if (x1 != 0) --allowed;
+        if (x2 != 0) --allowed;
+        uint256 required = config.quorum < allowed ? config.quorum : allowed;
+        round.signer = signer;
+        round.epoch = epoch;
+        // Safe: at most the uint8 quorum.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        round.quorum = uint8(required);
+        round.excluded0 = x0;
+        round.excluded1 = x1;
+        round.excluded2 = x2;
+    }
+
+    /// @dev What a new submission carries over from the latest attestation: the banked verified
+    /// seconds and, for a seamless re-attestation, the previous verified one's expiry. Refuses a
+    /// submission while the latest awaits the verifiers, after an unexcused undecided first
+    /// attestation (a missed first attestation), and before half the interval of a verified one.
+    function _carryOver(uint256 leaseId, Record storage record, uint32 current)
+        private
+        view
+        returns (uint32 banked, uint40 prevExpiresAt)
+    {
+        Status previous = record.status;
+        banked = record.bankedSeconds;
+        if (previous == Status.Pending) {
+            // An attestation the verifiers left undecided past their window (Expired) must not block
+            // the lease for good: the node may submit again, and the undecided one's time is never paid
+            // (nothing banked). A first one left undecided without any approval stays a missed first
+            // attestation (slashable); with an approval (or no verifier allowed to vote) it is excused.
+            if (_status(record) == Status.Pending) revert Errors.AttestationRegistry_AttestationPending(leaseId);
+            if (current == 1 && !_excused(_rounds[leaseId][record.round])) {
+                revert Errors.AttestationRegistry_AttestationPending(leaseId);
+            }
+        } else if (previous == Status.Verified) {
+            // Bank what the previous attestation covered: up to now if on time, its full interval if
+            // late, up to the challenge if one came after it.
+            banked = SafeCast.toUint32(banked + _covered(record, block.timestamp));
+            if (_status(record) == Status.Verified) {
+                uint256 submittedAt = record.submittedAt;
+                // Not before half the interval unless a challenge asks for a fresh one: a node
+                // re-submitting the moment each verdict lands would keep the lease Pending.
+                if (record.challengedAt <= submittedAt) {
+                    uint256 earliest = submittedAt + record.reattestInterval / 2;
+                    if (block.timestamp < earliest) {
+                        revert Errors.AttestationRegistry_ReattestTooEarly(leaseId, earliest);
+                    }
+                }
+                prevExpiresAt = uint40(submittedAt + record.reattestInterval);
+            }
         }
+    }
+
+    /// @dev `account`'s verifier index if it held VERIFIER_ROLE at `epoch`, else 0.
+    function _indexAt(address account, uint32 epoch) private view returns (uint8) {
+        Verifier storage verifier = _verifiers[account];
+        uint8 index = verifier.index;
+        if (index == 0 || verifier.since > epoch) return 0;
+        uint32 until = verifier.until;
+        if (until != 0 && until <= epoch) return 0;
+        return index;
+    }
+
+    /// @dev Whether `account` may vote in `round`: a verifier at its epoch and none of the lease's parties.
+    function _mayVote(address account, Round memory round) private view returns (bool) {
+        uint8 index = _indexAt(account, round.epoch);
+        return index != 0 && index != round.excluded0 && index != round.excluded1 && index != round.excluded2;
+    }
+
+    /// @dev An attestation left undecided is not the node's fault when an allowed verifier approved
+    /// it, or when no verifier was allowed to vote.
+    function _excused(Round storage round) private view returns (bool) {
+        return round.approvals != 0 || round.quorum == 0;
     }
 
     /// @dev Verified seconds up to `until`: banked plus the current attestation's coverage if Verified.

@@ -66,6 +66,9 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
     mapping(address nodeKey => NodeUsage) private _usage;
 
+    /// @dev keccak256(leaseId, nodeKey) => that node key declined the lease (it may not take it again).
+    mapping(bytes32 declineKey => bool) private _declined;
+
     /// @dev The attestation registry's verification window, read once (a constant there).
     uint256 private immutable _verificationWindow;
 
@@ -122,6 +125,32 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     function leaseNode(uint256 leaseId) external view override returns (address nodeKey, LeaseStatus status) {
         LeaseRecord storage lease = _leases[leaseId];
         return (lease.nodeKey, lease.status);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function leaseParties(uint256 leaseId)
+        external
+        view
+        override
+        returns (address nodeKey, LeaseStatus status, address renter, address operator)
+    {
+        LeaseRecord storage lease = _leases[leaseId];
+        nodeKey = lease.nodeKey;
+        status = lease.status;
+        renter = lease.renter;
+        if (nodeKey != address(0)) operator = nodeRegistry.operatorOf(nodeKey);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function freeDeclineDeadline(uint256 leaseId) external view override returns (uint64) {
+        LeaseRecord storage lease = _leases[leaseId];
+        if (lease.status != LeaseStatus.ACTIVE) return 0;
+        return uint64(_freeDeclineDeadline(lease));
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function declinedBy(uint256 leaseId, address nodeKey) external view override returns (bool) {
+        return _declined[_declineKey(leaseId, nodeKey)];
     }
 
     /// @inheritdoc ILeaseMarket
@@ -227,7 +256,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
         if (status == LeaseStatus.OPEN) {
             refund = lease.deposit;
-            _close(leaseId, lease, CloseReason.RENTER, 0, refund, 0);
+            _close(leaseId, lease, CloseReason.RENTER, 0, refund, 0, false);
         } else {
             AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
             if (_firstAttestationMissed(lease, progress)) {
@@ -235,15 +264,21 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
                 _missedFirstAttestation(leaseId, lease, renter);
                 return 0;
             }
-            _requireDecided(leaseId, progress);
             uint256 earnedAmount = _earnedFrom(lease, progress);
             refund = lease.deposit - earnedAmount;
-            CloseReason reason = CloseReason.RENTER;
-            // A used-up lease was served in full: no fault, whatever the attestation did afterwards.
-            if (refund == 0) reason = CloseReason.EXHAUSTED;
-            else if (progress.status == IAttestationRegistry.Status.Expired) reason = CloseReason.ATTESTATION_MISSED;
-            _close(leaseId, lease, reason, earnedAmount, refund, 0);
-            if (reason == CloseReason.ATTESTATION_MISSED) nodeRegistry.recordMissedAttestation(lease.nodeKey);
+            if (progress.status == IAttestationRegistry.Status.Pending) {
+                // The renter can always close. The time awaiting the verdict is held in escrow and paid
+                // only if verified; the bond stays locked so that a rejection still finds it.
+                uint256 held = uint256(progress.pendingSeconds) * lease.ratePerSecond;
+                if (held > refund) held = refund;
+                refund -= held;
+                _close(leaseId, lease, CloseReason.RENTER, earnedAmount + held, refund, 0, true);
+                attestationRegistry.onCloseWhilePending(leaseId);
+            } else {
+                CloseReason reason = _endReason(refund, progress, CloseReason.RENTER);
+                _close(leaseId, lease, reason, earnedAmount, refund, 0, false);
+                if (reason == CloseReason.ATTESTATION_MISSED) nodeRegistry.recordMissedAttestation(lease.nodeKey);
+            }
         }
         // The caller is the renter pulling its own refund after all effects: a direct transfer is safe.
         if (refund != 0) token.safeTransfer(renter, refund);
@@ -266,6 +301,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     function acceptLease(uint256 leaseId) external override {
         LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.OPEN);
+        // A node key never takes back a lease it declined (no decline squatting); the lookup is skipped
+        // for the common lease that was never declined.
+        if (lease.declines != 0 && _declined[_declineKey(leaseId, msg.sender)]) {
+            revert Errors.LeaseMarket_DeclinedBefore(leaseId, msg.sender);
+        }
         (Node memory node, uint256 minStake, uint256 slashBps) = nodeRegistry.nodeTerms(msg.sender);
         if (node.operator == address(0)) revert Errors.LeaseMarket_NodeNotRegistered(msg.sender);
         if (node.teeType != lease.teeType) {
@@ -365,8 +405,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         _requireDecided(leaseId, progress);
         uint256 earnedAmount = _earnedFrom(lease, progress);
         uint256 refund = lease.deposit - earnedAmount;
-        _close(leaseId, lease, CloseReason.NODE_EXIT, earnedAmount, refund, 0);
+        // Leaving over a lapsed attestation or an unanswered challenge does not erase the miss.
+        CloseReason reason = _endReason(refund, progress, CloseReason.NODE_EXIT);
+        _close(leaseId, lease, reason, earnedAmount, refund, 0, false);
         _credit(lease.renter, refund);
+        if (reason == CloseReason.ATTESTATION_MISSED) nodeRegistry.recordMissedAttestation(msg.sender);
     }
 
     /// @inheritdoc ILeaseMarket
@@ -377,6 +420,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             IAttestationRegistryCore registry = attestationRegistry;
             if (!IAccessControl(address(registry)).hasRole(registry.VERIFIER_ROLE(), msg.sender)) {
                 revert Errors.LeaseMarket_NotChallenger(leaseId, msg.sender);
+            }
+            // A verifier's powers are not for its own node's leases (its renter challenges as the renter).
+            address nodeKey = lease.nodeKey;
+            if (msg.sender == nodeKey || msg.sender == nodeRegistry.operatorOf(nodeKey)) {
+                revert Errors.LeaseMarket_ChallengerIsParty(leaseId, msg.sender);
             }
         }
         uint256 respondBy = attestationRegistry.onChallenge(leaseId);
@@ -397,7 +445,14 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         if (earnedAmount < lease.deposit) {
             revert Errors.LeaseMarket_NotExhausted(leaseId, earnedAmount, lease.deposit);
         }
-        _close(leaseId, lease, CloseReason.EXHAUSTED, earnedAmount, 0, 0);
+        _close(leaseId, lease, CloseReason.EXHAUSTED, earnedAmount, 0, 0, false);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function finalizeClose(uint256 leaseId) external override nonReentrant {
+        LeaseRecord storage lease = _leases[leaseId];
+        if (lease.status != LeaseStatus.CLOSED || !lease.held) revert Errors.LeaseMarket_NothingHeld(leaseId);
+        _releaseHeld(leaseId, lease, false);
     }
 
     /// @inheritdoc ILeaseMarket
@@ -424,8 +479,13 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             revert Errors.LeaseMarket_CallerNotAttestationRegistry(msg.sender);
         }
         LeaseRecord storage lease = _leases[leaseId];
-        // No lease ends while an attestation awaits the verifiers within its window, and votes after
-        // it are refused, so the lease is active here; anything else has nothing left to slash.
+        // Closed by its renter while this attestation awaited the verdict: the held escrow goes back.
+        if (lease.held) {
+            _releaseHeld(leaseId, lease, true);
+            return;
+        }
+        // No lease ends otherwise while an attestation awaits the verifiers within its window, and
+        // votes after it are refused, so the lease is active here; anything else has nothing to slash.
         if (lease.status != LeaseStatus.ACTIVE) return;
         // The registry already marks the attestation Rejected, so only earlier verified time counts.
         uint256 earnedAmount = _earned(leaseId, lease);
@@ -436,7 +496,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         // get verified service back for free, and an operator renting its own node pull its stake
         // out at once; the whole bond is burned, as for a missed first attestation.
         address nodeKey = lease.nodeKey;
-        _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, 0);
+        _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, 0, false);
         _credit(lease.renter, refund);
         _slash(nodeKey, bond, 0);
     }
@@ -507,10 +567,16 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     /// lease's deposit was cut to its final earnings, so it is returned as is.
     function _earned(uint256 leaseId, LeaseRecord storage lease) private view returns (uint256) {
         LeaseStatus status = lease.status;
-        if (status == LeaseStatus.CLOSED) return lease.deposit;
-        if (status != LeaseStatus.ACTIVE) return 0;
+        uint256 until = block.timestamp;
+        if (status == LeaseStatus.CLOSED) {
+            if (!lease.held) return lease.deposit;
+            // Held for a verdict: the held time counts once verified, up to the close.
+            until = lease.timeMark;
+        } else if (status != LeaseStatus.ACTIVE) {
+            return 0;
+        }
         uint256 deposit = lease.deposit;
-        uint256 amount = attestationRegistry.attestedSeconds(leaseId, block.timestamp) * lease.ratePerSecond;
+        uint256 amount = attestationRegistry.attestedSeconds(leaseId, until) * lease.ratePerSecond;
         return amount < deposit ? amount : deposit;
     }
 
@@ -533,7 +599,61 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         returns (bool)
     {
         if (progress.nonce == 0) return block.timestamp > lease.timeMark;
-        return progress.nonce == 1 && progress.decideBy != 0 && block.timestamp > progress.decideBy;
+        // Undecided is the node's fault only without an allowed verifier's approval (silence is no verdict).
+        return progress.nonce == 1 && progress.decideBy != 0 && block.timestamp > progress.decideBy
+            && !progress.excused;
+    }
+
+    /// @dev Why an active lease whose attestation is decided ends now: EXHAUSTED if fully earned (no
+    /// fault), ATTESTATION_MISSED if the latest attestation lapsed, was not refreshed after a
+    /// challenge, or was left undecided without an allowed approval, else `otherwise`.
+    function _endReason(uint256 refund, AttestationProgress memory progress, CloseReason otherwise)
+        private
+        pure
+        returns (CloseReason)
+    {
+        if (refund == 0) return CloseReason.EXHAUSTED;
+        if (progress.status == IAttestationRegistry.Status.Expired && !progress.excused) {
+            return CloseReason.ATTESTATION_MISSED;
+        }
+        return otherwise;
+    }
+
+    /// @dev Releases the escrow of a lease closed while its attestation awaited the verdict: the held
+    /// time is earned if Verified, refunded otherwise; a rejection or an unexcused missed first
+    /// attestation slashes the bond, an unexcused undecided re-attestation is a miss. Then the bond is freed.
+    function _releaseHeld(uint256 leaseId, LeaseRecord storage lease, bool rejected) private {
+        AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
+        // decideBy is set only while the attestation is stored Pending (no verdict yet).
+        if (progress.decideBy != 0 && block.timestamp <= progress.decideBy) {
+            revert Errors.LeaseMarket_AttestationPending(leaseId, progress.decideBy);
+        }
+        uint256 deposit = lease.deposit;
+        uint256 finalEarned = _earned(leaseId, lease);
+        uint256 refund = deposit - finalEarned;
+        address nodeKey = lease.nodeKey;
+        uint256 bond = lease.bond;
+        CloseReason reason = lease.closeReason;
+        uint256 slashed = 0;
+        bool missed = false;
+        if (rejected) {
+            reason = CloseReason.ATTESTATION_REJECTED;
+            slashed = bond;
+        } else if (progress.decideBy != 0 && !progress.excused) {
+            reason = CloseReason.ATTESTATION_MISSED;
+            if (progress.nonce == 1) slashed = bond;
+            else missed = true;
+        }
+        // Safe: finalEarned <= deposit, a uint96.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        lease.deposit = uint96(finalEarned);
+        lease.held = false;
+        lease.closeReason = reason;
+        _usage[nodeKey].bonded -= lease.bond;
+        emit LeaseHeldReleased(leaseId, reason, finalEarned, refund);
+        _credit(lease.renter, refund);
+        if (missed) nodeRegistry.recordMissedAttestation(nodeKey);
+        _slash(nodeKey, slashed, 0);
     }
 
     /// @dev A lease does not end while the verifiers may still decide its attestation: the pending
@@ -551,15 +671,25 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         uint256 refund = lease.deposit;
         address nodeKey = lease.nodeKey;
         uint256 bond = lease.bond;
-        _close(leaseId, lease, CloseReason.ATTESTATION_MISSED, 0, refund, 0);
+        _close(leaseId, lease, CloseReason.ATTESTATION_MISSED, 0, refund, 0, false);
         _credit(renter, refund);
         _slash(nodeKey, bond, 0);
     }
 
-    /// @dev Back to the market: the node's bond and capacity are freed and any node may accept.
+    /// @dev Back to the market: the node's bond and capacity are freed and any other node may accept.
+    /// Free until the free-decline deadline; later a part of the bond growing linearly to all of it at
+    /// the attestation deadline is burned, so that holding a lease it does not serve costs the node.
     function _decline(uint256 leaseId, LeaseRecord storage lease) private {
         address nodeKey = lease.nodeKey;
-        _release(nodeKey, lease);
+        uint256 free = _freeDeclineDeadline(lease);
+        uint256 burned = 0;
+        if (block.timestamp > free) {
+            uint256 attestBy = lease.timeMark;
+            burned = (uint256(lease.bond) * (block.timestamp - free)) / (attestBy - free);
+        }
+        _release(nodeKey, lease, true);
+        _declined[_declineKey(leaseId, nodeKey)] = true;
+        if (lease.declines < type(uint8).max) lease.declines += 1;
         lease.nodeKey = address(0);
         lease.ratePerSecond = 0;
         lease.status = LeaseStatus.OPEN;
@@ -567,26 +697,42 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         lease.bond = 0;
         lease.timeMark = 0;
         emit LeaseDeclined(leaseId, nodeKey);
+        _slash(nodeKey, burned, 0);
     }
 
-    /// @dev Frees what an active lease held of its node (bond and capacity).
-    function _release(address nodeKey, LeaseRecord storage lease) private {
+    /// @dev Half the attestation window fixed at accept: acceptedAt + (attestBy - acceptedAt) / 2.
+    function _freeDeclineDeadline(LeaseRecord storage lease) private view returns (uint256) {
+        uint256 acceptedAt = lease.acceptedAt;
+        return acceptedAt + (uint256(lease.timeMark) - acceptedAt) / 2;
+    }
+
+    function _declineKey(uint256 leaseId, address nodeKey) private pure returns (bytes32) {
+        return keccak256(abi.encode(leaseId, nodeKey));
+    }
+
+    /// @dev Frees what an active lease held of its node: its capacity, and its bond unless `withBond`
+    /// is false (a lease closed while its attestation awaits the verdict keeps the bond locked).
+    function _release(address nodeKey, LeaseRecord storage lease, bool withBond) private {
         NodeUsage storage usage = _usage[nodeKey];
-        usage.bonded -= lease.bond;
+        if (withBond) usage.bonded -= lease.bond;
         usage.vcpu -= lease.vcpu;
         usage.memoryMiB -= lease.memoryMiB;
         usage.diskGiB -= lease.diskGiB;
     }
 
+    /// @dev Closes the lease; `held` keeps the bond locked and marks the escrow (deposit cut to
+    /// `earnedAmount`, which then includes the held time) as awaiting a verdict.
     function _close(
         uint256 leaseId,
         LeaseRecord storage lease,
         CloseReason reason,
         uint256 earnedAmount,
         uint256 refund,
-        uint256 compensation
+        uint256 compensation,
+        bool held
     ) private {
-        if (lease.status == LeaseStatus.ACTIVE) _release(lease.nodeKey, lease);
+        if (lease.status == LeaseStatus.ACTIVE) _release(lease.nodeKey, lease, !held);
+        if (held) lease.held = true;
         // From here on the escrow holds exactly the earnings not yet claimed.
         // Safe: earned <= deposit, a uint96.
         // forge-lint: disable-next-line(unsafe-typecast)
@@ -600,6 +746,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     /// @dev The last step of a slashing close: every effect is booked, the registry takes the bond
     /// (locked since accept, so all of it) and pays in the compensation already credited.
     function _slash(address nodeKey, uint256 bond, uint256 compensation) private {
+        // slither-disable-next-line incorrect-equality (nothing to slash, e.g. a free decline; not a balance race)
         if (bond == 0) return;
         (uint256 taken, uint256 paid) = nodeRegistry.slash(nodeKey, bond, compensation);
         // Same transaction, nothing in between: the bond is locked, so the registry takes and pays it all.

@@ -25,6 +25,8 @@ abstract contract Base is Test {
     uint64 internal constant TCB = 0x0b00000000000f03;
     bytes32 internal constant REPORT_HASH = keccak256("report-1");
     bytes32 internal constant CHIP_ID_HASH = keccak256("chip");
+    /// @dev The guest's attested signer the tests' node submits (any address but zero and the node key).
+    address internal constant SIGNER = address(0x516E4E52);
 
     TestToken internal token;
     NodeRegistry internal nodes;
@@ -134,9 +136,13 @@ abstract contract Base is Test {
     }
 
     function submitReport(uint256 leaseId, bytes32 reportHash) internal {
+        submitReportWithSigner(leaseId, reportHash, SIGNER);
+    }
+
+    function submitReportWithSigner(uint256 leaseId, bytes32 reportHash, address signer) internal {
         uint256 nonce = attestations.attestationNonce(leaseId);
         vm.prank(nodeKey);
-        attestations.submit(leaseId, nonce, reportHash, measurement, TCB, CHIP_ID_HASH);
+        attestations.submit(leaseId, nonce, reportHash, measurement, TCB, CHIP_ID_HASH, signer);
     }
 
     function confirmReport(uint256 leaseId, bytes32 reportHash, bool ok) internal {

@@ -27,6 +27,7 @@ from cvm.chain.deploy import NO_MEASUREMENT, DeployConfig, deploy
 from cvm.chain.deployment import Deployment
 from cvm.chain.errors import ChainError, ContractRevert, RevertDecoder, UnknownRevert
 from cvm.chain.events import ChainEvent, EventDecoder
+from cvm.chain.guest_result import guest_result_message, sign_guest_result
 from cvm.chain.lease_market import CreatedLease, LeaseMarketClient, LeaseTerms
 from cvm.chain.node_consent import node_consent_message, sign_node_consent
 from cvm.chain.node_registry import NodeRegistryClient
@@ -89,10 +90,12 @@ __all__ = [
     "event_decoder",
     "find_anvil",
     "forget_nonces",
+    "guest_result_message",
     "load_artifact",
     "node_consent_message",
     "open_web3",
     "resolve_rpc_url",
     "revert_decoder",
+    "sign_guest_result",
     "sign_node_consent",
 ]

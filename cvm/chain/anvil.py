@@ -2,7 +2,9 @@
 
 Used by the test fixtures, the gas benchmark and the embedded local chain of `cvm up`.
 The binary comes from an explicit path, the `anvil_bin` setting (`CVM_ANVIL_BIN`), the
-repository's pinned npm package (`contracts/node_modules`) or `anvil` on PATH, in that order.
+repository's pinned npm package (`contracts/node_modules`: the native binary, never the npm
+launcher, which drops the exit code and sits between us and anvil's signals) or `anvil` on
+PATH, in that order.
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ def find_anvil(explicit: Path | str | None = None) -> Path:
             return path
         raise ChainError(f"anvil not found at {path}")
     candidates: list[Path] = []
-    # The native binary first: the npm launcher would sit between us and its signals.
-    candidates.extend(sorted(_CONTRACTS_DIR.glob("node_modules/@foundry-rs/anvil-*/bin/anvil")))
-    candidates.append(_CONTRACTS_DIR / "node_modules" / ".bin" / "anvil")
+    # The native binary only (the platform package, or the launcher's download directory):
+    # the npm launcher `.bin/anvil` drops anvil's exit code and relays its signals.
+    foundry = _CONTRACTS_DIR / "node_modules" / "@foundry-rs"
+    candidates.extend(sorted(foundry.glob("anvil-*/bin/anvil")))
+    candidates.append(foundry / "anvil" / "dist" / "anvil")
     on_path = shutil.which("anvil")
     if on_path:
         candidates.append(Path(on_path))

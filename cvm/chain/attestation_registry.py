@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from eth_utils import to_checksum_address
+
 from cvm.chain.contract import ContractClient, TxResult
 from cvm.chain.types import Attestation, AttestationProgress, AttestationStatus
 
@@ -21,6 +23,12 @@ class AttestationRegistryClient(ContractClient):
         """True while the latest attestation is verified, unexpired and of this measurement."""
         return bool(self._call("isAttested", lease_id, expected_measurement))
 
+    def attested_signer_of(self, lease_id: int) -> str:
+        """The guest's attested signer vouched for by the attestation that makes `is_attested`
+        true now (during a seamless re-attestation: the previous verified one's), else the zero
+        address. dApps accept results signed by this address, never by the node key."""
+        return str(self._call("attestedSignerOf", lease_id))
+
     def status_of(self, lease_id: int) -> AttestationStatus:
         """Just the status of the latest attestation (cheaper than `attestation_of`)."""
         return AttestationStatus(self._call("statusOf", lease_id))
@@ -38,6 +46,20 @@ class AttestationRegistryClient(ContractClient):
         """Status (a pending one past the verification window is EXPIRED), nonce, decision
         deadline, verified and pending seconds of a lease, now."""
         return AttestationProgress.from_tuple(tuple(self._call("progressOf", lease_id)))
+
+    def signer_of(self, lease_id: int) -> str:
+        """The attested signer the node submitted with the latest attestation (zero address if
+        none): verifiers check it against the guest key in the evidence."""
+        return str(self._call("signerOf", lease_id))
+
+    def can_vote(self, lease_id: int, account: str) -> bool:
+        """Whether `account` may vote on the pending attestation of `lease_id` now: it held the
+        verifier role at the submission and is not the lease's renter, node key or operator."""
+        return bool(self._call("canVote", lease_id, account))
+
+    def verifier_count(self) -> int:
+        """Accounts holding the verifier role now."""
+        return int(self._call("verifierCount"))
 
     def challenged_at(self, lease_id: int) -> int:
         """When the lease was last challenged (0 if never)."""
@@ -82,15 +104,28 @@ class AttestationRegistryClient(ContractClient):
         measurement: bytes,
         reported_tcb: int,
         chip_id_hash: bytes,
+        *,
+        signer: str,
     ) -> TxResult:
-        """Submit an attestation of `lease_id` (this client's account is the lease's node key)."""
+        """Submit an attestation of `lease_id` (this client's account is the lease's node key).
+
+        `signer` is the guest's attested signer: the Ethereum address in the 84-byte guest key
+        whose SHA-256 the report binds (`GuestKey.parse(key).signer`); never zero, never the
+        node key (the registry refuses both)."""
         return self._send(
-            "submit", lease_id, nonce, report_hash, measurement, reported_tcb, chip_id_hash
+            "submit",
+            lease_id,
+            nonce,
+            report_hash,
+            measurement,
+            reported_tcb,
+            chip_id_hash,
+            to_checksum_address(signer),
         )
 
     # --- verifier --------------------------------------------------------------------
     def confirm(self, lease_id: int, report_hash: bytes, ok: bool) -> TxResult:
-        """Vote on the pending attestation of `lease_id` (verifier role)."""
+        """Vote on the pending attestation of `lease_id` (a verifier allowed to: `can_vote`)."""
         return self._send("confirm", lease_id, report_hash, ok)
 
     # --- lease market only (anyone else gets AttestationRegistry_CallerNotLeaseMarket) --

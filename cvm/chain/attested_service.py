@@ -1,4 +1,4 @@
-"""Client of the example dApp `AttestedService`, which gates a call on `isAttested`."""
+"""Client of the example dApp `AttestedService`: results signed by a lease's attested signer."""
 
 from __future__ import annotations
 
@@ -19,9 +19,29 @@ class AttestedServiceClient(ContractClient):
         return bytes(self._call("expectedMeasurement"))
 
     def result_of(self, lease_id: int) -> bytes:
-        """The latest result posted by `lease_id` (32 zero bytes if none)."""
+        """keccak256 of the latest result accepted from `lease_id` (32 zero bytes if none)."""
         return bytes(self._call("results", lease_id))
 
-    def post_result(self, lease_id: int, result: bytes) -> TxResult:
-        """Post a result from the node key of an attested lease."""
-        return self._send("postResult", lease_id, result)
+    def answered(self, request: bytes) -> bool:
+        """Whether `request` (32 bytes) was answered already (each request is answered once)."""
+        return bool(self._call("answered", request))
+
+    def guest_result_typehash(self) -> bytes:
+        """keccak256 of the EIP-712 type `GuestResult(uint256 leaseId,bytes32 request,bytes32
+        resultHash)`."""
+        return bytes(self._call("GUEST_RESULT_TYPEHASH"))
+
+    def domain_separator(self) -> bytes:
+        """The guest's EIP-712 domain separator on this chain (verifyingContract = registry)."""
+        return bytes(self._call("domainSeparator"))
+
+    def result_digest(self, lease_id: int, request: bytes, result: bytes) -> bytes:
+        """The EIP-712 digest the guest's attested signer signs for `result` to `request`."""
+        return bytes(self._call("resultDigest", lease_id, request, result))
+
+    def post_result(
+        self, lease_id: int, request: bytes, result: bytes, signature: bytes
+    ) -> TxResult:
+        """Post `result` to `request`, signed inside the guest of an attested lease by its
+        attested signer (EIP-712 `GuestResult`, see `sign_guest_result`); anyone may relay it."""
+        return self._send("postResult", lease_id, request, result, signature)

@@ -53,6 +53,22 @@ class LeaseMarketClient(OwnedContractClient):
         node_key, status = self._call("leaseNode", lease_id)
         return str(node_key), LeaseStatus(status)
 
+    def lease_parties(self, lease_id: int) -> tuple[str, LeaseStatus, str, str]:
+        """Node key, status, renter and node operator of a lease in one read (the parties who
+        may not vote on its attestations)."""
+        node_key, status, renter, operator = self._call("leaseParties", lease_id)
+        return str(node_key), LeaseStatus(status), str(renter), str(operator)
+
+    def free_decline_deadline(self, lease_id: int) -> int:
+        """The last timestamp at which the node of an active lease may decline it for free (half
+        its attestation window after accept; 0 unless active). Later a decline burns a part of the
+        bond that grows to all of it at `attest_by`."""
+        return int(self._call("freeDeclineDeadline", lease_id))
+
+    def declined_by(self, lease_id: int, node_key: str) -> bool:
+        """Whether `node_key` declined `lease_id` before (it may not accept it again)."""
+        return bool(self._call("declinedBy", lease_id, node_key))
+
     def earned(self, lease_id: int) -> int:
         """What the lease has earned so far, capped at the deposit."""
         return int(self._call("earned", lease_id))
@@ -199,7 +215,8 @@ class LeaseMarketClient(OwnedContractClient):
         return self._send("topUp", lease_id, amount)
 
     def close_lease(self, lease_id: int) -> TxResult:
-        """Close the lease and take back the unearned rest."""
+        """Close the lease and take back the unearned rest (always possible: the time of an
+        attestation awaiting its verdict is held in escrow until then, see `finalize_close`)."""
         return self._send("closeLease", lease_id)
 
     # --- node and operator ---------------------------------------------------------
@@ -216,10 +233,12 @@ class LeaseMarketClient(OwnedContractClient):
         return self._send("exitLease", lease_id)
 
     def decline_lease(self, lease_id: int) -> TxResult:
-        """Give back an accepted lease this node key cannot serve, without penalty.
+        """Give back an accepted lease this node key cannot serve.
 
         Only before any attestation was submitted and before the first-attestation deadline;
-        the lease is OPEN again for the next node (event `LeaseDeclined`).
+        the lease is OPEN again for the next node, never for this node key (event
+        `LeaseDeclined`). Free until `free_decline_deadline`; later a growing part of the bond
+        is burned.
         """
         return self._send("declineLease", lease_id)
 
@@ -228,6 +247,11 @@ class LeaseMarketClient(OwnedContractClient):
         return self._send("claim", lease_id)
 
     # --- anyone --------------------------------------------------------------------
+    def finalize_close(self, lease_id: int) -> TxResult:
+        """Release the escrow a lease held when its renter closed it while an attestation awaited
+        the verifiers (anyone; after the verdict or the end of the verification window)."""
+        return self._send("finalizeClose", lease_id)
+
     def settle(self, lease_id: int) -> TxResult:
         """Close a lease whose deposit is fully earned."""
         return self._send("settle", lease_id)

@@ -217,13 +217,21 @@ class AttestationProgress:
     decide_by: int
     verified_seconds: int
     pending_seconds: int
+    # Left undecided past the window although an allowed verifier approved it (or none could
+    # vote): not the node's fault, no slash, no miss.
+    excused: bool = False
 
     @classmethod
     def from_tuple(cls, values: tuple[Any, ...]) -> AttestationProgress:
         """Read the `AttestationProgress` struct."""
-        status, nonce, decide_by, verified, pending = values
+        status, nonce, decide_by, verified, pending, excused = values
         return cls(
-            AttestationStatus(status), int(nonce), int(decide_by), int(verified), int(pending)
+            AttestationStatus(status),
+            int(nonce),
+            int(decide_by),
+            int(verified),
+            int(pending),
+            bool(excused),
         )
 
 

@@ -8,6 +8,7 @@ earnings. Exits 0, or 1 naming the step that failed; stops whatever it started.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -202,12 +203,35 @@ def _journey(state: StackState, timeout: float) -> Table:
         if not chain.attestations.is_attested(lease_id, DEMO_MEASUREMENT):
             raise DemoFailed("isAttested is false")
         out().print("AttestationRegistry.isAttested(lease, demo measurement) = true")
-        node = chain.with_account(_key_of(state, "node", node_address))
-        result = bytes.fromhex("c0ffee".ljust(64, "0"))
-        node.service.post_result(lease_id, result)
-        if chain.service.result_of(lease_id) != result:
-            raise DemoFailed("the example dApp did not record the guest's result")
-        out().print("the example dApp (AttestedService) accepted a result gated on isAttested")
+        from cvm.chain import ContractRevert, sign_guest_result
+
+        signer = chain.attestations.attested_signer_of(lease_id)
+        if int(signer, 16) == 0 or signer.lower() == node_address.lower():
+            raise DemoFailed(f"no attested guest signer for lease {lease_id} ({signer})")
+        out().print(f"AttestationRegistry.attestedSignerOf(lease) = {signer} (made in the guest)")
+        # The example dApp takes results signed by that guest key only: the host's node key,
+        # which could sign anything, is refused.
+        node_account = _key_of(state, "node", node_address)
+        node = chain.with_account(node_account)
+        request = secrets.token_bytes(32)
+        result = bytes.fromhex("c0ffee")
+        deployment = chain.deployment
+        forged = sign_guest_result(
+            node_account,
+            lease_id,
+            request,
+            result,
+            deployment.chain_id,
+            deployment.attestation_registry,
+        )
+        try:
+            node.service.post_result(lease_id, request, result, forged)
+        except ContractRevert as refused:
+            if refused.name != "AttestedService_NotAttestedSigner":
+                raise
+        else:
+            raise DemoFailed("the example dApp accepted a result signed by the node key")
+        out().print("the example dApp (AttestedService) refused a result signed by the node key")
 
     _step(5, "a dApp contract checks isAttested", dapp)
     before_topup = renter.report(lease_id).lease.deposit

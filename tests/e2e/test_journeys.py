@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cvm.chain import ChainClient, ContractRevert, Deployment, connect
+from cvm.chain import ChainClient, ContractRevert, Deployment, connect, sign_guest_result
 from cvm.sdk import AttestationClient
 from cvm.wallet import load_account, read_password_file
 from devstack import DEMO_MEASUREMENT
@@ -69,12 +69,26 @@ def test_rent_attest_dapp_topup_close_refund(stack: Stack) -> None:
     assert seen.verified and seen.measurement == DEMO_MEASUREMENT
     assert sdk.is_attested(lease_id, DEMO_MEASUREMENT)
     assert not sdk.is_attested(lease_id, bytes(48))
+    # The example dApp takes only results signed by the guest's attested signer, never the
+    # node key's (the guest signs on request of processes inside it, not of its host).
+    signer = chain.attestations.attested_signer_of(lease_id)
+    assert int(signer, 16) != 0 and signer.lower() != lease["node"].lower()
     node = stack_key(stack, node_name(stack, lease["node"]))
-    result = bytes(range(32))
-    node.service.post_result(lease_id, result)
-    assert chain.service.result_of(lease_id) == result
+    assert node.account is not None
+    request, result = bytes(range(32)), b"result"
+    forged = sign_guest_result(
+        node.account,
+        lease_id,
+        request,
+        result,
+        chain.deployment.chain_id,
+        chain.deployment.attestation_registry,
+    )
+    with pytest.raises(ContractRevert) as by_node:
+        node.service.post_result(lease_id, request, result, forged)
+    assert by_node.value.name == "AttestedService_NotAttestedSigner"
     with pytest.raises(ContractRevert) as refused:
-        node.service.post_result(lease_id + 1000, result)
+        node.service.post_result(lease_id + 1000, request, result, forged)
     assert refused.value.name == "AttestedService_NotAttested"
 
     topped = stack.cli.json("lease", "topup", str(lease_id), "0.001", *alice)

@@ -43,6 +43,19 @@ interface IAttestationRegistry {
     /// re-attestation still awaiting the verifiers while the previous verified one is unexpired.
     function isAttested(uint256 leaseId, bytes calldata expectedMeasurement) external view returns (bool);
 
+    /// @notice The guest's own signing address ("attested signer") vouched for by the attestation that
+    /// makes `isAttested(leaseId, ...)` true right now, else address(0).
+    /// @dev The guest makes a secp256k1 key at boot; its address is part of the guest key whose
+    /// SHA-256 the SEV-SNP report binds in REPORT_DATA, the node submits it with the report, and the
+    /// verifiers reject a report whose guest key names another signer. Exact rule: if the latest
+    /// attestation is Verified and unexpired, its signer; if it is a re-attestation still awaiting
+    /// the verifiers while the previous verified attestation is unexpired (seamless re-attestation),
+    /// the PREVIOUS verified attestation's signer; otherwise (none, pending first attestation,
+    /// rejected, expired, lease closed or used up) address(0). It never returns the node key (`submit`
+    /// refuses it). A dApp accepts a result only when it is signed by this address while `isAttested`
+    /// holds for the measurement it trusts: the host cannot sign as the guest.
+    function attestedSignerOf(uint256 leaseId) external view returns (address);
+
     /// @notice Emitted when a node submits an attestation for a lease.
     event AttestationSubmitted(uint256 indexed leaseId, address indexed node, bytes32 reportHash, bytes measurement);
 

@@ -13,9 +13,11 @@ import {AttestationProgress} from "../types/DataTypes.sol";
 /// `quorum()` rejections it is Rejected and the market refunds the renter and slashes the node.
 /// Verified time is what the market pays for (`attestedSeconds`).
 interface IAttestationRegistryCore is IAttestationRegistry {
-    /// @notice Emitted with every AttestationSubmitted: the nonce the report binds, its TCB and the
-    /// chip-id hash (kept in the log only) for verifiers and indexers.
-    event AttestationEvidence(uint256 indexed leaseId, uint256 nonce, uint64 reportedTcb, bytes32 chipIdHash);
+    /// @notice Emitted with every AttestationSubmitted: the nonce the report binds, its TCB, the
+    /// chip-id hash (kept in the log only) and the guest's attested signer, for verifiers and indexers.
+    event AttestationEvidence(
+        uint256 indexed leaseId, uint256 nonce, uint64 reportedTcb, bytes32 chipIdHash, address signer
+    );
 
     /// @notice Emitted when a verifier votes on a pending attestation.
     event AttestationVote(uint256 indexed leaseId, address indexed verifier, bytes32 reportHash, bool ok);
@@ -42,8 +44,23 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice The lease market allowed to open records and asked for lease status (zero until set).
     function leaseMarket() external view returns (address);
 
-    /// @notice Number of matching verifier votes that verifies or rejects an attestation.
+    /// @notice Number of matching verifier votes that verifies or rejects an attestation submitted
+    /// from now on; each attestation keeps the quorum in force at its submission, capped at the
+    /// verifiers allowed to vote on it.
     function quorum() external view returns (uint256);
+
+    /// @notice Accounts holding VERIFIER_ROLE now.
+    function verifierCount() external view returns (uint256);
+
+    /// @notice The attested signer the node submitted with the latest attestation of `leaseId`
+    /// (address(0) if none), for verifiers to check against the guest key in the evidence.
+    function signerOf(uint256 leaseId) external view returns (address);
+
+    /// @notice Whether `account` may vote on the pending attestation of `leaseId` now (within its
+    /// verification window): it held
+    /// VERIFIER_ROLE when the attestation was submitted and is not the lease's renter, node key or
+    /// node operator.
+    function canVote(uint256 leaseId, address account) external view returns (bool);
 
     /// @notice The nonce the next report for `leaseId` must bind in REPORT_DATA and pass to `submit`.
     /// @dev Starts at 0 and increases by one with every accepted submit.
@@ -70,28 +87,39 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// _ZeroReattestInterval, _LeaseAlreadyOpened.
     function openLease(uint256 leaseId, bytes calldata expectedMeasurement, uint32 reattestInterval) external;
 
+    /// @notice Called by the lease market when the renter closes a lease whose latest attestation
+    /// awaits the verifiers: a Verified verdict then calls `LeaseMarket.finalizeClose`.
+    /// @dev Reverts: AttestationRegistry_CallerNotLeaseMarket.
+    function onCloseWhilePending(uint256 leaseId) external;
+
     /// @notice Submits an attestation for an active lease; the caller must be the lease's node key.
     /// @dev The measurement must equal the lease's expected one and `nonce` its current
     /// `attestationNonce` (so an old report cannot be replayed). Allowed when there is no
     /// attestation yet, the latest is Verified (re-attestation: late, after a challenge since its
-    /// submission, or else not before `submittedAt + reattestInterval / 2`), or the latest is a
-    /// re-attestation left undecided past VERIFICATION_WINDOW (nothing is paid for it); the time
-    /// the previous verified attestation covered is banked. Emits AttestationSubmitted and AttestationEvidence.
+    /// submission, or else not before `submittedAt + reattestInterval / 2`), or the latest was left
+    /// undecided past VERIFICATION_WINDOW (nothing is paid for it; for a first attestation only when
+    /// excused: approved by an allowed verifier, or no verifier allowed to vote). The time the previous
+    /// verified attestation covered is banked. The vote on it is fixed now: verifiers holding
+    /// VERIFIER_ROLE now, less the lease's renter, node key and operator, with the current quorum
+    /// capped at how many those are. Emits AttestationSubmitted and AttestationEvidence.
     /// Reverts: AttestationRegistry_LeaseNotActive, _NotLeaseNode, _StaleNonce,
-    /// _MeasurementMismatch, _ZeroReportHash, _AttestationPending, _ReattestTooEarly.
+    /// _MeasurementMismatch, _ZeroReportHash, _InvalidSigner, _AttestationPending, _ReattestTooEarly.
     /// @param leaseId The lease.
     /// @param nonce The lease's current attestation nonce, bound into REPORT_DATA.
     /// @param reportHash keccak256 of the raw 1184-byte report.
     /// @param measurement The report's 48-byte MEASUREMENT.
     /// @param reportedTcb The report's REPORTED_TCB.
     /// @param chipIdHash keccak256 of the report's CHIP_ID (emitted in AttestationEvidence, not stored).
+    /// @param signer The guest's attested signer: the Ethereum address in the guest key whose SHA-256
+    /// the report binds (never zero, never the node key); see `attestedSignerOf`.
     function submit(
         uint256 leaseId,
         uint256 nonce,
         bytes32 reportHash,
         bytes calldata measurement,
         uint64 reportedTcb,
-        bytes32 chipIdHash
+        bytes32 chipIdHash,
+        address signer
     ) external;
 
     /// @notice Records a challenge of `leaseId` (lease market only, from `LeaseMarket.challenge`):
@@ -102,16 +130,18 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     function onChallenge(uint256 leaseId) external returns (uint256 respondBy);
 
     /// @notice A verifier's vote on the pending attestation of `leaseId`.
-    /// @dev Only VERIFIER_ROLE. `reportHash` must be the pending one. At quorum approvals the
-    /// attestation becomes Verified (payment counts from its submission); at quorum rejections it
-    /// becomes Rejected and the market closes the lease (refund + slash). Emits AttestationVote and
-    /// AttestationVerified or AttestationRejected at quorum. Only votes of accounts that still hold
-    /// VERIFIER_ROLE when the quorum is counted count. Votes after VERIFICATION_WINDOW are refused.
-    /// Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_NotPending,
-    /// _ReportHashMismatch, _AlreadyVoted, _VerificationWindowPassed.
+    /// @dev Only accounts that may vote on it (`canVote`): holders of VERIFIER_ROLE at its submission
+    /// (a later revocation does not void their vote, a later grant does not let a new verifier in),
+    /// other than the lease's renter, node key and node operator. `reportHash` must be the pending one.
+    /// At the attestation's quorum of approvals it becomes Verified (payment counts from its
+    /// submission); at its quorum of rejections it becomes Rejected and the market closes the lease
+    /// (refund + slash). Emits AttestationVote and AttestationVerified or AttestationRejected at quorum.
+    /// Votes after VERIFICATION_WINDOW are refused.
+    /// Reverts: AttestationRegistry_NotPending, _ReportHashMismatch, _VerificationWindowPassed,
+    /// _NotEligibleVoter, _AlreadyVoted.
     function confirm(uint256 leaseId, bytes32 reportHash, bool ok) external;
 
-    /// @notice Sets the quorum (admin only). Applies to votes cast after the change.
+    /// @notice Sets the quorum (admin only). Applies to attestations submitted after the change.
     /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_InvalidQuorum.
     function setQuorum(uint256 newQuorum) external;
 

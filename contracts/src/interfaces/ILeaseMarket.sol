@@ -48,6 +48,11 @@ interface ILeaseMarket {
         uint256 indexed leaseId, CloseReason reason, uint256 earned, uint256 refund, uint256 compensation
     );
 
+    /// @notice Emitted when the escrow a lease held for an attestation awaiting its verdict at close is
+    /// released: `earned` is the lease's final earnings (the held time is included only if Verified),
+    /// `refund` the rest credited to the renter, `reason` the final close reason.
+    event LeaseHeldReleased(uint256 indexed leaseId, CloseReason reason, uint256 earned, uint256 refund);
+
     /// @notice Emitted when an account is credited tokens to `withdraw`.
     event Credited(address indexed account, uint256 amount);
 
@@ -99,6 +104,21 @@ interface ILeaseMarket {
 
     /// @notice The node key and status of a lease in one read (used by the attestation registry).
     function leaseNode(uint256 leaseId) external view returns (address nodeKey, LeaseStatus status);
+
+    /// @notice The node key, status, renter and node operator of a lease (the attestation registry
+    /// excludes the renter, node key and operator from voting on the lease's attestations).
+    function leaseParties(uint256 leaseId)
+        external
+        view
+        returns (address nodeKey, LeaseStatus status, address renter, address operator);
+
+    /// @notice The last timestamp at which the node of an active lease may still decline it for free
+    /// (half its attestation window after accept); 0 unless the lease is active. Between this and
+    /// `attestBy` a decline burns a part of the bond growing linearly to all of it.
+    function freeDeclineDeadline(uint256 leaseId) external view returns (uint64);
+
+    /// @notice Whether `nodeKey` declined `leaseId` before (it may not accept it again).
+    function declinedBy(uint256 leaseId, address nodeKey) external view returns (bool);
 
     /// @notice What the lease has earned so far (for a closed lease: in total), capped at the deposit.
     function earned(uint256 leaseId) external view returns (uint256);
@@ -166,12 +186,22 @@ interface ILeaseMarket {
     /// @notice Closes the lease and sends the renter (the caller) the unearned rest.
     /// @dev Reason RENTER; EXHAUSTED when the deposit is fully earned (no fault); ATTESTATION_MISSED
     /// (counted against the node) when the latest attestation is Expired: not re-attested in time,
-    /// left undecided past the verification window, or not refreshed after a challenge. If the first
-    /// attestation was missed this is `reportMissedAttestation` (bond slashed). Refused while an
-    /// attestation awaits the verifiers within its window (its time is paid if verified).
-    /// Reverts: LeaseMarket_LeaseNotFound, _LeaseClosed, _NotRenter, _AttestationPending.
+    /// left undecided past the verification window without an allowed verifier's approval, or not
+    /// refreshed after a challenge. If the first attestation was missed this is
+    /// `reportMissedAttestation` (bond slashed). Always possible: while an attestation awaits the
+    /// verifiers, the pay for its time is held in escrow (and the bond stays locked) until the verdict
+    /// or the end of its verification window; see `finalizeClose`.
+    /// Reverts: LeaseMarket_LeaseNotFound, _LeaseClosed, _NotRenter.
     /// @return refund The tokens sent to the renter.
     function closeLease(uint256 leaseId) external returns (uint256 refund);
+
+    /// @notice Releases the escrow held by a lease the renter closed while its attestation awaited the
+    /// verifiers (anyone; called by the attestation registry at a Verified verdict, and at a rejection
+    /// through `onAttestationRejected`). Verified: the held time is earned. Rejected: refund, bond
+    /// slashed. Undecided past the window: refund; a first attestation without an allowed approval is
+    /// a missed first attestation (bond slashed), a later one a miss. Then the bond is freed.
+    /// @dev Emits LeaseHeldReleased. Reverts: LeaseMarket_NothingHeld, _AttestationPending.
+    function finalizeClose(uint256 leaseId) external;
 
     /// @notice Closes a lease whose deposit is fully earned (anyone). Reason EXHAUSTED.
     /// @dev Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _AttestationPending, _NotExhausted.
@@ -187,14 +217,16 @@ interface ILeaseMarket {
 
     /// @notice The node key gives up an active lease. Before its first submission and deadline this
     /// is `declineLease`; after the deadline without an attestation it is `reportMissedAttestation`;
-    /// otherwise the lease closes and the unearned rest is credited to the renter.
+    /// otherwise the lease closes and the unearned rest is credited to the renter. Leaving over a
+    /// lapsed attestation or an unanswered challenge records the miss (reason ATTESTATION_MISSED).
     /// @dev Reason NODE_EXIT. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotLeaseNode,
     /// _AttestationPending.
     function exitLease(uint256 leaseId) external;
 
-    /// @notice The node key gives back a lease it cannot serve, without penalty, before submitting any
-    /// attestation and before the first-attestation deadline: bond and capacity are freed and the lease
-    /// is OPEN again for the next node.
+    /// @notice The node key gives back a lease it cannot serve, before submitting any attestation and
+    /// before the first-attestation deadline: bond and capacity are freed and the lease is OPEN again
+    /// for the next node, never for this node key again. Free until `freeDeclineDeadline`; later, a
+    /// part of the bond, growing linearly to all of it at `attestBy`, is slashed (burned).
     /// @dev Emits LeaseDeclined. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotLeaseNode,
     /// _AttestationSubmitted, _AttestationDeadlinePassed.
     function declineLease(uint256 leaseId) external;
@@ -203,13 +235,15 @@ interface ILeaseMarket {
     /// for the current attestation stops now; unless the node submits a fresh attestation within the
     /// registry's CHALLENGE_WINDOW (and it is verified), the attestation counts as Expired: the
     /// renter can close with the refund and the close counts against the node (no slash). At most
-    /// one challenge per lease per MIN_CHALLENGE_INTERVAL.
+    /// one challenge per lease per MIN_CHALLENGE_INTERVAL. A verifier may not challenge a lease whose
+    /// node key or node operator it is (a renter challenges as the renter).
     /// @dev Emits LeaseChallenged. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus,
-    /// _NotChallenger, AttestationRegistry_NothingToChallenge, _ChallengeTooSoon.
+    /// _NotChallenger, _ChallengerIsParty, AttestationRegistry_NothingToChallenge, _ChallengeTooSoon.
     function challenge(uint256 leaseId) external;
 
     /// @notice Called by the attestation registry when the verifier quorum rejects an attestation:
-    /// closes the lease (reason ATTESTATION_REJECTED, unearned rest credited to the renter) and
+    /// closes the lease (or, if the renter closed it while the attestation awaited the verdict,
+    /// releases the held escrow to the renter) (reason ATTESTATION_REJECTED, unearned rest credited to the renter) and
     /// slashes its bond, all of it burned: the rejected attestation's time is never paid, so there
     /// is no compensation (paying it would let a verifier-renter or a self-dealing operator profit).
     /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.

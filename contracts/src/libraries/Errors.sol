@@ -162,6 +162,15 @@ library Errors {
     /// @notice Thrown when a token transfer in books another amount than requested (fee-on-transfer token).
     error LeaseMarket_TransferAmountMismatch(uint256 expected, uint256 received);
 
+    /// @notice Thrown when a node key accepts a lease it declined before (no decline squatting).
+    error LeaseMarket_DeclinedBefore(uint256 leaseId, address nodeKey);
+
+    /// @notice Thrown when a verifier challenges a lease whose node key or node operator it is.
+    error LeaseMarket_ChallengerIsParty(uint256 leaseId, address caller);
+
+    /// @notice Thrown when `finalizeClose` names a lease that holds no escrow awaiting a verdict.
+    error LeaseMarket_NothingHeld(uint256 leaseId);
+
     /*//////////////////////////////////////////////////////////////////////////
                                 ATTESTATION-REGISTRY
     //////////////////////////////////////////////////////////////////////////*/
@@ -227,6 +236,21 @@ library Errors {
     /// @notice Thrown when a lease is challenged again before MIN_CHALLENGE_INTERVAL has passed.
     error AttestationRegistry_ChallengeTooSoon(uint256 leaseId, uint256 nextChallengeAt);
 
+    /// @notice Thrown when a submit names no attested signer, or the node key itself as the signer.
+    error AttestationRegistry_InvalidSigner(uint256 leaseId, address signer);
+
+    /// @notice Thrown when a vote comes from an account that may not vote on this attestation: it did
+    /// not hold VERIFIER_ROLE when the attestation was submitted, or it is the lease's renter, node
+    /// key or node operator.
+    error AttestationRegistry_NotEligibleVoter(uint256 leaseId, address account);
+
+    /// @notice Thrown when VERIFIER_ROLE would go to a 256th account (votes are counted in 8 bits).
+    error AttestationRegistry_TooManyVerifiers();
+
+    /// @notice Thrown when VERIFIER_ROLE is granted again before the attestations its holder could
+    /// vote on before its revocation are all past their verification window.
+    error AttestationRegistry_RegrantTooSoon(address account, uint256 allowedAt);
+
     /*//////////////////////////////////////////////////////////////////////////
                                   ATTESTED-SERVICE
     //////////////////////////////////////////////////////////////////////////*/
@@ -234,6 +258,9 @@ library Errors {
     /// @notice Thrown when the example consumer is used for a lease that is not attested with its measurement.
     error AttestedService_NotAttested(uint256 leaseId);
 
-    /// @notice Thrown when someone other than the attested lease's node key posts a result.
-    error AttestedService_NotLeaseNode(uint256 leaseId, address caller, address node);
+    /// @notice Thrown when a result's signature does not recover to the lease's attested signer.
+    error AttestedService_NotAttestedSigner(uint256 leaseId, address recovered, address attestedSigner);
+
+    /// @notice Thrown when a request was already answered (each request is answered once).
+    error AttestedService_RequestAnswered(bytes32 request);
 }

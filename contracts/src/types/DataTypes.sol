@@ -121,13 +121,15 @@ struct Lease {
 /// @notice A lease as stored by `LeaseMarket`: four slots, every one of them written at create,
 /// so that accept, claim and close only rewrite slots (5,000 gas each instead of 22,100).
 struct LeaseRecord {
-    // slot 0: renter (20) + acceptedAt (5) + timeMark (5) + closeReason (1) = 31 bytes.
+    // slot 0: renter (20) + acceptedAt (5) + timeMark (5) + closeReason (1) + declines (1) = 32 bytes.
     // uint40 seconds last until the year 36812.
     address renter;
     uint40 acceptedAt;
     // The first-attestation deadline while ACTIVE, the closing time once CLOSED (never both).
     uint40 timeMark;
     CloseReason closeReason;
+    // Declines so far (saturating): while zero, accept skips the per-node "declined before" lookup.
+    uint8 declines;
     // slot 1: nodeKey (20) + bond (11) + status (1) = 32 bytes: what the attestation registry
     // asks the market for (node key, status) sits in this one slot. A bond is at most half of a
     // required stake; 88 bits (3e26 base units) is far above any sane stake requirement.
@@ -140,7 +142,7 @@ struct LeaseRecord {
     uint96 deposit;
     uint96 claimed;
     uint64 ratePerSecond;
-    // slot 3: the acceptance terms of the public spec = 31 bytes.
+    // slot 3: the acceptance terms of the public spec (31 bytes) + held (1) = 32 bytes.
     TeeType teeType;
     uint16 vcpu;
     uint32 memoryMiB;
@@ -148,6 +150,9 @@ struct LeaseRecord {
     uint96 minNodeStake;
     // 1.8e19 base units per second is far above any sane price.
     uint64 maxPricePerSecond;
+    // Closed while its attestation awaited the verifiers: the pending time's pay is held in escrow
+    // (and the bond stays locked) until the verdict or the end of the verification window.
+    bool held;
 }
 
 /// @notice What a node's active leases hold of it, kept by `LeaseMarket` (one slot).
@@ -173,4 +178,8 @@ struct AttestationProgress {
     uint64 verifiedSeconds;
     // Seconds the latest, still undecided attestation would add if verified.
     uint64 pendingSeconds;
+    // The latest attestation was left undecided past the verification window although a verifier
+    // allowed to vote approved it, or no verifier was allowed to vote: not the node's fault (no slash,
+    // no miss), and the node may submit again.
+    bool excused;
 }

@@ -18,10 +18,12 @@ import {
 import {Test} from "../base/Test.sol";
 
 /// @notice Drives random sequences of every operation, by honest parties and by adversaries:
-/// an operator renting its own node (operator = renter), a verifier that also rents and rejects
-/// genuine reports of its own leases, nodes submitting junk nobody can verify, role grants and
-/// revocations, admin parameter changes, unbonding and withdrawal mid-lease, and time jumps past
-/// each deadline. Every action an honest party may validly take is predicted from public views
+/// an operator renting its own node (operator = renter), a verifier that also rents (it may not
+/// vote on its own leases: the handler predicts that from `canVote`), nodes submitting junk nobody
+/// can verify, role grants and revocations mid-vote, admin parameter changes, unbonding and
+/// withdrawal mid-lease, renters closing while a verdict is pending (escrow held until
+/// `finalizeClose`), nodes declining (and never re-taking) leases, and time jumps past each
+/// deadline. Every action an honest party may validly take is predicted from public views
 /// and then performed with try/catch: a revert of such an action is counted (per action) and
 /// fails the run. The ghost model records what each party put in and got out.
 contract LeaseHandler is Test {
@@ -61,6 +63,10 @@ contract LeaseHandler is Test {
     /// @dev Stored status is Pending (submitted, not yet decided).
     mapping(uint256 leaseId => bool) internal _undecided;
     mapping(bytes32 voteKey => bool) internal _voted;
+    /// @dev Closed by its renter while its attestation awaited the verdict: escrow held, bond locked.
+    mapping(uint256 leaseId => bool) public held;
+    /// @dev When each verifier last lost its role (a re-grant waits out the verification window).
+    mapping(address verifier => uint256) internal _revokedAt;
 
     uint256 public ghostStakeIn;
     uint256 public ghostWithdrawn;
@@ -180,15 +186,36 @@ contract LeaseHandler is Test {
         if (leaseId == 0) return;
         Lease memory lease = market.getLease(leaseId);
         if (lease.status == LeaseStatus.NONE || lease.status == LeaseStatus.CLOSED) return;
-        if (lease.status == LeaseStatus.ACTIVE && _pendingNow(leaseId) && !_firstMissed(leaseId, lease)) return;
+        // The renter can always close (issue 18): a pending attestation's time is held in escrow.
+        bool holding = lease.status == LeaseStatus.ACTIVE && _pendingNow(leaseId) && !_firstMissed(leaseId, lease);
         _closing(leaseId, lease);
         vm.prank(lease.renter);
-        try market.closeLease(leaseId) {}
-        catch {
+        try market.closeLease(leaseId) {
+            if (holding) held[leaseId] = true;
+        } catch {
             _honestRevert("closeLease");
         }
         _closed(leaseId, lease);
         honestCalls["closeLease"]++;
+    }
+
+    /// @dev Releases the escrow of a lease closed while pending, once its window passed undecided.
+    function finalizeClose(uint256 leaseSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0 || !held[leaseId]) return;
+        AttestationProgress memory p = attestations.progressOf(leaseId);
+        bool valid = p.decideBy == 0 || block.timestamp > p.decideBy;
+        Lease memory lease = market.getLease(leaseId);
+        _closing(leaseId, lease);
+        try market.finalizeClose(leaseId) {
+            if (!valid) ghostViolations++;
+            held[leaseId] = false;
+            _undecided[leaseId] = false;
+        } catch {
+            if (valid) _honestRevert("finalizeClose");
+        }
+        _released(leaseId);
+        if (valid) honestCalls["finalizeClose"]++;
     }
 
     function challenge(uint256 leaseSeed, uint256 whoSeed) external {
@@ -197,7 +224,9 @@ contract LeaseHandler is Test {
         Lease memory lease = market.getLease(leaseId);
         address who = whoSeed % 2 == 0 ? lease.renter : verifiers[whoSeed % verifiers.length];
         bool valid = lease.status == LeaseStatus.ACTIVE
-            && (who == lease.renter || attestations.hasRole(verifierRole, who))
+            && (who == lease.renter
+                || (attestations.hasRole(verifierRole, who) && who != lease.nodeKey
+                    && who != nodes.operatorOf(lease.nodeKey)))
             && attestations.progressOf(leaseId).status == IAttestationRegistry.Status.Verified
             && (attestations.challengedAt(leaseId) == 0
                 || block.timestamp >= attestations.challengedAt(leaseId) + attestations.MIN_CHALLENGE_INTERVAL());
@@ -244,7 +273,8 @@ contract LeaseHandler is Test {
         NodeUsage memory usage = market.nodeUsage(nodeKey);
         uint256 required = minStake > lease.minNodeStake ? minStake : lease.minNodeStake;
         uint256 bond = required * slashBps / 10_000;
-        bool valid = node.stake >= required && node.stake >= uint256(usage.bonded) + bond
+        bool valid = !market.declinedBy(leaseId, nodeKey) && node.stake >= required
+            && node.stake >= uint256(usage.bonded) + bond
             && uint256(usage.vcpu) + lease.vcpu <= node.vcpu
             && uint256(usage.memoryMiB) + lease.memoryMiB <= node.memoryMiB
             && uint256(usage.diskGiB) + lease.diskGiB <= node.diskGiB
@@ -269,7 +299,7 @@ contract LeaseHandler is Test {
         bool early = _tooEarly(leaseId);
         vm.prank(lease.nodeKey);
         try attestations.submit(
-            leaseId, nonce, keccak256(abi.encode(reportSeed, nonce, leaseId)), measurement, 1, bytes32(0)
+            leaseId, nonce, keccak256(abi.encode(reportSeed, nonce, leaseId)), measurement, 1, bytes32(0), _SIGNER
         ) {
             // A re-attestation before half the interval without a challenge must be refused.
             if (early) ghostViolations++;
@@ -385,20 +415,24 @@ contract LeaseHandler is Test {
         uint256 nonce = attestations.attestationNonce(leaseId);
         bytes32 voteKey = keccak256(abi.encode(leaseId, nonce, v));
         AttestationProgress memory p = attestations.progressOf(leaseId);
-        bool valid = attestations.hasRole(verifierRole, v) && !_voted[voteKey] && block.timestamp <= p.decideBy
-            && lease.status == LeaseStatus.ACTIVE;
+        // Allowed: held the role at submission, and not the lease's renter, node key or operator (so
+        // the colluding verifier-renter cannot vote on its own leases at all).
+        bool valid = attestations.canVote(leaseId, v) && !_voted[voteKey] && block.timestamp <= p.decideBy
+            && (lease.status == LeaseStatus.ACTIVE || held[leaseId]);
         if (!valid) return;
-        bool ok = !_junk[leaseId] && !(v == verifiers[0] && lease.renter == verifiers[0]);
+        bool ok = !_junk[leaseId];
         bytes32 reportHash = attestations.attestationOf(leaseId).reportHash;
-        if (!ok) {
-            _closing(leaseId, lease);
-            ghostEarnedBeforeRejection[leaseId] = market.earned(leaseId);
-        }
+        _closing(leaseId, lease);
+        if (!ok && !held[leaseId]) ghostEarnedBeforeRejection[leaseId] = market.earned(leaseId);
         vm.prank(v);
         try attestations.confirm(leaseId, reportHash, ok) {
             _voted[voteKey] = true;
             if (attestations.progressOf(leaseId).status != IAttestationRegistry.Status.Pending) {
                 _undecided[leaseId] = false;
+                if (held[leaseId]) {
+                    held[leaseId] = false;
+                    _released(leaseId);
+                }
             }
         } catch {
             _honestRevert("confirm");
@@ -450,7 +484,7 @@ contract LeaseHandler is Test {
         which %= 5;
         if (which == 0) {
             vm.prank(stranger);
-            try attestations.submit(leaseId, 0, keccak256("junk"), measurement, 1, bytes32(0)) {
+            try attestations.submit(leaseId, 0, keccak256("junk"), measurement, 1, bytes32(0), _SIGNER) {
                 succeeded = true;
             } catch {}
         } else if (which == 1) {
@@ -473,7 +507,7 @@ contract LeaseHandler is Test {
             address nodeKey = market.getLease(leaseId).nodeKey;
             uint256 nonce = attestations.attestationNonce(leaseId);
             vm.prank(nodeKey);
-            try attestations.submit(leaseId, nonce + 1, keccak256("stale"), measurement, 1, bytes32(0)) {
+            try attestations.submit(leaseId, nonce + 1, keccak256("stale"), measurement, 1, bytes32(0), _SIGNER) {
                 succeeded = true;
             } catch {}
         }
@@ -521,14 +555,22 @@ contract LeaseHandler is Test {
             }
         } else if (which == 5) {
             action = "grantRole";
-            try attestations.grantRole(verifierRole, verifiers[value % verifiers.length]) {}
-            catch {
-                _honestRevert(action);
+            address v = verifiers[value % verifiers.length];
+            // A revoked verifier is granted again only after the verification window.
+            bool valid = attestations.hasRole(verifierRole, v) || _revokedAt[v] == 0
+                || block.timestamp > _revokedAt[v] + attestations.VERIFICATION_WINDOW();
+            try attestations.grantRole(verifierRole, v) {
+                if (!valid) ghostViolations++;
+            } catch {
+                if (valid) _honestRevert(action);
             }
         } else {
             action = "revokeRole";
-            try attestations.revokeRole(verifierRole, verifiers[value % verifiers.length]) {}
-            catch {
+            address v = verifiers[value % verifiers.length];
+            bool had = attestations.hasRole(verifierRole, v);
+            try attestations.revokeRole(verifierRole, v) {
+                if (had) _revokedAt[v] = block.timestamp;
+            } catch {
                 _honestRevert(action);
             }
         }
@@ -542,6 +584,8 @@ contract LeaseHandler is Test {
         if (leaseIds.length == 0) return 0;
         return leaseIds[seed % leaseIds.length];
     }
+
+    address private constant _SIGNER = address(0x516E4E52);
 
     uint8 private constant _ANY_OPEN = 1;
     uint8 private constant _ACTIVE_DECIDED = 2;
@@ -574,7 +618,8 @@ contract LeaseHandler is Test {
     /// @dev A re-attestation left undecided past the verification window: the node may submit again.
     function _expiredReattestation(uint256 leaseId) private view returns (bool) {
         AttestationProgress memory p = attestations.progressOf(leaseId);
-        return _undecided[leaseId] && p.nonce > 1 && block.timestamp > p.decideBy;
+        // A first attestation left undecided may be followed by another only when excused.
+        return _undecided[leaseId] && (p.nonce > 1 || p.excused) && block.timestamp > p.decideBy;
     }
 
     /// @dev The latest attestation is Verified, unchallenged since its submission, and less than
@@ -589,7 +634,7 @@ contract LeaseHandler is Test {
     function _firstMissed(uint256 leaseId, Lease memory lease) private view returns (bool) {
         AttestationProgress memory p = attestations.progressOf(leaseId);
         if (p.nonce == 0) return block.timestamp > lease.attestBy;
-        return p.nonce == 1 && p.decideBy != 0 && block.timestamp > p.decideBy;
+        return p.nonce == 1 && p.decideBy != 0 && block.timestamp > p.decideBy && !p.excused;
     }
 
     // Balances before a call that may close a lease, to attribute what the renter got back.
@@ -613,7 +658,20 @@ contract LeaseHandler is Test {
             return;
         }
         if (lease.status != LeaseStatus.CLOSED || before.status == LeaseStatus.CLOSED) return;
-        _undecided[leaseId] = false;
+        // A lease closed while pending keeps its attestation open to the verifiers.
+        if (!held[leaseId]) _undecided[leaseId] = false;
+        uint256 returned = token.balanceOf(lease.renter) + market.credits(lease.renter) - _renterBalance - _renterCredit;
+        uint256 paid = _registryBalance - token.balanceOf(address(nodes));
+        uint256 burned = nodes.burnedStake() - _burnedBefore;
+        ghostReturned[leaseId] += returned;
+        ghostCompensation[leaseId] += paid;
+        ghostSlashPaid += paid;
+        ghostSlashedBond[leaseId] += paid + burned;
+    }
+
+    /// @dev What a held lease's release moved: the renter's refund, and a slashed bond.
+    function _released(uint256 leaseId) private {
+        Lease memory lease = market.getLease(leaseId);
         uint256 returned = token.balanceOf(lease.renter) + market.credits(lease.renter) - _renterBalance - _renterCredit;
         uint256 paid = _registryBalance - token.balanceOf(address(nodes));
         uint256 burned = nodes.burnedStake() - _burnedBefore;

@@ -79,16 +79,22 @@ def test_unbonding_delay_cannot_undercut_the_lease_windows(chain: ChainSystem) -
 
 def test_decline_returns_the_lease_to_the_market(chain: ChainSystem) -> None:
     lease_id = chain.active_lease()
+    leases = chain.client().leases
+    accepted_at = leases.get_lease(lease_id).accepted_at
+    assert leases.free_decline_deadline(lease_id) == accepted_at + CONFIG.attestation_window // 2
     result = chain.node.leases.decline_lease(lease_id)
     assert result.event("LeaseDeclined").args["nodeKey"] == chain.accounts.node_key.address
-    lease = chain.client().leases.get_lease(lease_id)
+    lease = leases.get_lease(lease_id)
     assert lease.status is LeaseStatus.OPEN and lease.deposit == DEPOSIT
+    assert leases.free_decline_deadline(lease_id) == 0
     assert chain.client().nodes.get_node(chain.accounts.node_key.address).stake == STAKE
-    chain.node.leases.accept_lease(lease_id)
+    # A node key never takes back a lease it declined (issue 18: decline squat).
+    assert leases.declined_by(lease_id, chain.accounts.node_key.address)
+    expect(lambda: chain.node.leases.accept_lease(lease_id), "LeaseMarket_DeclinedBefore")
+    second = chain.open_lease()
+    chain.node.leases.accept_lease(second)
     chain.advance(CONFIG.attestation_window + 1)
-    expect(
-        lambda: chain.node.leases.decline_lease(lease_id), "LeaseMarket_AttestationDeadlinePassed"
-    )
+    expect(lambda: chain.node.leases.decline_lease(second), "LeaseMarket_AttestationDeadlinePassed")
 
 
 def test_challenge_unanswered_stops_payment_and_counts_against_the_node(
@@ -133,8 +139,9 @@ def test_undecided_attestation_expires_after_the_verification_window(chain: Chai
     chain.submit(lease_id, junk)
     progress = chain.client().attestations.progress_of(lease_id)
     assert progress.status is AttestationStatus.PENDING and progress.nonce == 1
-    expect(lambda: chain.renter.leases.close_lease(lease_id), "LeaseMarket_AttestationPending")
+    expect(lambda: chain.stranger.leases.finalize_close(lease_id), "LeaseMarket_NothingHeld")
     chain.advance(chain.client().attestations.verification_window() + 1)
+    assert not chain.client().attestations.progress_of(lease_id).excused  # no approval: junk
     expect(
         lambda: chain.verifier.attestations.confirm(lease_id, junk, True),
         "AttestationRegistry_VerificationWindowPassed",
@@ -142,6 +149,27 @@ def test_undecided_attestation_expires_after_the_verification_window(chain: Chai
     closed = chain.stranger.leases.report_missed_attestation(lease_id).event("LeaseClosed").args
     assert closed["reason"] == CloseReason.ATTESTATION_MISSED
     assert chain.client().nodes.burned_stake() == BOND
+
+
+def test_renter_closes_while_pending_and_the_held_time_waits_for_the_verdict(
+    chain: ChainSystem,
+) -> None:
+    """Issue 18 (pending forever): the close used to revert while an attestation was Pending."""
+    lease_id = chain.active_lease()
+    report = b"\x0f" * 32
+    chain.submit(lease_id, report)
+    chain.advance(100)
+    closed = chain.renter.leases.close_lease(lease_id).event("LeaseClosed").args
+    leases = chain.client().leases
+    held = closed["earned"]
+    assert held >= 100 * 10**12 * LEASE_SPEC.vcpu and leases.claimable(lease_id) == 0
+    assert closed["refund"] == DEPOSIT - held
+    expect(lambda: chain.stranger.leases.finalize_close(lease_id), "LeaseMarket_AttestationPending")
+    assert chain.client().attestations.can_vote(lease_id, chain.accounts.verifier.address)
+    assert not chain.client().attestations.can_vote(lease_id, chain.accounts.renter.address)
+    chain.verifier.attestations.confirm(lease_id, report, True)
+    assert leases.claimable(lease_id) == held  # paid once verified
+    assert leases.bonded_stake(chain.accounts.node_key.address) == 0
 
 
 def test_used_up_lease_is_no_longer_serving(chain: ChainSystem) -> None:

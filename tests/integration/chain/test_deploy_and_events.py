@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cvm.chain import AttestationStatus, ChainError, Deployment, connect
-from tests.fixtures.chain import DEPOSIT, LEASE_SPEC, MEASUREMENT, ChainSystem
+from tests.fixtures.chain import DEPOSIT, GUEST_SIGNER, LEASE_SPEC, MEASUREMENT, ChainSystem
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +72,7 @@ def test_events_from_the_start_block_tell_the_whole_story(chain: ChainSystem) ->
         "nonce": 0,
         "reportedTcb": 7,
         "chipIdHash": b"\xcc" * 32,
+        "signer": GUEST_SIGNER.address,
     }
     registered = next(e for e in events if e.name == "NodeRegistered")
     assert registered.args["endpoint"] == "https://node.test"

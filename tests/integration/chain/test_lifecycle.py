@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 
-from cvm.chain import AttestationStatus, CloseReason, ContractRevert, LeaseStatus
+from cvm.chain import (
+    AttestationStatus,
+    CloseReason,
+    ContractRevert,
+    LeaseStatus,
+    guest_result_message,
+    sign_guest_result,
+)
 from tests.fixtures.chain import (
     CONFIG,
     DEPOSIT,
+    GUEST_SIGNER,
     LEASE_SPEC,
     MAX_PRICE,
     MEASUREMENT,
@@ -231,18 +241,45 @@ def test_unstake_waits_out_the_unbonding_delay(chain: ChainSystem) -> None:
     assert chain.client().nodes.get_node(key).unbonding == 0
 
 
-def test_example_consumer_accepts_only_attested_leases(chain: ChainSystem) -> None:
-    result = b"\x42" * 32
+def test_example_consumer_accepts_only_results_of_the_attested_signer(chain: ChainSystem) -> None:
+    """Through the Python bindings: the guest's signer's result is taken (relayed by anyone),
+    the node key's refused, a replay refused (AttestedService took the node key's word before
+    issue 17: this test fails there)."""
+    request, result = b"\x42" * 32, b"forty-two"
+    deployment = chain.deployment
     lease_id = chain.active_lease()
+
+    def signed(account: LocalAccount) -> bytes:
+        return sign_guest_result(
+            account, lease_id, request, result, deployment.chain_id, deployment.attestation_registry
+        )
+
     with pytest.raises(ContractRevert) as unattested:
-        chain.node.service.post_result(lease_id, result)
+        chain.stranger.service.post_result(lease_id, request, result, signed(GUEST_SIGNER))
     assert unattested.value.name == "AttestedService_NotAttested"
     assert unattested.value.args_by_name == {"leaseId": lease_id}
     chain.submit(lease_id, REPORT)
     chain.verifier.attestations.confirm(lease_id, REPORT, True)
-    with pytest.raises(ContractRevert) as stranger:
-        chain.stranger.service.post_result(lease_id, result)
-    assert stranger.value.name == "AttestedService_NotLeaseNode"
-    posted = chain.node.service.post_result(lease_id, result)
-    assert posted.event("ResultPosted").args == {"leaseId": lease_id, "result": result}
-    assert chain.client().service.result_of(lease_id) == result
+    registry = chain.client().attestations
+    assert registry.attested_signer_of(lease_id) == GUEST_SIGNER.address
+    assert registry.signer_of(lease_id) == GUEST_SIGNER.address
+    message = guest_result_message(
+        lease_id, request, result, deployment.chain_id, deployment.attestation_registry
+    )
+    expected = keccak(b"\x19" + message.version + message.header + message.body)
+    assert chain.client().service.result_digest(lease_id, request, result) == expected
+    with pytest.raises(ContractRevert) as by_node:
+        chain.node.service.post_result(lease_id, request, result, signed(chain.accounts.node_key))
+    assert by_node.value.name == "AttestedService_NotAttestedSigner"
+    posted = chain.stranger.service.post_result(lease_id, request, result, signed(GUEST_SIGNER))
+    assert posted.event("ResultPosted").args == {
+        "leaseId": lease_id,
+        "request": request,
+        "resultHash": keccak(result),
+        "signer": GUEST_SIGNER.address,
+    }
+    assert chain.client().service.result_of(lease_id) == keccak(result)
+    assert chain.client().service.answered(request)
+    with pytest.raises(ContractRevert) as replay:
+        chain.stranger.service.post_result(lease_id, request, result, signed(GUEST_SIGNER))
+    assert replay.value.name == "AttestedService_RequestAnswered"

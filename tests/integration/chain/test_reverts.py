@@ -16,7 +16,14 @@ from cvm.chain import (
     node_consent_message,
     sign_node_consent,
 )
-from tests.fixtures.chain import LEASE_SPEC, MEASUREMENT, NODE_SPEC, STAKE, ChainSystem
+from tests.fixtures.chain import (
+    GUEST_SIGNER,
+    LEASE_SPEC,
+    MEASUREMENT,
+    NODE_SPEC,
+    STAKE,
+    ChainSystem,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -154,19 +161,30 @@ def test_attestation_guards(chain: ChainSystem) -> None:
     lease_id = chain.active_lease()
     report = b"\x07" * 32
     attestations = chain.node.attestations
+    node_key = chain.accounts.node_key.address
     expect(
-        lambda: attestations.submit(lease_id, 5, report, MEASUREMENT, 1, b"\x00" * 32),
+        lambda: attestations.submit(
+            lease_id, 5, report, MEASUREMENT, 1, b"\x00" * 32, signer=GUEST_SIGNER.address
+        ),
         "AttestationRegistry_StaleNonce",
     )
     expect(
-        lambda: attestations.submit(lease_id, 0, report, b"\x00" * 48, 1, b"\x00" * 32),
+        lambda: attestations.submit(
+            lease_id, 0, report, b"\x00" * 48, 1, b"\x00" * 32, signer=GUEST_SIGNER.address
+        ),
         "AttestationRegistry_MeasurementMismatch",
     )
     expect(
         lambda: chain.stranger.attestations.submit(
-            lease_id, 0, report, MEASUREMENT, 1, b"\x00" * 32
+            lease_id, 0, report, MEASUREMENT, 1, b"\x00" * 32, signer=GUEST_SIGNER.address
         ),
         "AttestationRegistry_NotLeaseNode",
+    )
+    expect(
+        lambda: attestations.submit(
+            lease_id, 0, report, MEASUREMENT, 1, b"\x00" * 32, signer=node_key
+        ),
+        "AttestationRegistry_InvalidSigner",
     )
     expect(
         lambda: chain.verifier.attestations.confirm(lease_id, report, True),
@@ -175,7 +193,7 @@ def test_attestation_guards(chain: ChainSystem) -> None:
     chain.submit(lease_id, report)
     expect(
         lambda: chain.stranger.attestations.confirm(lease_id, report, True),
-        "AccessControlUnauthorizedAccount",
+        "AttestationRegistry_NotEligibleVoter",
     )
     error = expect(
         lambda: chain.verifier.attestations.confirm(lease_id, b"\x08" * 32, True),

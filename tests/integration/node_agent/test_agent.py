@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -12,7 +13,7 @@ from cvm.attestation.abi import parse
 from cvm.attestation.binding import GuestKey, build_report_data, host_data
 from cvm.chain import AttestationStatus, LeaseStatus
 from node_agent.agent import NodeAgent
-from node_agent.errors import CapacityExceeded, LauncherError, LeaseNotOurs
+from node_agent.errors import AgentError, CapacityExceeded, LauncherError, LeaseNotOurs
 from node_agent.launcher.base import GuestReport, GuestSpec, GuestState, HostBinding
 from node_agent.store import LeaseState, Resources, SubmissionState
 from tests.fixtures.chain import LEASE_SPEC, MEASUREMENT, ChainSystem
@@ -64,6 +65,9 @@ def test_handle_lease_accepts_launches_and_submits_a_bound_report(
     assert parse(submission.report).host_data == host_data(
         deployment.chain_id, deployment.attestation_registry, lease_id, lease.renter
     )
+    # The node submits the attested signer of that key, never its own address.
+    signer = GuestKey.parse(submission.guest_key).signer
+    assert chain.node.attestations.signer_of(lease_id) == signer != agent.address
 
 
 def test_handling_twice_never_submits_twice(
@@ -323,3 +327,37 @@ def test_a_guest_answering_with_another_leases_key_is_never_submitted(
         agent.handle_lease(second)
     assert chain.node.attestations.attestation_nonce(second) == 0
     assert agent.store.submissions(second) == []
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    [b"", bytes(range(1, 65)), bytes(range(1, 65)) + bytes(20)],
+    ids=["empty", "old-64-byte", "zero-signer"],
+)
+def test_a_report_without_a_well_formed_guest_key_is_never_submitted(
+    chain: ChainSystem,
+    make_agent: Callable[..., NodeAgent],
+    monkeypatch: pytest.MonkeyPatch,
+    bad_key: bytes,
+) -> None:
+    """Issue 17: the node submits the attested signer from the guest key; a report whose key
+    is empty, short or names no signer is neither uploaded nor submitted (on main an empty key
+    passed the node's check, and the verifier's rejection slashed the node)."""
+    chain.staked_node()
+    lease_id = chain.open_lease()
+    chain.node.leases.accept_lease(lease_id)
+    agent = make_agent()
+    deployment = chain.deployment
+    renter = chain.node.leases.get_lease(lease_id).renter
+    binding = HostBinding(deployment.chain_id, deployment.attestation_registry, renter)
+    agent.launcher.launch(GuestSpec(lease_id, 4, 8_192, 40, MEASUREMENT, binding=binding))
+    real = agent.launcher.get_report
+    monkeypatch.setattr(
+        agent.launcher, "get_report", lambda lid, n: replace(real(lid, n), guest_key=bad_key)
+    )
+    # Refused by the node's own appraisal (as the verifiers would) or, past it, by the
+    # signer's parse: either way nothing reaches the chain.
+    with pytest.raises((LauncherError, AgentError), match=r"would be rejected|key is malformed"):
+        agent.poster.attest(lease_id)
+    assert chain.node.attestations.attestation_nonce(lease_id) == 0
+    assert all(s.state == SubmissionState.REPORTED for s in agent.store.submissions(lease_id))

@@ -17,7 +17,7 @@ from cvm.sdk import (
     InvalidArgument,
     NotARegistry,
 )
-from tests.fixtures.chain import DEPOSIT, MEASUREMENT, ChainSystem
+from tests.fixtures.chain import DEPOSIT, GUEST_SIGNER, MEASUREMENT, ChainSystem
 from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -39,6 +39,7 @@ def test_status_follows_the_attestation_through_its_life(chain: ChainSystem) -> 
     assert pending.status == AttestationStatus.PENDING and not pending.verified
     assert pending.node == chain.accounts.node_key.address
     assert not sdk.is_attested(lease_id, MEASUREMENT), "pending is not attested"
+    assert sdk.attested_signer(lease_id) is None, "no signer before the verdict"
 
     chain.verifier.attestations.confirm(lease_id, b"\x11" * 32, True)
     verified = sdk.status(lease_id)
@@ -49,6 +50,7 @@ def test_status_follows_the_attestation_through_its_life(chain: ChainSystem) -> 
     assert verified.as_dict()["status"] == "verified"
     assert sdk.is_attested(lease_id, MEASUREMENT)
     assert not sdk.is_attested(lease_id, bytes(48))
+    assert sdk.attested_signer(lease_id) == GUEST_SIGNER.address
 
 
 def test_a_rejected_attestation_is_not_attested(chain: ChainSystem) -> None:

@@ -26,6 +26,7 @@ NOT_WRAPPED = {
     "renounceOwnership",
     "eip712Domain",
     "onChallenge",  # the lease market's hook into the registry: no one else may call it
+    "onCloseWhilePending",  # likewise
 }
 CLIENTS = [
     NodeRegistryClient,

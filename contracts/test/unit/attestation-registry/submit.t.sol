@@ -9,7 +9,7 @@ import {Base} from "../../Base.t.sol";
 contract Submit_AttestationRegistry_Test is Base {
     function _submitAs(address caller, uint256 leaseId, uint256 nonce, bytes32 reportHash, bytes memory m) private {
         vm.prank(caller);
-        attestations.submit(leaseId, nonce, reportHash, m, TCB, CHIP_ID_HASH);
+        attestations.submit(leaseId, nonce, reportHash, m, TCB, CHIP_ID_HASH, SIGNER);
     }
 
     function test_RevertWhen_LeaseOpen() external {
@@ -120,7 +120,7 @@ contract Submit_AttestationRegistry_Test is Base {
         vm.expectEmit(true, true, false, true, address(attestations));
         emit IAttestationRegistry.AttestationSubmitted(leaseId, nodeKey, REPORT_HASH, measurement);
         vm.expectEmit(true, false, false, true, address(attestations));
-        emit IAttestationRegistryCore.AttestationEvidence(leaseId, 0, TCB, CHIP_ID_HASH);
+        emit IAttestationRegistryCore.AttestationEvidence(leaseId, 0, TCB, CHIP_ID_HASH, SIGNER);
         submitReport(leaseId, REPORT_HASH);
         IAttestationRegistry.Attestation memory a = attestations.attestationOf(leaseId);
         assertEq(uint256(a.status), uint256(IAttestationRegistry.Status.Pending), "pending");

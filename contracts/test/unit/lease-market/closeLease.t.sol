@@ -60,14 +60,17 @@ contract CloseLease_LeaseMarket_Test is Base {
         assertEq(token.balanceOf(address(market)), earned, "escrow holds the earnings");
     }
 
-    function test_RevertWhen_AttestationPending() external {
+    function test_WhenAttestationPending_HoldsItsTimeUntilTheVerdict() external {
         uint256 leaseId = acceptedLease();
         submitReport(leaseId, REPORT_HASH);
-        uint256 decideBy = block.timestamp + attestations.VERIFICATION_WINDOW();
         vm.warp(block.timestamp + 100);
-        vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_AttestationPending.selector, leaseId, decideBy));
-        vm.prank(renter);
-        market.closeLease(leaseId);
+        (uint256 refund,) = _close(leaseId);
+        assertEq(refund, DEPOSIT - 100 * rate(), "the pending 100 s are held back");
+        assertEq(market.claimable(leaseId), 0, "not payable before the verdict");
+        assertEq(market.bondedStake(nodeKey), MIN_STAKE * SLASH_BPS / 10_000, "bond still locked");
+        confirmReport(leaseId, REPORT_HASH, true);
+        assertEq(market.claimable(leaseId), 100 * rate(), "paid once verified");
+        assertEq(market.bondedStake(nodeKey), 0, "bond freed by the verdict");
     }
 
     function test_WhenPendingAttestationVerifiedBeforeClose() external {

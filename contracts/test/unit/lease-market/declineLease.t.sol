@@ -54,7 +54,7 @@ contract DeclineLease_LeaseMarket_Test is Base {
 
     function test_WhenNodeDeclinesInTime() external {
         uint256 leaseId = acceptedLease();
-        vm.warp(block.timestamp + ATTESTATION_WINDOW);
+        vm.warp(market.freeDeclineDeadline(leaseId));
         vm.expectEmit(true, true, false, true, address(market));
         emit ILeaseMarket.LeaseDeclined(leaseId, nodeKey);
         vm.prank(nodeKey);
@@ -67,8 +67,6 @@ contract DeclineLease_LeaseMarket_Test is Base {
         assertEq(market.bondedStake(nodeKey), 0, "bond freed");
         assertEq(market.nodeUsage(nodeKey).vcpu, 0, "capacity freed");
         assertEq(nodes.getNode(nodeKey).stake, STAKE, "no slash");
-        vm.prank(nodeKey);
-        market.acceptLease(leaseId);
-        assertEq(uint256(market.getLease(leaseId).status), uint256(LeaseStatus.ACTIVE), "accepted again");
+        assertTrue(market.declinedBy(leaseId, nodeKey), "recorded");
     }
 }
