@@ -189,19 +189,26 @@ class BackendService:
         was_leader = self.leadership.holds(INDEXER)
         leader = self.leadership.acquire(INDEXER)
         if leader:
-            if not was_leader:
-                self.matcher.rebuild()
-            self.matcher.refresh_heartbeats()
-            indexed = self.indexer.poll()
-            self._react(indexed)
-            rematched = self.matcher.expire_overdue()
+            # Renewed while the pass runs: a long catch-up must not let the lease lapse (and
+            # stops between batches if it was lost anyway).
+            with self.leadership.keep(INDEXER) as term:
+                if not was_leader:
+                    self.matcher.rebuild()
+                self.matcher.refresh_heartbeats()
+                indexed = self.indexer.poll(keep_going=term.check)
+                if term.check():
+                    self._react(indexed)
+                    rematched = self.matcher.expire_overdue()
         verified = 0
         liveness = None
         # The verifier key's jobs (votes, liveness challenges) run on its leader only.
         if self.verifier is not None and self.verifier_job is not None:
             if self.leadership.acquire(self.verifier_job):
-                verified = len(self.verifier.run_pending())
-                liveness = self.liveness.run() if self.liveness else None
+                # Votes wait for receipts: the lease is renewed meanwhile.
+                with self.leadership.keep(self.verifier_job) as term:
+                    verified = len(self.verifier.run_pending())
+                    if term.check():
+                        liveness = self.liveness.run() if self.liveness else None
         return StepReport(indexed, rematched, verified, liveness=liveness, leader=leader)
 
     def _react(self, batch: BatchResult) -> None:

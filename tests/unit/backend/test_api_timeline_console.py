@@ -176,3 +176,20 @@ def test_backend_without_a_built_console_says_how_to_build_it(
         assert answer.status_code == 503
         assert "make web" in answer.text
         assert client.get("/v1/console/config").status_code == 200
+
+
+def test_no_api_docs_page_runs_cdn_scripts_on_the_console_s_origin(
+    context: AppContext,
+) -> None:
+    """Attack (issue 18): FastAPI's /docs and /redoc loaded unpinned scripts from a CDN, with no
+    CSP, on the origin of the wallet console and its session. Fails on the old app (both were
+    200 and named cdn.jsdelivr.net); now only the OpenAPI document is served."""
+    from backend.api import create_app
+
+    with TestClient(create_app(context)) as client:
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            answer = client.get(path)
+            assert answer.status_code in (404, 503), path  # 503: the console-not-built page
+            assert "cdn" not in answer.text.lower() and "<script" not in answer.text.lower()
+        schema = client.get("/openapi.json")
+        assert schema.status_code == 200 and schema.json()["info"]["title"] == "cvm marketplace"
