@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
-from backend.api.deps import Context, Renter
+from backend.api.deps import Context, DbSession, Renter
 from backend.api.errors import ApiError
 from backend.domain import images
 from cvm.api_models import ImageManifest
@@ -80,8 +80,11 @@ def get_component(image_id: ImagePath, component: str, context: Context) -> File
     },
 )
 async def put_image(
-    image_id: ImagePath, request: Request, context: Context, renter: Renter
+    image_id: ImagePath, request: Request, context: Context, renter: Renter, session: DbSession
 ) -> ImageManifest:
+    # The sign-in check is this request's only use of its session: end its transaction now,
+    # or (on SQLite) it would hold the store's write lock for the whole upload.
+    await run_in_threadpool(session.commit)
     await run_in_threadpool(context.limit_address, renter, "images")
     settings = context.settings
     limits = images.UploadLimits(

@@ -23,7 +23,9 @@ from backend.domain.images import Upload, UploadLimits, collect, store_bytes
 from backend.store import ImageUpload, Lease, PrivateSpec, Store
 from cvm.api_models import LeaseState
 from cvm.images import Image, ImageStore, write_archive
+from tests.fixtures.images import pax_header as pax
 from tests.fixtures.images import synthetic_image
+from tests.fixtures.images import tar_header as header
 from tests.unit.backend.factories import add_lease
 
 RENTER = "0x" + "02" * 20
@@ -35,42 +37,6 @@ def _tar(image: Image) -> bytes:
     buffer = io.BytesIO()
     write_archive(image, buffer)
     return buffer.getvalue()
-
-
-def header(
-    name: str, size: int, kind: bytes = b"0", *, patch: dict[int, bytes] | None = None
-) -> bytes:
-    """A raw ustar header block (checksum computed), for members `tarfile` will not write."""
-    block = bytearray(512)
-    block[0 : len(name)] = name.encode()
-    block[100:108] = b"0000644\x00"
-    block[124:136] = f"{size:011o}\x00".encode()
-    block[136:148] = b"00000000000\x00"
-    block[156:157] = kind
-    block[257:265] = b"ustar\x0000"
-    for offset, value in (patch or {}).items():
-        block[offset : offset + len(value)] = value
-    block[148:156] = b" " * 8
-    block[148:156] = f"{sum(block):06o}\x00 ".encode()
-    return bytes(block)
-
-
-def _record(key: str, value: str) -> bytes:
-    line = f" {key}={value}\n"
-    length = len(line) + len(str(len(line)))
-    if len(str(length)) > len(str(len(line))):
-        length += 1
-    return (str(length) + line).encode()
-
-
-def pax(records: dict[str, str], *, pad_to: int = 0) -> bytes:
-    """A PAX extended header (`x`) with `records`; a comment pads its body to `pad_to`."""
-    body = b"".join(_record(key, value) for key, value in records.items())
-    if pad_to > len(body):
-        length = pad_to - len(body)
-        body += f"{length} comment={'x' * (length - len(str(length)) - 10)}\n".encode()
-        assert len(body) == pad_to
-    return header("PaxHeader", len(body), b"x") + body + b"\0" * (-len(body) % 512)
 
 
 def _upload(
