@@ -24,9 +24,7 @@ def upgrade() -> None:
         sa.Column("image", sa.String(length=64), nullable=False),
         sa.Column("renter", sa.String(length=42), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
-        sa.Column(
-            "uploaded_at", backend.store.types.UtcDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("uploaded_at", backend.store.types.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("image", "renter"),
     )
     op.create_index("ix_image_uploads_renter", "image_uploads", ["renter"])
