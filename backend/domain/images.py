@@ -275,8 +275,14 @@ def collect(images: ImageStore, db: Store, *, grace_s: float, now: float) -> lis
         in_use |= set(
             session.scalars(select(PrivateSpec.image).where(PrivateSpec.created_at >= cutoff))
         )
+    named = set()
+    for value in in_use:  # free text in a spec: an id in any of the spellings ids accept
+        try:
+            named.add(normalize_id(value.strip()))
+        except ImageError:
+            continue
     removed = []
-    for image in sorted(stale - {value.lower() for value in in_use}):
+    for image in sorted(stale - named):
         with db.session() as session:
             sent_again = session.scalar(
                 select(ImageUpload.image).where(

@@ -238,7 +238,9 @@ def test_unused_uploads_are_collected_after_the_grace_period(tmp_path: Path, sto
     day = 86400.0
     add_lease(store, 1, RENTER, spec_hash="0x" + "66" * 32)
     with store.session() as session:
-        session.add(PrivateSpec(spec_hash="0x" + "66" * 32, renter=RENTER, image=used.image_id,
+        # Named as a spec may spell it (the intent's image is free text).
+        session.add(PrivateSpec(spec_hash="0x" + "66" * 32, renter=RENTER,
+                                image=f"sha256:{used.image_id.upper()}",
                                 ssh_public_key=None, cloud_init=None,
                                 created_at=datetime.fromtimestamp(now - 3 * day, UTC)))  # fmt: skip
         # An intent made an hour before the collection, for a lease about to be created.
