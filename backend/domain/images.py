@@ -16,6 +16,7 @@ is older than a grace period.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -171,6 +172,7 @@ class Upload:
         with _IN_FLIGHT.lock:
             _IN_FLIGHT.declared[self.staging] = (self.renter, 0)
         self.reader = ImageArchiveReader(self.staging, self._reserve)
+        self._touched = time.monotonic()
 
     def _reserve(self, size: int) -> None:
         """Count a file's declared size against every limit, before a byte of it is written."""
@@ -208,6 +210,12 @@ class Upload:
     def feed(self, data: bytes) -> None:
         """The next bytes of the body."""
         self.reader.feed(data)
+        now = time.monotonic()
+        if now - self._touched > 60:
+            # A slow upload's staging directory must not look like a killed replica's
+            # leftover to another upload's sweep (which goes by its time).
+            self._touched = now
+            os.utime(self.staging)
 
     def finish(self) -> ImageManifest:
         """Store the image once its files hash to the id it was sent as; `InvalidInput` if
