@@ -134,8 +134,7 @@ class Settings(BaseSettings):
     timeline_streams_max: int = Field(
         1000,
         ge=1,
-        description="open lease-timeline streams (SSE) per backend process; more are refused"
-        " (503)",
+        description="open lease-timeline streams (SSE) per backend process; more are refused (503)",
     )
     timeline_stream_lifetime_s: float = Field(
         900.0,
