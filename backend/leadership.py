@@ -67,6 +67,7 @@ class Leadership:
         self._renewed: dict[str, float] = {}
         # The pass's thread and a `keep` thread renew the same jobs.
         self._lock = threading.Lock()
+        self._terms: set[Term] = set()
 
     def acquire(self, job: str) -> bool:
         """Take or renew the lease on `job`; True while this replica is its leader.
@@ -114,15 +115,24 @@ class Leadership:
         """Keep the lease on `job` (already acquired) renewed while the body runs."""
         term = Term(self, job, stall_s=stall_s)
         keeper = threading.Thread(target=term.run, name=f"cvm-leader-{job}", daemon=True)
+        with self._lock:
+            self._terms.add(term)
         keeper.start()
         try:
             yield term
         finally:
             term.stop()
             keeper.join()
+            with self._lock:
+                self._terms.discard(term)
 
     def release(self, job: str) -> None:
         """Give `job` up now (clean shutdown), so another replica need not wait for expiry."""
+        with self._lock:
+            terms = [term for term in self._terms if term.job == job]
+        for term in terms:  # a pass still running (a stop that timed out) renews no more
+            term.lost = True
+            term.stop()
         try:
             with self.store.session() as session:
                 session.execute(
