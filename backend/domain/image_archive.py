@@ -19,6 +19,7 @@ bytes before anything it announces is read or written:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -196,7 +197,7 @@ class ImageArchiveReader:
             raise ArchiveRefused("the image archive holds a sparse file (PAX GNU.sparse records)")
         name = pax.get("path", _name(header))
         if "size" in pax:
-            if not pax["size"].isdigit():
+            if not re.fullmatch(r"[0-9]{1,20}", pax["size"]):
                 raise ArchiveRefused("not an image archive: a malformed PAX size")
             size = int(pax["size"])
         if name not in IMAGE_FILES:
