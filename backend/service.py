@@ -30,6 +30,7 @@ from web3 import Web3
 from backend.api import create_app
 from backend.api.deps import AppContext
 from backend.dispatch import CeleryDispatcher, make_producer
+from backend.domain import images
 from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketplace_decoder
 from backend.indexer.heads import NewHeads, websocket_url
 from backend.leadership import INDEXER, Leadership, verifier_job
@@ -41,8 +42,12 @@ from backend.verifier import LivenessResult, LivenessWatch, Verifier, VerifierCo
 from cvm.api_models import ChainInfo
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
+from cvm.images import ImageStore
 
 log = logging.getLogger(__name__)
+
+# Seconds between two collections of unused uploaded images (sooner for a short grace).
+IMAGE_GC_EVERY_S = 300.0
 
 
 @dataclass
@@ -101,6 +106,7 @@ class BackendService:
         self.clock = clock
         self.leadership = Leadership(self.store, ttl_s=settings.leader_ttl_s, clock=clock)
         self._failures = RepeatedConditions(log, level=logging.WARNING)
+        self._collected_at = float("-inf")
         self.dispatch = dispatch or CeleryDispatcher(make_producer(settings.broker_url))
         self.matcher = Matcher(
             self.store,
@@ -189,20 +195,51 @@ class BackendService:
         was_leader = self.leadership.holds(INDEXER)
         leader = self.leadership.acquire(INDEXER)
         if leader:
-            if not was_leader:
-                self.matcher.rebuild()
-            self.matcher.refresh_heartbeats()
-            indexed = self.indexer.poll()
-            self._react(indexed)
-            rematched = self.matcher.expire_overdue()
+            # Renewed while the pass runs: a long catch-up must not let the lease lapse (and
+            # stops between batches if it was lost anyway).
+            with self.leadership.keep(INDEXER) as term:
+                if not was_leader:
+                    self.matcher.rebuild()
+                self.matcher.refresh_heartbeats()
+                indexed = self.indexer.poll(keep_going=term.check)
+                if term.check():
+                    self._react(indexed)
+                    rematched = self.matcher.expire_overdue()
+                if term.check():
+                    self._collect_images()
         verified = 0
         liveness = None
         # The verifier key's jobs (votes, liveness challenges) run on its leader only.
         if self.verifier is not None and self.verifier_job is not None:
             if self.leadership.acquire(self.verifier_job):
-                verified = len(self.verifier.run_pending())
-                liveness = self.liveness.run() if self.liveness else None
+                # Votes wait for receipts: the lease is renewed meanwhile.
+                with self.leadership.keep(self.verifier_job) as term:
+                    verified = len(self.verifier.run_pending())
+                    if term.check():
+                        liveness = self.liveness.run() if self.liveness else None
         return StepReport(indexed, rematched, verified, liveness=liveness, leader=leader)
+
+    def _collect_images(self) -> None:
+        """Uploaded images no open lease names, past their grace period, leave the store
+        (on the indexer's leader: one collector for the replicas' shared image store)."""
+        now = self.clock()
+        every = min(self.settings.image_gc_grace_s / 4, IMAGE_GC_EVERY_S)
+        if now - self._collected_at < every:
+            return
+        self._collected_at = now
+        try:
+            removed = images.collect(
+                ImageStore(self.settings.image_dir),
+                self.store,
+                grace_s=self.settings.image_gc_grace_s,
+                now=now,
+            )
+        except OSError as exc:
+            self._failures.report("images", "image collection failed (%s); retrying", exc)
+            return
+        self._failures.clear("images")
+        if removed:
+            log.info("removed %d uploaded image(s) no open lease uses: %s", len(removed), removed)
 
     def _react(self, batch: BatchResult) -> None:
         if batch.reorged_from is not None:

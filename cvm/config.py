@@ -114,6 +114,33 @@ class Settings(BaseSettings):
         description="room the backend's image store may take; an upload that would pass it is"
         " refused (507) instead of filling the disk (8 GiB)",
     )
+    image_renter_quota_bytes: int = Field(
+        2**30,
+        ge=1,
+        description="room one renter's uploaded images may take in the backend's store; an"
+        " upload that would pass it is refused (413) (1 GiB)",
+    )
+    image_gc_grace_s: float = Field(
+        86400.0,
+        ge=60,
+        description="an uploaded image that no open lease (nor a lease intent this recent) names"
+        " is removed once its last upload is this old (24 h)",
+    )
+    timeline_streams_per_client: int = Field(
+        8,
+        ge=1,
+        description="open lease-timeline streams (SSE) per client IP; more are refused (429)",
+    )
+    timeline_streams_max: int = Field(
+        1000,
+        ge=1,
+        description="open lease-timeline streams (SSE) per backend process; more are refused (503)",
+    )
+    timeline_stream_lifetime_s: float = Field(
+        900.0,
+        gt=0,
+        description="a lease-timeline stream ends after this; browsers reconnect by themselves",
+    )
     rate_limit_url: str | None = Field(
         None,
         description="Redis URL shared by replicas for rate-limit counters (default: the broker"

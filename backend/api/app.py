@@ -28,6 +28,11 @@ API_PREFIX = "/v1"
 def create_app(context: AppContext) -> FastAPI:
     """A FastAPI app serving `context` (store, settings, chain); one per process."""
     app = FastAPI(
+        # No /docs or /redoc: FastAPI's pages load unpinned scripts from a CDN, and they would
+        # run on the wallet console's origin, beside its session. The OpenAPI document is
+        # served (`/openapi.json`); open it in any OpenAPI viewer on another origin.
+        docs_url=None,
+        redoc_url=None,
         title="cvm marketplace",
         version="1",
         summary="Leases of AMD SEV-SNP confidential VMs, matched to nodes and attested on chain",

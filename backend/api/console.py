@@ -32,8 +32,8 @@ router = APIRouter(prefix="/console", tags=["console"])
 _NOT_BUILT = """<!doctype html><html lang="en"><meta charset="utf-8">
 <title>cvm: console not built</title>
 <p>The cvm web console is not built. Run <code>make web</code> in the repository (or
-<code>make install</code>) and restart the backend. The API is served under
-<a href="/docs">/v1</a> as usual.</p></html>"""
+<code>make install</code>) and restart the backend. The API is served under /v1 as
+usual (its OpenAPI document: <a href="/openapi.json">/openapi.json</a>).</p></html>"""
 
 
 # The page is a wallet dApp that shows bytes others control (guest consoles, reports): only its

@@ -21,6 +21,7 @@ from backend.domain.errors import (
     NotFound,
     OutOfSpace,
     RateLimited,
+    TooLarge,
     Unauthenticated,
 )
 from cvm.api_models import RETRY_AFTER_HEADER
@@ -34,6 +35,7 @@ _STATUS_OF: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
     RateLimited: 429,
+    TooLarge: 413,
     OutOfSpace: 507,
     DomainError: 400,  # last: a refusal of no more specific kind
 }

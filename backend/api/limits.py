@@ -158,8 +158,11 @@ class AbuseGuardMiddleware:
         if declared is not None and declared > limit:
             # Refused from the headers alone: the body is never kept. A small overage is read
             # and dropped first, so the client gets the 413 rather than a connection reset
-            # (closing on unread data makes the kernel reset); a large one is not read at all.
-            if declared <= _DRAIN_MAX_BYTES:
+            # (closing on unread data makes the kernel reset); a large one is not read at all
+            # (the server drops it as it arrives after the answer). A client that asked
+            # `Expect: 100-continue` sends nothing before the answer: it gets the 413 at once
+            # (reading would tell the server to invite the body).
+            if declared <= _DRAIN_MAX_BYTES and not _expects_continue(scope):
                 await _drain(receive)
             refusal = ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
             await error_response(refusal)(scope, receive, send)
@@ -207,6 +210,11 @@ async def _drain(receive: Receive) -> None:
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
+
+
+def _expects_continue(scope: Scope) -> bool:
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    return any(name == b"expect" and value.lower() == b"100-continue" for name, value in headers)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -42,5 +42,9 @@ class RateLimited(DomainError):
         self.retry_after_s = max(1, retry_after_s)
 
 
+class TooLarge(DomainError):
+    """What was sent is larger than a limit allows (a body, a header, a quota)."""
+
+
 class OutOfSpace(DomainError):
     """The service's storage for this kind of thing is full (the request itself is fine)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hexbytes import HexBytes
@@ -95,8 +95,12 @@ class Indexer:
             row = session.get(IndexerCursor, CURSOR)
             return row.last_block if row is not None else self.start_block - 1
 
-    def poll(self) -> BatchResult:
-        """Catch up to the confirmed head (detecting reorgs first); returns what changed."""
+    def poll(self, keep_going: Callable[[], bool] | None = None) -> BatchResult:
+        """Catch up to the confirmed head (detecting reorgs first); returns what changed.
+
+        `keep_going` is asked before each batch (the leader lease's checkpoint: it renews the
+        lease during a long catch-up); once it says no, the poll stops after the last whole
+        batch and the cursor stays there."""
         with self._lock:
             result = BatchResult()
             safe_head = -1
@@ -105,6 +109,9 @@ class Indexer:
                 safe_head = self.w3.eth.block_number - self.confirmations
                 cursor = self.cursor()
                 while cursor < safe_head:
+                    if keep_going is not None and not keep_going():
+                        log.warning("indexer: stopping at block %s: no longer the leader", cursor)
+                        break
                     to_block = min(cursor + self.batch_blocks, safe_head)
                     self._apply_range(cursor + 1, to_block, result)
                     cursor = to_block

@@ -384,3 +384,19 @@ class LeaseConsole(Base):
     end_offset: Mapped[int] = mapped_column(BigInteger)
     content: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ImageUpload(Base):
+    """Who published an image through the API, how big it is, and when they last sent it.
+
+    The sizes count against each renter's image quota; an image that has rows here and that
+    no open lease names is removed once its newest upload is older than the grace period
+    (`backend.domain.images.collect`). Images placed in the store otherwise have no row and
+    are never collected."""
+
+    __tablename__ = "image_uploads"
+
+    image: Mapped[str] = mapped_column(String(64), primary_key=True)
+    renter: Mapped[str] = mapped_column(ADDRESS, primary_key=True, index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -128,7 +128,9 @@ def extract_archive(source: Path, staging: Path) -> None:
     try:
         with tarfile.open(source, mode="r:") as archive:
             for member in archive:
-                if member.name not in IMAGE_FILES or not member.isreg():
+                # A sparse member counts as regular to tarfile, yet writes its declared
+                # size whatever the archive holds: refused like links and devices.
+                if member.name not in IMAGE_FILES or not member.isreg() or member.issparse():
                     raise ImageError(
                         f"unexpected {member.name!r} in the image archive (only regular files"
                         f" {', '.join(IMAGE_FILES)})"

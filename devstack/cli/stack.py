@@ -52,7 +52,7 @@ def describe(state: StackState) -> Table:
 
     table = Table(title="cvm stack", show_header=False)
     table.add_row("chain (anvil)", state.rpc_url)
-    table.add_row("backend API", f"{state.api_url}/v1  (docs: {state.api_url}/docs)")
+    table.add_row("backend API", f"{state.api_url}/v1  (OpenAPI: {state.api_url}/openapi.json)")
     table.add_row("broker (redis)", state.broker_url)
     table.add_row("store", state.database_url)
     table.add_row("deployment", state.deployment_file)

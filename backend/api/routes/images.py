@@ -2,23 +2,20 @@
 
 Reads are public on purpose: an image is not secret (the measurement a lease expects of it
 is on chain) and every reader checks the files against the id. Publishing needs a renter
-session; the body (a tar, up to `image_max_bytes`) streams to a file inside the image store.
+session; the body (a tar, up to `image_max_bytes`) is unpacked as it streams in, each raw
+header checked before what it announces is read (see `backend.domain.image_archive`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
-from backend.api.deps import Context, Renter
+from backend.api.deps import Context, DbSession, Renter
 from backend.api.errors import ApiError
 from backend.domain import images
 from cvm.api_models import ImageManifest
@@ -70,44 +67,56 @@ def get_component(image_id: ImagePath, component: str, context: Context) -> File
     openapi_extra={"requestBody": {"required": True, "content": _TAR}},
     responses={
         401: {"description": "not signed in"},
-        413: {"description": "larger than the configured image limit"},
-        422: {"description": "not an image archive, or its files are another image"},
+        413: {
+            "description": "larger than the image limit or the renter's image quota, or a tar"
+            " header larger than allowed"
+        },
+        422: {
+            "description": "not an image archive of three plain files, or its files are another"
+            " image"
+        },
         429: {"description": "too many uploads from this renter or client"},
         507: {"description": "the image store is full (CVM_IMAGE_STORE_MAX_BYTES)"},
     },
 )
 async def put_image(
-    image_id: ImagePath, request: Request, context: Context, renter: Renter
+    image_id: ImagePath, request: Request, context: Context, renter: Renter, session: DbSession
 ) -> ImageManifest:
+    # The sign-in check is this request's only use of its session: end its transaction now,
+    # or (on SQLite) it would hold the store's write lock for the whole upload.
+    await run_in_threadpool(session.commit)
     await run_in_threadpool(context.limit_address, renter, "images")
-    store = context.images
-    store.root.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=store.root, prefix=".upload-")
-    os.close(handle)
-    archive = FilePath(name)
+    settings = context.settings
+    limits = images.UploadLimits(
+        image_bytes=settings.image_max_bytes,
+        store_bytes=settings.image_store_max_bytes,
+        renter_bytes=settings.image_renter_quota_bytes,
+    )
+    upload = await run_in_threadpool(
+        images.Upload, context.images, context.store, image_id, renter, limits, context.clock
+    )
     try:
-        await _receive(request, archive, context.settings.image_max_bytes)
-        return await run_in_threadpool(
-            images.publish, store, image_id, archive, context.settings.image_store_max_bytes
-        )
-    finally:
-        archive.unlink(missing_ok=True)
-
-
-async def _receive(request: Request, target: FilePath, limit: int) -> None:
-    """The request body into `target`, refused (413) as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the image is {declared} bytes; the limit is {limit}")
-    received = 0
-    try:
-        async with await anyio.open_file(target, "wb") as sink:
+        received = 0
+        pending = bytearray()
+        try:
             async for chunk in request.stream():
                 received += len(chunk)
-                if received > limit:
-                    raise ApiError(413, f"the image exceeds the limit of {limit} bytes")
-                await sink.write(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "the client went away during the upload") from None
-    if received == 0:
-        raise ApiError(422, "empty body: send the image as a tar (`cvm image push`)")
+                pending += chunk
+                # Unpacked in batches off the event loop; the first batch at once, so a bad
+                # header is refused before the rest of the body is waited for.
+                if len(pending) >= _BATCH_BYTES or received == len(chunk):
+                    await run_in_threadpool(upload.feed, bytes(pending))
+                    pending.clear()
+        except ClientDisconnect:
+            raise ApiError(400, "the client went away during the upload") from None
+        if received == 0:
+            raise ApiError(422, "empty body: send the image as a tar (`cvm image push`)")
+        if pending:
+            await run_in_threadpool(upload.feed, bytes(pending))
+        return await run_in_threadpool(upload.finish)
+    finally:
+        await run_in_threadpool(upload.close)
+
+
+# At most this much of an upload is held in memory between two writes.
+_BATCH_BYTES = 1 << 20

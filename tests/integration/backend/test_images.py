@@ -8,13 +8,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import tarfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
 
+from backend.domain.images import store_bytes
 from backend.store import Match
 from cvm.api_client import ApiClient, ApiError
 from cvm.chain import LeaseSpec, LeaseStatus
@@ -28,7 +32,8 @@ from node_agent.launcher.signer import SimulatedAmdSp
 from node_agent.lease_terms import lease_terms
 from node_agent.store import AgentStore
 from tests.fixtures.chain import LEASE_SPEC, ChainSystem
-from tests.fixtures.images import synthetic_image
+from tests.fixtures.images import sparse_bomb, synthetic_image, tar_header
+from tests.fixtures.processes import wait_for
 from tests.integration.backend.conftest import IMAGE_LIMIT_BYTES, LiveBackend
 from tests.integration.cli.test_no_surprises import cvm, no_traceback
 from tests.integration.node_agent.conftest import NODE_CAPACITY
@@ -346,3 +351,142 @@ def test_a_node_keeps_its_image_cache_within_its_limit_and_never_drops_a_booted_
         for image in images:
             unlimited.ensure(image.image_id)
         assert len(_stored_ids(unlimited.store)) == 4
+
+
+# --- hostile uploads (issue 18) -------------------------------------------------------------
+
+
+def _store_is_empty(backend: LiveBackend) -> bool:
+    store = ImageStore(backend.settings.image_dir)
+    return _stored_ids(store) == [] and _leftovers(store) == [] and store_bytes(store) == 0
+
+
+def test_a_sparse_tar_bomb_is_refused_and_nothing_stays_stored(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    """Attack: a 10 KiB upload whose kernel is a sparse member declaring 200 MiB. Fails on the
+    old backend: `tarfile` counted it as a regular file and wrote all 200 MiB (past the image
+    and store limits), and since the files hash to the id, the image stayed stored (201)."""
+    bomb_id, body = sparse_bomb(200 * 2**20)
+    assert len(body) < 10 * 1024
+    archive = tmp_path / "bomb.tar"
+    archive.write_bytes(body)
+    with _signed_in(live_backend, chain) as api:
+        with pytest.raises(ApiError) as refused:
+            api.upload_image(bomb_id, archive)
+    assert refused.value.status_code == 422 and "sparse" in refused.value.message
+    assert _store_is_empty(live_backend)
+
+
+def test_a_huge_pax_header_is_refused_before_the_body_is_read(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    """Attack: a PAX header hundreds of KiB long (25 MiB in the report, under a larger limit),
+    which `tarfile` parsed into memory whole before anything refused it. Fails on the old
+    backend: it waited for the whole body (the socket below times out) and then stored the
+    image. Now the refusal comes from the 512-byte header alone: the rest is never sent."""
+    image = synthetic_image(ImageStore(tmp_path / "renter"), tmp_path, "pax")
+    pax_size = IMAGE_LIMIT_BYTES - 16 * 1024  # under the body limit: only the header refuses
+    block = tar_header("PaxHeader", pax_size, b"x")
+    declared = IMAGE_LIMIT_BYTES - 1024
+    with _signed_in(live_backend, chain) as api:
+        token = api.token
+    url = urlparse(live_backend.url)
+    with socket.create_connection((url.hostname, url.port or 80), timeout=10) as sock:
+        sock.sendall(
+            f"PUT /v1/images/{image.image_id} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {declared}\r\n\r\n".encode()
+            + block
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, detail = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"413", answer
+    assert f"{pax_size}-byte PAX header".encode() in detail
+    # The whole upload (a valid image behind the header) is refused the same way.
+    whole = tmp_path / "pax.tar"
+    whole.write_bytes(block + b"9" * pax_size + _archive(image, tmp_path).read_bytes())
+    with _signed_in(live_backend, chain) as api:
+        with pytest.raises(ApiError) as refused:
+            api.upload_image(image.image_id, whole)
+    assert refused.value.status_code == 413
+    assert _store_is_empty(live_backend)
+
+
+def test_an_upload_over_the_limit_gets_a_413_not_a_reset(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    """An upload several MiB over the limit, as `cvm image push` sends it, and a small tar whose
+    header declares more than the limit, are both answered 413 with the limit. Fails on the
+    old backend for the second (it read the body and answered 422, truncated tar)."""
+    big = tmp_path / "big.tar"
+    big.write_bytes(b"\0" * (IMAGE_LIMIT_BYTES + 8 * 2**20))
+    declaring = tmp_path / "declaring.tar"
+    declaring.write_bytes(tar_header("vmlinuz", 64 * 2**20) + b"k" * 4096)
+    with _signed_in(live_backend, chain) as api:
+        for archive, message in (
+            (big, f"the limit is {IMAGE_LIMIT_BYTES}"),
+            (declaring, f"declare {64 * 2**20} bytes; the limit is {IMAGE_LIMIT_BYTES}"),
+        ):
+            with pytest.raises(ApiError) as refused:
+                api.upload_image("ab" * 32, archive)
+            assert refused.value.status_code == 413, refused.value.message
+            assert message in refused.value.message
+    assert _store_is_empty(live_backend)
+
+
+def test_each_renter_s_uploads_are_capped_by_the_quota(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    """Fails on the old backend: there was no per-renter quota, so one renter could fill the
+    whole store (every replica's) with images no lease ever uses."""
+    store = ImageStore(tmp_path / "renter")
+    one = synthetic_image(store, tmp_path, "quota-one")
+    two = synthetic_image(store, tmp_path, "quota-two")
+    live_backend.settings.image_renter_quota_bytes = one.size_bytes() + 1024
+    with _signed_in(live_backend, chain) as api:
+        api.upload_image(one.image_id, _archive(one, tmp_path))
+        api.upload_image(one.image_id, _archive(one, tmp_path))  # again: counted once
+        with pytest.raises(ApiError) as refused:
+            api.upload_image(two.image_id, _archive(two, tmp_path))
+    assert refused.value.status_code == 413
+    assert "CVM_IMAGE_RENTER_QUOTA_BYTES" in refused.value.message
+    assert _stored_ids(ImageStore(live_backend.settings.image_dir)) == [one.image_id]
+    with ApiClient(live_backend.url) as other:  # another renter has room of their own
+        other.login(chain.accounts.stranger.key)
+        other.upload_image(two.image_id, _archive(two, tmp_path))
+    assert set(_stored_ids(ImageStore(live_backend.settings.image_dir))) == {
+        one.image_id,
+        two.image_id,
+    }
+
+
+def test_the_backend_collects_uploads_no_open_lease_uses_after_the_grace(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    """Fails on the old backend: uploads were kept for ever, leased or not. Now the backend's
+    background loop removes an upload that no open lease names once its last upload is older
+    than CVM_IMAGE_GC_GRACE_S, and keeps one that an open lease names."""
+    store = ImageStore(tmp_path / "renter")
+    unused = synthetic_image(store, tmp_path, "gc-unused")
+    leased = synthetic_image(store, tmp_path, "gc-leased")
+    with _signed_in(live_backend, chain) as api:
+        for image in (unused, leased):
+            api.upload_image(image.image_id, _archive(image, tmp_path))
+    _lease_naming(live_backend, chain, leased, measure(leased, vcpus=LEASE_SPEC.vcpu))
+    backend_store = ImageStore(live_backend.settings.image_dir)
+    assert set(_stored_ids(backend_store)) == {unused.image_id, leased.image_id}
+    service = live_backend.service
+    service.settings.image_gc_grace_s = 600
+    service.clock = lambda: time.time() + 3600  # an hour later: both past the grace
+    wait_for(lambda: not (backend_store.root / unused.image_id).exists(), timeout=30,
+             what="the unused upload collected")  # fmt: skip
+    assert _stored_ids(backend_store) == [leased.image_id]
+    with ApiClient(live_backend.url) as anonymous:
+        assert _status(lambda: anonymous.image_manifest(unused.image_id)) == 404
+        assert anonymous.image_manifest(leased.image_id).image == leased.image_id

@@ -200,3 +200,22 @@ def test_a_node_that_accepts_after_its_reservation_expired_keeps_the_lease(
     slow_entry, other_entry = matcher.index.get(slow), matcher.index.get(other)
     assert slow_entry is not None and slow_entry.reserved_vcpus == 2
     assert other_entry is not None and other_entry.reserved_vcpus == 0
+
+
+def test_a_long_pass_keeps_its_lease_and_a_released_job_is_not_renewed(
+    store: Store, clock: Clock
+) -> None:
+    first = Leadership(store, holder="first", ttl_s=3, clock=clock)
+    second = Leadership(store, holder="second", ttl_s=3, clock=clock)
+    assert first.acquire(INDEXER)
+    with first.keep(INDEXER) as term:
+        for _ in range(4):  # a pass of four checkpoints, two seconds apart: past the term
+            clock.advance(2)
+            assert term.check() and not second.acquire(INDEXER)
+        # A shutdown whose wait for the pass timed out: the job is handed over, and the pass
+        # still running must neither renew it nor take it back.
+        first.release(INDEXER)
+        assert second.acquire(INDEXER)
+        clock.advance(2)
+        assert not term.check()
+    assert second.holds(INDEXER) and not first.holds(INDEXER)
