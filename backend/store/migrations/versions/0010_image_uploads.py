@@ -1,7 +1,7 @@
 """Who uploaded which image (per-renter image quota, garbage collection of unused uploads).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07 06:30:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import backend.store.types
 
-revision = "0008"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
