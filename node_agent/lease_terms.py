@@ -40,7 +40,7 @@ def lease_terms(chain: ChainClient, lease: Lease) -> LeaseTerms:
 
 def decline_deadline(chain: ChainClient, lease_id: int) -> int:
     """The last chain time (seconds) at which this node may still decline the lease for free
-    (`LeaseMarket.declineLease`; later, a missed first attestation is slashed). The one
-    place the agent learns it: today the lease's `attestBy`, fixed at accept (read afresh,
-    since a lease read before its accept carries none)."""
-    return chain.leases.get_lease(lease_id).attest_by
+    (`LeaseMarket.freeDeclineDeadline`: half the attestation window after accept; later a
+    decline burns a growing share of the bond, all of it at `attestBy`). The one place the
+    agent learns it; 0 once the lease is no longer active (nothing left to decline)."""
+    return chain.leases.free_decline_deadline(lease_id)

@@ -48,7 +48,9 @@ def subjects(name: str, args: dict[str, Any], session: Session) -> tuple[int | N
         return None, str(args["nodeKey"]).lower()
     if name == "LeaseAccepted":
         return int(args["leaseId"]), str(args["nodeKey"]).lower()
-    if name == "AttestationSubmitted":
+    if name in ("AttestationSubmitted", "AttestationEvidence"):
+        # AttestationEvidence feeds no projection; its lease id lets the verifier find the
+        # attested signer the node submitted with each nonce.
         return int(args["leaseId"]), None
     if name in ("AttestationVerified", "AttestationRejected"):
         # Counts toward the reputation of the node whose attestation it was.

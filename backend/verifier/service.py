@@ -30,11 +30,12 @@ from sqlalchemy.orm import Session
 
 from backend.domain.evidence import EvidenceFormatError, decode, guest_key_hash
 from backend.repeats import RepeatedConditions
-from backend.store import Attestation, Evidence, Lease, Store, Verification
+from backend.store import Attestation, ChainEvent, Evidence, Lease, Store, Verification
 from cvm.api_models import AttestationState, LeaseState
 from cvm.attestation import Appraisal, EvidenceBundle
 from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.appraisal import appraise_lease_evidence
+from cvm.attestation.binding import GuestKey, GuestKeyError
 from cvm.attestation.errors import Reason
 from cvm.chain.errors import ChainError
 
@@ -50,6 +51,8 @@ NO_EVIDENCE = "NO_EVIDENCE"  # nothing uploaded for the report within the eviden
 
 # Default of `evidence_timeout_s`: well inside the registry's 1-hour verification window.
 EVIDENCE_TIMEOUT_S = 600.0
+# A lease's signer events scanned for a nonce: the latest submissions are the ones voted on.
+MAX_SIGNER_EVENTS = 16
 
 Confirm = Callable[[int, bytes, bool], str]  # (lease id, report hash, ok) -> tx hash
 
@@ -245,6 +248,15 @@ class Verifier:
         for failure in appraisal.failures:
             reasons.append(str(failure.reason))
             messages.append(failure.message)
+        # The signer the node put on chain with this submission must be the guest's own
+        # (the one its key, bound in REPORT_DATA, names): dApps trust attestedSignerOf.
+        submitted = _submitted_signer(session, lease.id, attestation.nonce)
+        try:
+            made = GuestKey.parse(bundle.guest_key).signer
+        except GuestKeyError:
+            made = None  # reported as GUEST_KEY_MALFORMED by the appraisal
+        if made is not None and (submitted is None or submitted.lower() != made.lower()):
+            mismatch(str(Reason.GUEST_SIGNER_MISMATCH), "attested signer", made, submitted)
         other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
         if other is not None:
             reasons.append(str(Reason.GUEST_KEY_REUSED))
@@ -253,6 +265,20 @@ class Verifier:
         detail["errors"] = messages
         amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
         return appraisal.ok and not reasons, reasons, detail, amd_root
+
+
+def _submitted_signer(session: Session, lease_id: int, nonce: int) -> str | None:
+    """The attested signer the node submitted with `nonce` (AttestationEvidence), if indexed."""
+    events = session.scalars(
+        select(ChainEvent)
+        .where(ChainEvent.lease_id == lease_id, ChainEvent.name == "AttestationEvidence")
+        .order_by(ChainEvent.block_number.desc(), ChainEvent.log_index.desc())
+        .limit(MAX_SIGNER_EVENTS)
+    )
+    for event in events:
+        if int(event.args.get("nonce", -1)) == nonce:
+            return str(event.args.get("signer"))
+    return None
 
 
 def _earlier_claim(session: Session, lease_id: int, key_hash: str) -> int | None:

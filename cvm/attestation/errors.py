@@ -39,6 +39,9 @@ class Reason(StrEnum):
     # The guest key is already bound by another live lease's attestation (one guest, one
     # lease): the later claim is rejected.
     GUEST_KEY_REUSED = "GUEST_KEY_REUSED"
+    # The attested signer the node submitted on chain is not the one in the guest key the
+    # report binds: `attestedSignerOf` would vouch for a key the guest never made.
+    GUEST_SIGNER_MISMATCH = "GUEST_SIGNER_MISMATCH"
     DEBUG_ALLOWED = "DEBUG_ALLOWED"
     MIGRATION_AGENT_ALLOWED = "MIGRATION_AGENT_ALLOWED"
     TCB_TOO_LOW = "TCB_TOO_LOW"

@@ -18,7 +18,7 @@ from backend.service import BackendService
 from backend.store import Lease
 from cvm.api_client import ApiClient
 from cvm.attestation import EvidenceBundle, SimulatedSecureProcessor, build_report_data
-from cvm.attestation.binding import host_data
+from cvm.attestation.binding import GuestKey, host_data
 from cvm.config import Settings
 from cvm.renter import LeaseReport, Renter, is_verified
 from node_agent.launcher.signer import simulated_guest_key
@@ -154,7 +154,7 @@ def test_renter_follows_its_lease_by_server_push(
         node_key = chain.accounts.node_key.key
         with ApiClient(url) as node_api:
             node_api.upload_evidence(bundle.encode(), node_key=node_key)
-        chain.submit(lease_id, bundle.report_hash)
+        chain.submit(lease_id, bundle.report_hash, signer=GuestKey.parse(guest_key).signer)
         follower.join(timeout=120)
         assert not follower.is_alive()
     assert outcome and is_verified(outcome[0])

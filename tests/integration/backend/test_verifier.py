@@ -44,7 +44,7 @@ from cvm.cli import app
 from cvm.config import Settings
 from cvm.eip712 import Domain, EvidenceUpload, sign_node_message
 from node_agent.launcher.signer import simulated_guest_key
-from tests.fixtures.chain import MEASUREMENT, ChainSystem
+from tests.fixtures.chain import GUEST_SIGNER, MEASUREMENT, ChainSystem
 from tests.fixtures.processes import serving
 
 pytestmark = pytest.mark.integration
@@ -129,7 +129,7 @@ class Backend:
         """Evidence as an honest node makes it (a fresh guest key, HOST_DATA of the lease and
         its renter) unless told to lie about a part."""
         deployment = self.chain.deployment
-        guest_key = simulated_guest_key() if guest_key is None else guest_key
+        guest_key = honest_guest_key() if guest_key is None else guest_key
         report_data = build_report_data(
             deployment.chain_id,
             deployment.attestation_registry,
@@ -246,6 +246,11 @@ def test_replayed_binding_and_debug_policy_are_rejected(
         assert stored is not None and stored.reason_codes == result.reason_codes
 
 
+def honest_guest_key() -> bytes:
+    """A fresh guest key naming the signer `ChainSystem.submit` puts on chain by default."""
+    return simulated_guest_key()[:64] + bytes.fromhex(GUEST_SIGNER.address[2:])
+
+
 def _verdict(backend: Backend, bundle: EvidenceBundle) -> Verification:
     backend.upload(bundle)
     backend.chain.submit(bundle.lease_id, bundle.report_hash)
@@ -270,7 +275,7 @@ def test_a_host_data_for_another_lease_or_renter_is_rejected(
         bundle = backend.evidence(amd_sp, lease_id, host_renter=chain.accounts.stranger.address)
     else:
         deployment = chain.deployment
-        key = simulated_guest_key()
+        key = honest_guest_key()
         data = build_report_data(deployment.chain_id, deployment.attestation_registry,
                                  lease_id, 0, key)  # fmt: skip
         signed = amd_sp.attest(measurement=MEASUREMENT, report_data=data)  # HOST_DATA zeros
@@ -305,6 +310,25 @@ def test_a_malformed_guest_key_is_rejected_with_its_reason(
     assert result.reason_codes == ["GUEST_KEY_MALFORMED"], result.detail
 
 
+def test_a_signer_the_guest_never_made_is_rejected(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    """The node submits the attested signer on chain; one that is not the signer in the guest
+    key the report binds (say the operator's own key) would let `attestedSignerOf` vouch for
+    results the guest never signed. Verified by the old verifier, which never compared them."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id = chain.active_lease()
+    bundle = backend.evidence(amd_sp, lease_id)
+    backend.upload(bundle)
+    chain.submit(lease_id, bundle.report_hash, signer=chain.accounts.stranger.address)
+    backend.indexer.poll()
+    (result,) = backend.verifier.run_pending()
+    assert not result.ok
+    assert result.reason_codes == ["GUEST_SIGNER_MISMATCH"], result.detail
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.REJECTED
+    assert chain.client().attestations.attested_signer_of(lease_id) == "0x" + "00" * 20
+
+
 def _accepted_lease(chain: ChainSystem) -> int:
     """Another lease the (already staked) node accepted."""
     lease_id = chain.open_lease()
@@ -320,7 +344,7 @@ def test_a_guest_key_reused_across_two_live_leases_is_rejected_for_the_second(
     order the verifier takes them in. Accepted by the old verifier."""
     backend = Backend(store, chain, amd_sp)
     first, second = chain.active_lease(), _accepted_lease(chain)
-    key = simulated_guest_key()
+    key = honest_guest_key()
     bundles = [backend.evidence(amd_sp, lease, guest_key=key) for lease in (first, second)]
     for bundle in bundles:
         backend.upload(bundle)

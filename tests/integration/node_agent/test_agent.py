@@ -13,7 +13,7 @@ from cvm.attestation.abi import parse
 from cvm.attestation.binding import GuestKey, build_report_data, host_data
 from cvm.chain import AttestationStatus, LeaseStatus
 from node_agent.agent import NodeAgent
-from node_agent.errors import AgentError, CapacityExceeded, LauncherError, LeaseNotOurs
+from node_agent.errors import CapacityExceeded, LauncherError, LeaseNotOurs
 from node_agent.launcher.base import GuestReport, GuestSpec, GuestState, HostBinding
 from node_agent.store import LeaseState, Resources, SubmissionState
 from tests.fixtures.chain import LEASE_SPEC, MEASUREMENT, ChainSystem
@@ -345,19 +345,13 @@ def test_a_report_without_a_well_formed_guest_key_is_never_submitted(
     passed the node's check, and the verifier's rejection slashed the node)."""
     chain.staked_node()
     lease_id = chain.open_lease()
-    chain.node.leases.accept_lease(lease_id)
     agent = make_agent()
-    deployment = chain.deployment
-    renter = chain.node.leases.get_lease(lease_id).renter
-    binding = HostBinding(deployment.chain_id, deployment.attestation_registry, renter)
-    agent.launcher.launch(GuestSpec(lease_id, 4, 8_192, 40, MEASUREMENT, binding=binding))
     real = agent.launcher.get_report
     monkeypatch.setattr(
         agent.launcher, "get_report", lambda lid, n: replace(real(lid, n), guest_key=bad_key)
     )
-    # Refused by the node's own appraisal (as the verifiers would) or, past it, by the
-    # signer's parse: either way nothing reaches the chain.
-    with pytest.raises((LauncherError, AgentError), match=r"would be rejected|key is malformed"):
-        agent.poster.attest(lease_id)
+    # Refused by the node's own appraisal, exactly as the verifiers would refuse it.
+    with pytest.raises(LauncherError, match="would be rejected"):
+        agent.handle_lease(lease_id)
     assert chain.node.attestations.attestation_nonce(lease_id) == 0
-    assert all(s.state == SubmissionState.REPORTED for s in agent.store.submissions(lease_id))
+    assert agent.store.submissions(lease_id) == []

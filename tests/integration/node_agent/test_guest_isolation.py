@@ -29,7 +29,7 @@ from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.lifecycle import DECLINE_MARGIN_S
 from node_agent.store import AgentStore, LeaseState
 from node_agent.tasks import Scheduler
-from tests.fixtures.chain import CONFIG, MEASUREMENT, ChainSystem
+from tests.fixtures.chain import MEASUREMENT, ChainSystem
 from tests.fixtures.processes import wait_for
 from tests.integration.node_agent.conftest import NODE_CAPACITY
 from tests.unit.node_agent.fake_guest import (
@@ -85,6 +85,13 @@ def _agent(chain: ChainSystem, launcher: Any, state: Path, **options: Any) -> No
     )
 
 
+def _near_free_decline_deadline(chain: ChainSystem, lease_id: int) -> None:
+    """To `DECLINE_MARGIN_S` before the last moment the node may decline for free."""
+    chain.advance(
+        chain.node.leases.free_decline_deadline(lease_id) - DECLINE_MARGIN_S - chain.now()
+    )
+
+
 def test_a_guest_that_refuses_to_attest_is_declined_without_slash(
     chain: ChainSystem, tmp_path: Path, amd_sp: SimulatedAmdSp, guests: Any
 ) -> None:
@@ -101,7 +108,7 @@ def test_a_guest_that_refuses_to_attest_is_declined_without_slash(
     with pytest.raises(LauncherError, match="I attest nothing"):  # early: may pass, retried
         agent.handle_lease(lease_id)
     assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.ACTIVE
-    chain.advance(CONFIG.attestation_window - DECLINE_MARGIN_S)
+    _near_free_decline_deadline(chain, lease_id)
     agent.reconcile()  # the guest has not attested this close to the deadline: declined
     lease = chain.node.leases.get_lease(lease_id)
     assert lease.status == LeaseStatus.OPEN  # back on the market (LeaseMarket's decline rule)
@@ -133,7 +140,7 @@ def test_a_guest_silent_when_accepted_is_declined_before_it_is_asked_again(
     with pytest.raises(LauncherError, match="deadline"):
         agent.handle_lease(lease_id)
     asked = len(guest.requests)
-    chain.advance(CONFIG.attestation_window - DECLINE_MARGIN_S)
+    _near_free_decline_deadline(chain, lease_id)
     with pytest.raises(LeaseUnservable, match="did not attest in time"):
         agent.reattest(lease_id)
     assert len(guest.requests) == asked  # declined without asking the guest once more
