@@ -5,6 +5,7 @@
     status = client.status(lease_id)
     status.verified, status.measurement.hex(), status.verified_at
     client.is_attested(lease_id, expected_measurement)   # the same answer a contract gets
+    client.verify_result(lease_id, request, result, signature)  # signed inside the guest?
 
 Every failure is an `AttestationClientError`: `ChainUnavailable` (the RPC does not answer),
 `NotARegistry` (the address is not an AttestationRegistry on that chain) or
@@ -29,6 +30,7 @@ from cvm.chain import (
     AttestationStatus,
     EventDecoder,
     open_web3,
+    recover_guest_result,
 )
 from cvm.config import MEASUREMENT_BYTES
 from cvm.renter import attestation_dict
@@ -87,6 +89,7 @@ class AttestationClient:
         # Whether code was found at `registry`: checked once (a deployed contract stays),
         # not one extra eth_getCode round trip per read.
         self._has_code = False
+        self._chain_id: int | None = None
 
     def status(self, lease_id: int) -> LeaseAttestation:
         """The lease's latest attestation (status NONE if it was never attested)."""
@@ -111,6 +114,39 @@ class AttestationClient:
         _check_lease_id(lease_id)
         signer = self._call(lambda: self._registry.attested_signer_of(lease_id))
         return None if int(signer, 16) == 0 else signer
+
+    def verify_result(
+        self,
+        lease_id: int,
+        request: bytes,
+        result: bytes,
+        signature: bytes,
+        *,
+        expected_measurement: bytes | None = None,
+    ) -> bool:
+        """What `AttestedService.postResult` checks, off chain: True only if `signature` is the
+        EIP-712 `GuestResult` of `result` to `request` signed inside the guest by the key the
+        lease's current attestation vouches for (`attested_signer`); given
+        `expected_measurement`, only while attested with it. False for the node key's
+        signature, another lease's, an unattested lease or a malformed signature."""
+        _check_lease_id(lease_id)
+        if not isinstance(request, bytes) or len(request) != 32:
+            raise InvalidArgument("a request id is 32 bytes")
+        if not isinstance(result, bytes) or not isinstance(signature, bytes):
+            raise InvalidArgument("result and signature are bytes")
+        if expected_measurement is not None and not self.is_attested(
+            lease_id, expected_measurement
+        ):
+            return False
+        signer = self.attested_signer(lease_id)
+        if signer is None:
+            return False
+        if self._chain_id is None:
+            self._chain_id = self._call(lambda: int(self.w3.eth.chain_id))
+        recovered = recover_guest_result(
+            lease_id, request, result, signature, self._chain_id, self.registry
+        )
+        return recovered is not None and recovered.lower() == signer.lower()
 
     def _call(self, read: Callable[[], _T]) -> _T:
         """Run a registry read, turning each way it can fail into this module's errors."""

@@ -3,13 +3,16 @@
 Build (or reuse) the guest image, publish it to the backend (the node downloads it by its
 id and checks it), rent by its id (the expected measurement derived from it), wait for
 Verified, seal an SSH key and a secret to the attested guest, run `sha256sum` on the
-secret inside the guest over SSH with its attested host key pinned, close, and see the
-guest stop. Everything the simulated AMD-SP signed is shown as such.
+secret inside the guest over SSH with its attested host key pinned, have a process in the
+guest sign that result with the guest's attested key and post it to a dApp contract
+(`AttestedService`) trusting the image, which refuses the node key's signature; close, and
+see the guest stop. Everything the simulated AMD-SP signed is shown as such.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import subprocess
 import tempfile
@@ -136,6 +139,55 @@ def _vm_journey(
         raise RuntimeError(f"the guest holds another secret ({seen})")
     out().print(f"sha256 in the guest = {seen} = the renter's")
 
+    def dapp() -> str:
+        from cvm.chain import (
+            ContractRevert,
+            deploy_attested_service,
+            sign_guest_result,
+            verify_guest_result,
+        )
+        from cvm.wallet import load_account, read_password_file
+
+        # The guest signs for processes inside it only: ask over SSH, as the renter.
+        request, result = secrets.token_bytes(32), seen.encode()
+        access = api.guest_access(lease_id)
+        known = work / "known_hosts"
+        known.write_text(guest.identity.known_hosts_line(access.host, access.ssh_port))
+        command = f"printf %s {seen} | python3 /usr/lib/cvm/agent.py sign-result {request.hex()}"
+        argv = ssh_argv(known, access.host, access.ssh_port, identity, [command])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+        try:
+            answer = json.loads(done.stdout)
+            signature = bytes.fromhex(answer["signature"])
+        except (ValueError, KeyError, TypeError):
+            raise RuntimeError(f"the guest did not sign: {literal(done.stderr[-500:])}") from None
+        if not verify_guest_result(renter.chain, lease_id, request, result, signature,
+                                   expected_measurement=expected):  # fmt: skip
+            raise RuntimeError("the guest's signature is not by its attested signer")
+        dapp_chain = deploy_attested_service(renter.chain, expected)
+        node_address = renter.report(lease_id).lease.node_key
+        # The node's own key, from the stack's record: what an operator could sign with.
+        node = next(n for n in state.nodes if n.address.lower() == node_address.lower())
+        node_key = load_account(
+            Path(node.node_keystore), read_password_file(Path(node.node_password_file))
+        )
+        forged = sign_guest_result(node_key, lease_id, request, result, deployment.chain_id,
+                                   deployment.attestation_registry)  # fmt: skip
+        try:
+            dapp_chain.with_account(node_key).service.post_result(lease_id, request, result, forged)
+        except ContractRevert as refused:
+            if refused.name != "AttestedService_NotAttestedSigner":
+                raise
+        else:
+            raise RuntimeError("the dApp accepted a result signed by the node key")
+        out().print("the dApp refused the same result signed by the node key")
+        posted = dapp_chain.service.post_result(lease_id, request, result, signature)
+        signer = str(posted.event("ResultPosted").args["signer"])
+        out().print(f"ResultPosted by the guest's attested signer {signer} (made in the guest)")
+        return signer
+
+    signer = step(7, "a process in the guest signs the result; a dApp contract takes it", dapp)
+
     def close() -> None:
         renter.close(lease_id)
         deadline = time.monotonic() + 60
@@ -145,12 +197,13 @@ def _vm_journey(
             time.sleep(0.5)
         out().print("the node stopped the guest")
 
-    step(7, "close the lease; the guest stops", close)
+    step(8, "close the lease; the guest stops", close)
     summary = Table(title="VM demo summary", show_header=False)
     summary.add_row("image", image.image_id)
     summary.add_row("measurement", "0x" + expected.hex())
     summary.add_row("lease", str(lease_id))
     summary.add_row("secret sha256 in guest", seen)
+    summary.add_row("guest's attested signer", signer)
     summary.add_row("AMD-SP", "SIMULATED" if guest.simulated else "AMD")
     return summary
 

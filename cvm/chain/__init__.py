@@ -23,11 +23,16 @@ from cvm.chain.connection import (
     resolve_rpc_url,
 )
 from cvm.chain.contract import TxResult
-from cvm.chain.deploy import NO_MEASUREMENT, DeployConfig, deploy
+from cvm.chain.deploy import NO_MEASUREMENT, DeployConfig, deploy, deploy_attested_service
 from cvm.chain.deployment import Deployment
 from cvm.chain.errors import ChainError, ContractRevert, RevertDecoder, UnknownRevert
 from cvm.chain.events import ChainEvent, EventDecoder
-from cvm.chain.guest_result import guest_result_message, sign_guest_result
+from cvm.chain.guest_result import (
+    guest_result_message,
+    recover_guest_result,
+    sign_guest_result,
+    verify_guest_result,
+)
 from cvm.chain.lease_market import CreatedLease, LeaseMarketClient, LeaseTerms
 from cvm.chain.node_consent import node_consent_message, sign_node_consent
 from cvm.chain.node_registry import NodeRegistryClient
@@ -87,6 +92,7 @@ __all__ = [
     "check_network",
     "connect",
     "deploy",
+    "deploy_attested_service",
     "event_decoder",
     "find_anvil",
     "forget_nonces",
@@ -94,8 +100,10 @@ __all__ = [
     "load_artifact",
     "node_consent_message",
     "open_web3",
+    "recover_guest_result",
     "resolve_rpc_url",
     "revert_decoder",
     "sign_guest_result",
     "sign_node_consent",
+    "verify_guest_result",
 ]

@@ -9,7 +9,7 @@ becomes owner and admin.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -20,6 +20,7 @@ from cvm.chain.client import ChainClient
 from cvm.chain.deployment import Deployment
 from cvm.chain.errors import ChainError
 from cvm.chain.sender import TransactionSender
+from cvm.config import MEASUREMENT_BYTES
 
 # A measurement nobody launches: the example consumer deployed without a real one trusts nothing.
 NO_MEASUREMENT = bytes(48)
@@ -97,3 +98,17 @@ def deploy(
     for verifier in config.verifiers:
         admin.attestations.add_verifier(verifier)
     return deployment
+
+
+def deploy_attested_service(chain: ChainClient, measurement: bytes) -> ChainClient:
+    """Deploy an example consumer (`AttestedService`) of `chain`'s attestation registry that
+    trusts `measurement` (your image's), from `chain`'s account; a client of the same
+    deployment whose `service` is the new contract."""
+    if len(measurement) != MEASUREMENT_BYTES:
+        raise ValueError(f"a measurement is {MEASUREMENT_BYTES} bytes, got {len(measurement)}")
+    if chain.sender is None:
+        raise ChainError("deploying needs an account")
+    address = _deploy_contract(
+        chain.sender, "AttestedService", chain.deployment.attestation_registry, measurement
+    )
+    return ChainClient(chain.w3, replace(chain.deployment, attested_service=address), chain.account)

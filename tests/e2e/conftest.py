@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cvm.chain import ChainClient, Deployment, connect
+from cvm.wallet import load_account, read_password_file
 from tests.e2e.harness import Cli, descendants, group_alive, pid_alive, stop_up
 
 pytestmark = pytest.mark.e2e
@@ -67,3 +69,22 @@ def new_wallet(stack: Stack, name: str, *, fund: bool = True) -> list[str]:
     if fund:
         stack.cli.json("wallet", "fund", name, "--tokens", "100")
     return ["--wallet", name, "--password-file", str(secret)]
+
+
+def chain_of(stack: Stack) -> ChainClient:
+    deployment = Deployment.load(stack.data_dir / "deployment.json")
+    assert deployment.rpc_url is not None
+    return connect(deployment, rpc_url=deployment.rpc_url)
+
+
+def stack_key(stack: Stack, name: str) -> ChainClient:
+    keys = stack.data_dir / "stack" / "keys"
+    account = load_account(keys / f"{name}.json", read_password_file(keys / f"{name}.password"))
+    return chain_of(stack).with_account(account)
+
+
+def node_name(stack: Stack, address: str) -> str:
+    for node in stack.cli.state()["nodes"]:
+        if node["address"].lower() == address.lower():
+            return str(node["name"])
+    raise AssertionError(f"{address} is not a node of the stack")

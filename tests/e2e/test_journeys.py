@@ -11,36 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from cvm.chain import ChainClient, ContractRevert, Deployment, connect, sign_guest_result
+from cvm.chain import ContractRevert, sign_guest_result
 from cvm.sdk import AttestationClient
-from cvm.wallet import load_account, read_password_file
 from devstack import DEMO_MEASUREMENT
-from tests.e2e.conftest import Stack, new_wallet, password_file
+from tests.e2e.conftest import Stack, chain_of, new_wallet, node_name, password_file, stack_key
 from tests.e2e.harness import descendants, group_alive, pid_alive
 from tests.fixtures.processes import stop_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
 NODE0_PRICE = 10**12  # per vCPU-second: the cheapest node of `cvm up`'s default fleet
-
-
-def chain_of(stack: Stack) -> ChainClient:
-    deployment = Deployment.load(stack.data_dir / "deployment.json")
-    assert deployment.rpc_url is not None
-    return connect(deployment, rpc_url=deployment.rpc_url)
-
-
-def stack_key(stack: Stack, name: str) -> ChainClient:
-    keys = stack.data_dir / "stack" / "keys"
-    account = load_account(keys / f"{name}.json", read_password_file(keys / f"{name}.password"))
-    return chain_of(stack).with_account(account)
-
-
-def node_name(stack: Stack, address: str) -> str:
-    for node in stack.cli.state()["nodes"]:
-        if node["address"].lower() == address.lower():
-            return str(node["name"])
-    raise AssertionError(f"{address} is not a node of the stack")
 
 
 def test_rent_attest_dapp_topup_close_refund(stack: Stack) -> None:

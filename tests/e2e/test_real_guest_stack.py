@@ -1,20 +1,35 @@
 """The renter's journey to a real VM on `cvm up --launcher qemu`: rent by image with an SSH
 key and a secret, Verified on chain with the guest's key bound, the secret sealed by the
 renter's client and relayed as ciphertext, `cvm lease ssh N -- sha256sum` inside the guest,
-close, guest stopped. The backend's and the node's files never hold the secret."""
+close, guest stopped. The backend's and the node's files never hold the secret.
+
+On the same guest, the README's dApp journey: a process inside the guest signs a result
+with the key the guest made at boot, the renter posts it to an `AttestedService` trusting
+the image; the node key's signature, a replay and another lease are refused."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from eth_utils import keccak
 
+from cvm.chain import (
+    ContractRevert,
+    deploy_attested_service,
+    recover_guest_result,
+    sign_guest_result,
+    verify_guest_result,
+)
 from cvm.images import Image, measure
-from tests.e2e.conftest import Stack, new_wallet
+from cvm.sdk import AttestationClient
+from cvm.wallet import load_account, read_password_file
+from tests.e2e.conftest import Stack, chain_of, new_wallet, node_name, stack_key
 from tests.e2e.harness import Cli, stop_up
 from tests.fixtures.images import guest_image, image_store  # noqa: F401
 from tests.fixtures.processes import wait_for
@@ -106,6 +121,8 @@ def test_rent_a_real_vm_get_the_secret_over_ssh_and_close(qemu_stack, guest_imag
 
     assert wait_for(lambda: relayed() == ("node", 1, False), timeout=30, interval=1)
 
+    dapp_journey(stack, lease, guest_image, tmp_path / "id", alice)
+
     # The node had the image from the backend (pushed by `cvm rent`), in its own store.
     downloaded = list((stack.data_dir / "stack" / "node-images").glob(f"*/{guest_image.image_id}"))
     assert len(downloaded) == 1 and (downloaded[0] / "initrd.cpio").stat().st_size > 0
@@ -125,3 +142,81 @@ def test_rent_a_real_vm_get_the_secret_over_ssh_and_close(qemu_stack, guest_imag
     closed = stack.cli.json("lease", "close", str(lease_id), *alice)
     assert closed["status"] == "closed"
     assert wait_for(lambda: not guest_processes(stack.data_dir), timeout=60, interval=0.5)
+
+
+def dapp_journey(
+    stack: Stack,
+    lease: dict,
+    image: Image,
+    identity: Path,
+    renter: list[str],
+) -> None:
+    """The README's dApp journey, command for command, on the running real guest.
+
+    A result counts only when signed inside the guest by its attested signer: before
+    issue 17 AttestedService took the node key's word (the node-key post below passed),
+    and before `verify_guest_result` a dApp could not check a result off chain at all."""
+    lease_id = lease["lease_id"]
+    # The dApp trusts its image: `cvm image measure IMAGE --vcpus 1`.
+    measured = stack.cli.json("image", "measure", image.image_id, "--vcpus", "1")
+    assert measured["measurement"] == lease["attestation"]["measurement"]
+    measurement = bytes.fromhex(measured["measurement"].removeprefix("0x"))
+    account = load_account(
+        stack.data_dir / "wallets" / "alice.json", read_password_file(Path(renter[3]))
+    )
+    chain = chain_of(stack).with_account(account)  # any account can deploy and relay
+    dapp = deploy_attested_service(chain, measurement)
+    assert dapp.service.expected_measurement() == measurement
+
+    # A process inside the guest signs its result; over SSH with the renter's key.
+    request, result = os.urandom(32), b"42"
+    signed = stack.cli.run(
+        "lease", "ssh", str(lease_id), "-i", str(identity), "--trust-simulated-amd", *renter,
+        "--", f"printf 42 | python3 /usr/lib/cvm/agent.py sign-result {request.hex()}",
+    )  # fmt: skip
+    answer = json.loads(signed.stdout)
+    assert answer["ok"] is True and answer["lease_id"] == lease_id
+    assert answer["result_hash"] == keccak(result).hex()
+    signature = bytes.fromhex(answer["signature"])
+
+    # The key the guest made at boot, vouched for on chain: neither the node's nor the renter's.
+    sdk = AttestationClient(chain.w3, chain.deployment.attestation_registry)
+    signer = sdk.attested_signer(lease_id)
+    assert signer is not None and signer.lower() == answer["signer"].lower()
+    assert signer.lower() not in (lease["node"].lower(), account.address.lower())
+    assert verify_guest_result(chain, lease_id, request, result, signature,
+                               expected_measurement=measurement)  # fmt: skip
+    assert sdk.verify_result(lease_id, request, result, signature)
+    assert not verify_guest_result(chain, lease_id, request, b"43", signature)
+
+    # The node key's signature over the same request (what an operator renting its own
+    # node could make for any data): refused off chain and on chain, before the guest's post.
+    node = stack_key(stack, node_name(stack, lease["node"]))
+    assert node.account is not None
+    deployment = chain.deployment
+    forged = sign_guest_result(node.account, lease_id, request, result, deployment.chain_id,
+                               deployment.attestation_registry)  # fmt: skip
+    assert not verify_guest_result(chain, lease_id, request, result, forged)
+    with pytest.raises(ContractRevert) as by_node:
+        dapp.with_account(node.account).service.post_result(lease_id, request, result, forged)
+    assert by_node.value.name == "AttestedService_NotAttestedSigner"
+    # The guest's signature is for its lease only: under another lease id it recovers to
+    # some other address, and the contract refuses it (that lease is not attested).
+    other = lease_id + 1
+    assert recover_guest_result(other, request, result, signature, deployment.chain_id,
+                                deployment.attestation_registry) != signer  # fmt: skip
+    assert not verify_guest_result(chain, other, request, result, signature)
+    with pytest.raises(ContractRevert) as other_lease:
+        dapp.service.post_result(other, request, result, signature)
+    assert other_lease.value.name == "AttestedService_NotAttested"
+
+    # Accepted, relayed by the renter's account.
+    posted = dapp.service.post_result(lease_id, request, result, signature)
+    assert posted.event("ResultPosted").args == {
+        "leaseId": lease_id, "request": request, "resultHash": keccak(result), "signer": signer,
+    }  # fmt: skip
+    assert dapp.service.result_of(lease_id) == keccak(result) and dapp.service.answered(request)
+    # Each request once: the same signed result again is refused.
+    with pytest.raises(ContractRevert) as replay:
+        dapp.service.post_result(lease_id, request, result, signature)
+    assert replay.value.name == "AttestedService_RequestAnswered"
