@@ -25,13 +25,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.domain.evidence import EvidenceFormatError, decode, guest_key_hash
+from backend.domain.evidence import (
+    EvidenceFormatError,
+    decode,
+    earlier_claims,
+    guest_key_hash,
+)
 from backend.repeats import RepeatedConditions
 from backend.store import Attestation, Evidence, Lease, Store, Verification
-from cvm.api_models import AttestationState, LeaseState
+from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle
 from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.appraisal import appraise_lease_evidence
@@ -245,50 +250,16 @@ class Verifier:
         for failure in appraisal.failures:
             reasons.append(str(failure.reason))
             messages.append(failure.message)
-        other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
+        # One guest, one lease: the rule the claim route answers nodes with (`earlier_claims`).
+        claims = earlier_claims(session, guest_key_hash(bundle.guest_key), lease.id)
+        other = next((claim for claim in claims if claim.live), None)
         if other is not None:
             reasons.append(str(Reason.GUEST_KEY_REUSED))
-            messages.append(f"guest key: already bound by live lease {other}")
+            messages.append(f"guest key: already bound by live lease {other.lease_id}")
         detail = _detail(bundle, appraisal)
         detail["errors"] = messages
         amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
         return appraisal.ok and not reasons, reasons, detail, amd_root
-
-
-def _earlier_claim(session: Session, lease_id: int, key_hash: str) -> int | None:
-    """Another live lease that claimed this guest key before `lease_id` did, if any.
-
-    A lease claims a key from its first uploaded evidence that names it; the claim counts
-    while the lease is active and its current attestation (pending or verified) is a report
-    with that key. The earlier claim wins (ties: the lower lease id), so a guest key copied
-    into another lease's guest gets the copy rejected, never the original."""
-    first_seen = (
-        select(Evidence.lease_id, func.min(Evidence.created_at).label("first"))
-        .where(Evidence.guest_key_hash == key_hash, Evidence.lease_id.is_not(None))
-        .group_by(Evidence.lease_id)
-        .subquery()
-    )
-    ours = session.scalar(select(first_seen.c.first).where(first_seen.c.lease_id == lease_id))
-    rows = session.execute(
-        select(first_seen.c.lease_id, first_seen.c.first)
-        .join(Lease, Lease.id == first_seen.c.lease_id)
-        .join(Attestation, Attestation.lease_id == first_seen.c.lease_id)
-        .join(
-            Evidence,
-            (Evidence.report_hash == Attestation.report_hash)
-            & (Evidence.guest_key_hash == key_hash),
-        )
-        .where(
-            first_seen.c.lease_id != lease_id,
-            Lease.status == LeaseState.ACTIVE,
-            Attestation.status.in_((AttestationState.PENDING, AttestationState.VERIFIED)),
-        )
-        .order_by(first_seen.c.first, first_seen.c.lease_id)
-    ).all()
-    for other, first in rows:
-        if ours is None or (first, other) < (ours, lease_id):
-            return int(other)
-    return None
 
 
 def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:
