@@ -190,7 +190,10 @@ class LeaseLifecycle:
         free-decline deadline minus `DECLINE_MARGIN_S` is declined and stopped while that is
         free (then LeaseUnservable), or the renter would close after the deadline and have
         the node slashed. What the guest did instead (refusals, timeouts, malformed
-        answers) is logged and kept in the store as evidence."""
+        answers, a key another lease claimed) is logged and kept in the store as evidence;
+        a claimed key gives the lease back at once. While the backend cannot take the
+        evidence or say whether the key is free, nothing is submitted (a rejected report
+        is slashed) and the lease is declined at the same deadline."""
         lease_id = lease.lease_id
         first = record.state not in (LeaseState.ATTESTED, LeaseState.RELAUNCHED)
         if (
@@ -219,11 +222,12 @@ class LeaseLifecycle:
             self.give_back(lease, record, f"the guest did not attest in time: {exc}")
             raise LeaseUnservable(f"lease {lease_id}: the guest did not attest in time") from exc
         except (KeyClaimUnknown, ApiError) as exc:
-            # The backend is unreachable (for the claim check or the upload): tried again on
-            # the next pass; a report kept meanwhile must not keep the lease from the decline.
+            # The backend did not take the evidence or answer the key check (unreachable, most
+            # likely): tried again on the next pass; a report kept meanwhile must not keep the
+            # lease from its free decline.
             if not first or not self.decline_due(lease_id):
                 raise
-            self.give_back(lease, record, f"the backend was unreachable until the deadline: {exc}")
+            self.give_back(lease, record, f"no answer from the backend before the deadline: {exc}")
             raise LeaseUnservable(f"lease {lease_id}: not attested in time") from exc
 
     def decline_due(self, lease_id: int) -> bool:
