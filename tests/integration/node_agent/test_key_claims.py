@@ -5,6 +5,7 @@ being slashed (real anvil, the real backend service over HTTP, the verifier)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from cvm.config import Settings
 from node_agent.agent import NodeAgent
 from node_agent.errors import LeaseUnservable
 from node_agent.launcher.base import GuestReport
-from node_agent.launcher.signer import SimulatedAmdSp
+from node_agent.launcher.signer import SimulatedAmdSp, simulated_guest_key
 from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.lifecycle import DECLINE_MARGIN_S
 from node_agent.store import AgentStore, LeaseState
@@ -53,8 +54,10 @@ class LiveBackend:
         wait_for(indexed, timeout=30, what=what)
 
 
-@pytest.fixture
-def backend(chain: ChainSystem, tmp_path: Path) -> Iterator[LiveBackend]:
+@contextmanager
+def _live_backend(chain: ChainSystem, tmp_path: Path, *, indexing: bool) -> Iterator[LiveBackend]:
+    """The backend service over HTTP; `indexing`: its loop follows the chain by itself
+    (otherwise the test steps it, to hold the indexer back as confirmations do)."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{tmp_path / 'backend.db'}",
@@ -64,12 +67,19 @@ def backend(chain: ChainSystem, tmp_path: Path) -> Iterator[LiveBackend]:
         indexer_poll_s=0.05,
     )
     service = BackendService(settings, chain.deployment, chain.anvil.w3, dispatch=lambda *_: None)
-    service.start()
+    if indexing:
+        service.start()
     try:
         with serving(service.app) as url:
             yield LiveBackend(service, url)
     finally:
         service.close()
+
+
+@pytest.fixture
+def backend(chain: ChainSystem, tmp_path: Path) -> Iterator[LiveBackend]:
+    with _live_backend(chain, tmp_path, indexing=True) as live:
+        yield live
 
 
 def _agent(client: ChainClient, state: Path, amd_sp: SimulatedAmdSp, api: ApiClient) -> NodeAgent:
@@ -156,6 +166,58 @@ def test_a_guest_key_copied_from_another_node_is_never_submitted(
     assert [(r.lease_id, r.ok) for r in results] == [(first, True)]
     assert chain.client().nodes.get_node(other.address).stake == STAKE
     assert chain.client().leases.bonded_stake(other.address) == 0
+
+
+def _answering_with(agent: NodeAgent, chain: ChainSystem, key: bytes) -> None:
+    """Make `agent`'s guests answer with `key` in reports that are genuine for their lease."""
+    deployment = chain.deployment
+    signer = agent.launcher.signer  # type: ignore[attr-defined]
+
+    def report(asked: int, nonce: int) -> GuestReport:
+        renter = chain.client().leases.get_lease(asked).renter
+        data = build_report_data(
+            deployment.chain_id, deployment.attestation_registry, asked, nonce, key
+        )
+        host = host_data(deployment.chain_id, deployment.attestation_registry, asked, renter)
+        signed = signer.sign_report(MEASUREMENT, data, host)
+        return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, key)
+
+    agent.launcher.get_report = report  # type: ignore[method-assign, assignment]
+
+
+def test_a_renter_racing_the_indexer_cannot_get_the_first_node_slashed(
+    chain: ChainSystem, amd_sp: SimulatedAmdSp, tmp_path: Path
+) -> None:
+    """The renter reads its guest's key K on node A before A attests (root in the guest) and
+    has its guest on node B answer with K first: B's evidence names K first and B submits.
+    A asks before the backend has indexed B's submission (the indexer trails the chain by
+    its confirmations), so B's claim is not live yet; the verifiers will hold it against A
+    as soon as it is. A must not submit: it declines for free. FAILED on the old code (A
+    submitted, to be rejected as GUEST_KEY_REUSED and slashed), and would with a check of
+    live claims only."""
+    chain.staked_node()
+    other = _second_node(chain)
+    key = simulated_guest_key()
+    with (
+        _live_backend(chain, tmp_path, indexing=False) as backend,
+        ApiClient(backend.url) as api,
+    ):
+        node_a = _agent(chain.node, tmp_path / "a", amd_sp, api)
+        node_b = _agent(chain.client(other), tmp_path / "b", amd_sp, api)
+        first, second = chain.open_lease(), chain.open_lease()
+        chain.node.leases.accept_lease(first)
+        chain.client(other).leases.accept_lease(second)
+        backend.service.step()  # both accepts indexed; nothing after this
+        _answering_with(node_a, chain, key)
+        _answering_with(node_b, chain, key)
+        assert node_b.handle_lease(second) == LeaseState.ATTESTED
+        with pytest.raises(LeaseUnservable, match="claimed"):
+            node_a.handle_lease(first)
+    assert chain.node.attestations.attestation_nonce(first) == 0
+    assert chain.client().leases.get_lease(first).status == LeaseStatus.OPEN
+    assert chain.client().leases.bonded_stake(chain.accounts.node_key.address) == 0
+    [failure] = node_a.store.guest_failures(first)
+    assert f"lease {second}'s, claimed (its attestation pending)" in failure.error
 
 
 def test_an_unreachable_backend_holds_the_submission_until_the_free_decline(
