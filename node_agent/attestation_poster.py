@@ -93,8 +93,6 @@ class AttestationPoster:
             crash_point("reported")
         if submission.state == SubmissionState.REPORTED:
             self._upload(submission)
-        if submission.state != SubmissionState.SUBMITTED:
-            self._check_claim(submission)
         return self._submit(lease_id, nonce, submission.report)
 
     def _appraise(self, lease_id: int, nonce: int, got: GuestReport) -> None:
@@ -138,7 +136,7 @@ class AttestationPoster:
                         lease_id, nonce, why)  # fmt: skip
             raise LauncherError(f"lease {lease_id}: the guest's report would be rejected: {why}")
 
-    def _check_claim(self, submission: Submission) -> None:
+    def _check_claim(self, lease_id: int, nonce: int) -> None:
         """Refuse (GuestKeyClaimed, the report dropped) to submit a guest key another lease
         claimed first, or (KeyClaimUnknown, the report kept) while the backend cannot say.
 
@@ -148,9 +146,11 @@ class AttestationPoster:
         node's bond, while a lease that cannot attest in time is declined for free (see
         `LeaseLifecycle.attest_or_give_back`). Claims not yet live count too: that lease's
         pending attestation would make the verifiers reject this report."""
-        if self.api is None:
+        submission = self.store.get_submission(lease_id, nonce)
+        if self.api is None or submission is None:
             return  # offline: no evidence is published, there is nobody to ask
-        lease_id, nonce = submission.lease_id, submission.nonce
+        if submission.state == SubmissionState.SUBMITTED:
+            return  # already on chain (the chain refuses the nonce again): nothing to decide
         key_hash = "0x" + hashlib.sha256(submission.guest_key).hexdigest()
         try:
             claim = self.api.guest_key_claim(key_hash, lease_id=lease_id)
@@ -236,6 +236,7 @@ class AttestationPoster:
 
     def _submit(self, lease_id: int, nonce: int, report: bytes) -> bool:
         parsed = parse(report)
+        self._check_claim(lease_id, nonce)  # after the upload: our own claim is on record
         try:
             result = self.chain.attestations.submit(
                 lease_id,
