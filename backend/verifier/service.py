@@ -28,12 +28,8 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.domain.evidence import (
-    EvidenceFormatError,
-    decode,
-    earlier_claims,
-    guest_key_hash,
-)
+from backend.domain import evidence as evidence_rules
+from backend.domain.evidence import EvidenceFormatError, decode, guest_key_hash
 from backend.repeats import RepeatedConditions
 from backend.store import Attestation, Evidence, Lease, Store, Verification
 from cvm.api_models import AttestationState
@@ -250,16 +246,26 @@ class Verifier:
         for failure in appraisal.failures:
             reasons.append(str(failure.reason))
             messages.append(failure.message)
-        # One guest, one lease: the rule the claim route answers nodes with (`earlier_claims`).
-        claims = earlier_claims(session, guest_key_hash(bundle.guest_key), lease.id)
-        other = next((claim for claim in claims if claim.live), None)
+        other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
         if other is not None:
             reasons.append(str(Reason.GUEST_KEY_REUSED))
-            messages.append(f"guest key: already bound by live lease {other.lease_id}")
+            messages.append(f"guest key: already bound by live lease {other}")
         detail = _detail(bundle, appraisal)
         detail["errors"] = messages
         amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
         return appraisal.ok and not reasons, reasons, detail, amd_root
+
+
+def _earlier_claim(session: Session, lease_id: int, key_hash: str) -> int | None:
+    """Another live lease that claimed this guest key before `lease_id` did, if any.
+
+    A lease claims a key from its first uploaded evidence that names it; the claim counts
+    while the lease is active and its current attestation (pending or verified) is a report
+    with that key. The earlier claim wins (ties: the lower lease id), so a guest key copied
+    into another lease's guest gets the copy rejected, never the original."""
+    # The one rule, shared with the claim route nodes ask before submitting.
+    claims = evidence_rules.earlier_claims(session, key_hash, lease_id)
+    return next((claim.lease_id for claim in claims if claim.live), None)
 
 
 def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:
