@@ -25,9 +25,10 @@ from node_agent.errors import LeaseUnservable
 from node_agent.launcher.base import GuestReport
 from node_agent.launcher.signer import SimulatedAmdSp, simulated_guest_key
 from node_agent.launcher.simulated import SimulatedLauncher
+from node_agent.lease_terms import decline_deadline
 from node_agent.lifecycle import DECLINE_MARGIN_S
 from node_agent.store import AgentStore, LeaseState
-from tests.fixtures.chain import CONFIG, MEASUREMENT, NODE_SPEC, STAKE, ChainSystem
+from tests.fixtures.chain import MEASUREMENT, NODE_SPEC, STAKE, ChainSystem
 from tests.fixtures.processes import free_port, serving, wait_for
 from tests.integration.node_agent.conftest import NODE_CAPACITY
 
@@ -236,7 +237,9 @@ def test_an_unreachable_backend_holds_the_submission_until_the_free_decline(
             agent.handle_lease(lease_id)
         assert chain.node.attestations.attestation_nonce(lease_id) == 0
         assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.ACTIVE
-        chain.advance(CONFIG.attestation_window - DECLINE_MARGIN_S)
+        # To the agent's own free-decline deadline, minus its margin.
+        deadline = decline_deadline(chain.node, lease_id)
+        chain.advance(deadline - DECLINE_MARGIN_S - chain.now())
         with pytest.raises(LeaseUnservable):
             agent.handle_lease(lease_id)
     assert chain.node.attestations.attestation_nonce(lease_id) == 0
