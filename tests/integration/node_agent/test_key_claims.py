@@ -110,65 +110,6 @@ def _accepted(chain: ChainSystem, backend: LiveBackend, node: LocalAccount) -> i
     return lease_id
 
 
-def test_a_guest_key_copied_from_another_node_is_never_submitted(
-    chain: ChainSystem, backend: LiveBackend, amd_sp: SimulatedAmdSp, tmp_path: Path
-) -> None:
-    """The renter has root in its guest on node A (lease 1, attested with key K) and in its
-    guest on node B (lease 2): it kills B's guest agent and answers with K, in a report that
-    is genuine for lease 2. The verifiers reject it as GUEST_KEY_REUSED and would slash B,
-    which cannot see A's guests: B asks the backend, refuses to submit, keeps the refusal as
-    evidence and declines the lease while that is free. FAILED on the old code: B submitted
-    the report, the verifier rejected it and B's bond was slashed."""
-    chain.staked_node()
-    other = _second_node(chain)
-    with ApiClient(backend.url) as api:
-        node_a = _agent(chain.node, tmp_path / "a", amd_sp, api)
-        node_b = _agent(chain.client(other), tmp_path / "b", amd_sp, api)
-        first = _accepted(chain, backend, chain.accounts.node_key)
-        assert node_a.handle_lease(first) == LeaseState.ATTESTED
-        backend.wait(f"lease {first} attested", first, "pending")
-        [kept] = node_a.store.submissions(first)
-
-        second = _accepted(chain, backend, other)
-        deployment = chain.deployment
-        renter = chain.node.leases.get_lease(second).renter
-        signer = node_b.launcher.signer  # type: ignore[attr-defined]
-
-        def copied(asked: int, nonce: int) -> GuestReport:
-            data = build_report_data(
-                deployment.chain_id, deployment.attestation_registry, asked, nonce, kept.guest_key
-            )
-            host = host_data(deployment.chain_id, deployment.attestation_registry, asked, renter)
-            signed = signer.sign_report(MEASUREMENT, data, host)
-            return GuestReport(
-                signed.report, signed.vcek_der, signed.cert_chain_pem, kept.guest_key
-            )
-
-        node_b.launcher.get_report = copied  # type: ignore[method-assign, assignment]
-        with pytest.raises(LeaseUnservable, match="claimed"):
-            node_b.handle_lease(second)
-
-    assert chain.node.attestations.attestation_nonce(second) == 0  # never submitted
-    lease = chain.client().leases.get_lease(second)
-    assert lease.status == LeaseStatus.OPEN  # given back to the market, for free
-    assert node_b.launcher.running() == []
-    [failure] = node_b.store.guest_failures(second)
-    assert "GUEST_KEY_CLAIMED" in failure.error and f"lease {first}'s" in failure.error
-    # The verifiers see only lease 1's honest report: nothing of B's to reject or slash.
-    verifier = Verifier(
-        backend.service.store,
-        lambda lease_id, report, ok: chain.verifier.attestations.confirm(
-            lease_id, report, ok
-        ).tx_hash,
-        VerifierConfig(deployment.chain_id, deployment.attestation_registry, [amd_sp.ark]),
-        clock=chain.now,
-    )
-    results = verifier.run_pending()
-    assert [(r.lease_id, r.ok) for r in results] == [(first, True)]
-    assert chain.client().nodes.get_node(other.address).stake == STAKE
-    assert chain.client().leases.bonded_stake(other.address) == 0
-
-
 def _answering_with(agent: NodeAgent, chain: ChainSystem, key: bytes) -> None:
     """Make `agent`'s guests answer with `key` in reports that are genuine for their lease."""
     deployment = chain.deployment
@@ -184,6 +125,52 @@ def _answering_with(agent: NodeAgent, chain: ChainSystem, key: bytes) -> None:
         return GuestReport(signed.report, signed.vcek_der, signed.cert_chain_pem, key)
 
     agent.launcher.get_report = report  # type: ignore[method-assign, assignment]
+
+
+def test_a_guest_key_copied_from_another_node_is_never_submitted(
+    chain: ChainSystem, backend: LiveBackend, amd_sp: SimulatedAmdSp, tmp_path: Path
+) -> None:
+    """The renter has root in its guest on node A (lease 1, attested with key K) and in its
+    guest on node B (lease 2): it kills B's guest agent and answers with K, in a report that
+    is genuine for lease 2. The verifiers reject it as GUEST_KEY_REUSED and would slash B,
+    which cannot see A's guests: B asks the backend, refuses to submit, keeps the refusal as
+    evidence and declines the lease while that is free. FAILED on the old code: B submitted
+    the report (which the verifiers reject as GUEST_KEY_REUSED, slashing B's bond)."""
+    chain.staked_node()
+    other = _second_node(chain)
+    with ApiClient(backend.url) as api:
+        node_a = _agent(chain.node, tmp_path / "a", amd_sp, api)
+        node_b = _agent(chain.client(other), tmp_path / "b", amd_sp, api)
+        first = _accepted(chain, backend, chain.accounts.node_key)
+        assert node_a.handle_lease(first) == LeaseState.ATTESTED
+        backend.wait(f"lease {first} attested", first, "pending")
+        [kept] = node_a.store.submissions(first)
+
+        second = _accepted(chain, backend, other)
+        _answering_with(node_b, chain, kept.guest_key)
+        with pytest.raises(LeaseUnservable, match="claimed"):
+            node_b.handle_lease(second)
+
+    assert chain.node.attestations.attestation_nonce(second) == 0  # never submitted
+    lease = chain.client().leases.get_lease(second)
+    assert lease.status == LeaseStatus.OPEN  # given back to the market, for free
+    assert node_b.launcher.running() == []
+    [failure] = node_b.store.guest_failures(second)
+    assert "GUEST_KEY_CLAIMED" in failure.error and f"lease {first}'s" in failure.error
+    # The verifiers see only lease 1's honest report: nothing of B's to reject or slash.
+    deployment = chain.deployment
+    verifier = Verifier(
+        backend.service.store,
+        lambda lease_id, report, ok: chain.verifier.attestations.confirm(
+            lease_id, report, ok
+        ).tx_hash,
+        VerifierConfig(deployment.chain_id, deployment.attestation_registry, [amd_sp.ark]),
+        clock=chain.now,
+    )
+    results = verifier.run_pending()
+    assert [(r.lease_id, r.ok) for r in results] == [(first, True)]
+    assert chain.client().nodes.get_node(other.address).stake == STAKE
+    assert chain.client().leases.bonded_stake(other.address) == 0
 
 
 def test_a_renter_racing_the_indexer_cannot_get_the_first_node_slashed(
