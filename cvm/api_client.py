@@ -35,6 +35,7 @@ from cvm.api_models import (
     EvidenceReceipt,
     GuestAccessIn,
     GuestAccessView,
+    GuestKeyClaimView,
     GuestStatusIn,
     GuestStatusView,
     ImageManifest,
@@ -368,6 +369,21 @@ class ApiClient:
     def get_evidence(self, evidence_hash: str) -> bytes:
         """The evidence bytes, by evidence hash or by the report hash recorded on chain."""
         return self._request("GET", f"/evidence/{evidence_hash}")
+
+    def guest_key_claim(self, key_hash: str, *, lease_id: int) -> GuestKeyClaimView | None:
+        """Another lease's claim on the guest key hashing to `key_hash` (`0x` SHA-256) that a
+        report of `lease_id` with that key would lose to; None when the key is free for it.
+        Any other failure (the backend unreachable above all) raises `ApiError`: the caller
+        cannot tell whether the key is free."""
+        try:
+            body = self._json("GET", f"/guest-keys/{key_hash}/claim", params={"lease_id": lease_id})
+        except ApiError as exc:
+            # Only the route's own "no claim" is an answer: a backend without the route (its
+            # 404 says "Not Found") must not read as "free".
+            if exc.status_code == 404 and "claim on guest key" in exc.message:
+                return None
+            raise
+        return _model(GuestKeyClaimView, body)
 
     # --- guest images --------------------------------------------------------------------
 

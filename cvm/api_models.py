@@ -250,6 +250,17 @@ class EvidenceReceipt(_View):
     size: int
 
 
+class GuestKeyClaimView(_View):
+    """Another lease's claim on a guest key (by the SHA-256 that REPORT_DATA binds): the
+    lease whose evidence named the key first. `live`: that lease's current attestation
+    (pending or verified) carries the key, so the verifiers reject the asker's report with
+    it now; otherwise they will once that lease attests with it."""
+
+    lease_id: int
+    claimed_at: datetime
+    live: bool
+
+
 # --- Sign-In with Ethereum ------------------------------------------------------------------
 
 

@@ -4,15 +4,20 @@ evidence to the backend and submits the attestation on chain, once per nonce.
 It also decides when a standing attestation is due again (re-attestation). The store
 records each step before the next one acts on the world: the report for a nonce is
 stored before it is uploaded or submitted, so one nonce never gets two reports.
+
+Right before it submits, it asks the backend whether another lease claimed the guest's key
+first (the verifiers' rule, `GET /v1/guest-keys/{hash}/claim`): a renter with root in guests
+on two nodes can copy one guest's keys into the other, and only the backend sees both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from eth_utils import keccak
 
-from cvm.api_client import ApiClient
+from cvm.api_client import ApiClient, ApiError
 from cvm.attestation.abi import parse
 from cvm.attestation.appraisal import appraise_lease_evidence
 from cvm.attestation.binding import GuestKey, GuestKeyError
@@ -20,7 +25,7 @@ from cvm.attestation.errors import AttestationError
 from cvm.attestation.evidence import EvidenceBundle, report_hash
 from cvm.chain import AttestationStatus, ChainClient, ContractRevert
 from cvm.eip712 import Domain
-from node_agent.errors import AgentError, LauncherError
+from node_agent.errors import AgentError, GuestKeyClaimed, KeyClaimUnknown, LauncherError
 from node_agent.faults import crash_point
 from node_agent.launcher.base import GuestReport, Launcher
 from node_agent.store import AgentStore, LeaseState, Submission, SubmissionState
@@ -141,6 +146,43 @@ class AttestationPoster:
                         lease_id, nonce, why)  # fmt: skip
             raise LauncherError(f"lease {lease_id}: the guest's report would be rejected: {why}")
 
+    def _check_claim(self, lease_id: int, nonce: int) -> None:
+        """Refuse (GuestKeyClaimed, the report dropped) to submit a guest key another lease
+        claimed first, or (KeyClaimUnknown, the report kept) while the backend cannot say.
+
+        Asked after the upload, so this lease's own claim is on record first: of two nodes
+        given the same key at once, the one whose evidence landed first submits and the
+        other learns of it here. Never submitted blind: a rejected report slashes the
+        node's bond, while a lease that cannot attest in time is declined for free (see
+        `LeaseLifecycle.attest_or_give_back`). Claims not yet live count too: that lease's
+        pending attestation would make the verifiers reject this report."""
+        submission = self.store.get_submission(lease_id, nonce)
+        if self.api is None or submission is None:
+            return  # offline: no evidence is published, there is nobody to ask
+        if submission.state == SubmissionState.SUBMITTED:
+            return  # already on chain (the chain refuses the nonce again): nothing to decide
+        key_hash = "0x" + hashlib.sha256(submission.guest_key).hexdigest()
+        try:
+            claim = self.api.guest_key_claim(key_hash, lease_id=lease_id)
+        except ApiError as exc:
+            log.warning("lease %s nonce %s: not submitting: cannot tell whether the guest's"
+                        " key is claimed: %s", lease_id, nonce, exc)  # fmt: skip
+            raise KeyClaimUnknown(
+                f"lease {lease_id}: the backend cannot say whether the guest's key is free: {exc}"
+            ) from exc
+        if claim is None:
+            return
+        # Its key will never be this lease's: a new report (of a new guest) is needed.
+        self.store.drop_report(lease_id, nonce)
+        state = "attested" if claim.live else "claimed (its attestation pending)"
+        why = (
+            f"GUEST_KEY_CLAIMED: the guest key {key_hash} is lease {claim.lease_id}'s,"
+            f" {state} since {claim.claimed_at.isoformat()}"
+        )
+        log.warning("lease %s nonce %s: not submitting the guest's report: %s",
+                    lease_id, nonce, why)  # fmt: skip
+        raise GuestKeyClaimed(f"lease {lease_id}: the guest's report would be rejected: {why}")
+
     def _due_nonce(self, lease_id: int, force: bool) -> int | None:
         """The nonce to attest now, or None while the latest attestation stands."""
         latest = self.chain.attestations.attestation_of(lease_id)
@@ -204,6 +246,7 @@ class AttestationPoster:
 
     def _submit(self, lease_id: int, nonce: int, report: bytes, signer: str) -> bool:
         parsed = parse(report)
+        self._check_claim(lease_id, nonce)  # after the upload: our own claim is on record
         try:
             result = self.chain.attestations.submit(
                 lease_id,

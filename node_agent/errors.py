@@ -41,3 +41,14 @@ class ImageUnavailable(LauncherError):
 class ImageRefused(LauncherError):
     """The lease's image cannot be had: the backend has none under its id, or what it served
     does not hash to the id. Never booted; the lease is refused (or declined)."""
+
+
+class GuestKeyClaimed(LauncherError):
+    """The guest answered with a key another lease claimed first (its evidence named the key
+    earlier): the verifiers would reject the report and slash the node. A renter with root
+    in two guests can copy one's keys into the other; the lease is given back while free."""
+
+
+class KeyClaimUnknown(AgentError):
+    """The backend could not say whether another lease claimed the guest's key (it is
+    unreachable, or answered an error): nothing is submitted until it can."""

@@ -15,13 +15,16 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from cvm.api_client import ApiError
 from cvm.chain import ChainClient, ContractRevert, Lease, LeaseStatus
 from node_agent.attestation_poster import AttestationPoster
 from node_agent.errors import (
     AgentError,
     CapacityExceeded,
+    GuestKeyClaimed,
     HostUnsupported,
     ImageRefused,
+    KeyClaimUnknown,
     LauncherError,
     LeaseNotOurs,
     LeaseUnservable,
@@ -187,7 +190,10 @@ class LeaseLifecycle:
         free-decline deadline minus `DECLINE_MARGIN_S` is declined and stopped while that is
         free (then LeaseUnservable), or the renter would close after the deadline and have
         the node slashed. What the guest did instead (refusals, timeouts, malformed
-        answers) is logged and kept in the store as evidence."""
+        answers, a key another lease claimed) is logged and kept in the store as evidence;
+        a claimed key gives the lease back at once. While the backend cannot take the
+        evidence or say whether the key is free, nothing is submitted (a rejected report
+        is slashed) and the lease is declined at the same deadline."""
         lease_id = lease.lease_id
         first = record.state not in (LeaseState.ATTESTED, LeaseState.RELAUNCHED)
         if (
@@ -200,6 +206,14 @@ class LeaseLifecycle:
             raise LeaseUnservable(f"lease {lease_id}: the guest did not attest in time")
         try:
             return self.poster.attest(lease_id, force=force, fresh=fresh, restarted=restarted)
+        except GuestKeyClaimed as exc:
+            # Definite: the key is another lease's, so no report of this guest can pass. Give
+            # the lease back now, while that is free, rather than wait for the deadline.
+            self.store.record_guest_failure(lease_id, "attest", str(exc))
+            if not first:
+                raise
+            self.give_back(lease, record, f"the guest answered with a claimed key: {exc}")
+            raise LeaseUnservable(f"lease {lease_id}: the guest's key is claimed") from exc
         except LauncherError as exc:
             self.store.record_guest_failure(lease_id, "attest", str(exc))
             log.warning("lease %s: the guest did not attest: %s", lease_id, exc)
@@ -207,6 +221,14 @@ class LeaseLifecycle:
                 raise
             self.give_back(lease, record, f"the guest did not attest in time: {exc}")
             raise LeaseUnservable(f"lease {lease_id}: the guest did not attest in time") from exc
+        except (KeyClaimUnknown, ApiError) as exc:
+            # The backend did not take the evidence or answer the key check (unreachable, most
+            # likely): tried again on the next pass; a report kept meanwhile must not keep the
+            # lease from its free decline.
+            if not first or not self.decline_due(lease_id):
+                raise
+            self.give_back(lease, record, f"no answer from the backend before the deadline: {exc}")
+            raise LeaseUnservable(f"lease {lease_id}: not attested in time") from exc
 
     def decline_due(self, lease_id: int) -> bool:
         """Whether the lease is still ours to decline for free but only `DECLINE_MARGIN_S`

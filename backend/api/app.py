@@ -14,6 +14,7 @@ from backend.api.routes import (
     chain,
     console,
     evidence,
+    guest_keys,
     health,
     images,
     leases,
@@ -41,7 +42,18 @@ def create_app(context: AppContext) -> FastAPI:
     app.state.context = context
     install_error_handlers(app)
     v1 = APIRouter(prefix=API_PREFIX)
-    for module in (health, chain, nodes, leases, evidence, auth, secrets, console, images):
+    for module in (
+        health,
+        chain,
+        nodes,
+        leases,
+        evidence,
+        guest_keys,
+        auth,
+        secrets,
+        console,
+        images,
+    ):
         v1.include_router(module.router)
     app.include_router(v1)
     metrics = ApiMetrics()

@@ -4,15 +4,18 @@ The format itself (canonical encoding, parsing) belongs to `cvm.attestation.evid
 this module names the two hashes the store indexes a bundle by, keeps bundles once, and
 decides who may upload one: the node of the lease the bundle names, signing an EIP-712
 `EvidenceUpload` bound to that lease, the bundle's attestation nonce and its exact bytes.
+It also holds the one rule of which lease a guest key belongs to (`earlier_claims`), used by
+the verifier to reject a reused key and by the claim route nodes ask before submitting.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 
 from eth_utils import keccak
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,6 +28,8 @@ from cvm.api_models import (
     TIMESTAMP_HEADER,
     AttestationState,
     EvidenceReceipt,
+    GuestKeyClaimView,
+    LeaseState,
 )
 from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.errors import AttestationError
@@ -45,6 +50,78 @@ class EvidenceFormatError(ValueError):
 def guest_key_hash(guest_key: bytes) -> str:
     """`0x` SHA-256 of a guest key, as REPORT_DATA[32:64] binds it: its name in the store."""
     return "0x" + hashlib.sha256(guest_key).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """A lease's claim on a guest key: from its first uploaded evidence naming the key."""
+
+    lease_id: int
+    claimed_at: datetime
+    live: bool  # the lease is active and its current (pending or verified) report has the key
+
+
+def earlier_claims(session: Session, key_hash: str, lease_id: int | None) -> list[KeyClaim]:
+    """The claims on `key_hash` that a report of `lease_id` with this key loses to, first
+    first: by every other lease that is not closed (a closed lease never attests again).
+
+    The one rule of "one guest, one lease", for the verifier and the claim route alike, so
+    they cannot diverge: a lease claims a key from its first uploaded evidence that names it;
+    the earlier claim wins, ties to the lower lease id; a lease that never named the key
+    (or `lease_id` None) loses to every claim. The verifier rejects a report when one of
+    these is live. A claim that is not live yet is one a verifier will hold against the
+    report as soon as its lease attests with the key: a node that submits anyway risks the
+    slash, so the claim route reports those too (honest guests never share a key).
+    """
+    first_seen = (
+        select(Evidence.lease_id, func.min(Evidence.created_at).label("first"))
+        .where(Evidence.guest_key_hash == key_hash, Evidence.lease_id.is_not(None))
+        .group_by(Evidence.lease_id)
+        .subquery()
+    )
+    ours = (
+        None
+        if lease_id is None
+        else session.scalar(select(first_seen.c.first).where(first_seen.c.lease_id == lease_id))
+    )
+    rows = session.execute(
+        select(first_seen.c.lease_id, first_seen.c.first)
+        .join(Lease, Lease.id == first_seen.c.lease_id)
+        .where(Lease.status != LeaseState.CLOSED)
+        .order_by(first_seen.c.first, first_seen.c.lease_id)
+    ).all()
+    live = set(
+        session.scalars(
+            select(Attestation.lease_id)
+            .join(Lease, Lease.id == Attestation.lease_id)
+            .join(
+                Evidence,
+                (Evidence.report_hash == Attestation.report_hash)
+                & (Evidence.guest_key_hash == key_hash),
+            )
+            .where(
+                Lease.status == LeaseState.ACTIVE,
+                Attestation.status.in_((AttestationState.PENDING, AttestationState.VERIFIED)),
+            )
+        )
+    )
+    return [
+        KeyClaim(int(other), first, int(other) in live)
+        for other, first in rows
+        if other != lease_id and (ours is None or (first, other) < (ours, lease_id))
+    ]
+
+
+def guest_key_claim(session: Session, key_hash: str, lease_id: int | None) -> GuestKeyClaimView:
+    """The claim a node must respect before submitting a report of `lease_id` whose guest key
+    hashes to `key_hash`: the first live one, else the first pending one (`NotFound`: none,
+    the key is free for this lease). `InvalidInput` for a malformed hash."""
+    key = parse_hash(key_hash, "guest key hash")
+    claims = earlier_claims(session, key, lease_id)
+    claim = next((c for c in claims if c.live), claims[0] if claims else None)
+    if claim is None:
+        raise NotFound(f"a claim on guest key {key} by another lease")
+    return GuestKeyClaimView(lease_id=claim.lease_id, claimed_at=claim.claimed_at, live=claim.live)
 
 
 def evidence_hash(bundle: bytes) -> str:

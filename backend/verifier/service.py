@@ -25,13 +25,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.domain import evidence as evidence_rules
 from backend.domain.evidence import EvidenceFormatError, decode, guest_key_hash
 from backend.repeats import RepeatedConditions
 from backend.store import Attestation, ChainEvent, Evidence, Lease, Store, Verification
-from cvm.api_models import AttestationState, LeaseState
+from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle
 from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.appraisal import appraise_lease_evidence
@@ -288,33 +289,9 @@ def _earlier_claim(session: Session, lease_id: int, key_hash: str) -> int | None
     while the lease is active and its current attestation (pending or verified) is a report
     with that key. The earlier claim wins (ties: the lower lease id), so a guest key copied
     into another lease's guest gets the copy rejected, never the original."""
-    first_seen = (
-        select(Evidence.lease_id, func.min(Evidence.created_at).label("first"))
-        .where(Evidence.guest_key_hash == key_hash, Evidence.lease_id.is_not(None))
-        .group_by(Evidence.lease_id)
-        .subquery()
-    )
-    ours = session.scalar(select(first_seen.c.first).where(first_seen.c.lease_id == lease_id))
-    rows = session.execute(
-        select(first_seen.c.lease_id, first_seen.c.first)
-        .join(Lease, Lease.id == first_seen.c.lease_id)
-        .join(Attestation, Attestation.lease_id == first_seen.c.lease_id)
-        .join(
-            Evidence,
-            (Evidence.report_hash == Attestation.report_hash)
-            & (Evidence.guest_key_hash == key_hash),
-        )
-        .where(
-            first_seen.c.lease_id != lease_id,
-            Lease.status == LeaseState.ACTIVE,
-            Attestation.status.in_((AttestationState.PENDING, AttestationState.VERIFIED)),
-        )
-        .order_by(first_seen.c.first, first_seen.c.lease_id)
-    ).all()
-    for other, first in rows:
-        if ours is None or (first, other) < (ours, lease_id):
-            return int(other)
-    return None
+    # The one rule, shared with the claim route nodes ask before submitting.
+    claims = evidence_rules.earlier_claims(session, key_hash, lease_id)
+    return next((claim.lease_id for claim in claims if claim.live), None)
 
 
 def _detail(bundle: EvidenceBundle, appraisal: Appraisal) -> dict[str, Any]:

@@ -6,6 +6,7 @@ claimed first."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -364,6 +365,98 @@ def test_a_guest_key_reused_across_two_live_leases_is_rejected_for_the_second(
     chain.renter.leases.close_lease(first)
     third = _accepted_lease(chain)
     assert _verdict(backend, backend.evidence(amd_sp, third, guest_key=key)).ok
+
+
+def _submittable_guest_key() -> bytes:
+    """A fresh guest key whose attested signer is the one `ChainSystem.submit` names, where
+    the fixtures name one (the contracts' attested signer): the verifier checks the two."""
+    from tests.fixtures import chain as chain_fixtures  # the name is newer than this test
+
+    signer = getattr(chain_fixtures, "GUEST_SIGNER", None)
+    key = simulated_guest_key()
+    return key if signer is None else key[:64] + bytes.fromhex(signer.address[2:])
+
+
+def _claim(backend: Backend, key: bytes, lease_id: int) -> dict[str, object] | None:
+    """What the claim route tells the node of `lease_id` about `key` (None: free for it)."""
+    key_hash = "0x" + hashlib.sha256(key).hexdigest()
+    response = backend.api.get(f"/v1/guest-keys/{key_hash}/claim", params={"lease_id": lease_id})
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_the_claim_route_answers_with_the_verifiers_rule(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    """The route a node asks before submitting says "claimed" exactly when the verifier then
+    rejects the report as GUEST_KEY_REUSED (first claim wins, ties to the lower lease id,
+    only leases still live), and names the same lease; it also reports an earlier claim
+    whose attestation is not live yet (the verifier holds it against the report once it
+    is). FAILED on the old code: there was no such route (404 for every key), so a node could
+    not learn that its renter had copied another lease's key into its guest."""
+    backend = Backend(store, chain, amd_sp)
+    first, second = chain.active_lease(), _accepted_lease(chain)
+    key = _submittable_guest_key()
+    backend.indexer.poll()
+    assert _claim(backend, key, first) is None and _claim(backend, key, second) is None
+    bundles = [backend.evidence(amd_sp, lease, guest_key=key) for lease in (first, second)]
+    for bundle in bundles:
+        backend.upload(bundle)
+    # Both named the key, neither attested yet: the first claim is a pending one for the
+    # second lease; the first lease loses to nobody.
+    assert _claim(backend, key, first) is None
+    pending = _claim(backend, key, second)
+    assert pending is not None and pending["lease_id"] == first and pending["live"] is False
+    for bundle in reversed(bundles):
+        chain.submit(bundle.lease_id, bundle.report_hash)
+    backend.indexer.poll()
+    live = _claim(backend, key, second)
+    assert live is not None and live["lease_id"] == first and live["live"] is True
+    assert live["claimed_at"] == pending["claimed_at"]
+    results = {result.lease_id: result for result in backend.verifier.run_pending()}
+    # Same cases, same answers: the verifier rejects exactly the lease the route warned.
+    assert results[first].ok and _claim(backend, key, first) is None
+    assert results[second].reason_codes == ["GUEST_KEY_REUSED"]
+    assert f"live lease {live['lease_id']}" in results[second].detail["errors"][0]
+
+    # The first lease closed: its claim ends for both, and a new lease may use the key.
+    chain.renter.leases.close_lease(first)
+    third = _accepted_lease(chain)
+    backend.indexer.poll()
+    assert _claim(backend, key, third) is None
+    assert _verdict(backend, backend.evidence(amd_sp, third, guest_key=key)).ok
+    # Now the third lease holds it: a fourth would lose to it.
+    fourth = _accepted_lease(chain)
+    backend.indexer.poll()
+    claim = _claim(backend, key, fourth)
+    assert claim is not None and claim["lease_id"] == third and claim["live"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v1/guest-keys/0x1234/claim", 422),  # short
+        ("/v1/guest-keys/" + "ab" * 32 + "/claim", 422),  # no 0x
+        ("/v1/guest-keys/0x" + "zz" * 32 + "/claim", 422),  # not hex
+        ("/v1/guest-keys/0x" + "ab" * 500 + "/claim", 422),  # far too long
+        ("/v1/guest-keys/0x" + "ab" * 32 + "/claim?lease_id=-1", 422),
+        ("/v1/guest-keys/0x" + "ab" * 32 + "/claim?lease_id=" + str(2**64), 422),
+        ("/v1/guest-keys/0x" + "ab" * 32 + "/claim?lease_id=one", 422),
+        ("/v1/guest-keys/0x" + "ab" * 32 + "/claim", 404),  # well formed, unclaimed
+        ("/v1/guest-keys/0x" + "ab" * 32 + "/claim/more", 404),
+        ("/v1/guest-keys/0x" + "ab" * 32, 404),
+    ],
+)
+def test_the_claim_route_refuses_malformed_input(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor, path: str, status: int
+) -> None:
+    backend = Backend(store, chain, amd_sp)
+    response = backend.api.get(path)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
 
 
 def test_waits_for_evidence(

@@ -210,6 +210,9 @@ class FakeBackend:
     def upload_evidence(self, evidence: bytes, **kwargs: Any) -> str:
         return "0x" + "ee" * 32
 
+    def guest_key_claim(self, key_hash: str, **kwargs: Any) -> None:
+        return None  # no other lease claimed it: each guest here makes its own key
+
     def lease_spec_as_node(self, lease_id: int, **kwargs: Any) -> Any:
         raise ApiError(404, "no private spec")
 

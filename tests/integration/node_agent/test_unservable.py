@@ -17,7 +17,7 @@ from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.signer import SimulatedAmdSp
 from node_agent.lifecycle import DECLINE_MARGIN_S
 from node_agent.store import AgentStore, LeaseState, Resources
-from tests.fixtures.chain import CONFIG, MEASUREMENT, STAKE, ChainSystem
+from tests.fixtures.chain import MEASUREMENT, STAKE, ChainSystem
 from tests.integration.node_agent.conftest import NODE_CAPACITY
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,9 @@ def test_a_guest_that_still_cannot_launch_near_the_deadline_is_declined(
         agent.handle_lease(lease_id)
     lease = chain.node.leases.get_lease(lease_id)
     assert lease.status == LeaseStatus.ACTIVE
-    chain.advance(CONFIG.attestation_window - DECLINE_MARGIN_S)
+    # Near the last moment the decline is free (LeaseMarket.freeDeclineDeadline).
+    deadline = chain.node.leases.free_decline_deadline(lease_id)
+    chain.advance(deadline - DECLINE_MARGIN_S - chain.now())
     agent.reconcile()  # the reconciler's relaunch fails again, now close to the deadline
     assert chain.node.leases.get_lease(lease_id).status == LeaseStatus.OPEN
     assert chain.client().leases.bonded_stake(chain.accounts.node_key.address) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from eth_utils import keccak
 
@@ -91,4 +92,28 @@ def test_errors_carry_status_and_message(live_api: str) -> None:
     with ApiClient(f"http://127.0.0.1:{free_port()}", timeout_s=2) as nobody:
         with pytest.raises(ApiError) as unreachable:
             nobody.chain_info()
+        assert unreachable.value.status_code == 0
+
+
+def test_guest_key_claim_is_none_only_when_the_route_says_the_key_is_free(live_api: str) -> None:
+    """A node submits only on the route's own "free": a backend without the route (its 404
+    says "Not Found") or no backend at all must not read as free, or the node would submit
+    blind and risk the slash."""
+    key_hash = "0x" + "ab" * 32
+    with ApiClient(live_api) as api:
+        assert api.guest_key_claim(key_hash, lease_id=4) is None
+        with pytest.raises(ApiError) as malformed:
+            api.guest_key_claim("0x1234", lease_id=4)
+        assert malformed.value.status_code == 422
+
+    def routeless(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    with ApiClient("http://backend.test", transport=httpx.MockTransport(routeless)) as old:
+        with pytest.raises(ApiError) as missing:
+            old.guest_key_claim(key_hash, lease_id=4)
+        assert missing.value.status_code == 404
+    with ApiClient(f"http://127.0.0.1:{free_port()}") as nobody:
+        with pytest.raises(ApiError) as unreachable:
+            nobody.guest_key_claim(key_hash, lease_id=4)
         assert unreachable.value.status_code == 0

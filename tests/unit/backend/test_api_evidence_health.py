@@ -98,6 +98,7 @@ def test_health_readiness_metrics_openapi(client: TestClient) -> None:
         "/v1/leases/{lease_id}/attestation",
         "/v1/evidence",
         "/v1/evidence/{hash}",
+        "/v1/guest-keys/{key_hash}/claim",
         "/v1/auth/nonce",
         "/v1/auth/login",
         "/v1/chain",
