@@ -118,10 +118,11 @@ def accepted(server: socket.socket) -> int:
 def run_probe(launcher: QemuLauncher, lease_id: int, image: Image) -> str:
     """Boot the probe guest and return its console once it says it is done."""
     launcher.launch(GuestSpec(lease_id, 1, 256, 1, measure(image), image.image_id, BINDING))
-    console = launcher.console_log(lease_id)
     deadline = time.monotonic() + PROBE_TIMEOUT_S
+    text = ""
     while time.monotonic() < deadline:
-        text = console.read_text(errors="replace") if console.exists() else ""
+        # The console lives in QEMU's ring buffer; each read takes what is new.
+        text += launcher.read_console(lease_id).decode(errors="replace")
         if "cvm-probe: done" in text:
             return text
         time.sleep(0.5)
