@@ -28,7 +28,13 @@ from cvm.chain.deployment import Deployment
 from cvm.chain.errors import ChainError, ContractRevert, RevertDecoder, UnknownRevert
 from cvm.chain.events import ChainEvent, EventDecoder
 from cvm.chain.guest_result import guest_result_message, sign_guest_result
-from cvm.chain.lease_market import CreatedLease, LeaseMarketClient, LeaseTerms
+from cvm.chain.lease_market import (
+    CreatedLease,
+    HeldEscrow,
+    HeldRelease,
+    LeaseMarketClient,
+    LeaseTerms,
+)
 from cvm.chain.node_consent import node_consent_message, sign_node_consent
 from cvm.chain.node_registry import NodeRegistryClient
 from cvm.chain.sender import TransactionSender, forget_nonces
@@ -66,6 +72,8 @@ __all__ = [
     "DeployConfig",
     "Deployment",
     "EventDecoder",
+    "HeldEscrow",
+    "HeldRelease",
     "Lease",
     "LeaseMarketClient",
     "LeaseSpec",
