@@ -29,6 +29,8 @@ from cvm.chain import (
     ChainClient,
     ChainError,
     ContractRevert,
+    HeldEscrow,
+    HeldRelease,
     Lease,
     LeaseSpec,
     LeaseStatus,
@@ -41,8 +43,6 @@ if TYPE_CHECKING:
 
 # Gas a renter needs for a createLeaseWithPermit and a close, at local base fees.
 _MIN_GAS_WEI = 10**15
-# How long `close` waits for the verifiers to decide a pending attestation before giving up.
-CLOSE_VERDICT_TIMEOUT_S = 120.0
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,42 @@ class RentRequest:
 
 
 @dataclass(frozen=True)
+class CloseResult:
+    """What `Renter.close_lease` did: the lease after, the refund paid at once and anything
+    withdrawn from this wallet's market credit. `report.held` is what awaits a verdict."""
+
+    report: LeaseReport
+    refund: int
+    withdrawn: int = 0
+
+    @property
+    def held(self) -> int:
+        """Base units held for the pending attestation's verdict (0 if none)."""
+        return self.report.held.amount if self.report.held else 0
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    """What `Renter.finalize` found: the release (`LeaseHeldReleased`: the lease's final
+    earnings, and the refund credited to the renter, then withdrawn if this wallet is the
+    renter). `held` is what this call released, None if a verdict had released it before."""
+
+    report: LeaseReport
+    release: HeldRelease
+    held: int | None
+    withdrawn: int = 0
+
+    @property
+    def refunded(self) -> int:
+        return self.release.refund
+
+    @property
+    def paid_to_node(self) -> int | None:
+        """Of `held`, what went to the node (None if `held` is not known)."""
+        return None if self.held is None else self.held - self.release.refund
+
+
+@dataclass(frozen=True)
 class LeaseReport:
     """A lease as the chain sees it now, with the money around it."""
 
@@ -79,6 +115,8 @@ class LeaseReport:
     # `simulated` for a local stack's simulated AMD-SP); None when not known (see
     # `Renter.with_amd_root`).
     amd_root: str | None = None
+    # A closed lease's escrow still held for its attestation's verdict (None: nothing held).
+    held: HeldEscrow | None = None
 
     def as_dict(self) -> dict[str, Any]:
         lease, attestation = self.lease, self.attestation
@@ -99,6 +137,9 @@ class LeaseReport:
             "refundable": self.refundable,
             "accepted_at": lease.accepted_at,
             "closed_at": lease.closed_at,
+            # Held for the verdict: paid to the node only if verified, else refunded.
+            "held": self.held.amount if self.held else 0,
+            "held_until": self.held.releasable_at if self.held else None,
             "attestation": attestation_dict(attestation) | {"amd_root": self.amd_root},
         }
 
@@ -183,11 +224,13 @@ class Renter:
         lease = self.chain.leases.get_lease(lease_id)
         if lease.status == LeaseStatus.NONE:
             raise RenterError(f"lease {lease_id} does not exist on this deployment")
+        closed = lease.status == LeaseStatus.CLOSED
         return LeaseReport(
             lease,
             self.chain.attestations.attestation_of(lease_id),
             self.chain.leases.earned(lease_id),
-            self.chain.leases.refundable(lease_id) if lease.status != LeaseStatus.CLOSED else 0,
+            self.chain.leases.refundable(lease_id) if not closed else 0,
+            held=self.chain.leases.held_escrow(lease_id) if closed else None,
         )
 
     def with_amd_root(self, report: LeaseReport) -> LeaseReport:
@@ -343,43 +386,86 @@ class Renter:
             raise RenterError(f"the chain refused the top-up: {exc}") from None
         return self.report(lease_id)
 
-    def close(
-        self, lease_id: int, *, verdict_timeout_s: float = CLOSE_VERDICT_TIMEOUT_S
-    ) -> tuple[LeaseReport, int]:
-        """Close one of this wallet's leases; the report after and the refund received.
+    def close(self, lease_id: int) -> tuple[LeaseReport, int]:
+        """Close one of this wallet's leases at once; the report after and the refund paid now
+        (see `close_lease` for what a pending attestation holds back)."""
+        result = self.close_lease(lease_id)
+        return result.report, result.refund
 
-        A pending attestation's verdict is waited for up to `verdict_timeout_s`; past that a
-        RenterError says until when the verifiers may decide and what to do.
+    def close_lease(self, lease_id: int) -> CloseResult:
+        """Close one of this wallet's leases now, whatever its attestation's state.
+
+        The chain always lets the renter close: the unearned rest is refunded at once, except
+        the pay for time an attestation still awaiting its verdict covers, which stays held in
+        escrow (`CloseResult.held`). The verdict releases it by itself (Verified: to the node;
+        Rejected: back to the renter); undecided by the end of the verification window, it is
+        refunded by `finalize`. Anything the market credited this wallet is withdrawn too.
         """
         self._require_wallet()
         report = self.own_report(lease_id)
         if report.lease.status == LeaseStatus.CLOSED:
             raise RenterError(f"lease {lease_id} is already closed")
-        if report.attestation.status == AttestationStatus.PENDING:
-            # No lease ends while an attestation awaits the verifiers (its time is paid if
-            # verified): wait for their verdict, which normally takes seconds.
-            try:
-                self.wait(lease_id, lambda r: r.attestation.status != AttestationStatus.PENDING,
-                          timeout_s=verdict_timeout_s)  # fmt: skip
-            except RenterError:
-                raise RenterError(self._awaiting_verdict(lease_id)) from None
         try:
             tx = self.chain.leases.close_lease(lease_id)
         except ContractRevert as exc:
-            if exc.name == "LeaseMarket_AttestationPending":
-                raise RenterError(self._awaiting_verdict(lease_id)) from None
             raise RenterError(f"the chain refused to close: {exc}") from None
         refund = int(tx.event("LeaseClosed").args["refund"])
-        return self.report(lease_id), refund
+        withdrawn = self._withdraw_credits()
+        after = self.report(lease_id)
+        return CloseResult(after, refund, withdrawn)
 
-    def _awaiting_verdict(self, lease_id: int) -> str:
-        decide_by = self.chain.attestations.progress_of(lease_id).decide_by
-        when = datetime.fromtimestamp(decide_by, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    def finalize(self, lease_id: int) -> FinalizeResult:
+        """Release what a lease closed while its attestation awaited the verdict still holds.
+
+        Anyone may on chain; this wallet withdraws its credit afterwards (the renter's refund
+        is credited, not sent). A lease whose verdict already released it is reported as is.
+        RenterError while the verifiers may still decide, saying until when."""
+        self._require_wallet()
+        report = self.report(lease_id)
+        if report.lease.status != LeaseStatus.CLOSED:
+            raise RenterError(
+                f"lease {lease_id} is {report.lease.status.name.lower()}: only a closed lease "
+                f"can be finalized (`cvm lease close {lease_id}` first)"
+            )
+        held = report.held
+        if held is not None and not held.releasable:
+            raise RenterError(self._awaiting_verdict(lease_id, held))
+        held_amount = held.amount if held is not None else None
+        if held is not None:
+            try:
+                self.chain.leases.finalize_close(lease_id)
+            except ContractRevert as exc:
+                if exc.name != "LeaseMarket_NothingHeld":  # released by a verdict just now
+                    raise RenterError(f"the chain refused to finalize: {exc}") from None
+        release = self.chain.leases.held_released(lease_id, self.chain.deployment.start_block)
+        if release is None:
+            raise RenterError(
+                f"lease {lease_id} held nothing for a verdict: its close settled everything"
+            )
+        withdrawn = 0
+        if report.lease.renter.lower() == self.address.lower():
+            withdrawn = self._withdraw_credits()
+        return FinalizeResult(self.report(lease_id), release, held_amount, withdrawn)
+
+    def _withdraw_credits(self) -> int:
+        """Withdraw what the market credited this wallet (a refund it could not send at once)."""
+        credit = self.chain.leases.credits(self.address)
+        if credit == 0:
+            return 0
+        try:
+            self.chain.leases.withdraw()
+        except ContractRevert as exc:
+            raise RenterError(f"the chain refused the withdrawal of {credit}: {exc}") from None
+        return credit
+
+    @staticmethod
+    def _awaiting_verdict(lease_id: int, held: HeldEscrow) -> str:
+        when = datetime.fromtimestamp(held.releasable_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return (
-            f"lease {lease_id} cannot be closed yet: its latest attestation awaits the "
-            f"verifiers' verdict, due by {when} (its time is paid only if they verify it). "
-            f"Run `cvm lease close {lease_id}` again once they decided or that time passed; "
-            "an undecided attestation then counts as missed and you get the refund."
+            f"lease {lease_id} still holds {held.amount} token base units for its attestation's "
+            f"verdict, due by {when}: paid to the node only if the verifiers verify it, refunded "
+            f"to you otherwise. Their verdict releases it by itself; if none comes, run "
+            f"`cvm lease finalize {lease_id}` after that time."
         )
 
     def challenge(self, lease_id: int) -> tuple[LeaseReport, int]:

@@ -64,6 +64,16 @@ def registry_min_stake(session: Session) -> int:
     return int(args["minStake"]) if args else 0
 
 
+def declined_by(session: Session, lease_id: int) -> frozenset[str]:
+    """The node keys that declined `lease_id`, from its indexed `LeaseDeclined` events."""
+    rows = session.scalars(
+        select(ChainEvent.args).where(
+            ChainEvent.name == "LeaseDeclined", ChainEvent.lease_id == lease_id
+        )
+    )
+    return frozenset(str(args["nodeKey"]).lower() for args in rows)
+
+
 def demand_of(lease: Lease, registry_minimum: int = 0) -> Demand:
     """What the lease needs; the chain's accept demands max(lease minimum, registry minimum)."""
     return Demand(
@@ -226,7 +236,7 @@ class Matcher:
         """Reserve the best node for an open lease and dispatch it; None if nothing fits.
 
         Idempotent: a lease with a live reservation keeps it. Nodes whose reservation for
-        this lease expired are never tried again.
+        this lease expired, and nodes that declined it on chain, are never tried again.
         """
         with self._lease_lock(lease_id):
             with self.store.session() as session:
@@ -237,7 +247,10 @@ class Matcher:
                 live = [m for m in previous if m.status in ReservationState.live()]
                 if live:
                     return live[0]
-                tried = frozenset(m.node for m in previous)
+                # A node that declined this lease may never accept it again (the chain reverts
+                # with LeaseMarket_DeclinedBefore), so offering it would only waste the lease's
+                # time; it may have accepted without our dispatch, so no Match row names it.
+                tried = frozenset(m.node for m in previous) | declined_by(session, lease_id)
                 demand = demand_of(lease, registry_min_stake(session))
             reservation = self.index.match(demand, exclude=tried)
             if reservation is None:

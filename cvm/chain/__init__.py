@@ -33,7 +33,13 @@ from cvm.chain.guest_result import (
     sign_guest_result,
     verify_guest_result,
 )
-from cvm.chain.lease_market import CreatedLease, LeaseMarketClient, LeaseTerms
+from cvm.chain.lease_market import (
+    CreatedLease,
+    HeldEscrow,
+    HeldRelease,
+    LeaseMarketClient,
+    LeaseTerms,
+)
 from cvm.chain.node_consent import node_consent_message, sign_node_consent
 from cvm.chain.node_registry import NodeRegistryClient
 from cvm.chain.sender import TransactionSender, forget_nonces
@@ -71,6 +77,8 @@ __all__ = [
     "DeployConfig",
     "Deployment",
     "EventDecoder",
+    "HeldEscrow",
+    "HeldRelease",
     "Lease",
     "LeaseMarketClient",
     "LeaseSpec",

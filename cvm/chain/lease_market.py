@@ -11,10 +11,10 @@ from hexbytes import HexBytes
 from web3.exceptions import Web3Exception
 
 from cvm.chain.contract import OwnedContractClient, TxResult
-from cvm.chain.errors import ChainError
+from cvm.chain.errors import ChainError, ContractRevert
 from cvm.chain.events import ChainEvent
 from cvm.chain.token import Permit
-from cvm.chain.types import Lease, LeaseSpec, LeaseStatus, NodeUsage
+from cvm.chain.types import CloseReason, Lease, LeaseSpec, LeaseStatus, NodeUsage
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,36 @@ class LeaseTerms:
     deposit: int
     expected_measurement: bytes
     block_number: int
+
+
+@dataclass(frozen=True)
+class HeldEscrow:
+    """Escrow a lease closed by its renter keeps while its attestation awaits the verdict.
+
+    `amount` goes to the node only if the verifiers verify the attestation, back to the renter
+    otherwise. `releasable_at` is the end of the verification window: after it anyone may
+    `finalize_close` (0 when that is possible now, the verdict being in or the window over).
+    """
+
+    lease_id: int
+    amount: int
+    releasable_at: int
+
+    @property
+    def releasable(self) -> bool:
+        """Whether `finalize_close` would release it now."""
+        return self.releasable_at == 0
+
+
+@dataclass(frozen=True)
+class HeldRelease:
+    """A `LeaseHeldReleased` event: the lease's final earnings and the renter's credit."""
+
+    lease_id: int
+    close_reason: CloseReason
+    earned: int
+    refund: int
+    tx_hash: str
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,24 @@ class LeaseMarketClient(OwnedContractClient):
     def declined_by(self, lease_id: int, node_key: str) -> bool:
         """Whether `node_key` declined `lease_id` before (it may not accept it again)."""
         return bool(self._call("declinedBy", lease_id, node_key))
+
+    def held_escrow(self, lease_id: int) -> HeldEscrow | None:
+        """What a closed lease still holds for its attestation's verdict; None if nothing.
+
+        The market has no view of it: a dry run of `finalizeClose` tells (NothingHeld: none;
+        AttestationPending: held until its `decideBy`; success: releasable now). The amount is
+        the closed lease's deposit (earnings with the held time) minus what is verified."""
+        try:
+            self._call("finalizeClose", lease_id)
+            releasable_at = 0
+        except ContractRevert as exc:
+            if exc.name == "LeaseMarket_NothingHeld":
+                return None
+            if exc.name != "LeaseMarket_AttestationPending":
+                raise
+            releasable_at = int(exc.args_by_name["decideBy"])
+        held = self.get_lease(lease_id).deposit - self.earned(lease_id)
+        return HeldEscrow(lease_id, max(held, 0), releasable_at)
 
     def earned(self, lease_id: int) -> int:
         """What the lease has earned so far, capped at the deposit."""
@@ -174,6 +222,21 @@ class LeaseMarketClient(OwnedContractClient):
         """Ids of the leases `renter` created, oldest first (by the indexed renter topic)."""
         events = self._logs("LeaseCreated", from_block, renter=renter)
         return sorted({int(event.args["leaseId"]) for event in events})
+
+    def held_released(self, lease_id: int, from_block: int = 0) -> HeldRelease | None:
+        """The `LeaseHeldReleased` of `lease_id`, if its held escrow was released."""
+        events = self._logs("LeaseHeldReleased", from_block, leaseId=lease_id)
+        if not events:
+            return None
+        event = events[-1]
+        args = event.args
+        return HeldRelease(
+            lease_id=int(args["leaseId"]),
+            close_reason=CloseReason(int(args["reason"])),
+            earned=int(args["earned"]),
+            refund=int(args["refund"]),
+            tx_hash=str(event.transaction_hash),
+        )
 
     def leases_accepted_by(self, node_key: str, from_block: int = 0) -> list[int]:
         """Ids of the leases `node_key` accepted, oldest first (by the indexed node topic)."""

@@ -1,5 +1,5 @@
 """Renter commands: `cvm nodes`, `cvm rent`, `cvm leases`,
-`cvm lease show|topup|challenge|close`, attestation status.
+`cvm lease show|topup|challenge|close|finalize`, attestation status.
 
 Read-only commands (`leases`, `lease show`) need only an address: `--address`, or the
 wallet's, read from its keystore file without unlocking it. Amounts are tokens (or base
@@ -101,6 +101,10 @@ def _lease_table(report: LeaseReport, decimals: int) -> Table:
         table.add_row("signed by", amd_root_text(report.amd_root))
     table.add_row("attested", format_time(attestation["submitted_at"]))
     table.add_row("attestation expires", format_time(attestation["expires_at"]))
+    if report.held is not None:
+        held = report.held
+        table.add_row("held", held_text(report.lease.lease_id, held.amount, held.releasable_at,
+                                        decimals))  # fmt: skip
     hint = lease_hint(report)
     if hint:
         table.add_row("what to do", literal(hint))
@@ -532,28 +536,88 @@ def challenge(
 @lease_app.command("close")
 def close(
     lease_id: LeaseId,
-    timeout: Annotated[
-        float,
-        typer.Option(min=0, help="Seconds to wait for the verdict on a pending attestation."),
-    ] = 120.0,
     deployment: DeploymentOption = None,
     wallet: WalletOption = None,
     password_file: PasswordFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Close one of your leases and take back what was not earned.
+    """Close one of your leases now and take back what was not earned.
 
-    While an attestation awaits the verifiers the chain lets no lease end: the close waits for
-    their verdict (up to --timeout) and otherwise says until when to try again.
+    If an attestation still awaits the verifiers, the pay for its time stays held in escrow:
+    paid to the node only if they verify it, refunded to you otherwise. Their verdict releases
+    it; if none comes within their window, `cvm lease finalize` refunds it.
     """
     renter = open_renter(deployment, wallet, password_file)
-    report, refund = renter.close(lease_id, verdict_timeout_s=timeout)
+    result = renter.close_lease(lease_id)
+    report = result.report
     decimals = renter.chain.token.decimals()
-    emit(
-        {**report.as_dict(), "refund": refund},
-        f"lease {lease_id} closed: refund {format_amount(refund, decimals)}, "
-        f"node earned {format_amount(report.earned, decimals)}",
+    message = (
+        f"lease {lease_id} closed: refund {format_amount(result.refund, decimals)}, "
+        f"node earned {format_amount(report.earned, decimals)}"
     )
+    if result.withdrawn:
+        message += f"; withdrew {format_amount(result.withdrawn, decimals)} of market credit"
+    if report.held is not None:
+        message += "\n" + held_text(lease_id, report.held.amount, report.held.releasable_at,
+                                     decimals)  # fmt: skip
+    emit({**report.as_dict(), "refund": result.refund, "withdrawn": result.withdrawn}, message)
+
+
+def held_text(lease_id: int, amount: int, releasable_at: int, decimals: int) -> str:
+    """The held escrow of a closed lease, and what becomes of it."""
+    what = (
+        f"held for the pending attestation's verdict: {format_amount(amount, decimals)}, paid to "
+        "the node only if the verifiers verify it, otherwise refunded to you. "
+    )
+    if releasable_at == 0:
+        return what + f"Release it now: `cvm lease finalize {lease_id}`."
+    return what + (
+        f"Their verdict releases it by itself; if none comes by {format_time(releasable_at)}, "
+        f"`cvm lease finalize {lease_id}` then refunds it."
+    )
+
+
+@lease_app.command("finalize")
+def finalize(
+    lease_id: LeaseId,
+    deployment: DeploymentOption = None,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Release what a lease closed during a pending attestation holds, and withdraw your refund.
+
+    After the verdict, or once the verifiers' window passed without one (then it is refunded).
+    Anyone may release it on chain; the refund is always the renter's.
+    """
+    renter = open_renter(deployment, wallet, password_file)
+    result = renter.finalize(lease_id)
+    decimals = renter.chain.token.decimals()
+    data = {
+        **result.report.as_dict(),
+        "released": {
+            "held": result.held,
+            "paid_to_node": result.paid_to_node,
+            "refunded": result.refunded,
+            "earned": result.release.earned,
+            "close_reason": result.release.close_reason.name.lower(),
+            "tx_hash": result.release.tx_hash,
+        },
+        "withdrawn": result.withdrawn,
+    }
+    reason = literal(result.release.close_reason.name.lower())
+    if result.held is None:
+        message = f"lease {lease_id}: the verdict already released the held escrow ({reason})"
+    else:
+        paid = format_amount(result.paid_to_node or 0, decimals)
+        message = (
+            f"lease {lease_id}: released {format_amount(result.held, decimals)} held "
+            f"({reason}): {paid} to the node"
+        )
+    message += f", {format_amount(result.refunded, decimals)} refunded to the renter"
+    if result.withdrawn:
+        message += f"; withdrew {format_amount(result.withdrawn, decimals)} to your wallet"
+    emit(data, message)
 
 
 def attestation_status(lease_id: int, deployment: Path | None) -> None:

@@ -1,6 +1,6 @@
 // The chain side of the console (viem): reads through the deployment's RPC directly, writes
 // through the connected wallet. ABIs come from the compiled contracts (contracts/out).
-import { createPublicClient, defineChain, http, parseEventLogs, parseSignature } from "viem";
+import { ContractFunctionRevertedError, createPublicClient, defineChain, http, parseEventLogs, parseSignature } from "viem";
 import { abi as leaseMarketAbi } from "abi:LeaseMarket";
 import { abi as nodeRegistryAbi } from "abi:NodeRegistry";
 import { abi as attestationRegistryAbi } from "abi:AttestationRegistry";
@@ -43,12 +43,40 @@ export async function balances(address) {
 export async function leaseMoney(leaseId) {
   const lease = await market("getLease", [BigInt(leaseId)]);
   const status = LEASE_STATUS[lease.status];
-  const [earned, refundable, claimable] = await Promise.all([
+  const [earned, refundable, claimable, progress, held] = await Promise.all([
     market("earned", [BigInt(leaseId)]),
     status === "closed" ? 0n : market("refundable", [BigInt(leaseId)]),
     market("claimable", [BigInt(leaseId)]),
+    status === "active" ? progressOf(leaseId) : null,
+    status === "closed" ? heldEscrow(leaseId) : null,
   ]);
-  return { lease, status, earned, refundable, claimable, readAt: Date.now() };
+  // Closing now while the attestation awaits its verdict holds the pay for its time (as closeLease does).
+  const wouldHold = progress && ATTESTATION_STATUS[progress.status] === "Pending"
+    ? min(progress.pendingSeconds * lease.ratePerSecond, refundable) : 0n;
+  return { lease, status, earned, refundable, claimable, wouldHold, held, readAt: Date.now() };
+}
+
+const min = (a, b) => (a < b ? a : b);
+const progressOf = (leaseId) => reader.readContract({ address: config.attestationRegistry, abi: attestationRegistryAbi, functionName: "progressOf", args: [BigInt(leaseId)] });
+
+// What a closed lease still holds for its attestation's verdict, or null: paid to the node only if
+// verified, refunded otherwise. The market has no view of it, so a dry run of finalizeClose tells
+// (NothingHeld: nothing; AttestationPending: held until decideBy; success: releasable now).
+export async function heldEscrow(leaseId) {
+  const id = BigInt(leaseId);
+  let releasableAt = 0n;
+  try {
+    await reader.simulateContract({ address: config.leaseMarket, abi: leaseMarketAbi, functionName: "finalizeClose", args: [id] });
+  } catch (error) {
+    const revert = error?.walk?.((e) => e instanceof ContractFunctionRevertedError);
+    const name = revert?.data?.errorName;
+    if (name === "LeaseMarket_NothingHeld") return null;
+    if (name !== "LeaseMarket_AttestationPending") throw error;
+    releasableAt = revert.data.args[1];
+  }
+  const [lease, earned] = await Promise.all([market("getLease", [id]), market("earned", [id])]);
+  const amount = lease.deposit > earned ? lease.deposit - earned : 0n;
+  return { amount, releasableAt, releasable: releasableAt === 0n };
 }
 
 export const nodeOnChain = (nodeKey) => registry("getNode", [nodeKey]);
@@ -122,10 +150,20 @@ export async function topUp(leaseId, amount) {
   await send(config.leaseMarket, leaseMarketAbi, "topUp", [BigInt(leaseId), amount]);
 }
 
+// Always closes at once; `held` is what the pending attestation's verdict still decides (or null).
 export async function closeLease(leaseId) {
   const receipt = await send(config.leaseMarket, leaseMarketAbi, "closeLease", [BigInt(leaseId)]);
   const [closed] = parseEventLogs({ abi: leaseMarketAbi, eventName: "LeaseClosed", logs: receipt.logs });
-  return closed.args;
+  return { ...closed.args, held: await heldEscrow(leaseId) };
+}
+
+// Releases a held close after the verdict or the verifiers' window (anyone may); the renter's
+// refund is credited, so the renter then withdraws it. Returns the LeaseHeldReleased args.
+export async function finalizeClose(leaseId, withdraw) {
+  const receipt = await send(config.leaseMarket, leaseMarketAbi, "finalizeClose", [BigInt(leaseId)]);
+  const [released] = parseEventLogs({ abi: leaseMarketAbi, eventName: "LeaseHeldReleased", logs: receipt.logs });
+  if (withdraw && (await credits(wallet.account)) > 0n) await send(config.leaseMarket, leaseMarketAbi, "withdraw", []);
+  return released.args;
 }
 
 export async function claim(leaseId) {

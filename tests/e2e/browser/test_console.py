@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from playwright.sync_api import Page, expect
 
-from cvm.chain import LeaseStatus
+from cvm.chain import LeaseSpec, LeaseStatus, NodeSpec, TeeType, connect, sign_node_consent
 from tests.e2e.browser.conftest import TOKEN, Console, connect_wallet
 from tests.e2e.browser.png import pixels
 from tests.e2e.browser.wallet import TestWallet
@@ -214,3 +215,79 @@ def test_rent_watch_verified_live_top_up_close_and_operator_claims(
     assert console.chain.leases.claimable(lease_id) == 0
     assert console.chain.token.balance_of(operator.address) >= before + owed
     page.screenshot(path=artifacts / "operator.png", full_page=True)
+
+
+def _advance(console: Console, seconds: int) -> None:
+    """Move the stack's chain clock on (the last test of the module: nothing after relies on it)."""
+    w3 = console.chain.w3
+    w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+    w3.provider.make_request("anvil_mine", ["0x1"])  # type: ignore[arg-type]
+
+
+def test_close_during_a_pending_attestation_shows_the_held_part_and_releases_it(
+    console_page: Page, wallet: TestWallet, console: Console, artifacts: Path
+) -> None:
+    """The renter can always close: the console closes at once while an attestation awaits the
+    verifiers, says how much is held and what becomes of it, and once the verifiers' window
+    passed without a verdict offers the release, which refunds and withdraws it. Fails on the
+    old console, which showed the whole refundable deposit as the refund and nothing held.
+
+    The lease asks for more stake than any of the stack's nodes has, so only this test's own
+    node key takes it, and no evidence is ever uploaded: the verifiers never approve."""
+    chain, deployment, rpc_url = console.chain, console.deployment, console.stack.state["rpc_url"]
+    stakes = [chain.nodes.get_node(n["address"]).stake for n in console.stack.state["nodes"]]
+    stake = max([*stakes, chain.nodes.min_stake()]) + TOKEN
+    operator, node_key, signer = Account.create(), Account.create(), Account.create()
+    console.fund(operator.address, tokens=stake // TOKEN + 1)
+    console.fund(node_key.address, tokens=1)
+    as_operator = connect(deployment, operator, rpc_url=rpc_url)
+    spec = NodeSpec(TeeType.SEV_SNP, 4, 8192, 100, 276, 10**9)
+    consent = sign_node_consent(node_key, operator.address, deployment)
+    as_operator.nodes.register(node_key.address, spec, "", node_key_signature=consent)
+    as_operator.token.approve(deployment.node_registry, stake)
+    as_operator.nodes.stake(node_key.address, stake)
+
+    measurement = b"\x5a" * 48
+    renter = connect(deployment, wallet.account, rpc_url=rpc_url)
+    lease_spec = LeaseSpec(TeeType.SEV_SNP, 2, 4096, 20, stake, 3600, b"\xc0" * 32)
+    renter.token.approve(deployment.lease_market, 10 * TOKEN)
+    lease_id = renter.leases.create_lease(lease_spec, 4 * 10**9, 10 * TOKEN, measurement).lease_id
+    as_node = connect(deployment, node_key, rpc_url=rpc_url)
+    as_node.leases.accept_lease(lease_id)
+    as_node.attestations.submit(
+        lease_id,
+        as_node.attestations.attestation_nonce(lease_id),
+        b"\x77" * 32,
+        measurement,
+        7,
+        b"\xcc" * 32,
+        signer=signer.address,
+    )
+    _advance(console, 120)  # two minutes of service await the verdict
+
+    page = console_page
+    connect_wallet(page)
+    page.goto(f"{console.url}/#/leases/{lease_id}")
+    balance = chain.token.balance_of(wallet.address)
+    # The lease page draws its actions after its chain reads: slow on a loaded machine.
+    expect(page.get_by_role("button", name="Close lease…")).to_be_visible(timeout=90_000)
+    page.get_by_role("button", name="Close lease…").click()
+    expect(page.locator("#hold-preview")).to_contain_text("held in escrow")
+    page.get_by_role("button", name="Close and get the refund").click()
+    result = page.locator("#lease-result")
+    expect(result).to_contain_text("Lease closed. Refunded")
+    expect(result).to_contain_text("is held until the verifiers decide")
+    held = chain.leases.held_escrow(lease_id)
+    assert held is not None and held.amount > 0 and not held.releasable
+    expect(page.locator("#held")).to_contain_text("paid to the node only if the verifiers verify")
+    refund = chain.token.balance_of(wallet.address) - balance
+    assert refund > 0 and refund + held.amount + chain.leases.earned(lease_id) == 10 * TOKEN
+    page.screenshot(path=artifacts / "lease-closed-held.png", full_page=True)
+
+    _advance(console, chain.attestations.verification_window() + 1)  # no verdict came
+    page.reload()
+    connect_wallet(page)
+    page.get_by_role("button", name="Release the held escrow").click()
+    expect(result).to_contain_text("refunded to the renter and withdrawn to your wallet")
+    assert chain.leases.held_escrow(lease_id) is None
+    assert chain.token.balance_of(wallet.address) == balance + refund + held.amount

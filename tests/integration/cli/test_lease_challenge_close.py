@@ -1,15 +1,17 @@
-"""`cvm lease challenge` and `cvm lease close` around the verifiers and challenges (real
-anvil): one clear line when the chain must wait, the refund after an unanswered challenge."""
+"""`cvm lease challenge`, `cvm lease close` and `cvm lease finalize` around the verifiers and
+challenges (real anvil): a close during a pending attestation refunds at once and holds the
+pending time's pay for the verdict; the refund after an unanswered challenge."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.fixtures.chain import ChainSystem
+from tests.fixtures.chain import LEASE_SPEC, ChainSystem
 from tests.integration.cli.test_no_surprises import (  # noqa: F401
     cvm,
     no_traceback,
@@ -32,23 +34,129 @@ def _as_renter(record: Path, wallet: Path, password: Path) -> list[str]:  # noqa
     return ["--deployment", str(record), "--wallet", str(wallet), "--password-file", str(password)]
 
 
-def test_close_while_the_verifiers_decide_says_until_when_instead_of_a_revert(
+def _json(result) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    no_traceback(result)
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def _pending_reattestation(chain: ChainSystem) -> tuple[int, bytes]:
+    """A verified lease that ran a while, with a fresh attestation awaiting the verifiers and
+    serving past the expiry of the verified one (so that some time is paid only if verified)."""
+    lease_id = chain.attested_lease()
+    interval = LEASE_SPEC.reattest_interval
+    chain.advance(interval // 2 + 60)  # re-attestation is allowed from half the interval
+    report_hash = b"\x66" * 32
+    chain.submit(lease_id, report_hash)
+    chain.advance(interval // 2 + 60)  # within the verifiers' window, past the old expiry
+    return lease_id, report_hash
+
+
+def test_close_while_the_verifiers_decide_refunds_at_once_and_the_verdict_pays_the_held_part(
     chain: ChainSystem,
     record: Path,  # noqa: F811
     renter_wallet: Path,  # noqa: F811
     password: Path,
 ) -> None:
-    lease_id = chain.active_lease()
-    chain.submit(lease_id, b"\x55" * 32)  # pending: no verifier decides in this test
-    result = cvm("lease", "close", str(lease_id), "--timeout", "0", "--json",
+    """The renter can always close: the unheld rest comes back at once, the pending time's pay
+    is held, reported, and goes to the node once the verifiers verify. Fails on the old code,
+    whose close waited for the verdict (up to --timeout) and then refused."""
+    lease_id, report_hash = _pending_reattestation(chain)
+    wallet = chain.accounts.renter.address
+    before = chain.client().token.balance_of(wallet)
+    deposit = chain.client().leases.get_lease(lease_id).deposit
+
+    closed = _json(cvm("lease", "close", str(lease_id), "--json",
+                       *_as_renter(record, renter_wallet, password)))  # fmt: skip
+    assert closed["status"] == "closed"
+    held, refund, earned = closed["held"], closed["refund"], closed["earned"]
+    rate = closed["rate_per_second"]
+    assert held > 0 and held % rate == 0  # the pending time's pay
+    assert refund > 0 and earned > 0 and earned + held + refund == deposit
+    assert closed["held_until"] > chain.now()  # the verifiers may still decide
+    assert chain.client().token.balance_of(wallet) == before + refund
+
+    early = cvm("lease", "finalize", str(lease_id), "--json",
+                *_as_renter(record, renter_wallet, password))  # fmt: skip
+    no_traceback(early)
+    assert early.exit_code == 1
+    error = json.loads(early.stdout)["error"]
+    assert "verdict, due by" in error and "paid to the node only if" in error
+
+    chain.verifier.attestations.confirm(lease_id, report_hash, True)  # releases it on chain
+    final = _json(cvm("lease", "finalize", str(lease_id), "--json",
+                      *_as_renter(record, renter_wallet, password)))  # fmt: skip
+    assert final["held"] == 0 and final["released"]["refunded"] == 0
+    assert final["released"]["held"] is None  # the verdict released it, not this call
+    assert final["released"]["earned"] == earned + held == final["earned"]
+    assert final["released"]["close_reason"] == "renter"
+    assert chain.client().token.balance_of(wallet) == before + refund
+
+
+def test_a_held_close_left_undecided_is_refunded_by_finalize(
+    chain: ChainSystem,
+    record: Path,  # noqa: F811
+    renter_wallet: Path,  # noqa: F811
+    password: Path,
+) -> None:
+    """No verdict within the verifiers' window: `cvm lease finalize` releases the held part back
+    to the renter and withdraws it to the wallet. Fails on the old code (no close while
+    pending, no finalize command)."""
+    lease_id, _ = _pending_reattestation(chain)
+    wallet = chain.accounts.renter.address
+    before = chain.client().token.balance_of(wallet)
+    closed = cvm("lease", "close", str(lease_id),
                  *_as_renter(record, renter_wallet, password))  # fmt: skip
-    no_traceback(result)
-    assert result.exit_code == 1
-    (line,) = result.stdout.splitlines()
-    error = json.loads(line)["error"]
-    assert "awaits the verifiers' verdict, due by" in error
-    assert f"cvm lease close {lease_id}" in error
-    assert "LeaseMarket_AttestationPending" not in error
+    no_traceback(closed)
+    assert closed.exit_code == 0, closed.output
+    text = " ".join(closed.output.split())
+    assert "held for the pending attestation's verdict" in text
+    assert "paid to the node only if the verifiers verify it" in text
+    assert f"cvm lease finalize {lease_id}" in text
+    held_escrow = chain.client().leases.held_escrow(lease_id)
+    assert held_escrow is not None and held_escrow.amount > 0 and not held_escrow.releasable
+    after_close = chain.client().token.balance_of(wallet)
+    assert after_close > before
+
+    chain.advance(chain.client().attestations.verification_window() + 1)
+    final = _json(cvm("lease", "finalize", str(lease_id), "--json",
+                      *_as_renter(record, renter_wallet, password)))  # fmt: skip
+    assert final["released"]["held"] == held_escrow.amount
+    assert final["released"]["refunded"] == held_escrow.amount
+    assert final["released"]["paid_to_node"] == 0
+    assert final["released"]["close_reason"] == "attestation_missed"  # undecided, unexcused
+    assert final["withdrawn"] == held_escrow.amount and final["held"] == 0
+    assert chain.client().token.balance_of(wallet) == after_close + held_escrow.amount
+    assert chain.client().leases.held_escrow(lease_id) is None
+
+    again = cvm("lease", "finalize", str(lease_id), "--json",
+                *_as_renter(record, renter_wallet, password))  # fmt: skip
+    assert _json(again)["released"]["held"] is None  # nothing left: reported, not refused
+
+
+def test_a_rejected_verdict_refunds_the_held_part(
+    chain: ChainSystem,
+    record: Path,  # noqa: F811
+    renter_wallet: Path,  # noqa: F811
+    password: Path,
+) -> None:
+    """Rejected after a held close: the held part is the renter's again (credited by the
+    chain, withdrawn by `cvm lease finalize`). Fails on the old code (no finalize)."""
+    lease_id, report_hash = _pending_reattestation(chain)
+    wallet = chain.accounts.renter.address
+    closed = _json(cvm("lease", "close", str(lease_id), "--json",
+                       *_as_renter(record, renter_wallet, password)))  # fmt: skip
+    held = closed["held"]
+    assert held > 0
+    after_close = chain.client().token.balance_of(wallet)
+    chain.verifier.attestations.confirm(lease_id, report_hash, False)
+    final = _json(cvm("lease", "finalize", str(lease_id), "--json",
+                      *_as_renter(record, renter_wallet, password)))  # fmt: skip
+    assert final["released"]["close_reason"] == "attestation_rejected"
+    assert final["released"]["refunded"] == held == final["withdrawn"]
+    assert final["released"]["earned"] == closed["earned"]
+    assert chain.client().token.balance_of(wallet) == after_close + held
 
 
 def test_the_renter_challenges_once_per_interval_and_closes_with_the_refund_when_unanswered(

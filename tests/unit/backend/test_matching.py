@@ -312,3 +312,62 @@ def test_the_registry_minimum_stake_applies_too(store: Store, clock: Clock) -> N
             )
         )
     assert matcher.match_lease(1) is not None
+
+
+def _index_event(store: Store, block: int, name: str, args: dict[str, object]) -> None:
+    """What the indexer does with a decoded log: record it with its subjects, then project it."""
+    from backend.indexer import projections
+
+    with store.session() as session:
+        converted = projections.json_args(args)
+        lease_id, node = projections.subjects(name, converted, session)
+        row = ChainEvent(
+            block_number=block,
+            block_hash="0x" + f"{block:064x}",
+            block_timestamp=block,
+            log_index=0,
+            tx_hash="0x" + f"{block:064x}",
+            contract="LeaseMarket",
+            name=name,
+            lease_id=lease_id,
+            node=node,
+            args=converted,
+        )
+        session.add(row)
+        session.flush()
+        projections.apply(session, row)
+
+
+def test_a_node_that_declined_a_lease_is_never_offered_it_again(store: Store, clock: Clock) -> None:
+    """Decline squat, matcher side: a node that declined lease N on chain can never accept N
+    again (LeaseMarket_DeclinedBefore), so dispatching N to it wastes N's time. The node took
+    N on its own (no reservation of ours names it), so only the indexed `LeaseDeclined` tells.
+    Fails on the old code, which offered N straight back to the cheapest node, the decliner."""
+    decliner = _node(store, "0x" + "0a" * 20, price_per_vcpu_second=1)
+    other = _node(store, "0x" + "0b" * 20, price_per_vcpu_second=5)
+    add_lease(store, 1, RENTER)
+    add_lease(store, 2, RENTER)
+    matcher, dispatched = _matcher(store, clock)
+    matcher.rebuild()
+    for address in (decliner, other):
+        _beat(matcher, clock, address, 16, 65536, 500)
+
+    # Checksummed on the wire, as the chain's decoder returns it.
+    key = "0x" + "0A" * 20
+    _index_event(store, 10, "LeaseAccepted", {"leaseId": 1, "nodeKey": key, "ratePerSecond": 2})
+    matcher.lease_accepted(1, decliner)
+    _index_event(store, 11, "LeaseDeclined", {"leaseId": 1, "nodeKey": key})
+    matcher.lease_closed(1)  # what the service does on LeaseDeclined
+
+    match = matcher.match_lease(1)
+    assert match is not None and match.node == other
+    # The decliner still gets other leases: only lease 1 is closed to it.
+    again = matcher.match_lease(2)
+    assert again is not None and again.node == decliner
+    assert dispatched.calls == [(1, other), (2, decliner)]
+
+    # Both reservations lapse: lease 2 moves on to the other node, lease 1 finds nobody (the
+    # decliner stays excluded).
+    clock.advance(61)
+    assert matcher.expire_overdue() == [2]
+    assert dispatched.calls == [(1, other), (2, decliner), (2, other)]

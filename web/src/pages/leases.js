@@ -2,7 +2,7 @@
 // its money (read from the chain), top-up and close with the refund shown before signing, and
 // for its renter the image and the (untrusted) guest console.
 import { getLease, leasesOf, watchTimeline } from "../api.js";
-import { CLOSE_REASON, closeLease, leaseMoney, topUp } from "../chain.js";
+import { CLOSE_REASON, closeLease, finalizeClose, leaseMoney, topUp } from "../chain.js";
 import { renterView } from "../guest.js";
 import { baseRate, duration, facts, h, message, parseTokens, perHour, simulatedBadge, status, tokens, when } from "../ui.js";
 import { state as wallet } from "../wallet.js";
@@ -22,6 +22,12 @@ export async function leasesPage(main) {
         h("td", {}, h("a", { href: `#/leases/${l.id}` }, `Lease ${l.id}`)), h("td", {}, l.status, l.amdRoot === "simulated" ? [" ", simulatedBadge()] : null),
         h("td", {}, `${l.vcpus} vCPU, ${l.memoryMib} MiB, ${l.diskGib} GiB`), h("td", {}, tokens(l.deposit)),
         h("td", {}, h("a", { href: `#/leases/${l.id}/attestation` }, "Attestation"))))))));
+}
+
+// What becomes of a held escrow, and when.
+function heldFate(held) {
+  if (held.releasable) return "(no verdict in time, or it just came: anyone may release it now)";
+  return `(paid to the node only if the verifiers verify the pending attestation, otherwise refunded to you; decided by ${new Date(Number(held.releasableAt) * 1000).toISOString().replace("T", " ").slice(0, 19)} UTC)`;
 }
 
 function timelineView(timeline) {
@@ -73,13 +79,23 @@ export async function leasePage(main, config, id) {
       ["Rate", rate > 0n ? h("span", { title: baseRate(rate) }, perHour(rate)) : "not accepted yet"],
       ["Time left", s === "active" && rate > 0n ? duration((refundable - live) / rate) : "—"],
       s === "closed" && ["Closed because", CLOSE_REASON[l.closeReason]],
+      money.held && ["Held for the attestation's verdict", h("span", { id: "held" }, tokens(money.held.amount), " ", heldFate(money.held))],
     ]));
     // Redrawn only when who may act changes: a redraw would wipe what the person is typing.
-    const actors = `${s} ${wallet.account}`;
+    const actors = `${s} ${wallet.account} ${money.held ? money.held.releasable : "-"}`;
     if (actors !== drawnFor) { drawnFor = actors; drawActions(); }
   }
 
   function drawActions() {
+    if (money?.held?.releasable && wallet.account) {
+      // No verdict in time (or it just came): anyone may release it; the renter's refund is withdrawn too.
+      const isRenter = wallet.account.toLowerCase() === money.lease.renter.toLowerCase();
+      actionBox.replaceChildren(h("h2", {}, "Held escrow"), h("div", { class: "row" }, h("button", { type: "button", id: "finalize", onclick: () => act(async () => {
+        const released = await finalizeClose(leaseId, isRenter);
+        return `Released the held escrow (${CLOSE_REASON[released.reason]}): ${tokens(released.refund)} refunded to the renter${isRenter ? " and withdrawn to your wallet" : ""}.`;
+      }) }, "Release the held escrow")));
+      return;
+    }
     if (!money || money.status === "closed" || !wallet.account || wallet.account.toLowerCase() !== money.lease.renter.toLowerCase()) {
       actionBox.replaceChildren();
       return;
@@ -95,11 +111,15 @@ export async function leasePage(main, config, id) {
 
   async function confirmClose() {
     await refresh();
-    const box = h("div", { class: "card", id: "close-confirm" }, h("p", {}, `Closing now refunds about `, h("strong", { id: "refund-preview" }, tokens(money.refundable)),
+    const held = money.wouldHold;
+    const box = h("div", { class: "card", id: "close-confirm" }, h("p", {}, `Closing now refunds about `, h("strong", { id: "refund-preview" }, tokens(money.refundable - held)),
       ` (everything not yet earned); the node keeps ${tokens(money.earned)} earned so far.`),
+    held > 0n ? h("p", { id: "hold-preview" }, `The latest attestation still awaits the verifiers: about `, h("strong", {}, tokens(held)),
+      ` for its time stays held in escrow, paid to the node only if they verify it, otherwise refunded to you.`) : null,
     h("div", { class: "row" }, h("button", { type: "button", id: "close-confirm-button", onclick: () => act(async () => {
       const closed = await closeLease(leaseId);
-      return `Lease closed. Refunded ${tokens(closed.refund)}${closed.compensation ? ` plus ${tokens(closed.compensation)} compensation` : ""}.`;
+      const kept = closed.held ? ` ${tokens(closed.held.amount)} is held until the verifiers decide the pending attestation: paid to the node only if they verify it, otherwise refunded to you.` : "";
+      return `Lease closed. Refunded ${tokens(closed.refund)}${closed.compensation ? ` plus ${tokens(closed.compensation)} compensation` : ""}.${kept}`;
     }) }, "Close and get the refund"), h("button", { type: "button", class: "secondary", onclick: () => box.remove() }, "Keep it running")));
     actionBox.append(box);
     box.querySelector("button").focus();
