@@ -127,10 +127,26 @@ class SeqLedger:
         os.replace(temporary, self.path)
 
 
+# How far above our own record the backend's number may be (messages sent from another
+# machine); more is a lying backend burning the guest's seq space (see next_seq).
+MAX_SEQ_JUMP = 2**32
+
+
 def next_seq(api: ApiClient, guest: GuestIdentity, ledger: SeqLedger | None) -> int:
-    """max(our record, the backend's) + 1: the backend's number alone could be rolled back."""
+    """max(our record, the backend's) + 1: the backend's number alone could be rolled back.
+
+    The backend's number is refused when it is far above ours: signed, a seq near 2**64
+    would leave the guest (which only takes a higher one) unable to take any later message,
+    so a revoked SSH key could never be replaced there."""
     local = ledger.last(guest) if ledger is not None else 0
-    return max(local, api.sealed_secrets_seq(guest.lease_id)) + 1
+    backend = api.sealed_secrets_seq(guest.lease_id)
+    if backend > local + MAX_SEQ_JUMP:
+        raise ReleaseRefused(
+            f"the backend says seq {backend} was queued for lease {guest.lease_id}, far above"
+            f" this client's {local}: not signing a number that would exhaust the guest's"
+            " sequence (a lying backend)"
+        )
+    return max(local, backend) + 1
 
 
 @dataclass(frozen=True)

@@ -253,7 +253,9 @@ def evidence_bytes(session: Session, digest: str) -> tuple[bytes, AmdRoot | None
     row = session.get(Evidence, key)
     if row is None:
         row = session.scalar(
-            select(Evidence).where(Evidence.report_hash == key).order_by(Evidence.created_at)
+            select(Evidence)
+            .where(Evidence.report_hash == key)
+            .order_by(Evidence.created_at, Evidence.hash)  # as the verifier picks it
         )
     if row is None:
         raise NotFound(f"evidence {digest}")

@@ -130,8 +130,14 @@ class Verifier:
                 return existing
             lease = session.get(Lease, lease_id)
             attestation = session.get(Attestation, lease_id)
+            # The first bundle uploaded for the report: only the node that got the report
+            # has it before then; later copies (a matched node re-uploading it with another
+            # key) must not decide. The renter's client is served the same one.
             evidence = session.scalar(
-                select(Evidence).where(Evidence.report_hash == report_hash).limit(1)
+                select(Evidence)
+                .where(Evidence.report_hash == report_hash)
+                .order_by(Evidence.created_at, Evidence.hash)
+                .limit(1)
             )
             if lease is None or attestation is None or attestation.report_hash != report_hash:
                 return None

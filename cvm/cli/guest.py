@@ -260,7 +260,11 @@ def status(
             f" {latest} was sent[/bold red]: its node has not delivered it (yet), or withholds it"
         )
     else:
-        human = f"the guest of lease {lease_id} has installed seq {installed}, the latest sent"
+        # Only the latest: the guest takes any higher seq, so a node can skip one (README).
+        human = (
+            f"the guest of lease {lease_id} has installed seq {installed}, the latest sent"
+            " (an earlier message it skipped would not show here)"
+        )
     emit(summary, human)
 
 

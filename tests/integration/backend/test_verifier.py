@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +23,9 @@ from typer.testing import CliRunner
 
 from backend.api import create_app
 from backend.api.deps import AppContext
+from backend.domain import evidence as evidence_rules
 from backend.indexer import Indexer, marketplace_decoder
-from backend.store import Store, Verification
+from backend.store import Evidence, Store, Verification
 from backend.verifier import Verifier, VerifierConfig
 from cvm.api_models import (
     AMD_ROOT_HEADER,
@@ -587,3 +589,35 @@ def test_the_cli_says_amd_for_a_report_on_amds_root(
                                   str(record)])  # fmt: skip
         assert status.exit_code == 0, status.output
         assert "SIMULATED" not in status.output and "AMD (chains to AMD" in status.output
+
+
+def test_the_verifier_appraises_the_first_evidence_uploaded_for_a_report(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    """Several bundles can carry one report: a node once matched to the lease may upload the
+    honest node's report (public once uploaded) with another guest key, under the pending
+    nonce. The old verifier took whichever row the database returned first for the report
+    hash (no ORDER BY: PostgreSQL reuses freed heap space, so a later row can come first)
+    and rejected the honest node's report, slashing it. The first upload is the node's own
+    (nobody else has the report before), and is what the renter's client is served too.
+    The copy is stored first here to stand in for that reuse; it failed on the old verifier."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id = chain.active_lease()
+    bundle = backend.evidence(amd_sp, lease_id)
+    copy = dataclasses.replace(bundle, guest_key=honest_guest_key()).encode()
+    backend.indexer.poll()
+    with store.session() as session:
+        session.add(
+            Evidence(
+                hash=evidence_rules.evidence_hash(copy),
+                report_hash=evidence_rules.report_hash_of(copy),
+                content=copy,
+                size=len(copy),
+                created_at=datetime.now(UTC) + timedelta(hours=1),  # uploaded after the node's
+                lease_id=lease_id,
+                guest_key_hash=evidence_rules.guest_key_hash(honest_guest_key()),
+            )
+        )
+    result = _verdict(backend, bundle)
+    assert result.ok, result.detail
+    assert result.evidence_hash == "0x" + bundle.evidence_hash.hex()

@@ -130,3 +130,22 @@ def test_the_status_the_node_relays_counts_only_as_the_guest_signed_it(agent):
     # A node that claims more was installed than was (to hide a withheld update): refused.
     with pytest.raises(StatusRefused):
         relayed_status(RelayingBackend({**relayed, "seq": 5}), guest)  # type: ignore[arg-type]
+
+
+def test_a_backends_seq_far_above_ours_is_refused(agent, tmp_path):
+    """A lying backend answering seq 2**64-2 got the old client to sign 2**64-1: the guest
+    installs it and then refuses every later message for its life (no SSH key rotation).
+    The client now refuses a jump of more than MAX_SEQ_JUMP above its own record."""
+    from cvm.attestation.release import ReleaseRefused
+
+    guest = identity(agent)
+    ledger = SeqLedger(tmp_path / "sealed-seq.json")
+    with pytest.raises(ReleaseRefused, match="lying backend"):
+        next_seq(Backend(2**64 - 2), guest, ledger)  # type: ignore[arg-type]
+    from cvm.secret_release import MAX_SEQ_JUMP
+
+    ledger.record(guest, 5)
+    jump = Backend(5 + MAX_SEQ_JUMP)
+    assert next_seq(jump, guest, ledger) == 6 + MAX_SEQ_JUMP  # type: ignore[arg-type]
+    with pytest.raises(ReleaseRefused):
+        next_seq(Backend(6 + MAX_SEQ_JUMP), guest, ledger)  # type: ignore[arg-type]
