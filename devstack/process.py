@@ -26,6 +26,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+KILL_SETTLE_S = 5.0
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a process of group `pgid` still runs (zombies, which run nothing, aside)."""
     proc = Path("/proc")
@@ -141,6 +144,12 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        # SIGKILL is delivered, not yet acted on: on a loaded host a grandchild can still be
+        # running for a moment. Return once the group is gone (bounded: a process stuck in
+        # the kernel is beyond any signal).
+        settle = time.monotonic() + KILL_SETTLE_S
+        while group_alive(process.pid) and time.monotonic() < settle:
+            time.sleep(0.02)
 
 
 def stop_all(processes: Sequence[ManagedProcess], timeout: float = 10.0) -> None:
