@@ -89,7 +89,9 @@ def _pax_records(data: bytes) -> dict[str, str]:
     rest = data
     while rest and rest.strip(b"\x00"):
         space = rest.find(b" ")
-        if space <= 0 or not rest[:space].isdigit():
+        # A record is never longer than the body (at most PAX_MAX_BYTES): more digits are
+        # junk, and past 4,300 digits int() itself refuses them (a ValueError, a 500).
+        if not 0 < space <= len(str(PAX_MAX_BYTES)) or not rest[:space].isdigit():
             raise ArchiveRefused("not an image archive: a malformed PAX header")
         length = int(rest[:space])
         record = rest[:length]
