@@ -213,6 +213,9 @@ class ImageArchiveReader:
         self.seen.append(name)
         # Exclusive create in a fresh directory of ours: nothing to follow or overwrite.
         self._sink = (self.staging / name).open("xb")
+        # Sized to its declaration at once (sparse: no blocks yet), so that other replicas
+        # sharing the store count it in full from now on, not as far as it has arrived.
+        self._sink.truncate(size)
         self._padding = -size % BLOCK
         if size == 0:
             self._sink.close()
