@@ -89,7 +89,9 @@ def _pax_records(data: bytes) -> dict[str, str]:
     rest = data
     while rest and rest.strip(b"\x00"):
         space = rest.find(b" ")
-        if space <= 0 or not rest[:space].isdigit():
+        # A record is never longer than the body (at most PAX_MAX_BYTES): more digits are
+        # junk, and past 4,300 digits int() itself refuses them (a ValueError, a 500).
+        if not 0 < space <= len(str(PAX_MAX_BYTES)) or not rest[:space].isdigit():
             raise ArchiveRefused("not an image archive: a malformed PAX header")
         length = int(rest[:space])
         record = rest[:length]
@@ -211,6 +213,9 @@ class ImageArchiveReader:
         self.seen.append(name)
         # Exclusive create in a fresh directory of ours: nothing to follow or overwrite.
         self._sink = (self.staging / name).open("xb")
+        # Sized to its declaration at once (sparse: no blocks yet), so that other replicas
+        # sharing the store count it in full from now on, not as far as it has arrived.
+        self._sink.truncate(size)
         self._padding = -size % BLOCK
         if size == 0:
             self._sink.close()

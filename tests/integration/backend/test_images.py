@@ -490,3 +490,51 @@ def test_the_backend_collects_uploads_no_open_lease_uses_after_the_grace(
     with ApiClient(live_backend.url) as anonymous:
         assert _status(lambda: anonymous.image_manifest(unused.image_id)) == 404
         assert anonymous.image_manifest(leased.image_id).image == leased.image_id
+
+
+def test_a_pax_length_too_long_to_convert_is_a_422_not_a_500(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    """Attack (red team of issue 18): a PAX record whose length field has 5,000 digits. Fails
+    on the backend as merged: int() refuses more than 4,300 digits with a ValueError, which the
+    API answered 500. Now it is a malformed PAX header (422) and nothing stays behind."""
+    body = b"9" * 5000 + b" path=vmlinuz\n"
+    archive = tmp_path / "digits.tar"
+    archive.write_bytes(
+        tar_header("PaxHeader", len(body), b"x") + body + b"\0" * (-len(body) % 512 + 1024)
+    )
+    with _signed_in(live_backend, chain) as api:
+        with pytest.raises(ApiError) as refused:
+            api.upload_image("ab" * 32, archive)
+    assert refused.value.status_code == 422, refused.value.message
+    assert "malformed PAX" in refused.value.message
+    assert _store_is_empty(live_backend)
+
+
+def test_an_upload_cut_off_half_way_leaves_nothing_and_counts_nothing(
+    live_backend: LiveBackend, chain: ChainSystem, tmp_path: Path
+) -> None:
+    """Attack (red team of issue 18): a renter declares a kernel filling the whole quota, sends
+    part of it and drops the connection. Nothing of it may stay on disk, and nothing of it may
+    stay counted: the same renter then publishes an image that needs that quota. (Holds on
+    the backend as merged too; kept so that a leak of the in-flight count shows.)"""
+    image = synthetic_image(ImageStore(tmp_path / "renter"), tmp_path, "cutoff")
+    live_backend.settings.image_renter_quota_bytes = image.size_bytes() + 1024
+    with _signed_in(live_backend, chain) as api:
+        token = api.token
+    url = urlparse(live_backend.url)
+    declared = image.size_bytes()
+    with socket.create_connection((url.hostname, url.port or 80), timeout=10) as sock:
+        sock.sendall(
+            f"PUT /v1/images/{image.image_id} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {declared + 2048}\r\n\r\n".encode()
+            + tar_header("vmlinuz", declared)
+            + b"k" * 4096
+        )
+        store = ImageStore(live_backend.settings.image_dir)
+        # Reserved and being written (the file is created only once its size is counted).
+        wait_for(lambda: any(store.root.glob(".incoming-*/vmlinuz")), timeout=10)
+    wait_for(lambda: _store_is_empty(live_backend), timeout=10)
+    with _signed_in(live_backend, chain) as api:
+        assert api.upload_image(image.image_id, _archive(image, tmp_path)).image == image.image_id

@@ -190,6 +190,36 @@ def test_concurrent_uploads_count_each_other_s_declared_sizes(tmp_path: Path, st
     assert _nothing_left(images)
 
 
+def test_an_upload_on_another_replica_counts_at_its_declared_size(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas share one image store (docker-compose.yml), but each knows only its own
+    uploads in flight. Fails on the code as merged (red team of issue 18): a file declared on
+    one replica counted on disk only as far as it had arrived, so an upload on another replica
+    passed the store limit it was about to fill. Now each file is sized to its declaration
+    when it is created (sparse, no blocks yet), so every replica counts it in full."""
+    from backend.domain import images as domain_images
+
+    images = ImageStore(tmp_path / "backend")
+    limits = UploadLimits(image_bytes=10**9, store_bytes=3 * 2**20, renter_bytes=None)
+    here = domain_images._IN_FLIGHT
+    first = Upload(images, store, "ab" * 32, RENTER, limits)
+    try:
+        first.feed(header("vmlinuz", 2 * 2**20) + b"k" * 512)  # declared, 512 bytes arrived
+        monkeypatch.setattr(domain_images, "_IN_FLIGHT", domain_images._InFlight())
+        second = Upload(images, store, "cd" * 32, OTHER, limits)  # as on another replica
+        try:
+            with pytest.raises(OutOfSpace):
+                second.feed(header("vmlinuz", 2 * 2**20))
+        finally:
+            second.close()
+    finally:
+        first.close()
+        with here.lock:
+            here.declared.pop(first.staging, None)
+    assert _nothing_left(images)
+
+
 def test_a_wrong_id_is_refused_and_the_quota_counts_each_image_once(
     tmp_path: Path, store: Store
 ) -> None:
