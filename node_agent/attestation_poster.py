@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 _ALREADY_SUBMITTED = ("AttestationRegistry_StaleNonce", "AttestationRegistry_AttestationPending")
 # Not yet allowed (a race with the check in `_due_nonce`): the next pass tries again.
 _NOT_YET = ("AttestationRegistry_ReattestTooEarly",)
+# The first attestation's deadline passed: the lease is a missed first attestation, and a late
+# report is refused (it must not erase the fault); only the renter's close or a report ends it now.
+_TOO_LATE = ("AttestationRegistry_AttestationDeadlinePassed",)
 
 
 class AttestationPoster:
@@ -264,6 +267,9 @@ class AttestationPoster:
                 return False
             if exc.name in _NOT_YET:
                 log.info("lease %s nonce %s: not yet (%s)", lease_id, nonce, exc.name)
+                return False
+            if exc.name in _TOO_LATE:
+                log.warning("lease %s: first attestation too late (%s)", lease_id, exc.name)
                 return False
             raise
         crash_point("submitted")

@@ -296,7 +296,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         Record storage record = _records[leaseId];
         uint32 current = record.nonce;
         // Checks the lease and the caller first; the other round (the previous submission's) is kept.
-        _rounds[leaseId][current & 1] = _newRound(leaseId, signer);
+        _rounds[leaseId][current & 1] = _newRound(leaseId, signer, current);
         if (nonce != current) revert Errors.AttestationRegistry_StaleNonce(leaseId, nonce, current);
         if (reportHash == bytes32(0)) revert Errors.AttestationRegistry_ZeroReportHash(leaseId);
         if (
@@ -460,11 +460,16 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @dev Checks the lease and its node (the caller) and returns the round a submission fixes now:
     /// verifiers holding VERIFIER_ROLE now, less the renter, operator and node key if they hold it, with
     /// the quorum in force now capped at how many verifiers are left.
-    function _newRound(uint256 leaseId, address signer) private view returns (Round memory round) {
-        (address nodeKey, LeaseStatus leaseStatus, address renter, address operator) =
+    function _newRound(uint256 leaseId, address signer, uint32 current) private view returns (Round memory round) {
+        (address nodeKey, LeaseStatus leaseStatus, address renter, address operator, uint256 attestBy) =
             ILeaseMarket(leaseMarket).leaseParties(leaseId);
         if (leaseStatus != LeaseStatus.ACTIVE) revert Errors.AttestationRegistry_LeaseNotActive(leaseId);
         if (msg.sender != nodeKey) revert Errors.AttestationRegistry_NotLeaseNode(leaseId, msg.sender, nodeKey);
+        // Past attestBy with nothing submitted the lease is a missed first attestation: a late report
+        // must not turn the renter's close (or anyone's report) into a no-fault close by front-running it.
+        if (current == 0 && block.timestamp > attestBy) {
+            revert Errors.AttestationRegistry_AttestationDeadlinePassed(leaseId, attestBy);
+        }
         // The guest's own key, never the node key: a dApp must not accept what the host signs.
         if (signer == address(0) || signer == nodeKey) revert Errors.AttestationRegistry_InvalidSigner(leaseId, signer);
         Config memory config = _config;

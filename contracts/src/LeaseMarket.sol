@@ -132,13 +132,15 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         external
         view
         override
-        returns (address nodeKey, LeaseStatus status, address renter, address operator)
+        returns (address nodeKey, LeaseStatus status, address renter, address operator, uint256 attestBy)
     {
         LeaseRecord storage lease = _leases[leaseId];
         nodeKey = lease.nodeKey;
         status = lease.status;
         renter = lease.renter;
         if (nodeKey != address(0)) operator = nodeRegistry.operatorOf(nodeKey);
+        // timeMark is the first-attestation deadline only while active (the closing time after).
+        if (status == LeaseStatus.ACTIVE) attestBy = lease.timeMark;
     }
 
     /// @inheritdoc ILeaseMarket

@@ -85,8 +85,9 @@ class LeaseMarketClient(OwnedContractClient):
 
     def lease_parties(self, lease_id: int) -> tuple[str, LeaseStatus, str, str]:
         """Node key, status, renter and node operator of a lease in one read (the parties who
-        may not vote on its attestations)."""
-        node_key, status, renter, operator = self._call("leaseParties", lease_id)
+        may not vote on its attestations). The fifth value, the first-attestation deadline, is
+        `get_lease(...).attest_by`."""
+        node_key, status, renter, operator, _attest_by = self._call("leaseParties", lease_id)
         return str(node_key), LeaseStatus(status), str(renter), str(operator)
 
     def free_decline_deadline(self, lease_id: int) -> int:

@@ -95,7 +95,7 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice Submits an attestation for an active lease; the caller must be the lease's node key.
     /// @dev The measurement must equal the lease's expected one and `nonce` its current
     /// `attestationNonce` (so an old report cannot be replayed). Allowed when there is no
-    /// attestation yet, the latest is Verified (re-attestation: late, after a challenge since its
+    /// attestation yet and the lease's `attestBy` has not passed, the latest is Verified (re-attestation: late, after a challenge since its
     /// submission, or else not before `submittedAt + reattestInterval / 2`), or the latest was left
     /// undecided past VERIFICATION_WINDOW (nothing is paid for it; for a first attestation only when
     /// excused: approved by an allowed verifier, or no verifier allowed to vote). The time the previous
@@ -103,7 +103,8 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// VERIFIER_ROLE now, less the lease's renter, node key and operator, with the current quorum
     /// capped at how many those are. Emits AttestationSubmitted and AttestationEvidence.
     /// Reverts: AttestationRegistry_LeaseNotActive, _NotLeaseNode, _StaleNonce,
-    /// _MeasurementMismatch, _ZeroReportHash, _InvalidSigner, _AttestationPending, _ReattestTooEarly.
+    /// _AttestationDeadlinePassed, _MeasurementMismatch, _ZeroReportHash, _InvalidSigner,
+    /// _AttestationPending, _ReattestTooEarly.
     /// @param leaseId The lease.
     /// @param nonce The lease's current attestation nonce, bound into REPORT_DATA.
     /// @param reportHash keccak256 of the raw 1184-byte report.

@@ -106,11 +106,13 @@ interface ILeaseMarket {
     function leaseNode(uint256 leaseId) external view returns (address nodeKey, LeaseStatus status);
 
     /// @notice The node key, status, renter and node operator of a lease (the attestation registry
-    /// excludes the renter, node key and operator from voting on the lease's attestations).
+    /// excludes the renter, node key and operator from voting on the lease's attestations), and its
+    /// first-attestation deadline while active (0 otherwise; the registry refuses a first submission
+    /// after it).
     function leaseParties(uint256 leaseId)
         external
         view
-        returns (address nodeKey, LeaseStatus status, address renter, address operator);
+        returns (address nodeKey, LeaseStatus status, address renter, address operator, uint256 attestBy);
 
     /// @notice The last timestamp at which the node of an active lease may still decline it for free
     /// (half its attestation window after accept); 0 unless the lease is active. Between this and

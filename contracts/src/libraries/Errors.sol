@@ -251,6 +251,10 @@ library Errors {
     /// vote on before its revocation are all past their verification window.
     error AttestationRegistry_RegrantTooSoon(address account, uint256 allowedAt);
 
+    /// @notice Thrown when a lease's first attestation is submitted after its deadline `attestBy`
+    /// (that is a missed first attestation: a late report must not erase it).
+    error AttestationRegistry_AttestationDeadlinePassed(uint256 leaseId, uint256 attestBy);
+
     /*//////////////////////////////////////////////////////////////////////////
                                   ATTESTED-SERVICE
     //////////////////////////////////////////////////////////////////////////*/

@@ -296,12 +296,13 @@ contract LeaseHandler is Test {
         Lease memory lease = market.getLease(leaseId);
         if (lease.status != LeaseStatus.ACTIVE || (_undecided[leaseId] && !_expiredReattestation(leaseId))) return;
         uint256 nonce = attestations.attestationNonce(leaseId);
-        bool early = _tooEarly(leaseId);
+        // Too early a re-attestation, or a first one after attestBy (a missed first attestation that
+        // a late report must not erase): both must be refused.
+        bool early = _tooEarly(leaseId) || (nonce == 0 && block.timestamp > lease.attestBy);
         vm.prank(lease.nodeKey);
         try attestations.submit(
             leaseId, nonce, keccak256(abi.encode(reportSeed, nonce, leaseId)), measurement, 1, bytes32(0), _SIGNER
         ) {
-            // A re-attestation before half the interval without a challenge must be refused.
             if (early) ghostViolations++;
             _junk[leaseId] = reportSeed % 6 == 0;
             _undecided[leaseId] = true;

@@ -95,6 +95,11 @@ def test_decline_returns_the_lease_to_the_market(chain: ChainSystem) -> None:
     chain.node.leases.accept_lease(second)
     chain.advance(CONFIG.attestation_window + 1)
     expect(lambda: chain.node.leases.decline_lease(second), "LeaseMarket_AttestationDeadlinePassed")
+    # Nor may a late first report front-run the missed-attestation report and erase the fault.
+    late = b"\x0f" * 32
+    expect(lambda: chain.submit(second, late), "AttestationRegistry_AttestationDeadlinePassed")
+    closed = chain.stranger.leases.report_missed_attestation(second).event("LeaseClosed").args
+    assert closed["reason"] == CloseReason.ATTESTATION_MISSED
 
 
 def test_challenge_unanswered_stops_payment_and_counts_against_the_node(
