@@ -59,10 +59,15 @@ async function route() {
     const match = pattern.exec(path);
     if (!match) continue;
     main.replaceChildren(h("p", {}, "Loading…"));
+    // Each page draws into a view of its own, shown only while its route is still current: a
+    // slow page (the marketplace after a wallet change) finishing after the next route began
+    // must not draw over it.
+    const view = h("div", { class: "view" });
     try {
-      const stop = (await page(main, config, ...match.slice(1))) || null;
+      const stop = (await page(view, config, ...match.slice(1))) || null;
       // Left while loading: stop its timers and streams now, nobody else will.
       if (current !== shownRoute) { if (stop) stop(); return; }
+      main.replaceChildren(view);
       cleanup = stop;
     } catch (error) {
       if (current !== shownRoute) return;
