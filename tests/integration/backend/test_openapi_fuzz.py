@@ -6,11 +6,13 @@ must be checked before they reach the store). A few dozen examples per operation
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
+import requests
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
@@ -92,4 +94,27 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     derandomize=True,
 )
 def test_no_input_gets_a_server_error(case: schemathesis.Case) -> None:
+    if not _is_http(case.headers):
+        # Not HTTP (a control byte in a header): the server refuses it before the API sees it,
+        # answering 400 and closing; with the request's body still unread, the close can reach
+        # the client first as a connection reset. Either way, no 5xx from the API.
+        try:
+            response = case.call()
+        except requests.exceptions.ConnectionError:
+            return
+        assert response.status_code < 500, response.text
+        return
     case.call_and_validate(checks=[not_a_server_error])
+
+
+# RFC 9110: a field name is a token; a field value has no control characters but HTAB.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _is_http(headers: Mapping[str, str] | None) -> bool:
+    for name, value in (headers or {}).items():
+        if not _TOKEN.fullmatch(name):
+            return False
+        if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in str(value)):
+            return False
+    return True
