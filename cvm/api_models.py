@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from eth_utils import keccak
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from cvm import guest_eip712
 from cvm.attestation.amd_root import AmdRoot
 
 # Headers a node sends with a request signed by its node key (EIP-712 LeaseSpecRequest,
@@ -339,7 +340,7 @@ SealedHex = Annotated[
 
 # Sequence numbers of sealed messages: the guest takes any uint64 above the last one it
 # installed; the backend stores them as signed 64-bit integers, so 2**63 - 1 is the cap here.
-MAX_SEALED_SEQ = 2**63 - 1
+MAX_SEALED_SEQ = guest_eip712.MAX_SEALED_SEQ
 
 
 class SealedSecretsIn(_Body):

@@ -26,6 +26,9 @@ from eth_utils import keccak, to_checksum_address
 DOMAIN_NAME = "cvm.guest"
 DOMAIN_VERSION = "1"
 UINT64_MAX = 2**64 - 1
+# The guest takes any uint64 seq, but the backend stores it as a signed 64-bit integer: one
+# bound for the client, the API model and the store, so nothing is signed that cannot travel.
+MAX_SEALED_SEQ = 2**63 - 1
 
 _DOMAIN_TYPE = [
     {"name": "name", "type": "string"},

@@ -188,8 +188,9 @@ def seal(
         raise ValueError(
             f"only the lease's renter {guest.renter} can send it secrets, not {renter.address}"
         )
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= guest_eip712.UINT64_MAX:
-        raise ValueError(f"seq must be 1 to 2**64-1, got {seq!r}")
+    top = guest_eip712.MAX_SEALED_SEQ
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= top:
+        raise ValueError(f"seq must be 1 to {top}, got {seq!r}")
     for name, value in secrets.items():
         if not name or len(name) > 64 or name[0] in ".-" or not set(name) <= SECRET_NAME_CHARS:
             raise ValueError(
