@@ -1,4 +1,5 @@
-"""A lease's attestation status with the backend verifier's full result.
+"""A lease's attestation status with the backend verifier's full result, its dispute window
+and any dispute of its verdict.
 
 The hottest read of the API (dApps poll it), so it is one indexed Core query on a plain
 connection rather than ORM objects.
@@ -10,8 +11,8 @@ from sqlalchemy import Connection, bindparam, select
 
 from backend.domain.addresses import checksum
 from backend.domain.errors import NotFound
-from backend.store import Attestation, Lease, Verification
-from cvm.api_models import AttestationState, AttestationView, VerificationView
+from backend.store import Attestation, Dispute, Lease, Verification
+from cvm.api_models import AttestationState, AttestationView, DisputeView, VerificationView
 
 _ATTESTATION_QUERY = (
     select(
@@ -29,11 +30,24 @@ _ATTESTATION_QUERY = (
         Verification.confirm_tx,
         Verification.amd_root,
         Verification.id,
+        Attestation.decided_at,
+        Lease.dispute_window_s,
+        Dispute.disputer,
+        Dispute.verdict.label("disputed_verdict"),
+        Dispute.overturned,
+        Dispute.disputed_at,
+        Dispute.tx_hash.label("dispute_tx"),
     )
     .outerjoin(
         Verification,
         (Verification.lease_id == Attestation.lease_id)
         & (Verification.report_hash == Attestation.report_hash),
+    )
+    .outerjoin(Lease, Lease.id == Attestation.lease_id)
+    .outerjoin(
+        Dispute,
+        (Dispute.lease_id == Attestation.lease_id)
+        & (Dispute.report_hash == Attestation.report_hash),
     )
     .where(Attestation.lease_id == bindparam("lease_id"))
 )
@@ -83,4 +97,22 @@ def attestation_view(connection: Connection, lease_id: int, now: int) -> Attesta
             confirm_tx=row.confirm_tx,
             amd_root=row.amd_root,
         ),
+        decided_at=row.decided_at,
+        dispute_window_ends_at=dispute_window_end(row.decided_at, row.dispute_window_s),
+        dispute=None
+        if row.disputer is None
+        else DisputeView(
+            disputer=checksum(row.disputer),
+            verdict=row.disputed_verdict,
+            overturned=row.overturned,
+            disputed_at=row.disputed_at,
+            tx_hash=row.dispute_tx,
+        ),
     )
+
+
+def dispute_window_end(decided_at: int | None, window_s: int | None) -> int | None:
+    """Until when (unix seconds) a verdict may be disputed; None if unknown."""
+    if decided_at is None or window_s is None:
+        return None
+    return decided_at + window_s

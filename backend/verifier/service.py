@@ -174,7 +174,7 @@ class Verifier:
             self.conditions.clear((lease_id, report_hash))
             if existing is None:
                 assert evidence is not None
-                ok, reasons, detail, amd_root = self._appraise(
+                ok, reasons, detail, amd_root = self.appraise(
                     session, lease, attestation, evidence.content
                 )
                 existing = Verification(
@@ -217,10 +217,12 @@ class Verifier:
 
     # --- the checks -------------------------------------------------------------------------
 
-    def _appraise(
+    def appraise(
         self, session: Session, lease: Lease, attestation: Attestation, content: bytes
     ) -> tuple[bool, list[str], dict[str, Any], AmdRoot | None]:
-        """(ok, reason codes, detail, the root the report chained to if it verified)."""
+        """The full off-chain check of one submission's evidence, without voting (the votes
+        and the watcher's re-checks of others' verdicts both use it): (ok, reason codes,
+        detail, the root the report chained to if it verified)."""
         try:
             bundle = decode(content)
         except EvidenceFormatError as exc:
