@@ -1,7 +1,8 @@
 """The backend process: API, indexer, matcher, verifier and dispatch wired together.
 
 `BackendService.step()` is one round of the background work (index new blocks, react to
-what they contain, expire overdue reservations, verify pending attestations); `start()`
+what they contain, expire overdue reservations, verify pending attestations, re-check the
+other verifiers' verdicts and dispute the wrong ones); `start()`
 runs it in a thread every `indexer_poll_s` (sooner when a new block is announced), and
 `serve()` adds the HTTP API (uvicorn). The embedded demo and the tests drive the same object.
 
@@ -19,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvicorn
 from cryptography import x509
@@ -38,10 +39,18 @@ from backend.matching import Matcher
 from backend.matching.service import Dispatch
 from backend.repeats import RepeatedConditions
 from backend.store import Node, Store, StoreError
-from backend.verifier import LivenessResult, LivenessWatch, Verifier, VerifierConfig
+from backend.verifier import (
+    LivenessResult,
+    LivenessWatch,
+    Verifier,
+    VerifierConfig,
+    Watcher,
+    WatchResult,
+)
 from cvm.api_models import ChainInfo
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
+from cvm.disputes import preview_dispute, send_dispute, supports_disputes
 from cvm.images import ImageStore
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,7 @@ class StepReport:
     expired_rematched: list[int]
     verified: int
     liveness: LivenessResult | None = None
+    watched: list[WatchResult] = field(default_factory=list)  # the watcher's re-checks
     leader: bool = True  # this replica ran the indexer and matcher in this round
 
 
@@ -126,6 +136,7 @@ class BackendService:
         self.verifier: Verifier | None = None
         self.verifier_job: str | None = None
         self.liveness: LivenessWatch | None = None
+        self.watcher: Watcher | None = None
         if verifier_account is not None:
             self.verifier_job = verifier_job(verifier_account.address)
             chain = ChainClient(w3, deployment, verifier_account)
@@ -156,6 +167,20 @@ class BackendService:
                     min_interval_s=chain.attestations.min_challenge_interval(),
                     clock=clock,
                     on_silent=self.matcher.node_silent,
+                )
+            if settings.verifier_watch and supports_disputes(chain):
+                self.watcher = Watcher(
+                    self.store,
+                    self.verifier,
+                    lambda lease_id, _report_hash, bundle: send_dispute(
+                        chain, lease_id, bundle
+                    ).tx_hash,
+                    address=verifier_account.address,
+                    clock=clock,
+                    preview=lambda lease_id, _report_hash, bundle: preview_dispute(
+                        chain, lease_id, bundle
+                    ),
+                    per_tick=settings.verifier_watch_per_tick,
                 )
         self.context = AppContext(
             settings=settings,
@@ -209,7 +234,9 @@ class BackendService:
                     self._collect_images()
         verified = 0
         liveness = None
-        # The verifier key's jobs (votes, liveness challenges) run on its leader only.
+        watched: list[WatchResult] = []
+        # The verifier key's jobs (votes, liveness challenges, watching the others' verdicts)
+        # run on its leader only.
         if self.verifier is not None and self.verifier_job is not None:
             if self.leadership.acquire(self.verifier_job):
                 # Votes wait for receipts: the lease is renewed meanwhile.
@@ -217,7 +244,11 @@ class BackendService:
                     verified = len(self.verifier.run_pending())
                     if term.check():
                         liveness = self.liveness.run() if self.liveness else None
-        return StepReport(indexed, rematched, verified, liveness=liveness, leader=leader)
+                    if self.watcher is not None and term.check():
+                        watched = self.watcher.run()
+        return StepReport(
+            indexed, rematched, verified, liveness=liveness, leader=leader, watched=watched
+        )
 
     def _collect_images(self) -> None:
         """Uploaded images no open lease names, past their grace period, leave the store

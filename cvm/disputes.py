@@ -13,15 +13,26 @@ minimum TCB, missing evidence) cannot be overturned there, so nobody should bet 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from web3.exceptions import ContractLogicError, Web3Exception
 
+from cvm.attestation.appraisal import Appraisal, appraise_lease_evidence
+from cvm.attestation.binding import GuestKey, GuestKeyError
 from cvm.attestation.endorsement import load_certificate, load_certificates
 from cvm.attestation.errors import AttestationError, Reason
 from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.trust import amd_intermediates
+from cvm.chain.artifacts import revert_decoder
+from cvm.chain.client import ChainClient
+from cvm.chain.contract import ContractClient, TxResult
+from cvm.chain.errors import ChainError
+from cvm.chain.sender import revert_error
 
 # The reasons of the off-chain check that the EVM's check decides the same way. The
 # backend verifier's own codes for the bundle's lease metadata (a bundle naming another
@@ -132,6 +143,63 @@ def assess(verdict: Verdict | str, ok: bool, reasons: list[str] | tuple[str, ...
     )
 
 
+@dataclass(frozen=True)
+class EvidenceCheck:
+    """The full off-chain check of one submission's evidence (as a verifier votes)."""
+
+    ok: bool
+    reasons: tuple[str, ...]
+    messages: tuple[str, ...]
+    appraisal: Appraisal
+
+
+def check_evidence(
+    bundle: EvidenceBundle,
+    *,
+    chain_id: int,
+    registry: str,
+    lease_id: int,
+    nonce: int,
+    renter: str,
+    measurement: bytes,
+    submitted_signer: str | None,
+    trusted_roots: Sequence[x509.Certificate] | None = None,
+) -> EvidenceCheck:
+    """The verifier's check of `bundle` for the submission the chain recorded: the bundle
+    names this deployment, lease and nonce; the report verifies to AMD (or `trusted_roots`)
+    and satisfies the lease's policy; the guest key's signer is the one submitted. What
+    the chain says (`chain_id` .. `submitted_signer`) comes from the chain, not the bundle."""
+    reasons: list[str] = []
+    messages: list[str] = []
+
+    def mismatch(code: str, what: str, expected: object, found: object) -> None:
+        reasons.append(code)
+        messages.append(f"{what}: expected {expected}, found {found}")
+
+    if bundle.lease_id != lease_id:
+        mismatch("LEASE_MISMATCH", "lease id", lease_id, bundle.lease_id)
+    if bundle.chain_id != chain_id:
+        mismatch("CHAIN_MISMATCH", "chain id", chain_id, bundle.chain_id)
+    if bundle.registry.lower() != registry.lower():
+        mismatch("REGISTRY_MISMATCH", "registry", registry, bundle.registry)
+    if bundle.nonce != nonce:
+        mismatch("NONCE_MISMATCH", "attestation nonce", nonce, bundle.nonce)
+    appraisal = appraise_lease_evidence(
+        bundle, measurement=measurement, renter=renter, trusted_roots=trusted_roots
+    )
+    for failure in appraisal.failures:
+        reasons.append(str(failure.reason))
+        messages.append(failure.message)
+    try:
+        made: str | None = GuestKey.parse(bundle.guest_key).signer
+    except GuestKeyError:
+        made = None  # GUEST_KEY_MALFORMED, from the appraisal
+    if made is not None and (submitted_signer is None or submitted_signer.lower() != made.lower()):
+        mismatch(str(Reason.GUEST_SIGNER_MISMATCH), "attested signer", made, submitted_signer)
+    ok = appraisal.ok and not reasons
+    return EvidenceCheck(ok, tuple(reasons), tuple(messages), appraisal)
+
+
 class DisputeEvidenceError(ValueError):
     """The evidence cannot make a dispute (no endorsement key or intermediate certificate)."""
 
@@ -156,3 +224,93 @@ def dispute_certificates(bundle: EvidenceBundle) -> list[bytes]:
             "no ASK or ASVK for the evidence's endorsement key (neither in its chain nor AMD's)"
         )
     return [endorsement.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER)]
+
+
+# --- on chain --------------------------------------------------------------------------------
+# The registry's dispute entry point and its bond, by their ABI names (INTERFACES.md):
+# `dispute(leaseId, reportHash, report, certs, guestKey)`, the bond taken in the bond token
+# (an ERC-20 `transferFrom`, approved here first) or, if the function is payable, in ether.
+DISPUTE_FUNCTION = "dispute"
+_BOND_VIEWS = ("disputeBond", "DISPUTE_BOND", "bond")
+
+
+def _registry(client: ChainClient) -> ContractClient:
+    """The contract that takes disputes (the attestation registry)."""
+    return client.attestations
+
+
+def _abi_entry(contract: ContractClient, name: str) -> dict[str, Any] | None:
+    for entry in contract.contract.abi:
+        if entry.get("type") == "function" and entry.get("name") == name:
+            return dict(entry)
+    return None
+
+
+def supports_disputes(client: ChainClient) -> bool:
+    """Whether the deployment's registry takes disputes (its ABI has `dispute`)."""
+    return _abi_entry(_registry(client), DISPUTE_FUNCTION) is not None
+
+
+def dispute_bond(client: ChainClient) -> int:
+    """The bond a dispute posts (in the bond token, or wei if `dispute` is payable)."""
+    registry = _registry(client)
+    for name in _BOND_VIEWS:
+        if _abi_entry(registry, name) is not None:
+            return int(registry.contract.functions[name]().call())
+    return 0
+
+
+def _dispute_call(client: ChainClient, lease_id: int, bundle: EvidenceBundle) -> Any:
+    registry = _registry(client)
+    if _abi_entry(registry, DISPUTE_FUNCTION) is None:
+        raise ChainError("this deployment's attestation registry takes no disputes")
+    certs = dispute_certificates(bundle)
+    return registry.contract.functions[DISPUTE_FUNCTION](
+        lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key
+    )
+
+
+def _payable(client: ChainClient) -> bool:
+    entry = _abi_entry(_registry(client), DISPUTE_FUNCTION) or {}
+    return entry.get("stateMutability") == "payable"
+
+
+def _approve_bond(client: ChainClient) -> int:
+    """Make sure the registry may take the bond; returns the ether value to send with it."""
+    bond = dispute_bond(client)
+    if _payable(client):
+        return bond
+    owner = client.address
+    spender = _registry(client).address
+    if bond > 0 and owner is not None and client.token.allowance(owner, spender) < bond:
+        client.token.approve(spender, bond)
+    return 0
+
+
+def preview_dispute(client: ChainClient, lease_id: int, bundle: EvidenceBundle) -> bool | None:
+    """What the registry would decide if `client`'s account disputed now (an eth_call after
+    approving the bond): True reverses the verdict, False upholds it, None if the call
+    returns no outcome. A refusal (window passed, already disputed) is a `ChainError`."""
+    value = _approve_bond(client)
+    function = _dispute_call(client, lease_id, bundle)
+    try:
+        result = function.call({"from": client.address, "value": value})
+    except ContractLogicError as exc:
+        raise revert_error(exc, revert_decoder()) from None
+    except Web3Exception as exc:
+        raise ChainError(f"dispute preview failed: {exc}") from exc
+    if isinstance(result, bool):
+        return result
+    if isinstance(result, list | tuple) and result and isinstance(result[0], bool):
+        return bool(result[0])
+    return None
+
+
+def send_dispute(client: ChainClient, lease_id: int, bundle: EvidenceBundle) -> TxResult:
+    """Dispute the verdict on `bundle`'s report from `client`'s account, bond included."""
+    value = _approve_bond(client)
+    function = _dispute_call(client, lease_id, bundle)
+    if client.sender is None:
+        raise ChainError("disputing needs an account")
+    receipt = client.sender.transact(function, value=value)
+    return TxResult.from_receipt(receipt, client.events)

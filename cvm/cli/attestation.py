@@ -18,6 +18,8 @@ from cvm.cli.plumbing import (
     EXIT_USAGE,
     DeploymentOption,
     JsonOption,
+    PasswordFileOption,
+    WalletOption,
     err,
     literal,
 )
@@ -314,3 +316,54 @@ def status(
     from cvm.cli.renter import attestation_status
 
     attestation_status(lease_id, deployment)
+
+
+@app.command("dispute")
+def dispute(
+    lease_id: Annotated[int, typer.Argument(help="The lease whose verdict to dispute.", min=1)],
+    report_hash: Annotated[
+        str | None,
+        typer.Option(
+            "--report-hash",
+            help="Dispute only if the lease's latest submission is this report (0x keccak256).",
+        ),
+    ] = None,
+    check_only: Annotated[
+        bool,
+        typer.Option(
+            "--check-only", help="Check and say what the chain would decide; send nothing."
+        ),
+    ] = False,
+    trust_simulated: Annotated[
+        bool,
+        typer.Option(
+            "--trust-simulated-amd",
+            help="Also accept reports of the local stack's simulated AMD-SP (demos only).",
+        ),
+    ] = False,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    deployment: DeploymentOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Dispute the verifiers' verdict on a lease's attestation, with a bond, in the EVM.
+
+    Fetches the evidence from the backend by the report hash recorded on chain, checks it
+    here as a verifier does, says what the chain will decide, and only then disputes: a
+    verdict this check agrees with, or that is wrong only on what the EVM cannot check,
+    is not disputed (it would lose the bond)."""
+    from cvm.cli.dispute import run_dispute
+
+    run_dispute(
+        lease_id,
+        report_hash=_report_hash_option(report_hash),
+        check_only=check_only,
+        trust_simulated=trust_simulated,
+        wallet=wallet,
+        password_file=password_file,
+        deployment=deployment,
+    )
+
+
+def _report_hash_option(value: str | None) -> bytes | None:
+    return _hex_option(value, 32, "--report-hash")

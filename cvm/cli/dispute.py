@@ -1,0 +1,179 @@
+"""`cvm attestation dispute N`: check a lease's verdict yourself and dispute it in the EVM.
+
+The chain says what was decided (status, report hash, nonce, renter, expected measurement,
+submitted signer); the backend only serves the evidence bytes and the dispute window it
+indexed, and the evidence is checked here against what the chain says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cvm.cli.plumbing import (
+    CliError,
+    connect_chain,
+    emit,
+    find_wallet,
+    format_time,
+    literal,
+    load_deployment,
+    unlock_keystore,
+)
+
+
+def run_dispute(
+    lease_id: int,
+    *,
+    report_hash: bytes | None,
+    check_only: bool,
+    trust_simulated: bool,
+    wallet: str | None,
+    password_file: Path | None,
+    deployment: Path | None,
+) -> None:
+    from cvm.api_client import ApiClient, ApiError
+    from cvm.attestation import EvidenceBundle
+    from cvm.attestation.errors import AttestationError
+    from cvm.chain import AttestationStatus, LeaseStatus
+    from cvm.config import get_settings
+    from cvm.disputes import Action, assess, check_evidence, preview_dispute, send_dispute
+    from cvm.secret_release import trusted_roots
+
+    record = load_deployment(deployment)
+    chain = connect_chain(record)
+    if chain.leases.get_lease(lease_id).status == LeaseStatus.NONE:
+        raise CliError(f"lease {lease_id} does not exist on this deployment")
+    attestation = chain.attestations.attestation_of(lease_id)
+    if attestation.status in (AttestationStatus.NONE, AttestationStatus.PENDING):
+        raise CliError(
+            f"nothing to dispute: lease {lease_id}'s attestation is"
+            f" {attestation.status.name.lower()} (no verdict yet)"
+        )
+    if attestation.status not in (AttestationStatus.VERIFIED, AttestationStatus.REJECTED):
+        raise CliError(
+            f"nothing to dispute: lease {lease_id}'s attestation is"
+            f" {attestation.status.name.lower()}"
+        )
+    recorded = "0x" + attestation.report_hash.hex()
+    if report_hash is not None and report_hash != attestation.report_hash:
+        raise CliError(
+            f"lease {lease_id}'s latest submission is report {recorded}, not"
+            f" 0x{report_hash.hex()}: only the latest verdict is disputed from here"
+        )
+    verdict = "verified" if attestation.status == AttestationStatus.VERIFIED else "rejected"
+    now = chain.block_timestamp()
+    with ApiClient(record.api_url or get_settings().api_url) as api:
+        try:
+            view = api.attestation_status(lease_id)
+        except ApiError:
+            view = None  # the window is then the chain's to enforce
+        if view is not None and view.report_hash == recorded and view.dispute is not None:
+            outcome = "reversed it" if view.dispute.overturned else "upheld it"
+            raise CliError(
+                f"already disputed: {view.dispute.disputer} disputed this verdict"
+                f" ({format_time(view.dispute.disputed_at)}) and the EVM {outcome}"
+            )
+        window_end = view.dispute_window_ends_at if view is not None else None
+        if window_end is not None and view is not None and view.report_hash == recorded:
+            if now >= window_end:
+                raise CliError(
+                    f"the dispute window of this verdict closed {format_time(window_end)}:"
+                    " it is final"
+                )
+        try:
+            raw = api.get_evidence(recorded)
+        except ApiError as exc:
+            raise CliError(
+                f"the backend has no evidence for report {recorded} ({exc}): a dispute needs"
+                " the report and its certificates"
+            ) from None
+    try:
+        bundle = EvidenceBundle.decode(raw)
+    except AttestationError as exc:
+        raise CliError(f"the backend's evidence for {recorded} is not evidence: {exc}") from None
+    if bundle.report_hash != attestation.report_hash:
+        raise CliError("the backend served evidence for another report than the chain's")
+    terms = chain.leases.lease_terms(lease_id)
+    check = check_evidence(
+        bundle,
+        chain_id=record.chain_id,
+        registry=record.attestation_registry,
+        lease_id=lease_id,
+        nonce=_submission_nonce(chain, lease_id),
+        renter=chain.leases.get_lease(lease_id).renter,
+        measurement=terms.expected_measurement,
+        submitted_signer=chain.attestations.signer_of(lease_id),
+        trusted_roots=trusted_roots(trust_simulated, get_settings().sim_amd_dir),
+    )
+    assessment = assess(verdict, check.ok, check.reasons)
+    result: dict[str, Any] = {
+        "lease_id": lease_id,
+        "report_hash": recorded,
+        "verdict": verdict,
+        "ok": check.ok,
+        "reasons": list(check.reasons),
+        "messages": list(check.messages),
+        "action": assessment.action.value,
+        "chain_will_overturn": assessment.chain_overturns,
+        "explanation": assessment.explanation,
+        "dispute_window_ends_at": window_end,
+        "dispute_tx": None,
+        "overturned": None,
+    }
+    if assessment.action is Action.AGREE:
+        _print(result)
+        raise CliError(f"nothing to dispute: your check agrees ({assessment.explanation})")
+    if assessment.action is Action.NOT_DISPUTABLE:
+        _print(result)
+        raise CliError(f"not disputable: {assessment.explanation}")
+    if check_only:
+        emit(result, lambda: _table(result))
+        return
+    account = unlock_keystore(find_wallet(wallet).path, password_file)
+    disputer = chain.with_account(account)
+    preview = preview_dispute(disputer, lease_id, bundle)
+    if preview is False:
+        raise CliError(
+            "the registry's check would uphold the verdict (it sees the report otherwise than"
+            " this check, e.g. a root it does not pin): not disputed, the bond is kept"
+        )
+    sent = send_dispute(disputer, lease_id, bundle)
+    result["dispute_tx"] = sent.tx_hash
+    disputed = [event for event in sent.events if event.name == "AttestationDisputed"]
+    if disputed:
+        result["overturned"] = bool(disputed[0].args.get("overturned"))
+    emit(result, lambda: _table(result))
+
+
+def _submission_nonce(chain: Any, lease_id: int) -> int:
+    """The nonce the latest submission was made under (the next one is one above)."""
+    return max(0, int(chain.attestations.attestation_nonce(lease_id)) - 1)
+
+
+def _print(result: dict[str, Any]) -> None:
+    """The check's result before a refusal (the refusal line follows)."""
+    from cvm.cli.plumbing import json_output, out
+
+    if not json_output():
+        out().print(_table(result), highlight=False)
+
+
+def _table(result: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    rows = Table(title=f"dispute of lease {result['lease_id']}'s verdict", show_header=False)
+    rows.add_row("report", literal(result["report_hash"]))
+    rows.add_row("verdict on chain", literal(result["verdict"]))
+    rows.add_row("your check", "passes" if result["ok"] else "FAILS")
+    # The evidence's words (from the node, through the backend) are shown as text only.
+    for message in result["messages"]:
+        rows.add_row("", literal(message))
+    rows.add_row("the chain will", literal(result["explanation"]))
+    if result["dispute_window_ends_at"] is not None:
+        rows.add_row("window ends", format_time(result["dispute_window_ends_at"]))
+    if result["dispute_tx"] is not None:
+        rows.add_row("dispute tx", literal(result["dispute_tx"]))
+        if result["overturned"] is not None:
+            rows.add_row("outcome", "REVERSED" if result["overturned"] else "upheld")
+    return rows
