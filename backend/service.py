@@ -33,6 +33,7 @@ from backend.api.deps import AppContext
 from backend.dispatch import CeleryDispatcher, make_producer
 from backend.domain import images
 from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketplace_decoder
+from backend.indexer.dispute_windows import DisputeWindows
 from backend.indexer.heads import NewHeads, websocket_url
 from backend.leadership import INDEXER, Leadership, verifier_job
 from backend.matching import Matcher
@@ -50,7 +51,7 @@ from backend.verifier import (
 from cvm.api_models import ChainInfo
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
-from cvm.disputes import preview_dispute, send_dispute, supports_disputes
+from cvm.disputes import preview_dispute, send_dispute, submission_of, supports_disputes
 from cvm.images import ImageStore
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,16 @@ class BackendService:
             confirmations=settings.indexer_confirmations,
             batch_blocks=settings.indexer_batch_blocks,
         )
+        # Dispute windows (read from the registry) where the deployment takes disputes.
+        self.dispute_windows: DisputeWindows | None = None
+        reader = ChainClient(w3, deployment)
+        if supports_disputes(reader):
+
+            def window_end(lease_id: int, report_hash: bytes) -> int | None:
+                submission = submission_of(reader, lease_id, report_hash)
+                return submission.disputable_until if submission is not None else None
+
+            self.dispute_windows = DisputeWindows(self.store, window_end)
         self.verifier: Verifier | None = None
         self.verifier_job: str | None = None
         self.liveness: LivenessWatch | None = None
@@ -230,6 +241,8 @@ class BackendService:
                 if term.check():
                     self._react(indexed)
                     rematched = self.matcher.expire_overdue()
+                if term.check() and self.dispute_windows is not None:
+                    self.dispute_windows.run()
                 if term.check():
                     self._collect_images()
         verified = 0

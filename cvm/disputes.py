@@ -252,12 +252,61 @@ def supports_disputes(client: ChainClient) -> bool:
 
 
 def dispute_bond(client: ChainClient) -> int:
-    """The bond a dispute posts (in the bond token, or wei if `dispute` is payable)."""
+    """The bond a dispute posts (in the stake token, or wei if `dispute` is payable)."""
     registry = _registry(client)
+    if _abi_entry(registry, "disputeTerms") is not None:
+        terms = registry.contract.functions["disputeTerms"]().call()
+        return int(terms[1] if isinstance(terms, list | tuple) else terms["bond"])
     for name in _BOND_VIEWS:
         if _abi_entry(registry, name) is not None:
             return int(registry.contract.functions[name]().call())
     return 0
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submission's verdict as a dispute reads it (the registry's `submissionOf`)."""
+
+    number: int  # 1-based; the nonce its report binds is number - 1; 0 if unknown
+    verdict: str  # none | pending | verified | rejected | expired
+    signer: str
+    submitted_at: int
+    disputable_until: int
+    disputed: bool
+    confirmed_on_chain: bool
+
+    @property
+    def nonce(self) -> int:
+        return max(0, self.number - 1)
+
+
+_STATUS_NAMES = ("none", "pending", "verified", "rejected", "expired")
+
+
+def submission_of(client: ChainClient, lease_id: int, report_hash: bytes) -> Submission | None:
+    """The registry's record of the submission of `report_hash` for `lease_id` (None on a
+    deployment without disputes or for a report never submitted there)."""
+    registry = _registry(client)
+    if _abi_entry(registry, "submissionOf") is None:
+        return None
+    try:
+        raw = registry.contract.functions["submissionOf"](lease_id, report_hash).call()
+    except ContractLogicError as exc:
+        raise revert_error(exc, revert_decoder()) from None
+    except Web3Exception as exc:
+        raise ChainError(f"submissionOf failed: {exc}") from exc
+    number, verdict, signer, submitted_at, until, _banked, disputed, confirmed = tuple(raw)
+    if int(number) == 0:
+        return None
+    return Submission(
+        number=int(number),
+        verdict=_STATUS_NAMES[int(verdict)] if int(verdict) < len(_STATUS_NAMES) else "none",
+        signer=str(signer),
+        submitted_at=int(submitted_at),
+        disputable_until=int(until),
+        disputed=bool(disputed),
+        confirmed_on_chain=bool(confirmed),
+    )
 
 
 def _dispute_call(client: ChainClient, lease_id: int, bundle: EvidenceBundle) -> Any:

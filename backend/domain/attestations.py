@@ -31,7 +31,7 @@ _ATTESTATION_QUERY = (
         Verification.amd_root,
         Verification.id,
         Attestation.decided_at,
-        Lease.dispute_window_s,
+        Attestation.disputable_until,
         Dispute.disputer,
         Dispute.verdict.label("disputed_verdict"),
         Dispute.overturned,
@@ -43,7 +43,6 @@ _ATTESTATION_QUERY = (
         (Verification.lease_id == Attestation.lease_id)
         & (Verification.report_hash == Attestation.report_hash),
     )
-    .outerjoin(Lease, Lease.id == Attestation.lease_id)
     .outerjoin(
         Dispute,
         (Dispute.lease_id == Attestation.lease_id)
@@ -98,7 +97,7 @@ def attestation_view(connection: Connection, lease_id: int, now: int) -> Attesta
             amd_root=row.amd_root,
         ),
         decided_at=row.decided_at,
-        dispute_window_ends_at=dispute_window_end(row.decided_at, row.dispute_window_s),
+        dispute_window_ends_at=row.disputable_until,
         dispute=None
         if row.disputer is None
         else DisputeView(
@@ -109,10 +108,3 @@ def attestation_view(connection: Connection, lease_id: int, now: int) -> Attesta
             tx_hash=row.dispute_tx,
         ),
     )
-
-
-def dispute_window_end(decided_at: int | None, window_s: int | None) -> int | None:
-    """Until when (unix seconds) a verdict may be disputed; None if unknown."""
-    if decided_at is None or window_s is None:
-        return None
-    return decided_at + window_s

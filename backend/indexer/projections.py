@@ -105,9 +105,6 @@ def _lease_accepted(session: Session, event: ChainEvent) -> None:
         lease.node = event.args["nodeKey"]
         lease.rate_per_second = int(event.args["ratePerSecond"])
         lease.accepted_block = event.block_number
-        window = _dispute_window(event.args)
-        if window is not None:
-            lease.dispute_window_s = window
 
 
 def _lease_declined(session: Session, event: ChainEvent) -> None:
@@ -153,22 +150,11 @@ def _attestation_submitted(session: Session, event: ChainEvent) -> None:
             submitted_at=event.block_timestamp,
             verified_at=None,
             decided_at=None,
+            disputable_until=None,  # read from the registry (`backend.disputes`)
             # As on chain: an attestation is good for reattestInterval from its submission.
             expires_at=event.block_timestamp + interval,
         )
     )
-
-
-def _dispute_window(args: dict[str, Any]) -> int | None:
-    """The lease's dispute window in seconds, if the event carries it (fixed at accept)."""
-    for key in _DISPUTE_WINDOW_ARGS:
-        if key in args:
-            return int(args[key])
-    return None
-
-
-# The name the lease terms give the dispute window in LeaseAccepted / DisputeWindowSet.
-_DISPUTE_WINDOW_ARGS = ("disputeWindow", "disputeWindowSeconds")
 
 
 def _attestation_decided(status: AttestationState) -> Callable[[Session, ChainEvent], None]:
@@ -177,8 +163,8 @@ def _attestation_decided(status: AttestationState) -> Callable[[Session, ChainEv
         if attestation is not None and attestation.report_hash == _hex(event.args["reportHash"]):
             attestation.status = status
             if attestation.decided_at is None:
-                # The verifiers' verdict opens the dispute window; a reversal by a dispute
-                # (which may emit the opposite event) does not move it.
+                # When the verifiers' verdict landed (a reversal by a dispute, were it to emit
+                # the opposite event, does not move it).
                 attestation.decided_at = event.block_timestamp
             if status == AttestationState.VERIFIED:
                 attestation.verified_at = event.block_timestamp

@@ -96,9 +96,6 @@ class Lease(Base):
     expected_measurement: Mapped[str] = mapped_column(String(98))
     reattest_interval: Mapped[int] = mapped_column(BigInteger)
     attestation_nonce: Mapped[int] = mapped_column(BigInteger, default=0)
-    # Seconds after a verdict during which anyone may dispute it (fixed at accept; None
-    # before accept, or on a deployment without disputes).
-    dispute_window_s: Mapped[int | None] = mapped_column(BigInteger)
     created_block: Mapped[int] = mapped_column(BigInteger)
     accepted_block: Mapped[int | None] = mapped_column(BigInteger)
     closed_block: Mapped[int | None] = mapped_column(BigInteger)
@@ -122,8 +119,12 @@ class Attestation(Base):
     submitted_at: Mapped[int] = mapped_column(BigInteger)
     verified_at: Mapped[int | None] = mapped_column(BigInteger)
     expires_at: Mapped[int | None] = mapped_column(BigInteger)
-    # When the verifiers' verdict (Verified or Rejected) landed: the dispute window starts.
+    # When the verifiers' verdict (Verified or Rejected) landed.
     decided_at: Mapped[int | None] = mapped_column(BigInteger)
+    # Until when its verdict may be disputed, as the registry says (`submissionOf`: the
+    # submission time, the verification window and the lease's dispute window); read from
+    # the chain once per submission, None before that or on a deployment without disputes.
+    disputable_until: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Dispute(Base):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import exists, or_, select
 
 from backend.domain.evidence import EvidenceFormatError, decode
 from backend.store import (
@@ -119,19 +119,14 @@ class Watcher:
         with self.store.session() as session:
             rows = session.execute(
                 select(Attestation.lease_id, Attestation.report_hash, Attestation.status)
-                .join(Lease, Lease.id == Attestation.lease_id)
                 .where(
                     Attestation.status.in_((AttestationState.VERIFIED, AttestationState.REJECTED)),
-                    Attestation.decided_at.is_not(None),
-                    Lease.dispute_window_s.is_not(None),
-                    and_(
-                        Attestation.decided_at + Lease.dispute_window_s > now + self.margin_s,
-                        ~checked,
-                        ~disputed,
-                        uploaded,
-                    ),
+                    Attestation.disputable_until > now + self.margin_s,
+                    ~checked,
+                    ~disputed,
+                    uploaded,
                 )
-                .order_by(Attestation.decided_at, Attestation.lease_id)
+                .order_by(Attestation.disputable_until, Attestation.lease_id)
                 .limit(self.per_tick)
             ).all()
         return [(int(lease), str(report), status) for lease, report, status in rows]

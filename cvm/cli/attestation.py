@@ -325,7 +325,8 @@ def dispute(
         str | None,
         typer.Option(
             "--report-hash",
-            help="Dispute only if the lease's latest submission is this report (0x keccak256).",
+            help="The report whose verdict to dispute (0x keccak256; default: the lease's latest"
+            " submission; an earlier one is disputable while its window runs).",
         ),
     ] = None,
     check_only: Annotated[

@@ -37,50 +37,49 @@ def run_dispute(
     from cvm.attestation.errors import AttestationError
     from cvm.chain import AttestationStatus, LeaseStatus
     from cvm.config import get_settings
-    from cvm.disputes import Action, assess, check_evidence, preview_dispute, send_dispute
+    from cvm.disputes import (
+        Action,
+        assess,
+        check_evidence,
+        preview_dispute,
+        send_dispute,
+        submission_of,
+        supports_disputes,
+    )
     from cvm.secret_release import trusted_roots
 
     record = load_deployment(deployment)
     chain = connect_chain(record)
+    if not supports_disputes(chain):
+        raise CliError("this deployment's attestation registry takes no disputes")
     if chain.leases.get_lease(lease_id).status == LeaseStatus.NONE:
         raise CliError(f"lease {lease_id} does not exist on this deployment")
     attestation = chain.attestations.attestation_of(lease_id)
-    if attestation.status in (AttestationStatus.NONE, AttestationStatus.PENDING):
+    if attestation.status == AttestationStatus.NONE and report_hash is None:
+        raise CliError(f"nothing to dispute: lease {lease_id} has no attestation")
+    target = report_hash if report_hash is not None else attestation.report_hash
+    recorded = "0x" + target.hex()
+    submission = submission_of(chain, lease_id, target)
+    if submission is None:
         raise CliError(
-            f"nothing to dispute: lease {lease_id}'s attestation is"
-            f" {attestation.status.name.lower()} (no verdict yet)"
+            f"nothing to dispute: report {recorded} was never submitted for lease {lease_id}"
         )
-    if attestation.status not in (AttestationStatus.VERIFIED, AttestationStatus.REJECTED):
+    if submission.verdict not in ("verified", "rejected"):
         raise CliError(
-            f"nothing to dispute: lease {lease_id}'s attestation is"
-            f" {attestation.status.name.lower()}"
+            f"nothing to dispute: report {recorded} has no verdict yet ({submission.verdict})"
         )
-    recorded = "0x" + attestation.report_hash.hex()
-    if report_hash is not None and report_hash != attestation.report_hash:
+    if submission.disputed:
         raise CliError(
-            f"lease {lease_id}'s latest submission is report {recorded}, not"
-            f" 0x{report_hash.hex()}: only the latest verdict is disputed from here"
+            f"already disputed: the verdict on report {recorded} was disputed once; the EVM's"
+            " outcome stands (`cvm attestation status` shows it)"
         )
-    verdict = "verified" if attestation.status == AttestationStatus.VERIFIED else "rejected"
     now = chain.block_timestamp()
+    if now > submission.disputable_until:
+        raise CliError(
+            f"the dispute window of this verdict closed {format_time(submission.disputable_until)}:"
+            " it is final"
+        )
     with ApiClient(record.api_url or get_settings().api_url) as api:
-        try:
-            view = api.attestation_status(lease_id)
-        except ApiError:
-            view = None  # the window is then the chain's to enforce
-        if view is not None and view.report_hash == recorded and view.dispute is not None:
-            outcome = "reversed it" if view.dispute.overturned else "upheld it"
-            raise CliError(
-                f"already disputed: {view.dispute.disputer} disputed this verdict"
-                f" ({format_time(view.dispute.disputed_at)}) and the EVM {outcome}"
-            )
-        window_end = view.dispute_window_ends_at if view is not None else None
-        if window_end is not None and view is not None and view.report_hash == recorded:
-            if now >= window_end:
-                raise CliError(
-                    f"the dispute window of this verdict closed {format_time(window_end)}:"
-                    " it is final"
-                )
         try:
             raw = api.get_evidence(recorded)
         except ApiError as exc:
@@ -92,7 +91,7 @@ def run_dispute(
         bundle = EvidenceBundle.decode(raw)
     except AttestationError as exc:
         raise CliError(f"the backend's evidence for {recorded} is not evidence: {exc}") from None
-    if bundle.report_hash != attestation.report_hash:
+    if bundle.report_hash != target:
         raise CliError("the backend served evidence for another report than the chain's")
     terms = chain.leases.lease_terms(lease_id)
     check = check_evidence(
@@ -100,12 +99,14 @@ def run_dispute(
         chain_id=record.chain_id,
         registry=record.attestation_registry,
         lease_id=lease_id,
-        nonce=_submission_nonce(chain, lease_id),
+        nonce=submission.nonce,
         renter=chain.leases.get_lease(lease_id).renter,
         measurement=terms.expected_measurement,
-        submitted_signer=chain.attestations.signer_of(lease_id),
+        submitted_signer=submission.signer,
         trusted_roots=trusted_roots(trust_simulated, get_settings().sim_amd_dir),
     )
+    verdict = submission.verdict
+    window_end: int | None = submission.disputable_until
     assessment = assess(verdict, check.ok, check.reasons)
     result: dict[str, Any] = {
         "lease_id": lease_id,
@@ -144,11 +145,6 @@ def run_dispute(
     if disputed:
         result["overturned"] = bool(disputed[0].args.get("overturned"))
     emit(result, lambda: _table(result))
-
-
-def _submission_nonce(chain: Any, lease_id: int) -> int:
-    """The nonce the latest submission was made under (the next one is one above)."""
-    return max(0, int(chain.attestations.attestation_nonce(lease_id)) - 1)
 
 
 def _print(result: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Disputes of attestation verdicts: the chain's record (`disputes`, indexed from
 `AttestationDisputed`), each watcher's re-check of a decided submission (`dispute_checks`),
-when a verdict landed (`attestations.decided_at`, the start of its dispute window) and each
-lease's dispute window (`leases.dispute_window_s`, fixed at accept).
+when a verdict landed (`attestations.decided_at`) and until when it may be disputed
+(`attestations.disputable_until`, as the registry's `submissionOf` says).
 
 Verified attestations indexed before this revision get `decided_at = verified_at`; rejected
 ones keep NULL (their window is long past on any chain that ran an older backend).
@@ -27,8 +27,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("attestations") as batch:
         batch.add_column(sa.Column("decided_at", sa.BigInteger(), nullable=True))
-    with op.batch_alter_table("leases") as batch:
-        batch.add_column(sa.Column("dispute_window_s", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("disputable_until", sa.BigInteger(), nullable=True))
     attestations = sa.table(
         "attestations",
         sa.column("status", sa.String),
@@ -80,7 +79,6 @@ def downgrade() -> None:
     op.drop_index("ix_dispute_checks_lease_id", table_name="dispute_checks")
     op.drop_table("dispute_checks")
     op.drop_table("disputes")
-    with op.batch_alter_table("leases") as batch:
-        batch.drop_column("dispute_window_s")
     with op.batch_alter_table("attestations") as batch:
+        batch.drop_column("disputable_until")
         batch.drop_column("decided_at")
