@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import uvicorn
 from cryptography import x509
@@ -49,9 +50,16 @@ from backend.verifier import (
     WatchResult,
 )
 from cvm.api_models import ChainInfo
+from cvm.attestation.kds import CachingKds, HttpKds
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
-from cvm.disputes import preview_dispute, send_dispute, submission_of, supports_disputes
+from cvm.disputes import (
+    dispute_certificates,
+    preview_dispute,
+    send_dispute,
+    submission_of,
+    supports_disputes,
+)
 from cvm.images import ImageStore
 
 log = logging.getLogger(__name__)
@@ -108,6 +116,7 @@ class BackendService:
         dispatch: Dispatch | None = None,
         verifier_account: LocalAccount | None = None,
         trusted_roots: Sequence[x509.Certificate] | None = None,
+        trusted_intermediates: Sequence[x509.Certificate] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -180,16 +189,24 @@ class BackendService:
                     on_silent=self.matcher.node_silent,
                 )
             if settings.verifier_watch and supports_disputes(chain):
+                # The chip's genuine VCEK shows a report signed by another key forged.
+                kds = CachingKds(settings.data_dir / "kds-cache", HttpKds())
                 self.watcher = Watcher(
                     self.store,
                     self.verifier,
-                    lambda lease_id, _report_hash, bundle: send_dispute(
-                        chain, lease_id, bundle
+                    lambda lease_id, bundle, certs: send_dispute(
+                        chain, lease_id, bundle, certs
                     ).tx_hash,
+                    certificates=partial(
+                        dispute_certificates,
+                        trusted_roots=trusted_roots,
+                        intermediates=trusted_intermediates,
+                        vcek_source=kds.vcek_for,
+                    ),
                     address=verifier_account.address,
                     clock=clock,
-                    preview=lambda lease_id, _report_hash, bundle: preview_dispute(
-                        chain, lease_id, bundle
+                    preview=lambda lease_id, bundle, certs: preview_dispute(
+                        chain, lease_id, bundle, certs
                     ),
                     per_tick=settings.verifier_watch_per_tick,
                 )

@@ -13,21 +13,29 @@ minimum TCB, missing evidence) cannot be overturned there, so nobody should bet 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from web3.exceptions import ContractLogicError, Web3Exception
 
+from cvm.attestation.abi import Report, parse
 from cvm.attestation.appraisal import Appraisal, appraise_lease_evidence
 from cvm.attestation.binding import GuestKey, GuestKeyError
-from cvm.attestation.endorsement import load_certificate, load_certificates
+from cvm.attestation.endorsement import (
+    load_certificate,
+    load_certificates,
+    parse_endorsement_key,
+)
 from cvm.attestation.errors import AttestationError, Reason
 from cvm.attestation.evidence import EvidenceBundle
-from cvm.attestation.trust import amd_intermediates
+from cvm.attestation.product import Product
+from cvm.attestation.trust import amd_intermediates, amd_roots
+from cvm.attestation.verify import verify_amd_signature
 from cvm.chain.artifacts import revert_decoder
 from cvm.chain.client import ChainClient
 from cvm.chain.contract import ContractClient, TxResult
@@ -201,29 +209,86 @@ def check_evidence(
 
 
 class DisputeEvidenceError(ValueError):
-    """The evidence cannot make a dispute (no endorsement key or intermediate certificate)."""
+    """The evidence cannot make a dispute (no endorsement key the chain would accept)."""
 
 
-def dispute_certificates(bundle: EvidenceBundle) -> list[bytes]:
+# (report, product) -> the chip's genuine VCEK (DER) for the report's CHIP_ID and TCB (AMD's
+# KDS, `cvm.attestation.kds.CachingKds.vcek_for`), or None if it cannot be had.
+VcekSource = Callable[[Report, Product], bytes | None]
+
+
+def dispute_certificates(
+    bundle: EvidenceBundle,
+    *,
+    trusted_roots: Sequence[x509.Certificate] | None = None,
+    intermediates: Sequence[x509.Certificate] = (),
+    vcek_source: VcekSource | None = None,
+) -> list[bytes]:
     """The certificates a dispute carries, DER: [VCEK or VLEK, ASK or ASVK] (the ARK is
-    pinned on chain). The intermediate is the bundle chain's certificate that is not
-    self-signed and issued the endorsement key, else AMD's built-in one that did."""
+    pinned on chain), proving the report's signing key to a trusted root.
+
+    The bundle's own endorsement key if a trusted intermediate signed it: AMD's, one of
+    `intermediates`, or one in the bundle's chain that a trusted root (AMD's, or
+    `trusted_roots`) signed. Otherwise the report claims a chip its certificates do not
+    prove, and the chip's genuine VCEK for the report's CHIP_ID and TCB (`vcek_source`)
+    is what shows the signature false on chain."""
+    roots = list(trusted_roots) if trusted_roots is not None else amd_roots()
     try:
-        endorsement = load_certificate(bundle.vcek)
+        own = load_certificate(bundle.vcek)
         chain = load_certificates(bundle.chain) if bundle.chain else []
     except AttestationError as exc:
         raise DisputeEvidenceError(
             f"the evidence's certificates do not parse: {exc.message}"
         ) from None
-    # The issuer of the VCEK/VLEK: from the bundle's chain, else AMD's own ASK or ASVK.
-    candidates = [cert for cert in chain if cert.issuer != cert.subject]
-    candidates += amd_intermediates()
-    issuer = next((c for c in candidates if c.subject == endorsement.issuer), None)
-    if issuer is None:
+    trusted = [*amd_intermediates(), *intermediates]
+    trusted += [
+        cert
+        for cert in chain
+        if cert.issuer != cert.subject and any(verify_amd_signature(cert, root) for root in roots)
+    ]
+
+    def issuer_of(cert: x509.Certificate) -> x509.Certificate | None:
+        return next((i for i in trusted if verify_amd_signature(cert, i)), None)
+
+    issuer = issuer_of(own)
+    if issuer is not None:
+        return [own.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER)]
+    try:
+        report = parse(bundle.report)
+    except AttestationError as exc:
+        raise DisputeEvidenceError(f"not a report: {exc.message}") from None
+    product = report.cpuid_product or _product_of(own)
+    if vcek_source is None or product is None:
         raise DisputeEvidenceError(
-            "no ASK or ASVK for the evidence's endorsement key (neither in its chain nor AMD's)"
+            "the evidence's endorsement key does not chain to a trusted root, and the chip's"
+            " genuine VCEK cannot be fetched (no KDS source, or the product is unknown)"
         )
-    return [endorsement.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER)]
+    try:
+        genuine_der = vcek_source(report, product)
+        genuine = load_certificate(genuine_der) if genuine_der else None
+    except AttestationError as exc:
+        raise DisputeEvidenceError(
+            f"the chip's genuine VCEK is unavailable: {exc.message}"
+        ) from None
+    issuer = issuer_of(genuine) if genuine is not None else None
+    if genuine is None or issuer is None:
+        raise DisputeEvidenceError("the chip's genuine VCEK is unavailable or not AMD-signed")
+    return [genuine.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER)]
+
+
+def simulated_intermediates(directory: Path) -> list[x509.Certificate]:
+    """The ASKs and ASVKs of a local stack's simulated AMD (tests and demos only)."""
+    from cvm.attestation.sim import SimulatedAmd
+
+    simulated = SimulatedAmd(directory)
+    return [cert for p in Product for cert in (simulated.ask(p), simulated.asvk(p))]
+
+
+def _product_of(cert: x509.Certificate) -> Product | None:
+    try:
+        return parse_endorsement_key(cert).product
+    except AttestationError:
+        return None
 
 
 # --- on chain --------------------------------------------------------------------------------
@@ -309,11 +374,12 @@ def submission_of(client: ChainClient, lease_id: int, report_hash: bytes) -> Sub
     )
 
 
-def _dispute_call(client: ChainClient, lease_id: int, bundle: EvidenceBundle) -> Any:
+def _dispute_call(
+    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
+) -> Any:
     registry = _registry(client)
     if _abi_entry(registry, DISPUTE_FUNCTION) is None:
         raise ChainError("this deployment's attestation registry takes no disputes")
-    certs = dispute_certificates(bundle)
     return registry.contract.functions[DISPUTE_FUNCTION](
         lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key
     )
@@ -336,12 +402,14 @@ def _approve_bond(client: ChainClient) -> int:
     return 0
 
 
-def preview_dispute(client: ChainClient, lease_id: int, bundle: EvidenceBundle) -> bool | None:
+def preview_dispute(
+    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
+) -> bool | None:
     """What the registry would decide if `client`'s account disputed now (an eth_call after
     approving the bond): True reverses the verdict, False upholds it, None if the call
     returns no outcome. A refusal (window passed, already disputed) is a `ChainError`."""
     value = _approve_bond(client)
-    function = _dispute_call(client, lease_id, bundle)
+    function = _dispute_call(client, lease_id, bundle, certs)
     try:
         result = function.call({"from": client.address, "value": value})
     except ContractLogicError as exc:
@@ -355,10 +423,12 @@ def preview_dispute(client: ChainClient, lease_id: int, bundle: EvidenceBundle) 
     return None
 
 
-def send_dispute(client: ChainClient, lease_id: int, bundle: EvidenceBundle) -> TxResult:
+def send_dispute(
+    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
+) -> TxResult:
     """Dispute the verdict on `bundle`'s report from `client`'s account, bond included."""
     value = _approve_bond(client)
-    function = _dispute_call(client, lease_id, bundle)
+    function = _dispute_call(client, lease_id, bundle, certs)
     if client.sender is None:
         raise ChainError("disputing needs an account")
     receipt = client.sender.transact(function, value=value)

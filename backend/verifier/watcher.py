@@ -48,11 +48,13 @@ PER_TICK = 8
 # A dispute sent this close to its window's end could land after it: not sent.
 WINDOW_MARGIN_S = 30
 
-# (lease id, report hash, evidence) -> transaction hash of the dispute (bond included).
-SendDispute = Callable[[int, bytes, EvidenceBundle], str]
-# (lease id, report hash, evidence) -> whether the EVM would reverse the verdict (None: the
-# chain cannot say without sending, e.g. the registry's dispute returns nothing).
-PreviewDispute = Callable[[int, bytes, EvidenceBundle], bool | None]
+# (lease id, evidence, certificates) -> transaction hash of the dispute (bond included).
+SendDispute = Callable[[int, EvidenceBundle, list[bytes]], str]
+# (lease id, evidence, certificates) -> whether the EVM would reverse the verdict (an
+# eth_call of the dispute; None if it returns no outcome).
+PreviewDispute = Callable[[int, EvidenceBundle, list[bytes]], bool | None]
+# evidence -> the certificates the dispute carries (`cvm.disputes.dispute_certificates`).
+DisputeCertificates = Callable[[EvidenceBundle], list[bytes]]
 
 # What a check that did not lead to a dispute records (besides `cvm.disputes.Action`'s).
 NO_EVIDENCE = "no_evidence"  # the evidence is not in this store, or not decodable
@@ -79,6 +81,7 @@ class Watcher:
         verifier: Verifier,
         send_dispute: SendDispute,
         *,
+        certificates: DisputeCertificates,
         address: str,
         clock: Callable[[], float],
         preview: PreviewDispute | None = None,
@@ -90,6 +93,7 @@ class Watcher:
         self.store = store
         self.verifier = verifier
         self.send_dispute = send_dispute
+        self.certificates = certificates
         self.preview = preview
         self.address = address.lower()
         self.clock = clock
@@ -143,13 +147,17 @@ class Watcher:
             return WatchResult(lease_id, report_hash, NO_EVIDENCE)
         action: str = assessment.action
         error: str | None = None
-        if assessment.action is Action.DISPUTE and self.preview is not None:
+        certs: list[bytes] = []
+        if assessment.action is Action.DISPUTE:
             try:
-                overturns = self.preview(lease_id, bytes.fromhex(report_hash[2:]), bundle)
+                certs = self.certificates(bundle)
+                overturns = self.preview(lease_id, bundle, certs) if self.preview else None
             except (ChainError, DisputeEvidenceError) as exc:
-                overturns, error = False, f"preview: {exc}"[:500]
+                # e.g. no certificate the chain would accept, or the registry refuses the
+                # dispute (window closed, already disputed, inconclusive evidence).
+                overturns, error = False, str(exc)[:500]
             if overturns is False:
-                # The chain sees it otherwise (e.g. a root it does not pin): keep the bond.
+                # The chain would not side with this check: keep the bond.
                 action = Action.NOT_DISPUTABLE
                 error = error or "the registry's check would uphold the verdict"
         if action != Action.DISPUTE:
@@ -177,7 +185,7 @@ class Watcher:
             assessment.explanation,
         )
         try:
-            tx_hash = self.send_dispute(lease_id, bytes.fromhex(report_hash[2:]), bundle)
+            tx_hash = self.send_dispute(lease_id, bundle, certs)
         except (ChainError, DisputeEvidenceError) as exc:
             # Window closed meanwhile, someone else disputed first, bond not affordable:
             # recorded and not retried (the registry decides one dispute per submission).

@@ -35,14 +35,18 @@ def run_dispute(
     from cvm.api_client import ApiClient, ApiError
     from cvm.attestation import EvidenceBundle
     from cvm.attestation.errors import AttestationError
+    from cvm.attestation.kds import CachingKds, HttpKds
     from cvm.chain import AttestationStatus, LeaseStatus
     from cvm.config import get_settings
     from cvm.disputes import (
         Action,
+        DisputeEvidenceError,
         assess,
         check_evidence,
+        dispute_certificates,
         preview_dispute,
         send_dispute,
+        simulated_intermediates,
         submission_of,
         supports_disputes,
     )
@@ -94,6 +98,10 @@ def run_dispute(
     if bundle.report_hash != target:
         raise CliError("the backend served evidence for another report than the chain's")
     terms = chain.leases.lease_terms(lease_id)
+    settings = get_settings()
+    roots = trusted_roots(trust_simulated, settings.sim_amd_dir)
+    intermediates = simulated_intermediates(settings.sim_amd_dir) if trust_simulated else []
+    kds = CachingKds(settings.data_dir / "kds-cache", HttpKds())
     check = check_evidence(
         bundle,
         chain_id=record.chain_id,
@@ -103,7 +111,7 @@ def run_dispute(
         renter=chain.leases.get_lease(lease_id).renter,
         measurement=terms.expected_measurement,
         submitted_signer=submission.signer,
-        trusted_roots=trusted_roots(trust_simulated, get_settings().sim_amd_dir),
+        trusted_roots=roots,
     )
     verdict = submission.verdict
     window_end: int | None = submission.disputable_until
@@ -133,13 +141,19 @@ def run_dispute(
         return
     account = unlock_keystore(find_wallet(wallet).path, password_file)
     disputer = chain.with_account(account)
-    preview = preview_dispute(disputer, lease_id, bundle)
+    try:
+        certs = dispute_certificates(
+            bundle, trusted_roots=roots, intermediates=intermediates, vcek_source=kds.vcek_for
+        )
+    except DisputeEvidenceError as exc:
+        raise CliError(f"cannot dispute with this evidence: {exc}") from None
+    preview = preview_dispute(disputer, lease_id, bundle, certs)
     if preview is False:
         raise CliError(
             "the registry's check would uphold the verdict (it sees the report otherwise than"
             " this check, e.g. a root it does not pin): not disputed, the bond is kept"
         )
-    sent = send_dispute(disputer, lease_id, bundle)
+    sent = send_dispute(disputer, lease_id, bundle, certs)
     result["dispute_tx"] = sent.tx_hash
     disputed = [event for event in sent.events if event.name == "AttestationDisputed"]
     if disputed:
