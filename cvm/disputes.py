@@ -292,15 +292,19 @@ def _product_of(cert: x509.Certificate) -> Product | None:
 
 
 # --- on chain --------------------------------------------------------------------------------
-# The registry's dispute entry point and its bond, by their ABI names (INTERFACES.md):
-# `dispute(leaseId, reportHash, report, certs, guestKey)`, the bond taken in the bond token
-# (an ERC-20 `transferFrom`, approved here first) or, if the function is payable, in ether.
+# The dispute entry point and its bond, by their ABI names (INTERFACES.md):
+# `dispute(leaseId, reportHash, report, certs, guestKey) returns (bool overturned)` on the
+# attestation court (or the registry itself), the bond (`disputeTerms().bond`) taken in the
+# stake token by the registry (an ERC-20 `transferFrom`, approved here first).
 DISPUTE_FUNCTION = "dispute"
 _BOND_VIEWS = ("disputeBond", "DISPUTE_BOND", "bond")
 
 
 def _registry(client: ChainClient) -> ContractClient:
-    """The contract that takes disputes (the attestation registry)."""
+    """The contract that takes disputes: the attestation court, else the registry."""
+    court = getattr(client, "court", None)
+    if isinstance(court, ContractClient):
+        return court
     return client.attestations
 
 
@@ -318,7 +322,7 @@ def supports_disputes(client: ChainClient) -> bool:
 
 def dispute_bond(client: ChainClient) -> int:
     """The bond a dispute posts (in the stake token, or wei if `dispute` is payable)."""
-    registry = _registry(client)
+    registry: ContractClient = client.attestations
     if _abi_entry(registry, "disputeTerms") is not None:
         terms = registry.contract.functions["disputeTerms"]().call()
         return int(terms[1] if isinstance(terms, list | tuple) else terms["bond"])
@@ -351,7 +355,7 @@ _STATUS_NAMES = ("none", "pending", "verified", "rejected", "expired")
 def submission_of(client: ChainClient, lease_id: int, report_hash: bytes) -> Submission | None:
     """The registry's record of the submission of `report_hash` for `lease_id` (None on a
     deployment without disputes or for a report never submitted there)."""
-    registry = _registry(client)
+    registry: ContractClient = client.attestations
     if _abi_entry(registry, "submissionOf") is None:
         return None
     try:
@@ -396,7 +400,8 @@ def _approve_bond(client: ChainClient) -> int:
     if _payable(client):
         return bond
     owner = client.address
-    spender = _registry(client).address
+    # The registry holds the bond (whichever contract takes the dispute).
+    spender = client.attestations.address
     if bond > 0 and owner is not None and client.token.allowance(owner, spender) < bond:
         client.token.approve(spender, bond)
     return 0
