@@ -17,6 +17,7 @@ from typing import Any
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
+from cvm.attestation.errors import AttestationError
 from cvm.attestation.onchain import SnpReason, ark_certificates, prepare_report_call
 from cvm.chain.anvil import Anvil
 from cvm.chain.artifacts import load_artifact, revert_decoder
@@ -26,7 +27,14 @@ from cvm.chain.errors import ChainError, ContractRevert
 from cvm.chain.sender import TransactionSender
 from cvm.chain.snp_verifier import TX_GAS_CAP, SnpReportFields, SnpVerifierClient
 
-__all__ = ["TX_GAS_CAP", "OnchainCheck", "ReportCheckError", "run_deployment", "run_local"]
+__all__ = [
+    "TX_GAS_CAP",
+    "NotFramable",
+    "OnchainCheck",
+    "ReportCheckError",
+    "run_deployment",
+    "run_local",
+]
 
 
 class ReportCheckError(ChainError):
@@ -79,11 +87,18 @@ def _step(function: str, gas_used: int) -> dict[str, Any]:
     return {"step": function, "gas_used": gas_used, "under_cap": gas_used <= TX_GAS_CAP}
 
 
+class NotFramable(ReportCheckError):
+    """The report or certificate is not even well-formed enough to send: the contract would
+    refuse it as Malformed."""
+
+
 def _prepare(report: bytes, endorsement_key: bytes, chain: bytes | None, **options: Any) -> Any:
     try:
         return prepare_report_call(report, endorsement_key, chain=chain, **options)
-    except (ValueError, ChainError) as exc:
-        raise ReportCheckError(f"the report cannot be framed for the contract: {exc}") from None
+    except AttestationError as exc:
+        raise NotFramable(exc.message) from None
+    except ValueError as exc:
+        raise NotFramable(str(exc)) from None
 
 
 def run_local(
@@ -103,15 +118,35 @@ def run_local(
         address = Web3.to_checksum_address(str(receipt.get("contractAddress")))
         events = event_decoder(_only_verifier(node.chain_id, account.address, address))
         client = SnpVerifierClient(node.w3, address, events, sender)
-        verdict = client.run_report_call(call)
+        try:
+            verdict = client.run_report_call(call)
+        except ContractRevert:
+            raise
+        except ChainError as exc:
+            if f"gas used {TX_GAS_CAP})" in str(exc):
+                raise ReportCheckError(
+                    f"a step of the on-chain check needs more than the EIP-7825 cap of"
+                    f" {TX_GAS_CAP:,} gas on {hardfork or 'latest'}: {exc}"
+                ) from None
+            raise
     return OnchainCheck(
         verdict.ok,
         verdict.reason,
         fields_dict(verdict.fields) if verdict.fields is not None else None,
-        [_step(step.function, step.gas_used) for step in verdict.steps],
+        [
+            _step(name, step.gas_used)
+            for name, step in zip(_names(call), verdict.steps, strict=False)
+        ],
         address,
         f"local ({hardfork or 'latest'})",
     )
+
+
+def _names(call: Any) -> list[str]:
+    """What each step of `call` verifies: the certificates still uncached, then the report."""
+    certificates = [step for step in call.steps if step.function == "verifyCertificate"]
+    which = ["ASK/ASVK", "VCEK/VLEK"][-len(certificates) :] if certificates else []
+    return [f"verifyCertificate({name})" for name in which] + ["verifyReport"]
 
 
 def _only_verifier(chain_id: int, deployer: str, address: str) -> Deployment:

@@ -230,23 +230,21 @@ def _onchain(
     measurement: bytes | None,
 ) -> dict[str, Any]:
     """The EVM's verdict compared with the off-chain one; a failure to run it is exit 2."""
+    from cvm.attestation.onchain import SnpReason
     from cvm.chain.errors import ChainError
+    from cvm.chain.report_check import NotFramable, OnchainCheck
     from cvm.cli.onchain import compare, offchain_fields, run_onchain
 
-    if parsed is None:
-        # Not even a report: the contract refuses it as Malformed; nothing to measure.
-        from cvm.attestation.onchain import SnpReason
-        from cvm.chain.report_check import OnchainCheck
-
-        onchain = OnchainCheck(False, SnpReason.MALFORMED, None, chain="not run")
-    else:
-        try:
-            onchain = run_onchain(
-                raw, vcek, chain, local=local, deployment=deployment, hardfork=hardfork
-            )
-        except ChainError as exc:
-            err().print(f"[red]the on-chain check could not run:[/red] {literal(str(exc))}")
-            raise typer.Exit(EXIT_USAGE) from None
+    try:
+        onchain = run_onchain(
+            raw, vcek, chain, local=local, deployment=deployment, hardfork=hardfork
+        )
+    except NotFramable as exc:
+        # Not even a report or a certificate: the contract refuses it as Malformed unsent.
+        onchain = OnchainCheck(False, SnpReason.MALFORMED, None, chain=f"not run ({exc})")
+    except ChainError as exc:
+        err().print(f"[red]the on-chain check could not run:[/red] {literal(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
     fields = (
         offchain_fields(parsed, raw, result.get("product"))
         if parsed is not None and verdict is not None and verdict.verified is not None
@@ -261,10 +259,10 @@ def _print_onchain(onchain: dict[str, Any]) -> None:
     from rich.table import Table
 
     status = "[bold green]VALID[/]" if onchain["valid"] else "[bold red]INVALID[/]"
-    _out().print(
-        f"on chain ({literal(onchain['chain'])}, SnpVerifier {literal(onchain['verifier'])}):"
-        f" {status} ({literal(onchain['reason'])})"
-    )
+    where = literal(onchain["chain"])
+    if onchain["verifier"]:
+        where += f", SnpVerifier {literal(onchain['verifier'])}"
+    _out().print(f"on chain ({where}): {status} ({literal(onchain['reason'])})")
     steps = Table(show_header=True, box=None)
     estimated = " (estimated)" if onchain.get("gas_estimated") else ""
     for column in ("step", f"gas used{estimated}", "under the 16,777,216 cap"):
