@@ -21,6 +21,8 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from web3 import Web3
+from web3.contract import Contract
 from web3.exceptions import ContractLogicError, Web3Exception
 
 from cvm.attestation.abi import Report, parse
@@ -36,9 +38,9 @@ from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.product import Product
 from cvm.attestation.trust import amd_intermediates, amd_roots
 from cvm.attestation.verify import verify_amd_signature
-from cvm.chain.artifacts import revert_decoder
+from cvm.chain.artifacts import load_artifact, revert_decoder
 from cvm.chain.client import ChainClient
-from cvm.chain.contract import ContractClient, TxResult
+from cvm.chain.contract import TxResult
 from cvm.chain.errors import ChainError
 from cvm.chain.sender import revert_error
 
@@ -292,44 +294,47 @@ def _product_of(cert: x509.Certificate) -> Product | None:
 
 
 # --- on chain --------------------------------------------------------------------------------
-# The dispute entry point and its bond, by their ABI names (INTERFACES.md):
-# `dispute(leaseId, reportHash, report, certs, guestKey) returns (bool overturned)` on the
-# attestation court (or the registry itself), the bond (`disputeTerms().bond`) taken in the
-# stake token by the registry (an ERC-20 `transferFrom`, approved here first).
+# The dispute entry point and its bond, by their ABI names (INTERFACES.md): the attestation
+# court's `dispute(leaseId, reportHash, report, certs, guestKey) returns (bool overturned)`
+# (the registry names its court: `court()`), the bond `registry.disputeTerms().bond` taken
+# in the stake token by the court (an ERC-20 `transferFrom`, approved here first).
 DISPUTE_FUNCTION = "dispute"
-_BOND_VIEWS = ("disputeBond", "DISPUTE_BOND", "bond")
 
 
-def _registry(client: ChainClient) -> ContractClient:
-    """The contract that takes disputes: the attestation court, else the registry."""
-    court = getattr(client, "court", None)
-    if isinstance(court, ContractClient):
-        return court
-    return client.attestations
+def _has(contract: Contract, name: str) -> bool:
+    return any(
+        entry.get("type") == "function" and entry.get("name") == name for entry in contract.abi
+    )
 
 
-def _abi_entry(contract: ContractClient, name: str) -> dict[str, Any] | None:
-    for entry in contract.contract.abi:
-        if entry.get("type") == "function" and entry.get("name") == name:
-            return dict(entry)
-    return None
+def _court(client: ChainClient) -> Contract | None:
+    """The contract that takes disputes (None on a deployment without disputes)."""
+    registry = client.attestations.contract
+    try:
+        if _has(registry, "court"):
+            address = str(registry.functions.court().call())
+            if int(address, 16) == 0:
+                return None
+            return client.w3.eth.contract(
+                address=Web3.to_checksum_address(address), abi=load_artifact("AttestationCourt").abi
+            )
+    except (ContractLogicError, Web3Exception, ChainError) as exc:
+        raise ChainError(f"the registry's court cannot be read: {exc}") from exc
+    return registry if _has(registry, DISPUTE_FUNCTION) else None
 
 
 def supports_disputes(client: ChainClient) -> bool:
-    """Whether the deployment's registry takes disputes (its ABI has `dispute`)."""
-    return _abi_entry(_registry(client), DISPUTE_FUNCTION) is not None
+    """Whether the deployment takes disputes (a court, or a registry with `dispute`)."""
+    return _court(client) is not None
 
 
 def dispute_bond(client: ChainClient) -> int:
-    """The bond a dispute posts (in the stake token, or wei if `dispute` is payable)."""
-    registry: ContractClient = client.attestations
-    if _abi_entry(registry, "disputeTerms") is not None:
-        terms = registry.contract.functions["disputeTerms"]().call()
-        return int(terms[1] if isinstance(terms, list | tuple) else terms["bond"])
-    for name in _BOND_VIEWS:
-        if _abi_entry(registry, name) is not None:
-            return int(registry.contract.functions[name]().call())
-    return 0
+    """The bond a dispute posts, in the stake token."""
+    registry = client.attestations.contract
+    if not _has(registry, "disputeTerms"):
+        return 0
+    terms = registry.functions.disputeTerms().call()
+    return int(terms[1] if isinstance(terms, list | tuple) else terms["bond"])
 
 
 @dataclass(frozen=True)
@@ -355,11 +360,11 @@ _STATUS_NAMES = ("none", "pending", "verified", "rejected", "expired")
 def submission_of(client: ChainClient, lease_id: int, report_hash: bytes) -> Submission | None:
     """The registry's record of the submission of `report_hash` for `lease_id` (None on a
     deployment without disputes or for a report never submitted there)."""
-    registry: ContractClient = client.attestations
-    if _abi_entry(registry, "submissionOf") is None:
+    registry = client.attestations.contract
+    if not _has(registry, "submissionOf"):
         return None
     try:
-        raw = registry.contract.functions["submissionOf"](lease_id, report_hash).call()
+        raw = registry.functions.submissionOf(lease_id, report_hash).call()
     except ContractLogicError as exc:
         raise revert_error(exc, revert_decoder()) from None
     except Web3Exception as exc:
@@ -381,50 +386,42 @@ def submission_of(client: ChainClient, lease_id: int, report_hash: bytes) -> Sub
 def _dispute_call(
     client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
 ) -> Any:
-    registry = _registry(client)
-    if _abi_entry(registry, DISPUTE_FUNCTION) is None:
-        raise ChainError("this deployment's attestation registry takes no disputes")
-    return registry.contract.functions[DISPUTE_FUNCTION](
+    court = _court(client)
+    if court is None:
+        raise ChainError("this deployment takes no disputes")
+    return court.functions[DISPUTE_FUNCTION](
         lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key
     )
 
 
-def _payable(client: ChainClient) -> bool:
-    entry = _abi_entry(_registry(client), DISPUTE_FUNCTION) or {}
-    return entry.get("stateMutability") == "payable"
-
-
-def _approve_bond(client: ChainClient) -> int:
-    """Make sure the registry may take the bond; returns the ether value to send with it."""
+def _approve_bond(client: ChainClient) -> None:
+    """Let the court take the bond from `client`'s account."""
+    court = _court(client)
     bond = dispute_bond(client)
-    if _payable(client):
-        return bond
     owner = client.address
-    # The registry holds the bond (whichever contract takes the dispute).
-    spender = client.attestations.address
-    if bond > 0 and owner is not None and client.token.allowance(owner, spender) < bond:
-        client.token.approve(spender, bond)
-    return 0
+    if court is None or owner is None or bond == 0:
+        return
+    if client.token.allowance(owner, court.address) < bond:
+        client.token.approve(court.address, bond)
 
 
 def preview_dispute(
     client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
 ) -> bool | None:
-    """What the registry would decide if `client`'s account disputed now (an eth_call after
+    """What the court would decide if `client`'s account disputed now (an eth_call after
     approving the bond): True reverses the verdict, False upholds it, None if the call
-    returns no outcome. A refusal (window passed, already disputed) is a `ChainError`."""
-    value = _approve_bond(client)
+    returns no outcome. A refusal (window passed, already disputed, inconclusive
+    certificates) is a `ChainError` named after the contract's error."""
+    _approve_bond(client)
     function = _dispute_call(client, lease_id, bundle, certs)
     try:
-        result = function.call({"from": client.address, "value": value})
+        result = function.call({"from": client.address})
     except ContractLogicError as exc:
         raise revert_error(exc, revert_decoder()) from None
     except Web3Exception as exc:
         raise ChainError(f"dispute preview failed: {exc}") from exc
     if isinstance(result, bool):
         return result
-    if isinstance(result, list | tuple) and result and isinstance(result[0], bool):
-        return bool(result[0])
     return None
 
 
@@ -432,9 +429,9 @@ def send_dispute(
     client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
 ) -> TxResult:
     """Dispute the verdict on `bundle`'s report from `client`'s account, bond included."""
-    value = _approve_bond(client)
-    function = _dispute_call(client, lease_id, bundle, certs)
     if client.sender is None:
         raise ChainError("disputing needs an account")
-    receipt = client.sender.transact(function, value=value)
+    _approve_bond(client)
+    function = _dispute_call(client, lease_id, bundle, certs)
+    receipt = client.sender.transact(function)
     return TxResult.from_receipt(receipt, client.events)
