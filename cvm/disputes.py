@@ -17,12 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from web3 import Web3
-from web3.contract import Contract
 from web3.exceptions import ContractLogicError, Web3Exception
 
 from cvm.attestation.abi import Report, parse
@@ -38,11 +35,13 @@ from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.product import Product
 from cvm.attestation.trust import amd_intermediates, amd_roots
 from cvm.attestation.verify import verify_amd_signature
-from cvm.chain.artifacts import load_artifact, revert_decoder
+from cvm.chain.artifacts import revert_decoder
+from cvm.chain.attestation_court import AttestationCourtClient
 from cvm.chain.client import ChainClient
 from cvm.chain.contract import TxResult
 from cvm.chain.errors import ChainError
 from cvm.chain.sender import revert_error
+from cvm.chain.types import SubmissionInfo
 
 # The reasons of the off-chain check that the EVM's check decides the same way. The
 # backend verifier's own codes for the bundle's lease metadata (a bundle naming another
@@ -294,144 +293,82 @@ def _product_of(cert: x509.Certificate) -> Product | None:
 
 
 # --- on chain --------------------------------------------------------------------------------
-# The dispute entry point and its bond, by their ABI names (INTERFACES.md): the attestation
-# court's `dispute(leaseId, reportHash, report, certs, guestKey) returns (bool overturned)`
-# (the registry names its court: `court()`), the bond `registry.disputeTerms().bond` taken
-# in the stake token by the court (an ERC-20 `transferFrom`, approved here first).
-DISPUTE_FUNCTION = "dispute"
+# Disputes go to the attestation court (`IAttestationCourt.dispute`, returning whether the
+# verdict was overturned); the bond, `registry.disputeTerms().bond` of the stake token, is
+# taken by the court (approved here first).
 
 
-def _has(contract: Contract, name: str) -> bool:
-    return any(
-        entry.get("type") == "function" and entry.get("name") == name for entry in contract.abi
-    )
-
-
-def _court(client: ChainClient) -> Contract | None:
-    """The contract that takes disputes (None on a deployment without disputes)."""
-    registry = client.attestations.contract
+def _court(client: ChainClient) -> AttestationCourtClient | None:
+    """The deployment's attestation court (None on a deployment without disputes)."""
+    if client.court is not None:
+        return client.court
     try:
-        if _has(registry, "court"):
-            address = str(registry.functions.court().call())
-            if int(address, 16) == 0:
-                return None
-            return client.w3.eth.contract(
-                address=Web3.to_checksum_address(address), abi=load_artifact("AttestationCourt").abi
-            )
-    except (ContractLogicError, Web3Exception, ChainError) as exc:
-        raise ChainError(f"the registry's court cannot be read: {exc}") from exc
-    return registry if _has(registry, DISPUTE_FUNCTION) else None
+        if not any(e.get("name") == "court" for e in client.attestations.contract.abi):
+            return None
+        address = client.attestations.court()
+    except ChainError:
+        return None
+    if int(address, 16) == 0:
+        return None
+    return AttestationCourtClient(client.w3, address, client.events, client.sender)
 
 
 def supports_disputes(client: ChainClient) -> bool:
-    """Whether the deployment takes disputes (a court, or a registry with `dispute`)."""
+    """Whether the deployment takes disputes (it has a court)."""
     return _court(client) is not None
 
 
-def dispute_bond(client: ChainClient) -> int:
-    """The bond a dispute posts, in the stake token."""
-    registry = client.attestations.contract
-    if not _has(registry, "disputeTerms"):
-        return 0
-    terms = registry.functions.disputeTerms().call()
-    return int(terms[1] if isinstance(terms, list | tuple) else terms["bond"])
-
-
-@dataclass(frozen=True)
-class Submission:
-    """One submission's verdict as a dispute reads it (the registry's `submissionOf`)."""
-
-    number: int  # 1-based; the nonce its report binds is number - 1; 0 if unknown
-    verdict: str  # none | pending | verified | rejected | expired
-    signer: str
-    submitted_at: int
-    disputable_until: int
-    disputed: bool
-    confirmed_on_chain: bool
-
-    @property
-    def nonce(self) -> int:
-        return max(0, self.number - 1)
-
-
-_STATUS_NAMES = ("none", "pending", "verified", "rejected", "expired")
-
-
-def submission_of(client: ChainClient, lease_id: int, report_hash: bytes) -> Submission | None:
+def submission_of(client: ChainClient, lease_id: int, report_hash: bytes) -> SubmissionInfo | None:
     """The registry's record of the submission of `report_hash` for `lease_id` (None on a
-    deployment without disputes or for a report never submitted there)."""
-    registry = client.attestations.contract
-    if not _has(registry, "submissionOf"):
+    deployment without disputes or for a report never submitted, or no longer kept, there)."""
+    if not supports_disputes(client):
         return None
-    try:
-        raw = registry.functions.submissionOf(lease_id, report_hash).call()
-    except ContractLogicError as exc:
-        raise revert_error(exc, revert_decoder()) from None
-    except Web3Exception as exc:
-        raise ChainError(f"submissionOf failed: {exc}") from exc
-    number, verdict, signer, submitted_at, until, _banked, disputed, confirmed = tuple(raw)
-    if int(number) == 0:
-        return None
-    return Submission(
-        number=int(number),
-        verdict=_STATUS_NAMES[int(verdict)] if int(verdict) < len(_STATUS_NAMES) else "none",
-        signer=str(signer),
-        submitted_at=int(submitted_at),
-        disputable_until=int(until),
-        disputed=bool(disputed),
-        confirmed_on_chain=bool(confirmed),
-    )
+    submission = client.attestations.submission_of(lease_id, report_hash)
+    return submission if submission.number != 0 else None
 
 
-def _dispute_call(
-    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
-) -> Any:
+def _approve_bond(client: ChainClient, court: AttestationCourtClient) -> None:
+    """Let the court take the bond from `client`'s account."""
+    bond = client.attestations.dispute_terms().bond
+    owner = client.address
+    if owner is not None and bond > 0 and client.token.allowance(owner, court.address) < bond:
+        client.token.approve(court.address, bond)
+
+
+def _court_or_fail(client: ChainClient) -> AttestationCourtClient:
     court = _court(client)
     if court is None:
-        raise ChainError("this deployment takes no disputes")
-    return court.functions[DISPUTE_FUNCTION](
-        lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key
-    )
-
-
-def _approve_bond(client: ChainClient) -> None:
-    """Let the court take the bond from `client`'s account."""
-    court = _court(client)
-    bond = dispute_bond(client)
-    owner = client.address
-    if court is None or owner is None or bond == 0:
-        return
-    if client.token.allowance(owner, court.address) < bond:
-        client.token.approve(court.address, bond)
+        raise ChainError("this deployment takes no disputes (it has no attestation court)")
+    return court
 
 
 def preview_dispute(
     client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
 ) -> bool | None:
     """What the court would decide if `client`'s account disputed now (an eth_call after
-    approving the bond): True reverses the verdict, False upholds it, None if the call
-    returns no outcome. A refusal (window passed, already disputed, inconclusive
-    certificates) is a `ChainError` named after the contract's error."""
-    _approve_bond(client)
-    function = _dispute_call(client, lease_id, bundle, certs)
+    approving the bond): True reverses the verdict, False upholds it. A refusal (window
+    passed, already disputed, inconclusive certificates) is a `ChainError` named after the
+    contract's error."""
+    court = _court_or_fail(client)
+    _approve_bond(client, court)
+    function = court.contract.functions.dispute(
+        lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key
+    )
     try:
         result = function.call({"from": client.address})
     except ContractLogicError as exc:
         raise revert_error(exc, revert_decoder()) from None
     except Web3Exception as exc:
         raise ChainError(f"dispute preview failed: {exc}") from exc
-    if isinstance(result, bool):
-        return result
-    return None
+    return bool(result) if isinstance(result, bool) else None
 
 
 def send_dispute(
     client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
 ) -> TxResult:
     """Dispute the verdict on `bundle`'s report from `client`'s account, bond included."""
+    court = _court_or_fail(client)
     if client.sender is None:
         raise ChainError("disputing needs an account")
-    _approve_bond(client)
-    function = _dispute_call(client, lease_id, bundle, certs)
-    receipt = client.sender.transact(function)
-    return TxResult.from_receipt(receipt, client.events)
+    _approve_bond(client, court)
+    return court.dispute(lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key)

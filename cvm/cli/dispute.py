@@ -68,10 +68,9 @@ def run_dispute(
         raise CliError(
             f"nothing to dispute: report {recorded} was never submitted for lease {lease_id}"
         )
-    if submission.verdict not in ("verified", "rejected"):
-        raise CliError(
-            f"nothing to dispute: report {recorded} has no verdict yet ({submission.verdict})"
-        )
+    verdict = submission.verdict.name.lower()
+    if submission.verdict not in (AttestationStatus.VERIFIED, AttestationStatus.REJECTED):
+        raise CliError(f"nothing to dispute: report {recorded} has no verdict yet ({verdict})")
     if submission.disputed:
         raise CliError(
             f"already disputed: the verdict on report {recorded} was disputed once; the EVM's"
@@ -107,13 +106,12 @@ def run_dispute(
         chain_id=record.chain_id,
         registry=record.attestation_registry,
         lease_id=lease_id,
-        nonce=submission.nonce,
+        nonce=submission.number - 1,
         renter=chain.leases.get_lease(lease_id).renter,
         measurement=terms.expected_measurement,
         submitted_signer=submission.signer,
         trusted_roots=roots,
     )
-    verdict = submission.verdict
     window_end: int | None = submission.disputable_until
     assessment = assess(verdict, check.ok, check.reasons)
     result: dict[str, Any] = {
