@@ -233,24 +233,19 @@ def measure_dispute(hardfork: str) -> dict[str, Any]:
         deployment = deploy(node.w3, deployer, config)
         as_ = {a.address: ChainClient(node.w3, deployment, a) for a in accounts}
         op, nk, rt, vf, dp = (as_[a.address] for a in (operator, key, renter, verifier, disputer))
-        for client in (op, rt, vf, dp):
+        for client in (op, rt, dp):
             client.token.mint(client.address or "", 1_000_000 * TOKEN)
         op.token.approve(deployment.node_registry, 2**256 - 1)
         rt.token.approve(deployment.lease_market, 2**256 - 1)
-        court_address = vf.attestations.contract.functions.court().call()
-        court_abi = load_artifact("AttestationCourt").abi
-        snp_abi = load_artifact("SnpVerifier").abi
-
-        def court(client: ChainClient) -> Any:
-            return client.w3.eth.contract(address=court_address, abi=court_abi)
+        # `deploy` staked the verifier in the court; the disputer bonds there.
+        assert dp.court is not None and dp.snp is not None
+        court_address = dp.court.address
+        dp.token.approve(court_address, 2**256 - 1)
 
         def send(client: ChainClient, function: Any) -> TxResult:
             assert client.sender is not None
             return TxResult.from_receipt(client.sender.transact(function), client.events)
 
-        for client in (vf, dp):
-            client.token.approve(court_address, 2**256 - 1)
-        send(vf, court(vf).functions.stake(100 * TOKEN))
         consent = sign_node_consent(key, operator.address, deployment)
         op.nodes.register(key.address, NODE, "https://node.example", node_key_signature=consent)
         op.nodes.stake(key.address, 1_000 * TOKEN)
@@ -284,7 +279,10 @@ def measure_dispute(hardfork: str) -> dict[str, Any]:
         hashes = [keccak(vcek), keccak(ask)]
 
         def dispute(lease_id: int, report: bytes, guest_key: bytes, certs: list[bytes]) -> Any:
-            return court(dp).functions.dispute(lease_id, keccak(report), report, certs, guest_key)
+            assert dp.court is not None
+            return dp.court.contract.functions.dispute(
+                lease_id, keccak(report), report, certs, guest_key
+            )
 
         def overturned(result: TxResult) -> bool:
             return any(bool(e.args.get("overturned")) for e in result.all("AttestationDisputed"))
@@ -301,7 +299,7 @@ def measure_dispute(hardfork: str) -> dict[str, Any]:
             cold_single = {"gasUsed": None, "underCap": False, "error": str(exc)[:200]}
         node.revert(snapshot)
         # Cold, one transaction per certificate, then the dispute.
-        snp = node.w3.eth.contract(address=deployment.snp_verifier, abi=snp_abi)
+        snp = dp.snp.contract
         ark_hash = snp.functions.arkKeyHash(keccak(b"Milan")).call()
         cold = {
             "verifyCertificate(ASK)": send(dp, snp.functions.verifyCertificate(ask, ark_hash)),

@@ -29,7 +29,6 @@ from cvm.attestation.binding import GuestKey, host_data
 from cvm.attestation.kds import CachingKds, vcek_url
 from cvm.attestation.sim import SimulatedAmd
 from cvm.chain import Anvil, AttestationStatus, ChainClient, Deployment, deploy
-from cvm.chain.artifacts import load_artifact
 from cvm.chain.node_consent import sign_node_consent
 from cvm.cli import app
 from cvm.config import Settings
@@ -113,7 +112,9 @@ class Court:
         self.client(self.roles.colluder).attestations.confirm(lease_id, report_hash, ok)
 
     def stake_of(self, verifier: str) -> int:
-        return int(self.court().functions.stakeOf(verifier).call()[0])
+        court = self.client().court
+        assert court is not None
+        return court.stake_of(verifier).stake
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +139,13 @@ def court_system(anvil: Anvil, sim_amd_dir: Path) -> Court:
     )
     deployment = deploy(anvil.w3, roles.deployer, config, rpc_url=anvil.rpc_url)
     system = Court(anvil, deployment, roles, chip, forger)
-    court = system.court()
-    for account in (roles.operator, roles.renter, roles.colluder, roles.honest, roles.disputer):
+    # `deploy` staked both verifiers in the court; the others need tokens to lease and bond.
+    assert deployment.attestation_court is not None
+    for account in (roles.operator, roles.renter, roles.disputer):
         client = system.client(account)
         client.token.mint(account.address, 1_000_000 * TOKEN)
-        for spender in (deployment.node_registry, deployment.lease_market, court.address):
+        for spender in (deployment.node_registry, deployment.lease_market):
             client.token.approve(spender, 2**256 - 1)
-    for verifier in (roles.colluder, roles.honest):
-        system.send(verifier, court.functions.stake(100 * TOKEN))
     operator = system.client(roles.operator)
     consent = sign_node_consent(roles.node, roles.operator.address, deployment)
     operator.nodes.register(roles.node.address, NODE_SPEC, "", node_key_signature=consent)
