@@ -215,12 +215,11 @@ def _steps(steps: dict[str, TxResult]) -> dict[str, Any]:
 
 def measure_dispute(hardfork: str) -> dict[str, Any]:
     """Disputes on one gas schedule: cold (split, and in one transaction), warm, frivolous."""
-    from cvm.attestation.onchain import ark_certificates, der
     from eth_utils import keccak
 
     from cvm.attestation import SimulatedSecureProcessor, build_report_data
     from cvm.attestation.binding import host_data
-    from cvm.chain.artifacts import load_artifact
+    from cvm.attestation.onchain import ark_certificates, der
 
     # A chip under a simulated AMD (RSA-4096 keys, as AMD's), whose ARK the SnpVerifier pins
     # in place of AMD's Milan ARK: its reports can bind the lease like a real guest's.

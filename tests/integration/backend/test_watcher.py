@@ -66,17 +66,6 @@ class Court:
     def client(self, account: LocalAccount | None = None) -> ChainClient:
         return ChainClient(self.anvil.w3, self.deployment, account)
 
-    def court(self, account: LocalAccount | None = None) -> Any:
-        address = self.client().attestations.contract.functions.court().call()
-        return self.anvil.w3.eth.contract(
-            address=address, abi=load_artifact("AttestationCourt").abi
-        )
-
-    def send(self, account: LocalAccount, function: Any) -> None:
-        client = self.client(account)
-        assert client.sender is not None
-        client.sender.transact(function)
-
     def lease(self) -> int:
         """A lease the node accepted."""
         renter = self.client(self.roles.renter)
