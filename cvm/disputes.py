@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -36,12 +37,14 @@ from cvm.attestation.product import Product
 from cvm.attestation.trust import amd_intermediates, amd_roots
 from cvm.attestation.verify import verify_amd_signature
 from cvm.chain.artifacts import revert_decoder
-from cvm.chain.attestation_court import AttestationCourtClient
 from cvm.chain.client import ChainClient
 from cvm.chain.contract import TxResult
 from cvm.chain.errors import ChainError
 from cvm.chain.sender import revert_error
-from cvm.chain.types import SubmissionInfo
+
+if TYPE_CHECKING:
+    from cvm.chain.attestation_court import AttestationCourtClient
+    from cvm.chain.types import SubmissionInfo
 
 # The reasons of the off-chain check that the EVM's check decides the same way. The
 # backend verifier's own codes for the bundle's lease metadata (a bundle naming another
@@ -310,6 +313,8 @@ def _court(client: ChainClient) -> AttestationCourtClient | None:
         return None
     if int(address, 16) == 0:
         return None
+    from cvm.chain.attestation_court import AttestationCourtClient
+
     return AttestationCourtClient(client.w3, address, client.events, client.sender)
 
 

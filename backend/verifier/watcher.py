@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from sqlalchemy import exists, or_, select
 
 from backend.domain.evidence import EvidenceFormatError, decode
+from backend.repeats import RepeatedConditions
 from backend.store import (
     Attestation,
     Dispute,
@@ -38,7 +39,7 @@ from backend.store import (
 from backend.verifier.service import Verifier
 from cvm.api_models import AttestationState
 from cvm.attestation import EvidenceBundle
-from cvm.chain.errors import ChainError
+from cvm.chain.errors import ChainError, ContractRevert
 from cvm.disputes import Action, Assessment, DisputeEvidenceError, assess
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ DisputeCertificates = Callable[[EvidenceBundle], list[bytes]]
 # What a check that did not lead to a dispute records (besides `cvm.disputes.Action`'s).
 NO_EVIDENCE = "no_evidence"  # the evidence is not in this store, or not decodable
 MISSED = "missed"  # the dispute could not be sent (window closed, someone disputed first)
+RETRY = "retry"  # not checked to the end (e.g. no tokens for the bond): the next pass retries
+# The contracts' own refusals of a dispute (as opposed to the token's, or the RPC's).
+_REFUSALS = ("AttestationCourt_", "AttestationRegistry_", "SnpVerifier_")
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class Watcher:
         self.clock = clock
         self.per_tick = per_tick
         self.margin_s = margin_s
+        self.conditions = RepeatedConditions(log)
 
     def candidates(self) -> list[tuple[int, str, AttestationState]]:
         """Decided submissions still in their window, undisputed, with evidence, that this
@@ -152,10 +157,17 @@ class Watcher:
             try:
                 certs = self.certificates(bundle)
                 overturns = self.preview(lease_id, bundle, certs) if self.preview else None
-            except (ChainError, DisputeEvidenceError) as exc:
-                # e.g. no certificate the chain would accept, or the registry refuses the
-                # dispute (window closed, already disputed, inconclusive evidence).
+            except DisputeEvidenceError as exc:
+                # No certificate the chain would accept (e.g. the chip's genuine VCEK).
                 overturns, error = False, str(exc)[:500]
+            except ContractRevert as exc:
+                if not exc.name.startswith(_REFUSALS):
+                    return self._retry(lease_id, report_hash, exc)
+                # The court refuses the dispute itself: window closed, already disputed,
+                # evidence that cannot show the truth either way.
+                overturns, error = False, str(exc)[:500]
+            except ChainError as exc:
+                return self._retry(lease_id, report_hash, exc)
             if overturns is False:
                 # The chain would not side with this check: keep the bond.
                 action = Action.NOT_DISPUTABLE
@@ -195,6 +207,18 @@ class Watcher:
             return WatchResult(lease_id, report_hash, MISSED, error=message)
         self._update(lease_id, report_hash, dispute_tx=tx_hash)
         return WatchResult(lease_id, report_hash, Action.DISPUTE.value, dispute_tx=tx_hash)
+
+    def _retry(self, lease_id: int, report_hash: str, exc: ChainError) -> WatchResult:
+        """Not this verdict's fault (no tokens for the bond, the chain unreachable): nothing
+        is recorded, the next pass tries again; reported once until it clears."""
+        self.conditions.report(
+            (lease_id, report_hash),
+            "lease %s: cannot dispute %s yet: %s",
+            lease_id,
+            report_hash,
+            str(exc)[:300],
+        )
+        return WatchResult(lease_id, report_hash, RETRY, error=str(exc)[:500])
 
     # --- pieces ---------------------------------------------------------------------------
 

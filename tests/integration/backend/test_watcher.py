@@ -128,9 +128,10 @@ def court_system(anvil: Anvil, sim_amd_dir: Path) -> Court:
     )
     deployment = deploy(anvil.w3, roles.deployer, config, rpc_url=anvil.rpc_url)
     system = Court(anvil, deployment, roles, chip, forger)
-    # `deploy` staked both verifiers in the court; the others need tokens to lease and bond.
+    # `deploy` staked both verifiers in the court; the others need tokens to lease, and the
+    # honest verifier and the disputer for their bonds.
     assert deployment.attestation_court is not None
-    for account in (roles.operator, roles.renter, roles.disputer):
+    for account in (roles.operator, roles.renter, roles.honest, roles.disputer):
         client = system.client(account)
         client.token.mint(account.address, 1_000_000 * TOKEN)
         for spender in (deployment.node_registry, deployment.lease_market):
@@ -164,6 +165,7 @@ class HonestBackend:
             rpc_url=system.anvil.rpc_url,
             indexer_confirmations=0,
             image_dir=tmp_path / "images",
+            verifier_challenge_stale_s=0,  # no heartbeats here: no liveness challenges
         )
         # The chip's genuine VCEK, as AMD's KDS serves it (the cache is what a verifier keeps).
         kds = CachingKds(settings.data_dir / "kds-cache")

@@ -29,7 +29,7 @@ from cvm.api_models import AttestationState, LeaseState
 from cvm.attestation import EvidenceBundle, SimulatedSecureProcessor, build_report_data
 from cvm.attestation.binding import GuestKey, host_data
 from cvm.attestation.sim import SimulatedAmd
-from cvm.chain.errors import ChainError
+from cvm.chain.errors import ChainError, ContractRevert
 from cvm.disputes import DisputeEvidenceError
 from node_agent.launcher.signer import simulated_guest_key
 from tests.unit.backend.factories import Clock, add_lease
@@ -256,6 +256,36 @@ def test_a_refused_dispute_is_recorded_and_not_retried(world: World) -> None:
     (result,) = watcher.run()
     assert result.action == "missed" and "AlreadySettled" in (result.error or "")
     assert watcher.run() == [] and len(calls) == 1
+
+
+def test_a_dispute_that_cannot_be_paid_yet_is_retried(world: World) -> None:
+    """No tokens for the bond (or the chain unreachable): nothing is recorded, the next pass
+    tries again, and disputes once it can."""
+    world.decided(1, AttestationState.VERIFIED, sp=forger_sp())
+    broke = True
+
+    def preview(*_args: Any) -> bool:
+        if broke:
+            raise ContractRevert("ERC20InsufficientBalance", {"balance": 0})
+        return True
+
+    watcher = world.watcher(preview=preview)
+    (result,) = watcher.run()
+    assert result.action == "retry" and world.checks() == [] and world.sent == []
+    broke = False
+    (result,) = watcher.run()
+    assert result.action == "dispute" and len(world.sent) == 1
+
+
+def test_a_dispute_the_court_refuses_is_not_sent(world: World) -> None:
+    world.decided(1, AttestationState.VERIFIED, sp=forger_sp())
+
+    def refused(*_args: Any) -> bool:
+        raise ContractRevert("AttestationCourt_Inconclusive", {"leaseId": 1, "reason": 6})
+
+    (result,) = world.watcher(preview=refused).run()
+    assert result.action == "not_disputable" and "Inconclusive" in (result.error or "")
+    assert world.sent == []
 
 
 def test_work_per_pass_is_bounded_oldest_window_first(world: World) -> None:
