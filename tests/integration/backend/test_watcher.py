@@ -273,7 +273,10 @@ def test_a_genuine_report_rejected_by_a_colluder_is_disputed_and_restored(
     assert system.client().attestations.status_of(bundle.lease_id) == AttestationStatus.REJECTED
     (watched,) = backend.step().watched
     assert watched.action == "dispute"
-    assert system.client().attestations.status_of(bundle.lease_id) == AttestationStatus.VERIFIED
+    # The verdict is Verified now (the lease itself stays closed by the rejection: the
+    # registry reads its attestation as expired, the node paid for its time).
+    restored = system.client().attestations.submission_of(bundle.lease_id, bundle.report_hash)
+    assert restored.verdict == AttestationStatus.VERIFIED
     backend.step()
     assert backend.status(bundle.lease_id)["dispute"]["overturned"] is True
 
@@ -355,7 +358,8 @@ def test_dispute_by_hand_reverses_a_wrong_verdict_once_within_the_window(
     code, out = dispute(lease_id, *by_hand)
     assert code == 0, out
     assert out["overturned"] is True and out["dispute_tx"]
-    assert system.client().attestations.status_of(bundle.lease_id) == AttestationStatus.VERIFIED
+    restored = system.client().attestations.submission_of(bundle.lease_id, bundle.report_hash)
+    assert restored.verdict == AttestationStatus.VERIFIED
     code, out = dispute(lease_id, *by_hand)
     assert code == 1 and "already disputed" in out["error"]
     # Another wrong verdict, left until its window closed: final.
