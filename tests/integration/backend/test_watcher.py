@@ -351,6 +351,9 @@ def test_dispute_by_hand_reverses_a_wrong_verdict_once_within_the_window(
     system: Court, backend: HonestBackend, by_hand: list[str]
 ) -> None:
     bundle = _decided(system, backend, forged=False, ok=False)
+    # Another wrong verdict by the same colluder (before a dispute slashes it below the
+    # stake a vote needs), left until its window closed.
+    late = _decided(system, backend, forged=False, ok=False)
     lease_id = str(bundle.lease_id)
     code, out = dispute(lease_id, "--check-only", *by_hand)
     assert code == 0 and out["action"] == "dispute" and out["chain_will_overturn"] is True
@@ -362,8 +365,7 @@ def test_dispute_by_hand_reverses_a_wrong_verdict_once_within_the_window(
     assert restored.verdict == AttestationStatus.VERIFIED
     code, out = dispute(lease_id, *by_hand)
     assert code == 1 and "already disputed" in out["error"]
-    # Another wrong verdict, left until its window closed: final.
-    late = _decided(system, backend, forged=False, ok=False)
+    # The other one's window closed: final.
     system.anvil.increase_time(8 * 86_400)
     system.anvil.mine()
     code, out = dispute(str(late.lease_id), *by_hand)
