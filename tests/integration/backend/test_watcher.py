@@ -304,6 +304,7 @@ def by_hand(
 ) -> Iterator[list[str]]:
     """The disputer's CLI arguments: a record naming the backend, a wallet and its password,
     trusting the simulated AMD's roots (as on a local stack)."""
+    backend.service.watcher = None  # nobody watches here: the disputer acts by hand
     monkeypatch.setenv("CVM_DATA_DIR", str(tmp_path / "cli"))
     monkeypatch.setenv("CVM_SIM_AMD_DIR", str(sim_amd_dir))
     keystore = tmp_path / "disputer.json"
