@@ -228,7 +228,10 @@ def measure_dispute(hardfork: str) -> dict[str, Any]:
     with Anvil(hardfork=hardfork, enforce_tx_gas_cap=hardfork == "osaka") as node:
         accounts = [node.dev_account(i) for i in range(6)]
         deployer, operator, key, renter, verifier, disputer = accounts
-        config = DeployConfig(verifiers=[verifier.address], snp_ark_certificates=arks)
+        # Stake enough that the verifier still votes after a dispute slashed it.
+        config = DeployConfig(
+            verifiers=[verifier.address], snp_ark_certificates=arks, verifier_stake=100 * TOKEN
+        )
         deployment = deploy(node.w3, deployer, config)
         as_ = {a.address: ChainClient(node.w3, deployment, a) for a in accounts}
         op, nk, rt, vf, dp = (as_[a.address] for a in (operator, key, renter, verifier, disputer))
