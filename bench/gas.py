@@ -45,7 +45,9 @@ GUEST_SIGNER = "0x" + "9e" * 20
 # Issue 10 set the lifecycle target to 550,000; contracts/README.md ("Gas") shows why this design
 # cannot reach it (its storage alone costs about 550,300) and what would.
 # Issues 17 and 18 together may add at most 5 % to issue 10's lifecycle (729,918): 766,414.
+# Issue 21 (disputes) may add at most 5 % to the lifecycle before it (762,585): 800,714.
 TARGETS = {"lifecycle": 550_000, "lifecycleBudget": 766_414, "submit": 60_000, "confirm": 40_000}
+TARGETS["lifecycleDisputesBudget"] = 800_714
 LIFECYCLE = ("register", "stake", "createLease", "acceptLease", "submit", "confirm", "claim")
 LIFECYCLE += ("closeLease",)
 PER_LEASE = LIFECYCLE[2:]
@@ -186,6 +188,7 @@ def measure() -> dict[str, Any]:
         "met": {
             "lifecycle": lifecycle_total <= TARGETS["lifecycle"],
             "lifecycleBudget": lifecycle_total <= TARGETS["lifecycleBudget"],
+            "lifecycleDisputesBudget": lifecycle_total <= TARGETS["lifecycleDisputesBudget"],
             "submit": gas["submit"] <= TARGETS["submit"],
             "confirm": gas["confirm"] <= TARGETS["confirm"],
         },
