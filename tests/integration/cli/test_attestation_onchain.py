@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cvm.cli import app
+from tests.fixtures.chain import ChainSystem
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +158,28 @@ def test_human_output_names_each_step_and_the_cap() -> None:
     assert "verifyCertificate(ASK/ASVK)" in result.output
     assert "16,777,216" in result.output
     assert "agrees with the off-chain one" in result.output
+
+
+def test_against_a_deployment_s_verifier_read_only(chain: ChainSystem, tmp_path: Path) -> None:
+    """With a deployment, its own SnpVerifier answers (eth_call), nothing is sent, the gas
+    is estimated; the verdict is the same."""
+    record = tmp_path / "deployment.json"
+    chain.deployment.save(record)
+    block = chain.anvil.w3.eth.block_number
+    name = "milan_virtee_sev"
+    code, out = verify(
+        DATA / REAL[name]["report"], DATA / REAL[name]["vcek"], "--deployment", str(record)
+    )
+    assert code == 0, out
+    onchain = assert_same_verdict(out)
+    assert onchain["verifier"] == chain.deployment.snp_verifier
+    assert onchain["gas_estimated"] is True and len(onchain["steps"]) == 1
+    assert onchain["steps"][0]["step"] == "checkReport (cold)"
+    assert chain.anvil.w3.eth.block_number == block  # nothing was sent
+    code, out = verify(
+        DATA / "negative/milan_virtee_sev_report_sig_r_bit0_flipped.bin",
+        DATA / REAL[name]["vcek"],
+        "--deployment",
+        str(record),
+    )
+    assert code == 1 and assert_same_verdict(out)["reason"] == "BAD_SIGNATURE"
