@@ -72,7 +72,8 @@ interface ISnpVerifier {
     /// @notice Verify one certificate against its issuer and cache it. `issuerHash` is the
     /// keccak256(DER) of an already verified certificate (for a VCEK/VLEK: its ASK/ASVK), or a
     /// pinned ARK's key hash `arkKeyHash(productKey)` (for an ASK/ASVK). Returns keccak256(der).
-    /// Reverts with `SnpVerifier_Refused(reason)`. Idempotent (a cached certificate returns at once).
+    /// Reverts with `SnpVerifier_Refused(reason)`. Idempotent: a certificate cached against the
+    /// same `issuerHash` returns at once (against another: CertChain).
     function verifyCertificate(bytes calldata der, bytes32 issuerHash) external returns (bytes32 certHash);
 
     /// @notice True if keccak256(DER) of a certificate verified to a pinned ARK.
