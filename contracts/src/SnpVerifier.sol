@@ -11,8 +11,8 @@ import {Sha384} from "./libraries/Sha384.sol";
 /// @title SnpVerifier
 /// @notice The EVM's check of an AMD SEV-SNP attestation report, mirroring the off-chain
 /// `cvm.attestation.verify.verify_report` (see ISnpVerifier for what is and is not checked).
-/// ARKs are pinned at deploy (their self-signed DER certificates; the constructor checks each
-/// self-signature); ASK/ASVK and VCEK/VLEK certificates are verified once and cached by
+/// ARKs are pinned at deploy (their self-signed DER certificates: the key is the anchor, so
+/// the constructor does not spend gas on the self-signature; the deployer checks it off chain); ASK/ASVK and VCEK/VLEK certificates are verified once and cached by
 /// keccak256(DER), so that the costly steps can be spread over transactions:
 /// `verifyCertificate(ask, arkKeyHash)`, `verifyCertificate(vcek, keccak(ask))`, then
 /// `verifyReport(report, [keccak(vcek), keccak(ask)])` (or everything in one call if gas allows).
@@ -36,6 +36,7 @@ contract SnpVerifier is ISnpVerifier {
     /// @notice A pinned ARK's RSA key.
     struct Ark {
         bytes32 productKey;
+        bytes32 subjectHash; // keccak256 of its subject Name TLV (= its children's issuer Name)
         bytes modulus;
         bytes exponent;
     }
@@ -66,12 +67,15 @@ contract SnpVerifier is ISnpVerifier {
     P384Verifier public immutable P384_VERIFIER;
 
     mapping(bytes32 keyHash => Ark) private _arks;
-    mapping(bytes32 productKey => bytes32) private _arkKeyHash;
+    mapping(bytes32 productKey => bytes32) private _arkKeyHash; // the first ARK pinned for it
+    mapping(bytes32 subjectHash => bytes32 keyHash) private _arkBySubject;
     mapping(bytes32 productKey => string) private _productName;
     mapping(bytes32 certHash => CachedCert) private _certs;
 
-    /// @param arkCertificates the self-signed ARK certificates (DER), one per product; the
-    /// product is the subject CN after "ARK-" ("ARK-Milan" -> "Milan").
+    /// @param arkCertificates the self-signed ARK certificates (DER); the product is the subject
+    /// CN after "ARK-" ("ARK-Milan" -> "Milan"). A product may have more than one root (a local
+    /// stack also pins its simulated AMD-SP's); an ASK/ASVK is checked against the root whose
+    /// subject Name is its issuer Name. `arkKeyHash(product)` is the first one given.
     constructor(bytes[] memory arkCertificates) {
         P384_VERIFIER = new P384Verifier();
         for (uint256 i = 0; i < arkCertificates.length; ++i) {
@@ -83,16 +87,15 @@ contract SnpVerifier is ISnpVerifier {
             ) {
                 revert SnpVerifier_Refused(SnpReason.Malformed);
             }
-            bytes memory tbs = Der.slice(arkCertificates[i], c.tbsStart, c.tbsEnd);
-            if (!c.pssSha384 || !_pss(tbs, c.signature, c.rsaModulus, c.rsaExponent)) {
-                revert SnpVerifier_Refused(SnpReason.CertChain);
-            }
             string memory name = string(Der.slice(cn, 4, cn.length));
             bytes32 productKey = keccak256(bytes(name));
             bytes32 keyHash = keccak256(c.rsaModulus);
-            if (_arkKeyHash[productKey] != bytes32(0)) revert SnpVerifier_Refused(SnpReason.Malformed);
-            _arks[keyHash] = Ark(productKey, c.rsaModulus, c.rsaExponent);
-            _arkKeyHash[productKey] = keyHash;
+            if (_arkBySubject[c.subjectHash] != bytes32(0) || _arks[keyHash].modulus.length != 0) {
+                revert SnpVerifier_Refused(SnpReason.Malformed); // the same root twice
+            }
+            _arks[keyHash] = Ark(productKey, c.subjectHash, c.rsaModulus, c.rsaExponent);
+            _arkBySubject[c.subjectHash] = keyHash;
+            if (_arkKeyHash[productKey] == bytes32(0)) _arkKeyHash[productKey] = keyHash;
             _productName[productKey] = name;
         }
     }
@@ -203,13 +206,23 @@ contract SnpVerifier is ISnpVerifier {
     /// @dev A Refused(reason) revert's reason; any other failure (out of gas, a panic) is
     /// re-raised, so that a caller can never make a good report look bad by starving the call.
     function _reasonOf(bytes memory err) private pure returns (uint8 reason) {
-        if (err.length != 36 || bytes4(err) != SnpVerifier_Refused.selector) {
+        if (err.length != 36 || bytes4(err) != SnpVerifier_Refused.selector) _rethrow(err);
+        assembly ("memory-safe") {
+            reason := mload(add(err, 0x24))
+        }
+    }
+
+    /// @dev Pass on a failure of a self-call that is not a refusal. No data means the call ran
+    /// out of gas: fail the same way (all gas used), so that gas estimators search higher
+    /// instead of taking it for a revert.
+    function _rethrow(bytes memory err) private pure {
+        if (err.length == 0) {
             assembly ("memory-safe") {
-                revert(add(err, 0x20), mload(err))
+                for {} 1 {} {} // burn the rest: a true out-of-gas, which gas estimators retry higher
             }
         }
         assembly ("memory-safe") {
-            reason := mload(add(err, 0x24))
+            revert(add(err, 0x20), mload(err))
         }
     }
 
@@ -218,11 +231,7 @@ contract SnpVerifier is ISnpVerifier {
         try this.parseCertificate(der) returns (Der.Certificate memory parsed) {
             c = parsed;
         } catch (bytes memory err) {
-            if (err.length != 36 || bytes4(err) != Der.Der_Malformed.selector) {
-                assembly ("memory-safe") {
-                    revert(add(err, 0x20), mload(err))
-                }
-            }
+            if (err.length != 36 || bytes4(err) != Der.Der_Malformed.selector) _rethrow(err);
             _refuse(SnpReason.Malformed);
         }
     }
@@ -255,10 +264,13 @@ contract SnpVerifier is ISnpVerifier {
         issuerHash = keccak256(element);
         if (_certs[issuerHash].kind != _KIND_NONE) return issuerHash;
         Der.Certificate memory c = _parse(element);
-        bytes memory cn = c.issuerCN;
-        if (cn.length < 5 || bytes4(cn) != bytes4("ARK-")) _refuse(SnpReason.CertChain);
-        bytes32 arkHash = _arkKeyHash[keccak256(Der.slice(cn, 4, cn.length))];
-        if (arkHash == bytes32(0)) _refuse(SnpReason.UnknownProduct);
+        bytes32 arkHash = _arkBySubject[c.issuerHash];
+        if (arkHash == bytes32(0)) {
+            bytes memory cn = c.issuerCN;
+            bool known = cn.length > 4 && bytes4(cn) == bytes4("ARK-")
+                && _arkKeyHash[keccak256(Der.slice(cn, 4, cn.length))] != bytes32(0);
+            _refuse(known ? SnpReason.CertChain : SnpReason.UnknownProduct); // not a pinned ARK
+        }
         _verifyIssuerCert(element, issuerHash, c, arkHash);
     }
 
@@ -277,6 +289,7 @@ contract SnpVerifier is ISnpVerifier {
             _refuse(SnpReason.CertChain);
         }
         if (keccak256(c.issuerCN) != keccak256(bytes.concat("ARK-", bytes(name)))) _refuse(SnpReason.CertChain);
+        if (c.issuerHash != ark.subjectHash) _refuse(SnpReason.CertChain);
         if (c.keyType != Der.KEY_RSA) _refuse(SnpReason.Malformed);
         if (!c.pssSha384 || !_pss(der[c.tbsStart:c.tbsEnd], c.signature, ark.modulus, ark.exponent)) _refuse(SnpReason.CertChain);
         CachedCert storage s = _certs[certHash];
@@ -445,7 +458,11 @@ contract SnpVerifier is ISnpVerifier {
 
     function _reportSignatureValid(bytes calldata report, bytes memory pubKey) private view returns (bool) {
         bytes memory digest = Sha384.hash(report[0:_SIGNED_SIZE]);
-        return P384_VERIFIER.verify(digest, _be48(report, _SIG_R), _be48(report, _SIG_S), pubKey);
+        (bool success, bytes memory ret) = address(P384_VERIFIER).staticcall(
+            abi.encodeCall(P384Verifier.verify, (digest, _be48(report, _SIG_R), _be48(report, _SIG_S), pubKey))
+        );
+        if (!success) _rethrow(ret);
+        return abi.decode(ret, (bool));
     }
 
     /// @dev CHIP_ID against the VCEK's hwID: skipped for a VLEK (no hwID) and for an all-zero

@@ -80,6 +80,6 @@ interface ISnpVerifier {
     function isCertVerified(bytes32 certHash) external view returns (bool);
 
     /// @notice keccak256 of the pinned ARK's RSA modulus (big-endian, no leading zero) for a
-    /// product, or zero if none is pinned.
+    /// product (the first pinned if a local stack pinned more than one), or zero if none.
     function arkKeyHash(bytes32 productKey) external view returns (bytes32);
 }

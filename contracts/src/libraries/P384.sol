@@ -1,66 +1,316 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
-import {ECDSA384} from "@solarity/solidity-lib/libs/crypto/ECDSA384.sol";
+import {call512, uint512} from "@solarity/solidity-lib/libs/bn/U512.sol";
+import {U512} from "@solarity/solidity-lib/libs/bn/U512.sol";
 
 /// @title P384
-/// @notice ECDSA over NIST P-384 (secp384r1) with a SHA-384 digest, through solarity's
-/// `ECDSA384` (which accepts only low-s signatures: a high s is folded to n - s here, which
-/// verifies exactly the same signatures as the standard check).
+/// @notice ECDSA verification over NIST P-384 (secp384r1) for a SHA-384 digest.
+/// @dev Why not solarity's `ECDSA384`: it works in affine coordinates and so computes a
+/// modular inverse (a modexp with a 384-bit exponent) for every point operation, ~570 per
+/// signature. EIP-7883 (Osaka) makes each such modexp ~10x dearer, and one verification then
+/// costs ~50M gas, three times EIP-7825's per-transaction cap. This verifier does the same
+/// maths in Jacobian coordinates (dbl-2001-b for a = -3, madd-2007-bl; Bernstein-Lange's
+/// Explicit-Formulas Database) on solarity's maintained 512-bit arithmetic (`U512`: every
+/// multiplication is one floor-priced modexp reduction), with Shamir's trick over the table
+/// {G, Q, G+Q}, and needs exactly two inversions: s^-1 mod n and the one that makes G+Q
+/// affine. The final check compares r * Z^2 with X (mod p) instead of inverting Z.
+/// Standard ECDSA: a high s is accepted (as `cryptography` does); r and s must be in [1, n-1]
+/// and Q on the curve.
 library P384 {
-    bytes private constant _A =
-        hex"fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000fffffffc";
-    bytes private constant _B =
-        hex"b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef";
-    bytes private constant _GX =
-        hex"aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a385502f25dbf55296c3a545e3872760ab7";
-    bytes private constant _GY =
-        hex"3617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c00a60b1ce1d7e819d7a431d7c90ea0e5f";
-    bytes private constant _P =
-        hex"fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff";
-    bytes private constant _N =
-        hex"ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973";
-
-    // n split into its high 128 and low 256 bits, for the low-s fold.
+    uint256 private constant _P_HI = 0xffffffffffffffffffffffffffffffff;
+    uint256 private constant _P_LO = 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff;
     uint256 private constant _N_HI = 0xffffffffffffffffffffffffffffffff;
     uint256 private constant _N_LO = 0xffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973;
+    uint256 private constant _B_HI = 0xb3312fa7e23ee7e4988e056be3f82d19;
+    uint256 private constant _B_LO = 0x181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef;
+    uint256 private constant _GX_HI = 0xaa87ca22be8b05378eb1c71ef320ad74;
+    uint256 private constant _GX_LO = 0x6e1d3b628ba79b9859f741e082542a385502f25dbf55296c3a545e3872760ab7;
+    uint256 private constant _GY_HI = 0x3617de4a96262c6f5d9e98bf9292dc29;
+    uint256 private constant _GY_LO = 0xf8f41dbd289a147ce9da3113b5f0b8c00a60b1ce1d7e819d7a431d7c90ea0e5f;
 
-    /// @notice True if (r, s) (48 bytes each, big-endian) is a valid signature of the 48-byte
-    /// `digest` under the public key x || y (96 bytes, big-endian coordinates).
+    /// @dev Gas left below which a failed verification may be a starved precompile call (U512
+    /// ignores a failed call, whose output then keeps stale bytes): then fail as out of gas.
+    uint256 private constant _STARVED = 100_000;
+
+    /// @dev Working memory: the call buffer, the moduli, the accumulator and temporaries.
+    struct Ctx {
+        call512 c;
+        uint512 p;
+        uint512 x; // accumulator, Jacobian
+        uint512 y;
+        uint512 z;
+        uint512[11] t;
+        uint512 gx; // the table: G, Q, G + Q (affine)
+        uint512 gy;
+        uint512 qx;
+        uint512 qy;
+        uint512 sx;
+        uint512 sy;
+        bool sumInfinite; // Q = -G
+    }
+
+    /// @notice True if (r, s) (48 bytes each, big-endian) is a valid ECDSA signature of the
+    /// 48-byte `digest` under the public key x || y (96 bytes, big-endian coordinates).
     function verify(bytes memory digest, bytes memory r, bytes memory s, bytes memory pubKey)
         internal
         view
-        returns (bool)
+        returns (bool valid)
     {
         if (digest.length != 48 || r.length != 48 || s.length != 48 || pubKey.length != 96) return false;
-        bytes memory lowS = _lowS(s);
-        if (lowS.length == 0) return false;
-        return ECDSA384.verify(
-            ECDSA384.Parameters({a: _A, b: _B, gx: _GX, gy: _GY, p: _P, n: _N}),
-            digest,
-            bytes.concat(r, lowS),
-            pubKey
-        );
+        valid = _verify(digest, r, s, pubKey);
+        if (!valid && gasleft() < _STARVED) {
+            assembly ("memory-safe") {
+                for {} 1 {} {} // burn the rest: a true out-of-gas, which gas estimators retry higher
+            }
+        }
     }
 
-    /// @dev s if s <= n/2, else n - s; empty if s >= n (invalid: the caller refuses it).
-    function _lowS(bytes memory s) private pure returns (bytes memory) {
+    function _verify(bytes memory digest, bytes memory rb, bytes memory sb, bytes memory pubKey)
+        private
+        view
+        returns (bool)
+    {
+        Ctx memory k;
+        k.c = U512.initCall();
+        k.p = _u(_P_HI, _P_LO);
+        uint512 r = _word48(rb, 0);
+        uint512 s = _word48(sb, 0);
+        uint512 n = _u(_N_HI, _N_LO);
+        if (U512.eqU256(r, 0) || U512.cmp(r, n) >= 0 || U512.eqU256(s, 0) || U512.cmp(s, n) >= 0) return false;
+        uint512 qx = _word48(pubKey, 0);
+        uint512 qy = _word48(pubKey, 48);
+        if (U512.cmp(qx, k.p) >= 0 || U512.cmp(qy, k.p) >= 0 || !_onCurve(k, qx, qy)) return false;
+        for (uint256 i = 0; i < 11; ++i) {
+            k.t[i] = U512.fromUint256(0);
+        }
+        k.x = U512.fromUint256(0);
+        k.y = U512.fromUint256(0);
+        k.z = U512.fromUint256(0);
+        (uint512 u1, uint512 u2) = _scalars(k, digest, r, s, n);
+        k.qx = qx;
+        k.qy = qy;
+        _table(k);
+        _shamir(k, u1, u2);
+        return _xMatches(k, r, n);
+    }
+
+    /// @dev u1 = e / s, u2 = r / s (mod n)
+    function _scalars(Ctx memory k, bytes memory digest, uint512 r, uint512 s, uint512 n)
+        private
+        view
+        returns (uint512 u1, uint512 u2)
+    {
+        uint512 w = U512.fromUint256(0);
+        U512.modinvAssignTo(k.c, s, n, w);
+        u1 = U512.fromUint256(0);
+        u2 = U512.fromUint256(0);
+        U512.modmulAssignTo(k.c, _word48(digest, 0), w, n, u1);
+        U512.modmulAssignTo(k.c, r, w, n, u2);
+    }
+
+    function _table(Ctx memory k) private view {
+        k.gx = _u(_GX_HI, _GX_LO);
+        k.gy = _u(_GY_HI, _GY_LO);
+        (k.sx, k.sy, k.sumInfinite) = _affineSum(k, k.gx, k.gy, k.qx, k.qy);
+    }
+
+    /// @dev (X, Y, Z) <- u1 G + u2 Q, bit by bit from the top, with the table {G, Q, G + Q}.
+    function _shamir(Ctx memory k, uint512 u1, uint512 u2) private view {
+        (uint256 a1, uint256 a0) = _words(u1);
+        (uint256 b1, uint256 b0) = _words(u2);
+        _setInfinity(k);
+        for (uint256 i = 384; i > 0;) {
+            unchecked {
+                --i;
+            }
+            _double(k);
+            uint256 bits = i >= 256
+                ? (((a1 >> (i - 256)) & 1) << 1) | ((b1 >> (i - 256)) & 1)
+                : (((a0 >> i) & 1) << 1) | ((b0 >> i) & 1);
+            if (bits == 3) {
+                if (!k.sumInfinite) _addAffine(k, k.sx, k.sy);
+            } else if (bits == 2) {
+                _addAffine(k, k.gx, k.gy);
+            } else if (bits == 1) {
+                _addAffine(k, k.qx, k.qy);
+            }
+        }
+    }
+
+    /// @dev x(R) = X / Z^2 (mod p); valid iff x(R) mod n == r, i.e. X == r Z^2 or, when
+    /// r + n < p, X == (r + n) Z^2 (mod p). No inversion needed.
+    function _xMatches(Ctx memory k, uint512 r, uint512 n) private view returns (bool) {
+        if (U512.eqU256(k.z, 0)) return false;
+        uint512 zz = k.t[0];
+        uint512 rz = k.t[1];
+        U512.modmulAssignTo(k.c, k.z, k.z, k.p, zz);
+        U512.modmulAssignTo(k.c, r, zz, k.p, rz);
+        if (U512.eq(rz, k.x)) return true;
+        uint512 rn = U512.add(r, n);
+        if (U512.cmp(rn, k.p) >= 0) return false;
+        U512.modmulAssignTo(k.c, rn, zz, k.p, rz);
+        return U512.eq(rz, k.x);
+    }
+
+    /// @dev y^2 == x^3 - 3x + b (mod p)
+    function _onCurve(Ctx memory k, uint512 x, uint512 y) private view returns (bool) {
+        uint512 lhs = U512.fromUint256(0);
+        uint512 rhs = U512.fromUint256(0);
+        uint512 t = U512.fromUint256(0);
+        U512.modmulAssignTo(k.c, y, y, k.p, lhs);
+        U512.modmulAssignTo(k.c, x, x, k.p, rhs);
+        U512.modmulAssignTo(k.c, rhs, x, k.p, rhs);
+        U512.redaddAssignTo(k.c, x, x, k.p, t);
+        U512.redaddAssignTo(k.c, t, x, k.p, t);
+        U512.redsubAssignTo(k.c, rhs, t, k.p, rhs);
+        U512.redaddAssignTo(k.c, rhs, _u(_B_HI, _B_LO), k.p, rhs);
+        return U512.eq(lhs, rhs);
+    }
+
+    /// @dev G + Q as an affine point (one inversion), or infinite if Q = -G.
+    function _affineSum(Ctx memory k, uint512 gx, uint512 gy, uint512 qx, uint512 qy)
+        private
+        view
+        returns (uint512 sx, uint512 sy, bool infinite)
+    {
+        _setInfinity(k);
+        _addAffine(k, gx, gy);
+        _addAffine(k, qx, qy);
+        if (U512.eqU256(k.z, 0)) return (sx, sy, true);
+        uint512 zi = U512.fromUint256(0);
+        uint512 zi2 = U512.fromUint256(0);
+        sx = U512.fromUint256(0);
+        sy = U512.fromUint256(0);
+        U512.modinvAssignTo(k.c, k.z, k.p, zi);
+        U512.modmulAssignTo(k.c, zi, zi, k.p, zi2);
+        U512.modmulAssignTo(k.c, k.x, zi2, k.p, sx);
+        U512.modmulAssignTo(k.c, zi2, zi, k.p, zi2);
+        U512.modmulAssignTo(k.c, k.y, zi2, k.p, sy);
+    }
+
+    function _setInfinity(Ctx memory k) private pure {
+        U512.assign(_u0(), k.x);
+        U512.assign(_u0(), k.y);
+        U512.assign(_u0(), k.z);
+    }
+
+    /// @dev (X, Y, Z) <- 2 (X, Y, Z); dbl-2001-b (a = -3): 3M + 5S.
+    function _double(Ctx memory k) private view {
+        if (U512.eqU256(k.z, 0)) return;
+        call512 c = k.c;
+        uint512 p = k.p;
+        uint512 d = k.t[0];
+        uint512 g = k.t[1];
+        uint512 b = k.t[2];
+        uint512 al = k.t[3];
+        uint512 t1 = k.t[4];
+        uint512 t2 = k.t[5];
+        U512.modmulAssignTo(c, k.z, k.z, p, d); // delta = Z^2
+        U512.modmulAssignTo(c, k.y, k.y, p, g); // gamma = Y^2
+        U512.modmulAssignTo(c, k.x, g, p, b); // beta = X gamma
+        U512.redsubAssignTo(c, k.x, d, p, t1);
+        U512.redaddAssignTo(c, k.x, d, p, t2);
+        U512.modmulAssignTo(c, t1, t2, p, al);
+        U512.redaddAssignTo(c, al, al, p, t1);
+        U512.redaddAssignTo(c, t1, al, p, al); // alpha = 3 (X - delta)(X + delta)
+        U512.redaddAssignTo(c, k.y, k.z, p, t1);
+        U512.modmulAssignTo(c, t1, t1, p, t1);
+        U512.redsubAssignTo(c, t1, g, p, t1);
+        U512.redsubAssignTo(c, t1, d, p, k.z); // Z3 = (Y + Z)^2 - gamma - delta
+        U512.redaddAssignTo(c, b, b, p, b);
+        U512.redaddAssignTo(c, b, b, p, b); // b = 4 beta
+        U512.modmulAssignTo(c, al, al, p, t1);
+        U512.redaddAssignTo(c, b, b, p, t2);
+        U512.redsubAssignTo(c, t1, t2, p, k.x); // X3 = alpha^2 - 8 beta
+        U512.redsubAssignTo(c, b, k.x, p, t2);
+        U512.modmulAssignTo(c, al, t2, p, t2);
+        U512.modmulAssignTo(c, g, g, p, t1);
+        U512.redaddAssignTo(c, t1, t1, p, t1);
+        U512.redaddAssignTo(c, t1, t1, p, t1);
+        U512.redaddAssignTo(c, t1, t1, p, t1);
+        U512.redsubAssignTo(c, t2, t1, p, k.y); // Y3 = alpha (4 beta - X3) - 8 gamma^2
+    }
+
+    /// @dev (X, Y, Z) <- (X, Y, Z) + (x2, y2) with (x2, y2) affine; madd-2007-bl: 7M + 4S,
+    /// with the exceptional cases (infinity, equal points, opposite points) handled.
+    /// Temporaries: t0 Z1Z1, t1 H, t2 2(S2 - Y1), t3 HH, t4 I, t5 J, t6 V, t7 t8 scratch.
+    function _addAffine(Ctx memory k, uint512 x2, uint512 y2) private view {
+        if (U512.eqU256(k.z, 0)) {
+            U512.assign(x2, k.x);
+            U512.assign(y2, k.y);
+            U512.assign(_u(0, 1), k.z);
+            return;
+        }
+        uint512[11] memory t = k.t;
+        U512.modmulAssignTo(k.c, k.z, k.z, k.p, t[0]); // Z1Z1
+        U512.modmulAssignTo(k.c, x2, t[0], k.p, t[7]); // U2
+        U512.modmulAssignTo(k.c, y2, k.z, k.p, t[8]);
+        U512.modmulAssignTo(k.c, t[8], t[0], k.p, t[8]); // S2
+        U512.redsubAssignTo(k.c, t[7], k.x, k.p, t[1]); // H = U2 - X1
+        U512.redsubAssignTo(k.c, t[8], k.y, k.p, t[2]); // S2 - Y1
+        if (U512.eqU256(t[1], 0)) {
+            if (U512.eqU256(t[2], 0)) {
+                _double(k); // the same point
+            } else {
+                U512.assign(_u0(), k.z); // opposite points: infinity
+            }
+            return;
+        }
+        _maddFinish(k, t);
+    }
+
+    function _maddFinish(Ctx memory k, uint512[11] memory t) private view {
+        call512 c = k.c;
+        uint512 p = k.p;
+        U512.modmulAssignTo(c, t[1], t[1], p, t[3]); // HH
+        U512.redaddAssignTo(c, t[3], t[3], p, t[4]);
+        U512.redaddAssignTo(c, t[4], t[4], p, t[4]); // I = 4 HH
+        U512.modmulAssignTo(c, t[1], t[4], p, t[5]); // J = H I
+        U512.redaddAssignTo(c, t[2], t[2], p, t[2]); // r = 2 (S2 - Y1)
+        U512.modmulAssignTo(c, k.x, t[4], p, t[6]); // V = X1 I
+        U512.modmulAssignTo(c, t[2], t[2], p, t[7]);
+        U512.redsubAssignTo(c, t[7], t[5], p, t[7]);
+        U512.redaddAssignTo(c, t[6], t[6], p, t[8]);
+        U512.redsubAssignTo(c, t[7], t[8], p, k.x); // X3 = r^2 - J - 2V
+        U512.redsubAssignTo(c, t[6], k.x, p, t[7]);
+        U512.modmulAssignTo(c, t[2], t[7], p, t[7]);
+        U512.modmulAssignTo(c, k.y, t[5], p, t[8]);
+        U512.redaddAssignTo(c, t[8], t[8], p, t[8]);
+        U512.redsubAssignTo(c, t[7], t[8], p, k.y); // Y3 = r (V - X3) - 2 Y1 J
+        U512.redaddAssignTo(c, k.z, t[1], p, t[7]);
+        U512.modmulAssignTo(c, t[7], t[7], p, t[7]);
+        U512.redsubAssignTo(c, t[7], t[0], p, t[7]);
+        U512.redsubAssignTo(c, t[7], t[3], p, k.z); // Z3 = (Z1 + H)^2 - Z1Z1 - HH
+    }
+
+    function _u(uint256 hi, uint256 lo) private pure returns (uint512 v) {
+        v = U512.fromUint256(lo);
+        assembly ("memory-safe") {
+            mstore(v, hi)
+        }
+    }
+
+    function _u0() private pure returns (uint512) {
+        return U512.fromUint256(0);
+    }
+
+    function _words(uint512 v) private pure returns (uint256 hi, uint256 lo) {
+        assembly ("memory-safe") {
+            hi := mload(v)
+            lo := mload(add(v, 0x20))
+        }
+    }
+
+    /// @dev The 48-byte big-endian integer at `offset` of `b` (the caller checked the length).
+    function _word48(bytes memory b, uint256 offset) private pure returns (uint512 v) {
         uint256 hi;
         uint256 lo;
         assembly ("memory-safe") {
-            hi := shr(128, mload(add(s, 0x20)))
-            lo := mload(add(s, 0x30))
+            let at := add(add(b, 0x20), offset)
+            hi := shr(128, mload(at))
+            lo := mload(add(at, 0x10))
         }
-        if (hi > _N_HI || (hi == _N_HI && lo >= _N_LO)) return "";
-        // n / 2 = (_N_HI >> 1, (_N_LO >> 1) | (_N_HI & 1) << 255)
-        uint256 halfHi = _N_HI >> 1;
-        uint256 halfLo = (_N_LO >> 1) | ((_N_HI & 1) << 255);
-        if (hi < halfHi || (hi == halfHi && lo <= halfLo)) return s;
-        unchecked {
-            uint256 borrow = lo > _N_LO ? 1 : 0;
-            uint256 outLo = _N_LO - lo;
-            uint256 outHi = _N_HI - hi - borrow;
-            return abi.encodePacked(uint128(outHi), outLo);
-        }
+        return _u(hi, lo);
     }
 }
