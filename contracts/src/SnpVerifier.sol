@@ -36,7 +36,7 @@ contract SnpVerifier is ISnpVerifier {
     /// @notice A pinned ARK's RSA key.
     struct Ark {
         bytes32 productKey;
-        bytes32 subjectHash; // keccak256 of its subject Name TLV (= its children's issuer Name)
+        bytes32 keyHash; // keccak256 of the modulus: what callers name it by
         bytes modulus;
         bytes exponent;
     }
@@ -66,9 +66,9 @@ contract SnpVerifier is ISnpVerifier {
     /// @notice The ECDSA P-384 verifier this contract deployed (see P384Verifier).
     P384Verifier public immutable P384_VERIFIER;
 
-    mapping(bytes32 keyHash => Ark) private _arks;
+    mapping(bytes32 subjectHash => Ark) private _arks; // by subject Name (= its children's issuer Name)
     mapping(bytes32 productKey => bytes32) private _arkKeyHash; // the first ARK pinned for it
-    mapping(bytes32 subjectHash => bytes32 keyHash) private _arkBySubject;
+    mapping(bytes32 keyHash => bool) private _isArkKey; // (simulated roots may share one key)
     mapping(bytes32 productKey => string) private _productName;
     mapping(bytes32 certHash => CachedCert) private _certs;
 
@@ -90,11 +90,11 @@ contract SnpVerifier is ISnpVerifier {
             string memory name = string(Der.slice(cn, 4, cn.length));
             bytes32 productKey = keccak256(bytes(name));
             bytes32 keyHash = keccak256(c.rsaModulus);
-            if (_arkBySubject[c.subjectHash] != bytes32(0) || _arks[keyHash].modulus.length != 0) {
+            if (_arks[c.subjectHash].modulus.length != 0) {
                 revert SnpVerifier_Refused(SnpReason.Malformed); // the same root twice
             }
-            _arks[keyHash] = Ark(productKey, c.subjectHash, c.rsaModulus, c.rsaExponent);
-            _arkBySubject[c.subjectHash] = keyHash;
+            _arks[c.subjectHash] = Ark(productKey, keyHash, c.rsaModulus, c.rsaExponent);
+            _isArkKey[keyHash] = true;
             if (_arkKeyHash[productKey] == bytes32(0)) _arkKeyHash[productKey] = keyHash;
             _productName[productKey] = name;
         }
@@ -149,9 +149,12 @@ contract SnpVerifier is ISnpVerifier {
             return certHash;
         }
         Der.Certificate memory c = _parse(der);
-        if (_arks[issuerHash].modulus.length != 0) {
-            _verifyIssuerCert(der, certHash, c, issuerHash);
+        if (_isArkKey[issuerHash]) {
+            if (_arks[c.issuerHash].keyHash != issuerHash) _refuse(SnpReason.CertChain);
+            _verifyIssuerCert(der, certHash, c, c.issuerHash);
         } else {
+            uint8 issuerKind = _certs[issuerHash].kind;
+            if (issuerKind != _KIND_ASK && issuerKind != _KIND_ASVK) _refuse(SnpReason.CertChain);
             Endorsement memory ek;
             ek.certHash = certHash;
             ek.cert = c;
@@ -264,21 +267,20 @@ contract SnpVerifier is ISnpVerifier {
         issuerHash = keccak256(element);
         if (_certs[issuerHash].kind != _KIND_NONE) return issuerHash;
         Der.Certificate memory c = _parse(element);
-        bytes32 arkHash = _arkBySubject[c.issuerHash];
-        if (arkHash == bytes32(0)) {
+        if (_arks[c.issuerHash].modulus.length == 0) {
             bytes memory cn = c.issuerCN;
             bool known = cn.length > 4 && bytes4(cn) == bytes4("ARK-")
                 && _arkKeyHash[keccak256(Der.slice(cn, 4, cn.length))] != bytes32(0);
             _refuse(known ? SnpReason.CertChain : SnpReason.UnknownProduct); // not a pinned ARK
         }
-        _verifyIssuerCert(element, issuerHash, c, arkHash);
+        _verifyIssuerCert(element, issuerHash, c, c.issuerHash);
     }
 
-    /// @dev Verify an ASK/ASVK against a pinned ARK and cache it.
-    function _verifyIssuerCert(bytes calldata der, bytes32 certHash, Der.Certificate memory c, bytes32 arkHash)
+    /// @dev Verify an ASK/ASVK against the pinned ARK with subject `arkSubject` and cache it.
+    function _verifyIssuerCert(bytes calldata der, bytes32 certHash, Der.Certificate memory c, bytes32 arkSubject)
         private
     {
-        Ark memory ark = _arks[arkHash];
+        Ark memory ark = _arks[arkSubject];
         string memory name = _productName[ark.productKey];
         uint8 kind;
         if (keccak256(c.subjectCN) == keccak256(bytes.concat("SEV-", bytes(name)))) {
@@ -289,17 +291,17 @@ contract SnpVerifier is ISnpVerifier {
             _refuse(SnpReason.CertChain);
         }
         if (keccak256(c.issuerCN) != keccak256(bytes.concat("ARK-", bytes(name)))) _refuse(SnpReason.CertChain);
-        if (c.issuerHash != ark.subjectHash) _refuse(SnpReason.CertChain);
+        if (c.issuerHash != arkSubject) _refuse(SnpReason.CertChain);
         if (c.keyType != Der.KEY_RSA) _refuse(SnpReason.Malformed);
         if (!c.pssSha384 || !_pss(der[c.tbsStart:c.tbsEnd], c.signature, ark.modulus, ark.exponent)) _refuse(SnpReason.CertChain);
         CachedCert storage s = _certs[certHash];
         s.kind = kind;
         s.productKey = ark.productKey;
-        s.issuerHash = arkHash;
+        s.issuerHash = ark.keyHash;
         s.subjectHash = c.subjectHash;
         s.modulus = c.rsaModulus;
         s.exponent = c.rsaExponent;
-        emit SnpCertificateVerified(certHash, arkHash, ark.productKey);
+        emit SnpCertificateVerified(certHash, ark.keyHash, ark.productKey);
     }
 
     /// @dev Verify a VCEK/VLEK (parsed in `ek`) against the cached ASK/ASVK `issuerHash`; cache it.

@@ -14,7 +14,7 @@ transactions, each under the EIP-7825 per-transaction cap:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -114,11 +114,13 @@ def _issuer_for(signer: x509.Certificate, chain: bytes | None) -> x509.Certifica
     raise ValueError("no ASK/ASVK for this certificate's issuer in the chain or AMD's shipped ones")
 
 
-def _root_for(issuer: x509.Certificate) -> x509.Certificate:
-    for root in amd_roots():
+def _root_for(
+    issuer: x509.Certificate, roots: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
+    for root in roots:
         if root.subject == issuer.issuer:
             return root
-    raise ValueError("the intermediate's issuer is not one of AMD's pinned ARKs")
+    return None
 
 
 def prepare_report_call(
@@ -128,6 +130,7 @@ def prepare_report_call(
     chain: bytes | None = None,
     is_cached: Callable[[bytes], bool] | None = None,
     split: bool = True,
+    roots: Sequence[x509.Certificate] | None = None,
 ) -> ReportCall:
     """Calldata to check `report` signed by `endorsement_key` (VCEK/VLEK, DER or PEM) on chain.
 
@@ -135,6 +138,9 @@ def prepare_report_call(
     `is_cached(keccak(der))`: whether the contract already verified a certificate (None: nothing
     is). `split=True` verifies uncached certificates in their own transactions (each well under
     the gas cap); False puts everything into the one verifyReport call (DER in `certs`).
+    `roots`: the ARKs the contract pins (AMD's by default; a local stack adds its simulated
+    AMD-SP's). An intermediate under none of them gets a zero ARK key hash: the contract
+    refuses it (CertChain), which is the verdict such a chain deserves.
     Raises ValueError if the report or certificates cannot even be framed (the contract would
     refuse them as Malformed).
     """
@@ -144,7 +150,8 @@ def prepare_report_call(
     signer_der = der(ek.certificate)
     issuer = _issuer_for(ek.certificate, chain)
     issuer_der = der(issuer)
-    ark_hash = rsa_key_hash(_root_for(issuer))
+    root = _root_for(issuer, amd_roots() if roots is None else roots)
+    ark_hash = rsa_key_hash(root) if root is not None else bytes(32)
     cached = is_cached or (lambda _h: False)
     signer_h, issuer_h = cert_hash(signer_der), cert_hash(issuer_der)
     steps: list[ContractCall] = []

@@ -229,7 +229,8 @@ def test_simulated_reports_verify_like_offchain(
     chip = SimulatedSecureProcessor(product, amd=sim_amd, signer=signer)
     evidence = chip.attest(measurement=bytes(range(48)), report_data=b"\x11" * 64)
     assert _sim_verdict(sim, sim_amd, evidence.report, chip) == (SnpReason.OK, SnpReason.OK)
-    call = prepare_report_call(evidence.report, chip.vcek_der, chain=chip.chain_pem)
+    roots = [sim_amd.ark(product)]
+    call = prepare_report_call(evidence.report, chip.vcek_der, chain=chip.chain_pem, roots=roots)
     verdict = sim.run_report_call(call)
     assert verdict.ok and verdict.fields is not None
     expected = expected_fields(evidence.report, product.value, int(signer))
@@ -273,6 +274,10 @@ def test_a_simulated_chain_is_refused_by_the_amd_pinned_verifier(
     evidence = chip.attest()
     call = prepare_report_call(evidence.report, chip.vcek_der, chain=chip.chain_pem, split=False)
     assert snp.amd.call_check_report(call.report, call.certs) == (False, SnpReason.CERT_CHAIN)
+    split = prepare_report_call(evidence.report, chip.vcek_der, chain=chip.chain_pem)
+    assert split.ark_key_hash == bytes(32)
+    verdict = snp.amd.run_report_call(split)
+    assert (verdict.ok, verdict.reason) == (False, SnpReason.CERT_CHAIN)
 
 
 def test_deploy_puts_a_snp_verifier_pinned_to_amd_into_every_system(chain: ChainSystem) -> None:
