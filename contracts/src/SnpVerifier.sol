@@ -221,7 +221,8 @@ contract SnpVerifier is ISnpVerifier {
     function _rethrow(bytes memory err) private pure {
         if (err.length == 0) {
             assembly ("memory-safe") {
-                for {} 1 {} {} // burn the rest: a true out-of-gas, which gas estimators retry higher
+                for {} // burn the rest: a true out-of-gas, which gas estimators retry higher
+                 1 {} {}
             }
         }
         assembly ("memory-safe") {
@@ -293,7 +294,9 @@ contract SnpVerifier is ISnpVerifier {
         if (keccak256(c.issuerCN) != keccak256(bytes.concat("ARK-", bytes(name)))) _refuse(SnpReason.CertChain);
         if (c.issuerHash != arkSubject) _refuse(SnpReason.CertChain);
         if (c.keyType != Der.KEY_RSA) _refuse(SnpReason.Malformed);
-        if (!c.pssSha384 || !_pss(der[c.tbsStart:c.tbsEnd], c.signature, ark.modulus, ark.exponent)) _refuse(SnpReason.CertChain);
+        if (!c.pssSha384 || !_pss(der[c.tbsStart:c.tbsEnd], c.signature, ark.modulus, ark.exponent)) {
+            _refuse(SnpReason.CertChain);
+        }
         CachedCert storage s = _certs[certHash];
         s.kind = kind;
         s.productKey = ark.productKey;
@@ -343,12 +346,12 @@ contract SnpVerifier is ISnpVerifier {
         if (turin) required |= 1 << 9;
         if (c.amdExtensions & required != required) _refuse(SnpReason.Malformed);
         if (turin) {
-            info.tcb = uint64(c.spl[9]) | (uint64(c.spl[1]) << 8) | (uint64(c.spl[2]) << 16)
-                | (uint64(c.spl[3]) << 24) | (uint64(c.spl[8]) << 56);
+            info.tcb = uint64(c.spl[9]) | (uint64(c.spl[1]) << 8) | (uint64(c.spl[2]) << 16) | (uint64(c.spl[3]) << 24)
+                | (uint64(c.spl[8]) << 56);
         } else {
-            info.tcb = uint64(c.spl[1]) | (uint64(c.spl[2]) << 8) | (uint64(c.spl[4]) << 16)
-                | (uint64(c.spl[5]) << 24) | (uint64(c.spl[6]) << 32) | (uint64(c.spl[7]) << 40)
-                | (uint64(c.spl[3]) << 48) | (uint64(c.spl[8]) << 56);
+            info.tcb = uint64(c.spl[1]) | (uint64(c.spl[2]) << 8) | (uint64(c.spl[4]) << 16) | (uint64(c.spl[5]) << 24)
+                | (uint64(c.spl[6]) << 32) | (uint64(c.spl[7]) << 40) | (uint64(c.spl[3]) << 48)
+                | (uint64(c.spl[8]) << 56);
         }
         if (info.kind == _KIND_VCEK) {
             if (c.amdExtensions & Der.EXT_HWID == 0) _refuse(SnpReason.Malformed);
@@ -460,9 +463,10 @@ contract SnpVerifier is ISnpVerifier {
 
     function _reportSignatureValid(bytes calldata report, bytes memory pubKey) private view returns (bool) {
         bytes memory digest = Sha384.hash(report[0:_SIGNED_SIZE]);
-        (bool success, bytes memory ret) = address(P384_VERIFIER).staticcall(
-            abi.encodeCall(P384Verifier.verify, (digest, _be48(report, _SIG_R), _be48(report, _SIG_S), pubKey))
-        );
+        (bool success, bytes memory ret) = address(P384_VERIFIER)
+            .staticcall(
+                abi.encodeCall(P384Verifier.verify, (digest, _be48(report, _SIG_R), _be48(report, _SIG_S), pubKey))
+            );
         if (!success) _rethrow(ret);
         return abi.decode(ret, (bool));
     }

@@ -1,9 +1,9 @@
 """Deploying the whole cvm system to any RPC.
 
 `deploy` puts up the token (a fresh `TestToken` unless an existing token is given), the
-on-chain SEV-SNP report check (`SnpVerifier`, pinned to AMD's ARKs), the node registry, the attestation registry, the lease market and the example consumer,
-wires them together and registers the verifiers, all from one deployer account that
-becomes owner and admin.
+on-chain SEV-SNP report check (`SnpVerifier`, pinned to AMD's ARKs), the node registry, the
+attestation registry, the lease market and the example consumer, wires them together and
+registers the verifiers, all from one deployer account that becomes owner and admin.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def deploy(
 def deploy_snp_verifier(w3: Web3, deployer: LocalAccount, ark_certificates: Sequence[bytes]) -> str:
     """Deploy a `SnpVerifier` pinned to `ark_certificates` (self-signed ARKs, DER) on its own
     (`deploy` puts one, pinned to AMD's, into every system); its address."""
-    return _deploy_contract(TransactionSender(w3, deployer, revert_decoder()), "SnpVerifier", list(ark_certificates))
+    return _deploy_contract(
+        TransactionSender(w3, deployer, revert_decoder()), "SnpVerifier", list(ark_certificates)
+    )
 
 
 def deploy_attested_service(chain: ChainClient, measurement: bytes) -> ChainClient:

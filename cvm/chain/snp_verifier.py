@@ -133,7 +133,7 @@ class SnpVerifierClient(ContractClient):
         return SnpReportFields.from_tuple(self._call("verifyReport", report, certs))
 
     def check_report(self, report: bytes, certs: list[bytes]) -> TxResult:
-        """checkReport as a transaction (caches what it verifies; never reverts for a bad report)."""
+        """checkReport as a transaction (caches what it verifies; a bad report is no revert)."""
         return self._send("checkReport", report, certs, gas=TX_GAS_CAP)
 
     def call_check_report(self, report: bytes, certs: list[bytes]) -> tuple[bool, SnpReason]:

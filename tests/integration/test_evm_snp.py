@@ -244,13 +244,16 @@ def test_simulated_mismatches_are_refused_like_offchain(
     chip = SimulatedSecureProcessor(Product.MILAN, amd=sim_amd)
     good = abi.parse(chip.attest().report)
     # Each variant is validly signed by the chip's VCEK: only the binding checks catch it.
+    other_chip = bytes([good.chip_id[0] ^ 1]) + good.chip_id[1:]
+    as_vlek = replace(good.signer_info, signing_key=SigningKey.VLEK)
+    masked_key = replace(good.signer_info, mask_chip_key=True)
     variants = {
         SnpReason.TCB_MISMATCH: replace(good, reported_tcb=good.reported_tcb ^ 0x01),
-        SnpReason.CHIP_ID_MISMATCH: replace(good, chip_id=bytes([good.chip_id[0] ^ 1]) + good.chip_id[1:]),
+        SnpReason.CHIP_ID_MISMATCH: replace(good, chip_id=other_chip),
         SnpReason.PRODUCT_MISMATCH: replace(good, cpuid_mod_id=0x11),  # Genoa's model
-        SnpReason.SIGNER_MISMATCH: replace(good, signer_info=replace(good.signer_info, signing_key=SigningKey.VLEK)),
-        SnpReason.UNSIGNED_REPORT: replace(good, signer_info=replace(good.signer_info, mask_chip_key=True)),
-    }  # fmt: skip
+        SnpReason.SIGNER_MISMATCH: replace(good, signer_info=as_vlek),
+        SnpReason.UNSIGNED_REPORT: replace(good, signer_info=masked_key),
+    }
     for reason, report in variants.items():
         signed = chip.sign_report(report)
         assert _sim_verdict(sim, sim_amd, signed, chip) == (reason, reason), reason
@@ -316,8 +319,11 @@ def _cn(name: x509.Name) -> bytes:
 
 def _assert_parse_matches(client: SnpVerifierClient, data: bytes) -> None:
     cert = load_certificate(data)
-    (tbs_start, tbs_end, issuer_h, subject_h, issuer_cn, subject_cn, key_type, n, e, point,
-     pss384, signature, amd_bits, spl, product_name, hwid) = client.parse_certificate(data)  # fmt: skip
+    parsed = client.parse_certificate(data)
+    (tbs_start, tbs_end, issuer_h, subject_h, issuer_cn, subject_cn, key_type, n, e, point) = (
+        parsed[:10]
+    )
+    (pss384, signature, amd_bits, spl, product_name, hwid) = parsed[10:]
     assert data[tbs_start:tbs_end] == cert.tbs_certificate_bytes
     assert issuer_h == keccak(cert.issuer.public_bytes())
     assert subject_h == keccak(cert.subject.public_bytes())
@@ -342,7 +348,9 @@ def _assert_parse_matches(client: SnpVerifierClient, data: bytes) -> None:
     expected_bits = 0
     for ext in cert.extensions:
         oid = ext.oid.dotted_string
-        if not oid.startswith(AMD_OID + ".") or not isinstance(ext.value, x509.UnrecognizedExtension):
+        if not oid.startswith(AMD_OID + ".") or not isinstance(
+            ext.value, x509.UnrecognizedExtension
+        ):
             continue
         arcs = oid[len(AMD_OID) + 1 :].split(".")
         raw = ext.value.value
@@ -364,10 +372,17 @@ def _assert_parse_matches(client: SnpVerifierClient, data: bytes) -> None:
 
 def _random_name(rng: random.Random, cn: str | None) -> x509.Name:
     attrs = []
-    for oid in rng.sample([NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.COUNTRY_NAME,
-                           NameOID.ORGANIZATION_NAME, NameOID.LOCALITY_NAME], rng.randrange(0, 4)):  # fmt: skip
-        value = "US" if oid == NameOID.COUNTRY_NAME else "".join(
-            rng.choice("abcdefghij KLMN-é") for _ in range(rng.randrange(1, 40))
+    kinds = [
+        NameOID.ORGANIZATIONAL_UNIT_NAME,
+        NameOID.COUNTRY_NAME,
+        NameOID.ORGANIZATION_NAME,
+        NameOID.LOCALITY_NAME,
+    ]
+    for oid in rng.sample(kinds, rng.randrange(0, 4)):
+        value = (
+            "US"
+            if oid == NameOID.COUNTRY_NAME
+            else "".join(rng.choice("abcdefghij KLMN-é") for _ in range(rng.randrange(1, 40)))
         )
         attrs.append(x509.NameAttribute(oid, value))
     if cn is not None:
@@ -381,31 +396,46 @@ def _random_certificate(rng: random.Random, keys: dict[str, object]) -> bytes:
     issuer_kind = rng.choice(["rsa", "p384"])
     issuer_key = keys[issuer_kind]
     start = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(0, 3000))
+    subjects = ["SEV-VCEK", "SEV-VLEK", "ARK-Milan", "x" * rng.randrange(1, 65), None]
+    issuers = ["SEV-Milan", "SEV-VLEK-Turin", "ARK-Genoa", None]
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_random_name(rng, rng.choice(["SEV-VCEK", "SEV-VLEK", "ARK-Milan", "x" * rng.randrange(1, 65), None])))
-        .issuer_name(_random_name(rng, rng.choice(["SEV-Milan", "SEV-VLEK-Turin", "ARK-Genoa", None])))
+        .subject_name(_random_name(rng, rng.choice(subjects)))
+        .issuer_name(_random_name(rng, rng.choice(issuers)))
         .public_key(subject_key.public_key())  # type: ignore[attr-defined]
         .serial_number(rng.choice([0, 1, rng.getrandbits(150)]) or 1)
         .not_valid_before(start)
         .not_valid_after(start + timedelta(days=rng.randrange(1, 20000)))
     )  # fmt: skip
-    for arc in rng.sample(["1", "2", "3.1", "3.2", "3.3", "3.4", "3.8", "3.9", "4", "5"], rng.randrange(0, 10)):
+    for arc in rng.sample(
+        ["1", "2", "3.1", "3.2", "3.3", "3.4", "3.8", "3.9", "4", "5"], rng.randrange(0, 10)
+    ):
         oid = x509.ObjectIdentifier(f"{AMD_OID}.{arc}")
         if arc.startswith("3."):
             value = encode_integer(rng.randrange(0, 256))
         elif arc in ("2", "5"):
-            value = encode(IA5_STRING, rng.choice([b"Milan-B0", b"Genoa", b"Turin", b"x" * rng.randrange(0, 130)]))
+            value = encode(
+                IA5_STRING,
+                rng.choice([b"Milan-B0", b"Genoa", b"Turin", b"x" * rng.randrange(0, 130)]),
+            )
         elif arc == "4":
             value = rng.randbytes(rng.choice([8, 64, 200]))
         else:
             value = encode_integer(rng.randrange(0, 3))
-        builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=rng.random() < 0.2)
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(oid, value), critical=rng.random() < 0.2
+        )
     if rng.random() < 0.5:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
     if issuer_kind == "rsa":
-        pad = rng.choice([AMD_PSS, padding.PKCS1v15(), padding.PSS(padding.MGF1(hashes.SHA256()), 32)])
-        digest = hashes.SHA384() if pad is AMD_PSS else rng.choice([hashes.SHA256(), hashes.SHA384()])
+        pad = rng.choice(
+            [AMD_PSS, padding.PKCS1v15(), padding.PSS(padding.MGF1(hashes.SHA256()), 32)]
+        )
+        digest = (
+            hashes.SHA384() if pad is AMD_PSS else rng.choice([hashes.SHA256(), hashes.SHA384()])
+        )
         cert = builder.sign(issuer_key, digest, rsa_padding=pad)  # type: ignore[arg-type]
     else:
         cert = builder.sign(issuer_key, rng.choice([hashes.SHA256(), hashes.SHA384()]))  # type: ignore[arg-type]
@@ -461,7 +491,13 @@ def test_der_parse_of_mutated_certificates_agrees_with_cryptography_whenever_bot
             continue
         try:
             cert = load_certificate(mutated)
-            (cert.public_key(), cert.extensions, cert.issuer, cert.subject, cert.signature_hash_algorithm)
+            (
+                cert.public_key(),
+                cert.extensions,
+                cert.issuer,
+                cert.subject,
+                cert.signature_hash_algorithm,
+            )
         except (VerificationError, ValueError, UnsupportedAlgorithm):
             continue  # the contract reads less than cryptography (e.g. not the validity)
         _assert_parse_matches(client, mutated)

@@ -61,7 +61,8 @@ library P384 {
         valid = _verify(digest, r, s, pubKey);
         if (!valid && gasleft() < _STARVED) {
             assembly ("memory-safe") {
-                for {} 1 {} {} // burn the rest: a true out-of-gas, which gas estimators retry higher
+                for {} // burn the rest: a true out-of-gas, which gas estimators retry higher
+                 1 {} {}
             }
         }
     }

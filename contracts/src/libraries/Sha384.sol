@@ -9,8 +9,7 @@ pragma solidity 0.8.28;
 /// @dev 64-bit words are held in 256-bit stack slots and masked after every addition.
 library Sha384 {
     /// @dev The 80 SHA-512 round constants, 8 bytes each, big-endian.
-    bytes private constant K =
-        hex"428a2f98d728ae227137449123ef65cdb5c0fbcfec4d3b2fe9b5dba58189dbbc3956c25bf348b53859f111f1b605d019923f82a4af194f9bab1c5ed5da6d8118"
+    bytes private constant K = hex"428a2f98d728ae227137449123ef65cdb5c0fbcfec4d3b2fe9b5dba58189dbbc3956c25bf348b53859f111f1b605d019923f82a4af194f9bab1c5ed5da6d8118"
         hex"d807aa98a303024212835b0145706fbe243185be4ee4b28c550c7dc3d5ffb4e272be5d74f27b896f80deb1fe3b1696b19bdc06a725c71235c19bf174cf692694"
         hex"e49b69c19ef14ad2efbe4786384f25e30fc19dc68b8cd5b5240ca1cc77ac9c652de92c6f592b02754a7484aa6ea6e4835cb0a9dcbd41fbd476f988da831153b5"
         hex"983e5152ee66dfaba831c66d2db43210b00327c898fb213fbf597fc7beef0ee4c6e00bf33da88fc2d5a79147930aa72506ca6351e003826f142929670a0e6e70"
@@ -48,13 +47,14 @@ library Sha384 {
                 let g := mload(add(hp, 0xc0))
                 let h := mload(add(hp, 0xe0))
                 for { let t := 0 } lt(t, 80) { t := add(t, 1) } {
-                    let t1 := add(
-                        add(h, xor(xor(rotr(e, 14), rotr(e, 18)), rotr(e, 41))),
+                    let t1 :=
                         add(
-                            xor(g, and(e, xor(f, g))),
-                            add(shr(192, mload(add(kp, shl(3, t)))), mload(add(w, shl(5, t))))
+                            add(h, xor(xor(rotr(e, 14), rotr(e, 18)), rotr(e, 41))),
+                            add(
+                                xor(g, and(e, xor(f, g))),
+                                add(shr(192, mload(add(kp, shl(3, t)))), mload(add(w, shl(5, t))))
+                            )
                         )
-                    )
                     h := g
                     g := f
                     f := e
@@ -63,13 +63,7 @@ library Sha384 {
                     c := b
                     b := a
                     a := and(
-                        add(
-                            t1,
-                            add(
-                                xor(xor(rotr(b, 28), rotr(b, 34)), rotr(b, 39)),
-                                or(and(b, c), and(d, or(b, c)))
-                            )
-                        ),
+                        add(t1, add(xor(xor(rotr(b, 28), rotr(b, 34)), rotr(b, 39)), or(and(b, c), and(d, or(b, c))))),
                         0xffffffffffffffff
                     )
                 }

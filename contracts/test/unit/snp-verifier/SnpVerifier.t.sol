@@ -104,9 +104,7 @@ contract SnpVerifier_Test is Test {
     function test_EveryNegativeIsRefusedWithTheOffchainReason() external {
         for (uint256 i = 0; i < F.NEGATIVE_COUNT; ++i) {
             (bytes memory data, uint8 reason, bool isReport) = F.negative(i);
-            bytes[] memory certs = isReport
-                ? _certs(F.VCEK_MILAN_VIRTEE_SEV, F.ASK_MILAN)
-                : _certs(data, F.ASK_MILAN);
+            bytes[] memory certs = isReport ? _certs(F.VCEK_MILAN_VIRTEE_SEV, F.ASK_MILAN) : _certs(data, F.ASK_MILAN);
             bytes memory report = F.REPORT_MILAN_VIRTEE_SEV;
             if (isReport) report = data;
             (bool ok, uint8 got,) = verifier.checkReport(report, certs);
