@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from eth_utils import keccak
@@ -514,3 +515,48 @@ def test_the_turin_tcb_layout_matches_the_offchain_one(
     call = prepare_report_call(report, chip.vcek_der, chain=chip.chain_pem, split=False)
     fields = sim.call_verify_report(call.report, call.certs)
     assert fields.reported_tcb == tcb.to_int(Product.TURIN)
+
+
+def test_p384_matches_cryptography_on_random_keys_and_signatures(chain: ChainSystem) -> None:
+    client = chain.client().snp
+    assert client is not None
+    verifier = chain.anvil.w3.eth.contract(
+        address=client.contract.functions.P384_VERIFIER().call(),
+        abi=load_artifact("P384Verifier").abi,
+    )
+    rng = random.Random(0x384384)
+    n = int(
+        "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973",
+        16,
+    )
+    cases = 0
+    for _ in range(12):
+        key = ec.generate_private_key(ec.SECP384R1())
+        pub = key.public_key().public_numbers()
+        point = pub.x.to_bytes(48, "big") + pub.y.to_bytes(48, "big")
+        message = rng.randbytes(rng.randrange(0, 300))
+        digest = hashlib.sha384(message).digest()
+        r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA384())))
+        variants = [
+            (r, s, digest, True),
+            (r, n - s, digest, True),  # the high/low twin verifies too
+            (r, s, bytes([digest[0] ^ 1]) + digest[1:], False),
+            ((r + 1) % n or 1, s, digest, False),
+            (r, (s * 2) % n or 1, digest, False),
+        ]
+        for vr, vs, vd, expected in variants:
+            got = verifier.functions.verify(
+                vd, vr.to_bytes(48, "big"), vs.to_bytes(48, "big"), point
+            ).call()
+            assert got is expected, (vr, vs)
+            cases += 1
+    # Out of range scalars and a point off the curve are refused, not reverted.
+    assert not verifier.functions.verify(digest, bytes(48), s.to_bytes(48, "big"), point).call()
+    assert not verifier.functions.verify(
+        digest, n.to_bytes(48, "big"), s.to_bytes(48, "big"), point
+    ).call()
+    off_curve = point[:95] + bytes([point[95] ^ 1])
+    assert not verifier.functions.verify(
+        digest, r.to_bytes(48, "big"), s.to_bytes(48, "big"), off_curve
+    ).call()
+    assert cases == 60

@@ -36,6 +36,7 @@ library P384 {
     /// @dev Working memory: the call buffer, the moduli, the accumulator and temporaries.
     struct Ctx {
         call512 c;
+        uint256 buf; // the modexp input of a field multiplication: lengths, product, 1, p
         uint512 p;
         uint512 x; // accumulator, Jacobian
         uint512 y;
@@ -74,6 +75,7 @@ library P384 {
     {
         Ctx memory k;
         k.c = U512.initCall();
+        k.buf = _fieldBuffer();
         k.p = _u(_P_HI, _P_LO);
         uint512 r = _word48(rb, 0);
         uint512 s = _word48(sb, 0);
@@ -145,12 +147,12 @@ library P384 {
         if (U512.eqU256(k.z, 0)) return false;
         uint512 zz = k.t[0];
         uint512 rz = k.t[1];
-        U512.modmulAssignTo(k.c, k.z, k.z, k.p, zz);
-        U512.modmulAssignTo(k.c, r, zz, k.p, rz);
+        _fmul(k.buf, zz, k.z, k.z);
+        _fmul(k.buf, rz, r, zz);
         if (U512.eq(rz, k.x)) return true;
         uint512 rn = U512.add(r, n);
         if (U512.cmp(rn, k.p) >= 0) return false;
-        U512.modmulAssignTo(k.c, rn, zz, k.p, rz);
+        _fmul(k.buf, rz, rn, zz);
         return U512.eq(rz, k.x);
     }
 
@@ -159,12 +161,12 @@ library P384 {
         uint512 lhs = U512.fromUint256(0);
         uint512 rhs = U512.fromUint256(0);
         uint512 t = U512.fromUint256(0);
-        U512.modmulAssignTo(k.c, y, y, k.p, lhs);
-        U512.modmulAssignTo(k.c, x, x, k.p, rhs);
-        U512.modmulAssignTo(k.c, rhs, x, k.p, rhs);
-        U512.redaddAssignTo(k.c, x, x, k.p, t);
-        U512.redaddAssignTo(k.c, t, x, k.p, t);
-        U512.redsubAssignTo(k.c, rhs, t, k.p, rhs);
+        _fmul(k.buf, lhs, y, y);
+        _fmul(k.buf, rhs, x, x);
+        _fmul(k.buf, rhs, rhs, x);
+        _fadd(t, x, x);
+        _fadd(t, t, x);
+        _fsub(rhs, rhs, t);
         U512.redaddAssignTo(k.c, rhs, _u(_B_HI, _B_LO), k.p, rhs);
         return U512.eq(lhs, rhs);
     }
@@ -184,10 +186,10 @@ library P384 {
         sx = U512.fromUint256(0);
         sy = U512.fromUint256(0);
         U512.modinvAssignTo(k.c, k.z, k.p, zi);
-        U512.modmulAssignTo(k.c, zi, zi, k.p, zi2);
-        U512.modmulAssignTo(k.c, k.x, zi2, k.p, sx);
-        U512.modmulAssignTo(k.c, zi2, zi, k.p, zi2);
-        U512.modmulAssignTo(k.c, k.y, zi2, k.p, sy);
+        _fmul(k.buf, zi2, zi, zi);
+        _fmul(k.buf, sx, k.x, zi2);
+        _fmul(k.buf, zi2, zi2, zi);
+        _fmul(k.buf, sy, k.y, zi2);
     }
 
     function _setInfinity(Ctx memory k) private pure {
@@ -199,38 +201,36 @@ library P384 {
     /// @dev (X, Y, Z) <- 2 (X, Y, Z); dbl-2001-b (a = -3): 3M + 5S.
     function _double(Ctx memory k) private view {
         if (U512.eqU256(k.z, 0)) return;
-        call512 c = k.c;
-        uint512 p = k.p;
         uint512 d = k.t[0];
         uint512 g = k.t[1];
         uint512 b = k.t[2];
         uint512 al = k.t[3];
         uint512 t1 = k.t[4];
         uint512 t2 = k.t[5];
-        U512.modmulAssignTo(c, k.z, k.z, p, d); // delta = Z^2
-        U512.modmulAssignTo(c, k.y, k.y, p, g); // gamma = Y^2
-        U512.modmulAssignTo(c, k.x, g, p, b); // beta = X gamma
-        U512.redsubAssignTo(c, k.x, d, p, t1);
-        U512.redaddAssignTo(c, k.x, d, p, t2);
-        U512.modmulAssignTo(c, t1, t2, p, al);
-        U512.redaddAssignTo(c, al, al, p, t1);
-        U512.redaddAssignTo(c, t1, al, p, al); // alpha = 3 (X - delta)(X + delta)
-        U512.redaddAssignTo(c, k.y, k.z, p, t1);
-        U512.modmulAssignTo(c, t1, t1, p, t1);
-        U512.redsubAssignTo(c, t1, g, p, t1);
-        U512.redsubAssignTo(c, t1, d, p, k.z); // Z3 = (Y + Z)^2 - gamma - delta
-        U512.redaddAssignTo(c, b, b, p, b);
-        U512.redaddAssignTo(c, b, b, p, b); // b = 4 beta
-        U512.modmulAssignTo(c, al, al, p, t1);
-        U512.redaddAssignTo(c, b, b, p, t2);
-        U512.redsubAssignTo(c, t1, t2, p, k.x); // X3 = alpha^2 - 8 beta
-        U512.redsubAssignTo(c, b, k.x, p, t2);
-        U512.modmulAssignTo(c, al, t2, p, t2);
-        U512.modmulAssignTo(c, g, g, p, t1);
-        U512.redaddAssignTo(c, t1, t1, p, t1);
-        U512.redaddAssignTo(c, t1, t1, p, t1);
-        U512.redaddAssignTo(c, t1, t1, p, t1);
-        U512.redsubAssignTo(c, t2, t1, p, k.y); // Y3 = alpha (4 beta - X3) - 8 gamma^2
+        _fmul(k.buf, d, k.z, k.z); // delta = Z^2
+        _fmul(k.buf, g, k.y, k.y); // gamma = Y^2
+        _fmul(k.buf, b, k.x, g); // beta = X gamma
+        _fsub(t1, k.x, d);
+        _fadd(t2, k.x, d);
+        _fmul(k.buf, al, t1, t2);
+        _fadd(t1, al, al);
+        _fadd(al, t1, al); // alpha = 3 (X - delta)(X + delta)
+        _fadd(t1, k.y, k.z);
+        _fmul(k.buf, t1, t1, t1);
+        _fsub(t1, t1, g);
+        _fsub(k.z, t1, d); // Z3 = (Y + Z)^2 - gamma - delta
+        _fadd(b, b, b);
+        _fadd(b, b, b); // b = 4 beta
+        _fmul(k.buf, t1, al, al);
+        _fadd(t2, b, b);
+        _fsub(k.x, t1, t2); // X3 = alpha^2 - 8 beta
+        _fsub(t2, b, k.x);
+        _fmul(k.buf, t2, al, t2);
+        _fmul(k.buf, t1, g, g);
+        _fadd(t1, t1, t1);
+        _fadd(t1, t1, t1);
+        _fadd(t1, t1, t1);
+        _fsub(k.y, t2, t1); // Y3 = alpha (4 beta - X3) - 8 gamma^2
     }
 
     /// @dev (X, Y, Z) <- (X, Y, Z) + (x2, y2) with (x2, y2) affine; madd-2007-bl: 7M + 4S,
@@ -244,12 +244,12 @@ library P384 {
             return;
         }
         uint512[11] memory t = k.t;
-        U512.modmulAssignTo(k.c, k.z, k.z, k.p, t[0]); // Z1Z1
-        U512.modmulAssignTo(k.c, x2, t[0], k.p, t[7]); // U2
-        U512.modmulAssignTo(k.c, y2, k.z, k.p, t[8]);
-        U512.modmulAssignTo(k.c, t[8], t[0], k.p, t[8]); // S2
-        U512.redsubAssignTo(k.c, t[7], k.x, k.p, t[1]); // H = U2 - X1
-        U512.redsubAssignTo(k.c, t[8], k.y, k.p, t[2]); // S2 - Y1
+        _fmul(k.buf, t[0], k.z, k.z); // Z1Z1
+        _fmul(k.buf, t[7], x2, t[0]); // U2
+        _fmul(k.buf, t[8], y2, k.z);
+        _fmul(k.buf, t[8], t[8], t[0]); // S2
+        _fsub(t[1], t[7], k.x); // H = U2 - X1
+        _fsub(t[2], t[8], k.y); // S2 - Y1
         if (U512.eqU256(t[1], 0)) {
             if (U512.eqU256(t[2], 0)) {
                 _double(k); // the same point
@@ -262,27 +262,108 @@ library P384 {
     }
 
     function _maddFinish(Ctx memory k, uint512[11] memory t) private view {
-        call512 c = k.c;
-        uint512 p = k.p;
-        U512.modmulAssignTo(c, t[1], t[1], p, t[3]); // HH
-        U512.redaddAssignTo(c, t[3], t[3], p, t[4]);
-        U512.redaddAssignTo(c, t[4], t[4], p, t[4]); // I = 4 HH
-        U512.modmulAssignTo(c, t[1], t[4], p, t[5]); // J = H I
-        U512.redaddAssignTo(c, t[2], t[2], p, t[2]); // r = 2 (S2 - Y1)
-        U512.modmulAssignTo(c, k.x, t[4], p, t[6]); // V = X1 I
-        U512.modmulAssignTo(c, t[2], t[2], p, t[7]);
-        U512.redsubAssignTo(c, t[7], t[5], p, t[7]);
-        U512.redaddAssignTo(c, t[6], t[6], p, t[8]);
-        U512.redsubAssignTo(c, t[7], t[8], p, k.x); // X3 = r^2 - J - 2V
-        U512.redsubAssignTo(c, t[6], k.x, p, t[7]);
-        U512.modmulAssignTo(c, t[2], t[7], p, t[7]);
-        U512.modmulAssignTo(c, k.y, t[5], p, t[8]);
-        U512.redaddAssignTo(c, t[8], t[8], p, t[8]);
-        U512.redsubAssignTo(c, t[7], t[8], p, k.y); // Y3 = r (V - X3) - 2 Y1 J
-        U512.redaddAssignTo(c, k.z, t[1], p, t[7]);
-        U512.modmulAssignTo(c, t[7], t[7], p, t[7]);
-        U512.redsubAssignTo(c, t[7], t[0], p, t[7]);
-        U512.redsubAssignTo(c, t[7], t[3], p, k.z); // Z3 = (Z1 + H)^2 - Z1Z1 - HH
+        _fmul(k.buf, t[3], t[1], t[1]); // HH
+        _fadd(t[4], t[3], t[3]);
+        _fadd(t[4], t[4], t[4]); // I = 4 HH
+        _fmul(k.buf, t[5], t[1], t[4]); // J = H I
+        _fadd(t[2], t[2], t[2]); // r = 2 (S2 - Y1)
+        _fmul(k.buf, t[6], k.x, t[4]); // V = X1 I
+        _fmul(k.buf, t[7], t[2], t[2]);
+        _fsub(t[7], t[7], t[5]);
+        _fadd(t[8], t[6], t[6]);
+        _fsub(k.x, t[7], t[8]); // X3 = r^2 - J - 2V
+        _fsub(t[7], t[6], k.x);
+        _fmul(k.buf, t[7], t[2], t[7]);
+        _fmul(k.buf, t[8], k.y, t[5]);
+        _fadd(t[8], t[8], t[8]);
+        _fsub(k.y, t[7], t[8]); // Y3 = r (V - X3) - 2 Y1 J
+        _fadd(t[7], k.z, t[1]);
+        _fmul(k.buf, t[7], t[7], t[7]);
+        _fsub(t[7], t[7], t[0]);
+        _fsub(k.z, t[7], t[3]); // Z3 = (Z1 + H)^2 - Z1Z1 - HH
+    }
+
+    /// @dev Scratch memory for `_fmul`: the modexp input (base length 96, exponent length 1,
+    /// modulus length 48; the 96-byte product; exponent 1; p), constant parts written once.
+    function _fieldBuffer() private pure returns (uint256 buf) {
+        assembly ("memory-safe") {
+            buf := mload(0x40)
+            mstore(0x40, add(buf, 0x120))
+            mstore(buf, 0x60)
+            mstore(add(buf, 0x20), 0x01)
+            mstore(add(buf, 0x40), 0x30)
+            mstore8(add(buf, 0xc0), 0x01)
+            mstore(add(buf, 0xc1), or(shl(128, _P_HI), shr(128, _P_LO)))
+            mstore(add(buf, 0xe1), shl(128, _P_LO))
+        }
+    }
+
+    /// @dev dst = a * b mod p (a, b < 2^384 as [hi | lo] words, hi < 2^128): the 768-bit
+    /// product in three words, reduced by one modexp (exponent 1) at the floor price.
+    function _fmul(uint256 buf, uint512 dst, uint512 a, uint512 b) private view {
+        assembly ("memory-safe") {
+            let ah := mload(a)
+            let al := mload(add(a, 0x20))
+            let bh := mload(b)
+            let bl := mload(add(b, 0x20))
+            // al * bl = (h0, l0)
+            let mm := mulmod(al, bl, not(0))
+            let l0 := mul(al, bl)
+            let h0 := sub(sub(mm, l0), lt(mm, l0))
+            // ah * bl = (h1, l1), al * bh = (h2, l2); each < 2^384
+            mm := mulmod(ah, bl, not(0))
+            let l1 := mul(ah, bl)
+            let h1 := sub(sub(mm, l1), lt(mm, l1))
+            mm := mulmod(al, bh, not(0))
+            let l2 := mul(al, bh)
+            let h2 := sub(sub(mm, l2), lt(mm, l2))
+            // w1 = h0 + l1 + l2 (carries into w2); w2 = ah * bh + h1 + h2 + carries
+            let w1 := add(h0, l1)
+            let carry := lt(w1, h0)
+            let w1b := add(w1, l2)
+            carry := add(carry, lt(w1b, w1))
+            let w2 := add(add(mul(ah, bh), add(h1, h2)), carry)
+            mstore(add(buf, 0x60), w2)
+            mstore(add(buf, 0x80), w1b)
+            mstore(add(buf, 0xa0), l0)
+            mstore(dst, 0)
+            // Fails only when starved of gas: fail as out of gas too (estimators retry higher).
+            if iszero(staticcall(gas(), 0x05, buf, 0xf1, add(dst, 0x10), 0x30)) { for {} 1 {} {} }
+        }
+    }
+
+    /// @dev dst = a + b mod p for a, b < p.
+    function _fadd(uint512 dst, uint512 a, uint512 b) private pure {
+        assembly ("memory-safe") {
+            let al := mload(add(a, 0x20))
+            let lo := add(al, mload(add(b, 0x20)))
+            let hi := add(add(mload(a), mload(b)), lt(lo, al))
+            if or(gt(hi, _P_HI), and(eq(hi, _P_HI), iszero(lt(lo, _P_LO)))) {
+                hi := sub(sub(hi, _P_HI), lt(lo, _P_LO))
+                lo := sub(lo, _P_LO)
+            }
+            mstore(dst, hi)
+            mstore(add(dst, 0x20), lo)
+        }
+    }
+
+    /// @dev dst = a - b mod p for a, b < p.
+    function _fsub(uint512 dst, uint512 a, uint512 b) private pure {
+        assembly ("memory-safe") {
+            let ah := mload(a)
+            let al := mload(add(a, 0x20))
+            let bh := mload(b)
+            let bl := mload(add(b, 0x20))
+            let lo := sub(al, bl)
+            let hi := sub(sub(ah, bh), lt(al, bl))
+            if or(lt(ah, bh), and(eq(ah, bh), lt(al, bl))) {
+                let lo2 := add(lo, _P_LO)
+                hi := add(add(hi, _P_HI), lt(lo2, lo))
+                lo := lo2
+            }
+            mstore(dst, hi)
+            mstore(add(dst, 0x20), lo)
+        }
     }
 
     function _u(uint256 hi, uint256 lo) private pure returns (uint512 v) {
