@@ -420,7 +420,7 @@ contract SnpVerifier is ISnpVerifier {
     }
 
     /// @dev What `cvm.attestation.abi.parse` refuses: size, version 2-5, must-be-zero ranges,
-    /// POLICY bit 17 set and bits 63:21 clear, signer info bits 31:5 and reserved SIGNING_KEY
+    /// POLICY bit 17 set and bits 63:26 clear, signer info bits 31:5 and reserved SIGNING_KEY
     /// values, SIGNATURE_ALGO other than 1 (0 allowed only for an unsigned report).
     function _checkLayout(bytes calldata report) private pure {
         if (report.length != _REPORT_SIZE) _refuse(SnpReason.Malformed);
@@ -434,7 +434,7 @@ contract SnpVerifier is ISnpVerifier {
         if (version < 3 && !_zero(report, 0x188, 0x18B)) _refuse(SnpReason.Malformed);
         if (version < 5 && !_zero(report, 0x1F8, 0x208)) _refuse(SnpReason.Malformed);
         uint256 policy = _le(report, 0x008, 8);
-        if (policy & (1 << 17) == 0 || policy >> 21 != 0) _refuse(SnpReason.Malformed);
+        if (policy & (1 << 17) == 0 || policy >> 26 != 0) _refuse(SnpReason.Malformed);
         uint256 signer = _le(report, 0x048, 4);
         uint256 key = (signer >> 2) & 7;
         if (signer >> 5 != 0 || (key != 0 && key != 1 && key != 7)) _refuse(SnpReason.Malformed);

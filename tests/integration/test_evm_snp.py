@@ -29,9 +29,9 @@ from eth_utils import keccak
 
 from cvm.attestation import abi
 from cvm.attestation._der import IA5_STRING, decode, decode_integer, encode, encode_integer
-from cvm.attestation.abi import SigningKey, TcbVersion
+from cvm.attestation.abi import GuestPolicy, SigningKey, TcbVersion
 from cvm.attestation.endorsement import load_certificate
-from cvm.attestation.errors import VerificationError
+from cvm.attestation.errors import ReportFormatError, VerificationError
 from cvm.attestation.onchain import (
     ONCHAIN_REASON,
     SnpReason,
@@ -96,7 +96,7 @@ def _real(name: str) -> tuple[bytes, bytes]:
 def _offchain(report: bytes, vcek: bytes, **kwargs: object) -> SnpReason:
     try:
         verify_report(report, vcek, check_cert_validity=False, **kwargs)  # type: ignore[arg-type]
-    except VerificationError as exc:
+    except (VerificationError, ReportFormatError) as exc:
         return ONCHAIN_REASON[exc.reason]
     return SnpReason.OK
 
@@ -258,6 +258,14 @@ def test_simulated_mismatches_are_refused_like_offchain(
     for reason, report in variants.items():
         signed = chip.sign_report(report)
         assert _sim_verdict(sim, sim_amd, signed, chip) == (reason, reason), reason
+    # POLICY: bits up to 25 are defined (e.g. 24 CIPHERTEXT_HIDING), 26 and up are reserved.
+    for bit in (24, 25):
+        signed = chip.sign_report(replace(good, policy=GuestPolicy(good.policy.raw | 1 << bit)))
+        assert _sim_verdict(sim, sim_amd, signed, chip) == (SnpReason.OK, SnpReason.OK), bit
+    reserved = bytearray(chip.sign_report(good))
+    reserved[0x08 + 3] |= 0x04  # POLICY bit 26 (the layout check comes before the signature)
+    malformed = (SnpReason.MALFORMED, SnpReason.MALFORMED)
+    assert _sim_verdict(sim, sim_amd, bytes(reserved), chip) == malformed
     # MASK_CHIP_ID zeroes CHIP_ID: still verifies (the signature binds the chip).
     masked = chip.attest(mask_chip_id=True).report
     assert _sim_verdict(sim, sim_amd, masked, chip) == (SnpReason.OK, SnpReason.OK)
@@ -560,3 +568,20 @@ def test_p384_matches_cryptography_on_random_keys_and_signatures(chain: ChainSys
         digest, r.to_bytes(48, "big"), s.to_bytes(48, "big"), off_curve
     ).call()
     assert cases == 60
+
+
+def test_mutated_reports_get_the_offchain_verdict(snp: SnpChain) -> None:
+    client = snp.amd
+    rng = random.Random(0xB17)
+    for name in REAL:
+        report, vcek = _real(name)
+        call = prepare_report_call(report, vcek, is_cached=client.is_cert_verified)
+        client.run_report_call(call)  # certificates cached: each check below is one call
+        # Bytes of every region: header, policy, signer info, reserved, CPUID, signature.
+        offsets = [0x00, 0x08, 0x0A, 0x48, 0x4C, 0x188, 0x18C, 0x1EB, 0x208, 0x2A0, 0x2D0, 0x400]
+        for offset in offsets + [rng.randrange(0, abi.REPORT_SIZE) for _ in range(4)]:
+            mutated = bytearray(report)
+            mutated[offset] ^= 1 << rng.randrange(8)
+            expected = _offchain(bytes(mutated), vcek)
+            got = client.call_check_report(bytes(mutated), call.certs)
+            assert got == (expected is SnpReason.OK, expected), (name, hex(offset))
