@@ -105,7 +105,7 @@ contract SnpVerifier is ISnpVerifier {
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc ISnpVerifier
-    function verifyReport(bytes calldata report, bytes[] calldata certs) public returns (SnpReportFields memory f) {
+    function verifyReport(bytes calldata report, bytes[] calldata certs) external returns (SnpReportFields memory f) {
         _checkLayout(report);
         uint8 signingKey = uint8((_le(report, 0x48, 4) >> 2) & 7);
         bool maskChipKey = (_le(report, 0x48, 4) & 2) != 0;
@@ -142,7 +142,7 @@ contract SnpVerifier is ISnpVerifier {
     }
 
     /// @inheritdoc ISnpVerifier
-    function verifyCertificate(bytes calldata der, bytes32 issuerHash) public returns (bytes32 certHash) {
+    function verifyCertificate(bytes calldata der, bytes32 issuerHash) external returns (bytes32 certHash) {
         certHash = keccak256(der);
         if (_certs[certHash].kind != _KIND_NONE) {
             if (_certs[certHash].issuerHash != issuerHash) _refuse(SnpReason.CertChain);
@@ -155,6 +155,7 @@ contract SnpVerifier is ISnpVerifier {
         } else {
             uint8 issuerKind = _certs[issuerHash].kind;
             if (issuerKind != _KIND_ASK && issuerKind != _KIND_ASVK) _refuse(SnpReason.CertChain);
+            // slither-disable-next-line uninitialized-local (a zeroed memory struct, filled below)
             Endorsement memory ek;
             ek.certHash = certHash;
             ek.cert = c;
@@ -283,7 +284,7 @@ contract SnpVerifier is ISnpVerifier {
     {
         Ark memory ark = _arks[arkSubject];
         string memory name = _productName[ark.productKey];
-        uint8 kind;
+        uint8 kind = _KIND_NONE;
         if (keccak256(c.subjectCN) == keccak256(bytes.concat("SEV-", bytes(name)))) {
             kind = _KIND_ASK;
         } else if (keccak256(c.subjectCN) == keccak256(bytes.concat("SEV-VLEK-", bytes(name)))) {
@@ -408,7 +409,7 @@ contract SnpVerifier is ISnpVerifier {
 
     /// @dev True if report[start:end] is all zero.
     function _zero(bytes calldata report, uint256 start, uint256 end) private pure returns (bool) {
-        uint256 acc;
+        uint256 acc = 0;
         uint256 i = start;
         for (; i + 32 <= end; i += 32) {
             acc |= uint256(bytes32(report[i:i + 32]));

@@ -71,8 +71,8 @@ library Der {
         uint256 tag = _at(d, p);
         if (tag & 0x1f == 0x1f) revert Der_Malformed(p); // multi-byte tags are never used here
         uint256 first = _at(d, p + 1);
-        uint256 len;
-        uint256 content;
+        uint256 len = 0;
+        uint256 content = 0;
         if (first < 0x80) {
             len = first;
             content = p + 2;

@@ -73,6 +73,7 @@ library P384 {
         view
         returns (bool)
     {
+        // slither-disable-next-line uninitialized-local (a zeroed memory struct, filled below)
         Ctx memory k;
         k.c = U512.initCall();
         k.buf = _fieldBuffer();

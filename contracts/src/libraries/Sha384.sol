@@ -79,7 +79,7 @@ library Sha384 {
 
             let len := mload(data)
             // Padded length: data, 0x80, zeros, 128-bit big-endian bit length; a multiple of 128.
-            let total := mul(div(add(len, 144), 128), 128)
+            let total := and(add(len, 144), not(127))
             let buf := mload(0x40)
             mcopy(buf, add(data, 0x20), len)
             for { let i := len } lt(i, total) { i := add(i, 0x20) } { mstore(add(buf, i), 0) }
