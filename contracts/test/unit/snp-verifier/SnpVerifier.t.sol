@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {SnpVerifier} from "../../../src/SnpVerifier.sol";
+import {Der} from "../../../src/libraries/Der.sol";
 import {ISnpVerifier, SnpReason, SnpReportFields} from "../../../src/interfaces/ISnpVerifier.sol";
 import {Test} from "../../base/Test.sol";
 import {SnpFixtures as F} from "../../data/SnpFixtures.sol";
@@ -166,5 +167,36 @@ contract SnpVerifier_Test is Test {
         assertLe(askGas, 15_000_000, "ask");
         assertLe(vcekGas, 15_000_000, "vcek");
         assertLe(reportGas, 15_000_000, "report");
+    }
+
+    /// @dev Any bytes: the parse answers or refuses with Der_Malformed, never panics.
+    function testFuzz_ParseOfAnyBytesOnlyRefusesCleanly(bytes calldata data) external view {
+        _parsesOrRefuses(data);
+    }
+
+    /// @dev A real certificate with one byte changed anywhere: the same.
+    function testFuzz_ParseOfAMutatedCertificateOnlyRefusesCleanly(uint256 at, uint8 xor) external view {
+        bytes memory der = F.VCEK_MILAN_VIRTEE_SEV;
+        at = bound(at, 0, der.length - 1);
+        der[at] = bytes1(uint8(der[at]) ^ (xor == 0 ? 1 : xor));
+        _parsesOrRefuses(der);
+    }
+
+    /// @dev A real report with one byte changed anywhere is refused (the signature covers
+    /// bytes 0x000-0x29F; the rest is must-be-zero or the signature itself), never accepted.
+    function testFuzz_AMutatedReportIsRefused(uint256 at, uint8 xor) external {
+        bytes memory report = F.REPORT_MILAN_VIRTEE_SEV;
+        at = bound(at, 0, report.length - 1);
+        report[at] = bytes1(uint8(report[at]) ^ (xor == 0 ? 1 : xor));
+        (bool ok,,) = verifier.checkReport(report, _certs(F.VCEK_MILAN_VIRTEE_SEV, F.ASK_MILAN));
+        assertFalse(ok, "mutated report accepted");
+    }
+
+    function _parsesOrRefuses(bytes memory data) internal view {
+        try verifier.parseCertificate(data) returns (Der.Certificate memory c) {
+            assertLe(c.tbsEnd, data.length, "tbs inside");
+        } catch (bytes memory err) {
+            assertEq(bytes32(bytes4(err)), bytes32(Der.Der_Malformed.selector), "only Der_Malformed");
+        }
     }
 }
