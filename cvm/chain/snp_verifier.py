@@ -7,10 +7,13 @@ gas of every transaction; a refusal is a verdict (`ok=False`, the reason), not a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cvm.attestation.onchain import ReportCall, SnpReason
+from cryptography import x509
+
+from cvm.attestation.onchain import ReportCall, SnpReason, prepare_report_call
 from cvm.chain.contract import ContractClient, TxResult
 from cvm.chain.errors import ContractRevert
 
@@ -140,6 +143,22 @@ class SnpVerifierClient(ContractClient):
         """checkReport as a call: (ok, reason)."""
         ok, reason, _fields = self._call("checkReport", report, certs)
         return bool(ok), SnpReason(int(reason))
+
+    def check(
+        self,
+        report: bytes,
+        endorsement_key: bytes,
+        *,
+        chain: bytes | None = None,
+        roots: Sequence[x509.Certificate] | None = None,
+    ) -> OnchainVerdict:
+        """Check `report` against its VCEK/VLEK on chain: verify (and cache) the certificates
+        this contract does not know yet, then the report; the verdict and gas of each step.
+        ValueError if the inputs cannot even be framed (see `prepare_report_call`)."""
+        call = prepare_report_call(
+            report, endorsement_key, chain=chain, is_cached=self.is_cert_verified, roots=roots
+        )
+        return self.run_report_call(call)
 
     def run_report_call(self, call: ReportCall) -> OnchainVerdict:
         """Send `call.steps` in order; stop at the first refusal and report it as the verdict."""

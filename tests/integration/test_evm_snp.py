@@ -121,9 +121,7 @@ def test_real_reports_verify_cold_then_warm_with_every_transaction_under_the_cap
         assert all(step.gas_used < TX_GAS_CAP for step in verdict.steps), verdict.steps
         assert client.is_cert_verified(cert_hash(vcek))
         # Warm: the chip is known, the dispute is one transaction.
-        warm = client.run_report_call(
-            prepare_report_call(report, vcek, is_cached=client.is_cert_verified)
-        )
+        warm = client.check(report, vcek)
         assert warm.ok and [s.function for s in warm.steps] == ["verifyReport"]
         assert warm.steps[0].gas_used < TX_GAS_CAP
         assert client.call_check_report(report, call.certs) == (True, SnpReason.OK)
