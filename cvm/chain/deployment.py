@@ -28,9 +28,9 @@ class Deployment:
     attested_service: str
     test_token: bool = True
     rpc_url: str | None = None
+    api_url: str | None = None
     # The on-chain SEV-SNP report check (SnpVerifier); None in records from before it existed.
     snp_verifier: str | None = None
-    api_url: str | None = None
     # Free-form additions (e.g. by `cvm up`); not part of the identity of a deployment.
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
