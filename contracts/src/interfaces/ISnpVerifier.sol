@@ -50,8 +50,11 @@ struct SnpReportFields {
 /// keccak256(DER). An element of any other length is parsed as DER. A DER certificate not yet
 /// cached is verified against its issuer (the next element, or the product's pinned ARK for
 /// the ASK/ASVK) and cached. A report on a known chip is then one cheap call with
-/// [keccak(VCEK), keccak(ASK)] (the ASK element may also be empty once the VCEK is cached:
-/// a cached VCEK already chains to a verified ASK).
+/// [keccak(VCEK), keccak(ASK)] (the ASK element may also be empty or absent once the VCEK is
+/// cached: a cached VCEK already chains to a verified ASK, and a second element is then
+/// ignored). More than two elements, or none: Malformed. The ASK/ASVK's ARK is the pinned root
+/// whose subject Name is its issuer Name (a local stack may pin its simulated AMD-SP's roots
+/// beside AMD's). Costs: see contracts/README.md (each step fits EIP-7825's cap on Osaka).
 interface ISnpVerifier {
     /// @notice A certificate's signature by its issuer was checked and the certificate cached.
     event SnpCertificateVerified(bytes32 indexed certHash, bytes32 indexed issuerHash, bytes32 productKey);
