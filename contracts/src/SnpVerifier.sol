@@ -171,6 +171,19 @@ contract SnpVerifier is ISnpVerifier {
     }
 
     /// @inheritdoc ISnpVerifier
+    function isSignerBound(bytes calldata report, bytes32 signerCertHash) external view returns (bool) {
+        CachedCert memory info = _certs[signerCertHash];
+        if (report.length != _REPORT_SIZE || info.kind != _KIND_VCEK) return false;
+        if ((_le(report, 0x48, 4) >> 2) & 7 != 0) return false; // SIGNING_KEY is not VCEK
+        if (_zero(report, 0x1A0, 0x1E0)) return false; // MASK_CHIP_ID
+        bytes32 cpuidProduct = _cpuidProduct(report);
+        if (cpuidProduct != bytes32(0) && cpuidProduct != info.productKey) return false;
+        uint256 size = info.hwid.length;
+        return keccak256(report[0x1A0:0x1A0 + size]) == keccak256(info.hwid) && _zero(report, 0x1A0 + size, 0x1E0)
+            && uint64(_le(report, 0x180, 8)) == info.tcb;
+    }
+
+    /// @inheritdoc ISnpVerifier
     function arkKeyHash(bytes32 productKey) external view returns (bytes32) {
         return _arkKeyHash[productKey];
     }

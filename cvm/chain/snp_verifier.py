@@ -110,6 +110,11 @@ class SnpVerifierClient(ContractClient):
         """Whether the certificate with this keccak256(DER) is cached as verified."""
         return bool(self._call("isCertVerified", cert_hash))
 
+    def is_signer_bound(self, report: bytes, signer_cert_hash: bytes) -> bool:
+        """Whether the cached VCEK is the one for the chip and TCB `report` names (only then
+        does BadSignature prove a forgery; see ISnpVerifier.isSignerBound)."""
+        return bool(self._call("isSignerBound", report, signer_cert_hash))
+
     def ark_key_hash(self, product_key: bytes) -> bytes:
         """keccak256 of the pinned ARK modulus of a product (zero if none)."""
         return bytes(self._call("arkKeyHash", product_key))

@@ -125,6 +125,7 @@ def test_real_reports_verify_cold_then_warm_with_every_transaction_under_the_cap
         assert warm.ok and [s.function for s in warm.steps] == ["verifyReport"]
         assert warm.steps[0].gas_used < TX_GAS_CAP
         assert client.call_check_report(report, call.certs) == (True, SnpReason.OK)
+        assert client.is_signer_bound(report, cert_hash(vcek))
 
 
 def test_the_first_report_of_a_product_takes_three_transactions(snp: SnpChain) -> None:

@@ -82,6 +82,16 @@ interface ISnpVerifier {
     /// @notice True if keccak256(DER) of a certificate verified to a pinned ARK.
     function isCertVerified(bytes32 certHash) external view returns (bool);
 
+    /// @notice True iff the cached VCEK `signerCertHash` is the one AMD issues for the chip and
+    /// TCB that `report` names: SIGNING_KEY is VCEK, CHIP_ID is not masked (not all zero) and
+    /// equals the hwID, REPORTED_TCB equals the SPLs, and the CPUID product (v3+) matches.
+    /// Only for such a certificate does a BadSignature refusal prove that the chip did not sign
+    /// the report: with any other certificate (another chip's, another TCB's) a genuine report
+    /// fails too. A dispute that claims a report is forged must therefore use a bound
+    /// certificate. Always false for a VLEK (tied to no chip) and for a masked CHIP_ID: such a
+    /// report cannot be proven forged on chain, only proven genuine.
+    function isSignerBound(bytes calldata report, bytes32 signerCertHash) external view returns (bool);
+
     /// @notice keccak256 of the pinned ARK's RSA modulus (big-endian, no leading zero) for a
     /// product (the first pinned if a local stack pinned more than one), or zero if none.
     function arkKeyHash(bytes32 productKey) external view returns (bytes32);

@@ -117,6 +117,29 @@ contract SnpVerifier_Test is Test {
         }
     }
 
+    function test_OnlyTheChipsOwnVcekIsBoundToItsReport() external {
+        verifier.verifyReport(F.REPORT_MILAN_VIRTEE_SEV, _certs(F.VCEK_MILAN_VIRTEE_SEV, F.ASK_MILAN));
+        verifier.verifyReport(F.REPORT_MILAN_GO_SEV_GUEST, _certs(F.VCEK_MILAN_GO_SEV_GUEST, F.ASK_MILAN));
+        bytes32 own = keccak256(F.VCEK_MILAN_VIRTEE_SEV);
+        bytes32 other = keccak256(F.VCEK_MILAN_GO_SEV_GUEST);
+        assertTrue(verifier.isSignerBound(F.REPORT_MILAN_VIRTEE_SEV, own), "own VCEK");
+        assertFalse(verifier.isSignerBound(F.REPORT_MILAN_VIRTEE_SEV, other), "another chip's VCEK");
+        assertFalse(verifier.isSignerBound(F.REPORT_MILAN_VIRTEE_SEV, keccak256("uncached")), "uncached");
+        // A forged report that names the chip and TCB of `own`: bound, and its BadSignature proves it.
+        bytes memory forged = F.REPORT_MILAN_VIRTEE_SEV;
+        forged[0x90] = bytes1(uint8(forged[0x90]) ^ 1); // another measurement
+        assertTrue(verifier.isSignerBound(forged, own), "forged but bound");
+        (bool ok, uint8 reason,) = verifier.checkReport(forged, _certs(abi.encode(own), ""));
+        assertFalse(ok, "forged refused");
+        assertEq(uint256(reason), uint256(SnpReason.BadSignature), "bad signature");
+        // Masked CHIP_ID: nothing binds the certificate to the report.
+        bytes memory masked = F.REPORT_MILAN_VIRTEE_SEV;
+        for (uint256 i = 0x1A0; i < 0x1E0; ++i) {
+            masked[i] = 0;
+        }
+        assertFalse(verifier.isSignerBound(masked, own), "masked");
+    }
+
     function test_UnknownCachedHashIsRefused() external {
         vm.expectRevert(_refused(SnpReason.CertChain));
         verifier.verifyReport(F.REPORT_MILAN_VIRTEE_SEV, _certs(abi.encode(keccak256("nope")), ""));
