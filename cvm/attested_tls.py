@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,10 @@ from cvm.attestation.binding import fingerprint_text, spki_sha256
 
 if TYPE_CHECKING:
     import httpx
+    from cryptography import x509
+
+    from cvm.api_client import ApiClient
+    from cvm.chain import ChainClient
 
 CONNECT_TIMEOUT_S = 20.0
 
@@ -49,6 +54,7 @@ class AttestedPort:
     host: str
     host_port: int
     spki_sha256: bytes
+    simulated: bool = False  # attested by the simulated AMD-SP (trusted on request only)
 
     @property
     def address(self) -> str:
@@ -70,6 +76,7 @@ class AttestedPort:
             "url": self.url,
             "fingerprint_sha256": hex_form,
             "fingerprint": pin,
+            "amd_root": "simulated" if self.simulated else "amd",
         }
 
 
@@ -140,3 +147,34 @@ def pinned_client(
 def _b64(digest: bytes) -> str:
     return fingerprint_text(digest)[1].removeprefix("sha256/")
 
+
+def attested_port(
+    chain: ChainClient,
+    api: ApiClient,
+    lease_id: int,
+    guest_port: int,
+    *,
+    roots: Sequence[x509.Certificate] | None,
+) -> AttestedPort:
+    """Guest port `guest_port` of the lease: the attested key from evidence verified here
+    (`cvm.secret_release.attested_guest`: AMD's chain or `roots`, the lease's measurement,
+    REPORT_DATA and HOST_DATA bindings), the address as the lease's node announced it."""
+    from cvm.secret_release import attested_guest
+
+    if isinstance(guest_port, bool) or not isinstance(guest_port, int):
+        raise AttestedTlsError(f"a port is an integer, got {guest_port!r}")
+    if not 1 <= guest_port <= 65535:
+        raise AttestedTlsError(f"a port is in [1, 65535], got {guest_port}")
+    guest = attested_guest(chain, api, lease_id, roots=roots)
+    access = api.guest_access(lease_id)
+    forwards = {port.guest_port: port.host_port for port in access.ports}
+    if guest_port not in forwards:
+        offered = ", ".join(str(port) for port in sorted(forwards)) or "none"
+        raise AttestedTlsError(
+            f"the node of lease {lease_id} forwards no guest port {guest_port}"
+            f" (forwarded: {offered}); the image's workload declares its ports"
+        )
+    return AttestedPort(
+        lease_id, guest_port, access.host, forwards[guest_port],
+        guest.identity.tls_spki_sha256, simulated=guest.simulated,
+    )  # fmt: skip

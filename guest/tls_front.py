@@ -179,9 +179,7 @@ class TlsFront:
             self._servers.append(server)
             host, port = server.sockets[0].getsockname()[:2]
             self.listening.append((str(host), int(port)))
-            self.log(
-                f"TLS on {host}:{port} -> {route.upstream_host}:{route.upstream_port}"
-            )
+            self.log(f"TLS on {host}:{port} -> {route.upstream_host}:{route.upstream_port}")
 
     # -- one connection --------------------------------------------------------------------
     async def _serve(
