@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import ssl
@@ -165,7 +166,7 @@ class TlsFront:
         for route in self.routes:
             try:
                 server = await asyncio.start_server(
-                    lambda r, w, route=route: self._serve(route, r, w),
+                    functools.partial(self._serve, route),
                     route.listen_host,
                     route.listen_port,
                     ssl=self.context,
@@ -192,13 +193,14 @@ class TlsFront:
         upstream_w: asyncio.StreamWriter | None = None
         try:
             try:
-                upstream_r, upstream_w = await asyncio.wait_for(
+                upstream_r, upstream = await asyncio.wait_for(
                     asyncio.open_connection(route.upstream_host, route.upstream_port),
                     CONNECT_TIMEOUT_S,
                 )
             except (OSError, asyncio.TimeoutError):
                 return  # the app is not up (yet): the client sees the connection close
-            await self._relay(client_r, client_w, upstream_r, upstream_w)
+            upstream_w = upstream
+            await self._relay(client_r, client_w, upstream_r, upstream)
         finally:
             self.active -= 1
             for writer in (upstream_w, client_w):
