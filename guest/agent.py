@@ -262,9 +262,7 @@ class GuestKeys:
             PrivateFormat,
         )
 
-        return self.tls_private.private_bytes(
-            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
-        )
+        return self.tls_private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
     def ssh_host_key_openssh(self) -> bytes:
         from cryptography.hazmat.primitives.serialization import (
@@ -300,7 +298,7 @@ def _tls_key_and_certificate() -> tuple[Any, bytes]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cvm guest")])
-    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -197,7 +197,7 @@ class TlsFront:
                     asyncio.open_connection(route.upstream_host, route.upstream_port),
                     CONNECT_TIMEOUT_S,
                 )
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 return  # the app is not up (yet): the client sees the connection close
             upstream_w = upstream
             await self._relay(client_r, client_w, upstream_r, upstream)

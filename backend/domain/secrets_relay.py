@@ -199,9 +199,7 @@ def announce_access(
     ports = [[port.guest_port, port.host_port] for port in body.ports]
     try:
         forwards = tuple((guest, host) for guest, host in ports)
-        access = GuestAccess(
-            address, lease_id, body.host, body.ssh_port, forwards, body.timestamp
-        )
+        access = GuestAccess(address, lease_id, body.host, body.ssh_port, forwards, body.timestamp)
         verify_node_message(access, body.signature, domain)
         check_timestamp(body.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:

@@ -302,7 +302,9 @@ class QemuLauncher(Launcher):
             try:
                 ports = service_ports(image)
             except ValueError as exc:
-                raise LauncherError(f"lease {spec.lease_id}: image {image.image_id}: {exc}") from exc
+                raise LauncherError(
+                    f"lease {spec.lease_id}: image {image.image_id}: {exc}"
+                ) from exc
             ssh_port = free_local_port(self.public_host)
             forwards = [(port, free_local_port(self.public_host)) for port in ports]
             record["image"] = image.image_id

@@ -64,9 +64,7 @@ def test_the_pinned_client_talks_to_the_attested_key(attested: TlsServer) -> Non
     assert ("POST", "/put?k=v", b"value") in attested.requests
 
 
-def test_a_server_with_any_other_key_gets_nothing(
-    attested: TlsServer, impostor: TlsServer
-) -> None:
+def test_a_server_with_any_other_key_gets_nothing(attested: TlsServer, impostor: TlsServer) -> None:
     before = list(impostor.requests)
     with pytest.raises(PinMismatch, match="not the attested"):
         pinned_client(impostor.host, impostor.port, attested.spki_sha256)

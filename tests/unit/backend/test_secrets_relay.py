@@ -210,8 +210,8 @@ def test_forwarded_ports_are_stored_as_the_node_signed_them_and_served_to_the_re
         ).status_code
 
     def body(ports: tuple, timestamp: int, signed_ports: tuple | None = None, key=node) -> dict:
-        access = GuestAccess(key.address, 16, "203.0.113.7", 2222,
-                             ports if signed_ports is None else signed_ports, timestamp)  # fmt: skip
+        signs = ports if signed_ports is None else signed_ports
+        access = GuestAccess(key.address, 16, "203.0.113.7", 2222, signs, timestamp)
         return {
             "host": "203.0.113.7", "ssh_port": 2222, "timestamp": timestamp,
             "ports": [{"guest_port": g, "host_port": h} for g, h in ports],
@@ -247,9 +247,7 @@ def test_forwarded_ports_are_stored_as_the_node_signed_them_and_served_to_the_re
         assert put(body(((8080, 40001),), now - 30)) == 409
         # A newer one replaces them (the guest relaunched, new host ports).
         assert put(body(((8080, 41001),), now + 3)) == 200
-        assert [(p.guest_port, p.host_port) for p in api.guest_access(16).ports] == [
-            (8080, 41001)
-        ]
+        assert [(p.guest_port, p.host_port) for p in api.guest_access(16).ports] == [(8080, 41001)]
 
 
 def test_a_message_not_signed_by_the_renter_or_not_newer_is_refused_early(
