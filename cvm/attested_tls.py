@@ -118,7 +118,10 @@ def pinned_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = False  # the certificate's names carry no trust; the key does
     context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cadata=der)  # the only trust anchor
+    try:
+        context.load_verify_locations(cadata=der)  # the only trust anchor
+    except ssl.SSLError as exc:
+        raise PinMismatch(f"the server at {host}:{port} presented an unusable certificate") from exc
     return context
 
 

@@ -6,8 +6,9 @@ guest made at boot (its SPKI hash is in the attested guest key, so a client that
 knows it reached this guest and nothing else) and relays the plain bytes to the app on
 127.0.0.1:P, where the app listens only. The host forwards its public port to guest port P.
 
-Bounds: at most MAX_CONNECTIONS at once (more are closed at once), a handshake must finish
-within HANDSHAKE_TIMEOUT_S, a connection idle both ways for IDLE_TIMEOUT_S is closed, and a
+Bounds: at most MAX_CONNECTIONS relayed at once (more are closed at once; connections still
+in their handshake are bounded by time instead), a handshake must finish within
+HANDSHAKE_TIMEOUT_S, a connection idle both ways for IDLE_TIMEOUT_S is closed, and a
 port whose app is not up yet closes the connection. TLS 1.2 at least, 1.3 preferred.
 
 Standard library only (asyncio's TLS uses memory BIOs, so one thread serves every

@@ -92,10 +92,14 @@ def spki_sha256(certificate_der: bytes) -> bytes:
     """SHA-256 of the DER SubjectPublicKeyInfo of an X.509 certificate (DER): the attested
     fingerprint a guest's TLS key is pinned by. ValueError for bytes that are no certificate."""
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    certificate = x509.load_der_x509_certificate(certificate_der)
-    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    try:
+        key = x509.load_der_x509_certificate(certificate_der).public_key()
+        spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    except (ValueError, UnsupportedAlgorithm) as exc:  # a key type cryptography cannot read
+        raise ValueError(f"not a certificate with a usable public key: {exc}") from exc
     return hashlib.sha256(spki).digest()
 
 
