@@ -429,10 +429,16 @@ def curl(
     assert isinstance(target, AttestedPort)
     try:
         with pinned_client(target.host, target.host_port, target.spki_sha256) as http:
-            answer = http.request(verb, path, content=body)
+            with http.stream(verb, path, content=body) as answer:
+                received = bytearray()
+                for chunk in answer.iter_bytes():
+                    received += chunk[: MAX_SHOWN_BODY - len(received)]
+                    if len(received) >= MAX_SHOWN_BODY:
+                        err().print(f"[yellow]body cut at {MAX_SHOWN_BODY} bytes[/yellow]")
+                        break
     except httpx.HTTPError as exc:
         raise UsageError(f"the request to {target.url}{path} failed: {exc}") from None
-    content = answer.content[:MAX_SHOWN_BODY]
+    content = bytes(received)
     if json_output():
         summary = {
             **target.as_dict(),
