@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cvm.cli.plumbing import (
+    CliError,
     DeploymentOption,
     JsonOption,
     PasswordFileOption,
@@ -437,7 +438,7 @@ def curl(
                         err().print(f"[yellow]body cut at {MAX_SHOWN_BODY} bytes[/yellow]")
                         break
     except httpx.HTTPError as exc:
-        raise UsageError(f"the request to {target.url}{path} failed: {exc}") from None
+        raise CliError(f"the request to {target.url}{path} failed: {exc}") from None
     content = bytes(received)
     if json_output():
         summary = {
