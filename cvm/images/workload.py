@@ -19,10 +19,11 @@ import posixpath
 import re
 import shutil
 import stat
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -36,6 +37,9 @@ from pydantic import (
 )
 
 from cvm.images import ImageError
+
+if TYPE_CHECKING:
+    from cvm.images import Image, ImageStore
 
 FORMAT = "cvm.workload.v1"
 RESOLVED_PATH = "etc/cvm/workload.json"  # inside the root file system
@@ -91,6 +95,17 @@ def _absolute_path(value: str, what: str) -> str:
     return value
 
 
+def _relative(value: str, what: str) -> str:
+    _no_nul(value, what)
+    parts = value.rstrip("/").split("/")
+    if value.startswith("/") or ".." in parts or value.rstrip("/") in ("", "."):
+        raise ValueError(
+            f"{what} must be a path relative to the workload file, inside its folder, without"
+            f" '..', got {value!r}"
+        )
+    return value
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
@@ -107,15 +122,8 @@ class FileEntry(_Strict):
 
     @field_validator("src")
     @classmethod
-    def _relative(cls, value: str) -> str:
-        _no_nul(value, "src")
-        parts = value.rstrip("/").split("/")
-        if value.startswith("/") or ".." in parts or value.rstrip("/") in ("", "."):
-            raise ValueError(
-                f"src must be a path relative to the workload file, inside its folder, without"
-                f" '..', got {value!r}"
-            )
-        return value
+    def _src(cls, value: str) -> str:
+        return _relative(value, "src")
 
     @field_validator("dest")
     @classmethod
@@ -208,9 +216,7 @@ class Workload(_Strict):
     @field_validator("oci")
     @classmethod
     def _oci(cls, value: str | None) -> str | None:
-        if value is not None:
-            FileEntry._relative(value)
-        return value
+        return None if value is None else _relative(value, "oci")
 
     @field_validator("env")
     @classmethod
@@ -544,15 +550,28 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "workload"
 
 
+_PATTERNS = {
+    NAME: "must be 1 to 40 characters of a-z, 0-9 and -",
+    SECRET_NAME: "must be 1 to 64 characters of A-Z, a-z, 0-9, _, . and - (not starting with . or -)",
+    PACKAGE_NAME: "must be a Debian package name (2 to 63 characters of a-z, 0-9, +, - and .)",
+    USER_NAME: "must be a user name (a-z, 0-9, _ and -, starting with a letter or _, at most 32)",
+    ENV_NAME: "must be an environment variable name (A-Z, a-z, 0-9 and _, not starting with a digit)",
+}
+
+
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
     message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "string_pattern_mismatch":
+        message = _PATTERNS.get(str((error.get("ctx") or {}).get("pattern")), message)
+    elif error["type"] == "extra_forbidden":
         message = "is not a field of a workload file (see docs/workloads.md)"
     elif error["type"] == "missing":
         message = "is required"
     elif error["type"] == "literal_error" and error["loc"] == ("format",):
         message = f'must be "{FORMAT}"'
+    if not error["loc"]:
+        return message  # a rule across fields: the message starts with the field
     return f"{_field(tuple(error['loc']))}: {message}"
 
 
@@ -588,3 +607,30 @@ def load_workload(path: Path) -> Workload:
     except UnicodeDecodeError:
         raise WorkloadError(f"{path.name} is not UTF-8 text") from None
     return parse_workload(text, path.resolve().parent, source=path.name)
+
+
+def build_image(workload: Workload, store: ImageStore) -> Image:
+    """Build the image (format v2) of `workload` and store it under its content address.
+
+    The builder is `guest.build.build(out_dir, cache_dir, workload=workload)` (image format
+    v2: it unpacks the guest's packages and `package_closure(workload.packages, ...)` into a
+    root file system, calls `workload.materialize(root, versions)`, makes the dm-verity
+    rootfs.img and puts the root hash on the measured command line)."""
+    import inspect
+
+    from guest.build import BuildError, build
+
+    if "workload" not in inspect.signature(build).parameters:
+        raise WorkloadError(
+            "this cvm's image builder cannot build workloads yet (image format v2 is missing)"
+        )
+    store.root.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=store.root, prefix=".build-") as work:
+            try:
+                build(Path(work), store.root / ".debs", workload=workload)
+            except BuildError as exc:
+                raise ImageError(f"image build failed: {exc}") from None
+            return store.add(Path(work))
+    finally:
+        workload.close()

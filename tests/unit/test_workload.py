@@ -1,0 +1,330 @@
+"""The workload file (cvm.workload.v1): every bad field is one clear error naming it; the
+resolved workload is canonical (same app, same bytes) and changes with any byte of the app;
+materializing it into a root file system is deterministic and stays inside the root."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cvm.cli import app
+from cvm.images.workload import (
+    MAX_WORKLOAD_FILE_BYTES,
+    RESOLVED_PATH,
+    SECRET_NAME,
+    WorkloadError,
+    load_workload,
+    parse_workload,
+)
+from guest import agent
+
+GOOD = """\
+format = "cvm.workload.v1"
+name = "kv-store"
+packages = ["libsqlite3-0"]
+secrets = ["API_TOKEN"]
+
+[[files]]
+src = "app/"
+dest = "/opt/app"
+
+[[services]]
+name = "app"
+command = ["python3", "/opt/app/server.py"]
+restart = "always"
+user = "kv"
+workdir = "/opt/app"
+
+[env]
+MODE = "production"
+
+[[ports]]
+name = "http"
+port = 8080
+
+[disk]
+mount = "/data"
+"""
+
+
+def _app(folder: Path, server: bytes = b"print('hello')\n", order: int = 1) -> Path:
+    (folder / "app" / "static").mkdir(parents=True)
+    names = [("server.py", server), ("static/index.html", b"<p>hi</p>\n"), ("README", b"r\n")]
+    for name, body in names[::order]:
+        (folder / "app" / name).write_bytes(body)
+    os.chmod(folder / "app" / "server.py", 0o700)
+    os.chmod(folder / "app" / "README", 0o600)
+    (folder / "app" / "current").symlink_to("static/index.html")
+    (folder / "workload.toml").write_text(GOOD)
+    return folder / "workload.toml"
+
+
+@pytest.fixture
+def workload_file(tmp_path: Path) -> Path:
+    return _app(tmp_path / "w")
+
+
+def _error(text: str, base: Path) -> str:
+    with pytest.raises(WorkloadError) as caught:
+        parse_workload(text, base)
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+def _replace(key: str, line: str) -> str:
+    """GOOD with the first line setting `key` replaced by `line` (or `line` added first)."""
+    pattern = re.compile(rf"^{re.escape(key)} = .*$", re.M)
+    if pattern.search(GOOD) is None:
+        return line + "\n" + GOOD
+    return pattern.sub(lambda _: line, GOOD, count=1)
+
+
+BAD_FIELDS = [
+    ("format", 'format = "cvm.workload.v2"', "format"),
+    ("name", 'name = "Kv Store"', "name"),
+    ("name", 'name = "' + "a" * 41 + '"', "name"),
+    ("name", "name = 7", "name"),
+    ("packages", 'packages = ["Bad_Name"]', "packages[0]"),
+    ("packages", 'packages = ["curl", "curl"]', "packages"),
+    ("packages", "packages = [" + ", ".join(f'"p{i:03d}"' for i in range(129)) + "]", "packages"),
+    ("src", 'src = "../outside"', "files[0].src"),
+    ("src", 'src = "/etc/passwd"', "files[0].src"),
+    ("src", 'src = "app/../../x"', "files[0].src"),
+    ("dest", 'dest = "opt/app"', "files[0].dest"),
+    ("dest", 'dest = "/opt/../etc"', "files[0].dest"),
+    ("dest", 'dest = "/proc/x"', "files[0].dest"),
+    ("dest", 'dest = "/sys"', "files[0].dest"),
+    ("dest", 'dest = "/dev/x"', "files[0].dest"),
+    ("dest", 'dest = "/run/x"', "files[0].dest"),
+    ("dest", 'dest = "/etc/cvm/workload.json"', "files[0].dest"),
+    ("dest", 'dest = "/"', "files[0].dest"),
+    ("command", "command = []", "services[0].command"),
+    ("command", 'command = ["a\\u0000b"]', "services[0].command"),
+    ("restart", 'restart = "sometimes"', "services[0].restart"),
+    ("user", 'user = "Root User"', "services[0].user"),
+    ("workdir", 'workdir = "relative"', "services[0].workdir"),
+    ("port", "port = 22", "ports[0].port"),
+    ("port", "port = 0", "ports[0].port"),
+    ("port", "port = 65536", "ports[0].port"),
+    ("port", 'port = "8080"', "ports[0].port"),
+    ("secrets", 'secrets = ["cvm.disk_key"]', "secrets"),
+    ("secrets", 'secrets = ["has space"]', "secrets[0]"),
+    ("secrets", 'secrets = ["A", "A"]', "secrets"),
+    ("secrets", 'secrets = ["MODE"]', "env"),
+    ("mount", 'mount = "data"', "disk.mount"),
+    ("mount", 'mount = "/"', "disk.mount"),
+    ("mount", 'mount = "/etc/data"', "disk.mount"),
+    ("oci", 'oci = "../image.tar"', "oci"),
+    ("unknown", 'colour = "blue"', "colour"),
+]
+
+
+@pytest.mark.parametrize(("key", "line", "field"), BAD_FIELDS)
+def test_every_bad_field_is_one_error_naming_it(
+    workload_file: Path, key: str, line: str, field: str
+) -> None:
+    message = _error(_replace(key, line), workload_file.parent)
+    assert f": {field}:" in message, message
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (GOOD + '\n[[ports]]\nname = "other"\nport = 8080\n', "ports: each port number"),
+        (GOOD + '\n[[ports]]\nname = "http"\nport = 9090\n', "ports: each port name"),
+        (GOOD + '\n[[services]]\nname = "app"\ncommand = ["true"]\n', "services: each service"),
+        (GOOD + '\n[[files]]\nsrc = "app/static"\ndest = "/opt/app/static"\n', "overlap"),
+        (GOOD.split("[[services]]")[0], "services: name at least one"),
+        ("format = ", "not valid TOML"),
+        (GOOD.replace("[env]\n", '[env]\n"1BAD" = "x"\n'), "env"),
+        (GOOD.replace("[disk]\n", "[disk]\nsize = 3\n"), "disk.size: is not a field"),
+        (GOOD.replace('format = "cvm.workload.v1"\n', ""), "format: is required"),
+    ],
+)
+def test_model_level_mistakes_are_one_error(workload_file: Path, text: str, words: str) -> None:
+    assert words in _error(text, workload_file.parent)
+
+
+def test_sources_must_exist_and_stay_beside_the_file(tmp_path: Path) -> None:
+    workload_file = _app(tmp_path / "w")
+    (tmp_path / "secret.txt").write_text("host secret")
+    base = workload_file.parent
+    assert "does not exist" in _error(GOOD.replace('"app/"', '"missing/"'), base)
+    (base / "escape").symlink_to(tmp_path)
+    assert "outside" in _error(GOOD.replace('"app/"', '"escape"'), base)
+
+
+def test_a_link_inside_the_app_pointing_out_is_refused(workload_file: Path) -> None:
+    (workload_file.parent / "app" / "leak").symlink_to("../../secret.txt")
+    with pytest.raises(WorkloadError, match="points outside"):
+        load_workload(workload_file).resolved_json()
+    (workload_file.parent / "app" / "leak").unlink()
+    (workload_file.parent / "app" / "leak").symlink_to("/etc/passwd")
+    with pytest.raises(WorkloadError, match="points outside"):
+        load_workload(workload_file).resolved_json()
+
+
+def test_a_special_file_in_the_app_is_refused(workload_file: Path) -> None:
+    os.mkfifo(workload_file.parent / "app" / "pipe")
+    with pytest.raises(WorkloadError, match="not a file, folder or link"):
+        load_workload(workload_file).resolved_json()
+
+
+def test_file_size_and_encoding_are_bounded(tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    big.write_text(GOOD + "#" * MAX_WORKLOAD_FILE_BYTES)
+    with pytest.raises(WorkloadError, match="larger than"):
+        load_workload(big)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(WorkloadError, match="UTF-8"):
+        load_workload(binary)
+    with pytest.raises(WorkloadError, match="cannot read"):
+        load_workload(tmp_path / "none.toml")
+
+
+def test_secret_names_follow_the_guest_agents_rule() -> None:
+    assert SECRET_NAME == agent.SECRET_NAME.pattern
+
+
+def test_resolved_json_is_canonical_and_complete(workload_file: Path) -> None:
+    workload = load_workload(workload_file)
+    raw = workload.resolved_json({"libsqlite3-0": "3.40.1-2"})
+    assert raw == workload.resolved_json({"libsqlite3-0": "3.40.1-2"})
+    resolved = json.loads(raw)
+    assert raw == json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    files = {entry["path"]: entry for entry in resolved["files"]}
+    assert files["/opt/app/server.py"]["mode"] == "0755"
+    assert files["/opt/app/README"]["mode"] == "0644"
+    assert files["/opt/app/static"] == {"path": "/opt/app/static", "type": "dir", "mode": "0755"}
+    assert files["/opt/app/current"] == {
+        "path": "/opt/app/current",
+        "type": "symlink",
+        "target": "static/index.html",
+    }
+    assert len(files["/opt/app/server.py"]["sha256"]) == 64
+    assert [e["path"] for e in resolved["files"]] == sorted(files, key=str.encode)
+    assert resolved["packages"] == {
+        "requested": ["libsqlite3-0"],
+        "installed": {"libsqlite3-0": "3.40.1-2"},
+    }
+    assert resolved["users"] == [{"name": "kv", "uid": 1000, "gid": 1000}]
+    assert resolved["secrets"] == ["API_TOKEN"] and resolved["disk"] == {"mount": "/data"}
+    assert resolved["oci"] is None
+    assert workload.summary() == {
+        "name": "kv-store",
+        "ports": [{"name": "http", "port": 8080}],
+        "secrets": ["API_TOKEN"],
+        "disk": "/data",
+        "services": ["app"],
+    }
+
+
+def test_same_app_written_in_another_order_resolves_to_the_same_bytes(tmp_path: Path) -> None:
+    one = load_workload(_app(tmp_path / "one", order=1))
+    two = load_workload(_app(tmp_path / "two", order=-1))
+    assert one.resolved_json() == two.resolved_json()
+
+
+def test_one_byte_of_the_app_changes_the_digest(tmp_path: Path) -> None:
+    one = load_workload(_app(tmp_path / "one", server=b"print('hello')\n"))
+    two = load_workload(_app(tmp_path / "two", server=b"print('hellp')\n"))
+    assert one.digest() != two.digest()
+    assert one.summary() == two.summary()
+
+
+def _listing(root: Path) -> list[tuple[str, str, bytes]]:
+    found = []
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        body = os.readlink(path).encode() if path.is_symlink() else b""
+        if path.is_file() and not path.is_symlink():
+            body = path.read_bytes()
+        found.append((path.relative_to(root).as_posix(), oct(info.st_mode), body))
+    return found
+
+
+def _guest_root(path: Path) -> Path:
+    (path / "etc").mkdir(parents=True)
+    (path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (path / "etc" / "group").write_text("root:x:0:\n")
+    return path
+
+
+def test_materialize_is_deterministic_and_writes_the_resolved_workload(
+    tmp_path: Path, workload_file: Path
+) -> None:
+    workload = load_workload(workload_file)
+    one, two = _guest_root(tmp_path / "r1"), _guest_root(tmp_path / "r2")
+    written = workload.materialize(one, {"libsqlite3-0": "3.40.1-2"})
+    os.umask(0o077)  # the builder's umask must not leak into the image
+    try:
+        workload.materialize(two, {"libsqlite3-0": "3.40.1-2"})
+    finally:
+        os.umask(0o022)
+    assert _listing(one) == _listing(two)
+    assert (one / RESOLVED_PATH).read_bytes() == written
+    assert written == workload.resolved_json({"libsqlite3-0": "3.40.1-2"})
+    assert oct((one / RESOLVED_PATH).stat().st_mode & 0o777) == "0o644"
+    assert (one / "opt/app/server.py").read_bytes() == b"print('hello')\n"
+    assert oct((one / "opt/app/server.py").stat().st_mode & 0o777) == "0o755"
+    assert os.readlink(one / "opt/app/current") == "static/index.html"
+    assert (one / "data").is_dir()  # the disk's mount point exists on a read-only root
+    assert "kv:x:1000:1000::/nonexistent:/bin/false" in (one / "etc/passwd").read_text()
+    assert "kv:x:1000:" in (one / "etc/group").read_text()
+
+
+def test_materialize_never_writes_through_a_link_in_the_image(
+    tmp_path: Path, workload_file: Path
+) -> None:
+    root = _guest_root(tmp_path / "root")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "opt").symlink_to(outside)
+    with pytest.raises(WorkloadError, match="/opt is a link"):
+        load_workload(workload_file).materialize(root)
+    assert list(outside.iterdir()) == []
+
+
+def test_materialize_refuses_a_user_the_image_has_with_another_uid(
+    tmp_path: Path, workload_file: Path
+) -> None:
+    root = _guest_root(tmp_path / "root")
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nkv:x:5:5::/:/bin/false\n")
+    with pytest.raises(WorkloadError, match="another uid"):
+        load_workload(workload_file).materialize(root)
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_cli_reports_a_bad_workload_file_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    monkeypatch.setenv("CVM_IMAGE_DIR", str(tmp_path / "images"))
+    bad = _app(tmp_path / "w")
+    bad.write_text(GOOD.replace("port = 8080", "port = 22"))
+    result = runner.invoke(
+        app, ["image", "build", "--workload", str(bad), *(["--json"] if as_json else [])]
+    )
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.exception is None or isinstance(
+        result.exception, SystemExit
+    )
+    assert "ports[0].port: port 22 is the guest's SSH server" in result.output
+    if as_json:
+        assert json.loads(result.stdout)["error"].endswith("port 22 is the guest's SSH server")
+    assert not (tmp_path / "images").exists()  # nothing built for a bad file
+
+
+def test_cli_reports_a_missing_workload_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["image", "build", "--workload", str(tmp_path / "none.toml")])
+    assert result.exit_code == 1
+    assert "cannot read the workload file" in result.output
