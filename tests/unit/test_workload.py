@@ -8,6 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -328,3 +329,118 @@ def test_cli_reports_a_missing_workload_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["image", "build", "--workload", str(tmp_path / "none.toml")])
     assert result.exit_code == 1
     assert "cannot read the workload file" in result.output
+
+
+# --- the shipped examples ------------------------------------------------------------------
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("name", ["randomness", "kv-store"])
+def test_the_examples_are_valid_workloads(name: str) -> None:
+    workload = load_workload(EXAMPLES / name / "workload.toml")
+    resolved = json.loads(workload.resolved_json())
+    assert resolved["name"] == name
+    assert any(entry["path"].endswith("/server.py") for entry in resolved["files"])
+    assert workload.summary()["ports"] == [{"name": "http", "port": 8080}]
+
+
+def test_the_stateful_example_declares_its_disk_secret_and_sqlite() -> None:
+    summary = load_workload(EXAMPLES / "kv-store" / "workload.toml").summary()
+    assert summary["disk"] == "/data" and summary["secrets"] == ["KV_TOKEN"]
+    workload = load_workload(EXAMPLES / "kv-store" / "workload.toml")
+    assert "libsqlite3-0" in workload.packages
+
+
+FAKE_AGENT = """\
+import json, sys
+from eth_account import Account
+from cvm.chain.guest_result import sign_guest_result
+from eth_utils import keccak
+assert sys.argv[1] == "sign-result"
+request, value = bytes.fromhex(sys.argv[2]), sys.stdin.buffer.read()
+key = Account.from_key(b"\\x11" * 32)
+signature = sign_guest_result(key, 7, request, value, 31337, "0x" + "ab" * 20)
+print(json.dumps({"ok": True, "lease_id": 7, "request": request.hex(),
+                  "result_hash": keccak(value).hex(), "signer": key.address,
+                  "signature": signature.hex()}))
+"""
+
+
+def _serve(script: Path, env: dict[str, str], port: int) -> Any:
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.fixtures.processes import wait_for
+
+    process = subprocess.Popen(
+        [sys.executable, str(script)], env={**os.environ, **env}, stdout=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, timeout=30, what=script.name)
+    return process, base
+
+
+def test_the_randomness_example_signs_one_value_per_request(tmp_path: Path) -> None:
+    import httpx
+    from eth_account import Account
+
+    from cvm.chain.guest_result import recover_guest_result
+    from tests.fixtures.processes import free_port, stop_process
+
+    agent_script = tmp_path / "agent.py"
+    agent_script.write_text(FAKE_AGENT)
+    port = free_port()
+    process, base = _serve(
+        EXAMPLES / "randomness" / "app" / "server.py",
+        {"RANDOMNESS_PORT": str(port), "RANDOMNESS_AGENT": str(agent_script)},
+        port,
+    )
+    try:
+        request = "0x" + "5a" * 32
+        first = httpx.get(f"{base}/random", params={"request": request}, timeout=60).json()
+        again = httpx.get(f"{base}/random", params={"request": request}, timeout=60).json()
+        other = httpx.get(f"{base}/random", params={"request": "0x" + "5b" * 32}, timeout=60)
+        bad = httpx.get(f"{base}/random", params={"request": "0x1234"}, timeout=60)
+    finally:
+        stop_process(process)
+    assert first["value"] == again["value"] and first["request"] == request
+    assert other.json()["value"] != first["value"]
+    assert bad.status_code == 400
+    value = bytes.fromhex(first["value"][2:])
+    signer = recover_guest_result(
+        7, bytes.fromhex(request[2:]), value, bytes.fromhex(first["signature"][2:]), 31337,
+        "0x" + "ab" * 20,
+    )  # fmt: skip
+    assert signer == first["signer"] == Account.from_key(b"\x11" * 32).address
+
+
+def test_the_kv_store_example_keeps_data_in_its_database(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.fixtures.processes import free_port, stop_process
+
+    database = tmp_path / "data" / "kv.sqlite3"
+    script = EXAMPLES / "kv-store" / "app" / "server.py"
+    env = {"KV_DATABASE": str(database), "KV_TOKEN": "t0ken"}
+    auth = {"Authorization": "Bearer t0ken"}
+    port = free_port()
+    process, base = _serve(script, {**env, "KV_PORT": str(port)}, port)
+    try:
+        assert httpx.put(f"{base}/kv/greeting", content=b"hello", headers=auth).status_code == 200
+        assert httpx.get(f"{base}/kv/greeting").status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.get(f"{base}/kv/greeting", headers=wrong).status_code == 401
+        assert httpx.get(f"{base}/kv/../etc", headers=auth).status_code in (400, 404)
+    finally:
+        stop_process(process)
+    port = free_port()
+    process, base = _serve(script, {**env, "KV_PORT": str(port)}, port)  # a restart
+    try:
+        assert httpx.get(f"{base}/kv/greeting", headers=auth).content == b"hello"
+        assert httpx.get(f"{base}/kv", headers=auth).json() == {"keys": ["greeting"]}
+        assert httpx.delete(f"{base}/kv/greeting", headers=auth).json()["deleted"] is True
+        assert httpx.get(f"{base}/kv/greeting", headers=auth).status_code == 404
+    finally:
+        stop_process(process)
