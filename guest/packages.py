@@ -114,7 +114,9 @@ def _pick(group: Group, chosen: set[str], graph: dict[str, list[Group]]) -> str:
 
 
 def closure_from_graph(
-    graph: dict[str, list[Group]], virtual: set[str], packages: Iterable[str],
+    graph: dict[str, list[Group]],
+    virtual: set[str],
+    packages: Iterable[str],
     present: Iterable[str],
 ) -> list[str]:
     """The closure over a parsed graph (see `package_closure`); `packages` are real names."""
@@ -156,9 +158,7 @@ def _concrete(name: str, present: set[str]) -> str:
     for provider in providers:
         if provider in present:
             return provider
-    raise PackageError(
-        f"Debian package {name} is virtual: name one of {', '.join(providers[:8])}"
-    )
+    raise PackageError(f"Debian package {name} is virtual: name one of {', '.join(providers[:8])}")
 
 
 def package_closure(packages: Iterable[str], present: Iterable[str]) -> list[str]:

@@ -230,9 +230,10 @@ def check_layers(layout: Path, layers: list[dict[str, Any]]) -> None:
         path = _blob(layout, descriptor, f"layer {number}")
         media_type = str(descriptor.get("mediaType", ""))
         try:
-            with _open_layer(path, media_type) as stream, tarfile.open(
-                fileobj=stream, mode="r|"
-            ) as archive:
+            with (
+                _open_layer(path, media_type) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as archive,
+            ):
                 for member in archive:
                     entries += 1
                     total += max(member.size, 0)
@@ -275,7 +276,9 @@ def tree_digest(tree: Path) -> str:
         for name in [*dirnames, *filenames]:
             path = Path(dirpath) / name
             entries.append(("/" + path.relative_to(tree).as_posix(), path))
-    for relative, path in sorted(entries, key=lambda item: item[0].encode("utf-8", "surrogateescape")):
+    for relative, path in sorted(
+        entries, key=lambda item: item[0].encode("utf-8", "surrogateescape")
+    ):
         info = path.lstat()
         mode = f"{stat.S_IMODE(info.st_mode):04o}"
         if stat.S_ISLNK(info.st_mode):

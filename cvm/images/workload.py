@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import posixpath
-import re
 import shutil
 import stat
 import tempfile
@@ -64,8 +63,8 @@ SSH_PORT = 22  # the guest's own SSH server
 NAME = r"^[a-z0-9-]{1,40}$"
 # guest/agent.py's SECRET_NAME (the guest imports nothing of cvm, so the rule is repeated here
 # and a unit test keeps both equal). Names starting with `cvm.` are cvm's own (cvm.disk_key).
-SECRET_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$"
-RESERVED_SECRET_PREFIX = "cvm."
+SECRET_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$"  # noqa: S105 (a name rule, no secret)
+RESERVED_SECRET_PREFIX = "cvm."  # noqa: S105 (a name prefix, no secret)
 # Debian policy 5.6.1: lower case letters, digits, + - . ; at least two characters.
 PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]{1,62}$"
 USER_NAME = r"^[a-z_][a-z0-9_-]{0,31}$"
@@ -111,7 +110,7 @@ def _under(path: str, prefix: str) -> bool:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strict=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class FileEntry(_Strict):
@@ -277,7 +276,9 @@ class Workload(_Strict):
         try:
             resolved = path.resolve(strict=True)
         except (OSError, RuntimeError):
-            raise WorkloadError(f"{what} {relative!r} does not exist beside the workload file")
+            raise WorkloadError(
+                f"{what} {relative!r} does not exist beside the workload file"
+            ) from None
         if resolved != base and base not in resolved.parents:
             raise WorkloadError(f"{what} {relative!r} leads outside the workload file's folder")
         return path
@@ -445,7 +446,7 @@ class Workload(_Strict):
                 target.symlink_to(os.readlink(host))
             elif stat.S_ISDIR(info.st_mode):
                 target.mkdir(exist_ok=True)
-                os.chmod(target, 0o755)
+                os.chmod(target, 0o755)  # noqa: S103 (a folder of the image: world-readable)
             else:
                 shutil.copyfile(host, target)
                 os.chmod(target, int(_file_mode(info.st_mode), 8))
@@ -503,7 +504,7 @@ def _mkdirs(root: Path, guest: str) -> None:
             raise WorkloadError(f"/{current.relative_to(root)} is a link in the image")
         if not current.exists():
             current.mkdir()
-            os.chmod(current, 0o755)
+            os.chmod(current, 0o755)  # noqa: S103 (a folder of the image: world-readable)
         elif not current.is_dir():
             raise WorkloadError(f"/{current.relative_to(root)} is a file in the image")
 
@@ -552,10 +553,12 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 _PATTERNS = {
     NAME: "must be 1 to 40 characters of a-z, 0-9 and -",
-    SECRET_NAME: "must be 1 to 64 characters of A-Z, a-z, 0-9, _, . and - (not starting with . or -)",
+    SECRET_NAME: "must be 1 to 64 characters of A-Z, a-z, 0-9, _, . and -"
+    " (not starting with . or -)",
     PACKAGE_NAME: "must be a Debian package name (2 to 63 characters of a-z, 0-9, +, - and .)",
     USER_NAME: "must be a user name (a-z, 0-9, _ and -, starting with a letter or _, at most 32)",
-    ENV_NAME: "must be an environment variable name (A-Z, a-z, 0-9 and _, not starting with a digit)",
+    ENV_NAME: "must be an environment variable name (A-Z, a-z, 0-9 and _,"
+    " not starting with a digit)",
 }
 
 
@@ -620,7 +623,8 @@ def build_image(workload: Workload, store: ImageStore) -> Image:
 
     from guest.build import BuildError, build
 
-    if "workload" not in inspect.signature(build).parameters:
+    builder: Any = build  # typed loosely until image format v2 gives it `workload=`
+    if "workload" not in inspect.signature(builder).parameters:
         raise WorkloadError(
             "this cvm's image builder cannot build workloads yet (image format v2 is missing)"
         )
@@ -628,7 +632,7 @@ def build_image(workload: Workload, store: ImageStore) -> Image:
     try:
         with tempfile.TemporaryDirectory(dir=store.root, prefix=".build-") as work:
             try:
-                build(Path(work), store.root / ".debs", workload=workload)
+                builder(Path(work), store.root / ".debs", workload=workload)
             except BuildError as exc:
                 raise ImageError(f"image build failed: {exc}") from None
             return store.add(Path(work))

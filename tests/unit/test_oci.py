@@ -250,7 +250,7 @@ def test_a_docker_archive_missing_its_layer_is_refused(tmp_path: Path, layers: l
     with tarfile.open(source, "w") as archive:
         for member, body in kept:
             archive.addfile(member, io.BytesIO(body))
-    with pytest.raises(OciError, match="skopeo copy of image.tar failed"):
+    with pytest.raises(OciError, match=r"skopeo copy of image\.tar failed"):
         unpack(source, _work(tmp_path, "x"))
 
 

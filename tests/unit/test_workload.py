@@ -316,9 +316,8 @@ def test_cli_reports_a_bad_workload_file_in_one_line(
         app, ["image", "build", "--workload", str(bad), *(["--json"] if as_json else [])]
     )
     assert result.exit_code == 1
-    assert "Traceback" not in result.output and result.exception is None or isinstance(
-        result.exception, SystemExit
-    )
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "ports[0].port: port 22 is the guest's SSH server" in result.output
     if as_json:
         assert json.loads(result.stdout)["error"].endswith("port 22 is the guest's SSH server")

@@ -109,7 +109,7 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return key
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         key = self._key()
         if key is None:
             return
@@ -122,7 +122,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._raw(200, value, "application/octet-stream")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         key = self._key()
         if not key:
             if key == "":
@@ -140,7 +140,7 @@ class Handler(BaseHTTPRequestHandler):
         self.store.put(key, value)
         self._json(200, {"key": key, "size": len(value)})
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         key = self._key()
         if not key:
             if key == "":
@@ -148,7 +148,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._json(200, {"key": key, "deleted": self.store.delete(key)})
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         sys.stdout.write("kv-store: " + (format % args) + "\n")
         sys.stdout.flush()
 

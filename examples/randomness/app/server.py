@@ -1,6 +1,7 @@
 """Verifiable randomness over HTTP, inside a cvm confidential VM.
 
-    GET /random?request=<32 bytes hex>   -> {"request", "value", "lease_id", "signer", "signature", ...}
+    GET /random?request=<32 bytes hex>
+        -> {"request", "value", "lease_id", "result_hash", "signer", "signature"}
     GET /health                          -> {"ok": true}
 
 The value for a request is HMAC-SHA256(seed, request), where `seed` is 32 random bytes made
@@ -76,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/health":
             self._send(200, {"ok": True})
@@ -107,7 +108,7 @@ class Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         sys.stdout.write("randomness: " + (format % args) + "\n")
         sys.stdout.flush()
 
