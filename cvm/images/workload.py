@@ -317,23 +317,11 @@ class Workload(_Strict):
         total = 0
         for entry in self.files:
             for guest, host, info in self._tree(entry):
-                if stat.S_ISLNK(info.st_mode):
-                    entries.append({"path": guest, "type": "symlink", "target": os.readlink(host)})
-                elif stat.S_ISDIR(info.st_mode):
-                    entries.append({"path": guest, "type": "dir", "mode": "0755"})
-                else:
+                if stat.S_ISREG(info.st_mode):
                     total += info.st_size
                     if total > MAX_COPIED_BYTES:
                         raise WorkloadError(f"files: more than {MAX_COPIED_BYTES} bytes to copy")
-                    entries.append(
-                        {
-                            "path": guest,
-                            "type": "file",
-                            "mode": _file_mode(info.st_mode),
-                            "size": info.st_size,
-                            "sha256": _sha256(host),
-                        }
-                    )
+                entries.append(_describe(guest, host, info))
         if len(entries) > MAX_COPIED_ENTRIES:
             raise WorkloadError(f"files: more than {MAX_COPIED_ENTRIES} files and folders")
         return sorted(entries, key=lambda item: item["path"].encode())
@@ -423,8 +411,9 @@ class Workload(_Strict):
         rootfs = self._oci_rootfs()
         if rootfs is not None:
             _merge_under(rootfs.path, root)
+        expected = {item["path"]: item for item in json.loads(resolved)["files"]}
         for entry in self.files:
-            self._copy(entry, root)
+            self._copy(entry, root, expected)
         self._add_users(root)
         if self.disk is not None:
             _mkdirs(root, self.disk.mount)
@@ -434,8 +423,14 @@ class Workload(_Strict):
         os.chmod(target, 0o644)
         return resolved
 
-    def _copy(self, entry: FileEntry, root: Path) -> None:
+    def _copy(self, entry: FileEntry, root: Path, expected: dict[str, dict[str, Any]]) -> None:
+        """Copy one [[files]] entry, checking each copy against the resolved workload: a
+        source changed while the image was built fails the build (the image would otherwise
+        hold other bytes than its /etc/cvm/workload.json says)."""
         for guest, host, info in self._tree(entry):
+            want = expected.get(guest)
+            if want is None:
+                raise WorkloadError(f"files: {guest} appeared while the image was built")
             target = _inside(root, guest)
             _mkdirs(root, posixpath.dirname(guest))
             if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -448,8 +443,10 @@ class Workload(_Strict):
                 target.mkdir(exist_ok=True)
                 os.chmod(target, 0o755)  # noqa: S103 (a folder of the image: world-readable)
             else:
-                shutil.copyfile(host, target)
+                shutil.copyfile(host, target, follow_symlinks=False)
                 os.chmod(target, int(_file_mode(info.st_mode), 8))
+            if _describe(guest, target) != want:
+                raise WorkloadError(f"files: {guest} changed while the image was built")
 
     def _add_users(self, root: Path) -> None:
         users = self.users()
@@ -476,6 +473,25 @@ class Workload(_Strict):
             handle.writelines(line + "\n" for line in lines)
         with group.open("a") as handle:
             handle.writelines(line + "\n" for line in groups)
+
+
+def _describe(guest: str, path: Path, info: os.stat_result | None = None) -> dict[str, Any]:
+    """The resolved-workload entry for `path` at `guest`: type, mode, sha256 or target.
+    `info`: the source's stat (its mode is normalized); None for a copy in the image, whose
+    mode must already be the normalized one."""
+    source = info is not None
+    info = path.lstat() if info is None else info
+    if stat.S_ISLNK(info.st_mode):
+        return {"path": guest, "type": "symlink", "target": os.readlink(path)}
+    if stat.S_ISDIR(info.st_mode):
+        return {"path": guest, "type": "dir", "mode": "0755"}
+    return {
+        "path": guest,
+        "type": "file",
+        "mode": _file_mode(info.st_mode) if source else f"{stat.S_IMODE(info.st_mode):04o}",
+        "size": info.st_size,
+        "sha256": _sha256(path),
+    }
 
 
 def _file_mode(mode: int) -> str:

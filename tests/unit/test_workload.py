@@ -302,6 +302,37 @@ def test_materialize_refuses_a_user_the_image_has_with_another_uid(
         load_workload(workload_file).materialize(root)
 
 
+def test_a_source_linked_inside_the_folder_is_copied_as_what_it_points_to(
+    tmp_path: Path, workload_file: Path
+) -> None:
+    (workload_file.parent / "current").symlink_to("app")
+    text = GOOD.replace('src = "app/"', 'src = "current"')
+    workload = parse_workload(text, workload_file.parent)
+    root = _guest_root(tmp_path / "root")
+    workload.materialize(root)
+    assert (root / "opt/app/server.py").read_bytes() == b"print('hello')\n"
+    assert not (root / "opt/app").is_symlink()
+
+
+def test_a_source_changed_while_building_fails_the_build(
+    tmp_path: Path, workload_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from cvm.images import workload as module
+
+    original = shutil.copyfile
+
+    def copy_then_change(src: Path, dst: Path, **kwargs: Any) -> None:
+        original(src, dst)
+        with open(dst, "ab") as handle:
+            handle.write(b"#")
+
+    monkeypatch.setattr(module.shutil, "copyfile", copy_then_change)
+    with pytest.raises(WorkloadError, match="changed while the image was built"):
+        load_workload(workload_file).materialize(_guest_root(tmp_path / "root"))
+
+
 runner = CliRunner()
 
 
