@@ -4,13 +4,18 @@ of the names it asks for, minus what the guest image already carries. Runs on th
 
     package_closure(packages, present) -> sorted package names to download and unpack
     package_versions(names) -> {name: candidate version}   (what the builder will download)
+    download_closure(packages, present, debs) -> (.deb paths, {name: version})
 
-The image builder calls, in this order (guest/build.py's own `download` fetches the .debs):
+The image builder (guest.build.build(out_dir, cache_dir, workload=...)) does, in this order:
 
-    extra = package_closure(workload.packages, present=set(PACKAGES) | {kernel_package()})
-    debs = download(extra, cache_dir / "debs")            # guest.build.download
-    ... unpack base + extra, add the guest's files ...
-    workload.materialize(root, package_versions(extra))   # cvm.images.workload.Workload
+    debs, versions = download_closure(
+        workload.packages, set(PACKAGES) | {kernel_package()}, cache_dir / "debs")
+    ... unpack the base packages and `debs`, add the guest's own files ...
+    workload.materialize(root, versions)     # cvm.images.workload.Workload: OCI base, files,
+                                             # users, disk mount point, /etc/cvm/workload.json
+    manifest["workload"] = workload.summary()
+
+`PackageError` is this module's one error (not a BuildError: guest.build imports this module).
 
 Only Depends and Pre-Depends are followed (no Recommends or Suggests, as a minimal image
 wants). An alternative group (`a | b`) is satisfied by any member already chosen or present,
@@ -24,6 +29,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterable
+from pathlib import Path
 
 MAX_CLOSURE = 2000  # packages in one closure: a workload wanting more is refused
 _DEPENDS = re.compile(r"^ ( |\|)(PreDepends|Depends): (\S+)$")
@@ -186,6 +192,20 @@ def package_closure(packages: Iterable[str], present: Iterable[str]) -> list[str
     if concrete != wanted:
         graph, virtual = parse_depends(_apt([*_APT_CACHE_DEPENDS, *sorted(set(concrete))]))
     return closure_from_graph(graph, virtual, concrete, have)
+
+
+def download_closure(
+    packages: Iterable[str], present: Iterable[str], debs: Path
+) -> tuple[list[Path], dict[str, str]]:
+    """`package_closure`'s packages downloaded into `debs` by guest/build.py's `download`
+    (cached there), and their versions (for `Workload.materialize`)."""
+    from guest.build import download  # here: guest.build may import this module
+
+    names = package_closure(packages, present)
+    if not names:
+        return [], {}
+    versions = package_versions(names)
+    return download(names, debs), versions
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str]:

@@ -96,7 +96,7 @@ def build(
             f"building the image of workload {loaded.name} from Debian packages ...",
             highlight=False,
         )
-        image = build_image(loaded, _store())
+        image = build_image(loaded, _store(), force=force)
     else:
         err().print("building the guest image from Debian packages ...", highlight=False)
         image = _store().build(force=force)

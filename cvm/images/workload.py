@@ -628,16 +628,20 @@ def load_workload(path: Path) -> Workload:
     return parse_workload(text, path.resolve().parent, source=path.name)
 
 
-def build_image(workload: Workload, store: ImageStore) -> Image:
+def build_image(workload: Workload, store: ImageStore, *, force: bool = False) -> Image:
     """Build the image (format v2) of `workload` and store it under its content address.
 
     The builder is `guest.build.build(out_dir, cache_dir, workload=workload)` (image format
-    v2: it unpacks the guest's packages and `package_closure(workload.packages, ...)` into a
-    root file system, calls `workload.materialize(root, versions)`, makes the dm-verity
-    rootfs.img and puts the root hash on the measured command line)."""
+    v2: it unpacks the guest's packages and the workload's (guest.packages.download_closure)
+    into a root file system, calls `workload.materialize(root, versions)`, makes the
+    dm-verity rootfs.img, puts the root hash on the measured command line and the workload's
+    `summary()` in manifest.json). A build whose inputs are unchanged (the guest's recipe, the
+    resolved workload, the candidate versions of the workload's packages) returns the stored
+    image unless `force`."""
     import inspect
 
-    from guest.build import BuildError, build
+    from guest.build import BuildError, build, recipe_key
+    from guest.packages import PackageError, package_closure, package_versions
 
     builder: Any = build  # typed loosely until image format v2 gives it `workload=`
     if "workload" not in inspect.signature(builder).parameters:
@@ -646,11 +650,21 @@ def build_image(workload: Workload, store: ImageStore) -> Image:
         )
     store.root.mkdir(parents=True, exist_ok=True)
     try:
-        with tempfile.TemporaryDirectory(dir=store.root, prefix=".build-") as work:
+        versions = package_versions(package_closure(workload.packages, present=()))
+        material = recipe_key().encode() + b"\0" + workload.resolved_json(versions)
+        recipe = store.root / ".recipes" / f"workload-{hashlib.sha256(material).hexdigest()}"
+        if not force and recipe.is_file():
             try:
-                builder(Path(work), store.root / ".debs", workload=workload)
-            except BuildError as exc:
-                raise ImageError(f"image build failed: {exc}") from None
-            return store.add(Path(work))
+                return store.get(recipe.read_text().strip())
+            except ImageError:
+                pass  # removed or damaged since: build again
+        with tempfile.TemporaryDirectory(dir=store.root, prefix=".build-") as work:
+            builder(Path(work), store.root / ".debs", workload=workload)
+            image = store.add(Path(work))
+    except (BuildError, PackageError) as exc:
+        raise ImageError(f"image build failed: {exc}") from None
     finally:
         workload.close()
+    recipe.parent.mkdir(exist_ok=True)
+    recipe.write_text(image.image_id + "\n")
+    return image

@@ -333,6 +333,49 @@ def test_a_source_changed_while_building_fails_the_build(
         load_workload(workload_file).materialize(_guest_root(tmp_path / "root"))
 
 
+def test_build_image_hands_the_workload_to_the_builder_and_reuses_an_unchanged_build(
+    tmp_path: Path, workload_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The glue of `cvm image build --workload`, with the v2 builder (guest.build's, owned by
+    the image-format work) replaced by one writing a small image of the same layout."""
+    import guest.build
+    import guest.packages
+    from cvm.images import ImageStore
+    from cvm.images.workload import build_image
+
+    calls: list[Any] = []
+
+    def builder(out_dir: Path, cache_dir: Path, *, workload: Any) -> None:
+        calls.append(workload)
+        (out_dir / "vmlinuz").write_bytes(b"kernel")
+        (out_dir / "initrd.cpio").write_bytes(workload.resolved_json())
+        manifest = guest.build.manifest(
+            out_dir / "vmlinuz", out_dir / "initrd.cpio", "console=ttyS0", []
+        )
+        (out_dir / "manifest.json").write_text(
+            json.dumps({**manifest, "workload": workload.summary()})
+        )
+
+    monkeypatch.setattr(guest.build, "build", builder)
+    monkeypatch.setattr(guest.build, "recipe_key", lambda: "recipe")
+    monkeypatch.setattr(guest.packages, "package_closure", lambda names, present: list(names))
+    monkeypatch.setattr(
+        guest.packages, "package_versions", lambda names: {n: "1.0" for n in names}
+    )
+    store = ImageStore(tmp_path / "images")
+    image = build_image(load_workload(workload_file), store)
+    assert len(calls) == 1 and calls[0].name == "kv-store"
+    manifest = json.loads((image.directory / "manifest.json").read_text())
+    assert manifest["workload"]["disk"] == "/data"
+    assert build_image(load_workload(workload_file), store).image_id == image.image_id
+    assert len(calls) == 1  # unchanged inputs: the stored image
+    build_image(load_workload(workload_file), store, force=True)
+    assert len(calls) == 2
+    (workload_file.parent / "app" / "server.py").write_bytes(b"print('changed')\n")
+    changed = build_image(load_workload(workload_file), store)
+    assert len(calls) == 3 and changed.image_id != image.image_id
+
+
 runner = CliRunner()
 
 
