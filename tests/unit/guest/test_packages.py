@@ -74,8 +74,8 @@ def test_an_alternative_already_present_is_not_added() -> None:
 def test_the_first_alternative_and_the_first_provider_are_taken_otherwise() -> None:
     graph, virtual = parse_depends(APT_OUTPUT)
     assert closure_from_graph(graph, virtual, ["python3-flask"], {"libc6"}) == [
-        "python3", "python3-click", "python3-flask", "python3-importlib-metadata", "python3-minimal",
-        "python3-zipp", "python3.11", "python3.11-minimal",
+        "python3", "python3-click", "python3-flask", "python3-importlib-metadata",
+        "python3-minimal", "python3-zipp", "python3.11", "python3.11-minimal",
     ]  # fmt: skip
     assert closure_from_graph(graph, virtual, ["libpam-runtime"], {"libc6"}) == [
         "debconf", "exim4-daemon-light", "libpam-modules", "libpam-runtime",
