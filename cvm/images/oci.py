@@ -113,6 +113,9 @@ def _transport(source: Path) -> str:
     if source.is_dir():
         if not (source / "oci-layout").is_file() or not (source / "index.json").is_file():
             raise OciError(f"{source.name} is a folder but not an OCI layout (no oci-layout)")
+        size = sum(p.lstat().st_size for p in source.rglob("*") if p.is_file())
+        if size > MAX_ARCHIVE_BYTES:
+            raise OciError(f"{source.name} holds more than {MAX_ARCHIVE_BYTES} bytes")
         return f"oci:{source}"
     size = source.stat().st_size
     if size > MAX_ARCHIVE_BYTES:

@@ -272,6 +272,12 @@ def test_device_nodes_are_refused(tmp_path: Path, layers: list[bytes], kind: str
 def test_layer_count_and_unpacked_size_are_bounded(
     tmp_path: Path, layers: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(oci, "MAX_ARCHIVE_BYTES", 100)
+    with pytest.raises(OciError, match="more than 100 bytes"):
+        unpack(docker_save(tmp_path / "image.tar", layers), _work(tmp_path, "s"))
+    with pytest.raises(OciError, match="more than 100 bytes"):
+        unpack(oci_layout(tmp_path / "s", layers), _work(tmp_path, "t"))
+    monkeypatch.setattr(oci, "MAX_ARCHIVE_BYTES", 1 << 30)
     monkeypatch.setattr(oci, "MAX_LAYERS", 1)
     with pytest.raises(OciError, match="2 layers, more than 1"):
         unpack(oci_layout(tmp_path / "a", layers), _work(tmp_path, "a"))
