@@ -119,7 +119,7 @@ def _transport(source: Path) -> str:
         return f"oci:{source}"
     size = source.stat().st_size
     if size > MAX_ARCHIVE_BYTES:
-        raise OciError(f"{source.name} is larger than {MAX_ARCHIVE_BYTES} bytes")
+        raise OciError(f"{source.name} holds more than {MAX_ARCHIVE_BYTES} bytes")
     try:
         with tarfile.open(source, mode="r:") as archive:
             names = set()
