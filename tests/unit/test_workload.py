@@ -359,9 +359,7 @@ def test_build_image_hands_the_workload_to_the_builder_and_reuses_an_unchanged_b
     monkeypatch.setattr(guest.build, "build", builder)
     monkeypatch.setattr(guest.build, "recipe_key", lambda: "recipe")
     monkeypatch.setattr(guest.packages, "package_closure", lambda names, present: list(names))
-    monkeypatch.setattr(
-        guest.packages, "package_versions", lambda names: {n: "1.0" for n in names}
-    )
+    monkeypatch.setattr(guest.packages, "package_versions", lambda names: {n: "1.0" for n in names})
     store = ImageStore(tmp_path / "images")
     image = build_image(load_workload(workload_file), store)
     assert len(calls) == 1 and calls[0].name == "kv-store"
