@@ -297,11 +297,17 @@ class Workload(_Strict):
                 resolved = host.resolve()
                 if target.startswith("/") or (resolved != top and top not in resolved.parents):
                     raise WorkloadError(
-                        f"files.src {entry.src!r}: the link {host.relative_to(self._base)} points"
+                        f"files.src {entry.src!r}: the link {guest} points"
                         f" outside {entry.src!r} (only relative links inside it are copied)"
                     )
             elif stat.S_ISDIR(info.st_mode):
                 for child in sorted(os.listdir(host), reverse=True):
+                    try:
+                        child.encode()
+                    except UnicodeEncodeError:
+                        raise WorkloadError(
+                            f"files.src {entry.src!r}: a name in {guest} is not UTF-8"
+                        ) from None
                     pending.append((f"{guest}/{child}", host / child))
             elif not stat.S_ISREG(info.st_mode):
                 raise WorkloadError(

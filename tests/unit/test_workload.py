@@ -171,6 +171,12 @@ def test_a_link_inside_the_app_pointing_out_is_refused(workload_file: Path) -> N
         load_workload(workload_file).resolved_json()
 
 
+def test_a_name_that_is_not_utf8_is_refused(workload_file: Path) -> None:
+    (workload_file.parent / "app" / os.fsdecode(b"caf\xe9")).write_text("x")
+    with pytest.raises(WorkloadError, match="not UTF-8"):
+        load_workload(workload_file).resolved_json()
+
+
 def test_a_special_file_in_the_app_is_refused(workload_file: Path) -> None:
     os.mkfifo(workload_file.parent / "app" / "pipe")
     with pytest.raises(WorkloadError, match="not a file, folder or link"):
