@@ -213,15 +213,15 @@ def read_config(layout: Path) -> tuple[ImageConfig, list[dict[str, Any]]]:
     )
 
 
-def _open_layer(path: Path, media_type: str) -> IO[bytes]:
+def _layer_stream(raw: IO[bytes], media_type: str) -> IO[bytes]:
+    """The tar stream of a layer blob: gzip is undone, uncompressed passes through."""
     if media_type.endswith("+zstd"):
         raise OciError("zstd-compressed layers are not supported: save the image uncompressed")
-    handle = path.open("rb")
-    magic = handle.read(2)
-    handle.seek(0)
+    magic = raw.read(2)
+    raw.seek(0)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
-    return handle
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
 
 
 def check_layers(layout: Path, layers: list[dict[str, Any]]) -> None:
@@ -234,7 +234,8 @@ def check_layers(layout: Path, layers: list[dict[str, Any]]) -> None:
         media_type = str(descriptor.get("mediaType", ""))
         try:
             with (
-                _open_layer(path, media_type) as stream,
+                path.open("rb") as raw,
+                _layer_stream(raw, media_type) as stream,
                 tarfile.open(fileobj=stream, mode="r|") as archive,
             ):
                 for member in archive:
