@@ -24,6 +24,8 @@ from cvm.images.workload import (
 )
 from guest import agent
 
+runner = CliRunner()
+
 GOOD = """\
 format = "cvm.workload.v1"
 name = "kv-store"
@@ -379,8 +381,16 @@ def test_build_image_hands_the_workload_to_the_builder_and_reuses_an_unchanged_b
     changed = build_image(load_workload(workload_file), store)
     assert len(calls) == 3 and changed.image_id != image.image_id
 
-
-runner = CliRunner()
+    # `cvm image measure` shows the workload and measures what the builder made of it.
+    monkeypatch.setenv("CVM_IMAGE_DIR", str(store.root))
+    monkeypatch.setattr("cvm.images.AMDSEV_OVMF_PATHS", ())
+    views = []
+    for built in (image, changed):
+        result = runner.invoke(app, ["image", "measure", built.image_id, "--json"])
+        assert result.exit_code == 0, result.output
+        views.append(json.loads(result.stdout))
+    assert views[0]["workload"] == load_workload(workload_file).summary()
+    assert views[0]["measurement"] != views[1]["measurement"]
 
 
 @pytest.mark.parametrize("as_json", [False, True])
