@@ -78,3 +78,20 @@ def test_the_public_host_setting_is_one_ipv4_address(monkeypatch: pytest.MonkeyP
         monkeypatch.setenv("CVM_NODE_PUBLIC_HOST", bad)
         with pytest.raises(ValidationError, match="node_public_host"):
             Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_workload_models_outputs_are_what_the_node_and_the_guest_read(tmp_path: Path) -> None:
+    """The `wl` model writes the manifest's summary and /etc/cvm/workload.json; the node
+    (service_ports) and the guest's TLS front (workload_ports) read the same ports from them."""
+    from cvm.images.workload import Workload
+    from guest import tls_front
+
+    workload = Workload.model_validate({
+        "format": "cvm.workload.v1", "name": "kv",
+        "ports": [{"name": "http", "port": 8080}, {"name": "admin", "port": 80}],
+        "services": [{"name": "app", "command": ["python3", "/opt/app/server.py"]}],
+    })  # fmt: skip
+    assert service_ports(_image(tmp_path, workload.summary())) == [80, 8080]
+    resolved = tmp_path / "workload.json"
+    resolved.write_bytes(workload.resolved_json())
+    assert sorted(tls_front.workload_ports(resolved)) == [80, 8080]
