@@ -14,6 +14,7 @@ from cvm.chain.build import CONTRACTS_DIR, OUT_DIR, source_hash, stale_artifacts
 
 DEPLOYABLE = {
     "AttestationRegistry",
+    "AttestedRandomness",
     "AttestedService",
     "LeaseMarket",
     "NodeRegistry",
