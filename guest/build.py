@@ -599,7 +599,9 @@ def elf_needed(data: bytes) -> list[str]:
     loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
     dynamic = None
     for i in range(phnum):
-        kind, _, offset, vaddr, _, filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        kind, _, offset, vaddr, _, filesz = struct.unpack_from(
+            "<IIQQQQ", data, phoff + i * phentsize
+        )
         if kind == 1:
             loads.append((vaddr, offset, filesz))
         elif kind == 2:

@@ -321,9 +321,7 @@ class WorkloadRunner:
             close_fds=True,
         )
         assert process.stdout is not None
-        threading.Thread(
-            target=self.pump, args=(spec.name, process.stdout), daemon=True
-        ).start()
+        threading.Thread(target=self.pump, args=(spec.name, process.stdout), daemon=True).start()
         return process
 
     def pump(self, name: str, stream: IO[bytes]) -> None:

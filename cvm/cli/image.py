@@ -48,6 +48,9 @@ def _view(image: Image) -> dict[str, Any]:
         "cmdline": image.cmdline,
         "kernel_sha256": image.kernel_sha256,
         "initrd_sha256": image.initrd_sha256,
+        "format": image.format,
+        "rootfs_sha256": image.rootfs_sha256,
+        "workload": image.workload,
         "size_bytes": image.size_bytes(),
         "path": str(image.directory),
     }

@@ -53,10 +53,12 @@ def netdev_arg(ssh_port: int, *, outbound: bool = False) -> str:
 def image_args(
     image: Image, ssh_port: int, agent_socket: Path, virtio: str = "", *, outbound: bool = False
 ) -> list[str]:
-    """Direct boot of `image`, SSH forwarded from 127.0.0.1:`ssh_port`, the agent's port.
+    """Direct boot of `image`, SSH forwarded from 127.0.0.1:`ssh_port`, the agent's port,
+    and a v2 image's root file system (`rootfs_args`).
 
     `-kernel`, `-initrd` and `-append` are exactly what `cvm.images.measure` hashes (with
-    `kernel-hashes=on` under SEV-SNP they are part of the launch measurement)."""
+    `kernel-hashes=on` under SEV-SNP they are part of the launch measurement); the rootfs is
+    covered through the verity root hash on the command line."""
     return [
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
         "-append", image.cmdline, "-no-reboot",
@@ -65,4 +67,21 @@ def image_args(
         "-device", f"virtio-serial-pci{virtio}",
         "-chardev", f"socket,id=agent,path={agent_socket},server=on,wait=off",
         "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+        *rootfs_args(image, virtio),
+    ]  # fmt: skip
+
+
+ROOT_SERIAL = "cvm-root"  # the guest's init-verity finds its root disk by this serial
+
+
+def rootfs_args(image: Image, virtio: str = "") -> list[str]:
+    """A v2 image's rootfs.img as a read-only virtio disk with serial `cvm-root` (none for
+    v1). Read-only to the guest; the host can still change the file, which dm-verity in the
+    guest turns into read errors, never into other data."""
+    if image.rootfs is None:
+        return []
+    path = str(image.rootfs).replace(",", ",,")  # QEMU's option syntax escapes commas
+    return [
+        "-drive", f"file={path},if=none,id=root,format=raw,readonly=on",
+        "-device", f"virtio-blk-pci,drive=root,serial={ROOT_SERIAL}{virtio}",
     ]  # fmt: skip
