@@ -41,6 +41,8 @@ SYSTEM_COMMANDS := qemu-system-x86_64:qemu-system-x86 docker-compose:docker-comp
 # The guest image is assembled from Debian packages (apt-get download, dpkg-deb); renters
 # reach their guest with OpenSSH's client.
 SYSTEM_COMMANDS += ssh:openssh-client ssh-keygen:openssh-client dpkg-deb:dpkg
+# Format v2 images: a reproducible squashfs rootfs with its dm-verity hash tree.
+SYSTEM_COMMANDS += mksquashfs:squashfs-tools veritysetup:cryptsetup-bin
 # Debian's Chromium, driven by Playwright in the browser tests (its own browser download is impossible here).
 SYSTEM_COMMANDS += chromium:chromium
 system-packages:
