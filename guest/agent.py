@@ -394,21 +394,6 @@ class SenderPolicy(Protocol):
     """Who may send sealed messages to this lease. `authorize` returns a name for the log
     when the message's signature is one this policy accepts, else raises AgentError."""
 
-    def after_install(self, installed: list[str]) -> None:
-        """What newly installed secrets unlock: first the encrypted volume (its key is a
-        secret), then the workload's services that waited for them."""
-        self.open_volume(installed)
-        if self.runner is not None:
-            self.runner.wake()
-
-    def open_volume(self, installed: list[str]) -> None:
-        """Open and mount the workload's encrypted volume once its key is installed (the
-        volume's part: guest/volume.py)."""
-
-    def services(self) -> dict[str, dict[str, Any]]:
-        """The workload's services: {name: {"state", "restarts", ...}}; {} without one."""
-        return self.runner.status() if self.runner is not None else {}
-
     def authorize(self, binding: Binding, message: SealedMessage) -> str: ...
 
 
@@ -417,21 +402,6 @@ class RenterSignature:
 
     HPKE base mode authenticates nobody (anyone can seal to the guest's public key, the host
     first of all), so the signature is what makes a message the renter's."""
-
-    def after_install(self, installed: list[str]) -> None:
-        """What newly installed secrets unlock: first the encrypted volume (its key is a
-        secret), then the workload's services that waited for them."""
-        self.open_volume(installed)
-        if self.runner is not None:
-            self.runner.wake()
-
-    def open_volume(self, installed: list[str]) -> None:
-        """Open and mount the workload's encrypted volume once its key is installed (the
-        volume's part: guest/volume.py)."""
-
-    def services(self) -> dict[str, dict[str, Any]]:
-        """The workload's services: {name: {"state", "restarts", ...}}; {} without one."""
-        return self.runner.status() if self.runner is not None else {}
 
     def authorize(self, binding: Binding, message: SealedMessage) -> str:
         signer = recover_address(message.digest(binding), message.signature)
@@ -509,7 +479,7 @@ class GuestAgent:
                 if op == "sign_result":
                     return {"ok": True, **self.sign_result(request)}
                 if op == "status":
-                    return {"ok": True, **self.status(request)}
+                    return {"ok": True, **self.status(request), "services": self.services()}
                 if op == "hello":
                     bound = self.binding.to_json() if self.binding else None
                     return {"ok": True, "guest_key": self.keys.public.hex(), "bound": bound}

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -48,8 +47,9 @@ def workload_image(image_store: ImageStore) -> Image:  # noqa: F811
 
 @pytest.fixture(scope="module")
 def launcher(
-    tmp_path_factory: pytest.TempPathFactory, image_store: ImageStore
-) -> Iterator[QemuLauncher]:  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+    image_store: ImageStore,  # noqa: F811
+) -> Iterator[QemuLauncher]:
     run = QemuLauncher(tmp_path_factory.mktemp("qemu"), SimulatedAmdSp(),
                        qemu_binary=ensure_qemu(), images=image_store)  # fmt: skip
     yield run

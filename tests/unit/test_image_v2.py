@@ -91,7 +91,7 @@ def _rootfs(tmp_path: Path, name: str, app: bytes) -> tuple[Path, str, int]:
 def test_the_rootfs_is_reproducible_and_one_byte_changes_its_root_hash(tmp_path):
     first, hash_a, size_a = _rootfs(tmp_path, "a", b"print('hello')\n")
     again, hash_b, size_b = _rootfs(tmp_path, "b", b"print('hello')\n")
-    other, hash_c, _ = _rootfs(tmp_path, "c", b"print('hellO')\n")
+    _, hash_c, _ = _rootfs(tmp_path, "c", b"print('hellO')\n")
     assert first.read_bytes() == again.read_bytes() and hash_a == hash_b and size_a == size_b
     assert hash_c != hash_a
     assert size_a % 4096 == 0 and first.stat().st_size > size_a  # the hash tree follows

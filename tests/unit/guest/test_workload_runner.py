@@ -172,7 +172,7 @@ def test_on_failure_restarts_a_failure(tmp_path):
 
 
 def test_a_service_that_cannot_start_is_retried_with_backoff(tmp_path):
-    runner, _, clock, console, _ = make(tmp_path)
+    runner, _, _, console, _ = make(tmp_path)
 
     def broken(spec: ServiceSpec, env: dict[str, str]) -> FakeProcess:
         raise FileNotFoundError("no such file: /opt/app.py")
@@ -232,9 +232,9 @@ def test_real_processes_log_to_the_console_with_a_prefix_and_bounded_lines(tmp_p
 
 
 def test_the_agent_wakes_the_runner_after_secrets_and_reports_services(tmp_path):
-    runner, spawner, _, _, _ = make(tmp_path)
+    runner, _, _, _, _ = make(tmp_path)
     agent = GuestAgent(GuestKeys(), secrets_dir=tmp_path / "s", ssh_dir=tmp_path / "ssh",
-                       tsm=tmp_path / "no-tsm", device=tmp_path / "no-dev", runner=runner)  # fmt: skip
+                       tsm=tmp_path / "none", device=tmp_path / "none", runner=runner)  # fmt: skip
     runner.poll()
     calls = []
     agent.open_volume = lambda installed: calls.append(installed)  # type: ignore[method-assign]
