@@ -306,6 +306,11 @@ class WorkloadRunner:
 
             entry = pwd.getpwnam(spec.user)  # KeyError: no such user in the image
             user, group = spec.user, entry.pw_gid
+            home = Path(entry.pw_dir)
+            if entry.pw_dir.startswith("/home/") and not home.exists():
+                # /home is a tmpfs in a v2 guest: the user's home is made at its first start.
+                home.mkdir(mode=0o700, parents=True)
+                os.chown(home, entry.pw_uid, entry.pw_gid)
             env = {**env, "HOME": entry.pw_dir, "USER": spec.user}
         process = subprocess.Popen(
             list(spec.command),

@@ -6,6 +6,7 @@ the host makes the guest refuse to boot. Images are cached by their recipe (shar
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import subprocess
@@ -95,17 +96,34 @@ def test_one_byte_of_the_workload_gives_another_image_and_measurement(image_stor
     assert measure(other) != measure(workload_image)
 
 
-def test_a_rootfs_changed_by_the_host_makes_the_guest_refuse_to_boot(workload_image, tmp_path):
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ("flip-byte", "the root file system fails its dm-verity check"),
+        ("other-hash", "dm-verity did not open the root file system"),
+        ("no-hash", "the kernel command line has no cvm.verity root hash"),
+    ],
+)
+def test_a_rootfs_or_root_hash_changed_by_the_host_makes_the_guest_refuse_to_boot(
+    workload_image, tmp_path, change, refusal
+):
     tampered_dir = tmp_path / "tampered"
     shutil.copytree(workload_image.directory, tampered_dir)
-    rootfs = tampered_dir / "rootfs.img"
-    with rootfs.open("r+b") as handle:
-        handle.seek(100)  # in the first block: read when the root is mounted
-        byte = handle.read(1)
-        handle.seek(100)
-        handle.write(bytes([byte[0] ^ 0x01]))
-    # The host boots it anyway (the store would refuse the file: a hostile host skips that).
-    tampered = dataclasses.replace(workload_image, directory=tampered_dir)
+    cmdline = workload_image.cmdline
+    root_hash = cmdline.split("cvm.verity=")[1].split()[0]
+    if change == "flip-byte":
+        with (tampered_dir / "rootfs.img").open("r+b") as handle:
+            handle.seek(100)  # in the first block: read when the root is mounted
+            byte = handle.read(1)
+            handle.seek(100)
+            handle.write(bytes([byte[0] ^ 0x01]))
+    elif change == "other-hash":
+        cmdline = cmdline.replace(root_hash, hashlib.sha256(root_hash.encode()).hexdigest())
+    else:
+        cmdline = cmdline.replace(f"cvm.verity={root_hash}", "")
+    # The host boots it anyway (the store would refuse the files: a hostile host skips that;
+    # under SEV-SNP another command line is another measurement as well).
+    tampered = dataclasses.replace(workload_image, directory=tampered_dir, cmdline=cmdline)
     console_file = tmp_path / "console.txt"
     args = [ensure_qemu(), "-machine", "q35", "-accel", "tcg", "-m", "512M", "-nodefaults",
             "-display", "none", "-serial", f"file:{console_file}",
@@ -113,6 +131,7 @@ def test_a_rootfs_changed_by_the_host_makes_the_guest_refuse_to_boot(workload_im
     result = subprocess.run(args, capture_output=True, timeout=180, check=False)
     text = console_file.read_text(errors="replace")
     assert result.returncode == 0, result.stderr  # the guest powered itself off
-    assert "cvm-init: REFUSING TO BOOT: the root file system fails its dm-verity check" in text
-    assert "verity" in text.split("REFUSING TO BOOT", 1)[1]  # the kernel's own words follow
+    assert f"cvm-init: REFUSING TO BOOT: {refusal}" in text, text[-2000:]
+    if change == "flip-byte":
+        assert "verity" in text.split("REFUSING TO BOOT", 1)[1]  # the kernel's own words follow
     assert "cvm-guest-agent" not in text and "[svc" not in text
