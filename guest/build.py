@@ -32,7 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -339,8 +339,9 @@ class WorkloadSource(Protocol):
 
     packages: Sequence[str]
 
-    def materialize(self, root: Path) -> None:
-        """Copy the workload's files (and /etc/cvm/workload.json) into the rootfs `root`."""
+    def materialize(self, root: Path, package_versions: Mapping[str, str] | None = None) -> object:
+        """Copy the workload's files (and /etc/cvm/workload.json) into the rootfs `root`;
+        `package_versions`: name -> version of the workload's packages installed."""
 
     def summary(self) -> dict[str, Any]:
         """What node, CLI and backend need to know without reading the rootfs."""
@@ -387,6 +388,12 @@ def workload_digest(workload: WorkloadSource) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(workload.summary(), sort_keys=True).encode())
     digest.update("\n".join(sorted(workload.packages)).encode())
+    own = getattr(workload, "digest", None)
+    if callable(own):
+        # cvm.images.workload.Workload: the hash of its resolved JSON, which names every
+        # file's sha256 and the OCI rootfs digest (no need to unpack an OCI image here).
+        digest.update(str(own()).encode())
+        return digest.hexdigest()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         workload.materialize(root)
@@ -406,7 +413,7 @@ def _workload_packages(workload: WorkloadSource, base: list[str]) -> list[str]:
         return []
     from guest.packages import package_closure
 
-    return sorted(package_closure(list(workload.packages), exclude=set(base)))
+    return sorted(package_closure(list(workload.packages), set(base)))
 
 
 def build(
@@ -446,7 +453,8 @@ def _build_v2(out_dir: Path, cache_dir: Path, workload: WorkloadSource) -> dict[
         root = work / "root"
         root.mkdir()
         kernel, version = assemble_root(rootfs_debs, root, (*MODULES, *ROOT_MODULES))
-        _prepare_rootfs(root, workload)
+        versions = {k: v for k, v in deb_versions(rootfs_debs).items() if k in set(extra)}
+        _prepare_rootfs(root, workload, versions)
         squashfs = work / "rootfs.img"
         make_squashfs(root, squashfs)
         root_hash, data_size = verity_format(squashfs)
@@ -473,7 +481,17 @@ def _build_v2(out_dir: Path, cache_dir: Path, workload: WorkloadSource) -> dict[
     return result
 
 
-def _prepare_rootfs(root: Path, workload: WorkloadSource) -> None:
+def deb_versions(debs: list[Path]) -> dict[str, str]:
+    """{package: version} of .deb files named as apt-get download names them."""
+    found = {}
+    for deb in debs:
+        parts = deb.name.split("_")
+        if len(parts) == 3:
+            found[parts[0]] = parts[1].replace("%3a", ":")
+    return found
+
+
+def _prepare_rootfs(root: Path, workload: WorkloadSource, versions: dict[str, str]) -> None:
     """Make `root` bootable read-only: busybox's applets as links (nothing can install them
     at boot), the mount points the initramfs puts tmpfs on, then the workload's files."""
     busybox = root / "bin" / "busybox"
@@ -485,7 +503,7 @@ def _prepare_rootfs(root: Path, workload: WorkloadSource) -> None:
     for name in ("proc", "sys", "dev", "run", "tmp", "var", "home", "etc/dropbear"):
         (root / name).mkdir(parents=True, exist_ok=True)
     (root / "etc" / "cvm" / "rootfs").write_text("cvm.image.v2 read-only root\n")
-    workload.materialize(root)
+    workload.materialize(root, versions)
     _compile_python(root)
     described = root / "etc" / "cvm" / "workload.json"
     if described.is_file():
