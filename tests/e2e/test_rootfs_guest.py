@@ -100,7 +100,8 @@ def test_one_byte_of_the_workload_gives_another_image_and_measurement(image_stor
     ("change", "refusal"),
     [
         ("flip-byte", "the root file system fails its dm-verity check"),
-        ("other-hash", "dm-verity did not open the root file system"),
+        # veritysetup opens it (the kernel checks lazily): the first read at mount fails.
+        ("other-hash", "the root file system fails its dm-verity check"),
         ("no-hash", "the kernel command line has no cvm.verity root hash"),
     ],
 )
@@ -132,6 +133,6 @@ def test_a_rootfs_or_root_hash_changed_by_the_host_makes_the_guest_refuse_to_boo
     text = console_file.read_text(errors="replace")
     assert result.returncode == 0, result.stderr  # the guest powered itself off
     assert f"cvm-init: REFUSING TO BOOT: {refusal}" in text, text[-2000:]
-    if change == "flip-byte":
+    if change != "no-hash":
         assert "verity" in text.split("REFUSING TO BOOT", 1)[1]  # the kernel's own words follow
     assert "cvm-guest-agent" not in text and "[svc" not in text
