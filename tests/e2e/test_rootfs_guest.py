@@ -18,7 +18,7 @@ from eth_account import Account
 
 from cvm.images import Image, ImageError, ImageStore, measure
 from node_agent.launcher.base import GuestSpec, HostBinding
-from node_agent.launcher.qemu import QemuLauncher
+from node_agent.launcher.qemu import QemuLauncher, free_local_port
 from node_agent.launcher.qemu_args import image_args
 from node_agent.launcher.signer import SimulatedAmdSp
 from tests.fixtures.images import image_store  # noqa: F401
@@ -128,7 +128,7 @@ def test_a_rootfs_or_root_hash_changed_by_the_host_makes_the_guest_refuse_to_boo
     console_file = tmp_path / "console.txt"
     args = [ensure_qemu(), "-machine", "q35", "-accel", "tcg", "-m", "512M", "-nodefaults",
             "-display", "none", "-serial", f"file:{console_file}",
-            *image_args(tampered, 0, tmp_path / "agent.sock")]  # fmt: skip
+            *image_args(tampered, free_local_port(), tmp_path / "agent.sock")]  # fmt: skip
     result = subprocess.run(args, capture_output=True, timeout=180, check=False)
     text = console_file.read_text(errors="replace")
     assert result.returncode == 0, result.stderr  # the guest powered itself off
