@@ -371,7 +371,8 @@ def recipe_key(workload: WorkloadSource | None = None) -> str:
             digest.update(path.read_bytes())
     names = [kernel_package(), *PACKAGES]
     if workload is not None:
-        names += [*INITRD_PACKAGES, *_workload_packages(workload, names)]
+        extra = _workload_packages(workload, names)
+        names += [*INITRD_PACKAGES, *extra]
         digest.update(b"workload\0" + workload_digest(workload).encode())
     policy = _run(["apt-cache", "policy", *names])
     digest.update(
@@ -444,7 +445,7 @@ def build(
 def _build_v2(out_dir: Path, cache_dir: Path, workload: WorkloadSource) -> dict[str, object]:
     kernel_name = kernel_package()
     base = [kernel_name, *PACKAGES]
-    extra = _workload_packages(workload, [*base, *INITRD_PACKAGES])
+    extra = _workload_packages(workload, base)  # the initramfs's packages are not in the root
     rootfs_debs = download([*base, *extra], cache_dir / "debs")
     initrd_debs = download(list(INITRD_PACKAGES), cache_dir / "debs")
     out_dir.mkdir(parents=True, exist_ok=True)
