@@ -266,3 +266,13 @@ def test_qemu_attaches_the_rootfs_read_only_with_its_serial(tmp_path):
     assert f"virtio-blk-pci,drive=root,serial=cvm-root{SNP_VIRTIO}" in snp
     v1 = synthetic_image(store, tmp_path, "q1")
     assert "-drive" not in image_args(v1, 2222, tmp_path / "agent.sock")
+
+
+def test_every_guest_module_but_the_host_side_ones_goes_into_the_guest():
+    from guest.build import _guest_modules, deb_versions
+
+    names = {path.name for path in _guest_modules()}
+    assert {"agent.py", "workload_runner.py", "tls_front.py"} <= names
+    assert not names & {"build.py", "packages.py", "__init__.py"}
+    debs = [Path("zlib1g_1%3a1.2.13.dfsg-1_amd64.deb"), Path("libc6_2.36-9_amd64.deb")]
+    assert deb_versions(debs) == {"zlib1g": "1:1.2.13.dfsg-1", "libc6": "2.36-9"}
