@@ -44,6 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+try:  # in the guest: a sibling in /usr/lib/cvm; on the host (tests): the guest package
+    import workload_runner  # type: ignore[import-not-found,unused-ignore]
+except ImportError:
+    from guest import workload_runner  # type: ignore[no-redef,unused-ignore]
+
 PORT_NAME = "org.cvm.agent"
 TSM_REPORT = Path("/sys/kernel/config/tsm/report")
 SEV_GUEST = Path("/dev/sev-guest")
@@ -470,6 +475,7 @@ class GuestAgent:
         tsm: Path = TSM_REPORT,
         device: Path = SEV_GUEST,
         senders: Sequence[SenderPolicy] = (RenterSignature(),),
+        runner: workload_runner.WorkloadRunner | None = None,
     ) -> None:
         self.keys = keys
         self.secrets_dir = secrets_dir
@@ -477,6 +483,7 @@ class GuestAgent:
         self.tsm = tsm
         self.device = device
         self.senders = tuple(senders)
+        self.runner = runner  # the workload's supervisor (an image with a workload only)
         self.binding: Binding | None = None
         self.attested: OrderedDict[bytes, None] = OrderedDict()
         self.seq = 0  # the last installed sequence number; 0: nothing yet
@@ -497,9 +504,10 @@ class GuestAgent:
                     return {"ok": True, **self.attest(_uint_field(request, "nonce", UINT256_MAX))}
                 if op == "secrets":
                     installed = self.install(request)
+                    self.after_install(installed)
                     return {"ok": True, "installed": installed, "seq": self.seq}
                 if op == "status":
-                    return {"ok": True, **self.status(request)}
+                    return {"ok": True, **self.status(request), "services": self.services()}
             raise AgentError(f"unknown op {op!r}")
         except AgentError as exc:
             return {"ok": False, "error": str(exc)}
@@ -516,7 +524,7 @@ class GuestAgent:
                 if op == "sign_result":
                     return {"ok": True, **self.sign_result(request)}
                 if op == "status":
-                    return {"ok": True, **self.status(request)}
+                    return {"ok": True, **self.status(request), "services": self.services()}
                 if op == "hello":
                     bound = self.binding.to_json() if self.binding else None
                     return {"ok": True, "guest_key": self.keys.public.hex(), "bound": bound}
@@ -619,6 +627,21 @@ class GuestAgent:
         self.seq = message.seq
         log(f"seq {message.seq} from the {sender}: installed {', '.join(installed) or 'nothing'}")
         return installed
+
+    def after_install(self, installed: list[str]) -> None:
+        """What newly installed secrets unlock: first the encrypted volume (its key is a
+        secret), then the workload's services that waited for them."""
+        self.open_volume(installed)
+        if self.runner is not None:
+            self.runner.wake()
+
+    def open_volume(self, installed: list[str]) -> None:
+        """Open and mount the workload's encrypted volume once its key is installed (the
+        volume's part: guest/volume.py)."""
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """The workload's services: {name: {"state", "restarts", ...}}; {} without one."""
+        return self.runner.status() if self.runner is not None else {}
 
     def authorize(self, binding: Binding, message: SealedMessage) -> str:
         refusals = []
@@ -930,7 +953,17 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, subprocess.CalledProcessError) as exc:
         log(f"sshd did not start: {exc}")
     start_tls_front(keys)
-    agent = GuestAgent(keys)
+    runner = None
+    try:
+        runner = workload_runner.load_runner()
+    except workload_runner.WorkloadError as exc:
+        log(f"the workload will not run: {exc}")
+    if runner is not None:
+        runner.start()
+        waiting = runner.missing()
+        log(f"workload {runner.workload.name}: {len(runner.services)} service(s)"
+            + (f", waiting for {', '.join(waiting)}" if waiting else ""))  # fmt: skip
+    agent = GuestAgent(keys, runner=runner)
     try:
         server = listen_local()
         threading.Thread(target=serve_local, args=(agent, server), daemon=True).start()

@@ -81,10 +81,11 @@ def image_args(
     forwards: Sequence[tuple[int, int]] = (),
 ) -> list[str]:
     """Direct boot of `image`, SSH and `forwards` (guest port, host port) forwarded from
-    `host`, the agent's port.
+    `host`, the agent's port, and a v2 image's root file system (`rootfs_args`).
 
     `-kernel`, `-initrd` and `-append` are exactly what `cvm.images.measure` hashes (with
-    `kernel-hashes=on` under SEV-SNP they are part of the launch measurement)."""
+    `kernel-hashes=on` under SEV-SNP they are part of the launch measurement); the rootfs is
+    covered through the verity root hash on the command line."""
     return [
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
         "-append", image.cmdline, "-no-reboot",
@@ -93,6 +94,23 @@ def image_args(
         "-device", f"virtio-serial-pci{virtio}",
         "-chardev", f"socket,id=agent,path={agent_socket},server=on,wait=off",
         "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+        *rootfs_args(image, virtio),
+    ]  # fmt: skip
+
+
+ROOT_SERIAL = "cvm-root"  # the guest's init-verity finds its root disk by this serial
+
+
+def rootfs_args(image: Image, virtio: str = "") -> list[str]:
+    """A v2 image's rootfs.img as a read-only virtio disk with serial `cvm-root` (none for
+    v1). Read-only to the guest; the host can still change the file, which dm-verity in the
+    guest turns into read errors, never into other data."""
+    if image.rootfs is None:
+        return []
+    path = str(image.rootfs).replace(",", ",,")  # QEMU's option syntax escapes commas
+    return [
+        "-drive", f"file={path},if=none,id=root,format=raw,readonly=on",
+        "-device", f"virtio-blk-pci,drive=root,serial={ROOT_SERIAL}{virtio}",
     ]  # fmt: skip
 
 
