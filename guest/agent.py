@@ -1,9 +1,10 @@
 """The cvm guest agent: runs inside the confidential VM as the first program after /init.
 
 At boot it makes its keys, which never leave the guest: X25519 (HPKE), Ed25519 (the SSH host
-key) and secp256k1 (the "attested signer", an Ethereum key for dApps). Their public halves,
-`guest_key = x25519 || ed25519 || signer address` (84 bytes), are bound into every report
-(REPORT_DATA[32:64] = sha256(guest_key)).
+key), secp256k1 (the "attested signer", an Ethereum key for dApps) and ECDSA P-256 (the TLS
+key its service ports terminate TLS with, in a self-signed certificate). Their public halves,
+`guest_key = x25519 || ed25519 || signer address || sha256(TLS SubjectPublicKeyInfo DER)`
+(116 bytes), are bound into every report (REPORT_DATA[32:64] = sha256(guest_key)).
 
 The host talks to it over a virtio-serial port, one JSON object per line (protocol v2, see
 docs/guest-agent.md), and is untrusted:
@@ -42,6 +43,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+try:  # in the guest: a sibling in /usr/lib/cvm; on the host (tests): the guest package
+    import workload_runner  # type: ignore[import-not-found,unused-ignore]
+except ImportError:
+    from guest import workload_runner  # type: ignore[no-redef,unused-ignore]
 
 PORT_NAME = "org.cvm.agent"
 TSM_REPORT = Path("/sys/kernel/config/tsm/report")
@@ -236,16 +242,32 @@ class GuestKeys:
         self.hpke_private = x25519.X25519PrivateKey.generate()
         self.ssh_private = ed25519.Ed25519PrivateKey.generate()
         self.signer = Signer()
+        self.tls_private, self.tls_certificate_pem = _tls_key_and_certificate()
+        spki = self.tls_private.public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+        )
+        self.tls_spki_sha256 = hashlib.sha256(spki).digest()
         raw = (Encoding.Raw, PublicFormat.Raw)
         self.public = (
             self.hpke_private.public_key().public_bytes(*raw)
             + self.ssh_private.public_key().public_bytes(*raw)
             + self.signer.address
+            + self.tls_spki_sha256
         )
 
     @property
     def digest(self) -> bytes:
         return hashlib.sha256(self.public).digest()
+
+    def tls_private_key_pem(self) -> bytes:
+        """For the TLS front's SSLContext only (written to a root-only tmpfs file, then gone)."""
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
+
+        return self.tls_private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
     def ssh_host_key_openssh(self) -> bytes:
         from cryptography.hazmat.primitives.serialization import (
@@ -265,6 +287,34 @@ class GuestKeys:
         key = KEMKey.from_pyca_cryptography_key(self.hpke_private)
         context = suite.create_recipient_context(enc, key, info=HPKE_INFO)
         return bytes(context.open(ciphertext, aad=aad))
+
+
+def _tls_key_and_certificate() -> tuple[Any, bytes]:
+    """A P-256 key and a self-signed certificate for it. The certificate's names and dates
+    carry no trust: clients pin the key (its SPKI hash is in the attested guest key), so the
+    certificate is only the envelope TLS needs to present that key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cvm guest")])
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=365 * 30))
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate.public_bytes(Encoding.PEM)
 
 
 # --- reports -----------------------------------------------------------------------------
@@ -425,6 +475,7 @@ class GuestAgent:
         tsm: Path = TSM_REPORT,
         device: Path = SEV_GUEST,
         senders: Sequence[SenderPolicy] = (RenterSignature(),),
+        runner: workload_runner.WorkloadRunner | None = None,
     ) -> None:
         self.keys = keys
         self.secrets_dir = secrets_dir
@@ -432,6 +483,7 @@ class GuestAgent:
         self.tsm = tsm
         self.device = device
         self.senders = tuple(senders)
+        self.runner = runner  # the workload's supervisor (an image with a workload only)
         self.binding: Binding | None = None
         self.attested: OrderedDict[bytes, None] = OrderedDict()
         self.seq = 0  # the last installed sequence number; 0: nothing yet
@@ -452,9 +504,10 @@ class GuestAgent:
                     return {"ok": True, **self.attest(_uint_field(request, "nonce", UINT256_MAX))}
                 if op == "secrets":
                     installed = self.install(request)
+                    self.after_install(installed)
                     return {"ok": True, "installed": installed, "seq": self.seq}
                 if op == "status":
-                    return {"ok": True, **self.status(request)}
+                    return {"ok": True, **self.status(request), "services": self.services()}
             raise AgentError(f"unknown op {op!r}")
         except AgentError as exc:
             return {"ok": False, "error": str(exc)}
@@ -471,7 +524,7 @@ class GuestAgent:
                 if op == "sign_result":
                     return {"ok": True, **self.sign_result(request)}
                 if op == "status":
-                    return {"ok": True, **self.status(request)}
+                    return {"ok": True, **self.status(request), "services": self.services()}
                 if op == "hello":
                     bound = self.binding.to_json() if self.binding else None
                     return {"ok": True, "guest_key": self.keys.public.hex(), "bound": bound}
@@ -574,6 +627,21 @@ class GuestAgent:
         self.seq = message.seq
         log(f"seq {message.seq} from the {sender}: installed {', '.join(installed) or 'nothing'}")
         return installed
+
+    def after_install(self, installed: list[str]) -> None:
+        """What newly installed secrets unlock: first the encrypted volume (its key is a
+        secret), then the workload's services that waited for them."""
+        self.open_volume(installed)
+        if self.runner is not None:
+            self.runner.wake()
+
+    def open_volume(self, installed: list[str]) -> None:
+        """Open and mount the workload's encrypted volume once its key is installed (the
+        volume's part: guest/volume.py)."""
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """The workload's services: {name: {"state", "restarts", ...}}; {} without one."""
+        return self.runner.status() if self.runner is not None else {}
 
     def authorize(self, binding: Binding, message: SealedMessage) -> str:
         refusals = []
@@ -708,6 +776,22 @@ def start_sshd(keys: GuestKeys) -> None:
         stderr=logfile,
     )
     log("sshd started (password logins off)")
+
+
+def start_tls_front(keys: GuestKeys) -> None:
+    """TLS with the attested key in front of the workload's ports (guest/tls_front.py)."""
+    try:
+        import tls_front  # type: ignore[import-not-found,unused-ignore]  # /usr/lib/cvm sibling
+    except ImportError:
+        from guest import tls_front  # the host's tests run the agent as a package
+    try:
+        front = tls_front.start(keys.tls_certificate_pem, keys.tls_private_key_pem(), log=log)
+    except (OSError, tls_front.FrontError) as exc:
+        log(f"the TLS front did not start: {exc}")
+        return
+    if front is not None:
+        log(f"TLS front on {len(front.listening)} port(s), key sha256/"
+            f"{base64.b64encode(keys.tls_spki_sha256).decode()}")  # fmt: skip
 
 
 def answer_line(
@@ -868,7 +952,18 @@ def main(argv: list[str] | None = None) -> int:
         start_sshd(keys)
     except (OSError, subprocess.CalledProcessError) as exc:
         log(f"sshd did not start: {exc}")
-    agent = GuestAgent(keys)
+    start_tls_front(keys)
+    runner = None
+    try:
+        runner = workload_runner.load_runner()
+    except workload_runner.WorkloadError as exc:
+        log(f"the workload will not run: {exc}")
+    if runner is not None:
+        runner.start()
+        waiting = runner.missing()
+        log(f"workload {runner.workload.name}: {len(runner.services)} service(s)"
+            + (f", waiting for {', '.join(waiting)}" if waiting else ""))  # fmt: skip
+    agent = GuestAgent(keys, runner=runner)
     try:
         server = listen_local()
         threading.Thread(target=serve_local, args=(agent, server), daemon=True).start()
