@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cvm.attestation.onchain import der
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from fastapi.testclient import TestClient
@@ -27,6 +26,7 @@ from cvm.api_models import NODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from cvm.attestation import EvidenceBundle, SimulatedSecureProcessor, build_report_data
 from cvm.attestation.binding import GuestKey, host_data
 from cvm.attestation.kds import CachingKds, vcek_url
+from cvm.attestation.onchain import der
 from cvm.attestation.sim import SimulatedAmd
 from cvm.chain import Anvil, AttestationStatus, ChainClient, Deployment, deploy
 from cvm.chain.node_consent import sign_node_consent

@@ -7,7 +7,7 @@ Verified attestations indexed before this revision get `decided_at = verified_at
 ones keep NULL (their window is long past on any chain that ran an older backend).
 
 Revision ID: 0012
-Revises: 0010 (0011 once on main)
+Revises: 0011
 Create Date: 2026-12-07 09:30:00.000000
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 import backend.store.types
 
 revision = "0012"
-down_revision = "0010"  # "0011" once the TLS ports migration (issue 19) is on main
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
