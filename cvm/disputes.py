@@ -303,8 +303,10 @@ def _product_of(cert: x509.Certificate) -> Product | None:
 
 def _court(client: ChainClient) -> AttestationCourtClient | None:
     """The deployment's attestation court (None on a deployment without disputes)."""
-    if client.court is not None:
-        return client.court
+    # A record names its court; an older one may not, while its registry does.
+    court: AttestationCourtClient | None = getattr(client, "court", None)
+    if court is not None:
+        return court
     try:
         if not any(e.get("name") == "court" for e in client.attestations.contract.abi):
             return None
