@@ -357,12 +357,15 @@ def preview_dispute(
     passed, already disputed, inconclusive certificates) is a `ChainError` named after the
     contract's error."""
     court = _court_or_fail(client)
+    disputer = client.address
+    if disputer is None:
+        raise ChainError("a dispute needs an account (its bond)")
     _approve_bond(client, court)
     function = court.contract.functions.dispute(
         lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key
     )
     try:
-        result = function.call({"from": client.address})
+        result = function.call({"from": disputer})
     except ContractLogicError as exc:
         raise revert_error(exc, revert_decoder()) from None
     except Web3Exception as exc:
