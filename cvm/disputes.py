@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from eth_utils import keccak
 from web3.exceptions import ContractLogicError, Web3Exception
 
 from cvm.attestation.abi import Report, parse
@@ -33,6 +34,7 @@ from cvm.attestation.endorsement import (
 )
 from cvm.attestation.errors import AttestationError, Reason
 from cvm.attestation.evidence import EvidenceBundle
+from cvm.attestation.onchain import rsa_key_hash
 from cvm.attestation.product import Product
 from cvm.attestation.trust import amd_intermediates, amd_roots
 from cvm.attestation.verify import verify_amd_signature
@@ -41,6 +43,7 @@ from cvm.chain.client import ChainClient
 from cvm.chain.contract import TxResult
 from cvm.chain.errors import ChainError
 from cvm.chain.sender import revert_error
+from cvm.chain.snp_verifier import SnpVerifierClient
 
 if TYPE_CHECKING:
     from cvm.chain.attestation_court import AttestationCourtClient
@@ -216,6 +219,21 @@ class DisputeEvidenceError(ValueError):
     """The evidence cannot make a dispute (no endorsement key the chain would accept)."""
 
 
+@dataclass(frozen=True)
+class DisputeCertificates:
+    """What a dispute proves the report's key with: the VCEK or VLEK, the ASK or ASVK that
+    signed it (DER) and the ARK that signed that (pinned on chain)."""
+
+    signer: bytes
+    issuer: bytes
+    root: x509.Certificate
+
+    @property
+    def hashes(self) -> list[bytes]:
+        """The certificates as the contract takes them once cached: their keccak256."""
+        return [bytes(keccak(self.signer)), bytes(keccak(self.issuer))]
+
+
 # (report, product) -> the chip's genuine VCEK (DER) for the report's CHIP_ID and TCB (AMD's
 # KDS, `cvm.attestation.kds.CachingKds.vcek_for`), or None if it cannot be had.
 VcekSource = Callable[[Report, Product], bytes | None]
@@ -227,8 +245,8 @@ def dispute_certificates(
     trusted_roots: Sequence[x509.Certificate] | None = None,
     intermediates: Sequence[x509.Certificate] = (),
     vcek_source: VcekSource | None = None,
-) -> list[bytes]:
-    """The certificates a dispute carries, DER: [VCEK or VLEK, ASK or ASVK] (the ARK is
+) -> DisputeCertificates:
+    """The certificates a dispute carries: the VCEK or VLEK and the ASK or ASVK (the ARK is
     pinned on chain), proving the report's signing key to a trusted root.
 
     The bundle's own endorsement key if a trusted intermediate signed it: AMD's, one of
@@ -254,9 +272,16 @@ def dispute_certificates(
     def issuer_of(cert: x509.Certificate) -> x509.Certificate | None:
         return next((i for i in trusted if verify_amd_signature(cert, i)), None)
 
+    def proven(signer: x509.Certificate, issuer: x509.Certificate) -> DisputeCertificates:
+        root = next((r for r in [*roots, *amd_roots()] if verify_amd_signature(issuer, r)), None)
+        if root is None:
+            raise DisputeEvidenceError("the intermediate is signed by no trusted root")
+        der = Encoding.DER
+        return DisputeCertificates(signer.public_bytes(der), issuer.public_bytes(der), root)
+
     issuer = issuer_of(own)
     if issuer is not None:
-        return [own.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER)]
+        return proven(own, issuer)
     try:
         report = parse(bundle.report)
     except AttestationError as exc:
@@ -277,7 +302,7 @@ def dispute_certificates(
     issuer = issuer_of(genuine) if genuine is not None else None
     if genuine is None or issuer is None:
         raise DisputeEvidenceError("the chip's genuine VCEK is unavailable or not AMD-signed")
-    return [genuine.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER)]
+    return proven(genuine, issuer)
 
 
 def simulated_intermediates(directory: Path) -> list[x509.Certificate]:
@@ -349,20 +374,37 @@ def _court_or_fail(client: ChainClient) -> AttestationCourtClient:
     return court
 
 
+def cache_certificates(client: ChainClient, certs: DisputeCertificates) -> list[TxResult]:
+    """Have the SnpVerifier verify and cache the certificates it has not yet (the ASK or ASVK
+    against the pinned ARK, then the VCEK or VLEK), one transaction each: a dispute then
+    passes their hashes, and a bad signature under a cached VCEK bound to the report's chip
+    proves a forgery (`isSignerBound`). Returns the transactions sent (none if cached)."""
+    court = _court_or_fail(client)
+    snp = SnpVerifierClient(client.w3, court.snp_verifier(), client.events, client.sender)
+    signer_hash, issuer_hash = certs.hashes
+    sent: list[TxResult] = []
+    if not snp.is_cert_verified(signer_hash):
+        if not snp.is_cert_verified(issuer_hash):
+            sent.append(snp.verify_certificate(certs.issuer, bytes(rsa_key_hash(certs.root))))
+        sent.append(snp.verify_certificate(certs.signer, issuer_hash))
+    return sent
+
+
 def preview_dispute(
-    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
+    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: DisputeCertificates
 ) -> bool | None:
-    """What the court would decide if `client`'s account disputed now (an eth_call after
-    approving the bond): True reverses the verdict, False upholds it. A refusal (window
-    passed, already disputed, inconclusive certificates) is a `ChainError` named after the
-    contract's error."""
+    """What the court would decide if `client`'s account disputed now (an eth_call, after
+    approving the bond and caching the certificates): True reverses the verdict, False
+    upholds it. A refusal (window passed, already disputed, inconclusive certificates) is a
+    `ChainError` named after the contract's error."""
     court = _court_or_fail(client)
     disputer = client.address
     if disputer is None:
         raise ChainError("a dispute needs an account (its bond)")
     _approve_bond(client, court)
+    cache_certificates(client, certs)
     function = court.contract.functions.dispute(
-        lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key
+        lease_id, bundle.report_hash, bundle.report, certs.hashes, bundle.guest_key
     )
     try:
         result = function.call({"from": disputer})
@@ -374,11 +416,15 @@ def preview_dispute(
 
 
 def send_dispute(
-    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: list[bytes]
+    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: DisputeCertificates
 ) -> TxResult:
-    """Dispute the verdict on `bundle`'s report from `client`'s account, bond included."""
+    """Dispute the verdict on `bundle`'s report from `client`'s account, bond included (the
+    certificates cached first, so that the dispute itself stays one transaction)."""
     court = _court_or_fail(client)
     if client.sender is None:
         raise ChainError("disputing needs an account")
     _approve_bond(client, court)
-    return court.dispute(lease_id, bundle.report_hash, bundle.report, certs, bundle.guest_key)
+    cache_certificates(client, certs)
+    return court.dispute(
+        lease_id, bundle.report_hash, bundle.report, certs.hashes, bundle.guest_key
+    )

@@ -40,7 +40,7 @@ from backend.verifier.service import Verifier
 from cvm.api_models import AttestationState
 from cvm.attestation import EvidenceBundle
 from cvm.chain.errors import ChainError, ContractRevert
-from cvm.disputes import Action, Assessment, DisputeEvidenceError, assess
+from cvm.disputes import Action, Assessment, DisputeCertificates, DisputeEvidenceError, assess
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ PER_TICK = 8
 WINDOW_MARGIN_S = 30
 
 # (lease id, evidence, certificates) -> transaction hash of the dispute (bond included).
-SendDispute = Callable[[int, EvidenceBundle, list[bytes]], str]
+SendDispute = Callable[[int, EvidenceBundle, DisputeCertificates], str]
 # (lease id, evidence, certificates) -> whether the EVM would reverse the verdict (an
 # eth_call of the dispute; None if it returns no outcome).
-PreviewDispute = Callable[[int, EvidenceBundle, list[bytes]], bool | None]
+PreviewDispute = Callable[[int, EvidenceBundle, DisputeCertificates], bool | None]
 # evidence -> the certificates the dispute carries (`cvm.disputes.dispute_certificates`).
-DisputeCertificates = Callable[[EvidenceBundle], list[bytes]]
+FindCertificates = Callable[[EvidenceBundle], DisputeCertificates]
 
 # What a check that did not lead to a dispute records (besides `cvm.disputes.Action`'s).
 NO_EVIDENCE = "no_evidence"  # the evidence is not in this store, or not decodable
@@ -85,7 +85,7 @@ class Watcher:
         verifier: Verifier,
         send_dispute: SendDispute,
         *,
-        certificates: DisputeCertificates,
+        certificates: FindCertificates,
         address: str,
         clock: Callable[[], float],
         preview: PreviewDispute | None = None,
@@ -152,7 +152,7 @@ class Watcher:
             return WatchResult(lease_id, report_hash, NO_EVIDENCE)
         action: str = assessment.action
         error: str | None = None
-        certs: list[bytes] = []
+        certs: DisputeCertificates | None = None
         if assessment.action is Action.DISPUTE:
             try:
                 certs = self.certificates(bundle)
@@ -196,6 +196,7 @@ class Watcher:
             report_hash,
             assessment.explanation,
         )
+        assert certs is not None  # found for every dispute above
         try:
             tx_hash = self.send_dispute(lease_id, bundle, certs)
         except (ChainError, DisputeEvidenceError) as exc:

@@ -63,7 +63,8 @@ def test_the_evidence_s_own_certificates_when_they_chain_to_a_trusted_root(
 ) -> None:
     bundle = _bundle(honest)
     certs = dispute_certificates(bundle, trusted_roots=[honest.ark])
-    assert certs == [honest.vcek_der, honest.ask.public_bytes(Encoding.DER)]
+    assert (certs.signer, certs.issuer) == (honest.vcek_der, honest.ask.public_bytes(Encoding.DER))
+    assert certs.root == honest.ark
 
 
 def test_a_forgery_is_disputed_with_the_chip_s_genuine_vcek(
@@ -81,7 +82,8 @@ def test_a_forgery_is_disputed_with_the_chip_s_genuine_vcek(
     certs = dispute_certificates(
         bundle, trusted_roots=[honest.ark], intermediates=[honest.ask], vcek_source=kds
     )
-    assert certs == [honest.vcek_der, honest.ask.public_bytes(Encoding.DER)]
+    assert (certs.signer, certs.issuer) == (honest.vcek_der, honest.ask.public_bytes(Encoding.DER))
+    assert certs.root == honest.ark
     assert [str(p) for p in asked] == ["Milan"]
 
 

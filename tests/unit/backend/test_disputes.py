@@ -30,7 +30,7 @@ from cvm.attestation import EvidenceBundle, SimulatedSecureProcessor, build_repo
 from cvm.attestation.binding import GuestKey, host_data
 from cvm.attestation.sim import SimulatedAmd
 from cvm.chain.errors import ChainError, ContractRevert
-from cvm.disputes import DisputeEvidenceError
+from cvm.disputes import DisputeCertificates, DisputeEvidenceError
 from node_agent.launcher.signer import simulated_guest_key
 from tests.unit.backend.factories import Clock, add_lease
 
@@ -148,17 +148,17 @@ class World:
     def watcher(
         self,
         *,
-        send: Callable[[int, EvidenceBundle, list[bytes]], str] | None = None,
-        preview: Callable[[int, EvidenceBundle, list[bytes]], bool | None] | None = None,
+        send: Callable[[int, EvidenceBundle, DisputeCertificates], str] | None = None,
+        preview: Callable[[int, EvidenceBundle, DisputeCertificates], bool | None] | None = None,
         per_tick: int = 8,
     ) -> Watcher:
-        def sent(lease_id: int, bundle: EvidenceBundle, certs: list[bytes]) -> str:
-            assert len(certs) == 2
+        def sent(lease_id: int, bundle: EvidenceBundle, certs: DisputeCertificates) -> str:
+            assert certs.signer == bundle.vcek
             self.sent.append((lease_id, "0x" + bundle.report_hash.hex()))
             return "0x" + f"{len(self.sent):064x}"
 
-        def certificates(bundle: EvidenceBundle) -> list[bytes]:
-            return [bundle.vcek, b"ask"]
+        def certificates(bundle: EvidenceBundle) -> DisputeCertificates:
+            return DisputeCertificates(bundle.vcek, b"ask", honest_sp().ark)
 
         return Watcher(
             self.store,
