@@ -97,7 +97,8 @@ def attestation_view(connection: Connection, lease_id: int, now: int) -> Attesta
             amd_root=row.amd_root,
         ),
         decided_at=row.decided_at,
-        dispute_window_ends_at=row.disputable_until,
+        # 0: the registry keeps no dispute window for this submission.
+        dispute_window_ends_at=row.disputable_until or None,
         dispute=None
         if row.disputer is None
         else DisputeView(

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # (lease id, report hash) -> the end of its dispute window (unix seconds), None if unknown.
 ReadWindow = Callable[[int, bytes], int | None]
 PER_PASS = 50
+# What `disputable_until` holds for a submission the registry keeps no window for.
+NO_WINDOW = 0
 
 
 class DisputeWindows:
@@ -50,7 +52,8 @@ class DisputeWindows:
                 log.warning("lease %s: dispute window not read: %s", lease_id, exc)
                 break  # the chain is unreachable or refusing: try again next pass
             if until is None:
-                continue
+                # The registry keeps no window for it: recorded as none (0), not asked again.
+                until = NO_WINDOW
             with self.store.session() as session:
                 attestation = session.get(Attestation, int(lease_id))
                 # Only if the same submission is still the latest (a newer one has its own).

@@ -403,6 +403,24 @@ def test_dispute_windows_are_read_once_per_submission(world: World) -> None:
     assert windows.run() == 1 and windows.run() == 0 and reads == [1]
 
 
+def test_a_submission_without_a_window_is_asked_once(world: World, client: TestClient) -> None:
+    world.decided(1, AttestationState.VERIFIED)
+    reads: list[int] = []
+
+    def unknown(lease_id: int, _hash: bytes) -> None:
+        reads.append(lease_id)
+        return None
+
+    with world.store.session() as session:
+        attestation = session.get(Attestation, 1)
+        assert attestation is not None
+        attestation.disputable_until = None
+    windows = DisputeWindows(world.store, unknown)
+    assert windows.run() == 1 and windows.run() == 0 and reads == [1]
+    assert client.get("/v1/leases/1/attestation").json()["dispute_window_ends_at"] is None
+    assert world.watcher().run() == []
+
+
 def test_a_deployment_without_disputes_shows_no_window(client: TestClient, store: Store) -> None:
     add_lease(store, 5, RENTER)
     view = client.get("/v1/leases/5/attestation").json()
