@@ -48,12 +48,38 @@ PACKAGES = (
     "libtomcrypt1",
     "libtommath1",
     "libgmp10",
+    # The encrypted volume (guest/volume.py): cryptsetup (LUKS2 with dm-integrity), dmsetup
+    # (the integrity target's status), mkfs.ext4, and their shared libraries.
+    "cryptsetup-bin",
+    "libcryptsetup12",
+    "libargon2-1",
+    "libblkid1",
+    "libuuid1",
+    "libdevmapper1.02.1",
+    "libselinux1",
+    "libpcre2-8-0",
+    "libudev1",
+    "libjson-c5",
+    "libpopt0",
+    "dmsetup",
+    "e2fsprogs",
+    "libext2fs2",
+    "libcom-err2",
+    "libss2",
 )
 # Drivers for the devices the launchers give a guest; `modprobe` pulls in what they need.
 MODULES = ("virtio_pci", "virtio_console", "virtio_net", "sev-guest")
+# The encrypted volume: its disk, device-mapper, and the crypto of aes-xts-plain64 with
+# hmac-sha256 that is not built into Debian's cloud kernel (aes, hmac, sha256 and crc32c
+# are; aesni_intel only loads on a CPU with AES-NI); algif_* let cryptsetup use the kernel's
+# ciphers for its keyslots.
+MODULES += ("virtio_blk", "dm_mod", "dm_crypt", "dm_integrity", "xts", "authenc",
+            "algif_skcipher", "algif_hash", "aesni_intel")  # fmt: skip
 CMDLINE = "console=ttyS0 panic=-1 rdinit=/init"
 FORMAT = "cvm.image.v1"
 _HERE = Path(__file__).resolve().parent
+# The guest's own Python modules, copied into /usr/lib/cvm (the agent imports its siblings).
+_GUEST_MODULES = ("agent.py", "volume.py")
 # What python3 needs none of in a guest: dropped to keep the initramfs small.
 _PRUNE = (
     "usr/share/doc",
@@ -224,7 +250,8 @@ def _add_cvm_files(root: Path) -> None:
     os.chmod(root / "init", 0o755)  # noqa: S103 (the /init of the guest must be executable)
     agent_dir = root / "usr" / "lib" / "cvm"
     agent_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(_HERE / "agent.py", agent_dir / "agent.py")
+    for module in _GUEST_MODULES:
+        shutil.copy2(_HERE / module, agent_dir / module)
     pyhpke = importlib.util.find_spec("pyhpke")
     if pyhpke is None or pyhpke.origin is None:
         raise BuildError("pyhpke is not installed in the building Python")
@@ -297,7 +324,7 @@ def recipe_key() -> str:
     """What an image build depends on: this builder, the guest's files, pyhpke and the
     candidate version of every package. Same key, same image: the build can be skipped."""
     digest = hashlib.sha256()
-    for name in ("build.py", "agent.py", "init"):
+    for name in ("build.py", "init", *_GUEST_MODULES):
         digest.update(name.encode() + b"\0" + (_HERE / name).read_bytes())
     pyhpke = importlib.util.find_spec("pyhpke")
     if pyhpke is not None and pyhpke.origin is not None:

@@ -27,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,12 @@ from node_agent.launcher.qemu_args import (
     CONSOLE_RING_BYTES,
     console_args,
     image_args,
+    supports_direct_io,
+    volume_args,
 )
 from node_agent.launcher.qmp import qmp_session
 from node_agent.launcher.signer import ReportSigner, simulated_guest_key
+from node_agent.volumes import VolumeFiles
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +145,11 @@ class QemuLauncher(Launcher):
         ovmf: Path | None = None,
         boot_timeout_s: float = 60.0,
         guest_outbound: bool = False,
+        volume_dir: Path | None = None,
     ) -> None:
         self.run_dir = run_dir
+        # Each lease's data volume (disk_gib > 0, cvm images only): kept across relaunches.
+        self.volumes = VolumeFiles(volume_dir or run_dir.parent / "volumes")
         self.signer = signer
         ark = getattr(signer, "ark", None)
         self.trusted_roots = [ark] if ark is not None else None
@@ -239,6 +246,7 @@ class QemuLauncher(Launcher):
             boot = image_args(
                 image, ssh_port, self.agent_socket(spec.lease_id), outbound=self.guest_outbound
             )
+            boot += self.data_volume_args(spec)
         return [
             self.qemu_binary,
             "-name",
@@ -254,6 +262,20 @@ class QemuLauncher(Launcher):
             *boot,
             *self.control_args(spec.lease_id, directory),
         ]
+
+    def data_volume_args(self, spec: GuestSpec, virtio: str = "") -> list[str]:
+        """The lease's data volume, made at its first launch, when it has a disk."""
+        if spec.disk_gib <= 0:
+            return []
+        path = self.volumes.ensure(spec.lease_id, spec.disk_gib)
+        return volume_args(path, virtio, direct=supports_direct_io(path))
+
+    def volume_refusal(self, lease_id: int, disk_gib: int, active: Mapping[int, int]) -> str | None:
+        return self.volumes.refusal(lease_id, disk_gib, active)
+
+    def discard(self, lease_id: int) -> None:
+        if self.volumes.remove(lease_id):
+            log.info("lease %s: its data volume is deleted", lease_id)
 
     def control_args(self, lease_id: int, directory: Path) -> list[str]:
         """The QMP socket, pid file and daemon mode every guest of ours is started with."""

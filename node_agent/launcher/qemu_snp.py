@@ -126,6 +126,7 @@ class QemuSnpLauncher(QemuLauncher):
         check_host: bool = True,
         trusted_roots: Sequence[x509.Certificate] | None = None,
         guest_outbound: bool = False,
+        volume_dir: Path | None = None,
     ) -> None:
         self.config = config
         # The roots a report must chain to before it is submitted: AMD's pinned ARKs (None),
@@ -141,6 +142,7 @@ class QemuSnpLauncher(QemuLauncher):
             default_image=default_image,
             ovmf=config.ovmf,
             guest_outbound=guest_outbound,
+            volume_dir=volume_dir,
         )
         self.trusted_roots = trusted_roots  # not a simulated signer's
         self.kds = kds or CachingKds(run_dir / "kds", HttpKds())
@@ -196,6 +198,7 @@ class QemuSnpLauncher(QemuLauncher):
             *console_args(),
             *image_args(image, ssh_port, self.agent_socket(spec.lease_id), SNP_VIRTIO,
                         outbound=self.guest_outbound),
+            *self.data_volume_args(spec, SNP_VIRTIO),
             *self.control_args(spec.lease_id, directory),
         ]  # fmt: skip
 
