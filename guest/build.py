@@ -70,10 +70,10 @@ PACKAGES = (
 # Drivers for the devices the launchers give a guest; `modprobe` pulls in what they need.
 MODULES = ("virtio_pci", "virtio_console", "virtio_net", "sev-guest")
 # The encrypted volume: its disk, device-mapper, and the crypto of aes-xts-plain64 with
-# hmac-sha256 that is not built into Debian's cloud kernel (aes, hmac, sha256 and crc32c
+# hmac-sha256 that is not built into Debian's cloud kernel (xts over ecb(aes); aes, hmac, sha256, crc32c
 # are; aesni_intel only loads on a CPU with AES-NI); algif_* let cryptsetup use the kernel's
 # ciphers for its keyslots.
-MODULES += ("virtio_blk", "dm_mod", "dm_crypt", "dm_integrity", "xts", "authenc",
+MODULES += ("virtio_blk", "dm_mod", "dm_crypt", "dm_integrity", "ecb", "xts", "authenc",
             "algif_skcipher", "algif_hash", "aesni_intel")  # fmt: skip
 CMDLINE = "console=ttyS0 panic=-1 rdinit=/init"
 FORMAT = "cvm.image.v1"

@@ -41,8 +41,8 @@ DEFAULT_MOUNT = Path("/data")
 KEY_SIZE = 32
 CIPHER = "aes-xts-plain64"
 INTEGRITY = "hmac-sha256"
-# 512 bits of XTS key (two AES-256 keys) and 256 bits of HMAC key: the volume key LUKS makes.
-VOLUME_KEY_BITS = 768
+# 512 bits of XTS key (two AES-256 keys); cryptsetup adds the 256-bit HMAC key to it.
+CIPHER_KEY_BITS = 512
 SECTOR_SIZE = 4096  # one tag per 4 KiB: an eighth of the tag work and metadata of 512 B
 # The key is 32 random bytes, not a passphrase: guessing it is 2**256 work whatever the
 # KDF, so stretching adds nothing and would only cost boot time (argon2's default wants a
@@ -55,6 +55,7 @@ PBKDF_ITERATIONS = 1000
 # A wipe would write the whole volume through the crypto at format time: minutes per GiB
 # under emulation.
 WIPE = False
+ZEROED_HEAD_MIB = 4
 TIMEOUT_S = 600.0
 # What the kernel logs when a tag does not match: dm-crypt for LUKS2's AEAD/HMAC sectors,
 # dm-integrity for its own internal hash.
@@ -132,7 +133,7 @@ def is_luks_args(device: Path) -> list[str]:
 
 def format_args(device: Path) -> list[str]:
     args = ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2",
-            "--cipher", CIPHER, "--key-size", str(VOLUME_KEY_BITS),
+            "--cipher", CIPHER, "--key-size", str(CIPHER_KEY_BITS),
             "--integrity", INTEGRITY, "--sector-size", str(SECTOR_SIZE),
             "--pbkdf", "pbkdf2", "--hash", "sha256",
             "--pbkdf-force-iterations", str(PBKDF_ITERATIONS),
@@ -150,11 +151,21 @@ def open_args(device: Path, *, test_only: bool = False) -> list[str]:
     return [*args, str(device), MAPPER_NAME]
 
 
+def zero_head_args(mapper: Path = MAPPER) -> list[str]:
+    # Unwiped sectors read as I/O errors until written, and mke2fs reads back the first
+    # block (it rewrites the superblock in 1 KiB pieces): written first, it reads fine.
+    return ["dd", "if=/dev/zero", f"of={mapper}", "bs=1M", f"count={ZEROED_HEAD_MIB}",
+            "conv=fsync"]  # fmt: skip
+
+
 def mkfs_args(mapper: Path = MAPPER) -> list[str]:
     # No discard: dm-integrity takes none. lazy_itable_init: the kernel zeroes the inode
-    # tables after mount (writes only), instead of mkfs writing them all now.
-    return ["mkfs.ext4", "-q", "-F", "-L", MAPPER_NAME, "-E", "nodiscard,lazy_itable_init=1",
-            str(mapper)]  # fmt: skip
+    # tables after mount (writes only), instead of mkfs writing them all now. No backup
+    # superblocks (sparse_super2, none): mke2fs writes those 1 KiB at a time, so reads
+    # back the unwiped 4 KiB around each; and a damaged primary is an I/O error here, not
+    # something a backup should quietly stand in for.
+    return ["mkfs.ext4", "-q", "-F", "-L", MAPPER_NAME, "-O", "sparse_super2",
+            "-E", "nodiscard,lazy_itable_init=1,num_backup_sb=0", str(mapper)]  # fmt: skip
 
 
 def mount_args(mountpoint: Path, mapper: Path = MAPPER) -> list[str]:
@@ -296,6 +307,10 @@ class Volume:
             if done.returncode != 0:
                 raise _failed("opening the volume", done)
         if formatted:
+            if not WIPE:
+                done = self._run(zero_head_args(self.mapper))
+                if done.returncode != 0:
+                    raise _failed("writing the volume's first blocks", done)
             done = self._run(mkfs_args(self.mapper))
             if done.returncode != 0:
                 raise _failed("making the file system", done)

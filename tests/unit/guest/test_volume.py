@@ -73,7 +73,7 @@ def test_a_volume_without_a_header_is_formatted_made_ext4_and_mounted(system, tm
     mountpoint = tmp_path / "data"
     assert disk.open(KEY, DEVICE, mountpoint) == "formatted"
     assert system.commands() == ["cryptsetup isLuks", "cryptsetup luksFormat", "cryptsetup open",
-                                 "mkfs.ext4 -q", "mount -t"]  # fmt: skip
+                                 "dd if=/dev/zero", "mkfs.ext4 -q", "mount -t"]  # fmt: skip
     format_args = system.calls[1][0]
     # Authenticated encryption: a changed sector reads as an error, never as other data.
     assert format_args[format_args.index("--integrity") + 1] == "hmac-sha256"
