@@ -167,7 +167,9 @@ class DiskKeys:
             return {}
         except ValueError as exc:
             # Never replaced by a fresh key: that would lock the renter out of the volume.
-            raise ReleaseRefused(f"{self.path} is damaged ({exc}): restore it from a backup") from None
+            raise ReleaseRefused(
+                f"{self.path} is damaged ({exc}): restore it from a backup"
+            ) from None
         if not isinstance(data, dict):
             raise ReleaseRefused(f"{self.path} is not a disk-key file: restore it from a backup")
         return {str(k): v for k, v in data.items() if isinstance(v, dict)}

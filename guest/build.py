@@ -68,13 +68,14 @@ PACKAGES = (
     "libss2",
 )
 # Drivers for the devices the launchers give a guest; `modprobe` pulls in what they need.
-MODULES = ("virtio_pci", "virtio_console", "virtio_net", "sev-guest")
+MODULES: tuple[str, ...] = ("virtio_pci", "virtio_console", "virtio_net", "sev-guest")
 # The encrypted volume: its disk, device-mapper, and the crypto of aes-xts-plain64 with
-# hmac-sha256 that is not built into Debian's cloud kernel (xts over ecb(aes); aes, hmac, sha256, crc32c
-# are; aesni_intel only loads on a CPU with AES-NI); algif_* let cryptsetup use the kernel's
-# ciphers for its keyslots.
+# hmac-sha256 that Debian's cloud kernel has as modules (xts over ecb(aes); aes, hmac,
+# sha256 and crc32c are built in). aesni_intel and sha256_ssse3 load only on CPUs with
+# AES-NI and AVX2/SHA-NI, as EPYC hosts have: there they make the volume fast. algif_* let
+# cryptsetup use the kernel's ciphers for its keyslots.
 MODULES += ("virtio_blk", "dm_mod", "dm_crypt", "dm_integrity", "ecb", "xts", "authenc",
-            "algif_skcipher", "algif_hash", "aesni_intel")  # fmt: skip
+            "algif_skcipher", "algif_hash", "aesni_intel", "sha256_ssse3")  # fmt: skip
 CMDLINE = "console=ttyS0 panic=-1 rdinit=/init"
 FORMAT = "cvm.image.v1"
 _HERE = Path(__file__).resolve().parent

@@ -347,7 +347,8 @@ def _volume_human(volume: dict[str, object] | None, warning: str | None) -> str:
         how = "formatted (new and empty) at this boot" if volume["formatted_at_boot"] else "opened"
         line = f"\ndata volume: {how}"
     elif state == "error":
-        line = f"\n[bold red]data volume: not opened: {printable(str(volume.get('error', '')))}[/bold red]"
+        reason = printable(str(volume.get("error", "")))
+        line = f"\n[bold red]data volume: not opened: {reason}[/bold red]"
     else:
         line = f"\ndata volume: {state}"
     errors = volume["integrity_errors"]

@@ -149,7 +149,7 @@ class QemuLauncher(Launcher):
     ) -> None:
         self.run_dir = run_dir
         # Each lease's data volume (disk_gib > 0, cvm images only): kept across relaunches.
-        self.volumes = VolumeFiles(volume_dir or run_dir.parent / "volumes")
+        self.volumes = VolumeFiles(volume_dir or run_dir / "volumes")
         self.signer = signer
         ark = getattr(signer, "ark", None)
         self.trusted_roots = [ark] if ark is not None else None

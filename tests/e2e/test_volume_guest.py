@@ -155,8 +155,8 @@ def _console(launcher: QemuLauncher) -> str:
 def guest(launcher: QemuLauncher, spec: GuestSpec, tmp_path_factory) -> Guest:
     booted = boot_and_release(launcher, spec, tmp_path_factory.mktemp("renter"), 0, DISK_KEY)
     volume = volume_state(launcher)
-    assert volume == {"state": "open", "formatted_at_boot": True, "integrity_errors": 0}, (
-        _console(launcher)
+    assert volume == {"state": "open", "formatted_at_boot": True, "integrity_errors": 0}, _console(
+        launcher
     )
     return booted
 
@@ -174,8 +174,10 @@ def written(guest: Guest, launcher: QemuLauncher) -> Path:
     )
     # dm-integrity writes through its journal first; a suspend writes the journal out to
     # the sectors' own places, where the host then finds (and flips) them.
-    done = guest.ssh(f"python3 -c {shell_quote(script)} && sync"
-                     " && dmsetup suspend cvm-data_dif && dmsetup resume cvm-data_dif")
+    done = guest.ssh(
+        f"python3 -c {shell_quote(script)} && sync"
+        " && dmsetup suspend cvm-data_dif && dmsetup resume cvm-data_dif"
+    )
     assert done.returncode == 0, done.stderr
     after = chunk_digests(launcher.volumes.path(LEASE))
     changed = [index for index, digest in after.items() if before.get(index) != digest]
@@ -222,9 +224,7 @@ def test_the_hosts_volume_file_holds_no_plaintext(written):
     assert DISK_KEY not in volume_file.read_bytes()
 
 
-def test_a_byte_the_host_flips_reads_as_an_io_error_never_as_other_data(
-    guest, launcher, written
-):
+def test_a_byte_the_host_flips_reads_as_an_io_error_never_as_other_data(guest, launcher, written):
     changed = json.loads((launcher.run_dir / "changed.json").read_text())
     # The file's 32 MiB are the longest run of chunks the write changed: flip a byte there.
     runs: list[list[int]] = []

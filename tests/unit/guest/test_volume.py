@@ -67,7 +67,9 @@ def make_volume(system: FakeSystem, tmp_path: Path, device: Path | None = DEVICE
     return volume.Volume(system, mapper=system.mapper, find=lambda: device)
 
 
-def test_a_volume_without_a_header_is_formatted_made_ext4_and_mounted(system, tmp_path, monkeypatch):
+def test_a_volume_without_a_header_is_formatted_made_ext4_and_mounted(
+    system, tmp_path, monkeypatch
+):
     monkeypatch.setattr(volume, "_mounted", lambda mountpoint: False)
     disk = make_volume(system, tmp_path)
     mountpoint = tmp_path / "data"
@@ -112,7 +114,7 @@ def test_an_existing_volume_is_opened_never_formatted(system, tmp_path, monkeypa
 def test_a_wrong_key_is_a_clear_error_and_the_volume_is_left_alone(system, tmp_path):
     system.luks, system.key = True, b"\x01" * 32
     disk = make_volume(system, tmp_path)
-    with pytest.raises(volume.VolumeError, match="does not open this volume.*not formatted"):
+    with pytest.raises(volume.VolumeError, match=r"does not open this volume.*not formatted"):
         disk.open(KEY, DEVICE, tmp_path / "data")
     assert "cryptsetup luksFormat" not in system.commands()
     assert "mkfs.ext4 -q" not in system.commands()

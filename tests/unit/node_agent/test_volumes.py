@@ -18,8 +18,13 @@ from node_agent.launcher.signer import SimulatedAmdSp
 from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.volumes import GIB, VolumeFiles
 
-IMAGE = Image(image_id="ab" * 32, directory=Path("images") / ("ab" * 32),
-              cmdline="console=ttyS0", kernel_sha256="11" * 32, initrd_sha256="22" * 32)  # fmt: skip
+IMAGE = Image(
+    image_id="ab" * 32,
+    directory=Path("images") / ("ab" * 32),
+    cmdline="console=ttyS0",
+    kernel_sha256="11" * 32,
+    initrd_sha256="22" * 32,
+)
 BINDING = HostBinding(31337, "0x" + "5a" * 20, "0x" + "7e" * 20)
 
 
