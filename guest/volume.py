@@ -191,6 +191,27 @@ def count_kernel_errors(lines: Sequence[bytes]) -> int:
     return sum(1 for line in lines if _KERNEL_INTEGRITY_ERROR.search(line))
 
 
+# LUKS2 keeps a second copy of its header at one of these offsets (cryptsetup's
+# LUKS2_hdr_read tries them all): a volume with either copy is never formatted.
+_LUKS_MAGIC = b"LUKS\xba\xbe"
+_LUKS2_SECONDARY_MAGIC = b"SKUL\xba\xbe"
+_LUKS2_SECONDARY_OFFSETS = tuple(16384 << shift for shift in range(9))  # 16 KiB .. 4 MiB
+
+
+def header_magic(device: Path) -> bool:
+    """Whether either LUKS header copy's magic is on the device. OSError when it cannot be
+    read: an unreadable volume is never taken for an empty one."""
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        if os.pread(fd, 6, 0) == _LUKS_MAGIC:
+            return True
+        return any(
+            os.pread(fd, 6, offset) == _LUKS2_SECONDARY_MAGIC for offset in _LUKS2_SECONDARY_OFFSETS
+        )
+    finally:
+        os.close(fd)
+
+
 def _failed(what: str, done: Completed) -> VolumeError:
     detail = (done.stderr.strip() or done.stdout.strip())[-300:]
     return VolumeError(f"{what} failed ({done.returncode}): {detail}")
@@ -247,8 +268,10 @@ class Volume:
         mapper: Path = MAPPER,
         watch: KernelLogWatch | None = None,
         find: Callable[[], Path | None] = find_device,
+        has_magic: Callable[[Path], bool] = header_magic,
     ) -> None:
         self.runner = runner
+        self.has_magic = has_magic
         self.mapper = mapper
         self.watch = watch
         self.find = find
@@ -290,8 +313,8 @@ class Volume:
             self._mount(mountpoint)
             return self.outcome
         formatted = False
-        if self._run(is_luks_args(device)).returncode != 0:
-            # Not one byte of a LUKS header: a new volume (or one the host wiped: the guest
+        if self._blank(device):
+            # No LUKS header, neither copy: a new volume (or one the host wiped: the guest
             # starts afresh, empty, and says it formatted).
             done = self._run(format_args(device), key)
             if done.returncode != 0:
@@ -317,6 +340,24 @@ class Volume:
         self._mount(mountpoint)
         self.outcome = "formatted" if formatted else "opened"
         return self.outcome
+
+    def _blank(self, device: Path) -> bool:
+        """No LUKS header at all: cryptsetup finds none (exit 1) and neither copy's magic is
+        there. Any other answer (an unreadable device, a damaged header) is an error."""
+        try:
+            magic = self.has_magic(device)
+        except OSError as exc:
+            raise VolumeError(f"cannot read the volume's header: {exc.strerror}") from exc
+        checked = self._run(is_luks_args(device))
+        if checked.returncode == 0:
+            return False
+        if magic:
+            raise VolumeError(
+                "the volume has a LUKS header cryptsetup cannot read (damaged?); left as it is"
+            )
+        if checked.returncode != 1:
+            raise _failed("checking the volume for a LUKS header", checked)
+        return True
 
     def _mount(self, mountpoint: Path) -> None:
         if _mounted(mountpoint):

@@ -64,7 +64,9 @@ def system(tmp_path: Path) -> FakeSystem:
 
 
 def make_volume(system: FakeSystem, tmp_path: Path, device: Path | None = DEVICE) -> volume.Volume:
-    return volume.Volume(system, mapper=system.mapper, find=lambda: device)
+    return volume.Volume(
+        system, mapper=system.mapper, find=lambda: device, has_magic=lambda path: system.luks
+    )
 
 
 def test_a_volume_without_a_header_is_formatted_made_ext4_and_mounted(
@@ -137,6 +139,44 @@ def test_a_second_release_with_the_same_key_changes_nothing(system, tmp_path, mo
         disk.open(b"\x02" * 32, DEVICE, tmp_path / "data")
 
 
+def test_a_header_cryptsetup_cannot_read_is_never_formatted_over(system, tmp_path):
+    """The host damages the primary header (or makes it read as junk): a LUKS2 volume still
+    has its second copy, whose magic keeps the guest from formatting."""
+    disk = volume.Volume(system, mapper=system.mapper, find=lambda: DEVICE,
+                         has_magic=lambda path: True)  # fmt: skip
+    with pytest.raises(volume.VolumeError, match="cannot read .*left as it is"):
+        disk.open(KEY, DEVICE, tmp_path / "data")
+    assert system.commands() == ["cryptsetup isLuks"]
+
+
+def test_an_unreadable_volume_is_never_taken_for_an_empty_one(system, tmp_path):
+    def unreadable(path: Path) -> bool:
+        raise OSError(5, "Input/output error")
+
+    disk = volume.Volume(system, mapper=system.mapper, find=lambda: DEVICE, has_magic=unreadable)
+    with pytest.raises(volume.VolumeError, match="cannot read the volume's header"):
+        disk.open(KEY, DEVICE, tmp_path / "data")
+    assert system.calls == []
+    system.fail["isLuks"] = volume.Completed(4, "", "Device /dev/vdb does not exist")
+    with pytest.raises(volume.VolumeError, match="checking the volume.*does not exist"):
+        make_volume(system, tmp_path).open(KEY, DEVICE, tmp_path / "data")
+    assert "cryptsetup luksFormat" not in system.commands()
+
+
+def test_the_header_magic_is_found_in_either_copy(tmp_path):
+    device = tmp_path / "disk"
+    device.write_bytes(bytes(5 << 20))
+    assert volume.header_magic(device) is False
+    with device.open("r+b") as handle:
+        handle.seek(1 << 20)
+        handle.write(b"SKUL\xba\xbe")  # the secondary header of a 1 MiB LUKS2 header area
+    assert volume.header_magic(device) is True
+    device.write_bytes(b"LUKS\xba\xbe" + bytes(100))
+    assert volume.header_magic(device) is True
+    with pytest.raises(OSError):
+        volume.header_magic(tmp_path / "missing")
+
+
 @pytest.mark.parametrize(
     ("step", "message"),
     [("luksFormat", "formatting the volume failed"), ("mkfs.ext4", "making the file system"),
@@ -175,7 +215,8 @@ def test_status_without_a_volume_and_before_the_key(system, tmp_path):
 def test_status_counts_dm_integrity_mismatches_and_kernel_reports(system, tmp_path, monkeypatch):
     monkeypatch.setattr(volume, "_mounted", lambda mountpoint: False)
     watch = volume.KernelLogWatch(tmp_path / "no-kmsg", log=lambda text: None)
-    disk = volume.Volume(system, mapper=system.mapper, watch=watch, find=lambda: DEVICE)
+    disk = volume.Volume(system, mapper=system.mapper, watch=watch, find=lambda: DEVICE,
+                         has_magic=lambda path: False)  # fmt: skip
     disk.open(KEY, DEVICE, tmp_path / "data")
     system.mismatches = 3
     watch.errors = 2
@@ -282,8 +323,8 @@ def test_a_disk_key_without_a_volume_is_dropped(tmp_path):
 
 def test_the_status_answer_carries_the_volume(tmp_path):
     system = FakeSystem(tmp_path / "mapper")
-    agent = agent_with(tmp_path, volume.Volume(system, mapper=system.mapper, find=lambda: DEVICE),
-                       DEVICE)  # fmt: skip
+    disk = volume.Volume(system, mapper=system.mapper, find=lambda: DEVICE)
+    agent = agent_with(tmp_path, disk, DEVICE)
     agent.handle({"op": "bind", "chain_id": 1, "registry": "0x" + "11" * 20, "lease_id": 5,
                   "renter": "0x" + "22" * 20})  # fmt: skip
     answer = agent.handle({"op": "status"})
