@@ -57,6 +57,8 @@ PBKDF_ITERATIONS = 1000
 WIPE = False
 ZEROED_HEAD_MIB = 4
 TIMEOUT_S = 600.0
+# `status` runs under the agent's lock: a device that stopped answering must not hold it.
+STATUS_TIMEOUT_S = 10.0
 # What the kernel logs when a tag does not match: dm-crypt for LUKS2's AEAD/HMAC sectors,
 # dm-integrity for its own internal hash.
 _KERNEL_INTEGRITY_ERROR = re.compile(rb"INTEGRITY AEAD ERROR|[Cc]hecksum failed at sector")
@@ -73,19 +75,22 @@ class Completed:
     stderr: str
 
 
-# Runs one command (argv, bytes for its stdin or None) and returns what it did.
-Runner = Callable[[Sequence[str], bytes | None], Completed]
+# Runs one command (argv, bytes for its stdin or None, a timeout in seconds) and returns
+# what it did.
+Runner = Callable[[Sequence[str], bytes | None, float], Completed]
 
 
-def run_command(args: Sequence[str], stdin: bytes | None = None) -> Completed:
+def run_command(
+    args: Sequence[str], stdin: bytes | None = None, timeout: float = TIMEOUT_S
+) -> Completed:
     try:
         done = subprocess.run(
-            list(args), input=stdin, capture_output=True, timeout=TIMEOUT_S, check=False
+            list(args), input=stdin, capture_output=True, timeout=timeout, check=False
         )
     except FileNotFoundError:
         return Completed(127, "", f"{args[0]}: not found")
     except subprocess.TimeoutExpired:
-        return Completed(124, "", f"{args[0]}: timed out after {TIMEOUT_S:.0f} s")
+        return Completed(124, "", f"{args[0]}: timed out after {timeout:.0f} s")
     return Completed(
         done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
     )
@@ -280,8 +285,10 @@ class Volume:
         self.opening = False
         self.lock = threading.Lock()
 
-    def _run(self, args: Sequence[str], stdin: bytes | None = None) -> Completed:
-        return self.runner(args, stdin)
+    def _run(
+        self, args: Sequence[str], stdin: bytes | None = None, timeout: float = TIMEOUT_S
+    ) -> Completed:
+        return self.runner(args, stdin, timeout)
 
     def open(self, key: bytes, device: Path, mountpoint: Path) -> str:
         """Open (formatting a volume with no LUKS header at all) and mount; "formatted" or
@@ -373,7 +380,7 @@ class Volume:
         kernel reported as failing their tag (a lower bound: its reports are rate-limited)."""
         errors = self.watch.errors if self.watch is not None else 0
         if self.mapper.exists():
-            done = self._run(integrity_status_args())
+            done = self._run(integrity_status_args(), timeout=STATUS_TIMEOUT_S)
             errors += (parse_integrity_status(done.stdout) or 0) if done.returncode == 0 else 0
         if self.error:
             state = "error"

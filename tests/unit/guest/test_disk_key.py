@@ -32,7 +32,9 @@ class OpenedVolume(volume.Volume):
     """A volume this boot formatted (or opened), as the agent's status reports it."""
 
     def __init__(self, formatted: bool, errors: int = 0) -> None:
-        super().__init__(lambda args, stdin: volume.Completed(0, "", ""), find=lambda: None)
+        super().__init__(
+            lambda args, stdin, timeout: volume.Completed(0, "", ""), find=lambda: None
+        )
         self.answer = {"state": "open", "formatted_at_boot": formatted, "integrity_errors": errors}
         self.keys: list[bytes] = []
 

@@ -31,10 +31,14 @@ class FakeSystem:
         self.calls: list[tuple[list[str], bytes | None]] = []
         self.mismatches = 0
         self.fail: dict[str, volume.Completed] = {}
+        self.timeouts: list[float] = []
 
-    def __call__(self, args: Sequence[str], stdin: bytes | None) -> volume.Completed:
+    def __call__(
+        self, args: Sequence[str], stdin: bytes | None, timeout: float
+    ) -> volume.Completed:
         args = list(args)
         self.calls.append((args, stdin))
+        self.timeouts.append(timeout)
         for word, answer in self.fail.items():
             if word in args:
                 return answer
@@ -144,7 +148,7 @@ def test_a_header_cryptsetup_cannot_read_is_never_formatted_over(system, tmp_pat
     has its second copy, whose magic keeps the guest from formatting."""
     disk = volume.Volume(system, mapper=system.mapper, find=lambda: DEVICE,
                          has_magic=lambda path: True)  # fmt: skip
-    with pytest.raises(volume.VolumeError, match="cannot read .*left as it is"):
+    with pytest.raises(volume.VolumeError, match=r"cannot read .*left as it is"):
         disk.open(KEY, DEVICE, tmp_path / "data")
     assert system.commands() == ["cryptsetup isLuks"]
 
@@ -158,7 +162,7 @@ def test_an_unreadable_volume_is_never_taken_for_an_empty_one(system, tmp_path):
         disk.open(KEY, DEVICE, tmp_path / "data")
     assert system.calls == []
     system.fail["isLuks"] = volume.Completed(4, "", "Device /dev/vdb does not exist")
-    with pytest.raises(volume.VolumeError, match="checking the volume.*does not exist"):
+    with pytest.raises(volume.VolumeError, match=r"checking the volume.*does not exist"):
         make_volume(system, tmp_path).open(KEY, DEVICE, tmp_path / "data")
     assert "cryptsetup luksFormat" not in system.commands()
 
@@ -222,6 +226,7 @@ def test_status_counts_dm_integrity_mismatches_and_kernel_reports(system, tmp_pa
     watch.errors = 2
     assert disk.status()["integrity_errors"] == 5
     assert system.calls[-1][0] == ["dmsetup", "status", "cvm-data_dif"]
+    assert system.timeouts[-1] == volume.STATUS_TIMEOUT_S  # never holds the agent for long
 
 
 @pytest.mark.parametrize(
@@ -271,7 +276,9 @@ def test_the_workload_names_the_mount_point(tmp_path):
 # --- the agent's glue ----------------------------------------------------------------------
 class RecordingVolume(volume.Volume):
     def __init__(self) -> None:
-        super().__init__(lambda args, stdin: volume.Completed(0, "", ""), find=lambda: DEVICE)
+        super().__init__(
+            lambda args, stdin, timeout: volume.Completed(0, "", ""), find=lambda: DEVICE
+        )
         self.opened: list[tuple[bytes, Path, Path]] = []
         self.done = threading.Event()
 
