@@ -163,3 +163,37 @@ def test_a_volume_formatted_again_by_a_later_guest_is_a_warning(tmp_path):
     warning = keys.note_volume(wiped, formatted)
     assert warning is not None and "formatted again" in warning
     assert stat.S_IMODE(keys.path.stat().st_mode) == 0o600
+
+
+def test_an_image_whose_workload_has_a_disk_is_known_from_its_manifest(tmp_path, monkeypatch):
+    from cvm.cli.guest import image_workload_disk
+    from cvm.images import ImageStore
+    from tests.fixtures.images import synthetic_image
+
+    store = ImageStore(tmp_path / "images")
+    monkeypatch.setenv("CVM_IMAGE_DIR", str(store.root))
+    plain = synthetic_image(store, tmp_path, "plain")
+    assert image_workload_disk(None, plain.image_id) is False
+    manifest = plain.directory / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["workload"] = {"name": "kv", "disk": {"mount": "/var/lib/kv"}}
+    manifest.write_text(json.dumps(data))  # the id covers kernel, initrd, cmdline only
+    assert image_workload_disk(None, plain.image_id) is True
+    assert image_workload_disk(None, "ab" * 32) is False  # unknown here, no backend
+
+
+def test_secrets_status_says_formatted_or_opened_and_integrity_errors():
+    from cvm.cli.guest import _volume_human
+
+    opened = {"state": "open", "formatted_at_boot": False, "integrity_errors": 0}
+    assert _volume_human(opened, None) == "\ndata volume: opened"
+    fresh = {**opened, "formatted_at_boot": True}
+    assert "formatted (new and empty)" in _volume_human(fresh, None)
+    tampered = {**opened, "integrity_errors": 3}
+    assert "3 block(s) failed their integrity check" in _volume_human(tampered, None)
+    failed = {"state": "error", "formatted_at_boot": False, "integrity_errors": 0,
+              "error": "the disk key does not open this volume\x1b[2J"}  # fmt: skip
+    shown = _volume_human(failed, None)
+    assert "not opened: the disk key does not open" in shown and "\x1b" not in shown
+    assert "formatted again" in _volume_human(fresh, "the volume was formatted again")
+    assert _volume_human(None, None) == ""
