@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -29,7 +30,7 @@ from eth_account import Account
 
 from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.release import seal, verify_guest
-from cvm.images import ImageStore, measure
+from cvm.images import Image, ImageStore, measure
 from node_agent.launcher.base import GuestSpec, HostBinding
 from node_agent.launcher.qemu import QemuLauncher, probe_accel
 from node_agent.launcher.qemu_args import supports_direct_io
@@ -46,8 +47,14 @@ class ScratchLauncher(QemuLauncher):
 
     cpu: str | None = None
 
-    def command_line(self, spec: GuestSpec, image: object = None, ssh_port: int = 0) -> list[str]:
-        argv = super().command_line(spec, image, ssh_port)  # type: ignore[arg-type]
+    def command_line(
+        self,
+        spec: GuestSpec,
+        image: Image | None = None,
+        ssh_port: int = 0,
+        forwards: Sequence[tuple[int, int]] = (),
+    ) -> list[str]:
+        argv = super().command_line(spec, image, ssh_port, forwards)
         return [argv[0], "-cpu", self.cpu, *argv[1:]] if self.cpu else argv
 
     def data_volume_args(self, spec: GuestSpec, virtio: str = "") -> list[str]:

@@ -80,7 +80,7 @@ CMDLINE = "console=ttyS0 panic=-1 rdinit=/init"
 FORMAT = "cvm.image.v1"
 _HERE = Path(__file__).resolve().parent
 # The guest's own Python modules, copied into /usr/lib/cvm (the agent imports its siblings).
-_GUEST_MODULES = ("agent.py", "volume.py")
+_GUEST_MODULES = ("agent.py", "tls_front.py", "volume.py")
 # What python3 needs none of in a guest: dropped to keep the initramfs small.
 _PRUNE = (
     "usr/share/doc",

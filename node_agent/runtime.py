@@ -68,6 +68,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             default_image=settings.node_image,
             ovmf=settings.image_ovmf,
             guest_outbound=settings.node_guest_outbound,
+            public_host=settings.node_public_host,
             volume_dir=directory / "volumes",
         )
     if kind == "qemu-snp":
@@ -82,6 +83,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             default_image=settings.node_image,
             qemu_binary=settings.node_qemu_binary,
             guest_outbound=settings.node_guest_outbound,
+            public_host=settings.node_public_host,
             volume_dir=directory / "volumes",
         )
     raise AgentError(f"unknown launcher {kind!r}: use simulated, qemu or qemu-snp")
