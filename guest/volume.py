@@ -382,12 +382,12 @@ class Volume:
         if self.mapper.exists():
             done = self._run(integrity_status_args(), timeout=STATUS_TIMEOUT_S)
             errors += (parse_integrity_status(done.stdout) or 0) if done.returncode == 0 else 0
-        if self.error:
-            state = "error"
-        elif self.opening:
+        if self.opening:
             state = "opening"
         elif self.outcome is not None and self.mapper.exists():
-            state = "open"
+            state = "open"  # open and mounted; an error since (another key) comes beside it
+        elif self.error:
+            state = "error"
         elif self.find() is None:
             state = "absent"
         else:

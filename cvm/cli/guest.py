@@ -348,6 +348,8 @@ def _volume_human(volume: dict[str, object] | None, warning: str | None) -> str:
     if state == "open":
         how = "formatted (new and empty) at this boot" if volume["formatted_at_boot"] else "opened"
         line = f"\ndata volume: {how}"
+        if volume.get("error"):  # a later release it refused (another key)
+            line += f" [bold red](then refused: {printable(str(volume['error']))})[/bold red]"
     elif state == "error":
         reason = printable(str(volume.get("error", "")))
         line = f"\n[bold red]data volume: not opened: {reason}[/bold red]"

@@ -197,3 +197,5 @@ def test_secrets_status_says_formatted_or_opened_and_integrity_errors():
     assert "not opened: the disk key does not open" in shown and "\x1b" not in shown
     assert "formatted again" in _volume_human(fresh, "the volume was formatted again")
     assert _volume_human(None, None) == ""
+    refused_later = {**opened, "error": "a different disk key than the one that opened it"}
+    assert "then refused: a different disk key" in _volume_human(refused_later, None)

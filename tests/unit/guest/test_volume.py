@@ -141,6 +141,9 @@ def test_a_second_release_with_the_same_key_changes_nothing(system, tmp_path, mo
     assert "--test-passphrase" in system.calls[0][0]
     with pytest.raises(volume.VolumeError, match="different disk key"):
         disk.open(b"\x02" * 32, DEVICE, tmp_path / "data")
+    # The volume stays open and mounted; the refusal is said beside it.
+    status = disk.status()
+    assert status["state"] == "open" and "different disk key" in status["error"]
 
 
 def test_a_header_cryptsetup_cannot_read_is_never_formatted_over(system, tmp_path):
