@@ -6,9 +6,12 @@ encryption (LUKS2, aes-xts-plain64 + hmac-sha256) and mounts it, and then:
     error (never other data), and the agent's status counts the integrity error;
 (c) a wrong key on the existing volume is refused without formatting it; the guest stopped
     and launched again on the same volume opens it with the same key ("opened"), data there;
+(d) a host that wipes the header gets a fresh volume formatted, which the guest reports and
+    the renter's client flags;
 and the volume file goes when the lease is over for good.
 
-One guest boot for (a) and (b), one relaunch for (c): the tests share them, in file order.
+One guest boot for (a) and (b), one relaunch each for (c) and (d): the tests share them, in
+file order.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from eth_account import Account
 from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.release import GuestIdentity, seal, verify_guest
 from cvm.images import Image, ImageStore, measure
+from cvm.secret_release import DiskKeys
 from node_agent.launcher.base import GuestSpec, HostBinding
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.signer import SimulatedAmdSp
@@ -290,6 +294,28 @@ def test_a_wrong_key_is_refused_and_the_same_key_reopens_after_a_relaunch(
     assert lines[0] == "still here"
     expected = MARKER * (PATTERN_BYTES // len(MARKER) + 1)
     assert lines[1].split()[0] == hashlib.sha256(expected).hexdigest()
+
+
+def test_a_host_that_wipes_the_header_gets_a_fresh_volume_and_the_renter_is_told(
+    guest, launcher, spec, written, tmp_path
+):
+    """The host cannot read the volume, so it may try to make a relaunched guest start afresh
+    (wiping both LUKS2 header copies): the guest formats a new, empty volume and says so;
+    the renter's client, which saw an earlier guest format it, warns."""
+    keys = DiskKeys(tmp_path / "disk-keys.json")
+    keys.key_for(guest.identity)
+    first = {"state": "open", "formatted_at_boot": True, "integrity_errors": 0}
+    assert keys.note_volume(guest.identity, first) is None
+    launcher.stop(LEASE)
+    with written.open("r+b") as handle:
+        handle.write(bytes(16 * 2**20))  # the whole LUKS2 header area, both copies
+    again = boot_and_release(launcher, spec, tmp_path, 0, DISK_KEY)
+    volume = volume_state(launcher)
+    assert volume == {"state": "open", "formatted_at_boot": True, "integrity_errors": 0}
+    gone = again.ssh("ls /data")
+    assert gone.returncode == 0 and "hello" not in gone.stdout  # nothing of the old data
+    warning = keys.note_volume(again.identity, volume)
+    assert warning is not None and "formatted again" in warning
 
 
 def test_the_volume_goes_when_the_lease_is_over(launcher, written):
