@@ -60,9 +60,34 @@ PACKAGES = (
     "libtomcrypt1",
     "libtommath1",
     "libgmp10",
+    # The encrypted volume (guest/volume.py): cryptsetup (LUKS2 with dm-integrity), dmsetup
+    # (the integrity target's status), mkfs.ext4, and their shared libraries.
+    "cryptsetup-bin",
+    "libcryptsetup12",
+    "libargon2-1",
+    "libblkid1",
+    "libuuid1",
+    "libdevmapper1.02.1",
+    "libselinux1",
+    "libpcre2-8-0",
+    "libudev1",
+    "libjson-c5",
+    "libpopt0",
+    "dmsetup",
+    "e2fsprogs",
+    "libext2fs2",
+    "libcom-err2",
+    "libss2",
 )
 # Drivers for the devices the launchers give a guest; `modprobe` pulls in what they need.
-MODULES = ("virtio_pci", "virtio_console", "virtio_net", "sev-guest")
+MODULES: tuple[str, ...] = ("virtio_pci", "virtio_console", "virtio_net", "sev-guest")
+# The encrypted volume: its disk, device-mapper, and the crypto of aes-xts-plain64 with
+# hmac-sha256 that Debian's cloud kernel has as modules (xts over ecb(aes); aes, hmac,
+# sha256 and crc32c are built in). aesni_intel and sha256_ssse3 load only on CPUs with
+# AES-NI and AVX2/SHA-NI, as EPYC hosts have: there they make the volume fast. algif_* let
+# cryptsetup use the kernel's ciphers for its keyslots.
+MODULES += ("virtio_blk", "dm_mod", "dm_crypt", "dm_integrity", "ecb", "xts", "authenc",
+            "algif_skcipher", "algif_hash", "aesni_intel", "sha256_ssse3")  # fmt: skip
 # What a v2 initramfs needs to open the verity root: the disk, device-mapper, the file system.
 ROOT_MODULES = ("virtio_blk", "dm_mod", "dm_verity", "squashfs")
 # The initramfs of a v2 image: busybox and veritysetup (cryptsetup-bin) with the libraries it

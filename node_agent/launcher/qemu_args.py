@@ -142,3 +142,32 @@ def service_ports(image: Image) -> list[int]:
             raise ValueError("workload port 22 is the guest's SSH port")
         ports.add(port)
     return sorted(ports)
+
+
+DATA_SERIAL = "cvm-data"  # the serial guest/volume.py finds the data volume by
+
+
+def volume_args(path: Path, virtio: str = "", *, direct: bool = True) -> list[str]:
+    """The lease's data volume (a raw file) as a virtio disk with serial `cvm-data`.
+
+    `cache=none` when `direct` (O_DIRECT; some file systems, tmpfs among them, have none):
+    the data is not cached twice, in the guest and in the host's page cache. QEMU honours
+    the guest's flushes either way. `discard=ignore`: a hole punched in the file would read
+    as zeros whose tags fail."""
+    cache = "none" if direct else "writeback"
+    return [
+        "-drive", f"file={path},if=none,id=data,format=raw,cache={cache},discard=ignore",
+        "-device", f"virtio-blk-pci,drive=data,serial={DATA_SERIAL}{virtio}",
+    ]  # fmt: skip
+
+
+def supports_direct_io(path: Path) -> bool:
+    """Whether the file at `path` opens with O_DIRECT (what `cache=none` needs)."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    except OSError:
+        return False
+    os.close(fd)
+    return True

@@ -237,8 +237,11 @@ def test_the_agent_wakes_the_runner_after_secrets_and_reports_services(tmp_path)
                        tsm=tmp_path / "none", device=tmp_path / "none", runner=runner)  # fmt: skip
     runner.poll()
     calls = []
-    agent.open_volume = lambda installed: calls.append(installed)  # type: ignore[method-assign]
+    agent.open_disk = lambda **_: calls.append("disk")  # type: ignore[method-assign]
     agent.after_install(["API_TOKEN"])
-    assert calls == [["API_TOKEN"]] and runner._wake.is_set()
+    assert calls == [] and runner._wake.is_set()  # no disk key: no volume to open
+    runner._wake.clear()
+    agent.after_install(["cvm.disk_key"])
+    assert calls == ["disk"] and runner._wake.is_set()
     assert agent.services() == {"app": {"state": "running", "restarts": 0}}
     assert GuestAgent(GuestKeys()).services() == {}
