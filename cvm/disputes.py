@@ -49,6 +49,13 @@ if TYPE_CHECKING:
     from cvm.chain.attestation_court import AttestationCourtClient
     from cvm.chain.types import SubmissionInfo
 
+# The verifier's codes for a bundle that names another lease, chain, registry or nonce than
+# the submission the chain recorded (besides `cvm.attestation.Reason`'s).
+LEASE_MISMATCH = "LEASE_MISMATCH"
+CHAIN_MISMATCH = "CHAIN_MISMATCH"
+REGISTRY_MISMATCH = "REGISTRY_MISMATCH"
+NONCE_MISMATCH = "NONCE_MISMATCH"
+
 # The reasons of the off-chain check that the EVM's check decides the same way. The
 # backend verifier's own codes for the bundle's lease metadata (a bundle naming another
 # lease, chain, registry or nonce) are REPORT_DATA mismatches on chain.
@@ -70,10 +77,10 @@ CHAIN_DECIDABLE: frozenset[str] = frozenset(
         Reason.HOST_DATA_MISMATCH,
         Reason.GUEST_SIGNER_MISMATCH,
         Reason.DEBUG_ALLOWED,
-        "LEASE_MISMATCH",
-        "CHAIN_MISMATCH",
-        "REGISTRY_MISMATCH",
-        "NONCE_MISMATCH",
+        LEASE_MISMATCH,
+        CHAIN_MISMATCH,
+        REGISTRY_MISMATCH,
+        NONCE_MISMATCH,
     }
 )
 
@@ -192,13 +199,13 @@ def check_evidence(
         messages.append(f"{what}: expected {expected}, found {found}")
 
     if bundle.lease_id != lease_id:
-        mismatch("LEASE_MISMATCH", "lease id", lease_id, bundle.lease_id)
+        mismatch(LEASE_MISMATCH, "lease id", lease_id, bundle.lease_id)
     if bundle.chain_id != chain_id:
-        mismatch("CHAIN_MISMATCH", "chain id", chain_id, bundle.chain_id)
+        mismatch(CHAIN_MISMATCH, "chain id", chain_id, bundle.chain_id)
     if bundle.registry.lower() != registry.lower():
-        mismatch("REGISTRY_MISMATCH", "registry", registry, bundle.registry)
+        mismatch(REGISTRY_MISMATCH, "registry", registry, bundle.registry)
     if bundle.nonce != nonce:
-        mismatch("NONCE_MISMATCH", "attestation nonce", nonce, bundle.nonce)
+        mismatch(NONCE_MISMATCH, "attestation nonce", nonce, bundle.nonce)
     appraisal = appraise_lease_evidence(
         bundle, measurement=measurement, renter=renter, trusted_roots=trusted_roots
     )
