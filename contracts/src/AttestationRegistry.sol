@@ -2,13 +2,22 @@
 pragma solidity 0.8.28;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
 import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.sol";
 import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
+import {ISnpVerifier, SnpReason, SnpReportFields} from "./interfaces/ISnpVerifier.sol";
 import {Errors} from "./libraries/Errors.sol";
-import {AttestationProgress, LeaseStatus} from "./types/DataTypes.sol";
+import {
+    AttestationProgress,
+    DisputeTerms,
+    LeaseStatus,
+    SubmissionInfo,
+    VerifierStake
+} from "./types/DataTypes.sol";
 
 /// @title AttestationRegistry
 /// @notice Attestations of cvm leases, confirmed by a quorum of verifiers. See {IAttestationRegistryCore}.
@@ -16,6 +25,8 @@ import {AttestationProgress, LeaseStatus} from "./types/DataTypes.sol";
 /// `confirm` only rewrite slots that already hold data (5,000 gas each instead of 22,100).
 /// The measurement is stored once, here; the node key and lease status are read from the market.
 contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
+    using SafeERC20 for IERC20;
+
     /// @inheritdoc IAttestationRegistryCore
     bytes32 public constant override VERIFIER_ROLE = keccak256("cvm.VERIFIER_ROLE");
 
@@ -28,7 +39,19 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistryCore
     uint256 public constant override MIN_CHALLENGE_INTERVAL = 1 hours;
 
+    /// @inheritdoc IAttestationRegistryCore
+    uint256 public constant override MAX_DISPUTE_WINDOW = 7 days;
+
+    /// @inheritdoc IAttestationRegistryCore
+    uint256 public constant override GUEST_KEY_LENGTH = 116;
+
     uint256 private constant _MEASUREMENT_LENGTH = 48;
+    uint256 private constant _REPORT_LENGTH = 1184;
+    uint256 private constant _BPS = 10_000;
+    // Round / Past flags.
+    uint8 private constant _CLOSED_PENDING = 1;
+    uint8 private constant _DISPUTED = 2;
+    uint8 private constant _CONFIRMED = 4;
 
     /// @dev One record per lease, four slots. Slots 0 and 3 are first written by the first submit
     /// (a fresh slot there costs what a placeholder written at open plus its rewrite would cost less
@@ -46,8 +69,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint40 submittedAt;
         uint40 verifiedAt;
         uint32 reattestInterval;
-        // Which of the lease's two rounds belongs to the latest submission (submission index & 1).
-        uint8 round;
+        // The lease's dispute window in hours, fixed when the lease is opened. (The latest submission's
+        // round is (nonce + 1) & 1.)
+        uint8 disputeHours;
         // slot 3: tcb (8) + nonce (4) + banked (4) + prevExpiresAt (5) + challengedAt (5) = 26 bytes.
         // 32 bits of seconds is 136 years, of nonces 4e9 re-attestations.
         uint64 reportedTcb;
@@ -58,6 +82,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint40 prevExpiresAt;
         // Last challenge: payment for an attestation submitted before it stops at this time.
         uint40 challengedAt;
+        // The first submission number whose Verified verdict a dispute overturned (0: none): it and
+        // every later one are settled (the lease was ended as rejected from it on).
+        uint32 reversedFrom;
     }
 
     /// @dev What one submission fixes for its vote, one slot (31 bytes). A lease keeps two, indexed by
@@ -78,9 +105,26 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         // Votes of allowed verifiers (counted only when quorum > 1: one vote decides otherwise).
         uint8 approvals;
         uint8 rejections;
-        // The renter closed the lease while this attestation awaited its verdict: the market holds its
-        // pay in escrow, and a Verified verdict asks the market to release it.
-        bool closedPending;
+        // _CLOSED_PENDING: the renter closed the lease while this attestation awaited its verdict (the
+        // market holds its pay in escrow, and a Verified verdict asks the market to release it);
+        // _DISPUTED: its verdict was disputed; _CONFIRMED: the on-chain check confirmed it Verified.
+        uint8 flags;
+        // With a quorum of 1, the index of the verifier whose vote decided (its voters are in
+        // `_voters` otherwise).
+        uint8 decider;
+    }
+
+    /// @dev A verified submission replaced by a later one while its verdict can still be disputed,
+    /// keyed by keccak256(leaseId, reportHash) (the first submission of a report hash keeps the key).
+    struct Past {
+        // slot 0: signer (20) + submittedAt (5) + bankedBefore (4) + flags (1) + decider (1) = 31 bytes.
+        address signer;
+        uint40 submittedAt;
+        uint32 bankedBefore;
+        uint8 flags;
+        uint8 decider;
+        // slot 1: the 1-based submission number.
+        uint32 number;
     }
 
     /// @dev A holder (past or present) of VERIFIER_ROLE, one slot.
@@ -92,6 +136,13 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint32 until;
         // When it was last revoked (a re-grant waits for the verification window after it).
         uint40 revokedAt;
+        // The latest end of a dispute window of its votes (its stake cannot leave before).
+        uint40 lockedUntil;
+        // Active stake (12 bytes): 1 + 4 + 4 + 5 + 5 + 12 = 31 bytes, read once per vote.
+        uint96 stake;
+        // slot 1: stake requested out (still slashable) and when it may leave.
+        uint96 unbonding;
+        uint40 unlocksAt;
     }
 
     /// @dev The verifier set and quorum, one slot read once per submit.
@@ -116,12 +167,31 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     mapping(address account => Verifier) private _verifiers;
 
-    /// @dev keccak256(leaseId, nonce, verifier) => voted; only written when a round's quorum > 1.
-    mapping(bytes32 voteKey => bool) private _voted;
+    /// @dev keccak256(leaseId, submission number) => [approvers, rejecters] as bitmaps of verifier
+    /// indexes; only written when a round's quorum > 1.
+    mapping(bytes32 ballotKey => uint256[2]) private _voters;
+
+    /// @dev Verifier index => account (written at its first grant).
+    mapping(uint256 index => address) private _verifierAt;
+
+    /// @dev keccak256(leaseId, reportHash) => a replaced verified submission still disputable.
+    mapping(bytes32 pastKey => Past) private _past;
+
+    DisputeTerms private _terms;
+
+    /// @inheritdoc IAttestationRegistryCore
+    ISnpVerifier public override snpVerifier;
+
+    /// @inheritdoc IAttestationRegistryCore
+    IERC20 public override stakeToken;
+
+    /// @inheritdoc IAttestationRegistryCore
+    uint256 public override burnedVerifierStake;
 
     constructor(address admin, uint256 quorum_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
         _setQuorum(quorum_);
+        _setDisputeTerms(DisputeTerms({window: 1 days, bond: 1e18, slashBps: 5000, minVerifierStake: 1e18}));
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
@@ -152,6 +222,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     /// @inheritdoc IAttestationRegistry
     function isAttested(uint256 leaseId, bytes calldata expectedMeasurement) external view override returns (bool) {
+        return _isAttested(leaseId, expectedMeasurement);
+    }
+
+    function _isAttested(uint256 leaseId, bytes calldata expectedMeasurement) private view returns (bool) {
         Record storage record = _records[leaseId];
         Status status = _status(record);
         if (status == Status.Pending) {
@@ -171,7 +245,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     function attestedSignerOf(uint256 leaseId) external view override returns (address) {
         Record storage record = _records[leaseId];
         Status status = _status(record);
-        uint256 round = record.round;
+        uint256 round = _latestRound(record);
         if (status == Status.Pending) {
             // The same rule as `isAttested`: the previous verified attestation (the other round) vouches.
             if (block.timestamp >= record.prevExpiresAt) return address(0);
@@ -187,7 +261,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     function signerOf(uint256 leaseId) external view override returns (address) {
         Record storage record = _records[leaseId];
         if (record.nonce == 0) return address(0);
-        return _rounds[leaseId][record.round].signer;
+        return _rounds[leaseId][_latestRound(record)].signer;
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -195,7 +269,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         Record storage record = _records[leaseId];
         if (record.status != Status.Pending) return false;
         if (block.timestamp > uint256(record.submittedAt) + VERIFICATION_WINDOW) return false;
-        return _mayVote(account, _rounds[leaseId][record.round]);
+        return _mayVote(account, _rounds[leaseId][_latestRound(record)]);
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -248,7 +322,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             if (progress.status == Status.Pending) {
                 progress.pendingSeconds = uint64(_covered(record, block.timestamp));
             } else {
-                progress.excused = _excused(_rounds[leaseId][record.round]);
+                progress.excused = _excused(_rounds[leaseId][_latestRound(record)]);
             }
         }
     }
@@ -269,13 +343,17 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         record.measurementHead = bytes32(expectedMeasurement[0:32]);
         record.measurementTail = bytes16(expectedMeasurement[32:48]);
         record.reattestInterval = reattestInterval;
+        // Safe: the window is a whole number of hours, at most MAX_DISPUTE_WINDOW (168 hours).
+        // forge-lint: disable-next-line(unsafe-typecast)
+        record.disputeHours = uint8(_terms.window / 1 hours);
     }
 
     /// @inheritdoc IAttestationRegistryCore
     function onCloseWhilePending(uint256 leaseId) external override {
         if (msg.sender != leaseMarket) revert Errors.AttestationRegistry_CallerNotLeaseMarket(msg.sender);
         Record storage record = _records[leaseId];
-        _rounds[leaseId][record.round].closedPending = true;
+        Round storage round = _rounds[leaseId][_latestRound(record)];
+        round.flags |= _CLOSED_PENDING;
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -304,6 +382,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
                 || bytes16(measurement[32:48]) != record.measurementTail
         ) revert Errors.AttestationRegistry_MeasurementMismatch(leaseId);
         {
+            // A verified submission replaced while its verdict can still be disputed stays disputable.
+            if (record.status == Status.Verified && block.timestamp <= _disputableUntil(record, record.submittedAt)) {
+                _keepPast(leaseId, record, current);
+            }
             (uint32 banked, uint40 prevExpiresAt) = _carryOver(leaseId, record, current);
             record.bankedSeconds = banked;
             record.prevExpiresAt = prevExpiresAt;
@@ -312,7 +394,6 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         record.status = Status.Pending;
         record.submittedAt = uint40(block.timestamp);
         record.verifiedAt = 0;
-        record.round = uint8(current & 1);
         record.nonce = current + 1;
         record.reportedTcb = reportedTcb;
 
@@ -351,28 +432,20 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         bytes32 pending = record.reportHash;
         if (reportHash != pending) revert Errors.AttestationRegistry_ReportHashMismatch(leaseId, reportHash, pending);
 
-        uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
-        if (block.timestamp > decideBy) revert Errors.AttestationRegistry_VerificationWindowPassed(leaseId, decideBy);
+        {
+            uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
+            if (block.timestamp > decideBy) revert Errors.AttestationRegistry_VerificationWindowPassed(leaseId, decideBy);
+        }
 
-        Round storage round = _rounds[leaseId][record.round];
+        Round storage round = _rounds[leaseId][_latestRound(record)];
         Round memory vote = round;
-        if (!_mayVote(msg.sender, vote)) revert Errors.AttestationRegistry_NotEligibleVoter(leaseId, msg.sender);
-
+        uint8 index = _admitVoter(leaseId, record, vote);
         bool decided = vote.quorum == 1;
-        if (!decided) {
-            // With a single vote deciding, the status change itself prevents double votes; only a real
-            // quorum needs the per-verifier record and the counts.
-            bytes32 voteKey = keccak256(abi.encode(leaseId, record.nonce, msg.sender));
-            if (_voted[voteKey]) revert Errors.AttestationRegistry_AlreadyVoted(leaseId, msg.sender);
-            _voted[voteKey] = true;
-            // Safe: at most `count` (<= 255) allowed verifiers vote once each.
-            if (ok) {
-                round.approvals = vote.approvals + 1;
-                decided = vote.approvals + 1 >= vote.quorum;
-            } else {
-                round.rejections = vote.rejections + 1;
-                decided = vote.rejections + 1 >= vote.quorum;
-            }
+        if (decided) {
+            // With a single vote deciding, the status change itself prevents double votes.
+            round.decider = index;
+        } else {
+            decided = _tally(leaseId, record.nonce, round, vote, index, ok);
         }
         emit AttestationVote(leaseId, msg.sender, reportHash, ok);
         if (!decided) return;
@@ -382,7 +455,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             record.verifiedAt = uint40(block.timestamp);
             emit AttestationVerified(leaseId, reportHash);
             // The renter closed while this awaited its verdict: the market pays the held time now.
-            if (vote.closedPending) ILeaseMarket(leaseMarket).finalizeClose(leaseId);
+            if (vote.flags & _CLOSED_PENDING != 0) ILeaseMarket(leaseMarket).finalizeClose(leaseId);
         } else {
             record.status = Status.Rejected;
             emit AttestationRejected(leaseId, reportHash);
@@ -405,12 +478,475 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (market == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
         if (leaseMarket != address(0)) revert Errors.AttestationRegistry_LeaseMarketAlreadySet(leaseMarket);
         leaseMarket = market;
+        // Verifiers stake the market's token (the stake token of the deployment).
+        stakeToken = ILeaseMarket(market).token();
         emit LeaseMarketSet(market);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function setDisputeTerms(DisputeTerms calldata terms) external override onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setDisputeTerms(terms);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function setSnpVerifier(ISnpVerifier verifier) external override onlyRole(DEFAULT_ADMIN_ROLE) {
+        // Set once: whoever decides disputes must not be swappable by the admin.
+        if (address(verifier) == address(0) || address(snpVerifier) != address(0)) {
+            revert Errors.AttestationRegistry_SnpVerifierUnset();
+        }
+        snpVerifier = verifier;
+        emit SnpVerifierSet(address(verifier));
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                  VERIFIER STAKE
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistryCore
+    function stakeAsVerifier(uint256 amount) external override {
+        if (amount == 0) revert Errors.AttestationRegistry_ZeroAmount();
+        Verifier storage verifier = _verifiers[msg.sender];
+        uint96 stake = SafeCast.toUint96(verifier.stake + amount);
+        verifier.stake = stake;
+        emit VerifierStaked(msg.sender, amount, stake);
+        _pullStake(amount);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function requestVerifierUnstake(uint256 amount) external override {
+        Verifier storage verifier = _verifiers[msg.sender];
+        uint256 stake = verifier.stake;
+        if (amount == 0) revert Errors.AttestationRegistry_ZeroAmount();
+        if (amount > stake) revert Errors.AttestationRegistry_UnstakeExceedsStake(msg.sender, amount, stake);
+        // Safe: amount <= stake, and stake + unbonding <= tokens held < 2^96.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        verifier.stake = uint96(stake - amount);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        verifier.unbonding += uint96(amount);
+        // One timer for all of it: a request restarts it.
+        uint40 unlocksAt = uint40(block.timestamp + VERIFICATION_WINDOW);
+        verifier.unlocksAt = unlocksAt;
+        emit VerifierUnstakeRequested(msg.sender, amount, unlocksAt);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function withdrawVerifierStake() external override returns (uint256 amount) {
+        Verifier storage verifier = _verifiers[msg.sender];
+        amount = verifier.unbonding;
+        if (amount == 0) revert Errors.AttestationRegistry_NothingUnbonding(msg.sender);
+        uint256 unlocksAt = verifier.unlocksAt;
+        if (verifier.lockedUntil > unlocksAt) unlocksAt = verifier.lockedUntil;
+        // A vote of its can still be disputed (or the delay runs): the stake still backs it.
+        if (block.timestamp <= unlocksAt) revert Errors.AttestationRegistry_StakeLocked(msg.sender, unlocksAt);
+        verifier.unbonding = 0;
+        emit VerifierUnstaked(msg.sender, amount);
+        stakeToken.safeTransfer(msg.sender, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                     DISPUTES
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistryCore
+    function dispute(
+        uint256 leaseId,
+        bytes32 reportHash,
+        bytes calldata report,
+        bytes[] calldata certs,
+        bytes calldata guestKey
+    ) external override returns (bool) {
+        (SubmissionInfo memory sub,) = _submission(leaseId, reportHash);
+        _requireOpen(leaseId, reportHash, sub);
+        _pullStake(_terms.bond);
+        return _settle(leaseId, reportHash, _truth(leaseId, reportHash, sub, report, certs, guestKey));
+    }
+
+    /// @dev Settles a dispute whose truth is known: the bond to the voters, or the verdict reversed.
+    function _settle(uint256 leaseId, bytes32 reportHash, bool truth) private returns (bool overturned) {
+        (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
+        uint256 bond = _terms.bond;
+        bool verified = sub.verdict == Status.Verified;
+        overturned = truth != verified;
+        // One dispute per submission; an upheld Verified verdict is confirmed by the check.
+        _setFlags(leaseId, reportHash, sub.number, latest, overturned || !verified ? _DISPUTED : _DISPUTED | _CONFIRMED);
+        emit AttestationDisputed(leaseId, reportHash, msg.sender, overturned);
+        if (!overturned) {
+            // A frivolous dispute: its bond goes to the verdict's voters.
+            _reward(leaseId, reportHash, sub, verified, bond);
+            return false;
+        }
+        uint256 slashed = _reverse(leaseId, sub, _slashVoters(leaseId, reportHash, sub, verified));
+        // Half of what is left of the wrong voters' stake rewards the disputer, half is burned: a voter
+        // disputing its own vote loses at least half of what it forfeits.
+        uint256 reward = slashed / 2;
+        burnedVerifierStake += slashed - reward;
+        stakeToken.safeTransfer(msg.sender, bond + reward);
+    }
+
+    /// @dev Reverses an overturned verdict with its money; returns what is left of the wrong voters'
+    /// slashed stake `slashed` after paying the node what the renter's credit no longer covers.
+    function _reverse(uint256 leaseId, SubmissionInfo memory sub, uint256 slashed) private returns (uint256) {
+        ILeaseMarket market = ILeaseMarket(leaseMarket);
+        Record storage record = _records[leaseId];
+        if (sub.verdict == Status.Verified) {
+            // A false Verified: the lease ends as rejected; nothing from this submission on is paid.
+            record.status = Status.Rejected;
+            record.bankedSeconds = sub.bankedBefore;
+            // It and every later submission are settled (an earlier one may still be disputed).
+            uint32 reversedFrom = record.reversedFrom;
+            if (reversedFrom == 0 || sub.number < reversedFrom) record.reversedFrom = sub.number;
+            market.onVerifiedOverturned(leaseId, sub.bankedBefore);
+            return slashed;
+        }
+        // A false Rejected (always the latest: a rejection ends the lease): the node's slash is undone and
+        // its time up to the close is paid.
+        record.status = Status.Verified;
+        record.verifiedAt = uint40(block.timestamp);
+        uint256 unpaid = market.onRejectedOverturned(leaseId, sub.submittedAt, _coverEnd(record));
+        // What the renter no longer holds of its refund is paid from the wrong voters' stake.
+        if (unpaid > slashed) unpaid = slashed;
+        if (unpaid != 0) {
+            (,,, address operator,) = market.leaseParties(leaseId);
+            stakeToken.safeTransfer(operator, unpaid);
+        }
+        return slashed - unpaid;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function confirmOnChain(
+        uint256 leaseId,
+        bytes32 reportHash,
+        bytes calldata report,
+        bytes[] calldata certs,
+        bytes calldata guestKey
+    ) external override {
+        (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
+        _requireOpen(leaseId, reportHash, sub);
+        if (sub.verdict != Status.Verified || !_truth(leaseId, reportHash, sub, report, certs, guestKey)) {
+            revert Errors.AttestationRegistry_NotConfirmed(leaseId, reportHash);
+        }
+        _setFlags(leaseId, reportHash, sub.number, latest, _CONFIRMED);
+        emit AttestationConfirmedOnChain(leaseId, reportHash);
+    }
+
+    /// @inheritdoc IAttestationRegistry
+    function isAttestedFinal(uint256 leaseId, bytes calldata expectedMeasurement) external view override returns (bool) {
+        if (!_isAttested(leaseId, expectedMeasurement)) return false;
+        Record storage record = _records[leaseId];
+        uint256 round = _latestRound(record);
+        uint256 submittedAt = record.submittedAt;
+        if (_status(record) == Status.Pending) {
+            // Seamless re-attestation: the previous verified one vouches (the other round).
+            round ^= 1;
+            submittedAt = uint256(record.prevExpiresAt) - record.reattestInterval;
+        }
+        if (_rounds[leaseId][round].flags & _CONFIRMED != 0) return true;
+        // A dispute that did not confirm it overturned it (then isAttested is false).
+        return block.timestamp > _disputableUntil(record, submittedAt);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function submissionOf(uint256 leaseId, bytes32 reportHash) external view override returns (SubmissionInfo memory sub) {
+        (sub,) = _submission(leaseId, reportHash);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function disputeTerms() external view override returns (DisputeTerms memory) {
+        return _terms;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function disputeWindowOf(uint256 leaseId) external view override returns (uint256) {
+        return uint256(_records[leaseId].disputeHours) * 1 hours;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function verifierStakeOf(address verifier) external view override returns (VerifierStake memory) {
+        Verifier storage v = _verifiers[verifier];
+        return VerifierStake({stake: v.stake, unbonding: v.unbonding, unlocksAt: v.unlocksAt, lockedUntil: v.lockedUntil});
     }
 
     /*//////////////////////////////////////////////////////////////////////////
                                       PRIVATE
     //////////////////////////////////////////////////////////////////////////*/
+
+    /// @dev Refuses a vote from an account not allowed on `vote` or without the minimum stake; locks
+    /// its stake until the vote's dispute window closes. Returns its verifier index.
+    function _admitVoter(uint256 leaseId, Record storage record, Round memory vote) private returns (uint8 index) {
+        Verifier storage voter = _verifiers[msg.sender];
+        index = _indexOf(voter, vote.epoch);
+        if (index == 0 || index == vote.excluded0 || index == vote.excluded1 || index == vote.excluded2) {
+            revert Errors.AttestationRegistry_NotEligibleVoter(leaseId, msg.sender);
+        }
+        uint256 stake = voter.stake;
+        uint256 minStake = _terms.minVerifierStake;
+        if (stake < minStake) revert Errors.AttestationRegistry_StakeTooLow(msg.sender, stake, minStake);
+        uint40 until = _disputableUntil(record, record.submittedAt);
+        if (until > voter.lockedUntil) voter.lockedUntil = until;
+    }
+
+    /// @dev Counts a vote under a quorum above 1 (voters kept as bitmaps); returns whether it decides.
+    function _tally(uint256 leaseId, uint256 number, Round storage round, Round memory vote, uint8 index, bool ok)
+        private
+        returns (bool)
+    {
+        uint256[2] storage voters = _voters[_ballotKey(leaseId, number)];
+        uint256 bit = uint256(1) << index;
+        if ((voters[0] | voters[1]) & bit != 0) revert Errors.AttestationRegistry_AlreadyVoted(leaseId, msg.sender);
+        // Safe: at most `count` (<= 255) allowed verifiers vote once each.
+        if (ok) {
+            voters[0] |= bit;
+            round.approvals = vote.approvals + 1;
+            return vote.approvals + 1 >= vote.quorum;
+        }
+        voters[1] |= bit;
+        round.rejections = vote.rejections + 1;
+        return vote.rejections + 1 >= vote.quorum;
+    }
+
+    /// @dev The round of the latest submission (number `nonce`, round (nonce - 1) & 1).
+    function _latestRound(Record storage record) private view returns (uint256) {
+        return (uint256(record.nonce) + 1) & 1;
+    }
+
+    /// @dev Until when the verdict on a submission made at `submittedAt` can be disputed: its
+    /// verification window plus the lease's dispute window (so at least the dispute window after the verdict).
+    function _disputableUntil(Record storage record, uint256 submittedAt) private view returns (uint40) {
+        // Safe: a uint40 time plus at most 169 hours.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return uint40(submittedAt + VERIFICATION_WINDOW + uint256(record.disputeHours) * 1 hours);
+    }
+
+    /// @dev Keeps the verified submission `current` (the latest, about to be replaced) disputable.
+    function _keepPast(uint256 leaseId, Record storage record, uint32 current) private {
+        Past storage past = _past[_pastKey(leaseId, record.reportHash)];
+        // The first submission of a report hash keeps the key (an earlier one is the larger reversal).
+        if (past.number != 0) return;
+        Round storage round = _rounds[leaseId][(uint256(current) + 1) & 1];
+        past.signer = round.signer;
+        past.submittedAt = record.submittedAt;
+        past.bankedBefore = record.bankedSeconds;
+        past.flags = round.flags;
+        past.decider = round.decider;
+        past.number = current;
+    }
+
+    function _pastKey(uint256 leaseId, bytes32 reportHash) private pure returns (bytes32) {
+        return keccak256(abi.encode(leaseId, reportHash));
+    }
+
+    function _ballotKey(uint256 leaseId, uint256 number) private pure returns (bytes32) {
+        return keccak256(abi.encode(leaseId, number));
+    }
+
+    /// @dev The submission of `leaseId` with `reportHash`: a kept past one first, else the latest.
+    function _submission(uint256 leaseId, bytes32 reportHash)
+        private
+        view
+        returns (SubmissionInfo memory sub, bool latest)
+    {
+        Record storage record = _records[leaseId];
+        Past storage past = _past[_pastKey(leaseId, reportHash)];
+        uint8 flags;
+        if (past.number != 0) {
+            sub.number = past.number;
+            sub.verdict = Status.Verified;
+            sub.signer = past.signer;
+            sub.submittedAt = past.submittedAt;
+            sub.bankedBefore = past.bankedBefore;
+            flags = past.flags;
+        } else if (record.nonce != 0 && record.reportHash == reportHash) {
+            latest = true;
+            Round storage round = _rounds[leaseId][_latestRound(record)];
+            sub.number = record.nonce;
+            sub.verdict = record.status;
+            sub.signer = round.signer;
+            sub.submittedAt = record.submittedAt;
+            sub.bankedBefore = record.bankedSeconds;
+            flags = round.flags;
+        } else {
+            return (sub, false);
+        }
+        sub.disputableUntil = _disputableUntil(record, sub.submittedAt);
+        sub.disputed = flags & _DISPUTED != 0;
+        sub.confirmedOnChain = flags & _CONFIRMED != 0;
+        uint32 reversedFrom = record.reversedFrom;
+        // Settled by the reversal of an earlier (or this) submission.
+        if (reversedFrom != 0 && sub.number >= reversedFrom) sub.disputed = true;
+    }
+
+    /// @dev Refuses a dispute or on-chain confirmation of an unknown, undecided, settled or too old verdict.
+    function _requireOpen(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub) private view {
+        if (sub.number == 0) revert Errors.AttestationRegistry_UnknownSubmission(leaseId, reportHash);
+        if (sub.verdict != Status.Verified && sub.verdict != Status.Rejected) {
+            revert Errors.AttestationRegistry_NotDecided(leaseId, reportHash);
+        }
+        if (sub.disputed || sub.confirmedOnChain) revert Errors.AttestationRegistry_AlreadySettled(leaseId, reportHash);
+        if (block.timestamp > sub.disputableUntil) {
+            revert Errors.AttestationRegistry_DisputeWindowPassed(leaseId, reportHash, sub.disputableUntil);
+        }
+    }
+
+    function _setFlags(uint256 leaseId, bytes32 reportHash, uint32 number, bool latest, uint8 flags) private {
+        Record storage record = _records[leaseId];
+        // The round of submission `number` is still kept while it is the latest or the one before.
+        if (uint256(number) + 1 >= record.nonce) _rounds[leaseId][(uint256(number) + 1) & 1].flags |= flags;
+        if (!latest) _past[_pastKey(leaseId, reportHash)].flags |= flags;
+    }
+
+    /// @dev The truth about a submission, by the on-chain check and the off-chain verifier's policy:
+    /// the report is AMD-signed (chain to the pinned ARK), VMPL 0, debug off, its measurement is the
+    /// lease's, REPORT_DATA binds the lease digest of the submission's nonce and the guest key, the
+    /// guest key names the submitted signer and HOST_DATA binds the lease and its renter. Reverts
+    /// when the inputs cannot show it (wrong report bytes or guest key, certificates that do not
+    /// prove the report's key): the disputer's inputs must never decide against a genuine report.
+    function _truth(
+        uint256 leaseId,
+        bytes32 reportHash,
+        SubmissionInfo memory sub,
+        bytes calldata report,
+        bytes[] calldata certs,
+        bytes calldata guestKey
+    ) private returns (bool) {
+        if (keccak256(report) != reportHash) revert Errors.AttestationRegistry_ReportMismatch(leaseId, reportHash);
+        ISnpVerifier verifier = snpVerifier;
+        if (address(verifier) == address(0)) revert Errors.AttestationRegistry_SnpVerifierUnset();
+        // The node committed to bytes that are no report: not genuine, whatever the certificates.
+        if (report.length != _REPORT_LENGTH) return false;
+        SnpReportFields memory fields;
+        {
+            (bool ok, uint8 reason, SnpReportFields memory checked) = verifier.checkReport(report, certs);
+            if (!ok) {
+                // Conclusive only when the report itself is at fault: it says it is unsigned, or its
+                // signature fails under a VCEK proven for its own chip and TCB (CHIP_ID not masked; the
+                // verifier checks the VCEK's hwID and TCB before the signature). Anything else may be a
+                // wrong certificate supplied by the disputer.
+                if (reason == uint8(SnpReason.UnsignedReport)) return false;
+                if (reason == uint8(SnpReason.BadSignature) && _chipBound(report)) return false;
+                revert Errors.AttestationRegistry_Inconclusive(leaseId, reason);
+            }
+            fields = checked;
+        }
+        if (guestKey.length != GUEST_KEY_LENGTH || sha256(guestKey) != fields.reportData1) {
+            revert Errors.AttestationRegistry_GuestKeyMismatch(leaseId);
+        }
+        return _policy(leaseId, sub, fields, address(bytes20(guestKey[64:84])));
+    }
+
+    /// @dev The off-chain verifier's policy over a genuine report's fields.
+    function _policy(uint256 leaseId, SubmissionInfo memory sub, SnpReportFields memory fields, address signer)
+        private
+        view
+        returns (bool)
+    {
+        Record storage record = _records[leaseId];
+        (,, address renter,,) = ILeaseMarket(leaseMarket).leaseParties(leaseId);
+        bytes memory measurement = fields.measurement;
+        return fields.vmpl == 0 && (fields.policy >> 19) & 1 == 0 && measurement.length == _MEASUREMENT_LENGTH
+            && keccak256(measurement) == keccak256(abi.encodePacked(record.measurementHead, record.measurementTail))
+            && fields.reportData0
+                == keccak256(abi.encode("cvm.attest.v1", block.chainid, address(this), leaseId, uint256(sub.number) - 1))
+            && fields.hostData == keccak256(abi.encode("cvm.host.v1", block.chainid, address(this), leaseId, renter))
+            && signer == sub.signer;
+    }
+
+    /// @dev A VCEK-signed report (SIGNING_KEY 0 at 0x48 bits 2..4) with a CHIP_ID (0x1A0, 64 bytes) not all zero.
+    function _chipBound(bytes calldata report) private pure returns (bool) {
+        if ((uint8(report[0x48]) >> 2) & 7 != 0) return false;
+        return bytes32(report[0x1A0:0x1C0]) != 0 || bytes32(report[0x1C0:0x1E0]) != 0;
+    }
+
+    /// @dev The accounts that voted `approve` (or, for a quorum of 1, decided) on a submission.
+    function _votersOf(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub, bool approve)
+        private
+        view
+        returns (address[] memory voters)
+    {
+        Record storage record = _records[leaseId];
+        uint8 decider = sub.number == record.nonce
+            ? _rounds[leaseId][_latestRound(record)].decider
+            : _past[_pastKey(leaseId, reportHash)].decider;
+        if (decider != 0) {
+            voters = new address[](1);
+            voters[0] = _verifierAt[decider];
+            return voters;
+        }
+        uint256 bits = _voters[_ballotKey(leaseId, sub.number)][approve ? 0 : 1];
+        voters = new address[](256);
+        uint256 n;
+        for (uint256 i = 1; i < 256; ++i) {
+            if ((bits >> i) & 1 != 0) voters[n++] = _verifierAt[i];
+        }
+        // Shrink the array to the voters found.
+        assembly ("memory-safe") {
+            mstore(voters, n)
+        }
+    }
+
+    /// @dev Each voter of the overturned verdict loses slashBps of its stake + unbonding; returns the total.
+    function _slashVoters(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub, bool approve)
+        private
+        returns (uint256 total)
+    {
+        address[] memory voters = _votersOf(leaseId, reportHash, sub, approve);
+        uint256 bps = _terms.slashBps;
+        for (uint256 i; i < voters.length; ++i) {
+            Verifier storage verifier = _verifiers[voters[i]];
+            uint256 stake = verifier.stake;
+            uint256 unbonding = verifier.unbonding;
+            uint256 amount = ((stake + unbonding) * bps) / _BPS;
+            uint256 fromStake = amount < stake ? amount : stake;
+            // Safe: each part is at most the uint96 it is taken from.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            verifier.stake = uint96(stake - fromStake);
+            // forge-lint: disable-next-line(unsafe-typecast)
+            verifier.unbonding = uint96(unbonding - (amount - fromStake));
+            total += amount;
+            emit VerifierSlashed(voters[i], leaseId, amount);
+        }
+    }
+
+    /// @dev A verdict that stood: the disputer's bond is shared by its voters (added to their stake).
+    function _reward(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub, bool approve, uint256 bond)
+        private
+    {
+        address[] memory voters = _votersOf(leaseId, reportHash, sub, approve);
+        uint256 share = voters.length == 0 ? 0 : bond / voters.length;
+        for (uint256 i; i < voters.length; ++i) {
+            Verifier storage verifier = _verifiers[voters[i]];
+            verifier.stake = SafeCast.toUint96(verifier.stake + share);
+            emit VerifierRewarded(voters[i], leaseId, share);
+        }
+        // What does not divide evenly is burned.
+        burnedVerifierStake += bond - share * voters.length;
+    }
+
+    /// @dev Where the latest submission's pay ends at the latest: its expiry, or a challenge after it.
+    function _coverEnd(Record storage record) private view returns (uint256 end) {
+        uint256 submittedAt = record.submittedAt;
+        end = submittedAt + record.reattestInterval;
+        uint256 challenge = record.challengedAt;
+        if (challenge > submittedAt && challenge < end) end = challenge;
+    }
+
+    function _pullStake(uint256 amount) private {
+        if (amount == 0) return;
+        IERC20 token = stakeToken;
+        uint256 before = token.balanceOf(address(this));
+        token.safeTransferFrom(msg.sender, address(this), amount);
+        // Booked at face value: a token that delivers less is refused.
+        if (token.balanceOf(address(this)) - before != amount) revert Errors.AttestationRegistry_ZeroAmount();
+    }
+
+    function _setDisputeTerms(DisputeTerms memory terms) private {
+        uint256 window = terms.window;
+        if (
+            window < 1 hours || window > MAX_DISPUTE_WINDOW || window % 1 hours != 0 || terms.slashBps > _BPS
+                || terms.minVerifierStake == 0
+        ) revert Errors.AttestationRegistry_InvalidDisputeTerms();
+        _terms = terms;
+        emit DisputeTermsSet(terms);
+    }
 
     /// @dev Keeps the verifier set's epoch, count and indexes with every grant of VERIFIER_ROLE.
     function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
@@ -422,6 +958,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (index == 0) {
             if (config.lastIndex == type(uint8).max) revert Errors.AttestationRegistry_TooManyVerifiers();
             index = ++config.lastIndex;
+            _verifierAt[index] = account;
         } else {
             // Its old grant's epochs are overwritten: wait until nothing it could vote on is undecided.
             uint256 allowedAt = uint256(verifier.revokedAt) + VERIFICATION_WINDOW + 1;
@@ -511,7 +1048,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             // (nothing banked). A first one left undecided without any approval stays a missed first
             // attestation (slashable); with an approval (or no verifier allowed to vote) it is excused.
             if (_status(record) == Status.Pending) revert Errors.AttestationRegistry_AttestationPending(leaseId);
-            if (current == 1 && !_excused(_rounds[leaseId][record.round])) {
+            if (current == 1 && !_excused(_rounds[leaseId][_latestRound(record)])) {
                 revert Errors.AttestationRegistry_AttestationPending(leaseId);
             }
         } else if (previous == Status.Verified) {
@@ -535,7 +1072,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     /// @dev `account`'s verifier index if it held VERIFIER_ROLE at `epoch`, else 0.
     function _indexAt(address account, uint32 epoch) private view returns (uint8) {
-        Verifier storage verifier = _verifiers[account];
+        return _indexOf(_verifiers[account], epoch);
+    }
+
+    function _indexOf(Verifier storage verifier, uint32 epoch) private view returns (uint8) {
         uint8 index = verifier.index;
         if (index == 0 || verifier.since > epoch) return 0;
         uint32 until = verifier.until;
@@ -545,8 +1085,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     /// @dev Whether `account` may vote in `round`: a verifier at its epoch and none of the lease's parties.
     function _mayVote(address account, Round memory round) private view returns (bool) {
-        uint8 index = _indexAt(account, round.epoch);
-        return index != 0 && index != round.excluded0 && index != round.excluded1 && index != round.excluded2;
+        Verifier storage verifier = _verifiers[account];
+        uint8 index = _indexOf(verifier, round.epoch);
+        return verifier.stake >= _terms.minVerifierStake && index != 0 && index != round.excluded0 && index != round.excluded1 && index != round.excluded2;
     }
 
     /// @dev An attestation left undecided is not the node's fault when an allowed verifier approved

@@ -477,9 +477,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
     /// @inheritdoc ILeaseMarket
     function onAttestationRejected(uint256 leaseId) external override nonReentrant {
-        if (msg.sender != address(attestationRegistry)) {
-            revert Errors.LeaseMarket_CallerNotAttestationRegistry(msg.sender);
-        }
+        _onlyRegistry();
         LeaseRecord storage lease = _leases[leaseId];
         // Closed by its renter while this attestation awaited the verdict: the held escrow goes back.
         if (lease.held) {
@@ -501,6 +499,70 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, 0, false);
         _credit(lease.renter, refund);
         _slash(nodeKey, bond, 0);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function onVerifiedOverturned(uint256 leaseId, uint256 keepSeconds) external override nonReentrant {
+        _onlyRegistry();
+        LeaseRecord storage lease = _leases[leaseId];
+        address nodeKey = lease.nodeKey;
+        uint256 bond = lease.bond;
+        uint256 deposit = lease.deposit;
+        uint256 claimed = lease.claimed;
+        // Earned stays only what was verified before the false submission.
+        uint256 keep = keepSeconds * lease.ratePerSecond;
+        if (keep > deposit) keep = deposit;
+        // What the operator already claimed beyond that is owed to the renter out of the bond.
+        uint256 cut = keep > claimed ? keep : claimed;
+        uint256 refund = deposit - cut;
+        NodeUsage storage usage = _usage[nodeKey];
+        if (lease.status == LeaseStatus.ACTIVE) {
+            _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, cut, refund, cut - keep, false);
+        } else {
+            // Closed: the bond is locked only while held; otherwise take what the node holds beyond the
+            // bonds of its active leases (unbonding first), up to the bond.
+            if (lease.held) {
+                lease.held = false;
+                usage.bonded -= uint128(bond);
+            } else {
+                Node memory node = nodeRegistry.getNode(nodeKey);
+                uint256 free = node.unbonding + (node.stake > usage.bonded ? node.stake - usage.bonded : 0);
+                if (free < bond) bond = free;
+            }
+            // Safe: cut <= deposit, a uint96.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            lease.deposit = uint96(cut);
+            lease.closeReason = CloseReason.ATTESTATION_REJECTED;
+        }
+        emit VerdictReversed(leaseId, true, cut, refund);
+        _credit(lease.renter, refund);
+        (, uint256 paid) = nodeRegistry.slash(nodeKey, bond, cut - keep);
+        _credit(lease.renter, paid);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to)
+        external
+        override
+        nonReentrant
+        returns (uint256 unpaid)
+    {
+        _onlyRegistry();
+        LeaseRecord storage lease = _leases[leaseId];
+        // A rejection closed the lease at timeMark: the node's time up to then is paid.
+        uint256 closedAt = lease.timeMark;
+        if (to > closedAt) to = closedAt;
+        uint256 pay = to > from ? (to - from) * lease.ratePerSecond : 0;
+        address renter = lease.renter;
+        uint256 credit = credits[renter];
+        uint256 fromRenter = pay < credit ? pay : credit;
+        credits[renter] = credit - fromRenter;
+        uint256 earnedAmount = lease.deposit + fromRenter;
+        lease.deposit = SafeCast.toUint96(earnedAmount);
+        lease.closeReason = CloseReason.RENTER;
+        unpaid = pay - fromRenter;
+        emit VerdictReversed(leaseId, false, earnedAmount, fromRenter);
+        nodeRegistry.restoreSlash(lease.nodeKey, lease.bond);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -754,6 +816,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         // Same transaction, nothing in between: the bond is locked, so the registry takes and pays it all.
         // slither-disable-next-line incorrect-equality (an exact amount from our own registry, not a balance race)
         assert(taken == bond && paid == compensation);
+    }
+
+    function _onlyRegistry() private view {
+        if (msg.sender != address(attestationRegistry)) {
+            revert Errors.LeaseMarket_CallerNotAttestationRegistry(msg.sender);
+        }
     }
 
     function _credit(address account, uint256 amount) private {

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+
 import {IAttestationRegistry} from "./IAttestationRegistry.sol";
-import {AttestationProgress} from "../types/DataTypes.sol";
+import {ISnpVerifier} from "./ISnpVerifier.sol";
+import {AttestationProgress, DisputeTerms, SubmissionInfo, VerifierStake} from "../types/DataTypes.sol";
 
 /// @title IAttestationRegistryCore
 /// @notice The full attestation registry: the stable dApp view plus what nodes, verifiers,
@@ -27,6 +30,130 @@ interface IAttestationRegistryCore is IAttestationRegistry {
 
     /// @notice Emitted once, when the lease market is wired in.
     event LeaseMarketSet(address leaseMarket);
+
+    /// @notice Emitted when a submission's verdict is disputed: `overturned` if the on-chain check
+    /// found the verdict wrong (it is reversed with its money consequences).
+    event AttestationDisputed(uint256 indexed leaseId, bytes32 reportHash, address indexed disputer, bool overturned);
+
+    /// @notice Emitted when `confirmOnChain` confirms a Verified verdict by the on-chain check.
+    event AttestationConfirmedOnChain(uint256 indexed leaseId, bytes32 reportHash);
+
+    /// @notice Emitted when a verifier adds stake.
+    event VerifierStaked(address indexed verifier, uint256 amount, uint256 stake);
+
+    /// @notice Emitted when a verifier asks for stake back (still slashable until `unlocksAt` and
+    /// until every dispute window of its votes has closed).
+    event VerifierUnstakeRequested(address indexed verifier, uint256 amount, uint256 unlocksAt);
+
+    /// @notice Emitted when unbonded verifier stake goes back to the verifier.
+    event VerifierUnstaked(address indexed verifier, uint256 amount);
+
+    /// @notice Emitted when a voter of an overturned verdict loses stake.
+    event VerifierSlashed(address indexed verifier, uint256 indexed leaseId, uint256 amount);
+
+    /// @notice Emitted when a voter of a verdict that stood gets its share of the disputer's bond (added to its stake).
+    event VerifierRewarded(address indexed verifier, uint256 indexed leaseId, uint256 amount);
+
+    /// @notice Emitted when the admin changes the dispute terms.
+    event DisputeTermsSet(DisputeTerms terms);
+
+    /// @notice Emitted once, when the on-chain SEV-SNP report verifier is wired in.
+    event SnpVerifierSet(address snpVerifier);
+
+    /// @notice Longest dispute window the admin may set.
+    function MAX_DISPUTE_WINDOW() external view returns (uint256);
+
+    /// @notice Length of the guest key a dispute supplies: X25519 (32) || Ed25519 (32) || signer (20)
+    /// || TLS SPKI SHA-256 (32); REPORT_DATA[32:64] is its SHA-256.
+    function GUEST_KEY_LENGTH() external view returns (uint256);
+
+    /// @notice The on-chain report check disputes use (zero until set, once, by the admin).
+    function snpVerifier() external view returns (ISnpVerifier);
+
+    /// @notice The token verifiers stake and disputers bond (the lease market's token).
+    function stakeToken() external view returns (IERC20);
+
+    /// @notice Verifier stake and dispute bonds burned (kept in the registry for good).
+    function burnedVerifierStake() external view returns (uint256);
+
+    /// @notice Current dispute terms (window for leases opened from now on, bond, voter slash, minimum stake).
+    function disputeTerms() external view returns (DisputeTerms memory);
+
+    /// @notice The dispute window fixed for `leaseId` when it was opened (seconds).
+    function disputeWindowOf(uint256 leaseId) external view returns (uint256);
+
+    /// @notice A verifier's stake, unbonding part, and until when it is locked.
+    function verifierStakeOf(address verifier) external view returns (VerifierStake memory);
+
+    /// @notice The submission of `leaseId` with `reportHash` as a dispute sees it (number 0 if it is
+    /// neither the latest nor a replaced verified one still kept).
+    function submissionOf(uint256 leaseId, bytes32 reportHash) external view returns (SubmissionInfo memory);
+
+    /// @notice Adds `amount` of the stake token to the caller's verifier stake (pulled from the caller).
+    /// @dev A verifier votes only with at least `disputeTerms().minVerifierStake` active stake.
+    /// Reverts: AttestationRegistry_ZeroAmount.
+    function stakeAsVerifier(uint256 amount) external;
+
+    /// @notice Moves `amount` of the caller's active stake to unbonding (still slashable). It can be
+    /// withdrawn after VERIFICATION_WINDOW and once every dispute window of the caller's votes has closed.
+    /// @dev Reverts: AttestationRegistry_ZeroAmount, _UnstakeExceedsStake.
+    function requestVerifierUnstake(uint256 amount) external;
+
+    /// @notice Withdraws the caller's unbonded verifier stake.
+    /// @dev Reverts: AttestationRegistry_NothingUnbonding, _StakeLocked (a vote of its can still be disputed).
+    function withdrawVerifierStake() external returns (uint256 amount);
+
+    /// @notice Disputes the verdict on the submission of `leaseId` whose report hash is `reportHash`,
+    /// within its dispute window, once per submission; anyone may, bonding `disputeTerms().bond`.
+    /// @dev The truth: `keccak256(report) == reportHash`, `snpVerifier.checkReport(report, certs)`
+    /// passes, VMPL 0, POLICY debug bit (19) off, MEASUREMENT is the lease's, REPORT_DATA[0:32] is
+    /// keccak256(abi.encode("cvm.attest.v1", chainid, this, leaseId, nonce)) for the submission's
+    /// nonce, REPORT_DATA[32:64] is sha256(guestKey) and guestKey[64:84] is the submitted signer,
+    /// HOST_DATA is keccak256(abi.encode("cvm.host.v1", chainid, this, leaseId, renter)). A report
+    /// that is not 1184 bytes, that says it is unsigned, or whose signature fails under the VCEK of
+    /// its own (unmasked) chip is false; a check failure that may come from the certificates given
+    /// reverts (Inconclusive), as does a guest key that is not the REPORT_DATA preimage.
+    /// If the truth differs from the verdict, it is reversed. A false Verified: the lease ends as
+    /// rejected, every verified second from this submission on is unpaid (the renter is credited what
+    /// escrow still holds of it and, for what the operator already claimed, compensation from the
+    /// node's bond), the bond is slashed (the rest burned), and this and later submissions are settled.
+    /// A false Rejected: the node's burned bond is restored and its time from submission to the close
+    /// is paid (from the renter's credit, the rest from the wrong voters' slashed stake). Either way
+    /// each voter of the wrong verdict loses `slashBps` of its stake + unbonding; the disputer gets its
+    /// bond back and half of what is left of that (the rest is burned). If the verdict stands, the bond
+    /// is shared by its voters (added to their stake) and a Verified verdict counts as confirmed on chain.
+    /// Emits AttestationDisputed. Reverts: AttestationRegistry_UnknownSubmission, _NotDecided,
+    /// _AlreadySettled, _DisputeWindowPassed, _ReportMismatch, _SnpVerifierUnset, _Inconclusive,
+    /// _GuestKeyMismatch, and the token's errors for the bond.
+    /// @return overturned Whether the verdict was reversed.
+    function dispute(
+        uint256 leaseId,
+        bytes32 reportHash,
+        bytes calldata report,
+        bytes[] calldata certs,
+        bytes calldata guestKey
+    ) external returns (bool overturned);
+
+    /// @notice Anyone may confirm a Verified verdict by the same on-chain check as `dispute`, without a
+    /// bond, within its dispute window: `isAttestedFinal` then holds at once. No money moves.
+    /// @dev Reverts: the errors of `dispute` before the bond, and AttestationRegistry_NotConfirmed if
+    /// the verdict is not Verified or the check finds the report false (dispute it instead).
+    function confirmOnChain(
+        uint256 leaseId,
+        bytes32 reportHash,
+        bytes calldata report,
+        bytes[] calldata certs,
+        bytes calldata guestKey
+    ) external;
+
+    /// @notice Sets the dispute terms (admin only). The window applies to leases opened afterwards.
+    /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_InvalidDisputeTerms (window not
+    /// a whole number of hours in [1 hour, MAX_DISPUTE_WINDOW], slashBps above 10,000, zero minimum stake).
+    function setDisputeTerms(DisputeTerms calldata terms) external;
+
+    /// @notice Wires in the on-chain SEV-SNP report check, once (admin only).
+    /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_SnpVerifierUnset (zero or already set).
+    function setSnpVerifier(ISnpVerifier verifier) external;
 
     /// @notice Seconds the verifier quorum has to decide a submitted attestation; undecided after
     /// that, it counts as missed (Expired) and votes are refused.
@@ -57,7 +184,7 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     function signerOf(uint256 leaseId) external view returns (address);
 
     /// @notice Whether `account` may vote on the pending attestation of `leaseId` now (within its
-    /// verification window): it held
+    /// verification window): it has at least the minimum verifier stake, it held
     /// VERIFIER_ROLE when the attestation was submitted and is not the lease's renter, node key or
     /// node operator.
     function canVote(uint256 leaseId, address account) external view returns (bool);

@@ -255,6 +255,53 @@ library Errors {
     /// (that is a missed first attestation: a late report must not erase it).
     error AttestationRegistry_AttestationDeadlinePassed(uint256 leaseId, uint256 attestBy);
 
+    /// @notice Thrown when a verifier votes with less active stake than the dispute terms' minimum.
+    error AttestationRegistry_StakeTooLow(address verifier, uint256 stake, uint256 minStake);
+
+    /// @notice Thrown when a verifier stakes or unstakes zero.
+    error AttestationRegistry_ZeroAmount();
+
+    /// @notice Thrown when a verifier unstakes more than its active stake.
+    error AttestationRegistry_UnstakeExceedsStake(address verifier, uint256 amount, uint256 stake);
+
+    /// @notice Thrown when a verifier withdraws while nothing is unbonding.
+    error AttestationRegistry_NothingUnbonding(address verifier);
+
+    /// @notice Thrown when a verifier withdraws before its unbonding delay passed or while a vote of
+    /// its can still be disputed; `unlocksAt` is when it can.
+    error AttestationRegistry_StakeLocked(address verifier, uint256 unlocksAt);
+
+    /// @notice Thrown when no submission of `leaseId` has this report hash (or its record is gone).
+    error AttestationRegistry_UnknownSubmission(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when a dispute or on-chain confirmation names a submission without a verdict.
+    error AttestationRegistry_NotDecided(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when a submission's verdict was already disputed or confirmed on chain.
+    error AttestationRegistry_AlreadySettled(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when a dispute or on-chain confirmation comes after the submission's dispute window.
+    error AttestationRegistry_DisputeWindowPassed(uint256 leaseId, bytes32 reportHash, uint256 disputableUntil);
+
+    /// @notice Thrown when the report given is not the one whose keccak256 the node submitted.
+    error AttestationRegistry_ReportMismatch(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when the guest key given is not 116 bytes or not what the report's REPORT_DATA[32:64] hashes.
+    error AttestationRegistry_GuestKeyMismatch(uint256 leaseId);
+
+    /// @notice Thrown when the on-chain check cannot tell the truth from what was given (a certificate
+    /// that does not chain, or one that may belong to another chip): `reason` is the SnpReason.
+    error AttestationRegistry_Inconclusive(uint256 leaseId, uint8 reason);
+
+    /// @notice Thrown when `confirmOnChain` finds the report false, or names a submission not Verified.
+    error AttestationRegistry_NotConfirmed(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when the dispute terms are out of range.
+    error AttestationRegistry_InvalidDisputeTerms();
+
+    /// @notice Thrown when the SEV-SNP verifier is set a second time, or a dispute comes before it is set.
+    error AttestationRegistry_SnpVerifierUnset();
+
     /*//////////////////////////////////////////////////////////////////////////
                                   ATTESTED-SERVICE
     //////////////////////////////////////////////////////////////////////////*/
