@@ -9,7 +9,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
 import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.sol";
 import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
-import {ISnpVerifier, SnpReason, SnpReportFields} from "./interfaces/ISnpVerifier.sol";
+import {IAttestationCourt} from "./interfaces/IAttestationCourt.sol";
 import {Errors} from "./libraries/Errors.sol";
 import {
     AttestationProgress,
@@ -42,11 +42,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistryCore
     uint256 public constant override MAX_DISPUTE_WINDOW = 7 days;
 
-    /// @inheritdoc IAttestationRegistryCore
-    uint256 public constant override GUEST_KEY_LENGTH = 116;
-
     uint256 private constant _MEASUREMENT_LENGTH = 48;
-    uint256 private constant _REPORT_LENGTH = 1184;
     uint256 private constant _BPS = 10_000;
     // Round / Past flags.
     uint8 private constant _CLOSED_PENDING = 1;
@@ -180,7 +176,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     DisputeTerms private _terms;
 
     /// @inheritdoc IAttestationRegistryCore
-    ISnpVerifier public override snpVerifier;
+    IAttestationCourt public override court;
 
     /// @inheritdoc IAttestationRegistryCore
     IERC20 public override stakeToken;
@@ -489,13 +485,13 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     }
 
     /// @inheritdoc IAttestationRegistryCore
-    function setSnpVerifier(ISnpVerifier verifier) external override onlyRole(DEFAULT_ADMIN_ROLE) {
+    function setCourt(IAttestationCourt court_) external override onlyRole(DEFAULT_ADMIN_ROLE) {
         // Set once: whoever decides disputes must not be swappable by the admin.
-        if (address(verifier) == address(0) || address(snpVerifier) != address(0)) {
-            revert Errors.AttestationRegistry_SnpVerifierUnset();
+        if (address(court_) == address(0) || address(court) != address(0)) {
+            revert Errors.AttestationRegistry_CourtAlreadySet();
         }
-        snpVerifier = verifier;
-        emit SnpVerifierSet(address(verifier));
+        court = court_;
+        emit CourtSet(address(court_));
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -548,28 +544,19 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc IAttestationRegistryCore
-    function dispute(
-        uint256 leaseId,
-        bytes32 reportHash,
-        bytes calldata report,
-        bytes[] calldata certs,
-        bytes calldata guestKey
-    ) external override returns (bool) {
-        (SubmissionInfo memory sub,) = _submission(leaseId, reportHash);
-        _requireOpen(leaseId, reportHash, sub);
-        _pullStake(_terms.bond);
-        return _settle(leaseId, reportHash, _truth(leaseId, reportHash, sub, report, certs, guestKey));
-    }
-
-    /// @dev Settles a dispute whose truth is known: the bond to the voters, or the verdict reversed.
-    function _settle(uint256 leaseId, bytes32 reportHash, bool truth) private returns (bool overturned) {
+    function resolveDispute(uint256 leaseId, bytes32 reportHash, address disputer, bool truth, uint256 bond)
+        external
+        override
+        returns (bool overturned)
+    {
+        if (msg.sender != address(court)) revert Errors.AttestationRegistry_CallerNotCourt(msg.sender);
         (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
-        uint256 bond = _terms.bond;
+        _requireOpen(leaseId, reportHash, sub);
         bool verified = sub.verdict == Status.Verified;
         overturned = truth != verified;
         // One dispute per submission; an upheld Verified verdict is confirmed by the check.
         _setFlags(leaseId, reportHash, sub.number, latest, overturned || !verified ? _DISPUTED : _DISPUTED | _CONFIRMED);
-        emit AttestationDisputed(leaseId, reportHash, msg.sender, overturned);
+        emit AttestationDisputed(leaseId, reportHash, disputer, overturned);
         if (!overturned) {
             // A frivolous dispute: its bond goes to the verdict's voters.
             _reward(leaseId, reportHash, sub, verified, bond);
@@ -580,7 +567,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         // disputing its own vote loses at least half of what it forfeits.
         uint256 reward = slashed / 2;
         burnedVerifierStake += slashed - reward;
-        stakeToken.safeTransfer(msg.sender, bond + reward);
+        stakeToken.safeTransfer(disputer, bond + reward);
     }
 
     /// @dev Reverses an overturned verdict with its money; returns what is left of the wrong voters'
@@ -613,18 +600,11 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     }
 
     /// @inheritdoc IAttestationRegistryCore
-    function confirmOnChain(
-        uint256 leaseId,
-        bytes32 reportHash,
-        bytes calldata report,
-        bytes[] calldata certs,
-        bytes calldata guestKey
-    ) external override {
+    function confirmByCourt(uint256 leaseId, bytes32 reportHash) external override {
+        if (msg.sender != address(court)) revert Errors.AttestationRegistry_CallerNotCourt(msg.sender);
         (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
         _requireOpen(leaseId, reportHash, sub);
-        if (sub.verdict != Status.Verified || !_truth(leaseId, reportHash, sub, report, certs, guestKey)) {
-            revert Errors.AttestationRegistry_NotConfirmed(leaseId, reportHash);
-        }
+        if (sub.verdict != Status.Verified) revert Errors.AttestationRegistry_NotConfirmed(leaseId, reportHash);
         _setFlags(leaseId, reportHash, sub.number, latest, _CONFIRMED);
         emit AttestationConfirmedOnChain(leaseId, reportHash);
     }
@@ -792,68 +772,6 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         // The round of submission `number` is still kept while it is the latest or the one before.
         if (uint256(number) + 1 >= record.nonce) _rounds[leaseId][(uint256(number) + 1) & 1].flags |= flags;
         if (!latest) _past[_pastKey(leaseId, reportHash)].flags |= flags;
-    }
-
-    /// @dev The truth about a submission, by the on-chain check and the off-chain verifier's policy:
-    /// the report is AMD-signed (chain to the pinned ARK), VMPL 0, debug off, its measurement is the
-    /// lease's, REPORT_DATA binds the lease digest of the submission's nonce and the guest key, the
-    /// guest key names the submitted signer and HOST_DATA binds the lease and its renter. Reverts
-    /// when the inputs cannot show it (wrong report bytes or guest key, certificates that do not
-    /// prove the report's key): the disputer's inputs must never decide against a genuine report.
-    function _truth(
-        uint256 leaseId,
-        bytes32 reportHash,
-        SubmissionInfo memory sub,
-        bytes calldata report,
-        bytes[] calldata certs,
-        bytes calldata guestKey
-    ) private returns (bool) {
-        if (keccak256(report) != reportHash) revert Errors.AttestationRegistry_ReportMismatch(leaseId, reportHash);
-        ISnpVerifier verifier = snpVerifier;
-        if (address(verifier) == address(0)) revert Errors.AttestationRegistry_SnpVerifierUnset();
-        // The node committed to bytes that are no report: not genuine, whatever the certificates.
-        if (report.length != _REPORT_LENGTH) return false;
-        SnpReportFields memory fields;
-        {
-            (bool ok, uint8 reason, SnpReportFields memory checked) = verifier.checkReport(report, certs);
-            if (!ok) {
-                // Conclusive only when the report itself is at fault: it says it is unsigned, or its
-                // signature fails under a VCEK proven for its own chip and TCB (CHIP_ID not masked; the
-                // verifier checks the VCEK's hwID and TCB before the signature). Anything else may be a
-                // wrong certificate supplied by the disputer.
-                if (reason == uint8(SnpReason.UnsignedReport)) return false;
-                if (reason == uint8(SnpReason.BadSignature) && _chipBound(report)) return false;
-                revert Errors.AttestationRegistry_Inconclusive(leaseId, reason);
-            }
-            fields = checked;
-        }
-        if (guestKey.length != GUEST_KEY_LENGTH || sha256(guestKey) != fields.reportData1) {
-            revert Errors.AttestationRegistry_GuestKeyMismatch(leaseId);
-        }
-        return _policy(leaseId, sub, fields, address(bytes20(guestKey[64:84])));
-    }
-
-    /// @dev The off-chain verifier's policy over a genuine report's fields.
-    function _policy(uint256 leaseId, SubmissionInfo memory sub, SnpReportFields memory fields, address signer)
-        private
-        view
-        returns (bool)
-    {
-        Record storage record = _records[leaseId];
-        (,, address renter,,) = ILeaseMarket(leaseMarket).leaseParties(leaseId);
-        bytes memory measurement = fields.measurement;
-        return fields.vmpl == 0 && (fields.policy >> 19) & 1 == 0 && measurement.length == _MEASUREMENT_LENGTH
-            && keccak256(measurement) == keccak256(abi.encodePacked(record.measurementHead, record.measurementTail))
-            && fields.reportData0
-                == keccak256(abi.encode("cvm.attest.v1", block.chainid, address(this), leaseId, uint256(sub.number) - 1))
-            && fields.hostData == keccak256(abi.encode("cvm.host.v1", block.chainid, address(this), leaseId, renter))
-            && signer == sub.signer;
-    }
-
-    /// @dev A VCEK-signed report (SIGNING_KEY 0 at 0x48 bits 2..4) with a CHIP_ID (0x1A0, 64 bytes) not all zero.
-    function _chipBound(bytes calldata report) private pure returns (bool) {
-        if ((uint8(report[0x48]) >> 2) & 7 != 0) return false;
-        return bytes32(report[0x1A0:0x1C0]) != 0 || bytes32(report[0x1C0:0x1E0]) != 0;
     }
 
     /// @dev The accounts that voted `approve` (or, for a quorum of 1, decided) on a submission.

@@ -515,19 +515,14 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         // What the operator already claimed beyond that is owed to the renter out of the bond.
         uint256 cut = keep > claimed ? keep : claimed;
         uint256 refund = deposit - cut;
-        NodeUsage storage usage = _usage[nodeKey];
         if (lease.status == LeaseStatus.ACTIVE) {
             _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, cut, refund, cut - keep, false);
         } else {
-            // Closed: the bond is locked only while held; otherwise take what the node holds beyond the
-            // bonds of its active leases (unbonding first), up to the bond.
+            // Closed: the bond is locked only while held; otherwise the registry takes what the node
+            // holds beyond the bonds of its active leases, up to the bond.
             if (lease.held) {
                 lease.held = false;
-                usage.bonded -= uint128(bond);
-            } else {
-                Node memory node = nodeRegistry.getNode(nodeKey);
-                uint256 free = node.unbonding + (node.stake > usage.bonded ? node.stake - usage.bonded : 0);
-                if (free < bond) bond = free;
+                _usage[nodeKey].bonded -= uint128(bond);
             }
             // Safe: cut <= deposit, a uint96.
             // forge-lint: disable-next-line(unsafe-typecast)

@@ -201,7 +201,10 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
         Node storage node = _nodes[nodeKey];
         uint256 active = node.stake;
         uint256 unbonding = node.unbonding;
-        uint256 available = active + unbonding;
+        // Never the stake that backs the bonds of the node's active leases (the market releases a lease's
+        // bond before slashing it).
+        uint256 bonded = ILeaseMarket(leaseMarket).bondedStake(nodeKey);
+        uint256 available = unbonding + (active > bonded ? active - bonded : 0);
         taken = amount < available ? amount : available;
         // slither-disable-next-line incorrect-equality (zero is the "nothing to take" case, not a balance race)
         if (taken == 0) return (0, 0);

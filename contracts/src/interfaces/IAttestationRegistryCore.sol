@@ -4,7 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {IAttestationRegistry} from "./IAttestationRegistry.sol";
-import {ISnpVerifier} from "./ISnpVerifier.sol";
+import {IAttestationCourt} from "./IAttestationCourt.sol";
 import {AttestationProgress, DisputeTerms, SubmissionInfo, VerifierStake} from "../types/DataTypes.sol";
 
 /// @title IAttestationRegistryCore
@@ -57,18 +57,15 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice Emitted when the admin changes the dispute terms.
     event DisputeTermsSet(DisputeTerms terms);
 
-    /// @notice Emitted once, when the on-chain SEV-SNP report verifier is wired in.
-    event SnpVerifierSet(address snpVerifier);
+    /// @notice Emitted once, when the attestation court (disputes, over the SEV-SNP report check) is wired in.
+    event CourtSet(address court);
 
     /// @notice Longest dispute window the admin may set.
     function MAX_DISPUTE_WINDOW() external view returns (uint256);
 
-    /// @notice Length of the guest key a dispute supplies: X25519 (32) || Ed25519 (32) || signer (20)
-    /// || TLS SPKI SHA-256 (32); REPORT_DATA[32:64] is its SHA-256.
-    function GUEST_KEY_LENGTH() external view returns (uint256);
-
-    /// @notice The on-chain report check disputes use (zero until set, once, by the admin).
-    function snpVerifier() external view returns (ISnpVerifier);
+    /// @notice The attestation court: where anyone disputes or confirms a verdict on chain (zero until
+    /// set, once, by the admin); it holds the deployment's `ISnpVerifier`.
+    function court() external view returns (IAttestationCourt);
 
     /// @notice The token verifiers stake and disputers bond (the lease market's token).
     function stakeToken() external view returns (IERC20);
@@ -103,17 +100,10 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @dev Reverts: AttestationRegistry_NothingUnbonding, _StakeLocked (a vote of its can still be disputed).
     function withdrawVerifierStake() external returns (uint256 amount);
 
-    /// @notice Disputes the verdict on the submission of `leaseId` whose report hash is `reportHash`,
-    /// within its dispute window, once per submission; anyone may, bonding `disputeTerms().bond`.
-    /// @dev The truth: `keccak256(report) == reportHash`, `snpVerifier.checkReport(report, certs)`
-    /// passes, VMPL 0, POLICY debug bit (19) off, MEASUREMENT is the lease's, REPORT_DATA[0:32] is
-    /// keccak256(abi.encode("cvm.attest.v1", chainid, this, leaseId, nonce)) for the submission's
-    /// nonce, REPORT_DATA[32:64] is sha256(guestKey) and guestKey[64:84] is the submitted signer,
-    /// HOST_DATA is keccak256(abi.encode("cvm.host.v1", chainid, this, leaseId, renter)). A report
-    /// that is not 1184 bytes, that says it is unsigned, or whose signature fails under the VCEK of
-    /// its own (unmasked) chip is false; a check failure that may come from the certificates given
-    /// reverts (Inconclusive), as does a guest key that is not the REPORT_DATA preimage.
-    /// If the truth differs from the verdict, it is reversed. A false Verified: the lease ends as
+    /// @notice Settles a dispute of the verdict on the submission of `leaseId` with `reportHash` whose
+    /// truth the court found (`IAttestationCourt.dispute`: the court has paid the disputer's `bond` in).
+    /// Court only; once per submission, within its dispute window.
+    /// @dev If the truth differs from the verdict, it is reversed. A false Verified: the lease ends as
     /// rejected, every verified second from this submission on is unpaid (the renter is credited what
     /// escrow still holds of it and, for what the operator already claimed, compensation from the
     /// node's bond), the bond is slashed (the rest burned), and this and later submissions are settled.
@@ -121,39 +111,29 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// is paid (from the renter's credit, the rest from the wrong voters' slashed stake). Either way
     /// each voter of the wrong verdict loses `slashBps` of its stake + unbonding; the disputer gets its
     /// bond back and half of what is left of that (the rest is burned). If the verdict stands, the bond
-    /// is shared by its voters (added to their stake) and a Verified verdict counts as confirmed on chain.
-    /// Emits AttestationDisputed. Reverts: AttestationRegistry_UnknownSubmission, _NotDecided,
-    /// _AlreadySettled, _DisputeWindowPassed, _ReportMismatch, _SnpVerifierUnset, _Inconclusive,
-    /// _GuestKeyMismatch, and the token's errors for the bond.
+    /// is shared by its voters (added to their stake; a remainder is burned) and a Verified verdict
+    /// counts as confirmed on chain. Emits AttestationDisputed.
+    /// Reverts: AttestationRegistry_CallerNotCourt, _UnknownSubmission, _NotDecided, _AlreadySettled,
+    /// _DisputeWindowPassed.
     /// @return overturned Whether the verdict was reversed.
-    function dispute(
-        uint256 leaseId,
-        bytes32 reportHash,
-        bytes calldata report,
-        bytes[] calldata certs,
-        bytes calldata guestKey
-    ) external returns (bool overturned);
+    function resolveDispute(uint256 leaseId, bytes32 reportHash, address disputer, bool truth, uint256 bond)
+        external
+        returns (bool overturned);
 
-    /// @notice Anyone may confirm a Verified verdict by the same on-chain check as `dispute`, without a
-    /// bond, within its dispute window: `isAttestedFinal` then holds at once. No money moves.
-    /// @dev Reverts: the errors of `dispute` before the bond, and AttestationRegistry_NotConfirmed if
-    /// the verdict is not Verified or the check finds the report false (dispute it instead).
-    function confirmOnChain(
-        uint256 leaseId,
-        bytes32 reportHash,
-        bytes calldata report,
-        bytes[] calldata certs,
-        bytes calldata guestKey
-    ) external;
+    /// @notice Marks a Verified verdict confirmed by the court's on-chain check (`IAttestationCourt.confirmOnChain`):
+    /// `isAttestedFinal` then holds at once. Court only; no money moves.
+    /// @dev Reverts: AttestationRegistry_CallerNotCourt, _UnknownSubmission, _NotDecided, _AlreadySettled,
+    /// _DisputeWindowPassed, _NotConfirmed (not Verified).
+    function confirmByCourt(uint256 leaseId, bytes32 reportHash) external;
 
     /// @notice Sets the dispute terms (admin only). The window applies to leases opened afterwards.
     /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_InvalidDisputeTerms (window not
     /// a whole number of hours in [1 hour, MAX_DISPUTE_WINDOW], slashBps above 10,000, zero minimum stake).
     function setDisputeTerms(DisputeTerms calldata terms) external;
 
-    /// @notice Wires in the on-chain SEV-SNP report check, once (admin only).
-    /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_SnpVerifierUnset (zero or already set).
-    function setSnpVerifier(ISnpVerifier verifier) external;
+    /// @notice Wires in the attestation court, once (admin only).
+    /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_CourtAlreadySet (zero or already set).
+    function setCourt(IAttestationCourt court_) external;
 
     /// @notice Seconds the verifier quorum has to decide a submitted attestation; undecided after
     /// that, it counts as missed (Expired) and votes are refused.

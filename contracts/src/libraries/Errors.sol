@@ -283,24 +283,34 @@ library Errors {
     /// @notice Thrown when a dispute or on-chain confirmation comes after the submission's dispute window.
     error AttestationRegistry_DisputeWindowPassed(uint256 leaseId, bytes32 reportHash, uint256 disputableUntil);
 
-    /// @notice Thrown when the report given is not the one whose keccak256 the node submitted.
-    error AttestationRegistry_ReportMismatch(uint256 leaseId, bytes32 reportHash);
-
-    /// @notice Thrown when the guest key given is not 116 bytes or not what the report's REPORT_DATA[32:64] hashes.
-    error AttestationRegistry_GuestKeyMismatch(uint256 leaseId);
-
-    /// @notice Thrown when the on-chain check cannot tell the truth from what was given (a certificate
-    /// that does not chain, or one that may belong to another chip): `reason` is the SnpReason.
-    error AttestationRegistry_Inconclusive(uint256 leaseId, uint8 reason);
-
     /// @notice Thrown when `confirmOnChain` finds the report false, or names a submission not Verified.
     error AttestationRegistry_NotConfirmed(uint256 leaseId, bytes32 reportHash);
 
     /// @notice Thrown when the dispute terms are out of range.
     error AttestationRegistry_InvalidDisputeTerms();
 
-    /// @notice Thrown when the SEV-SNP verifier is set a second time, or a dispute comes before it is set.
-    error AttestationRegistry_SnpVerifierUnset();
+    /// @notice Thrown when the attestation court is set a second time (or to zero).
+    error AttestationRegistry_CourtAlreadySet();
+
+    /// @notice Thrown when a function reserved for the attestation court is called by another account.
+    error AttestationRegistry_CallerNotCourt(address caller);
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                ATTESTATION-COURT
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @notice Thrown when a zero address is given where a contract is required.
+    error AttestationCourt_ZeroAddress();
+
+    /// @notice Thrown when the report given is not the one whose keccak256 the node submitted.
+    error AttestationCourt_ReportMismatch(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when the guest key given is not 116 bytes or not what the report's REPORT_DATA[32:64] hashes.
+    error AttestationCourt_GuestKeyMismatch(uint256 leaseId);
+
+    /// @notice Thrown when the on-chain check cannot tell the truth from what was given (a certificate
+    /// that does not chain, or one that may belong to another chip): `reason` is the SnpReason.
+    error AttestationCourt_Inconclusive(uint256 leaseId, uint8 reason);
 
     /*//////////////////////////////////////////////////////////////////////////
                                   ATTESTED-SERVICE
