@@ -2,8 +2,6 @@
 pragma solidity 0.8.28;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
-import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
-import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
@@ -15,8 +13,7 @@ import {
     AttestationProgress,
     DisputeTerms,
     LeaseStatus,
-    SubmissionInfo,
-    VerifierStake
+    SubmissionInfo
 } from "./types/DataTypes.sol";
 
 /// @title AttestationRegistry
@@ -25,8 +22,6 @@ import {
 /// `confirm` only rewrite slots that already hold data (5,000 gas each instead of 22,100).
 /// The measurement is stored once, here; the node key and lease status are read from the market.
 contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
-    using SafeERC20 for IERC20;
-
     /// @inheritdoc IAttestationRegistryCore
     bytes32 public constant override VERIFIER_ROLE = keccak256("cvm.VERIFIER_ROLE");
 
@@ -132,13 +127,6 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint32 until;
         // When it was last revoked (a re-grant waits for the verification window after it).
         uint40 revokedAt;
-        // The latest end of a dispute window of its votes (its stake cannot leave before).
-        uint40 lockedUntil;
-        // Active stake (12 bytes): 1 + 4 + 4 + 5 + 5 + 12 = 31 bytes, read once per vote.
-        uint96 stake;
-        // slot 1: stake requested out (still slashable) and when it may leave.
-        uint96 unbonding;
-        uint40 unlocksAt;
     }
 
     /// @dev The verifier set and quorum, one slot read once per submit.
@@ -178,11 +166,6 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistryCore
     IAttestationCourt public override court;
 
-    /// @inheritdoc IAttestationRegistryCore
-    IERC20 public override stakeToken;
-
-    /// @inheritdoc IAttestationRegistryCore
-    uint256 public override burnedVerifierStake;
 
     constructor(address admin, uint256 quorum_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
@@ -474,8 +457,6 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (market == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
         if (leaseMarket != address(0)) revert Errors.AttestationRegistry_LeaseMarketAlreadySet(leaseMarket);
         leaseMarket = market;
-        // Verifiers stake the market's token (the stake token of the deployment).
-        stakeToken = ILeaseMarket(market).token();
         emit LeaseMarketSet(market);
     }
 
@@ -495,59 +476,14 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     }
 
     /*//////////////////////////////////////////////////////////////////////////
-                                  VERIFIER STAKE
-    //////////////////////////////////////////////////////////////////////////*/
-
-    /// @inheritdoc IAttestationRegistryCore
-    function stakeAsVerifier(uint256 amount) external override {
-        if (amount == 0) revert Errors.AttestationRegistry_ZeroAmount();
-        Verifier storage verifier = _verifiers[msg.sender];
-        uint96 stake = SafeCast.toUint96(verifier.stake + amount);
-        verifier.stake = stake;
-        emit VerifierStaked(msg.sender, amount, stake);
-        _pullStake(amount);
-    }
-
-    /// @inheritdoc IAttestationRegistryCore
-    function requestVerifierUnstake(uint256 amount) external override {
-        Verifier storage verifier = _verifiers[msg.sender];
-        uint256 stake = verifier.stake;
-        if (amount == 0) revert Errors.AttestationRegistry_ZeroAmount();
-        if (amount > stake) revert Errors.AttestationRegistry_UnstakeExceedsStake(msg.sender, amount, stake);
-        // Safe: amount <= stake, and stake + unbonding <= tokens held < 2^96.
-        // forge-lint: disable-next-line(unsafe-typecast)
-        verifier.stake = uint96(stake - amount);
-        // forge-lint: disable-next-line(unsafe-typecast)
-        verifier.unbonding += uint96(amount);
-        // One timer for all of it: a request restarts it.
-        uint40 unlocksAt = uint40(block.timestamp + VERIFICATION_WINDOW);
-        verifier.unlocksAt = unlocksAt;
-        emit VerifierUnstakeRequested(msg.sender, amount, unlocksAt);
-    }
-
-    /// @inheritdoc IAttestationRegistryCore
-    function withdrawVerifierStake() external override returns (uint256 amount) {
-        Verifier storage verifier = _verifiers[msg.sender];
-        amount = verifier.unbonding;
-        if (amount == 0) revert Errors.AttestationRegistry_NothingUnbonding(msg.sender);
-        uint256 unlocksAt = verifier.unlocksAt;
-        if (verifier.lockedUntil > unlocksAt) unlocksAt = verifier.lockedUntil;
-        // A vote of its can still be disputed (or the delay runs): the stake still backs it.
-        if (block.timestamp <= unlocksAt) revert Errors.AttestationRegistry_StakeLocked(msg.sender, unlocksAt);
-        verifier.unbonding = 0;
-        emit VerifierUnstaked(msg.sender, amount);
-        stakeToken.safeTransfer(msg.sender, amount);
-    }
-
-    /*//////////////////////////////////////////////////////////////////////////
                                      DISPUTES
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc IAttestationRegistryCore
-    function resolveDispute(uint256 leaseId, bytes32 reportHash, address disputer, bool truth, uint256 bond)
+    function resolveDispute(uint256 leaseId, bytes32 reportHash, address disputer, bool truth)
         external
         override
-        returns (bool overturned)
+        returns (bool overturned, address[] memory voters, uint256 unpaid, address operator)
     {
         if (msg.sender != address(court)) revert Errors.AttestationRegistry_CallerNotCourt(msg.sender);
         (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
@@ -557,22 +493,14 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         // One dispute per submission; an upheld Verified verdict is confirmed by the check.
         _setFlags(leaseId, reportHash, sub.number, latest, overturned || !verified ? _DISPUTED : _DISPUTED | _CONFIRMED);
         emit AttestationDisputed(leaseId, reportHash, disputer, overturned);
-        if (!overturned) {
-            // A frivolous dispute: its bond goes to the verdict's voters.
-            _reward(leaseId, reportHash, sub, verified, bond);
-            return false;
-        }
-        uint256 slashed = _reverse(leaseId, sub, _slashVoters(leaseId, reportHash, sub, verified));
-        // Half of what is left of the wrong voters' stake rewards the disputer, half is burned: a voter
-        // disputing its own vote loses at least half of what it forfeits.
-        uint256 reward = slashed / 2;
-        burnedVerifierStake += slashed - reward;
-        stakeToken.safeTransfer(disputer, bond + reward);
+        // The voters of the verdict: rewarded with the bond if it stands, slashed if it is overturned.
+        voters = _votersOf(leaseId, reportHash, sub, verified);
+        if (overturned) (unpaid, operator) = _reverse(leaseId, sub);
     }
 
-    /// @dev Reverses an overturned verdict with its money; returns what is left of the wrong voters'
-    /// slashed stake `slashed` after paying the node what the renter's credit no longer covers.
-    function _reverse(uint256 leaseId, SubmissionInfo memory sub, uint256 slashed) private returns (uint256) {
+    /// @dev Reverses an overturned verdict with its money in the market; for a false Rejected, returns
+    /// what the renter's credit no longer covered of the node's time, and the operator to pay it to.
+    function _reverse(uint256 leaseId, SubmissionInfo memory sub) private returns (uint256 unpaid, address operator) {
         ILeaseMarket market = ILeaseMarket(leaseMarket);
         Record storage record = _records[leaseId];
         if (sub.verdict == Status.Verified) {
@@ -583,20 +511,14 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             uint32 reversedFrom = record.reversedFrom;
             if (reversedFrom == 0 || sub.number < reversedFrom) record.reversedFrom = sub.number;
             market.onVerifiedOverturned(leaseId, sub.bankedBefore);
-            return slashed;
+            return (0, address(0));
         }
         // A false Rejected (always the latest: a rejection ends the lease): the node's slash is undone and
         // its time up to the close is paid.
         record.status = Status.Verified;
         record.verifiedAt = uint40(block.timestamp);
-        uint256 unpaid = market.onRejectedOverturned(leaseId, sub.submittedAt, _coverEnd(record));
-        // What the renter no longer holds of its refund is paid from the wrong voters' stake.
-        if (unpaid > slashed) unpaid = slashed;
-        if (unpaid != 0) {
-            (,,, address operator,) = market.leaseParties(leaseId);
-            stakeToken.safeTransfer(operator, unpaid);
-        }
-        return slashed - unpaid;
+        unpaid = market.onRejectedOverturned(leaseId, sub.submittedAt, _coverEnd(record));
+        (,,, operator,) = market.leaseParties(leaseId);
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -640,12 +562,6 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         return uint256(_records[leaseId].disputeHours) * 1 hours;
     }
 
-    /// @inheritdoc IAttestationRegistryCore
-    function verifierStakeOf(address verifier) external view override returns (VerifierStake memory) {
-        Verifier storage v = _verifiers[verifier];
-        return VerifierStake({stake: v.stake, unbonding: v.unbonding, unlocksAt: v.unlocksAt, lockedUntil: v.lockedUntil});
-    }
-
     /*//////////////////////////////////////////////////////////////////////////
                                       PRIVATE
     //////////////////////////////////////////////////////////////////////////*/
@@ -658,11 +574,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (index == 0 || index == vote.excluded0 || index == vote.excluded1 || index == vote.excluded2) {
             revert Errors.AttestationRegistry_NotEligibleVoter(leaseId, msg.sender);
         }
-        uint256 stake = voter.stake;
-        uint256 minStake = _terms.minVerifierStake;
-        if (stake < minStake) revert Errors.AttestationRegistry_StakeTooLow(msg.sender, stake, minStake);
-        uint40 until = _disputableUntil(record, record.submittedAt);
-        if (until > voter.lockedUntil) voter.lockedUntil = until;
+        // Its stake (kept by the court) backs this vote until the vote's dispute window closes.
+        IAttestationCourt court_ = court;
+        if (address(court_) == address(0)) revert Errors.AttestationRegistry_CourtUnset();
+        court_.lockVote(msg.sender, _disputableUntil(record, record.submittedAt), _terms.minVerifierStake);
     }
 
     /// @dev Counts a vote under a quorum above 1 (voters kept as bitmaps); returns whether it decides.
@@ -801,59 +716,12 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         }
     }
 
-    /// @dev Each voter of the overturned verdict loses slashBps of its stake + unbonding; returns the total.
-    function _slashVoters(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub, bool approve)
-        private
-        returns (uint256 total)
-    {
-        address[] memory voters = _votersOf(leaseId, reportHash, sub, approve);
-        uint256 bps = _terms.slashBps;
-        for (uint256 i; i < voters.length; ++i) {
-            Verifier storage verifier = _verifiers[voters[i]];
-            uint256 stake = verifier.stake;
-            uint256 unbonding = verifier.unbonding;
-            uint256 amount = ((stake + unbonding) * bps) / _BPS;
-            uint256 fromStake = amount < stake ? amount : stake;
-            // Safe: each part is at most the uint96 it is taken from.
-            // forge-lint: disable-next-line(unsafe-typecast)
-            verifier.stake = uint96(stake - fromStake);
-            // forge-lint: disable-next-line(unsafe-typecast)
-            verifier.unbonding = uint96(unbonding - (amount - fromStake));
-            total += amount;
-            emit VerifierSlashed(voters[i], leaseId, amount);
-        }
-    }
-
-    /// @dev A verdict that stood: the disputer's bond is shared by its voters (added to their stake).
-    function _reward(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub, bool approve, uint256 bond)
-        private
-    {
-        address[] memory voters = _votersOf(leaseId, reportHash, sub, approve);
-        uint256 share = voters.length == 0 ? 0 : bond / voters.length;
-        for (uint256 i; i < voters.length; ++i) {
-            Verifier storage verifier = _verifiers[voters[i]];
-            verifier.stake = SafeCast.toUint96(verifier.stake + share);
-            emit VerifierRewarded(voters[i], leaseId, share);
-        }
-        // What does not divide evenly is burned.
-        burnedVerifierStake += bond - share * voters.length;
-    }
-
     /// @dev Where the latest submission's pay ends at the latest: its expiry, or a challenge after it.
     function _coverEnd(Record storage record) private view returns (uint256 end) {
         uint256 submittedAt = record.submittedAt;
         end = submittedAt + record.reattestInterval;
         uint256 challenge = record.challengedAt;
         if (challenge > submittedAt && challenge < end) end = challenge;
-    }
-
-    function _pullStake(uint256 amount) private {
-        if (amount == 0) return;
-        IERC20 token = stakeToken;
-        uint256 before = token.balanceOf(address(this));
-        token.safeTransferFrom(msg.sender, address(this), amount);
-        // Booked at face value: a token that delivers less is refused.
-        if (token.balanceOf(address(this)) - before != amount) revert Errors.AttestationRegistry_ZeroAmount();
     }
 
     function _setDisputeTerms(DisputeTerms memory terms) private {
@@ -1003,9 +871,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     /// @dev Whether `account` may vote in `round`: a verifier at its epoch and none of the lease's parties.
     function _mayVote(address account, Round memory round) private view returns (bool) {
-        Verifier storage verifier = _verifiers[account];
-        uint8 index = _indexOf(verifier, round.epoch);
-        return verifier.stake >= _terms.minVerifierStake && index != 0 && index != round.excluded0 && index != round.excluded1 && index != round.excluded2;
+        uint8 index = _indexAt(account, round.epoch);
+        IAttestationCourt court_ = court;
+        if (address(court_) == address(0) || court_.stakeOf(account).stake < _terms.minVerifierStake) return false;
+        return index != 0 && index != round.excluded0 && index != round.excluded1 && index != round.excluded2;
     }
 
     /// @dev An attestation left undecided is not the node's fault when an allowed verifier approved

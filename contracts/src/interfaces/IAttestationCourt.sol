@@ -1,16 +1,72 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+
 import {IAttestationRegistryCore} from "./IAttestationRegistryCore.sol";
 import {ISnpVerifier} from "./ISnpVerifier.sol";
+import {VerifierStake} from "../types/DataTypes.sol";
 
 /// @title IAttestationCourt
 /// @notice The court of appeal of cvm attestations: anyone disputes a verifier verdict (or confirms a
 /// Verified one) with the raw report in hand, and the EVM finds the truth: the SEV-SNP report check
 /// of `ISnpVerifier` plus the policy the off-chain verifier applies. The attestation registry then
-/// settles the money (`IAttestationRegistryCore.resolveDispute`). A separate contract only to keep
-/// the registry under the 24 KiB code size limit.
+/// reverses the verdict in the lease market (`IAttestationRegistryCore.resolveDispute`), and the
+/// court settles the verifiers' money. The court also keeps the verifiers' stake: a verifier votes
+/// only with at least `disputeTerms().minVerifierStake` staked here, and its stake backs every vote
+/// until the vote's dispute window closes. No admin can take a stake. (A separate contract from the
+/// registry to keep both under the 24 KiB code size limit.)
 interface IAttestationCourt {
+    /// @notice Emitted when a verifier adds stake.
+    event VerifierStaked(address indexed verifier, uint256 amount, uint256 stake);
+
+    /// @notice Emitted when a verifier asks for stake back (still slashable until `unlocksAt` and until
+    /// every dispute window of its votes has closed).
+    event VerifierUnstakeRequested(address indexed verifier, uint256 amount, uint256 unlocksAt);
+
+    /// @notice Emitted when unbonded verifier stake goes back to the verifier.
+    event VerifierUnstaked(address indexed verifier, uint256 amount);
+
+    /// @notice Emitted when a voter of an overturned verdict loses stake.
+    event VerifierSlashed(address indexed verifier, uint256 indexed leaseId, uint256 amount);
+
+    /// @notice Emitted when a voter of a verdict that stood gets its share of the disputer's bond (added to its stake).
+    event VerifierRewarded(address indexed verifier, uint256 indexed leaseId, uint256 amount);
+
+    /// @notice Emitted when a dispute is settled: what the disputer got back (bond + reward), what was
+    /// paid to the node operator for time the renter no longer covered, and what was burned.
+    event DisputeSettled(uint256 indexed leaseId, address indexed disputer, uint256 paidToDisputer, uint256 paidToOperator, uint256 burned);
+
+    /// @notice The token verifiers stake and disputers bond (the lease market's token).
+    function stakeToken() external view returns (IERC20);
+
+    /// @notice Verifier stake and bonds burned (kept here for good: no function moves them).
+    function burned() external view returns (uint256);
+
+    /// @notice A verifier's stake, unbonding part, and until when it is locked.
+    function stakeOf(address verifier) external view returns (VerifierStake memory);
+
+    /// @notice Adds `amount` to the caller's verifier stake (pulled from the caller).
+    /// @dev Reverts: AttestationCourt_ZeroAmount.
+    function stake(uint256 amount) external;
+
+    /// @notice Moves `amount` of the caller's active stake to unbonding (still slashable, no longer counted
+    /// for voting). It can be withdrawn after VERIFICATION_WINDOW and once every dispute window of the
+    /// caller's votes has closed.
+    /// @dev Reverts: AttestationCourt_ZeroAmount, _UnstakeExceedsStake.
+    function requestUnstake(uint256 amount) external;
+
+    /// @notice Withdraws the caller's unbonded stake.
+    /// @dev Reverts: AttestationCourt_NothingUnbonding, _StakeLocked (not yet unlocked, or a vote of its
+    /// can still be disputed).
+    /// @return amount The tokens sent.
+    function withdrawStake() external returns (uint256 amount);
+
+    /// @notice Registry only, with each vote: refuses a voter with less than `minStake` active stake and
+    /// locks its stake until `until` (the vote's dispute window end).
+    /// @dev Reverts: AttestationCourt_CallerNotRegistry, _StakeTooLow.
+    function lockVote(address verifier, uint256 until, uint256 minStake) external;
+
     /// @notice The on-chain SEV-SNP report check this court uses.
     function snpVerifier() external view returns (ISnpVerifier);
 
@@ -23,9 +79,15 @@ interface IAttestationCourt {
 
     /// @notice Disputes the verdict on the submission of `leaseId` whose report hash is `reportHash`,
     /// within its dispute window, once per submission. Anyone may; the caller bonds
-    /// `registry().disputeTerms().bond` of the stake token (approve the REGISTRY for it: it holds the bond).
+    /// `registry().disputeTerms().bond` of the stake token (approve this court for it).
     /// @dev The truth is `truth(...)` for the submission's nonce and signer; the registry reverses a
-    /// wrong verdict with its money (see `IAttestationRegistryCore.resolveDispute`).
+    /// wrong verdict in the market (see `IAttestationRegistryCore.resolveDispute`). Verifier money:
+    /// verdict overturned: each of its voters loses `slashBps` of its stake + unbonding; of the total,
+    /// first the node operator is paid the time the renter's credit no longer covered (false Rejected),
+    /// then the disputer gets half of the rest (and its bond back), the other half is burned (a voter
+    /// disputing its own vote loses at least half of what it forfeits). Verdict right: the bond is
+    /// shared equally by the verdict's voters (added to their stake; the remainder burned).
+    /// Emits VerifierSlashed / VerifierRewarded, DisputeSettled (and the registry's AttestationDisputed).
     /// Reverts: AttestationRegistry_UnknownSubmission, _NotDecided, _AlreadySettled, _DisputeWindowPassed,
     /// the errors of `truth`, and the token's for the bond.
     /// @return overturned Whether the verdict was reversed.

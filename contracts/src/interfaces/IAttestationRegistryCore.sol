@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
-import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
-
 import {IAttestationRegistry} from "./IAttestationRegistry.sol";
 import {IAttestationCourt} from "./IAttestationCourt.sol";
-import {AttestationProgress, DisputeTerms, SubmissionInfo, VerifierStake} from "../types/DataTypes.sol";
+import {AttestationProgress, DisputeTerms, SubmissionInfo} from "../types/DataTypes.sol";
 
 /// @title IAttestationRegistryCore
 /// @notice The full attestation registry: the stable dApp view plus what nodes, verifiers,
@@ -38,22 +36,6 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice Emitted when `confirmOnChain` confirms a Verified verdict by the on-chain check.
     event AttestationConfirmedOnChain(uint256 indexed leaseId, bytes32 reportHash);
 
-    /// @notice Emitted when a verifier adds stake.
-    event VerifierStaked(address indexed verifier, uint256 amount, uint256 stake);
-
-    /// @notice Emitted when a verifier asks for stake back (still slashable until `unlocksAt` and
-    /// until every dispute window of its votes has closed).
-    event VerifierUnstakeRequested(address indexed verifier, uint256 amount, uint256 unlocksAt);
-
-    /// @notice Emitted when unbonded verifier stake goes back to the verifier.
-    event VerifierUnstaked(address indexed verifier, uint256 amount);
-
-    /// @notice Emitted when a voter of an overturned verdict loses stake.
-    event VerifierSlashed(address indexed verifier, uint256 indexed leaseId, uint256 amount);
-
-    /// @notice Emitted when a voter of a verdict that stood gets its share of the disputer's bond (added to its stake).
-    event VerifierRewarded(address indexed verifier, uint256 indexed leaseId, uint256 amount);
-
     /// @notice Emitted when the admin changes the dispute terms.
     event DisputeTermsSet(DisputeTerms terms);
 
@@ -67,58 +49,36 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// set, once, by the admin); it holds the deployment's `ISnpVerifier`.
     function court() external view returns (IAttestationCourt);
 
-    /// @notice The token verifiers stake and disputers bond (the lease market's token).
-    function stakeToken() external view returns (IERC20);
-
-    /// @notice Verifier stake and dispute bonds burned (kept in the registry for good).
-    function burnedVerifierStake() external view returns (uint256);
-
     /// @notice Current dispute terms (window for leases opened from now on, bond, voter slash, minimum stake).
     function disputeTerms() external view returns (DisputeTerms memory);
 
     /// @notice The dispute window fixed for `leaseId` when it was opened (seconds).
     function disputeWindowOf(uint256 leaseId) external view returns (uint256);
 
-    /// @notice A verifier's stake, unbonding part, and until when it is locked.
-    function verifierStakeOf(address verifier) external view returns (VerifierStake memory);
-
     /// @notice The submission of `leaseId` with `reportHash` as a dispute sees it (number 0 if it is
     /// neither the latest nor a replaced verified one still kept).
     function submissionOf(uint256 leaseId, bytes32 reportHash) external view returns (SubmissionInfo memory);
 
-    /// @notice Adds `amount` of the stake token to the caller's verifier stake (pulled from the caller).
-    /// @dev A verifier votes only with at least `disputeTerms().minVerifierStake` active stake.
-    /// Reverts: AttestationRegistry_ZeroAmount.
-    function stakeAsVerifier(uint256 amount) external;
-
-    /// @notice Moves `amount` of the caller's active stake to unbonding (still slashable). It can be
-    /// withdrawn after VERIFICATION_WINDOW and once every dispute window of the caller's votes has closed.
-    /// @dev Reverts: AttestationRegistry_ZeroAmount, _UnstakeExceedsStake.
-    function requestVerifierUnstake(uint256 amount) external;
-
-    /// @notice Withdraws the caller's unbonded verifier stake.
-    /// @dev Reverts: AttestationRegistry_NothingUnbonding, _StakeLocked (a vote of its can still be disputed).
-    function withdrawVerifierStake() external returns (uint256 amount);
-
     /// @notice Settles a dispute of the verdict on the submission of `leaseId` with `reportHash` whose
-    /// truth the court found (`IAttestationCourt.dispute`: the court has paid the disputer's `bond` in).
-    /// Court only; once per submission, within its dispute window.
+    /// truth the court found (`IAttestationCourt.dispute`). Court only; once per submission, within its
+    /// dispute window. The court moves the verifier money (stake, bond) from what this returns.
     /// @dev If the truth differs from the verdict, it is reversed. A false Verified: the lease ends as
     /// rejected, every verified second from this submission on is unpaid (the renter is credited what
     /// escrow still holds of it and, for what the operator already claimed, compensation from the
     /// node's bond), the bond is slashed (the rest burned), and this and later submissions are settled.
     /// A false Rejected: the node's burned bond is restored and its time from submission to the close
-    /// is paid (from the renter's credit, the rest from the wrong voters' slashed stake). Either way
-    /// each voter of the wrong verdict loses `slashBps` of its stake + unbonding; the disputer gets its
-    /// bond back and half of what is left of that (the rest is burned). If the verdict stands, the bond
-    /// is shared by its voters (added to their stake; a remainder is burned) and a Verified verdict
+    /// is paid from the renter's credit, and `unpaid` (what that credit no longer covers) is for the
+    /// court to pay `operator` from the wrong voters' slashed stake. A Verified verdict that stands
     /// counts as confirmed on chain. Emits AttestationDisputed.
     /// Reverts: AttestationRegistry_CallerNotCourt, _UnknownSubmission, _NotDecided, _AlreadySettled,
     /// _DisputeWindowPassed.
     /// @return overturned Whether the verdict was reversed.
-    function resolveDispute(uint256 leaseId, bytes32 reportHash, address disputer, bool truth, uint256 bond)
+    /// @return voters The accounts that voted for the verdict (the deciding one under a quorum of 1).
+    /// @return unpaid For a false Rejected: the node's time the renter's credit did not cover.
+    /// @return operator For a false Rejected: the node's operator, to be paid `unpaid`.
+    function resolveDispute(uint256 leaseId, bytes32 reportHash, address disputer, bool truth)
         external
-        returns (bool overturned);
+        returns (bool overturned, address[] memory voters, uint256 unpaid, address operator);
 
     /// @notice Marks a Verified verdict confirmed by the court's on-chain check (`IAttestationCourt.confirmOnChain`):
     /// `isAttestedFinal` then holds at once. Court only; no money moves.

@@ -256,20 +256,20 @@ library Errors {
     error AttestationRegistry_AttestationDeadlinePassed(uint256 leaseId, uint256 attestBy);
 
     /// @notice Thrown when a verifier votes with less active stake than the dispute terms' minimum.
-    error AttestationRegistry_StakeTooLow(address verifier, uint256 stake, uint256 minStake);
+    error AttestationCourt_StakeTooLow(address verifier, uint256 stake, uint256 minStake);
 
     /// @notice Thrown when a verifier stakes or unstakes zero.
-    error AttestationRegistry_ZeroAmount();
+    error AttestationCourt_ZeroAmount();
 
     /// @notice Thrown when a verifier unstakes more than its active stake.
-    error AttestationRegistry_UnstakeExceedsStake(address verifier, uint256 amount, uint256 stake);
+    error AttestationCourt_UnstakeExceedsStake(address verifier, uint256 amount, uint256 stake);
 
     /// @notice Thrown when a verifier withdraws while nothing is unbonding.
-    error AttestationRegistry_NothingUnbonding(address verifier);
+    error AttestationCourt_NothingUnbonding(address verifier);
 
     /// @notice Thrown when a verifier withdraws before its unbonding delay passed or while a vote of
     /// its can still be disputed; `unlocksAt` is when it can.
-    error AttestationRegistry_StakeLocked(address verifier, uint256 unlocksAt);
+    error AttestationCourt_StakeLocked(address verifier, uint256 unlocksAt);
 
     /// @notice Thrown when no submission of `leaseId` has this report hash (or its record is gone).
     error AttestationRegistry_UnknownSubmission(uint256 leaseId, bytes32 reportHash);
@@ -292,6 +292,9 @@ library Errors {
     /// @notice Thrown when the attestation court is set a second time (or to zero).
     error AttestationRegistry_CourtAlreadySet();
 
+    /// @notice Thrown when a verifier votes before the attestation court (which keeps verifier stake) is set.
+    error AttestationRegistry_CourtUnset();
+
     /// @notice Thrown when a function reserved for the attestation court is called by another account.
     error AttestationRegistry_CallerNotCourt(address caller);
 
@@ -301,6 +304,15 @@ library Errors {
 
     /// @notice Thrown when a zero address is given where a contract is required.
     error AttestationCourt_ZeroAddress();
+
+    /// @notice Thrown when a function reserved for the attestation registry is called by another account.
+    error AttestationCourt_CallerNotRegistry(address caller);
+
+    /// @notice Thrown when a bond or stake transfer delivers another amount than asked (fee-on-transfer token).
+    error AttestationCourt_TransferAmountMismatch(uint256 expected, uint256 received);
+
+    /// @notice Thrown when the court was deployed without an SEV-SNP verifier (disputes unavailable).
+    error AttestationCourt_NoSnpVerifier();
 
     /// @notice Thrown when the report given is not the one whose keccak256 the node submitted.
     error AttestationCourt_ReportMismatch(uint256 leaseId, bytes32 reportHash);
