@@ -62,11 +62,21 @@ contract AttestationCourt is IAttestationCourt {
 
     /// @inheritdoc IAttestationCourt
     function stake(uint256 amount) external override {
+        _stake(msg.sender, amount);
+    }
+
+    /// @inheritdoc IAttestationCourt
+    function stakeFor(address verifier, uint256 amount) external override {
+        if (verifier == address(0)) revert Errors.AttestationCourt_ZeroAddress();
+        _stake(verifier, amount);
+    }
+
+    function _stake(address verifier, uint256 amount) private {
         if (amount == 0) revert Errors.AttestationCourt_ZeroAmount();
-        VerifierStake storage s = _stakes[msg.sender];
+        VerifierStake storage s = _stakes[verifier];
         uint96 staked = SafeCast.toUint96(s.stake + amount);
         s.stake = staked;
-        emit VerifierStaked(msg.sender, amount, staked);
+        emit VerifierStaked(verifier, amount, staked);
         _pull(amount);
     }
 

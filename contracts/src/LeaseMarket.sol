@@ -523,6 +523,9 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             if (lease.held) {
                 lease.held = false;
                 _usage[nodeKey].bonded -= uint128(bond);
+            } else if (lease.closeReason == CloseReason.ATTESTATION_REJECTED) {
+                // A later rejection already took the bond: a lease's bond is slashed once.
+                bond = 0;
             }
             // Safe: cut <= deposit, a uint96.
             // forge-lint: disable-next-line(unsafe-typecast)

@@ -14,6 +14,7 @@ from web3 import Web3
 from web3.types import BlockIdentifier
 
 from cvm.chain.artifacts import load_artifact, revert_decoder
+from cvm.chain.attestation_court import AttestationCourtClient
 from cvm.chain.attestation_registry import AttestationRegistryClient
 from cvm.chain.attested_service import AttestedServiceClient
 from cvm.chain.deployment import Deployment
@@ -54,6 +55,12 @@ class ChainClient:
             w3, deployment.attestation_registry, self.events, sender
         )
         self.service = AttestedServiceClient(w3, deployment.attested_service, self.events, sender)
+        # Verifier stake and disputes (None for a deployment recorded without a court).
+        self.court = (
+            AttestationCourtClient(w3, deployment.attestation_court, self.events, sender)
+            if deployment.attestation_court
+            else None
+        )
 
     def __repr__(self) -> str:
         who = self.account.address if self.account else "read-only"

@@ -1,9 +1,9 @@
 """Deploying the whole cvm system to any RPC.
 
 `deploy` puts up the token (a fresh `TestToken` unless an existing token is given), the
-node registry, the attestation registry, the lease market and the example consumer,
-wires them together and registers the verifiers, all from one deployer account that
-becomes owner and admin.
+node registry, the attestation registry, the lease market, the example consumer and the
+attestation court (verifier stake and disputes), wires them together and registers and
+stakes the verifiers, all from one deployer account that becomes owner and admin.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cvm.chain.errors import ChainError
 from cvm.chain.sender import TransactionSender
 from cvm.config import MEASUREMENT_BYTES
 
+ZERO_ADDRESS = "0x" + "00" * 20
 # A measurement nobody launches: the example consumer deployed without a real one trusts nothing.
 NO_MEASUREMENT = bytes(48)
 
@@ -40,6 +41,12 @@ class DeployConfig:
     verifiers: Sequence[str] = ()
     # The launch measurement the example consumer (AttestedService) trusts.
     example_measurement: bytes = NO_MEASUREMENT
+    # The on-chain SEV-SNP report check (`SnpVerifier`) disputes use; None deploys the court
+    # without one (staking and voting work, disputes revert until a court with one is wired).
+    snp_verifier: str | None = None
+    # What the deployer stakes for each verifier in the court (a verifier votes only with at
+    # least the registry's minimum verifier stake, 1 token by default).
+    verifier_stake: int = 10**18
 
 
 def _deploy_contract(sender: TransactionSender, name: str, *args: Any) -> str:
@@ -80,6 +87,9 @@ def deploy(
         config.attestation_window,
     )  # fmt: skip
     service = _deploy_contract(sender, "AttestedService", attestations, config.example_measurement)
+    court = _deploy_contract(
+        sender, "AttestationCourt", config.snp_verifier or ZERO_ADDRESS, attestations, token
+    )
     deployment = Deployment(
         chain_id=sender.chain_id,
         deployer=deployer.address,
@@ -91,12 +101,23 @@ def deploy(
         attested_service=service,
         test_token=config.token is None,
         rpc_url=rpc_url,
+        attestation_court=court,
     )
     admin = ChainClient(w3, deployment, deployer)
     admin.nodes.set_lease_market(market)
     admin.attestations.set_lease_market(market)
+    admin.attestations.set_court(court)
+    stake = config.verifier_stake * len(config.verifiers)
+    if stake:
+        if config.token is None:
+            admin.token.mint(deployer.address, stake)
+        admin.token.approve(court, stake)
     for verifier in config.verifiers:
         admin.attestations.add_verifier(verifier)
+        if config.verifier_stake:
+            # Only staked verifiers vote (issue 21): the deployer stakes for each.
+            assert admin.court is not None
+            admin.court.stake_for(verifier, config.verifier_stake)
     return deployment
 
 

@@ -50,6 +50,11 @@ interface IAttestationCourt {
     /// @dev Reverts: AttestationCourt_ZeroAmount.
     function stake(uint256 amount) external;
 
+    /// @notice Adds `amount` (pulled from the caller) to `verifier`'s stake: a deployer stakes its
+    /// verifiers. The stake is the verifier's (only it can unstake it).
+    /// @dev Reverts: AttestationCourt_ZeroAddress, _ZeroAmount.
+    function stakeFor(address verifier, uint256 amount) external;
+
     /// @notice Moves `amount` of the caller's active stake to unbonding (still slashable, no longer counted
     /// for voting). It can be withdrawn after VERIFICATION_WINDOW and once every dispute window of the
     /// caller's votes has closed.
