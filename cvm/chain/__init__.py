@@ -11,6 +11,7 @@ error (`LeaseMarket_DepositTooLow(...)`), decoded from the ABIs of all shipped c
 
 from cvm.chain.anvil import Anvil, find_anvil
 from cvm.chain.artifacts import Artifact, artifact_names, load_artifact, revert_decoder
+from cvm.chain.attestation_court import AttestationCourtClient, VerifierStake
 from cvm.chain.attestation_registry import AttestationRegistryClient
 from cvm.chain.attested_service import AttestedServiceClient
 from cvm.chain.client import ChainClient, event_decoder
@@ -47,6 +48,8 @@ from cvm.chain.token import Permit, TokenClient
 from cvm.chain.types import (
     Attestation,
     AttestationProgress,
+    DisputeTerms,
+    SubmissionInfo,
     AttestationStatus,
     CloseReason,
     Lease,
@@ -63,8 +66,12 @@ __all__ = [
     "Anvil",
     "Artifact",
     "Attestation",
+    "AttestationCourtClient",
     "AttestationProgress",
     "AttestationRegistryClient",
+    "DisputeTerms",
+    "SubmissionInfo",
+    "VerifierStake",
     "AttestationStatus",
     "AttestedServiceClient",
     "ChainClient",

@@ -46,6 +46,39 @@ class AttestationCourtClient(ContractClient):
         """Verifier stake and bonds burned."""
         return int(self._call("burned"))
 
+    def registry(self) -> str:
+        """The attestation registry this court judges for."""
+        return str(self._call("registry"))
+
+    def guest_key_length(self) -> int:
+        """Bytes of the guest key a dispute supplies (116)."""
+        return int(self._call("GUEST_KEY_LENGTH"))
+
+    def truth(
+        self,
+        lease_id: int,
+        nonce: int,
+        signer: str,
+        report_hash: bytes,
+        report: bytes,
+        certs: Sequence[bytes],
+        guest_key: bytes,
+    ) -> bool:
+        """What a dispute would find (simulated, nothing changes): True if the report of
+        submission `nonce` is genuine and acceptable for the lease; a named error if the
+        inputs cannot show it either way."""
+        return bool(
+            self._call(
+                "truth", lease_id, nonce, to_checksum_address(signer), report_hash, report,
+                list(certs), guest_key,
+            )  # fmt: skip
+        )
+
+    # --- registry only (anyone else gets AttestationCourt_CallerNotRegistry) ---------
+    def lock_vote(self, verifier: str, until: int, min_stake: int) -> TxResult:
+        """Check and lock a voter's stake; only the registry may."""
+        return self._send("lockVote", to_checksum_address(verifier), until, min_stake)
+
     # --- verifiers -------------------------------------------------------------------
     def stake(self, amount: int) -> TxResult:
         """Add `amount` to this account's verifier stake (approve the court first)."""

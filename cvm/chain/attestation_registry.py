@@ -119,6 +119,10 @@ class AttestationRegistryClient(ContractClient):
         """The dispute window fixed for `lease_id` when it was opened (seconds)."""
         return int(self._call("disputeWindowOf", lease_id))
 
+    def max_dispute_window(self) -> int:
+        """The longest dispute window the admin may set (seconds)."""
+        return int(self._call("MAX_DISPUTE_WINDOW"))
+
     def court(self) -> str:
         """The attestation court (zero address until wired)."""
         return str(self._call("court"))
@@ -160,6 +164,17 @@ class AttestationRegistryClient(ContractClient):
     def open_lease(self, lease_id: int, measurement: bytes, reattest_interval: int) -> TxResult:
         """Record a new lease's expected measurement; only the lease market may."""
         return self._send("openLease", lease_id, measurement, reattest_interval)
+
+    # --- court only (anyone else gets AttestationRegistry_CallerNotCourt) --------------
+    def resolve_dispute(
+        self, lease_id: int, report_hash: bytes, disputer: str, truth: bool
+    ) -> TxResult:
+        """Settle a dispute whose truth the court found; only the court may."""
+        return self._send("resolveDispute", lease_id, report_hash, disputer, truth)
+
+    def confirm_by_court(self, lease_id: int, report_hash: bytes) -> TxResult:
+        """Mark a Verified verdict confirmed on chain; only the court may."""
+        return self._send("confirmByCourt", lease_id, report_hash)
 
     # --- admin -----------------------------------------------------------------------
     def add_verifier(self, account: str) -> TxResult:
