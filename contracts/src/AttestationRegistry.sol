@@ -504,13 +504,15 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         ILeaseMarket market = ILeaseMarket(leaseMarket);
         Record storage record = _records[leaseId];
         if (sub.verdict == Status.Verified) {
-            // A false Verified: the lease ends as rejected; nothing from this submission on is paid.
+            // A false Verified: the lease ends as rejected; nothing from this submission on is paid. A
+            // later rejection (the latest is Rejected) already took the node's bond.
+            bool bondTaken = record.status == Status.Rejected;
             record.status = Status.Rejected;
             record.bankedSeconds = sub.bankedBefore;
             // It and every later submission are settled (an earlier one may still be disputed).
             uint32 reversedFrom = record.reversedFrom;
             if (reversedFrom == 0 || sub.number < reversedFrom) record.reversedFrom = sub.number;
-            market.onVerifiedOverturned(leaseId, sub.bankedBefore);
+            market.onVerifiedOverturned(leaseId, sub.bankedBefore, bondTaken);
             return (0, address(0));
         }
         // A false Rejected (always the latest: a rejection ends the lease): the node's slash is undone and

@@ -502,13 +502,16 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc ILeaseMarket
-    function onVerifiedOverturned(uint256 leaseId, uint256 keepSeconds) external override nonReentrant {
+    function onVerifiedOverturned(uint256 leaseId, uint256 keepSeconds, bool bondTaken) external override {
+        // No reentrancy guard: only the registry calls, and nothing here calls untrusted code.
         _onlyRegistry();
         LeaseRecord storage lease = _leases[leaseId];
         address nodeKey = lease.nodeKey;
         uint256 bond = lease.bond;
         uint256 deposit = lease.deposit;
         uint256 claimed = lease.claimed;
+        // A later rejection already took the bond: a lease's bond is slashed once.
+        if (bondTaken) bond = 0;
         // Earned stays only what was verified before the false submission.
         uint256 keep = keepSeconds * lease.ratePerSecond;
         if (keep > deposit) keep = deposit;
@@ -523,28 +526,22 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             if (lease.held) {
                 lease.held = false;
                 _usage[nodeKey].bonded -= uint128(bond);
-            } else if (lease.closeReason == CloseReason.ATTESTATION_REJECTED) {
-                // A later rejection already took the bond: a lease's bond is slashed once.
-                bond = 0;
             }
             // Safe: cut <= deposit, a uint96.
             // forge-lint: disable-next-line(unsafe-typecast)
             lease.deposit = uint96(cut);
             lease.closeReason = CloseReason.ATTESTATION_REJECTED;
         }
-        emit VerdictReversed(leaseId, true, cut, refund);
-        _credit(lease.renter, refund);
-        (, uint256 paid) = nodeRegistry.slash(nodeKey, bond, cut - keep);
-        _credit(lease.renter, paid);
+        address renter = lease.renter;
+        emit VerdictReversed(leaseId, true);
+        _credit(renter, refund);
+        // No compensation to an operator renting its own node: its stake must not leave through a slash.
+        (, uint256 paid) = nodeRegistry.slash(nodeKey, bond, nodeRegistry.operatorOf(nodeKey) == renter ? 0 : cut - keep);
+        _credit(renter, paid);
     }
 
     /// @inheritdoc ILeaseMarket
-    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to)
-        external
-        override
-        nonReentrant
-        returns (uint256 unpaid)
-    {
+    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to) external override returns (uint256 unpaid) {
         _onlyRegistry();
         LeaseRecord storage lease = _leases[leaseId];
         // A rejection closed the lease at timeMark: the node's time up to then is paid.
@@ -559,7 +556,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         lease.deposit = SafeCast.toUint96(earnedAmount);
         lease.closeReason = CloseReason.RENTER;
         unpaid = pay - fromRenter;
-        emit VerdictReversed(leaseId, false, earnedAmount, fromRenter);
+        emit VerdictReversed(leaseId, false);
         nodeRegistry.restoreSlash(lease.nodeKey, lease.bond);
     }
 

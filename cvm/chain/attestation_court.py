@@ -29,7 +29,7 @@ class AttestationCourtClient(ContractClient):
     # --- views -----------------------------------------------------------------------
     def stake_of(self, verifier: str) -> VerifierStake:
         """A verifier's active stake, unbonding stake, and until when it is locked."""
-        stake, unbonding, unlocks_at, locked_until = self._call(
+        stake, locked_until, unlocks_at, unbonding = self._call(
             "stakeOf", to_checksum_address(verifier)
         )
         return VerifierStake(int(stake), int(unbonding), int(unlocks_at), int(locked_until))

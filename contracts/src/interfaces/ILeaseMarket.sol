@@ -53,9 +53,9 @@ interface ILeaseMarket {
     /// `refund` the rest credited to the renter, `reason` the final close reason.
     event LeaseHeldReleased(uint256 indexed leaseId, CloseReason reason, uint256 earned, uint256 refund);
 
-    /// @notice Emitted when a dispute reverses a lease's verdict (`wasVerified`: a false Verified) with
-    /// the lease's earnings after it and what the renter was credited (false Verified) or paid (false Rejected).
-    event VerdictReversed(uint256 indexed leaseId, bool wasVerified, uint256 earned, uint256 renterAmount);
+    /// @notice Emitted when a dispute reverses a lease's verdict (`wasVerified`: a false Verified);
+    /// the money moved is in the Credited / Slashed / SlashRestored events and `getLease`.
+    event VerdictReversed(uint256 indexed leaseId, bool wasVerified);
 
     /// @notice Emitted when an account is credited tokens to `withdraw`.
     event Credited(address indexed account, uint256 amount);
@@ -261,9 +261,11 @@ interface ILeaseMarket {
     /// earned becomes max(keepSeconds x rate capped at the deposit, claimed); the renter is credited the
     /// rest of the escrow, plus, out of the node's bond, what the operator already claimed beyond the
     /// kept earnings. The bond is slashed (the rest burned): all of it while locked (active, or closed
-    /// while pending), else at most what the node holds beyond its active leases' bonds. Emits VerdictReversed.
+    /// while pending), else at most what the node holds beyond its active leases' bonds; nothing if
+    /// `bondTaken` (a later rejection of the lease already slashed it: a bond is slashed once). An
+    /// operator renting its own node gets no compensation. Emits VerdictReversed.
     /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
-    function onVerifiedOverturned(uint256 leaseId, uint256 keepSeconds) external;
+    function onVerifiedOverturned(uint256 leaseId, uint256 keepSeconds, bool bondTaken) external;
 
     /// @notice Called by the attestation registry when a dispute overturns a Rejected verdict: the node's
     /// burned bond goes back to its stake, and its time [from, min(to, closedAt)) x rate is paid from

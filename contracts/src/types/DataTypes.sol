@@ -188,14 +188,16 @@ struct AttestationProgress {
 /// verifier casts until that vote's dispute window closes; no admin can take it, only a dispute that
 /// overturns a verdict it voted for (a `DisputeTerms.slashBps` fraction of stake + unbonding).
 struct VerifierStake {
+    // slot 0 (22 bytes), read and rewritten by every vote: a vote costs no fresh slot.
     // Active stake: a verifier votes only while this is at least `DisputeTerms.minVerifierStake`.
     uint96 stake;
-    // Requested out, still slashable; withdrawable once `unlocksAt` has passed.
-    uint96 unbonding;
-    // max(unbonding request + VERIFICATION_WINDOW, latest dispute-window end of its votes).
-    uint40 unlocksAt;
     // The latest end of a dispute window of a vote it cast: its stake cannot leave before.
     uint40 lockedUntil;
+    // When its unbonding stake may leave (VERIFICATION_WINDOW after its latest unstake request),
+    // and not before `lockedUntil`.
+    uint40 unlocksAt;
+    // slot 1: requested out, still slashable.
+    uint96 unbonding;
 }
 
 /// @notice The registry admin's dispute parameters. `window` is fixed per lease when the lease is
