@@ -238,7 +238,9 @@ contract AttestationCourt is IAttestationCourt {
         bytes[] calldata certs,
         bytes calldata guestKey
     ) external override returns (bool) {
-        if (keccak256(report) != reportHash) revert Errors.AttestationCourt_ReportMismatch(leaseId, reportHash);
+        if (keccak256(report) != reportHash) {
+            revert Errors.AttestationCourt_ReportMismatch(leaseId, reportHash);
+        }
         if (address(snpVerifier) == address(0)) revert Errors.AttestationCourt_NoSnpVerifier();
         // The node committed to bytes that are no report: not genuine, whatever the certificates.
         if (report.length != _REPORT_LENGTH) return false;
@@ -272,8 +274,9 @@ contract AttestationCourt is IAttestationCourt {
         if (keccak256(fields.measurement) != keccak256(attestation.measurement)) return false;
         (,, address renter,,) = ILeaseMarket(registry.leaseMarket()).leaseParties(leaseId);
         return fields.reportData0
-            == keccak256(abi.encode("cvm.attest.v1", block.chainid, address(registry), leaseId, nonce))
-            && fields.hostData == keccak256(abi.encode("cvm.host.v1", block.chainid, address(registry), leaseId, renter));
+                == keccak256(abi.encode("cvm.attest.v1", block.chainid, address(registry), leaseId, nonce))
+            && fields.hostData
+                == keccak256(abi.encode("cvm.host.v1", block.chainid, address(registry), leaseId, renter));
     }
 
     /// @dev A VCEK-signed report (SIGNING_KEY 0 at 0x48 bits 2..4) with a CHIP_ID (0x1A0, 64 bytes) not all zero.

@@ -9,12 +9,7 @@ import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.so
 import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
 import {IAttestationCourt} from "./interfaces/IAttestationCourt.sol";
 import {Errors} from "./libraries/Errors.sol";
-import {
-    AttestationProgress,
-    DisputeTerms,
-    LeaseStatus,
-    SubmissionInfo
-} from "./types/DataTypes.sol";
+import {AttestationProgress, DisputeTerms, LeaseStatus, SubmissionInfo} from "./types/DataTypes.sol";
 
 /// @title AttestationRegistry
 /// @notice Attestations of cvm leases, confirmed by a quorum of verifiers. See {IAttestationRegistryCore}.
@@ -165,7 +160,6 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     /// @inheritdoc IAttestationRegistryCore
     IAttestationCourt public override court;
-
 
     constructor(address admin, uint256 quorum_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
@@ -413,7 +407,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
         {
             uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
-            if (block.timestamp > decideBy) revert Errors.AttestationRegistry_VerificationWindowPassed(leaseId, decideBy);
+            if (block.timestamp > decideBy) {
+                revert Errors.AttestationRegistry_VerificationWindowPassed(leaseId, decideBy);
+            }
         }
 
         Round storage round = _rounds[leaseId][_latestRound(record)];
@@ -534,7 +530,12 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     }
 
     /// @inheritdoc IAttestationRegistry
-    function isAttestedFinal(uint256 leaseId, bytes calldata expectedMeasurement) external view override returns (bool) {
+    function isAttestedFinal(uint256 leaseId, bytes calldata expectedMeasurement)
+        external
+        view
+        override
+        returns (bool)
+    {
         if (!_isAttested(leaseId, expectedMeasurement)) return false;
         Record storage record = _records[leaseId];
         uint256 round = _latestRound(record);
@@ -550,7 +551,12 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     }
 
     /// @inheritdoc IAttestationRegistryCore
-    function submissionOf(uint256 leaseId, bytes32 reportHash) external view override returns (SubmissionInfo memory sub) {
+    function submissionOf(uint256 leaseId, bytes32 reportHash)
+        external
+        view
+        override
+        returns (SubmissionInfo memory sub)
+    {
         (sub,) = _submission(leaseId, reportHash);
     }
 
@@ -678,7 +684,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (sub.verdict != Status.Verified && sub.verdict != Status.Rejected) {
             revert Errors.AttestationRegistry_NotDecided(leaseId, reportHash);
         }
-        if (sub.disputed || sub.confirmedOnChain) revert Errors.AttestationRegistry_AlreadySettled(leaseId, reportHash);
+        if (sub.disputed || sub.confirmedOnChain) {
+            revert Errors.AttestationRegistry_AlreadySettled(leaseId, reportHash);
+        }
         if (block.timestamp > sub.disputableUntil) {
             revert Errors.AttestationRegistry_DisputeWindowPassed(leaseId, reportHash, sub.disputableUntil);
         }
@@ -796,7 +804,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             revert Errors.AttestationRegistry_AttestationDeadlinePassed(leaseId, attestBy);
         }
         // The guest's own key, never the node key: a dApp must not accept what the host signs.
-        if (signer == address(0) || signer == nodeKey) revert Errors.AttestationRegistry_InvalidSigner(leaseId, signer);
+        if (signer == address(0) || signer == nodeKey) {
+            revert Errors.AttestationRegistry_InvalidSigner(leaseId, signer);
+        }
         Config memory config = _config;
         uint32 epoch = config.epoch;
         uint8 x0 = _indexAt(renter, epoch);

@@ -536,12 +536,17 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         emit VerdictReversed(leaseId, true);
         _credit(renter, refund);
         // No compensation to an operator renting its own node: its stake must not leave through a slash.
-        (, uint256 paid) = nodeRegistry.slash(nodeKey, bond, nodeRegistry.operatorOf(nodeKey) == renter ? 0 : cut - keep);
+        (, uint256 paid) =
+            nodeRegistry.slash(nodeKey, bond, nodeRegistry.operatorOf(nodeKey) == renter ? 0 : cut - keep);
         _credit(renter, paid);
     }
 
     /// @inheritdoc ILeaseMarket
-    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to) external override returns (uint256 unpaid) {
+    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to)
+        external
+        override
+        returns (uint256 unpaid)
+    {
         _onlyRegistry();
         LeaseRecord storage lease = _leases[leaseId];
         // A rejection closed the lease at timeMark: the node's time up to then is paid.
@@ -659,8 +664,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     {
         if (progress.nonce == 0) return block.timestamp > lease.timeMark;
         // Undecided is the node's fault only without an allowed verifier's approval (silence is no verdict).
-        return progress.nonce == 1 && progress.decideBy != 0 && block.timestamp > progress.decideBy
-            && !progress.excused;
+        return progress.nonce == 1 && progress.decideBy != 0 && block.timestamp > progress.decideBy && !progress.excused;
     }
 
     /// @dev Why an active lease whose attestation is decided ends now: EXHAUSTED if fully earned (no

@@ -69,9 +69,15 @@ class AttestationCourtClient(ContractClient):
         inputs cannot show it either way."""
         return bool(
             self._call(
-                "truth", lease_id, nonce, to_checksum_address(signer), report_hash, report,
-                list(certs), guest_key,
-            )  # fmt: skip
+                "truth",
+                lease_id,
+                nonce,
+                to_checksum_address(signer),
+                report_hash,
+                report,
+                list(certs),
+                guest_key,
+            )
         )
 
     # --- registry only (anyone else gets AttestationCourt_CallerNotRegistry) ---------

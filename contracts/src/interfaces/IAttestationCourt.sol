@@ -35,7 +35,13 @@ interface IAttestationCourt {
 
     /// @notice Emitted when a dispute is settled: what the disputer got back (bond + reward), what was
     /// paid to the node operator for time the renter no longer covered, and what was burned.
-    event DisputeSettled(uint256 indexed leaseId, address indexed disputer, uint256 paidToDisputer, uint256 paidToOperator, uint256 burned);
+    event DisputeSettled(
+        uint256 indexed leaseId,
+        address indexed disputer,
+        uint256 paidToDisputer,
+        uint256 paidToOperator,
+        uint256 burned
+    );
 
     /// @notice The token verifiers stake and disputers bond (the lease market's token).
     function stakeToken() external view returns (IERC20);

@@ -268,7 +268,8 @@ contract LeaseHandler is Test {
         address who = whoSeed % 2 == 0 ? lease.renter : verifiers[whoSeed % verifiers.length];
         bool valid = lease.status == LeaseStatus.ACTIVE
             && (who == lease.renter
-                || (attestations.hasRole(verifierRole, who) && who != lease.nodeKey
+                || (attestations.hasRole(verifierRole, who)
+                    && who != lease.nodeKey
                     && who != nodes.operatorOf(lease.nodeKey)))
             && attestations.progressOf(leaseId).status == IAttestationRegistry.Status.Verified
             && (attestations.challengedAt(leaseId) == 0
@@ -317,8 +318,7 @@ contract LeaseHandler is Test {
         uint256 required = minStake > lease.minNodeStake ? minStake : lease.minNodeStake;
         uint256 bond = required * slashBps / 10_000;
         bool valid = !market.declinedBy(leaseId, nodeKey) && node.stake >= required
-            && node.stake >= uint256(usage.bonded) + bond
-            && uint256(usage.vcpu) + lease.vcpu <= node.vcpu
+            && node.stake >= uint256(usage.bonded) + bond && uint256(usage.vcpu) + lease.vcpu <= node.vcpu
             && uint256(usage.memoryMiB) + lease.memoryMiB <= node.memoryMiB
             && uint256(usage.diskGiB) + lease.diskGiB <= node.diskGiB
             && uint256(node.pricePerSecondPerUnit) * lease.vcpu <= lease.maxPricePerSecond;
@@ -505,7 +505,9 @@ contract LeaseHandler is Test {
         uint256 courtBefore = token.balanceOf(address(court));
         uint256 whoBefore = token.balanceOf(who);
         vm.prank(who);
-        try court.dispute(leaseId, reportHash, _reportOf[reportHash], new bytes[](0), guestKey) returns (bool overturned) {
+        try court.dispute(leaseId, reportHash, _reportOf[reportHash], new bytes[](0), guestKey) returns (
+            bool overturned
+        ) {
             if (!valid) ghostViolations++;
             // Only a verdict against the truth is overturned.
             if (overturned != ((sub.verdict == IAttestationRegistry.Status.Verified) == _junkReport[reportHash])) {
@@ -514,7 +516,9 @@ contract LeaseHandler is Test {
             // What the court paid out besides the disputer's gain went to the operator.
             uint256 courtOut = courtBefore + bond - token.balanceOf(address(court));
             uint256 toOperator = courtOut - (token.balanceOf(who) + bond - whoBefore);
-            _disputed(leaseId, lease, overturned && sub.verdict == IAttestationRegistry.Status.Verified, sub, toOperator);
+            _disputed(
+                leaseId, lease, overturned && sub.verdict == IAttestationRegistry.Status.Verified, sub, toOperator
+            );
         } catch {
             if (valid) _honestRevert("dispute");
         }
@@ -778,7 +782,8 @@ contract LeaseHandler is Test {
         reportHash = keccak256(report);
         SnpReportFields memory fields;
         fields.measurement = measurement;
-        fields.reportData0 = keccak256(abi.encode("cvm.attest.v1", block.chainid, address(attestations), leaseId, nonce));
+        fields.reportData0 =
+            keccak256(abi.encode("cvm.attest.v1", block.chainid, address(attestations), leaseId, nonce));
         fields.reportData1 = sha256(guestKey);
         fields.hostData = keccak256(abi.encode("cvm.host.v1", block.chainid, address(attestations), leaseId, renter));
         fields.reportHash = reportHash;

@@ -214,15 +214,14 @@ contract Issue21Disputes_Test is Base {
         vm.warp(uint256(sub.disputableUntil) + 1);
         vm.expectRevert(
             abi.encodeWithSelector(
-                Errors.AttestationRegistry_DisputeWindowPassed.selector,
-                leaseId,
-                keccak256(report),
-                sub.disputableUntil
+                Errors.AttestationRegistry_DisputeWindowPassed.selector, leaseId, keccak256(report), sub.disputableUntil
             )
         );
         disputeAs(disputer, leaseId, report);
         // ... and an undisputed verdict is final once the window passed (while still attested).
-        assertEq(attestations.isAttestedFinal(leaseId, measurement), attestations.isAttested(leaseId, measurement), "final");
+        assertEq(
+            attestations.isAttestedFinal(leaseId, measurement), attestations.isAttested(leaseId, measurement), "final"
+        );
     }
 
     function test_VerifierCannotUnstakeWhileItsVotesCanBeDisputed() external {
@@ -332,7 +331,9 @@ contract Issue21Disputes_Test is Base {
         uint256 before = token.balanceOf(operator) + nodes.getNode(nodeKey).stake + stakeOf(verifier);
         disputeAs(operator, leaseId, report);
         uint256 afterwards = token.balanceOf(operator) + nodes.getNode(nodeKey).stake + stakeOf(verifier);
-        assertLe(afterwards + market.getLease(leaseId).bond, before, "operator + colluding voter lose the bond and more");
+        assertLe(
+            afterwards + market.getLease(leaseId).bond, before, "operator + colluding voter lose the bond and more"
+        );
     }
 
     /// A renter that is also a (staked) verifier cannot vote on its own lease; as a disputer it is
@@ -409,7 +410,9 @@ contract Issue21Disputes_Test is Base {
         submitReport(leaseId, keccak256(report));
         confirmReport(leaseId, keccak256(report), true);
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.AttestationCourt_Inconclusive.selector, leaseId, uint8(SnpReason.BadSignature))
+            abi.encodeWithSelector(
+                Errors.AttestationCourt_Inconclusive.selector, leaseId, uint8(SnpReason.BadSignature)
+            )
         );
         disputeAs(disputer, leaseId, report);
     }
@@ -440,7 +443,8 @@ contract Issue21Disputes_Test is Base {
         vm.prank(nodeKey);
         market.acceptLease(last);
         bytes memory r = submitChecked(last, "signer", true);
-        bytes memory key = abi.encodePacked(keccak256("x25519"), keccak256("ed25519"), address(0xBEEF), keccak256("spki"));
+        bytes memory key =
+            abi.encodePacked(keccak256("x25519"), keccak256("ed25519"), address(0xBEEF), keccak256("spki"));
         SnpReportFields memory f = genuineFields(last, 0, r);
         f.reportData1 = sha256(key);
         snp.setAnswer(r, true, 0, f);
