@@ -133,7 +133,10 @@ interface INodeRegistry {
     /// @notice Takes up to `amount` of the node's stake (unbonding first, then active): sends
     /// `min(compensation, taken)` to the lease market for the harmed renter and burns the rest
     /// (it stays here, out of everyone's reach). Lease market only.
-    /// @dev The market passes the lease's bond, fixed at accept and locked since, so `taken == amount`.
+    /// Never takes the active stake that backs the bonds of the node's active leases: at most
+    /// unbonding + (stake - LeaseMarket.bondedStake(node)).
+    /// @dev The market releases a lease's bond before slashing it (fixed at accept and locked since,
+    /// so `taken == amount`), except for a dispute's reversal of a closed lease (what is left).
     /// Reverts: NodeRegistry_CallerNotLeaseMarket.
     /// @return taken The stake taken.
     /// @return paid The part sent to the lease market.
