@@ -250,7 +250,7 @@ contract AttestationCourt is IAttestationCourt {
             if (!ok) {
                 // Conclusive only when the report itself is at fault (see the interface).
                 if (reason == uint8(SnpReason.UnsignedReport)) return false;
-                if (reason == uint8(SnpReason.BadSignature) && _chipBound(report)) return false;
+                if (reason == uint8(SnpReason.BadSignature) && _signerBound(report, certs)) return false;
                 revert Errors.AttestationCourt_Inconclusive(leaseId, reason);
             }
             fields = checked;
@@ -279,9 +279,12 @@ contract AttestationCourt is IAttestationCourt {
                 == keccak256(abi.encode("cvm.host.v1", block.chainid, address(registry), leaseId, renter));
     }
 
-    /// @dev A VCEK-signed report (SIGNING_KEY 0 at 0x48 bits 2..4) with a CHIP_ID (0x1A0, 64 bytes) not all zero.
-    function _chipBound(bytes calldata report) private pure returns (bool) {
-        if ((uint8(report[0x48]) >> 2) & 7 != 0) return false;
-        return bytes32(report[0x1A0:0x1C0]) != 0 || bytes32(report[0x1C0:0x1E0]) != 0;
+    /// @dev Whether the certificate given first is the cached VCEK AMD issues for the chip and TCB the
+    /// report names (`ISnpVerifier.isSignerBound`): only then does a bad signature prove a forgery.
+    function _signerBound(bytes calldata report, bytes[] calldata certs) private view returns (bool) {
+        if (certs.length == 0) return false;
+        bytes calldata first = certs[0];
+        bytes32 certHash = first.length == 32 ? bytes32(first) : keccak256(first);
+        return snpVerifier.isSignerBound(report, certHash);
     }
 }

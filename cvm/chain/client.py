@@ -22,6 +22,7 @@ from cvm.chain.events import ChainEvent, EventDecoder
 from cvm.chain.lease_market import LeaseMarketClient
 from cvm.chain.node_registry import NodeRegistryClient
 from cvm.chain.sender import TransactionSender
+from cvm.chain.snp_verifier import SnpVerifierClient
 from cvm.chain.token import TokenClient
 
 
@@ -55,8 +56,14 @@ class ChainClient:
             w3, deployment.attestation_registry, self.events, sender
         )
         self.service = AttestedServiceClient(w3, deployment.attested_service, self.events, sender)
+        # The on-chain SEV-SNP report check; None for a record from before it was deployed.
+        self.snp: SnpVerifierClient | None = (
+            SnpVerifierClient(w3, deployment.snp_verifier, self.events, sender)
+            if deployment.snp_verifier
+            else None
+        )
         # Verifier stake and disputes (None for a deployment recorded without a court).
-        self.court = (
+        self.court: AttestationCourtClient | None = (
             AttestationCourtClient(w3, deployment.attestation_court, self.events, sender)
             if deployment.attestation_court
             else None

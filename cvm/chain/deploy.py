@@ -1,20 +1,22 @@
 """Deploying the whole cvm system to any RPC.
 
 `deploy` puts up the token (a fresh `TestToken` unless an existing token is given), the
-node registry, the attestation registry, the lease market, the example consumer and the
-attestation court (verifier stake and disputes), wires them together and registers and
-stakes the verifiers, all from one deployer account that becomes owner and admin.
+on-chain SEV-SNP report check (`SnpVerifier`, pinned to AMD's ARKs), the node registry, the
+attestation registry, the lease market, the example consumer and the attestation court
+(verifier stake and disputes, judged by the SnpVerifier), wires them together and registers
+and stakes the verifiers, all from one deployer account that becomes owner and admin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from cvm.attestation.onchain import ark_certificates
 from cvm.chain.artifacts import load_artifact, revert_decoder
 from cvm.chain.client import ChainClient
 from cvm.chain.deployment import Deployment
@@ -22,7 +24,6 @@ from cvm.chain.errors import ChainError
 from cvm.chain.sender import TransactionSender
 from cvm.config import MEASUREMENT_BYTES
 
-ZERO_ADDRESS = "0x" + "00" * 20
 # A measurement nobody launches: the example consumer deployed without a real one trusts nothing.
 NO_MEASUREMENT = bytes(48)
 
@@ -41,9 +42,8 @@ class DeployConfig:
     verifiers: Sequence[str] = ()
     # The launch measurement the example consumer (AttestedService) trusts.
     example_measurement: bytes = NO_MEASUREMENT
-    # The on-chain SEV-SNP report check (`SnpVerifier`) disputes use; None deploys the court
-    # without one (staking and voting work, disputes revert until a court with one is wired).
-    snp_verifier: str | None = None
+    # The self-signed ARK certificates (DER) SnpVerifier pins: AMD's Milan, Genoa and Turin.
+    snp_ark_certificates: Sequence[bytes] = field(default_factory=ark_certificates)
     # What the deployer stakes for each verifier in the court (a verifier votes only with at
     # least the registry's minimum verifier stake, 1 token by default).
     verifier_stake: int = 10**18
@@ -72,6 +72,8 @@ def deploy(
     sender = TransactionSender(w3, deployer, revert_decoder())
     start_block = int(w3.eth.block_number) + 1
     token = config.token or _deploy_contract(sender, "TestToken")
+    # First, so that the registries can be given its address.
+    snp_verifier = _deploy_contract(sender, "SnpVerifier", list(config.snp_ark_certificates))
     registry = _deploy_contract(
         sender,
         "NodeRegistry",
@@ -87,9 +89,7 @@ def deploy(
         config.attestation_window,
     )  # fmt: skip
     service = _deploy_contract(sender, "AttestedService", attestations, config.example_measurement)
-    court = _deploy_contract(
-        sender, "AttestationCourt", config.snp_verifier or ZERO_ADDRESS, attestations, token
-    )
+    court = _deploy_contract(sender, "AttestationCourt", snp_verifier, attestations, token)
     deployment = Deployment(
         chain_id=sender.chain_id,
         deployer=deployer.address,
@@ -101,6 +101,7 @@ def deploy(
         attested_service=service,
         test_token=config.token is None,
         rpc_url=rpc_url,
+        snp_verifier=snp_verifier,
         attestation_court=court,
     )
     admin = ChainClient(w3, deployment, deployer)
@@ -119,6 +120,14 @@ def deploy(
             assert admin.court is not None
             admin.court.stake_for(verifier, config.verifier_stake)
     return deployment
+
+
+def deploy_snp_verifier(w3: Web3, deployer: LocalAccount, ark_certificates: Sequence[bytes]) -> str:
+    """Deploy a `SnpVerifier` pinned to `ark_certificates` (self-signed ARKs, DER) on its own
+    (`deploy` puts one, pinned to AMD's, into every system); its address."""
+    return _deploy_contract(
+        TransactionSender(w3, deployer, revert_decoder()), "SnpVerifier", list(ark_certificates)
+    )
 
 
 def deploy_attested_service(chain: ChainClient, measurement: bytes) -> ChainClient:

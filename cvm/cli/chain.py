@@ -29,10 +29,6 @@ def deploy_command(
         str | None,
         typer.Option(help="existing ERC-20 (with EIP-2612 permit); default deploys a TestToken"),
     ] = None,
-    snp_verifier: Annotated[
-        str | None,
-        typer.Option(help="the on-chain SEV-SNP report check disputes use (SnpVerifier address)"),
-    ] = None,
     verifier_stake: Annotated[
         int,
         typer.Option(
@@ -54,12 +50,10 @@ def deploy_command(
     w3 = open_web3(rpc)
     if not w3.is_connected():
         raise CliError(f"no JSON-RPC endpoint answers at {rpc}")
-    snp = checksum_address(snp_verifier, "--snp-verifier") if snp_verifier else None
     config = DeployConfig(
         token=chosen_token,
         quorum=quorum,
         verifiers=verifiers,
-        snp_verifier=snp,
         verifier_stake=verifier_stake,
     )
     deployment = deploy(w3, account, config, rpc_url=rpc)

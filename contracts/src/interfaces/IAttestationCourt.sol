@@ -130,11 +130,13 @@ interface IAttestationCourt {
     /// sha256(guestKey), guestKey[64:84] is `signer`, and HOST_DATA is
     /// keccak256(abi.encode("cvm.host.v1", chainid, registry, leaseId, renter)).
     /// False also for a report that is not 1184 bytes, that says it is unsigned (UnsignedReport), or
-    /// whose signature fails (BadSignature) for a VCEK-signed report with an unmasked CHIP_ID (this
-    /// relies on `checkReport` checking the VCEK's hwID and TCB against the report before the
-    /// signature, so that the VCEK was the chip's own). Every other check failure may come from
-    /// certificates the caller chose, and a guest key that is not REPORT_DATA[32:64]'s preimage from
-    /// the caller too: those revert, so that no caller's input can make a genuine report look false.
+    /// whose signature fails (BadSignature) under the VCEK AMD issues for the chip and TCB the report
+    /// names: `certs[0]` (DER or its keccak256) must be that VCEK, already cached by
+    /// `snpVerifier.verifyCertificate` (`isSignerBound`; a refused check caches nothing, so cache it
+    /// first). Every other check failure may come from certificates the caller chose (another chip's
+    /// or TCB's VCEK, a VLEK, a masked CHIP_ID, a chain that does not verify), and a guest key that is
+    /// not REPORT_DATA[32:64]'s preimage from the caller too: those revert, so that no caller's input
+    /// can make a genuine report look false.
     /// Anyone may call it (it caches the certificates it verifies).
     /// Reverts: AttestationCourt_ReportMismatch (keccak256(report) != reportHash),
     /// _Inconclusive(leaseId, reason), _GuestKeyMismatch.

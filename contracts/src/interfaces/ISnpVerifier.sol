@@ -50,8 +50,11 @@ struct SnpReportFields {
 /// keccak256(DER). An element of any other length is parsed as DER. A DER certificate not yet
 /// cached is verified against its issuer (the next element, or the product's pinned ARK for
 /// the ASK/ASVK) and cached. A report on a known chip is then one cheap call with
-/// [keccak(VCEK), keccak(ASK)] (the ASK element may also be empty once the VCEK is cached:
-/// a cached VCEK already chains to a verified ASK).
+/// [keccak(VCEK), keccak(ASK)] (the ASK element may also be empty or absent once the VCEK is
+/// cached: a cached VCEK already chains to a verified ASK, and a second element is then
+/// ignored). More than two elements, or none: Malformed. The ASK/ASVK's ARK is the pinned root
+/// whose subject Name is its issuer Name (a local stack may pin its simulated AMD-SP's roots
+/// beside AMD's). Costs: see contracts/README.md (each step fits EIP-7825's cap on Osaka).
 interface ISnpVerifier {
     /// @notice A certificate's signature by its issuer was checked and the certificate cached.
     event SnpCertificateVerified(bytes32 indexed certHash, bytes32 indexed issuerHash, bytes32 productKey);
@@ -72,13 +75,24 @@ interface ISnpVerifier {
     /// @notice Verify one certificate against its issuer and cache it. `issuerHash` is the
     /// keccak256(DER) of an already verified certificate (for a VCEK/VLEK: its ASK/ASVK), or a
     /// pinned ARK's key hash `arkKeyHash(productKey)` (for an ASK/ASVK). Returns keccak256(der).
-    /// Reverts with `SnpVerifier_Refused(reason)`. Idempotent (a cached certificate returns at once).
+    /// Reverts with `SnpVerifier_Refused(reason)`. Idempotent: a certificate cached against the
+    /// same `issuerHash` returns at once (against another: CertChain).
     function verifyCertificate(bytes calldata der, bytes32 issuerHash) external returns (bytes32 certHash);
 
     /// @notice True if keccak256(DER) of a certificate verified to a pinned ARK.
     function isCertVerified(bytes32 certHash) external view returns (bool);
 
+    /// @notice True iff the cached VCEK `signerCertHash` is the one AMD issues for the chip and
+    /// TCB that `report` names: SIGNING_KEY is VCEK, CHIP_ID is not masked (not all zero) and
+    /// equals the hwID, REPORTED_TCB equals the SPLs, and the CPUID product (v3+) matches.
+    /// Only for such a certificate does a BadSignature refusal prove that the chip did not sign
+    /// the report: with any other certificate (another chip's, another TCB's) a genuine report
+    /// fails too. A dispute that claims a report is forged must therefore use a bound
+    /// certificate. Always false for a VLEK (tied to no chip) and for a masked CHIP_ID: such a
+    /// report cannot be proven forged on chain, only proven genuine.
+    function isSignerBound(bytes calldata report, bytes32 signerCertHash) external view returns (bool);
+
     /// @notice keccak256 of the pinned ARK's RSA modulus (big-endian, no leading zero) for a
-    /// product, or zero if none is pinned.
+    /// product (the first pinned if a local stack pinned more than one), or zero if none.
     function arkKeyHash(bytes32 productKey) external view returns (bytes32);
 }

@@ -504,10 +504,10 @@ contract LeaseHandler is Test {
         _closing(leaseId, lease);
         uint256 courtBefore = token.balanceOf(address(court));
         uint256 whoBefore = token.balanceOf(who);
+        bytes[] memory certs = new bytes[](1);
+        certs[0] = abi.encode(keccak256("the chip's cached VCEK"));
         vm.prank(who);
-        try court.dispute(leaseId, reportHash, _reportOf[reportHash], new bytes[](0), guestKey) returns (
-            bool overturned
-        ) {
+        try court.dispute(leaseId, reportHash, _reportOf[reportHash], certs, guestKey) returns (bool overturned) {
             if (!valid) ghostViolations++;
             // Only a verdict against the truth is overturned.
             if (overturned != ((sub.verdict == IAttestationRegistry.Status.Verified) == _junkReport[reportHash])) {

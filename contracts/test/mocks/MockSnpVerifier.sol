@@ -55,6 +55,12 @@ contract MockSnpVerifier is ISnpVerifier {
         return true;
     }
 
+    /// @dev As the real one for the report (VCEK-signed, CHIP_ID not masked), for any certificate.
+    function isSignerBound(bytes calldata report, bytes32) external pure override returns (bool) {
+        if (report.length != 1184 || (uint8(report[0x48]) >> 2) & 7 != 0) return false;
+        return bytes32(report[0x1A0:0x1C0]) != 0 || bytes32(report[0x1C0:0x1E0]) != 0;
+    }
+
     function arkKeyHash(bytes32) external pure override returns (bytes32) {
         return bytes32(0);
     }

@@ -15,9 +15,12 @@ from cvm.chain.build import CONTRACTS_DIR, OUT_DIR, source_hash, stale_artifacts
 DEPLOYABLE = {
     "AttestationCourt",
     "AttestationRegistry",
+    "AttestedRandomness",
     "AttestedService",
     "LeaseMarket",
     "NodeRegistry",
+    "P384Verifier",
+    "SnpVerifier",
     "TestToken",
 }
 
