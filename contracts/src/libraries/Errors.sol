@@ -255,22 +255,6 @@ library Errors {
     /// (that is a missed first attestation: a late report must not erase it).
     error AttestationRegistry_AttestationDeadlinePassed(uint256 leaseId, uint256 attestBy);
 
-    /// @notice Thrown when a verifier votes with less active stake than the dispute terms' minimum.
-    error AttestationCourt_StakeTooLow(address verifier, uint256 stake, uint256 minStake);
-
-    /// @notice Thrown when a verifier stakes or unstakes zero.
-    error AttestationCourt_ZeroAmount();
-
-    /// @notice Thrown when a verifier unstakes more than its active stake.
-    error AttestationCourt_UnstakeExceedsStake(address verifier, uint256 amount, uint256 stake);
-
-    /// @notice Thrown when a verifier withdraws while nothing is unbonding.
-    error AttestationCourt_NothingUnbonding(address verifier);
-
-    /// @notice Thrown when a verifier withdraws before its unbonding delay passed or while a vote of
-    /// its can still be disputed; `unlocksAt` is when it can.
-    error AttestationCourt_StakeLocked(address verifier, uint256 unlocksAt);
-
     /// @notice Thrown when no submission of `leaseId` has this report hash (or its record is gone).
     error AttestationRegistry_UnknownSubmission(uint256 leaseId, bytes32 reportHash);
 
@@ -304,6 +288,22 @@ library Errors {
 
     /// @notice Thrown when a zero address is given where a contract is required.
     error AttestationCourt_ZeroAddress();
+
+    /// @notice Thrown when a verifier votes with less active stake than the dispute terms' minimum.
+    error AttestationCourt_StakeTooLow(address verifier, uint256 stake, uint256 minStake);
+
+    /// @notice Thrown when a verifier stakes or unstakes zero.
+    error AttestationCourt_ZeroAmount();
+
+    /// @notice Thrown when a verifier unstakes more than its active stake.
+    error AttestationCourt_UnstakeExceedsStake(address verifier, uint256 amount, uint256 stake);
+
+    /// @notice Thrown when a verifier withdraws while nothing is unbonding.
+    error AttestationCourt_NothingUnbonding(address verifier);
+
+    /// @notice Thrown when a verifier withdraws before its unbonding delay passed or while a vote of
+    /// its can still be disputed; `unlocksAt` is when it can.
+    error AttestationCourt_StakeLocked(address verifier, uint256 unlocksAt);
 
     /// @notice Thrown when a function reserved for the attestation registry is called by another account.
     error AttestationCourt_CallerNotRegistry(address caller);
