@@ -536,6 +536,9 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         emit VerdictReversed(leaseId, true);
         _credit(renter, refund);
         // No compensation to an operator renting its own node: its stake must not leave through a slash.
+        // The node registry is ours, fixed at construction, and calls nothing but the token (it pays
+        // `paid` to this market); the amount taken is not needed (a closed lease's bond may be gone).
+        // slither-disable-next-line reentrancy-no-eth,unused-return (trusted own registry; see above)
         (, uint256 paid) =
             nodeRegistry.slash(nodeKey, bond, nodeRegistry.operatorOf(nodeKey) == renter ? 0 : cut - keep);
         _credit(renter, paid);
