@@ -8,6 +8,7 @@ import {NodeRegistry} from "../src/NodeRegistry.sol";
 import {TestToken} from "../src/test-token/TestToken.sol";
 import {IAttestationRegistryCore} from "../src/interfaces/IAttestationRegistryCore.sol";
 import {INodeRegistry} from "../src/interfaces/INodeRegistry.sol";
+import {ISnpVerifier} from "../src/interfaces/ISnpVerifier.sol";
 import {LeaseSpec, NodeSpec, TeeType} from "../src/types/DataTypes.sol";
 import {Test} from "./base/Test.sol";
 import {MockSnpVerifier} from "./mocks/MockSnpVerifier.sol";
@@ -68,7 +69,7 @@ abstract contract Base is Test {
         attestations = new AttestationRegistry(admin, 1);
         market = new LeaseMarket(token, INodeRegistry(address(nodes)), attestations, admin, ATTESTATION_WINDOW);
         snp = new MockSnpVerifier();
-        court = new AttestationCourt(snp, attestations, token);
+        court = new AttestationCourt(courtSnpVerifier(), attestations, token);
         vm.startPrank(admin);
         attestations.setCourt(court);
         nodes.setLeaseMarket(address(market));
@@ -85,6 +86,11 @@ abstract contract Base is Test {
         token.approve(address(market), type(uint256).max);
         stakeVerifier(verifier);
         stakeVerifier(verifier2);
+    }
+
+    /// @dev The report check the court uses: the test double unless a test needs the real one.
+    function courtSnpVerifier() internal virtual returns (ISnpVerifier) {
+        return snp;
     }
 
     /// @dev Mints VERIFIER_STAKE to `account` and stakes it in the court.
