@@ -366,6 +366,12 @@ def test_dispute_by_hand_reverses_a_wrong_verdict_once_within_the_window(
     assert restored.verdict == AttestationStatus.VERIFIED
     code, out = dispute(lease_id, *by_hand)
     assert code == 1 and "already disputed" in out["error"]
+    # `cvm attestation status` shows the window and the outcome (from the backend's index).
+    backend.step()
+    status = cli.invoke(app, ["attestation", "status", lease_id, "--json", *by_hand[:2]])
+    assert status.exit_code == 0, status.output
+    shown = json.loads(status.stdout)
+    assert shown["dispute"]["overturned"] is True and shown["dispute_window_ends_at"]
     # The other one's window closed: final.
     system.anvil.increase_time(8 * 86_400)
     system.anvil.mine()
