@@ -2,12 +2,12 @@
 for a verdict we checked ourselves, and the certificates a dispute carries.
 
 The verifiers' quorum decides fast; the EVM is the court of appeal (`dispute` on the
-attestation registry re-checks the report in `SnpVerifier` and the lease binding). Both the
+attestation court re-checks the report in `SnpVerifier` and the lease binding). Both the
 backend's watcher and `cvm attestation dispute` decide here whether a disagreement is worth a
 bond: the EVM checks the signature and certificate chain (not the certificates' dates), the
 measurement against the lease, REPORT_DATA (lease, nonce, guest key hash), the guest key's
-signer against the one submitted, HOST_DATA and the debug bit. A verdict that rests only on
-what the chain cannot see (a guest key reused by another lease, an expired certificate, a
+signer against the one submitted, HOST_DATA, VMPL 0 and the debug bit. A verdict that rests
+only on what the chain cannot see (a guest key reused by another lease, an expired certificate, a
 minimum TCB, missing evidence) cannot be overturned there, so nobody should bet a bond on it.
 """
 
@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -39,15 +38,13 @@ from cvm.attestation.product import Product
 from cvm.attestation.trust import amd_intermediates, amd_roots
 from cvm.attestation.verify import verify_amd_signature
 from cvm.chain.artifacts import revert_decoder
+from cvm.chain.attestation_court import AttestationCourtClient
 from cvm.chain.client import ChainClient
 from cvm.chain.contract import TxResult
 from cvm.chain.errors import ChainError
 from cvm.chain.sender import revert_error
 from cvm.chain.snp_verifier import SnpVerifierClient
-
-if TYPE_CHECKING:
-    from cvm.chain.attestation_court import AttestationCourtClient
-    from cvm.chain.types import SubmissionInfo
+from cvm.chain.types import SubmissionInfo
 
 # The verifier's codes for a bundle that names another lease, chain, registry or nonce than
 # the submission the chain recorded (besides `cvm.attestation.Reason`'s).
@@ -77,6 +74,7 @@ CHAIN_DECIDABLE: frozenset[str] = frozenset(
         Reason.HOST_DATA_MISMATCH,
         Reason.GUEST_SIGNER_MISMATCH,
         Reason.DEBUG_ALLOWED,
+        Reason.VMPL_MISMATCH,
         LEASE_MISMATCH,
         CHAIN_MISMATCH,
         REGISTRY_MISMATCH,
@@ -347,8 +345,6 @@ def _court(client: ChainClient) -> AttestationCourtClient | None:
         return None
     if int(address, 16) == 0:
         return None
-    from cvm.chain.attestation_court import AttestationCourtClient
-
     return AttestationCourtClient(client.w3, address, client.events, client.sender)
 
 
