@@ -80,6 +80,8 @@ def test_summary_p50_floor_and_over_floor() -> None:
     assert result["p50_s"] == 50.0
     assert result["floor_s"] == 40.0
     assert result["over_floor"] == 1.25
+    # Against each lease's own boot: 50/(30+8), 40/(20+8), 60/(40+8); p50 of those.
+    assert result["over_own_boot_floor_p50"] == round(50 / 38, 2)
     assert result["phases_p50_s"]["guest_launched_to_report_in_hand"] == 30
     assert result["phases_p50_s"]["secret_released_to_ssh_answers"] == 10
     assert result["chain_phases_p50_s"] == {
@@ -103,4 +105,5 @@ def test_summary_without_any_reachable_lease_has_no_ratio() -> None:
     result = summarize([{"create_sent": 0.0}], [], boot_s=4.0, block_time_s=1.0)
     assert result["leases_reachable"] == 0
     assert result["p50_s"] is None and result["over_floor"] is None
+    assert result["over_own_boot_floor_p50"] is None
     assert result["floor_s"] == 8.0
