@@ -409,7 +409,8 @@ def run(
         }
     summary = summarize(marks, [observer.block_times.get(i, {}) for i in ordered], boot_s,
                         block_time_s)  # fmt: skip
-    result = {**result, **summary, "leases": result.pop("leases")}
+    per_lease = result.pop("leases")
+    result = {**result, **summary, "leases": per_lease}
     result["machine"]["load_average_at_end"] = os.getloadavg()
     return result
 
