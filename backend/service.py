@@ -222,6 +222,9 @@ class BackendService:
             ),
             clock=clock,
             heartbeat_listeners=[_LeaderOnly(self)],
+            sealed_listeners=(
+                [self.dispatch.serve_guest] if isinstance(self.dispatch, CeleryDispatcher) else []
+            ),
         )
         self.app: FastAPI = create_app(self.context)
         self._stop = threading.Event()

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cvm.images import ImageStore, measure
+from cvm.images import Image, ImageStore, measure
 from node_agent.launcher.base import GuestSpec, HostBinding
 from node_agent.launcher.qemu import QemuLauncher, probe_accel
 from node_agent.launcher.signer import SimulatedAmdSp
@@ -39,6 +39,31 @@ def _qemu_baseline() -> float:
     return time.perf_counter() - started
 
 
+def boot_once(launcher: QemuLauncher, image: Image, lease_id: int) -> tuple[float, float]:
+    """Boot `image` once with `launcher`, straight (no stack): seconds from launch to the
+    guest agent answering, and to a report bound to its key; the guest is stopped after."""
+    started = time.perf_counter()
+    binding = HostBinding(1, "0x" + "11" * 20, "0x" + "22" * 20)
+    launcher.launch(GuestSpec(lease_id, 1, 512, 1, measure(image), image.image_id, binding))
+    try:
+        launcher.wait_ready(lease_id)
+        booted = time.perf_counter() - started
+        launcher.get_report(lease_id, 0)
+        reported = time.perf_counter() - started
+    finally:
+        launcher.stop(lease_id)
+    return booted, reported
+
+
+def launcher_for(store: ImageStore, image: Image) -> tuple[QemuLauncher, str]:
+    """A qemu launcher in a fresh directory (TCG where KVM is unusable) and its accel."""
+    accel = probe_accel("qemu-system-x86_64", image.kernel)
+    launcher = QemuLauncher(
+        Path(tempfile.mkdtemp(prefix="cvm-bench-")), SimulatedAmdSp(), accel=accel, images=store
+    )
+    return launcher, accel
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
@@ -52,23 +77,13 @@ def main() -> None:
     started = time.perf_counter()
     image = store.build()
     build_s = time.perf_counter() - started
-    accel = probe_accel("qemu-system-x86_64", image.kernel)
-    launcher = QemuLauncher(
-        Path(tempfile.mkdtemp(prefix="cvm-bench-")), SimulatedAmdSp(), accel=accel, images=store
-    )
-    expected = measure(image)
+    launcher, accel = launcher_for(store, image)
     boots, reports, baselines = [], [], []
     for round_ in range(args.rounds):
         baselines.append(_qemu_baseline())
-        lease_id = 1000 + round_
-        started = time.perf_counter()
-        binding = HostBinding(1, "0x" + "11" * 20, "0x" + "22" * 20)
-        launcher.launch(GuestSpec(lease_id, 1, 512, 1, expected, image.image_id, binding))
-        launcher.wait_ready(lease_id)
-        boots.append(time.perf_counter() - started)
-        launcher.get_report(lease_id, 0)
-        reports.append(time.perf_counter() - started)
-        launcher.stop(lease_id)
+        booted, reported = boot_once(launcher, image, 1000 + round_)
+        boots.append(booted)
+        reports.append(reported)
     result = {
         "image": image.image_id,
         "image_bytes": image.size_bytes(),
