@@ -42,7 +42,8 @@ class RenterShell:
     deployment record in the environment, the demo's wallet on every command."""
 
     data_dir: Path
-    wallet: list[str] = field(default_factory=list)
+    wallet_name: str | None = None
+    password_file: Path | None = None
     timeout_s: float = 600.0
 
     def env(self) -> dict[str, str]:
@@ -53,8 +54,16 @@ class RenterShell:
             "COLUMNS": "200",
         }
 
-    def run(self, *args: str, wallet: bool = False) -> str:
-        argv = [sys.executable, "-m", "cvm", *args, *(self.wallet if wallet else [])]
+    def wallet_args(self, unlock: bool) -> list[str]:
+        """`--wallet NAME` (read-only commands), with `--password-file` when it unlocks."""
+        words = ["--wallet", self.wallet_name] if self.wallet_name else []
+        if unlock and self.password_file is not None:
+            words += ["--password-file", str(self.password_file)]
+        return words
+
+    def run(self, *args: str, wallet: bool = False, unlock: bool = False) -> str:
+        chosen = self.wallet_args(unlock) if wallet or unlock else []
+        argv = [sys.executable, "-m", "cvm", *args, *chosen]
         try:
             done = subprocess.run(
                 argv,
@@ -77,8 +86,8 @@ class RenterShell:
             )
         return done.stdout
 
-    def json(self, *args: str, wallet: bool = False) -> Any:
-        text = self.run(*args, "--json", wallet=wallet)
+    def json(self, *args: str, wallet: bool = False, unlock: bool = False) -> Any:
+        text = self.run(*args, "--json", wallet=wallet, unlock=unlock)
         try:
             return json.loads(text)
         except ValueError:
@@ -202,7 +211,7 @@ def run_service_journey(
         name = f"service-{time.time_ns()}"
         shell.json("wallet", "new", name, "--password-file", str(secret), *_WALLET_KDF)
         shell.json("wallet", "fund", name, "--tokens", "100")
-        shell.wallet = ["--wallet", name, "--password-file", str(secret)]
+        shell.wallet_name, shell.password_file = name, secret
 
     step(3, "a funded renter wallet", wallet)
 
@@ -210,7 +219,7 @@ def run_service_journey(
         lease = shell.json(
             "rent", "--vcpu", "1", "--memory", "512", "--disk", "1", "--duration", "30m",
             "--image", image_id, "--trust-simulated-amd", "--timeout", str(int(timeout)),
-            wallet=True,
+            unlock=True,
         )  # fmt: skip
         status = lease["attestation"]["status"]
         if status != "verified":
@@ -225,7 +234,7 @@ def run_service_journey(
         # `cvm rent` released the lease's disk key (the workload has [disk]); the guest's
         # signed status says it installed it and opened the volume.
         status = shell.json("lease", "secrets", "status", str(lease_id), "--trust-simulated-amd",
-                            wallet=True)  # fmt: skip
+                            unlock=True)  # fmt: skip
         journey.facts["volume"] = status.get("volume")
         if not volume_files(data_dir, lease_id):
             raise RuntimeError("the node holds no volume file for the lease")
@@ -235,7 +244,7 @@ def run_service_journey(
     def open_port() -> str:
         view = wait_until(
             "the service port open over attested TLS",
-            lambda: shell.json("lease", "open", str(lease_id), str(port), wallet=True),
+            lambda: shell.json("lease", "open", str(lease_id), str(port), unlock=True),
             timeout,
         )
         journey.facts["address"] = view.get("address")
@@ -261,11 +270,11 @@ def run_service_journey(
                 f"/kv/{DEMO_KEY}",
                 "--data",
                 value,
-                wallet=True,
+                unlock=True,
             ),
             timeout,
         )
-        read = shell.run("lease", "curl", str(lease_id), str(port), f"/kv/{DEMO_KEY}", wallet=True)
+        read = shell.run("lease", "curl", str(lease_id), str(port), f"/kv/{DEMO_KEY}", unlock=True)
         if value not in read:
             raise RuntimeError(f"the service answered {literal(read[:200])!r}, not the value")
         say(f"PUT then GET /kv/{DEMO_KEY} over attested TLS: {literal(value)}")
@@ -303,19 +312,19 @@ def run_service_journey(
     step(8, "kill the guest: its node relaunches it on the same volume, Verified again", restart)
 
     def release_again() -> None:
-        shell.json("lease", "secrets", "put", str(lease_id), "--trust-simulated-amd", wallet=True)
+        shell.json("lease", "secrets", "put", str(lease_id), "--trust-simulated-amd", unlock=True)
 
     step(9, "release the disk key to the new guest", release_again)
 
     def read_back() -> str:
         def answer() -> str:
             return shell.run("lease", "curl", str(lease_id), str(port), f"/kv/{DEMO_KEY}",
-                             wallet=True)  # fmt: skip
+                             unlock=True)  # fmt: skip
 
         got = wait_until("the relaunched service answering", answer, timeout)
         if value not in got:
             raise RuntimeError(f"after the restart the service answered {literal(got[:200])!r}")
-        view = shell.json("lease", "open", str(lease_id), str(port), wallet=True)
+        view = shell.json("lease", "open", str(lease_id), str(port), unlock=True)
         journey.facts["fingerprint_after_restart"] = view["fingerprint"]
         say(
             f"GET /kv/{DEMO_KEY}: {literal(value)} (still there); the new guest's attested TLS"
@@ -330,7 +339,7 @@ def run_service_journey(
         raise RuntimeError("the relaunched guest kept the old TLS key: it made none at boot")
 
     def close() -> None:
-        shell.json("lease", "close", str(lease_id), wallet=True)
+        shell.json("lease", "close", str(lease_id), unlock=True)
         wait_until("the guest stopping", lambda: not guest_pids(data_dir, lease_id), 60)
         wait_until("the volume file removed", lambda: not volume_files(data_dir, lease_id), 60)
         say("the node stopped the guest and removed its volume")
