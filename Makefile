@@ -41,6 +41,8 @@ SYSTEM_COMMANDS := qemu-system-x86_64:qemu-system-x86 docker-compose:docker-comp
 # The guest image is assembled from Debian packages (apt-get download, dpkg-deb); renters
 # reach their guest with OpenSSH's client.
 SYSTEM_COMMANDS += ssh:openssh-client ssh-keygen:openssh-client dpkg-deb:dpkg
+# The README's "Run your own service" makes its API token with openssl (tested as written).
+SYSTEM_COMMANDS += openssl:openssl
 # Debian's Chromium, driven by Playwright in the browser tests (its own browser download is impossible here).
 SYSTEM_COMMANDS += chromium:chromium
 system-packages:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 # The demo's wallet unlocks in every command: a cheap KDF keeps each under a second.
 _WALLET_KDF = ("--kdf", "pbkdf2", "--iterations", "1000")
 DEMO_KEY = "greeting"
+DISK_KEY = "cvm.disk_key"  # the sealed-secret name of a lease's volume key
 
 
 class CommandFailed(RuntimeError):
@@ -180,6 +182,33 @@ def build_workload_image(shell: RenterShell, workload: Path) -> str:
     return str(view["image"])
 
 
+def workload_secrets(image_dir: Path, image_id: str) -> list[str]:
+    """The secret names the image's workload expects (its manifest's summary)."""
+    manifest = json.loads((image_dir / image_id / "manifest.json").read_text())
+    return [str(name) for name in (manifest.get("workload") or {}).get("secrets") or []]
+
+
+def make_secrets(work: Path, names: list[str]) -> tuple[list[str], Path | None]:
+    """A random value for each secret the workload expects, in owner-only files under `work`
+    (`--secret NAME=FILE` options), and a header file with the first as a bearer token (the
+    kv-store example's API key): values never reach a command line."""
+    import secrets as random
+
+    options: list[str] = []
+    header: Path | None = None
+    for name in names:
+        value = random.token_hex(16)
+        path = work / f"secret-{name}"
+        path.touch(mode=0o600)
+        path.write_text(value)
+        options += ["--secret", f"{name}={path}"]
+        if header is None:
+            header = work / "auth-header"
+            header.touch(mode=0o600)
+            header.write_text(f"Authorization: Bearer {value}\n")
+    return options, header
+
+
 def run_service_journey(
     state: StackState,
     shell: RenterShell,
@@ -190,24 +219,43 @@ def run_service_journey(
     say: Callable[[str], None],
 ) -> None:
     """Steps 2 onward of the journey (step 1, the build, runs before the stack starts)."""
+    with tempfile.TemporaryDirectory(prefix="cvm-service-demo-") as work:
+        _journey(state, shell, image_id, journey, step, timeout, say, Path(work))
+
+
+def _journey(
+    state: StackState,
+    shell: RenterShell,
+    image_id: str,
+    journey: ServiceJourney,
+    step: Callable[..., Any],
+    timeout: float,
+    say: Callable[[str], None],
+    work: Path,
+) -> None:
     from cvm.config import Settings
 
     data_dir = Path(state.data_dir)
     image_dir = Settings(data_dir=data_dir).image_dir
-    port = workload_port(image_dir, image_id)
-    journey.facts.update(image=image_id, port=port)
+    trust = "--trust-simulated-amd"  # the local stack's guests are attested by its simulator
+    journey.facts["image"] = image_id
 
-    def measure() -> str:
+    def measure() -> tuple[int, list[str], Path | None]:
         view = shell.json("image", "measure", image_id, "--vcpus", "1")
         journey.facts["measurement"] = view["measurement"]
-        return str(view["measurement"])
+        port = workload_port(image_dir, image_id)
+        journey.facts["port"] = port
+        return port, *make_secrets(work, workload_secrets(image_dir, image_id))
 
-    step(2, "measure the image (what the lease will expect)", measure)
+    port, secret_options, header = step(
+        2, "measure the image; its workload's port and secrets", measure
+    )
+    headers = ["-H", f"@{header}"] if header is not None else []
 
     def wallet() -> None:
-        secret = data_dir / "stack" / "service-demo.password"
+        secret = work / "wallet.password"
+        secret.touch(mode=0o600)
         secret.write_text(f"service demo {os.getpid()} {time.time_ns()}\n")
-        secret.chmod(0o600)
         name = f"service-{time.time_ns()}"
         shell.json("wallet", "new", name, "--password-file", str(secret), *_WALLET_KDF)
         shell.json("wallet", "fund", name, "--tokens", "100")
@@ -218,7 +266,7 @@ def run_service_journey(
     def rent() -> int:
         lease = shell.json(
             "rent", "--vcpu", "1", "--memory", "512", "--disk", "1", "--duration", "30m",
-            "--image", image_id, "--trust-simulated-amd", "--timeout", str(int(timeout)),
+            "--image", image_id, *secret_options, trust, "--timeout", str(int(timeout)),
             unlock=True,
         )  # fmt: skip
         status = lease["attestation"]["status"]
@@ -226,29 +274,27 @@ def run_service_journey(
             raise RuntimeError(f"lease {lease['lease_id']} ended as {status}, not Verified")
         journey.facts["lease_id"] = lease["lease_id"]
         journey.facts["node"] = lease.get("node")
+        journey.facts["released"] = (lease.get("released") or {}).get("secrets")
         return int(lease["lease_id"])
 
     lease_id = step(4, "rent it with --disk 1: matched, booted, Verified", rent)
+    lease = str(lease_id)
 
     def key_released() -> None:
-        # `cvm rent` released the lease's disk key (the workload has [disk]); the guest's
-        # signed status says it installed it and opened the volume.
-        status = shell.json("lease", "secrets", "status", str(lease_id), "--trust-simulated-amd",
-                            unlock=True)  # fmt: skip
-        journey.facts["volume"] = status.get("volume")
+        released = journey.facts.get("released") or []
+        if DISK_KEY not in released:
+            raise RuntimeError(f"the client released {released}, not the disk key {DISK_KEY}")
         if not volume_files(data_dir, lease_id):
             raise RuntimeError("the node holds no volume file for the lease")
+        say(f"released to the attested guest: {', '.join(map(literal, released))}")
 
     step(5, "the disk key is released to the attested guest", key_released)
 
     def open_port() -> str:
-        view = wait_until(
-            "the service port open over attested TLS",
-            lambda: shell.json("lease", "open", str(lease_id), str(port), unlock=True),
-            timeout,
-        )
+        view = shell.json("lease", "open", lease, str(port), trust, unlock=True)
         journey.facts["address"] = view.get("address")
         journey.facts["fingerprint"] = view["fingerprint"]
+        journey.facts["fingerprint_sha256"] = view.get("fingerprint_sha256")
         say(
             f"port {port} at {literal(view.get('address'))}, attested TLS key "
             f"[bold]{literal(view['fingerprint'])}[/bold]"
@@ -256,28 +302,24 @@ def run_service_journey(
         return str(view["fingerprint"])
 
     first_fingerprint = step(6, f"port {port} over attested TLS (cvm lease open)", open_port)
-    value = f"written before the restart, {time.strftime('%H:%M:%S')}"
+    value = f"written before the restart at {time.strftime('%H:%M:%S')}"
     journey.facts["value"] = value
+    path = f"/kv/{DEMO_KEY}"
+
+    def curl(*extra: str) -> dict[str, Any]:
+        return dict(shell.json("lease", "curl", lease, str(port), path, *extra, *headers, trust,
+                               unlock=True))  # fmt: skip
 
     def write() -> None:
-        wait_until(
-            "the service answering",
-            lambda: shell.run(
-                "lease",
-                "curl",
-                str(lease_id),
-                str(port),
-                f"/kv/{DEMO_KEY}",
-                "--data",
-                value,
-                unlock=True,
-            ),
-            timeout,
-        )
-        read = shell.run("lease", "curl", str(lease_id), str(port), f"/kv/{DEMO_KEY}", unlock=True)
-        if value not in read:
-            raise RuntimeError(f"the service answered {literal(read[:200])!r}, not the value")
-        say(f"PUT then GET /kv/{DEMO_KEY} over attested TLS: {literal(value)}")
+        # The supervisor starts the app once its secrets are in and its volume is open.
+        wait_until("the service storing the value",
+                   lambda: curl("-X", "PUT", "-d", value)["status"] == 200, timeout)  # fmt: skip
+        read = curl()
+        if read["status"] != 200 or read["body"] != value:
+            raise RuntimeError(
+                f"the service answered {read['status']}: {literal(read['body'][:200])}"
+            )
+        say(f"PUT then GET {path} over attested TLS: {literal(value)}")
 
     step(7, "write a value to the service (cvm lease curl)", write)
 
@@ -285,7 +327,7 @@ def run_service_journey(
         before = guest_pids(data_dir, lease_id)
         if not before:
             raise RuntimeError("no QEMU process runs the guest")
-        reported = shell.json("lease", "show", str(lease_id), wallet=True)["attestation"]
+        reported = shell.json("lease", "show", lease, wallet=True)["attestation"]
         for pid in before:
             os.kill(pid, signal.SIGKILL)
         say(f"killed the guest's QEMU (pid {', '.join(map(str, before))})")
@@ -297,49 +339,49 @@ def run_service_journey(
         say(f"the node relaunched it (pid {', '.join(map(str, after))})")
 
         def attested_again() -> bool:
-            now = shell.json("lease", "show", str(lease_id), wallet=True)["attestation"]
+            now = shell.json("lease", "show", lease, wallet=True)["attestation"]
             return bool(
                 now["status"] == "verified"
                 and now.get("report_hash") != reported.get("report_hash")
             )
 
         wait_until("a fresh Verified attestation of the relaunched guest", attested_again, timeout)
-        files = volume_files(data_dir, lease_id)
-        if not files:
+        if not volume_files(data_dir, lease_id):
             raise RuntimeError("the relaunched guest has no volume file")
-        journey.facts["volume_file"] = str(files[0])
 
     step(8, "kill the guest: its node relaunches it on the same volume, Verified again", restart)
 
     def release_again() -> None:
-        shell.json("lease", "secrets", "put", str(lease_id), "--trust-simulated-amd", unlock=True)
+        answer = shell.json("lease", "secrets", "put", lease, *secret_options, trust, unlock=True)
+        released = answer.get("secrets") or []
+        if DISK_KEY not in released:
+            raise RuntimeError(f"the client released {released}, not the disk key {DISK_KEY}")
 
-    step(9, "release the disk key to the new guest", release_again)
+    step(9, "release the secrets and the disk key to the new guest", release_again)
 
-    def read_back() -> str:
-        def answer() -> str:
-            return shell.run("lease", "curl", str(lease_id), str(port), f"/kv/{DEMO_KEY}",
-                             unlock=True)  # fmt: skip
+    def read_back() -> None:
+        def answered() -> dict[str, Any] | None:
+            got = curl()
+            return got if got["status"] == 200 else None
 
-        got = wait_until("the relaunched service answering", answer, timeout)
-        if value not in got:
-            raise RuntimeError(f"after the restart the service answered {literal(got[:200])!r}")
-        view = shell.json("lease", "open", str(lease_id), str(port), unlock=True)
+        got = wait_until("the relaunched service answering", answered, timeout)
+        if got["body"] != value:
+            raise RuntimeError(
+                f"after the restart the service answered {literal(got['body'][:200])}"
+            )
+        view = shell.json("lease", "open", lease, str(port), trust, unlock=True)
         journey.facts["fingerprint_after_restart"] = view["fingerprint"]
+        if view["fingerprint"] == first_fingerprint:
+            raise RuntimeError("the relaunched guest kept the old TLS key: it made none at boot")
         say(
-            f"GET /kv/{DEMO_KEY}: {literal(value)} (still there); the new guest's attested TLS"
+            f"GET {path}: {literal(value)} (still there); the new guest's attested TLS"
             f" key is {literal(view['fingerprint'])}"
         )
-        return str(view["fingerprint"])
 
-    second_fingerprint = step(
-        10, "the value is still there, over the new attested TLS key", read_back
-    )
-    if second_fingerprint == first_fingerprint:
-        raise RuntimeError("the relaunched guest kept the old TLS key: it made none at boot")
+    step(10, "the value is still there, over the new attested TLS key", read_back)
 
     def close() -> None:
-        shell.json("lease", "close", str(lease_id), unlock=True)
+        shell.json("lease", "close", lease, unlock=True)
         wait_until("the guest stopping", lambda: not guest_pids(data_dir, lease_id), 60)
         wait_until("the volume file removed", lambda: not volume_files(data_dir, lease_id), 60)
         say("the node stopped the guest and removed its volume")
@@ -356,6 +398,7 @@ def summary_rows(journey: ServiceJourney) -> Sequence[tuple[str, str]]:
         ("lease", str(facts.get("lease_id", ""))),
         ("service port", f"{facts.get('port', '')} at {facts.get('address', '')}"),
         ("attested TLS fingerprint", str(facts.get("fingerprint", ""))),
+        ("  sha256 hex", str(facts.get("fingerprint_sha256", ""))),
         ("after the restart", str(facts.get("fingerprint_after_restart", ""))),
         ("value kept across the restart", str(facts.get("value", ""))),
         ("AMD-SP", "SIMULATED (local stack; demo only)"),

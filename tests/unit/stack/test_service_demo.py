@@ -16,6 +16,7 @@ from devstack.service_demo import (
     RenterShell,
     ServiceJourney,
     StepRecord,
+    make_secrets,
     volume_files,
     wait_until,
     workload_port,
@@ -74,3 +75,15 @@ def test_a_missing_workload_file_is_a_usage_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "absent.toml: no such file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_secret_values_stay_in_owner_only_files(tmp_path: Path) -> None:
+    options, header = make_secrets(tmp_path, ["KV_TOKEN", "OTHER"])
+    assert options == ["--secret", f"KV_TOKEN={tmp_path / 'secret-KV_TOKEN'}",
+                       "--secret", f"OTHER={tmp_path / 'secret-OTHER'}"]  # fmt: skip
+    token = (tmp_path / "secret-KV_TOKEN").read_text()
+    assert len(token) == 32 and token not in " ".join(options)
+    assert header is not None and header.read_text() == f"Authorization: Bearer {token}\n"
+    for path in tmp_path.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert make_secrets(tmp_path / "none", []) == ([], None)
