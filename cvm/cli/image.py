@@ -1,6 +1,7 @@
 """`cvm image build|list|measure|push`: guest images by content address (`CVM_IMAGE_DIR`).
 
-`build` assembles the cvm guest image from Debian packages (a Debian host with apt-get);
+`build` assembles the cvm guest image from Debian packages (a Debian host with apt-get),
+with `--workload FILE` the renter's own app on a measured root file system;
 `measure` computes the SNP launch measurement a lease of that image should expect; `push`
 publishes an image to the backend, from which node agents download it (checked by its id).
 """
@@ -50,21 +51,55 @@ def _view(image: Image) -> dict[str, Any]:
         "initrd_sha256": image.initrd_sha256,
         "size_bytes": image.size_bytes(),
         "path": str(image.directory),
+        "workload": _workload_summary(image),
     }
+
+
+def _workload_summary(image: Image) -> Any:
+    """manifest.json's "workload" (name, ports, secrets, disk, services), None without one."""
+    import json
+
+    from cvm.images import MANIFEST
+
+    try:
+        manifest = json.loads((image.directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("workload") if isinstance(manifest, dict) else None
 
 
 @app.command("build")
 def build(
+    workload: Annotated[
+        Path | None,
+        typer.Option(
+            help="Workload file (TOML, docs/workloads.md): your app, packages, services, ports,"
+            " secrets and disk, measured into the image.",
+            dir_okay=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if nothing changed.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build the cvm guest image (Debian cloud kernel, busybox, python3, dropbear, the guest
-    agent) and store it under its content address; unchanged inputs reuse the stored one."""
+    agent) and store it under its content address; unchanged inputs reuse the stored one.
+    With --workload, the image also carries your app on a dm-verity root file system whose
+    root hash is on the measured command line, so the measurement covers the app."""
     import time
 
     started = time.monotonic()
-    err().print("building the guest image from Debian packages ...", highlight=False)
-    image = _store().build(force=force)
+    if workload is not None:
+        from cvm.images.workload import build_image, load_workload
+
+        loaded = load_workload(workload)  # every mistake in the file before any slow work
+        err().print(
+            f"building the image of workload {loaded.name} from Debian packages ...",
+            highlight=False,
+        )
+        image = build_image(loaded, _store(), force=force)
+    else:
+        err().print("building the guest image from Debian packages ...", highlight=False)
+        image = _store().build(force=force)
     view = _view(image) | {"seconds": round(time.monotonic() - started, 1)}
     emit(
         view, f"image {image.image_id} ({view['size_bytes'] / 2**20:.1f} MiB) in {image.directory}"
@@ -109,8 +144,11 @@ def measure(
     firmware, real = find_ovmf(ovmf or get_settings().image_ovmf)
     stored = _store().get(image)
     digest = measure_image(stored, vcpus=vcpus, vcpu_type=vcpu_type, ovmf=firmware)
+    # The command line carries the dm-verity root hash of a workload image's root file
+    # system, so this one measurement covers the app, its files and packages too.
     view = {
         "image": stored.image_id,
+        "workload": _workload_summary(stored),
         "measurement": "0x" + digest.hex(),
         "vcpus": vcpus,
         "vcpu_type": vcpu_type,

@@ -12,7 +12,14 @@ from cvm.chain import artifact_names, load_artifact, revert_decoder
 from cvm.chain.artifacts import ARTIFACTS_DIR
 from cvm.chain.build import CONTRACTS_DIR, OUT_DIR, source_hash, stale_artifacts
 
-DEPLOYABLE = {"AttestationRegistry", "AttestedService", "LeaseMarket", "NodeRegistry", "TestToken"}
+DEPLOYABLE = {
+    "AttestationRegistry",
+    "AttestedRandomness",
+    "AttestedService",
+    "LeaseMarket",
+    "NodeRegistry",
+    "TestToken",
+}
 
 
 def test_shipped_artifacts_are_built_from_the_current_sources() -> None:
