@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from cvm.api_models import (
     GuestAccessIn,
     GuestAccessView,
     GuestKeyClaimView,
+    GuestPort,
     GuestStatusIn,
     GuestStatusView,
     ImageManifest,
@@ -260,16 +261,25 @@ class ApiClient:
         return _model(GuestStatusView, self._json("GET", f"/leases/{lease_id}/guest-status"))
 
     def announce_guest_access(
-        self, lease_id: int, host: str, ssh_port: int, *, node_key: bytes | str
+        self,
+        lease_id: int,
+        host: str,
+        ssh_port: int,
+        *,
+        node_key: bytes | str,
+        ports: Sequence[tuple[int, int]] = (),
     ) -> GuestAccessView:
-        """Tell the backend where the lease's guest serves SSH (signed by the node key)."""
+        """Tell the backend where the lease's guest serves SSH and its service ports ((guest
+        port, host port) pairs), signed by the node key."""
         from cvm.guest_access import GuestAccess
 
         node = Account.from_key(node_key).address
-        access = GuestAccess(node, lease_id, host, ssh_port, int(time.time()))
+        forwards = tuple(sorted((int(inside), int(outside)) for inside, outside in ports))
+        access = GuestAccess(node, lease_id, host, ssh_port, forwards, int(time.time()))
         body = GuestAccessIn(
             host=host,
             ssh_port=ssh_port,
+            ports=[GuestPort(guest_port=g, host_port=h) for g, h in forwards],
             timestamp=access.timestamp,
             signature=sign_node_message(access, self.domain(), node_key),
         )

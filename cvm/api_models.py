@@ -393,20 +393,48 @@ class GuestStatusView(_View):
     updated_at: datetime
 
 
+class GuestPort(_Body):
+    """One service port of the guest: the node's `host_port` (on the access `host`) reaches
+    the guest's TLS front on `guest_port`."""
+
+    guest_port: Annotated[int, Field(ge=1, le=65535)]
+    host_port: Annotated[int, Field(ge=1, le=65535)]
+
+
+MAX_GUEST_PORTS = 32  # cvm.eip712.MAX_ARRAY: what one signed announcement can carry
+
+
+def _sorted_guest_ports(ports: list[GuestPort]) -> list[GuestPort]:
+    guest_ports = [port.guest_port for port in ports]
+    if guest_ports != sorted(set(guest_ports)):
+        raise ValueError("ports must be sorted by guest_port, each guest port once")
+    return ports
+
+
 class GuestAccessIn(_Body):
-    """Where the lease's guest serves SSH, signed by the node key (`cvm.guest_access`)."""
+    """Where the lease's guest serves SSH and its service ports, signed by the node key
+    (`cvm.guest_access`). `ports` sorted by guest port, each guest port once."""
 
     host: Annotated[Text, StringConstraints(min_length=1, max_length=253)]
     ssh_port: Annotated[int, Field(ge=1, le=65535)]
+    ports: Annotated[
+        list[GuestPort],
+        Field(max_length=MAX_GUEST_PORTS),
+        AfterValidator(_sorted_guest_ports),
+    ] = []
     timestamp: Annotated[int, Field(ge=0, le=2**63 - 1)]
     signature: Signature
 
 
 class GuestAccessView(_View):
+    """Where the guest is reached. Untrusted as announced: a client trusts a port only after
+    checking the server's key against the attested guest key (cvm.attested_tls)."""
+
     lease_id: int
     node: str
     host: str
     ssh_port: int
+    ports: list[GuestPort] = []
     updated_at: datetime
 
 

@@ -234,6 +234,12 @@ class Settings(BaseSettings):
         " user networking cannot filter destinations: the guest also reaches the host's"
         " 127.0.0.1 (as 10.0.2.2) and its private networks; see the README",
     )
+    node_public_host: str = Field(
+        "127.0.0.1",
+        description="IPv4 address of the node on which qemu guests' SSH and service ports are"
+        " forwarded (free ports) and announced to their renters; 0.0.0.0 is refused (a renter"
+        " must be told one address). Service ports carry TLS with the guest's attested key",
+    )
     image_dir: Path = Field(
         default_factory=lambda data: data["data_dir"] / "images",
         description="guest images by content address, and the Debian packages they are built"
@@ -276,6 +282,19 @@ class Settings(BaseSettings):
         """`node_measurements` as bytes, in the order given, without duplicates."""
         items = (part.strip() for part in self.node_measurements.split(","))
         return tuple(dict.fromkeys(_hex_bytes(item) for item in items if item))
+
+    @field_validator("node_public_host", mode="after")
+    @classmethod
+    def _public_host(cls, text: str) -> str:
+        import ipaddress
+
+        try:
+            address = ipaddress.IPv4Address(text.strip())
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not an IPv4 address") from exc
+        if address.is_unspecified:
+            raise ValueError("0.0.0.0 names no one address to announce: give the node's own")
+        return str(address)
 
     @field_validator(
         "data_dir", "deployment_file", "sim_amd_dir", "image_dir", "node_image_dir", mode="after"

@@ -98,16 +98,42 @@ class NodeMessage:
     EIP712_TYPE: ClassVar[str]
     EIP712_FIELDS: ClassVar[list[dict[str, str]]]
     EIP712_WHAT: ClassVar[str]  # how errors name it ("heartbeat", "evidence upload", ...)
+    # Struct types its fields use as `Name[]`: the attribute holds a tuple of tuples, each
+    # one struct's values in its fields' order (at most MAX_ARRAY of them).
+    EIP712_STRUCTS: ClassVar[dict[str, list[dict[str, str]]]] = {}
 
     node: str
 
     def __post_init__(self) -> None:
         for field in self.EIP712_FIELDS:
             name = _attribute(field["name"])
-            _check(getattr(self, name), field["type"], name)
+            struct = self._struct_of(field["type"])
+            if struct is None:
+                _check(getattr(self, name), field["type"], name)
+                continue
+            items = getattr(self, name)
+            if not isinstance(items, tuple) or len(items) > MAX_ARRAY:
+                raise SignatureError(f"{name} must be a tuple of at most {MAX_ARRAY} entries")
+            for item in items:
+                if not isinstance(item, tuple) or len(item) != len(struct):
+                    raise SignatureError(f"each of {name} is a tuple of {len(struct)} values")
+                for value, member in zip(item, struct, strict=True):
+                    _check(value, member["type"], f"{name}.{_attribute(member['name'])}")
+
+    def _struct_of(self, eip712_type: str) -> list[dict[str, str]] | None:
+        if eip712_type.endswith("[]") and eip712_type[:-2] in self.EIP712_STRUCTS:
+            return self.EIP712_STRUCTS[eip712_type[:-2]]
+        return None
 
     def as_eip712(self) -> dict[str, Any]:
-        message = {f["name"]: getattr(self, _attribute(f["name"])) for f in self.EIP712_FIELDS}
+        message = {}
+        for field in self.EIP712_FIELDS:
+            value = getattr(self, _attribute(field["name"]))
+            struct = self._struct_of(field["type"])
+            if struct is not None:
+                names = [member["name"] for member in struct]
+                value = [dict(zip(names, item, strict=True)) for item in value]
+            message[field["name"]] = value
         message["node"] = to_checksum_address(self.node)
         return message
 
@@ -196,7 +222,11 @@ def node_message(message: NodeMessage, domain: Domain) -> SignableMessage:
     """The EIP-712 signable form of `message` under `domain`."""
     return encode_typed_data(
         full_message={
-            "types": {"EIP712Domain": _DOMAIN_TYPE, message.EIP712_TYPE: message.EIP712_FIELDS},
+            "types": {
+                "EIP712Domain": _DOMAIN_TYPE,
+                message.EIP712_TYPE: message.EIP712_FIELDS,
+                **message.EIP712_STRUCTS,
+            },
             "primaryType": message.EIP712_TYPE,
             "domain": domain.as_eip712(),
             "message": message.as_eip712(),
@@ -266,6 +296,8 @@ def _attribute(eip712_name: str) -> str:
 
 # A host name is at most 253 characters (RFC 1035); no field of ours needs a longer string.
 _MAX_STRING = 253
+# No array of ours needs more entries (a guest forwards at most 32 ports).
+MAX_ARRAY = 32
 
 
 def _check(value: Any, eip712_type: str, field: str) -> None:

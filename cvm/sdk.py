@@ -7,10 +7,17 @@
     client.is_attested(lease_id, expected_measurement)   # the same answer a contract gets
     client.verify_result(lease_id, request, result, signature)  # signed inside the guest?
 
-Every failure is an `AttestationClientError`: `ChainUnavailable` (the RPC does not answer),
-`NotARegistry` (the address is not an AttestationRegistry on that chain) or
-`InvalidArgument` (a malformed address, lease id or measurement). `AttestationStatus` is the
-registry's `Status` enum (None, Pending, Verified, Rejected, Expired).
+A guest's service ports over TLS pinned to the key its attestation binds:
+
+    from cvm.sdk import attested_client
+    with attested_client(lease_id, 8080, renter=renter) as http:   # an httpx.Client
+        http.get("/health")
+
+Every failure of `AttestationClient` is an `AttestationClientError`: `ChainUnavailable`
+(the RPC does not answer), `NotARegistry` (the address is not an AttestationRegistry on
+that chain) or `InvalidArgument` (a malformed address, lease id or measurement).
+`AttestationStatus` is the registry's `Status` enum (None, Pending, Verified, Rejected,
+Expired).
 
 It reads only the `IAttestationRegistry` interface (stable), so it works against any
 deployment without the rest of cvm's contracts or its backend.
@@ -18,12 +25,13 @@ deployment without the rest of cvm's contracts or its backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from web3 import Web3
 
+from cvm.attested_tls import AttestedTlsError, PinMismatch
 from cvm.chain import (
     Attestation,
     AttestationRegistryClient,
@@ -35,17 +43,59 @@ from cvm.chain import (
 from cvm.config import MEASUREMENT_BYTES
 from cvm.renter import attestation_dict
 
+if TYPE_CHECKING:
+    import httpx
+    from cryptography import x509
+
+    from cvm.renter import Renter
+
 __all__ = [
     "AttestationClient",
     "AttestationClientError",
     "AttestationStatus",
+    "AttestedTlsError",
     "ChainUnavailable",
     "InvalidArgument",
     "LeaseAttestation",
     "NotARegistry",
+    "PinMismatch",
+    "attested_client",
 ]
 
 _T = TypeVar("_T")
+
+
+def attested_client(
+    lease_id: int,
+    port: int,
+    *,
+    renter: Renter,
+    roots: Sequence[x509.Certificate] | None = None,
+    trust_simulated: bool = False,
+    timeout: float = 30.0,
+    **client_options: Any,
+) -> httpx.Client:
+    """An `httpx.Client` (base URL set) for guest port `port` of the renter's lease
+    `lease_id`, that talks only to the key the lease's attestation binds.
+
+    The lease's latest Verified report is checked here first (AMD's chain, or `roots`; with
+    `trust_simulated`, also the local stack's simulated AMD-SP from the settings; the lease's
+    expected measurement; REPORT_DATA and HOST_DATA bound to this lease and renter), the
+    port's address comes from the node's announcement, and every TLS connection must present
+    the attested key (`cvm.attested_tls.pinned_context`). Raises `AttestedTlsError`
+    (`PinMismatch` for a server with any other key), `ReleaseRefused` when the evidence does
+    not hold, `ApiError` when the backend cannot be asked."""
+    from cvm.attested_tls import attested_port, pinned_client
+
+    if roots is None and trust_simulated:
+        from cvm.config import get_settings
+        from cvm.secret_release import trusted_roots
+
+        roots = trusted_roots(True, get_settings().sim_amd_dir)
+    target = attested_port(renter.chain, renter.signed_in_api(), lease_id, port, roots=roots)
+    return pinned_client(
+        target.host, target.host_port, target.spki_sha256, timeout=timeout, **client_options
+    )
 
 
 class AttestationClientError(Exception):

@@ -1,9 +1,10 @@
 """The cvm guest agent: runs inside the confidential VM as the first program after /init.
 
 At boot it makes its keys, which never leave the guest: X25519 (HPKE), Ed25519 (the SSH host
-key) and secp256k1 (the "attested signer", an Ethereum key for dApps). Their public halves,
-`guest_key = x25519 || ed25519 || signer address` (84 bytes), are bound into every report
-(REPORT_DATA[32:64] = sha256(guest_key)).
+key), secp256k1 (the "attested signer", an Ethereum key for dApps) and ECDSA P-256 (the TLS
+key its service ports terminate TLS with, in a self-signed certificate). Their public halves,
+`guest_key = x25519 || ed25519 || signer address || sha256(TLS SubjectPublicKeyInfo DER)`
+(116 bytes), are bound into every report (REPORT_DATA[32:64] = sha256(guest_key)).
 
 The host talks to it over a virtio-serial port, one JSON object per line (protocol v2, see
 docs/guest-agent.md), and is untrusted:
@@ -236,16 +237,32 @@ class GuestKeys:
         self.hpke_private = x25519.X25519PrivateKey.generate()
         self.ssh_private = ed25519.Ed25519PrivateKey.generate()
         self.signer = Signer()
+        self.tls_private, self.tls_certificate_pem = _tls_key_and_certificate()
+        spki = self.tls_private.public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+        )
+        self.tls_spki_sha256 = hashlib.sha256(spki).digest()
         raw = (Encoding.Raw, PublicFormat.Raw)
         self.public = (
             self.hpke_private.public_key().public_bytes(*raw)
             + self.ssh_private.public_key().public_bytes(*raw)
             + self.signer.address
+            + self.tls_spki_sha256
         )
 
     @property
     def digest(self) -> bytes:
         return hashlib.sha256(self.public).digest()
+
+    def tls_private_key_pem(self) -> bytes:
+        """For the TLS front's SSLContext only (written to a root-only tmpfs file, then gone)."""
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
+
+        return self.tls_private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
     def ssh_host_key_openssh(self) -> bytes:
         from cryptography.hazmat.primitives.serialization import (
@@ -265,6 +282,34 @@ class GuestKeys:
         key = KEMKey.from_pyca_cryptography_key(self.hpke_private)
         context = suite.create_recipient_context(enc, key, info=HPKE_INFO)
         return bytes(context.open(ciphertext, aad=aad))
+
+
+def _tls_key_and_certificate() -> tuple[Any, bytes]:
+    """A P-256 key and a self-signed certificate for it. The certificate's names and dates
+    carry no trust: clients pin the key (its SPKI hash is in the attested guest key), so the
+    certificate is only the envelope TLS needs to present that key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cvm guest")])
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=365 * 30))
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate.public_bytes(Encoding.PEM)
 
 
 # --- reports -----------------------------------------------------------------------------
@@ -710,6 +755,22 @@ def start_sshd(keys: GuestKeys) -> None:
     log("sshd started (password logins off)")
 
 
+def start_tls_front(keys: GuestKeys) -> None:
+    """TLS with the attested key in front of the workload's ports (guest/tls_front.py)."""
+    try:
+        import tls_front  # type: ignore[import-not-found,unused-ignore]  # /usr/lib/cvm sibling
+    except ImportError:
+        from guest import tls_front  # the host's tests run the agent as a package
+    try:
+        front = tls_front.start(keys.tls_certificate_pem, keys.tls_private_key_pem(), log=log)
+    except (OSError, tls_front.FrontError) as exc:
+        log(f"the TLS front did not start: {exc}")
+        return
+    if front is not None:
+        log(f"TLS front on {len(front.listening)} port(s), key sha256/"
+            f"{base64.b64encode(keys.tls_spki_sha256).decode()}")  # fmt: skip
+
+
 def answer_line(
     agent: GuestAgent,
     line: bytes,
@@ -868,6 +929,7 @@ def main(argv: list[str] | None = None) -> int:
         start_sshd(keys)
     except (OSError, subprocess.CalledProcessError) as exc:
         log(f"sshd did not start: {exc}")
+    start_tls_front(keys)
     agent = GuestAgent(keys)
     try:
         server = listen_local()

@@ -224,7 +224,8 @@ def _add_cvm_files(root: Path) -> None:
     os.chmod(root / "init", 0o755)  # noqa: S103 (the /init of the guest must be executable)
     agent_dir = root / "usr" / "lib" / "cvm"
     agent_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(_HERE / "agent.py", agent_dir / "agent.py")
+    for name in ("agent.py", "tls_front.py"):
+        shutil.copy2(_HERE / name, agent_dir / name)
     pyhpke = importlib.util.find_spec("pyhpke")
     if pyhpke is None or pyhpke.origin is None:
         raise BuildError("pyhpke is not installed in the building Python")
@@ -297,7 +298,7 @@ def recipe_key() -> str:
     """What an image build depends on: this builder, the guest's files, pyhpke and the
     candidate version of every package. Same key, same image: the build can be skipped."""
     digest = hashlib.sha256()
-    for name in ("build.py", "agent.py", "init"):
+    for name in ("build.py", "agent.py", "tls_front.py", "init"):
         digest.update(name.encode() + b"\0" + (_HERE / name).read_bytes())
     pyhpke = importlib.util.find_spec("pyhpke")
     if pyhpke is not None and pyhpke.origin is not None:

@@ -1,5 +1,6 @@
-"""The node's side of the guest relay: announce where each guest serves SSH, and carry the
-renter's sealed secrets from the backend to the guest agent.
+"""The node's side of the guest relay: announce where each guest serves SSH and its service
+ports (forwarded from the launcher's public host), and carry the renter's sealed secrets
+from the backend to the guest agent.
 
 The node only ever holds ciphertext: the secrets are sealed to a key that never leaves the
 guest, and the guest agent refuses anything not sealed to a report it made, not signed by
@@ -31,7 +32,8 @@ _SIGNATURE = re.compile(r"[0-9a-f]{130}")
 
 
 class GuestRelay:
-    """Per running lease: SSH access announced once per port, sealed secrets delivered once."""
+    """Per running lease: access (SSH and service ports) announced once per set of forwards,
+    sealed secrets delivered once."""
 
     def __init__(
         self,
@@ -39,14 +41,11 @@ class GuestRelay:
         node_key: LocalAccount,
         launcher: QemuLauncher,
         state_dir: Path,
-        *,
-        ssh_host: str = "127.0.0.1",
     ) -> None:
         self.api = api
         self.node_key = node_key
         self.launcher = launcher
         self.state_dir = state_dir
-        self.ssh_host = ssh_host
         state_dir.mkdir(parents=True, exist_ok=True)
 
     def _state_path(self, lease_id: int) -> Path:
@@ -69,18 +68,21 @@ class GuestRelay:
         names installed. Errors are logged and retried on the next pass."""
         try:
             port = self.launcher.ssh_port(lease_id)
+            forwards = self.launcher.port_forwards(lease_id)
         except LauncherError:
             return []  # no cvm image, no agent: nothing to relay
+        host = self.launcher.public_host
+        announced = [host, port, [list(forward) for forward in forwards]]
         state = self._state(lease_id)
         if state.get("guest") != self.launcher.guest_dir(lease_id).stat().st_ino:
             state = {"guest": self.launcher.guest_dir(lease_id).stat().st_ino, "delivered": []}
         installed: list[str] = []
         try:
-            if state.get("announced_port") != port:
+            if state.get("announced") != announced:
                 self.api.announce_guest_access(
-                    lease_id, self.ssh_host, port, node_key=self.node_key.key
+                    lease_id, host, port, node_key=self.node_key.key, ports=forwards
                 )
-                state["announced_port"] = port
+                state["announced"] = announced
                 self._save(lease_id, state)
             sealed = self.api.sealed_secrets_as_node(lease_id, node_key=self.node_key.key)
             delivered = list(state.get("delivered", []))  # type: ignore[call-overload]

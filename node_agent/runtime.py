@@ -68,6 +68,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             default_image=settings.node_image,
             ovmf=settings.image_ovmf,
             guest_outbound=settings.node_guest_outbound,
+            public_host=settings.node_public_host,
         )
     if kind == "qemu-snp":
         from cvm.images import ImageStore
@@ -81,6 +82,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             default_image=settings.node_image,
             qemu_binary=settings.node_qemu_binary,
             guest_outbound=settings.node_guest_outbound,
+            public_host=settings.node_public_host,
         )
     raise AgentError(f"unknown launcher {kind!r}: use simulated, qemu or qemu-snp")
 

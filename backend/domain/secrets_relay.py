@@ -35,6 +35,7 @@ from cvm.api_models import (
     NODE_HEADER,
     GuestAccessIn,
     GuestAccessView,
+    GuestPort,
     GuestStatusIn,
     GuestStatusView,
     LeaseState,
@@ -189,13 +190,16 @@ def announce_access(
     window_s: int,
     at: datetime,
 ) -> GuestAccessView:
-    """Record where the lease's guest serves SSH, as its own node signed it."""
+    """Record where the lease's guest serves SSH and its service ports, as its own node
+    signed it."""
     lease = _lease(session, lease_id)
     if node is None:
         raise Unauthenticated(f"announcing guest access needs the {NODE_HEADER} header")
     address = parse_address(node, NODE_HEADER)
+    ports = [[port.guest_port, port.host_port] for port in body.ports]
     try:
-        access = GuestAccess(address, lease_id, body.host, body.ssh_port, body.timestamp)
+        forwards = tuple((guest, host) for guest, host in ports)
+        access = GuestAccess(address, lease_id, body.host, body.ssh_port, forwards, body.timestamp)
         verify_node_message(access, body.signature, domain)
         check_timestamp(body.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
@@ -211,14 +215,14 @@ def announce_access(
     if body.timestamp <= row.timestamp:
         # A captured announcement replayed within the time window must not roll the address
         # back: only a newer one replaces it (the same address again is a harmless retry).
-        if (row.host, row.ssh_port) == (body.host, body.ssh_port):
+        if (row.host, row.ssh_port, row.ports) == (body.host, body.ssh_port, ports):
             return _access_view(row)
         raise Conflict(
             f"guest access announced at {body.timestamp} is not newer than the one stored"
             f" ({row.timestamp}): a replay"
         )
     row.node, row.host, row.ssh_port, row.updated_at = address, body.host, body.ssh_port, at
-    row.timestamp = body.timestamp
+    row.ports, row.timestamp = ports, body.timestamp
     session.flush()
     return _access_view(row)
 
@@ -239,5 +243,6 @@ def _access_view(row: GuestAccessRow) -> GuestAccessView:
         node=row.node,
         host=row.host,
         ssh_port=row.ssh_port,
+        ports=[GuestPort(guest_port=guest, host_port=host) for guest, host in row.ports or []],
         updated_at=row.updated_at,
     )

@@ -334,7 +334,8 @@ class GuestStatusRow(Base):
 
 
 class GuestAccess(Base):
-    """Where a lease's guest serves SSH, as its node announced it (signed)."""
+    """Where a lease's guest serves SSH and its service ports, as its node announced it
+    (signed)."""
 
     __tablename__ = "guest_access"
 
@@ -345,6 +346,8 @@ class GuestAccess(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # The announcement's signed timestamp: only a newer one replaces it (no replayed rollback).
     timestamp: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # [[guest port, host port], ...] sorted by guest port (cvm.guest_access.GuestAccess.ports).
+    ports: Mapped[list[list[int]]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class RequestNonce(Base):

@@ -13,9 +13,11 @@ It binds the guest to one lease and one renter: the guest computes its lease dig
 the lease this names and accepts sealed messages only when signed by this renter; verifiers
 and the renter's client check it against the chain.
 
-The guest key (what REPORT_DATA[32:64] hashes) is GUEST_KEY_SIZE bytes:
+The guest key (what REPORT_DATA[32:64] hashes) is GUEST_KEY_SIZE (116) bytes:
     X25519 public key (32, HPKE) || Ed25519 public key (32, SSH host key)
     || Ethereum address (20) of the secp256k1 key the guest made at boot (attested signer)
+    || SHA-256 (32) of the DER SubjectPublicKeyInfo of the guest's TLS key (ECDSA P-256, the
+       key its service ports terminate TLS with: the "attested fingerprint")
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ _UINT256_MAX = 2**256 - 1
 HPKE_KEY_SIZE = 32
 SSH_KEY_SIZE = 32
 SIGNER_SIZE = 20
-GUEST_KEY_SIZE = HPKE_KEY_SIZE + SSH_KEY_SIZE + SIGNER_SIZE
+TLS_SPKI_HASH_SIZE = 32
+GUEST_KEY_SIZE = HPKE_KEY_SIZE + SSH_KEY_SIZE + SIGNER_SIZE + TLS_SPKI_HASH_SIZE
 
 
 class GuestKeyError(ValueError):
@@ -46,6 +49,7 @@ class GuestKey:
     hpke_public: bytes  # X25519
     ssh_public: bytes  # Ed25519
     signer: str  # checksummed Ethereum address of the guest's own signing key
+    tls_spki_sha256: bytes  # SHA-256 of the DER SubjectPublicKeyInfo of its TLS key
 
     @classmethod
     def parse(cls, raw: bytes) -> GuestKey:
@@ -58,7 +62,9 @@ class GuestKey:
             raise GuestKeyError(f"a guest key is {GUEST_KEY_SIZE} bytes, got {size}")
         hpke = bytes(raw[:HPKE_KEY_SIZE])
         ssh = bytes(raw[HPKE_KEY_SIZE : HPKE_KEY_SIZE + SSH_KEY_SIZE])
-        signer = bytes(raw[HPKE_KEY_SIZE + SSH_KEY_SIZE :])
+        signer_at = HPKE_KEY_SIZE + SSH_KEY_SIZE
+        signer = bytes(raw[signer_at : signer_at + SIGNER_SIZE])
+        tls = bytes(raw[signer_at + SIGNER_SIZE :])
         # An all-zero X25519 key is the identity point: sealing to it seals to everyone.
         if not any(hpke):
             raise GuestKeyError("the guest's X25519 key is all zeros")
@@ -68,10 +74,40 @@ class GuestKey:
             raise GuestKeyError("the guest's Ed25519 key does not decode") from exc
         if not any(signer):
             raise GuestKeyError("the guest's signer address is zero")
-        return cls(hpke, ssh, to_checksum_address(signer))
+        # No key hashes to zeros: all zeros is a placeholder, never a TLS key to pin.
+        if not any(tls):
+            raise GuestKeyError("the guest's TLS key hash is all zeros")
+        return cls(hpke, ssh, to_checksum_address(signer), tls)
 
     def to_bytes(self) -> bytes:
-        return self.hpke_public + self.ssh_public + bytes.fromhex(self.signer[2:])
+        return (
+            self.hpke_public
+            + self.ssh_public
+            + bytes.fromhex(self.signer[2:])
+            + self.tls_spki_sha256
+        )
+
+
+def spki_sha256(certificate_der: bytes) -> bytes:
+    """SHA-256 of the DER SubjectPublicKeyInfo of an X.509 certificate (DER): the attested
+    fingerprint a guest's TLS key is pinned by. ValueError for bytes that are no certificate."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    try:
+        key = x509.load_der_x509_certificate(certificate_der).public_key()
+        spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    except (ValueError, UnsupportedAlgorithm) as exc:  # a key type cryptography cannot read
+        raise ValueError(f"not a certificate with a usable public key: {exc}") from exc
+    return hashlib.sha256(spki).digest()
+
+
+def fingerprint_text(spki_hash: bytes) -> tuple[str, str]:
+    """The attested fingerprint as (hex, `sha256/<base64>`), the two ways it is printed."""
+    import base64
+
+    return spki_hash.hex(), "sha256/" + base64.b64encode(spki_hash).decode()
 
 
 def lease_digest(chain_id: int, registry: str, lease_id: int, nonce: int) -> bytes:

@@ -56,6 +56,7 @@ class GuestIdentity:
     hpke_public: bytes  # X25519, 32 bytes
     ssh_public: bytes  # Ed25519, 32 bytes
     signer: str  # checksummed address of the guest's attested signer (secp256k1)
+    tls_spki_sha256: bytes  # SHA-256 of its TLS key's DER SubjectPublicKeyInfo, 32 bytes
     report_data: bytes  # 64 bytes
     measurement: bytes  # 48 bytes
     chain_id: int
@@ -80,12 +81,15 @@ class GuestIdentity:
         amd_root: AmdRoot = AmdRoot.AMD,
     ) -> GuestIdentity:
         key = _require_guest_key(guest_key)
-        return cls(key.hpke_public, key.ssh_public, key.signer, report_data, measurement,
-                   chain_id, registry, lease_id, renter, amd_root)  # fmt: skip
+        return cls(key.hpke_public, key.ssh_public, key.signer, key.tls_spki_sha256,
+                   report_data, measurement, chain_id, registry, lease_id, renter,
+                   amd_root)  # fmt: skip
 
     @property
     def guest_key(self) -> bytes:
-        return GuestKey(self.hpke_public, self.ssh_public, self.signer).to_bytes()
+        return GuestKey(
+            self.hpke_public, self.ssh_public, self.signer, self.tls_spki_sha256
+        ).to_bytes()
 
     def ssh_host_key(self) -> str:
         """The guest's SSH host key as an OpenSSH public key line (`ssh-ed25519 AAAA...`)."""

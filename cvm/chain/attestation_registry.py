@@ -109,7 +109,7 @@ class AttestationRegistryClient(ContractClient):
     ) -> TxResult:
         """Submit an attestation of `lease_id` (this client's account is the lease's node key).
 
-        `signer` is the guest's attested signer: the Ethereum address in the 84-byte guest key
+        `signer` is the guest's attested signer: the Ethereum address in the 116-byte guest key
         whose SHA-256 the report binds (`GuestKey.parse(key).signer`); never zero, never the
         node key (the registry refuses both)."""
         return self._send(

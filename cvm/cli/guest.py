@@ -1,14 +1,15 @@
-"""`cvm lease secrets put|status N`, `cvm lease ssh N` and `cvm lease logs N`: into the guest
-a lease attested, and what it printed.
+"""`cvm lease secrets put|status N`, `cvm lease ssh N`, `cvm lease open|curl N PORT` and
+`cvm lease logs N`: into the guest a lease attested, and what it printed.
 
 The first ones verify the lease's latest report here before anything else: AMD's chain (or,
 with --trust-simulated-amd, the local stack's simulated AMD-SP, shown as SIMULATED), the
 lease's expected measurement, REPORT_DATA bound to this lease, its nonce and the guest's key,
 HOST_DATA bound to this lease and its renter on chain. Secrets are sealed to that key and
 signed by the renter's wallet with the next sequence number; SSH pins the host key the
-report binds. `secrets status` asks the guest (over that SSH) which sequence number it has
-installed, signed by its attested signer, so an update the node withheld shows. `logs` shows
-the guest's serial console as the node's host relayed it: untrusted, and said so.
+report binds, `open`/`curl` the TLS key of the guest's service ports. `secrets status` asks
+the guest (over that SSH) which sequence number it has installed, signed by its attested
+signer, so an update the node withheld shows. `logs` shows the guest's serial console as
+the node's host relayed it: untrusted, and said so.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cvm.cli.plumbing import (
+    CliError,
     DeploymentOption,
     JsonOption,
     PasswordFileOption,
@@ -320,6 +322,139 @@ def ssh_argv(
     if command:
         argv += ["-o", "BatchMode=yes"]
     return [*argv, f"root@{host}", *command]
+
+
+PortArgument = Annotated[
+    int, typer.Argument(min=1, max=65535, help="The guest port (as the workload declares it).")
+]
+
+
+def _attested_port(lease_id: int, port: int, trust_simulated: bool, renter: Renter) -> object:
+    from cvm.attested_tls import attested_port
+
+    with _simulated_hint(trust_simulated):
+        target = attested_port(
+            renter.chain,
+            renter.signed_in_api(),
+            lease_id,
+            port,
+            roots=_roots(trust_simulated),  # type: ignore[arg-type]
+        )
+    if target.simulated:
+        err().print("[yellow]attested by the SIMULATED AMD-SP (local stack only)[/yellow]")
+    return target
+
+
+@lease_app.command("open")
+def open_port(
+    lease_id: Annotated[int, typer.Argument(min=0, help="Lease id.")],
+    port: PortArgument,
+    trust_simulated: TrustSimulatedOption = False,
+    deployment: DeploymentOption = None,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Where a service port of the lease's guest is reached, and its attested TLS fingerprint.
+
+    The fingerprint (SHA-256 of the TLS key's SubjectPublicKeyInfo) comes from the lease's
+    latest report, verified here; the address from the node's signed announcement. A client
+    must accept exactly that key (e.g. `curl --pinnedpubkey sha256//BASE64 -k`), or use
+    `cvm lease curl` / `cvm.sdk.attested_client`, which do."""
+    from cvm.attested_tls import AttestedPort
+
+    target = _attested_port(
+        lease_id, port, trust_simulated, open_renter(deployment, wallet, password_file)
+    )
+    assert isinstance(target, AttestedPort)
+    data = target.as_dict()
+    emit(
+        data,
+        f"lease {lease_id} port {port}: [bold]{printable(target.url)}[/bold]\n"
+        f"attested TLS key: {data['fingerprint']}\n"
+        f"  sha256 hex: {data['fingerprint_sha256']}",
+    )
+
+
+_METHOD = r"[A-Z]{1,16}"
+MAX_SHOWN_BODY = 64 * 1024 * 1024
+
+
+@lease_app.command("curl")
+def curl(
+    lease_id: Annotated[int, typer.Argument(min=0, help="Lease id.")],
+    port: PortArgument,
+    path: Annotated[str, typer.Argument(help="Path and query, starting with /.")] = "/",
+    method: Annotated[
+        str | None,
+        typer.Option("--request", "-X", help="HTTP method (default GET, or POST with -d)."),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Request body; @FILE reads it from a file."),
+    ] = None,
+    trust_simulated: TrustSimulatedOption = False,
+    deployment: DeploymentOption = None,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """An HTTP request to a service port of the lease's guest, over TLS that only the attested
+    guest can answer: the server must present the key the lease's verified report binds, or
+    nothing is sent. Prints the body (with --json: status, headers and body)."""
+    import json
+    import re
+    import sys
+
+    import httpx
+
+    from cvm.attested_tls import AttestedPort, pinned_client
+
+    if not path.startswith("/") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path):
+        raise UsageError(f"PATH must start with / and hold no spaces or controls: {path!r}")
+    verb = (method or ("POST" if data is not None else "GET")).upper()
+    if not re.fullmatch(_METHOD, verb):
+        raise UsageError(f"-X {method!r} is not an HTTP method")
+    body: bytes | None = None
+    if data is not None:
+        if data.startswith("@"):
+            try:
+                body = Path(data[1:]).expanduser().read_bytes()
+            except OSError as exc:
+                raise UsageError(f"-d {data}: cannot read it ({exc.strerror})") from None
+        else:
+            body = data.encode()
+    target = _attested_port(
+        lease_id, port, trust_simulated, open_renter(deployment, wallet, password_file)
+    )
+    assert isinstance(target, AttestedPort)
+    try:
+        with pinned_client(target.host, target.host_port, target.spki_sha256) as http:
+            with http.stream(verb, path, content=body) as answer:
+                received = bytearray()
+                for chunk in answer.iter_bytes():
+                    received += chunk[: MAX_SHOWN_BODY - len(received)]
+                    if len(received) >= MAX_SHOWN_BODY:
+                        err().print(f"[yellow]body cut at {MAX_SHOWN_BODY} bytes[/yellow]")
+                        break
+    except httpx.HTTPError as exc:
+        raise CliError(f"the request to {target.url}{path} failed: {exc}") from None
+    content = bytes(received)
+    if json_output():
+        summary = {
+            **target.as_dict(),
+            "method": verb,
+            "path": path,
+            "status": answer.status_code,
+            "headers": dict(answer.headers),
+            "body": content.decode("utf-8", errors="replace"),
+        }
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        sys.stdout.buffer.write(content)  # the attested guest's own answer, as curl prints it
+        sys.stdout.flush()
+        if answer.status_code >= 400:
+            err().print(f"[yellow]HTTP {answer.status_code}[/yellow]")
 
 
 UNTRUSTED_CONSOLE = (

@@ -64,6 +64,7 @@ _LAYER_ERRORS: dict[str, str] = {
     "cvm.renter": "RenterError",
     "cvm.api_client": "ApiError",
     "cvm.attestation.errors": "AttestationError",
+    "cvm.attested_tls": "AttestedTlsError",
     "cvm.images": "ImageError",
     "cvm.config": "SettingsError",
 }

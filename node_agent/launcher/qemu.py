@@ -27,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from node_agent.launcher.qemu_args import (
     CONSOLE_RING_BYTES,
     console_args,
     image_args,
+    service_ports,
 )
 from node_agent.launcher.qmp import qmp_session
 from node_agent.launcher.signer import ReportSigner, simulated_guest_key
@@ -91,9 +93,10 @@ def probe_accel(qemu_binary: str, kernel: Path | None) -> str:
     return "tcg"
 
 
-def free_local_port() -> int:
+def free_local_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nobody listened on a moment ago."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 
@@ -141,8 +144,11 @@ class QemuLauncher(Launcher):
         ovmf: Path | None = None,
         boot_timeout_s: float = 60.0,
         guest_outbound: bool = False,
+        public_host: str = "127.0.0.1",
     ) -> None:
         self.run_dir = run_dir
+        # SSH and the workload's ports are forwarded from this address (CVM_NODE_PUBLIC_HOST).
+        self.public_host = public_host
         self.signer = signer
         ark = getattr(signer, "ark", None)
         self.trusted_roots = [ark] if ark is not None else None
@@ -227,7 +233,11 @@ class QemuLauncher(Launcher):
         return pid if process_alive(pid) else None
 
     def command_line(
-        self, spec: GuestSpec, image: Image | None = None, ssh_port: int = 0
+        self,
+        spec: GuestSpec,
+        image: Image | None = None,
+        ssh_port: int = 0,
+        forwards: Sequence[tuple[int, int]] = (),
     ) -> list[str]:
         """The QEMU invocation for a lease's guest (daemonized, no display, QMP socket)."""
         directory = self.guest_dir(spec.lease_id)
@@ -237,8 +247,9 @@ class QemuLauncher(Launcher):
         boot: list[str] = []
         if image is not None:
             boot = image_args(
-                image, ssh_port, self.agent_socket(spec.lease_id), outbound=self.guest_outbound
-            )
+                image, ssh_port, self.agent_socket(spec.lease_id), outbound=self.guest_outbound,
+                host=self.public_host, forwards=forwards,
+            )  # fmt: skip
         return [
             self.qemu_binary,
             "-name",
@@ -286,9 +297,19 @@ class QemuLauncher(Launcher):
             "binding": binding.to_json(),
         }
         ssh_port = 0
+        forwards: list[tuple[int, int]] = []
         if image is not None:
-            ssh_port = free_local_port()
+            try:
+                ports = service_ports(image)
+            except ValueError as exc:
+                raise LauncherError(
+                    f"lease {spec.lease_id}: image {image.image_id}: {exc}"
+                ) from exc
+            ssh_port = free_local_port(self.public_host)
+            forwards = [(port, free_local_port(self.public_host)) for port in ports]
             record["image"] = image.image_id
+            record["public_host"] = self.public_host
+            record["ports"] = [list(forward) for forward in forwards]
             booted = self.booted_measurement(spec, image)
             if booted is not None:
                 record["booted_measurement"] = booted.hex()
@@ -298,7 +319,7 @@ class QemuLauncher(Launcher):
         (directory / "spec.json").write_text(json.dumps(record))
         # -daemonize returns once QEMU is initialised, so the QMP socket exists afterwards.
         result = subprocess.run(
-            self.command_line(spec, image, ssh_port),
+            self.command_line(spec, image, ssh_port, forwards),
             capture_output=True,
             text=True,
             timeout=60,
@@ -416,8 +437,12 @@ class QemuLauncher(Launcher):
                 left -= len(chunk)
         return b"".join(taken)
 
+    def port_forwards(self, lease_id: int) -> list[tuple[int, int]]:
+        """(guest port, host port on `public_host`) of each service port of the guest."""
+        return [(int(guest), int(host)) for guest, host in self._record(lease_id).get("ports", [])]
+
     def ssh_port(self, lease_id: int) -> int:
-        """The port on 127.0.0.1 forwarded to the guest's SSH server."""
+        """The port on `public_host` forwarded to the guest's SSH server."""
         port = self._record(lease_id).get("ssh_port")
         if not port:
             raise LauncherError(f"lease {lease_id} runs no cvm image, so has no SSH")

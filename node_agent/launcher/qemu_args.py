@@ -1,8 +1,10 @@
 """The QEMU arguments every cvm image guest gets, whichever launcher starts it.
 
 A cvm image boots directly (kernel, initrd, command line), has user-mode networking with
-SSH forwarded from a port on 127.0.0.1, and talks to the node over a virtio-serial port to
-its guest agent.
+SSH and its workload's service ports forwarded from free ports on the node's public address
+(`CVM_NODE_PUBLIC_HOST`, default 127.0.0.1), and talks to the node over a virtio-serial port
+to its guest agent. Inside, the guest's TLS front answers each service port with its
+attested key (guest/tls_front.py), so the forward carries TLS only.
 
 The guest is the renter's (root included) and reaches nothing on its host: user networking
 runs with `restrict=on`, so the guest's packets go nowhere (slirp drops them) except through
@@ -18,9 +20,12 @@ SEV-SNP guest only adds options to the virtio devices (`SNP_VIRTIO`).
 
 from __future__ import annotations
 
+import ipaddress
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
-from cvm.images import Image
+from cvm.images import MANIFEST, Image
 
 AGENT_PORT = "org.cvm.agent"  # the virtio-serial port name guest/agent.py looks for
 # An SEV-SNP guest's memory is private: virtio devices must use the DMA API (the guest's
@@ -43,26 +48,79 @@ def console_args() -> list[str]:
             "-serial", f"chardev:{CONSOLE_DEVICE}"]  # fmt: skip
 
 
-def netdev_arg(ssh_port: int, *, outbound: bool = False) -> str:
+def netdev_arg(
+    ssh_port: int,
+    *,
+    outbound: bool = False,
+    host: str = "127.0.0.1",
+    forwards: Sequence[tuple[int, int]] = (),
+) -> str:
     """The guest's user network: isolated (`restrict=on`) unless `outbound`, with SSH
-    forwarded from 127.0.0.1:`ssh_port` (a forward into the guest works either way)."""
+    forwarded from `host`:`ssh_port` and each (guest port, host port) of `forwards` from
+    `host`:host port (a forward into the guest works either way). `host` must be an IPv4
+    address: it goes into QEMU's option string, where a comma would add options."""
     restrict = "off" if outbound else "on"
-    return f"user,id=net0,restrict={restrict},hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    address = str(ipaddress.IPv4Address(host))  # ValueError for anything else
+    rules = [(ssh_port, 22), *((outside, inside) for inside, outside in forwards)]
+    for outside, inside in rules:
+        for port in (outside, inside):
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ValueError(f"a forwarded port is in [1, 65535], got {port!r}")
+    forward = ",".join(f"hostfwd=tcp:{address}:{outside}-:{inside}" for outside, inside in rules)
+    return f"user,id=net0,restrict={restrict},{forward}"
 
 
 def image_args(
-    image: Image, ssh_port: int, agent_socket: Path, virtio: str = "", *, outbound: bool = False
+    image: Image,
+    ssh_port: int,
+    agent_socket: Path,
+    virtio: str = "",
+    *,
+    outbound: bool = False,
+    host: str = "127.0.0.1",
+    forwards: Sequence[tuple[int, int]] = (),
 ) -> list[str]:
-    """Direct boot of `image`, SSH forwarded from 127.0.0.1:`ssh_port`, the agent's port.
+    """Direct boot of `image`, SSH and `forwards` (guest port, host port) forwarded from
+    `host`, the agent's port.
 
     `-kernel`, `-initrd` and `-append` are exactly what `cvm.images.measure` hashes (with
     `kernel-hashes=on` under SEV-SNP they are part of the launch measurement)."""
     return [
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
         "-append", image.cmdline, "-no-reboot",
-        "-netdev", netdev_arg(ssh_port, outbound=outbound),
+        "-netdev", netdev_arg(ssh_port, outbound=outbound, host=host, forwards=forwards),
         "-device", f"virtio-net-pci,netdev=net0{virtio}",
         "-device", f"virtio-serial-pci{virtio}",
         "-chardev", f"socket,id=agent,path={agent_socket},server=on,wait=off",
         "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
     ]  # fmt: skip
+
+
+MAX_SERVICE_PORTS = 32  # what one GuestAccess announcement carries (cvm.eip712.MAX_ARRAY)
+
+
+def service_ports(image: Image) -> list[int]:
+    """The guest ports the image's workload declares (its manifest's "workload"."ports"),
+    sorted; [] for an image without a workload. ValueError for a list the node must not
+    forward (not ports, more than MAX_SERVICE_PORTS, or 22, which is SSH)."""
+    workload = getattr(image, "workload", None)  # the v2 image format names it
+    if workload is None:
+        try:
+            manifest = json.loads((image.directory / MANIFEST).read_text())
+        except FileNotFoundError:
+            return []
+        workload = manifest.get("workload") if isinstance(manifest, dict) else None
+    if not workload:
+        return []
+    entries = workload.get("ports", []) if isinstance(workload, dict) else None
+    if not isinstance(entries, list) or len(entries) > MAX_SERVICE_PORTS:
+        raise ValueError(f"an image's workload ports are a list of at most {MAX_SERVICE_PORTS}")
+    ports: set[int] = set()
+    for entry in entries:
+        port = entry.get("port") if isinstance(entry, dict) else entry
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"a workload port is an integer in [1, 65535], got {port!r}")
+        if port == 22:
+            raise ValueError("workload port 22 is the guest's SSH port")
+        ports.add(port)
+    return sorted(ports)

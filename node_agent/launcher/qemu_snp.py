@@ -126,6 +126,7 @@ class QemuSnpLauncher(QemuLauncher):
         check_host: bool = True,
         trusted_roots: Sequence[x509.Certificate] | None = None,
         guest_outbound: bool = False,
+        public_host: str = "127.0.0.1",
     ) -> None:
         self.config = config
         # The roots a report must chain to before it is submitted: AMD's pinned ARKs (None),
@@ -141,6 +142,7 @@ class QemuSnpLauncher(QemuLauncher):
             default_image=default_image,
             ovmf=config.ovmf,
             guest_outbound=guest_outbound,
+            public_host=public_host,
         )
         self.trusted_roots = trusted_roots  # not a simulated signer's
         self.kds = kds or CachingKds(run_dir / "kds", HttpKds())
@@ -167,7 +169,11 @@ class QemuSnpLauncher(QemuLauncher):
             )
 
     def command_line(
-        self, spec: GuestSpec, image: Image | None = None, ssh_port: int = 0
+        self,
+        spec: GuestSpec,
+        image: Image | None = None,
+        ssh_port: int = 0,
+        forwards: Sequence[tuple[int, int]] = (),
     ) -> list[str]:
         if image is None:
             raise LauncherError(
@@ -195,7 +201,8 @@ class QemuSnpLauncher(QemuLauncher):
             "-bios", str(config.ovmf),
             *console_args(),
             *image_args(image, ssh_port, self.agent_socket(spec.lease_id), SNP_VIRTIO,
-                        outbound=self.guest_outbound),
+                        outbound=self.guest_outbound, host=self.public_host,
+                        forwards=forwards),
             *self.control_args(spec.lease_id, directory),
         ]  # fmt: skip
 

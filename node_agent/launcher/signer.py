@@ -54,15 +54,20 @@ class SimulatedAmdSp:
 
 
 def simulated_guest_key() -> bytes:
-    """A fresh, well-formed guest key (X25519 || Ed25519 || signer address) for a guest that
-    has no agent of its own (the `simulated` launcher, a `qemu` guest without a cvm image).
+    """A fresh, well-formed guest key (X25519 || Ed25519 || signer address || TLS SPKI
+    sha256) for a guest that has no agent of its own (the `simulated` launcher, a `qemu`
+    guest without a cvm image).
     Only the public halves are kept: nothing can be sealed to or signed by such a guest, as
     nothing runs in it to use them."""
-    from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
     from eth_account import Account
 
     raw = serialization.PublicFormat.Raw
     hpke = x25519.X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, raw)
     ssh = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, raw)
     signer = bytes.fromhex(Account.create().address[2:])
-    return GuestKey.parse(hpke + ssh + signer).to_bytes()
+    tls = ec.generate_private_key(ec.SECP256R1()).public_key()
+    spki = tls.public_bytes(Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return GuestKey.parse(hpke + ssh + signer + hashlib.sha256(spki).digest()).to_bytes()

@@ -113,7 +113,7 @@ export async function getEvidence(reportHash) {
   const response = await fetch(`${V1}/evidence/${reportHash}`);
   if (!response.ok) throw new ApiError(response.status, `no evidence stored for ${reportHash}`);
   const e = JSON.parse(await response.text());
-  return { report: e.report, vcek: e.vcek, chainPem: e.chain, chainId: e.chain_id, registry: e.registry, leaseId: e.lease_id, nonce: e.nonce };
+  return { report: e.report, vcek: e.vcek, chainPem: e.chain, chainId: e.chain_id, registry: e.registry, leaseId: e.lease_id, nonce: e.nonce, guestKey: e.guest_key };
 }
 
 export const siweChallenge = async (address) => (await call("/auth/nonce", { method: "POST", body: { address } })).message;
@@ -140,6 +140,14 @@ export async function getLeaseSpec(token, leaseId) {
 export async function getLeaseConsole(token, leaseId, since, signal) {
   const c = await call(`/leases/${leaseId}/logs?since=${since}`, { token, signal });
   return { leaseId: c.lease_id, node: c.node, start: c.start, end: c.end, text: c.text, updatedAt: c.updated_at ? new Date(c.updated_at) : null };
+}
+
+// Where the lease's guest is reached: its SSH port and each service port (guest port -> the
+// node's host port), as its node announced it (renter's session only). Untrusted addresses:
+// a client trusts a port only once its TLS key matches the attested fingerprint.
+export async function getGuestAccess(token, leaseId, signal) {
+  const a = await call(`/leases/${leaseId}/access`, { token, signal });
+  return { host: a.host, sshPort: a.ssh_port, ports: (a.ports || []).map((p) => ({ guestPort: p.guest_port, hostPort: p.host_port })), updatedAt: new Date(a.updated_at) };
 }
 
 function timeline(t) {

@@ -114,3 +114,18 @@ export function tcbParts(tcb) {
   const byte = (i) => Number((tcb >> BigInt(8 * i)) & 0xffn);
   return `bootloader ${byte(0)}, TEE ${byte(1)}, SNP ${byte(6)}, microcode ${byte(7)} (0x${tcb.toString(16).padStart(16, "0")})`;
 }
+
+// The guest's attested TLS key: bytes 84-116 of its 116-byte guest key are the SHA-256 of the
+// key's DER SubjectPublicKeyInfo. Returned only when SHA-256(guest key) is the report's
+// REPORT_DATA[32:64] (checked here with WebCrypto), i.e. the report binds this key; null
+// otherwise. `pin` is the `sha256/<base64>` form (curl --pinnedpubkey takes `sha256//<base64>`).
+export const GUEST_KEY_SIZE = 116;
+export async function attestedTlsFingerprint(guestKeyHex, report) {
+  if (!guestKeyHex || !report) return null;
+  const key = hexToBytes(guestKeyHex.startsWith("0x") ? guestKeyHex : `0x${guestKeyHex}`);
+  if (key.length !== GUEST_KEY_SIZE) return null;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", key));
+  if (toHex(digest).toLowerCase() !== `0x${report.reportData.slice(2 + 64)}`.toLowerCase()) return null;
+  const spki = key.slice(84, 116);
+  return { hex: toHex(spki).slice(2), pin: `sha256/${btoa(String.fromCharCode(...spki))}` };
+}

@@ -1,8 +1,10 @@
-// What the lease page shows its renter only: the lease's image (from the private spec) and the
-// guest console, followed while the page is open. The console comes from the node's host, which
+// What the lease page shows its renter only: the lease's image (from the private spec), the
+// guest's service ports with their attested TLS fingerprint, and the guest console, followed
+// while the page is open. The console comes from the node's host, which
 // sees and can alter every byte: it is drawn as text (never HTML) with control characters made
 // visible, and marked UNTRUSTED.
-import { ApiError, getLeaseConsole, getLeaseSpec } from "./api.js";
+import { ApiError, getAttestation, getEvidence, getGuestAccess, getLeaseConsole, getLeaseSpec } from "./api.js";
+import { attestedTlsFingerprint, parseReport } from "./attestation.js";
 import { forgetSession, savedSession, signIn } from "./session.js";
 import { ago, h, message, short } from "./ui.js";
 import { state as wallet } from "./wallet.js";
@@ -26,6 +28,7 @@ export function renterView(config, leaseId, { renter = null, status = null } = {
   const notice = h("div", { id: "guest-console-notice" });
   const output = h("pre", { id: "guest-console-text", class: "guest-console", "aria-label": "Guest console output (untrusted)", tabindex: "0" });
   const line = h("p", { id: "guest-console-status", class: "pending", "aria-live": "polite" });
+  const portsSection = h("section", { "aria-label": "Service ports", id: "guest-ports" });
   const section = h("section", { "aria-label": "Guest console", id: "guest-console" },
     h("h2", {}, "Guest console ", h("span", { class: "badge bad", id: "untrusted-badge" }, "UNTRUSTED")),
     h("p", { class: "msg warn", id: "guest-console-warning" }, UNTRUSTED), notice);
@@ -39,6 +42,7 @@ export function renterView(config, leaseId, { renter = null, status = null } = {
   let timer = null;
   let inFlight = null;
   let imageShown = false;
+  let portsShown = false;
 
   const mine = () => Boolean(account && renter && account.toLowerCase() === renter.toLowerCase());
 
@@ -90,6 +94,41 @@ export function renterView(config, leaseId, { renter = null, status = null } = {
       const missing = error instanceof ApiError && error.status === 404;
       if (!missing) imageShown = false; // tried again after the next good console read
       else if (!stopped) imageLine.replaceChildren("Image: not known to the marketplace (no private spec stored for this lease).");
+    }
+  }
+
+  // Each forwarded port: the address the node announced (untrusted) and the TLS key the
+  // lease's report binds (the guest key's SPKI hash, its binding checked in this browser).
+  async function showPorts() {
+    if (portsShown) return;
+    portsShown = true;
+    try {
+      const access = await getGuestAccess(token, leaseId);
+      if (stopped) return;
+      if (access.ports.length === 0) {
+        portsSection.replaceChildren(h("h2", {}, "Service ports"), h("p", {}, "This guest's image declares no service ports (SSH only)."));
+        return;
+      }
+      const attestation = await getAttestation(leaseId);
+      const evidence = attestation.reportHash ? await getEvidence(attestation.reportHash).catch(() => null) : null;
+      const fingerprint = evidence ? await attestedTlsFingerprint(evidence.guestKey, parseReport(evidence.report)) : null;
+      if (stopped) return;
+      const host = access.host.includes(":") ? `[${access.host}]` : access.host;
+      portsSection.replaceChildren(h("h2", {}, "Service ports"),
+        h("p", {}, "Reached over TLS with the key only the attested guest holds. Connect with ", h("code", {}, `cvm lease curl ${leaseId} PORT /PATH`),
+          " (or the SDK's ", h("code", {}, "attested_client"), "), which refuses any server whose key is not the attested one."),
+        fingerprint ? null : message("warn", "No verified report binds a TLS key yet: do not trust these ports until one does."),
+        h("div", { class: "table-wrap" }, h("table", { id: "guest-ports-table" },
+          h("thead", {}, h("tr", {}, ["Guest port", "Address", "Attested TLS key (SHA-256 of its SubjectPublicKeyInfo)"].map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", {}, access.ports.map((p) => h("tr", { "data-port": String(p.guestPort) },
+            h("td", {}, String(p.guestPort)),
+            h("td", { class: "mono" }, `${host}:${p.hostPort}`),
+            h("td", { class: "mono" }, fingerprint ? [h("span", { class: "pin" }, fingerprint.pin), h("br"), h("small", { class: "hex" }, fingerprint.hex)] : "—")))))));
+    } catch (error) {
+      portsShown = false; // tried again after the next good console read
+      if (!stopped && error instanceof ApiError && error.status === 404) {
+        portsSection.replaceChildren(h("h2", {}, "Service ports"), h("p", { class: "pending" }, "The node has not announced where the guest is reached yet."));
+      }
     }
   }
 
@@ -145,6 +184,7 @@ export function renterView(config, leaseId, { renter = null, status = null } = {
     try {
       show(await getLeaseConsole(token, leaseId, since, controller.signal));
       if (!imageShown) showImage(); // after a good read: the lease is indexed, so a 404 means no spec
+      if (!portsShown) showPorts();
       if (last) again = false;
     } catch (error) {
       if (stopped) return;
@@ -176,5 +216,5 @@ export function renterView(config, leaseId, { renter = null, status = null } = {
   }
 
   draw();
-  return { imageLine, section, setLease, stop };
+  return { imageLine, portsSection, section, setLease, stop };
 }

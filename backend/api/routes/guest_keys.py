@@ -34,7 +34,7 @@ def get_claim(
         str,
         Path(
             max_length=66,
-            description="`0x` SHA-256 of the 84-byte guest key (REPORT_DATA[32:64])",
+            description="`0x` SHA-256 of the 116-byte guest key (REPORT_DATA[32:64])",
         ),
     ],
     session: DbSession,

@@ -144,7 +144,8 @@ def get_guest_status(lease_id: LeasePath, renter: Renter, session: DbSession) ->
 @router.put(
     "/{lease_id}/access",
     response_model=GuestAccessView,
-    summary="The lease's node announces where its guest serves SSH (EIP-712 signed)",
+    summary="The lease's node announces where its guest serves SSH and its service ports"
+    " (EIP-712 signed)",
     responses={**_ERRORS, 409: {"description": "not newer than the announcement stored"}},
 )
 def put_access(
@@ -169,7 +170,7 @@ def put_access(
 @router.get(
     "/{lease_id}/access",
     response_model=GuestAccessView,
-    summary="Where the lease's guest serves SSH, for its renter",
+    summary="Where the lease's guest serves SSH and its service ports, for its renter",
     responses=_ERRORS,
 )
 def get_access(lease_id: LeasePath, renter: Renter, session: DbSession) -> GuestAccessView:

@@ -179,3 +179,37 @@ def test_the_renter_follows_the_console_as_text_and_nobody_else_reads_it(
     page.screenshot(path=artifacts / "guest-console-stranger.png", full_page=True)
     assert reads[before:] == []
     assert errors == []
+
+
+def test_the_renter_sees_each_service_port_with_its_attested_fingerprint(
+    console_page: Page, wallet: TestWallet, console: Console, lease: int, artifacts: Path
+) -> None:
+    """The node announces a forwarded port (signed, as its guest relay does); the page shows
+    its address and the TLS key the lease's report binds (the guest key's last 32 bytes, its
+    SHA-256 checked against REPORT_DATA in the browser)."""
+    from cvm.attestation.binding import fingerprint_text
+    from cvm.attestation.evidence import EvidenceBundle
+
+    page = console_page
+    node = console.chain.leases.get_lease(lease).node_key
+    with ApiClient(console.url) as api:
+        api.announce_guest_access(
+            lease, "127.0.0.1", 2222, node_key=node_key_of(console, node).key,
+            ports=[(8080, 40001)],
+        )  # fmt: skip
+        report_hash = wait_for(
+            lambda: api.attestation_status(lease).report_hash, 90, interval=0.5,
+            what=f"lease {lease} attested",
+        )  # fmt: skip
+        bundle = EvidenceBundle.decode(api.get_evidence(report_hash))
+    hex_form, pin = fingerprint_text(bundle.guest_key[84:])
+
+    page.goto(f"{console.url}/#/leases/{lease}")
+    connect_wallet(page)
+    page.get_by_role("button", name="Sign in to read the guest console").click()
+    row = page.locator('#guest-ports-table tr[data-port="8080"]')
+    expect(row).to_contain_text("127.0.0.1:40001")
+    expect(row.locator(".pin")).to_have_text(pin)
+    expect(row.locator(".hex")).to_have_text(hex_form)
+    expect(page.locator("#guest-ports")).to_contain_text(f"cvm lease curl {lease} PORT /PATH")
+    page.screenshot(path=artifacts / "guest-ports.png", full_page=True)

@@ -251,7 +251,8 @@ def test_replayed_binding_and_debug_policy_are_rejected(
 
 def honest_guest_key() -> bytes:
     """A fresh guest key naming the signer `ChainSystem.submit` puts on chain by default."""
-    return simulated_guest_key()[:64] + bytes.fromhex(GUEST_SIGNER.address[2:])
+    key = simulated_guest_key()
+    return key[:64] + bytes.fromhex(GUEST_SIGNER.address[2:]) + key[84:]
 
 
 def _verdict(backend: Backend, bundle: EvidenceBundle) -> Verification:
@@ -297,9 +298,10 @@ def test_a_host_data_for_another_lease_or_renter_is_rejected(
         b"",
         b"\x01" * 32,
         bytes(32) + simulated_guest_key()[32:],
-        simulated_guest_key()[:64] + bytes(20),
+        simulated_guest_key()[:64] + bytes(20) + simulated_guest_key()[84:],
+        simulated_guest_key()[:84] + bytes(32),
     ],
-    ids=["empty", "short", "zero-x25519", "zero-signer"],
+    ids=["empty", "short", "zero-x25519", "zero-signer", "zero-tls"],
 )
 def test_a_malformed_guest_key_is_rejected_with_its_reason(
     store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor, key: bytes
@@ -376,7 +378,7 @@ def _submittable_guest_key() -> bytes:
 
     signer = getattr(chain_fixtures, "GUEST_SIGNER", None)
     key = simulated_guest_key()
-    return key if signer is None else key[:64] + bytes.fromhex(signer.address[2:])
+    return key if signer is None else key[:64] + bytes.fromhex(signer.address[2:]) + key[84:]
 
 
 def _claim(backend: Backend, key: bytes, lease_id: int) -> dict[str, object] | None:

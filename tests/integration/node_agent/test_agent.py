@@ -331,8 +331,8 @@ def test_a_guest_answering_with_another_leases_key_is_never_submitted(
 
 @pytest.mark.parametrize(
     "bad_key",
-    [b"", bytes(range(1, 65)), bytes(range(1, 65)) + bytes(20)],
-    ids=["empty", "old-64-byte", "zero-signer"],
+    [b"", bytes(range(1, 65)), bytes(range(1, 85)), bytes(range(1, 65)) + bytes(20) + b"\x01" * 32],
+    ids=["empty", "old-64-byte", "old-84-byte", "zero-signer"],
 )
 def test_a_report_without_a_well_formed_guest_key_is_never_submitted(
     chain: ChainSystem,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -14,7 +17,9 @@ from cvm.attestation.binding import (
     GuestKey,
     GuestKeyError,
     LeaseBinding,
+    fingerprint_text,
     host_data,
+    spki_sha256,
 )
 
 REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -27,7 +32,8 @@ def guest_key() -> tuple[bytes, str]:
     hpke = x25519.X25519PrivateKey.generate().public_key().public_bytes(*RAW)
     ssh = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(*RAW)
     signer = Account.create().address
-    return hpke + ssh + bytes.fromhex(signer[2:]), signer
+    tls = hashlib.sha256(b"a TLS key's SubjectPublicKeyInfo").digest()
+    return hpke + ssh + bytes.fromhex(signer[2:]) + tls, signer
 
 
 def test_host_data_is_the_abi_encoded_lease_and_renter() -> None:
@@ -71,12 +77,26 @@ def test_guest_key_round_trip() -> None:
     parsed = GuestKey.parse(raw)
     assert parsed.signer == signer
     assert parsed.to_bytes() == raw
-    assert len(raw) == GUEST_KEY_SIZE
+    assert len(raw) == GUEST_KEY_SIZE == 116
+    assert parsed.tls_spki_sha256 == raw[84:]
+
+
+def test_spki_sha256_is_the_hash_of_the_certificates_subject_public_key_info() -> None:
+    from tests.fixtures.tls import self_signed
+
+    cert_der, key = self_signed()
+    spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert spki_sha256(cert_der) == hashlib.sha256(spki).digest()
+    hex_form, pin = fingerprint_text(bytes(range(32)))
+    assert hex_form == bytes(range(32)).hex()
+    assert pin == "sha256/" + base64.b64encode(bytes(range(32))).decode()
+    with pytest.raises(ValueError):
+        spki_sha256(b"not a certificate")
 
 
 @pytest.mark.parametrize("size", [0, 1, 32, 64, GUEST_KEY_SIZE - 1, GUEST_KEY_SIZE + 1])
 def test_guest_key_of_the_wrong_size_is_refused(size: int) -> None:
-    with pytest.raises(GuestKeyError, match="84 bytes"):
+    with pytest.raises(GuestKeyError, match="116 bytes"):
         GuestKey.parse(b"\x01" * size)
 
 
@@ -85,4 +105,6 @@ def test_guest_key_with_an_unusable_part_is_refused() -> None:
     with pytest.raises(GuestKeyError, match="X25519"):
         GuestKey.parse(bytes(32) + raw[32:])
     with pytest.raises(GuestKeyError, match="signer"):
-        GuestKey.parse(raw[:64] + bytes(20))
+        GuestKey.parse(raw[:64] + bytes(20) + raw[84:])
+    with pytest.raises(GuestKeyError, match="TLS key hash"):
+        GuestKey.parse(raw[:84] + bytes(32))

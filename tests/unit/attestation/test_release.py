@@ -84,7 +84,9 @@ def test_a_report_replayed_with_another_key_is_refused(chip, keys):
         check(replayed, chip)
 
 
-@pytest.mark.parametrize("key", [b"", bytes(32), bytes(64), bytes(84), b"\x01" * 85])
+@pytest.mark.parametrize(
+    "key", [b"", bytes(32), bytes(64), bytes(84), b"\x01" * 85, bytes(116), b"\x01" * 117]
+)
 def test_a_report_without_a_well_formed_guest_key_gets_nothing(chip, key):
     with pytest.raises(ReleaseRefused, match="guest agent's key"):
         check(bundle(chip, key), chip)

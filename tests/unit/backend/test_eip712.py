@@ -111,3 +111,94 @@ def test_malformed_values_are_refused() -> None:
     check_timestamp(100, 160, 60)
     with pytest.raises(SignatureError, match="window"):
         check_timestamp(100, 161, 60)
+
+
+def test_guest_access_signs_its_forwarded_ports_as_a_struct_array() -> None:
+    """`GuestAccess.ports` is `PortForward{guestPort, hostPort}[]`: the digest is the one a
+    wallet or another language computes from the same typed data, every port is covered, and
+    the shape of before issue 19 (no ports) does not verify as this one."""
+    from cvm.guest_access import GuestAccess
+
+    node = Account.create()
+    access = GuestAccess(node.address, 7, "203.0.113.7", 2222, ((80, 40001), (8080, 40002)), 9)
+    domain_type = [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ]
+    expected = encode_typed_data(
+        full_message={
+            "types": {
+                "EIP712Domain": domain_type,
+                "GuestAccess": [
+                    {"name": "node", "type": "address"},
+                    {"name": "leaseId", "type": "uint256"},
+                    {"name": "host", "type": "string"},
+                    {"name": "sshPort", "type": "uint16"},
+                    {"name": "ports", "type": "PortForward[]"},
+                    {"name": "timestamp", "type": "uint64"},
+                ],
+                "PortForward": [
+                    {"name": "guestPort", "type": "uint16"},
+                    {"name": "hostPort", "type": "uint16"},
+                ],
+            },
+            "primaryType": "GuestAccess",
+            "domain": DOMAIN.as_eip712(),
+            "message": {
+                "node": node.address, "leaseId": 7, "host": "203.0.113.7", "sshPort": 2222,
+                "ports": [{"guestPort": 80, "hostPort": 40001},
+                          {"guestPort": 8080, "hostPort": 40002}],
+                "timestamp": 9,
+            },
+        }
+    )  # fmt: skip
+    assert node_message(access, DOMAIN) == expected
+
+    signature = sign_node_message(access, DOMAIN, node.key)
+    verify_node_message(access, signature, DOMAIN)
+    for changed in (((80, 40001), (8080, 40666)), ((80, 40001),), ()):
+        other = GuestAccess(node.address, 7, "203.0.113.7", 2222, changed, 9)
+        with pytest.raises(SignatureError):
+            verify_node_message(other, signature, DOMAIN)
+    with pytest.raises(SignatureError):  # another deployment
+        verify_node_message(access, signature, Domain(1, "0x" + "11" * 20))
+
+    # The SSH-only shape a node signed before (no `ports`): not this message.
+    old = encode_typed_data(
+        full_message={
+            "types": {"EIP712Domain": domain_type, "GuestAccess": [
+                {"name": "node", "type": "address"}, {"name": "leaseId", "type": "uint256"},
+                {"name": "host", "type": "string"}, {"name": "sshPort", "type": "uint16"},
+                {"name": "timestamp", "type": "uint64"}]},
+            "primaryType": "GuestAccess",
+            "domain": DOMAIN.as_eip712(),
+            "message": {"node": node.address, "leaseId": 7, "host": "203.0.113.7",
+                        "sshPort": 2222, "timestamp": 9},
+        }
+    )  # fmt: skip
+    old_signature = "0x" + bytes(node.sign_message(old).signature).hex()
+    empty = GuestAccess(node.address, 7, "203.0.113.7", 2222, (), 9)
+    with pytest.raises(SignatureError):
+        verify_node_message(empty, old_signature, DOMAIN)
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [
+        ((8080, 1), (80, 2)),  # not sorted
+        ((80, 1), (80, 2)),  # a guest port twice
+        ((0, 1),),
+        ((80, 0),),
+        ((80, 65536),),
+        ((80,),),
+        [(80, 1)],  # a list, not a tuple
+        tuple((port, port) for port in range(1, 34)),  # more than MAX_ARRAY
+    ],
+)
+def test_guest_access_refuses_a_malformed_port_list(ports: object) -> None:
+    from cvm.guest_access import GuestAccess
+
+    with pytest.raises(SignatureError):
+        GuestAccess("0x" + "22" * 20, 7, "203.0.113.7", 2222, ports, 9)  # type: ignore[arg-type]

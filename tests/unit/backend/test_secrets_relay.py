@@ -177,7 +177,7 @@ def test_a_replayed_older_access_announcement_does_not_roll_the_address_back(
     now = int(clock.now)
 
     def announce(host: str, port: int, timestamp: int) -> int:
-        access = GuestAccess(node.address, 13, host, port, timestamp)
+        access = GuestAccess(node.address, 13, host, port, (), timestamp)
         signature = sign_node_message(access, context.domain, node.key)
         body = GuestAccessIn(host=host, ssh_port=port, timestamp=timestamp, signature=signature)
         answer = httpx.put(
@@ -195,6 +195,59 @@ def test_a_replayed_older_access_announcement_does_not_roll_the_address_back(
         api.login(renter.key)
         access = api.guest_access(13)
     assert (access.host, access.ssh_port) == ("10.0.0.2", 2222)
+
+
+def test_forwarded_ports_are_stored_as_the_node_signed_them_and_served_to_the_renter(
+    live_api: str, store: Store, context: AppContext, clock: Clock
+) -> None:
+    renter, node, stranger = new_account(), new_account(), new_account()
+    _running_lease(store, 16, renter.address, node.address)
+    now = int(clock.now)
+
+    def put(body: dict, signer=node) -> int:
+        return httpx.put(
+            f"{live_api}/v1/leases/16/access", json=body, headers={NODE_HEADER: signer.address}
+        ).status_code
+
+    def body(ports: tuple, timestamp: int, signed_ports: tuple | None = None, key=node) -> dict:
+        signs = ports if signed_ports is None else signed_ports
+        access = GuestAccess(key.address, 16, "203.0.113.7", 2222, signs, timestamp)
+        return {
+            "host": "203.0.113.7", "ssh_port": 2222, "timestamp": timestamp,
+            "ports": [{"guest_port": g, "host_port": h} for g, h in ports],
+            "signature": sign_node_message(access, context.domain, key.key),
+        }  # fmt: skip
+
+    with ApiClient(live_api) as nodes:
+        nodes.announce_guest_access(
+            16, "203.0.113.7", 2222, node_key=node.key, ports=[(9000, 40002), (8080, 40001)]
+        )
+    with ApiClient(live_api) as api, ApiClient(live_api) as other:
+        api.login(renter.key)
+        access = api.guest_access(16)
+        assert [(p.guest_port, p.host_port) for p in access.ports] == [(8080, 40001), (9000, 40002)]
+        # The web console reads the same JSON.
+        raw = api._json("GET", "/leases/16/access")
+        assert raw["ports"] == [{"guest_port": 8080, "host_port": 40001},
+                                {"guest_port": 9000, "host_port": 40002}]  # fmt: skip
+        other.login(stranger.key)
+        assert _status(lambda: other.guest_access(16)) == 403
+
+        # Ports the node did not sign (a relay in the middle redirecting 8080): refused.
+        assert put(body(((8080, 40666),), now + 1, signed_ports=((8080, 40001),))) == 401
+        # Signed by another key (a stranger naming itself, or naming the node): refused.
+        assert put(body(((8080, 40666),), now + 1, key=stranger), signer=stranger) == 403
+        assert put(body(((8080, 40666),), now + 1, key=stranger)) == 401
+        # Malformed lists never reach the signature check.
+        for bad in (((9000, 1), (8080, 2)), ((8080, 1), (8080, 2)), ((0, 1),), ((8080, 0),)):
+            assert put(body(bad, now + 2, signed_ports=())) == 422
+        too_many = tuple((port, port) for port in range(1, 34))
+        assert put(body(too_many, now + 2, signed_ports=())) == 422
+        # A replay of an older announcement with other ports does not roll them back.
+        assert put(body(((8080, 40001),), now - 30)) == 409
+        # A newer one replaces them (the guest relaunched, new host ports).
+        assert put(body(((8080, 41001),), now + 3)) == 200
+        assert [(p.guest_port, p.host_port) for p in api.guest_access(16).ports] == [(8080, 41001)]
 
 
 def test_a_message_not_signed_by_the_renter_or_not_newer_is_refused_early(

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from eth_account import Account
 
 from cvm import guest_eip712
@@ -163,13 +165,20 @@ def deliver(agent: guest_agent.GuestAgent, sealed: SealedSecrets, **overrides) -
 
 
 # --- keys, bind, attest ------------------------------------------------------------------
-def test_the_guest_key_is_84_bytes_and_parses_as_a_cvm_guest_key(agent):
+def test_the_guest_key_is_116_bytes_and_parses_as_a_cvm_guest_key(agent):
     answer = agent.handle({"op": "hello"})
     assert answer["ok"] and answer["bound"] is None
     raw = bytes.fromhex(answer["guest_key"])
     parsed = cvm_binding.GuestKey.parse(raw)
-    assert len(raw) == cvm_binding.GUEST_KEY_SIZE
+    assert len(raw) == cvm_binding.GUEST_KEY_SIZE == 116
     assert parsed.signer.lower() == "0x" + agent.keys.signer.address.hex()
+    # The TLS part is the SPKI hash of the certificate the TLS front presents.
+    certificate = x509.load_pem_x509_certificate(agent.keys.tls_certificate_pem)
+    assert parsed.tls_spki_sha256 == cvm_binding.spki_sha256(
+        certificate.public_bytes(serialization.Encoding.DER)
+    )
+    key = serialization.load_pem_private_key(agent.keys.tls_private_key_pem(), None)
+    assert key.public_key() == certificate.public_key()
 
 
 def test_host_data_lease_digest_and_eip712_digests_match_the_sdk_and_eth_account():

@@ -31,12 +31,15 @@ class FakeApi:
     def __init__(self, messages: list[Sealed]) -> None:
         self.messages = messages
         self.statuses: list[tuple[int, str]] = []
+        self.announced: list[tuple[Any, ...]] = []
 
     def put_guest_status(self, lease_id: int, seq: int, signature: str, **kwargs: Any) -> None:
         self.statuses.append((seq, signature))
 
-    def announce_guest_access(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def announce_guest_access(
+        self, lease_id: int, host: str, ssh_port: int, *, ports: Any = (), **kwargs: Any
+    ) -> None:
+        self.announced.append((lease_id, host, ssh_port, list(ports)))
 
     def sealed_secrets_as_node(self, lease_id: int, **kwargs: Any) -> list[Sealed]:
         return self.messages
@@ -55,7 +58,10 @@ class FakeChannel:
 
 
 class FakeLauncher:
+    public_host = "198.51.100.4"
+
     def __init__(self, directory: Path) -> None:
+        self.forwards = [(8080, 40001)]
         self.directory = directory
         directory.mkdir()
         self.status_answers: list[dict[str, Any] | Exception] = [
@@ -67,6 +73,9 @@ class FakeLauncher:
 
     def ssh_port(self, lease_id: int) -> int:
         return 2222
+
+    def port_forwards(self, lease_id: int) -> list[tuple[int, int]]:
+        return list(self.forwards)
 
     def guest_dir(self, lease_id: int) -> Path:
         return self.directory
@@ -185,3 +194,17 @@ def test_the_channel_tells_a_refusal_from_a_failure(
         GuestChannel(path, timeout_s=5).request({"op": "secrets"})
     thread.join(timeout=5)
     assert isinstance(caught.value, GuestRefused) is refused
+
+
+def test_ssh_and_the_service_ports_are_announced_from_the_public_host_once_per_change(
+    tmp_path: Path,
+) -> None:
+    relay, _ = _relay(tmp_path, [["a"], ["b"]])
+    api: FakeApi = relay.api  # type: ignore[assignment]
+    launcher: FakeLauncher = relay.launcher  # type: ignore[assignment]
+    relay.sync(5)
+    relay.sync(5)
+    assert api.announced == [(5, "198.51.100.4", 2222, [(8080, 40001)])]
+    launcher.forwards = [(8080, 40009)]  # relaunched with other host ports
+    relay.sync(5)
+    assert api.announced[-1] == (5, "198.51.100.4", 2222, [(8080, 40009)])

@@ -1,6 +1,7 @@
 // My leases: the connected wallet's leases; one lease's live timeline (pushed by the server),
 // its money (read from the chain), top-up and close with the refund shown before signing, and
-// for its renter the image and the (untrusted) guest console.
+// for its renter the image, the guest's service ports with their attested TLS fingerprint and
+// the (untrusted) guest console.
 import { getLease, leasesOf, watchTimeline } from "../api.js";
 import { CLOSE_REASON, closeLease, finalizeClose, leaseMoney, topUp } from "../chain.js";
 import { renterView } from "../guest.js";
@@ -145,7 +146,7 @@ export async function leasePage(main, config, id) {
     lease ? h("p", {}, `${lease.vcpus} vCPU, ${lease.memoryMib} MiB, ${lease.diskGib} GiB; expected measurement `, h("span", { class: "mono" }, lease.expectedMeasurement)) : "",
     guest.imageLine, rootBox,
     h("p", {}, h("a", { href: `#/leases/${leaseId}/attestation` }, "Attestation detail")),
-    timelineBox, moneyBox, actionBox, resultBox, guest.section);
+    timelineBox, moneyBox, actionBox, resultBox, guest.portsSection, guest.section);
   await refresh().catch((error) => moneyBox.replaceChildren(message("error", `Cannot read lease ${leaseId} from the chain: ${error.shortMessage || error.message}`)));
   const stop = watchTimeline(leaseId, (timeline) => {
     timelineBox.replaceChildren(h("h2", {}, "Timeline (live)"), timelineView(timeline));
