@@ -274,19 +274,20 @@ def _journey(
             raise RuntimeError(f"lease {lease['lease_id']} ended as {status}, not Verified")
         journey.facts["lease_id"] = lease["lease_id"]
         journey.facts["node"] = lease.get("node")
-        journey.facts["released"] = (lease.get("released") or {}).get("secrets")
+        journey.facts["released"] = lease.get("released") or {}
         return int(lease["lease_id"])
 
     lease_id = step(4, "rent it with --disk 1: matched, booted, Verified", rent)
     lease = str(lease_id)
 
     def key_released() -> None:
-        released = journey.facts.get("released") or []
-        if DISK_KEY not in released:
-            raise RuntimeError(f"the client released {released}, not the disk key {DISK_KEY}")
+        released = journey.facts.get("released") or {}
+        if not released.get("disk_key"):
+            raise RuntimeError(f"`cvm rent` released no disk key ({released.get('secrets')})")
         if not volume_files(data_dir, lease_id):
             raise RuntimeError("the node holds no volume file for the lease")
-        say(f"released to the attested guest: {', '.join(map(literal, released))}")
+        names = [*map(literal, released.get("secrets") or []), DISK_KEY]
+        say(f"sealed to the attested guest: {', '.join(names)}")
 
     step(5, "the disk key is released to the attested guest", key_released)
 
@@ -353,9 +354,8 @@ def _journey(
 
     def release_again() -> None:
         answer = shell.json("lease", "secrets", "put", lease, *secret_options, trust, unlock=True)
-        released = answer.get("secrets") or []
-        if DISK_KEY not in released:
-            raise RuntimeError(f"the client released {released}, not the disk key {DISK_KEY}")
+        if not answer.get("disk_key"):
+            raise RuntimeError(f"the client released no disk key ({answer.get('secrets')})")
 
     step(9, "release the secrets and the disk key to the new guest", release_again)
 
