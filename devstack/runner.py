@@ -83,6 +83,15 @@ def _prepare_simulated_amd(directory: Path) -> None:
     simulated.signing_key()
 
 
+def _snp_roots(directory: Path) -> list[bytes]:
+    """DER of the ARKs the stack's SnpVerifier pins: AMD's and the simulated AMD-SP's."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from cvm.attestation.sim import roots_trusting_simulated
+
+    return [root.public_bytes(Encoding.DER) for root in roots_trusting_simulated(directory)]
+
+
 class EmbeddedStack:
     """Start with `start()` (or `with`), keep alive with `supervise()`, end with `stop()`."""
 
@@ -134,8 +143,7 @@ class EmbeddedStack:
             # RSA-4096 roots take seconds: made beside the deployment, before any reader starts.
             roots = threading.Thread(target=_prepare_simulated_amd, args=(self.sim_amd_dir,))
             roots.start()
-            self._start_chain(data_dir, stack_dir)
-            roots.join()
+            self._start_chain(data_dir, stack_dir, roots)
             self._start_services(data_dir, stack_dir, logs)
             self._start_nodes(stack_dir, logs)  # while the backend boots
             self._wait_for_backend()
@@ -147,7 +155,7 @@ class EmbeddedStack:
         self.state.save(data_dir)
         return self.state
 
-    def _start_chain(self, data_dir: Path, stack_dir: Path) -> None:
+    def _start_chain(self, data_dir: Path, stack_dir: Path, roots: threading.Thread) -> None:
         self.say("starting anvil")
         self.anvil = Anvil().start()
         assert self.state is not None and self.anvil.pid is not None
@@ -156,14 +164,17 @@ class EmbeddedStack:
         self.state.save(data_dir)
         keys = stack_dir / "keys"
         self.verifier = new_stack_key(keys, "verifier")
+        # The on-chain report check pins the simulated ARKs beside AMD's, as the stack's
+        # verifier trusts them: a dispute must reach the verdict the verifier reached.
+        roots.join()
         self.say("deploying the contracts")
         deployer = self.anvil.dev_account(0)
-        deployment = deploy(
-            self.anvil.w3,
-            deployer,
-            DeployConfig(verifiers=[self.verifier.address], example_measurement=DEMO_MEASUREMENT),
-            rpc_url=self.anvil.rpc_url,
+        config = DeployConfig(
+            verifiers=[self.verifier.address],
+            example_measurement=DEMO_MEASUREMENT,
+            snp_ark_certificates=_snp_roots(self.sim_amd_dir),
         )
+        deployment = deploy(self.anvil.w3, deployer, config, rpc_url=self.anvil.rpc_url)
         self.admin = ChainClient(self.anvil.w3, deployment, deployer)
         assert self.admin.sender is not None
         # Ether for the verifier's confirmations.

@@ -23,7 +23,13 @@ from cvm.chain.connection import (
     resolve_rpc_url,
 )
 from cvm.chain.contract import TxResult
-from cvm.chain.deploy import NO_MEASUREMENT, DeployConfig, deploy, deploy_attested_service
+from cvm.chain.deploy import (
+    NO_MEASUREMENT,
+    DeployConfig,
+    deploy,
+    deploy_attested_service,
+    deploy_snp_verifier,
+)
 from cvm.chain.deployment import Deployment
 from cvm.chain.errors import ChainError, ContractRevert, RevertDecoder, UnknownRevert
 from cvm.chain.events import ChainEvent, EventDecoder
@@ -43,6 +49,13 @@ from cvm.chain.lease_market import (
 from cvm.chain.node_consent import node_consent_message, sign_node_consent
 from cvm.chain.node_registry import NodeRegistryClient
 from cvm.chain.sender import TransactionSender, forget_nonces
+from cvm.chain.snp_verifier import (
+    TX_GAS_CAP,
+    OnchainVerdict,
+    SnpReportFields,
+    SnpVerifierClient,
+    StepGas,
+)
 from cvm.chain.token import Permit, TokenClient
 from cvm.chain.types import (
     Attestation,
@@ -60,6 +73,7 @@ from cvm.chain.types import (
 
 __all__ = [
     "NO_MEASUREMENT",
+    "TX_GAS_CAP",
     "Anvil",
     "Artifact",
     "Attestation",
@@ -88,8 +102,12 @@ __all__ = [
     "NodeRegistryClient",
     "NodeSpec",
     "NodeUsage",
+    "OnchainVerdict",
     "Permit",
     "RevertDecoder",
+    "SnpReportFields",
+    "SnpVerifierClient",
+    "StepGas",
     "TeeType",
     "TokenClient",
     "TransactionSender",
@@ -101,6 +119,7 @@ __all__ = [
     "connect",
     "deploy",
     "deploy_attested_service",
+    "deploy_snp_verifier",
     "event_decoder",
     "find_anvil",
     "forget_nonces",

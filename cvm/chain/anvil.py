@@ -79,6 +79,8 @@ class Anvil:
     `block_time` (seconds) mines on an interval instead of on every transaction;
     `automine=False` mines only on request (`mine()`); `host`/`port` default to
     127.0.0.1 and a free port picked by anvil itself, so parallel runs never collide.
+    `hardfork` picks the gas schedule (anvil's latest by default); `enforce_tx_gas_cap`
+    turns on EIP-7825's per-transaction cap.
     """
 
     def __init__(
@@ -95,6 +97,8 @@ class Anvil:
         gas_limit: int | None = None,
         state_file: Path | None = None,
         startup_timeout: float = 20.0,
+        hardfork: str | None = None,
+        enforce_tx_gas_cap: bool = False,
     ) -> None:
         self.binary = find_anvil(binary)
         self.host = host
@@ -121,6 +125,12 @@ class Anvil:
             self._args += ["--gas-limit", str(gas_limit)]
         if state_file is not None:
             self._args += ["--state", str(state_file)]
+        if hardfork is not None:
+            # The gas schedule (e.g. "cancun", "prague", "osaka": EIP-7883 reprices modexp).
+            self._args += ["--hardfork", hardfork]
+        if enforce_tx_gas_cap:
+            # EIP-7825: refuse any transaction above 2**24 gas, as Osaka mainnet does.
+            self._args.append("--enable-tx-gas-limit")
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[str] | None = None
         self._output: deque[str] = deque(maxlen=200)

@@ -23,7 +23,7 @@ CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
 OUT_DIR = CONTRACTS_DIR / "out"
 SOLC = CONTRACTS_DIR / "scripts" / "solc"
 # The npm packages whose versions decide the bytecode besides our own sources.
-_PINNED_PACKAGES = ("solc", "@openzeppelin/contracts")
+_PINNED_PACKAGES = ("solc", "@openzeppelin/contracts", "@solarity/solidity-lib")
 
 
 def compiler_settings(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Any]:

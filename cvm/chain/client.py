@@ -21,6 +21,7 @@ from cvm.chain.events import ChainEvent, EventDecoder
 from cvm.chain.lease_market import LeaseMarketClient
 from cvm.chain.node_registry import NodeRegistryClient
 from cvm.chain.sender import TransactionSender
+from cvm.chain.snp_verifier import SnpVerifierClient
 from cvm.chain.token import TokenClient
 
 
@@ -54,6 +55,12 @@ class ChainClient:
             w3, deployment.attestation_registry, self.events, sender
         )
         self.service = AttestedServiceClient(w3, deployment.attested_service, self.events, sender)
+        # The on-chain SEV-SNP report check; None for a record from before it was deployed.
+        self.snp: SnpVerifierClient | None = (
+            SnpVerifierClient(w3, deployment.snp_verifier, self.events, sender)
+            if deployment.snp_verifier
+            else None
+        )
 
     def __repr__(self) -> str:
         who = self.account.address if self.account else "read-only"

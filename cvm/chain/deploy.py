@@ -1,20 +1,21 @@
 """Deploying the whole cvm system to any RPC.
 
 `deploy` puts up the token (a fresh `TestToken` unless an existing token is given), the
-node registry, the attestation registry, the lease market and the example consumer,
-wires them together and registers the verifiers, all from one deployer account that
-becomes owner and admin.
+on-chain SEV-SNP report check (`SnpVerifier`, pinned to AMD's ARKs), the node registry, the
+attestation registry, the lease market and the example consumer, wires them together and
+registers the verifiers, all from one deployer account that becomes owner and admin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from cvm.attestation.onchain import ark_certificates
 from cvm.chain.artifacts import load_artifact, revert_decoder
 from cvm.chain.client import ChainClient
 from cvm.chain.deployment import Deployment
@@ -40,6 +41,8 @@ class DeployConfig:
     verifiers: Sequence[str] = ()
     # The launch measurement the example consumer (AttestedService) trusts.
     example_measurement: bytes = NO_MEASUREMENT
+    # The self-signed ARK certificates (DER) SnpVerifier pins: AMD's Milan, Genoa and Turin.
+    snp_ark_certificates: Sequence[bytes] = field(default_factory=ark_certificates)
 
 
 def _deploy_contract(sender: TransactionSender, name: str, *args: Any) -> str:
@@ -65,6 +68,8 @@ def deploy(
     sender = TransactionSender(w3, deployer, revert_decoder())
     start_block = int(w3.eth.block_number) + 1
     token = config.token or _deploy_contract(sender, "TestToken")
+    # First, so that the registries can be given its address.
+    snp_verifier = _deploy_contract(sender, "SnpVerifier", list(config.snp_ark_certificates))
     registry = _deploy_contract(
         sender,
         "NodeRegistry",
@@ -91,6 +96,7 @@ def deploy(
         attested_service=service,
         test_token=config.token is None,
         rpc_url=rpc_url,
+        snp_verifier=snp_verifier,
     )
     admin = ChainClient(w3, deployment, deployer)
     admin.nodes.set_lease_market(market)
@@ -98,6 +104,14 @@ def deploy(
     for verifier in config.verifiers:
         admin.attestations.add_verifier(verifier)
     return deployment
+
+
+def deploy_snp_verifier(w3: Web3, deployer: LocalAccount, ark_certificates: Sequence[bytes]) -> str:
+    """Deploy a `SnpVerifier` pinned to `ark_certificates` (self-signed ARKs, DER) on its own
+    (`deploy` puts one, pinned to AMD's, into every system); its address."""
+    return _deploy_contract(
+        TransactionSender(w3, deployer, revert_decoder()), "SnpVerifier", list(ark_certificates)
+    )
 
 
 def deploy_attested_service(chain: ChainClient, measurement: bytes) -> ChainClient:

@@ -29,6 +29,8 @@ class Deployment:
     test_token: bool = True
     rpc_url: str | None = None
     api_url: str | None = None
+    # The on-chain SEV-SNP report check (SnpVerifier); None in records from before it existed.
+    snp_verifier: str | None = None
     # Free-form additions (e.g. by `cvm up`); not part of the identity of a deployment.
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -76,4 +78,4 @@ class Deployment:
             "AttestationRegistry": self.attestation_registry,
             "LeaseMarket": self.lease_market,
             "AttestedService": self.attested_service,
-        }
+        } | ({"SnpVerifier": self.snp_verifier} if self.snp_verifier else {})

@@ -18,6 +18,8 @@ DEPLOYABLE = {
     "AttestedService",
     "LeaseMarket",
     "NodeRegistry",
+    "P384Verifier",
+    "SnpVerifier",
     "TestToken",
 }
 
