@@ -338,6 +338,10 @@ def _journey(
             timeout,
         )
         say(f"the node relaunched it (pid {', '.join(map(str, after))})")
+        # The registry takes a fresh attestation in the first half of the re-attestation
+        # interval only after a challenge: the renter asks for one, the node answers at once.
+        shell.json("lease", "challenge", lease, unlock=True)
+        say("challenged the lease: its node must attest the new guest now")
 
         def attested_again() -> bool:
             now = shell.json("lease", "show", lease, wallet=True)["attestation"]
@@ -350,7 +354,11 @@ def _journey(
         if not volume_files(data_dir, lease_id):
             raise RuntimeError("the relaunched guest has no volume file")
 
-    step(8, "kill the guest: its node relaunches it on the same volume, Verified again", restart)
+    step(
+        8,
+        "kill the guest: its node relaunches it on the same volume; challenged, Verified again",
+        restart,
+    )
 
     def release_again() -> None:
         answer = shell.json("lease", "secrets", "put", lease, *secret_options, trust, unlock=True)
