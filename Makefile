@@ -43,6 +43,8 @@ SYSTEM_COMMANDS := qemu-system-x86_64:qemu-system-x86 docker-compose:docker-comp
 SYSTEM_COMMANDS += ssh:openssh-client ssh-keygen:openssh-client dpkg-deb:dpkg
 # The README's "Run your own service" makes its API token with openssl (tested as written).
 SYSTEM_COMMANDS += openssl:openssl
+# Format v2 images: a reproducible squashfs rootfs with its dm-verity hash tree.
+SYSTEM_COMMANDS += mksquashfs:squashfs-tools veritysetup:cryptsetup-bin
 # A workload's OCI image (`docker save` output, an OCI layout) becomes its root file system
 # through Debian's skopeo (reads the archive) and umoci (applies the layers and whiteouts).
 SYSTEM_COMMANDS += skopeo:skopeo umoci:umoci

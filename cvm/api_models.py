@@ -444,7 +444,8 @@ class GuestAccessView(_View):
 
 
 class ImageComponent(_View):
-    """One file of an image: `vmlinuz`, `initrd.cpio` or `manifest.json`."""
+    """One file of an image: `vmlinuz`, `initrd.cpio`, `manifest.json` (and `rootfs.img`
+    in format v2)."""
 
     name: str
     sha256: str
@@ -459,6 +460,9 @@ class ImageManifest(_View):
     format: str
     cmdline: str
     components: list[ImageComponent]
+    # Format v2: the workload's summary from manifest.json (name, ports, secrets, disk,
+    # services); None for an image without a workload.
+    workload: dict[str, Any] | None = None
 
     def component(self, name: str) -> ImageComponent:
         for item in self.components:

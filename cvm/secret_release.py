@@ -127,6 +127,105 @@ class SeqLedger:
         os.replace(temporary, self.path)
 
 
+# The sealed secret that opens the lease's encrypted data volume in the guest (guest/volume.py).
+DISK_KEY = "cvm.disk_key"
+DISK_KEY_SIZE = 32
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by this user only (0600) from its first byte."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(temporary, 0o600)  # a leftover temporary file of another mode
+    os.replace(temporary, path)
+
+
+class DiskKeys:
+    """The data-volume key of each lease this client rents, made once (32 random bytes) and
+    kept beside the seq ledger (mode 0600): every release to the lease's guest carries the
+    same key, so a relaunched guest opens the volume its predecessor wrote. Losing this file
+    loses the volume's data (nobody else holds the key).
+
+    It also remembers which guests (by guest key) said they formatted the volume: a second
+    one means the volume was started afresh after the first had data (the host wiped it or
+    gave another), which the renter must be told."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def _key(guest: GuestIdentity) -> str:
+        return f"{guest.chain_id}:{guest.registry.lower()}:{guest.lease_id}"
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            # Never replaced by a fresh key: that would lock the renter out of the volume.
+            raise ReleaseRefused(
+                f"{self.path} is damaged ({exc}): restore it from a backup"
+            ) from None
+        if not isinstance(data, dict):
+            raise ReleaseRefused(f"{self.path} is not a disk-key file: restore it from a backup")
+        return {str(k): v for k, v in data.items() if isinstance(v, dict)}
+
+    def key_for(self, guest: GuestIdentity) -> bytes:
+        """The lease's disk key, made and saved on first use (saved before it is returned,
+        so no key is ever sealed that this file does not hold)."""
+        data = self._read()
+        entry = data.get(self._key(guest), {})
+        try:
+            key = bytes.fromhex(str(entry.get("key", "")))
+        except ValueError:
+            key = b""
+        if len(key) == DISK_KEY_SIZE:
+            return key
+        if entry:
+            raise ReleaseRefused(
+                f"{self.path}: the disk key of lease {guest.lease_id} is damaged; restore it"
+            )
+        key = token.token_bytes(DISK_KEY_SIZE)
+        data[self._key(guest)] = {"key": key.hex(), "formatted_by": []}
+        _write_private(self.path, json.dumps(data, sort_keys=True, indent=1))
+        return key
+
+    def has_key(self, guest: GuestIdentity) -> bool:
+        return self._key(guest) in self._read()
+
+    def note_volume(self, guest: GuestIdentity, volume: Mapping[str, Any]) -> str | None:
+        """Record what the guest said of its volume; a warning when a guest formatted it
+        although an earlier guest of the lease had formatted it already (its data is gone)."""
+        if not volume.get("formatted_at_boot"):
+            return None
+        data = self._read()
+        entry = data.get(self._key(guest))
+        if entry is None:
+            return None
+        formatted_by = [str(x) for x in entry.get("formatted_by", [])]
+        this = guest.guest_key.hex()
+        if this not in formatted_by:
+            formatted_by.append(this)
+            entry["formatted_by"] = formatted_by
+            _write_private(self.path, json.dumps(data, sort_keys=True, indent=1))
+        if formatted_by.index(this) > 0:
+            return (
+                f"the volume of lease {guest.lease_id} was formatted again by a later guest:"
+                " what earlier guests wrote is gone (the node wiped or replaced the volume)"
+            )
+        return None
+
+
+def volume_wanted(chain: ChainClient, lease_id: int, workload_disk: bool = False) -> bool:
+    """Whether releases to the lease's guest carry the disk key: its image's workload
+    declares a disk, or the lease has disk space (a volume the guest opens at /data)."""
+    return workload_disk or chain.leases.get_lease(lease_id).disk_gib > 0
+
+
 # How far above our own record the backend's number may be (messages sent from another
 # machine); more is a lying backend burning the guest's seq space (see next_seq).
 MAX_SEQ_JUMP = 2**32
@@ -166,10 +265,16 @@ def release(
     secrets: Mapping[str, bytes] = {},
     roots: Sequence[x509.Certificate] | None = None,
     ledger: SeqLedger | None = None,
+    disk_keys: DiskKeys | None = None,
 ) -> Released:
     """Verify the guest, seal to it, sign as `renter` (its eth_account LocalAccount), queue the
-    ciphertext. `api` must be signed in as the lease's renter."""
+    ciphertext. `api` must be signed in as the lease's renter. With `disk_keys`, the lease's
+    disk key goes with the secrets (as `cvm.disk_key`)."""
+    if DISK_KEY in secrets:
+        raise ReleaseRefused(f"{DISK_KEY} is made and kept by this client, not given")
     guest = attested_guest(chain, api, lease_id, roots=roots)
+    if disk_keys is not None:
+        secrets = {**secrets, DISK_KEY: disk_keys.key_for(guest.identity)}
     seq = next_seq(api, guest.identity, ledger)
     sealed = seal(guest.identity, renter, seq=seq, ssh_keys=ssh_keys, secrets=secrets)
     if ledger is not None:
@@ -187,6 +292,42 @@ def guest_status(guest: GuestIdentity, run: Callable[[list[str]], str]) -> int:
 
     `run` executes a command in the guest (an SSH session pinned to the attested host key)
     and returns its standard output; StatusRefused if the answer is not the guest's word."""
+    return guest_status_with_volume(guest, run)[0]
+
+
+VOLUME_STATES = ("absent", "locked", "opening", "open", "error")
+
+
+def volume_view(answer: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `volume` part of a guest's status answer, checked (None if it has none). Over the
+    attested SSH channel it is the guest's word (the signature covers the seq only)."""
+    volume = answer.get("volume")
+    if volume is None:
+        return None
+    errors = volume.get("integrity_errors") if isinstance(volume, dict) else None
+    if (
+        not isinstance(volume, dict)
+        or volume.get("state") not in VOLUME_STATES
+        or not isinstance(volume.get("formatted_at_boot"), bool)
+        or isinstance(errors, bool)
+        or not isinstance(errors, int)
+        or errors < 0
+    ):
+        raise StatusRefused("the guest's volume status is malformed")
+    view: dict[str, Any] = {
+        "state": volume["state"],
+        "formatted_at_boot": volume["formatted_at_boot"],
+        "integrity_errors": errors,
+    }
+    if isinstance(volume.get("error"), str):
+        view["error"] = volume["error"][:300]
+    return view
+
+
+def guest_status_with_volume(
+    guest: GuestIdentity, run: Callable[[list[str]], str]
+) -> tuple[int, dict[str, Any] | None]:
+    """`guest_status`, and what the same answer says of the data volume (`volume_view`)."""
     challenge = token.token_bytes(32)
     output = run([*GUEST_STATUS_COMMAND, challenge.hex()])
     try:
@@ -195,7 +336,7 @@ def guest_status(guest: GuestIdentity, run: Callable[[list[str]], str]) -> int:
         raise StatusRefused("the guest's status answer is not JSON") from None
     if not isinstance(answer, dict) or not answer.get("ok"):
         raise StatusRefused(f"the guest did not answer its status: {answer!r:.200}")
-    return verify_status(guest, answer, challenge)
+    return verify_status(guest, answer, challenge), volume_view(answer)
 
 
 def relayed_status(api: ApiClient, guest: GuestIdentity) -> int | None:

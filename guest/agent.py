@@ -44,6 +44,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+try:  # in the guest: a sibling in /usr/lib/cvm; on the host (tests): the guest package
+    import workload_runner  # type: ignore[import-not-found,unused-ignore]
+except ImportError:
+    from guest import workload_runner  # type: ignore[no-redef,unused-ignore]
+try:  # the host's tests import the agent as part of the `guest` package
+    from guest import volume as data_volume
+except ImportError:  # in the guest: /usr/lib/cvm/volume.py, beside this file
+    import volume as data_volume  # type: ignore[no-redef]
+
 PORT_NAME = "org.cvm.agent"
 TSM_REPORT = Path("/sys/kernel/config/tsm/report")
 SEV_GUEST = Path("/dev/sev-guest")
@@ -57,6 +66,9 @@ REPORT_DATA_SIZE = 64
 HOST_DATA_OFFSET = 0xC0  # SEV-SNP ATTESTATION_REPORT.HOST_DATA, 32 bytes
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 MAX_LINE = 1 << 20
+# The sealed secret that opens the encrypted data volume (32 random bytes from the renter's
+# client); the guest takes it out of /run/cvm/secrets once read: the workload never sees it.
+DISK_KEY = "cvm.disk_key"
 MAX_ATTESTED = 64  # REPORT_DATA values remembered for sealed messages (the newest)
 UINT64_MAX = 2**64 - 1
 UINT256_MAX = 2**256 - 1
@@ -470,6 +482,10 @@ class GuestAgent:
         tsm: Path = TSM_REPORT,
         device: Path = SEV_GUEST,
         senders: Sequence[SenderPolicy] = (RenterSignature(),),
+        runner: workload_runner.WorkloadRunner | None = None,
+        volume: data_volume.Volume | None = None,
+        find_volume: Callable[[], Path | None] = data_volume.find_device,
+        workload_file: Path = data_volume.WORKLOAD_FILE,
     ) -> None:
         self.keys = keys
         self.secrets_dir = secrets_dir
@@ -477,6 +493,10 @@ class GuestAgent:
         self.tsm = tsm
         self.device = device
         self.senders = tuple(senders)
+        self.runner = runner  # the workload's supervisor (an image with a workload only)
+        self.volume = volume if volume is not None else data_volume.default_volume()
+        self.find_volume = find_volume
+        self.workload_file = workload_file
         self.binding: Binding | None = None
         self.attested: OrderedDict[bytes, None] = OrderedDict()
         self.seq = 0  # the last installed sequence number; 0: nothing yet
@@ -497,9 +517,10 @@ class GuestAgent:
                     return {"ok": True, **self.attest(_uint_field(request, "nonce", UINT256_MAX))}
                 if op == "secrets":
                     installed = self.install(request)
+                    self.after_install(installed)
                     return {"ok": True, "installed": installed, "seq": self.seq}
                 if op == "status":
-                    return {"ok": True, **self.status(request)}
+                    return {"ok": True, **self.status(request), "services": self.services()}
             raise AgentError(f"unknown op {op!r}")
         except AgentError as exc:
             return {"ok": False, "error": str(exc)}
@@ -516,7 +537,7 @@ class GuestAgent:
                 if op == "sign_result":
                     return {"ok": True, **self.sign_result(request)}
                 if op == "status":
-                    return {"ok": True, **self.status(request)}
+                    return {"ok": True, **self.status(request), "services": self.services()}
                 if op == "hello":
                     bound = self.binding.to_json() if self.binding else None
                     return {"ok": True, "guest_key": self.keys.public.hex(), "bound": bound}
@@ -620,6 +641,51 @@ class GuestAgent:
         log(f"seq {message.seq} from the {sender}: installed {', '.join(installed) or 'nothing'}")
         return installed
 
+    def after_install(self, installed: list[str]) -> None:
+        """What newly installed secrets unlock: first the encrypted volume (its key is a
+        secret; it opens in a thread and wakes the services when mounted), then the
+        workload's services that waited for secrets only."""
+        if DISK_KEY in installed:
+            self.open_disk()
+        if self.runner is not None:
+            self.runner.wake()
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """The workload's services: {name: {"state", "restarts", ...}}; {} without one."""
+        return self.runner.status() if self.runner is not None else {}
+
+    def open_disk(self, *, wait: bool = False) -> threading.Thread | None:
+        """Open and mount the data volume with the installed disk key, in a thread (a first
+        format takes a while under emulation; the host's channel does not wait for it). The
+        key file is removed first: the key lives on only in the kernel's dm-crypt table."""
+        path = self.secrets_dir / DISK_KEY
+        try:
+            key = path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+        device = self.find_volume()
+        if device is None:
+            log(f"{DISK_KEY} installed but this guest has no data volume (serial cvm-data)")
+            return None
+        mountpoint = data_volume.workload_mount(self.workload_file)
+        worker = threading.Thread(
+            target=self._open_disk, args=(key, device, mountpoint), name="cvm-volume", daemon=True
+        )
+        worker.start()
+        if wait:
+            worker.join()
+        return worker
+
+    def _open_disk(self, key: bytes, device: Path, mountpoint: Path) -> None:
+        try:
+            outcome = self.volume.open(key, device, mountpoint)
+        except data_volume.VolumeError as exc:
+            log(f"data volume not opened: {exc}")
+            return
+        log(f"data volume {outcome} and mounted at {mountpoint}")
+        if self.runner is not None:
+            self.runner.wake()  # services that waited for the disk
+
     def authorize(self, binding: Binding, message: SealedMessage) -> str:
         refusals = []
         for policy in self.senders:
@@ -644,6 +710,9 @@ class GuestAgent:
             "challenge": challenge.hex(),
             "signer": "0x" + self.keys.signer.address.hex(),
             "signature": self.keys.signer.sign(digest).hex(),
+            # Not covered by the signature (GuestStatus signs the seq only): the guest's word
+            # over the attested SSH channel, the node's relay otherwise.
+            "volume": self.volume.status(),
         }
 
     def sign_result(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -930,7 +999,17 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, subprocess.CalledProcessError) as exc:
         log(f"sshd did not start: {exc}")
     start_tls_front(keys)
-    agent = GuestAgent(keys)
+    runner = None
+    try:
+        runner = workload_runner.load_runner()
+    except workload_runner.WorkloadError as exc:
+        log(f"the workload will not run: {exc}")
+    if runner is not None:
+        runner.start()
+        waiting = runner.missing()
+        log(f"workload {runner.workload.name}: {len(runner.services)} service(s)"
+            + (f", waiting for {', '.join(waiting)}" if waiting else ""))  # fmt: skip
+    agent = GuestAgent(keys, runner=runner)
     try:
         server = listen_local()
         threading.Thread(target=serve_local, args=(agent, server), daemon=True).start()

@@ -17,6 +17,10 @@ from cvm.api_client import ApiClient, ApiError
 from cvm.api_models import ImageManifest
 from cvm.images import (
     IMAGE_FILES,
+    IMAGE_FILES_V2,
+    MANIFEST,
+    MANIFEST_MAX_BYTES,
+    ROOTFS,
     Image,
     ImageError,
     ImageStore,
@@ -68,7 +72,7 @@ class ImageFetcher:
             manifest = self.api.image_manifest(wanted)
             self._check_manifest(wanted, manifest)
             with self.store.staging() as staging:
-                for name in IMAGE_FILES:
+                for name in sorted(item.name for item in manifest.components):
                     self._download(wanted, manifest, name, staging / name)
                 try:
                     stored = self.store.import_verified(staging, wanted)
@@ -108,15 +112,19 @@ class ImageFetcher:
 
     def _check_manifest(self, wanted: str, manifest: ImageManifest) -> None:
         names = sorted(item.name for item in manifest.components)
-        if names != sorted(IMAGE_FILES):
-            raise self._refuse(wanted, f"the manifest lists {names}, not {sorted(IMAGE_FILES)}")
+        if names not in (sorted(IMAGE_FILES), sorted(IMAGE_FILES_V2)):
+            raise self._refuse(wanted, f"the manifest lists {names}, not {sorted(IMAGE_FILES)}"
+                               f" (or, format v2, {sorted(IMAGE_FILES_V2)})")  # fmt: skip
         claimed = image_id(
             manifest.component("vmlinuz").sha256,
             manifest.component("initrd.cpio").sha256,
             manifest.cmdline,
+            manifest.component(ROOTFS).sha256 if ROOTFS in names else None,
         )
         if claimed != wanted or manifest.image != wanted:
             raise self._refuse(wanted, f"the backend's manifest describes image {claimed}")
+        if manifest.component(MANIFEST).size > MANIFEST_MAX_BYTES:
+            raise self._refuse(wanted, f"its manifest is over {MANIFEST_MAX_BYTES} bytes")
         total = sum(item.size for item in manifest.components)
         if total > self.max_bytes:
             raise self._refuse(wanted, f"{total} bytes is over the limit of {self.max_bytes}")

@@ -140,6 +140,8 @@ class LeaseLifecycle:
             reason = unservable_reason(self.measurements, terms, self.image_measurement(terms))
         except ImageRefused as exc:
             reason = str(exc)  # never booted: refused, or declined if accepted before
+        if reason is None and lease.status == LeaseStatus.OPEN:
+            reason = self.volume_refusal(terms)
         if reason is not None and lease.status == LeaseStatus.OPEN:
             self.refuse(lease_id, record, reason)
         if record is None or record.state == LeaseState.REFUSED:
@@ -161,6 +163,16 @@ class LeaseLifecycle:
             return LeaseState.ATTESTED
         current = self.store.get_lease(lease_id)
         return current.state if current else LeaseState.LAUNCHED
+
+    def volume_refusal(self, terms: LeaseTerms) -> str | None:
+        """Why the lease's data volume cannot be stored here beside the other active leases'
+        (checked before accept: the files are sparse and grow as their guests write)."""
+        active = {
+            record.lease_id: record.resources.disk_gib
+            for record in self.store.leases()
+            if record.lease_id != terms.lease_id
+        }
+        return self.launcher.volume_refusal(terms.lease_id, terms.disk_gib, active)
 
     def launch_or_give_back(self, lease: Lease, record: LeaseRecord) -> bool:
         """`ensure_guest`, declining the lease instead when the launch cannot work here, or
@@ -378,6 +390,7 @@ class LeaseLifecycle:
         if self.before_stop is not None:
             self.before_stop(lease_id)
         self.launcher.stop(lease_id)
+        self.launcher.discard(lease_id)  # over for good: its data volume goes too
         if record is None:
             return LeaseState.REFUSED
         final = LeaseState.STOPPED if record.state != LeaseState.RESERVED else LeaseState.REFUSED

@@ -69,6 +69,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             ovmf=settings.image_ovmf,
             guest_outbound=settings.node_guest_outbound,
             public_host=settings.node_public_host,
+            volume_dir=directory / "volumes",
         )
     if kind == "qemu-snp":
         from cvm.images import ImageStore
@@ -83,6 +84,7 @@ def make_launcher(settings: Settings, directory: Path) -> Launcher:
             qemu_binary=settings.node_qemu_binary,
             guest_outbound=settings.node_guest_outbound,
             public_host=settings.node_public_host,
+            volume_dir=directory / "volumes",
         )
     raise AgentError(f"unknown launcher {kind!r}: use simulated, qemu or qemu-snp")
 

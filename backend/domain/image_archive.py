@@ -7,7 +7,8 @@ they write (10 KiB declaring hundreds of MiB). Here every header is checked from
 bytes before anything it announces is read or written:
 
 - members are plain regular files only (types `0` and NUL), named exactly as an image's
-  three files, each once; links, devices, directories, FIFOs, sparse members, global or GNU
+  files (v1: kernel, initrd, manifest; v2: and rootfs.img), each once, the manifest at most
+  `MANIFEST_MAX_BYTES`; links, devices, directories, FIFOs, sparse members, global or GNU
   long-name headers are refused;
 - a per-file PAX header (`x`) is accepted up to `PAX_MAX_BYTES`, for the `path` and `size`
   records tar tools may write; a larger one is refused from its header alone, and a
@@ -25,7 +26,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backend.domain.errors import InvalidInput, TooLarge
-from cvm.images import IMAGE_FILES
+from cvm.images import (
+    ALL_IMAGE_FILES,
+    IMAGE_FILES,
+    IMAGE_FILES_V2,
+    MANIFEST,
+    MANIFEST_MAX_BYTES,
+    ROOTFS,
+)
 
 BLOCK = 512
 # Room for what tar tools put in a per-file PAX header (times, ids, names, a few xattrs).
@@ -51,7 +59,7 @@ _KINDS = {
 
 
 class ArchiveRefused(InvalidInput):
-    """The upload is not an image tar of three plain files (422)."""
+    """The upload is not an image tar of an image's plain files (422)."""
 
 
 def _octal(field: bytes, what: str) -> int:
@@ -106,7 +114,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 
 class ImageArchiveReader:
-    """Feed it the upload's bytes in any chunks; it writes the three files into `staging`.
+    """Feed it the upload's bytes in any chunks; it writes the image's files into `staging`.
 
     `reserve(size)` is called with each file's declared size before the file is opened, and
     raises to refuse it. `finish()` checks that the archive ended cleanly with all three."""
@@ -192,7 +200,8 @@ class ImageArchiveReader:
         if kind not in _REGULAR:
             what = _KINDS.get(kind, f"a member of type {kind!r}")
             raise ArchiveRefused(
-                f"the image archive holds {what}: only the regular files {', '.join(IMAGE_FILES)}"
+                f"the image archive holds {what}: only the regular files"
+                f" {', '.join(ALL_IMAGE_FILES)}"
             )
         pax, self._pax = self._pax or {}, None
         if any(key.startswith("GNU.sparse") for key in pax):
@@ -202,13 +211,16 @@ class ImageArchiveReader:
             if not re.fullmatch(r"[0-9]{1,20}", pax["size"]):
                 raise ArchiveRefused("not an image archive: a malformed PAX size")
             size = int(pax["size"])
-        if name not in IMAGE_FILES:
+        if name not in ALL_IMAGE_FILES:
             raise ArchiveRefused(
                 f"unexpected {name!r} in the image archive (only regular files"
-                f" {', '.join(IMAGE_FILES)})"
+                f" {', '.join(ALL_IMAGE_FILES)})"
             )
         if name in self.seen:
             raise ArchiveRefused(f"{name} appears twice in the image archive")
+        if name == MANIFEST and size > MANIFEST_MAX_BYTES:
+            raise TooLarge(f"the image's manifest declares {size} bytes (at most"
+                           f" {MANIFEST_MAX_BYTES})")  # fmt: skip
         self.reserve(size)  # may refuse: before the file exists
         self.seen.append(name)
         # Exclusive create in a fresh directory of ours: nothing to follow or overwrite.
@@ -225,12 +237,14 @@ class ImageArchiveReader:
             self._go("data", size)
 
     def finish(self) -> None:
-        """The upload is complete: the archive ended at a member boundary with all three."""
+        """The upload is complete: the archive ended at a member boundary with every file of
+        a v1 image, or of a v2 one (with rootfs.img)."""
         if self._state not in ("header", "end") or self._buffer:
             raise ArchiveRefused("the image archive is truncated")
         if self._pax is not None:
             raise ArchiveRefused("the image archive ends after a PAX header")
-        missing = [name for name in IMAGE_FILES if name not in self.seen]
+        wanted = IMAGE_FILES_V2 if ROOTFS in self.seen else IMAGE_FILES
+        missing = [name for name in wanted if name not in self.seen]
         if missing:
             raise ArchiveRefused(f"the image archive lacks {', '.join(missing)}")
 

@@ -2,7 +2,7 @@
 
 Images are not secret (the measurement a lease expects of one is public on chain), so reads
 need no sign-in; whoever fetches an image checks its files against the id it asked for.
-Publishing is for signed-in renters. An upload is one tar of the three files
+Publishing is for signed-in renters. An upload is one tar of the image's files
 (`cvm.images.write_archive`), unpacked as it streams in (`backend.domain.image_archive`:
 raw headers checked first, plain files only, declared sizes counted against the image, store
 and renter limits before a byte is written) into a staging directory inside the image store,
@@ -34,9 +34,9 @@ from backend.domain.image_archive import ImageArchiveReader
 from backend.store import ImageUpload, Lease, PrivateSpec, Store
 from cvm.api_models import ImageComponent, ImageManifest, LeaseState
 from cvm.images import (
-    IMAGE_FILES,
-    IMAGE_FORMAT,
+    KERNEL,
     MANIFEST,
+    ROOTFS,
     Image,
     ImageError,
     ImageMismatch,
@@ -65,20 +65,23 @@ def _stored(store: ImageStore, image_id: str) -> Image:
 
 def _manifest(image: Image) -> ImageManifest:
     hashes = {
-        "vmlinuz": image.kernel_sha256,
+        KERNEL: image.kernel_sha256,
         "initrd.cpio": image.initrd_sha256,
         MANIFEST: sha256_file(image.directory / MANIFEST),
     }
+    if image.rootfs_sha256 is not None:
+        hashes[ROOTFS] = image.rootfs_sha256
     return ImageManifest(
         image=image.image_id,
-        format=IMAGE_FORMAT,
+        format=image.format,
         cmdline=image.cmdline,
         components=[
             ImageComponent(
                 name=name, sha256=hashes[name], size=(image.directory / name).stat().st_size
             )
-            for name in IMAGE_FILES
+            for name in image.files
         ],
+        workload=image.workload,
     )
 
 
@@ -90,8 +93,8 @@ def manifest(store: ImageStore, image_id: str) -> ImageManifest:
 def component_file(store: ImageStore, image_id: str, name: str) -> Path:
     """Where one file of a stored image is; `NotFound` for an unknown image or file."""
     image = _stored(store, image_id)
-    if name not in IMAGE_FILES:
-        raise NotFound(f"component {name!r} of image {image.image_id} ({', '.join(IMAGE_FILES)})")
+    if name not in image.files:
+        raise NotFound(f"component {name!r} of image {image.image_id} ({', '.join(image.files)})")
     return image.directory / name
 
 

@@ -37,9 +37,10 @@ from cvm.cli.plumbing import (
 from cvm.cli.renting import lease_app, open_renter, read_ssh_public_key
 
 if TYPE_CHECKING:
+    from cvm.api_client import ApiClient
     from cvm.api_models import LeaseConsoleView
     from cvm.renter import Renter
-    from cvm.secret_release import AttestedGuest, SeqLedger
+    from cvm.secret_release import AttestedGuest, DiskKeys, SeqLedger
 
 secrets_app = typer.Typer(help="Secrets for a lease's attested guest.", no_args_is_help=True)
 
@@ -69,11 +70,16 @@ def read_secrets(specs: list[str] | None) -> dict[str, bytes]:
             raise UsageError(f"--secret {spec!r}: use NAME=FILE")
         if name in result:
             raise UsageError(f"--secret {name} is given twice")
+        if name == DISK_KEY_NAME:
+            raise UsageError(f"--secret {name}: this client makes and keeps the disk key itself")
         try:
             result[name] = Path(path).expanduser().read_bytes()
         except OSError as exc:
             raise UsageError(f"--secret {name}: cannot read {path} ({exc.strerror})") from None
     return result
+
+
+DISK_KEY_NAME = "cvm.disk_key"  # = cvm.secret_release.DISK_KEY (imported lazily there)
 
 
 def _roots(trust_simulated: bool) -> object:
@@ -110,21 +116,25 @@ def release_to_guest(
     """Verify the lease's guest and queue its sealed secrets; a JSON-able summary.
 
     `retry` is what a refusal of the simulated AMD-SP tells the user to run instead."""
-    from cvm.secret_release import release
+    from cvm.secret_release import release, volume_wanted
 
+    api = renter.signed_in_api()
+    disk = volume_wanted(renter.chain, lease_id, workload_disk(api, lease_id))
     with _simulated_hint(trust_simulated, retry):
         released = release(
             renter.chain,
-            renter.signed_in_api(),
+            api,
             lease_id,
             renter=renter.account,
             ssh_keys=ssh_keys,
             secrets=secrets,
             roots=_roots(trust_simulated),  # type: ignore[arg-type]
             ledger=seq_ledger(),
+            disk_keys=disk_keys() if disk else None,
         )
     guest = released.guest
     return {
+        "disk_key": disk,
         "lease_id": lease_id,
         "message_id": released.message_id,
         "seq": released.seq,
@@ -145,12 +155,58 @@ def seq_ledger() -> SeqLedger:
     return SeqLedger(get_settings().data_dir / "sealed-seq.json")
 
 
+def disk_keys() -> DiskKeys:
+    """This machine's disk keys of its renters' leases (0600, beside the seq ledger)."""
+    from cvm.config import get_settings
+    from cvm.secret_release import DiskKeys
+
+    return DiskKeys(get_settings().data_dir / "disk-keys.json")
+
+
+def workload_disk(api: ApiClient, lease_id: int) -> bool:
+    """Whether the lease's image (its private spec names it) declares a disk in its workload
+    (manifest `workload.disk`), from the image directory here, else the backend's manifest.
+    Either way only a hint of what the measured image holds: the key goes to the attested
+    guest only, which opens a volume if it has one."""
+    from cvm.api_client import ApiError
+
+    try:
+        image = api.lease_spec(lease_id).image
+    except ApiError:
+        return False
+    return image_workload_disk(api, image)
+
+
+def image_workload_disk(api: ApiClient | None, image: str) -> bool:
+    """Whether image `image` declares a disk in its workload (`workload_disk`)."""
+    import json
+
+    from cvm.api_client import ApiError
+    from cvm.config import get_settings
+    from cvm.images import ImageError, ImageStore
+
+    manifest: object = None
+    try:
+        stored = ImageStore(get_settings().image_dir).get(image, deep=False)
+        manifest = json.loads((stored.directory / "manifest.json").read_text())
+    except (ImageError, OSError, ValueError):
+        if api is None:
+            return False
+        try:
+            manifest = api.image_manifest(image).model_dump()
+        except ApiError:
+            return False
+    workload = manifest.get("workload") if isinstance(manifest, dict) else None
+    return isinstance(workload, dict) and bool(workload.get("disk"))
+
+
 def _human(summary: dict[str, object]) -> str:
     simulated = summary["amd_root"] == "simulated"
     marker = " [bold yellow]SIMULATED AMD-SP[/bold yellow]" if simulated else ""
+    disk = " and the disk key" if summary.get("disk_key") else ""
     return (
-        f"sealed {len(summary['secrets'])} secret(s) and {summary['ssh_keys']} SSH key(s) to the"  # type: ignore[arg-type]
-        f" attested guest of lease {summary['lease_id']}{marker} (seq {summary['seq']});"
+        f"sealed {len(summary['secrets'])} secret(s), {summary['ssh_keys']} SSH key(s){disk} to"  # type: ignore[arg-type]
+        f" the attested guest of lease {summary['lease_id']}{marker} (seq {summary['seq']});"
         " its node delivers them"
     )
 
@@ -169,13 +225,20 @@ def put(
     """Verify the lease's guest, seal secrets (and an SSH key) to it, send the ciphertext."""
     secrets = read_secrets(secret)
     keys = [read_ssh_public_key(ssh_key)] if ssh_key is not None else []
-    if not secrets and not keys:
-        raise UsageError("nothing to send: give --secret NAME=FILE and/or --ssh-key")
     renter = open_renter(deployment, wallet, password_file)
+    if not secrets and not keys and not _disk_lease(renter, lease_id):
+        raise UsageError("nothing to send: give --secret NAME=FILE and/or --ssh-key")
     summary = release_to_guest(
         renter, lease_id, ssh_keys=keys, secrets=secrets, trust_simulated=trust_simulated
     )
     emit(summary, _human(summary))
+
+
+def _disk_lease(renter: Renter, lease_id: int) -> bool:
+    """Whether releases to the lease carry its disk key (then a bare `put` re-sends it)."""
+    from cvm.secret_release import volume_wanted
+
+    return volume_wanted(renter.chain, lease_id, workload_disk(renter.signed_in_api(), lease_id))
 
 
 IdentityOption = Annotated[
@@ -204,7 +267,7 @@ def status(
     import tempfile
 
     from cvm.cli.renting import open_renter
-    from cvm.secret_release import attested_guest, guest_status, relayed_status
+    from cvm.secret_release import attested_guest, guest_status_with_volume, relayed_status
 
     renter = open_renter(deployment, wallet, password_file)
     api = renter.signed_in_api()
@@ -216,6 +279,7 @@ def status(
             roots=_roots(trust_simulated),  # type: ignore[arg-type]
         )
         installed: int | None
+        volume: dict[str, object] | None = None
         if identity is None:
             source = "node"
             installed = relayed_status(api, guest.identity)
@@ -238,7 +302,7 @@ def status(
                         )
                     return done.stdout
 
-                installed = guest_status(guest.identity, run)
+                installed, volume = guest_status_with_volume(guest.identity, run)
     sent = seq_ledger().last(guest.identity)
     queued = api.sealed_secrets_seq(lease_id)
     latest = max(sent, queued)
@@ -252,7 +316,12 @@ def status(
         "source": source,
         "signer": guest.identity.signer,
         "amd_root": guest.identity.amd_root.value,
+        # Only over SSH (-i): the node relays the signed seq alone.
+        "volume": volume,
     }
+    volume_warning = disk_keys().note_volume(guest.identity, volume) if volume else None
+    if volume_warning:
+        summary["volume_warning"] = volume_warning
     if installed is None:
         human = f"the node of lease {lease_id} has relayed no status of its guest yet"
         if latest:
@@ -268,7 +337,34 @@ def status(
             f"the guest of lease {lease_id} has installed seq {installed}, the latest sent"
             " (an earlier message it skipped would not show here)"
         )
+    human += _volume_human(volume, volume_warning)
     emit(summary, human)
+
+
+def _volume_human(volume: dict[str, object] | None, warning: str | None) -> str:
+    """The data volume's line of `secrets status` (empty without a volume answer)."""
+    if volume is None:
+        return ""
+    state = volume["state"]
+    if state == "open":
+        how = "formatted (new and empty) at this boot" if volume["formatted_at_boot"] else "opened"
+        line = f"\ndata volume: {how}"
+        if volume.get("error"):  # a later release it refused (another key)
+            line += f" [bold red](then refused: {printable(str(volume['error']))})[/bold red]"
+    elif state == "error":
+        reason = printable(str(volume.get("error", "")))
+        line = f"\n[bold red]data volume: not opened: {reason}[/bold red]"
+    else:
+        line = f"\ndata volume: {state}"
+    errors = volume["integrity_errors"]
+    if errors:
+        line += (
+            f"\n[bold red]{errors} block(s) failed their integrity check: the node changed the"
+            " volume's data (the guest refused to read it)[/bold red]"
+        )
+    if warning:
+        line += f"\n[bold red]{warning}[/bold red]"
+    return line
 
 
 @lease_app.command("ssh")

@@ -49,6 +49,8 @@ def _view(image: Image) -> dict[str, Any]:
         "cmdline": image.cmdline,
         "kernel_sha256": image.kernel_sha256,
         "initrd_sha256": image.initrd_sha256,
+        "format": image.format,
+        "rootfs_sha256": image.rootfs_sha256,
         "size_bytes": image.size_bytes(),
         "path": str(image.directory),
         "workload": _workload_summary(image),

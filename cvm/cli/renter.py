@@ -352,7 +352,7 @@ def rent(
     reattest_s = parse_duration(reattest, "--reattest")
     expected = _measurement(measurement) if measurement else None
     ssh_public_key = read_ssh_public_key(ssh_key) if ssh_key is not None else None
-    from cvm.cli.guest import read_secrets, release_to_guest
+    from cvm.cli.guest import image_workload_disk, read_secrets, release_to_guest
 
     secrets = read_secrets(secret)
     if secrets and not wait:
@@ -365,13 +365,16 @@ def rent(
             expected = _image_measurement(image, vcpu)
 
     renter = open_renter(deployment, wallet, password_file)
-    releasing = wait and bool(secrets or ssh_public_key) and _is_image_id(image)
+    # An image whose workload declares a disk needs its key released even with no secrets.
+    disk_image = _is_image_id(image) and image_workload_disk(renter.api, image)
+    releasing = wait and bool(secrets or ssh_public_key or disk_image) and _is_image_id(image)
     if releasing and renter.chain.deployment.extra.get("local") and not trust_simulated_amd:
         # A local stack's guests are signed by its simulated AMD-SP, whose release would be
         # refused only after the lease is created and paid: refuse before anything is signed.
+        what = "--secret/--ssh-key" if secrets or ssh_public_key else "the image's disk key"
         raise UsageError(
             "this local stack's guests are attested by its simulated AMD-SP: "
-            "pass --trust-simulated-amd to release --secret/--ssh-key to them"
+            f"pass --trust-simulated-amd to release {what} to them"
         )
     if _is_image_id(image):
         _ensure_published(renter, image)
@@ -423,7 +426,9 @@ def rent(
     if released and not as_json:
         simulated = released["amd_root"] == "simulated"
         out().print(
-            f"sealed {len(secrets)} secret(s) to the attested guest"
+            f"sealed {len(secrets)} secret(s)"
+            + (" and the disk key" if released.get("disk_key") else "")
+            + " to the attested guest"
             + (" [bold yellow](SIMULATED AMD-SP)[/bold yellow]" if simulated else "")
         )
     if wait and not is_verified(report):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -108,6 +108,17 @@ class Launcher(ABC):
     @abstractmethod
     def stop(self, lease_id: int) -> None:
         """Stop the guest and forget it; nothing happens if there is none."""
+
+    def volume_refusal(self, lease_id: int, disk_gib: int, active: Mapping[int, int]) -> str | None:
+        """Why this host cannot store the lease's `disk_gib` GiB data volume beside those of
+        its `active` leases (lease id -> disk_gib), None if it can (or keeps no volumes)."""
+        del lease_id, disk_gib, active
+        return None
+
+    def discard(self, lease_id: int) -> None:
+        """Forget what outlives a guest of the lease (its data volume), once the lease is
+        over for good: after `stop`, never on a relaunch. Nothing by default."""
+        del lease_id
 
     @abstractmethod
     def running(self) -> list[GuestInfo]:

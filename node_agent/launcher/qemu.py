@@ -27,7 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,12 @@ from node_agent.launcher.qemu_args import (
     console_args,
     image_args,
     service_ports,
+    supports_direct_io,
+    volume_args,
 )
 from node_agent.launcher.qmp import qmp_session
 from node_agent.launcher.signer import ReportSigner, simulated_guest_key
+from node_agent.volumes import VolumeFiles
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +148,13 @@ class QemuLauncher(Launcher):
         boot_timeout_s: float = 60.0,
         guest_outbound: bool = False,
         public_host: str = "127.0.0.1",
+        volume_dir: Path | None = None,
     ) -> None:
         self.run_dir = run_dir
         # SSH and the workload's ports are forwarded from this address (CVM_NODE_PUBLIC_HOST).
         self.public_host = public_host
+        # Each lease's data volume (disk_gib > 0, cvm images only): kept across relaunches.
+        self.volumes = VolumeFiles(volume_dir or run_dir / "volumes")
         self.signer = signer
         ark = getattr(signer, "ark", None)
         self.trusted_roots = [ark] if ark is not None else None
@@ -250,6 +256,7 @@ class QemuLauncher(Launcher):
                 image, ssh_port, self.agent_socket(spec.lease_id), outbound=self.guest_outbound,
                 host=self.public_host, forwards=forwards,
             )  # fmt: skip
+            boot += self.data_volume_args(spec)
         return [
             self.qemu_binary,
             "-name",
@@ -265,6 +272,20 @@ class QemuLauncher(Launcher):
             *boot,
             *self.control_args(spec.lease_id, directory),
         ]
+
+    def data_volume_args(self, spec: GuestSpec, virtio: str = "") -> list[str]:
+        """The lease's data volume, made at its first launch, when it has a disk."""
+        if spec.disk_gib <= 0:
+            return []
+        path = self.volumes.ensure(spec.lease_id, spec.disk_gib)
+        return volume_args(path, virtio, direct=supports_direct_io(path))
+
+    def volume_refusal(self, lease_id: int, disk_gib: int, active: Mapping[int, int]) -> str | None:
+        return self.volumes.refusal(lease_id, disk_gib, active)
+
+    def discard(self, lease_id: int) -> None:
+        if self.volumes.remove(lease_id):
+            log.info("lease %s: its data volume is deleted", lease_id)
 
     def control_args(self, lease_id: int, directory: Path) -> list[str]:
         """The QMP socket, pid file and daemon mode every guest of ours is started with."""

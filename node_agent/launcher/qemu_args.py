@@ -81,10 +81,11 @@ def image_args(
     forwards: Sequence[tuple[int, int]] = (),
 ) -> list[str]:
     """Direct boot of `image`, SSH and `forwards` (guest port, host port) forwarded from
-    `host`, the agent's port.
+    `host`, the agent's port, and a v2 image's root file system (`rootfs_args`).
 
     `-kernel`, `-initrd` and `-append` are exactly what `cvm.images.measure` hashes (with
-    `kernel-hashes=on` under SEV-SNP they are part of the launch measurement)."""
+    `kernel-hashes=on` under SEV-SNP they are part of the launch measurement); the rootfs is
+    covered through the verity root hash on the command line."""
     return [
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
         "-append", image.cmdline, "-no-reboot",
@@ -93,6 +94,23 @@ def image_args(
         "-device", f"virtio-serial-pci{virtio}",
         "-chardev", f"socket,id=agent,path={agent_socket},server=on,wait=off",
         "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+        *rootfs_args(image, virtio),
+    ]  # fmt: skip
+
+
+ROOT_SERIAL = "cvm-root"  # the guest's init-verity finds its root disk by this serial
+
+
+def rootfs_args(image: Image, virtio: str = "") -> list[str]:
+    """A v2 image's rootfs.img as a read-only virtio disk with serial `cvm-root` (none for
+    v1). Read-only to the guest; the host can still change the file, which dm-verity in the
+    guest turns into read errors, never into other data."""
+    if image.rootfs is None:
+        return []
+    path = str(image.rootfs).replace(",", ",,")  # QEMU's option syntax escapes commas
+    return [
+        "-drive", f"file={path},if=none,id=root,format=raw,readonly=on",
+        "-device", f"virtio-blk-pci,drive=root,serial={ROOT_SERIAL}{virtio}",
     ]  # fmt: skip
 
 
@@ -124,3 +142,32 @@ def service_ports(image: Image) -> list[int]:
             raise ValueError("workload port 22 is the guest's SSH port")
         ports.add(port)
     return sorted(ports)
+
+
+DATA_SERIAL = "cvm-data"  # the serial guest/volume.py finds the data volume by
+
+
+def volume_args(path: Path, virtio: str = "", *, direct: bool = True) -> list[str]:
+    """The lease's data volume (a raw file) as a virtio disk with serial `cvm-data`.
+
+    `cache=none` when `direct` (O_DIRECT; some file systems, tmpfs among them, have none):
+    the data is not cached twice, in the guest and in the host's page cache. QEMU honours
+    the guest's flushes either way. `discard=ignore`: a hole punched in the file would read
+    as zeros whose tags fail."""
+    cache = "none" if direct else "writeback"
+    return [
+        "-drive", f"file={path},if=none,id=data,format=raw,cache={cache},discard=ignore",
+        "-device", f"virtio-blk-pci,drive=data,serial={DATA_SERIAL}{virtio}",
+    ]  # fmt: skip
+
+
+def supports_direct_io(path: Path) -> bool:
+    """Whether the file at `path` opens with O_DIRECT (what `cache=none` needs)."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    except OSError:
+        return False
+    os.close(fd)
+    return True

@@ -127,6 +127,7 @@ class QemuSnpLauncher(QemuLauncher):
         trusted_roots: Sequence[x509.Certificate] | None = None,
         guest_outbound: bool = False,
         public_host: str = "127.0.0.1",
+        volume_dir: Path | None = None,
     ) -> None:
         self.config = config
         # The roots a report must chain to before it is submitted: AMD's pinned ARKs (None),
@@ -143,6 +144,7 @@ class QemuSnpLauncher(QemuLauncher):
             ovmf=config.ovmf,
             guest_outbound=guest_outbound,
             public_host=public_host,
+            volume_dir=volume_dir,
         )
         self.trusted_roots = trusted_roots  # not a simulated signer's
         self.kds = kds or CachingKds(run_dir / "kds", HttpKds())
@@ -203,6 +205,7 @@ class QemuSnpLauncher(QemuLauncher):
             *image_args(image, ssh_port, self.agent_socket(spec.lease_id), SNP_VIRTIO,
                         outbound=self.guest_outbound, host=self.public_host,
                         forwards=forwards),
+            *self.data_volume_args(spec, SNP_VIRTIO),
             *self.control_args(spec.lease_id, directory),
         ]  # fmt: skip
 

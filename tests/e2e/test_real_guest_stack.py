@@ -113,6 +113,20 @@ def test_rent_a_real_vm_get_the_secret_over_ssh_and_close(qemu_stack, guest_imag
                             "--trust-simulated-amd", *alice)  # fmt: skip
     assert (status["installed_seq"], status["sent_seq"], status["withheld"]) == (1, 1, False)
 
+    # The lease's disk (--disk 1): the client sealed its disk key with the secrets; the guest
+    # formatted its encrypted volume and says so over the attested SSH channel.
+    assert released["disk_key"] is True
+
+    def volume() -> object:
+        view = stack.cli.json("lease", "secrets", "status", str(lease_id), "-i",
+                              str(tmp_path / "id"), "--trust-simulated-amd", *alice)  # fmt: skip
+        return view["volume"] if view["volume"]["state"] not in ("locked", "opening") else None
+
+    assert wait_for(volume, timeout=120, interval=2) == {
+        "state": "open", "formatted_at_boot": True, "integrity_errors": 0}  # fmt: skip
+    volumes = list(stack.data_dir.glob(f"**/volumes/lease-{lease_id}.img"))
+    assert len(volumes) == 1 and volumes[0].stat().st_size == 2**30
+
     # The same, as the node relayed it (no SSH key needed; the node cannot raise it).
     def relayed() -> object:
         view = stack.cli.json("lease", "secrets", "status", str(lease_id),

@@ -19,7 +19,7 @@ from backend.api.deps import Context, DbSession, Renter
 from backend.api.errors import ApiError
 from backend.domain import images
 from cvm.api_models import ImageManifest
-from cvm.images import IMAGE_FILES
+from cvm.images import ALL_IMAGE_FILES
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -49,7 +49,7 @@ def get_manifest(image_id: ImagePath, context: Context) -> ImageManifest:
 @router.get(
     "/{image_id}/{component}",
     response_class=FileResponse,
-    summary=f"One file of an image ({', '.join(IMAGE_FILES)}), streamed (public; check its"
+    summary=f"One file of an image ({', '.join(ALL_IMAGE_FILES)}), streamed (public; check its"
     " SHA-256 against the manifest and the id)",
     responses={200: {"content": _OCTETS}, **_NOT_FOUND},
 )

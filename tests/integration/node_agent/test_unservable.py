@@ -5,7 +5,7 @@ challenge with a fresh attestation."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,13 @@ import pytest
 from cvm.chain import AttestationStatus, LeaseStatus
 from node_agent.agent import NodeAgent
 from node_agent.errors import LauncherError, LeaseUnservable
+from node_agent.launcher.base import GuestInfo, GuestSpec, GuestState
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.signer import SimulatedAmdSp
+from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.lifecycle import DECLINE_MARGIN_S
 from node_agent.store import AgentStore, LeaseState, Resources
+from node_agent.volumes import GIB, VolumeFiles
 from tests.fixtures.chain import MEASUREMENT, STAKE, ChainSystem
 from tests.integration.node_agent.conftest import NODE_CAPACITY
 
@@ -141,3 +144,51 @@ def test_a_live_agent_answers_a_challenge_and_the_lease_stays_attested_and_paid(
     chain.advance(60)
     assert chain.client().leases.earned(lease_id) > earned_before  # still paid
     assert agent.reconcile().answered == []  # answered once
+
+
+class VolumeKeepingLauncher(SimulatedLauncher):
+    """The simulated guest, with the qemu launchers' data volumes on a host with `free`
+    bytes of disk left: what the lifecycle decides about volumes, without booting QEMU."""
+
+    def __init__(self, state: Path, amd_sp: SimulatedAmdSp, free: int) -> None:
+        super().__init__(state / "guests", amd_sp)
+        self.volumes = VolumeFiles(state / "volumes")
+        self.volumes.free_bytes = lambda: free  # type: ignore[method-assign]
+
+    def launch(self, spec: GuestSpec) -> GuestInfo:
+        if spec.disk_gib > 0:
+            self.volumes.ensure(spec.lease_id, spec.disk_gib)
+        return super().launch(spec)
+
+    def volume_refusal(self, lease_id: int, disk_gib: int, active: Mapping[int, int]) -> str | None:
+        return self.volumes.refusal(lease_id, disk_gib, active)
+
+    def discard(self, lease_id: int) -> None:
+        self.volumes.remove(lease_id)
+
+
+def test_a_lease_whose_volume_the_host_cannot_store_is_refused_before_accept(
+    chain: ChainSystem, tmp_path: Path, amd_sp: SimulatedAmdSp
+) -> None:
+    """Registered capacity is a promise; the file system under the volumes is what holds
+    them. LEASE_SPEC asks 40 GiB: one fits in 50 GiB free, a second does not."""
+    chain.staked_node()
+    state = tmp_path / "agent"
+    launcher = VolumeKeepingLauncher(state, amd_sp, free=50 * GIB)
+    agent = NodeAgent(chain.node, launcher, AgentStore(state / "agent.sqlite"), NODE_CAPACITY,
+                      state / "locks", measurements=(MEASUREMENT,))  # fmt: skip
+    first, second = chain.open_lease(), chain.open_lease()
+    assert agent.handle_lease(first) == LeaseState.ATTESTED
+    volume = launcher.volumes.path(first)
+    assert volume.stat().st_size == 40 * GIB
+    with pytest.raises(LeaseUnservable, match="40 GiB volume does not fit"):
+        agent.handle_lease(second)
+    assert chain.node.leases.get_lease(second).status == LeaseStatus.OPEN  # never accepted
+    assert not launcher.volumes.path(second).exists()
+    # A relaunch keeps the volume; the end of the lease deletes it.
+    launcher.stop(first)
+    agent.reconcile()
+    assert volume.exists() and launcher.status(first).state == GuestState.RUNNING
+    chain.renter.leases.close_lease(first)
+    agent.stop_lease(first)
+    assert not volume.exists()

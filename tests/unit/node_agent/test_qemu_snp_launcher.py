@@ -29,7 +29,7 @@ from cvm.images import REFERENCE_OVMF, Image, ImageStore, measure
 from node_agent.errors import GuestRefused, HostUnsupported, LauncherError
 from node_agent.launcher.base import GuestReport, GuestSpec, GuestState, HostBinding
 from node_agent.launcher.qemu import QemuLauncher, process_alive
-from node_agent.launcher.qemu_args import SNP_VIRTIO
+from node_agent.launcher.qemu_args import SNP_VIRTIO, supports_direct_io
 from node_agent.launcher.qemu_snp import (
     QemuSnpLauncher,
     SnpConfig,
@@ -82,17 +82,22 @@ def fake_guest(launcher: QemuSnpLauncher) -> Iterator[subprocess.Popen[bytes]]:
 
 def test_command_line_matches_the_recording(launcher: QemuSnpLauncher) -> None:
     recorded = json.loads((DATA / "qemu_snp_cmdline.json").read_text())["argv"]
+    argv = launcher.command_line(SPEC, IMAGE, 2222)  # makes the volume file: a 20 GiB hole
+    volume = launcher.volumes.path(7)
     places = {
         "{dir}": str(launcher.guest_dir(7)),
         "{sockets}": str(launcher.socket_dir),
         "{image}": str(IMAGE.directory),
+        "{volumes}": str(launcher.volumes.directory),
+        "{cache}": "none" if supports_direct_io(volume) else "writeback",
     }
     expected = []
     for arg in recorded:
         for key, value in places.items():
             arg = arg.replace(key, value)
         expected.append(arg)
-    assert launcher.command_line(SPEC, IMAGE, 2222) == expected
+    assert argv == expected
+    assert volume.stat().st_size == 20 * 2**30 and volume.stat().st_blocks == 0
 
 
 def test_the_image_boots_as_under_the_qemu_launcher(
