@@ -397,6 +397,23 @@ def _journey(
     step(11, "close: the guest stops, its volume is removed", close)
 
 
+def abandon_lease(shell: RenterShell, data_dir: Path, lease_id: int | None) -> None:
+    """After a failed step: close the demo's lease (the renter's refund; its node stops the
+    guest and removes the volume), and stop a guest of this stack that still runs (a QEMU
+    guest outlives its node agent by design). Best effort: the failure is what is reported."""
+    if lease_id is None:
+        return
+    try:
+        shell.json("lease", "close", str(lease_id), unlock=True)
+        wait_until("the guest stopping", lambda: not guest_pids(data_dir, lease_id), 30)
+    except (CommandFailed, RuntimeError):
+        for pid in guest_pids(data_dir, lease_id):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def summary_rows(journey: ServiceJourney) -> Sequence[tuple[str, str]]:
     facts = journey.facts
     rows = [

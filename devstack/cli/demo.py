@@ -292,6 +292,7 @@ def _service_demo(
         RenterShell,
         ServiceJourney,
         StepRecord,
+        abandon_lease,
         build_workload_image,
         run_service_journey,
         summary_rows,
@@ -328,10 +329,14 @@ def _service_demo(
             lambda: build_workload_image(shell, workload),
         )  # fmt: skip
         with _stack(directory, nodes, "qemu") as state:
-            run_service_journey(
-                state, shell, image_id, journey, step, timeout,
-                lambda text: console.print(text, highlight=False),
-            )  # fmt: skip
+            try:
+                run_service_journey(
+                    state, shell, image_id, journey, step, timeout,
+                    lambda text: console.print(text, highlight=False),
+                )  # fmt: skip
+            except DemoFailed:
+                abandon_lease(shell, directory, journey.facts.get("lease_id"))
+                raise
     except DemoFailed as exc:
         if as_json:
             sys.stdout.write(json.dumps(journey.as_dict(), indent=2, default=str) + "\n")
