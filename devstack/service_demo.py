@@ -134,8 +134,10 @@ def workload_port(image_dir: Path, image_id: str) -> int:
     return int(first["port"] if isinstance(first, dict) else first)
 
 
-def guest_pids(data_dir: Path, lease_id: int) -> list[int]:
-    """QEMU processes of this stack's guest for `lease_id` (by their command line)."""
+def guest_pids(data_dir: Path, lease_id: int | None) -> list[int]:
+    """QEMU processes of this stack's guests (of one lease, or of any with None), by their
+    command line: the guest's name and the stack's data directory."""
+    name = b"cvm-lease-" if lease_id is None else f"cvm-lease-{lease_id}".encode()
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -143,11 +145,8 @@ def guest_pids(data_dir: Path, lease_id: int) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if state == "Z":
-            continue
-        if f"cvm-lease-{lease_id}".encode() in argv and any(
-            str(data_dir).encode() in part for part in argv
-        ):
+        named = name in argv if lease_id is not None else any(a.startswith(name) for a in argv)
+        if state != "Z" and named and any(str(data_dir).encode() in part for part in argv):
             found.append(int(proc.name))
     return found
 

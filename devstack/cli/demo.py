@@ -54,12 +54,17 @@ def _refuse_another_launcher(directory: Path, launcher: str) -> None:
 
 
 @contextmanager
-def _stack(directory: Path, nodes: int, launcher: str = "simulated") -> Iterator[StackState]:
+def _stack(
+    directory: Path, nodes: int, launcher: str = "simulated", *, quiet_stdout: bool = False
+) -> Iterator[StackState]:
+    """The stack running in `directory`, or one started (and stopped) here. `quiet_stdout`:
+    what it says goes to stderr (stdout is the demo's JSON)."""
     from devstack import EmbeddedStack, StackConfig, running_state
 
+    console = err() if quiet_stdout else out()
     state = running_state(directory)
     if state is not None and state.status == "ready":
-        out().print(f"using the stack already running in {directory}")
+        console.print(f"using the stack already running in {directory}")
         yield state
         return
     stack = EmbeddedStack(
@@ -68,7 +73,7 @@ def _stack(directory: Path, nodes: int, launcher: str = "simulated") -> Iterator
     )
     try:
         started = stack.start()
-        out().print(describe(started))
+        console.print(describe(started))
         yield started
     finally:
         err().print("[dim]…[/dim] stopping the stack the demo started")
@@ -328,7 +333,7 @@ def _service_demo(
             1, "build the workload's image (measured: app, rootfs, disk, ports)",
             lambda: build_workload_image(shell, workload),
         )  # fmt: skip
-        with _stack(directory, nodes, "qemu") as state:
+        with _stack(directory, nodes, "qemu", quiet_stdout=as_json) as state:
             try:
                 run_service_journey(
                     state, shell, image_id, journey, step, timeout,
