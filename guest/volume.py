@@ -156,6 +156,87 @@ def open_args(device: Path, *, test_only: bool = False) -> list[str]:
     return [*args, str(device), MAPPER_NAME]
 
 
+def dump_args(device: Path) -> list[str]:
+    return ["cryptsetup", "luksDump", "--dump-json-metadata", str(device)]
+
+
+def active_status_args() -> list[str]:
+    return ["cryptsetup", "status", MAPPER_NAME]
+
+
+def close_args() -> list[str]:
+    return ["cryptsetup", "close", MAPPER_NAME]
+
+
+INTEGRITY_TYPE = "hmac(sha256)"  # how LUKS2 metadata and `cryptsetup status` name INTEGRITY
+
+
+def check_header(metadata: str) -> None:
+    """VolumeError unless a LUKS2 header's JSON metadata has the shape this guest formats.
+
+    The header is the host's to write: one whose keyslot is "encrypted" with cipher_null
+    opens with any key and hands over a volume key the host chose; a segment with
+    cipher_null or no integrity stores what the guest writes as plaintext or unchecked;
+    reencryption metadata makes cryptsetup rewrite the data. None of these is opened."""
+    try:
+        doc = json.loads(metadata)
+    except ValueError:
+        raise VolumeError("the volume's LUKS2 metadata is not readable JSON") from None
+    if not isinstance(doc, dict):
+        raise VolumeError("the volume's LUKS2 metadata is not a JSON object")
+    keyslots, segments = doc.get("keyslots"), doc.get("segments")
+    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    problems = []
+    if not isinstance(keyslots, dict) or not keyslots:
+        problems.append("no keyslot")
+    else:
+        for name, slot in keyslots.items():
+            area = slot.get("area") if isinstance(slot, dict) else None
+            if not isinstance(slot, dict) or slot.get("type") != "luks2":
+                problems.append(f"keyslot {name} is not a plain luks2 keyslot")
+            elif not isinstance(area, dict) or area.get("encryption") != CIPHER:
+                problems.append(f"keyslot {name} is not encrypted with {CIPHER}")
+    if not isinstance(segments, dict) or len(segments) != 1:
+        problems.append("not exactly one data segment")
+    else:
+        segment = next(iter(segments.values()))
+        segment = segment if isinstance(segment, dict) else {}
+        integrity = segment.get("integrity")
+        if segment.get("type") != "crypt" or segment.get("encryption") != CIPHER:
+            problems.append(f"the data segment is not encrypted with {CIPHER}")
+        if not isinstance(integrity, dict) or integrity.get("type") != INTEGRITY_TYPE:
+            problems.append(f"the data segment has no {INTEGRITY_TYPE} integrity")
+        if str(segment.get("sector_size")) != str(SECTOR_SIZE):
+            problems.append(f"the data segment's sectors are not {SECTOR_SIZE} bytes")
+    if doc.get("tokens"):
+        problems.append("it has tokens")
+    if config.get("requirements"):
+        problems.append("it has requirements (reencryption?)")
+    if problems:
+        raise VolumeError(
+            "the volume's LUKS2 header is not one this guest writes ("
+            + "; ".join(problems)
+            + "); left as it is, not opened"
+        )
+
+
+def check_active(status: str) -> None:
+    """VolumeError unless the opened mapping (as the kernel holds it, `cryptsetup status`)
+    encrypts with CIPHER and checks INTEGRITY_TYPE tags on SECTOR_SIZE sectors: the header
+    read by `check_header` could have been swapped before `cryptsetup open` read it."""
+    found: dict[str, str] = {}
+    for line in status.splitlines():
+        key, sep, value = line.strip().partition(":")
+        if sep:
+            found.setdefault(key.strip(), value.strip())
+    want = {"cipher": CIPHER, "integrity": INTEGRITY_TYPE, "sector size": str(SECTOR_SIZE)}
+    wrong = [f"{k} {found.get(k)!r}" for k, v in want.items() if found.get(k) != v]
+    if wrong:
+        raise VolumeError(
+            "the opened volume is not what this guest formats (" + ", ".join(wrong) + "): closed"
+        )
+
+
 def zero_head_args(mapper: Path = MAPPER) -> list[str]:
     # Unwiped sectors read as I/O errors until written, and mke2fs reads back the first
     # block (it rewrites the superblock in 1 KiB pieces): written first, it reads fine.
@@ -328,6 +409,11 @@ class Volume:
                 raise _failed("formatting the volume", done)
             formatted = True
         if not self.mapper.exists():
+            if not formatted:  # the host's header: only the shape this guest writes
+                dumped = self._run(dump_args(device))
+                if dumped.returncode != 0:
+                    raise _failed("reading the volume's LUKS2 header", dumped)
+                check_header(dumped.stdout)
             done = self._run(open_args(device), key)
             if done.returncode == 2:  # cryptsetup: "No key available with this passphrase"
                 raise VolumeError(
@@ -336,6 +422,14 @@ class Volume:
                 )
             if done.returncode != 0:
                 raise _failed("opening the volume", done)
+            active = self._run(active_status_args())
+            try:
+                if active.returncode != 0:
+                    raise _failed("reading the opened volume's status", active)
+                check_active(active.stdout)
+            except VolumeError:
+                self._run(close_args())
+                raise
         if formatted:
             if not WIPE:
                 done = self._run(zero_head_args(self.mapper))
