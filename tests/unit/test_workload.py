@@ -391,6 +391,12 @@ def test_build_image_hands_the_workload_to_the_builder_and_reuses_an_unchanged_b
         views.append(json.loads(result.stdout))
     assert views[0]["workload"] == load_workload(workload_file).summary()
     assert views[0]["measurement"] != views[1]["measurement"]
+    # Printed for people (and for `$(cvm image measure ...)`): the 98 characters on one line,
+    # never wrapped at the console's width.
+    monkeypatch.setenv("COLUMNS", "80")
+    result = runner.invoke(app, ["image", "measure", image.image_id])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == views[0]["measurement"]
 
 
 @pytest.mark.parametrize("as_json", [False, True])
