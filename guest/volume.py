@@ -185,7 +185,8 @@ def check_header(metadata: str) -> None:
     if not isinstance(doc, dict):
         raise VolumeError("the volume's LUKS2 metadata is not a JSON object")
     keyslots, segments = doc.get("keyslots"), doc.get("segments")
-    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    config = doc.get("config")
+    config = config if isinstance(config, dict) else {}
     problems = []
     if not isinstance(keyslots, dict) or not keyslots:
         problems.append("no keyslot")
