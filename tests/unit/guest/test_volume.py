@@ -68,6 +68,7 @@ class FakeSystem:
         self.mismatches = 0
         self.fail: dict[str, volume.Completed] = {}
         self.timeouts: list[float] = []
+        self.copies: list[Path] = []
         self.metadata = luks2_metadata()  # the header on the disk, as luksDump shows it
         self.active = ACTIVE_STATUS  # the opened mapping, as `cryptsetup status` shows it
 
@@ -113,9 +114,14 @@ def system(tmp_path: Path) -> FakeSystem:
 
 
 def make_volume(system: FakeSystem, tmp_path: Path, device: Path | None = DEVICE) -> volume.Volume:
+    def copy(device: Path, header: Path) -> None:
+        header.write_bytes(b"the header area as the host served it")
+        system.copies.append(header)
+
     return volume.Volume(
-        system, mapper=system.mapper, find=lambda: device, has_magic=lambda path: system.luks
-    )
+        system, mapper=system.mapper, find=lambda: device, has_magic=lambda path: system.luks,
+        header_copy=tmp_path / "header.img", copy=copy,
+    )  # fmt: skip
 
 
 def test_a_volume_without_a_header_is_formatted_made_ext4_and_mounted(
@@ -125,9 +131,11 @@ def test_a_volume_without_a_header_is_formatted_made_ext4_and_mounted(
     disk = make_volume(system, tmp_path)
     mountpoint = tmp_path / "data"
     assert disk.open(KEY, DEVICE, mountpoint) == "formatted"
-    assert system.commands() == ["cryptsetup isLuks", "cryptsetup luksFormat", "cryptsetup open",
+    assert system.commands() == ["cryptsetup isLuks", "cryptsetup luksFormat",
+                                 "cryptsetup luksDump", "cryptsetup open",
                                  "cryptsetup status", "dd if=/dev/zero", "mkfs.ext4 -q",
                                  "mount -t"]  # fmt: skip
+    assert system.calls[2][0][0:2] == ["cryptsetup", "luksDump"]
     format_args = system.calls[1][0]
     # Authenticated encryption: a changed sector reads as an error, never as other data.
     assert format_args[format_args.index("--integrity") + 1] == "hmac-sha256"
@@ -270,7 +278,8 @@ def test_status_counts_dm_integrity_mismatches_and_kernel_reports(system, tmp_pa
     monkeypatch.setattr(volume, "_mounted", lambda mountpoint: False)
     watch = volume.KernelLogWatch(tmp_path / "no-kmsg", log=lambda text: None)
     disk = volume.Volume(system, mapper=system.mapper, watch=watch, find=lambda: DEVICE,
-                         has_magic=lambda path: False)  # fmt: skip
+                         has_magic=lambda path: False, header_copy=tmp_path / "header.img",
+                         copy=lambda device, header: header.write_bytes(b"h"))  # fmt: skip
     disk.open(KEY, DEVICE, tmp_path / "data")
     system.mismatches = 3
     watch.errors = 2
@@ -420,6 +429,11 @@ def test_the_volume_module_runs_on_the_guests_python_alone():
                        "1": luks2_metadata()["segments"]["0"]}}, "not exactly one"),
         ({"tokens": {"0": {"type": "luks2-keyring", "key_description": "x"}}}, "tokens"),
         ({"config": {"requirements": {"mandatory": ["online-reencrypt"]}}}, "requirements"),
+        ({"keyslots": {"0": {**luks2_metadata()["keyslots"]["0"],
+                             "area": {**luks2_metadata()["keyslots"]["0"]["area"],
+                                      "offset": str(64 * 1024**2)}}}}, "beyond the header"),
+        ({"segments": {"0": {**luks2_metadata()["segments"]["0"], "offset": "4096"}}},
+         "starts inside the header"),
     ],
 )  # fmt: skip
 def test_attack_a_host_written_luks_header_is_never_opened(system, tmp_path, change, words):
@@ -458,3 +472,28 @@ def test_attack_a_header_swapped_between_the_check_and_the_open_is_closed_again(
     assert system.commands()[-1] == "cryptsetup close"
     assert "mount -t" not in system.commands()
     assert not system.mapper.exists()
+
+
+def test_attack_the_header_checked_is_the_header_opened(system, tmp_path, monkeypatch):
+    """The host serves one header to the check and another to `cryptsetup open`: the guest
+    reads the header area once into its own memory, checks that copy and opens with it
+    (--header), then removes it."""
+    monkeypatch.setattr(volume, "_mounted", lambda mountpoint: False)
+    system.luks = True
+    make_volume(system, tmp_path).open(KEY, DEVICE, tmp_path / "data")
+    (header,) = system.copies
+    dump = next(args for args, _ in system.calls if args[:2] == ["cryptsetup", "luksDump"])
+    opened = next(args for args, _ in system.calls if args[:2] == ["cryptsetup", "open"])
+    assert dump[-1] == str(header)
+    assert opened[opened.index("--header") + 1] == str(header)
+    assert opened[-2:] == [str(DEVICE), volume.MAPPER_NAME]
+    assert not header.exists()
+
+
+def test_the_header_copy_is_the_devices_first_bytes_private(tmp_path):
+    device = tmp_path / "device"
+    device.write_bytes(b"LUKS\xba\xbe" + bytes(range(256)) * 100)
+    copy = tmp_path / "run" / "header.img"
+    volume.copy_header(device, copy, size=1000)
+    assert copy.read_bytes() == device.read_bytes()[:1000]
+    assert copy.stat().st_mode & 0o777 == 0o600
