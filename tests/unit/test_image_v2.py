@@ -166,6 +166,14 @@ def test_a_v2_image_exposes_its_workload_and_its_rootfs_is_checked(tmp_path):
         ({"rootfs_sha256": "zz" * 32}, "rootfs_sha256"),
         ({"workload": ["not", "a", "dict"]}, "workload"),
         ({"format": "cvm.image.v9"}, "unknown image format"),
+        # attack: two root hashes, a reader sees the first, the guest's init boots the last
+        (
+            {"cmdline": f"x cvm.verity={'a' * 64} cvm.verity_size=4096 cvm.verity={'b' * 64}"},
+            "twice or malformed",
+        ),
+        ({"cmdline": "x cvm.verity_size=4096 cvm.verity_size=8192"}, "twice or malformed"),
+        ({"cmdline": "x cvm.verity=ABC cvm.verity_size=4096"}, "twice or malformed"),
+        ({"cmdline": "x cvm.verity"}, "twice or malformed"),
     ],
 )
 def test_a_bad_v2_manifest_is_refused(change, why):
