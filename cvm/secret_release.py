@@ -17,10 +17,12 @@ the guest's signed installed seq (over the attested SSH channel) so a withheld u
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets as token
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,8 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())  # a disk key lost in a crash is a volume lost
     os.chmod(temporary, 0o600)  # a leftover temporary file of another mode
     os.replace(temporary, path)
 
@@ -160,6 +164,19 @@ class DiskKeys:
     def _key(guest: GuestIdentity) -> str:
         return f"{guest.chain_id}:{guest.registry.lower()}:{guest.lease_id}"
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One read-modify-write at a time, across processes: two clients releasing at once
+        (two leases, or the same one twice) must not drop each other's new key."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.path.read_text())
@@ -177,6 +194,10 @@ class DiskKeys:
     def key_for(self, guest: GuestIdentity) -> bytes:
         """The lease's disk key, made and saved on first use (saved before it is returned,
         so no key is ever sealed that this file does not hold)."""
+        with self._locked():
+            return self._key_for(guest)
+
+    def _key_for(self, guest: GuestIdentity) -> bytes:
         data = self._read()
         entry = data.get(self._key(guest), {})
         try:
@@ -202,6 +223,10 @@ class DiskKeys:
         although an earlier guest of the lease had formatted it already (its data is gone)."""
         if not volume.get("formatted_at_boot"):
             return None
+        with self._locked():
+            return self._note_volume(guest)
+
+    def _note_volume(self, guest: GuestIdentity) -> str | None:
         data = self._read()
         entry = data.get(self._key(guest))
         if entry is None:

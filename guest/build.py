@@ -546,10 +546,21 @@ def _compile_python(root: Path) -> None:
     if sys.version_info[:2] != (3, 11):
         return
     lib = root / "usr" / "lib"
-    trees = [str(t) for t in (lib / "python3.11", lib / "python3" / "dist-packages", lib / "cvm")
-             if t.is_dir()]  # fmt: skip
-    _run([sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
-          "unchecked-hash", "-s", str(root), "-p", "/", *trees])  # fmt: skip
+    trees = [t for t in (lib / "python3.11", lib / "python3" / "dist-packages", lib / "cvm")
+             if t.is_dir() and not t.is_symlink()]  # fmt: skip
+    # Regular files only: a link an OCI image put there (`x.py -> /home/me/settings.py`)
+    # would have compileall read a file of the build host into the image.
+    files = [str(Path(d) / n) for tree in trees for d, _, names in os.walk(tree)
+             for n in names if n.endswith(".py") and not (Path(d) / n).is_symlink()]  # fmt: skip
+    if not files:
+        return
+    listing = Path(tempfile.mkdtemp()) / "files"
+    try:
+        listing.write_text("\n".join(sorted(files)) + "\n")
+        _run([sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
+              "unchecked-hash", "-s", str(root), "-p", "/", "-i", str(listing)])  # fmt: skip
+    finally:
+        shutil.rmtree(listing.parent, ignore_errors=True)
 
 
 def make_squashfs(root: Path, out: Path) -> None:

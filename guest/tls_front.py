@@ -6,8 +6,9 @@ guest made at boot (its SPKI hash is in the attested guest key, so a client that
 knows it reached this guest and nothing else) and relays the plain bytes to the app on
 127.0.0.1:P, where the app listens only. The host forwards its public port to guest port P.
 
-Bounds: at most MAX_CONNECTIONS relayed at once (more are closed at once; connections still
-in their handshake are bounded by time instead), a handshake must finish within
+Bounds: at most MAX_CONNECTIONS at once, counted from the TCP accept (handshakes included:
+a peer opening sockets it never finishes must not use up the agent's file descriptors; more
+are closed at once), a handshake must finish within
 HANDSHAKE_TIMEOUT_S, a connection idle both ways for IDLE_TIMEOUT_S is closed, and a
 port whose app is not up yet closes the connection. TLS 1.2 at least, 1.3 preferred.
 
@@ -170,8 +171,6 @@ class TlsFront:
                     functools.partial(self._serve, route),
                     route.listen_host,
                     route.listen_port,
-                    ssl=self.context,
-                    ssl_handshake_timeout=self.handshake_timeout_s,
                     backlog=64,
                     limit=CHUNK,
                 )
@@ -193,6 +192,12 @@ class TlsFront:
         self.active += 1
         upstream_w: asyncio.StreamWriter | None = None
         try:
+            try:  # TLS after the count: a handshake holds a slot too
+                await client_w.start_tls(
+                    self.context, ssl_handshake_timeout=self.handshake_timeout_s
+                )
+            except (TimeoutError, OSError, ssl.SSLError):
+                return
             try:
                 upstream_r, upstream = await asyncio.wait_for(
                     asyncio.open_connection(route.upstream_host, route.upstream_port),

@@ -148,12 +148,139 @@ def format_args(device: Path) -> list[str]:
     return [*args, str(device)]
 
 
-def open_args(device: Path, *, test_only: bool = False) -> list[str]:
+def open_args(device: Path, *, test_only: bool = False, header: Path | None = None) -> list[str]:
     args = ["cryptsetup", "open", "--type", "luks2", "--key-file", "-",
             "--keyfile-size", str(KEY_SIZE)]  # fmt: skip
+    if header is not None:
+        args += ["--header", str(header)]
     if test_only:
         return [*args, "--test-passphrase", str(device)]
     return [*args, str(device), MAPPER_NAME]
+
+
+def dump_args(device: Path) -> list[str]:
+    return ["cryptsetup", "luksDump", "--dump-json-metadata", str(device)]
+
+
+def active_status_args() -> list[str]:
+    return ["cryptsetup", "status", MAPPER_NAME]
+
+
+def close_args() -> list[str]:
+    return ["cryptsetup", "close", MAPPER_NAME]
+
+
+INTEGRITY_TYPE = "hmac(sha256)"  # how LUKS2 metadata and `cryptsetup status` name INTEGRITY
+# An existing volume is opened through a copy of its header area taken once into guest
+# memory (cryptsetup --header): what is checked is what is used, whatever the host serves
+# at a second read. The area a LUKS2 header with its keyslots takes by default (the data
+# segment starts there), and where the copy goes (a tmpfs, root only).
+HEADER_AREA_BYTES = 16 * 1024**2
+HEADER_COPY = Path("/run/cvm/volume-header.img")
+
+
+def copy_header(device: Path, copy: Path, size: int = HEADER_AREA_BYTES) -> None:
+    """The first `size` bytes of `device` into a new file `copy` (0600)."""
+    copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    copy.unlink(missing_ok=True)
+    source = os.open(device, os.O_RDONLY)
+    try:
+        target = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            done = 0
+            while done < size:
+                chunk = os.pread(source, min(1 << 20, size - done), done)
+                if not chunk:
+                    break
+                os.write(target, chunk)
+                done += len(chunk)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def check_header(metadata: str) -> None:
+    """VolumeError unless a LUKS2 header's JSON metadata has the shape this guest formats.
+
+    The header is the host's to write: one whose keyslot is "encrypted" with cipher_null
+    opens with any key and hands over a volume key the host chose; a segment with
+    cipher_null or no integrity stores what the guest writes as plaintext or unchecked;
+    reencryption metadata makes cryptsetup rewrite the data. None of these is opened."""
+    try:
+        doc = json.loads(metadata)
+    except ValueError:
+        raise VolumeError("the volume's LUKS2 metadata is not readable JSON") from None
+    if not isinstance(doc, dict):
+        raise VolumeError("the volume's LUKS2 metadata is not a JSON object")
+    keyslots, segments = doc.get("keyslots"), doc.get("segments")
+    config = doc.get("config")
+    config = config if isinstance(config, dict) else {}
+    problems = []
+    if not isinstance(keyslots, dict) or not keyslots:
+        problems.append("no keyslot")
+    else:
+        for name, slot in keyslots.items():
+            area = slot.get("area") if isinstance(slot, dict) else None
+            if not isinstance(slot, dict) or slot.get("type") != "luks2":
+                problems.append(f"keyslot {name} is not a plain luks2 keyslot")
+            elif not isinstance(area, dict) or area.get("encryption") != CIPHER:
+                problems.append(f"keyslot {name} is not encrypted with {CIPHER}")
+            elif not _within(area.get("offset"), area.get("size"), HEADER_AREA_BYTES):
+                problems.append(f"keyslot {name} lies beyond the header area")
+    if not isinstance(segments, dict) or len(segments) != 1:
+        problems.append("not exactly one data segment")
+    else:
+        segment = next(iter(segments.values()))
+        segment = segment if isinstance(segment, dict) else {}
+        integrity = segment.get("integrity")
+        if segment.get("type") != "crypt" or segment.get("encryption") != CIPHER:
+            problems.append(f"the data segment is not encrypted with {CIPHER}")
+        if not isinstance(integrity, dict) or integrity.get("type") != INTEGRITY_TYPE:
+            problems.append(f"the data segment has no {INTEGRITY_TYPE} integrity")
+        if str(segment.get("sector_size")) != str(SECTOR_SIZE):
+            problems.append(f"the data segment's sectors are not {SECTOR_SIZE} bytes")
+        if (
+            not _within(segment.get("offset"), "0", 1 << 62)
+            or int(segment.get("offset", 0)) < HEADER_AREA_BYTES
+        ):
+            problems.append("the data segment starts inside the header area")
+    if doc.get("tokens"):
+        problems.append("it has tokens")
+    if config.get("requirements"):
+        problems.append("it has requirements (reencryption?)")
+    if problems:
+        raise VolumeError(
+            "the volume's LUKS2 header is not one this guest writes ("
+            + "; ".join(problems)
+            + "); left as it is, not opened"
+        )
+
+
+def _within(offset: object, size: object, limit: int) -> bool:
+    """Whether [offset, offset + size) (decimal strings, as LUKS2 writes them) is in [0, limit)."""
+    if not isinstance(offset, str) or not isinstance(size, str):
+        return False
+    if not (offset.isdigit() and size.isdigit()) or len(offset) > 20 or len(size) > 20:
+        return False
+    return int(offset) + int(size) <= limit
+
+
+def check_active(status: str) -> None:
+    """VolumeError unless the opened mapping (as the kernel holds it, `cryptsetup status`)
+    encrypts with CIPHER and checks INTEGRITY_TYPE tags on SECTOR_SIZE sectors: the header
+    read by `check_header` could have been swapped before `cryptsetup open` read it."""
+    found: dict[str, str] = {}
+    for line in status.splitlines():
+        key, sep, value = line.strip().partition(":")
+        if sep:
+            found.setdefault(key.strip(), value.strip())
+    want = {"cipher": CIPHER, "integrity": INTEGRITY_TYPE, "sector size": str(SECTOR_SIZE)}
+    wrong = [f"{k} {found.get(k)!r}" for k, v in want.items() if found.get(k) != v]
+    if wrong:
+        raise VolumeError(
+            "the opened volume is not what this guest formats (" + ", ".join(wrong) + "): closed"
+        )
 
 
 def zero_head_args(mapper: Path = MAPPER) -> list[str]:
@@ -274,7 +401,11 @@ class Volume:
         watch: KernelLogWatch | None = None,
         find: Callable[[], Path | None] = find_device,
         has_magic: Callable[[Path], bool] = header_magic,
+        header_copy: Path = HEADER_COPY,
+        copy: Callable[[Path, Path], None] = copy_header,
     ) -> None:
+        self.header_copy = header_copy
+        self.copy = copy
         self.runner = runner
         self.has_magic = has_magic
         self.mapper = mapper
@@ -328,7 +459,21 @@ class Volume:
                 raise _failed("formatting the volume", done)
             formatted = True
         if not self.mapper.exists():
-            done = self._run(open_args(device), key)
+            # The header is the host's to rewrite at any time (even right after luksFormat):
+            # a copy is read once, checked, and is what cryptsetup opens with.
+            header = self.header_copy
+            try:
+                try:
+                    self.copy(device, header)
+                except OSError as exc:
+                    raise VolumeError(f"cannot read the volume's header: {exc.strerror}") from exc
+                dumped = self._run(dump_args(header))
+                if dumped.returncode != 0:
+                    raise _failed("reading the volume's LUKS2 header", dumped)
+                check_header(dumped.stdout)
+                done = self._run(open_args(device, header=header), key)
+            finally:
+                header.unlink(missing_ok=True)
             if done.returncode == 2:  # cryptsetup: "No key available with this passphrase"
                 raise VolumeError(
                     "the disk key does not open this volume (it was made with another key);"
@@ -336,6 +481,14 @@ class Volume:
                 )
             if done.returncode != 0:
                 raise _failed("opening the volume", done)
+            active = self._run(active_status_args())
+            try:
+                if active.returncode != 0:
+                    raise _failed("reading the opened volume's status", active)
+                check_active(active.stdout)
+            except VolumeError:
+                self._run(close_args())
+                raise
         if formatted:
             if not WIPE:
                 done = self._run(zero_head_args(self.mapper))

@@ -283,7 +283,10 @@ def emit(data: Any, human: Callable[[], Any] | str | None = None) -> None:
     if _json_mode[0] or human is None:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
         return
-    out().print(human() if callable(human) else human, highlight=False)
+    shown = human() if callable(human) else human
+    # Text is never wrapped at the console's width (80 when not a terminal): a measurement,
+    # an image id or a path split over two lines cannot be copied or used in a script.
+    out().print(shown, highlight=False, soft_wrap=isinstance(shown, str))
 
 
 def json_output() -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,7 @@ def parse_manifest(text: str) -> dict[str, Any]:
     cmdline = manifest["cmdline"]
     if not isinstance(cmdline, str):
         raise TypeError("cmdline is not a string")
+    _check_verity_words(cmdline)
     fields: dict[str, Any] = {
         "kernel_sha256": _sha256_field(manifest, "kernel_sha256"),
         "initrd_sha256": _sha256_field(manifest, "initrd_sha256"),
@@ -164,6 +166,19 @@ def parse_manifest(text: str) -> dict[str, Any]:
     elif "rootfs_sha256" in manifest:
         raise ValueError("a v1 manifest names a rootfs")
     return fields
+
+
+_VERITY_WORD = re.compile(r"cvm\.verity=[0-9a-f]{64}|cvm\.verity_size=[1-9][0-9]{0,15}")
+
+
+def _check_verity_words(cmdline: str) -> None:
+    """At most one `cvm.verity=` and one `cvm.verity_size=`, well formed: the guest's init
+    takes the last of each, and a line naming two root hashes would show a reader one file
+    system and boot another."""
+    words = [w for w in cmdline.split() if w.startswith("cvm.verity")]
+    names = [w.split("=", 1)[0] for w in words]
+    if len(set(names)) != len(names) or not all(_VERITY_WORD.fullmatch(w) for w in words):
+        raise ValueError("the cmdline names cvm.verity / cvm.verity_size twice or malformed")
 
 
 def manifest_fields_id(fields: dict[str, Any]) -> str:

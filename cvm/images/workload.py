@@ -425,8 +425,11 @@ class Workload(_Strict):
             _mkdirs(root, self.disk.mount)
         target = root / RESOLVED_PATH
         _mkdirs(root, "/" + str(Path(RESOLVED_PATH).parent))
-        target.write_bytes(resolved)
-        os.chmod(target, 0o644)
+        if target.is_symlink() or target.exists():
+            if target.is_dir() and not target.is_symlink():
+                raise WorkloadError(f"/{RESOLVED_PATH} is a folder in the image")
+            target.unlink()  # the image's own (a link could point out of the root)
+        _write_new(target, resolved, 0o644)
         return resolved
 
     def _copy(self, entry: FileEntry, root: Path, expected: dict[str, dict[str, Any]]) -> None:
@@ -460,6 +463,9 @@ class Workload(_Strict):
             return
         passwd, group = root / "etc" / "passwd", root / "etc" / "group"
         _mkdirs(root, "/etc")
+        for path in (passwd, group):  # appended to: a link could point out of the root
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise WorkloadError(f"/etc/{path.name} is a link or not a file in the image")
         known = {
             line.split(":")[0]: line
             for line in (passwd.read_text().splitlines() if passwd.exists() else [])
@@ -514,6 +520,14 @@ def _sha256(path: Path) -> str:
 
 def _inside(root: Path, guest: str) -> Path:
     return root / guest.lstrip("/")
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` (which must not exist, not even as a link) holding `data`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, mode)  # the builder's umask must not leak into the image
 
 
 def _mkdirs(root: Path, guest: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -165,6 +166,14 @@ def test_a_v2_image_exposes_its_workload_and_its_rootfs_is_checked(tmp_path):
         ({"rootfs_sha256": "zz" * 32}, "rootfs_sha256"),
         ({"workload": ["not", "a", "dict"]}, "workload"),
         ({"format": "cvm.image.v9"}, "unknown image format"),
+        # attack: two root hashes, a reader sees the first, the guest's init boots the last
+        (
+            {"cmdline": f"x cvm.verity={'a' * 64} cvm.verity_size=4096 cvm.verity={'b' * 64}"},
+            "twice or malformed",
+        ),
+        ({"cmdline": "x cvm.verity_size=4096 cvm.verity_size=8192"}, "twice or malformed"),
+        ({"cmdline": "x cvm.verity=ABC cvm.verity_size=4096"}, "twice or malformed"),
+        ({"cmdline": "x cvm.verity"}, "twice or malformed"),
     ],
 )
 def test_a_bad_v2_manifest_is_refused(change, why):
@@ -276,3 +285,26 @@ def test_every_guest_module_but_the_host_side_ones_goes_into_the_guest():
     assert not names & {"build.py", "packages.py", "__init__.py"}
     debs = [Path("zlib1g_1%3a1.2.13.dfsg-1_amd64.deb"), Path("libc6_2.36-9_amd64.deb")]
     assert deb_versions(debs) == {"zlib1g": "1:1.2.13.dfsg-1", "libc6": "2.36-9"}
+
+
+def test_attack_a_python_link_in_the_image_cannot_pull_a_build_host_file_in(tmp_path):
+    """An OCI image puts `usr/lib/python3.11/evil.py -> /home/me/settings.py` into the root;
+    byte-compiling the root must not read that file of the build host into the image."""
+    from guest import build
+
+    host_file = tmp_path / "settings.py"
+    host_file.write_text("API_KEY = 'hunter2-of-the-build-host'\n")
+    lib = tmp_path / "root" / "usr" / "lib" / "python3.11"
+    lib.mkdir(parents=True)
+    (lib / "ok.py").write_text("VALUE = 1\n")
+    (lib / "evil.py").symlink_to(host_file)
+    (lib / "linked").symlink_to(tmp_path)  # a linked folder is not walked either
+    build._compile_python(tmp_path / "root")
+    cached = sorted(p.name for p in (lib / "__pycache__").iterdir())
+    assert cached == ["ok.cpython-311.pyc"]  # the guest's Python, as the builder's
+    for folder, _, names in os.walk(tmp_path / "root"):
+        for name in names:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                assert b"hunter2" not in path.read_bytes()
+    assert not (tmp_path / "__pycache__").exists()

@@ -341,3 +341,61 @@ def test_a_workload_from_an_oci_image(tmp_path: Path, layers: list[bytes]) -> No
         assert json.loads(other.resolved_json())["oci"] != resolved["oci"]
     finally:
         other.close()
+
+
+def _hostile_layer(victim_dir: Path, victim_file: Path, *, hardlink: bool) -> bytes:
+    """Links out of the root (absolute and `..`), a file written through such a link, a
+    hardlink to a file of the build host, `..` and absolute member names."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+
+        def add(name: str, kind: bytes, *, link: str = "", body: bytes = b"") -> None:
+            info = tarfile.TarInfo(name)
+            info.mtime, info.type, info.linkname, info.mode = 0, kind, link, 0o644
+            info.size = len(body) if kind == tarfile.REGTYPE else 0
+            archive.addfile(info, io.BytesIO(body) if kind == tarfile.REGTYPE else None)
+
+        add("out", tarfile.SYMTYPE, link=str(victim_dir))
+        add("out/pwned", tarfile.REGTYPE, body=b"through an absolute link\n")
+        add("up", tarfile.SYMTYPE, link="../../../../../../../.." + str(victim_dir))
+        add("up/pwned2", tarfile.REGTYPE, body=b"through a relative link\n")
+        add("../../../../../../.." + str(victim_dir) + "/pwned3", tarfile.REGTYPE, body=b"x\n")
+        add(str(victim_dir) + "/pwned4", tarfile.REGTYPE, body=b"x\n")
+        if hardlink:
+            add("hard", tarfile.LNKTYPE, link=str(victim_file))
+        add("etc", tarfile.DIRTYPE)
+        add("etc/cvm", tarfile.DIRTYPE)
+        add("etc/cvm/workload.json", tarfile.SYMTYPE, link=str(victim_file))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("hardlink", [False, True])
+def test_attack_an_oci_image_writes_nothing_outside_its_root_on_the_build_host(
+    tmp_path: Path, hardlink: bool
+) -> None:
+    victim_dir = tmp_path / "victim"
+    victim_dir.mkdir()
+    victim_file = tmp_path / "secret.txt"
+    victim_file.write_text("the builder's own file\n")
+    os.chmod(victim_file, 0o600)
+    folder = tmp_path / "w"
+    folder.mkdir()
+    hostile = _hostile_layer(victim_dir, victim_file, hardlink=hardlink)
+    docker_save(folder / "image.tar", [_tar(LOWER), hostile])
+    (folder / "workload.toml").write_text(WORKLOAD)
+    workload = load_workload(folder / "workload.toml")
+    try:
+        root = tmp_path / "root"
+        (root / "etc").mkdir(parents=True)
+        (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        try:
+            workload.materialize(root)
+        except OciError:
+            assert hardlink  # umoci refuses a hardlink to a file outside the layers
+        if (root / "hard").exists():  # a copy, never the build host's file
+            assert (root / "hard").read_text() != "the builder's own file\n"
+    finally:
+        workload.close()
+    assert list(victim_dir.iterdir()) == []
+    assert victim_file.read_text() == "the builder's own file\n"
+    assert stat.S_IMODE(victim_file.stat().st_mode) == 0o600

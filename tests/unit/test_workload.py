@@ -391,6 +391,12 @@ def test_build_image_hands_the_workload_to_the_builder_and_reuses_an_unchanged_b
         views.append(json.loads(result.stdout))
     assert views[0]["workload"] == load_workload(workload_file).summary()
     assert views[0]["measurement"] != views[1]["measurement"]
+    # Printed for people (and for `$(cvm image measure ...)`): the 98 characters on one line,
+    # never wrapped at the console's width.
+    monkeypatch.setenv("COLUMNS", "80")
+    result = runner.invoke(app, ["image", "measure", image.image_id])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == views[0]["measurement"]
 
 
 @pytest.mark.parametrize("as_json", [False, True])
@@ -531,3 +537,36 @@ def test_the_kv_store_example_keeps_data_in_its_database(tmp_path: Path) -> None
         assert httpx.get(f"{base}/kv/greeting", headers=auth).status_code == 404
     finally:
         stop_process(process)
+
+
+def test_attack_image_link_at_workload_json_cannot_write_on_the_build_host(
+    tmp_path: Path, workload_file: Path
+) -> None:
+    """A hostile OCI image ships /etc/cvm/workload.json as a link to a file of the build host
+    (merged in by `_merge_under`, the guest has no such file): the build must not write (or
+    chmod) through it."""
+    root = _guest_root(tmp_path / "root")
+    victim = tmp_path / "victim"
+    victim.write_text("the builder's own file\n")
+    os.chmod(victim, 0o600)
+    (root / "etc" / "cvm").mkdir()
+    (root / RESOLVED_PATH).symlink_to(victim)
+    written = load_workload(workload_file).materialize(root)
+    assert victim.read_text() == "the builder's own file\n"
+    assert oct(victim.stat().st_mode & 0o777) == "0o600"
+    assert not (root / RESOLVED_PATH).is_symlink()
+    assert (root / RESOLVED_PATH).read_bytes() == written
+
+
+def test_attack_image_link_at_passwd_cannot_write_on_the_build_host(
+    tmp_path: Path, workload_file: Path
+) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("x\n")
+    (root / "etc" / "passwd").symlink_to(victim)
+    (root / "etc" / "group").symlink_to(victim)
+    with pytest.raises(WorkloadError, match="link"):
+        load_workload(workload_file).materialize(root)
+    assert victim.read_text() == "x\n"

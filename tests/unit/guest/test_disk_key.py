@@ -199,3 +199,41 @@ def test_secrets_status_says_formatted_or_opened_and_integrity_errors():
     assert _volume_human(None, None) == ""
     refused_later = {**opened, "error": "a different disk key than the one that opened it"}
     assert "then refused: a different disk key" in _volume_human(refused_later, None)
+
+
+def test_attack_two_clients_releasing_at_once_keep_both_keys(tmp_path, monkeypatch):
+    """Two `cvm` processes release at the same time (two leases): the second must not write
+    back a file read before the first saved its new key (the first lease's guest would get a
+    key nobody keeps: its volume is lost at the next relaunch)."""
+    import threading
+
+    from cvm import secret_release
+
+    agent = make_agent(tmp_path, OpenedVolume(True))
+    one, two = identity(agent), identity(agent, lease_id=LEASE + 1)
+    path = tmp_path / "disk-keys.json"
+    inside, let_go = threading.Event(), threading.Event()
+    real = secret_release.token.token_bytes
+
+    def slow_token(size: int) -> bytes:
+        if threading.current_thread().name == "first":
+            inside.set()  # the first client has read the file and is making its key
+            let_go.wait(timeout=30)
+        return real(size)
+
+    monkeypatch.setattr(secret_release.token, "token_bytes", slow_token)
+    keys: dict[str, bytes] = {}
+    first = threading.Thread(
+        target=lambda: keys.__setitem__("one", DiskKeys(path).key_for(one)), name="first"
+    )
+    first.start()
+    assert inside.wait(timeout=30)
+    second = threading.Thread(target=lambda: keys.__setitem__("two", DiskKeys(path).key_for(two)))
+    second.start()
+    second.join(timeout=1)  # with a lock it waits for the first; without one it is done
+    let_go.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    saved = json.loads(path.read_text())
+    assert saved[f"{CHAIN_ID}:{REGISTRY}:{LEASE}"]["key"] == keys["one"].hex()
+    assert saved[f"{CHAIN_ID}:{REGISTRY}:{LEASE + 1}"]["key"] == keys["two"].hex()

@@ -3,6 +3,7 @@ front of a real plain HTTP app on loopback, reached with a real TLS client."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
@@ -141,9 +142,12 @@ def test_connections_beyond_the_bound_are_closed(keys, app, tmp_path):
                 first.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
                 # The first holds its slot (body unfinished); a second is closed at once.
                 with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-                    with _client_context().wrap_socket(raw) as second:
-                        second.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                        assert second.recv(65536) == b""
+                    got = b""
+                    with contextlib.suppress(ssl.SSLError, OSError):  # closed before TLS
+                        with _client_context().wrap_socket(raw) as second:
+                            second.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                            got = second.recv(65536)
+                    assert got == b""
                 first.sendall(b"hello")
                 assert _read_all(first).endswith(b"echo: hello")
     finally:
@@ -184,5 +188,40 @@ def test_start_serves_the_workload_ports_with_the_guest_key(keys, app, tmp_path)
             with _client_context().wrap_socket(raw) as conn:
                 conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
                 assert _read_all(conn).endswith(b"echo: hi")
+    finally:
+        front.stop()
+
+
+def test_attack_sockets_that_never_handshake_count_against_the_bound(keys, app, tmp_path):
+    """A network peer opens sockets and never starts TLS: beyond the bound they are closed at
+    once (not after the handshake timeout), so a flood cannot use up the agent's file
+    descriptors; and once they are gone a client is served again."""
+    import select
+
+    front = _front(keys, tmp_path, app, max_connections=2, handshake_timeout_s=600)
+    port = front.listening[0][1]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+    try:
+        closed: set[int] = set()
+        for _ in range(50):  # until the front closed the four beyond its bound
+            readable, _, _ = select.select([s for s in idle if s.fileno() not in closed], [], [], 1)
+            for sock in readable:
+                if sock.recv(1) == b"":
+                    closed.add(sock.fileno())
+            if len(closed) >= 4:
+                break
+        assert len(closed) == 4
+    finally:
+        for sock in idle:
+            sock.close()
+    try:
+        for _ in range(50):  # the front notices the closed sockets and frees their slots
+            try:
+                answer, _, _ = _post(port, b"again")
+            except (OSError, ssl.SSLError):
+                continue
+            if answer.endswith(b"echo: again"):
+                break
+        assert answer.endswith(b"echo: again")
     finally:
         front.stop()

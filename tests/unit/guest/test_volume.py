@@ -21,6 +21,42 @@ KEY = bytes(range(32))
 DEVICE = Path("/dev/vdb")
 
 
+def luks2_metadata(**changes: object) -> dict:
+    """What `cryptsetup luksDump --dump-json-metadata` prints for a volume this guest made."""
+    doc = {
+        "keyslots": {"0": {"type": "luks2", "key_size": 96,
+                           "af": {"type": "luks1", "stripes": 4000, "hash": "sha256"},
+                           "area": {"type": "raw", "offset": "32768", "size": "385024",
+                                    "encryption": "aes-xts-plain64", "key_size": 64},
+                           "kdf": {"type": "pbkdf2", "hash": "sha256", "iterations": 1000,
+                                   "salt": "c2FsdA=="}}},
+        "tokens": {},
+        "segments": {"0": {"type": "crypt", "offset": "16777216", "size": "dynamic",
+                           "iv_tweak": "0", "encryption": "aes-xts-plain64", "sector_size": 4096,
+                           "integrity": {"type": "hmac(sha256)", "journal_encryption": "none",
+                                         "journal_integrity": "none"}}},
+        "digests": {"0": {"type": "pbkdf2", "keyslots": ["0"], "segments": ["0"]}},
+        "config": {"json_size": "12288", "keyslots_size": "16744448"},
+    }  # fmt: skip
+    doc.update(changes)
+    return doc
+
+
+ACTIVE_STATUS = """/dev/mapper/cvm-data is active.
+  type:    LUKS2
+  cipher:  aes-xts-plain64
+  keysize: 768 bits
+  key location: keyring
+  integrity: hmac(sha256)
+  integrity keysize: 256 bits
+  device:  /dev/vdb
+  sector size:  4096
+  offset:  32768 sectors
+  size:    1990656 sectors
+  mode:    read/write
+"""
+
+
 class FakeSystem:
     """cryptsetup, mkfs.ext4, mount and dmsetup as far as the volume code sees them."""
 
@@ -32,6 +68,9 @@ class FakeSystem:
         self.mismatches = 0
         self.fail: dict[str, volume.Completed] = {}
         self.timeouts: list[float] = []
+        self.copies: list[Path] = []
+        self.metadata = luks2_metadata()  # the header on the disk, as luksDump shows it
+        self.active = ACTIVE_STATUS  # the opened mapping, as `cryptsetup status` shows it
 
     def __call__(
         self, args: Sequence[str], stdin: bytes | None, timeout: float
@@ -54,6 +93,13 @@ class FakeSystem:
             if "--test-passphrase" not in args:
                 self.mapper.write_text("")
             return ok
+        if args[:2] == ["cryptsetup", "luksDump"]:
+            return volume.Completed(0, json.dumps(self.metadata), "")
+        if args[:2] == ["cryptsetup", "status"]:
+            return volume.Completed(0, self.active, "")
+        if args[:2] == ["cryptsetup", "close"]:
+            self.mapper.unlink(missing_ok=True)
+            return ok
         if args[0] == "dmsetup":
             return volume.Completed(0, f"0 2088960 integrity {self.mismatches} 2088960 -\n", "")
         return ok
@@ -68,9 +114,14 @@ def system(tmp_path: Path) -> FakeSystem:
 
 
 def make_volume(system: FakeSystem, tmp_path: Path, device: Path | None = DEVICE) -> volume.Volume:
+    def copy(device: Path, header: Path) -> None:
+        header.write_bytes(b"the header area as the host served it")
+        system.copies.append(header)
+
     return volume.Volume(
-        system, mapper=system.mapper, find=lambda: device, has_magic=lambda path: system.luks
-    )
+        system, mapper=system.mapper, find=lambda: device, has_magic=lambda path: system.luks,
+        header_copy=tmp_path / "header.img", copy=copy,
+    )  # fmt: skip
 
 
 def test_a_volume_without_a_header_is_formatted_made_ext4_and_mounted(
@@ -80,8 +131,11 @@ def test_a_volume_without_a_header_is_formatted_made_ext4_and_mounted(
     disk = make_volume(system, tmp_path)
     mountpoint = tmp_path / "data"
     assert disk.open(KEY, DEVICE, mountpoint) == "formatted"
-    assert system.commands() == ["cryptsetup isLuks", "cryptsetup luksFormat", "cryptsetup open",
-                                 "dd if=/dev/zero", "mkfs.ext4 -q", "mount -t"]  # fmt: skip
+    assert system.commands() == ["cryptsetup isLuks", "cryptsetup luksFormat",
+                                 "cryptsetup luksDump", "cryptsetup open",
+                                 "cryptsetup status", "dd if=/dev/zero", "mkfs.ext4 -q",
+                                 "mount -t"]  # fmt: skip
+    assert system.calls[2][0][0:2] == ["cryptsetup", "luksDump"]
     format_args = system.calls[1][0]
     # Authenticated encryption: a changed sector reads as an error, never as other data.
     assert format_args[format_args.index("--integrity") + 1] == "hmac-sha256"
@@ -113,7 +167,8 @@ def test_an_existing_volume_is_opened_never_formatted(system, tmp_path, monkeypa
     system.luks = True
     disk = make_volume(system, tmp_path)
     assert disk.open(KEY, DEVICE, tmp_path / "data") == "opened"
-    assert system.commands() == ["cryptsetup isLuks", "cryptsetup open", "mount -t"]
+    assert system.commands() == ["cryptsetup isLuks", "cryptsetup luksDump", "cryptsetup open",
+                                 "cryptsetup status", "mount -t"]  # fmt: skip
     assert disk.status()["formatted_at_boot"] is False
 
 
@@ -223,7 +278,8 @@ def test_status_counts_dm_integrity_mismatches_and_kernel_reports(system, tmp_pa
     monkeypatch.setattr(volume, "_mounted", lambda mountpoint: False)
     watch = volume.KernelLogWatch(tmp_path / "no-kmsg", log=lambda text: None)
     disk = volume.Volume(system, mapper=system.mapper, watch=watch, find=lambda: DEVICE,
-                         has_magic=lambda path: False)  # fmt: skip
+                         has_magic=lambda path: False, header_copy=tmp_path / "header.img",
+                         copy=lambda device, header: header.write_bytes(b"h"))  # fmt: skip
     disk.open(KEY, DEVICE, tmp_path / "data")
     system.mismatches = 3
     watch.errors = 2
@@ -350,3 +406,94 @@ def test_the_volume_module_runs_on_the_guests_python_alone():
     assert imported <= {"__future__", "json", "os", "re", "subprocess", "threading",
                         "collections", "dataclasses", "pathlib", "typing"}  # fmt: skip
     assert os.path.basename(volume.__file__) == "volume.py"
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        # A keyslot "encrypted" with cipher_null opens with any key, to a volume key the
+        # host chose: the host could read everything the guest then writes.
+        ({"keyslots": {"0": {"type": "luks2", "area": {"type": "raw",
+                                                       "encryption": "cipher_null-ecb"}}}},
+         "keyslot 0 is not encrypted"),
+        ({"keyslots": {"0": {"type": "luks2-reencrypt", "area": {"encryption": "none"}}}},
+         "not a plain luks2 keyslot"),
+        ({"keyslots": {}}, "no keyslot"),
+        ({"segments": {"0": {**luks2_metadata()["segments"]["0"],
+                             "encryption": "cipher_null-ecb"}}}, "segment is not encrypted"),
+        ({"segments": {"0": {k: v for k, v in luks2_metadata()["segments"]["0"].items()
+                             if k != "integrity"}}}, r"no hmac\(sha256\) integrity"),
+        ({"segments": {"0": {**luks2_metadata()["segments"]["0"], "sector_size": 512}}},
+         "not 4096 bytes"),
+        ({"segments": {"0": luks2_metadata()["segments"]["0"],
+                       "1": luks2_metadata()["segments"]["0"]}}, "not exactly one"),
+        ({"tokens": {"0": {"type": "luks2-keyring", "key_description": "x"}}}, "tokens"),
+        ({"config": {"requirements": {"mandatory": ["online-reencrypt"]}}}, "requirements"),
+        ({"keyslots": {"0": {**luks2_metadata()["keyslots"]["0"],
+                             "area": {**luks2_metadata()["keyslots"]["0"]["area"],
+                                      "offset": str(64 * 1024**2)}}}}, "beyond the header"),
+        ({"segments": {"0": {**luks2_metadata()["segments"]["0"], "offset": "4096"}}},
+         "starts inside the header"),
+    ],
+)  # fmt: skip
+def test_attack_a_host_written_luks_header_is_never_opened(system, tmp_path, change, words):
+    """The host replaces the volume's header with one whose keyslot or data segment it
+    chose: the guest must not open it (its key would "open" it, and the host would read or
+    set what the guest stores)."""
+    system.luks = True
+    system.metadata = luks2_metadata(**change)
+    disk = make_volume(system, tmp_path)
+    with pytest.raises(volume.VolumeError, match=words):
+        disk.open(KEY, DEVICE, tmp_path / "data")
+    assert "cryptsetup open" not in system.commands()
+    assert "cryptsetup luksFormat" not in system.commands()
+    assert disk.status()["state"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("  cipher:  aes-xts-plain64", "  cipher:  cipher_null-ecb"),
+        ("  integrity: hmac(sha256)", "  integrity: none"),
+        ("  sector size:  4096", "  sector size:  512"),
+    ],
+)
+def test_attack_a_header_swapped_between_the_check_and_the_open_is_closed_again(
+    system, tmp_path, monkeypatch, line, words
+):
+    """The host swaps the header after `luksDump` read it: what the kernel then holds is
+    checked too, and a mapping of another shape is closed, never mounted."""
+    monkeypatch.setattr(volume, "_mounted", lambda mountpoint: False)
+    system.luks = True
+    system.active = ACTIVE_STATUS.replace(line, words)
+    disk = make_volume(system, tmp_path)
+    with pytest.raises(volume.VolumeError, match="not what this guest formats"):
+        disk.open(KEY, DEVICE, tmp_path / "data")
+    assert system.commands()[-1] == "cryptsetup close"
+    assert "mount -t" not in system.commands()
+    assert not system.mapper.exists()
+
+
+def test_attack_the_header_checked_is_the_header_opened(system, tmp_path, monkeypatch):
+    """The host serves one header to the check and another to `cryptsetup open`: the guest
+    reads the header area once into its own memory, checks that copy and opens with it
+    (--header), then removes it."""
+    monkeypatch.setattr(volume, "_mounted", lambda mountpoint: False)
+    system.luks = True
+    make_volume(system, tmp_path).open(KEY, DEVICE, tmp_path / "data")
+    (header,) = system.copies
+    dump = next(args for args, _ in system.calls if args[:2] == ["cryptsetup", "luksDump"])
+    opened = next(args for args, _ in system.calls if args[:2] == ["cryptsetup", "open"])
+    assert dump[-1] == str(header)
+    assert opened[opened.index("--header") + 1] == str(header)
+    assert opened[-2:] == [str(DEVICE), volume.MAPPER_NAME]
+    assert not header.exists()
+
+
+def test_the_header_copy_is_the_devices_first_bytes_private(tmp_path):
+    device = tmp_path / "device"
+    device.write_bytes(b"LUKS\xba\xbe" + bytes(range(256)) * 100)
+    copy = tmp_path / "run" / "header.img"
+    volume.copy_header(device, copy, size=1000)
+    assert copy.read_bytes() == device.read_bytes()[:1000]
+    assert copy.stat().st_mode & 0o777 == 0o600
