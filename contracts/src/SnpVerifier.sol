@@ -335,16 +335,15 @@ contract SnpVerifier is ISnpVerifier {
         emit SnpCertificateVerified(ek.certHash, issuerHash, ek.info.productKey);
     }
 
-    /// @dev Whether the cached issuers `a` and `b` are one issuer: the same kind, product, subject
-    /// and RSA key. Two DER encodings of one certificate differ in bytes no signature covers (the
-    /// outer AlgorithmIdentifier), so anyone can cache a twin of AMD's ASK; a certificate cached
-    /// under one is verified under the other too (the same key checked its signature).
+    /// @dev Whether the cached issuers `a` and `b` are one issuer: the same kind, product and
+    /// subject Name, both verified under the same ARK key. Two DER encodings of one certificate
+    /// differ in bytes no signature covers (the outer AlgorithmIdentifier), so anyone can cache a
+    /// twin of AMD's ASK; a certificate cached under one is then taken as verified under the other.
     function _sameIssuer(bytes32 a, bytes32 b) private view returns (bool) {
         CachedCert storage x = _certs[a];
         CachedCert storage y = _certs[b];
         return (y.kind == _KIND_ASK || y.kind == _KIND_ASVK) && y.kind == x.kind && y.productKey == x.productKey
-            && y.subjectHash == x.subjectHash && keccak256(y.modulus) == keccak256(x.modulus)
-            && keccak256(y.exponent) == keccak256(x.exponent);
+            && y.subjectHash == x.subjectHash && y.issuerHash == x.issuerHash;
     }
 
     /// @dev What a VCEK/VLEK says: kind, product, key, TCB, hwID (refusing what is not one).
