@@ -85,6 +85,11 @@ contract SnpVerifier_Attacks_Test is Test {
         }
     }
 
+    /// @dev forge does not enforce EIP-170 on `new`; anvil and real chains do.
+    function test_TheVerifierFitsTheCodeSizeLimit() external view {
+        assertLe(address(verifier).code.length, 24_576, "EIP-170");
+    }
+
     /*//////////////////////////////////////////////////////////////////////////
                               DER LENGTH AND STRUCTURE TRICKS
     //////////////////////////////////////////////////////////////////////////*/
