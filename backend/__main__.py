@@ -51,8 +51,18 @@ def main(argv: list[str] | None = None) -> None:
         password = read_password_file(settings.verifier_password_file)
         verifier = load_account(settings.verifier_keystore, password)
     trusted_roots = verifier_roots(args.trust_simulated_amd, settings)
+    intermediates = []
+    if args.trust_simulated_amd:
+        from cvm.disputes import simulated_intermediates
+
+        intermediates = simulated_intermediates(settings.sim_amd_dir)
     service = BackendService(
-        settings, deployment, w3, verifier_account=verifier, trusted_roots=trusted_roots
+        settings,
+        deployment,
+        w3,
+        verifier_account=verifier,
+        trusted_roots=trusted_roots,
+        trusted_intermediates=intermediates,
     )
     service.serve(args.host, args.port)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from cvm.dispatch import TASK_HANDLE_LEASE, node_queue
+from cvm.dispatch import TASK_HANDLE_LEASE, TASK_SERVE_GUEST, node_queue
 
 
 def make_producer(broker_url: str) -> Celery:
@@ -30,3 +30,7 @@ class CeleryDispatcher:
 
     def __call__(self, lease_id: int, node: str) -> None:
         self.app.send_task(TASK_HANDLE_LEASE, args=[lease_id], queue=node_queue(node))
+
+    def serve_guest(self, lease_id: int, node: str) -> None:
+        """Nudge the node to relay the lease's newly queued sealed secrets at once."""
+        self.app.send_task(TASK_SERVE_GUEST, args=[lease_id], queue=node_queue(node))

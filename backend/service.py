@@ -1,7 +1,8 @@
 """The backend process: API, indexer, matcher, verifier and dispatch wired together.
 
 `BackendService.step()` is one round of the background work (index new blocks, react to
-what they contain, expire overdue reservations, verify pending attestations); `start()`
+what they contain, expire overdue reservations, verify pending attestations, re-check the
+other verifiers' verdicts and dispute the wrong ones); `start()`
 runs it in a thread every `indexer_poll_s` (sooner when a new block is announced), and
 `serve()` adds the HTTP API (uvicorn). The embedded demo and the tests drive the same object.
 
@@ -19,7 +20,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import uvicorn
 from cryptography import x509
@@ -32,16 +34,32 @@ from backend.api.deps import AppContext
 from backend.dispatch import CeleryDispatcher, make_producer
 from backend.domain import images
 from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketplace_decoder
+from backend.indexer.dispute_windows import DisputeWindows
 from backend.indexer.heads import NewHeads, websocket_url
 from backend.leadership import INDEXER, Leadership, verifier_job
 from backend.matching import Matcher
 from backend.matching.service import Dispatch
 from backend.repeats import RepeatedConditions
 from backend.store import Node, Store, StoreError
-from backend.verifier import LivenessResult, LivenessWatch, Verifier, VerifierConfig
+from backend.verifier import (
+    LivenessResult,
+    LivenessWatch,
+    Verifier,
+    VerifierConfig,
+    Watcher,
+    WatchResult,
+)
 from cvm.api_models import ChainInfo
+from cvm.attestation.kds import CachingKds, HttpKds
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
+from cvm.disputes import (
+    dispute_certificates,
+    preview_dispute,
+    send_dispute,
+    submission_of,
+    supports_disputes,
+)
 from cvm.images import ImageStore
 
 log = logging.getLogger(__name__)
@@ -58,6 +76,7 @@ class StepReport:
     expired_rematched: list[int]
     verified: int
     liveness: LivenessResult | None = None
+    watched: list[WatchResult] = field(default_factory=list)  # the watcher's re-checks
     leader: bool = True  # this replica ran the indexer and matcher in this round
 
 
@@ -97,6 +116,7 @@ class BackendService:
         dispatch: Dispatch | None = None,
         verifier_account: LocalAccount | None = None,
         trusted_roots: Sequence[x509.Certificate] | None = None,
+        trusted_intermediates: Sequence[x509.Certificate] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -123,9 +143,20 @@ class BackendService:
             confirmations=settings.indexer_confirmations,
             batch_blocks=settings.indexer_batch_blocks,
         )
+        # Dispute windows (read from the registry) where the deployment takes disputes.
+        self.dispute_windows: DisputeWindows | None = None
+        reader = ChainClient(w3, deployment)
+        if supports_disputes(reader):
+
+            def window_end(lease_id: int, report_hash: bytes) -> int | None:
+                submission = submission_of(reader, lease_id, report_hash)
+                return submission.disputable_until if submission is not None else None
+
+            self.dispute_windows = DisputeWindows(self.store, window_end)
         self.verifier: Verifier | None = None
         self.verifier_job: str | None = None
         self.liveness: LivenessWatch | None = None
+        self.watcher: Watcher | None = None
         if verifier_account is not None:
             self.verifier_job = verifier_job(verifier_account.address)
             chain = ChainClient(w3, deployment, verifier_account)
@@ -157,6 +188,28 @@ class BackendService:
                     clock=clock,
                     on_silent=self.matcher.node_silent,
                 )
+            if settings.verifier_watch and supports_disputes(chain):
+                # The chip's genuine VCEK shows a report signed by another key forged.
+                kds = CachingKds(settings.data_dir / "kds-cache", HttpKds())
+                self.watcher = Watcher(
+                    self.store,
+                    self.verifier,
+                    lambda lease_id, bundle, certs: send_dispute(
+                        chain, lease_id, bundle, certs
+                    ).tx_hash,
+                    certificates=partial(
+                        dispute_certificates,
+                        trusted_roots=trusted_roots,
+                        intermediates=trusted_intermediates,
+                        vcek_source=kds.vcek_for,
+                    ),
+                    address=verifier_account.address,
+                    clock=clock,
+                    preview=lambda lease_id, bundle, certs: preview_dispute(
+                        chain, lease_id, bundle, certs
+                    ),
+                    per_tick=settings.verifier_watch_per_tick,
+                )
         self.context = AppContext(
             settings=settings,
             store=self.store,
@@ -169,6 +222,9 @@ class BackendService:
             ),
             clock=clock,
             heartbeat_listeners=[_LeaderOnly(self)],
+            sealed_listeners=(
+                [self.dispatch.serve_guest] if isinstance(self.dispatch, CeleryDispatcher) else []
+            ),
         )
         self.app: FastAPI = create_app(self.context)
         self._stop = threading.Event()
@@ -205,11 +261,15 @@ class BackendService:
                 if term.check():
                     self._react(indexed)
                     rematched = self.matcher.expire_overdue()
+                if term.check() and self.dispute_windows is not None:
+                    self.dispute_windows.run()
                 if term.check():
                     self._collect_images()
         verified = 0
         liveness = None
-        # The verifier key's jobs (votes, liveness challenges) run on its leader only.
+        watched: list[WatchResult] = []
+        # The verifier key's jobs (votes, liveness challenges, watching the others' verdicts)
+        # run on its leader only.
         if self.verifier is not None and self.verifier_job is not None:
             if self.leadership.acquire(self.verifier_job):
                 # Votes wait for receipts: the lease is renewed meanwhile.
@@ -217,7 +277,11 @@ class BackendService:
                     verified = len(self.verifier.run_pending())
                     if term.check():
                         liveness = self.liveness.run() if self.liveness else None
-        return StepReport(indexed, rematched, verified, liveness=liveness, leader=leader)
+                    if self.watcher is not None and term.check():
+                        watched = self.watcher.run()
+        return StepReport(
+            indexed, rematched, verified, liveness=liveness, leader=leader, watched=watched
+        )
 
     def _collect_images(self) -> None:
         """Uploaded images no open lease names, past their grace period, leave the store

@@ -174,14 +174,15 @@ def _phase_p50s(sent: dict[int, float], watcher: _VerifiedWatcher) -> dict[str, 
 
 def time_creates(renter: Renter) -> threading.local:
     """Record when `renter` sends each create transaction (`.at` of the returned object, per
-    thread): a lease's creation is that transaction, not the renter's checks before it
-    (node list, balance, private spec, permit signature)."""
+    thread; `.wall` on the wall clock): a lease's creation is that transaction, not the
+    renter's checks before it (node list, balance, private spec, permit signature)."""
     stamp = threading.local()
     leases = renter.chain.leases
     original = leases.create_lease_with_permit
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         stamp.at = time.perf_counter()
+        stamp.wall = time.time()
         return original(*args, **kwargs)
 
     leases.create_lease_with_permit = timed  # type: ignore[method-assign]

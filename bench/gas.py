@@ -7,6 +7,14 @@ slash, rejected attestation, node exit, credit withdrawal), and prints one JSON 
 `gasUsed` per operation (the receipts' figure, 21,000 intrinsic gas included), the
 totals, and whether the targets are met. For scale it measures, in the same run, a plain
 ERC-20 transfer of the same token (`baseline`).
+
+`dispute` measures disputing a verdict in the EVM (issue 21) on both gas schedules, Cancun
+(what the contracts are compiled for) and Osaka (EIP-7883 reprices modexp; anvil enforces
+EIP-7825's per-transaction cap there): a genuine report wrongly rejected, disputed cold (the
+certificates not cached yet: the ASK, the VCEK, then the dispute, one transaction each; and
+everything in one transaction, for comparison) and warm (a second report of the same chip:
+one transaction), plus a frivolous dispute of a right verdict. Every transaction carries its
+`gasUsed` and `underCap` (at most 16,777,216 gas).
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ GUEST_SIGNER = "0x" + "9e" * 20
 # Issue 10 set the lifecycle target to 550,000; contracts/README.md ("Gas") shows why this design
 # cannot reach it (its storage alone costs about 550,300) and what would.
 # Issues 17 and 18 together may add at most 5 % to issue 10's lifecycle (729,918): 766,414.
+# Issue 21 (disputes) may add at most 5 % to the lifecycle before it (762,585): 800,714.
 TARGETS = {"lifecycle": 550_000, "lifecycleBudget": 766_414, "submit": 60_000, "confirm": 40_000}
+TARGETS["lifecycleDisputesBudget"] = 800_714
 LIFECYCLE = ("register", "stake", "createLease", "acceptLease", "submit", "confirm", "claim")
 LIFECYCLE += ("closeLease",)
 PER_LEASE = LIFECYCLE[2:]
@@ -178,9 +188,161 @@ def measure() -> dict[str, Any]:
         "met": {
             "lifecycle": lifecycle_total <= TARGETS["lifecycle"],
             "lifecycleBudget": lifecycle_total <= TARGETS["lifecycleBudget"],
+            "lifecycleDisputesBudget": lifecycle_total <= TARGETS["lifecycleDisputesBudget"],
             "submit": gas["submit"] <= TARGETS["submit"],
             "confirm": gas["confirm"] <= TARGETS["confirm"],
         },
+    }
+
+
+# --- disputes (issue 21) -------------------------------------------------------------------------
+
+TX_GAS_CAP = 16_777_216  # EIP-7825 (Osaka): no transaction may use more
+HARDFORKS = ("cancun", "osaka")
+
+
+def _tx(result: TxResult | int) -> dict[str, Any]:
+    used = result if isinstance(result, int) else result.gas_used
+    return {"gasUsed": used, "underCap": used <= TX_GAS_CAP}
+
+
+def _steps(steps: dict[str, TxResult]) -> dict[str, Any]:
+    transactions = {name: _tx(result) for name, result in steps.items()}
+    total = sum(tx["gasUsed"] for tx in transactions.values())
+    return {
+        "transactions": transactions,
+        "total": total,
+        "underCap": all(tx["underCap"] for tx in transactions.values()),
+    }
+
+
+def measure_dispute(hardfork: str) -> dict[str, Any]:
+    """Disputes on one gas schedule: cold (split, and in one transaction), warm, frivolous."""
+    from eth_utils import keccak
+
+    from cvm.attestation import SimulatedSecureProcessor, build_report_data
+    from cvm.attestation.binding import host_data
+    from cvm.attestation.onchain import ark_certificates, der
+
+    # A chip under a simulated AMD (RSA-4096 keys, as AMD's), whose ARK the SnpVerifier pins
+    # in place of AMD's Milan ARK: its reports can bind the lease like a real guest's.
+    chip = SimulatedSecureProcessor("Milan")
+    arks = [der(chip.ark), *(a for a in ark_certificates() if b"ARK-Milan" not in a)]
+    with Anvil(hardfork=hardfork, enforce_tx_gas_cap=hardfork == "osaka") as node:
+        accounts = [node.dev_account(i) for i in range(6)]
+        deployer, operator, key, renter, verifier, disputer = accounts
+        # Stake enough that the verifier still votes after a dispute slashed it.
+        config = DeployConfig(
+            verifiers=[verifier.address], snp_ark_certificates=arks, verifier_stake=100 * TOKEN
+        )
+        deployment = deploy(node.w3, deployer, config)
+        as_ = {a.address: ChainClient(node.w3, deployment, a) for a in accounts}
+        op, nk, rt, vf, dp = (as_[a.address] for a in (operator, key, renter, verifier, disputer))
+        for client in (op, rt, dp):
+            client.token.mint(client.address or "", 1_000_000 * TOKEN)
+        op.token.approve(deployment.node_registry, 2**256 - 1)
+        rt.token.approve(deployment.lease_market, 2**256 - 1)
+        # `deploy` staked the verifier in the court; the disputer bonds there.
+        assert dp.court is not None and dp.snp is not None
+        court_address = dp.court.address
+        dp.token.approve(court_address, 2**256 - 1)
+
+        def send(client: ChainClient, function: Any) -> TxResult:
+            assert client.sender is not None
+            return TxResult.from_receipt(client.sender.transact(function), client.events)
+
+        consent = sign_node_consent(key, operator.address, deployment)
+        op.nodes.register(key.address, NODE, "https://node.example", node_key_signature=consent)
+        op.nodes.stake(key.address, 1_000 * TOKEN)
+
+        def rejected_genuine_report() -> tuple[int, bytes, bytes]:
+            """A lease whose genuine report the verifier rejected: (lease, report, key)."""
+            lease_id = rt.leases.create_lease(SPEC, RATE, 10 * TOKEN, MEASUREMENT).lease_id
+            nk.leases.accept_lease(lease_id)
+            nonce = nk.attestations.attestation_nonce(lease_id)
+            guest_key = bytes(64) + bytes.fromhex(GUEST_SIGNER[2:]) + bytes(32)
+            signed = chip.attest(
+                measurement=MEASUREMENT,
+                report_data=build_report_data(
+                    deployment.chain_id, deployment.attestation_registry, lease_id, nonce,
+                    guest_key,
+                ),
+                host_data=host_data(
+                    deployment.chain_id, deployment.attestation_registry, lease_id,
+                    renter.address,
+                ),
+            )  # fmt: skip
+            report = signed.report
+            nk.attestations.submit(
+                lease_id, nonce, keccak(report), MEASUREMENT, chip.tcb.to_int(chip.product),
+                b"\xc1" * 32, signer=GUEST_SIGNER,
+            )  # fmt: skip
+            vf.attestations.confirm(lease_id, keccak(report), False)
+            return lease_id, report, guest_key
+
+        vcek, ask = chip.vcek_der, der(chip.ask)
+        hashes = [keccak(vcek), keccak(ask)]
+
+        def dispute(lease_id: int, report: bytes, guest_key: bytes, certs: list[bytes]) -> Any:
+            assert dp.court is not None
+            return dp.court.contract.functions.dispute(
+                lease_id, keccak(report), report, certs, guest_key
+            )
+
+        def overturned(result: TxResult) -> bool:
+            return any(bool(e.args.get("overturned")) for e in result.all("AttestationDisputed"))
+
+        # Cold, everything in one transaction (measured on a snapshot, then undone).
+        lease_id, report, guest_key = rejected_genuine_report()
+        snapshot = node.snapshot()
+        function = dispute(lease_id, report, guest_key, [vcek, ask])
+        try:
+            call = {"from": disputer.address, "to": court_address}
+            call["data"] = function._encode_transaction_data()
+            cold_single: dict[str, Any] = _tx(int(node.w3.eth.estimate_gas(call)))  # type: ignore[arg-type]
+        except Exception as exc:  # over the cap on this schedule: not even estimable
+            cold_single = {"gasUsed": None, "underCap": False, "error": str(exc)[:200]}
+        node.revert(snapshot)
+        # Cold, one transaction per certificate, then the dispute.
+        snp = dp.snp.contract
+        ark_hash = snp.functions.arkKeyHash(keccak(b"Milan")).call()
+        cold = {
+            "verifyCertificate(ASK)": send(dp, snp.functions.verifyCertificate(ask, ark_hash)),
+            "verifyCertificate(VCEK)": send(dp, snp.functions.verifyCertificate(vcek, hashes[1])),
+            "dispute": send(dp, dispute(lease_id, report, guest_key, hashes)),
+        }
+        cold_reversed = overturned(cold["dispute"])
+        # Warm: the same chip again (its certificates cached), one transaction.
+        lease_id, report, guest_key = rejected_genuine_report()
+        warm = {"dispute": send(dp, dispute(lease_id, report, guest_key, hashes))}
+        warm_reversed = overturned(warm["dispute"])
+        # Frivolous: a right verdict (Verified on a genuine report) disputed: upheld.
+        lease_id = rt.leases.create_lease(SPEC, RATE, 10 * TOKEN, MEASUREMENT).lease_id
+        nk.leases.accept_lease(lease_id)
+        nonce = nk.attestations.attestation_nonce(lease_id)
+        guest_key = bytes(64) + bytes.fromhex(GUEST_SIGNER[2:]) + bytes(32)
+        signed = chip.attest(
+            measurement=MEASUREMENT,
+            report_data=build_report_data(
+                deployment.chain_id, deployment.attestation_registry, lease_id, nonce, guest_key
+            ),
+            host_data=host_data(
+                deployment.chain_id, deployment.attestation_registry, lease_id, renter.address
+            ),
+        )
+        nk.attestations.submit(
+            lease_id, nonce, keccak(signed.report), MEASUREMENT, chip.tcb.to_int(chip.product),
+            b"\xc1" * 32, signer=GUEST_SIGNER,
+        )  # fmt: skip
+        vf.attestations.confirm(lease_id, keccak(signed.report), True)
+        upheld = {"dispute": send(dp, dispute(lease_id, signed.report, guest_key, hashes))}
+    return {
+        "hardfork": hardfork,
+        "txGasCap": TX_GAS_CAP,
+        "coldSingleTransaction": cold_single,
+        "cold": {**_steps(cold), "overturned": cold_reversed},
+        "warm": {**_steps(warm), "overturned": warm_reversed},
+        "frivolous": {**_steps(upheld), "overturned": overturned(upheld["dispute"])},
     }
 
 
@@ -190,6 +352,15 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     report = measure()
+    report["dispute"] = {
+        "txGasCap": TX_GAS_CAP,
+        "schedules": {hardfork: measure_dispute(hardfork) for hardfork in HARDFORKS},
+    }
+    report["dispute"]["underCap"] = all(
+        schedule[kind]["underCap"]
+        for schedule in report["dispute"]["schedules"].values()
+        for kind in ("cold", "warm", "frivolous")
+    )
     if args.json:
         print(json.dumps(report))
         return
@@ -198,6 +369,13 @@ def main() -> None:
     for key in ("lifecycle", "perLease", "steadyState"):
         print(f"{key:>26} {report[key]['total']:>9,}")
     print(f"{'targets met':>26} {report['met']}")
+    print(f"disputes (EIP-7825 cap {TX_GAS_CAP:,} gas per transaction):")
+    for hardfork, schedule in report["dispute"]["schedules"].items():
+        for kind in ("cold", "warm", "frivolous"):
+            for name, tx in schedule[kind]["transactions"].items():
+                cap = "" if tx["underCap"] else "  OVER THE CAP"
+                print(f"{hardfork:>8} {kind:>9} {name:>24} {tx['gasUsed']:>11,}{cap}")
+            print(f"{hardfork:>8} {kind:>9} {'total':>24} {schedule[kind]['total']:>11,}")
 
 
 if __name__ == "__main__":

@@ -230,6 +230,17 @@ class VerificationView(_View):
     amd_root: AmdRoot | None = None
 
 
+class DisputeView(_View):
+    """A dispute of the verdict on chain: the EVM re-checked the report."""
+
+    disputer: str
+    # The verdict disputed (verified or rejected), and whether the EVM reversed it.
+    verdict: AttestationState | None
+    overturned: bool
+    disputed_at: int
+    tx_hash: str
+
+
 class AttestationView(_View):
     lease_id: int
     status: AttestationState
@@ -240,6 +251,11 @@ class AttestationView(_View):
     verified_at: int | None
     expires_at: int | None
     verification: VerificationView | None
+    # When the verifiers' verdict landed, and until when anyone may dispute it on chain
+    # (None while pending, or on a deployment without disputes).
+    decided_at: int | None = None
+    dispute_window_ends_at: int | None = None
+    dispute: DisputeView | None = None
 
 
 # --- evidence -----------------------------------------------------------------------------

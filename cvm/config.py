@@ -178,6 +178,17 @@ class Settings(BaseSettings):
         description="the verifier challenges the attested leases of a node whose last heartbeat"
         " is older than this (0: never)",
     )
+    verifier_watch: bool = Field(
+        True,
+        description="the verifier re-checks the other verifiers' verdicts within their dispute"
+        " window and disputes a wrong one on chain, posting the bond from its key",
+    )
+    verifier_watch_per_tick: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="decided attestations the watcher re-checks per background round",
+    )
 
     # --- node agent ----------------------------------------------------------------
     node_keystore: Path | None = Field(

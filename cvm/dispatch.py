@@ -13,6 +13,11 @@ from __future__ import annotations
 # node miss an attestation deadline or keep a guest whose lease closed.
 TASK_HANDLE_LEASE = "cvm.node.handle_lease"
 
+# A nudge, sent when the lease's renter queued sealed secrets: relay them to the guest now
+# rather than at the node's next reconciler pass (which stays the fallback, so a lost or
+# refused nudge delays the secrets, never loses them). Takes the lease id only; idempotent.
+TASK_SERVE_GUEST = "cvm.node.serve_guest"
+
 
 def node_queue(node_address: str) -> str:
     """The Celery queue a node agent consumes: `node.<lower-case 0x address>`."""

@@ -49,6 +49,11 @@ class StackConfig:
     # anvil mines each transaction at once; an empty block every tick keeps the chain's
     # clock (per-second payment, exhausted deposits) moving while nobody transacts.
     tick_s: float = 1.0
+    # None: anvil mines each transaction at once (the ticks above keep its clock moving).
+    # A whole number of seconds: once the stack is ready (contracts deployed, nodes staked,
+    # all mined at once), anvil mines a block every `block_time_s` instead, holding what is
+    # pending, as a real chain does; the ticks stop.
+    block_time_s: int | None = None
     stake: int = 1_000 * 10**18
     node_gas_wei: int = 10**20
     heartbeat_s: float = 5.0
@@ -148,6 +153,8 @@ class EmbeddedStack:
             self._start_nodes(stack_dir, logs)  # while the backend boots
             self._wait_for_backend()
             self._wait_for_nodes()
+            if config.block_time_s is not None:
+                self._start_block_time(config.block_time_s)
         except BaseException:
             self.stop()
             raise
@@ -192,6 +199,14 @@ class EmbeddedStack:
                 anvil.mine()
             except Exception:  # noqa: S112 - anvil is stopping; the supervisor reports it
                 continue
+
+    def _start_block_time(self, seconds: int) -> None:
+        """Switch the chain from mining each transaction to a block every `seconds`."""
+        assert self.anvil is not None
+        self._ticker_stop.set()  # an extra block on a tick would shorten the block time
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+        self.anvil.set_interval_mining(seconds)
 
     def _child_env(self, stack_dir: Path, **extra: str) -> dict[str, str]:
         assert self.state is not None

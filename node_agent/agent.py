@@ -144,6 +144,15 @@ class NodeAgent:
         deadline = time.monotonic() + self.step_budget_s
         return self.reconciler.reconcile(self.steps, deadline, then=self._serve_guest)
 
+    def serve_guest(self, lease_id: int) -> bool:
+        """Relay the lease's sealed secrets (and its console) now, on the backend's nudge,
+        instead of at the next pass; for a lease this node holds in its store only, and
+        never beside a step of the same lease (a pass running it serves it right after).
+        True if it ran here."""
+        if self.store.get_lease(lease_id) is None:
+            return False  # not ours: a nudge names a lease id, nothing more
+        return self.steps.run("lease", [lease_id], self._serve_guest).done == [lease_id]
+
     def _serve_guest(self, lease_id: int) -> None:
         """Relay secrets to the lease's guest and ship its console; each guarded on its own,
         so that a guest refusing its secrets still has its console shipped."""

@@ -19,7 +19,7 @@ from celery import Celery, Task
 
 from cvm.api_client import ApiError
 from cvm.chain import ChainError
-from cvm.dispatch import TASK_HANDLE_LEASE, node_queue
+from cvm.dispatch import TASK_HANDLE_LEASE, TASK_SERVE_GUEST, node_queue
 from node_agent.agent import NodeAgent
 from node_agent.errors import LauncherError
 
@@ -74,6 +74,11 @@ def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int
     @app.task(name=TASK_HANDLE_LEASE, **options)
     def handle_lease(self: Task, lease_id: int) -> str:
         return str(agent().handle_lease(int(lease_id)))
+
+    # Best effort, never retried: the next reconciler pass relays whatever a nudge missed.
+    @app.task(name=TASK_SERVE_GUEST, bind=True, shared=False, acks_late=True)
+    def serve_guest(self: Task, lease_id: int) -> bool:
+        return agent().serve_guest(int(lease_id))
 
 
 class Scheduler:

@@ -39,6 +39,8 @@ class AppContext:
     chain: ChainInfo
     clock: Callable[[], float] = time.time
     heartbeat_listeners: list[HeartbeatListener] = field(default_factory=list)
+    # Called as (lease_id, node address) once sealed secrets for a lease are committed.
+    sealed_listeners: list[Callable[[int, str], None]] = field(default_factory=list)
     # lease id -> (fresh until, JSON body) of the attestation-status endpoint
     attestation_cache: dict[int, tuple[float, bytes]] = field(default_factory=dict)
     # Rate-limit counters (shared through Redis by replicas); set by `create_app` if None.

@@ -1,4 +1,5 @@
-"""A lease's attestation status with the backend verifier's full result.
+"""A lease's attestation status with the backend verifier's full result, its dispute window
+and any dispute of its verdict.
 
 The hottest read of the API (dApps poll it), so it is one indexed Core query on a plain
 connection rather than ORM objects.
@@ -10,8 +11,8 @@ from sqlalchemy import Connection, bindparam, select
 
 from backend.domain.addresses import checksum
 from backend.domain.errors import NotFound
-from backend.store import Attestation, Lease, Verification
-from cvm.api_models import AttestationState, AttestationView, VerificationView
+from backend.store import Attestation, Dispute, Lease, Verification
+from cvm.api_models import AttestationState, AttestationView, DisputeView, VerificationView
 
 _ATTESTATION_QUERY = (
     select(
@@ -29,11 +30,23 @@ _ATTESTATION_QUERY = (
         Verification.confirm_tx,
         Verification.amd_root,
         Verification.id,
+        Attestation.decided_at,
+        Attestation.disputable_until,
+        Dispute.disputer,
+        Dispute.verdict.label("disputed_verdict"),
+        Dispute.overturned,
+        Dispute.disputed_at,
+        Dispute.tx_hash.label("dispute_tx"),
     )
     .outerjoin(
         Verification,
         (Verification.lease_id == Attestation.lease_id)
         & (Verification.report_hash == Attestation.report_hash),
+    )
+    .outerjoin(
+        Dispute,
+        (Dispute.lease_id == Attestation.lease_id)
+        & (Dispute.report_hash == Attestation.report_hash),
     )
     .where(Attestation.lease_id == bindparam("lease_id"))
 )
@@ -82,5 +95,17 @@ def attestation_view(connection: Connection, lease_id: int, now: int) -> Attesta
             checked_at=row.checked_at,
             confirm_tx=row.confirm_tx,
             amd_root=row.amd_root,
+        ),
+        decided_at=row.decided_at,
+        # 0: the registry keeps no dispute window for this submission.
+        dispute_window_ends_at=row.disputable_until or None,
+        dispute=None
+        if row.disputer is None
+        else DisputeView(
+            disputer=checksum(row.disputer),
+            verdict=row.disputed_verdict,
+            overturned=row.overturned,
+            disputed_at=row.disputed_at,
+            tx_hash=row.dispute_tx,
         ),
     )

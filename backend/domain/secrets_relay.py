@@ -59,6 +59,11 @@ def _lease(session: Session, lease_id: int, *, lock: bool = False) -> Lease:
     return lease
 
 
+def serving_node(session: Session, lease_id: int) -> str | None:
+    """The node that runs the lease (its lower-case address), None if none does."""
+    return _lease(session, lease_id).node
+
+
 def _view(row: SealedSecret) -> SealedSecretsView:
     return SealedSecretsView(
         id=row.id,

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from backend.store import Attestation, ChainEvent, Lease, Node
+from backend.store import Attestation, ChainEvent, Dispute, Lease, Node
 from cvm.api_models import AttestationState, LeaseState
 from cvm.chain import LeaseSpec, NodeSpec
 
@@ -52,7 +52,7 @@ def subjects(name: str, args: dict[str, Any], session: Session) -> tuple[int | N
         # AttestationEvidence feeds no projection; its lease id lets the verifier find the
         # attested signer the node submitted with each nonce.
         return int(args["leaseId"]), None
-    if name in ("AttestationVerified", "AttestationRejected"):
+    if name in ("AttestationVerified", "AttestationRejected", "AttestationDisputed"):
         # Counts toward the reputation of the node whose attestation it was.
         lease_id = int(args["leaseId"])
         attestation = session.get(Attestation, lease_id)
@@ -149,6 +149,8 @@ def _attestation_submitted(session: Session, event: ChainEvent) -> None:
             submitted_block=event.block_number,
             submitted_at=event.block_timestamp,
             verified_at=None,
+            decided_at=None,
+            disputable_until=None,  # read from the registry (`backend.disputes`)
             # As on chain: an attestation is good for reattestInterval from its submission.
             expires_at=event.block_timestamp + interval,
         )
@@ -160,10 +162,60 @@ def _attestation_decided(status: AttestationState) -> Callable[[Session, ChainEv
         attestation = session.get(Attestation, int(event.args["leaseId"]))
         if attestation is not None and attestation.report_hash == _hex(event.args["reportHash"]):
             attestation.status = status
+            if attestation.decided_at is None:
+                # When the verifiers' verdict landed (a reversal by a dispute, were it to emit
+                # the opposite event, does not move it).
+                attestation.decided_at = event.block_timestamp
             if status == AttestationState.VERIFIED:
                 attestation.verified_at = event.block_timestamp
 
     return handler
+
+
+def _first_verdict(session: Session, lease_id: int, report_hash: str) -> AttestationState | None:
+    """The verifiers' verdict on a submission: its first Verified or Rejected event (a
+    dispute's reversal, if the contract emits one, comes after it)."""
+    events = session.scalars(
+        select(ChainEvent)
+        .where(
+            ChainEvent.lease_id == lease_id,
+            ChainEvent.name.in_(("AttestationVerified", "AttestationRejected")),
+        )
+        .order_by(ChainEvent.block_number, ChainEvent.log_index)
+    )
+    for event in events:
+        if _hex(event.args["reportHash"]) == report_hash:
+            if event.name == "AttestationVerified":
+                return AttestationState.VERIFIED
+            return AttestationState.REJECTED
+    return None
+
+
+def _attestation_disputed(session: Session, event: ChainEvent) -> None:
+    lease_id = int(event.args["leaseId"])
+    report_hash = _hex(event.args["reportHash"])
+    overturned = bool(event.args["overturned"])
+    verdict = _first_verdict(session, lease_id, report_hash)
+    session.merge(
+        Dispute(
+            lease_id=lease_id,
+            report_hash=report_hash,
+            disputer=str(event.args["disputer"]).lower(),
+            verdict=verdict,
+            overturned=overturned,
+            disputed_at=event.block_timestamp,
+            block_number=event.block_number,
+            tx_hash=event.tx_hash,
+        )
+    )
+    attestation = session.get(Attestation, lease_id)
+    if overturned and attestation is not None and attestation.report_hash == report_hash:
+        # The EVM's check decided against the verifiers: the verdict is reversed.
+        if verdict == AttestationState.VERIFIED:
+            attestation.status = AttestationState.REJECTED
+        elif verdict == AttestationState.REJECTED:
+            attestation.status = AttestationState.VERIFIED
+            attestation.verified_at = attestation.verified_at or event.block_timestamp
 
 
 _LEASE_HANDLERS: dict[str, Callable[[Session, ChainEvent], None]] = {
@@ -175,6 +227,7 @@ _LEASE_HANDLERS: dict[str, Callable[[Session, ChainEvent], None]] = {
     "AttestationSubmitted": _attestation_submitted,
     "AttestationVerified": _attestation_decided(AttestationState.VERIFIED),
     "AttestationRejected": _attestation_decided(AttestationState.REJECTED),
+    "AttestationDisputed": _attestation_disputed,
 }
 _LEASE_EVENTS = frozenset(_LEASE_HANDLERS)
 
@@ -295,7 +348,8 @@ def apply(session: Session, event: ChainEvent) -> None:
 
 
 def rebuild_lease(session: Session, lease_id: int) -> None:
-    """Recompute a lease and its attestation from its remaining events."""
+    """Recompute a lease, its attestation and its disputes from its remaining events."""
+    session.execute(delete(Dispute).where(Dispute.lease_id == lease_id))
     session.execute(delete(Attestation).where(Attestation.lease_id == lease_id))
     session.execute(delete(Lease).where(Lease.id == lease_id))
     session.flush()

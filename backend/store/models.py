@@ -119,6 +119,29 @@ class Attestation(Base):
     submitted_at: Mapped[int] = mapped_column(BigInteger)
     verified_at: Mapped[int | None] = mapped_column(BigInteger)
     expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    # When the verifiers' verdict (Verified or Rejected) landed.
+    decided_at: Mapped[int | None] = mapped_column(BigInteger)
+    # Until when its verdict may be disputed, as the registry says (`submissionOf`: the
+    # submission time, the verification window and the lease's dispute window); read from
+    # the chain once per submission, None before that or on a deployment without disputes.
+    disputable_until: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Dispute(Base):
+    """A dispute of a verdict as the chain recorded it (`AttestationDisputed`): one per
+    submission, the EVM's outcome included."""
+
+    __tablename__ = "disputes"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    report_hash: Mapped[str] = mapped_column(HASH, primary_key=True)
+    disputer: Mapped[str] = mapped_column(ADDRESS)
+    # The verdict disputed (verified or rejected) and whether the EVM's check reversed it.
+    verdict: Mapped[AttestationState | None] = mapped_column(StrEnumType(AttestationState))
+    overturned: Mapped[bool] = mapped_column(Boolean)
+    disputed_at: Mapped[int] = mapped_column(BigInteger)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(HASH)
 
 
 # --- the indexer's own state -------------------------------------------------------------
@@ -277,6 +300,32 @@ class Verification(Base):
     amd_root: Mapped[AmdRoot | None] = mapped_column(StrEnumType(AmdRoot))
 
     __table_args__ = (UniqueConstraint("lease_id", "report_hash", name="uq_verification"),)
+
+
+class DisputeCheck(Base):
+    """The watcher's re-check of one decided submission (`backend.verifier.watcher`): its own
+    verdict against the chain's, what it did about a disagreement, and the dispute it sent."""
+
+    __tablename__ = "dispute_checks"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    report_hash: Mapped[str] = mapped_column(HASH)
+    # The watching verifier's account: one check, and at most one dispute, per submission each.
+    watcher: Mapped[str] = mapped_column(ADDRESS)
+    verdict: Mapped[AttestationState] = mapped_column(StrEnumType(AttestationState))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    reason_codes: Mapped[list[str]] = mapped_column(JSON)
+    # agree | dispute | not_disputable (the disagreement is one the EVM cannot decide) |
+    # no_evidence | missed (the window closed or someone else disputed first)
+    action: Mapped[str] = mapped_column(String(16))
+    dispute_tx: Mapped[str | None] = mapped_column(HASH)
+    error: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("lease_id", "report_hash", "watcher", name="uq_dispute_check"),
+    )
 
 
 class SiweNonce(Base):

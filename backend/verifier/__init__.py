@@ -1,6 +1,16 @@
-"""The verifier service: appraise submitted attestations and confirm them on chain."""
+"""The verifier service: appraise submitted attestations and confirm them on chain; watch
+the other verifiers' verdicts and dispute the wrong ones."""
 
 from backend.verifier.liveness import LivenessResult, LivenessWatch
 from backend.verifier.service import NO_EVIDENCE, Verifier, VerifierConfig
+from backend.verifier.watcher import Watcher, WatchResult
 
-__all__ = ["NO_EVIDENCE", "LivenessResult", "LivenessWatch", "Verifier", "VerifierConfig"]
+__all__ = [
+    "NO_EVIDENCE",
+    "LivenessResult",
+    "LivenessWatch",
+    "Verifier",
+    "VerifierConfig",
+    "WatchResult",
+    "Watcher",
+]

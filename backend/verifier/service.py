@@ -35,19 +35,20 @@ from backend.store import Attestation, ChainEvent, Evidence, Lease, Store, Verif
 from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle
 from cvm.attestation.amd_root import AmdRoot
-from cvm.attestation.appraisal import appraise_lease_evidence
-from cvm.attestation.binding import GuestKey, GuestKeyError
 from cvm.attestation.errors import Reason
 from cvm.chain.errors import ChainError
+from cvm.disputes import (  # noqa: F401 - the codes are part of this module's vocabulary
+    CHAIN_MISMATCH,
+    LEASE_MISMATCH,
+    NONCE_MISMATCH,
+    REGISTRY_MISMATCH,
+    check_evidence,
+)
 
 log = logging.getLogger(__name__)
 
 # Reason codes of the checks the service adds to `cvm.attestation.Reason`'s.
 EVIDENCE_MALFORMED = "EVIDENCE_MALFORMED"
-LEASE_MISMATCH = "LEASE_MISMATCH"
-CHAIN_MISMATCH = "CHAIN_MISMATCH"
-REGISTRY_MISMATCH = "REGISTRY_MISMATCH"
-NONCE_MISMATCH = "NONCE_MISMATCH"
 NO_EVIDENCE = "NO_EVIDENCE"  # nothing uploaded for the report within the evidence timeout
 
 # Default of `evidence_timeout_s`: well inside the registry's 1-hour verification window.
@@ -174,7 +175,7 @@ class Verifier:
             self.conditions.clear((lease_id, report_hash))
             if existing is None:
                 assert evidence is not None
-                ok, reasons, detail, amd_root = self._appraise(
+                ok, reasons, detail, amd_root = self.appraise(
                     session, lease, attestation, evidence.content
                 )
                 existing = Verification(
@@ -217,53 +218,35 @@ class Verifier:
 
     # --- the checks -------------------------------------------------------------------------
 
-    def _appraise(
+    def appraise(
         self, session: Session, lease: Lease, attestation: Attestation, content: bytes
     ) -> tuple[bool, list[str], dict[str, Any], AmdRoot | None]:
-        """(ok, reason codes, detail, the root the report chained to if it verified)."""
+        """The full off-chain check of one submission's evidence, without voting (the votes
+        and the watcher's re-checks of others' verdicts both use it): (ok, reason codes,
+        detail, the root the report chained to if it verified)."""
         try:
             bundle = decode(content)
         except EvidenceFormatError as exc:
             return False, [EVIDENCE_MALFORMED], {"errors": [str(exc)]}, None
-        reasons: list[str] = []
-        messages: list[str] = []
-
-        def mismatch(code: str, what: str, expected: object, found: object) -> None:
-            reasons.append(code)
-            messages.append(f"{what}: expected {expected}, found {found}")
-
-        # The bundle names the lease it attests; it must be this lease on this deployment,
-        # under the nonce the chain recorded for this submission.
-        if bundle.lease_id != lease.id:
-            mismatch(LEASE_MISMATCH, "lease id", lease.id, bundle.lease_id)
-        if bundle.chain_id != self.config.chain_id:
-            mismatch(CHAIN_MISMATCH, "chain id", self.config.chain_id, bundle.chain_id)
-        if bundle.registry.lower() != self.config.attestation_registry.lower():
-            mismatch(
-                REGISTRY_MISMATCH, "registry", self.config.attestation_registry, bundle.registry
-            )
-        if bundle.nonce != attestation.nonce:
-            mismatch(NONCE_MISMATCH, "attestation nonce", attestation.nonce, bundle.nonce)
-        # HOST_DATA must bind the lease's renter as the chain recorded it (the indexed
-        # LeaseCreated): a guest launched for another lease or renter is rejected.
-        appraisal = appraise_lease_evidence(
+        # The one check a verifier makes of a submission (shared with `cvm attestation
+        # dispute`): the bundle names this lease on this deployment under the nonce the chain
+        # recorded; the report verifies and satisfies the lease's policy, HOST_DATA binding
+        # the lease's renter as the chain recorded it (the indexed LeaseCreated); the signer
+        # the node put on chain with this submission is the guest's own (dApps trust
+        # attestedSignerOf).
+        check = check_evidence(
             bundle,
-            measurement=bytes.fromhex(lease.expected_measurement[2:]),
+            chain_id=self.config.chain_id,
+            registry=self.config.attestation_registry,
+            lease_id=lease.id,
+            nonce=attestation.nonce,
             renter=lease.renter,
+            measurement=bytes.fromhex(lease.expected_measurement[2:]),
+            submitted_signer=_submitted_signer(session, lease.id, attestation.nonce),
             trusted_roots=self.config.trusted_roots,
         )
-        for failure in appraisal.failures:
-            reasons.append(str(failure.reason))
-            messages.append(failure.message)
-        # The signer the node put on chain with this submission must be the guest's own
-        # (the one its key, bound in REPORT_DATA, names): dApps trust attestedSignerOf.
-        submitted = _submitted_signer(session, lease.id, attestation.nonce)
-        try:
-            made = GuestKey.parse(bundle.guest_key).signer
-        except GuestKeyError:
-            made = None  # reported as GUEST_KEY_MALFORMED by the appraisal
-        if made is not None and (submitted is None or submitted.lower() != made.lower()):
-            mismatch(str(Reason.GUEST_SIGNER_MISMATCH), "attested signer", made, submitted)
+        appraisal = check.appraisal
+        reasons, messages = list(check.reasons), list(check.messages)
         other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
         if other is not None:
             reasons.append(str(Reason.GUEST_KEY_REUSED))
@@ -271,7 +254,7 @@ class Verifier:
         detail = _detail(bundle, appraisal)
         detail["errors"] = messages
         amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
-        return appraisal.ok and not reasons, reasons, detail, amd_root
+        return check.ok and not reasons, reasons, detail, amd_root
 
 
 def _submitted_signer(session: Session, lease_id: int, nonce: int) -> str | None:

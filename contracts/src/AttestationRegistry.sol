@@ -7,8 +7,9 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
 import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.sol";
 import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
+import {IAttestationCourt} from "./interfaces/IAttestationCourt.sol";
 import {Errors} from "./libraries/Errors.sol";
-import {AttestationProgress, LeaseStatus} from "./types/DataTypes.sol";
+import {AttestationProgress, DisputeTerms, LeaseStatus, SubmissionInfo} from "./types/DataTypes.sol";
 
 /// @title AttestationRegistry
 /// @notice Attestations of cvm leases, confirmed by a quorum of verifiers. See {IAttestationRegistryCore}.
@@ -28,7 +29,15 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistryCore
     uint256 public constant override MIN_CHALLENGE_INTERVAL = 1 hours;
 
+    /// @inheritdoc IAttestationRegistryCore
+    uint256 public constant override MAX_DISPUTE_WINDOW = 7 days;
+
     uint256 private constant _MEASUREMENT_LENGTH = 48;
+    uint256 private constant _BPS = 10_000;
+    // Round / Past flags.
+    uint8 private constant _CLOSED_PENDING = 1;
+    uint8 private constant _DISPUTED = 2;
+    uint8 private constant _CONFIRMED = 4;
 
     /// @dev One record per lease, four slots. Slots 0 and 3 are first written by the first submit
     /// (a fresh slot there costs what a placeholder written at open plus its rewrite would cost less
@@ -46,8 +55,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint40 submittedAt;
         uint40 verifiedAt;
         uint32 reattestInterval;
-        // Which of the lease's two rounds belongs to the latest submission (submission index & 1).
-        uint8 round;
+        // The lease's dispute window in hours, fixed when the lease is opened. (The latest submission's
+        // round is (nonce + 1) & 1.)
+        uint8 disputeHours;
         // slot 3: tcb (8) + nonce (4) + banked (4) + prevExpiresAt (5) + challengedAt (5) = 26 bytes.
         // 32 bits of seconds is 136 years, of nonces 4e9 re-attestations.
         uint64 reportedTcb;
@@ -58,6 +68,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint40 prevExpiresAt;
         // Last challenge: payment for an attestation submitted before it stops at this time.
         uint40 challengedAt;
+        // The first submission number whose Verified verdict a dispute overturned (0: none): it and
+        // every later one are settled (the lease was ended as rejected from it on).
+        uint32 reversedFrom;
     }
 
     /// @dev What one submission fixes for its vote, one slot (31 bytes). A lease keeps two, indexed by
@@ -78,9 +91,26 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         // Votes of allowed verifiers (counted only when quorum > 1: one vote decides otherwise).
         uint8 approvals;
         uint8 rejections;
-        // The renter closed the lease while this attestation awaited its verdict: the market holds its
-        // pay in escrow, and a Verified verdict asks the market to release it.
-        bool closedPending;
+        // _CLOSED_PENDING: the renter closed the lease while this attestation awaited its verdict (the
+        // market holds its pay in escrow, and a Verified verdict asks the market to release it);
+        // _DISPUTED: its verdict was disputed; _CONFIRMED: the on-chain check confirmed it Verified.
+        uint8 flags;
+        // With a quorum of 1, the index of the verifier whose vote decided (its voters are in
+        // `_voters` otherwise).
+        uint8 decider;
+    }
+
+    /// @dev A verified submission replaced by a later one while its verdict can still be disputed,
+    /// keyed by keccak256(leaseId, reportHash) (the first submission of a report hash keeps the key).
+    struct Past {
+        // slot 0: signer (20) + submittedAt (5) + bankedBefore (4) + flags (1) + decider (1) = 31 bytes.
+        address signer;
+        uint40 submittedAt;
+        uint32 bankedBefore;
+        uint8 flags;
+        uint8 decider;
+        // slot 1: the 1-based submission number.
+        uint32 number;
     }
 
     /// @dev A holder (past or present) of VERIFIER_ROLE, one slot.
@@ -116,12 +146,25 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     mapping(address account => Verifier) private _verifiers;
 
-    /// @dev keccak256(leaseId, nonce, verifier) => voted; only written when a round's quorum > 1.
-    mapping(bytes32 voteKey => bool) private _voted;
+    /// @dev keccak256(leaseId, submission number) => [approvers, rejecters] as bitmaps of verifier
+    /// indexes; only written when a round's quorum > 1.
+    mapping(bytes32 ballotKey => uint256[2]) private _voters;
+
+    /// @dev Verifier index => account (written at its first grant).
+    mapping(uint256 index => address) private _verifierAt;
+
+    /// @dev keccak256(leaseId, reportHash) => a replaced verified submission still disputable.
+    mapping(bytes32 pastKey => Past) private _past;
+
+    DisputeTerms private _terms;
+
+    /// @inheritdoc IAttestationRegistryCore
+    IAttestationCourt public override court;
 
     constructor(address admin, uint256 quorum_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
         _setQuorum(quorum_);
+        _setDisputeTerms(DisputeTerms({window: 1 days, bond: 1e18, slashBps: 5000, minVerifierStake: 1e18}));
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
@@ -152,6 +195,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     /// @inheritdoc IAttestationRegistry
     function isAttested(uint256 leaseId, bytes calldata expectedMeasurement) external view override returns (bool) {
+        return _isAttested(leaseId, expectedMeasurement);
+    }
+
+    function _isAttested(uint256 leaseId, bytes calldata expectedMeasurement) private view returns (bool) {
         Record storage record = _records[leaseId];
         Status status = _status(record);
         if (status == Status.Pending) {
@@ -171,7 +218,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     function attestedSignerOf(uint256 leaseId) external view override returns (address) {
         Record storage record = _records[leaseId];
         Status status = _status(record);
-        uint256 round = record.round;
+        uint256 round = _latestRound(record);
         if (status == Status.Pending) {
             // The same rule as `isAttested`: the previous verified attestation (the other round) vouches.
             if (block.timestamp >= record.prevExpiresAt) return address(0);
@@ -187,7 +234,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     function signerOf(uint256 leaseId) external view override returns (address) {
         Record storage record = _records[leaseId];
         if (record.nonce == 0) return address(0);
-        return _rounds[leaseId][record.round].signer;
+        return _rounds[leaseId][_latestRound(record)].signer;
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -195,7 +242,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         Record storage record = _records[leaseId];
         if (record.status != Status.Pending) return false;
         if (block.timestamp > uint256(record.submittedAt) + VERIFICATION_WINDOW) return false;
-        return _mayVote(account, _rounds[leaseId][record.round]);
+        return _mayVote(account, _rounds[leaseId][_latestRound(record)]);
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -248,7 +295,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             if (progress.status == Status.Pending) {
                 progress.pendingSeconds = uint64(_covered(record, block.timestamp));
             } else {
-                progress.excused = _excused(_rounds[leaseId][record.round]);
+                progress.excused = _excused(_rounds[leaseId][_latestRound(record)]);
             }
         }
     }
@@ -269,13 +316,17 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         record.measurementHead = bytes32(expectedMeasurement[0:32]);
         record.measurementTail = bytes16(expectedMeasurement[32:48]);
         record.reattestInterval = reattestInterval;
+        // Safe: the window is a whole number of hours, at most MAX_DISPUTE_WINDOW (168 hours).
+        // forge-lint: disable-next-line(unsafe-typecast)
+        record.disputeHours = uint8(_terms.window / 1 hours);
     }
 
     /// @inheritdoc IAttestationRegistryCore
     function onCloseWhilePending(uint256 leaseId) external override {
         if (msg.sender != leaseMarket) revert Errors.AttestationRegistry_CallerNotLeaseMarket(msg.sender);
         Record storage record = _records[leaseId];
-        _rounds[leaseId][record.round].closedPending = true;
+        Round storage round = _rounds[leaseId][_latestRound(record)];
+        round.flags |= _CLOSED_PENDING;
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -304,6 +355,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
                 || bytes16(measurement[32:48]) != record.measurementTail
         ) revert Errors.AttestationRegistry_MeasurementMismatch(leaseId);
         {
+            // A verified submission replaced while its verdict can still be disputed stays disputable.
+            if (record.status == Status.Verified && block.timestamp <= _disputableUntil(record, record.submittedAt)) {
+                _keepPast(leaseId, record, current);
+            }
             (uint32 banked, uint40 prevExpiresAt) = _carryOver(leaseId, record, current);
             record.bankedSeconds = banked;
             record.prevExpiresAt = prevExpiresAt;
@@ -312,7 +367,6 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         record.status = Status.Pending;
         record.submittedAt = uint40(block.timestamp);
         record.verifiedAt = 0;
-        record.round = uint8(current & 1);
         record.nonce = current + 1;
         record.reportedTcb = reportedTcb;
 
@@ -351,28 +405,22 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         bytes32 pending = record.reportHash;
         if (reportHash != pending) revert Errors.AttestationRegistry_ReportHashMismatch(leaseId, reportHash, pending);
 
-        uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
-        if (block.timestamp > decideBy) revert Errors.AttestationRegistry_VerificationWindowPassed(leaseId, decideBy);
-
-        Round storage round = _rounds[leaseId][record.round];
-        Round memory vote = round;
-        if (!_mayVote(msg.sender, vote)) revert Errors.AttestationRegistry_NotEligibleVoter(leaseId, msg.sender);
-
-        bool decided = vote.quorum == 1;
-        if (!decided) {
-            // With a single vote deciding, the status change itself prevents double votes; only a real
-            // quorum needs the per-verifier record and the counts.
-            bytes32 voteKey = keccak256(abi.encode(leaseId, record.nonce, msg.sender));
-            if (_voted[voteKey]) revert Errors.AttestationRegistry_AlreadyVoted(leaseId, msg.sender);
-            _voted[voteKey] = true;
-            // Safe: at most `count` (<= 255) allowed verifiers vote once each.
-            if (ok) {
-                round.approvals = vote.approvals + 1;
-                decided = vote.approvals + 1 >= vote.quorum;
-            } else {
-                round.rejections = vote.rejections + 1;
-                decided = vote.rejections + 1 >= vote.quorum;
+        {
+            uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
+            if (block.timestamp > decideBy) {
+                revert Errors.AttestationRegistry_VerificationWindowPassed(leaseId, decideBy);
             }
+        }
+
+        Round storage round = _rounds[leaseId][_latestRound(record)];
+        Round memory vote = round;
+        uint8 index = _admitVoter(leaseId, record, vote);
+        bool decided = vote.quorum == 1;
+        if (decided) {
+            // With a single vote deciding, the status change itself prevents double votes.
+            round.decider = index;
+        } else {
+            decided = _tally(leaseId, record.nonce, round, vote, index, ok);
         }
         emit AttestationVote(leaseId, msg.sender, reportHash, ok);
         if (!decided) return;
@@ -382,7 +430,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             record.verifiedAt = uint40(block.timestamp);
             emit AttestationVerified(leaseId, reportHash);
             // The renter closed while this awaited its verdict: the market pays the held time now.
-            if (vote.closedPending) ILeaseMarket(leaseMarket).finalizeClose(leaseId);
+            if (vote.flags & _CLOSED_PENDING != 0) ILeaseMarket(leaseMarket).finalizeClose(leaseId);
         } else {
             record.status = Status.Rejected;
             emit AttestationRejected(leaseId, reportHash);
@@ -408,9 +456,293 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         emit LeaseMarketSet(market);
     }
 
+    /// @inheritdoc IAttestationRegistryCore
+    function setDisputeTerms(DisputeTerms calldata terms) external override onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setDisputeTerms(terms);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function setCourt(IAttestationCourt court_) external override onlyRole(DEFAULT_ADMIN_ROLE) {
+        // Set once: whoever decides disputes must not be swappable by the admin.
+        if (address(court_) == address(0) || address(court) != address(0)) {
+            revert Errors.AttestationRegistry_CourtAlreadySet();
+        }
+        court = court_;
+        emit CourtSet(address(court_));
+    }
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                     DISPUTES
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IAttestationRegistryCore
+    function resolveDispute(uint256 leaseId, bytes32 reportHash, address disputer, bool truth)
+        external
+        override
+        returns (bool overturned, address[] memory voters, uint256 unpaid, address operator)
+    {
+        if (msg.sender != address(court)) revert Errors.AttestationRegistry_CallerNotCourt(msg.sender);
+        (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
+        _requireOpen(leaseId, reportHash, sub);
+        bool verified = sub.verdict == Status.Verified;
+        overturned = truth != verified;
+        // One dispute per submission; an upheld Verified verdict is confirmed by the check.
+        _setFlags(leaseId, reportHash, sub.number, latest, overturned || !verified ? _DISPUTED : _DISPUTED | _CONFIRMED);
+        emit AttestationDisputed(leaseId, reportHash, disputer, overturned);
+        // The voters of the verdict: rewarded with the bond if it stands, slashed if it is overturned.
+        voters = _votersOf(leaseId, reportHash, sub, verified);
+        if (overturned) (unpaid, operator) = _reverse(leaseId, sub);
+    }
+
+    /// @dev Reverses an overturned verdict with its money in the market; for a false Rejected, returns
+    /// what the renter's credit no longer covered of the node's time, and the operator to pay it to.
+    function _reverse(uint256 leaseId, SubmissionInfo memory sub) private returns (uint256 unpaid, address operator) {
+        ILeaseMarket market = ILeaseMarket(leaseMarket);
+        Record storage record = _records[leaseId];
+        if (sub.verdict == Status.Verified) {
+            // A false Verified: the lease ends as rejected; nothing from this submission on is paid. A
+            // later rejection (the latest is Rejected) already took the node's bond.
+            bool bondTaken = record.status == Status.Rejected;
+            record.status = Status.Rejected;
+            record.bankedSeconds = sub.bankedBefore;
+            // It and every later submission are settled (an earlier one may still be disputed).
+            uint32 reversedFrom = record.reversedFrom;
+            if (reversedFrom == 0 || sub.number < reversedFrom) record.reversedFrom = sub.number;
+            market.onVerifiedOverturned(leaseId, sub.bankedBefore, bondTaken);
+            return (0, address(0));
+        }
+        // A false Rejected (always the latest: a rejection ends the lease): the node's slash is undone and
+        // its time up to the close is paid.
+        record.status = Status.Verified;
+        record.verifiedAt = uint40(block.timestamp);
+        unpaid = market.onRejectedOverturned(leaseId, sub.submittedAt, _coverEnd(record));
+        (,,, operator,) = market.leaseParties(leaseId);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function confirmByCourt(uint256 leaseId, bytes32 reportHash) external override {
+        if (msg.sender != address(court)) revert Errors.AttestationRegistry_CallerNotCourt(msg.sender);
+        (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
+        _requireOpen(leaseId, reportHash, sub);
+        if (sub.verdict != Status.Verified) revert Errors.AttestationRegistry_NotConfirmed(leaseId, reportHash);
+        _setFlags(leaseId, reportHash, sub.number, latest, _CONFIRMED);
+        emit AttestationConfirmedOnChain(leaseId, reportHash);
+    }
+
+    /// @inheritdoc IAttestationRegistry
+    function isAttestedFinal(uint256 leaseId, bytes calldata expectedMeasurement)
+        external
+        view
+        override
+        returns (bool)
+    {
+        if (!_isAttested(leaseId, expectedMeasurement)) return false;
+        Record storage record = _records[leaseId];
+        uint256 round = _latestRound(record);
+        uint256 submittedAt = record.submittedAt;
+        if (_status(record) == Status.Pending) {
+            // Seamless re-attestation: the previous verified one vouches (the other round).
+            round ^= 1;
+            submittedAt = uint256(record.prevExpiresAt) - record.reattestInterval;
+        }
+        if (_rounds[leaseId][round].flags & _CONFIRMED != 0) return true;
+        // A dispute that did not confirm it overturned it (then isAttested is false).
+        return block.timestamp > _disputableUntil(record, submittedAt);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function submissionOf(uint256 leaseId, bytes32 reportHash)
+        external
+        view
+        override
+        returns (SubmissionInfo memory sub)
+    {
+        (sub,) = _submission(leaseId, reportHash);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function disputeTerms() external view override returns (DisputeTerms memory) {
+        return _terms;
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function disputeWindowOf(uint256 leaseId) external view override returns (uint256) {
+        return uint256(_records[leaseId].disputeHours) * 1 hours;
+    }
+
     /*//////////////////////////////////////////////////////////////////////////
                                       PRIVATE
     //////////////////////////////////////////////////////////////////////////*/
+
+    /// @dev Refuses a vote from an account not allowed on `vote` or without the minimum stake; locks
+    /// its stake until the vote's dispute window closes. Returns its verifier index.
+    function _admitVoter(uint256 leaseId, Record storage record, Round memory vote) private returns (uint8 index) {
+        Verifier storage voter = _verifiers[msg.sender];
+        index = _indexOf(voter, vote.epoch);
+        if (index == 0 || index == vote.excluded0 || index == vote.excluded1 || index == vote.excluded2) {
+            revert Errors.AttestationRegistry_NotEligibleVoter(leaseId, msg.sender);
+        }
+        // Its stake (kept by the court) backs this vote until the vote's dispute window closes.
+        IAttestationCourt court_ = court;
+        if (address(court_) == address(0)) revert Errors.AttestationRegistry_CourtUnset();
+        court_.lockVote(msg.sender, _disputableUntil(record, record.submittedAt), _terms.minVerifierStake);
+    }
+
+    /// @dev Counts a vote under a quorum above 1 (voters kept as bitmaps); returns whether it decides.
+    function _tally(uint256 leaseId, uint256 number, Round storage round, Round memory vote, uint8 index, bool ok)
+        private
+        returns (bool)
+    {
+        uint256[2] storage voters = _voters[_ballotKey(leaseId, number)];
+        uint256 bit = uint256(1) << index;
+        if ((voters[0] | voters[1]) & bit != 0) revert Errors.AttestationRegistry_AlreadyVoted(leaseId, msg.sender);
+        // Safe: at most `count` (<= 255) allowed verifiers vote once each.
+        if (ok) {
+            voters[0] |= bit;
+            round.approvals = vote.approvals + 1;
+            return vote.approvals + 1 >= vote.quorum;
+        }
+        voters[1] |= bit;
+        round.rejections = vote.rejections + 1;
+        return vote.rejections + 1 >= vote.quorum;
+    }
+
+    /// @dev The round of the latest submission (number `nonce`, round (nonce - 1) & 1).
+    function _latestRound(Record storage record) private view returns (uint256) {
+        return (uint256(record.nonce) + 1) & 1;
+    }
+
+    /// @dev Until when the verdict on a submission made at `submittedAt` can be disputed: its
+    /// verification window plus the lease's dispute window (so at least the dispute window after the verdict).
+    function _disputableUntil(Record storage record, uint256 submittedAt) private view returns (uint40) {
+        // Safe: a uint40 time plus at most 169 hours.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return uint40(submittedAt + VERIFICATION_WINDOW + uint256(record.disputeHours) * 1 hours);
+    }
+
+    /// @dev Keeps the verified submission `current` (the latest, about to be replaced) disputable.
+    function _keepPast(uint256 leaseId, Record storage record, uint32 current) private {
+        Past storage past = _past[_pastKey(leaseId, record.reportHash)];
+        // The first submission of a report hash keeps the key (an earlier one is the larger reversal).
+        if (past.number != 0) return;
+        Round storage round = _rounds[leaseId][(uint256(current) + 1) & 1];
+        past.signer = round.signer;
+        past.submittedAt = record.submittedAt;
+        past.bankedBefore = record.bankedSeconds;
+        past.flags = round.flags;
+        past.decider = round.decider;
+        past.number = current;
+    }
+
+    function _pastKey(uint256 leaseId, bytes32 reportHash) private pure returns (bytes32) {
+        return keccak256(abi.encode(leaseId, reportHash));
+    }
+
+    function _ballotKey(uint256 leaseId, uint256 number) private pure returns (bytes32) {
+        return keccak256(abi.encode(leaseId, number));
+    }
+
+    /// @dev The submission of `leaseId` with `reportHash`: a kept past one first, else the latest.
+    function _submission(uint256 leaseId, bytes32 reportHash)
+        private
+        view
+        returns (SubmissionInfo memory sub, bool latest)
+    {
+        Record storage record = _records[leaseId];
+        Past storage past = _past[_pastKey(leaseId, reportHash)];
+        uint8 flags;
+        if (past.number != 0) {
+            sub.number = past.number;
+            sub.verdict = Status.Verified;
+            sub.signer = past.signer;
+            sub.submittedAt = past.submittedAt;
+            sub.bankedBefore = past.bankedBefore;
+            flags = past.flags;
+        } else if (record.nonce != 0 && record.reportHash == reportHash) {
+            latest = true;
+            Round storage round = _rounds[leaseId][_latestRound(record)];
+            sub.number = record.nonce;
+            sub.verdict = record.status;
+            sub.signer = round.signer;
+            sub.submittedAt = record.submittedAt;
+            sub.bankedBefore = record.bankedSeconds;
+            flags = round.flags;
+        } else {
+            return (sub, false);
+        }
+        sub.disputableUntil = _disputableUntil(record, sub.submittedAt);
+        sub.disputed = flags & _DISPUTED != 0;
+        sub.confirmedOnChain = flags & _CONFIRMED != 0;
+        uint32 reversedFrom = record.reversedFrom;
+        // Settled by the reversal of an earlier (or this) submission.
+        if (reversedFrom != 0 && sub.number >= reversedFrom) sub.disputed = true;
+    }
+
+    /// @dev Refuses a dispute or on-chain confirmation of an unknown, undecided, settled or too old verdict.
+    function _requireOpen(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub) private view {
+        if (sub.number == 0) revert Errors.AttestationRegistry_UnknownSubmission(leaseId, reportHash);
+        if (sub.verdict != Status.Verified && sub.verdict != Status.Rejected) {
+            revert Errors.AttestationRegistry_NotDecided(leaseId, reportHash);
+        }
+        if (sub.disputed || sub.confirmedOnChain) {
+            revert Errors.AttestationRegistry_AlreadySettled(leaseId, reportHash);
+        }
+        if (block.timestamp > sub.disputableUntil) {
+            revert Errors.AttestationRegistry_DisputeWindowPassed(leaseId, reportHash, sub.disputableUntil);
+        }
+    }
+
+    function _setFlags(uint256 leaseId, bytes32 reportHash, uint32 number, bool latest, uint8 flags) private {
+        Record storage record = _records[leaseId];
+        // The round of submission `number` is still kept while it is the latest or the one before.
+        if (uint256(number) + 1 >= record.nonce) _rounds[leaseId][(uint256(number) + 1) & 1].flags |= flags;
+        if (!latest) _past[_pastKey(leaseId, reportHash)].flags |= flags;
+    }
+
+    /// @dev The accounts that voted `approve` (or, for a quorum of 1, decided) on a submission.
+    function _votersOf(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub, bool approve)
+        private
+        view
+        returns (address[] memory voters)
+    {
+        Record storage record = _records[leaseId];
+        uint8 decider = sub.number == record.nonce
+            ? _rounds[leaseId][_latestRound(record)].decider
+            : _past[_pastKey(leaseId, reportHash)].decider;
+        if (decider != 0) {
+            voters = new address[](1);
+            voters[0] = _verifierAt[decider];
+            return voters;
+        }
+        uint256 bits = _voters[_ballotKey(leaseId, sub.number)][approve ? 0 : 1];
+        voters = new address[](256);
+        uint256 n;
+        for (uint256 i = 1; i < 256; ++i) {
+            if ((bits >> i) & 1 != 0) voters[n++] = _verifierAt[i];
+        }
+        // Shrink the array to the voters found.
+        assembly ("memory-safe") {
+            mstore(voters, n)
+        }
+    }
+
+    /// @dev Where the latest submission's pay ends at the latest: its expiry, or a challenge after it.
+    function _coverEnd(Record storage record) private view returns (uint256 end) {
+        uint256 submittedAt = record.submittedAt;
+        end = submittedAt + record.reattestInterval;
+        uint256 challenge = record.challengedAt;
+        if (challenge > submittedAt && challenge < end) end = challenge;
+    }
+
+    function _setDisputeTerms(DisputeTerms memory terms) private {
+        uint256 window = terms.window;
+        if (
+            window < 1 hours || window > MAX_DISPUTE_WINDOW || window % 1 hours != 0 || terms.slashBps > _BPS
+                || terms.minVerifierStake == 0
+        ) revert Errors.AttestationRegistry_InvalidDisputeTerms();
+        _terms = terms;
+        emit DisputeTermsSet(terms);
+    }
 
     /// @dev Keeps the verifier set's epoch, count and indexes with every grant of VERIFIER_ROLE.
     function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
@@ -422,6 +754,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (index == 0) {
             if (config.lastIndex == type(uint8).max) revert Errors.AttestationRegistry_TooManyVerifiers();
             index = ++config.lastIndex;
+            _verifierAt[index] = account;
         } else {
             // Its old grant's epochs are overwritten: wait until nothing it could vote on is undecided.
             uint256 allowedAt = uint256(verifier.revokedAt) + VERIFICATION_WINDOW + 1;
@@ -471,7 +804,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             revert Errors.AttestationRegistry_AttestationDeadlinePassed(leaseId, attestBy);
         }
         // The guest's own key, never the node key: a dApp must not accept what the host signs.
-        if (signer == address(0) || signer == nodeKey) revert Errors.AttestationRegistry_InvalidSigner(leaseId, signer);
+        if (signer == address(0) || signer == nodeKey) {
+            revert Errors.AttestationRegistry_InvalidSigner(leaseId, signer);
+        }
         Config memory config = _config;
         uint32 epoch = config.epoch;
         uint8 x0 = _indexAt(renter, epoch);
@@ -511,7 +846,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             // (nothing banked). A first one left undecided without any approval stays a missed first
             // attestation (slashable); with an approval (or no verifier allowed to vote) it is excused.
             if (_status(record) == Status.Pending) revert Errors.AttestationRegistry_AttestationPending(leaseId);
-            if (current == 1 && !_excused(_rounds[leaseId][record.round])) {
+            if (current == 1 && !_excused(_rounds[leaseId][_latestRound(record)])) {
                 revert Errors.AttestationRegistry_AttestationPending(leaseId);
             }
         } else if (previous == Status.Verified) {
@@ -535,7 +870,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     /// @dev `account`'s verifier index if it held VERIFIER_ROLE at `epoch`, else 0.
     function _indexAt(address account, uint32 epoch) private view returns (uint8) {
-        Verifier storage verifier = _verifiers[account];
+        return _indexOf(_verifiers[account], epoch);
+    }
+
+    function _indexOf(Verifier storage verifier, uint32 epoch) private view returns (uint8) {
         uint8 index = verifier.index;
         if (index == 0 || verifier.since > epoch) return 0;
         uint32 until = verifier.until;
@@ -546,6 +884,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @dev Whether `account` may vote in `round`: a verifier at its epoch and none of the lease's parties.
     function _mayVote(address account, Round memory round) private view returns (bool) {
         uint8 index = _indexAt(account, round.epoch);
+        IAttestationCourt court_ = court;
+        if (address(court_) == address(0) || court_.stakeOf(account).stake < _terms.minVerifierStake) return false;
         return index != 0 && index != round.excluded0 && index != round.excluded1 && index != round.excluded2;
     }
 

@@ -477,9 +477,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
     /// @inheritdoc ILeaseMarket
     function onAttestationRejected(uint256 leaseId) external override nonReentrant {
-        if (msg.sender != address(attestationRegistry)) {
-            revert Errors.LeaseMarket_CallerNotAttestationRegistry(msg.sender);
-        }
+        _onlyRegistry();
         LeaseRecord storage lease = _leases[leaseId];
         // Closed by its renter while this attestation awaited the verdict: the held escrow goes back.
         if (lease.held) {
@@ -501,6 +499,73 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, 0, false);
         _credit(lease.renter, refund);
         _slash(nodeKey, bond, 0);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function onVerifiedOverturned(uint256 leaseId, uint256 keepSeconds, bool bondTaken) external override {
+        // No reentrancy guard: only the registry calls, and nothing here calls untrusted code.
+        _onlyRegistry();
+        LeaseRecord storage lease = _leases[leaseId];
+        address nodeKey = lease.nodeKey;
+        uint256 bond = lease.bond;
+        uint256 deposit = lease.deposit;
+        uint256 claimed = lease.claimed;
+        // A later rejection already took the bond: a lease's bond is slashed once.
+        if (bondTaken) bond = 0;
+        // Earned stays only what was verified before the false submission.
+        uint256 keep = keepSeconds * lease.ratePerSecond;
+        if (keep > deposit) keep = deposit;
+        // What the operator already claimed beyond that is owed to the renter out of the bond.
+        uint256 cut = keep > claimed ? keep : claimed;
+        uint256 refund = deposit - cut;
+        if (lease.status == LeaseStatus.ACTIVE) {
+            _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, cut, refund, cut - keep, false);
+        } else {
+            // Closed: the bond is locked only while held; otherwise the registry takes what the node
+            // holds beyond the bonds of its active leases, up to the bond.
+            if (lease.held) {
+                lease.held = false;
+                _usage[nodeKey].bonded -= uint128(bond);
+            }
+            // Safe: cut <= deposit, a uint96.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            lease.deposit = uint96(cut);
+            lease.closeReason = CloseReason.ATTESTATION_REJECTED;
+        }
+        address renter = lease.renter;
+        emit VerdictReversed(leaseId, true);
+        _credit(renter, refund);
+        // No compensation to an operator renting its own node: its stake must not leave through a slash.
+        // The node registry is ours, fixed at construction, and calls nothing but the token (it pays
+        // `paid` to this market); the amount taken is not needed (a closed lease's bond may be gone).
+        // slither-disable-next-line reentrancy-no-eth,unused-return (trusted own registry; see above)
+        (, uint256 paid) =
+            nodeRegistry.slash(nodeKey, bond, nodeRegistry.operatorOf(nodeKey) == renter ? 0 : cut - keep);
+        _credit(renter, paid);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to)
+        external
+        override
+        returns (uint256 unpaid)
+    {
+        _onlyRegistry();
+        LeaseRecord storage lease = _leases[leaseId];
+        // A rejection closed the lease at timeMark: the node's time up to then is paid.
+        uint256 closedAt = lease.timeMark;
+        if (to > closedAt) to = closedAt;
+        uint256 pay = to > from ? (to - from) * lease.ratePerSecond : 0;
+        address renter = lease.renter;
+        uint256 credit = credits[renter];
+        uint256 fromRenter = pay < credit ? pay : credit;
+        credits[renter] = credit - fromRenter;
+        uint256 earnedAmount = lease.deposit + fromRenter;
+        lease.deposit = SafeCast.toUint96(earnedAmount);
+        lease.closeReason = CloseReason.RENTER;
+        unpaid = pay - fromRenter;
+        emit VerdictReversed(leaseId, false);
+        nodeRegistry.restoreSlash(lease.nodeKey, lease.bond);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -602,8 +667,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     {
         if (progress.nonce == 0) return block.timestamp > lease.timeMark;
         // Undecided is the node's fault only without an allowed verifier's approval (silence is no verdict).
-        return progress.nonce == 1 && progress.decideBy != 0 && block.timestamp > progress.decideBy
-            && !progress.excused;
+        return progress.nonce == 1 && progress.decideBy != 0 && block.timestamp > progress.decideBy && !progress.excused;
     }
 
     /// @dev Why an active lease whose attestation is decided ends now: EXHAUSTED if fully earned (no
@@ -754,6 +818,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         // Same transaction, nothing in between: the bond is locked, so the registry takes and pays it all.
         // slither-disable-next-line incorrect-equality (an exact amount from our own registry, not a balance race)
         assert(taken == bond && paid == compensation);
+    }
+
+    function _onlyRegistry() private view {
+        if (msg.sender != address(attestationRegistry)) {
+            revert Errors.LeaseMarket_CallerNotAttestationRegistry(msg.sender);
+        }
     }
 
     function _credit(address account, uint256 amount) private {

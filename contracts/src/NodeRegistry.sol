@@ -201,12 +201,16 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
         Node storage node = _nodes[nodeKey];
         uint256 active = node.stake;
         uint256 unbonding = node.unbonding;
-        uint256 available = active + unbonding;
+        // Never the stake that backs the bonds of the node's active leases (the market releases a lease's
+        // bond before slashing it).
+        uint256 bonded = ILeaseMarket(leaseMarket).bondedStake(nodeKey);
+        uint256 available = unbonding + (active > bonded ? active - bonded : 0);
         taken = amount < available ? amount : available;
         // slither-disable-next-line incorrect-equality (zero is the "nothing to take" case, not a balance race)
         if (taken == 0) return (0, 0);
-        uint256 fromStake = taken <= active ? taken : active;
-        uint256 fromUnbonding = taken - fromStake;
+        // Unbonding first: active stake backs the bonds of the node's active leases.
+        uint256 fromUnbonding = taken <= unbonding ? taken : unbonding;
+        uint256 fromStake = taken - fromUnbonding;
         // Safe: below the current uint128 stake.
         // forge-lint: disable-next-line(unsafe-typecast)
         node.stake = uint128(active - fromStake);
@@ -221,6 +225,15 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
         emit SlashSplit(nodeKey, paid, taken - paid);
         // The lease market is a fixed, trusted contract that credits the renter.
         if (paid != 0) token.safeTransfer(msg.sender, paid);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function restoreSlash(address nodeKey, uint256 amount) external override onlyLeaseMarket {
+        // Burned stake never leaves the registry, so an overturned rejection's slash is still here.
+        burnedStake -= amount;
+        Node storage node = _nodes[nodeKey];
+        node.stake = (uint256(node.stake) + amount).toUint128();
+        emit SlashRestored(nodeKey, amount);
     }
 
     /// @inheritdoc INodeRegistry

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {AttestationCourt} from "../src/AttestationCourt.sol";
 import {AttestationRegistry} from "../src/AttestationRegistry.sol";
 import {LeaseMarket} from "../src/LeaseMarket.sol";
 import {NodeRegistry} from "../src/NodeRegistry.sol";
 import {TestToken} from "../src/test-token/TestToken.sol";
 import {IAttestationRegistryCore} from "../src/interfaces/IAttestationRegistryCore.sol";
 import {INodeRegistry} from "../src/interfaces/INodeRegistry.sol";
+import {ISnpVerifier} from "../src/interfaces/ISnpVerifier.sol";
 import {LeaseSpec, NodeSpec, TeeType} from "../src/types/DataTypes.sol";
 import {Test} from "./base/Test.sol";
+import {MockSnpVerifier} from "./mocks/MockSnpVerifier.sol";
 
 /// @notice Deploys the whole system the way a deployment does and offers the steps of a lease.
 abstract contract Base is Test {
@@ -32,6 +35,10 @@ abstract contract Base is Test {
     NodeRegistry internal nodes;
     AttestationRegistry internal attestations;
     LeaseMarket internal market;
+    MockSnpVerifier internal snp;
+    AttestationCourt internal court;
+    /// @dev What each test verifier stakes in the court (the default minimum is 1e18).
+    uint256 internal constant VERIFIER_STAKE = 100e18;
 
     address internal admin;
     address internal operator;
@@ -61,7 +68,10 @@ abstract contract Base is Test {
         nodes = new NodeRegistry(token, admin, MIN_STAKE, UNBONDING_DELAY, SLASH_BPS);
         attestations = new AttestationRegistry(admin, 1);
         market = new LeaseMarket(token, INodeRegistry(address(nodes)), attestations, admin, ATTESTATION_WINDOW);
+        snp = new MockSnpVerifier();
+        court = new AttestationCourt(courtSnpVerifier(), attestations, token);
         vm.startPrank(admin);
+        attestations.setCourt(court);
         nodes.setLeaseMarket(address(market));
         attestations.setLeaseMarket(address(market));
         attestations.grantRole(attestations.VERIFIER_ROLE(), verifier);
@@ -74,6 +84,22 @@ abstract contract Base is Test {
         token.approve(address(nodes), type(uint256).max);
         vm.prank(renter);
         token.approve(address(market), type(uint256).max);
+        stakeVerifier(verifier);
+        stakeVerifier(verifier2);
+    }
+
+    /// @dev The report check the court uses: the test double unless a test needs the real one.
+    function courtSnpVerifier() internal virtual returns (ISnpVerifier) {
+        return snp;
+    }
+
+    /// @dev Mints VERIFIER_STAKE to `account` and stakes it in the court.
+    function stakeVerifier(address account) internal {
+        token.mint(account, VERIFIER_STAKE);
+        vm.startPrank(account);
+        token.approve(address(court), type(uint256).max);
+        court.stake(VERIFIER_STAKE);
+        vm.stopPrank();
     }
 
     // ------------------------------------------------------------------ fixtures

@@ -36,7 +36,14 @@ if TYPE_CHECKING:
         VerificationError,
     )
     from cvm.attestation.evidence import EvidenceBundle, report_hash
-    from cvm.attestation.kds import CachingKds, CertificateSource, HttpKds, cert_chain_url, vcek_url
+    from cvm.attestation.kds import (
+        CachingKds,
+        CertificateSource,
+        HttpKds,
+        KdsRateLimit,
+        cert_chain_url,
+        vcek_url,
+    )
     from cvm.attestation.measure import expected_measurement
     from cvm.attestation.product import Product
     from cvm.attestation.sim import SimulatedAmd, SimulatedAttestation, SimulatedSecureProcessor
@@ -57,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "Failure": "cvm.attestation.validate",
     "GuestPolicy": "cvm.attestation.abi",
     "HttpKds": "cvm.attestation.kds",
+    "KdsRateLimit": "cvm.attestation.kds",
     "KdsError": "cvm.attestation.errors",
     "LeaseBinding": "cvm.attestation.binding",
     "MeasurementError": "cvm.attestation.errors",
@@ -116,6 +124,7 @@ __all__ = [
     "GuestPolicy",
     "HttpKds",
     "KdsError",
+    "KdsRateLimit",
     "LeaseBinding",
     "MeasurementError",
     "Policy",

@@ -2,8 +2,10 @@
 
 `vcek_url` follows AMD pub. 57230: `/vcek/v1/{product}/{hwID}?blSPL=..&teeSPL=..&snpSPL=..
 &ucodeSPL=..`, with the 8-byte hwID and an extra fmcSPL on Turin. Fetching goes through the
-`CertificateSource` interface; `CachingKds` keeps every certificate in a local directory so
-tests (and air-gapped verifiers) run from the cache alone. Nothing in `verify` calls this.
+`CertificateSource` interface; `CachingKds` keeps every certificate in a local directory (a
+VCEK per chip and TCB, checked to parse before each use) so tests and air-gapped verifiers run
+from the cache alone; `HttpKds` keeps within AMD's rate limit (about one request per 10 s per
+IP) and honours a 429's Retry-After. Nothing in `verify` calls this.
 `endorsements` finds a hardware report's VCEK and chain: in the certificate table the host
 gave the guest, else at the KDS.
 """
@@ -11,10 +13,19 @@ gave the guest, else at the KDS.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import struct
+import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -59,54 +70,227 @@ class CertificateSource(Protocol):
     def fetch(self, url: str) -> bytes: ...
 
 
-class HttpKds:
-    """Fetches from AMD's KDS over HTTPS (rate-limited by AMD: cache in front of it)."""
+# AMD's KDS answers 429 beyond about one request per 10 s per IP (pub. 57230, "rate limiting").
+KDS_MIN_INTERVAL_S = 10.0
+# A 429 is retried this many times, never sooner than its Retry-After; a Retry-After above
+# the longest wait is not waited out: the caller gets a KdsError that says when to come back.
+KDS_MAX_RETRIES = 3
+KDS_MAX_WAIT_S = 120.0
 
-    def __init__(self, timeout: float = 10.0) -> None:
+
+class KdsRateLimit:
+    """At most one request per `min_interval_s`, shared by every `HttpKds` that holds it.
+
+    Every thread of a process goes through the one default instance (`KDS_RATE_LIMIT`), since
+    AMD counts requests per IP address; `sleep` and `clock` are parameters for tests."""
+
+    def __init__(
+        self,
+        min_interval_s: float = KDS_MIN_INTERVAL_S,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.min_interval_s = min_interval_s
+        self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_at = 0.0  # the clock's time before which no request may start
+
+    def wait_turn(self) -> None:
+        """Block until a request may go out, and take that slot."""
+        with self._lock:
+            now = self._clock()
+            if now < self._next_at:
+                self._sleep(self._next_at - now)
+                now = self._next_at
+            self._next_at = now + self.min_interval_s
+
+    def hold_off(self, seconds: float) -> None:
+        """No request before `seconds` from now (the server said so)."""
+        with self._lock:
+            self._next_at = max(self._next_at, self._clock() + seconds)
+
+
+KDS_RATE_LIMIT = KdsRateLimit()
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header (delay-seconds or an HTTP date, RFC 9110) in seconds; None if absent
+    or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class HttpKds:
+    """Fetches from AMD's KDS over HTTPS, within AMD's rate limit (put a cache in front).
+
+    Requests are spaced by `rate_limit` (one per 10 s by default, for the whole process);
+    a 429 is retried after its Retry-After (else after a doubling backoff from the
+    interval), at most `max_retries` times, and never when the wait would pass `max_wait_s`."""
+
+    def __init__(
+        self,
+        timeout: float = 10.0,
+        *,
+        rate_limit: KdsRateLimit | None = None,
+        max_retries: int = KDS_MAX_RETRIES,
+        max_wait_s: float = KDS_MAX_WAIT_S,
+    ) -> None:
         self._timeout = timeout
+        self.rate_limit = rate_limit or KDS_RATE_LIMIT
+        self.max_retries = max_retries
+        self.max_wait_s = max_wait_s
 
     def fetch(self, url: str) -> bytes:
-        try:
-            response = httpx.get(url, timeout=self._timeout, follow_redirects=False)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise KdsError(f"KDS request failed: {exc}") from exc
-        if len(response.content) > MAX_CERT_BYTES:
+        backoff = max(self.rate_limit.min_interval_s, 1.0)
+        for attempt in range(self.max_retries + 1):
+            self.rate_limit.wait_turn()
+            try:
+                with httpx.stream("GET", url, timeout=self._timeout, follow_redirects=False) as r:
+                    if r.status_code == 429:
+                        asked = retry_after_seconds(r.headers.get("retry-after"))
+                        wait = backoff if asked is None else max(asked, 0.0)
+                        backoff *= 2
+                        self.rate_limit.hold_off(wait)  # for every caller, not just this one
+                        if attempt == self.max_retries or wait > self.max_wait_s:
+                            raise KdsError(
+                                f"KDS is rate limiting this host (429, retry after {wait:.0f} s):"
+                                " try again later"
+                            )
+                        continue
+                    r.raise_for_status()
+                    body = _read_bounded(r)
+            except httpx.HTTPError as exc:
+                raise KdsError(f"KDS request failed: {exc}") from exc
+            return body
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _read_bounded(response: httpx.Response) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_CERT_BYTES:
+        raise KdsError(f"KDS answer is larger than {MAX_CERT_BYTES} bytes")
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_CERT_BYTES:
             raise KdsError(f"KDS answer is larger than {MAX_CERT_BYTES} bytes")
-        return response.content
+    return bytes(body)
+
+
+# /vcek/v1/{product}/{hwid}?[fmcSPL=..&]blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..: the VCEK of
+# one chip at one TCB. Anything else (a cert_chain) is cached under the URL's hash.
+_VCEK_PATH = re.compile(
+    r"/vcek/v1/(?P<product>[A-Za-z]{1,16})/(?P<hwid>[0-9a-f]{16}|[0-9a-f]{128})"
+    r"\?(?:fmcSPL=(?P<fmc>\d{2,3})&)?blSPL=(?P<bl>\d{2,3})&teeSPL=(?P<tee>\d{2,3})"
+    r"&snpSPL=(?P<snp>\d{2,3})&ucodeSPL=(?P<ucode>\d{2,3})"
+)
+
+
+def vcek_cache_key(url: str) -> tuple[str, str, str] | None:
+    """(product, chip hwID, TCB) of a KDS VCEK URL; None for any other URL."""
+    parts = urlsplit(url)
+    match = _VCEK_PATH.fullmatch(f"{parts.path}?{parts.query}")
+    if match is None:
+        return None
+    spl = match.groupdict()
+    tcb = "-".join(
+        f"{name}{int(spl[name]):03d}"
+        for name in ("fmc", "bl", "tee", "snp", "ucode")
+        if spl[name] is not None
+    )
+    return match["product"], match["hwid"], tcb
+
+
+def _check_certificates(url: str, data: bytes) -> None:
+    """Raise KdsError unless `data` is what `url` serves: one DER certificate for a VCEK,
+    PEM certificates for a chain."""
+    from cryptography import x509
+
+    try:
+        if vcek_cache_key(url) is not None:
+            x509.load_der_x509_certificate(data)
+        elif not x509.load_pem_x509_certificates(data):
+            raise ValueError("no certificate")
+    except ValueError as exc:
+        raise KdsError(f"{url} did not give a certificate: {exc}") from exc
 
 
 class CachingKds:
-    """A cache directory in front of another source (or none: cache only, never the network)."""
+    """A cache directory in front of another source (or none: cache only, never the network).
+
+    VCEKs are kept per (product, chip, TCB) as `vcek/<product>/<hwID>/<TCB>.der`, so a chip
+    asks the KDS once per TCB it reports; chains under the SHA-256 of their URL. Every answer
+    is checked to be certificates before it is stored (atomically) and again before a cached
+    one is used: a damaged file is dropped and fetched again, never handed out."""
 
     def __init__(self, cache_dir: Path, upstream: CertificateSource | None = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.upstream = upstream
 
     def path_for(self, url: str) -> Path:
-        """Where `url`'s answer is cached: named by the SHA-256 of the URL."""
+        """Where `url`'s answer is cached."""
+        key = vcek_cache_key(url)
+        if key is not None:
+            product, hwid, tcb = key
+            return self.cache_dir / "vcek" / product / hwid / f"{tcb}.der"
         return self.cache_dir / f"{hashlib.sha256(url.encode()).hexdigest()}.bin"
 
     def store(self, url: str, data: bytes) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        """Keep `data` as `url`'s answer: written to a unique temporary file, flushed and
+        renamed into place, so a reader (another thread or process) never sees half of it."""
         target = self.path_for(url)
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(data)
-        partial.replace(target)  # atomic: a reader never sees half a certificate
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, partial = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".partial")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+
+    def cached(self, url: str) -> bytes | None:
+        """`url`'s cached answer if there is one and it parses; a damaged one is removed."""
+        path = self.path_for(url)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            _check_certificates(url, data)
+        except KdsError:
+            path.unlink(missing_ok=True)
+            return None
+        return data
 
     def fetch(self, url: str) -> bytes:
-        cached = self.path_for(url)
-        if cached.is_file():
-            return cached.read_bytes()
+        data = self.cached(url)
+        if data is not None:
+            return data
         if self.upstream is None:
             raise KdsError(f"{url} is not in the cache {self.cache_dir} and no upstream is set")
         data = self.upstream.fetch(url)
+        _check_certificates(url, data)
         self.store(url, data)
         return data
 
-    def vcek_for(self, report: Report, product: Product) -> bytes:
+    def vcek_for(self, report: Report, product: Product, base_url: str = KDS_BASE_URL) -> bytes:
         """The VCEK (DER) for `report`, from the cache or upstream."""
-        return self.fetch(vcek_url(report, product))
+        return self.fetch(vcek_url(report, product, base_url))
 
 
 # --- a report's endorsements, as an SEV-SNP guest gets them -------------------------------

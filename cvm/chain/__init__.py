@@ -11,6 +11,7 @@ error (`LeaseMarket_DepositTooLow(...)`), decoded from the ABIs of all shipped c
 
 from cvm.chain.anvil import Anvil, find_anvil
 from cvm.chain.artifacts import Artifact, artifact_names, load_artifact, revert_decoder
+from cvm.chain.attestation_court import AttestationCourtClient, VerifierStake
 from cvm.chain.attestation_registry import AttestationRegistryClient
 from cvm.chain.attested_service import AttestedServiceClient
 from cvm.chain.client import ChainClient, event_decoder
@@ -62,12 +63,14 @@ from cvm.chain.types import (
     AttestationProgress,
     AttestationStatus,
     CloseReason,
+    DisputeTerms,
     Lease,
     LeaseSpec,
     LeaseStatus,
     Node,
     NodeSpec,
     NodeUsage,
+    SubmissionInfo,
     TeeType,
 )
 
@@ -77,6 +80,7 @@ __all__ = [
     "Anvil",
     "Artifact",
     "Attestation",
+    "AttestationCourtClient",
     "AttestationProgress",
     "AttestationRegistryClient",
     "AttestationStatus",
@@ -90,6 +94,7 @@ __all__ = [
     "CreatedLease",
     "DeployConfig",
     "Deployment",
+    "DisputeTerms",
     "EventDecoder",
     "HeldEscrow",
     "HeldRelease",
@@ -108,11 +113,13 @@ __all__ = [
     "SnpReportFields",
     "SnpVerifierClient",
     "StepGas",
+    "SubmissionInfo",
     "TeeType",
     "TokenClient",
     "TransactionSender",
     "TxResult",
     "UnknownRevert",
+    "VerifierStake",
     "WrongNetwork",
     "artifact_names",
     "check_network",

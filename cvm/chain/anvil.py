@@ -267,6 +267,15 @@ class Anvil:
         """Mine `blocks` blocks now."""
         self._rpc("anvil_mine", [hex(blocks)])
 
+    def set_interval_mining(self, seconds: int) -> None:
+        """From now on mine a block every `seconds` (whole seconds, as anvil takes them)
+        holding what is pending, instead of one block per transaction: a real block time
+        after a setup that mined at once."""
+        if seconds < 1:
+            raise ValueError("the block interval is a whole number of seconds, at least 1")
+        self._rpc("evm_setAutomine", [False])
+        self._rpc("evm_setIntervalMining", [seconds])
+
     def increase_time(self, seconds: int) -> None:
         """Move the clock forward; the next block carries the new time."""
         self._rpc("evm_increaseTime", [seconds])

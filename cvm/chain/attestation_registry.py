@@ -5,7 +5,13 @@ from __future__ import annotations
 from eth_utils import to_checksum_address
 
 from cvm.chain.contract import ContractClient, TxResult
-from cvm.chain.types import Attestation, AttestationProgress, AttestationStatus
+from cvm.chain.types import (
+    Attestation,
+    AttestationProgress,
+    AttestationStatus,
+    DisputeTerms,
+    SubmissionInfo,
+)
 
 
 class AttestationRegistryClient(ContractClient):
@@ -28,6 +34,11 @@ class AttestationRegistryClient(ContractClient):
         true now (during a seamless re-attestation: the previous verified one's), else the zero
         address. dApps accept results signed by this address, never by the node key."""
         return str(self._call("attestedSignerOf", lease_id))
+
+    def is_attested_final(self, lease_id: int, expected_measurement: bytes) -> bool:
+        """`is_attested`, and the attestation can no longer be taken back: its dispute window
+        passed undisputed, or the on-chain check confirmed it (dispute upheld, confirmOnChain)."""
+        return bool(self._call("isAttestedFinal", lease_id, expected_measurement))
 
     def status_of(self, lease_id: int) -> AttestationStatus:
         """Just the status of the latest attestation (cheaper than `attestation_of`)."""
@@ -95,6 +106,27 @@ class AttestationRegistryClient(ContractClient):
         """Whether `account` holds the verifier role."""
         return bool(self._call("hasRole", self.verifier_role(), account))
 
+    def submission_of(self, lease_id: int, report_hash: bytes) -> SubmissionInfo:
+        """A submission as a dispute sees it (number 0 if unknown or no longer kept)."""
+        return SubmissionInfo.from_tuple(tuple(self._call("submissionOf", lease_id, report_hash)))
+
+    def dispute_terms(self) -> DisputeTerms:
+        """Dispute window (for leases opened from now on), bond, voter slash, minimum stake."""
+        window, bond, slash_bps, min_stake = self._call("disputeTerms")
+        return DisputeTerms(int(window), int(bond), int(slash_bps), int(min_stake))
+
+    def dispute_window_of(self, lease_id: int) -> int:
+        """The dispute window fixed for `lease_id` when it was opened (seconds)."""
+        return int(self._call("disputeWindowOf", lease_id))
+
+    def max_dispute_window(self) -> int:
+        """The longest dispute window the admin may set (seconds)."""
+        return int(self._call("MAX_DISPUTE_WINDOW"))
+
+    def court(self) -> str:
+        """The attestation court (zero address until wired)."""
+        return str(self._call("court"))
+
     # --- node ------------------------------------------------------------------------
     def submit(
         self,
@@ -133,6 +165,17 @@ class AttestationRegistryClient(ContractClient):
         """Record a new lease's expected measurement; only the lease market may."""
         return self._send("openLease", lease_id, measurement, reattest_interval)
 
+    # --- court only (anyone else gets AttestationRegistry_CallerNotCourt) --------------
+    def resolve_dispute(
+        self, lease_id: int, report_hash: bytes, disputer: str, truth: bool
+    ) -> TxResult:
+        """Settle a dispute whose truth the court found; only the court may."""
+        return self._send("resolveDispute", lease_id, report_hash, disputer, truth)
+
+    def confirm_by_court(self, lease_id: int, report_hash: bytes) -> TxResult:
+        """Mark a Verified verdict confirmed on chain; only the court may."""
+        return self._send("confirmByCourt", lease_id, report_hash)
+
     # --- admin -----------------------------------------------------------------------
     def add_verifier(self, account: str) -> TxResult:
         """Grant the verifier role (admin only)."""
@@ -145,6 +188,17 @@ class AttestationRegistryClient(ContractClient):
     def set_quorum(self, quorum: int) -> TxResult:
         """Set the verifier quorum (admin only)."""
         return self._send("setQuorum", quorum)
+
+    def set_court(self, court: str) -> TxResult:
+        """Wire in the attestation court, once (admin only)."""
+        return self._send("setCourt", to_checksum_address(court))
+
+    def set_dispute_terms(self, terms: DisputeTerms) -> TxResult:
+        """Set the dispute terms (admin only); the window applies to leases opened afterwards."""
+        return self._send(
+            "setDisputeTerms",
+            (terms.window, terms.bond, terms.slash_bps, terms.min_verifier_stake),
+        )
 
     def set_lease_market(self, market: str) -> TxResult:
         """Wire in the lease market, once (admin only)."""

@@ -14,6 +14,7 @@ from web3 import Web3
 from web3.types import BlockIdentifier
 
 from cvm.chain.artifacts import load_artifact, revert_decoder
+from cvm.chain.attestation_court import AttestationCourtClient
 from cvm.chain.attestation_registry import AttestationRegistryClient
 from cvm.chain.attested_service import AttestedServiceClient
 from cvm.chain.deployment import Deployment
@@ -59,6 +60,12 @@ class ChainClient:
         self.snp: SnpVerifierClient | None = (
             SnpVerifierClient(w3, deployment.snp_verifier, self.events, sender)
             if deployment.snp_verifier
+            else None
+        )
+        # Verifier stake and disputes (None for a deployment recorded without a court).
+        self.court: AttestationCourtClient | None = (
+            AttestationCourtClient(w3, deployment.attestation_court, self.events, sender)
+            if deployment.attestation_court
             else None
         )
 

@@ -2,8 +2,9 @@
 
 `deploy` puts up the token (a fresh `TestToken` unless an existing token is given), the
 on-chain SEV-SNP report check (`SnpVerifier`, pinned to AMD's ARKs), the node registry, the
-attestation registry, the lease market and the example consumer, wires them together and
-registers the verifiers, all from one deployer account that becomes owner and admin.
+attestation registry, the lease market, the example consumer and the attestation court
+(verifier stake and disputes, judged by the SnpVerifier), wires them together and registers
+and stakes the verifiers, all from one deployer account that becomes owner and admin.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class DeployConfig:
     example_measurement: bytes = NO_MEASUREMENT
     # The self-signed ARK certificates (DER) SnpVerifier pins: AMD's Milan, Genoa and Turin.
     snp_ark_certificates: Sequence[bytes] = field(default_factory=ark_certificates)
+    # What the deployer stakes for each verifier in the court (a verifier votes only with at
+    # least the registry's minimum verifier stake, 1 token by default).
+    verifier_stake: int = 10**18
 
 
 def _deploy_contract(sender: TransactionSender, name: str, *args: Any) -> str:
@@ -85,6 +89,7 @@ def deploy(
         config.attestation_window,
     )  # fmt: skip
     service = _deploy_contract(sender, "AttestedService", attestations, config.example_measurement)
+    court = _deploy_contract(sender, "AttestationCourt", snp_verifier, attestations, token)
     deployment = Deployment(
         chain_id=sender.chain_id,
         deployer=deployer.address,
@@ -97,12 +102,23 @@ def deploy(
         test_token=config.token is None,
         rpc_url=rpc_url,
         snp_verifier=snp_verifier,
+        attestation_court=court,
     )
     admin = ChainClient(w3, deployment, deployer)
     admin.nodes.set_lease_market(market)
     admin.attestations.set_lease_market(market)
+    admin.attestations.set_court(court)
+    stake = config.verifier_stake * len(config.verifiers)
+    if stake:
+        if config.token is None:
+            admin.token.mint(deployer.address, stake)
+        admin.token.approve(court, stake)
     for verifier in config.verifiers:
         admin.attestations.add_verifier(verifier)
+        if config.verifier_stake:
+            # Only staked verifiers vote (issue 21): the deployer stakes for each.
+            assert admin.court is not None
+            admin.court.stake_for(verifier, config.verifier_stake)
     return deployment
 
 

@@ -31,6 +31,8 @@ class Deployment:
     api_url: str | None = None
     # The on-chain SEV-SNP report check (SnpVerifier); None in records from before it existed.
     snp_verifier: str | None = None
+    # The attestation court (verifier stake, disputes; issue 21); None in records made before it.
+    attestation_court: str | None = None
     # Free-form additions (e.g. by `cvm up`); not part of the identity of a deployment.
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -78,4 +80,11 @@ class Deployment:
             "AttestationRegistry": self.attestation_registry,
             "LeaseMarket": self.lease_market,
             "AttestedService": self.attested_service,
-        } | ({"SnpVerifier": self.snp_verifier} if self.snp_verifier else {})
+        } | {
+            name: address
+            for name, address in (
+                ("SnpVerifier", self.snp_verifier),
+                ("AttestationCourt", self.attestation_court),
+            )
+            if address
+        }

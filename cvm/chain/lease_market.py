@@ -343,6 +343,16 @@ class LeaseMarketClient(OwnedContractClient):
         """Close a lease after the verifier quorum rejected it; only the registry may."""
         return self._send("onAttestationRejected", lease_id)
 
+    def on_verified_overturned(
+        self, lease_id: int, keep_seconds: int, bond_taken: bool
+    ) -> TxResult:
+        """Reverse a false Verified verdict's money (a dispute); only the registry may."""
+        return self._send("onVerifiedOverturned", lease_id, keep_seconds, bond_taken)
+
+    def on_rejected_overturned(self, lease_id: int, start: int, end: int) -> TxResult:
+        """Reverse a false Rejected verdict's money (a dispute); only the registry may."""
+        return self._send("onRejectedOverturned", lease_id, start, end)
+
     # --- owner ---------------------------------------------------------------------
     def set_attestation_window(self, seconds: int) -> TxResult:
         """Set the first-attestation window (owner only)."""

@@ -99,6 +99,10 @@ class NodeRegistryClient(OwnedContractClient):
         and burning the rest; only the lease market may."""
         return self._send("slash", node_key, amount, compensation)
 
+    def restore_slash(self, node_key: str, amount: int) -> TxResult:
+        """Give back a burned slash to `node_key` (an overturned rejection); lease market only."""
+        return self._send("restoreSlash", node_key, amount)
+
     def record_missed_attestation(self, node_key: str) -> TxResult:
         """Count a missed re-attestation; only the lease market may."""
         return self._send("recordMissedAttestation", node_key)

@@ -236,6 +236,52 @@ class AttestationProgress:
 
 
 @dataclass(frozen=True)
+class DisputeTerms:
+    """`AttestationRegistry.disputeTerms`: the admin's dispute parameters (issue 21)."""
+
+    # Seconds after a submission's verification window in which its verdict can be disputed
+    # (whole hours; fixed per lease when the lease is opened).
+    window: int
+    # What a disputer bonds (stake token base units).
+    bond: int
+    # Fraction (basis points) of stake + unbonding a voter of an overturned verdict loses.
+    slash_bps: int
+    # Active stake a verifier needs to vote.
+    min_verifier_stake: int
+
+
+@dataclass(frozen=True)
+class SubmissionInfo:
+    """`AttestationRegistry.submissionOf`: one submission's verdict as a dispute sees it."""
+
+    # 1-based submission number (the nonce the report binds is number - 1); 0 if unknown.
+    number: int
+    verdict: AttestationStatus
+    signer: str
+    submitted_at: int
+    disputable_until: int
+    # Verified seconds of the lease before this submission.
+    banked_before: int
+    disputed: bool
+    confirmed_on_chain: bool
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> SubmissionInfo:
+        """Read the `SubmissionInfo` struct."""
+        number, verdict, signer, submitted, until, banked, disputed, confirmed = values
+        return cls(
+            int(number),
+            AttestationStatus(verdict),
+            str(signer),
+            int(submitted),
+            int(until),
+            int(banked),
+            bool(disputed),
+            bool(confirmed),
+        )
+
+
+@dataclass(frozen=True)
 class Attestation:
     """`IAttestationRegistry.Attestation`: a lease's latest attestation."""
 

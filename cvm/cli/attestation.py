@@ -18,6 +18,8 @@ from cvm.cli.plumbing import (
     EXIT_USAGE,
     DeploymentOption,
     JsonOption,
+    PasswordFileOption,
+    WalletOption,
     err,
     literal,
 )
@@ -114,9 +116,34 @@ def verify(
     allow_debug: Annotated[
         bool, typer.Option("--allow-debug", help="Accept a policy that allows debugging.")
     ] = False,
+    onchain: Annotated[
+        bool,
+        typer.Option(
+            "--onchain",
+            help="Also run the EVM's check (SnpVerifier): the deployment's, read-only, or a"
+            " throwaway local chain's if none is configured; its verdict, fields and gas.",
+        ),
+    ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="With --onchain: a throwaway local chain even if a deployment is configured.",
+        ),
+    ] = False,
+    hardfork: Annotated[
+        str | None,
+        typer.Option(
+            "--hardfork",
+            help="With --onchain on a local chain: its gas schedule (cancun, prague or osaka).",
+        ),
+    ] = "cancun",
+    deployment: DeploymentOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Verify REPORT against its VCEK and AMD's root of trust; exit 0 valid, 1 invalid, 2 usage."""
+    """Verify REPORT against its VCEK and AMD's root of trust; exit 0 valid, 1 invalid, 2 usage.
+
+    With --onchain the EVM's check must agree (verdict, reason and fields): exit 1 if not."""
     # Imported here, not at module level, so that `cvm --help` stays fast.
     from cvm.attestation import AttestationError, Policy, appraise, parse, report_hash
     from cvm.attestation.endorsement import load_certificates
@@ -170,11 +197,88 @@ def verify(
     }
     for key in ("version", "policy", "measurement", "report_data", "chip_id", "reported_tcb"):
         result.setdefault(key, None)
+    agrees = True
+    if onchain:
+        result["onchain"] = _onchain(
+            raw, vcek_bytes, chain_bytes, verdict, errors, parsed, result,
+            local=local, deployment=deployment, hardfork=hardfork,
+            allow_debug=allow_debug, measurement=measurement,
+        )  # fmt: skip
+        agrees = bool(result["onchain"]["agrees"])
     if as_json:
         typer.echo(json.dumps(result, sort_keys=True))
     else:
         _print_verdict(result)
-    raise typer.Exit(EXIT_VALID if valid else EXIT_INVALID)
+        if onchain:
+            _print_onchain(result["onchain"])
+    raise typer.Exit(EXIT_VALID if valid and agrees else EXIT_INVALID)
+
+
+def _onchain(
+    raw: bytes,
+    vcek: bytes,
+    chain: bytes | None,
+    verdict: Any,
+    errors: list[dict[str, str]],
+    parsed: Report | None,
+    result: dict[str, Any],
+    *,
+    local: bool,
+    deployment: Path | None,
+    hardfork: str | None,
+    allow_debug: bool,
+    measurement: bytes | None,
+) -> dict[str, Any]:
+    """The EVM's verdict compared with the off-chain one; a failure to run it is exit 2."""
+    from cvm.attestation.onchain import SnpReason
+    from cvm.chain.errors import ChainError
+    from cvm.chain.report_check import NotFramable, OnchainCheck
+    from cvm.cli.onchain import compare, offchain_fields, run_onchain
+
+    try:
+        onchain = run_onchain(
+            raw, vcek, chain, local=local, deployment=deployment, hardfork=hardfork
+        )
+    except NotFramable as exc:
+        # Not even a report or a certificate: the contract refuses it as Malformed unsent.
+        onchain = OnchainCheck(False, SnpReason.MALFORMED, None, chain=f"not run ({exc})")
+    except ChainError as exc:
+        err().print(f"[red]the on-chain check could not run:[/red] {literal(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
+    fields = (
+        offchain_fields(parsed, raw, result.get("product"))
+        if parsed is not None and verdict is not None and verdict.verified is not None
+        else None
+    )
+    return compare(
+        verdict, errors, fields, onchain, allow_debug=allow_debug, measurement=measurement
+    )
+
+
+def _print_onchain(onchain: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    status = "[bold green]VALID[/]" if onchain["valid"] else "[bold red]INVALID[/]"
+    where = literal(onchain["chain"])
+    if onchain["verifier"]:
+        where += f", SnpVerifier {literal(onchain['verifier'])}"
+    _out().print(f"on chain ({where}): {status} ({literal(onchain['reason'])})")
+    steps = Table(show_header=True, box=None)
+    estimated = " (estimated)" if onchain.get("gas_estimated") else ""
+    for column in ("step", f"gas used{estimated}", "under the 16,777,216 cap"):
+        steps.add_column(column)
+    for step in onchain["steps"]:
+        steps.add_row(
+            literal(step["step"]), f"{step['gas_used']:,}", "yes" if step["under_cap"] else "NO"
+        )
+    steps.add_row("total", f"{onchain['gas_total']:,}", "")
+    _out().print(steps)
+    if onchain["agrees"]:
+        _out().print("the EVM's check agrees with the off-chain one, field for field")
+    else:
+        _out().print("[bold red]the EVM's check DISAGREES[/bold red]:")
+        for mismatch in onchain["mismatches"]:
+            _out().print(f"  {literal(mismatch)}")
 
 
 def _print_verdict(result: dict[str, Any]) -> None:
@@ -314,3 +418,55 @@ def status(
     from cvm.cli.renter import attestation_status
 
     attestation_status(lease_id, deployment)
+
+
+@app.command("dispute")
+def dispute(
+    lease_id: Annotated[int, typer.Argument(help="The lease whose verdict to dispute.", min=1)],
+    report_hash: Annotated[
+        str | None,
+        typer.Option(
+            "--report-hash",
+            help="The report whose verdict to dispute (0x keccak256; default: the lease's latest"
+            " submission; an earlier one is disputable while its window runs).",
+        ),
+    ] = None,
+    check_only: Annotated[
+        bool,
+        typer.Option(
+            "--check-only", help="Check and say what the chain would decide; send nothing."
+        ),
+    ] = False,
+    trust_simulated: Annotated[
+        bool,
+        typer.Option(
+            "--trust-simulated-amd",
+            help="Also accept reports of the local stack's simulated AMD-SP (demos only).",
+        ),
+    ] = False,
+    wallet: WalletOption = None,
+    password_file: PasswordFileOption = None,
+    deployment: DeploymentOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Dispute the verifiers' verdict on a lease's attestation, with a bond, in the EVM.
+
+    Fetches the evidence from the backend by the report hash recorded on chain, checks it
+    here as a verifier does, says what the chain will decide, and only then disputes: a
+    verdict this check agrees with, or that is wrong only on what the EVM cannot check,
+    is not disputed (it would lose the bond)."""
+    from cvm.cli.dispute import run_dispute
+
+    run_dispute(
+        lease_id,
+        report_hash=_report_hash_option(report_hash),
+        check_only=check_only,
+        trust_simulated=trust_simulated,
+        wallet=wallet,
+        password_file=password_file,
+        deployment=deployment,
+    )
+
+
+def _report_hash_option(value: str | None) -> bytes | None:
+    return _hex_option(value, 32, "--report-hash")

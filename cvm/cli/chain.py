@@ -29,9 +29,16 @@ def deploy_command(
         str | None,
         typer.Option(help="existing ERC-20 (with EIP-2612 permit); default deploys a TestToken"),
     ] = None,
+    verifier_stake: Annotated[
+        int,
+        typer.Option(
+            min=0, help="base units the deployer stakes for each verifier (votes need it)"
+        ),
+    ] = 10**18,
     json_output: JsonOption = False,
 ) -> None:
-    """Deploy token (unless --token), NodeRegistry, LeaseMarket, AttestationRegistry, example."""
+    """Deploy token (unless --token), NodeRegistry, LeaseMarket, AttestationRegistry, example,
+    AttestationCourt (verifier stake and disputes; the deployer stakes for each verifier)."""
     from cvm.chain import DeployConfig, deploy, open_web3
     from cvm.cli.plumbing import UsageError
 
@@ -43,7 +50,12 @@ def deploy_command(
     w3 = open_web3(rpc)
     if not w3.is_connected():
         raise CliError(f"no JSON-RPC endpoint answers at {rpc}")
-    config = DeployConfig(token=chosen_token, quorum=quorum, verifiers=verifiers)
+    config = DeployConfig(
+        token=chosen_token,
+        quorum=quorum,
+        verifiers=verifiers,
+        verifier_stake=verifier_stake,
+    )
     deployment = deploy(w3, account, config, rpc_url=rpc)
     out.parent.mkdir(parents=True, exist_ok=True)
     deployment.save(out)

@@ -14,6 +14,7 @@ the node's host relayed it: untrusted, and said so.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -476,6 +477,53 @@ _METHOD = r"[A-Z]{1,16}"
 MAX_SHOWN_BODY = 64 * 1024 * 1024
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+MAX_HEADER_FILE_BYTES = 64 * 1024
+MAX_HEADERS = 64
+
+
+def request_headers(given: list[str]) -> list[tuple[str, str]]:
+    """`-H` values as (name, value): 'Name: value', or @FILE holding such lines (blank lines
+    and #-comments skipped). UsageError for a malformed one; values are never echoed, since a
+    header file exists to carry a secret."""
+    lines: list[tuple[str, str]] = []
+    for item in given:
+        if item.startswith("@"):
+            source = Path(item[1:]).expanduser()
+            try:
+                with source.open("rb") as handle:
+                    raw = handle.read(MAX_HEADER_FILE_BYTES + 1)
+            except OSError as exc:
+                raise UsageError(f"-H {item}: cannot read it ({exc.strerror})") from None
+            if len(raw) > MAX_HEADER_FILE_BYTES:
+                raise UsageError(f"-H {item}: larger than {MAX_HEADER_FILE_BYTES} bytes")
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                raise UsageError(f"-H {item}: not UTF-8 text") from None
+            lines += [
+                (f"{item} line {number}", line.rstrip("\r"))
+                for number, line in enumerate(text.split("\n"), 1)
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+        else:
+            lines.append(("-H", item))
+    headers: list[tuple[str, str]] = []
+    for where, line in lines:
+        name, colon, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            raise UsageError(f"{where}: a header is 'Name: value' with a token for a name")
+        if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+            raise UsageError(f"{where}: header {name} holds control characters")
+        if name.lower() in ("host", "content-length", "transfer-encoding"):
+            raise UsageError(f"{where}: {name} is set by the client itself")
+        headers.append((name, value))
+    if len(headers) > MAX_HEADERS:
+        raise UsageError(f"at most {MAX_HEADERS} headers")
+    return headers
+
+
 @lease_app.command("curl")
 def curl(
     lease_id: Annotated[int, typer.Argument(min=0, help="Lease id.")],
@@ -489,6 +537,15 @@ def curl(
         str | None,
         typer.Option("--data", "-d", help="Request body; @FILE reads it from a file."),
     ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            "-H",
+            help="A request header 'Name: value' (repeatable); @FILE reads header lines from a"
+            " file, which keeps a token off the command line.",
+        ),
+    ] = None,
     trust_simulated: TrustSimulatedOption = False,
     deployment: DeploymentOption = None,
     wallet: WalletOption = None,
@@ -499,7 +556,6 @@ def curl(
     guest can answer: the server must present the key the lease's verified report binds, or
     nothing is sent. Prints the body (with --json: status, headers and body)."""
     import json
-    import re
     import sys
 
     import httpx
@@ -520,13 +576,14 @@ def curl(
                 raise UsageError(f"-d {data}: cannot read it ({exc.strerror})") from None
         else:
             body = data.encode()
+    headers = request_headers(header or [])
     target = _attested_port(
         lease_id, port, trust_simulated, open_renter(deployment, wallet, password_file)
     )
     assert isinstance(target, AttestedPort)
     try:
         with pinned_client(target.host, target.host_port, target.spki_sha256) as http:
-            with http.stream(verb, path, content=body) as answer:
+            with http.stream(verb, path, content=body, headers=headers) as answer:
                 received = bytearray()
                 for chunk in answer.iter_bytes():
                     received += chunk[: MAX_SHOWN_BODY - len(received)]

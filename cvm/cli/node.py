@@ -1,5 +1,5 @@
 """`cvm node ...`: the operator's commands: keys, register, stake, unstake, claim, withdraw,
-status, run.
+status, run, doctor.
 
 Two keys: the operator's wallet (cold) registers and stakes; the node key (hot) is what
 the agent runs with, and it pays gas for every accept and attestation, so it needs ether
@@ -466,3 +466,59 @@ def run(
             "(`cvm wallet fund ADDRESS --tokens 0` on a local stack)"
         )
     os.execve(sys.executable, [sys.executable, "-m", "node_agent"], env)  # noqa: S606
+
+
+@app.command("doctor")
+def doctor(
+    disk_gib: Annotated[
+        int | None,
+        typer.Option(
+            "--disk-gib", min=1, help="disk the node offers (default: CVM_NODE_CAPACITY_DISK_GIB)"
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """What this host lacks to run real SEV-SNP guests: one line per check, with the fix.
+
+    Looks at kvm_amd and its sev_snp parameter, /dev/kvm, /dev/sev, the SEV-SNP firmware
+    version (from the kernel log, when readable), QEMU's sev-snp-guest, an AmdSev OVMF and
+    the free space under CVM_DATA_DIR against the disk the node offers. Changes nothing.
+    Exit 0: real SEV-SNP guests can run here (warnings aside); 1: at least one check failed.
+    """
+    from cvm.config import get_settings
+    from cvm.node_doctor import HostView, diagnose, ready_for_snp
+
+    settings = get_settings()
+    view = HostView(
+        qemu_binary=settings.node_qemu_binary,
+        ovmf=settings.image_ovmf,
+        data_dir=settings.data_dir,
+        disk_capacity_gib=disk_gib or settings.node_capacity_disk_gib,
+    )
+    checks = diagnose(view)
+    ready = ready_for_snp(checks)
+
+    if json_output:
+        emit({"ready": ready, "checks": [check.as_dict() for check in checks]})
+    else:
+        from cvm.cli.plumbing import out
+
+        marks = {
+            "ok": "[green]ok  [/green]",
+            "warn": "[yellow]warn[/yellow]",
+            "fail": "[red]FAIL[/red]",
+        }
+        for check in checks:
+            line = f"{marks[check.status]} {literal(check.name)}: {literal(check.found)}"
+            if check.fix and check.status != "ok":
+                line += f"; fix: {literal(check.fix)}"
+            out().print(line, soft_wrap=True, highlight=False)
+        out().print(
+            "this host can run SEV-SNP guests (launcher qemu-snp)"
+            if ready
+            else "this host cannot run real SEV-SNP guests yet: fix the FAIL lines"
+            " (the qemu and simulated launchers work without them)",
+            soft_wrap=True,
+        )
+    if not ready:
+        raise typer.Exit(1)

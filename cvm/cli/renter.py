@@ -644,6 +644,8 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
         **attestation_dict(attestation),
         "amd_root": None,
         "verification": None,
+        "dispute_window_ends_at": None,
+        "dispute": None,
     }
     try:
         with ApiClient(record.api_url or get_settings().api_url) as api:
@@ -651,6 +653,12 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
         if view.verification is not None:
             result["verification"] = view.verification.model_dump(mode="json")
         result["amd_root"] = verified_amd_root(view.verification, attestation.report_hash)
+        if view.report_hash == result["report_hash"]:
+            # The backend's index of the chain: until when the verdict may be disputed, and
+            # any dispute with the EVM's outcome.
+            result["dispute_window_ends_at"] = view.dispute_window_ends_at
+            if view.dispute is not None:
+                result["dispute"] = view.dispute.model_dump(mode="json")
     except ApiError:
         pass  # the chain's answer stands on its own; the details are a bonus
 
@@ -667,6 +675,12 @@ def attestation_status(lease_id: int, deployment: Path | None) -> None:
             rows.add_row("verifier", f"ok={literal(verification['ok'])} reasons: {reasons}")
         if result["status"] != "none":
             rows.add_row("signed by", amd_root_text(result["amd_root"]))
+        if result["dispute_window_ends_at"] is not None:
+            rows.add_row("disputable until", format_time(result["dispute_window_ends_at"]))
+        dispute = result["dispute"]
+        if dispute is not None:
+            outcome = "REVERSED" if dispute["overturned"] else "upheld"
+            rows.add_row("dispute", f"{outcome} (disputed by {literal(dispute['disputer'])})")
         return rows
 
     emit(result, table)

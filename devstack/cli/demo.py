@@ -54,12 +54,17 @@ def _refuse_another_launcher(directory: Path, launcher: str) -> None:
 
 
 @contextmanager
-def _stack(directory: Path, nodes: int, launcher: str = "simulated") -> Iterator[StackState]:
+def _stack(
+    directory: Path, nodes: int, launcher: str = "simulated", *, quiet_stdout: bool = False
+) -> Iterator[StackState]:
+    """The stack running in `directory`, or one started (and stopped) here. `quiet_stdout`:
+    what it says goes to stderr (stdout is the demo's JSON)."""
     from devstack import EmbeddedStack, StackConfig, running_state
 
+    console = err() if quiet_stdout else out()
     state = running_state(directory)
     if state is not None and state.status == "ready":
-        out().print(f"using the stack already running in {directory}")
+        console.print(f"using the stack already running in {directory}")
         yield state
         return
     stack = EmbeddedStack(
@@ -68,7 +73,7 @@ def _stack(directory: Path, nodes: int, launcher: str = "simulated") -> Iterator
     )
     try:
         started = stack.start()
-        out().print(describe(started))
+        console.print(describe(started))
         yield started
     finally:
         err().print("[dim]…[/dim] stopping the stack the demo started")
@@ -100,13 +105,32 @@ def demo(
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=20)] = 3,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Verified.")] = 90.0,
     launcher: LauncherOption = "simulated",
+    workload: Annotated[
+        Path | None,
+        typer.Option(
+            "--workload",
+            help="Run your own service: build this workload file's image and rent it with a"
+            " disk on qemu nodes (implies --launcher qemu; see README, Run your own service).",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --workload: the journey's outcome as JSON.")
+    ] = False,
 ) -> None:
     """Rent, attest, check from a dApp contract, top up, close: the whole journey.
 
     With --launcher qemu: build the guest image, rent a real VM by its id, release an SSH key
-    and a secret to the attested guest, read the secret's hash over SSH, close."""
+    and a secret to the attested guest, read the secret's hash over SSH, close.
+
+    With --workload FILE: build that workload's image, rent it with --disk 1, Verified, the
+    disk key released, the service reached over attested TLS, a value written, the guest
+    killed and relaunched by its node, the key released again, the value read back, close.
+    Prints the attested TLS fingerprint; exits 1 naming the step that failed."""
     directory = data_dir_of(data_dir)
     started = time.monotonic()
+    if workload is not None:
+        _service_demo(directory, workload, nodes, timeout, as_json)
+        return
     check_launcher(launcher)
     _refuse_another_launcher(directory, launcher)  # before building any image
     try:
@@ -258,3 +282,78 @@ def _journey(state: StackState, timeout: float) -> Table:
     summary.add_row("refunded to renter", f"{tokens(refund)} tokens")
     summary.add_row("earned by operator", f"{tokens(earnings)} tokens")
     return summary
+
+
+def _service_demo(
+    directory: Path, workload: Path, nodes: int, timeout: float, as_json: bool
+) -> None:
+    """`cvm demo --workload FILE`: the service journey on qemu nodes (devstack.service_demo)."""
+    import json
+    import sys
+
+    from rich.table import Table
+
+    from devstack.service_demo import (
+        RenterShell,
+        ServiceJourney,
+        StepRecord,
+        abandon_lease,
+        build_workload_image,
+        run_service_journey,
+        summary_rows,
+    )
+
+    if not workload.is_file():
+        raise CliError(f"--workload {workload}: no such file", code=2)
+    workload = workload.absolute()
+    _refuse_another_launcher(directory, "qemu")
+    journey = ServiceJourney(str(workload))
+    # With --json the story goes to stderr and stdout holds only the outcome.
+    console = err() if as_json else out()
+    timeout = max(timeout, 240.0)  # a TCG boot of a workload image takes minutes on 2 cores
+    started = time.monotonic()
+
+    def step(number: int, title: str, action: Callable[[], _T]) -> _T:
+        console.rule(f"[bold]{number}. {title}")
+        begun = time.monotonic()
+        try:
+            result = action()
+        except Exception as exc:
+            journey.steps.append(
+                StepRecord(number, title, False, round(time.monotonic() - begun, 2), str(exc))
+            )
+            raise DemoFailed(f"step {number} ({title}) failed: {exc}") from exc
+        journey.steps.append(StepRecord(number, title, True, round(time.monotonic() - begun, 2)))
+        return result
+
+    directory.mkdir(parents=True, exist_ok=True)
+    shell = RenterShell(directory)
+    try:
+        image_id = step(
+            1, "build the workload's image (measured: app, rootfs, disk, ports)",
+            lambda: build_workload_image(shell, workload),
+        )  # fmt: skip
+        with _stack(directory, nodes, "qemu", quiet_stdout=as_json) as state:
+            try:
+                run_service_journey(
+                    state, shell, image_id, journey, step, timeout,
+                    lambda text: console.print(text, highlight=False),
+                )  # fmt: skip
+            except DemoFailed:
+                abandon_lease(shell, directory, journey.facts.get("lease_id"))
+                raise
+    except DemoFailed as exc:
+        if as_json:
+            sys.stdout.write(json.dumps(journey.as_dict(), indent=2, default=str) + "\n")
+        err().print(f"[red]demo failed[/red]: {literal(exc)}")
+        raise typer.Exit(1) from None
+    journey.facts["seconds"] = round(time.monotonic() - started, 1)
+    if as_json:
+        sys.stdout.write(json.dumps(journey.as_dict(), indent=2, default=str) + "\n")
+        return
+    summary = Table(title="service demo summary", show_header=False)
+    for name, value in summary_rows(journey):
+        summary.add_row(name, literal(value))
+    summary.add_row("demo took", f"{journey.facts['seconds']:.1f} s")
+    out().print(summary)
+    out().print("[green]demo passed[/green]")

@@ -105,6 +105,10 @@ export async function getAttestation(leaseId) {
     verifiedAt: a.verified_at,
     expiresAt: a.expires_at,
     verification: v && { ok: v.ok, reasonCodes: v.reason_codes, detail: v.detail, checkedAt: v.checked_at, confirmTx: v.confirm_tx, amdRoot: v.amd_root ?? null },
+    decidedAt: a.decided_at ?? null,
+    // Until when anyone may dispute the verdict on chain (null: unknown, or no disputes here).
+    disputeWindowEndsAt: a.dispute_window_ends_at ?? null,
+    dispute: a.dispute ? { disputer: a.dispute.disputer, verdict: a.dispute.verdict, overturned: a.dispute.overturned, disputedAt: a.dispute.disputed_at, txHash: a.dispute.tx_hash } : null,
   };
 }
 

@@ -3,11 +3,12 @@ an SSH address between a renter and its lease's node; see backend.domain.secrets
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path
 
-from backend.api.deps import Context, DbSession, Renter
+from backend.api.deps import Context, DbSession, Renter, after_commit
 from backend.api.node_reads import authorized_node_read
 from backend.domain import leases, secrets_relay
 from cvm.api_models import (
@@ -52,10 +53,16 @@ def put_secrets(
     context: Context,
     session: DbSession,
 ) -> SealedSecretsView:
-    return secrets_relay.put_sealed(
+    queued = secrets_relay.put_sealed(
         session, lease_id, renter, body, context.now(),
         chain_id=context.chain.chain_id, registry=context.chain.attestation_registry,
     )  # fmt: skip
+    # The node relays at once, not at its next pass; only once the message is committed.
+    node = secrets_relay.serving_node(session, lease_id)
+    if node is not None:
+        for listener in context.sealed_listeners:
+            after_commit(session, partial(listener, lease_id, node))
+    return queued
 
 
 @router.get(

@@ -56,6 +56,13 @@ interface IAttestationRegistry {
     /// holds for the measurement it trusts: the host cannot sign as the guest.
     function attestedSignerOf(uint256 leaseId) external view returns (address);
 
+    /// @notice Like `isAttested`, but only for an attestation no verifier can still take back: true
+    /// only while `isAttested(leaseId, expectedMeasurement)` holds AND the Verified attestation that
+    /// makes it hold was either confirmed by the on-chain report check (a dispute that upheld it, or
+    /// `confirmOnChain`) or its dispute window (submittedAt + VERIFICATION_WINDOW + the lease's
+    /// dispute window) has passed without a dispute overturning it. Trusts no verifier key.
+    function isAttestedFinal(uint256 leaseId, bytes calldata expectedMeasurement) external view returns (bool);
+
     /// @notice Emitted when a node submits an attestation for a lease.
     event AttestationSubmitted(uint256 indexed leaseId, address indexed node, bytes32 reportHash, bytes measurement);
 

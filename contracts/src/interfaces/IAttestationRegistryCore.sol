@@ -2,7 +2,8 @@
 pragma solidity 0.8.28;
 
 import {IAttestationRegistry} from "./IAttestationRegistry.sol";
-import {AttestationProgress} from "../types/DataTypes.sol";
+import {IAttestationCourt} from "./IAttestationCourt.sol";
+import {AttestationProgress, DisputeTerms, SubmissionInfo} from "../types/DataTypes.sol";
 
 /// @title IAttestationRegistryCore
 /// @notice The full attestation registry: the stable dApp view plus what nodes, verifiers,
@@ -27,6 +28,72 @@ interface IAttestationRegistryCore is IAttestationRegistry {
 
     /// @notice Emitted once, when the lease market is wired in.
     event LeaseMarketSet(address leaseMarket);
+
+    /// @notice Emitted when a submission's verdict is disputed: `overturned` if the on-chain check
+    /// found the verdict wrong (it is reversed with its money consequences).
+    event AttestationDisputed(uint256 indexed leaseId, bytes32 reportHash, address indexed disputer, bool overturned);
+
+    /// @notice Emitted when `confirmOnChain` confirms a Verified verdict by the on-chain check.
+    event AttestationConfirmedOnChain(uint256 indexed leaseId, bytes32 reportHash);
+
+    /// @notice Emitted when the admin changes the dispute terms.
+    event DisputeTermsSet(DisputeTerms terms);
+
+    /// @notice Emitted once, when the attestation court (disputes, over the SEV-SNP report check) is wired in.
+    event CourtSet(address court);
+
+    /// @notice Longest dispute window the admin may set.
+    function MAX_DISPUTE_WINDOW() external view returns (uint256);
+
+    /// @notice The attestation court: where anyone disputes or confirms a verdict on chain (zero until
+    /// set, once, by the admin); it holds the deployment's `ISnpVerifier`.
+    function court() external view returns (IAttestationCourt);
+
+    /// @notice Current dispute terms (window for leases opened from now on, bond, voter slash, minimum stake).
+    function disputeTerms() external view returns (DisputeTerms memory);
+
+    /// @notice The dispute window fixed for `leaseId` when it was opened (seconds).
+    function disputeWindowOf(uint256 leaseId) external view returns (uint256);
+
+    /// @notice The submission of `leaseId` with `reportHash` as a dispute sees it (number 0 if it is
+    /// neither the latest nor a replaced verified one still kept).
+    function submissionOf(uint256 leaseId, bytes32 reportHash) external view returns (SubmissionInfo memory);
+
+    /// @notice Settles a dispute of the verdict on the submission of `leaseId` with `reportHash` whose
+    /// truth the court found (`IAttestationCourt.dispute`). Court only; once per submission, within its
+    /// dispute window. The court moves the verifier money (stake, bond) from what this returns.
+    /// @dev If the truth differs from the verdict, it is reversed. A false Verified: the lease ends as
+    /// rejected, every verified second from this submission on is unpaid (the renter is credited what
+    /// escrow still holds of it and, for what the operator already claimed, compensation from the
+    /// node's bond), the bond is slashed (the rest burned), and this and later submissions are settled.
+    /// A false Rejected: the node's burned bond is restored and its time from submission to the close
+    /// is paid from the renter's credit, and `unpaid` (what that credit no longer covers) is for the
+    /// court to pay `operator` from the wrong voters' slashed stake. A Verified verdict that stands
+    /// counts as confirmed on chain. Emits AttestationDisputed.
+    /// Reverts: AttestationRegistry_CallerNotCourt, _UnknownSubmission, _NotDecided, _AlreadySettled,
+    /// _DisputeWindowPassed.
+    /// @return overturned Whether the verdict was reversed.
+    /// @return voters The accounts that voted for the verdict (the deciding one under a quorum of 1).
+    /// @return unpaid For a false Rejected: the node's time the renter's credit did not cover.
+    /// @return operator For a false Rejected: the node's operator, to be paid `unpaid`.
+    function resolveDispute(uint256 leaseId, bytes32 reportHash, address disputer, bool truth)
+        external
+        returns (bool overturned, address[] memory voters, uint256 unpaid, address operator);
+
+    /// @notice Marks a Verified verdict confirmed by the court's on-chain check (`IAttestationCourt.confirmOnChain`):
+    /// `isAttestedFinal` then holds at once. Court only; no money moves.
+    /// @dev Reverts: AttestationRegistry_CallerNotCourt, _UnknownSubmission, _NotDecided, _AlreadySettled,
+    /// _DisputeWindowPassed, _NotConfirmed (not Verified).
+    function confirmByCourt(uint256 leaseId, bytes32 reportHash) external;
+
+    /// @notice Sets the dispute terms (admin only). The window applies to leases opened afterwards.
+    /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_InvalidDisputeTerms (window not
+    /// a whole number of hours in [1 hour, MAX_DISPUTE_WINDOW], slashBps above 10,000, zero minimum stake).
+    function setDisputeTerms(DisputeTerms calldata terms) external;
+
+    /// @notice Wires in the attestation court, once (admin only).
+    /// @dev Reverts: AccessControlUnauthorizedAccount, AttestationRegistry_CourtAlreadySet (zero or already set).
+    function setCourt(IAttestationCourt court_) external;
 
     /// @notice Seconds the verifier quorum has to decide a submitted attestation; undecided after
     /// that, it counts as missed (Expired) and votes are refused.
@@ -57,7 +124,7 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     function signerOf(uint256 leaseId) external view returns (address);
 
     /// @notice Whether `account` may vote on the pending attestation of `leaseId` now (within its
-    /// verification window): it held
+    /// verification window): it has at least the minimum verifier stake, it held
     /// VERIFIER_ROLE when the attestation was submitted and is not the lease's renter, node key or
     /// node operator.
     function canVote(uint256 leaseId, address account) external view returns (bool);

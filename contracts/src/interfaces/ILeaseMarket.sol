@@ -53,6 +53,10 @@ interface ILeaseMarket {
     /// `refund` the rest credited to the renter, `reason` the final close reason.
     event LeaseHeldReleased(uint256 indexed leaseId, CloseReason reason, uint256 earned, uint256 refund);
 
+    /// @notice Emitted when a dispute reverses a lease's verdict (`wasVerified`: a false Verified);
+    /// the money moved is in the Credited / Slashed / SlashRestored events and `getLease`.
+    event VerdictReversed(uint256 indexed leaseId, bool wasVerified);
+
     /// @notice Emitted when an account is credited tokens to `withdraw`.
     event Credited(address indexed account, uint256 amount);
 
@@ -250,6 +254,26 @@ interface ILeaseMarket {
     /// is no compensation (paying it would let a verifier-renter or a self-dealing operator profit).
     /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
     function onAttestationRejected(uint256 leaseId) external;
+
+    /// @notice Called by the attestation registry when a dispute overturns a Verified verdict: every
+    /// verified second from the false submission on (`keepSeconds` = verified seconds before it) is
+    /// unpaid. The lease is closed (reason ATTESTATION_REJECTED; an already closed one gets that reason);
+    /// earned becomes max(keepSeconds x rate capped at the deposit, claimed); the renter is credited the
+    /// rest of the escrow, plus, out of the node's bond, what the operator already claimed beyond the
+    /// kept earnings. The bond is slashed (the rest burned): all of it while locked (active, or closed
+    /// while pending), else at most what the node holds beyond its active leases' bonds; nothing if
+    /// `bondTaken` (a later rejection of the lease already slashed it: a bond is slashed once). An
+    /// operator renting its own node gets no compensation. Emits VerdictReversed.
+    /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
+    function onVerifiedOverturned(uint256 leaseId, uint256 keepSeconds, bool bondTaken) external;
+
+    /// @notice Called by the attestation registry when a dispute overturns a Rejected verdict: the node's
+    /// burned bond goes back to its stake, and its time [from, min(to, closedAt)) x rate is paid from
+    /// the renter's credit (added to the lease's earnings, claimable by the operator); the close reason
+    /// becomes RENTER. Emits VerdictReversed.
+    /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
+    /// @return unpaid What the renter's credit no longer covered (the registry pays it from the wrong voters' stake).
+    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to) external returns (uint256 unpaid);
 
     /// @notice Sends the caller its whole credit.
     /// @dev Reverts: LeaseMarket_NothingToWithdraw.

@@ -33,6 +33,9 @@ interface INodeRegistry {
     /// @notice Emitted with every slash: what went to the renter and what was burned.
     event SlashSplit(address indexed nodeKey, uint256 compensation, uint256 burned);
 
+    /// @notice Emitted when a burned slash goes back to a node (its rejection was overturned by a dispute).
+    event SlashRestored(address indexed nodeKey, uint256 amount);
+
     /// @notice Emitted when a non-slashable fault (missed re-attestation) is counted against a node.
     event MissedAttestationRecorded(address indexed nodeKey, uint256 missedAttestations);
 
@@ -127,14 +130,22 @@ interface INodeRegistry {
     /// @return amount The tokens sent.
     function withdrawUnstaked(address nodeKey) external returns (uint256 amount);
 
-    /// @notice Takes up to `amount` of the node's stake (active first, then unbonding): sends
+    /// @notice Takes up to `amount` of the node's stake (unbonding first, then active): sends
     /// `min(compensation, taken)` to the lease market for the harmed renter and burns the rest
     /// (it stays here, out of everyone's reach). Lease market only.
-    /// @dev The market passes the lease's bond, fixed at accept and locked since, so `taken == amount`.
+    /// Never takes the active stake that backs the bonds of the node's active leases: at most
+    /// unbonding + (stake - LeaseMarket.bondedStake(node)).
+    /// @dev The market releases a lease's bond before slashing it (fixed at accept and locked since,
+    /// so `taken == amount`), except for a dispute's reversal of a closed lease (what is left).
     /// Reverts: NodeRegistry_CallerNotLeaseMarket.
     /// @return taken The stake taken.
     /// @return paid The part sent to the lease market.
     function slash(address nodeKey, uint256 amount, uint256 compensation) external returns (uint256 taken, uint256 paid);
+
+    /// @notice Gives back `amount` of burned stake to the node's active stake: a rejection whose slash
+    /// was burned was overturned by a dispute. Lease market only.
+    /// @dev Reverts: NodeRegistry_CallerNotLeaseMarket, and on underflow of `burnedStake`.
+    function restoreSlash(address nodeKey, uint256 amount) external;
 
     /// @notice Counts a missed re-attestation against the node. Lease market only.
     /// @dev Reverts: NodeRegistry_CallerNotLeaseMarket.

@@ -255,6 +255,75 @@ library Errors {
     /// (that is a missed first attestation: a late report must not erase it).
     error AttestationRegistry_AttestationDeadlinePassed(uint256 leaseId, uint256 attestBy);
 
+    /// @notice Thrown when no submission of `leaseId` has this report hash (or its record is gone).
+    error AttestationRegistry_UnknownSubmission(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when a dispute or on-chain confirmation names a submission without a verdict.
+    error AttestationRegistry_NotDecided(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when a submission's verdict was already disputed or confirmed on chain.
+    error AttestationRegistry_AlreadySettled(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when a dispute or on-chain confirmation comes after the submission's dispute window.
+    error AttestationRegistry_DisputeWindowPassed(uint256 leaseId, bytes32 reportHash, uint256 disputableUntil);
+
+    /// @notice Thrown when `confirmOnChain` finds the report false, or names a submission not Verified.
+    error AttestationRegistry_NotConfirmed(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when the dispute terms are out of range.
+    error AttestationRegistry_InvalidDisputeTerms();
+
+    /// @notice Thrown when the attestation court is set a second time (or to zero).
+    error AttestationRegistry_CourtAlreadySet();
+
+    /// @notice Thrown when a verifier votes before the attestation court (which keeps verifier stake) is set.
+    error AttestationRegistry_CourtUnset();
+
+    /// @notice Thrown when a function reserved for the attestation court is called by another account.
+    error AttestationRegistry_CallerNotCourt(address caller);
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                ATTESTATION-COURT
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @notice Thrown when a zero address is given where a contract is required.
+    error AttestationCourt_ZeroAddress();
+
+    /// @notice Thrown when a verifier votes with less active stake than the dispute terms' minimum.
+    error AttestationCourt_StakeTooLow(address verifier, uint256 stake, uint256 minStake);
+
+    /// @notice Thrown when a verifier stakes or unstakes zero.
+    error AttestationCourt_ZeroAmount();
+
+    /// @notice Thrown when a verifier unstakes more than its active stake.
+    error AttestationCourt_UnstakeExceedsStake(address verifier, uint256 amount, uint256 stake);
+
+    /// @notice Thrown when a verifier withdraws while nothing is unbonding.
+    error AttestationCourt_NothingUnbonding(address verifier);
+
+    /// @notice Thrown when a verifier withdraws before its unbonding delay passed or while a vote of
+    /// its can still be disputed; `unlocksAt` is when it can.
+    error AttestationCourt_StakeLocked(address verifier, uint256 unlocksAt);
+
+    /// @notice Thrown when a function reserved for the attestation registry is called by another account.
+    error AttestationCourt_CallerNotRegistry(address caller);
+
+    /// @notice Thrown when a bond or stake transfer delivers another amount than asked (fee-on-transfer token).
+    error AttestationCourt_TransferAmountMismatch(uint256 expected, uint256 received);
+
+    /// @notice Thrown when the court was deployed without an SEV-SNP verifier (disputes unavailable).
+    error AttestationCourt_NoSnpVerifier();
+
+    /// @notice Thrown when the report given is not the one whose keccak256 the node submitted.
+    error AttestationCourt_ReportMismatch(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice Thrown when the guest key given is not 116 bytes or not what the report's REPORT_DATA[32:64] hashes.
+    error AttestationCourt_GuestKeyMismatch(uint256 leaseId);
+
+    /// @notice Thrown when the on-chain check cannot tell the truth from what was given (a certificate
+    /// that does not chain, or one that may belong to another chip): `reason` is the SnpReason.
+    error AttestationCourt_Inconclusive(uint256 leaseId, uint8 reason);
+
     /*//////////////////////////////////////////////////////////////////////////
                                   ATTESTED-SERVICE
     //////////////////////////////////////////////////////////////////////////*/

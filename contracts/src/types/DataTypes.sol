@@ -183,3 +183,51 @@ struct AttestationProgress {
     // no miss), and the node may submit again.
     bool excused;
 }
+
+/// @notice A verifier's stake in the attestation registry (issue 21). Stake backs every vote the
+/// verifier casts until that vote's dispute window closes; no admin can take it, only a dispute that
+/// overturns a verdict it voted for (a `DisputeTerms.slashBps` fraction of stake + unbonding).
+struct VerifierStake {
+    // slot 0 (22 bytes), read and rewritten by every vote: a vote costs no fresh slot.
+    // Active stake: a verifier votes only while this is at least `DisputeTerms.minVerifierStake`.
+    uint96 stake;
+    // The latest end of a dispute window of a vote it cast: its stake cannot leave before.
+    uint40 lockedUntil;
+    // When its unbonding stake may leave (VERIFICATION_WINDOW after its latest unstake request),
+    // and not before `lockedUntil`.
+    uint40 unlocksAt;
+    // slot 1: requested out, still slashable.
+    uint96 unbonding;
+}
+
+/// @notice The registry admin's dispute parameters. `window` is fixed per lease when the lease is
+/// opened (later changes apply to later leases); the others apply to disputes and votes from the change on.
+struct DisputeTerms {
+    // Seconds after the verification window of a submission in which its verdict can be disputed:
+    // a whole number of hours, 1 hour to MAX_DISPUTE_WINDOW (default 1 day).
+    uint32 window;
+    // Bond (stake token) a disputer puts up: back with a reward if the verdict is overturned, to the
+    // verdict's voters if it stands.
+    uint96 bond;
+    // Fraction (basis points, at most 10,000) of stake + unbonding a voter of an overturned verdict loses.
+    uint16 slashBps;
+    // Active stake a verifier needs to vote.
+    uint96 minVerifierStake;
+}
+
+/// @notice One submission's verdict as a dispute reads it (`IAttestationRegistryCore.submissionOf`).
+struct SubmissionInfo {
+    // 1-based submission number (the nonce the report binds is number - 1); zero if unknown.
+    uint32 number;
+    // The verdict: Verified, Rejected, or Pending (undecided, not disputable).
+    IAttestationRegistry.Status verdict;
+    address signer;
+    uint40 submittedAt;
+    // Until when its verdict can be disputed (submittedAt + VERIFICATION_WINDOW + the lease's window).
+    uint40 disputableUntil;
+    // Verified seconds of the lease before this submission (what a false Verified leaves paid).
+    uint32 bankedBefore;
+    bool disputed;
+    // Confirmed by the on-chain check (a dispute that upheld it, or `confirmOnChain`).
+    bool confirmedOnChain;
+}

@@ -121,4 +121,37 @@ contract HandlerSmoke_Test is InvariantSetup {
         assertGe(handler.ghostClaimed(market.nextLeaseId() - 1), 1, "the self-dealer claimed its earnings");
         _check();
     }
+
+    /// Issue 21's paths: the colluding verifier (verifiers[2]) verifies junk and rejects a genuine
+    /// report; each wrong verdict is disputed and reversed, a right one disputed in vain; the
+    /// invariants (escrow and court conservation, no party enriched) hold throughout.
+    function test_DisputesOfColludingVerdicts() external {
+        for (uint256 i; i < 3; ++i) {
+            handler.stake(i, 100e18);
+        }
+        handler.createLease(0, 100e18, 2, 3600);
+        handler.createLease(1, 100e18, 2, 3600);
+        handler.createLease(0, 100e18, 2, 3600);
+        handler.acceptLease(0, 0);
+        handler.acceptLease(1, 1);
+        handler.acceptLease(2, 2);
+        handler.submit(0, 6); // junk
+        handler.submit(1, 1); // genuine
+        handler.submit(2, 1); // genuine
+        handler.confirm(0, 2); // the colluder verifies junk
+        handler.confirm(1, 2); // the colluder rejects a genuine report: the node is slashed
+        handler.confirm(2, 1); // an honest verifier verifies a genuine report
+        handler.warp(0, 600);
+        handler.claim(0);
+        _check();
+        uint256 burned = nodes.burnedStake();
+        handler.dispute(0, 0); // a stranger disputes the forged verdict: reversed
+        handler.dispute(1, 3); // operators[1] disputes its node's false rejection: restored, paid
+        assertLe(nodes.burnedStake(), burned, "the false rejection's slash was undone");
+        handler.dispute(2, 2); // the colluder disputes a right verdict: loses its bond
+        handler.dispute(2, 0); // again: refused (not counted as honest)
+        _check();
+        assertEq(handler.honestCalls("dispute"), 3, "three disputes");
+        assertGe(court.burned(), 1, "a wrong voter lost stake");
+    }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {AttestationCourt} from "../../src/AttestationCourt.sol";
 import {AttestationRegistry} from "../../src/AttestationRegistry.sol";
 import {LeaseMarket} from "../../src/LeaseMarket.sol";
 import {NodeRegistry} from "../../src/NodeRegistry.sol";
@@ -9,6 +10,7 @@ import {INodeRegistry} from "../../src/interfaces/INodeRegistry.sol";
 import {CloseReason, Lease, LeaseStatus, Node, NodeSpec, NodeUsage, TeeType} from "../../src/types/DataTypes.sol";
 import {Test} from "../base/Test.sol";
 import {LeaseHandler} from "./LeaseHandler.sol";
+import {MockSnpVerifier} from "../mocks/MockSnpVerifier.sol";
 
 /// @notice Deploys the system with three nodes (one operator also rents), three verifiers (one
 /// also rents) and the adversarial LeaseHandler; holds the properties as internal checks.
@@ -18,6 +20,7 @@ abstract contract InvariantSetup is Test {
     AttestationRegistry internal attestations;
     LeaseMarket internal market;
     LeaseHandler internal handler;
+    AttestationCourt internal court;
 
     function setUp() public {
         vm.warp(1_700_000_000);
@@ -80,6 +83,11 @@ abstract contract InvariantSetup is Test {
         for (uint256 i; i < 3; ++i) {
             handler.stake(i, 100e18);
         }
+        MockSnpVerifier snp = new MockSnpVerifier();
+        court = new AttestationCourt(snp, attestations, token);
+        vm.prank(admin);
+        attestations.setCourt(court);
+        handler.setCourt(court, snp);
         targetContract(address(handler));
     }
 
@@ -216,7 +224,19 @@ abstract contract InvariantSetup is Test {
         }
     }
 
+    /// @dev Tokens held by the court = every verifier's stake (active + unbonding) + burned: stake and
+    /// bonds leave only by unstaking, or as a dispute's payout to the disputer or the node operator.
+    function _checkCourtConservesTokens() internal view {
+        uint256 held;
+        for (uint256 i; i < handler.verifierCount(); ++i) {
+            address v = handler.verifiers(i);
+            held += uint256(court.stakeOf(v).stake) + court.stakeOf(v).unbonding;
+        }
+        assertEq(token.balanceOf(address(court)), held + court.burned(), "court balance != stakes + burned");
+    }
+
     function _checkAll() internal view {
+        _checkCourtConservesTokens();
         _checkHonestActionsNeverRevert();
         _checkMarketConservesTokens();
         _checkStakeLeavesOnlyByUnbondingOrSlash();

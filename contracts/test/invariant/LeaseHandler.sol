@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {AttestationCourt} from "../../src/AttestationCourt.sol";
 import {AttestationRegistry} from "../../src/AttestationRegistry.sol";
 import {LeaseMarket} from "../../src/LeaseMarket.sol";
 import {NodeRegistry} from "../../src/NodeRegistry.sol";
 import {TestToken} from "../../src/test-token/TestToken.sol";
 import {IAttestationRegistry} from "../../src/interfaces/IAttestationRegistry.sol";
+import {SnpReason, SnpReportFields} from "../../src/interfaces/ISnpVerifier.sol";
 import {
     AttestationProgress,
     Lease,
@@ -13,9 +15,11 @@ import {
     LeaseStatus,
     Node,
     NodeUsage,
+    SubmissionInfo,
     TeeType
 } from "../../src/types/DataTypes.sol";
 import {Test} from "../base/Test.sol";
+import {MockSnpVerifier} from "../mocks/MockSnpVerifier.sol";
 
 /// @notice Drives random sequences of every operation, by honest parties and by adversaries:
 /// an operator renting its own node (operator = renter), a verifier that also rents (it may not
@@ -26,6 +30,9 @@ import {Test} from "../base/Test.sol";
 /// deadline. Every action an honest party may validly take is predicted from public views
 /// and then performed with try/catch: a revert of such an action is counted (per action) and
 /// fails the run. The ghost model records what each party put in and got out.
+/// Issue 21: every report is checkable on chain (a test double answers for each: junk is a
+/// bad signature); verifiers[2] colludes (votes against the truth on every lease); disputers
+/// (a stranger, an honest verifier, the colluder itself, operators) dispute latest verdicts.
 contract LeaseHandler is Test {
     TestToken internal immutable token;
     NodeRegistry internal immutable nodes;
@@ -34,6 +41,12 @@ contract LeaseHandler is Test {
     address internal immutable admin;
     bytes internal measurement;
     bytes32 internal immutable verifierRole;
+    AttestationCourt internal court;
+    MockSnpVerifier internal snp;
+    /// @dev X25519 || Ed25519 || the signer every node submits || TLS SPKI hash.
+    bytes internal guestKey;
+    mapping(bytes32 reportHash => bytes) internal _reportOf;
+    address[] public disputers;
 
     address[] public renters;
     address[] public nodeKeys;
@@ -103,6 +116,36 @@ contract LeaseHandler is Test {
         operators = operators_;
         verifiers = verifiers_;
         verifierRole = attestations_.VERIFIER_ROLE();
+        guestKey = abi.encodePacked(keccak256("x25519"), keccak256("ed25519"), _SIGNER, keccak256("spki"));
+    }
+
+    /// @dev Wires the court and its report check (set once by the setup, after construction).
+    function setCourt(AttestationCourt court_, MockSnpVerifier snp_) external {
+        if (address(court) != address(0)) return;
+        court = court_;
+        snp = snp_;
+        // Disputers that rent nothing (so the ghost model of renters stays exact): a stranger, an
+        // honest verifier, the colluding verifier, and two operators that do not rent.
+        disputers.push(makeAddr("disputer"));
+        disputers.push(verifiers[1]);
+        disputers.push(verifiers[2]);
+        disputers.push(operators[1]);
+        disputers.push(operators[2]);
+        for (uint256 i; i < verifiers.length; ++i) {
+            token.mint(verifiers[i], 50e18);
+            vm.startPrank(verifiers[i]);
+            token.approve(address(court_), type(uint256).max);
+            court_.stake(50e18);
+            vm.stopPrank();
+        }
+        for (uint256 i; i < disputers.length; ++i) {
+            vm.prank(disputers[i]);
+            token.approve(address(court_), type(uint256).max);
+        }
+    }
+
+    function verifierCount() external view returns (uint256) {
+        return verifiers.length;
     }
 
     function leaseCount() external view returns (uint256) {
@@ -225,7 +268,8 @@ contract LeaseHandler is Test {
         address who = whoSeed % 2 == 0 ? lease.renter : verifiers[whoSeed % verifiers.length];
         bool valid = lease.status == LeaseStatus.ACTIVE
             && (who == lease.renter
-                || (attestations.hasRole(verifierRole, who) && who != lease.nodeKey
+                || (attestations.hasRole(verifierRole, who)
+                    && who != lease.nodeKey
                     && who != nodes.operatorOf(lease.nodeKey)))
             && attestations.progressOf(leaseId).status == IAttestationRegistry.Status.Verified
             && (attestations.challengedAt(leaseId) == 0
@@ -274,8 +318,7 @@ contract LeaseHandler is Test {
         uint256 required = minStake > lease.minNodeStake ? minStake : lease.minNodeStake;
         uint256 bond = required * slashBps / 10_000;
         bool valid = !market.declinedBy(leaseId, nodeKey) && node.stake >= required
-            && node.stake >= uint256(usage.bonded) + bond
-            && uint256(usage.vcpu) + lease.vcpu <= node.vcpu
+            && node.stake >= uint256(usage.bonded) + bond && uint256(usage.vcpu) + lease.vcpu <= node.vcpu
             && uint256(usage.memoryMiB) + lease.memoryMiB <= node.memoryMiB
             && uint256(usage.diskGiB) + lease.diskGiB <= node.diskGiB
             && uint256(node.pricePerSecondPerUnit) * lease.vcpu <= lease.maxPricePerSecond;
@@ -299,10 +342,9 @@ contract LeaseHandler is Test {
         // Too early a re-attestation, or a first one after attestBy (a missed first attestation that
         // a late report must not erase): both must be refused.
         bool early = _tooEarly(leaseId) || (nonce == 0 && block.timestamp > lease.attestBy);
+        bytes32 reportHash = _report(leaseId, nonce, lease.renter, reportSeed, reportSeed % 6 == 0);
         vm.prank(lease.nodeKey);
-        try attestations.submit(
-            leaseId, nonce, keccak256(abi.encode(reportSeed, nonce, leaseId)), measurement, 1, bytes32(0), _SIGNER
-        ) {
+        try attestations.submit(leaseId, nonce, reportHash, measurement, 1, bytes32(0), _SIGNER) {
             if (early) ghostViolations++;
             _junk[leaseId] = reportSeed % 6 == 0;
             _undecided[leaseId] = true;
@@ -421,7 +463,8 @@ contract LeaseHandler is Test {
         bool valid = attestations.canVote(leaseId, v) && !_voted[voteKey] && block.timestamp <= p.decideBy
             && (lease.status == LeaseStatus.ACTIVE || held[leaseId]);
         if (!valid) return;
-        bool ok = !_junk[leaseId];
+        // verifiers[2] colludes: it votes against the truth.
+        bool ok = !_junk[leaseId] != (v == verifiers[2]);
         bytes32 reportHash = attestations.attestationOf(leaseId).reportHash;
         _closing(leaseId, lease);
         if (!ok && !held[leaseId]) ghostEarnedBeforeRejection[leaseId] = market.earned(leaseId);
@@ -440,6 +483,46 @@ contract LeaseHandler is Test {
         }
         if (!ok) _closed(leaseId, lease);
         honestCalls["confirm"]++;
+    }
+
+    // ------------------------------------------------------------------ disputers
+
+    /// @dev Anyone disputes the latest decided verdict of a lease within its window (valid: once).
+    function dispute(uint256 leaseSeed, uint256 whoSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0 || attestations.attestationNonce(leaseId) == 0) return;
+        bytes32 reportHash = attestations.attestationOf(leaseId).reportHash;
+        SubmissionInfo memory sub = attestations.submissionOf(leaseId, reportHash);
+        bool decided =
+            sub.verdict == IAttestationRegistry.Status.Verified || sub.verdict == IAttestationRegistry.Status.Rejected;
+        bool valid = sub.number != 0 && decided && !sub.disputed && !sub.confirmedOnChain
+            && block.timestamp <= sub.disputableUntil;
+        address who = disputers[whoSeed % disputers.length];
+        uint256 bond = attestations.disputeTerms().bond;
+        token.mint(who, bond);
+        Lease memory lease = market.getLease(leaseId);
+        _closing(leaseId, lease);
+        uint256 courtBefore = token.balanceOf(address(court));
+        uint256 whoBefore = token.balanceOf(who);
+        bytes[] memory certs = new bytes[](1);
+        certs[0] = abi.encode(keccak256("the chip's cached VCEK"));
+        vm.prank(who);
+        try court.dispute(leaseId, reportHash, _reportOf[reportHash], certs, guestKey) returns (bool overturned) {
+            if (!valid) ghostViolations++;
+            // Only a verdict against the truth is overturned.
+            if (overturned != ((sub.verdict == IAttestationRegistry.Status.Verified) == _junkReport[reportHash])) {
+                ghostViolations++;
+            }
+            // What the court paid out besides the disputer's gain went to the operator.
+            uint256 courtOut = courtBefore + bond - token.balanceOf(address(court));
+            uint256 toOperator = courtOut - (token.balanceOf(who) + bond - whoBefore);
+            _disputed(
+                leaseId, lease, overturned && sub.verdict == IAttestationRegistry.Status.Verified, sub, toOperator
+            );
+        } catch {
+            if (valid) _honestRevert("dispute");
+        }
+        if (valid) honestCalls["dispute"]++;
     }
 
     // ------------------------------------------------------------------ anyone
@@ -680,6 +763,66 @@ contract LeaseHandler is Test {
         ghostCompensation[leaseId] += paid;
         ghostSlashPaid += paid;
         ghostSlashedBond[leaseId] += paid + burned;
+    }
+
+    mapping(bytes32 reportHash => bool) internal _junkReport;
+
+    /// @dev 1184 report bytes for submission `nonce` of `leaseId`, with the EVM check's answer: a
+    /// genuine report bound to the lease, or junk (a bad signature on a chip-bound VCEK report).
+    function _report(uint256 leaseId, uint256 nonce, address renter, uint256 seed, bool junk)
+        private
+        returns (bytes32 reportHash)
+    {
+        bytes memory report = new bytes(1184);
+        bytes32 head = keccak256(abi.encode(seed, nonce, leaseId));
+        assembly ("memory-safe") {
+            mstore(add(report, 32), head)
+        }
+        report[0x1A0] = 0x01; // CHIP_ID not masked; SIGNING_KEY (0x48) is 0: VCEK
+        reportHash = keccak256(report);
+        SnpReportFields memory fields;
+        fields.measurement = measurement;
+        fields.reportData0 =
+            keccak256(abi.encode("cvm.attest.v1", block.chainid, address(attestations), leaseId, nonce));
+        fields.reportData1 = sha256(guestKey);
+        fields.hostData = keccak256(abi.encode("cvm.host.v1", block.chainid, address(attestations), leaseId, renter));
+        fields.reportHash = reportHash;
+        snp.setAnswer(report, !junk, junk ? uint8(SnpReason.BadSignature) : 0, fields);
+        _reportOf[reportHash] = report;
+        _junkReport[reportHash] = junk;
+    }
+
+    /// @dev What a dispute moved: the renter's refund (or, for an overturned rejection, what it paid
+    /// back), a slashed or restored bond. An operator renting its own node is paid the node's time by
+    /// the court (verifier money, not the lease's), which is not the renter's return.
+    function _disputed(
+        uint256 leaseId,
+        Lease memory before,
+        bool falseVerified,
+        SubmissionInfo memory sub,
+        uint256 toOperator
+    ) private {
+        Lease memory lease = market.getLease(leaseId);
+        uint256 nowHeld = token.balanceOf(lease.renter) + market.credits(lease.renter);
+        if (nodes.operatorOf(lease.nodeKey) == lease.renter) nowHeld -= toOperator;
+        uint256 wasHeld = _renterBalance + _renterCredit;
+        if (nowHeld >= wasHeld) ghostReturned[leaseId] += nowHeld - wasHeld;
+        else ghostReturned[leaseId] -= wasHeld - nowHeld;
+        uint256 paid = _registryBalance - token.balanceOf(address(nodes));
+        ghostCompensation[leaseId] += paid;
+        ghostSlashPaid += paid;
+        uint256 burnedNow = nodes.burnedStake();
+        if (burnedNow >= _burnedBefore) ghostSlashedBond[leaseId] += paid + burnedNow - _burnedBefore;
+        else ghostSlashedBond[leaseId] = ghostSlashedBond[leaseId] + paid - (_burnedBefore - burnedNow);
+        if (falseVerified) {
+            // Earned stays what was verified before the false submission: that is what the renter paid for.
+            uint256 keep = uint256(sub.bankedBefore) * before.ratePerSecond;
+            uint256 deposit = before.status == LeaseStatus.CLOSED ? before.deposit : ghostDeposited[leaseId];
+            ghostEarnedBeforeRejection[leaseId] = keep < deposit ? keep : deposit;
+            _undecided[leaseId] = false;
+            held[leaseId] = false;
+        }
+        if (lease.status != before.status && lease.status == LeaseStatus.CLOSED) _undecided[leaseId] = false;
     }
 
     function _honestRevert(string memory action) private {

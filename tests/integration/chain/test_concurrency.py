@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -77,3 +78,31 @@ def test_pipelined_sends_share_blocks_on_an_interval_mined_chain() -> None:
         # Fewer blocks than transactions: several of them were in flight at once.
         assert len(set(blocks)) < 16
         assert min(blocks) > start_block
+
+
+def test_a_chain_switched_to_interval_mining_queues_transactions_into_blocks() -> None:
+    """After `set_interval_mining`, sends no longer each get a block of their own: several
+    in flight at once share one, and empty blocks keep coming without any transaction."""
+    with Anvil() as node:  # mines each transaction at once, as the stack's setup does
+        deployer = node.dev_account(0)
+        deployment = deploy(node.w3, deployer)
+        sender = node.dev_account(1)
+        node.set_interval_mining(1)
+        start_block = node.w3.eth.block_number
+
+        def mint(index: int) -> int:
+            client = ChainClient(node.w3, deployment, sender)
+            return client.token.mint(sender.address, index + 1).block_number
+
+        with ThreadPoolExecutor(4) as pool:
+            blocks = list(pool.map(mint, range(8)))
+        assert len(set(blocks)) < 8
+        assert min(blocks) > start_block
+        later = node.w3.eth.block_number
+        # No transaction pending: the chain still moves on by itself.
+        deadline = 30 + time.monotonic()
+        while node.w3.eth.block_number <= later:
+            assert time.monotonic() < deadline, "no block without transactions"
+            time.sleep(0.1)
+        with pytest.raises(ValueError, match="whole number"):
+            node.set_interval_mining(0)

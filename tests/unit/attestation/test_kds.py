@@ -16,6 +16,7 @@ from cvm.attestation import (
     CachingKds,
     HttpKds,
     KdsError,
+    KdsRateLimit,
     Product,
     SigningKey,
     SimulatedSecureProcessor,
@@ -25,7 +26,7 @@ from cvm.attestation import (
 )
 from cvm.attestation.kds import endorsements, parse_cert_table
 
-from .conftest import REAL, report_bytes, vcek_bytes
+from .conftest import DATA, REAL, report_bytes, vcek_bytes
 
 
 def test_milan_vcek_url() -> None:
@@ -138,7 +139,7 @@ def test_http_kds_behind_the_cache(local_kds: str, tmp_path: Path) -> None:
     report = parse(report_bytes("milan_go_sev_guest"))
     url = vcek_url(report, Product.MILAN, base_url=local_kds)
     _KdsHandler.answers = {url.removeprefix(local_kds): vcek_bytes("milan_go_sev_guest")}
-    kds = CachingKds(tmp_path, HttpKds(timeout=5))
+    kds = CachingKds(tmp_path, HttpKds(timeout=5, rate_limit=KdsRateLimit(0)))
     assert kds.fetch(url) == vcek_bytes("milan_go_sev_guest")
     assert kds.path_for(url).is_file()
     with pytest.raises(KdsError):
@@ -185,10 +186,11 @@ def test_endorsements_come_from_the_kds_when_the_table_has_none(tmp_path: Path) 
     raw = report_bytes("milan_virtee_sev")  # version 2: names no product
     kds = CachingKds(tmp_path)
     kds.store(vcek_url(parse(raw), Product.MILAN), vcek_bytes("milan_virtee_sev"))
-    kds.store(cert_chain_url(Product.MILAN), b"chain")
+    chain = (DATA / "ca" / "milan_vcek_cert_chain.pem").read_bytes()
+    kds.store(cert_chain_url(Product.MILAN), chain)
     with pytest.raises(KdsError, match="names no product"):
         endorsements(raw, b"", kds)
-    assert endorsements(raw, b"", kds, Product.MILAN) == (vcek_bytes("milan_virtee_sev"), b"chain")
+    assert endorsements(raw, b"", kds, Product.MILAN) == (vcek_bytes("milan_virtee_sev"), chain)
 
 
 def test_a_cert_table_whose_ask_or_ark_is_no_certificate_is_a_kds_error(tmp_path: Path) -> None:

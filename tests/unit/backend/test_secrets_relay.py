@@ -291,3 +291,19 @@ def test_only_the_leases_node_relays_its_guests_status_and_only_its_renter_reads
         assert _status(lambda: other.guest_status(16)) == 403
         nodes.put_guest_status(16, 4, "ef" * 65, node_key=node.key)
         assert api.guest_status(16).seq == 4
+
+
+def test_the_serving_node_is_nudged_once_sealed_secrets_are_committed(
+    live_api: str, store: Store, context: AppContext
+) -> None:
+    renter, node = new_account(), new_account()
+    nudged: list[tuple[int, str]] = []
+    context.sealed_listeners.append(lambda lease_id, to: nudged.append((lease_id, to)))
+    _running_lease(store, 11, renter.address, node.address)
+    with ApiClient(live_api) as api:
+        api.login(renter.key)
+        api.put_sealed_secrets(11, signed(renter, 11, 1))
+        assert nudged == [(11, node.address.lower())]
+        # Refused (seq not above the last one): nothing committed, nobody nudged.
+        assert _status(lambda: api.put_sealed_secrets(11, signed(renter, 11, 1))) == 409
+        assert nudged == [(11, node.address.lower())]

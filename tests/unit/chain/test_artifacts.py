@@ -13,6 +13,7 @@ from cvm.chain.artifacts import ARTIFACTS_DIR
 from cvm.chain.build import CONTRACTS_DIR, OUT_DIR, source_hash, stale_artifacts
 
 DEPLOYABLE = {
+    "AttestationCourt",
     "AttestationRegistry",
     "AttestedRandomness",
     "AttestedService",

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from cvm.chain import (
+    AttestationCourtClient,
     AttestationRegistryClient,
     AttestedServiceClient,
     LeaseMarketClient,
@@ -29,6 +30,7 @@ NOT_WRAPPED = {
     "onCloseWhilePending",  # likewise
 }
 CLIENTS = [
+    AttestationCourtClient,
     NodeRegistryClient,
     LeaseMarketClient,
     AttestationRegistryClient,

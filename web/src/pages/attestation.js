@@ -6,6 +6,23 @@ import { facts, h, message, simulatedBadge, when } from "../ui.js";
 
 const CERT_NAMES = ["VCEK (signs the report)", "ASK (signs the VCEK)", "ARK (AMD root)"];
 
+// Until when the verifiers' verdict can be disputed on chain, where the EVM re-checks the report.
+function disputeWindow(attestation, now) {
+  if (!attestation.disputeWindowEndsAt) return null;
+  const open = attestation.disputeWindowEndsAt * 1000 > now.getTime() && !attestation.dispute;
+  return h("span", { id: "dispute-window" }, open ? "open until " : "closed ", when(attestation.disputeWindowEndsAt),
+    open && attestation.status !== "pending" ? " (anyone may dispute the verdict: cvm attestation dispute)" : "");
+}
+
+// A dispute of the verdict and what the EVM's check decided.
+function disputeOutcome(dispute) {
+  if (!dispute) return h("span", { id: "dispute-outcome" }, "none");
+  const outcome = dispute.overturned
+    ? h("span", { class: "badge bad" }, `REVERSED (the ${dispute.verdict ?? "verdict"} verdict was wrong)`)
+    : h("span", { class: "badge ok" }, `upheld (the ${dispute.verdict ?? "verdict"} verdict stands)`);
+  return h("span", { id: "dispute-outcome" }, outcome, " disputed by ", h("span", { class: "mono" }, dispute.disputer), " ", when(dispute.disputedAt));
+}
+
 export async function attestationPage(main, config, id) {
   const leaseId = Number(id);
   const [lease, attestation] = await Promise.all([getLease(leaseId), getAttestation(leaseId)]);
@@ -55,6 +72,8 @@ export async function attestationPage(main, config, id) {
       ["Submitted", when(attestation.submittedAt)],
       ["Verified", when(attestation.verifiedAt)],
       ["Re-attestation deadline", when(attestation.expiresAt)],
+      ["Dispute window", disputeWindow(attestation, now)],
+      ["Dispute", disputeOutcome(attestation.dispute)],
       report && ["Reported TCB", tcbParts(report.reportedTcb)],
       report && ["Chip id", h("span", { class: "mono" }, report.chipId)],
       report && ["Debug allowed", report.debugAllowed ? "yes" : "no"],

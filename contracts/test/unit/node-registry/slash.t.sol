@@ -33,7 +33,7 @@ contract Slash_NodeRegistry_Test is Base {
             nodes.requestUnstake(nodeKey, unstake);
         }
         uint256 taken = amount < STAKE ? amount : STAKE;
-        uint256 fromStake = taken <= STAKE - unstake ? taken : STAKE - unstake;
+        uint256 fromStake = taken - (taken <= unstake ? taken : unstake);
         uint256 paidExpected = compensation < taken ? compensation : taken;
         vm.expectEmit(true, false, false, true, address(nodes));
         emit INodeRegistry.Slashed(nodeKey, taken, fromStake, taken - fromStake);
@@ -44,8 +44,8 @@ contract Slash_NodeRegistry_Test is Base {
         assertEq(takenActual, taken, "up to the amount");
         assertEq(paid, paidExpected, "compensation, at most what was taken");
         Node memory node = nodes.getNode(nodeKey);
-        assertEq(node.stake, STAKE - unstake - fromStake, "active first");
-        assertEq(node.unbonding, unstake - (taken - fromStake), "then unbonding");
+        assertEq(node.unbonding, unstake - (taken - fromStake), "unbonding first");
+        assertEq(node.stake, STAKE - unstake - fromStake, "then active");
         assertEq(token.balanceOf(address(market)), paidExpected, "compensation sent to market");
         assertEq(token.balanceOf(address(nodes)), STAKE - paidExpected, "the rest stays in the registry");
         assertEq(nodes.burnedStake(), taken - paidExpected, "the rest is burned");

@@ -1,0 +1,34 @@
+"""bench.time_to_vm end to end on the simulated launcher at a 1 s block time: every mark
+of the path is observed and each on-chain step lands in a later block than the one before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.time_to_vm import run
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_simulated_lease_is_followed_through_every_on_chain_step(tmp_path: Path) -> None:
+    result = run(1, 1, "simulated", tmp_path / "images", timeout_s=120)
+    assert result["leases_reachable"] == 1
+    assert result["sequential_inclusions"]["count"] == 4
+    assert "observer_error" not in result
+    (lease,) = result["leases"].values()
+    assert set(lease["phases_s"]) == {
+        "create_sent_to_created",
+        "created_to_accepted",
+        "accepted_to_report_in_hand",
+        "report_in_hand_to_evidence_uploaded",
+        "evidence_uploaded_to_submitted",
+        "submitted_to_verified",
+        "verified_to_renter_sees_verified",
+    }
+    stamps = lease["chain_block_timestamps"]
+    # A block time: create, accept, submit and confirm each wait for a block of their own.
+    assert stamps["created"] < stamps["accepted"] < stamps["submitted"] < stamps["verified"]
+    assert result["floor_s"] == 4.0  # no guest boot on the simulated launcher: 4 blocks
+    assert result["p50_s"] is not None and result["over_floor"] is not None
