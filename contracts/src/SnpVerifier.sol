@@ -145,7 +145,8 @@ contract SnpVerifier is ISnpVerifier {
     function verifyCertificate(bytes calldata der, bytes32 issuerHash) external returns (bytes32 certHash) {
         certHash = keccak256(der);
         if (_certs[certHash].kind != _KIND_NONE) {
-            if (_certs[certHash].issuerHash != issuerHash) _refuse(SnpReason.CertChain);
+            bytes32 cachedIssuer = _certs[certHash].issuerHash;
+            if (cachedIssuer != issuerHash && !_sameIssuer(cachedIssuer, issuerHash)) _refuse(SnpReason.CertChain);
             return certHash;
         }
         Der.Certificate memory c = _parse(der);
@@ -334,6 +335,17 @@ contract SnpVerifier is ISnpVerifier {
         emit SnpCertificateVerified(ek.certHash, issuerHash, ek.info.productKey);
     }
 
+    /// @dev Whether the cached issuers `a` and `b` are one issuer: the same kind, product and
+    /// subject Name, both verified under the same ARK key. Two DER encodings of one certificate
+    /// differ in bytes no signature covers (the outer AlgorithmIdentifier), so anyone can cache a
+    /// twin of AMD's ASK; a certificate cached under one is then taken as verified under the other.
+    function _sameIssuer(bytes32 a, bytes32 b) private view returns (bool) {
+        CachedCert storage x = _certs[a];
+        CachedCert storage y = _certs[b];
+        return (y.kind == _KIND_ASK || y.kind == _KIND_ASVK) && y.kind == x.kind && y.productKey == x.productKey
+            && y.subjectHash == x.subjectHash && y.issuerHash == x.issuerHash;
+    }
+
     /// @dev What a VCEK/VLEK says: kind, product, key, TCB, hwID (refusing what is not one).
     function _signerInfo(Der.Certificate memory c) private view returns (CachedCert memory info) {
         bytes32 cn = keccak256(c.subjectCN);
@@ -397,16 +409,55 @@ contract SnpVerifier is ISnpVerifier {
     }
 
     /// @dev RSASSA-PSS (SHA-384, MGF1-SHA-384, salt 48: AMD's parameters, whatever the
-    /// certificate's own say) of `tbs` under (n, e); the signature must be exactly |n| long.
+    /// certificate's own say) of `tbs` under (n, e); the signature must be exactly |n| long and
+    /// below n (RFC 8017 RSAVP1; solarity does not check it, and s + n would be a second valid
+    /// DER of the certificate that `cryptography` refuses).
+    /// solarity's EMSA-PSS decoding is lax (it ignores EM's top bit and takes the 0x01 separator
+    /// wherever the zeros end); that only widens what the issuer's private key can sign, since
+    /// H must still equal SHA-384(0^8 || mHash || salt): no one without AMD's key can use it.
     function _pss(bytes memory tbs, bytes memory signature, bytes memory n, bytes memory e)
         private
         view
         returns (bool)
     {
-        if (signature.length != n.length) return false;
+        if (signature.length != n.length || !_below(signature, n)) return false;
         return RSASSAPSS.verify(
             RSASSAPSS.Parameters({hashLength: 48, saltLength: 48, hasher: Sha384.hash}), tbs, signature, e, n
         );
+    }
+
+    /// @dev a < b for big-endian unsigned integers of the same length.
+    function _below(bytes memory a, bytes memory b) private pure returns (bool below) {
+        assembly ("memory-safe") {
+            let len := mload(a)
+            let pa := add(a, 0x20)
+            let pb := add(b, 0x20)
+            let end := add(pa, len)
+            let decided := 0
+            let rem := mod(len, 0x20)
+            if rem {
+                // The first `rem` bytes, so that the rest is whole words.
+                let sh := shl(3, sub(0x20, rem))
+                let x := shr(sh, mload(pa))
+                let y := shr(sh, mload(pb))
+                if iszero(eq(x, y)) {
+                    below := lt(x, y)
+                    decided := 1
+                }
+                pa := add(pa, rem)
+                pb := add(pb, rem)
+            }
+            for {} and(iszero(decided), lt(pa, end)) {} {
+                let x := mload(pa)
+                let y := mload(pb)
+                if iszero(eq(x, y)) {
+                    below := lt(x, y)
+                    decided := 1
+                }
+                pa := add(pa, 0x20)
+                pb := add(pb, 0x20)
+            }
+        }
     }
 
     /*//////////////////////////////////////////////////////////////////////////

@@ -76,7 +76,9 @@ interface ISnpVerifier {
     /// keccak256(DER) of an already verified certificate (for a VCEK/VLEK: its ASK/ASVK), or a
     /// pinned ARK's key hash `arkKeyHash(productKey)` (for an ASK/ASVK). Returns keccak256(der).
     /// Reverts with `SnpVerifier_Refused(reason)`. Idempotent: a certificate cached against the
-    /// same `issuerHash` returns at once (against another: CertChain).
+    /// same `issuerHash`, or against the same issuer in another DER encoding (a cached ASK/ASVK of
+    /// the same kind, product and subject under the same ARK: the outer AlgorithmIdentifier is not
+    /// signed, so anyone can cache such a twin), returns at once; against another: CertChain.
     function verifyCertificate(bytes calldata der, bytes32 issuerHash) external returns (bytes32 certHash);
 
     /// @notice True if keccak256(DER) of a certificate verified to a pinned ARK.
