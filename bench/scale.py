@@ -9,12 +9,14 @@ every node registered and staked with its own key. While `--renters` renters cre
 
 - `matcher_decisions_per_s`: matches the backend recorded over the time from the first to
   the last (PostgreSQL's `matches` table);
-- `indexer_lag_blocks`: chain head minus the indexer's cursor, sampled every 0.25 s (p50, max);
+- `indexer_lag_blocks`: chain head minus the indexer's cursor, sampled every 0.25 s (p50, max;
+  anvil mines a block per transaction, so under load a block is a few milliseconds);
 - `api_p99_ms`: p99 latency of the status read (`GET /v1/leases/{id}`) and the marketplace read
   (`GET /v1/nodes?limit=50`), sent round-robin to the replicas while the leases run;
 - `heartbeats_per_s`: heartbeats accepted (a node's signed timestamp advancing in the
   store) per second over the load, beside what the nodes send (`nodes / heartbeat_s`);
-- `backend_rss_mib_per_node`: the replicas' summed resident memory over the node count;
+- `backend_rss_mib`: each replica's resident memory at the end, and in the comparison what
+  one more node costs them together (`backend_rss_mib_per_added_node`);
 - `chain_ceiling_leases_per_minute`: the chain's own ceiling for the four transactions of a
   lease at the renters' concurrency (as `bench.e2e` measures it), in the same run, beside
   the stack's `leases_per_minute`: where the ratio is near 1 the chain is the bound.
@@ -353,6 +355,8 @@ def run_size(
         deadline = time.perf_counter() + timeout_s
         while time.perf_counter() < deadline and not set(sent) <= set(watcher.seen):
             time.sleep(0.25)
+        # Heartbeats are counted over three intervals at least (a shorter window is noise).
+        stop.wait(max(0.0, load_started + 3 * heartbeat_s - time.perf_counter()))
         load_s = time.perf_counter() - load_started
         stop.set()
         sampler.join(15)
@@ -446,11 +450,17 @@ def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
             degradation[name] = round(before / after, 2) if after else None
         else:  # a lag of 0 blocks counts as 1, so that 0 -> 1 is not "infinitely worse"
             degradation[name] = round(max(after, 1) / max(before, 1), 2)
+    nodes_added = results[-1]["nodes"] - results[0]["nodes"]
+    rss_added = sum(results[-1]["backend_rss_mib"]) - sum(results[0]["backend_rss_mib"])
     worst = max((value for value in degradation.values() if value is not None), default=None)
     return {
         "from_nodes": results[0]["nodes"],
         "to_nodes": results[-1]["nodes"],
         "degradation": degradation,
+        # What one more node costs the backend replicas together (resident memory).
+        "backend_rss_mib_per_added_node": (
+            round(rss_added / nodes_added, 4) if nodes_added else None
+        ),
         "worst": worst,
         "within_2x": worst is not None and worst <= 2,
     }
