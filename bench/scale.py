@@ -281,7 +281,8 @@ def run_size(
 
         node_keys: list[LocalAccount] = [Account.create() for _ in range(nodes)]
         clock = time.perf_counter()
-        provision_fleet(admin, node_keys, default_profiles(nodes), 1_000 * 10**18, 10**20)
+        # 1 ether of gas per node key: anvil's deployer holds 10,000.
+        provision_fleet(admin, node_keys, default_profiles(nodes), 1_000 * 10**18, 10**18)
         provision_s = time.perf_counter() - clock
         for first in range(0, nodes, nodes_per_process):
             chunk = node_keys[first : first + nodes_per_process]

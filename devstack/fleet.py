@@ -116,7 +116,8 @@ def provision_fleet(
     operator = admin.with_account(operator_account)
     assert operator.address is not None
     admin.token.mint(operator.address, stake * len(node_accounts))
-    _send_ether(admin, operator.address, gas_wei)
+    # The operator sends two transactions per node: ten nodes' worth of gas covers them.
+    _send_ether(admin, operator.address, gas_wei * 10)
     operator.token.approve(admin.deployment.node_registry, stake * len(node_accounts))
 
     def put_on_chain(index: int) -> None:
