@@ -47,13 +47,14 @@ class NodeProfile:
 def default_profiles(count: int) -> list[NodeProfile]:
     """`count` profiles cycling through small, medium and large, prices nudged per round."""
     profiles = []
+    # Later rounds are a little cheaper, so no two nodes tie on price; in big fleets by
+    # smaller steps, so that the cheapest shape stays above zero.
+    rounds = count // len(_SHAPES) + 1
+    step = min(10_000_000_000, _SHAPES[0][3] // (rounds + 1))
     for index in range(count):
         vcpu, memory, disk, price = _SHAPES[index % len(_SHAPES)]
         round_ = index // len(_SHAPES)
-        # Later rounds are a little cheaper, so no two nodes tie on price.
-        profiles.append(
-            NodeProfile(vcpu, memory, disk, price - round_ * 10_000_000_000, region=index % 4)
-        )
+        profiles.append(NodeProfile(vcpu, memory, disk, price - round_ * step, region=index % 4))
     return profiles
 
 
