@@ -292,7 +292,12 @@ def run_size(
                 f"fleet-{first}",
                 [sys.executable, "-m", "node_agent.fleet", "--keys-file", str(keys_file)],
                 logs / f"fleet-{first}.log",
-                {**env, "CVM_DATA_DIR": str(directory / "nodes")},
+                # Each fleet process talks to one replica, in turn (as a load balancer would).
+                {
+                    **env,
+                    "CVM_DATA_DIR": str(directory / "nodes"),
+                    "CVM_API_URL": api_urls[len(fleets) % len(api_urls)],
+                },
             ).start()
             fleets.append(fleet)
         engine = sqlalchemy.create_engine(database_url, pool_size=2)

@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler-threads", type=int, default=DEFAULT_SCHEDULER_THREADS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # A line per heartbeat request would be a thousand lines per interval: failures only.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         accounts = read_keys_file(args.keys_file)
         if args.nodes is not None:
