@@ -88,6 +88,18 @@ def _rss_mib(pid: int | None) -> float:
     return 0.0
 
 
+def _cpu_s(pids: list[int | None]) -> float:
+    """User and system CPU seconds the processes used so far (threads included)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (after pid and name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _prepare_simulated_amd(directory: Path) -> None:
     from cvm.attestation.product import Product
     from cvm.attestation.sim import SimulatedAmd
@@ -332,6 +344,9 @@ def run_size(
         sampler = threading.Thread(
             target=_sample, args=(stop, engine, anvil, api_urls, lease_ids, samples), daemon=True
         )
+        backend_pids = [backend.pid for backend in backends]
+        fleet_pids = [fleet.pid for fleet in fleets]
+        cpu_before = (_cpu_s(backend_pids), _cpu_s(fleet_pids), _cpu_s([anvil.pid]))
         load_started = time.perf_counter()
         sampler.start()
 
@@ -364,6 +379,11 @@ def run_size(
         # Heartbeats are counted over three intervals at least (a shorter window is noise).
         stop.wait(max(0.0, load_started + 3 * heartbeat_s - time.perf_counter()))
         load_s = time.perf_counter() - load_started
+        cpu_after = (_cpu_s(backend_pids), _cpu_s(fleet_pids), _cpu_s([anvil.pid]))
+        cores = [
+            round((after - before) / load_s, 2)
+            for before, after in zip(cpu_before, cpu_after, strict=True)
+        ]
         stop.set()
         sampler.join(15)
         watcher.stop.set()
@@ -422,6 +442,15 @@ def run_size(
             "leases_per_minute": round(per_minute, 1),
             "chain_ceiling_leases_per_minute": round(ceiling["leases_per_minute"], 1),
             "fraction_of_chain_ceiling": round(per_minute / ceiling["leases_per_minute"], 3),
+            # Cores busy over the load (this machine's count beside them): where it nears the
+            # count, the machine bounds every figure, the chain's ceiling included.
+            "cpu_cores_used": {
+                "backends": cores[0],
+                "fleets": cores[1],
+                "anvil": cores[2],
+                "machine_cores": os.cpu_count(),
+                "load_average_1m": round(os.getloadavg()[0], 1),
+            },
             "provision_s": round(provision_s, 1),
             "ready_s": round(ready_s, 1),
             "load_s": round(load_s, 1),
