@@ -35,7 +35,7 @@ from eth_account.signers.local import LocalAccount
 from cvm.api_client import ApiClient
 from cvm.chain import ChainClient, Deployment, connect
 from cvm.config import Settings, get_settings
-from cvm.dispatch import TASK_HANDLE_LEASE, node_queue
+from cvm.dispatch import TASK_HANDLE_LEASE, TASK_SERVE_GUEST, node_queue
 from node_agent.agent import NodeAgent
 from node_agent.errors import AgentError
 from node_agent.launcher.signer import SimulatedAmdSp
@@ -196,14 +196,23 @@ class Fleet:
             log.exception("%s of node %s failed; will try again", name, address)
 
 
+def _queue_of(task: Task) -> str:
+    """The queue the message being handled came from (its routing key on Redis)."""
+    delivery: dict[str, Any] = task.request.delivery_info or {}
+    return str(delivery.get("routing_key") or "")
+
+
 def register_fleet_tasks(app: Celery, fleet: Fleet, max_retries: int) -> None:
-    """The lease task, handled by the node whose queue the message came from."""
+    """The node tasks, each handled by the node whose queue the message came from."""
 
     @app.task(name=TASK_HANDLE_LEASE, **task_options(max_retries))
     def handle_lease(self: Task, lease_id: int) -> str:
-        delivery: dict[str, Any] = self.request.delivery_info or {}
-        queue = str(delivery.get("routing_key") or "")
-        return str(fleet.agent_for_queue(queue).handle_lease(int(lease_id)))
+        return str(fleet.agent_for_queue(_queue_of(self)).handle_lease(int(lease_id)))
+
+    # Best effort, never retried (as `register_tasks`): the next pass relays what it missed.
+    @app.task(name=TASK_SERVE_GUEST, bind=True, shared=False, acks_late=True)
+    def serve_guest(self: Task, lease_id: int) -> bool:
+        return fleet.agent_for_queue(_queue_of(self)).serve_guest(int(lease_id))
 
 
 def build_fleet_agents(

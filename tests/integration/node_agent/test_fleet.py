@@ -21,7 +21,7 @@ from eth_account import Account
 from cvm.api_client import ApiClient
 from cvm.attestation.product import Product
 from cvm.attestation.sim import SimulatedAmd, SimulatedSecureProcessor
-from cvm.dispatch import TASK_HANDLE_LEASE, node_queue
+from cvm.dispatch import TASK_HANDLE_LEASE, TASK_SERVE_GUEST, node_queue
 from devstack.fleet import default_profiles, provision_fleet
 from node_agent.agent import NodeAgent
 from node_agent.fleet import Fleet, register_fleet_tasks
@@ -47,10 +47,15 @@ class _RecordingNode:
     def __init__(self) -> None:
         self.address = Account.create().address
         self.leases: list[int] = []
+        self.served: list[int] = []
 
     def handle_lease(self, lease_id: int) -> str:
         self.leases.append(lease_id)
         return "accepted"
+
+    def serve_guest(self, lease_id: int) -> bool:
+        self.served.append(lease_id)
+        return True
 
     def close(self) -> None:
         pass
@@ -69,14 +74,23 @@ def test_each_fleet_node_consumes_only_its_own_queue(broker: RedisServer) -> Non
         for node in nodes:
             for lease_id in expected[node.address]:
                 app.send_task(TASK_HANDLE_LEASE, args=[lease_id], queue=node_queue(node.address))
+            # The secrets nudge goes to the first lease's node only.
+            app.send_task(
+                TASK_SERVE_GUEST, args=[expected[node.address][0]], queue=node_queue(node.address)
+            )
         app.send_task(TASK_HANDLE_LEASE, args=[99], queue=node_queue(outsider))
         wait_for(
-            lambda: all(sorted(node.leases) == expected[node.address] for node in nodes),
+            lambda: all(
+                sorted(node.leases) == expected[node.address]
+                and node.served == expected[node.address][:1]
+                for node in nodes
+            ),
             timeout=30,
             what="every node's leases",
         )
     for node in nodes:
         assert sorted(node.leases) == expected[node.address]
+        assert node.served == expected[node.address][:1]
     # A queue of a node not in this fleet is left alone: its message is still there.
     client = redis.Redis.from_url(broker.url)
     assert client.llen(node_queue(outsider)) == 1
