@@ -436,6 +436,8 @@ def run_size(
             },
             "backend_rss_mib": [round(value, 1) for value in rss],
             "backend_rss_mib_per_node": round(sum(rss) / nodes, 3),
+            # The simulated nodes' own cost (the fleet's bound on memory per process).
+            "fleet_rss_mib_per_node": round(sum(_rss_mib(pid) for pid in fleet_pids) / nodes, 3),
             "create_to_verified_p50_s": round(statistics.median(latencies), 3)
             if latencies
             else None,
