@@ -33,7 +33,15 @@ from eth_account import Account
 
 from bench.harness import percentile
 from cvm.api_client import ApiClient
-from cvm.chain import ChainClient, LeaseSpec, NodeSpec, TeeType, connect, sign_node_consent
+from cvm.chain import (
+    ChainClient,
+    DeployConfig,
+    LeaseSpec,
+    NodeSpec,
+    TeeType,
+    connect,
+    sign_node_consent,
+)
 from cvm.renter import Renter, RentRequest
 from devstack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
 from devstack.faucet import fund, local_deployer
@@ -63,6 +71,11 @@ def _lease_parties(admin: ChainClient) -> tuple[ChainClient, ChainClient, ChainC
     operator.token.approve(admin.deployment.node_registry, 10**21)
     operator.nodes.stake(str(node.address), 10**21)
     admin.attestations.add_verifier(str(verifier.address))
+    if admin.court is not None:  # only staked verifiers vote (issue 21): stake as deploy does
+        verifier_stake = DeployConfig().verifier_stake
+        admin.token.mint(str(admin.address), verifier_stake)
+        admin.token.approve(admin.deployment.attestation_court or "", verifier_stake)
+        admin.court.stake_for(str(verifier.address), verifier_stake)
     renter.token.approve(admin.deployment.lease_market, 2**255)
     return renter, node, verifier
 

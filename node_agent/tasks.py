@@ -54,13 +54,9 @@ def make_celery(
     return app
 
 
-def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int) -> None:
-    """Bind the lease task (by the name the backend sends) to `agent()`.
-
-    Re-attestation and stopping are not tasks: the scheduler's reconciler passes do them
-    in this process, so they go on while the broker is down.
-    """
-    options: dict[str, Any] = {
+def task_options(max_retries: int) -> dict[str, Any]:
+    """How the lease task is declared: bound, late acks, bounded retries with backoff."""
+    return {
         "bind": True,
         "shared": False,  # this app's agent only, not every Celery app in the process
         "acks_late": True,
@@ -71,7 +67,15 @@ def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int
         "max_retries": max_retries,
     }
 
-    @app.task(name=TASK_HANDLE_LEASE, **options)
+
+def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int) -> None:
+    """Bind the lease task (by the name the backend sends) to `agent()`.
+
+    Re-attestation and stopping are not tasks: the scheduler's reconciler passes do them
+    in this process, so they go on while the broker is down.
+    """
+
+    @app.task(name=TASK_HANDLE_LEASE, **task_options(max_retries))
     def handle_lease(self: Task, lease_id: int) -> str:
         return str(agent().handle_lease(int(lease_id)))
 

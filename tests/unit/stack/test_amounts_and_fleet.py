@@ -72,3 +72,6 @@ def test_default_fleet_differs_in_capacity_and_price() -> None:
     assert len({p.vcpu for p in fleet}) == 3
     assert len({p.price_per_vcpu_second for p in fleet}) == 20, "no two nodes tie on price"
     assert all(p.price_per_vcpu_second > 0 for p in fleet)
+    big = default_profiles(5_000)
+    assert len({p.price_per_vcpu_second for p in big}) == 5_000
+    assert all(p.price_per_vcpu_second > 0 for p in big)
