@@ -127,6 +127,7 @@ def run_dispute(
         "dispute_window_ends_at": window_end,
         "dispute_tx": None,
         "overturned": None,
+        "challenge_deadline": None,
     }
     if assessment.action is Action.AGREE:
         _print(result)
@@ -156,6 +157,12 @@ def run_dispute(
     disputed = [event for event in sent.events if event.name == "AttestationDisputed"]
     if disputed:
         result["overturned"] = bool(disputed[0].args.get("overturned"))
+    # The check could not decide with these certificates (a VLEK, a masked CHIP_ID): the
+    # Verified verdict is challenged; its defender must prove it by the deadline, else anyone
+    # resolves it as false (the bond is held meanwhile).
+    opened = [event for event in sent.events if event.name == "ChallengeOpened"]
+    if opened:
+        result["challenge_deadline"] = int(opened[0].args.get("deadline", 0))
     emit(result, lambda: _table(result))
 
 
@@ -184,4 +191,11 @@ def _table(result: dict[str, Any]) -> Any:
         rows.add_row("dispute tx", literal(result["dispute_tx"]))
         if result["overturned"] is not None:
             rows.add_row("outcome", "REVERSED" if result["overturned"] else "upheld")
+        elif result.get("challenge_deadline"):
+            rows.add_row(
+                "outcome",
+                "challenge opened, defend by "
+                + format_time(result["challenge_deadline"])
+                + " (after it anyone may resolve it: reversed unless defended)",
+            )
     return rows
