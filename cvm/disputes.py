@@ -231,7 +231,8 @@ class DisputeCertificates:
 
     signer: bytes
     issuer: bytes
-    root: x509.Certificate
+    # None: certificates that prove nothing on chain (`challenge_certificates`): not cached.
+    root: x509.Certificate | None
 
     @property
     def hashes(self) -> list[bytes]:
@@ -308,6 +309,14 @@ def dispute_certificates(
     if genuine is None or issuer is None:
         raise DisputeEvidenceError("the chip's genuine VCEK is unavailable or not AMD-signed")
     return proven(genuine, issuer)
+
+
+def challenge_certificates(bundle: EvidenceBundle) -> DisputeCertificates:
+    """The evidence's own certificates as they are, for a dispute of a Verified verdict when no
+    certificate could prove the report false on chain (a VLEK-signed report, a masked CHIP_ID,
+    no genuine VCEK to be had): the check decides nothing with them, so the dispute opens a
+    challenge, and the verdict's defender must prove the report genuine by its deadline."""
+    return DisputeCertificates(bytes(bundle.vcek), bytes(bundle.chain), None)
 
 
 def simulated_intermediates(directory: Path) -> list[x509.Certificate]:
@@ -388,6 +397,8 @@ def cache_certificates(client: ChainClient, certs: DisputeCertificates) -> list[
     snp = SnpVerifierClient(client.w3, court.snp_verifier(), client.events, client.sender)
     signer_hash, issuer_hash = certs.hashes
     sent: list[TxResult] = []
+    if certs.root is None:
+        return sent
     if not snp.is_cert_verified(signer_hash):
         if not snp.is_cert_verified(issuer_hash):
             sent.append(snp.verify_certificate(certs.issuer, bytes(rsa_key_hash(certs.root))))

@@ -43,7 +43,14 @@ from backend.verifier.service import Verifier
 from cvm.api_models import AttestationState
 from cvm.attestation import EvidenceBundle
 from cvm.chain.errors import ChainError, ContractRevert
-from cvm.disputes import Action, Assessment, DisputeCertificates, DisputeEvidenceError, assess
+from cvm.disputes import (
+    Action,
+    Assessment,
+    DisputeCertificates,
+    DisputeEvidenceError,
+    assess,
+    challenge_certificates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +220,15 @@ class Watcher:
         certs: DisputeCertificates | None = None
         if assessment.action is Action.DISPUTE:
             try:
-                certs = self.certificates(bundle)
+                try:
+                    certs = self.certificates(bundle)
+                except DisputeEvidenceError:
+                    if verdict != AttestationState.VERIFIED:
+                        raise
+                    # No certificate proves the report false on chain (a VLEK, a masked
+                    # CHIP_ID, no genuine VCEK to be had): against a Verified verdict the
+                    # dispute opens a challenge the defender must answer.
+                    certs = challenge_certificates(bundle)
                 overturns = self.preview(lease_id, bundle, certs) if self.preview else None
             except DisputeEvidenceError as exc:
                 # No certificate the chain would accept (e.g. the chip's genuine VCEK).

@@ -41,7 +41,9 @@ def run_dispute(
     from cvm.disputes import (
         Action,
         DisputeEvidenceError,
+        Verdict,
         assess,
+        challenge_certificates,
         check_evidence,
         dispute_certificates,
         preview_dispute,
@@ -145,7 +147,10 @@ def run_dispute(
             bundle, trusted_roots=roots, intermediates=intermediates, vcek_source=kds.vcek_for
         )
     except DisputeEvidenceError as exc:
-        raise CliError(f"cannot dispute with this evidence: {exc}") from None
+        if assessment.verdict is not Verdict.VERIFIED:
+            raise CliError(f"cannot dispute with this evidence: {exc}") from None
+        # Nothing proves the report false on chain: the dispute opens a challenge instead.
+        certs = challenge_certificates(bundle)
     preview = preview_dispute(disputer, lease_id, bundle, certs)
     if preview is False:
         raise CliError(
