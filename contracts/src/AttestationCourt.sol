@@ -216,6 +216,11 @@ contract AttestationCourt is IAttestationCourt {
         }
         _closeChallenge(key);
         emit ChallengeResolved(leaseId, reportHash, msg.sender);
+        if (registry.submissionOf(leaseId, reportHash).disputed) {
+            // Settled meanwhile by the reversal of an earlier submission: the bond goes back.
+            stakeToken.safeTransfer(c.disputer, c.bond);
+            return;
+        }
         // Nobody proved it genuine in time: reversed as a proven false Verified.
         _settle(leaseId, reportHash, false, c.disputer, c.bond);
     }

@@ -87,7 +87,9 @@ interface IAttestationCourt {
 
     /// @notice Settles a challenge nobody defended by its deadline: anyone may, after it. The Verified
     /// verdict is reversed exactly as a proven false one (`dispute`): the node's bond slashed, the renter
-    /// refunded, the voters slashed, the disputer paid its bond and half the slashed stake.
+    /// refunded, the voters slashed, the disputer paid its bond and half the slashed stake. If the
+    /// submission was settled meanwhile (an earlier submission's false Verified reversed the lease from
+    /// there on), the challenge just closes and the bond goes back to the disputer.
     /// @dev Emits ChallengeResolved, then as `dispute` settles. Reverts: AttestationCourt_NoChallenge,
     /// _ChallengeNotExpired (not after the deadline).
     function resolve(uint256 leaseId, bytes32 reportHash) external;

@@ -659,6 +659,34 @@ contract Issue21Disputes_Test is Base {
         assertMarketConserves(leaseId);
     }
 
+    /// A challenged submission settled meanwhile by the reversal of an earlier one: resolving it
+    /// closes the challenge, returns the bond and frees the voters' stake.
+    function test_AChallengeSettledByAnEarlierReversalReturnsTheBond() external {
+        uint256 leaseId = acceptedLease();
+        bytes memory first = submitChecked(leaseId, "forged-1", false);
+        confirmReport(leaseId, keccak256(first), true);
+        vm.warp(block.timestamp + REATTEST_INTERVAL / 2);
+        bytes memory second = unbindable("forged-2", true);
+        snp.setAnswer(second, false, uint8(SnpReason.BadSignature), genuineFields(leaseId, 1, second));
+        submitReport(leaseId, keccak256(second));
+        confirmReport(leaseId, keccak256(second), true);
+        uint256 before = token.balanceOf(disputer);
+        assertFalse(disputeAs(disputer, leaseId, second), "challenged");
+        assertTrue(disputeAs(disputer, leaseId, first), "the first is overturned");
+        uint256 deadline = court.challengeOf(leaseId, keccak256(second)).deadline;
+        vm.warp(deadline + 1);
+        court.resolve(leaseId, keccak256(second));
+        assertEq(court.bonded(), 0, "no bond held");
+        uint256 slashed = VERIFIER_STAKE / 2;
+        assertEq(token.balanceOf(disputer), before + slashed / 2, "both bonds back, the reward of the first");
+        vm.startPrank(verifier);
+        court.requestUnstake(1);
+        vm.warp(block.timestamp + 30 days);
+        court.withdrawStake();
+        vm.stopPrank();
+        assertCourtConserves();
+    }
+
     /// With a quorum of 2, both voters of an overturned verdict are slashed.
     function test_EveryVoterOfAnOverturnedVerdictIsSlashed() external {
         vm.prank(admin);
