@@ -423,3 +423,28 @@ def test_dispute_by_hand_reverses_a_wrong_verdict_once_within_the_window(
     system.anvil.mine()
     code, out = dispute(str(late.lease_id), *by_hand)
     assert code == 1 and "window" in out["error"] and "closed" in out["error"]
+
+
+def test_dispute_by_hand_of_an_unprovable_verified_report_opens_a_challenge(
+    system: Court, backend: HonestBackend, by_hand: list[str]
+) -> None:
+    """A forged report that says it is VLEK-signed: no certificate proves it false on chain,
+    so the CLI's dispute opens a challenge and says by when it must be defended."""
+    lease_id = system.lease()
+    signed = system.evidence(lease_id, forged=True)
+    report = bytearray(signed.report)
+    report[0x48] |= 0x04  # SIGNING_KEY = VLEK
+    bundle = replace(signed, report=bytes(report))
+    backend.upload(bundle)
+    system.submit(bundle)
+    system.vote(lease_id, bundle.report_hash, True)
+    code, out = dispute(str(lease_id), *by_hand)
+    assert code == 0, out
+    assert out["dispute_tx"] and out["overturned"] is None
+    court = system.client().court
+    assert court is not None
+    challenge = court.challenge_of(lease_id, bundle.report_hash)
+    assert challenge.pending and out["challenge_deadline"] == challenge.deadline
+    assert challenge.disputer.lower() == system.roles.disputer.address.lower()
+    table = cli.invoke(app, ["attestation", "dispute", str(lease_id), *by_hand])
+    assert table.exit_code == 1 and "challenge" in table.output.lower()
