@@ -54,8 +54,10 @@ from cvm.attestation.kds import CachingKds, HttpKds
 from cvm.chain import ChainClient, Deployment
 from cvm.config import Settings
 from cvm.disputes import (
+    challenge_of,
     dispute_certificates,
     preview_dispute,
+    resolve_challenge,
     send_dispute,
     submission_of,
     supports_disputes,
@@ -209,6 +211,14 @@ class BackendService:
                         chain, lease_id, bundle, certs
                     ),
                     per_tick=settings.verifier_watch_per_tick,
+                    challenge_deadline=lambda lease_id, report_hash: (
+                        pending.deadline
+                        if (pending := challenge_of(chain, lease_id, _hash32(report_hash)))
+                        else 0
+                    ),
+                    resolve=lambda lease_id, report_hash: resolve_challenge(
+                        chain, lease_id, _hash32(report_hash)
+                    ).tx_hash,
                 )
         self.context = AppContext(
             settings=settings,
@@ -407,3 +417,8 @@ class _LeaderOnly:
             self.service.matcher.on_heartbeat(
                 node, free_vcpus, free_memory_mib, free_disk_gib, timestamp
             )
+
+
+def _hash32(report_hash: str) -> bytes:
+    """A stored report hash ('0x' + 64 hex) as the 32 bytes the court takes."""
+    return bytes.fromhex(report_hash.removeprefix("0x"))

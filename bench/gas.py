@@ -336,6 +336,62 @@ def measure_dispute(hardfork: str) -> dict[str, Any]:
         )  # fmt: skip
         vf.attestations.confirm(lease_id, keccak(signed.report), True)
         upheld = {"dispute": send(dp, dispute(lease_id, signed.report, guest_key, hashes))}
+
+        def verified(report: bytes) -> int:
+            """A lease whose submitted `report` the verifier (colluding or not) verified."""
+            lease_id = rt.leases.create_lease(SPEC, RATE, 10 * TOKEN, MEASUREMENT).lease_id
+            nk.leases.accept_lease(lease_id)
+            nonce = nk.attestations.attestation_nonce(lease_id)
+            nk.attestations.submit(
+                lease_id, nonce, keccak(report), MEASUREMENT, chip.tcb.to_int(chip.product),
+                b"\xc1" * 32, signer=GUEST_SIGNER,
+            )  # fmt: skip
+            vf.attestations.confirm(lease_id, keccak(report), True)
+            return lease_id
+
+        def bound_report(lease_id: int) -> bytes:
+            nonce = nk.attestations.attestation_nonce(lease_id)
+            return chip.attest(
+                measurement=MEASUREMENT,
+                report_data=build_report_data(
+                    deployment.chain_id, deployment.attestation_registry, lease_id, nonce,
+                    guest_key,
+                ),
+                host_data=host_data(
+                    deployment.chain_id, deployment.attestation_registry, lease_id,
+                    renter.address,
+                ),
+            ).report  # fmt: skip
+
+        uncached = [keccak(b"a VCEK nobody cached"), hashes[1]]
+        # Challenge defended: a genuine Verified report disputed with certificates that prove
+        # nothing opens a challenge; the node defends it with its chip's (cached) chain.
+        lease_id = rt.leases.create_lease(SPEC, RATE, 10 * TOKEN, MEASUREMENT).lease_id
+        nk.leases.accept_lease(lease_id)
+        genuine = bound_report(lease_id)
+        nk.attestations.submit(
+            lease_id, 0, keccak(genuine), MEASUREMENT, chip.tcb.to_int(chip.product),
+            b"\xc1" * 32, signer=GUEST_SIGNER,
+        )  # fmt: skip
+        vf.attestations.confirm(lease_id, keccak(genuine), True)
+        court = dp.court.contract.functions
+        defended = {
+            "dispute (opens challenge)": send(dp, dispute(lease_id, genuine, guest_key, uncached)),
+            "defend": send(nk, court.defend(lease_id, keccak(genuine), genuine, hashes, guest_key)),
+        }
+        # Challenge resolved: a forged report relabelled VLEK-signed (never bound to a VCEK),
+        # verified by a colluding quorum, disputed, undefended, resolved after the deadline.
+        forged = bytearray(genuine)
+        forged[0x48] |= 0x04
+        lease_id = verified(bytes(forged))
+        resolved = {
+            "dispute (opens challenge)": send(
+                dp, dispute(lease_id, bytes(forged), guest_key, hashes)
+            ),
+        }
+        node.increase_time(int(court.RESPONSE_WINDOW().call()) + 1)
+        node.mine()
+        resolved["resolve"] = send(dp, court.resolve(lease_id, keccak(bytes(forged))))
     return {
         "hardfork": hardfork,
         "txGasCap": TX_GAS_CAP,
@@ -343,7 +399,12 @@ def measure_dispute(hardfork: str) -> dict[str, Any]:
         "cold": {**_steps(cold), "overturned": cold_reversed},
         "warm": {**_steps(warm), "overturned": warm_reversed},
         "frivolous": {**_steps(upheld), "overturned": overturned(upheld["dispute"])},
+        "challengeDefended": {**_steps(defended), "overturned": overturned(defended["defend"])},
+        "challengeResolved": {**_steps(resolved), "overturned": overturned(resolved["resolve"])},
     }
+
+
+_DISPUTE_KINDS = ("cold", "warm", "frivolous", "challengeDefended", "challengeResolved")
 
 
 def main() -> None:
@@ -359,7 +420,7 @@ def main() -> None:
     report["dispute"]["underCap"] = all(
         schedule[kind]["underCap"]
         for schedule in report["dispute"]["schedules"].values()
-        for kind in ("cold", "warm", "frivolous")
+        for kind in _DISPUTE_KINDS
     )
     if args.json:
         print(json.dumps(report))
@@ -371,7 +432,7 @@ def main() -> None:
     print(f"{'targets met':>26} {report['met']}")
     print(f"disputes (EIP-7825 cap {TX_GAS_CAP:,} gas per transaction):")
     for hardfork, schedule in report["dispute"]["schedules"].items():
-        for kind in ("cold", "warm", "frivolous"):
+        for kind in _DISPUTE_KINDS:
             for name, tx in schedule[kind]["transactions"].items():
                 cap = "" if tx["underCap"] else "  OVER THE CAP"
                 print(f"{hardfork:>8} {kind:>9} {name:>24} {tx['gasUsed']:>11,}{cap}")

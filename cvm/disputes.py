@@ -38,10 +38,10 @@ from cvm.attestation.product import Product
 from cvm.attestation.trust import amd_intermediates, amd_roots
 from cvm.attestation.verify import verify_amd_signature
 from cvm.chain.artifacts import revert_decoder
-from cvm.chain.attestation_court import AttestationCourtClient
+from cvm.chain.attestation_court import AttestationCourtClient, Challenge
 from cvm.chain.client import ChainClient
 from cvm.chain.contract import TxResult
-from cvm.chain.errors import ChainError
+from cvm.chain.errors import ChainError, ContractRevert
 from cvm.chain.sender import revert_error
 from cvm.chain.snp_verifier import SnpVerifierClient
 from cvm.chain.types import SubmissionInfo
@@ -231,7 +231,8 @@ class DisputeCertificates:
 
     signer: bytes
     issuer: bytes
-    root: x509.Certificate
+    # None: certificates that prove nothing on chain (`challenge_certificates`): not cached.
+    root: x509.Certificate | None
 
     @property
     def hashes(self) -> list[bytes]:
@@ -310,6 +311,14 @@ def dispute_certificates(
     return proven(genuine, issuer)
 
 
+def challenge_certificates(bundle: EvidenceBundle) -> DisputeCertificates:
+    """The evidence's own certificates as they are, for a dispute of a Verified verdict when no
+    certificate could prove the report false on chain (a VLEK-signed report, a masked CHIP_ID,
+    no genuine VCEK to be had): the check decides nothing with them, so the dispute opens a
+    challenge, and the verdict's defender must prove the report genuine by its deadline."""
+    return DisputeCertificates(bytes(bundle.vcek), bytes(bundle.chain), None)
+
+
 def simulated_intermediates(directory: Path) -> list[x509.Certificate]:
     """The ASKs and ASVKs of a local stack's simulated AMD (tests and demos only)."""
     from cvm.attestation.sim import SimulatedAmd
@@ -327,7 +336,9 @@ def _product_of(cert: x509.Certificate) -> Product | None:
 
 # --- on chain --------------------------------------------------------------------------------
 # Disputes go to the attestation court (`IAttestationCourt.dispute`, returning whether the
-# verdict was overturned); the bond, `registry.disputeTerms().bond` of the stake token, is
+# verdict was overturned; a Verified verdict the check cannot decide with the disputer's inputs
+# is not overturned at once but challenged: its defender must `defend` it by a deadline, else
+# anyone `resolve`s it as false); the bond, `registry.disputeTerms().bond` of the stake token, is
 # taken by the court (approved here first).
 
 
@@ -386,6 +397,8 @@ def cache_certificates(client: ChainClient, certs: DisputeCertificates) -> list[
     snp = SnpVerifierClient(client.w3, court.snp_verifier(), client.events, client.sender)
     signer_hash, issuer_hash = certs.hashes
     sent: list[TxResult] = []
+    if certs.root is None:
+        return sent
     if not snp.is_cert_verified(signer_hash):
         if not snp.is_cert_verified(issuer_hash):
             sent.append(snp.verify_certificate(certs.issuer, bytes(rsa_key_hash(certs.root))))
@@ -415,7 +428,65 @@ def preview_dispute(
         raise revert_error(exc, revert_decoder()) from None
     except Web3Exception as exc:
         raise ChainError(f"dispute preview failed: {exc}") from exc
+    if result is False and _opens_challenge(client, court, lease_id, bundle, certs):
+        return None
     return bool(result) if isinstance(result, bool) else None
+
+
+# What `truth` reverts with when the disputer's inputs decide nothing: against a Verified
+# verdict the dispute then opens a challenge (burden of proof on the defender).
+_UNDECIDED = ("AttestationCourt_Inconclusive", "AttestationCourt_GuestKeyMismatch")
+
+
+def _opens_challenge(
+    client: ChainClient,
+    court: AttestationCourtClient,
+    lease_id: int,
+    bundle: EvidenceBundle,
+    certs: DisputeCertificates,
+) -> bool:
+    """Whether a dispute that does not overturn at once opens a challenge: the check cannot
+    decide with these inputs (a VLEK, a masked CHIP_ID, no VCEK bound to the chip)."""
+    submission = client.attestations.submission_of(lease_id, bundle.report_hash)
+    if submission.number == 0:
+        return False
+    try:
+        court.truth(
+            lease_id,
+            submission.number - 1,
+            submission.signer,
+            bundle.report_hash,
+            bundle.report,
+            certs.hashes,
+            bundle.guest_key,
+        )
+    except ContractRevert as exc:
+        return exc.name in _UNDECIDED
+    return False
+
+
+def challenge_of(client: ChainClient, lease_id: int, report_hash: bytes) -> Challenge | None:
+    """The pending challenge of a submission's Verified verdict (None: none, or no court)."""
+    court = _court(client)
+    if court is None:
+        return None
+    challenge = court.challenge_of(lease_id, report_hash)
+    return challenge if challenge.pending else None
+
+
+def send_defence(
+    client: ChainClient, lease_id: int, bundle: EvidenceBundle, certs: DisputeCertificates
+) -> TxResult:
+    """Answer a pending challenge with `bundle`'s report, guest key and `certs` (cached first):
+    the verdict stands if the report checks out under them."""
+    court = _court_or_fail(client)
+    cache_certificates(client, certs)
+    return court.defend(lease_id, bundle.report_hash, bundle.report, certs.hashes, bundle.guest_key)
+
+
+def resolve_challenge(client: ChainClient, lease_id: int, report_hash: bytes) -> TxResult:
+    """Settle a challenge nobody defended by its deadline: the Verified verdict is reversed."""
+    return _court_or_fail(client).resolve(lease_id, report_hash)
 
 
 def send_dispute(

@@ -5,8 +5,11 @@ The quorum's word (`AttestationVerified` / `AttestationRejected`, indexed into
 verifier appraises the submission's evidence itself, with the same full off-chain check as
 its votes (`Verifier.appraise`), and compares. Where it disagrees on something the EVM
 checks (`cvm.disputes.assess`), it disputes on chain with its bond, supplying the report,
-the certificates and the guest key; where the disagreement rests only on what the EVM
-cannot see (a reused guest key, an expired certificate), it logs it and keeps its bond.
+the certificates and the guest key (a Verified verdict the EVM cannot decide with them, e.g. a
+VLEK-signed report or a masked CHIP_ID, is challenged: the watcher resolves it once its
+deadline passes undefended; a node agent defending its own verdicts is not built); where
+the disagreement rests only on what the EVM cannot see (a reused guest key, an expired
+certificate), it logs it and keeps its bond.
 
 Every decided submission is checked once per watching key (`dispute_checks`, unique per
 lease, report hash and watcher): the row is written before the dispute is sent and the
@@ -40,7 +43,14 @@ from backend.verifier.service import Verifier
 from cvm.api_models import AttestationState
 from cvm.attestation import EvidenceBundle
 from cvm.chain.errors import ChainError, ContractRevert
-from cvm.disputes import Action, Assessment, DisputeCertificates, DisputeEvidenceError, assess
+from cvm.disputes import (
+    Action,
+    Assessment,
+    DisputeCertificates,
+    DisputeEvidenceError,
+    assess,
+    challenge_certificates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +66,16 @@ SendDispute = Callable[[int, EvidenceBundle, DisputeCertificates], str]
 PreviewDispute = Callable[[int, EvidenceBundle, DisputeCertificates], bool | None]
 # evidence -> the certificates the dispute carries (`cvm.disputes.dispute_certificates`).
 FindCertificates = Callable[[EvidenceBundle], DisputeCertificates]
+# (lease id, report hash) -> the deadline of the pending challenge its dispute opened (0: none).
+ChallengeDeadline = Callable[[int, str], int]
+# (lease id, report hash) -> transaction hash of `resolve` (the undefended verdict reversed).
+ResolveChallenge = Callable[[int, str], str]
 
 # What a check that did not lead to a dispute records (besides `cvm.disputes.Action`'s).
 NO_EVIDENCE = "no_evidence"  # the evidence is not in this store, or not decodable
 MISSED = "missed"  # the dispute could not be sent (window closed, someone disputed first)
 RETRY = "retry"  # not checked to the end (e.g. no tokens for the bond): the next pass retries
+RESOLVED = "resolved"  # a challenge this watcher's dispute opened was resolved (undefended)
 # The contracts' own refusals of a dispute (as opposed to the token's, or the RPC's).
 _REFUSALS = ("AttestationCourt_", "AttestationRegistry_", "SnpVerifier_")
 
@@ -91,6 +106,8 @@ class Watcher:
         preview: PreviewDispute | None = None,
         per_tick: int = PER_TICK,
         margin_s: int = WINDOW_MARGIN_S,
+        challenge_deadline: ChallengeDeadline | None = None,
+        resolve: ResolveChallenge | None = None,
     ) -> None:
         if per_tick < 1:
             raise ValueError("per_tick must be >= 1")
@@ -103,6 +120,8 @@ class Watcher:
         self.clock = clock
         self.per_tick = per_tick
         self.margin_s = margin_s
+        self.challenge_deadline = challenge_deadline
+        self.resolve = resolve
         self.conditions = RepeatedConditions(log)
 
     def candidates(self) -> list[tuple[int, str, AttestationState]]:
@@ -141,8 +160,54 @@ class Watcher:
         return [(int(lease), str(report), status) for lease, report, status in rows]
 
     def run(self) -> list[WatchResult]:
-        """One pass: check up to `per_tick` decided submissions; dispute where due."""
-        return [self.check(lease, report, verdict) for lease, report, verdict in self.candidates()]
+        """One pass: check up to `per_tick` decided submissions; dispute where due; resolve
+        the challenges this watcher's disputes opened once nobody defended them in time."""
+        results = [
+            self.check(lease, report, verdict) for lease, report, verdict in self.candidates()
+        ]
+        return results + self.resolve_due()
+
+    def challenged(self) -> list[tuple[int, str]]:
+        """This watcher's sent disputes not yet settled on chain (no `AttestationDisputed`
+        indexed): each may have opened a challenge (oldest first, at most `per_tick`)."""
+        settled = exists().where(
+            Dispute.lease_id == DisputeCheck.lease_id,
+            Dispute.report_hash == DisputeCheck.report_hash,
+        )
+        with self.store.session() as session:
+            rows = session.execute(
+                select(DisputeCheck.lease_id, DisputeCheck.report_hash)
+                .where(
+                    DisputeCheck.watcher == self.address,
+                    DisputeCheck.action == Action.DISPUTE.value,
+                    DisputeCheck.dispute_tx.is_not(None),
+                    ~settled,
+                )
+                .order_by(DisputeCheck.checked_at, DisputeCheck.lease_id)
+                .limit(self.per_tick)
+            ).all()
+        return [(int(lease), str(report)) for lease, report in rows]
+
+    def resolve_due(self) -> list[WatchResult]:
+        """Resolve each challenge this watcher opened whose deadline has passed undefended
+        (the court reverses the Verified verdict and pays the bond back with the reward). A
+        defended one is settled by the defence (then `AttestationDisputed` is indexed)."""
+        if self.challenge_deadline is None or self.resolve is None:
+            return []
+        now = int(self.clock())
+        results: list[WatchResult] = []
+        for lease_id, report_hash in self.challenged():
+            try:
+                deadline = self.challenge_deadline(lease_id, report_hash)
+                if deadline == 0 or now <= deadline:
+                    continue  # none pending (settled, not yet indexed) or still defensible
+                tx_hash = self.resolve(lease_id, report_hash)
+            except ChainError as exc:
+                results.append(self._retry(lease_id, report_hash, exc))
+                continue
+            log.warning("lease %s: challenge of %s undefended: resolved", lease_id, report_hash)
+            results.append(WatchResult(lease_id, report_hash, RESOLVED, dispute_tx=tx_hash))
+        return results
 
     def check(self, lease_id: int, report_hash: str, verdict: AttestationState) -> WatchResult:
         """Re-check one decided submission and act on a disagreement (idempotent)."""
@@ -155,7 +220,15 @@ class Watcher:
         certs: DisputeCertificates | None = None
         if assessment.action is Action.DISPUTE:
             try:
-                certs = self.certificates(bundle)
+                try:
+                    certs = self.certificates(bundle)
+                except DisputeEvidenceError:
+                    if verdict != AttestationState.VERIFIED:
+                        raise
+                    # No certificate proves the report false on chain (a VLEK, a masked
+                    # CHIP_ID, no genuine VCEK to be had): against a Verified verdict the
+                    # dispute opens a challenge the defender must answer.
+                    certs = challenge_certificates(bundle)
                 overturns = self.preview(lease_id, bundle, certs) if self.preview else None
             except DisputeEvidenceError as exc:
                 # No certificate the chain would accept (e.g. the chip's genuine VCEK).

@@ -11,11 +11,11 @@ import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.so
 import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
 import {ISnpVerifier, SnpReason, SnpReportFields} from "./interfaces/ISnpVerifier.sol";
 import {Errors} from "./libraries/Errors.sol";
-import {DisputeTerms, SubmissionInfo, VerifierStake} from "./types/DataTypes.sol";
+import {Challenge, DisputeTerms, SubmissionInfo, VerifierStake} from "./types/DataTypes.sol";
 
 /// @title AttestationCourt
 /// @notice Disputes and on-chain confirmations of attestation verdicts. See {IAttestationCourt}.
-/// @dev Holds no funds and no state: the bond goes straight to the registry, which settles.
+/// @dev Holds the verifiers' stake, burned tokens and the bonds of pending challenges.
 contract AttestationCourt is IAttestationCourt {
     using SafeERC20 for IERC20;
 
@@ -38,7 +38,22 @@ contract AttestationCourt is IAttestationCourt {
     /// @inheritdoc IAttestationCourt
     uint256 public override burned;
 
+    /// @inheritdoc IAttestationCourt
+    uint256 public constant override RESPONSE_WINDOW = 1 days;
+
+    /// @inheritdoc IAttestationCourt
+    uint256 public override bonded;
+
     mapping(address verifier => VerifierStake) private _stakes;
+
+    /// @dev keccak256(leaseId, reportHash) => the pending challenge of that submission's Verified verdict.
+    mapping(bytes32 key => Challenge) private _challenges;
+
+    /// @dev The voters of each pending challenge (their stake cannot leave while it is pending).
+    mapping(bytes32 key => address[]) private _challengeVoters;
+
+    /// @dev Pending challenges of verdicts a verifier voted for.
+    mapping(address verifier => uint256) private _challengedVotes;
 
     /// @param snpVerifier_ The on-chain report check (zero: disputes and confirmations are unavailable
     /// until a court with one is deployed; staking and voting work).
@@ -106,6 +121,8 @@ contract AttestationCourt is IAttestationCourt {
         if (s.lockedUntil > unlocksAt) unlocksAt = s.lockedUntil;
         // Not before the delay, nor while a vote of its can still be disputed: the stake backs it.
         if (block.timestamp <= unlocksAt) revert Errors.AttestationCourt_StakeLocked(msg.sender, unlocksAt);
+        uint256 challenged = _challengedVotes[msg.sender];
+        if (challenged != 0) revert Errors.AttestationCourt_StakeChallenged(msg.sender, challenged);
         s.unbonding = 0;
         emit VerifierUnstaked(msg.sender, amount);
         stakeToken.safeTransfer(msg.sender, amount);
@@ -127,6 +144,11 @@ contract AttestationCourt is IAttestationCourt {
     //////////////////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc IAttestationCourt
+    function challengeOf(uint256 leaseId, bytes32 reportHash) external view override returns (Challenge memory) {
+        return _challenges[_key(leaseId, reportHash)];
+    }
+
+    /// @inheritdoc IAttestationCourt
     function dispute(
         uint256 leaseId,
         bytes32 reportHash,
@@ -134,30 +156,125 @@ contract AttestationCourt is IAttestationCourt {
         bytes[] calldata certs,
         bytes calldata guestKey
     ) external override returns (bool overturned) {
-        bool genuine;
-        {
-            SubmissionInfo memory sub = _submission(leaseId, reportHash);
-            genuine = this.truth(leaseId, sub.number - 1, sub.signer, reportHash, report, certs, guestKey);
+        _requireNoChallenge(leaseId, reportHash);
+        SubmissionInfo memory sub = _submission(leaseId, reportHash);
+        // Early, for a clear error (the registry checks it again when it settles).
+        if (sub.disputed || sub.confirmedOnChain) {
+            revert Errors.AttestationRegistry_AlreadySettled(leaseId, reportHash);
         }
-        overturned = _settle(leaseId, reportHash, genuine);
-    }
-
-    /// @dev Takes the bond, has the registry settle the lease, then settles the verifiers' money.
-    function _settle(uint256 leaseId, bytes32 reportHash, bool genuine) private returns (bool overturned) {
         DisputeTerms memory terms = registry.disputeTerms();
         _pull(terms.bond);
+        try this.truth(leaseId, sub.number - 1, sub.signer, reportHash, report, certs, guestKey) returns (
+            bool genuine
+        ) {
+            overturned = _settle(leaseId, reportHash, genuine, msg.sender, terms.bond);
+        } catch (bytes memory reason) {
+            bytes4 selector = bytes4(reason);
+            // A Verified verdict the check can neither prove nor refute: the defender must prove it.
+            if (
+                sub.verdict != IAttestationRegistry.Status.Verified
+                    || (selector != Errors.AttestationCourt_Inconclusive.selector
+                        && selector != Errors.AttestationCourt_GuestKeyMismatch.selector)
+            ) {
+                assembly ("memory-safe") {
+                    revert(add(reason, 32), mload(reason))
+                }
+            }
+            _openChallenge(leaseId, reportHash, terms.bond);
+        }
+    }
+
+    /// @inheritdoc IAttestationCourt
+    function defend(
+        uint256 leaseId,
+        bytes32 reportHash,
+        bytes calldata report,
+        bytes[] calldata certs,
+        bytes calldata guestKey
+    ) external override {
+        bytes32 key = _key(leaseId, reportHash);
+        Challenge memory c = _challenges[key];
+        if (c.deadline == 0) revert Errors.AttestationCourt_NoChallenge(leaseId, reportHash);
+        if (block.timestamp > c.deadline) {
+            revert Errors.AttestationCourt_ChallengeExpired(leaseId, reportHash, c.deadline);
+        }
+        SubmissionInfo memory sub = _submission(leaseId, reportHash);
+        // Reverts for certificates that prove nothing; a report they prove false is reversed at once.
+        bool genuine = this.truth(leaseId, sub.number - 1, sub.signer, reportHash, report, certs, guestKey);
+        _closeChallenge(key);
+        emit ChallengeDefended(leaseId, reportHash, msg.sender, genuine);
+        _settle(leaseId, reportHash, genuine, c.disputer, c.bond);
+    }
+
+    /// @inheritdoc IAttestationCourt
+    function resolve(uint256 leaseId, bytes32 reportHash) external override {
+        bytes32 key = _key(leaseId, reportHash);
+        Challenge memory c = _challenges[key];
+        if (c.deadline == 0) revert Errors.AttestationCourt_NoChallenge(leaseId, reportHash);
+        if (block.timestamp <= c.deadline) {
+            revert Errors.AttestationCourt_ChallengeNotExpired(leaseId, reportHash, c.deadline);
+        }
+        _closeChallenge(key);
+        emit ChallengeResolved(leaseId, reportHash, msg.sender);
+        if (registry.submissionOf(leaseId, reportHash).disputed) {
+            // Settled meanwhile by the reversal of an earlier submission: the bond goes back.
+            stakeToken.safeTransfer(c.disputer, c.bond);
+            return;
+        }
+        // Nobody proved it genuine in time: reversed as a proven false Verified.
+        _settle(leaseId, reportHash, false, c.disputer, c.bond);
+    }
+
+    function _key(uint256 leaseId, bytes32 reportHash) private pure returns (bytes32) {
+        return keccak256(abi.encode(leaseId, reportHash));
+    }
+
+    function _requireNoChallenge(uint256 leaseId, bytes32 reportHash) private view {
+        uint256 deadline = _challenges[_key(leaseId, reportHash)].deadline;
+        if (deadline != 0) revert Errors.AttestationCourt_ChallengePending(leaseId, reportHash, deadline);
+    }
+
+    /// @dev Holds the bond, has the registry mark the submission challenged, and keeps its voters' stake.
+    function _openChallenge(uint256 leaseId, bytes32 reportHash, uint256 bond) private {
+        bytes32 key = _key(leaseId, reportHash);
+        address[] memory voters = registry.openChallenge(leaseId, reportHash);
+        uint256 deadline = block.timestamp + RESPONSE_WINDOW;
+        _challenges[key] = Challenge({disputer: msg.sender, deadline: uint40(deadline), bond: SafeCast.toUint96(bond)});
+        bonded += bond;
+        for (uint256 i; i < voters.length; ++i) {
+            _challengeVoters[key].push(voters[i]);
+            ++_challengedVotes[voters[i]];
+        }
+        emit ChallengeOpened(leaseId, reportHash, msg.sender, deadline, bond);
+    }
+
+    function _closeChallenge(bytes32 key) private {
+        bonded -= _challenges[key].bond;
+        address[] storage voters = _challengeVoters[key];
+        for (uint256 i; i < voters.length; ++i) {
+            --_challengedVotes[voters[i]];
+        }
+        delete _challengeVoters[key];
+        delete _challenges[key];
+    }
+
+    /// @dev Has the registry settle the lease (the bond is already held), then settles the verifiers' money.
+    function _settle(uint256 leaseId, bytes32 reportHash, bool genuine, address disputer, uint256 bond)
+        private
+        returns (bool)
+    {
         (bool reversed, address[] memory voters, uint256 unpaid, address operator) =
-            registry.resolveDispute(leaseId, reportHash, msg.sender, genuine);
+            registry.resolveDispute(leaseId, reportHash, disputer, genuine);
         if (reversed) {
-            _overturned(leaseId, voters, terms, unpaid, operator);
+            _overturned(leaseId, voters, disputer, bond, unpaid, operator);
         } else {
-            _stood(leaseId, voters, terms.bond);
+            _stood(leaseId, voters, disputer, bond);
         }
         return reversed;
     }
 
     /// @dev The verdict stood: the disputer's bond is shared by its voters (a remainder is burned).
-    function _stood(uint256 leaseId, address[] memory voters, uint256 bond) private {
+    function _stood(uint256 leaseId, address[] memory voters, address disputer, uint256 bond) private {
         uint256 n = voters.length;
         uint256 share = n == 0 ? 0 : bond / n;
         for (uint256 i; i < n; ++i) {
@@ -167,23 +284,25 @@ contract AttestationCourt is IAttestationCourt {
         }
         uint256 rest = bond - share * n;
         burned += rest;
-        emit DisputeSettled(leaseId, msg.sender, 0, 0, rest);
+        emit DisputeSettled(leaseId, disputer, 0, 0, rest);
     }
 
     /// @dev The verdict was overturned: its voters are slashed; the operator, the disputer and the burn share it.
     function _overturned(
         uint256 leaseId,
         address[] memory voters,
-        DisputeTerms memory terms,
+        address disputer,
+        uint256 bond,
         uint256 unpaid,
         address operator
     ) private {
         uint256 slashed;
+        uint256 slashBps = registry.disputeTerms().slashBps;
         for (uint256 i; i < voters.length; ++i) {
             VerifierStake storage s = _stakes[voters[i]];
             uint256 active = s.stake;
             uint256 unbonding = s.unbonding;
-            uint256 amount = ((active + unbonding) * terms.slashBps) / _BPS;
+            uint256 amount = ((active + unbonding) * slashBps) / _BPS;
             uint256 fromActive = amount < active ? amount : active;
             // Safe: each part is at most the uint96 it is taken from.
             // forge-lint: disable-next-line(unsafe-typecast)
@@ -197,10 +316,10 @@ contract AttestationCourt is IAttestationCourt {
         slashed -= unpaid;
         uint256 reward = slashed / 2;
         burned += slashed - reward;
-        emit DisputeSettled(leaseId, msg.sender, terms.bond + reward, unpaid, slashed - reward);
+        emit DisputeSettled(leaseId, disputer, bond + reward, unpaid, slashed - reward);
         IERC20 token = stakeToken;
         if (unpaid != 0) token.safeTransfer(operator, unpaid);
-        token.safeTransfer(msg.sender, terms.bond + reward);
+        token.safeTransfer(disputer, bond + reward);
     }
 
     function _pull(uint256 amount) private {
@@ -221,6 +340,7 @@ contract AttestationCourt is IAttestationCourt {
         bytes[] calldata certs,
         bytes calldata guestKey
     ) external override {
+        _requireNoChallenge(leaseId, reportHash);
         SubmissionInfo memory sub = _submission(leaseId, reportHash);
         if (!this.truth(leaseId, sub.number - 1, sub.signer, reportHash, report, certs, guestKey)) {
             revert Errors.AttestationRegistry_NotConfirmed(leaseId, reportHash);

@@ -38,6 +38,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     uint8 private constant _CLOSED_PENDING = 1;
     uint8 private constant _DISPUTED = 2;
     uint8 private constant _CONFIRMED = 4;
+    uint8 private constant _CHALLENGED = 8;
 
     /// @dev One record per lease, four slots. Slots 0 and 3 are first written by the first submit
     /// (a fresh slot there costs what a placeholder written at open plus its rewrite would cost less
@@ -71,6 +72,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         // The first submission number whose Verified verdict a dispute overturned (0: none): it and
         // every later one are settled (the lease was ended as rejected from it on).
         uint32 reversedFrom;
+        // Challenges of a Verified verdict pending in the court (`openChallenge`): not final meanwhile.
+        uint8 challenges;
     }
 
     /// @dev What one submission fixes for its vote, one slot (31 bytes). A lease keeps two, indexed by
@@ -486,6 +489,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         _requireOpen(leaseId, reportHash, sub);
         bool verified = sub.verdict == Status.Verified;
         overturned = truth != verified;
+        if (sub.challenged) --_records[leaseId].challenges;
         // One dispute per submission; an upheld Verified verdict is confirmed by the check.
         _setFlags(leaseId, reportHash, sub.number, latest, overturned || !verified ? _DISPUTED : _DISPUTED | _CONFIRMED);
         emit AttestationDisputed(leaseId, reportHash, disputer, overturned);
@@ -520,6 +524,16 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     }
 
     /// @inheritdoc IAttestationRegistryCore
+    function openChallenge(uint256 leaseId, bytes32 reportHash) external override returns (address[] memory) {
+        if (msg.sender != address(court)) revert Errors.AttestationRegistry_CallerNotCourt(msg.sender);
+        (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
+        _requireOpen(leaseId, reportHash, sub);
+        _setFlags(leaseId, reportHash, sub.number, latest, _CHALLENGED);
+        ++_records[leaseId].challenges;
+        return _votersOf(leaseId, reportHash, sub, true);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
     function confirmByCourt(uint256 leaseId, bytes32 reportHash) external override {
         if (msg.sender != address(court)) revert Errors.AttestationRegistry_CallerNotCourt(msg.sender);
         (SubmissionInfo memory sub, bool latest) = _submission(leaseId, reportHash);
@@ -536,8 +550,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         override
         returns (bool)
     {
-        if (!_isAttested(leaseId, expectedMeasurement)) return false;
         Record storage record = _records[leaseId];
+        if (record.challenges != 0 || !_isAttested(leaseId, expectedMeasurement)) return false;
         uint256 round = _latestRound(record);
         uint256 submittedAt = record.submittedAt;
         if (_status(record) == Status.Pending) {
@@ -673,6 +687,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         sub.disputableUntil = _disputableUntil(record, sub.submittedAt);
         sub.disputed = flags & _DISPUTED != 0;
         sub.confirmedOnChain = flags & _CONFIRMED != 0;
+        sub.challenged = flags & _CHALLENGED != 0;
         uint32 reversedFrom = record.reversedFrom;
         // Settled by the reversal of an earlier (or this) submission.
         if (reversedFrom != 0 && sub.number >= reversedFrom) sub.disputed = true;
@@ -687,7 +702,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (sub.disputed || sub.confirmedOnChain) {
             revert Errors.AttestationRegistry_AlreadySettled(leaseId, reportHash);
         }
-        if (block.timestamp > sub.disputableUntil) {
+        // A challenge opened within the window is settled after it.
+        if (block.timestamp > sub.disputableUntil && !sub.challenged) {
             revert Errors.AttestationRegistry_DisputeWindowPassed(leaseId, reportHash, sub.disputableUntil);
         }
     }

@@ -21,6 +21,22 @@ class VerifierStake:
     locked_until: int
 
 
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A pending challenge of a Verified verdict (`IAttestationCourt.challengeOf`): a dispute
+    the on-chain check could not decide; the defender must prove the report genuine by
+    `deadline`, after which anyone resolves it as false. `deadline` 0: none pending."""
+
+    disputer: str
+    deadline: int
+    bond: int
+
+    @property
+    def pending(self) -> bool:
+        """Whether a challenge is pending."""
+        return self.deadline != 0
+
+
 class AttestationCourtClient(ContractClient):
     """Typed calls of `IAttestationCourt` (see its NatSpec for the rules)."""
 
@@ -53,6 +69,19 @@ class AttestationCourtClient(ContractClient):
     def guest_key_length(self) -> int:
         """Bytes of the guest key a dispute supplies (116)."""
         return int(self._call("GUEST_KEY_LENGTH"))
+
+    def response_window(self) -> int:
+        """Seconds a challenged verdict's defender has to `defend` it (from the dispute)."""
+        return int(self._call("RESPONSE_WINDOW"))
+
+    def bonded(self) -> int:
+        """Disputers' bonds held for pending challenges."""
+        return int(self._call("bonded"))
+
+    def challenge_of(self, lease_id: int, report_hash: bytes) -> Challenge:
+        """The pending challenge of a submission's Verified verdict (deadline 0: none)."""
+        disputer, deadline, bond = self._call("challengeOf", lease_id, report_hash)
+        return Challenge(str(disputer), int(deadline), int(bond))
 
     def truth(
         self,
@@ -124,3 +153,21 @@ class AttestationCourtClient(ContractClient):
     ) -> TxResult:
         """Confirm a Verified verdict by the on-chain check (no bond): final at once."""
         return self._send("confirmOnChain", lease_id, report_hash, report, list(certs), guest_key)
+
+    def defend(
+        self,
+        lease_id: int,
+        report_hash: bytes,
+        report: bytes,
+        certs: Sequence[bytes],
+        guest_key: bytes,
+    ) -> TxResult:
+        """Answer a pending challenge by its deadline with certificates under which the report
+        checks out: the verdict stands (the disputer's bond goes to its voters). Certificates
+        that prove nothing are refused (`AttestationCourt_Inconclusive`)."""
+        return self._send("defend", lease_id, report_hash, report, list(certs), guest_key)
+
+    def resolve(self, lease_id: int, report_hash: bytes) -> TxResult:
+        """Settle a challenge nobody defended by its deadline (anyone, after it): the
+        Verified verdict is reversed as a proven false one."""
+        return self._send("resolve", lease_id, report_hash)

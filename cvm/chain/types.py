@@ -264,11 +264,14 @@ class SubmissionInfo:
     banked_before: int
     disputed: bool
     confirmed_on_chain: bool
+    # A challenge of its Verified verdict is pending in the court (the defender must prove it
+    # genuine by the challenge's deadline, `AttestationCourt.challengeOf`).
+    challenged: bool = False
 
     @classmethod
     def from_tuple(cls, values: tuple[Any, ...]) -> SubmissionInfo:
         """Read the `SubmissionInfo` struct."""
-        number, verdict, signer, submitted, until, banked, disputed, confirmed = values
+        number, verdict, signer, submitted, until, banked, disputed, confirmed, challenged = values
         return cls(
             int(number),
             AttestationStatus(verdict),
@@ -278,6 +281,7 @@ class SubmissionInfo:
             int(banked),
             bool(disputed),
             bool(confirmed),
+            bool(challenged),
         )
 
 

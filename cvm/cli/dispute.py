@@ -41,7 +41,9 @@ def run_dispute(
     from cvm.disputes import (
         Action,
         DisputeEvidenceError,
+        Verdict,
         assess,
+        challenge_certificates,
         check_evidence,
         dispute_certificates,
         preview_dispute,
@@ -127,6 +129,7 @@ def run_dispute(
         "dispute_window_ends_at": window_end,
         "dispute_tx": None,
         "overturned": None,
+        "challenge_deadline": None,
     }
     if assessment.action is Action.AGREE:
         _print(result)
@@ -144,7 +147,10 @@ def run_dispute(
             bundle, trusted_roots=roots, intermediates=intermediates, vcek_source=kds.vcek_for
         )
     except DisputeEvidenceError as exc:
-        raise CliError(f"cannot dispute with this evidence: {exc}") from None
+        if assessment.verdict is not Verdict.VERIFIED:
+            raise CliError(f"cannot dispute with this evidence: {exc}") from None
+        # Nothing proves the report false on chain: the dispute opens a challenge instead.
+        certs = challenge_certificates(bundle)
     preview = preview_dispute(disputer, lease_id, bundle, certs)
     if preview is False:
         raise CliError(
@@ -156,6 +162,12 @@ def run_dispute(
     disputed = [event for event in sent.events if event.name == "AttestationDisputed"]
     if disputed:
         result["overturned"] = bool(disputed[0].args.get("overturned"))
+    # The check could not decide with these certificates (a VLEK, a masked CHIP_ID): the
+    # Verified verdict is challenged; its defender must prove it by the deadline, else anyone
+    # resolves it as false (the bond is held meanwhile).
+    opened = [event for event in sent.events if event.name == "ChallengeOpened"]
+    if opened:
+        result["challenge_deadline"] = int(opened[0].args.get("deadline", 0))
     emit(result, lambda: _table(result))
 
 
@@ -184,4 +196,11 @@ def _table(result: dict[str, Any]) -> Any:
         rows.add_row("dispute tx", literal(result["dispute_tx"]))
         if result["overturned"] is not None:
             rows.add_row("outcome", "REVERSED" if result["overturned"] else "upheld")
+        elif result.get("challenge_deadline"):
+            rows.add_row(
+                "outcome",
+                "challenge opened, defend by "
+                + format_time(result["challenge_deadline"])
+                + " (after it anyone may resolve it: reversed unless defended)",
+            )
     return rows

@@ -5,7 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {IAttestationRegistryCore} from "./IAttestationRegistryCore.sol";
 import {ISnpVerifier} from "./ISnpVerifier.sol";
-import {VerifierStake} from "../types/DataTypes.sol";
+import {Challenge, VerifierStake} from "../types/DataTypes.sol";
 
 /// @title IAttestationCourt
 /// @notice The court of appeal of cvm attestations: anyone disputes a verifier verdict (or confirms a
@@ -43,6 +43,57 @@ interface IAttestationCourt {
         uint256 burned
     );
 
+    /// @notice Emitted when a dispute of a Verified verdict could not prove the report false and opened a
+    /// challenge: the verdict's defender must prove it genuine (`defend`) by `deadline`.
+    event ChallengeOpened(
+        uint256 indexed leaseId, bytes32 indexed reportHash, address indexed disputer, uint256 deadline, uint256 bond
+    );
+
+    /// @notice Emitted when a challenge is answered within its deadline: `genuine` true, the verdict
+    /// stands (the bond goes to its voters); false, the certificates proved the report false (reversed).
+    event ChallengeDefended(
+        uint256 indexed leaseId, bytes32 indexed reportHash, address indexed defender, bool genuine
+    );
+
+    /// @notice Emitted when a challenge nobody defended in time is resolved: the verdict is reversed.
+    event ChallengeResolved(uint256 indexed leaseId, bytes32 indexed reportHash, address indexed caller);
+
+    /// @notice The time a challenged Verified verdict's defender has to prove it (`defend`), counted from
+    /// the dispute; each challenge's deadline is fixed when it opens.
+    function RESPONSE_WINDOW() external view returns (uint256);
+
+    /// @notice Disputers' bonds held for pending challenges (the court holds stakes + burned + this).
+    function bonded() external view returns (uint256);
+
+    /// @notice The pending challenge of the submission of `leaseId` with `reportHash` (all zero: none).
+    function challengeOf(uint256 leaseId, bytes32 reportHash) external view returns (Challenge memory);
+
+    /// @notice Answers a pending challenge of a Verified verdict by its deadline (inclusive). Anyone may
+    /// (typically the node): the same check as `truth` for the submission's nonce and signer, with the
+    /// certificates and guest key the caller supplies. Genuine: the verdict stands and counts as confirmed,
+    /// the disputer's bond is shared by its voters (as for a frivolous dispute). Proven false (a VCEK
+    /// bound to the report's chip and TCB under which the signature fails, or a policy mismatch): the
+    /// verdict is reversed at once as by `dispute`, the disputer paid.
+    /// @dev Emits ChallengeDefended, then as `dispute` settles. Reverts: AttestationCourt_NoChallenge,
+    /// _ChallengeExpired (after the deadline), and the errors of `truth` (certificates that do not pass:
+    /// `_Inconclusive`, `_GuestKeyMismatch`, `_ReportMismatch`).
+    function defend(
+        uint256 leaseId,
+        bytes32 reportHash,
+        bytes calldata report,
+        bytes[] calldata certs,
+        bytes calldata guestKey
+    ) external;
+
+    /// @notice Settles a challenge nobody defended by its deadline: anyone may, after it. The Verified
+    /// verdict is reversed exactly as a proven false one (`dispute`): the node's bond slashed, the renter
+    /// refunded, the voters slashed, the disputer paid its bond and half the slashed stake. If the
+    /// submission was settled meanwhile (an earlier submission's false Verified reversed the lease from
+    /// there on), the challenge just closes and the bond goes back to the disputer.
+    /// @dev Emits ChallengeResolved, then as `dispute` settles. Reverts: AttestationCourt_NoChallenge,
+    /// _ChallengeNotExpired (not after the deadline).
+    function resolve(uint256 leaseId, bytes32 reportHash) external;
+
     /// @notice The token verifiers stake and disputers bond (the lease market's token).
     function stakeToken() external view returns (IERC20);
 
@@ -69,7 +120,7 @@ interface IAttestationCourt {
 
     /// @notice Withdraws the caller's unbonded stake.
     /// @dev Reverts: AttestationCourt_NothingUnbonding, _StakeLocked (not yet unlocked, or a vote of its
-    /// can still be disputed).
+    /// can still be disputed), _StakeChallenged (a verdict it voted for has a pending challenge).
     /// @return amount The tokens sent.
     function withdrawStake() external returns (uint256 amount);
 
@@ -91,6 +142,13 @@ interface IAttestationCourt {
     /// @notice Disputes the verdict on the submission of `leaseId` whose report hash is `reportHash`,
     /// within its dispute window, once per submission. Anyone may; the caller bonds
     /// `registry().disputeTerms().bond` of the stake token (approve this court for it).
+    /// Burden of proof: a Verified verdict that `truth` can neither prove nor refute with the disputer's
+    /// inputs (`_Inconclusive`: a VLEK-signed report, a masked CHIP_ID, a chip or TCB with no cached VCEK,
+    /// certificates that do not chain; `_GuestKeyMismatch`) is not refused: the bond is held and a
+    /// challenge opens (ChallengeOpened; `challengeOf`; returns false): the verdict's defender must
+    /// `defend` it by `block.timestamp + RESPONSE_WINDOW`, else anyone `resolve`s it as false. Meanwhile
+    /// `isAttestedFinal` of the lease is false, the voters' stake cannot be withdrawn, and the submission
+    /// cannot be disputed again or confirmed. A Rejected verdict disputed must be proven genuine at once.
     /// @dev The truth is `truth(...)` for the submission's nonce and signer; the registry reverses a
     /// wrong verdict in the market (see `IAttestationRegistryCore.resolveDispute`). Verifier money:
     /// verdict overturned: each of its voters loses `slashBps` of its stake + unbonding; of the total,
@@ -100,7 +158,8 @@ interface IAttestationCourt {
     /// shared equally by the verdict's voters (added to their stake; the remainder burned).
     /// Emits VerifierSlashed / VerifierRewarded, DisputeSettled (and the registry's AttestationDisputed).
     /// Reverts: AttestationRegistry_UnknownSubmission, _NotDecided, _AlreadySettled, _DisputeWindowPassed,
-    /// the errors of `truth`, and the token's for the bond.
+    /// AttestationCourt_ChallengePending, the errors of `truth` (for a Verified verdict, all but
+    /// `_Inconclusive` and `_GuestKeyMismatch`), and the token's for the bond.
     /// @return overturned Whether the verdict was reversed.
     function dispute(
         uint256 leaseId,
@@ -112,8 +171,9 @@ interface IAttestationCourt {
 
     /// @notice Confirms a Verified verdict by the same check, without a bond, within its dispute window:
     /// `isAttestedFinal` then holds at once (a finalisation ahead of the window).
-    /// @dev Reverts: as `dispute` (no bond), and AttestationRegistry_NotConfirmed if the report is false
-    /// (dispute it instead) or the verdict is not Verified.
+    /// @dev Reverts: as `dispute` (no bond; an inconclusive check reverts), and
+    /// AttestationRegistry_NotConfirmed if the report is false (dispute it instead) or the verdict is not
+    /// Verified; AttestationCourt_ChallengePending while challenged (`defend` instead).
     function confirmOnChain(
         uint256 leaseId,
         bytes32 reportHash,

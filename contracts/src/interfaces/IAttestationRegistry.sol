@@ -60,7 +60,8 @@ interface IAttestationRegistry {
     /// only while `isAttested(leaseId, expectedMeasurement)` holds AND the Verified attestation that
     /// makes it hold was either confirmed by the on-chain report check (a dispute that upheld it, or
     /// `confirmOnChain`) or its dispute window (submittedAt + VERIFICATION_WINDOW + the lease's
-    /// dispute window) has passed without a dispute overturning it. Trusts no verifier key.
+    /// dispute window) has passed without a dispute overturning it, and no challenge of a Verified verdict
+    /// of the lease is pending in the court (`IAttestationCourt.challengeOf`). Trusts no verifier key.
     function isAttestedFinal(uint256 leaseId, bytes calldata expectedMeasurement) external view returns (bool);
 
     /// @notice Emitted when a node submits an attestation for a lease.

@@ -80,6 +80,15 @@ interface IAttestationRegistryCore is IAttestationRegistry {
         external
         returns (bool overturned, address[] memory voters, uint256 unpaid, address operator);
 
+    /// @notice Court only: records that a dispute of the Verified verdict on the submission of `leaseId`
+    /// with `reportHash` could not prove it false and opened a challenge (`IAttestationCourt.dispute`),
+    /// within its dispute window. Until the court settles it with `resolveDispute` (allowed then even
+    /// after the window), `isAttestedFinal` of the lease is false and `submissionOf` says `challenged`.
+    /// @dev Reverts: AttestationRegistry_CallerNotCourt, _UnknownSubmission, _NotDecided, _AlreadySettled,
+    /// _DisputeWindowPassed.
+    /// @return voters The accounts that voted for the verdict (their stake stays locked in the court).
+    function openChallenge(uint256 leaseId, bytes32 reportHash) external returns (address[] memory voters);
+
     /// @notice Marks a Verified verdict confirmed by the court's on-chain check (`IAttestationCourt.confirmOnChain`):
     /// `isAttestedFinal` then holds at once. Court only; no money moves.
     /// @dev Reverts: AttestationRegistry_CallerNotCourt, _UnknownSubmission, _NotDecided, _AlreadySettled,

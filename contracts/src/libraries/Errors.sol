@@ -324,6 +324,22 @@ library Errors {
     /// that does not chain, or one that may belong to another chip): `reason` is the SnpReason.
     error AttestationCourt_Inconclusive(uint256 leaseId, uint8 reason);
 
+    /// @notice A challenge of this submission's Verified verdict is pending (a second dispute, or an
+    /// on-chain confirmation, waits for `defend` or `resolve`).
+    error AttestationCourt_ChallengePending(uint256 leaseId, bytes32 reportHash, uint256 deadline);
+
+    /// @notice No challenge of this submission is pending.
+    error AttestationCourt_NoChallenge(uint256 leaseId, bytes32 reportHash);
+
+    /// @notice `defend` after the challenge's deadline (`resolve` it instead).
+    error AttestationCourt_ChallengeExpired(uint256 leaseId, bytes32 reportHash, uint256 deadline);
+
+    /// @notice `resolve` before the challenge's deadline has passed (the defender may still answer).
+    error AttestationCourt_ChallengeNotExpired(uint256 leaseId, bytes32 reportHash, uint256 deadline);
+
+    /// @notice The caller's stake backs a vote whose challenge is still pending: it cannot leave.
+    error AttestationCourt_StakeChallenged(address verifier, uint256 challenges);
+
     /*//////////////////////////////////////////////////////////////////////////
                                   ATTESTED-SERVICE
     //////////////////////////////////////////////////////////////////////////*/

@@ -230,4 +230,18 @@ struct SubmissionInfo {
     bool disputed;
     // Confirmed by the on-chain check (a dispute that upheld it, or `confirmOnChain`).
     bool confirmedOnChain;
+    // A challenge of its Verified verdict is pending in the court (`IAttestationCourt.challengeOf`):
+    // the defender must prove it genuine by the deadline; the court settles it even after the window.
+    bool challenged;
+}
+
+/// @notice A pending challenge of a Verified verdict (`IAttestationCourt.challengeOf`), two slots: a dispute
+/// whose on-chain check could not prove the report false. The verdict's defender must prove it genuine
+/// (`defend`) by `deadline`; after it, anyone `resolve`s it as false. All zero: none pending.
+struct Challenge {
+    address disputer;
+    // When the defence closes (the dispute time + `RESPONSE_WINDOW`, fixed at opening).
+    uint40 deadline;
+    // The disputer's bond, held by the court until the challenge is settled.
+    uint96 bond;
 }

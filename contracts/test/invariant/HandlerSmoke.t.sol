@@ -154,4 +154,33 @@ contract HandlerSmoke_Test is InvariantSetup {
         assertEq(handler.honestCalls("dispute"), 3, "three disputes");
         assertGe(court.burned(), 1, "a wrong voter lost stake");
     }
+
+    /// Burden of proof: undecidable disputes of Verified verdicts open challenges; a genuine one is
+    /// defended (stands), a junk one and an undefended genuine one are resolved (reversed).
+    function test_ChallengesDefendedAndResolved() external {
+        for (uint256 i; i < 3; ++i) {
+            handler.stake(i, 100e18);
+        }
+        handler.createLease(0, 100e18, 2, 3600);
+        handler.createLease(1, 100e18, 2, 3600);
+        handler.createLease(0, 100e18, 2, 3600);
+        handler.acceptLease(0, 0);
+        handler.acceptLease(1, 1);
+        handler.acceptLease(2, 2);
+        handler.submit(0, 6); // junk
+        handler.submit(1, 1); // genuine
+        handler.submit(2, 1); // genuine
+        handler.confirm(0, 2); // the colluder verifies junk
+        handler.confirm(1, 1);
+        handler.confirm(2, 1);
+        handler.challenge(1, 0, true); // genuine, defended: stands
+        _check();
+        handler.challenge(0, 0, true); // junk: nobody can defend it; resolved after the deadline
+        _check();
+        handler.challenge(2, 1, false); // genuine but undefended: reversed
+        _check();
+        assertEq(handler.honestCalls("challenge"), 3, "three challenges");
+        assertEq(handler.totalHonestReverts(), 0, "no honest call refused");
+        assertEq(court.bonded(), 0, "no bond left held");
+    }
 }

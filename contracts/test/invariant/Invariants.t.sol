@@ -232,7 +232,9 @@ abstract contract InvariantSetup is Test {
             address v = handler.verifiers(i);
             held += uint256(court.stakeOf(v).stake) + court.stakeOf(v).unbonding;
         }
-        assertEq(token.balanceOf(address(court)), held + court.burned(), "court balance != stakes + burned");
+        assertEq(
+            token.balanceOf(address(court)), held + court.burned() + court.bonded(), "court balance != stakes + burned"
+        );
     }
 
     function _checkAll() internal view {

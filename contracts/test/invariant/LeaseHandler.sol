@@ -525,6 +525,57 @@ contract LeaseHandler is Test {
         if (valid) honestCalls["dispute"]++;
     }
 
+    /// @dev Burden of proof: a dispute of the latest Verified verdict whose check the disputer's inputs
+    /// leave undecided opens a challenge (bond held); then either the node defends a genuine report in
+    /// time (the verdict stands), or nobody does and, after the deadline, anyone resolves it (reversed,
+    /// whatever the report: the defender carried the burden).
+    function challenge(uint256 leaseSeed, uint256 whoSeed, bool defend) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0 || attestations.attestationNonce(leaseId) == 0) return;
+        bytes32 reportHash = attestations.attestationOf(leaseId).reportHash;
+        SubmissionInfo memory sub = attestations.submissionOf(leaseId, reportHash);
+        if (
+            sub.number == 0 || sub.verdict != IAttestationRegistry.Status.Verified || sub.disputed
+                || sub.confirmedOnChain || block.timestamp > sub.disputableUntil
+        ) return;
+        address who = disputers[whoSeed % disputers.length];
+        token.mint(who, attestations.disputeTerms().bond);
+        bytes memory report = _reportOf[reportHash];
+        bool junk = _junkReport[reportHash];
+        (,, SnpReportFields memory fields) = snp.checkReport(report, new bytes[](0));
+        // The disputer's certificates decide nothing.
+        snp.setAnswer(report, false, uint8(SnpReason.CertChain), fields);
+        bytes[] memory certs = new bytes[](1);
+        certs[0] = abi.encode(keccak256("a certificate nobody cached"));
+        vm.prank(who);
+        try court.dispute(leaseId, reportHash, report, certs, guestKey) returns (bool overturned) {
+            if (overturned || court.challengeOf(leaseId, reportHash).deadline == 0) ghostViolations++;
+        } catch {
+            _honestRevert("challenge");
+            snp.setAnswer(report, !junk, junk ? uint8(SnpReason.BadSignature) : 0, fields);
+            return;
+        }
+        honestCalls["challenge"]++;
+        // Every later call sees the report's true answer again.
+        snp.setAnswer(report, !junk, junk ? uint8(SnpReason.BadSignature) : 0, fields);
+        if (defend && !junk) {
+            try court.defend(leaseId, reportHash, report, certs, guestKey) {}
+            catch {
+                _honestRevert("defend");
+            }
+            if (court.challengeOf(leaseId, reportHash).deadline != 0) ghostViolations++;
+            return;
+        }
+        vm.warp(court.challengeOf(leaseId, reportHash).deadline + 1);
+        Lease memory lease = market.getLease(leaseId);
+        _closing(leaseId, lease);
+        try court.resolve(leaseId, reportHash) {
+            _disputed(leaseId, lease, true, sub, 0);
+        } catch {
+            _honestRevert("resolve");
+        }
+    }
+
     // ------------------------------------------------------------------ anyone
 
     function settle(uint256 leaseSeed) external {

@@ -1,10 +1,19 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {IAttestationCourt} from "../../src/interfaces/IAttestationCourt.sol";
 import {IAttestationRegistry} from "../../src/interfaces/IAttestationRegistry.sol";
 import {SnpReason, SnpReportFields} from "../../src/interfaces/ISnpVerifier.sol";
 import {Errors} from "../../src/libraries/Errors.sol";
-import {CloseReason, Lease, LeaseStatus, SubmissionInfo, VerifierStake} from "../../src/types/DataTypes.sol";
+import {
+    Challenge,
+    CloseReason,
+    DisputeTerms,
+    Lease,
+    LeaseStatus,
+    SubmissionInfo,
+    VerifierStake
+} from "../../src/types/DataTypes.sol";
 import {Base} from "../Base.t.sol";
 
 /// @notice Issue 21: any wrong attestation verdict can be overturned on chain by anyone with the report,
@@ -372,15 +381,16 @@ contract Issue21Disputes_Test is Base {
         assertFalse(attestations.isAttestedFinal(other, abi.encodePacked(bytes32(0), bytes16(0))), "other measurement");
     }
 
-    /// The disputer's inputs can never make a genuine report look false.
-    function test_InconclusiveInputsRevert() external {
+    /// The disputer's inputs can never make a genuine report look false: against a Rejected verdict
+    /// (the disputer claims it genuine, so must prove it) inconclusive inputs are refused.
+    function test_InconclusiveInputsAgainstARejectionRevert() external {
         uint256 leaseId = acceptedLease();
         bytes memory report = reportBytes("genuine");
         SnpReportFields memory fields = genuineFields(leaseId, 0, report);
         // Certificates that do not chain: no verdict either way.
         snp.setAnswer(report, false, uint8(SnpReason.CertChain), fields);
         submitReport(leaseId, keccak256(report));
-        confirmReport(leaseId, keccak256(report), true);
+        confirmReport(leaseId, keccak256(report), false);
         vm.expectRevert(
             abi.encodeWithSelector(Errors.AttestationCourt_Inconclusive.selector, leaseId, uint8(SnpReason.CertChain))
         );
@@ -397,24 +407,200 @@ contract Issue21Disputes_Test is Base {
         );
         vm.prank(disputer);
         court.dispute(leaseId, keccak256(report), reportBytes("other"), certs(), guestKey);
+        assertEq(court.challengeOf(leaseId, keccak256(report)).deadline, 0, "no challenge of a rejection");
     }
 
-    function test_BadSignatureWithAMaskedChipIsInconclusive() external {
-        uint256 leaseId = acceptedLease();
-        bytes memory report = reportBytes("masked");
-        report[0x1A0] = 0x00;
-        for (uint256 i = 0x1A0; i < 0x1E0; ++i) {
-            report[i] = 0x00;
+    // ------------------------------------------------------------------ burden of proof (challenges)
+
+    /// @dev A report the EVM can never bind to a VCEK: VLEK-signed (SIGNING_KEY 1) or with a masked CHIP_ID.
+    function unbindable(string memory seed, bool vlek) internal pure returns (bytes memory report) {
+        report = reportBytes(seed);
+        if (vlek) {
+            report[0x48] = 0x04;
+        } else {
+            for (uint256 i = 0x1A0; i < 0x1E0; ++i) {
+                report[i] = 0x00;
+            }
         }
-        snp.setAnswer(report, false, uint8(SnpReason.BadSignature), genuineFields(leaseId, 0, report));
+    }
+
+    /// @dev A colluding quorum verifies `report` (whose check fails with `reason`); a stranger disputes it.
+    function challenged(bytes memory report, uint8 reason) internal returns (uint256 leaseId, uint256 deadline) {
+        // A one-hour dispute window: it passes while the attestation still holds and the challenge is pending.
+        DisputeTerms memory terms = attestations.disputeTerms();
+        terms.window = 1 hours;
+        vm.prank(admin);
+        attestations.setDisputeTerms(terms);
+        leaseId = acceptedLease();
+        snp.setAnswer(report, reason == 0, reason, genuineFields(leaseId, 0, report));
         submitReport(leaseId, keccak256(report));
         confirmReport(leaseId, keccak256(report), true);
+        assertFalse(snp.isSignerBound(report, bytes32(0)) && reason == uint8(SnpReason.BadSignature), "unbindable");
+        uint256 before = token.balanceOf(disputer);
+        vm.expectEmit(true, true, true, true, address(court));
+        emit IAttestationCourt.ChallengeOpened(leaseId, keccak256(report), disputer, block.timestamp + 1 days, BOND);
+        assertFalse(disputeAs(disputer, leaseId, report), "not overturned at once");
+        deadline = block.timestamp + court.RESPONSE_WINDOW();
+        Challenge memory c = court.challengeOf(leaseId, keccak256(report));
+        assertEq(c.disputer, disputer, "challenger");
+        assertEq(c.deadline, deadline, "deadline");
+        assertEq(c.bond, BOND, "bond");
+        assertEq(token.balanceOf(disputer), before - BOND, "bond held");
+        assertEq(court.bonded(), BOND, "held by the court");
+        assertTrue(attestations.submissionOf(leaseId, keccak256(report)).challenged, "registry knows");
+    }
+
+    /// The red-team hole: a forged report a colluding quorum verified that the EVM cannot bind to a
+    /// certificate (VLEK-signed, masked CHIP_ID) used to be beyond appeal. Now the dispute opens a
+    /// challenge; nobody proves the report genuine by the deadline; anyone resolves it: reversed as a
+    /// proven false Verified.
+    function test_ForgedVlekVerified_Challenged_Undefended_ResolvedReversed() external {
+        undefendedReverses(unbindable("forged vlek", true));
+    }
+
+    function test_ForgedMaskedChipVerified_Challenged_Undefended_ResolvedReversed() external {
+        undefendedReverses(unbindable("forged masked", false));
+    }
+
+    function undefendedReverses(bytes memory report) internal {
+        {
+            (uint256 leaseId, uint256 deadline) = challenged(report, uint8(SnpReason.BadSignature));
+            bytes32 h = keccak256(report);
+            uint256 voterStake = stakeOf(verifier);
+            uint256 nodeStakeBefore = nodes.getNode(nodeKey).stake;
+            uint256 bond = market.getLease(leaseId).bond;
+            uint256 disputerBefore = token.balanceOf(disputer);
+            uint256 renterBefore = market.credits(renter);
+
+            // While pending: the quorum's word stands but is not final, even past the dispute window.
+            vm.warp(attestations.submissionOf(leaseId, h).disputableUntil + 1);
+            assertTrue(attestations.isAttested(leaseId, measurement), "quorum's word");
+            assertFalse(attestations.isAttestedFinal(leaseId, measurement), "not final while challenged");
+            // A second dispute, a confirmation: refused.
+            vm.expectRevert(
+                abi.encodeWithSelector(Errors.AttestationCourt_ChallengePending.selector, leaseId, h, deadline)
+            );
+            disputeAs(disputer, leaseId, report);
+            vm.expectRevert(
+                abi.encodeWithSelector(Errors.AttestationCourt_ChallengePending.selector, leaseId, h, deadline)
+            );
+            court.confirmOnChain(leaseId, h, report, certs(), guestKey);
+            // The voter's stake cannot leave meanwhile.
+            vm.startPrank(verifier);
+            court.requestUnstake(1);
+            vm.warp(deadline + 30 days);
+            vm.expectRevert(abi.encodeWithSelector(Errors.AttestationCourt_StakeChallenged.selector, verifier, 1));
+            court.withdrawStake();
+            vm.stopPrank();
+            vm.warp(deadline);
+            // Resolve before the deadline has passed: refused.
+            vm.expectRevert(
+                abi.encodeWithSelector(Errors.AttestationCourt_ChallengeNotExpired.selector, leaseId, h, deadline)
+            );
+            court.resolve(leaseId, h);
+            // Defend after it: refused.
+            vm.warp(deadline + 1);
+            vm.expectRevert(
+                abi.encodeWithSelector(Errors.AttestationCourt_ChallengeExpired.selector, leaseId, h, deadline)
+            );
+            court.defend(leaseId, h, report, certs(), guestKey);
+
+            vm.expectEmit(true, true, true, true, address(court));
+            emit IAttestationCourt.ChallengeResolved(leaseId, h, address(this));
+            court.resolve(leaseId, h);
+
+            Lease memory lease = market.getLease(leaseId);
+            assertEq(uint256(lease.closeReason), uint256(CloseReason.ATTESTATION_REJECTED), "ended as rejected");
+            assertEq(market.credits(renter), renterBefore + DEPOSIT, "renter refunded");
+            assertEq(nodes.getNode(nodeKey).stake, nodeStakeBefore - bond, "node bond slashed");
+            uint256 slashed = (voterStake * SLASH_BPS_VERIFIER) / 10_000;
+            assertEq(stakeOf(verifier), voterStake - slashed, "voter slashed");
+            assertEq(token.balanceOf(disputer), disputerBefore + BOND + slashed / 2, "bond back plus half");
+            assertFalse(attestations.isAttested(leaseId, measurement), "no longer attested");
+            assertFalse(attestations.isAttestedFinal(leaseId, measurement), "nor final");
+            assertEq(court.challengeOf(leaseId, h).deadline, 0, "closed");
+            assertEq(court.bonded(), 0, "no bond held");
+            vm.expectRevert(abi.encodeWithSelector(Errors.AttestationCourt_NoChallenge.selector, leaseId, h));
+            court.resolve(leaseId, h);
+            vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_AlreadySettled.selector, leaseId, h));
+            disputeAs(disputer, leaseId, report);
+            assertCourtConserves();
+            // The voter may leave with what is left once nothing is pending.
+            vm.prank(verifier);
+            court.withdrawStake();
+        }
+    }
+
+    /// A genuine report the disputer's certificates cannot show either way is challenged; the node
+    /// defends it with certificates under which the check passes: the verdict stands and is final, the
+    /// disputer's bond goes to the voter. Certificates that do not pass are refused first.
+    function test_GenuineVerifiedChallenged_Defended_Stands() external {
+        bytes memory report = reportBytes("genuine, VCEK not cached");
+        (uint256 leaseId, uint256 deadline) = challenged(report, uint8(SnpReason.CertChain));
+        bytes32 h = keccak256(report);
+        uint256 voterStake = stakeOf(verifier);
+        uint256 disputerBefore = token.balanceOf(disputer);
+        // A defence whose certificates do not pass: refused, the challenge still pending.
+        vm.prank(operator);
         vm.expectRevert(
-            abi.encodeWithSelector(
-                Errors.AttestationCourt_Inconclusive.selector, leaseId, uint8(SnpReason.BadSignature)
-            )
+            abi.encodeWithSelector(Errors.AttestationCourt_Inconclusive.selector, leaseId, uint8(SnpReason.CertChain))
         );
+        court.defend(leaseId, h, report, certs(), guestKey);
+        snp.setAnswer(report, true, 0, genuineFields(leaseId, 0, report)); // the right certificates
+        bytes memory otherKey = abi.encodePacked(keccak256("other"), keccak256("ed"), SIGNER, keccak256("s"));
+        vm.prank(operator);
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationCourt_GuestKeyMismatch.selector, leaseId));
+        court.defend(leaseId, h, report, certs(), otherKey);
+        assertEq(court.challengeOf(leaseId, h).deadline, deadline, "still pending");
+
+        // Past the dispute window, the verdict is not final while challenged.
+        vm.warp(attestations.submissionOf(leaseId, h).disputableUntil + 1);
+        assertTrue(attestations.isAttested(leaseId, measurement), "quorum's word");
+        assertFalse(attestations.isAttestedFinal(leaseId, measurement), "not final while challenged");
+        vm.warp(deadline); // the deadline itself is still in time
+        vm.expectEmit(true, true, true, true, address(court));
+        emit IAttestationCourt.ChallengeDefended(leaseId, h, operator, true);
+        vm.prank(operator);
+        court.defend(leaseId, h, report, certs(), guestKey);
+
+        assertEq(stakeOf(verifier), voterStake + BOND, "the bond to the voter");
+        assertEq(token.balanceOf(disputer), disputerBefore, "disputer lost its bond");
+        assertTrue(attestations.submissionOf(leaseId, h).confirmedOnChain, "confirmed on chain");
+        assertEq(uint256(market.getLease(leaseId).status), uint256(LeaseStatus.ACTIVE), "lease untouched");
+        assertEq(court.challengeOf(leaseId, h).deadline, 0, "closed");
+        assertTrue(attestations.submissionOf(leaseId, h).disputed, "settled");
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationCourt_NoChallenge.selector, leaseId, h));
+        court.resolve(leaseId, h);
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_AlreadySettled.selector, leaseId, h));
         disputeAs(disputer, leaseId, report);
+        assertCourtConserves();
+    }
+
+    /// A defence whose certificates prove the report false (here: a genuine AMD report for another
+    /// measurement) reverses the verdict at once, paying the disputer.
+    function test_ADefenceThatProvesTheReportFalseReverses() external {
+        bytes memory report = reportBytes("wrong measurement");
+        (uint256 leaseId,) = challenged(report, uint8(SnpReason.CertChain));
+        SnpReportFields memory fields = genuineFields(leaseId, 0, report);
+        fields.measurement = abi.encodePacked(bytes32(uint256(1)), bytes16(0));
+        snp.setAnswer(report, true, 0, fields);
+        vm.expectEmit(true, true, true, true, address(court));
+        emit IAttestationCourt.ChallengeDefended(leaseId, keccak256(report), operator, false);
+        vm.prank(operator);
+        court.defend(leaseId, keccak256(report), report, certs(), guestKey);
+        assertEq(uint256(market.getLease(leaseId).closeReason), uint256(CloseReason.ATTESTATION_REJECTED), "reversed");
+        assertEq(market.credits(renter), DEPOSIT, "renter refunded");
+        assertCourtConserves();
+    }
+
+    /// A provably false report (bound signer, bad signature) still reverses at once, without a challenge.
+    function test_BoundBadSignatureStillReversesAtOnce() external {
+        uint256 leaseId = acceptedLease();
+        bytes memory report = submitChecked(leaseId, "forged, bound", false);
+        confirmReport(leaseId, keccak256(report), true);
+        assertTrue(disputeAs(disputer, leaseId, report), "overturned at once");
+        assertEq(court.challengeOf(leaseId, keccak256(report)).deadline, 0, "no challenge");
+        assertCourtConserves();
     }
 
     /// The policy the off-chain verifier applies: a genuine AMD report for another lease, nonce, signer,
@@ -471,6 +657,34 @@ contract Issue21Disputes_Test is Base {
         );
         disputeAs(disputer, leaseId, second);
         assertMarketConserves(leaseId);
+    }
+
+    /// A challenged submission settled meanwhile by the reversal of an earlier one: resolving it
+    /// closes the challenge, returns the bond and frees the voters' stake.
+    function test_AChallengeSettledByAnEarlierReversalReturnsTheBond() external {
+        uint256 leaseId = acceptedLease();
+        bytes memory first = submitChecked(leaseId, "forged-1", false);
+        confirmReport(leaseId, keccak256(first), true);
+        vm.warp(block.timestamp + REATTEST_INTERVAL / 2);
+        bytes memory second = unbindable("forged-2", true);
+        snp.setAnswer(second, false, uint8(SnpReason.BadSignature), genuineFields(leaseId, 1, second));
+        submitReport(leaseId, keccak256(second));
+        confirmReport(leaseId, keccak256(second), true);
+        uint256 before = token.balanceOf(disputer);
+        assertFalse(disputeAs(disputer, leaseId, second), "challenged");
+        assertTrue(disputeAs(disputer, leaseId, first), "the first is overturned");
+        uint256 deadline = court.challengeOf(leaseId, keccak256(second)).deadline;
+        vm.warp(deadline + 1);
+        court.resolve(leaseId, keccak256(second));
+        assertEq(court.bonded(), 0, "no bond held");
+        uint256 slashed = VERIFIER_STAKE / 2;
+        assertEq(token.balanceOf(disputer), before + slashed / 2, "both bonds back, the reward of the first");
+        vm.startPrank(verifier);
+        court.requestUnstake(1);
+        vm.warp(block.timestamp + 30 days);
+        court.withdrawStake();
+        vm.stopPrank();
+        assertCourtConserves();
     }
 
     /// With a quorum of 2, both voters of an overturned verdict are slashed.

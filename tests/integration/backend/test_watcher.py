@@ -281,6 +281,52 @@ def test_a_genuine_report_rejected_by_a_colluder_is_disputed_and_restored(
     assert backend.status(bundle.lease_id)["dispute"]["overturned"] is True
 
 
+def test_an_unprovable_forged_verdict_is_challenged_and_resolved_after_the_deadline(
+    system: Court, backend: HonestBackend
+) -> None:
+    """A forged report that says it is VLEK-signed can never be bound to a VCEK, so the EVM
+    cannot prove it false: the colluder votes Verified; the honest watcher's dispute opens a
+    challenge (the bond held); nobody defends it; once the deadline has passed the watcher
+    resolves it and the verdict is reversed, the colluder slashed."""
+    lease_id = system.lease()
+    signed = system.evidence(lease_id, forged=True)
+    report = bytearray(signed.report)
+    report[0x48] |= 0x04  # SIGNING_KEY = VLEK
+    bundle = replace(signed, report=bytes(report))
+    backend.upload(bundle)
+    system.submit(bundle)
+    system.vote(lease_id, bundle.report_hash, True)
+    colluder_stake = system.stake_of(system.roles.colluder.address)
+    # The watcher compares deadlines with the chain's time here (the test moves it).
+    watcher = backend.service.watcher
+    assert watcher is not None
+    watcher.clock = lambda: float(system.client().block_timestamp())
+
+    (watched,) = backend.step().watched
+    assert watched.action == "dispute" and watched.dispute_tx is not None, watched
+    court = system.client().court
+    assert court is not None
+    challenge = court.challenge_of(lease_id, bundle.report_hash)
+    assert challenge.pending and challenge.disputer.lower() == system.roles.honest.address.lower()
+    assert court.bonded() == challenge.bond
+    assert system.client().attestations.status_of(lease_id) == AttestationStatus.VERIFIED
+    assert system.client().attestations.submission_of(lease_id, bundle.report_hash).challenged
+    assert not system.client().attestations.is_attested_final(lease_id, MEASUREMENT)
+    # Before the deadline: nothing to resolve.
+    assert backend.step().watched == []
+    assert court.challenge_of(lease_id, bundle.report_hash).pending
+
+    system.anvil.increase_time(court.response_window() + 1)
+    system.anvil.mine()
+    (resolved,) = backend.step().watched
+    assert resolved.action == "resolved" and resolved.dispute_tx is not None, resolved
+    assert not court.challenge_of(lease_id, bundle.report_hash).pending
+    assert system.client().attestations.status_of(lease_id) == AttestationStatus.REJECTED
+    assert system.stake_of(system.roles.colluder.address) < colluder_stake
+    backend.step()  # indexes the settlement
+    assert backend.step().watched == []
+
+
 def test_a_right_verdict_is_not_disputed(system: Court, backend: HonestBackend) -> None:
     bundle = _decided(system, backend, forged=False, ok=True)
     balance = system.client().token.balance_of(system.roles.honest.address)
@@ -377,3 +423,28 @@ def test_dispute_by_hand_reverses_a_wrong_verdict_once_within_the_window(
     system.anvil.mine()
     code, out = dispute(str(late.lease_id), *by_hand)
     assert code == 1 and "window" in out["error"] and "closed" in out["error"]
+
+
+def test_dispute_by_hand_of_an_unprovable_verified_report_opens_a_challenge(
+    system: Court, backend: HonestBackend, by_hand: list[str]
+) -> None:
+    """A forged report that says it is VLEK-signed: no certificate proves it false on chain,
+    so the CLI's dispute opens a challenge and says by when it must be defended."""
+    lease_id = system.lease()
+    signed = system.evidence(lease_id, forged=True)
+    report = bytearray(signed.report)
+    report[0x48] |= 0x04  # SIGNING_KEY = VLEK
+    bundle = replace(signed, report=bytes(report))
+    backend.upload(bundle)
+    system.submit(bundle)
+    system.vote(lease_id, bundle.report_hash, True)
+    code, out = dispute(str(lease_id), *by_hand)
+    assert code == 0, out
+    assert out["dispute_tx"] and out["overturned"] is None
+    court = system.client().court
+    assert court is not None
+    challenge = court.challenge_of(lease_id, bundle.report_hash)
+    assert challenge.pending and out["challenge_deadline"] == challenge.deadline
+    assert challenge.disputer.lower() == system.roles.disputer.address.lower()
+    table = cli.invoke(app, ["attestation", "dispute", str(lease_id), *by_hand])
+    assert table.exit_code == 1 and "challenge" in table.output.lower()
