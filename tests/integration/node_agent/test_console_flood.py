@@ -4,7 +4,7 @@ the backend is away, and the newest output is shipped once it is back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,13 @@ class FloodingGuests(QemuLauncher):
         self.boot_sector = boot_sector
 
     def command_line(
-        self, spec: GuestSpec, image: Image | None = None, ssh_port: int = 0
+        self,
+        spec: GuestSpec,
+        image: Image | None = None,
+        ssh_port: int = 0,
+        forwards: Sequence[tuple[int, int]] = (),
     ) -> list[str]:
-        return [*super().command_line(spec, image, ssh_port),
+        return [*super().command_line(spec, image, ssh_port, forwards),
                 "-drive", f"file={self.boot_sector},format=raw,if=ide"]  # fmt: skip
 
 
