@@ -157,6 +157,17 @@ class AttestationClient:
             )
         return self._call(lambda: self._registry.is_attested(lease_id, expected_measurement))
 
+    def is_attested_final(self, lease_id: int, expected_measurement: bytes) -> bool:
+        """`isAttestedFinal`: attested, and the verdict can no longer be overturned (its
+        dispute window passed undisputed, a dispute upheld it, or the report was checked in
+        the EVM). False while a challenge of it is open."""
+        _check_lease_id(lease_id)
+        if len(expected_measurement) != MEASUREMENT_BYTES:
+            raise InvalidArgument(
+                f"a measurement is {MEASUREMENT_BYTES} bytes, got {len(expected_measurement)}"
+            )
+        return self._call(lambda: self._registry.is_attested_final(lease_id, expected_measurement))
+
     def attested_signer(self, lease_id: int) -> str | None:
         """The guest's own signing address that the current attestation vouches for (the
         stable `attestedSignerOf`), or None while nothing is attested. A dApp accepts results

@@ -51,6 +51,10 @@ def test_status_follows_the_attestation_through_its_life(chain: ChainSystem) -> 
     assert sdk.is_attested(lease_id, MEASUREMENT)
     assert not sdk.is_attested(lease_id, bytes(48))
     assert sdk.attested_signer(lease_id) == GUEST_SIGNER.address
+    # The quorum's word, not yet final: its dispute window is still open.
+    assert not sdk.is_attested_final(lease_id, MEASUREMENT)
+    with pytest.raises(InvalidArgument):
+        sdk.is_attested_final(lease_id, b"short")
 
 
 def test_a_rejected_attestation_is_not_attested(chain: ChainSystem) -> None:
