@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -22,6 +23,7 @@ from node_agent.launcher.qemu import QemuLauncher, free_local_port
 from node_agent.launcher.qemu_args import image_args
 from node_agent.launcher.signer import SimulatedAmdSp
 from tests.fixtures.images import image_store  # noqa: F401
+from tests.fixtures.processes import wait_for
 from tests.fixtures.workloads import hello_workload
 from tests.integration.node_agent.qemu import ensure_qemu
 
@@ -82,8 +84,15 @@ def test_the_guest_boots_from_the_verity_root_and_its_service_answers(
     assert "[svc hello] hello from the workload" in console
     assert SERVICE_LINE in console, console[-3000:]
     assert "REFUSING" not in console
-    answer = launcher.bound_channel(LEASE).request({"op": "status"})
-    services = answer["services"]
+    channel = launcher.bound_channel(LEASE)
+
+    def probe_ended() -> dict[str, Any] | None:
+        # The probe prints its answer, then exits: the supervisor notices the exit on its
+        # next poll, so the status may say "running" for a moment after the line.
+        services: dict[str, Any] = channel.request({"op": "status"})["services"]
+        return services if services["probe"]["state"] != "running" else None
+
+    services = wait_for(probe_ended, timeout=60, interval=0.5, what="the probe's exit")
     assert services["hello"] == {"state": "running", "restarts": 0}
     assert services["probe"]["state"] == "exited" and services["probe"]["exit"] == 0
     assert workload_image.workload is not None and workload_image.workload["name"] == "hello"
