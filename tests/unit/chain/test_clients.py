@@ -28,6 +28,7 @@ NOT_WRAPPED = {
     "eip712Domain",
     "onChallenge",  # the lease market's hook into the registry: no one else may call it
     "onCloseWhilePending",  # likewise
+    "openChallenge",  # the court's hook into the registry: no one else may call it
 }
 CLIENTS = [
     AttestationCourtClient,
