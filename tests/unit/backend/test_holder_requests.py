@@ -122,6 +122,9 @@ def test_a_holder_is_registered_and_staked_and_the_answer_is_cached_briefly() ->
     calls = keys.calls
     assert check(staked.lower())  # cached, whatever the address's case
     assert keys.calls == calls
+    # Bindings with `is_active_holder` (the minimum stake counted on chain) are asked that.
+    active = type("Active", (), {"is_active_holder": lambda self, a: a == staked})()
+    assert chain_holder_check(active)(staked) and not chain_holder_check(active)(unstaked)
     now = [0.0]
     answers = {"a": True}
     cached = CachedHolderCheck(lambda a: answers[a], ttl_s=30, max_entries=2, clock=lambda: now[0])
