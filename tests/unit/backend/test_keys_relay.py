@@ -524,3 +524,42 @@ def test_a_closed_lease_loses_its_key_and_snapshot_data_after_the_retention(
             assert session.scalars(select(model)).all() == []
     assert not (world.objects_dir / f"lease-{LEASE}").exists()
     assert collect() == []
+
+
+def test_huge_bodies_are_refused_before_they_are_read(world: KeyWorld) -> None:
+    with world.client(world.renter) as renter:
+        token = renter.token
+        domain = renter.domain()
+    huge = b'{"manifest": "' + b"A" * (200 * 1024) + b'"}'
+    response = httpx.put(f"{world.url}/v1/leases/{LEASE}/keys", content=huge,
+                         headers={"Authorization": f"Bearer {token}",
+                                  "Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 413
+    path = f"/v1/leases/{LEASE}/key-releases"
+    headers = sign_holder_request(world.holders[0].key, domain, "POST", path, huge)
+    response = httpx.post(world.url + path, content=huge,
+                          headers={**headers, "Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 413
+    manifest = os.urandom(256 * 1024 + 1)
+    with world.client() as api:
+        assert _status(lambda: api.put_manifest(LEASE, 1, manifest, node_key=world.node.key)) == 413
+
+
+def test_a_deposit_before_the_lease_runs_tells_no_node_and_a_closed_lease_takes_none(
+    world: KeyWorld,
+) -> None:
+    with world.store.session() as session:
+        lease = session.get(Lease, LEASE)
+        lease.status, lease.node = LeaseState.OPEN, None
+    with world.client(world.renter) as renter, world.client() as api:
+        renter.put_keys(LEASE, world.deposit())
+        assert world.notified == []
+        # Nothing runs it: no release is taken for it.
+        release = _release(world.holders[0], _report_hash())
+        assert (
+            _status(lambda: api.post_release(LEASE, release, holder_key=world.holders[0].key))
+            == 403
+        )
+        with world.store.session() as session:
+            session.get(Lease, LEASE).status = LeaseState.CLOSED
+        assert _status(lambda: renter.put_keys(LEASE, world.deposit(world.manifest(2)))) == 403
