@@ -559,9 +559,16 @@ class ApiClient:
         )
         return _model(KeyReleaseView, answer)
 
-    def latest_epoch(self, lease_id: int) -> EpochRecordView:
-        """The lease's highest epoch record (ApiError 404 if none)."""
-        return _model(EpochRecordView, self._json("GET", f"/leases/{lease_id}/epochs/latest"))
+    def latest_epoch(self, lease_id: int) -> EpochRecordView | None:
+        """The lease's highest epoch record (its `.epoch`), None while it has none; public."""
+        try:
+            body = self._json("GET", f"/leases/{lease_id}/epochs/latest")
+        except ApiError as exc:
+            # Only the route's own "no record yet" is an answer (a missing lease is an error).
+            if exc.status_code == 404 and "epoch record of lease" in exc.message:
+                return None
+            raise
+        return _model(EpochRecordView, body)
 
     def get_guest_keys(
         self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None

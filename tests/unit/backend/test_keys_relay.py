@@ -317,6 +317,8 @@ def test_epoch_records_are_checked_against_the_manifest_and_never_go_back(world:
         key = world.node.key
         snapshot = "ab" * 32
         deposit = world.deposit()
+        assert api.latest_epoch(LEASE) is None  # none recorded yet
+        assert _status(lambda: api.latest_epoch(LEASE + 100)) == 404  # no such lease
         # No key deposit yet: no epoch key to check a record against.
         assert _status(lambda: api.post_epoch(LEASE, world.epoch(1, snapshot), node_key=key)) == 409
         renter.put_keys(LEASE, deposit)
@@ -336,7 +338,7 @@ def test_epoch_records_are_checked_against_the_manifest_and_never_go_back(world:
         assert _status(lambda: api.post_epoch(LEASE, world.epoch(1, first), node_key=key)) == 409
         assert _status(lambda: api.put_manifest(LEASE, 4, b"old", node_key=key)) == 409
         latest = api.latest_epoch(LEASE)  # public
-        assert (latest.epoch, latest.snapshot) == (5, second)
+        assert latest is not None and (latest.epoch, latest.snapshot) == (5, second)
         assert api.latest_snapshot(LEASE, node_key=key).manifest_id == second
         # Holders follow the epochs of their leases; a stranger node posts none.
         (seen,) = api.list_epochs(holder_key=world.holders[0].key)
