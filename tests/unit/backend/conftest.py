@@ -78,3 +78,20 @@ def live_api(context: AppContext) -> Iterator[str]:
     """The app served by a real uvicorn on a free port (for `cvm.api_client` over HTTP)."""
     with serving(create_app(context)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    """moto's S3 server in this process, on a free port, stopped after the session (the S3
+    object store's tests, backend.objects)."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.fixtures.processes import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -23,7 +23,7 @@ from sqlalchemy import select, text
 
 from backend.api.deps import AppContext
 from backend.domain import keys_relay
-from backend.objects import FileObjectStore
+from backend.objects import FileObjectStore, ObjectNotFound
 from backend.store import Lease, Store
 from backend.store.models import (
     EpochRecord,
@@ -565,3 +565,24 @@ def test_a_deposit_before_the_lease_runs_tells_no_node_and_a_closed_lease_takes_
         with world.store.session() as session:
             session.get(Lease, LEASE).status = LeaseState.CLOSED
         assert _status(lambda: renter.put_keys(LEASE, world.deposit(world.manifest(2)))) == 403
+
+
+def test_snapshots_go_to_an_s3_compatible_store_when_one_is_set(
+    world: KeyWorld, s3_url: str
+) -> None:
+    from backend.objects import S3ObjectStore
+
+    bucket = f"cvm-{os.urandom(4).hex()}"
+    world.context.objects = S3ObjectStore(s3_url, bucket, access_key="test", secret_key="test",
+                                          create_bucket=True)  # fmt: skip
+    chunk = os.urandom(70_000)
+    with world.client() as api:
+        receipt = api.put_chunk(LEASE, chunk, node_key=world.node.key)
+        assert api.get_chunk(LEASE, receipt.id, node_key=world.node.key) == chunk
+    assert not world.objects_dir.exists()  # nothing went to the filesystem store
+    with world.store.session() as session:
+        session.get(Lease, LEASE).status = LeaseState.CLOSED
+        assert keys_relay.collect(session, world.context.object_store, world.context.now(),
+                                  retention_s=0) == [LEASE]  # fmt: skip
+    with pytest.raises(ObjectNotFound):
+        world.context.object_store.get(f"lease-{LEASE}", receipt.id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,20 +26,6 @@ from tests.fixtures.processes import free_port
 
 ACCESS_KEY = "cvm-test-access"
 SECRET_KEY = "cvm-test-secret-never-shown"  # moto accepts any
-
-
-@pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    """moto's S3 server in this process, on a free port, stopped after the module."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["files", "s3"])
