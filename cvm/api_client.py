@@ -571,3 +571,13 @@ def _model(model: type[_M], body: Any) -> _M:
 
 
 __all__ = ["ApiClient", "ApiError"]
+
+
+# --- the threshold key service (issue 20): the renter's deposit (one block) ---------------
+def _put_keys(self: ApiClient, lease_id: int, deposit: Any) -> Any:
+    """Deposit a key version's sealed shares and bundle for the lease, as its renter (needs
+    a session): `deposit` is a KeyDepositIn."""
+    return self._json("PUT", f"/leases/{lease_id}/keys", json=deposit.model_dump(mode="json"))
+
+
+ApiClient.put_keys = _put_keys  # type: ignore[attr-defined]

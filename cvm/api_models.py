@@ -517,3 +517,48 @@ class LeaseConsoleView(_View):
     text: str
     updated_at: datetime | None
     source: Literal["host"] = "host"
+
+
+# --- the threshold key service (issue 20): the renter's deposit ---------------------------
+# (added by the client side; the backend's routes use the same models)
+_Hex32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
+_Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+_B64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=64 * 1024)]
+
+
+class KeyManifestJson(_Body):
+    """The renter-signed EIP-712 `KeyManifest` (cvm.guest_eip712) in JSON: holders[i] holds
+    share index i+1 and has X25519 key holder_keys[i]."""
+
+    lease_id: Annotated[int, Field(ge=0, lt=2**256)]
+    key_version: Annotated[int, Field(ge=1, le=2**32 - 1)]
+    threshold: Annotated[int, Field(ge=1, le=guest_eip712.MAX_KEY_HOLDERS)]
+    holders: Annotated[list[_Address], Field(min_length=1, max_length=guest_eip712.MAX_KEY_HOLDERS)]
+    holder_keys: Annotated[
+        list[_Hex32], Field(min_length=1, max_length=guest_eip712.MAX_KEY_HOLDERS)
+    ]
+    root_commitment: _Hex32
+    epoch_key: _Hex32
+
+
+class KeyShareDeposit(_Body):
+    """One holder's share, sealed to it (HPKE base mode, info cvm.keyholder.v1, aad the
+    manifest hash): enc (32 bytes) and ciphertext, base64."""
+
+    holder: _Address
+    enc: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+    ciphertext: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=1024)
+    ]
+
+
+class KeyDepositIn(_Body):
+    """PUT /v1/leases/{id}/keys: the renter's signed manifest, one sealed share per holder,
+    and the sealed secret bundle (or null). Ciphertext only."""
+
+    manifest: KeyManifestJson
+    signature: Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
+    shares: Annotated[
+        list[KeyShareDeposit], Field(min_length=1, max_length=guest_eip712.MAX_KEY_HOLDERS)
+    ]
+    bundle: _B64 | None = None

@@ -10,6 +10,11 @@ chainId, verifyingContract = the deployment's AttestationRegistry).
 - `GuestResult(uint256 leaseId,bytes32 request,bytes32 resultHash)`: signed by the guest's
   attested signer, only on request of a process inside the guest (never of the host);
   `resultHash = keccak256(result)`. `AttestedService.postResult` checks it on chain.
+- `KeyManifest(uint256 leaseId,uint32 keyVersion,uint8 threshold,address[] holders,
+  bytes32[] holderKeys,bytes32 rootCommitment,bytes32 epochKey)`: signed by the lease's renter;
+  the threshold key of one key version (cvm.key_release). Its full digest is the
+  `manifestHash` of the lease's on-chain key policy; the guest (guest/keyshares.py) combines
+  shares only under a manifest the renter bound by HOST_DATA signed.
 
 Each struct has its own type hash, so no signature passes as another kind. The guest agent
 (guest/agent.py) computes the same digests without eth_account; tests cross-check both.
@@ -48,6 +53,17 @@ GUEST_STATUS_TYPE = [
     {"name": "seq", "type": "uint64"},
     {"name": "challenge", "type": "bytes32"},
 ]
+KEY_MANIFEST_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "keyVersion", "type": "uint32"},
+    {"name": "threshold", "type": "uint8"},
+    {"name": "holders", "type": "address[]"},
+    {"name": "holderKeys", "type": "bytes32[]"},
+    {"name": "rootCommitment", "type": "bytes32"},
+    {"name": "epochKey", "type": "bytes32"},
+]
+MAX_KEY_HOLDERS = 16
+UINT32_MAX = 2**32 - 1
 GUEST_RESULT_TYPE = [
     {"name": "leaseId", "type": "uint256"},
     {"name": "request", "type": "bytes32"},
@@ -110,6 +126,41 @@ def guest_result_message(
         raise ValueError("request must be 32 bytes")
     fields = {"leaseId": lease_id, "request": request, "resultHash": keccak(result)}
     return _typed(chain_id, registry, "GuestResult", GUEST_RESULT_TYPE, fields)
+
+
+def key_manifest_message(
+    chain_id: int,
+    registry: str,
+    lease_id: int,
+    key_version: int,
+    threshold: int,
+    holders: list[str],
+    holder_keys: list[bytes],
+    root_commitment: bytes,
+    epoch_key: bytes,
+) -> SignableMessage:
+    """The renter's KeyManifest; ValueError for fields the guest would refuse anyway."""
+    if isinstance(key_version, bool) or not isinstance(key_version, int):
+        raise ValueError("keyVersion must be an integer")
+    if not 1 <= key_version <= UINT32_MAX:
+        raise ValueError(f"keyVersion must be a uint32 above 0, got {key_version}")
+    n = len(holders)
+    if not 1 <= n <= MAX_KEY_HOLDERS or len(holder_keys) != n:
+        raise ValueError(f"1..{MAX_KEY_HOLDERS} holders, one X25519 key each")
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= n:
+        raise ValueError(f"threshold must be 1..{n}, got {threshold!r}")
+    if any(len(k) != 32 for k in holder_keys) or len(root_commitment) != 32:
+        raise ValueError("holder keys and rootCommitment are 32 bytes each")
+    if len(epoch_key) != 32:
+        raise ValueError("epochKey is 32 bytes")
+    checksummed = [to_checksum_address(h) for h in holders]
+    if len({h.lower() for h in checksummed}) != n:
+        raise ValueError("a holder appears twice")
+    return _typed(chain_id, registry, "KeyManifest", KEY_MANIFEST_TYPE, {
+        "leaseId": lease_id, "keyVersion": key_version, "threshold": threshold,
+        "holders": checksummed, "holderKeys": [bytes(k) for k in holder_keys],
+        "rootCommitment": bytes(root_commitment), "epochKey": bytes(epoch_key),
+    })  # fmt: skip
 
 
 def digest(message: SignableMessage) -> bytes:
