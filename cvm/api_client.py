@@ -40,6 +40,7 @@ from cvm.api_models import (
     GuestStatusIn,
     GuestStatusView,
     ImageManifest,
+    KeyDepositIn,
     LeaseConsoleView,
     LeaseState,
     LeaseTimeline,
@@ -477,6 +478,13 @@ class ApiClient:
         body = self._json("GET", f"/leases/{lease_id}/logs", params={"since": since})
         return _model(LeaseConsoleView, body)
 
+    # --- the threshold key service (issue 20): the renter's deposit ------------------------
+
+    def put_keys(self, lease_id: int, deposit: KeyDepositIn) -> Any:
+        """Deposit a key version's sealed shares and bundle for the lease, as its renter
+        (needs a session)."""
+        return self._json("PUT", f"/leases/{lease_id}/keys", json=deposit.model_dump(mode="json"))
+
     # --- Sign-In with Ethereum ----------------------------------------------------------
 
     def login(self, private_key: bytes | str, *, statement: str = "Sign in to cvm") -> Session:
@@ -571,13 +579,3 @@ def _model(model: type[_M], body: Any) -> _M:
 
 
 __all__ = ["ApiClient", "ApiError"]
-
-
-# --- the threshold key service (issue 20): the renter's deposit (one block) ---------------
-def _put_keys(self: ApiClient, lease_id: int, deposit: Any) -> Any:
-    """Deposit a key version's sealed shares and bundle for the lease, as its renter (needs
-    a session): `deposit` is a KeyDepositIn."""
-    return self._json("PUT", f"/leases/{lease_id}/keys", json=deposit.model_dump(mode="json"))
-
-
-ApiClient.put_keys = _put_keys  # type: ignore[attr-defined]
