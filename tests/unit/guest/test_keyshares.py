@@ -199,7 +199,7 @@ def test_each_holder_opens_only_its_own_share_and_only_for_this_manifest():
     shares = [h.share_of(deposit) for h in HOLDERS]
     assert [s["index"] for s in shares] == [1, 2, 3]
     assert {s["key_version"] for s in shares} == {1} and {s["lease_id"] for s in shares} == {7}
-    holder, enc, ciphertext = deposit.shares[0]
+    _holder, enc, ciphertext = deposit.shares[0]
     with pytest.raises(Exception):  # noqa: B017 - pyhpke's own error type
         kr.open_share(HOLDERS[1].private, enc, ciphertext, deposit.manifest_hash)
     with pytest.raises(Exception):  # noqa: B017
@@ -213,7 +213,7 @@ def test_the_client_refuses_bad_thresholds_and_reserved_names():
         deposit_for(threshold=4)
     with pytest.raises(kr.KeyServiceError, match="threshold must be 1 to 3"):
         deposit_for(threshold=0)
-    with pytest.raises(kr.KeyServiceError, match="cvm.\\* names"):
+    with pytest.raises(kr.KeyServiceError, match=r"cvm\.\* names"):
         deposit_for(secrets={"cvm.disk_key": b"x"})
     with pytest.raises(kr.KeyServiceError, match="named twice"):
         deposit_for(holders=[HOLDERS[0], HOLDERS[0]], threshold=1)
@@ -380,8 +380,8 @@ def test_a_wrong_share_from_one_holder_does_not_block_the_other_two(agent):
     deposit, root = deposit_for(threshold=2)
     report_data = attest(agent)
     share = HOLDERS[0].share_of(deposit)
-    bad = HOLDERS[0].release(hpke_key(agent), report_data,
-                             {**share, "share": base64.b64encode(b"\x07" * 32).decode()})  # fmt: skip
+    wrong = {**share, "share": base64.b64encode(b"\x07" * 32).decode()}
+    bad = HOLDERS[0].release(hpke_key(agent), report_data, wrong)
     good = releases(agent, deposit, report_data, which=(1, 2))
     first = keys_op(agent, deposit, [bad, good[0]])
     assert first["ok"] is False and "rootCommitment" in first["error"]
