@@ -98,7 +98,7 @@ def keccak256(data: bytes) -> bytes:
     try:  # Debian's python3-pycryptodome installs the Cryptodome namespace
         from Cryptodome.Hash import keccak
     except ImportError:  # the PyPI wheel (the host's tests) installs Crypto
-        from Crypto.Hash import keccak
+        from Crypto.Hash import keccak  # type: ignore[no-redef,unused-ignore]
     return bytes(keccak.new(digest_bits=256, data=data).digest())
 
 
@@ -489,7 +489,7 @@ class KeyServiceOps:
     find_volume: Callable[[], Path | None]
     workload_file: Path
 
-    def _bound(self, what: str) -> Binding: ...  # GuestAgent's
+    _bound: Callable[[str], Binding]  # GuestAgent's
 
     @property
     def key_shares(self) -> keyshares.KeyShares:

@@ -73,7 +73,7 @@ def keccak256(data: bytes) -> bytes:
     try:  # Debian's python3-pycryptodome installs the Cryptodome namespace
         from Cryptodome.Hash import keccak
     except ImportError:  # the PyPI wheel (the host's tests) installs Crypto
-        from Crypto.Hash import keccak
+        from Crypto.Hash import keccak  # type: ignore[no-redef,unused-ignore]
     return bytes(keccak.new(digest_bits=256, data=data).digest())
 
 
@@ -81,7 +81,7 @@ def _shamir() -> Any:
     try:
         from Cryptodome.Protocol.SecretSharing import Shamir
     except ImportError:
-        from Crypto.Protocol.SecretSharing import Shamir
+        from Crypto.Protocol.SecretSharing import Shamir  # type: ignore[assignment,unused-ignore]
     return Shamir
 
 
