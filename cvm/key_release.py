@@ -461,14 +461,14 @@ def resolve_holders(chain: Any, wanted: Sequence[str] | None, count: int) -> lis
 
 
 def policy_for(measurements: Sequence[bytes], failover: bool, deposit: KeyDeposit) -> Any:
-    """The chain's KeyPolicy struct for `deposit` (cvm.chain's type)."""
-    from cvm.chain.types import KeyPolicy  # type: ignore[attr-defined,unused-ignore]
+    """The chain's KeyPolicy for `deposit` (cvm.chain.key_service)."""
+    from cvm.chain.key_service import KeyPolicy  # type: ignore[import-not-found,unused-ignore]
 
     return KeyPolicy(
-        measurements=[bytes(m) for m in measurements],
+        measurements=tuple(bytes(m) for m in measurements),
         failover=failover,
         threshold=deposit.manifest.threshold,
-        holders=list(deposit.manifest.holders),
+        holders=tuple(deposit.manifest.holders),
         key_version=deposit.manifest.key_version,
         manifest_hash=deposit.manifest_hash,
     )
@@ -506,8 +506,9 @@ def deposit_body(deposit: KeyDeposit) -> Any:
 
 
 def current_policy(chain: Any, lease_id: int) -> Any | None:
-    if not chain.keys.has_key_policy(lease_id):
-        return None
+    """The lease's key policy on chain (None: it has none)."""
+    if chain.keys is None:
+        raise KeyServiceError("this deployment has no key service (no KeyService contract)")
     return chain.keys.key_policy_of(lease_id)
 
 

@@ -269,9 +269,9 @@ def policy(
     renter = open_renter(deployment, wallet, password_file, address=address, unlock=changing)
     require_key_service(renter)
     keys = renter.chain.keys  # type: ignore[attr-defined]
-    if not keys.has_key_policy(lease_id):
-        raise CliError(f"lease {lease_id} has no key policy (rent with --key-service)")
     current = keys.key_policy_of(lease_id)
+    if current is None:
+        raise CliError(f"lease {lease_id} has no key policy (rent with --key-service)")
     if changing:
         _own_lease(renter, lease_id)
         measurements = [bytes(m) for m in current.measurements]
@@ -328,10 +328,10 @@ def rekey(
     renter = open_renter(deployment, wallet, password_file)
     require_key_service(renter)
     keys = renter.chain.keys  # type: ignore[attr-defined]
-    if not keys.has_key_policy(lease_id):
+    current = keys.key_policy_of(lease_id)
+    if current is None:
         raise CliError(f"lease {lease_id} has no key policy to rotate (rent with --key-service)")
     _own_lease(renter, lease_id)
-    current = keys.key_policy_of(lease_id)
     previous = None
     if root_key is not None:
         from cvm.key_release import read_root
