@@ -10,7 +10,6 @@ import dataclasses
 import json
 import sys
 import types
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,7 +112,8 @@ def policy(**overrides: Any) -> Any:
     from cvm.chain.key_service import KeyPolicy
 
     fields = {"measurements": (MEASUREMENT,), "failover": True, "threshold": 2,
-              "holders": tuple(HOLDERS[:3]), "key_version": 1, "manifest_hash": b"\x01" * 32}  # fmt: skip
+              "holders": tuple(HOLDERS[:3]), "key_version": 1,
+              "manifest_hash": b"\x01" * 32}  # fmt: skip
     return KeyPolicy(**(fields | overrides))
 
 
@@ -256,8 +256,8 @@ def test_rekey_deposits_the_next_version_then_sets_the_policy(monkeypatch, tmp_p
     assert version == 4 and new_root != old_root
     shares = []
     for i, share in enumerate(deposit.shares[:2]):
-        opened = kr.open_share(HOLDER_KEYS[i], base64.b64decode(share.enc),
-                               base64.b64decode(share.ciphertext), set_policy.manifest_hash)  # fmt: skip
+        enc, sealed = base64.b64decode(share.enc), base64.b64decode(share.ciphertext)
+        opened = kr.open_share(HOLDER_KEYS[i], enc, sealed, set_policy.manifest_hash)
         assert opened["key_version"] == 4 and opened["index"] == i + 1
         shares.append((opened["index"], base64.b64decode(opened["share"])))
     assert kr.combine_shares(shares) == new_root
