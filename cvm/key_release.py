@@ -1,6 +1,6 @@
 """The renter's side of the threshold key service: make a lease's root key, split it among
 key holders, and set the chain's key-release policy, so the lease's guest gets its keys
-with the renter offline (docs/key-service.md).
+with the renter offline (docs/key-release.md).
 
 For one lease and key version the client:
 1. makes the root key R (32 random bytes) and splits it t-of-n with pycryptodome's Shamir

@@ -327,7 +327,7 @@ def open_release(
 @dataclass(frozen=True)
 class Bundle:
     secrets: dict[str, bytes] = field(repr=False)
-    # Roots of earlier key versions the renter carried over at a rekey (docs/key-service.md):
+    # Roots of earlier key versions the renter carried over at a rekey (docs/key-release.md):
     # what was sealed under them (the volume's keyslot, snapshots) still opens.
     previous_roots: dict[int, bytes] = field(repr=False)
 

@@ -318,7 +318,7 @@ def rekey(
 ) -> None:
     """Rotate the lease's root key: a new key version with new shares (the old ones open
     nothing new). The running guest moves its volume to the new key itself; see
-    docs/key-service.md for state sealed under the old version."""
+    docs/key-release.md for state sealed under the old version."""
 
     wanted = parse_holders(holders)
     secrets = read_secrets(secret)
