@@ -10,11 +10,6 @@ chainId, verifyingContract = the deployment's AttestationRegistry).
 - `GuestResult(uint256 leaseId,bytes32 request,bytes32 resultHash)`: signed by the guest's
   attested signer, only on request of a process inside the guest (never of the host);
   `resultHash = keccak256(result)`. `AttestedService.postResult` checks it on chain.
-- `KeyManifest(uint256 leaseId,uint32 keyVersion,uint8 threshold,address[] holders,
-  bytes32[] holderKeys,bytes32 rootCommitment,bytes32 epochKey)`: signed by the lease's renter;
-  the threshold key of one key version (cvm.key_release). Its full digest is the
-  `manifestHash` of the lease's on-chain key policy; the guest (guest/keyshares.py) combines
-  shares only under a manifest the renter bound by HOST_DATA signed.
 
 Each struct has its own type hash, so no signature passes as another kind. The guest agent
 (guest/agent.py) computes the same digests without eth_account; tests cross-check both.
@@ -53,17 +48,6 @@ GUEST_STATUS_TYPE = [
     {"name": "seq", "type": "uint64"},
     {"name": "challenge", "type": "bytes32"},
 ]
-KEY_MANIFEST_TYPE = [
-    {"name": "leaseId", "type": "uint256"},
-    {"name": "keyVersion", "type": "uint32"},
-    {"name": "threshold", "type": "uint8"},
-    {"name": "holders", "type": "address[]"},
-    {"name": "holderKeys", "type": "bytes32[]"},
-    {"name": "rootCommitment", "type": "bytes32"},
-    {"name": "epochKey", "type": "bytes32"},
-]
-MAX_KEY_HOLDERS = 16
-UINT32_MAX = 2**32 - 1
 GUEST_RESULT_TYPE = [
     {"name": "leaseId", "type": "uint256"},
     {"name": "request", "type": "bytes32"},
@@ -128,41 +112,6 @@ def guest_result_message(
     return _typed(chain_id, registry, "GuestResult", GUEST_RESULT_TYPE, fields)
 
 
-def key_manifest_message(
-    chain_id: int,
-    registry: str,
-    lease_id: int,
-    key_version: int,
-    threshold: int,
-    holders: list[str],
-    holder_keys: list[bytes],
-    root_commitment: bytes,
-    epoch_key: bytes,
-) -> SignableMessage:
-    """The renter's KeyManifest; ValueError for fields the guest would refuse anyway."""
-    if isinstance(key_version, bool) or not isinstance(key_version, int):
-        raise ValueError("keyVersion must be an integer")
-    if not 1 <= key_version <= UINT32_MAX:
-        raise ValueError(f"keyVersion must be a uint32 above 0, got {key_version}")
-    n = len(holders)
-    if not 1 <= n <= MAX_KEY_HOLDERS or len(holder_keys) != n:
-        raise ValueError(f"1..{MAX_KEY_HOLDERS} holders, one X25519 key each")
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= n:
-        raise ValueError(f"threshold must be 1..{n}, got {threshold!r}")
-    if any(len(k) != 32 for k in holder_keys) or len(root_commitment) != 32:
-        raise ValueError("holder keys and rootCommitment are 32 bytes each")
-    if len(epoch_key) != 32:
-        raise ValueError("epochKey is 32 bytes")
-    checksummed = [to_checksum_address(h) for h in holders]
-    if len({h.lower() for h in checksummed}) != n:
-        raise ValueError("a holder appears twice")
-    return _typed(chain_id, registry, "KeyManifest", KEY_MANIFEST_TYPE, {
-        "leaseId": lease_id, "keyVersion": key_version, "threshold": threshold,
-        "holders": checksummed, "holderKeys": [bytes(k) for k in holder_keys],
-        "rootCommitment": bytes(root_commitment), "epochKey": bytes(epoch_key),
-    })  # fmt: skip
-
-
 def digest(message: SignableMessage) -> bytes:
     """The 32 bytes that are signed: keccak256(0x19 0x01 || domainSeparator || structHash)."""
     return bytes(keccak(b"\x19" + message.version + message.header + message.body))
@@ -179,3 +128,60 @@ def recover(message: SignableMessage, signature: bytes | str) -> str:
 def sign(message: SignableMessage, account: Any) -> bytes:
     """`account`'s 65-byte signature (r || s || v, v 27/28, low s) of `message`."""
     return bytes(account.sign_message(message).signature)
+
+
+# --- KeyManifest (issue 20): the renter's word on a lease's key holders and key ----------------
+# `KeyManifest(uint256 leaseId,uint32 keyVersion,uint8 threshold,address[] holders,
+# bytes32[] holderKeys,bytes32 rootCommitment,bytes32 epochKey)`, signed by the lease's renter.
+# Its JSON form (what the backend stores and relays, and the guest checks) is the EIP-712
+# message itself: these keys, bytes32 as 0x-hex, addresses as 0x-hex.
+# manifestHash = `digest(key_manifest_message(...))`, which the chain keeps in the lease's key
+# policy. holders[i] holds share index i + 1 and is reached by its X25519 key holderKeys[i].
+KEY_MANIFEST_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "keyVersion", "type": "uint32"},
+    {"name": "threshold", "type": "uint8"},
+    {"name": "holders", "type": "address[]"},
+    {"name": "holderKeys", "type": "bytes32[]"},
+    {"name": "rootCommitment", "type": "bytes32"},
+    {"name": "epochKey", "type": "bytes32"},
+]
+MAX_KEY_HOLDERS = 16  # Shamir over pycryptodome's GF(2^128): share indices 1..16 (INTERFACES 1)
+
+
+def _bytes32(value: bytes | str, name: str) -> bytes:
+    raw = value if isinstance(value, bytes) else bytes.fromhex(value.removeprefix("0x"))
+    if len(raw) != 32:
+        raise ValueError(f"{name} must be 32 bytes")
+    return raw
+
+
+def key_manifest_message(chain_id: int, registry: str, manifest: dict[str, Any]) -> SignableMessage:
+    """The EIP-712 KeyManifest of `manifest` (its JSON form: the keys of KEY_MANIFEST_TYPE);
+    ValueError if a field cannot be what its type says."""
+    holders = list(manifest["holders"])
+    keys = list(manifest["holderKeys"])
+    threshold, version = manifest["threshold"], manifest["keyVersion"]
+    if not 1 <= len(holders) <= MAX_KEY_HOLDERS or len(keys) != len(holders):
+        raise ValueError(f"1 to {MAX_KEY_HOLDERS} holders, each with one holder key")
+    if isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise ValueError("threshold must be an integer")
+    if not 1 <= threshold <= len(holders):
+        raise ValueError(f"threshold must be 1..{len(holders)} (the number of holders)")
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**32:
+        raise ValueError("keyVersion must be a uint32")
+    lease_id = manifest["leaseId"]
+    if isinstance(lease_id, bool) or not isinstance(lease_id, int) or not 0 <= lease_id < 2**256:
+        raise ValueError("leaseId must be a uint256")
+    return _typed(chain_id, registry, "KeyManifest", KEY_MANIFEST_TYPE, {
+        "leaseId": lease_id, "keyVersion": version, "threshold": threshold,
+        "holders": [to_checksum_address(holder) for holder in holders],
+        "holderKeys": [_bytes32(key, "holderKeys[]") for key in keys],
+        "rootCommitment": _bytes32(manifest["rootCommitment"], "rootCommitment"),
+        "epochKey": _bytes32(manifest["epochKey"], "epochKey"),
+    })  # fmt: skip
+
+
+def key_manifest_hash(chain_id: int, registry: str, manifest: dict[str, Any]) -> bytes:
+    """manifestHash: the full EIP-712 digest of the manifest (what the key policy stores)."""
+    return digest(key_manifest_message(chain_id, registry, manifest))

@@ -48,7 +48,7 @@ INFO_BUNDLE = b"cvm.bundle.v1"
 INFO_COMMIT = b"cvm.commit.v1"
 ROOT_SIZE = 32
 SHARE_SIZE = 32
-MAX_HOLDERS = guest_eip712.MAX_KEY_HOLDERS
+MAX_HOLDERS = guest_eip712.MAX_KEY_HOLDERS  # 16
 DEFAULT_HOLDERS = 3
 DEFAULT_THRESHOLD = 2
 MAX_MEASUREMENTS = 8
@@ -176,45 +176,36 @@ class KeyManifest:
     epoch_key: bytes
 
     def message(self, chain_id: int, registry: str) -> Any:
-        return guest_eip712.key_manifest_message(
-            chain_id,
-            registry,
-            self.lease_id,
-            self.key_version,
-            self.threshold,
-            list(self.holders),
-            list(self.holder_keys),
-            self.root_commitment,
-            self.epoch_key,
-        )
+        return guest_eip712.key_manifest_message(chain_id, registry, self.to_json())
 
     def digest(self, chain_id: int, registry: str) -> bytes:
         """The manifestHash (the full EIP-712 digest) the chain's policy carries."""
         return guest_eip712.digest(self.message(chain_id, registry))
 
     def to_json(self) -> dict[str, Any]:
-        """The wire form (the API's KeyManifestJson, the guest's `keys` op)."""
+        """The wire form (the API's KeyManifestJson, the guest's `keys` op): the EIP-712
+        message's own field names, bytes32 as 0x-hex."""
         return {
-            "lease_id": self.lease_id,
-            "key_version": self.key_version,
+            "leaseId": self.lease_id,
+            "keyVersion": self.key_version,
             "threshold": self.threshold,
             "holders": list(self.holders),
-            "holder_keys": ["0x" + k.hex() for k in self.holder_keys],
-            "root_commitment": "0x" + self.root_commitment.hex(),
-            "epoch_key": "0x" + self.epoch_key.hex(),
+            "holderKeys": ["0x" + k.hex() for k in self.holder_keys],
+            "rootCommitment": "0x" + self.root_commitment.hex(),
+            "epochKey": "0x" + self.epoch_key.hex(),
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> KeyManifest:
         try:
             return cls(
-                lease_id=int(doc["lease_id"]),
-                key_version=int(doc["key_version"]),
+                lease_id=int(doc["leaseId"]),
+                key_version=int(doc["keyVersion"]),
                 threshold=int(doc["threshold"]),
                 holders=tuple(to_checksum_address(h) for h in doc["holders"]),
-                holder_keys=tuple(bytes.fromhex(k.removeprefix("0x")) for k in doc["holder_keys"]),
-                root_commitment=bytes.fromhex(doc["root_commitment"].removeprefix("0x")),
-                epoch_key=bytes.fromhex(doc["epoch_key"].removeprefix("0x")),
+                holder_keys=tuple(bytes.fromhex(k.removeprefix("0x")) for k in doc["holderKeys"]),
+                root_commitment=bytes.fromhex(doc["rootCommitment"].removeprefix("0x")),
+                epoch_key=bytes.fromhex(doc["epochKey"].removeprefix("0x")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KeyServiceError(f"malformed key manifest: {exc}") from None

@@ -155,12 +155,12 @@ class Manifest:
 
     @classmethod
     def parse(cls, doc: Any) -> Manifest:
-        """The JSON form (cvm.key_release.manifest_json), checked; KeyShareError otherwise."""
+        """The JSON form (the EIP-712 message's field names, bytes32 as hex), checked."""
         if not isinstance(doc, Mapping):
             raise KeyShareError("the manifest must be an object")
-        holders, keys = doc.get("holders"), doc.get("holder_keys")
+        holders, keys = doc.get("holders"), doc.get("holderKeys")
         if not isinstance(holders, list) or not isinstance(keys, list):
-            raise KeyShareError("manifest holders and holder_keys must be lists")
+            raise KeyShareError("manifest holders and holderKeys must be lists")
         if not 1 <= len(holders) <= MAX_HOLDERS or len(keys) != len(holders):
             raise KeyShareError(f"a manifest names 1..{MAX_HOLDERS} holders, one key each")
         parsed_holders = tuple(_address(h, "manifest holder") for h in holders)
@@ -169,17 +169,17 @@ class Manifest:
         threshold = _integer(doc.get("threshold"), "threshold", len(holders))
         if threshold < 1:
             raise KeyShareError("the threshold must be at least 1")
-        version = _integer(doc.get("key_version"), "key_version", UINT32_MAX)
+        version = _integer(doc.get("keyVersion"), "keyVersion", UINT32_MAX)
         if version < 1:
-            raise KeyShareError("key_version starts at 1")
+            raise KeyShareError("keyVersion starts at 1")
         return cls(
-            lease_id=_integer(doc.get("lease_id"), "lease_id", UINT256_MAX),
+            lease_id=_integer(doc.get("leaseId"), "leaseId", UINT256_MAX),
             key_version=version,
             threshold=threshold,
             holders=parsed_holders,
             holder_keys=tuple(_bytes32(k, "holder key") for k in keys),
-            root_commitment=_bytes32(doc.get("root_commitment"), "root_commitment"),
-            epoch_key=_bytes32(doc.get("epoch_key"), "epoch_key"),
+            root_commitment=_bytes32(doc.get("rootCommitment"), "rootCommitment"),
+            epoch_key=_bytes32(doc.get("epochKey"), "epochKey"),
         )
 
     def struct_hash(self) -> bytes:

@@ -249,7 +249,7 @@ def test_rekey_deposits_the_next_version_then_sets_the_policy(monkeypatch, tmp_p
     assert name == "set_key_policy" and set_policy.key_version == 4
     assert set_policy.failover is False and set_policy.measurements == (MEASUREMENT,)
     [(lease_id, deposit)] = renter.api.deposits
-    assert lease_id == 5 and deposit.manifest.key_version == 4
+    assert lease_id == 5 and deposit.manifest.keyVersion == 4
     assert "0x" + set_policy.manifest_hash.hex() == view["manifest_hash"]
     # Each holder opens its own share; two of them rebuild the exported root.
     version, new_root = kr.read_root(exported, 5)
