@@ -269,3 +269,64 @@ def test_rekey_refuses_a_root_key_of_another_version(monkeypatch, tmp_path):
     kr.export_root(root_file, 5, 1, kr.new_root())
     result = run("lease", "rekey", "5", "--root-key", str(root_file))
     assert result.exit_code == 2 and "key version 1, the lease's is 2" in result.output
+
+
+# --- cvm rent --key-service -----------------------------------------------------------------
+class RentingRenter(FakeRenter):
+    """Enough of cvm.renter.Renter for `cvm rent --no-wait` (no backend, no chain)."""
+
+    def __init__(self, keys: FakeKeys) -> None:
+        super().__init__(keys)
+        self.events: list[str] = []
+        self.chain.token = types.SimpleNamespace(decimals=lambda: 18)
+        self.chain.deployment.extra = {}
+
+    def matching_nodes(self, request: Any) -> list:
+        return []
+
+    def rent(self, request: Any) -> int:
+        self.events.append("rent")
+        return 9
+
+    def report(self, lease_id: int) -> Any:
+        return types.SimpleNamespace(as_dict=lambda: {"lease_id": lease_id})
+
+    def with_amd_root(self, report: Any) -> Any:
+        return report
+
+
+def rent(renter: RentingRenter, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    import cvm.cli.renter as renter_cli
+
+    monkeypatch.setattr(renter_cli, "open_renter", lambda *a, **k: renter)
+    return run("rent", "--key-service", "--no-wait", "--duration", "1h", "--measurement",
+               MEASUREMENT.hex(), "--json", *args)  # fmt: skip
+
+
+def test_rent_with_the_key_service_deposits_after_the_lease_exists(monkeypatch, tmp_path):
+    keys = FakeKeys(active=HOLDERS)
+    renter = RentingRenter(keys)
+    other = bytes([9]) * 48
+    result = rent(renter, monkeypatch, "--allow-measurement", other.hex(), "--no-failover")
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.output)["keys"]
+    assert view["key_version"] == 1 and view["threshold"] == 2
+    assert [h.lower() for h in view["holders"]] == HOLDERS[:3]  # auto: the first 3 active
+    assert view["root_key_exported_to"] is None
+    assert [name for name, _ in keys.calls] == ["set_key_policy"]
+    set_policy = keys.calls[0][1]
+    assert set_policy.measurements == (MEASUREMENT, other) and set_policy.failover is False
+    [(lease_id, deposit)] = renter.api.deposits
+    assert lease_id == 9 and deposit.manifest.leaseId == 9 and deposit.bundle is None
+    assert renter.events == ["rent"]
+
+
+def test_rent_checks_the_holders_on_chain_before_paying(monkeypatch):
+    keys = FakeKeys(active=HOLDERS[:2])
+    renter = RentingRenter(keys)
+    result = rent(renter, monkeypatch)  # auto wants 3, the chain has 2
+    assert result.exit_code == 1 and "2 active key holder(s), 3 wanted" in result.output
+    assert renter.events == [] and keys.calls == []
+    named = rent(renter, monkeypatch, "--holders", f"{HOLDERS[0]},{HOLDERS[2]}")
+    assert named.exit_code == 1 and "not an active key holder" in named.output
+    assert renter.events == []
