@@ -100,6 +100,8 @@ def release_to_guest(
     from cvm.secret_release import release, volume_wanted
 
     api = renter.signed_in_api()
+    if with_disk_key and threshold_keyed(renter, lease_id):
+        with_disk_key = False  # its guest derives the disk key from the lease's root key
     disk = with_disk_key and volume_wanted(renter.chain, lease_id, workload_disk(api, lease_id))
     with _simulated_hint(trust_simulated, retry):
         released = release(
@@ -126,6 +128,13 @@ def release_to_guest(
         "secrets": sorted(secrets),
         "ssh_keys": len(ssh_keys),
     }
+
+
+def threshold_keyed(renter: Renter, lease_id: int) -> bool:
+    """Whether the lease has a key policy on chain (`cvm rent --key-service`): its disk key
+    then comes from its threshold key, never from this client's disk-key file."""
+    keys = getattr(renter.chain, "keys", None)
+    return keys is not None and keys.key_policy_of(lease_id) is not None
 
 
 def seq_ledger() -> SeqLedger:

@@ -330,3 +330,14 @@ def test_rent_checks_the_holders_on_chain_before_paying(monkeypatch):
     named = rent(renter, monkeypatch, "--holders", f"{HOLDERS[0]},{HOLDERS[2]}")
     assert named.exit_code == 1 and "not an active key holder" in named.output
     assert renter.events == []
+
+
+def test_a_key_service_lease_never_gets_this_clients_disk_key():
+    """`cvm lease secrets put` to such a lease: a second disk key would fight the derived one."""
+    from cvm.cli.guest import threshold_keyed
+
+    assert threshold_keyed(FakeRenter(FakeKeys(active=HOLDERS, policy=policy())), 5)  # type: ignore[arg-type]
+    assert not threshold_keyed(FakeRenter(FakeKeys(active=HOLDERS)), 5)  # type: ignore[arg-type]
+    no_service = FakeRenter(FakeKeys(active=HOLDERS))
+    no_service.chain.keys = None
+    assert not threshold_keyed(no_service, 5)  # type: ignore[arg-type]
