@@ -571,17 +571,22 @@ class KeyServiceOps:
             self.runner.wake()
 
     def install_volume(self, installed: keyshares.Installed) -> threading.Thread | None:
-        """Open the data volume with the key's disk key (in a thread, as `open_disk`). The
-        snapshot code replaces this step when the holders' epoch says a restore is needed."""
+        """Open the data volume with the key's disk key (in a thread, as `open_disk`), then
+        hand the snapshot keys and the required epoch to the snapshot code (guest/snapshot.py,
+        when this agent has it: `hold_state` first, so services wait for the epoch check,
+        `install_snapshot_keys` once the volume is mounted: use it, or restore)."""
         device = self.find_volume()
         if device is None:
             log("key installed but this guest has no data volume (serial cvm-data)")
             return None
+        hold = getattr(self, "hold_state", None)
+        if callable(hold):
+            hold()
         mountpoint = data_volume.workload_mount(self.workload_file)
         previous = [k.disk for _v, k in sorted(installed.previous.items(), reverse=True)]
         worker = threading.Thread(
             target=self._open_keyed_disk,
-            args=(installed.keys.disk, previous, device, mountpoint),
+            args=(installed, previous, device, mountpoint),
             name="cvm-volume",
             daemon=True,
         )
@@ -589,8 +594,13 @@ class KeyServiceOps:
         return worker
 
     def _open_keyed_disk(
-        self, key: bytes, previous: list[bytes], device: Path, mountpoint: Path
+        self,
+        installed: keyshares.Installed,
+        previous: list[bytes],
+        device: Path,
+        mountpoint: Path,
     ) -> None:
+        key = installed.keys.disk
         try:
             try:
                 outcome = self.volume.open(key, device, mountpoint)
@@ -602,8 +612,33 @@ class KeyServiceOps:
             log(f"data volume not opened: {exc}")
             return
         log(f"data volume {outcome} and mounted at {mountpoint}")
+        self._install_snapshot_keys(installed)
         if self.runner is not None:
             self.runner.wake()
+
+    def _install_snapshot_keys(self, installed: keyshares.Installed) -> None:
+        install = getattr(self, "install_snapshot_keys", None)
+        snapshot_module = globals().get("guest_snapshot")  # the snapshot code's, once merged
+        if not callable(install) or snapshot_module is None or self.binding is None:
+            return
+        binding, keys = self.binding, installed.keys
+        try:
+            state = install(
+                snapshot_module.SnapshotKeys(
+                    binding.chain_id,
+                    binding.registry,
+                    binding.lease_id,
+                    installed.manifest.key_version,
+                    keys.snapshot,
+                    keys.snapshot_nonce,
+                    keys.epoch_seed,
+                    installed.required_epoch,
+                )
+            )
+        except Exception as exc:  # the snapshot code's own errors: logged, the agent lives on
+            log(f"snapshot keys not installed: {exc}")
+            return
+        log(f"snapshot state: {state}")
 
     def _rekey_volume(
         self, key: bytes, previous: list[bytes], device: Path, mountpoint: Path

@@ -451,3 +451,40 @@ def test_a_rekeyed_bundle_carries_the_roots_the_renter_kept(agent):
     assert installed.previous[1].disk == kr.hkdf(root1, b"cvm.disk.v1")
     with pytest.raises(kr.KeyServiceError, match="earlier key versions"):
         deposit_for(key_version=1, previous_roots={1: root1})
+
+
+def test_the_snapshot_code_gets_its_keys_and_the_required_epoch_once_mounted(agent, monkeypatch):
+    """When the agent has the snapshot code (guest/snapshot.py): services are held before
+    the volume opens, and the root-derived snapshot keys go to it once it is mounted."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class SnapshotKeys:  # the shape of guest.snapshot.SnapshotKeys
+        chain_id: int
+        registry: bytes
+        lease_id: int
+        key_version: int
+        snapshot_key: bytes
+        nonce_key: bytes
+        epoch_seed: bytes
+        required_epoch: int = 0
+
+    module = type("M", (), {"SnapshotKeys": SnapshotKeys})
+    monkeypatch.setattr(guest_agent, "guest_snapshot", module, raising=False)
+    events: list[Any] = []
+    agent.hold_state = lambda: events.append("hold")  # type: ignore[attr-defined]
+    agent.install_snapshot_keys = lambda keys: events.append(keys) or {"restore_needed": True}  # type: ignore[attr-defined]
+    deposit, root = deposit_for(threshold=2)
+    report_data = attest(agent)
+    rel = [HOLDERS[i].release(hpke_key(agent), report_data, HOLDERS[i].share_of(deposit),
+                              epoch=e) for i, e in ((0, 3), (1, 5))]  # fmt: skip
+    assert keys_op(agent, deposit, rel)["required_epoch"] == 5
+    wait_volume(agent)
+    assert events[0] == "hold"
+    keys = events[1]
+    assert (keys.chain_id, keys.lease_id, keys.key_version, keys.required_epoch) == (
+        CHAIN_ID, LEASE, 1, 5)  # fmt: skip
+    assert keys.registry == bytes.fromhex(REGISTRY[2:])
+    assert keys.snapshot_key == kr.hkdf(root, b"cvm.snapshot.v1")
+    assert keys.nonce_key == kr.hkdf(root, b"cvm.snapshot-nonce.v1")
+    assert keys.epoch_seed == kr.hkdf(root, b"cvm.epoch.v1")
