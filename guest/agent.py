@@ -48,14 +48,14 @@ try:  # in the guest: a sibling in /usr/lib/cvm; on the host (tests): the guest 
     import workload_runner  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
     from guest import workload_runner  # type: ignore[no-redef,unused-ignore]
-try:  # the host's tests import the agent as part of the `guest` package
-    from guest import volume as data_volume
-except ImportError:  # in the guest: /usr/lib/cvm/volume.py, beside this file
-    import volume as data_volume  # type: ignore[no-redef]
 try:  # the threshold key (issue 20): guest/keyshares.py, a sibling in the guest too
     from guest import keyshares
 except ImportError:
     import keyshares  # type: ignore[no-redef]
+try:  # the host's tests import the agent as part of the `guest` package
+    from guest import volume as data_volume
+except ImportError:  # in the guest: /usr/lib/cvm/volume.py, beside this file
+    import volume as data_volume  # type: ignore[no-redef]
 
 PORT_NAME = "org.cvm.agent"
 TSM_REPORT = Path("/sys/kernel/config/tsm/report")
@@ -750,10 +750,10 @@ class GuestAgent(KeyServiceOps):
                     installed = self.install(request)
                     self.after_install(installed)
                     return {"ok": True, "installed": installed, "seq": self.seq}
-                if op == "status":
-                    return {"ok": True, **self.status(request), "services": self.services()}
                 if op == "keys":  # the threshold key (KeyServiceOps)
                     return {"ok": True, **self.keys_op(request)}
+                if op == "status":
+                    return {"ok": True, **self.status(request), "services": self.services()}
             raise AgentError(f"unknown op {op!r}")
         except AgentError as exc:
             return {"ok": False, "error": str(exc)}
