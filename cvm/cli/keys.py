@@ -143,6 +143,13 @@ class KeyRequest:
         self.failover = failover
         self.allowed = parse_measurements(allow)
         check_secret_names(secrets)
+        if secrets:  # too large for the bundle: say so before the lease is paid for
+            from cvm.key_release import KeyServiceError, seal_bundle
+
+            try:
+                seal_bundle(bytes(32), 0, 1, secrets)
+            except KeyServiceError as exc:
+                raise UsageError(f"--secret: {exc}") from None
         self.secrets = secrets
         if export_root is not None and export_root.expanduser().exists():
             raise UsageError(f"--export-root-key {export_root}: the file exists")

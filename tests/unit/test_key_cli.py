@@ -341,3 +341,11 @@ def test_a_key_service_lease_never_gets_this_clients_disk_key():
     no_service = FakeRenter(FakeKeys(active=HOLDERS))
     no_service.chain.keys = None
     assert not threshold_keyed(no_service, 5)  # type: ignore[arg-type]
+
+
+def test_secrets_too_large_for_the_bundle_are_refused_before_renting(tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 40_000)
+    result = run("rent", "--key-service", "--duration", "1h", "--image", "ab" * 32,
+                 "--secret", f"blob={big}")  # fmt: skip
+    assert result.exit_code == 2 and "above 32768" in result.output
