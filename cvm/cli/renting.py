@@ -1,10 +1,10 @@
 """What the renter's commands share: the `cvm lease` sub-app, the renter a command acts as,
-and the SSH key a renter gives.
+the SSH key and the `--secret NAME=FILE` files a renter gives.
 
-`renter` (rent, leases, lease show|topup|challenge|close), `guest` (lease secrets|ssh|logs)
-and `image` (push) all import this module; only `renter` imports the other two. An
-import-linter contract (pyproject.toml) keeps that order, so the three never import each
-other in a circle again.
+`renter` (rent, leases, lease show|topup|challenge|close), `guest` (lease secrets|ssh|logs),
+`image` (push) and `keys` (lease policy|rekey) all import this module; only `renter` imports
+the other three. An import-linter contract (pyproject.toml) keeps that order, so they never
+import each other in a circle again.
 """
 
 from __future__ import annotations
