@@ -48,6 +48,10 @@ try:  # in the guest: a sibling in /usr/lib/cvm; on the host (tests): the guest 
     import workload_runner  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
     from guest import workload_runner  # type: ignore[no-redef,unused-ignore]
+try:  # the threshold key (issue 20): guest/keyshares.py, a sibling in the guest too
+    from guest import keyshares
+except ImportError:
+    import keyshares  # type: ignore[no-redef]
 try:  # the host's tests import the agent as part of the `guest` package
     from guest import volume as data_volume
 except ImportError:  # in the guest: /usr/lib/cvm/volume.py, beside this file
@@ -94,7 +98,7 @@ def keccak256(data: bytes) -> bytes:
     try:  # Debian's python3-pycryptodome installs the Cryptodome namespace
         from Cryptodome.Hash import keccak
     except ImportError:  # the PyPI wheel (the host's tests) installs Crypto
-        from Crypto.Hash import keccak
+        from Crypto.Hash import keccak  # type: ignore[no-redef,unused-ignore]
     return bytes(keccak.new(digest_bits=256, data=data).digest())
 
 
@@ -465,8 +469,235 @@ class RenterSignature:
         return "renter"
 
 
+# --- the threshold key: the `keys` op (issue 20; guest/keyshares.py does the crypto) -----
+class KeyServiceOps:
+    """The `keys` op of GuestAgent: the renter-signed KeyManifest, the holders' releases,
+    the renter's sealed bundle. Once t shares make the key its manifest commits to: the
+    bundle's secrets go to /run/cvm/secrets like released ones, the disk key opens the data
+    volume (`install_volume`: the snapshot restore hooks in there), the services start.
+
+    State lives in `self.key_shares`; what installed is `self.key_shares.installed`
+    (`keys`: the derived keys; `required_epoch`: what the holders have seen;
+    `previous`: the derived keys of earlier key versions, for state sealed under them)."""
+
+    binding: Binding | None
+    keys: GuestKeys
+    attested: OrderedDict[bytes, None]
+    secrets_dir: Path
+    runner: workload_runner.WorkloadRunner | None
+    volume: data_volume.Volume
+    find_volume: Callable[[], Path | None]
+    workload_file: Path
+
+    _bound: Callable[[str], Binding]  # GuestAgent's
+
+    @property
+    def key_shares(self) -> keyshares.KeyShares:
+        shares = getattr(self, "_key_shares", None)
+        if shares is None:
+            shares = keyshares.KeyShares()
+            self._key_shares = shares
+        return shares
+
+    def keys_op(self, request: dict[str, Any]) -> dict[str, Any]:
+        binding = self._bound("keys")
+        try:
+            manifest = keyshares.Manifest.parse(request.get("manifest"))
+        except keyshares.KeyShareError as exc:
+            raise AgentError(str(exc)) from None
+        if manifest.lease_id != binding.lease_id:
+            raise AgentError(
+                f"the key manifest is for lease {manifest.lease_id}, this guest serves"
+                f" lease {binding.lease_id}"
+            )
+        signature = _hex({"s": str(request.get("signature", "")).removeprefix("0x")}, "s", 65)
+        signer = recover_address(typed_digest(binding.domain, manifest.struct_hash()), signature)
+        if signer != binding.renter:
+            raise AgentError(
+                f"key manifest signed by 0x{signer.hex()}, not by the lease's renter"
+                f" 0x{binding.renter.hex()}"
+            )
+        bundle = None
+        if request.get("bundle") is not None:
+            try:
+                bundle = keyshares._b64(request["bundle"], "bundle", keyshares.MAX_BUNDLE)
+            except keyshares.KeyShareError as exc:
+                raise AgentError(str(exc)) from None
+        releases = request.get("releases", [])
+        if not isinstance(releases, list):
+            raise AgentError("releases must be a list")
+        before = self.key_shares.installed
+        try:
+            installed = self.key_shares.offer(
+                manifest,
+                releases,
+                bundle,
+                list(self.attested),
+                keyshares.hpke_auth_opener(self.keys.hpke_private),
+                log=log,
+            )
+        except keyshares.KeyShareError as exc:
+            raise AgentError(str(exc)) from None
+        if installed is not None and installed is not before:
+            if before is not None and before.manifest.key_version < manifest.key_version:
+                # A rekey while running: this guest holds the old key itself; what was
+                # sealed under it (the volume's keyslot, snapshots) stays readable.
+                installed.previous.setdefault(before.manifest.key_version, before.keys)
+                installed.previous.update(before.previous)
+            self.install_keys(installed)
+        return {
+            "shares": len(self.key_shares.shares),
+            "threshold": manifest.threshold,
+            "key_version": manifest.key_version,
+            "installed": installed is not None,
+            "required_epoch": installed.required_epoch if installed is not None else None,
+        }
+
+    def install_keys(self, installed: keyshares.Installed) -> None:
+        version = installed.manifest.key_version
+        names = []
+        if installed.bundle is not None and installed.bundle.secrets:
+            self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for name, value in installed.bundle.secrets.items():
+                _write_private(self.secrets_dir / name, value)
+                names.append(name)
+        log(
+            f"key version {version} rebuilt from {len(self.key_shares.shares)} share(s)"
+            f" (threshold {installed.manifest.threshold}); required epoch"
+            f" {installed.required_epoch}; installed {', '.join(names) or 'no secrets'}"
+        )
+        self.install_volume(installed)
+        if self.runner is not None:
+            self.runner.wake()
+
+    def install_volume(self, installed: keyshares.Installed) -> threading.Thread | None:
+        """Open the data volume with the key's disk key (in a thread, as `open_disk`), then
+        hand the snapshot keys and the required epoch to the snapshot code (guest/snapshot.py,
+        when this agent has it: `hold_state` first, so services wait for the epoch check,
+        `install_snapshot_keys` once the volume is mounted: use it, or restore)."""
+        device = self.find_volume()
+        if device is None:
+            log("key installed but this guest has no data volume (serial cvm-data)")
+            return None
+        hold = getattr(self, "hold_state", None)
+        if callable(hold):
+            hold()
+        mountpoint = data_volume.workload_mount(self.workload_file)
+        previous = [k.disk for _v, k in sorted(installed.previous.items(), reverse=True)]
+        worker = threading.Thread(
+            target=self._open_keyed_disk,
+            args=(installed, previous, device, mountpoint),
+            name="cvm-volume",
+            daemon=True,
+        )
+        worker.start()
+        return worker
+
+    def _open_keyed_disk(
+        self,
+        installed: keyshares.Installed,
+        previous: list[bytes],
+        device: Path,
+        mountpoint: Path,
+    ) -> None:
+        key = installed.keys.disk
+        try:
+            try:
+                outcome = self.volume.open(key, device, mountpoint)
+            except data_volume.VolumeError:
+                if not previous:
+                    raise
+                outcome = self._rekey_volume(key, previous, device, mountpoint)
+        except data_volume.VolumeError as exc:
+            log(f"data volume not opened: {exc}")
+            return
+        log(f"data volume {outcome} and mounted at {mountpoint}")
+        self._install_snapshot_keys(installed)
+        if self.runner is not None:
+            self.runner.wake()
+
+    def _install_snapshot_keys(self, installed: keyshares.Installed) -> None:
+        install = getattr(self, "install_snapshot_keys", None)
+        snapshot_module = globals().get("guest_snapshot")  # the snapshot code's, once merged
+        if not callable(install) or snapshot_module is None or self.binding is None:
+            return
+        binding, keys = self.binding, installed.keys
+        try:
+            state = install(
+                snapshot_module.SnapshotKeys(
+                    binding.chain_id,
+                    binding.registry,
+                    binding.lease_id,
+                    installed.manifest.key_version,
+                    keys.snapshot,
+                    keys.snapshot_nonce,
+                    keys.epoch_seed,
+                    installed.required_epoch,
+                )
+            )
+        except Exception as exc:  # the snapshot code's own errors: logged, the agent lives on
+            log(f"snapshot keys not installed: {exc}")
+            return
+        log(f"snapshot state: {state}")
+
+    def _rekey_volume(
+        self, key: bytes, previous: list[bytes], device: Path, mountpoint: Path
+    ) -> str:
+        """The volume was sealed under an earlier key version: open it with that one, then
+        give it a keyslot of the new disk key and drop the old one (the LUKS volume key
+        stays; the key a holder set could rebuild before the rekey no longer opens it)."""
+        for old in previous:
+            try:
+                outcome = self.volume.open(old, device, mountpoint)
+            except data_volume.VolumeError:
+                continue
+            rekey_keyslot(self.volume, device, old, key)
+            log("data volume re-keyed to the new key version")
+            return outcome
+        raise data_volume.VolumeError(
+            "neither this key version's disk key nor an earlier one opens the volume"
+        )
+
+
+def rekey_keyslot(volume: data_volume.Volume, device: Path, old: bytes, new: bytes) -> None:
+    """luksAddKey the new disk key (authorised by the old one), then luksRemoveKey the old.
+    The new key goes through a root-only file on the guest's tmpfs (cryptsetup reads one key
+    from standard input only), removed at once; keys never appear on a command line."""
+    keyfile = Path("/run/cvm") / ".new-disk-key"
+    keyfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        _write_private(keyfile, new)
+        added = volume.runner(rekey_add_args(device, keyfile), old, data_volume.TIMEOUT_S)
+    finally:
+        keyfile.unlink(missing_ok=True)
+    if added.returncode != 0:
+        raise data_volume.VolumeError(
+            f"adding the new key version's keyslot failed ({added.returncode})"
+        )
+    removed = volume.runner(rekey_remove_args(device), old, data_volume.TIMEOUT_S)
+    if removed.returncode != 0:
+        log(f"the old key version's keyslot was not removed ({removed.returncode})")
+
+
+def rekey_add_args(device: Path, new_keyfile: Path) -> list[str]:
+    return ["cryptsetup", "luksAddKey", "--batch-mode", "--type", "luks2",
+            "--key-file", "-", "--keyfile-size", str(data_volume.KEY_SIZE),
+            "--new-keyfile-size", str(data_volume.KEY_SIZE),
+            "--pbkdf", "pbkdf2", "--hash", "sha256",
+            "--pbkdf-force-iterations", str(data_volume.PBKDF_ITERATIONS),
+            str(device), str(new_keyfile)]  # fmt: skip
+
+
+def rekey_remove_args(device: Path) -> list[str]:
+    return ["cryptsetup", "luksRemoveKey", "--batch-mode", "--type", "luks2", "--key-file",
+            "-", "--keyfile-size", str(data_volume.KEY_SIZE), str(device)]  # fmt: skip
+
+
+# --- end of the threshold key block -------------------------------------------------------
+
+
 # --- the agent ---------------------------------------------------------------------------
-class GuestAgent:
+class GuestAgent(KeyServiceOps):
     """Answers the host's requests (`handle`) and the guest's own processes' (`handle_local`).
 
     State: the binding (once), the REPORT_DATA values it has had signed, and the last
@@ -519,6 +750,8 @@ class GuestAgent:
                     installed = self.install(request)
                     self.after_install(installed)
                     return {"ok": True, "installed": installed, "seq": self.seq}
+                if op == "keys":  # the threshold key (KeyServiceOps)
+                    return {"ok": True, **self.keys_op(request)}
                 if op == "status":
                     return {"ok": True, **self.status(request), "services": self.services()}
             raise AgentError(f"unknown op {op!r}")

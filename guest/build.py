@@ -2,8 +2,8 @@
 command line. Runs on the host (stdlib only, plus `apt-get` and `dpkg-deb`).
 
 The initramfs holds busybox-static, python3 (with Debian's python3-cryptography,
-python3-ecdsa and the keccak part of python3-pycryptodome), pyhpke, dropbear and the guest
-agent; the kernel is Debian's cloud kernel with the few modules the
+python3-ecdsa and the keccak and Shamir parts of python3-pycryptodome), pyhpke, dropbear
+and the guest agent; the kernel is Debian's cloud kernel with the few modules the
 guest's virtio devices need. The archive is written deterministically (sorted, owned by
 root, time zero), so the same packages give the same bytes and the same content address.
 
@@ -134,7 +134,8 @@ _PRUNE = (
     "usr/lib/python3.11/unittest",
     "usr/lib/python3.11/config-3.11-x86_64-linux-gnu",
 )
-# Of Debian's pycryptodome (4 MB) the guest uses keccak-256 only: these files, no others.
+# Of Debian's pycryptodome (4 MB) the guest uses keccak-256 and Shamir's secret sharing (the
+# threshold key, guest/keyshares.py): these files, no others.
 _CRYPTODOME_KEPT = (
     "__init__.py",
     "Hash/__init__.py",
@@ -144,6 +145,11 @@ _CRYPTODOME_KEPT = (
     "Util/py3compat.py",
     "Util/_raw_api.py",
     "Util/_file_system.py",
+    # Shamir over GF(2^128) (pure Python) and what it imports.
+    "Protocol/__init__.py",
+    "Protocol/SecretSharing.py",
+    "Util/number.py",
+    "Random/__init__.py",
 )
 
 
@@ -232,10 +238,12 @@ def assemble_root(
 
 
 def _keep_only_keccak(site: Path) -> None:
-    """Drop every pycryptodome file keccak-256 does not need, and ecdsa's own tests."""
+    """Drop every pycryptodome file keccak-256 and Shamir do not need, and ecdsa's tests."""
     package = site / "Cryptodome"
     if not (package / "Hash" / "keccak.py").exists():
         raise BuildError("python3-pycryptodome holds no Cryptodome/Hash/keccak.py")
+    if not (package / "Protocol" / "SecretSharing.py").exists():
+        raise BuildError("python3-pycryptodome holds no Cryptodome/Protocol/SecretSharing.py")
     for path in sorted(package.rglob("*"), reverse=True):
         relative = path.relative_to(package).as_posix()
         if path.is_dir():

@@ -19,6 +19,7 @@ from cvm.cli import attestation as attestation_cli
 from cvm.cli import chain as chain_cli
 from cvm.cli import guest as guest_cli  # noqa: F401 - adds `lease secrets` and `lease ssh`
 from cvm.cli import image as image_cli
+from cvm.cli import keys as keys_cli  # noqa: F401 - adds `lease policy` and `lease rekey`
 from cvm.cli import node as node_cli
 from cvm.cli import renter as renter_cli
 from cvm.cli import wallet as wallet_cli

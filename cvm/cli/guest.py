@@ -34,7 +34,7 @@ from cvm.cli.plumbing import (
     json_output,
     printable,  # a hostile host must not drive the renter's terminal (see `printable`)
 )
-from cvm.cli.renting import lease_app, open_renter, read_ssh_public_key
+from cvm.cli.renting import lease_app, open_renter, read_secrets, read_ssh_public_key
 
 if TYPE_CHECKING:
     from cvm.api_client import ApiClient
@@ -59,27 +59,6 @@ SecretOption = Annotated[
 SshKeyOption = Annotated[
     Path | None, typer.Option("--ssh-key", help="SSH public key file to install for root.")
 ]
-
-
-def read_secrets(specs: list[str] | None) -> dict[str, bytes]:
-    """NAME=FILE pairs, read now (UsageError for a bad pair or an unreadable file)."""
-    result: dict[str, bytes] = {}
-    for spec in specs or []:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--secret {spec!r}: use NAME=FILE")
-        if name in result:
-            raise UsageError(f"--secret {name} is given twice")
-        if name == DISK_KEY_NAME:
-            raise UsageError(f"--secret {name}: this client makes and keeps the disk key itself")
-        try:
-            result[name] = Path(path).expanduser().read_bytes()
-        except OSError as exc:
-            raise UsageError(f"--secret {name}: cannot read {path} ({exc.strerror})") from None
-    return result
-
-
-DISK_KEY_NAME = "cvm.disk_key"  # = cvm.secret_release.DISK_KEY (imported lazily there)
 
 
 def _roots(trust_simulated: bool) -> object:
@@ -112,14 +91,18 @@ def release_to_guest(
     secrets: dict[str, bytes],
     trust_simulated: bool,
     retry: str = "pass --trust-simulated-amd",
+    with_disk_key: bool = True,
 ) -> dict[str, object]:
     """Verify the lease's guest and queue its sealed secrets; a JSON-able summary.
 
-    `retry` is what a refusal of the simulated AMD-SP tells the user to run instead."""
+    `retry` is what a refusal of the simulated AMD-SP tells the user to run instead.
+    `with_disk_key` False: the lease's disk key comes from its threshold key instead."""
     from cvm.secret_release import release, volume_wanted
 
     api = renter.signed_in_api()
-    disk = volume_wanted(renter.chain, lease_id, workload_disk(api, lease_id))
+    if with_disk_key and threshold_keyed(renter, lease_id):
+        with_disk_key = False  # its guest derives the disk key from the lease's root key
+    disk = with_disk_key and volume_wanted(renter.chain, lease_id, workload_disk(api, lease_id))
     with _simulated_hint(trust_simulated, retry):
         released = release(
             renter.chain,
@@ -145,6 +128,13 @@ def release_to_guest(
         "secrets": sorted(secrets),
         "ssh_keys": len(ssh_keys),
     }
+
+
+def threshold_keyed(renter: Renter, lease_id: int) -> bool:
+    """Whether the lease has a key policy on chain (`cvm rent --key-service`): its disk key
+    then comes from its threshold key, never from this client's disk-key file."""
+    keys = getattr(renter.chain, "keys", None)
+    return keys is not None and keys.key_policy_of(lease_id) is not None
 
 
 def seq_ledger() -> SeqLedger:

@@ -67,6 +67,7 @@ _LAYER_ERRORS: dict[str, str] = {
     "cvm.attested_tls": "AttestedTlsError",
     "cvm.images": "ImageError",
     "cvm.config": "SettingsError",
+    "cvm.key_release": "KeyServiceError",
 }
 
 

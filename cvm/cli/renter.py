@@ -16,6 +16,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cvm.cli.keys import (
+    AllowMeasurementOption,
+    ExportRootOption,
+    HoldersOption,
+    KeyRequest,
+    ThresholdOption,
+    deposit_text,
+    holders_for,
+)
+from cvm.cli.keys import deposit as key_deposit
 from cvm.cli.plumbing import (
     AddressOption,
     CliError,
@@ -335,6 +345,25 @@ def rent(
     ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the lease until it is Verified.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Verified.")] = 120.0,
+    key_service: Annotated[
+        bool,
+        typer.Option(
+            "--key-service",
+            help="Give the guest its keys through the staked key holders (threshold key): it"
+            " gets its disk key and --secret files with you offline, after crashes and failover.",
+        ),
+    ] = False,
+    holders: HoldersOption = None,
+    threshold: ThresholdOption = None,
+    failover: Annotated[
+        bool,
+        typer.Option(
+            "--failover/--no-failover",
+            help="With --key-service: let the lease move to another node if its node fails.",
+        ),
+    ] = True,
+    allow_measurement: AllowMeasurementOption = None,
+    export_root_key: ExportRootOption = None,
     deployment: DeploymentOption = None,
     wallet: WalletOption = None,
     password_file: PasswordFileOption = None,
@@ -355,7 +384,16 @@ def rent(
     from cvm.cli.guest import image_workload_disk, read_secrets, release_to_guest
 
     secrets = read_secrets(secret)
-    if secrets and not wait:
+    keys_wanted = None
+    if key_service:
+        # The secrets go into the key's sealed bundle: no --wait, no renter online needed.
+        keys_wanted = KeyRequest(holders, threshold, failover, allow_measurement, secrets,
+                                 export_root_key)  # fmt: skip
+    elif holders or threshold is not None or allow_measurement or export_root_key:
+        raise UsageError(
+            "--holders/--threshold/--allow-measurement/--export-root-key need --key-service"
+        )
+    if secrets and not wait and not key_service:
         raise UsageError("--secret needs --wait: secrets go only to a Verified guest")
     if secrets and not _is_image_id(image):
         raise UsageError("--secret needs --image ID: only a cvm image has an agent to receive it")
@@ -367,6 +405,8 @@ def rent(
     renter = open_renter(deployment, wallet, password_file)
     # An image whose workload declares a disk needs its key released even with no secrets.
     disk_image = _is_image_id(image) and image_workload_disk(renter.api, image)
+    if keys_wanted is not None:
+        secrets, disk_image = {}, False  # both come from the threshold key
     releasing = wait and bool(secrets or ssh_public_key or disk_image) and _is_image_id(image)
     if releasing and renter.chain.deployment.extra.get("local") and not trust_simulated_amd:
         # A local stack's guests are signed by its simulated AMD-SP, whose release would be
@@ -400,6 +440,10 @@ def rent(
         reattest_interval=reattest_s,
         ssh_public_key=ssh_public_key,
     )
+    key_holders = None
+    if keys_wanted is not None:  # checked on chain before the lease is paid for
+        key_holders = holders_for(renter, keys_wanted.holders, keys_wanted.count)
+        key_measurements = keys_wanted.measurements(expected)
     offer = quote(renter.matching_nodes(request), request, decimals)
     if not as_json and offer["nodes"]:
         out().print(quote_text(offer, request, decimals), highlight=False)
@@ -408,6 +452,11 @@ def rent(
         out().print(
             f"lease [bold]{lease_id}[/bold] created, deposit {format_amount(amount, decimals)}"
         )
+    keys_view = None
+    if keys_wanted is not None and key_holders is not None:
+        keys_view = key_deposit(renter, lease_id, keys_wanted, key_holders, key_measurements)
+        if not as_json:
+            out().print(deposit_text(keys_view), highlight=False)
     report = follow(renter, lease_id, timeout, quiet=as_json) if wait else renter.report(lease_id)
     report = renter.with_amd_root(report)
     released = None
@@ -420,8 +469,11 @@ def rent(
             trust_simulated=trust_simulated_amd,
             # The lease exists and is paid for by now: the retry is for it, not a new rent.
             retry=f"run `cvm lease secrets put {lease_id} --trust-simulated-amd`",
+            with_disk_key=keys_wanted is None,
         )
     view = report.as_dict() | {"quote": offer} | ({"released": released} if released else {})
+    if keys_view is not None:
+        view["keys"] = keys_view
     emit(view, lambda: _lease_table(report, decimals))
     if released and not as_json:
         simulated = released["amd_root"] == "simulated"

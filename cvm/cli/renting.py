@@ -1,10 +1,10 @@
 """What the renter's commands share: the `cvm lease` sub-app, the renter a command acts as,
-and the SSH key a renter gives.
+the SSH key and the `--secret NAME=FILE` files a renter gives.
 
-`renter` (rent, leases, lease show|topup|challenge|close), `guest` (lease secrets|ssh|logs)
-and `image` (push) all import this module; only `renter` imports the other two. An
-import-linter contract (pyproject.toml) keeps that order, so the three never import each
-other in a circle again.
+`renter` (rent, leases, lease show|topup|challenge|close), `guest` (lease secrets|ssh|logs),
+`image` (push) and `keys` (lease policy|rekey) all import this module; only `renter` imports
+the other three. An import-linter contract (pyproject.toml) keeps that order, so they never
+import each other in a circle again.
 """
 
 from __future__ import annotations
@@ -67,3 +67,24 @@ def read_ssh_public_key(path: Path) -> str:
     if "\n" in text or len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
         raise UsageError(f"--ssh-key {path}: not an OpenSSH public key (the .pub file)")
     return text
+
+
+DISK_KEY_NAME = "cvm.disk_key"  # = cvm.secret_release.DISK_KEY (imported lazily there)
+
+
+def read_secrets(specs: list[str] | None) -> dict[str, bytes]:
+    """NAME=FILE pairs, read now (UsageError for a bad pair or an unreadable file)."""
+    result: dict[str, bytes] = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--secret {spec!r}: use NAME=FILE")
+        if name in result:
+            raise UsageError(f"--secret {name} is given twice")
+        if name == DISK_KEY_NAME:
+            raise UsageError(f"--secret {name}: this client makes and keeps the disk key itself")
+        try:
+            result[name] = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--secret {name}: cannot read {path} ({exc.strerror})") from None
+    return result

@@ -1,0 +1,490 @@
+"""The threshold key end to end off the VM: the renter's client (cvm.key_release) makes and
+splits a root key, signs the manifest and seals a share to each holder; stand-in holders
+open theirs and release them to the guest agent (HPKE auth mode), whose `keys` op
+(guest/keyshares.py) rebuilds the key only under the renter's manifest, from t good shares.
+
+Tests named `..._refused` are attacks: a host or a single holder trying to get a key used
+that is not the renter's, or to feed the guest another version's or lease's share."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from eth_account import Account
+from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
+
+from cvm import guest_eip712
+from cvm import key_release as kr
+from guest import agent as guest_agent
+from guest import keyshares
+from guest import volume as data_volume
+
+CHAIN_ID = 31337
+REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+LEASE = 7
+RENTER = Account.from_key("0x" + "11" * 32)
+OTHER = Account.from_key("0x" + "22" * 32)
+SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.CHACHA20_POLY1305)
+
+
+def raw_public(private: X25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+class StandInHolder:
+    """A key holder as far as the guest sees one: its X25519 key, its deposit opened."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.private = X25519PrivateKey.generate()
+        self.public = raw_public(self.private)
+
+    def share_of(self, deposit: kr.KeyDeposit) -> dict[str, Any]:
+        for holder, enc, ciphertext in deposit.shares:
+            if holder.lower() == self.address.lower():
+                return kr.open_share(self.private, enc, ciphertext, deposit.manifest_hash)
+        raise AssertionError("no share for this holder")
+
+    def release(
+        self, guest_key: bytes, report_data: bytes, share: dict[str, Any], *,
+        sender: X25519PrivateKey | None = None, claimed: bytes | None = None, **overrides: Any,
+    ) -> dict[str, str]:  # fmt: skip
+        """The share sealed to the guest (auth mode, as the holder's own key or `sender`)."""
+        plain = json.dumps({**share, "epoch": 0, "snapshot": None, **overrides}).encode()
+        recipient = KEMKey.from_pyca_cryptography_key(X25519PublicKey.from_public_bytes(guest_key))
+        sks = KEMKey.from_pyca_cryptography_key(sender or self.private)
+        enc, context = SUITE.create_sender_context(recipient, info=keyshares.KEYSHARE_INFO, sks=sks)
+        return {
+            "enc": base64.b64encode(enc).decode(),
+            "ciphertext": base64.b64encode(context.seal(plain, aad=report_data)).decode(),
+            "sender": (claimed or self.public).hex(),
+        }
+
+
+HOLDERS = [StandInHolder("0x" + f"{i:02x}" * 20) for i in (0xA1, 0xA2, 0xA3)]
+
+
+def deposit_for(
+    *, threshold: int = 2, key_version: int = 1, secrets: dict | None = None,
+    renter: Any = RENTER, lease_id: int = LEASE, holders: list | None = None, **kwargs: Any,
+) -> tuple[kr.KeyDeposit, bytes]:  # fmt: skip
+    deposit, root = kr.make_deposit(
+        chain_id=CHAIN_ID, registry=REGISTRY, lease_id=lease_id, key_version=key_version,
+        threshold=threshold, renter=renter, secrets=secrets or {},
+        holders=[kr.Holder(h.address, h.public) for h in holders or HOLDERS], **kwargs,
+    )  # fmt: skip
+    value = root.value
+    root.forget()
+    return deposit, value
+
+
+class FakeVolume:
+    def __init__(self, opens_with: bytes | None = None) -> None:
+        self.opens_with = opens_with
+        self.opened: list[bytes] = []
+        self.calls: list[tuple[list[str], bytes | None]] = []
+
+    def open(self, key: bytes, device: Path, mountpoint: Path) -> str:
+        if self.opens_with is not None and key != self.opens_with:
+            raise data_volume.VolumeError("the disk key does not open this volume")
+        self.opened.append(key)
+        return "opened"
+
+    def runner(self, args, stdin, timeout):  # type: ignore[no-untyped-def]
+        self.calls.append((list(args), stdin))
+        return data_volume.Completed(0, "", "")
+
+    def status(self) -> dict:
+        return {"state": "open", "formatted_at_boot": False, "integrity_errors": 0}
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> guest_agent.GuestAgent:
+    agent = guest_agent.GuestAgent(
+        guest_agent.GuestKeys(),
+        secrets_dir=tmp_path / "secrets",
+        ssh_dir=tmp_path / "ssh",
+        tsm=tmp_path / "no-tsm",
+        device=tmp_path / "no-device",
+        volume=FakeVolume(),  # type: ignore[arg-type]
+        find_volume=lambda: tmp_path / "vdb",
+        workload_file=tmp_path / "no-workload.json",
+    )
+    bind = {"op": "bind", "chain_id": CHAIN_ID, "registry": REGISTRY, "lease_id": LEASE,
+            "renter": RENTER.address}  # fmt: skip
+    assert agent.handle(bind)["ok"]
+    return agent
+
+
+def attest(agent: guest_agent.GuestAgent, nonce: int = 0) -> bytes:
+    answer = agent.handle({"op": "attest", "nonce": nonce})
+    assert answer["ok"], answer
+    return bytes.fromhex(answer["report_data"])
+
+
+def hpke_key(agent: guest_agent.GuestAgent) -> bytes:
+    return agent.keys.public[:32]
+
+
+def releases(agent, deposit, report_data, which=(0, 1), **overrides) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [
+        HOLDERS[i].release(hpke_key(agent), report_data, HOLDERS[i].share_of(deposit), **overrides)
+        for i in which
+    ]
+
+
+def keys_op(agent, deposit, rel, **overrides) -> dict:  # type: ignore[no-untyped-def]
+    answer = agent.handle({**deposit.guest_request(rel), **overrides})
+    return answer
+
+
+def wait_volume(agent: guest_agent.GuestAgent) -> None:
+    for thread in __import__("threading").enumerate():
+        if thread.name == "cvm-volume":
+            thread.join(10)
+
+
+# --- Shamir and the derivations ----------------------------------------------------------
+@pytest.mark.parametrize(("t", "n"), [(1, 1), (1, 3), (2, 3), (3, 3), (3, 5), (5, 7)])
+def test_any_t_of_n_shares_rebuild_the_root_and_fewer_do_not(t, n):
+    root = kr.new_root()
+    shares = kr.split_root(root, t, n)
+    assert len(shares) == n and all(len(s) == 32 for s in shares)
+    indexed = list(enumerate(shares, start=1))
+    commitment = kr.root_commitment(root)
+    for subset in itertools.combinations(indexed, t):
+        assert keyshares.combine(list(subset)) == root == kr.combine_shares(list(subset))
+    if t > 1:
+        for subset in itertools.combinations(indexed, t - 1):
+            wrong = keyshares.combine(list(subset))
+            assert wrong != root
+            assert keyshares.derive(wrong).commitment != commitment
+
+
+def test_the_guest_derives_what_the_client_derives():
+    root = kr.new_root()
+    keys = keyshares.derive(root)
+    assert keys.commitment == kr.root_commitment(root)
+    assert keys.epoch_key == kr.epoch_public_key(root)
+    assert keys.disk == kr.hkdf(root, b"cvm.disk.v1")
+    assert keys.snapshot == kr.hkdf(root, b"cvm.snapshot.v1")
+    assert keys.snapshot_nonce == kr.hkdf(root, b"cvm.snapshot-nonce.v1")
+    assert keys.bundle == kr.hkdf(root, b"cvm.bundle.v1")
+    assert len({keys.disk, keys.snapshot, keys.snapshot_nonce, keys.bundle, keys.epoch_seed}) == 5
+
+
+def test_the_guests_manifest_digest_is_the_sdks_eip712_digest():
+    deposit, _ = deposit_for(threshold=2)
+    manifest = keyshares.Manifest.parse(deposit.manifest.to_json())
+    domain = guest_agent.domain_separator(CHAIN_ID, bytes.fromhex(REGISTRY[2:]))
+    guest_digest = guest_agent.typed_digest(domain, manifest.struct_hash())
+    assert guest_digest == deposit.manifest_hash == deposit.manifest.digest(CHAIN_ID, REGISTRY)
+    message = deposit.manifest.message(CHAIN_ID, REGISTRY)
+    assert guest_eip712.recover(message, deposit.signature) == RENTER.address
+    # Every field counts: another threshold is another digest.
+    other = keyshares.Manifest.parse({**deposit.manifest.to_json(), "threshold": 3})
+    assert guest_agent.typed_digest(domain, other.struct_hash()) != guest_digest
+
+
+def test_each_holder_opens_only_its_own_share_and_only_for_this_manifest():
+    deposit, root = deposit_for()
+    shares = [h.share_of(deposit) for h in HOLDERS]
+    assert [s["index"] for s in shares] == [1, 2, 3]
+    assert {s["key_version"] for s in shares} == {1} and {s["lease_id"] for s in shares} == {7}
+    _holder, enc, ciphertext = deposit.shares[0]
+    with pytest.raises(Exception):  # noqa: B017 - pyhpke's own error type
+        kr.open_share(HOLDERS[1].private, enc, ciphertext, deposit.manifest_hash)
+    with pytest.raises(Exception):  # noqa: B017
+        kr.open_share(HOLDERS[0].private, enc, ciphertext, bytes(32))
+    pair = [(s["index"], base64.b64decode(s["share"])) for s in shares[:2]]
+    assert kr.combine_shares(pair) == root
+
+
+def test_the_client_refuses_bad_thresholds_and_reserved_names():
+    with pytest.raises(kr.KeyServiceError, match="threshold must be 1 to 3"):
+        deposit_for(threshold=4)
+    with pytest.raises(kr.KeyServiceError, match="threshold must be 1 to 3"):
+        deposit_for(threshold=0)
+    with pytest.raises(kr.KeyServiceError, match=r"cvm\.\* names"):
+        deposit_for(secrets={"cvm.disk_key": b"x"})
+    with pytest.raises(kr.KeyServiceError, match="named twice"):
+        deposit_for(holders=[HOLDERS[0], HOLDERS[0]], threshold=1)
+
+
+def test_an_exported_root_key_file_is_private_and_not_overwritten(tmp_path):
+    path = tmp_path / "root.json"
+    kr.export_root(path, LEASE, 2, b"\x05" * 32)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert kr.read_root(path, LEASE) == (2, b"\x05" * 32)
+    with pytest.raises(kr.KeyServiceError, match="exists"):
+        kr.export_root(path, LEASE, 3, b"\x06" * 32)
+    with pytest.raises(kr.KeyServiceError, match="root key of lease 7"):
+        kr.read_root(path, 8)
+
+
+# --- the guest's keys op -----------------------------------------------------------------
+def test_two_of_three_holders_release_the_key_the_guest_installs_it(agent, tmp_path):
+    deposit, root = deposit_for(secrets={"db.password": b"hunter2\n", "api-token": b"t"})
+    report_data = attest(agent)
+    first = releases(agent, deposit, report_data, which=(0,))
+    answer = keys_op(agent, deposit, first)
+    assert answer == {"ok": True, "shares": 1, "threshold": 2, "key_version": 1,
+                      "installed": False, "required_epoch": None}  # fmt: skip
+    assert not (tmp_path / "secrets" / "db.password").exists()
+    second = HOLDERS[2].release(
+        hpke_key(agent), report_data, HOLDERS[2].share_of(deposit), epoch=4,
+        snapshot="ab" * 32,
+    )  # fmt: skip
+    answer = keys_op(agent, deposit, [*first, second])
+    assert answer["ok"] and answer["installed"] is True
+    assert answer["shares"] == 2 and answer["required_epoch"] == 4
+    secret = tmp_path / "secrets" / "db.password"
+    assert secret.read_bytes() == b"hunter2\n" and secret.stat().st_mode & 0o777 == 0o600
+    wait_volume(agent)
+    assert agent.volume.opened == [kr.hkdf(root, b"cvm.disk.v1")]  # type: ignore[attr-defined]
+    installed = agent.key_shares.installed
+    assert installed is not None and installed.snapshot == b"\xab" * 32
+    assert installed.keys.snapshot == kr.hkdf(root, b"cvm.snapshot.v1")
+    # Idempotent: the same request again installs nothing twice.
+    again = keys_op(agent, deposit, [*first, second])
+    assert again["installed"] is True and again["required_epoch"] == 4
+    wait_volume(agent)
+    assert len(agent.volume.opened) == 1  # type: ignore[attr-defined]
+
+
+def test_one_holder_alone_gets_the_guest_nothing(agent, tmp_path):
+    deposit, _ = deposit_for(threshold=2)
+    report_data = attest(agent)
+    one = releases(agent, deposit, report_data, which=(1,))
+    answer = keys_op(agent, deposit, one + one)  # the same share twice is one share
+    assert answer["ok"] and answer["installed"] is False and answer["shares"] == 1
+
+
+def test_a_share_sealed_by_another_key_than_the_holders_is_refused(agent):
+    """The host (or anyone) seals a share of its choosing, naming a holder's key as sender."""
+    deposit, _ = deposit_for(threshold=2)
+    report_data = attest(agent)
+    forger = X25519PrivateKey.generate()
+    good = HOLDERS[0].release(hpke_key(agent), report_data, HOLDERS[0].share_of(deposit))
+    fake = HOLDERS[1].release(
+        hpke_key(agent), report_data, {**HOLDERS[1].share_of(deposit),
+                                       "share": base64.b64encode(b"\x01" * 32).decode()},
+        sender=forger,
+    )  # fmt: skip
+    answer = keys_op(agent, deposit, [good, fake])
+    assert answer["ok"] and answer["installed"] is False and answer["shares"] == 1
+    # Naming a key that is no holder's at all is refused too.
+    stranger = HOLDERS[1].release(
+        hpke_key(agent), report_data, HOLDERS[1].share_of(deposit), sender=forger,
+        claimed=raw_public(forger),
+    )  # fmt: skip
+    assert keys_op(agent, deposit, [good, stranger])["shares"] == 1
+
+
+def test_a_holder_releasing_another_holders_index_is_refused(agent):
+    deposit, _ = deposit_for(threshold=2)
+    report_data = attest(agent)
+    stolen = {**HOLDERS[0].share_of(deposit)}  # holder 2 got hold of holder 1's share
+    bad = HOLDERS[1].release(hpke_key(agent), report_data, stolen)
+    good = HOLDERS[0].release(hpke_key(agent), report_data, HOLDERS[0].share_of(deposit))
+    assert keys_op(agent, deposit, [good, bad])["shares"] == 1
+
+
+def test_a_share_of_another_key_version_or_lease_is_refused(agent):
+    deposit, _ = deposit_for(threshold=2)
+    report_data = attest(agent)
+    good = HOLDERS[0].release(hpke_key(agent), report_data, HOLDERS[0].share_of(deposit))
+    share = HOLDERS[1].share_of(deposit)
+    for wrong in ({"key_version": 2}, {"lease_id": LEASE + 1}):
+        bad = HOLDERS[1].release(hpke_key(agent), report_data, {**share, **wrong})
+        assert keys_op(agent, deposit, [good, bad])["shares"] == 1
+    # An older version's real share under the new manifest: the version is in the share.
+    old_deposit, _ = deposit_for(threshold=2, key_version=1)
+    new_deposit, _ = deposit_for(threshold=2, key_version=2)
+    old = releases(agent, old_deposit, report_data)
+    answer = keys_op(agent, new_deposit, old)
+    assert answer["ok"] and answer["shares"] == 0 and answer["installed"] is False
+
+
+def test_a_share_for_a_report_this_guest_never_made_is_refused(agent):
+    deposit, _ = deposit_for(threshold=1)
+    attest(agent)
+    other_report = b"\x42" * 64
+    release = HOLDERS[0].release(hpke_key(agent), other_report, HOLDERS[0].share_of(deposit))
+    assert keys_op(agent, deposit, [release])["installed"] is False
+    named = {**release, "report_data": other_report.hex()}
+    assert keys_op(agent, deposit, [named])["shares"] == 0
+
+
+def test_a_manifest_signed_by_anyone_but_the_renter_is_refused(agent, tmp_path):
+    deposit, _ = deposit_for(threshold=1, renter=OTHER, secrets={"x": b"1"})
+    report_data = attest(agent)
+    answer = keys_op(agent, deposit, releases(agent, deposit, report_data, which=(0,)))
+    assert answer["ok"] is False and "not by the lease's renter" in answer["error"]
+    assert agent.key_shares.installed is None and not (tmp_path / "secrets" / "x").exists()
+    # The renter's signature does not carry over to another manifest (here: threshold 1 -> 2).
+    good, _ = deposit_for(threshold=1)
+    changed = {**good.guest_request([]), "manifest": {**good.manifest.to_json(), "threshold": 2}}
+    refused = agent.handle(changed)
+    assert refused["ok"] is False and "renter" in refused["error"]
+    other_lease, _ = deposit_for(threshold=1, lease_id=LEASE + 1)
+    refused = keys_op(agent, other_lease, [])
+    assert refused["ok"] is False and "this guest serves lease 7" in refused["error"]
+
+
+def test_a_tampered_bundle_is_refused_and_nothing_is_installed(agent, tmp_path):
+    deposit, _ = deposit_for(threshold=2, secrets={"db.password": b"pw"})
+    report_data = attest(agent)
+    sealed = bytearray(deposit.bundle or b"")
+    sealed[-1] ^= 1
+    answer = keys_op(agent, deposit, releases(agent, deposit, report_data),
+                     bundle=base64.b64encode(bytes(sealed)).decode())  # fmt: skip
+    assert answer["ok"] is False and "bundle does not open" in answer["error"]
+    assert not (tmp_path / "secrets" / "db.password").exists()
+    wait_volume(agent)
+    assert agent.volume.opened == []  # type: ignore[attr-defined]
+    # Another lease's (or version's) bundle under this key does not open either.
+    assert agent.key_shares.installed is None
+
+
+def _raw_bundle(root: bytes, doc: dict, lease_id: int = LEASE, version: int = 1) -> str:
+    nonce = b"\x00" * 12
+    sealed = nonce + ChaCha20Poly1305(kr.hkdf(root, b"cvm.bundle.v1")).encrypt(
+        nonce, json.dumps(doc).encode(), kr.bundle_aad(lease_id, version)
+    )
+    return base64.b64encode(sealed).decode()
+
+
+def test_reserved_and_bad_secret_names_in_the_bundle_are_refused(agent, tmp_path):
+    deposit, root = deposit_for(threshold=2)
+    report_data = attest(agent)
+    rel = releases(agent, deposit, report_data)
+    for name in ("cvm.disk_key", "../etc/passwd", ".hidden"):
+        bundle = _raw_bundle(root, {"secrets": {name: base64.b64encode(b"x").decode()}})
+        answer = keys_op(agent, deposit, rel, bundle=bundle)
+        assert answer["ok"] is False and "name" in answer["error"], name
+    assert not (tmp_path / "secrets").exists() or not any((tmp_path / "secrets").iterdir())
+    wrong_lease = _raw_bundle(root, {"secrets": {}}, lease_id=LEASE + 1)
+    assert keys_op(agent, deposit, rel, bundle=wrong_lease)["ok"] is False
+
+
+def test_a_wrong_share_from_one_holder_does_not_block_the_other_two(agent):
+    deposit, root = deposit_for(threshold=2)
+    report_data = attest(agent)
+    share = HOLDERS[0].share_of(deposit)
+    wrong = {**share, "share": base64.b64encode(b"\x07" * 32).decode()}
+    bad = HOLDERS[0].release(hpke_key(agent), report_data, wrong)
+    good = releases(agent, deposit, report_data, which=(1, 2))
+    first = keys_op(agent, deposit, [bad, good[0]])
+    assert first["ok"] is False and "rootCommitment" in first["error"]
+    answer = keys_op(agent, deposit, [bad, *good])
+    assert answer["ok"] and answer["installed"] is True
+    assert agent.key_shares.installed.keys.disk == kr.hkdf(root, b"cvm.disk.v1")  # type: ignore[union-attr]
+
+
+def test_keys_before_bind_and_malformed_requests_are_refused(tmp_path):
+    unbound = guest_agent.GuestAgent(
+        guest_agent.GuestKeys(), secrets_dir=tmp_path / "s", ssh_dir=tmp_path / "ssh",
+        tsm=tmp_path / "t", device=tmp_path / "d",
+    )  # fmt: skip
+    deposit, _ = deposit_for()
+    assert "bind first" in unbound.handle(deposit.guest_request([]))["error"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"manifest": None}, {"signature": "zz"}, {"releases": {}}, {"bundle": "%%%"},
+     {"releases": [{"enc": "", "ciphertext": "", "sender": "00"}] * 65}],
+)  # fmt: skip
+def test_malformed_keys_requests_get_an_error_answer(agent, bad):
+    deposit, _ = deposit_for()
+    answer = agent.handle({**deposit.guest_request([]), **bad})
+    assert answer["ok"] is False and answer["error"]
+
+
+def test_an_older_key_version_after_a_newer_one_is_refused(agent):
+    report_data = attest(agent)
+    v2, _ = deposit_for(threshold=2, key_version=2)
+    assert keys_op(agent, v2, releases(agent, v2, report_data))["installed"] is True
+    v1, _ = deposit_for(threshold=2, key_version=1)
+    answer = keys_op(agent, v1, releases(agent, v1, report_data))
+    assert answer["ok"] is False and "rollback" in answer["error"]
+
+
+def test_a_rekey_while_running_moves_the_volume_to_the_new_disk_key(agent):
+    """The guest holds the old root itself: the new version's disk key gets a keyslot
+    (authorised by the old key) and the old keyslot goes."""
+    report_data = attest(agent)
+    v1, root1 = deposit_for(threshold=2, key_version=1)
+    old_disk = kr.hkdf(root1, b"cvm.disk.v1")
+    agent.volume = FakeVolume(opens_with=old_disk)  # type: ignore[assignment]
+    assert keys_op(agent, v1, releases(agent, v1, report_data))["installed"] is True
+    wait_volume(agent)
+    v2, root2 = deposit_for(threshold=2, key_version=2)
+    answer = keys_op(agent, v2, releases(agent, v2, report_data))
+    assert answer["installed"] is True and answer["key_version"] == 2
+    wait_volume(agent)
+    volume = agent.volume
+    new_disk = kr.hkdf(root2, b"cvm.disk.v1")
+    assert [args[1] for args, _ in volume.calls] == ["luksAddKey", "luksRemoveKey"]  # type: ignore[attr-defined]
+    assert all(stdin == old_disk for _, stdin in volume.calls)  # type: ignore[attr-defined]
+    assert all(new_disk.hex() not in " ".join(args) for args, _ in volume.calls)  # type: ignore[attr-defined]
+
+
+def test_a_rekeyed_bundle_carries_the_roots_the_renter_kept(agent):
+    """A new guest of version 2 (the old one gone) opens state sealed under version 1 with
+    the root the renter carried over in the bundle."""
+    report_data = attest(agent)
+    root1 = kr.new_root()
+    v2, _ = deposit_for(threshold=2, key_version=2, previous_roots={1: root1})
+    assert keys_op(agent, v2, releases(agent, v2, report_data))["installed"] is True
+    installed = agent.key_shares.installed
+    assert installed is not None
+    assert installed.previous[1].disk == kr.hkdf(root1, b"cvm.disk.v1")
+    with pytest.raises(kr.KeyServiceError, match="earlier key versions"):
+        deposit_for(key_version=1, previous_roots={1: root1})
+
+
+def test_the_snapshot_code_gets_its_keys_and_the_required_epoch_once_mounted(agent, monkeypatch):
+    """When the agent has the snapshot code (guest/snapshot.py): services are held before
+    the volume opens, and the root-derived snapshot keys go to it once it is mounted."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class SnapshotKeys:  # the shape of guest.snapshot.SnapshotKeys
+        chain_id: int
+        registry: bytes
+        lease_id: int
+        key_version: int
+        snapshot_key: bytes
+        nonce_key: bytes
+        epoch_seed: bytes
+        required_epoch: int = 0
+
+    module = type("M", (), {"SnapshotKeys": SnapshotKeys})
+    monkeypatch.setattr(guest_agent, "guest_snapshot", module, raising=False)
+    events: list[Any] = []
+    agent.hold_state = lambda: events.append("hold")  # type: ignore[attr-defined]
+    agent.install_snapshot_keys = lambda keys: events.append(keys) or {"restore_needed": True}  # type: ignore[attr-defined]
+    deposit, root = deposit_for(threshold=2)
+    report_data = attest(agent)
+    rel = [HOLDERS[i].release(hpke_key(agent), report_data, HOLDERS[i].share_of(deposit),
+                              epoch=e) for i, e in ((0, 3), (1, 5))]  # fmt: skip
+    assert keys_op(agent, deposit, rel)["required_epoch"] == 5
+    wait_volume(agent)
+    assert events[0] == "hold"
+    keys = events[1]
+    assert (keys.chain_id, keys.lease_id, keys.key_version, keys.required_epoch) == (
+        CHAIN_ID, LEASE, 1, 5)  # fmt: skip
+    assert keys.registry == bytes.fromhex(REGISTRY[2:])
+    assert keys.snapshot_key == kr.hkdf(root, b"cvm.snapshot.v1")
+    assert keys.nonce_key == kr.hkdf(root, b"cvm.snapshot-nonce.v1")
+    assert keys.epoch_seed == kr.hkdf(root, b"cvm.epoch.v1")
