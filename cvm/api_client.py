@@ -490,6 +490,79 @@ class ApiClient:
         self.token = session.token
         return session
 
+    # --- key holders (keyservice): holder-signed reads and releases -----------------------
+    # Answers are returned as parsed JSON, unvalidated: the holder checks every field itself
+    # (the backend is hostile to it), and its checks say more than a model's would.
+
+    def _holder_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        holder_key: bytes | str,
+        domain: Domain | None,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> Any:
+        from urllib.parse import urlencode
+
+        from cvm.holder_auth import sign_holder_request
+
+        domain = domain or self.domain()
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        # Signed as the server sees it: with the `/v1` of the base URL and the query.
+        headers = sign_holder_request(holder_key, domain, method, "/v1" + path, content)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            return self._json(method, path, content=content, headers=headers)
+        return self._json(method, path, headers=headers)
+
+    def holder_shares(
+        self, holder: str, *, after: int, holder_key: bytes | str, domain: Domain | None = None
+    ) -> Any:
+        """The key-share deposits addressed to `holder` after `cursor` (holder-signed):
+        `[{cursor, lease_id, key_version, manifest, signature, enc, ciphertext}]`."""
+        return self._holder_json(
+            "GET", f"/keyholders/{holder}/shares", holder_key=holder_key, domain=domain,
+            query={"after": after},
+        )  # fmt: skip
+
+    def holder_epochs(
+        self, holder: str, *, after: int, holder_key: bytes | str, domain: Domain | None = None
+    ) -> Any:
+        """Epoch records of the leases `holder` holds shares of, after `cursor` (holder-signed):
+        `[{cursor, lease_id, key_version, epoch, snapshot, signature}]`."""
+        return self._holder_json(
+            "GET", f"/keyholders/{holder}/epochs", holder_key=holder_key, domain=domain,
+            query={"after": after},
+        )  # fmt: skip
+
+    def post_key_release(
+        self,
+        lease_id: int,
+        release: dict[str, Any],
+        *,
+        holder_key: bytes | str,
+        domain: Domain | None = None,
+    ) -> Any:
+        """Hand the backend a share sealed to the lease's guest (holder-signed):
+        `{holder, key_version, report_hash, enc, ciphertext}`."""
+        return self._holder_json(
+            "POST", f"/leases/{lease_id}/key-releases", holder_key=holder_key, domain=domain,
+            body=release,
+        )  # fmt: skip
+
+    def latest_epoch(self, lease_id: int) -> Any:
+        """The lease's latest epoch record, or None when it has none (public; unverified)."""
+        try:
+            return self._json("GET", f"/leases/{lease_id}/epochs/latest")
+        except ApiError as exc:
+            if exc.status_code == 404 and "epoch" in exc.message:
+                return None
+            raise
+
     # --- plumbing --------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> bytes:
