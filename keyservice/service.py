@@ -137,9 +137,7 @@ class Service:
             if self.store.share(lease_id) is None and lease_id not in self._pending:
                 continue  # not a lease of this holder
             if event.name == "AttestationVerified":
-                self._guarded(
-                    lease_id, partial(self.holder.release, lease_id, event.report_hash)
-                )
+                self._guarded(lease_id, partial(self.holder.release, lease_id, event.report_hash))
             elif event.name == "LeaseClosed":
                 self._pending.pop(lease_id, None)
                 self.holder.lease_closed(lease_id)

@@ -166,7 +166,7 @@ def test_a_verified_guest_gets_each_share_sealed_to_it_once(world):
         done = holder.release(7, report_hash)
         assert done is not None and done.index == position + 1
         assert holder.release(7, report_hash) is None  # once per report hash
-        (lease_id, body), = world.backends[position].posted
+        ((lease_id, body),) = world.backends[position].posted
         assert lease_id == 7 and body["report_hash"] == "0x" + report_hash.hex()
         assert body["holder"] == world.keys[position].address and body["key_version"] == 1
         opened = world.open_release(lease, position, body)
