@@ -86,7 +86,7 @@ def test_a_manifest_that_is_not_the_on_chain_policy_is_refused(world):
     lease = world.lease(7)
     policy = world.chain.policies[7]
     world.chain.policies[7] = replace(policy, manifest_hash=b"\x01" * 32)
-    with pytest.raises(Refused, match="not the\\s+lease's on-chain policy"):
+    with pytest.raises(Refused, match=r"not the\s+lease's on-chain policy"):
         world.holders[0].accept_deposit(world.deposit(lease, 0))
     world.chain.policies[7] = replace(policy, holders=policy.holders[::-1])
     with pytest.raises(Refused, match="holders are not"):

@@ -200,8 +200,14 @@ class World:
 
     # --- the guest -------------------------------------------------------------------------
 
-    def attest(self, lease: Lease, *, measurement: bytes = MEASUREMENT,
-               launched_for: tuple[int, str] | None = None, verified: bool = True) -> bytes:  # fmt: skip
+    def attest(
+        self,
+        lease: Lease,
+        *,
+        measurement: bytes = MEASUREMENT,
+        launched_for: tuple[int, str] | None = None,
+        verified: bool = True,
+    ) -> bytes:
         """A guest of `lease` attested (evidence in every backend); its report hash."""
         guest = self.guests[lease.lease_id] = GuestKeys()
         nonce = self.chain.nonces.get(lease.lease_id, 0)
