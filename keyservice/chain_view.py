@@ -142,10 +142,8 @@ class ChainView:
         return self.client.attestations.attestation_nonce(lease_id)
 
     def key_policy(self, lease_id: int) -> KeyPolicy | None:
-        keys = self._keys
-        if not keys.has_key_policy(lease_id):
-            return None
-        return KeyPolicy.from_any(keys.key_policy_of(lease_id))
+        policy = self._keys.key_policy_of(lease_id)  # None: the lease has no policy
+        return None if policy is None else KeyPolicy.from_any(policy)
 
     def is_releasable(self, lease_id: int, measurement: bytes) -> bool:
         return bool(self._keys.is_releasable(lease_id, measurement))

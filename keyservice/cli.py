@@ -79,15 +79,17 @@ def register_command(
     if keyring is None:
         raise CliError("this cvm has no KeyService bindings (chain.keys)")
     base = base_units(amount, chain.token.decimals(), "--stake")
-    info = keyring.holder_of(keys.address)
-    if not getattr(info, "registered", False):
-        keyring.register_holder(keys.x25519_public)
-    if base:
+    if base:  # the stake first: registering needs the minimum stake active
         chain.token.approve(key_service, base)
         keyring.stake_holder(base)
     info = keyring.holder_of(keys.address)
+    if not info.registered:
+        keyring.register_holder(keys.x25519_public)
+    elif info.key != keys.x25519_public:
+        raise CliError(f"{keys.address} is registered with another X25519 key than this file's")
+    info = keyring.holder_of(keys.address)
     data = {"address": keys.address, "x25519_public": "0x" + keys.x25519_public.hex(),
-            "stake": int(getattr(info, "stake", 0))}  # fmt: skip
+            "stake": int(info.stake)}  # fmt: skip
     emit(data, f"holder {keys.address} registered; stake {data['stake']} base units")
 
 
