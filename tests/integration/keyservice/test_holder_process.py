@@ -149,9 +149,8 @@ def test_init_register_and_run_release_a_share_to_a_verified_guest(chain, anvil,
         output = process.stdout.read() if process.stdout else ""
     ((posted_lease, release, posted_at),) = backend.posted
     assert posted_lease == lease_id and release["holder"] == holders[0].address
-    print(
-        f"keyservice run: confirm mined -> release received {(posted_at - confirmed_at) * 1000:.0f} ms"
-    )
+    delay_ms = (posted_at - confirmed_at) * 1000
+    print(f"keyservice run: confirm mined -> release received {delay_ms:.0f} ms")
     assert "Traceback" not in output
     assert oct(os.stat(data_dir / "holder.sqlite3").st_mode & 0o777) == "0o600"
 
