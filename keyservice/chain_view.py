@@ -18,7 +18,6 @@ from cvm.chain import Attestation, ChainClient, ChainError, LeaseStatus
 WATCHED = {
     ("AttestationRegistry", "AttestationVerified"),
     ("LeaseMarket", "LeaseClosed"),
-    ("LeaseMarket", "LeaseFailedOver"),
     ("KeyService", "KeyPolicySet"),
     ("KeyService", "KeyMeasurementsSet"),
 }
