@@ -143,7 +143,7 @@ def run_command(
     # Its largest answer is a page of deposits (500 of ~2 KiB): no reason to read 16 MiB.
     api = ApiClient(backend, max_response_bytes=4 * 1024 * 1024)
     holder = Holder(
-        keys, ChainView(chain), ApiBackend(api, bytes(keys.account.key), keys.address, domain),
+        keys, ChainView(chain), ApiBackend(api, bytes(keys.account.key), domain),
         Store(data_dir), roots=roots, max_leases=max_leases,
     )  # fmt: skip
     service = Service(holder, poll_s=poll_s)

@@ -17,14 +17,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from eth_account.messages import SignableMessage, encode_typed_data
-from eth_utils import is_hex_address, keccak, to_checksum_address
+from eth_utils import is_hex_address, to_checksum_address
 
 from cvm import guest_eip712
 
-# The renter's client seals each holder's share with HPKE base mode to the holder's X25519
-# key, info DEPOSIT_INFO, aad = manifestHash; the plaintext is JSON
-# {"lease_id", "key_version", "index", "share": b64(32 bytes)}.
-DEPOSIT_INFO = b"cvm.keydeposit.v1"
+# The renter's client (cvm.key_release, branch i-guestkeys: HOLDER_INFO) seals each holder's
+# share with HPKE base mode to the holder's X25519 key, info DEPOSIT_INFO, aad = manifestHash;
+# the plaintext is JSON {"lease_id", "key_version", "index", "share": b64(32 bytes)}.
+DEPOSIT_INFO = b"cvm.keyholder.v1"
 # The holder seals its share to the guest with HPKE auth mode (INTERFACES 5).
 RELEASE_INFO = b"cvm.keyshare.v1"
 EPOCH_TAG = b"cvm.epoch.v1"
@@ -320,11 +320,3 @@ def seal_release(
         sks=KEMKey.from_pyca_cryptography_key(holder_private),
     )
     return bytes(enc), bytes(context.seal(payload, aad=report_data))
-
-
-def report_hash_hex(report_hash: bytes) -> str:
-    return "0x" + report_hash.hex()
-
-
-def digest_of(data: bytes) -> bytes:
-    return bytes(keccak(data))

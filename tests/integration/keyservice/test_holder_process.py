@@ -5,7 +5,8 @@ backend, checking each request's holder signature the way the backend does, and 
 share for the guest right after the verifier's confirm.
 
 The backend here is a stand-in serving the routes of INTERFACES 4 (its real routes are branch
-i-backendkeys'); the chain part needs KeyService and `chain.keys` (branch i-contracts).
+i-backendkeys'), checking signatures with cvm.holder_requests (same branch); the chain part
+needs KeyService and `chain.keys` (branch i-contracts).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typer.testing import CliRunner
 
 from cvm.attestation.sim import SimulatedAmd, SimulatedSecureProcessor
 from cvm.eip712 import Domain, SignatureError
-from cvm.holder_auth import verify_holder_request
 from keyservice.cli import app as keyservice_cli
 from keyservice.keys import HolderKeys
 from tests.fixtures.chain import MEASUREMENT
@@ -44,10 +44,15 @@ def stand_in_backend(domain: Domain, backend: Backend, holder: str) -> FastAPI:
     used: set[tuple[str, str]] = set()
 
     async def check(request: Request) -> None:
+        from cvm.holder_requests import verify_holder_request  # type: ignore[import-not-found]
+
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers = request.headers
         try:
             signed = verify_holder_request(
-                dict(request.headers), domain, request.method, path, await request.body(),
+                headers.get("X-CVM-Holder"), headers.get("X-CVM-Timestamp"),
+                headers.get("X-CVM-Nonce"), headers.get("X-CVM-Signature"),
+                method=request.method, path=path, body=await request.body(), domain=domain,
                 now=int(time.time()), window_s=60,
             )  # fmt: skip
         except SignatureError as exc:

@@ -1,6 +1,5 @@
-"""The holder's key file (owner-only, never overwritten, never shown) and its signed requests
-to the backend (domain tag cvm.holder-read.v1: bound to method, path, body, deployment and a
-single-use nonce; the client's requests verify with the same function the backend uses)."""
+"""The holder's key file (owner-only, never overwritten, never shown) and its way to the
+backend (the API client's holder-signed methods, their answers handed on as plain JSON)."""
 
 from __future__ import annotations
 
@@ -8,19 +7,14 @@ import json
 import os
 import stat
 
-import httpx
 import pytest
-from eth_account import Account
 from typer.testing import CliRunner
 
-from cvm.api_client import ApiClient
-from cvm.eip712 import Domain, SignatureError
-from cvm.holder_auth import HOLDER_HEADER, sign_holder_request, verify_holder_request
+from cvm.eip712 import Domain
 from keyservice.cli import app
 from keyservice.keys import HolderKeys, KeyFileError
 
 DOMAIN = Domain(chain_id=31337, node_registry="0x" + "34" * 20)
-NOW = 1_800_000_000
 
 
 def test_init_makes_an_owner_only_key_file_and_refuses_to_overwrite(tmp_path):
@@ -60,71 +54,54 @@ def test_a_key_file_others_can_read_or_a_foreign_file_is_refused(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
 
 
-def test_a_signed_request_verifies_for_exactly_itself():
-    holder = Account.create()
-    path = f"/v1/keyholders/{holder.address}/shares?after=3"
-    headers = sign_holder_request(holder.key, DOMAIN, "GET", path, now=NOW)
-    check = {"now": NOW, "window_s": 60}
-    request = verify_holder_request(headers, DOMAIN, "GET", path, b"", **check)
-    assert request.holder == holder.address
-    for method, other_path, body, domain in [
-        ("POST", path, b"", DOMAIN),
-        ("GET", path.replace("after=3", "after=0"), b"", DOMAIN),
-        ("GET", path, b"x", DOMAIN),
-        ("GET", path, b"", Domain(chain_id=1, node_registry=DOMAIN.node_registry)),
-        ("GET", path, b"", Domain(chain_id=31337, node_registry="0x" + "35" * 20)),
-    ]:
-        with pytest.raises(SignatureError, match="signed by"):
-            verify_holder_request(headers, domain, method, other_path, body, **check)
-    with pytest.raises(SignatureError, match="window"):
-        verify_holder_request(headers, DOMAIN, "GET", path, b"", now=NOW + 61, window_s=60)
-    forged = headers | {HOLDER_HEADER: Account.create().address}
-    with pytest.raises(SignatureError, match="signed by"):
-        verify_holder_request(forged, DOMAIN, "GET", path, b"", **check)
-    for missing in list(headers):
-        partial = {k: v for k, v in headers.items() if k != missing}
-        with pytest.raises(SignatureError, match="needs the"):
-            verify_holder_request(partial, DOMAIN, "GET", path, b"", **check)
+class Views:
+    """The backend client's answers: pydantic views, dumped to JSON for the holder."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items = items
+
+    def model_dump(self, mode: str) -> dict:
+        assert mode == "json"
+        return self.items[0]
 
 
-def test_a_holder_signature_is_not_a_node_signature():
-    """The tag separates the roles: the digest a holder signs is no EIP-712 node message."""
-    from cvm.eip712 import LeaseSpecRequest, recover_node_signer
+class FakeApi:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
 
-    holder = Account.create()
-    headers = sign_holder_request(holder.key, DOMAIN, "GET", "/v1/leases/1/spec", now=NOW,
-                                  nonce=5)  # fmt: skip
-    request = LeaseSpecRequest(node=holder.address, lease_id=1, timestamp=NOW, nonce=5)
-    signer = recover_node_signer(request, headers["X-CVM-Signature"], DOMAIN)
-    assert signer != holder.address
+    def list_shares(self, *, holder_key, after, limit, domain):
+        self.calls.append(("shares", holder_key, after, limit, domain))
+        return [Views([{"cursor": 5}])]
+
+    def list_epochs(self, *, holder_key, after, limit, domain):
+        self.calls.append(("epochs", holder_key, after, limit, domain))
+        return []
+
+    def get_evidence(self, evidence_hash: str) -> bytes:
+        self.calls.append(("evidence", evidence_hash))
+        return b"evidence"
+
+    def post_release(self, lease_id, release, *, holder_key, domain):
+        self.calls.append(("release", lease_id, release, holder_key, domain))
 
 
-def test_the_api_client_signs_what_it_sends():
-    """The client's holder requests verify with the backend's check (same bytes, path, query)."""
-    holder = Account.create()
-    seen: list[httpx.Request] = []
+def test_the_api_backend_signs_with_the_holder_key_and_hands_on_json(monkeypatch):
+    from cvm import api_models
+    from keyservice.backend import ApiBackend
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        path = request.url.raw_path.decode()
-        verify_holder_request(dict(request.headers), DOMAIN, request.method, path,
-                              request.content, now=int(request.headers["X-CVM-Timestamp"]),
-                              window_s=60)  # fmt: skip
-        if request.method == "POST":
-            return httpx.Response(201, json={"ok": True})
-        return httpx.Response(200, json=[{"cursor": 4}])
+    class KeyReleaseIn(dict):  # the backend's model (branch i-backendkeys), stood in
+        def __init__(self, **fields):
+            super().__init__(fields)
 
-    api = ApiClient("http://backend.test", transport=httpx.MockTransport(answer))
-    assert api.holder_shares(holder.address, after=3, holder_key=holder.key, domain=DOMAIN) == [
-        {"cursor": 4}
-    ]
-    api.holder_epochs(holder.address, after=0, holder_key=holder.key, domain=DOMAIN)
-    api.post_key_release(9, {"holder": holder.address, "key_version": 1},
-                         holder_key=holder.key, domain=DOMAIN)  # fmt: skip
-    assert [r.url.raw_path.decode() for r in seen] == [
-        f"/v1/keyholders/{holder.address}/shares?after=3",
-        f"/v1/keyholders/{holder.address}/epochs?after=0",
-        "/v1/leases/9/key-releases",
-    ]
-    nonces = {r.headers["X-CVM-Nonce"] for r in seen}
-    assert len(nonces) == 3  # a fresh nonce for each request
+    monkeypatch.setattr(api_models, "KeyReleaseIn", KeyReleaseIn, raising=False)
+    api = FakeApi()
+    backend = ApiBackend(api, b"k" * 32, DOMAIN)  # type: ignore[arg-type]
+    assert backend.shares(4) == [{"cursor": 5}]
+    assert backend.epochs(0) == []
+    assert backend.evidence(b"\x01" * 32) == b"evidence"
+    backend.post_release(9, {"holder": "0x" + "11" * 20, "key_version": 1})
+    assert api.calls[0] == ("shares", b"k" * 32, 4, 100, DOMAIN)
+    assert api.calls[2] == ("evidence", "0x" + "01" * 32)
+    kind, lease, release, key, domain = api.calls[3]
+    assert (kind, lease, key, domain) == ("release", 9, b"k" * 32, DOMAIN)
+    assert isinstance(release, KeyReleaseIn) and release["key_version"] == 1
