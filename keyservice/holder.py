@@ -127,6 +127,8 @@ class Holder:
             )
         if tuple(h.lower() for h in policy.holders) != tuple(h.lower() for h in manifest.holders):
             raise Refused("the manifest's holders are not the on-chain policy's")
+        if policy.threshold != manifest.threshold:
+            raise Refused("the manifest's threshold is not the on-chain policy's")
         opened = open_deposit(self.keys.x25519_private, manifest_hash, enc, ciphertext)
         if (opened.lease_id, opened.key_version, opened.index) != (
             lease_id, manifest.key_version, index,

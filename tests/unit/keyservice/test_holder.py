@@ -91,6 +91,9 @@ def test_a_manifest_that_is_not_the_on_chain_policy_is_refused(world):
     world.chain.policies[7] = replace(policy, holders=policy.holders[::-1])
     with pytest.raises(Refused, match="holders are not"):
         world.holders[0].accept_deposit(world.deposit(lease, 0))
+    world.chain.policies[7] = replace(policy, threshold=3)
+    with pytest.raises(Refused, match="threshold is not"):
+        world.holders[0].accept_deposit(world.deposit(lease, 0))
 
 
 def test_a_deposit_ahead_of_the_chain_waits(world):
