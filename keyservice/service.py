@@ -95,7 +95,16 @@ class Service:
             self.store.set_cursor("block", head)
 
     def run(self, stop: threading.Event) -> None:
-        self.start()
+        backoff = Backoff(base_s=0.5, max_s=10.0)
+        while not stop.is_set():  # a chain not answering yet at start is waited for
+            try:
+                self.start()
+                break
+            except Exception as exc:
+                self.stats.errors += 1
+                backoff.failed(self.clock())
+                log.warning("start: %s (retrying)", _short(exc))
+                stop.wait(min(backoff.max_s, backoff.base_s * 2 ** min(backoff.failures, 5)))
         while not stop.is_set():
             self.step()
             stop.wait(self.poll_s)

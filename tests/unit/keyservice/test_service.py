@@ -164,3 +164,42 @@ def test_a_dead_chain_is_backed_off_and_run_stops_on_request(tmp_path, chip):
     stop = threading.Event()
     stop.set()
     s.run(stop)  # returns at once
+
+
+def test_no_share_reaches_the_log(tmp_path, chip, caplog):
+    import base64
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    world, clock = World(tmp_path, chip=chip), Clock()
+    s = service(world, 0, clock)
+    lease = world.lease(7)
+    world.backends[0].deposits.append(world.deposit(lease, 0))
+    world.backends[0].deposits.append(world.deposit(lease, 0, index=2))  # refused, logged
+    s.step()
+    world.attest(lease)
+    s.step()
+    assert len(world.backends[0].posted) == 1 and "refused" in caplog.text
+    share = lease.shares[0]
+    for shown in (share.hex(), base64.b64encode(share).decode(), repr(share)):
+        assert shown not in caplog.text
+
+
+def test_a_chain_down_at_start_is_waited_for(tmp_path, chip):
+    world = World(tmp_path, chip=chip)
+    world.chain.down = True
+    s = Service(world.holders[0])
+    stop = threading.Event()
+    thread = threading.Thread(target=s.run, args=(stop,))
+    thread.start()
+    try:
+        from tests.fixtures.processes import wait_for
+
+        wait_for(lambda: s.stats.errors >= 1, timeout=10, what="a failed start")
+        world.chain.down = False
+        wait_for(lambda: world.stores[0].cursor("block") is not None, timeout=10,
+                 what="the start after the chain came back")  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
