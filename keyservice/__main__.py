@@ -1,0 +1,3 @@
+from keyservice.cli import main
+
+main()
