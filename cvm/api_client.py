@@ -477,6 +477,70 @@ class ApiClient:
         body = self._json("GET", f"/leases/{lease_id}/logs", params={"since": since})
         return _model(LeaseConsoleView, body)
 
+    # --- snapshots and epochs (i-snapshots; INTERFACES 4) -------------------------------
+    # Ciphertext only: chunk and manifest objects are sealed in the guest. Every request is
+    # signed by the node key (the accepted node only); bodies are bounded by the backend.
+
+    def put_snapshot_chunk(
+        self, lease_id: int, chunk_id: str, data: bytes, *, node_key: bytes | str
+    ) -> None:
+        """Store one chunk object (the backend checks sha256(data) == chunk_id)."""
+        headers = self._node_request_headers(lease_id, node_key, None)
+        headers["Content-Type"] = "application/octet-stream"
+        self._request(
+            "PUT", f"/leases/{lease_id}/snapshots/chunks/{chunk_id}", content=data, headers=headers
+        )
+
+    def get_snapshot_chunk(self, lease_id: int, chunk_id: str, *, node_key: bytes | str) -> bytes:
+        headers = self._node_request_headers(lease_id, node_key, None)
+        return self._request(
+            "GET", f"/leases/{lease_id}/snapshots/chunks/{chunk_id}", headers=headers
+        )
+
+    def put_snapshot_manifest(
+        self, lease_id: int, epoch: int, data: bytes, *, node_key: bytes | str
+    ) -> None:
+        headers = self._node_request_headers(lease_id, node_key, None)
+        headers["Content-Type"] = "application/octet-stream"
+        self._request(
+            "PUT", f"/leases/{lease_id}/snapshots/manifests/{epoch}", content=data, headers=headers
+        )
+
+    def get_snapshot_manifest(self, lease_id: int, epoch: int, *, node_key: bytes | str) -> bytes:
+        headers = self._node_request_headers(lease_id, node_key, None)
+        return self._request(
+            "GET", f"/leases/{lease_id}/snapshots/manifests/{epoch}", headers=headers
+        )
+
+    def latest_snapshot(self, lease_id: int, *, node_key: bytes | str) -> tuple[int, str] | None:
+        """(epoch, manifest id) of the lease's latest snapshot; None when it has none."""
+        headers = self._node_request_headers(lease_id, node_key, None)
+        try:
+            body = self._json("GET", f"/leases/{lease_id}/snapshots/latest", headers=headers)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        epoch = body.get("epoch") if isinstance(body, dict) else None
+        manifest_id = body.get("manifest_id") if isinstance(body, dict) else None
+        if (
+            isinstance(epoch, bool)
+            or not isinstance(epoch, int)
+            or not 0 <= epoch < 2**64
+            or not isinstance(manifest_id, str)
+            or len(manifest_id.removeprefix("0x")) != 64
+        ):
+            raise ApiError(0, f"GET /leases/{lease_id}/snapshots/latest: malformed answer")
+        return epoch, manifest_id.removeprefix("0x").lower()
+
+    def post_epoch_record(
+        self, lease_id: int, record: dict[str, Any], *, node_key: bytes | str
+    ) -> Any:
+        """The guest's signed epoch record ({epoch, snapshot, key_version, signature}), for
+        the key holders to remember (they check the signature with the epoch key)."""
+        headers = self._node_request_headers(lease_id, node_key, None)
+        return self._json("POST", f"/leases/{lease_id}/epochs", json=record, headers=headers)
+
     # --- Sign-In with Ethereum ----------------------------------------------------------
 
     def login(self, private_key: bytes | str, *, statement: str = "Sign in to cvm") -> Session:

@@ -788,7 +788,7 @@ class GuestAgent:
             if op == "snapshot_chunk":
                 chunk_id = _chunk_id(request)
                 data = snapshots.chunk(chunk_id)
-                return {"ok": True, "id": chunk_id, "data": base64.b64encode(data).decode()}
+                return {"ok": True, "chunk": chunk_id, "data": base64.b64encode(data).decode()}
             if op == "snapshot_manifest":
                 wanted = _uint_field(request, "epoch", UINT64_MAX) if "epoch" in request else None
                 epoch, sealed = snapshots.manifest(wanted)
@@ -817,9 +817,10 @@ SNAPSHOT_OPS = frozenset(
 
 
 def _chunk_id(request: dict[str, Any]) -> str:
-    value = request.get("id")
+    # "chunk", not "id": every request's "id" is the channel's own (echoed in the answer).
+    value = request.get("chunk")
     if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
-        raise AgentError("id must be a chunk id (64 lowercase hex digits)")
+        raise AgentError("chunk must be a chunk id (64 lowercase hex digits)")
     return value
 
 

@@ -399,8 +399,8 @@ def write_tar(root: Path, sink: IO[bytes] | _ChunkSink, *, max_members: int = MA
     mtime (whole seconds) kept, no user or group names. The number of entries."""
     members = 0
     skipped = 0
-    with tarfile.open(
-        fileobj=sink,  # type: ignore[arg-type]
+    with tarfile.open(  # type: ignore[call-overload]
+        fileobj=sink,
         mode="w|",
         format=tarfile.PAX_FORMAT,
         encoding="utf-8",

@@ -100,7 +100,7 @@ class Host:
         assert taken["ok"], taken
         for chunk_id in taken["chunks"]:
             if chunk_id not in self.objects:
-                got = self.ask({"op": "snapshot_chunk", "id": chunk_id})
+                got = self.ask({"op": "snapshot_chunk", "chunk": chunk_id})
                 self.objects[chunk_id] = base64.b64decode(got["data"])
         got = self.ask({"op": "snapshot_manifest"})
         self.manifests[got["epoch"]] = base64.b64decode(got["data"])
@@ -112,7 +112,7 @@ class Host:
         assert started["ok"], started
         for chunk_id in started["need"]:
             data = base64.b64encode(self.objects[chunk_id]).decode()
-            fed = self.ask({"op": "restore_chunk", "id": chunk_id, "data": data})
+            fed = self.ask({"op": "restore_chunk", "chunk": chunk_id, "data": data})
             assert fed["ok"], fed
         return self.ask({"op": "restore_finish"})
 
@@ -231,12 +231,12 @@ def test_a_tampered_chunk_is_refused(tmp_path):
     chunk_id = need[0]
     tampered = bytearray(host.objects[chunk_id])
     tampered[40] ^= 1
-    answer = host.ask({"op": "restore_chunk", "id": chunk_id,
+    answer = host.ask({"op": "restore_chunk", "chunk": chunk_id,
                        "data": base64.b64encode(bytes(tampered)).decode()})  # fmt: skip
     assert answer["ok"] is False and "does not hash to its id" in answer["error"]
     # Under its own id it is no chunk of this manifest; and the AEAD refuses it anyway.
     tampered_id = hashlib.sha256(tampered).hexdigest()
-    answer = host.ask({"op": "restore_chunk", "id": tampered_id,
+    answer = host.ask({"op": "restore_chunk", "chunk": tampered_id,
                        "data": base64.b64encode(bytes(tampered)).decode()})  # fmt: skip
     assert answer["ok"] is False and "names no such chunk" in answer["error"]
     with pytest.raises(snap.SnapshotError, match="does not authenticate"):
@@ -251,7 +251,7 @@ def test_a_chunk_in_another_place_is_refused(tmp_path):
     need = host.ask({"op": "restore_manifest", "epoch": 1,
                      "data": base64.b64encode(host.manifests[1]).decode()})["need"]  # fmt: skip
     first, second = need[0], need[1]
-    swapped = host.ask({"op": "restore_chunk", "id": first,
+    swapped = host.ask({"op": "restore_chunk", "chunk": first,
                         "data": base64.b64encode(host.objects[second]).decode()})  # fmt: skip
     assert swapped["ok"] is False and "does not hash to its id" in swapped["error"]
     # A manifest whose chunk order was changed does not authenticate: the order is sealed.
@@ -444,13 +444,13 @@ def test_a_snapshot_whose_read_fails_is_thawed_and_leaves_the_epoch(tmp_path):
 @pytest.mark.parametrize(
     ("request_", "error"),
     [
-        ({"op": "snapshot_chunk", "id": "zz"}, "chunk id"),
-        ({"op": "snapshot_chunk", "id": "0" * 64}, "no such chunk"),
+        ({"op": "snapshot_chunk", "chunk": "zz"}, "chunk must be a chunk id"),
+        ({"op": "snapshot_chunk", "chunk": "0" * 64}, "no such chunk"),
         ({"op": "snapshot_manifest"}, "no such snapshot"),
         ({"op": "restore_manifest", "epoch": -1, "data": "AA=="}, "epoch"),
         ({"op": "restore_manifest", "epoch": 1, "data": "***"}, "not base64"),
         ({"op": "restore_manifest", "epoch": 1, "data": "A" * 400_000}, "at most"),
-        ({"op": "restore_chunk", "id": "0" * 64, "data": "AA=="}, "restore_manifest first"),
+        ({"op": "restore_chunk", "chunk": "0" * 64, "data": "AA=="}, "restore_manifest first"),
         ({"op": "restore_finish"}, "restore_manifest first"),
     ],
 )
