@@ -32,13 +32,14 @@ from web3 import Web3
 from backend.api import create_app
 from backend.api.deps import AppContext
 from backend.dispatch import CeleryDispatcher, make_producer
-from backend.domain import images
+from backend.domain import images, keys_relay
 from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketplace_decoder
 from backend.indexer.dispute_windows import DisputeWindows
 from backend.indexer.heads import NewHeads, websocket_url
 from backend.leadership import INDEXER, Leadership, verifier_job
 from backend.matching import Matcher
 from backend.matching.service import Dispatch
+from backend.objects import ObjectStoreError
 from backend.repeats import RepeatedConditions
 from backend.store import Node, Store, StoreError
 from backend.verifier import (
@@ -68,6 +69,17 @@ log = logging.getLogger(__name__)
 
 # Seconds between two collections of unused uploaded images (sooner for a short grace).
 IMAGE_GC_EVERY_S = 300.0
+# Seconds between two removals of closed leases' key and snapshot data.
+KEY_DATA_GC_EVERY_S = 60.0
+
+
+def _holder_check(reader: ChainClient) -> Callable[[str], bool] | None:
+    """Whether an address is a registered, staked key holder, from the KeyService bindings
+    (`chain.keys.holder_of`); None on a deployment without a key service."""
+    keys = getattr(reader, "keys", None)
+    if keys is None or not getattr(reader.deployment, "key_service", None):
+        return None
+    return keys_relay.chain_holder_check(keys)
 
 
 @dataclass
@@ -129,6 +141,7 @@ class BackendService:
         self.leadership = Leadership(self.store, ttl_s=settings.leader_ttl_s, clock=clock)
         self._failures = RepeatedConditions(log, level=logging.WARNING)
         self._collected_at = float("-inf")
+        self._key_data_collected_at = float("-inf")
         self.dispatch = dispatch or CeleryDispatcher(make_producer(settings.broker_url))
         self.matcher = Matcher(
             self.store,
@@ -235,6 +248,11 @@ class BackendService:
             sealed_listeners=(
                 [self.dispatch.serve_guest] if isinstance(self.dispatch, CeleryDispatcher) else []
             ),
+            # Issue 20: key deposits and releases nudge the node like sealed secrets do.
+            key_listeners=(
+                [self.dispatch.serve_guest] if isinstance(self.dispatch, CeleryDispatcher) else []
+            ),
+            key_holders=_holder_check(reader),
         )
         self.app: FastAPI = create_app(self.context)
         self._stop = threading.Event()
@@ -275,6 +293,8 @@ class BackendService:
                     self.dispute_windows.run()
                 if term.check():
                     self._collect_images()
+                if term.check():
+                    self._collect_key_data()
         verified = 0
         liveness = None
         watched: list[WatchResult] = []
@@ -314,6 +334,28 @@ class BackendService:
         self._failures.clear("images")
         if removed:
             log.info("removed %d uploaded image(s) no open lease uses: %s", len(removed), removed)
+
+    def _collect_key_data(self) -> None:
+        """Closed leases' key deposits, releases, epoch records and snapshot objects leave the
+        store `snapshot_retention_s` after this backend first saw them closed."""
+        now = self.clock()
+        if now - self._key_data_collected_at < KEY_DATA_GC_EVERY_S:
+            return
+        self._key_data_collected_at = now
+        try:
+            with self.store.session() as session:
+                removed = keys_relay.collect(
+                    session,
+                    self.context.object_store,
+                    self.context.now(),
+                    retention_s=self.settings.snapshot_retention_s,
+                )
+        except (ObjectStoreError, StoreError) as exc:
+            self._failures.report("key-data", "removing closed leases' key data failed (%s)", exc)
+            return
+        self._failures.clear("key-data")
+        if removed:
+            log.info("removed the key and snapshot data of closed lease(s) %s", removed)
 
     def _react(self, batch: BatchResult) -> None:
         if batch.reorged_from is not None:

@@ -10,6 +10,7 @@ so a hostile or broken backend that streams without end costs bounded memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -32,14 +33,22 @@ from cvm.api_models import (
     AttestationView,
     ChainInfo,
     ConsoleReceipt,
+    EpochRecordIn,
+    EpochRecordView,
     EvidenceReceipt,
     GuestAccessIn,
     GuestAccessView,
     GuestKeyClaimView,
+    GuestKeysView,
     GuestPort,
     GuestStatusIn,
     GuestStatusView,
     ImageManifest,
+    KeyDepositIn,
+    KeyDepositView,
+    KeyReleaseIn,
+    KeyReleaseView,
+    KeyShareView,
     LeaseConsoleView,
     LeaseState,
     LeaseTimeline,
@@ -50,6 +59,8 @@ from cvm.api_models import (
     SealedSecretsView,
     SealedSeqView,
     Session,
+    SnapshotLatestView,
+    SnapshotObjectReceipt,
 )
 from cvm.eip712 import (
     ConsoleUpload,
@@ -476,6 +487,172 @@ class ApiClient:
         (needs a session). Untrusted: the node's host relayed every byte."""
         body = self._json("GET", f"/leases/{lease_id}/logs", params={"since": since})
         return _model(LeaseConsoleView, body)
+
+    # --- key service and snapshots (issue 20) ----------------------------------------------
+    # Renter: put_keys. Key holder (requests signed by its Ethereum key, cvm.holder_requests):
+    # list_shares, post_release, list_epochs. The lease's node (signed like its spec read):
+    # get_guest_keys, post_epoch, put/get_chunk, put/get_manifest, latest_snapshot. Public:
+    # latest_epoch. Everything carried is ciphertext or signed by the lease's own keys.
+
+    def put_keys(self, lease_id: int, deposit: KeyDepositIn) -> KeyDepositView:
+        """Deposit the lease's signed key manifest, sealed shares and bundle, as its renter
+        (needs a session)."""
+        body = self._json("PUT", f"/leases/{lease_id}/keys", json=deposit.model_dump(mode="json"))
+        return _model(KeyDepositView, body)
+
+    def _holder_json(
+        self,
+        method: str,
+        path: str,
+        holder_key: bytes | str,
+        domain: Domain | None,
+        body: bytes = b"",
+    ) -> Any:
+        from cvm.holder_requests import sign_holder_request
+
+        headers = sign_holder_request(holder_key, domain or self.domain(), method, "/v1" + path,
+                                      body)  # fmt: skip
+        if body:
+            headers["Content-Type"] = "application/json"
+            return self._json(method, path, content=body, headers=headers)
+        return self._json(method, path, headers=headers)
+
+    def list_shares(
+        self,
+        *,
+        holder_key: bytes | str,
+        after: int = 0,
+        limit: int = 100,
+        domain: Domain | None = None,
+    ) -> list[KeyShareView]:
+        """The key shares sealed to this holder with a cursor above `after`, oldest first."""
+        holder = Account.from_key(holder_key).address
+        path = f"/keyholders/{holder}/shares?after={int(after)}&limit={int(limit)}"
+        return [_model(KeyShareView, x) for x in self._holder_json("GET", path, holder_key, domain)]
+
+    def list_epochs(
+        self,
+        *,
+        holder_key: bytes | str,
+        after: int = 0,
+        limit: int = 100,
+        domain: Domain | None = None,
+    ) -> list[EpochRecordView]:
+        """The latest epoch record of each lease this holder holds a share of, after a cursor."""
+        holder = Account.from_key(holder_key).address
+        path = f"/keyholders/{holder}/epochs?after={int(after)}&limit={int(limit)}"
+        answer = self._holder_json("GET", path, holder_key, domain)
+        return [_model(EpochRecordView, x) for x in answer]
+
+    def post_release(
+        self,
+        lease_id: int,
+        release: KeyReleaseIn,
+        *,
+        holder_key: bytes | str,
+        domain: Domain | None = None,
+    ) -> KeyReleaseView:
+        """Post this holder's share sealed to the lease's attested guest."""
+        body = release.model_dump_json().encode()
+        answer = self._holder_json(
+            "POST", f"/leases/{lease_id}/key-releases", holder_key, domain, body
+        )
+        return _model(KeyReleaseView, answer)
+
+    def latest_epoch(self, lease_id: int) -> EpochRecordView:
+        """The lease's highest epoch record (ApiError 404 if none)."""
+        return _model(EpochRecordView, self._json("GET", f"/leases/{lease_id}/epochs/latest"))
+
+    def get_guest_keys(
+        self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> GuestKeysView:
+        """The lease's key manifest, bundle and releases, as the node it runs on."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        body = self._json("GET", f"/leases/{lease_id}/keys/guest", headers=headers)
+        return _model(GuestKeysView, body)
+
+    def post_epoch(
+        self,
+        lease_id: int,
+        record: EpochRecordIn,
+        *,
+        node_key: bytes | str,
+        domain: Domain | None = None,
+    ) -> EpochRecordView:
+        """Relay the guest's epoch record, as the node the lease runs on."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        body = self._json(
+            "POST", f"/leases/{lease_id}/epochs", json=record.model_dump(mode="json"),
+            headers=headers,
+        )  # fmt: skip
+        return _model(EpochRecordView, body)
+
+    def _put_object(
+        self, lease_id: int, path: str, data: bytes, node_key: bytes | str, domain: Domain | None
+    ) -> SnapshotObjectReceipt:
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        headers["Content-Type"] = "application/octet-stream"
+        body = self._json("PUT", path, content=data, headers=headers)
+        return _model(SnapshotObjectReceipt, body)
+
+    def put_chunk(
+        self, lease_id: int, data: bytes, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> SnapshotObjectReceipt:
+        """Store an encrypted snapshot chunk under its SHA-256, as the lease's node."""
+        chunk_id = hashlib.sha256(data).hexdigest()
+        path = f"/leases/{lease_id}/snapshots/chunks/{chunk_id}"
+        return self._put_object(lease_id, path, data, node_key, domain)
+
+    def get_chunk(
+        self,
+        lease_id: int,
+        chunk_id: str,
+        *,
+        node_key: bytes | str,
+        domain: Domain | None = None,
+    ) -> bytes:
+        """An encrypted snapshot chunk, checked against its id (ApiError if it differs)."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        path = f"/leases/{lease_id}/snapshots/chunks/{chunk_id}"
+        data = self._request("GET", path, headers=headers)
+        if hashlib.sha256(data).hexdigest() != chunk_id:
+            raise ApiError(0, f"GET {path}: the bytes do not hash to {chunk_id}")
+        return data
+
+    def put_manifest(
+        self,
+        lease_id: int,
+        epoch: int,
+        data: bytes,
+        *,
+        node_key: bytes | str,
+        domain: Domain | None = None,
+    ) -> SnapshotObjectReceipt:
+        """Store the sealed snapshot manifest of `epoch` (its id: the receipt's `id`)."""
+        path = f"/leases/{lease_id}/snapshots/manifests/{int(epoch)}"
+        return self._put_object(lease_id, path, data, node_key, domain)
+
+    def get_manifest(
+        self,
+        lease_id: int,
+        epoch: int,
+        *,
+        node_key: bytes | str,
+        domain: Domain | None = None,
+    ) -> bytes:
+        """The sealed snapshot manifest of `epoch` (the guest authenticates it)."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        return self._request(
+            "GET", f"/leases/{lease_id}/snapshots/manifests/{int(epoch)}", headers=headers
+        )
+
+    def latest_snapshot(
+        self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> SnapshotLatestView:
+        """The snapshot the lease's highest epoch record names (ApiError 404 if none)."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        body = self._json("GET", f"/leases/{lease_id}/snapshots/latest", headers=headers)
+        return _model(SnapshotLatestView, body)
 
     # --- Sign-In with Ethereum ----------------------------------------------------------
 

@@ -517,3 +517,223 @@ class LeaseConsoleView(_View):
     text: str
     updated_at: datetime | None
     source: Literal["host"] = "host"
+
+
+# --- key service and snapshots (issue 20) ---------------------------------------------------
+# Ciphertext only: shares are HPKE-sealed to their holders' X25519 keys, releases to the
+# attested guest, the bundle and snapshots under keys derived from the lease's root key, which
+# the backend never holds. What the backend checks is who may put and read what, and sizes.
+
+MAX_KEY_HOLDERS = guest_eip712.MAX_KEY_HOLDERS
+MAX_SHARE_SEALED_BYTES = 512  # a holder's sealed share (a 32-byte share and its metadata)
+MAX_RELEASE_SEALED_BYTES = 1024  # a holder's share sealed to the guest (INTERFACES 5)
+HPKE_ENC_BYTES = 32  # DHKEM(X25519)'s encapsulated key
+# The renter's sealed secret bundle: with 16 shares and the manifest, the JSON body still fits
+# the backend's default body limit (CVM_API_MAX_BODY_BYTES, 64 KiB).
+MAX_BUNDLE_BYTES = 32 * 1024
+EPOCH_SIGNATURE_BYTES = 64  # Ed25519
+MAX_EPOCH = 2**63 - 1  # the guest's uint64 epoch, as the store keeps it
+# Snapshot objects: what one upload may carry (the guest chunks at 512 KiB).
+SNAPSHOT_CHUNK_MAX_BYTES = 1024 * 1024
+SNAPSHOT_MANIFEST_MAX_BYTES = 256 * 1024
+# Who signs a holder request (cvm.holder_requests); with TIMESTAMP_HEADER, NONCE_HEADER and
+# SIGNATURE_HEADER.
+HOLDER_HEADER = "X-CVM-Holder"
+
+
+def _base64_check(min_bytes: int, max_bytes: int) -> AfterValidator:
+    """Standard, padded base64 of `min_bytes`..`max_bytes` bytes."""
+    import base64
+    import binascii
+
+    def check(value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not standard base64") from None
+        if not min_bytes <= len(raw) <= max_bytes:
+            raise ValueError(f"must decode to {min_bytes}..{max_bytes} bytes, not {len(raw)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _b64_chars(max_bytes: int) -> StringConstraints:
+    return StringConstraints(
+        pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=4 * ((max_bytes + 2) // 3)
+    )
+
+
+Hex32Plain = Annotated[str, StringConstraints(pattern=r"^(0x)?[0-9a-fA-F]{64}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+HexSignature = Annotated[str, StringConstraints(pattern=r"^(0x)?[0-9a-fA-F]{130}$")]
+SealedShare = Annotated[
+    str, _b64_chars(MAX_SHARE_SEALED_BYTES), _base64_check(1, MAX_SHARE_SEALED_BYTES)
+]
+SealedRelease = Annotated[
+    str, _b64_chars(MAX_RELEASE_SEALED_BYTES), _base64_check(1, MAX_RELEASE_SEALED_BYTES)
+]
+HpkeEnc = Annotated[str, _b64_chars(HPKE_ENC_BYTES), _base64_check(HPKE_ENC_BYTES, HPKE_ENC_BYTES)]
+SealedBundle = Annotated[str, _b64_chars(MAX_BUNDLE_BYTES), _base64_check(1, MAX_BUNDLE_BYTES)]
+EpochSignature = Annotated[
+    str,
+    _b64_chars(EPOCH_SIGNATURE_BYTES),
+    _base64_check(EPOCH_SIGNATURE_BYTES, EPOCH_SIGNATURE_BYTES),
+]
+
+
+def _distinct_holders(holders: list[str]) -> list[str]:
+    if len({holder.lower() for holder in holders}) != len(holders):
+        raise ValueError("each holder once")
+    return holders
+
+
+class KeyManifestJson(_Body):
+    """The renter-signed EIP-712 `KeyManifest` as JSON: exactly the message's fields
+    (cvm.guest_eip712.KEY_MANIFEST_TYPE), bytes32 as 0x-hex."""
+
+    leaseId: LeaseId  # the EIP-712 field names, as signed
+    keyVersion: Uint32
+    threshold: Annotated[int, Field(ge=1, le=MAX_KEY_HOLDERS)]
+    holders: Annotated[
+        list[Address],
+        Field(min_length=1, max_length=MAX_KEY_HOLDERS),
+        AfterValidator(_distinct_holders),
+    ]
+    holderKeys: Annotated[list[Hex32], Field(min_length=1, max_length=MAX_KEY_HOLDERS)]
+    rootCommitment: Hex32
+    epochKey: Hex32
+
+    def message(self) -> dict[str, Any]:
+        """The EIP-712 message (cvm.guest_eip712.key_manifest_message takes it)."""
+        return self.model_dump()
+
+
+class KeyShareIn(_Body):
+    """One holder's share, HPKE-sealed to its X25519 key (holderKeys of the manifest)."""
+
+    holder: Address
+    enc: HpkeEnc
+    ciphertext: SealedShare
+
+
+class KeyDepositIn(_Body):
+    """A lease's key deposit by its renter: the signed manifest, one sealed share per holder
+    of the manifest (no more, no fewer) and the sealed secret bundle (or none)."""
+
+    manifest: KeyManifestJson
+    signature: HexSignature
+    shares: Annotated[list[KeyShareIn], Field(min_length=1, max_length=MAX_KEY_HOLDERS)]
+    bundle: SealedBundle | None = None
+
+
+class KeyDepositView(_View):
+    lease_id: int
+    key_version: int
+    manifest_hash: str  # 0x EIP-712 digest: the key policy's manifestHash
+    holders: list[str]
+    created_at: datetime
+
+
+class KeyShareView(_View):
+    """A share addressed to one holder; `cursor` orders them (ask `after` the last one)."""
+
+    cursor: int
+    lease_id: int
+    key_version: int
+    manifest: KeyManifestJson
+    signature: str
+    enc: str
+    ciphertext: str
+
+
+class KeyReleaseIn(_Body):
+    """A holder's share sealed to the attested guest that made `report_hash` (HPKE auth mode
+    from the holder's X25519 key, aad = that report's REPORT_DATA)."""
+
+    holder: Address
+    key_version: Uint32
+    report_hash: Hex32
+    enc: HpkeEnc
+    ciphertext: SealedRelease
+
+
+class KeyReleaseView(_View):
+    holder: str
+    index: int  # the holder's share index (its place in manifest.holders, plus one)
+    sender: str  # 0x-hex X25519 key of the holder (manifest.holderKeys[index - 1])
+    key_version: int
+    report_hash: str
+    enc: str
+    ciphertext: str
+    created_at: datetime
+
+
+class GuestKeysView(_View):
+    """What the lease's node relays to its guest (`{"op": "keys", ...}`)."""
+
+    lease_id: int
+    key_version: int
+    manifest: KeyManifestJson
+    signature: str
+    bundle: str | None
+    releases: list[KeyReleaseView]
+
+
+class EpochRecordIn(_Body):
+    """The guest's epoch record: Ed25519 by the manifest's epochKey over `cvm.epoch.v1` ||
+    chainId (32) || AttestationRegistry (20) || leaseId (32) || keyVersion (4) || epoch (8) ||
+    snapshot (32), big-endian (cvm.api_models.epoch_record_message)."""
+
+    epoch: Annotated[int, Field(ge=0, le=MAX_EPOCH)]
+    snapshot: Hex32Plain
+    key_version: Uint32
+    signature: EpochSignature
+
+
+class EpochRecordView(_View):
+    cursor: int
+    lease_id: int
+    epoch: int
+    snapshot: str  # the manifest's object id (SHA-256, lower-case hex)
+    key_version: int
+    signature: str
+    created_at: datetime
+
+
+def epoch_record_message(
+    chain_id: int,
+    registry: str,
+    lease_id: int,
+    key_version: int,
+    epoch: int,
+    snapshot: bytes,
+) -> bytes:
+    """The bytes an epoch record's Ed25519 signature covers (INTERFACES section 6)."""
+    if len(snapshot) != 32:
+        raise ValueError("snapshot must be 32 bytes")
+    return (
+        b"cvm.epoch.v1"
+        + chain_id.to_bytes(32, "big")
+        + bytes.fromhex(registry.removeprefix("0x"))
+        + lease_id.to_bytes(32, "big")
+        + key_version.to_bytes(4, "big")
+        + epoch.to_bytes(8, "big")
+        + snapshot
+    )
+
+
+class SnapshotObjectReceipt(_View):
+    lease_id: int
+    id: str  # SHA-256 of the bytes, lower-case hex
+    size: int
+    used_bytes: int  # what the lease's snapshot objects take now (the quota counts this)
+
+
+class SnapshotLatestView(_View):
+    """The newest snapshot an accepted epoch record names."""
+
+    lease_id: int
+    epoch: int
+    manifest_id: str
+    key_version: int

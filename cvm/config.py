@@ -190,6 +190,37 @@ class Settings(BaseSettings):
         description="decided attestations the watcher re-checks per background round",
     )
 
+    # --- key service and snapshots (issue 20; owned by backend/) -------------------------
+    object_store_dir: Path = Field(
+        default_factory=lambda data: data["data_dir"] / "objects",
+        description="where the backend keeps leases' snapshot objects (ciphertext) when no"
+        " S3-compatible store is set",
+    )
+    object_store_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint for snapshot objects (e.g. https://s3.example:9000);"
+        " its keys come from CVM_OBJECT_STORE_ACCESS_KEY and CVM_OBJECT_STORE_SECRET_KEY in the"
+        " environment only (unset: the object directory)",
+    )
+    object_store_bucket: str = Field(
+        "cvm-snapshots", description="bucket of the S3-compatible object store"
+    )
+    object_store_region: str = Field(
+        "us-east-1", description="region the S3-compatible object store signs requests for"
+    )
+    snapshot_lease_quota_bytes: int = Field(
+        2**30,
+        ge=1,
+        description="room one lease's snapshot chunks and manifests may take; an upload past it"
+        " is refused (413) (1 GiB)",
+    )
+    snapshot_retention_s: float = Field(
+        86400.0,
+        ge=0,
+        description="a closed lease's key deposits, releases, epoch records and snapshot objects"
+        " are removed this long after the backend first sees it closed (24 h)",
+    )
+
     # --- node agent ----------------------------------------------------------------
     node_keystore: Path | None = Field(
         None, description="keystore of the node key the agent accepts and attests with"
@@ -314,7 +345,13 @@ class Settings(BaseSettings):
         return str(address)
 
     @field_validator(
-        "data_dir", "deployment_file", "sim_amd_dir", "image_dir", "node_image_dir", mode="after"
+        "data_dir",
+        "deployment_file",
+        "sim_amd_dir",
+        "image_dir",
+        "node_image_dir",
+        "object_store_dir",
+        mode="after",
     )
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:

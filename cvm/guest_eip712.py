@@ -128,3 +128,60 @@ def recover(message: SignableMessage, signature: bytes | str) -> str:
 def sign(message: SignableMessage, account: Any) -> bytes:
     """`account`'s 65-byte signature (r || s || v, v 27/28, low s) of `message`."""
     return bytes(account.sign_message(message).signature)
+
+
+# --- KeyManifest (issue 20): the renter's word on a lease's key holders and key ----------------
+# `KeyManifest(uint256 leaseId,uint32 keyVersion,uint8 threshold,address[] holders,
+# bytes32[] holderKeys,bytes32 rootCommitment,bytes32 epochKey)`, signed by the lease's renter.
+# Its JSON form (what the backend stores and relays, and the guest checks) is the EIP-712
+# message itself: these keys, bytes32 as 0x-hex, addresses as 0x-hex.
+# manifestHash = `digest(key_manifest_message(...))`, which the chain keeps in the lease's key
+# policy. holders[i] holds share index i + 1 and is reached by its X25519 key holderKeys[i].
+KEY_MANIFEST_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "keyVersion", "type": "uint32"},
+    {"name": "threshold", "type": "uint8"},
+    {"name": "holders", "type": "address[]"},
+    {"name": "holderKeys", "type": "bytes32[]"},
+    {"name": "rootCommitment", "type": "bytes32"},
+    {"name": "epochKey", "type": "bytes32"},
+]
+MAX_KEY_HOLDERS = 16  # Shamir over pycryptodome's GF(2^128): share indices 1..16 (INTERFACES 1)
+
+
+def _bytes32(value: bytes | str, name: str) -> bytes:
+    raw = value if isinstance(value, bytes) else bytes.fromhex(value.removeprefix("0x"))
+    if len(raw) != 32:
+        raise ValueError(f"{name} must be 32 bytes")
+    return raw
+
+
+def key_manifest_message(chain_id: int, registry: str, manifest: dict[str, Any]) -> SignableMessage:
+    """The EIP-712 KeyManifest of `manifest` (its JSON form: the keys of KEY_MANIFEST_TYPE);
+    ValueError if a field cannot be what its type says."""
+    holders = list(manifest["holders"])
+    keys = list(manifest["holderKeys"])
+    threshold, version = manifest["threshold"], manifest["keyVersion"]
+    if not 1 <= len(holders) <= MAX_KEY_HOLDERS or len(keys) != len(holders):
+        raise ValueError(f"1 to {MAX_KEY_HOLDERS} holders, each with one holder key")
+    if isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise ValueError("threshold must be an integer")
+    if not 1 <= threshold <= len(holders):
+        raise ValueError(f"threshold must be 1..{len(holders)} (the number of holders)")
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**32:
+        raise ValueError("keyVersion must be a uint32")
+    lease_id = manifest["leaseId"]
+    if isinstance(lease_id, bool) or not isinstance(lease_id, int) or not 0 <= lease_id < 2**256:
+        raise ValueError("leaseId must be a uint256")
+    return _typed(chain_id, registry, "KeyManifest", KEY_MANIFEST_TYPE, {
+        "leaseId": lease_id, "keyVersion": version, "threshold": threshold,
+        "holders": [to_checksum_address(holder) for holder in holders],
+        "holderKeys": [_bytes32(key, "holderKeys[]") for key in keys],
+        "rootCommitment": _bytes32(manifest["rootCommitment"], "rootCommitment"),
+        "epochKey": _bytes32(manifest["epochKey"], "epochKey"),
+    })  # fmt: skip
+
+
+def key_manifest_hash(chain_id: int, registry: str, manifest: dict[str, Any]) -> bytes:
+    """manifestHash: the full EIP-712 digest of the manifest (what the key policy stores)."""
+    return digest(key_manifest_message(chain_id, registry, manifest))

@@ -17,6 +17,7 @@ from backend.api.routes import (
     guest_keys,
     health,
     images,
+    keys,
     leases,
     nodes,
     secrets,
@@ -53,6 +54,7 @@ def create_app(context: AppContext) -> FastAPI:
         secrets,
         console,
         images,
+        keys,
     ):
         v1.include_router(module.router)
     app.include_router(v1)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from backend.api.errors import ApiError
 from backend.api.limits import RateLimiter, check_address
 from backend.domain import auth
+from backend.objects import ObjectStore, object_store
 from backend.store import Store
 from cvm.api_models import ChainInfo
 from cvm.config import Settings
@@ -45,6 +46,14 @@ class AppContext:
     attestation_cache: dict[int, tuple[float, bytes]] = field(default_factory=dict)
     # Rate-limit counters (shared through Redis by replicas); set by `create_app` if None.
     limiter: RateLimiter | None = None
+    # Issue 20. Called as (lease_id, node address) once a key deposit or a key release for a
+    # running lease is committed (the node relays it to its guest at once).
+    key_listeners: list[Callable[[int, str], None]] = field(default_factory=list)
+    # Whether an address is a registered, staked key holder on chain (None: this deployment
+    # has no key service, and holder requests are refused).
+    key_holders: Callable[[str], bool] | None = None
+    # Where snapshot objects go; the settings' store (backend.objects) if None.
+    objects: ObjectStore | None = None
 
     def limit_address(self, address: str, what: str) -> None:
         """Count a writing request of `address` to endpoint `what` (429 once over the limit)."""
@@ -53,6 +62,13 @@ class AppContext:
     def limit_client(self, client: str, what: str) -> None:
         """Count an unauthenticated writing request of client IP `client` to `what`."""
         check_address(self.limiter, self.settings, f"ip:{client}", what)
+
+    @property
+    def object_store(self) -> ObjectStore:
+        """The snapshot object store (made from the settings on first use)."""
+        if self.objects is None:
+            self.objects = object_store(self.settings)
+        return self.objects
 
     @property
     def images(self) -> ImageStore:

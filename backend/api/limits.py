@@ -2,9 +2,10 @@
 
 Body sizes are checked before a byte is read: a declared `Content-Length` over the limit is
 answered 413 at once, and a chunked body is counted as it streams and cut off at the limit.
-Two routes have limits of their own: evidence uploads (`evidence_max_bytes`) and image
-uploads (`PUT /v1/images/{id}`, `image_max_bytes`, hundreds of MiB); every other route,
-image reads included, keeps `api_max_body_bytes`.
+Some routes have limits of their own: evidence uploads (`evidence_max_bytes`), image
+uploads (`PUT /v1/images/{id}`, `image_max_bytes`, hundreds of MiB) and snapshot uploads
+(`PUT /v1/leases/{id}/snapshots/chunks/{sha}` 1 MiB, `.../manifests/{epoch}` 256 KiB); every
+other route, image reads included, keeps `api_max_body_bytes`.
 Rate limits are fixed windows of one minute, counted per client IP on every `/v1` request
 and per address (renter or node) on every writing endpoint once that address is proven (a
 session, or a verified node signature; sign-in itself is counted per client IP), and
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.api.errors import ApiError, error_response
 from backend.domain.errors import RateLimited
 from backend.repeats import RepeatedConditions
+from cvm.api_models import SNAPSHOT_CHUNK_MAX_BYTES, SNAPSHOT_MANIFEST_MAX_BYTES
 from cvm.config import Settings
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,10 @@ class AbuseGuardMiddleware:
             return self.settings.evidence_max_bytes
         if method == "PUT" and _IMAGE_UPLOAD.fullmatch(path.removeprefix(self.prefix)):
             return self.settings.image_max_bytes
+        if method == "PUT" and _SNAPSHOT_CHUNK.fullmatch(path.removeprefix(self.prefix)):
+            return max(SNAPSHOT_CHUNK_MAX_BYTES, self.settings.api_max_body_bytes)
+        if method == "PUT" and _SNAPSHOT_MANIFEST.fullmatch(path.removeprefix(self.prefix)):
+            return max(SNAPSHOT_MANIFEST_MAX_BYTES, self.settings.api_max_body_bytes)
         return self.settings.api_max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -199,6 +205,9 @@ class AbuseGuardMiddleware:
 
 # The one route whose body is an image (exactly an id: no component, no other method).
 _IMAGE_UPLOAD = re.compile(r"/images/[0-9a-f]{64}")
+# Snapshot uploads by a lease's node (issue 20): a chunk up to 1 MiB, a manifest up to 256 KiB.
+_SNAPSHOT_CHUNK = re.compile(r"/leases/[0-9]{1,19}/snapshots/chunks/[0-9a-f]{64}")
+_SNAPSHOT_MANIFEST = re.compile(r"/leases/[0-9]{1,19}/snapshots/manifests/[0-9]{1,19}")
 
 # Largest refused body that is still read (and dropped) so that the refusal arrives cleanly.
 _DRAIN_MAX_BYTES = 1 << 20

@@ -452,3 +452,102 @@ class ImageUpload(Base):
     renter: Mapped[str] = mapped_column(ADDRESS, primary_key=True, index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+# --- key service and snapshots (issue 20): ciphertext and signed records only -------------------
+
+
+class KeyDeposit(Base):
+    """A lease's current key deposit by its renter: the signed manifest and the sealed secret
+    bundle. One per lease: a higher keyVersion replaces it (and its shares)."""
+
+    __tablename__ = "key_deposits"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    key_version: Mapped[int] = mapped_column(BigInteger)
+    renter: Mapped[str] = mapped_column(ADDRESS)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    manifest_hash: Mapped[str] = mapped_column(HASH)
+    signature: Mapped[str] = mapped_column(String(132))
+    bundle: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class KeyShare(Base):
+    """One holder's sealed share of a lease's current key version; `id` is the holder's
+    cursor (a replacement gets new ids, so a holder sees it as new)."""
+
+    __tablename__ = "key_shares"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    holder: Mapped[str] = mapped_column(ADDRESS)
+    key_version: Mapped[int] = mapped_column(BigInteger)
+    enc: Mapped[str] = mapped_column(String(64))
+    ciphertext: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("lease_id", "holder", "key_version", name="uq_key_share"),
+        Index("ix_key_shares_holder_id", "holder", "id"),
+    )
+
+
+class KeyRelease(Base):
+    """A holder's share sealed to the attested guest of `report_hash`: one per (lease,
+    holder, report_hash)."""
+
+    __tablename__ = "key_releases"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    holder: Mapped[str] = mapped_column(ADDRESS)
+    key_version: Mapped[int] = mapped_column(BigInteger)
+    report_hash: Mapped[str] = mapped_column(HASH)
+    enc: Mapped[str] = mapped_column(String(64))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("lease_id", "holder", "report_hash", name="uq_key_release"),
+    )
+
+
+class EpochRecord(Base):
+    """The highest epoch record of a lease (Ed25519 by its manifest's epochKey, checked); a
+    new one replaces it under a new `id`, the holders' cursor."""
+
+    __tablename__ = "epoch_records"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lease_id: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    snapshot: Mapped[str] = mapped_column(String(64))
+    key_version: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(88))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("lease_id", name="uq_epoch_record_lease"),)
+
+
+class SnapshotObject(Base):
+    """One object of a lease's snapshots in the object store (backend.objects): a chunk
+    (`name` = its SHA-256) or a sealed manifest (`name` = its epoch). `sha256` addresses it."""
+
+    __tablename__ = "snapshot_objects"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # chunk | manifest
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LeaseCleanup(Base):
+    """When the backend first saw a lease closed that still had key or snapshot data: the
+    data goes once `snapshot_retention_s` passed (backend.domain.keys_relay.collect)."""
+
+    __tablename__ = "lease_cleanups"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    closed_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
