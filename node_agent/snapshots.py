@@ -29,6 +29,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from cvm.api_client import ApiClient, ApiError
+from cvm.api_models import EpochRecordIn
 from node_agent.errors import GuestRefused, LauncherError
 from node_agent.guest_channel import GuestAnswer
 from node_agent.launcher.qemu import QemuLauncher
@@ -158,43 +159,47 @@ class SnapshotRelay:
         held = self._held(lease_id)
         missing = [c for c in chunks if c not in held]
         sent_bytes = 0
-        for index, chunk_id in enumerate(missing, 1):
-            got = channel.request(
-                {"op": "snapshot_chunk", "chunk": chunk_id}, timeout_s=CHUNK_TIMEOUT_S
-            )
-            data = _b64(got, "data", MAX_CHUNK_OBJECT)
-            if hashlib.sha256(data).hexdigest() != chunk_id:
-                raise SnapshotFailed(f"lease {lease_id}: chunk {chunk_id[:12]} is not its id")
-            self._retry(
-                f"chunk {chunk_id[:12]}",
-                lambda c=chunk_id, d=data: self.api.put_snapshot_chunk(  # type: ignore[misc]
-                    lease_id, c, d, node_key=self.node_key.key
-                ),
-            )
-            sent_bytes += len(data)
-            if index % PROGRESS_EVERY == 0:
-                log.info(
-                    "lease %s: snapshot epoch %s: %s of %s new chunks uploaded",
-                    lease_id,
-                    epoch,
-                    index,
-                    len(missing),
+        try:
+            for index, chunk_id in enumerate(missing, 1):
+                got = channel.request(
+                    {"op": "snapshot_chunk", "chunk": chunk_id}, timeout_s=CHUNK_TIMEOUT_S
                 )
+                data = _b64(got, "data", MAX_CHUNK_OBJECT)
+                if hashlib.sha256(data).hexdigest() != chunk_id:
+                    raise SnapshotFailed(f"lease {lease_id}: chunk {chunk_id[:12]} is not its id")
+                self._retry(
+                    f"chunk {chunk_id[:12]}",
+                    lambda d=data: self.api.put_chunk(  # type: ignore[misc]
+                        lease_id, d, node_key=self.node_key.key
+                    ),
+                )
+                held.add(chunk_id)
+                sent_bytes += len(data)
+                if index % PROGRESS_EVERY == 0:
+                    log.info(
+                        "lease %s: snapshot epoch %s: %s of %s new chunks uploaded",
+                        lease_id,
+                        epoch,
+                        index,
+                        len(missing),
+                    )
+        finally:
+            # What made it is kept even when a later upload failed (a rate limit, a quota):
+            # the next snapshot, mostly the same chunks, resumes instead of starting over.
+            self._save_held(lease_id, held)
         got = channel.request({"op": "snapshot_manifest", "epoch": epoch})
         manifest = _b64(got, "data", MAX_MANIFEST_BYTES)
         if hashlib.sha256(manifest).hexdigest() != manifest_id:
             raise SnapshotFailed(f"lease {lease_id}: the manifest is not the one announced")
         self._retry(
             "manifest",
-            lambda: self.api.put_snapshot_manifest(
-                lease_id, epoch, manifest, node_key=self.node_key.key
-            ),
+            lambda: self.api.put_manifest(lease_id, epoch, manifest, node_key=self.node_key.key),
         )
         self._retry(
             "epoch record",
-            lambda: self.api.post_epoch_record(lease_id, record, node_key=self.node_key.key),
+            lambda: self.api.post_epoch(lease_id, record, node_key=self.node_key.key),
         )
-        self._save_held(lease_id, chunks)
+        self._save_held(lease_id, set(chunks))  # the backend holds these now
         log.info(
             "lease %s: snapshot epoch %s stored: %s chunks, %s uploaded (%s bytes), %.1f s",
             lease_id,
@@ -224,13 +229,16 @@ class SnapshotRelay:
         """Feed the lease's latest snapshot to its guest; the epoch restored."""
         channel = self.launcher.channel(lease_id)
         started = self.clock()
-        latest = self.api.latest_snapshot(lease_id, node_key=self.node_key.key)
-        if latest is None:
+        try:
+            latest = self.api.latest_snapshot(lease_id, node_key=self.node_key.key)
+        except ApiError as exc:
+            if exc.status_code != 404:
+                raise
             raise SnapshotFailed(
                 f"lease {lease_id}: the guest needs a snapshot of epoch >= {required},"
                 " the backend has none"
-            )
-        epoch, manifest_id = latest
+            ) from None
+        epoch, manifest_id = latest.epoch, latest.manifest_id.removeprefix("0x").lower()
         if required is not None and epoch < required:
             # Fed anyway: the guest refuses it and says so on its console.
             log.warning(
@@ -239,7 +247,7 @@ class SnapshotRelay:
                 epoch,
                 required,
             )
-        manifest = self.api.get_snapshot_manifest(lease_id, epoch, node_key=self.node_key.key)
+        manifest = self.api.get_manifest(lease_id, epoch, node_key=self.node_key.key)
         if len(manifest) > MAX_MANIFEST_BYTES or hashlib.sha256(manifest).hexdigest() != (
             manifest_id
         ):
@@ -261,7 +269,7 @@ class SnapshotRelay:
             raise SnapshotFailed(f"lease {lease_id}: the guest asks for malformed chunk ids")
         log.info("lease %s: restoring snapshot epoch %s: %s chunks", lease_id, epoch, len(need))
         for index, chunk_id in enumerate(need, 1):
-            data = self.api.get_snapshot_chunk(lease_id, chunk_id, node_key=self.node_key.key)
+            data = self.api.get_chunk(lease_id, chunk_id, node_key=self.node_key.key)
             if len(data) > MAX_CHUNK_OBJECT or hashlib.sha256(data).hexdigest() != chunk_id:
                 raise SnapshotFailed(
                     f"lease {lease_id}: the backend's chunk {chunk_id[:12]} is bad"
@@ -274,7 +282,7 @@ class SnapshotRelay:
                 log.info("lease %s: restore: %s of %s chunks fed", lease_id, index, len(need))
         done = channel.request({"op": "restore_finish"}, timeout_s=SNAPSHOT_TIMEOUT_S)
         restored = done.integer("epoch")
-        self._save_held(lease_id, need)  # these are on the backend
+        self._save_held(lease_id, set(need))  # these are on the backend
         log.info(
             "lease %s: restored snapshot epoch %s (%s chunks) in %.1f s",
             lease_id,
@@ -295,12 +303,12 @@ class SnapshotRelay:
             return set()
         if not isinstance(held, list):
             return set()
-        return {c for c in held[:MAX_CHUNKS] if isinstance(c, str) and _ID.fullmatch(c)}
+        return {c for c in held[: 2 * MAX_CHUNKS] if isinstance(c, str) and _ID.fullmatch(c)}
 
-    def _save_held(self, lease_id: int, chunks: list[str]) -> None:
+    def _save_held(self, lease_id: int, chunks: set[str]) -> None:
         path = self._state_path(lease_id)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"held": sorted(set(chunks))}))
+        temporary.write_text(json.dumps({"held": sorted(chunks)[: 2 * MAX_CHUNKS]}))
         os.replace(temporary, path)
 
 
@@ -318,7 +326,7 @@ def _b64(answer: GuestAnswer, name: str, max_bytes: int) -> bytes:
         raise SnapshotFailed(f"the guest's {answer.op} answer: {name} is not base64") from exc
 
 
-def _record(answer: GuestAnswer, epoch: int, manifest_id: str) -> dict[str, object]:
+def _record(answer: GuestAnswer, epoch: int, manifest_id: str) -> EpochRecordIn:
     """The epoch record as the backend takes it, its fields checked against the snapshot."""
     record = answer.record("record")
     if record is None:
@@ -328,9 +336,9 @@ def _record(answer: GuestAnswer, epoch: int, manifest_id: str) -> dict[str, obje
     key_version = record.integer("key_version", maximum=2**32 - 1)
     if record.integer("epoch") != epoch or snapshot != manifest_id:
         raise SnapshotFailed("the guest's epoch record names another snapshot")
-    return {
-        "epoch": epoch,
-        "snapshot": snapshot,
-        "key_version": key_version,
-        "signature": signature,
-    }
+    try:
+        return EpochRecordIn(
+            epoch=epoch, snapshot=snapshot, key_version=key_version, signature=signature
+        )
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise SnapshotFailed(f"the guest's epoch record is malformed: {exc}") from None

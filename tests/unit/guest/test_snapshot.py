@@ -286,7 +286,7 @@ def test_an_older_epoch_is_refused_on_the_console(tmp_path):
 
 
 def test_a_local_volume_is_used_unless_older_than_required(tmp_path):
-    host, mount = snapshotted(tmp_path)  # the volume's epoch is 1
+    _, mount = snapshotted(tmp_path)  # the volume's epoch is 1
     (mount / "after-snapshot").write_text("written after the last snapshot")
     # Relaunched on the same node, required 1: the volume is used as it is.
     console = Console()

@@ -11,12 +11,14 @@ import json
 import socket
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from eth_account import Account
 
 from cvm.api_client import ApiError
+from cvm.api_models import EpochRecordIn
 from guest import agent as guest_agent
 from guest import snapshot as snap
 from node_agent.guest_channel import GuestChannel
@@ -76,41 +78,42 @@ class Store:
         self.manifests: dict[int, bytes] = {}
         self.records: list[dict[str, Any]] = []
         self.puts: list[str] = []
-        self.failures: list[ApiError] = []  # raised by the next PUTs, in order
+        # What the next writes do, in order: raise the error, or (None) succeed.
+        self.failures: list[ApiError | None] = []
 
     def _fail(self) -> None:
-        if self.failures:
-            raise self.failures.pop(0)
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
 
-    def put_snapshot_chunk(self, lease_id: int, chunk_id: str, data: bytes, **kw: Any) -> None:
+    def put_chunk(self, lease_id: int, data: bytes, **kw: Any) -> None:
         self._fail()
-        if hashlib.sha256(data).hexdigest() != chunk_id:
-            raise ApiError(400, "chunk does not hash to its id")
+        chunk_id = hashlib.sha256(data).hexdigest()
         self.puts.append(chunk_id)
         self.chunks[chunk_id] = data
 
-    def get_snapshot_chunk(self, lease_id: int, chunk_id: str, **kw: Any) -> bytes:
+    def get_chunk(self, lease_id: int, chunk_id: str, **kw: Any) -> bytes:
         if chunk_id not in self.chunks:
             raise ApiError(404, "no such chunk")
         return self.chunks[chunk_id]
 
-    def put_snapshot_manifest(self, lease_id: int, epoch: int, data: bytes, **kw: Any) -> None:
+    def put_manifest(self, lease_id: int, epoch: int, data: bytes, **kw: Any) -> None:
         self._fail()
         self.manifests[epoch] = data
 
-    def get_snapshot_manifest(self, lease_id: int, epoch: int, **kw: Any) -> bytes:
+    def get_manifest(self, lease_id: int, epoch: int, **kw: Any) -> bytes:
         return self.manifests[epoch]
 
-    def latest_snapshot(self, lease_id: int, **kw: Any) -> tuple[int, str] | None:
+    def latest_snapshot(self, lease_id: int, **kw: Any) -> SimpleNamespace:
         if not self.records:
-            return None
+            raise ApiError(404, "no epoch recorded")
         latest = self.records[-1]
-        return latest["epoch"], latest["snapshot"]
+        return SimpleNamespace(epoch=latest["epoch"], manifest_id=latest["snapshot"])
 
-    def post_epoch_record(self, lease_id: int, record: dict[str, Any], **kw: Any) -> None:
+    def post_epoch(self, lease_id: int, record: EpochRecordIn, **kw: Any) -> None:
         self._fail()
-        assert record["epoch"] in self.manifests  # the record comes after its manifest
-        self.records.append(record)
+        assert record.epoch in self.manifests  # the record comes after its manifest
+        self.records.append(record.model_dump())
 
 
 class Clock:
@@ -242,3 +245,16 @@ def test_a_guest_without_keys_or_disk_is_left_alone(stack, tmp_path):
     assert node.sync(LEASE) == "" and store.records == [] and store.puts == []
     silent = relay(tmp_path / "nobody.sock", store, tmp_path, clock, "silent")
     assert silent.guest_state(LEASE) is None and silent.sync(LEASE) == ""
+
+
+def test_an_interrupted_upload_resumes_where_it_stopped(stack, tmp_path):
+    store, clock = Store(), Clock()
+    path, _ = stack("first", 0, data=True)
+    node = relay(path, store, tmp_path, clock, "first")
+    store.failures = [None, ApiError(429, "too many requests")]  # the rate limit, mid-way
+    assert node.sync(LEASE) == ""
+    assert len(store.puts) == 1 and store.records == []
+    clock.now += 61
+    assert node.sync(LEASE) == "snapshot"
+    assert len(store.puts) == len(set(store.puts)) == len(store.chunks)  # none sent twice
+    assert [r["epoch"] for r in store.records] == [2]
