@@ -34,6 +34,7 @@ class GuestServer:
 
     def __init__(self, path: Path, agent: guest_agent.GuestAgent) -> None:
         self.agent = agent
+        self.path = path
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen(4)
