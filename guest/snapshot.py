@@ -652,6 +652,9 @@ class SnapshotManager:
                 self.keys = keys
                 self.state = "open"
                 return self._status()
+            if not self.is_mounted(self.mount):
+                # Never judged (nor written) on the directory under it: the volume is not there.
+                raise SnapshotError(f"{self.mount} is not mounted: the volume comes first")
             if self.keys is not None and self.state in ("ready", "restore_needed"):
                 # Installed again (a new release): the required epoch only goes up.
                 keys = _with_required(keys, max(keys.required_epoch, self.keys.required_epoch))
@@ -683,8 +686,8 @@ class SnapshotManager:
         return not any(e.name != RESERVED and e.name not in SKIPPED for e in os.scandir(self.mount))
 
     def status(self) -> dict[str, Any]:
-        with self.lock:
-            return self._status()
+        """Without the lock: a snapshot in progress must not hold up the agent's `status`."""
+        return self._status()
 
     def _status(self) -> dict[str, Any]:
         keys = self.keys

@@ -473,3 +473,16 @@ def test_without_a_disk_or_keys_snapshots_are_refused_and_services_not_held(tmp_
     assert keyless.snapshots.status() == {
         "restore_needed": False, "required_epoch": None, "epoch": None,
     }  # fmt: skip
+
+
+def test_keys_are_not_judged_on_a_volume_that_is_not_mounted(tmp_path):
+    mount = tmp_path / "data"
+    mount.mkdir()
+    unmounted = snap.SnapshotManager(
+        mount, freezer=snap.no_freeze, spool=tmp_path / "spool", console=Console(),
+        is_mounted=lambda path: False,
+    )  # fmt: skip
+    unmounted.hold()
+    with pytest.raises(snap.SnapshotError, match="not mounted"):
+        unmounted.install(keys(0))
+    assert not unmounted.ready() and not (mount / snap.RESERVED).exists()
