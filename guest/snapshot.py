@@ -27,6 +27,7 @@ Runs in the guest: standard library and `cryptography` only.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -97,6 +98,9 @@ class SnapshotKeys:
     nonce_key: bytes
     epoch_seed: bytes
     required_epoch: int = 0
+    # The same lease's keys of earlier key versions (a rekey): a snapshot sealed before the
+    # rekey still restores; new snapshots are sealed under this version only.
+    previous: tuple[SnapshotKeys, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.registry) != 20:
@@ -597,6 +601,7 @@ class Snapshot:
 class _Restore:
     manifest: Manifest
     need: set[str]
+    keys: SnapshotKeys  # the key version the manifest was sealed under
 
 
 class SnapshotManager:
@@ -726,7 +731,10 @@ class SnapshotManager:
             self.last = None
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(mode=0o700, parents=True)
-            sink = _ChunkSink(keys, out, self.max_bytes)
+            # The sealed chunks wait in memory (tmpfs) for the host: at most half of what is free.
+            free = available_memory()
+            limit = self.max_bytes if free is None else min(self.max_bytes, free // 2)
+            sink = _ChunkSink(keys, out, limit)
             try:
                 with self.freezer(self.mount):
                     write_tar(self.mount, sink)
@@ -787,18 +795,23 @@ class SnapshotManager:
                 raise StaleState(
                     f"snapshot epoch {epoch} is older than the required {keys.required_epoch}"
                 )
-            manifest = open_manifest(keys, epoch, sealed)
-            incoming = self.spool / "in"
+            manifest, sealed_by = _open_any(keys, epoch, sealed)
+            assert self.mount is not None
+            # Plaintext chunks wait on the volume being restored (encrypted, not yet in use),
+            # not in the guest's memory.
+            incoming = self.mount / RESERVED / "incoming"
             shutil.rmtree(incoming, ignore_errors=True)
-            incoming.mkdir(mode=0o700, parents=True)
-            need = {chunk_id for chunk_id, _ in manifest.chunks}
-            self.restore = _Restore(manifest, need)
-            return sorted(need)
+            (self.mount / RESERVED).mkdir(mode=0o700, exist_ok=True)
+            incoming.mkdir(mode=0o700)
+            need = list(dict.fromkeys(chunk_id for chunk_id, _ in manifest.chunks))  # tar order
+            self.restore = _Restore(manifest, set(need), sealed_by)
+            return need
 
     def restore_chunk(self, chunk_id: str, data: bytes) -> int:
         """One chunk object of the restore under way, checked; the number still needed."""
         with self.lock:
-            keys = self._keys_for("restore_chunk")
+            self._keys_for("restore_chunk")
+            assert self.mount is not None
             restore = self.restore
             if restore is None:
                 raise SnapshotError("restore_chunk: send restore_manifest first")
@@ -806,11 +819,11 @@ class SnapshotManager:
                 if any(chunk_id == c for c, _ in restore.manifest.chunks):
                     return len(restore.need)  # already have it
                 raise SnapshotError("restore_chunk: the manifest names no such chunk")
-            plain = open_chunk(keys, chunk_id, data)
+            plain = open_chunk(restore.keys, chunk_id, data)
             size = next(s for c, s in restore.manifest.chunks if c == chunk_id)
             if len(plain) != size:
                 raise SnapshotError(f"chunk {chunk_id[:16]}: not the size the manifest says")
-            (self.spool / "in" / chunk_id).write_bytes(plain)
+            (self.mount / RESERVED / "incoming" / chunk_id).write_bytes(plain)
             restore.need.discard(chunk_id)
             return len(restore.need)
 
@@ -826,7 +839,7 @@ class SnapshotManager:
             if restore.need:
                 raise SnapshotError(f"restore_finish: {len(restore.need)} chunk(s) missing")
             manifest = restore.manifest
-            incoming = self.spool / "in"
+            incoming = self.mount / RESERVED / "incoming"
             paths = [incoming / chunk_id for chunk_id, _ in manifest.chunks]
             digest = hashlib.sha256()
             stream = _Concat(paths)
@@ -849,10 +862,10 @@ class SnapshotManager:
                 raise SnapshotError(f"restore: {exc}") from exc
             finally:
                 stream.close()
+            shutil.rmtree(incoming, ignore_errors=True)
             _swap_in(self.mount, staging)
             os.sync()
             write_local_epoch(self.mount, keys.lease_id, manifest.epoch)
-            shutil.rmtree(incoming, ignore_errors=True)
             self.restore = None
             self.state = "ready"
             self.console(f"cvm-guest: restored snapshot epoch {manifest.epoch} ({count} entries)")
@@ -863,16 +876,34 @@ class SnapshotManager:
 
 
 def _with_required(keys: SnapshotKeys, required: int) -> SnapshotKeys:
-    return SnapshotKeys(
-        keys.chain_id,
-        keys.registry,
-        keys.lease_id,
-        keys.key_version,
-        keys.snapshot_key,
-        keys.nonce_key,
-        keys.epoch_seed,
-        required,
-    )
+    return dataclasses.replace(keys, required_epoch=required)
+
+
+def _open_any(keys: SnapshotKeys, epoch: int, sealed: bytes) -> tuple[Manifest, SnapshotKeys]:
+    """The manifest opened under the current key version or, failing that, an earlier one
+    of the same lease (sealed before a rekey); the keys that opened it."""
+    try:
+        return open_manifest(keys, epoch, sealed), keys
+    except SnapshotError as first:
+        for older in keys.previous[:16]:
+            if older.lease_id != keys.lease_id or older.chain_id != keys.chain_id:
+                continue
+            try:
+                return open_manifest(older, epoch, sealed), older
+            except SnapshotError:
+                continue
+        raise first
+
+
+def available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """MemAvailable in bytes (None if the kernel does not say)."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _swap_in(mount: Path, staging: Path) -> None:

@@ -6,6 +6,7 @@ tar that escapes its directory; dedupe of unchanged chunks; FIFREEZE/FITHAW arou
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import hashlib
 import io
@@ -486,3 +487,23 @@ def test_keys_are_not_judged_on_a_volume_that_is_not_mounted(tmp_path):
     with pytest.raises(snap.SnapshotError, match="not mounted"):
         unmounted.install(keys(0))
     assert not unmounted.ready() and not (mount / snap.RESERVED).exists()
+
+
+def test_a_snapshot_sealed_before_a_rekey_restores_with_the_previous_key(tmp_path):
+    host, mount = snapshotted(tmp_path)  # sealed under key version 1
+    rekeyed = snap.SnapshotKeys.from_root(
+        bytes(32), chain_id=31337, registry=REGISTRY, lease_id=LEASE, key_version=2,
+        required_epoch=1,
+    )  # fmt: skip
+    data = base64.b64encode(host.manifests[1]).decode()
+    restoring(tmp_path / "new-key-only", host)
+    host.agent.snapshots.keys = None
+    host.agent.install_snapshot_keys(rekeyed)
+    refused = host.ask({"op": "restore_manifest", "epoch": 1, "data": data})
+    assert refused["ok"] is False and "key version 2" in refused["error"]
+    restoring(tmp_path / "with-previous", host)
+    host.agent.snapshots.keys = None
+    host.agent.install_snapshot_keys(dataclasses.replace(rekeyed, previous=(keys(1),)))
+    assert host.restore(1)["ok"] is True
+    target = tmp_path / "with-previous" / "dst" / "data"
+    assert tree(target) == tree(mount)
