@@ -104,10 +104,11 @@ class SnapshotRelay:
         return ""
 
     def guest_state(self, lease_id: int) -> tuple[bool, int | None, int | None] | None:
-        """(restore_needed, required_epoch, epoch) from the guest's status; None when it does
-        not answer yet (not bound, not booted)."""
+        """(restore_needed, required_epoch, epoch) from the guest; None when it does not
+        answer yet (not booted, or an agent without snapshots)."""
         try:
-            answer = self.launcher.channel(lease_id).request({"op": "status"})
+            # Not `status`: that one has the guest sign (slow under emulation), every pass.
+            answer = self.launcher.channel(lease_id).request({"op": "snapshot_status"})
             restore_needed = answer.flag("restore_needed", default=False)
             required = _optional_int(answer, "required_epoch")
             epoch = _optional_int(answer, "epoch")

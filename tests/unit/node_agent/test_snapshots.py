@@ -165,6 +165,8 @@ def test_snapshots_upload_only_what_is_missing_and_restore_on_another_node(stack
     first = relay(path, store, tmp_path, clock, "first")
     assert first.sync(LEASE) == "snapshot"
     assert [r["epoch"] for r in store.records] == [1]
+    status = GuestChannel(path).request({"op": "status"})  # the signed status carries them too
+    assert (status["restore_needed"], status["required_epoch"], status["epoch"]) == (False, 0, 1)
     uploaded = len(store.puts)
     assert uploaded == len(store.chunks) >= 3
     assert first.sync(LEASE) == ""  # not due yet
