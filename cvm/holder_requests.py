@@ -174,3 +174,13 @@ def verify_holder_request(
         raise SignatureError(f"holder request for {holder} was signed by {signer}")
     check_timestamp(request.timestamp, now, window_s)
     return request
+
+
+__all__ = [
+    "HOLDER_DOMAIN_NAME",
+    "HOLDER_HEADER",
+    "HolderRequest",
+    "body_hash",
+    "sign_holder_request",
+    "verify_holder_request",
+]

@@ -114,8 +114,12 @@ class CachedHolderCheck:
 
 
 def chain_holder_check(keys: object) -> HolderCheck:
-    """The check against the KeyService bindings (`chain.keys.holder_of`): registered, with
-    a stake."""
+    """The check against the KeyService bindings (`chain.keys`): `is_active_holder` (registered
+    with at least the minimum stake) where the bindings have it, else `holder_of` (registered,
+    with a stake)."""
+    active = getattr(keys, "is_active_holder", None)
+    if callable(active):
+        return CachedHolderCheck(lambda address: bool(active(address)))
 
     def is_holder(address: str) -> bool:
         info = keys.holder_of(address)  # type: ignore[attr-defined]

@@ -489,6 +489,8 @@ class KeyShare(Base):
     __table_args__ = (
         UniqueConstraint("lease_id", "holder", "key_version", name="uq_key_share"),
         Index("ix_key_shares_holder_id", "holder", "id"),
+        # Cursors only grow: SQLite must not hand a deleted row's id to a new one.
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -509,6 +511,7 @@ class KeyRelease(Base):
 
     __table_args__ = (
         UniqueConstraint("lease_id", "holder", "report_hash", name="uq_key_release"),
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -526,7 +529,10 @@ class EpochRecord(Base):
     signature: Mapped[str] = mapped_column(String(88))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
-    __table_args__ = (UniqueConstraint("lease_id", name="uq_epoch_record_lease"),)
+    __table_args__ = (
+        UniqueConstraint("lease_id", name="uq_epoch_record_lease"),
+        {"sqlite_autoincrement": True},  # cursors only grow
+    )
 
 
 class SnapshotObject(Base):

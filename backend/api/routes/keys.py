@@ -413,9 +413,15 @@ def _get_object(
     name: str,
     signed: tuple[str | None, str | None, str | None, str | None],
 ) -> bytes:
-    with context.store.session() as session:
+    # A reading session (the nonce is spent in a writer of its own: on SQLite a second
+    # writer inside this one would wait for itself).
+    session = context.store.new_session(read_only=True)
+    try:
         lease = _node_read(context, session, lease_id, "snapshots", signed)
         object_id = keys_relay.snapshot_object_id(session, lease, kind, name)
+    finally:
+        session.rollback()
+        session.close()
     try:
         return context.object_store.get(lease_namespace(lease_id), object_id)
     except ObjectNotFound:

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("ciphertext", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("lease_id", "holder", "key_version", name="uq_key_share"),
+        sqlite_autoincrement=True,  # holders' cursors only grow: no id is handed out twice
     )
     op.create_index("ix_key_shares_lease_id", "key_shares", ["lease_id"])
     op.create_index("ix_key_shares_holder_id", "key_shares", ["holder", "id"])
@@ -70,6 +71,7 @@ def upgrade() -> None:
         _at("created_at"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("lease_id", "holder", "report_hash", name="uq_key_release"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_key_releases_lease_id", "key_releases", ["lease_id"])
     op.create_table(
@@ -83,6 +85,7 @@ def upgrade() -> None:
         _at("created_at"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("lease_id", name="uq_epoch_record_lease"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "snapshot_objects",
