@@ -149,8 +149,11 @@ class NodeAgent:
         Each lease's steps run on the step pool, off the caller's thread, one at a time per
         lease and guarded: a slow or hostile guest holds its own thread, never another
         lease's, and the pass waits for them `step_budget_s` at most."""
+        held = {record.lease_id for record in self.store.leases()}
         if self.console is not None:
-            self.console.prune({record.lease_id for record in self.store.leases()})
+            self.console.prune(held)
+        if self.snapshots is not None:
+            self.snapshots.prune(held)
         deadline = time.monotonic() + self.step_budget_s
         return self.reconciler.reconcile(self.steps, deadline, then=self._serve_guest)
 

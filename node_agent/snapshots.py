@@ -145,6 +145,16 @@ class SnapshotRelay:
         self._failures.pop(lease_id, None)
         self._state_path(lease_id).unlink(missing_ok=True)
 
+    def prune(self, kept: set[int]) -> None:
+        """Forget every lease not in `kept` (those this node no longer holds)."""
+        known = set(self._next) | set(self._failures)
+        for path in self.state_dir.glob("lease-*.json"):
+            number = path.stem.removeprefix("lease-")
+            if number.isdigit():
+                known.add(int(number))
+        for lease_id in known - kept:
+            self.forget(lease_id)
+
     # -- snapshot -------------------------------------------------------------------------
     def snapshot(self, lease_id: int) -> int:
         """Take one snapshot now and upload what the backend lacks; its epoch."""

@@ -261,3 +261,16 @@ def test_an_interrupted_upload_resumes_where_it_stopped(stack, tmp_path):
     assert node.sync(LEASE) == "snapshot"
     assert len(store.puts) == len(set(store.puts)) == len(store.chunks)  # none sent twice
     assert [r["epoch"] for r in store.records] == [2]
+
+
+def test_leases_no_longer_held_are_forgotten(stack, tmp_path):
+    store, clock = Store(), Clock()
+    path, _ = stack("first", 0, data=True)
+    node = relay(path, store, tmp_path, clock, "first")
+    assert node.sync(LEASE) == "snapshot"
+    assert (node.state_dir / f"lease-{LEASE}.json").exists()
+    node.prune({LEASE})
+    assert (node.state_dir / f"lease-{LEASE}.json").exists() and node.sync(LEASE) == ""
+    node.prune(set())
+    assert not (node.state_dir / f"lease-{LEASE}.json").exists()
+    assert node.sync(LEASE) == "snapshot"  # a lease held again starts afresh
