@@ -251,6 +251,12 @@ class Settings(BaseSettings):
     node_heartbeat_interval_s: float = Field(
         15.0, description="seconds between signed heartbeats to the backend"
     )
+    snapshot_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="seconds between snapshots of a lease's declared disk (node agents; a"
+        " guest with its snapshot keys only), uploaded encrypted through the backend",
+    )
     node_reattest_margin_s: int = Field(
         60, description="re-attest this many seconds before the attestation expires"
     )

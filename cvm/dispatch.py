@@ -18,6 +18,10 @@ TASK_HANDLE_LEASE = "cvm.node.handle_lease"
 # refused nudge delays the secrets, never loses them). Takes the lease id only; idempotent.
 TASK_SERVE_GUEST = "cvm.node.serve_guest"
 
+# On demand: snapshot the lease's disk now (the node also does it every
+# CVM_SNAPSHOT_INTERVAL_S). Takes the lease id only; a lost message costs one interval.
+TASK_SNAPSHOT_LEASE = "cvm.node.snapshot_lease"
+
 
 def node_queue(node_address: str) -> str:
     """The Celery queue a node agent consumes: `node.<lower-case 0x address>`."""

@@ -56,6 +56,10 @@ try:  # the host's tests import the agent as part of the `guest` package
     from guest import volume as data_volume
 except ImportError:  # in the guest: /usr/lib/cvm/volume.py, beside this file
     import volume as data_volume  # type: ignore[no-redef]
+try:
+    from guest import snapshot as guest_snapshot
+except ImportError:  # in the guest: /usr/lib/cvm/snapshot.py
+    import snapshot as guest_snapshot  # type: ignore[no-redef]
 
 PORT_NAME = "org.cvm.agent"
 TSM_REPORT = Path("/sys/kernel/config/tsm/report")
@@ -717,6 +721,7 @@ class GuestAgent(KeyServiceOps):
         volume: data_volume.Volume | None = None,
         find_volume: Callable[[], Path | None] = data_volume.find_device,
         workload_file: Path = data_volume.WORKLOAD_FILE,
+        snapshots: guest_snapshot.SnapshotManager | None = None,
     ) -> None:
         self.keys = keys
         self.secrets_dir = secrets_dir
@@ -732,11 +737,14 @@ class GuestAgent(KeyServiceOps):
         self.attested: OrderedDict[bytes, None] = OrderedDict()
         self.seq = 0  # the last installed sequence number; 0: nothing yet
         self.lock = threading.Lock()
+        self._init_snapshots(snapshots)
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """The host's channel. Nothing here signs with the attested signer but `status`,
         whose struct only states this guest's own sequence number."""
         op = request.get("op")
+        if op in SNAPSHOT_OPS:
+            return self.handle_snapshot(request)  # its own lock: a long snapshot holds no other op
         try:
             with self.lock:
                 if op == "hello":
@@ -753,7 +761,12 @@ class GuestAgent(KeyServiceOps):
                 if op == "keys":  # the threshold key (KeyServiceOps)
                     return {"ok": True, **self.keys_op(request)}
                 if op == "status":
-                    return {"ok": True, **self.status(request), "services": self.services()}
+                    return {
+                        "ok": True,
+                        **self.status(request),
+                        "services": self.services(),
+                        **self.snapshots.status(),
+                    }
             raise AgentError(f"unknown op {op!r}")
         except AgentError as exc:
             return {"ok": False, "error": str(exc)}
@@ -966,6 +979,100 @@ class GuestAgent(KeyServiceOps):
             "signer": "0x" + self.keys.signer.address.hex(),
             "signature": self.keys.signer.sign(digest).hex(),
         }
+
+    # --- snapshots (i-snapshots) ---------------------------------------------------------
+    # Rollback-proof snapshots of the workload's declared disk (guest/snapshot.py). The
+    # `keys` op meets them here: `hold_state()` before it opens the volume with the
+    # threshold-derived disk key (services wait), `install_snapshot_keys(keys)` once the
+    # volume is mounted (the volume's epoch against the required one: use it, or restore).
+    def _init_snapshots(self, snapshots: guest_snapshot.SnapshotManager | None) -> None:
+        if snapshots is None:
+            disk = self.runner.workload.disk_mount if self.runner is not None else None
+            snapshots = guest_snapshot.SnapshotManager(Path(disk) if disk else None)
+        self.snapshots = snapshots
+        if snapshots.on_ready is None:
+            snapshots.on_ready = self._wake_runner
+        if self.runner is not None:
+            # Services wait for the disk to be mounted AND allowed (not stale, not restoring).
+            mounted = self.runner.disk_mounted
+            self.runner.disk_mounted = lambda path: snapshots.ready() and mounted(path)
+
+    def _wake_runner(self) -> None:
+        if self.runner is not None:
+            self.runner.wake()
+
+    def hold_state(self) -> None:
+        """Services wait until `install_snapshot_keys` has checked the volume's epoch."""
+        self.snapshots.hold()
+
+    def install_snapshot_keys(self, keys: guest_snapshot.SnapshotKeys) -> dict[str, Any]:
+        """The root-derived snapshot keys and required epoch, once the volume is mounted:
+        {"restore_needed", "required_epoch", "epoch"}."""
+        return self.snapshots.install(keys)
+
+    def handle_snapshot(self, request: dict[str, Any]) -> dict[str, Any]:
+        """snapshot, snapshot_chunk, snapshot_manifest, restore_manifest, restore_chunk,
+        restore_finish (docs/guest-agent.md "Snapshots")."""
+        op = request.get("op")
+        snapshots = self.snapshots
+        try:
+            if op == "snapshot_status":  # status's three fields, without signing anything
+                return {"ok": True, **snapshots.status()}
+            if op == "snapshot":
+                return {"ok": True, **snapshots.snapshot()}
+            if op == "snapshot_chunk":
+                chunk_id = _chunk_id(request)
+                data = snapshots.chunk(chunk_id)
+                return {"ok": True, "chunk": chunk_id, "data": base64.b64encode(data).decode()}
+            if op == "snapshot_manifest":
+                wanted = _uint_field(request, "epoch", UINT64_MAX) if "epoch" in request else None
+                epoch, sealed = snapshots.manifest(wanted)
+                return {"ok": True, "epoch": epoch, "data": base64.b64encode(sealed).decode()}
+            if op == "restore_manifest":
+                epoch = _uint_field(request, "epoch", UINT64_MAX)
+                sealed = _b64_field(request, "data", guest_snapshot.MAX_MANIFEST_BYTES)
+                return {"ok": True, "need": snapshots.restore_manifest(epoch, sealed)}
+            if op == "restore_chunk":
+                chunk_id = _chunk_id(request)
+                data = _b64_field(request, "data", guest_snapshot.CHUNK_SIZE + 28)
+                return {"ok": True, "remaining": snapshots.restore_chunk(chunk_id, data)}
+            if op == "restore_finish":
+                return {"ok": True, **snapshots.restore_finish()}
+            raise AgentError(f"unknown op {op!r}")
+        except (AgentError, guest_snapshot.SnapshotError) as exc:
+            return {"ok": False, "error": str(exc)}
+        except OSError as exc:
+            return {"ok": False, "error": f"{op} failed: {exc}", "retry": True}
+
+
+SNAPSHOT_OPS = frozenset(
+    {"snapshot_status", "snapshot", "snapshot_chunk", "snapshot_manifest", "restore_manifest",
+     "restore_chunk", "restore_finish"}
+)  # fmt: skip
+
+
+def _chunk_id(request: dict[str, Any]) -> str:
+    # "chunk", not "id": every request's "id" is the channel's own (echoed in the answer).
+    value = request.get("chunk")
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise AgentError("chunk must be a chunk id (64 lowercase hex digits)")
+    return value
+
+
+def _b64_field(request: dict[str, Any], name: str, max_bytes: int) -> bytes:
+    value = request.get(name)
+    if not isinstance(value, str) or len(value) > 4 * (max_bytes // 3 + 1):
+        raise AgentError(f"{name} must be base64 of at most {max_bytes} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise AgentError(f"{name} is not base64") from None
+    if not data or len(data) > max_bytes:
+        raise AgentError(f"{name} must be base64 of 1 to {max_bytes} bytes")
+    return data
+
+
+# --- end of snapshots (i-snapshots) ------------------------------------------------------
 
 
 def _payload(plain: bytes) -> tuple[list[str], dict[str, bytes]]:

@@ -30,6 +30,7 @@ from node_agent.lease_steps import DEFAULT_BUDGET_S, DEFAULT_WORKERS, LeaseSteps
 from node_agent.lifecycle import LeaseLifecycle
 from node_agent.private_spec import PrivateSpecSource
 from node_agent.reconciler import Reconciler, ReconcileResult
+from node_agent.snapshots import DEFAULT_INTERVAL_S, SnapshotRelay
 from node_agent.store import AgentStore, LeaseState, Resources
 
 __all__ = ["NodeAgent", "ReconcileResult"]
@@ -59,6 +60,7 @@ class NodeAgent:
         image_cache_bytes: int | None = None,
         step_workers: int = DEFAULT_WORKERS,
         step_budget_s: float = DEFAULT_BUDGET_S,
+        snapshot_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
@@ -108,12 +110,20 @@ class NodeAgent:
         self.reconciler = Reconciler(self.lifecycle)
         self.relay: GuestRelay | None = None
         self.console: ConsoleRelay | None = None
+        self.snapshots: SnapshotRelay | None = None
         self._qemu: QemuLauncher | None = None
         # Both qemu launchers (qemu-snp is one) boot guests with an agent and a console.
         if api is not None and isinstance(launcher, QemuLauncher):
             self._qemu = launcher
             self.relay = GuestRelay(api, self.account, launcher, lock_dir.parent / "relay")
             self.console = ConsoleRelay(api, self.account, lock_dir.parent / "console")
+            self.snapshots = SnapshotRelay(
+                api,
+                self.account,
+                launcher,
+                lock_dir.parent / "snapshots",
+                interval_s=snapshot_interval_s,
+            )
             self.lifecycle.before_stop = self._ship_console
 
     @property
@@ -139,8 +149,11 @@ class NodeAgent:
         Each lease's steps run on the step pool, off the caller's thread, one at a time per
         lease and guarded: a slow or hostile guest holds its own thread, never another
         lease's, and the pass waits for them `step_budget_s` at most."""
+        held = {record.lease_id for record in self.store.leases()}
         if self.console is not None:
-            self.console.prune({record.lease_id for record in self.store.leases()})
+            self.console.prune(held)
+        if self.snapshots is not None:
+            self.snapshots.prune(held)
         deadline = time.monotonic() + self.step_budget_s
         return self.reconciler.reconcile(self.steps, deadline, then=self._serve_guest)
 
@@ -158,6 +171,29 @@ class NodeAgent:
         so that a guest refusing its secrets still has its console shipped."""
         guarded("relay", lease_id, self._relay_secrets)
         guarded("console", lease_id, self._ship_console)
+        guarded("snapshots", lease_id, self._sync_snapshots)
+
+    def _sync_snapshots(self, lease_id: int) -> None:
+        """Restore the guest's disk if it needs one, else snapshot it when due."""
+        if (
+            self.snapshots is not None
+            and self.launcher.status(lease_id).state == GuestState.RUNNING
+        ):
+            self.snapshots.sync(lease_id)
+
+    def snapshot_lease(self, lease_id: int) -> bool:
+        """A snapshot of the lease's disk now (on demand), on the step pool like every step
+        of the lease; True if one was stored."""
+        if self.snapshots is None or self.store.get_lease(lease_id) is None:
+            return False
+        relay = self.snapshots
+        stored: list[int] = []
+
+        def take(lease: int) -> None:
+            stored.append(relay.snapshot(lease))
+
+        self.steps.run("snapshot", [lease_id], lambda lease: guarded("snapshot", lease, take))
+        return bool(stored)
 
     def _relay_secrets(self, lease_id: int) -> None:
         if self.relay is not None and self.launcher.status(lease_id).state == GuestState.RUNNING:

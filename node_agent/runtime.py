@@ -121,4 +121,5 @@ def build_agent(settings: Settings, account: LocalAccount) -> NodeAgent:
         measurements=settings.node_measurement_list,
         image_max_bytes=settings.image_max_bytes,
         image_cache_bytes=settings.node_image_cache_bytes,
+        snapshot_interval_s=settings.snapshot_interval_s,
     )

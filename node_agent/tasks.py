@@ -19,7 +19,7 @@ from celery import Celery, Task
 
 from cvm.api_client import ApiError
 from cvm.chain import ChainError
-from cvm.dispatch import TASK_HANDLE_LEASE, TASK_SERVE_GUEST, node_queue
+from cvm.dispatch import TASK_HANDLE_LEASE, TASK_SERVE_GUEST, TASK_SNAPSHOT_LEASE, node_queue
 from node_agent.agent import NodeAgent
 from node_agent.errors import LauncherError
 
@@ -83,6 +83,11 @@ def register_tasks(app: Celery, agent: Callable[[], NodeAgent], max_retries: int
     @app.task(name=TASK_SERVE_GUEST, bind=True, shared=False, acks_late=True)
     def serve_guest(self: Task, lease_id: int) -> bool:
         return agent().serve_guest(int(lease_id))
+
+    # On demand, never retried: a failed snapshot is logged and the schedule takes the next.
+    @app.task(name=TASK_SNAPSHOT_LEASE, bind=True, shared=False, acks_late=True)
+    def snapshot_lease(self: Task, lease_id: int) -> bool:
+        return agent().snapshot_lease(int(lease_id))
 
 
 class Scheduler:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import cvm.dispatch
-from cvm.dispatch import TASK_HANDLE_LEASE, TASK_SERVE_GUEST
+from cvm.dispatch import TASK_HANDLE_LEASE, TASK_SERVE_GUEST, TASK_SNAPSHOT_LEASE
 from node_agent.agent import NodeAgent
 from node_agent.store import LeaseState
 from node_agent.tasks import make_celery, register_tasks
@@ -17,6 +17,7 @@ class _Agent:
     def __init__(self) -> None:
         self.handled: list[int] = []
         self.served: list[int] = []
+        self.snapshotted: list[int] = []
 
     def handle_lease(self, lease_id: int) -> LeaseState:
         self.handled.append(lease_id)
@@ -24,6 +25,10 @@ class _Agent:
 
     def serve_guest(self, lease_id: int) -> bool:
         self.served.append(lease_id)
+        return True
+
+    def snapshot_lease(self, lease_id: int) -> bool:
+        self.snapshotted.append(lease_id)
         return True
 
 
@@ -40,7 +45,13 @@ def test_every_task_name_is_registered_and_no_other() -> None:
         if name.startswith("TASK_") and isinstance(value, str)
     }
     registered = {name for name in _app(_Agent()).tasks if name.startswith("cvm.node.")}
-    assert shared == registered == {TASK_HANDLE_LEASE, TASK_SERVE_GUEST}
+    assert shared == registered == {TASK_HANDLE_LEASE, TASK_SERVE_GUEST, TASK_SNAPSHOT_LEASE}
+
+
+def test_snapshot_lease_passes_the_lease_id_to_the_agent() -> None:
+    agent = _Agent()
+    assert _app(agent).tasks[TASK_SNAPSHOT_LEASE].apply(args=["9"]).get() is True
+    assert agent.snapshotted == [9]
 
 
 def test_handle_lease_passes_the_lease_id_to_the_agent() -> None:
