@@ -12,8 +12,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from guest import agent as guest_agent
 from guest import snapshot as snap
 from tests.unit.guest.test_keyshares import (
-    CHAIN_ID, HOLDERS, LEASE, REGISTRY, RENTER, FakeVolume, attest, deposit_for, hpke_key,
-    keys_op, wait_volume,
+    CHAIN_ID,
+    HOLDERS,
+    LEASE,
+    REGISTRY,
+    RENTER,
+    FakeVolume,
+    attest,
+    deposit_for,
+    hpke_key,
+    keys_op,
+    wait_volume,
 )
 from tests.unit.guest.test_snapshot import fill, tree
 
@@ -22,24 +31,47 @@ def keyed_agent(tmp_path: Path) -> tuple[guest_agent.GuestAgent, Path]:
     mount = tmp_path / "data"
     mount.mkdir(parents=True)
     snapshots = snap.SnapshotManager(
-        mount, freezer=snap.no_freeze, spool=tmp_path / "spool", console=lambda text: None,
+        mount,
+        freezer=snap.no_freeze,
+        spool=tmp_path / "spool",
+        console=lambda text: None,
         is_mounted=lambda path: True,
     )
     agent = guest_agent.GuestAgent(
-        guest_agent.GuestKeys(), secrets_dir=tmp_path / "secrets", ssh_dir=tmp_path / "ssh",
-        tsm=tmp_path / "no", device=tmp_path / "no", volume=FakeVolume(),  # type: ignore[arg-type]
-        find_volume=lambda: tmp_path / "vdb", workload_file=tmp_path / "no-workload.json",
+        guest_agent.GuestKeys(),
+        secrets_dir=tmp_path / "secrets",
+        ssh_dir=tmp_path / "ssh",
+        tsm=tmp_path / "no",
+        device=tmp_path / "no",
+        volume=FakeVolume(),  # type: ignore[arg-type]
+        find_volume=lambda: tmp_path / "vdb",
+        workload_file=tmp_path / "no-workload.json",
         snapshots=snapshots,
     )
-    assert agent.handle({"op": "bind", "chain_id": CHAIN_ID, "registry": REGISTRY,
-                         "lease_id": LEASE, "renter": RENTER.address})["ok"]
+    assert agent.handle(
+        {
+            "op": "bind",
+            "chain_id": CHAIN_ID,
+            "registry": REGISTRY,
+            "lease_id": LEASE,
+            "renter": RENTER.address,
+        }
+    )["ok"]
     return agent, mount
 
 
 def release(agent, deposit, epoch: int, snapshot: str | None) -> None:
     report_data = attest(agent)
-    rel = [HOLDERS[i].release(hpke_key(agent), report_data, HOLDERS[i].share_of(deposit),
-                              epoch=epoch, snapshot=snapshot) for i in (0, 1)]
+    rel = [
+        HOLDERS[i].release(
+            hpke_key(agent),
+            report_data,
+            HOLDERS[i].share_of(deposit),
+            epoch=epoch,
+            snapshot=snapshot,
+        )
+        for i in (0, 1)
+    ]
     answer = keys_op(agent, deposit, rel)
     assert answer["ok"], answer
     wait_volume(agent)
@@ -54,12 +86,21 @@ def test_keys_then_snapshot_then_restore_on_a_new_guest(tmp_path):
     taken = first.handle({"op": "snapshot"})
     assert taken["ok"], taken
     record = taken["record"]
-    message = (b"cvm.epoch.v1" + CHAIN_ID.to_bytes(32, "big") + bytes.fromhex(REGISTRY[2:])
-               + LEASE.to_bytes(32, "big") + (1).to_bytes(4, "big") + (1).to_bytes(8, "big")
-               + bytes.fromhex(record["snapshot"]))
+    message = (
+        b"cvm.epoch.v1"
+        + CHAIN_ID.to_bytes(32, "big")
+        + bytes.fromhex(REGISTRY[2:])
+        + LEASE.to_bytes(32, "big")
+        + (1).to_bytes(4, "big")
+        + (1).to_bytes(8, "big")
+        + bytes.fromhex(record["snapshot"])
+    )
     Ed25519PublicKey.from_public_bytes(deposit.manifest.epoch_key).verify(
-        base64.b64decode(record["signature"]), message)
-    objects = {c: first.handle({"op": "snapshot_chunk", "chunk": c})["data"] for c in taken["chunks"]}
+        base64.b64decode(record["signature"]), message
+    )
+    objects = {
+        c: first.handle({"op": "snapshot_chunk", "chunk": c})["data"] for c in taken["chunks"]
+    }
     manifest = first.handle({"op": "snapshot_manifest"})["data"]
 
     second, target = keyed_agent(tmp_path / "b")
@@ -68,6 +109,8 @@ def test_keys_then_snapshot_then_restore_on_a_new_guest(tmp_path):
     assert (status["restore_needed"], status["required_epoch"]) == (True, 1)
     need = second.handle({"op": "restore_manifest", "epoch": 1, "data": manifest})["need"]
     for chunk_id in need:
-        assert second.handle({"op": "restore_chunk", "chunk": chunk_id, "data": objects[chunk_id]})["ok"]
+        assert second.handle({"op": "restore_chunk", "chunk": chunk_id, "data": objects[chunk_id]})[
+            "ok"
+        ]
     assert second.handle({"op": "restore_finish"})["epoch"] == 1
     assert tree(target) == tree(source)
