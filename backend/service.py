@@ -43,6 +43,7 @@ from backend.objects import ObjectStoreError
 from backend.repeats import RepeatedConditions
 from backend.store import Node, Store, StoreError
 from backend.verifier import (
+    KdsVceks,
     LivenessResult,
     LivenessWatch,
     Verifier,
@@ -175,6 +176,14 @@ class BackendService:
         if verifier_account is not None:
             self.verifier_job = verifier_job(verifier_account.address)
             chain = ChainClient(w3, deployment, verifier_account)
+            # The chip's genuine VCEK (AMD's KDS, cached): what a report failing on its
+            # evidence's certificates is checked with before any rejection, and what shows a
+            # report signed by another key forged in a dispute.
+            kds = KdsVceks(
+                CachingKds(settings.data_dir / "kds-cache", HttpKds()),
+                base_url=settings.kds_url,
+                clock=clock,
+            )
 
             def confirm(lease_id: int, report_hash: bytes, ok: bool) -> str:
                 return chain.attestations.confirm(lease_id, report_hash, ok).tx_hash
@@ -186,9 +195,11 @@ class BackendService:
                     chain_id=deployment.chain_id,
                     attestation_registry=deployment.attestation_registry,
                     trusted_roots=trusted_roots,
+                    trusted_intermediates=tuple(trusted_intermediates),
                 ),
                 clock=clock,
                 evidence_timeout_s=settings.verifier_evidence_timeout_s,
+                kds=kds,
             )
             if settings.verifier_challenge_stale_s > 0:
 
@@ -204,8 +215,6 @@ class BackendService:
                     on_silent=self.matcher.node_silent,
                 )
             if settings.verifier_watch and supports_disputes(chain):
-                # The chip's genuine VCEK shows a report signed by another key forged.
-                kds = CachingKds(settings.data_dir / "kds-cache", HttpKds())
                 self.watcher = Watcher(
                     self.store,
                     self.verifier,
@@ -216,7 +225,7 @@ class BackendService:
                         dispute_certificates,
                         trusted_roots=trusted_roots,
                         intermediates=trusted_intermediates,
-                        vcek_source=kds.vcek_for,
+                        vcek_source=kds,
                     ),
                     address=verifier_account.address,
                     clock=clock,

@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         le=1000,
         description="decided attestations the watcher re-checks per background round",
     )
+    kds_url: str = Field(
+        "https://kdsintf.amd.com",
+        pattern=r"^https?://[^\s/?#]+(:[0-9]+)?(/[^\s?#]*)?$",
+        description="AMD's Key Distribution Service: where the verifier fetches a chip's VCEK"
+        " before it rejects a report for its certificates, and the watcher the VCEK a dispute"
+        " carries (a local stand-in in tests)",
+    )
 
     # --- key service and snapshots (issue 20; owned by backend/) -------------------------
     object_store_dir: Path = Field(

@@ -13,6 +13,13 @@ AMD-SP besides AMD's roots; it never is by default), and sends
 not uploaded within `evidence_timeout_s` is rejected with reason `NO_EVIDENCE`. The stored
 result comes first and the transaction hash is added after, so a crash between the two
 retries only the vote.
+
+A report that fails on the bundle's certificates (rather than on its own content) is never
+rejected on those alone: the chip's VCEK is fetched from AMD's KDS and the report checked
+again with it (`backend.verifier.kds`). While KDS does not answer, or when no certificate can
+be had for the report at all, the verifier does not vote (nothing is stored; a later pass
+tries again): a verifier that does not vote is never slashed, one that rejects a genuine
+report is, once its node disputes with the right VCEK.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from backend.domain import evidence as evidence_rules
 from backend.domain.evidence import EvidenceFormatError, decode, guest_key_hash
 from backend.repeats import RepeatedConditions
 from backend.store import Attestation, ChainEvent, Evidence, Lease, Store, Verification
+from backend.verifier.kds import VcekLookup, needs_kds, recheck
 from cvm.api_models import AttestationState
 from cvm.attestation import Appraisal, EvidenceBundle
 from cvm.attestation.amd_root import AmdRoot
@@ -42,6 +50,7 @@ from cvm.disputes import (  # noqa: F401 - the codes are part of this module's v
     LEASE_MISMATCH,
     NONCE_MISMATCH,
     REGISTRY_MISMATCH,
+    EvidenceCheck,
     check_evidence,
 )
 
@@ -64,6 +73,23 @@ class VerifierConfig:
     chain_id: int
     attestation_registry: str
     trusted_roots: Sequence[x509.Certificate] | None = None  # None: AMD's built-in roots
+    # Intermediates (ASKs) the chip's VCEK from KDS is checked with, besides AMD's own (a
+    # local stack's simulated AMD-SP's).
+    trusted_intermediates: Sequence[x509.Certificate] = ()
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The full off-chain check of one submission's evidence (`Verifier.appraise`)."""
+
+    ok: bool
+    reasons: list[str]
+    detail: dict[str, Any]
+    amd_root: AmdRoot | None  # the root the report chained to, if it verified
+    # Why no verdict may be voted (None: `ok` is the verdict); `ok` and `reasons` are then the
+    # evidence's own check.
+    undecided: str | None = None
+    retry: bool = False  # undecided for now (AMD's KDS did not answer): check again later
 
 
 class Verifier:
@@ -78,7 +104,10 @@ class Verifier:
         clock: Callable[[], float],
         parallel: int = 8,
         evidence_timeout_s: float = EVIDENCE_TIMEOUT_S,
+        kds: VcekLookup | None = None,
     ) -> None:
+        """`kds`: the chip's VCEK from AMD's KDS (`backend.verifier.kds.KdsVceks`); without it
+        a report failing on its certificates is left undecided, never rejected."""
         self.store = store
         self.confirm = confirm
         self.config = config
@@ -86,6 +115,7 @@ class Verifier:
         self.parallel = parallel
         self.conditions = RepeatedConditions(log)
         self.evidence_timeout_s = evidence_timeout_s
+        self.kds = kds
 
     def pending(self) -> list[tuple[int, str]]:
         """Pending attestations this verifier has not voted on yet."""
@@ -175,20 +205,32 @@ class Verifier:
             self.conditions.clear((lease_id, report_hash))
             if existing is None:
                 assert evidence is not None
-                ok, reasons, detail, amd_root = self.appraise(
-                    session, lease, attestation, evidence.content
-                )
+                judged = self.appraise(session, lease, attestation, evidence.content)
+                if judged.undecided is not None:
+                    # No vote (nothing stored): every later pass checks again; reported once.
+                    self.conditions.report(
+                        ("undecided", lease_id, report_hash),
+                        "lease %s: report %s fails on its evidence's certificates (%s) and is"
+                        " left undecided: %s",
+                        lease_id,
+                        report_hash,
+                        ", ".join(judged.reasons),
+                        judged.undecided,
+                    )
+                    return None
+                self.conditions.clear(("undecided", lease_id, report_hash))
                 existing = Verification(
                     lease_id=lease_id,
                     report_hash=report_hash,
                     evidence_hash=evidence.hash,
-                    ok=ok,
-                    reason_codes=reasons,
-                    detail=detail,
+                    ok=judged.ok,
+                    reason_codes=judged.reasons,
+                    detail=judged.detail,
                     checked_at=datetime.fromtimestamp(self.clock(), UTC),
                     confirm_tx=None,
-                    amd_root=amd_root,
+                    amd_root=judged.amd_root,
                 )
+                amd_root = judged.amd_root
                 session.add(existing)
                 if amd_root is AmdRoot.SIMULATED:
                     log.warning(
@@ -220,31 +262,50 @@ class Verifier:
 
     def appraise(
         self, session: Session, lease: Lease, attestation: Attestation, content: bytes
-    ) -> tuple[bool, list[str], dict[str, Any], AmdRoot | None]:
+    ) -> Judgement:
         """The full off-chain check of one submission's evidence, without voting (the votes
-        and the watcher's re-checks of others' verdicts both use it): (ok, reason codes,
-        detail, the root the report chained to if it verified)."""
+        and the watcher's re-checks of others' verdicts both use it). A failure on the
+        bundle's certificates is decided with the chip's VCEK from AMD's KDS, or left
+        undecided (`backend.verifier.kds.recheck`)."""
         try:
             bundle = decode(content)
         except EvidenceFormatError as exc:
-            return False, [EVIDENCE_MALFORMED], {"errors": [str(exc)]}, None
+            return Judgement(False, [EVIDENCE_MALFORMED], {"errors": [str(exc)]}, None)
         # The one check a verifier makes of a submission (shared with `cvm attestation
         # dispute`): the bundle names this lease on this deployment under the nonce the chain
         # recorded; the report verifies and satisfies the lease's policy, HOST_DATA binding
         # the lease's renter as the chain recorded it (the indexed LeaseCreated); the signer
         # the node put on chain with this submission is the guest's own (dApps trust
         # attestedSignerOf).
-        check = check_evidence(
-            bundle,
-            chain_id=self.config.chain_id,
-            registry=self.config.attestation_registry,
-            lease_id=lease.id,
-            nonce=attestation.nonce,
-            renter=lease.renter,
-            measurement=bytes.fromhex(lease.expected_measurement[2:]),
-            submitted_signer=_submitted_signer(session, lease.id, attestation.nonce),
-            trusted_roots=self.config.trusted_roots,
-        )
+        submitted_signer = _submitted_signer(session, lease.id, attestation.nonce)
+
+        def run(candidate: EvidenceBundle) -> EvidenceCheck:
+            return check_evidence(
+                candidate,
+                chain_id=self.config.chain_id,
+                registry=self.config.attestation_registry,
+                lease_id=lease.id,
+                nonce=attestation.nonce,
+                renter=lease.renter,
+                measurement=bytes.fromhex(lease.expected_measurement[2:]),
+                submitted_signer=submitted_signer,
+                trusted_roots=self.config.trusted_roots,
+            )
+
+        check = run(bundle)
+        undecided: str | None = None
+        retry = False
+        kds_note: str | None = None
+        if needs_kds(check):
+            # The bundle's certificates failed: never a rejection on those alone (the node
+            # would dispute with the chip's right VCEK and the verifiers would be slashed).
+            again = recheck(bundle, check, run, self.kds, self.config.trusted_intermediates)
+            check, undecided, retry, kds_note = (
+                again.check,
+                again.undecided,
+                again.retry,
+                again.note,
+            )
         appraisal = check.appraisal
         reasons, messages = list(check.reasons), list(check.messages)
         other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
@@ -253,8 +314,12 @@ class Verifier:
             messages.append(f"guest key: already bound by live lease {other}")
         detail = _detail(bundle, appraisal)
         detail["errors"] = messages
+        if kds_note is not None or undecided is not None:
+            detail["kds"] = undecided or kds_note
         amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
-        return check.ok and not reasons, reasons, detail, amd_root
+        return Judgement(
+            check.ok and not reasons, reasons, detail, amd_root, undecided=undecided, retry=retry
+        )
 
 
 def _submitted_signer(session: Session, lease_id: int, nonce: int) -> str | None:

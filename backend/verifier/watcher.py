@@ -9,7 +9,10 @@ the certificates and the guest key (a Verified verdict the EVM cannot decide wit
 VLEK-signed report or a masked CHIP_ID, is challenged: the watcher resolves it once its
 deadline passes undefended; a node agent defending its own verdicts is not built); where
 the disagreement rests only on what the EVM cannot see (a reused guest key, an expired
-certificate), it logs it and keeps its bond.
+certificate), it logs it and keeps its bond. A report that fails on its evidence's
+certificates is judged with the chip's VCEK from AMD's KDS first, as the votes are
+(`backend.verifier.kds`); while KDS does not answer, the submission is not disputed but
+checked again on a later pass.
 
 Every decided submission is checked once per watching key (`dispute_checks`, unique per
 lease, report hash and watcher): the row is written before the dispute is sent and the
@@ -211,7 +214,11 @@ class Watcher:
 
     def check(self, lease_id: int, report_hash: str, verdict: AttestationState) -> WatchResult:
         """Re-check one decided submission and act on a disagreement (idempotent)."""
-        bundle, assessment = self._assess(lease_id, report_hash, verdict)
+        bundle, assessment, later = self._assess(lease_id, report_hash, verdict)
+        if later is not None:
+            # The evidence's certificates failed and AMD's KDS has not answered yet: no
+            # dispute on them (the report may well be genuine); nothing is recorded.
+            return self._retry(lease_id, report_hash, later)
         if bundle is None or assessment is None:
             self._record(lease_id, report_hash, verdict, False, [], NO_EVIDENCE)
             return WatchResult(lease_id, report_hash, NO_EVIDENCE)
@@ -282,7 +289,7 @@ class Watcher:
         self._update(lease_id, report_hash, dispute_tx=tx_hash)
         return WatchResult(lease_id, report_hash, Action.DISPUTE.value, dispute_tx=tx_hash)
 
-    def _retry(self, lease_id: int, report_hash: str, exc: ChainError) -> WatchResult:
+    def _retry(self, lease_id: int, report_hash: str, exc: Exception | str) -> WatchResult:
         """Not this verdict's fault (no tokens for the bond, the chain unreachable): nothing
         is recorded, the next pass tries again; reported once until it clears."""
         self.conditions.report(
@@ -298,7 +305,8 @@ class Watcher:
 
     def _assess(
         self, lease_id: int, report_hash: str, verdict: AttestationState
-    ) -> tuple[EvidenceBundle | None, Assessment | None]:
+    ) -> tuple[EvidenceBundle | None, Assessment | None, str | None]:
+        """(the bundle, our assessment of the verdict, why to check again later instead)."""
         with self.store.session() as session:
             lease = session.get(Lease, lease_id)
             attestation = session.get(Attestation, lease_id)
@@ -310,11 +318,11 @@ class Watcher:
                 .limit(1)
             )
             if lease is None or attestation is None or evidence is None:
-                return None, None
+                return None, None, None
             try:
                 bundle = decode(evidence.content)
             except EvidenceFormatError:
-                return None, None
+                return None, None, None
             # This verifier's own appraisal, if it judged the evidence while it was pending.
             own = session.scalar(
                 select(Verification).where(
@@ -326,10 +334,13 @@ class Watcher:
             if own is not None:
                 ok, reasons = own.ok, list(own.reason_codes)
             else:
-                ok, reasons, _detail, _root = self.verifier.appraise(
-                    session, lease, attestation, evidence.content
-                )
-        return bundle, assess(verdict.value, ok, reasons)
+                judged = self.verifier.appraise(session, lease, attestation, evidence.content)
+                if judged.undecided is not None and judged.retry:
+                    return bundle, None, judged.undecided
+                # Undecided for good (a VLEK, a masked CHIP_ID, a stale genuine VCEK): the
+                # evidence's own check, as before; the EVM's preview guards the bond.
+                ok, reasons = judged.ok, judged.reasons
+        return bundle, assess(verdict.value, ok, reasons), None
 
     def _record(
         self,

@@ -86,6 +86,11 @@ class KdsError(AttestationError):
     """kds layer: a certificate could not be located or fetched."""
 
 
+class KdsNotFound(KdsError):
+    """kds layer: the KDS answered that it has no certificate at that URL (HTTP 404), as
+    opposed to not answering (unreachable, rate limiting, a server error: plain `KdsError`)."""
+
+
 class EvidenceError(AttestationError):
     """evidence layer: a bundle is malformed, too large or not canonical."""
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cvm.attestation.abi import Report, SigningKey, TcbVersion
-from cvm.attestation.errors import KdsError
+from cvm.attestation.errors import KdsError, KdsNotFound
 from cvm.attestation.product import Product
 
 KDS_BASE_URL = "https://kdsintf.amd.com"
@@ -169,6 +169,9 @@ class HttpKds:
                                 " try again later"
                             )
                         continue
+                    if r.status_code == 404:
+                        # An answer, not an outage: AMD certified no such chip (or TCB).
+                        raise KdsNotFound(f"KDS has no certificate at {url} (HTTP 404)")
                     r.raise_for_status()
                     body = _read_bounded(r)
             except httpx.HTTPError as exc:
