@@ -1,3 +1,3 @@
 """Shared pytest configuration: fixtures for real services live in tests/fixtures/."""
 
-pytest_plugins = ["tests.fixtures.chain", "tests.fixtures.services"]
+pytest_plugins = ["tests.fixtures.chain", "tests.fixtures.kds", "tests.fixtures.services"]

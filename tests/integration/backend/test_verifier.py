@@ -26,7 +26,7 @@ from backend.api.deps import AppContext
 from backend.domain import evidence as evidence_rules
 from backend.indexer import Indexer, marketplace_decoder
 from backend.store import Evidence, Store, Verification
-from backend.verifier import Verifier, VerifierConfig
+from backend.verifier import KdsVceks, Verifier, VerifierConfig
 from cvm.api_models import (
     AMD_ROOT_HEADER,
     NODE_HEADER,
@@ -48,6 +48,7 @@ from cvm.config import Settings
 from cvm.eip712 import Domain, EvidenceUpload, sign_node_message
 from node_agent.launcher.signer import simulated_guest_key
 from tests.fixtures.chain import GUEST_SIGNER, MEASUREMENT, ChainSystem
+from tests.fixtures.kds import LocalKds
 from tests.fixtures.processes import serving
 
 pytestmark = pytest.mark.integration
@@ -76,8 +77,10 @@ class Backend:
         chain: ChainSystem,
         amd_sp: SimulatedSecureProcessor,
         trusted_roots: list[x509.Certificate] | None | Literal["sim"] = "sim",
+        kds: KdsVceks | None = None,
     ) -> None:
         # "sim": only the simulated AMD-SP's root; None: the verifier's default (AMD's).
+        # `kds`: where the verifier fetches a chip's VCEK (the simulated AMD's ASK checks it).
         deployment = chain.deployment
         self.chain = chain
         self.indexer = Indexer(
@@ -100,8 +103,10 @@ class Backend:
                 chain_id=deployment.chain_id,
                 attestation_registry=deployment.attestation_registry,
                 trusted_roots=[amd_sp.ark] if trusted_roots == "sim" else trusted_roots,
+                trusted_intermediates=(amd_sp.ask,),
             ),
             clock=chain.now,
+            kds=kds,
         )
         context = AppContext(
             settings=Settings(database_url=str(store.url)),
@@ -526,12 +531,18 @@ def test_an_unverified_report_names_no_root(
 
 
 def test_the_default_verifier_rejects_the_simulated_amd_sp(
-    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+    store: Store,
+    chain: ChainSystem,
+    amd_sp: SimulatedSecureProcessor,
+    local_kds: LocalKds,
+    tmp_path: Path,
 ) -> None:
     # VerifierConfig's default (what `python -m backend` runs without --trust-simulated-amd,
-    # as in docker-compose.yml): AMD's pinned roots only.
-    backend = Backend(store, chain, amd_sp, trusted_roots=None)
+    # as in docker-compose.yml): AMD's pinned roots only; AMD's KDS knows no simulated chip.
+    kds = KdsVceks(local_kds.cache(tmp_path / "kds"), base_url=local_kds.url, clock=chain.now)
+    backend = Backend(store, chain, amd_sp, trusted_roots=None, kds=kds)
     lease_id = _lease_and_chain_verdict(backend, amd_sp)
+    assert len(local_kds.requests) == 1  # asked before rejecting: no VCEK for that chip
     assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.REJECTED
     attestation = backend.api.get(f"/v1/leases/{lease_id}/attestation").json()
     verification = attestation["verification"]
@@ -623,3 +634,112 @@ def test_the_verifier_appraises_the_first_evidence_uploaded_for_a_report(
     result = _verdict(backend, bundle)
     assert result.ok, result.detail
     assert result.evidence_hash == "0x" + bundle.evidence_hash.hex()
+
+
+# --- a genuine report with the wrong certificates: the chip's VCEK from KDS decides ----------
+
+
+def _kds_backend(
+    store: Store,
+    chain: ChainSystem,
+    amd_sp: SimulatedSecureProcessor,
+    local_kds: LocalKds,
+    cache: Path,
+) -> Backend:
+    """A verifier whose KDS is `local_kds` (backing off 30 s after it fails to answer)."""
+    kds = KdsVceks(local_kds.cache(cache), base_url=local_kds.url, clock=chain.now)
+    return Backend(store, chain, amd_sp, kds=kds)
+
+
+def _submitted(backend: Backend, bundle: EvidenceBundle, lease_id: int) -> None:
+    backend.upload(bundle)
+    backend.chain.submit(lease_id, bundle.report_hash)
+    backend.indexer.poll()
+
+
+def _another_tcb(amd_sp: SimulatedSecureProcessor) -> bytes:
+    """The VCEK of the same chip at another TCB (a stale one: before a firmware update)."""
+    older = dataclasses.replace(amd_sp.tcb, snp=amd_sp.tcb.snp - 1)
+    return SimulatedSecureProcessor(
+        amd_sp.product, amd=amd_sp.amd, chip_id=amd_sp.hwid, tcb=older
+    ).vcek_der
+
+
+@pytest.mark.parametrize("certificates", ["garbage", "another_tcb", "no_chain"])
+def test_a_genuine_report_with_wrong_certificates_is_verified_with_the_kds_vcek(
+    store: Store,
+    chain: ChainSystem,
+    amd_sp: SimulatedSecureProcessor,
+    local_kds: LocalKds,
+    tmp_path: Path,
+    certificates: str,
+) -> None:
+    # The bait: a rejection for the bundle's certificates, which the node would overturn on
+    # chain with the right VCEK (slashing the verifiers who rejected).
+    backend = _kds_backend(store, chain, amd_sp, local_kds, tmp_path / "kds")
+    lease_id = chain.active_lease()
+    honest = backend.evidence(amd_sp, lease_id)
+    vcek = {"garbage": b"\x30\x03not a certificate", "another_tcb": _another_tcb(amd_sp)}
+    # "no_chain": the right VCEK without the ASK it chains through.
+    bundle = dataclasses.replace(honest, vcek=vcek.get(certificates, honest.vcek), chain=b"")
+    local_kds.serve_vcek(amd_sp, bundle.report, amd_sp.vcek_der)
+    _submitted(backend, bundle, lease_id)
+    (result,) = backend.verifier.run_pending()
+    assert result.ok and result.reason_codes == [], result.detail
+    assert "KDS" in result.detail["kds"] and result.confirm_tx is not None
+    assert result.amd_root is AmdRoot.SIMULATED
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.VERIFIED
+    assert len(local_kds.requests) == 1
+
+
+def test_kds_down_leaves_the_report_unvoted_and_it_is_checked_again_later(
+    store: Store,
+    chain: ChainSystem,
+    amd_sp: SimulatedSecureProcessor,
+    local_kds: LocalKds,
+    tmp_path: Path,
+) -> None:
+    backend = _kds_backend(store, chain, amd_sp, local_kds, tmp_path / "kds")
+    lease_id = chain.active_lease()
+    bundle = dataclasses.replace(
+        backend.evidence(amd_sp, lease_id), vcek=_another_tcb(amd_sp), chain=b""
+    )
+    local_kds.serve_vcek(amd_sp, bundle.report, amd_sp.vcek_der)
+    local_kds.down = True
+    _submitted(backend, bundle, lease_id)
+    # No vote, nothing stored: the registry counts no verifier that did not vote.
+    assert backend.verifier.run_pending() == []
+    assert backend.verifier.run_pending() == []  # backing off: KDS is not asked again yet
+    assert len(local_kds.requests) == 1
+    with store.session() as session:
+        assert session.scalars(select(Verification)).all() == []
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.PENDING
+    local_kds.down = False
+    chain.advance(31)  # past the first backoff
+    (result,) = backend.verifier.run_pending()
+    assert result.ok and result.confirm_tx is not None, result.detail
+    assert len(local_kds.requests) == 2
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.VERIFIED
+
+
+def test_a_report_the_kds_vcek_does_not_verify_is_rejected(
+    store: Store,
+    chain: ChainSystem,
+    amd_sp: SimulatedSecureProcessor,
+    local_kds: LocalKds,
+    tmp_path: Path,
+) -> None:
+    # KDS's VCEK for the report's chip is another chip's key (as for a report forged for a
+    # chip id): AMD certified no key that signed this report.
+    backend = _kds_backend(store, chain, amd_sp, local_kds, tmp_path / "kds")
+    lease_id = chain.active_lease()
+    bundle = dataclasses.replace(
+        backend.evidence(amd_sp, lease_id), vcek=b"\x30\x03not a certificate", chain=b""
+    )
+    other_chip = SimulatedSecureProcessor(amd_sp.product, amd=amd_sp.amd)
+    local_kds.serve_vcek(amd_sp, bundle.report, other_chip.vcek_der)
+    _submitted(backend, bundle, lease_id)
+    (result,) = backend.verifier.run_pending()
+    assert not result.ok and result.reason_codes == ["SIGNATURE_INVALID"], result.detail
+    assert "does not verify the report" in result.detail["kds"]
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.REJECTED

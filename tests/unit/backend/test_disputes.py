@@ -102,8 +102,11 @@ class World:
         *,
         sp: SimulatedSecureProcessor | None = None,
         measurement: bytes = MEASUREMENT,
+        mask_chip_id: bool = False,
+        tamper: Callable[[EvidenceBundle], EvidenceBundle] | None = None,
     ) -> EvidenceBundle:
-        """A lease whose node submitted a report of `sp` and whose verdict is `verdict`."""
+        """A lease whose node submitted a report of `sp` and whose verdict is `verdict`
+        (the evidence as `tamper` makes it, if given)."""
         add_lease(
             self.store, lease_id, RENTER, status=LeaseState.ACTIVE, node="0x" + "55" * 20,
             expected_measurement="0x" + MEASUREMENT.hex(),
@@ -115,10 +118,13 @@ class World:
             measurement=measurement,
             report_data=build_report_data(CHAIN_ID, REGISTRY, lease_id, 0, key),
             host_data=host_data(CHAIN_ID, REGISTRY, lease_id, RENTER),
+            mask_chip_id=mask_chip_id,
         )
         bundle = EvidenceBundle(
             signed.report, signed.vcek_der, signed.chain_pem, CHAIN_ID, REGISTRY, lease_id, 0, key
         )
+        if tamper is not None:
+            bundle = tamper(bundle)
         report_hash = "0x" + bundle.report_hash.hex()
         raw = bundle.encode()
         with self.store.session() as session:
