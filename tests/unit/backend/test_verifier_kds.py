@@ -143,7 +143,8 @@ def test_a_conclusive_failure_of_the_report_itself_does_not_ask_kds(
 ) -> None:
     world.decided(1, AttestationState.VERIFIED, measurement=b"\x01" * 48)
     judged = _judge(world.store, _verifier(world, _kds(local_kds, tmp_path, clock)), 1)
-    assert not judged.ok and judged.reasons == ["MEASUREMENT_MISMATCH"] and "kds" not in judged.detail
+    assert not judged.ok and judged.reasons == ["MEASUREMENT_MISMATCH"]
+    assert "kds" not in judged.detail
     assert local_kds.requests == []
 
 
