@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 PER_TICK = 8
 # A dispute sent this close to its window's end could land after it: not sent.
 WINDOW_MARGIN_S = 30
+# A submission whose check waits for AMD's KDS is not picked again for this long, so that
+# submissions waiting for KDS do not take every place of a pass from the others.
+KDS_RETRY_S = 60.0
 
 # (lease id, evidence, certificates) -> transaction hash of the dispute (bond included).
 SendDispute = Callable[[int, EvidenceBundle, DisputeCertificates], str]
@@ -126,6 +129,8 @@ class Watcher:
         self.challenge_deadline = challenge_deadline
         self.resolve = resolve
         self.conditions = RepeatedConditions(log)
+        # (lease id, report hash) -> when to check it again (its check waits for AMD's KDS).
+        self._waiting: dict[tuple[int, str], float] = {}
 
     def candidates(self) -> list[tuple[int, str, AttestationState]]:
         """Decided submissions still in their window, undisputed, with evidence, that this
@@ -147,6 +152,8 @@ class Watcher:
             Dispute.report_hash == Attestation.report_hash,
         )
         uploaded = exists().where(Evidence.report_hash == Attestation.report_hash)
+        # At most per_tick are added per pass, each kept KDS_RETRY_S: bounded.
+        self._waiting = {key: at for key, at in self._waiting.items() if at > now}
         with self.store.session() as session:
             rows = session.execute(
                 select(Attestation.lease_id, Attestation.report_hash, Attestation.status)
@@ -158,9 +165,10 @@ class Watcher:
                     uploaded,
                 )
                 .order_by(Attestation.disputable_until, Attestation.lease_id)
-                .limit(self.per_tick)
+                .limit(self.per_tick + len(self._waiting))
             ).all()
-        return [(int(lease), str(report), status) for lease, report, status in rows]
+        found = [(int(lease), str(report), status) for lease, report, status in rows]
+        return [c for c in found if (c[0], c[1]) not in self._waiting][: self.per_tick]
 
     def run(self) -> list[WatchResult]:
         """One pass: check up to `per_tick` decided submissions; dispute where due; resolve
@@ -218,6 +226,7 @@ class Watcher:
         if later is not None:
             # The evidence's certificates failed and AMD's KDS has not answered yet: no
             # dispute on them (the report may well be genuine); nothing is recorded.
+            self._waiting[(lease_id, report_hash)] = self.clock() + KDS_RETRY_S
             return self._retry(lease_id, report_hash, later)
         if bundle is None or assessment is None:
             self._record(lease_id, report_hash, verdict, False, [], NO_EVIDENCE)

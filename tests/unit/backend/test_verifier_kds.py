@@ -220,16 +220,23 @@ def test_the_watcher_does_not_dispute_on_certificates_before_kds_answers(
         AttestationState.VERIFIED,
         tamper=lambda b: dataclasses.replace(b, vcek=other.vcek_der),
     )
+    world.decided(2, AttestationState.VERIFIED)  # genuine, with its own VCEK
     local_kds.down = True
     _verifier(world, _kds(local_kds, tmp_path, clock))
-    watcher = world.watcher()
+    watcher = world.watcher(per_tick=1)
     (result,) = watcher.run()
-    assert result.action == RETRY and "KDS" in (result.error or "")
+    assert result.lease_id == 1 and result.action == RETRY and "KDS" in (result.error or "")
     assert world.sent == [] and world.checks() == []
+    # The one waiting for KDS does not take the pass's only place from the others.
+    (result,) = watcher.run()
+    assert result.lease_id == 2 and result.action == "agree"
+    assert watcher.run() == []
     local_kds.down = False
     local_kds.serve_vcek(honest_sp(), bundle.report, honest_sp().vcek_der)
-    clock.advance(31)
+    clock.advance(61)  # past KDS's backoff and the watcher's wait
     (result,) = watcher.run()
-    assert result.action == "agree" and world.sent == []
-    (check,) = world.checks()
-    assert check.ok and check.action == "agree"
+    assert result.lease_id == 1 and result.action == "agree" and world.sent == []
+    assert [(c.lease_id, c.ok, c.action) for c in world.checks()] == [
+        (1, True, "agree"),
+        (2, True, "agree"),
+    ]
