@@ -103,6 +103,7 @@ def run_dispute(
     roots = trusted_roots(trust_simulated, settings.sim_amd_dir)
     intermediates = simulated_intermediates(settings.sim_amd_dir) if trust_simulated else []
     kds = CachingKds(settings.data_dir / "kds-cache", HttpKds())
+    kds_url = settings.kds_url.rstrip("/")
     check = check_evidence(
         bundle,
         chain_id=record.chain_id,
@@ -144,7 +145,10 @@ def run_dispute(
     disputer = chain.with_account(account)
     try:
         certs = dispute_certificates(
-            bundle, trusted_roots=roots, intermediates=intermediates, vcek_source=kds.vcek_for
+            bundle,
+            trusted_roots=roots,
+            intermediates=intermediates,
+            vcek_source=lambda report, product: kds.vcek_for(report, product, kds_url),
         )
     except DisputeEvidenceError as exc:
         if assessment.verdict is not Verdict.VERIFIED:
