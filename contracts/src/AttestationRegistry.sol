@@ -24,7 +24,13 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     uint256 public constant override VERIFICATION_WINDOW = 1 hours;
 
     /// @inheritdoc IAttestationRegistryCore
-    uint256 public constant override CHALLENGE_WINDOW = 15 minutes;
+    /// @dev An immutable of the deployment (between 30 seconds and 1 day; 15 minutes by default), so a
+    /// test or bench chain can shorten the time a failed liveness challenge takes.
+    // solhint-disable-next-line immutable-vars-naming
+    uint256 public immutable override CHALLENGE_WINDOW;
+
+    uint256 private constant _MIN_CHALLENGE_WINDOW = 30 seconds;
+    uint256 private constant _MAX_CHALLENGE_WINDOW = 1 days;
 
     /// @inheritdoc IAttestationRegistryCore
     uint256 public constant override MIN_CHALLENGE_INTERVAL = 1 hours;
@@ -164,8 +170,12 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistryCore
     IAttestationCourt public override court;
 
-    constructor(address admin, uint256 quorum_) {
+    constructor(address admin, uint256 quorum_, uint256 challengeWindow_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
+        if (challengeWindow_ < _MIN_CHALLENGE_WINDOW || challengeWindow_ > _MAX_CHALLENGE_WINDOW) {
+            revert Errors.AttestationRegistry_InvalidChallengeWindow(challengeWindow_);
+        }
+        CHALLENGE_WINDOW = challengeWindow_;
         _setQuorum(quorum_);
         _setDisputeTerms(DisputeTerms({window: 1 days, bond: 1e18, slashBps: 5000, minVerifierStake: 1e18}));
         _grantRole(DEFAULT_ADMIN_ROLE, admin);

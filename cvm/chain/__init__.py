@@ -40,6 +40,7 @@ from cvm.chain.guest_result import (
     sign_guest_result,
     verify_guest_result,
 )
+from cvm.chain.key_service import HolderInfo, KeyPolicy, KeyServiceClient
 from cvm.chain.lease_market import (
     CreatedLease,
     HeldEscrow,
@@ -98,6 +99,9 @@ __all__ = [
     "EventDecoder",
     "HeldEscrow",
     "HeldRelease",
+    "HolderInfo",
+    "KeyPolicy",
+    "KeyServiceClient",
     "Lease",
     "LeaseMarketClient",
     "LeaseSpec",

@@ -108,7 +108,8 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// that, it counts as missed (Expired) and votes are refused.
     function VERIFICATION_WINDOW() external view returns (uint256);
 
-    /// @notice Seconds a challenged node has to submit a fresh attestation.
+    /// @notice Seconds a challenged node has to submit a fresh attestation (fixed at deployment,
+    /// 30 seconds to 1 day; 15 minutes by default).
     function CHALLENGE_WINDOW() external view returns (uint256);
 
     /// @notice Minimum seconds between two challenges of the same lease.

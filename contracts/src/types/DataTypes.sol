@@ -245,3 +245,31 @@ struct Challenge {
     // The disputer's bond, held by the court until the challenge is settled.
     uint96 bond;
 }
+
+/// @notice A key holder of the threshold key service (`IKeyService.holderOf`), two slots.
+struct HolderInfo {
+    // The holder's X25519 public key: renters seal its share of a lease's root key to it (HPKE).
+    bytes32 key;
+    // Active stake: the holder may be named in a key policy only while this is at least `minHolderStake`.
+    uint96 stake;
+    // Requested out, waiting for `unlocksAt`.
+    uint96 unbonding;
+    uint40 unlocksAt;
+    bool registered;
+}
+
+/// @notice A lease's key-release policy (`IKeyService.keyPolicyOf`), set by the lease's renter only.
+struct KeyPolicy {
+    // The launch measurements (48 bytes each, 1..8) a guest may have to receive the key.
+    bytes[] measurements;
+    // Whether the lease may fail over to another node (`ILeaseMarket.failover`).
+    bool failover;
+    // Shares needed to rebuild the root key (1..holders.length).
+    uint8 threshold;
+    // The key holders (1..16, distinct, each active when the policy was set); share i+1 is holders[i]'s.
+    address[] holders;
+    // Increases with every new root key (rekey); the guest and holders accept only this version.
+    uint32 keyVersion;
+    // EIP-712 digest of the renter-signed key manifest (holders, their keys, root commitment, epoch key).
+    bytes32 manifestHash;
+}

@@ -11,6 +11,7 @@ from cvm.chain import (
     AttestationCourtClient,
     AttestationRegistryClient,
     AttestedServiceClient,
+    KeyServiceClient,
     LeaseMarketClient,
     NodeRegistryClient,
     TokenClient,
@@ -37,6 +38,7 @@ CLIENTS = [
     AttestationRegistryClient,
     TokenClient,
     AttestedServiceClient,
+    KeyServiceClient,
 ]
 
 
