@@ -79,6 +79,7 @@ abstract contract Base is Test {
         attestations.setCourt(court);
         nodes.setLeaseMarket(address(market));
         attestations.setLeaseMarket(address(market));
+        market.setKeyService(keys);
         attestations.grantRole(attestations.VERIFIER_ROLE(), verifier);
         attestations.grantRole(attestations.VERIFIER_ROLE(), verifier2);
         vm.stopPrank();

@@ -43,6 +43,7 @@ from cvm.chain.guest_result import (
 from cvm.chain.key_service import HolderInfo, KeyPolicy, KeyServiceClient
 from cvm.chain.lease_market import (
     CreatedLease,
+    FailedSegment,
     HeldEscrow,
     HeldRelease,
     LeaseMarketClient,
@@ -97,6 +98,7 @@ __all__ = [
     "Deployment",
     "DisputeTerms",
     "EventDecoder",
+    "FailedSegment",
     "HeldEscrow",
     "HeldRelease",
     "HolderInfo",

@@ -122,6 +122,8 @@ def deploy(
     admin.nodes.set_lease_market(market)
     admin.attestations.set_lease_market(market)
     admin.attestations.set_court(court)
+    # Set once: the key service decides (by each lease's policy) whether a lease may fail over.
+    admin.leases.set_key_service(keys)
     stake = config.verifier_stake * len(config.verifiers)
     if stake:
         if config.token is None:

@@ -128,6 +128,16 @@ library Errors {
     /// @notice Thrown when topping up a lease whose deposit is already fully earned (settle it instead).
     error LeaseMarket_LeaseExhausted(uint256 leaseId);
 
+    /// @notice Thrown when a lease fails over without a key service set, or its key policy forbids it.
+    error LeaseMarket_FailoverNotAllowed(uint256 leaseId);
+
+    /// @notice Thrown when a lease fails over while its node is not at fault (no missed first attestation,
+    /// no unexcused Expired attestation; or the deposit is used up, which is no fault).
+    error LeaseMarket_NotAtFault(uint256 leaseId);
+
+    /// @notice Thrown when the key service is set a second time, or to the zero address.
+    error LeaseMarket_KeyServiceAlreadySet();
+
     /// @notice Thrown when reporting a missed first attestation before its deadline.
     error LeaseMarket_AttestationDeadlineNotPassed(uint256 leaseId, uint256 deadline, uint256 currentTime);
 

@@ -170,8 +170,10 @@ struct NodeUsage {
 struct AttestationProgress {
     // Effective status now (Pending past the verification window, or a failed challenge, is Expired).
     IAttestationRegistry.Status status;
-    // Attestations submitted so far.
+    // Attestations submitted in the lease's current segment: since its last failover, or all of them
+    // (the attestation nonce, `attestationNonce`, counts all of them).
     uint32 nonce;
+    // (verifiedSeconds and pendingSeconds are of the current segment too.)
     // Until when the quorum may decide the latest attestation (zero unless it is stored Pending).
     uint40 decideBy;
     // Verified seconds so far (what is payable).
@@ -272,4 +274,21 @@ struct KeyPolicy {
     uint32 keyVersion;
     // EIP-712 digest of the renter-signed key manifest (holders, their keys, root commitment, epoch key).
     bytes32 manifestHash;
+}
+
+// Why a lease failed over (`ILeaseMarket.LeaseFailedOver`). 1: the node missed its first attestation
+// (bond slashed); 2: its latest attestation Expired (not re-attested in time, left undecided without an
+// allowed approval, or a challenge unanswered; a miss).
+uint8 constant FAILOVER_FIRST_ATTESTATION_MISSED = 1;
+uint8 constant FAILOVER_ATTESTATION_EXPIRED = 2;
+
+/// @notice What a node a lease failed over from earned on it, kept (one slot) so that a dispute later
+/// overturning one of its Verified verdicts finds its rate, earnings and bond (`onSegmentOverturned`).
+struct Segment {
+    uint64 ratePerSecond;
+    // What it earned on the lease up to its fault (claimed, or credited to its operator at the failover),
+    // cut to what stays earned after an overturn.
+    uint96 earned;
+    // The lease's bond while it served (freed at the failover); zero once an overturn slashed it.
+    uint88 bond;
 }
