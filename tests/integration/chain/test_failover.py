@@ -50,7 +50,8 @@ def test_failover_moves_the_lease_to_another_node(chain: ChainSystem) -> None:
 
     result = chain.stranger.leases.failover(lease_id)
     event = result.event("LeaseFailedOver")
-    assert (event.args["leaseId"], event.args["oldNode"], event.args["reason"]) == (lease_id, old, 2)
+    args = event.args
+    assert (args["leaseId"], args["oldNode"], args["reason"]) == (lease_id, old, 2)
     leases = chain.client().leases
     lease = leases.get_lease(lease_id)
     earned = LEASE_SPEC.reattest_interval * RATE
