@@ -275,13 +275,13 @@ contract KeyService is IKeyService {
         bytes32 wanted = keccak256(measurement);
         bytes[] storage allowed = stored.measurements;
         uint256 count = allowed.length;
-        bool found;
+        bool found = false;
         for (uint256 i; i < count && !found; ++i) {
             found = keccak256(allowed[i]) == wanted;
         }
         if (!found) return false;
-        (, LeaseStatus status) = leaseMarket.leaseNode(leaseId);
-        if (status != LeaseStatus.ACTIVE) return false;
+        (address nodeKey, LeaseStatus status) = leaseMarket.leaseNode(leaseId);
+        if (status != LeaseStatus.ACTIVE || nodeKey == address(0)) return false;
         IAttestationRegistry.Attestation memory attestation = attestationRegistry.attestationOf(leaseId);
         return attestation.status == IAttestationRegistry.Status.Verified && keccak256(attestation.measurement) == wanted;
     }
