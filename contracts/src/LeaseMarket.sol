@@ -418,16 +418,22 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             _decline(leaseId, lease);
             return;
         }
-        if (_firstAttestationMissed(lease, progress)) {
-            // Leaving after the deadline does not dodge the missed-attestation path.
-            _missedFirstAttestation(leaseId, lease, lease.renter);
-            return;
-        }
-        _requireDecided(leaseId, progress);
+        bool firstMissed = _firstAttestationMissed(lease, progress);
+        if (!firstMissed) _requireDecided(leaseId, progress);
         uint256 earnedAmount = _earnedFrom(lease, progress);
         uint256 refund = lease.deposit - earnedAmount;
         // Leaving over a lapsed attestation or an unanswered challenge does not erase the miss.
         CloseReason reason = _endReason(refund, progress, CloseReason.NODE_EXIT);
+        // A node at fault cannot end a lease whose renter wants it to survive its node: it moves.
+        if ((firstMissed || reason == CloseReason.ATTESTATION_MISSED) && _mayFailOver(leaseId)) {
+            _failover(leaseId, lease, progress);
+            return;
+        }
+        if (firstMissed) {
+            // Leaving after the deadline does not dodge the missed-attestation path.
+            _missedFirstAttestation(leaseId, lease, lease.renter);
+            return;
+        }
         _close(leaseId, lease, reason, earnedAmount, refund, 0, false);
         _credit(lease.renter, refund);
         if (reason == CloseReason.ATTESTATION_MISSED) nodeRegistry.recordMissedAttestation(msg.sender);
@@ -487,6 +493,12 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             }
             revert Errors.LeaseMarket_AttestationSubmitted(leaseId);
         }
+        // A lease whose renter wants it to survive its node moves instead of ending (no one may end it
+        // by reporting the fault first).
+        if (_mayFailOver(leaseId)) {
+            _failover(leaseId, lease, progress);
+            return;
+        }
         _missedFirstAttestation(leaseId, lease, lease.renter);
     }
 
@@ -494,11 +506,25 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     function failover(uint256 leaseId) external override nonReentrant {
         LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
-        IKeyService keys = keyService;
-        if (address(keys) == address(0) || !keys.failoverAllowed(leaseId)) {
-            revert Errors.LeaseMarket_FailoverNotAllowed(leaseId);
+        if (!_mayFailOver(leaseId)) revert Errors.LeaseMarket_FailoverNotAllowed(leaseId);
+        if (!_failover(leaseId, lease, attestationRegistry.progressOf(leaseId))) {
+            revert Errors.LeaseMarket_NotAtFault(leaseId);
         }
-        AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
+    }
+
+    /// @dev Whether the key service is set and the lease's key policy allows failover.
+    function _mayFailOver(uint256 leaseId) private view returns (bool) {
+        IKeyService keys = keyService;
+        // The key service is fixed once set by the owner (write-once), a trusted contract.
+        return address(keys) != address(0) && keys.failoverAllowed(leaseId);
+    }
+
+    /// @dev Fails an active lease over if its node is at fault (see `failover`); false (nothing changed)
+    /// if it is not.
+    function _failover(uint256 leaseId, LeaseRecord storage lease, AttestationProgress memory progress)
+        private
+        returns (bool)
+    {
         address nodeKey = lease.nodeKey;
         uint256 deposit = lease.deposit;
         uint256 bond = lease.bond;
@@ -508,7 +534,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             // Exactly the faults the close paths count as ATTESTATION_MISSED (not a used-up deposit).
             earnedAmount = _earnedFrom(lease, progress);
             if (_endReason(deposit - earnedAmount, progress, CloseReason.NODE_EXIT) != CloseReason.ATTESTATION_MISSED) {
-                revert Errors.LeaseMarket_NotAtFault(leaseId);
+                return false;
             }
             reason = FAILOVER_ATTESTATION_EXPIRED;
             // Kept for a dispute that may still overturn one of its verdicts (`onSegmentOverturned`).
@@ -537,6 +563,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         attestationRegistry.onFailover(leaseId, nodeKey);
         if (reason == FAILOVER_FIRST_ATTESTATION_MISSED) _slash(nodeKey, bond, 0);
         else nodeRegistry.recordMissedAttestation(nodeKey);
+        return true;
     }
 
     /*//////////////////////////////////////////////////////////////////////////

@@ -236,7 +236,9 @@ interface ILeaseMarket {
     /// @notice Closes an accepted lease whose node missed its first attestation (anyone): none was
     /// submitted by the deadline fixed at accept, or the first one was left undecided past the
     /// verification window. Full refund credited to the renter; the lease's bond is slashed and
-    /// burned (the renter paid nothing, so it is owed no compensation).
+    /// burned (the renter paid nothing, so it is owed no compensation). If the lease's key policy allows
+    /// failover, the lease fails over instead (`failover`, reason 1): nobody can end a lease the renter
+    /// wants to survive its node by reporting the fault first.
     /// @dev Reason ATTESTATION_MISSED. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus,
     /// _AttestationSubmitted, _AttestationDeadlineNotPassed.
     function reportMissedAttestation(uint256 leaseId) external;
@@ -244,7 +246,9 @@ interface ILeaseMarket {
     /// @notice The node key gives up an active lease. Before its first submission and deadline this
     /// is `declineLease`; after the deadline without an attestation it is `reportMissedAttestation`;
     /// otherwise the lease closes and the unearned rest is credited to the renter. Leaving over a
-    /// lapsed attestation or an unanswered challenge records the miss (reason ATTESTATION_MISSED).
+    /// lapsed attestation or an unanswered challenge records the miss (reason ATTESTATION_MISSED). At such
+    /// a fault (or after a missed first attestation), a lease whose key policy allows failover fails over
+    /// instead (`failover`): a node at fault cannot end a lease the renter wants to survive it.
     /// @dev Reason NODE_EXIT. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotLeaseNode,
     /// _AttestationPending.
     function exitLease(uint256 leaseId) external;

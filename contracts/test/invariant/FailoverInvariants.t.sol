@@ -7,7 +7,9 @@ import {LeaseMarket} from "../../src/LeaseMarket.sol";
 import {NodeRegistry} from "../../src/NodeRegistry.sol";
 import {TestToken} from "../../src/test-token/TestToken.sol";
 import {IAttestationRegistry} from "../../src/interfaces/IAttestationRegistry.sol";
-import {KeyPolicy, Lease, LeaseSpec, LeaseStatus, NodeUsage, Segment, TeeType} from "../../src/types/DataTypes.sol";
+import {
+    CloseReason, KeyPolicy, Lease, LeaseSpec, LeaseStatus, NodeUsage, Segment, TeeType
+} from "../../src/types/DataTypes.sol";
 import {Base} from "../Base.t.sol";
 import {Test} from "../base/Test.sol";
 
@@ -188,7 +190,9 @@ contract FailoverHandler is Test {
         } catch {}
     }
 
-    function failover(uint256 leaseSeed) external {
+    /// @dev Through `failover` (anyone), `reportMissedAttestation` (anyone) or `exitLease` (the node): the
+    /// last two fail the lease over too when it is at fault and its policy allows it.
+    function failover(uint256 leaseSeed, uint8 how) external {
         uint256 leaseId = _lease(leaseSeed);
         if (leaseId == 0) return;
         Lease memory before = market.getLease(leaseId);
@@ -198,32 +202,57 @@ contract FailoverHandler is Test {
         uint256 credit = market.credits(operator);
         uint256 stake = nodes.getNode(nodeKey).stake;
         uint256 bonded = market.bondedStake(nodeKey);
-        try market.failover(leaseId) {
-            failoversDone += 1;
-            Lease memory afterwards = market.getLease(leaseId);
-            Segment memory segment = market.segmentOf(leaseId, nodeKey);
-            uint256 paid = market.credits(operator) - credit;
-            ghostPaidToNodes[leaseId] += paid;
-            // Escrow conserved: the lease keeps exactly what the old node did not earn.
-            _check(afterwards.deposit == before.deposit - segment.earned, "escrow not conserved across failover");
-            _check(paid == segment.earned - before.claimed, "old node paid other than its unclaimed earnings");
-            _check(afterwards.status == LeaseStatus.OPEN && afterwards.nodeKey == address(0), "not open again");
-            _check(market.declinedBy(leaseId, nodeKey), "old node may take it back");
-            // Bonds follow the close paths' rules.
-            _check(market.bondedStake(nodeKey) == bonded - before.bond, "bond not released");
-            if (segment.ratePerSecond == 0) {
-                _check(nodes.getNode(nodeKey).stake == stake - before.bond, "first attestation missed: bond not slashed");
-                _check(segment.earned == 0, "paid without a verified attestation");
-            } else {
-                _check(nodes.getNode(nodeKey).stake == stake, "an expired attestation is no slash");
-            }
-            _check(!attestations.isAttested(leaseId, measurement), "attested right after a failover");
-            if (_lastVerified[leaseId] != bytes32(0)) _oldReports[leaseId].push(_lastVerified[leaseId]);
-            _lastVerified[leaseId] = bytes32(0);
+        uint256 count = market.failovers(leaseId);
+        bool done = false;
+        if (how % 3 == 0) {
+            try market.failover(leaseId) {
+                done = true;
+            } catch {}
+        } else if (how % 3 == 1) {
+            try market.reportMissedAttestation(leaseId) {
+                done = true;
+            } catch {}
+        } else {
+            vm.prank(nodeKey);
+            try market.exitLease(leaseId) {
+                done = true;
+            } catch {}
+        }
+        if (!done) return;
+        Lease memory afterwards = market.getLease(leaseId);
+        if (market.failovers(leaseId) == count) {
+            // Closed as before (policy forbids failover, or no fault), or declined in time.
+            _check(!keys.failoverAllowed(leaseId) || afterwards.status == LeaseStatus.CLOSED
+                || afterwards.status == LeaseStatus.OPEN, "unexpected end");
+            _check(!(afterwards.status == LeaseStatus.CLOSED && keys.failoverAllowed(leaseId)
+                && afterwards.closeReason == CloseReason.ATTESTATION_MISSED), "a fault ended a lease allowed to move");
             ghostVerifiedNode[leaseId] = address(0);
-            _pendingHash[leaseId] = bytes32(0);
             _endSegmentWithRate(leaseId, before.ratePerSecond);
-        } catch {}
+            return;
+        }
+        failoversDone += 1;
+        Segment memory segment = market.segmentOf(leaseId, nodeKey);
+        uint256 paid = market.credits(operator) - credit;
+        ghostPaidToNodes[leaseId] += paid;
+        // Escrow conserved: the lease keeps exactly what the old node did not earn.
+        _check(afterwards.deposit == before.deposit - segment.earned, "escrow not conserved across failover");
+        _check(paid == segment.earned - before.claimed, "old node paid other than its unclaimed earnings");
+        _check(afterwards.status == LeaseStatus.OPEN && afterwards.nodeKey == address(0), "not open again");
+        _check(market.declinedBy(leaseId, nodeKey), "old node may take it back");
+        // Bonds follow the close paths' rules.
+        _check(market.bondedStake(nodeKey) == bonded - before.bond, "bond not released");
+        if (segment.ratePerSecond == 0) {
+            _check(nodes.getNode(nodeKey).stake == stake - before.bond, "first attestation missed: bond not slashed");
+            _check(segment.earned == 0, "paid without a verified attestation");
+        } else {
+            _check(nodes.getNode(nodeKey).stake == stake, "an expired attestation is no slash");
+        }
+        _check(!attestations.isAttested(leaseId, measurement), "attested right after a failover");
+        if (_lastVerified[leaseId] != bytes32(0)) _oldReports[leaseId].push(_lastVerified[leaseId]);
+        _lastVerified[leaseId] = bytes32(0);
+        ghostVerifiedNode[leaseId] = address(0);
+        _pendingHash[leaseId] = bytes32(0);
+        _endSegmentWithRate(leaseId, before.ratePerSecond);
     }
 
     /// @dev A dispute overturning an old node's Verified verdict after the lease moved on.
@@ -355,7 +384,7 @@ contract FailoverInvariants_Test is Base {
         handler.submit(0);
         handler.confirm(0, true);
         handler.warp(3 hours);
-        handler.failover(0);
+        handler.failover(0, 0);
         assertEq(handler.failoversDone(), 1, "one failover");
         handler.accept(0, 1);
         handler.submit(0);

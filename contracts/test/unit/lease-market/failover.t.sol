@@ -258,6 +258,62 @@ contract Failover_LeaseMarket_Test is Base {
         assertEq(market.getLease(leaseId).deposit, DEPOSIT - 2000 * rate(), "the rest stays");
     }
 
+    /// @dev Attack: reporting the missed first attestation (anyone) cannot end a lease whose renter wants
+    /// it to survive its node: it fails over instead.
+    function test_ReportMissedAttestation_FailsOverWhenAllowed() external {
+        uint256 leaseId = acceptedLease();
+        setPolicy(leaseId, true);
+        vm.warp(block.timestamp + ATTESTATION_WINDOW + 1);
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey, 1);
+        vm.prank(stranger);
+        market.reportMissedAttestation(leaseId);
+        assertEq(uint256(market.getLease(leaseId).status), uint256(LeaseStatus.OPEN), "moved, not closed");
+        assertEq(market.getLease(leaseId).deposit, DEPOSIT, "whole escrow kept");
+    }
+
+    /// @dev Attack: the node at fault exits to end the lease instead of letting it move: it moves anyway.
+    function test_ExitAtFault_FailsOverWhenAllowed() external {
+        uint256 leaseId = expiredLease();
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey, 2);
+        vm.prank(nodeKey);
+        market.exitLease(leaseId);
+        assertEq(uint256(market.getLease(leaseId).status), uint256(LeaseStatus.OPEN), "moved, not closed");
+        assertEq(market.credits(operator), uint256(REATTEST_INTERVAL) * rate(), "paid up to the fault");
+        // After a missed first attestation too.
+        uint256 second = acceptedLeaseOf(nodeKey2);
+        setPolicyAgain(second);
+        vm.warp(block.timestamp + ATTESTATION_WINDOW + 1);
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(second, nodeKey2, 1);
+        vm.prank(nodeKey2);
+        market.exitLease(second);
+    }
+
+    /// @dev A healthy node's voluntary exit still closes (failover is for faults only).
+    function test_ExitWithoutFault_Closes() external {
+        uint256 leaseId = attestedLease();
+        setPolicy(leaseId, true);
+        vm.prank(nodeKey);
+        market.exitLease(leaseId);
+        assertEq(uint256(market.getLease(leaseId).closeReason), uint256(CloseReason.NODE_EXIT), "closed");
+        assertEq(market.failovers(leaseId), 0, "no failover");
+    }
+
+    function acceptedLeaseOf(address node) internal returns (uint256 leaseId) {
+        leaseId = createLease();
+        vm.prank(node);
+        market.acceptLease(leaseId);
+    }
+
+    /// @dev A policy for another lease with the holders `setPolicy` registered already.
+    function setPolicyAgain(uint256 leaseId) internal {
+        KeyPolicy memory policy = keys.keyPolicyOf(1);
+        vm.prank(renter);
+        keys.setKeyPolicy(leaseId, policy);
+    }
+
     // ------------------------------------------------------------------ the new segment
 
     function test_NewNode_NewSegment_NonceKeepsCounting() external {
@@ -313,9 +369,24 @@ contract Failover_LeaseMarket_Test is Base {
         market.acceptLease(leaseId);
         vm.warp(block.timestamp + ATTESTATION_WINDOW + 1);
         uint256 stake2 = nodes.getNode(nodeKey2).stake;
-        // Its first attestation in the segment is missed: the report path slashes it.
+        // Its first attestation in the segment is missed: slashed, and the lease moves on again.
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey2, 1);
         market.reportMissedAttestation(leaseId);
         assertEq(nodes.getNode(nodeKey2).stake, stake2 - bondOf(), "slashed");
+        assertEq(market.failovers(leaseId), 2, "moved again");
+        // Forbidden from now on: the same fault of a third node ends the lease as today.
+        address nodeKey3 = makeAddr("nodeKey3");
+        vm.startPrank(operator2);
+        nodes.register(nodeKey3, nodeSpec(), "", signNodeConsent(address(nodes), makeKey("nodeKey3"), operator2));
+        nodes.stake(nodeKey3, STAKE);
+        vm.stopPrank();
+        vm.prank(renter);
+        keys.setFailover(leaseId, false);
+        vm.prank(nodeKey3);
+        market.acceptLease(leaseId);
+        vm.warp(block.timestamp + ATTESTATION_WINDOW + 1);
+        market.reportMissedAttestation(leaseId);
         assertEq(uint256(market.getLease(leaseId).closeReason), uint256(CloseReason.ATTESTATION_MISSED), "missed");
     }
 
