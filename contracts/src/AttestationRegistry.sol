@@ -199,7 +199,12 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     function attestationOf(uint256 leaseId) external view override returns (Attestation memory attestation) {
         Record storage record = _records[leaseId];
         Status stored = record.status;
-        if (stored == Status.None) return attestation;
+        if (stored == Status.None) {
+            // Failed over, nothing submitted in the new segment yet: status None, but the lease's
+            // expected measurement stays readable (a dispute of an old node's verdict checks against it).
+            if (record.segmented) attestation.measurement = abi.encodePacked(record.measurementHead, record.measurementTail);
+            return attestation;
+        }
         (address nodeKey, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
         uint256 expiresAt = uint256(record.submittedAt) + record.reattestInterval;
         attestation = Attestation({

@@ -173,7 +173,8 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice Called by the lease market when a lease fails over away from `oldNode`: a new segment of
     /// the lease starts. Until the next node's first submission is Verified, `isAttested`,
     /// `isAttestedFinal` and `attestedSignerOf` are false / zero, `attestationOf` and `statusOf` show no
-    /// attestation (None) and `signerOf` is zero; nothing is banked (the market settled the old node's
+    /// attestation (None; `attestationOf` keeps only the lease's expected measurement) until the next
+    /// node submits, and `signerOf` is zero; nothing is banked (the market settled the old node's
     /// earnings); the attestation nonce keeps counting, so no report bound to an earlier nonce can be
     /// replayed. The old node's verified submissions stay disputable: a dispute overturning one of them
     /// calls `ILeaseMarket.onSegmentOverturned` (the old node pays), never the current lease's close.
