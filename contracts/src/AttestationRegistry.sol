@@ -24,7 +24,13 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     uint256 public constant override VERIFICATION_WINDOW = 1 hours;
 
     /// @inheritdoc IAttestationRegistryCore
-    uint256 public constant override CHALLENGE_WINDOW = 15 minutes;
+    /// @dev An immutable of the deployment (between 30 seconds and 1 day; 15 minutes by default), so a
+    /// test or bench chain can shorten the time a failed liveness challenge takes.
+    // solhint-disable-next-line immutable-vars-naming
+    uint256 public immutable override CHALLENGE_WINDOW;
+
+    uint256 private constant _MIN_CHALLENGE_WINDOW = 30 seconds;
+    uint256 private constant _MAX_CHALLENGE_WINDOW = 1 days;
 
     /// @inheritdoc IAttestationRegistryCore
     uint256 public constant override MIN_CHALLENGE_INTERVAL = 1 hours;
@@ -74,6 +80,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint32 reversedFrom;
         // Challenges of a Verified verdict pending in the court (`openChallenge`): not final meanwhile.
         uint8 challenges;
+        // The lease failed over at least once: `_segmentStart` holds where its current segment starts.
+        bool segmented;
     }
 
     /// @dev What one submission fixes for its vote, one slot (31 bytes). A lease keeps two, indexed by
@@ -112,8 +120,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint32 bankedBefore;
         uint8 flags;
         uint8 decider;
-        // slot 1: the 1-based submission number.
+        // slot 1: the 1-based submission number and the node key that submitted it.
         uint32 number;
+        address node;
     }
 
     /// @dev A holder (past or present) of VERIFIER_ROLE, one slot.
@@ -164,8 +173,19 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistryCore
     IAttestationCourt public override court;
 
-    constructor(address admin, uint256 quorum_) {
+    /// @dev Submissions of a failed-over lease before its current segment (the nonce at its last
+    /// failover): numbers up to it belong to earlier nodes. Read only when `Record.segmented`.
+    mapping(uint256 leaseId => uint32) private _segmentStart;
+
+    // Round flag: the submission is the first of its segment (of the lease, or since a failover).
+    uint8 private constant _FIRST = 16;
+
+    constructor(address admin, uint256 quorum_, uint256 challengeWindow_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
+        if (challengeWindow_ < _MIN_CHALLENGE_WINDOW || challengeWindow_ > _MAX_CHALLENGE_WINDOW) {
+            revert Errors.AttestationRegistry_InvalidChallengeWindow(challengeWindow_);
+        }
+        CHALLENGE_WINDOW = challengeWindow_;
         _setQuorum(quorum_);
         _setDisputeTerms(DisputeTerms({window: 1 days, bond: 1e18, slashBps: 5000, minVerifierStake: 1e18}));
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
@@ -179,7 +199,12 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     function attestationOf(uint256 leaseId) external view override returns (Attestation memory attestation) {
         Record storage record = _records[leaseId];
         Status stored = record.status;
-        if (stored == Status.None) return attestation;
+        if (stored == Status.None) {
+            // Failed over, nothing submitted in the new segment yet: status None, but the lease's
+            // expected measurement stays readable (a dispute of an old node's verdict checks against it).
+            if (record.segmented) attestation.measurement = abi.encodePacked(record.measurementHead, record.measurementTail);
+            return attestation;
+        }
         (address nodeKey, LeaseStatus leaseStatus) = ILeaseMarket(leaseMarket).leaseNode(leaseId);
         uint256 expiresAt = uint256(record.submittedAt) + record.reattestInterval;
         attestation = Attestation({
@@ -236,7 +261,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @inheritdoc IAttestationRegistryCore
     function signerOf(uint256 leaseId) external view override returns (address) {
         Record storage record = _records[leaseId];
-        if (record.nonce == 0) return address(0);
+        // None: nothing submitted in the current segment (a failed-over node's guest is no signer).
+        if (record.status == Status.None) return address(0);
         return _rounds[leaseId][_latestRound(record)].signer;
     }
 
@@ -288,7 +314,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         Record storage record = _records[leaseId];
         Status stored = record.status;
         progress.status = _status(record);
-        progress.nonce = record.nonce;
+        progress.nonce = _segmentCount(leaseId, record);
         progress.verifiedSeconds = uint64(_verifiedSeconds(record, block.timestamp));
         if (stored == Status.Pending) {
             uint256 decideBy = uint256(record.submittedAt) + VERIFICATION_WINDOW;
@@ -332,6 +358,25 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         round.flags |= _CLOSED_PENDING;
     }
 
+    /// @inheritdoc IAttestationRegistryCore
+    function onFailover(uint256 leaseId, address oldNode) external override {
+        if (msg.sender != leaseMarket) revert Errors.AttestationRegistry_CallerNotLeaseMarket(msg.sender);
+        Record storage record = _records[leaseId];
+        uint32 nonce = record.nonce;
+        // The old node's last verified submission stays disputable (its verdict is settled against the
+        // old node's segment, see `_reverse`); earlier ones were kept when they were replaced.
+        if (record.status == Status.Verified) _keepPast(leaseId, record, nonce, oldNode);
+        _segmentStart[leaseId] = nonce;
+        record.segmented = true;
+        // A new segment: nothing submitted, nothing banked, no challenge; the nonce keeps counting, so
+        // no report made for the old node can be replayed.
+        record.status = Status.None;
+        record.reportHash = bytes32(0);
+        record.bankedSeconds = 0;
+        record.prevExpiresAt = 0;
+        record.challengedAt = 0;
+    }
+
     /*//////////////////////////////////////////////////////////////////////////
                                        NODES
     //////////////////////////////////////////////////////////////////////////*/
@@ -350,7 +395,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         Record storage record = _records[leaseId];
         uint32 current = record.nonce;
         // Checks the lease and the caller first; the other round (the previous submission's) is kept.
-        _rounds[leaseId][current & 1] = _newRound(leaseId, signer, current);
+        _rounds[leaseId][current & 1] = _newRound(leaseId, signer, record.status == Status.None);
         if (nonce != current) revert Errors.AttestationRegistry_StaleNonce(leaseId, nonce, current);
         if (reportHash == bytes32(0)) revert Errors.AttestationRegistry_ZeroReportHash(leaseId);
         if (
@@ -360,9 +405,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         {
             // A verified submission replaced while its verdict can still be disputed stays disputable.
             if (record.status == Status.Verified && block.timestamp <= _disputableUntil(record, record.submittedAt)) {
-                _keepPast(leaseId, record, current);
+                _keepPast(leaseId, record, current, msg.sender);
             }
-            (uint32 banked, uint40 prevExpiresAt) = _carryOver(leaseId, record, current);
+            (uint32 banked, uint40 prevExpiresAt) = _carryOver(leaseId, record);
             record.bankedSeconds = banked;
             record.prevExpiresAt = prevExpiresAt;
         }
@@ -495,14 +540,23 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         emit AttestationDisputed(leaseId, reportHash, disputer, overturned);
         // The voters of the verdict: rewarded with the bond if it stands, slashed if it is overturned.
         voters = _votersOf(leaseId, reportHash, sub, verified);
-        if (overturned) (unpaid, operator) = _reverse(leaseId, sub);
+        if (overturned) (unpaid, operator) = _reverse(leaseId, reportHash, sub);
     }
 
     /// @dev Reverses an overturned verdict with its money in the market; for a false Rejected, returns
     /// what the renter's credit no longer covered of the node's time, and the operator to pay it to.
-    function _reverse(uint256 leaseId, SubmissionInfo memory sub) private returns (uint256 unpaid, address operator) {
+    function _reverse(uint256 leaseId, bytes32 reportHash, SubmissionInfo memory sub)
+        private
+        returns (uint256 unpaid, address operator)
+    {
         ILeaseMarket market = ILeaseMarket(leaseMarket);
         Record storage record = _records[leaseId];
+        if (record.segmented && sub.number <= _segmentStart[leaseId]) {
+            // A false Verified of a node the lease failed over from (old segments hold no Rejected: a
+            // rejection ends the lease): only that node pays, the lease and its current node go on.
+            market.onSegmentOverturned(leaseId, _past[_pastKey(leaseId, reportHash)].node, sub.bankedBefore);
+            return (0, address(0));
+        }
         if (sub.verdict == Status.Verified) {
             // A false Verified: the lease ends as rejected; nothing from this submission on is paid. A
             // later rejection (the latest is Rejected) already took the node's bond.
@@ -635,7 +689,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     }
 
     /// @dev Keeps the verified submission `current` (the latest, about to be replaced) disputable.
-    function _keepPast(uint256 leaseId, Record storage record, uint32 current) private {
+    function _keepPast(uint256 leaseId, Record storage record, uint32 current, address node) private {
         Past storage past = _past[_pastKey(leaseId, record.reportHash)];
         // The first submission of a report hash keeps the key (an earlier one is the larger reversal).
         if (past.number != 0) return;
@@ -646,6 +700,13 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         past.flags = round.flags;
         past.decider = round.decider;
         past.number = current;
+        past.node = node;
+    }
+
+    /// @dev Submissions of the lease's current segment (all of them for a lease never failed over).
+    function _segmentCount(uint256 leaseId, Record storage record) private view returns (uint32) {
+        uint32 nonce = record.nonce;
+        return record.segmented ? nonce - _segmentStart[leaseId] : nonce;
     }
 
     function _pastKey(uint256 leaseId, bytes32 reportHash) private pure returns (bytes32) {
@@ -809,14 +870,14 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// @dev Checks the lease and its node (the caller) and returns the round a submission fixes now:
     /// verifiers holding VERIFIER_ROLE now, less the renter, operator and node key if they hold it, with
     /// the quorum in force now capped at how many verifiers are left.
-    function _newRound(uint256 leaseId, address signer, uint32 current) private view returns (Round memory round) {
+    function _newRound(uint256 leaseId, address signer, bool first) private view returns (Round memory round) {
         (address nodeKey, LeaseStatus leaseStatus, address renter, address operator, uint256 attestBy) =
             ILeaseMarket(leaseMarket).leaseParties(leaseId);
         if (leaseStatus != LeaseStatus.ACTIVE) revert Errors.AttestationRegistry_LeaseNotActive(leaseId);
         if (msg.sender != nodeKey) revert Errors.AttestationRegistry_NotLeaseNode(leaseId, msg.sender, nodeKey);
         // Past attestBy with nothing submitted the lease is a missed first attestation: a late report
         // must not turn the renter's close (or anyone's report) into a no-fault close by front-running it.
-        if (current == 0 && block.timestamp > attestBy) {
+        if (first && block.timestamp > attestBy) {
             revert Errors.AttestationRegistry_AttestationDeadlinePassed(leaseId, attestBy);
         }
         // The guest's own key, never the node key: a dApp must not accept what the host signs.
@@ -843,13 +904,14 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         round.excluded0 = x0;
         round.excluded1 = x1;
         round.excluded2 = x2;
+        if (first) round.flags = _FIRST;
     }
 
     /// @dev What a new submission carries over from the latest attestation: the banked verified
     /// seconds and, for a seamless re-attestation, the previous verified one's expiry. Refuses a
     /// submission while the latest awaits the verifiers, after an unexcused undecided first
     /// attestation (a missed first attestation), and before half the interval of a verified one.
-    function _carryOver(uint256 leaseId, Record storage record, uint32 current)
+    function _carryOver(uint256 leaseId, Record storage record)
         private
         view
         returns (uint32 banked, uint40 prevExpiresAt)
@@ -862,7 +924,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             // (nothing banked). A first one left undecided without any approval stays a missed first
             // attestation (slashable); with an approval (or no verifier allowed to vote) it is excused.
             if (_status(record) == Status.Pending) revert Errors.AttestationRegistry_AttestationPending(leaseId);
-            if (current == 1 && !_excused(_rounds[leaseId][_latestRound(record)])) {
+            Round storage latest = _rounds[leaseId][_latestRound(record)];
+            if (latest.flags & _FIRST != 0 && !_excused(latest)) {
                 revert Errors.AttestationRegistry_AttestationPending(leaseId);
             }
         } else if (previous == Status.Verified) {

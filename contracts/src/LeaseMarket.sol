@@ -11,18 +11,22 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IAttestationRegistry} from "./interfaces/IAttestationRegistry.sol";
 import {IAttestationRegistryCore} from "./interfaces/IAttestationRegistryCore.sol";
+import {IKeyService} from "./interfaces/IKeyService.sol";
 import {ILeaseMarket} from "./interfaces/ILeaseMarket.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {Errors} from "./libraries/Errors.sol";
 import {
     AttestationProgress,
     CloseReason,
+    FAILOVER_ATTESTATION_EXPIRED,
+    FAILOVER_FIRST_ATTESTATION_MISSED,
     Lease,
     LeaseRecord,
     LeaseSpec,
     LeaseStatus,
     Node,
     NodeUsage,
+    Segment,
     TeeType
 } from "./types/DataTypes.sol";
 
@@ -68,6 +72,15 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
     /// @dev keccak256(leaseId, nodeKey) => that node key declined the lease (it may not take it again).
     mapping(bytes32 declineKey => bool) private _declined;
+
+    /// @inheritdoc ILeaseMarket
+    IKeyService public override keyService;
+
+    /// @inheritdoc ILeaseMarket
+    mapping(uint256 leaseId => uint32) public override failovers;
+
+    /// @dev keccak256(leaseId, nodeKey) => what that node earned on the lease before it failed over.
+    mapping(bytes32 declineKey => Segment) private _segments;
 
     /// @dev The attestation registry's verification window, read once (a constant there).
     uint256 private immutable _verificationWindow;
@@ -153,6 +166,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     /// @inheritdoc ILeaseMarket
     function declinedBy(uint256 leaseId, address nodeKey) external view override returns (bool) {
         return _declined[_declineKey(leaseId, nodeKey)];
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function segmentOf(uint256 leaseId, address nodeKey) external view override returns (Segment memory) {
+        return _segments[_declineKey(leaseId, nodeKey)];
     }
 
     /// @inheritdoc ILeaseMarket
@@ -359,7 +377,8 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         if (msg.sender != lease.nodeKey) revert Errors.LeaseMarket_NotLeaseNode(leaseId, msg.sender, lease.nodeKey);
-        if (attestationRegistry.attestationNonce(leaseId) != 0) {
+        // Submissions of this lease's current segment (a failed-over node's do not count for the next).
+        if (attestationRegistry.progressOf(leaseId).nonce != 0) {
             revert Errors.LeaseMarket_AttestationSubmitted(leaseId);
         }
         if (block.timestamp > lease.timeMark) {
@@ -399,16 +418,22 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             _decline(leaseId, lease);
             return;
         }
-        if (_firstAttestationMissed(lease, progress)) {
-            // Leaving after the deadline does not dodge the missed-attestation path.
-            _missedFirstAttestation(leaseId, lease, lease.renter);
-            return;
-        }
-        _requireDecided(leaseId, progress);
+        bool firstMissed = _firstAttestationMissed(lease, progress);
+        if (!firstMissed) _requireDecided(leaseId, progress);
         uint256 earnedAmount = _earnedFrom(lease, progress);
         uint256 refund = lease.deposit - earnedAmount;
         // Leaving over a lapsed attestation or an unanswered challenge does not erase the miss.
         CloseReason reason = _endReason(refund, progress, CloseReason.NODE_EXIT);
+        // A node at fault cannot end a lease whose renter wants it to survive its node: it moves.
+        if ((firstMissed || reason == CloseReason.ATTESTATION_MISSED) && _mayFailOver(leaseId)) {
+            _failover(leaseId, lease, progress);
+            return;
+        }
+        if (firstMissed) {
+            // Leaving after the deadline does not dodge the missed-attestation path.
+            _missedFirstAttestation(leaseId, lease, lease.renter);
+            return;
+        }
         _close(leaseId, lease, reason, earnedAmount, refund, 0, false);
         _credit(lease.renter, refund);
         if (reason == CloseReason.ATTESTATION_MISSED) nodeRegistry.recordMissedAttestation(msg.sender);
@@ -468,12 +493,105 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             }
             revert Errors.LeaseMarket_AttestationSubmitted(leaseId);
         }
+        // A lease whose renter wants it to survive its node moves instead of ending (no one may end it
+        // by reporting the fault first).
+        if (_mayFailOver(leaseId)) {
+            _failover(leaseId, lease, progress);
+            return;
+        }
         _missedFirstAttestation(leaseId, lease, lease.renter);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function failover(uint256 leaseId) external override nonReentrant {
+        LeaseRecord storage lease = _leases[leaseId];
+        _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
+        if (!_mayFailOver(leaseId)) revert Errors.LeaseMarket_FailoverNotAllowed(leaseId);
+        if (!_failover(leaseId, lease, attestationRegistry.progressOf(leaseId))) {
+            revert Errors.LeaseMarket_NotAtFault(leaseId);
+        }
+    }
+
+    /// @dev Whether the key service is set and the lease's key policy allows failover.
+    function _mayFailOver(uint256 leaseId) private view returns (bool) {
+        IKeyService keys = keyService;
+        // The key service is fixed once set by the owner (write-once), a trusted contract.
+        return address(keys) != address(0) && keys.failoverAllowed(leaseId);
+    }
+
+    /// @dev Fails an active lease over if its node is at fault (see `failover`); false (nothing changed)
+    /// if it is not.
+    function _failover(uint256 leaseId, LeaseRecord storage lease, AttestationProgress memory progress)
+        private
+        returns (bool)
+    {
+        address nodeKey = lease.nodeKey;
+        uint256 deposit = lease.deposit;
+        uint256 bond = lease.bond;
+        uint256 earnedAmount = 0;
+        uint8 reason = FAILOVER_FIRST_ATTESTATION_MISSED;
+        if (!_firstAttestationMissed(lease, progress)) {
+            // Exactly the faults the close paths count as ATTESTATION_MISSED (not a used-up deposit).
+            earnedAmount = _earnedFrom(lease, progress);
+            if (_endReason(deposit - earnedAmount, progress, CloseReason.NODE_EXIT) != CloseReason.ATTESTATION_MISSED) {
+                return false;
+            }
+            reason = FAILOVER_ATTESTATION_EXPIRED;
+            // Kept for a dispute that may still overturn one of its verdicts (`onSegmentOverturned`).
+            // Safe: earned <= deposit (uint96), the rate and bond are the lease's own widths.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            _segments[_declineKey(leaseId, nodeKey)] = Segment(lease.ratePerSecond, uint96(earnedAmount), uint88(bond));
+        }
+        // Its earnings up to the fault are its own (payment already stopped there); the rest stays in escrow.
+        uint256 owed = earnedAmount - lease.claimed;
+        _release(nodeKey, lease, true);
+        _declined[_declineKey(leaseId, nodeKey)] = true;
+        if (lease.declines < type(uint8).max) lease.declines += 1;
+        // Safe: earned <= deposit.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        lease.deposit = uint96(deposit - earnedAmount);
+        lease.claimed = 0;
+        lease.nodeKey = address(0);
+        lease.ratePerSecond = 0;
+        lease.status = LeaseStatus.OPEN;
+        lease.acceptedAt = 0;
+        lease.bond = 0;
+        lease.timeMark = 0;
+        failovers[leaseId] += 1;
+        emit LeaseFailedOver(leaseId, nodeKey, reason);
+        _credit(nodeRegistry.operatorOf(nodeKey), owed);
+        attestationRegistry.onFailover(leaseId, nodeKey);
+        if (reason == FAILOVER_FIRST_ATTESTATION_MISSED) _slash(nodeKey, bond, 0);
+        else nodeRegistry.recordMissedAttestation(nodeKey);
+        return true;
     }
 
     /*//////////////////////////////////////////////////////////////////////////
                                 ATTESTATION REGISTRY
     //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc ILeaseMarket
+    function onSegmentOverturned(uint256 leaseId, address nodeKey, uint256 keepSeconds) external override {
+        // No reentrancy guard: only the registry calls, and nothing here calls untrusted code.
+        _onlyRegistry();
+        Segment storage segment = _segments[_declineKey(leaseId, nodeKey)];
+        uint256 earnedAmount = segment.earned;
+        uint256 keep = keepSeconds * segment.ratePerSecond;
+        if (keep > earnedAmount) keep = earnedAmount;
+        uint256 bond = segment.bond;
+        // Safe: keep <= earned, a uint96.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        segment.earned = uint96(keep);
+        segment.bond = 0;
+        address renter = _leases[leaseId].renter;
+        emit VerdictReversed(leaseId, true);
+        // The node registry is ours, fixed at construction, and calls nothing but the token; the amount
+        // taken is not needed (the freed bond may be gone). No compensation to an operator renting its own node.
+        // slither-disable-next-line reentrancy-no-eth,unused-return (trusted own registry; see above)
+        (, uint256 paid) =
+            nodeRegistry.slash(nodeKey, bond, nodeRegistry.operatorOf(nodeKey) == renter ? 0 : earnedAmount - keep);
+        _credit(renter, paid);
+    }
 
     /// @inheritdoc ILeaseMarket
     function onAttestationRejected(uint256 leaseId) external override nonReentrant {
@@ -571,6 +689,15 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////////////////
                                        OWNER
     //////////////////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc ILeaseMarket
+    function setKeyService(IKeyService keyService_) external override onlyOwner {
+        if (address(keyService_) == address(0) || address(keyService) != address(0)) {
+            revert Errors.LeaseMarket_KeyServiceAlreadySet();
+        }
+        keyService = keyService_;
+        emit KeyServiceSet(address(keyService_));
+    }
 
     /// @inheritdoc ILeaseMarket
     function setAttestationWindow(uint256 newWindow) external override onlyOwner {

@@ -3,13 +3,14 @@ pragma solidity 0.8.28;
 
 import {AttestationCourt} from "../src/AttestationCourt.sol";
 import {AttestationRegistry} from "../src/AttestationRegistry.sol";
+import {KeyService} from "../src/KeyService.sol";
 import {LeaseMarket} from "../src/LeaseMarket.sol";
 import {NodeRegistry} from "../src/NodeRegistry.sol";
 import {TestToken} from "../src/test-token/TestToken.sol";
 import {IAttestationRegistryCore} from "../src/interfaces/IAttestationRegistryCore.sol";
 import {INodeRegistry} from "../src/interfaces/INodeRegistry.sol";
 import {ISnpVerifier} from "../src/interfaces/ISnpVerifier.sol";
-import {LeaseSpec, NodeSpec, TeeType} from "../src/types/DataTypes.sol";
+import {KeyPolicy, LeaseSpec, NodeSpec, TeeType} from "../src/types/DataTypes.sol";
 import {Test} from "./base/Test.sol";
 import {MockSnpVerifier} from "./mocks/MockSnpVerifier.sol";
 
@@ -37,6 +38,9 @@ abstract contract Base is Test {
     LeaseMarket internal market;
     MockSnpVerifier internal snp;
     AttestationCourt internal court;
+    KeyService internal keys;
+    uint256 internal constant MIN_HOLDER_STAKE = 10e18;
+    uint256 internal constant HOLDER_UNBONDING = 1 days;
     /// @dev What each test verifier stakes in the court (the default minimum is 1e18).
     uint256 internal constant VERIFIER_STAKE = 100e18;
 
@@ -66,14 +70,16 @@ abstract contract Base is Test {
 
         token = new TestToken();
         nodes = new NodeRegistry(token, admin, MIN_STAKE, UNBONDING_DELAY, SLASH_BPS);
-        attestations = new AttestationRegistry(admin, 1);
+        attestations = new AttestationRegistry(admin, 1, 15 minutes);
         market = new LeaseMarket(token, INodeRegistry(address(nodes)), attestations, admin, ATTESTATION_WINDOW);
         snp = new MockSnpVerifier();
         court = new AttestationCourt(courtSnpVerifier(), attestations, token);
+        keys = new KeyService(token, market, attestations, MIN_HOLDER_STAKE, HOLDER_UNBONDING);
         vm.startPrank(admin);
         attestations.setCourt(court);
         nodes.setLeaseMarket(address(market));
         attestations.setLeaseMarket(address(market));
+        market.setKeyService(keys);
         attestations.grantRole(attestations.VERIFIER_ROLE(), verifier);
         attestations.grantRole(attestations.VERIFIER_ROLE(), verifier2);
         vm.stopPrank();
@@ -181,6 +187,42 @@ abstract contract Base is Test {
         leaseId = acceptedLease();
         submitReport(leaseId, REPORT_HASH);
         confirmReport(leaseId, REPORT_HASH, true);
+    }
+
+    /// @dev A registered key holder `name` with MIN_HOLDER_STAKE staked.
+    function stakedHolder(string memory name) internal returns (address holder) {
+        holder = makeAddr(name);
+        token.mint(holder, MIN_HOLDER_STAKE);
+        vm.startPrank(holder);
+        token.approve(address(keys), type(uint256).max);
+        keys.stakeHolder(MIN_HOLDER_STAKE);
+        keys.registerHolder(keccak256(bytes(name)));
+        vm.stopPrank();
+    }
+
+    /// @dev Three staked holders, 2-of-3, the lease's measurement, failover as given, version 1.
+    function keyPolicy(bool failover) internal returns (KeyPolicy memory policy) {
+        address[] memory holders = new address[](3);
+        holders[0] = stakedHolder("holder-1");
+        holders[1] = stakedHolder("holder-2");
+        holders[2] = stakedHolder("holder-3");
+        bytes[] memory measurements = new bytes[](1);
+        measurements[0] = measurement;
+        policy = KeyPolicy({
+            measurements: measurements,
+            failover: failover,
+            threshold: 2,
+            holders: holders,
+            keyVersion: 1,
+            manifestHash: keccak256("manifest-1")
+        });
+    }
+
+    /// @dev The renter sets a 2-of-3 key policy on `leaseId`.
+    function setPolicy(uint256 leaseId, bool failover) internal returns (KeyPolicy memory policy) {
+        policy = keyPolicy(failover);
+        vm.prank(renter);
+        keys.setKeyPolicy(leaseId, policy);
     }
 
     function verifierRole() internal view returns (bytes32) {

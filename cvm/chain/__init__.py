@@ -40,8 +40,10 @@ from cvm.chain.guest_result import (
     sign_guest_result,
     verify_guest_result,
 )
+from cvm.chain.key_service import HolderInfo, KeyPolicy, KeyServiceClient
 from cvm.chain.lease_market import (
     CreatedLease,
+    FailedSegment,
     HeldEscrow,
     HeldRelease,
     LeaseMarketClient,
@@ -96,8 +98,12 @@ __all__ = [
     "Deployment",
     "DisputeTerms",
     "EventDecoder",
+    "FailedSegment",
     "HeldEscrow",
     "HeldRelease",
+    "HolderInfo",
+    "KeyPolicy",
+    "KeyServiceClient",
     "Lease",
     "LeaseMarketClient",
     "LeaseSpec",

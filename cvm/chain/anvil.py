@@ -173,12 +173,17 @@ class Anvil:
 
     def _drain(self, port_found: threading.Event) -> None:
         assert self._process is not None and self._process.stdout is not None
-        for line in self._process.stdout:
-            self._output.append(line.rstrip())
-            match = _LISTENING.search(line)
-            if match and not port_found.is_set():
-                self.port = int(match.group(2))
-                port_found.set()
+        stdout = self._process.stdout
+        try:
+            for line in stdout:
+                self._output.append(line.rstrip())
+                match = _LISTENING.search(line)
+                if match and not port_found.is_set():
+                    self.port = int(match.group(2))
+                    port_found.set()
+        except (ValueError, OSError):
+            # `stop` closed the pipe while this thread still read it: anvil is gone.
+            return
 
     def _failure(self, what: str) -> str:
         tail = "\n".join(list(self._output)[-20:])

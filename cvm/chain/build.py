@@ -42,6 +42,22 @@ def compiler_settings(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Any]:
     return settings
 
 
+def optimizer_restrictions(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, int]:
+    """Source path -> optimizer runs, for the sources foundry.toml restricts
+    (`compilation_restrictions` with `max_optimizer_runs`): contracts near the 24 KiB code size
+    limit trade a little gas for size. The same table makes forge compile them (and every test
+    that imports them) the same way."""
+    profile = tomllib.loads((contracts_dir / "foundry.toml").read_text())["profile"]["default"]
+    default_runs = int(profile.get("optimizer_runs", 200))
+    runs: dict[str, int] = {}
+    for restriction in profile.get("compilation_restrictions", []):
+        limit = restriction.get("max_optimizer_runs")
+        if limit is None:
+            continue
+        runs[str(restriction["paths"])] = min(default_runs, int(limit))
+    return runs
+
+
 def source_files(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, str]:
     """Every Solidity source under src/, keyed by its path relative to contracts/."""
     return {
@@ -65,6 +81,7 @@ def source_hash(contracts_dir: Path = CONTRACTS_DIR) -> str:
         },
         "packages": pinned_versions(contracts_dir),
         "settings": compiler_settings(contracts_dir),
+        "optimizerRestrictions": optimizer_restrictions(contracts_dir),
     }
     encoded = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()
@@ -80,16 +97,20 @@ def stale_artifacts(out_dir: Path = OUT_DIR, contracts_dir: Path = CONTRACTS_DIR
     return stale
 
 
-def _standard_json_input(sources: dict[str, str], settings: dict[str, Any]) -> dict[str, Any]:
+def _standard_json_input(
+    sources: dict[str, str], settings: dict[str, Any], only: list[str] | None = None
+) -> dict[str, Any]:
+    """The solc input; `only` limits the bytecode output to those sources (all by default)."""
+    wanted = ["abi", "evm.bytecode", "evm.deployedBytecode"]
+    output = (
+        {"*": {"*": wanted, "": ["ast"]}}
+        if only is None
+        else {"*": {"": ["ast"]}} | {key: {"*": wanted, "": ["ast"]} for key in only}
+    )
     return {
         "language": "Solidity",
         "sources": {key: {"content": text} for key, text in sources.items()},
-        "settings": {
-            **settings,
-            "outputSelection": {
-                "*": {"*": ["abi", "evm.bytecode", "evm.deployedBytecode"], "": ["ast"]}
-            },
-        },
+        "settings": {**settings, "outputSelection": output},
     }
 
 
@@ -133,6 +154,16 @@ def build(out_dir: Path = OUT_DIR, contracts_dir: Path = CONTRACTS_DIR) -> list[
         raise ChainError(f"no Solidity sources under {contracts_dir / 'src'}")
     settings = compiler_settings(contracts_dir)
     output = _run_solc(_standard_json_input(sources, settings), contracts_dir)
+    # Sources with their own optimizer runs: compiled again with them (their output replaces).
+    restricted = optimizer_restrictions(contracts_dir)
+    for runs in sorted(set(restricted.values())):
+        keys = [key for key, value in restricted.items() if value == runs and key in sources]
+        if not keys:
+            continue
+        tuned = {**settings, "optimizer": {**settings["optimizer"], "runs": runs}}
+        again = _run_solc(_standard_json_input(sources, tuned, keys), contracts_dir)
+        for key in keys:
+            output["contracts"][key] = again["contracts"][key]
     digest = source_hash(contracts_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -19,6 +19,7 @@ from cvm.chain.attestation_registry import AttestationRegistryClient
 from cvm.chain.attested_service import AttestedServiceClient
 from cvm.chain.deployment import Deployment
 from cvm.chain.events import ChainEvent, EventDecoder
+from cvm.chain.key_service import KeyServiceClient
 from cvm.chain.lease_market import LeaseMarketClient
 from cvm.chain.node_registry import NodeRegistryClient
 from cvm.chain.sender import TransactionSender
@@ -66,6 +67,13 @@ class ChainClient:
         self.court: AttestationCourtClient | None = (
             AttestationCourtClient(w3, deployment.attestation_court, self.events, sender)
             if deployment.attestation_court
+            else None
+        )
+
+        # Key holders and key-release policies (None for a deployment recorded without it).
+        self.keys: KeyServiceClient | None = (
+            KeyServiceClient(w3, deployment.key_service, self.events, sender)
+            if deployment.key_service
             else None
         )
 

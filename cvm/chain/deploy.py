@@ -3,7 +3,8 @@
 `deploy` puts up the token (a fresh `TestToken` unless an existing token is given), the
 on-chain SEV-SNP report check (`SnpVerifier`, pinned to AMD's ARKs), the node registry, the
 attestation registry, the lease market, the example consumer and the attestation court
-(verifier stake and disputes, judged by the SnpVerifier), wires them together and registers
+(verifier stake and disputes, judged by the SnpVerifier) and the key service (key holders and
+key-release policies), wires them together and registers
 and stakes the verifiers, all from one deployer account that becomes owner and admin.
 """
 
@@ -47,6 +48,12 @@ class DeployConfig:
     # What the deployer stakes for each verifier in the court (a verifier votes only with at
     # least the registry's minimum verifier stake, 1 token by default).
     verifier_stake: int = 10**18
+    # Seconds a challenged node has to attest afresh (AttestationRegistry.CHALLENGE_WINDOW, fixed
+    # at deployment: 30 s to 1 day); shorten it for tests and benches of failover.
+    challenge_window_s: int = 900
+    # KeyService: the active stake a key holder needs, and how long unstaked holder stake waits.
+    min_holder_stake: int = 10**18
+    holder_unbonding_delay: int = 24 * 3600
 
 
 def _deploy_contract(sender: TransactionSender, name: str, *args: Any) -> str:
@@ -83,13 +90,19 @@ def deploy(
         config.unbonding_delay,
         config.slash_bps,
     )
-    attestations = _deploy_contract(sender, "AttestationRegistry", deployer.address, config.quorum)
+    attestations = _deploy_contract(
+        sender, "AttestationRegistry", deployer.address, config.quorum, config.challenge_window_s
+    )
     market = _deploy_contract(
         sender, "LeaseMarket", token, registry, attestations, deployer.address,
         config.attestation_window,
     )  # fmt: skip
     service = _deploy_contract(sender, "AttestedService", attestations, config.example_measurement)
     court = _deploy_contract(sender, "AttestationCourt", snp_verifier, attestations, token)
+    keys = _deploy_contract(
+        sender, "KeyService", token, market, attestations, config.min_holder_stake,
+        config.holder_unbonding_delay,
+    )  # fmt: skip
     deployment = Deployment(
         chain_id=sender.chain_id,
         deployer=deployer.address,
@@ -103,11 +116,14 @@ def deploy(
         rpc_url=rpc_url,
         snp_verifier=snp_verifier,
         attestation_court=court,
+        key_service=keys,
     )
     admin = ChainClient(w3, deployment, deployer)
     admin.nodes.set_lease_market(market)
     admin.attestations.set_lease_market(market)
     admin.attestations.set_court(court)
+    # Set once: the key service decides (by each lease's policy) whether a lease may fail over.
+    admin.leases.set_key_service(keys)
     stake = config.verifier_stake * len(config.verifiers)
     if stake:
         if config.token is None:

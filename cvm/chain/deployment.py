@@ -33,6 +33,8 @@ class Deployment:
     snp_verifier: str | None = None
     # The attestation court (verifier stake, disputes; issue 21); None in records made before it.
     attestation_court: str | None = None
+    # The threshold key service (key holders, per-lease key policies; issue 20); None before it.
+    key_service: str | None = None
     # Free-form additions (e.g. by `cvm up`); not part of the identity of a deployment.
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -85,6 +87,7 @@ class Deployment:
             for name, address in (
                 ("SnpVerifier", self.snp_verifier),
                 ("AttestationCourt", self.attestation_court),
+                ("KeyService", self.key_service),
             )
             if address
         }

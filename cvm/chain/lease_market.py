@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import encode as abi_encode
-from eth_utils import event_abi_to_log_topic
+from eth_utils import event_abi_to_log_topic, to_checksum_address
 from hexbytes import HexBytes
 from web3.exceptions import Web3Exception
 
@@ -28,6 +28,16 @@ class LeaseTerms:
     deposit: int
     expected_measurement: bytes
     block_number: int
+
+
+@dataclass(frozen=True)
+class FailedSegment:
+    """`LeaseMarket.segmentOf`: what a node earned on a lease before the lease failed over away from
+    it (kept so that a later dispute of one of its verdicts settles against it alone)."""
+
+    rate_per_second: int
+    earned: int
+    bond: int
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,20 @@ class LeaseMarketClient(OwnedContractClient):
     def declined_by(self, lease_id: int, node_key: str) -> bool:
         """Whether `node_key` declined `lease_id` before (it may not accept it again)."""
         return bool(self._call("declinedBy", lease_id, node_key))
+
+    def key_service(self) -> str:
+        """The key service whose lease policies allow failover (zero address until set)."""
+        return str(self._call("keyService"))
+
+    def failovers(self, lease_id: int) -> int:
+        """How many times the lease failed over."""
+        return int(self._call("failovers", lease_id))
+
+    def segment_of(self, lease_id: int, node_key: str) -> FailedSegment:
+        """What `node_key` earned on `lease_id` before the lease failed over away from it (all zero
+        unless it did): its rate, earnings up to its fault, and its bond (0 once slashed)."""
+        rate, earned, bond = self._call("segmentOf", lease_id, to_checksum_address(node_key))
+        return FailedSegment(int(rate), int(earned), int(bond))
 
     def held_escrow(self, lease_id: int) -> HeldEscrow | None:
         """What a closed lease still holds for its attestation's verdict; None if nothing.
@@ -325,6 +349,14 @@ class LeaseMarketClient(OwnedContractClient):
         verification window (full refund, the lease's bond slashed and burned)."""
         return self._send("reportMissedAttestation", lease_id)
 
+    def failover(self, lease_id: int) -> TxResult:
+        """Move an active lease whose node is at fault (first attestation missed, or its latest
+        attestation expired / a challenge unanswered) back to the market under the same id, if
+        its key policy allows failover (anyone). Event `LeaseFailedOver(leaseId, oldNode,
+        reason)`: reason 1 first attestation missed (bond slashed), 2 attestation expired (a
+        miss). The old node keeps what it earned up to its fault (credited to its operator)."""
+        return self._send("failover", lease_id)
+
     def challenge(self, lease_id: int) -> TxResult:
         """Ask the lease's node to attest afresh (the renter or a verifier).
 
@@ -353,7 +385,17 @@ class LeaseMarketClient(OwnedContractClient):
         """Reverse a false Rejected verdict's money (a dispute); only the registry may."""
         return self._send("onRejectedOverturned", lease_id, start, end)
 
+    def on_segment_overturned(self, lease_id: int, node_key: str, keep_seconds: int) -> TxResult:
+        """Reverse a false Verified verdict of a node the lease failed over from (registry only)."""
+        return self._send(
+            "onSegmentOverturned", lease_id, to_checksum_address(node_key), keep_seconds
+        )
+
     # --- owner ---------------------------------------------------------------------
+    def set_key_service(self, key_service: str) -> TxResult:
+        """Set the key service (owner only, once)."""
+        return self._send("setKeyService", to_checksum_address(key_service))
+
     def set_attestation_window(self, seconds: int) -> TxResult:
         """Set the first-attestation window (owner only)."""
         return self._send("setAttestationWindow", seconds)

@@ -108,7 +108,8 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// that, it counts as missed (Expired) and votes are refused.
     function VERIFICATION_WINDOW() external view returns (uint256);
 
-    /// @notice Seconds a challenged node has to submit a fresh attestation.
+    /// @notice Seconds a challenged node has to submit a fresh attestation (fixed at deployment,
+    /// 30 seconds to 1 day; 15 minutes by default).
     function CHALLENGE_WINDOW() external view returns (uint256);
 
     /// @notice Minimum seconds between two challenges of the same lease.
@@ -148,7 +149,8 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// @notice When the lease was last challenged (zero if never).
     function challengedAt(uint256 leaseId) external view returns (uint256);
 
-    /// @notice Status, nonce, verification deadline, verified and pending seconds of `leaseId` now, in one call.
+    /// @notice Status, nonce, verification deadline, verified and pending seconds of `leaseId` now, in one call
+    /// (of the lease's current segment: since its last failover, if any).
     function progressOf(uint256 leaseId) external view returns (AttestationProgress memory);
 
     /// @notice Seconds of verified attestation coverage of `leaseId` up to time `until`.
@@ -167,6 +169,17 @@ interface IAttestationRegistryCore is IAttestationRegistry {
     /// awaits the verifiers: a Verified verdict then calls `LeaseMarket.finalizeClose`.
     /// @dev Reverts: AttestationRegistry_CallerNotLeaseMarket.
     function onCloseWhilePending(uint256 leaseId) external;
+
+    /// @notice Called by the lease market when a lease fails over away from `oldNode`: a new segment of
+    /// the lease starts. Until the next node's first submission is Verified, `isAttested`,
+    /// `isAttestedFinal` and `attestedSignerOf` are false / zero, `attestationOf` and `statusOf` show no
+    /// attestation (None; `attestationOf` keeps only the lease's expected measurement) until the next
+    /// node submits, and `signerOf` is zero; nothing is banked (the market settled the old node's
+    /// earnings); the attestation nonce keeps counting, so no report bound to an earlier nonce can be
+    /// replayed. The old node's verified submissions stay disputable: a dispute overturning one of them
+    /// calls `ILeaseMarket.onSegmentOverturned` (the old node pays), never the current lease's close.
+    /// @dev Reverts: AttestationRegistry_CallerNotLeaseMarket.
+    function onFailover(uint256 leaseId, address oldNode) external;
 
     /// @notice Submits an attestation for an active lease; the caller must be the lease's node key.
     /// @dev The measurement must equal the lease's expected one and `nonce` its current

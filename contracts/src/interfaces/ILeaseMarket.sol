@@ -4,8 +4,9 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {IAttestationRegistryCore} from "./IAttestationRegistryCore.sol";
+import {IKeyService} from "./IKeyService.sol";
 import {INodeRegistry} from "./INodeRegistry.sol";
-import {CloseReason, Lease, LeaseSpec, LeaseStatus, NodeUsage} from "../types/DataTypes.sol";
+import {CloseReason, Lease, LeaseSpec, LeaseStatus, NodeUsage, Segment} from "../types/DataTypes.sol";
 
 /// @title ILeaseMarket
 /// @notice Leases of confidential VMs with an ERC-20 escrow streamed per second.
@@ -63,6 +64,15 @@ interface ILeaseMarket {
     /// @notice Emitted when an account withdraws its credit.
     event Withdrawn(address indexed account, uint256 amount);
 
+    /// @notice Emitted when a lease fails over away from `oldNode`: it is OPEN again (same id, the
+    /// remaining escrow) for another node; `reason` 1 = first attestation missed, 2 = attestation Expired
+    /// (re-attestation missed, undecided without approval, or a challenge unanswered). The next
+    /// `LeaseAccepted` of the lease names the new node.
+    event LeaseFailedOver(uint256 indexed leaseId, address indexed oldNode, uint8 reason);
+
+    /// @notice Emitted once, when the owner sets the key service that decides whether a lease may fail over.
+    event KeyServiceSet(address keyService);
+
     /// @notice Emitted when the owner changes the first-attestation window.
     event AttestationWindowSet(uint256 attestationWindow);
 
@@ -96,6 +106,16 @@ interface ILeaseMarket {
 
     /// @notice The attestation registry that records attestations of leases.
     function attestationRegistry() external view returns (IAttestationRegistryCore);
+
+    /// @notice The key service whose per-lease policy allows failover (zero until set).
+    function keyService() external view returns (IKeyService);
+
+    /// @notice How many times the lease failed over.
+    function failovers(uint256 leaseId) external view returns (uint32);
+
+    /// @notice What the node `nodeKey` earned on `leaseId` before the lease failed over away from it
+    /// (rate, earnings up to its fault, bond): all zero unless it did.
+    function segmentOf(uint256 leaseId, address nodeKey) external view returns (Segment memory);
 
     /// @notice Seconds after accept within which the first attestation must be submitted.
     function attestationWindow() external view returns (uint256);
@@ -216,7 +236,9 @@ interface ILeaseMarket {
     /// @notice Closes an accepted lease whose node missed its first attestation (anyone): none was
     /// submitted by the deadline fixed at accept, or the first one was left undecided past the
     /// verification window. Full refund credited to the renter; the lease's bond is slashed and
-    /// burned (the renter paid nothing, so it is owed no compensation).
+    /// burned (the renter paid nothing, so it is owed no compensation). If the lease's key policy allows
+    /// failover, the lease fails over instead (`failover`, reason 1): nobody can end a lease the renter
+    /// wants to survive its node by reporting the fault first.
     /// @dev Reason ATTESTATION_MISSED. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus,
     /// _AttestationSubmitted, _AttestationDeadlineNotPassed.
     function reportMissedAttestation(uint256 leaseId) external;
@@ -224,7 +246,9 @@ interface ILeaseMarket {
     /// @notice The node key gives up an active lease. Before its first submission and deadline this
     /// is `declineLease`; after the deadline without an attestation it is `reportMissedAttestation`;
     /// otherwise the lease closes and the unearned rest is credited to the renter. Leaving over a
-    /// lapsed attestation or an unanswered challenge records the miss (reason ATTESTATION_MISSED).
+    /// lapsed attestation or an unanswered challenge records the miss (reason ATTESTATION_MISSED). At such
+    /// a fault (or after a missed first attestation), a lease whose key policy allows failover fails over
+    /// instead (`failover`): a node at fault cannot end a lease the renter wants to survive it.
     /// @dev Reason NODE_EXIT. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotLeaseNode,
     /// _AttestationPending.
     function exitLease(uint256 leaseId) external;
@@ -246,6 +270,46 @@ interface ILeaseMarket {
     /// @dev Emits LeaseChallenged. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus,
     /// _NotChallenger, _ChallengerIsParty, AttestationRegistry_NothingToChallenge, _ChallengeTooSoon.
     function challenge(uint256 leaseId) external;
+
+    /// @notice Moves an active lease whose node is at fault to another node (anyone; the liveness watcher
+    /// does it): needs the key service set and the lease's key policy to allow failover. At fault means
+    /// exactly what would otherwise close the lease with ATTESTATION_MISSED: the first attestation
+    /// missed (`reportMissedAttestation` would accept it; reason 1), or the latest attestation Expired
+    /// without excuse (not re-attested in time, left undecided without an allowed approval, or not
+    /// refreshed after a challenge; reason 2) while the deposit is not used up.
+    /// Effects: the node's bond is handled as the close path would (reason 1: slashed and burned;
+    /// reason 2: a miss recorded, the bond freed) and its capacity freed; what it earned up to its fault
+    /// (verified seconds x its rate; payment already stopped at the expiry or the challenge) stays its own:
+    /// the unclaimed part is credited to its operator at once, and the lease's deposit keeps only the
+    /// rest (claimed restarts at 0). The lease is OPEN again under the same id with that remaining
+    /// escrow, no node, no bond; the old node key can never accept it again (`declinedBy`); the
+    /// attestation registry starts a new segment (`IAttestationRegistryCore.onFailover`), so the lease
+    /// is not attested until the next node's first submission is Verified, and the old node can neither
+    /// submit for the lease nor claim from it again. The renter can still close (full refund of the rest)
+    /// or top up while it is open.
+    /// Disputes after a failover: a dispute overturning a Verified verdict of an earlier node's segment
+    /// is settled against that node alone (`onSegmentOverturned`): its kept earnings are cut to what it
+    /// earned before the false submission, its operator's bond for the lease is slashed (once), and the
+    /// renter is compensated from it for what it paid for the false time (not if the renter is the node's
+    /// operator). The lease, its escrow and its current node are untouched, so nobody profits from a
+    /// failover and no later node pays for an earlier one. A pending court challenge of an old verdict
+    /// keeps `isAttestedFinal` false until it is settled (it counts the lease's pending challenges).
+    /// @dev Emits LeaseFailedOver (and Credited). Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus,
+    /// _FailoverNotAllowed, _NotAtFault (also while the latest attestation awaits the verifiers).
+    function failover(uint256 leaseId) external;
+
+    /// @notice Called by the attestation registry when a dispute overturns a Verified verdict of a node the
+    /// lease failed over from: that node's segment keeps earned = min(earned, keepSeconds x its rate); the
+    /// node's stake is slashed by the segment's bond (at most what it holds beyond its active leases'
+    /// bonds; once: a second overturn of the same segment slashes nothing), and the renter is credited,
+    /// out of it, what the node was paid beyond the kept earnings (nothing if the renter is the node's
+    /// operator). Emits VerdictReversed(leaseId, true).
+    /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
+    function onSegmentOverturned(uint256 leaseId, address nodeKey, uint256 keepSeconds) external;
+
+    /// @notice Sets the key service (owner only, once: whoever decides failover must not be swappable).
+    /// @dev Emits KeyServiceSet. Reverts: LeaseMarket_KeyServiceAlreadySet (also for the zero address).
+    function setKeyService(IKeyService keyService_) external;
 
     /// @notice Called by the attestation registry when the verifier quorum rejects an attestation:
     /// closes the lease (or, if the renter closed it while the attestation awaited the verdict,

@@ -128,6 +128,16 @@ library Errors {
     /// @notice Thrown when topping up a lease whose deposit is already fully earned (settle it instead).
     error LeaseMarket_LeaseExhausted(uint256 leaseId);
 
+    /// @notice Thrown when a lease fails over without a key service set, or its key policy forbids it.
+    error LeaseMarket_FailoverNotAllowed(uint256 leaseId);
+
+    /// @notice Thrown when a lease fails over while its node is not at fault (no missed first attestation,
+    /// no unexcused Expired attestation; or the deposit is used up, which is no fault).
+    error LeaseMarket_NotAtFault(uint256 leaseId);
+
+    /// @notice Thrown when the key service is set a second time, or to the zero address.
+    error LeaseMarket_KeyServiceAlreadySet();
+
     /// @notice Thrown when reporting a missed first attestation before its deadline.
     error LeaseMarket_AttestationDeadlineNotPassed(uint256 leaseId, uint256 deadline, uint256 currentTime);
 
@@ -186,6 +196,9 @@ library Errors {
 
     /// @notice Thrown when the quorum is set to zero.
     error AttestationRegistry_InvalidQuorum(uint256 quorum);
+
+    /// @notice Thrown when the challenge window given at deployment is outside 30 seconds .. 1 day.
+    error AttestationRegistry_InvalidChallengeWindow(uint256 challengeWindow);
 
     /// @notice Thrown when a lease is opened twice.
     error AttestationRegistry_LeaseAlreadyOpened(uint256 leaseId);
@@ -339,6 +352,77 @@ library Errors {
 
     /// @notice The caller's stake backs a vote whose challenge is still pending: it cannot leave.
     error AttestationCourt_StakeChallenged(address verifier, uint256 challenges);
+
+    /*//////////////////////////////////////////////////////////////////////////
+                                    KEY-SERVICE
+    //////////////////////////////////////////////////////////////////////////*/
+
+    /// @notice Thrown when a zero address is given where a contract is required.
+    error KeyService_ZeroAddress();
+
+    /// @notice Thrown when the minimum holder stake is zero or the unbonding delay is out of bounds.
+    error KeyService_InvalidTerms();
+
+    /// @notice Thrown when an amount of zero is staked or unstaked.
+    error KeyService_ZeroAmount();
+
+    /// @notice Thrown when a holder registers a zero X25519 key.
+    error KeyService_ZeroKey();
+
+    /// @notice Thrown when an account registers twice.
+    error KeyService_AlreadyRegistered(address holder);
+
+    /// @notice Thrown when a call needs a registered holder.
+    error KeyService_NotRegistered(address holder);
+
+    /// @notice Thrown when registering without at least the minimum holder stake.
+    error KeyService_StakeTooLow(address holder, uint256 stake, uint256 minStake);
+
+    /// @notice Thrown when MAX_HOLDERS holders are registered already.
+    error KeyService_TooManyHolders();
+
+    /// @notice Thrown when more is unstaked than is actively staked.
+    error KeyService_UnstakeExceedsStake(address holder, uint256 amount, uint256 stake);
+
+    /// @notice Thrown when withdrawing while nothing is unbonding.
+    error KeyService_NothingUnbonding(address holder);
+
+    /// @notice Thrown when withdrawing unbonding stake before it unlocks.
+    error KeyService_StakeLocked(address holder, uint256 unlocksAt);
+
+    /// @notice Thrown when deregistering with stake still active or unbonding.
+    error KeyService_StakeRemaining(address holder);
+
+    /// @notice Thrown when the market receives less than the amount transferred (fee-on-transfer tokens).
+    error KeyService_TransferAmountMismatch(uint256 expected, uint256 received);
+
+    /// @notice Thrown when someone other than the lease's renter changes its key policy.
+    error KeyService_NotRenter(uint256 leaseId, address caller, address renter);
+
+    /// @notice Thrown when the lease does not exist or is closed.
+    error KeyService_LeaseNotOpenOrActive(uint256 leaseId);
+
+    /// @notice Thrown when a policy change needs an existing policy and there is none.
+    error KeyService_NoPolicy(uint256 leaseId);
+
+    /// @notice Thrown when the measurements are not 1..MAX_MEASUREMENTS of MEASUREMENT_LENGTH bytes each.
+    error KeyService_InvalidMeasurements(uint256 leaseId);
+
+    /// @notice Thrown when the holders are not 1..MAX_POLICY_HOLDERS, or the threshold not 1..holders.
+    error KeyService_InvalidThreshold(uint256 leaseId, uint256 threshold, uint256 holders);
+
+    /// @notice Thrown when a policy names a holder twice.
+    error KeyService_DuplicateHolder(uint256 leaseId, address holder);
+
+    /// @notice Thrown when a policy names a holder that is not registered with the minimum stake.
+    error KeyService_HolderNotActive(uint256 leaseId, address holder);
+
+    /// @notice Thrown when the manifest hash is zero.
+    error KeyService_ZeroManifestHash(uint256 leaseId);
+
+    /// @notice Thrown when a new root key (holders or manifest changed) does not raise the key version,
+    /// or any change lowers it.
+    error KeyService_KeyVersionNotIncreased(uint256 leaseId, uint32 keyVersion, uint32 current);
 
     /*//////////////////////////////////////////////////////////////////////////
                                   ATTESTED-SERVICE

@@ -170,8 +170,10 @@ struct NodeUsage {
 struct AttestationProgress {
     // Effective status now (Pending past the verification window, or a failed challenge, is Expired).
     IAttestationRegistry.Status status;
-    // Attestations submitted so far.
+    // Attestations submitted in the lease's current segment: since its last failover, or all of them
+    // (the attestation nonce, `attestationNonce`, counts all of them).
     uint32 nonce;
+    // (verifiedSeconds and pendingSeconds are of the current segment too.)
     // Until when the quorum may decide the latest attestation (zero unless it is stored Pending).
     uint40 decideBy;
     // Verified seconds so far (what is payable).
@@ -244,4 +246,49 @@ struct Challenge {
     uint40 deadline;
     // The disputer's bond, held by the court until the challenge is settled.
     uint96 bond;
+}
+
+/// @notice A key holder of the threshold key service (`IKeyService.holderOf`), two slots.
+struct HolderInfo {
+    // The holder's X25519 public key: renters seal its share of a lease's root key to it (HPKE).
+    bytes32 key;
+    // Active stake: the holder may be named in a key policy only while this is at least `minHolderStake`.
+    uint96 stake;
+    // Requested out, waiting for `unlocksAt`.
+    uint96 unbonding;
+    uint40 unlocksAt;
+    bool registered;
+}
+
+/// @notice A lease's key-release policy (`IKeyService.keyPolicyOf`), set by the lease's renter only.
+struct KeyPolicy {
+    // The launch measurements (48 bytes each, 1..8) a guest may have to receive the key.
+    bytes[] measurements;
+    // Whether the lease may fail over to another node (`ILeaseMarket.failover`).
+    bool failover;
+    // Shares needed to rebuild the root key (1..holders.length).
+    uint8 threshold;
+    // The key holders (1..16, distinct, each active when the policy was set); share i+1 is holders[i]'s.
+    address[] holders;
+    // Increases with every new root key (rekey); the guest and holders accept only this version.
+    uint32 keyVersion;
+    // EIP-712 digest of the renter-signed key manifest (holders, their keys, root commitment, epoch key).
+    bytes32 manifestHash;
+}
+
+// Why a lease failed over (`ILeaseMarket.LeaseFailedOver`). 1: the node missed its first attestation
+// (bond slashed); 2: its latest attestation Expired (not re-attested in time, left undecided without an
+// allowed approval, or a challenge unanswered; a miss).
+uint8 constant FAILOVER_FIRST_ATTESTATION_MISSED = 1;
+uint8 constant FAILOVER_ATTESTATION_EXPIRED = 2;
+
+/// @notice What a node a lease failed over from earned on it, kept (one slot) so that a dispute later
+/// overturning one of its Verified verdicts finds its rate, earnings and bond (`onSegmentOverturned`).
+struct Segment {
+    uint64 ratePerSecond;
+    // What it earned on the lease up to its fault (claimed, or credited to its operator at the failover),
+    // cut to what stays earned after an overturn.
+    uint96 earned;
+    // The lease's bond while it served (freed at the failover); zero once an overturn slashed it.
+    uint88 bond;
 }

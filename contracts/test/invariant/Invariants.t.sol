@@ -27,7 +27,7 @@ abstract contract InvariantSetup is Test {
         address admin = makeAddr("admin");
         token = new TestToken();
         nodes = new NodeRegistry(token, admin, 10e18, 2 days, 1000);
-        attestations = new AttestationRegistry(admin, 1);
+        attestations = new AttestationRegistry(admin, 1, 15 minutes);
         market = new LeaseMarket(token, INodeRegistry(address(nodes)), attestations, admin, 1 hours);
 
         address[] memory nodeKeys = new address[](3);

@@ -377,7 +377,7 @@ contract Issue10Scenarios_Test is Base {
     function test_Scenario11_FeeOnTransferTokenIsRefused() external {
         FeeOnTransferToken fee = new FeeOnTransferToken();
         NodeRegistry feeNodes = new NodeRegistry(fee, admin, MIN_STAKE, UNBONDING_DELAY, SLASH_BPS);
-        AttestationRegistry feeAttestations = new AttestationRegistry(admin, 1);
+        AttestationRegistry feeAttestations = new AttestationRegistry(admin, 1, 15 minutes);
         LeaseMarket feeMarket =
             new LeaseMarket(fee, INodeRegistry(address(feeNodes)), feeAttestations, admin, ATTESTATION_WINDOW);
         vm.startPrank(admin);

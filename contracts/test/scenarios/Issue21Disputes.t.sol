@@ -718,4 +718,84 @@ contract Issue21Disputes_Test is Base {
         assertEq(nodes.getNode(nodeKey).stake, nodeStake - market.getLease(leaseId).bond, "bond still slashed");
         assertMarketConserves(leaseId);
     }
+
+    // ------------------------------------------------------------------ issue 20: disputes after a failover
+
+    /// @dev A second node (its own operator) that takes leases that fail over.
+    function secondNode() internal returns (address key) {
+        key = makeAddr("nodeKey2");
+        address op = makeAddr("operator2");
+        token.mint(op, STAKE);
+        vm.startPrank(op);
+        token.approve(address(nodes), type(uint256).max);
+        nodes.register(key, nodeSpec(), "", signNodeConsent(address(nodes), makeKey("nodeKey2"), op));
+        nodes.stake(key, STAKE);
+        vm.stopPrank();
+    }
+
+    /// The old node's genuine verdict stays upheld after the lease failed over (even before the new node
+    /// submits): the on-chain check still reads the lease's measurement, so a dispute of it is frivolous.
+    function test_GenuineOldVerdict_AfterFailover_StandsAgainstADispute() external {
+        uint256 leaseId = acceptedLease();
+        bytes memory report = submitChecked(leaseId, "genuine-old", true);
+        confirmReport(leaseId, keccak256(report), true);
+        setPolicy(leaseId, true);
+        vm.warp(block.timestamp + REATTEST_INTERVAL);
+        market.failover(leaseId);
+        assertEq(attestations.attestationOf(leaseId).measurement, measurement, "the lease's measurement stays");
+        uint256 voterStake = stakeOf(verifier);
+        uint256 nodeStake = nodes.getNode(nodeKey).stake;
+        assertFalse(disputeAs(disputer, leaseId, report), "upheld");
+        assertEq(stakeOf(verifier), voterStake + BOND, "the honest voter gets the frivolous bond");
+        assertEq(nodes.getNode(nodeKey).stake, nodeStake, "the old node is not slashed");
+        assertCourtConservesWithBond();
+    }
+
+    /// A colluding quorum verified a forged report; the node then failed and the lease moved to an honest
+    /// node. The dispute reverses the old verdict against the old node alone: its bond is slashed, the renter
+    /// is compensated for the forged time, the voter is slashed; the lease and the new node go on untouched.
+    function test_ForgedOldVerdict_AfterFailover_OnlyTheOldNodeAndVoterPay() external {
+        uint256 leaseId = acceptedLease();
+        bytes memory report = submitChecked(leaseId, "forged-old", false);
+        confirmReport(leaseId, keccak256(report), true);
+        setPolicy(leaseId, true);
+        vm.warp(block.timestamp + REATTEST_INTERVAL);
+        market.failover(leaseId);
+        uint256 paidForForgery = uint256(REATTEST_INTERVAL) * rate();
+        assertEq(market.credits(operator), paidForForgery, "the old node was paid for the forged time");
+        address key2 = secondNode();
+        vm.prank(key2);
+        market.acceptLease(leaseId);
+        uint256 nonce = attestations.attestationNonce(leaseId);
+        bytes memory fresh = reportBytes("honest-new");
+        snp.setAnswer(fresh, true, 0, genuineFields(leaseId, nonce, fresh));
+        vm.prank(key2);
+        attestations.submit(leaseId, nonce, keccak256(fresh), measurement, TCB, CHIP_ID_HASH, SIGNER);
+        confirmReport(leaseId, keccak256(fresh), true);
+        Lease memory before = market.getLease(leaseId);
+        uint256 stake2 = nodes.getNode(key2).stake;
+        uint256 oldStake = nodes.getNode(nodeKey).stake;
+        uint256 voterStake = stakeOf(verifier);
+
+        assertTrue(disputeAs(disputer, leaseId, report), "overturned");
+
+        assertEq(nodes.getNode(nodeKey).stake, oldStake - (MIN_STAKE * SLASH_BPS) / 10_000, "old bond slashed");
+        assertEq(market.credits(renter), paidForForgery, "renter compensated for the forged time");
+        assertTrue(stakeOf(verifier) < voterStake, "the voter is slashed");
+        Lease memory afterwards = market.getLease(leaseId);
+        assertEq(uint256(afterwards.status), uint256(LeaseStatus.ACTIVE), "the lease goes on");
+        assertEq(afterwards.nodeKey, key2, "on the new node");
+        assertEq(afterwards.deposit, before.deposit, "its escrow untouched");
+        assertEq(nodes.getNode(key2).stake, stake2, "the new node untouched");
+        assertTrue(attestations.isAttested(leaseId, measurement), "still attested by the new node");
+    }
+
+    /// @dev The court holds every stake + burned (no challenge bond pending here).
+    function assertCourtConservesWithBond() internal view {
+        assertEq(
+            token.balanceOf(address(court)),
+            stakeOf(verifier) + stakeOf(verifier2) + stakeOf(renter) + court.burned() + court.bonded(),
+            "court balance = stakes + burned + bonds"
+        );
+    }
 }

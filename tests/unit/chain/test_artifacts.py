@@ -17,6 +17,7 @@ DEPLOYABLE = {
     "AttestationRegistry",
     "AttestedRandomness",
     "AttestedService",
+    "KeyService",
     "LeaseMarket",
     "NodeRegistry",
     "P384Verifier",

@@ -11,6 +11,7 @@ from cvm.chain import (
     AttestationCourtClient,
     AttestationRegistryClient,
     AttestedServiceClient,
+    KeyServiceClient,
     LeaseMarketClient,
     NodeRegistryClient,
     TokenClient,
@@ -28,6 +29,7 @@ NOT_WRAPPED = {
     "eip712Domain",
     "onChallenge",  # the lease market's hook into the registry: no one else may call it
     "onCloseWhilePending",  # likewise
+    "onFailover",  # likewise (the market starts a new segment of a failed-over lease)
     "openChallenge",  # the court's hook into the registry: no one else may call it
 }
 CLIENTS = [
@@ -37,6 +39,7 @@ CLIENTS = [
     AttestationRegistryClient,
     TokenClient,
     AttestedServiceClient,
+    KeyServiceClient,
 ]
 
 

@@ -11,9 +11,21 @@ import {Base} from "../../Base.t.sol";
 contract Admin_AttestationRegistry_Test is Base {
     function test_RevertWhen_ConstructedBadly() external {
         vm.expectRevert(Errors.AttestationRegistry_ZeroAddress.selector);
-        new AttestationRegistry(address(0), 1);
+        new AttestationRegistry(address(0), 1, 15 minutes);
         vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_InvalidQuorum.selector, 0));
-        new AttestationRegistry(admin, 0);
+        new AttestationRegistry(admin, 0, 15 minutes);
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_InvalidChallengeWindow.selector, 29));
+        new AttestationRegistry(admin, 1, 29);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.AttestationRegistry_InvalidChallengeWindow.selector, 1 days + 1)
+        );
+        new AttestationRegistry(admin, 1, 1 days + 1);
+    }
+
+    function test_ChallengeWindowIsFixedAtDeployment() external {
+        assertEq(new AttestationRegistry(admin, 1, 30).CHALLENGE_WINDOW(), 30, "lower bound");
+        assertEq(new AttestationRegistry(admin, 1, 1 days).CHALLENGE_WINDOW(), 1 days, "upper bound");
+        assertEq(attestations.CHALLENGE_WINDOW(), 15 minutes, "the default deployment's");
     }
 
     function test_RevertWhen_CallerNotAdmin() external {
@@ -41,7 +53,7 @@ contract Admin_AttestationRegistry_Test is Base {
     }
 
     function test_RevertWhen_LeaseMarketZero() external {
-        AttestationRegistry fresh = new AttestationRegistry(admin, 1);
+        AttestationRegistry fresh = new AttestationRegistry(admin, 1, 15 minutes);
         vm.expectRevert(Errors.AttestationRegistry_ZeroAddress.selector);
         vm.prank(admin);
         fresh.setLeaseMarket(address(0));
