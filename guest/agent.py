@@ -538,6 +538,7 @@ class KeyServiceOps:
                 bundle,
                 list(self.attested),
                 keyshares.hpke_auth_opener(self.keys.hpke_private),
+                (binding.chain_id, binding.registry),
                 log=log,
             )
         except keyshares.KeyShareError as exc:

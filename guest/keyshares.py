@@ -19,8 +19,12 @@ report's REPORT_DATA as associated data. Here:
 - the renter's sealed bundle (secrets for the workload) opens with the bundle key, bound to
   the lease and key version; `cvm.*` names are refused (those are the guest's own).
 
-`required_epoch` is the highest snapshot epoch the holders whose shares made the key have
-seen: the guest must not start from state older than that.
+`required_epoch` is the highest snapshot epoch the holders whose releases opened have seen:
+the guest must not start from state older than that. A holder's epoch counts only with the
+epoch record's Ed25519 signature by the manifest's epochKey (what the holder verified before
+keeping it): one hostile holder cannot claim an epoch no guest signed (which would make every
+volume and snapshot "stale" forever), and an older release of a holder replayed by the host
+does not replace a newer one of the same holder.
 
 Runs in the guest: standard library, python3-cryptography, Debian's python3-pycryptodome
 (`Cryptodome`, the Shamir and keccak parts the image keeps) and pyhpke. Imports nothing of
@@ -49,6 +53,7 @@ INFO_SNAPSHOT_NONCE = b"cvm.snapshot-nonce.v1"
 INFO_EPOCH = b"cvm.epoch.v1"
 INFO_BUNDLE = b"cvm.bundle.v1"
 INFO_COMMIT = b"cvm.commit.v1"
+EPOCH_TAG = b"cvm.epoch.v1"  # the epoch record's signed bytes (INTERFACES 6)
 ROOT_SIZE = 32
 SHARE_SIZE = 32
 MAX_HOLDERS = 16
@@ -235,6 +240,35 @@ class Share:
     snapshot: bytes | None  # the epoch record's snapshot id (32 bytes), None for epoch 0
 
 
+def epoch_message(
+    chain_id: int, registry: bytes, lease_id: int, key_version: int, epoch: int, snapshot: bytes
+) -> bytes:
+    """What the epoch key signs: INTERFACES 6 (the same bytes as guest.snapshot's)."""
+    return (
+        EPOCH_TAG + chain_id.to_bytes(32, "big") + registry + lease_id.to_bytes(32, "big")
+        + key_version.to_bytes(4, "big") + epoch.to_bytes(8, "big") + snapshot
+    )  # fmt: skip
+
+
+def _check_epoch(
+    manifest: Manifest, domain: tuple[int, bytes], epoch: int, snapshot: bytes, signature: bytes
+) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    chain_id, registry = domain
+    message = epoch_message(
+        chain_id, registry, manifest.lease_id, manifest.key_version, epoch, snapshot
+    )
+    try:
+        Ed25519PublicKey.from_public_bytes(manifest.epoch_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        raise KeyShareError(
+            f"the share's epoch {epoch} is not signed by the manifest's epochKey for this"
+            " lease and key version"
+        ) from None
+
+
 # Opens one HPKE auth-mode seal: (enc, ciphertext, aad, sender public key) -> plaintext.
 Opener = Callable[[bytes, bytes, bytes, bytes], bytes]
 
@@ -263,10 +297,12 @@ def open_release(
     release: Any,
     report_data: Iterable[bytes],
     opener: Opener,
+    domain: tuple[int, bytes],
 ) -> Share:
     """One holder's release, checked: its sender key is in the manifest, it opens (auth mode)
     for one of the REPORT_DATA values this guest had signed, and it is the share of that
-    holder's index for this lease and key version."""
+    holder's index for this lease and key version; an epoch above 0 comes with its record's
+    signature by the manifest's epochKey under `domain` (chain id, registry: the binding's)."""
     if not isinstance(release, Mapping):
         raise KeyShareError("a release must be an object")
     enc = _b64(release.get("enc"), "release enc", 32)
@@ -320,6 +356,15 @@ def open_release(
     epoch = _integer(doc.get("epoch", 0), "share epoch", UINT64_MAX)
     snapshot_hex = doc.get("snapshot")
     snapshot = None if snapshot_hex is None else _bytes32(snapshot_hex, "share snapshot")
+    if epoch > 0:
+        if snapshot is None or doc.get("epoch_signature") is None:
+            raise KeyShareError(f"the share claims epoch {epoch} without its signed epoch record")
+        signature = _b64(doc.get("epoch_signature"), "share epoch_signature", 64)
+        if len(signature) != 64:
+            raise KeyShareError("an epoch record's signature is 64 bytes")
+        _check_epoch(manifest, domain, epoch, snapshot, signature)
+    else:
+        snapshot = None
     return Share(index=index, share=share, epoch=epoch, snapshot=snapshot)
 
 
@@ -410,10 +455,12 @@ class KeyShares:
         bundle: bytes | None,
         report_data: Iterable[bytes],
         opener: Opener,
+        domain: tuple[int, bytes],
         log: Callable[[str], None] = lambda _m: None,
     ) -> Installed | None:
         """Take `releases` for `manifest` (already authenticated as the renter's by the
-        caller); the Installed key once t good shares are in (None until then)."""
+        caller; `domain` = (chain id, registry) the guest is bound to, for epoch records);
+        the Installed key once t good shares are in (None until then)."""
         if len(releases) > MAX_RELEASES:
             raise KeyShareError(f"at most {MAX_RELEASES} releases per request")
         if bundle is not None and len(bundle) > MAX_BUNDLE:
@@ -436,11 +483,13 @@ class KeyShares:
         refused = []
         for release in releases:
             try:
-                share = open_release(manifest, release, reports, opener)
+                share = open_release(manifest, release, reports, opener, domain)
             except KeyShareError as exc:
                 refused.append(str(exc))
                 continue
-            self.shares[share.index] = share  # the holder's latest (its newest epoch)
+            kept = self.shares.get(share.index)
+            if kept is None or share.epoch >= kept.epoch:  # a replayed older release: ignored
+                self.shares[share.index] = share
         for reason in dict.fromkeys(refused):
             log(f"key share refused: {reason}")
         if self.installed is not None and self.installed.manifest == manifest:
@@ -467,7 +516,9 @@ class KeyShares:
             opened = None
             if bundle is not None:
                 opened = open_bundle(keys.bundle, bundle, manifest.lease_id, manifest.key_version)
-            newest = max(subset, key=lambda s: s.epoch)
+            # Every opened share's epoch is a record the epoch key signed: the highest of all
+            # (not only of the subset combined) is what the guest must not go below.
+            newest = max(shares, key=lambda s: s.epoch)
             previous = {v: derive(r) for v, r in (opened.previous_roots.items() if opened else ())}
             return Installed(
                 manifest=manifest,

@@ -247,6 +247,7 @@ class Holder:
             lease_id=lease_id, key_version=share.key_version, index=share.index,
             share=share.share, epoch=epoch.epoch if epoch else 0,
             snapshot=epoch.snapshot if epoch else None,
+            epoch_signature=epoch.signature if epoch else None,
         )  # fmt: skip
         self.backend.post_release(
             lease_id,

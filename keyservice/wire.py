@@ -298,9 +298,11 @@ def seal_release(
     share: bytes,
     epoch: int,
     snapshot: bytes | None,
+    epoch_signature: bytes | None = None,
 ) -> tuple[bytes, bytes]:
     """(enc, ciphertext): the share sealed to the guest key, HPKE auth mode (sender = the
-    holder's X25519 key), aad = the report's REPORT_DATA (INTERFACES 5)."""
+    holder's X25519 key), aad = the report's REPORT_DATA (INTERFACES 5). An epoch above 0
+    carries its record's signature: the guest counts no epoch its epoch key did not sign."""
     from pyhpke import KEMKey
 
     suite = _suite()
@@ -312,6 +314,9 @@ def seal_release(
             "share": base64.b64encode(share).decode(),
             "epoch": epoch,
             "snapshot": None if snapshot is None else snapshot.hex(),
+            "epoch_signature": (
+                None if epoch_signature is None else base64.b64encode(epoch_signature).decode()
+            ),
         }
     ).encode()
     enc, context = suite.create_sender_context(

@@ -141,6 +141,20 @@ def releases(agent, deposit, report_data, which=(0, 1), **overrides) -> list[dic
     ]
 
 
+def signed_epoch(root: bytes, epoch: int, snapshot: bytes, *, lease_id: int = LEASE,
+                 key_version: int = 1) -> dict[str, Any]:  # fmt: skip
+    """A holder's epoch fields for a record the lease's epoch key signed (what it keeps)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    seed = kr.hkdf(root, b"cvm.epoch.v1")
+    message = keyshares.epoch_message(
+        CHAIN_ID, bytes.fromhex(REGISTRY[2:]), lease_id, key_version, epoch, snapshot
+    )
+    signature = Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    return {"epoch": epoch, "snapshot": snapshot.hex(),
+            "epoch_signature": base64.b64encode(signature).decode()}  # fmt: skip
+
+
 def keys_op(agent, deposit, rel, **overrides) -> dict:  # type: ignore[no-untyped-def]
     answer = agent.handle({**deposit.guest_request(rel), **overrides})
     return answer
@@ -240,8 +254,8 @@ def test_two_of_three_holders_release_the_key_the_guest_installs_it(agent, tmp_p
                       "installed": False, "required_epoch": None}  # fmt: skip
     assert not (tmp_path / "secrets" / "db.password").exists()
     second = HOLDERS[2].release(
-        hpke_key(agent), report_data, HOLDERS[2].share_of(deposit), epoch=4,
-        snapshot="ab" * 32,
+        hpke_key(agent), report_data, HOLDERS[2].share_of(deposit),
+        **signed_epoch(root, 4, b"\xab" * 32),
     )  # fmt: skip
     answer = keys_op(agent, deposit, [*first, second])
     assert answer["ok"] and answer["installed"] is True
@@ -477,7 +491,8 @@ def test_the_snapshot_code_gets_its_keys_and_the_required_epoch_once_mounted(age
     deposit, root = deposit_for(threshold=2)
     report_data = attest(agent)
     rel = [HOLDERS[i].release(hpke_key(agent), report_data, HOLDERS[i].share_of(deposit),
-                              epoch=e) for i, e in ((0, 3), (1, 5))]  # fmt: skip
+                              **signed_epoch(root, e, bytes([e]) * 32))
+           for i, e in ((0, 3), (1, 5))]  # fmt: skip
     assert keys_op(agent, deposit, rel)["required_epoch"] == 5
     wait_volume(agent)
     assert events[0] == "hold"
@@ -488,3 +503,64 @@ def test_the_snapshot_code_gets_its_keys_and_the_required_epoch_once_mounted(age
     assert keys.snapshot_key == kr.hkdf(root, b"cvm.snapshot.v1")
     assert keys.nonce_key == kr.hkdf(root, b"cvm.snapshot-nonce.v1")
     assert keys.epoch_seed == kr.hkdf(root, b"cvm.epoch.v1")
+
+
+# --- epochs in releases: signed records only, never down -----------------------------------
+def test_one_holder_claiming_an_unsigned_or_forged_epoch_is_refused(agent):
+    """A single hostile holder with a good share sets epoch 2**64-1: were it counted, every
+    volume and snapshot would be "stale" forever. Unsigned, signed by another key, or signed
+    for another lease, the claim is refused (its share with it); the key still installs from
+    the honest holders with their signed epoch."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    deposit, root = deposit_for(threshold=2)
+    report_data = attest(agent)
+    guest = hpke_key(agent)
+    top = 2**64 - 1
+    unsigned = HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(deposit), epoch=top,
+                                  snapshot="cd" * 32)  # fmt: skip
+    message = keyshares.epoch_message(CHAIN_ID, bytes.fromhex(REGISTRY[2:]), LEASE, 1, top,
+                                      b"\xcd" * 32)  # fmt: skip
+    forged_sig = Ed25519PrivateKey.generate().sign(message)
+    forged = HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(deposit), epoch=top,
+                                snapshot="cd" * 32,
+                                epoch_signature=base64.b64encode(forged_sig).decode())  # fmt: skip
+    other_lease = HOLDERS[0].release(
+        guest,
+        report_data,
+        HOLDERS[0].share_of(deposit),
+        **signed_epoch(root, top, b"\xcd" * 32, lease_id=LEASE + 1),
+    )
+    for bad in (unsigned, forged, other_lease):
+        answer = keys_op(agent, deposit, [bad])
+        assert answer["ok"] and answer["shares"] == 0 and answer["installed"] is False
+    honest = [
+        HOLDERS[i].release(
+            guest, report_data, HOLDERS[i].share_of(deposit), **signed_epoch(root, 6, b"\x06" * 32)
+        )
+        for i in (1, 2)
+    ]
+    answer = keys_op(agent, deposit, [unsigned, *honest])
+    assert answer["installed"] is True and answer["required_epoch"] == 6
+
+
+def test_a_replayed_older_release_does_not_lower_the_required_epoch(agent):
+    """The host keeps holder 1's release of an earlier report (epoch 2) and offers it after
+    the newer one (epoch 5), and withholds nothing else: the guest keeps the newer; and an
+    epoch a holder beyond the combined subset signed counts too."""
+    deposit, root = deposit_for(threshold=2)
+    old_report = attest(agent, 0)
+    new_report = attest(agent, 1)
+    guest = hpke_key(agent)
+    share0 = HOLDERS[0].share_of(deposit)
+    newer = HOLDERS[0].release(guest, new_report, share0, **signed_epoch(root, 5, b"\x05" * 32))
+    older = HOLDERS[0].release(guest, old_report, share0, **signed_epoch(root, 2, b"\x02" * 32))
+    assert keys_op(agent, deposit, [newer])["installed"] is False
+    assert keys_op(agent, deposit, [older])["installed"] is False
+    rest = [
+        HOLDERS[i].release(guest, new_report, HOLDERS[i].share_of(deposit),
+                           **signed_epoch(root, e, bytes([e]) * 32))
+        for i, e in ((1, 1), (2, 7))
+    ]  # fmt: skip
+    answer = keys_op(agent, deposit, rest)
+    assert answer["installed"] is True and answer["required_epoch"] == 7

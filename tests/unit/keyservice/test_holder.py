@@ -178,6 +178,9 @@ def test_a_verified_guest_gets_each_share_sealed_to_it_once(world):
         assert (opened["epoch"], opened["snapshot"]) == (
             (3, "05" * 32) if position == 0 else (0, None)
         )
+        # The guest counts an epoch only with its record's signature (guest/keyshares.py).
+        kept = world.epoch(lease, 3, snapshot=b"\x05" * 32)["signature"]
+        assert opened["epoch_signature"] == (kept if position == 0 else None)
 
 
 def test_a_share_is_not_opened_by_a_guest_that_trusts_another_sender(world):
