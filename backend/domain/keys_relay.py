@@ -470,17 +470,24 @@ def put_snapshot_object(
     object_id = sha256_hex(data)
     if kind == CHUNK and object_id != name:
         raise InvalidInput(f"the chunk's bytes hash to {object_id}, not {name}")
+    record = None
     if kind == MANIFEST:
         record = session.scalar(select(EpochRecord).where(EpochRecord.lease_id == lease.id))
         if record is not None and int(name) < record.epoch:
             raise Conflict(f"epoch {name} is below the recorded {record.epoch}: a stale manifest")
     row = session.get(SnapshotObject, (lease.id, kind, name))
     if row is not None:
-        if row.sha256 != object_id:
-            raise Conflict(f"the snapshot manifest of epoch {name} is stored with other bytes")
-        return SnapshotObjectReceipt(
-            lease_id=lease.id, id=object_id, size=row.size, used_bytes=_used(session, lease.id)
-        )
+        if row.sha256 == object_id:
+            return SnapshotObjectReceipt(
+                lease_id=lease.id, id=object_id, size=row.size, used_bytes=_used(session, lease.id)
+            )
+        if record is not None and int(name) == record.epoch:
+            raise Conflict(f"the snapshot manifest of epoch {name} is recorded with other bytes")
+        # Not recorded (above the epoch record, or none yet): a manifest no record names may
+        # be replaced. Otherwise a node (the one a lease failed away from, or a guest crash
+        # before its record) would squat the next epochs and its successor could never record
+        # one (its manifest of that epoch "stored with other bytes").
+        _drop_object(session, objects, lease.id, row)
     used = _used(session, lease.id)
     if used + len(data) > quota_bytes:
         raise TooLarge(
@@ -495,6 +502,22 @@ def put_snapshot_object(
     return SnapshotObjectReceipt(
         lease_id=lease.id, id=object_id, size=len(data), used_bytes=used + len(data)
     )
+
+
+def _drop_object(
+    session: Session, objects: ObjectStore, lease_id: int, row: SnapshotObject
+) -> None:
+    """Forget an object row and, unless another row of the lease has the same bytes, its
+    bytes (so a replaced object takes no room outside the quota)."""
+    session.delete(row)
+    session.flush()
+    shared = session.scalar(
+        select(func.count()).where(
+            SnapshotObject.lease_id == lease_id, SnapshotObject.sha256 == row.sha256
+        )
+    )
+    if not shared:
+        objects.delete(lease_namespace(lease_id), row.sha256)
 
 
 def snapshot_object_id(session: Session, lease: Lease, kind: str, name: str) -> str:
