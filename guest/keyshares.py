@@ -37,6 +37,8 @@ import base64
 import binascii
 import itertools
 import json
+import math
+import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -436,6 +438,26 @@ class Installed:
     previous: dict[int, DerivedKeys] = field(default_factory=dict, repr=False)
 
 
+def _subsets(count: int, threshold: int) -> Iterable[tuple[int, ...]]:
+    """At most MAX_COMBINATIONS distinct `threshold`-subsets of range(count) to try. All of
+    them when there are few; else the first, then each one leaving one share out (a single
+    holder's wrong share never blocks the key, wherever its index), then random ones. In
+    lexicographic order alone the first share is in the first C(count-1, t-1) subsets: with
+    12 holders, 5 of them needed, a wrong share 1 would have been in all 256 tried."""
+    if math.comb(count, threshold) <= MAX_COMBINATIONS:
+        yield from itertools.combinations(range(count), threshold)
+        return
+    seen: set[tuple[int, ...]] = set()
+    ordered = [tuple(range(threshold))]
+    ordered += [tuple([i for i in range(count) if i != skip][:threshold]) for skip in range(count)]
+    rng = random.SystemRandom()
+    while len(seen) < MAX_COMBINATIONS:
+        picked = ordered.pop(0) if ordered else tuple(sorted(rng.sample(range(count), threshold)))
+        if picked not in seen:
+            seen.add(picked)
+            yield picked
+
+
 class KeyShares:
     """The shares this guest holds for its lease's current manifest, and the key they made.
 
@@ -502,11 +524,8 @@ class KeyShares:
 
     def _combine(self, manifest: Manifest, bundle: bytes | None) -> Installed:
         shares = sorted(self.shares.values(), key=lambda s: s.index)
-        tried = 0
-        for subset in itertools.combinations(shares, manifest.threshold):
-            tried += 1
-            if tried > MAX_COMBINATIONS:
-                break
+        for picked in _subsets(len(shares), manifest.threshold):
+            subset = [shares[i] for i in picked]
             root = combine([(s.index, s.share) for s in subset])
             keys = derive(root)
             if keys.commitment != manifest.root_commitment:

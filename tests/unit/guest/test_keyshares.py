@@ -564,3 +564,26 @@ def test_a_replayed_older_release_does_not_lower_the_required_epoch(agent):
     ]  # fmt: skip
     answer = keys_op(agent, deposit, rest)
     assert answer["installed"] is True and answer["required_epoch"] == 7
+
+
+@pytest.mark.parametrize("bad", [1, 7, 12])
+def test_one_wrong_share_among_many_holders_never_blocks_the_key(bad):
+    """12 holders, 5 needed, all 12 shares in, one of them wrong: in plain lexicographic
+    order every one of the 256 subsets tried held share 1 (C(11, 4) = 330), so a single
+    holder at index 1 sending junk kept the guest from its key for good."""
+    root = kr.new_root()
+    split = kr.split_root(root, 5, 12)
+    derived = keyshares.derive(root)
+    manifest = keyshares.Manifest(
+        lease_id=LEASE, key_version=1, threshold=5,
+        holders=tuple(bytes([i]) * 20 for i in range(1, 13)),
+        holder_keys=tuple(bytes([i]) * 32 for i in range(1, 13)),
+        root_commitment=derived.commitment, epoch_key=derived.epoch_key,
+    )  # fmt: skip
+    state = keyshares.KeyShares()
+    state.manifest = manifest
+    for index, share in enumerate(split, start=1):
+        value = bytes(32) if index == bad else share
+        state.shares[index] = keyshares.Share(index=index, share=value, epoch=0, snapshot=None)
+    installed = state._combine(manifest, None)
+    assert installed.keys.disk == derived.disk
