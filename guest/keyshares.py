@@ -240,6 +240,10 @@ class Share:
     share: bytes = field(repr=False)
     epoch: int
     snapshot: bytes | None  # the epoch record's snapshot id (32 bytes), None for epoch 0
+    # A record of an earlier key version (kept by the holder over a rekey): checked once the
+    # bundle gave that version's root (`previous_roots`); it counts only then.
+    epoch_key_version: int = 0
+    epoch_signature: bytes | None = field(default=None, repr=False)
 
 
 def epoch_message(
@@ -253,17 +257,25 @@ def epoch_message(
 
 
 def _check_epoch(
-    manifest: Manifest, domain: tuple[int, bytes], epoch: int, snapshot: bytes, signature: bytes
+    manifest: Manifest,
+    domain: tuple[int, bytes],
+    epoch: int,
+    snapshot: bytes,
+    signature: bytes,
+    *,
+    key_version: int | None = None,
+    epoch_key: bytes | None = None,
 ) -> None:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     chain_id, registry = domain
-    message = epoch_message(
-        chain_id, registry, manifest.lease_id, manifest.key_version, epoch, snapshot
-    )
+    version = manifest.key_version if key_version is None else key_version
+    message = epoch_message(chain_id, registry, manifest.lease_id, version, epoch, snapshot)
     try:
-        Ed25519PublicKey.from_public_bytes(manifest.epoch_key).verify(signature, message)
+        Ed25519PublicKey.from_public_bytes(epoch_key or manifest.epoch_key).verify(
+            signature, message
+        )
     except (InvalidSignature, ValueError):
         raise KeyShareError(
             f"the share's epoch {epoch} is not signed by the manifest's epochKey for this"
@@ -364,10 +376,17 @@ def open_release(
         signature = _b64(doc.get("epoch_signature"), "share epoch_signature", 64)
         if len(signature) != 64:
             raise KeyShareError("an epoch record's signature is 64 bytes")
-        _check_epoch(manifest, domain, epoch, snapshot, signature)
-    else:
-        snapshot = None
-    return Share(index=index, share=share, epoch=epoch, snapshot=snapshot)
+        record_version = _integer(
+            doc.get("epoch_key_version", version), "share epoch_key_version", version
+        )
+        if record_version < 1:
+            raise KeyShareError("an epoch record's key version starts at 1")
+        if record_version == version:
+            _check_epoch(manifest, domain, epoch, snapshot, signature)
+            record_version = 0  # checked
+        return Share(index=index, share=share, epoch=epoch, snapshot=snapshot,
+                     epoch_key_version=record_version, epoch_signature=signature)  # fmt: skip
+    return Share(index=index, share=share, epoch=0, snapshot=None)
 
 
 # --- the bundle ---------------------------------------------------------------------------
@@ -436,6 +455,22 @@ class Installed:
     snapshot: bytes | None  # the snapshot id holders named with that epoch
     bundle: Bundle | None
     previous: dict[int, DerivedKeys] = field(default_factory=dict, repr=False)
+
+
+def _epoch_holds(
+    share: Share, manifest: Manifest, domain: tuple[int, bytes], previous: Mapping[int, Any]
+) -> bool:
+    if share.epoch_key_version == 0:  # epoch 0, or checked under this version already
+        return True
+    keys = previous.get(share.epoch_key_version)
+    if keys is None or share.snapshot is None or share.epoch_signature is None:
+        return False
+    try:
+        _check_epoch(manifest, domain, share.epoch, share.snapshot, share.epoch_signature,
+                     key_version=share.epoch_key_version, epoch_key=keys.epoch_key)  # fmt: skip
+    except KeyShareError:
+        return False
+    return True
 
 
 def _subsets(count: int, threshold: int) -> Iterable[tuple[int, ...]]:
@@ -518,11 +553,13 @@ class KeyShares:
             return self.installed
         if len(self.shares) < manifest.threshold:
             return None
-        installed = self._combine(manifest, bundle)
+        installed = self._combine(manifest, bundle, domain)
         self.installed = installed
         return installed
 
-    def _combine(self, manifest: Manifest, bundle: bytes | None) -> Installed:
+    def _combine(
+        self, manifest: Manifest, bundle: bytes | None, domain: tuple[int, bytes] = (0, b"")
+    ) -> Installed:
         shares = sorted(self.shares.values(), key=lambda s: s.index)
         for picked in _subsets(len(shares), manifest.threshold):
             subset = [shares[i] for i in picked]
@@ -535,10 +572,15 @@ class KeyShares:
             opened = None
             if bundle is not None:
                 opened = open_bundle(keys.bundle, bundle, manifest.lease_id, manifest.key_version)
-            # Every opened share's epoch is a record the epoch key signed: the highest of all
-            # (not only of the subset combined) is what the guest must not go below.
-            newest = max(shares, key=lambda s: s.epoch)
             previous = {v: derive(r) for v, r in (opened.previous_roots.items() if opened else ())}
+            # Every opened share's epoch is a record the epoch key signed: the highest of all
+            # (not only of the subset combined) is what the guest must not go below. One of
+            # an earlier key version counts once that version's epoch key checks it.
+            newest = max(
+                (s for s in shares if _epoch_holds(s, manifest, domain, previous)),
+                key=lambda s: s.epoch,
+                default=Share(index=0, share=bytes(SHARE_SIZE), epoch=0, snapshot=None),
+            )
             return Installed(
                 manifest=manifest,
                 keys=keys,

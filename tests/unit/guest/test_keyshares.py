@@ -587,3 +587,36 @@ def test_one_wrong_share_among_many_holders_never_blocks_the_key(bad):
         state.shares[index] = keyshares.Share(index=index, share=value, epoch=0, snapshot=None)
     installed = state._combine(manifest, None)
     assert installed.keys.disk == derived.disk
+
+
+def test_an_epoch_of_the_earlier_key_version_floors_a_rekeyed_guest(agent):
+    """A new guest of version 2 right after a rekey: the holders still have version 1's
+    record (epoch 9). It counts once the bundle's carried-over root gives version 1's epoch
+    key and the signature holds under it; forged, or with no root to check it, it does not."""
+    report_data = attest(agent)
+    guest = hpke_key(agent)
+    root1 = kr.new_root()
+    v2, _root2 = deposit_for(threshold=2, key_version=2, previous_roots={1: root1})
+    old = signed_epoch(root1, 9, b"\x09" * 32, key_version=1) | {"epoch_key_version": 1}
+    forged = signed_epoch(kr.new_root(), 20, b"\x14" * 32, key_version=1)
+    rel = [
+        HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(v2), **old),
+        HOLDERS[1].release(guest, report_data, HOLDERS[1].share_of(v2),
+                           **forged, epoch_key_version=1),
+    ]  # fmt: skip
+    answer = keys_op(agent, v2, rel)
+    assert answer["installed"] is True and answer["required_epoch"] == 9
+
+
+def test_an_earlier_versions_epoch_without_its_root_does_not_count(agent):
+    report_data = attest(agent)
+    guest = hpke_key(agent)
+    v2, _ = deposit_for(threshold=2, key_version=2)
+    claim = signed_epoch(kr.new_root(), 50, b"\x32" * 32, key_version=1)
+    rel = [
+        HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(v2), **claim,
+                           epoch_key_version=1),
+        HOLDERS[1].release(guest, report_data, HOLDERS[1].share_of(v2)),
+    ]  # fmt: skip
+    answer = keys_op(agent, v2, rel)
+    assert answer["installed"] is True and answer["required_epoch"] == 0
