@@ -69,6 +69,10 @@ from cvm.api_models import (
 
 # The newest releases kept per lease (16 holders, a few reports each); older ones go.
 MAX_RELEASES_PER_LEASE = 64
+# Kept per holder and lease (its latest reports): 16 holders x 4 = the lease's 64. Counted per
+# holder, so one holder posting releases for made-up report hashes evicts only its own, never
+# the others' shares for the guest's real report (they release once per report).
+MAX_RELEASES_PER_HOLDER = 4
 # Rows one holder read returns at most (it pages on with `after`).
 MAX_PAGE = 500
 
@@ -315,9 +319,11 @@ def put_release(
         body.key_version, body.enc, body.ciphertext, now,
     )  # fmt: skip
     session.flush()
-    older = select(KeyRelease.id).where(KeyRelease.lease_id == lease_id)
+    older = select(KeyRelease.id).where(
+        KeyRelease.lease_id == lease_id, KeyRelease.holder == holder
+    )
     dropped = session.scalars(
-        older.order_by(KeyRelease.id.desc()).offset(MAX_RELEASES_PER_LEASE)
+        older.order_by(KeyRelease.id.desc()).offset(MAX_RELEASES_PER_HOLDER)
     ).all()
     if dropped:
         session.execute(delete(KeyRelease).where(KeyRelease.id.in_(dropped)))

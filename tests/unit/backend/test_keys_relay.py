@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -612,3 +613,26 @@ def test_an_unrecorded_manifest_is_replaced_and_a_recorded_one_is_not(world: Key
         # The replaced junk's bytes are gone from the store (no room taken outside the quota).
         junk = hashlib.sha256(b"junk 2").hexdigest()
     assert not [path for path in world.objects_dir.rglob(junk) if path.is_file()]
+
+
+def test_one_holder_flooding_releases_evicts_only_its_own(world: KeyWorld) -> None:
+    """A hostile holder of the manifest posts releases for 70 made-up report hashes: the
+    other holders' releases to the guest's real report stay (they release once per report,
+    so an evicted one never came back and the guest stayed short of its threshold)."""
+    report = _report_hash()
+    with world.client(world.renter) as renter, world.client() as api:
+        renter.put_keys(LEASE, world.deposit())
+        for holder in world.holders[1:]:
+            api.post_release(LEASE, _release(holder, report), holder_key=holder.key)
+    hostile = world.holders[0].address.lower()
+    for _ in range(70):
+        with world.store.session() as session:
+            keys_relay.put_release(
+                session, LEASE, hostile, _release(world.holders[0], _report_hash()),
+                datetime.now(UTC),
+            )  # fmt: skip
+    with world.client() as api:
+        releases = api.get_guest_keys(LEASE, node_key=world.node.key).releases
+    honest = {(r.holder, r.report_hash) for r in releases if r.holder != hostile}
+    assert honest == {(h.address.lower(), report) for h in world.holders[1:]}
+    assert sum(r.holder == hostile for r in releases) == keys_relay.MAX_RELEASES_PER_HOLDER
