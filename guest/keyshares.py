@@ -550,6 +550,15 @@ class KeyShares:
         for reason in dict.fromkeys(refused):
             log(f"key share refused: {reason}")
         if self.installed is not None and self.installed.manifest == manifest:
+            if self.installed.bundle is None and bundle is not None:
+                # The key came without its bundle (a host holding it back): it is still
+                # taken, once, when it comes; until then the secrets are missing, not stale.
+                installed = self.installed
+                installed.bundle = open_bundle(
+                    installed.keys.bundle, bundle, manifest.lease_id, manifest.key_version
+                )
+                for version, root in installed.bundle.previous_roots.items():
+                    installed.previous.setdefault(version, derive(root))
             return self.installed
         if len(self.shares) < manifest.threshold:
             return None

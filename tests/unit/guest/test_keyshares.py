@@ -620,3 +620,25 @@ def test_an_earlier_versions_epoch_without_its_root_does_not_count(agent):
     ]  # fmt: skip
     answer = keys_op(agent, v2, rel)
     assert answer["installed"] is True and answer["required_epoch"] == 0
+
+
+def test_a_bundle_held_back_at_install_is_taken_when_it_comes(agent, tmp_path):
+    """The host sends the releases without the bundle: the key installs (no secrets). The
+    bundle sent afterwards used to be ignored for good (installed already); it is taken once,
+    and a tampered one is still refused."""
+    deposit, _ = deposit_for(secrets={"db.password": b"pw\n"})
+    report_data = attest(agent)
+    rel = releases(agent, deposit, report_data)
+    answer = keys_op(agent, deposit, rel, bundle=None)
+    assert answer["installed"] is True
+    wait_volume(agent)
+    secret = tmp_path / "secrets" / "db.password"
+    assert not secret.exists()
+    bad = bytearray(base64.b64decode(deposit.guest_request(rel)["bundle"]))
+    bad[-1] ^= 1
+    refused = keys_op(agent, deposit, rel, bundle=base64.b64encode(bytes(bad)).decode())
+    assert refused["ok"] is False and not secret.exists()
+    again = keys_op(agent, deposit, rel)
+    assert again["installed"] is True and secret.read_bytes() == b"pw\n"
+    wait_volume(agent)
+    assert len(agent.volume.opened) == 1  # type: ignore[attr-defined]
