@@ -531,6 +531,7 @@ class KeyServiceOps:
         if not isinstance(releases, list):
             raise AgentError("releases must be a list")
         before = self.key_shares.installed
+        had_bundle = before is not None and before.bundle is not None
         try:
             installed = self.key_shares.offer(
                 manifest,
@@ -538,6 +539,7 @@ class KeyServiceOps:
                 bundle,
                 list(self.attested),
                 keyshares.hpke_auth_opener(self.keys.hpke_private),
+                (binding.chain_id, binding.registry),
                 log=log,
             )
         except keyshares.KeyShareError as exc:
@@ -549,6 +551,10 @@ class KeyServiceOps:
                 installed.previous.setdefault(before.manifest.key_version, before.keys)
                 installed.previous.update(before.previous)
             self.install_keys(installed)
+        elif installed is not None and not had_bundle and installed.bundle is not None:
+            self._install_bundle(installed)  # the bundle came after the key
+            if self.runner is not None:
+                self.runner.wake()
         return {
             "shares": len(self.key_shares.shares),
             "threshold": manifest.threshold,
@@ -557,14 +563,18 @@ class KeyServiceOps:
             "required_epoch": installed.required_epoch if installed is not None else None,
         }
 
-    def install_keys(self, installed: keyshares.Installed) -> None:
-        version = installed.manifest.key_version
+    def _install_bundle(self, installed: keyshares.Installed) -> list[str]:
         names = []
         if installed.bundle is not None and installed.bundle.secrets:
             self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             for name, value in installed.bundle.secrets.items():
                 _write_private(self.secrets_dir / name, value)
                 names.append(name)
+        return names
+
+    def install_keys(self, installed: keyshares.Installed) -> None:
+        version = installed.manifest.key_version
+        names = self._install_bundle(installed)
         log(
             f"key version {version} rebuilt from {len(self.key_shares.shares)} share(s)"
             f" (threshold {installed.manifest.threshold}); required epoch"

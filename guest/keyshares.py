@@ -19,8 +19,12 @@ report's REPORT_DATA as associated data. Here:
 - the renter's sealed bundle (secrets for the workload) opens with the bundle key, bound to
   the lease and key version; `cvm.*` names are refused (those are the guest's own).
 
-`required_epoch` is the highest snapshot epoch the holders whose shares made the key have
-seen: the guest must not start from state older than that.
+`required_epoch` is the highest snapshot epoch the holders whose releases opened have seen:
+the guest must not start from state older than that. A holder's epoch counts only with the
+epoch record's Ed25519 signature by the manifest's epochKey (what the holder verified before
+keeping it): one hostile holder cannot claim an epoch no guest signed (which would make every
+volume and snapshot "stale" forever), and an older release of a holder replayed by the host
+does not replace a newer one of the same holder.
 
 Runs in the guest: standard library, python3-cryptography, Debian's python3-pycryptodome
 (`Cryptodome`, the Shamir and keccak parts the image keeps) and pyhpke. Imports nothing of
@@ -33,6 +37,8 @@ import base64
 import binascii
 import itertools
 import json
+import math
+import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +55,7 @@ INFO_SNAPSHOT_NONCE = b"cvm.snapshot-nonce.v1"
 INFO_EPOCH = b"cvm.epoch.v1"
 INFO_BUNDLE = b"cvm.bundle.v1"
 INFO_COMMIT = b"cvm.commit.v1"
+EPOCH_TAG = b"cvm.epoch.v1"  # the epoch record's signed bytes (INTERFACES 6)
 ROOT_SIZE = 32
 SHARE_SIZE = 32
 MAX_HOLDERS = 16
@@ -233,6 +240,47 @@ class Share:
     share: bytes = field(repr=False)
     epoch: int
     snapshot: bytes | None  # the epoch record's snapshot id (32 bytes), None for epoch 0
+    # A record of an earlier key version (kept by the holder over a rekey): checked once the
+    # bundle gave that version's root (`previous_roots`); it counts only then.
+    epoch_key_version: int = 0
+    epoch_signature: bytes | None = field(default=None, repr=False)
+
+
+def epoch_message(
+    chain_id: int, registry: bytes, lease_id: int, key_version: int, epoch: int, snapshot: bytes
+) -> bytes:
+    """What the epoch key signs: INTERFACES 6 (the same bytes as guest.snapshot's)."""
+    return (
+        EPOCH_TAG + chain_id.to_bytes(32, "big") + registry + lease_id.to_bytes(32, "big")
+        + key_version.to_bytes(4, "big") + epoch.to_bytes(8, "big") + snapshot
+    )  # fmt: skip
+
+
+def _check_epoch(
+    manifest: Manifest,
+    domain: tuple[int, bytes],
+    epoch: int,
+    snapshot: bytes,
+    signature: bytes,
+    *,
+    key_version: int | None = None,
+    epoch_key: bytes | None = None,
+) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    chain_id, registry = domain
+    version = manifest.key_version if key_version is None else key_version
+    message = epoch_message(chain_id, registry, manifest.lease_id, version, epoch, snapshot)
+    try:
+        Ed25519PublicKey.from_public_bytes(epoch_key or manifest.epoch_key).verify(
+            signature, message
+        )
+    except (InvalidSignature, ValueError):
+        raise KeyShareError(
+            f"the share's epoch {epoch} is not signed by the manifest's epochKey for this"
+            " lease and key version"
+        ) from None
 
 
 # Opens one HPKE auth-mode seal: (enc, ciphertext, aad, sender public key) -> plaintext.
@@ -263,10 +311,12 @@ def open_release(
     release: Any,
     report_data: Iterable[bytes],
     opener: Opener,
+    domain: tuple[int, bytes],
 ) -> Share:
     """One holder's release, checked: its sender key is in the manifest, it opens (auth mode)
     for one of the REPORT_DATA values this guest had signed, and it is the share of that
-    holder's index for this lease and key version."""
+    holder's index for this lease and key version; an epoch above 0 comes with its record's
+    signature by the manifest's epochKey under `domain` (chain id, registry: the binding's)."""
     if not isinstance(release, Mapping):
         raise KeyShareError("a release must be an object")
     enc = _b64(release.get("enc"), "release enc", 32)
@@ -320,7 +370,23 @@ def open_release(
     epoch = _integer(doc.get("epoch", 0), "share epoch", UINT64_MAX)
     snapshot_hex = doc.get("snapshot")
     snapshot = None if snapshot_hex is None else _bytes32(snapshot_hex, "share snapshot")
-    return Share(index=index, share=share, epoch=epoch, snapshot=snapshot)
+    if epoch > 0:
+        if snapshot is None or doc.get("epoch_signature") is None:
+            raise KeyShareError(f"the share claims epoch {epoch} without its signed epoch record")
+        signature = _b64(doc.get("epoch_signature"), "share epoch_signature", 64)
+        if len(signature) != 64:
+            raise KeyShareError("an epoch record's signature is 64 bytes")
+        record_version = _integer(
+            doc.get("epoch_key_version", version), "share epoch_key_version", version
+        )
+        if record_version < 1:
+            raise KeyShareError("an epoch record's key version starts at 1")
+        if record_version == version:
+            _check_epoch(manifest, domain, epoch, snapshot, signature)
+            record_version = 0  # checked
+        return Share(index=index, share=share, epoch=epoch, snapshot=snapshot,
+                     epoch_key_version=record_version, epoch_signature=signature)  # fmt: skip
+    return Share(index=index, share=share, epoch=0, snapshot=None)
 
 
 # --- the bundle ---------------------------------------------------------------------------
@@ -391,6 +457,42 @@ class Installed:
     previous: dict[int, DerivedKeys] = field(default_factory=dict, repr=False)
 
 
+def _epoch_holds(
+    share: Share, manifest: Manifest, domain: tuple[int, bytes], previous: Mapping[int, Any]
+) -> bool:
+    if share.epoch_key_version == 0:  # epoch 0, or checked under this version already
+        return True
+    keys = previous.get(share.epoch_key_version)
+    if keys is None or share.snapshot is None or share.epoch_signature is None:
+        return False
+    try:
+        _check_epoch(manifest, domain, share.epoch, share.snapshot, share.epoch_signature,
+                     key_version=share.epoch_key_version, epoch_key=keys.epoch_key)  # fmt: skip
+    except KeyShareError:
+        return False
+    return True
+
+
+def _subsets(count: int, threshold: int) -> Iterable[tuple[int, ...]]:
+    """At most MAX_COMBINATIONS distinct `threshold`-subsets of range(count) to try. All of
+    them when there are few; else the first, then each one leaving one share out (a single
+    holder's wrong share never blocks the key, wherever its index), then random ones. In
+    lexicographic order alone the first share is in the first C(count-1, t-1) subsets: with
+    12 holders, 5 of them needed, a wrong share 1 would have been in all 256 tried."""
+    if math.comb(count, threshold) <= MAX_COMBINATIONS:
+        yield from itertools.combinations(range(count), threshold)
+        return
+    seen: set[tuple[int, ...]] = set()
+    ordered = [tuple(range(threshold))]
+    ordered += [tuple([i for i in range(count) if i != skip][:threshold]) for skip in range(count)]
+    rng = random.SystemRandom()
+    while len(seen) < MAX_COMBINATIONS:
+        picked = ordered.pop(0) if ordered else tuple(sorted(rng.sample(range(count), threshold)))
+        if picked not in seen:
+            seen.add(picked)
+            yield picked
+
+
 class KeyShares:
     """The shares this guest holds for its lease's current manifest, and the key they made.
 
@@ -410,10 +512,12 @@ class KeyShares:
         bundle: bytes | None,
         report_data: Iterable[bytes],
         opener: Opener,
+        domain: tuple[int, bytes],
         log: Callable[[str], None] = lambda _m: None,
     ) -> Installed | None:
         """Take `releases` for `manifest` (already authenticated as the renter's by the
-        caller); the Installed key once t good shares are in (None until then)."""
+        caller; `domain` = (chain id, registry) the guest is bound to, for epoch records);
+        the Installed key once t good shares are in (None until then)."""
         if len(releases) > MAX_RELEASES:
             raise KeyShareError(f"at most {MAX_RELEASES} releases per request")
         if bundle is not None and len(bundle) > MAX_BUNDLE:
@@ -436,28 +540,38 @@ class KeyShares:
         refused = []
         for release in releases:
             try:
-                share = open_release(manifest, release, reports, opener)
+                share = open_release(manifest, release, reports, opener, domain)
             except KeyShareError as exc:
                 refused.append(str(exc))
                 continue
-            self.shares[share.index] = share  # the holder's latest (its newest epoch)
+            kept = self.shares.get(share.index)
+            if kept is None or share.epoch >= kept.epoch:  # a replayed older release: ignored
+                self.shares[share.index] = share
         for reason in dict.fromkeys(refused):
             log(f"key share refused: {reason}")
         if self.installed is not None and self.installed.manifest == manifest:
+            if self.installed.bundle is None and bundle is not None:
+                # The key came without its bundle (a host holding it back): it is still
+                # taken, once, when it comes; until then the secrets are missing, not stale.
+                installed = self.installed
+                installed.bundle = open_bundle(
+                    installed.keys.bundle, bundle, manifest.lease_id, manifest.key_version
+                )
+                for version, root in installed.bundle.previous_roots.items():
+                    installed.previous.setdefault(version, derive(root))
             return self.installed
         if len(self.shares) < manifest.threshold:
             return None
-        installed = self._combine(manifest, bundle)
+        installed = self._combine(manifest, bundle, domain)
         self.installed = installed
         return installed
 
-    def _combine(self, manifest: Manifest, bundle: bytes | None) -> Installed:
+    def _combine(
+        self, manifest: Manifest, bundle: bytes | None, domain: tuple[int, bytes] = (0, b"")
+    ) -> Installed:
         shares = sorted(self.shares.values(), key=lambda s: s.index)
-        tried = 0
-        for subset in itertools.combinations(shares, manifest.threshold):
-            tried += 1
-            if tried > MAX_COMBINATIONS:
-                break
+        for picked in _subsets(len(shares), manifest.threshold):
+            subset = [shares[i] for i in picked]
             root = combine([(s.index, s.share) for s in subset])
             keys = derive(root)
             if keys.commitment != manifest.root_commitment:
@@ -467,8 +581,15 @@ class KeyShares:
             opened = None
             if bundle is not None:
                 opened = open_bundle(keys.bundle, bundle, manifest.lease_id, manifest.key_version)
-            newest = max(subset, key=lambda s: s.epoch)
             previous = {v: derive(r) for v, r in (opened.previous_roots.items() if opened else ())}
+            # Every opened share's epoch is a record the epoch key signed: the highest of all
+            # (not only of the subset combined) is what the guest must not go below. One of
+            # an earlier key version counts once that version's epoch key checks it.
+            newest = max(
+                (s for s in shares if _epoch_holds(s, manifest, domain, previous)),
+                key=lambda s: s.epoch,
+                default=Share(index=0, share=bytes(SHARE_SIZE), epoch=0, snapshot=None),
+            )
             return Installed(
                 manifest=manifest,
                 keys=keys,

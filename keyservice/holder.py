@@ -241,12 +241,16 @@ class Holder:
         except AttestationError as exc:
             raise Refused(f"the guest's evidence does not hold: {exc}") from None
         kept_epoch = self.store.epoch(lease_id)
-        epoch = kept_epoch if kept_epoch and kept_epoch.key_version == share.key_version else None
+        # A record of an earlier key version (kept over a rekey) still floors the epoch: the
+        # guest checks it with that version's epoch key (the bundle's previous roots).
+        epoch = kept_epoch if kept_epoch and kept_epoch.key_version <= share.key_version else None
         enc, ciphertext = seal_release(
             self.keys.x25519_private, guest.hpke_public, guest.report_data,
             lease_id=lease_id, key_version=share.key_version, index=share.index,
             share=share.share, epoch=epoch.epoch if epoch else 0,
             snapshot=epoch.snapshot if epoch else None,
+            epoch_signature=epoch.signature if epoch else None,
+            epoch_key_version=epoch.key_version if epoch else None,
         )  # fmt: skip
         self.backend.post_release(
             lease_id,

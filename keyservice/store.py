@@ -115,11 +115,10 @@ class Store:
 
     def put_share(self, share: StoredShare) -> None:
         """Store `share`, replacing an older key version of its lease (and that version's
-        epochs and releases) in the same transaction."""
+        releases) in the same transaction. The highest epoch record stays, whatever its key
+        version: it is the floor a guest of the next version must not restore below."""
         lease = str(share.lease_id)
         with self._tx() as db:
-            db.execute("DELETE FROM epochs WHERE lease_id = ? AND key_version < ?",
-                       (lease, share.key_version))  # fmt: skip
             db.execute("DELETE FROM releases WHERE lease_id = ?", (lease,))
             db.execute(
                 "INSERT OR REPLACE INTO shares VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -128,11 +127,11 @@ class Store:
             )  # fmt: skip
 
     def drop_lease(self, lease_id: int, *, closed: bool) -> None:
-        """Forget the lease's share, epochs and releases (and, when `closed`, refuse it ever
-        after)."""
+        """Forget the lease's share and releases; its epochs too and refuse it ever after
+        when `closed` (a rekey keeps the epoch: the next version's guest gets it as a floor)."""
         lease = str(lease_id)
         with self._tx() as db:
-            for table in ("shares", "epochs", "releases"):
+            for table in ("shares", "epochs", "releases") if closed else ("shares", "releases"):
                 db.execute(f"DELETE FROM {table} WHERE lease_id = ?", (lease,))  # noqa: S608
             if closed:
                 db.execute("INSERT OR IGNORE INTO closed VALUES (?)", (lease,))

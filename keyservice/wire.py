@@ -298,9 +298,12 @@ def seal_release(
     share: bytes,
     epoch: int,
     snapshot: bytes | None,
+    epoch_signature: bytes | None = None,
+    epoch_key_version: int | None = None,
 ) -> tuple[bytes, bytes]:
     """(enc, ciphertext): the share sealed to the guest key, HPKE auth mode (sender = the
-    holder's X25519 key), aad = the report's REPORT_DATA (INTERFACES 5)."""
+    holder's X25519 key), aad = the report's REPORT_DATA (INTERFACES 5). An epoch above 0
+    carries its record's signature: the guest counts no epoch its epoch key did not sign."""
     from pyhpke import KEMKey
 
     suite = _suite()
@@ -312,6 +315,11 @@ def seal_release(
             "share": base64.b64encode(share).decode(),
             "epoch": epoch,
             "snapshot": None if snapshot is None else snapshot.hex(),
+            "epoch_signature": (
+                None if epoch_signature is None else base64.b64encode(epoch_signature).decode()
+            ),
+            # The key version the record was signed under (an earlier one after a rekey).
+            "epoch_key_version": key_version if epoch_key_version is None else epoch_key_version,
         }
     ).encode()
     enc, context = suite.create_sender_context(

@@ -69,6 +69,10 @@ from cvm.api_models import (
 
 # The newest releases kept per lease (16 holders, a few reports each); older ones go.
 MAX_RELEASES_PER_LEASE = 64
+# Kept per holder and lease (its latest reports): 16 holders x 4 = the lease's 64. Counted per
+# holder, so one holder posting releases for made-up report hashes evicts only its own, never
+# the others' shares for the guest's real report (they release once per report).
+MAX_RELEASES_PER_HOLDER = 4
 # Rows one holder read returns at most (it pages on with `after`).
 MAX_PAGE = 500
 
@@ -315,9 +319,11 @@ def put_release(
         body.key_version, body.enc, body.ciphertext, now,
     )  # fmt: skip
     session.flush()
-    older = select(KeyRelease.id).where(KeyRelease.lease_id == lease_id)
+    older = select(KeyRelease.id).where(
+        KeyRelease.lease_id == lease_id, KeyRelease.holder == holder
+    )
     dropped = session.scalars(
-        older.order_by(KeyRelease.id.desc()).offset(MAX_RELEASES_PER_LEASE)
+        older.order_by(KeyRelease.id.desc()).offset(MAX_RELEASES_PER_HOLDER)
     ).all()
     if dropped:
         session.execute(delete(KeyRelease).where(KeyRelease.id.in_(dropped)))
@@ -470,17 +476,24 @@ def put_snapshot_object(
     object_id = sha256_hex(data)
     if kind == CHUNK and object_id != name:
         raise InvalidInput(f"the chunk's bytes hash to {object_id}, not {name}")
+    record = None
     if kind == MANIFEST:
         record = session.scalar(select(EpochRecord).where(EpochRecord.lease_id == lease.id))
         if record is not None and int(name) < record.epoch:
             raise Conflict(f"epoch {name} is below the recorded {record.epoch}: a stale manifest")
     row = session.get(SnapshotObject, (lease.id, kind, name))
     if row is not None:
-        if row.sha256 != object_id:
-            raise Conflict(f"the snapshot manifest of epoch {name} is stored with other bytes")
-        return SnapshotObjectReceipt(
-            lease_id=lease.id, id=object_id, size=row.size, used_bytes=_used(session, lease.id)
-        )
+        if row.sha256 == object_id:
+            return SnapshotObjectReceipt(
+                lease_id=lease.id, id=object_id, size=row.size, used_bytes=_used(session, lease.id)
+            )
+        if record is not None and int(name) == record.epoch:
+            raise Conflict(f"the snapshot manifest of epoch {name} is recorded with other bytes")
+        # Not recorded (above the epoch record, or none yet): a manifest no record names may
+        # be replaced. Otherwise a node (the one a lease failed away from, or a guest crash
+        # before its record) would squat the next epochs and its successor could never record
+        # one (its manifest of that epoch "stored with other bytes").
+        _drop_object(session, objects, lease.id, row)
     used = _used(session, lease.id)
     if used + len(data) > quota_bytes:
         raise TooLarge(
@@ -495,6 +508,22 @@ def put_snapshot_object(
     return SnapshotObjectReceipt(
         lease_id=lease.id, id=object_id, size=len(data), used_bytes=used + len(data)
     )
+
+
+def _drop_object(
+    session: Session, objects: ObjectStore, lease_id: int, row: SnapshotObject
+) -> None:
+    """Forget an object row and, unless another row of the lease has the same bytes, its
+    bytes (so a replaced object takes no room outside the quota)."""
+    session.delete(row)
+    session.flush()
+    shared = session.scalar(
+        select(func.count()).where(
+            SnapshotObject.lease_id == lease_id, SnapshotObject.sha256 == row.sha256
+        )
+    )
+    if not shared:
+        objects.delete(lease_namespace(lease_id), row.sha256)
 
 
 def snapshot_object_id(session: Session, lease: Lease, kind: str, name: str) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -367,7 +368,6 @@ def test_snapshot_objects_are_content_addressed_bounded_and_the_nodes_alone(
             == hashlib.sha256(manifest).hexdigest()
         )
         assert api.get_manifest(LEASE, 3, node_key=key) == manifest
-        assert _status(lambda: api.put_manifest(LEASE, 3, b"other bytes", node_key=key)) == 409
         # Nobody but the lease's node reads or writes them.
         for other in (world.stranger.key, world.holders[0].key):
             assert (
@@ -586,3 +586,53 @@ def test_snapshots_go_to_an_s3_compatible_store_when_one_is_set(
                                   retention_s=0) == [LEASE]  # fmt: skip
     with pytest.raises(ObjectNotFound):
         world.context.object_store.get(f"lease-{LEASE}", receipt.id)
+
+
+def test_an_unrecorded_manifest_is_replaced_and_a_recorded_one_is_not(world: KeyWorld) -> None:
+    """A node squats the next epochs with junk manifests (no record names them); its successor
+    after a failover (or the same guest after a crash before its record) must still be able
+    to upload and record its manifests of those epochs. A recorded one stays as it is."""
+    successor = new_account()
+    with world.client(world.renter) as renter, world.client() as api:
+        renter.put_keys(LEASE, world.deposit())
+        old = world.node.key
+        first = _snapshot(world, api, 1)
+        api.post_epoch(LEASE, world.epoch(1, first), node_key=old)
+        for epoch in (2, 3):
+            api.put_manifest(LEASE, epoch, b"junk %d" % epoch, node_key=old)
+        with world.store.session() as session:
+            lease = session.get(Lease, LEASE)
+            lease.status, lease.node = LeaseState.ACTIVE, successor.address.lower()
+        real = os.urandom(300)
+        receipt = api.put_manifest(LEASE, 2, real, node_key=successor.key)
+        assert receipt.id == hashlib.sha256(real).hexdigest()
+        assert api.get_manifest(LEASE, 2, node_key=successor.key) == real
+        api.post_epoch(LEASE, world.epoch(2, receipt.id), node_key=successor.key)
+        # Epoch 2 is recorded now: its manifest is fixed.
+        assert _status(lambda: api.put_manifest(LEASE, 2, b"other", node_key=successor.key)) == 409
+        # The replaced junk's bytes are gone from the store (no room taken outside the quota).
+        junk = hashlib.sha256(b"junk 2").hexdigest()
+    assert not [path for path in world.objects_dir.rglob(junk) if path.is_file()]
+
+
+def test_one_holder_flooding_releases_evicts_only_its_own(world: KeyWorld) -> None:
+    """A hostile holder of the manifest posts releases for 70 made-up report hashes: the
+    other holders' releases to the guest's real report stay (they release once per report,
+    so an evicted one never came back and the guest stayed short of its threshold)."""
+    report = _report_hash()
+    with world.client(world.renter) as renter, world.client() as api:
+        renter.put_keys(LEASE, world.deposit())
+        for holder in world.holders[1:]:
+            api.post_release(LEASE, _release(holder, report), holder_key=holder.key)
+    hostile = world.holders[0].address.lower()
+    for _ in range(70):
+        with world.store.session() as session:
+            keys_relay.put_release(
+                session, LEASE, hostile, _release(world.holders[0], _report_hash()),
+                datetime.now(UTC),
+            )  # fmt: skip
+    with world.client() as api:
+        releases = api.get_guest_keys(LEASE, node_key=world.node.key).releases
+    honest = {(r.holder, r.report_hash) for r in releases if r.holder != hostile}
+    assert honest == {(h.address.lower(), report) for h in world.holders[1:]}
+    assert sum(r.holder == hostile for r in releases) == keys_relay.MAX_RELEASES_PER_HOLDER

@@ -141,6 +141,20 @@ def releases(agent, deposit, report_data, which=(0, 1), **overrides) -> list[dic
     ]
 
 
+def signed_epoch(root: bytes, epoch: int, snapshot: bytes, *, lease_id: int = LEASE,
+                 key_version: int = 1) -> dict[str, Any]:  # fmt: skip
+    """A holder's epoch fields for a record the lease's epoch key signed (what it keeps)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    seed = kr.hkdf(root, b"cvm.epoch.v1")
+    message = keyshares.epoch_message(
+        CHAIN_ID, bytes.fromhex(REGISTRY[2:]), lease_id, key_version, epoch, snapshot
+    )
+    signature = Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    return {"epoch": epoch, "snapshot": snapshot.hex(),
+            "epoch_signature": base64.b64encode(signature).decode()}  # fmt: skip
+
+
 def keys_op(agent, deposit, rel, **overrides) -> dict:  # type: ignore[no-untyped-def]
     answer = agent.handle({**deposit.guest_request(rel), **overrides})
     return answer
@@ -240,8 +254,8 @@ def test_two_of_three_holders_release_the_key_the_guest_installs_it(agent, tmp_p
                       "installed": False, "required_epoch": None}  # fmt: skip
     assert not (tmp_path / "secrets" / "db.password").exists()
     second = HOLDERS[2].release(
-        hpke_key(agent), report_data, HOLDERS[2].share_of(deposit), epoch=4,
-        snapshot="ab" * 32,
+        hpke_key(agent), report_data, HOLDERS[2].share_of(deposit),
+        **signed_epoch(root, 4, b"\xab" * 32),
     )  # fmt: skip
     answer = keys_op(agent, deposit, [*first, second])
     assert answer["ok"] and answer["installed"] is True
@@ -477,7 +491,8 @@ def test_the_snapshot_code_gets_its_keys_and_the_required_epoch_once_mounted(age
     deposit, root = deposit_for(threshold=2)
     report_data = attest(agent)
     rel = [HOLDERS[i].release(hpke_key(agent), report_data, HOLDERS[i].share_of(deposit),
-                              epoch=e) for i, e in ((0, 3), (1, 5))]  # fmt: skip
+                              **signed_epoch(root, e, bytes([e]) * 32))
+           for i, e in ((0, 3), (1, 5))]  # fmt: skip
     assert keys_op(agent, deposit, rel)["required_epoch"] == 5
     wait_volume(agent)
     assert events[0] == "hold"
@@ -488,3 +503,142 @@ def test_the_snapshot_code_gets_its_keys_and_the_required_epoch_once_mounted(age
     assert keys.snapshot_key == kr.hkdf(root, b"cvm.snapshot.v1")
     assert keys.nonce_key == kr.hkdf(root, b"cvm.snapshot-nonce.v1")
     assert keys.epoch_seed == kr.hkdf(root, b"cvm.epoch.v1")
+
+
+# --- epochs in releases: signed records only, never down -----------------------------------
+def test_one_holder_claiming_an_unsigned_or_forged_epoch_is_refused(agent):
+    """A single hostile holder with a good share sets epoch 2**64-1: were it counted, every
+    volume and snapshot would be "stale" forever. Unsigned, signed by another key, or signed
+    for another lease, the claim is refused (its share with it); the key still installs from
+    the honest holders with their signed epoch."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    deposit, root = deposit_for(threshold=2)
+    report_data = attest(agent)
+    guest = hpke_key(agent)
+    top = 2**64 - 1
+    unsigned = HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(deposit), epoch=top,
+                                  snapshot="cd" * 32)  # fmt: skip
+    message = keyshares.epoch_message(CHAIN_ID, bytes.fromhex(REGISTRY[2:]), LEASE, 1, top,
+                                      b"\xcd" * 32)  # fmt: skip
+    forged_sig = Ed25519PrivateKey.generate().sign(message)
+    forged = HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(deposit), epoch=top,
+                                snapshot="cd" * 32,
+                                epoch_signature=base64.b64encode(forged_sig).decode())  # fmt: skip
+    other_lease = HOLDERS[0].release(
+        guest,
+        report_data,
+        HOLDERS[0].share_of(deposit),
+        **signed_epoch(root, top, b"\xcd" * 32, lease_id=LEASE + 1),
+    )
+    for bad in (unsigned, forged, other_lease):
+        answer = keys_op(agent, deposit, [bad])
+        assert answer["ok"] and answer["shares"] == 0 and answer["installed"] is False
+    honest = [
+        HOLDERS[i].release(
+            guest, report_data, HOLDERS[i].share_of(deposit), **signed_epoch(root, 6, b"\x06" * 32)
+        )
+        for i in (1, 2)
+    ]
+    answer = keys_op(agent, deposit, [unsigned, *honest])
+    assert answer["installed"] is True and answer["required_epoch"] == 6
+
+
+def test_a_replayed_older_release_does_not_lower_the_required_epoch(agent):
+    """The host keeps holder 1's release of an earlier report (epoch 2) and offers it after
+    the newer one (epoch 5), and withholds nothing else: the guest keeps the newer; and an
+    epoch a holder beyond the combined subset signed counts too."""
+    deposit, root = deposit_for(threshold=2)
+    old_report = attest(agent, 0)
+    new_report = attest(agent, 1)
+    guest = hpke_key(agent)
+    share0 = HOLDERS[0].share_of(deposit)
+    newer = HOLDERS[0].release(guest, new_report, share0, **signed_epoch(root, 5, b"\x05" * 32))
+    older = HOLDERS[0].release(guest, old_report, share0, **signed_epoch(root, 2, b"\x02" * 32))
+    assert keys_op(agent, deposit, [newer])["installed"] is False
+    assert keys_op(agent, deposit, [older])["installed"] is False
+    rest = [
+        HOLDERS[i].release(guest, new_report, HOLDERS[i].share_of(deposit),
+                           **signed_epoch(root, e, bytes([e]) * 32))
+        for i, e in ((1, 1), (2, 7))
+    ]  # fmt: skip
+    answer = keys_op(agent, deposit, rest)
+    assert answer["installed"] is True and answer["required_epoch"] == 7
+
+
+@pytest.mark.parametrize("bad", [1, 7, 12])
+def test_one_wrong_share_among_many_holders_never_blocks_the_key(bad):
+    """12 holders, 5 needed, all 12 shares in, one of them wrong: in plain lexicographic
+    order every one of the 256 subsets tried held share 1 (C(11, 4) = 330), so a single
+    holder at index 1 sending junk kept the guest from its key for good."""
+    root = kr.new_root()
+    split = kr.split_root(root, 5, 12)
+    derived = keyshares.derive(root)
+    manifest = keyshares.Manifest(
+        lease_id=LEASE, key_version=1, threshold=5,
+        holders=tuple(bytes([i]) * 20 for i in range(1, 13)),
+        holder_keys=tuple(bytes([i]) * 32 for i in range(1, 13)),
+        root_commitment=derived.commitment, epoch_key=derived.epoch_key,
+    )  # fmt: skip
+    state = keyshares.KeyShares()
+    state.manifest = manifest
+    for index, share in enumerate(split, start=1):
+        value = bytes(32) if index == bad else share
+        state.shares[index] = keyshares.Share(index=index, share=value, epoch=0, snapshot=None)
+    installed = state._combine(manifest, None)
+    assert installed.keys.disk == derived.disk
+
+
+def test_an_epoch_of_the_earlier_key_version_floors_a_rekeyed_guest(agent):
+    """A new guest of version 2 right after a rekey: the holders still have version 1's
+    record (epoch 9). It counts once the bundle's carried-over root gives version 1's epoch
+    key and the signature holds under it; forged, or with no root to check it, it does not."""
+    report_data = attest(agent)
+    guest = hpke_key(agent)
+    root1 = kr.new_root()
+    v2, _root2 = deposit_for(threshold=2, key_version=2, previous_roots={1: root1})
+    old = signed_epoch(root1, 9, b"\x09" * 32, key_version=1) | {"epoch_key_version": 1}
+    forged = signed_epoch(kr.new_root(), 20, b"\x14" * 32, key_version=1)
+    rel = [
+        HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(v2), **old),
+        HOLDERS[1].release(guest, report_data, HOLDERS[1].share_of(v2),
+                           **forged, epoch_key_version=1),
+    ]  # fmt: skip
+    answer = keys_op(agent, v2, rel)
+    assert answer["installed"] is True and answer["required_epoch"] == 9
+
+
+def test_an_earlier_versions_epoch_without_its_root_does_not_count(agent):
+    report_data = attest(agent)
+    guest = hpke_key(agent)
+    v2, _ = deposit_for(threshold=2, key_version=2)
+    claim = signed_epoch(kr.new_root(), 50, b"\x32" * 32, key_version=1)
+    rel = [
+        HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(v2), **claim,
+                           epoch_key_version=1),
+        HOLDERS[1].release(guest, report_data, HOLDERS[1].share_of(v2)),
+    ]  # fmt: skip
+    answer = keys_op(agent, v2, rel)
+    assert answer["installed"] is True and answer["required_epoch"] == 0
+
+
+def test_a_bundle_held_back_at_install_is_taken_when_it_comes(agent, tmp_path):
+    """The host sends the releases without the bundle: the key installs (no secrets). The
+    bundle sent afterwards used to be ignored for good (installed already); it is taken once,
+    and a tampered one is still refused."""
+    deposit, _ = deposit_for(secrets={"db.password": b"pw\n"})
+    report_data = attest(agent)
+    rel = releases(agent, deposit, report_data)
+    answer = keys_op(agent, deposit, rel, bundle=None)
+    assert answer["installed"] is True
+    wait_volume(agent)
+    secret = tmp_path / "secrets" / "db.password"
+    assert not secret.exists()
+    bad = bytearray(base64.b64decode(deposit.guest_request(rel)["bundle"]))
+    bad[-1] ^= 1
+    refused = keys_op(agent, deposit, rel, bundle=base64.b64encode(bytes(bad)).decode())
+    assert refused["ok"] is False and not secret.exists()
+    again = keys_op(agent, deposit, rel)
+    assert again["installed"] is True and secret.read_bytes() == b"pw\n"
+    wait_volume(agent)
+    assert len(agent.volume.opened) == 1  # type: ignore[attr-defined]

@@ -60,7 +60,7 @@ def keyed_agent(tmp_path: Path) -> tuple[guest_agent.GuestAgent, Path]:
     return agent, mount
 
 
-def release(agent, deposit, epoch: int, snapshot: str | None) -> None:
+def release(agent, deposit, epoch: int, snapshot: str | None, signature: str | None = None) -> None:
     report_data = attest(agent)
     rel = [
         HOLDERS[i].release(
@@ -69,6 +69,7 @@ def release(agent, deposit, epoch: int, snapshot: str | None) -> None:
             HOLDERS[i].share_of(deposit),
             epoch=epoch,
             snapshot=snapshot,
+            epoch_signature=signature,  # the record's, as the holders keep it
         )
         for i in (0, 1)
     ]
@@ -104,7 +105,7 @@ def test_keys_then_snapshot_then_restore_on_a_new_guest(tmp_path):
     manifest = first.handle({"op": "snapshot_manifest"})["data"]
 
     second, target = keyed_agent(tmp_path / "b")
-    release(second, deposit, 1, record["snapshot"])
+    release(second, deposit, 1, record["snapshot"], record["signature"])
     status = second.handle({"op": "snapshot_status"})
     assert (status["restore_needed"], status["required_epoch"]) == (True, 1)
     need = second.handle({"op": "restore_manifest", "epoch": 1, "data": manifest})["need"]

@@ -178,6 +178,9 @@ def test_a_verified_guest_gets_each_share_sealed_to_it_once(world):
         assert (opened["epoch"], opened["snapshot"]) == (
             (3, "05" * 32) if position == 0 else (0, None)
         )
+        # The guest counts an epoch only with its record's signature (guest/keyshares.py).
+        kept = world.epoch(lease, 3, snapshot=b"\x05" * 32)["signature"]
+        assert opened["epoch_signature"] == (kept if position == 0 else None)
 
 
 def test_a_share_is_not_opened_by_a_guest_that_trusts_another_sender(world):
@@ -304,10 +307,34 @@ def test_closing_a_lease_deletes_its_share_and_a_rekey_drops_the_old_one(world):
     world.holders[0].accept_epoch(world.epoch(lease, 2))
     world.lease(7, key_version=2, renter=renter)  # the renter rekeys on chain
     world.holders[0].policy_changed(7)
-    assert world.stores[0].share(7) is None and world.stores[0].epoch(7) is None
+    assert world.stores[0].share(7) is None
+    # The epoch record stays: the next version's guest must not restore below it.
+    kept = world.stores[0].epoch(7)
+    assert kept is not None and (kept.key_version, kept.epoch) == (1, 2)
     report_hash = world.attest(lease)
     with pytest.raises(Refused, match="rekeyed"):
         world.holders[1].release(7, report_hash)  # the old share is dropped, not released
     assert world.stores[1].share(7) is None
     world.holders[2].lease_closed(7)
     assert world.stores[2].share(7) is None and world.stores[2].is_closed(7)
+
+
+def test_after_a_rekey_the_release_carries_the_earlier_versions_epoch_as_a_floor(world):
+    """A rekey used to drop the epoch record: the first guest of the new version got epoch 0
+    and would restore any old snapshot (the carried-over roots open them) until a record of
+    the new version came. The record stays and goes out with its key version."""
+    renter = Account.create()
+    lease = world.lease(7, renter=renter)
+    world.deposit_all(lease)
+    record = world.epoch(lease, 4, snapshot=b"\x04" * 32)
+    world.holders[0].accept_epoch(record)
+    lease2 = world.lease(7, key_version=2, renter=renter)
+    world.holders[0].policy_changed(7)
+    world.holders[0].accept_deposit(world.deposit(lease2, 0))
+    report_hash = world.attest(lease2)
+    assert world.holders[0].release(7, report_hash) is not None
+    ((_, body),) = world.backends[0].posted
+    opened = world.open_release(lease2, 0, body)
+    assert opened["key_version"] == 2
+    assert (opened["epoch"], opened["snapshot"], opened["epoch_key_version"]) == (4, "04" * 32, 1)
+    assert opened["epoch_signature"] == record["signature"]
