@@ -210,8 +210,7 @@ class Verifier:
                     # No vote (nothing stored): every later pass checks again; reported once.
                     self.conditions.report(
                         ("undecided", lease_id, report_hash),
-                        "lease %s: report %s fails on its evidence's certificates (%s) and is"
-                        " left undecided: %s",
+                        "lease %s: report %s fails (%s) but is left undecided: %s",
                         lease_id,
                         report_hash,
                         ", ".join(judged.reasons),
@@ -306,16 +305,31 @@ class Verifier:
                 again.retry,
                 again.note,
             )
+        kds_undecided = undecided
         appraisal = check.appraisal
         reasons, messages = list(check.reasons), list(check.messages)
+        if undecided is None and check.undecided is not None:
+            # Fails on nothing the EVM's check fails on (e.g. the bundle's guest key is not
+            # the one REPORT_DATA binds): a rejection could be overturned, so no vote.
+            undecided = check.undecided
         other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
         if other is not None:
             reasons.append(str(Reason.GUEST_KEY_REUSED))
             messages.append(f"guest key: already bound by live lease {other}")
+            if undecided is None and check.ok:
+                # Invisible to the EVM (a dispute with this genuine report would win), and no
+                # longer needed for safety: HOST_DATA binds each guest to one lease. No vote:
+                # the submission lapses unverified at the end of the verification window.
+                undecided = (
+                    f"the guest key is already bound by live lease {other}, which the EVM's"
+                    " check does not see: a rejection could be overturned"
+                )
         detail = _detail(bundle, appraisal)
         detail["errors"] = messages
-        if kds_note is not None or undecided is not None:
-            detail["kds"] = undecided or kds_note
+        if kds_note is not None or kds_undecided is not None:
+            detail["kds"] = kds_undecided or kds_note
+        if undecided is not None:
+            detail["undecided"] = undecided
         amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
         return Judgement(
             check.ok and not reasons, reasons, detail, amd_root, undecided=undecided, retry=retry
