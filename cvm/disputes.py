@@ -359,13 +359,15 @@ def dispute_certificates(
     prove, and the chip's genuine VCEK for the report's CHIP_ID and TCB (`vcek_source`)
     is what shows the signature false on chain."""
     roots = list(trusted_roots) if trusted_roots is not None else amd_roots()
+    # Certificates that do not parse prove nothing: the chip's genuine VCEK may still (below).
     try:
-        own = load_certificate(bundle.vcek)
+        own: x509.Certificate | None = load_certificate(bundle.vcek)
+    except AttestationError:
+        own = None
+    try:
         chain = load_certificates(bundle.chain) if bundle.chain else []
-    except AttestationError as exc:
-        raise DisputeEvidenceError(
-            f"the evidence's certificates do not parse: {exc.message}"
-        ) from None
+    except AttestationError:
+        chain = []
     trusted = [*amd_intermediates(), *intermediates]
     trusted += [
         cert
@@ -383,18 +385,19 @@ def dispute_certificates(
         der = Encoding.DER
         return DisputeCertificates(signer.public_bytes(der), issuer.public_bytes(der), root)
 
-    issuer = issuer_of(own)
-    if issuer is not None:
+    issuer = issuer_of(own) if own is not None else None
+    if own is not None and issuer is not None:
         return proven(own, issuer)
     try:
         report = parse(bundle.report)
     except AttestationError as exc:
         raise DisputeEvidenceError(f"not a report: {exc.message}") from None
-    product = report.cpuid_product or _product_of(own)
+    product = report.cpuid_product or (_product_of(own) if own is not None else None)
     if vcek_source is None or product is None:
+        own_fault = "does not parse" if own is None else "does not chain to a trusted root"
         raise DisputeEvidenceError(
-            "the evidence's endorsement key does not chain to a trusted root, and the chip's"
-            " genuine VCEK cannot be fetched (no KDS source, or the product is unknown)"
+            f"the evidence's endorsement key {own_fault}, and the chip's genuine VCEK cannot"
+            " be fetched (no KDS source, or the product is unknown)"
         )
     try:
         genuine_der = vcek_source(report, product)

@@ -106,5 +106,21 @@ def test_certificates_that_do_not_parse_are_a_clear_error(honest: SimulatedSecur
     bundle = EvidenceBundle(
         signed.report, b"\x30\x03junk", signed.chain_pem, 1, REGISTRY, 1, 0, b""
     )
-    with pytest.raises(DisputeEvidenceError, match="do not parse"):
+    with pytest.raises(DisputeEvidenceError, match="does not parse"):
         dispute_certificates(bundle, trusted_roots=[honest.ark])
+
+
+def test_certificates_that_do_not_parse_give_way_to_the_chips_vcek(
+    honest: SimulatedSecureProcessor,
+) -> None:
+    """A genuine report uploaded with a garbage VCEK and chain: the dispute (of a wrong
+    rejection) carries the chip's VCEK from KDS. FAILED on the old code (refused at once)."""
+    signed = honest.attest()
+    bundle = EvidenceBundle(signed.report, b"\x30\x03junk", b"junk", 1, REGISTRY, 1, 0, b"")
+    certs = dispute_certificates(
+        bundle,
+        trusted_roots=[honest.ark],
+        intermediates=[honest.ask],
+        vcek_source=lambda _r, _p: honest.vcek_der,
+    )
+    assert certs.signer == honest.vcek_der and certs.root is not None
