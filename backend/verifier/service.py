@@ -10,7 +10,8 @@ VMPL 0), rejects a guest key another live lease claimed first (one guest serves 
 chained to (`simulated` when this verifier was told to trust a local stack's simulated
 AMD-SP besides AMD's roots; it never is by default), and sends
 `confirm(leaseId, reportHash, ok)` from the verifier key; a submission whose evidence is
-not uploaded within `evidence_timeout_s` is rejected with reason `NO_EVIDENCE`. The stored
+not uploaded within `evidence_timeout_s` is reported and left unvoted (the node, holding the
+report, would overturn a rejection on chain). The stored
 result comes first and the transaction hash is added after, so a crash between the two
 retries only the vote.
 
@@ -58,9 +59,11 @@ log = logging.getLogger(__name__)
 
 # Reason codes of the checks the service adds to `cvm.attestation.Reason`'s.
 EVIDENCE_MALFORMED = "EVIDENCE_MALFORMED"
-NO_EVIDENCE = "NO_EVIDENCE"  # nothing uploaded for the report within the evidence timeout
+# Nothing uploaded for the report (no longer a vote: a verdict without evidence could be
+# overturned by the node's dispute; kept for results stored by older verifiers).
+NO_EVIDENCE = "NO_EVIDENCE"
 
-# Default of `evidence_timeout_s`: well inside the registry's 1-hour verification window.
+# Default of `evidence_timeout_s`: after it a submission without evidence is reported.
 EVIDENCE_TIMEOUT_S = 600.0
 # A lease's signer events scanned for a nonce: the latest submissions are the ones voted on.
 MAX_SIGNER_EVENTS = 16
@@ -149,8 +152,8 @@ class Verifier:
         return [result for result in results if result is not None]
 
     def verify(self, lease_id: int, report_hash: str) -> Verification | None:
-        """Appraise and vote on one submission; None while its evidence is not uploaded
-        and the evidence timeout has not passed (then it is rejected as NO_EVIDENCE)."""
+        """Appraise and vote on one submission; None while its evidence is not uploaded (past
+        the evidence timeout it is reported, never rejected) or it is left undecided."""
         with self.store.session() as session:
             existing = session.scalar(
                 select(Verification).where(
@@ -183,26 +186,21 @@ class Verifier:
                         report_hash,
                     )
                     return None
-                # Without evidence nobody can check the report: reject well inside the
-                # registry's verification window rather than leave the lease undecided.
-                log.warning("lease %s: no evidence for %s: rejecting", lease_id, report_hash)
-                existing = Verification(
-                    lease_id=lease_id,
-                    report_hash=report_hash,
-                    evidence_hash=None,
-                    ok=False,
-                    reason_codes=[NO_EVIDENCE],
-                    detail={
-                        "errors": [
-                            f"no evidence for report {report_hash} was uploaded within "
-                            f"{self.evidence_timeout_s:.0f}s of its submission"
-                        ]
-                    },
-                    checked_at=datetime.fromtimestamp(self.clock(), UTC),
-                    confirm_tx=None,
+                # Without evidence nobody here can check the report, but the node holding it
+                # could: a rejection (NO_EVIDENCE) would be overturned by its dispute with the
+                # genuine report, slashing the verifiers. No vote: the submission lapses at the
+                # end of the registry's verification window, which counts against the node.
+                # Evidence uploaded later, within the window, is still voted on.
+                self.conditions.report(
+                    ("no evidence", lease_id, report_hash),
+                    "lease %s: no evidence for %s within %ss of its submission: not voting",
+                    lease_id,
+                    report_hash,
+                    f"{self.evidence_timeout_s:.0f}",
                 )
-                session.add(existing)
+                return None
             self.conditions.clear((lease_id, report_hash))
+            self.conditions.clear(("no evidence", lease_id, report_hash))
             if existing is None:
                 assert evidence is not None
                 judged = self.appraise(session, lease, attestation, evidence.content)
