@@ -61,6 +61,9 @@ GUEST_KEY_UNKNOWN = "GUEST_KEY_UNKNOWN"
 # REPORT_DATA binds the bundle's 116-byte key, with the submitted signer, but its keys are not
 # usable (`GuestKey.parse`): the EVM, which checks only its length and signer, finds it genuine.
 GUEST_KEY_UNUSABLE = "GUEST_KEY_UNUSABLE"
+# The attested signer the node submitted with the report is not known to the checker (its
+# event not indexed): the EVM compares the key with the one it recorded.
+SIGNER_UNKNOWN = "SIGNER_UNKNOWN"
 
 # The reasons of the off-chain check that the EVM's check decides the same way. The
 # backend verifier's own codes for the bundle's lease metadata (a bundle naming another
@@ -307,7 +310,10 @@ def _check_guest_key(
         )
         return
     made = to_checksum_address(key[64:84])  # as the EVM reads it, parsed or not
-    if submitted_signer is None or submitted_signer.lower() != made.lower():
+    if submitted_signer is None:
+        # Not indexed (yet): the chain has one, which is not known here.
+        fail(SIGNER_UNKNOWN, f"attested signer: expected {made}, the submitted one is unknown")
+    elif submitted_signer.lower() != made.lower():
         fail(
             str(Reason.GUEST_SIGNER_MISMATCH),
             f"attested signer: expected {made}, found {submitted_signer}",
