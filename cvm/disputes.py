@@ -9,6 +9,10 @@ measurement against the lease, REPORT_DATA (lease, nonce, guest key hash), the g
 signer against the one submitted, HOST_DATA, VMPL 0 and the debug bit. A verdict that rests
 only on what the chain cannot see (a guest key reused by another lease, an expired certificate, a
 minimum TCB, missing evidence) cannot be overturned there, so nobody should bet a bond on it.
+
+`check_evidence` is the verifiers' check itself, deciding as `AttestationCourt.truth` does: a
+failure it reports is voted Rejected only when the EVM would fail the report too
+(`EvidenceCheck.undecided` otherwise), since the node would overturn any other rejection.
 """
 
 from __future__ import annotations

@@ -1,19 +1,24 @@
 """The verifier service: checks each submitted attestation and votes on chain.
 
 For every `AttestationSubmitted` it fetches the evidence the node uploaded (by the report
-hash recorded on chain), appraises it with `cvm.attestation` under the lease's policy
-(`appraise_lease_evidence`, as the node did before submitting: expected measurement,
-REPORT_DATA bound to this chain, registry, lease, nonce and a well-formed guest key,
-HOST_DATA bound to the lease and its renter as the chain has them, debug disallowed,
-VMPL 0), rejects a guest key another live lease claimed first (one guest serves one lease:
-`GUEST_KEY_REUSED`), stores the full result with its reason codes and the root the report
-chained to (`simulated` when this verifier was told to trust a local stack's simulated
-AMD-SP besides AMD's roots; it never is by default), and sends
-`confirm(leaseId, reportHash, ok)` from the verifier key; a submission whose evidence is
-not uploaded within `evidence_timeout_s` is reported and left unvoted (the node, holding the
-report, would overturn a rejection on chain). The stored
-result comes first and the transaction hash is added after, so a crash between the two
-retries only the vote.
+hash recorded on chain) and checks it as the EVM's dispute check would
+(`cvm.disputes.check_evidence`), against what the chain recorded, never the bundle's own lease
+metadata: expected measurement, REPORT_DATA[0:32] bound to this chain, registry, lease and
+nonce, REPORT_DATA[32:64] the hash of a 116-byte guest key naming the submitted signer,
+HOST_DATA bound to the lease and its renter, debug disallowed, VMPL 0. It stores the full
+result with its reason codes and the root the report chained to (`simulated` when this
+verifier was told to trust a local stack's simulated AMD-SP besides AMD's roots; it never is
+by default), and sends `confirm(leaseId, reportHash, ok)` from the verifier key.
+
+It votes Rejected only for what the EVM's check also fails on: anything else the node would
+overturn by disputing, slashing the verifiers. So it does not vote (nothing stored, checked
+again on later passes) on a report failing only on what the EVM cannot see: a bundle guest
+key REPORT_DATA does not bind (the node holds the right one), an unusable key the EVM would
+accept, a guest key another live lease claimed first (`GUEST_KEY_REUSED`: HOST_DATA already
+binds each guest to one lease), or a submission whose evidence never came (reported after
+`evidence_timeout_s`). Unvoted, the submission lapses at the end of the registry's
+verification window, which counts against the node. The stored result comes first and the
+transaction hash is added after, so a crash between the two retries only the vote.
 
 A report that fails on the bundle's certificates (rather than on its own content) is never
 rejected on those alone: the chip's VCEK is fetched from AMD's KDS and the report checked
