@@ -170,7 +170,8 @@ class Settings(BaseSettings):
         600,
         ge=1,
         description="a pending attestation without evidence this long after its submission is"
-        " rejected (NO_EVIDENCE); keep it well below the registry's 1-hour verification window",
+        " reported as left unvoted (never rejected: the node holding the report would overturn"
+        " that on chain); it lapses at the end of the registry's verification window",
     )
     verifier_challenge_stale_s: int = Field(
         120,

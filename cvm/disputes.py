@@ -9,10 +9,16 @@ measurement against the lease, REPORT_DATA (lease, nonce, guest key hash), the g
 signer against the one submitted, HOST_DATA, VMPL 0 and the debug bit. A verdict that rests
 only on what the chain cannot see (a guest key reused by another lease, an expired certificate, a
 minimum TCB, missing evidence) cannot be overturned there, so nobody should bet a bond on it.
+
+`check_evidence` is the verifiers' check itself, deciding as `AttestationCourt.truth` does: a
+failure it reports is voted Rejected only when the EVM would fail the report too
+(`EvidenceCheck.undecided` otherwise), since the node would overturn any other rejection.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,12 +26,12 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from web3.exceptions import ContractLogicError, Web3Exception
 
 from cvm.attestation.abi import Report, parse
-from cvm.attestation.appraisal import Appraisal, appraise_lease_evidence
-from cvm.attestation.binding import GuestKey, GuestKeyError
+from cvm.attestation.appraisal import Appraisal, appraise, lease_policy
+from cvm.attestation.binding import GUEST_KEY_SIZE, GuestKey, GuestKeyError, lease_digest
 from cvm.attestation.endorsement import (
     load_certificate,
     load_certificates,
@@ -36,6 +42,7 @@ from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.onchain import rsa_key_hash
 from cvm.attestation.product import Product
 from cvm.attestation.trust import amd_intermediates, amd_roots
+from cvm.attestation.validate import Failure
 from cvm.attestation.verify import verify_amd_signature
 from cvm.chain.artifacts import revert_decoder
 from cvm.chain.attestation_court import AttestationCourtClient, Challenge
@@ -52,6 +59,15 @@ LEASE_MISMATCH = "LEASE_MISMATCH"
 CHAIN_MISMATCH = "CHAIN_MISMATCH"
 REGISTRY_MISMATCH = "REGISTRY_MISMATCH"
 NONCE_MISMATCH = "NONCE_MISMATCH"
+# The bundle's guest key is not the one REPORT_DATA[32:64] binds: what the guest's key says
+# (its signer) is unknown here, and the EVM takes the key from whoever disputes.
+GUEST_KEY_UNKNOWN = "GUEST_KEY_UNKNOWN"
+# REPORT_DATA binds the bundle's 116-byte key, with the submitted signer, but its keys are not
+# usable (`GuestKey.parse`): the EVM, which checks only its length and signer, finds it genuine.
+GUEST_KEY_UNUSABLE = "GUEST_KEY_UNUSABLE"
+# The attested signer the node submitted with the report is not known to the checker (its
+# event not indexed): the EVM compares the key with the one it recorded.
+SIGNER_UNKNOWN = "SIGNER_UNKNOWN"
 
 # The reasons of the off-chain check that the EVM's check decides the same way. The
 # backend verifier's own codes for the bundle's lease metadata (a bundle naming another
@@ -71,6 +87,8 @@ CHAIN_DECIDABLE: frozenset[str] = frozenset(
         Reason.MEASUREMENT_MISMATCH,
         Reason.REPORT_DATA_MISMATCH,
         Reason.BINDING_MISMATCH,
+        # Only as `check_evidence` reports it: no key the EVM could take hashes to REPORT_DATA.
+        Reason.GUEST_KEY_MALFORMED,
         Reason.HOST_DATA_MISMATCH,
         Reason.GUEST_SIGNER_MISMATCH,
         Reason.DEBUG_ALLOWED,
@@ -171,6 +189,10 @@ class EvidenceCheck:
     reasons: tuple[str, ...]
     messages: tuple[str, ...]
     appraisal: Appraisal
+    # Why no verdict may be drawn from this check (None: `ok` is the verdict): it fails, but
+    # on nothing the EVM's check would also fail on (`CHAIN_DECIDABLE`), so a rejection could
+    # be overturned, e.g. the bundle's guest key is not the one REPORT_DATA binds.
+    undecided: str | None = None
 
 
 def check_evidence(
@@ -185,39 +207,125 @@ def check_evidence(
     submitted_signer: str | None,
     trusted_roots: Sequence[x509.Certificate] | None = None,
 ) -> EvidenceCheck:
-    """The verifier's check of `bundle` for the submission the chain recorded: the bundle
-    names this deployment, lease and nonce; the report verifies to AMD (or `trusted_roots`)
-    and satisfies the lease's policy; the guest key's signer is the one submitted. What
-    the chain says (`chain_id` .. `submitted_signer`) comes from the chain, not the bundle."""
+    """The verifier's check of `bundle` for the submission the chain recorded, deciding as
+    `AttestationCourt.truth` does: the report verifies to AMD (or `trusted_roots`) and
+    satisfies the lease's policy (measurement, no debug, VMPL 0, HOST_DATA), REPORT_DATA[0:32]
+    binds this deployment, lease and nonce, REPORT_DATA[32:64] is the SHA-256 of a 116-byte
+    guest key whose signer is the one submitted. What the chain says (`chain_id` ..
+    `submitted_signer`) comes from the chain: the bundle's own lease metadata is ignored (a
+    genuine report uploaded under a wrong lease id is this lease's report all the same).
+
+    The guest key: the EVM takes it from whoever disputes, so a bundle key that does not hash
+    to REPORT_DATA[32:64] proves nothing either way (the node holds the right one): that alone
+    is `GUEST_KEY_UNKNOWN`, undecided. A key that does hash to it is the guest's: its signer
+    decides as on chain (`GUEST_SIGNER_MISMATCH`); a key the EVM cannot take at all (not 116
+    bytes, or REPORT_DATA[32:64] all zeros) is `GUEST_KEY_MALFORMED`, decided (no dispute can
+    prove such a report genuine); a 116-byte key with the right signer but unusable keys
+    (`GuestKey.parse`) is `GUEST_KEY_UNUSABLE`, undecided (the EVM would find it genuine)."""
     reasons: list[str] = []
     messages: list[str] = []
 
-    def mismatch(code: str, what: str, expected: object, found: object) -> None:
+    def fail(code: str, message: str) -> None:
         reasons.append(code)
-        messages.append(f"{what}: expected {expected}, found {found}")
+        messages.append(message)
 
-    if bundle.lease_id != lease_id:
-        mismatch(LEASE_MISMATCH, "lease id", lease_id, bundle.lease_id)
-    if bundle.chain_id != chain_id:
-        mismatch(CHAIN_MISMATCH, "chain id", chain_id, bundle.chain_id)
-    if bundle.registry.lower() != registry.lower():
-        mismatch(REGISTRY_MISMATCH, "registry", registry, bundle.registry)
-    if bundle.nonce != nonce:
-        mismatch(NONCE_MISMATCH, "attestation nonce", nonce, bundle.nonce)
-    appraisal = appraise_lease_evidence(
-        bundle, measurement=measurement, renter=renter, trusted_roots=trusted_roots
+    # Informational only: the bundle's own words about which lease it is.
+    named = {
+        "lease id": (bundle.lease_id, lease_id),
+        "chain id": (bundle.chain_id, chain_id),
+        "registry": (bundle.registry.lower(), registry.lower()),
+        "attestation nonce": (bundle.nonce, nonce),
+    }
+    notes = [
+        f"note: the bundle names {what} {found}, the chain's submission is {expected}"
+        " (checked against the chain's)"
+        for what, (found, expected) in named.items()
+        if found != expected
+    ]
+    bound = dataclasses.replace(
+        bundle, chain_id=chain_id, registry=registry, lease_id=lease_id, nonce=nonce
     )
-    for failure in appraisal.failures:
-        reasons.append(str(failure.reason))
-        messages.append(failure.message)
-    try:
-        made: str | None = GuestKey.parse(bundle.guest_key).signer
-    except GuestKeyError:
-        made = None  # GUEST_KEY_MALFORMED, from the appraisal
-    if made is not None and (submitted_signer is None or submitted_signer.lower() != made.lower()):
-        mismatch(str(Reason.GUEST_SIGNER_MISMATCH), "attested signer", made, submitted_signer)
+    policy = dataclasses.replace(
+        lease_policy(bound, measurement=measurement, renter=renter), binding=None
+    )
+    appraisal = appraise(
+        bundle.report,
+        bundle.vcek,
+        policy,
+        chain=bundle.chain or None,
+        trusted_roots=trusted_roots,
+    )
+    failures = list(appraisal.failures)
+    if appraisal.verified is not None:
+        report_data = appraisal.verified.report.report_data
+        expected = lease_digest(chain_id, registry, lease_id, nonce)
+        if report_data[:32] != expected:
+            failures.append(
+                Failure(
+                    Reason.BINDING_MISMATCH,
+                    f"REPORT_DATA[0:32] is not bound to lease {lease_id} nonce {nonce} on chain"
+                    f" {chain_id} registry {registry}: expected {expected.hex()}, found"
+                    f" {report_data[:32].hex()}",
+                )
+            )
+    for failure in failures:
+        fail(str(failure.reason), failure.message)
+    if appraisal.verified is not None:
+        _check_guest_key(
+            bundle.guest_key, appraisal.verified.report.report_data[32:], submitted_signer, fail
+        )
+    messages.extend(notes)
     ok = appraisal.ok and not reasons
-    return EvidenceCheck(ok, tuple(reasons), tuple(messages), appraisal)
+    undecided: str | None = None
+    # (A report its certificates do not verify is `backend.verifier.kds`'s to decide.)
+    if not ok and appraisal.verified is not None and not set(reasons) & CHAIN_DECIDABLE:
+        undecided = (
+            f"the report fails only {', '.join(reasons)}, which the EVM's check does not fail:"
+            " a rejection could be overturned"
+        )
+    return EvidenceCheck(ok, tuple(reasons), tuple(messages), appraisal, undecided)
+
+
+def _check_guest_key(
+    key: bytes,
+    bound: bytes,
+    submitted_signer: str | None,
+    fail: Callable[[str, str], None],
+) -> None:
+    """REPORT_DATA[32:64] (`bound`) against the bundle's guest key, as `truth` sees it."""
+    if not any(bound):
+        fail(
+            str(Reason.GUEST_KEY_MALFORMED),
+            "guest key: REPORT_DATA[32:64] is all zeros: the report binds no guest key",
+        )
+        return
+    if hashlib.sha256(key).digest() != bound:
+        fail(
+            GUEST_KEY_UNKNOWN,
+            f"guest key: the bundle's key (sha256 {hashlib.sha256(key).hexdigest()}) is not the"
+            f" one REPORT_DATA[32:64] binds ({bound.hex()}): the guest's own key is unknown here",
+        )
+        return
+    if len(key) != GUEST_KEY_SIZE:
+        fail(
+            str(Reason.GUEST_KEY_MALFORMED),
+            f"guest key: a guest key is {GUEST_KEY_SIZE} bytes, REPORT_DATA binds one of"
+            f" {len(key)}",
+        )
+        return
+    made = to_checksum_address(key[64:84])  # as the EVM reads it, parsed or not
+    if submitted_signer is None:
+        # Not indexed (yet): the chain has one, which is not known here.
+        fail(SIGNER_UNKNOWN, f"attested signer: expected {made}, the submitted one is unknown")
+    elif submitted_signer.lower() != made.lower():
+        fail(
+            str(Reason.GUEST_SIGNER_MISMATCH),
+            f"attested signer: expected {made}, found {submitted_signer}",
+        )
+    try:
+        GuestKey.parse(key)
+    except GuestKeyError as exc:
+        fail(GUEST_KEY_UNUSABLE, f"guest key: {exc}")
 
 
 class DisputeEvidenceError(ValueError):
@@ -261,13 +369,15 @@ def dispute_certificates(
     prove, and the chip's genuine VCEK for the report's CHIP_ID and TCB (`vcek_source`)
     is what shows the signature false on chain."""
     roots = list(trusted_roots) if trusted_roots is not None else amd_roots()
+    # Certificates that do not parse prove nothing: the chip's genuine VCEK may still (below).
     try:
-        own = load_certificate(bundle.vcek)
+        own: x509.Certificate | None = load_certificate(bundle.vcek)
+    except AttestationError:
+        own = None
+    try:
         chain = load_certificates(bundle.chain) if bundle.chain else []
-    except AttestationError as exc:
-        raise DisputeEvidenceError(
-            f"the evidence's certificates do not parse: {exc.message}"
-        ) from None
+    except AttestationError:
+        chain = []
     trusted = [*amd_intermediates(), *intermediates]
     trusted += [
         cert
@@ -285,18 +395,19 @@ def dispute_certificates(
         der = Encoding.DER
         return DisputeCertificates(signer.public_bytes(der), issuer.public_bytes(der), root)
 
-    issuer = issuer_of(own)
-    if issuer is not None:
+    issuer = issuer_of(own) if own is not None else None
+    if own is not None and issuer is not None:
         return proven(own, issuer)
     try:
         report = parse(bundle.report)
     except AttestationError as exc:
         raise DisputeEvidenceError(f"not a report: {exc.message}") from None
-    product = report.cpuid_product or _product_of(own)
+    product = report.cpuid_product or (_product_of(own) if own is not None else None)
     if vcek_source is None or product is None:
+        own_fault = "does not parse" if own is None else "does not chain to a trusted root"
         raise DisputeEvidenceError(
-            "the evidence's endorsement key does not chain to a trusted root, and the chip's"
-            " genuine VCEK cannot be fetched (no KDS source, or the product is unknown)"
+            f"the evidence's endorsement key {own_fault}, and the chip's genuine VCEK cannot"
+            " be fetched (no KDS source, or the product is unknown)"
         )
     try:
         genuine_der = vcek_source(report, product)

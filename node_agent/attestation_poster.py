@@ -135,9 +135,10 @@ class AttestationPoster:
             trusted_roots=self.launcher.trusted_roots,
         )
         reasons = [f"{f.reason}: {f.message}" for f in appraisal.failures]
-        # The verifiers reject a guest key another live lease claimed first (one guest, one
-        # lease): a renter's guest answering with the key of its other lease on this node
-        # would get this node slashed. Across nodes only the backend knows (see README).
+        # The verifiers leave unvoted a guest key another live lease claimed first (one guest,
+        # one lease): a renter's guest answering with the key of its other lease on this node
+        # would get this node's attestation missed, and slashed. Across nodes only the backend
+        # knows (see README).
         for other in self.store.leases():
             if other.lease_id != lease_id and any(
                 kept.guest_key == got.guest_key for kept in self.store.submissions(other.lease_id)

@@ -1,18 +1,24 @@
 """The verifier service: checks each submitted attestation and votes on chain.
 
 For every `AttestationSubmitted` it fetches the evidence the node uploaded (by the report
-hash recorded on chain), appraises it with `cvm.attestation` under the lease's policy
-(`appraise_lease_evidence`, as the node did before submitting: expected measurement,
-REPORT_DATA bound to this chain, registry, lease, nonce and a well-formed guest key,
-HOST_DATA bound to the lease and its renter as the chain has them, debug disallowed,
-VMPL 0), rejects a guest key another live lease claimed first (one guest serves one lease:
-`GUEST_KEY_REUSED`), stores the full result with its reason codes and the root the report
-chained to (`simulated` when this verifier was told to trust a local stack's simulated
-AMD-SP besides AMD's roots; it never is by default), and sends
-`confirm(leaseId, reportHash, ok)` from the verifier key; a submission whose evidence is
-not uploaded within `evidence_timeout_s` is rejected with reason `NO_EVIDENCE`. The stored
-result comes first and the transaction hash is added after, so a crash between the two
-retries only the vote.
+hash recorded on chain) and checks it as the EVM's dispute check would
+(`cvm.disputes.check_evidence`), against what the chain recorded, never the bundle's own lease
+metadata: expected measurement, REPORT_DATA[0:32] bound to this chain, registry, lease and
+nonce, REPORT_DATA[32:64] the hash of a 116-byte guest key naming the submitted signer,
+HOST_DATA bound to the lease and its renter, debug disallowed, VMPL 0. It stores the full
+result with its reason codes and the root the report chained to (`simulated` when this
+verifier was told to trust a local stack's simulated AMD-SP besides AMD's roots; it never is
+by default), and sends `confirm(leaseId, reportHash, ok)` from the verifier key.
+
+It votes Rejected only for what the EVM's check also fails on: anything else the node would
+overturn by disputing, slashing the verifiers. So it does not vote (nothing stored, checked
+again on later passes) on a report failing only on what the EVM cannot see: a bundle guest
+key REPORT_DATA does not bind (the node holds the right one), an unusable key the EVM would
+accept, a guest key another live lease claimed first (`GUEST_KEY_REUSED`: HOST_DATA already
+binds each guest to one lease), or a submission whose evidence never came (reported after
+`evidence_timeout_s`). Unvoted, the submission lapses at the end of the registry's
+verification window, which counts against the node. The stored result comes first and the
+transaction hash is added after, so a crash between the two retries only the vote.
 
 A report that fails on the bundle's certificates (rather than on its own content) is never
 rejected on those alone: the chip's VCEK is fetched from AMD's KDS and the report checked
@@ -58,9 +64,11 @@ log = logging.getLogger(__name__)
 
 # Reason codes of the checks the service adds to `cvm.attestation.Reason`'s.
 EVIDENCE_MALFORMED = "EVIDENCE_MALFORMED"
-NO_EVIDENCE = "NO_EVIDENCE"  # nothing uploaded for the report within the evidence timeout
+# Nothing uploaded for the report (no longer a vote: a verdict without evidence could be
+# overturned by the node's dispute; kept for results stored by older verifiers).
+NO_EVIDENCE = "NO_EVIDENCE"
 
-# Default of `evidence_timeout_s`: well inside the registry's 1-hour verification window.
+# Default of `evidence_timeout_s`: after it a submission without evidence is reported.
 EVIDENCE_TIMEOUT_S = 600.0
 # A lease's signer events scanned for a nonce: the latest submissions are the ones voted on.
 MAX_SIGNER_EVENTS = 16
@@ -149,8 +157,8 @@ class Verifier:
         return [result for result in results if result is not None]
 
     def verify(self, lease_id: int, report_hash: str) -> Verification | None:
-        """Appraise and vote on one submission; None while its evidence is not uploaded
-        and the evidence timeout has not passed (then it is rejected as NO_EVIDENCE)."""
+        """Appraise and vote on one submission; None while its evidence is not uploaded (past
+        the evidence timeout it is reported, never rejected) or it is left undecided."""
         with self.store.session() as session:
             existing = session.scalar(
                 select(Verification).where(
@@ -183,26 +191,21 @@ class Verifier:
                         report_hash,
                     )
                     return None
-                # Without evidence nobody can check the report: reject well inside the
-                # registry's verification window rather than leave the lease undecided.
-                log.warning("lease %s: no evidence for %s: rejecting", lease_id, report_hash)
-                existing = Verification(
-                    lease_id=lease_id,
-                    report_hash=report_hash,
-                    evidence_hash=None,
-                    ok=False,
-                    reason_codes=[NO_EVIDENCE],
-                    detail={
-                        "errors": [
-                            f"no evidence for report {report_hash} was uploaded within "
-                            f"{self.evidence_timeout_s:.0f}s of its submission"
-                        ]
-                    },
-                    checked_at=datetime.fromtimestamp(self.clock(), UTC),
-                    confirm_tx=None,
+                # Without evidence nobody here can check the report, but the node holding it
+                # could: a rejection (NO_EVIDENCE) would be overturned by its dispute with the
+                # genuine report, slashing the verifiers. No vote: the submission lapses at the
+                # end of the registry's verification window, which counts against the node.
+                # Evidence uploaded later, within the window, is still voted on.
+                self.conditions.report(
+                    ("no evidence", lease_id, report_hash),
+                    "lease %s: no evidence for %s within %ss of its submission: not voting",
+                    lease_id,
+                    report_hash,
+                    f"{self.evidence_timeout_s:.0f}",
                 )
-                session.add(existing)
+                return None
             self.conditions.clear((lease_id, report_hash))
+            self.conditions.clear(("no evidence", lease_id, report_hash))
             if existing is None:
                 assert evidence is not None
                 judged = self.appraise(session, lease, attestation, evidence.content)
@@ -210,8 +213,7 @@ class Verifier:
                     # No vote (nothing stored): every later pass checks again; reported once.
                     self.conditions.report(
                         ("undecided", lease_id, report_hash),
-                        "lease %s: report %s fails on its evidence's certificates (%s) and is"
-                        " left undecided: %s",
+                        "lease %s: report %s fails (%s) but is left undecided: %s",
                         lease_id,
                         report_hash,
                         ", ".join(judged.reasons),
@@ -306,16 +308,31 @@ class Verifier:
                 again.retry,
                 again.note,
             )
+        kds_undecided = undecided
         appraisal = check.appraisal
         reasons, messages = list(check.reasons), list(check.messages)
+        if undecided is None and check.undecided is not None:
+            # Fails on nothing the EVM's check fails on (e.g. the bundle's guest key is not
+            # the one REPORT_DATA binds): a rejection could be overturned, so no vote.
+            undecided = check.undecided
         other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
         if other is not None:
             reasons.append(str(Reason.GUEST_KEY_REUSED))
             messages.append(f"guest key: already bound by live lease {other}")
+            if undecided is None and check.ok:
+                # Invisible to the EVM (a dispute with this genuine report would win), and no
+                # longer needed for safety: HOST_DATA binds each guest to one lease. No vote:
+                # the submission lapses unverified at the end of the verification window.
+                undecided = (
+                    f"the guest key is already bound by live lease {other}, which the EVM's"
+                    " check does not see: a rejection could be overturned"
+                )
         detail = _detail(bundle, appraisal)
         detail["errors"] = messages
-        if kds_note is not None or undecided is not None:
-            detail["kds"] = undecided or kds_note
+        if kds_note is not None or kds_undecided is not None:
+            detail["kds"] = kds_undecided or kds_note
+        if undecided is not None:
+            detail["undecided"] = undecided
         amd_root = appraisal.verified.amd_root if appraisal.verified is not None else None
         return Judgement(
             check.ok and not reasons, reasons, detail, amd_root, undecided=undecided, retry=retry

@@ -9,7 +9,10 @@ the certificates and the guest key (a Verified verdict the EVM cannot decide wit
 VLEK-signed report or a masked CHIP_ID, is challenged: the watcher resolves it once its
 deadline passes undefended; a node agent defending its own verdicts is not built); where
 the disagreement rests only on what the EVM cannot see (a reused guest key, an expired
-certificate), it logs it and keeps its bond. A report that fails on its evidence's
+certificate, a bundle guest key that is not the one REPORT_DATA binds: the node holds the
+right one and would defend with it), it logs it and keeps its bond. The check is the votes'
+(`cvm.disputes.check_evidence`): the lease, nonce, deployment and renter are the chain's, never
+the bundle's. A report that fails on its evidence's
 certificates is judged with the chip's VCEK from AMD's KDS first, as the votes are
 (`backend.verifier.kds`); while KDS does not answer, the submission is not disputed but
 checked again on a later pass.
@@ -47,6 +50,10 @@ from cvm.api_models import AttestationState
 from cvm.attestation import EvidenceBundle
 from cvm.chain.errors import ChainError, ContractRevert
 from cvm.disputes import (
+    CHAIN_MISMATCH,
+    LEASE_MISMATCH,
+    NONCE_MISMATCH,
+    REGISTRY_MISMATCH,
     Action,
     Assessment,
     DisputeCertificates,
@@ -82,6 +89,9 @@ NO_EVIDENCE = "no_evidence"  # the evidence is not in this store, or not decodab
 MISSED = "missed"  # the dispute could not be sent (window closed, someone disputed first)
 RETRY = "retry"  # not checked to the end (e.g. no tokens for the bond): the next pass retries
 RESOLVED = "resolved"  # a challenge this watcher's dispute opened was resolved (undefended)
+# Codes of an older verifier that judged the bundle's own lease metadata (the chain's is what
+# counts, `cvm.disputes.check_evidence`): a verdict stored with them is checked again.
+_BUNDLE_METADATA = frozenset({LEASE_MISMATCH, CHAIN_MISMATCH, REGISTRY_MISMATCH, NONCE_MISMATCH})
 # The contracts' own refusals of a dispute (as opposed to the token's, or the RPC's).
 _REFUSALS = ("AttestationCourt_", "AttestationRegistry_", "SnpVerifier_")
 
@@ -340,7 +350,7 @@ class Watcher:
                     Verification.evidence_hash == evidence.hash,
                 )
             )
-            if own is not None:
+            if own is not None and not set(own.reason_codes) & _BUNDLE_METADATA:
                 ok, reasons = own.ok, list(own.reason_codes)
             else:
                 judged = self.verifier.appraise(session, lease, attestation, evidence.content)

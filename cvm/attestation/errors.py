@@ -35,9 +35,11 @@ class Reason(StrEnum):
     HOST_DATA_MISMATCH = "HOST_DATA_MISMATCH"
     # The guest key REPORT_DATA binds is missing or not a well-formed GuestKey (empty,
     # short, zero X25519, bad Ed25519, zero signer): nothing could be sealed to that guest.
+    # (The verifier votes on it only where the EVM cannot take the key either:
+    # `cvm.disputes.check_evidence`.)
     GUEST_KEY_MALFORMED = "GUEST_KEY_MALFORMED"
     # The guest key is already bound by another live lease's attestation (one guest, one
-    # lease): the later claim is rejected.
+    # lease): the later claim is not voted on by the verifiers (the EVM cannot see it).
     GUEST_KEY_REUSED = "GUEST_KEY_REUSED"
     # The attested signer the node submitted on chain is not the one in the guest key the
     # report binds: `attestedSignerOf` would vouch for a key the guest never made.

@@ -34,13 +34,16 @@ def run_dispute(
 ) -> None:
     from cvm.api_client import ApiClient, ApiError
     from cvm.attestation import EvidenceBundle
+    from cvm.attestation.abi import Report
     from cvm.attestation.errors import AttestationError
     from cvm.attestation.kds import CachingKds, HttpKds
+    from cvm.attestation.product import Product
     from cvm.chain import AttestationStatus, LeaseStatus
     from cvm.config import get_settings
     from cvm.disputes import (
         Action,
         DisputeEvidenceError,
+        EvidenceCheck,
         Verdict,
         assess,
         challenge_certificates,
@@ -52,6 +55,7 @@ def run_dispute(
         submission_of,
         supports_disputes,
     )
+    from cvm.kds_recheck import needs_kds, recheck
     from cvm.secret_release import trusted_roots
 
     record = load_deployment(deployment)
@@ -104,17 +108,38 @@ def run_dispute(
     intermediates = simulated_intermediates(settings.sim_amd_dir) if trust_simulated else []
     kds = CachingKds(settings.data_dir / "kds-cache", HttpKds())
     kds_url = settings.kds_url.rstrip("/")
-    check = check_evidence(
-        bundle,
-        chain_id=record.chain_id,
-        registry=record.attestation_registry,
-        lease_id=lease_id,
-        nonce=submission.number - 1,
-        renter=chain.leases.get_lease(lease_id).renter,
-        measurement=terms.expected_measurement,
-        submitted_signer=submission.signer,
-        trusted_roots=roots,
-    )
+    renter = chain.leases.get_lease(lease_id).renter
+
+    def run(candidate: EvidenceBundle) -> EvidenceCheck:
+        # The verifiers' check, against what the chain says (never the bundle's own words).
+        return check_evidence(
+            candidate,
+            chain_id=record.chain_id,
+            registry=record.attestation_registry,
+            lease_id=lease_id,
+            nonce=submission.number - 1,
+            renter=renter,
+            measurement=terms.expected_measurement,
+            submitted_signer=submission.signer,
+            trusted_roots=roots,
+        )
+
+    def lookup(report: Report, product: Product) -> bytes:
+        return kds.vcek_for(report, product, kds_url)
+
+    check = run(bundle)
+    kds_note: str | None = None
+    if needs_kds(check):
+        # Failing on the bundle's certificates: decided with the chip's VCEK from AMD's KDS,
+        # as the verifiers vote (a Rejected verdict on a genuine report is not confirmed by
+        # the bundle's bad certificates, nor a Verified one disputed on them).
+        again = recheck(bundle, check, run, lookup, intermediates)
+        if again.retry:
+            raise CliError(
+                f"cannot check the report yet: {again.undecided} (CVM_KDS_URL {kds_url});"
+                " try again later"
+            )
+        check, kds_note = again.check, again.undecided or again.note
     window_end: int | None = submission.disputable_until
     assessment = assess(verdict, check.ok, check.reasons)
     result: dict[str, Any] = {
@@ -123,7 +148,7 @@ def run_dispute(
         "verdict": verdict,
         "ok": check.ok,
         "reasons": list(check.reasons),
-        "messages": list(check.messages),
+        "messages": list(check.messages) + ([f"AMD's KDS: {kds_note}"] if kds_note else []),
         "action": assessment.action.value,
         "chain_will_overturn": assessment.chain_overturns,
         "explanation": assessment.explanation,

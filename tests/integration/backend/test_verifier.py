@@ -26,7 +26,7 @@ from backend.api.deps import AppContext
 from backend.domain import evidence as evidence_rules
 from backend.indexer import Indexer, marketplace_decoder
 from backend.store import Evidence, Store, Verification
-from backend.verifier import KdsVceks, Verifier, VerifierConfig
+from backend.verifier import Judgement, KdsVceks, Verifier, VerifierConfig
 from cvm.api_models import (
     AMD_ROOT_HEADER,
     NODE_HEADER,
@@ -241,14 +241,15 @@ def test_replayed_binding_and_debug_policy_are_rejected(
 ) -> None:
     backend = Backend(store, chain, amd_sp)
     lease_id = chain.active_lease()
-    # Evidence claiming nonce 1 (a future round) while the chain recorded nonce 0.
+    # A report bound to nonce 1 (a future round) while the chain recorded nonce 0: REPORT_DATA
+    # is checked against the chain's nonce (the bundle's own claim of nonce 1 counts for nothing).
     bundle = backend.evidence(amd_sp, lease_id, nonce=1, policy=0xB0000)
     backend.upload(bundle)
     chain.submit(lease_id, bundle.report_hash)
     backend.indexer.poll()
     (result,) = backend.verifier.run_pending()
     assert not result.ok
-    assert {"NONCE_MISMATCH", "DEBUG_ALLOWED"} <= set(result.reason_codes)
+    assert set(result.reason_codes) == {"BINDING_MISMATCH", "DEBUG_ALLOWED"}
     with store.session() as session:
         stored = session.get(Verification, result.id)
         assert stored is not None and stored.reason_codes == result.reason_codes
@@ -297,27 +298,80 @@ def test_a_host_data_for_another_lease_or_renter_is_rejected(
     assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.REJECTED
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        b"",
-        b"\x01" * 32,
-        bytes(32) + simulated_guest_key()[32:],
-        simulated_guest_key()[:64] + bytes(20) + simulated_guest_key()[84:],
-        simulated_guest_key()[:84] + bytes(32),
-    ],
-    ids=["empty", "short", "zero-x25519", "zero-signer", "zero-tls"],
-)
-def test_a_malformed_guest_key_is_rejected_with_its_reason(
+@pytest.mark.parametrize("key", [b"", b"\x01" * 32], ids=["empty", "short"])
+def test_a_guest_key_the_evm_cannot_take_is_rejected(
     store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor, key: bytes
 ) -> None:
-    """REPORT_DATA binds sha256 of whatever key the bundle carries: the old verifier accepted
-    an empty one (nothing could be sealed to that guest)."""
+    """REPORT_DATA binds no key (zeros) or one that is not 116 bytes: no dispute can prove
+    the report genuine (`truth` reverts GuestKeyMismatch for every key), so a rejection
+    stands. The old verifier accepted an empty one (nothing could be sealed to that guest)."""
     backend = Backend(store, chain, amd_sp)
     lease_id = chain.active_lease()
     result = _verdict(backend, backend.evidence(amd_sp, lease_id, guest_key=key))
     assert not result.ok
     assert result.reason_codes == ["GUEST_KEY_MALFORMED"], result.detail
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.REJECTED
+
+
+def _with_signer(key: bytes) -> bytes:
+    return key[:64] + bytes.fromhex(GUEST_SIGNER.address[2:]) + key[84:]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        _with_signer(bytes(32) + simulated_guest_key()[32:]),
+        _with_signer(simulated_guest_key()[:84] + bytes(32)),
+    ],
+    ids=["zero-x25519", "zero-tls"],
+)
+def test_an_unusable_guest_key_the_evm_would_accept_is_not_voted_on(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor, key: bytes
+) -> None:
+    """A 116-byte key with the submitted signer but unusable keys: the EVM checks only the
+    length and the signer, so it would find the report genuine and slash a rejection. No
+    vote (nothing stored): the submission lapses unverified. FAILED on the old code (rejected
+    as GUEST_KEY_MALFORMED)."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id = chain.active_lease()
+    bundle = backend.evidence(amd_sp, lease_id, guest_key=key)
+    backend.upload(bundle)
+    chain.submit(lease_id, bundle.report_hash)
+    backend.indexer.poll()
+    assert backend.verifier.run_pending() == []
+    assert _stored(store, lease_id) is None
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.PENDING
+    judged = _appraise(backend, lease_id, bundle)
+    assert judged.reasons == ["GUEST_KEY_UNUSABLE"] and judged.undecided is not None
+
+
+def test_a_zero_signer_key_is_rejected_as_on_chain(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    """The EVM compares the key's signer bytes, parsed or not: a zero signer is not the one
+    submitted, so the report is false on chain too."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id = chain.active_lease()
+    key = simulated_guest_key()[:64] + bytes(20) + simulated_guest_key()[84:]
+    result = _verdict(backend, backend.evidence(amd_sp, lease_id, guest_key=key))
+    assert not result.ok
+    assert set(result.reason_codes) == {"GUEST_SIGNER_MISMATCH", "GUEST_KEY_UNUSABLE"}
+
+
+def _stored(store: Store, lease_id: int) -> Verification | None:
+    with store.session() as session:
+        return session.scalar(select(Verification).where(Verification.lease_id == lease_id))
+
+
+def _appraise(backend: Backend, lease_id: int, bundle: EvidenceBundle) -> Judgement:
+    """The verifier's judgement of `bundle` for the lease's pending submission (no vote)."""
+    from backend.store import Attestation, Lease
+
+    with backend.verifier.store.session() as session:
+        lease = session.get(Lease, lease_id)
+        attestation = session.get(Attestation, lease_id)
+        assert lease is not None and attestation is not None
+        return backend.verifier.appraise(session, lease, attestation, bundle.encode())
 
 
 def test_a_signer_the_guest_never_made_is_rejected(
@@ -346,12 +400,15 @@ def _accepted_lease(chain: ChainSystem) -> int:
     return lease_id
 
 
-def test_a_guest_key_reused_across_two_live_leases_is_rejected_for_the_second(
+def test_a_guest_key_reused_across_two_live_leases_is_not_voted_on_for_the_second(
     store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
 ) -> None:
-    """One guest serves one lease: a second live lease whose report carries the first one's
-    key (its guest, or a copy of its public key) is rejected, the first one is not, whatever
-    order the verifier takes them in. Accepted by the old verifier."""
+    """A second live lease whose genuine report carries the first one's key (a renter with
+    root in its guest copied it): the EVM cannot see the reuse, so a rejection would be
+    overturned by the node's dispute and slash the verifiers; HOST_DATA already keeps one
+    guest from serving two leases. The verifier does not vote on it (the first lease is
+    Verified, whatever order they come in), and the unvoted one lapses at the end of the
+    verification window. FAILED on the old code (rejected as GUEST_KEY_REUSED)."""
     backend = Backend(store, chain, amd_sp)
     first, second = chain.active_lease(), _accepted_lease(chain)
     key = honest_guest_key()
@@ -362,18 +419,86 @@ def test_a_guest_key_reused_across_two_live_leases_is_rejected_for_the_second(
         chain.submit(bundle.lease_id, bundle.report_hash)
     backend.indexer.poll()
     results = {result.lease_id: result for result in backend.verifier.run_pending()}
-    assert results[first].ok, results[first].detail
-    assert not results[second].ok
-    assert results[second].reason_codes == ["GUEST_KEY_REUSED"]
-    assert f"lease {first}" in results[second].detail["errors"][0]
+    assert list(results) == [first] and results[first].ok, results
+    assert _stored(store, second) is None
+    judged = _appraise(backend, second, bundles[1])
+    assert judged.reasons == ["GUEST_KEY_REUSED"] and judged.undecided is not None
+    assert f"live lease {first}" in judged.detail["errors"][0]
     attestations = chain.client().attestations
     assert attestations.attestation_of(first).status == AttestationStatus.VERIFIED
-    assert attestations.attestation_of(second).status == AttestationStatus.REJECTED
+    assert attestations.attestation_of(second).status == AttestationStatus.PENDING
+    # Unvoted past the registry's window: Expired (never paid; a first one is missed).
+    chain.advance(attestations.verification_window() + 1)
+    assert attestations.attestation_of(second).status == AttestationStatus.EXPIRED
+    assert backend.verifier.run_pending() == []
 
     # Once the first lease is closed its key binds no live lease any more.
     chain.renter.leases.close_lease(first)
     third = _accepted_lease(chain)
     assert _verdict(backend, backend.evidence(amd_sp, third, guest_key=key)).ok
+
+
+def test_a_genuine_report_under_another_lease_id_in_its_bundle_is_verified(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    """The node uploads its genuine report with another lease's id and nonce in the bundle:
+    the chain's lease and nonce are what the report is checked against, so it is Verified
+    (the EVM would find it genuine). FAILED on the old code (Rejected as LEASE_MISMATCH,
+    then overturned by the node's dispute, slashing the verifiers)."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id, other = chain.active_lease(), _accepted_lease(chain)
+    genuine = backend.evidence(amd_sp, lease_id)
+    lying = dataclasses.replace(genuine, lease_id=other, nonce=3)
+    backend.upload(lying)
+    chain.submit(lease_id, genuine.report_hash)
+    backend.indexer.poll()
+    (result,) = backend.verifier.run_pending()
+    assert result.lease_id == lease_id and result.ok, result.detail
+    assert result.reason_codes == []
+    assert any(f"lease id {other}" in m for m in result.detail["errors"])
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.VERIFIED
+
+
+def test_a_genuine_report_with_another_guest_key_in_its_bundle_is_not_voted_on(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    """The report binds the guest's key K; the bundle carries another key. The EVM takes the
+    key from the disputer: with K, whose signer is the one submitted, it finds the report
+    genuine, so a rejection would be overturned; whether K names that signer cannot be told
+    here. No vote. FAILED on the old code (Rejected as BINDING_MISMATCH)."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id = chain.active_lease()
+    genuine = backend.evidence(amd_sp, lease_id)
+    lying = dataclasses.replace(genuine, guest_key=honest_guest_key())
+    backend.upload(lying)
+    chain.submit(lease_id, genuine.report_hash)
+    backend.indexer.poll()
+    assert backend.verifier.run_pending() == []
+    assert _stored(store, lease_id) is None
+    judged = _appraise(backend, lease_id, lying)
+    assert judged.reasons == ["GUEST_KEY_UNKNOWN"] and judged.undecided is not None
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.PENDING
+    # The node's dispute would need a verdict: there is none to overturn, nobody is slashed.
+
+
+def test_a_wrong_guest_key_does_not_save_a_report_false_on_chain(
+    store: Store, chain: ChainSystem, amd_sp: SimulatedSecureProcessor
+) -> None:
+    """What the EVM checks without the guest key (here the measurement and REPORT_DATA's lease
+    binding) still rejects, whatever key the bundle carries: no key the node could dispute
+    with makes the report genuine on chain."""
+    backend = Backend(store, chain, amd_sp)
+    lease_id, other = chain.active_lease(), _accepted_lease(chain)
+    report_for_other = backend.evidence(amd_sp, other)  # genuine, but bound to `other`
+    lying = dataclasses.replace(report_for_other, lease_id=lease_id, guest_key=honest_guest_key())
+    backend.upload(lying)
+    chain.submit(lease_id, lying.report_hash)
+    backend.indexer.poll()
+    (result,) = backend.verifier.run_pending()
+    assert not result.ok
+    assert set(result.reason_codes) == {"BINDING_MISMATCH", "HOST_DATA_MISMATCH",
+                                        "GUEST_KEY_UNKNOWN"}, result.detail  # fmt: skip
+    assert chain.client().attestations.attestation_of(lease_id).status == AttestationStatus.REJECTED
 
 
 def _submittable_guest_key() -> bytes:
@@ -427,16 +552,28 @@ def test_the_claim_route_answers_with_the_verifiers_rule(
     assert live["claimed_at"] == pending["claimed_at"]
     results = {result.lease_id: result for result in backend.verifier.run_pending()}
     # Same cases, same answers: the verifier rejects exactly the lease the route warned.
-    assert results[first].ok and _claim(backend, key, first) is None
-    assert results[second].reason_codes == ["GUEST_KEY_REUSED"]
-    assert f"live lease {live['lease_id']}" in results[second].detail["errors"][0]
+    assert list(results) == [first] and results[first].ok
+    assert _claim(backend, key, first) is None
+    judged = _appraise(backend, second, bundles[1])
+    assert judged.reasons == ["GUEST_KEY_REUSED"] and judged.undecided is not None
+    assert f"live lease {live['lease_id']}" in judged.detail["errors"][0]
 
-    # The first lease closed: its claim ends for both, and a new lease may use the key.
+    # Both leases closed (the second, left unvoted, holds a live claim while it lasts): the
+    # claims end, and a new lease may use the key.
     chain.renter.leases.close_lease(first)
+    chain.renter.leases.close_lease(second)
     third = _accepted_lease(chain)
     backend.indexer.poll()
     assert _claim(backend, key, third) is None
-    assert _verdict(backend, backend.evidence(amd_sp, third, guest_key=key)).ok
+    bundle = backend.evidence(amd_sp, third, guest_key=key)
+    backend.upload(bundle)
+    chain.submit(third, bundle.report_hash)
+    backend.indexer.poll()
+    results = {result.lease_id: result for result in backend.verifier.run_pending()}
+    assert results[third].ok and results[third].confirm_tx is not None
+    # The second lease's genuine report, free of the first's claim now, is voted on too:
+    # Verified, as the EVM would find it (the registry pays a closed lease's held time).
+    assert results[second].ok
     # Now the third lease holds it: a fourth would lose to it.
     fourth = _accepted_lease(chain)
     backend.indexer.poll()

@@ -1,12 +1,14 @@
-"""The verifier never leaves a submission undecided (real anvil): one without evidence is
-rejected as NO_EVIDENCE once the evidence timeout passed, while a genuine one is verified."""
+"""A submission without evidence (real anvil): the verifier does not reject it (the node
+holding the report would overturn a NO_EVIDENCE rejection by disputing with it, and slash the
+verifiers); unvoted, it lapses at the end of the verification window and the renter closes
+the lease as a missed attestation. A genuine one is verified meanwhile."""
 
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
-from backend.store import Store
-from backend.verifier import NO_EVIDENCE
+from backend.store import Store, Verification
 from cvm.attestation import SimulatedSecureProcessor
 from cvm.chain import AttestationStatus, CloseReason, LeaseStatus
 from tests.fixtures.chain import ChainSystem
@@ -15,7 +17,7 @@ from tests.integration.backend.test_verifier import Backend, amd_sp, store  # no
 pytestmark = pytest.mark.integration
 
 
-def test_a_submission_without_evidence_is_rejected_in_time_and_a_genuine_one_verified(
+def test_a_submission_without_evidence_is_not_voted_on_and_lapses_against_the_node(
     store: Store,  # noqa: F811
     chain: ChainSystem,
     amd_sp: SimulatedSecureProcessor,  # noqa: F811
@@ -24,7 +26,8 @@ def test_a_submission_without_evidence_is_rejected_in_time_and_a_genuine_one_ver
     junk = chain.active_lease()
     genuine = chain.open_lease()
     chain.node.leases.accept_lease(genuine)
-    chain.submit(junk, b"\x77" * 32)  # a report hash nobody can back with evidence
+    withheld = backend.evidence(amd_sp, junk)  # a genuine report the node never uploads
+    chain.submit(junk, withheld.report_hash)
     bundle = backend.evidence(amd_sp, genuine)
     backend.upload(bundle)
     chain.submit(genuine, bundle.report_hash)
@@ -35,23 +38,22 @@ def test_a_submission_without_evidence_is_rejected_in_time_and_a_genuine_one_ver
     assert verified.lease_id == genuine and verified.ok
     assert chain.client().attestations.status_of(junk) == AttestationStatus.PENDING
 
-    timeout = backend.verifier.evidence_timeout_s
-    window = chain.client().attestations.verification_window()
-    assert timeout < window  # decided well before the registry would count it as missed
-    chain.advance(int(timeout))
-    (rejected,) = backend.verifier.run_pending()
-    assert rejected.lease_id == junk and not rejected.ok
-    assert rejected.reason_codes == [NO_EVIDENCE] and rejected.evidence_hash is None
-    assert rejected.confirm_tx is not None
+    # Past the timeout: still no vote (FAILED on the old code: rejected as NO_EVIDENCE, which
+    # the node, holding the genuine report, would overturn on chain).
+    chain.advance(int(backend.verifier.evidence_timeout_s))
+    assert backend.verifier.run_pending() == []
     client = chain.client()
-    assert client.attestations.status_of(junk) == AttestationStatus.REJECTED
+    assert client.attestations.status_of(junk) == AttestationStatus.PENDING
+    assert client.attestations.status_of(genuine) == AttestationStatus.VERIFIED
+    with store.session() as session:
+        assert session.scalar(select(Verification).where(Verification.lease_id == junk)) is None
+
+    # Unvoted past the registry's window: Expired, a missed first attestation the renter
+    # closes the lease on (refunded, the node's bond slashed).
+    chain.advance(client.attestations.verification_window())
+    assert client.attestations.status_of(junk) == AttestationStatus.EXPIRED
+    assert backend.verifier.run_pending() == []
+    chain.renter.leases.report_missed_attestation(junk)
     lease = client.leases.get_lease(junk)
     assert lease.status == LeaseStatus.CLOSED
-    assert lease.close_reason == CloseReason.ATTESTATION_REJECTED
-    assert client.attestations.status_of(genuine) == AttestationStatus.VERIFIED
-    assert backend.verifier.run_pending() == []  # voted once
-
-    backend.indexer.poll()
-    status = backend.api.get(f"/v1/leases/{junk}/attestation").json()
-    assert status["status"] == "rejected"
-    assert status["verification"]["reason_codes"] == [NO_EVIDENCE]
+    assert lease.close_reason == CloseReason.ATTESTATION_MISSED

@@ -338,6 +338,84 @@ def test_a_right_verdict_is_not_disputed(system: Court, backend: HonestBackend) 
     assert backend.status(bundle.lease_id)["dispute"] is None
 
 
+def _other_key() -> bytes:
+    """A well-formed guest key that is not the one the report binds."""
+    return simulated_guest_key()
+
+
+def test_a_genuine_verified_report_with_another_guest_key_in_its_bundle_is_not_disputed(
+    system: Court, backend: HonestBackend
+) -> None:
+    """The node uploads its genuine report with a guest key REPORT_DATA does not bind: the
+    EVM takes the key from the dispute, and the node would defend with the right one. The
+    watcher does not bet its bond on what it cannot tell (the honest verifier did not vote
+    either). FAILED on the old code (disputed as a REPORT_DATA mismatch: a challenge the node
+    wins by defending)."""
+    lease_id = system.lease()
+    genuine = system.evidence(lease_id)
+    backend.upload(replace(genuine, guest_key=_other_key()))
+    system.submit(genuine)  # the guest's own signer, as the node submits it
+    system.vote(lease_id, genuine.report_hash, True)
+    balance = system.client().token.balance_of(system.roles.honest.address)
+    (watched,) = backend.step().watched
+    assert watched.action == "not_disputable" and watched.dispute_tx is None, watched
+    assert system.client().token.balance_of(system.roles.honest.address) == balance
+    court = system.client().court
+    assert court is not None
+    assert not court.challenge_of(lease_id, genuine.report_hash).pending
+    assert system.client().attestations.status_of(lease_id) == AttestationStatus.VERIFIED
+
+
+def test_a_genuine_report_under_another_lease_id_rejected_by_a_colluder_is_restored(
+    system: Court, backend: HonestBackend
+) -> None:
+    """A genuine report uploaded under another lease's id: the watcher checks it against the
+    chain's lease, finds it good and disputes the colluder's Rejected, which the EVM reverses.
+    FAILED on the old code (its check said LEASE_MISMATCH: it agreed with the rejection)."""
+    lease_id, other = system.lease(), system.lease()
+    genuine = system.evidence(lease_id)
+    backend.upload(replace(genuine, lease_id=other))
+    system.submit(genuine)
+    system.vote(lease_id, genuine.report_hash, False)
+    (watched,) = backend.step().watched
+    assert watched.action == "dispute" and watched.dispute_tx is not None, watched
+    restored = system.client().attestations.submission_of(lease_id, genuine.report_hash)
+    assert restored.verdict == AttestationStatus.VERIFIED
+
+
+def test_a_report_of_another_lease_verified_with_a_wrong_guest_key_is_still_disputed(
+    system: Court, backend: HonestBackend
+) -> None:
+    """A genuine report of another lease (REPORT_DATA and HOST_DATA bind that one), uploaded
+    with a key REPORT_DATA does not bind: false on chain whatever key defends it. The
+    colluder votes Verified; the watcher disputes; the EVM cannot decide with the bundle's
+    key, so a challenge opens; nobody can defend it, and the watcher resolves it: reversed."""
+    lease_id, other = system.lease(), system.lease()
+    foreign = system.evidence(other)
+    bundle = replace(foreign, lease_id=lease_id, nonce=0, guest_key=_other_key())
+    backend.upload(bundle)
+    system.client(system.roles.node).attestations.submit(
+        lease_id, 0, bundle.report_hash, MEASUREMENT, 7, b"\xcc" * 32,
+        signer=GuestKey.parse(foreign.guest_key).signer,
+    )  # fmt: skip
+    system.vote(lease_id, bundle.report_hash, True)
+    colluder_stake = system.stake_of(system.roles.colluder.address)
+    watcher = backend.service.watcher
+    assert watcher is not None
+    watcher.clock = lambda: float(system.client().block_timestamp())
+    (watched,) = backend.step().watched
+    assert watched.action == "dispute" and watched.dispute_tx is not None, watched
+    court = system.client().court
+    assert court is not None
+    assert court.challenge_of(lease_id, bundle.report_hash).pending
+    system.anvil.increase_time(court.response_window() + 1)
+    system.anvil.mine()
+    (resolved,) = backend.step().watched
+    assert resolved.action == "resolved", resolved
+    assert system.client().attestations.status_of(lease_id) == AttestationStatus.REJECTED
+    assert system.stake_of(system.roles.colluder.address) < colluder_stake
+
+
 # --- `cvm attestation dispute N`, by hand ---------------------------------------------------
 
 
@@ -449,3 +527,44 @@ def test_dispute_by_hand_of_an_unprovable_verified_report_opens_a_challenge(
     assert challenge.disputer.lower() == system.roles.disputer.address.lower()
     table = cli.invoke(app, ["attestation", "dispute", str(lease_id), *by_hand])
     assert table.exit_code == 1 and "challenge" in table.output.lower()
+
+
+def test_dispute_by_hand_does_not_bet_on_a_guest_key_it_cannot_tell(
+    system: Court, backend: HonestBackend, by_hand: list[str]
+) -> None:
+    """A genuine report Verified, uploaded with a key REPORT_DATA does not bind: the CLI's
+    check is the verifiers' (the chain's lease, the EVM's view of the key), so it refuses."""
+    lease_id = system.lease()
+    genuine = system.evidence(lease_id)
+    backend.upload(replace(genuine, guest_key=_other_key()))
+    system.submit(genuine)
+    system.vote(lease_id, genuine.report_hash, True)
+    code, out = dispute(str(lease_id), *by_hand)
+    assert code == 1 and "not disputable" in out["error"], out
+    assert "GUEST_KEY_UNKNOWN" in out["error"]
+
+
+def test_dispute_by_hand_checks_a_garbage_vcek_with_kds_first(
+    system: Court,
+    backend: HonestBackend,
+    by_hand: list[str],
+    tmp_path: Path,
+) -> None:
+    """A genuine report uploaded with a garbage VCEK and Rejected by the colluder: the CLI
+    fetches the chip's VCEK (from its KDS cache here, as from CVM_KDS_URL), finds the report
+    genuine, disputes and the EVM restores it. FAILED on the old code (its check failed on the
+    bundle's certificate and agreed with the rejection: "nothing to dispute")."""
+    lease_id = system.lease()
+    genuine = system.evidence(lease_id)
+    backend.upload(replace(genuine, vcek=b"\x30\x03\x02\x01\x00", chain=b""))
+    system.submit(genuine)
+    system.vote(lease_id, genuine.report_hash, False)
+    from cvm.attestation import parse
+
+    cache = CachingKds(tmp_path / "cli" / "kds-cache")
+    cache.store(vcek_url(parse(genuine.report), system.chip.product), system.chip.vcek_der)
+    code, out = dispute(str(lease_id), *by_hand)
+    assert code == 0 and out["overturned"] is True, out
+    assert any("AMD's KDS" in message for message in out["messages"])
+    restored = system.client().attestations.submission_of(lease_id, genuine.report_hash)
+    assert restored.verdict == AttestationStatus.VERIFIED
