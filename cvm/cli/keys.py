@@ -30,6 +30,7 @@ from cvm.cli.plumbing import (
 from cvm.cli.renting import lease_app, open_renter, read_secrets
 
 if TYPE_CHECKING:
+    from cvm.chain.key_service import KeyServiceClient
     from cvm.renter import Renter
 
 MEASUREMENT_SIZE = 48
@@ -162,9 +163,11 @@ class KeyRequest:
         return found
 
 
-def require_key_service(renter: Renter) -> None:
-    if getattr(renter.chain, "keys", None) is None:
+def require_key_service(renter: Renter) -> KeyServiceClient:
+    keys = renter.chain.keys
+    if keys is None:
         raise CliError("this deployment has no key service (no KeyService contract recorded)")
+    return keys
 
 
 def holders_for(renter: Renter, wanted: list[str] | None, count: int) -> list[Any]:
@@ -274,8 +277,7 @@ def policy(
     removed = parse_measurements(remove, "--remove-measurement")
     changing = bool(added or removed) or failover is not None
     renter = open_renter(deployment, wallet, password_file, address=address, unlock=changing)
-    require_key_service(renter)
-    keys = renter.chain.keys  # type: ignore[attr-defined]
+    keys = require_key_service(renter)
     current = keys.key_policy_of(lease_id)
     if current is None:
         raise CliError(f"lease {lease_id} has no key policy (rent with --key-service)")
@@ -333,8 +335,7 @@ def rekey(
     if export_root is not None and export_root.expanduser().exists():
         raise UsageError(f"--export-root-key {export_root}: the file exists")
     renter = open_renter(deployment, wallet, password_file)
-    require_key_service(renter)
-    keys = renter.chain.keys  # type: ignore[attr-defined]
+    keys = require_key_service(renter)
     current = keys.key_policy_of(lease_id)
     if current is None:
         raise CliError(f"lease {lease_id} has no key policy to rotate (rent with --key-service)")
