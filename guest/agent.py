@@ -647,6 +647,7 @@ class KeyServiceOps:
                     keys.snapshot_nonce,
                     keys.epoch_seed,
                     installed.required_epoch,
+                    number_above=installed.epoch_seen,
                 )
             )
         except Exception as exc:  # the snapshot code's own errors: logged, the agent lives on

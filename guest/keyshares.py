@@ -56,6 +56,10 @@ INFO_EPOCH = b"cvm.epoch.v1"
 INFO_BUNDLE = b"cvm.bundle.v1"
 INFO_COMMIT = b"cvm.commit.v1"
 EPOCH_TAG = b"cvm.epoch.v1"  # the epoch record's signed bytes (INTERFACES 6)
+# An epoch a share names without a record this guest can check (an earlier key version's,
+# no carried-over root) only moves where new epochs are numbered from, and only up to this:
+# a lying holder cannot exhaust the 64-bit counter (2**40 snapshots is far beyond any lease).
+EPOCH_HINT_MAX = 2**40
 ROOT_SIZE = 32
 SHARE_SIZE = 32
 MAX_HOLDERS = 16
@@ -455,6 +459,11 @@ class Installed:
     snapshot: bytes | None  # the snapshot id holders named with that epoch
     bundle: Bundle | None
     previous: dict[int, DerivedKeys] = field(default_factory=dict, repr=False)
+    # The highest epoch any opened share named, checked or not (bounded by EPOCH_HINT_MAX):
+    # not a floor (an unchecked record proves nothing), only where new epochs are numbered
+    # from, so that after a rekey without a carried-over root the guest's records are above
+    # the old version's floor the holders and the backend keep, not refused until it passes it.
+    epoch_seen: int = 0
 
 
 def _epoch_holds(
@@ -597,6 +606,9 @@ class KeyShares:
                 snapshot=newest.snapshot,
                 bundle=opened,
                 previous=previous,
+                epoch_seen=max(
+                    [newest.epoch] + [s.epoch for s in shares if s.epoch <= EPOCH_HINT_MAX]
+                ),
             )
         raise KeyShareError(
             f"{len(shares)} share(s) of key version {manifest.key_version} do not combine to"

@@ -55,6 +55,7 @@ MAX_NAME_BYTES = 4096
 RESERVED = ".cvm"  # <mount>/.cvm: the epoch file and the restore staging; never in a snapshot
 SKIPPED = ("lost+found",)  # ext4's own; never in a snapshot, refused in one
 EPOCH_FILE = "epoch"
+NUMBER_ABOVE_MAX = 2**40  # keyshares.EPOCH_HINT_MAX: a hint, never the whole counter
 SPOOL_DIR = Path("/run/cvm/snapshot")
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
@@ -98,6 +99,9 @@ class SnapshotKeys:
     nonce_key: bytes
     epoch_seed: bytes
     required_epoch: int = 0
+    # Number new epochs above this too (not a floor: an epoch named by a record this guest
+    # could not check, e.g. of the version before a rekey without a carried-over root).
+    number_above: int = 0
     # The same lease's keys of earlier key versions (a rekey): a snapshot sealed before the
     # rekey still restores; new snapshots are sealed under this version only.
     previous: tuple[SnapshotKeys, ...] = ()
@@ -110,6 +114,8 @@ class SnapshotKeys:
                 raise SnapshotError(f"{name} must be 32 bytes")
         if not 0 <= self.key_version <= UINT32_MAX or not 0 <= self.required_epoch <= UINT64_MAX:
             raise SnapshotError("key_version or required_epoch out of range")
+        if not 0 <= self.number_above <= NUMBER_ABOVE_MAX:
+            raise SnapshotError("number_above out of range")
         if not 0 <= self.lease_id < 2**256 or not 0 <= self.chain_id < 2**256:
             raise SnapshotError("lease_id or chain_id out of range")
 
@@ -663,6 +669,9 @@ class SnapshotManager:
             if self.keys is not None and self.state in ("ready", "restore_needed"):
                 # Installed again (a new release): the required epoch only goes up.
                 keys = _with_required(keys, max(keys.required_epoch, self.keys.required_epoch))
+                keys = dataclasses.replace(
+                    keys, number_above=max(keys.number_above, self.keys.number_above)
+                )
             self.keys = keys
             local = read_local_epoch(self.mount, keys.lease_id)
             if (local or 0) >= keys.required_epoch:
@@ -724,7 +733,7 @@ class SnapshotManager:
             if not self.is_mounted(self.mount):
                 raise SnapshotError(f"snapshot: {self.mount} is not mounted")
             local = read_local_epoch(self.mount, keys.lease_id) or 0
-            epoch = max(local, keys.required_epoch) + 1
+            epoch = max(local, keys.required_epoch, keys.number_above) + 1
             if epoch > UINT64_MAX:
                 raise SnapshotError("snapshot: the epoch counter is exhausted")
             out = self.spool / "out"

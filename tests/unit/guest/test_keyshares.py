@@ -482,6 +482,7 @@ def test_the_snapshot_code_gets_its_keys_and_the_required_epoch_once_mounted(age
         nonce_key: bytes
         epoch_seed: bytes
         required_epoch: int = 0
+        number_above: int = 0
 
     module = type("M", (), {"SnapshotKeys": SnapshotKeys})
     monkeypatch.setattr(guest_agent, "guest_snapshot", module, raising=False)
@@ -620,6 +621,48 @@ def test_an_earlier_versions_epoch_without_its_root_does_not_count(agent):
     ]  # fmt: skip
     answer = keys_op(agent, v2, rel)
     assert answer["installed"] is True and answer["required_epoch"] == 0
+
+
+@pytest.mark.parametrize(("claimed", "numbered_above"), [(50, 50), (2**40 + 1, 0)])
+def test_a_rekeyed_guest_numbers_its_epochs_above_the_old_versions_floor(
+    agent, monkeypatch, claimed, numbered_above
+):
+    """After a rekey without a carried-over root, the old version's record cannot be checked
+    (no floor), but the holders and the backend keep its epoch: the new guest's first
+    snapshot must be numbered above it or every record it signs is refused. A claim beyond
+    the bound (a lying holder exhausting the counter) is not taken."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class SnapshotKeys:  # the shape of guest.snapshot.SnapshotKeys
+        chain_id: int
+        registry: bytes
+        lease_id: int
+        key_version: int
+        snapshot_key: bytes
+        nonce_key: bytes
+        epoch_seed: bytes
+        required_epoch: int = 0
+        number_above: int = 0
+
+    module = type("M", (), {"SnapshotKeys": SnapshotKeys})
+    monkeypatch.setattr(guest_agent, "guest_snapshot", module, raising=False)
+    events: list[Any] = []
+    agent.hold_state = lambda: events.append("hold")  # type: ignore[attr-defined]
+    agent.install_snapshot_keys = lambda keys: events.append(keys) or {"restore_needed": False}  # type: ignore[attr-defined]
+    report_data = attest(agent)
+    guest = hpke_key(agent)
+    v2, _ = deposit_for(threshold=2, key_version=2)
+    claim = signed_epoch(kr.new_root(), claimed, b"\x32" * 32, key_version=1)
+    rel = [
+        HOLDERS[0].release(guest, report_data, HOLDERS[0].share_of(v2), **claim,
+                           epoch_key_version=1),
+        HOLDERS[1].release(guest, report_data, HOLDERS[1].share_of(v2)),
+    ]  # fmt: skip
+    assert keys_op(agent, v2, rel)["required_epoch"] == 0
+    wait_volume(agent)
+    keys = events[1]
+    assert (keys.required_epoch, keys.number_above) == (0, numbered_above)
 
 
 def test_a_bundle_held_back_at_install_is_taken_when_it_comes(agent, tmp_path):

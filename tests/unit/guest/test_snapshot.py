@@ -508,3 +508,20 @@ def test_a_snapshot_sealed_before_a_rekey_restores_with_the_previous_key(tmp_pat
     assert host.restore(1)["ok"] is True
     target = tmp_path / "with-previous" / "dst" / "data"
     assert tree(target) == tree(mount)
+
+
+def test_epochs_are_numbered_above_what_the_holders_named_but_not_floored_by_it(tmp_path):
+    """A rekeyed guest whose holders keep the old version's epoch 40 (a record it cannot
+    check): it still uses its fresh volume (no floor), and its first snapshot is epoch 41,
+    which the holders and the backend accept, not epoch 1, which they refuse."""
+    import dataclasses
+
+    mount = tmp_path / "n" / "data"
+    agent = make_agent(tmp_path / "n", manager(mount, tmp_path / "n" / "spool"))
+    assert agent.install_snapshot_keys(dataclasses.replace(keys(0), number_above=40))[
+        "restore_needed"
+    ] is False
+    fill(mount)
+    assert Host(agent).snapshot()["epoch"] == 41
+    with pytest.raises(snap.SnapshotError, match="number_above"):
+        dataclasses.replace(keys(0), number_above=2**40 + 1)
