@@ -24,6 +24,7 @@ from cvm.cli.plumbing import (
     UsageError,
     WalletOption,
     emit,
+    err,
     literal,
     out,
 )
@@ -59,6 +60,14 @@ ThresholdOption = Annotated[
     int | None,
     typer.Option(
         "--threshold", help=f"Shares needed to rebuild the key (default {DEFAULT_THRESHOLD})."
+    ),
+]
+AllowThresholdOneOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-threshold-one",
+        help="Accept --threshold 1: EVERY holder then holds the whole root key (any one of them,"
+        " alone, can read the lease's disk, snapshots and secrets).",
     ),
 ]
 ExportRootOption = Annotated[
@@ -107,11 +116,30 @@ def parse_holders(text: str | None) -> list[str] | None:
     return addresses
 
 
-def check_threshold(threshold: int, holders: int) -> None:
+THRESHOLD_ONE_WARNING = (
+    "WARNING: threshold 1: every holder holds the WHOLE root key; any one of them alone can"
+    " read this lease's disk, snapshots and secrets"
+)
+
+
+def check_threshold(threshold: int, holders: int, allow_one: bool = False) -> None:
+    """From 1 to the number of holders; 1 (each share is the whole key: Shamir with t = 1
+    hands every holder the secret itself) only with --allow-threshold-one."""
     if not 1 <= threshold <= holders:
         raise UsageError(
             f"--threshold {threshold}: it must be from 1 to the number of holders ({holders})"
         )
+    if threshold == 1 and not allow_one:
+        raise UsageError(
+            "--threshold 1: every holder would hold the whole root key (no threshold at all);"
+            " use 2 or more, or pass --allow-threshold-one to accept that"
+        )
+
+
+def warn_threshold_one(threshold: int) -> None:
+    """Said on stderr (even with --json) whenever a threshold-1 key is deposited."""
+    if threshold == 1:
+        err().print(THRESHOLD_ONE_WARNING, style="bold red", highlight=False)
 
 
 def check_secret_names(secrets: dict[str, bytes]) -> None:
@@ -133,6 +161,7 @@ class KeyRequest:
         allow: Sequence[str] | None,
         secrets: dict[str, bytes],
         export_root: Path | None,
+        allow_threshold_one: bool = False,
     ) -> None:
         self.holders = parse_holders(holders)
         count = len(self.holders) if self.holders is not None else DEFAULT_HOLDERS
@@ -140,7 +169,7 @@ class KeyRequest:
         if self.holders is None and threshold is not None:
             count = max(count, threshold)
         self.count = count
-        check_threshold(self.threshold, count)
+        check_threshold(self.threshold, count, allow_threshold_one)
         self.failover = failover
         self.allowed = parse_measurements(allow)
         check_secret_names(secrets)
@@ -307,6 +336,7 @@ def rekey(
     lease_id: LeaseIdArg,
     holders: HoldersOption = None,
     threshold: ThresholdOption = None,
+    allow_threshold_one: AllowThresholdOneOption = False,
     secret: Annotated[
         list[str] | None,
         typer.Option("--secret", help="NAME=FILE for the new version's bundle; repeatable."),
@@ -354,8 +384,9 @@ def rekey(
     addresses = wanted if wanted is not None else [str(h) for h in current.holders]
     count = len(addresses)
     chosen_threshold = threshold if threshold is not None else min(int(current.threshold), count)
-    check_threshold(chosen_threshold, count)
+    check_threshold(chosen_threshold, count, allow_threshold_one)
     chosen = holders_for(renter, addresses, count)
+    warn_threshold_one(chosen_threshold)
     from cvm.key_release import deposit_keys
 
     result = deposit_keys(

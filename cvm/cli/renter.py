@@ -18,12 +18,14 @@ import typer
 
 from cvm.cli.keys import (
     AllowMeasurementOption,
+    AllowThresholdOneOption,
     ExportRootOption,
     HoldersOption,
     KeyRequest,
     ThresholdOption,
     deposit_text,
     holders_for,
+    warn_threshold_one,
 )
 from cvm.cli.keys import deposit as key_deposit
 from cvm.cli.plumbing import (
@@ -355,6 +357,7 @@ def rent(
     ] = False,
     holders: HoldersOption = None,
     threshold: ThresholdOption = None,
+    allow_threshold_one: AllowThresholdOneOption = False,
     failover: Annotated[
         bool,
         typer.Option(
@@ -388,10 +391,12 @@ def rent(
     if key_service:
         # The secrets go into the key's sealed bundle: no --wait, no renter online needed.
         keys_wanted = KeyRequest(holders, threshold, failover, allow_measurement, secrets,
-                                 export_root_key)  # fmt: skip
-    elif holders or threshold is not None or allow_measurement or export_root_key:
+                                 export_root_key, allow_threshold_one)  # fmt: skip
+    elif (holders or threshold is not None or allow_measurement or export_root_key
+          or allow_threshold_one):  # fmt: skip
         raise UsageError(
-            "--holders/--threshold/--allow-measurement/--export-root-key need --key-service"
+            "--holders/--threshold/--allow-threshold-one/--allow-measurement/--export-root-key"
+            " need --key-service"
         )
     if secrets and not wait and not key_service:
         raise UsageError("--secret needs --wait: secrets go only to a Verified guest")
@@ -444,6 +449,7 @@ def rent(
     if keys_wanted is not None:  # checked on chain before the lease is paid for
         key_holders = holders_for(renter, keys_wanted.holders, keys_wanted.count)
         key_measurements = keys_wanted.measurements(expected)
+        warn_threshold_one(keys_wanted.threshold)
     offer = quote(renter.matching_nodes(request), request, decimals)
     if not as_json and offer["nodes"]:
         out().print(quote_text(offer, request, decimals), highlight=False)

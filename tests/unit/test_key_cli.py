@@ -143,6 +143,8 @@ def _no_traceback(result: Any) -> None:
         (["--allow-measurement", "ab" * 47], "96 hex digits"),
         (["--holders", f"{HOLDERS[0]},{HOLDERS[1]}", "--threshold", "3"], "--threshold 3"),
         (["--threshold", "0"], "--threshold 0"),
+        (["--threshold", "1"], "--allow-threshold-one"),
+        (["--holders", HOLDERS[0]], "--allow-threshold-one"),  # the default: min(2, 1) = 1
         (["--holders", "0x1234"], "not a 0x-prefixed"),
         (["--holders", f"{HOLDERS[0]},{HOLDERS[0]}"], "named twice"),
     ],
@@ -319,6 +321,25 @@ def test_rent_with_the_key_service_deposits_after_the_lease_exists(monkeypatch, 
     [(lease_id, deposit)] = renter.api.deposits
     assert lease_id == 9 and deposit.manifest.leaseId == 9 and deposit.bundle is None
     assert renter.events == ["rent"]
+
+
+def test_threshold_one_needs_its_flag_and_is_warned_about_loudly(monkeypatch):
+    """Threshold 1 hands every holder the whole root key: refused without
+    --allow-threshold-one (rent and rekey), and with it a warning on stderr, even with --json."""
+    keys = FakeKeys(active=HOLDERS)
+    renter = RentingRenter(keys)
+    result = rent(renter, monkeypatch, "--threshold", "1", "--allow-threshold-one")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["keys"]["threshold"] == 1
+    assert "every holder holds the WHOLE root key" in result.stderr
+    rekeying = FakeRenter(FakeKeys(active=HOLDERS, policy=policy(key_version=3)))
+    use(monkeypatch, rekeying)
+    refused = run("lease", "rekey", "5", "--threshold", "1", "--json")
+    assert refused.exit_code == 2 and "--allow-threshold-one" in refused.output
+    assert rekeying.api.deposits == []
+    allowed = run("lease", "rekey", "5", "--threshold", "1", "--allow-threshold-one", "--json")
+    assert allowed.exit_code == 0, allowed.output
+    assert "every holder holds the WHOLE root key" in allowed.stderr
 
 
 def test_rent_checks_the_holders_on_chain_before_paying(monkeypatch):
