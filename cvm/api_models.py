@@ -615,6 +615,9 @@ class KeyShareIn(_Body):
     holder: Address
     enc: HpkeEnc
     ciphertext: SealedShare
+    # The renter's EIP-712 KeyShare(manifestHash, index, sha256(enc || ciphertext)) signature
+    # (cvm.guest_eip712.key_share_message): holders take only shares their renter signed.
+    signature: HexSignature
 
 
 class KeyDepositIn(_Body):
@@ -645,6 +648,7 @@ class KeyShareView(_View):
     signature: str
     enc: str
     ciphertext: str
+    share_signature: str  # the renter's KeyShare signature of (manifestHash, index, enc, ct)
 
 
 class KeyReleaseIn(_Body):

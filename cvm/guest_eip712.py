@@ -185,3 +185,34 @@ def key_manifest_message(chain_id: int, registry: str, manifest: dict[str, Any])
 def key_manifest_hash(chain_id: int, registry: str, manifest: dict[str, Any]) -> bytes:
     """manifestHash: the full EIP-712 digest of the manifest (what the key policy stores)."""
     return digest(key_manifest_message(chain_id, registry, manifest))
+
+
+# --- KeyShare (issue 20, red team B): the renter's word on each holder's sealed share -----------
+# `KeyShare(bytes32 manifestHash,uint8 index,bytes32 shareHash)`, shareHash = sha256(enc ||
+# ciphertext) of the HPKE-sealed share of holder index (manifest.holders[index - 1]). A share is
+# HPKE base mode to the holder's public key, so anyone (the backend) can seal one; the holder
+# takes only a share its lease's renter signed this way, so junk sealed by someone else can
+# neither be kept nor block the renter's real share.
+KEY_SHARE_TYPE = [
+    {"name": "manifestHash", "type": "bytes32"},
+    {"name": "index", "type": "uint8"},
+    {"name": "shareHash", "type": "bytes32"},
+]
+
+
+def share_hash(enc: bytes, ciphertext: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(enc + ciphertext).digest()
+
+
+def key_share_message(
+    chain_id: int, registry: str, manifest_hash: bytes, index: int, enc: bytes, ciphertext: bytes
+) -> SignableMessage:
+    """The EIP-712 KeyShare of one sealed share; ValueError for an index out of 1..16."""
+    if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= MAX_KEY_HOLDERS:
+        raise ValueError(f"a share index is 1..{MAX_KEY_HOLDERS}")
+    return _typed(chain_id, registry, "KeyShare", KEY_SHARE_TYPE, {
+        "manifestHash": _bytes32(manifest_hash, "manifestHash"), "index": index,
+        "shareHash": share_hash(enc, ciphertext),
+    })  # fmt: skip

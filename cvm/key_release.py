@@ -269,6 +269,9 @@ class KeyDeposit:
     signature: bytes
     shares: tuple[tuple[str, bytes, bytes], ...]  # (holder, enc, ciphertext)
     bundle: bytes | None
+    # The renter's EIP-712 KeyShare signature of each share, in the same order: a holder
+    # takes only a share its renter signed (the backend cannot slip in one of its own).
+    share_signatures: tuple[bytes, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The body of PUT /v1/leases/{id}/keys (KeyDepositIn)."""
@@ -277,8 +280,11 @@ class KeyDeposit:
             "manifest": self.manifest.to_json(),
             "signature": "0x" + self.signature.hex(),
             "shares": [
-                {"holder": holder, "enc": b64(enc).decode(), "ciphertext": b64(ct).decode()}
-                for holder, enc, ct in self.shares
+                {"holder": holder, "enc": b64(enc).decode(), "ciphertext": b64(ct).decode(),
+                 "signature": "0x" + signature.hex()}
+                for (holder, enc, ct), signature in zip(
+                    self.shares, self.share_signatures, strict=True
+                )
             ],
             "bundle": b64(self.bundle).decode() if self.bundle is not None else None,
         }
@@ -362,10 +368,17 @@ def make_deposit(
         )
         for i, h in enumerate(holders)
     )
+    share_signatures = tuple(
+        guest_eip712.sign(
+            guest_eip712.key_share_message(chain_id, registry, manifest_hash, i + 1, enc, ct),
+            renter,
+        )
+        for i, (_holder, enc, ct) in enumerate(sealed)
+    )
     bundle = None
     if secrets or previous_roots:
         bundle = seal_bundle(value, lease_id, key_version, secrets, previous_roots)
-    deposit = KeyDeposit(manifest, manifest_hash, signature, sealed, bundle)
+    deposit = KeyDeposit(manifest, manifest_hash, signature, sealed, bundle, share_signatures)
     return deposit, RootKey(bytearray(value))
 
 

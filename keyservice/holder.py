@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from cvm import guest_eip712
 from cvm.attestation.errors import AttestationError
 from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.release import verify_guest
@@ -129,6 +130,24 @@ class Holder:
             raise Refused("the manifest's holders are not the on-chain policy's")
         if policy.threshold != manifest.threshold:
             raise Refused("the manifest's threshold is not the on-chain policy's")
+        # HPKE base mode: anyone (the backend) can seal a share to this holder's key. Only a
+        # share the renter signed (EIP-712 KeyShare over its ciphertext) is taken, before it
+        # is even opened: junk is refused and leaves nothing behind, so it cannot block the
+        # renter's own share when that comes.
+        share_signature = unhex(deposit.get("share_signature"), "share_signature", 65)
+        try:
+            share_signer = guest_eip712.recover(
+                guest_eip712.key_share_message(chain_id, registry, manifest_hash, index, enc,
+                                               ciphertext),  # fmt: skip
+                share_signature,
+            )
+        except ValueError as exc:
+            raise Refused(f"the share's signature does not recover: {exc}") from None
+        if share_signer.lower() != renter.lower():
+            raise Refused(
+                f"the share of lease {lease_id} v{manifest.key_version} is not signed by the"
+                f" lease's renter {renter}"
+            )
         opened = open_deposit(self.keys.x25519_private, manifest_hash, enc, ciphertext)
         if (opened.lease_id, opened.key_version, opened.index) != (
             lease_id, manifest.key_version, index,

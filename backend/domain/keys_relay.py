@@ -206,6 +206,20 @@ def put_deposit(
     if signer.lower() != lease.renter:
         raise InvalidInput(f"the key manifest is signed by {signer}, not by the lease's renter")
     manifest_hash = "0x" + guest_eip712.digest(message).hex()
+    for index, holder in enumerate(holders, start=1):  # each share is the renter's own
+        share = shares[holder]
+        try:
+            share_signer = guest_eip712.recover(
+                guest_eip712.key_share_message(
+                    chain_id, registry, bytes.fromhex(manifest_hash[2:]), index,
+                    base64.b64decode(share.enc), base64.b64decode(share.ciphertext),
+                ),
+                bytes.fromhex(share.signature.removeprefix("0x")),
+            )  # fmt: skip
+        except ValueError as exc:
+            raise InvalidInput(f"the share of {holder} or its signature is malformed: {exc}") from None
+        if share_signer.lower() != lease.renter:
+            raise InvalidInput(f"the share of {holder} is not signed by the lease's renter")
     row = session.get(KeyDeposit, lease_id, with_for_update=True)
     if row is not None:
         if manifest.keyVersion < row.key_version:
@@ -236,7 +250,8 @@ def put_deposit(
     for holder in holders:  # in the manifest's order: cursors follow share indices
         share = shares[holder]
         session.add(KeyShare(lease_id=lease_id, holder=holder, key_version=manifest.keyVersion,
-                             enc=share.enc, ciphertext=share.ciphertext))  # fmt: skip
+                             enc=share.enc, ciphertext=share.ciphertext,
+                             signature=_hex(share.signature)))  # fmt: skip
     session.flush()
     node = lease.node if lease.status == LeaseState.ACTIVE else None
     return _deposit_view(row), node
@@ -263,6 +278,7 @@ def shares_for_holder(session: Session, holder: str, after: int, limit: int) -> 
             signature=deposit.signature,
             enc=share.enc,
             ciphertext=share.ciphertext,
+            share_signature=share.signature,
         )
         for share, deposit in rows
     ]

@@ -485,6 +485,7 @@ class KeyShare(Base):
     key_version: Mapped[int] = mapped_column(BigInteger)
     enc: Mapped[str] = mapped_column(String(64))
     ciphertext: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(132))  # the renter's KeyShare signature
 
     __table_args__ = (
         UniqueConstraint("lease_id", "holder", "key_version", name="uq_key_share"),

@@ -108,11 +108,17 @@ def deposits(chain: ChainSystem, manifest: KeyManifest, holders: list[HolderKeys
     for index, holder in enumerate(holders, start=1):
         enc, ciphertext = seal_deposit(holder.x25519_public, manifest_hash, manifest.lease_id,
                                        1, index, bytes([index]) * 32)  # fmt: skip
+        share_signature = guest_eip712.sign(
+            guest_eip712.key_share_message(chain.deployment.chain_id, registry, manifest_hash,
+                                           index, enc, ciphertext),  # fmt: skip
+            chain.accounts.renter,
+        )
         found.append({
             "cursor": 1, "lease_id": manifest.lease_id, "key_version": 1,
             "manifest": manifest.to_json(), "signature": "0x" + signature.hex(),
             "enc": base64.b64encode(enc).decode(),
             "ciphertext": base64.b64encode(ciphertext).decode(),
+            "share_signature": "0x" + share_signature.hex(),
         })  # fmt: skip
     return found
 

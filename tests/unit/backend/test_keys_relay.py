@@ -105,12 +105,26 @@ class KeyWorld:
         signature = guest_eip712.sign(message, signer or self.renter).hex()
         if shares is None:
             shares = [
-                KeyShareIn(holder=holder, enc=_b64(os.urandom(32)), ciphertext=_b64(os.urandom(80)))
-                for holder in manifest.holders
+                self.share(manifest, index, os.urandom(32), os.urandom(80), signer)
+                for index in range(1, len(manifest.holders) + 1)
             ]
         return KeyDepositIn(
             manifest=manifest, signature=signature, shares=shares, bundle=_b64(os.urandom(200))
         )
+
+    def share(
+        self, manifest: KeyManifestJson, index: int, enc: bytes, ciphertext: bytes,
+        signer: LocalAccount | None = None,
+    ) -> KeyShareIn:  # fmt: skip
+        """Holder `index`'s share, signed (EIP-712 KeyShare) by the renter or `signer`."""
+        manifest_hash = guest_eip712.key_manifest_hash(CHAIN_ID, REGISTRY, manifest.message())
+        signature = guest_eip712.sign(
+            guest_eip712.key_share_message(CHAIN_ID, REGISTRY, manifest_hash, index, enc,
+                                           ciphertext),  # fmt: skip
+            signer or self.renter,
+        )
+        return KeyShareIn(holder=manifest.holders[index - 1], enc=_b64(enc),
+                          ciphertext=_b64(ciphertext), signature=signature.hex())  # fmt: skip
 
     def epoch(self, epoch: int, snapshot: str, key_version: int = 1) -> EpochRecordIn:
         message = epoch_record_message(
@@ -191,6 +205,17 @@ def test_only_the_lease_renter_deposits_and_only_its_own_signature_counts(world:
         assert _status(lambda: renter.put_keys(LEASE, world.deposit(shares=swapped))) == 422
         twice = [*full.shares[:2], full.shares[0]]
         assert _status(lambda: renter.put_keys(LEASE, world.deposit(shares=twice))) == 422
+        # A share not signed by the renter (the backend's own junk, or a stranger's), or the
+        # renter's signature moved to other ciphertext or another manifest: refused.
+        manifest = world.manifest()
+        good = world.deposit(manifest)
+        junk = world.share(manifest, 2, os.urandom(32), os.urandom(80), world.stranger)
+        moved = good.shares[1].model_copy(update={"ciphertext": _b64(os.urandom(80))})
+        for bad in (junk, moved):
+            shares = [good.shares[0], bad, good.shares[2]]
+            assert _status(lambda: renter.put_keys(LEASE, world.deposit(manifest, shares=shares))) == 422
+        other_manifest = world.deposit(shares=good.shares)  # signed for `manifest`, not this one
+        assert _status(lambda: renter.put_keys(LEASE, other_manifest)) == 422
         assert _status(lambda: renter.put_keys(LEASE + 5, world.deposit())) == 404
     with world.store.session() as session:
         assert session.scalars(select(KeyShare)).all() == []
@@ -465,13 +490,13 @@ def test_the_backend_keeps_only_what_it_was_sent_ciphertext_and_public_records(
     )
     holder_keys = [suite.kem.derive_key_pair(os.urandom(32)) for _ in world.holders]
     root = os.urandom(32)
-    shares = []
-    for holder, pair in zip(world.holders, holder_keys, strict=True):
-        enc, sender = suite.create_sender_context(pair.public_key, info=b"cvm.keyshare.v1")
-        shares.append(KeyShareIn(holder=holder.address, enc=_b64(enc),
-                                 ciphertext=_b64(sender.seal(root[:16] + root[16:]))))  # fmt: skip
     manifest = world.manifest(holderKeys=["0x" + pair.public_key.to_public_bytes().hex()
                                           for pair in holder_keys])  # fmt: skip
+    shares = []
+    for index, pair in enumerate(holder_keys, start=1):
+        enc, sender = suite.create_sender_context(pair.public_key, info=b"cvm.keyshare.v1")
+        shares.append(world.share(manifest, index, bytes(enc),
+                                  bytes(sender.seal(root[:16] + root[16:]))))  # fmt: skip
     plaintext_chunk = b"the service's data " * 100
     with world.client(world.renter) as renter, world.client() as api:
         renter.put_keys(LEASE, world.deposit(manifest, shares=shares))

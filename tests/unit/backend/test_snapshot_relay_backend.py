@@ -80,11 +80,17 @@ def test_the_relay_stores_and_restores_through_the_real_backend(
     signature = guest_eip712.sign(
         guest_eip712.key_manifest_message(CHAIN_ID, REGISTRY, manifest.message()), renter
     ).hex()
-    shares = [
-        KeyShareIn(holder=h.address, enc=base64.b64encode(os.urandom(32)).decode(),
-                   ciphertext=base64.b64encode(os.urandom(80)).decode())
-        for h in holders
-    ]  # fmt: skip
+    manifest_hash = guest_eip712.key_manifest_hash(CHAIN_ID, REGISTRY, manifest.message())
+    shares = []
+    for index, h in enumerate(holders, start=1):
+        enc, ciphertext = os.urandom(32), os.urandom(80)
+        share_signature = guest_eip712.sign(
+            guest_eip712.key_share_message(CHAIN_ID, REGISTRY, manifest_hash, index, enc,
+                                           ciphertext), renter,
+        ).hex()  # fmt: skip
+        shares.append(KeyShareIn(holder=h.address, enc=base64.b64encode(enc).decode(),
+                                 ciphertext=base64.b64encode(ciphertext).decode(),
+                                 signature=share_signature))  # fmt: skip
     owner = ApiClient(live_api)
     owner.login(renter.key)
     owner.put_keys(LEASE, KeyDepositIn(manifest=manifest, signature=signature, shares=shares))

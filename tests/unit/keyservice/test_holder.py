@@ -63,9 +63,31 @@ def test_a_share_claiming_another_index_is_refused(world):
 
 def test_a_share_sealed_to_another_holder_does_not_open(world):
     lease = world.lease(7)
-    item = world.deposit(lease, 1)  # sealed to holder 1's key
+    item = world.deposit(lease, 1, signed_index=1)  # sealed to holder 1's key
     with pytest.raises(Refused, match="does not open"):
         world.holders[0].accept_deposit(item)
+
+
+def test_a_share_the_renter_did_not_sign_is_refused_and_never_blocks_the_real_one(world):
+    """The deposit is HPKE base mode: the backend can seal a share of its own to a holder's
+    public key under the public manifest. Were it kept, the renter's real share (the same key
+    version) would be refused for good. A share is taken only with the renter's EIP-712
+    KeyShare signature over its ciphertext: junk first, then the real share, is kept."""
+    lease = world.lease(7)
+    holder = world.holders[0]
+    junk = world.deposit(lease, 0, share=bytes(32), share_signer=Account.create())
+    with pytest.raises(Refused, match="not signed by the lease's renter"):
+        holder.accept_deposit(junk)
+    real = world.deposit(lease, 0)
+    moved = world.deposit(lease, 0, share=bytes(32)) | {"share_signature": real["share_signature"]}
+    with pytest.raises(Refused, match="not signed by the lease's renter"):
+        holder.accept_deposit(moved)  # the renter's signature over other ciphertext
+    unsigned = {k: v for k, v in world.deposit(lease, 0, share=bytes(32)).items()
+                if k != "share_signature"}  # fmt: skip
+    with pytest.raises(Refused, match="share_signature"):
+        holder.accept_deposit(unsigned)
+    assert world.stores[0].share(7) is None
+    assert holder.accept_deposit(real).share == lease.shares[0]
 
 
 def test_a_holder_not_in_the_manifest_or_with_another_key_is_refused(world):

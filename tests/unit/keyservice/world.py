@@ -175,13 +175,20 @@ class World:
         return lease
 
     def deposit(self, lease: Lease, holder: int, *, index: int | None = None,
-                share: bytes | None = None, **overrides: Any) -> dict:  # fmt: skip
-        """Holder `holder`'s deposit of `lease` (as the backend serves it)."""
+                share: bytes | None = None, share_signer: Any = None,
+                signed_index: int | None = None, **overrides: Any) -> dict:  # fmt: skip
+        """Holder `holder`'s deposit of `lease` (as the backend serves it), its share signed
+        by the renter (or `share_signer`)."""
         keys = self.keys[holder]
         enc, ciphertext = seal_deposit(
             keys.x25519_public, lease.manifest_hash, lease.lease_id, lease.manifest.key_version,
             index or holder + 1, share or lease.shares[holder],
         )  # fmt: skip
+        share_signature = guest_eip712.sign(
+            guest_eip712.key_share_message(CHAIN_ID, REGISTRY, lease.manifest_hash,
+                                           signed_index or holder + 1, enc, ciphertext),
+            share_signer or lease.renter,
+        )
         self.cursor += 1
         item = {
             "cursor": self.cursor,
@@ -191,6 +198,7 @@ class World:
             "signature": "0x" + lease.signature.hex(),
             "enc": base64.b64encode(enc).decode(),
             "ciphertext": base64.b64encode(ciphertext).decode(),
+            "share_signature": "0x" + share_signature.hex(),
         }
         return item | overrides
 

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("key_version", sa.BigInteger(), nullable=False),
         sa.Column("enc", sa.String(length=64), nullable=False),
         sa.Column("ciphertext", sa.Text(), nullable=False),
+        sa.Column("signature", sa.String(length=132), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("lease_id", "holder", "key_version", name="uq_key_share"),
         sqlite_autoincrement=True,  # holders' cursors only grow: no id is handed out twice
