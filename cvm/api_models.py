@@ -727,6 +727,30 @@ def epoch_record_message(
     )
 
 
+# A snapshot's manifest object starts with the clear list of its distinct chunk ids
+# (guest/snapshot.py: MAGIC (8) || count (4 BE) || count x 32-byte ids || the sealed manifest,
+# whose AEAD binds that header). The object's SHA-256 is the epoch record's `snapshot`, so the
+# guest's signature commits to the list; the backend stores a record only once every chunk it
+# lists is stored.
+SNAPSHOT_MANIFEST_MAGIC = b"CVMSNAP2"
+SNAPSHOT_MANIFEST_MAX_CHUNKS = 1024
+
+
+def snapshot_manifest_chunks(data: bytes) -> list[str]:
+    """The chunk ids (lower-case hex) a manifest object lists; ValueError if it lists none
+    the guest's way (not a manifest object of this format, or malformed)."""
+    if len(data) < 12 or data[:8] != SNAPSHOT_MANIFEST_MAGIC:
+        raise ValueError("the snapshot manifest does not list its chunks")
+    count = int.from_bytes(data[8:12], "big")
+    end = 12 + 32 * count
+    if count > SNAPSHOT_MANIFEST_MAX_CHUNKS or len(data) < end + 28:
+        raise ValueError("the snapshot manifest's chunk list is malformed")
+    ids = [data[i : i + 32].hex() for i in range(12, end, 32)]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the snapshot manifest lists a chunk twice")
+    return ids
+
+
 class SnapshotObjectReceipt(_View):
     lease_id: int
     id: str  # SHA-256 of the bytes, lower-case hex

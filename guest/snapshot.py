@@ -62,6 +62,15 @@ UINT64_MAX = 2**64 - 1
 FORMAT = "cvm.snapshot.v1"
 CHUNK_AAD = b"cvm.snapshot-chunk.v1"
 MANIFEST_AAD = b"cvm.snapshot-manifest.v1"
+# The manifest object = a clear header listing the snapshot's distinct chunk ids, then the
+# sealed manifest: MANIFEST_MAGIC (8) || count (4 BE) || count x 32-byte ids || nonce (12) ||
+# ChaCha20-Poly1305 (aad = manifest_aad(epoch) || sha256(header)). Its id, sha256 of the whole
+# object, is what the epoch record signs, so the record commits to the chunk list: the backend
+# refuses a record until every chunk listed is stored (cvm.api_models.snapshot_manifest_chunks
+# reads the same header), so no node can raise the holders' floor to a snapshot whose chunks
+# it never uploaded. The ids are SHA-256 of ciphertext, which the backend sees anyway.
+MANIFEST_MAGIC = b"CVMSNAP2"
+MAX_MANIFEST_CHUNKS = 1024  # node_agent.snapshots.MAX_CHUNKS: 256 MiB in 512 KiB chunks, twice
 EPOCH_DOMAIN = b"cvm.epoch.v1"
 # linux/fs.h: FIFREEZE _IOWR('X', 119, int), FITHAW _IOWR('X', 120, int)
 FIFREEZE = 0xC0045877
@@ -228,12 +237,39 @@ class Manifest:
             sort_keys=True,
         ).encode()
 
+    def distinct_chunks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(chunk_id for chunk_id, _ in self.chunks))  # tar order
+
     def seal(self, keys: SnapshotKeys) -> bytes:
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+        header = manifest_header(self.distinct_chunks())
         nonce = os.urandom(12)
         aead = ChaCha20Poly1305(keys.snapshot_key)
-        return nonce + aead.encrypt(nonce, self.to_json(keys), keys.manifest_aad(self.epoch))
+        aad = keys.manifest_aad(self.epoch) + hashlib.sha256(header).digest()
+        return header + nonce + aead.encrypt(nonce, self.to_json(keys), aad)
+
+
+def manifest_header(chunk_ids: tuple[str, ...]) -> bytes:
+    if len(chunk_ids) > MAX_MANIFEST_CHUNKS:
+        raise SnapshotError(f"a snapshot has at most {MAX_MANIFEST_CHUNKS} distinct chunks")
+    return (
+        MANIFEST_MAGIC
+        + len(chunk_ids).to_bytes(4, "big")
+        + b"".join(bytes.fromhex(chunk_id) for chunk_id in chunk_ids)
+    )
+
+
+def split_manifest(data: bytes) -> tuple[tuple[str, ...], bytes, bytes]:
+    """(chunk ids, header, sealed part) of a manifest object; SnapshotError if malformed."""
+    if len(data) < 12 or data[:8] != MANIFEST_MAGIC:
+        raise SnapshotError("the manifest object has no chunk list")
+    count = int.from_bytes(data[8:12], "big")
+    end = 12 + 32 * count
+    if count > MAX_MANIFEST_CHUNKS or len(data) < end + 28:
+        raise SnapshotError("the manifest object's chunk list is malformed")
+    ids = tuple(data[i : i + 32].hex() for i in range(12, end, 32))
+    return ids, data[:end], data[end:]
 
 
 def open_manifest(keys: SnapshotKeys, epoch: int, sealed: bytes) -> Manifest:
@@ -246,9 +282,10 @@ def open_manifest(keys: SnapshotKeys, epoch: int, sealed: bytes) -> Manifest:
         raise SnapshotError("epoch out of range")
     if not 28 <= len(sealed) <= MAX_MANIFEST_BYTES:
         raise SnapshotError("the manifest's size is out of bounds")
+    listed, header, body = split_manifest(sealed)
     try:
         plain = ChaCha20Poly1305(keys.snapshot_key).decrypt(
-            sealed[:12], sealed[12:], keys.manifest_aad(epoch)
+            body[:12], body[12:], keys.manifest_aad(epoch) + hashlib.sha256(header).digest()
         )
     except InvalidTag:
         raise SnapshotError(
@@ -272,7 +309,10 @@ def open_manifest(keys: SnapshotKeys, epoch: int, sealed: bytes) -> Manifest:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SnapshotError("the manifest is malformed") from exc
     _check_layout(chunks, tar_size, tar_sha256)
-    return Manifest(epoch, chunks, tar_size, tar_sha256)
+    manifest = Manifest(epoch, chunks, tar_size, tar_sha256)
+    if manifest.distinct_chunks() != listed:
+        raise SnapshotError("the manifest's clear chunk list is not its sealed one")
+    return manifest
 
 
 def _check_layout(chunks: tuple[tuple[str, Any], ...], tar_size: Any, tar_sha256: Any) -> None:
@@ -757,7 +797,7 @@ class SnapshotManager:
             sealed = manifest.seal(keys)
             manifest_id = hashlib.sha256(sealed).digest()
             write_local_epoch(self.mount, keys.lease_id, epoch)
-            unique = tuple(dict.fromkeys(chunk_id for chunk_id, _ in manifest.chunks))
+            unique = manifest.distinct_chunks()
             self.last = Snapshot(epoch, sealed, manifest_id.hex(), unique)
             record = {
                 "epoch": epoch,

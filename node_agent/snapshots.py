@@ -206,10 +206,19 @@ class SnapshotRelay:
             "manifest",
             lambda: self.api.put_manifest(lease_id, epoch, manifest, node_key=self.node_key.key),
         )
-        self._retry(
-            "epoch record",
-            lambda: self.api.post_epoch(lease_id, record, node_key=self.node_key.key),
-        )
+        try:
+            self._retry(
+                "epoch record",
+                lambda: self.api.post_epoch(lease_id, record, node_key=self.node_key.key),
+            )
+        except SnapshotFailed as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ApiError) and cause.status_code == 409:
+                # The backend keeps a record only once every chunk its manifest lists is
+                # stored: it lacks some this node took as held (lost, or removed). Forget
+                # what is held, so the next snapshot uploads every chunk again.
+                self._save_held(lease_id, set())
+            raise
         self._save_held(lease_id, set(chunks))  # the backend holds these now
         log.info(
             "lease %s: snapshot epoch %s stored: %s chunks, %s uploaded (%s bytes), %.1f s",

@@ -38,7 +38,7 @@ from sqlalchemy import delete, func, select, union
 from sqlalchemy.orm import Session
 
 from backend.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
-from backend.objects import ObjectStore, lease_namespace, sha256_hex
+from backend.objects import ObjectNotFound, ObjectStore, lease_namespace, sha256_hex
 from backend.store import Lease
 from backend.store.models import (
     EpochRecord,
@@ -65,6 +65,7 @@ from cvm.api_models import (
     SnapshotLatestView,
     SnapshotObjectReceipt,
     epoch_record_message,
+    snapshot_manifest_chunks,
 )
 
 # The newest releases kept per lease (16 holders, a few reports each); older ones go.
@@ -401,11 +402,13 @@ def put_epoch(
     body: EpochRecordIn,
     now: datetime,
     *,
+    objects: ObjectStore,
     chain_id: int,
     registry: str,
 ) -> EpochRecordView:
     """Keep the guest's epoch record if it is signed by the manifest's epochKey, names a
-    stored snapshot manifest of its epoch, and is not below the one kept."""
+    stored snapshot manifest of its epoch whose chunks are all stored, and is not below the
+    one kept."""
     deposit = session.get(KeyDeposit, lease.id, with_for_update=True)
     if deposit is None:
         raise Conflict(f"lease {lease.id} has no key deposit: no epoch key to check against")
@@ -426,6 +429,7 @@ def put_epoch(
     stored = session.get(SnapshotObject, (lease.id, MANIFEST, str(body.epoch)))
     if stored is None or stored.sha256 != snapshot:
         raise Conflict(f"no snapshot manifest {snapshot} of epoch {body.epoch}: upload it first")
+    _check_chunks_stored(session, objects, lease.id, stored)
     row = session.scalar(
         select(EpochRecord).where(EpochRecord.lease_id == lease.id).with_for_update()
     )
@@ -449,6 +453,40 @@ def put_epoch(
     session.add(row)
     session.flush()
     return _epoch_view(row)
+
+
+CHUNK_QUERY_BATCH = 256  # ids per IN (...) query: far below any database's parameter limit
+
+
+def _check_chunks_stored(
+    session: Session, objects: ObjectStore, lease_id: int, manifest: SnapshotObject
+) -> None:
+    """Every chunk the manifest object lists (in clear; the record's signature covers the
+    object, so the list is the guest's) is stored for this lease; Conflict naming how many
+    are missing. Without this a node could upload a manifest without its chunks and post the
+    genuine record: the holders would raise the lease's floor to a snapshot that cannot be
+    restored, and every older one would then be refused."""
+    try:
+        listed = snapshot_manifest_chunks(objects.get(lease_namespace(lease_id), manifest.sha256))
+    except ValueError as exc:
+        raise InvalidInput(f"snapshot manifest {manifest.sha256}: {exc}") from None
+    except ObjectNotFound:  # the row says stored, the store lost it: upload it again
+        raise Conflict(f"snapshot manifest {manifest.sha256} is lost: upload it again") from None
+    present = 0
+    for start in range(0, len(listed), CHUNK_QUERY_BATCH):
+        batch = listed[start : start + CHUNK_QUERY_BATCH]
+        present += session.scalar(
+            select(func.count()).where(
+                SnapshotObject.lease_id == lease_id,
+                SnapshotObject.kind == CHUNK,
+                SnapshotObject.name.in_(batch),
+            )
+        ) or 0
+    if present != len(listed):
+        raise Conflict(
+            f"{len(listed) - present} of the {len(listed)} chunks snapshot manifest"
+            f" {manifest.sha256} lists are not stored: upload them first"
+        )
 
 
 def latest_epoch(session: Session, lease_id: int) -> EpochRecordView:

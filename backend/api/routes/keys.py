@@ -355,10 +355,13 @@ def post_epoch(
     nonce: NonceHeader = None,
 ) -> EpochRecordView:
     lease = _node_write(context, session, lease_id, "epochs", (node, timestamp, signature, nonce))
-    return keys_relay.put_epoch(
-        session, lease, body, context.now(),
-        chain_id=context.chain.chain_id, registry=context.chain.attestation_registry,
-    )  # fmt: skip
+    try:
+        return keys_relay.put_epoch(
+            session, lease, body, context.now(), objects=context.object_store,
+            chain_id=context.chain.chain_id, registry=context.chain.attestation_registry,
+        )  # fmt: skip
+    except ObjectStoreError as exc:
+        raise ApiError(503, f"the object store failed: {exc}") from None
 
 
 @router.get(

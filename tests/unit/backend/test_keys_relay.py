@@ -37,6 +37,7 @@ from backend.store.models import (
 from cvm import guest_eip712
 from cvm.api_client import ApiClient, ApiError
 from cvm.api_models import (
+    SNAPSHOT_MANIFEST_MAGIC,
     SNAPSHOT_CHUNK_MAX_BYTES,
     EpochRecordIn,
     KeyDepositIn,
@@ -332,10 +333,46 @@ def test_holders_release_to_the_guest_and_only_the_accepting_node_reads_keys(
         assert len(session.scalars(select(KeyRelease)).all()) == 2
 
 
+def manifest_object(chunk_ids: list[str], body: bytes | None = None) -> bytes:
+    """A manifest object as the guest makes it (guest/snapshot.py): its distinct chunk ids in
+    clear, then the sealed manifest (random bytes stand for it here)."""
+    return (
+        SNAPSHOT_MANIFEST_MAGIC
+        + len(chunk_ids).to_bytes(4, "big")
+        + b"".join(bytes.fromhex(c) for c in chunk_ids)
+        + (body if body is not None else os.urandom(300))
+    )
+
+
 def _snapshot(world: KeyWorld, api: ApiClient, epoch: int, size: int = 1000) -> str:
-    """A chunk and a manifest of `epoch` uploaded by the node; the manifest's id."""
-    api.put_chunk(LEASE, os.urandom(size), node_key=world.node.key)
-    return api.put_manifest(LEASE, epoch, os.urandom(300), node_key=world.node.key).id
+    """A chunk and a manifest of `epoch` listing it, uploaded by the node; the manifest's id."""
+    chunk = api.put_chunk(LEASE, os.urandom(size), node_key=world.node.key).id
+    return api.put_manifest(LEASE, epoch, manifest_object([chunk]), node_key=world.node.key).id
+
+
+def test_an_epoch_record_waits_for_every_chunk_its_manifest_lists(world: KeyWorld) -> None:
+    """A hostile node uploads a snapshot's manifest but not (all) its chunks and posts the
+    genuine record: had it been kept, holders would raise the lease's floor to a snapshot that
+    cannot be restored and refuse every older one. The record's signature covers the manifest
+    object, whose clear header lists the chunks: the backend keeps the record only once every
+    chunk listed is stored; a manifest object that lists none is refused."""
+    key = world.node.key
+    with world.client(world.renter) as renter, world.client() as api:
+        renter.put_keys(LEASE, world.deposit())
+        stored = api.put_chunk(LEASE, os.urandom(500), node_key=key).id
+        missing = [os.urandom(500) for _ in range(2)]
+        ids = [stored, *(hashlib.sha256(m).hexdigest() for m in missing)]
+        manifest = api.put_manifest(LEASE, 1, manifest_object(ids), node_key=key).id
+        refused = _status(lambda: api.post_epoch(LEASE, world.epoch(1, manifest), node_key=key))
+        assert refused == 409 and api.latest_epoch(LEASE) is None
+        api.put_chunk(LEASE, missing[0], node_key=key)
+        assert _status(lambda: api.post_epoch(LEASE, world.epoch(1, manifest), node_key=key)) == 409
+        api.put_chunk(LEASE, missing[1], node_key=key)
+        assert api.post_epoch(LEASE, world.epoch(1, manifest), node_key=key).epoch == 1
+        # A manifest with no clear chunk list (an old format, or junk): never recorded.
+        bare = api.put_manifest(LEASE, 2, os.urandom(300), node_key=key).id
+        assert _status(lambda: api.post_epoch(LEASE, world.epoch(2, bare), node_key=key)) == 422
+        assert api.latest_epoch(LEASE).epoch == 1
 
 
 def test_epoch_records_are_checked_against_the_manifest_and_never_go_back(world: KeyWorld) -> None:
@@ -628,7 +665,8 @@ def test_an_unrecorded_manifest_is_replaced_and_a_recorded_one_is_not(world: Key
         with world.store.session() as session:
             lease = session.get(Lease, LEASE)
             lease.status, lease.node = LeaseState.ACTIVE, successor.address.lower()
-        real = os.urandom(300)
+        chunk = api.put_chunk(LEASE, os.urandom(100), node_key=successor.key).id
+        real = manifest_object([chunk])
         receipt = api.put_manifest(LEASE, 2, real, node_key=successor.key)
         assert receipt.id == hashlib.sha256(real).hexdigest()
         assert api.get_manifest(LEASE, 2, node_key=successor.key) == real

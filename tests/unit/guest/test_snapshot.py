@@ -525,3 +525,26 @@ def test_epochs_are_numbered_above_what_the_holders_named_but_not_floored_by_it(
     assert Host(agent).snapshot()["epoch"] == 41
     with pytest.raises(snap.SnapshotError, match="number_above"):
         dataclasses.replace(keys(0), number_above=2**40 + 1)
+
+
+def test_the_manifest_object_lists_its_chunks_in_clear_and_the_guest_holds_it_to_that(tmp_path):
+    """The epoch record signs the manifest object's SHA-256, and the object lists its chunk ids
+    in clear: the backend (cvm.api_models.snapshot_manifest_chunks, the same bytes) keeps a
+    record only once those chunks are stored. The list is bound into the manifest's AEAD:
+    a host that edits it gets a manifest the guest refuses."""
+    from cvm.api_models import snapshot_manifest_chunks
+
+    host, _ = snapshotted(tmp_path)
+    (epoch,) = host.manifests
+    sealed = host.manifests[epoch]
+    listed = snapshot_manifest_chunks(sealed)
+    assert listed == list(dict.fromkeys(listed)) and set(listed) == set(host.objects)
+    keys_ = keys(1)
+    assert snap.open_manifest(keys_, epoch, sealed).distinct_chunks() == tuple(listed)
+    count = len(listed)
+    shorter = (snap.MANIFEST_MAGIC + (count - 1).to_bytes(4, "big")
+               + sealed[12 + 32:])  # the first id left out  # fmt: skip
+    swapped = sealed[:12] + bytes(32) + sealed[12 + 32:]
+    for bad in (shorter, swapped, sealed[12 + 32 * count:], b"CVMSNAP1" + sealed[8:]):
+        with pytest.raises(snap.SnapshotError):
+            snap.open_manifest(keys_, epoch, bad)

@@ -18,7 +18,7 @@ import pytest
 from eth_account import Account
 
 from cvm.api_client import ApiError
-from cvm.api_models import EpochRecordIn
+from cvm.api_models import EpochRecordIn, snapshot_manifest_chunks
 from guest import agent as guest_agent
 from guest import snapshot as snap
 from node_agent.guest_channel import GuestChannel
@@ -114,6 +114,9 @@ class Store:
     def post_epoch(self, lease_id: int, record: EpochRecordIn, **kw: Any) -> None:
         self._fail()
         assert record.epoch in self.manifests  # the record comes after its manifest
+        # As the backend: only once every chunk the manifest lists in clear is stored.
+        if any(c not in self.chunks for c in snapshot_manifest_chunks(self.manifests[record.epoch])):
+            raise ApiError(409, "chunks the manifest lists are not stored")
         self.records.append(record.model_dump())
 
 
@@ -261,6 +264,26 @@ def test_an_interrupted_upload_resumes_where_it_stopped(stack, tmp_path):
     assert node.sync(LEASE) == "snapshot"
     assert len(store.puts) == len(set(store.puts)) == len(store.chunks)  # none sent twice
     assert [r["epoch"] for r in store.records] == [2]
+
+
+def test_a_record_refused_for_missing_chunks_makes_the_next_snapshot_upload_them(
+    stack, tmp_path
+):
+    """The backend lost chunks the node took as held: it refuses the next record (its
+    manifest lists them); the node forgets what it held and the next snapshot uploads every
+    chunk again, instead of never recording an epoch again."""
+    store, clock = Store(), Clock()
+    path, _ = stack("first", 0, data=True)
+    node = relay(path, store, tmp_path, clock, "first")
+    assert node.sync(LEASE) == "snapshot"
+    lost = sorted(store.chunks)[0]
+    del store.chunks[lost]
+    clock.now += 61
+    assert node.sync(LEASE) == ""  # refused: a chunk is missing
+    assert [r["epoch"] for r in store.records] == [1]
+    clock.now += 600
+    assert node.sync(LEASE) == "snapshot"
+    assert lost in store.chunks and [r["epoch"] for r in store.records] == [1, 3]
 
 
 def test_leases_no_longer_held_are_forgotten(stack, tmp_path):
