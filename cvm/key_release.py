@@ -280,8 +280,12 @@ class KeyDeposit:
             "manifest": self.manifest.to_json(),
             "signature": "0x" + self.signature.hex(),
             "shares": [
-                {"holder": holder, "enc": b64(enc).decode(), "ciphertext": b64(ct).decode(),
-                 "signature": "0x" + signature.hex()}
+                {
+                    "holder": holder,
+                    "enc": b64(enc).decode(),
+                    "ciphertext": b64(ct).decode(),
+                    "signature": "0x" + signature.hex(),
+                }
                 for (holder, enc, ct), signature in zip(
                     self.shares, self.share_signatures, strict=True
                 )

@@ -137,8 +137,9 @@ class Holder:
         share_signature = unhex(deposit.get("share_signature"), "share_signature", 65)
         try:
             share_signer = guest_eip712.recover(
-                guest_eip712.key_share_message(chain_id, registry, manifest_hash, index, enc,
-                                               ciphertext),  # fmt: skip
+                guest_eip712.key_share_message(
+                    chain_id, registry, manifest_hash, index, enc, ciphertext
+                ),
                 share_signature,
             )
         except ValueError as exc:

@@ -218,7 +218,9 @@ def put_deposit(
                 bytes.fromhex(share.signature.removeprefix("0x")),
             )  # fmt: skip
         except ValueError as exc:
-            raise InvalidInput(f"the share of {holder} or its signature is malformed: {exc}") from None
+            raise InvalidInput(
+                f"the share of {holder} or its signature is malformed: {exc}"
+            ) from None
         if share_signer.lower() != lease.renter:
             raise InvalidInput(f"the share of {holder} is not signed by the lease's renter")
     row = session.get(KeyDeposit, lease_id, with_for_update=True)
@@ -475,13 +477,16 @@ def _check_chunks_stored(
     present = 0
     for start in range(0, len(listed), CHUNK_QUERY_BATCH):
         batch = listed[start : start + CHUNK_QUERY_BATCH]
-        present += session.scalar(
-            select(func.count()).where(
-                SnapshotObject.lease_id == lease_id,
-                SnapshotObject.kind == CHUNK,
-                SnapshotObject.name.in_(batch),
+        present += (
+            session.scalar(
+                select(func.count()).where(
+                    SnapshotObject.lease_id == lease_id,
+                    SnapshotObject.kind == CHUNK,
+                    SnapshotObject.name.in_(batch),
+                )
             )
-        ) or 0
+            or 0
+        )
     if present != len(listed):
         raise Conflict(
             f"{len(listed) - present} of the {len(listed)} chunks snapshot manifest"

@@ -109,8 +109,9 @@ def deposits(chain: ChainSystem, manifest: KeyManifest, holders: list[HolderKeys
         enc, ciphertext = seal_deposit(holder.x25519_public, manifest_hash, manifest.lease_id,
                                        1, index, bytes([index]) * 32)  # fmt: skip
         share_signature = guest_eip712.sign(
-            guest_eip712.key_share_message(chain.deployment.chain_id, registry, manifest_hash,
-                                           index, enc, ciphertext),  # fmt: skip
+            guest_eip712.key_share_message(
+                chain.deployment.chain_id, registry, manifest_hash, index, enc, ciphertext
+            ),
             chain.accounts.renter,
         )
         found.append({

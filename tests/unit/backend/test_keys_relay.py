@@ -37,8 +37,8 @@ from backend.store.models import (
 from cvm import guest_eip712
 from cvm.api_client import ApiClient, ApiError
 from cvm.api_models import (
-    SNAPSHOT_MANIFEST_MAGIC,
     SNAPSHOT_CHUNK_MAX_BYTES,
+    SNAPSHOT_MANIFEST_MAGIC,
     EpochRecordIn,
     KeyDepositIn,
     KeyManifestJson,
@@ -120,8 +120,9 @@ class KeyWorld:
         """Holder `index`'s share, signed (EIP-712 KeyShare) by the renter or `signer`."""
         manifest_hash = guest_eip712.key_manifest_hash(CHAIN_ID, REGISTRY, manifest.message())
         signature = guest_eip712.sign(
-            guest_eip712.key_share_message(CHAIN_ID, REGISTRY, manifest_hash, index, enc,
-                                           ciphertext),  # fmt: skip
+            guest_eip712.key_share_message(
+                CHAIN_ID, REGISTRY, manifest_hash, index, enc, ciphertext
+            ),
             signer or self.renter,
         )
         return KeyShareIn(holder=manifest.holders[index - 1], enc=_b64(enc),
@@ -213,8 +214,8 @@ def test_only_the_lease_renter_deposits_and_only_its_own_signature_counts(world:
         junk = world.share(manifest, 2, os.urandom(32), os.urandom(80), world.stranger)
         moved = good.shares[1].model_copy(update={"ciphertext": _b64(os.urandom(80))})
         for bad in (junk, moved):
-            shares = [good.shares[0], bad, good.shares[2]]
-            assert _status(lambda: renter.put_keys(LEASE, world.deposit(manifest, shares=shares))) == 422
+            tampered = world.deposit(manifest, shares=[good.shares[0], bad, good.shares[2]])
+            assert _status(lambda d=tampered: renter.put_keys(LEASE, d)) == 422
         other_manifest = world.deposit(shares=good.shares)  # signed for `manifest`, not this one
         assert _status(lambda: renter.put_keys(LEASE, other_manifest)) == 422
         assert _status(lambda: renter.put_keys(LEASE + 5, world.deposit())) == 404

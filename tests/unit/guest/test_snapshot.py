@@ -518,9 +518,10 @@ def test_epochs_are_numbered_above_what_the_holders_named_but_not_floored_by_it(
 
     mount = tmp_path / "n" / "data"
     agent = make_agent(tmp_path / "n", manager(mount, tmp_path / "n" / "spool"))
-    assert agent.install_snapshot_keys(dataclasses.replace(keys(0), number_above=40))[
-        "restore_needed"
-    ] is False
+    assert (
+        agent.install_snapshot_keys(dataclasses.replace(keys(0), number_above=40))["restore_needed"]
+        is False
+    )
     fill(mount)
     assert Host(agent).snapshot()["epoch"] == 41
     with pytest.raises(snap.SnapshotError, match="number_above"):
@@ -544,7 +545,7 @@ def test_the_manifest_object_lists_its_chunks_in_clear_and_the_guest_holds_it_to
     count = len(listed)
     shorter = (snap.MANIFEST_MAGIC + (count - 1).to_bytes(4, "big")
                + sealed[12 + 32:])  # the first id left out  # fmt: skip
-    swapped = sealed[:12] + bytes(32) + sealed[12 + 32:]
-    for bad in (shorter, swapped, sealed[12 + 32 * count:], b"CVMSNAP1" + sealed[8:]):
+    swapped = sealed[:12] + bytes(32) + sealed[12 + 32 :]
+    for bad in (shorter, swapped, sealed[12 + 32 * count :], b"CVMSNAP1" + sealed[8:]):
         with pytest.raises(snap.SnapshotError):
             snap.open_manifest(keys_, epoch, bad)

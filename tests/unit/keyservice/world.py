@@ -185,8 +185,9 @@ class World:
             index or holder + 1, share or lease.shares[holder],
         )  # fmt: skip
         share_signature = guest_eip712.sign(
-            guest_eip712.key_share_message(CHAIN_ID, REGISTRY, lease.manifest_hash,
-                                           signed_index or holder + 1, enc, ciphertext),
+            guest_eip712.key_share_message(
+                CHAIN_ID, REGISTRY, lease.manifest_hash, signed_index or holder + 1, enc, ciphertext
+            ),
             share_signer or lease.renter,
         )
         self.cursor += 1

@@ -115,7 +115,8 @@ class Store:
         self._fail()
         assert record.epoch in self.manifests  # the record comes after its manifest
         # As the backend: only once every chunk the manifest lists in clear is stored.
-        if any(c not in self.chunks for c in snapshot_manifest_chunks(self.manifests[record.epoch])):
+        listed = snapshot_manifest_chunks(self.manifests[record.epoch])
+        if any(c not in self.chunks for c in listed):
             raise ApiError(409, "chunks the manifest lists are not stored")
         self.records.append(record.model_dump())
 
@@ -266,9 +267,7 @@ def test_an_interrupted_upload_resumes_where_it_stopped(stack, tmp_path):
     assert [r["epoch"] for r in store.records] == [2]
 
 
-def test_a_record_refused_for_missing_chunks_makes_the_next_snapshot_upload_them(
-    stack, tmp_path
-):
+def test_a_record_refused_for_missing_chunks_makes_the_next_snapshot_upload_them(stack, tmp_path):
     """The backend lost chunks the node took as held: it refuses the next record (its
     manifest lists them); the node forgets what it held and the next snapshot uploads every
     chunk again, instead of never recording an epoch again."""
