@@ -268,6 +268,19 @@ class Settings(BaseSettings):
     node_reattest_margin_s: int = Field(
         60, description="re-attest this many seconds before the attestation expires"
     )
+    node_speculative_boot: bool = Field(
+        True,
+        description="boot a dispatched lease's guest while its accept is being mined (bound to the"
+        " lease and renter at launch); it is asked for a report only once the accept is final,"
+        " and stopped with its disk removed if the accept loses or is dropped",
+    )
+    node_accept_confirmations: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="blocks an accept must be buried under before the guest is asked for its first"
+        " report (0: the accept's own block; the agent re-reads the lease at the head either way)",
+    )
     node_task_visibility_timeout_s: int = Field(
         300, description="seconds before a task taken by a dead worker is delivered again"
     )

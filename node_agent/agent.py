@@ -61,6 +61,8 @@ class NodeAgent:
         step_workers: int = DEFAULT_WORKERS,
         step_budget_s: float = DEFAULT_BUDGET_S,
         snapshot_interval_s: float = DEFAULT_INTERVAL_S,
+        speculative_boot: bool = True,
+        accept_confirmations: int = 0,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
@@ -106,6 +108,8 @@ class NodeAgent:
             spec_source,
             measurements=measurements,
             images=images,
+            speculative_boot=speculative_boot,
+            accept_confirmations=accept_confirmations,
         )
         self.reconciler = Reconciler(self.lifecycle)
         self.relay: GuestRelay | None = None

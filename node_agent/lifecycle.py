@@ -5,18 +5,28 @@ Every step is idempotent and reads the chain first, so a redelivered task, a ret
 crash and the reconciler all converge on the same state. One lock per lease keeps the
 steps of a lease from interleaving; methods documented "under the lease's lock" expect
 the caller to hold it (see `locked`).
+
+Speculative boot (on by default): a dispatched lease's guest starts booting while the accept
+is being mined. Its binding (HOST_DATA: deployment, lease, renter) is fixed at launch from
+the lease the renter created, which no accept changes. It is asked for its first report only
+once the accept is final: mined for this node, `accept_confirmations` deep, and the lease
+read again at the head (`await_final_accept`, which re-reads it while the guest boots). An
+accept that loses (another node, the renter closed, a revert) or that a reorg drops stops
+the guest and removes its disk before it ever attested (`drop_unaccepted`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from cvm.api_client import ApiError
-from cvm.chain import ChainClient, ContractRevert, Lease, LeaseStatus
+from cvm.chain import ChainClient, ChainError, ContractRevert, Lease, LeaseStatus
 from node_agent.attestation_poster import AttestationPoster
 from node_agent.errors import (
     AgentError,
@@ -46,6 +56,12 @@ log = logging.getLogger(__name__)
 # and one 30 s exchange, see GuestChannel), a reconciler interval (30 s) and the decline's
 # transaction.
 DECLINE_MARGIN_S = 180
+# While a speculatively booted guest boots after its accept, the lease is read again at the
+# head this often (about a block on the common L2s): a lost or dropped accept stops it then.
+BOOT_CHECK_S = 2.0
+# How long the wait for a final accept and a booted guest lasts at most before the first
+# report is asked for anyway (the report request then has its own boot wait and deadline).
+BOOT_WAIT_S = 120.0
 
 
 class LeaseLifecycle:
@@ -63,9 +79,19 @@ class LeaseLifecycle:
         *,
         measurements: Collection[bytes] = (),
         images: ImageFetcher | None = None,
+        speculative_boot: bool = True,
+        accept_confirmations: int = 0,
+        boot_check_s: float = BOOT_CHECK_S,
+        boot_wait_s: float = BOOT_WAIT_S,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
+        if accept_confirmations < 0:
+            raise AgentError("accept_confirmations must be >= 0")
+        self.speculative_boot = speculative_boot
+        self.accept_confirmations = accept_confirmations
+        self.boot_check_s = boot_check_s
+        self.boot_wait_s = boot_wait_s
         self.spec_source = spec_source
         self.images = images
         self.chain = chain
@@ -133,6 +159,10 @@ class LeaseLifecycle:
             lease.status == LeaseStatus.ACTIVE and not self.ours(lease)
         ):
             return self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
+        if lease.status == LeaseStatus.OPEN and self.accept_dropped(record):
+            assert record is not None
+            self.drop_unaccepted(lease_id, record, "its accept is no longer on chain (reorg)")
+            raise LeaseNotOurs(f"lease {lease_id}: its accept was dropped from the chain")
         terms = None if record is None or record.state == LeaseState.REFUSED else _terms(record)
         if terms is None:
             terms = lease_terms(self.chain, lease)
@@ -153,12 +183,19 @@ class LeaseLifecycle:
             raise LeaseUnservable(f"lease {lease_id}: {reason}")
         just_accepted = False
         if lease.status == LeaseStatus.OPEN:
-            lease, just_accepted = self._accept(lease)
+            if self.speculative_boot:
+                lease, just_accepted = self._accept_while_booting(lease, record)
+            else:
+                lease, just_accepted = self._accept(lease)
             if not self.ours(lease):
-                return self.retire(lease_id, record, "accepted by another node")
+                # Lost (or closed meanwhile): a guest booted for it is stopped, never attested.
+                return self.retire(lease_id, record, "accepted by another node or closed")
         if record.state == LeaseState.RESERVED:
             self.store.set_lease_state(lease_id, LeaseState.ACCEPTED)
         restarted = self.launch_or_give_back(lease, record)
+        if just_accepted and self.speculative_boot:
+            # Raises LeaseNotOurs, the guest stopped, if the accept is lost while it boots.
+            self.await_final_accept(lease_id, record)
         if self.attest_or_give_back(lease, record, fresh=just_accepted, restarted=restarted):
             return LeaseState.ATTESTED
         current = self.store.get_lease(lease_id)
@@ -208,6 +245,10 @@ class LeaseLifecycle:
         is slashed) and the lease is declined at the same deadline."""
         lease_id = lease.lease_id
         first = record.state not in (LeaseState.ATTESTED, LeaseState.RELAUNCHED)
+        if first and not self.accept_deep(lease_id):
+            # Never attested before the accept is final: the next pass asks again.
+            log.info("lease %s: accept not yet %s blocks deep", lease_id, self.accept_confirmations)
+            return False
         if (
             first
             and not fresh
@@ -307,6 +348,98 @@ class LeaseLifecycle:
                 return record
             raise
 
+    # --- speculative boot ------------------------------------------------------------------
+    def accept_dropped(self, record: LeaseRecord | None) -> bool:
+        """Whether the store has the lease accepted by this node while the chain (read just
+        before, at the head) has it open again: a reorg dropped the accept."""
+        return record is not None and record.state in (LeaseState.ACCEPTED, LeaseState.LAUNCHED)
+
+    def drop_unaccepted(self, lease_id: int, record: LeaseRecord, reason: str) -> None:
+        """Stop the guest of a lease whose accept lost or was dropped, remove its disk, and free
+        its capacity; the lease may be dispatched here again (REFUSED is not terminal), and a
+        re-mined accept is adopted by the reconciler with a guest booted afresh. It never
+        attested: its first report is asked for only once the accept is final."""
+        if self.before_stop is not None:
+            self.before_stop(lease_id)
+        self.launcher.stop(lease_id)
+        self.launcher.discard(lease_id)
+        self.store.set_lease_state(lease_id, LeaseState.REFUSED, reason=reason)
+        log.warning("lease %s: guest stopped and its disk removed: %s", lease_id, reason)
+
+    def _accept_while_booting(self, lease: Lease, record: LeaseRecord) -> tuple[Lease, bool]:
+        """`_accept` with the guest launched beside it (the store keeps the lease RESERVED
+        until the accept is mined). The launch is over when this returns; a guest of a lease
+        that stays open (the accept refused for this node's own reasons) is stopped here, one
+        of a lease now taken or closed by the caller (`retire`)."""
+        lease_id = lease.lease_id
+        failure: list[Exception] = []
+
+        def boot() -> None:
+            try:
+                self.launcher.launch(self.guest_spec(record, lease.renter))
+            except Exception as exc:  # reported once the accept is decided
+                failure.append(exc)
+
+        thread = threading.Thread(target=boot, name=f"cvm-boot-{lease_id}", daemon=True)
+        thread.start()
+        try:
+            current, accepted = self._accept(lease)
+        except LeaseNotOurs:
+            thread.join()
+            self.launcher.stop(lease_id)
+            self.launcher.discard(lease_id)
+            raise
+        except ChainError:
+            thread.join()
+            # E.g. a same-block race: the loser's receipt failed and its replay against the
+            # block before cannot name the revert. What the chain holds now decides.
+            current = self.chain.leases.get_lease(lease_id)
+            if current.status == LeaseStatus.OPEN or self.ours(current):
+                raise  # not decided (or ours after all): the retry reads it again
+            log.info("lease %s: accept failed, the lease is %s", lease_id, current.status.name)
+            return current, False
+        thread.join()
+        if failure and self.ours(current):
+            # The launch after the accept tries again (and gives the lease back if it cannot).
+            log.warning("lease %s: speculative boot failed: %s", lease_id, failure[0])
+        return current, accepted
+
+    def await_final_accept(self, lease_id: int, record: LeaseRecord) -> None:
+        """Wait, at most `boot_wait_s`, for the guest to boot and the accept to be
+        `accept_confirmations` deep, reading the lease at the head every `boot_check_s`; if it
+        is no longer ours (a reorg dropped the accept, the renter closed) the guest is stopped
+        and its disk removed (LeaseNotOurs). Nothing here asks the guest for a report."""
+        deadline = time.monotonic() + self.boot_wait_s
+        while True:
+            node_key, status = self.chain.leases.lease_node(lease_id)
+            if status != LeaseStatus.ACTIVE or node_key.lower() != self.address.lower():
+                why = f"lease is {status.name} on chain while its guest booted"
+                if status == LeaseStatus.OPEN:
+                    self.drop_unaccepted(lease_id, record, f"{why}: the accept was dropped")
+                else:
+                    current = self.store.get_lease(lease_id)
+                    self.retire(lease_id, current, why)
+                raise LeaseNotOurs(f"lease {lease_id}: {why}")
+            booted = self.launcher.booted(lease_id, self.boot_check_s)
+            if booted and self.accept_deep(lease_id):
+                return
+            if time.monotonic() >= deadline:
+                return  # the report request decides (its own boot wait, the decline deadline)
+            if booted:
+                time.sleep(min(self.boot_check_s, max(0.0, deadline - time.monotonic())))
+
+    def accept_deep(self, lease_id: int) -> bool:
+        """Whether the lease is active with this node `accept_confirmations` blocks below the
+        head (always, at 0: the callers read the lease at the head just before)."""
+        if self.accept_confirmations == 0:
+            return True
+        head = int(self.chain.w3.eth.block_number)
+        block = head - self.accept_confirmations
+        if block < 0:
+            return False
+        node_key, status = self.chain.leases.lease_node(lease_id, block=block)
+        return status == LeaseStatus.ACTIVE and node_key.lower() == self.address.lower()
+
     def _accept(self, lease: Lease) -> tuple[Lease, bool]:
         """Accept on chain; the lease as it is now, and whether this call accepted it."""
         try:
@@ -346,6 +479,23 @@ class LeaseLifecycle:
             return None
         return self.launcher.image_measurement(self.lease_image(terms.lease_id), terms.vcpu)
 
+    def guest_spec(self, record: LeaseRecord, renter: str) -> GuestSpec:
+        """What the lease's guest is launched with, bound to this deployment, the lease and its
+        `renter` (the chain's): HOST_DATA, fixed for the guest's life."""
+        return GuestSpec(
+            lease_id=record.lease_id,
+            vcpu=record.resources.vcpu,
+            memory_mib=record.resources.memory_mib,
+            disk_gib=record.resources.disk_gib,
+            expected_measurement=record.expected_measurement,
+            image=self.lease_image(record.lease_id, deep=True),
+            binding=HostBinding(
+                self.chain.deployment.chain_id,
+                self.chain.deployment.attestation_registry,
+                renter,
+            ),
+        )
+
     def ensure_guest(self, record: LeaseRecord, renter: str) -> bool:
         """Start the lease's guest unless it runs, bound to this deployment, the lease and its
         `renter` (the chain's); True if it had to be (re)started."""
@@ -353,21 +503,7 @@ class LeaseLifecycle:
             if record.state in (LeaseState.RESERVED, LeaseState.ACCEPTED):
                 self.store.set_lease_state(record.lease_id, LeaseState.LAUNCHED)
             return False
-        self.launcher.launch(
-            GuestSpec(
-                lease_id=record.lease_id,
-                vcpu=record.resources.vcpu,
-                memory_mib=record.resources.memory_mib,
-                disk_gib=record.resources.disk_gib,
-                expected_measurement=record.expected_measurement,
-                image=self.lease_image(record.lease_id, deep=True),
-                binding=HostBinding(
-                    self.chain.deployment.chain_id,
-                    self.chain.deployment.attestation_registry,
-                    renter,
-                ),
-            )
-        )
+        self.launcher.launch(self.guest_spec(record, renter))
         crash_point("launched")
         if record.state in (LeaseState.RESERVED, LeaseState.ACCEPTED):
             self.store.set_lease_state(record.lease_id, LeaseState.LAUNCHED)

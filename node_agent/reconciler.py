@@ -126,6 +126,12 @@ class Reconciler:
                     return
                 record = lifecycle.reserve(lease)
                 result.adopted.append(lease_id)
+            if lease.status == LeaseStatus.OPEN and lifecycle.accept_dropped(record):
+                # A reorg dropped our accept: its guest never attested (the first report waits
+                # for a final accept); stopped with its disk, the capacity free again.
+                lifecycle.drop_unaccepted(lease_id, record, "its accept is no longer on chain")
+                result.stopped.append(lease_id)
+                return
             if lease.status == LeaseStatus.OPEN and record.state == LeaseState.RESERVED:
                 lifecycle.advance(lease_id)  # a dispatched lease we had not accepted yet
                 return

@@ -122,4 +122,6 @@ def build_agent(settings: Settings, account: LocalAccount) -> NodeAgent:
         image_max_bytes=settings.image_max_bytes,
         image_cache_bytes=settings.node_image_cache_bytes,
         snapshot_interval_s=settings.snapshot_interval_s,
+        speculative_boot=settings.node_speculative_boot,
+        accept_confirmations=settings.node_accept_confirmations,
     )

@@ -110,6 +110,16 @@ class ContractClient:
         except Web3Exception as exc:
             raise ChainError(f"{self.contract_name}.{function} failed: {exc}") from exc
 
+    def _call_at(self, block: int, function: str, *args: Any) -> Any:
+        """Call view `function` as of block `block` (its state after that block)."""
+        bound = self.contract.functions[function](*args)
+        try:
+            return bound.call(block_identifier=block)
+        except ContractLogicError as exc:
+            raise revert_error(exc, revert_decoder()) from None
+        except Web3Exception as exc:
+            raise ChainError(f"{self.contract_name}.{function} failed: {exc}") from exc
+
     def _send(self, function: str, *args: Any, gas: int | None = None) -> TxResult:
         """Send `function(*args)` as a transaction from this client's account."""
         receipt = self.sender.transact(self.contract.functions[function](*args), gas=gas)

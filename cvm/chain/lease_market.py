@@ -88,9 +88,12 @@ class LeaseMarketClient(OwnedContractClient):
         """The stored lease (status NONE if it does not exist)."""
         return Lease.from_tuple(lease_id, tuple(self._call("getLease", lease_id)))
 
-    def lease_node(self, lease_id: int) -> tuple[str, LeaseStatus]:
-        """The lease's node key and status in one read."""
-        node_key, status = self._call("leaseNode", lease_id)
+    def lease_node(self, lease_id: int, block: int | None = None) -> tuple[str, LeaseStatus]:
+        """The lease's node key and status in one read (at the head, or as of `block`)."""
+        if block is None:
+            node_key, status = self._call("leaseNode", lease_id)
+        else:
+            node_key, status = self._call_at(block, "leaseNode", lease_id)
         return str(node_key), LeaseStatus(status)
 
     def lease_parties(self, lease_id: int) -> tuple[str, LeaseStatus, str, str]:

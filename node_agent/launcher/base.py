@@ -120,6 +120,12 @@ class Launcher(ABC):
         over for good: after `stop`, never on a relaunch. Nothing by default."""
         del lease_id
 
+    def booted(self, lease_id: int, timeout_s: float) -> bool:
+        """Whether the lease's guest has booted (its agent answers), waiting `timeout_s` at
+        most; it is never asked for a report here. True by default: nothing to wait for."""
+        del lease_id, timeout_s
+        return True
+
     @abstractmethod
     def running(self) -> list[GuestInfo]:
         """Every guest of this launcher that runs now."""

@@ -469,6 +469,21 @@ class QemuLauncher(Launcher):
             raise LauncherError(f"lease {lease_id} runs no cvm image, so has no SSH")
         return int(port)
 
+    def booted(self, lease_id: int, timeout_s: float) -> bool:
+        """Whether the guest agent answers `hello` within `timeout_s` (a guest without an
+        agent, or none at all, has nothing to wait for: its report request decides)."""
+        try:
+            record = self._record(lease_id)
+        except LauncherError:
+            return True
+        if "image" not in record:
+            return True
+        try:
+            self.channel(lease_id).wait_ready(timeout_s)
+        except LauncherError:
+            return False
+        return True
+
     def wait_ready(self, lease_id: int) -> dict[str, Any]:
         """Block until the guest agent answers (boot done); its hello answer."""
         return self.channel(lease_id).wait_ready(self.boot_timeout_s)
