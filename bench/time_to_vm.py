@@ -12,13 +12,18 @@ answers with the secret's hash. The chain's own view beside it: the four events'
 timestamps.
 
 In the same run: the guest's boot time with QEMU alone (no stack, `bench.guest_boot`'s
-measurement, launch to a report bound to its key) and the block time. The floor is
-boot + inclusions x block time, where `inclusions` counts the transactions that must each
-wait for the one before on today's path (create, accept, submit, confirm: 4; secrets go
-off chain); `over_floor` is the p50 of create sent -> ssh answers over it. The direct boot
+measurement, launch to a report bound to its key) and the block time. The transactions that
+must each wait for the one before are create, accept, submit, confirm (secrets go off chain).
+The node boots the guest while its accept is mined (speculative boot, the agent's default),
+so the floor is create + max(boot, accept) + submit + confirm: max(boot, block) + 3 blocks;
+with the speculative boot off (`--speculative off`) the boot follows the accept and the floor
+is boot + 4 blocks. `over_floor` is the p50 of create sent -> ssh answers over it.
+`--compare-speculative` runs the same leases on a stack with the speculative boot off first
+(the baseline, under `baseline_no_speculative`) and then on, and prints both. The direct boot
 is taken before and after the leases (median): a loaded machine's boot times move by tens
 of percent within a run, so beside it `over_own_boot_floor_p50` is each lease over its own
-guest's boot in the stack (launched -> report in hand) plus the blocks.
+guest's boot in the stack (launched -> report in hand, which with the speculative boot spans
+the accept too) plus the remaining blocks.
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ from typing import Any
 
 # The transactions one lease needs, each of which can only be sent once the one before is
 # mined: the renter's create, the node's accept (after it sees the create), the node's
-# submit (after the guest booted, which it starts after the accept), the verifier's confirm
-# (after it sees the submit). Secrets and SSH are off chain.
+# submit (after the accept is final and the guest booted: with the speculative boot the two
+# overlap), the verifier's confirm (after it sees the submit). Secrets and SSH are off chain.
 SEQUENTIAL_INCLUSIONS = ("create", "accept", "submit", "confirm")
+# The speculative boot in the node agent's environment (its setting, read by the stack's agents).
+SPECULATIVE_ENV = "CVM_NODE_SPECULATIVE_BOOT"
 
 # The marks of one lease, in the order they happen; each phase runs from one to the next.
 MARKS = (
@@ -71,9 +78,11 @@ _POLL_S = 0.05
 
 
 def phases(marks: Mapping[str, float]) -> dict[str, float]:
-    """Seconds between consecutive marks present (`a_to_b`), in the order of MARKS. A mark
-    missing from `marks` is skipped: its phase folds into the next one."""
-    present = [name for name in MARKS if name in marks]
+    """Seconds between consecutive marks present (`a_to_b`), in the order they happened (the
+    order of MARKS for ties: with the speculative boot the guest is launched before the accept
+    is seen). A mark missing from `marks` is skipped: its phase folds into the next one."""
+    present = sorted((name for name in MARKS if name in marks),
+                     key=lambda name: (marks[name], MARKS.index(name)))  # fmt: skip
     return {f"{a}_to_{b}": marks[b] - marks[a] for a, b in pairwise(present)}
 
 
@@ -86,9 +95,17 @@ def chain_phases(block_times: Mapping[str, int]) -> dict[str, int]:
 
 
 def floor_s(
-    boot_s: float, block_time_s: float, inclusions: int = len(SEQUENTIAL_INCLUSIONS)
+    boot_s: float,
+    block_time_s: float,
+    inclusions: int = len(SEQUENTIAL_INCLUSIONS),
+    *,
+    speculative: bool = False,
 ) -> float:
-    """The physical floor: the guest's own boot plus one block per sequential inclusion."""
+    """The physical floor: the guest's own boot plus one block per sequential inclusion; with
+    the speculative boot the boot overlaps the accept's block, so max(boot, block) + the
+    other inclusions' blocks."""
+    if speculative:
+        return max(boot_s, block_time_s) + (inclusions - 1) * block_time_s
     return boot_s + inclusions * block_time_s
 
 
@@ -97,12 +114,13 @@ def summarize(
     block_times: Sequence[Mapping[str, int]],
     boot_s: float,
     block_time_s: float,
+    speculative: bool = False,
 ) -> dict[str, Any]:
     """The figures of a run: per-lease totals (create sent -> ssh answers), their p50, the
     floor, `over_floor`, and the p50 of every phase (wall clock and chain)."""
     done = [marks for marks in leases if "create_sent" in marks and "ssh_answers" in marks]
     totals = [marks["ssh_answers"] - marks["create_sent"] for marks in done]
-    floor = floor_s(boot_s, block_time_s)
+    floor = floor_s(boot_s, block_time_s, speculative=speculative)
     result: dict[str, Any] = {
         "leases_reachable": len(done),
         "time_to_vm_s": [round(total, 2) for total in totals],
@@ -111,10 +129,15 @@ def summarize(
         "over_floor": round(statistics.median(totals) / floor, 2) if totals else None,
     }
     # The direct boot is sampled apart from the leases on a machine whose load moves: each lease
-    # against its own guest's boot in the stack (launched -> report in hand) plus the blocks.
+    # against its own guest's boot in the stack (launched -> report in hand) plus the blocks
+    # (speculative: that span already holds the accept's block).
     own = [
         (marks["ssh_answers"] - marks["create_sent"])
-        / floor_s(marks["report_in_hand"] - marks["guest_launched"], block_time_s)
+        / floor_s(
+            marks["report_in_hand"] - marks["guest_launched"],
+            block_time_s,
+            len(SEQUENTIAL_INCLUSIONS) - 1 if speculative else len(SEQUENTIAL_INCLUSIONS),
+        )
         for marks in done
         if "guest_launched" in marks and "report_in_hand" in marks
     ]
@@ -284,52 +307,36 @@ def _simulated_leases(
         renter.close(lease_id)
 
 
-def run(
+def _stack_round(
     leases: int,
     block_time_s: int,
     launcher: str,
-    images: Path,
+    image: Any,
     timeout_s: float,
-    keep: Path | None = None,
+    directory: Path,
+    work: Path,
+    speculative: bool,
 ) -> dict[str, Any]:
+    """One stack (`cvm up`'s, its node agents' speculative boot on or off) and `leases` leases
+    rented one after the other; the marks, block timestamps and per-lease phases."""
     from bench.e2e import time_creates
-    from bench.guest_boot import boot_once, launcher_for
     from cvm.chain import connect
     from cvm.cli.renter import follow
     from cvm.config import Settings
-    from cvm.images import ImageStore, measure
+    from cvm.images import measure
     from cvm.renter import RentRequest, is_verified
     from cvm.secret_release import release, trusted_roots
     from devstack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
     from devstack.vm_demo import _guest_pids
 
-    result: dict[str, Any] = {
-        "benchmark": "time_to_vm",
-        "launcher": launcher,
-        "block_time_s": block_time_s,
-        "sequential_inclusions": {
-            "count": len(SEQUENTIAL_INCLUSIONS),
-            "steps": list(SEQUENTIAL_INCLUSIONS),
-            "note": "each waits for the one before to be mined; the node boots the guest only"
-            " after its accept is mined; secrets and ssh are off chain",
-        },
-        "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
-    }
-    image = None
-    boots: list[tuple[float, float]] = []  # (to agent, to bound report), before and after
-    if launcher == "qemu":
-        store = ImageStore(images)
-        image = store.build()
-        direct, accel = launcher_for(store, image)
-        boots.append(boot_once(direct, image, 990_000 + os.getpid() % 1000))
-    with tempfile.TemporaryDirectory(prefix="cvm-bench-ttv-") as temporary:
-        directory = keep or Path(temporary)
-        work = Path(temporary) / "renter"
-        work.mkdir(mode=0o700)
-        started = time.perf_counter()
-        config = StackConfig(directory, nodes=1, launcher=launcher, block_time_s=block_time_s)
+    round_result: dict[str, Any] = {"speculative_boot": speculative}
+    started = time.perf_counter()
+    config = StackConfig(directory, nodes=1, launcher=launcher, block_time_s=block_time_s)
+    saved = os.environ.get(SPECULATIVE_ENV)
+    os.environ[SPECULATIVE_ENV] = "true" if speculative else "false"  # the agents inherit it
+    try:
         with EmbeddedStack(config) as stack:
-            result["stack_startup_s"] = round(time.perf_counter() - started, 1)
+            round_result["stack_startup_s"] = round(time.perf_counter() - started, 1)
             assert stack.deployment is not None and stack.state is not None
             state = stack.state
             chain = connect(stack.deployment, rpc_url=state.rpc_url)
@@ -381,22 +388,89 @@ def run(
             finally:
                 observer.stop.set()
                 observer.join(5)
-            ordered = sorted(observer.marks)
-            marks = [observer.marks[i] for i in ordered]
-            if image is None:  # the end of a simulated lease is the renter seeing Verified
-                marks = [{**m, "ssh_answers": m["renter_sees_verified"]} for m in marks]
-            result["leases"] = {
-                str(i): {
-                    "phases_s": {k: round(v, 2) for k, v in phases(observer.marks[i]).items()},
-                    "chain_block_timestamps": observer.block_times.get(i, {}),
-                }
-                for i in ordered
-            }
-            if observer.error:
-                result["observer_error"] = observer.error
+    finally:
+        if saved is None:
+            os.environ.pop(SPECULATIVE_ENV, None)
+        else:
+            os.environ[SPECULATIVE_ENV] = saved
+    ordered = sorted(observer.marks)
+    marks = [observer.marks[i] for i in ordered]
+    if image is None:  # the end of a simulated lease is the renter seeing Verified
+        marks = [{**m, "ssh_answers": m["renter_sees_verified"]} for m in marks]
+    round_result["marks"] = marks
+    round_result["block_times"] = [observer.block_times.get(i, {}) for i in ordered]
+    round_result["leases"] = {
+        str(i): {
+            "phases_s": {k: round(v, 2) for k, v in phases(observer.marks[i]).items()},
+            "chain_block_timestamps": observer.block_times.get(i, {}),
+        }
+        for i in ordered
+    }
+    if observer.error:
+        round_result["observer_error"] = observer.error
+    return round_result
+
+
+def _round_figures(
+    round_result: dict[str, Any], boot_s: float, block_time_s: int
+) -> dict[str, Any]:
+    """A round's summary (its floor by whether the guest boots while the accept is mined)."""
+    speculative = bool(round_result["speculative_boot"])
+    summary = summarize(round_result.pop("marks"), round_result.pop("block_times"), boot_s,
+                        block_time_s, speculative=speculative)  # fmt: skip
+    leases = round_result.pop("leases")
+    return {**round_result, **summary, "leases": leases}
+
+
+def run(
+    leases: int,
+    block_time_s: int,
+    launcher: str,
+    images: Path,
+    timeout_s: float,
+    keep: Path | None = None,
+    *,
+    speculative: bool = True,
+    compare: bool = False,
+) -> dict[str, Any]:
+    """One run: the leases on a stack whose agents boot speculatively (or not); with
+    `compare`, first the same on a stack with the speculative boot off (the baseline)."""
+    from bench.guest_boot import boot_once, launcher_for
+    from cvm.images import ImageStore
+
+    result: dict[str, Any] = {
+        "benchmark": "time_to_vm",
+        "launcher": launcher,
+        "block_time_s": block_time_s,
+        "speculative_boot": speculative or compare,
+        "sequential_inclusions": {
+            "count": len(SEQUENTIAL_INCLUSIONS),
+            "steps": list(SEQUENTIAL_INCLUSIONS),
+            "note": "each waits for the one before to be mined; with the speculative boot the"
+            " guest boots while the accept is mined (floor: max(boot, block) + 3 blocks),"
+            " without it after (boot + 4 blocks); secrets and ssh are off chain",
+        },
+        "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
+    }
+    image = None
+    boots: list[tuple[float, float]] = []  # (to agent, to bound report), before and after
+    if launcher == "qemu":
+        store = ImageStore(images)
+        image = store.build()
+        direct, accel = launcher_for(store, image)
+        boots.append(boot_once(direct, image, 990_000 + os.getpid() % 1000))
+    modes = [False, True] if compare else [speculative]
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cvm-bench-ttv-") as temporary:
+        for number, mode in enumerate(modes):
+            directory = (keep / f"round-{number}") if keep else Path(temporary) / f"stack-{number}"
+            work = Path(temporary) / f"renter-{number}"
+            work.mkdir(mode=0o700)
+            args = (leases, block_time_s, launcher, image, timeout_s, directory, work, mode)
+            rounds.append(_stack_round(*args))
     boot_s = 0.0
     if image is not None:
-        # Again once the stack is gone: the load moves during a run, the floor takes the median.
+        # Again once the stacks are gone: the load moves during a run, the floor takes the median.
         boots.append(boot_once(direct, image, 990_001 + os.getpid() % 1000))
         boot_s = statistics.median(reported for _agent, reported in boots)
         result["guest_boot_direct"] = {
@@ -407,10 +481,19 @@ def run(
             "note": "QEMU alone, no stack, same image and size, before and after the leases;"
             " the floor takes the median of to_bound_report_s",
         }
-    summary = summarize(marks, [observer.block_times.get(i, {}) for i in ordered], boot_s,
-                        block_time_s)  # fmt: skip
-    per_lease = result.pop("leases")
-    result = {**result, **summary, "leases": per_lease}
+    figures = [_round_figures(round_result, boot_s, block_time_s) for round_result in rounds]
+    main_round = figures[-1]
+    result = {**result, **main_round}
+    if compare:
+        baseline = figures[0]
+        result["baseline_no_speculative"] = baseline
+        if baseline["p50_s"] is not None and main_round["p50_s"] is not None:
+            result["speculative_effect"] = {
+                "p50_saved_s": round(baseline["p50_s"] - main_round["p50_s"], 2),
+                "p50_ratio": round(main_round["p50_s"] / baseline["p50_s"], 3),
+                "note": "baseline: the same leases on a stack whose agents boot the guest"
+                " only after the accept is mined (run first, same machine, same run)",
+            }
     result["machine"]["load_average_at_end"] = os.getloadavg()
     return result
 
@@ -425,12 +508,24 @@ def main() -> None:
         "--images", type=Path, default=Path(tempfile.gettempdir()) / "cvm-test-images"
     )
     parser.add_argument("--data-dir", type=Path, help="keep the stack's logs here (debugging)")
+    parser.add_argument(
+        "--speculative",
+        choices=("on", "off"),
+        default="on",
+        help="the node agents boot the guest while the accept is mined (on, their default)",
+    )
+    parser.add_argument(
+        "--compare-speculative",
+        action="store_true",
+        help="run the leases with the speculative boot off (baseline) then on; print both",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON (the only output)")
     args = parser.parse_args()
     if not 1 <= args.leases <= 100 or not 1 <= args.block_time <= 60:
         parser.error("--leases must be 1..100 and --block-time 1..60")
     result = run(args.leases, args.block_time, args.launcher, args.images, args.timeout,
-                 args.data_dir)  # fmt: skip
+                 args.data_dir, speculative=args.speculative == "on",
+                 compare=args.compare_speculative)  # fmt: skip
     print(json.dumps(result, indent=None if args.json else 2))
 
 

@@ -107,3 +107,30 @@ def test_summary_without_any_reachable_lease_has_no_ratio() -> None:
     assert result["p50_s"] is None and result["over_floor"] is None
     assert result["over_own_boot_floor_p50"] is None
     assert result["floor_s"] == 8.0
+
+
+def test_with_the_speculative_boot_the_boot_overlaps_the_accepts_block() -> None:
+    # create + max(boot, accept) + submit + confirm.
+    assert floor_s(30.0, 2.0, speculative=True) == 36.0
+    assert floor_s(30.0, 12.0, speculative=True) == 66.0
+    # A boot shorter than a block waits for the accept's block all the same.
+    assert floor_s(0.5, 2.0, speculative=True) == 8.0
+    assert floor_s(0.0, 1.0, speculative=True) == floor_s(0.0, 1.0) == 4.0
+
+
+def test_a_guest_launched_before_its_accept_is_seen_is_phased_in_time_order() -> None:
+    marks = _lease(0.0, [1, 2, 1, 30, 1, 1, 2, 1, 1, 10])
+    marks["guest_launched"] = 1.5  # booted speculatively, before the accept (at 3) was seen
+    got = phases(marks)
+    assert got["created_to_guest_launched"] == 0.5
+    assert got["guest_launched_to_accepted"] == 1.5
+    assert got["accepted_to_report_in_hand"] == 31
+    assert sum(got.values()) == marks["ssh_answers"] - marks["create_sent"]
+
+
+def test_the_speculative_summary_counts_the_accept_inside_the_guests_own_boot() -> None:
+    leases = [_lease(0.0, [1, 2, 1, 30, 1, 1, 2, 1, 1, 10])]
+    result = summarize(leases, [], boot_s=32.0, block_time_s=2.0, speculative=True)
+    assert result["floor_s"] == 38.0  # max(32, 2) + 3 x 2
+    # Its own boot span (launched -> report in hand: 30) plus the three other blocks.
+    assert result["over_own_boot_floor_p50"] == round(50 / 36, 2)
