@@ -410,22 +410,25 @@ class LeaseLifecycle:
         is no longer ours (a reorg dropped the accept, the renter closed) the guest is stopped
         and its disk removed (LeaseNotOurs). Nothing here asks the guest for a report."""
         deadline = time.monotonic() + self.boot_wait_s
+        ready = False
         while True:
+            # Read at the head on every round, and once more after the guest is ready: the
+            # report is asked for right after a read that still has the lease ours.
             node_key, status = self.chain.leases.lease_node(lease_id)
             if status != LeaseStatus.ACTIVE or node_key.lower() != self.address.lower():
-                why = f"lease is {status.name} on chain while its guest booted"
                 if status == LeaseStatus.OPEN:
-                    self.drop_unaccepted(lease_id, record, f"{why}: the accept was dropped")
+                    why = "its accept was dropped from the chain while its guest booted"
+                    self.drop_unaccepted(lease_id, record, why)
                 else:
+                    why = f"lease is {status.name} on chain while its guest booted"
                     current = self.store.get_lease(lease_id)
                     self.retire(lease_id, current, why)
                 raise LeaseNotOurs(f"lease {lease_id}: {why}")
+            if ready or time.monotonic() >= deadline:
+                return  # past the deadline the report request decides (its own boot wait)
             booted = self.launcher.booted(lease_id, self.boot_check_s)
-            if booted and self.accept_deep(lease_id):
-                return
-            if time.monotonic() >= deadline:
-                return  # the report request decides (its own boot wait, the decline deadline)
-            if booted:
+            ready = booted and self.accept_deep(lease_id)
+            if booted and not ready:
                 time.sleep(min(self.boot_check_s, max(0.0, deadline - time.monotonic())))
 
     def accept_deep(self, lease_id: int) -> bool:
