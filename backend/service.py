@@ -38,6 +38,7 @@ from backend.indexer.dispute_windows import DisputeWindows
 from backend.indexer.heads import NewHeads, websocket_url
 from backend.leadership import INDEXER, Leadership, verifier_job
 from backend.matching import Matcher
+from backend.matching.head import HeadDispatch, created_at_head
 from backend.matching.service import Dispatch
 from backend.objects import ObjectStoreError
 from backend.repeats import RepeatedConditions
@@ -159,6 +160,10 @@ class BackendService:
             confirmations=settings.indexer_confirmations,
             batch_blocks=settings.indexer_batch_blocks,
         )
+        # Leases created above the confirmed cursor are dispatched at once (see matching.head).
+        self.head_dispatch: HeadDispatch | None = None
+        if settings.dispatch_at_head and settings.indexer_confirmations > 0:
+            self.head_dispatch = HeadDispatch(w3, self.indexer, self.matcher)
         # Dispute windows (read from the registry) where the deployment takes disputes.
         self.dispute_windows: DisputeWindows | None = None
         reader = ChainClient(w3, deployment)
@@ -262,6 +267,7 @@ class BackendService:
                 [self.dispatch.serve_guest] if isinstance(self.dispatch, CeleryDispatcher) else []
             ),
             key_holders=_holder_check(reader),
+            lease_at_head=created_at_head(reader) if self.head_dispatch is not None else None,
         )
         self.app: FastAPI = create_app(self.context)
         self._stop = threading.Event()
@@ -298,6 +304,8 @@ class BackendService:
                 if term.check():
                     self._react(indexed)
                     rematched = self.matcher.expire_overdue()
+                if self.head_dispatch is not None and term.check():
+                    self.head_dispatch.run()
                 if term.check() and self.dispute_windows is not None:
                     self.dispute_windows.run()
                 if term.check():

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     indexer_confirmations: int = Field(
         2, description="blocks an event must be buried under before the indexer applies it"
     )
+    dispatch_at_head: bool = Field(
+        True,
+        description="match and dispatch a lease as soon as its creation is in a block, before"
+        " the indexer's confirmations (the chain refuses to accept a lease a reorg dropped; the"
+        " reservation then expires); off: dispatch waits for the indexer",
+    )
     indexer_batch_blocks: int = Field(500, description="blocks per eth_getLogs request")
     indexer_poll_s: float = Field(
         1.0,

@@ -16,7 +16,7 @@ from backend.api.errors import ApiError
 from backend.api.limits import RateLimiter, check_address
 from backend.domain import auth
 from backend.objects import ObjectStore, object_store
-from backend.store import Store
+from backend.store import Lease, Store
 from cvm.api_models import ChainInfo
 from cvm.config import Settings
 from cvm.eip712 import Domain
@@ -52,6 +52,9 @@ class AppContext:
     # Whether an address is a registered, staked key holder on chain (None: this deployment
     # has no key service, and holder requests are refused).
     key_holders: Callable[[str], bool] | None = None
+    # The lease a LeaseCreated at the chain's head opened, for a node matched to it before the
+    # indexer has it (backend.matching.head; None: dispatch waits for the indexer).
+    lease_at_head: Callable[[int], Lease | None] | None = None
     # Where snapshot objects go; the settings' store (backend.objects) if None.
     objects: ObjectStore | None = None
 

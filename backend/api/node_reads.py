@@ -44,6 +44,7 @@ def authorized_node_read(
         now=now,
         window_s=window_s,
         accepted_only=accepted_only,
+        lease_at_head=None if accepted_only else context.lease_at_head,
     )
     context.limit_address(request.node.lower(), what)
     with context.store.session() as writer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -10,7 +11,14 @@ from sqlalchemy.orm import Session
 
 from backend.domain.addresses import checksum, parse_address
 from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
-from backend.store import Attestation, Lease, Match, RequestNonce, Verification
+from backend.store import (
+    Attestation,
+    Lease,
+    Match,
+    RequestNonce,
+    ReservationState,
+    Verification,
+)
 from backend.store import PrivateSpec as PrivateSpecRow
 from cvm.api_models import (
     NODE_HEADER,
@@ -167,6 +175,7 @@ def verified_node_request(
     now: int,
     window_s: int,
     accepted_only: bool,
+    lease_at_head: Callable[[int], Lease | None] | None = None,
 ) -> tuple[Lease, LeaseSpecRequest]:
     """The lease and the node's verified, fresh `LeaseSpecRequest` for it (the values of the
     `NODE_HEADER`, `TIMESTAMP_HEADER`, `SIGNATURE_HEADER` and `NONCE_HEADER` headers), whose
@@ -174,9 +183,13 @@ def verified_node_request(
     answering.
 
     Only the node that accepted the lease may ask, or, unless `accepted_only`, one it was
-    matched to (it reads the spec before accepting).
+    matched to (it reads the spec before accepting). A lease dispatched at the head, before
+    the store has it, is read with `lease_at_head` (the chain's `LeaseCreated`), for a node
+    holding a live reservation for it only.
     """
-    lease = _lease(session, lease_id)
+    stored = session.get(Lease, lease_id)
+    if stored is None and (accepted_only or lease_at_head is None):
+        raise NotFound(f"lease {lease_id}")
     if timestamp is None or signature is None or nonce is None:
         raise Unauthenticated(
             f"{NODE_HEADER} needs {TIMESTAMP_HEADER}, {NONCE_HEADER} and {SIGNATURE_HEADER}"
@@ -184,12 +197,30 @@ def verified_node_request(
     address = parse_address(node, NODE_HEADER)
     try:
         request = LeaseSpecRequest(
-            node=address, lease_id=lease.id, timestamp=int(timestamp), nonce=int(nonce)
+            node=address, lease_id=lease_id, timestamp=int(timestamp), nonce=int(nonce)
         )
         verify_node_message(request, signature, domain)
         check_timestamp(request.timestamp, now, window_s)
     except (SignatureError, ValueError) as exc:
         raise Unauthenticated(f"node request rejected: {exc}") from exc
+    if stored is None:
+        assert lease_at_head is not None
+        # Not indexed yet: only a node holding a live reservation, and only for a lease the
+        # chain has (a create a reorg dropped is not found).
+        reserved = session.scalar(
+            select(Match.id)
+            .where(
+                Match.lease_id == lease_id,
+                Match.node == address,
+                Match.status.in_(ReservationState.live()),
+            )
+            .limit(1)
+        )
+        at_head = lease_at_head(lease_id) if reserved is not None else None
+        if at_head is None:
+            raise NotFound(f"lease {lease_id}")
+        return at_head, request
+    lease = stored
     if lease.node == address:
         return lease, request
     if accepted_only:

@@ -65,33 +65,36 @@ def subjects(name: str, args: dict[str, Any], session: Session) -> tuple[int | N
 # --- lease side ------------------------------------------------------------------------------
 
 
-def _lease_created(session: Session, event: ChainEvent) -> None:
-    args = event.args
+def lease_created(args: dict[str, Any], block_number: int) -> Lease:
+    """The lease a `LeaseCreated` (its JSON args, see `json_args`) opens, as the store keeps it;
+    also what the dispatch at the head matches before the lease is indexed."""
     spec = LeaseSpec.from_abi(args["spec"])
-    session.merge(
-        Lease(
-            id=int(args["leaseId"]),
-            renter=args["renter"],
-            node=None,
-            status=LeaseState.OPEN,
-            tee_type=int(spec.tee_type),
-            vcpus=spec.vcpu,
-            memory_mib=spec.memory_mib,
-            disk_gib=spec.disk_gib,
-            min_node_stake=spec.min_node_stake,
-            max_rate_per_second=int(args["maxPricePerSecond"]),
-            rate_per_second=None,
-            deposit=int(args["deposit"]),
-            spec_hash=_hex(spec.spec_hash),
-            expected_measurement=_hex(args["expectedMeasurement"]),
-            reattest_interval=spec.reattest_interval,
-            attestation_nonce=0,
-            created_block=event.block_number,
-            accepted_block=None,
-            closed_block=None,
-            close_reason=None,
-        )
+    return Lease(
+        id=int(args["leaseId"]),
+        renter=args["renter"],
+        node=None,
+        status=LeaseState.OPEN,
+        tee_type=int(spec.tee_type),
+        vcpus=spec.vcpu,
+        memory_mib=spec.memory_mib,
+        disk_gib=spec.disk_gib,
+        min_node_stake=spec.min_node_stake,
+        max_rate_per_second=int(args["maxPricePerSecond"]),
+        rate_per_second=None,
+        deposit=int(args["deposit"]),
+        spec_hash=_hex(spec.spec_hash),
+        expected_measurement=_hex(args["expectedMeasurement"]),
+        reattest_interval=spec.reattest_interval,
+        attestation_nonce=0,
+        created_block=block_number,
+        accepted_block=None,
+        closed_block=None,
+        close_reason=None,
     )
+
+
+def _lease_created(session: Session, event: ChainEvent) -> None:
+    session.merge(lease_created(event.args, event.block_number))
 
 
 def _lease(session: Session, event: ChainEvent) -> Lease | None:

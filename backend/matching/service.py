@@ -238,9 +238,30 @@ class Matcher:
         Idempotent: a lease with a live reservation keeps it. Nodes whose reservation for
         this lease expired, and nodes that declined it on chain, are never tried again.
         """
+        return self._match(lease_id, None)
+
+    def match_at_head(self, lease: Lease) -> Match | None:
+        """`match_lease` for a lease created in a block the indexer has not confirmed yet
+        (`lease`: as its `LeaseCreated` at the head says, never stored); None once the store
+        has it (the confirmed path decides then). A reorg that drops the create leaves a
+        reservation no accept can use (the chain refuses to accept a lease it does not have):
+        it expires at its deadline and the node's capacity comes back."""
+        return self._match(lease.id, lease)
+
+    def live_node(self, lease_id: int) -> str | None:
+        """The node holding the lease's live reservation (reserved or accepted), if any."""
+        with self.store.new_session(read_only=True) as session:
+            live = self._live(session, lease_id)
+            return live[0].node if live else None
+
+    def _match(self, lease_id: int, at_head: Lease | None) -> Match | None:
         with self._lease_lock(lease_id):
             with self.store.session() as session:
                 lease = session.get(Lease, lease_id)
+                if at_head is not None:
+                    if lease is not None:
+                        return None
+                    lease = at_head
                 if lease is None or lease.status != LeaseState.OPEN:
                     return None
                 previous = session.scalars(select(Match).where(Match.lease_id == lease_id)).all()
@@ -374,12 +395,19 @@ class Matcher:
                     else Match.deadline <= now,
                 )
             ).all()
+            freed = [_reservation(match) for match in overdue]
             for match in overdue:
-                match.status = ReservationState.EXPIRED
-        for match in overdue:
-            self.index.release(_reservation(match))
+                if session.get(Lease, match.lease_id) is None:
+                    # Dispatched at the head for a create the store never got (a reorg dropped
+                    # it, most likely): forgotten, so the node is not counted as tried for a
+                    # lease that may yet come (re-mined, or another create given the same id).
+                    session.delete(match)
+                else:
+                    match.status = ReservationState.EXPIRED
+        for reservation in freed:
+            self.index.release(reservation)
         rematched = []
-        for lease_id in sorted({m.lease_id for m in overdue}):
+        for lease_id in sorted({m.lease_id for m in freed}):
             if self.match_lease(lease_id) is not None:
                 rematched.append(lease_id)
         return rematched

@@ -246,6 +246,12 @@ class LeaseMarketClient(OwnedContractClient):
             block_number=event.block_number,
         )
 
+    def created_event(self, lease_id: int, from_block: int = 0) -> ChainEvent | None:
+        """The `LeaseCreated` of `lease_id` in the blocks from `from_block` to the head (None
+        if there is none there): what the chain says of it before any indexer does."""
+        events = self._logs("LeaseCreated", from_block, leaseId=lease_id)
+        return events[0] if events else None
+
     def leases_created_by(self, renter: str, from_block: int = 0) -> list[int]:
         """Ids of the leases `renter` created, oldest first (by the indexed renter topic)."""
         events = self._logs("LeaseCreated", from_block, renter=renter)
