@@ -62,7 +62,7 @@ class Backend:
 @pytest.fixture
 def backend(chain: ChainSystem, tmp_path: Path) -> Iterator[Backend]:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=f"sqlite:///{tmp_path / 'backend.db'}",
         broker_url="memory://",
         rpc_url=chain.anvil.rpc_url,
