@@ -161,8 +161,9 @@ class LeaseLifecycle:
             return self.retire(lease_id, record, f"lease is {lease.status.name} on chain")
         if lease.status == LeaseStatus.OPEN and self.accept_dropped(record):
             assert record is not None
-            self.drop_unaccepted(lease_id, record, "its accept is no longer on chain (reorg)")
-            raise LeaseNotOurs(f"lease {lease_id}: its accept was dropped from the chain")
+            why = "open again on chain: a reorg dropped its accept (or it failed over)"
+            self.drop_unaccepted(lease_id, record, why)
+            raise LeaseNotOurs(f"lease {lease_id}: {why}")
         terms = None if record is None or record.state == LeaseState.REFUSED else _terms(record)
         if terms is None:
             terms = lease_terms(self.chain, lease)
@@ -350,8 +351,9 @@ class LeaseLifecycle:
 
     # --- speculative boot ------------------------------------------------------------------
     def accept_dropped(self, record: LeaseRecord | None) -> bool:
-        """Whether the store has the lease accepted by this node while the chain (read just
-        before, at the head) has it open again: a reorg dropped the accept."""
+        """Whether the store has the lease accepted by this node, not yet attested, while the
+        chain (read just before, at the head) has it open again: a reorg dropped the accept
+        (or the lease failed over after this node missed its first attestation)."""
         return record is not None and record.state in (LeaseState.ACCEPTED, LeaseState.LAUNCHED)
 
     def drop_unaccepted(self, lease_id: int, record: LeaseRecord, reason: str) -> None:

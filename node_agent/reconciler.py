@@ -127,9 +127,9 @@ class Reconciler:
                 record = lifecycle.reserve(lease)
                 result.adopted.append(lease_id)
             if lease.status == LeaseStatus.OPEN and lifecycle.accept_dropped(record):
-                # A reorg dropped our accept: its guest never attested (the first report waits
-                # for a final accept); stopped with its disk, the capacity free again.
-                lifecycle.drop_unaccepted(lease_id, record, "its accept is no longer on chain")
+                # A reorg dropped our accept (or the lease failed over): its guest is stopped
+                # with its disk, the capacity free again.
+                lifecycle.drop_unaccepted(lease_id, record, "open again on chain, not accepted")
                 result.stopped.append(lease_id)
                 return
             if lease.status == LeaseStatus.OPEN and record.state == LeaseState.RESERVED:
