@@ -381,6 +381,8 @@ class LeaseLifecycle:
                 self.launcher.launch(self.guest_spec(record, lease.renter))
             except Exception as exc:  # reported once the accept is decided
                 failure.append(exc)
+                return
+            crash_point("launched")  # the guest runs, the store still says RESERVED
 
         thread = threading.Thread(target=boot, name=f"cvm-boot-{lease_id}", daemon=True)
         thread.start()
