@@ -32,3 +32,19 @@ def test_one_simulated_lease_is_followed_through_every_on_chain_step(tmp_path: P
     assert stamps["created"] < stamps["accepted"] < stamps["submitted"] < stamps["verified"]
     assert result["floor_s"] == 4.0  # no guest boot on the simulated launcher: 4 blocks
     assert result["p50_s"] is not None and result["over_floor"] is not None
+
+
+def test_compare_speculative_runs_a_baseline_stack_then_the_speculative_one(
+    tmp_path: Path,
+) -> None:
+    result = run(1, 1, "simulated", tmp_path / "images", timeout_s=120, compare=True)
+    baseline = result["baseline_no_speculative"]
+    assert baseline["speculative_boot"] is False and result["speculative_boot"] is True
+    assert baseline["leases_reachable"] == result["leases_reachable"] == 1
+    # No guest to boot: four blocks either way (the boot overlaps nothing).
+    assert baseline["floor_s"] == result["floor_s"] == 4.0
+    assert "p50_saved_s" in result["speculative_effect"]
+    for figures in (result, baseline):
+        (lease,) = figures["leases"].values()
+        stamps = lease["chain_block_timestamps"]
+        assert stamps["created"] < stamps["accepted"] < stamps["submitted"] < stamps["verified"]
