@@ -20,6 +20,7 @@ import {
     CloseReason,
     FAILOVER_ATTESTATION_EXPIRED,
     FAILOVER_FIRST_ATTESTATION_MISSED,
+    FAILOVER_NODE_EXIT,
     Lease,
     LeaseRecord,
     LeaseSpec,
@@ -424,9 +425,10 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         uint256 refund = lease.deposit - earnedAmount;
         // Leaving over a lapsed attestation or an unanswered challenge does not erase the miss.
         CloseReason reason = _endReason(refund, progress, CloseReason.NODE_EXIT);
-        // A node at fault cannot end a lease whose renter wants it to survive its node: it moves.
-        if ((firstMissed || reason == CloseReason.ATTESTATION_MISSED) && _mayFailOver(leaseId)) {
-            _failover(leaseId, lease, progress);
+        // A node cannot end a lease whose renter wants it to survive its node: at fault or not, it moves
+        // (a close would tell the key holders to delete the shares, taking the renter's data with it).
+        if (reason != CloseReason.EXHAUSTED && _mayFailOver(leaseId)) {
+            _failover(leaseId, lease, progress, reason == CloseReason.NODE_EXIT);
             return;
         }
         if (firstMissed) {
@@ -496,7 +498,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         // A lease whose renter wants it to survive its node moves instead of ending (no one may end it
         // by reporting the fault first).
         if (_mayFailOver(leaseId)) {
-            _failover(leaseId, lease, progress);
+            _failover(leaseId, lease, progress, false);
             return;
         }
         _missedFirstAttestation(leaseId, lease, lease.renter);
@@ -507,7 +509,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         if (!_mayFailOver(leaseId)) revert Errors.LeaseMarket_FailoverNotAllowed(leaseId);
-        if (!_failover(leaseId, lease, attestationRegistry.progressOf(leaseId))) {
+        if (!_failover(leaseId, lease, attestationRegistry.progressOf(leaseId), false)) {
             revert Errors.LeaseMarket_NotAtFault(leaseId);
         }
     }
@@ -519,9 +521,10 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         return address(keys) != address(0) && keys.failoverAllowed(leaseId);
     }
 
-    /// @dev Fails an active lease over if its node is at fault (see `failover`); false (nothing changed)
-    /// if it is not.
-    function _failover(uint256 leaseId, LeaseRecord storage lease, AttestationProgress memory progress)
+    /// @dev Fails an active lease over if its node is at fault (see `failover`), or, with `exit`, if its
+    /// node leaves without fault (`exitLease`: its attestation decided, the deposit not used up); false
+    /// (nothing changed) if neither.
+    function _failover(uint256 leaseId, LeaseRecord storage lease, AttestationProgress memory progress, bool exit)
         private
         returns (bool)
     {
@@ -533,10 +536,10 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         if (!_firstAttestationMissed(lease, progress)) {
             // Exactly the faults the close paths count as ATTESTATION_MISSED (not a used-up deposit).
             earnedAmount = _earnedFrom(lease, progress);
-            if (_endReason(deposit - earnedAmount, progress, CloseReason.NODE_EXIT) != CloseReason.ATTESTATION_MISSED) {
-                return false;
-            }
-            reason = FAILOVER_ATTESTATION_EXPIRED;
+            CloseReason endReason = _endReason(deposit - earnedAmount, progress, CloseReason.NODE_EXIT);
+            if (endReason == CloseReason.ATTESTATION_MISSED) reason = FAILOVER_ATTESTATION_EXPIRED;
+            else if (exit && endReason == CloseReason.NODE_EXIT) reason = FAILOVER_NODE_EXIT;
+            else return false;
             // Kept for a dispute that may still overturn one of its verdicts (`onSegmentOverturned`).
             // Safe: earned <= deposit (uint96), the rate and bond are the lease's own widths.
             // forge-lint: disable-next-line(unsafe-typecast)
@@ -562,7 +565,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         _credit(nodeRegistry.operatorOf(nodeKey), owed);
         attestationRegistry.onFailover(leaseId, nodeKey);
         if (reason == FAILOVER_FIRST_ATTESTATION_MISSED) _slash(nodeKey, bond, 0);
-        else nodeRegistry.recordMissedAttestation(nodeKey);
+        else if (reason == FAILOVER_ATTESTATION_EXPIRED) nodeRegistry.recordMissedAttestation(nodeKey);
         return true;
     }
 

@@ -325,7 +325,9 @@ class LeaseMarketClient(OwnedContractClient):
         """Give up an active lease (node key).
 
         Before the first submission and deadline this declines (the lease reopens); after the
-        deadline without an attestation it is the missed-attestation path (bond slashed).
+        deadline without an attestation it is the missed-attestation path (bond slashed). A lease
+        whose key policy allows failover and whose deposit is not used up moves instead of closing
+        (`LeaseFailedOver`, reason 3 without fault).
         """
         return self._send("exitLease", lease_id)
 
@@ -363,7 +365,8 @@ class LeaseMarketClient(OwnedContractClient):
         attestation expired / a challenge unanswered) back to the market under the same id, if
         its key policy allows failover (anyone). Event `LeaseFailedOver(leaseId, oldNode,
         reason)`: reason 1 first attestation missed (bond slashed), 2 attestation expired (a
-        miss). The old node keeps what it earned up to its fault (credited to its operator)."""
+        miss), 3 the node left by `exitLease` without fault (bond freed, no miss; only via exit).
+        The old node keeps what it earned up to its fault (credited to its operator)."""
         return self._send("failover", lease_id)
 
     def challenge(self, lease_id: int) -> TxResult:

@@ -246,9 +246,11 @@ interface ILeaseMarket {
     /// @notice The node key gives up an active lease. Before its first submission and deadline this
     /// is `declineLease`; after the deadline without an attestation it is `reportMissedAttestation`;
     /// otherwise the lease closes and the unearned rest is credited to the renter. Leaving over a
-    /// lapsed attestation or an unanswered challenge records the miss (reason ATTESTATION_MISSED). At such
-    /// a fault (or after a missed first attestation), a lease whose key policy allows failover fails over
-    /// instead (`failover`): a node at fault cannot end a lease the renter wants to survive it.
+    /// lapsed attestation or an unanswered challenge records the miss (reason ATTESTATION_MISSED). A lease
+    /// whose key policy allows failover fails over instead unless its deposit is used up (EXHAUSTED): at
+    /// such a fault (or after a missed first attestation) as `failover` does (reasons 1 and 2), and after a
+    /// no-fault exit too (reason 3: paid up to now, bond freed, no miss recorded). No node can end a lease
+    /// the renter wants to survive it (a close tells the key holders to delete the lease's shares).
     /// @dev Reason NODE_EXIT. Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NotLeaseNode,
     /// _AttestationPending.
     function exitLease(uint256 leaseId) external;

@@ -281,6 +281,8 @@ struct KeyPolicy {
 // allowed approval, or a challenge unanswered; a miss).
 uint8 constant FAILOVER_FIRST_ATTESTATION_MISSED = 1;
 uint8 constant FAILOVER_ATTESTATION_EXPIRED = 2;
+// 3: the node left (`exitLease`) without fault while the renter's policy allows failover (bond freed, no miss).
+uint8 constant FAILOVER_NODE_EXIT = 3;
 
 /// @notice What a node a lease failed over from earned on it, kept (one slot) so that a dispute later
 /// overturning one of its Verified verdicts finds its rate, earnings and bond (`onSegmentOverturned`).

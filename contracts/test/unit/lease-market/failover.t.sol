@@ -291,13 +291,61 @@ contract Failover_LeaseMarket_Test is Base {
         market.exitLease(second);
     }
 
-    /// @dev A healthy node's voluntary exit still closes (failover is for faults only).
-    function test_ExitWithoutFault_Closes() external {
+    /// @dev Attack: a healthy node's voluntary exit must not end a lease its renter wants to survive its
+    /// node (the close tells the key holders to delete the shares: the renter's data would go with it, at
+    /// no cost to the node). It moves instead (reason 3): paid up to now, bond freed, no miss recorded.
+    function test_ExitWithoutFault_FailsOverWhenAllowed() external {
         uint256 leaseId = attestedLease();
         setPolicy(leaseId, true);
+        vm.warp(block.timestamp + 100);
+        uint256 deposit = market.getLease(leaseId).deposit;
+        uint256 earnedNow = market.earned(leaseId);
+        uint256 claimedBefore = market.getLease(leaseId).claimed;
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey, 3);
+        vm.prank(nodeKey);
+        market.exitLease(leaseId);
+        Lease memory lease = market.getLease(leaseId);
+        assertEq(uint256(lease.status), uint256(LeaseStatus.OPEN), "moved, not closed");
+        assertEq(market.failovers(leaseId), 1, "one failover");
+        assertEq(lease.deposit, deposit - earnedNow, "the rest stays in escrow");
+        assertEq(market.credits(operator), earnedNow - claimedBefore, "paid up to the exit");
+        assertEq(market.nodeUsage(nodeKey).bonded, 0, "bond freed");
+        assertEq(nodes.getNode(nodeKey).missedAttestations, 0, "no miss: it was not at fault");
+        assertTrue(market.declinedBy(leaseId, nodeKey), "never again for this node key");
+        assertFalse(attestations.isAttested(leaseId, measurement), "not attested until the next node");
+        // The renter can still close and recover the rest.
+        uint256 before = token.balanceOf(renter);
+        vm.prank(renter);
+        market.closeLease(leaseId);
+        assertEq(token.balanceOf(renter) - before, deposit - earnedNow, "rest refunded");
+    }
+
+    /// @dev Without a failover policy a healthy node's exit closes as before.
+    function test_ExitWithoutFault_ClosesWithoutPolicy() external {
+        uint256 leaseId = attestedLease();
+        setPolicy(leaseId, false);
         vm.prank(nodeKey);
         market.exitLease(leaseId);
         assertEq(uint256(market.getLease(leaseId).closeReason), uint256(CloseReason.NODE_EXIT), "closed");
+        assertEq(market.failovers(leaseId), 0, "no failover");
+    }
+
+    /// @dev An exhausted lease is not moved by its node's exit: it closes EXHAUSTED (nothing left to move).
+    function test_ExitWhenExhausted_Closes() external {
+        registerAndStake();
+        uint128 small = uint128(rate() * 100);
+        vm.prank(renter);
+        uint256 leaseId = market.createLease(leaseSpec(), MAX_PRICE, small, measurement);
+        vm.prank(nodeKey);
+        market.acceptLease(leaseId);
+        submitReport(leaseId, REPORT_HASH);
+        confirmReport(leaseId, REPORT_HASH, true);
+        setPolicy(leaseId, true);
+        vm.warp(block.timestamp + 200);
+        vm.prank(nodeKey);
+        market.exitLease(leaseId);
+        assertEq(uint256(market.getLease(leaseId).closeReason), uint256(CloseReason.EXHAUSTED), "closed");
         assertEq(market.failovers(leaseId), 0, "no failover");
     }
 
