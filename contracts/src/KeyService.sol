@@ -122,7 +122,9 @@ contract KeyService is IKeyService {
         HolderInfo storage info = _holders[msg.sender];
         if (info.registered) revert Errors.KeyService_AlreadyRegistered(msg.sender);
         if (info.stake < minHolderStake) revert Errors.KeyService_StakeTooLow(msg.sender, info.stake, minHolderStake);
-        if (_holderList.length >= MAX_HOLDERS) revert Errors.KeyService_TooManyHolders();
+        // A full set gives the place of a holder that no longer keeps the minimum stake (it cannot be named
+        // in a new policy): otherwise 64 accounts could stake, register, unstake and hold every place for good.
+        if (_holderList.length >= MAX_HOLDERS) _evictInactive();
         info.key = x25519Key;
         info.registered = true;
         _holderList.push(msg.sender);
@@ -135,9 +137,30 @@ contract KeyService is IKeyService {
         HolderInfo storage info = _holders[msg.sender];
         if (!info.registered) revert Errors.KeyService_NotRegistered(msg.sender);
         if (info.stake != 0 || info.unbonding != 0) revert Errors.KeyService_StakeRemaining(msg.sender);
+        _unlist(msg.sender, info);
+    }
+
+    /// @dev Unlists the first registered holder below the minimum stake (at most MAX_HOLDERS reads);
+    /// reverts KeyService_TooManyHolders if every place is held by an active holder.
+    function _evictInactive() private {
+        uint256 count = _holderList.length;
+        for (uint256 i; i < count; ++i) {
+            address holder = _holderList[i];
+            HolderInfo storage info = _holders[holder];
+            if (info.stake < minHolderStake) {
+                // Its stake (unbonding or below the minimum) stays its own to withdraw.
+                _unlist(holder, info);
+                return;
+            }
+        }
+        revert Errors.KeyService_TooManyHolders();
+    }
+
+    /// @dev Removes `holder` from the set (swap-and-pop) and forgets its key.
+    function _unlist(address holder, HolderInfo storage info) private {
         info.registered = false;
         info.key = bytes32(0);
-        uint256 position = _holderPosition[msg.sender];
+        uint256 position = _holderPosition[holder];
         uint256 last = _holderList.length;
         if (position != last) {
             address moved = _holderList[last - 1];
@@ -145,8 +168,8 @@ contract KeyService is IKeyService {
             _holderPosition[moved] = position;
         }
         _holderList.pop();
-        delete _holderPosition[msg.sender];
-        emit HolderDeregistered(msg.sender);
+        delete _holderPosition[holder];
+        emit HolderDeregistered(holder);
     }
 
     /// @inheritdoc IKeyService

@@ -79,7 +79,9 @@ interface IKeyService {
 
     /// @notice Registers the caller as a key holder with its X25519 public key. Needs at least
     /// `minHolderStake` staked first (`stakeHolder`), so the bounded holder set cannot be squatted for free.
-    /// @dev Emits HolderRegistered. Reverts: KeyService_ZeroKey, _AlreadyRegistered, _StakeTooLow, _TooManyHolders.
+    /// When all MAX_HOLDERS places are taken, the first registered holder below `minHolderStake` loses its
+    /// place (HolderDeregistered; its stake stays withdrawable; it registers again after staking).
+    /// @dev Emits HolderRegistered (and HolderDeregistered for an evicted holder). Reverts: KeyService_ZeroKey, _AlreadyRegistered, _StakeTooLow, _TooManyHolders.
     function registerHolder(bytes32 x25519Key) external;
 
     /// @notice Leaves the holder set; only with no stake active or unbonding.

@@ -154,6 +154,39 @@ contract KeyService_Holders_Test is Base {
         vm.stopPrank();
     }
 
+    /// @dev Attack: 64 accounts stake, register, unstake and withdraw: without eviction they hold every
+    /// place for good at no capital cost. A new staked holder takes the place of one below the minimum.
+    function test_RegisterWhenFull_EvictsAHolderBelowTheMinimum() external {
+        address[] memory squatters = new address[](64);
+        for (uint256 i; i < 64; ++i) {
+            squatters[i] = stakedHolder(string(abi.encodePacked("squatter-", vm_toString(i))));
+            vm.prank(squatters[i]);
+            keys.requestUnstakeHolder(MIN_HOLDER_STAKE);
+        }
+        vm.warp(block.timestamp + HOLDER_UNBONDING);
+        for (uint256 i; i < 64; ++i) {
+            vm.prank(squatters[i]);
+            keys.withdrawHolderStake();
+        }
+        assertEq(keys.activeHolders().length, 0, "no active holder left");
+        address fresh = stakedHolderIfRoom("fresh");
+        assertTrue(keys.isActiveHolder(fresh), "a staked holder finds a place");
+        assertFalse(keys.holderOf(squatters[0]).registered, "the first inactive holder was evicted");
+        assertEq(keys.activeHolders().length, 1, "one active");
+    }
+
+    function stakedHolderIfRoom(string memory name) internal returns (address holder) {
+        holder = makeAddr(name);
+        token.mint(holder, MIN_HOLDER_STAKE);
+        vm.startPrank(holder);
+        token.approve(address(keys), type(uint256).max);
+        keys.stakeHolder(MIN_HOLDER_STAKE);
+        vm.expectEmit(address(keys));
+        emit IKeyService.HolderDeregistered(makeAddr("squatter-00"));
+        keys.registerHolder(bytes32(uint256(7)));
+        vm.stopPrank();
+    }
+
     function test_RevertWhen_FeeOnTransferToken() external {
         FeeOnTransferToken fee = new FeeOnTransferToken();
         KeyService feeKeys = new KeyService(IERC20(address(fee)), market, attestations, 1, 0);
