@@ -226,6 +226,9 @@ contract FailoverHandler is Test {
                 || afterwards.status == LeaseStatus.OPEN, "unexpected end");
             _check(!(afterwards.status == LeaseStatus.CLOSED && keys.failoverAllowed(leaseId)
                 && afterwards.closeReason == CloseReason.ATTESTATION_MISSED), "a fault ended a lease allowed to move");
+            // Nor does its node's own exit (the close would make the key holders delete the shares).
+            _check(!(afterwards.status == LeaseStatus.CLOSED && keys.failoverAllowed(leaseId)
+                && afterwards.closeReason == CloseReason.NODE_EXIT), "a node's exit ended a lease allowed to move");
             ghostVerifiedNode[leaseId] = address(0);
             _endSegmentWithRate(leaseId, before.ratePerSecond);
             return;
