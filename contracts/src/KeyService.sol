@@ -303,8 +303,8 @@ contract KeyService is IKeyService {
             found = keccak256(allowed[i]) == wanted;
         }
         if (!found) return false;
-        (address nodeKey, LeaseStatus status) = leaseMarket.leaseNode(leaseId);
-        if (status != LeaseStatus.ACTIVE || nodeKey == address(0)) return false;
+        // Active and not used up, as `isAttested` asks: a used-up lease's node is no longer paid to serve it.
+        if (!leaseMarket.isServing(leaseId)) return false;
         IAttestationRegistry.Attestation memory attestation = attestationRegistry.attestationOf(leaseId);
         return attestation.status == IAttestationRegistry.Status.Verified && keccak256(attestation.measurement) == wanted;
     }

@@ -129,7 +129,8 @@ interface IKeyService {
     function failoverAllowed(uint256 leaseId) external view returns (bool);
 
     /// @notice Whether a holder may release its share now: the lease has a policy allowing
-    /// `measurement`, is active, and its latest attestation is Verified with exactly that measurement.
+    /// `measurement`, is active and not used up (`ILeaseMarket.isServing`, as `isAttested` asks), and its
+    /// latest attestation is Verified with exactly that measurement.
     /// Holders still verify the evidence (AMD chain, bindings, guest key) off chain.
     function isReleasable(uint256 leaseId, bytes calldata measurement) external view returns (bool);
 }

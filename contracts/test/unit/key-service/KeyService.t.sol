@@ -408,6 +408,23 @@ contract KeyService_Policy_Test is Base {
         assertFalse(keys.isReleasable(leaseId, measurement), "expired");
     }
 
+    /// @dev A used-up lease (still ACTIVE until settled) is no longer served: isAttested is false, and so is
+    /// isReleasable (a guest the node is no longer paid for gets no share).
+    function test_IsReleasable_FalseOnceUsedUp() external {
+        registerAndStake();
+        vm.prank(renter);
+        uint256 leaseId = market.createLease(leaseSpec(), MAX_PRICE, uint128(rate() * 100), measurement);
+        vm.prank(nodeKey);
+        market.acceptLease(leaseId);
+        submitReport(leaseId, REPORT_HASH);
+        confirmReport(leaseId, REPORT_HASH, true);
+        setPolicy(leaseId, true);
+        assertTrue(keys.isReleasable(leaseId, measurement), "released while served");
+        vm.warp(block.timestamp + 100);
+        assertFalse(attestations.isAttested(leaseId, measurement), "used up: not attested");
+        assertFalse(keys.isReleasable(leaseId, measurement), "used up: no release");
+    }
+
     function test_IsReleasable_FalseOnceClosed() external {
         uint256 leaseId = attestedLease();
         setPolicy(leaseId, true);
