@@ -415,8 +415,9 @@ class BackendService:
                 continue
             if event.name == "LeaseAccepted" and event.node:
                 self.matcher.lease_accepted(event.lease_id, event.node)
-            elif event.name in ("LeaseClosed", "LeaseDeclined"):
-                # A declined lease is open again: free its node, match it to the next one.
+            elif event.name in ("LeaseClosed", "LeaseDeclined", "LeaseFailedOver"):
+                # A declined or failed-over lease is open again: free its node, match it to
+                # the next one (never the one it left: `declined_by`).
                 self.matcher.lease_closed(event.lease_id)
         # Every open lease without a live reservation: new ones, and any that found no
         # node before (a node may have registered or sent a heartbeat since).
