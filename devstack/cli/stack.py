@@ -63,6 +63,8 @@ def describe(state: StackState) -> Table:
             f"{node.address}  {node.vcpu} vCPU / {node.memory_mib} MiB / {node.disk_gib} GiB"
             f"  price {node.price_per_vcpu_second} per vCPU-s  pid {node.pid}",
         )
+    for holder in state.holders:
+        table.add_row(holder.name, f"{holder.address}  key holder  pid {holder.pid}")
     return table
 
 
@@ -81,13 +83,47 @@ def check_launcher(launcher: str) -> str:
     return launcher
 
 
+HoldersOption = Annotated[
+    int,
+    typer.Option(
+        "--holders",
+        min=0,
+        max=16,
+        help="Key holders (python -m keyservice run), registered and staked at start.",
+    ),
+]
+ChallengeWindowOption = Annotated[
+    int | None,
+    typer.Option(
+        "--challenge-window",
+        min=30,
+        max=86400,
+        help="Seconds a challenged node has to attest afresh (default: 900; short for tests).",
+    ),
+]
+LivenessTimeoutOption = Annotated[
+    int | None,
+    typer.Option(
+        "--liveness-timeout",
+        min=1,
+        max=86400,
+        help="Seconds without a heartbeat before a failover-allowed lease is challenged"
+        " (default: CVM_LIVENESS_TIMEOUT_S, 60).",
+    ),
+]
+
+
 def up(
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=50, help="Simulated nodes.")] = 3,
     data_dir: DataDirOption = None,
     api_port: Annotated[int, typer.Option(help="Backend API port (0: a free one).")] = 0,
     launcher: LauncherOption = "simulated",
+    holders: HoldersOption = 0,
+    challenge_window: ChallengeWindowOption = None,
+    liveness_timeout: LivenessTimeoutOption = None,
 ) -> None:
-    """Start the embedded stack (anvil, contracts, Redis, backend, node agents) until Ctrl-C."""
+    """Start the embedded stack (anvil, contracts, Redis, backend, node agents, key holders)
+    until Ctrl-C."""
     import signal
     import threading
 
@@ -95,7 +131,15 @@ def up(
 
     directory = data_dir_of(data_dir)
     stack = EmbeddedStack(
-        StackConfig(directory, nodes=nodes, api_port=api_port, launcher=check_launcher(launcher)),
+        StackConfig(
+            directory,
+            nodes=nodes,
+            api_port=api_port,
+            launcher=check_launcher(launcher),
+            holders=holders,
+            challenge_window_s=challenge_window,
+            liveness_timeout_s=liveness_timeout,
+        ),
         say=lambda message: err().print(f"[dim]…[/dim] {message}"),
     )
     stop = threading.Event()
