@@ -75,6 +75,8 @@ class StackConfig:
     # for tests and benchmarks only: production keeps the defaults (README, settings).
     challenge_window_s: int | None = None
     liveness_timeout_s: int | None = None
+    # Seconds between snapshots of a lease's declared disk (None: the agents' default).
+    snapshot_interval_s: float | None = None
 
     @property
     def deployment_file(self) -> Path:
@@ -335,6 +337,11 @@ class EmbeddedStack:
                 # The simulated launcher produces the demo measurement; the qemu launcher
                 # also produces the measurement of the image a lease names.
                 CVM_NODE_MEASUREMENTS="0x" + DEMO_MEASUREMENT.hex(),
+                **(
+                    {"CVM_SNAPSHOT_INTERVAL_S": str(self.config.snapshot_interval_s)}
+                    if self.config.snapshot_interval_s is not None
+                    else {}
+                ),
             )
             log = logs / f"{name}.log"
             agent = ManagedProcess(name, [sys.executable, "-m", "node_agent"], log, env).start()
