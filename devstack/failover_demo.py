@@ -141,12 +141,28 @@ def releases_for(state: StackState, node: str, lease_id: int, report_hash: str) 
     return len({r.holder for r in keys.releases if r.report_hash.lower() == report_hash.lower()})
 
 
-def kill_node(state: StackState, name: str, lease_id: int) -> list[int]:
-    """The node `name` dies as a host would: its agent's process group and the lease's guest
+def node_guest_pids(data_dir: Path, address: str) -> list[int]:
+    """QEMU processes of the guests of one node of this stack (its state directory,
+    `<stack>/node/<address>/`, is on their command lines)."""
+    marker = f"/node/{address.lower()}/".encode()
+    found = []
+    for pid in guest_pids(data_dir, None):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in argv:
+            found.append(pid)
+    return found
+
+
+def kill_node(state: StackState, name: str) -> list[int]:
+    """The node `name` dies as a host would: its agent's process group and its guests
     SIGKILLed, and the stack told not to restart it. The pids killed."""
     from devstack.state import hold
 
     data_dir = Path(state.data_dir)
+    record = next((node for node in state.nodes if node.name == name), None)
     hold(data_dir, name)
     killed: list[int] = []
     group = state.groups.get(name)
@@ -156,7 +172,7 @@ def kill_node(state: StackState, name: str, lease_id: int) -> list[int]:
             killed.append(group)
         except ProcessLookupError:
             pass
-    for pid in guest_pids(data_dir, lease_id):
+    for pid in node_guest_pids(data_dir, record.address) if record is not None else []:
         try:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -280,7 +296,7 @@ def _journey(
     def kill() -> None:
         if first_name is None:
             raise RuntimeError(f"node {first} is not one of this stack's nodes")
-        killed = kill_node(state, first_name, lease_id)
+        killed = kill_node(state, first_name)
         marks.killed = time.time()
         if not killed:
             raise RuntimeError(f"nothing of {first_name} was running")

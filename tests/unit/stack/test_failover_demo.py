@@ -41,7 +41,7 @@ def test_killing_a_node_kills_its_group_and_holds_it(tmp_path: Path) -> None:
     try:
         state = StackState(pid=os.getpid(), status="ready", data_dir=str(tmp_path),
                            deployment_file="", groups={"node-0": agent.pid})  # fmt: skip
-        assert kill_node(state, "node-0", 1) == [agent.pid]
+        assert kill_node(state, "node-0") == [agent.pid]
         assert agent.wait(timeout=10) == -9
         assert held(tmp_path, "node-0") and not held(tmp_path, "node-1")
     finally:
