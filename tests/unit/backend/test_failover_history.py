@@ -179,3 +179,18 @@ def test_the_api_shows_the_nodes_and_the_old_node_loses_the_spec(
     assert client.get("/v1/leases").json()[0]["nodes"] == view["nodes"]
     assert spec_as(new, 2) == 200
     assert spec_as(old, 3) == 403
+
+
+def test_the_timeline_follows_the_node_the_lease_runs_on_now(
+    client: TestClient, store: Store
+) -> None:
+    created_and_accepted(store)
+    before = {s["name"]: s for s in client.get("/v1/leases/1/timeline").json()["steps"]}
+    assert before["verified"]["at"] == 1_700_000_004
+    index(store, 9, "LeaseFailedOver", leaseId=1, oldNode=OLD, reason=2)
+    index(store, 12, "LeaseAccepted", leaseId=1, nodeKey=NEW, ratePerSecond=20)
+    steps = {s["name"]: s for s in client.get("/v1/leases/1/timeline").json()["steps"]}
+    assert steps["created"]["at"] == 1_700_000_001
+    assert steps["accepted"]["at"] == 1_700_000_012
+    assert steps["accepted"]["detail"]["node"] == NEW
+    assert steps["report_submitted"]["at"] is None and steps["verified"]["at"] is None
