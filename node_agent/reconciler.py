@@ -3,9 +3,10 @@
 It adopts leases the chain says this node accepted but the store forgot (killed right
 after accept), relaunches guests that vanished, stops guests of leases that closed, ran
 out, failed over to another node (`LeaseFailedOver`: the guest stops and its volume is
-deleted, also after a restart) or were never ours, and has due attestations posted, at once for a lease challenged
-since its latest submission (`LeaseMarket.challenge`). It finds accepted leases by the
-`LeaseAccepted` events of this node key since its checkpoint, not since the deployment.
+deleted, also after a restart) or were never ours, and has due attestations posted, at
+once for a lease challenged since its latest submission (`LeaseMarket.challenge`). It
+finds accepted leases by the `LeaseAccepted` events of this node key since its
+checkpoint, not since the deployment.
 """
 
 from __future__ import annotations

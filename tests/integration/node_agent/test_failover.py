@@ -54,8 +54,8 @@ def holder(chain: ChainSystem) -> str:
     stake = keys.min_holder_stake()
     client.token.mint(client.address, stake)
     client.token.approve(chain.deployment.key_service, stake)
+    keys.stake_holder(stake)  # staked first: registering checks the minimum
     keys.register_holder(b"\x42" * 32)
-    keys.stake_holder(stake)
     return client.address
 
 
@@ -82,6 +82,8 @@ def test_a_silent_nodes_lease_moves_to_the_other_node(
         liveness_timeout_s=TIMEOUT_S,
         verifier_challenge_stale_s=TIMEOUT_S * 2,
         heartbeat_stale_s=TIMEOUT_S * 100,  # only liveness drops a node here
+        # The backend's clock runs ahead of the agents' (the chain's time travels with it).
+        heartbeat_window_s=3600,
     )
     chain.staked_node()
     other: LocalAccount = chain.anvil.dev_account(7)
