@@ -117,6 +117,8 @@ def _lease_table(report: LeaseReport, decimals: int) -> Table:
         held = report.held
         table.add_row("held", held_text(report.lease.lease_id, held.amount, held.releasable_at,
                                         decimals))  # fmt: skip
+    if report.snapshot_epoch:
+        table.add_row("snapshot epoch", str(report.snapshot_epoch))
     if report.nodes and (len(report.nodes) > 1 or report.nodes[0].ended_at is not None):
         # Where the lease ran before (it failed over, or a node declined it).
         for number, node in enumerate(report.nodes, 1):

@@ -23,7 +23,7 @@ def report(nodes: tuple[LeaseNodeView, ...] | None) -> LeaseReport:
     )  # fmt: skip
     attestation = Attestation(1, AttestationStatus.NONE, "0x" + "00" * 20, b"\0" * 32,
                               b"\0" * 48, 0, 0, 0, 0)  # fmt: skip
-    return LeaseReport(lease, attestation, 0, 10**18, nodes=nodes)
+    return LeaseReport(lease, attestation, 0, 10**18, nodes=nodes, snapshot_epoch=3)
 
 
 HISTORY = (
@@ -41,6 +41,7 @@ def rendered(value: LeaseReport) -> str:
 
 def test_the_json_carries_the_history_or_says_it_is_unknown() -> None:
     assert report(None).as_dict()["nodes"] is None
+    assert report(None).as_dict()["snapshot_epoch"] == 3
     assert report(HISTORY).as_dict()["nodes"] == [
         {"node": OLD, "accepted_at": 1_700_000_002, "ended_at": 1_700_000_009,
          "reason": "attestation_expired"},
@@ -52,6 +53,7 @@ def test_the_table_lists_each_node_once_the_lease_moved() -> None:
     text = rendered(report(HISTORY))
     assert "node 1" in text and "node 2" in text
     assert "(attestation expired)" in text
+    assert "snapshot epoch" in text
     assert f"{NEW} from" in text and "until now" in text
     # One node that still serves it: nothing more than the node row.
     assert "node 1" not in rendered(report(HISTORY[1:]))
