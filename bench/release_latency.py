@@ -15,6 +15,7 @@ before the next. Prints JSON (p50 goal: 2 s).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -33,10 +34,9 @@ TIMEOUT_S = 120.0
 
 def measure(leases: int) -> list[float]:
     """Seconds from Verified to the t-th share at the backend, one sample per lease."""
-    from cvm.key_release import deposit_keys, resolve_holders
-
     from cvm.api_client import ApiClient
     from cvm.chain import AttestationStatus, Deployment, connect
+    from cvm.key_release import deposit_keys, resolve_holders
     from cvm.renter import RentRequest
     from cvm.wallet import load_account, read_password_file
     from devstack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
@@ -98,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.leases <= 200:
         parser.error("--leases: 1 to 200")
-    samples = measure(args.leases)
+    with contextlib.redirect_stdout(sys.stderr):  # the stack's and renter's words
+        samples = measure(args.leases)
     result: dict[str, Any] = {
         "leases": len(samples),
         "threshold": f"{THRESHOLD} of {HOLDERS}",

@@ -268,21 +268,23 @@ def _journey(
 
     def write() -> int:
         # The guest combines the holders' shares, opens its volume, then starts the app.
-        before = api.latest_epoch(lease_id)
         wait_until("the service storing the value",
                    lambda: curl("-X", "PUT", "-d", value)["status"] == 200, timeout)  # fmt: skip
+        # A snapshot under way now may have frozen the disk before the write: the one after
+        # it (two epochs on) surely holds the value.
+        written_at = api.latest_epoch(lease_id)
         read = curl()
         if read["status"] != 200 or read["body"] != value:
             raise RuntimeError(f"the service answered {read['status']}: {literal(read['body'])}")
         say(f"PUT then GET /kv/{DEMO_KEY} over attested TLS: {literal(value)}")
-        return before
+        return written_at
 
     epoch_before = step(6, "write a value to the service (cvm lease curl)", write)
 
     def snapshot() -> None:
         epoch = wait_until(
             "a snapshot epoch after the write",
-            lambda: (e := api.latest_epoch(lease_id)) > epoch_before and e,
+            lambda: (e := api.latest_epoch(lease_id)) >= epoch_before + 2 and e,
             max(120.0, 6 * SNAPSHOT_INTERVAL_S),
         )
         journey.facts["epoch_before_kill"] = epoch

@@ -13,7 +13,8 @@ class ChainFailover:
         self.client = client
 
     def failover_allowed(self, lease_id: int) -> bool:
-        return bool(self.client.keys.failover_allowed(lease_id))
+        keys = self.client.keys
+        return keys is not None and bool(keys.failover_allowed(lease_id))
 
     def attestation(self, lease_id: int) -> AttestationFacts:
         attestations = self.client.attestations

@@ -448,6 +448,8 @@ def _failover_demo(directory: Path, workload: Path | None, timeout: float, as_js
         finally:
             err().print("[dim]…[/dim] stopping the stack the demo started")
             stack.stop()
+            # Guests outlive their node agents by design: the demo's own go with its stack.
+            abandon(shell, directory, None)
     except DemoFailed as exc:
         if as_json:
             sys.stdout.write(json.dumps(journey.as_dict(), indent=2, default=str) + "\n")
