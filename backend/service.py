@@ -505,8 +505,7 @@ class _LeaderOnly:
 
 def _has_key_service(deployment: Deployment) -> bool:
     """Whether the deployment has a KeyService (key policies, hence failover)."""
-    address = getattr(deployment, "key_service", None)
-    return bool(address) and int(str(address), 16) != 0
+    return bool(deployment.key_service) and int(str(deployment.key_service), 16) != 0
 
 
 def _hash32(report_hash: str) -> bytes:

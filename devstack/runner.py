@@ -195,8 +195,9 @@ class EmbeddedStack:
             verifiers=[self.verifier.address],
             example_measurement=DEMO_MEASUREMENT,
             snp_ark_certificates=_snp_roots(self.sim_amd_dir),
-            **({"challenge_window_s": window} if window is not None else {}),  # type: ignore[arg-type]
         )
+        if window is not None:
+            config = replace(config, challenge_window_s=window)
         deployment = deploy(self.anvil.w3, deployer, config, rpc_url=self.anvil.rpc_url)
         self.admin = ChainClient(self.anvil.w3, deployment, deployer)
         assert self.admin.sender is not None
