@@ -38,7 +38,9 @@ elif words[0] == "register":
 
 
 @pytest.fixture
-def fake_keyservice(tmp_path: Path) -> dict[str, str]:
+def fake_keyservice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    # `python -m` looks in the working directory first: not the repository's own package.
+    monkeypatch.chdir(tmp_path)
     package = tmp_path / "fake" / "keyservice"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
