@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from cvm.chain.key_service import KeyPolicy
 from eth_account.signers.local import LocalAccount
 
 from backend.service import BackendService
 from cvm.api_client import ApiClient
 from cvm.chain import AttestationStatus, ContractRevert, LeaseStatus
+from cvm.chain.key_service import KeyPolicy
 from cvm.config import Settings
 from node_agent.agent import NodeAgent
 from node_agent.launcher.base import GuestState
