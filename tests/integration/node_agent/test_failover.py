@@ -50,13 +50,14 @@ def agent_of(chain: ChainSystem, account: LocalAccount, state: Path, api: ApiCli
 def holder(chain: ChainSystem) -> str:
     """The stranger account as a registered, staked key holder."""
     client = chain.stranger
-    keys = client.keys
+    keys, key_service, address = client.keys, chain.deployment.key_service, client.address
+    assert keys is not None and key_service is not None and address is not None
     stake = keys.min_holder_stake()
-    client.token.mint(client.address, stake)
-    client.token.approve(chain.deployment.key_service, stake)
+    client.token.mint(address, stake)
+    client.token.approve(key_service, stake)
     keys.stake_holder(stake)  # staked first: registering checks the minimum
     keys.register_holder(b"\x42" * 32)
-    return client.address
+    return address
 
 
 def policy(holder_address: str, failover: bool) -> KeyPolicy:
@@ -76,7 +77,7 @@ def test_a_silent_nodes_lease_moves_to_the_other_node(
     clock = Clock(time.time())
     dispatched: list[tuple[int, str]] = []
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=f"sqlite:///{tmp_path / 'backend.sqlite'}",
         indexer_confirmations=0,
         liveness_timeout_s=TIMEOUT_S,
@@ -109,7 +110,9 @@ def test_a_silent_nodes_lease_moves_to_the_other_node(
             first.heartbeat()
             lease_id = chain.open_lease()
             plain = chain.open_lease()  # no key policy: today's behaviour
-            chain.renter.keys.set_key_policy(lease_id, policy(holder_address, True))
+            renter_keys = chain.renter.keys
+            assert renter_keys is not None
+            renter_keys.set_key_policy(lease_id, policy(holder_address, True))
             service.step()
             assert [lease for lease, _ in dispatched] == [lease_id, plain]
             for lease in (lease_id, plain):
@@ -138,8 +141,7 @@ def test_a_silent_nodes_lease_moves_to_the_other_node(
             report = service.step()
             assert report.failover is not None and report.failover.failed_over == [lease_id]
             service.step()
-            lease = chain.client().leases.get_lease(lease_id)
-            assert lease.status == LeaseStatus.OPEN
+            assert chain.client().leases.get_lease(lease_id).status == LeaseStatus.OPEN
             view = api.get_lease(lease_id)
             assert view.status == "open" and view.node is None
             assert [n.node.lower() for n in view.nodes] == [first.address.lower()]
