@@ -9,7 +9,7 @@ SLITHER_VENV := .venv-slither
 NODE_BIN := contracts/node_modules/.bin
 PY_PACKAGES := cvm backend node_agent devstack guest tests bench
 
-.PHONY: all install system-packages demo demo-vm demo-service image test lint typecheck contracts contracts-selfcheck contracts-test \
+.PHONY: all install system-packages demo demo-vm demo-service demo-failover image test lint typecheck contracts contracts-selfcheck contracts-test \
 	slither pytest \
 	compose-check bench clean
 
@@ -94,6 +94,12 @@ demo-vm: install system-packages
 # and relaunched with the data kept, closed. Exits 1 naming the step that failed.
 demo-service: install system-packages
 	$(BIN)/cvm demo --workload examples/kv-store/workload.toml --nodes 1 --timeout 300
+
+# A lease that survives its node (README, "Leases that survive their node"): 3 key holders,
+# 2 qemu nodes; the stateful example rented with --key-service --failover, a value written,
+# the first node killed, the value read back from the second. Prints each phase's time.
+demo-failover: install system-packages
+	$(BIN)/cvm demo --failover
 
 test: install system-packages lint typecheck compose-check contracts-selfcheck contracts-test slither pytest
 	@echo "==> all checks passed"

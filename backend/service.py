@@ -37,6 +37,7 @@ from backend.indexer import NODE_RESCORING_EVENTS, BatchResult, Indexer, marketp
 from backend.indexer.dispute_windows import DisputeWindows
 from backend.indexer.heads import NewHeads, websocket_url
 from backend.leadership import INDEXER, Leadership, verifier_job
+from backend.liveness import ChainFailover, FailoverResult, FailoverWatch
 from backend.matching import Matcher
 from backend.matching.head import HeadDispatch, created_at_head
 from backend.matching.service import Dispatch
@@ -92,6 +93,7 @@ class StepReport:
     expired_rematched: list[int]
     verified: int
     liveness: LivenessResult | None = None
+    failover: FailoverResult | None = None  # the failover watch's pass
     watched: list[WatchResult] = field(default_factory=list)  # the watcher's re-checks
     leader: bool = True  # this replica ran the indexer and matcher in this round
 
@@ -177,10 +179,22 @@ class BackendService:
         self.verifier: Verifier | None = None
         self.verifier_job: str | None = None
         self.liveness: LivenessWatch | None = None
+        self.failover: FailoverWatch | None = None
         self.watcher: Watcher | None = None
         if verifier_account is not None:
             self.verifier_job = verifier_job(verifier_account.address)
             chain = ChainClient(w3, deployment, verifier_account)
+            if _has_key_service(deployment):
+                # Leases whose key policy allows failover move to another node when theirs
+                # falls silent (backend.liveness); the others keep the plain challenge below.
+                self.failover = FailoverWatch(
+                    self.store,
+                    ChainFailover(chain),
+                    timeout_s=settings.liveness_timeout_s,
+                    per_pass=settings.liveness_per_pass,
+                    clock=clock,
+                    on_silent=self.matcher.node_silent,
+                )
             # The chip's genuine VCEK (AMD's KDS, cached): what a report failing on its
             # evidence's certificates is checked with before any rejection, and what shows a
             # report signed by another key forged in a dispute.
@@ -218,6 +232,7 @@ class BackendService:
                     min_interval_s=chain.attestations.min_challenge_interval(),
                     clock=clock,
                     on_silent=self.matcher.node_silent,
+                    skip=self.failover.handles if self.failover is not None else None,
                 )
             if settings.verifier_watch and supports_disputes(chain):
                 self.watcher = Watcher(
@@ -314,6 +329,7 @@ class BackendService:
                     self._collect_key_data()
         verified = 0
         liveness = None
+        failover = None
         watched: list[WatchResult] = []
         # The verifier key's jobs (votes, liveness challenges, watching the others' verdicts)
         # run on its leader only.
@@ -322,12 +338,20 @@ class BackendService:
                 # Votes wait for receipts: the lease is renewed meanwhile.
                 with self.leadership.keep(self.verifier_job) as term:
                     verified = len(self.verifier.run_pending())
+                    if term.check() and self.failover is not None:
+                        failover = self.failover.run()
                     if term.check():
                         liveness = self.liveness.run() if self.liveness else None
                     if self.watcher is not None and term.check():
                         watched = self.watcher.run()
         return StepReport(
-            indexed, rematched, verified, liveness=liveness, leader=leader, watched=watched
+            indexed,
+            rematched,
+            verified,
+            liveness=liveness,
+            failover=failover,
+            leader=leader,
+            watched=watched,
         )
 
     def _collect_images(self) -> None:
@@ -391,8 +415,9 @@ class BackendService:
                 continue
             if event.name == "LeaseAccepted" and event.node:
                 self.matcher.lease_accepted(event.lease_id, event.node)
-            elif event.name in ("LeaseClosed", "LeaseDeclined"):
-                # A declined lease is open again: free its node, match it to the next one.
+            elif event.name in ("LeaseClosed", "LeaseDeclined", "LeaseFailedOver"):
+                # A declined or failed-over lease is open again: free its node, match it to
+                # the next one (never the one it left: `declined_by`).
                 self.matcher.lease_closed(event.lease_id)
         # Every open lease without a live reservation: new ones, and any that found no
         # node before (a node may have registered or sent a heartbeat since).
@@ -476,6 +501,11 @@ class _LeaderOnly:
             self.service.matcher.on_heartbeat(
                 node, free_vcpus, free_memory_mib, free_disk_gib, timestamp
             )
+
+
+def _has_key_service(deployment: Deployment) -> bool:
+    """Whether the deployment has a KeyService (key policies, hence failover)."""
+    return bool(deployment.key_service) and int(str(deployment.key_service), 16) != 0
 
 
 def _hash32(report_hash: str) -> bytes:

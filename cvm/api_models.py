@@ -178,6 +178,17 @@ class HeartbeatReceipt(_View):
 # --- leases -------------------------------------------------------------------------------
 
 
+class LeaseNodeView(_View):
+    """One node's time on a lease: accepted at, until (None: serving it now) and why it
+    ended (`first_attestation_missed` or `attestation_expired`: the lease failed over to
+    another node; `declined`; `closed`). Times are block timestamps (unix seconds)."""
+
+    node: str
+    accepted_at: int
+    ended_at: int | None = None
+    reason: str | None = None
+
+
 class LeaseView(_View):
     id: int
     renter: str
@@ -199,6 +210,8 @@ class LeaseView(_View):
     # The root the verifier found for the lease's latest report (None before one verified):
     # `simulated` means the local stack's simulated AMD-SP signed it, not an AMD chip.
     amd_root: AmdRoot | None = None
+    # The nodes that served the lease, oldest first (a lease that failed over has several).
+    nodes: list[LeaseNodeView] = Field(default_factory=list)
 
 
 class LeaseIntent(_Body):

@@ -185,6 +185,19 @@ class Settings(BaseSettings):
         description="the verifier challenges the attested leases of a node whose last heartbeat"
         " is older than this (0: never)",
     )
+    liveness_timeout_s: int = Field(
+        60,
+        ge=1,
+        description="failover watch: a lease whose key policy allows failover and whose node sent"
+        " no heartbeat for this long is challenged, and moved to another node (LeaseMarket."
+        "failover) once its attestation expired or its first one was missed",
+    )
+    liveness_per_pass: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="failover watch: leases it checks on chain per background round",
+    )
     verifier_watch: bool = Field(
         True,
         description="the verifier re-checks the other verifiers' verdicts within their dispute"

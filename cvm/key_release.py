@@ -25,6 +25,7 @@ import base64
 import json
 import os
 import secrets as token
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -520,6 +521,32 @@ def current_policy(chain: Any, lease_id: int) -> Any | None:
     return chain.keys.key_policy_of(lease_id)
 
 
+# How long a lease just created may take to reach the backend's index (its confirmation
+# depth times the block time, plus a poll), and how often to look.
+INDEX_WAIT_S = 120.0
+INDEX_POLL_S = 0.25
+
+
+def _wait_indexed(api: Any, lease_id: int, timeout_s: float = INDEX_WAIT_S) -> None:
+    """Until the backend knows the lease (it takes a deposit only for an indexed lease): a
+    deposit sent right after the create would be refused (404) while the indexer waits for
+    the create's confirmations. Asked before anything is signed or sent on chain."""
+    from cvm.api_client import ApiError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            api.get_lease(lease_id)
+            return
+        except ApiError as exc:
+            if exc.status_code != 404 or time.monotonic() > deadline:
+                raise KeyServiceError(
+                    f"the backend does not know lease {lease_id} yet ({exc}): nothing was"
+                    f" deposited; run `cvm lease rekey {lease_id}` once it does"
+                ) from exc
+        time.sleep(INDEX_POLL_S)
+
+
 def deposit_keys(
     chain: Any,
     api: Any,
@@ -537,6 +564,7 @@ def deposit_keys(
     """A new key version for the lease: deposit at the backend, then the chain's policy.
     `api` must be signed in as the lease's renter; `renter` is its account."""
     check_measurements(measurements)
+    _wait_indexed(api, lease_id)
     policy = current_policy(chain, lease_id)
     key_version = int(policy.key_version) + 1 if policy is not None else 1
     carried: dict[int, bytes] = {}

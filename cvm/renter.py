@@ -22,7 +22,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from cvm.api_client import ApiClient, ApiError
-from cvm.api_models import ImageManifest, NodeView, VerificationView
+from cvm.api_models import ImageManifest, LeaseNodeView, NodeView, VerificationView
 from cvm.chain import (
     Attestation,
     AttestationStatus,
@@ -117,6 +117,12 @@ class LeaseReport:
     amd_root: str | None = None
     # A closed lease's escrow still held for its attestation's verdict (None: nothing held).
     held: HeldEscrow | None = None
+    # The nodes that served the lease, oldest first, as the backend indexed them (a lease
+    # that failed over has several); None when not known (see `Renter.with_history`).
+    nodes: tuple[LeaseNodeView, ...] | None = None
+    # The highest snapshot epoch the lease's guest recorded (signed by its epoch key), as the
+    # backend holds it: 0 for none yet, None when not known.
+    snapshot_epoch: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         lease, attestation = self.lease, self.attestation
@@ -141,6 +147,10 @@ class LeaseReport:
             "held": self.held.amount if self.held else 0,
             "held_until": self.held.releasable_at if self.held else None,
             "attestation": attestation_dict(attestation) | {"amd_root": self.amd_root},
+            "nodes": None
+            if self.nodes is None
+            else [node.model_dump(mode="json") for node in self.nodes],
+            "snapshot_epoch": self.snapshot_epoch,
         }
 
 
@@ -246,6 +256,22 @@ class Renter:
             return report
         root = verified_amd_root(view.verification, report.attestation.report_hash)
         return report if root is None else dataclasses.replace(report, amd_root=root)
+
+    def with_history(self, report: LeaseReport) -> LeaseReport:
+        """`report` with the lease's history of nodes, as the backend indexed it, and its
+        latest snapshot epoch.
+
+        Best effort: without a backend the chain's answer stands (the current node only)."""
+        if self.api is None:
+            return report
+        try:
+            view = self.api.get_lease(report.lease.lease_id)
+            epoch = self.api.latest_epoch(report.lease.lease_id)
+        except ApiError:
+            return report
+        return dataclasses.replace(
+            report, nodes=tuple(view.nodes), snapshot_epoch=epoch.epoch if epoch else 0
+        )
 
     def own_report(self, lease_id: int) -> LeaseReport:
         """As `report`, refusing a lease that belongs to another renter."""

@@ -27,10 +27,11 @@ from cvm.chain import Anvil, ChainClient, DeployConfig, Deployment, deploy
 from cvm.config import Settings
 from devstack.errors import StackError
 from devstack.fleet import NodeProfile, default_profiles, provision_node
+from devstack.holders import provision_holders, run_argv
 from devstack.keys import StackKey, new_stack_key
 from devstack.process import ManagedProcess, free_port, stop_all
 from devstack.redis import start_redis
-from devstack.state import NodeRecord, StackState, running_state
+from devstack.state import HolderRecord, NodeRecord, StackState, held, running_state
 
 # The launch measurement of the demo guest image: the simulated launcher runs whatever a
 # lease expects, and the example dApp contract is deployed trusting exactly this one.
@@ -65,6 +66,17 @@ class StackConfig:
     launcher: str = "simulated"
     startup_timeout_s: float = 90.0
     max_agent_restarts: int = 5
+    # Key holders (`python -m keyservice run`), registered and staked at start, each with
+    # `holder_stake` test tokens (at least the KeyService's minimum holder stake).
+    holders: int = 0
+    holder_stake: int = 100 * 10**18
+    # AttestationRegistry's challenge window (None: the deployment default, 15 minutes) and
+    # the failover watch's heartbeat timeout (None: the backend's default, 60 s). Short values
+    # for tests and benchmarks only: production keeps the defaults (README, settings).
+    challenge_window_s: int | None = None
+    liveness_timeout_s: int | None = None
+    # Seconds between snapshots of a lease's declared disk (None: the agents' default).
+    snapshot_interval_s: float | None = None
 
     @property
     def deployment_file(self) -> Path:
@@ -112,6 +124,7 @@ class EmbeddedStack:
         self.redis: ManagedProcess | None = None
         self.backend: ManagedProcess | None = None
         self.agents: list[ManagedProcess] = []
+        self.holders: list[ManagedProcess] = []
         self.state: StackState | None = None
         self._nodes: list[NodeRecord] = []
         self._ticker_stop = threading.Event()
@@ -151,6 +164,7 @@ class EmbeddedStack:
             self._start_chain(data_dir, stack_dir, roots)
             self._start_services(data_dir, stack_dir, logs)
             self._start_nodes(stack_dir, logs)  # while the backend boots
+            self._start_holders(stack_dir, logs)
             self._wait_for_backend()
             self._wait_for_nodes()
             if config.block_time_s is not None:
@@ -176,11 +190,14 @@ class EmbeddedStack:
         roots.join()
         self.say("deploying the contracts")
         deployer = self.anvil.dev_account(0)
+        window = self.config.challenge_window_s
         config = DeployConfig(
             verifiers=[self.verifier.address],
             example_measurement=DEMO_MEASUREMENT,
             snp_ark_certificates=_snp_roots(self.sim_amd_dir),
         )
+        if window is not None:
+            config = replace(config, challenge_window_s=window)
         deployment = deploy(self.anvil.w3, deployer, config, rpc_url=self.anvil.rpc_url)
         self.admin = ChainClient(self.anvil.w3, deployment, deployer)
         assert self.admin.sender is not None
@@ -263,6 +280,11 @@ class EmbeddedStack:
             CVM_API_PUBLIC_HOST=f"127.0.0.1:{port}",
             CVM_VERIFIER_KEYSTORE=str(self.verifier.keystore),
             CVM_VERIFIER_PASSWORD_FILE=str(self.verifier.password_file),
+            **(
+                {"CVM_LIVENESS_TIMEOUT_S": str(self.config.liveness_timeout_s)}
+                if self.config.liveness_timeout_s is not None
+                else {}
+            ),
         )
         argv = [sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(port),
                 "--trust-simulated-amd"]  # fmt: skip
@@ -316,6 +338,11 @@ class EmbeddedStack:
                 # The simulated launcher produces the demo measurement; the qemu launcher
                 # also produces the measurement of the image a lease names.
                 CVM_NODE_MEASUREMENTS="0x" + DEMO_MEASUREMENT.hex(),
+                **(
+                    {"CVM_SNAPSHOT_INTERVAL_S": str(self.config.snapshot_interval_s)}
+                    if self.config.snapshot_interval_s is not None
+                    else {}
+                ),
             )
             log = logs / f"{name}.log"
             agent = ManagedProcess(name, [sys.executable, "-m", "node_agent"], log, env).start()
@@ -341,6 +368,43 @@ class EmbeddedStack:
             )
         self.state.nodes = self._nodes
         self.state.save(self.config.data_dir.resolve())
+
+    def _start_holders(self, stack_dir: Path, logs: Path) -> None:
+        """Make, fund, register, stake and run the stack's key holders."""
+        config = self.config
+        if config.holders == 0:
+            return
+        assert self.state is not None and self.deployment is not None
+        self.say(f"registering and staking {config.holders} key holder(s)")
+        admin = self.admin
+
+        def fund(address: str) -> None:
+            from devstack.faucet import fund as faucet
+
+            faucet(admin, address, config.holder_stake, config.node_gas_wei)
+
+        env = self._child_env(stack_dir)
+        setups = provision_holders(
+            config.holders, stack_dir / "holders", env, fund, config.holder_stake
+        )
+        for setup in setups:
+            log = logs / f"{setup.name}.log"
+            argv = run_argv(setup, self.state.api_url, self.sim_amd_dir)
+            holder = ManagedProcess(setup.name, argv, log, env).start()
+            self.holders.append(holder)
+            assert holder.pid is not None
+            self.state.groups[setup.name] = holder.pid
+            self.state.holders.append(
+                HolderRecord(
+                    name=setup.name,
+                    address=setup.address,
+                    pid=holder.pid,
+                    log=str(log),
+                    key_file=str(setup.key_file),
+                    data_dir=str(setup.data_dir),
+                )
+            )
+        self.state.save(config.data_dir.resolve())
 
     def _wait_for_nodes(self) -> None:
         """Until the backend has indexed every node and heard a signed heartbeat from each."""
@@ -381,9 +445,13 @@ class EmbeddedStack:
             for core in (self.redis, self.backend):
                 if core is not None:
                     core.ensure_running()
-            for index, agent in enumerate(self.agents):
+            data_dir = self.config.data_dir.resolve()
+            children = [*self.agents, *self.holders]
+            for index, agent in enumerate(children):
                 if agent.alive or stop.is_set():
                     continue
+                if held(data_dir, agent.name):
+                    continue  # killed on purpose (a failover journey): it stays dead
                 if agent.restarts >= self.config.max_agent_restarts:
                     agent.ensure_running()
                 agent.restarts += 1
@@ -391,8 +459,11 @@ class EmbeddedStack:
                 agent.start()
                 assert agent.pid is not None
                 self.state.groups[agent.name] = agent.pid
-                self._nodes[index].pid = agent.pid
-                self.state.save(self.config.data_dir.resolve())
+                if index < len(self._nodes):
+                    self._nodes[index].pid = agent.pid
+                else:
+                    self.state.holders[index - len(self.agents)].pid = agent.pid
+                self.state.save(data_dir)
 
     # --- stop ---------------------------------------------------------------------------
 
@@ -403,7 +474,9 @@ class EmbeddedStack:
             self.state.status = "stopping"
             self.state.save(data_dir)
         # Agents and backend at once: each may take seconds to finish what it is doing.
-        stop_all([*self.agents, *([self.backend] if self.backend is not None else [])])
+        stop_all(
+            [*self.agents, *self.holders, *([self.backend] if self.backend is not None else [])]
+        )
         if self.redis is not None:
             self.redis.stop()
         self._ticker_stop.set()

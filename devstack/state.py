@@ -42,6 +42,18 @@ class NodeRecord:
 
 
 @dataclass
+class HolderRecord:
+    """One key holder (`python -m keyservice run`) of a running stack."""
+
+    name: str
+    address: str
+    pid: int | None
+    log: str
+    key_file: str
+    data_dir: str
+
+
+@dataclass
 class StackState:
     """What a running stack is made of."""
 
@@ -63,6 +75,7 @@ class StackState:
     # pid → its start time (/proc/PID/stat field 22), recorded with each pid: after a reboot
     # a leftover pid may name an unrelated process, which `cvm down` must never signal.
     starts: dict[str, int] = field(default_factory=dict)
+    holders: list[HolderRecord] = field(default_factory=list)
 
     def owns(self, pid: int) -> bool:
         """False if `pid` now names another process than the one recorded (a reused pid)."""
@@ -83,7 +96,24 @@ class StackState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StackState:
         nodes = [NodeRecord(**node) for node in data.pop("nodes", [])]
-        return cls(**data, nodes=nodes)
+        holders = [HolderRecord(**holder) for holder in data.pop("holders", [])]
+        return cls(**data, nodes=nodes, holders=holders)
+
+
+HELD_DIR = "held"
+
+
+def hold(data_dir: Path, name: str) -> None:
+    """Tell the stack's supervisor not to restart its child `name` (e.g. `node-0`) when it
+    dies: a journey that kills a node on purpose keeps it dead (`cvm demo --failover`)."""
+    directory = data_dir / "stack" / HELD_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).touch()
+
+
+def held(data_dir: Path, name: str) -> bool:
+    """Whether `hold(data_dir, name)` was asked."""
+    return (data_dir / "stack" / HELD_DIR / name).exists()
 
 
 def process_start(pid: int) -> int | None:

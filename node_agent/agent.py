@@ -24,6 +24,7 @@ from node_agent.errors import AgentError, LauncherError
 from node_agent.guest_relay import GuestRelay
 from node_agent.heartbeat import send_heartbeat
 from node_agent.image_fetch import ImageFetcher
+from node_agent.key_relay import KeyRelay
 from node_agent.launcher.base import GuestState, Launcher
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.lease_steps import DEFAULT_BUDGET_S, DEFAULT_WORKERS, LeaseSteps, guarded
@@ -115,12 +116,14 @@ class NodeAgent:
         self.relay: GuestRelay | None = None
         self.console: ConsoleRelay | None = None
         self.snapshots: SnapshotRelay | None = None
+        self.keys: KeyRelay | None = None
         self._qemu: QemuLauncher | None = None
         # Both qemu launchers (qemu-snp is one) boot guests with an agent and a console.
         if api is not None and isinstance(launcher, QemuLauncher):
             self._qemu = launcher
             self.relay = GuestRelay(api, self.account, launcher, lock_dir.parent / "relay")
             self.console = ConsoleRelay(api, self.account, lock_dir.parent / "console")
+            self.keys = KeyRelay(api, self.account, launcher, lock_dir.parent / "keys")
             self.snapshots = SnapshotRelay(
                 api,
                 self.account,
@@ -174,6 +177,8 @@ class NodeAgent:
         """Relay secrets to the lease's guest and ship its console; each guarded on its own,
         so that a guest refusing its secrets still has its console shipped."""
         guarded("relay", lease_id, self._relay_secrets)
+        # The threshold key before the snapshots: a guest restores only once it has it.
+        guarded("keys", lease_id, self._relay_keys)
         guarded("console", lease_id, self._ship_console)
         guarded("snapshots", lease_id, self._sync_snapshots)
 
@@ -198,6 +203,10 @@ class NodeAgent:
 
         self.steps.run("snapshot", [lease_id], lambda lease: guarded("snapshot", lease, take))
         return bool(stored)
+
+    def _relay_keys(self, lease_id: int) -> None:
+        if self.keys is not None and self.launcher.status(lease_id).state == GuestState.RUNNING:
+            self.keys.sync(lease_id)
 
     def _relay_secrets(self, lease_id: int) -> None:
         if self.relay is not None and self.launcher.status(lease_id).state == GuestState.RUNNING:

@@ -67,12 +67,17 @@ class AttestationPoster:
 
         `force`: attest now even if the standing (verified) one is not yet due, e.g. for a
         guest started afresh. `fresh`: the caller accepted the lease under its lock just
-        now, so nothing can have been submitted yet: nonce 0, no attestation (two chain
-        reads saved on the hot path). `restarted`: the caller (re)started the guest just
-        now, so a report kept from before (a crash between storing and submitting it) is
-        the dead guest's and is dropped for a new one.
+        now, so nothing can have been submitted yet by this node: no attestation, and the
+        nonce the registry expects next (0, or where the count of a lease that failed over
+        to this node stands: it keeps counting, so no report for another node can be
+        replayed; one chain read saved on the hot path). `restarted`: the caller
+        (re)started the guest just now, so a report kept from before (a crash between
+        storing and submitting it) is the dead guest's and is dropped for a new one.
         """
-        nonce = 0 if fresh else self._due_nonce(lease_id, force)
+        if fresh:
+            nonce: int | None = self.chain.attestations.attestation_nonce(lease_id)
+        else:
+            nonce = self._due_nonce(lease_id, force)
         if nonce is None:
             return False
         submission = self.store.get_submission(lease_id, nonce)

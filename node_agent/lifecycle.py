@@ -287,15 +287,19 @@ class LeaseLifecycle:
     def decline_due(self, lease_id: int) -> bool:
         """Whether the lease is still ours to decline for free but only `DECLINE_MARGIN_S`
         from its deadline (or past it): nothing was submitted for it yet."""
-        if self.chain.attestations.attestation_nonce(lease_id) > 0:
+        # Submissions of the lease's current segment: those of a node it failed over from
+        # count for that node only (the registry's progress, as `declineLease` reads it).
+        if self.chain.attestations.progress_of(lease_id).nonce > 0:
             return False  # attested once: the missed-attestation path applies, not a decline
         deadline = decline_deadline(self.chain, lease_id)
         return self.chain.block_timestamp() >= deadline - DECLINE_MARGIN_S
 
     def _first_report_missing(self, lease_id: int) -> bool:
         """No report for the first nonce in hand: the guest never gave one (one that did is
-        submitted, not declined)."""
-        return self.store.get_submission(lease_id, 0) is None
+        submitted, not declined). The first nonce of a lease that failed over to this node is
+        where its count stood (it keeps counting across nodes)."""
+        first = self.chain.attestations.attestation_nonce(lease_id)
+        return self.store.get_submission(lease_id, first) is None
 
     def refuse(self, lease_id: int, record: LeaseRecord | None, reason: str) -> None:
         """Refuse an open lease this node cannot serve: never accepted, logged once."""
@@ -313,7 +317,7 @@ class LeaseLifecycle:
         lease_id = lease.lease_id
         if not self.serving(lease):
             return self.retire(lease_id, record, reason)
-        nonce = self.chain.attestations.attestation_nonce(lease_id)
+        nonce = self.chain.attestations.progress_of(lease_id).nonce  # this segment's
         # At the deadline itself the decline would land in a later block: too late already.
         if nonce > 0 or self.chain.block_timestamp() >= decline_deadline(self.chain, lease_id):
             log.warning("lease %s: cannot serve it (%s), too late to decline", lease_id, reason)

@@ -2,9 +2,11 @@
 
 It adopts leases the chain says this node accepted but the store forgot (killed right
 after accept), relaunches guests that vanished, stops guests of leases that closed, ran
-out or were never ours, and has due attestations posted, at once for a lease challenged
-since its latest submission (`LeaseMarket.challenge`). It finds accepted leases by the
-`LeaseAccepted` events of this node key since its checkpoint, not since the deployment.
+out, failed over to another node (`LeaseFailedOver`: the guest stops and its volume is
+deleted, also after a restart) or were never ours, and has due attestations posted, at
+once for a lease challenged since its latest submission (`LeaseMarket.challenge`). It
+finds accepted leases by the `LeaseAccepted` events of this node key since its
+checkpoint, not since the deployment.
 """
 
 from __future__ import annotations
@@ -136,7 +138,11 @@ class Reconciler:
                 lifecycle.advance(lease_id)  # a dispatched lease we had not accepted yet
                 return
             if not serving or lifecycle.exhausted(lease):
-                lifecycle.stop(lease, record, f"lease is {lease.status.name} on chain")
+                # Open again or another node's while this one still runs it: the lease failed
+                # over (this node was found at fault, e.g. cut off): its guest and volume go.
+                moved = lease.status in (LeaseStatus.OPEN, LeaseStatus.ACTIVE) and not serving
+                why = "failed over to another node" if moved else f"{lease.status.name} on chain"
+                lifecycle.stop(lease, record, f"lease is {why}")
                 result.stopped.append(lease_id)
                 return
             restarted = lifecycle.launch_or_give_back(lease, record)

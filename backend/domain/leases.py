@@ -13,7 +13,9 @@ from backend.domain.addresses import checksum, parse_address
 from backend.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from backend.store import (
     Attestation,
+    ChainEvent,
     Lease,
+    LeaseNode,
     Match,
     RequestNonce,
     ReservationState,
@@ -26,6 +28,7 @@ from cvm.api_models import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     LeaseIntent,
+    LeaseNodeView,
     LeaseState,
     LeaseView,
     PrivateSpec,
@@ -63,9 +66,34 @@ def _amd_roots(session: Session, lease_ids: list[int]) -> dict[int, AmdRoot]:
     return {int(lease_id): amd_root for lease_id, amd_root in rows}
 
 
-def lease_view(session: Session, lease: Lease, amd_root: AmdRoot | None = None) -> LeaseView:
-    """A lease as on chain, whether its renter stored its private spec here, and which root
-    its latest verified report chained to."""
+def _histories(session: Session, lease_ids: list[int]) -> dict[int, list[LeaseNodeView]]:
+    """Each lease's nodes, oldest first (`lease_nodes`)."""
+    if not lease_ids:
+        return {}
+    rows = session.scalars(
+        select(LeaseNode).where(LeaseNode.lease_id.in_(lease_ids)).order_by(LeaseNode.id)
+    ).all()
+    found: dict[int, list[LeaseNodeView]] = {}
+    for row in rows:
+        found.setdefault(int(row.lease_id), []).append(
+            LeaseNodeView(
+                node=str(checksum(row.node)),
+                accepted_at=row.accepted_at,
+                ended_at=row.ended_at,
+                reason=row.reason,
+            )
+        )
+    return found
+
+
+def lease_view(
+    session: Session,
+    lease: Lease,
+    amd_root: AmdRoot | None = None,
+    nodes: list[LeaseNodeView] | None = None,
+) -> LeaseView:
+    """A lease as on chain, whether its renter stored its private spec here, which root
+    its latest verified report chained to, and the nodes that served it."""
     return LeaseView(
         id=lease.id,
         renter=str(checksum(lease.renter)),
@@ -85,6 +113,7 @@ def lease_view(session: Session, lease: Lease, amd_root: AmdRoot | None = None) 
         created_block=lease.created_block,
         has_private_spec=_spec_of(session, lease) is not None,
         amd_root=amd_root,
+        nodes=nodes or [],
     )
 
 
@@ -97,7 +126,12 @@ def _lease(session: Session, lease_id: int) -> Lease:
 
 def get_lease(session: Session, lease_id: int) -> LeaseView:
     lease = _lease(session, lease_id)
-    return lease_view(session, lease, _amd_roots(session, [lease.id]).get(lease.id))
+    return lease_view(
+        session,
+        lease,
+        _amd_roots(session, [lease.id]).get(lease.id),
+        _histories(session, [lease.id]).get(lease.id),
+    )
 
 
 def list_leases(
@@ -118,8 +152,12 @@ def list_leases(
     if status is not None:
         query = query.where(Lease.status == status)
     leases = session.scalars(query.order_by(Lease.id).limit(limit).offset(offset)).all()
-    roots = _amd_roots(session, [lease.id for lease in leases])
-    return [lease_view(session, lease, roots.get(lease.id)) for lease in leases]
+    ids = [lease.id for lease in leases]
+    roots = _amd_roots(session, ids)
+    histories = _histories(session, ids)
+    return [
+        lease_view(session, lease, roots.get(lease.id), histories.get(lease.id)) for lease in leases
+    ]
 
 
 def _private_spec(row: PrivateSpecRow) -> PrivateSpec:
@@ -223,6 +261,9 @@ def verified_node_request(
     lease = stored
     if lease.node == address:
         return lease, request
+    if address.lower() in _failed_over_from(session, lease.id):
+        # The lease moved off this node (it was at fault): nothing of it is this node's now.
+        raise Forbidden(f"lease {lease.id} failed over from this node: it is no longer yours")
     if accepted_only:
         raise Forbidden(f"only the node that accepted lease {lease.id} may ask for this")
     matched = session.scalar(
@@ -231,6 +272,16 @@ def verified_node_request(
     if matched is None:
         raise Forbidden("only the lease's renter and the node it was matched to see its spec")
     return lease, request
+
+
+def _failed_over_from(session: Session, lease_id: int) -> set[str]:
+    """The nodes `lease_id` failed over from (its indexed `LeaseFailedOver` events)."""
+    rows = session.scalars(
+        select(ChainEvent.args).where(
+            ChainEvent.name == "LeaseFailedOver", ChainEvent.lease_id == lease_id
+        )
+    )
+    return {str(args["oldNode"]).lower() for args in rows}
 
 
 def private_spec_of(session: Session, lease: Lease) -> PrivateSpec:

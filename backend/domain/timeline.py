@@ -7,6 +7,7 @@ that upload is the closest record the backend has of the launch.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -33,9 +34,18 @@ def lease_timeline(session: Session, lease_id: int) -> LeaseTimeline | None:
         )
     )
     created = _first(events, "LeaseCreated")
-    match = session.scalars(
-        select(Match).where(Match.lease_id == lease_id).order_by(Match.id).limit(1)
-    ).first()
+    matches = select(Match).where(Match.lease_id == lease_id)
+    moves = [event for event in events if event.name == "LeaseFailedOver"]
+    if moves:
+        # The lease failed over: its timeline follows the node it runs on now (the nodes
+        # before are in its history, `GET /v1/leases/{id}` nodes).
+        last = moves[-1]
+        moved_at = (last.block_number, last.log_index)
+        events = [e for e in events if (e.block_number, e.log_index) > moved_at]
+        matches = matches.where(
+            Match.created_at >= datetime.fromtimestamp(last.block_timestamp, UTC)
+        )
+    match = session.scalars(matches.order_by(Match.id).limit(1)).first()
     accepted = _first(events, "LeaseAccepted")
     submitted = _first(events, "AttestationSubmitted")
     verified = _first(events, "AttestationVerified")

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from backend.store import Attestation, ChainEvent, Dispute, Lease, Node
+from backend.store import Attestation, ChainEvent, Dispute, Lease, LeaseNode, Node
 from cvm.api_models import AttestationState, LeaseState
 from cvm.chain import LeaseSpec, NodeSpec
 
@@ -101,6 +101,22 @@ def _lease(session: Session, event: ChainEvent) -> Lease | None:
     return session.get(Lease, int(event.args["leaseId"]))
 
 
+# Why a node's time on a lease ended (`LeaseNode.reason`); LeaseFailedOver's reason codes.
+FAILOVER_REASONS = {1: "first_attestation_missed", 2: "attestation_expired"}
+
+
+def _end_node_time(session: Session, event: ChainEvent, reason: str) -> None:
+    """End the open `lease_nodes` row of the event's lease (if any) with `reason`."""
+    for row in session.scalars(
+        select(LeaseNode).where(
+            LeaseNode.lease_id == int(event.args["leaseId"]), LeaseNode.ended_block.is_(None)
+        )
+    ):
+        row.ended_block = event.block_number
+        row.ended_at = event.block_timestamp
+        row.reason = reason
+
+
 def _lease_accepted(session: Session, event: ChainEvent) -> None:
     lease = _lease(session, event)
     if lease is not None:
@@ -108,16 +124,47 @@ def _lease_accepted(session: Session, event: ChainEvent) -> None:
         lease.node = event.args["nodeKey"]
         lease.rate_per_second = int(event.args["ratePerSecond"])
         lease.accepted_block = event.block_number
+        _end_node_time(session, event, "replaced")  # never two open rows (cannot happen)
+        session.add(
+            LeaseNode(
+                lease_id=lease.id,
+                node=str(event.args["nodeKey"]).lower(),
+                accepted_block=event.block_number,
+                accepted_at=event.block_timestamp,
+            )
+        )
+
+
+def _reopen(lease: Lease) -> None:
+    lease.status = LeaseState.OPEN
+    lease.node = None
+    lease.rate_per_second = None
+    lease.accepted_block = None
 
 
 def _lease_declined(session: Session, event: ChainEvent) -> None:
     # The node gave the lease back before attesting: it is open for the next node.
     lease = _lease(session, event)
     if lease is not None:
-        lease.status = LeaseState.OPEN
-        lease.node = None
-        lease.rate_per_second = None
-        lease.accepted_block = None
+        _reopen(lease)
+        _end_node_time(session, event, "declined")
+
+
+def _lease_failed_over(session: Session, event: ChainEvent) -> None:
+    # The node was at fault and the lease's policy allows failover: back on the market with
+    # its escrow; the old node can never take it again (declinedBy on chain). Its attestation
+    # no longer stands: `isAttested` is false until the next node's is Verified.
+    lease = _lease(session, event)
+    if lease is None:
+        return
+    _reopen(lease)
+    _end_node_time(session, event, FAILOVER_REASONS.get(int(event.args["reason"]), "failed_over"))
+    attestation = session.get(Attestation, lease.id)
+    if attestation is not None and attestation.status in (
+        AttestationState.PENDING,
+        AttestationState.VERIFIED,
+    ):
+        attestation.status = AttestationState.EXPIRED
 
 
 def _lease_topped_up(session: Session, event: ChainEvent) -> None:
@@ -132,6 +179,7 @@ def _lease_closed(session: Session, event: ChainEvent) -> None:
         lease.status = LeaseState.CLOSED
         lease.close_reason = int(event.args["reason"])
         lease.closed_block = event.block_number
+        _end_node_time(session, event, "closed")
 
 
 def _attestation_submitted(session: Session, event: ChainEvent) -> None:
@@ -225,6 +273,7 @@ _LEASE_HANDLERS: dict[str, Callable[[Session, ChainEvent], None]] = {
     "LeaseCreated": _lease_created,
     "LeaseAccepted": _lease_accepted,
     "LeaseDeclined": _lease_declined,
+    "LeaseFailedOver": _lease_failed_over,
     "LeaseToppedUp": _lease_topped_up,
     "LeaseClosed": _lease_closed,
     "AttestationSubmitted": _attestation_submitted,
@@ -353,6 +402,7 @@ def apply(session: Session, event: ChainEvent) -> None:
 def rebuild_lease(session: Session, lease_id: int) -> None:
     """Recompute a lease, its attestation and its disputes from its remaining events."""
     session.execute(delete(Dispute).where(Dispute.lease_id == lease_id))
+    session.execute(delete(LeaseNode).where(LeaseNode.lease_id == lease_id))
     session.execute(delete(Attestation).where(Attestation.lease_id == lease_id))
     session.execute(delete(Lease).where(Lease.id == lease_id))
     session.flush()

@@ -65,13 +65,30 @@ def registry_min_stake(session: Session) -> int:
 
 
 def declined_by(session: Session, lease_id: int) -> frozenset[str]:
-    """The node keys that declined `lease_id`, from its indexed `LeaseDeclined` events."""
-    rows = session.scalars(
-        select(ChainEvent.args).where(
-            ChainEvent.name == "LeaseDeclined", ChainEvent.lease_id == lease_id
+    """The node keys the chain never lets take `lease_id` again (`declinedBy`): those that
+    declined it and those it failed over from, from its indexed events."""
+    rows = session.execute(
+        select(ChainEvent.name, ChainEvent.args).where(
+            ChainEvent.name.in_(("LeaseDeclined", "LeaseFailedOver")),
+            ChainEvent.lease_id == lease_id,
         )
     )
-    return frozenset(str(args["nodeKey"]).lower() for args in rows)
+    return frozenset(
+        str(args["nodeKey" if name == "LeaseDeclined" else "oldNode"]).lower()
+        for name, args in rows
+    )
+
+
+def failed_over(session: Session, lease_id: int) -> bool:
+    """Whether `lease_id` ever failed over (an indexed `LeaseFailedOver`)."""
+    return (
+        session.scalar(
+            select(ChainEvent.id)
+            .where(ChainEvent.name == "LeaseFailedOver", ChainEvent.lease_id == lease_id)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def demand_of(lease: Lease, registry_minimum: int = 0) -> Demand:
@@ -271,7 +288,14 @@ class Matcher:
                 # A node that declined this lease may never accept it again (the chain reverts
                 # with LeaseMarket_DeclinedBefore), so offering it would only waste the lease's
                 # time; it may have accepted without our dispatch, so no Match row names it.
-                tried = frozenset(m.node for m in previous) | declined_by(session, lease_id)
+                # A lease that failed over starts a fresh round: only the reservations since
+                # its last accepted one count as tried (the node it left is in `declined_by`).
+                since = 0
+                if failed_over(session, lease_id):
+                    since = max((m.id for m in previous if m.accepted_at is not None), default=0)
+                tried = frozenset(m.node for m in previous if m.id > since) | declined_by(
+                    session, lease_id
+                )
                 demand = demand_of(lease, registry_min_stake(session))
             reservation = self.index.match(demand, exclude=tried)
             if reservation is None:

@@ -144,6 +144,24 @@ class Dispute(Base):
     tx_hash: Mapped[str] = mapped_column(HASH)
 
 
+class LeaseNode(Base):
+    """One node's time on a lease, from its `LeaseAccepted` to the event that ended it:
+    `LeaseFailedOver` (reason `first_attestation_missed` or `attestation_expired`: the lease
+    moved on), `LeaseDeclined` (`declined`) or `LeaseClosed` (`closed`); open-ended (ended_at
+    None) for the node serving it now. A chain projection like the lease it belongs to."""
+
+    __tablename__ = "lease_nodes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    node: Mapped[str] = mapped_column(ADDRESS, index=True)
+    accepted_block: Mapped[int] = mapped_column(BigInteger)
+    accepted_at: Mapped[int] = mapped_column(BigInteger)  # block timestamps (unix seconds)
+    ended_block: Mapped[int | None] = mapped_column(BigInteger)
+    ended_at: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(String(32))
+
+
 # --- the indexer's own state -------------------------------------------------------------
 
 

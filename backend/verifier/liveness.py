@@ -48,6 +48,7 @@ class LivenessWatch:
         min_interval_s: float,
         clock: Callable[[], float],
         on_silent: Callable[[str], None] | None = None,
+        skip: Callable[[int], bool] | None = None,
     ) -> None:
         self.store = store
         self.challenge = challenge
@@ -55,6 +56,8 @@ class LivenessWatch:
         self.min_interval_s = min_interval_s
         self.clock = clock
         self.on_silent = on_silent
+        # Leases another job takes care of (the failover watch, for leases that may move).
+        self.skip = skip
         self._last_try: dict[int, float] = {}  # lease id -> when this verifier last tried
 
     def silent_leases(self) -> dict[str, list[int]]:
@@ -88,6 +91,8 @@ class LivenessWatch:
             if self.on_silent is not None:
                 self.on_silent(node)
             for lease_id in lease_ids:
+                if self.skip is not None and self.skip(lease_id):
+                    continue
                 last = self._last_try.get(lease_id)
                 if last is not None and now < last + self.min_interval_s:
                     continue

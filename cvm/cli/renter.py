@@ -57,7 +57,7 @@ from cvm.cli.renting import lease_app, open_renter, read_ssh_public_key
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from cvm.api_models import NodeView
+    from cvm.api_models import LeaseNodeView, NodeView
     from cvm.renter import LeaseReport, Renter, RentRequest
 
 _PHASES = ("open", "accepted", "pending", "verified")
@@ -117,10 +117,23 @@ def _lease_table(report: LeaseReport, decimals: int) -> Table:
         held = report.held
         table.add_row("held", held_text(report.lease.lease_id, held.amount, held.releasable_at,
                                         decimals))  # fmt: skip
+    if report.snapshot_epoch:
+        table.add_row("snapshot epoch", str(report.snapshot_epoch))
+    if report.nodes and (len(report.nodes) > 1 or report.nodes[0].ended_at is not None):
+        # Where the lease ran before (it failed over, or a node declined it).
+        for number, node in enumerate(report.nodes, 1):
+            table.add_row(f"node {number}", literal(node_history_text(node)))
     hint = lease_hint(report)
     if hint:
         table.add_row("what to do", literal(hint))
     return table
+
+
+def node_history_text(node: LeaseNodeView) -> str:
+    """One node's time on a lease: `0xabc… from 12:00:01 until 12:05:09 (attestation expired)`."""
+    until = "now" if node.ended_at is None else format_time(node.ended_at)
+    why = f" ({node.reason.replace('_', ' ')})" if node.reason else ""
+    return f"{node.node} from {format_time(node.accepted_at)} until {until}{why}"
 
 
 def follow(renter: Renter, lease_id: int, timeout_s: float, quiet: bool) -> LeaseReport:
@@ -547,7 +560,7 @@ def show(
 ) -> None:
     """Show one of your leases: status, node, money, attestation; no password needed."""
     renter = open_renter(deployment, wallet, None, address=address, unlock=False)
-    report = renter.with_amd_root(renter.own_report(lease_id))
+    report = renter.with_history(renter.with_amd_root(renter.own_report(lease_id)))
     decimals = renter.chain.token.decimals()
     emit(report.as_dict(), lambda: _lease_table(report, decimals))
 

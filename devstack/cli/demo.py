@@ -114,7 +114,17 @@ def demo(
         ),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="With --workload: the journey's outcome as JSON.")
+        bool,
+        typer.Option("--json", help="With --workload or --failover: the outcome as JSON."),
+    ] = False,
+    failover: Annotated[
+        bool,
+        typer.Option(
+            "--failover",
+            help="A lease that survives its node: 3 key holders, 2 qemu nodes; rent the"
+            " stateful example with --key-service --failover, write, kill the first node, read"
+            " the value back from the second (see README, Leases that survive their node).",
+        ),
     ] = False,
 ) -> None:
     """Rent, attest, check from a dApp contract, top up, close: the whole journey.
@@ -128,6 +138,9 @@ def demo(
     Prints the attested TLS fingerprint; exits 1 naming the step that failed."""
     directory = data_dir_of(data_dir)
     started = time.monotonic()
+    if failover:
+        _failover_demo(directory, workload, timeout, as_json)
+        return
     if workload is not None:
         _service_demo(directory, workload, nodes, timeout, as_json)
         return
@@ -352,6 +365,101 @@ def _service_demo(
         sys.stdout.write(json.dumps(journey.as_dict(), indent=2, default=str) + "\n")
         return
     summary = Table(title="service demo summary", show_header=False)
+    for name, value in summary_rows(journey):
+        summary.add_row(name, literal(value))
+    summary.add_row("demo took", f"{journey.facts['seconds']:.1f} s")
+    out().print(summary)
+    out().print("[green]demo passed[/green]")
+
+
+def _failover_demo(directory: Path, workload: Path | None, timeout: float, as_json: bool) -> None:
+    """`cvm demo --failover`: the failover journey on its own stack (devstack.failover_demo)."""
+    import json
+    import sys
+
+    from rich.table import Table
+
+    from devstack import EmbeddedStack, StackConfig, running_state
+    from devstack.failover_demo import (
+        CHALLENGE_WINDOW_S,
+        HOLDERS,
+        LIVENESS_TIMEOUT_S,
+        NODES,
+        SNAPSHOT_INTERVAL_S,
+        FailoverJourney,
+        abandon,
+        run_failover_journey,
+        summary_rows,
+    )
+    from devstack.service_demo import RenterShell, StepRecord, build_workload_image
+
+    workload = (workload or Path("examples/kv-store/workload.toml")).absolute()
+    if not workload.is_file():
+        raise CliError(f"--workload {workload}: no such file (run from the repository's root)",
+                       code=2)  # fmt: skip
+    if running_state(directory) is not None:
+        raise CliError(
+            f"a stack already runs in {directory}: the failover demo starts its own (3 key"
+            " holders, 2 qemu nodes, short windows); `cvm down` first or pass --data-dir"
+        )
+    journey = FailoverJourney(str(workload))
+    console = err() if as_json else out()
+    timeout = max(timeout, 420.0)  # TCG boots of the workload image on 2 busy cores
+    started = time.monotonic()
+
+    def step(number: int, title: str, action: Callable[[], _T]) -> _T:
+        console.rule(f"[bold]{number}. {title}")
+        begun = time.monotonic()
+        try:
+            result = action()
+        except Exception as exc:
+            journey.steps.append(
+                StepRecord(number, title, False, round(time.monotonic() - begun, 2), str(exc))
+            )
+            raise DemoFailed(f"step {number} ({title}) failed: {exc}") from exc
+        journey.steps.append(StepRecord(number, title, True, round(time.monotonic() - begun, 2)))
+        return result
+
+    directory.mkdir(parents=True, exist_ok=True)
+    shell = RenterShell(directory)
+    stack = EmbeddedStack(
+        StackConfig(
+            directory, nodes=NODES, launcher="qemu", holders=HOLDERS,
+            challenge_window_s=CHALLENGE_WINDOW_S, liveness_timeout_s=LIVENESS_TIMEOUT_S,
+            snapshot_interval_s=SNAPSHOT_INTERVAL_S,
+        ),
+        say=lambda m: err().print(f"[dim]…[/dim] {m}"),
+    )  # fmt: skip
+    try:
+        image_id = step(
+            1, "build the workload's image", lambda: build_workload_image(shell, workload)
+        )
+        try:
+            state = step(2, "start the stack: 3 key holders, 2 qemu nodes", stack.start)
+            console.print(describe(state))
+            try:
+                run_failover_journey(
+                    state, shell, image_id, journey, step, timeout,
+                    lambda text: console.print(text, highlight=False),
+                )  # fmt: skip
+            except DemoFailed:
+                abandon(shell, directory, journey.facts.get("lease_id"))
+                raise
+        finally:
+            err().print("[dim]…[/dim] stopping the stack the demo started")
+            stack.stop()
+            # Guests outlive their node agents by design: the demo's own go with its stack.
+            abandon(shell, directory, None)
+    except DemoFailed as exc:
+        if as_json:
+            sys.stdout.write(json.dumps(journey.as_dict(), indent=2, default=str) + "\n")
+        err().print(f"[red]demo failed[/red]: {literal(exc)}")
+        raise typer.Exit(1) from None
+    journey.facts["seconds"] = round(time.monotonic() - started, 1)
+    if as_json:
+        sys.stdout.write(json.dumps(journey.as_dict(), indent=2, default=str) + "\n")
+        return
+    summary = Table(title="failover demo summary", show_header=False)
     for name, value in summary_rows(journey):
         summary.add_row(name, literal(value))
     summary.add_row("demo took", f"{journey.facts['seconds']:.1f} s")

@@ -63,6 +63,8 @@ def describe(state: StackState) -> Table:
             f"{node.address}  {node.vcpu} vCPU / {node.memory_mib} MiB / {node.disk_gib} GiB"
             f"  price {node.price_per_vcpu_second} per vCPU-s  pid {node.pid}",
         )
+    for holder in state.holders:
+        table.add_row(holder.name, f"{holder.address}  key holder  pid {holder.pid}")
     return table
 
 
@@ -81,13 +83,47 @@ def check_launcher(launcher: str) -> str:
     return launcher
 
 
+HoldersOption = Annotated[
+    int,
+    typer.Option(
+        "--holders",
+        min=0,
+        max=16,
+        help="Key holders (python -m keyservice run), registered and staked at start.",
+    ),
+]
+ChallengeWindowOption = Annotated[
+    int | None,
+    typer.Option(
+        "--challenge-window",
+        min=30,
+        max=86400,
+        help="Seconds a challenged node has to attest afresh (default: 900; short for tests).",
+    ),
+]
+LivenessTimeoutOption = Annotated[
+    int | None,
+    typer.Option(
+        "--liveness-timeout",
+        min=1,
+        max=86400,
+        help="Seconds without a heartbeat before a failover-allowed lease is challenged"
+        " (default: CVM_LIVENESS_TIMEOUT_S, 60).",
+    ),
+]
+
+
 def up(
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=50, help="Simulated nodes.")] = 3,
     data_dir: DataDirOption = None,
     api_port: Annotated[int, typer.Option(help="Backend API port (0: a free one).")] = 0,
     launcher: LauncherOption = "simulated",
+    holders: HoldersOption = 0,
+    challenge_window: ChallengeWindowOption = None,
+    liveness_timeout: LivenessTimeoutOption = None,
 ) -> None:
-    """Start the embedded stack (anvil, contracts, Redis, backend, node agents) until Ctrl-C."""
+    """Start the embedded stack (anvil, contracts, Redis, backend, node agents, key holders)
+    until Ctrl-C."""
     import signal
     import threading
 
@@ -95,7 +131,15 @@ def up(
 
     directory = data_dir_of(data_dir)
     stack = EmbeddedStack(
-        StackConfig(directory, nodes=nodes, api_port=api_port, launcher=check_launcher(launcher)),
+        StackConfig(
+            directory,
+            nodes=nodes,
+            api_port=api_port,
+            launcher=check_launcher(launcher),
+            holders=holders,
+            challenge_window_s=challenge_window,
+            liveness_timeout_s=liveness_timeout,
+        ),
         say=lambda message: err().print(f"[dim]…[/dim] {message}"),
     )
     stop = threading.Event()
@@ -125,11 +169,26 @@ def up(
     err().print("stopped")
 
 
-def down(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+def down(
+    data_dir: DataDirOption = None,
+    kill_node: Annotated[
+        str | None,
+        typer.Option(
+            "--kill-node",
+            help="Stop nothing else: SIGKILL this node of the stack (node-0, its address, or"
+            " lease:N for the node running lease N) with its guests, as if its host died; the"
+            " stack does not restart it (for failover tests).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
     """Stop the stack `cvm up` runs in the data directory, leaving no process behind."""
     from devstack import stop_stack
 
     directory = data_dir_of(data_dir)
+    if kill_node is not None:
+        _kill_node(directory, kill_node)
+        return
     state = stop_stack(directory)
     emit(
         {"stopped": state is not None, "data_dir": str(directory)},
@@ -165,4 +224,44 @@ def fund(
         {"address": address, "minted": minted, "token_balance": balance, "ether": ether},
         f"{address}: +{format_amount(minted, decimals)} "
         f"(now {format_amount(balance, decimals)}), +{ether} ETH",
+    )
+
+
+def _kill_node(directory: Path, which: str) -> None:
+    """`cvm down --kill-node NODE`: one node of the running stack dies, and stays dead."""
+    from devstack import running_state
+    from devstack.failover_demo import kill_node
+
+    state = running_state(directory)
+    if state is None:
+        raise CliError(f"no stack runs in {directory}")
+    wanted = which.strip()
+    if wanted.startswith("lease:"):
+        import httpx
+
+        number = wanted.removeprefix("lease:")
+        if not number.isdigit():
+            raise UsageError(f"--kill-node {which!r}: lease:N with N a lease id")
+        try:
+            answer = httpx.get(f"{state.api_url}/v1/leases/{int(number)}", timeout=10)
+        except httpx.HTTPError as exc:
+            raise CliError(f"the stack's backend does not answer ({exc})") from None
+        if answer.status_code != 200:
+            raise CliError(f"lease {number}: the backend answered {answer.status_code}")
+        wanted = str(answer.json().get("node") or "")
+        if not wanted:
+            raise CliError(f"lease {number} runs on no node now")
+    node = next(
+        (n for n in state.nodes if wanted in (n.name, n.address) or
+         n.address.lower() == wanted.lower()),
+        None,
+    )  # fmt: skip
+    if node is None:
+        names = ", ".join(n.name for n in state.nodes)
+        raise UsageError(f"--kill-node {which!r}: not a node of this stack ({names})")
+    killed = kill_node(state, node.name)
+    emit(
+        {"node": node.name, "address": node.address, "killed": killed},
+        f"{node.name} ({node.address}) killed: pids {', '.join(map(str, killed)) or 'none'};"
+        " the stack will not restart it",
     )

@@ -87,6 +87,9 @@ class FakeApi:
     def __init__(self) -> None:
         self.deposits: list[tuple[int, Any]] = []
 
+    def get_lease(self, lease_id: int) -> None:
+        """Indexed: the deposit may go."""
+
     def put_keys(self, lease_id: int, deposit: Any) -> dict:
         self.deposits.append((lease_id, deposit))
         return {}

@@ -81,6 +81,8 @@ function lease(l) {
     reattestInterval: l.reattest_interval,
     // "amd", "simulated" (the local stack's simulated AMD-SP signed its report) or null.
     amdRoot: l.amd_root ?? null,
+    // The nodes that served it, oldest first (several once it failed over to another node).
+    nodes: (l.nodes || []).map((n) => ({ node: n.node, acceptedAt: n.accepted_at, endedAt: n.ended_at ?? null, reason: n.reason ?? null })),
   };
 }
 

@@ -25,6 +25,9 @@ class Backend:
     def __init__(self) -> None:
         self.deposits: list[Any] = []
 
+    def get_lease(self, lease_id: int) -> None:
+        """The backend knows every lease here (the real one once it indexed the create)."""
+
     def put_keys(self, lease_id: int, deposit: Any) -> None:
         self.deposits.append((lease_id, deposit))
 

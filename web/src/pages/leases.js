@@ -40,6 +40,23 @@ function timelineView(timeline) {
     step.at && step.detail?.amd_root === "simulated" ? [" ", simulatedBadge()] : null)), failed, closed);
 }
 
+const END_REASONS = {
+  first_attestation_missed: "failed over: its first attestation never came",
+  attestation_expired: "failed over: its attestation expired (silent node, challenge unanswered)",
+  declined: "declined by the node",
+  closed: "lease closed",
+  replaced: "replaced",
+};
+
+// Where the lease ran: each node with when it took the lease and why it left (failover).
+function historyView(nodes) {
+  if (!nodes || nodes.length === 0) return null;
+  return h("section", { "aria-label": "Nodes", id: "node-history" }, h("h2", {}, "Nodes"),
+    h("ol", { class: "timeline" }, nodes.map((n) => h("li", { class: n.endedAt ? "done" : "", "data-node": n.node },
+      h("span", { class: "mono" }, n.node), " from ", when(n.acceptedAt),
+      n.endedAt ? [" until ", when(n.endedAt), h("br"), h("small", { class: "reason" }, END_REASONS[n.reason] || n.reason || "")] : [" ", h("small", {}, "(serving it now)")]))));
+}
+
 export async function leasePage(main, config, id) {
   const leaseId = Number(id);
   const timelineBox = h("section", { "aria-label": "Timeline", id: "timeline" }, h("p", {}, "Connecting to the live timeline…"));
@@ -146,7 +163,7 @@ export async function leasePage(main, config, id) {
     lease ? h("p", {}, `${lease.vcpus} vCPU, ${lease.memoryMib} MiB, ${lease.diskGib} GiB; expected measurement `, h("span", { class: "mono" }, lease.expectedMeasurement)) : "",
     guest.imageLine, rootBox,
     h("p", {}, h("a", { href: `#/leases/${leaseId}/attestation` }, "Attestation detail")),
-    timelineBox, moneyBox, actionBox, resultBox, guest.portsSection, guest.section);
+    timelineBox, historyView(lease?.nodes) || "", moneyBox, actionBox, resultBox, guest.portsSection, guest.section);
   await refresh().catch((error) => moneyBox.replaceChildren(message("error", `Cannot read lease ${leaseId} from the chain: ${error.shortMessage || error.message}`)));
   const stop = watchTimeline(leaseId, (timeline) => {
     timelineBox.replaceChildren(h("h2", {}, "Timeline (live)"), timelineView(timeline));
