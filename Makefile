@@ -140,7 +140,7 @@ compose-check: system-packages
 
 pytest: install system-packages
 	@echo "==> pytest"
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 bench: install
 	$(PY) -m bench.gas --json
