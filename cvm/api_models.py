@@ -708,6 +708,15 @@ class EpochRecordIn(_Body):
     signature: EpochSignature
 
 
+class ChallengeRequestView(_View):
+    """A lease's node asked the backend's failover watch to challenge the lease (its guest was
+    relaunched): pending until the watch challenged it or found nothing to do."""
+
+    lease_id: int
+    node: str
+    requested_at: datetime
+
+
 class EpochRecordView(_View):
     cursor: int
     lease_id: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.liveness.watch import AttestationFacts
-from cvm.chain import ChainClient
+from cvm.chain import ChainClient, LeaseStatus
 
 
 class ChainFailover:
@@ -24,6 +24,10 @@ class ChainFailover:
             submitted_at=int(latest.submitted_at),
             challenged_at=attestations.challenged_at(lease_id),
         )
+
+    def active_node(self, lease_id: int) -> str | None:
+        lease = self.client.leases.get_lease(lease_id)
+        return lease.node_key.lower() if lease.status == LeaseStatus.ACTIVE else None
 
     def challenge(self, lease_id: int) -> str:
         return self.client.leases.challenge(lease_id).tx_hash

@@ -13,6 +13,16 @@ The chain decides every fault: `failover` is sent only after `eth_estimateGas` a
 reverted transaction. A lease without a policy allowing failover is left to the verifier's
 plain liveness challenge (`backend.verifier.liveness`), as before.
 
+A node may also ask to be challenged (`POST /v1/leases/{id}/challenge-request`,
+`backend.domain.challenge_requests`): its guest was relaunched after a crash, the standing
+attestation vouches for the dead guest's keys, and the registry takes no fresh report in the
+first half of the interval unless the lease was challenged since. The watch challenges such a
+lease once, when it is still ACTIVE with the node that asked, its attestation Verified and not
+challenged since it was submitted, and the chain's MIN_CHALLENGE_INTERVAL since the last
+challenge passed; then (or when any of that no longer holds) it clears the request. Nobody else
+is harmed: a challenge only stops the asking node's own pay until it re-attests, which it does
+at once (the node answers challenges on its next pass); the renter's escrow only gains.
+
 Bounded: at most `per_pass` leases are read on chain per pass (the longest-silent first), and
 each lease waits `retry_s` between two looks while it is not yet at fault. Never twice: a
 sent transaction puts the lease on hold (a challenge until its window ended, a failover until
@@ -31,6 +41,7 @@ from typing import Protocol
 
 from sqlalchemy import select
 
+from backend.domain import challenge_requests
 from backend.store import Heartbeat, Lease, Store
 from cvm.api_models import LeaseState
 from cvm.chain import AttestationStatus
@@ -58,6 +69,10 @@ class FailoverChain(Protocol):
 
     def attestation(self, lease_id: int) -> AttestationFacts: ...
 
+    def active_node(self, lease_id: int) -> str | None:
+        """The lease's node (lower-case) while it is ACTIVE on chain, None otherwise."""
+        ...
+
     def challenge(self, lease_id: int) -> str: ...
 
     def failover(self, lease_id: int) -> str: ...
@@ -74,6 +89,7 @@ class FailoverResult:
     silent: list[int] = field(default_factory=list)  # candidate leases looked at
     not_allowed: list[int] = field(default_factory=list)  # policy forbids failover
     challenged: list[int] = field(default_factory=list)
+    requested: list[int] = field(default_factory=list)  # challenged at their node's request
     failed_over: list[int] = field(default_factory=list)
     waiting: list[int] = field(default_factory=list)  # not at fault yet
     errors: dict[int, str] = field(default_factory=dict)
@@ -111,6 +127,10 @@ class FailoverWatch:
         self._policy: dict[int, tuple[float, bool]] = {}  # lease -> (read at, allowed)
         self._window: int | None = None
         self._min_interval: int | None = None
+        # (lease, node, submitted_at) challenged at the node's request: never twice for the
+        # same standing attestation, even if clearing the request failed.
+        self._requested: set[tuple[int, str, int]] = set()
+        self._request_hold: dict[tuple[int, str], float] = {}  # (lease, node) -> next look
 
     # --- what the other jobs ask ---------------------------------------------------------
 
@@ -169,7 +189,88 @@ class FailoverWatch:
                 result.errors[lease_id] = str(exc)[:300]
                 self._hold[key] = now + self.retry_s
                 log.warning("lease %s: failover watch could not read the chain: %s", lease_id, exc)
+        self._requests(now, result)
         return result
+
+    # --- challenges a node asked for ------------------------------------------------------
+
+    def _requests(self, now: float, result: FailoverResult) -> None:
+        """Challenge the leases whose node asked for it (at most `per_pass` looked at)."""
+        with self.store.new_session(read_only=True) as session:
+            requests = challenge_requests.pending(session, self.per_pass * 4)
+        looked = 0
+        for lease_id, node in requests:
+            key = (lease_id, node)
+            if now < self._request_hold.get(key, float("-inf")):
+                continue
+            if looked >= self.per_pass:
+                break
+            looked += 1
+            try:
+                done = self._requested_one(lease_id, node, now, result)
+            except ChainError as exc:
+                result.errors[lease_id] = str(exc)[:300]
+                self._request_hold[key] = now + self.retry_s
+                log.warning("lease %s: could not read the chain for a challenge request: %s",
+                            lease_id, exc)  # fmt: skip
+                continue
+            if done:
+                self._request_hold.pop(key, None)
+                with self.store.session() as session:
+                    challenge_requests.clear(session, lease_id, node)
+
+    def _requested_one(self, lease_id: int, node: str, now: float, result: FailoverResult) -> bool:
+        """Act on one node's request; True once it is done with (challenged, or moot)."""
+        with self.store.new_session(read_only=True) as session:
+            lease = session.get(Lease, lease_id)
+            ours = (
+                lease is not None
+                and lease.status == LeaseState.ACTIVE
+                and (lease.node or "").lower() == node
+            )
+        if not ours:
+            # Closed, or another node's now: a challenge would stop someone else's pay.
+            log.info("lease %s: challenge request of %s dropped: not its active node", lease_id, node)
+            return True
+        if self.chain.active_node(lease_id) != node:
+            # The store lags the chain: the chain's word decides whose lease it is.
+            log.info("lease %s: challenge request of %s dropped: not its node on chain", lease_id, node)
+            return True
+        facts = self.chain.attestation(lease_id)
+        if facts.status != AttestationStatus.VERIFIED:
+            return True  # re-attested already (Pending), or nothing a challenge could ask
+        if facts.challenged_at > facts.submitted_at:
+            return True  # already challenged since: the node may answer now
+        marker = (lease_id, node, facts.submitted_at)
+        if marker in self._requested:
+            return True  # never twice for the same attestation
+        ready_at = facts.challenged_at + self._interval() if facts.challenged_at else 0
+        if now < ready_at:
+            # The chain takes no challenge before MIN_CHALLENGE_INTERVAL since the last one:
+            # keep the request until then (or until the node re-attests by itself).
+            self._request_hold[(lease_id, node)] = min(float(ready_at), now + POLICY_TTL_S)
+            return False
+        try:
+            tx_hash = self.chain.challenge(lease_id)
+        except ContractRevert as exc:
+            # The estimate refused it (e.g. this verifier is the node's own party): not ours.
+            result.errors[lease_id] = f"challenge refused: {exc}"[:300]
+            log.info("lease %s: requested challenge refused: %s", lease_id, exc)
+            return True
+        except ChainError as exc:
+            result.errors[lease_id] = f"challenge unsure: {exc}"[:300]
+            self._request_hold[(lease_id, node)] = now + self.unsure_hold_s
+            log.warning("lease %s: requested challenge sent without a receipt: %s", lease_id, exc)
+            return False
+        self._requested.add(marker)
+        if len(self._requested) > 10_000:  # bounded; the chain's challengedAt guards anyway
+            self._requested.clear()
+            self._requested.add(marker)
+        result.challenged.append(lease_id)
+        result.requested.append(lease_id)
+        log.info("lease %s: challenged at its node's request (%s): its relaunched guest may"
+                 " attest now", lease_id, tx_hash)  # fmt: skip
+        return True
 
     def _allowed(self, lease_id: int, now: float) -> bool:
         known = self._policy.get(lease_id)

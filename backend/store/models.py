@@ -576,3 +576,16 @@ class LeaseCleanup(Base):
 
     lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     closed_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChallengeRequest(Base):
+    """A lease's node asking to be challenged (its guest was relaunched and the registry takes
+    no fresh report in the first half of the interval unless the lease was challenged): at
+    most one per lease, cleared by the failover watch once it challenged or found nothing to
+    do (backend.liveness)."""
+
+    __tablename__ = "challenge_requests"
+
+    lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(ADDRESS)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)

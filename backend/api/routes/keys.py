@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from backend.api.deps import AppContext, Context, DbSession, Renter, after_commit
 from backend.api.errors import ApiError
 from backend.api.node_reads import authorized_node_read
-from backend.domain import keys_relay, leases
+from backend.domain import challenge_requests, keys_relay, leases
 from backend.domain.errors import Forbidden, NotFound, Unauthenticated
 from backend.objects import ObjectCorrupt, ObjectNotFound, ObjectStoreError, lease_namespace
 from backend.store import Lease
@@ -26,6 +26,7 @@ from cvm.api_models import (
     SNAPSHOT_CHUNK_MAX_BYTES,
     SNAPSHOT_MANIFEST_MAX_BYTES,
     TIMESTAMP_HEADER,
+    ChallengeRequestView,
     EpochRecordIn,
     EpochRecordView,
     GuestKeysView,
@@ -362,6 +363,32 @@ def post_epoch(
         )  # fmt: skip
     except ObjectStoreError as exc:
         raise ApiError(503, f"the object store failed: {exc}") from None
+
+
+@router.post(
+    "/leases/{lease_id}/challenge-request",
+    status_code=202,
+    response_model=ChallengeRequestView,
+    summary="The lease's node asks to be challenged (its guest was relaunched and may not"
+    " re-attest before a challenge); the backend's failover watch challenges the lease on chain"
+    " when the chain allows it. One pending request per lease; the same again is a no-op",
+    responses=_NODE_ERRORS,
+)
+def post_challenge_request(
+    lease_id: LeasePath,
+    context: Context,
+    session: DbSession,
+    node: NodeHeader = None,
+    timestamp: TimestampHeader = None,
+    signature: SignatureHeader = None,
+    nonce: NonceHeader = None,
+) -> ChallengeRequestView:
+    # Only the lease's current node (it stops only its own pay by being challenged).
+    lease = _node_write(
+        context, session, lease_id, "challenge-requests", (node, timestamp, signature, nonce)
+    )
+    assert lease.node is not None  # an active lease's node signed the request
+    return challenge_requests.request_challenge(session, lease, lease.node, context.now())
 
 
 @router.get(

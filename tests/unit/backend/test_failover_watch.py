@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from backend.domain import challenge_requests
 from backend.liveness import AttestationFacts, FailoverWatch
-from backend.store import Heartbeat, Store
+from backend.store import ChallengeRequest, Heartbeat, Lease, Store
 from cvm.api_models import LeaseState
 from cvm.chain import AttestationStatus
 from cvm.chain.errors import ChainError, ContractRevert
@@ -35,6 +36,11 @@ class ScriptedChain:
     reads: int = 0
     broken: bool = False  # every read fails (an RPC outage)
     unsure: bool = False  # transactions get no receipt
+    nodes: dict[int, str | None] = field(default_factory=dict)  # on chain (NODE if unset)
+
+    def active_node(self, lease_id: int) -> str | None:
+        self.reads += 1
+        return self.nodes.get(lease_id, NODE)
 
     def failover_allowed(self, lease_id: int) -> bool:
         self.reads += 1
@@ -237,3 +243,127 @@ def test_only_active_leases_on_silent_nodes_are_candidates(store: Store, clock: 
 def test_bad_bounds_are_refused(store: Store, clock: Clock) -> None:
     with pytest.raises(ValueError, match="timeout_s"):
         FailoverWatch(store, ScriptedChain(), timeout_s=0, clock=clock)
+
+
+# --- challenges a node asked for (its guest was relaunched) ---------------------------------
+
+
+def request(store: Store, lease_id: int, node: str = NODE) -> None:
+    """What `POST /v1/leases/{id}/challenge-request` records (the route checked the node)."""
+    with store.session() as session:
+        lease = session.get(Lease, lease_id)
+        assert lease is not None
+        challenge_requests.request_challenge(session, lease, node, datetime.now(UTC))
+
+
+def pending(store: Store) -> list[tuple[int, str]]:
+    with store.new_session(read_only=True) as session:
+        return challenge_requests.pending(session, 100)
+
+
+def test_a_requested_challenge_is_sent_once_and_the_request_cleared(
+    store: Store, clock: Clock
+) -> None:
+    add_node(store, NODE)
+    active(store, 1)
+    heartbeat(store, NODE, clock.now)  # the node is alive: it asked, it is not silent
+    # No failover policy needed: any lease's node may ask to be challenged.
+    submitted = int(clock.now - 100)
+    chain = ScriptedChain(allowed=set(), facts={1: verified(submitted)})
+    failover = watch(store, chain, clock)
+    request(store, 1)
+    request(store, 1)  # the same again: still one request
+    assert pending(store) == [(1, NODE)]
+
+    result = failover.run()
+    assert result.requested == [1] and result.challenged == [1]
+    assert chain.sent == [("challenge", 1)]
+    assert pending(store) == []
+
+    # Asked again while the challenge stands: nothing is sent, the request goes.
+    request(store, 1)
+    clock.advance(5)
+    assert failover.run().requested == []
+    assert pending(store) == []
+    # Even if the chain read showed no challenge (a request cleared late): never twice for
+    # the same standing attestation.
+    chain.facts[1] = verified(submitted)
+    request(store, 1)
+    clock.advance(5)
+    failover.run()
+    assert chain.sent == [("challenge", 1)]
+
+
+def test_a_request_from_a_node_the_lease_is_not_on_is_dropped(store: Store, clock: Clock) -> None:
+    add_node(store, NODE)
+    add_node(store, OTHER)
+    active(store, 1, node=OTHER)
+    active(store, 2)
+    heartbeat(store, NODE, clock.now)
+    heartbeat(store, OTHER, clock.now)
+    chain = ScriptedChain(facts={1: verified(clock.now), 2: verified(clock.now)})
+    chain.nodes[2] = OTHER  # the store still says NODE; the chain moved it on
+    with store.session() as session:  # as if recorded before the lease moved
+        session.add(ChallengeRequest(lease_id=1, node=NODE, requested_at=datetime.now(UTC)))
+    request(store, 2)
+    failover = watch(store, chain, clock)
+    result = failover.run()
+    assert result.requested == []
+    assert chain.sent == []
+    assert pending(store) == []
+
+
+def test_a_request_waits_for_the_chains_challenge_interval(store: Store, clock: Clock) -> None:
+    add_node(store, NODE)
+    active(store, 1)
+    heartbeat(store, NODE, clock.now)
+    # Challenged 200 s ago and answered 100 s ago: the chain takes a new challenge only
+    # MIN_CHALLENGE_INTERVAL (3600 s here) after the last one.
+    last = int(clock.now - 200)
+    chain = ScriptedChain(
+        facts={1: AttestationFacts(AttestationStatus.VERIFIED, int(clock.now - 100), last)}
+    )
+    failover = watch(store, chain, clock)
+    request(store, 1)
+    for _ in range(5):
+        failover.run()
+        clock.advance(60)
+        heartbeat(store, NODE, clock.now)
+    assert chain.sent == []
+    assert pending(store) == [(1, NODE)]  # kept until the chain allows it
+    clock.advance(last + 3600 - clock.now)
+    heartbeat(store, NODE, clock.now)
+    assert failover.run().requested == [1]
+    assert chain.sent == [("challenge", 1)]
+    assert pending(store) == []
+
+
+def test_a_request_is_moot_once_the_node_re_attested(store: Store, clock: Clock) -> None:
+    add_node(store, NODE)
+    active(store, 1)
+    heartbeat(store, NODE, clock.now)
+    chain = ScriptedChain(
+        facts={1: AttestationFacts(AttestationStatus.PENDING, int(clock.now), 0)}
+    )
+    request(store, 1)
+    assert watch(store, chain, clock).run().requested == []
+    assert chain.sent == []
+    assert pending(store) == []
+
+
+def test_a_requested_challenge_without_a_receipt_is_not_sent_again_at_once(
+    store: Store, clock: Clock
+) -> None:
+    add_node(store, NODE)
+    active(store, 1)
+    heartbeat(store, NODE, clock.now)
+    chain = ScriptedChain(facts={1: verified(clock.now - 100)}, unsure=True)
+    request(store, 1)
+    failover = watch(store, chain, clock, unsure_hold_s=300)
+    assert 1 in failover.run().errors
+    chain.unsure = False
+    clock.advance(60)
+    heartbeat(store, NODE, clock.now)
+    failover.run()
+    assert chain.sent == []  # held: the first one may still land
+    assert pending(store) == [(1, NODE)]
