@@ -32,6 +32,7 @@ from cvm.api_models import (
     TIMESTAMP_HEADER,
     AttestationView,
     ChainInfo,
+    ChallengeRequestView,
     ConsoleReceipt,
     EpochRecordIn,
     EpochRecordView,
@@ -593,6 +594,15 @@ class ApiClient:
             headers=headers,
         )  # fmt: skip
         return _model(EpochRecordView, body)
+
+    def request_challenge(
+        self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> ChallengeRequestView:
+        """Ask the backend's failover watch to challenge the lease, as its node (its guest was
+        relaunched and may attest again only once challenged)."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        body = self._json("POST", f"/leases/{lease_id}/challenge-request", headers=headers)
+        return _model(ChallengeRequestView, body)
 
     def _put_object(
         self, lease_id: int, path: str, data: bytes, node_key: bytes | str, domain: Domain | None

@@ -59,6 +59,10 @@ class AttestationPoster:
         self.store = store
         self.api = api
         self.reattest_margin_s = reattest_margin_s
+        # Leases whose relaunched guest asked the backend for a challenge (once per relaunch;
+        # a new relaunch forgets it). In memory: after an agent restart it asks once more,
+        # which the backend takes as the same request.
+        self._challenge_asked: set[int] = set()
 
     def attest(
         self, lease_id: int, *, force: bool = False, fresh: bool = False, restarted: bool = False
@@ -74,6 +78,8 @@ class AttestationPoster:
         (re)started the guest just now, so a report kept from before (a crash between
         storing and submitting it) is the dead guest's and is dropped for a new one.
         """
+        if restarted:
+            self._challenge_asked.discard(lease_id)  # a new guest: it may ask again
         if fresh:
             nonce: int | None = self.chain.attestations.attestation_nonce(lease_id)
         else:
@@ -222,8 +228,36 @@ class AttestationPoster:
             ):
                 # Not marked attested: a relaunched guest still owes its own report.
                 log.debug("lease %s: re-attestation possible from %s", lease_id, earliest)
+                if record is not None and record.state == LeaseState.RELAUNCHED:
+                    self._ask_for_challenge(lease_id, earliest)
                 return None
         return nonce
+
+    def _ask_for_challenge(self, lease_id: int, earliest: int) -> None:
+        """Ask the backend (node-signed) to have the lease challenged, once per relaunch: the
+        registry then takes the relaunched guest's report at once (the reconciler answers a
+        challenge on its next pass) instead of from `earliest`, and the key holders release
+        its key with nobody awake. Only this node's own pay is at stake in a challenge."""
+        if lease_id in self._challenge_asked or self.api is None or self.chain.account is None:
+            return
+        deployment = self.chain.deployment
+        try:
+            self.api.request_challenge(
+                lease_id,
+                node_key=self.chain.account.key,
+                domain=Domain(deployment.chain_id, deployment.node_registry),
+            )
+        except ApiError as exc:
+            if exc.status_code == 0 or exc.status_code >= 500 or exc.status_code == 429:
+                # Not heard (or busy): the next pass asks again.
+                log.warning("lease %s: could not ask for a challenge: %s", lease_id, exc)
+                return
+            # Refused (not ours any more, the backend predates it): do not insist.
+            log.warning("lease %s: challenge request refused: %s", lease_id, exc)
+        else:
+            log.info("lease %s: relaunched guest may attest from %s; asked the backend for a"
+                     " challenge to attest now", lease_id, earliest)  # fmt: skip
+        self._challenge_asked.add(lease_id)
 
     def _upload(self, submission: Submission) -> None:
         evidence = EvidenceBundle(

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from cvm.api_client import ApiError
 from cvm.attestation.abi import parse
 from cvm.attestation.binding import GuestKey, build_report_data, host_data
 from cvm.chain import AttestationStatus, LeaseStatus
@@ -253,6 +254,59 @@ def test_a_relaunched_guest_is_attested_again(
     assert (result.relaunched, result.attested) == ([], [lease_id])
     assert chain.node.attestations.attestation_nonce(lease_id) == 2
     assert agent.store.get_lease(lease_id).state == LeaseState.ATTESTED
+
+
+class ChallengeAsks:
+    """The backend as the poster asks it for a challenge (`request_challenge`); the first
+    `down` asks fail as a backend that is not reachable does."""
+
+    def __init__(self, down: int = 0) -> None:
+        self.asked: list[int] = []
+        self.down = down
+
+    def request_challenge(self, lease_id: int, *, node_key: object, domain: object) -> None:
+        assert node_key and domain  # signed by the node key, for this deployment
+        self.asked.append(lease_id)
+        if len(self.asked) <= self.down:
+            raise ApiError(0, "connection refused")
+
+
+def test_a_relaunched_guest_asks_for_a_challenge_once_and_answers_it(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent]
+) -> None:
+    agent = make_agent()
+    lease_id = _verified_lease(chain, agent)
+    backend = ChallengeAsks(down=1)
+    agent.poster.api = backend  # type: ignore[assignment]
+    agent.launcher.stop(lease_id)  # the guest crashed
+    result = agent.reconcile()
+    assert (result.relaunched, result.attested) == ([lease_id], [])
+    assert backend.asked == [lease_id]  # not heard: asked again on the next pass
+    agent.reconcile()
+    assert backend.asked == [lease_id, lease_id]
+    for _ in range(3):  # heard: never again for this relaunch
+        assert agent.reconcile().attested == []
+    assert backend.asked == [lease_id, lease_id]
+    assert agent.store.get_lease(lease_id).state == LeaseState.RELAUNCHED
+
+    # The backend's failover watch challenges (the verifier key): the node answers at once.
+    chain.verifier.leases.challenge(lease_id)
+    agent.poster.api = None  # offline from here: nothing uploaded
+    result = agent.reconcile()
+    assert (result.attested, result.answered) == ([lease_id], [lease_id])
+    assert chain.node.attestations.attestation_nonce(lease_id) == 2
+    assert backend.asked == [lease_id, lease_id]
+
+    # A guest that attested as it should never asks.
+    report_hash = chain.node.attestations.attestation_of(lease_id).report_hash
+    chain.verifier.attestations.confirm(lease_id, report_hash, True)
+    agent.poster.api = backend  # type: ignore[assignment]
+    assert agent.reconcile().attested == []
+    assert backend.asked == [lease_id, lease_id]
+    # A new relaunch asks once more.
+    agent.launcher.stop(lease_id)
+    assert agent.reconcile().relaunched == [lease_id]
+    assert backend.asked == [lease_id, lease_id, lease_id]
 
 
 @pytest.mark.parametrize("lie", ["empty guest key", "another renter", "another lease"])
