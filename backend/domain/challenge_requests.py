@@ -28,7 +28,9 @@ def _view(row: ChallengeRequest) -> ChallengeRequestView:
     return ChallengeRequestView(lease_id=row.lease_id, node=row.node, requested_at=row.requested_at)
 
 
-def request_challenge(session: Session, lease: Lease, node: str, now: datetime) -> ChallengeRequestView:
+def request_challenge(
+    session: Session, lease: Lease, node: str, now: datetime
+) -> ChallengeRequestView:
     """Record `node`'s request for `lease` (the caller checked the node is the running lease's
     own, by its signature); the pending one again if there is one from that node."""
     node = node.lower()

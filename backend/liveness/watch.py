@@ -230,11 +230,15 @@ class FailoverWatch:
             )
         if not ours:
             # Closed, or another node's now: a challenge would stop someone else's pay.
-            log.info("lease %s: challenge request of %s dropped: not its active node", lease_id, node)
+            log.info(
+                "lease %s: challenge request of %s dropped: not its active node", lease_id, node
+            )
             return True
         if self.chain.active_node(lease_id) != node:
             # The store lags the chain: the chain's word decides whose lease it is.
-            log.info("lease %s: challenge request of %s dropped: not its node on chain", lease_id, node)
+            log.info(
+                "lease %s: challenge request of %s dropped: not its node on chain", lease_id, node
+            )
             return True
         facts = self.chain.attestation(lease_id)
         if facts.status != AttestationStatus.VERIFIED:

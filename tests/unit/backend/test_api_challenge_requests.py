@@ -117,9 +117,7 @@ def test_the_new_node_replaces_a_request_left_by_the_node_the_lease_moved_from(
     assert rows(store) == [(1, new.address.lower())]
 
 
-def test_the_node_agents_client_asks_through_real_http(
-    live_api: str, store: Store
-) -> None:
+def test_the_node_agents_client_asks_through_real_http(live_api: str, store: Store) -> None:
     node, other = new_account(), new_account()
     add_lease(store, 1, RENTER, status=LeaseState.ACTIVE, node=node.address.lower())
     view = ApiClient(live_api).request_challenge(1, node_key=node.key)

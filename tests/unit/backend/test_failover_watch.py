@@ -342,9 +342,7 @@ def test_a_request_is_moot_once_the_node_re_attested(store: Store, clock: Clock)
     add_node(store, NODE)
     active(store, 1)
     heartbeat(store, NODE, clock.now)
-    chain = ScriptedChain(
-        facts={1: AttestationFacts(AttestationStatus.PENDING, int(clock.now), 0)}
-    )
+    chain = ScriptedChain(facts={1: AttestationFacts(AttestationStatus.PENDING, int(clock.now), 0)})
     request(store, 1)
     assert watch(store, chain, clock).run().requested == []
     assert chain.sent == []
