@@ -173,3 +173,68 @@ def test_a_silent_nodes_lease_moves_to_the_other_node(
             assert chain.client().leases.get_lease(plain).status == LeaseStatus.ACTIVE
     finally:
         service.close()
+
+
+def test_a_guest_relaunched_on_its_node_attests_at_once_through_a_requested_challenge(
+    chain: ChainSystem, tmp_path: Path, amd_sp: SimulatedAmdSp
+) -> None:
+    """The guest crashes, its node relaunches it: the registry would take its report only from
+    half the interval on; the node asks the backend, the failover watch challenges (verifier
+    key), the node answers at once and the new guest is Verified. Nobody renter-side acts."""
+    clock = Clock(time.time())
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'backend.sqlite'}",
+        indexer_confirmations=0,
+        liveness_timeout_s=TIMEOUT_S,
+        heartbeat_window_s=3600,
+    )
+    chain.staked_node()
+    service = BackendService(
+        settings,
+        chain.deployment,
+        chain.anvil.w3,
+        dispatch=lambda lease_id, node: None,
+        verifier_account=chain.accounts.verifier,
+        trusted_roots=[amd_sp.ark],
+        clock=clock,
+    )
+    assert service.failover is not None
+    try:
+        with serving(service.app) as url, ApiClient(url) as api:
+            agent = agent_of(chain, chain.accounts.node_key, tmp_path / "a", api, amd_sp, clock)
+            service.step()
+            agent.heartbeat()
+            lease_id = chain.open_lease()
+            service.step()
+            agent.handle_lease(lease_id)
+            service.step()
+            service.step()
+            registry = chain.client().attestations
+            assert registry.status_of(lease_id) == AttestationStatus.VERIFIED
+            crashed = registry.attestation_of(lease_id).report_hash
+
+            chain.advance(10)  # a while later (the chain counts a challenge after the report)
+            clock.advance(10)
+            agent.heartbeat()
+            agent.launcher.stop(lease_id)  # the guest crashed; the node lives
+            result = agent.reconcile()
+            assert (result.relaunched, result.attested) == ([lease_id], [])
+            report = service.step()
+            assert report.failover is not None and report.failover.requested == [lease_id]
+            assert registry.challenged_at(lease_id) > 0
+
+            result = agent.reconcile()  # answers the challenge with the new guest's report
+            assert (result.attested, result.answered) == ([lease_id], [lease_id])
+            service.step()
+            service.step()
+            assert registry.status_of(lease_id) == AttestationStatus.VERIFIED
+            assert registry.attestation_of(lease_id).report_hash != crashed
+            # Done with: never challenged twice, nothing more asked.
+            challenged = registry.challenged_at(lease_id)
+            agent.reconcile()
+            report = service.step()
+            assert report.failover is not None and report.failover.requested == []
+            assert registry.challenged_at(lease_id) == challenged
+    finally:
+        service.close()
