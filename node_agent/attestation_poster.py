@@ -248,11 +248,12 @@ class AttestationPoster:
                 domain=Domain(deployment.chain_id, deployment.node_registry),
             )
         except ApiError as exc:
-            if exc.status_code == 0 or exc.status_code >= 500 or exc.status_code == 429:
+            if exc.status_code in (0, 429) or (exc.status_code >= 500 and exc.status_code != 501):
                 # Not heard (or busy): the next pass asks again.
                 log.warning("lease %s: could not ask for a challenge: %s", lease_id, exc)
                 return
-            # Refused (not ours any more, the backend predates it): do not insist.
+            # Refused (not ours any more, no key service: 501, or a backend predating it): do
+            # not insist; the guest attests from `earliest` on.
             log.warning("lease %s: challenge request refused: %s", lease_id, exc)
         else:
             log.info("lease %s: relaunched guest may attest from %s; asked the backend for a"

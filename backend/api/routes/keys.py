@@ -372,7 +372,10 @@ def post_epoch(
     summary="The lease's node asks to be challenged (its guest was relaunched and may not"
     " re-attest before a challenge); the backend's failover watch challenges the lease on chain"
     " when the chain allows it. One pending request per lease; the same again is a no-op",
-    responses=_NODE_ERRORS,
+    responses={
+        **_NODE_ERRORS,
+        501: {"description": "no key service on this deployment: no failover watch to ask"},
+    },
 )
 def post_challenge_request(
     lease_id: LeasePath,
@@ -383,6 +386,9 @@ def post_challenge_request(
     signature: SignatureHeader = None,
     nonce: NonceHeader = None,
 ) -> ChallengeRequestView:
+    if context.key_holders is None:
+        # The failover watch that acts on requests runs only on a key-service deployment.
+        raise ApiError(501, "this backend follows no key service: it challenges on no request")
     # Only the lease's current node (it stops only its own pay by being challenged).
     lease = _node_write(
         context, session, lease_id, "challenge-requests", (node, timestamp, signature, nonce)

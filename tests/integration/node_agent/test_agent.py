@@ -260,15 +260,16 @@ class ChallengeAsks:
     """The backend as the poster asks it for a challenge (`request_challenge`); the first
     `down` asks fail as a backend that is not reachable does."""
 
-    def __init__(self, down: int = 0) -> None:
+    def __init__(self, down: int = 0, status: int = 0) -> None:
         self.asked: list[int] = []
         self.down = down
+        self.status = status
 
     def request_challenge(self, lease_id: int, *, node_key: object, domain: object) -> None:
         assert node_key and domain  # signed by the node key, for this deployment
         self.asked.append(lease_id)
         if len(self.asked) <= self.down:
-            raise ApiError(0, "connection refused")
+            raise ApiError(self.status, "refused" if self.status else "connection refused")
 
 
 def test_a_relaunched_guest_asks_for_a_challenge_once_and_answers_it(
@@ -278,6 +279,7 @@ def test_a_relaunched_guest_asks_for_a_challenge_once_and_answers_it(
     lease_id = _verified_lease(chain, agent)
     backend = ChallengeAsks(down=1)
     agent.poster.api = backend  # type: ignore[assignment]
+    chain.advance(10)  # a while later (the chain counts a challenge after the report)
     agent.launcher.stop(lease_id)  # the guest crashed
     result = agent.reconcile()
     assert (result.relaunched, result.attested) == ([lease_id], [])
@@ -307,6 +309,23 @@ def test_a_relaunched_guest_asks_for_a_challenge_once_and_answers_it(
     agent.launcher.stop(lease_id)
     assert agent.reconcile().relaunched == [lease_id]
     assert backend.asked == [lease_id, lease_id, lease_id]
+
+
+@pytest.mark.parametrize("status", [403, 501])
+def test_a_refused_challenge_request_is_not_repeated(
+    chain: ChainSystem, make_agent: Callable[..., NodeAgent], status: int
+) -> None:
+    agent = make_agent()
+    lease_id = _verified_lease(chain, agent)
+    backend = ChallengeAsks(down=10, status=status)  # not its lease / no key service
+    agent.poster.api = backend  # type: ignore[assignment]
+    agent.launcher.stop(lease_id)
+    for _ in range(3):
+        assert agent.reconcile().attested == []
+    assert backend.asked == [lease_id]
+    chain.advance(LEASE_SPEC.reattest_interval // 2)  # it attests when the registry allows
+    agent.poster.api = None
+    assert agent.reconcile().attested == [lease_id]
 
 
 @pytest.mark.parametrize("lie", ["empty guest key", "another renter", "another lease"])

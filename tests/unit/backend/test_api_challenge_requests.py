@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
@@ -26,6 +27,12 @@ from cvm.eip712 import LeaseSpecRequest, sign_node_message
 from tests.unit.backend.factories import Clock, add_lease, new_account
 
 RENTER = "0x" + "cc" * 20
+
+
+@pytest.fixture(autouse=True)
+def key_service(context: AppContext) -> None:
+    """A deployment with a key service (the failover watch that acts on requests runs)."""
+    context.key_holders = lambda address: False
 
 
 def signed(
@@ -128,3 +135,15 @@ def test_the_node_agents_client_asks_through_real_http(live_api: str, store: Sto
         assert exc.status_code == 403
     else:
         raise AssertionError("another node's request was taken")
+
+
+def test_a_backend_without_a_key_service_says_so(
+    client: TestClient, context: AppContext, store: Store
+) -> None:
+    node = new_account()
+    add_lease(store, 1, RENTER, status=LeaseState.ACTIVE, node=node.address.lower())
+    context.key_holders = None
+    answer = ask(client, 1, signed(context, node, 1, 1))
+    assert answer.status_code == 501
+    assert "no key service" in answer.json()["detail"]
+    assert rows(store) == []
