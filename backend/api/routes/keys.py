@@ -386,13 +386,13 @@ def post_challenge_request(
     signature: SignatureHeader = None,
     nonce: NonceHeader = None,
 ) -> ChallengeRequestView:
-    if context.key_holders is None:
-        # The failover watch that acts on requests runs only on a key-service deployment.
-        raise ApiError(501, "this backend follows no key service: it challenges on no request")
     # Only the lease's current node (it stops only its own pay by being challenged).
     lease = _node_write(
         context, session, lease_id, "challenge-requests", (node, timestamp, signature, nonce)
     )
+    if context.key_holders is None:
+        # The failover watch that acts on requests runs only on a key-service deployment.
+        raise ApiError(501, "this backend follows no key service: it challenges on no request")
     assert lease.node is not None  # an active lease's node signed the request
     return challenge_requests.request_challenge(session, lease, lease.node, context.now())
 
