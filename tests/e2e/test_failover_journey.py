@@ -4,7 +4,9 @@ Three key holders (2-of-3) and two qemu nodes on the embedded stack. The statefu
 rented with `--key-service --failover`; a value is written over attested TLS; once a snapshot
 epoch covers it, the first node's agent and guest are SIGKILLed; the failover watch moves the
 lease; the second node's guest gets the key from the holders, restores the snapshot and
-serves the value again over attested TLS. The renter runs no command after renting but reads.
+serves the value again over attested TLS. Then only that guest's QEMU is SIGKILLed: its node
+relaunches it, asks the backend for a challenge, answers it, and the new guest gets the key
+and serves the value again. The renter runs no command after renting but reads.
 
 Two ways, each on a stack of its own: `cvm demo --failover --json` (the journey with its
 phases timed), and the README's "Leases that survive their node" commands as written.
