@@ -127,6 +127,8 @@ def run_command(
     from keyservice.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s keyservice %(message)s")
+    # httpx logs every request at INFO: one line per poll, about every second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     keys = HolderKeys.load(key_file)
     record = load_deployment(deployment)
     chain = connect_chain(record, None, rpc)
