@@ -494,9 +494,11 @@ class Renter:
             f"`cvm lease finalize {lease_id}` after that time."
         )
 
-    def challenge(self, lease_id: int) -> tuple[LeaseReport, int]:
-        """Ask the node of one of this wallet's leases to attest afresh now; the report and
-        the time (Unix seconds) by which it must answer."""
+    def challenge(self, lease_id: int) -> tuple[LeaseReport, int, bool]:
+        """Ask the node of one of this wallet's leases to attest afresh now; the report, the
+        time (Unix seconds) by which it must answer, and whether a challenge made by someone
+        else (the failover watch, at the node's own request after relaunching its guest) was
+        already pending: the node owes the same fresh attestation, so that is no error."""
         self._require_wallet()
         report = self.own_report(lease_id)
         if report.lease.status != LeaseStatus.ACTIVE:
@@ -507,9 +509,16 @@ class Renter:
         try:
             tx = self.chain.leases.challenge(lease_id)
         except ContractRevert as exc:
+            if exc.name == "AttestationRegistry_ChallengeTooSoon":
+                registry = self.chain.attestations
+                challenged_at = registry.challenged_at(lease_id)
+                latest = registry.attestation_of(lease_id)
+                if challenged_at and challenged_at >= latest.submitted_at:
+                    respond_by = challenged_at + registry.challenge_window()
+                    return self.report(lease_id), respond_by, True
             raise RenterError(_challenge_refused(lease_id, exc)) from None
         respond_by = int(tx.event("LeaseChallenged").args["respondBy"])
-        return self.report(lease_id), respond_by
+        return self.report(lease_id), respond_by, False
 
     # --- waiting ------------------------------------------------------------------------
 

@@ -601,10 +601,11 @@ def challenge(
     node sends none within the challenge window, close the lease to get the refund.
     """
     renter = open_renter(deployment, wallet, password_file)
-    report, respond_by = renter.challenge(lease_id)
+    report, respond_by, already = renter.challenge(lease_id)
+    said = "was already challenged" if already else "challenged"
     emit(
-        {**report.as_dict(), "respond_by": respond_by},
-        f"lease {lease_id} challenged: the node must attest afresh by {format_time(respond_by)}; "
+        {**report.as_dict(), "respond_by": respond_by, "already_challenged": already},
+        f"lease {lease_id} {said}: the node must attest afresh by {format_time(respond_by)}; "
         f"if it does not, `cvm lease close {lease_id}` refunds everything after the challenge",
     )
 

@@ -175,11 +175,13 @@ def test_the_renter_challenges_once_per_interval_and_closes_with_the_refund_when
     window = chain.client().attestations.challenge_window()
     assert shown["lease_id"] == lease_id and shown["respond_by"] == challenged_at + window
 
-    again = cvm("lease", "challenge", str(lease_id),
-                *_as_renter(record, renter_wallet, password))  # fmt: skip
-    no_traceback(again)
-    assert again.exit_code == 1
-    assert "next challenge is possible from" in " ".join(again.output.split())
+    # Challenged already and not answered yet: the same fresh attestation is owed, no error,
+    # and no second challenge on chain.
+    again = _json(cvm("lease", "challenge", str(lease_id), "--json",
+                      *_as_renter(record, renter_wallet, password)))  # fmt: skip
+    assert again["already_challenged"] is True and shown["already_challenged"] is False
+    assert again["respond_by"] == shown["respond_by"]
+    assert chain.client().attestations.challenged_at(lease_id) == challenged_at
 
     earned = chain.client().leases.earned(lease_id)
     deposit = chain.client().leases.get_lease(lease_id).deposit
@@ -191,6 +193,25 @@ def test_the_renter_challenges_once_per_interval_and_closes_with_the_refund_when
     assert data["close_reason"] == "attestation_missed"
     assert data["earned"] == earned  # nothing paid after the challenge
     assert data["refund"] == deposit - earned > 0
+
+
+def test_a_challenge_the_node_answered_is_not_repeated_within_the_interval(
+    chain: ChainSystem,
+    record: Path,  # noqa: F811
+    renter_wallet: Path,  # noqa: F811
+    password: Path,
+) -> None:
+    lease_id = chain.attested_lease()
+    chain.advance(60)
+    first = cvm("lease", "challenge", str(lease_id), *_as_renter(record, renter_wallet, password))
+    assert first.exit_code == 0, first.output
+    chain.advance(10)
+    chain.submit(lease_id, b"\x77" * 32)  # the node answers with a fresh attestation
+    chain.verifier.attestations.confirm(lease_id, b"\x77" * 32, True)
+    again = cvm("lease", "challenge", str(lease_id), *_as_renter(record, renter_wallet, password))
+    no_traceback(again)
+    assert again.exit_code == 1
+    assert "next challenge is possible from" in " ".join(again.output.split())
 
 
 def test_a_lease_without_a_verified_attestation_is_not_challenged(
