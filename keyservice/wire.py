@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
-from eth_account.messages import SignableMessage, encode_typed_data
+from eth_account.messages import SignableMessage
 from eth_utils import is_hex_address, to_checksum_address
 
 from cvm import guest_eip712
@@ -34,16 +34,6 @@ MAX_CIPHERTEXT_BYTES = 4096  # a share's JSON is ~150 bytes sealed
 MAX_MANIFEST_BYTES = 8192
 MAX_EPOCH = 2**63 - 1
 UINT32_MAX = 2**32 - 1
-
-KEY_MANIFEST_TYPE = [
-    {"name": "leaseId", "type": "uint256"},
-    {"name": "keyVersion", "type": "uint32"},
-    {"name": "threshold", "type": "uint8"},
-    {"name": "holders", "type": "address[]"},
-    {"name": "holderKeys", "type": "bytes32[]"},
-    {"name": "rootCommitment", "type": "bytes32"},
-    {"name": "epochKey", "type": "bytes32"},
-]
 
 
 class Refused(Exception):
@@ -145,29 +135,13 @@ class KeyManifest:
         }
 
     def message(self, chain_id: int, registry: str) -> SignableMessage:
-        # The same typed data as cvm.guest_eip712's KeyManifest (domain "cvm.guest"/"1",
-        # chainId, AttestationRegistry); built here until that lands on main.
-        return encode_typed_data(
-            full_message={
-                "types": {"EIP712Domain": _DOMAIN_TYPE, "KeyManifest": KEY_MANIFEST_TYPE},
-                "primaryType": "KeyManifest",
-                "domain": {
-                    "name": guest_eip712.DOMAIN_NAME,
-                    "version": guest_eip712.DOMAIN_VERSION,
-                    "chainId": chain_id,
-                    "verifyingContract": to_checksum_address(registry),
-                },
-                "message": {
-                    "leaseId": self.lease_id,
-                    "keyVersion": self.key_version,
-                    "threshold": self.threshold,
-                    "holders": list(self.holders),
-                    "holderKeys": list(self.holder_keys),
-                    "rootCommitment": self.root_commitment,
-                    "epochKey": self.epoch_key,
-                },
-            }
-        )
+        """The renter-signed EIP-712 KeyManifest (one definition: cvm.guest_eip712)."""
+        return guest_eip712.key_manifest_message(chain_id, registry, {
+            "leaseId": self.lease_id, "keyVersion": self.key_version,
+            "threshold": self.threshold, "holders": list(self.holders),
+            "holderKeys": list(self.holder_keys), "rootCommitment": self.root_commitment,
+            "epochKey": self.epoch_key,
+        })  # fmt: skip
 
     def manifest_hash(self, chain_id: int, registry: str) -> bytes:
         return guest_eip712.digest(self.message(chain_id, registry))
@@ -184,14 +158,6 @@ class KeyManifest:
             if listed.lower() == holder.lower():
                 return position + 1
         raise Refused(f"{holder} is not among the manifest's holders")
-
-
-_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
 
 
 def seal_deposit(
