@@ -101,7 +101,15 @@ demo-service: install system-packages
 demo-failover: install system-packages
 	$(BIN)/cvm demo --failover
 
-test: install system-packages lint typecheck compose-check contracts-selfcheck contracts-test slither pytest
+# The steps before pytest need the installs but not each other, so they run two at a time
+# (CI has 2 cores): an install waiting on the network, or a single-threaded check (mypy,
+# slither), beside another step; the longest chain (npm, the forge self-check, forge's tests) starts first. Each
+# step's output is printed in one piece when it ends; the first failing step fails `make test`.
+# pytest runs alone afterwards, on both cores (see the pytest target).
+CHECKS := system-packages contracts-test typecheck lint slither compose-check install
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(CHECKS)
+	$(MAKE) --no-print-directory pytest
 	@echo "==> all checks passed"
 
 # --- checks -----------------------------------------------------------------------
@@ -138,9 +146,12 @@ compose-check: system-packages
 	@echo "==> docker-compose.yml (validated by docker-compose config, no engine needed)"
 	CVM_VERIFIER_ADDRESS=0x0000000000000000000000000000000000000001 docker-compose -f docker-compose.yml config -q
 
+# Two processes (tests/conftest.py groups them): the modules that boot guests run one at a
+# time in one, every other module whole in either. PYTEST_WORKERS=0 runs them all in one.
+PYTEST_WORKERS ?= 2
 pytest: install system-packages
-	@echo "==> pytest"
-	$(BIN)/pytest -q --durations=30
+	@echo "==> pytest ($(PYTEST_WORKERS) workers)"
+	$(BIN)/pytest -q --durations=30 -n $(PYTEST_WORKERS) --dist loadgroup
 
 bench: install
 	$(PY) -m bench.gas --json

@@ -143,6 +143,8 @@ class BackendService:
         self.store = Store(settings.database_url)
         self.clock = clock
         self.leadership = Leadership(self.store, ttl_s=settings.leader_ttl_s, clock=clock)
+        # A round whose indexed events the matcher may not have reacted to (see `step`).
+        self._reconcile_due = False
         self._failures = RepeatedConditions(log, level=logging.WARNING)
         self._collected_at = float("-inf")
         self._key_data_collected_at = float("-inf")
@@ -283,11 +285,15 @@ class BackendService:
             ),
             key_holders=_holder_check(reader),
             lease_at_head=created_at_head(reader) if self.head_dispatch is not None else None,
+            trusted_roots=trusted_roots,
         )
         self.app: FastAPI = create_app(self.context)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # The verifier key's jobs, woken after every indexing round (see `_vote_loop`).
+        self._vote_wake = threading.Event()
+        self._vote_thread: threading.Thread | None = None
         # The URL the chain connection actually uses (cvm.chain decides which one wins).
         http_url = str(getattr(w3.provider, "endpoint_uri", None) or settings.rpc_url)
         ws_url = settings.indexer_ws_url or websocket_url(http_url)
@@ -298,11 +304,17 @@ class BackendService:
 
     # --- background work ------------------------------------------------------------------
 
-    def step(self) -> StepReport:
+    def step(self, *, housekeeping: bool = True, votes: bool = True) -> StepReport:
         """One round: index, react, expire, verify. Safe to call repeatedly.
 
         Each part runs only while this replica holds its leader lease; a replica that just
         became the indexer's leader first rebuilds its matcher index from the store.
+        `housekeeping=False` (a round woken by a new block, see `_loop`) runs only what a
+        block moves a lease on by: indexing, matching and dispatch, votes; the timed jobs
+        (expiring reservations, dispute windows, collections, liveness, failover, watching
+        the other verifiers) keep their own pace of at least every `indexer_poll_s`.
+        `votes=False` leaves the verifier key's jobs out (`start` runs them in their own
+        thread, so that waiting for votes' receipts never holds up indexing and dispatch).
         """
         indexed = BatchResult()
         rematched: list[int] = []
@@ -314,36 +326,30 @@ class BackendService:
             with self.leadership.keep(INDEXER) as term:
                 if not was_leader:
                     self.matcher.rebuild()
+                if not was_leader or self._reconcile_due:
+                    # What a killed leader or a failed reaction left unheard (see reconcile).
+                    self.matcher.reconcile()
+                    self._reconcile_due = False
                 self.matcher.refresh_heartbeats()
+                # Set until the reaction to what this poll commits has run in full.
+                self._reconcile_due = True
                 indexed = self.indexer.poll(keep_going=term.check)
                 if term.check():
                     self._react(indexed)
-                    rematched = self.matcher.expire_overdue()
+                    self._reconcile_due = False
+                    if housekeeping:
+                        rematched = self.matcher.expire_overdue()
                 if self.head_dispatch is not None and term.check():
                     self.head_dispatch.run()
-                if term.check() and self.dispute_windows is not None:
+                if housekeeping and term.check() and self.dispute_windows is not None:
                     self.dispute_windows.run()
-                if term.check():
+                if housekeeping and term.check():
                     self._collect_images()
-                if term.check():
+                if housekeeping and term.check():
                     self._collect_key_data()
-        verified = 0
-        liveness = None
-        failover = None
-        watched: list[WatchResult] = []
-        # The verifier key's jobs (votes, liveness challenges, watching the others' verdicts)
-        # run on its leader only.
-        if self.verifier is not None and self.verifier_job is not None:
-            if self.leadership.acquire(self.verifier_job):
-                # Votes wait for receipts: the lease is renewed meanwhile.
-                with self.leadership.keep(self.verifier_job) as term:
-                    verified = len(self.verifier.run_pending())
-                    if term.check() and self.failover is not None:
-                        failover = self.failover.run()
-                    if term.check():
-                        liveness = self.liveness.run() if self.liveness else None
-                    if self.watcher is not None and term.check():
-                        watched = self.watcher.run()
+        verified, liveness, failover, watched = (
+            self._verifier_jobs(housekeeping) if votes else (0, None, None, [])
+        )
         return StepReport(
             indexed,
             rematched,
@@ -353,6 +359,28 @@ class BackendService:
             leader=leader,
             watched=watched,
         )
+
+    def _verifier_jobs(
+        self, housekeeping: bool
+    ) -> tuple[int, LivenessResult | None, FailoverResult | None, list[WatchResult]]:
+        """The verifier key's jobs (votes, liveness challenges, watching the others'
+        verdicts), on its leader only."""
+        verified = 0
+        liveness = None
+        failover = None
+        watched: list[WatchResult] = []
+        if self.verifier is not None and self.verifier_job is not None:
+            if self.leadership.acquire(self.verifier_job):
+                # Votes wait for receipts: the lease is renewed meanwhile.
+                with self.leadership.keep(self.verifier_job) as term:
+                    verified = len(self.verifier.run_pending())
+                    if housekeeping and term.check() and self.failover is not None:
+                        failover = self.failover.run()
+                    if housekeeping and term.check():
+                        liveness = self.liveness.run() if self.liveness else None
+                    if housekeeping and self.watcher is not None and term.check():
+                        watched = self.watcher.run()
+        return verified, liveness, failover, watched
 
     def _collect_images(self) -> None:
         """Uploaded images no open lease names, past their grace period, leave the store
@@ -424,10 +452,17 @@ class BackendService:
         self.matcher.match_open_leases()
 
     def start(self) -> None:
-        """Run `step()` every `indexer_poll_s` in a daemon thread until `stop()`."""
+        """Run `step()` every `indexer_poll_s` (and on every new block) in a daemon thread
+        until `stop()`; the verifier key's jobs run beside it in a thread of their own."""
         if self._thread is not None:
             return
         self._stop.clear()
+        if self.verifier is not None:
+            # Made before the indexing loop starts: that loop leaves the votes to it.
+            self._vote_thread = threading.Thread(
+                target=self._vote_loop, name="cvm-backend-votes", daemon=True
+            )
+            self._vote_thread.start()
         self._thread = threading.Thread(target=self._loop, name="cvm-backend", daemon=True)
         self._thread.start()
         if self.new_heads is not None:
@@ -438,26 +473,54 @@ class BackendService:
         self._wake.set()
 
     def _loop(self) -> None:
+        kept_at = float("-inf")  # when the timed jobs last ran (monotonic)
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                self.step()
+                # Woken by a block right after a full round: only the block's own work, so
+                # that a burst of blocks is not slowed by the timed jobs on every one.
+                housekeeping = time.monotonic() - kept_at >= self.settings.indexer_poll_s
+                if housekeeping:
+                    kept_at = time.monotonic()
+                self.step(housekeeping=housekeeping, votes=self._vote_thread is None)
                 self._failures.clear("step")
             except Exception as exc:  # a failing RPC or database must not kill the loop
                 # Logged once with its traceback, then counted: an outage is not a flood.
                 self._failures.report(
                     "step", "backend step failed (%s); retrying", type(exc).__name__, exc_info=True
                 )
+            self._vote_wake.set()  # what this round indexed may be due a vote
             self._wake.wait(self.settings.indexer_poll_s)
+
+    def _vote_loop(self) -> None:
+        kept_at = float("-inf")
+        while not self._stop.is_set():
+            self._vote_wake.clear()
+            try:
+                housekeeping = time.monotonic() - kept_at >= self.settings.indexer_poll_s
+                if housekeeping:
+                    kept_at = time.monotonic()
+                self._verifier_jobs(housekeeping)
+                self._failures.clear("votes")
+            except Exception as exc:  # a failing RPC or database must not kill the loop
+                self._failures.report(
+                    "votes", "verifier round failed (%s); retrying", type(exc).__name__,
+                    exc_info=True,
+                )  # fmt: skip
+            self._vote_wake.wait(self.settings.indexer_poll_s)
 
     def stop(self) -> None:
         if self.new_heads is not None:
             self.new_heads.stop()
         self._stop.set()
         self._wake.set()
+        self._vote_wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._vote_thread is not None:
+            self._vote_thread.join(timeout=30)
+            self._vote_thread = None
         self.leadership.release_all()
 
     def close(self) -> None:

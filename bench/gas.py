@@ -5,8 +5,9 @@ stake, create, accept, submit, confirm, claim, close) and the variants (create w
 permit, top-up, settle on exhaustion, re-attestation, missed first attestation with its
 slash, rejected attestation, node exit, credit withdrawal), and prints one JSON object:
 `gasUsed` per operation (the receipts' figure, 21,000 intrinsic gas included), the
-totals, and whether the targets are met. For scale it measures, in the same run, a plain
-ERC-20 transfer of the same token (`baseline`).
+totals, and whether the targets are met; `combined` compares `acceptAndSubmit` (issue 22)
+with `acceptLease` + `submit` on the same warm system. For scale it measures, in the same
+run, a plain ERC-20 transfer of the same token (`baseline`).
 
 `dispute` measures disputing a verdict in the EVM (issue 21) on both gas schedules, Cancun
 (what the contracts are compiled for) and Osaka (EIP-7883 reprices modexp; anvil enforces
@@ -127,6 +128,17 @@ def measure() -> dict[str, Any]:
         steady["claim"] = op.leases.claim(created.lease_id).gas_used
         steady["closeLease"] = rt.leases.close_lease(created.lease_id).gas_used
 
+        # --- the combined path (issue 22): the accept and the first attestation in one
+        # transaction, on the same warm system as the steady lease above -------------------
+        created = rt.leases.create_lease(SPEC, RATE, 10 * TOKEN, MEASUREMENT)
+        nonce = nk.attestations.attestation_nonce(created.lease_id)
+        combined = nk.attestations.accept_and_submit(
+            created.lease_id, nonce, b"\x08" * 32, MEASUREMENT, 7, b"\xc1" * 32, signer=GUEST_SIGNER
+        )
+        record("acceptAndSubmit", combined)
+        vf.attestations.confirm(created.lease_id, b"\x08" * 32, True)
+        rt.leases.close_lease(created.lease_id)
+
         # --- variants --------------------------------------------------------------------
         permit_client = as_[permit_renter.address]
         deadline = permit_client.block_timestamp() + 3_600
@@ -221,6 +233,13 @@ def measure() -> dict[str, Any]:
         "lifecycle": {"operations": list(LIFECYCLE), "total": lifecycle_total},
         "perLease": {"operations": list(PER_LEASE), "total": per_lease_total},
         "steadyState": {"gasUsed": steady, "total": sum(steady.values())},
+        # One transaction instead of acceptLease + submit (both on the warm system): the
+        # intrinsic 21,000 and the calldata of one transaction are saved, an external call added.
+        "combined": {
+            "acceptAndSubmit": gas["acceptAndSubmit"],
+            "acceptLeasePlusSubmit": steady["acceptLease"] + steady["submit"],
+            "saved": steady["acceptLease"] + steady["submit"] - gas["acceptAndSubmit"],
+        },
         "total": sum(gas.values()),
         "baseline": {
             "erc20TransferToNewHolder": baseline,

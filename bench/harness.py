@@ -4,6 +4,7 @@ and one percentile formula (bench never imports tests, which have their own port
 from __future__ import annotations
 
 import math
+import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -42,3 +43,30 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def cpu_seconds_by_group(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each process group has used so far, by name: every live
+    process whose group id is the named one (a stack's child and all it forked), plus what
+    its reaped children used. Sampled before and after a run, the difference says where the
+    machine's time went."""
+    import psutil
+
+    names = {pgid: name for name, pgid in groups.items()}
+    used = dict.fromkeys(groups, 0.0)
+    for process in psutil.process_iter():
+        try:
+            name = names.get(os.getpgid(process.pid))
+            if name is None:
+                continue
+            times = process.cpu_times()
+            used[name] += times.user + times.system + times.children_user + times.children_system
+        except (psutil.Error, ProcessLookupError):
+            continue  # gone meanwhile
+    return used
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process (all its threads) has used so far."""
+    times = os.times()
+    return times.user + times.system

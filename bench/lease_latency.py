@@ -169,7 +169,7 @@ def _run(leases: int, baseline_rounds: int, work: Path, stack: list[Callable[[],
         anvil.dev_account(i) for i in range(6)
     )
     config = DeployConfig(
-        min_stake=100 * TOKEN, unbonding_delay=86_400, slash_bps=1_000,
+        min_stake=100 * TOKEN, unbonding_delay=8 * 86_400, slash_bps=1_000,
         attestation_window=600, quorum=1, example_measurement=MEASUREMENT,
         verifiers=[verifier.address],
     )  # fmt: skip

@@ -17,8 +17,9 @@ every node registered and staked with its own key. While `--renters` renters cre
   store) per second over the load, beside what the nodes send (`nodes / heartbeat_s`);
 - `backend_rss_mib`: each replica's resident memory at the end, and in the comparison what
   one more node costs them together (`backend_rss_mib_per_added_node`);
-- `chain_ceiling_leases_per_minute`: the chain's own ceiling for the four transactions of a
-  lease at the renters' concurrency (as `bench.e2e` measures it), in the same run, beside
+- `chain_ceiling_leases_per_minute`: the chain's own ceiling for the transactions of a lease
+  (create, acceptAndSubmit, confirm: the agents' default combined accept) at the renters'
+  concurrency (as `bench.e2e` measures it), in the same run, beside
   the stack's `leases_per_minute`: where the ratio is near 1 the chain is the bound.
 
 It prints one JSON object: each size's figures and `ratio_largest_over_smallest` for each
@@ -302,7 +303,18 @@ def run_size(
             write_secret(keys_file, json.dumps([key.key.hex() for key in chunk]))
             fleet = ManagedProcess(
                 f"fleet-{first}",
-                [sys.executable, "-m", "node_agent.fleet", "--keys-file", str(keys_file)],
+                # 32 heartbeat threads for 250 nodes: a heartbeat mostly waits for the backend
+                # (each real node has a thread of its own), and 8 could not keep 25/s in
+                # flight once the backend answers in half a second.
+                [
+                    sys.executable,
+                    "-m",
+                    "node_agent.fleet",
+                    "--keys-file",
+                    str(keys_file),
+                    "--scheduler-threads",
+                    "32",
+                ],
                 logs / f"fleet-{first}.log",
                 # Each fleet process talks to one replica, in turn (as a load balancer would).
                 {

@@ -13,11 +13,15 @@ timestamps.
 
 In the same run: the guest's boot time with QEMU alone (no stack, `bench.guest_boot`'s
 measurement, launch to a report bound to its key) and the block time. The transactions that
-must each wait for the one before are create, accept, submit, confirm (secrets go off chain).
-The node boots the guest while its accept is mined (speculative boot, the agent's default),
-so the floor is create + max(boot, accept) + submit + confirm: max(boot, block) + 3 blocks;
-with the speculative boot off (`--speculative off`) the boot follows the accept and the floor
-is boot + 4 blocks. `over_floor` is the p50 of create sent -> ssh answers over it.
+must each wait for the one before are, with the agents' combined accept (their default,
+`--accept-mode combined`), create, acceptAndSubmit, confirm (secrets go off chain): the node
+boots the guest once it sees the create and sends its report with the accept, so the floor
+is create + boot + acceptAndSubmit + confirm: boot + 3 blocks. With `--accept-mode separate`
+they are create, accept, submit, confirm, and the node boots the guest while its accept is
+mined (speculative boot), so the floor is create + max(boot, accept) + submit + confirm:
+max(boot, block) + 3 blocks; with the speculative boot off (`--speculative off`, which
+accepts separately) the boot follows the accept and the floor is boot + 4 blocks.
+`over_floor` is the p50 of create sent -> ssh answers over it.
 `--compare-speculative` runs the same leases on a stack with the speculative boot off first
 (the baseline, under `baseline_no_speculative`) and then on, and prints both. The direct boot
 is taken before and after the leases (median): a loaded machine's boot times move by tens
@@ -49,6 +53,12 @@ from typing import Any
 # submit (after the accept is final and the guest booted: with the speculative boot the two
 # overlap), the verifier's confirm (after it sees the submit). Secrets and SSH are off chain.
 SEQUENTIAL_INCLUSIONS = ("create", "accept", "submit", "confirm")
+# The combined accept (the agents' default, with the speculative boot): the node boots the guest
+# once it sees the create, takes its report while the lease is still open, and accepts and
+# submits in one transaction; the boot no longer overlaps a block, but one inclusion is gone.
+COMBINED_INCLUSIONS = ("create", "acceptAndSubmit", "confirm")
+# The accept mode in the node agent's environment (`CVM_NODE_ACCEPT_MODE`).
+ACCEPT_MODE_ENV = "CVM_NODE_ACCEPT_MODE"
 # The speculative boot in the node agent's environment (its setting, read by the stack's agents).
 SPECULATIVE_ENV = "CVM_NODE_SPECULATIVE_BOOT"
 
@@ -94,16 +104,27 @@ def chain_phases(block_times: Mapping[str, int]) -> dict[str, int]:
     return {f"{a}_to_{b}": block_times[b] - block_times[a] for a, b in pairwise(present)}
 
 
+def inclusions_of(*, speculative: bool, combined: bool) -> tuple[str, ...]:
+    """The transactions a lease needs one after the other in this mode (combined only with the
+    speculative boot: without it the agents accept separately)."""
+    return COMBINED_INCLUSIONS if combined and speculative else SEQUENTIAL_INCLUSIONS
+
+
 def floor_s(
     boot_s: float,
     block_time_s: float,
     inclusions: int = len(SEQUENTIAL_INCLUSIONS),
     *,
     speculative: bool = False,
+    combined: bool = False,
 ) -> float:
     """The physical floor: the guest's own boot plus one block per sequential inclusion; with
     the speculative boot the boot overlaps the accept's block, so max(boot, block) + the
-    other inclusions' blocks."""
+    other inclusions' blocks; with the combined accept the boot sits between the create's
+    block and acceptAndSubmit's (boot + 3 blocks: it saves block - boot when the boot is
+    shorter than a block, a whole block with no boot)."""
+    if combined and speculative:
+        return boot_s + len(COMBINED_INCLUSIONS) * block_time_s
     if speculative:
         return max(boot_s, block_time_s) + (inclusions - 1) * block_time_s
     return boot_s + inclusions * block_time_s
@@ -115,12 +136,13 @@ def summarize(
     boot_s: float,
     block_time_s: float,
     speculative: bool = False,
+    combined: bool = False,
 ) -> dict[str, Any]:
     """The figures of a run: per-lease totals (create sent -> ssh answers), their p50, the
     floor, `over_floor`, and the p50 of every phase (wall clock and chain)."""
     done = [marks for marks in leases if "create_sent" in marks and "ssh_answers" in marks]
     totals = [marks["ssh_answers"] - marks["create_sent"] for marks in done]
-    floor = floor_s(boot_s, block_time_s, speculative=speculative)
+    floor = floor_s(boot_s, block_time_s, speculative=speculative, combined=combined)
     result: dict[str, Any] = {
         "leases_reachable": len(done),
         "time_to_vm_s": [round(total, 2) for total in totals],
@@ -130,7 +152,8 @@ def summarize(
     }
     # The direct boot is sampled apart from the leases on a machine whose load moves: each lease
     # against its own guest's boot in the stack (launched -> report in hand) plus the blocks
-    # (speculative: that span already holds the accept's block).
+    # (speculative: that span already holds the accept's block; combined: it is the boot
+    # alone, and three blocks remain).
     own = [
         (marks["ssh_answers"] - marks["create_sent"])
         / floor_s(
@@ -326,9 +349,11 @@ def _stack_round(
     directory: Path,
     work: Path,
     speculative: bool,
+    accept_mode: str = "combined",
 ) -> dict[str, Any]:
-    """One stack (`cvm up`'s, its node agents' speculative boot on or off) and `leases` leases
-    rented one after the other; the marks, block timestamps and per-lease phases."""
+    """One stack (`cvm up`'s, its node agents' speculative boot on or off, accepting combined or
+    separately) and `leases` leases rented one after the other; the marks, block timestamps and
+    per-lease phases."""
     from bench.e2e import time_creates
     from cvm.chain import connect
     from cvm.cli.renter import follow
@@ -339,11 +364,13 @@ def _stack_round(
     from devstack import DEMO_MEASUREMENT, EmbeddedStack, StackConfig
     from devstack.vm_demo import _guest_pids
 
-    round_result: dict[str, Any] = {"speculative_boot": speculative}
+    round_result: dict[str, Any] = {"speculative_boot": speculative, "accept_mode": accept_mode}
     started = time.perf_counter()
     config = StackConfig(directory, nodes=1, launcher=launcher, block_time_s=block_time_s)
     saved = os.environ.get(SPECULATIVE_ENV)
+    saved_mode = os.environ.get(ACCEPT_MODE_ENV)
     os.environ[SPECULATIVE_ENV] = "true" if speculative else "false"  # the agents inherit it
+    os.environ[ACCEPT_MODE_ENV] = accept_mode
     try:
         with EmbeddedStack(config) as stack:
             round_result["stack_startup_s"] = round(time.perf_counter() - started, 1)
@@ -403,6 +430,10 @@ def _stack_round(
             os.environ.pop(SPECULATIVE_ENV, None)
         else:
             os.environ[SPECULATIVE_ENV] = saved
+        if saved_mode is None:
+            os.environ.pop(ACCEPT_MODE_ENV, None)
+        else:
+            os.environ[ACCEPT_MODE_ENV] = saved_mode
     ordered = sorted(observer.marks)
     marks = [observer.marks[i] for i in ordered]
     if image is None:  # the end of a simulated lease is the renter seeing Verified
@@ -426,8 +457,11 @@ def _round_figures(
 ) -> dict[str, Any]:
     """A round's summary (its floor by whether the guest boots while the accept is mined)."""
     speculative = bool(round_result["speculative_boot"])
+    combined = round_result.get("accept_mode") == "combined"
     summary = summarize(round_result.pop("marks"), round_result.pop("block_times"), boot_s,
-                        block_time_s, speculative=speculative)  # fmt: skip
+                        block_time_s, speculative=speculative, combined=combined)  # fmt: skip
+    steps = inclusions_of(speculative=speculative, combined=combined)
+    summary["sequential_inclusions"] = {"count": len(steps), "steps": list(steps)}
     leases = round_result.pop("leases")
     return {**round_result, **summary, "leases": leases}
 
@@ -442,9 +476,11 @@ def run(
     *,
     speculative: bool = True,
     compare: bool = False,
+    accept_mode: str = "combined",
 ) -> dict[str, Any]:
-    """One run: the leases on a stack whose agents boot speculatively (or not); with
-    `compare`, first the same on a stack with the speculative boot off (the baseline)."""
+    """One run: the leases on a stack whose agents boot speculatively (or not) and accept
+    combined (or separately); with `compare`, first the same on a stack with the speculative
+    boot off (the baseline, which accepts separately)."""
     from bench.guest_boot import boot_once, launcher_for
     from cvm.images import ImageStore
 
@@ -453,13 +489,12 @@ def run(
         "launcher": launcher,
         "block_time_s": block_time_s,
         "speculative_boot": speculative or compare,
-        "sequential_inclusions": {
-            "count": len(SEQUENTIAL_INCLUSIONS),
-            "steps": list(SEQUENTIAL_INCLUSIONS),
-            "note": "each waits for the one before to be mined; with the speculative boot the"
-            " guest boots while the accept is mined (floor: max(boot, block) + 3 blocks),"
-            " without it after (boot + 4 blocks); secrets and ssh are off chain",
-        },
+        "accept_mode": accept_mode,
+        "sequential_inclusions_note": "each waits for the one before to be mined; combined"
+        " (with the speculative boot): create, acceptAndSubmit, confirm, the guest booted"
+        " between the create and acceptAndSubmit (floor: boot + 3 blocks); separate with the"
+        " speculative boot: the guest boots while the accept is mined (max(boot, block) + 3"
+        " blocks), without it after (boot + 4 blocks); secrets and ssh are off chain",
         "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
     }
     image = None
@@ -477,7 +512,7 @@ def run(
             work = Path(temporary) / f"renter-{number}"
             work.mkdir(mode=0o700)
             args = (leases, block_time_s, launcher, image, timeout_s, directory, work, mode)
-            rounds.append(_stack_round(*args))
+            rounds.append(_stack_round(*args, accept_mode=accept_mode))
     boot_s = 0.0
     if image is not None:
         # Again once the stacks are gone: the load moves during a run, the floor takes the median.
@@ -533,6 +568,13 @@ def main() -> None:
         help="the node agents boot the guest while the accept is mined (on, their default)",
     )
     parser.add_argument(
+        "--accept-mode",
+        choices=("combined", "separate"),
+        default="combined",
+        help="how the node agents accept (CVM_NODE_ACCEPT_MODE): combined, their default, sends"
+        " acceptAndSubmit once the guest's report is in hand; separate accepts, then submits",
+    )
+    parser.add_argument(
         "--compare-speculative",
         action="store_true",
         help="run the leases with the speculative boot off (baseline) then on; print both",
@@ -543,7 +585,7 @@ def main() -> None:
         parser.error("--leases must be 1..100 and --block-time 1..60")
     result = run(args.leases, args.block_time, args.launcher, args.images, args.timeout,
                  args.data_dir, speculative=args.speculative == "on",
-                 compare=args.compare_speculative)  # fmt: skip
+                 compare=args.compare_speculative, accept_mode=args.accept_mode)  # fmt: skip
     print(json.dumps(result, indent=None if args.json else 2))
 
 

@@ -56,6 +56,7 @@ from cvm.api_models import (
     LeaseView,
     NodeView,
     PrivateSpec,
+    ReservationKeepaliveView,
     SealedSecretsIn,
     SealedSecretsView,
     SealedSeqView,
@@ -594,6 +595,15 @@ class ApiClient:
             headers=headers,
         )  # fmt: skip
         return _model(EpochRecordView, body)
+
+    def keep_reservation_alive(
+        self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None
+    ) -> ReservationKeepaliveView:
+        """Keep this node's reservation of a lease alive while its guest boots before the
+        accept (combined accept), as the node it was matched to."""
+        headers = self._node_request_headers(lease_id, node_key, domain)
+        body = self._json("POST", f"/leases/{lease_id}/reservation/keepalive", headers=headers)
+        return _model(ReservationKeepaliveView, body)
 
     def request_challenge(
         self, lease_id: int, *, node_key: bytes | str, domain: Domain | None = None

@@ -180,8 +180,9 @@ class HeartbeatReceipt(_View):
 
 class LeaseNodeView(_View):
     """One node's time on a lease: accepted at, until (None: serving it now) and why it
-    ended (`first_attestation_missed` or `attestation_expired`: the lease failed over to
-    another node; `declined`; `closed`). Times are block timestamps (unix seconds)."""
+    ended (`first_attestation_missed`, `attestation_expired`, `node_exit` or
+    `attestation_rejected`: the lease failed over to another node; `declined`; `closed`).
+    Times are block timestamps (unix seconds)."""
 
     node: str
     accepted_at: int
@@ -274,21 +275,29 @@ class AttestationView(_View):
 # --- evidence -----------------------------------------------------------------------------
 
 
-class EvidenceReceipt(_View):
-    hash: str
-    report_hash: str
-    size: int
-
-
 class GuestKeyClaimView(_View):
     """Another lease's claim on a guest key (by the SHA-256 that REPORT_DATA binds): the
-    lease whose evidence named the key first. `live`: that lease's current attestation
+    lease whose evidence proved the key first (a genuine report of that lease binding it;
+    evidence that only names a key claims nothing). `live`: that lease's current attestation
     (pending or verified) carries the key, so the verifiers reject the asker's report with
     it now; otherwise they will once that lease attests with it."""
 
     lease_id: int
     claimed_at: datetime
     live: bool
+
+
+class EvidenceReceipt(_View):
+    """What the backend stored. `key_claim_checked`: it looked, right after storing, for
+    another lease's claim on the bundle's guest key, as `GET /v1/guest-keys/{hash}/claim`
+    with this bundle's lease answers, and `key_claim` is that claim (None: the key is free
+    for this lease), so the node needs no second request before it submits."""
+
+    hash: str
+    report_hash: str
+    size: int
+    key_claim_checked: bool = False
+    key_claim: GuestKeyClaimView | None = None
 
 
 # --- Sign-In with Ethereum ------------------------------------------------------------------
@@ -715,6 +724,19 @@ class ChallengeRequestView(_View):
     lease_id: int
     node: str
     requested_at: datetime
+
+
+class ReservationKeepaliveView(_View):
+    """A matched node's reservation of a lease, kept alive while its guest boots before the
+    accept: the next keepalive is due well before `deadline` (`expires_in_s` from the
+    backend's clock), which never moves past `max_deadline`."""
+
+    lease_id: int
+    node: str
+    status: str  # "reserved", or "accepted" (nothing to keep alive any more)
+    deadline: datetime
+    max_deadline: datetime
+    expires_in_s: float
 
 
 class EpochRecordView(_View):

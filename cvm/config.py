@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -166,6 +167,13 @@ class Settings(BaseSettings):
     match_accept_timeout_s: int = Field(
         60, description="time a matched node has to accept on chain before the next is tried"
     )
+    match_boot_max_s: int = Field(
+        600,
+        ge=0,
+        description="a matched node that boots its guest before it accepts (the combined accept)"
+        " may keep its reservation alive (`POST /v1/leases/{id}/reservation/keepalive`) for at"
+        " most this long after the dispatch",
+    )
     verifier_keystore: Path | None = Field(
         None, description="keystore of the verifier key that confirms attestations on chain"
     )
@@ -292,6 +300,13 @@ class Settings(BaseSettings):
         description="boot a dispatched lease's guest while its accept is being mined (bound to the"
         " lease and renter at launch); it is asked for a report only once the accept is final,"
         " and stopped with its disk removed if the accept loses or is dropped",
+    )
+    node_accept_mode: Literal["combined", "separate"] = Field(
+        "combined",
+        description="how a node takes a lease: `combined` boots the guest while the lease is still"
+        " open and sends one transaction that accepts it and submits the first attestation"
+        " (three inclusions per lease: create, acceptAndSubmit, confirm); `separate` accepts, then"
+        " submits (four). Combined needs speculative boot (without it the node accepts separately)",
     )
     node_accept_confirmations: int = Field(
         0,

@@ -17,13 +17,14 @@ from eth_account.signers.local import LocalAccount
 
 from cvm.api_client import ApiClient, ApiError
 from cvm.chain import ChainClient
-from cvm.eip712 import Heartbeat
+from cvm.eip712 import Domain, Heartbeat
 from node_agent.attestation_poster import AttestationPoster
 from node_agent.console_relay import ConsoleRelay
 from node_agent.errors import AgentError, LauncherError
 from node_agent.guest_relay import GuestRelay
 from node_agent.heartbeat import send_heartbeat
 from node_agent.image_fetch import ImageFetcher
+from node_agent.keepalive import ReservationKeepalive
 from node_agent.key_relay import KeyRelay
 from node_agent.launcher.base import GuestState, Launcher
 from node_agent.launcher.qemu import QemuLauncher
@@ -64,6 +65,7 @@ class NodeAgent:
         snapshot_interval_s: float = DEFAULT_INTERVAL_S,
         speculative_boot: bool = True,
         accept_confirmations: int = 0,
+        accept_mode: str = "combined",
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
@@ -111,6 +113,16 @@ class NodeAgent:
             images=images,
             speculative_boot=speculative_boot,
             accept_confirmations=accept_confirmations,
+            accept_mode=accept_mode,
+            keepalive=(
+                ReservationKeepalive(
+                    api,
+                    self.account,
+                    Domain(chain.deployment.chain_id, chain.deployment.node_registry),
+                )
+                if api is not None
+                else None
+            ),
         )
         self.reconciler = Reconciler(self.lifecycle)
         self.relay: GuestRelay | None = None

@@ -18,12 +18,13 @@ import logging
 from eth_utils import keccak
 
 from cvm.api_client import ApiClient, ApiError
+from cvm.api_models import GuestKeyClaimView
 from cvm.attestation.abi import parse
 from cvm.attestation.appraisal import appraise_lease_evidence
 from cvm.attestation.binding import GuestKey, GuestKeyError
 from cvm.attestation.errors import AttestationError
 from cvm.attestation.evidence import EvidenceBundle, report_hash
-from cvm.chain import AttestationStatus, ChainClient, ContractRevert
+from cvm.chain import AttestationStatus, ChainClient, ContractRevert, TxResult
 from cvm.eip712 import Domain
 from node_agent.errors import AgentError, GuestKeyClaimed, KeyClaimUnknown, LauncherError
 from node_agent.faults import crash_point
@@ -63,6 +64,9 @@ class AttestationPoster:
         # a new relaunch forgets it). In memory: after an agent restart it asks once more,
         # which the backend takes as the same request.
         self._challenge_asked: set[int] = set()
+        # The claim on a report's guest key the backend answered its upload with, by (lease,
+        # nonce), until `_check_claim` takes it (it follows the upload in the same call).
+        self._claims_at_upload: dict[tuple[int, int], GuestKeyClaimView | None] = {}
 
     def attest(
         self, lease_id: int, *, force: bool = False, fresh: bool = False, restarted: bool = False
@@ -86,6 +90,44 @@ class AttestationPoster:
             nonce = self._due_nonce(lease_id, force)
         if nonce is None:
             return False
+        submission, signer = self._evidence(lease_id, nonce, restarted=restarted)
+        return self._submit(lease_id, nonce, submission.report, signer)
+
+    def accept_and_attest(
+        self, lease_id: int, nonce: int, *, renter: str | None = None, restarted: bool = False
+    ) -> TxResult:
+        """The combined path (`CVM_NODE_ACCEPT_MODE=combined`): the lease is still OPEN and its
+        guest runs here; take its report for `nonce` (the registry's nonce of the lease, fixed
+        while it is open), appraise, store and upload it exactly as `attest` does, then accept
+        the lease and submit the report in one transaction (`acceptAndSubmit`). Both happen or
+        neither: a ContractRevert (another node took the lease, the renter closed it) leaves
+        nothing on chain, and the caller stops the guest. On success the submission is SUBMITTED
+        in the store; the lease's own state is the caller's to record. `renter`: the lease's
+        (fixed for its life), when the caller read the lease just now (one chain read saved)."""
+        submission, signer = self._evidence(lease_id, nonce, restarted=restarted, renter=renter)
+        parsed = parse(submission.report)
+        self._check_claim(lease_id, nonce)  # after the upload: our own claim is on record
+        result = self.chain.attestations.accept_and_submit(
+            lease_id,
+            nonce,
+            report_hash(submission.report),
+            parsed.measurement,
+            parsed.reported_tcb,
+            bytes(keccak(parsed.chip_id)),
+            signer=signer,
+        )
+        crash_point("accepted_submitted")  # on chain, the store still says RESERVED
+        self.store.record_submitted(lease_id, nonce, result.tx_hash)
+        log.info("lease %s: accepted with its attestation for nonce %s", lease_id, nonce)
+        return result
+
+    def _evidence(
+        self, lease_id: int, nonce: int, *, restarted: bool, renter: str | None = None
+    ) -> tuple[Submission, str]:
+        """The stored report for (lease, nonce), taken from the guest and appraised first if
+        there is none (or only a dead guest's), uploaded; with the guest's attested signer."""
+        # Only an answer given in this call counts: claims proven since may have changed it.
+        self._claims_at_upload.pop((lease_id, nonce), None)
         submission = self.store.get_submission(lease_id, nonce)
         if restarted and submission is not None and submission.state != SubmissionState.SUBMITTED:
             # Its guest key died with the old guest: submitting it would attest a guest that
@@ -95,7 +137,7 @@ class AttestationPoster:
             submission = None
         if submission is None:
             got = self.launcher.get_report(lease_id, nonce)
-            self._appraise(lease_id, nonce, got)
+            self._appraise(lease_id, nonce, got, renter)
             submission = self.store.record_report(
                 lease_id,
                 nonce,
@@ -117,9 +159,11 @@ class AttestationPoster:
             ) from exc
         if submission.state == SubmissionState.REPORTED:
             self._upload(submission)
-        return self._submit(lease_id, nonce, submission.report, signer)
+        return submission, signer
 
-    def _appraise(self, lease_id: int, nonce: int, got: GuestReport) -> None:
+    def _appraise(
+        self, lease_id: int, nonce: int, got: GuestReport, renter: str | None = None
+    ) -> None:
         """Refuse (LauncherError, nothing stored) a report the verifiers would reject, checked
         exactly as they check it: the guest is the renter's, and a rejected report slashes
         the node, so a lying guest may keep the node from attesting but never make it submit
@@ -127,7 +171,8 @@ class AttestationPoster:
         record = self.store.get_lease(lease_id)
         if record is None:
             raise LauncherError(f"lease {lease_id}: no record of its expected measurement")
-        renter = self.chain.leases.get_lease(lease_id).renter
+        if renter is None:
+            renter = self.chain.leases.get_lease(lease_id).renter
         deployment = self.chain.deployment
         try:
             bundle = EvidenceBundle(
@@ -178,7 +223,10 @@ class AttestationPoster:
             return  # already on chain (the chain refuses the nonce again): nothing to decide
         key_hash = "0x" + hashlib.sha256(submission.guest_key).hexdigest()
         try:
-            claim = self.api.guest_key_claim(key_hash, lease_id=lease_id)
+            if (lease_id, nonce) in self._claims_at_upload:
+                claim = self._claims_at_upload.pop((lease_id, nonce))
+            else:  # uploaded before (e.g. before a restart), or by a backend that did not say
+                claim = self.api.guest_key_claim(key_hash, lease_id=lease_id)
         except ApiError as exc:
             log.warning("lease %s nonce %s: not submitting: cannot tell whether the guest's"
                         " key is claimed: %s", lease_id, nonce, exc)  # fmt: skip
@@ -211,7 +259,7 @@ class AttestationPoster:
             self._mark_attested(lease_id)
             return None
         if latest.status == AttestationStatus.REJECTED:
-            return None  # the market closes the lease; the stop path frees the guest
+            return None  # the market closes or moves the lease; the stop path frees the guest
         if latest.status == AttestationStatus.VERIFIED:
             self._note_landed(lease_id, nonce - 1, latest.report_hash)
             due_at = latest.expires_at - self.reattest_margin_s
@@ -280,11 +328,15 @@ class AttestationPoster:
             deployment = self.chain.deployment
             # Signed by the node key (EIP-712 EvidenceUpload): the backend stores evidence
             # only from the node of the lease it names, for that lease, nonce and bytes.
-            evidence_hash = self.api.upload_evidence(
+            receipt = self.api.upload_evidence_receipt(
                 evidence.encode(),
                 node_key=account.key,
                 domain=Domain(deployment.chain_id, deployment.node_registry),
             )
+            evidence_hash = receipt.hash
+            if receipt.key_claim_checked:
+                # The answer `_check_claim` would ask for next, given with the upload.
+                self._claims_at_upload[(submission.lease_id, submission.nonce)] = receipt.key_claim
             crash_point("uploaded")
         self.store.record_upload(submission.lease_id, submission.nonce, evidence_hash)
 

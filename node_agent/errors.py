@@ -44,9 +44,10 @@ class ImageRefused(LauncherError):
 
 
 class GuestKeyClaimed(LauncherError):
-    """The guest answered with a key another lease claimed first (its evidence named the key
-    earlier): the verifiers would reject the report and slash the node. A renter with root
-    in two guests can copy one's keys into the other; the lease is given back while free."""
+    """The guest answered with a key another lease claimed first (its evidence proved the key
+    earlier: a genuine report of that lease binding it): the verifiers would reject the
+    report and slash the node. A renter with root in two guests can copy one's keys into the
+    other; the lease is given back while free."""
 
 
 class KeyClaimUnknown(AgentError):

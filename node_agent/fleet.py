@@ -6,8 +6,9 @@ simulated launcher, each node with its own chain identity, store, heartbeats (si
 its own key) and Celery queue `node.<address>`. What one agent process runs per node
 (a Celery worker, a scheduler with two threads, a step pool) is shared here: one Celery
 worker consumes every node's queue and hands each message to the node whose queue it came
-from; one bounded pool sends the heartbeats and runs the reconciler passes, spread over
-the interval. The nodes must be registered already (`devstack.fleet.provision_fleet`).
+from; two bounded pools, one sending the heartbeats and one running the reconciler passes,
+spread over the interval; the passes read the head and the nodes' accepts from one shared
+scan. The nodes must be registered already (`devstack.fleet.provision_fleet`).
 
 Settings come from the environment as for `python -m node_agent` (deployment, RPC, API,
 broker, data directory, simulated AMD roots, measurements, intervals).
@@ -40,6 +41,7 @@ from node_agent.agent import NodeAgent
 from node_agent.errors import AgentError
 from node_agent.launcher.signer import SimulatedAmdSp
 from node_agent.launcher.simulated import SimulatedLauncher
+from node_agent.reconciler import REORG_MARGIN_BLOCKS
 from node_agent.runtime import node_capacity, sim_amd_dir, state_dir
 from node_agent.store import AgentStore
 from node_agent.tasks import make_celery, task_options
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 # One process holds at most this many nodes (each costs a store, a chain client and, while
 # it has leases, one step thread): run several fleet processes for more.
 MAX_NODES = 1_000
-# Threads shared by all nodes of the process for heartbeats and reconciler passes.
+# Threads shared by all nodes of the process for heartbeats, and as many for the passes.
 DEFAULT_SCHEDULER_THREADS = 8
 MAX_SCHEDULER_THREADS = 64
 # Celery's thread pool: lease messages handled at once, whichever nodes they are for.
@@ -89,6 +91,84 @@ def read_keys_file(path: Path, limit: int = MAX_NODES) -> list[LocalAccount]:
     return accounts
 
 
+# A node's pass reads the head and its accepts from the fleet's shared scan, at most this
+# old: one chain read per interval for the whole fleet instead of two per node and pass.
+SCAN_MAX_AGE_S = 1.0
+# Accepts kept in the shared scan (blocks behind the head); older asks read the chain.
+SCAN_KEEP_BLOCKS = 100_000
+# A node's checkpoint is written once it moved this many blocks, not after every pass
+# (1,000 stores written every 15 s on one disk; anvil mines a block per transaction, so
+# under load a pass is hundreds of blocks); the pass re-reads them from the shared scan.
+FLEET_CHECKPOINT_STRIDE_BLOCKS = 4_096
+
+
+class SharedAcceptScan:
+    """The head and every node's `LeaseAccepted` events, read once for all the fleet's
+    nodes (`node_agent.reconciler.AcceptScan`) and at most `max_age_s` old.
+
+    Each refresh re-reads the last `margin_blocks` blocks it had (as each node's own scan
+    re-reads its reorg margin), so an accept a shallow reorg moved is found again; an ask
+    from before what it holds (a node far behind) reads the chain for that node alone."""
+
+    def __init__(
+        self,
+        chain: ChainClient,
+        *,
+        max_age_s: float = SCAN_MAX_AGE_S,
+        margin_blocks: int = REORG_MARGIN_BLOCKS,
+        keep_blocks: int = SCAN_KEEP_BLOCKS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.chain = chain
+        self.max_age_s = max_age_s
+        self.margin_blocks = margin_blocks
+        self.keep_blocks = keep_blocks
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._head = -1
+        self._read_at = float("-inf")
+        self._from = chain.deployment.start_block  # first block held
+        self._to = self._from - 1  # last block held
+        self._accepts: list[tuple[int, str, int]] = []  # (block, node key, lease id)
+        self._by_node: dict[str, list[tuple[int, int]]] = {}  # node key: (block, lease id)
+
+    def head(self) -> int:
+        with self._lock:
+            if self.clock() - self._read_at >= self.max_age_s:
+                self._refresh()
+            return self._head
+
+    def accepted_by(self, node_key: str, from_block: int, head: int) -> list[int]:
+        key = node_key.lower()
+        with self._lock:
+            if head > self._to:
+                self._refresh()
+            if from_block >= self._from and head <= self._to:
+                held = self._by_node.get(key, [])
+                return sorted({lease for block, lease in held if block >= from_block})
+        return self.chain.leases.leases_accepted_by(node_key, from_block)
+
+    def _refresh(self) -> None:
+        """Read the head, then the accepts up to it (lock held)."""
+        head = int(self.chain.w3.eth.block_number)
+        read_at = self.clock()
+        start = max(self._from, self._to + 1 - self.margin_blocks)
+        if head >= start:
+            fresh = self.chain.leases.accepts(start, head)
+            kept = [accept for accept in self._accepts if accept[0] < start]
+            self._accepts = kept + fresh
+            self._to = head
+            floor = head - self.keep_blocks
+            if floor > self._from:
+                self._accepts = [accept for accept in self._accepts if accept[0] >= floor]
+                self._from = floor
+            self._by_node = {}
+            for block, node, lease in self._accepts:
+                self._by_node.setdefault(node, []).append((block, lease))
+        self._head = max(self._head, head)
+        self._read_at = read_at
+
+
 def _bounded(name: str, value: int, maximum: int) -> int:
     if not 1 <= value <= maximum:
         raise AgentError(f"{name} must be between 1 and {maximum}, not {value}")
@@ -114,7 +194,12 @@ class Fleet:
             raise AgentError("two agents of the fleet share a node key")
         self.heartbeat_s = heartbeat_s
         self.reconcile_s = reconcile_s
-        self._pool = ThreadPoolExecutor(scheduler_threads, thread_name_prefix="cvm-fleet")
+        # Heartbeats and passes on pools of their own, as one agent runs them on two threads:
+        # a heartbeat never waits behind other nodes' passes (nor a pass behind heartbeats).
+        self._pools = {
+            name: ThreadPoolExecutor(scheduler_threads, thread_name_prefix=f"cvm-fleet-{name}")
+            for name in ("heartbeat", "reconcile")
+        }
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # A node's heartbeat or pass still running is skipped, never queued twice.
@@ -134,7 +219,7 @@ class Fleet:
 
     def heartbeat_all(self) -> int:
         """Every node's heartbeat once, on the pool; how many were sent without error."""
-        futures = [self._pool.submit(agent.heartbeat) for agent in self.agents]
+        futures = [self._pools["heartbeat"].submit(agent.heartbeat) for agent in self.agents]
         return sum(1 for future in futures if future.exception() is None)
 
     def start(self) -> None:
@@ -152,7 +237,8 @@ class Fleet:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
         for agent in self.agents:
             agent.close()
 
@@ -177,7 +263,7 @@ class Fleet:
                 return
             self._busy.add(key)
         try:
-            future = self._pool.submit(self._guard, name, address, step)
+            future = self._pools[name].submit(self._guard, name, address, step)
         except RuntimeError:  # the pool is shut down: stopping
             with self._busy_lock:
                 self._busy.discard(key)
@@ -226,23 +312,25 @@ def build_fleet_agents(
     deployment = Deployment.load(settings.deployment_file)
     chain = connect(deployment, settings=settings, check=False)
     signer = SimulatedAmdSp(sim_amd_dir(settings))
+    scan = SharedAcceptScan(chain)
     agents = []
     for account in accounts:
         node_chain: ChainClient = chain.with_account(account)
         directory = state_dir(settings, account.address)
-        agents.append(
-            NodeAgent(
-                node_chain,
-                SimulatedLauncher(directory / "guests", signer),
-                AgentStore(directory / "agent.sqlite"),
-                node_capacity(settings, node_chain, account.address),
-                directory / "locks",
-                api=api,
-                reattest_margin_s=settings.node_reattest_margin_s,
-                measurements=settings.node_measurement_list,
-                step_workers=1,
-            )
+        agent = NodeAgent(
+            node_chain,
+            SimulatedLauncher(directory / "guests", signer),
+            AgentStore(directory / "agent.sqlite"),
+            node_capacity(settings, node_chain, account.address),
+            directory / "locks",
+            api=api,
+            reattest_margin_s=settings.node_reattest_margin_s,
+            measurements=settings.node_measurement_list,
+            step_workers=1,
         )
+        agent.reconciler.scan = scan
+        agent.reconciler.checkpoint_stride_blocks = FLEET_CHECKPOINT_STRIDE_BLOCKS
+        agents.append(agent)
     return agents
 
 
@@ -319,6 +407,7 @@ if __name__ == "__main__":
 __all__ = [
     "MAX_NODES",
     "Fleet",
+    "SharedAcceptScan",
     "build_fleet_agents",
     "read_keys_file",
     "register_fleet_tasks",

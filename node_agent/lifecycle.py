@@ -13,6 +13,14 @@ once the accept is final: mined for this node, `accept_confirmations` deep, and 
 read again at the head (`await_final_accept`, which re-reads it while the guest boots). An
 accept that loses (another node, the renter closed, a revert) or that a reorg drops stops
 the guest and removes its disk before it ever attested (`drop_unaccepted`).
+
+Combined accept (`accept_mode="combined"`, with speculative boot): the guest boots while the
+lease is still OPEN, gives its first report for the registry's nonce of the lease (fixed while
+it is open), the evidence is uploaded, and one transaction accepts the lease and submits the
+report (`AttestationRegistry.acceptAndSubmit`): three inclusions per lease (create, this,
+confirm) instead of four. Both effects are one atomic step, so nothing is attested before the
+accept; a lost race or a closed lease reverts it and the guest is stopped, and a reorg that
+drops it leaves the lease OPEN with both gone (`accept_dropped`).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,12 +49,20 @@ from node_agent.errors import (
 )
 from node_agent.faults import crash_point
 from node_agent.image_fetch import ImageFetcher
+from node_agent.keepalive import ReservationKeepalive
 from node_agent.launcher.base import GuestSpec, GuestState, HostBinding, Launcher
 from node_agent.lease_terms import LeaseTerms, decline_deadline, lease_terms
 from node_agent.locks import lease_lock
 from node_agent.measurements import unservable_reason
 from node_agent.private_spec import PrivateSpecSource
-from node_agent.store import ACTIVE_STATES, AgentStore, LeaseRecord, LeaseState, Resources
+from node_agent.store import (
+    ACTIVE_STATES,
+    AgentStore,
+    LeaseRecord,
+    LeaseState,
+    Resources,
+    SubmissionState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +78,9 @@ BOOT_CHECK_S = 2.0
 # How long the wait for a final accept and a booted guest lasts at most before the first
 # report is asked for anyway (the report request then has its own boot wait and deadline).
 BOOT_WAIT_S = 120.0
+# How an OPEN lease is taken: `combined` boots the guest first and accepts with its first
+# attestation in one transaction; `separate` accepts, then submits (two inclusions).
+ACCEPT_MODES = ("combined", "separate")
 
 
 class LeaseLifecycle:
@@ -83,17 +102,26 @@ class LeaseLifecycle:
         accept_confirmations: int = 0,
         boot_check_s: float = BOOT_CHECK_S,
         boot_wait_s: float = BOOT_WAIT_S,
+        accept_mode: str = "combined",
+        keepalive: ReservationKeepalive | None = None,
     ) -> None:
         if chain.account is None:
             raise AgentError("the node agent needs the node key to act on chain")
         if accept_confirmations < 0:
             raise AgentError("accept_confirmations must be >= 0")
+        if accept_mode not in ACCEPT_MODES:
+            raise AgentError(f"accept_mode must be one of {', '.join(ACCEPT_MODES)}")
+        # Combined needs the guest booted before the accept: without speculative boot the
+        # node boots only leases it holds, so it accepts separately.
+        self.combined = accept_mode == "combined" and speculative_boot
         self.speculative_boot = speculative_boot
         self.accept_confirmations = accept_confirmations
         self.boot_check_s = boot_check_s
         self.boot_wait_s = boot_wait_s
         self.spec_source = spec_source
         self.images = images
+        # Keeps the backend's reservation alive while a combined accept's guest boots.
+        self.keepalive = keepalive
         self.chain = chain
         self.measurements = tuple(measurements)
         self._refusals_logged: set[int] = set()
@@ -183,6 +211,13 @@ class LeaseLifecycle:
             self.give_back(lease, record, reason)
             raise LeaseUnservable(f"lease {lease_id}: {reason}")
         just_accepted = False
+        if lease.status == LeaseStatus.OPEN and self.combined:
+            lease, attested = self._accept_and_attest(lease, record)
+            if not self.ours(lease):
+                return self.retire(lease_id, record, "accepted by another node or closed")
+            if attested:
+                return LeaseState.ATTESTED
+            # Ours after all (an earlier attempt of ours landed): on as any accepted lease.
         if lease.status == LeaseStatus.OPEN:
             if self.speculative_boot:
                 lease, just_accepted = self._accept_while_booting(lease, record)
@@ -357,8 +392,18 @@ class LeaseLifecycle:
     def accept_dropped(self, record: LeaseRecord | None) -> bool:
         """Whether the store has the lease accepted by this node, not yet attested, while the
         chain (read just before, at the head) has it open again: a reorg dropped the accept
-        (or the lease failed over after this node missed its first attestation)."""
-        return record is not None and record.state in (LeaseState.ACCEPTED, LeaseState.LAUNCHED)
+        (or the lease failed over after this node missed its first attestation). Or attested
+        by a combined accept whose nonce the chain still expects: a reorg dropped the
+        acceptAndSubmit, both its effects gone."""
+        if record is None:
+            return False
+        if record.state in (LeaseState.ACCEPTED, LeaseState.LAUNCHED):
+            return True
+        if record.state != LeaseState.ATTESTED:
+            return False
+        nonce = self.chain.attestations.attestation_nonce(record.lease_id)
+        submitted = self.store.get_submission(record.lease_id, nonce)
+        return submitted is not None and submitted.state == SubmissionState.SUBMITTED
 
     def drop_unaccepted(self, lease_id: int, record: LeaseRecord, reason: str) -> None:
         """Stop the guest of a lease whose accept lost or was dropped, remove its disk, and free
@@ -369,8 +414,99 @@ class LeaseLifecycle:
             self.before_stop(lease_id)
         self.launcher.stop(lease_id)
         self.launcher.discard(lease_id)
+        # A report of the stopped guest (a dropped combined accept's, submitted then undone) is
+        # never sent again: a new guest gives a new one for the nonce the chain still expects.
+        self.store.forget_submissions(lease_id, self.chain.attestations.attestation_nonce(lease_id))
         self.store.set_lease_state(lease_id, LeaseState.REFUSED, reason=reason)
         log.warning("lease %s: guest stopped and its disk removed: %s", lease_id, reason)
+
+    def _accept_and_attest(self, lease: Lease, record: LeaseRecord) -> tuple[Lease, bool]:
+        """The combined accept of an OPEN lease (the store keeps it RESERVED until it is
+        mined): boot the guest, have the poster take, upload and send its first report with the
+        accept (`acceptAndSubmit`). Returns the lease as it is now and whether this call
+        accepted and attested it. When the transaction reverts nothing happened on chain: the
+        guest is stopped and its disk removed, and a lease still open is refused here
+        (LeaseNotOurs), one taken or closed is left to the caller (`retire`). A guest that gives
+        no usable report is stopped the same way and the lease left open for another node
+        (LeaseUnservable); a backend that cannot take the evidence is tried again (the guest and
+        its stored report are kept)."""
+        lease_id = lease.lease_id
+        # Fixed while the lease is open (only a submit of an active lease moves it): the report
+        # binds it, and a lease that failed over here continues its count.
+        nonce = self.chain.attestations.attestation_nonce(lease_id)
+        running = self.launcher.status(lease_id).state == GuestState.RUNNING
+        if not running:
+            refused = self._accept_refused(lease, record)
+            if refused is not None:
+                return refused, False
+        try:
+            # The backend would give the lease to the next node after its accept timeout: the
+            # boot, the report and its upload may take longer.
+            with self._reservation_kept(lease_id):
+                restarted = False
+                if not running:
+                    self.launcher.launch(self.guest_spec(record, lease.renter))
+                    crash_point("launched")  # the guest runs, the store still says RESERVED
+                    restarted = True
+                result = self.poster.accept_and_attest(
+                    lease_id, nonce, renter=lease.renter, restarted=restarted
+                )
+        except (LauncherError, GuestKeyClaimed) as exc:
+            self.store.record_guest_failure(lease_id, "attest", str(exc))
+            self.drop_unaccepted(lease_id, record, f"the guest gave no usable report: {exc}")
+            raise LeaseUnservable(f"lease {lease_id}: the guest gave no usable report") from exc
+        except ContractRevert as exc:
+            log.info("lease %s: acceptAndSubmit reverted: %s", lease_id, exc.name)
+            return self._combined_refused(lease, nonce, exc), False
+        except ChainError:
+            # E.g. a same-block race: the loser's receipt failed and its replay cannot name the
+            # revert. What the chain holds now decides.
+            current = self.chain.leases.get_lease(lease_id)
+            if current.status == LeaseStatus.OPEN or self.ours(current):
+                raise  # not decided (or ours after all): the retry reads it again
+            self.launcher.stop(lease_id)
+            self.launcher.discard(lease_id)
+            return current, False
+        self.store.set_lease_state(lease_id, LeaseState.ACCEPTED, accept_tx=result.tx_hash)
+        self.store.set_lease_state(lease_id, LeaseState.ATTESTED)
+        return replace(lease, status=LeaseStatus.ACTIVE, node_key=self.address), True
+
+    def _reservation_kept(self, lease_id: int) -> AbstractContextManager[None]:
+        return self.keepalive.kept(lease_id) if self.keepalive is not None else nullcontext()
+
+    def _accept_refused(self, lease: Lease, record: LeaseRecord) -> Lease | None:
+        """Before booting for a combined accept: None when the chain would let this node accept
+        the lease now (an `eth_call` of `acceptLease` from its key: the same checks as
+        `acceptAndSubmit`'s accept: stake, price, TEE type, capacity, a decline before). Else
+        nothing is booted: a lease still open is refused here (LeaseNotOurs, its capacity
+        freed), one taken or closed meanwhile is returned as it is now."""
+        lease_id = lease.lease_id
+        try:
+            self.chain.leases.check_accept(lease_id)
+        except ContractRevert as exc:
+            current = self.chain.leases.get_lease(lease_id)
+            if current.status != LeaseStatus.OPEN:
+                return current
+            log.info("lease %s: acceptLease would revert (%s): not booted", lease_id, exc.name)
+            self.store.set_lease_state(lease_id, LeaseState.REFUSED, reason=exc.name)
+            raise LeaseNotOurs(f"lease {lease_id}: acceptLease would revert: {exc}") from exc
+        return None
+
+    def _combined_refused(self, lease: Lease, nonce: int, exc: ContractRevert) -> Lease:
+        """After a reverted acceptAndSubmit: the lease as it is now. Ours (our own earlier
+        attempt landed) keeps its guest; otherwise the guest goes, and an open lease is refused."""
+        lease_id = lease.lease_id
+        current = self.chain.leases.get_lease(lease_id)
+        if self.serving(current):
+            return current
+        self.launcher.stop(lease_id)
+        self.launcher.discard(lease_id)
+        if current.status == LeaseStatus.OPEN:
+            # Refused for a reason of ours (stake, price, a declined lease): free the capacity.
+            self.store.drop_report(lease_id, nonce)  # the stopped guest's
+            self.store.set_lease_state(lease_id, LeaseState.REFUSED, reason=exc.name)
+            raise LeaseNotOurs(f"lease {lease_id}: acceptAndSubmit refused: {exc}") from exc
+        return current
 
     def _accept_while_booting(self, lease: Lease, record: LeaseRecord) -> tuple[Lease, bool]:
         """`_accept` with the guest launched beside it (the store keeps the lease RESERVED

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cvm.chain import LeaseStatus
 from node_agent.lease_steps import LeaseSteps
@@ -38,6 +39,17 @@ class ReconcileResult:
     answered: list[int] = field(default_factory=list)  # challenges answered by a fresh report
 
 
+class AcceptScan(Protocol):
+    """Where a pass reads the head and this node's accepts from (default: its own chain
+    client; a fleet of simulated nodes shares one read among them)."""
+
+    def head(self) -> int: ...
+
+    def accepted_by(self, node_key: str, from_block: int, head: int) -> list[int]:
+        """Ids of the leases `node_key` accepted from `from_block` to `head` at least."""
+        ...
+
+
 class Reconciler:
     """One node key's reconciler over its lease lifecycle (and the poster behind it)."""
 
@@ -49,6 +61,11 @@ class Reconciler:
         self.store = lifecycle.store
         self.launcher = lifecycle.launcher
         self.reorg_margin_blocks = reorg_margin_blocks
+        self.scan: AcceptScan | None = None
+        # The checkpoint is written once it moved this many blocks (1: after every pass).
+        # Skipping a write only makes the next pass re-read a few more blocks; a fleet of
+        # many nodes on one disk raises it.
+        self.checkpoint_stride_blocks = 1
 
     @property
     def checkpoint_name(self) -> str:
@@ -58,8 +75,10 @@ class Reconciler:
 
     def scan_from(self, head: int) -> int:
         """The first block this pass reads `LeaseAccepted` from."""
+        return self._scan_from(head, self.store.checkpoint(self.checkpoint_name))
+
+    def _scan_from(self, head: int, saved: int | None) -> int:
         start = self.chain.deployment.start_block
-        saved = self.store.checkpoint(self.checkpoint_name)
         if saved is None or saved < start or saved > head + 1:
             return start  # never scanned, or a chain that was reset under the store
         return saved
@@ -77,7 +96,8 @@ class Reconciler:
         this thread if None), waited for until `deadline` (time.monotonic())."""
         result = ReconcileResult()
         known = {record.lease_id: record for record in self.store.leases()}
-        head = int(self.chain.w3.eth.block_number)  # before the scan: nothing after it is skipped
+        # Before the scan: nothing after it is skipped.
+        head = self.scan.head() if self.scan else int(self.chain.w3.eth.block_number)
         self._adopt_forgotten(head, known, result)
         running = {guest.lease_id for guest in self.launcher.running()}
 
@@ -102,7 +122,14 @@ class Reconciler:
         crash or a failed read in between means the next pass scans the same blocks again.
         """
         address = self.lifecycle.address
-        for lease_id in self.chain.leases.leases_accepted_by(address, self.scan_from(head)):
+        saved = self.store.checkpoint(self.checkpoint_name)
+        from_block = self._scan_from(head, saved)
+        accepted = (
+            self.scan.accepted_by(address, from_block, head)
+            if self.scan
+            else self.chain.leases.leases_accepted_by(address, from_block)
+        )
+        for lease_id in accepted:
             if lease_id in known:
                 continue
             record = self.store.get_lease(lease_id)
@@ -113,7 +140,8 @@ class Reconciler:
                 result.adopted.append(lease_id)
                 known[lease_id] = self.lifecycle.reserve(lease)
         next_block = max(self.chain.deployment.start_block, head + 1 - self.reorg_margin_blocks)
-        self.store.save_checkpoint(self.checkpoint_name, next_block)
+        if saved != from_block or next_block - from_block >= self.checkpoint_stride_blocks:
+            self.store.save_checkpoint(self.checkpoint_name, next_block)
 
     def _reconcile_one(self, lease_id: int, result: ReconcileResult) -> None:
         lifecycle = self.lifecycle

@@ -124,4 +124,5 @@ def build_agent(settings: Settings, account: LocalAccount) -> NodeAgent:
         snapshot_interval_s=settings.snapshot_interval_s,
         speculative_boot=settings.node_speculative_boot,
         accept_confirmations=settings.node_accept_confirmations,
+        accept_mode=settings.node_accept_mode,
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Protocol
 
 import anyio
+from cryptography import x509
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
@@ -57,6 +58,9 @@ class AppContext:
     lease_at_head: Callable[[int], Lease | None] | None = None
     # Where snapshot objects go; the settings' store (backend.objects) if None.
     objects: ObjectStore | None = None
+    # The roots a report must chain to for its evidence to claim its guest key at upload
+    # (None: AMD's); the verifier's, so both prove the same reports.
+    trusted_roots: Sequence[x509.Certificate] | None = None
 
     def limit_address(self, address: str, what: str) -> None:
         """Count a writing request of `address` to endpoint `what` (429 once over the limit)."""

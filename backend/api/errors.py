@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.domain.errors import (
@@ -88,6 +89,17 @@ def install_error_handlers(app: FastAPI) -> None:
             location = ".".join(str(part) for part in error.get("loc", ()))
             messages.append(f"{location}: {error.get('msg', 'invalid')}")
         return JSONResponse(status_code=422, content={"detail": "; ".join(messages) or "invalid"})
+
+    @app.exception_handler(OperationalError)
+    async def _store_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
+        # The store restarting or unreachable (the connection failed, not the statement): a
+        # retry will do, so a 503 with Retry-After and one log line instead of a traceback.
+        log.warning("store unavailable: %s", type(exc.orig).__name__)
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the store is unavailable; retry shortly"},
+            headers={RETRY_AFTER_HEADER: "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

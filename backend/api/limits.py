@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import anyio
 import redis
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.errors import ApiError, error_response
@@ -235,6 +236,20 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    """The body of a route with a limit of its own (`what` names it in the 413): refused at
+    once for a declared `Content-Length` over `limit`, cut off at `limit` while streaming."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"{what} is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(413, f"{what} exceeds the limit of {limit} bytes")
+    return bytes(body)
 
 
 def check_address(limiter: RateLimiter | None, settings: Settings, address: str, what: str) -> None:

@@ -6,14 +6,22 @@ decides who may upload one: the node of the lease the bundle names, signing an E
 `EvidenceUpload` bound to that lease, the bundle's attestation nonce and its exact bytes.
 It also holds the one rule of which lease a guest key belongs to (`earlier_claims`), used by
 the verifier to reject a reused key and by the claim route nodes ask before submitting.
+
+A bundle claims its guest key only if it proves it (`proven_key`): a report that verifies
+to a trusted root and passes the verifier's check for the lease, REPORT_DATA binding the
+lease, its nonce and the key's SHA-256. Anyone can name a key in a bundle: a claim from
+naming alone would let a node hostile to another lease claim that lease's key first, and
+the honest node, told the key is claimed, would give its lease back.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
 from eth_utils import keccak
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +42,7 @@ from cvm.api_models import (
 from cvm.attestation.amd_root import AmdRoot
 from cvm.attestation.errors import AttestationError
 from cvm.attestation.evidence import EvidenceBundle
+from cvm.disputes import SIGNER_UNKNOWN, EvidenceCheck, check_evidence
 from cvm.eip712 import (
     Domain,
     EvidenceUpload,
@@ -54,7 +63,7 @@ def guest_key_hash(guest_key: bytes) -> str:
 
 @dataclass(frozen=True)
 class KeyClaim:
-    """A lease's claim on a guest key: from its first uploaded evidence naming the key."""
+    """A lease's claim on a guest key: from its first uploaded evidence proving the key."""
 
     lease_id: int
     claimed_at: datetime
@@ -66,9 +75,10 @@ def earlier_claims(session: Session, key_hash: str, lease_id: int | None) -> lis
     first: by every other lease that is not closed (a closed lease never attests again).
 
     The one rule of "one guest, one lease", for the verifier and the claim route alike, so
-    they cannot diverge: a lease claims a key from its first uploaded evidence that names it;
-    the earlier claim wins, ties to the lower lease id; a lease that never named the key
-    (or `lease_id` None) loses to every claim. The verifier rejects a report when one of
+    they cannot diverge: a lease claims a key from its first uploaded evidence that proves it
+    (`proven_key`; a bundle that only names a key claims nothing); the earlier claim wins,
+    ties to the lower lease id; a lease that never proved the key (or `lease_id` None)
+    loses to every claim. The verifier rejects a report when one of
     these is live. A claim that is not live yet is one a verifier will hold against the
     report as soon as its lease attests with the key: a node that submits anyway risks the
     slash, so the claim route reports those too (honest guests never share a key).
@@ -97,6 +107,7 @@ def earlier_claims(session: Session, key_hash: str, lease_id: int | None) -> lis
             .join(
                 Evidence,
                 (Evidence.report_hash == Attestation.report_hash)
+                & (Evidence.lease_id == Attestation.lease_id)
                 & (Evidence.guest_key_hash == key_hash),
             )
             .where(
@@ -122,6 +133,16 @@ def guest_key_claim(session: Session, key_hash: str, lease_id: int | None) -> Gu
     if claim is None:
         raise NotFound(f"a claim on guest key {key} by another lease")
     return GuestKeyClaimView(lease_id=claim.lease_id, claimed_at=claim.claimed_at, live=claim.live)
+
+
+def claim_against(session: Session, bundle: bytes) -> GuestKeyClaimView | None:
+    """`guest_key_claim` for the bundle's own guest key and lease (None: the key is free for
+    it): what the uploading node would ask next, answered with the upload."""
+    parsed = decode(bundle)
+    try:
+        return guest_key_claim(session, guest_key_hash(parsed.guest_key), parsed.lease_id)
+    except NotFound:
+        return None
 
 
 def evidence_hash(bundle: bytes) -> str:
@@ -164,8 +185,9 @@ def authorize_upload(
     domain: Domain,
     now: int,
     window_s: int,
-) -> None:
-    """Refuse an upload unless the lease's node signed it for this lease, nonce and bytes.
+) -> Lease:
+    """Refuse an upload unless the lease's node signed it for this lease, nonce and bytes;
+    the lease the bundle names, if it may be stored.
 
     401: no or a bad signature, or one outside the time window; 404: the lease the bundle
     names does not exist (or is not indexed yet); 403: the signer is not the node the lease
@@ -206,6 +228,7 @@ def authorize_upload(
             f"lease {lease.id} already attested nonce {parsed.nonce}"
             f" (next is {lease.attestation_nonce}): a replay"
         )
+    return lease
 
 
 def _awaited(
@@ -222,11 +245,76 @@ def _awaited(
     )
 
 
-def store_evidence(
-    session: Session, bundle: bytes, receipt: EvidenceReceipt, now: datetime
+def proves_key(check: EvidenceCheck) -> bool:
+    """Whether `check` shows its report binds the bundle's guest key to the lease it was
+    checked for: the report verifies to a trusted root and passes the verifier's check
+    (measurement, REPORT_DATA[0:32] the lease and nonce on this deployment, REPORT_DATA[32:64]
+    the key's SHA-256, HOST_DATA the lease and its renter, no debug, VMPL 0). The attested
+    signer alone may be unknown: the node submits it on chain after uploading."""
+    return check.appraisal.verified is not None and set(check.reasons) <= {SIGNER_UNKNOWN}
+
+
+def proven_key(
+    bundle: bytes,
+    lease: Lease,
+    *,
+    chain_id: int,
+    registry: str,
+    trusted_roots: Sequence[x509.Certificate] | None,
+) -> str | None:
+    """`0x` SHA-256 of the guest key `bundle` proves its lease's guest holds (`proves_key`,
+    checked for `lease`, the one the bundle names, under the bundle's nonce), else None: a
+    bundle that only names a key claims nothing, and neither does a genuine report of
+    another lease posted under this one (REPORT_DATA and HOST_DATA bind its own lease).
+
+    Without the chip's VCEK in the bundle (or with a root this backend does not trust) the
+    report is not proven here; the verifier proves it later if it can (`record_proof`)."""
+    parsed = decode(bundle)
+    check = check_evidence(
+        parsed,
+        chain_id=chain_id,
+        registry=registry,
+        lease_id=lease.id,
+        nonce=parsed.nonce,
+        renter=lease.renter,
+        measurement=bytes.fromhex(lease.expected_measurement[2:]),
+        submitted_signer=None,
+        trusted_roots=trusted_roots,
+    )
+    return guest_key_hash(parsed.guest_key) if proves_key(check) else None
+
+
+def record_proof(
+    session: Session, content: bytes, lease_id: int, guest_key: bytes, check: EvidenceCheck
 ) -> None:
-    """Keep `bundle` under its receipt's hashes; storing the same bytes again changes nothing."""
-    if session.get(Evidence, receipt.hash) is not None:
+    """The verifier's `check` of stored evidence `content` for `lease_id`: if it proves the
+    key (`proves_key`) and the upload could not (no VCEK in the bundle, say), the evidence
+    claims its key for that lease from now on, from its upload time."""
+    if not proves_key(check):
+        return
+    row = session.get(Evidence, evidence_hash(content))
+    if row is None or row.guest_key_hash is not None:
+        return
+    # The lease the report proved, which a bundle naming another lease does not change.
+    row.lease_id = lease_id
+    row.guest_key_hash = guest_key_hash(guest_key)
+    session.flush()
+
+
+def store_evidence(
+    session: Session,
+    bundle: bytes,
+    receipt: EvidenceReceipt,
+    now: datetime,
+    key_hash: str | None,
+) -> None:
+    """Keep `bundle` under its receipt's hashes, claiming the guest key `key_hash` for the
+    lease it names (`proven_key`; None: it claims nothing); storing the same bytes again
+    changes nothing but a proof the first upload lacked."""
+    existing = session.get(Evidence, receipt.hash)
+    if existing is not None:
+        if existing.guest_key_hash is None and key_hash is not None:
+            existing.guest_key_hash = key_hash
         return
     parsed = decode(bundle)
     try:
@@ -239,7 +327,7 @@ def store_evidence(
                     size=len(bundle),
                     created_at=now,
                     lease_id=parsed.lease_id,
-                    guest_key_hash=guest_key_hash(parsed.guest_key),
+                    guest_key_hash=key_hash,
                 )
             )
     except IntegrityError:

@@ -431,7 +431,7 @@ def put_epoch(
     stored = session.get(SnapshotObject, (lease.id, MANIFEST, str(body.epoch)))
     if stored is None or stored.sha256 != snapshot:
         raise Conflict(f"no snapshot manifest {snapshot} of epoch {body.epoch}: upload it first")
-    _check_chunks_stored(session, objects, lease.id, stored)
+    listed = _check_chunks_stored(session, objects, lease.id, stored)
     row = session.scalar(
         select(EpochRecord).where(EpochRecord.lease_id == lease.id).with_for_update()
     )
@@ -454,6 +454,7 @@ def put_epoch(
     )
     session.add(row)
     session.flush()
+    _prune_superseded(session, objects, lease.id, stored, listed)
     return _epoch_view(row)
 
 
@@ -462,7 +463,7 @@ CHUNK_QUERY_BATCH = 256  # ids per IN (...) query: far below any database's para
 
 def _check_chunks_stored(
     session: Session, objects: ObjectStore, lease_id: int, manifest: SnapshotObject
-) -> None:
+) -> list[str]:
     """Every chunk the manifest object lists (in clear; the record's signature covers the
     object, so the list is the guest's) is stored for this lease; Conflict naming how many
     are missing. Without this a node could upload a manifest without its chunks and post the
@@ -492,6 +493,56 @@ def _check_chunks_stored(
             f"{len(listed) - present} of the {len(listed)} chunks snapshot manifest"
             f" {manifest.sha256} lists are not stored: upload them first"
         )
+    return listed
+
+
+# Manifests above the recorded epoch whose chunks a prune keeps (a snapshot being made); with
+# more than this many, chunks are left for the next record's prune instead of read them all.
+PRUNE_MAX_PENDING_MANIFESTS = 16
+
+
+def _prune_superseded(
+    session: Session,
+    objects: ObjectStore,
+    lease_id: int,
+    recorded: SnapshotObject,
+    listed: list[str],
+) -> None:
+    """Drop what the new epoch record superseded (no restore ever reads it: an older epoch is
+    a rollback the holders refuse): manifests of lower epochs, and chunks that neither the
+    recorded manifest nor one above it lists, stored before the recorded manifest (a newer
+    chunk may belong to a snapshot whose manifest is still to come). Without this a lease
+    running for long filled its quota with old snapshots, and every later upload was refused."""
+    epoch = int(recorded.name)
+    keep = set(listed)
+    manifests = session.scalars(
+        select(SnapshotObject).where(
+            SnapshotObject.lease_id == lease_id, SnapshotObject.kind == MANIFEST
+        )
+    ).all()
+    pending = [m for m in manifests if int(m.name) > epoch]
+    for manifest in manifests:
+        if int(manifest.name) < epoch:
+            _drop_object(session, objects, lease_id, manifest)
+    if len(pending) > PRUNE_MAX_PENDING_MANIFESTS:
+        return
+    for manifest in pending:
+        try:
+            keep.update(
+                snapshot_manifest_chunks(objects.get(lease_namespace(lease_id), manifest.sha256))
+            )
+        except (ValueError, ObjectNotFound):
+            continue  # it lists nothing restorable: its chunks are not kept for it
+    stale = session.scalars(
+        select(SnapshotObject).where(
+            SnapshotObject.lease_id == lease_id,
+            SnapshotObject.kind == CHUNK,
+            SnapshotObject.created_at < recorded.created_at,
+        )
+    ).all()
+    for chunk in stale:
+        if chunk.name not in keep:
+            _drop_object(session, objects, lease_id, chunk)
 
 
 def latest_epoch(session: Session, lease_id: int) -> EpochRecordView:
@@ -543,6 +594,9 @@ def put_snapshot_object(
     row = session.get(SnapshotObject, (lease.id, kind, name))
     if row is not None:
         if row.sha256 == object_id:
+            # Stored again for a newer snapshot: a prune compares against when it was last
+            # stored, so the newer snapshot's chunk is not taken for an old one's.
+            row.created_at = max(row.created_at, now)
             return SnapshotObjectReceipt(
                 lease_id=lease.id, id=object_id, size=row.size, used_bytes=_used(session, lease.id)
             )

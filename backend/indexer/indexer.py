@@ -139,22 +139,34 @@ class Indexer:
         # The end block's hash is read before and after the logs: a reorg between the two
         # reads would pair one branch's logs with the other's hash, and the next poll could
         # not see it. Any reorg at or below `to_block` changes that hash.
-        end_hash = self._block_hash(to_block)
+        # The end block's header, once: its hash, timestamp and (for a one-block batch, the
+        # usual one at the head) parent hash; the hash commits to the other two.
+        try:
+            end = self.w3.eth.get_block(to_block)
+        except BlockNotFound:
+            raise _ChainMoved(f"blocks {from_block}..{to_block} changed while being read") from None
+        end_hash = HexBytes(end["hash"]).to_0x_hex().lower()
         decoded = self.decoder.fetch(self.w3, from_block, to_block)
-        if not end_hash or self._block_hash(to_block) != end_hash:
+        if self._block_hash(to_block) != end_hash:
             raise _ChainMoved(f"blocks {from_block}..{to_block} changed while being read")
         # The batch must continue the branch applied so far: a reorg below the cursor that
         # landed after this poll's reorg check would otherwise hide behind the new end hash.
         with self.store.new_session(read_only=True) as session:
             previous = session.get(IndexedBlock, from_block - 1)
         if previous is not None:
-            try:
-                parent = HexBytes(self.w3.eth.get_block(from_block)["parentHash"]).to_0x_hex()
-            except BlockNotFound:
-                parent = ""
-            if parent.lower() != previous.hash or self._block_hash(to_block) != end_hash:
+            if from_block == to_block:
+                # Read before the logs in the header whose hash was read again after them.
+                parent = HexBytes(end["parentHash"]).to_0x_hex()
+                moved = False
+            else:
+                try:
+                    parent = HexBytes(self.w3.eth.get_block(from_block)["parentHash"]).to_0x_hex()
+                except BlockNotFound:
+                    parent = ""
+                moved = self._block_hash(to_block) != end_hash
+            if parent.lower() != previous.hash or moved:
                 raise _ChainMoved(f"block {from_block - 1} was reorged under this poll")
-        timestamps: dict[int, int] = {}
+        timestamps: dict[int, int] = {to_block: int(end["timestamp"])}
         for event in decoded:
             if event.block_number not in timestamps:
                 timestamps[event.block_number] = int(

@@ -102,7 +102,12 @@ def _lease(session: Session, event: ChainEvent) -> Lease | None:
 
 
 # Why a node's time on a lease ended (`LeaseNode.reason`); LeaseFailedOver's reason codes.
-FAILOVER_REASONS = {1: "first_attestation_missed", 2: "attestation_expired"}
+FAILOVER_REASONS = {
+    1: "first_attestation_missed",
+    2: "attestation_expired",
+    3: "node_exit",
+    4: "attestation_rejected",
+}
 
 
 def _end_node_time(session: Session, event: ChainEvent, reason: str) -> None:

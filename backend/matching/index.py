@@ -251,6 +251,16 @@ class MatchIndex:
             fresh_since = self.clock() - self.stale_after_s
             return {a for a, entry in self._nodes.items() if entry.heard_at < fresh_since}
 
+    def holds_reservation(self, address: str) -> bool:
+        """Whether any capacity is reserved on the node (every lease needs some of each)."""
+        with self._lock:
+            entry = self._nodes.get(address)
+            return entry is not None and (
+                entry.reserved_vcpus > 0
+                or entry.reserved_memory_mib > 0
+                or entry.reserved_disk_gib > 0
+            )
+
     def get(self, address: str) -> NodeEntry | None:
         with self._lock:
             return self._nodes.get(address)

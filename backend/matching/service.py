@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -111,6 +111,10 @@ def _reservation(match: Match) -> Reservation:
 
 
 _LEASE_LOCK_STRIPES = 256
+# `refresh_heartbeats`: how far each refresh re-reads before its cursor (a replica's clock
+# a little behind, a commit a little late), and how often it re-reads the whole window.
+HEARTBEAT_OVERLAP_S = 2.0
+HEARTBEAT_SWEEP_S = 5.0
 
 
 class Matcher:
@@ -136,6 +140,7 @@ class Matcher:
         self.conditions = RepeatedConditions(log)
         # Heartbeats received up to here (by any replica) are in the index.
         self._heartbeats_seen = datetime.fromtimestamp(0, UTC)
+        self._swept_at = float("-inf")  # the last refresh that re-read the whole window
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -171,26 +176,43 @@ class Matcher:
 
         `received_at` is each replica's own clock, and a write may commit after a later one:
         a heartbeat stamped a little before the newest already seen would be missed by a
-        strict cursor. So the window re-read overlaps the last by the staleness window (a
-        heartbeat older than that no longer counts anyway); the index ignores heartbeats
-        that are not newer than the one it has.
+        strict cursor. So each refresh re-reads the last `HEARTBEAT_OVERLAP_S` before the
+        cursor, and every `HEARTBEAT_SWEEP_S` the whole staleness window (a heartbeat older
+        than that no longer counts anyway): a commit later than the overlap is applied by
+        the next sweep, seconds later, long before its node could look stale. Re-reading
+        the whole window on every refresh cost the leader every node's row several times a
+        second. The index ignores heartbeats that are not newer than the one it has.
         """
-        since = self._heartbeats_seen - timedelta(seconds=self.index.stale_after_s)
+        now = self.clock()
+        sweep = now - self._swept_at >= HEARTBEAT_SWEEP_S
+        overlap = self.index.stale_after_s if sweep else HEARTBEAT_OVERLAP_S
+        since = self._heartbeats_seen - timedelta(seconds=overlap)
+        # Plain rows, not ORM objects: a sweep reads one row per live node.
         with self.store.new_session(read_only=True) as session:
-            fresh = session.scalars(select(Heartbeat).where(Heartbeat.received_at >= since)).all()
-        applied = 0
-        for heartbeat in fresh:
-            applied += self._apply_heartbeat(
-                heartbeat.node,
-                heartbeat.free_vcpus,
-                heartbeat.free_memory_mib,
-                heartbeat.free_disk_gib,
-                heartbeat.timestamp,
-                heard_at=heartbeat.received_at.timestamp(),
-            )
+            fresh = session.execute(
+                select(
+                    Heartbeat.node,
+                    Heartbeat.free_vcpus,
+                    Heartbeat.free_memory_mib,
+                    Heartbeat.free_disk_gib,
+                    Heartbeat.timestamp,
+                    Heartbeat.received_at,
+                ).where(Heartbeat.received_at >= since)
+            ).all()
+        if sweep:
+            self._swept_at = now
+        applied: dict[str, int] = {}
+        for node, vcpus, memory, disk, timestamp, received_at in fresh:
+            if self.index.heartbeat(
+                node, vcpus, memory, disk, timestamp, heard_at=received_at.timestamp()
+            ):
+                applied[node] = timestamp
+        self._absorb(applied)
         if fresh:
-            self._heartbeats_seen = max(self._heartbeats_seen, max(h.received_at for h in fresh))
-        return applied
+            self._heartbeats_seen = max(
+                self._heartbeats_seen, max(row.received_at for row in fresh)
+            )
+        return len(applied)
 
     def node_changed(self, node: Node) -> None:
         """The indexer changed a node's on-chain facts (registration, stake, reputation)."""
@@ -206,38 +228,36 @@ class Matcher:
         heard_at: float | None = None,
     ) -> None:
         """A signed heartbeat was stored: refresh capacity, release what it now includes."""
-        self._apply_heartbeat(
-            node, free_vcpus, free_memory_mib, free_disk_gib, timestamp, heard_at=heard_at
-        )
-
-    def _apply_heartbeat(
-        self,
-        node: str,
-        free_vcpus: int,
-        free_memory_mib: int,
-        free_disk_gib: int,
-        timestamp: int,
-        heard_at: float | None = None,
-    ) -> bool:
-        """`on_heartbeat`; False if the index already had it (or a newer one)."""
-        if not self.index.heartbeat(
+        if self.index.heartbeat(
             node, free_vcpus, free_memory_mib, free_disk_gib, timestamp, heard_at=heard_at
         ):
-            return False
-        absorbed_before = datetime.fromtimestamp(timestamp, UTC)
+            self._absorb({node: timestamp})
+
+    def _absorb(self, heartbeats: dict[str, int]) -> None:
+        """Release the accepted reservations the nodes' heartbeats (node -> its signed
+        timestamp) now include: their guests are in the free capacity the nodes reported.
+
+        One store read for all of them: only nodes the index holds a reservation on can
+        have one (the index mirrors the store's live reservations), so the others are
+        not asked about."""
+        nodes = [node for node in heartbeats if self.index.holds_reservation(node)]
+        if not nodes:
+            return
         with self.store.session() as session:
-            matches = session.scalars(
-                select(Match).where(
-                    Match.node == node,
-                    Match.status == ReservationState.ACCEPTED,
-                    Match.accepted_at < absorbed_before,
+            matches = [
+                match
+                for match in session.scalars(
+                    select(Match).where(
+                        Match.node.in_(nodes), Match.status == ReservationState.ACCEPTED
+                    )
                 )
-            ).all()
+                if match.accepted_at is not None
+                and match.accepted_at < datetime.fromtimestamp(heartbeats[match.node], UTC)
+            ]
             for match in matches:
                 match.status = ReservationState.RELEASED
         for match in matches:
             self.index.release(_reservation(match))
-        return True
 
     def node_silent(self, node: str) -> None:
         """The verifier found the node silent (and challenged its leases): offer it no more
@@ -288,11 +308,17 @@ class Matcher:
                 # A node that declined this lease may never accept it again (the chain reverts
                 # with LeaseMarket_DeclinedBefore), so offering it would only waste the lease's
                 # time; it may have accepted without our dispatch, so no Match row names it.
-                # A lease that failed over starts a fresh round: only the reservations since
-                # its last accepted one count as tried (the node it left is in `declined_by`).
+                # A lease that failed over starts a fresh round: only the reservations made
+                # after its last accept count as tried (the node it left is in `declined_by`).
+                # Those dispatched before it belong to the round that accept ended, even when
+                # their node lost the race to it (a node booting before a combined accept may
+                # be outrun by one whose reservation had expired).
                 since = 0
                 if failed_over(session, lease_id):
-                    since = max((m.id for m in previous if m.accepted_at is not None), default=0)
+                    accepts = [m.accepted_at for m in previous if m.accepted_at is not None]
+                    if accepts:
+                        last_accept = max(accepts)
+                        since = max(m.id for m in previous if m.created_at <= last_accept)
                 tried = frozenset(m.node for m in previous if m.id > since) | declined_by(
                     session, lease_id
                 )
@@ -357,8 +383,9 @@ class Matcher:
             return
         self.index.release(reservation)
 
-    def lease_accepted(self, lease_id: int, node: str) -> None:
+    def lease_accepted(self, lease_id: int, node: str) -> bool:
         """The chain says `node` accepted: keep its reservation, free every other one.
+        Whether a reservation records the accept now (not for a node the index does not know).
 
         A node may accept after its reservation expired (it was slow, or its heartbeats
         lapsed): the chain decides, so that reservation is taken back as accepted.
@@ -391,10 +418,40 @@ class Matcher:
                     expired.status = ReservationState.ACCEPTED
                     expired.accepted_at = now
                     revived.append(expired)
+                else:
+                    # No reservation of ours names the node (it took the lease on its own, or
+                    # ours was forgotten when its dispatch seemed to fail): record the accept,
+                    # so the node's capacity holds the guest until a heartbeat includes it.
+                    taken = self._unreserved_accept(session, lease_id, node, now)
+                    if taken is not None:
+                        revived.append(taken)
         for match in freed:
             self.index.release(_reservation(match))
         for match in revived:
             self.index.reserve(_reservation(match))
+        return bool(revived) or any(match.node == node for match in live)
+
+    def _unreserved_accept(
+        self, session: Session, lease_id: int, node: str, now: datetime
+    ) -> Match | None:
+        lease = session.get(Lease, lease_id)
+        if lease is None or self.index.get(node) is None:
+            return None
+        match = Match(
+            lease_id=lease_id,
+            node=node,
+            status=ReservationState.ACCEPTED,
+            vcpus=lease.vcpus,
+            memory_mib=lease.memory_mib,
+            disk_gib=lease.disk_gib,
+            score=0.0,
+            created_at=now,
+            deadline=now,
+            accepted_at=now,
+        )
+        session.add(match)
+        session.flush()
+        return match
 
     def lease_closed(self, lease_id: int) -> None:
         """The lease closed: nothing stays reserved for it."""
@@ -412,12 +469,17 @@ class Matcher:
         stale = self.index.stale_nodes()
         with self.store.session() as session:
             overdue = session.scalars(
-                select(Match).where(
+                select(Match)
+                .where(
                     Match.status == ReservationState.RESERVED,
                     or_(Match.deadline <= now, Match.node.in_(stale))
                     if stale
                     else Match.deadline <= now,
                 )
+                # Locked, so a reservation keepalive committing meanwhile is waited for and its
+                # row read again (PostgreSQL re-checks the condition): a kept reservation is
+                # never expired by a read from before it was kept.
+                .with_for_update()
             ).all()
             freed = [_reservation(match) for match in overdue]
             for match in overdue:
@@ -435,6 +497,58 @@ class Matcher:
             if self.match_lease(lease_id) is not None:
                 rematched.append(lease_id)
         return rematched
+
+    def reconcile(self) -> tuple[list[int], list[int]]:
+        """Bring the reservations in line with the leases the store holds; returns the lease
+        ids (accepted, ended) it mended.
+
+        The indexer commits its projections before the matcher reacts to the batch's
+        events, so a leader killed (or a store that failed) between the two leaves an
+        accept, close, decline or failover the matcher never heard of: a lease running on a
+        node whose reservation then expires without `accepted_at`, or an ended accept still
+        live, which would keep its reopened lease from ever being matched again. Run when a
+        replica takes the matcher over and after a round whose reaction failed."""
+        accepted_by_node = exists().where(
+            Match.lease_id == Lease.id,
+            func.lower(Match.node) == func.lower(Lease.node),
+            Match.accepted_at.is_not(None),
+        )
+        with self.store.new_session(read_only=True) as session:
+            unheard_accepts = session.execute(
+                select(Lease.id, Lease.node).where(
+                    Lease.status == LeaseState.ACTIVE, Lease.node.is_not(None), ~accepted_by_node
+                )
+            ).all()
+            # A live reservation of a closed lease, or an accept still live on a reopened one
+            # (its decline or failover was not heard).
+            unheard_ends = session.scalars(
+                select(Match.lease_id)
+                .join(Lease, Lease.id == Match.lease_id)
+                .where(
+                    Match.status.in_(ReservationState.live()),
+                    or_(
+                        Lease.status == LeaseState.CLOSED,
+                        (Lease.status == LeaseState.OPEN)
+                        & (Match.status == ReservationState.ACCEPTED),
+                    ),
+                )
+                .distinct()
+            ).all()
+        # An accept by a node the index does not know records nothing (and is not counted).
+        accepted = [
+            lease_id
+            for lease_id, node in unheard_accepts
+            if self.lease_accepted(lease_id, str(node).lower())
+        ]
+        for lease_id in unheard_ends:
+            self.lease_closed(lease_id)
+        if accepted or unheard_ends:
+            log.warning(
+                "reconciled reservations the matcher had not heard of: accepted %s, ended %s",
+                accepted,
+                list(unheard_ends),
+            )
+        return accepted, list(unheard_ends)
 
     def match_open_leases(self) -> int:
         """Match every open lease without a live reservation (at start and periodically)."""

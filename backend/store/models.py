@@ -146,9 +146,10 @@ class Dispute(Base):
 
 class LeaseNode(Base):
     """One node's time on a lease, from its `LeaseAccepted` to the event that ended it:
-    `LeaseFailedOver` (reason `first_attestation_missed` or `attestation_expired`: the lease
-    moved on), `LeaseDeclined` (`declined`) or `LeaseClosed` (`closed`); open-ended (ended_at
-    None) for the node serving it now. A chain projection like the lease it belongs to."""
+    `LeaseFailedOver` (reason `first_attestation_missed`, `attestation_expired`, `node_exit` or
+    `attestation_rejected`: the lease moved on), `LeaseDeclined` (`declined`) or `LeaseClosed`
+    (`closed`); open-ended (ended_at None) for the node serving it now. A chain projection like
+    the lease it belongs to."""
 
     __tablename__ = "lease_nodes"
 
@@ -232,8 +233,10 @@ class Evidence(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    # The lease the bundle names and `0x` sha256 of its guest key (what REPORT_DATA binds):
-    # the verifier finds another lease's claim on a guest key through this index.
+    # `0x` sha256 of the guest key the report proves bound to lease `lease_id` (REPORT_DATA
+    # binds both, the report verifies: backend.domain.evidence.proves_key), None until
+    # proven; `lease_id` is the lease the bundle names until then. The verifier finds
+    # another lease's claim on a guest key through this index: only proven keys are claims.
     lease_id: Mapped[int | None] = mapped_column(BigInteger)
     guest_key_hash: Mapped[str | None] = mapped_column(HASH, index=True)
 

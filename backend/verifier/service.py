@@ -315,6 +315,9 @@ class Verifier:
             # Fails on nothing the EVM's check fails on (e.g. the bundle's guest key is not
             # the one REPORT_DATA binds): a rejection could be overturned, so no vote.
             undecided = check.undecided
+        # A report the upload could not prove (no VCEK in the bundle, say) claims its key from
+        # here on, before the claims are compared: its upload time is its place in line.
+        evidence_rules.record_proof(session, content, lease.id, bundle.guest_key, check)
         other = _earlier_claim(session, lease.id, guest_key_hash(bundle.guest_key))
         if other is not None:
             reasons.append(str(Reason.GUEST_KEY_REUSED))
@@ -356,7 +359,8 @@ def _submitted_signer(session: Session, lease_id: int, nonce: int) -> str | None
 def _earlier_claim(session: Session, lease_id: int, key_hash: str) -> int | None:
     """Another live lease that claimed this guest key before `lease_id` did, if any.
 
-    A lease claims a key from its first uploaded evidence that names it; the claim counts
+    A lease claims a key from its first uploaded evidence that proves it (a genuine report
+    of the lease binding the key, `evidence_rules.proves_key`); the claim counts
     while the lease is active and its current attestation (pending or verified) is a report
     with that key. The earlier claim wins (ties: the lower lease id), so a guest key copied
     into another lease's guest gets the copy rejected, never the original."""

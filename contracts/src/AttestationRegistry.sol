@@ -111,8 +111,9 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint8 decider;
     }
 
-    /// @dev A verified submission replaced by a later one while its verdict can still be disputed,
-    /// keyed by keccak256(leaseId, reportHash) (the first submission of a report hash keeps the key).
+    /// @dev A verified submission replaced by a later one while its verdict can still be disputed, or
+    /// the decided submission a failover left behind (Verified, or Rejected: _PAST_REJECTED), keyed by
+    /// keccak256(leaseId, reportHash) (the first submission of a report hash keeps the key).
     struct Past {
         // slot 0: signer (20) + submittedAt (5) + bankedBefore (4) + flags (1) + decider (1) = 31 bytes.
         address signer;
@@ -120,9 +121,11 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint32 bankedBefore;
         uint8 flags;
         uint8 decider;
-        // slot 1: the 1-based submission number and the node key that submitted it.
+        // slot 1: the 1-based submission number, the node key that submitted it, and for a Rejected one
+        // when the rejection moved the lease away (the end of the node's time a reversal pays) = 29 bytes.
         uint32 number;
         address node;
+        uint40 endedAt;
     }
 
     /// @dev A holder (past or present) of VERIFIER_ROLE, one slot.
@@ -179,6 +182,8 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
 
     // Round flag: the submission is the first of its segment (of the lease, or since a failover).
     uint8 private constant _FIRST = 16;
+    // Past flag: the kept submission's verdict is Rejected (left behind by a failover on rejection).
+    uint8 private constant _PAST_REJECTED = 32;
 
     constructor(address admin, uint256 quorum_, uint256 challengeWindow_) {
         if (admin == address(0)) revert Errors.AttestationRegistry_ZeroAddress();
@@ -363,9 +368,19 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         if (msg.sender != leaseMarket) revert Errors.AttestationRegistry_CallerNotLeaseMarket(msg.sender);
         Record storage record = _records[leaseId];
         uint32 nonce = record.nonce;
-        // The old node's last verified submission stays disputable (its verdict is settled against the
+        // The old node's last decided submission stays disputable (its verdict is settled against the
         // old node's segment, see `_reverse`); earlier ones were kept when they were replaced.
-        if (record.status == Status.Verified) _keepPast(leaseId, record, nonce, oldNode);
+        Status status = record.status;
+        if (status == Status.Verified || status == Status.Rejected) {
+            Past storage past = _past[_pastKey(leaseId, record.reportHash)];
+            // A report hash submitted before keeps its first entry (see `_keepPast`), never this verdict.
+            bool fresh = past.number == 0;
+            _keepPast(leaseId, record, nonce, oldNode);
+            if (fresh && status == Status.Rejected) {
+                past.flags |= _PAST_REJECTED;
+                past.endedAt = uint40(block.timestamp);
+            }
+        }
         _segmentStart[leaseId] = nonce;
         record.segmented = true;
         // A new segment: nothing submitted, nothing banked, no challenge; the nonce keeps counting, so
@@ -391,6 +406,34 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         bytes32 chipIdHash,
         address signer
     ) external override {
+        _submit(leaseId, nonce, reportHash, measurement, reportedTcb, chipIdHash, signer);
+    }
+
+    /// @inheritdoc IAttestationRegistryCore
+    function acceptAndSubmit(
+        uint256 leaseId,
+        uint256 nonce,
+        bytes32 reportHash,
+        bytes calldata measurement,
+        uint64 reportedTcb,
+        bytes32 chipIdHash,
+        address signer
+    ) external override {
+        // The market checks the lease is open and the caller (the node key) may take it; the submit
+        // then sees the lease active with the caller as its node. Any revert undoes both.
+        ILeaseMarket(leaseMarket).acceptFor(leaseId, msg.sender);
+        _submit(leaseId, nonce, reportHash, measurement, reportedTcb, chipIdHash, signer);
+    }
+
+    function _submit(
+        uint256 leaseId,
+        uint256 nonce,
+        bytes32 reportHash,
+        bytes calldata measurement,
+        uint64 reportedTcb,
+        bytes32 chipIdHash,
+        address signer
+    ) private {
         // The vote of this submission is fixed now (see `_newRound`); later changes apply to later ones.
         Record storage record = _records[leaseId];
         uint32 current = record.nonce;
@@ -552,9 +595,14 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         ILeaseMarket market = ILeaseMarket(leaseMarket);
         Record storage record = _records[leaseId];
         if (record.segmented && sub.number <= _segmentStart[leaseId]) {
-            // A false Verified of a node the lease failed over from (old segments hold no Rejected: a
-            // rejection ends the lease): only that node pays, the lease and its current node go on.
-            market.onSegmentOverturned(leaseId, _past[_pastKey(leaseId, reportHash)].node, sub.bankedBefore);
+            Past storage past = _past[_pastKey(leaseId, reportHash)];
+            // A false Rejected that moved the lease: that node's bond back, its time until the move paid.
+            if (sub.verdict == Status.Rejected) {
+                return market.onRejectedOverturned(leaseId, past.node, sub.submittedAt, past.endedAt);
+            }
+            // A false Verified of a node the lease failed over from: only that node pays, the lease and
+            // its current node go on.
+            market.onSegmentOverturned(leaseId, past.node, sub.bankedBefore);
             return (0, address(0));
         }
         if (sub.verdict == Status.Verified) {
@@ -569,12 +617,11 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
             market.onVerifiedOverturned(leaseId, sub.bankedBefore, bondTaken);
             return (0, address(0));
         }
-        // A false Rejected (always the latest: a rejection ends the lease): the node's slash is undone and
-        // its time up to the close is paid.
+        // A false Rejected of the current segment (always the latest: that rejection closed the lease):
+        // the node's slash is undone and its time up to the close is paid.
         record.status = Status.Verified;
         record.verifiedAt = uint40(block.timestamp);
-        unpaid = market.onRejectedOverturned(leaseId, sub.submittedAt, _coverEnd(record));
-        (,,, operator,) = market.leaseParties(leaseId);
+        return market.onRejectedOverturned(leaseId, address(0), sub.submittedAt, _coverEnd(record));
     }
 
     /// @inheritdoc IAttestationRegistryCore
@@ -728,7 +775,7 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         uint8 flags;
         if (past.number != 0) {
             sub.number = past.number;
-            sub.verdict = Status.Verified;
+            sub.verdict = past.flags & _PAST_REJECTED != 0 ? Status.Rejected : Status.Verified;
             sub.signer = past.signer;
             sub.submittedAt = past.submittedAt;
             sub.bankedBefore = past.bankedBefore;

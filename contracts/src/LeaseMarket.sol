@@ -19,6 +19,7 @@ import {
     AttestationProgress,
     CloseReason,
     FAILOVER_ATTESTATION_EXPIRED,
+    FAILOVER_ATTESTATION_REJECTED,
     FAILOVER_FIRST_ATTESTATION_MISSED,
     FAILOVER_NODE_EXIT,
     Lease,
@@ -47,6 +48,8 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
     uint256 private constant _MIN_ATTESTATION_WINDOW = 1 minutes;
     uint256 private constant _MAX_ATTESTATION_WINDOW = 1 days;
+    // The registry's MAX_DISPUTE_WINDOW (a test keeps the two equal).
+    uint256 private constant _MAX_DISPUTE_WINDOW = 7 days;
     uint256 private constant _BPS = 10_000;
 
     /// @inheritdoc ILeaseMarket
@@ -192,7 +195,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
     /// @inheritdoc ILeaseMarket
     function minUnbondingDelay() public view override returns (uint256) {
-        return attestationWindow + MAX_REATTEST_INTERVAL + _verificationWindow;
+        // Past the longest dispute of a verdict: a node whose lease (and bond) ended right after its last
+        // submission could otherwise withdraw the stake before a dispute finds that verdict false. This
+        // also outlasts every window in which a fault is decided (attestation window, at most 1 day, plus
+        // MAX_REATTEST_INTERVAL).
+        return _MAX_DISPUTE_WINDOW + _verificationWindow;
     }
 
     /// @inheritdoc ILeaseMarket
@@ -320,25 +327,35 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
     /// @inheritdoc ILeaseMarket
     function acceptLease(uint256 leaseId) external override {
+        _accept(leaseId, msg.sender);
+    }
+
+    /// @inheritdoc ILeaseMarket
+    function acceptFor(uint256 leaseId, address nodeKey) external override {
+        _onlyRegistry();
+        _accept(leaseId, nodeKey);
+    }
+
+    function _accept(uint256 leaseId, address nodeKey) private {
         LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.OPEN);
         // A node key never takes back a lease it declined (no decline squatting); the lookup is skipped
         // for the common lease that was never declined.
-        if (lease.declines != 0 && _declined[_declineKey(leaseId, msg.sender)]) {
-            revert Errors.LeaseMarket_DeclinedBefore(leaseId, msg.sender);
+        if (lease.declines != 0 && _declined[_declineKey(leaseId, nodeKey)]) {
+            revert Errors.LeaseMarket_DeclinedBefore(leaseId, nodeKey);
         }
-        (Node memory node, uint256 minStake, uint256 slashBps) = nodeRegistry.nodeTerms(msg.sender);
-        if (node.operator == address(0)) revert Errors.LeaseMarket_NodeNotRegistered(msg.sender);
+        (Node memory node, uint256 minStake, uint256 slashBps) = nodeRegistry.nodeTerms(nodeKey);
+        if (node.operator == address(0)) revert Errors.LeaseMarket_NodeNotRegistered(nodeKey);
         if (node.teeType != lease.teeType) {
             revert Errors.LeaseMarket_TeeTypeMismatch(leaseId, lease.teeType, node.teeType);
         }
-        NodeUsage storage usage = _usage[msg.sender];
+        NodeUsage storage usage = _usage[nodeKey];
         // Capacity is what the node declared minus what its active leases already use.
         uint256 vcpu = uint256(usage.vcpu) + lease.vcpu;
         uint256 memoryMiB = uint256(usage.memoryMiB) + lease.memoryMiB;
         uint256 diskGiB = uint256(usage.diskGiB) + lease.diskGiB;
         if (node.vcpu < vcpu || node.memoryMiB < memoryMiB || node.diskGiB < diskGiB) {
-            revert Errors.LeaseMarket_CapacityTooLow(leaseId, msg.sender);
+            revert Errors.LeaseMarket_CapacityTooLow(leaseId, nodeKey);
         }
         uint256 required = minStake;
         if (lease.minNodeStake > required) required = lease.minNodeStake;
@@ -362,7 +379,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         usage.memoryMiB = uint32(memoryMiB);
         // forge-lint: disable-next-line(unsafe-typecast)
         usage.diskGiB = uint32(diskGiB);
-        lease.nodeKey = msg.sender;
+        lease.nodeKey = nodeKey;
         // Safe: rate <= maxPricePerSecond, a uint64.
         // forge-lint: disable-next-line(unsafe-typecast)
         lease.ratePerSecond = uint64(rate);
@@ -370,7 +387,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         lease.acceptedAt = uint40(block.timestamp);
         lease.bond = SafeCast.toUint88(bond);
         lease.timeMark = uint40(block.timestamp + attestationWindow);
-        emit LeaseAccepted(leaseId, msg.sender, rate);
+        emit LeaseAccepted(leaseId, nodeKey, rate);
     }
 
     /// @inheritdoc ILeaseMarket
@@ -428,7 +445,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         // A node cannot end a lease whose renter wants it to survive its node: at fault or not, it moves
         // (a close would tell the key holders to delete the shares, taking the renter's data with it).
         if (reason != CloseReason.EXHAUSTED && _mayFailOver(leaseId)) {
-            _failover(leaseId, lease, progress, reason == CloseReason.NODE_EXIT);
+            _failover(leaseId, lease, progress, reason == CloseReason.NODE_EXIT ? FAILOVER_NODE_EXIT : 0);
             return;
         }
         if (firstMissed) {
@@ -498,7 +515,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         // A lease whose renter wants it to survive its node moves instead of ending (no one may end it
         // by reporting the fault first).
         if (_mayFailOver(leaseId)) {
-            _failover(leaseId, lease, progress, false);
+            _failover(leaseId, lease, progress, 0);
             return;
         }
         _missedFirstAttestation(leaseId, lease, lease.renter);
@@ -509,7 +526,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         LeaseRecord storage lease = _leases[leaseId];
         _requireStatus(leaseId, lease.status, LeaseStatus.ACTIVE);
         if (!_mayFailOver(leaseId)) revert Errors.LeaseMarket_FailoverNotAllowed(leaseId);
-        if (!_failover(leaseId, lease, attestationRegistry.progressOf(leaseId), false)) {
+        if (!_failover(leaseId, lease, attestationRegistry.progressOf(leaseId), 0)) {
             revert Errors.LeaseMarket_NotAtFault(leaseId);
         }
     }
@@ -521,10 +538,11 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         return address(keys) != address(0) && keys.failoverAllowed(leaseId);
     }
 
-    /// @dev Fails an active lease over if its node is at fault (see `failover`), or, with `exit`, if its
-    /// node leaves without fault (`exitLease`: its attestation decided, the deposit not used up); false
-    /// (nothing changed) if neither.
-    function _failover(uint256 leaseId, LeaseRecord storage lease, AttestationProgress memory progress, bool exit)
+    /// @dev Fails an active lease over if its node is at fault (see `failover`); with `mode`
+    /// FAILOVER_NODE_EXIT also if its node leaves without fault (`exitLease`: its attestation decided, the
+    /// deposit not used up); with FAILOVER_ATTESTATION_REJECTED always (its latest attestation was just
+    /// Rejected; the caller checked the deposit is not used up). False (nothing changed) if none applies.
+    function _failover(uint256 leaseId, LeaseRecord storage lease, AttestationProgress memory progress, uint8 mode)
         private
         returns (bool)
     {
@@ -532,18 +550,24 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         uint256 deposit = lease.deposit;
         uint256 bond = lease.bond;
         uint256 earnedAmount = 0;
-        uint8 reason = FAILOVER_FIRST_ATTESTATION_MISSED;
-        if (!_firstAttestationMissed(lease, progress)) {
-            // Exactly the faults the close paths count as ATTESTATION_MISSED (not a used-up deposit).
+        uint8 reason = mode;
+        bool rejected = mode == FAILOVER_ATTESTATION_REJECTED;
+        if (rejected || !_firstAttestationMissed(lease, progress)) {
+            // Rejected: the registry already marks the attestation so, only earlier verified time counts.
             earnedAmount = _earnedFrom(lease, progress);
-            CloseReason endReason = _endReason(deposit - earnedAmount, progress, CloseReason.NODE_EXIT);
-            if (endReason == CloseReason.ATTESTATION_MISSED) reason = FAILOVER_ATTESTATION_EXPIRED;
-            else if (exit && endReason == CloseReason.NODE_EXIT) reason = FAILOVER_NODE_EXIT;
-            else return false;
-            // Kept for a dispute that may still overturn one of its verdicts (`onSegmentOverturned`).
-            // Safe: earned <= deposit (uint96), the rate and bond are the lease's own widths.
+            if (!rejected) {
+                // Exactly the faults the close paths count as ATTESTATION_MISSED (not a used-up deposit).
+                CloseReason endReason = _endReason(deposit - earnedAmount, progress, CloseReason.NODE_EXIT);
+                if (endReason == CloseReason.ATTESTATION_MISSED) reason = FAILOVER_ATTESTATION_EXPIRED;
+                else if (mode != FAILOVER_NODE_EXIT || endReason != CloseReason.NODE_EXIT) return false;
+            }
+            // Kept for a dispute that may still overturn one of its verdicts (`onSegmentOverturned`,
+            // `onRejectedOverturned`). Safe: earned <= deposit (uint96), the rate and bond are the lease's own.
             // forge-lint: disable-next-line(unsafe-typecast)
-            _segments[_declineKey(leaseId, nodeKey)] = Segment(lease.ratePerSecond, uint96(earnedAmount), uint88(bond));
+            _segments[_declineKey(leaseId, nodeKey)] =
+                Segment(lease.ratePerSecond, uint96(earnedAmount), uint88(bond), rejected);
+        } else {
+            reason = FAILOVER_FIRST_ATTESTATION_MISSED;
         }
         // Its earnings up to the fault are its own (payment already stopped there); the rest stays in escrow.
         uint256 owed = earnedAmount - lease.claimed;
@@ -564,7 +588,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         emit LeaseFailedOver(leaseId, nodeKey, reason);
         _credit(nodeRegistry.operatorOf(nodeKey), owed);
         attestationRegistry.onFailover(leaseId, nodeKey);
-        if (reason == FAILOVER_FIRST_ATTESTATION_MISSED) _slash(nodeKey, bond, 0);
+        if (reason == FAILOVER_FIRST_ATTESTATION_MISSED || rejected) _slash(nodeKey, bond, 0);
         else if (reason == FAILOVER_ATTESTATION_EXPIRED) nodeRegistry.recordMissedAttestation(nodeKey);
         return true;
     }
@@ -581,11 +605,14 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         uint256 earnedAmount = segment.earned;
         uint256 keep = keepSeconds * segment.ratePerSecond;
         if (keep > earnedAmount) keep = earnedAmount;
-        uint256 bond = segment.bond;
+        // A rejection that moved the lease already burned the bond: a bond is slashed once, and that
+        // rejection can no longer give it back (the node was at fault before it).
+        uint256 bond = segment.rejected ? 0 : segment.bond;
         // Safe: keep <= earned, a uint96.
         // forge-lint: disable-next-line(unsafe-typecast)
         segment.earned = uint96(keep);
         segment.bond = 0;
+        segment.rejected = false;
         address renter = _leases[leaseId].renter;
         emit VerdictReversed(leaseId, true);
         // The node registry is ours, fixed at construction, and calls nothing but the token; the amount
@@ -609,8 +636,16 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         // votes after it are refused, so the lease is active here; anything else has nothing to slash.
         if (lease.status != LeaseStatus.ACTIVE) return;
         // The registry already marks the attestation Rejected, so only earlier verified time counts.
-        uint256 earnedAmount = _earned(leaseId, lease);
+        AttestationProgress memory progress = attestationRegistry.progressOf(leaseId);
+        uint256 earnedAmount = _earnedFrom(lease, progress);
         uint256 refund = lease.deposit - earnedAmount;
+        // A lease whose renter wants it to survive its node moves with what is left (the bond burned as
+        // below): a close would tell the key holders to delete the shares, so a node could destroy the
+        // renter's key and data for the price of a bond by submitting a bad report.
+        if (refund != 0 && _mayFailOver(leaseId)) {
+            _failover(leaseId, lease, progress, FAILOVER_ATTESTATION_REJECTED);
+            return;
+        }
         uint256 bond = lease.bond;
         // No compensation: the rejected attestation's time is never paid, so the renter lost nothing
         // it is refunded for. Paying any of the bond to the renter would let a verifier who rents
@@ -666,27 +701,49 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc ILeaseMarket
-    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to)
+    function onRejectedOverturned(uint256 leaseId, address segmentNode, uint256 from, uint256 to)
         external
         override
-        returns (uint256 unpaid)
+        returns (uint256 unpaid, address operator)
     {
         _onlyRegistry();
         LeaseRecord storage lease = _leases[leaseId];
-        // A rejection closed the lease at timeMark: the node's time up to then is paid.
-        uint256 closedAt = lease.timeMark;
-        if (to > closedAt) to = closedAt;
-        uint256 pay = to > from ? (to - from) * lease.ratePerSecond : 0;
+        address nodeKey = segmentNode;
+        uint256 rate;
+        uint256 bond;
+        Segment storage segment = _segments[_declineKey(leaseId, segmentNode)];
+        if (segmentNode == address(0)) {
+            // A rejection closed the lease at timeMark: the node's time up to then is paid.
+            nodeKey = lease.nodeKey;
+            rate = lease.ratePerSecond;
+            bond = lease.bond;
+            uint256 closedAt = lease.timeMark;
+            if (to > closedAt) to = closedAt;
+        } else {
+            // A rejection moved the lease away from segmentNode at `to`. An overturn of an earlier Verified
+            // verdict of that node cleared `rejected`: its bond stays burned, its later time unpaid.
+            if (!segment.rejected) return (0, address(0));
+            segment.rejected = false;
+            rate = segment.ratePerSecond;
+            bond = segment.bond;
+        }
+        operator = nodeRegistry.operatorOf(nodeKey);
+        uint256 pay = to > from ? (to - from) * rate : 0;
         address renter = lease.renter;
         uint256 credit = credits[renter];
         uint256 fromRenter = pay < credit ? pay : credit;
         credits[renter] = credit - fromRenter;
-        uint256 earnedAmount = lease.deposit + fromRenter;
-        lease.deposit = SafeCast.toUint96(earnedAmount);
-        lease.closeReason = CloseReason.RENTER;
         unpaid = pay - fromRenter;
+        if (segmentNode == address(0)) {
+            lease.deposit = SafeCast.toUint96(lease.deposit + fromRenter);
+            lease.closeReason = CloseReason.RENTER;
+        } else {
+            // Its earnings on the lease were credited at the failover; this time is paid the same way.
+            segment.earned = SafeCast.toUint96(segment.earned + fromRenter);
+            _credit(operator, fromRenter);
+        }
         emit VerdictReversed(leaseId, false);
-        nodeRegistry.restoreSlash(lease.nodeKey, lease.bond);
+        nodeRegistry.restoreSlash(nodeKey, bond);
     }
 
     /*//////////////////////////////////////////////////////////////////////////
@@ -977,10 +1034,8 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         if (newWindow < _MIN_ATTESTATION_WINDOW || newWindow > _MAX_ATTESTATION_WINDOW) {
             revert Errors.LeaseMarket_InvalidAttestationWindow(newWindow);
         }
-        // Unbonding must outlast every window in which a lease's fault can still be decided.
-        if (newWindow + MAX_REATTEST_INTERVAL + _verificationWindow > nodeRegistry.unbondingDelay()) {
-            revert Errors.LeaseMarket_InvalidAttestationWindow(newWindow);
-        }
+        // No check against the unbonding delay: it is at least minUnbondingDelay (over 7 days), longer
+        // than this window (at most 1 day) plus MAX_REATTEST_INTERVAL and the verification window.
         attestationWindow = newWindow;
         emit AttestationWindowSet(newWindow);
     }

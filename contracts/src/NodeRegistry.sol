@@ -288,7 +288,7 @@ contract NodeRegistry is INodeRegistry, Ownable2Step, ReentrancyGuard, EIP712 {
                                       PRIVATE
     //////////////////////////////////////////////////////////////////////////*/
 
-    /// @dev Unbonding must outlast every window in which a lease's fault can still be decided.
+    /// @dev Unbonding must outlast every window in which a lease's fault can still be decided or its verdicts disputed.
     function _checkUnbondingDelay(uint256 delay, address market) private view {
         uint256 minDelay = ILeaseMarket(market).minUnbondingDelay();
         if (delay < minDelay) revert Errors.NodeRegistry_UnbondingDelayTooShort(delay, minDelay);

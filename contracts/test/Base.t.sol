@@ -17,7 +17,7 @@ import {MockSnpVerifier} from "./mocks/MockSnpVerifier.sol";
 /// @notice Deploys the whole system the way a deployment does and offers the steps of a lease.
 abstract contract Base is Test {
     uint256 internal constant MIN_STAKE = 100e18;
-    uint256 internal constant UNBONDING_DELAY = 7 days;
+    uint256 internal constant UNBONDING_DELAY = 8 days;
     uint256 internal constant SLASH_BPS = 1000;
     uint256 internal constant ATTESTATION_WINDOW = 1 hours;
     uint32 internal constant REATTEST_INTERVAL = 12 hours;

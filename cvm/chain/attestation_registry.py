@@ -155,6 +155,32 @@ class AttestationRegistryClient(ContractClient):
             to_checksum_address(signer),
         )
 
+    def accept_and_submit(
+        self,
+        lease_id: int,
+        nonce: int,
+        report_hash: bytes,
+        measurement: bytes,
+        reported_tcb: int,
+        chip_id_hash: bytes,
+        *,
+        signer: str,
+    ) -> TxResult:
+        """Accept the OPEN lease `lease_id` (this client's account is the node key) and submit
+        its first attestation in one transaction: both take effect or neither (the accept's
+        reverts, `LeaseMarket_*`, and the submit's, `AttestationRegistry_*`). `nonce` is the
+        lease's `attestation_nonce`, read while it is open (it keeps counting across failovers)."""
+        return self._send(
+            "acceptAndSubmit",
+            lease_id,
+            nonce,
+            report_hash,
+            measurement,
+            reported_tcb,
+            chip_id_hash,
+            to_checksum_address(signer),
+        )
+
     # --- verifier --------------------------------------------------------------------
     def confirm(self, lease_id: int, report_hash: bytes, ok: bool) -> TxResult:
         """Vote on the pending attestation of `lease_id` (a verifier allowed to: `can_vote`)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from cvm.chain.client import ChainClient
 from cvm.chain.deployment import Deployment
@@ -56,8 +57,19 @@ def resolve_rpc_url(
 
 
 def open_web3(rpc_url: str) -> Web3:
-    """A bare HTTP JSON-RPC connection to `rpc_url` (no check made)."""
-    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT_S}))
+    """A bare HTTP JSON-RPC connection to `rpc_url` (no check made).
+
+    The endpoint's chain id is asked once per thread and remembered: web3's validation
+    asks for it before every `eth_call` and gas estimate otherwise (one more round trip
+    each). The check itself stays: a transaction naming another chain is still refused.
+    """
+    provider = Web3.HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": RPC_TIMEOUT_S},
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+    )
+    return Web3(provider)
 
 
 def check_network(w3: Web3, deployment: Deployment, rpc_url: str = "the RPC") -> None:

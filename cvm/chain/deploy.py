@@ -36,7 +36,8 @@ class DeployConfig:
     # Existing ERC-20 with EIP-2612 permit to pay and stake in; None deploys a TestToken.
     token: str | None = None
     min_stake: int = 100 * 10**18
-    unbonding_delay: int = 7 * 24 * 3600
+    # At least LeaseMarket.minUnbondingDelay (the longest dispute window, 7 days, plus an hour).
+    unbonding_delay: int = 8 * 24 * 3600
     slash_bps: int = 1_000
     attestation_window: int = 600
     quorum: int = 1

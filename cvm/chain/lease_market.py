@@ -38,6 +38,8 @@ class FailedSegment:
     rate_per_second: int
     earned: int
     bond: int
+    # The lease moved away on a Rejected verdict that burned `bond` (a reversal gives it back once).
+    rejected: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,12 @@ class LeaseMarketClient(OwnedContractClient):
 
     def segment_of(self, lease_id: int, node_key: str) -> FailedSegment:
         """What `node_key` earned on `lease_id` before the lease failed over away from it (all zero
-        unless it did): its rate, earnings up to its fault, and its bond (0 once slashed)."""
-        rate, earned, bond = self._call("segmentOf", lease_id, to_checksum_address(node_key))
-        return FailedSegment(int(rate), int(earned), int(bond))
+        unless it did): its rate, earnings up to its fault, its bond (0 once slashed), and whether a
+        Rejected verdict moved the lease."""
+        rate, earned, bond, rejected = self._call(
+            "segmentOf", lease_id, to_checksum_address(node_key)
+        )
+        return FailedSegment(int(rate), int(earned), int(bond), bool(rejected))
 
     def held_escrow(self, lease_id: int) -> HeldEscrow | None:
         """What a closed lease still holds for its attestation's verdict; None if nothing.
@@ -210,8 +215,11 @@ class LeaseMarketClient(OwnedContractClient):
         return int(self._call("MEASUREMENT_LENGTH"))
 
     # --- events (filtered by their indexed topics on the node, never fetched whole) --------
-    def _logs(self, event: str, from_block: int, **indexed: Any) -> list[ChainEvent]:
-        """`event`s from `from_block` on whose indexed arguments equal `indexed`."""
+    def _logs(
+        self, event: str, from_block: int, to_block: int | None = None, **indexed: Any
+    ) -> list[ChainEvent]:
+        """`event`s from `from_block` (to `to_block`, default the head) whose indexed
+        arguments equal `indexed`."""
         abi = next(
             item for item in self.contract.abi if item["type"] == "event" and item["name"] == event
         )
@@ -223,7 +231,12 @@ class LeaseMarketClient(OwnedContractClient):
             )
         try:
             logs = self.w3.eth.get_logs(
-                {"fromBlock": from_block, "address": self.address, "topics": topics}
+                {
+                    "fromBlock": from_block,
+                    "toBlock": "latest" if to_block is None else to_block,
+                    "address": self.address,
+                    "topics": topics,
+                }
             )
         except (Web3Exception, OSError) as exc:
             raise ChainError(f"cannot read {event} events ({indexed}): {exc}") from exc
@@ -277,6 +290,14 @@ class LeaseMarketClient(OwnedContractClient):
         events = self._logs("LeaseAccepted", from_block, nodeKey=node_key)
         return sorted({int(event.args["leaseId"]) for event in events})
 
+    def accepts(self, from_block: int, to_block: int) -> list[tuple[int, str, int]]:
+        """Every node's accepts in the block range (inclusive), in chain order: (block,
+        node key lowercased, lease id). One read for many nodes (a fleet's shared scan)."""
+        return [
+            (event.block_number, str(event.args["nodeKey"]).lower(), int(event.args["leaseId"]))
+            for event in self._logs("LeaseAccepted", from_block, to_block)
+        ]
+
     # --- renter ------------------------------------------------------------------
     def create_lease(
         self, spec: LeaseSpec, max_rate_per_second: int, deposit: int, measurement: bytes
@@ -320,6 +341,11 @@ class LeaseMarketClient(OwnedContractClient):
     def accept_lease(self, lease_id: int) -> TxResult:
         """Accept an open lease; this client's account must be a registered node key."""
         return self._send("acceptLease", lease_id)
+
+    def check_accept(self, lease_id: int) -> None:
+        """Dry-run `accept_lease` (an `eth_call` from this client's account, nothing sent):
+        ContractRevert names why the chain would refuse the accept now."""
+        self._call("acceptLease", lease_id)
 
     def exit_lease(self, lease_id: int) -> TxResult:
         """Give up an active lease (node key).
@@ -383,6 +409,11 @@ class LeaseMarketClient(OwnedContractClient):
         return self._send("withdraw")
 
     # --- attestation registry only (anyone else gets a revert) -------------------------
+    def accept_for(self, lease_id: int, node_key: str) -> TxResult:
+        """Accept an open lease for `node_key`; only the registry may (from its
+        `acceptAndSubmit`: nodes call `AttestationRegistryClient.accept_and_submit`)."""
+        return self._send("acceptFor", lease_id, to_checksum_address(node_key))
+
     def on_attestation_rejected(self, lease_id: int) -> TxResult:
         """Close a lease after the verifier quorum rejected it; only the registry may."""
         return self._send("onAttestationRejected", lease_id)
@@ -393,9 +424,13 @@ class LeaseMarketClient(OwnedContractClient):
         """Reverse a false Verified verdict's money (a dispute); only the registry may."""
         return self._send("onVerifiedOverturned", lease_id, keep_seconds, bond_taken)
 
-    def on_rejected_overturned(self, lease_id: int, start: int, end: int) -> TxResult:
+    def on_rejected_overturned(
+        self, lease_id: int, start: int, end: int, segment_node: str = "0x" + "00" * 20
+    ) -> TxResult:
         """Reverse a false Rejected verdict's money (a dispute); only the registry may."""
-        return self._send("onRejectedOverturned", lease_id, start, end)
+        return self._send(
+            "onRejectedOverturned", lease_id, to_checksum_address(segment_node), start, end
+        )
 
     def on_segment_overturned(self, lease_id: int, node_key: str, keep_seconds: int) -> TxResult:
         """Reverse a false Verified verdict of a node the lease failed over from (registry only)."""

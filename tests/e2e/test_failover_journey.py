@@ -9,7 +9,10 @@ relaunches it, asks the backend for a challenge, answers it, and the new guest g
 and serves the value again. The renter runs no command after renting but reads.
 
 Two ways, each on a stack of its own: `cvm demo --failover --json` (the journey with its
-phases timed), and the README's "Leases that survive their node" commands as written.
+phases timed), and the README's "Leases that survive their node" commands as written. The
+demo runs in the background while the README's commands run: most of each journey is
+waiting (snapshot epochs, the liveness timeout, the challenge window), so the two waits
+overlap instead of adding up. Neither shares anything with the other but the image store.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,6 +41,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+WORKLOAD = REPO / "examples" / "kv-store" / "workload.toml"
 MOVE_TIMEOUT_S = 900  # detection (~1 min with the short windows) + a TCG boot on 2 busy cores
 RELAUNCH_TIMEOUT_S = 600  # a TCG boot, a challenge and its answer, the verifiers, the holders
 
@@ -59,34 +64,7 @@ def kill_guests(data_dir: Path) -> None:
             pass
 
 
-def test_cvm_demo_failover_moves_the_lease_with_its_data(tmp_path: Path) -> None:
-    ensure_qemu()
-    cli = Cli(tmp_path / "data")
-    cli.data_dir.mkdir()
-    cli.env["CVM_IMAGE_DIR"] = str(shared_image_store().root)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "cvm", "demo", "--failover", "--json",
-             "--workload", str(REPO / "examples" / "kv-store" / "workload.toml")],
-            env=cli.env, cwd=cli.data_dir, capture_output=True, text=True, timeout=3600,
-        )  # fmt: skip
-    finally:
-        kill_guests(cli.data_dir)
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    outcome = json.loads(done.stdout)
-    assert done.returncode == 0 and outcome["ok"], (outcome.get("failed_step"), done.stderr[-3000:])
-    assert outcome["first_node"].lower() != outcome["second_node"].lower()
-    assert [n["node"].lower() for n in outcome["nodes"]] == [
-        outcome["first_node"].lower(),
-        outcome["second_node"].lower(),
-    ]
-    assert outcome["nodes"][0]["reason"] in ("attestation_expired", "first_attestation_missed")
-    assert set(outcome["phases"]) >= {"detection", "matching", "boot", "key_release", "restore"}
-    assert all(seconds >= 0 for seconds in outcome["phases"].values())
-    assert outcome["epoch_before_kill"] >= 1
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture  # stopped right after its journey: the demo may still be running
 def failover_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ensure_qemu()
     cli = Cli(tmp_path_factory.mktemp("cvm-failover"))
@@ -102,6 +80,51 @@ def failover_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         kill_guests(cli.data_dir)
 
 
+@dataclass
+class DemoRun:
+    cli: Cli
+    process: subprocess.Popen[str]
+    stdout: Path
+    stderr: Path
+
+
+def build_workload_image(cli: Cli) -> None:
+    """The stateful example's image, built before both journeys start, so that they do not
+    build the same image at once; each journey's own build step then finds it by its recipe."""
+    cli.run("image", "build", "--workload", str(WORKLOAD), "--json", timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def failover_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    """`cvm demo --failover --json`, started in the background (its outcome is asserted by
+    the demo's test, which waits for it)."""
+    ensure_qemu()
+    cli = Cli(tmp_path_factory.mktemp("cvm-failover-demo") / "data")
+    cli.data_dir.mkdir()
+    cli.env["CVM_IMAGE_DIR"] = str(shared_image_store().root)
+    build_workload_image(cli)
+    stdout, stderr = cli.data_dir.parent / "demo.json", cli.data_dir.parent / "demo.log"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cvm", "demo", "--failover", "--json",
+             "--workload", str(WORKLOAD)],
+            env=cli.env, cwd=cli.data_dir, stdout=out, stderr=err, text=True,
+        )  # fmt: skip
+    try:
+        yield DemoRun(cli, process, stdout, stderr)
+    finally:
+        if process.poll() is None:  # a failed test left it running: Ctrl-C, as a user would
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        kill_guests(cli.data_dir)
+
+
+# Started first, so the README's journey runs while the demo runs; the demo's test follows.
+@pytest.mark.usefixtures("failover_demo")
 def test_leases_that_survive_their_node_as_the_readme_says(
     failover_stack: Stack, tmp_path: Path
 ) -> None:
@@ -186,3 +209,23 @@ def test_leases_that_survive_their_node_as_the_readme_says(
     assert wait_for(answered, timeout=RELAUNCH_TIMEOUT_S, interval=3)
     shell.line(close)
     assert shell.json(["lease", "show", "1"])["status"] == "closed"
+
+
+def test_cvm_demo_failover_moves_the_lease_with_its_data(failover_demo: DemoRun) -> None:
+    try:
+        code = failover_demo.process.wait(timeout=3600)
+    finally:
+        kill_guests(failover_demo.cli.data_dir)
+    stdout, stderr = failover_demo.stdout.read_text(), failover_demo.stderr.read_text()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    outcome = json.loads(stdout)
+    assert code == 0 and outcome["ok"], (outcome.get("failed_step"), stderr[-3000:])
+    assert outcome["first_node"].lower() != outcome["second_node"].lower()
+    assert [n["node"].lower() for n in outcome["nodes"]] == [
+        outcome["first_node"].lower(),
+        outcome["second_node"].lower(),
+    ]
+    assert outcome["nodes"][0]["reason"] in ("attestation_expired", "first_attestation_missed")
+    assert set(outcome["phases"]) >= {"detection", "matching", "boot", "key_release", "restore"}
+    assert all(seconds >= 0 for seconds in outcome["phases"].values())
+    assert outcome["epoch_before_kill"] >= 1

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_one_simulated_lease_is_followed_through_every_on_chain_step(tmp_path: Path) -> None:
-    result = run(1, 1, "simulated", tmp_path / "images", timeout_s=120)
+    result = run(1, 1, "simulated", tmp_path / "images", timeout_s=120, accept_mode="separate")
     assert result["leases_reachable"] == 1
     assert result["sequential_inclusions"]["count"] == 4
     assert "observer_error" not in result
@@ -34,6 +34,24 @@ def test_one_simulated_lease_is_followed_through_every_on_chain_step(tmp_path: P
     assert result["p50_s"] is not None and result["over_floor"] is not None
 
 
+def test_the_combined_accept_needs_three_inclusions(tmp_path: Path) -> None:
+    result = run(1, 1, "simulated", tmp_path / "images", timeout_s=120, accept_mode="combined")
+    assert result["leases_reachable"] == 1
+    assert result["sequential_inclusions"] == {
+        "count": 3,
+        "steps": ["create", "acceptAndSubmit", "confirm"],
+    }
+    assert "observer_error" not in result
+    (lease,) = result["leases"].values()
+    stamps = lease["chain_block_timestamps"]
+    # The accept and the first attestation are one transaction: one block for both.
+    assert stamps["created"] < stamps["accepted"] == stamps["submitted"] < stamps["verified"]
+    # The report was in hand (and its evidence uploaded) before the accept.
+    assert "report_in_hand_to_evidence_uploaded" in lease["phases_s"]
+    assert result["floor_s"] == 3.0  # no guest boot: 3 blocks
+    assert result["p50_s"] is not None
+
+
 def test_compare_speculative_runs_a_baseline_stack_then_the_speculative_one(
     tmp_path: Path,
 ) -> None:
@@ -41,10 +59,13 @@ def test_compare_speculative_runs_a_baseline_stack_then_the_speculative_one(
     baseline = result["baseline_no_speculative"]
     assert baseline["speculative_boot"] is False and result["speculative_boot"] is True
     assert baseline["leases_reachable"] == result["leases_reachable"] == 1
-    # No guest to boot: four blocks either way (the boot overlaps nothing).
-    assert baseline["floor_s"] == result["floor_s"] == 4.0
+    # No guest to boot: four blocks for the baseline (it accepts separately), three for the
+    # speculative round's combined accept.
+    assert baseline["floor_s"] == 4.0 and result["floor_s"] == 3.0
     assert "p50_saved_s" in result["speculative_effect"]
-    for figures in (result, baseline):
-        (lease,) = figures["leases"].values()
-        stamps = lease["chain_block_timestamps"]
-        assert stamps["created"] < stamps["accepted"] < stamps["submitted"] < stamps["verified"]
+    (lease,) = baseline["leases"].values()
+    stamps = lease["chain_block_timestamps"]
+    assert stamps["created"] < stamps["accepted"] < stamps["submitted"] < stamps["verified"]
+    (lease,) = result["leases"].values()
+    stamps = lease["chain_block_timestamps"]
+    assert stamps["created"] < stamps["accepted"] == stamps["submitted"] < stamps["verified"]

@@ -7,10 +7,12 @@ from itertools import pairwise
 import pytest
 
 from bench.time_to_vm import (
+    COMBINED_INCLUSIONS,
     MARKS,
     SEQUENTIAL_INCLUSIONS,
     chain_phases,
     floor_s,
+    inclusions_of,
     phases,
     summarize,
 )
@@ -133,4 +135,29 @@ def test_the_speculative_summary_counts_the_accept_inside_the_guests_own_boot() 
     result = summarize(leases, [], boot_s=32.0, block_time_s=2.0, speculative=True)
     assert result["floor_s"] == 38.0  # max(32, 2) + 3 x 2
     # Its own boot span (launched -> report in hand: 30) plus the three other blocks.
+    assert result["over_own_boot_floor_p50"] == round(50 / 36, 2)
+
+
+def test_the_combined_accept_counts_three_inclusions_and_no_overlap() -> None:
+    assert inclusions_of(speculative=True, combined=True) == COMBINED_INCLUSIONS
+    assert COMBINED_INCLUSIONS == ("create", "acceptAndSubmit", "confirm")
+    # Without the speculative boot the agents accept separately: four.
+    assert inclusions_of(speculative=False, combined=True) == SEQUENTIAL_INCLUSIONS
+    # create + boot + acceptAndSubmit + confirm: the boot overlaps no block.
+    assert floor_s(30.0, 2.0, speculative=True, combined=True) == 36.0
+    assert floor_s(0.5, 2.0, speculative=True, combined=True) == 6.5
+    # No boot (simulated): three blocks instead of four, a whole block saved.
+    assert floor_s(0.0, 2.0, speculative=True, combined=True) == 6.0
+    assert floor_s(0.0, 2.0, speculative=True) == 8.0
+    # Never above the separate path's floor; the same once the boot outlasts a block.
+    for boot in (0.0, 1.0, 2.0, 30.0):
+        combined = floor_s(boot, 2.0, speculative=True, combined=True)
+        assert combined <= floor_s(boot, 2.0, speculative=True)
+    assert floor_s(0.0, 1.0, combined=True) == 4.0  # combined needs the speculative boot
+
+
+def test_the_combined_summary_floor() -> None:
+    leases = [_lease(0.0, [1, 2, 1, 30, 1, 1, 2, 1, 1, 10])]
+    result = summarize(leases, [], boot_s=32.0, block_time_s=2.0, speculative=True, combined=True)
+    assert result["floor_s"] == 38.0  # 32 + 3 x 2
     assert result["over_own_boot_floor_p50"] == round(50 / 36, 2)

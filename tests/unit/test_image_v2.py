@@ -153,7 +153,9 @@ def test_a_v2_image_exposes_its_workload_and_its_rootfs_is_checked(tmp_path):
     # A rootfs changed on disk is caught like a changed kernel: the image is not served.
     with image.rootfs.open("r+b") as handle:
         handle.seek(10)
-        handle.write(b"\xff")
+        byte = handle.read(1)
+        handle.seek(10)
+        handle.write(bytes([byte[0] ^ 0x01]))  # a changed byte (the rootfs is random)
     assert not store.has(image.image_id)
     v1 = synthetic_image(store, tmp_path, "plain")
     assert v1.workload is None and v1.rootfs is None and v1.format == "cvm.image.v1"

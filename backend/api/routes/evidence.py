@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from backend.api.deps import AppContext, Context, DbSession
 from backend.api.errors import ApiError
+from backend.api.limits import read_limited
 from backend.domain import evidence
 from backend.domain.addresses import parse_address
 from cvm.api_models import (
@@ -17,23 +18,12 @@ from cvm.api_models import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     EvidenceReceipt,
+    GuestKeyClaimView,
 )
 
 router = APIRouter(prefix="/evidence", tags=["evidence"])
 
 _OCTETS = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"evidence is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise ApiError(413, f"evidence exceeds the limit of {limit} bytes")
-    return bytes(body)
 
 
 @router.post(
@@ -62,14 +52,14 @@ async def upload_evidence(
 ) -> EvidenceReceipt:
     if x_cvm_node is None:
         raise ApiError(401, f"evidence uploads are signed by the lease's node ({NODE_HEADER})")
-    bundle = await _read_limited(request, context.settings.evidence_max_bytes)
+    bundle = await read_limited(request, context.settings.evidence_max_bytes, "evidence")
     receipt = evidence.receipt_of(bundle)
     # The store is synchronous: waiting for its (SQLite) write lock on the event loop
     # would stall every other request, including the one that holds the lock.
-    await run_in_threadpool(
+    claim = await run_in_threadpool(
         _store, context, bundle, receipt, (x_cvm_node, x_cvm_timestamp, x_cvm_signature)
     )
-    return receipt
+    return receipt.model_copy(update={"key_claim_checked": True, "key_claim": claim})
 
 
 def _store(
@@ -77,10 +67,13 @@ def _store(
     bundle: bytes,
     receipt: EvidenceReceipt,
     signed: tuple[str | None, str | None, str | None],
-) -> None:
-    with context.store.session() as session:
-        evidence.authorize_upload(
-            session,
+) -> GuestKeyClaimView | None:
+    # Authorized, then proven, outside the write transaction: the proof checks certificates
+    # and signatures, which must neither hold the (SQLite) write lock nor run for uploads
+    # that are not the lease node's.
+    with context.store.new_session(read_only=True) as reader:
+        lease = evidence.authorize_upload(
+            reader,
             bundle,
             receipt,
             *signed,
@@ -88,10 +81,21 @@ def _store(
             now=int(context.clock()),
             window_s=context.settings.heartbeat_window_s,
         )
-        # Counted once the signature verified: forged uploads naming a node's address count
-        # against their client IP only, never against the node's own allowance.
-        context.limit_address(parse_address(signed[0] or "", NODE_HEADER), "evidence")
-        evidence.store_evidence(session, bundle, receipt, context.now())
+    # Counted once the signature verified: forged uploads naming a node's address count
+    # against their client IP only, never against the node's own allowance.
+    context.limit_address(parse_address(signed[0] or "", NODE_HEADER), "evidence")
+    key_hash = evidence.proven_key(
+        bundle,
+        lease,
+        chain_id=context.chain.chain_id,
+        registry=context.chain.attestation_registry,
+        trusted_roots=context.trusted_roots,
+    )
+    with context.store.session() as session:
+        evidence.store_evidence(session, bundle, receipt, context.now(), key_hash)
+    # Answered after the commit, as the claim route would be: this upload's own claim counts.
+    with context.store.new_session(read_only=True) as reader:
+        return evidence.claim_against(reader, bundle)
 
 
 @router.get(

@@ -1,7 +1,8 @@
 """`/v1/guest-keys`: which lease a guest key belongs to, for nodes to ask before submitting.
 
-Unsigned: it tells only which lease's evidence named a key first, which the evidence itself
-already shows to anyone; like every `/v1` read it is rate-limited per client IP.
+Unsigned: it tells only which lease's evidence proved a key first (a genuine report of that
+lease binding the key: naming a key proves nothing), which the evidence itself already shows
+to anyone; like every `/v1` read it is rate-limited per client IP.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ router = APIRouter(prefix="/guest-keys", tags=["evidence"])
     " that key would lose to (the verifiers' rule: first claim wins, ties to the lower lease"
     " id); 404 when the key is free for that lease",
     responses={
-        404: {"description": "no other lease that is not closed claimed the key first"},
+        404: {
+            "description": "no other lease that is not closed claimed the key first (proved it"
+            " with a genuine report of its own binding the key)"
+        },
         422: {"description": "not a 0x-prefixed SHA-256, or a lease id out of range"},
         429: {"description": "too many requests from this client"},
     },

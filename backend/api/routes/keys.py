@@ -4,15 +4,17 @@ signed records only; see backend.domain.keys_relay."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from backend.api.deps import AppContext, Context, DbSession, Renter, after_commit
 from backend.api.errors import ApiError
+from backend.api.limits import read_limited
 from backend.api.node_reads import authorized_node_read
 from backend.domain import challenge_requests, keys_relay, leases
 from backend.domain.errors import Forbidden, NotFound, Unauthenticated
@@ -118,6 +120,76 @@ def authorized_holder(
     return address
 
 
+@dataclass(frozen=True)
+class HolderSigned:
+    """The headers of a holder-signed request (EIP-712 HolderRequest: holder, timestamp,
+    nonce, signature), checked by `authorize` once the route has the bytes they sign."""
+
+    context: AppContext
+    request: Request
+    headers: tuple[str | None, str | None, str | None, str | None]
+
+    def authorize(self, writer: Session | None, body: bytes, what: str) -> str:
+        """`authorized_holder` of this request: the holder, its nonce spent."""
+        return authorized_holder(self.context, writer, self.request, body, what, self.headers)
+
+    def read_own(self, address: str, owned: str) -> str:
+        """The holder of a (bodiless) read of what `address` holds, which must be its own."""
+        signer = self.authorize(None, b"", "holder-reads")
+        if signer != address.lower():
+            raise Forbidden(f"a holder reads only {owned}")
+        return signer
+
+
+def _holder_signed(
+    request: Request,
+    context: Context,
+    holder: HolderHeader = None,
+    timestamp: TimestampHeader = None,
+    nonce: NonceHeader = None,
+    signature: SignatureHeader = None,
+) -> HolderSigned:
+    # Only gathered here: the checks spend the nonce, which must not happen before FastAPI
+    # validated the route's own parameters (a refused request keeps its nonce unspent).
+    return HolderSigned(context, request, (holder, timestamp, nonce, signature))
+
+
+HolderRequest = Annotated[HolderSigned, Depends(_holder_signed)]
+
+
+@dataclass(frozen=True)
+class NodeSigned:
+    """The headers of a request signed by a lease's node (EIP-712 NodeRequest: node,
+    timestamp, signature, nonce), checked by `write` or `read`."""
+
+    context: AppContext
+    headers: tuple[str | None, str | None, str | None, str | None]
+
+    def write(self, session: Session, lease_id: int, what: str) -> Lease:
+        return _node_write(self.context, session, lease_id, what, self.headers)
+
+    def read(self, session: Session, lease_id: int, what: str) -> Lease:
+        return _node_read(self.context, session, lease_id, what, self.headers)
+
+    def require(self, what: str) -> None:
+        """Unauthenticated before anything else is done for an unsigned `what`."""
+        if self.headers[0] is None:
+            raise Unauthenticated(f"{what} are signed by the lease's node ({NODE_HEADER})")
+
+
+def _node_signed(
+    context: Context,
+    node: NodeHeader = None,
+    timestamp: TimestampHeader = None,
+    signature: SignatureHeader = None,
+    nonce: NonceHeader = None,
+) -> NodeSigned:
+    return NodeSigned(context, (node, timestamp, signature, nonce))
+
+
+NodeRequest = Annotated[NodeSigned, Depends(_node_signed)]
+
+
 def _node_write(
     context: AppContext,
     session: Session,
@@ -220,21 +292,12 @@ def put_keys(
 )
 def list_shares(
     address: HolderPath,
-    request: Request,
-    context: Context,
     session: DbSession,
-    holder: HolderHeader = None,
-    timestamp: TimestampHeader = None,
-    nonce: NonceHeader = None,
-    signature: SignatureHeader = None,
+    signed: HolderRequest,
     after: After = 0,
     limit: Limit = 100,
 ) -> list[KeyShareView]:
-    signer = authorized_holder(
-        context, None, request, b"", "holder-reads", (holder, timestamp, nonce, signature)
-    )
-    if signer != address.lower():
-        raise Forbidden("a holder reads only its own shares")
+    signer = signed.read_own(address, "its own shares")
     return keys_relay.shares_for_holder(session, signer, after, limit)
 
 
@@ -247,21 +310,12 @@ def list_shares(
 )
 def list_epochs(
     address: HolderPath,
-    request: Request,
-    context: Context,
     session: DbSession,
-    holder: HolderHeader = None,
-    timestamp: TimestampHeader = None,
-    nonce: NonceHeader = None,
-    signature: SignatureHeader = None,
+    signed: HolderRequest,
     after: After = 0,
     limit: Limit = 100,
 ) -> list[EpochRecordView]:
-    signer = authorized_holder(
-        context, None, request, b"", "holder-reads", (holder, timestamp, nonce, signature)
-    )
-    if signer != address.lower():
-        raise Forbidden("a holder reads only its own leases' epochs")
+    signer = signed.read_own(address, "its own leases' epochs")
     return keys_relay.epochs_for_holder(session, signer, after, limit)
 
 
@@ -283,27 +337,18 @@ async def post_release(
     body: KeyReleaseIn,
     request: Request,
     context: Context,
-    holder: HolderHeader = None,
-    timestamp: TimestampHeader = None,
-    nonce: NonceHeader = None,
-    signature: SignatureHeader = None,
+    signed: HolderRequest,
 ) -> KeyReleaseView:
     raw = await request.body()  # the signature covers these bytes (read once, kept by Starlette)
-    signed = (holder, timestamp, nonce, signature)
-    return await run_in_threadpool(_post_release, context, request, raw, body, lease_id, signed)
+    return await run_in_threadpool(_post_release, context, raw, body, lease_id, signed)
 
 
 def _post_release(
-    context: AppContext,
-    request: Request,
-    raw: bytes,
-    body: KeyReleaseIn,
-    lease_id: int,
-    signed: tuple[str | None, str | None, str | None, str | None],
+    context: AppContext, raw: bytes, body: KeyReleaseIn, lease_id: int, signed: HolderSigned
 ) -> KeyReleaseView:
     notify: list[tuple[int, str]] = []
     with context.store.session() as session:
-        signer = authorized_holder(context, session, request, raw, "key-releases", signed)
+        signer = signed.authorize(session, raw, "key-releases")
         view, node = keys_relay.put_release(session, lease_id, signer, body, context.now())
         if node is not None:
             notify.append((lease_id, node))
@@ -327,14 +372,9 @@ def get_guest_keys(
     lease_id: LeasePath,
     context: Context,
     session: DbSession,
-    node: NodeHeader = None,
-    timestamp: TimestampHeader = None,
-    signature: SignatureHeader = None,
-    nonce: NonceHeader = None,
+    signed: NodeRequest,
 ) -> GuestKeysView:
-    lease = _node_read(
-        context, session, lease_id, "guest-keys", (node, timestamp, signature, nonce)
-    )
+    lease = signed.read(session, lease_id, "guest-keys")
     return keys_relay.guest_keys(session, lease)
 
 
@@ -350,12 +390,9 @@ def post_epoch(
     body: EpochRecordIn,
     context: Context,
     session: DbSession,
-    node: NodeHeader = None,
-    timestamp: TimestampHeader = None,
-    signature: SignatureHeader = None,
-    nonce: NonceHeader = None,
+    signed: NodeRequest,
 ) -> EpochRecordView:
-    lease = _node_write(context, session, lease_id, "epochs", (node, timestamp, signature, nonce))
+    lease = signed.write(session, lease_id, "epochs")
     try:
         return keys_relay.put_epoch(
             session, lease, body, context.now(), objects=context.object_store,
@@ -381,15 +418,10 @@ def post_challenge_request(
     lease_id: LeasePath,
     context: Context,
     session: DbSession,
-    node: NodeHeader = None,
-    timestamp: TimestampHeader = None,
-    signature: SignatureHeader = None,
-    nonce: NonceHeader = None,
+    signed: NodeRequest,
 ) -> ChallengeRequestView:
     # Only the lease's current node (it stops only its own pay by being challenged).
-    lease = _node_write(
-        context, session, lease_id, "challenge-requests", (node, timestamp, signature, nonce)
-    )
+    lease = signed.write(session, lease_id, "challenge-requests")
     if context.key_holders is None:
         # The failover watch that acts on requests runs only on a key-service deployment.
         raise ApiError(501, "this backend follows no key service: it challenges on no request")
@@ -410,28 +442,16 @@ def get_latest_epoch(lease_id: LeasePath, session: DbSession) -> EpochRecordView
 # --- the lease's node: snapshot objects -----------------------------------------------------
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    async for part in request.stream():
-        body.extend(part)
-        if len(body) > limit:
-            raise ApiError(413, f"the body exceeds the limit of {limit} bytes")
-    return bytes(body)
-
-
 def _put_object(
     context: AppContext,
     lease_id: int,
     kind: str,
     name: str,
     data: bytes,
-    signed: tuple[str | None, str | None, str | None, str | None],
+    signed: NodeSigned,
 ) -> SnapshotObjectReceipt:
     with context.store.session() as session:
-        lease = _node_write(context, session, lease_id, "snapshots", signed)
+        lease = signed.write(session, lease_id, "snapshots")
         session.refresh(lease, with_for_update=True)  # one upload per lease at a time: quota
         try:
             return keys_relay.put_snapshot_object(
@@ -447,13 +467,13 @@ def _get_object(
     lease_id: int,
     kind: str,
     name: str,
-    signed: tuple[str | None, str | None, str | None, str | None],
+    signed: NodeSigned,
 ) -> bytes:
     # A reading session (the nonce is spent in a writer of its own: on SQLite a second
     # writer inside this one would wait for itself).
     session = context.store.new_session(read_only=True)
     try:
-        lease = _node_read(context, session, lease_id, "snapshots", signed)
+        lease = signed.read(session, lease_id, "snapshots")
         object_id = keys_relay.snapshot_object_id(session, lease, kind, name)
     finally:
         session.rollback()
@@ -487,15 +507,10 @@ async def put_chunk(
     chunk_id: ChunkPath,
     request: Request,
     context: Context,
-    node: NodeHeader = None,
-    timestamp: TimestampHeader = None,
-    signature: SignatureHeader = None,
-    nonce: NonceHeader = None,
+    signed: NodeRequest,
 ) -> SnapshotObjectReceipt:
-    if node is None:
-        raise Unauthenticated(f"snapshot uploads are signed by the lease's node ({NODE_HEADER})")
-    data = await _read_body(request, SNAPSHOT_CHUNK_MAX_BYTES)
-    signed = (node, timestamp, signature, nonce)
+    signed.require("snapshot uploads")
+    data = await read_limited(request, SNAPSHOT_CHUNK_MAX_BYTES, "the body")
     return await run_in_threadpool(
         _put_object, context, lease_id, keys_relay.CHUNK, chunk_id, data, signed
     )
@@ -511,12 +526,8 @@ async def get_chunk(
     lease_id: LeasePath,
     chunk_id: ChunkPath,
     context: Context,
-    node: NodeHeader = None,
-    timestamp: TimestampHeader = None,
-    signature: SignatureHeader = None,
-    nonce: NonceHeader = None,
+    signed: NodeRequest,
 ) -> Response:
-    signed = (node, timestamp, signature, nonce)
     data = await run_in_threadpool(
         _get_object, context, lease_id, keys_relay.CHUNK, chunk_id, signed
     )
@@ -536,15 +547,10 @@ async def put_manifest(
     epoch: EpochPath,
     request: Request,
     context: Context,
-    node: NodeHeader = None,
-    timestamp: TimestampHeader = None,
-    signature: SignatureHeader = None,
-    nonce: NonceHeader = None,
+    signed: NodeRequest,
 ) -> SnapshotObjectReceipt:
-    if node is None:
-        raise Unauthenticated(f"snapshot uploads are signed by the lease's node ({NODE_HEADER})")
-    data = await _read_body(request, SNAPSHOT_MANIFEST_MAX_BYTES)
-    signed = (node, timestamp, signature, nonce)
+    signed.require("snapshot uploads")
+    data = await read_limited(request, SNAPSHOT_MANIFEST_MAX_BYTES, "the body")
     return await run_in_threadpool(
         _put_object, context, lease_id, keys_relay.MANIFEST, str(epoch), data, signed
     )
@@ -560,12 +566,8 @@ async def get_manifest(
     lease_id: LeasePath,
     epoch: EpochPath,
     context: Context,
-    node: NodeHeader = None,
-    timestamp: TimestampHeader = None,
-    signature: SignatureHeader = None,
-    nonce: NonceHeader = None,
+    signed: NodeRequest,
 ) -> Response:
-    signed = (node, timestamp, signature, nonce)
     data = await run_in_threadpool(
         _get_object, context, lease_id, keys_relay.MANIFEST, str(epoch), signed
     )
@@ -582,12 +584,9 @@ def get_latest_snapshot(
     lease_id: LeasePath,
     context: Context,
     session: DbSession,
-    node: NodeHeader = None,
-    timestamp: TimestampHeader = None,
-    signature: SignatureHeader = None,
-    nonce: NonceHeader = None,
+    signed: NodeRequest,
 ) -> SnapshotLatestView:
-    lease = _node_read(context, session, lease_id, "snapshots", (node, timestamp, signature, nonce))
+    lease = signed.read(session, lease_id, "snapshots")
     return keys_relay.latest_snapshot(session, lease)
 
 

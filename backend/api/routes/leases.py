@@ -8,7 +8,8 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from backend.api.deps import Context, DbSession, Renter, session_address
 from backend.api.node_reads import authorized_node_read
-from backend.domain import attestations, leases
+from backend.domain import attestations, leases, reservations
+from backend.domain.errors import Unauthenticated
 from backend.store.db import READ_ONLY
 from cvm.api_models import (
     NODE_HEADER,
@@ -20,6 +21,7 @@ from cvm.api_models import (
     LeaseState,
     LeaseView,
     PrivateSpec,
+    ReservationKeepaliveView,
 )
 
 router = APIRouter(prefix="/leases", tags=["leases"])
@@ -126,3 +128,50 @@ async def get_attestation(lease_id: LeasePath, context: Context) -> Response:
 
 
 _ATTESTATION_CACHE_ENTRIES = 100_000
+
+
+@router.post(
+    "/{lease_id}/reservation/keepalive",
+    response_model=ReservationKeepaliveView,
+    summary="The matched node keeps its reservation of an open lease alive while its guest boots"
+    " before the accept (combined accept): the deadline moves to now + the accept timeout,"
+    " never past the dispatch + CVM_MATCH_BOOT_MAX_S",
+    responses={
+        401: {"description": "unsigned, or a bad or stale node signature"},
+        403: {"description": "the lease was never matched to this node"},
+        404: {"description": "unknown lease"},
+        409: {
+            "description": "no live reservation of this node (expired, another node's), its"
+            " maximum reached, or a replayed request nonce"
+        },
+        429: {"description": "too many requests from this node"},
+    },
+)
+def keep_reservation_alive(
+    lease_id: LeasePath,
+    context: Context,
+    session: DbSession,
+    x_cvm_node: Annotated[str | None, Header(alias=NODE_HEADER)] = None,
+    x_cvm_timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
+    x_cvm_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+    x_cvm_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
+) -> ReservationKeepaliveView:
+    if x_cvm_node is None:
+        raise Unauthenticated(f"a keepalive is signed by the matched node ({NODE_HEADER})")
+    now = int(context.clock())
+    window_s = context.settings.heartbeat_window_s
+    # A node the lease was matched to (even at the head, before the store has the lease).
+    _lease, request = leases.verified_node_request(
+        session, lease_id, x_cvm_node, x_cvm_timestamp, x_cvm_signature, x_cvm_nonce,
+        domain=context.domain, now=now, window_s=window_s, accepted_only=False,
+        lease_at_head=context.lease_at_head,
+    )  # fmt: skip
+    context.limit_address(request.node.lower(), "reservation-keepalive")
+    leases.consume_request_nonce(
+        session, request.node, request.nonce, request.timestamp, now=now, window_s=window_s
+    )
+    return reservations.keep_alive(
+        session, lease_id, request.node, context.now(),
+        accept_timeout_s=context.settings.match_accept_timeout_s,
+        boot_max_s=context.settings.match_boot_max_s,
+    )  # fmt: skip

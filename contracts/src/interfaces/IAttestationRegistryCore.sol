@@ -212,6 +212,22 @@ interface IAttestationRegistryCore is IAttestationRegistry {
         address signer
     ) external;
 
+    /// @notice Accepts an open lease and submits its first attestation in one transaction (the
+    /// caller is the node key): `LeaseMarket.acceptFor(leaseId, caller)`, then `submit` with the same
+    /// arguments. Either both take effect or neither, so a node can boot its guest and obtain the
+    /// report while the lease is still open, and nothing is attested before the accept.
+    /// `nonce` is the lease's `attestationNonce` read before the accept (it keeps counting across
+    /// failovers). Reverts: those of `LeaseMarket.acceptLease` and of `submit`.
+    function acceptAndSubmit(
+        uint256 leaseId,
+        uint256 nonce,
+        bytes32 reportHash,
+        bytes calldata measurement,
+        uint64 reportedTcb,
+        bytes32 chipIdHash,
+        address signer
+    ) external;
+
     /// @notice Records a challenge of `leaseId` (lease market only, from `LeaseMarket.challenge`):
     /// payment for the current attestation stops at this moment, and unless the node submits a
     /// fresh attestation within CHALLENGE_WINDOW the attestation counts as Expired.

@@ -66,8 +66,9 @@ interface ILeaseMarket {
 
     /// @notice Emitted when a lease fails over away from `oldNode`: it is OPEN again (same id, the
     /// remaining escrow) for another node; `reason` 1 = first attestation missed, 2 = attestation Expired
-    /// (re-attestation missed, undecided without approval, or a challenge unanswered). The next
-    /// `LeaseAccepted` of the lease names the new node.
+    /// (re-attestation missed, undecided without approval, or a challenge unanswered), 3 = the node left
+    /// without fault (`exitLease`), 4 = its latest attestation was Rejected (`onAttestationRejected`). The
+    /// next `LeaseAccepted` of the lease names the new node.
     event LeaseFailedOver(uint256 indexed leaseId, address indexed oldNode, uint8 reason);
 
     /// @notice Emitted once, when the owner sets the key service that decides whether a lease may fail over.
@@ -85,8 +86,10 @@ interface ILeaseMarket {
     /// @notice Longest re-attestation interval a lease may ask for (12 hours).
     function MAX_REATTEST_INTERVAL() external view returns (uint256);
 
-    /// @notice The shortest unbonding delay the node registry may have: attestation window plus
-    /// MAX_REATTEST_INTERVAL plus the registry's VERIFICATION_WINDOW.
+    /// @notice The shortest unbonding delay the node registry may have: the registry's MAX_DISPUTE_WINDOW
+    /// plus its VERIFICATION_WINDOW (how long a verdict stays disputable after its submission), so a
+    /// dispute can still slash a node that unbonds right after its lease ends. Longer than every window
+    /// in which a fault is decided (attestation window plus MAX_REATTEST_INTERVAL).
     function minUnbondingDelay() external view returns (uint256);
 
     /// @notice Stake of `nodeKey` bonded by its active leases (the registry will not unstake it).
@@ -114,7 +117,7 @@ interface ILeaseMarket {
     function failovers(uint256 leaseId) external view returns (uint32);
 
     /// @notice What the node `nodeKey` earned on `leaseId` before the lease failed over away from it
-    /// (rate, earnings up to its fault, bond): all zero unless it did.
+    /// (rate, earnings up to its fault, bond, whether a Rejected verdict moved it): all zero unless it did.
     function segmentOf(uint256 leaseId, address nodeKey) external view returns (Segment memory);
 
     /// @notice Seconds after accept within which the first attestation must be submitted.
@@ -197,6 +200,12 @@ interface ILeaseMarket {
     /// Reverts: LeaseMarket_LeaseNotFound, _UnexpectedStatus, _NodeNotRegistered, _TeeTypeMismatch,
     /// _CapacityTooLow, _StakeTooLow, _FreeStakeTooLow, _PriceTooHigh.
     function acceptLease(uint256 leaseId) external;
+
+    /// @notice Accepts an open lease for `nodeKey` (attestation registry only, from
+    /// `AttestationRegistry.acceptAndSubmit`, whose caller is the node key): the checks and effects of
+    /// `acceptLease` with `nodeKey` as the caller, so the accept and the first attestation are one step.
+    /// Reverts: LeaseMarket_CallerNotAttestationRegistry and those of `acceptLease`.
+    function acceptFor(uint256 leaseId, address nodeKey) external;
 
     /// @notice Adds `amount` to an open or active lease's deposit (renter only).
     /// @dev Refused once verified plus pending time would use up the deposit (new money must not pay
@@ -318,6 +327,10 @@ interface ILeaseMarket {
     /// releases the held escrow to the renter) (reason ATTESTATION_REJECTED, unearned rest credited to the renter) and
     /// slashes its bond, all of it burned: the rejected attestation's time is never paid, so there
     /// is no compensation (paying it would let a verifier-renter or a self-dealing operator profit).
+    /// A lease whose key policy allows failover, with deposit left, is not closed but fails over
+    /// (LeaseFailedOver reason 4; the bond burned the same way, the node's earnings before the rejected
+    /// submission credited to its operator, the rest stays the lease's escrow): a close would make the
+    /// key holders delete the renter's shares, so one bad report would destroy the renter's key and data.
     /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
     function onAttestationRejected(uint256 leaseId) external;
 
@@ -334,12 +347,19 @@ interface ILeaseMarket {
     function onVerifiedOverturned(uint256 leaseId, uint256 keepSeconds, bool bondTaken) external;
 
     /// @notice Called by the attestation registry when a dispute overturns a Rejected verdict: the node's
-    /// burned bond goes back to its stake, and its time [from, min(to, closedAt)) x rate is paid from
-    /// the renter's credit (added to the lease's earnings, claimable by the operator); the close reason
-    /// becomes RENTER. Emits VerdictReversed.
+    /// burned bond goes back to its stake, and its time [from, to) x rate is paid from the renter's credit.
+    /// `segmentNode` zero: the rejection closed the lease; `to` is capped at the close, the pay is added to
+    /// the lease's earnings (claimable by the operator) and the close reason becomes RENTER. Otherwise the
+    /// rejection moved the lease away from `segmentNode` at `to`: the pay is credited to that node's
+    /// operator and added to its segment's earnings; nothing at all (zeros returned) if a dispute already
+    /// overturned an earlier Verified verdict of that node (its bond stays burned: it was at fault).
+    /// Emits VerdictReversed.
     /// @dev Reverts: LeaseMarket_CallerNotAttestationRegistry.
     /// @return unpaid What the renter's credit no longer covered (the registry pays it from the wrong voters' stake).
-    function onRejectedOverturned(uint256 leaseId, uint256 from, uint256 to) external returns (uint256 unpaid);
+    /// @return operator The operator of the node, to be paid `unpaid`.
+    function onRejectedOverturned(uint256 leaseId, address segmentNode, uint256 from, uint256 to)
+        external
+        returns (uint256 unpaid, address operator);
 
     /// @notice Sends the caller its whole credit.
     /// @dev Reverts: LeaseMarket_NothingToWithdraw.
@@ -347,7 +367,8 @@ interface ILeaseMarket {
     function withdraw() external returns (uint256 amount);
 
     /// @notice Sets the first-attestation window for leases accepted from now on (owner only),
-    /// between 1 minute and 1 day, and at most unbondingDelay - MAX_REATTEST_INTERVAL - VERIFICATION_WINDOW.
+    /// between 1 minute and 1 day (always within the node registry's unbonding delay, which is at least
+    /// `minUnbondingDelay`).
     /// @dev Reverts: LeaseMarket_InvalidAttestationWindow.
     function setAttestationWindow(uint256 newWindow) external;
 }

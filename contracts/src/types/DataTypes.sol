@@ -283,9 +283,13 @@ uint8 constant FAILOVER_FIRST_ATTESTATION_MISSED = 1;
 uint8 constant FAILOVER_ATTESTATION_EXPIRED = 2;
 // 3: the node left (`exitLease`) without fault while the renter's policy allows failover (bond freed, no miss).
 uint8 constant FAILOVER_NODE_EXIT = 3;
+// 4: its latest attestation was Rejected (bond slashed and burned, as a close would): the lease moves
+// instead of ending, so no node can end it (and with it the renter's key and data) by a bad report.
+uint8 constant FAILOVER_ATTESTATION_REJECTED = 4;
 
 /// @notice What a node a lease failed over from earned on it, kept (one slot) so that a dispute later
-/// overturning one of its Verified verdicts finds its rate, earnings and bond (`onSegmentOverturned`).
+/// overturning one of its verdicts finds its rate, earnings and bond (`onSegmentOverturned`,
+/// `onRejectedOverturned`).
 struct Segment {
     uint64 ratePerSecond;
     // What it earned on the lease up to its fault (claimed, or credited to its operator at the failover),
@@ -293,4 +297,8 @@ struct Segment {
     uint96 earned;
     // The lease's bond while it served (freed at the failover); zero once an overturn slashed it.
     uint88 bond;
+    // It failed over on a Rejected verdict that burned `bond`: a dispute overturning that verdict gives
+    // the bond back (once); an overturn of an earlier Verified verdict of the node clears it (the bond
+    // stays burned, the node was at fault).
+    bool rejected;
 }

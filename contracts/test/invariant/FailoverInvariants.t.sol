@@ -49,6 +49,10 @@ contract FailoverHandler is Test {
     mapping(uint256 leaseId => uint256) public ghostSegmentFirstSubmit;
     /// @dev Verified report hashes of nodes the lease failed over from (disputable afterwards).
     mapping(uint256 leaseId => bytes32[]) internal _oldReports;
+    /// @dev Rejected report hashes that moved the lease (disputable afterwards).
+    mapping(uint256 leaseId => bytes32[]) internal _oldRejections;
+    uint256 public rejectionMoves;
+    uint256 public overturnedRejections;
     uint256 public violations;
     string public lastViolation;
     uint256 public failoversDone;
@@ -126,6 +130,23 @@ contract FailoverHandler is Test {
         } catch {}
     }
 
+    /// @dev The combined path (issue 22): a node takes an open lease (new or failed over) and submits
+    /// the first report of its segment, bound to the running nonce read while the lease is open.
+    function acceptAndSubmit(uint256 leaseSeed, uint256 nodeSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0) return;
+        address nodeKey = nodeKeys[nodeSeed % nodeKeys.length];
+        bytes32 reportHash = keccak256(abi.encode("report", ++_reportNonce));
+        uint256 nonce = attestations.attestationNonce(leaseId);
+        vm.prank(nodeKey);
+        try attestations.acceptAndSubmit(leaseId, nonce, reportHash, measurement, 1, bytes32(0), address(0xBEEF)) {
+            ghostVerifiedNode[leaseId] = address(0);
+            _pendingHash[leaseId] = reportHash;
+            _pendingNode[leaseId] = nodeKey;
+            ghostSegmentFirstSubmit[leaseId] = block.timestamp;
+        } catch {}
+    }
+
     function submit(uint256 leaseSeed) external {
         uint256 leaseId = _lease(leaseSeed);
         if (leaseId == 0) return;
@@ -148,15 +169,56 @@ contract FailoverHandler is Test {
         if (reportHash == bytes32(0)) return;
         // Mostly honest verdicts; a rejection now and then.
         ok = ok || (uint256(reportHash) % 5 != 0);
+        Lease memory before = market.getLease(leaseId);
+        address operator = nodes.operatorOf(before.nodeKey);
+        uint256 credit = market.credits(operator);
+        uint256 renterCredit = market.credits(renter);
         vm.prank(verifier);
         try attestations.confirm(leaseId, reportHash, ok) {
             if (ok) {
                 ghostVerifiedNode[leaseId] = _pendingNode[leaseId];
                 _lastVerified[leaseId] = reportHash;
-            } else {
-                ghostVerifiedNode[leaseId] = address(0);
-                _endSegment(leaseId);
+                return;
             }
+            ghostVerifiedNode[leaseId] = address(0);
+            Lease memory afterwards = market.getLease(leaseId);
+            if (before.status == LeaseStatus.ACTIVE && afterwards.status == LeaseStatus.OPEN) {
+                // Moved by the rejection (reason 4): the escrow stays, the node is paid its verified time.
+                rejectionMoves += 1;
+                ghostPaidToNodes[leaseId] += market.credits(operator) - credit;
+                _check(market.credits(renter) == renterCredit, "a rejection that moved the lease refunded");
+                _check(market.segmentOf(leaseId, before.nodeKey).rejected, "the segment does not say rejected");
+                if (_lastVerified[leaseId] != bytes32(0)) _oldReports[leaseId].push(_lastVerified[leaseId]);
+                _oldRejections[leaseId].push(reportHash);
+                _lastVerified[leaseId] = bytes32(0);
+                _pendingHash[leaseId] = bytes32(0);
+            } else {
+                // Closed: only a lease not allowed to move, or one with nothing left to move.
+                _check(!(afterwards.status == LeaseStatus.CLOSED && before.status == LeaseStatus.ACTIVE
+                    && keys.failoverAllowed(leaseId) && market.credits(renter) != renterCredit),
+                    "a rejection ended a lease allowed to move");
+            }
+            _endSegmentWithRate(leaseId, before.ratePerSecond);
+        } catch {}
+    }
+
+    /// @dev A dispute finding false a rejection that moved the lease: the lease, its escrow and its
+    /// current node are untouched; the old node's operator is paid at most its time until the move.
+    function overturnOldRejection(uint256 leaseSeed, uint256 which) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0 || _oldRejections[leaseId].length == 0) return;
+        bytes32 reportHash = _oldRejections[leaseId][which % _oldRejections[leaseId].length];
+        Lease memory before = market.getLease(leaseId);
+        uint256[] memory credits = new uint256[](operators.length);
+        for (uint256 k; k < operators.length; ++k) credits[k] = market.credits(operators[k]);
+        vm.prank(court);
+        try attestations.resolveDispute(leaseId, reportHash, address(this), true) {
+            overturnedRejections += 1;
+            Lease memory afterwards = market.getLease(leaseId);
+            _check(afterwards.status == before.status, "an old rejection's reversal changed the lease's status");
+            _check(afterwards.nodeKey == before.nodeKey, "an old rejection's reversal moved the current node");
+            _check(afterwards.deposit == before.deposit, "an old rejection's reversal touched the escrow");
+            for (uint256 k; k < operators.length; ++k) ghostPaidToNodes[leaseId] += market.credits(operators[k]) - credits[k];
         } catch {}
     }
 
@@ -394,6 +456,44 @@ contract FailoverInvariants_Test is Base {
         handler.confirm(0, true);
         assertTrue(attestations.isAttested(handler.leaseIds(0), measurement), "the new node attested");
         handler.overturnOld(0, 0);
+        assertEq(handler.violations(), 0, handler.lastViolation());
+    }
+
+    /// @dev The campaign reaches a rejection that moves the lease, and its reversal.
+    function test_HandlerReachesRejectionMoveAndReversal() external {
+        handler.create(10e18, true);
+        handler.accept(0, 0);
+        handler.submit(0);
+        handler.confirm(0, true);
+        // The handler rejects only some report hashes: challenge and answer until one is rejected.
+        for (uint256 i; i < 20 && handler.rejectionMoves() == 0; ++i) {
+            handler.warp(1 hours);
+            handler.challenge(0);
+            handler.submit(0);
+            handler.confirm(0, false);
+        }
+        assertEq(handler.rejectionMoves(), 1, "moved by the rejection");
+        assertEq(uint256(market.getLease(handler.leaseIds(0)).status), uint256(LeaseStatus.OPEN), "open again");
+        handler.accept(0, 1);
+        handler.overturnOldRejection(0, 0);
+        assertEq(handler.overturnedRejections(), 1, "reversed");
+        assertEq(handler.violations(), 0, handler.lastViolation());
+    }
+
+    /// @dev The same through the combined path (issue 22): taken and re-taken by acceptAndSubmit.
+    function test_HandlerReachesFailover_Combined() external {
+        handler.create(10e18, true);
+        handler.acceptAndSubmit(0, 0);
+        uint256 leaseId = handler.leaseIds(0);
+        assertEq(attestations.attestationNonce(leaseId), 1, "accepted and submitted");
+        handler.confirm(0, true);
+        handler.warp(3 hours);
+        handler.failover(0, 0);
+        assertEq(handler.failoversDone(), 1, "one failover");
+        handler.acceptAndSubmit(0, 1);
+        assertEq(attestations.attestationNonce(leaseId), 2, "the nonce kept counting");
+        handler.confirm(0, true);
+        assertTrue(attestations.isAttested(leaseId, measurement), "the new node attested");
         assertEq(handler.violations(), 0, handler.lastViolation());
     }
 }

@@ -52,10 +52,13 @@ contract HandlerSmoke_Test is InvariantSetup {
         handler.adminAction(4, 2);
         handler.adminAction(6, 1);
         handler.junkCall(0, 0);
+        handler.createLease(0, 1, 1, 3600);
+        handler.acceptAndSubmit(5, 1, 1);
         _check();
-        string[14] memory actions = [
+        string[15] memory actions = [
             "createLease",
             "acceptLease",
+            "acceptAndSubmit",
             "submit",
             "confirm",
             "claim",

@@ -26,7 +26,7 @@ abstract contract InvariantSetup is Test {
         vm.warp(1_700_000_000);
         address admin = makeAddr("admin");
         token = new TestToken();
-        nodes = new NodeRegistry(token, admin, 10e18, 2 days, 1000);
+        nodes = new NodeRegistry(token, admin, 10e18, 8 days, 1000);
         attestations = new AttestationRegistry(admin, 1, 15 minutes);
         market = new LeaseMarket(token, INodeRegistry(address(nodes)), attestations, admin, 1 hours);
 

@@ -153,6 +153,46 @@ contract Issue21Disputes_Test is Base {
         assertCourtConserves();
     }
 
+    /// A node whose forged report was verified ends its lease and starts unbonding all its stake at
+    /// once: it cannot withdraw before the report's dispute window closes (the unbonding delay outlasts
+    /// the longest one), so a dispute in the window's last second still takes the bond.
+    function test_UnbondingOutlastsTheDisputeWindow() external {
+        assertEq(
+            market.minUnbondingDelay(),
+            attestations.MAX_DISPUTE_WINDOW() + attestations.VERIFICATION_WINDOW(),
+            "the market's floor is the registry's longest dispute"
+        );
+        // The longest dispute window the registry allows, and the shortest unbonding the market allows.
+        vm.startPrank(admin);
+        attestations.setDisputeTerms(
+            DisputeTerms({window: uint32(attestations.MAX_DISPUTE_WINDOW()), bond: uint96(BOND), slashBps: 5000, minVerifierStake: 1e18})
+        );
+        nodes.setUnbondingDelay(market.minUnbondingDelay());
+        vm.stopPrank();
+        uint256 leaseId = acceptedLease();
+        bytes memory report = submitChecked(leaseId, "forged-then-gone", false);
+        confirmReport(leaseId, keccak256(report), true);
+        uint256 bond = market.getLease(leaseId).bond;
+        vm.warp(block.timestamp + 10);
+        vm.prank(nodeKey);
+        market.exitLease(leaseId);
+        uint256 stake = nodes.getNode(nodeKey).stake;
+        vm.prank(operator);
+        nodes.requestUnstake(nodeKey, stake);
+        uint256 until = attestations.submissionOf(leaseId, keccak256(report)).disputableUntil;
+        vm.warp(until);
+        uint256 endsAt = nodes.getNode(nodeKey).unbondingEndsAt;
+        assertTrue(endsAt > until, "still unbonding when the window closes");
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.NodeRegistry_UnbondingNotFinished.selector, nodeKey, endsAt, block.timestamp)
+        );
+        vm.prank(operator);
+        nodes.withdrawUnstaked(nodeKey);
+        assertTrue(disputeAs(disputer, leaseId, report), "overturned on the window's last second");
+        assertEq(nodes.getNode(nodeKey).unbonding, stake - bond, "the bond taken out of the unbonding stake");
+        assertMarketConserves(leaseId);
+    }
+
     /// A quorum rejects a genuine report (burning an honest node's bond): the node disputes it; its
     /// bond comes back, its time up to the close is paid, the voter is slashed.
     function test_QuorumRejectsGenuineReport_DisputedNodeRestoredAndPaid() external {

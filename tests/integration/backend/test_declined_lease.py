@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from eth_account.signers.local import LocalAccount
 
 from backend.service import BackendService
 from backend.store import Lease
@@ -22,7 +23,10 @@ from tests.unit.backend.factories import Clock
 pytestmark = pytest.mark.integration
 
 
-def test_a_declined_lease_is_matched_to_the_next_node(chain: ChainSystem, tmp_path: Path) -> None:
+def _two_nodes(
+    chain: ChainSystem, tmp_path: Path
+) -> tuple[BackendService, Clock, list[tuple[int, str]], LocalAccount, LocalAccount]:
+    """A backend recording its dispatches, a cheap node (matched first) and another one."""
     clock = Clock(time.time())
     dispatched: list[tuple[int, str]] = []
     settings = Settings(
@@ -42,6 +46,11 @@ def test_a_declined_lease_is_matched_to_the_next_node(chain: ChainSystem, tmp_pa
         dispatch=lambda lease_id, node: dispatched.append((lease_id, node)),
         clock=clock,
     )
+    return service, clock, dispatched, cheap, other
+
+
+def test_a_declined_lease_is_matched_to_the_next_node(chain: ChainSystem, tmp_path: Path) -> None:
+    service, clock, dispatched, cheap, other = _two_nodes(chain, tmp_path)
     try:
         with serving(service.app) as url, ApiClient(url) as api:
             service.step()
@@ -64,5 +73,43 @@ def test_a_declined_lease_is_matched_to_the_next_node(chain: ChainSystem, tmp_pa
                 lease = session.get(Lease, lease_id)
                 assert lease is not None
                 assert lease.status == LeaseState.OPEN and lease.node is None
+    finally:
+        service.close()
+
+
+def test_a_decline_whose_reaction_failed_is_matched_on_the_next_round(
+    chain: ChainSystem, tmp_path: Path
+) -> None:
+    """The indexer commits the decline before the matcher reacts to it. When that reaction
+    fails (the store went away mid-round, or the leader was killed), the next round must still
+    release the ended accept; before, the lease stayed reserved to its old node for good."""
+    service, clock, dispatched, cheap, other = _two_nodes(chain, tmp_path)
+    try:
+        with serving(service.app) as url, ApiClient(url) as api:
+            service.step()
+            for node in (cheap, other):
+                beat = Heartbeat(node.address, 16, 65_536, 500, 0, int(clock.now))
+                api.send_heartbeat(sign_heartbeat(beat, api.domain(), node.key))
+            lease_id = chain.open_lease()
+            service.step()
+            cheap_chain = chain.client(cheap)
+            cheap_chain.leases.accept_lease(lease_id)
+            service.step()
+            cheap_chain.leases.decline_lease(lease_id)
+
+            react = service._react
+
+            def fails(batch: object) -> None:
+                raise ConnectionError("the store went away mid-round")
+
+            service._react = fails  # type: ignore[method-assign]
+            with pytest.raises(ConnectionError):
+                service.step()
+            service._react = react  # type: ignore[method-assign]
+            service.step()
+            assert dispatched == [
+                (lease_id, cheap.address.lower()),
+                (lease_id, other.address.lower()),
+            ]
     finally:
         service.close()

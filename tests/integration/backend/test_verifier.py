@@ -92,6 +92,7 @@ class Backend:
             batch_blocks=100,
         )
         verifier_chain = chain.verifier
+        roots = [amd_sp.ark] if trusted_roots == "sim" else trusted_roots
 
         def confirm(lease_id: int, report_hash: bytes, ok: bool) -> str:
             return verifier_chain.attestations.confirm(lease_id, report_hash, ok).tx_hash
@@ -102,7 +103,7 @@ class Backend:
             VerifierConfig(
                 chain_id=deployment.chain_id,
                 attestation_registry=deployment.attestation_registry,
-                trusted_roots=[amd_sp.ark] if trusted_roots == "sim" else trusted_roots,
+                trusted_roots=roots,
                 trusted_intermediates=(amd_sp.ask,),
             ),
             clock=chain.now,
@@ -117,6 +118,7 @@ class Backend:
                 lease_market=deployment.lease_market,
                 attestation_registry=deployment.attestation_registry,
             ),
+            trusted_roots=roots,  # the verifier's: uploads prove their guest keys as it would
         )
         self.app = create_app(context)
         self.api = TestClient(self.app)
@@ -539,7 +541,7 @@ def test_the_claim_route_answers_with_the_verifiers_rule(
     bundles = [backend.evidence(amd_sp, lease, guest_key=key) for lease in (first, second)]
     for bundle in bundles:
         backend.upload(bundle)
-    # Both named the key, neither attested yet: the first claim is a pending one for the
+    # Both proved the key, neither attested yet: the first claim is a pending one for the
     # second lease; the first lease loses to nobody.
     assert _claim(backend, key, first) is None
     pending = _claim(backend, key, second)

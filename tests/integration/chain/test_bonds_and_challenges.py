@@ -67,9 +67,12 @@ def test_reattest_interval_is_bounded(chain: ChainSystem) -> None:
 
 
 def test_unbonding_delay_cannot_undercut_the_lease_windows(chain: ChainSystem) -> None:
+    # Stake must stay slashable until the last verdict of a lease can no longer be disputed (the
+    # longest dispute window, 7 days, after the verification window), which is longer than any
+    # window in which a lease's fault is decided.
     minimum = chain.client().leases.min_unbonding_delay()
     window = chain.client().attestations.verification_window()
-    assert minimum == CONFIG.attestation_window + 43_200 + window
+    assert minimum == 7 * 86_400 + window > CONFIG.attestation_window + 43_200 + window
     expect(
         lambda: chain.admin.nodes.set_unbonding_delay(minimum - 1),
         "NodeRegistry_UnbondingDelayTooShort",

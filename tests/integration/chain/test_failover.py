@@ -116,3 +116,32 @@ def test_key_service_is_set_once(chain: ChainSystem) -> None:
         lambda: chain.admin.leases.set_key_service(chain.deployment.token),
         "LeaseMarket_KeyServiceAlreadySet",
     )
+
+
+def test_a_rejected_attestation_moves_the_lease_instead_of_ending_it(chain: ChainSystem) -> None:
+    # A node that submits a bad report must not end a lease its renter wants kept (the close
+    # would make the holders delete the shares): the lease moves, the node's bond burns.
+    lease_id = chain.attested_lease()
+    assert chain.renter.keys is not None
+    chain.renter.keys.set_key_policy(lease_id, chain.key_policy(failover=True))
+    old = chain.accounts.node_key.address
+    chain.advance(100)
+    chain.renter.leases.challenge(lease_id)  # a re-attestation is taken early only when challenged
+    chain.submit(lease_id, b"\x0b" * 32)
+    stake = chain.client().nodes.get_node(old).stake
+    result = chain.verifier.attestations.confirm(lease_id, b"\x0b" * 32, False)
+    names = [log.name for log in chain.client().fetch_events(result.block_number)]
+    assert names.index("AttestationRejected") < names.index("LeaseFailedOver")
+    assert "LeaseClosed" not in names
+    args = result.event("LeaseFailedOver").args
+    assert (args["leaseId"], args["oldNode"], args["reason"]) == (lease_id, old, 4)
+    leases = chain.client().leases
+    lease = leases.get_lease(lease_id)
+    assert lease.status is LeaseStatus.OPEN and leases.failovers(lease_id) == 1
+    segment = leases.segment_of(lease_id, old)
+    assert segment.rejected and segment.bond == BOND
+    assert lease.deposit == DEPOSIT - segment.earned and segment.earned > 0
+    assert chain.client().nodes.get_node(old).stake == stake - BOND
+    keys = chain.client().keys
+    assert keys is not None and not keys.is_releasable(lease_id, MEASUREMENT)
+    expect(lambda: chain.node.leases.accept_lease(lease_id), "LeaseMarket_DeclinedBefore")

@@ -233,7 +233,7 @@ def test_unstake_waits_out_the_unbonding_delay(chain: ChainSystem) -> None:
     with pytest.raises(ContractRevert) as early:
         chain.operator.nodes.withdraw_unstaked(key)
     assert early.value.name == "NodeRegistry_UnbondingNotFinished"
-    chain.advance(86_401)
+    chain.advance(CONFIG.unbonding_delay + 1)
     before = chain.operator.token.balance_of(chain.accounts.operator.address)
     chain.operator.nodes.withdraw_unstaked(key)
     after = chain.operator.token.balance_of(chain.accounts.operator.address)

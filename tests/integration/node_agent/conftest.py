@@ -35,6 +35,7 @@ def make_agent(
         *,
         measurements: Collection[bytes] = (MEASUREMENT,),
         client: ChainClient | None = None,
+        accept_mode: str = "combined",
     ) -> NodeAgent:
         state = state or tmp_path / "agent"
         return NodeAgent(
@@ -44,6 +45,7 @@ def make_agent(
             capacity,
             state / "locks",
             measurements=measurements,
+            accept_mode=accept_mode,
         )
 
     return build

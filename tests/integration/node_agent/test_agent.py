@@ -213,7 +213,7 @@ def test_a_lease_the_chain_will_not_let_us_accept_frees_its_capacity(
 ) -> None:
     chain.staked_node()
     lease_id = chain.open_lease(max_price=1)  # far below the node's price
-    agent = make_agent()
+    agent = make_agent(accept_mode="separate")
     with pytest.raises(LeaseNotOurs, match="accept refused"):
         agent.handle_lease(lease_id)
     record = agent.store.get_lease(lease_id)
@@ -339,7 +339,7 @@ def test_a_report_the_verifiers_would_reject_is_never_submitted(
     and passed) and for HOST_DATA (never set nor checked)."""
     chain.staked_node()
     lease_id = chain.open_lease()
-    agent = make_agent()
+    agent = make_agent(accept_mode="separate")
     deployment = chain.deployment
     signer = agent.launcher.signer  # type: ignore[attr-defined]
     renter = chain.node.leases.get_lease(lease_id).renter
@@ -379,7 +379,7 @@ def test_a_guest_answering_with_another_leases_key_is_never_submitted(
     claimed first, so the node must not submit it (it would be slashed). FAILED on the old
     code, which had no notion of a key's lease."""
     chain.staked_node()
-    agent = make_agent()
+    agent = make_agent(accept_mode="separate")
     first, second = chain.open_lease(), chain.open_lease()
     assert agent.handle_lease(first) == LeaseState.ATTESTED
     [kept] = agent.store.submissions(first)
@@ -418,7 +418,7 @@ def test_a_report_without_a_well_formed_guest_key_is_never_submitted(
     passed the node's check, and the verifier's rejection slashed the node)."""
     chain.staked_node()
     lease_id = chain.open_lease()
-    agent = make_agent()
+    agent = make_agent(accept_mode="separate")
     real = agent.launcher.get_report
     monkeypatch.setattr(
         agent.launcher, "get_report", lambda lid, n: replace(real(lid, n), guest_key=bad_key)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cvm.cli import app
 from cvm.wallet import import_keystore, read_keystore_info
-from tests.fixtures.chain import TOKEN, ChainSystem
+from tests.fixtures.chain import CONFIG, TOKEN, ChainSystem
 from tests.fixtures.processes import wait_for
 from tests.integration.node_agent.harness import REPO
 
@@ -79,7 +79,7 @@ def test_operator_commands(chain: ChainSystem, tmp_path: Path) -> None:
     assert unstaked["unbonding"] == 50 * TOKEN
     early = _cvm("node", "withdraw", *signer, *where, "--node-key", node)
     assert early["stake_withdrawn"] == 0  # the unbonding delay has not passed
-    chain.advance(86_400)
+    chain.advance(CONFIG.unbonding_delay)
     withdrawn = _cvm("node", "withdraw", *signer, *where, "--node-key", node, "--earnings")
     assert withdrawn["stake_withdrawn"] == 50 * TOKEN
     assert _cvm("node", "status", *where, "--node-key", node)["stake"] == 100 * TOKEN

@@ -22,7 +22,7 @@ from tests.unit.node_agent.test_console_relay import FakeApi, Key, disk_bytes
 
 BINDING = HostBinding(31337, "0x" + "5a" * 20, "0x" + "7e" * 20)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.guests]
 
 # A boot sector that floods COM1: mov dx, 0x3f8; mov al, 'x'; l: out dx, al; jmp l.
 FLOOD = bytes.fromhex("baf803b078eeebfd")

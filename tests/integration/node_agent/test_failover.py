@@ -34,7 +34,8 @@ TIMEOUT_S = 60
 
 
 def agent_of(chain: ChainSystem, account: LocalAccount, state: Path, api: ApiClient,
-             amd_sp: SimulatedAmdSp, clock: Clock) -> NodeAgent:  # fmt: skip
+             amd_sp: SimulatedAmdSp, clock: Clock,
+             mode: str = "combined") -> NodeAgent:  # fmt: skip
     return NodeAgent(
         chain.client(account),
         SimulatedLauncher(state / "guests", amd_sp),
@@ -44,6 +45,7 @@ def agent_of(chain: ChainSystem, account: LocalAccount, state: Path, api: ApiCli
         api=api,
         measurements=(MEASUREMENT,),
         clock=clock,
+        accept_mode=mode,
     )
 
 
@@ -71,8 +73,11 @@ def policy(holder_address: str, failover: bool) -> KeyPolicy:
     )
 
 
+# The new node re-accepts the failed-over lease with acceptAndSubmit (combined) or acceptLease
+# then submit (separate); either way its report binds the lease's running nonce.
+@pytest.mark.parametrize("mode", ["combined", "separate"])
 def test_a_silent_nodes_lease_moves_to_the_other_node(
-    chain: ChainSystem, tmp_path: Path, amd_sp: SimulatedAmdSp
+    chain: ChainSystem, tmp_path: Path, amd_sp: SimulatedAmdSp, mode: str
 ) -> None:
     clock = Clock(time.time())
     dispatched: list[tuple[int, str]] = []
@@ -103,8 +108,10 @@ def test_a_silent_nodes_lease_moves_to_the_other_node(
     assert service.failover is not None
     try:
         with serving(service.app) as url, ApiClient(url) as api:
-            first = agent_of(chain, chain.accounts.node_key, tmp_path / "a", api, amd_sp, clock)
-            second = agent_of(chain, other, tmp_path / "b", api, amd_sp, clock)
+            first = agent_of(
+                chain, chain.accounts.node_key, tmp_path / "a", api, amd_sp, clock, mode
+            )
+            second = agent_of(chain, other, tmp_path / "b", api, amd_sp, clock, mode)
             agents = {first.address.lower(): first, second.address.lower(): second}
             service.step()
             first.heartbeat()

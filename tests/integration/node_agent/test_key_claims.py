@@ -18,6 +18,7 @@ from backend.verifier import Verifier, VerifierConfig
 from cvm.api_client import ApiClient, ApiError
 from cvm.api_models import AttestationState
 from cvm.attestation.binding import build_report_data, host_data
+from cvm.attestation.evidence import EvidenceBundle
 from cvm.chain import ChainClient, LeaseStatus
 from cvm.config import Settings
 from node_agent.agent import NodeAgent
@@ -56,9 +57,12 @@ class LiveBackend:
 
 
 @contextmanager
-def _live_backend(chain: ChainSystem, tmp_path: Path, *, indexing: bool) -> Iterator[LiveBackend]:
-    """The backend service over HTTP; `indexing`: its loop follows the chain by itself
-    (otherwise the test steps it, to hold the indexer back as confirmations do)."""
+def _live_backend(
+    chain: ChainSystem, tmp_path: Path, amd_sp: SimulatedAmdSp, *, indexing: bool
+) -> Iterator[LiveBackend]:
+    """The backend service over HTTP, trusting the simulated AMD-SP as `cvm up` does (its
+    uploads prove their guest keys only then); `indexing`: its loop follows the chain by
+    itself (otherwise the test steps it, to hold the indexer back as confirmations do)."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{tmp_path / 'backend.db'}",
@@ -67,7 +71,13 @@ def _live_backend(chain: ChainSystem, tmp_path: Path, *, indexing: bool) -> Iter
         indexer_confirmations=0,
         indexer_poll_s=0.05,
     )
-    service = BackendService(settings, chain.deployment, chain.anvil.w3, dispatch=lambda *_: None)
+    service = BackendService(
+        settings,
+        chain.deployment,
+        chain.anvil.w3,
+        dispatch=lambda *_: None,
+        trusted_roots=[amd_sp.ark],
+    )
     if indexing:
         service.start()
     try:
@@ -78,12 +88,18 @@ def _live_backend(chain: ChainSystem, tmp_path: Path, *, indexing: bool) -> Iter
 
 
 @pytest.fixture
-def backend(chain: ChainSystem, tmp_path: Path) -> Iterator[LiveBackend]:
-    with _live_backend(chain, tmp_path, indexing=True) as live:
+def backend(chain: ChainSystem, tmp_path: Path, amd_sp: SimulatedAmdSp) -> Iterator[LiveBackend]:
+    with _live_backend(chain, tmp_path, amd_sp, indexing=True) as live:
         yield live
 
 
-def _agent(client: ChainClient, state: Path, amd_sp: SimulatedAmdSp, api: ApiClient) -> NodeAgent:
+def _agent(
+    client: ChainClient,
+    state: Path,
+    amd_sp: SimulatedAmdSp,
+    api: ApiClient,
+    accept_mode: str = "combined",
+) -> NodeAgent:
     return NodeAgent(
         client,
         SimulatedLauncher(state / "guests", amd_sp),
@@ -92,6 +108,7 @@ def _agent(client: ChainClient, state: Path, amd_sp: SimulatedAmdSp, api: ApiCli
         state / "locks",
         api=api,
         measurements=(MEASUREMENT,),
+        accept_mode=accept_mode,
     )
 
 
@@ -148,8 +165,11 @@ def test_a_guest_key_copied_from_another_node_is_never_submitted(
 
         second = _accepted(chain, backend, other)
         _answering_with(node_b, chain, kept.guest_key)
+        asked: list[str] = []
+        api.guest_key_claim = lambda key_hash, **_: asked.append(key_hash)  # type: ignore[method-assign, assignment, func-returns-value]
         with pytest.raises(LeaseUnservable, match="claimed"):
             node_b.handle_lease(second)
+        assert asked == []  # the upload's answer named the claim: no second request
 
     assert chain.node.attestations.attestation_nonce(second) == 0  # never submitted
     lease = chain.client().leases.get_lease(second)
@@ -187,7 +207,7 @@ def test_a_renter_racing_the_indexer_cannot_get_the_first_node_slashed(
     other = _second_node(chain)
     key = simulated_guest_key()
     with (
-        _live_backend(chain, tmp_path, indexing=False) as backend,
+        _live_backend(chain, tmp_path, amd_sp, indexing=False) as backend,
         ApiClient(backend.url) as api,
     ):
         node_a = _agent(chain.node, tmp_path / "a", amd_sp, api)
@@ -208,6 +228,48 @@ def test_a_renter_racing_the_indexer_cannot_get_the_first_node_slashed(
     assert f"lease {second}'s, claimed (its attestation pending)" in failure.error
 
 
+def test_a_node_naming_another_guests_key_cannot_make_it_give_its_lease_back(
+    chain: ChainSystem, backend: LiveBackend, amd_sp: SimulatedAmdSp, tmp_path: Path
+) -> None:
+    """A hostile node B learns the key K of the guest on node A's lease (it is public) and,
+    before A uploads, posts evidence for its own lease naming K: its own guest's genuine
+    report in a bundle carrying K, and A's genuine report of lease 1 in a bundle of lease 2.
+    Neither proves K is B's guest's, so neither claims it: A attests and keeps its lease.
+    FAILED on the old code (the first bundle naming K claimed it: A gave its lease back)."""
+    chain.staked_node()
+    hostile = _second_node(chain)
+    key = simulated_guest_key()
+    deployment = chain.deployment
+    with ApiClient(backend.url) as api:
+        node_a = _agent(chain.node, tmp_path / "a", amd_sp, api)
+        first = _accepted(chain, backend, chain.accounts.node_key)
+        second = _accepted(chain, backend, hostile)
+        renter = chain.client().leases.get_lease(first).renter
+        _answering_with(node_a, chain, key)
+
+        def bundle(lease_id: int, bound_lease: int, bound_key: bytes) -> bytes:
+            data = build_report_data(
+                deployment.chain_id, deployment.attestation_registry, bound_lease, 0, bound_key
+            )
+            host = host_data(
+                deployment.chain_id, deployment.attestation_registry, bound_lease, renter
+            )
+            signed = amd_sp.sign_report(MEASUREMENT, data, host)
+            return EvidenceBundle(
+                report=signed.report, vcek=signed.vcek_der, chain=signed.cert_chain_pem,
+                chain_id=deployment.chain_id, registry=deployment.attestation_registry,
+                lease_id=lease_id, nonce=0, guest_key=key,
+            ).encode()  # fmt: skip
+
+        for forged in (bundle(second, second, simulated_guest_key()), bundle(second, first, key)):
+            api.upload_evidence(forged, node_key=hostile.key)
+        assert node_a.handle_lease(first) == LeaseState.ATTESTED
+
+    assert chain.node.attestations.attestation_nonce(first) == 1
+    assert chain.client().leases.get_lease(first).status == LeaseStatus.ACTIVE
+    assert node_a.store.guest_failures(first) == []
+
+
 def test_an_unreachable_backend_holds_the_submission_until_the_free_decline(
     chain: ChainSystem, amd_sp: SimulatedAmdSp, tmp_path: Path
 ) -> None:
@@ -219,7 +281,7 @@ def test_an_unreachable_backend_holds_the_submission_until_the_free_decline(
     chain.staked_node()
     lease_id = chain.open_lease()
     with ApiClient(f"http://127.0.0.1:{free_port()}", timeout_s=2) as api:  # nobody listens
-        agent = _agent(chain.node, tmp_path / "a", amd_sp, api)
+        agent = _agent(chain.node, tmp_path / "a", amd_sp, api, "separate")
         with pytest.raises(ApiError):  # the upload: tried again on the next pass
             agent.handle_lease(lease_id)
         assert chain.node.attestations.attestation_nonce(lease_id) == 0

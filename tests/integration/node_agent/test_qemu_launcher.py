@@ -16,7 +16,7 @@ from node_agent.launcher.qemu import QemuLauncher, process_alive
 from node_agent.launcher.qmp import qmp_session
 from tests.integration.node_agent.qemu import ensure_qemu
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.guests]
 
 
 class RecordingSigner:

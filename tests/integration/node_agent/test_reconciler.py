@@ -11,6 +11,7 @@ import pytest
 from cvm.attestation.evidence import report_hash
 from cvm.chain import ChainError
 from node_agent.agent import NodeAgent
+from node_agent.fleet import SharedAcceptScan
 from node_agent.launcher.base import GuestReport
 from node_agent.reconciler import REORG_MARGIN_BLOCKS
 from node_agent.store import LeaseState
@@ -170,3 +171,26 @@ def test_a_report_kept_from_a_guest_that_is_gone_is_not_submitted(
     assert on_chain.report_hash != report_hash(old_report)
     submission = agent.store.get_submission(lease_id, 0)
     assert submission is not None and submission.report_hash == on_chain.report_hash
+
+
+def test_a_fleet_node_reads_the_shared_scan_and_writes_its_checkpoint_by_strides(
+    chain: ChainSystem, make_scanning_agent: Callable[..., NodeAgent], scans: list[int]
+) -> None:
+    chain.staked_node()
+    agent = make_scanning_agent()
+    agent.reconciler.scan = SharedAcceptScan(agent.chain, max_age_s=0)
+    agent.reconciler.checkpoint_stride_blocks = 1_000
+    name = agent.reconciler.checkpoint_name
+    assert agent.reconcile().adopted == []
+    first = agent.store.checkpoint(name)  # a first scan is always recorded
+    assert first == _head(chain) + 1
+    forgotten = chain.open_lease()
+    chain.node.leases.accept_lease(forgotten)  # the agent died right after accepting
+    assert agent.reconcile().adopted == [forgotten]
+    # Moved fewer blocks than the stride: not written again, the next pass re-reads them.
+    assert agent.store.checkpoint(name) == first
+    assert agent.reconcile().adopted == []
+    assert scans == []  # never read by the node itself
+    agent.reconciler.checkpoint_stride_blocks = 1
+    agent.reconcile()
+    assert agent.store.checkpoint(name) == _head(chain) + 1

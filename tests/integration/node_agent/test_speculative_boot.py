@@ -89,6 +89,9 @@ def spied_agent(
     client: ChainClient, state: Path, amd_sp: SimulatedAmdSp, **options: Any
 ) -> tuple[NodeAgent, SpyLauncher]:
     spy = SpyLauncher(SimulatedLauncher(state / "guests", amd_sp), client)
+    # These tests are about the separate accept (accept, then submit); test_combined_accept
+    # covers the combined one.
+    options.setdefault("accept_mode", "separate")
     agent = NodeAgent(
         client,
         spy,

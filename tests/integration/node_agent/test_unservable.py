@@ -106,6 +106,7 @@ def test_a_guest_that_still_cannot_launch_near_the_deadline_is_declined(
         NODE_CAPACITY,
         state / "locks",
         measurements=(MEASUREMENT,),
+        accept_mode="separate",  # accepted before the launch: the decline deadline applies
     )
     with pytest.raises(LauncherError):  # early on: may pass, so retried, still ours
         agent.handle_lease(lease_id)

@@ -15,7 +15,7 @@ from cvm.attestation.evidence import EvidenceBundle
 from cvm.attestation.product import Product
 from cvm.attestation.sim import SimulatedAmd, SimulatedSecureProcessor
 from cvm.chain import AttestationStatus, LeaseStatus
-from node_agent.faults import STEPS
+from node_agent.faults import COMBINED_STEPS, STEPS
 from node_agent.launcher.qemu import QemuLauncher
 from node_agent.launcher.simulated import SimulatedLauncher
 from node_agent.store import AgentStore, LeaseState, SubmissionState
@@ -24,7 +24,7 @@ from tests.fixtures.processes import wait_for
 from tests.integration.node_agent.harness import AgentProcess, Backend, RedisServer, RpcLink
 from tests.integration.node_agent.qemu import ensure_qemu
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.guests]
 
 
 @pytest.fixture(scope="session")
@@ -140,16 +140,22 @@ def test_whole_lease_path_through_backend_and_worker(
     assert record is not None and record.state == LeaseState.STOPPED
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize(
+    ("mode", "step"),
+    [("separate", step) for step in STEPS] + [("combined", step) for step in COMBINED_STEPS],
+)
 def test_sigkill_after_each_step_loses_nothing_and_repeats_nothing(
-    chain: ChainSystem, agent: AgentProcess, step: str
+    chain: ChainSystem, agent: AgentProcess, mode: str, step: str
 ) -> None:
+    # combined/accepted_submitted: killed after acceptAndSubmit is mined, before the store has
+    # the lease accepted or its report submitted; restarted, it adopts the lease as attested.
+    agent.env["CVM_NODE_ACCEPT_MODE"] = mode
     chain.staked_node()
     agent.start(crash_at=step)
     lease_id = chain.open_lease()
     assert agent.wait_exit(timeout=90) == -9, agent.log()
     before = _store(agent).submissions(lease_id)
-    if step in ("reported", "uploaded", "submitted"):
+    if step in ("reported", "uploaded", "submitted", "accepted_submitted"):
         assert len(before) == 1  # the report was kept before the crash
     agent.start()
     wait_for(lambda: _verified(chain, lease_id), what="AttestationVerified", timeout=90)

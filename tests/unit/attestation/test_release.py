@@ -97,6 +97,7 @@ def test_a_report_without_a_well_formed_guest_key_gets_nothing(chip, key):
     [host_data(CHAIN_ID, REGISTRY, LEASE + 1, RENTER.address),
      host_data(CHAIN_ID, REGISTRY, LEASE, Account.create().address),
      host_data(1, REGISTRY, LEASE, RENTER.address), bytes(32)],
+    ids=["another-lease", "another-renter", "another-chain", "zero"],
 )  # fmt: skip
 def test_a_guest_launched_for_another_lease_or_renter_is_refused(chip, keys, launched):
     """One guest, many leases: before issue 17 renter B's client accepted a genuine report

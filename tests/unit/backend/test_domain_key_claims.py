@@ -20,7 +20,8 @@ NODE = "0x" + "01" * 20
 
 
 def _claimed(store: Store, lease_id: int, at: datetime, *, key: str = KEY, tag: int = 0) -> str:
-    """Evidence of `lease_id` naming `key`, uploaded at `at`; returns its report hash."""
+    """Evidence of `lease_id` proving `key` (a genuine report binding it), uploaded at `at`;
+    returns its report hash."""
     report = "0x" + f"{lease_id:030x}{tag:034x}"
     with store.session() as session:
         session.add(
@@ -61,7 +62,7 @@ def test_first_claim_wins_and_ties_go_to_the_lower_lease_id(store: Store) -> Non
     assert _ids(store, 5) == []
     assert _ids(store, 7) == [(5, True)]
     assert _ids(store, 9) == [(5, True), (7, True)]
-    assert _ids(store, 11) == [(5, True), (7, True), (9, False)]  # never named the key
+    assert _ids(store, 11) == [(5, True), (7, True), (9, False)]  # never proved the key
     assert _ids(store, None) == [(5, True), (7, True), (9, False)]
 
 
@@ -71,7 +72,7 @@ def test_only_live_claims_reject_and_closed_leases_claim_nothing(store: Store) -
     _lease(store, 3)
     _lease(store, 4)
     _attested(store, 1, _claimed(store, 1, T0), AttestationState.VERIFIED)
-    # Lease 2 named the key first, but its guest was relaunched: its current report has
+    # Lease 2 proved the key first, but its guest was relaunched: its current report has
     # another key. Not live now; it would be if its guest answered with the key again.
     _claimed(store, 2, T0 + timedelta(seconds=1))
     other = _claimed(store, 2, T0 + timedelta(seconds=2), key="0x" + "99" * 32, tag=1)
@@ -87,3 +88,15 @@ def test_only_live_claims_reject_and_closed_leases_claim_nothing(store: Store) -
             guest_key_claim(session, KEY, 2)
         with pytest.raises(InvalidInput):
             guest_key_claim(session, KEY[:-2], 4)
+
+
+def test_a_lease_attesting_another_leases_report_holds_no_live_claim(store: Store) -> None:
+    """Lease 2 proved the key once; its node then submits lease 1's report hash for lease 2
+    (the chain records any hash). The evidence of that report proves the key for lease 1,
+    not lease 2: lease 2's claim is not live, nor is lease 1's (it has not attested)."""
+    for lease_id in (1, 2, 3):
+        _lease(store, lease_id)
+    report = _claimed(store, 1, T0)
+    _claimed(store, 2, T0 + timedelta(seconds=1))
+    _attested(store, 2, report, AttestationState.PENDING)
+    assert _ids(store, 3) == [(1, False), (2, False)]

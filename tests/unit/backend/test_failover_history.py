@@ -190,3 +190,56 @@ def test_the_timeline_follows_the_node_the_lease_runs_on_now(
     assert steps["accepted"]["at"] == 1_700_000_012
     assert steps["accepted"]["detail"]["node"] == NEW
     assert steps["report_submitted"]["at"] is None and steps["verified"]["at"] is None
+
+
+def test_a_node_that_lost_the_first_round_is_offered_the_failed_over_lease(
+    store: Store, clock: Clock
+) -> None:
+    """The old node's reservation expired while it booted (a combined accept), the lease went
+    to the new node, and the old node's late accept won the race: after the failover the new
+    node is offered the lease again, its lost reservation being of the round that ended."""
+    old = _node(store, OLD, price_per_vcpu_second=1)
+    new = _node(store, NEW, price_per_vcpu_second=5)
+    matcher, dispatched = _matcher(store, clock)
+    matcher.rebuild()
+    for address in (old, new):
+        _beat(matcher, clock, address, 16, 65536, 500)
+    index(store, 1, "LeaseCreated", leaseId=1, renter=RENTER, spec=SPEC, maxPricePerSecond=100,
+          deposit=10**18, expectedMeasurement=b"\xab" * 48)  # fmt: skip
+    first = matcher.match_lease(1)
+    assert first is not None and first.node == old
+    clock.advance(61)
+    for address in (old, new):
+        _beat(matcher, clock, address, 16, 65536, 500)
+    assert matcher.expire_overdue() == [1]
+    assert dispatched.calls == [(1, old), (1, new)]
+    clock.advance(1)
+    # The old node's accept lands first after all: its expired reservation is taken back.
+    index(store, 2, "LeaseAccepted", leaseId=1, nodeKey=OLD, ratePerSecond=20)
+    matcher.lease_accepted(1, old)
+    index(store, 3, "AttestationSubmitted", leaseId=1, node=OLD, reportHash=b"\x01" * 32,
+          measurement=b"\xab" * 48)  # fmt: skip
+    index(store, 4, "AttestationVerified", leaseId=1, reportHash=b"\x01" * 32)
+    clock.advance(30)
+    index(store, 9, "LeaseFailedOver", leaseId=1, oldNode=OLD, reason=2)
+    matcher.lease_closed(1)
+    match = matcher.match_lease(1)
+    assert match is not None and match.node == new
+    assert dispatched.calls == [(1, old), (1, new), (1, new)]
+
+
+def test_a_lease_moved_by_a_rejection_keeps_the_verdict_and_says_why(store: Store) -> None:
+    # A rejected attestation on a lease whose renter allows failover moves the lease (reason 4)
+    # right after the verdict (the same transaction on chain): the verdict stays Rejected, the
+    # history says why.
+    created_and_accepted(store)
+    index(store, 5, "AttestationSubmitted", leaseId=1, node=OLD, reportHash=b"\x02" * 32,
+          measurement=b"\xab" * 48)  # fmt: skip
+    index(store, 6, "AttestationRejected", leaseId=1, reportHash=b"\x02" * 32)
+    index(store, 7, "LeaseFailedOver", leaseId=1, oldNode=OLD, reason=4)
+    with store.session() as session:
+        lease = session.get(Lease, 1)
+        assert lease is not None and (lease.status, lease.node) == (LeaseState.OPEN, None)
+        attestation = session.get(Attestation, 1)
+        assert attestation is not None and attestation.status == AttestationState.REJECTED
+    assert history(store) == [(OLD, 1_700_000_002, 1_700_000_007, "attestation_rejected")]

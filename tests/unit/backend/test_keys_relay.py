@@ -700,3 +700,46 @@ def test_one_holder_flooding_releases_evicts_only_its_own(world: KeyWorld) -> No
     honest = {(r.holder, r.report_hash) for r in releases if r.holder != hostile}
     assert honest == {(h.address.lower(), report) for h in world.holders[1:]}
     assert sum(r.holder == hostile for r in releases) == keys_relay.MAX_RELEASES_PER_HOLDER
+
+
+def test_a_recorded_epoch_drops_what_it_superseded_so_the_quota_holds_a_long_lease(
+    world: KeyWorld, clock: Clock
+) -> None:
+    """A lease that snapshots for days: each epoch record supersedes the snapshots before it
+    (no restore reads them; an older epoch is a rollback), so the backend drops their
+    manifests and the chunks no newer manifest lists, but not a chunk stored after the
+    recorded manifest (the next snapshot's, its manifest still to come). FAILED on the old
+    code: nothing was ever dropped, and the third snapshot passed the quota (413)."""
+    key = world.node.key
+    size = 1000
+    with world.client(world.renter) as renter, world.client() as api:
+        renter.put_keys(LEASE, world.deposit())
+        shared = api.put_chunk(LEASE, os.urandom(size), node_key=key).id  # in every snapshot
+        # Room for the shared chunk, two snapshots (a chunk and a manifest each) and the
+        # next snapshot's first chunk.
+        manifest_size = len(manifest_object([shared, shared]))
+        world.context.settings.snapshot_lease_quota_bytes = 4 * size + 2 * manifest_size + 10
+        chunks: dict[int, str] = {}
+        pending = ""
+        for epoch in range(1, 8):
+            clock.advance(0.01)  # the request window follows the real clock: small steps
+            chunks[epoch] = api.put_chunk(LEASE, os.urandom(size), node_key=key).id
+            clock.advance(0.01)
+            manifest = api.put_manifest(
+                LEASE, epoch, manifest_object([shared, chunks[epoch]]), node_key=key
+            ).id
+            if epoch == 7:  # the next snapshot starts before this record lands
+                clock.advance(0.01)
+                pending = api.put_chunk(LEASE, os.urandom(size), node_key=key).id
+            api.post_epoch(LEASE, world.epoch(epoch, manifest), node_key=key)
+        assert api.latest_epoch(LEASE).epoch == 7
+        # The latest snapshot restores (its manifest and chunks are there), the next one's
+        # chunk is kept, and nothing older is.
+        assert api.get_manifest(LEASE, 7, node_key=key)
+        for chunk in (shared, chunks[7], pending):
+            assert api.get_chunk(LEASE, chunk, node_key=key)
+        for epoch in range(1, 7):
+            assert _status(lambda e=epoch: api.get_manifest(LEASE, e, node_key=key)) == 404
+            assert _status(lambda e=epoch: api.get_chunk(LEASE, chunks[e], node_key=key)) == 404
+    stored = {path.name for path in world.objects_dir.rglob("*") if path.is_file()}
+    assert chunks[1] not in stored and {shared, chunks[7], pending} <= stored

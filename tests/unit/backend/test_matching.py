@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from backend.matching import Demand, Matcher, MatchIndex, NodeEntry
-from backend.store import ChainEvent, Heartbeat, Match, Store
+from backend.store import ChainEvent, Heartbeat, Lease, Match, Store
 from tests.unit.backend.factories import Clock, add_lease, add_node
 
 RENTER = "0x" + "ee" * 20
@@ -252,7 +252,10 @@ def test_closing_or_another_accept_releases(store: Store, clock: Clock) -> None:
     assert freed is not None and freed.reserved_vcpus == 0
     matcher.lease_closed(2)
     other = matcher.index.get(second.node)
-    assert other is not None and other.reserved_vcpus == 0
+    # It holds lease 1 now (its accept), no longer lease 2.
+    assert other is not None and other.reserved_vcpus == second.vcpus
+    matcher.lease_closed(1)
+    assert other.reserved_vcpus == 0
 
 
 def test_many_threads_matching_leases_through_the_store(store: Store, clock: Clock) -> None:
@@ -371,3 +374,93 @@ def test_a_node_that_declined_a_lease_is_never_offered_it_again(store: Store, cl
     clock.advance(61)
     assert matcher.expire_overdue() == [2]
     assert dispatched.calls == [(1, other), (2, decliner), (2, other)]
+
+
+def test_reconcile_mends_events_a_killed_leader_never_reacted_to(
+    store: Store, clock: Clock
+) -> None:
+    """The indexer commits its projections before the matcher reacts to them. A leader killed
+    between the two (or a store that failed mid-reaction) left the next leader with a lease
+    running on a node whose reservation then expired unaccepted, and with a declined lease
+    whose old accept stayed live, so it was never matched again. Fails without reconcile."""
+    for address in ("0x" + "0c" * 20, "0x" + "0d" * 20):
+        _node(store, address)
+    for lease_id in (1, 2, 3):
+        add_lease(store, lease_id, RENTER)
+    matcher, _ = _matcher(store, clock)
+    matcher.rebuild()
+    for address in ("0x" + "0c" * 20, "0x" + "0d" * 20):
+        _beat(matcher, clock, address, 16, 65536, 500)
+    nodes = {}
+    for lease_id in (1, 2, 3):
+        match = matcher.match_lease(lease_id)
+        assert match is not None
+        nodes[lease_id] = match.node
+
+    def accepted(lease_id: int, block: int) -> None:
+        args = {"leaseId": lease_id, "nodeKey": nodes[lease_id], "ratePerSecond": 2}
+        _index_event(store, block, "LeaseAccepted", args)
+
+    # Heard: lease 2's and 3's accepts. Then the leader died after committing the projections
+    # of these three events, before reacting to them.
+    for lease_id in (2, 3):
+        accepted(lease_id, 10 + lease_id)
+        matcher.lease_accepted(lease_id, nodes[lease_id])
+    accepted(1, 20)
+    _index_event(store, 21, "LeaseDeclined", {"leaseId": 2, "nodeKey": nodes[2]})
+    _index_event(store, 22, "LeaseClosed", {"leaseId": 3, "reason": 0})
+
+    clock.advance(61)  # past every reservation's deadline
+    successor, dispatched = _matcher(store, clock)
+    successor.rebuild()
+    assert successor.reconcile() == ([1], [2, 3])
+    assert successor.reconcile() == ([], [])
+    with store.session() as session:
+        rows = {m.lease_id: (m.status, m.accepted_at) for m in session.scalars(select(Match))}
+    assert rows[1][0] == "accepted" and rows[1][1] is not None
+    assert rows[2][0] == "released" and rows[3][0] == "released"
+    # Lease 1 stays with its node (nothing expires it); the declined lease is matched again,
+    # never to the node that declined it.
+    assert successor.expire_overdue() == []
+    assert successor.match_open_leases() == 1
+    assert [call[0] for call in dispatched.calls] == [2]
+    assert dispatched.calls[0][1] != nodes[2]
+    held = sum(
+        entry.reserved_vcpus
+        for entry in (successor.index.get(n) for n in set(nodes.values()))
+        if entry is not None
+    )
+    with store.session() as session:
+        lease_1, lease_2 = session.get(Lease, 1), session.get(Lease, 2)
+        assert lease_1 is not None and lease_2 is not None
+        assert held == lease_1.vcpus + lease_2.vcpus  # the running lease 1 and new lease 2
+
+
+def test_an_accept_no_reservation_names_is_recorded_and_holds_capacity(
+    store: Store, clock: Clock
+) -> None:
+    """A node may accept a lease no reservation of ours names (it took the lease on its own,
+    or ours was forgotten when its dispatch seemed to fail while the broker restarted). The
+    accept is recorded, and the node's capacity holds the guest until a heartbeat includes
+    it; before, the matcher kept offering that capacity to other leases."""
+    node = _node(store, "0x" + "0e" * 20, vcpus=4)
+    add_lease(store, 1, RENTER, vcpus=3)
+    add_lease(store, 2, RENTER, vcpus=3)
+    matcher, dispatched = _matcher(store, clock)
+    matcher.rebuild()
+    _beat(matcher, clock, node, 4, 65536, 500)
+    assert matcher.lease_accepted(1, node) is True
+    with store.session() as session:
+        rows = [(m.lease_id, m.node, m.status) for m in session.scalars(select(Match))]
+        accepted_at = session.scalars(select(Match.accepted_at)).one()
+    assert rows == [(1, node, "accepted")] and accepted_at is not None
+    assert matcher.match_lease(2) is None and dispatched.calls == []  # 4 - 3 < 3
+    clock.advance(5)  # the heartbeat now includes the guest: the reservation is released
+    _beat(matcher, clock, node, 1, 60000, 480)
+    entry = matcher.index.get(node)
+    assert entry is not None and entry.reserved_vcpus == 0
+    # An accept by a node the matcher does not know records nothing.
+    add_lease(store, 3, RENTER)
+    assert matcher.lease_accepted(3, "0x" + "0f" * 20) is False
+    with store.session() as session:
+        assert session.scalars(select(Match).where(Match.lease_id == 3)).all() == []

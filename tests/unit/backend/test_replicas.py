@@ -14,9 +14,10 @@ from sqlalchemy.exc import IntegrityError
 
 from backend.leadership import INDEXER, Leadership
 from backend.matching import Matcher
+from backend.matching.service import HEARTBEAT_SWEEP_S
 from backend.repeats import RepeatedConditions
 from backend.service import ReplicaError, _claim_sqlite
-from backend.store import Match, ReservationState, Store
+from backend.store import Heartbeat, Match, ReservationState, Store
 from tests.unit.backend.factories import Clock, add_lease, add_match
 from tests.unit.backend.test_matching import RENTER, _beat, _matcher, _node
 
@@ -96,18 +97,75 @@ def test_the_leader_sees_a_heartbeat_stamped_by_a_replica_whose_clock_is_behind(
     store: Store, clock: Clock
 ) -> None:
     early, late = _node(store, "0x" + "06" * 20), _node(store, "0x" + "07" * 20)
+    later = _node(store, "0x" + "08" * 20)
     follower, _ = _matcher(store, clock)
     leader, _ = _matcher(store, clock)
     leader.rebuild()
     _beat(leader, clock, late, 16, 65536, 500)  # stored through the leader's own API
     assert leader.refresh_heartbeats() == 0  # already in its index
-    clock.advance(-5)  # another replica, whose clock is 5 s behind (or whose commit was late)
+    clock.advance(-1)  # another replica, whose clock is 1 s behind: within the overlap
     _beat(follower, clock, early, 32, 65536, 500)
-    clock.advance(5)
+    clock.advance(1)
     # `early` is applied (the same one again is refused: it is in the index); the re-read
     # `late` is not applied twice.
     assert leader.refresh_heartbeats() == 1
-    assert leader.index.heartbeat(early, 32, 65536, 500, int(clock.now) - 5) is False
+    assert leader.index.heartbeat(early, 32, 65536, 500, int(clock.now) - 1) is False
+
+    # A commit later than the overlap (or a clock further behind) is applied by the next
+    # refresh that re-reads the whole staleness window, a few seconds later.
+    clock.advance(-10)
+    _beat(follower, clock, later, 8, 65536, 500)
+    clock.advance(10)
+    applied = 0
+    for _ in range(int(HEARTBEAT_SWEEP_S) + 1):
+        applied += leader.refresh_heartbeats()
+        clock.advance(1)
+    assert applied == 1
+    entry = leader.index.get(later)
+    assert entry is not None and entry.free_vcpus == 8
+
+
+def test_one_refresh_absorbs_the_accepted_reservations_its_heartbeats_include(
+    store: Store, clock: Clock
+) -> None:
+    a, b, c = (_node(store, "0x" + f"{i:02x}" * 20, vcpus=4) for i in (9, 10, 11))
+    follower, _ = _matcher(store, clock)
+    leader, _ = _matcher(store, clock)
+    leader.rebuild()
+    for node in (a, b, c):
+        _beat(leader, clock, node, 4, 65536, 500)
+    for lease_id in (1, 2, 3):
+        add_lease(store, lease_id, RENTER, vcpus=3)
+    nodes = {}
+    for lease_id in (1, 2, 3):
+        match = leader.match_lease(lease_id)
+        assert match is not None
+        nodes[lease_id] = match.node
+    clock.advance(5)
+    for lease_id, node in nodes.items():
+        leader.lease_accepted(lease_id, node)
+    clock.advance(5)
+    # Two nodes report their guests through another replica; the third's heartbeat is
+    # signed before its accept (e.g. delayed), so it cannot include the guest yet.
+    _beat(follower, clock, nodes[1], 1, 60000, 480)
+    _beat(follower, clock, nodes[2], 1, 60000, 480)
+    stale_beat = {
+        "free_vcpus": 4,
+        "timestamp": int(clock.now) - 8,
+        "received_at": clock.datetime(),
+    }
+    with store.session() as session:
+        row = session.get(Heartbeat, nodes[3])
+        assert row is not None
+        for key, value in stale_beat.items():
+            setattr(row, key, value)
+    assert leader.refresh_heartbeats() == 3
+    with store.session() as session:
+        status = {m.lease_id: m.status for m in session.scalars(select(Match))}
+    assert status == {1: "released", 2: "released", 3: "accepted"}
+    for lease_id, reserved in ((1, 0), (2, 0), (3, 3)):
+        entry = leader.index.get(nodes[lease_id])
+        assert entry is not None and entry.reserved_vcpus == reserved
 
 
 def test_a_dead_node_is_dropped_within_a_heartbeat_interval(

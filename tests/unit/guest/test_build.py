@@ -15,6 +15,8 @@ from cvm import key_release
 from guest.build import PACKAGES, BuildError, _keep_only_keccak
 from tests.fixtures.images import guest_image, image_store  # noqa: F401 - fixtures
 
+pytestmark = pytest.mark.guests  # builds the shared guest image
+
 
 def _tree(site: Path, files: list[str]) -> None:
     for name in files:

@@ -71,7 +71,10 @@ def _reserve_in_process(path: str, lease_id: int) -> bool:
 
 def test_concurrent_reservations_never_overcommit(tmp_path: Path) -> None:
     path = tmp_path / "agent.sqlite"
-    AgentStore(path)
+    # Created, then closed before the fork: SQLite forbids carrying an open connection into a
+    # child (its locks are not inherited, its bookkeeping of them is), and the store keeps
+    # its connections open. The agents are separate processes, never forked from one.
+    AgentStore(path).close()
     with multiprocessing.get_context("fork").Pool(4) as pool:
         results = pool.starmap(_reserve_in_process, [(str(path), i) for i in range(1, 9)])
     assert sum(results) == 2  # 8 vCPUs hold two 3-vCPU leases, never three

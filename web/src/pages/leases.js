@@ -43,6 +43,8 @@ function timelineView(timeline) {
 const END_REASONS = {
   first_attestation_missed: "failed over: its first attestation never came",
   attestation_expired: "failed over: its attestation expired (silent node, challenge unanswered)",
+  node_exit: "failed over: the node left",
+  attestation_rejected: "failed over: the verifiers rejected its attestation",
   declined: "declined by the node",
   closed: "lease closed",
   replaced: "replaced",

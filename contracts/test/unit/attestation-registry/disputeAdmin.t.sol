@@ -66,7 +66,7 @@ contract DisputeAdmin_Test is Base {
         market.onVerifiedOverturned(1, 0, false);
         vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_CallerNotAttestationRegistry.selector, stranger));
         vm.prank(stranger);
-        market.onRejectedOverturned(1, 0, 0);
+        market.onRejectedOverturned(1, address(0), 0, 0);
         vm.expectRevert(abi.encodeWithSelector(Errors.NodeRegistry_CallerNotLeaseMarket.selector, stranger));
         vm.prank(stranger);
         nodes.restoreSlash(nodeKey, 1);

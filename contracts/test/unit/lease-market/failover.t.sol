@@ -50,6 +50,18 @@ contract Failover_LeaseMarket_Test is Base {
         vm.warp(block.timestamp + REATTEST_INTERVAL);
     }
 
+    /// @dev An attested lease (failover allowed) whose deposit pays 100 seconds.
+    function smallAttestedLease() internal returns (uint256 leaseId) {
+        registerAndStake();
+        vm.prank(renter);
+        leaseId = market.createLease(leaseSpec(), MAX_PRICE, uint128(rate() * 100), measurement);
+        vm.prank(nodeKey);
+        market.acceptLease(leaseId);
+        setPolicy(leaseId, true);
+        submitReport(leaseId, REPORT_HASH);
+        confirmReport(leaseId, REPORT_HASH, true);
+    }
+
     function bondOf() internal pure returns (uint256) {
         return (MIN_STAKE * SLASH_BPS) / 10_000;
     }
@@ -139,14 +151,7 @@ contract Failover_LeaseMarket_Test is Base {
     }
 
     function test_RevertWhen_DepositUsedUp() external {
-        registerAndStake();
-        vm.prank(renter);
-        uint256 leaseId = market.createLease(leaseSpec(), MAX_PRICE, uint128(rate() * 100), measurement);
-        vm.prank(nodeKey);
-        market.acceptLease(leaseId);
-        setPolicy(leaseId, true);
-        submitReport(leaseId, REPORT_HASH);
-        confirmReport(leaseId, REPORT_HASH, true);
+        uint256 leaseId = smallAttestedLease();
         vm.warp(block.timestamp + REATTEST_INTERVAL);
         // Used up is no fault (the close is EXHAUSTED): nothing to move.
         vm.expectRevert(abi.encodeWithSelector(Errors.LeaseMarket_NotAtFault.selector, leaseId));
@@ -360,6 +365,179 @@ contract Failover_LeaseMarket_Test is Base {
         KeyPolicy memory policy = keys.keyPolicyOf(1);
         vm.prank(renter);
         keys.setKeyPolicy(leaseId, policy);
+    }
+
+    // ------------------------------------------------------------------ reason 4
+
+    /// @dev The node answers a challenge of `leaseId` with `reportHash` (a re-attestation before the
+    /// interval ends is taken only from a challenged lease).
+    function challengedReattestation(uint256 leaseId, bytes32 reportHash) internal {
+        vm.prank(renter);
+        market.challenge(leaseId);
+        submitReport(leaseId, reportHash);
+    }
+
+    /// @dev An attested lease (failover allowed) challenged `served` seconds after its first attestation,
+    /// whose answer the verifiers reject `decidedAfter` seconds later.
+    function rejectedReattestation(uint256 served, uint256 decidedAfter) internal returns (uint256 leaseId) {
+        leaseId = attestedLease();
+        setPolicy(leaseId, true);
+        vm.warp(block.timestamp + served);
+        challengedReattestation(leaseId, REPORT_2);
+        vm.warp(block.timestamp + decidedAfter);
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey, 4);
+        confirmReport(leaseId, REPORT_2, false);
+    }
+
+    /// @dev Attack: a node that submits a bad report must not end a lease whose renter wants it to survive
+    /// its node (the close tells the key holders to delete the shares). It moves; the bond burns as on a close.
+    function test_Rejected_FailsOverWhenAllowed() external {
+        uint256 balance = token.balanceOf(address(market));
+        uint256 leaseId = rejectedReattestation(100, 30);
+        uint256 stakeBefore = STAKE;
+        uint256 earned = 100 * rate();
+        Lease memory lease = market.getLease(leaseId);
+        assertEq(uint256(lease.status), uint256(LeaseStatus.OPEN), "moved, not closed");
+        assertEq(lease.nodeKey, address(0), "no node");
+        assertEq(lease.deposit, DEPOSIT - earned, "the escrow keeps all but the verified time");
+        assertEq(market.credits(operator), earned, "verified time before the rejected report, none of it after");
+        assertEq(market.credits(renter), 0, "nothing refunded: the escrow stays for the next node");
+        assertEq(nodes.getNode(nodeKey).stake, stakeBefore - bondOf(), "bond slashed");
+        assertEq(nodes.burnedStake(), bondOf(), "and burned");
+        assertEq(market.bondedStake(nodeKey), 0, "bond no longer locked");
+        assertEq(market.nodeUsage(nodeKey).vcpu, 0, "capacity freed");
+        assertTrue(market.declinedBy(leaseId, nodeKey), "never again for this node");
+        assertEq(market.failovers(leaseId), 1, "counted");
+        assertEq(token.balanceOf(address(market)), balance + DEPOSIT, "nothing left the market");
+        Segment memory segment = market.segmentOf(leaseId, nodeKey);
+        assertEq(segment.earned, earned, "segment earned");
+        assertEq(segment.bond, bondOf(), "segment bond (for a reversal)");
+        assertTrue(segment.rejected, "moved by a rejection");
+        assertFalse(keys.isReleasable(leaseId, measurement), "nothing released until the next node is Verified");
+        // The next node takes it from a new segment.
+        vm.prank(nodeKey2);
+        market.acceptLease(leaseId);
+        submitAs(nodeKey2, leaseId, REPORT_3);
+        confirmReport(leaseId, REPORT_3, true);
+        assertTrue(keys.isReleasable(leaseId, measurement), "released to the next node's guest");
+    }
+
+    function test_Rejected_FirstAttestation_FailsOverWithTheWholeEscrow() external {
+        uint256 leaseId = acceptedLease();
+        setPolicy(leaseId, true);
+        uint256 stakeBefore = nodes.getNode(nodeKey).stake;
+        submitReport(leaseId, REPORT_HASH);
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey, 4);
+        confirmReport(leaseId, REPORT_HASH, false);
+        assertEq(market.getLease(leaseId).deposit, DEPOSIT, "the whole escrow stays");
+        assertEq(market.credits(operator), 0, "nothing earned");
+        assertEq(nodes.getNode(nodeKey).stake, stakeBefore - bondOf(), "bond slashed");
+    }
+
+    function test_Rejected_ClosesWithoutPolicy() external {
+        uint256 leaseId = attestedLease();
+        setPolicy(leaseId, false);
+        vm.warp(block.timestamp + 100);
+        challengedReattestation(leaseId, REPORT_2);
+        confirmReport(leaseId, REPORT_2, false);
+        Lease memory lease = market.getLease(leaseId);
+        assertEq(uint256(lease.closeReason), uint256(CloseReason.ATTESTATION_REJECTED), "closed as today");
+        assertEq(market.failovers(leaseId), 0, "no failover");
+        assertEq(market.credits(renter), DEPOSIT - 100 * rate(), "the rest refunded");
+    }
+
+    /// @dev A used-up deposit has nothing to move: the rejection closes the lease.
+    function test_Rejected_WhenExhausted_Closes() external {
+        uint256 leaseId = smallAttestedLease();
+        vm.warp(block.timestamp + 200);
+        challengedReattestation(leaseId, REPORT_2);
+        confirmReport(leaseId, REPORT_2, false);
+        assertEq(uint256(market.getLease(leaseId).closeReason), uint256(CloseReason.ATTESTATION_REJECTED), "closed");
+        assertEq(market.failovers(leaseId), 0, "no failover");
+    }
+
+    /// @dev A false rejection that moved the lease: the old node's bond comes back and its time from the
+    /// rejected submission to the move is paid (from the renter's credit, the rest by the court), to the
+    /// old node's operator; the lease and its new node are untouched.
+    function test_RejectedOverturnedAfterFailover_BondBackAndTimePaid() external {
+        uint256 leaseId = rejectedReattestation(100, 40);
+        uint256 stakeAfterSlash = nodes.getNode(nodeKey).stake;
+        vm.prank(nodeKey2);
+        market.acceptLease(leaseId);
+        submitAs(nodeKey2, leaseId, REPORT_3);
+        confirmReport(leaseId, REPORT_3, true);
+        // The renter holds credit (another lease, without a policy, rejected on the second node).
+        uint256 other = createLease();
+        vm.prank(nodeKey2);
+        market.acceptLease(other);
+        submitAs(nodeKey2, other, REPORT_HASH);
+        confirmReport(other, REPORT_HASH, false);
+        uint256 renterCredit = market.credits(renter);
+        assertEq(renterCredit, DEPOSIT, "refunded in full");
+        uint256 operatorCredit = market.credits(operator);
+        Lease memory before = market.getLease(leaseId);
+
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.VerdictReversed(leaseId, false);
+        vm.prank(address(court));
+        (bool overturned,, uint256 unpaid, address paidTo) = attestations.resolveDispute(leaseId, REPORT_2, stranger, true);
+        assertTrue(overturned, "overturned");
+        assertEq(unpaid, 0, "the renter's credit covered it");
+        assertEq(paidTo, operator, "the old node's operator, not the current one");
+        assertEq(nodes.getNode(nodeKey).stake, stakeAfterSlash + bondOf(), "its bond back");
+        assertEq(market.credits(operator) - operatorCredit, 40 * rate(), "its 40 s until the move");
+        assertEq(renterCredit - market.credits(renter), 40 * rate(), "paid by the renter, who had that service");
+        Segment memory segment = market.segmentOf(leaseId, nodeKey);
+        assertFalse(segment.rejected, "given back once");
+        assertEq(segment.earned, 140 * rate(), "its earnings include the reversed time");
+        Lease memory afterwards = market.getLease(leaseId);
+        assertEq(afterwards.nodeKey, nodeKey2, "the lease goes on with its current node");
+        assertEq(afterwards.deposit, before.deposit, "escrow untouched");
+        assertTrue(attestations.isAttested(leaseId, measurement), "still attested");
+        vm.prank(address(court));
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_AlreadySettled.selector, leaseId, REPORT_2));
+        attestations.resolveDispute(leaseId, REPORT_2, stranger, true);
+    }
+
+    /// @dev Without credit the renter pays nothing: the court is told what is unpaid and to whom.
+    function test_RejectedOverturnedAfterFailover_UnpaidToTheOldOperator() external {
+        uint256 leaseId = rejectedReattestation(100, 40);
+        vm.prank(address(court));
+        (bool overturned,, uint256 unpaid, address paidTo) = attestations.resolveDispute(leaseId, REPORT_2, stranger, true);
+        assertTrue(overturned, "overturned");
+        assertEq(unpaid, 40 * rate(), "all of it unpaid");
+        assertEq(paidTo, operator, "to the old node's operator");
+        assertEq(market.credits(operator), 100 * rate(), "only the verified time from the market");
+    }
+
+    /// @dev Attack: a node whose earlier Verified verdict is found false cannot get its bond back by then
+    /// having its later rejection overturned: it was at fault, the bond stays burned (once), in either order.
+    function test_EarlierVerifiedOverturned_TheRejectionGivesNothingBack() external {
+        uint256 leaseId = rejectedReattestation(100, 40);
+        uint256 stake = STAKE;
+        vm.prank(address(court));
+        attestations.resolveDispute(leaseId, REPORT_HASH, stranger, false);
+        assertEq(nodes.getNode(nodeKey).stake, stake - bondOf(), "slashed once");
+        assertFalse(market.segmentOf(leaseId, nodeKey).rejected, "the rejection settled with it");
+        vm.prank(address(court));
+        (bool overturned,, uint256 unpaid, address paidTo) = attestations.resolveDispute(leaseId, REPORT_2, stranger, true);
+        assertTrue(overturned, "the verdict itself was false (its voters answer for it)");
+        assertEq(unpaid, 0, "nothing owed");
+        assertEq(paidTo, address(0), "to nobody");
+        assertEq(nodes.getNode(nodeKey).stake, stake - bondOf(), "the bond stays burned");
+    }
+
+    function test_RejectionOverturnedFirst_ThenEarlierVerified_SlashesTheRestoredBond() external {
+        uint256 leaseId = rejectedReattestation(100, 40);
+        uint256 stake = STAKE;
+        vm.prank(address(court));
+        attestations.resolveDispute(leaseId, REPORT_2, stranger, true);
+        assertEq(nodes.getNode(nodeKey).stake, stake, "bond back");
+        vm.prank(address(court));
+        attestations.resolveDispute(leaseId, REPORT_HASH, stranger, false);
+        assertEq(nodes.getNode(nodeKey).stake, stake - bondOf(), "slashed for the false Verified, once");
     }
 
     // ------------------------------------------------------------------ the new segment

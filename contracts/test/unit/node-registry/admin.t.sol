@@ -80,14 +80,14 @@ contract Admin_NodeRegistry_Test is Base {
         emit INodeRegistry.MinStakeSet(5);
         nodes.setMinStake(5);
         vm.expectEmit(address(nodes));
-        emit INodeRegistry.UnbondingDelaySet(2 days);
-        nodes.setUnbondingDelay(2 days);
+        emit INodeRegistry.UnbondingDelaySet(9 days);
+        nodes.setUnbondingDelay(9 days);
         vm.expectEmit(address(nodes));
         emit INodeRegistry.SlashBpsSet(5000);
         nodes.setSlashBps(5000);
         vm.stopPrank();
         assertEq(nodes.minStake(), 5, "minStake");
-        assertEq(nodes.unbondingDelay(), 2 days, "delay");
+        assertEq(nodes.unbondingDelay(), 9 days, "delay");
         assertEq(nodes.slashBps(), 5000, "slashBps");
     }
 }
