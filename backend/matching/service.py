@@ -394,6 +394,20 @@ class Matcher:
         freed: list[Match] = []
         revived: list[Match] = []
         with self.store.session() as session:
+            # A node accepts a lease at most once (the chain never lets it take a lease it
+            # declined or left), so an accept already recorded is this one heard again (two
+            # replicas reacting to it, or a reconcile's read from before the first record),
+            # perhaps released since by a heartbeat: recording it again would hold capacity
+            # the node already reports as used, and count the accept twice.
+            recorded = session.scalar(
+                select(Match.id)
+                .where(
+                    Match.lease_id == lease_id,
+                    Match.node == node,
+                    Match.accepted_at.is_not(None),
+                )
+                .limit(1)
+            )
             live = self._live(session, lease_id)
             for match in live:
                 if match.node == node and match.status == ReservationState.RESERVED:
@@ -402,7 +416,7 @@ class Matcher:
                 elif match.node != node:
                     match.status = ReservationState.RELEASED
                     freed.append(match)
-            if not any(match.node == node for match in live):
+            if recorded is None and not any(match.node == node for match in live):
                 session.flush()  # the released ones first: one live reservation per lease
                 expired = session.scalars(
                     select(Match)
@@ -429,7 +443,7 @@ class Matcher:
             self.index.release(_reservation(match))
         for match in revived:
             self.index.reserve(_reservation(match))
-        return bool(revived) or any(match.node == node for match in live)
+        return recorded is not None or bool(revived) or any(match.node == node for match in live)
 
     def _unreserved_accept(
         self, session: Session, lease_id: int, node: str, now: datetime

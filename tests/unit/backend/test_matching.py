@@ -464,3 +464,30 @@ def test_an_accept_no_reservation_names_is_recorded_and_holds_capacity(
     assert matcher.lease_accepted(3, "0x" + "0f" * 20) is False
     with store.session() as session:
         assert session.scalars(select(Match).where(Match.lease_id == 3)).all() == []
+
+
+def test_an_accept_heard_twice_is_recorded_once(store: Store, clock: Clock) -> None:
+    """Two replicas may both react to one accept (the old leader finishing a reaction while
+    the new one reconciles from a read taken before it committed). When a heartbeat released
+    the first record in between, the second call found no live reservation and recorded the
+    accept again: the replicas test counted two accepts for one lease (CI). A node accepts a
+    lease at most once (the chain never lets it take one it declined or left), so a second
+    call changes nothing and holds no capacity."""
+    node = _node(store, "0x" + "10" * 20, vcpus=4)
+    add_lease(store, 1, RENTER, vcpus=3)
+    matcher, _ = _matcher(store, clock)
+    matcher.rebuild()
+    _beat(matcher, clock, node, 4, 65536, 500)
+    assert matcher.match_lease(1) is not None
+    clock.advance(5)
+    assert matcher.lease_accepted(1, node) is True
+    clock.advance(5)  # the heartbeat includes the guest: the record is released
+    _beat(matcher, clock, node, 1, 60000, 480)
+    clock.advance(5)
+    assert matcher.lease_accepted(1, node) is True  # heard again: still recorded, once
+    with store.session() as session:
+        rows = [(m.status, m.accepted_at is not None) for m in session.scalars(select(Match))]
+    assert rows == [("released", True)]
+    entry = matcher.index.get(node)
+    assert entry is not None and entry.reserved_vcpus == 0
+    assert matcher.reconcile() == ([], [])
