@@ -180,8 +180,9 @@ class HeartbeatReceipt(_View):
 
 class LeaseNodeView(_View):
     """One node's time on a lease: accepted at, until (None: serving it now) and why it
-    ended (`first_attestation_missed`, `attestation_expired`, `node_exit` or
-    `attestation_rejected`: the lease failed over to another node; `declined`; `closed`).
+    ended (`first_attestation_missed`, `attestation_expired`, `node_exit`,
+    `attestation_rejected` or `verdict_overturned`: the lease failed over to another node;
+    `declined`; `closed`).
     Times are block timestamps (unix seconds)."""
 
     node: str

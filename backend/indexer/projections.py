@@ -107,6 +107,7 @@ FAILOVER_REASONS = {
     2: "attestation_expired",
     3: "node_exit",
     4: "attestation_rejected",
+    5: "verdict_overturned",
 }
 
 

@@ -146,10 +146,10 @@ class Dispute(Base):
 
 class LeaseNode(Base):
     """One node's time on a lease, from its `LeaseAccepted` to the event that ended it:
-    `LeaseFailedOver` (reason `first_attestation_missed`, `attestation_expired`, `node_exit` or
-    `attestation_rejected`: the lease moved on), `LeaseDeclined` (`declined`) or `LeaseClosed`
-    (`closed`); open-ended (ended_at None) for the node serving it now. A chain projection like
-    the lease it belongs to."""
+    `LeaseFailedOver` (reason `first_attestation_missed`, `attestation_expired`, `node_exit`,
+    `attestation_rejected` or `verdict_overturned`: the lease moved on), `LeaseDeclined`
+    (`declined`) or `LeaseClosed` (`closed`); open-ended (ended_at None) for the node serving it
+    now. A chain projection like the lease it belongs to."""
 
     __tablename__ = "lease_nodes"
 

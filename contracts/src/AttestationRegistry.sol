@@ -180,6 +180,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
     /// failover): numbers up to it belong to earlier nodes. Read only when `Record.segmented`.
     mapping(uint256 leaseId => uint32) private _segmentStart;
 
+    /// @dev keccak256(leaseId, node) => `Record.reversedFrom` of the segment of the lease that node served,
+    /// kept when a dispute moved the lease away from it (a node serves a lease in one segment at most).
+    mapping(bytes32 nodeKey => uint32) private _segmentReversedFrom;
+
     // Round flag: the submission is the first of its segment (of the lease, or since a failover).
     uint8 private constant _FIRST = 16;
     // Past flag: the kept submission's verdict is Rejected (left behind by a failover on rejection).
@@ -380,6 +384,13 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
                 past.flags |= _PAST_REJECTED;
                 past.endedAt = uint40(block.timestamp);
             }
+        }
+        // A reversal in the segment that ends (the dispute that moved the lease) settles its submissions from
+        // there on, and only its own: the next node's count on from the same nonce.
+        uint32 reversedFrom = record.reversedFrom;
+        if (reversedFrom != 0) {
+            _segmentReversedFrom[_nodeKey(leaseId, oldNode)] = reversedFrom;
+            record.reversedFrom = 0;
         }
         _segmentStart[leaseId] = nonce;
         record.segmented = true;
@@ -760,6 +771,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         return keccak256(abi.encode(leaseId, reportHash));
     }
 
+    function _nodeKey(uint256 leaseId, address node) private pure returns (bytes32) {
+        return keccak256(abi.encode(leaseId, node));
+    }
+
     function _ballotKey(uint256 leaseId, uint256 number) private pure returns (bytes32) {
         return keccak256(abi.encode(leaseId, number));
     }
@@ -797,6 +812,10 @@ contract AttestationRegistry is IAttestationRegistryCore, AccessControl {
         sub.confirmedOnChain = flags & _CONFIRMED != 0;
         sub.challenged = flags & _CHALLENGED != 0;
         uint32 reversedFrom = record.reversedFrom;
+        // A past segment's submission: settled by a reversal in its own segment only.
+        if (past.number != 0 && past.number <= _segmentStart[leaseId]) {
+            reversedFrom = _segmentReversedFrom[_nodeKey(leaseId, past.node)];
+        }
         // Settled by the reversal of an earlier (or this) submission.
         if (reversedFrom != 0 && sub.number >= reversedFrom) sub.disputed = true;
     }

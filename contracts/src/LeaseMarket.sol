@@ -22,6 +22,7 @@ import {
     FAILOVER_ATTESTATION_REJECTED,
     FAILOVER_FIRST_ATTESTATION_MISSED,
     FAILOVER_NODE_EXIT,
+    FAILOVER_VERDICT_OVERTURNED,
     Lease,
     LeaseRecord,
     LeaseSpec,
@@ -540,8 +541,9 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
 
     /// @dev Fails an active lease over if its node is at fault (see `failover`); with `mode`
     /// FAILOVER_NODE_EXIT also if its node leaves without fault (`exitLease`: its attestation decided, the
-    /// deposit not used up); with FAILOVER_ATTESTATION_REJECTED always (its latest attestation was just
-    /// Rejected; the caller checked the deposit is not used up). False (nothing changed) if none applies.
+    /// deposit not used up); with FAILOVER_ATTESTATION_REJECTED or FAILOVER_VERDICT_OVERTURNED always (its
+    /// latest attestation was just Rejected, or marked so by a dispute; the caller checked the deposit is not
+    /// used up, and slashes an overturned verdict's bond itself). False (nothing changed) if none applies.
     function _failover(uint256 leaseId, LeaseRecord storage lease, AttestationProgress memory progress, uint8 mode)
         private
         returns (bool)
@@ -551,7 +553,8 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         uint256 bond = lease.bond;
         uint256 earnedAmount = 0;
         uint8 reason = mode;
-        bool rejected = mode == FAILOVER_ATTESTATION_REJECTED;
+        // Rejected, or Verified found false: only the verified time before the latest submission counts.
+        bool rejected = mode >= FAILOVER_ATTESTATION_REJECTED;
         if (rejected || !_firstAttestationMissed(lease, progress)) {
             // Rejected: the registry already marks the attestation so, only earlier verified time counts.
             earnedAmount = _earnedFrom(lease, progress);
@@ -588,7 +591,10 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         emit LeaseFailedOver(leaseId, nodeKey, reason);
         _credit(nodeRegistry.operatorOf(nodeKey), owed);
         attestationRegistry.onFailover(leaseId, nodeKey);
-        if (reason == FAILOVER_FIRST_ATTESTATION_MISSED || rejected) _slash(nodeKey, bond, 0);
+        // An overturned verdict's bond is slashed by the caller (with the renter's compensation).
+        if (reason == FAILOVER_FIRST_ATTESTATION_MISSED || mode == FAILOVER_ATTESTATION_REJECTED) {
+            _slash(nodeKey, bond);
+        }
         else if (reason == FAILOVER_ATTESTATION_EXPIRED) nodeRegistry.recordMissedAttestation(nodeKey);
         return true;
     }
@@ -654,7 +660,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         address nodeKey = lease.nodeKey;
         _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, earnedAmount, refund, 0, false);
         _credit(lease.renter, refund);
-        _slash(nodeKey, bond, 0);
+        _slash(nodeKey, bond);
     }
 
     /// @inheritdoc ILeaseMarket
@@ -675,7 +681,14 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         uint256 cut = keep > claimed ? keep : claimed;
         uint256 refund = deposit - cut;
         if (lease.status == LeaseStatus.ACTIVE) {
-            _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, cut, refund, cut - keep, false);
+            if (refund != 0 && _mayFailOver(leaseId)) {
+                // Moved, not closed: a close makes the key holders delete the shares. The rest of the
+                // escrow stays in the lease; the overclaim is the renter's out of the bond below.
+                _failoverOverturned(leaseId, lease, cut - keep);
+                refund = 0;
+            } else {
+                _close(leaseId, lease, CloseReason.ATTESTATION_REJECTED, cut, refund, cut - keep, false);
+            }
         } else {
             // Closed: the bond is locked only while held; otherwise the registry takes what the node
             // holds beyond the bonds of its active leases, up to the bond.
@@ -698,6 +711,18 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         (, uint256 paid) =
             nodeRegistry.slash(nodeKey, bond, nodeRegistry.operatorOf(nodeKey) == renter ? 0 : cut - keep);
         _credit(renter, paid);
+    }
+
+    /// @dev `onVerifiedOverturned`'s move: as on a rejection (the registry marks the attestation Rejected
+    /// with the seconds verified before the false submission banked), after the operator's claims beyond
+    /// those left the escrow as a close's cut would (`over`, paid back to the renter out of the bond).
+    function _failoverOverturned(uint256 leaseId, LeaseRecord storage lease, uint256 over) private {
+        // Safe: over <= claimed <= deposit, uint96s.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        lease.deposit -= uint96(over);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        lease.claimed -= uint96(over);
+        _failover(leaseId, lease, attestationRegistry.progressOf(leaseId), FAILOVER_VERDICT_OVERTURNED);
     }
 
     /// @inheritdoc ILeaseMarket
@@ -906,7 +931,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         emit LeaseHeldReleased(leaseId, reason, finalEarned, refund);
         _credit(lease.renter, refund);
         if (missed) nodeRegistry.recordMissedAttestation(nodeKey);
-        _slash(nodeKey, slashed, 0);
+        _slash(nodeKey, slashed);
     }
 
     /// @dev A lease does not end while the verifiers may still decide its attestation: the pending
@@ -926,7 +951,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         uint256 bond = lease.bond;
         _close(leaseId, lease, CloseReason.ATTESTATION_MISSED, 0, refund, 0, false);
         _credit(renter, refund);
-        _slash(nodeKey, bond, 0);
+        _slash(nodeKey, bond);
     }
 
     /// @dev Back to the market: the node's bond and capacity are freed and any other node may accept.
@@ -950,7 +975,7 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
         lease.bond = 0;
         lease.timeMark = 0;
         emit LeaseDeclined(leaseId, nodeKey);
-        _slash(nodeKey, burned, 0);
+        _slash(nodeKey, burned);
     }
 
     /// @dev Half the attestation window fixed at accept: acceptedAt + (attestBy - acceptedAt) / 2.
@@ -997,14 +1022,15 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
     }
 
     /// @dev The last step of a slashing close: every effect is booked, the registry takes the bond
-    /// (locked since accept, so all of it) and pays in the compensation already credited.
-    function _slash(address nodeKey, uint256 bond, uint256 compensation) private {
+    /// (locked since accept, so all of it) and burns it.
+    function _slash(address nodeKey, uint256 bond) private {
         // slither-disable-next-line incorrect-equality (nothing to slash, e.g. a free decline; not a balance race)
         if (bond == 0) return;
-        (uint256 taken, uint256 paid) = nodeRegistry.slash(nodeKey, bond, compensation);
-        // Same transaction, nothing in between: the bond is locked, so the registry takes and pays it all.
+        // slither-disable-next-line unused-return (no compensation asked, so nothing paid)
+        (uint256 taken,) = nodeRegistry.slash(nodeKey, bond, 0);
+        // Same transaction, nothing in between: the bond is locked, so the registry takes it all.
         // slither-disable-next-line incorrect-equality (an exact amount from our own registry, not a balance race)
-        assert(taken == bond && paid == compensation);
+        assert(taken == bond);
     }
 
     function _onlyRegistry() private view {

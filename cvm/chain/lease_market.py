@@ -391,8 +391,10 @@ class LeaseMarketClient(OwnedContractClient):
         attestation expired / a challenge unanswered) back to the market under the same id, if
         its key policy allows failover (anyone). Event `LeaseFailedOver(leaseId, oldNode,
         reason)`: reason 1 first attestation missed (bond slashed), 2 attestation expired (a
-        miss), 3 the node left by `exitLease` without fault (bond freed, no miss; only via exit).
-        The old node keeps what it earned up to its fault (credited to its operator)."""
+        miss), 3 the node left by `exitLease` without fault (bond freed, no miss; only via exit);
+        4 (a Rejected attestation) and 5 (a dispute found a Verified verdict false) come from the
+        attestation registry, not from this call. The old node keeps what it earned up to its
+        fault (credited to its operator)."""
         return self._send("failover", lease_id)
 
     def challenge(self, lease_id: int) -> TxResult:

@@ -67,8 +67,9 @@ interface ILeaseMarket {
     /// @notice Emitted when a lease fails over away from `oldNode`: it is OPEN again (same id, the
     /// remaining escrow) for another node; `reason` 1 = first attestation missed, 2 = attestation Expired
     /// (re-attestation missed, undecided without approval, or a challenge unanswered), 3 = the node left
-    /// without fault (`exitLease`), 4 = its latest attestation was Rejected (`onAttestationRejected`). The
-    /// next `LeaseAccepted` of the lease names the new node.
+    /// without fault (`exitLease`), 4 = its latest attestation was Rejected (`onAttestationRejected`), 5 = a
+    /// dispute found one of its Verified verdicts false (`onVerifiedOverturned`). The next `LeaseAccepted`
+    /// of the lease names the new node.
     event LeaseFailedOver(uint256 indexed leaseId, address indexed oldNode, uint8 reason);
 
     /// @notice Emitted once, when the owner sets the key service that decides whether a lease may fail over.
@@ -339,7 +340,8 @@ interface ILeaseMarket {
     /// unpaid. The lease is closed (reason ATTESTATION_REJECTED; an already closed one gets that reason);
     /// earned becomes max(keepSeconds x rate capped at the deposit, claimed); the renter is credited the
     /// rest of the escrow, plus, out of the node's bond, what the operator already claimed beyond the
-    /// kept earnings. The bond is slashed (the rest burned): all of it while locked (active, or closed
+    /// kept earnings. An active lease whose key policy allows failover, with escrow left, fails over
+    /// instead (LeaseFailedOver reason 5): the rest of the escrow stays in the lease for the next node. The bond is slashed (the rest burned): all of it while locked (active, or closed
     /// while pending), else at most what the node holds beyond its active leases' bonds; nothing if
     /// `bondTaken` (a later rejection of the lease already slashed it: a bond is slashed once). An
     /// operator renting its own node gets no compensation. Emits VerdictReversed.

@@ -286,6 +286,10 @@ uint8 constant FAILOVER_NODE_EXIT = 3;
 // 4: its latest attestation was Rejected (bond slashed and burned, as a close would): the lease moves
 // instead of ending, so no node can end it (and with it the renter's key and data) by a bad report.
 uint8 constant FAILOVER_ATTESTATION_REJECTED = 4;
+// 5: a dispute found its Verified verdict false (bond slashed, pay only for the verified time before the false
+// submission): the lease moves as on a rejection, so a forged report verified by colluding voters cannot
+// end it either.
+uint8 constant FAILOVER_VERDICT_OVERTURNED = 5;
 
 /// @notice What a node a lease failed over from earned on it, kept (one slot) so that a dispute later
 /// overturning one of its verdicts finds its rate, earnings and bond (`onSegmentOverturned`,

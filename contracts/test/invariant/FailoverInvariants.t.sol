@@ -16,7 +16,7 @@ import {Test} from "../base/Test.sol";
 /// @notice Random sequences of leases that fail over between three nodes (issue 20): create (with a
 /// key policy allowing failover or not), accept, submit, confirm (or reject), challenge, claim, close,
 /// failover, withdraw, time jumps, and disputes overturning an old node's verdict after the lease
-/// moved. Every call is made with try/catch (a refused one changes nothing); the ghost model records
+/// moved or the current node's (which moves it again). Every call is made with try/catch (a refused one changes nothing); the ghost model records
 /// who submitted what, which node's submission is Verified in the lease's current segment, what
 /// nodes were paid, and the time window of each segment.
 contract FailoverHandler is Test {
@@ -53,6 +53,7 @@ contract FailoverHandler is Test {
     mapping(uint256 leaseId => bytes32[]) internal _oldRejections;
     uint256 public rejectionMoves;
     uint256 public overturnedRejections;
+    uint256 public overturnMoves;
     uint256 public violations;
     string public lastViolation;
     uint256 public failoversDone;
@@ -219,6 +220,37 @@ contract FailoverHandler is Test {
             _check(afterwards.nodeKey == before.nodeKey, "an old rejection's reversal moved the current node");
             _check(afterwards.deposit == before.deposit, "an old rejection's reversal touched the escrow");
             for (uint256 k; k < operators.length; ++k) ghostPaidToNodes[leaseId] += market.credits(operators[k]) - credits[k];
+        } catch {}
+    }
+
+    /// @dev A dispute finding false the current node's latest Verified verdict: a lease allowed to move
+    /// moves (reason 5) while escrow is left, with the node paid at most its earlier verified time; else it
+    /// closes as rejected with nothing left to refund.
+    function overturnCurrent(uint256 leaseSeed) external {
+        uint256 leaseId = _lease(leaseSeed);
+        if (leaseId == 0 || _lastVerified[leaseId] == bytes32(0)) return;
+        Lease memory before = market.getLease(leaseId);
+        address operator = nodes.operatorOf(before.nodeKey);
+        uint256 credit = market.credits(operator);
+        uint256 count = market.failovers(leaseId);
+        vm.prank(court);
+        try attestations.resolveDispute(leaseId, _lastVerified[leaseId], address(this), false) {
+            Lease memory afterwards = market.getLease(leaseId);
+            if (market.failovers(leaseId) != count) {
+                overturnMoves += 1;
+                _check(afterwards.status == LeaseStatus.OPEN && afterwards.nodeKey == address(0), "not open again");
+                _check(keys.failoverAllowed(leaseId), "moved a lease not allowed to move");
+                _check(market.segmentOf(leaseId, before.nodeKey).rejected, "the segment's bond not marked taken");
+                ghostPaidToNodes[leaseId] += market.credits(operator) - credit;
+            } else if (before.status == LeaseStatus.ACTIVE) {
+                _check(afterwards.status == LeaseStatus.CLOSED, "an overturn left the lease active");
+                _check(!keys.failoverAllowed(leaseId) || afterwards.deposit == before.deposit,
+                    "an overturn ended a lease allowed to move with escrow left");
+            }
+            if (before.status == LeaseStatus.ACTIVE) _endSegmentWithRate(leaseId, before.ratePerSecond);
+            _lastVerified[leaseId] = bytes32(0);
+            _pendingHash[leaseId] = bytes32(0);
+            ghostVerifiedNode[leaseId] = address(0);
         } catch {}
     }
 
@@ -477,6 +509,27 @@ contract FailoverInvariants_Test is Base {
         handler.accept(0, 1);
         handler.overturnOldRejection(0, 0);
         assertEq(handler.overturnedRejections(), 1, "reversed");
+        assertEq(handler.violations(), 0, handler.lastViolation());
+    }
+
+    /// @dev The campaign reaches a dispute that moves the lease (reason 5), and the next node's attestation.
+    function test_HandlerReachesVerdictOverturnMove() external {
+        handler.create(10e18, true);
+        handler.accept(0, 0);
+        handler.submit(0);
+        handler.confirm(0, true);
+        handler.warp(1 hours);
+        handler.claim(0);
+        handler.overturnCurrent(0);
+        assertEq(handler.overturnMoves(), 1, "moved by the dispute");
+        uint256 leaseId = handler.leaseIds(0);
+        assertEq(uint256(market.getLease(leaseId).status), uint256(LeaseStatus.OPEN), "open again");
+        handler.accept(0, 1);
+        handler.submit(0);
+        handler.confirm(0, true);
+        assertTrue(attestations.isAttested(leaseId, measurement), "the new node attested");
+        handler.overturnCurrent(0);
+        assertEq(handler.overturnMoves(), 2, "its verdict disputable, and moved again");
         assertEq(handler.violations(), 0, handler.lastViolation());
     }
 

@@ -28,7 +28,8 @@ from cvm.attestation.binding import GuestKey, host_data
 from cvm.attestation.kds import CachingKds, vcek_url
 from cvm.attestation.onchain import der
 from cvm.attestation.sim import SimulatedAmd
-from cvm.chain import Anvil, AttestationStatus, ChainClient, Deployment, deploy
+from cvm.chain import Anvil, AttestationStatus, ChainClient, Deployment, LeaseStatus, deploy
+from cvm.chain.key_service import KeyPolicy
 from cvm.chain.node_consent import sign_node_consent
 from cvm.cli import app
 from cvm.config import Settings
@@ -265,6 +266,64 @@ def test_a_forged_report_verified_by_a_colluder_is_disputed_and_reversed(
     # Judged with the chip's genuine VCEK (KDS's), which does not verify the report.
     (check,) = backend.checks()
     assert check.action == "dispute" and check.reason_codes == ["SIGNATURE_INVALID"]
+
+
+def _failover_policy(system: Court, lease_id: int) -> None:
+    """The renter's key policy for `lease_id`, allowing failover (two fresh staked holders)."""
+    holders = []
+    for _ in range(2):
+        holder = system.anvil.new_account()
+        client = system.client(holder)
+        assert client.keys is not None
+        stake = client.keys.min_holder_stake()
+        client.token.mint(holder.address, stake)
+        client.token.approve(system.deployment.key_service or "", stake)
+        client.keys.stake_holder(stake)
+        client.keys.register_holder(bytes.fromhex(holder.address[2:]).ljust(32, b"\x01"))
+        holders.append(holder.address)
+    renter = system.client(system.roles.renter)
+    assert renter.keys is not None
+    renter.keys.set_key_policy(
+        lease_id,
+        KeyPolicy((MEASUREMENT,), True, 2, tuple(holders), 1, bytes.fromhex("4d" * 32)),
+    )
+
+
+def test_a_forged_verdict_on_a_lease_that_may_fail_over_moves_it_rather_than_ending_it(
+    system: Court, backend: HonestBackend
+) -> None:
+    """The same forgery on a lease whose renter wants it to survive its node: the reversal
+    moves the lease (reason `verdict_overturned`) instead of closing it, which would make the
+    key holders delete the renter's key, and with it the disk and snapshots."""
+    lease_id = system.lease()
+    _failover_policy(system, lease_id)
+    bundle = system.evidence(lease_id, forged=True)
+    backend.upload(bundle)
+    system.submit(bundle)
+    system.vote(lease_id, bundle.report_hash, True)
+    node = system.roles.node.address
+    stake = system.client().nodes.get_node(node).stake
+
+    (watched,) = backend.step().watched
+    assert watched.action == "dispute" and watched.dispute_tx is not None, watched
+    leases = system.client().leases
+    lease = leases.get_lease(lease_id)
+    assert lease.status is LeaseStatus.OPEN and leases.failovers(lease_id) == 1
+    assert lease.deposit == 10 * TOKEN  # nothing verified before the forged report
+    assert leases.declined_by(lease_id, node)
+    assert system.client().nodes.get_node(node).stake < stake  # the bond slashed
+    keys = system.client().keys
+    assert keys is not None and not keys.is_releasable(lease_id, MEASUREMENT)
+
+    backend.step()  # indexes the dispute and the move
+    shown = backend.api.get(f"/v1/leases/{lease_id}")
+    assert shown.status_code == 200, shown.text
+    body = shown.json()
+    assert body["status"] == "open"
+    assert [(n["node"].lower(), n["reason"]) for n in body["nodes"]] == [
+        (node.lower(), "verdict_overturned")
+    ]
+    assert backend.status(lease_id)["dispute"]["overturned"] is True
 
 
 def test_a_genuine_report_rejected_by_a_colluder_is_disputed_and_restored(

@@ -45,6 +45,7 @@ const END_REASONS = {
   attestation_expired: "failed over: its attestation expired (silent node, challenge unanswered)",
   node_exit: "failed over: the node left",
   attestation_rejected: "failed over: the verifiers rejected its attestation",
+  verdict_overturned: "failed over: a dispute found its verified attestation false",
   declined: "declined by the node",
   closed: "lease closed",
   replaced: "replaced",

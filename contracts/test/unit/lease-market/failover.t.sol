@@ -685,7 +685,10 @@ contract Failover_LeaseMarket_Test is Base {
         attestations.resolveDispute(leaseId, REPORT_HASH, stranger, false);
     }
 
-    function test_CurrentSegmentOverturned_ClosesWithTheCurrentNodesBond() external {
+    /// @dev Attack: a forged report that colluding voters verified must not end a lease whose renter wants
+    /// it to survive its node either (the close would make the holders delete the shares): the dispute moves
+    /// it, with the current node's bond, and leaves the earlier segment's verdicts to their own disputes.
+    function test_CurrentSegmentOverturned_MovesAgainWithTheCurrentNodesBond() external {
         uint256 leaseId = expiredLease();
         market.failover(leaseId);
         vm.prank(nodeKey2);
@@ -695,14 +698,149 @@ contract Failover_LeaseMarket_Test is Base {
         vm.warp(block.timestamp + 100);
         uint256 escrow = market.getLease(leaseId).deposit;
         uint256 stake1 = nodes.getNode(nodeKey).stake;
+        uint256 stake2 = nodes.getNode(nodeKey2).stake;
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey2, 5);
         vm.prank(address(court));
-        attestations.resolveDispute(leaseId, REPORT_2, stranger, false);
+        (bool overturned,,,) = attestations.resolveDispute(leaseId, REPORT_2, stranger, false);
+        assertTrue(overturned, "overturned");
         Lease memory lease = market.getLease(leaseId);
-        assertEq(uint256(lease.closeReason), uint256(CloseReason.ATTESTATION_REJECTED), "closed as rejected");
-        assertEq(lease.deposit, 0, "nothing of the false segment earned");
-        assertEq(market.credits(renter), escrow, "the renter gets the escrow back");
+        assertEq(uint256(lease.status), uint256(LeaseStatus.OPEN), "moved again, not closed");
+        assertEq(lease.deposit, escrow, "nothing of the false segment earned: the escrow stays whole");
+        assertEq(market.credits(renter), 0, "nothing refunded: it stays for the next node");
+        assertEq(market.credits(operator2), 0, "the false segment unpaid");
         assertEq(nodes.getNode(nodeKey).stake, stake1, "the old node is not touched");
-        assertEq(market.bondedStake(nodeKey2), 0, "the current node's bond taken");
+        assertEq(nodes.getNode(nodeKey2).stake, stake2 - bondOf(), "the current node's bond taken");
+        assertEq(market.bondedStake(nodeKey2), 0, "and no longer locked");
+        assertTrue(market.declinedBy(leaseId, nodeKey2), "never again for this node");
+        assertEq(market.failovers(leaseId), 2, "counted");
+        assertFalse(keys.isReleasable(leaseId, measurement), "nothing released until the next node is Verified");
+        assertFalse(attestations.isAttested(leaseId, measurement), "not attested");
+        // The first segment's verdict is its own: still disputable after the second segment's reversal.
+        vm.prank(address(court));
+        (overturned,,,) = attestations.resolveDispute(leaseId, REPORT_HASH, stranger, false);
+        assertTrue(overturned, "the first node's verdict disputed on its own");
+        assertEq(nodes.getNode(nodeKey).stake, stake1 - bondOf(), "its bond slashed");
+    }
+
+    // ------------------------------------------------------------------ reason 5
+
+    /// @dev An attested lease (failover allowed) challenged 100 s after its first attestation, whose answer
+    /// REPORT_2 is verified, then claimed up to 50 s later: 150 s claimed, 100 s of it before REPORT_2.
+    function verifiedThenClaimed() internal returns (uint256 leaseId) {
+        leaseId = attestedLease();
+        setPolicy(leaseId, true);
+        vm.warp(block.timestamp + 100);
+        challengedReattestation(leaseId, REPORT_2);
+        confirmReport(leaseId, REPORT_2, true);
+        vm.warp(block.timestamp + 50);
+        vm.prank(operator);
+        market.claim(leaseId);
+    }
+
+    /// @dev A dispute finds the current node's Verified verdict false: the lease moves (reason 5) rather
+    /// than ending; the node keeps only the time verified before the false report; what its operator claimed
+    /// beyond that leaves the escrow and comes back to the renter out of the bond, as a close would pay it.
+    function test_VerdictOverturned_FailsOverWhenAllowed() external {
+        uint256 leaseId = verifiedThenClaimed();
+        uint256 claimed = 150 * rate();
+        uint256 kept = 100 * rate();
+        uint256 balance = token.balanceOf(address(market));
+        assertEq(balance, DEPOSIT - claimed, "claimed");
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey, 5);
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.VerdictReversed(leaseId, true);
+        vm.prank(address(court));
+        (bool overturned,,,) = attestations.resolveDispute(leaseId, REPORT_2, stranger, false);
+        assertTrue(overturned, "overturned");
+        Lease memory lease = market.getLease(leaseId);
+        assertEq(uint256(lease.status), uint256(LeaseStatus.OPEN), "moved, not closed");
+        assertEq(lease.nodeKey, address(0), "no node");
+        assertEq(lease.deposit, DEPOSIT - claimed, "the escrow keeps all but what was claimed");
+        assertEq(market.credits(renter), claimed - kept, "the overclaim back to the renter, out of the bond");
+        assertEq(market.credits(operator), 0, "nothing more to the operator");
+        assertEq(nodes.getNode(nodeKey).stake, STAKE - bondOf(), "bond slashed");
+        assertEq(market.bondedStake(nodeKey), 0, "no longer locked");
+        assertEq(market.nodeUsage(nodeKey).vcpu, 0, "capacity freed");
+        assertTrue(market.declinedBy(leaseId, nodeKey), "never again for this node");
+        assertEq(token.balanceOf(address(market)), balance + claimed - kept, "the compensation came in");
+        Segment memory segment = market.segmentOf(leaseId, nodeKey);
+        assertEq(segment.earned, kept, "segment earned: the verified time before the false report");
+        assertTrue(segment.rejected, "its bond is gone (slashed once)");
+        AttestationProgress memory progress = attestations.progressOf(leaseId);
+        assertEq(progress.nonce, 0, "a new segment");
+        // The reversed report stays settled; the next node's segment is not.
+        vm.prank(address(court));
+        vm.expectRevert(abi.encodeWithSelector(Errors.AttestationRegistry_AlreadySettled.selector, leaseId, REPORT_2));
+        attestations.resolveDispute(leaseId, REPORT_2, stranger, false);
+        vm.prank(nodeKey2);
+        market.acceptLease(leaseId);
+        submitAs(nodeKey2, leaseId, REPORT_3);
+        confirmReport(leaseId, REPORT_3, true);
+        assertTrue(keys.isReleasable(leaseId, measurement), "released to the next node's guest");
+        assertEq(attestations.submissionOf(leaseId, REPORT_3).disputed, false, "the next node's verdict is open");
+        vm.expectEmit(address(market));
+        emit ILeaseMarket.LeaseFailedOver(leaseId, nodeKey2, 5);
+        vm.prank(address(court));
+        (overturned,,,) = attestations.resolveDispute(leaseId, REPORT_3, stranger, false);
+        assertTrue(overturned, "and disputable: found false, it moves the lease again");
+        assertEq(market.getLease(leaseId).deposit, DEPOSIT - claimed, "still whole for the third node");
+    }
+
+    /// @dev Without a failover policy the lease ends as before.
+    function test_VerdictOverturned_ClosesWithoutPolicy() external {
+        uint256 leaseId = attestedLease();
+        setPolicy(leaseId, false);
+        vm.warp(block.timestamp + 100);
+        vm.prank(address(court));
+        attestations.resolveDispute(leaseId, REPORT_HASH, stranger, false);
+        assertEq(uint256(market.getLease(leaseId).closeReason), uint256(CloseReason.ATTESTATION_REJECTED), "closed");
+        assertEq(market.credits(renter), DEPOSIT, "all refunded");
+        assertEq(market.failovers(leaseId), 0, "no failover");
+    }
+
+    /// @dev With the deposit used up (all of it claimed) there is nothing to move: it closes.
+    function test_VerdictOverturned_ClosesWhenExhausted() external {
+        uint256 small = smallAttestedLease();
+        vm.warp(block.timestamp + 200);
+        vm.prank(operator);
+        market.claim(small);
+        vm.prank(address(court));
+        attestations.resolveDispute(small, REPORT_HASH, stranger, false);
+        assertEq(uint256(market.getLease(small).closeReason), uint256(CloseReason.ATTESTATION_REJECTED), "closed");
+        assertEq(market.failovers(small), 0, "nothing left to move");
+    }
+
+    /// @dev Attack: an operator renting its own node (or a voter renting) gains nothing from its own forged
+    /// verdict being found false: no compensation out of its bond, the bond burned.
+    function test_VerdictOverturned_OperatorIsRenter_NoCompensation() external {
+        token.mint(operator, DEPOSIT);
+        vm.prank(operator);
+        token.approve(address(market), type(uint256).max);
+        registerAndStake();
+        vm.prank(operator);
+        uint256 leaseId = market.createLease(leaseSpec(), MAX_PRICE, DEPOSIT, measurement);
+        vm.prank(nodeKey);
+        market.acceptLease(leaseId);
+        submitReport(leaseId, REPORT_HASH);
+        confirmReport(leaseId, REPORT_HASH, true);
+        address[] memory holders = new address[](1);
+        holders[0] = stakedHolder("own-holder");
+        bytes[] memory measurements = new bytes[](1);
+        measurements[0] = measurement;
+        vm.prank(operator);
+        keys.setKeyPolicy(leaseId, KeyPolicy(measurements, true, 1, holders, 1, keccak256("own")));
+        vm.warp(block.timestamp + 100);
+        vm.prank(operator);
+        market.claim(leaseId);
+        uint256 burned = nodes.burnedStake();
+        vm.prank(address(court));
+        attestations.resolveDispute(leaseId, REPORT_HASH, stranger, false);
+        assertEq(market.failovers(leaseId), 1, "moved");
+        assertEq(market.credits(operator), 0, "no compensation to itself");
+        assertEq(market.getLease(leaseId).deposit, DEPOSIT - 100 * rate(), "its claim left the escrow");
+        assertEq(nodes.burnedStake(), burned + bondOf(), "the whole bond burned");
     }
 
     /// @dev Attack: an operator renting its own node gets nothing out of a failover or a later overturn.
