@@ -684,6 +684,9 @@ contract LeaseMarket is ILeaseMarket, Ownable2Step, ReentrancyGuardTransient {
             if (refund != 0 && _mayFailOver(leaseId)) {
                 // Moved, not closed: a close makes the key holders delete the shares. The rest of the
                 // escrow stays in the lease; the overclaim is the renter's out of the bond below.
+                // Its calls go to our own registries (fixed at construction), which call back nothing
+                // untrusted; after them only credits are written (the refund, 0 here, and the slash's pay).
+                // slither-disable-next-line reentrancy-no-eth (trusted own contracts; see above)
                 _failoverOverturned(leaseId, lease, cut - keep);
                 refund = 0;
             } else {

@@ -36,7 +36,15 @@ from cvm.config import Settings
 from cvm.eip712 import Domain, EvidenceUpload, sign_node_message
 from cvm.wallet import import_keystore
 from node_agent.launcher.signer import simulated_guest_key
-from tests.fixtures.chain import CONFIG, LEASE_SPEC, MAX_PRICE, NODE_SPEC, STAKE, TOKEN
+from tests.fixtures.chain import (
+    CONFIG,
+    LEASE_SPEC,
+    MAX_PRICE,
+    NODE_SPEC,
+    STAKE,
+    TOKEN,
+    staked_holder,
+)
 from tests.fixtures.processes import serving
 
 pytestmark = pytest.mark.integration
@@ -270,22 +278,12 @@ def test_a_forged_report_verified_by_a_colluder_is_disputed_and_reversed(
 
 def _failover_policy(system: Court, lease_id: int) -> None:
     """The renter's key policy for `lease_id`, allowing failover (two fresh staked holders)."""
-    holders = []
-    for _ in range(2):
-        holder = system.anvil.new_account()
-        client = system.client(holder)
-        assert client.keys is not None
-        stake = client.keys.min_holder_stake()
-        client.token.mint(holder.address, stake)
-        client.token.approve(system.deployment.key_service or "", stake)
-        client.keys.stake_holder(stake)
-        client.keys.register_holder(bytes.fromhex(holder.address[2:]).ljust(32, b"\x01"))
-        holders.append(holder.address)
+    holders = tuple(staked_holder(system.anvil, system.deployment).address for _ in range(2))
     renter = system.client(system.roles.renter)
     assert renter.keys is not None
     renter.keys.set_key_policy(
         lease_id,
-        KeyPolicy((MEASUREMENT,), True, 2, tuple(holders), 1, bytes.fromhex("4d" * 32)),
+        KeyPolicy((MEASUREMENT,), True, 2, holders, 1, bytes.fromhex("4d" * 32)),
     )
 
 

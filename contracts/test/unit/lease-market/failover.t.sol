@@ -812,15 +812,14 @@ contract Failover_LeaseMarket_Test is Base {
         assertEq(market.failovers(small), 0, "nothing left to move");
     }
 
-    /// @dev Attack: an operator renting its own node (or a voter renting) gains nothing from its own forged
-    /// verdict being found false: no compensation out of its bond, the bond burned.
-    function test_VerdictOverturned_OperatorIsRenter_NoCompensation() external {
+    /// @dev An attested lease the node's own operator rents, with a policy allowing failover.
+    function ownAttestedLease() internal returns (uint256 leaseId) {
         token.mint(operator, DEPOSIT);
         vm.prank(operator);
         token.approve(address(market), type(uint256).max);
         registerAndStake();
         vm.prank(operator);
-        uint256 leaseId = market.createLease(leaseSpec(), MAX_PRICE, DEPOSIT, measurement);
+        leaseId = market.createLease(leaseSpec(), MAX_PRICE, DEPOSIT, measurement);
         vm.prank(nodeKey);
         market.acceptLease(leaseId);
         submitReport(leaseId, REPORT_HASH);
@@ -831,6 +830,12 @@ contract Failover_LeaseMarket_Test is Base {
         measurements[0] = measurement;
         vm.prank(operator);
         keys.setKeyPolicy(leaseId, KeyPolicy(measurements, true, 1, holders, 1, keccak256("own")));
+    }
+
+    /// @dev Attack: an operator renting its own node gains nothing from its own forged
+    /// verdict being found false: no compensation out of its bond, the bond burned.
+    function test_VerdictOverturned_OperatorIsRenter_NoCompensation() external {
+        uint256 leaseId = ownAttestedLease();
         vm.warp(block.timestamp + 100);
         vm.prank(operator);
         market.claim(leaseId);
@@ -845,23 +850,7 @@ contract Failover_LeaseMarket_Test is Base {
 
     /// @dev Attack: an operator renting its own node gets nothing out of a failover or a later overturn.
     function test_OperatorIsRenter_NoProfit() external {
-        // The operator rents (renter == operator of the failing node).
-        token.mint(operator, DEPOSIT);
-        vm.prank(operator);
-        token.approve(address(market), type(uint256).max);
-        registerAndStake();
-        vm.prank(operator);
-        uint256 leaseId = market.createLease(leaseSpec(), MAX_PRICE, DEPOSIT, measurement);
-        vm.prank(nodeKey);
-        market.acceptLease(leaseId);
-        submitReport(leaseId, REPORT_HASH);
-        confirmReport(leaseId, REPORT_HASH, true);
-        address[] memory holders = new address[](1);
-        holders[0] = stakedHolder("own-holder");
-        bytes[] memory measurements = new bytes[](1);
-        measurements[0] = measurement;
-        vm.prank(operator);
-        keys.setKeyPolicy(leaseId, KeyPolicy(measurements, true, 1, holders, 1, keccak256("own")));
+        uint256 leaseId = ownAttestedLease();
         vm.warp(block.timestamp + REATTEST_INTERVAL);
         uint256 earned = uint256(REATTEST_INTERVAL) * rate();
         uint256 stake = nodes.getNode(nodeKey).stake;
