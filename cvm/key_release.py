@@ -469,6 +469,40 @@ def resolve_holders(chain: Any, wanted: Sequence[str] | None, count: int) -> lis
     return holders
 
 
+@dataclass(frozen=True)
+class HolderStanding:
+    """A policy's holder as the chain sees it now: `staked` (registered, at least the minimum
+    stake active: what a policy may name), `leaving` (its stake is unbonding, below the
+    minimum; withdrawable at `unlocks_at`), `unstaked` (below the minimum, nothing unbonding)
+    or `deregistered`. Holders are off-chain services: one that is no longer staked may still
+    serve, but nothing of its own is at stake any more, and it may stop at any time."""
+
+    address: str
+    standing: str
+    unlocks_at: int | None = None
+
+    @property
+    def staked(self) -> bool:
+        return self.standing == "staked"
+
+
+def holder_standings(chain: Any, holders: Sequence[str]) -> list[HolderStanding]:
+    """Each of `holders` (a lease's policy, in share order) as the chain sees it now."""
+    standings = []
+    for address in holders:
+        checksummed = to_checksum_address(address)
+        info = chain.keys.holder_of(checksummed)
+        if not info.registered:
+            standings.append(HolderStanding(checksummed, "deregistered"))
+        elif chain.keys.is_active_holder(checksummed):
+            standings.append(HolderStanding(checksummed, "staked"))
+        elif info.unbonding > 0:
+            standings.append(HolderStanding(checksummed, "leaving", int(info.unlocks_at)))
+        else:
+            standings.append(HolderStanding(checksummed, "unstaked"))
+    return standings
+
+
 def policy_for(measurements: Sequence[bytes], failover: bool, deposit: KeyDeposit) -> Any:
     """The chain's KeyPolicy for `deposit` (cvm.chain.key_service)."""
     from cvm.chain.key_service import KeyPolicy  # type: ignore[import-not-found,unused-ignore]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -247,16 +248,32 @@ def deposit_text(view: dict[str, Any]) -> str:
     return literal(text)
 
 
-def _policy_view(lease_id: int, policy: Any) -> dict[str, Any]:
+def _policy_view(lease_id: int, policy: Any, standings: Sequence[Any]) -> dict[str, Any]:
+    staked = sum(1 for s in standings if s.staked)
     return {
         "lease_id": lease_id,
         "key_version": int(policy.key_version),
         "threshold": int(policy.threshold),
         "holders": [str(h) for h in policy.holders],
+        # Each holder's standing on chain now (cvm.key_release.HolderStanding), share order.
+        "holder_standings": [
+            {"address": s.address, "standing": s.standing, "unlocks_at": s.unlocks_at}
+            for s in standings
+        ],
+        "staked_holders": staked,
+        # Fewer staked holders than the threshold: a rekey to staked ones is due.
+        "below_threshold": staked < int(policy.threshold),
         "measurements": ["0x" + bytes(m).hex() for m in policy.measurements],
         "failover": bool(policy.failover),
         "manifest_hash": "0x" + bytes(policy.manifest_hash).hex(),
     }
+
+
+def _standing_text(standing: dict[str, Any]) -> str:
+    if standing["standing"] == "leaving":
+        unlocks = datetime.fromtimestamp(standing["unlocks_at"], UTC)
+        return f"leaving (its stake unlocks {unlocks:%Y-%m-%d %H:%M} UTC)"
+    return str(standing["standing"])
 
 
 def _policy_text(view: dict[str, Any]) -> str:
@@ -264,7 +281,16 @@ def _policy_text(view: dict[str, Any]) -> str:
         f"lease {view['lease_id']}: key version {view['key_version']},"
         f" {view['threshold']} of {len(view['holders'])} holders,"
         f" failover {'allowed' if view['failover'] else 'not allowed'}",
-        "holders: " + ", ".join(view["holders"]),
+        f"holders ({view['staked_holders']} staked):",
+        *(f"  {s['address']}  {_standing_text(s)}" for s in view["holder_standings"]),
+    ]
+    if view["below_threshold"]:
+        lines.append(
+            f"WARNING: {view['staked_holders']} of the {view['threshold']} holders the key needs"
+            " are still staked; if the others stop serving, no new guest of this lease can get"
+            f" its key. Rekey to staked holders: cvm lease rekey {view['lease_id']} --holders auto"
+        )
+    lines += [
         "measurements allowed:",
         *(f"  {m}" for m in view["measurements"]),
         f"manifest {view['manifest_hash']}",
@@ -327,7 +353,11 @@ def policy(
         if failover is not None and failover != bool(current.failover):
             keys.set_failover(lease_id, failover)
         current = keys.key_policy_of(lease_id)
-    view = _policy_view(lease_id, current)
+        if current is None:  # the renter cannot remove a policy: only a broken RPC answers so
+            raise CliError(f"lease {lease_id}: its key policy could not be read back")
+    from cvm.key_release import holder_standings
+
+    view = _policy_view(lease_id, current, holder_standings(renter.chain, current.holders))
     emit(view, lambda: _policy_text(view))
 
 

@@ -65,7 +65,12 @@ class FakeKeys:
 
     def holder_of(self, address: str) -> Any:
         index = [h.lower() for h in HOLDERS].index(address.lower())
-        return types.SimpleNamespace(key=_public(HOLDER_KEYS[index]), stake=10, registered=True)
+        return types.SimpleNamespace(
+            key=_public(HOLDER_KEYS[index]), stake=10, unbonding=0, unlocks_at=0, registered=True
+        )
+
+    def is_active_holder(self, address: str) -> bool:
+        return address.lower() in [a.lower() for a in self.active]
 
     def key_policy_of(self, lease_id: int) -> Any:
         return self.policy
