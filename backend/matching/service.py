@@ -394,21 +394,17 @@ class Matcher:
         freed: list[Match] = []
         revived: list[Match] = []
         with self.store.session() as session:
+            # Every reservation the lease ever had (a handful): one read for all the checks below.
+            rows = session.scalars(
+                select(Match).where(Match.lease_id == lease_id).order_by(Match.id)
+            ).all()
             # A node accepts a lease at most once (the chain never lets it take a lease it
             # declined or left), so an accept already recorded is this one heard again (two
             # replicas reacting to it, or a reconcile's read from before the first record),
             # perhaps released since by a heartbeat: recording it again would hold capacity
             # the node already reports as used, and count the accept twice.
-            recorded = session.scalar(
-                select(Match.id)
-                .where(
-                    Match.lease_id == lease_id,
-                    Match.node == node,
-                    Match.accepted_at.is_not(None),
-                )
-                .limit(1)
-            )
-            live = self._live(session, lease_id)
+            recorded = any(m.node == node and m.accepted_at is not None for m in rows)
+            live = [m for m in rows if m.status in ReservationState.live()]
             for match in live:
                 if match.node == node and match.status == ReservationState.RESERVED:
                     match.status = ReservationState.ACCEPTED
@@ -416,18 +412,16 @@ class Matcher:
                 elif match.node != node:
                     match.status = ReservationState.RELEASED
                     freed.append(match)
-            if recorded is None and not any(match.node == node for match in live):
+            if not recorded and not any(match.node == node for match in live):
                 session.flush()  # the released ones first: one live reservation per lease
-                expired = session.scalars(
-                    select(Match)
-                    .where(
-                        Match.lease_id == lease_id,
-                        Match.node == node,
-                        Match.status == ReservationState.EXPIRED,
-                    )
-                    .order_by(Match.id.desc())
-                    .limit(1)
-                ).first()
+                expired = next(
+                    (
+                        m
+                        for m in reversed(rows)
+                        if m.node == node and m.status == ReservationState.EXPIRED
+                    ),
+                    None,
+                )
                 if expired is not None:
                     expired.status = ReservationState.ACCEPTED
                     expired.accepted_at = now
@@ -443,7 +437,7 @@ class Matcher:
             self.index.release(_reservation(match))
         for match in revived:
             self.index.reserve(_reservation(match))
-        return recorded is not None or bool(revived) or any(match.node == node for match in live)
+        return recorded or bool(revived) or any(match.node == node for match in live)
 
     def _unreserved_accept(
         self, session: Session, lease_id: int, node: str, now: datetime
